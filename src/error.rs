@@ -1,0 +1,151 @@
+//! The few error kinds a caller branches on, and the exit code each one gives.
+//!
+//! Sessions use `anyhow` with context everywhere; where an error decides the exit
+//! code it is tagged once with a [`Kind`] (see [`Classify`] and [`fail`]), where the
+//! failure is seen; `main` maps the innermost tag in the chain to an exit code.
+//! Tagging does not change the message: `{err:#}` prints the same chain either way.
+
+use std::fmt;
+
+use crate::frame::ErrorCode;
+
+/// Why a transfer failed, as far as the exit code is concerned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// The peer could not be reached, went away, timed out, or was busy (exit 3).
+    Network,
+    /// The peers do not share the key, or the peer would not prove it (exit 4).
+    Auth,
+    /// A checksum or MAC did not verify (exit 5).
+    Verification,
+    /// The receiver refused an entry: it exists, its path is unsafe, or it is too large (exit 6).
+    Refused,
+    /// Reading a source or writing the target failed, here or on the receiver (exit 7).
+    Io,
+    /// The peer broke the protocol: malformed or unexpected frames, version or role (exit 8).
+    Protocol,
+}
+
+impl Kind {
+    /// The process exit code for this kind, as listed in the README.
+    pub fn exit_code(self) -> u8 {
+        match self {
+            Kind::Network => 3,
+            Kind::Auth => 4,
+            Kind::Verification => 5,
+            Kind::Refused => 6,
+            Kind::Io => 7,
+            Kind::Protocol => 8,
+        }
+    }
+
+    /// The kind of failure a peer's error frame reports.
+    pub fn of_code(code: ErrorCode) -> Kind {
+        match code {
+            ErrorCode::Version | ErrorCode::Role | ErrorCode::Protocol | ErrorCode::Unknown => {
+                Kind::Protocol
+            }
+            ErrorCode::Auth => Kind::Auth,
+            ErrorCode::Busy | ErrorCode::Timeout => Kind::Network,
+            ErrorCode::BadPath | ErrorCode::Exists | ErrorCode::TooLarge => Kind::Refused,
+            ErrorCode::Checksum | ErrorCode::Mac => Kind::Verification,
+            ErrorCode::Io => Kind::Io,
+        }
+    }
+}
+
+/// An error tagged with its [`Kind`]; displays exactly as the error it wraps.
+#[derive(Debug)]
+struct Tagged {
+    kind: Kind,
+    inner: anyhow::Error,
+}
+
+impl fmt::Display for Tagged {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Only the top message: anyhow prints the rest of the chain through `source`.
+        write!(f, "{}", self.inner)
+    }
+}
+
+impl std::error::Error for Tagged {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.inner.source()
+    }
+}
+
+/// A new error of the given kind.
+pub fn fail(kind: Kind, message: impl fmt::Display) -> anyhow::Error {
+    tag(kind, anyhow::anyhow!("{message}"))
+}
+
+/// Tags an existing error with a kind (an inner tag, if any, still wins).
+pub fn tag(kind: Kind, err: impl Into<anyhow::Error>) -> anyhow::Error {
+    anyhow::Error::new(Tagged {
+        kind,
+        inner: err.into(),
+    })
+}
+
+/// Tags the error of a `Result` with a kind.
+pub trait Classify<T> {
+    fn classify(self, kind: Kind) -> anyhow::Result<T>;
+}
+
+impl<T, E: Into<anyhow::Error>> Classify<T> for Result<T, E> {
+    fn classify(self, kind: Kind) -> anyhow::Result<T> {
+        self.map_err(|err| tag(kind, err))
+    }
+}
+
+/// The kind an error was tagged with, the innermost tag winning: the place that
+/// saw the failure knows best what it was, outer layers only add context.
+pub fn kind_of(err: &anyhow::Error) -> Option<Kind> {
+    let mut found = None;
+    let mut layer: Option<&(dyn std::error::Error + 'static)> = Some(err.as_ref());
+    while let Some(current) = layer {
+        if let Some(tagged) = current.downcast_ref::<Tagged>() {
+            found = Some(tagged.kind);
+            // `Tagged::source` skips the wrapped error's own top layer, so look inside too.
+            if let Some(inner) = kind_of(&tagged.inner) {
+                found = Some(inner);
+            }
+            break;
+        }
+        layer = current.source();
+    }
+    found
+}
+
+/// The exit code for an error: its kind's code, or 1 for anything untagged.
+pub fn exit_code(err: &anyhow::Error) -> u8 {
+    kind_of(err).map_or(1, Kind::exit_code)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use anyhow::Context;
+
+    #[test]
+    fn tag_survives_context_and_keeps_the_message() {
+        let err = Err::<(), _>(std::io::Error::other("reset"))
+            .classify(Kind::Network)
+            .context("sending a.txt")
+            .unwrap_err();
+        assert_eq!(exit_code(&err), 3);
+        assert_eq!(format!("{err:#}"), "sending a.txt: reset");
+    }
+
+    #[test]
+    fn innermost_tag_wins() {
+        let inner = fail(Kind::Auth, "wrong key");
+        let err = tag(Kind::Network, inner.context("handshake"));
+        assert_eq!(kind_of(&err), Some(Kind::Auth));
+    }
+
+    #[test]
+    fn untagged_errors_exit_1() {
+        assert_eq!(exit_code(&anyhow::anyhow!("plain")), 1);
+    }
+}

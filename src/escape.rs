@@ -1,0 +1,89 @@
+//! Making untrusted text safe to print: names and messages from a peer (or odd local
+//! file names) never reach a terminal raw. Also the character classes the path policy
+//! refuses, so that what is refused and what is escaped cannot drift apart.
+
+use std::borrow::Cow;
+use std::fmt::Write;
+
+/// Unicode general category Cf (format characters: bidi overrides, zero-width
+/// characters, ...), as inclusive ranges, from Unicode 15.1. Std does not expose
+/// general categories and a table this small does not justify a dependency.
+const FORMAT_CHARS: &[(char, char)] = &[
+    ('\u{00AD}', '\u{00AD}'),
+    ('\u{0600}', '\u{0605}'),
+    ('\u{061C}', '\u{061C}'),
+    ('\u{06DD}', '\u{06DD}'),
+    ('\u{070F}', '\u{070F}'),
+    ('\u{0890}', '\u{0891}'),
+    ('\u{08E2}', '\u{08E2}'),
+    ('\u{180E}', '\u{180E}'),
+    ('\u{200B}', '\u{200F}'),
+    ('\u{202A}', '\u{202E}'),
+    ('\u{2060}', '\u{2064}'),
+    ('\u{2066}', '\u{206F}'),
+    ('\u{FEFF}', '\u{FEFF}'),
+    ('\u{FFF9}', '\u{FFFB}'),
+    ('\u{110BD}', '\u{110BD}'),
+    ('\u{110CD}', '\u{110CD}'),
+    ('\u{13430}', '\u{1343F}'),
+    ('\u{1BCA0}', '\u{1BCA3}'),
+    ('\u{1D173}', '\u{1D17A}'),
+    ('\u{E0001}', '\u{E0001}'),
+    ('\u{E0020}', '\u{E007F}'),
+];
+
+/// Whether `c` is in Unicode category Cf.
+pub fn is_format(c: char) -> bool {
+    FORMAT_CHARS
+        .iter()
+        .any(|&(first, last)| (first..=last).contains(&c))
+}
+
+/// Whether `c` must not be printed raw: a control (Cc) or format (Cf) character.
+pub fn is_unprintable(c: char) -> bool {
+    c.is_control() || is_format(c)
+}
+
+/// `text` with every control and format character written as `\u{..}`, and
+/// backslashes doubled so that an escape cannot be forged.
+pub fn escape(text: &str) -> Cow<'_, str> {
+    if !text.chars().any(|c| is_unprintable(c) || c == '\\') {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if c == '\\' {
+            out.push_str("\\\\");
+        } else if is_unprintable(c) {
+            write!(out, "\\u{{{:x}}}", c as u32).expect("writing to a String cannot fail");
+        } else {
+            out.push(c);
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// Escapes a local path for printing, marking bytes that are not UTF-8.
+pub fn escape_path(path: &std::path::Path) -> String {
+    escape(&path.to_string_lossy()).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_text_is_untouched() {
+        assert!(matches!(escape("photos/été 2024.jpg"), Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn terminal_tricks_are_escaped() {
+        assert_eq!(escape("a\x1b[31mred"), "a\\u{1b}[31mred");
+        assert_eq!(escape("evil\u{202E}txt.exe"), "evil\\u{202e}txt.exe");
+        assert_eq!(escape("line\nbreak\r"), "line\\u{a}break\\u{d}");
+        assert_eq!(escape("zero\u{200B}width"), "zero\\u{200b}width");
+        assert_eq!(escape("c1\u{9b}"), "c1\\u{9b}");
+        assert_eq!(escape("back\\u{1b}slash"), "back\\\\u{1b}slash");
+    }
+}

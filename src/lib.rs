@@ -1,0 +1,46 @@
+//! xfer moves files between two machines over TCP, authenticated with a shared key
+//! and verified end to end. The wire protocol is `PROTOCOL.md`.
+//!
+//! Data flows one way: `cli` -> `send` | `recv` -> `handshake` -> `conn` -> `frame`,
+//! with `net` for sockets, the filesystem (`source`, `sink`) and the terminal
+//! (`progress`, `report`) at the edges, reached only from `send` and `recv`.
+
+pub mod cli;
+pub mod conn;
+pub mod error;
+pub mod escape;
+pub mod frame;
+pub mod handshake;
+pub mod key;
+pub mod net;
+pub mod progress;
+pub mod recv;
+pub mod report;
+pub mod send;
+pub mod sink;
+pub mod source;
+
+use std::io::Write;
+
+use anyhow::Result;
+
+use cli::{Cli, Command};
+
+/// Runs the command the user asked for.
+pub fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Send(args) => send::run(&args),
+        Command::Recv(args) => recv::run(&args),
+        Command::Keygen(args) => {
+            let new_key = key::generate()?;
+            match args.path {
+                Some(path) => key::write_new(&path, &new_key),
+                None => {
+                    let mut stdout = std::io::stdout().lock();
+                    writeln!(stdout, "{new_key}")?;
+                    Ok(stdout.flush()?)
+                }
+            }
+        }
+    }
+}

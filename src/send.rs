@@ -1,0 +1,409 @@
+//! The sender's session: offer everything at once, read the plan, then stream each
+//! accepted file (hashing it in the same pass) while a second thread reads and
+//! verifies the receiver's acknowledgements as they arrive. No per-file round trips.
+//!
+//! It reaches the filesystem only through `source` and the terminal only through
+//! `report` and the progress bar.
+
+use std::collections::HashSet;
+use std::io::{self, Read, Write};
+use std::sync::Mutex;
+use std::time::Instant;
+
+use anyhow::Result;
+use md5::{Digest, Md5};
+
+use crate::cli::SendArgs;
+use crate::conn::{Connection, FrameReader, FrameWriter};
+use crate::error::{Kind, fail};
+use crate::escape::escape;
+use crate::frame::{self, Decision, EntryKind, LENGTH_PREFIX, Message, Role};
+use crate::handshake::{FileFacts, SessionKey, peer_error};
+use crate::key;
+use crate::net;
+use crate::progress;
+use crate::report::{Failed, Reporter, Verified};
+use crate::source::{self, Source};
+
+/// Payload bytes per data frame.
+const CHUNK: usize = 256 << 10;
+
+/// `xfer send`: connect, authenticate, run one session.
+pub fn run(args: &SendArgs) -> Result<()> {
+    let key = key::load(args.common.key_file.as_deref())?.ok_or_else(|| {
+        anyhow::anyhow!(
+            "no key: pass --key-file PATH or set ${} (the receiver prints one when it starts without a key)",
+            key::KEY_ENV
+        )
+    })?;
+    let sources = source::collect(&args.files)?;
+    let stream = net::connect(&args.to)?;
+    let (conn, session_key) =
+        net::authenticate(stream, &key, Role::Sender, false, args.common.timeouts())?;
+    let reporter = Reporter::new(progress::transfer_bar(None, true), args.common.quiet);
+    session(conn, &session_key, &sources, &reporter, args.common.quiet)
+}
+
+/// What the sender knows about a file it finished sending, for checking its `ok`.
+struct Sent {
+    size: u64,
+    md5: [u8; 16],
+    /// A local problem that made us send a size the receiver must refuse.
+    local_failure: Option<String>,
+}
+
+/// The acknowledgements as the ack thread saw them.
+#[derive(Default)]
+struct Acks {
+    verified: Vec<Verified>,
+    failed: Vec<(Failed, Kind)>,
+    seen: HashSet<u64>,
+}
+
+/// Runs one sending session on an authenticated connection.
+pub fn session<R: Read + Send, W: Write>(
+    conn: Connection<R, W>,
+    session_key: &SessionKey,
+    sources: &[Source],
+    reporter: &Reporter,
+    quiet: bool,
+) -> Result<()> {
+    let started = Instant::now();
+    let Connection {
+        mut reader,
+        mut writer,
+    } = conn;
+    let entries = sources.iter().map(|source| source.entry.clone()).collect();
+    writer.write_message(&Message::Offer { entries })?;
+    writer.flush()?;
+    let plan = match reader.expect_message("the plan")? {
+        Message::Plan { entries } if entries.len() == sources.len() => entries,
+        Message::Plan { entries } => {
+            return Err(fail(
+                Kind::Protocol,
+                format!(
+                    "the plan has {} decisions for {} entries",
+                    entries.len(),
+                    sources.len()
+                ),
+            ));
+        }
+        Message::Error { code, message, .. } => return Err(peer_error(code, &message)),
+        other => return Err(fail(Kind::Protocol, format!("expected plan, got {other}"))),
+    };
+
+    let mut refused = Vec::new();
+    let mut to_send = Vec::new();
+    for (index, (source, decision)) in sources.iter().zip(&plan).enumerate() {
+        match decision {
+            Decision::Skip { code, message } => {
+                let failed = Failed {
+                    path: source.entry.path.clone(),
+                    why: format!("refused by the receiver: {} ({code})", escape(message)),
+                };
+                reporter.failed(&failed);
+                refused.push((failed, Kind::of_code(*code)));
+            }
+            Decision::Send { .. } if source.entry.kind == EntryKind::Dir => {}
+            Decision::Send { offset, prefix_md5 } => {
+                to_send.push((index as u64, source, *offset, prefix_md5.as_deref()));
+            }
+        }
+    }
+    let total: u64 = to_send
+        .iter()
+        .map(|(_, source, ..)| source.entry.size.unwrap_or(0))
+        .sum();
+    let bar = progress::transfer_bar(Some(total), quiet);
+    let reporter = Reporter::new(bar, quiet);
+
+    let sent: Mutex<Vec<Option<Sent>>> = Mutex::new((0..sources.len()).map(|_| None).collect());
+    let (write_result, ack_result) = std::thread::scope(|scope| {
+        let acks = scope.spawn(|| read_acks(&mut reader, session_key, sources, &sent, &reporter));
+        let written = (|| {
+            let mut frame_buf = vec![0; LENGTH_PREFIX + CHUNK];
+            for &(index, source, offset, prefix_md5) in &to_send {
+                let facts = send_file(
+                    &mut writer,
+                    &mut frame_buf,
+                    index,
+                    source,
+                    offset,
+                    prefix_md5,
+                    &reporter,
+                )?;
+                let file = FileFacts {
+                    index,
+                    size: facts.size,
+                    md5: &facts.md5,
+                    path: &source.entry.path,
+                };
+                let done = Message::Done {
+                    index,
+                    size: facts.size,
+                    md5: frame::hex(&facts.md5),
+                    mac: session_key.done_mac(file),
+                };
+                // Stored before `done` leaves, so its acknowledgement always finds it.
+                sent.lock().expect("no panics while holding the lock")[index as usize] =
+                    Some(facts);
+                writer.write_message(&done)?;
+            }
+            writer.write_message(&Message::End)?;
+            writer.flush()
+        })();
+        (written, acks.join().expect("the ack thread does not panic"))
+    });
+    // The receiver's own account of a failure explains more than our broken pipe.
+    let mut acks = match (write_result, ack_result) {
+        (_, Err(err)) => return Err(err),
+        (Err(err), Ok(_)) => return Err(err),
+        (Ok(()), Ok(acks)) => acks,
+    };
+
+    for &(index, source, ..) in &to_send {
+        if !acks.seen.contains(&index) {
+            let failed = Failed {
+                path: source.entry.path.clone(),
+                why: "the receiver never acknowledged it".into(),
+            };
+            reporter.failed(&failed);
+            acks.failed.push((failed, Kind::Verification));
+        }
+    }
+    refused.append(&mut acks.failed);
+    reporter.summary("sent", &acks.verified, refused.len(), started.elapsed());
+    finish(sources.len(), &refused, "delivered")
+}
+
+/// The session's result: fine if nothing failed, else the kind of the first failure.
+pub fn finish(entries: usize, failed: &[(Failed, Kind)], verb: &str) -> Result<()> {
+    match failed.first() {
+        None => Ok(()),
+        Some((_, kind)) => Err(fail(
+            *kind,
+            format!("{} of {entries} entries not {verb}", failed.len()),
+        )),
+    }
+}
+
+/// Streams one file: `data`, the data frames (hashing each chunk as it goes), the
+/// empty frame. Returns what `done` must say.
+fn send_file<W: Write>(
+    writer: &mut FrameWriter<W>,
+    frame_buf: &mut [u8],
+    index: u64,
+    source: &Source,
+    offset: u64,
+    prefix_md5: Option<&str>,
+    reporter: &Reporter,
+) -> Result<Sent> {
+    let expected = source.entry.size;
+    reporter
+        .bar()
+        .set_message(escape(&source.entry.path).into_owned());
+    let mut hasher = Md5::new();
+    let opened = source.open();
+    let mut input = match opened {
+        Ok(input) => input,
+        Err(err) => {
+            // The plan promised data for this entry: send none, and a size the
+            // receiver must refuse, so that nothing lands under its name.
+            writer.write_message(&Message::Data { index, offset: 0 })?;
+            writer.write_end_of_data()?;
+            return Ok(poisoned(expected, format!("{err:#}")));
+        }
+    };
+    let start = if resume_matches(&mut input, &mut hasher, offset, prefix_md5) {
+        offset
+    } else if offset > 0 {
+        // The receiver holds different bytes (or we could not read ours): start over.
+        hasher = Md5::new();
+        input = source.open()?;
+        0
+    } else {
+        0
+    };
+    writer.write_message(&Message::Data {
+        index,
+        offset: start,
+    })?;
+    let mut sent = start;
+    let mut local_failure = None;
+    loop {
+        let room = &mut frame_buf[LENGTH_PREFIX..];
+        let limit = match expected {
+            // Never send past the offered size; a file that grew is caught below.
+            Some(size) => room
+                .len()
+                .min(usize::try_from(size - sent).unwrap_or(usize::MAX)),
+            None => room.len(),
+        };
+        let n = match read_full(&mut input, &mut room[..limit]) {
+            Ok(n) => n,
+            Err(err) => {
+                local_failure = Some(format!("cannot read {}: {err}", source.shown()));
+                break;
+            }
+        };
+        if n == 0 {
+            break;
+        }
+        hasher.update(&room[..n]);
+        writer.write_data_frame(&mut frame_buf[..LENGTH_PREFIX + n])?;
+        reporter.bar().inc(n as u64);
+        sent += n as u64;
+    }
+    writer.write_end_of_data()?;
+    if local_failure.is_none()
+        && expected == Some(sent)
+        && read_full(&mut input, &mut [0; 1]).is_ok_and(|n| n > 0)
+    {
+        local_failure = Some(format!("{} grew while it was being sent", source.shown()));
+    } else if local_failure.is_none() && expected.is_some_and(|size| size != sent) {
+        local_failure = Some(format!("{} shrank while it was being sent", source.shown()));
+    }
+    match local_failure {
+        Some(why) => Ok(poisoned(expected, why)),
+        None => Ok(Sent {
+            size: sent,
+            md5: hasher.finalize().into(),
+            local_failure: None,
+        }),
+    }
+}
+
+/// A `done` the receiver must refuse: the offered size plus one never matches it.
+fn poisoned(expected: Option<u64>, why: String) -> Sent {
+    Sent {
+        size: expected.map_or(u64::MAX, |size| size.wrapping_add(1)),
+        md5: [0; 16],
+        local_failure: Some(why),
+    }
+}
+
+/// Reads the first `offset` bytes into the hash and says whether their MD5 is the
+/// receiver's `prefix_md5`, so sending can continue from `offset`.
+fn resume_matches(
+    input: &mut Box<dyn Read + Send>,
+    hasher: &mut Md5,
+    offset: u64,
+    prefix_md5: Option<&str>,
+) -> bool {
+    let Some(prefix_md5) = prefix_md5.filter(|_| offset > 0) else {
+        return false;
+    };
+    let copied = io::copy(&mut input.by_ref().take(offset), &mut HashWriter(hasher));
+    copied.is_ok_and(|n| n == offset) && frame::hex(&hasher.clone().finalize()) == prefix_md5
+}
+
+struct HashWriter<'a>(&'a mut Md5);
+
+impl Write for HashWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.update(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Reads until `buf` is full or the input ends, so frames stay full-sized even when
+/// the input (a pipe) hands out small pieces.
+fn read_full<R: Read + ?Sized>(input: &mut R, buf: &mut [u8]) -> io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match input.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+            Err(err) => return Err(err),
+        }
+    }
+    Ok(filled)
+}
+
+/// The ack thread: reads `ok` and per-entry `error` frames until the receiver's `end`,
+/// verifying each `ok` against what was sent.
+fn read_acks<R: Read>(
+    reader: &mut FrameReader<R>,
+    session_key: &SessionKey,
+    sources: &[Source],
+    sent: &Mutex<Vec<Option<Sent>>>,
+    reporter: &Reporter,
+) -> Result<Acks> {
+    let mut acks = Acks::default();
+    loop {
+        let (index, outcome) = match reader.expect_message("the receiver's acknowledgements")? {
+            Message::End => return Ok(acks),
+            Message::Error {
+                index: None,
+                code,
+                message,
+            } => return Err(peer_error(code, &message)),
+            Message::Error {
+                index: Some(index),
+                code,
+                message,
+            } => (index, Err((code, message))),
+            Message::Ok { index, mac } => (index, Ok(mac)),
+            other => {
+                return Err(fail(
+                    Kind::Protocol,
+                    format!("unexpected frame from the receiver: {other}"),
+                ));
+            }
+        };
+        let sent = sent.lock().expect("no panics while holding the lock");
+        let Some(Some(facts)) = sent.get(index as usize) else {
+            return Err(fail(
+                Kind::Protocol,
+                format!("acknowledgement for entry {index}, which was not sent"),
+            ));
+        };
+        if !acks.seen.insert(index) {
+            return Err(fail(
+                Kind::Protocol,
+                format!("entry {index} acknowledged twice"),
+            ));
+        }
+        let path = &sources[index as usize].entry.path;
+        let failure = match (outcome, &facts.local_failure) {
+            (_, Some(why)) => Some((why.clone(), Kind::Io)),
+            (Ok(mac), None) => {
+                let file = FileFacts {
+                    index,
+                    size: facts.size,
+                    md5: &facts.md5,
+                    path,
+                };
+                if session_key.verify_ok(file, &mac) {
+                    acks.verified.push(Verified {
+                        path: path.clone(),
+                        size: facts.size,
+                        md5: frame::hex(&facts.md5),
+                    });
+                    None
+                } else {
+                    Some((
+                        "the receiver's acknowledgement does not verify (forged ok?)".into(),
+                        Kind::Verification,
+                    ))
+                }
+            }
+            (Err((code, message)), None) => Some((
+                format!("the receiver reported {code}: {}", escape(&message)),
+                Kind::of_code(code),
+            )),
+        };
+        if let Some((why, kind)) = failure {
+            let failed = Failed {
+                path: path.clone(),
+                why,
+            };
+            reporter.failed(&failed);
+            acks.failed.push((failed, kind));
+        }
+    }
+}

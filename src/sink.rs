@@ -1,0 +1,719 @@
+//! What the receiver writes, and the one place untrusted names are checked.
+//!
+//! [`check_path`] is the policy of `PROTOCOL.md` section 6. [`TargetDir`] holds the
+//! opened target directory; every file and directory is reached beneath that handle,
+//! one component at a time with `O_NOFOLLOW`, so a symlink planted inside it (or the
+//! directory being swapped for a link mid-transfer) cannot redirect a write. A file
+//! is written as a [`PartFile`] under a hidden temporary name next to its final name,
+//! flushed to disk, and only then renamed; a part file that is dropped unfinished is
+//! removed. Nothing here knows about frames or sockets.
+
+use std::fmt;
+use std::fs::File;
+use std::io::{self, Write};
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+
+use rustix::fs::{AtFlags, FileType, Mode, OFlags, RenameFlags, Timespec, Timestamps};
+use rustix::io::Errno;
+
+use crate::escape::{escape, is_format};
+use crate::frame::ErrorCode;
+
+/// Longest path accepted, in bytes.
+const MAX_PATH: usize = 4096;
+/// Longest path component accepted, in bytes.
+const MAX_COMPONENT: usize = 255;
+/// Prefix of temporary names; a leading dot hides them from `ls`.
+pub const PART_PREFIX: &str = ".xfer-";
+/// Permission bits a receiver may set: never setuid, setgid or sticky.
+const PERMISSION_BITS: u32 = 0o777;
+
+/// Why an offered path is refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PathRefusal {
+    Empty,
+    TooLong,
+    Absolute,
+    DrivePrefix,
+    Backslash,
+    Control(char),
+    Format(char),
+    EmptyComponent,
+    Dot,
+    DotDot,
+    ComponentTooLong,
+    WindowsReserved,
+}
+
+impl fmt::Display for PathRefusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PathRefusal::Empty => f.write_str("empty path"),
+            PathRefusal::TooLong => write!(f, "path longer than {MAX_PATH} bytes"),
+            PathRefusal::Absolute => f.write_str("absolute path"),
+            PathRefusal::DrivePrefix => f.write_str("Windows drive or device prefix"),
+            PathRefusal::Backslash => f.write_str("backslash in path"),
+            PathRefusal::Control(c) => write!(f, "control character U+{:04X} in path", *c as u32),
+            PathRefusal::Format(c) => write!(f, "format character U+{:04X} in path", *c as u32),
+            PathRefusal::EmptyComponent => f.write_str("empty path component"),
+            PathRefusal::Dot => f.write_str("'.' component"),
+            PathRefusal::DotDot => f.write_str("'..' component"),
+            PathRefusal::ComponentTooLong => {
+                write!(f, "path component longer than {MAX_COMPONENT} bytes")
+            }
+            PathRefusal::WindowsReserved => f.write_str("name reserved on Windows"),
+        }
+    }
+}
+
+/// Checks an offered path; on success returns its components, each safe to use as
+/// one name inside the target directory.
+pub fn check_path(path: &str) -> Result<Vec<&str>, PathRefusal> {
+    check_path_for(path, cfg!(windows))
+}
+
+fn check_path_for(path: &str, windows: bool) -> Result<Vec<&str>, PathRefusal> {
+    if path.is_empty() {
+        return Err(PathRefusal::Empty);
+    }
+    if path.len() > MAX_PATH {
+        return Err(PathRefusal::TooLong);
+    }
+    if path.starts_with('/') {
+        return Err(PathRefusal::Absolute);
+    }
+    let bytes = path.as_bytes();
+    if bytes.len() >= 2 && bytes[0].is_ascii_alphabetic() && bytes[1] == b':' {
+        return Err(PathRefusal::DrivePrefix);
+    }
+    for c in path.chars() {
+        if c == '\\' {
+            return Err(PathRefusal::Backslash);
+        }
+        if c.is_control() {
+            return Err(PathRefusal::Control(c));
+        }
+        if is_format(c) {
+            return Err(PathRefusal::Format(c));
+        }
+    }
+    let components: Vec<&str> = path.split('/').collect();
+    for &component in &components {
+        match component {
+            "" => return Err(PathRefusal::EmptyComponent),
+            "." => return Err(PathRefusal::Dot),
+            ".." => return Err(PathRefusal::DotDot),
+            _ if component.len() > MAX_COMPONENT => return Err(PathRefusal::ComponentTooLong),
+            _ if windows && is_windows_reserved(component) => {
+                return Err(PathRefusal::WindowsReserved);
+            }
+            _ => {}
+        }
+    }
+    Ok(components)
+}
+
+/// Names Windows gives a special meaning, with or without an extension, and names
+/// ending in a dot or a space (Windows silently strips those).
+fn is_windows_reserved(component: &str) -> bool {
+    if component.ends_with('.') || component.ends_with(' ') {
+        return true;
+    }
+    let stem = component
+        .split('.')
+        .next()
+        .unwrap_or_default()
+        .to_ascii_uppercase();
+    matches!(stem.as_str(), "CON" | "PRN" | "AUX" | "NUL")
+        || ["COM", "LPT"].iter().any(|prefix| {
+            stem.strip_prefix(prefix)
+                .is_some_and(|n| n.len() == 1 && matches!(n.as_bytes()[0], b'1'..=b'9'))
+        })
+}
+
+/// Why the receiver will not (or could not) take one entry: the code and a
+/// message for the peer, already safe to print.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl Refusal {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Refusal {
+            code,
+            message: message.into(),
+        }
+    }
+
+    fn io(path: &str, doing: &str, err: impl Into<io::Error>) -> Self {
+        let err: io::Error = err.into();
+        // ENOSPC and EFBIG say more to a user as words than as an errno.
+        let why = match err.raw_os_error() {
+            Some(code) if code == Errno::NOSPC.raw_os_error() => {
+                "no space left on the receiver's disk".to_string()
+            }
+            Some(code) if code == Errno::FBIG.raw_os_error() => {
+                "file too large for the receiver".to_string()
+            }
+            _ => err.to_string(),
+        };
+        Refusal::new(ErrorCode::Io, format!("{}: {doing}: {why}", escape(path)))
+    }
+}
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({})", self.message, self.code)
+    }
+}
+
+/// The directory a receiver writes into, held open so that every name is resolved
+/// beneath it.
+pub struct TargetDir {
+    root: OwnedFd,
+    shown: PathBuf,
+}
+
+impl TargetDir {
+    /// Opens `path`, which must be an existing directory (a link to one is fine:
+    /// the user chose it; links found inside it are never followed).
+    pub fn open(path: &Path) -> anyhow::Result<Self> {
+        let root = rustix::fs::open(
+            path,
+            OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|err| {
+            anyhow::anyhow!(
+                "cannot open target directory {}: {}",
+                path.display(),
+                io::Error::from(err)
+            )
+        })?;
+        Ok(TargetDir {
+            root,
+            shown: path.to_path_buf(),
+        })
+    }
+
+    /// The directory as the user named it, for messages.
+    pub fn shown(&self) -> &Path {
+        &self.shown
+    }
+
+    /// Bytes available to us on the target's filesystem, if the system says.
+    pub fn free_space(&self) -> Option<u64> {
+        let stat = rustix::fs::fstatvfs(&self.root).ok()?;
+        Some(stat.f_bavail.saturating_mul(stat.f_frsize))
+    }
+
+    /// Whether a file may be created at `components` (checked when planning; the
+    /// final rename checks again, atomically).
+    pub fn probe_file(
+        &self,
+        path: &str,
+        components: &[&str],
+        overwrite: bool,
+    ) -> Result<(), Refusal> {
+        let (parents, name) = components.split_last_parent();
+        let Some(parent) = self.walk(path, parents, false)? else {
+            return Ok(()); // parents do not exist yet: they will be created
+        };
+        match rustix::fs::statat(&parent, name, AtFlags::SYMLINK_NOFOLLOW) {
+            Err(Errno::NOENT) => Ok(()),
+            Err(err) => Err(Refusal::io(path, "cannot inspect the target", err)),
+            Ok(stat) if FileType::from_raw_mode(stat.st_mode) == FileType::Directory => {
+                Err(Refusal::new(
+                    ErrorCode::Exists,
+                    format!("{}: a directory of that name exists", escape(path)),
+                ))
+            }
+            Ok(_) if overwrite => Ok(()),
+            Ok(_) => Err(Refusal::new(
+                ErrorCode::Exists,
+                format!(
+                    "{}: already exists (the receiver does not overwrite)",
+                    escape(path)
+                ),
+            )),
+        }
+    }
+
+    /// Creates the directory `components` and any missing parents.
+    pub fn create_dir(&self, path: &str, components: &[&str]) -> Result<(), Refusal> {
+        self.walk(path, components, true).map(|_| ())
+    }
+
+    /// Applies permission bits and modification time to an existing directory.
+    pub fn finish_dir(
+        &self,
+        path: &str,
+        components: &[&str],
+        mode: Option<u32>,
+        mtime: Option<i64>,
+    ) -> Result<(), Refusal> {
+        let dir = self.walk(path, components, false)?.ok_or_else(|| {
+            Refusal::new(
+                ErrorCode::Io,
+                format!("{}: directory vanished", escape(path)),
+            )
+        })?;
+        apply_metadata(&dir, mode, mtime)
+            .map_err(|err| Refusal::io(path, "cannot set its metadata", err))
+    }
+
+    /// Creates a temporary file for `path` next to where it will land, creating
+    /// missing parent directories.
+    pub fn create_part(
+        &self,
+        path: &str,
+        components: &[&str],
+        mode: Option<u32>,
+    ) -> Result<PartFile, Refusal> {
+        let (parents, name) = components.split_last_parent();
+        let dir = self
+            .walk(path, parents, true)?
+            .expect("walk with create returns a directory");
+        let create_mode = Mode::from_raw_mode(mode.map_or(0o666, |m| m & PERMISSION_BITS));
+        loop {
+            let temp = format!("{PART_PREFIX}{}.part", crate::frame::hex(&random_bytes()));
+            match rustix::fs::openat(
+                &dir,
+                temp.as_str(),
+                OFlags::CREATE | OFlags::EXCL | OFlags::WRONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                create_mode,
+            ) {
+                Ok(fd) => {
+                    let part = PartFile {
+                        dir,
+                        temp,
+                        name: name.to_string(),
+                        path: path.to_string(),
+                        file: File::from(fd),
+                        kept: false,
+                    };
+                    if let Some(mode) = mode {
+                        // Exact bits, whatever this process's umask says.
+                        rustix::fs::fchmod(&part.file, Mode::from_raw_mode(mode & PERMISSION_BITS))
+                            .map_err(|err| Refusal::io(path, "cannot set permissions", err))?;
+                    }
+                    return Ok(part);
+                }
+                Err(Errno::EXIST) => continue, // a 64-bit collision: draw again
+                Err(err) => return Err(Refusal::io(path, "cannot create a temporary file", err)),
+            }
+        }
+    }
+
+    /// Opens (and with `create`, makes) the directories `components` beneath the
+    /// root without following links. `Ok(None)`: one of them does not exist.
+    fn walk(
+        &self,
+        path: &str,
+        components: &[&str],
+        create: bool,
+    ) -> Result<Option<OwnedFd>, Refusal> {
+        let mut dir = rustix::io::dup(&self.root)
+            .map_err(|err| Refusal::io(path, "cannot open the target directory", err))?;
+        for (depth, component) in components.iter().enumerate() {
+            let shown = || components[..=depth].join("/");
+            dir = match open_dir_nofollow(&dir, component) {
+                Ok(next) => next,
+                Err(Errno::NOENT) if create => {
+                    match rustix::fs::mkdirat(&dir, *component, Mode::from_raw_mode(0o777)) {
+                        Ok(()) | Err(Errno::EXIST) => {}
+                        Err(err) => {
+                            return Err(Refusal::io(&shown(), "cannot create directory", err));
+                        }
+                    }
+                    open_dir_nofollow(&dir, component)
+                        .map_err(|err| self.explain(&dir, component, &shown(), err))?
+                }
+                Err(Errno::NOENT) => return Ok(None),
+                Err(err) => return Err(self.explain(&dir, component, &shown(), err)),
+            };
+        }
+        Ok(Some(dir))
+    }
+
+    /// Why a component could not be opened as a directory, in a user's words.
+    fn explain(&self, parent: &OwnedFd, component: &str, shown: &str, err: Errno) -> Refusal {
+        match rustix::fs::statat(parent, component, AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(stat) if FileType::from_raw_mode(stat.st_mode) == FileType::Symlink => Refusal::new(
+                ErrorCode::BadPath,
+                format!(
+                    "{}: is a symbolic link on the receiver, which it does not follow",
+                    escape(shown)
+                ),
+            ),
+            Ok(stat) if FileType::from_raw_mode(stat.st_mode) != FileType::Directory => {
+                Refusal::new(
+                    ErrorCode::Exists,
+                    format!("{}: exists and is not a directory", escape(shown)),
+                )
+            }
+            _ => Refusal::io(shown, "cannot open directory", err),
+        }
+    }
+}
+
+fn open_dir_nofollow(parent: &OwnedFd, name: &str) -> Result<OwnedFd, Errno> {
+    rustix::fs::openat(
+        parent,
+        name,
+        OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::RDONLY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+}
+
+fn apply_metadata(fd: &OwnedFd, mode: Option<u32>, mtime: Option<i64>) -> Result<(), Errno> {
+    if let Some(mode) = mode {
+        rustix::fs::fchmod(fd, Mode::from_raw_mode(mode & PERMISSION_BITS))?;
+    }
+    if let Some(mtime) = mtime {
+        rustix::fs::futimens(fd, &timestamps(mtime))?;
+    }
+    Ok(())
+}
+
+fn timestamps(mtime: i64) -> Timestamps {
+    Timestamps {
+        last_access: Timespec {
+            tv_sec: 0,
+            tv_nsec: rustix::fs::UTIME_OMIT,
+        },
+        last_modification: Timespec {
+            tv_sec: mtime,
+            tv_nsec: 0,
+        },
+    }
+}
+
+fn random_bytes() -> [u8; 8] {
+    let mut bytes = [0; 8];
+    // Only uniqueness matters here; fall back to the clock if the OS RNG fails.
+    if rand::TryRngCore::try_fill_bytes(&mut rand::rngs::OsRng, &mut bytes).is_err() {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        bytes = nanos.to_le_bytes();
+    }
+    bytes
+}
+
+trait SplitParent<'a> {
+    fn split_last_parent(&self) -> (&[&'a str], &'a str);
+}
+
+impl<'a> SplitParent<'a> for [&'a str] {
+    fn split_last_parent(&self) -> (&[&'a str], &'a str) {
+        let (name, parents) = self
+            .split_last()
+            .expect("check_path never returns an empty list");
+        (parents, name)
+    }
+}
+
+/// A file being received: written under a temporary name, renamed when committed,
+/// removed if dropped before that.
+pub struct PartFile {
+    dir: OwnedFd,
+    temp: String,
+    name: String,
+    path: String,
+    file: File,
+    kept: bool,
+}
+
+impl PartFile {
+    /// Appends bytes.
+    pub fn write_all(&mut self, bytes: &[u8]) -> Result<(), Refusal> {
+        self.file
+            .write_all(bytes)
+            .map_err(|err| Refusal::io(&self.path, "cannot write", err))
+    }
+
+    /// Makes the file durable under its final name: set its time, flush it to disk,
+    /// rename it into place (refusing to replace a file unless `overwrite`), and
+    /// flush the directory so the rename itself survives a crash.
+    pub fn commit(mut self, mtime: Option<i64>, overwrite: bool) -> Result<(), Refusal> {
+        if let Some(mtime) = mtime {
+            rustix::fs::futimens(&self.file, &timestamps(mtime))
+                .map_err(|err| Refusal::io(&self.path, "cannot set its modification time", err))?;
+        }
+        self.file
+            .sync_all()
+            .map_err(|err| Refusal::io(&self.path, "cannot flush to disk", err))?;
+        self.rename_into_place(overwrite)?;
+        self.kept = true;
+        rustix::fs::fsync(&self.dir)
+            .map_err(|err| Refusal::io(&self.path, "cannot flush its directory", err))
+    }
+
+    fn rename_into_place(&self, overwrite: bool) -> Result<(), Refusal> {
+        let (temp, name) = (self.temp.as_str(), self.name.as_str());
+        let exists = || {
+            Refusal::new(
+                ErrorCode::Exists,
+                format!(
+                    "{}: appeared on the receiver during the transfer; not replaced",
+                    escape(&self.path)
+                ),
+            )
+        };
+        let result = if overwrite {
+            // rename(2) replaces the target atomically; a symlink there is replaced, not followed.
+            rustix::fs::renameat(&self.dir, temp, &self.dir, name)
+        } else {
+            match rustix::fs::renameat_with(
+                &self.dir,
+                temp,
+                &self.dir,
+                name,
+                RenameFlags::NOREPLACE,
+            ) {
+                // Filesystems without RENAME_NOREPLACE: a hard link fails the same way if the name is taken.
+                Err(Errno::INVAL | Errno::NOSYS) => {
+                    rustix::fs::linkat(&self.dir, temp, &self.dir, name, AtFlags::empty())
+                        .and_then(|()| rustix::fs::unlinkat(&self.dir, temp, AtFlags::empty()))
+                }
+                other => other,
+            }
+        };
+        match result {
+            Ok(()) => Ok(()),
+            Err(Errno::EXIST | Errno::NOTEMPTY | Errno::ISDIR) => Err(exists()),
+            Err(err) => Err(Refusal::io(&self.path, "cannot rename into place", err)),
+        }
+    }
+}
+
+impl Drop for PartFile {
+    fn drop(&mut self) {
+        if !self.kept {
+            let _ = rustix::fs::unlinkat(&self.dir, self.temp.as_str(), AtFlags::empty());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hostile_paths_are_refused() {
+        use PathRefusal::*;
+        let long_component = "a".repeat(256);
+        let long_path = "a/".repeat(2049);
+        let table: &[(&str, PathRefusal)] = &[
+            ("", Empty),
+            ("/etc/passwd", Absolute),
+            ("/", Absolute),
+            ("../x", DotDot),
+            ("a/../../x", DotDot),
+            ("a/..", DotDot),
+            ("..", DotDot),
+            (".", Dot),
+            ("./x", Dot),
+            ("a/./b", Dot),
+            ("a//b", EmptyComponent),
+            ("a/", EmptyComponent),
+            ("C:/x", DrivePrefix),
+            ("c:x", DrivePrefix),
+            ("\\\\?\\C:\\x", Backslash),
+            ("a\\b", Backslash),
+            ("..\\x", Backslash),
+            ("a\0b", Control('\0')),
+            ("a\nb", Control('\n')),
+            ("\x1b[2Jx", Control('\x1b')),
+            ("del\x7f", Control('\x7f')),
+            ("c1\u{85}", Control('\u{85}')),
+            ("evil\u{202E}gpj.exe", Format('\u{202E}')),
+            ("zero\u{200B}width", Format('\u{200B}')),
+            ("bom\u{FEFF}", Format('\u{FEFF}')),
+            (&long_component, ComponentTooLong),
+            (&long_path, TooLong),
+        ];
+        for (path, why) in table {
+            assert_eq!(check_path_for(path, false).as_ref(), Err(why), "{path:?}");
+        }
+    }
+
+    #[test]
+    fn ordinary_paths_are_accepted() {
+        for path in [
+            "a",
+            "docs/hello.txt",
+            ".hidden",
+            "..dots",
+            "a..b",
+            "dir/with space/ok",
+            "été/日本語.txt",
+            "ab:c",
+            &"a".repeat(255),
+        ] {
+            assert!(check_path_for(path, false).is_ok(), "{path:?}");
+        }
+        assert_eq!(
+            check_path("docs/hello.txt").unwrap(),
+            vec!["docs", "hello.txt"]
+        );
+    }
+
+    #[test]
+    fn windows_rules_apply_on_windows_only() {
+        for path in [
+            "CON",
+            "nul.txt",
+            "dir/com1",
+            "LPT9.log",
+            "trailing.",
+            "space ",
+        ] {
+            assert_eq!(
+                check_path_for(path, true),
+                Err(PathRefusal::WindowsReserved),
+                "{path:?}"
+            );
+            assert!(check_path_for(path, false).is_ok(), "{path:?}");
+        }
+        for path in ["CONSOLE", "com10", "lpt0", "aux_file"] {
+            assert!(check_path_for(path, true).is_ok(), "{path:?}");
+        }
+    }
+
+    fn target() -> (tempfile::TempDir, TargetDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let target = TargetDir::open(dir.path()).unwrap();
+        (dir, target)
+    }
+
+    fn write(
+        target: &TargetDir,
+        path: &str,
+        content: &[u8],
+        overwrite: bool,
+    ) -> Result<(), Refusal> {
+        let components = check_path(path).unwrap();
+        target.probe_file(path, &components, overwrite)?;
+        let mut part = target.create_part(path, &components, Some(0o640))?;
+        part.write_all(content)?;
+        part.commit(Some(1_000_000_000), overwrite)
+    }
+
+    #[test]
+    fn a_committed_file_lands_with_its_mode_and_time_and_no_temporaries() {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let (dir, target) = target();
+        write(&target, "a/b/c.txt", b"content", false).unwrap();
+        let landed = dir.path().join("a/b/c.txt");
+        assert_eq!(std::fs::read(&landed).unwrap(), b"content");
+        let meta = std::fs::metadata(&landed).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o777, 0o640);
+        assert_eq!(meta.mtime(), 1_000_000_000);
+        let leftovers: Vec<_> = std::fs::read_dir(dir.path().join("a/b")).unwrap().collect();
+        assert_eq!(leftovers.len(), 1);
+    }
+
+    #[test]
+    fn a_dropped_part_file_leaves_nothing() {
+        let (dir, target) = target();
+        let mut part = target.create_part("x", &["x"], None).unwrap();
+        part.write_all(b"half").unwrap();
+        drop(part);
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn existing_files_are_kept_unless_overwrite() {
+        let (dir, target) = target();
+        std::fs::write(dir.path().join("x"), b"old").unwrap();
+        let refusal = write(&target, "x", b"new", false).unwrap_err();
+        assert_eq!(refusal.code, ErrorCode::Exists);
+        assert_eq!(std::fs::read(dir.path().join("x")).unwrap(), b"old");
+        write(&target, "x", b"new", true).unwrap();
+        assert_eq!(std::fs::read(dir.path().join("x")).unwrap(), b"new");
+    }
+
+    #[test]
+    fn a_file_appearing_during_the_transfer_is_not_replaced() {
+        let (dir, target) = target();
+        let mut part = target.create_part("x", &["x"], None).unwrap();
+        part.write_all(b"mine").unwrap();
+        std::fs::write(dir.path().join("x"), b"theirs").unwrap();
+        assert_eq!(
+            part.commit(None, false).unwrap_err().code,
+            ErrorCode::Exists
+        );
+        assert_eq!(std::fs::read(dir.path().join("x")).unwrap(), b"theirs");
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            1,
+            "temporary removed"
+        );
+    }
+
+    #[test]
+    fn planted_symlinks_never_redirect_a_write() {
+        let (dir, target) = target();
+        let outside = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink(outside.path(), dir.path().join("sub")).unwrap();
+        std::os::unix::fs::symlink(outside.path().join("f"), dir.path().join("f")).unwrap();
+        std::os::unix::fs::symlink("/nonexistent/dangling", dir.path().join("d")).unwrap();
+
+        assert_eq!(
+            write(&target, "sub/x", b"evil", false).unwrap_err().code,
+            ErrorCode::BadPath
+        );
+        assert_eq!(
+            write(&target, "sub/deeper/x", b"evil", true)
+                .unwrap_err()
+                .code,
+            ErrorCode::BadPath
+        );
+        assert_eq!(
+            target
+                .create_dir("sub/new", &["sub", "new"])
+                .unwrap_err()
+                .code,
+            ErrorCode::BadPath
+        );
+        assert_eq!(
+            write(&target, "f", b"evil", false).unwrap_err().code,
+            ErrorCode::Exists
+        );
+        assert_eq!(
+            write(&target, "d", b"evil", false).unwrap_err().code,
+            ErrorCode::Exists
+        );
+        // With overwrite, the link itself is replaced; its target is untouched.
+        write(&target, "f", b"fine", true).unwrap();
+        assert!(
+            !std::fs::symlink_metadata(dir.path().join("f"))
+                .unwrap()
+                .is_symlink()
+        );
+        assert_eq!(
+            std::fs::read_dir(outside.path()).unwrap().count(),
+            0,
+            "nothing written outside"
+        );
+    }
+
+    #[test]
+    fn a_file_in_the_way_of_a_directory_is_reported() {
+        let (dir, target) = target();
+        std::fs::write(dir.path().join("a"), b"file").unwrap();
+        assert_eq!(
+            write(&target, "a/b", b"x", false).unwrap_err().code,
+            ErrorCode::Exists
+        );
+        assert_eq!(
+            target.create_dir("a", &["a"]).unwrap_err().code,
+            ErrorCode::Exists
+        );
+    }
+}
