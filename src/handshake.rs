@@ -271,14 +271,14 @@ where
         Message::AuthOk { .. } => Err(refuse(
             stream,
             ErrorCode::Auth,
-            "the listener could not prove it holds the key (wrong key on one side?)",
+            "authentication failed: the listener could not prove it holds the key (wrong key on one side?)",
         )),
         Message::Error {
             code: ErrorCode::Auth,
             ..
         } => Err(fail(
             Kind::Auth,
-            "the listener refused our key (wrong key on one side?)",
+            "authentication failed: the listener refused our key (wrong key on one side?)",
         )),
         Message::Error { code, message, .. } => Err(peer_error(code, &message)),
         other => Err(refuse(

@@ -14,13 +14,13 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use indicatif::HumanBytes;
 use md5::{Digest, Md5};
 
 use crate::cli::RecvArgs;
 use crate::conn::{Connection, FrameReader, FrameWriter};
-use crate::error::{Kind, fail, kind_of};
+use crate::error::{Classify, Kind, fail, kind_of};
 use crate::escape::escape;
 use crate::frame::{self, Decision, Entry, EntryKind, ErrorCode, Message, Role};
 use crate::handshake::{FileFacts, SessionKey, peer_error};
@@ -46,6 +46,9 @@ pub struct RecvOptions {
 
 /// `xfer recv --listen`: bind, print where, serve sessions.
 pub fn run(args: &RecvArgs) -> Result<()> {
+    std::fs::create_dir_all(&args.dir)
+        .with_context(|| format!("cannot create target directory {}", args.dir.display()))
+        .classify(Kind::Io)?;
     let target = Arc::new(TargetDir::open(&args.dir)?);
     let listener = net::bind(&args.listen)?;
     let local = listener.local_addr()?;
@@ -58,13 +61,15 @@ pub fn run(args: &RecvArgs) -> Result<()> {
         overwrite: args.overwrite,
         quiet: args.common.quiet,
     };
+    let serving = args.serve;
     let handler: Handler = Arc::new(move |conn, session_key, peer: SocketAddr| {
         let raw = conn.writer.get_ref().try_clone();
         let result = session(conn, &session_key, &target, options);
         if let (Err(_), Ok(raw)) = (&result, raw) {
             net::linger(&raw);
         }
-        if let Err(err) = &result {
+        // A one-shot receiver exits with this error, and main prints it then.
+        if let (Err(err), true) = (&result, serving) {
             report::line(&format!("xfer: session with {peer} failed: {err:#}"));
         }
         result
@@ -137,7 +142,8 @@ fn receive<R: Read, W: Write>(
         Message::Error { code, message, .. } => return Err(peer_error(code, &message)),
         other => return Err(fail(Kind::Protocol, format!("expected offer, got {other}"))),
     };
-    if entries.len() > 1 && entries.iter().any(|entry| entry.size.is_none()) {
+    let is_stream = |entry: &Entry| entry.kind == EntryKind::File && entry.size.is_none();
+    if entries.len() > 1 && entries.iter().any(is_stream) {
         return Err(fail(
             Kind::Protocol,
             "an entry of unknown size must be the only entry of its offer",
