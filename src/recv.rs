@@ -166,10 +166,31 @@ fn receive<R: Read, W: Write>(
     let mut verified = Vec::new();
     let mut buffer = vec![0; BUFFER];
     let mut next_index = 0;
+    // Entries whose data came, or that the sender gave up on.
+    let mut settled = vec![false; planned.len()];
     loop {
         let (index, offset) = match reader.expect_message("data or end")? {
             Message::Data { index, offset } => (index, offset),
             Message::End => break,
+            // The sender gives up one entry it could not read: note it, go on.
+            Message::Error {
+                index: Some(index),
+                code,
+                message,
+            } if planned
+                .get(index as usize)
+                .is_some_and(|p| p.expects_data && index >= next_index) =>
+            {
+                let failed_entry = Failed {
+                    path: planned[index as usize].entry.path.clone(),
+                    why: format!("the sender gave up on it: {} ({code})", escape(&message)),
+                };
+                reporter.failed(&failed_entry);
+                failed.push((failed_entry, Kind::of_code(code)));
+                settled[index as usize] = true;
+                next_index = index + 1;
+                continue;
+            }
             Message::Error { code, message, .. } => return Err(peer_error(code, &message)),
             other => {
                 return Err(fail(
@@ -199,6 +220,7 @@ fn receive<R: Read, W: Write>(
             ));
         }
         next_index = index + 1;
+        settled[index as usize] = true;
         reporter
             .bar()
             .set_message(escape(&item.entry.path).into_owned());
@@ -248,15 +270,10 @@ fn receive<R: Read, W: Write>(
         writer.write_message(&reply)?;
         writer.flush()?;
     }
-    if let Some(missing) = planned
-        .iter()
-        .enumerate()
-        .skip(next_index as usize)
-        .find(|(_, p)| p.expects_data)
-    {
+    if let Some(missing) = (0..planned.len()).find(|&i| planned[i].expects_data && !settled[i]) {
         return Err(fail(
             Kind::Protocol,
-            format!("end before entry {} was sent", missing.0),
+            format!("end before entry {missing} was sent"),
         ));
     }
     // Directory times last: writing their contents changed them.

@@ -292,6 +292,7 @@ fn wrong_md5_or_wrong_mac_is_refused_and_not_kept() {
     peer.send(&json!({"type":"offer","entries":[
         {"path":"bad-md5","kind":"file","size":5},
         {"path":"bad-mac","kind":"file","size":5},
+        {"path":"given-up","kind":"file","size":5},
         {"path":"good","kind":"file","size":5}
     ]}));
     peer.read().expect("plan");
@@ -305,7 +306,8 @@ fn wrong_md5_or_wrong_mac_is_refused_and_not_kept() {
     peer.send_raw_frame(&[]);
     let wrong_mac = peer.file_mac("xfer/1 done", 1, b"12345", "another-name");
     peer.send(&json!({"type":"done","index":1,"size":5,"md5":md5_hex(b"12345"),"mac":wrong_mac}));
-    peer.send_file(2, "good", b"12345");
+    peer.send(&json!({"type":"error","index":2,"code":"io","message":"source vanished"}));
+    peer.send_file(3, "good", b"12345");
     peer.send(&json!({"type":"end"}));
     let replies: Vec<_> = (0..4).map(|_| peer.read().expect("reply")).collect();
     assert_eq!(
@@ -332,7 +334,6 @@ fn an_independent_receiver_gets_the_file_and_the_sender_checks_its_ok() {
         let port = listener.local_addr().unwrap().port();
         let key = KEY.as_bytes().to_vec();
         let fake = std::thread::spawn(move || {
-            use hmac::Mac;
             let (stream, _) = listener.accept().unwrap();
             stream.set_read_timeout(Some(TIMEOUT)).unwrap();
             let mut peer = RawPeer {
@@ -342,22 +343,11 @@ fn an_independent_receiver_gets_the_file_and_the_sender_checks_its_ok() {
             let na = [7u8; 32];
             peer.send(&json!({"type":"hello","version":1,"role":"receiver","nonce":hex(&na)}));
             let auth = peer.read().expect("auth");
-            let ni: Vec<u8> = (0..32)
-                .map(|i| {
-                    u8::from_str_radix(&auth["nonce"].as_str().unwrap()[2 * i..2 * i + 2], 16)
-                        .unwrap()
-                })
-                .collect();
-            let mac = |label: &str, parts: &[&[u8]]| {
-                let mut m = hmac::Hmac::<sha2::Sha256>::new_from_slice(&key).unwrap();
-                m.update(label.as_bytes());
-                m.update(&[0]);
-                parts.iter().for_each(|p| m.update(p));
-                m.finalize().into_bytes().to_vec()
-            };
-            assert_eq!(auth["mac"], hex(&mac("xfer/1 initiator", &[&na, &ni])));
-            peer.send(&json!({"type":"auth_ok","mac":hex(&mac("xfer/1 acceptor", &[&na, &ni]))}));
-            peer.session = mac("xfer/1 session", &[&na, &ni]).try_into().unwrap();
+            let ni = unhex(auth["nonce"].as_str().unwrap());
+            let mac = |label: &str| labelled_mac(&key, label, &[&na, &ni]);
+            assert_eq!(auth["mac"], hex(&mac("xfer/1 initiator")));
+            peer.send(&json!({"type":"auth_ok","mac":hex(&mac("xfer/1 acceptor"))}));
+            peer.session = mac("xfer/1 session");
             let offer = peer.read().expect("offer");
             assert_eq!(offer["entries"][0]["path"], "hello.txt");
             peer.send(&json!({"type":"plan","entries":[{"action":"send","offset":0}]}));
@@ -507,4 +497,33 @@ fn exit_codes_for_usage_missing_files_and_refused_connections() {
         "{}",
         stderr_of(&no_key)
     );
+}
+
+#[test]
+fn end_before_all_planned_data_is_a_protocol_error() {
+    let out = tempfile::tempdir().unwrap();
+    let mut receiver = Receiver::start(out.path(), Some(KEY), &[]);
+    let mut peer = RawPeer::sender(receiver.port, KEY);
+    peer.send(&json!({"type":"offer","entries":[
+        {"path":"a","kind":"file","size":1},
+        {"path":"b","kind":"file","size":1}
+    ]}));
+    peer.read().expect("plan");
+    peer.send_file(1, "b", b"b");
+    peer.send(&json!({"type":"end"}));
+    assert_eq!(peer.read().expect("ok for b")["type"], "ok");
+    let error = peer.read().expect("error");
+    assert_eq!(
+        (error["type"].as_str(), error["code"].as_str()),
+        (Some("error"), Some("protocol"))
+    );
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap()
+            .contains("end before entry 0"),
+        "{error}"
+    );
+    assert_eq!(receiver.exit_code(), 8);
+    assert_eq!(files_under(out.path()), vec![std::path::PathBuf::from("b")]);
 }

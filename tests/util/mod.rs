@@ -211,14 +211,14 @@ pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn unhex(text: &str) -> Vec<u8> {
+pub fn unhex(text: &str) -> Vec<u8> {
     (0..text.len())
         .step_by(2)
         .map(|i| u8::from_str_radix(&text[i..i + 2], 16).unwrap())
         .collect()
 }
 
-fn labelled_mac(key: &[u8], label: &str, parts: &[&[u8]]) -> [u8; 32] {
+pub fn labelled_mac(key: &[u8], label: &str, parts: &[&[u8]]) -> [u8; 32] {
     let mut mac = HmacSha256::new_from_slice(key).unwrap();
     mac.update(label.as_bytes());
     mac.update(&[0]);
