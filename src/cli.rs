@@ -27,6 +27,10 @@ pub enum Command {
     Recv(RecvArgs),
     /// Make a new random key (256 bits, as 64 hex digits).
     Keygen(KeygenArgs),
+    /// Print shell completions (bash, zsh, fish, elvish, powershell) on stdout.
+    Completions(CompletionsArgs),
+    /// Print the man page (roff) on stdout: `xfer man > xfer.1`.
+    Man,
 }
 
 /// Flags both transfer subcommands take.
@@ -39,6 +43,10 @@ pub struct CommonArgs {
     /// No progress bar and no summary; errors are still printed
     #[arg(short, long)]
     pub quiet: bool,
+
+    /// Report as newline-delimited JSON events on stdout (on stderr with `recv --stdout`)
+    #[arg(long)]
+    pub json: bool,
 }
 
 impl CommonArgs {
@@ -52,9 +60,18 @@ impl CommonArgs {
 
 #[derive(Debug, Args)]
 pub struct SendArgs {
-    /// The files to send, then the receiver's address (HOST:PORT; IPv6 as [ADDR]:PORT)
+    /// The files and directories to send (`-`: standard input), then the receiver's
+    /// address (HOST:PORT; IPv6 as [ADDR]:PORT)
     #[arg(value_name = "FILE... HOST:PORT", required = true, num_args = 2..)]
     operands: Vec<OsString>,
+
+    /// The name standard input (`-`) arrives under
+    #[arg(long, value_name = "NAME", default_value = "stdin")]
+    pub name: String,
+
+    /// Inside directories, send what symbolic links point at instead of skipping them
+    #[arg(long)]
+    pub follow_symlinks: bool,
 
     #[command(flatten)]
     pub common: CommonArgs,
@@ -75,7 +92,7 @@ pub struct RecvArgs {
     #[arg(long, value_name = "[ADDR:]PORT")]
     pub listen: ListenAddr,
 
-    /// Write received files into DIR
+    /// Write received files into DIR (created if missing)
     #[arg(long, short, value_name = "DIR", default_value = ".")]
     pub dir: PathBuf,
 
@@ -87,6 +104,12 @@ pub struct RecvArgs {
     #[arg(long)]
     pub serve: bool,
 
+    /// Write the one received file to standard output instead of DIR (an offer of
+    /// several files or a directory is refused). The bytes are out before they are
+    /// verified: on a checksum failure xfer exits 5 and the output must be discarded
+    #[arg(long, conflicts_with_all = ["dir", "overwrite", "serve"])]
+    pub stdout: bool,
+
     #[command(flatten)]
     pub common: CommonArgs,
 }
@@ -96,6 +119,13 @@ pub struct KeygenArgs {
     /// Write the key to PATH (created with mode 0600, never replaced) instead of standard output
     #[arg(value_name = "PATH")]
     pub path: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell to complete for
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
 }
 
 impl Cli {
@@ -226,6 +256,41 @@ mod tests {
             cli.command,
             Command::Keygen(KeygenArgs { path: Some(_) })
         ));
+    }
+
+    #[test]
+    fn send_stream_and_tree_flags() {
+        let cli = parse(&["send", "-", "h:1", "--name", "backup.tar", "--json"]).unwrap();
+        let Command::Send(send) = cli.command else {
+            panic!("not send")
+        };
+        assert_eq!(send.files, [PathBuf::from("-")]);
+        assert_eq!(send.name, "backup.tar");
+        assert!(send.common.json && !send.follow_symlinks);
+        let cli = parse(&["send", "dir", "h:1", "--follow-symlinks"]).unwrap();
+        let Command::Send(send) = cli.command else {
+            panic!("not send")
+        };
+        assert_eq!(send.name, "stdin");
+        assert!(send.follow_symlinks);
+    }
+
+    #[test]
+    fn stdout_excludes_what_only_a_directory_needs() {
+        assert!(parse(&["recv", "--listen", "0", "--stdout"]).is_ok());
+        for flag in ["--serve", "--overwrite"] {
+            assert!(
+                parse(&["recv", "--listen", "0", "--stdout", flag]).is_err(),
+                "{flag}"
+            );
+        }
+        assert!(parse(&["recv", "--listen", "0", "--stdout", "--dir", "x"]).is_err());
+    }
+
+    #[test]
+    fn completions_take_a_known_shell() {
+        assert!(parse(&["completions", "bash"]).is_ok());
+        assert!(parse(&["completions", "tcsh"]).is_err());
     }
 
     #[test]

@@ -23,6 +23,7 @@ pub mod source;
 use std::io::Write;
 
 use anyhow::Result;
+use clap::CommandFactory;
 
 use cli::{Cli, Command};
 
@@ -31,6 +32,16 @@ pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Send(args) => send::run(&args),
         Command::Recv(args) => recv::run(&args),
+        Command::Completions(args) => {
+            let mut stdout = std::io::stdout().lock();
+            clap_complete::generate(args.shell, &mut Cli::command(), "xfer", &mut stdout);
+            Ok(stdout.flush()?)
+        }
+        Command::Man => {
+            let mut stdout = std::io::stdout().lock();
+            clap_mangen::Man::new(Cli::command()).render(&mut stdout)?;
+            Ok(stdout.flush()?)
+        }
         Command::Keygen(args) => {
             let new_key = key::generate()?;
             match args.path {

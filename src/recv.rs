@@ -1,7 +1,7 @@
 //! The receiver: listen, and for each authenticated connection run one session:
 //! answer the offer with a plan, receive each accepted file into the target
-//! directory (hashing while it arrives), verify it, make it durable and only then
-//! acknowledge it.
+//! directory (or standard output), hashing while it arrives, verify it, make it
+//! durable and only then acknowledge it.
 //!
 //! Per-entry problems (an unsafe name, an existing file, a full disk, a bad checksum)
 //! are answered with an `error` frame for that entry and the session goes on; a peer
@@ -12,7 +12,6 @@ use std::collections::HashSet;
 use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
 
 use anyhow::{Context, Result};
 use indicatif::HumanBytes;
@@ -26,45 +25,66 @@ use crate::frame::{self, Decision, Entry, EntryKind, ErrorCode, Message, Role};
 use crate::handshake::{FileFacts, SessionKey, peer_error};
 use crate::key::{self, Key};
 use crate::net::{self, Handler, ServeOptions};
-use crate::progress;
-use crate::report::{self, Failed, Reporter, Verified};
-use crate::send::finish;
-use crate::sink::{self, PartFile, Refusal, TargetDir};
+use crate::report::{self, Failed, Json, Reporter, Style, Verified};
+use crate::sink::{self, PartFile, Refusal, StdoutSink, TargetDir};
 
-/// Bytes read from the socket and written to disk at a time.
+/// Bytes read from the socket and written out at a time.
 const BUFFER: usize = 256 << 10;
 /// Connections a serving receiver handles at once.
 const MAX_CONNS: usize = 16;
+
+/// Where received files go.
+pub enum Destination {
+    /// Into this directory, under their offered paths.
+    Dir(TargetDir),
+    /// The one file of the offer, to standard output.
+    Stdout,
+}
 
 /// How a receiver treats what it is offered.
 #[derive(Debug, Clone, Copy)]
 pub struct RecvOptions {
     /// Replace existing files (atomically).
     pub overwrite: bool,
-    pub quiet: bool,
+    pub style: Style,
 }
 
 /// `xfer recv --listen`: bind, print where, serve sessions.
 pub fn run(args: &RecvArgs) -> Result<()> {
-    std::fs::create_dir_all(&args.dir)
-        .with_context(|| format!("cannot create target directory {}", args.dir.display()))
-        .classify(Kind::Io)?;
-    let target = Arc::new(TargetDir::open(&args.dir)?);
+    let style = Style {
+        quiet: args.common.quiet,
+        json: match (args.common.json, args.stdout) {
+            (false, _) => Json::Off,
+            (true, false) => Json::Stdout,
+            (true, true) => Json::Stderr,
+        },
+    };
+    let destination = if args.stdout {
+        Destination::Stdout
+    } else {
+        std::fs::create_dir_all(&args.dir)
+            .with_context(|| format!("cannot create target directory {}", args.dir.display()))
+            .classify(Kind::Io)?;
+        Destination::Dir(TargetDir::open(&args.dir)?)
+    };
     let listener = net::bind(&args.listen)?;
-    let local = listener.local_addr()?;
+    let local = listener.local_addr().classify(Kind::Network)?;
     let key = match key::load(args.common.key_file.as_deref())? {
         Some(key) => key,
         None => announce_generated_key(local)?,
     };
-    report::line(&format!("listening on {local}"));
+    Reporter::new(style).listening(&local.to_string());
     let options = RecvOptions {
         overwrite: args.overwrite,
-        quiet: args.common.quiet,
+        style,
     };
     let serving = args.serve;
+    let destination = Arc::new(destination);
     let handler: Handler = Arc::new(move |conn, session_key, peer: SocketAddr| {
         let raw = conn.writer.get_ref().try_clone();
-        let result = session(conn, &session_key, &target, options);
+        let reporter = Reporter::new(options.style);
+        let result = session(conn, &session_key, &destination, options, reporter.clone());
+        reporter.finish("received", &result);
         if let (Err(_), Ok(raw)) = (&result, raw) {
             net::linger(&raw);
         }
@@ -107,24 +127,38 @@ struct Planned {
     expects_data: bool,
 }
 
-/// Runs one receiving session on an authenticated connection.
+/// Runs one receiving session on an authenticated connection. A session-level
+/// failure is also told to the peer, where the connection still allows it.
 pub fn session<R: Read, W: Write>(
     conn: Connection<R, W>,
     session_key: &SessionKey,
-    target: &TargetDir,
+    destination: &Destination,
     options: RecvOptions,
+    mut reporter: Reporter,
 ) -> Result<()> {
     let Connection {
         mut reader,
         mut writer,
     } = conn;
-    let result = receive(&mut reader, &mut writer, session_key, target, options);
-    if let Err(err) = &result
-        && kind_of(err) == Some(Kind::Protocol)
-    {
-        // Best effort: tell the peer why before we hang up.
-        let message = Message::error(ErrorCode::Protocol, format!("{err:#}"));
-        let _ = writer.write_message(&message).and_then(|()| writer.flush());
+    let result = receive(
+        &mut reader,
+        &mut writer,
+        session_key,
+        destination,
+        options,
+        &mut reporter,
+    );
+    if let Err(err) = &result {
+        let code = match kind_of(err) {
+            Some(Kind::Protocol) => Some(ErrorCode::Protocol),
+            Some(Kind::Io) => Some(ErrorCode::Io),
+            Some(Kind::Refused) => Some(ErrorCode::TooLarge),
+            _ => None,
+        };
+        if let Some(code) = code {
+            let message = Message::error(code, format!("{err:#}"));
+            let _ = writer.write_message(&message).and_then(|()| writer.flush());
+        }
     }
     result
 }
@@ -133,10 +167,10 @@ fn receive<R: Read, W: Write>(
     reader: &mut FrameReader<R>,
     writer: &mut FrameWriter<W>,
     session_key: &SessionKey,
-    target: &TargetDir,
+    destination: &Destination,
     options: RecvOptions,
+    reporter: &mut Reporter,
 ) -> Result<()> {
-    let started = Instant::now();
     let entries = match reader.expect_message("the offer")? {
         Message::Offer { entries } => entries,
         Message::Error { code, message, .. } => return Err(peer_error(code, &message)),
@@ -149,21 +183,24 @@ fn receive<R: Read, W: Write>(
             "an entry of unknown size must be the only entry of its offer",
         ));
     }
-    let quiet_reporter = Reporter::new(progress::transfer_bar(None, true), options.quiet);
-    let (planned, decisions, mut failed) = plan(entries, target, options, &quiet_reporter);
+    let planned = match destination {
+        Destination::Dir(target) => plan(entries, target, options, reporter),
+        Destination::Stdout => plan_stdout(entries)?,
+    };
+    let decisions = planned
+        .iter()
+        .map(|(_, decision)| decision.clone())
+        .collect();
+    let planned: Vec<Planned> = planned.into_iter().map(|(p, _)| p).collect();
     writer.write_message(&Message::Plan { entries: decisions })?;
     writer.flush()?;
 
     let total = planned
         .iter()
         .filter(|p| p.expects_data)
-        .map(|p| p.entry.size.unwrap_or(0))
-        .sum();
-    let reporter = Reporter::new(
-        progress::transfer_bar(Some(total), options.quiet),
-        options.quiet,
-    );
-    let mut verified = Vec::new();
+        .map(|p| p.entry.size)
+        .sum::<Option<u64>>();
+    reporter.start_bar(total);
     let mut buffer = vec![0; BUFFER];
     let mut next_index = 0;
     // Entries whose data came, or that the sender gave up on.
@@ -181,12 +218,11 @@ fn receive<R: Read, W: Write>(
                 .get(index as usize)
                 .is_some_and(|p| p.expects_data && index >= next_index) =>
             {
-                let failed_entry = Failed {
+                reporter.failed(Failed {
                     path: planned[index as usize].entry.path.clone(),
-                    why: format!("the sender gave up on it: {} ({code})", escape(&message)),
-                };
-                reporter.failed(&failed_entry);
-                failed.push((failed_entry, Kind::of_code(code)));
+                    code,
+                    why: format!("the sender gave up on it: {}", escape(&message)),
+                });
                 settled[index as usize] = true;
                 next_index = index + 1;
                 continue;
@@ -224,42 +260,55 @@ fn receive<R: Read, W: Write>(
         reporter
             .bar()
             .set_message(escape(&item.entry.path).into_owned());
-        let outcome = receive_file(
-            reader,
-            index,
-            item,
-            target,
-            session_key,
-            &mut buffer,
-            &reporter,
-            options,
-        )?;
-        let reply = match outcome {
-            Ok(file) => {
+        let landing = match destination {
+            Destination::Dir(target) => {
+                let components: Vec<&str> = item.components.iter().map(String::as_str).collect();
+                Landing::Part(target.create_part(&item.entry.path, &components, item.entry.mode))
+            }
+            Destination::Stdout => Landing::Stdout(
+                StdoutSink::open()
+                    .context("cannot write to standard output")
+                    .classify(Kind::Io)?,
+            ),
+        };
+        let arrived = receive_file(reader, index, item, landing, &mut buffer, reporter)?;
+        let verified = arrived.and_then(|arrived| {
+            verify(index, item, &arrived, session_key)?;
+            let facts = (arrived.size, arrived.md5);
+            arrived
+                .landing
+                .commit(item.entry.mtime, options.overwrite)?;
+            Ok(facts)
+        });
+        let reply = match verified {
+            Ok((size, md5)) => {
                 let facts = FileFacts {
                     index,
-                    size: file.size,
-                    md5: &file.md5,
+                    size,
+                    md5: &md5,
                     path: &item.entry.path,
                 };
-                let reply = Message::Ok {
+                reporter.verified(Verified {
+                    path: item.entry.path.clone(),
+                    size,
+                    md5: frame::hex(&md5),
+                });
+                Message::Ok {
                     index,
                     mac: session_key.ok_mac(facts),
-                };
-                verified.push(Verified {
-                    path: item.entry.path.clone(),
-                    size: file.size,
-                    md5: frame::hex(&file.md5),
-                });
-                reply
+                }
             }
-            Err(refusal) => {
-                let failed_entry = Failed {
+            Err(mut refusal) => {
+                if matches!(destination, Destination::Stdout) {
+                    refusal.message.push_str(
+                        "; the bytes already written to standard output are NOT verified: discard them",
+                    );
+                }
+                reporter.failed(Failed {
                     path: item.entry.path.clone(),
+                    code: refusal.code,
                     why: refusal.to_string(),
-                };
-                reporter.failed(&failed_entry);
-                failed.push((failed_entry, Kind::of_code(refusal.code)));
+                });
                 Message::Error {
                     code: refusal.code,
                     message: refusal.message,
@@ -276,12 +325,22 @@ fn receive<R: Read, W: Write>(
             format!("end before entry {missing} was sent"),
         ));
     }
-    // Directory times last: writing their contents changed them.
-    for item in planned
+    if let Destination::Dir(target) = destination {
+        finish_dirs(&planned, target);
+    }
+    writer.write_message(&Message::End)?;
+    writer.flush()?;
+    reporter.outcome(planned.len(), "received")
+}
+
+/// Directory modes and times last: writing their contents changed the times, and a
+/// read-only mode would have stopped the writing. Deepest first.
+fn finish_dirs(planned: &[Planned], target: &TargetDir) {
+    let dirs = planned
         .iter()
         .rev()
-        .filter(|p| p.entry.kind == EntryKind::Dir && !p.components.is_empty())
-    {
+        .filter(|p| p.entry.kind == EntryKind::Dir && !p.components.is_empty());
+    for item in dirs {
         let components: Vec<&str> = item.components.iter().map(String::as_str).collect();
         if let Err(refusal) = target.finish_dir(
             &item.entry.path,
@@ -292,10 +351,6 @@ fn receive<R: Read, W: Write>(
             report::warn(&refusal.message);
         }
     }
-    writer.write_message(&Message::End)?;
-    writer.flush()?;
-    reporter.summary("received", &verified, failed.len(), started.elapsed());
-    finish(planned.len(), &failed, "received")
 }
 
 /// Decides every offered entry: checks its path, refuses duplicates, existing files
@@ -305,51 +360,83 @@ fn plan(
     target: &TargetDir,
     options: RecvOptions,
     reporter: &Reporter,
-) -> (Vec<Planned>, Vec<Decision>, Vec<(Failed, Kind)>) {
+) -> Vec<(Planned, Decision)> {
     let mut seen = HashSet::new();
     let mut free = target.free_space();
     let mut planned = Vec::with_capacity(entries.len());
-    let mut decisions = Vec::with_capacity(entries.len());
-    let mut failed = Vec::new();
     for entry in entries {
         let decided = decide(&entry, target, options, &mut seen, &mut free);
-        let (components, expects_data, decision) = match decided {
-            Ok(components) => {
-                let expects_data = entry.kind == EntryKind::File;
-                (
-                    components,
-                    expects_data,
-                    Decision::Send {
-                        offset: 0,
-                        prefix_md5: None,
-                    },
-                )
-            }
+        let (components, decision) = match decided {
+            Ok(components) => (
+                components,
+                Decision::Send {
+                    offset: 0,
+                    prefix_md5: None,
+                },
+            ),
             Err(refusal) => {
-                let failed_entry = Failed {
+                reporter.failed(Failed {
                     path: entry.path.clone(),
+                    code: refusal.code,
                     why: refusal.to_string(),
+                });
+                let skip = Decision::Skip {
+                    code: refusal.code,
+                    message: refusal.message,
                 };
-                reporter.failed(&failed_entry);
-                failed.push((failed_entry, Kind::of_code(refusal.code)));
-                (
-                    Vec::new(),
-                    false,
-                    Decision::Skip {
-                        code: refusal.code,
-                        message: refusal.message,
-                    },
-                )
+                (Vec::new(), skip)
             }
         };
-        planned.push(Planned {
-            entry,
-            components,
-            expects_data,
-        });
-        decisions.push(decision);
+        let expects_data =
+            entry.kind == EntryKind::File && matches!(decision, Decision::Send { .. });
+        planned.push((
+            Planned {
+                entry,
+                components,
+                expects_data,
+            },
+            decision,
+        ));
     }
-    (planned, decisions, failed)
+    planned
+}
+
+/// The plan of a receiver writing to standard output: exactly one file, or nothing.
+fn plan_stdout(entries: Vec<Entry>) -> Result<Vec<(Planned, Decision)>> {
+    match entries.as_slice() {
+        [entry] if entry.kind == EntryKind::File => {}
+        [_] => {
+            return Err(fail(
+                Kind::Refused,
+                "this receiver writes to standard output and takes one file, not a directory",
+            ));
+        }
+        _ => {
+            return Err(fail(
+                Kind::Refused,
+                format!(
+                    "this receiver writes to standard output and takes exactly one file; the offer has {} entries",
+                    entries.len()
+                ),
+            ));
+        }
+    }
+    let planned = entries
+        .into_iter()
+        .map(|entry| {
+            let planned = Planned {
+                entry,
+                components: Vec::new(),
+                expects_data: true,
+            };
+            let decision = Decision::Send {
+                offset: 0,
+                prefix_md5: None,
+            };
+            (planned, decision)
+        })
+        .collect();
+    Ok(planned)
 }
 
 fn decide(
@@ -395,30 +482,47 @@ fn decide(
     Ok(components.into_iter().map(str::to_string).collect())
 }
 
-/// A file that arrived intact.
+/// Where one file's bytes go while it arrives.
+enum Landing {
+    /// A part file in the target directory, or why there is none (its data is
+    /// then read and dropped, to stay in step with the sender).
+    Part(Result<PartFile, Refusal>),
+    /// Standard output: a write failure there ends the session.
+    Stdout(StdoutSink),
+}
+
+impl Landing {
+    /// Makes a verified file final: a part file is renamed into place; standard
+    /// output has nothing left to do.
+    fn commit(self, mtime: Option<i64>, overwrite: bool) -> Result<(), Refusal> {
+        match self {
+            Landing::Part(part) => part?.commit(mtime, overwrite),
+            Landing::Stdout(_) => Ok(()),
+        }
+    }
+}
+
+/// What arrived for one file, before verification.
 struct Arrived {
     size: u64,
     md5: [u8; 16],
+    /// What `done` claimed.
+    claimed_size: u64,
+    claimed_md5: String,
+    claimed_mac: String,
+    landing: Landing,
 }
 
-/// Receives one file's data frames and its `done` into a part file, then verifies
-/// and commits it. The outer error ends the session; the inner one is this entry's.
-#[allow(clippy::too_many_arguments)]
+/// Receives one file's data frames and its `done`, hashing and writing as it goes.
+/// The outer error ends the session; the inner one is this entry's.
 fn receive_file<R: Read>(
     reader: &mut FrameReader<R>,
     index: u64,
     item: &Planned,
-    target: &TargetDir,
-    session_key: &SessionKey,
+    mut landing: Landing,
     buffer: &mut [u8],
     reporter: &Reporter,
-    options: RecvOptions,
 ) -> Result<Result<Arrived, Refusal>> {
-    let path = item.entry.path.as_str();
-    let components: Vec<&str> = item.components.iter().map(String::as_str).collect();
-    // A refused entry's data is still read (and dropped) to stay in step with the sender.
-    let mut part: Result<PartFile, Refusal> =
-        target.create_part(path, &components, item.entry.mode);
     let mut hasher = Md5::new();
     let mut received: u64 = 0;
     loop {
@@ -440,17 +544,24 @@ fn receive_file<R: Read>(
             let chunk = &mut buffer[..left.min(BUFFER)];
             reader.read_data(chunk)?;
             hasher.update(&*chunk);
-            if let Ok(file) = &mut part
-                && let Err(refusal) = file.write_all(chunk)
-            {
-                part = Err(refusal); // dropping the part file removes it
+            match &mut landing {
+                Landing::Part(Ok(part)) => {
+                    if let Err(refusal) = part.write_all(chunk) {
+                        landing = Landing::Part(Err(refusal)); // dropping the part file removes it
+                    }
+                }
+                Landing::Part(Err(_)) => {}
+                Landing::Stdout(out) => out
+                    .write_all(chunk)
+                    .context("cannot write to standard output")
+                    .classify(Kind::Io)?,
             }
             left -= chunk.len();
             received += chunk.len() as u64;
             reporter.bar().inc(chunk.len() as u64);
         }
     }
-    let (size, md5_hex, mac) = match reader.expect_message("done")? {
+    let (claimed_size, claimed_md5, claimed_mac) = match reader.expect_message("done")? {
         Message::Done {
             index: done_index,
             size,
@@ -464,46 +575,55 @@ fn receive_file<R: Read>(
             ));
         }
     };
-    let part = match part {
-        Ok(part) => part,
-        Err(refusal) => return Ok(Err(refusal)),
-    };
-    let md5: [u8; 16] = hasher.finalize().into();
+    if let Landing::Part(Err(refusal)) = landing {
+        return Ok(Err(refusal));
+    }
+    Ok(Ok(Arrived {
+        size: received,
+        md5: hasher.finalize().into(),
+        claimed_size,
+        claimed_md5,
+        claimed_mac,
+        landing,
+    }))
+}
+
+/// Checks what arrived against the offer and the sender's `done`: size, MD5, MAC.
+fn verify(
+    index: u64,
+    item: &Planned,
+    arrived: &Arrived,
+    session_key: &SessionKey,
+) -> Result<(), Refusal> {
+    let path = item.entry.path.as_str();
     let shown = escape(path);
-    let checksum = |why: String| {
-        Ok(Err(Refusal::new(
-            ErrorCode::Checksum,
-            format!("{shown}: {why}"),
-        )))
-    };
-    if size != received || item.entry.size.is_some_and(|offered| offered != size) {
-        return checksum(format!(
-            "size mismatch: offered {:?}, sender says {size}, received {received}",
-            item.entry.size
-        ));
-    }
-    if frame::unhex::<16>(&md5_hex) != Some(md5) {
-        return checksum(format!(
-            "MD5 mismatch: sender says {}, received {}",
-            escape(&md5_hex),
-            frame::hex(&md5)
-        ));
-    }
-    if !session_key.verify_done(
-        FileFacts {
-            index,
-            size,
-            md5: &md5,
-            path,
-        },
-        &mac,
-    ) {
-        return Ok(Err(Refusal::new(
-            ErrorCode::Mac,
-            format!("{shown}: the sender's MAC does not verify"),
+    let checksum = |why: String| Refusal::new(ErrorCode::Checksum, format!("{shown}: {why}"));
+    let offered = item.entry.size;
+    if arrived.claimed_size != arrived.size || offered.is_some_and(|size| size != arrived.size) {
+        let offered = offered.map_or("unknown".to_string(), |size| size.to_string());
+        return Err(checksum(format!(
+            "size mismatch: offered {offered}, the sender says {}, {} arrived",
+            arrived.claimed_size, arrived.size
         )));
     }
-    Ok(part
-        .commit(item.entry.mtime, options.overwrite)
-        .map(|()| Arrived { size, md5 }))
+    if frame::unhex::<16>(&arrived.claimed_md5) != Some(arrived.md5) {
+        return Err(checksum(format!(
+            "MD5 mismatch: the sender says {}, what arrived has {}",
+            escape(&arrived.claimed_md5),
+            frame::hex(&arrived.md5)
+        )));
+    }
+    let facts = FileFacts {
+        index,
+        size: arrived.size,
+        md5: &arrived.md5,
+        path,
+    };
+    if !session_key.verify_done(facts, &arrived.claimed_mac) {
+        return Err(Refusal::new(
+            ErrorCode::Mac,
+            format!("{shown}: the sender's MAC does not verify"),
+        ));
+    }
+    Ok(())
 }

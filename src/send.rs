@@ -8,7 +8,6 @@
 use std::collections::HashSet;
 use std::io::{self, Read, Write};
 use std::sync::Mutex;
-use std::time::Instant;
 
 use anyhow::Result;
 use md5::{Digest, Md5};
@@ -17,18 +16,17 @@ use crate::cli::SendArgs;
 use crate::conn::{Connection, FrameReader, FrameWriter};
 use crate::error::{Kind, fail};
 use crate::escape::escape;
-use crate::frame::{self, Decision, EntryKind, LENGTH_PREFIX, Message, Role};
+use crate::frame::{self, Decision, EntryKind, ErrorCode, LENGTH_PREFIX, Message, Role};
 use crate::handshake::{FileFacts, SessionKey, peer_error};
 use crate::key;
 use crate::net;
-use crate::progress;
-use crate::report::{Failed, Reporter, Verified};
-use crate::source::{self, Source};
+use crate::report::{Failed, Json, Reporter, Style, Verified};
+use crate::source::{self, Source, WalkOptions};
 
 /// Payload bytes per data frame.
 const CHUNK: usize = 256 << 10;
 
-/// `xfer send`: connect, authenticate, run one session.
+/// `xfer send`: collect the sources, connect, authenticate, run one session.
 pub fn run(args: &SendArgs) -> Result<()> {
     let key = key::load(args.common.key_file.as_deref())?.ok_or_else(|| {
         anyhow::anyhow!(
@@ -36,12 +34,38 @@ pub fn run(args: &SendArgs) -> Result<()> {
             key::KEY_ENV
         )
     })?;
-    let sources = source::collect(&args.files)?;
-    let stream = net::connect(&args.to)?;
-    let (conn, session_key) =
-        net::authenticate(stream, &key, Role::Sender, false, args.common.timeouts())?;
-    let reporter = Reporter::new(progress::transfer_bar(None, true), args.common.quiet);
-    session(conn, &session_key, &sources, &reporter, args.common.quiet)
+    let walk = WalkOptions {
+        follow_symlinks: args.follow_symlinks,
+        stdin_name: args.name.clone(),
+    };
+    let collected = source::collect(&args.files, &walk)?;
+    if collected.sources.is_empty() {
+        return Err(fail(Kind::Io, "nothing to send"));
+    }
+    let style = Style {
+        quiet: args.common.quiet,
+        json: if args.common.json {
+            Json::Stdout
+        } else {
+            Json::Off
+        },
+    };
+    let reporter = Reporter::new(style);
+    let result = (|| {
+        let stream = net::connect(&args.to)?;
+        let (conn, session_key) =
+            net::authenticate(stream, &key, Role::Sender, false, args.common.timeouts())?;
+        session(conn, &session_key, &collected.sources, reporter.clone())
+    })();
+    let result = result.and_then(|()| match collected.unreadable {
+        0 => Ok(()),
+        n => Err(fail(
+            Kind::Io,
+            format!("{n} paths could not be read and were not sent"),
+        )),
+    });
+    reporter.finish("sent", &result);
+    result
 }
 
 /// What the sender knows about a file it finished sending, for checking its `ok`.
@@ -52,23 +76,13 @@ struct Sent {
     local_failure: Option<String>,
 }
 
-/// The acknowledgements as the ack thread saw them.
-#[derive(Default)]
-struct Acks {
-    verified: Vec<Verified>,
-    failed: Vec<(Failed, Kind)>,
-    seen: HashSet<u64>,
-}
-
 /// Runs one sending session on an authenticated connection.
 pub fn session<R: Read + Send, W: Write>(
     conn: Connection<R, W>,
     session_key: &SessionKey,
     sources: &[Source],
-    reporter: &Reporter,
-    quiet: bool,
+    mut reporter: Reporter,
 ) -> Result<()> {
-    let started = Instant::now();
     let Connection {
         mut reader,
         mut writer,
@@ -92,30 +106,25 @@ pub fn session<R: Read + Send, W: Write>(
         other => return Err(fail(Kind::Protocol, format!("expected plan, got {other}"))),
     };
 
-    let mut refused = Vec::new();
     let mut to_send = Vec::new();
     for (index, (source, decision)) in sources.iter().zip(&plan).enumerate() {
         match decision {
-            Decision::Skip { code, message } => {
-                let failed = Failed {
-                    path: source.entry.path.clone(),
-                    why: format!("refused by the receiver: {} ({code})", escape(message)),
-                };
-                reporter.failed(&failed);
-                refused.push((failed, Kind::of_code(*code)));
-            }
+            Decision::Skip { code, message } => reporter.failed(Failed {
+                path: source.entry.path.clone(),
+                code: *code,
+                why: format!("refused by the receiver: {}", escape(message)),
+            }),
             Decision::Send { .. } if source.entry.kind == EntryKind::Dir => {}
             Decision::Send { offset, prefix_md5 } => {
                 to_send.push((index as u64, source, *offset, prefix_md5.as_deref()));
             }
         }
     }
-    let total: u64 = to_send
+    let total = to_send
         .iter()
-        .map(|(_, source, ..)| source.entry.size.unwrap_or(0))
-        .sum();
-    let bar = progress::transfer_bar(Some(total), quiet);
-    let reporter = Reporter::new(bar, quiet);
+        .map(|(_, source, ..)| source.entry.size)
+        .sum::<Option<u64>>();
+    reporter.start_bar(total);
 
     let sent: Mutex<Vec<Option<Sent>>> = Mutex::new((0..sources.len()).map(|_| None).collect());
     let (write_result, ack_result) = std::thread::scope(|scope| {
@@ -155,36 +164,20 @@ pub fn session<R: Read + Send, W: Write>(
         (written, acks.join().expect("the ack thread does not panic"))
     });
     // The receiver's own account of a failure explains more than our broken pipe.
-    let mut acks = match (write_result, ack_result) {
-        (_, Err(err)) => return Err(err),
-        (Err(err), Ok(_)) => return Err(err),
-        (Ok(()), Ok(acks)) => acks,
+    let acknowledged = match (write_result, ack_result) {
+        (_, Err(err)) | (Err(err), Ok(_)) => return Err(err),
+        (Ok(()), Ok(acknowledged)) => acknowledged,
     };
-
     for &(index, source, ..) in &to_send {
-        if !acks.seen.contains(&index) {
-            let failed = Failed {
+        if !acknowledged.contains(&index) {
+            reporter.failed(Failed {
                 path: source.entry.path.clone(),
+                code: ErrorCode::Mac,
                 why: "the receiver never acknowledged it".into(),
-            };
-            reporter.failed(&failed);
-            acks.failed.push((failed, Kind::Verification));
+            });
         }
     }
-    refused.append(&mut acks.failed);
-    reporter.summary("sent", &acks.verified, refused.len(), started.elapsed());
-    finish(sources.len(), &refused, "delivered")
-}
-
-/// The session's result: fine if nothing failed, else the kind of the first failure.
-pub fn finish(entries: usize, failed: &[(Failed, Kind)], verb: &str) -> Result<()> {
-    match failed.first() {
-        None => Ok(()),
-        Some((_, kind)) => Err(fail(
-            *kind,
-            format!("{} of {entries} entries not {verb}", failed.len()),
-        )),
-    }
+    reporter.outcome(sources.len(), "delivered")
 }
 
 /// Streams one file: `data`, the data frames (hashing each chunk as it goes), the
@@ -214,7 +207,9 @@ fn send_file<W: Write>(
             return Ok(poisoned(expected, format!("{err:#}")));
         }
     };
-    let start = if resume_matches(&mut input, &mut hasher, offset, prefix_md5) {
+    // A stream cannot be read twice, so it never resumes.
+    let resumable = source.rereadable();
+    let start = if resumable && resume_matches(&mut input, &mut hasher, offset, prefix_md5) {
         offset
     } else if offset > 0 {
         // The receiver holds different bytes (or we could not read ours): start over.
@@ -325,18 +320,19 @@ fn read_full<R: Read + ?Sized>(input: &mut R, buf: &mut [u8]) -> io::Result<usiz
 }
 
 /// The ack thread: reads `ok` and per-entry `error` frames until the receiver's `end`,
-/// verifying each `ok` against what was sent.
+/// verifying each `ok` against what was sent and reporting each outcome as it comes.
+/// Returns the entries acknowledged either way.
 fn read_acks<R: Read>(
     reader: &mut FrameReader<R>,
     session_key: &SessionKey,
     sources: &[Source],
     sent: &Mutex<Vec<Option<Sent>>>,
     reporter: &Reporter,
-) -> Result<Acks> {
-    let mut acks = Acks::default();
+) -> Result<HashSet<u64>> {
+    let mut acknowledged = HashSet::new();
     loop {
         let (index, outcome) = match reader.expect_message("the receiver's acknowledgements")? {
-            Message::End => return Ok(acks),
+            Message::End => return Ok(acknowledged),
             Message::Error {
                 index: None,
                 code,
@@ -362,15 +358,20 @@ fn read_acks<R: Read>(
                 format!("acknowledgement for entry {index}, which was not sent"),
             ));
         };
-        if !acks.seen.insert(index) {
+        if !acknowledged.insert(index) {
             return Err(fail(
                 Kind::Protocol,
                 format!("entry {index} acknowledged twice"),
             ));
         }
         let path = &sources[index as usize].entry.path;
-        let failure = match (outcome, &facts.local_failure) {
-            (_, Some(why)) => Some((why.clone(), Kind::Io)),
+        let failed = |code, why| Failed {
+            path: path.clone(),
+            code,
+            why,
+        };
+        match (outcome, &facts.local_failure) {
+            (_, Some(why)) => reporter.failed(failed(ErrorCode::Io, why.clone())),
             (Ok(mac), None) => {
                 let file = FileFacts {
                     index,
@@ -379,31 +380,20 @@ fn read_acks<R: Read>(
                     path,
                 };
                 if session_key.verify_ok(file, &mac) {
-                    acks.verified.push(Verified {
+                    reporter.verified(Verified {
                         path: path.clone(),
                         size: facts.size,
                         md5: frame::hex(&facts.md5),
                     });
-                    None
                 } else {
-                    Some((
-                        "the receiver's acknowledgement does not verify (forged ok?)".into(),
-                        Kind::Verification,
-                    ))
+                    let why = "the receiver's acknowledgement does not verify (forged ok?)";
+                    reporter.failed(failed(ErrorCode::Mac, why.into()));
                 }
             }
-            (Err((code, message)), None) => Some((
+            (Err((code, message)), None) => reporter.failed(failed(
+                code,
                 format!("the receiver reported {code}: {}", escape(&message)),
-                Kind::of_code(code),
             )),
-        };
-        if let Some((why, kind)) = failure {
-            let failed = Failed {
-                path: path.clone(),
-                why,
-            };
-            reporter.failed(&failed);
-            acks.failed.push((failed, kind));
         }
     }
 }

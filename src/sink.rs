@@ -499,6 +499,24 @@ impl Drop for PartFile {
     }
 }
 
+/// Standard output as the destination of one received stream (`recv --stdout`).
+/// Its bytes are out before they can be verified; the caller says so on a mismatch.
+pub struct StdoutSink(File);
+
+impl StdoutSink {
+    /// A handle on standard output that writes straight to the descriptor, not
+    /// through std's line buffering.
+    pub fn open() -> io::Result<Self> {
+        use std::os::fd::AsFd;
+        let fd = io::stdout().as_fd().try_clone_to_owned()?;
+        Ok(StdoutSink(File::from(fd)))
+    }
+
+    pub fn write_all(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.0.write_all(bytes)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -4,6 +4,8 @@
 
 #![allow(dead_code)] // each test binary uses a different part of this
 
+pub mod relay;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};

@@ -1,0 +1,120 @@
+//! A TCP relay for tests: listens on 127.0.0.1, forwards every connection to a target
+//! port, and can delay every byte, cut the connection after N bytes from the
+//! client, or flip one bit. It counts what it forwarded from client to server.
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, mpsc};
+use std::time::{Duration, Instant};
+
+/// What the relay does to the bytes it forwards.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Faults {
+    /// Each byte arrives this long after it was sent, in both directions.
+    pub delay: Duration,
+    /// Close both sides once this many client-to-server bytes went through.
+    pub cut_after: Option<u64>,
+    /// Invert the lowest bit of the client-to-server byte at this offset.
+    pub flip_at: Option<u64>,
+}
+
+pub struct Relay {
+    pub port: u16,
+    forwarded: Arc<AtomicU64>,
+}
+
+impl Relay {
+    /// Relays connections to 127.0.0.1:`target` with `faults`, until the test ends.
+    pub fn start(target: u16, faults: Faults) -> Relay {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let forwarded = Arc::new(AtomicU64::new(0));
+        let counter = forwarded.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { continue };
+                let Ok(server) = TcpStream::connect(("127.0.0.1", target)) else {
+                    continue;
+                };
+                let _ = client.set_nodelay(true);
+                let _ = server.set_nodelay(true);
+                let (c2, s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+                let counter = counter.clone();
+                std::thread::spawn(move || pump(client, server, faults, Some(counter)));
+                std::thread::spawn(move || {
+                    pump(
+                        s2,
+                        c2,
+                        Faults {
+                            cut_after: None,
+                            flip_at: None,
+                            ..faults
+                        },
+                        None,
+                    )
+                });
+            }
+        });
+        Relay { port, forwarded }
+    }
+
+    /// Client-to-server bytes forwarded so far, over all connections.
+    pub fn forwarded(&self) -> u64 {
+        self.forwarded.load(Ordering::SeqCst)
+    }
+}
+
+/// Copies `from` to `to` with the faults applied; with a delay, a second thread
+/// writes each piece when it is due.
+fn pump(mut from: TcpStream, to: TcpStream, faults: Faults, counter: Option<Arc<AtomicU64>>) {
+    let (pieces, due) = mpsc::channel::<(Instant, Vec<u8>)>();
+    let writer = {
+        let mut to = to.try_clone().unwrap();
+        std::thread::spawn(move || {
+            for (when, piece) in due {
+                let wait = when.saturating_duration_since(Instant::now());
+                std::thread::sleep(wait);
+                if to.write_all(&piece).is_err() {
+                    break;
+                }
+            }
+            let _ = to.shutdown(Shutdown::Write);
+        })
+    };
+    let mut offset: u64 = 0;
+    let mut buf = vec![0; 64 << 10];
+    loop {
+        let n = match from.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        let mut piece = buf[..n].to_vec();
+        if let Some(limit) = faults.cut_after {
+            let left = limit.saturating_sub(offset) as usize;
+            piece.truncate(left);
+        }
+        if let Some(at) = faults.flip_at
+            && (offset..offset + piece.len() as u64).contains(&at)
+        {
+            piece[(at - offset) as usize] ^= 1;
+        }
+        offset += piece.len() as u64;
+        if let Some(counter) = &counter {
+            counter.fetch_add(piece.len() as u64, Ordering::SeqCst);
+        }
+        if pieces.send((Instant::now() + faults.delay, piece)).is_err() {
+            break;
+        }
+        if faults.cut_after.is_some_and(|limit| offset >= limit) {
+            break;
+        }
+    }
+    drop(pieces);
+    let _ = writer.join();
+    if faults.cut_after.is_some_and(|limit| offset >= limit) {
+        // A cut: both sides see the connection end.
+        let _ = from.shutdown(Shutdown::Both);
+        let _ = to.shutdown(Shutdown::Both);
+    }
+}
