@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use clap::{Args, CommandFactory, Parser, Subcommand};
 
-use crate::net::{Endpoint, ListenAddr, Timeouts};
+use crate::net::{Endpoint, Link, ListenAddr, ServeOptions, Timeouts};
 
 /// Move files between two machines over TCP, authenticated with a shared key and
 /// verified end to end (MD5 per file, bound to the session by an HMAC).
@@ -49,20 +49,74 @@ pub struct CommonArgs {
     pub json: bool,
 }
 
-impl CommonArgs {
+/// How this side meets its peer: connect (the default) or listen.
+#[derive(Debug, Args)]
+pub struct LinkArgs {
+    /// Listen on [ADDR:]PORT for the peer to connect, instead of connecting (PORT alone:
+    /// all interfaces; port 0: any free port, printed as "listening on ADDR:PORT" on stderr)
+    #[arg(long, value_name = "[ADDR:]PORT")]
+    pub listen: Option<ListenAddr>,
+
+    /// With --listen: keep serving peers, concurrently, until SIGINT or SIGTERM,
+    /// instead of exiting after the first session
+    #[arg(long, requires = "listen")]
+    pub serve: bool,
+
+    /// With --listen: connections handled at once; more are refused as busy
+    #[arg(long, value_name = "N", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_conns: u32,
+
+    /// When connecting: while nobody listens yet, keep retrying for up to SECS
+    #[arg(
+        long,
+        value_name = "SECS",
+        default_value_t = 0,
+        conflicts_with = "listen"
+    )]
+    pub wait: u64,
+
+    /// Give up on a peer that sends or takes nothing for SECS
+    #[arg(long, value_name = "SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+    pub timeout: u64,
+
+    /// The whole handshake must be over within SECS of connecting
+    #[arg(long, value_name = "SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    pub handshake_timeout: u64,
+}
+
+impl LinkArgs {
     pub fn timeouts(&self) -> Timeouts {
         Timeouts {
-            handshake: Duration::from_secs(10),
-            idle: Duration::from_secs(60),
+            handshake: Duration::from_secs(self.handshake_timeout),
+            idle: Duration::from_secs(self.timeout),
+        }
+    }
+
+    /// The link: listen if asked to, else connect to `to`.
+    pub fn link(&self, to: Option<&Endpoint>) -> Link {
+        match (&self.listen, to) {
+            (Some(at), _) => Link::Listen {
+                at: at.clone(),
+                serve: ServeOptions {
+                    once: !self.serve,
+                    max_conns: self.max_conns as usize,
+                    timeouts: self.timeouts(),
+                },
+            },
+            (None, Some(to)) => Link::Connect {
+                to: to.clone(),
+                wait: Duration::from_secs(self.wait),
+            },
+            (None, None) => unreachable!("the parser requires an address or --listen"),
         }
     }
 }
 
 #[derive(Debug, Args)]
 pub struct SendArgs {
-    /// The files and directories to send (`-`: standard input), then the receiver's
-    /// address (HOST:PORT; IPv6 as [ADDR]:PORT)
-    #[arg(value_name = "FILE... HOST:PORT", required = true, num_args = 2..)]
+    /// The files and directories to send (`-`: standard input), then, unless
+    /// --listen is given, the receiver's address (HOST:PORT; IPv6 as [ADDR]:PORT)
+    #[arg(value_name = "FILE... HOST:PORT", required = true, num_args = 1..)]
     operands: Vec<OsString>,
 
     /// The name standard input (`-`) arrives under
@@ -74,23 +128,29 @@ pub struct SendArgs {
     pub follow_symlinks: bool,
 
     #[command(flatten)]
+    pub link: LinkArgs,
+
+    #[command(flatten)]
     pub common: CommonArgs,
 
     /// The files to send (from the operands).
     #[arg(skip)]
     pub files: Vec<PathBuf>,
 
-    /// Where to send them (the last operand).
-    #[arg(skip = Endpoint { host: String::new(), port: 0 })]
-    pub to: Endpoint,
+    /// Where to send them (the last operand), unless listening.
+    #[arg(skip)]
+    pub to: Option<Endpoint>,
 }
 
 #[derive(Debug, Args)]
+#[command(group = clap::ArgGroup::new("peer").required(true).args(["from", "listen"]))]
 pub struct RecvArgs {
-    /// Listen on [ADDR:]PORT (PORT alone: all interfaces; port 0: any free port,
-    /// printed as "listening on ADDR:PORT" on stderr)
-    #[arg(long, value_name = "[ADDR:]PORT")]
-    pub listen: ListenAddr,
+    /// Connect to a sender listening at HOST:PORT (`xfer send FILE... --listen PORT`)
+    #[arg(value_name = "HOST:PORT", conflicts_with = "serve")]
+    pub from: Option<Endpoint>,
+
+    #[command(flatten)]
+    pub link: LinkArgs,
 
     /// Write received files into DIR (created if missing)
     #[arg(long, short, value_name = "DIR", default_value = ".")]
@@ -100,15 +160,20 @@ pub struct RecvArgs {
     #[arg(long)]
     pub overwrite: bool,
 
-    /// Keep accepting senders, one thread per connection, instead of exiting after the first session
-    #[arg(long)]
-    pub serve: bool,
-
     /// Write the one received file to standard output instead of DIR (an offer of
     /// several files or a directory is refused). The bytes are out before they are
     /// verified: on a checksum failure xfer exits 5 and the output must be discarded
     #[arg(long, conflicts_with_all = ["dir", "overwrite", "serve"])]
     pub stdout: bool,
+
+    /// Do not resume: discard partial data of interrupted transfers instead of
+    /// continuing from it
+    #[arg(long)]
+    pub no_resume: bool,
+
+    /// Remove partial data that no sender came back for after HOURS
+    #[arg(long, value_name = "HOURS", default_value_t = 24)]
+    pub keep_partial: u64,
 
     #[command(flatten)]
     pub common: CommonArgs,
@@ -149,21 +214,30 @@ impl Cli {
 }
 
 impl SendArgs {
-    /// The last operand is the address, the rest are files.
+    /// Unless listening, the last operand is the address; the rest are files.
     fn split_operands(&mut self) -> Result<(), clap::Error> {
         let invalid = |message: String| {
             Cli::command().error(clap::error::ErrorKind::ValueValidation, message)
         };
-        let (to, files) = self
-            .operands
-            .split_last()
-            .ok_or_else(|| invalid("nothing to send".into()))?;
+        if self.link.listen.is_some() {
+            self.files = self.operands.iter().map(PathBuf::from).collect();
+            return Ok(());
+        }
+        let (to, files) = match self.operands.split_last() {
+            Some((to, files)) if !files.is_empty() => (to, files),
+            _ => {
+                return Err(invalid(
+                    "give the files to send and then HOST:PORT (or --listen PORT)".into(),
+                ));
+            }
+        };
         let to = to
             .to_str()
             .ok_or_else(|| invalid(format!("{to:?} is not a HOST:PORT address")))?;
-        self.to = to
-            .parse()
+        let to = to
+            .parse::<Endpoint>()
             .map_err(|why| invalid(format!("invalid address: {why}")))?;
+        self.to = Some(to);
         self.files = files.iter().map(PathBuf::from).collect();
         Ok(())
     }
@@ -195,7 +269,7 @@ mod tests {
             send.files,
             [PathBuf::from("a.txt"), PathBuf::from("dir/b.bin")]
         );
-        assert_eq!(send.to.to_string(), "[::1]:9000");
+        assert_eq!(send.to.unwrap().to_string(), "[::1]:9000");
         assert_eq!(send.common.key_file, Some(PathBuf::from("k")));
     }
 
@@ -217,9 +291,15 @@ mod tests {
         let Command::Recv(recv) = cli.command else {
             panic!("not recv")
         };
-        assert_eq!(recv.listen, ListenAddr::AllInterfaces(0));
+        assert_eq!(recv.link.listen, Some(ListenAddr::AllInterfaces(0)));
         assert_eq!(recv.dir, PathBuf::from("."));
-        assert!(!recv.overwrite && !recv.serve && !recv.common.quiet);
+        assert!(!recv.overwrite && !recv.link.serve && !recv.common.quiet && !recv.no_resume);
+        let defaults = (
+            recv.link.max_conns,
+            recv.link.timeout,
+            recv.link.handshake_timeout,
+        );
+        assert_eq!((defaults, recv.keep_partial), ((16, 60, 10), 24));
 
         let cli = parse(&[
             "recv",
@@ -236,7 +316,46 @@ mod tests {
             panic!("not recv")
         };
         assert_eq!(recv.dir, PathBuf::from("out"));
-        assert!(recv.overwrite && recv.serve && recv.common.quiet);
+        assert!(recv.overwrite && recv.link.serve && recv.common.quiet);
+    }
+
+    #[test]
+    fn either_side_may_listen() {
+        let cli = parse(&["send", "a", "b", "--listen", "9000", "--serve"]).unwrap();
+        let Command::Send(send) = cli.command else {
+            panic!("not send")
+        };
+        assert_eq!(send.files.len(), 2);
+        assert!(send.to.is_none());
+        assert!(matches!(send.link.link(None), Link::Listen { .. }));
+
+        let cli = parse(&["recv", "host:9000", "--wait", "5", "-d", "out"]).unwrap();
+        let Command::Recv(recv) = cli.command else {
+            panic!("not recv")
+        };
+        let Link::Connect { to, wait } = recv.link.link(recv.from.as_ref()) else {
+            panic!("connect")
+        };
+        assert_eq!((to.to_string(), wait.as_secs()), ("host:9000".into(), 5));
+    }
+
+    #[test]
+    fn link_flags_that_contradict_are_usage_errors() {
+        for args in [
+            &["recv"][..],
+            &["recv", "host:1", "--listen", "0"],
+            &["recv", "host:1", "--serve"],
+            &["recv", "--listen", "0", "--wait", "3"],
+            &["recv", "--listen", "0", "--timeout", "0"],
+            &["send", "a", "host:1", "--serve"],
+            &["send", "a"],
+        ] {
+            assert_eq!(
+                parse(args).map(|_| ()).unwrap_err().exit_code(),
+                2,
+                "{args:?}"
+            );
+        }
     }
 
     #[test]

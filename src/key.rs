@@ -13,7 +13,7 @@ use anyhow::{Context, Result, bail};
 use rand::TryRngCore;
 use rand::rngs::OsRng;
 
-use crate::frame;
+use crate::frame::{self, Role};
 use crate::report;
 
 /// Environment variable that may hold the key.
@@ -30,11 +30,6 @@ pub struct Key(Vec<u8>);
 impl Key {
     pub fn bytes(&self) -> &[u8] {
         &self.0
-    }
-
-    /// A key this process just made with [`generate`].
-    pub fn generated(text: &str) -> Key {
-        Key(text.as_bytes().to_vec())
     }
 
     fn checked(bytes: Vec<u8>, origin: &str) -> Result<Key> {
@@ -84,6 +79,27 @@ pub fn generate() -> Result<String> {
         .try_fill_bytes(&mut bytes)
         .map_err(|err| anyhow::anyhow!("the operating system's random generator failed: {err}"))?;
     Ok(frame::hex(&bytes))
+}
+
+/// Makes a key for a listener started without one and prints it, with the command
+/// line its peer can paste.
+pub fn generate_for_listener(local: std::net::SocketAddr, role: Role) -> Result<Key> {
+    let generated = generate()?;
+    let host = rustix::system::uname()
+        .nodename()
+        .to_string_lossy()
+        .into_owned();
+    let port = local.port();
+    let peer_command = match role {
+        Role::Receiver => format!("xfer send FILE... {host}:{port}"),
+        Role::Sender => format!("xfer recv {host}:{port}"),
+    };
+    report::line(&format!(
+        "xfer: no key given (--key-file or ${KEY_ENV}); generated one for this {}:\n\n    \
+         {KEY_ENV}={generated}\n\nOn the other machine, run:\n\n    {KEY_ENV}={generated} {peer_command}\n",
+        role.as_str()
+    ));
+    Ok(Key(generated.into_bytes()))
 }
 
 /// Writes a new key to `path` (mode 0600); refuses to replace an existing file,

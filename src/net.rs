@@ -6,7 +6,7 @@
 //! after the handshake is the caller's handler.
 
 use std::fmt;
-use std::io::Write;
+use std::io::{self, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -14,13 +14,14 @@ use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
+use rustix::event::{PollFd, PollFlags};
 
 use crate::conn::Connection;
-use crate::error::{Classify, Kind, fail};
+use crate::error::{Classify, Kind, fail, tag};
 use crate::escape::escape;
 use crate::frame::{self, ErrorCode, Message, Role};
 use crate::handshake::{self, SessionKey};
-use crate::key::Key;
+use crate::key::{self, Key};
 use crate::report;
 
 /// How long a refused peer gets to take its `busy` frame, at most.
@@ -133,27 +134,60 @@ pub fn bind(addr: &ListenAddr) -> Result<TcpListener> {
     listener.classify(Kind::Network)
 }
 
-/// Connects to `endpoint`, trying each address it resolves to.
-pub fn connect(endpoint: &Endpoint) -> Result<TcpStream> {
-    let addrs: Vec<SocketAddr> = (endpoint.host.as_str(), endpoint.port)
-        .to_socket_addrs()
-        .with_context(|| format!("cannot resolve {}", endpoint.host))
-        .classify(Kind::Network)?
-        .collect();
+/// Connects to `endpoint`. While nobody listens there yet (refused, unreachable),
+/// retries with backoff until `wait` has passed, so both ends can start in any order.
+pub fn connect(
+    endpoint: &Endpoint,
+    wait: Duration,
+    attempt_timeout: Duration,
+) -> Result<TcpStream> {
+    let give_up = Instant::now() + wait;
+    let mut backoff = FIRST_RETRY;
+    loop {
+        match connect_once(endpoint, attempt_timeout) {
+            Ok(stream) => return Ok(stream),
+            Err(err) if not_there_yet(&err) && Instant::now() + backoff < give_up => {
+                std::thread::sleep(backoff);
+                backoff = (backoff * 2).min(MAX_RETRY);
+            }
+            Err(err) => {
+                let err = anyhow::Error::new(err).context(format!("cannot connect to {endpoint}"));
+                return Err(tag(Kind::Network, err));
+            }
+        }
+    }
+}
+
+/// First pause between connection attempts under `--wait`; it doubles up to [`MAX_RETRY`].
+const FIRST_RETRY: Duration = Duration::from_millis(50);
+const MAX_RETRY: Duration = Duration::from_secs(1);
+
+fn not_there_yet(err: &io::Error) -> bool {
+    matches!(
+        err.kind(),
+        io::ErrorKind::ConnectionRefused
+            | io::ErrorKind::HostUnreachable
+            | io::ErrorKind::NetworkUnreachable
+            | io::ErrorKind::TimedOut
+            | io::ErrorKind::AddrNotAvailable
+    )
+}
+
+/// One attempt at each address `endpoint` resolves to.
+fn connect_once(endpoint: &Endpoint, timeout: Duration) -> io::Result<TcpStream> {
     let mut last_err = None;
-    for addr in addrs {
-        match TcpStream::connect(addr) {
+    for addr in (endpoint.host.as_str(), endpoint.port).to_socket_addrs()? {
+        match TcpStream::connect_timeout(&addr, timeout) {
             Ok(stream) => return Ok(stream),
             Err(err) => last_err = Some(err),
         }
     }
-    let err = last_err.map_or_else(
-        || anyhow::anyhow!("{} resolved to no address", endpoint.host),
-        anyhow::Error::new,
-    );
-    Err(err)
-        .with_context(|| format!("cannot connect to {endpoint}"))
-        .classify(Kind::Network)
+    Err(last_err.unwrap_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::NotFound,
+            "the host name resolved to no address",
+        )
+    }))
 }
 
 /// Authenticates a fresh connection from either end and readies it for a session:
@@ -185,6 +219,52 @@ pub type Handler = Arc<
     dyn Fn(Connection<TcpStream, TcpStream>, SessionKey, SocketAddr) -> Result<()> + Send + Sync,
 >;
 
+/// How this side meets its peer.
+#[derive(Debug, Clone)]
+pub enum Link {
+    /// Connect to a listening peer, retrying for up to `wait` while it is not there.
+    Connect { to: Endpoint, wait: Duration },
+    /// Listen for peers.
+    Listen { at: ListenAddr, serve: ServeOptions },
+}
+
+/// Runs `handler` on the one authenticated connection (connecting), or on each
+/// (listening). A listener without a key makes one and says how to use it;
+/// `listening` hears the bound address first.
+pub fn run(
+    link: &Link,
+    role: Role,
+    key_file: Option<&std::path::Path>,
+    timeouts: Timeouts,
+    listening: impl FnOnce(SocketAddr),
+    handler: Handler,
+) -> Result<()> {
+    match link {
+        Link::Connect { to, wait } => {
+            let key = key::load(key_file)?.ok_or_else(|| {
+                anyhow::anyhow!(
+                    "no key: pass --key-file PATH or set ${} (a listener started without a key prints one)",
+                    key::KEY_ENV
+                )
+            })?;
+            let stream = connect(to, *wait, timeouts.handshake)?;
+            let peer = stream.peer_addr().classify(Kind::Network)?;
+            let (conn, session) = authenticate(stream, &key, role, false, timeouts)?;
+            handler(conn, session, peer)
+        }
+        Link::Listen { at, serve: options } => {
+            let listener = bind(at)?;
+            let local = listener.local_addr().classify(Kind::Network)?;
+            let key = match key::load(key_file)? {
+                Some(key) => key,
+                None => key::generate_for_listener(local, role)?,
+            };
+            listening(local);
+            serve(listener, key, role, *options, handler)
+        }
+    }
+}
+
 /// How a listener behaves.
 #[derive(Debug, Clone, Copy)]
 pub struct ServeOptions {
@@ -195,9 +275,28 @@ pub struct ServeOptions {
     pub timeouts: Timeouts,
 }
 
-/// Accepts connections until the first authenticated session ends (`once`) or
-/// forever, authenticating each on its own thread. A connection that fails the
-/// handshake is reported and does not count as a session.
+/// How long running sessions may go on after SIGINT or SIGTERM.
+const GRACE: Duration = Duration::from_secs(5);
+/// How often the accept loop looks up from `poll` to see whether it should stop.
+const STOP_CHECK: Duration = Duration::from_millis(200);
+
+/// Shared by the accept loop, the connection threads and the waiting main thread.
+#[derive(Default)]
+struct Listening {
+    /// Connections being handled, handshakes included.
+    connections: AtomicUsize,
+    /// Authenticated sessions running.
+    sessions: AtomicUsize,
+    /// Set by SIGINT or SIGTERM: accept no more.
+    stop: Arc<AtomicBool>,
+    /// A one-shot listener's session has started.
+    claimed: AtomicBool,
+}
+
+/// Accepts connections until the first authenticated session ends (`once`) or until
+/// SIGINT/SIGTERM, authenticating each on its own thread. A connection that fails
+/// the handshake is reported and does not count as a session. On a signal, running
+/// sessions get a few seconds to finish; a second signal exits at once.
 pub fn serve(
     listener: TcpListener,
     key: Key,
@@ -205,82 +304,176 @@ pub fn serve(
     options: ServeOptions,
     handler: Handler,
 ) -> Result<()> {
+    let shared = Arc::new(Listening::default());
+    stop_on_signals(&shared.stop)?;
     let (finished, first_result) = mpsc::channel::<Result<()>>();
-    let active = Arc::new(AtomicUsize::new(0));
-    let claimed = Arc::new(AtomicBool::new(false));
-    let accept_loop = {
-        let finished = finished.clone();
-        move || {
-            for stream in listener.incoming() {
-                let stream = match stream {
-                    Ok(stream) => stream,
-                    Err(err) => {
-                        // Out of file descriptors and the like: pause rather than spin.
-                        report::warn(&format!("accept failed: {err}"));
-                        std::thread::sleep(Duration::from_millis(100));
-                        continue;
-                    }
-                };
-                let peer = stream
-                    .peer_addr()
-                    .map_or_else(|_| "unknown peer".to_string(), |a| a.to_string());
-                if active.fetch_add(1, Ordering::SeqCst) >= options.max_conns {
-                    active.fetch_sub(1, Ordering::SeqCst);
-                    refuse_busy(stream);
-                    report::line(&format!(
-                        "xfer: {peer}: refused, at the limit of {} connections",
-                        options.max_conns
-                    ));
-                    continue;
-                }
-                let (key, active, claimed, finished, handler) = (
-                    key.clone(),
-                    active.clone(),
-                    claimed.clone(),
-                    finished.clone(),
-                    handler.clone(),
-                );
-                std::thread::spawn(move || {
-                    let _slot = Slot(active);
-                    let peer_addr = stream.peer_addr();
-                    match authenticate(stream, &key, role, true, options.timeouts) {
-                        Err(err) => report::line(&format!(
-                            "xfer: {peer}: rejected: {}",
-                            escape(&format!("{err:#}"))
-                        )),
-                        Ok((mut conn, _))
-                            if options.once && claimed.swap(true, Ordering::SeqCst) =>
-                        {
-                            let busy = Message::error(
-                                ErrorCode::Busy,
-                                "this listener serves one session and has it",
-                            );
-                            let _ = conn
-                                .writer
-                                .write_message(&busy)
-                                .and_then(|()| conn.writer.flush());
-                        }
-                        Ok((conn, session)) => {
-                            let peer_addr =
-                                peer_addr.unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
-                            let result = handler(conn, session, peer_addr);
-                            if options.once {
-                                let _ = finished.send(result);
-                            }
-                        }
-                    }
-                });
+    {
+        let shared = shared.clone();
+        std::thread::spawn(move || {
+            accept_loop(listener, key, role, options, handler, shared, finished)
+        });
+    }
+    loop {
+        match first_result.recv_timeout(STOP_CHECK) {
+            Ok(result) => return result,
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                return Err(fail(
+                    Kind::Network,
+                    "the listener stopped accepting connections",
+                ));
             }
+            Err(mpsc::RecvTimeoutError::Timeout) if shared.stop.load(Ordering::SeqCst) => {
+                return stop_gracefully(&shared, options.once, &first_result);
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
         }
-    };
-    std::thread::spawn(accept_loop);
-    drop(finished);
-    first_result.recv().unwrap_or_else(|_| {
-        Err(fail(
+    }
+}
+
+fn accept_loop(
+    listener: TcpListener,
+    key: Key,
+    role: Role,
+    options: ServeOptions,
+    handler: Handler,
+    shared: Arc<Listening>,
+    finished: mpsc::Sender<Result<()>>,
+) {
+    while !shared.stop.load(Ordering::SeqCst) {
+        // Wait in poll rather than accept, so a stop request is seen within STOP_CHECK.
+        let mut fds = [PollFd::new(&listener, PollFlags::IN)];
+        let timeout = rustix::event::Timespec::try_from(STOP_CHECK).expect("a small constant");
+        if !matches!(rustix::event::poll(&mut fds, Some(&timeout)), Ok(n) if n > 0) {
+            continue;
+        }
+        let stream = match listener.accept() {
+            Ok((stream, _)) => stream,
+            Err(err) => {
+                // Out of file descriptors and the like: pause rather than spin.
+                report::warn(&format!("accept failed: {err}"));
+                std::thread::sleep(Duration::from_millis(100));
+                continue;
+            }
+        };
+        let peer = stream
+            .peer_addr()
+            .map_or_else(|_| "unknown peer".to_string(), |a| a.to_string());
+        if shared.connections.fetch_add(1, Ordering::SeqCst) >= options.max_conns {
+            shared.connections.fetch_sub(1, Ordering::SeqCst);
+            refuse_busy(stream);
+            report::line(&format!(
+                "xfer: {peer}: refused, at the limit of {} connections",
+                options.max_conns
+            ));
+            continue;
+        }
+        let (key, handler, shared, finished) = (
+            key.clone(),
+            handler.clone(),
+            shared.clone(),
+            finished.clone(),
+        );
+        std::thread::spawn(move || {
+            let _connection = Counted::new(&shared.connections, false);
+            let peer_addr = stream.peer_addr();
+            match authenticate(stream, &key, role, true, options.timeouts) {
+                Err(err) => report::line(&format!(
+                    "xfer: {peer}: rejected: {}",
+                    escape(&format!("{err:#}"))
+                )),
+                Ok((mut conn, _))
+                    if options.once && shared.claimed.swap(true, Ordering::SeqCst) =>
+                {
+                    let busy = Message::error(
+                        ErrorCode::Busy,
+                        "this listener serves one session and has it",
+                    );
+                    let _ = conn
+                        .writer
+                        .write_message(&busy)
+                        .and_then(|()| conn.writer.flush());
+                }
+                Ok((conn, session)) => {
+                    let _session = Counted::new(&shared.sessions, true);
+                    let peer_addr =
+                        peer_addr.unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+                    let result = handler(conn, session, peer_addr);
+                    if options.once {
+                        let _ = finished.send(result);
+                    }
+                }
+            }
+        });
+    }
+}
+
+/// After a stop request: no more connections; give running sessions [`GRACE`].
+fn stop_gracefully(
+    shared: &Listening,
+    once: bool,
+    first_result: &mpsc::Receiver<Result<()>>,
+) -> Result<()> {
+    let running = shared.sessions.load(Ordering::SeqCst);
+    if running > 0 {
+        report::line(&format!(
+            "xfer: stopping: no new connections; waiting up to {} s for {running} running session(s) \
+             (interrupt again to exit at once)",
+            GRACE.as_secs()
+        ));
+    }
+    let until = Instant::now() + GRACE;
+    while shared.sessions.load(Ordering::SeqCst) > 0 && Instant::now() < until {
+        if let Ok(result) = first_result.recv_timeout(Duration::from_millis(50)) {
+            return result; // the one-shot session finished in time
+        }
+    }
+    let cut = shared.sessions.load(Ordering::SeqCst);
+    if cut > 0 {
+        return Err(fail(
             Kind::Network,
-            "the listener stopped accepting connections",
-        ))
-    })
+            format!(
+                "stopped by a signal; {cut} running session(s) cut (partial files are kept for resume)"
+            ),
+        ));
+    }
+    if once {
+        return Err(anyhow::anyhow!(
+            "stopped by a signal before any session completed"
+        ));
+    }
+    report::line("xfer: stopped");
+    Ok(())
+}
+
+/// SIGINT and SIGTERM set `stop`; a second one exits at once (130 is the shell's
+/// code for an interrupt).
+fn stop_on_signals(stop: &Arc<AtomicBool>) -> Result<()> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    for signal in [SIGINT, SIGTERM] {
+        // Registered first, so it sees the flag as the previous signal left it.
+        signal_hook::flag::register_conditional_shutdown(signal, 130, stop.clone())?;
+        signal_hook::flag::register(signal, stop.clone())?;
+    }
+    Ok(())
+}
+
+/// Counts something as running until dropped.
+struct Counted<'a>(&'a AtomicUsize);
+
+impl<'a> Counted<'a> {
+    /// `increment`: count it now (else it was counted by the caller).
+    fn new(counter: &'a AtomicUsize, increment: bool) -> Self {
+        if increment {
+            counter.fetch_add(1, Ordering::SeqCst);
+        }
+        Counted(counter)
+    }
+}
+
+impl Drop for Counted<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// How long a failed session keeps reading after its last word, at most.
@@ -302,15 +495,6 @@ pub fn linger(stream: &TcpStream) {
             Ok(0) | Err(_) => break,
             Ok(n) => drained += n as u64,
         }
-    }
-}
-
-/// Counts a connection as active until dropped.
-struct Slot(Arc<AtomicUsize>);
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 

@@ -10,8 +10,9 @@
 
 use std::collections::HashSet;
 use std::io::{Read, Write};
-use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use indicatif::HumanBytes;
@@ -23,15 +24,12 @@ use crate::error::{Classify, Kind, fail, kind_of};
 use crate::escape::escape;
 use crate::frame::{self, Decision, Entry, EntryKind, ErrorCode, Message, Role};
 use crate::handshake::{FileFacts, SessionKey, peer_error};
-use crate::key::{self, Key};
-use crate::net::{self, Handler, ServeOptions};
+use crate::net::{self, Handler};
 use crate::report::{self, Failed, Json, Reporter, Style, Verified};
-use crate::sink::{self, PartFile, Refusal, StdoutSink, TargetDir};
+use crate::sink::{self, PartFile, Refusal, Resume, StdoutSink, TargetDir};
 
 /// Bytes read from the socket and written out at a time.
 const BUFFER: usize = 256 << 10;
-/// Connections a serving receiver handles at once.
-const MAX_CONNS: usize = 16;
 
 /// Where received files go.
 pub enum Destination {
@@ -46,10 +44,12 @@ pub enum Destination {
 pub struct RecvOptions {
     /// Replace existing files (atomically).
     pub overwrite: bool,
-    pub style: Style,
+    /// Keep partial data of cut transfers, and continue from it.
+    pub resume: bool,
 }
 
-/// `xfer recv --listen`: bind, print where, serve sessions.
+/// `xfer recv`: receive from the sender we connect to, or from each sender that
+/// connects (`--listen`).
 pub fn run(args: &RecvArgs) -> Result<()> {
     let style = Style {
         quiet: args.common.quiet,
@@ -58,6 +58,7 @@ pub fn run(args: &RecvArgs) -> Result<()> {
             (true, false) => Json::Stdout,
             (true, true) => Json::Stderr,
         },
+        serving: args.link.serve,
     };
     let destination = if args.stdout {
         Destination::Stdout
@@ -65,66 +66,132 @@ pub fn run(args: &RecvArgs) -> Result<()> {
         std::fs::create_dir_all(&args.dir)
             .with_context(|| format!("cannot create target directory {}", args.dir.display()))
             .classify(Kind::Io)?;
-        Destination::Dir(TargetDir::open(&args.dir)?)
+        let target = TargetDir::open(&args.dir)?;
+        sweep_partials(&target, args.keep_partial, args.link.serve)?;
+        Destination::Dir(target)
     };
-    let listener = net::bind(&args.listen)?;
-    let local = listener.local_addr().classify(Kind::Network)?;
-    let key = match key::load(args.common.key_file.as_deref())? {
-        Some(key) => key,
-        None => announce_generated_key(local)?,
-    };
-    Reporter::new(style).listening(&local.to_string());
     let options = RecvOptions {
         overwrite: args.overwrite,
-        style,
+        resume: !args.no_resume,
     };
-    let serving = args.serve;
     let destination = Arc::new(destination);
-    let handler: Handler = Arc::new(move |conn, session_key, peer: SocketAddr| {
-        let raw = conn.writer.get_ref().try_clone();
-        let reporter = Reporter::new(options.style);
-        let result = session(conn, &session_key, &destination, options, reporter.clone());
-        reporter.finish("received", &result);
-        if let (Err(_), Ok(raw)) = (&result, raw) {
-            net::linger(&raw);
-        }
-        // A one-shot receiver exits with this error, and main prints it then.
-        if let (Err(err), true) = (&result, serving) {
-            report::line(&format!("xfer: session with {peer} failed: {err:#}"));
-        }
-        result
-    });
-    let serve = ServeOptions {
-        once: !args.serve,
-        max_conns: MAX_CONNS,
-        timeouts: args.common.timeouts(),
+    let claims = Arc::new(Claims::default());
+    let in_session = Arc::new(AtomicBool::new(false));
+    let handler: Handler = {
+        let in_session = in_session.clone();
+        Arc::new(move |conn, session_key, peer| {
+            in_session.store(true, Ordering::SeqCst);
+            let raw = conn.writer.get_ref().try_clone();
+            let reporter = Reporter::new(style).for_peer(peer);
+            let result = session(
+                conn,
+                &session_key,
+                &destination,
+                &claims,
+                options,
+                reporter.clone(),
+            );
+            reporter.finish("received", &result);
+            if let (Err(_), Ok(raw)) = (&result, raw) {
+                net::linger(&raw);
+            }
+            result
+        })
     };
-    net::serve(listener, key, Role::Receiver, serve, handler)
+    let link = args.link.link(args.from.as_ref());
+    let result = net::run(
+        &link,
+        Role::Receiver,
+        args.common.key_file.as_deref(),
+        args.link.timeouts(),
+        |local| Reporter::new(style).listening(&local.to_string()),
+        handler,
+    );
+    if result.is_err() && !in_session.load(Ordering::SeqCst) {
+        Reporter::new(style).finish("received", &result);
+    }
+    result
 }
 
-/// Makes a key for a receiver started without one, and shows how to send to it.
-fn announce_generated_key(local: SocketAddr) -> Result<Key> {
-    let generated = key::generate()?;
-    let host = rustix::system::uname()
-        .nodename()
-        .to_string_lossy()
-        .into_owned();
-    report::line(&format!(
-        "xfer: no key given (--key-file or ${env}); generated one for this receiver:\n\n    \
-         {env}={generated}\n\nSend to it with:\n\n    {env}={generated} xfer send FILE... {host}:{port}\n",
-        env = key::KEY_ENV,
-        port = local.port(),
-    ));
-    Ok(Key::generated(&generated))
+/// How often a serving receiver looks for abandoned partial files.
+const SWEEP_EVERY: Duration = Duration::from_secs(3600);
+
+/// Removes partial files older than `keep_hours` now, in the background (a large
+/// tree takes a while), and again every hour while serving.
+fn sweep_partials(target: &TargetDir, keep_hours: u64, serving: bool) -> Result<()> {
+    let sweeper = target.try_clone().classify(Kind::Io)?;
+    let age = Duration::from_secs(keep_hours.saturating_mul(3600));
+    std::thread::spawn(move || {
+        loop {
+            let removed = sweeper.sweep_stale(age);
+            if removed > 0 {
+                report::line(&format!(
+                    "xfer: removed {removed} partial file(s) older than {keep_hours} h that no sender came back for"
+                ));
+            }
+            if !serving {
+                break;
+            }
+            std::thread::sleep(SWEEP_EVERY);
+        }
+    });
+    Ok(())
+}
+
+/// Paths being received right now, across the sessions of this process, so two
+/// senders of the same path never write into one partial file.
+#[derive(Default)]
+pub struct Claims(Mutex<HashSet<String>>);
+
+/// A claimed path, released when dropped.
+pub struct Claim<'a> {
+    claims: &'a Claims,
+    path: String,
+}
+
+impl Claims {
+    fn claim(&self, path: &str) -> Option<Claim<'_>> {
+        let mut held = self.0.lock().expect("no panics while holding the lock");
+        held.insert(path.to_string()).then(|| Claim {
+            claims: self,
+            path: path.to_string(),
+        })
+    }
+}
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        self.claims
+            .0
+            .lock()
+            .expect("no panics while holding the lock")
+            .remove(&self.path);
+    }
 }
 
 /// One entry of the offer, checked and decided.
-struct Planned {
+struct Planned<'c> {
     entry: Entry,
     /// The path's components, from `sink::check_path`.
     components: Vec<String>,
     /// Will data for this entry come?
     expects_data: bool,
+    /// Resumable data already here: its length and the MD5 state after it.
+    resume_from: Option<(u64, Md5)>,
+    /// Keeps other sessions of this process off the same path until we are done.
+    _claim: Option<Claim<'c>>,
+}
+
+impl Planned<'_> {
+    fn new(entry: Entry, expects_data: bool) -> Self {
+        Planned {
+            entry,
+            components: Vec::new(),
+            expects_data,
+            resume_from: None,
+            _claim: None,
+        }
+    }
 }
 
 /// Runs one receiving session on an authenticated connection. A session-level
@@ -133,6 +200,7 @@ pub fn session<R: Read, W: Write>(
     conn: Connection<R, W>,
     session_key: &SessionKey,
     destination: &Destination,
+    claims: &Claims,
     options: RecvOptions,
     mut reporter: Reporter,
 ) -> Result<()> {
@@ -140,18 +208,18 @@ pub fn session<R: Read, W: Write>(
         mut reader,
         mut writer,
     } = conn;
-    let result = receive(
-        &mut reader,
-        &mut writer,
+    let context = Shared {
         session_key,
         destination,
+        claims,
         options,
-        &mut reporter,
-    );
+    };
+    let result = receive(&mut reader, &mut writer, &context, &mut reporter);
     if let Err(err) = &result {
         let code = match kind_of(err) {
             Some(Kind::Protocol) => Some(ErrorCode::Protocol),
             Some(Kind::Io) => Some(ErrorCode::Io),
+            // The only session-level refusal: an offer `--stdout` cannot take.
             Some(Kind::Refused) => Some(ErrorCode::TooLarge),
             _ => None,
         };
@@ -163,12 +231,18 @@ pub fn session<R: Read, W: Write>(
     result
 }
 
+/// What a session works with, besides the connection.
+struct Shared<'a> {
+    session_key: &'a SessionKey,
+    destination: &'a Destination,
+    claims: &'a Claims,
+    options: RecvOptions,
+}
+
 fn receive<R: Read, W: Write>(
     reader: &mut FrameReader<R>,
     writer: &mut FrameWriter<W>,
-    session_key: &SessionKey,
-    destination: &Destination,
-    options: RecvOptions,
+    context: &Shared<'_>,
     reporter: &mut Reporter,
 ) -> Result<()> {
     let entries = match reader.expect_message("the offer")? {
@@ -183,8 +257,8 @@ fn receive<R: Read, W: Write>(
             "an entry of unknown size must be the only entry of its offer",
         ));
     }
-    let planned = match destination {
-        Destination::Dir(target) => plan(entries, target, options, reporter),
+    let planned = match context.destination {
+        Destination::Dir(target) => plan(entries, target, context, reporter),
         Destination::Stdout => plan_stdout(entries)?,
     };
     let decisions = planned
@@ -198,7 +272,10 @@ fn receive<R: Read, W: Write>(
     let total = planned
         .iter()
         .filter(|p| p.expects_data)
-        .map(|p| p.entry.size)
+        .map(|p| {
+            let already = p.resume_from.as_ref().map_or(0, |(len, _)| *len);
+            p.entry.size.map(|size| size - already)
+        })
         .sum::<Option<u64>>();
     reporter.start_bar(total);
     let mut buffer = vec![0; BUFFER];
@@ -249,10 +326,13 @@ fn receive<R: Read, W: Write>(
                 ),
             ));
         }
-        if offset != 0 {
+        let planned_offset = item.resume_from.as_ref().map_or(0, |(len, _)| *len);
+        if offset != 0 && offset != planned_offset {
             return Err(fail(
                 Kind::Protocol,
-                format!("data for entry {index} from offset {offset}; the plan said 0"),
+                format!(
+                    "data for entry {index} from offset {offset}; the plan said {planned_offset} or 0"
+                ),
             ));
         }
         next_index = index + 1;
@@ -260,24 +340,27 @@ fn receive<R: Read, W: Write>(
         reporter
             .bar()
             .set_message(escape(&item.entry.path).into_owned());
-        let landing = match destination {
-            Destination::Dir(target) => {
-                let components: Vec<&str> = item.components.iter().map(String::as_str).collect();
-                Landing::Part(target.create_part(&item.entry.path, &components, item.entry.mode))
-            }
-            Destination::Stdout => Landing::Stdout(
-                StdoutSink::open()
-                    .context("cannot write to standard output")
-                    .classify(Kind::Io)?,
-            ),
-        };
-        let arrived = receive_file(reader, index, item, landing, &mut buffer, reporter)?;
+        // Continue the prefix's hash, or start over when the sender starts over.
+        let (landing, hasher) = open_landing(item, offset, context)?;
+        let arrived = receive_file(
+            reader,
+            index,
+            item,
+            landing,
+            hasher,
+            offset,
+            &mut buffer,
+            reporter,
+        )?;
         let verified = arrived.and_then(|arrived| {
-            verify(index, item, &arrived, session_key)?;
+            if let Err(refusal) = verify(index, item, &arrived, context.session_key) {
+                arrived.landing.discard();
+                return Err(refusal);
+            }
             let facts = (arrived.size, arrived.md5);
             arrived
                 .landing
-                .commit(item.entry.mtime, options.overwrite)?;
+                .commit(item.entry.mtime, context.options.overwrite)?;
             Ok(facts)
         });
         let reply = match verified {
@@ -295,11 +378,11 @@ fn receive<R: Read, W: Write>(
                 });
                 Message::Ok {
                     index,
-                    mac: session_key.ok_mac(facts),
+                    mac: context.session_key.ok_mac(facts),
                 }
             }
             Err(mut refusal) => {
-                if matches!(destination, Destination::Stdout) {
+                if matches!(context.destination, Destination::Stdout) {
                     refusal.message.push_str(
                         "; the bytes already written to standard output are NOT verified: discard them",
                     );
@@ -325,12 +408,42 @@ fn receive<R: Read, W: Write>(
             format!("end before entry {missing} was sent"),
         ));
     }
-    if let Destination::Dir(target) = destination {
+    if let Destination::Dir(target) = context.destination {
         finish_dirs(&planned, target);
     }
     writer.write_message(&Message::End)?;
     writer.flush()?;
     reporter.outcome(planned.len(), "received")
+}
+
+/// Where entry `item`'s data starting at `offset` goes, and the MD5 state to
+/// continue from.
+fn open_landing(item: &Planned, offset: u64, context: &Shared<'_>) -> Result<(Landing, Md5)> {
+    let hasher = match &item.resume_from {
+        Some((len, prefix)) if offset == *len && offset > 0 => prefix.clone(),
+        _ => Md5::new(),
+    };
+    let landing = match context.destination {
+        Destination::Dir(target) => {
+            let components: Vec<&str> = item.components.iter().map(String::as_str).collect();
+            let resume = match item.entry.size {
+                Some(size) if context.options.resume => Some(Resume { size, offset }),
+                _ => None,
+            };
+            Landing::Part(target.create_part(
+                &item.entry.path,
+                &components,
+                item.entry.mode,
+                resume,
+            ))
+        }
+        Destination::Stdout => Landing::Stdout(
+            StdoutSink::open()
+                .context("cannot write to standard output")
+                .classify(Kind::Io)?,
+        ),
+    };
+    Ok((landing, hasher))
 }
 
 /// Directory modes and times last: writing their contents changed the times, and a
@@ -353,27 +466,30 @@ fn finish_dirs(planned: &[Planned], target: &TargetDir) {
     }
 }
 
-/// Decides every offered entry: checks its path, refuses duplicates, existing files
-/// and what will not fit, and creates directories.
-fn plan(
+/// Decides every offered entry: checks its path, refuses duplicates, paths another
+/// session is receiving, existing files and what will not fit, creates directories,
+/// and finds resumable data.
+fn plan<'c>(
     entries: Vec<Entry>,
     target: &TargetDir,
-    options: RecvOptions,
+    context: &Shared<'c>,
     reporter: &Reporter,
-) -> Vec<(Planned, Decision)> {
+) -> Vec<(Planned<'c>, Decision)> {
     let mut seen = HashSet::new();
     let mut free = target.free_space();
     let mut planned = Vec::with_capacity(entries.len());
     for entry in entries {
-        let decided = decide(&entry, target, options, &mut seen, &mut free);
-        let (components, decision) = match decided {
-            Ok(components) => (
-                components,
-                Decision::Send {
-                    offset: 0,
-                    prefix_md5: None,
-                },
-            ),
+        match decide(entry.clone(), target, context, &mut seen, &mut free) {
+            Ok(item) => {
+                let decision = Decision::Send {
+                    offset: item.resume_from.as_ref().map_or(0, |(len, _)| *len),
+                    prefix_md5: item
+                        .resume_from
+                        .as_ref()
+                        .map(|(_, prefix)| frame::hex(&prefix.clone().finalize())),
+                };
+                planned.push((item, decision));
+            }
             Err(refusal) => {
                 reporter.failed(Failed {
                     path: entry.path.clone(),
@@ -384,25 +500,15 @@ fn plan(
                     code: refusal.code,
                     message: refusal.message,
                 };
-                (Vec::new(), skip)
+                planned.push((Planned::new(entry, false), skip));
             }
-        };
-        let expects_data =
-            entry.kind == EntryKind::File && matches!(decision, Decision::Send { .. });
-        planned.push((
-            Planned {
-                entry,
-                components,
-                expects_data,
-            },
-            decision,
-        ));
+        }
     }
     planned
 }
 
 /// The plan of a receiver writing to standard output: exactly one file, or nothing.
-fn plan_stdout(entries: Vec<Entry>) -> Result<Vec<(Planned, Decision)>> {
+fn plan_stdout<'c>(entries: Vec<Entry>) -> Result<Vec<(Planned<'c>, Decision)>> {
     match entries.as_slice() {
         [entry] if entry.kind == EntryKind::File => {}
         [_] => {
@@ -421,32 +527,24 @@ fn plan_stdout(entries: Vec<Entry>) -> Result<Vec<(Planned, Decision)>> {
             ));
         }
     }
-    let planned = entries
+    let send = Decision::Send {
+        offset: 0,
+        prefix_md5: None,
+    };
+    Ok(entries
         .into_iter()
-        .map(|entry| {
-            let planned = Planned {
-                entry,
-                components: Vec::new(),
-                expects_data: true,
-            };
-            let decision = Decision::Send {
-                offset: 0,
-                prefix_md5: None,
-            };
-            (planned, decision)
-        })
-        .collect();
-    Ok(planned)
+        .map(|entry| (Planned::new(entry, true), send.clone()))
+        .collect())
 }
 
-fn decide(
-    entry: &Entry,
+fn decide<'c>(
+    entry: Entry,
     target: &TargetDir,
-    options: RecvOptions,
+    context: &Shared<'c>,
     seen: &mut HashSet<String>,
     free: &mut Option<u64>,
-) -> Result<Vec<String>, Refusal> {
-    let shown = escape(&entry.path);
+) -> Result<Planned<'c>, Refusal> {
+    let shown = escape(&entry.path).into_owned();
     let components = sink::check_path(&entry.path)
         .map_err(|why| Refusal::new(ErrorCode::BadPath, format!("{shown}: {why}")))?;
     if !seen.insert(entry.path.clone()) {
@@ -455,17 +553,33 @@ fn decide(
             format!("{shown}: offered twice"),
         ));
     }
+    let mut claim = None;
+    let mut resume_from = None;
     match entry.kind {
         EntryKind::Dir => target.create_dir(&entry.path, &components)?,
         EntryKind::File => {
-            target.probe_file(&entry.path, &components, options.overwrite)?;
+            claim = Some(context.claims.claim(&entry.path).ok_or_else(|| {
+                Refusal::new(
+                    ErrorCode::Busy,
+                    format!("{shown}: being received by another session"),
+                )
+            })?);
+            target.probe_file(&entry.path, &components, context.options.overwrite)?;
+            if let Some(size) = entry.size {
+                if context.options.resume {
+                    resume_from = target.find_partial(&entry.path, &components, size)?;
+                } else {
+                    target.discard_partial(&entry.path, &components, size);
+                }
+            }
             if let (Some(size), Some(left)) = (entry.size, free.as_mut()) {
-                *left = left.checked_sub(size).ok_or_else(|| {
+                let needed = size - resume_from.as_ref().map_or(0, |(len, _)| *len);
+                *left = left.checked_sub(needed).ok_or_else(|| {
                     Refusal::new(
                         ErrorCode::TooLarge,
                         format!(
                             "{shown}: needs {}, the receiver has {} free",
-                            HumanBytes(size),
+                            HumanBytes(needed),
                             HumanBytes(*left)
                         ),
                     )
@@ -479,7 +593,15 @@ fn decide(
             ));
         }
     }
-    Ok(components.into_iter().map(str::to_string).collect())
+    let expects_data = entry.kind == EntryKind::File;
+    let components = components.into_iter().map(str::to_string).collect();
+    Ok(Planned {
+        entry,
+        components,
+        expects_data,
+        resume_from,
+        _claim: claim,
+    })
 }
 
 /// Where one file's bytes go while it arrives.
@@ -500,6 +622,13 @@ impl Landing {
             Landing::Stdout(_) => Ok(()),
         }
     }
+
+    /// Drops data that must not be kept, not even for resuming.
+    fn discard(self) {
+        if let Landing::Part(Ok(part)) = self {
+            part.discard();
+        }
+    }
 }
 
 /// What arrived for one file, before verification.
@@ -515,16 +644,19 @@ struct Arrived {
 
 /// Receives one file's data frames and its `done`, hashing and writing as it goes.
 /// The outer error ends the session; the inner one is this entry's.
+#[allow(clippy::too_many_arguments)]
 fn receive_file<R: Read>(
     reader: &mut FrameReader<R>,
     index: u64,
     item: &Planned,
     mut landing: Landing,
+    mut hasher: Md5,
+    offset: u64,
     buffer: &mut [u8],
     reporter: &Reporter,
 ) -> Result<Result<Arrived, Refusal>> {
-    let mut hasher = Md5::new();
-    let mut received: u64 = 0;
+    // Counting from the start of the file: a resumed file already has `offset` bytes.
+    let mut received: u64 = offset;
     loop {
         let mut left = reader.read_data_len()?;
         if left == 0 {
@@ -547,7 +679,8 @@ fn receive_file<R: Read>(
             match &mut landing {
                 Landing::Part(Ok(part)) => {
                     if let Err(refusal) = part.write_all(chunk) {
-                        landing = Landing::Part(Err(refusal)); // dropping the part file removes it
+                        // Not kept for resuming: the disk is full or failing.
+                        std::mem::replace(&mut landing, Landing::Part(Err(refusal))).discard();
                     }
                 }
                 Landing::Part(Err(_)) => {}

@@ -61,6 +61,9 @@ pub enum Json {
 pub struct Style {
     pub quiet: bool,
     pub json: Json,
+    /// One of many concurrent sessions (`--serve`): no bar, and one log line (or
+    /// `session` event) per session instead of a summary.
+    pub serving: bool,
 }
 
 #[derive(Default)]
@@ -75,6 +78,7 @@ struct Tally {
 #[derive(Clone)]
 pub struct Reporter {
     style: Style,
+    peer: Option<std::net::SocketAddr>,
     bar: ProgressBar,
     started: Instant,
     tally: Arc<Mutex<Tally>>,
@@ -84,16 +88,23 @@ impl Reporter {
     pub fn new(style: Style) -> Self {
         Reporter {
             style,
+            peer: None,
             bar: ProgressBar::hidden(),
             started: Instant::now(),
             tally: Arc::default(),
         }
     }
 
+    /// The session's peer, named in a serving process's log line.
+    pub fn for_peer(mut self, peer: std::net::SocketAddr) -> Self {
+        self.peer = Some(peer);
+        self
+    }
+
     /// Shows a progress bar for `total` bytes (a spinner when unknown), if the
     /// style and the terminal allow one.
     pub fn start_bar(&mut self, total: Option<u64>) {
-        let hidden = self.style.quiet || self.style.json != Json::Off;
+        let hidden = self.style.quiet || self.style.json != Json::Off || self.style.serving;
         self.bar = progress::transfer_bar(total, hidden);
     }
 
@@ -149,12 +160,40 @@ impl Reporter {
     }
 
     /// Ends the session's reporting: the summary line (or `summary` event) for
-    /// `result`. A session-level error itself is printed by `main`.
+    /// `result`; a session-level error itself is printed by `main`. A serving
+    /// process logs one line (or `session` event) per session instead, error included.
     pub fn finish(&self, verb: &str, result: &anyhow::Result<()>) {
         self.bar.finish_and_clear();
         let tally = self.tally.lock().expect("no panics while holding the lock");
         let elapsed = self.started.elapsed();
         let rate = rate(tally.bytes, elapsed);
+        if self.style.serving {
+            let peer = self
+                .peer
+                .map_or_else(|| "?".to_string(), |peer| peer.to_string());
+            let outcome = match result {
+                Ok(()) => "ok".to_string(),
+                Err(err) => format!("failed: {err:#}"),
+            };
+            if self.style.json == Json::Off {
+                line(&format!(
+                    "xfer: {peer}: {verb} {}, {} in {:.2} s: {outcome}",
+                    plural(tally.verified_count, "file"),
+                    HumanBytes(tally.bytes),
+                    elapsed.as_secs_f64()
+                ));
+            }
+            let mut event = json!({
+                "event": "session", "peer": peer, "ok": result.is_ok(), "files": tally.verified_count,
+                "failed": tally.failed.len(), "bytes": tally.bytes, "seconds": elapsed.as_secs_f64(),
+                "bytes_per_sec": rate,
+            });
+            if let Err(err) = result {
+                event["error"] = json!(format!("{err:#}"));
+            }
+            self.event(event);
+            return;
+        }
         if self.style.json != Json::Off {
             let mut summary = json!({
                 "event": "summary", "ok": result.is_ok(), "files": tally.verified_count,

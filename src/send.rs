@@ -7,7 +7,8 @@
 
 use std::collections::HashSet;
 use std::io::{self, Read, Write};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use anyhow::Result;
 use md5::{Digest, Md5};
@@ -18,22 +19,16 @@ use crate::error::{Kind, fail};
 use crate::escape::escape;
 use crate::frame::{self, Decision, EntryKind, ErrorCode, LENGTH_PREFIX, Message, Role};
 use crate::handshake::{FileFacts, SessionKey, peer_error};
-use crate::key;
-use crate::net;
+use crate::net::{self, Handler};
 use crate::report::{Failed, Json, Reporter, Style, Verified};
 use crate::source::{self, Source, WalkOptions};
 
 /// Payload bytes per data frame.
 const CHUNK: usize = 256 << 10;
 
-/// `xfer send`: collect the sources, connect, authenticate, run one session.
+/// `xfer send`: collect the sources, then hand them to the receiver we connect to,
+/// or to each receiver that connects (`--listen`).
 pub fn run(args: &SendArgs) -> Result<()> {
-    let key = key::load(args.common.key_file.as_deref())?.ok_or_else(|| {
-        anyhow::anyhow!(
-            "no key: pass --key-file PATH or set ${} (the receiver prints one when it starts without a key)",
-            key::KEY_ENV
-        )
-    })?;
     let walk = WalkOptions {
         follow_symlinks: args.follow_symlinks,
         stdin_name: args.name.clone(),
@@ -49,22 +44,41 @@ pub fn run(args: &SendArgs) -> Result<()> {
         } else {
             Json::Off
         },
+        serving: args.link.serve,
     };
-    let reporter = Reporter::new(style);
-    let result = (|| {
-        let stream = net::connect(&args.to)?;
-        let (conn, session_key) =
-            net::authenticate(stream, &key, Role::Sender, false, args.common.timeouts())?;
-        session(conn, &session_key, &collected.sources, reporter.clone())
-    })();
-    let result = result.and_then(|()| match collected.unreadable {
-        0 => Ok(()),
-        n => Err(fail(
-            Kind::Io,
-            format!("{n} paths could not be read and were not sent"),
-        )),
-    });
-    reporter.finish("sent", &result);
+    let unreadable = collected.unreadable;
+    let sources = Arc::new(collected.sources);
+    let in_session = Arc::new(AtomicBool::new(false));
+    let handler: Handler = {
+        let in_session = in_session.clone();
+        Arc::new(move |conn, session_key, peer| {
+            in_session.store(true, Ordering::SeqCst);
+            let reporter = Reporter::new(style).for_peer(peer);
+            let result = session(conn, &session_key, &sources, reporter.clone()).and_then(|()| {
+                match unreadable {
+                    0 => Ok(()),
+                    n => Err(fail(
+                        Kind::Io,
+                        format!("{n} paths could not be read and were not sent"),
+                    )),
+                }
+            });
+            reporter.finish("sent", &result);
+            result
+        })
+    };
+    let link = args.link.link(args.to.as_ref());
+    let result = net::run(
+        &link,
+        Role::Sender,
+        args.common.key_file.as_deref(),
+        args.link.timeouts(),
+        |local| Reporter::new(style).listening(&local.to_string()),
+        handler,
+    );
+    if result.is_err() && !in_session.load(Ordering::SeqCst) {
+        Reporter::new(style).finish("sent", &result);
+    }
     result
 }
 

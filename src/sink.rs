@@ -10,11 +10,17 @@
 
 use std::fmt;
 use std::fs::File;
-use std::io::{self, Write};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use md5::{Digest, Md5};
+use sha2::Sha256;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
-use rustix::fs::{AtFlags, FileType, Mode, OFlags, RenameFlags, Timespec, Timestamps};
+use rustix::fs::{
+    AtFlags, FileType, FlockOperation, Mode, OFlags, RenameFlags, Timespec, Timestamps,
+};
 use rustix::io::Errno;
 
 use crate::escape::{escape, is_format};
@@ -265,47 +271,110 @@ impl TargetDir {
             .map_err(|err| Refusal::io(path, "cannot set its metadata", err))
     }
 
-    /// Creates a temporary file for `path` next to where it will land, creating
-    /// missing parent directories.
+    /// Data a cut transfer of `path` (offered with `size` bytes) left behind: its
+    /// length and the MD5 state after it, or `None`. Useless leftovers (empty, or
+    /// longer than the file) are removed.
+    pub fn find_partial(
+        &self,
+        path: &str,
+        components: &[&str],
+        size: u64,
+    ) -> Result<Option<(u64, Md5)>, Refusal> {
+        let (parents, name) = components.split_last_parent();
+        let Some(dir) = self.walk(path, parents, false)? else {
+            return Ok(None);
+        };
+        let partial = partial_name(name, size);
+        let fd = match rustix::fs::openat(
+            &dir,
+            partial.as_str(),
+            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        ) {
+            Ok(fd) => fd,
+            Err(Errno::NOENT) => return Ok(None),
+            Err(err) => return Err(Refusal::io(path, "cannot open its partial data", err)),
+        };
+        let mut file = File::from(fd);
+        let len = file
+            .metadata()
+            .map_err(|err| Refusal::io(path, "cannot inspect its partial data", err))?
+            .len();
+        if len == 0 || len > size {
+            let _ = rustix::fs::unlinkat(&dir, partial.as_str(), AtFlags::empty());
+            return Ok(None);
+        }
+        let mut hasher = Md5::new();
+        let hashed = io::copy(&mut (&mut file).take(len), &mut HashInto(&mut hasher))
+            .map_err(|err| Refusal::io(path, "cannot read its partial data", err))?;
+        Ok((hashed == len).then_some((len, hasher)))
+    }
+
+    /// Removes what a cut transfer of `path` left behind (for `--no-resume`).
+    pub fn discard_partial(&self, path: &str, components: &[&str], size: u64) {
+        let (parents, name) = components.split_last_parent();
+        if let Ok(Some(dir)) = self.walk(path, parents, false) {
+            let _ = rustix::fs::unlinkat(&dir, partial_name(name, size).as_str(), AtFlags::empty());
+        }
+    }
+
+    /// Opens the file `path`'s data is written to until it is verified, next to
+    /// where it will land, creating missing parent directories.
+    ///
+    /// With `resume`, that is the partial file a cut transfer keeps: opened (or
+    /// created), locked against any other writer, and cut to the offset the data
+    /// starts at; it survives this session unless discarded. Otherwise it is a fresh
+    /// temporary file, removed unless committed.
     pub fn create_part(
         &self,
         path: &str,
         components: &[&str],
         mode: Option<u32>,
+        resume: Option<Resume>,
     ) -> Result<PartFile, Refusal> {
         let (parents, name) = components.split_last_parent();
         let dir = self
             .walk(path, parents, true)?
             .expect("walk with create returns a directory");
         let create_mode = Mode::from_raw_mode(mode.map_or(0o666, |m| m & PERMISSION_BITS));
-        loop {
-            let temp = format!("{PART_PREFIX}{}.part", crate::frame::hex(&random_bytes()));
-            match rustix::fs::openat(
-                &dir,
-                temp.as_str(),
-                OFlags::CREATE | OFlags::EXCL | OFlags::WRONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-                create_mode,
-            ) {
-                Ok(fd) => {
-                    let part = PartFile {
-                        dir,
-                        temp,
-                        name: name.to_string(),
-                        path: path.to_string(),
-                        file: File::from(fd),
-                        kept: false,
-                    };
-                    if let Some(mode) = mode {
-                        // Exact bits, whatever this process's umask says.
-                        rustix::fs::fchmod(&part.file, Mode::from_raw_mode(mode & PERMISSION_BITS))
-                            .map_err(|err| Refusal::io(path, "cannot set permissions", err))?;
-                    }
-                    return Ok(part);
-                }
-                Err(Errno::EXIST) => continue, // a 64-bit collision: draw again
-                Err(err) => return Err(Refusal::io(path, "cannot create a temporary file", err)),
-            }
+        let (temp, file) = match resume {
+            Some(resume) => open_partial(&dir, path, name, create_mode, resume)?,
+            None => create_temporary(&dir, path, create_mode)?,
+        };
+        if let Some(mode) = mode {
+            // Exact bits, whatever this process's umask says.
+            rustix::fs::fchmod(&file, Mode::from_raw_mode(mode & PERMISSION_BITS))
+                .map_err(|err| Refusal::io(path, "cannot set permissions", err))?;
         }
+        Ok(PartFile {
+            dir,
+            temp,
+            name: name.to_string(),
+            path: path.to_string(),
+            file,
+            keep: resume.is_some(),
+        })
+    }
+
+    /// Another handle on the same directory (for a background sweep).
+    pub fn try_clone(&self) -> io::Result<TargetDir> {
+        Ok(TargetDir {
+            root: rustix::io::dup(&self.root)?,
+            shown: self.shown.clone(),
+        })
+    }
+
+    /// Removes temporary and partial files (`.xfer-*.part`, `.xfer-*.partial`) last
+    /// modified more than `age` ago, anywhere beneath the root, following no links.
+    /// Returns how many it removed.
+    pub fn sweep_stale(&self, age: Duration) -> usize {
+        let Some(cutoff) = SystemTime::now().checked_sub(age) else {
+            return 0;
+        };
+        let cutoff = cutoff
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        rustix::io::dup(&self.root).map_or(0, |root| sweep_dir(root, cutoff, 0))
     }
 
     /// Opens (and with `create`, makes) the directories `components` beneath the
@@ -404,6 +473,142 @@ fn random_bytes() -> [u8; 8] {
     bytes
 }
 
+/// Where resumable data for a file continues.
+#[derive(Debug, Clone, Copy)]
+pub struct Resume {
+    /// The file's offered size (part of the partial file's name).
+    pub size: u64,
+    /// Bytes of the partial data to keep; the rest is cut off.
+    pub offset: u64,
+}
+
+/// The partial file of `name` offered with `size` bytes: stable across sessions and
+/// restarts, so a later offer of the same file finds it; another size is another file.
+fn partial_name(name: &str, size: u64) -> String {
+    let digest = Sha256::new()
+        .chain_update(name.as_bytes())
+        .chain_update([0])
+        .chain_update(size.to_be_bytes())
+        .finalize();
+    format!("{PART_PREFIX}{}.partial", &crate::frame::hex(&digest)[..32])
+}
+
+fn open_partial(
+    dir: &OwnedFd,
+    path: &str,
+    name: &str,
+    mode: Mode,
+    resume: Resume,
+) -> Result<(String, File), Refusal> {
+    let partial = partial_name(name, resume.size);
+    let fd = rustix::fs::openat(
+        dir,
+        partial.as_str(),
+        OFlags::CREATE | OFlags::WRONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        mode,
+    )
+    .map_err(|err| Refusal::io(path, "cannot open its partial file", err))?;
+    // Another process receiving the same file holds this lock: never mix two writers.
+    match rustix::fs::flock(&fd, FlockOperation::NonBlockingLockExclusive) {
+        Ok(()) => {}
+        Err(Errno::WOULDBLOCK) => {
+            return Err(Refusal::new(
+                ErrorCode::Busy,
+                format!("{}: being received by another session", escape(path)),
+            ));
+        }
+        Err(err) => return Err(Refusal::io(path, "cannot lock its partial file", err)),
+    }
+    let mut file = File::from(fd);
+    let len = file
+        .metadata()
+        .map_err(|err| Refusal::io(path, "cannot inspect its partial file", err))?
+        .len();
+    if len < resume.offset {
+        return Err(Refusal::io(
+            path,
+            "resuming",
+            io::Error::other("its partial data shrank since the plan"),
+        ));
+    }
+    file.set_len(resume.offset)
+        .and_then(|()| file.seek(SeekFrom::Start(resume.offset)).map(drop))
+        .map_err(|err| Refusal::io(path, "cannot prepare its partial file", err))?;
+    Ok((partial, file))
+}
+
+fn create_temporary(dir: &OwnedFd, path: &str, mode: Mode) -> Result<(String, File), Refusal> {
+    loop {
+        let temp = format!("{PART_PREFIX}{}.part", crate::frame::hex(&random_bytes()));
+        match rustix::fs::openat(
+            dir,
+            temp.as_str(),
+            OFlags::CREATE | OFlags::EXCL | OFlags::WRONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            mode,
+        ) {
+            Ok(fd) => return Ok((temp, File::from(fd))),
+            Err(Errno::EXIST) => continue, // a 64-bit collision: draw again
+            Err(err) => return Err(Refusal::io(path, "cannot create a temporary file", err)),
+        }
+    }
+}
+
+/// Deepest directory the sweep descends into: beyond it, nothing xfer made.
+const SWEEP_DEPTH: usize = 256;
+
+fn is_ours(name: &[u8]) -> bool {
+    name.starts_with(PART_PREFIX.as_bytes())
+        && (name.ends_with(b".part") || name.ends_with(b".partial"))
+}
+
+fn sweep_dir(dir: OwnedFd, cutoff: i64, depth: usize) -> usize {
+    let Ok(entries) = rustix::fs::Dir::read_from(&dir) else {
+        return 0;
+    };
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        if name == c"." || name == c".." {
+            continue;
+        }
+        let Ok(stat) = rustix::fs::statat(&dir, name, AtFlags::SYMLINK_NOFOLLOW) else {
+            continue;
+        };
+        match FileType::from_raw_mode(stat.st_mode) {
+            FileType::Directory if depth < SWEEP_DEPTH => {
+                let opened = rustix::fs::openat(
+                    &dir,
+                    name,
+                    OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::RDONLY | OFlags::CLOEXEC,
+                    Mode::empty(),
+                );
+                if let Ok(child) = opened {
+                    removed += sweep_dir(child, cutoff, depth + 1);
+                }
+            }
+            FileType::RegularFile if is_ours(name.to_bytes()) && stat.st_mtime < cutoff => {
+                // A partial being written now has a fresh mtime; this one was left behind.
+                removed += usize::from(rustix::fs::unlinkat(&dir, name, AtFlags::empty()).is_ok());
+            }
+            _ => {}
+        }
+    }
+    removed
+}
+
+/// Feeds what is written into an MD5.
+struct HashInto<'a>(&'a mut Md5);
+
+impl Write for HashInto<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.update(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
 trait SplitParent<'a> {
     fn split_last_parent(&self) -> (&[&'a str], &'a str);
 }
@@ -425,7 +630,8 @@ pub struct PartFile {
     name: String,
     path: String,
     file: File,
-    kept: bool,
+    /// Left in place when dropped: resumable partial data, or a committed file.
+    keep: bool,
 }
 
 impl PartFile {
@@ -448,7 +654,7 @@ impl PartFile {
             .sync_all()
             .map_err(|err| Refusal::io(&self.path, "cannot flush to disk", err))?;
         self.rename_into_place(overwrite)?;
-        self.kept = true;
+        self.keep = true;
         rustix::fs::fsync(&self.dir)
             .map_err(|err| Refusal::io(&self.path, "cannot flush its directory", err))
     }
@@ -491,9 +697,16 @@ impl PartFile {
     }
 }
 
+impl PartFile {
+    /// Removes the data: it failed verification, or the receiver could not write it.
+    pub fn discard(mut self) {
+        self.keep = false;
+    }
+}
+
 impl Drop for PartFile {
     fn drop(&mut self) {
-        if !self.kept {
+        if !self.keep {
             let _ = rustix::fs::unlinkat(&self.dir, self.temp.as_str(), AtFlags::empty());
         }
     }
@@ -617,7 +830,7 @@ mod tests {
     ) -> Result<(), Refusal> {
         let components = check_path(path).unwrap();
         target.probe_file(path, &components, overwrite)?;
-        let mut part = target.create_part(path, &components, Some(0o640))?;
+        let mut part = target.create_part(path, &components, Some(0o640), None)?;
         part.write_all(content)?;
         part.commit(Some(1_000_000_000), overwrite)
     }
@@ -639,7 +852,7 @@ mod tests {
     #[test]
     fn a_dropped_part_file_leaves_nothing() {
         let (dir, target) = target();
-        let mut part = target.create_part("x", &["x"], None).unwrap();
+        let mut part = target.create_part("x", &["x"], None, None).unwrap();
         part.write_all(b"half").unwrap();
         drop(part);
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
@@ -659,7 +872,7 @@ mod tests {
     #[test]
     fn a_file_appearing_during_the_transfer_is_not_replaced() {
         let (dir, target) = target();
-        let mut part = target.create_part("x", &["x"], None).unwrap();
+        let mut part = target.create_part("x", &["x"], None, None).unwrap();
         part.write_all(b"mine").unwrap();
         std::fs::write(dir.path().join("x"), b"theirs").unwrap();
         assert_eq!(

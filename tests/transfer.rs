@@ -220,22 +220,30 @@ fn overwrite_replaces_an_existing_file() {
 
 #[test]
 fn a_connection_dropped_mid_file_leaves_nothing_under_the_final_name() {
-    let out = tempfile::tempdir().unwrap();
-    let mut receiver = Receiver::start(out.path(), Some(KEY), &[]);
-    let mut peer = RawPeer::sender(receiver.port, KEY);
-    peer.send(
-        &json!({"type":"offer","entries":[{"path":"big.bin","kind":"file","size":1_000_000}]}),
-    );
-    assert_eq!(peer.read().expect("plan")["entries"][0]["action"], "send");
-    peer.send(&json!({"type":"data","index":0,"offset":0}));
-    peer.send_raw_frame(&pattern(300_000, 2));
-    drop(peer);
-    assert_eq!(receiver.exit_code(), 3, "{}", receiver.stderr());
-    assert!(
-        files_under(out.path()).is_empty(),
-        "{:?}",
-        files_under(out.path())
-    );
+    for resume in [true, false] {
+        let out = tempfile::tempdir().unwrap();
+        let flags: &[&str] = if resume { &[] } else { &["--no-resume"] };
+        let mut receiver = Receiver::start(out.path(), Some(KEY), flags);
+        let mut peer = RawPeer::sender(receiver.port, KEY);
+        peer.send(&json!({"type":"offer","entries":[{"path":"big.bin","kind":"file","size":1_000_000}]}));
+        assert_eq!(peer.read().expect("plan")["entries"][0]["action"], "send");
+        peer.send(&json!({"type":"data","index":0,"offset":0}));
+        peer.send_raw_frame(&pattern(300_000, 2));
+        drop(peer);
+        assert_eq!(receiver.exit_code(), 3, "{}", receiver.stderr());
+        let left: Vec<String> = files_under(out.path())
+            .iter()
+            .map(|p| p.to_string_lossy().into_owned())
+            .collect();
+        if resume {
+            // Only hidden partial data, kept for a rerun to resume from.
+            assert!(matches!(left.as_slice(), [one] if one.starts_with(".xfer-") && one.ends_with(".partial")), "{left:?}");
+            let kept = std::fs::metadata(out.path().join(&left[0])).unwrap().len();
+            assert_eq!(kept, 300_000);
+        } else {
+            assert!(left.is_empty(), "{left:?}");
+        }
+    }
 }
 
 #[test]
