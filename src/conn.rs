@@ -61,9 +61,22 @@ impl<R: Read> FrameReader<R> {
         frame::check_len(u32::from_be_bytes(prefix), MAX_DATA_FRAME).classify(Kind::Protocol)
     }
 
-    /// Reads exactly `buf.len()` bytes of the current data frame.
-    pub fn read_data(&mut self, buf: &mut [u8]) -> Result<()> {
-        read_all(&mut self.inner, buf)
+    /// Reads some bytes (at least one, at most `buf.len()`) of the current data
+    /// frame, so a caller can keep whatever arrived before a connection dies.
+    pub fn read_data_some(&mut self, buf: &mut [u8]) -> Result<usize> {
+        loop {
+            match self.inner.read(buf) {
+                Ok(0) => {
+                    return Err(fail(
+                        Kind::Network,
+                        "the peer closed the connection in the middle of a frame",
+                    ));
+                }
+                Ok(n) => return Ok(n),
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+                Err(err) => return Err(net(err)),
+            }
+        }
     }
 }
 
@@ -216,7 +229,7 @@ pub fn net(err: io::Error) -> anyhow::Error {
     match err.kind() {
         // A socket read timeout surfaces as WouldBlock on Unix.
         io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => {
-            fail(Kind::Network, format!("the peer timed out ({err})"))
+            fail(Kind::Network, "timed out: the peer went silent")
         }
         _ => tag(
             Kind::Network,
@@ -261,7 +274,8 @@ mod tests {
         );
         assert_eq!(reader.read_data_len().unwrap(), 5);
         let mut payload = [0; 5];
-        reader.read_data(&mut payload).unwrap();
+        let n = reader.read_data_some(&mut payload).unwrap();
+        assert_eq!(n, 5);
         assert_eq!(&payload, b"hello");
         assert_eq!(reader.read_data_len().unwrap(), 0);
         assert_eq!(reader.read_message().unwrap(), Some(Message::End));

@@ -204,10 +204,12 @@ pub fn authenticate(
         .classify(Kind::Network)?;
     let deadline = Instant::now() + timeouts.handshake;
     let session = if accepting {
-        handshake::accept(&mut stream, key.bytes(), role, deadline)?
+        handshake::accept(&mut stream, key.bytes(), role, deadline)
     } else {
-        handshake::initiate(&mut stream, key.bytes(), role, deadline)?
+        handshake::initiate(&mut stream, key.bytes(), role, deadline)
     };
+    let session = session
+        .with_context(|| format!("handshake (deadline {} s)", timeouts.handshake.as_secs()))?;
     stream
         .set_read_timeout(Some(timeouts.idle))
         .classify(Kind::Network)?;

@@ -107,7 +107,9 @@ pub fn run(args: &RecvArgs) -> Result<()> {
         |local| Reporter::new(style).listening(&local.to_string()),
         handler,
     );
-    if result.is_err() && !in_session.load(Ordering::SeqCst) {
+    // A failure before any session (cannot connect, wrong key) still ends a
+    // one-session run with its summary; a serving process logged each session.
+    if result.is_err() && !in_session.load(Ordering::SeqCst) && !style.serving {
         Reporter::new(style).finish("received", &result);
     }
     result
@@ -673,9 +675,10 @@ fn receive_file<R: Read>(
             ));
         }
         while left > 0 {
-            let chunk = &mut buffer[..left.min(BUFFER)];
-            reader.read_data(chunk)?;
-            hasher.update(&*chunk);
+            // Whatever arrives is written at once: a cut loses nothing that came.
+            let n = reader.read_data_some(&mut buffer[..left.min(BUFFER)])?;
+            let chunk = &buffer[..n];
+            hasher.update(chunk);
             match &mut landing {
                 Landing::Part(Ok(part)) => {
                     if let Err(refusal) = part.write_all(chunk) {

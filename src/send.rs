@@ -76,7 +76,9 @@ pub fn run(args: &SendArgs) -> Result<()> {
         |local| Reporter::new(style).listening(&local.to_string()),
         handler,
     );
-    if result.is_err() && !in_session.load(Ordering::SeqCst) {
+    // A failure before any session (cannot connect, wrong key) still ends a
+    // one-session run with its summary; a serving process logged each session.
+    if result.is_err() && !in_session.load(Ordering::SeqCst) && !style.serving {
         Reporter::new(style).finish("sent", &result);
     }
     result
@@ -134,9 +136,10 @@ pub fn session<R: Read + Send, W: Write>(
             }
         }
     }
+    // What is left to send: a resumed file's prefix is already there.
     let total = to_send
         .iter()
-        .map(|(_, source, ..)| source.entry.size)
+        .map(|(_, source, offset, _)| source.entry.size.map(|size| size.saturating_sub(*offset)))
         .sum::<Option<u64>>();
     reporter.start_bar(total);
 

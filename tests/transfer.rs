@@ -225,7 +225,9 @@ fn a_connection_dropped_mid_file_leaves_nothing_under_the_final_name() {
         let flags: &[&str] = if resume { &[] } else { &["--no-resume"] };
         let mut receiver = Receiver::start(out.path(), Some(KEY), flags);
         let mut peer = RawPeer::sender(receiver.port, KEY);
-        peer.send(&json!({"type":"offer","entries":[{"path":"big.bin","kind":"file","size":1_000_000}]}));
+        peer.send(
+            &json!({"type":"offer","entries":[{"path":"big.bin","kind":"file","size":1_000_000}]}),
+        );
         assert_eq!(peer.read().expect("plan")["entries"][0]["action"], "send");
         peer.send(&json!({"type":"data","index":0,"offset":0}));
         peer.send_raw_frame(&pattern(300_000, 2));
@@ -237,7 +239,10 @@ fn a_connection_dropped_mid_file_leaves_nothing_under_the_final_name() {
             .collect();
         if resume {
             // Only hidden partial data, kept for a rerun to resume from.
-            assert!(matches!(left.as_slice(), [one] if one.starts_with(".xfer-") && one.ends_with(".partial")), "{left:?}");
+            assert!(
+                matches!(left.as_slice(), [one] if one.starts_with(".xfer-") && one.ends_with(".partial")),
+                "{left:?}"
+            );
             let kept = std::fs::metadata(out.path().join(&left[0])).unwrap().len();
             assert_eq!(kept, 300_000);
         } else {

@@ -4,7 +4,7 @@
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
@@ -17,11 +17,21 @@ pub struct Faults {
     pub cut_after: Option<u64>,
     /// Invert the lowest bit of the client-to-server byte at this offset.
     pub flip_at: Option<u64>,
+    /// Forward this many client-to-server bytes, then nothing more, keeping the
+    /// connection open (a peer that hangs) until the relay is dropped.
+    pub stall_after: Option<u64>,
 }
 
 pub struct Relay {
     pub port: u16,
     forwarded: Arc<AtomicU64>,
+    dropped: Arc<AtomicBool>,
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.dropped.store(true, Ordering::SeqCst);
+    }
 }
 
 impl Relay {
@@ -30,7 +40,9 @@ impl Relay {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let forwarded = Arc::new(AtomicU64::new(0));
+        let dropped = Arc::new(AtomicBool::new(false));
         let counter = forwarded.clone();
+        let released = dropped.clone();
         std::thread::spawn(move || {
             for client in listener.incoming() {
                 let Ok(client) = client else { continue };
@@ -40,23 +52,23 @@ impl Relay {
                 let _ = client.set_nodelay(true);
                 let _ = server.set_nodelay(true);
                 let (c2, s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
-                let counter = counter.clone();
-                std::thread::spawn(move || pump(client, server, faults, Some(counter)));
-                std::thread::spawn(move || {
-                    pump(
-                        s2,
-                        c2,
-                        Faults {
-                            cut_after: None,
-                            flip_at: None,
-                            ..faults
-                        },
-                        None,
-                    )
-                });
+                let (counter, released, released_too) =
+                    (counter.clone(), released.clone(), released.clone());
+                std::thread::spawn(move || pump(client, server, faults, Some(counter), released));
+                let back = Faults {
+                    cut_after: None,
+                    flip_at: None,
+                    stall_after: None,
+                    ..faults
+                };
+                std::thread::spawn(move || pump(s2, c2, back, None, released_too));
             }
         });
-        Relay { port, forwarded }
+        Relay {
+            port,
+            forwarded,
+            dropped,
+        }
     }
 
     /// Client-to-server bytes forwarded so far, over all connections.
@@ -67,7 +79,13 @@ impl Relay {
 
 /// Copies `from` to `to` with the faults applied; with a delay, a second thread
 /// writes each piece when it is due.
-fn pump(mut from: TcpStream, to: TcpStream, faults: Faults, counter: Option<Arc<AtomicU64>>) {
+fn pump(
+    mut from: TcpStream,
+    to: TcpStream,
+    faults: Faults,
+    counter: Option<Arc<AtomicU64>>,
+    relay_dropped: Arc<AtomicBool>,
+) {
     let (pieces, due) = mpsc::channel::<(Instant, Vec<u8>)>();
     let writer = {
         let mut to = to.try_clone().unwrap();
@@ -90,7 +108,7 @@ fn pump(mut from: TcpStream, to: TcpStream, faults: Faults, counter: Option<Arc<
             Ok(n) => n,
         };
         let mut piece = buf[..n].to_vec();
-        if let Some(limit) = faults.cut_after {
+        if let Some(limit) = faults.cut_after.or(faults.stall_after) {
             let left = limit.saturating_sub(offset) as usize;
             piece.truncate(left);
         }
@@ -107,6 +125,15 @@ fn pump(mut from: TcpStream, to: TcpStream, faults: Faults, counter: Option<Arc<
             break;
         }
         if faults.cut_after.is_some_and(|limit| offset >= limit) {
+            break;
+        }
+        if faults.stall_after.is_some_and(|limit| offset >= limit) {
+            // Hang: read nothing more, close nothing, until the relay goes away.
+            while !relay_dropped.load(Ordering::SeqCst) {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = from.shutdown(Shutdown::Both);
+            let _ = to.shutdown(Shutdown::Both);
             break;
         }
     }
