@@ -255,6 +255,8 @@ pub fn run(
             handler(conn, session, peer)
         }
         Link::Listen { at, serve: options } => {
+            // Before anyone can learn our address, so that no early signal kills us unhandled.
+            let stop = stop_on_signals()?;
             let listener = bind(at)?;
             let local = listener.local_addr().classify(Kind::Network)?;
             let key = match key::load(key_file)? {
@@ -262,7 +264,7 @@ pub fn run(
                 None => key::generate_for_listener(local, role)?,
             };
             listening(local);
-            serve(listener, key, role, *options, handler)
+            serve(listener, key, role, *options, stop, handler)
         }
     }
 }
@@ -304,10 +306,13 @@ pub fn serve(
     key: Key,
     role: Role,
     options: ServeOptions,
+    stop: Arc<AtomicBool>,
     handler: Handler,
 ) -> Result<()> {
-    let shared = Arc::new(Listening::default());
-    stop_on_signals(&shared.stop)?;
+    let shared = Arc::new(Listening {
+        stop,
+        ..Listening::default()
+    });
     let (finished, first_result) = mpsc::channel::<Result<()>>();
     {
         let shared = shared.clone();
@@ -318,14 +323,15 @@ pub fn serve(
     loop {
         match first_result.recv_timeout(STOP_CHECK) {
             Ok(result) => return result,
+            // The accept loop ends on a stop request too: check for that first.
+            Err(_) if shared.stop.load(Ordering::SeqCst) => {
+                return stop_gracefully(&shared, options.once, &first_result);
+            }
             Err(mpsc::RecvTimeoutError::Disconnected) => {
                 return Err(fail(
                     Kind::Network,
                     "the listener stopped accepting connections",
                 ));
-            }
-            Err(mpsc::RecvTimeoutError::Timeout) if shared.stop.load(Ordering::SeqCst) => {
-                return stop_gracefully(&shared, options.once, &first_result);
             }
             Err(mpsc::RecvTimeoutError::Timeout) => {}
         }
@@ -447,16 +453,17 @@ fn stop_gracefully(
     Ok(())
 }
 
-/// SIGINT and SIGTERM set `stop`; a second one exits at once (130 is the shell's
-/// code for an interrupt).
-fn stop_on_signals(stop: &Arc<AtomicBool>) -> Result<()> {
+/// A flag that SIGINT and SIGTERM set; a second one exits at once (130 is the
+/// shell's code for an interrupt).
+pub fn stop_on_signals() -> Result<Arc<AtomicBool>> {
     use signal_hook::consts::{SIGINT, SIGTERM};
+    let stop = Arc::new(AtomicBool::new(false));
     for signal in [SIGINT, SIGTERM] {
         // Registered first, so it sees the flag as the previous signal left it.
         signal_hook::flag::register_conditional_shutdown(signal, 130, stop.clone())?;
         signal_hook::flag::register(signal, stop.clone())?;
     }
-    Ok(())
+    Ok(stop)
 }
 
 /// Counts something as running until dropped.
