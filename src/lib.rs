@@ -13,6 +13,7 @@ pub mod frame;
 pub mod handshake;
 pub mod key;
 pub mod net;
+pub mod pool;
 pub mod progress;
 pub mod recv;
 pub mod report;

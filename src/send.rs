@@ -8,23 +8,26 @@
 use std::collections::HashSet;
 use std::io::{self, Read, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, mpsc};
 
 use anyhow::Result;
 use md5::{Digest, Md5};
 
 use crate::cli::SendArgs;
-use crate::conn::{Connection, FrameReader, FrameWriter};
+use crate::conn::{Connection, FrameReader};
 use crate::error::{Kind, fail};
 use crate::escape::escape;
 use crate::frame::{self, Decision, EntryKind, ErrorCode, LENGTH_PREFIX, Message, Role};
 use crate::handshake::{FileFacts, SessionKey, peer_error};
 use crate::net::{self, Handler};
+use crate::pool::Pool;
 use crate::report::{Failed, Json, Reporter, Style, Verified};
 use crate::source::{self, Source, WalkOptions};
 
 /// Payload bytes per data frame.
 const CHUNK: usize = 256 << 10;
+/// Buffers in flight between the reading thread and the socket.
+const POOL_BUFFERS: usize = 4;
 
 /// `xfer send`: collect the sources, then hand them to the receiver we connect to,
 /// or to each receiver that connects (`--listen`).
@@ -146,34 +149,45 @@ pub fn session<R: Read + Send, W: Write>(
     let sent: Mutex<Vec<Option<Sent>>> = Mutex::new((0..sources.len()).map(|_| None).collect());
     let (write_result, ack_result) = std::thread::scope(|scope| {
         let acks = scope.spawn(|| read_acks(&mut reader, session_key, sources, &sent, &reporter));
+        // Reading and hashing run on their own thread, one chunk ahead of the socket.
+        let (mut pool, giver) = Pool::new(POOL_BUFFERS, LENGTH_PREFIX + CHUNK);
+        let (pieces, from_reader) = mpsc::channel();
+        let to_send = &to_send;
+        // If this thread stops early, dropping `giver` and `from_reader` stops the reader.
+        scope.spawn(move || read_files(to_send, &mut pool, &pieces));
         let written = (|| {
-            let mut frame_buf = vec![0; LENGTH_PREFIX + CHUNK];
-            for &(index, source, offset, prefix_md5) in &to_send {
-                let facts = send_file(
-                    &mut writer,
-                    &mut frame_buf,
-                    index,
-                    source,
-                    offset,
-                    prefix_md5,
-                    &reporter,
-                )?;
-                let file = FileFacts {
-                    index,
-                    size: facts.size,
-                    md5: &facts.md5,
-                    path: &source.entry.path,
-                };
-                let done = Message::Done {
-                    index,
-                    size: facts.size,
-                    md5: frame::hex(&facts.md5),
-                    mac: session_key.done_mac(file),
-                };
-                // Stored before `done` leaves, so its acknowledgement always finds it.
-                sent.lock().expect("no panics while holding the lock")[index as usize] =
-                    Some(facts);
-                writer.write_message(&done)?;
+            for piece in from_reader {
+                match piece {
+                    Piece::Start { index, offset } => {
+                        let path = &sources[index as usize].entry.path;
+                        reporter.bar().set_message(escape(path).into_owned());
+                        writer.write_message(&Message::Data { index, offset })?;
+                    }
+                    Piece::Chunk { mut buffer, len } => {
+                        writer.write_data_frame(&mut buffer[..LENGTH_PREFIX + len])?;
+                        reporter.bar().inc(len as u64);
+                        giver.give(buffer);
+                    }
+                    Piece::End { index, facts } => {
+                        writer.write_end_of_data()?;
+                        let file = FileFacts {
+                            index,
+                            size: facts.size,
+                            md5: &facts.md5,
+                            path: &sources[index as usize].entry.path,
+                        };
+                        let done = Message::Done {
+                            index,
+                            size: facts.size,
+                            md5: frame::hex(&facts.md5),
+                            mac: session_key.done_mac(file),
+                        };
+                        // Stored before `done` leaves, so its acknowledgement always finds it.
+                        sent.lock().expect("no panics while holding the lock")[index as usize] =
+                            Some(facts);
+                        writer.write_message(&done)?;
+                    }
+                }
             }
             writer.write_message(&Message::End)?;
             writer.flush()
@@ -197,53 +211,67 @@ pub fn session<R: Read + Send, W: Write>(
     reporter.outcome(sources.len(), "delivered")
 }
 
-/// Streams one file: `data`, the data frames (hashing each chunk as it goes), the
-/// empty frame. Returns what `done` must say.
-fn send_file<W: Write>(
-    writer: &mut FrameWriter<W>,
-    frame_buf: &mut [u8],
+/// What the reading thread hands the socket thread, in order.
+enum Piece {
+    /// Data for entry `index` follows, from byte `offset`.
+    Start { index: u64, offset: u64 },
+    /// One data frame: [`LENGTH_PREFIX`] bytes of room, then `len` bytes of the file.
+    Chunk { buffer: Vec<u8>, len: usize },
+    /// The entry's data is complete; `done` says `facts`.
+    End { index: u64, facts: Sent },
+}
+
+/// The reading thread: every accepted file in turn, read into pool buffers and
+/// hashed in the same pass. Stops early if the socket thread hangs up.
+fn read_files(to_send: &[ToSend<'_>], pool: &mut Pool, pieces: &mpsc::Sender<Piece>) {
+    for &(index, source, offset, prefix_md5) in to_send {
+        match read_file(index, source, offset, prefix_md5, pool, pieces) {
+            Some(facts) => {
+                if pieces.send(Piece::End { index, facts }).is_err() {
+                    return;
+                }
+            }
+            None => return,
+        }
+    }
+}
+
+/// One accepted entry: its index, where it comes from, and the plan's offset and prefix MD5.
+type ToSend<'a> = (u64, &'a Source, u64, Option<&'a str>);
+
+/// Reads one file into `pieces`; returns what `done` must say, or `None` when the
+/// socket thread is gone. Local failures do not stop the session: they end in a
+/// `done` the receiver must refuse.
+fn read_file(
     index: u64,
     source: &Source,
     offset: u64,
     prefix_md5: Option<&str>,
-    reporter: &Reporter,
-) -> Result<Sent> {
+    pool: &mut Pool,
+    pieces: &mpsc::Sender<Piece>,
+) -> Option<Sent> {
     let expected = source.entry.size;
-    reporter
-        .bar()
-        .set_message(escape(&source.entry.path).into_owned());
     let mut hasher = Md5::new();
-    let opened = source.open();
-    let mut input = match opened {
-        Ok(input) => input,
+    let (mut input, start) = match open_at_resume_point(source, &mut hasher, offset, prefix_md5) {
+        Ok(opened) => opened,
         Err(err) => {
             // The plan promised data for this entry: send none, and a size the
             // receiver must refuse, so that nothing lands under its name.
-            writer.write_message(&Message::Data { index, offset: 0 })?;
-            writer.write_end_of_data()?;
-            return Ok(poisoned(expected, format!("{err:#}")));
+            pieces.send(Piece::Start { index, offset: 0 }).ok()?;
+            return Some(poisoned(expected, format!("{err:#}")));
         }
     };
-    // A stream cannot be read twice, so it never resumes.
-    let resumable = source.rereadable();
-    let start = if resumable && resume_matches(&mut input, &mut hasher, offset, prefix_md5) {
-        offset
-    } else if offset > 0 {
-        // The receiver holds different bytes (or we could not read ours): start over.
-        hasher = Md5::new();
-        input = source.open()?;
-        0
-    } else {
-        0
-    };
-    writer.write_message(&Message::Data {
-        index,
-        offset: start,
-    })?;
+    pieces
+        .send(Piece::Start {
+            index,
+            offset: start,
+        })
+        .ok()?;
     let mut sent = start;
     let mut local_failure = None;
     loop {
-        let room = &mut frame_buf[LENGTH_PREFIX..];
+        let mut buffer = pool.take()?;
+        let room = &mut buffer[LENGTH_PREFIX..];
         let limit = match expected {
             // Never send past the offered size; a file that grew is caught below.
             Some(size) => room
@@ -255,18 +283,17 @@ fn send_file<W: Write>(
             Ok(n) => n,
             Err(err) => {
                 local_failure = Some(format!("cannot read {}: {err}", source.shown()));
-                break;
+                0
             }
         };
         if n == 0 {
+            pool.put_back(buffer);
             break;
         }
         hasher.update(&room[..n]);
-        writer.write_data_frame(&mut frame_buf[..LENGTH_PREFIX + n])?;
-        reporter.bar().inc(n as u64);
         sent += n as u64;
+        pieces.send(Piece::Chunk { buffer, len: n }).ok()?;
     }
-    writer.write_end_of_data()?;
     if local_failure.is_none()
         && expected == Some(sent)
         && read_full(&mut input, &mut [0; 1]).is_ok_and(|n| n > 0)
@@ -275,14 +302,35 @@ fn send_file<W: Write>(
     } else if local_failure.is_none() && expected.is_some_and(|size| size != sent) {
         local_failure = Some(format!("{} shrank while it was being sent", source.shown()));
     }
-    match local_failure {
-        Some(why) => Ok(poisoned(expected, why)),
-        None => Ok(Sent {
+    Some(match local_failure {
+        Some(why) => poisoned(expected, why),
+        None => Sent {
             size: sent,
             md5: hasher.finalize().into(),
             local_failure: None,
-        }),
+        },
+    })
+}
+
+/// Opens a source where its data should start: after the receiver's prefix if that
+/// matches ours (the prefix then already in `hasher`), else at 0.
+fn open_at_resume_point(
+    source: &Source,
+    hasher: &mut Md5,
+    offset: u64,
+    prefix_md5: Option<&str>,
+) -> Result<(Box<dyn Read + Send>, u64)> {
+    let mut input = source.open()?;
+    // A stream cannot be read twice, so it never resumes.
+    if offset == 0 || !source.rereadable() {
+        return Ok((input, 0));
     }
+    if resume_matches(&mut input, hasher, offset, prefix_md5) {
+        return Ok((input, offset));
+    }
+    // The receiver holds different bytes: start over.
+    *hasher = Md5::new();
+    Ok((source.open()?, 0))
 }
 
 /// A `done` the receiver must refuse: the offered size plus one never matches it.
