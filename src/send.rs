@@ -24,9 +24,12 @@ use crate::pool::Pool;
 use crate::report::{Failed, Json, Reporter, Style, Verified};
 use crate::source::{self, Source, WalkOptions};
 
-/// Payload bytes per data frame.
-const CHUNK: usize = 256 << 10;
-/// Buffers in flight between the reading thread and the socket.
+/// Payload bytes per data frame. Measured on a 1 GiB loopback transfer, alternating
+/// configurations, median of 4: 64 KiB 4.44 s, 256 KiB 3.84 s, 1 MiB 3.59 s (with
+/// TCP_NODELAY 3.48 s). Larger frames mean fewer syscalls and thread wake-ups.
+const CHUNK: usize = 1 << 20;
+/// Buffers in flight between the reading thread and the socket: 8 measured 3.45 s
+/// against 3.48 s for 4, not worth twice the memory.
 const POOL_BUFFERS: usize = 4;
 
 /// `xfer send`: collect the sources, then hand them to the receiver we connect to,

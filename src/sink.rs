@@ -704,7 +704,9 @@ pub struct PartFile {
     writeback_from: u64,
 }
 
-/// Every this many bytes written, writeback of them is started (see [`PartFile::write_all`]).
+/// Every this many bytes written, writeback of them is started (see
+/// [`PartFile::write_all`]). 1 GiB transfers, medians of 4: 4 MiB 3.73 s, 16 MiB
+/// 3.48 s, 64 MiB 3.73 s.
 const WRITEBACK_WINDOW: u64 = 16 << 20;
 
 impl PartFile {

@@ -37,8 +37,9 @@ use crate::pool::Pool;
 use crate::report::{self, Failed, Json, Reporter, Style};
 use crate::sink::{Refusal, TargetDir};
 
-/// Bytes read from the socket at a time, and handed to the disk thread.
-const BUFFER: usize = 256 << 10;
+/// Bytes read from the socket at a time, and handed to the disk thread: the
+/// sender's frame size (see `send::CHUNK` for the measurements).
+const BUFFER: usize = 1 << 20;
 /// Buffers in flight between the socket thread and the disk thread.
 const POOL_BUFFERS: usize = 4;
 
