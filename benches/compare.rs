@@ -9,7 +9,8 @@
 //! senders against one, and the peak RSS of each xfer side for 1 GiB and 10 GiB.
 //! A comparison whose tool is missing is skipped, saying so.
 //!
-//! Environment: `XFER_BENCH_ROUNDS` (default 5), `XFER_BENCH_SKIP_10G=1` to skip the
+//! Environment: `XFER_BENCH_ROUNDS` (default 5), `XFER_BENCH_ONLY` to run some of the
+//! sections `big,small,latency,concurrent,memory`, `XFER_BENCH_SKIP_10G=1` to skip the
 //! 10 GiB run (about a minute), `XFER_BENCH_DIR` for the scratch directory (default:
 //! the system's temporary directory; it needs about 3 GiB).
 
@@ -39,14 +40,28 @@ fn main() {
         cores()
     );
 
+    let only = std::env::var("XFER_BENCH_ONLY").unwrap_or_default();
+    let wanted = |section: &str| only.is_empty() || only.split(',').any(|s| s == section);
     let big = dir.join("big.bin");
-    make_file(&big, 1 << 30, 1);
-    warm(&big);
-    one_gib(dir, &big, rounds);
-    many_small(dir, rounds);
-    latency(dir, rounds * 4);
-    concurrent(dir, rounds.min(3));
-    memory(dir, &big);
+    if wanted("big") || wanted("memory") {
+        make_file(&big, 1 << 30, 1);
+        warm(&big);
+    }
+    if wanted("big") {
+        one_gib(dir, &big, rounds);
+    }
+    if wanted("small") {
+        many_small(dir, rounds);
+    }
+    if wanted("latency") {
+        latency(dir, rounds * 4);
+    }
+    if wanted("concurrent") {
+        concurrent(dir, rounds.min(3));
+    }
+    if wanted("memory") {
+        memory(dir, &big);
+    }
 }
 
 // ---- the comparisons ---------------------------------------------------------
@@ -76,6 +91,7 @@ fn one_gib(dir: &Path, file: &Path, rounds: usize) {
     }
     let results = alternate(rounds, &mut contenders);
     report(&results, 1 << 30);
+    clean(&dir.join("out"));
 }
 
 fn many_small(dir: &Path, rounds: usize) {
@@ -87,21 +103,26 @@ fn many_small(dir: &Path, rounds: usize) {
             std::fs::write(tree.join(format!("{i:05}")), pattern(4096, i)).unwrap();
         }
     }
-    let out = dir.join("out");
+    // Every run writes into a directory of its own, all removed after the section:
+    // ext4 makes a file created right after many were deleted slow to allocate (it
+    // skips recently freed inodes), which would bill one contender for the other's
+    // clean-up.
+
     let mut contenders: Vec<Contender> = vec![(
         "xfer send DIR -> xfer recv --dir",
-        Box::new(|| Some(xfer_file(&tree, &out))),
+        Box::new(|| Some(xfer_file(&tree, &fresh_dir(&dir.join("small-out"))))),
     )];
     if have("nc") && have("md5sum") && have("tar") {
         contenders.push((
             "tar c | nc -> nc -l | tar x, md5sum both ends",
-            Box::new(|| Some(tar_nc(&tree, &out))),
+            Box::new(|| Some(tar_nc(&tree, &fresh_dir(&dir.join("small-out"))))),
         ));
     } else {
         println!("(skipping tar | nc: nc, md5sum or tar is not installed)");
     }
     let results = alternate(rounds, &mut contenders);
     report(&results, 10_000 * 4096);
+    clean(&dir.join("small-out"));
 }
 
 fn latency(dir: &Path, rounds: usize) {
@@ -120,7 +141,14 @@ fn latency(dir: &Path, rounds: usize) {
         ),
     ];
     let results = alternate(rounds, &mut contenders);
-    report(&results, 0);
+    for (name, times) in &results {
+        println!(
+            "  {name:<46} median {:>6.1} ms (min {:.1}, max {:.1})",
+            median(times) * 1e3,
+            min(times) * 1e3,
+            max(times) * 1e3
+        );
+    }
     let (start, whole) = (median(&results[0].1), median(&results[1].1));
     println!(
         "  handshake + offer + data + durable ack add {:.1} ms to the process start",
@@ -208,7 +236,7 @@ fn memory(dir: &Path, big: &Path) {
 fn xfer_file(path: &Path, out: &Path) -> f64 {
     clean(out);
     let (mut receiver, port) = listen(&["--dir", out.to_str().unwrap()]);
-    let seconds = timed(|| {
+    timed(|| {
         run_quiet(
             Command::new(XFER)
                 .args(["send", "-q"])
@@ -217,9 +245,7 @@ fn xfer_file(path: &Path, out: &Path) -> f64 {
                 .env("XFER_KEY", KEY),
         );
         assert!(receiver.wait().unwrap().success(), "receiver failed");
-    });
-    clean(out);
-    seconds
+    })
 }
 
 fn nc_md5(file: &Path, out: &Path) -> f64 {
@@ -291,15 +317,13 @@ fn tar_nc(tree: &Path, out: &Path) -> f64 {
     ));
     wait_for_port(port);
     let parent = tree.parent().unwrap();
-    let seconds = timed(|| {
+    timed(|| {
         run_quiet(&mut bash_command(&format!(
             "tar c -C {} small | tee >(md5sum > /dev/null) | nc -N 127.0.0.1 {port}",
             parent.display()
         )));
         receiver.wait().unwrap();
-    });
-    clean(out);
-    seconds
+    })
 }
 
 /// One `recv --serve`, and every file sent by its own sender at once; seconds until
@@ -401,6 +425,8 @@ fn alternate(rounds: usize, contenders: &mut [Contender<'_>]) -> Vec<(String, Ve
     for round in 0..rounds {
         for k in 0..contenders.len() {
             let i = (k + round) % contenders.len();
+            // Nobody pays for the dirty pages the one before left behind.
+            rustix::fs::sync();
             if let Some(seconds) = (contenders[i].1)() {
                 results[i].1.push(seconds);
             }
@@ -541,6 +567,15 @@ fn have(tool: &str) -> bool {
         .stdout(Stdio::null())
         .status()
         .is_ok_and(|s| s.success())
+}
+
+/// A directory beneath `parent` that no run has used yet.
+fn fresh_dir(parent: &Path) -> PathBuf {
+    static RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    parent.join(
+        RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            .to_string(),
+    )
 }
 
 fn clean(dir: &Path) {

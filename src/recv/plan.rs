@@ -14,7 +14,7 @@ use crate::error::{Kind, fail};
 use crate::escape::escape;
 use crate::frame::{self, Decision, Entry, EntryKind, ErrorCode};
 use crate::report::{Failed, Reporter};
-use crate::sink::{self, Refusal, TargetDir};
+use crate::sink::{self, Refusal, Resolver, TargetDir};
 
 /// Paths being received right now, across the sessions of this process, so two
 /// senders of the same path never write into one partial file.
@@ -90,9 +90,10 @@ pub fn plan<'c>(
 ) -> Vec<(Planned<'c>, Decision)> {
     let mut seen = HashSet::new();
     let mut free = target.free_space();
+    let mut resolver = target.resolver();
     let mut planned = Vec::with_capacity(entries.len());
     for entry in entries {
-        match decide(entry.clone(), target, context, &mut seen, &mut free) {
+        match decide(entry.clone(), &mut resolver, context, &mut seen, &mut free) {
             Ok(item) => {
                 let decision = Decision::Send {
                     offset: item.resume_from.as_ref().map_or(0, |(len, _)| *len),
@@ -152,7 +153,7 @@ pub fn plan_stdout<'c>(entries: Vec<Entry>) -> Result<Vec<(Planned<'c>, Decision
 
 fn decide<'c>(
     entry: Entry,
-    target: &TargetDir,
+    resolver: &mut Resolver<'_>,
     context: &Shared<'c>,
     seen: &mut HashSet<String>,
     free: &mut Option<u64>,
@@ -169,7 +170,7 @@ fn decide<'c>(
     let mut claim = None;
     let mut resume_from = None;
     match entry.kind {
-        EntryKind::Dir => target.create_dir(&entry.path, &components)?,
+        EntryKind::Dir => resolver.create_dir(&entry.path, &components)?,
         EntryKind::File => {
             claim = Some(context.claims.claim(&entry.path).ok_or_else(|| {
                 Refusal::new(
@@ -177,12 +178,12 @@ fn decide<'c>(
                     format!("{shown}: being received by another session"),
                 )
             })?);
-            target.probe_file(&entry.path, &components, context.options.overwrite)?;
+            resolver.probe_file(&entry.path, &components, context.options.overwrite)?;
             if let Some(size) = entry.size {
                 if context.options.resume {
-                    resume_from = target.find_partial(&entry.path, &components, size)?;
+                    resume_from = resolver.find_partial(&entry.path, &components, size)?;
                 } else {
-                    target.discard_partial(&entry.path, &components, size);
+                    resolver.discard_partial(&entry.path, &components, size);
                 }
             }
             if let (Some(size), Some(left)) = (entry.size, free.as_mut()) {
