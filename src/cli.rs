@@ -62,7 +62,8 @@ pub struct LinkArgs {
     #[arg(long, requires = "listen")]
     pub serve: bool,
 
-    /// With --listen: connections handled at once; more are refused as busy
+    /// With --listen: authenticated sessions at once; more are refused as busy
+    /// (peers still in the handshake have their own allowance and deadline)
     #[arg(long, value_name = "N", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_conns: u32,
 

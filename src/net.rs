@@ -24,9 +24,6 @@ use crate::handshake::{self, SessionKey};
 use crate::key::{self, Key};
 use crate::report;
 
-/// How long a refused peer gets to take its `busy` frame, at most.
-const BUSY_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
-
 /// Where to connect: a host name, IPv4 address or bracketed IPv6 address, and a port.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Endpoint {
@@ -278,11 +275,14 @@ pub fn run(
 pub struct ServeOptions {
     /// Exit after the first authenticated session, with its result.
     pub once: bool,
-    /// Connections handled at once (handshakes included); more get `busy`.
+    /// Authenticated sessions at once; more get `busy`.
     pub max_conns: usize,
     pub timeouts: Timeouts,
 }
 
+/// Connections that may be in the handshake at once, each with its own thread;
+/// more are told `busy` and closed. Each lasts at most the handshake deadline.
+const MAX_HANDSHAKES: usize = 256;
 /// How long running sessions may go on after SIGINT or SIGTERM.
 const GRACE: Duration = Duration::from_secs(5);
 /// How often the accept loop looks up from `poll` to see whether it should stop.
@@ -291,8 +291,8 @@ const STOP_CHECK: Duration = Duration::from_millis(200);
 /// Shared by the accept loop, the connection threads and the waiting main thread.
 #[derive(Default)]
 struct Listening {
-    /// Connections being handled, handshakes included.
-    connections: AtomicUsize,
+    /// Connections that have not finished the handshake.
+    handshakes: AtomicUsize,
     /// Authenticated sessions running.
     sessions: AtomicUsize,
     /// Set by SIGINT or SIGTERM: accept no more.
@@ -370,13 +370,20 @@ fn accept_loop(
         let peer = stream
             .peer_addr()
             .map_or_else(|_| "unknown peer".to_string(), |a| a.to_string());
-        if shared.connections.fetch_add(1, Ordering::SeqCst) >= options.max_conns {
-            shared.connections.fetch_sub(1, Ordering::SeqCst);
+        // Sessions are what --max-conns limits; peers that have not proven the key
+        // have a separate, larger allowance and the handshake deadline, so they
+        // cannot crowd out a real peer.
+        if shared.sessions.load(Ordering::SeqCst) >= options.max_conns {
             refuse_busy(stream);
             report::line(&format!(
-                "xfer: {peer}: refused, at the limit of {} connections",
+                "xfer: {peer}: refused, at the limit of {} sessions",
                 options.max_conns
             ));
+            continue;
+        }
+        if shared.handshakes.fetch_add(1, Ordering::SeqCst) >= MAX_HANDSHAKES {
+            shared.handshakes.fetch_sub(1, Ordering::SeqCst);
+            refuse_busy(stream);
             continue;
         }
         let (key, handler, shared, finished) = (
@@ -386,30 +393,36 @@ fn accept_loop(
             finished.clone(),
         );
         std::thread::spawn(move || {
-            let _connection = Counted::new(&shared.connections, false);
+            let handshake = Counted::new(&shared.handshakes, false);
             let peer_addr = stream.peer_addr();
-            match authenticate(stream, &key, role, true, options.timeouts) {
+            let authenticated = authenticate(stream, &key, role, true, options.timeouts);
+            drop(handshake);
+            match authenticated {
                 Err(err) => report::line(&format!(
                     "xfer: {peer}: rejected: {}",
                     escape(&format!("{err:#}"))
                 )),
-                Ok((mut conn, _))
-                    if options.once && shared.claimed.swap(true, Ordering::SeqCst) =>
-                {
-                    let busy = Message::error(
-                        ErrorCode::Busy,
-                        "this listener serves one session and has it",
-                    );
-                    let _ = conn
-                        .writer
-                        .write_message(&busy)
-                        .and_then(|()| conn.writer.flush());
-                }
-                Ok((conn, session)) => {
-                    let _session = Counted::new(&shared.sessions, true);
+                Ok((mut conn, session)) => {
+                    let session_slot = Counted::new(&shared.sessions, true);
+                    let over_limit = shared.sessions.load(Ordering::SeqCst) > options.max_conns;
+                    if over_limit || (options.once && shared.claimed.swap(true, Ordering::SeqCst)) {
+                        drop(session_slot);
+                        let why = if over_limit {
+                            "at the session limit; try again later"
+                        } else {
+                            "this listener serves one session and has it"
+                        };
+                        let busy = Message::error(ErrorCode::Busy, why);
+                        let _ = conn
+                            .writer
+                            .write_message(&busy)
+                            .and_then(|()| conn.writer.flush());
+                        return;
+                    }
                     let peer_addr =
                         peer_addr.unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
                     let result = handler(conn, session, peer_addr);
+                    drop(session_slot);
                     if options.once {
                         let _ = finished.send(result);
                     }
@@ -511,9 +524,11 @@ pub fn linger(stream: &TcpStream) {
     }
 }
 
-/// Tells a peer over the connection limit so, in place of `hello`, and closes.
+/// Tells a peer over a limit so, in place of `hello`, and closes. The write cannot
+/// block the accept loop: a fresh socket's buffer takes this small frame at once,
+/// and a peer that takes nothing gets nothing.
 fn refuse_busy(mut stream: TcpStream) {
-    let _ = stream.set_write_timeout(Some(BUSY_WRITE_TIMEOUT));
+    let _ = stream.set_nonblocking(true);
     let busy = Message::error(ErrorCode::Busy, "at the connection limit; try again later");
     let _ = stream.write_all(&frame::encode(&busy));
     let _ = stream.shutdown(Shutdown::Write);

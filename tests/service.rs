@@ -175,8 +175,14 @@ fn over_the_connection_limit_a_sender_is_told_busy_and_exits_3() {
     let out = tempfile::tempdir().unwrap();
     std::fs::write(src.path().join("f"), b"x").unwrap();
     let mut receiver = Receiver::start(out.path(), Some(KEY), &["--serve", "--max-conns", "1"]);
-    let mut hog = RawPeer::connect(receiver.port);
-    assert_eq!(hog.read().expect("hello")["type"], "hello");
+    // Peers without the key do not count against the limit...
+    let mut stranger = RawPeer::connect(receiver.port);
+    assert_eq!(stranger.read().expect("hello")["type"], "hello");
+    let sent = send(&[&src.path().join("f")], receiver.port, KEY, &["--quiet"]);
+    assert!(sent.status.success(), "{}", stderr_of(&sent));
+    std::fs::remove_file(out.path().join("f")).unwrap();
+    // ...an authenticated session does.
+    let hog = RawPeer::sender(receiver.port, KEY);
     let sent = send(&[&src.path().join("f")], receiver.port, KEY, &[]);
     assert_eq!(sent.status.code(), Some(3), "{}", stderr_of(&sent));
     assert!(stderr_of(&sent).contains("busy"), "{}", stderr_of(&sent));

@@ -72,6 +72,14 @@ pub fn run(args: &RecvArgs) -> Result<()> {
         },
         serving: args.link.serve,
     };
+    // Past a file-size limit (`ulimit -f`) the kernel sends SIGXFSZ, which would kill
+    // us; with a handler in place the write fails with EFBIG instead, and that file
+    // is refused with `io` while the session goes on.
+    signal_hook::flag::register(
+        signal_hook::consts::SIGXFSZ,
+        Arc::new(AtomicBool::new(false)),
+    )
+    .context("cannot install a SIGXFSZ handler")?;
     let destination = if args.stdout {
         Destination::Stdout
     } else {
