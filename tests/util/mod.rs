@@ -305,6 +305,15 @@ impl RawPeer {
         Some(serde_json::from_slice(&payload).expect("peer sent JSON"))
     }
 
+    /// Reads one frame of any kind, raw; `None` when the peer closed.
+    pub fn read_any(&mut self) -> Option<Vec<u8>> {
+        let mut prefix = [0; 4];
+        self.stream.read_exact(&mut prefix).ok()?;
+        let mut payload = vec![0; u32::from_be_bytes(prefix) as usize];
+        self.stream.read_exact(&mut payload).ok()?;
+        Some(payload)
+    }
+
     pub fn file_mac(&self, label: &str, index: u64, content: &[u8], path: &str) -> String {
         let md5 = Md5::digest(content);
         hex(&labelled_mac(
