@@ -20,6 +20,8 @@ pub struct Faults {
     /// Forward this many client-to-server bytes, then nothing more, keeping the
     /// connection open (a peer that hangs) until the relay is dropped.
     pub stall_after: Option<u64>,
+    /// At most this many bytes per second, in both directions.
+    pub throttle: Option<u64>,
 }
 
 pub struct Relay {
@@ -121,8 +123,12 @@ fn pump(
         if let Some(counter) = &counter {
             counter.fetch_add(piece.len() as u64, Ordering::SeqCst);
         }
+        let len = piece.len() as u64;
         if pieces.send((Instant::now() + faults.delay, piece)).is_err() {
             break;
+        }
+        if let Some(rate) = faults.throttle {
+            std::thread::sleep(Duration::from_secs_f64(len as f64 / rate as f64));
         }
         if faults.cut_after.is_some_and(|limit| offset >= limit) {
             break;

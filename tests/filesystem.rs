@@ -1,0 +1,255 @@
+//! End-to-end against a hostile filesystem on the receiving side: links planted in
+//! the target directory, the directory swapped for a link mid-transfer, a full disk,
+//! a file-size limit, and names made to trick a terminal.
+
+mod util;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use util::relay::{Faults, Relay};
+use util::*;
+
+#[test]
+fn links_planted_in_the_target_never_redirect_a_write() {
+    let outside = tempfile::tempdir().unwrap();
+    std::fs::write(outside.path().join("victim"), b"precious").unwrap();
+    let out = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(outside.path(), out.path().join("sub")).unwrap();
+    std::os::unix::fs::symlink("/nonexistent/elsewhere", out.path().join("dangling")).unwrap();
+    std::os::unix::fs::symlink(outside.path().join("victim"), out.path().join("victim")).unwrap();
+
+    let src = tempfile::tempdir().unwrap();
+    std::fs::create_dir(src.path().join("sub")).unwrap();
+    std::fs::write(src.path().join("sub/x"), b"into the link?").unwrap();
+    std::fs::write(src.path().join("dangling"), b"through a dangling link?").unwrap();
+    std::fs::write(src.path().join("victim"), b"overwrite through a link?").unwrap();
+    let mut receiver = Receiver::start(out.path(), Some(KEY), &[]);
+    let sent = send(
+        &[
+            &src.path().join("sub"),
+            &src.path().join("dangling"),
+            &src.path().join("victim"),
+        ],
+        receiver.port,
+        KEY,
+        &[],
+    );
+    assert_eq!(sent.status.code(), Some(6), "{}", stderr_of(&sent));
+    assert!(
+        stderr_of(&sent).contains("symbolic link"),
+        "{}",
+        stderr_of(&sent)
+    );
+    assert_eq!(receiver.exit_code(), 6);
+    assert_eq!(files_under(outside.path()), [PathBuf::from("victim")]);
+    assert_eq!(
+        std::fs::read(outside.path().join("victim")).unwrap(),
+        b"precious"
+    );
+    assert!(!Path::new("/nonexistent/elsewhere").exists());
+
+    // With --overwrite the link itself is replaced by the file; its target is untouched.
+    let mut receiver = Receiver::start(out.path(), Some(KEY), &["--overwrite"]);
+    let sent = send(&[&src.path().join("victim")], receiver.port, KEY, &[]);
+    assert!(sent.status.success(), "{}", stderr_of(&sent));
+    assert_eq!(receiver.exit_code(), 0);
+    assert!(
+        !std::fs::symlink_metadata(out.path().join("victim"))
+            .unwrap()
+            .is_symlink()
+    );
+    assert_eq!(
+        std::fs::read(out.path().join("victim")).unwrap(),
+        b"overwrite through a link?"
+    );
+    assert_eq!(
+        std::fs::read(outside.path().join("victim")).unwrap(),
+        b"precious"
+    );
+}
+
+#[test]
+fn a_target_swapped_for_a_link_mid_transfer_keeps_writes_in_the_opened_directory() {
+    let base = tempfile::tempdir().unwrap();
+    let target = base.path().join("target");
+    let elsewhere = base.path().join("elsewhere");
+    std::fs::create_dir(&target).unwrap();
+    std::fs::create_dir(&elsewhere).unwrap();
+    let src = tempfile::tempdir().unwrap();
+    std::fs::create_dir(src.path().join("tree")).unwrap();
+    for name in ["a", "b", "c"] {
+        std::fs::write(src.path().join("tree").join(name), pattern(1 << 20, 3)).unwrap();
+    }
+    let mut receiver = Receiver::start(&target, Some(KEY), &[]);
+    // About 3 s at 1 MiB/s: time to swap the directory while data flows.
+    let relay = Relay::start(
+        receiver.port,
+        Faults {
+            throttle: Some(1 << 20),
+            ..Faults::default()
+        },
+    );
+    let port = relay.port;
+    let tree = src.path().join("tree");
+    let sender = std::thread::spawn(move || send(&[&tree], port, KEY, &[]));
+    std::thread::sleep(Duration::from_millis(1200));
+    std::fs::rename(&target, base.path().join("moved")).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, &target).unwrap();
+    let sent = sender.join().unwrap();
+    assert!(sent.status.success(), "{}", stderr_of(&sent));
+    assert_eq!(receiver.exit_code(), 0);
+    assert!(
+        files_under(&elsewhere).is_empty(),
+        "{:?}",
+        files_under(&elsewhere)
+    );
+    assert_eq!(files_under(&base.path().join("moved")).len(), 3);
+}
+
+/// Runs `script` in a private mount namespace (`unshare -m`), or says why it cannot.
+fn in_mount_namespace(script: &str) -> Option<Command> {
+    let probe = Command::new("unshare")
+        .args(["-m", "--propagation", "private", "true"])
+        .status();
+    if !probe.is_ok_and(|s| s.success()) {
+        eprintln!("SKIPPED: cannot create a mount namespace here (needs root and unshare)");
+        return None;
+    }
+    let mut command = Command::new("unshare");
+    command.args(["-m", "--propagation", "private", "sh", "-c", script]);
+    Some(command)
+}
+
+#[test]
+fn a_full_disk_is_an_io_error_and_the_receiver_keeps_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("small-disk");
+    std::fs::create_dir(&target).unwrap();
+    let script = format!(
+        "mount -t tmpfs -o size=2m tmpfs '{}' && exec '{}' recv --listen 127.0.0.1:0 --serve --dir '{}'",
+        target.display(),
+        env!("CARGO_BIN_EXE_xfer"),
+        target.display()
+    );
+    let Some(mut command) = in_mount_namespace(&script) else {
+        return;
+    };
+    command.env("XFER_KEY", KEY);
+    let receiver = Receiver::spawn(command);
+    // The tmpfs is visible only inside the namespace: look through the process's root.
+    let pid = receiver.child.id();
+    let inside = PathBuf::from(format!("/proc/{pid}/root")).join(target.strip_prefix("/").unwrap());
+
+    let src = tempfile::tempdir().unwrap();
+    let big = src.path().join("too-big.bin");
+    std::fs::write(&big, pattern(3 << 20, 8)).unwrap();
+    // The offer fits the free-space check only if the receiver cannot know: so send a
+    // stream of unknown size, which must fail while writing.
+    let mut sender = xfer()
+        .args([
+            "send",
+            "-",
+            &format!("127.0.0.1:{}", receiver.port),
+            "--name",
+            "too-big.bin",
+        ])
+        .env("XFER_KEY", KEY)
+        .stdin(std::fs::File::open(&big).unwrap())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let status = wait_for(&mut sender, TIMEOUT);
+    let mut told = String::new();
+    std::io::Read::read_to_string(sender.stderr.as_mut().unwrap(), &mut told).unwrap();
+    assert_eq!(status.code(), Some(7), "{told}");
+    assert!(told.contains("no space left"), "{told}");
+    let left: Vec<_> = std::fs::read_dir(&inside).unwrap().collect();
+    assert!(left.is_empty(), "temporary file removed: {left:?}");
+
+    // A known size that does not fit is refused in the plan.
+    let sent = send(&[&big], receiver.port, KEY, &[]);
+    assert_eq!(sent.status.code(), Some(6), "{}", stderr_of(&sent));
+    assert!(
+        stderr_of(&sent).contains("too_large") || stderr_of(&sent).contains("free"),
+        "{}",
+        stderr_of(&sent)
+    );
+
+    // And the receiver still serves what fits.
+    let small = src.path().join("fits.txt");
+    std::fs::write(&small, b"small enough").unwrap();
+    let sent = send(&[&small], receiver.port, KEY, &[]);
+    assert!(sent.status.success(), "{}", stderr_of(&sent));
+    assert_eq!(
+        std::fs::read(inside.join("fits.txt")).unwrap(),
+        b"small enough"
+    );
+    assert!(!receiver.stderr().contains("panicked"));
+}
+
+#[test]
+fn a_file_size_limit_is_an_io_error_and_the_receiver_keeps_serving() {
+    let out = tempfile::tempdir().unwrap();
+    // bash counts `ulimit -f` in 1024-byte blocks: 1 MiB.
+    let mut command = Command::new("bash");
+    command
+        .args([
+            "-c",
+            "ulimit -f 1024 && exec \"$XFER\" recv --listen 127.0.0.1:0 --serve --dir \"$OUT\"",
+        ])
+        .env("XFER", env!("CARGO_BIN_EXE_xfer"))
+        .env("OUT", out.path())
+        .env("XFER_KEY", KEY);
+    let mut receiver = Receiver::spawn(command);
+    let src = tempfile::tempdir().unwrap();
+    let big = src.path().join("over-limit.bin");
+    std::fs::write(&big, pattern(3 << 20, 9)).unwrap();
+    let sent = send(&[&big], receiver.port, KEY, &[]);
+    assert_eq!(sent.status.code(), Some(7), "{}", stderr_of(&sent));
+    assert!(
+        stderr_of(&sent).contains("too large"),
+        "{}",
+        stderr_of(&sent)
+    );
+    assert!(receiver.is_running(), "SIGXFSZ did not kill it");
+    assert!(
+        files_under(out.path()).is_empty(),
+        "{:?}",
+        files_under(out.path())
+    );
+    let small = src.path().join("under.txt");
+    std::fs::write(&small, b"fine").unwrap();
+    assert!(send(&[&small], receiver.port, KEY, &[]).status.success());
+    assert_eq!(
+        std::fs::read(out.path().join("under.txt")).unwrap(),
+        b"fine"
+    );
+}
+
+#[test]
+fn names_that_would_trick_a_terminal_are_escaped_on_both_sides() {
+    let src = tempfile::tempdir().unwrap();
+    let tree = src.path().join("tree");
+    std::fs::create_dir(&tree).unwrap();
+    std::fs::write(tree.join("red\u{1b}[31malert"), b"x").unwrap();
+    std::fs::write(tree.join("txt.exe\u{202e}"), b"x").unwrap();
+    std::fs::write(tree.join("fine"), b"x").unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let mut receiver = Receiver::start(out.path(), Some(KEY), &[]);
+    let sent = send(&[&tree], receiver.port, KEY, &[]);
+    assert_eq!(sent.status.code(), Some(6), "{}", stderr_of(&sent));
+    assert_eq!(receiver.exit_code(), 6);
+    for told in [stderr_of(&sent), receiver.stderr()] {
+        assert!(
+            !told.contains('\u{1b}') && !told.contains('\u{202e}'),
+            "{told:?}"
+        );
+        assert!(
+            told.contains("\\u{1b}") && told.contains("\\u{202e}"),
+            "{told}"
+        );
+    }
+    assert_eq!(files_under(out.path()), [PathBuf::from("tree/fine")]);
+}
