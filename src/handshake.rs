@@ -45,6 +45,13 @@ pub struct FileFacts<'a> {
 }
 
 impl SessionKey {
+    /// A session key from raw bytes, for driving a session without a handshake
+    /// (fuzzing, tests). Real sessions get theirs from [`accept`] or [`initiate`].
+    #[doc(hidden)]
+    pub fn from_raw(bytes: [u8; 32]) -> SessionKey {
+        SessionKey(bytes)
+    }
+
     /// `mac_done`, as lowercase hex.
     pub fn done_mac(&self, facts: FileFacts<'_>) -> String {
         frame::hex(&self.file_mac("xfer/1 done", facts).finalize().into_bytes())

@@ -10,6 +10,8 @@ pub mod conn;
 pub mod error;
 pub mod escape;
 pub mod frame;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod handshake;
 pub mod key;
 pub mod net;

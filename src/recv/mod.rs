@@ -25,7 +25,8 @@ use anyhow::{Context, Result};
 use md5::{Digest, Md5};
 
 use self::disk::{Arrived, Job};
-use self::plan::{Claims, Planned};
+pub use self::plan::Claims;
+use self::plan::Planned;
 use crate::cli::RecvArgs;
 use crate::conn::{Connection, FrameReader, FrameWriter};
 use crate::error::{Classify, Kind, fail, kind_of};

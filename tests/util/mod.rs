@@ -56,11 +56,21 @@ pub fn run(command: &mut Command) -> Output {
     let stdout = drain(child.stdout.take().expect("piped"));
     let stderr = drain(child.stderr.take().expect("piped"));
     let status = wait_for(&mut child, TIMEOUT);
-    Output {
+    let output = Output {
         status,
         stdout: stdout.join().expect("reader"),
         stderr: stderr.join().expect("reader"),
-    }
+    };
+    assert_no_panic(&String::from_utf8_lossy(&output.stderr));
+    output
+}
+
+/// Every process these tests run has RUST_BACKTRACE=1: any panic message fails the test.
+pub fn assert_no_panic(stderr: &str) {
+    assert!(
+        !stderr.contains("panicked at") && !stderr.contains("stack backtrace"),
+        "a panic: {stderr}"
+    );
 }
 
 fn drain(mut pipe: impl Read + Send + 'static) -> std::thread::JoinHandle<Vec<u8>> {
@@ -153,6 +163,7 @@ impl Receiver {
         let status = wait_for(&mut self.child, TIMEOUT);
         // Let the stderr reader catch the last lines.
         std::thread::sleep(Duration::from_millis(50));
+        assert_no_panic(&self.stderr());
         status.code().expect("exited, not killed")
     }
 
