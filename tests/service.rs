@@ -120,7 +120,7 @@ fn sixteen_concurrent_senders_while_three_silent_peers_are_cut_at_the_deadline()
     let mut receiver = Receiver::start(
         out.path(),
         Some(KEY),
-        &["--serve", "--max-conns", "32", "--handshake-timeout", "3"],
+        &["--serve", "--max-conns", "32", "--handshake-timeout", "6"],
     );
     let silent: Vec<_> = (0..3).map(|_| RawPeer::connect(receiver.port)).collect();
     let opened = Instant::now();
@@ -138,7 +138,7 @@ fn sixteen_concurrent_senders_while_three_silent_peers_are_cut_at_the_deadline()
     }
     let all_done = opened.elapsed();
     assert!(
-        all_done < Duration::from_secs(3),
+        all_done < Duration::from_secs(5),
         "the silent peers delayed nobody: {all_done:?}"
     );
     for i in 0..16 {
@@ -151,7 +151,7 @@ fn sixteen_concurrent_senders_while_three_silent_peers_are_cut_at_the_deadline()
         assert!(peer.read().is_none(), "closed at the handshake deadline");
         let closed = opened.elapsed();
         assert!(
-            closed >= Duration::from_millis(2500) && closed < Duration::from_secs(10),
+            closed >= Duration::from_millis(5500) && closed < Duration::from_secs(15),
             "{closed:?}"
         );
     }
