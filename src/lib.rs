@@ -13,6 +13,7 @@ pub mod frame;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod handshake;
+pub mod hashing;
 pub mod key;
 pub mod net;
 pub mod pool;

@@ -22,7 +22,7 @@ use crate::escape::escape;
 use crate::frame::{self, ErrorCode, Message, Role};
 use crate::handshake::{self, SessionKey};
 use crate::key::{self, Key};
-use crate::report;
+use crate::report::{self, Reporter, Style};
 
 /// Where to connect: a host name, IPv4 address or bracketed IPv6 address, and a port.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -268,6 +268,35 @@ pub fn run(
             serve(listener, key, role, *options, stop, handler)
         }
     }
+}
+
+/// [`run`] with what every command reports around it: the `listening` line (or
+/// event), and a summary when the run fails before any session began (cannot
+/// connect, wrong key), which a session would otherwise have printed itself.
+pub fn run_reported(
+    link: &Link,
+    role: Role,
+    key_file: Option<&std::path::Path>,
+    timeouts: Timeouts,
+    style: Style,
+    verb: &str,
+    handler: Handler,
+) -> Result<()> {
+    let began = Arc::new(AtomicBool::new(false));
+    let handler: Handler = {
+        let began = began.clone();
+        Arc::new(move |conn, session, peer| {
+            began.store(true, Ordering::SeqCst);
+            handler(conn, session, peer)
+        })
+    };
+    let listening = |local: SocketAddr| Reporter::new(style).listening(&local.to_string());
+    let result = run(link, role, key_file, timeouts, listening, handler);
+    // A serving process logged each session already.
+    if result.is_err() && !began.load(Ordering::SeqCst) && !style.serving {
+        Reporter::new(style).finish(verb, &result);
+    }
+    result
 }
 
 /// How a listener behaves.

@@ -7,7 +7,6 @@
 
 use std::collections::HashSet;
 use std::io::{self, Read, Write};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 
 use anyhow::Result;
@@ -19,6 +18,7 @@ use crate::error::{Kind, fail};
 use crate::escape::escape;
 use crate::frame::{self, Decision, EntryKind, ErrorCode, LENGTH_PREFIX, Message, Role};
 use crate::handshake::{FileFacts, SessionKey, peer_error};
+use crate::hashing;
 use crate::net::{self, Handler};
 use crate::pool::Pool;
 use crate::report::{Failed, Json, Reporter, Style, Verified};
@@ -54,40 +54,31 @@ pub fn run(args: &SendArgs) -> Result<()> {
     };
     let unreadable = collected.unreadable;
     let sources = Arc::new(collected.sources);
-    let in_session = Arc::new(AtomicBool::new(false));
-    let handler: Handler = {
-        let in_session = in_session.clone();
-        Arc::new(move |conn, session_key, peer| {
-            in_session.store(true, Ordering::SeqCst);
-            let reporter = Reporter::new(style).for_peer(peer);
-            let result = session(conn, &session_key, &sources, reporter.clone()).and_then(|()| {
-                match unreadable {
+    let handler: Handler = Arc::new(move |conn, session_key, peer| {
+        let reporter = Reporter::new(style).for_peer(peer);
+        let result =
+            session(conn, &session_key, &sources, reporter.clone()).and_then(
+                |()| match unreadable {
                     0 => Ok(()),
                     n => Err(fail(
                         Kind::Io,
                         format!("{n} paths could not be read and were not sent"),
                     )),
-                }
-            });
-            reporter.finish("sent", &result);
-            result
-        })
-    };
+                },
+            );
+        reporter.finish("sent", &result);
+        result
+    });
     let link = args.link.link(args.to.as_ref());
-    let result = net::run(
+    net::run_reported(
         &link,
         Role::Sender,
         args.common.key_file.as_deref(),
         args.link.timeouts(),
-        |local| Reporter::new(style).listening(&local.to_string()),
+        style,
+        "sent",
         handler,
-    );
-    // A failure before any session (cannot connect, wrong key) still ends a
-    // one-session run with its summary; a serving process logged each session.
-    if result.is_err() && !in_session.load(Ordering::SeqCst) && !style.serving {
-        Reporter::new(style).finish("sent", &result);
-    }
-    result
+    )
 }
 
 /// What the sender knows about a file it finished sending, for checking its `ok`.
@@ -356,20 +347,8 @@ fn resume_matches(
     let Some(prefix_md5) = prefix_md5.filter(|_| offset > 0) else {
         return false;
     };
-    let copied = io::copy(&mut input.by_ref().take(offset), &mut HashWriter(hasher));
+    let copied = hashing::hash_prefix(input, offset, hasher);
     copied.is_ok_and(|n| n == offset) && frame::hex(&hasher.clone().finalize()) == prefix_md5
-}
-
-struct HashWriter<'a>(&'a mut Md5);
-
-impl Write for HashWriter<'_> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0.update(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
 }
 
 /// Reads until `buf` is full or the input ends, so frames stay full-sized even when

@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::collections::HashSet;
 use std::fmt;
 use std::fs::File;
-use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::io::{self, Seek, SeekFrom, Write};
 use std::num::NonZeroU64;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -387,7 +387,7 @@ impl Resolver<'_> {
             return Ok(None);
         }
         let mut hasher = Md5::new();
-        let hashed = io::copy(&mut (&mut file).take(len), &mut HashInto(&mut hasher))
+        let hashed = crate::hashing::hash_prefix(&mut file, len, &mut hasher)
             .map_err(|err| Refusal::io(path, "cannot read its partial data", err))?;
         Ok((hashed == len).then_some((len, hasher)))
     }
@@ -702,19 +702,6 @@ fn sweep_dir(dir: OwnedFd, cutoff: i64, depth: usize) -> usize {
         }
     }
     removed
-}
-
-/// Feeds what is written into an MD5.
-struct HashInto<'a>(&'a mut Md5);
-
-impl Write for HashInto<'_> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0.update(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
 }
 
 trait SplitParent<'a> {

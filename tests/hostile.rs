@@ -440,18 +440,7 @@ fn a_receiver_that_never_acknowledges_fails_the_sender_with_exit_5() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let fake = std::thread::spawn(move || {
-        let (stream, _) = listener.accept().unwrap();
-        stream.set_read_timeout(Some(TIMEOUT)).unwrap();
-        let mut peer = RawPeer {
-            stream,
-            session: [0; 32],
-        };
-        let na = [9u8; 32];
-        peer.send(&json!({"type":"hello","version":1,"role":"receiver","nonce":hex(&na)}));
-        let auth = peer.read().expect("auth");
-        let ni = unhex(auth["nonce"].as_str().unwrap());
-        let mac = labelled_mac(KEY.as_bytes(), "xfer/1 acceptor", &[&na, &ni]);
-        peer.send(&json!({"type":"auth_ok","mac":hex(&mac)}));
+        let mut peer = RawPeer::accept_as_receiver(&listener, KEY.as_bytes());
         peer.read().expect("offer");
         peer.send(&json!({"type":"plan","entries":[{"action":"send","offset":0}]}));
         // Take everything, acknowledge nothing, say end.

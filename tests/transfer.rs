@@ -347,20 +347,7 @@ fn an_independent_receiver_gets_the_file_and_the_sender_checks_its_ok() {
         let port = listener.local_addr().unwrap().port();
         let key = KEY.as_bytes().to_vec();
         let fake = std::thread::spawn(move || {
-            let (stream, _) = listener.accept().unwrap();
-            stream.set_read_timeout(Some(TIMEOUT)).unwrap();
-            let mut peer = RawPeer {
-                stream,
-                session: [0; 32],
-            };
-            let na = [7u8; 32];
-            peer.send(&json!({"type":"hello","version":1,"role":"receiver","nonce":hex(&na)}));
-            let auth = peer.read().expect("auth");
-            let ni = unhex(auth["nonce"].as_str().unwrap());
-            let mac = |label: &str| labelled_mac(&key, label, &[&na, &ni]);
-            assert_eq!(auth["mac"], hex(&mac("xfer/1 initiator")));
-            peer.send(&json!({"type":"auth_ok","mac":hex(&mac("xfer/1 acceptor"))}));
-            peer.session = mac("xfer/1 session");
+            let mut peer = RawPeer::accept_as_receiver(&listener, &key);
             let offer = peer.read().expect("offer");
             assert_eq!(offer["entries"][0]["path"], "hello.txt");
             peer.send(&json!({"type":"plan","entries":[{"action":"send","offset":0}]}));

@@ -17,7 +17,7 @@ mod plan;
 
 use std::io::{Read, Write};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -97,43 +97,33 @@ pub fn run(args: &RecvArgs) -> Result<()> {
     };
     let destination = Arc::new(destination);
     let claims = Arc::new(Claims::default());
-    let in_session = Arc::new(AtomicBool::new(false));
-    let handler: Handler = {
-        let in_session = in_session.clone();
-        Arc::new(move |conn, session_key, peer| {
-            in_session.store(true, Ordering::SeqCst);
-            let raw = conn.writer.get_ref().try_clone();
-            let reporter = Reporter::new(style).for_peer(peer);
-            let result = session(
-                conn,
-                &session_key,
-                &destination,
-                &claims,
-                options,
-                reporter.clone(),
-            );
-            reporter.finish("received", &result);
-            if let (Err(_), Ok(raw)) = (&result, raw) {
-                net::linger(&raw);
-            }
-            result
-        })
-    };
+    let handler: Handler = Arc::new(move |conn, session_key, peer| {
+        let raw = conn.writer.get_ref().try_clone();
+        let reporter = Reporter::new(style).for_peer(peer);
+        let result = session(
+            conn,
+            &session_key,
+            &destination,
+            &claims,
+            options,
+            reporter.clone(),
+        );
+        reporter.finish("received", &result);
+        if let (Err(_), Ok(raw)) = (&result, raw) {
+            net::linger(&raw);
+        }
+        result
+    });
     let link = args.link.link(args.from.as_ref());
-    let result = net::run(
+    net::run_reported(
         &link,
         Role::Receiver,
         args.common.key_file.as_deref(),
         args.link.timeouts(),
-        |local| Reporter::new(style).listening(&local.to_string()),
+        style,
+        "received",
         handler,
-    );
-    // A failure before any session (cannot connect, wrong key) still ends a
-    // one-session run with its summary; a serving process logged each session.
-    if result.is_err() && !in_session.load(Ordering::SeqCst) && !style.serving {
-        Reporter::new(style).finish("received", &result);
-    }
-    result
+    )
 }
 
 /// How often a serving receiver looks for abandoned partial files.

@@ -263,6 +263,26 @@ impl RawPeer {
         }
     }
 
+    /// Accepts one connection on `listener` and plays a listening receiver's half of
+    /// the handshake with `key`, checking the initiator's proof.
+    pub fn accept_as_receiver(listener: &std::net::TcpListener, key: &[u8]) -> RawPeer {
+        let (stream, _) = listener.accept().expect("accept");
+        stream.set_read_timeout(Some(TIMEOUT)).unwrap();
+        let mut peer = RawPeer {
+            stream,
+            session: [0; 32],
+        };
+        let na = [7u8; 32];
+        peer.send(&json!({"type":"hello","version":1,"role":"receiver","nonce":hex(&na)}));
+        let auth = peer.read().expect("auth");
+        let ni = unhex(auth["nonce"].as_str().unwrap());
+        let mac = |label: &str| labelled_mac(key, label, &[&na, &ni]);
+        assert_eq!(auth["mac"], hex(&mac("xfer/1 initiator")));
+        peer.send(&json!({"type":"auth_ok","mac":hex(&mac("xfer/1 acceptor"))}));
+        peer.session = mac("xfer/1 session");
+        peer
+    }
+
     /// Connects and authenticates as an initiating sender with `key`.
     pub fn sender(port: u16, key: &str) -> RawPeer {
         let mut peer = RawPeer::connect(port);
