@@ -2,8 +2,11 @@
 //! and verified end to end. The wire protocol is `PROTOCOL.md`.
 //!
 //! Data flows one way: `cli` -> `send` | `recv` -> `handshake` -> `conn` -> `frame`,
-//! with `net` for sockets, the filesystem (`source`, `sink`) and the terminal
-//! (`progress`, `report`) at the edges, reached only from `send` and `recv`.
+//! with `net` for sockets and listening, the filesystem (`source`, `sink`) and the
+//! terminal (`progress`, `report`) at the edges, reached only from `send` and `recv`.
+//! Small helpers: `error` (exit codes), `escape` (printing untrusted text), `key`,
+//! `pool` (reusable buffers between threads), `hashing` (MD5 of a prefix).
+//! `fuzzing` holds the fuzz targets' properties and is not an interface.
 
 pub mod cli;
 pub mod conn;
