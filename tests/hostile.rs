@@ -286,6 +286,8 @@ fn two_hundred_tricklers_do_not_stop_a_real_transfer() {
         &["--serve", "--handshake-timeout", "6"],
     );
     let pid = receiver.child.id();
+    // After a first session, so every long-lived thread of the receiver exists.
+    honest_transfer_works(receiver.port, out.path(), "warm-up.bin");
     let (baseline_threads, _) = threads_and_rss(pid);
     let port = receiver.port;
     let tricklers: Vec<_> = (0..200)
