@@ -93,8 +93,12 @@ impl<W: Write> FrameWriter<W> {
         }
     }
 
+    /// Writes one control frame; one over the protocol's limit is refused here
+    /// (untagged: it is a limit of the protocol, not the network's doing).
     pub fn write_message(&mut self, message: &Message) -> Result<()> {
-        self.inner.write_all(&frame::encode(message)).map_err(net)
+        let bytes = frame::try_encode(message)
+            .map_err(|err| anyhow::anyhow!("cannot send {message}: {err}"))?;
+        self.inner.write_all(&bytes).map_err(net)
     }
 
     /// Writes one data frame. `frame` holds [`LENGTH_PREFIX`] bytes of room and then

@@ -248,13 +248,26 @@ pub fn check_len(len: u32, max: usize) -> Result<usize, FrameError> {
 }
 
 /// A control frame ready for the wire: length prefix and JSON payload in one buffer,
-/// so it goes out with a single write.
-pub fn encode(message: &Message) -> Vec<u8> {
+/// so it goes out with a single write. Refused if it would exceed [`MAX_CONTROL`],
+/// which no peer would accept (an offer of a very large tree can).
+pub fn try_encode(message: &Message) -> Result<Vec<u8>, FrameError> {
     let mut out = vec![0; LENGTH_PREFIX];
     serde_json::to_writer(&mut out, message).expect("a Message always serialises to JSON");
-    let len = u32::try_from(out.len() - LENGTH_PREFIX).expect("control frames stay below 4 GiB");
+    let len = out.len() - LENGTH_PREFIX;
+    if len > MAX_CONTROL {
+        return Err(FrameError::TooLong {
+            len: len as u64,
+            max: MAX_CONTROL,
+        });
+    }
+    let len = u32::try_from(len).expect("checked against MAX_CONTROL");
     out[..LENGTH_PREFIX].copy_from_slice(&len.to_be_bytes());
-    out
+    Ok(out)
+}
+
+/// [`try_encode`] for the messages that are small by construction (all but offers and plans).
+pub fn encode(message: &Message) -> Vec<u8> {
+    try_encode(message).expect("this message is far below the control frame limit")
 }
 
 /// Parses a control frame's payload (without its length prefix).
@@ -458,6 +471,23 @@ mod tests {
             })
         );
         assert!(check_len(u32::MAX, MAX_CONTROL).is_err());
+    }
+
+    #[test]
+    fn a_frame_over_the_limit_is_refused_when_encoding() {
+        let entry = Entry {
+            path: "x".repeat(250),
+            kind: EntryKind::File,
+            size: Some(1),
+            mode: None,
+            mtime: None,
+        };
+        let entries = vec![entry; (MAX_CONTROL / 250) + 1];
+        let offer = Message::Offer { entries };
+        assert!(matches!(
+            try_encode(&offer),
+            Err(FrameError::TooLong { .. })
+        ));
     }
 
     #[test]

@@ -14,7 +14,7 @@ use md5::{Digest, Md5};
 
 use crate::cli::SendArgs;
 use crate::conn::{Connection, FrameReader};
-use crate::error::{Kind, fail};
+use crate::error::{Kind, fail, kind_of};
 use crate::escape::escape;
 use crate::frame::{self, Decision, EntryKind, ErrorCode, LENGTH_PREFIX, Message, Role};
 use crate::handshake::{FileFacts, SessionKey, peer_error};
@@ -101,7 +101,17 @@ pub fn session<R: Read + Send, W: Write>(
         mut writer,
     } = conn;
     let entries = sources.iter().map(|source| source.entry.clone()).collect();
-    writer.write_message(&Message::Offer { entries })?;
+    let offered = sources.len();
+    writer
+        .write_message(&Message::Offer { entries })
+        .map_err(|err| match kind_of(&err) {
+            // Untagged: the offer is over the protocol's frame limit, not lost on the way.
+            None => err.context(format!(
+                "{offered} entries do not fit in one offer (the protocol allows 16 MiB); \
+                 send fewer at a time, or one tar stream: tar c DIR | xfer send - HOST:PORT"
+            )),
+            Some(_) => err,
+        })?;
     writer.flush()?;
     let plan = match reader.expect_message("the plan")? {
         Message::Plan { entries } if entries.len() == sources.len() => entries,
