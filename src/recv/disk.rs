@@ -8,6 +8,7 @@
 //! filesystem flushes instead of 20 000 fsyncs. A large file is committed as soon
 //! as it is complete, and an idle moment commits whatever is waiting.
 
+use std::cell::RefCell;
 use std::io::Write;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::Duration;
@@ -15,7 +16,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 
 use super::Shared;
-use super::plan::Planned;
+use super::plan::{Claim, Planned};
 use crate::conn::FrameWriter;
 use crate::error::{Classify, Kind};
 use crate::escape::escape;
@@ -72,11 +73,13 @@ pub fn run<W: Write>(
     giver: Giver,
     writer: &mut FrameWriter<W>,
     planned: &[Planned],
+    claims: Vec<Option<Claim<'_>>>,
     context: &Shared<'_>,
     reporter: &Reporter,
 ) -> Result<()> {
     let acks = Acks {
         planned,
+        claims: RefCell::new(claims),
         context,
         reporter,
     };
@@ -162,6 +165,8 @@ pub fn run<W: Write>(
 /// What acknowledging needs besides the writer.
 struct Acks<'a, 'c> {
     planned: &'a [Planned<'c>],
+    /// Each entry's claim on its path, released just before its acknowledgement.
+    claims: RefCell<Vec<Option<Claim<'c>>>>,
     context: &'a Shared<'a>,
     reporter: &'a Reporter,
 }
@@ -198,6 +203,9 @@ impl Acks<'_, '_> {
         outcome: Result<Arrived, Refusal>,
     ) -> Result<()> {
         let path = &self.planned[index].entry.path;
+        // The file is final (or gone) now: another session may take its path, and
+        // whoever sees this acknowledgement finds it there.
+        self.claims.borrow_mut()[index] = None;
         let index = index as u64;
         let reply = match outcome {
             Ok(Arrived { size, md5 }) => {

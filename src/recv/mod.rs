@@ -222,7 +222,9 @@ fn receive<R: Read, W: Write + Send>(
         .iter()
         .map(|(_, decision)| decision.clone())
         .collect();
-    let planned: Vec<Planned> = planned.into_iter().map(|(p, _)| p).collect();
+    let mut planned: Vec<Planned> = planned.into_iter().map(|(p, _)| p).collect();
+    // The disk thread releases each path as soon as its file is done.
+    let claims = planned.iter_mut().map(|p| p.claim.take()).collect();
     writer.write_message(&Message::Plan { entries: decisions })?;
     writer.flush()?;
 
@@ -238,8 +240,17 @@ fn receive<R: Read, W: Write + Send>(
     let (read_result, disk_result) = std::thread::scope(|scope| {
         let (mut pool, giver) = Pool::new(POOL_BUFFERS, BUFFER);
         let (jobs, queue) = mpsc::channel();
-        let disk =
-            scope.spawn(move || disk::run(queue, giver, disk_writer, planned, context, reporter));
+        let disk = scope.spawn(move || {
+            disk::run(
+                queue,
+                giver,
+                disk_writer,
+                planned,
+                claims,
+                context,
+                reporter,
+            )
+        });
         let read = read_entries(reader, planned, &mut pool, &jobs, context, reporter);
         drop(jobs); // the disk thread commits what is left and returns
         (read, disk.join().expect("the disk thread does not panic"))

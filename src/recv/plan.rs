@@ -57,7 +57,7 @@ pub struct Planned<'c> {
     /// Resumable data already here: its length and the MD5 state after it.
     pub resume_from: Option<(u64, Md5)>,
     /// Keeps other sessions of this process off the same path until we are done.
-    _claim: Option<Claim<'c>>,
+    pub claim: Option<Claim<'c>>,
 }
 
 impl Planned<'_> {
@@ -67,7 +67,7 @@ impl Planned<'_> {
             components: Vec::new(),
             expects_data,
             resume_from: None,
-            _claim: None,
+            claim: None,
         }
     }
 }
@@ -214,6 +214,6 @@ fn decide<'c>(
         components,
         expects_data,
         resume_from,
-        _claim: claim,
+        claim,
     })
 }
