@@ -2,6 +2,9 @@
 //! flags flattened in. Doc comments here are the `--help` text. Values are parsed
 //! into types (`Endpoint`, `ListenAddr`, `PathBuf`) before any work starts.
 
+// The doc comments here are --help text, where `[ADDR:]PORT` is literal, not a link.
+#![allow(rustdoc::broken_intra_doc_links)]
+
 use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::Duration;
