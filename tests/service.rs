@@ -443,3 +443,48 @@ fn no_resume_starts_over_and_old_partials_are_swept() {
     assert!(!old.exists(), "{}", receiver.stderr());
     assert!(fresh.exists());
 }
+
+#[test]
+fn a_serving_receiver_reports_each_session_as_one_json_event() {
+    use std::io::BufRead;
+    let out = tempfile::tempdir().unwrap();
+    let src = tempfile::tempdir().unwrap();
+    std::fs::write(src.path().join("f"), b"reported").unwrap();
+    let mut receiver = Receiver::start(out.path(), Some(KEY), &["--serve", "--json"]);
+    let stdout = receiver.child.stdout.take().unwrap();
+    let (lines, events) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = lines.send(line);
+        }
+    });
+    assert!(
+        send(&[&src.path().join("f")], receiver.port, KEY, &[])
+            .status
+            .success()
+    );
+    let session = loop {
+        let line = events.recv_timeout(TIMEOUT).expect("a session event");
+        let event: serde_json::Value =
+            serde_json::from_str(&line).expect("one JSON object per line");
+        assert_ne!(
+            event["event"], "summary",
+            "serving processes report sessions, not summaries"
+        );
+        if event["event"] == "session" {
+            break event;
+        }
+    };
+    assert_eq!(session["ok"], true);
+    assert_eq!(
+        (session["files"].as_u64(), session["bytes"].as_u64()),
+        (Some(1), Some(8))
+    );
+    assert!(
+        session["peer"].as_str().unwrap().starts_with("127.0.0.1:"),
+        "{session}"
+    );
+}
