@@ -108,6 +108,13 @@ impl Reporter {
         self.bar = progress::transfer_bar(total, hidden);
     }
 
+    /// Names the file being moved on the progress bar (escaped), if there is a bar.
+    pub fn current_file(&self, path: &str) {
+        if !self.bar.is_hidden() {
+            self.bar.set_message(escape(path).into_owned());
+        }
+    }
+
     pub fn bar(&self) -> &ProgressBar {
         &self.bar
     }
@@ -115,14 +122,16 @@ impl Reporter {
     /// The address a listener listens on: a line always, an event with `--json`.
     pub fn listening(&self, address: &str) {
         line(&format!("listening on {address}"));
-        self.event(json!({"event": "listening", "address": address}));
+        self.event(|| json!({"event": "listening", "address": address}));
     }
 
     /// A file arrived and verified.
     pub fn verified(&self, file: Verified) {
-        self.event(json!({
-            "event": "file", "path": file.path, "size": file.size, "md5": file.md5, "status": "ok",
-        }));
+        self.event(|| {
+            json!({
+                "event": "file", "path": file.path, "size": file.size, "md5": file.md5, "status": "ok",
+            })
+        });
         let mut tally = self.tally.lock().expect("no panics while holding the lock");
         tally.verified_count += 1;
         tally.bytes += file.size;
@@ -135,10 +144,12 @@ impl Reporter {
     pub fn failed(&self, failed: Failed) {
         self.bar
             .suspend(|| line(&format!("xfer: {}: {}", escape(&failed.path), failed.why)));
-        self.event(json!({
-            "event": "file", "path": failed.path, "status": "failed",
-            "code": failed.code.as_str(), "message": failed.why,
-        }));
+        self.event(|| {
+            json!({
+                "event": "file", "path": failed.path, "status": "failed",
+                "code": failed.code.as_str(), "message": failed.why,
+            })
+        });
         self.tally
             .lock()
             .expect("no panics while holding the lock")
@@ -191,7 +202,7 @@ impl Reporter {
             if let Err(err) = result {
                 event["error"] = json!(format!("{err:#}"));
             }
-            self.event(event);
+            self.event(|| event);
             return;
         }
         if self.style.json != Json::Off {
@@ -204,7 +215,7 @@ impl Reporter {
                 summary["error"] = json!(format!("{err:#}"));
                 summary["exit_code"] = json!(crate::error::exit_code(err));
             }
-            self.event(summary);
+            self.event(|| summary);
             return;
         }
         if self.style.quiet
@@ -231,9 +242,13 @@ impl Reporter {
         }
     }
 
-    /// Writes one JSON event line, if `--json` asked for them.
-    pub fn event(&self, event: serde_json::Value) {
-        let text = event.to_string();
+    /// Writes one JSON event line, if `--json` asked for them; `build` runs only
+    /// then, so a session without `--json` spends nothing per file on events.
+    pub fn event(&self, build: impl FnOnce() -> serde_json::Value) {
+        if self.style.json == Json::Off {
+            return;
+        }
+        let text = build().to_string();
         match self.style.json {
             Json::Off => {}
             Json::Stdout => {

@@ -164,7 +164,7 @@ pub fn session<R: Read + Send, W: Write>(
                 match piece {
                     Piece::Start { index, offset } => {
                         let path = &sources[index as usize].entry.path;
-                        reporter.bar().set_message(escape(path).into_owned());
+                        reporter.current_file(path);
                         writer.write_message(&Message::Data { index, offset })?;
                     }
                     Piece::Chunk { mut buffer, len } => {

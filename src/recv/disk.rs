@@ -89,6 +89,8 @@ pub fn run<W: Write>(
     };
     let mut open: Option<Landing> = None;
     let mut group: Vec<Pending> = Vec::new();
+    // Bytes in `group`; a commit empties both.
+    let mut group_bytes = 0;
     loop {
         let job = match jobs.recv_timeout(GROUP_WAIT) {
             Ok(job) => job,
@@ -151,9 +153,10 @@ pub fn run<W: Write>(
                             part,
                             arrived,
                         });
-                        let bytes: u64 = group.iter().map(|p| p.arrived.size).sum();
-                        if group.len() >= GROUP_FILES || bytes >= GROUP_BYTES {
+                        group_bytes += arrived.size;
+                        if group.len() >= GROUP_FILES || group_bytes >= GROUP_BYTES {
                             acks.commit(&mut group, writer)?;
+                            group_bytes = 0;
                         }
                     }
                 }

@@ -344,9 +344,7 @@ fn read_entries<R: Read>(
         }
         next_index = index + 1;
         settled[index as usize] = true;
-        reporter
-            .bar()
-            .set_message(escape(&item.entry.path).into_owned());
+        reporter.current_file(&item.entry.path);
         // Continue the prefix's hash, or start over when the sender starts over.
         let hasher = match &item.resume_from {
             Some((len, prefix)) if offset == *len && offset > 0 => prefix.clone(),

@@ -15,7 +15,7 @@ use std::fs::File;
 use std::io::{self, Seek, SeekFrom, Write};
 use std::num::NonZeroU64;
 use std::os::fd::OwnedFd;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -80,7 +80,6 @@ impl fmt::Display for Refusal {
 /// beneath it.
 pub struct TargetDir {
     root: OwnedFd,
-    shown: PathBuf,
 }
 
 impl TargetDir {
@@ -99,15 +98,7 @@ impl TargetDir {
                 io::Error::from(err)
             )
         })?;
-        Ok(TargetDir {
-            root,
-            shown: path.to_path_buf(),
-        })
-    }
-
-    /// The directory as the user named it, for messages.
-    pub fn shown(&self) -> &Path {
-        &self.shown
+        Ok(TargetDir { root })
     }
 
     /// Bytes available to us on the target's filesystem, if the system says.
@@ -154,7 +145,6 @@ impl TargetDir {
     pub fn try_clone(&self) -> io::Result<TargetDir> {
         Ok(TargetDir {
             root: rustix::io::dup(&self.root)?,
-            shown: self.shown.clone(),
         })
     }
 
