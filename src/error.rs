@@ -7,7 +7,8 @@
 
 use std::fmt;
 
-use crate::frame::ErrorCode;
+use crate::proto::message::ErrorCode;
+use crate::ui::escape::escape;
 
 /// Why a transfer failed, as far as the exit code is concerned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,8 +23,13 @@ pub enum Kind {
     Refused,
     /// Reading a source or writing the target failed, here or on the receiver (exit 7).
     Io,
-    /// The peer broke the protocol: malformed or unexpected frames, version or role (exit 8).
+    /// The peer broke the protocol: malformed or unexpected frames, or a role mismatch (exit 8).
     Protocol,
+    /// The peer speaks another protocol version, or lacks a feature this side
+    /// requires (`--encrypt`, `--hash blake3`), or requires one this side left out (exit 9).
+    Incompatible,
+    /// The command line asked for something impossible (exit 2, as clap's own errors).
+    Usage,
 }
 
 impl Kind {
@@ -36,28 +42,37 @@ impl Kind {
             Kind::Refused => 6,
             Kind::Io => 7,
             Kind::Protocol => 8,
+            Kind::Incompatible => 9,
+            Kind::Usage => 2,
         }
     }
 
     /// The kind of failure a peer's error frame reports.
     pub fn of_code(code: ErrorCode) -> Kind {
         match code {
-            ErrorCode::Version | ErrorCode::Role | ErrorCode::Protocol | ErrorCode::Unknown => {
-                Kind::Protocol
-            }
+            ErrorCode::Role | ErrorCode::Protocol | ErrorCode::Unknown => Kind::Protocol,
+            ErrorCode::Version | ErrorCode::Feature => Kind::Incompatible,
             ErrorCode::Auth => Kind::Auth,
             ErrorCode::Busy | ErrorCode::Timeout => Kind::Network,
-            ErrorCode::BadPath | ErrorCode::Exists | ErrorCode::TooLarge => Kind::Refused,
+            ErrorCode::BadPath
+            | ErrorCode::NotFound
+            | ErrorCode::Denied
+            | ErrorCode::Exists
+            | ErrorCode::Same
+            | ErrorCode::TooLarge
+            | ErrorCode::Quota => Kind::Refused,
             ErrorCode::Checksum | ErrorCode::Mac => Kind::Verification,
             ErrorCode::Io => Kind::Io,
         }
     }
 }
 
-/// An error tagged with its [`Kind`]; displays exactly as the error it wraps.
+/// An error tagged with its [`Kind`], and with the wire code the peer is told when
+/// it ends a session; displays exactly as the error it wraps.
 #[derive(Debug)]
 struct Tagged {
     kind: Kind,
+    code: Option<ErrorCode>,
     inner: anyhow::Error,
 }
 
@@ -83,8 +98,44 @@ pub fn fail(kind: Kind, message: impl fmt::Display) -> anyhow::Error {
 pub fn tag(kind: Kind, err: impl Into<anyhow::Error>) -> anyhow::Error {
     anyhow::Error::new(Tagged {
         kind,
+        code: None,
         inner: err.into(),
     })
+}
+
+/// A failure the peer is told about with `code` (its kind follows from the code).
+pub fn refused(code: ErrorCode, message: impl fmt::Display) -> anyhow::Error {
+    anyhow::Error::new(Tagged {
+        kind: Kind::of_code(code),
+        code: Some(code),
+        inner: anyhow::anyhow!("{message}"),
+    })
+}
+
+/// The code a session-level error frame carries for `err`: the one it was refused
+/// with, else what its kind means on the wire. `None`: tell the peer nothing (the
+/// connection is gone, or the peer failed to authenticate).
+pub fn wire_code(err: &anyhow::Error) -> Option<ErrorCode> {
+    if said_by_peer(err) {
+        return None;
+    }
+    let mut layer: Option<&(dyn std::error::Error + 'static)> = Some(err.as_ref());
+    while let Some(current) = layer {
+        if let Some(tagged) = current.downcast_ref::<Tagged>() {
+            if let Some(code) = wire_code(&tagged.inner) {
+                return Some(code);
+            }
+            return tagged.code.or(match tagged.kind {
+                Kind::Protocol => Some(ErrorCode::Protocol),
+                Kind::Io => Some(ErrorCode::Io),
+                Kind::Verification => Some(ErrorCode::Mac),
+                Kind::Refused => Some(ErrorCode::TooLarge),
+                _ => None,
+            });
+        }
+        layer = current.source();
+    }
+    None
 }
 
 /// Tags the error of a `Result` with a kind.
@@ -115,6 +166,47 @@ pub fn kind_of(err: &anyhow::Error) -> Option<Kind> {
         layer = current.source();
     }
     found
+}
+
+/// A failure the peer reported in an error frame: nothing to tell it back.
+#[derive(Debug)]
+struct PeerSaid(String);
+
+impl fmt::Display for PeerSaid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for PeerSaid {}
+
+/// Whether `err` is (or wraps) what the peer reported.
+fn said_by_peer(err: &anyhow::Error) -> bool {
+    let mut layer: Option<&(dyn std::error::Error + 'static)> = Some(err.as_ref());
+    while let Some(current) = layer {
+        if current.downcast_ref::<PeerSaid>().is_some() {
+            return true;
+        }
+        if let Some(tagged) = current.downcast_ref::<Tagged>() {
+            return said_by_peer(&tagged.inner);
+        }
+        layer = current.source();
+    }
+    false
+}
+
+/// The error a peer's session-level `error` frame reports, its text escaped.
+pub fn peer_error(code: ErrorCode, message: &str) -> anyhow::Error {
+    let said = escape(message);
+    let text = match code {
+        ErrorCode::Busy => format!("the peer is busy ({said}); try again later"),
+        ErrorCode::Auth => {
+            "authentication failed: the peer refused our key (wrong key on one side?)".into()
+        }
+        ErrorCode::Timeout => format!("the peer gave up waiting for us ({said})"),
+        _ => format!("the peer reported {code}: {said}"),
+    };
+    tag(Kind::of_code(code), anyhow::Error::new(PeerSaid(text)))
 }
 
 /// The exit code for an error: its kind's code, or 1 for anything untagged.

@@ -5,13 +5,15 @@
 
 use std::io::Cursor;
 
-use crate::conn::{Connection, FrameReader, FrameWriter};
-use crate::escape::is_unprintable;
-use crate::frame;
-use crate::handshake::SessionKey;
-use crate::recv::{self, Destination, RecvOptions};
-use crate::report::{Json, Reporter, Style};
-use crate::sink::{self, TargetDir};
+use crate::fs::path::check_path;
+use crate::fs::sink::TargetDir;
+use crate::proto::message::{self as frame, Role};
+use crate::proto::negotiated::{Features, Negotiated};
+use crate::proto::wire::{Closer, Connection, FrameReader};
+use crate::transfer::Tally;
+use crate::transfer::recv::{self, Claims, Destination, Settings};
+use crate::ui::escape::is_unprintable;
+use crate::ui::report::{Json, Reporter, Style};
 
 /// Reading frames from arbitrary bytes returns messages or errors, never panics,
 /// and never allocates past the cap (a 4 GiB length would abort the process).
@@ -24,15 +26,8 @@ pub fn read_frames(data: &[u8]) {
         }
     }
     let mut reader = FrameReader::new(Cursor::new(data));
-    while let Ok(len) = reader.read_data_len() {
-        if len == 0 {
-            break;
-        }
-        let mut buffer = vec![0; len.min(1 << 16)];
-        if reader.read_data_some(&mut buffer).is_err() {
-            break;
-        }
-    }
+    let mut buffer = crate::proto::wire::data_buffer();
+    while let Ok(crate::proto::wire::Data::Bytes(_)) = reader.read_data(&mut buffer) {}
 }
 
 /// A payload that decodes re-encodes to something that decodes to the same message.
@@ -50,7 +45,7 @@ pub fn path_policy(data: &[u8]) {
     let Ok(path) = std::str::from_utf8(data) else {
         return;
     };
-    let Ok(components) = sink::check_path(path) else {
+    let Ok(components) = check_path(path) else {
         return;
     };
     assert!(!path.is_empty() && path.len() <= 4096, "{path:?}");
@@ -76,11 +71,16 @@ pub fn receiver_session(data: &[u8]) {
     let target_path = parent.join("target");
     std::fs::create_dir(&target_path).expect("a fresh directory");
     let target = TargetDir::open(&target_path).expect("it was just made");
-    let conn = Connection {
-        reader: FrameReader::new(Cursor::new(data)),
-        writer: FrameWriter::new(Vec::new()),
-    };
-    let options = RecvOptions {
+    let negotiated = Negotiated::for_tests(Role::Receiver, Features::NONE, [7; 32]);
+    let mut conn = Connection::new(
+        Cursor::new(data),
+        Vec::new(),
+        negotiated.clone(),
+        None,
+        Closer::none(),
+    )
+    .expect("no compression, nothing to fail");
+    let settings = Settings {
         overwrite: false,
         resume: true,
     };
@@ -89,13 +89,13 @@ pub fn receiver_session(data: &[u8]) {
         json: Json::Off,
         serving: false,
     };
+    let mut tally = Tally::new(Reporter::new(style), &negotiated);
     let _ = recv::session(
-        conn,
-        &SessionKey::from_raw([7; 32]),
+        &mut conn,
         &Destination::Dir(target),
-        &recv::Claims::default(),
-        options,
-        Reporter::new(style),
+        &Claims::default(),
+        settings,
+        &mut tally,
     );
     let beside: Vec<_> = std::fs::read_dir(&parent).expect("readable").collect();
     assert_eq!(beside.len(), 1, "something was written beside the target");

@@ -1,20 +1,22 @@
 //! The pre-shared key: where it comes from (`--key-file` or `XFER_KEY`, never the
 //! command line, which other users can read), how a new one is made, and the
-//! warnings a weak or exposed key deserves.
+//! warnings a weak or exposed key deserves. A key remembers where it came from, so
+//! that a failed handshake can say which key was tried (never the key itself).
 
 use std::ffi::OsString;
-use std::fs::OpenOptions;
-use std::io::{ErrorKind, Write};
+use std::fs::{File, OpenOptions};
+use std::io::{ErrorKind, Read, Write};
 use std::os::unix::ffi::OsStringExt;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 use rand::TryRngCore;
 use rand::rngs::OsRng;
 
-use crate::frame::{self, Role};
-use crate::report;
+use crate::proto::message::{Role, hex};
+use crate::ui::escape::escape_path;
+use crate::ui::report;
 
 /// Environment variable that may hold the key.
 pub const KEY_ENV: &str = "XFER_KEY";
@@ -22,17 +24,42 @@ pub const KEY_ENV: &str = "XFER_KEY";
 const GENERATED_KEY_BYTES: usize = 32;
 /// Keys shorter than this, in bytes, get a warning.
 const SHORT_KEY: usize = 16;
+/// Largest key file accepted, in bytes: a key is a line, not a document.
+const MAX_KEY_FILE: u64 = 64 << 10;
 
-/// The raw bytes of the key, exactly as the user gave it.
+/// The raw bytes of the key, exactly as the user gave it, and where it came from.
 #[derive(Clone)]
-pub struct Key(Vec<u8>);
+pub struct Key {
+    bytes: Vec<u8>,
+    origin: String,
+}
+
+impl std::fmt::Debug for Key {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Key(from {})", self.origin) // never print key material
+    }
+}
 
 impl Key {
     pub fn bytes(&self) -> &[u8] {
-        &self.0
+        &self.bytes
     }
 
-    fn checked(bytes: Vec<u8>, origin: &str) -> Result<Key> {
+    /// Where the key came from, for messages: `key file PATH` or `$XFER_KEY`.
+    pub fn origin(&self) -> &str {
+        &self.origin
+    }
+
+    /// A key from bytes already in hand (derived from a password, read from a
+    /// users file), described by `origin`.
+    pub fn from_bytes(bytes: Vec<u8>, origin: impl Into<String>) -> Key {
+        Key {
+            bytes,
+            origin: origin.into(),
+        }
+    }
+
+    fn checked(bytes: Vec<u8>, origin: String) -> Result<Key> {
         if bytes.is_empty() {
             bail!("the key from {origin} is empty");
         }
@@ -43,42 +70,110 @@ impl Key {
                 bytes.len()
             ));
         }
-        Ok(Key(bytes))
+        Ok(Key { bytes, origin })
+    }
+}
+
+/// Reads a key file: a regular file of sensible size, with one trailing `\n` or
+/// `\r\n` removed (`PROTOCOL.md` section 4). A FIFO or device is refused rather than
+/// read, since reading one can block forever.
+pub fn read_key_file(path: &Path) -> Result<Vec<u8>> {
+    let shown = escape_path(path);
+    let meta = std::fs::metadata(path).with_context(|| format!("cannot read key file {shown}"))?;
+    let kind = meta.file_type();
+    if !kind.is_file() {
+        let what = if kind.is_dir() {
+            "a directory"
+        } else if kind.is_fifo() {
+            "a named pipe"
+        } else if kind.is_char_device() || kind.is_block_device() {
+            "a device"
+        } else {
+            "not a regular file"
+        };
+        bail!("key file {shown} is {what}; a key file must be a regular file");
+    }
+    if meta.len() > MAX_KEY_FILE {
+        bail!(
+            "key file {shown} is {} bytes; a key file holds one key (at most {MAX_KEY_FILE} bytes)",
+            meta.len()
+        );
+    }
+    // Non-blocking, in case the name was swapped for a FIFO since the check above.
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)
+        .open(path)
+        .with_context(|| format!("cannot read key file {shown}"))?;
+    if !file.metadata()?.is_file() {
+        bail!("key file {shown} is not a regular file");
+    }
+    let mut bytes = Vec::new();
+    file.take(MAX_KEY_FILE + 1)
+        .read_to_end(&mut bytes)
+        .with_context(|| format!("cannot read key file {shown}"))?;
+    strip_line_end(&mut bytes);
+    Ok(bytes)
+}
+
+/// Removes one trailing `\n` or `\r\n`.
+pub fn strip_line_end(bytes: &mut Vec<u8>) {
+    if bytes.last() == Some(&b'\n') {
+        bytes.pop();
+        if bytes.last() == Some(&b'\r') {
+            bytes.pop();
+        }
+    }
+}
+
+/// Warns when a key file can be read by group or others.
+fn warn_if_exposed(path: &Path, file: &File) {
+    if let Ok(meta) = file.metadata()
+        && meta.permissions().mode() & 0o077 != 0
+    {
+        report::warn(&format!(
+            "key file {} is readable by other users; `chmod 600` it",
+            escape_path(path)
+        ));
     }
 }
 
 /// The key from `key_file` if given, else from `$XFER_KEY`; `None` if neither.
 pub fn load(key_file: Option<&Path>) -> Result<Option<Key>> {
     if let Some(path) = key_file {
-        let mut bytes = std::fs::read(path)
-            .with_context(|| format!("cannot read key file {}", path.display()))?;
-        // A key file's content with one trailing newline removed (PROTOCOL.md section 4).
-        if bytes.last() == Some(&b'\n') {
-            bytes.pop();
+        let bytes = read_key_file(path)?;
+        if let Ok(file) = File::open(path) {
+            warn_if_exposed(path, &file);
         }
-        if let Ok(meta) = std::fs::metadata(path)
-            && meta.permissions().mode() & 0o077 != 0
-        {
-            report::warn(&format!(
-                "key file {} is readable by other users; `chmod 600` it",
-                path.display()
-            ));
-        }
-        return Key::checked(bytes, &format!("{}", path.display())).map(Some);
+        return Key::checked(bytes, format!("key file {}", escape_path(path))).map(Some);
     }
     match std::env::var_os(KEY_ENV) {
-        Some(value) => Key::checked(OsString::into_vec(value), &format!("${KEY_ENV}")).map(Some),
+        Some(value) => Key::checked(OsString::into_vec(value), format!("${KEY_ENV}")).map(Some),
         None => Ok(None),
     }
 }
 
+/// The key a connecting side must have; a clear error if none was given.
+pub fn require(key_file: Option<&Path>) -> Result<Key> {
+    load(key_file)?.ok_or_else(|| {
+        anyhow::anyhow!(
+            "no key: pass --key-file PATH or set ${KEY_ENV} (a listener started without a key prints one)"
+        )
+    })
+}
+
 /// A new random key, printable: 256 bits as 64 lowercase hex digits.
 pub fn generate() -> Result<String> {
-    let mut bytes = [0; GENERATED_KEY_BYTES];
+    Ok(hex(&random_bytes::<GENERATED_KEY_BYTES>()?))
+}
+
+/// `N` bytes from the operating system's CSPRNG.
+pub fn random_bytes<const N: usize>() -> Result<[u8; N]> {
+    let mut bytes = [0; N];
     OsRng
         .try_fill_bytes(&mut bytes)
         .map_err(|err| anyhow::anyhow!("the operating system's random generator failed: {err}"))?;
-    Ok(frame::hex(&bytes))
+    Ok(bytes)
 }
 
 /// Makes a key for a listener started without one and prints it, with the command
@@ -91,15 +186,22 @@ pub fn generate_for_listener(local: std::net::SocketAddr, role: Role) -> Result<
         .into_owned();
     let port = local.port();
     let peer_command = match role {
-        Role::Receiver => format!("xfer send FILE... {host}:{port}"),
-        Role::Sender => format!("xfer recv {host}:{port}"),
+        Role::Receiver | Role::Server => format!("xfer send FILE... {host}:{port}"),
+        Role::Sender | Role::Client => format!("xfer recv {host}:{port}"),
+    };
+    let what = match role {
+        Role::Server => "server",
+        Role::Receiver => "receiver",
+        _ => "sender",
     };
     report::line(&format!(
-        "xfer: no key given (--key-file or ${KEY_ENV}); generated one for this {}:\n\n    \
+        "xfer: no key given (--key-file or ${KEY_ENV}); generated one for this {what}:\n\n    \
          {KEY_ENV}={generated}\n\nOn the other machine, run:\n\n    {KEY_ENV}={generated} {peer_command}\n",
-        role.as_str()
     ));
-    Ok(Key(generated.into_bytes()))
+    Ok(Key {
+        bytes: generated.into_bytes(),
+        origin: "the key generated at start-up".into(),
+    })
 }
 
 /// Writes a new key to `path` (mode 0600); refuses to replace an existing file,
@@ -112,13 +214,13 @@ pub fn write_new(path: &Path, key: &str) -> Result<()> {
         .open(path)
         .map_err(|err| match err.kind() {
             ErrorKind::AlreadyExists => {
-                anyhow::anyhow!("{} already exists; not replacing a key", path.display())
+                anyhow::anyhow!("{} already exists; not replacing a key", escape_path(path))
             }
-            _ => anyhow::Error::new(err).context(format!("cannot create {}", path.display())),
+            _ => anyhow::Error::new(err).context(format!("cannot create {}", escape_path(path))),
         })?;
     writeln!(file, "{key}")
         .and_then(|()| file.sync_all())
-        .with_context(|| format!("cannot write {}", path.display()))
+        .with_context(|| format!("cannot write {}", escape_path(path)))
 }
 
 #[cfg(test)]
@@ -135,12 +237,47 @@ mod tests {
     }
 
     #[test]
-    fn key_file_loses_exactly_one_trailing_newline() {
+    fn key_file_loses_exactly_one_line_end_lf_or_crlf() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("key");
-        std::fs::write(&path, "secret secret secret\n\n").unwrap();
-        let key = load(Some(&path)).unwrap().unwrap();
-        assert_eq!(key.bytes(), b"secret secret secret\n");
+        for (content, key) in [
+            (
+                &b"secret secret secret\n\n"[..],
+                &b"secret secret secret\n"[..],
+            ),
+            (b"secret secret secret\r\n", b"secret secret secret"),
+            (b"secret secret secret\n", b"secret secret secret"),
+            (b"secret secret secret", b"secret secret secret"),
+            (b"secret secret secret\r\n\r\n", b"secret secret secret\r\n"),
+        ] {
+            std::fs::write(&path, content).unwrap();
+            let loaded = load(Some(&path)).unwrap().unwrap();
+            assert_eq!(loaded.bytes(), key, "{content:?}");
+            assert!(loaded.origin().contains("key file"));
+        }
+    }
+
+    #[test]
+    fn key_files_that_are_not_regular_files_are_refused_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo");
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            &fifo,
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o600),
+            0,
+        )
+        .unwrap();
+        let err = load(Some(&fifo)).unwrap_err();
+        assert!(format!("{err:#}").contains("named pipe"), "{err:#}");
+        let err = load(Some(dir.path())).unwrap_err();
+        assert!(format!("{err:#}").contains("directory"), "{err:#}");
+        let err = load(Some(Path::new("/dev/zero"))).unwrap_err();
+        assert!(format!("{err:#}").contains("device"), "{err:#}");
+        let big = dir.path().join("big");
+        std::fs::write(&big, vec![b'k'; 100_000]).unwrap();
+        assert!(load(Some(&big)).is_err());
     }
 
     #[test]

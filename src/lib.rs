@@ -1,64 +1,25 @@
-//! xfer moves files between two machines over TCP, authenticated with a shared key
-//! and verified end to end. The wire protocol is `PROTOCOL.md`.
+//! xfer moves files between machines over TCP: encrypted, authenticated with a
+//! shared key, and verified end to end. The wire protocol is `PROTOCOL.md`; the
+//! project's own account of it is `docs/PROTOCOL.md`.
 //!
-//! Data flows one way: `cli` -> `send` | `recv` -> `handshake` -> `conn` -> `frame`,
-//! with `net` for sockets and listening, the filesystem (`source`, `sink`) and the
-//! terminal (`progress`, `report`) at the edges, reached only from `send` and `recv`.
-//! Small helpers: `error` (exit codes), `escape` (printing untrusted text), `key`,
-//! `pool` (reusable buffers between threads), `hashing` (MD5 of a prefix).
-//! `fuzzing` holds the fuzz targets' properties and is not an interface.
+//! Data flows one way: [`cli`] (arguments into plain options) -> [`commands`] (one
+//! per subcommand) -> [`transfer`] (the send and receive sessions) -> [`proto`]
+//! (negotiated connection, frames, sealing, handshake) -> the socket ([`net`]). The
+//! filesystem ([`fs`]) and the terminal ([`ui`]) sit at the edges, reached from
+//! `commands` and `transfer`. Small helpers: [`error`] (exit codes), [`key`] and
+//! [`password`] (where keys come from), [`pool`] (reusable buffers between threads).
+//! [`fuzzing`] holds the fuzz targets' properties and is not an interface.
 
 pub mod cli;
-pub mod conn;
+pub mod commands;
 pub mod error;
-pub mod escape;
-pub mod frame;
+pub mod fs;
 #[doc(hidden)]
 pub mod fuzzing;
-pub mod handshake;
-pub mod hashing;
 pub mod key;
 pub mod net;
+pub mod password;
 pub mod pool;
-pub mod progress;
-pub mod recv;
-pub mod report;
-pub mod send;
-pub mod sink;
-pub mod source;
-
-use std::io::Write;
-
-use anyhow::Result;
-use clap::CommandFactory;
-
-use cli::{Cli, Command};
-
-/// Runs the command the user asked for.
-pub fn run(cli: Cli) -> Result<()> {
-    match cli.command {
-        Command::Send(args) => send::run(&args),
-        Command::Recv(args) => recv::run(&args),
-        Command::Completions(args) => {
-            let mut stdout = std::io::stdout().lock();
-            clap_complete::generate(args.shell, &mut Cli::command(), "xfer", &mut stdout);
-            Ok(stdout.flush()?)
-        }
-        Command::Man => {
-            let mut stdout = std::io::stdout().lock();
-            clap_mangen::Man::new(Cli::command()).render(&mut stdout)?;
-            Ok(stdout.flush()?)
-        }
-        Command::Keygen(args) => {
-            let new_key = key::generate()?;
-            match args.path {
-                Some(path) => key::write_new(&path, &new_key),
-                None => {
-                    let mut stdout = std::io::stdout().lock();
-                    writeln!(stdout, "{new_key}")?;
-                    Ok(stdout.flush()?)
-                }
-            }
-        }
-    }
-}
+pub mod proto;
+pub mod transfer;
+pub mod ui;

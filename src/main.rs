@@ -4,11 +4,12 @@
 use std::process::ExitCode;
 
 use xfer::cli::Cli;
-use xfer::{error, report};
+use xfer::ui::report;
+use xfer::{commands, error};
 
 fn main() -> ExitCode {
-    let cli = Cli::parse_checked();
-    match xfer::run(cli) {
+    let invocation = Cli::parse_checked();
+    match commands::run(invocation) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             report::line(&format!("xfer: {err:#}"));

@@ -19,8 +19,13 @@ pub struct Giver(Sender<Vec<u8>>);
 impl Pool {
     /// `count` buffers of `size` bytes each.
     pub fn new(count: usize, size: usize) -> (Pool, Giver) {
+        Pool::with(count, || vec![0; size])
+    }
+
+    /// `count` buffers, each made by `make`.
+    pub fn with(count: usize, make: impl Fn() -> Vec<u8>) -> (Pool, Giver) {
         let (back, free) = mpsc::channel();
-        let stash = (0..count).map(|_| vec![0; size]).collect();
+        let stash = (0..count).map(|_| make()).collect();
         (Pool { free, stash }, Giver(back))
     }
 

@@ -4,6 +4,7 @@
 
 #![allow(dead_code)] // each test binary uses a different part of this
 
+pub mod peer;
 pub mod relay;
 
 use std::io::{BufRead, BufReader, Read, Write};

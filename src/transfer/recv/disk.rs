@@ -10,23 +10,26 @@
 
 use std::cell::RefCell;
 use std::io::Write;
+use std::ops::Range;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 
-use super::Shared;
 use super::plan::{Claim, Planned};
-use crate::conn::FrameWriter;
+use super::{Destination, Shared};
 use crate::error::{Classify, Kind};
-use crate::escape::escape;
-use crate::frame::{self, EntryKind, Message};
-use crate::handshake::FileFacts;
+use crate::fs::Refusal;
+use crate::fs::path::check_path;
+use crate::fs::sink::{PartFile, Resolver, Resume, StdoutSink, TargetDir};
 use crate::pool::Giver;
-use crate::report::{self, Failed, Reporter, Verified};
-use crate::sink::{PartFile, Refusal, Resolver, Resume, StdoutSink, TargetDir};
-
-use super::Destination;
+use crate::proto::hash::Digest;
+use crate::proto::message::{ErrorCode, Message};
+use crate::proto::negotiated::FileFacts;
+use crate::proto::wire::FrameWriter;
+use crate::transfer::Tally;
+use crate::ui::escape::escape;
+use crate::ui::report::{self, FileOutcome};
 
 /// Files made durable together, at most. Measured with 10 000 files of 4 KiB:
 /// each group costs two filesystem flushes (about 3 ms here), and 256 per group
@@ -41,26 +44,31 @@ const GROUP_WAIT: Duration = Duration::from_millis(100);
 pub enum Job {
     /// Entry `index`'s data starts at byte `offset`: open where it goes.
     Open { index: usize, offset: u64 },
-    /// The next bytes of the open entry; the buffer goes back to the pool after.
-    Write { buffer: Vec<u8>, len: usize },
-    /// The open entry is complete and was checked: keep it, or drop it and say why.
+    /// The next bytes of the open entry, at `range` of `buffer`; the buffer goes
+    /// back to the pool after.
+    Write {
+        buffer: Vec<u8>,
+        range: Range<usize>,
+    },
+    /// The open entry is complete and was checked: keep it, or say why not.
     Close {
         index: usize,
         verdict: Result<Arrived, Refusal>,
     },
-    /// The sender gave up an entry before its data: report it (it gets no ack).
-    GaveUp(Failed),
+    /// The sender gave up an entry before its data: report it (it gets no answer).
+    GaveUp(FileOutcome),
 }
 
 /// A complete file that verified.
 #[derive(Debug, Clone, Copy)]
 pub struct Arrived {
     pub size: u64,
-    pub md5: [u8; 16],
+    pub digest: Digest,
+    pub resumed_at: Option<u64>,
 }
 
 /// A verified file waiting for its group to be made durable.
-struct Pending {
+struct Waiting {
     index: usize,
     part: PartFile,
     arrived: Arrived,
@@ -74,31 +82,29 @@ pub fn run<W: Write>(
     writer: &mut FrameWriter<W>,
     planned: &[Planned],
     claims: Vec<Option<Claim<'_>>>,
-    context: &Shared<'_>,
-    reporter: &Reporter,
+    shared: &Shared<'_>,
+    tally: &Tally,
 ) -> Result<()> {
-    let acks = Acks {
+    let answers = Answers {
         planned,
         claims: RefCell::new(claims),
-        context,
-        reporter,
+        shared,
+        tally,
     };
-    let mut resolver = match context.destination {
+    let mut resolver = match shared.destination {
         Destination::Dir(target) => Some(target.resolver()),
         Destination::Stdout => None,
     };
     let mut open: Option<Landing> = None;
-    let mut group: Vec<Pending> = Vec::new();
-    // Bytes in `group`; a commit empties both.
-    let mut group_bytes = 0;
+    let mut group = Group::default();
     loop {
         let job = match jobs.recv_timeout(GROUP_WAIT) {
             Ok(job) => job,
             Err(RecvTimeoutError::Timeout) => {
-                acks.commit(&mut group, writer)?;
+                answers.commit(&mut group, writer)?;
                 continue;
             }
-            Err(RecvTimeoutError::Disconnected) => return acks.commit(&mut group, writer),
+            Err(RecvTimeoutError::Disconnected) => return answers.commit(&mut group, writer),
         };
         match job {
             Job::Open { index, offset } => {
@@ -106,99 +112,122 @@ pub fn run<W: Write>(
                     &planned[index],
                     offset,
                     resolver.as_mut(),
-                    context,
+                    shared,
                 )?);
             }
-            Job::Write { buffer, len } => {
+            Job::Write { buffer, range } => {
                 if let Some(landing) = &mut open {
-                    landing.write(&buffer[..len])?;
+                    landing.write(&buffer[range])?;
                 }
                 giver.give(buffer);
             }
-            Job::GaveUp(failed) => reporter.failed(failed),
+            Job::GaveUp(failed) => tally.record(failed),
             Job::Close { index, verdict } => {
                 let landing = open
                     .take()
                     .expect("the socket thread opens before it closes");
-                match (verdict, landing) {
-                    (Err(refusal), landing) => {
-                        landing.discard();
-                        acks.send(writer, index, Err(refusal))?;
-                        writer.flush()?;
-                    }
-                    (Ok(_), Landing::Part(Err(refusal))) => {
-                        acks.send(writer, index, Err(refusal))?;
-                        writer.flush()?;
-                    }
-                    (Ok(arrived), Landing::Stdout(_)) => {
-                        acks.send(writer, index, Ok(arrived))?;
-                        writer.flush()?;
-                    }
-                    (Ok(arrived), Landing::Part(Ok(mut part))) => {
-                        let mtime = planned[index].entry.mtime;
-                        if arrived.size >= GROUP_BYTES {
-                            // Alone: fsync of the file itself, no group to wait for.
-                            let result = part.commit(mtime, context.options.overwrite);
-                            acks.send(writer, index, result.map(|()| arrived))?;
-                            writer.flush()?;
-                            continue;
-                        }
-                        if let Err(refusal) = part.seal(mtime) {
-                            acks.send(writer, index, Err(refusal))?;
-                            writer.flush()?;
-                            continue;
-                        }
-                        group.push(Pending {
-                            index,
-                            part,
-                            arrived,
-                        });
-                        group_bytes += arrived.size;
-                        if group.len() >= GROUP_FILES || group_bytes >= GROUP_BYTES {
-                            acks.commit(&mut group, writer)?;
-                            group_bytes = 0;
-                        }
-                    }
-                }
+                answers.close(index, verdict, landing, &mut group, writer)?;
             }
         }
     }
 }
 
-/// What acknowledging needs besides the writer.
-struct Acks<'a, 'c> {
-    planned: &'a [Planned<'c>],
-    /// Each entry's claim on its path, released just before its acknowledgement.
-    claims: RefCell<Vec<Option<Claim<'c>>>>,
-    context: &'a Shared<'a>,
-    reporter: &'a Reporter,
+/// Verified files waiting to be made durable together, and their bytes.
+#[derive(Default)]
+struct Group {
+    files: Vec<Waiting>,
+    bytes: u64,
 }
 
-impl Acks<'_, '_> {
-    /// Makes a group durable under its final names, then acknowledges each file.
-    fn commit<W: Write>(
+/// Answering entries: what that needs besides the writer.
+struct Answers<'a, 'c> {
+    planned: &'a [Planned<'c>],
+    /// Each entry's claim on its path, released just before its answer.
+    claims: RefCell<Vec<Option<Claim<'c>>>>,
+    shared: &'a Shared<'a>,
+    tally: &'a Tally,
+}
+
+impl Answers<'_, '_> {
+    /// Handles a closed entry: answers a failure or a stream at once, commits a
+    /// large file alone, and puts a small one in the group.
+    fn close<W: Write>(
         &self,
-        group: &mut Vec<Pending>,
+        index: usize,
+        verdict: Result<Arrived, Refusal>,
+        landing: Landing,
+        group: &mut Group,
         writer: &mut FrameWriter<W>,
     ) -> Result<()> {
-        if group.is_empty() {
+        let entry = &self.planned[index].entry;
+        let (arrived, mut part) = match (verdict, landing) {
+            (Err(refusal), landing) => {
+                // What failed verification is removed; what the sender gave up on
+                // is kept for a later session to resume.
+                if matches!(refusal.code, ErrorCode::Checksum | ErrorCode::Mac) {
+                    landing.discard();
+                }
+                return self.answer_now(writer, index, Err(refusal));
+            }
+            (Ok(_), Landing::Part(Err(refusal))) => {
+                return self.answer_now(writer, index, Err(refusal));
+            }
+            (Ok(arrived), Landing::Stdout(_)) => {
+                return self.answer_now(writer, index, Ok(arrived));
+            }
+            (Ok(arrived), Landing::Part(Ok(part))) => (arrived, part),
+        };
+        if arrived.size >= GROUP_BYTES {
+            // Alone: fsync of the file itself, no group to wait for.
+            let result = part.commit(entry.mode, entry.mtime, self.shared.settings.overwrite);
+            return self.answer_now(writer, index, result.map(|()| arrived));
+        }
+        if let Err(refusal) = part.seal(entry.mode, entry.mtime) {
+            return self.answer_now(writer, index, Err(refusal));
+        }
+        group.files.push(Waiting {
+            index,
+            part,
+            arrived,
+        });
+        group.bytes += arrived.size;
+        if group.files.len() >= GROUP_FILES || group.bytes >= GROUP_BYTES {
+            self.commit(group, writer)?;
+        }
+        Ok(())
+    }
+
+    /// Makes a group durable under its final names, then answers each file.
+    fn commit<W: Write>(&self, group: &mut Group, writer: &mut FrameWriter<W>) -> Result<()> {
+        if group.files.is_empty() {
             return Ok(());
         }
-        let Destination::Dir(target) = self.context.destination else {
+        let Destination::Dir(target) = self.shared.destination else {
             unreachable!("only part files wait in groups");
         };
-        let (done, parts): (Vec<_>, Vec<_>) = std::mem::take(group)
+        let (done, parts): (Vec<_>, Vec<_>) = std::mem::take(&mut group.files)
             .into_iter()
-            .map(|p| ((p.index, p.arrived), p.part))
+            .map(|waiting| ((waiting.index, waiting.arrived), waiting.part))
             .unzip();
-        let results = target.commit_all(parts, self.context.options.overwrite);
+        group.bytes = 0;
+        let results = target.commit_all(parts, self.shared.settings.overwrite);
         for ((index, arrived), result) in done.into_iter().zip(results) {
             self.send(writer, index, result.map(|()| arrived))?;
         }
         writer.flush()
     }
 
-    /// Sends entry `index`'s `ok` (with its MAC) or `error`, and reports it.
+    fn answer_now<W: Write>(
+        &self,
+        writer: &mut FrameWriter<W>,
+        index: usize,
+        outcome: Result<Arrived, Refusal>,
+    ) -> Result<()> {
+        self.send(writer, index, outcome)?;
+        writer.flush()
+    }
+
+    /// Sends entry `index`'s `ok` (with its MAC) or `error`, and tallies it.
     fn send<W: Write>(
         &self,
         writer: &mut FrameWriter<W>,
@@ -209,40 +238,39 @@ impl Acks<'_, '_> {
         // The file is final (or gone) now: another session may take its path, and
         // whoever sees this acknowledgement finds it there.
         self.claims.borrow_mut()[index] = None;
-        let index = index as u64;
+        let transfer = self.shared.transfer;
         let reply = match outcome {
-            Ok(Arrived { size, md5 }) => {
+            Ok(arrived) => {
                 let facts = FileFacts {
-                    index,
-                    size,
-                    md5: &md5,
+                    index: index as u64,
+                    size: arrived.size,
+                    hash: &arrived.digest,
                     path,
                 };
-                self.reporter.verified(Verified {
+                let mac = transfer.ok_mac(facts);
+                self.tally.record(FileOutcome::Verified {
                     path: path.clone(),
-                    size,
-                    md5: frame::hex(&md5),
+                    size: arrived.size,
+                    digest: arrived.digest,
+                    hash: transfer.hash,
+                    resumed_at: arrived.resumed_at,
                 });
                 Message::Ok {
-                    index,
-                    mac: self.context.session_key.ok_mac(facts),
+                    index: index as u64,
+                    mac,
                 }
             }
             Err(mut refusal) => {
-                if matches!(self.context.destination, Destination::Stdout) {
+                if matches!(self.shared.destination, Destination::Stdout) {
                     refusal.message.push_str(
                         "; the bytes already written to standard output are NOT verified: discard them",
                     );
                 }
-                self.reporter.failed(Failed {
-                    path: path.clone(),
-                    code: refusal.code,
-                    why: refusal.to_string(),
-                });
+                self.tally.failed(path, refusal.code, refusal.to_string());
                 Message::Error {
                     code: refusal.code,
                     message: refusal.message,
-                    index: Some(index),
+                    index: Some(index as u64),
                 }
             }
         };
@@ -255,21 +283,17 @@ fn open_landing(
     item: &Planned,
     offset: u64,
     resolver: Option<&mut Resolver<'_>>,
-    context: &Shared<'_>,
+    shared: &Shared<'_>,
 ) -> Result<Landing> {
     Ok(match resolver {
         Some(resolver) => {
-            let components: Vec<&str> = item.components.iter().map(String::as_str).collect();
+            let path = &item.entry.path;
+            let components = check_path(path).expect("planned paths passed the policy");
             let resume = match item.entry.size {
-                Some(size) if context.options.resume => Some(Resume { size, offset }),
+                Some(size) if shared.settings.resume => Some(Resume { size, offset }),
                 _ => None,
             };
-            Landing::Part(resolver.create_part(
-                &item.entry.path,
-                &components,
-                item.entry.mode,
-                resume,
-            ))
+            Landing::Part(resolver.create_part(path, &components, resume))
         }
         None => Landing::Stdout(
             StdoutSink::open()
@@ -321,12 +345,11 @@ impl Landing {
 /// read-only mode would have stopped the writing. Deepest first.
 pub fn finish_dirs(planned: &[Planned], target: &TargetDir) {
     let mut resolver = target.resolver();
-    let dirs = planned
-        .iter()
-        .rev()
-        .filter(|p| p.entry.kind == EntryKind::Dir && !p.components.is_empty());
+    let dirs = planned.iter().rev().filter(|p| p.accepted_dir);
     for item in dirs {
-        let components: Vec<&str> = item.components.iter().map(String::as_str).collect();
+        let Ok(components) = check_path(&item.entry.path) else {
+            continue; // refused when planned
+        };
         if let Err(refusal) = resolver.finish_dir(
             &item.entry.path,
             &components,

@@ -1,11 +1,12 @@
-//! The path policy of `PROTOCOL.md` section 6: which offered paths a receiver
-//! accepts. The one place untrusted names are checked, before any filesystem call;
-//! what it accepts is a relative path of components that are each safe to use as
-//! one name beneath the target directory.
+//! The path policy of `PROTOCOL.md` section 6: which paths from a peer a receiver
+//! or a server accepts. The one place untrusted names are checked, before any
+//! filesystem call; what it accepts is a relative path of components that are each
+//! safe to use as one name beneath the target directory or a user's home, and none
+//! of which is a name xfer uses for its own temporary files.
 
 use std::fmt;
 
-use crate::escape::is_format;
+use crate::ui::escape::is_format;
 
 /// Longest path accepted, in bytes.
 const MAX_PATH: usize = 4096;
@@ -26,6 +27,8 @@ pub enum PathRefusal {
     DotDot,
     ComponentTooLong,
     WindowsReserved,
+    /// A name of the form xfer gives its own temporary, partial and lock files.
+    Reserved,
 }
 
 impl fmt::Display for PathRefusal {
@@ -45,6 +48,9 @@ impl fmt::Display for PathRefusal {
                 write!(f, "path component longer than {MAX_COMPONENT} bytes")
             }
             PathRefusal::WindowsReserved => f.write_str("name reserved on Windows"),
+            PathRefusal::Reserved => {
+                f.write_str("a name xfer reserves for its own temporary files (.xfer-*.part)")
+            }
         }
     }
 }
@@ -90,10 +96,34 @@ fn check_path_for(path: &str, windows: bool) -> Result<Vec<&str>, PathRefusal> {
             _ if windows && is_windows_reserved(component) => {
                 return Err(PathRefusal::WindowsReserved);
             }
+            _ if is_reserved(component) => return Err(PathRefusal::Reserved),
             _ => {}
         }
     }
     Ok(components)
+}
+
+/// Prefix of every name xfer makes for itself; a leading dot hides them from `ls`.
+pub const RESERVED_PREFIX: &str = ".xfer-";
+
+/// Whether `name` has the form of xfer's own temporary (`.xfer-*.part`) or partial
+/// (`.xfer-*.partial`) files, which no peer may write.
+pub fn is_reserved(name: &str) -> bool {
+    is_reserved_bytes(name.as_bytes())
+}
+
+/// [`is_reserved`] for a name read from a directory, which need not be UTF-8.
+pub fn is_reserved_bytes(name: &[u8]) -> bool {
+    name.starts_with(RESERVED_PREFIX.as_bytes())
+        && (name.ends_with(b".part") || name.ends_with(b".partial"))
+}
+
+/// Checks a path a client gives a server, where `""` means the home itself.
+pub fn check_request_path(path: &str) -> Result<Vec<&str>, PathRefusal> {
+    if path.is_empty() {
+        return Ok(Vec::new());
+    }
+    check_path(path)
 }
 
 /// Names Windows gives a special meaning, with or without an extension, and names
@@ -151,6 +181,9 @@ mod tests {
             ("bom\u{FEFF}", Format('\u{FEFF}')),
             (&long_component, ComponentTooLong),
             (&long_path, TooLong),
+            (".xfer-0123456789abcdef.part", Reserved),
+            ("dir/.xfer-0123.partial", Reserved),
+            (".xfer-a.part/x", Reserved),
         ];
         for (path, why) in table {
             assert_eq!(check_path_for(path, false).as_ref(), Err(why), "{path:?}");
@@ -168,6 +201,9 @@ mod tests {
             "dir/with space/ok",
             "été/日本語.txt",
             "ab:c",
+            ".xfer-notes",
+            ".xfer-x.part.txt",
+            "x.xfer-.part",
             &"a".repeat(255),
         ] {
             assert!(check_path_for(path, false).is_ok(), "{path:?}");

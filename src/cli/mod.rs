@@ -1,0 +1,316 @@
+//! The command line: clap derive types, one args struct per subcommand, the shared
+//! flags flattened in. Doc comments here are the `--help` text. Values are parsed
+//! into types (`Endpoint`, `ListenAddr`, durations, sizes) with their bounds before
+//! any work starts; `options.rs` turns them into the plain option structs the
+//! commands take, so nothing past this module sees clap.
+
+// The doc comments here are --help text, where `[ADDR:]PORT` is literal, not a link.
+#![allow(rustdoc::broken_intra_doc_links)]
+
+mod options;
+pub mod values;
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
+
+pub use self::options::Invocation;
+use crate::net::{Endpoint, ListenAddr};
+
+/// The exit codes, as every `--help` ends.
+const EXIT_CODES: &str = "\
+Exit codes:
+  0  every file was delivered and verified      5  verification failed (checksum or MAC)
+  1  any other error (no key given, ...)        6  refused by the peer (exists, unsafe path, ...)
+  2  usage error                                7  local I/O error (cannot read, disk full)
+  3  network (cannot connect, lost, busy)       8  protocol error (malformed or unexpected frames)
+  4  authentication failed (wrong key)          9  incompatible peer (version, or a required feature)";
+
+const MAIN_EXAMPLES: &str = "\
+Examples:
+  xfer recv --listen 9000 --dir ~/inbox          # receiving machine: prints a key to use
+  XFER_KEY=... xfer send photos/ notes.txt host:9000
+  tar c dir | xfer send - host:9000 --name dir.tar
+  xfer keygen ~/.config/xfer.key                 # a key to keep, for --key-file";
+
+/// Move files between machines over TCP: encrypted, authenticated with a shared key,
+/// and verified end to end (MD5 or BLAKE3 per file, bound to the session by a MAC).
+#[derive(Debug, Parser)]
+#[command(
+    name = "xfer",
+    version,
+    propagate_version = true,
+    max_term_width = 100,
+    after_help = format!("{MAIN_EXAMPLES}\n\n{EXIT_CODES}"),
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Send files to a receiver at HOST:PORT, or to whoever connects (--listen).
+    Send(SendArgs),
+    /// Receive files: listen on a port (or connect to a listening sender) and write
+    /// what arrives into a directory.
+    Recv(RecvArgs),
+    /// Make a new random key (256 bits, as 64 hex digits).
+    Keygen(KeygenArgs),
+    /// Print shell completions (bash, zsh, fish, elvish, powershell) on stdout.
+    Completions(CompletionsArgs),
+    /// Print a man page (roff) on stdout, or write all of them into a directory.
+    Man(ManArgs),
+}
+
+/// Who this side is: the key, and the user it logs in as.
+#[derive(Debug, Args)]
+pub struct AuthArgs {
+    /// Read the shared key from PATH (a regular file; one trailing newline is
+    /// ignored) [default: $XFER_KEY]
+    #[arg(long, value_name = "PATH")]
+    pub key_file: Option<PathBuf>,
+
+    /// Log in as NAME (the user's own key on a server; bound into the handshake
+    /// everywhere)
+    #[arg(long, value_name = "NAME", env = "XFER_USER")]
+    pub user: Option<String>,
+
+    /// Log in with a password instead of a key (asked on the terminal, or
+    /// $XFER_PASSWORD); needs --user
+    #[arg(long, requires = "user")]
+    pub password: bool,
+}
+
+/// What protects and verifies the transfer.
+#[derive(Debug, Args)]
+pub struct SecurityArgs {
+    /// The content hash that verifies each file: md5 (the default) or blake3
+    /// (faster, and collision-resistant); both sides must support it
+    #[arg(long, value_enum, value_name = "HASH", env = "XFER_HASH", default_value_t = HashChoice::Md5)]
+    pub hash: HashChoice,
+
+    /// Refuse a peer that cannot encrypt (by default xfer encrypts whenever the peer
+    /// can, and warns when it cannot)
+    #[arg(long, conflicts_with = "no_encrypt")]
+    pub encrypt: bool,
+
+    /// Send in clear, for a trusted link where every cycle counts (names and data
+    /// are then visible on the wire; they stay authenticated)
+    #[arg(long)]
+    pub no_encrypt: bool,
+}
+
+/// The content hashes `--hash` takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum HashChoice {
+    Md5,
+    Blake3,
+}
+
+/// How to report.
+#[derive(Debug, Args)]
+pub struct OutputArgs {
+    /// Print nothing but errors (no progress bar, no summary; a listener on port 0
+    /// still says where it listens)
+    #[arg(short, long)]
+    pub quiet: bool,
+
+    /// Report as newline-delimited JSON events on stdout (on stderr with `recv --stdout`)
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// How this side meets its peer: connect (the default) or listen.
+#[derive(Debug, Args)]
+pub struct LinkArgs {
+    /// Listen on [ADDR:]PORT for the peer to connect, instead of connecting (PORT alone:
+    /// all interfaces; port 0: any free port, printed as "listening on ADDR:PORT" on stderr)
+    #[arg(long, value_name = "[ADDR:]PORT")]
+    pub listen: Option<ListenAddr>,
+
+    /// With --listen: keep serving peers, concurrently, until SIGINT or SIGTERM,
+    /// instead of exiting after the first session
+    #[arg(long, requires = "listen")]
+    pub serve: bool,
+
+    /// With --listen: authenticated sessions at once; more are refused as busy
+    #[arg(long, value_name = "N", default_value = "16", value_parser = values::count)]
+    pub max_conns: usize,
+
+    /// With --listen: connections still in the handshake from one address; a
+    /// newer one cuts the oldest
+    #[arg(long, value_name = "N", default_value = "8", value_parser = values::count)]
+    pub max_pending_per_address: usize,
+
+    /// When connecting: while nobody listens yet, keep retrying for SECS
+    #[arg(long, value_name = "SECS", default_value = "0", value_parser = values::seconds, conflicts_with = "listen")]
+    pub wait: Duration,
+
+    /// Give up on a peer that sends nothing we wait for, or takes nothing we send,
+    /// for SECS [default: never for reads (TCP keepalive notices a vanished peer
+    /// within about a minute), 120 for writes]
+    #[arg(long, visible_alias = "timeout", value_name = "SECS", value_parser = values::positive_seconds)]
+    pub idle_timeout: Option<Duration>,
+
+    /// The whole handshake must be over within SECS of connecting
+    #[arg(long, value_name = "SECS", default_value = "10", value_parser = values::positive_seconds)]
+    pub handshake_timeout: Duration,
+
+    /// At most RATE bytes per second, averaged (K, M, G count 1024s as in curl;
+    /// KB, MB, GB 1000s; KiB, MiB, GiB 1024s): `--limit-rate 2M`
+    #[arg(long, value_name = "RATE", value_parser = values::rate)]
+    pub limit_rate: Option<u64>,
+}
+
+const SEND_EXAMPLES: &str = "\
+Examples:
+  xfer send report.pdf host:9000                 # to `xfer recv --listen 9000`
+  xfer send photos/ host:9000 --hash blake3      # a tree, verified with BLAKE3
+  tar c dir | xfer send - host:9000 --name dir.tar
+  xfer send logs/ host:9000 --compress           # zstd on the way
+  xfer send big.iso --listen 9000                # the receiver connects: xfer recv HOST:9000
+  xfer send a.txt files.example.org:9000:inbox --user alice   # into a server's inbox/";
+
+#[derive(Debug, Args)]
+#[command(
+    override_usage = "xfer send [OPTIONS] FILE... HOST:PORT[:DIR]\n       xfer send [OPTIONS] FILE... --listen [ADDR:]PORT",
+    after_help = format!("{SEND_EXAMPLES}\n\n{EXIT_CODES}"),
+)]
+pub struct SendArgs {
+    /// The files and directories to send (`-` or a named pipe: a stream), then,
+    /// unless --listen is given, where to: HOST:PORT (IPv6 as [ADDR]:PORT), or
+    /// HOST:PORT:DIR for a directory on a server
+    #[arg(value_name = "FILE... HOST:PORT", required = true, num_args = 1..)]
+    operands: Vec<OsString>,
+
+    /// The name the one operand arrives under (standard input: `stdin` by default)
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+
+    /// Inside directories, send what symbolic links point at instead of skipping them
+    #[arg(long)]
+    pub follow_symlinks: bool,
+
+    /// Compress with zstd on the way (LEVEL 1-19, default 3; the `=` is required);
+    /// what does not compress goes raw
+    #[arg(long, value_name = "LEVEL", num_args = 0..=1, require_equals = true,
+          default_missing_value = "", env = "XFER_COMPRESS", value_parser = values::compress_level)]
+    pub compress: Option<i32>,
+
+    #[command(flatten)]
+    pub link: LinkArgs,
+
+    #[command(flatten)]
+    pub security: SecurityArgs,
+
+    #[command(flatten)]
+    pub auth: AuthArgs,
+
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+const RECV_EXAMPLES: &str = "\
+Examples:
+  xfer recv --listen 9000 --dir ~/inbox          # prints a key for the sender if none is set
+  xfer recv --listen 9000 --serve --key-file k   # many senders, until Ctrl-C
+  xfer recv --listen 9000 --stdout | tar x       # a stream, unpacked on arrival
+  xfer recv host:9000 --dir in                   # connect to `xfer send FILE --listen 9000`";
+
+#[derive(Debug, Args)]
+#[command(
+    override_usage = "xfer recv [OPTIONS] --listen [ADDR:]PORT\n       xfer recv [OPTIONS] HOST:PORT",
+    after_help = format!("{RECV_EXAMPLES}\n\n{EXIT_CODES}"),
+)]
+#[command(group = clap::ArgGroup::new("peer").required(true).args(["from", "listen"]))]
+pub struct RecvArgs {
+    /// Connect to a sender listening at HOST:PORT (`xfer send FILE... --listen PORT`)
+    #[arg(value_name = "HOST:PORT", conflicts_with = "serve", value_parser = values::endpoint)]
+    pub from: Option<Endpoint>,
+
+    /// Write received files into DIR (created if missing)
+    #[arg(long, short, value_name = "DIR", default_value = ".")]
+    pub dir: PathBuf,
+
+    /// Replace existing files (atomically: readers see the old or the new file, never a mix)
+    #[arg(long)]
+    pub overwrite: bool,
+
+    /// Write the one received file to standard output instead of DIR (an offer of
+    /// several files or a directory is refused). The bytes are out before they are
+    /// verified: on a checksum failure xfer exits 5 and the output must be discarded
+    #[arg(long, conflicts_with_all = ["dir", "overwrite", "serve"])]
+    pub stdout: bool,
+
+    /// Do not resume: discard partial data of interrupted transfers instead of
+    /// continuing from it
+    #[arg(long)]
+    pub no_resume: bool,
+
+    /// Remove partial data that no sender came back for after HOURS
+    #[arg(long, value_name = "HOURS", default_value = "24", value_parser = values::hours)]
+    pub keep_partial: Duration,
+
+    #[command(flatten)]
+    pub link: LinkArgs,
+
+    #[command(flatten)]
+    pub security: SecurityArgs,
+
+    #[command(flatten)]
+    pub auth: AuthArgs,
+
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct KeygenArgs {
+    /// Write the key to PATH (created with mode 0600, never replaced) instead of standard output
+    #[arg(value_name = "PATH")]
+    pub path: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell to complete for
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+#[derive(Debug, Args)]
+pub struct ManArgs {
+    /// The subcommand whose page to print (`xfer man send` is xfer-send(1));
+    /// without one, xfer(1)
+    #[arg(value_name = "COMMAND")]
+    pub command: Option<String>,
+
+    /// Write every page (xfer.1, xfer-send.1, ...) into DIR instead
+    #[arg(long, value_name = "DIR", conflicts_with = "command")]
+    pub dir: Option<PathBuf>,
+}
+
+impl Cli {
+    /// Parses and checks the process's arguments; exits with clap's usage error (2) on failure.
+    pub fn parse_checked() -> Invocation {
+        Cli::try_parse_checked(std::env::args_os()).unwrap_or_else(|err| err.exit())
+    }
+
+    /// Parses and checks `args` (the program name first) into what to run.
+    pub fn try_parse_checked<I, T>(args: I) -> Result<Invocation, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<OsString> + Clone,
+    {
+        let cli = Cli::try_parse_from(args)?;
+        options::invocation(cli).map_err(|message| {
+            Cli::command().error(clap::error::ErrorKind::ValueValidation, message)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,266 @@
+//! Parser tests: what each command line becomes, and which are usage errors.
+
+use super::*;
+use crate::commands::Encryption;
+use crate::net::Link;
+use crate::proto::hash::HashKind;
+
+fn parse(args: &[&str]) -> Result<Invocation, clap::Error> {
+    Cli::try_parse_checked(std::iter::once("xfer").chain(args.iter().copied()))
+}
+
+fn send(args: &[&str]) -> crate::commands::send::SendOptions {
+    match parse(args).unwrap() {
+        Invocation::Send(options) => options,
+        other => panic!("not send: {other:?}"),
+    }
+}
+
+fn recv(args: &[&str]) -> crate::commands::recv::RecvOptions {
+    match parse(args).unwrap() {
+        Invocation::Recv(options) => options,
+        other => panic!("not recv: {other:?}"),
+    }
+}
+
+#[test]
+fn send_takes_files_then_the_address() {
+    let options = send(&[
+        "send",
+        "a.txt",
+        "dir/b.bin",
+        "[::1]:9000",
+        "--key-file",
+        "k",
+    ]);
+    assert_eq!(
+        options.files,
+        [PathBuf::from("a.txt"), PathBuf::from("dir/b.bin")]
+    );
+    let Link::Connect { to, wait } = &options.peering.link else {
+        panic!("connect")
+    };
+    assert_eq!((to.to_string(), wait.as_secs()), ("[::1]:9000".into(), 0));
+    assert_eq!(options.peering.auth.key_file, Some(PathBuf::from("k")));
+    assert_eq!(options.peering.security.hash, HashKind::Md5);
+    assert_eq!(options.peering.security.encryption, Encryption::Preferred);
+    assert_eq!(options.compress, None);
+}
+
+#[test]
+fn usage_errors_exit_2_before_anything_runs() {
+    for args in [
+        &["send", "host:9000"][..],
+        &["send", "a.txt", "host"],
+        &["send", "a", "host:0"],
+        &["send", "-", "file", "host:1"],
+        &["send", "a", "b", "host:1", "--name", "x"],
+        &["send", "-", "--listen", "0", "--serve"],
+        &["send", "a", "host:1", "--user", ".bad"],
+        &["send", "a", "host:1", "--user", ""],
+        &["send", "a", "host:1", "--password"],
+        &["send", "a", "host:1", "--encrypt", "--no-encrypt"],
+        &["send", "a", "host:1", "--hash", "sha1"],
+        &["send", "a", "host:1", "--compress=0"],
+        &["send", "a", "host:1", "--compress=20"],
+        &["send", "a", "host:1", "--limit-rate", "10"],
+        &["recv"],
+        &["recv", "9000"],
+        &["recv", "host:1", "--listen", "0"],
+        &["recv", "host:1", "--serve"],
+        &["recv", "--listen", "0", "--wait", "3"],
+        &["recv", "--listen", "0", "--timeout", "0"],
+        &["send", "a", "host:1", "--serve"],
+        &["send", "a"],
+    ] {
+        let err = parse(args).map(|_| ()).unwrap_err();
+        assert_eq!(err.exit_code(), 2, "{args:?}: {err}");
+    }
+}
+
+#[test]
+fn recv_hints_at_listen_for_a_bare_port() {
+    let err = parse(&["recv", "9000"]).unwrap_err().to_string();
+    assert!(err.contains("--listen 9000"), "{err}");
+}
+
+#[test]
+fn every_numeric_flag_takes_its_bounds_and_refuses_beyond() {
+    let max = values::MAX_SECS.to_string();
+    let past = (values::MAX_SECS + 1).to_string();
+    let huge = u64::MAX.to_string();
+    let max_count = values::MAX_COUNT.to_string();
+    let past_count = (values::MAX_COUNT + 1).to_string();
+    let max_hours = (values::MAX_SECS / 3600).to_string();
+    let past_hours = (values::MAX_SECS / 3600 + 1).to_string();
+    let cases: &[(&[&str], &str, bool, &str, &str)] = &[
+        (&["send", "a", "h:1"], "--wait", true, &max, &past),
+        (&["send", "a", "h:1"], "--idle-timeout", false, &max, &past),
+        (
+            &["send", "a", "h:1"],
+            "--handshake-timeout",
+            false,
+            &max,
+            &past,
+        ),
+        (
+            &["recv", "--listen", "0"],
+            "--keep-partial",
+            true,
+            &max_hours,
+            &past_hours,
+        ),
+        (
+            &["recv", "--listen", "0"],
+            "--max-conns",
+            false,
+            &max_count,
+            &past_count,
+        ),
+        (
+            &["recv", "--listen", "0"],
+            "--max-pending-per-address",
+            false,
+            &max_count,
+            &past_count,
+        ),
+    ];
+    for (base, flag, zero_ok, largest, one_past) in cases {
+        let with = |value: &str| {
+            let mut args = base.to_vec();
+            args.extend([*flag, value]);
+            parse(&args).map(|_| ())
+        };
+        assert_eq!(with("0").is_ok(), *zero_ok, "{flag} 0");
+        assert!(with(largest).is_ok(), "{flag} {largest}");
+        for bad in [*one_past, huge.as_str(), "18446744073709551616", "-1", "x"] {
+            assert_eq!(with(bad).unwrap_err().exit_code(), 2, "{flag} {bad}");
+        }
+    }
+    assert!(parse(&["send", "a", "h:1", "--compress=19"]).is_ok());
+    assert!(parse(&["send", "a", "h:1", "--limit-rate", "18446744073709551615"]).is_ok());
+    assert!(parse(&["send", "a", "h:1", "--limit-rate", "18446744073709551616"]).is_err());
+}
+
+#[test]
+fn recv_defaults_and_flags() {
+    let options = recv(&["recv", "--listen", "0"]);
+    let Link::Listen { at, serve } = &options.peering.link else {
+        panic!("listen")
+    };
+    assert_eq!(*at, ListenAddr::AllInterfaces(0));
+    assert!(serve.once);
+    assert_eq!(serve.max_sessions, 16);
+    assert_eq!(serve.max_handshakes_per_address, 8);
+    assert_eq!(options.dir, PathBuf::from("."));
+    assert!(!options.settings.overwrite && options.settings.resume);
+    assert_eq!(options.keep_partial.as_secs(), 24 * 3600);
+    assert_eq!(options.peering.timeouts.handshake.as_secs(), 10);
+    assert_eq!(options.peering.timeouts.idle, None);
+
+    let options = recv(&[
+        "recv",
+        "--listen",
+        "127.0.0.1:9000",
+        "-d",
+        "out",
+        "--overwrite",
+        "--serve",
+        "-q",
+        "--hash",
+        "blake3",
+        "--encrypt",
+        "--idle-timeout",
+        "30",
+    ]);
+    assert_eq!(options.dir, PathBuf::from("out"));
+    assert!(options.settings.overwrite && options.peering.style.quiet);
+    assert_eq!(options.peering.security.hash, HashKind::Blake3);
+    assert_eq!(options.peering.security.encryption, Encryption::Required);
+    assert_eq!(options.peering.timeouts.idle, Some(Duration::from_secs(30)));
+}
+
+#[test]
+fn either_side_may_listen() {
+    let options = send(&["send", "a", "b", "--listen", "9000", "--serve"]);
+    assert_eq!(options.files.len(), 2);
+    assert!(matches!(options.peering.link, Link::Listen { .. }));
+    let options = recv(&["recv", "host:9000", "--wait", "5", "-d", "out"]);
+    let Link::Connect { to, wait } = options.peering.link else {
+        panic!("connect")
+    };
+    assert_eq!((to.to_string(), wait.as_secs()), ("host:9000".into(), 5));
+}
+
+#[test]
+fn compress_takes_its_level_only_with_an_equals_sign() {
+    assert_eq!(send(&["send", "a", "h:1", "--compress"]).compress, Some(3));
+    assert_eq!(
+        send(&["send", "a", "h:1", "--compress=9"]).compress,
+        Some(9)
+    );
+    // A following operand is never taken for a level.
+    let options = send(&["send", "--compress", "5", "h:1"]);
+    assert_eq!(options.compress, Some(3));
+    assert_eq!(options.files, [PathBuf::from("5")]);
+}
+
+#[test]
+fn the_key_itself_is_never_an_argument() {
+    assert!(parse(&["recv", "--listen", "0", "--key", "secret"]).is_err());
+    assert!(parse(&["send", "a", "h:1", "--password=secret"]).is_err());
+}
+
+#[test]
+fn keygen_path_is_optional() {
+    assert!(matches!(
+        parse(&["keygen"]).unwrap(),
+        Invocation::Keygen(None)
+    ));
+    assert!(matches!(
+        parse(&["keygen", "k"]).unwrap(),
+        Invocation::Keygen(Some(_))
+    ));
+}
+
+#[test]
+fn send_stream_and_tree_flags() {
+    let options = send(&["send", "-", "h:1", "--name", "backup.tar", "--json"]);
+    assert_eq!(options.files, [PathBuf::from("-")]);
+    assert_eq!(options.walk.name.as_deref(), Some("backup.tar"));
+    assert!(!options.walk.follow_symlinks);
+    let options = send(&[
+        "send",
+        "dir",
+        "h:1",
+        "--follow-symlinks",
+        "--limit-rate",
+        "2M",
+    ]);
+    assert!(options.walk.follow_symlinks);
+    assert_eq!(options.peering.limit_rate, Some(2 << 20));
+}
+
+#[test]
+fn stdout_excludes_what_only_a_directory_needs() {
+    assert!(parse(&["recv", "--listen", "0", "--stdout"]).is_ok());
+    for flag in ["--serve", "--overwrite"] {
+        assert!(
+            parse(&["recv", "--listen", "0", "--stdout", flag]).is_err(),
+            "{flag}"
+        );
+    }
+    assert!(parse(&["recv", "--listen", "0", "--stdout", "--dir", "x"]).is_err());
+}
+
+#[test]
+fn completions_and_man_take_known_names() {
+    assert!(parse(&["completions", "bash"]).is_ok());
+    assert!(parse(&["completions", "tcsh"]).is_err());
+    assert!(parse(&["man", "send"]).is_ok());
+}
+
+#[test]
+fn clap_definition_is_consistent() {
+    Cli::command().debug_assert();
+}

@@ -1,0 +1,265 @@
+//! The commands: each takes the plain options `cli` built, does its work through the
+//! layers below (a link from `net`, sessions from `transfer`, files from `fs`) and
+//! reports through `ui`. Shared here: what a transfer command needs to meet its peer
+//! ([`Peering`]), and the loop that runs one session per authenticated connection.
+
+pub mod recv;
+pub mod send;
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use anyhow::Result;
+use clap::CommandFactory;
+
+use crate::cli::{Cli, Invocation};
+use crate::key::{self, Key};
+use crate::net::{self, Accepting, Handler, Initiating, Link, TcpConnection, Timeouts, listen};
+use crate::password::Password;
+use crate::proto::handshake::Secret;
+use crate::proto::hash::HashKind;
+use crate::proto::message::Role;
+use crate::proto::negotiated::{Feature, Features, Negotiated};
+use crate::transfer::Tally;
+use crate::ui::report::{self, Reporter, Style, Summary};
+
+/// Runs what the command line asked for.
+pub fn run(invocation: Invocation) -> Result<()> {
+    match invocation {
+        Invocation::Send(options) => send::run(&options),
+        Invocation::Recv(options) => recv::run(&options),
+        Invocation::Keygen(path) => keygen(path),
+        Invocation::Completions(shell) => {
+            let mut stdout = std::io::stdout().lock();
+            clap_complete::generate(shell, &mut Cli::command(), "xfer", &mut stdout);
+            Ok(stdout.flush()?)
+        }
+        Invocation::Man { command, dir } => man(command.as_deref(), dir),
+    }
+}
+
+fn keygen(path: Option<PathBuf>) -> Result<()> {
+    let new_key = key::generate()?;
+    match path {
+        Some(path) => key::write_new(&path, &new_key),
+        None => {
+            let mut stdout = std::io::stdout().lock();
+            writeln!(stdout, "{new_key}")?;
+            Ok(stdout.flush()?)
+        }
+    }
+}
+
+/// `xfer man [COMMAND]`, or every page into a directory.
+fn man(command: Option<&str>, dir: Option<PathBuf>) -> Result<()> {
+    let root = Cli::command();
+    let pages = |name: Option<&str>| -> Result<(String, clap::Command)> {
+        match name {
+            None => Ok(("xfer".into(), root.clone())),
+            Some(name) => {
+                let sub = root
+                    .find_subcommand(name)
+                    .ok_or_else(|| anyhow::anyhow!("no subcommand {name:?}; see `xfer --help`"))?;
+                let title = format!("xfer-{name}");
+                Ok((title.clone(), sub.clone().name(title)))
+            }
+        }
+    };
+    match dir {
+        None => {
+            let (_, page) = pages(command)?;
+            let mut stdout = std::io::stdout().lock();
+            clap_mangen::Man::new(page).render(&mut stdout)?;
+            Ok(stdout.flush()?)
+        }
+        Some(dir) => {
+            std::fs::create_dir_all(&dir)?;
+            let names = std::iter::once(None).chain(
+                root.get_subcommands()
+                    .map(|sub| Some(sub.get_name().to_string()))
+                    .collect::<Vec<_>>(),
+            );
+            for name in names {
+                let (title, page) = pages(name.as_deref())?;
+                let mut file = std::fs::File::create(dir.join(format!("{title}.1")))?;
+                clap_mangen::Man::new(page).render(&mut file)?;
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Who this side logs in as, and with what.
+#[derive(Debug, Clone, Default)]
+pub struct AuthOptions {
+    pub key_file: Option<PathBuf>,
+    pub user: Option<String>,
+    /// Log in with a password (derived into a key with the listener's realm).
+    pub password: bool,
+}
+
+/// Whether to encrypt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Encryption {
+    /// Whenever the peer can (the default), with a warning when it cannot.
+    #[default]
+    Preferred,
+    /// Refuse a peer that cannot (`--encrypt`).
+    Required,
+    /// Never (`--no-encrypt`).
+    Off,
+}
+
+/// What protects and verifies a transfer.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Security {
+    pub hash: HashKind,
+    pub encryption: Encryption,
+}
+
+/// Everything a transfer command needs to meet its peer.
+#[derive(Debug, Clone)]
+pub struct Peering {
+    pub link: Link,
+    pub timeouts: Timeouts,
+    pub auth: AuthOptions,
+    pub security: Security,
+    /// `--limit-rate`, bytes per second.
+    pub limit_rate: Option<u64>,
+    pub style: Style,
+}
+
+impl Peering {
+    /// The features this side lists or chooses, and those it insists on.
+    fn features(&self, role: Role, compress: Option<i32>, accepting: bool) -> (Features, Features) {
+        let mut wanted = Features::NONE;
+        let mut required = Features::NONE;
+        match self.security.encryption {
+            Encryption::Off => {}
+            Encryption::Preferred => wanted = wanted.with(Feature::Aead),
+            Encryption::Required => required = required.with(Feature::Aead),
+        }
+        if self.security.hash == HashKind::Blake3 {
+            required = required.with(Feature::Blake3);
+        }
+        if accepting {
+            // A listener offers what it can; the initiator chooses.
+            wanted = wanted.with(Feature::Blake3).with(Feature::Zstd);
+        } else if role == Role::Receiver || compress.is_some() {
+            // A receiver takes compressed frames whenever its sender wants to send them.
+            wanted = wanted.with(Feature::Zstd);
+        }
+        (wanted.with_all(required), required)
+    }
+
+    fn initiating(&self, role: Role, compress: Option<i32>) -> Result<Initiating> {
+        let secret = if self.auth.password {
+            let user = self.auth.user.as_deref().unwrap_or_default();
+            Secret::Password(Password::from_env_or_prompt(user)?)
+        } else {
+            Secret::Key(key::require(self.auth.key_file.as_deref())?)
+        };
+        let (wanted, required) = self.features(role, compress, false);
+        Ok(Initiating {
+            role,
+            user: self.auth.user.clone(),
+            wanted,
+            required,
+            secret,
+            client_if_server: role == Role::Sender,
+            compress,
+            rate: self.limit_rate,
+        })
+    }
+
+    fn accepting(&self, role: Role, key: Key, compress: Option<i32>) -> Accepting {
+        let (offered, required) = self.features(role, compress, true);
+        Accepting {
+            role,
+            offered,
+            required,
+            realm: None,
+            keys: Arc::new(key),
+            admit: None,
+            compress,
+            rate: self.limit_rate,
+        }
+    }
+}
+
+/// One session on an authenticated connection: the work, with its tally.
+pub type Session = Arc<dyn Fn(&mut TcpConnection, &mut Tally) -> Result<()> + Send + Sync>;
+
+/// Meets the peer as `peering.link` says and runs `session` on each authenticated
+/// connection (one, unless serving), reporting each; `verb` names what happened
+/// (`sent`, `received`).
+pub fn run_link(
+    peering: &Peering,
+    role: Role,
+    compress: Option<i32>,
+    verb: &'static str,
+    session: Session,
+) -> Result<()> {
+    let style = peering.style;
+    let encryption = peering.security.encryption;
+    let began = Arc::new(AtomicBool::new(false));
+    let handler: Handler = {
+        let began = began.clone();
+        Arc::new(move |mut conn: TcpConnection, peer| {
+            began.store(true, Ordering::SeqCst);
+            let reporter = Reporter::new(style).for_peer(peer);
+            warn_if_clear(&conn.negotiated, encryption, &reporter);
+            let mut tally = Tally::new(reporter, &conn.negotiated);
+            let result = session(&mut conn, &mut tally);
+            tally.finish(verb, &result);
+            if result.is_err()
+                && let Some(socket) = conn.closer.socket()
+            {
+                net::socket::linger(socket);
+            }
+            result
+        })
+    };
+    let result = match &peering.link {
+        Link::Connect { to, wait } => peering
+            .initiating(role, compress)
+            .and_then(|initiating| net::connect(to, *wait, peering.timeouts, &initiating))
+            .and_then(|(conn, peer)| handler(conn, peer)),
+        Link::Listen { at, serve } => {
+            // Before anyone can learn our address, so that no early signal kills us unhandled.
+            let stop = net::signals::stop_on_signals()?;
+            let listener = listen::bind(at)?;
+            let local = listener
+                .local_addr()
+                .map_err(|err| crate::error::tag(crate::error::Kind::Network, err))?;
+            let key = match key::load(peering.auth.key_file.as_deref())? {
+                Some(key) => key,
+                None => key::generate_for_listener(local, role)?,
+            };
+            Reporter::new(style).listening(&local, at.any_port());
+            let accepting = Arc::new(peering.accepting(role, key, compress));
+            listen::serve(listener, accepting, *serve, stop, handler)
+        }
+    };
+    // A run that failed before any session began (cannot connect, wrong key) still
+    // gets its summary; a serving process logged each session already.
+    if result.is_err() && !began.load(Ordering::SeqCst) && !style.serving {
+        Reporter::new(style).finish(verb, &Summary::default(), &result);
+    }
+    result
+}
+
+/// One line when a transfer goes in clear because the peer cannot encrypt.
+fn warn_if_clear(negotiated: &Negotiated, encryption: Encryption, reporter: &Reporter) {
+    if encryption == Encryption::Preferred
+        && !negotiated.has(Feature::Aead)
+        && !reporter.style().serving
+    {
+        report::warn(
+            "the peer cannot encrypt: this transfer goes in clear (authenticated, not \
+             confidential); --encrypt refuses such peers",
+        );
+    }
+}

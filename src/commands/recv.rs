@@ -1,0 +1,91 @@
+//! `xfer recv`: receive from the sender we connect to, or from each sender that
+//! connects (`--listen`), into a directory or onto standard output.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+
+use super::{Peering, run_link};
+use crate::error::{Classify, Kind};
+use crate::fs::sink::TargetDir;
+use crate::net::signals;
+use crate::proto::message::Role;
+use crate::transfer::recv::{self, Claims, Destination, Settings};
+use crate::ui::escape::escape_path;
+use crate::ui::report;
+
+/// What `xfer recv` was asked to do.
+#[derive(Debug, Clone)]
+pub struct RecvOptions {
+    pub dir: PathBuf,
+    /// Write the one file to standard output instead.
+    pub stdout: bool,
+    pub settings: Settings,
+    /// Partial data no sender came back for is removed after this long.
+    pub keep_partial: Duration,
+    pub peering: Peering,
+}
+
+/// How often a serving receiver looks for abandoned partial files.
+const SWEEP_EVERY: Duration = Duration::from_secs(3600);
+
+pub fn run(options: &RecvOptions) -> Result<()> {
+    signals::survive_file_size_limit()?;
+    let mut lock = None;
+    let destination = if options.stdout {
+        Destination::Stdout
+    } else {
+        std::fs::create_dir_all(&options.dir)
+            .with_context(|| {
+                format!(
+                    "cannot create target directory {}",
+                    escape_path(&options.dir)
+                )
+            })
+            .classify(Kind::Io)?;
+        let target = TargetDir::open(&options.dir)?;
+        // Before any peer is waited for: a second receiver here, or a directory we
+        // cannot write, is said at once.
+        lock = Some(target.lock(&options.dir)?);
+        let serving =
+            matches!(&options.peering.link, crate::net::Link::Listen { serve, .. } if !serve.once);
+        sweep_partials(&target, options.keep_partial, serving)?;
+        Destination::Dir(target)
+    };
+    let destination = Arc::new(destination);
+    let claims = Arc::new(Claims::default());
+    let settings = options.settings;
+    let session: super::Session =
+        Arc::new(move |conn, tally| recv::session(conn, &destination, &claims, settings, tally));
+    let result = run_link(&options.peering, Role::Receiver, None, "received", session);
+    drop(lock);
+    result
+}
+
+/// Removes partial files older than `keep` now, in the background (a large tree
+/// takes a while), and again every hour while serving.
+fn sweep_partials(target: &TargetDir, keep: Duration, serving: bool) -> Result<()> {
+    let sweeper = target.try_clone().classify(Kind::Io)?;
+    let hours = keep.as_secs() / 3600;
+    std::thread::Builder::new()
+        .name("sweep".into())
+        .spawn(move || {
+            loop {
+                let removed = sweeper.sweep_stale(keep);
+                if removed > 0 {
+                    report::line(&format!(
+                        "xfer: removed {} older than {hours} h that no sender came back for",
+                        report::plural(removed, "partial file"),
+                    ));
+                }
+                if !serving {
+                    break;
+                }
+                std::thread::sleep(SWEEP_EVERY);
+            }
+        })
+        .context("cannot start a thread")?;
+    Ok(())
+}

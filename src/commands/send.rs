@@ -1,0 +1,58 @@
+//! `xfer send`: collect the operands into an offer, then hand it to the receiver we
+//! connect to, or to each receiver that connects (`--listen`).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Result;
+
+use super::{Peering, run_link};
+use crate::error::{Kind, fail};
+use crate::fs::source::{self, WalkOptions};
+use crate::proto::message::Role;
+use crate::transfer::send;
+
+/// What `xfer send` was asked to do.
+#[derive(Debug, Clone)]
+pub struct SendOptions {
+    /// The operands: files, directories, `-` or a named pipe.
+    pub files: Vec<PathBuf>,
+    pub walk: WalkOptions,
+    /// zstd level, if compressing.
+    pub compress: Option<i32>,
+    pub peering: Peering,
+}
+
+pub fn run(options: &SendOptions) -> Result<()> {
+    let collected = source::collect(&options.files, &options.walk)?;
+    if collected.is_empty() {
+        return Err(fail(Kind::Io, "nothing to send"));
+    }
+    let serving =
+        matches!(&options.peering.link, crate::net::Link::Listen { serve, .. } if !serve.once);
+    if serving && collected.is_stream() {
+        return Err(fail(
+            Kind::Usage,
+            "a stream can be read only once: it cannot be served to several receivers (drop --serve)",
+        ));
+    }
+    let unreadable = collected.unreadable;
+    let collected = Arc::new(collected);
+    let session: super::Session = Arc::new(move |conn, tally| {
+        send::session(conn, &*collected, tally)?;
+        match unreadable {
+            0 => Ok(()),
+            n => Err(fail(
+                Kind::Io,
+                format!("{n} paths could not be read and were not sent"),
+            )),
+        }
+    });
+    run_link(
+        &options.peering,
+        Role::Sender,
+        options.compress,
+        "sent",
+        session,
+    )
+}

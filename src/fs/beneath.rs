@@ -1,0 +1,165 @@
+//! Resolution beneath a held directory, never following a symlink: every directory
+//! is opened from its parent's descriptor with `O_NOFOLLOW | O_DIRECTORY`, one
+//! component at a time, so a link planted anywhere on the way (or the root itself
+//! swapped for a link after it was opened) cannot redirect a read, a write or a
+//! listing. This is what `PROTOCOL.md` section 6 asks of a receiver and a server.
+
+use std::os::fd::{AsFd, OwnedFd};
+
+use rustix::fs::{AtFlags, FileType, Mode, OFlags, Stat};
+use rustix::io::Errno;
+
+use super::Refusal;
+use crate::proto::message::ErrorCode;
+use crate::ui::escape::escape;
+
+/// Opens the directory `name` inside `parent`, refusing to follow a link.
+pub fn open_dir(parent: impl AsFd, name: &str) -> Result<OwnedFd, Errno> {
+    rustix::fs::openat(
+        parent,
+        name,
+        OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::RDONLY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+}
+
+/// Opens the regular file `name` inside `parent` for reading, refusing a link, and
+/// never blocking on a FIFO or device that sits under that name.
+pub fn open_file(parent: impl AsFd, name: &str) -> Result<OwnedFd, Errno> {
+    let fd = rustix::fs::openat(
+        parent,
+        name,
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    if kind(&rustix::fs::fstat(&fd)?) != FileType::RegularFile {
+        return Err(Errno::INVAL);
+    }
+    // Back to blocking reads: it is a regular file, NONBLOCK only kept a FIFO from hanging.
+    rustix::fs::fcntl_setfl(&fd, OFlags::empty())?;
+    Ok(fd)
+}
+
+/// What is at `name` inside `parent`, links not followed; `None` if nothing is.
+pub fn stat(parent: impl AsFd, name: &str) -> Result<Option<Stat>, Errno> {
+    match rustix::fs::statat(parent, name, AtFlags::SYMLINK_NOFOLLOW) {
+        Ok(stat) => Ok(Some(stat)),
+        Err(Errno::NOENT) => Ok(None),
+        Err(err) => Err(err),
+    }
+}
+
+pub fn kind(stat: &Stat) -> FileType {
+    FileType::from_raw_mode(stat.st_mode)
+}
+
+/// Walks `components` from `root`, each a directory opened without following
+/// links; with `create`, makes those that are missing. `Ok(None)`: one is missing.
+/// `path` names the whole request in refusals.
+pub fn walk(root: &OwnedFd, components: &[&str], create: bool) -> Result<Option<OwnedFd>, Refusal> {
+    let mut dir =
+        rustix::io::dup(root).map_err(|err| Refusal::io("", "cannot open the root", err))?;
+    for depth in 0..components.len() {
+        match step(&dir, components, depth, create)? {
+            Some(next) => dir = next,
+            None => return Ok(None),
+        }
+    }
+    Ok(Some(dir))
+}
+
+/// Opens `components[depth]` inside `dir` (its parent), creating it with `create`.
+pub fn step(
+    dir: &OwnedFd,
+    components: &[&str],
+    depth: usize,
+    create: bool,
+) -> Result<Option<OwnedFd>, Refusal> {
+    let component = components[depth];
+    let shown = || components[..=depth].join("/");
+    match open_dir(dir, component) {
+        Ok(next) => Ok(Some(next)),
+        Err(Errno::NOENT) if create => {
+            match rustix::fs::mkdirat(dir, component, Mode::from_raw_mode(0o777)) {
+                Ok(()) | Err(Errno::EXIST) => {}
+                Err(err) => return Err(Refusal::io(&shown(), "cannot create directory", err)),
+            }
+            open_dir(dir, component)
+                .map(Some)
+                .map_err(|err| explain(dir, component, &shown(), err))
+        }
+        Err(Errno::NOENT) => Ok(None),
+        Err(err) => Err(explain(dir, component, &shown(), err)),
+    }
+}
+
+/// Why a component could not be opened as a directory, in a user's words: a link
+/// is `bad_path` (never followed), another kind of file `exists`.
+pub fn explain(parent: &OwnedFd, component: &str, shown: &str, err: Errno) -> Refusal {
+    match stat(parent, component) {
+        Ok(Some(stat)) if kind(&stat) == FileType::Symlink => Refusal::new(
+            ErrorCode::BadPath,
+            format!(
+                "{}: is a symbolic link here, which xfer does not follow",
+                escape(shown)
+            ),
+        ),
+        Ok(Some(stat)) if kind(&stat) != FileType::Directory => Refusal::new(
+            ErrorCode::Exists,
+            format!("{}: exists and is not a directory", escape(shown)),
+        ),
+        _ => Refusal::io(shown, "cannot open directory", err),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn links_anywhere_on_the_way_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("a/b")).unwrap();
+        std::os::unix::fs::symlink(outside.path(), dir.path().join("a/link")).unwrap();
+        let root = rustix::fs::open(
+            dir.path(),
+            OFlags::DIRECTORY | OFlags::RDONLY,
+            Mode::empty(),
+        )
+        .unwrap();
+        assert!(walk(&root, &["a", "b"], false).unwrap().is_some());
+        assert!(walk(&root, &["a", "missing"], false).unwrap().is_none());
+        let refusal = walk(&root, &["a", "link", "x"], true).unwrap_err();
+        assert_eq!(refusal.code, ErrorCode::BadPath);
+        assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 0);
+        assert!(
+            walk(&root, &["a", "new", "deeper"], true)
+                .unwrap()
+                .is_some()
+        );
+        assert!(dir.path().join("a/new/deeper").is_dir());
+    }
+
+    #[test]
+    fn a_fifo_is_never_opened_as_a_file() {
+        let dir = tempfile::tempdir().unwrap();
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            dir.path().join("fifo"),
+            FileType::Fifo,
+            Mode::from_raw_mode(0o600),
+            0,
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("file"), b"x").unwrap();
+        let root = rustix::fs::open(
+            dir.path(),
+            OFlags::DIRECTORY | OFlags::RDONLY,
+            Mode::empty(),
+        )
+        .unwrap();
+        assert!(open_file(&root, "fifo").is_err());
+        assert!(open_file(&root, "file").is_ok());
+    }
+}

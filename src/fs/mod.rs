@@ -1,0 +1,65 @@
+//! The filesystem edge. What a sender reads ([`source`]: operands walked into an
+//! offer); what a receiver writes ([`sink`]: temporaries, placement, resume, the
+//! directory lock, the sweep); the path policy every untrusted name passes first
+//! ([`path`]); and [`beneath`], the no-follow resolution beneath a held directory
+//! that both the sink and `serve`'s homes stand on.
+//!
+//! Nothing here knows about frames or sockets. Failures an entry can have are a
+//! [`Refusal`]: the wire code and a message already safe to print.
+
+pub mod beneath;
+pub mod path;
+pub mod sink;
+pub mod source;
+
+use std::fmt;
+use std::io;
+
+use rustix::io::Errno;
+
+use crate::proto::message::ErrorCode;
+use crate::ui::escape::escape;
+
+/// Why an entry or a request was not (or could not be) carried out: the code for
+/// the peer and a message, already escaped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl Refusal {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Refusal {
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// An I/O failure on `path` while `doing` something, in a user's words.
+    pub fn io(path: &str, doing: &str, err: impl Into<io::Error>) -> Self {
+        let err: io::Error = err.into();
+        // ENOSPC, EDQUOT and EFBIG say more to a user as words than as an errno.
+        let why = match err.raw_os_error() {
+            Some(code) if code == Errno::NOSPC.raw_os_error() => {
+                "no space left on the receiver's disk".to_string()
+            }
+            Some(code) if code == Errno::DQUOT.raw_os_error() => {
+                "the receiver's disk quota is exhausted".to_string()
+            }
+            Some(code) if code == Errno::FBIG.raw_os_error() => {
+                "file too large for the receiver".to_string()
+            }
+            _ => err.to_string(),
+        };
+        Refusal::new(ErrorCode::Io, format!("{}: {doing}: {why}", escape(path)))
+    }
+}
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({})", self.message, self.code)
+    }
+}
+
+impl std::error::Error for Refusal {}

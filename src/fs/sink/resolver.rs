@@ -1,0 +1,226 @@
+//! Reaching names beneath a [`TargetDir`] for one thread of one session: every
+//! directory opened from its parent without following links (`beneath`), and kept
+//! open, so 10 000 files in one directory cost one walk, not 10 000. Here a file's
+//! fate is decided before its data moves: where it lands, whether an identical file
+//! is already there (`same`), and what a cut transfer left to resume from.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::os::fd::OwnedFd;
+use std::sync::Arc;
+
+use rustix::fs::{AtFlags, FileType};
+use rustix::io::Errno;
+
+use super::TargetDir;
+use super::meta;
+use super::part::{PartFile, Resume, partial_name};
+use crate::fs::{Refusal, beneath};
+use crate::proto::hash::{HashKind, Hasher};
+use crate::proto::message::ErrorCode;
+use crate::ui::escape::escape;
+
+/// Most directories a resolver keeps open; past that it starts over.
+const RESOLVER_DIRS: usize = 256;
+
+/// What is at an offered file's final name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Placement {
+    /// Nothing (or something `--overwrite` will replace): receive it.
+    Free,
+    /// A regular file of the offered size and time: it counts as delivered.
+    Same,
+}
+
+/// Resolves names beneath a [`TargetDir`] (see the module documentation).
+pub struct Resolver<'a> {
+    target: &'a TargetDir,
+    /// Open directories by their path beneath the root ("" is the root itself).
+    dirs: HashMap<String, Arc<OwnedFd>>,
+}
+
+impl<'a> Resolver<'a> {
+    pub(super) fn new(target: &'a TargetDir) -> Self {
+        Resolver {
+            target,
+            dirs: HashMap::new(),
+        }
+    }
+
+    /// Whether a file offered with `size` and `mtime` may be received at
+    /// `components` (checked when planning; the final rename checks again,
+    /// atomically). Without `overwrite`, an existing regular file of that size and
+    /// time is [`Placement::Same`] and any other file is refused `exists`.
+    pub fn probe_file(
+        &mut self,
+        path: &str,
+        components: &[&str],
+        overwrite: bool,
+        offered: (Option<u64>, Option<u64>),
+    ) -> Result<Placement, Refusal> {
+        let (parents, name) = split_last(components);
+        let Some(parent) = self.walk(parents, false)? else {
+            return Ok(Placement::Free); // parents do not exist yet: they will be created
+        };
+        let stat = match beneath::stat(&*parent, name) {
+            Ok(None) => return Ok(Placement::Free),
+            Ok(Some(stat)) => stat,
+            Err(err) => return Err(Refusal::io(path, "cannot inspect the target", err)),
+        };
+        match beneath::kind(&stat) {
+            FileType::Directory => Err(Refusal::new(
+                ErrorCode::Exists,
+                format!("{}: a directory of that name exists", escape(path)),
+            )),
+            _ if overwrite => Ok(Placement::Free),
+            FileType::RegularFile
+                if offered.0 == Some(stat.st_size as u64)
+                    && offered.1.is_some_and(|mtime| mtime as i64 == stat.st_mtime) =>
+            {
+                Ok(Placement::Same)
+            }
+            _ => Err(Refusal::new(
+                ErrorCode::Exists,
+                format!(
+                    "{}: already exists (the receiver does not overwrite; --overwrite replaces it)",
+                    escape(path)
+                ),
+            )),
+        }
+    }
+
+    /// Creates the directory `components` and any missing parents.
+    pub fn create_dir(&mut self, components: &[&str]) -> Result<(), Refusal> {
+        self.walk(components, true).map(|_| ())
+    }
+
+    /// Applies permission bits and modification time to an existing directory.
+    pub fn finish_dir(
+        &mut self,
+        path: &str,
+        components: &[&str],
+        mode: Option<u64>,
+        mtime: Option<u64>,
+    ) -> Result<(), Refusal> {
+        let dir = self.walk(components, false)?.ok_or_else(|| {
+            Refusal::new(
+                ErrorCode::Io,
+                format!("{}: directory vanished", escape(path)),
+            )
+        })?;
+        meta::apply(&*dir, mode, mtime)
+            .map_err(|err| Refusal::io(path, "cannot set its metadata", err))
+    }
+
+    /// Data a cut transfer of `path` (offered with `size` bytes) left behind: its
+    /// length and the hash state after it, or `None`. Useless leftovers (empty, or
+    /// longer than the file) are removed; a name that is not a regular file is left
+    /// alone and never read.
+    pub fn find_partial(
+        &mut self,
+        path: &str,
+        components: &[&str],
+        size: u64,
+        hash: HashKind,
+    ) -> Result<Option<(u64, Hasher)>, Refusal> {
+        let (parents, name) = split_last(components);
+        let Some(dir) = self.walk(parents, false)? else {
+            return Ok(None);
+        };
+        let partial = partial_name(name, size);
+        let fd = match beneath::open_file(&*dir, &partial) {
+            Ok(fd) => fd,
+            Err(Errno::NOENT | Errno::INVAL | Errno::LOOP | Errno::ISDIR | Errno::NXIO) => {
+                return Ok(None);
+            }
+            Err(err) => return Err(Refusal::io(path, "cannot open its partial data", err)),
+        };
+        let mut file = File::from(fd);
+        let len = file
+            .metadata()
+            .map_err(|err| Refusal::io(path, "cannot inspect its partial data", err))?
+            .len();
+        if len == 0 || len > size {
+            let _ = rustix::fs::unlinkat(&*dir, partial.as_str(), AtFlags::empty());
+            return Ok(None);
+        }
+        let mut hasher = hash.hasher();
+        let hashed = hasher
+            .update_from(&mut file, len)
+            .map_err(|err| Refusal::io(path, "cannot read its partial data", err))?;
+        Ok((hashed == len).then_some((len, hasher)))
+    }
+
+    /// Removes what a cut transfer of `path` left behind (for `--no-resume`).
+    pub fn discard_partial(&mut self, components: &[&str], size: u64) {
+        let (parents, name) = split_last(components);
+        if let Ok(Some(dir)) = self.walk(parents, false) {
+            let partial = partial_name(name, size);
+            if let Ok(Some(stat)) = beneath::stat(&*dir, &partial)
+                && beneath::kind(&stat) == FileType::RegularFile
+            {
+                let _ = rustix::fs::unlinkat(&*dir, partial.as_str(), AtFlags::empty());
+            }
+        }
+    }
+
+    /// Opens the temporary file `path`'s data is written to (see
+    /// [`PartFile::create`]), creating missing parent directories.
+    pub fn create_part(
+        &mut self,
+        path: &str,
+        components: &[&str],
+        resume: Option<Resume>,
+    ) -> Result<PartFile, Refusal> {
+        let (parents, name) = split_last(components);
+        let dir = self
+            .walk(parents, true)?
+            .expect("walk with create returns a directory");
+        PartFile::create(dir, path, name, resume)
+    }
+
+    /// Opens (and with `create`, makes) the directories `components` beneath the
+    /// root without following links, starting from the deepest one already open.
+    /// `Ok(None)`: one of them does not exist.
+    fn walk(&mut self, components: &[&str], create: bool) -> Result<Option<Arc<OwnedFd>>, Refusal> {
+        if let Some(dir) = self.dirs.get(&components.join("/")) {
+            return Ok(Some(dir.clone()));
+        }
+        if self.dirs.len() >= RESOLVER_DIRS {
+            self.dirs.clear();
+        }
+        let known = (0..components.len()).rev().find_map(|depth| {
+            let dir = self.dirs.get(&components[..depth].join("/"))?;
+            Some((depth, dir.clone()))
+        });
+        let (mut depth, mut dir) = match known {
+            Some(known) => known,
+            None => {
+                let root = self
+                    .target
+                    .dup_root()
+                    .map_err(|err| Refusal::io("", "cannot open the target directory", err))?;
+                let root = Arc::new(root);
+                self.dirs.insert(String::new(), root.clone());
+                (0, root)
+            }
+        };
+        while depth < components.len() {
+            let Some(next) = beneath::step(&dir, components, depth, create)? else {
+                return Ok(None);
+            };
+            dir = Arc::new(next);
+            depth += 1;
+            self.dirs.insert(components[..depth].join("/"), dir.clone());
+        }
+        Ok(Some(dir))
+    }
+}
+
+/// A path's parent components and its last one.
+fn split_last<'c, 'a>(components: &'c [&'a str]) -> (&'c [&'a str], &'a str) {
+    let (name, parents) = components
+        .split_last()
+        .expect("the path policy never returns an empty list");
+    (parents, name)
+}

@@ -1,0 +1,53 @@
+//! Removing abandoned temporaries: `.xfer-*.part` and `.xfer-*.partial` files last
+//! modified longer ago than the receiver keeps partial data, anywhere beneath the
+//! target directory, following no links. Only the receiver that holds the
+//! directory's lock sweeps (see `TargetDir::lock`), so it never removes a file
+//! another live receiver is writing.
+
+use std::os::fd::OwnedFd;
+
+use rustix::fs::{AtFlags, FileType};
+
+use super::super::beneath;
+use super::super::path::is_reserved_bytes;
+
+/// Deepest directory the sweep descends into: beyond it, nothing xfer made.
+const SWEEP_DEPTH: usize = 256;
+
+/// Removes stale temporaries beneath `dir` older than `cutoff` (seconds since the
+/// epoch); returns how many.
+pub fn sweep(dir: OwnedFd, cutoff: i64) -> usize {
+    sweep_dir(dir, cutoff, 0)
+}
+
+fn sweep_dir(dir: OwnedFd, cutoff: i64, depth: usize) -> usize {
+    let Ok(entries) = rustix::fs::Dir::read_from(&dir) else {
+        return 0;
+    };
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        if name == c"." || name == c".." {
+            continue;
+        }
+        let Ok(stat) = rustix::fs::statat(&dir, name, AtFlags::SYMLINK_NOFOLLOW) else {
+            continue;
+        };
+        match beneath::kind(&stat) {
+            FileType::Directory if depth < SWEEP_DEPTH => {
+                let Ok(text) = name.to_str() else { continue };
+                if let Ok(child) = beneath::open_dir(&dir, text) {
+                    removed += sweep_dir(child, cutoff, depth + 1);
+                }
+            }
+            FileType::RegularFile
+                if is_reserved_bytes(name.to_bytes()) && stat.st_mtime < cutoff =>
+            {
+                // A partial being written now has a fresh mtime; this one was left behind.
+                removed += usize::from(rustix::fs::unlinkat(&dir, name, AtFlags::empty()).is_ok());
+            }
+            _ => {}
+        }
+    }
+    removed
+}

@@ -1,0 +1,534 @@
+//! What the sender reads: the operands of `xfer send` turned into offer entries.
+//! Directories are walked here (sorted, parents before their contents), symbolic
+//! links and special files are skipped with a warning (or links followed, with loop
+//! detection), and `-` or a named pipe (`<(cmd)`) is a stream of unknown length.
+//!
+//! Memory per entry is the entry itself and one index: where its bytes live is the
+//! operand it came from joined with its path below that operand, so a tree of
+//! 200 000 files costs no second copy of every path.
+
+use std::collections::HashSet;
+use std::fs::{File, Metadata};
+use std::io::Read;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+
+use crate::error::{Classify, Kind, fail};
+use crate::proto::message::{Entry, EntryKind};
+use crate::transfer::Outbox;
+use crate::ui::escape::{escape, escape_path};
+use crate::ui::report;
+
+/// The operand that means standard input.
+pub const STDIN_OPERAND: &str = "-";
+/// The name standard input travels under unless `--name` says otherwise.
+pub const STDIN_NAME: &str = "stdin";
+/// Permission bits carried in an offer: never setuid, setgid or sticky.
+const PERMISSION_BITS: u32 = 0o777;
+
+/// How to walk the operands.
+#[derive(Debug, Clone, Default)]
+pub struct WalkOptions {
+    /// Send what symbolic links inside a tree point at, instead of skipping them.
+    pub follow_symlinks: bool,
+    /// The name the one operand travels under (`--name`), instead of its own.
+    pub name: Option<String>,
+}
+
+/// One operand: where it is, and the name it travels under.
+#[derive(Debug)]
+struct Root {
+    local: PathBuf,
+    name: String,
+    stream: Stream,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stream {
+    /// A file or a directory tree: can be read again (and so resumed).
+    No,
+    /// Standard input.
+    Stdin,
+    /// A named pipe: read once.
+    Fifo,
+}
+
+/// The offer, where each entry's bytes come from, and what could not be read.
+#[derive(Debug, Default)]
+pub struct Collected {
+    entries: Vec<Entry>,
+    roots: Vec<Root>,
+    /// For each entry, the index of its root.
+    origin: Vec<u32>,
+    /// Paths that exist but could not be read (already reported as warnings).
+    pub unreadable: usize,
+}
+
+impl Collected {
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Whether the offer is one stream of unknown length.
+    pub fn is_stream(&self) -> bool {
+        self.roots.iter().any(|root| root.stream != Stream::No)
+    }
+
+    /// Where entry `index`'s bytes are.
+    fn local_path(&self, index: usize) -> PathBuf {
+        let root = &self.roots[self.origin[index] as usize];
+        let below = &self.entries[index].path[root.name.len()..];
+        match below.strip_prefix('/') {
+            Some(rest) => root.local.join(rest),
+            None => root.local.clone(),
+        }
+    }
+}
+
+impl Outbox for Collected {
+    fn entries(&self) -> &[Entry] {
+        &self.entries
+    }
+
+    fn open(&self, index: usize) -> Result<Box<dyn Read + Send>> {
+        let root = &self.roots[self.origin[index] as usize];
+        if root.stream == Stream::Stdin {
+            return Ok(Box::new(std::io::stdin()));
+        }
+        let path = self.local_path(index);
+        let file = File::open(&path)
+            .with_context(|| format!("cannot open {}", escape_path(&path)))
+            .classify(Kind::Io)?;
+        Ok(Box::new(file))
+    }
+
+    fn rereadable(&self, index: usize) -> bool {
+        self.roots[self.origin[index] as usize].stream == Stream::No
+    }
+
+    fn shown(&self, index: usize) -> String {
+        match self.roots[self.origin[index] as usize].stream {
+            Stream::Stdin => "standard input".to_string(),
+            _ => escape_path(&self.local_path(index)),
+        }
+    }
+}
+
+/// Turns `xfer send` operands into offer entries. A file or directory named on the
+/// command line travels under its last component (or `--name`); a link named there
+/// is followed (the user pointed at it). A stream (`-`, a named pipe) must come
+/// alone. Operands that contradict each other are usage errors; one that cannot be
+/// read is an I/O error, before anything is sent.
+pub fn collect(operands: &[PathBuf], options: &WalkOptions) -> Result<Collected> {
+    if options.name.is_some() && operands.len() > 1 {
+        return Err(fail(
+            Kind::Usage,
+            "--name renames one operand; give a single file, directory or `-`",
+        ));
+    }
+    let mut collected = Collected::default();
+    let mut names = HashSet::new();
+    for operand in operands {
+        let root = root_of(operand, options)?;
+        if root.stream != Stream::No && operands.len() > 1 {
+            return Err(fail(
+                Kind::Usage,
+                format!(
+                    "{} is a stream of unknown length and must be sent alone",
+                    if root.stream == Stream::Stdin {
+                        "`-` (standard input)".to_string()
+                    } else {
+                        escape_path(operand)
+                    }
+                ),
+            ));
+        }
+        if !names.insert(root.name.clone()) {
+            return Err(fail(
+                Kind::Usage,
+                format!(
+                    "two operands would arrive under the same name {}; send them separately or rename one",
+                    escape(&root.name)
+                ),
+            ));
+        }
+        collected.roots.push(root);
+        let index = collected.roots.len() - 1;
+        add_root(&mut collected, index, options)?;
+    }
+    Ok(collected)
+}
+
+/// Looks at one operand: its name, and whether it is a stream.
+fn root_of(operand: &Path, options: &WalkOptions) -> Result<Root> {
+    if operand.as_os_str() == STDIN_OPERAND {
+        return Ok(Root {
+            local: operand.to_path_buf(),
+            name: options.name.clone().unwrap_or_else(|| STDIN_NAME.into()),
+            stream: Stream::Stdin,
+        });
+    }
+    let meta = std::fs::metadata(operand)
+        .with_context(|| format!("cannot read {}", escape_path(operand)))
+        .classify(Kind::Io)?;
+    let stream = if meta.file_type().is_fifo() {
+        Stream::Fifo
+    } else {
+        Stream::No
+    };
+    let name = match &options.name {
+        Some(name) => name.clone(),
+        None => operand_name(operand)?,
+    };
+    Ok(Root {
+        local: operand.to_path_buf(),
+        name,
+        stream,
+    })
+}
+
+fn add_root(collected: &mut Collected, index: usize, options: &WalkOptions) -> Result<()> {
+    let root = &collected.roots[index];
+    let (local, name) = (root.local.clone(), root.name.clone());
+    let origin = index as u32;
+    if root.stream != Stream::No {
+        collected.entries.push(Entry {
+            path: name,
+            kind: EntryKind::File,
+            size: None,
+            mode: None,
+            mtime: None,
+        });
+        collected.origin.push(origin);
+        return Ok(());
+    }
+    let meta = std::fs::metadata(&local)
+        .with_context(|| format!("cannot read {}", escape_path(&local)))
+        .classify(Kind::Io)?;
+    if meta.is_file() {
+        // Say so now, not after the handshake, when the one file cannot be read.
+        File::open(&local)
+            .with_context(|| format!("cannot read {}", escape_path(&local)))
+            .classify(Kind::Io)?;
+    } else if !meta.is_dir() {
+        return Err(fail(
+            Kind::Io,
+            format!(
+                "{} is {}; only files, directories and streams are sent",
+                escape_path(&local),
+                special_kind(&meta)
+            ),
+        ));
+    }
+    let mut walk = Walk {
+        options,
+        collected,
+        origin,
+        ancestors: HashSet::new(),
+    };
+    walk.visit(&local, name, &meta);
+    Ok(())
+}
+
+struct Walk<'a> {
+    options: &'a WalkOptions,
+    collected: &'a mut Collected,
+    origin: u32,
+    /// (device, inode) of the directories on the current path, to detect loops.
+    ancestors: HashSet<(u64, u64)>,
+}
+
+impl Walk<'_> {
+    /// Adds `path` (already stat'ed, links resolved) as `name`, recursing into directories.
+    fn visit(&mut self, path: &Path, name: String, meta: &Metadata) {
+        if meta.is_file() {
+            self.push(entry(name, EntryKind::File, meta));
+        } else if meta.is_dir() {
+            let id = (meta.dev(), meta.ino());
+            if !self.ancestors.insert(id) {
+                report::warn(&format!(
+                    "skipping {}: a link back to a directory it is inside (a loop)",
+                    escape_path(path)
+                ));
+                return;
+            }
+            self.push(entry(name.clone(), EntryKind::Dir, meta));
+            self.visit_children(path, &name);
+            self.ancestors.remove(&id);
+        } else {
+            report::warn(&format!(
+                "skipping {}: {} (only files and directories are sent)",
+                escape_path(path),
+                special_kind(meta)
+            ));
+        }
+    }
+
+    fn push(&mut self, entry: Entry) {
+        self.collected.entries.push(entry);
+        self.collected.origin.push(self.origin);
+    }
+
+    fn visit_children(&mut self, dir: &Path, name: &str) {
+        let listing =
+            std::fs::read_dir(dir).and_then(|entries| entries.collect::<Result<Vec<_>, _>>());
+        let mut children = match listing {
+            Ok(children) => children,
+            Err(err) => return self.unreadable(dir, &err),
+        };
+        children.sort_by_key(|child| child.file_name());
+        for child in children {
+            let path = child.path();
+            let Some(child_name) = child.file_name().to_str().map(str::to_string) else {
+                report::warn(&format!(
+                    "skipping {}: the name is not UTF-8, which the protocol cannot carry",
+                    escape_path(&path)
+                ));
+                continue;
+            };
+            let meta = match std::fs::symlink_metadata(&path) {
+                Ok(meta) => meta,
+                Err(err) => {
+                    self.unreadable(&path, &err);
+                    continue;
+                }
+            };
+            let meta = if meta.file_type().is_symlink() {
+                if !self.options.follow_symlinks {
+                    report::warn(&format!(
+                        "skipping symbolic link {} (--follow-symlinks sends what it points at)",
+                        escape_path(&path)
+                    ));
+                    continue;
+                }
+                match std::fs::metadata(&path) {
+                    Ok(target) => target,
+                    Err(err) => {
+                        report::warn(&format!(
+                            "skipping symbolic link {}: {err}",
+                            escape_path(&path)
+                        ));
+                        continue;
+                    }
+                }
+            } else {
+                meta
+            };
+            self.visit(&path, format!("{name}/{child_name}"), &meta);
+        }
+    }
+
+    fn unreadable(&mut self, path: &Path, err: &std::io::Error) {
+        report::warn(&format!(
+            "cannot read {}: {err}; not sent",
+            escape_path(path)
+        ));
+        self.collected.unreadable += 1;
+    }
+}
+
+fn entry(path: String, kind: EntryKind, meta: &Metadata) -> Entry {
+    Entry {
+        path,
+        kind,
+        // A directory carries no data; its size is 0 (null means a stream).
+        size: Some(if kind == EntryKind::File {
+            meta.len()
+        } else {
+            0
+        }),
+        mode: Some(u64::from(meta.mode() & PERMISSION_BITS)),
+        // Section 5: a time before the epoch is left out.
+        mtime: u64::try_from(meta.mtime()).ok(),
+    }
+}
+
+fn special_kind(meta: &Metadata) -> &'static str {
+    let kind = meta.file_type();
+    if kind.is_fifo() {
+        "a named pipe"
+    } else if kind.is_socket() {
+        "a socket"
+    } else if kind.is_block_device() || kind.is_char_device() {
+        "a device"
+    } else {
+        "not a regular file"
+    }
+}
+
+/// The name an operand travels under: its last component (for `.` and the like,
+/// the directory's own name), which must be UTF-8.
+fn operand_name(path: &Path) -> Result<String> {
+    let named = match path.file_name() {
+        Some(name) => name.to_os_string(),
+        None => std::fs::canonicalize(path)
+            .ok()
+            .and_then(|full| full.file_name().map(|name| name.to_os_string()))
+            .ok_or_else(|| {
+                fail(
+                    Kind::Usage,
+                    format!(
+                        "{} has no name to send it under; use --name",
+                        escape_path(path)
+                    ),
+                )
+            })?,
+    };
+    match named.to_str() {
+        Some(name) => Ok(name.to_string()),
+        None => Err(fail(
+            Kind::Usage,
+            format!(
+                "{} is not valid UTF-8, which the protocol cannot carry; use --name",
+                escape_path(path)
+            ),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::kind_of;
+
+    fn names(collected: &Collected) -> Vec<(&str, EntryKind)> {
+        collected
+            .entries
+            .iter()
+            .map(|entry| (entry.path.as_str(), entry.kind))
+            .collect()
+    }
+
+    #[test]
+    fn a_tree_is_walked_sorted_parents_first_and_links_skipped() {
+        let root = tempfile::tempdir().unwrap();
+        let tree = root.path().join("photos");
+        std::fs::create_dir_all(tree.join("b/empty")).unwrap();
+        std::fs::write(tree.join("b/z.jpg"), b"z").unwrap();
+        std::fs::write(tree.join("a.jpg"), b"a").unwrap();
+        std::os::unix::fs::symlink("a.jpg", tree.join("link")).unwrap();
+        let collected = collect(std::slice::from_ref(&tree), &WalkOptions::default()).unwrap();
+        use EntryKind::*;
+        assert_eq!(
+            names(&collected),
+            [
+                ("photos", Dir),
+                ("photos/a.jpg", File),
+                ("photos/b", Dir),
+                ("photos/b/empty", Dir),
+                ("photos/b/z.jpg", File)
+            ]
+        );
+        assert_eq!(collected.local_path(4), tree.join("b/z.jpg"));
+        let mut content = String::new();
+        collected
+            .open(4)
+            .unwrap()
+            .read_to_string(&mut content)
+            .unwrap();
+        assert_eq!(content, "z");
+        let followed = collect(
+            &[tree],
+            &WalkOptions {
+                follow_symlinks: true,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert!(names(&followed).contains(&("photos/link", File)));
+    }
+
+    #[test]
+    fn link_loops_are_detected_when_following() {
+        let root = tempfile::tempdir().unwrap();
+        let tree = root.path().join("t");
+        std::fs::create_dir_all(tree.join("sub")).unwrap();
+        std::os::unix::fs::symlink("..", tree.join("sub/up")).unwrap();
+        let options = WalkOptions {
+            follow_symlinks: true,
+            ..Default::default()
+        };
+        let collected = collect(&[tree], &options).unwrap();
+        assert_eq!(
+            names(&collected),
+            [("t", EntryKind::Dir), ("t/sub", EntryKind::Dir)]
+        );
+    }
+
+    #[test]
+    fn streams_travel_alone_under_their_name() {
+        let options = WalkOptions {
+            name: Some("backup.tar".into()),
+            ..Default::default()
+        };
+        let collected = collect(&[PathBuf::from("-")], &options).unwrap();
+        assert_eq!(collected.entries[0].path, "backup.tar");
+        assert_eq!(collected.entries[0].size, None);
+        assert!(!collected.rereadable(0));
+        let err = collect(
+            &[PathBuf::from("-"), PathBuf::from("x")],
+            &WalkOptions::default(),
+        )
+        .unwrap_err();
+        assert_eq!(kind_of(&err), Some(Kind::Usage));
+    }
+
+    #[test]
+    fn name_renames_one_operand_and_clashing_names_are_refused() {
+        let root = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(root.path().join("a")).unwrap();
+        std::fs::create_dir_all(root.path().join("b")).unwrap();
+        std::fs::write(root.path().join("a/x"), b"1").unwrap();
+        std::fs::write(root.path().join("b/x"), b"2").unwrap();
+        let renamed = collect(
+            &[root.path().join("a/x")],
+            &WalkOptions {
+                name: Some("y".into()),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(names(&renamed), [("y", EntryKind::File)]);
+        let clash = collect(
+            &[root.path().join("a/x"), root.path().join("b/x")],
+            &WalkOptions::default(),
+        );
+        assert_eq!(kind_of(&clash.unwrap_err()), Some(Kind::Usage));
+        let two_named = collect(
+            &[root.path().join("a/x"), root.path().join("b")],
+            &WalkOptions {
+                name: Some("y".into()),
+                ..Default::default()
+            },
+        );
+        assert_eq!(kind_of(&two_named.unwrap_err()), Some(Kind::Usage));
+    }
+
+    #[test]
+    fn a_named_pipe_is_a_stream() {
+        let root = tempfile::tempdir().unwrap();
+        let fifo = root.path().join("pipe");
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            &fifo,
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o600),
+            0,
+        )
+        .unwrap();
+        let collected = collect(&[fifo], &WalkOptions::default()).unwrap();
+        assert_eq!(collected.entries[0].path, "pipe");
+        assert_eq!(collected.entries[0].size, None);
+        assert!(collected.is_stream());
+    }
+
+    #[test]
+    fn dot_is_sent_under_the_directory_name() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("project");
+        std::fs::create_dir(&dir).unwrap();
+        assert_eq!(operand_name(&dir.join(".")).unwrap(), "project");
+    }
+}

@@ -1,0 +1,331 @@
+//! Listening: the accept loop that authenticates every connection on its own thread
+//! (so a stalled peer delays nobody) before handing it to a session, and keeps
+//! strangers from crowding out peers that hold the key.
+//!
+//! Connections that have not authenticated are bounded twice: at most a few per
+//! address, and a few hundred in all. When either bound is reached, the *oldest*
+//! such connection is cut, not the newcomer: a flood of stalled connections only
+//! ever cuts itself, and an honest peer from another address is handshaking within
+//! moments. Authenticated sessions have their own limit (`--max-conns`).
+
+use std::collections::VecDeque;
+use std::net::{IpAddr, Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use rustix::event::{PollFd, PollFlags};
+
+use super::socket;
+use super::{Accepting, Handler, ListenAddr, Timeouts};
+use crate::error::{Classify, Kind, fail};
+use crate::proto::message::ErrorCode;
+use crate::ui::escape::escape;
+use crate::ui::report;
+
+/// How long running sessions may go on after SIGINT or SIGTERM.
+const GRACE: Duration = Duration::from_secs(5);
+/// How often the accept loop looks up from `poll` to see whether it should stop.
+const STOP_CHECK: Duration = Duration::from_millis(200);
+
+/// How a listener behaves.
+#[derive(Debug, Clone, Copy)]
+pub struct ServeOptions {
+    /// Exit after the first authenticated session, with its result.
+    pub once: bool,
+    /// Authenticated sessions at once; more get `busy`.
+    pub max_sessions: usize,
+    /// Connections still in the handshake, from all addresses together.
+    pub max_handshakes: usize,
+    /// Connections still in the handshake from one address.
+    pub max_handshakes_per_address: usize,
+    pub timeouts: Timeouts,
+}
+
+impl ServeOptions {
+    /// Connections in the handshake at once, in all; each has its own thread.
+    pub const MAX_HANDSHAKES: usize = 256;
+    /// Connections in the handshake at once from one address.
+    pub const MAX_HANDSHAKES_PER_ADDRESS: usize = 8;
+}
+
+/// A connection that has not authenticated yet.
+struct Stranger {
+    id: u64,
+    address: IpAddr,
+    /// A handle to cut it with.
+    stream: TcpStream,
+}
+
+/// Shared by the accept loop, the connection threads and the waiting main thread.
+#[derive(Default)]
+struct Listening {
+    /// Unauthenticated connections, oldest first.
+    strangers: Mutex<VecDeque<Stranger>>,
+    next_id: AtomicU64,
+    /// Authenticated sessions running.
+    sessions: AtomicUsize,
+    /// Set by SIGINT or SIGTERM: accept no more.
+    stop: Arc<AtomicBool>,
+    /// A one-shot listener's session has started.
+    claimed: AtomicBool,
+}
+
+impl Listening {
+    /// Admits a new stranger, first cutting the oldest one of its address, or the
+    /// oldest of all, where a bound is reached.
+    fn admit(&self, stream: &TcpStream, address: IpAddr, options: &ServeOptions) -> Option<u64> {
+        let id = self.next_id.fetch_add(1, Ordering::SeqCst);
+        let handle = stream.try_clone().ok()?;
+        let mut strangers = self
+            .strangers
+            .lock()
+            .expect("no panics while holding the lock");
+        let same_address = strangers.iter().filter(|s| s.address == address).count();
+        if same_address >= options.max_handshakes_per_address
+            && let Some(at) = strangers.iter().position(|s| s.address == address)
+            && let Some(oldest) = strangers.remove(at)
+        {
+            let _ = oldest.stream.shutdown(Shutdown::Both);
+        }
+        if strangers.len() >= options.max_handshakes
+            && let Some(oldest) = strangers.pop_front()
+        {
+            let _ = oldest.stream.shutdown(Shutdown::Both);
+        }
+        strangers.push_back(Stranger {
+            id,
+            address,
+            stream: handle,
+        });
+        Some(id)
+    }
+
+    /// The stranger `id` authenticated or left.
+    fn forget(&self, id: u64) {
+        let mut strangers = self
+            .strangers
+            .lock()
+            .expect("no panics while holding the lock");
+        if let Some(at) = strangers.iter().position(|s| s.id == id) {
+            strangers.remove(at);
+        }
+    }
+}
+
+/// Binds a listener. A bare port listens on all interfaces, IPv6 and IPv4 where the
+/// system allows both, else IPv4.
+pub fn bind(addr: &ListenAddr) -> Result<TcpListener> {
+    let listener = match addr {
+        ListenAddr::AllInterfaces(port) => TcpListener::bind(("::", *port))
+            .or_else(|_| TcpListener::bind(("0.0.0.0", *port)))
+            .with_context(|| format!("cannot listen on port {port}")),
+        ListenAddr::At(endpoint) => TcpListener::bind((endpoint.host.as_str(), endpoint.port))
+            .with_context(|| format!("cannot listen on {endpoint}")),
+    };
+    listener.classify(Kind::Network)
+}
+
+/// Accepts connections until the first authenticated session ends (`once`) or until
+/// SIGINT/SIGTERM, authenticating each on its own thread. A connection that fails
+/// the handshake is reported and does not count as a session. On a signal, running
+/// sessions get a few seconds to finish; a second signal exits at once.
+pub fn serve(
+    listener: TcpListener,
+    accepting: Arc<Accepting>,
+    options: ServeOptions,
+    stop: Arc<AtomicBool>,
+    handler: Handler,
+) -> Result<()> {
+    let shared = Arc::new(Listening {
+        stop,
+        ..Listening::default()
+    });
+    let (finished, first_result) = mpsc::channel::<Result<()>>();
+    {
+        let shared = shared.clone();
+        std::thread::Builder::new()
+            .name("accept".into())
+            .spawn(move || accept_loop(listener, accepting, options, handler, shared, finished))
+            .map_err(|err| anyhow::Error::new(err).context("cannot start a thread"))?;
+    }
+    loop {
+        match first_result.recv_timeout(STOP_CHECK) {
+            Ok(result) => return result,
+            // The accept loop ends on a stop request too: check for that first.
+            Err(_) if shared.stop.load(Ordering::SeqCst) => {
+                return stop_gracefully(&shared, options.once, &first_result);
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                return Err(fail(
+                    Kind::Network,
+                    "the listener stopped accepting connections",
+                ));
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+        }
+    }
+}
+
+fn accept_loop(
+    listener: TcpListener,
+    accepting: Arc<Accepting>,
+    options: ServeOptions,
+    handler: Handler,
+    shared: Arc<Listening>,
+    finished: mpsc::Sender<Result<()>>,
+) {
+    while !shared.stop.load(Ordering::SeqCst) {
+        // Wait in poll rather than accept, so a stop request is seen within STOP_CHECK.
+        let mut fds = [PollFd::new(&listener, PollFlags::IN)];
+        let timeout = rustix::event::Timespec::try_from(STOP_CHECK).expect("a small constant");
+        if !matches!(rustix::event::poll(&mut fds, Some(&timeout)), Ok(n) if n > 0) {
+            continue;
+        }
+        let (stream, peer) = match listener.accept() {
+            Ok(accepted) => accepted,
+            Err(err) => {
+                // Out of file descriptors and the like: pause rather than spin.
+                report::warn(&format!("accept failed: {err}"));
+                std::thread::sleep(Duration::from_millis(100));
+                continue;
+            }
+        };
+        // Sessions are what --max-conns limits; peers that have not proven the key
+        // are bounded separately above, so they cannot crowd out a real peer.
+        if shared.sessions.load(Ordering::SeqCst) >= options.max_sessions {
+            socket::refuse_busy(stream, "at the limit of sessions; try again later");
+            report::line(&format!(
+                "xfer: {peer}: refused, at the limit of {} sessions",
+                options.max_sessions
+            ));
+            continue;
+        }
+        let Some(id) = shared.admit(&stream, peer.ip().to_canonical(), &options) else {
+            continue;
+        };
+        let (accepting, handler, shared, finished) = (
+            accepting.clone(),
+            handler.clone(),
+            shared.clone(),
+            finished.clone(),
+        );
+        let spawned = std::thread::Builder::new()
+            .name("connection".into())
+            .spawn(move || {
+                connection(
+                    stream, peer, id, &accepting, options, &handler, &shared, &finished,
+                )
+            });
+        if let Err(err) = spawned {
+            report::warn(&format!("cannot start a thread for {peer}: {err}"));
+        }
+    }
+}
+
+/// One connection's life: the handshake, then (within the limits) its session.
+#[allow(clippy::too_many_arguments)]
+fn connection(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    id: u64,
+    accepting: &Accepting,
+    options: ServeOptions,
+    handler: &Handler,
+    shared: &Arc<Listening>,
+    finished: &mpsc::Sender<Result<()>>,
+) {
+    let authenticated = super::accept_on(&mut stream, accepting, options.timeouts, || {
+        // Counted before `auth_ok` goes out, so the limit is never overshot.
+        let slot = SessionSlot::take(shared.clone());
+        if slot.running > options.max_sessions {
+            return Err((
+                ErrorCode::Busy,
+                "at the session limit; try again later".into(),
+            ));
+        }
+        if options.once && shared.claimed.swap(true, Ordering::SeqCst) {
+            return Err((
+                ErrorCode::Busy,
+                "this listener serves one session and has it".into(),
+            ));
+        }
+        Ok(Box::new(slot))
+    });
+    shared.forget(id);
+    match authenticated {
+        Err(err) => report::line(&format!(
+            "xfer: {peer}: rejected: {}",
+            escape(&format!("{err:#}"))
+        )),
+        // `held` (this session's slots) lasts as long as the session.
+        Ok((conn, held)) => {
+            let result = handler(conn, peer);
+            drop(held);
+            if options.once {
+                let _ = finished.send(result);
+            }
+        }
+    }
+}
+
+/// A running session, counted until dropped.
+struct SessionSlot {
+    shared: Arc<Listening>,
+    /// Sessions running, this one included.
+    running: usize,
+}
+
+impl SessionSlot {
+    fn take(shared: Arc<Listening>) -> SessionSlot {
+        let running = shared.sessions.fetch_add(1, Ordering::SeqCst) + 1;
+        SessionSlot { shared, running }
+    }
+}
+
+impl Drop for SessionSlot {
+    fn drop(&mut self) {
+        self.shared.sessions.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// After a stop request: no more connections; give running sessions [`GRACE`].
+fn stop_gracefully(
+    shared: &Listening,
+    once: bool,
+    first_result: &mpsc::Receiver<Result<()>>,
+) -> Result<()> {
+    let running = shared.sessions.load(Ordering::SeqCst);
+    if running > 0 {
+        report::line(&format!(
+            "xfer: stopping: no new connections; waiting up to {} s for {} \
+             (interrupt again to exit at once)",
+            GRACE.as_secs(),
+            report::plural(running, "running session"),
+        ));
+    }
+    let until = Instant::now() + GRACE;
+    while shared.sessions.load(Ordering::SeqCst) > 0 && Instant::now() < until {
+        if let Ok(result) = first_result.recv_timeout(Duration::from_millis(50)) {
+            return result; // the one-shot session finished in time
+        }
+    }
+    let cut = shared.sessions.load(Ordering::SeqCst);
+    if cut > 0 {
+        return Err(fail(
+            Kind::Network,
+            format!(
+                "stopped by a signal; {} cut (partial files are kept for resume)",
+                report::plural(cut, "running session")
+            ),
+        ));
+    }
+    if once {
+        return Err(anyhow::anyhow!(
+            "stopped by a signal before any session completed"
+        ));
+    }
+    report::line("xfer: stopped");
+    Ok(())
+}

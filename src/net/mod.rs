@@ -1,0 +1,178 @@
+//! Sockets, and getting from a socket to an authenticated [`Connection`]: the
+//! address forms users type ([`addr`]), connecting ([`connect`]), listening and its
+//! admission control ([`listen`]), the settings every socket gets ([`socket`]) and
+//! the signals a listener heeds ([`signals`]).
+//!
+//! [`Initiating`] and [`Accepting`] say how this side authenticates; what happens
+//! after the handshake is the caller's [`Handler`].
+
+pub mod addr;
+pub mod connect;
+pub mod listen;
+pub mod pace;
+pub mod signals;
+pub mod socket;
+
+use std::any::Any;
+use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+
+pub use self::addr::{Endpoint, ListenAddr, Remote};
+pub use self::listen::ServeOptions;
+use self::pace::Paced;
+use crate::error::{Classify, Kind};
+use crate::proto::handshake::{self, Acceptor, Initiator, KeyStore, Secret};
+use crate::proto::message::{ErrorCode, Role};
+use crate::proto::negotiated::{Features, Negotiated};
+use crate::proto::wire::{Closer, Connection};
+
+/// How long peers may take.
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    /// The whole handshake, from accept or connect to authenticated.
+    pub handshake: Duration,
+    /// Reads and writes after the handshake (`None`: no limit on reads, and
+    /// [`socket::WRITE_STALL`] on writes).
+    pub idle: Option<Duration>,
+}
+
+/// How this side meets its peer.
+#[derive(Debug, Clone)]
+pub enum Link {
+    /// Connect to a listening peer, retrying for up to `wait` while it is not there.
+    Connect { to: Endpoint, wait: Duration },
+    /// Listen for peers.
+    Listen { at: ListenAddr, serve: ServeOptions },
+}
+
+/// A connection after the handshake, as sessions use it.
+pub type TcpConnection = Connection<Paced<TcpStream>, Paced<TcpStream>>;
+
+/// Splits an authenticated socket into a reader and a writer that can work from
+/// two threads, each paced at `rate` if one is set.
+fn connection(
+    stream: TcpStream,
+    negotiated: Negotiated,
+    compress: Option<i32>,
+    rate: Option<u64>,
+) -> Result<TcpConnection> {
+    let reader = stream.try_clone().classify(Kind::Network)?;
+    let closer = Closer::tcp(stream.try_clone().classify(Kind::Network)?);
+    Connection::new(
+        Paced::new(reader, rate),
+        Paced::new(stream, rate),
+        negotiated,
+        compress,
+        closer,
+    )
+}
+
+/// What to do with an authenticated connection: run its session(s).
+pub type Handler = Arc<dyn Fn(TcpConnection, SocketAddr) -> Result<()> + Send + Sync>;
+
+/// A per-connection check after `mac_I` verified (a user's session limit): a value
+/// to hold while the connection lasts, or the refusal (`busy`).
+pub type Admit =
+    Arc<dyn Fn(&Negotiated) -> Result<Box<dyn Any + Send>, (ErrorCode, String)> + Send + Sync>;
+
+/// How this side authenticates when it connects.
+pub struct Initiating {
+    pub role: Role,
+    pub user: Option<String>,
+    /// Chosen where the listener offers them.
+    pub wanted: Features,
+    /// Refused (`feature`) where the listener does not offer them.
+    pub required: Features,
+    pub secret: Secret,
+    /// A sender that meets a server speaks to it as a client.
+    pub client_if_server: bool,
+    /// This side's compression level, if it compresses what it sends.
+    pub compress: Option<i32>,
+    /// `--limit-rate`, bytes per second.
+    pub rate: Option<u64>,
+}
+
+/// How this side authenticates when it listens.
+pub struct Accepting {
+    pub role: Role,
+    /// Listed in `hello`.
+    pub offered: Features,
+    /// Refused (`feature`) when not in force.
+    pub required: Features,
+    pub realm: Option<String>,
+    pub keys: Arc<dyn KeyStore>,
+    /// Per-user limits, checked before `auth_ok`.
+    pub admit: Option<Admit>,
+    pub compress: Option<i32>,
+    /// `--limit-rate`, bytes per second.
+    pub rate: Option<u64>,
+}
+
+/// Connects to `to` (retrying for `wait`) and authenticates.
+pub fn connect(
+    to: &Endpoint,
+    wait: Duration,
+    timeouts: Timeouts,
+    initiating: &Initiating,
+) -> Result<(TcpConnection, SocketAddr)> {
+    let mut stream = connect::connect(to, wait, timeouts.handshake)?;
+    let peer = stream.peer_addr().classify(Kind::Network)?;
+    socket::configure(&stream, Some(timeouts.handshake))?;
+    let deadline = Instant::now() + timeouts.handshake;
+    let policy = Initiator {
+        role: initiating.role,
+        user: initiating.user.as_deref(),
+        wanted: initiating.wanted,
+        required: initiating.required,
+        secret: &initiating.secret,
+        client_if_server: initiating.client_if_server,
+    };
+    let negotiated = handshake::initiate(&mut stream, &policy, deadline)
+        .context("handshake with the listener")?;
+    socket::set_idle(&stream, timeouts.idle)?;
+    let conn = connection(stream, negotiated, initiating.compress, initiating.rate)?;
+    Ok((conn, peer))
+}
+
+/// What an accepted connection holds while it lasts (session slots), released when
+/// dropped.
+pub struct Held(#[allow(dead_code)] Vec<Box<dyn Any + Send>>);
+
+/// Runs the acceptor's handshake on a fresh connection, with `limits` checked after
+/// `mac_I` verified (and the per-user [`Admit`] before them).
+pub fn accept_on(
+    stream: &mut TcpStream,
+    accepting: &Accepting,
+    timeouts: Timeouts,
+    limits: impl FnOnce() -> Result<Box<dyn Any + Send>, (ErrorCode, String)>,
+) -> Result<(TcpConnection, Held)> {
+    socket::configure(stream, Some(timeouts.handshake))?;
+    let deadline = Instant::now() + timeouts.handshake;
+    let policy = Acceptor {
+        role: accepting.role,
+        offered: accepting.offered,
+        required: accepting.required,
+        realm: accepting.realm.as_deref(),
+        keys: &*accepting.keys,
+    };
+    let verified = handshake::accept(stream, &policy, deadline)?;
+    let mut held = Vec::new();
+    if let Some(admit) = &accepting.admit {
+        match admit(verified.negotiated()) {
+            Ok(slot) => held.push(slot),
+            Err((code, why)) => return Err(verified.refuse(stream, code, &why)),
+        }
+    }
+    match limits() {
+        Ok(slot) => held.push(slot),
+        Err((code, why)) => return Err(verified.refuse(stream, code, &why)),
+    }
+    let negotiated = verified.confirm(stream)?;
+    socket::set_idle(stream, timeouts.idle)?;
+    let stream = stream.try_clone().classify(Kind::Network)?;
+    let conn = connection(stream, negotiated, accepting.compress, accepting.rate)?;
+    Ok((conn, Held(held)))
+}

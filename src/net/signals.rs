@@ -1,0 +1,41 @@
+//! Signals a long-running xfer listens for: SIGINT and SIGTERM stop it gracefully
+//! (a second one exits at once), SIGXFSZ must not kill a receiver past a file-size
+//! limit, and SIGHUP (for `serve`) asks for the users file to be read again.
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use anyhow::{Context, Result};
+
+/// A flag that SIGINT and SIGTERM set; a second one exits at once (130 is the
+/// shell's code for an interrupt).
+pub fn stop_on_signals() -> Result<Arc<AtomicBool>> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [SIGINT, SIGTERM] {
+        // Registered first, so it sees the flag as the previous signal left it.
+        signal_hook::flag::register_conditional_shutdown(signal, 130, stop.clone())?;
+        signal_hook::flag::register(signal, stop.clone())?;
+    }
+    Ok(stop)
+}
+
+/// Past a file-size limit (`ulimit -f`) the kernel sends SIGXFSZ, which would kill
+/// the process; with a handler in place the write fails with EFBIG instead, and
+/// that one file is refused with `io` while the session goes on.
+pub fn survive_file_size_limit() -> Result<()> {
+    signal_hook::flag::register(
+        signal_hook::consts::SIGXFSZ,
+        Arc::new(AtomicBool::new(false)),
+    )
+    .context("cannot install a SIGXFSZ handler")?;
+    Ok(())
+}
+
+/// A flag that SIGHUP sets (and the caller clears when it has acted on it).
+pub fn flag_on_hangup() -> Result<Arc<AtomicBool>> {
+    let flag = Arc::new(AtomicBool::new(false));
+    signal_hook::flag::register(signal_hook::consts::SIGHUP, flag.clone())
+        .context("cannot install a SIGHUP handler")?;
+    Ok(flag)
+}

@@ -1,0 +1,830 @@
+//! The mutual HMAC-SHA256 challenge-response of `PROTOCOL.md` section 4, version 2:
+//! both nonces, the user name and both feature lists (the context `C`) are bound into
+//! `mac_I`, `mac_A` and the session key, so a relay that edits any of them is caught.
+//! The result is a [`Negotiated`].
+//!
+//! Both sides run on the raw stream before any buffering, every read bounded by one
+//! absolute deadline. The acceptor checks `auth` in the order of section 4's table,
+//! does the same work for an unknown user as for a wrong key, and reveals `mac_A` only
+//! to an initiator whose `mac_I` verified. Failures are tagged (`error::Kind`); the
+//! key itself never leaves.
+
+use std::io::{Read, Write};
+use std::time::Instant;
+
+use anyhow::Result;
+use hmac::Mac;
+
+use super::message::{self, ErrorCode, MAX_PREAUTH_CONTROL, Message, PROTOCOL_VERSION, Role};
+use super::negotiated::{Features, HmacSha256, Negotiated, SessionKey, keyed, verify};
+use super::wire::{DeadlineReader, ReadTimeout, net, read_frame};
+use crate::error::{Kind, fail, kind_of, peer_error};
+use crate::key::{self, Key};
+
+/// Nonce length, in bytes.
+const NONCE_LEN: usize = 32;
+type Nonce = [u8; NONCE_LEN];
+/// Most feature names a list may hold.
+const MAX_FEATURES: usize = 16;
+
+/// Where an acceptor finds the key of the user an initiator names.
+pub trait KeyStore: Send + Sync {
+    /// The key `user` (`""` when the initiator named none) authenticates with, or
+    /// `None` when there is no such user.
+    fn key_for(&self, user: &str) -> Option<Key>;
+}
+
+/// One key for everybody (a receiver, a sender, a single-user server): any valid
+/// user name, or none, is accepted, and bound into the MACs either way.
+impl KeyStore for Key {
+    fn key_for(&self, _user: &str) -> Option<Key> {
+        Some(self.clone())
+    }
+}
+
+/// How this side accepts.
+pub struct Acceptor<'a> {
+    pub role: Role,
+    /// Listed in `hello`.
+    pub offered: Features,
+    /// Refused with `feature` when not in force (after `mac_I` verified).
+    pub required: Features,
+    pub realm: Option<&'a str>,
+    pub keys: &'a dyn KeyStore,
+}
+
+/// How this side initiates.
+pub struct Initiator<'a> {
+    pub role: Role,
+    pub user: Option<&'a str>,
+    /// Chosen in `auth` where the acceptor lists them.
+    pub wanted: Features,
+    /// Refused with `feature`, in place of `auth`, when the acceptor does not list them.
+    pub required: Features,
+    pub secret: &'a Secret,
+    /// A sender that meets a server speaks to it as a client (section 4).
+    pub client_if_server: bool,
+}
+
+/// What proves this side: a key, or a password from which the key is derived with
+/// the acceptor's realm (section 4).
+pub enum Secret {
+    Key(Key),
+    Password(crate::password::Password),
+}
+
+impl Secret {
+    fn key_for(&self, realm: &str, user: &str) -> Result<Key> {
+        match self {
+            Secret::Key(key) => Ok(key.clone()),
+            Secret::Password(password) => password.derive(realm, user),
+        }
+    }
+
+    fn origin(&self) -> String {
+        match self {
+            Secret::Key(key) => key.origin().to_string(),
+            Secret::Password(_) => "the password".into(),
+        }
+    }
+}
+
+/// An `auth` that verified, before `auth_ok` went out: the caller may still refuse
+/// it (`busy`: a per-user limit) or confirm it.
+pub struct Verified {
+    negotiated: Negotiated,
+    proof: String,
+}
+
+impl Verified {
+    pub fn negotiated(&self) -> &Negotiated {
+        &self.negotiated
+    }
+
+    /// Sends `auth_ok`: the handshake is complete.
+    pub fn confirm<S: Write>(self, stream: &mut S) -> Result<Negotiated> {
+        send(stream, &Message::AuthOk { mac: self.proof })?;
+        Ok(self.negotiated)
+    }
+
+    /// Refuses the verified initiator (section 3 allows only `feature` and `busy` here).
+    pub fn refuse<S: Write>(self, stream: &mut S, code: ErrorCode, why: &str) -> anyhow::Error {
+        refuse(stream, code, why)
+    }
+}
+
+/// Whether `(initiator, acceptor)` is a valid pair of roles.
+fn valid_pair(initiator: Role, acceptor: Role) -> bool {
+    matches!(
+        (initiator, acceptor),
+        (Role::Sender, Role::Receiver)
+            | (Role::Receiver, Role::Sender)
+            | (Role::Client, Role::Server)
+    )
+}
+
+/// The features a role pair requires: a request connection always runs sealed.
+fn required_by_roles(initiator: Role) -> Features {
+    match initiator {
+        Role::Client => Features::of(&[super::negotiated::Feature::Aead]),
+        _ => Features::NONE,
+    }
+}
+
+/// Checks a user name (section 4): 1–64 bytes of `[A-Za-z0-9._-]`, not starting
+/// with `.` or `-`.
+pub fn valid_user(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && !name.starts_with(['.', '-'])
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+/// Checks a feature list (section 4): at most 16 distinct names of `[a-z0-9_]{1,32}`.
+fn valid_features(names: &[String]) -> bool {
+    let distinct = names.iter().collect::<std::collections::HashSet<_>>().len();
+    names.len() <= MAX_FEATURES
+        && distinct == names.len()
+        && names.iter().all(|name| {
+            (1..=32).contains(&name.len())
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        })
+}
+
+/// Checks a realm (section 4): 1–255 bytes, no control characters.
+pub fn valid_realm(realm: &str) -> bool {
+    (1..=255).contains(&realm.len()) && !realm.chars().any(char::is_control)
+}
+
+/// `C = U || "\n" || FA || "\n" || FI`.
+fn context(user: &str, hello_features: &[String], auth_features: &[String]) -> Vec<u8> {
+    format!(
+        "{user}\n{}\n{}",
+        hello_features.join(","),
+        auth_features.join(",")
+    )
+    .into_bytes()
+}
+
+fn initiator_mac(key: &[u8], na: &Nonce, ni: &Nonce, c: &[u8]) -> HmacSha256 {
+    keyed(key, "xfer/2 initiator", &[na, ni, c])
+}
+
+fn acceptor_mac(key: &[u8], na: &Nonce, ni: &Nonce, c: &[u8]) -> HmacSha256 {
+    keyed(key, "xfer/2 acceptor", &[na, ni, c])
+}
+
+fn session_key(key: &[u8], na: &Nonce, ni: &Nonce, c: &[u8]) -> SessionKey {
+    SessionKey::new(
+        keyed(key, "xfer/2 session", &[na, ni, c])
+            .finalize()
+            .into_bytes()
+            .into(),
+    )
+}
+
+fn hex_of(mac: HmacSha256) -> String {
+    message::hex(&mac.finalize().into_bytes())
+}
+
+/// The listening side, up to a verified `auth` (steps 1–6 of section 4's table,
+/// but for per-user limits, which the caller checks before [`Verified::confirm`]).
+pub fn accept<S>(stream: &mut S, acceptor: &Acceptor<'_>, deadline: Instant) -> Result<Verified>
+where
+    S: Read + Write + ReadTimeout,
+{
+    let na: Nonce = key::random_bytes()?;
+    let offered = acceptor.offered.names();
+    send(
+        stream,
+        &Message::Hello {
+            version: PROTOCOL_VERSION,
+            role: acceptor.role,
+            nonce: message::hex(&na),
+            features: Some(offered.clone()),
+            realm: acceptor.realm.map(str::to_string),
+        },
+    )?;
+    // Step 1: an `auth` of version 2.
+    let (version, role, nonce, user, features, mac) =
+        match expect(stream, deadline, "the initiator's auth")? {
+            Message::Auth {
+                version,
+                role,
+                nonce,
+                user,
+                features,
+                mac,
+            } => (version, role, nonce, user, features, mac),
+            Message::Error { code, message, .. } => return Err(peer_error(code, &message)),
+            other => {
+                return Err(refuse(
+                    stream,
+                    ErrorCode::Protocol,
+                    &format!("expected auth, got {other}"),
+                ));
+            }
+        };
+    if version != PROTOCOL_VERSION {
+        return Err(refuse(
+            stream,
+            ErrorCode::Version,
+            &format!(
+                "unsupported protocol version {version}; this side speaks {PROTOCOL_VERSION} only"
+            ),
+        ));
+    }
+    // Step 2: the roles.
+    if !valid_pair(role, acceptor.role) {
+        return Err(refuse(
+            stream,
+            ErrorCode::Role,
+            &format!("a {role} cannot talk to a {}", acceptor.role),
+        ));
+    }
+    // Step 3: the user name and the feature list.
+    if user.as_deref().is_some_and(|u| !valid_user(u)) {
+        return Err(refuse(
+            stream,
+            ErrorCode::Protocol,
+            "a user name is 1-64 characters of A-Z a-z 0-9 . _ -, not starting with . or -",
+        ));
+    }
+    let chosen = features.unwrap_or_default();
+    if !valid_features(&chosen) {
+        return Err(refuse(
+            stream,
+            ErrorCode::Protocol,
+            "malformed feature list",
+        ));
+    }
+    // Step 4: the nonce; a reflected one would let the peer replay our own proof.
+    let ni = match message::unhex::<NONCE_LEN>(&nonce) {
+        Some(ni) if ni != na => ni,
+        _ => return Err(refuse(stream, ErrorCode::Auth, "authentication failed")),
+    };
+    // Step 5: the MAC, with the same work whether or not the user exists.
+    let user_name = user.as_deref().unwrap_or("");
+    let key = match acceptor.keys.key_for(user_name) {
+        Some(key) => key.bytes().to_vec(),
+        None => key::random_bytes::<32>()?.to_vec(),
+    };
+    let c = context(user_name, &offered, &chosen);
+    if !verify(initiator_mac(&key, &na, &ni, &c), &mac) {
+        return Err(refuse(stream, ErrorCode::Auth, "authentication failed"));
+    }
+    // Step 6: what this initiator must meet.
+    let in_force = acceptor
+        .offered
+        .intersect(Features::from_names(chosen.iter().map(String::as_str)));
+    let missing = acceptor
+        .required
+        .with_all(required_by_roles(role))
+        .missing_from(in_force);
+    if !missing.is_empty() {
+        return Err(refuse(
+            stream,
+            ErrorCode::Feature,
+            &format!("this {} requires {missing}", acceptor.role),
+        ));
+    }
+    let negotiated = Negotiated::new(
+        false,
+        acceptor.role,
+        user,
+        in_force,
+        session_key(&key, &na, &ni, &c),
+    );
+    Ok(Verified {
+        negotiated,
+        proof: hex_of(acceptor_mac(&key, &na, &ni, &c)),
+    })
+}
+
+/// The connecting side: answer `hello`, then insist on proof that the acceptor holds
+/// the key before anything else is exchanged.
+pub fn initiate<S>(
+    stream: &mut S,
+    initiator: &Initiator<'_>,
+    deadline: Instant,
+) -> Result<Negotiated>
+where
+    S: Read + Write + ReadTimeout,
+{
+    let (version, acceptor_role, nonce, offered, realm) =
+        match expect(stream, deadline, "the listener's hello")? {
+            Message::Hello {
+                version,
+                role,
+                nonce,
+                features,
+                realm,
+            } => (version, role, nonce, features.unwrap_or_default(), realm),
+            Message::Error { code, message, .. } => return Err(peer_error(code, &message)),
+            other => {
+                return Err(refuse(
+                    stream,
+                    ErrorCode::Protocol,
+                    &format!("expected hello, got {other}"),
+                ));
+            }
+        };
+    if version != PROTOCOL_VERSION {
+        return Err(refuse(
+            stream,
+            ErrorCode::Version,
+            &format!(
+                "the listener speaks protocol version {version}; this side speaks {PROTOCOL_VERSION} only"
+            ),
+        ));
+    }
+    let role = match (initiator.role, acceptor_role) {
+        (Role::Sender, Role::Server) if initiator.client_if_server => Role::Client,
+        (role, _) => role,
+    };
+    if !valid_pair(role, acceptor_role) {
+        return Err(refuse(
+            stream,
+            ErrorCode::Role,
+            &format!("a {} cannot talk to a {acceptor_role}", initiator.role),
+        ));
+    }
+    if !valid_features(&offered) || realm.as_deref().is_some_and(|r| !valid_realm(r)) {
+        return Err(refuse(
+            stream,
+            ErrorCode::Protocol,
+            "malformed feature list or realm in hello",
+        ));
+    }
+    let na = match message::unhex::<NONCE_LEN>(&nonce) {
+        Some(na) => na,
+        None => return Err(refuse(stream, ErrorCode::Auth, "malformed nonce in hello")),
+    };
+    let listed = Features::from_names(offered.iter().map(String::as_str));
+    let required = initiator.required.with_all(required_by_roles(role));
+    let missing = required.missing_from(listed);
+    if !missing.is_empty() {
+        return Err(refuse(
+            stream,
+            ErrorCode::Feature,
+            &format!("this side requires {missing}, which the listener does not offer"),
+        ));
+    }
+    let chosen = initiator
+        .wanted
+        .with_all(required)
+        .intersect(listed)
+        .names();
+    let ni: Nonce = key::random_bytes()?;
+    if ni == na {
+        return Err(refuse(
+            stream,
+            ErrorCode::Auth,
+            "the listener echoed our nonce",
+        ));
+    }
+    let user = initiator.user.unwrap_or("");
+    let key = initiator
+        .secret
+        .key_for(realm.as_deref().unwrap_or(""), user)?;
+    let c = context(user, &offered, &chosen);
+    send(
+        stream,
+        &Message::Auth {
+            version: PROTOCOL_VERSION,
+            role,
+            nonce: message::hex(&ni),
+            user: initiator.user.map(str::to_string),
+            features: Some(chosen.clone()),
+            mac: hex_of(initiator_mac(key.bytes(), &na, &ni, &c)),
+        },
+    )?;
+    let wrong_key = || {
+        fail(
+            Kind::Auth,
+            format!(
+                "authentication failed: the listener refused {} (wrong key on one side?)",
+                initiator.secret.origin()
+            ),
+        )
+    };
+    match expect(stream, deadline, "the listener's auth_ok")? {
+        Message::AuthOk { mac } if verify(acceptor_mac(key.bytes(), &na, &ni, &c), &mac) => {
+            Ok(Negotiated::new(
+                true,
+                role,
+                initiator.user.map(str::to_string),
+                listed.intersect(Features::from_names(chosen.iter().map(String::as_str))),
+                session_key(key.bytes(), &na, &ni, &c),
+            ))
+        }
+        // Section 4: close sending nothing to a listener that cannot prove the key.
+        Message::AuthOk { .. } => Err(fail(
+            Kind::Auth,
+            "authentication failed: the listener could not prove it holds the key \
+             (wrong key on one side, or an impostor)",
+        )),
+        Message::Error {
+            code: ErrorCode::Auth,
+            ..
+        } => Err(wrong_key()),
+        Message::Error { code, message, .. } => Err(peer_error(code, &message)),
+        other => Err(refuse(
+            stream,
+            ErrorCode::Protocol,
+            &format!("expected auth_ok, got {other}"),
+        )),
+    }
+}
+
+fn expect<S: Read + Write + ReadTimeout>(
+    stream: &mut S,
+    deadline: Instant,
+    what: &str,
+) -> Result<Message> {
+    match read_frame(
+        &mut DeadlineReader::new(stream, deadline),
+        MAX_PREAUTH_CONTROL,
+    ) {
+        Ok(Some(message)) => Ok(message),
+        Ok(None) => Err(fail(
+            Kind::Network,
+            format!("the peer closed the connection while we waited for {what}"),
+        )),
+        // A malformed or oversized frame is answered `protocol` before we close.
+        Err(err) if kind_of(&err) == Some(Kind::Protocol) => {
+            let _ = send(
+                stream,
+                &Message::error(ErrorCode::Protocol, format!("{err:#}")),
+            );
+            Err(err)
+        }
+        Err(err) => Err(err),
+    }
+}
+
+fn send<S: Write>(stream: &mut S, message: &Message) -> Result<()> {
+    stream.write_all(&message::encode(message)).map_err(net)
+}
+
+/// Tells the peer why we stop (best effort: it may be gone), and returns the error
+/// for our side, tagged by what the code means.
+fn refuse<S: Write>(stream: &mut S, code: ErrorCode, why: &str) -> anyhow::Error {
+    let _ = send(stream, &Message::error(code, why));
+    let kind = Kind::of_code(code);
+    match code {
+        ErrorCode::Auth => fail(kind, format!("authentication failed: {why}")),
+        _ => fail(kind, why.to_string()),
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::proto::negotiated::Feature;
+    use std::os::unix::net::UnixStream;
+    use std::time::Duration;
+
+    const KEY: &[u8] = b"correct horse battery staple";
+
+    fn vector_nonces() -> (Nonce, Nonce) {
+        let na: Nonce = std::array::from_fn(|i| i as u8);
+        let ni: Nonce = std::array::from_fn(|i| i as u8 + 0x20);
+        (na, ni)
+    }
+
+    fn vector_context(vector: char) -> Vec<u8> {
+        match vector {
+            'A' => context("", &[], &[]),
+            _ => context(
+                "alice",
+                &["aead".into(), "blake3".into(), "zstd".into()],
+                &["blake3".into(), "aead".into()],
+            ),
+        }
+    }
+
+    /// `Ks` of test vector A or B.
+    pub(crate) fn vector_session_key(vector: char) -> SessionKey {
+        let (na, ni) = vector_nonces();
+        session_key(KEY, &na, &ni, &vector_context(vector))
+    }
+
+    #[test]
+    fn handshake_macs_match_vector_a() {
+        let (na, ni) = vector_nonces();
+        let c = vector_context('A');
+        assert_eq!(c, b"\n\n");
+        assert_eq!(
+            hex_of(initiator_mac(KEY, &na, &ni, &c)),
+            "8683e208edca1e864bfb96d28a781c7ff1d5571d7ca04c28170559e9e2e05f93"
+        );
+        assert_eq!(
+            hex_of(acceptor_mac(KEY, &na, &ni, &c)),
+            "ee7625cf706383dc0def64ee12c791a0a6896332ab090b31b87b78b69cb40c0e"
+        );
+        assert_eq!(
+            message::hex(vector_session_key('A').bytes()),
+            "10778f85122eeae399886248699d6cc50aff22972a803a65ac17b801c91288d0"
+        );
+    }
+
+    #[test]
+    fn handshake_macs_match_vector_b() {
+        let (na, ni) = vector_nonces();
+        let c = vector_context('B');
+        assert_eq!(c, b"alice\naead,blake3,zstd\nblake3,aead");
+        assert_eq!(
+            hex_of(initiator_mac(KEY, &na, &ni, &c)),
+            "7086731cc62bcdc68205b503036c248fb4e7e82b8e5b54406256c94e9da0bb25"
+        );
+        assert_eq!(
+            hex_of(acceptor_mac(KEY, &na, &ni, &c)),
+            "bec9e6011836e7c52e0fc821fd7aededdfa6510aa95b37b87d371a6c23820ca5"
+        );
+        assert_eq!(
+            message::hex(vector_session_key('B').bytes()),
+            "f18212535663ed800c035c9996697600f714a0cc308d6c18c9c800b75c23ac01"
+        );
+        let in_force = Features::from_names(["aead", "blake3", "zstd"])
+            .intersect(Features::from_names(["blake3", "aead"]));
+        assert_eq!(in_force.names(), ["aead", "blake3"]);
+    }
+
+    fn key(bytes: &[u8]) -> Key {
+        Key::from_bytes(bytes.to_vec(), "a test key")
+    }
+
+    struct Side {
+        role: Role,
+        key: &'static [u8],
+        features: Features,
+        required: Features,
+    }
+
+    fn side(role: Role, key: &'static [u8]) -> Side {
+        Side {
+            role,
+            key,
+            features: Features::NONE,
+            required: Features::NONE,
+        }
+    }
+
+    fn run_pair(acceptor: Side, initiator: Side) -> (Result<Negotiated>, Result<Negotiated>) {
+        let (mut a, mut i) = UnixStream::pair().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let accepting = std::thread::spawn(move || {
+            let store = key(acceptor.key);
+            let policy = Acceptor {
+                role: acceptor.role,
+                offered: acceptor.features,
+                required: acceptor.required,
+                realm: Some("test realm"),
+                keys: &store,
+            };
+            accept(&mut a, &policy, deadline).and_then(|verified| verified.confirm(&mut a))
+        });
+        let secret = Secret::Key(key(initiator.key));
+        let policy = Initiator {
+            role: initiator.role,
+            user: Some("alice"),
+            wanted: initiator.features,
+            required: initiator.required,
+            secret: &secret,
+            client_if_server: true,
+        };
+        let initiated = initiate(&mut i, &policy, deadline);
+        drop(i);
+        (accepting.join().unwrap(), initiated)
+    }
+
+    #[test]
+    fn both_sides_derive_the_same_session_key_and_features() {
+        let all = Features::of(&Feature::ALL);
+        let (a, i) = run_pair(
+            Side {
+                features: all,
+                ..side(Role::Receiver, KEY)
+            },
+            Side {
+                features: Features::of(&[Feature::Blake3]),
+                ..side(Role::Sender, KEY)
+            },
+        );
+        let (a, i) = (a.unwrap(), i.unwrap());
+        assert_eq!(a.session_key().bytes(), i.session_key().bytes());
+        assert_eq!(a.features, i.features);
+        assert_eq!(a.features.names(), ["blake3"]);
+        assert_eq!(a.user.as_deref(), Some("alice"));
+        let (a, i) = run_pair(side(Role::Sender, KEY), side(Role::Receiver, KEY));
+        assert_eq!(
+            a.unwrap().session_key().bytes(),
+            i.unwrap().session_key().bytes()
+        );
+    }
+
+    #[test]
+    fn a_sender_meeting_a_server_becomes_a_client_with_aead() {
+        let (a, i) = run_pair(
+            Side {
+                features: Features::of(&Feature::ALL),
+                ..side(Role::Server, KEY)
+            },
+            side(Role::Sender, KEY),
+        );
+        let (a, i) = (a.unwrap(), i.unwrap());
+        assert_eq!(i.role, Role::Client);
+        assert!(a.has(Feature::Aead) && i.has(Feature::Aead));
+    }
+
+    #[test]
+    fn wrong_key_fails_on_both_sides_as_auth() {
+        let (a, i) = run_pair(
+            side(Role::Receiver, KEY),
+            side(Role::Sender, b"another key"),
+        );
+        assert_eq!(kind_of(&a.unwrap_err()), Some(Kind::Auth));
+        let err = i.unwrap_err();
+        assert_eq!(kind_of(&err), Some(Kind::Auth));
+        assert!(format!("{err:#}").contains("a test key"), "{err:#}");
+    }
+
+    #[test]
+    fn invalid_role_pairs_are_role_errors() {
+        for (acceptor, initiator) in [
+            (Role::Sender, Role::Sender),
+            (Role::Receiver, Role::Client),
+            (Role::Server, Role::Receiver),
+        ] {
+            let (a, i) = run_pair(side(acceptor, KEY), side(initiator, KEY));
+            assert_eq!(kind_of(&a.unwrap_err()), Some(Kind::Protocol));
+            let err = i.unwrap_err();
+            assert!(format!("{err:#}").contains("cannot talk to"), "{err:#}");
+        }
+    }
+
+    #[test]
+    fn a_required_feature_the_other_side_lacks_is_refused_on_both_sides() {
+        // The initiator requires what the acceptor does not list: refused before auth.
+        let (a, i) = run_pair(
+            side(Role::Receiver, KEY),
+            Side {
+                required: Features::of(&[Feature::Blake3]),
+                ..side(Role::Sender, KEY)
+            },
+        );
+        assert_eq!(kind_of(&i.unwrap_err()), Some(Kind::Incompatible));
+        assert_eq!(kind_of(&a.unwrap_err()), Some(Kind::Incompatible));
+        // The acceptor requires what the initiator did not choose: refused after mac_I.
+        let (a, i) = run_pair(
+            Side {
+                features: Features::of(&Feature::ALL),
+                required: Features::of(&[Feature::Aead]),
+                ..side(Role::Receiver, KEY)
+            },
+            side(Role::Sender, KEY),
+        );
+        assert_eq!(kind_of(&a.unwrap_err()), Some(Kind::Incompatible));
+        let err = i.unwrap_err();
+        assert_eq!(kind_of(&err), Some(Kind::Incompatible));
+        assert!(format!("{err:#}").contains("requires aead"), "{err:#}");
+    }
+
+    #[test]
+    fn user_names_and_feature_lists_are_checked() {
+        for good in ["alice", "a", "Bob_2.x-y", &"u".repeat(64)] {
+            assert!(valid_user(good), "{good}");
+        }
+        for bad in ["", ".alice", "-x", "al ice", "é", &"u".repeat(65), "a/b"] {
+            assert!(!valid_user(bad), "{bad}");
+        }
+        assert!(valid_features(&["aead".into(), "zstd_2".into()]));
+        assert!(!valid_features(&["aead".into(), "aead".into()]));
+        assert!(!valid_features(&["Aead".into()]));
+        assert!(!valid_features(&["".into()]));
+        assert!(!valid_features(
+            &(0..17).map(|i| format!("f{i}")).collect::<Vec<_>>()
+        ));
+        assert!(valid_realm("files.example.org") && !valid_realm("") && !valid_realm("a\nb"));
+    }
+
+    /// A raw initiator that answers `hello` with a hand-made `auth` payload.
+    fn raw_auth(payload: impl FnOnce(&str) -> String) -> (Result<Verified>, Vec<Message>) {
+        let (mut a, mut i) = UnixStream::pair().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let acceptor = std::thread::spawn(move || {
+            let store = key(KEY);
+            let policy = Acceptor {
+                role: Role::Receiver,
+                offered: Features::of(&Feature::ALL),
+                required: Features::NONE,
+                realm: None,
+                keys: &store,
+            };
+            accept(&mut a, &policy, deadline)
+        });
+        let Some(Message::Hello { nonce: na, .. }) = read_frame(&mut i, 4096).unwrap() else {
+            panic!("expected hello");
+        };
+        let body = payload(&na);
+        let mut frame = (body.len() as u32).to_be_bytes().to_vec();
+        frame.extend_from_slice(body.as_bytes());
+        i.write_all(&frame).unwrap();
+        let mut replies = Vec::new();
+        while let Ok(Some(message)) = read_frame(&mut i, 4096) {
+            replies.push(message);
+        }
+        (acceptor.join().unwrap(), replies)
+    }
+
+    #[test]
+    fn acceptor_answers_each_bad_auth_in_the_order_of_the_table() {
+        let nonce = "11".repeat(32);
+        let mac = "00".repeat(32);
+        type Case<'a> = (Box<dyn Fn(&str) -> String + 'a>, ErrorCode);
+        let cases: Vec<Case> = vec![
+            (
+                Box::new(|_| r#"{"type":"hello","version":2}"#.into()),
+                ErrorCode::Protocol,
+            ),
+            (
+                Box::new(|_| {
+                    format!(
+                        r#"{{"type":"auth","version":1,"role":"sender","nonce":"{nonce}","mac":"{mac}"}}"#
+                    )
+                }),
+                ErrorCode::Version,
+            ),
+            (
+                Box::new(|_| {
+                    format!(
+                        r#"{{"type":"auth","version":2,"role":"client","nonce":"{nonce}","mac":"{mac}"}}"#
+                    )
+                }),
+                ErrorCode::Role,
+            ),
+            (
+                Box::new(|_| {
+                    format!(
+                        r#"{{"type":"auth","version":2,"role":"sender","nonce":"{nonce}","user":".x","mac":"{mac}"}}"#
+                    )
+                }),
+                ErrorCode::Protocol,
+            ),
+            (
+                Box::new(|_| {
+                    format!(
+                        r#"{{"type":"auth","version":2,"role":"sender","nonce":"{nonce}","features":["A"],"mac":"{mac}"}}"#
+                    )
+                }),
+                ErrorCode::Protocol,
+            ),
+            (
+                Box::new(|_| {
+                    format!(
+                        r#"{{"type":"auth","version":2,"role":"sender","nonce":"{}","mac":"{mac}"}}"#,
+                        "AB".repeat(32)
+                    )
+                }),
+                ErrorCode::Auth,
+            ),
+            (
+                Box::new(|na| {
+                    format!(
+                        r#"{{"type":"auth","version":2,"role":"sender","nonce":"{na}","mac":"{mac}"}}"#
+                    )
+                }),
+                ErrorCode::Auth,
+            ),
+            (
+                Box::new(|_| {
+                    format!(
+                        r#"{{"type":"auth","version":2,"role":"sender","nonce":"{nonce}","mac":"{mac}"}}"#
+                    )
+                }),
+                ErrorCode::Auth,
+            ),
+            (
+                Box::new(|_| {
+                    format!(
+                        r#"{{"type":"auth","version":2,"role":"sender","nonce":"{nonce}","mac":"{}"}}"#,
+                        "00".repeat(31)
+                    )
+                }),
+                ErrorCode::Auth,
+            ),
+        ];
+        for (payload, code) in cases {
+            let (result, replies) = raw_auth(payload);
+            assert!(result.is_err());
+            assert!(
+                matches!(replies.as_slice(), [Message::Error { code: c, .. }] if *c == code),
+                "{replies:?}, wanted {code}"
+            );
+        }
+    }
+}

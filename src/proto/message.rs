@@ -1,0 +1,861 @@
+//! Every control frame of the xfer wire protocol (version 2) as one enum, and the pure
+//! codec for it: JSON payloads in and out, with the strictness of `PROTOCOL.md`
+//! section 2 (integers only, no `null` but where allowed, no repeated keys), length
+//! caps, and the lowercase-hex encoding of hashes, nonces and MACs. Nothing here does
+//! I/O; `wire.rs` moves frames over a stream.
+
+use std::collections::HashSet;
+use std::fmt;
+
+use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde::{Deserialize, Serialize};
+
+/// The only protocol version this implementation speaks.
+pub const PROTOCOL_VERSION: u64 = 2;
+/// Size of the big-endian length that precedes every frame, in bytes.
+pub const LENGTH_PREFIX: usize = 4;
+/// Largest control frame accepted before authentication succeeds, in bytes.
+pub const MAX_PREAUTH_CONTROL: usize = 4096;
+/// Largest control frame accepted after authentication, in bytes (plaintext).
+pub const MAX_CONTROL: usize = 16 << 20;
+/// Largest data frame payload, in bytes (plaintext, the zstd flag byte included).
+pub const MAX_DATA_FRAME: usize = 16 << 20;
+
+/// The part a peer plays on a connection (`PROTOCOL.md` section 1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    Sender,
+    Receiver,
+    Client,
+    Server,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Sender => "sender",
+            Role::Receiver => "receiver",
+            Role::Client => "client",
+            Role::Server => "server",
+        }
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The error codes of `PROTOCOL.md` section 3.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    Version,
+    Role,
+    Auth,
+    Feature,
+    Busy,
+    BadPath,
+    NotFound,
+    Denied,
+    Exists,
+    Same,
+    TooLarge,
+    Quota,
+    Checksum,
+    Mac,
+    Io,
+    Protocol,
+    Timeout,
+    /// A code this version does not know (a newer peer); treated like `protocol`.
+    #[serde(other)]
+    Unknown,
+}
+
+impl ErrorCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::Version => "version",
+            ErrorCode::Role => "role",
+            ErrorCode::Auth => "auth",
+            ErrorCode::Feature => "feature",
+            ErrorCode::Busy => "busy",
+            ErrorCode::BadPath => "bad_path",
+            ErrorCode::NotFound => "not_found",
+            ErrorCode::Denied => "denied",
+            ErrorCode::Exists => "exists",
+            ErrorCode::Same => "same",
+            ErrorCode::TooLarge => "too_large",
+            ErrorCode::Quota => "quota",
+            ErrorCode::Checksum => "checksum",
+            ErrorCode::Mac => "mac",
+            ErrorCode::Io => "io",
+            ErrorCode::Protocol => "protocol",
+            ErrorCode::Timeout => "timeout",
+            ErrorCode::Unknown => "unknown",
+        }
+    }
+
+    /// Whether a session-level error of this code ends the connection even where
+    /// errors normally end only one request (section 3).
+    pub fn ends_connection(self) -> bool {
+        matches!(
+            self,
+            ErrorCode::Protocol | ErrorCode::Mac | ErrorCode::Timeout | ErrorCode::Unknown
+        )
+    }
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What an offered entry is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EntryKind {
+    File,
+    Dir,
+}
+
+/// One entry of an `offer`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    /// Relative, `/`-separated path; untrusted until the path policy accepted it.
+    pub path: String,
+    pub kind: EntryKind,
+    /// Total size in bytes; `None` only for a stream of unknown length. The field
+    /// must be present (`null` for a stream).
+    #[serde(deserialize_with = "nullable")]
+    pub size: Option<u64>,
+    /// Permission bits (the receiver applies `mode & 0o777`).
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub mode: Option<u64>,
+    /// Modification time, whole seconds since the Unix epoch.
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub mtime: Option<u64>,
+}
+
+/// The receiver's answer to one offered entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "action", rename_all = "snake_case")]
+pub enum Decision {
+    /// Send the entry from `offset` (0 unless resuming; then `prefix_hash` is set).
+    Send {
+        offset: u64,
+        #[serde(
+            default,
+            deserialize_with = "present",
+            skip_serializing_if = "Option::is_none"
+        )]
+        prefix_hash: Option<String>,
+    },
+    /// The receiver will not take this entry (or, with `same`, already has it).
+    Skip {
+        code: ErrorCode,
+        #[serde(default)]
+        message: String,
+    },
+}
+
+/// What a listing item is (section 9): anything but a file or a directory is `other`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ItemKind {
+    File,
+    Dir,
+    Other,
+}
+
+/// One item of a `listing`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Item {
+    pub name: String,
+    pub kind: ItemKind,
+    pub size: u64,
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub mode: Option<u64>,
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub mtime: Option<u64>,
+}
+
+/// Every control frame.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Message {
+    /// Acceptor's opening: version, role, nonce, what it supports, its realm.
+    Hello {
+        version: u64,
+        role: Role,
+        nonce: String,
+        #[serde(
+            default,
+            deserialize_with = "present",
+            skip_serializing_if = "Option::is_none"
+        )]
+        features: Option<Vec<String>>,
+        #[serde(
+            default,
+            deserialize_with = "present",
+            skip_serializing_if = "Option::is_none"
+        )]
+        realm: Option<String>,
+    },
+    /// Initiator's answer: version, role, nonce, user, chosen features, proof of the key.
+    Auth {
+        version: u64,
+        role: Role,
+        nonce: String,
+        #[serde(
+            default,
+            deserialize_with = "present",
+            skip_serializing_if = "Option::is_none"
+        )]
+        user: Option<String>,
+        #[serde(
+            default,
+            deserialize_with = "present",
+            skip_serializing_if = "Option::is_none"
+        )]
+        features: Option<Vec<String>>,
+        mac: String,
+    },
+    /// Acceptor's proof of the key, sent only after the initiator's verified.
+    AuthOk { mac: String },
+    /// A failure: of one entry (`index`), one request, or the whole connection.
+    Error {
+        code: ErrorCode,
+        #[serde(default)]
+        message: String,
+        #[serde(
+            default,
+            deserialize_with = "present",
+            skip_serializing_if = "Option::is_none"
+        )]
+        index: Option<u64>,
+    },
+    /// Part of the offer; `more` says another offer frame follows.
+    Offer {
+        entries: Vec<Entry>,
+        #[serde(default, deserialize_with = "flag", skip_serializing_if = "is_false")]
+        more: bool,
+    },
+    /// The offer is complete: how many entries, and its MAC.
+    OfferEnd { count: u64, mac: String },
+    /// Part of the plan, one decision per entry in order.
+    Plan {
+        entries: Vec<Decision>,
+        #[serde(default, deserialize_with = "flag", skip_serializing_if = "is_false")]
+        more: bool,
+    },
+    /// The plan is complete: how many decisions, and its MAC.
+    PlanEnd { count: u64, mac: String },
+    /// Data frames for entry `index` follow, starting at byte `offset`.
+    Data { index: u64, offset: u64 },
+    /// The data of entry `index` is complete.
+    Done {
+        index: u64,
+        size: u64,
+        hash: String,
+        mac: String,
+    },
+    /// Entry `index` is verified and durable under its final name.
+    Ok { index: u64, mac: String },
+    /// No more from this side.
+    End,
+    /// Request: list a directory (or describe one path).
+    List { path: String },
+    /// Answer to `list`; `more` says another listing frame follows.
+    Listing {
+        entries: Vec<Item>,
+        #[serde(default, deserialize_with = "flag", skip_serializing_if = "is_false")]
+        more: bool,
+    },
+    /// Request (no fields) or answer (all four): the user's usage against the quota.
+    Usage(Usage),
+    /// Request: make a directory and its missing parents.
+    Mkdir { path: String },
+    /// Request: remove a file or an empty directory.
+    Remove { path: String },
+    /// Request: rename within the home.
+    Rename { from: String, to: String },
+    /// Request: upload into directory `dir`; a transfer follows the `ack`.
+    Put { dir: String },
+    /// Request: download these paths; a transfer follows at once.
+    Get { paths: Vec<String> },
+    /// A request succeeded.
+    Ack,
+    /// The client is done; the server closes.
+    Bye,
+}
+
+/// The fields of a `usage` frame: none in the request, all in the answer.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Usage {
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub bytes: Option<u64>,
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub files: Option<u64>,
+    /// Absent in the request; in the answer a number or `null` (no quota).
+    #[serde(
+        default,
+        deserialize_with = "nullable_present",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub quota_bytes: Option<Option<u64>>,
+    #[serde(
+        default,
+        deserialize_with = "nullable_present",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub quota_files: Option<Option<u64>>,
+}
+
+impl Message {
+    /// The frame's `type`, for messages like `unexpected frame: plan`.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Message::Hello { .. } => "hello",
+            Message::Auth { .. } => "auth",
+            Message::AuthOk { .. } => "auth_ok",
+            Message::Error { .. } => "error",
+            Message::Offer { .. } => "offer",
+            Message::OfferEnd { .. } => "offer_end",
+            Message::Plan { .. } => "plan",
+            Message::PlanEnd { .. } => "plan_end",
+            Message::Data { .. } => "data",
+            Message::Done { .. } => "done",
+            Message::Ok { .. } => "ok",
+            Message::End => "end",
+            Message::List { .. } => "list",
+            Message::Listing { .. } => "listing",
+            Message::Usage(_) => "usage",
+            Message::Mkdir { .. } => "mkdir",
+            Message::Remove { .. } => "remove",
+            Message::Rename { .. } => "rename",
+            Message::Put { .. } => "put",
+            Message::Get { .. } => "get",
+            Message::Ack => "ack",
+            Message::Bye => "bye",
+        }
+    }
+
+    /// An error frame for the whole connection or request.
+    pub fn error(code: ErrorCode, message: impl Into<String>) -> Message {
+        Message::Error {
+            code,
+            message: message.into(),
+            index: None,
+        }
+    }
+}
+
+impl fmt::Display for Message {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.type_name())
+    }
+}
+
+fn is_false(value: &bool) -> bool {
+    !value
+}
+
+/// An optional field that, when present, must hold a value of its type (not `null`).
+fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<T>, D::Error> {
+    T::deserialize(d).map(Some)
+}
+
+/// A field that must be present and may be `null`.
+fn nullable<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<T>, D::Error> {
+    Option::<T>::deserialize(d)
+}
+
+/// An optional field that may also be `null` when present.
+fn nullable_present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+    d: D,
+) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(d).map(Some)
+}
+
+/// `more`: a boolean when present.
+fn flag<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    bool::deserialize(d)
+}
+
+/// Why bytes could not become a frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FrameError {
+    /// The length prefix exceeds the cap in force; nothing was allocated for it.
+    TooLong { len: u64, max: usize },
+    /// The payload is not a valid control frame (not UTF-8, not JSON, unknown type, ...).
+    Malformed(String),
+}
+
+impl fmt::Display for FrameError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FrameError::TooLong { len, max } => {
+                write!(f, "frame of {len} bytes exceeds the limit of {max} bytes")
+            }
+            FrameError::Malformed(why) => write!(f, "malformed control frame: {why}"),
+        }
+    }
+}
+
+impl std::error::Error for FrameError {}
+
+/// Checks a frame length against its cap; call before allocating anything for it.
+pub fn check_len(len: u32, max: usize) -> Result<usize, FrameError> {
+    let len = len as usize;
+    if len > max {
+        return Err(FrameError::TooLong {
+            len: len as u64,
+            max,
+        });
+    }
+    Ok(len)
+}
+
+/// The JSON payload of a control frame (no length prefix), appended to `out`.
+pub fn encode_payload(message: &Message, out: &mut Vec<u8>) {
+    serde_json::to_writer(out, message).expect("a Message always serialises to JSON");
+}
+
+/// A control frame ready for the wire, unsealed: length prefix and payload in one
+/// buffer. For the handshake and tests; sessions write through `wire::FrameWriter`.
+pub fn encode(message: &Message) -> Vec<u8> {
+    let mut out = vec![0; LENGTH_PREFIX];
+    encode_payload(message, &mut out);
+    let len = u32::try_from(out.len() - LENGTH_PREFIX).expect("a small message");
+    out[..LENGTH_PREFIX].copy_from_slice(&len.to_be_bytes());
+    out
+}
+
+/// Parses a control frame's payload (without its length prefix), strictly: valid
+/// UTF-8 JSON, an object of a known `type`, no key twice in any object, numbers
+/// in defined fields unsigned integers, `null` only where the protocol allows it.
+pub fn decode(payload: &[u8]) -> Result<Message, FrameError> {
+    if payload.is_empty() {
+        return Err(FrameError::Malformed("empty frame".into()));
+    }
+    // serde_json limits nesting depth, so hostile deep JSON fails instead of
+    // overflowing the stack; the first pass rejects repeated keys, which serde's
+    // derive would silently accept for fields it ignores.
+    let mut strict = serde_json::Deserializer::from_slice(payload);
+    NoDuplicateKeys::deserialize(&mut strict)
+        .and_then(|_| strict.end())
+        .map_err(|err| FrameError::Malformed(err.to_string()))?;
+    serde_json::from_slice(payload).map_err(|err| FrameError::Malformed(err.to_string()))
+}
+
+/// Walks any JSON value, failing on an object that names one key twice.
+struct NoDuplicateKeys;
+
+impl<'de> Deserialize<'de> for NoDuplicateKeys {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(NoDuplicateKeys)
+    }
+}
+
+impl<'de> Visitor<'de> for NoDuplicateKeys {
+    type Value = NoDuplicateKeys;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut keys = HashSet::new();
+        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            if !keys.insert(key.clone()) {
+                return Err(de::Error::custom(format!("key {key:?} appears twice")));
+            }
+            map.next_value::<NoDuplicateKeys>()?;
+        }
+        Ok(NoDuplicateKeys)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        while seq.next_element::<NoDuplicateKeys>()?.is_some() {}
+        Ok(NoDuplicateKeys)
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+        Ok(NoDuplicateKeys)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+        Ok(NoDuplicateKeys)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+        Ok(NoDuplicateKeys)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+        Ok(NoDuplicateKeys)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+        Ok(NoDuplicateKeys)
+    }
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(NoDuplicateKeys)
+    }
+}
+
+/// Lowercase hex of `bytes`.
+pub fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for byte in bytes {
+        out.push(DIGITS[usize::from(byte >> 4)] as char);
+        out.push(DIGITS[usize::from(byte & 0xf)] as char);
+    }
+    out
+}
+
+/// Decodes exactly `N` bytes from exactly `2 * N` lowercase hex digits; anything
+/// else (upper case, wrong length, other characters) is `None`.
+pub fn unhex<const N: usize>(text: &str) -> Option<[u8; N]> {
+    let mut out = [0; N];
+    unhex_into(text, &mut out).then_some(out)
+}
+
+/// [`unhex`] into a slice of the expected length; false if `text` is not exactly that.
+pub fn unhex_into(text: &str, out: &mut [u8]) -> bool {
+    fn digit(c: u8) -> Option<u8> {
+        match c {
+            b'0'..=b'9' => Some(c - b'0'),
+            b'a'..=b'f' => Some(c - b'a' + 10),
+            _ => None,
+        }
+    }
+    let text = text.as_bytes();
+    if text.len() != 2 * out.len() {
+        return false;
+    }
+    for (byte, pair) in out.iter_mut().zip(text.chunks_exact(2)) {
+        match (digit(pair[0]), digit(pair[1])) {
+            (Some(high), Some(low)) => *byte = high << 4 | low,
+            _ => return false,
+        }
+    }
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn round_trip(message: Message) {
+        let bytes = encode(&message);
+        let len = u32::from_be_bytes(bytes[..4].try_into().unwrap()) as usize;
+        assert_eq!(len, bytes.len() - 4);
+        assert_eq!(decode(&bytes[4..]).unwrap(), message);
+    }
+
+    fn entry(path: &str, size: Option<u64>) -> Entry {
+        Entry {
+            path: path.into(),
+            kind: EntryKind::File,
+            size,
+            mode: Some(0o644),
+            mtime: Some(1_700_000_000),
+        }
+    }
+
+    #[test]
+    fn every_message_round_trips() {
+        round_trip(Message::Hello {
+            version: 2,
+            role: Role::Receiver,
+            nonce: "ab".repeat(32),
+            features: Some(vec!["aead".into(), "blake3".into()]),
+            realm: Some("files.example.org".into()),
+        });
+        round_trip(Message::Auth {
+            version: 2,
+            role: Role::Client,
+            nonce: "cd".repeat(32),
+            user: Some("alice".into()),
+            features: Some(vec![]),
+            mac: "ef".repeat(32),
+        });
+        round_trip(Message::AuthOk {
+            mac: "01".repeat(32),
+        });
+        round_trip(Message::error(ErrorCode::Quota, "over quota"));
+        round_trip(Message::Error {
+            code: ErrorCode::BadPath,
+            message: "absolute".into(),
+            index: Some(3),
+        });
+        round_trip(Message::Offer {
+            entries: vec![
+                entry("docs/hello.txt", Some(u64::MAX)),
+                entry("stdin", None),
+            ],
+            more: true,
+        });
+        round_trip(Message::OfferEnd {
+            count: 2,
+            mac: "aa".repeat(32),
+        });
+        round_trip(Message::Plan {
+            entries: vec![
+                Decision::Send {
+                    offset: 10,
+                    prefix_hash: Some("00".repeat(16)),
+                },
+                Decision::Skip {
+                    code: ErrorCode::Same,
+                    message: "already there".into(),
+                },
+            ],
+            more: false,
+        });
+        round_trip(Message::PlanEnd {
+            count: 2,
+            mac: "bb".repeat(32),
+        });
+        round_trip(Message::Data {
+            index: 1,
+            offset: 0,
+        });
+        round_trip(Message::Done {
+            index: 1,
+            size: 5 << 32,
+            hash: "aa".repeat(16),
+            mac: "bb".repeat(32),
+        });
+        round_trip(Message::Ok {
+            index: 1,
+            mac: "cc".repeat(32),
+        });
+        round_trip(Message::End);
+        round_trip(Message::List { path: "".into() });
+        round_trip(Message::Listing {
+            entries: vec![Item {
+                name: "a".into(),
+                kind: ItemKind::Other,
+                size: 0,
+                mode: None,
+                mtime: Some(5),
+            }],
+            more: true,
+        });
+        round_trip(Message::Usage(Usage::default()));
+        round_trip(Message::Usage(Usage {
+            bytes: Some(1),
+            files: Some(2),
+            quota_bytes: Some(None),
+            quota_files: Some(Some(3)),
+        }));
+        round_trip(Message::Mkdir { path: "a/b".into() });
+        round_trip(Message::Remove { path: "a".into() });
+        round_trip(Message::Rename {
+            from: "a".into(),
+            to: "b".into(),
+        });
+        round_trip(Message::Put { dir: "".into() });
+        round_trip(Message::Get {
+            paths: vec!["x".into()],
+        });
+        round_trip(Message::Ack);
+        round_trip(Message::Bye);
+    }
+
+    #[test]
+    fn wire_shape_matches_the_protocol_text() {
+        let offer = Message::Offer {
+            entries: vec![Entry {
+                path: "docs/hello.txt".into(),
+                kind: EntryKind::File,
+                size: Some(13),
+                mode: Some(420),
+                mtime: Some(1_700_000_000),
+            }],
+            more: false,
+        };
+        let json = String::from_utf8(encode(&offer)[4..].to_vec()).unwrap();
+        // The 108-byte payload of the PROTOCOL.md section 5 vector.
+        assert_eq!(
+            json,
+            r#"{"type":"offer","entries":[{"path":"docs/hello.txt","kind":"file","size":13,"mode":420,"mtime":1700000000}]}"#
+        );
+        let plan = Message::Plan {
+            entries: vec![Decision::Send {
+                offset: 0,
+                prefix_hash: None,
+            }],
+            more: false,
+        };
+        let json = String::from_utf8(encode(&plan)[4..].to_vec()).unwrap();
+        assert_eq!(
+            json,
+            r#"{"type":"plan","entries":[{"action":"send","offset":0}]}"#
+        );
+        let usage = String::from_utf8(encode(&Message::Usage(Usage::default()))[4..].to_vec());
+        assert_eq!(usage.unwrap(), r#"{"type":"usage"}"#);
+        let json = String::from_utf8(encode(&Message::End)[4..].to_vec()).unwrap();
+        assert_eq!(json, r#"{"type":"end"}"#);
+        let stream = Message::Offer {
+            entries: vec![Entry {
+                path: "x".into(),
+                kind: EntryKind::File,
+                size: None,
+                mode: None,
+                mtime: None,
+            }],
+            more: true,
+        };
+        let json = String::from_utf8(encode(&stream)[4..].to_vec()).unwrap();
+        assert_eq!(
+            json,
+            r#"{"type":"offer","entries":[{"path":"x","kind":"file","size":null}],"more":true}"#
+        );
+    }
+
+    #[test]
+    fn unknown_fields_are_ignored_and_unknown_types_refused() {
+        let msg = decode(br#"{"type":"data","index":2,"offset":0,"future":[1.5,null]}"#).unwrap();
+        assert_eq!(
+            msg,
+            Message::Data {
+                index: 2,
+                offset: 0
+            }
+        );
+        assert!(matches!(
+            decode(br#"{"type":"teleport"}"#),
+            Err(FrameError::Malformed(_))
+        ));
+        let code = decode(br#"{"type":"error","code":"quota_v9","message":"m"}"#).unwrap();
+        assert!(matches!(
+            code,
+            Message::Error {
+                code: ErrorCode::Unknown,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn section_2_strictness_is_enforced() {
+        let bad: &[&[u8]] = &[
+            // floats, negatives and too-large numbers in defined fields
+            br#"{"type":"data","index":2.0,"offset":0}"#,
+            br#"{"type":"data","index":-1,"offset":0}"#,
+            br#"{"type":"data","index":18446744073709551616,"offset":0}"#,
+            br#"{"type":"data","index":1e3,"offset":0}"#,
+            // null where the protocol does not allow it
+            br#"{"type":"error","code":"io","message":"m","index":null}"#,
+            br#"{"type":"offer","entries":[{"path":"a","kind":"file","size":1,"mode":null}]}"#,
+            br#"{"type":"hello","version":2,"role":"receiver","nonce":"00","features":null}"#,
+            // size must be present (null for a stream)
+            br#"{"type":"offer","entries":[{"path":"a","kind":"file"}]}"#,
+            // repeated keys, known or not, at any depth
+            br#"{"type":"data","index":1,"index":2,"offset":0}"#,
+            br#"{"type":"data","index":1,"offset":0,"x":1,"x":2}"#,
+            br#"{"type":"end","type":"end"}"#,
+            br#"{"type":"offer","entries":[{"path":"a","path":"b","kind":"file","size":1}]}"#,
+            // unknown kinds and trailing garbage
+            br#"{"type":"offer","entries":[{"path":"a","kind":"symlink","size":1}]}"#,
+            br#"{"type":"end"} {}"#,
+            br#"{"type":"offer","entries":[],"more":1}"#,
+        ];
+        for payload in bad {
+            assert!(
+                decode(payload).is_err(),
+                "{}",
+                String::from_utf8_lossy(payload)
+            );
+        }
+        // null where allowed: a stream's size, and quotas in a usage answer.
+        assert!(
+            decode(br#"{"type":"offer","entries":[{"path":"a","kind":"file","size":null}]}"#)
+                .is_ok()
+        );
+        let usage = decode(
+            br#"{"type":"usage","bytes":1,"files":2,"quota_bytes":null,"quota_files":null}"#,
+        )
+        .unwrap();
+        assert!(matches!(
+            usage,
+            Message::Usage(Usage {
+                quota_bytes: Some(None),
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn malformed_payloads_are_errors_not_panics() {
+        let deep = "[".repeat(10_000);
+        for bad in [
+            &b""[..],
+            b"\xff\xfe",
+            b"not json",
+            b"[]",
+            b"{}",
+            b"{\"type\":7}",
+            b"{\"type\":\"hello\"}",
+            b"{\"type\":\"done\",\"index\":0,\"size\":\"5\",\"hash\":\"\",\"mac\":\"\"}",
+            deep.as_bytes(),
+        ] {
+            assert!(
+                matches!(decode(bad), Err(FrameError::Malformed(_))),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn lengths_over_the_cap_are_refused() {
+        assert_eq!(check_len(4096, MAX_PREAUTH_CONTROL), Ok(4096));
+        assert_eq!(
+            check_len(4097, MAX_PREAUTH_CONTROL),
+            Err(FrameError::TooLong {
+                len: 4097,
+                max: 4096
+            })
+        );
+        assert!(check_len(u32::MAX, MAX_CONTROL).is_err());
+    }
+
+    #[test]
+    fn hex_is_strict_lowercase() {
+        assert_eq!(hex(&[0x00, 0xab, 0xff]), "00abff");
+        assert_eq!(unhex::<3>("00abff"), Some([0x00, 0xab, 0xff]));
+        assert_eq!(unhex::<3>("00ABFF"), None);
+        assert_eq!(unhex::<3>("00abf"), None);
+        assert_eq!(unhex::<3>("00abfff0"), None);
+        assert_eq!(unhex::<3>("00abgg"), None);
+        assert_eq!(unhex::<2>("+1ab"), None);
+    }
+}

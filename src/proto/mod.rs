@@ -1,0 +1,16 @@
+//! The wire protocol (`PROTOCOL.md`; the project's own account is `docs/PROTOCOL.md`),
+//! from the bottom up: [`message`] (every control frame and its strict codec), [`seal`]
+//! (AES-256-GCM per frame) and [`compress`] (zstd data frames) beneath [`wire`] (frames
+//! over a stream), [`handshake`] (mutual authentication), which yields a
+//! [`negotiated::Negotiated`]: roles, user, features, session key and the MACs of
+//! each transfer. [`hash`] is the content hash (MD5 or BLAKE3) files are verified with.
+//!
+//! Nothing here touches files or the terminal.
+
+pub mod compress;
+pub mod handshake;
+pub mod hash;
+pub mod message;
+pub mod negotiated;
+pub mod seal;
+pub mod wire;

@@ -1,0 +1,445 @@
+//! What a connection negotiated, in one place: the roles, the user, the features in
+//! force, the session key `Ks` and the transfer counter `t`. The handshake builds a
+//! [`Negotiated`]; sessions consult it and never pass those values around loose.
+//!
+//! Also every MAC after the handshake (`PROTOCOL.md` section 5): [`Transfer`] holds
+//! `Ks` and one transfer's `t`, and signs or verifies offers, plans, `done` and `ok`.
+
+use std::fmt;
+
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+
+use super::hash::{Digest, HashKind};
+use super::message::{Role, hex, unhex};
+
+pub(crate) type HmacSha256 = Hmac<Sha256>;
+
+/// A feature of `PROTOCOL.md` section 7.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Feature {
+    Blake3,
+    Aead,
+    Zstd,
+}
+
+impl Feature {
+    pub const ALL: [Feature; 3] = [Feature::Aead, Feature::Blake3, Feature::Zstd];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Feature::Blake3 => "blake3",
+            Feature::Aead => "aead",
+            Feature::Zstd => "zstd",
+        }
+    }
+
+    fn bit(self) -> u8 {
+        match self {
+            Feature::Blake3 => 1,
+            Feature::Aead => 2,
+            Feature::Zstd => 4,
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Feature> {
+        Feature::ALL.into_iter().find(|f| f.name() == name)
+    }
+}
+
+/// A set of features.
+#[derive(Clone, Copy, Default, PartialEq, Eq)]
+pub struct Features(u8);
+
+impl Features {
+    pub const NONE: Features = Features(0);
+
+    pub fn of(features: &[Feature]) -> Features {
+        Features(features.iter().fold(0, |bits, f| bits | f.bit()))
+    }
+
+    pub fn has(self, feature: Feature) -> bool {
+        self.0 & feature.bit() != 0
+    }
+
+    pub fn with(self, feature: Feature) -> Features {
+        Features(self.0 | feature.bit())
+    }
+
+    pub fn without(self, feature: Feature) -> Features {
+        Features(self.0 & !feature.bit())
+    }
+
+    /// The known features named in a peer's list (unknown names are ignored).
+    pub fn from_names<'a>(names: impl IntoIterator<Item = &'a str>) -> Features {
+        Features::of(
+            &names
+                .into_iter()
+                .filter_map(Feature::from_name)
+                .collect::<Vec<_>>(),
+        )
+    }
+
+    /// Those in both sets.
+    pub fn intersect(self, other: Features) -> Features {
+        Features(self.0 & other.0)
+    }
+
+    /// Those in either set.
+    pub fn with_all(self, other: Features) -> Features {
+        Features(self.0 | other.0)
+    }
+
+    /// Those of `self` not in `other`.
+    pub fn missing_from(self, other: Features) -> Features {
+        Features(self.0 & !other.0)
+    }
+
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    /// The names, in a fixed order (`aead`, `blake3`, `zstd`).
+    pub fn names(self) -> Vec<String> {
+        Feature::ALL
+            .into_iter()
+            .filter(|f| self.has(*f))
+            .map(|f| f.name().to_string())
+            .collect()
+    }
+}
+
+impl fmt::Debug for Features {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", self.names())
+    }
+}
+
+impl fmt::Display for Features {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.names().join(", "))
+    }
+}
+
+/// The session key `Ks`.
+#[derive(Clone)]
+pub struct SessionKey([u8; 32]);
+
+impl fmt::Debug for SessionKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SessionKey(..)") // never print key material
+    }
+}
+
+impl SessionKey {
+    pub(crate) fn new(bytes: [u8; 32]) -> SessionKey {
+        SessionKey(bytes)
+    }
+
+    /// A session key from raw bytes, for driving a session without a handshake
+    /// (fuzzing, tests). Real connections get theirs from the handshake.
+    #[doc(hidden)]
+    pub fn from_raw(bytes: [u8; 32]) -> SessionKey {
+        SessionKey(bytes)
+    }
+
+    pub(crate) fn bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
+    /// A key derived from `Ks` for one purpose (section 10's `k_I`, `k_A`).
+    pub(crate) fn derive(&self, label: &str) -> [u8; 32] {
+        keyed(&self.0, label, &[]).finalize().into_bytes().into()
+    }
+}
+
+/// HMAC-SHA256 over `label || 0x00 || parts...`, not yet finalised.
+pub(crate) fn keyed(key: &[u8], label: &str, parts: &[&[u8]]) -> HmacSha256 {
+    let mut mac = HmacSha256::new_from_slice(key).expect("HMAC accepts keys of any length");
+    mac.update(label.as_bytes());
+    mac.update(&[0]);
+    for part in parts {
+        mac.update(part);
+    }
+    mac
+}
+
+/// Strict decoding (exactly 64 lowercase hex digits), then a constant-time comparison.
+pub(crate) fn verify(expected: HmacSha256, mac_hex: &str) -> bool {
+    unhex::<32>(mac_hex).is_some_and(|mac| expected.verify_slice(&mac).is_ok())
+}
+
+/// Everything the handshake settled for one connection.
+#[derive(Debug, Clone)]
+pub struct Negotiated {
+    /// Whether this side connected (the initiator) or listened.
+    pub initiator: bool,
+    /// The role this side plays.
+    pub role: Role,
+    /// The user name the initiator gave, if any.
+    pub user: Option<String>,
+    /// The features both lists named.
+    pub features: Features,
+    session_key: SessionKey,
+    /// The next transfer's `t`.
+    next_transfer: u64,
+}
+
+impl Negotiated {
+    pub(crate) fn new(
+        initiator: bool,
+        role: Role,
+        user: Option<String>,
+        features: Features,
+        session_key: SessionKey,
+    ) -> Self {
+        Negotiated {
+            initiator,
+            role,
+            user,
+            features,
+            session_key,
+            next_transfer: 0,
+        }
+    }
+
+    /// A connection as if negotiated, for sessions driven without a handshake
+    /// (fuzzing, unit tests).
+    #[doc(hidden)]
+    pub fn for_tests(role: Role, features: Features, key: [u8; 32]) -> Self {
+        Negotiated::new(true, role, None, features, SessionKey(key))
+    }
+
+    /// The other end of the same connection, for tests that drive both ends.
+    #[doc(hidden)]
+    pub fn peer_view(&self) -> Negotiated {
+        Negotiated {
+            initiator: !self.initiator,
+            ..self.clone()
+        }
+    }
+
+    /// The content hash files are verified with.
+    pub fn hash(&self) -> HashKind {
+        if self.features.has(Feature::Blake3) {
+            HashKind::Blake3
+        } else {
+            HashKind::Md5
+        }
+    }
+
+    pub fn has(&self, feature: Feature) -> bool {
+        self.features.has(feature)
+    }
+
+    pub fn session_key(&self) -> &SessionKey {
+        &self.session_key
+    }
+
+    /// Begins the next transfer on this connection: its MACs carry the next `t`.
+    pub fn begin_transfer(&mut self) -> Transfer {
+        let t = self.next_transfer;
+        self.next_transfer += 1;
+        Transfer {
+            session_key: self.session_key.clone(),
+            t,
+            hash: self.hash(),
+        }
+    }
+}
+
+/// What a file MAC covers: which entry, its size, its content hash and its name.
+#[derive(Debug, Clone, Copy)]
+pub struct FileFacts<'a> {
+    pub index: u64,
+    pub size: u64,
+    pub hash: &'a Digest,
+    pub path: &'a str,
+}
+
+/// One transfer's keys: `Ks`, its number `t`, and the content hash in force.
+#[derive(Debug, Clone)]
+pub struct Transfer {
+    session_key: SessionKey,
+    pub t: u64,
+    pub hash: HashKind,
+}
+
+impl Transfer {
+    /// A transfer bound to a raw key, for tests and fuzzing.
+    #[doc(hidden)]
+    pub fn for_tests(key: [u8; 32], t: u64, hash: HashKind) -> Transfer {
+        Transfer {
+            session_key: SessionKey(key),
+            t,
+            hash,
+        }
+    }
+
+    /// The running `mac_offer` over the offer frames as they cross the wire.
+    pub fn offer_mac(&self) -> FramesMac {
+        FramesMac(keyed(
+            self.session_key.bytes(),
+            "xfer/2 offer",
+            &[&self.t.to_be_bytes()],
+        ))
+    }
+
+    /// The running `mac_plan` over the plan frames.
+    pub fn plan_mac(&self) -> FramesMac {
+        FramesMac(keyed(
+            self.session_key.bytes(),
+            "xfer/2 plan",
+            &[&self.t.to_be_bytes()],
+        ))
+    }
+
+    /// `mac_done`, as lowercase hex.
+    pub fn done_mac(&self, facts: FileFacts<'_>) -> String {
+        hex(&self.file_mac("xfer/2 done", facts).finalize().into_bytes())
+    }
+
+    /// `mac_ok`, as lowercase hex.
+    pub fn ok_mac(&self, facts: FileFacts<'_>) -> String {
+        hex(&self.file_mac("xfer/2 ok", facts).finalize().into_bytes())
+    }
+
+    /// Whether `mac_hex` is exactly the `mac_done` of `facts` (constant time).
+    pub fn verify_done(&self, facts: FileFacts<'_>, mac_hex: &str) -> bool {
+        verify(self.file_mac("xfer/2 done", facts), mac_hex)
+    }
+
+    /// Whether `mac_hex` is exactly the `mac_ok` of `facts` (constant time).
+    pub fn verify_ok(&self, facts: FileFacts<'_>, mac_hex: &str) -> bool {
+        verify(self.file_mac("xfer/2 ok", facts), mac_hex)
+    }
+
+    fn file_mac(&self, label: &str, facts: FileFacts<'_>) -> HmacSha256 {
+        keyed(
+            self.session_key.bytes(),
+            label,
+            &[
+                &self.t.to_be_bytes(),
+                &facts.index.to_be_bytes(),
+                &facts.size.to_be_bytes(),
+                facts.hash.as_bytes(),
+                facts.path.as_bytes(),
+            ],
+        )
+    }
+}
+
+/// A MAC over a run of control frames (offer or plan), fed each plaintext frame
+/// with its plaintext length prefix, exactly as it crossed the wire.
+#[derive(Clone)]
+pub struct FramesMac(HmacSha256);
+
+impl FramesMac {
+    /// Adds one frame's payload (its length prefix is added here).
+    pub fn frame(&mut self, payload: &[u8]) {
+        let len = u32::try_from(payload.len()).expect("frames are capped far below 4 GiB");
+        self.0.update(&len.to_be_bytes());
+        self.0.update(payload);
+    }
+
+    pub fn finish_hex(self) -> String {
+        hex(&self.0.finalize().into_bytes())
+    }
+
+    pub fn verify(self, mac_hex: &str) -> bool {
+        verify(self.0, mac_hex)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::handshake::tests::vector_session_key;
+
+    const OFFER: &str = r#"{"type":"offer","entries":[{"path":"docs/hello.txt","kind":"file","size":13,"mode":420,"mtime":1700000000}]}"#;
+    const PLAN: &str = r#"{"type":"plan","entries":[{"action":"send","offset":0}]}"#;
+
+    fn transfer(vector: char, t: u64, hash: HashKind) -> Transfer {
+        Transfer {
+            session_key: vector_session_key(vector),
+            t,
+            hash,
+        }
+    }
+
+    #[test]
+    fn offer_and_plan_macs_match_the_protocol_vectors() {
+        assert_eq!(OFFER.len(), 108);
+        assert_eq!(PLAN.len(), 56);
+        let t = transfer('A', 0, HashKind::Md5);
+        let mut offer = t.offer_mac();
+        offer.frame(OFFER.as_bytes());
+        let expected = "4078936cf7e838d0cb741a9b551d8fad5e980536dbae660e19811fa6b53c824e";
+        assert!(offer.clone().verify(expected));
+        assert_eq!(offer.finish_hex(), expected);
+        let mut plan = t.plan_mac();
+        plan.frame(PLAN.as_bytes());
+        assert_eq!(
+            plan.finish_hex(),
+            "89d96bb0840a0670f7fc8683aa9f47739efe5f16edeaf78e7c70e1441ff160b9"
+        );
+    }
+
+    fn check_file_macs(t: &Transfer, hash: &str, done: &str, ok: &str) {
+        let hash = t.hash.parse(hash).unwrap();
+        let facts = FileFacts {
+            index: 0,
+            size: 13,
+            hash: &hash,
+            path: "docs/hello.txt",
+        };
+        assert_eq!(t.done_mac(facts), done);
+        assert_eq!(t.ok_mac(facts), ok);
+        assert!(t.verify_done(facts, done));
+        assert!(t.verify_ok(facts, ok));
+        assert!(!t.verify_ok(facts, done));
+        assert!(!t.verify_ok(facts, &ok.to_uppercase()));
+        assert!(!t.verify_ok(facts, &ok[..62]));
+        assert!(!t.verify_ok(FileFacts { index: 1, ..facts }, ok));
+        assert!(!t.verify_ok(
+            FileFacts {
+                path: "docs/hello.txT",
+                ..facts
+            },
+            ok
+        ));
+    }
+
+    #[test]
+    fn file_macs_match_both_protocol_vectors() {
+        check_file_macs(
+            &transfer('A', 0, HashKind::Md5),
+            "22c3683b094136c3398391ae71b20f04",
+            "d8c9d055443b07c00b2c072613c3a55c96eff37fe4af77e5b2109f1903a0a507",
+            "bc9fb6cc91a5e681991c54d07f28ad68a59a025386e5e4d65f4439105b804505",
+        );
+        check_file_macs(
+            &transfer('B', 1, HashKind::Blake3),
+            "623a5460d841b6d1c13d080e85500e0043fd4ba4a8ba9c1aa9b4f6e0d212276c",
+            "479127f38cce2cd95a63f814c727f8089e7964bab5ddc5d9ba0003fe231b3bfb",
+            "d563a5945586d2bed2f379f32d15b577ea11be5078dde818d6b9bdf84f156379",
+        );
+    }
+
+    #[test]
+    fn the_transfer_counter_advances_per_transfer() {
+        let mut negotiated =
+            Negotiated::for_tests(Role::Client, Features::of(&[Feature::Blake3]), [1; 32]);
+        assert_eq!(negotiated.hash(), HashKind::Blake3);
+        assert_eq!(negotiated.begin_transfer().t, 0);
+        assert_eq!(negotiated.begin_transfer().t, 1);
+    }
+
+    #[test]
+    fn feature_sets_ignore_unknown_names() {
+        let features = Features::from_names(["zstd", "teleport", "aead"]);
+        assert_eq!(features.names(), ["aead", "zstd"]);
+        assert!(!features.has(Feature::Blake3));
+        assert!(features.without(Feature::Aead).names() == ["zstd"]);
+    }
+}

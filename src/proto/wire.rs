@@ -1,0 +1,633 @@
+//! Frames over a byte stream: a [`FrameReader`] and a [`FrameWriter`] around any
+//! `Read` and `Write` (a TCP socket split in two, or cursors in tests), and
+//! [`read_frame`] for the unbuffered, deadline-bounded reads of the handshake.
+//!
+//! Below the codec, and invisible to the sessions above it, sit the two layers a
+//! connection may negotiate: sealing (`aead`, `seal.rs`), which wraps every frame
+//! after the handshake, and compression (`zstd`, `compress.rs`), which applies to data
+//! frames only, before sealing. Data frames travel in caller-owned buffers laid out
+//! with room for the length prefix, the flag byte and the tag (see [`DATA_HEADROOM`]),
+//! so a file's bytes are read, hashed, compressed, sealed and written without copies.
+//!
+//! Every failure leaves here tagged: trouble with the stream is `Network`, bytes that
+//! are not a valid frame are `Protocol`, a frame that does not open is `Verification`.
+
+use std::io::{self, BufReader, BufWriter, Read, Write};
+use std::net::{Shutdown, TcpStream};
+use std::ops::Range;
+use std::os::unix::net::UnixStream;
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+
+use super::compress::{Deflater, Inflater};
+use super::message::{self, LENGTH_PREFIX, MAX_CONTROL, MAX_DATA_FRAME, Message};
+use super::negotiated::{Feature, Negotiated};
+use super::seal::{Opener, Sealer, TAG_LEN};
+use crate::error::{Classify, Kind, fail, tag};
+
+/// Read-ahead buffer of the frame reader, in bytes. Frames larger than this are
+/// read straight into the caller's buffer, past it.
+const READ_BUFFER: usize = 64 << 10;
+/// Write buffer of the frame writer, in bytes: control frames collect here; data
+/// frames larger than this go to the socket directly.
+const WRITE_BUFFER: usize = 64 << 10;
+/// Room a data buffer keeps before the file bytes: the length prefix and the flag
+/// byte of a compressed connection (`PROTOCOL.md` section 11).
+pub const DATA_HEADROOM: usize = LENGTH_PREFIX + 1;
+/// Capacity of a buffer that can take any data frame a peer may send (the largest
+/// payload, sealed), and the headroom: every receiving buffer has this size, so
+/// buffers can be swapped between the pool and the decompressor.
+pub const DATA_BUFFER: usize = DATA_HEADROOM + MAX_DATA_FRAME + TAG_LEN;
+
+/// A new buffer for data frames: [`DATA_BUFFER`] bytes, zeroed lazily by the
+/// allocator, so only the part a frame touches costs memory.
+pub fn data_buffer() -> Vec<u8> {
+    vec![0; DATA_BUFFER]
+}
+
+/// What a data frame held.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Data {
+    /// The empty frame that ends a file's data.
+    End,
+    /// File bytes, at this range of the caller's buffer (possibly empty: a
+    /// compressed connection may send a frame that carries nothing).
+    Bytes(Range<usize>),
+}
+
+/// Reads control and data frames from a stream.
+pub struct FrameReader<R> {
+    inner: BufReader<R>,
+    opener: Option<Opener>,
+    inflater: Option<Inflater>,
+    /// Control frames land here (and are opened here when sealed).
+    control: Vec<u8>,
+    /// Where a compressed data frame is decompressed; swapped with the caller's buffer.
+    spare: Vec<u8>,
+}
+
+impl<R: Read> FrameReader<R> {
+    pub fn new(inner: R) -> Self {
+        FrameReader {
+            inner: BufReader::with_capacity(READ_BUFFER, inner),
+            opener: None,
+            inflater: None,
+            control: Vec::new(),
+            spare: Vec::new(),
+        }
+    }
+
+    /// Applies what the handshake negotiated: opens sealed frames from here on, and
+    /// accepts compressed data frames.
+    pub fn negotiate(&mut self, negotiated: &Negotiated) {
+        if negotiated.has(Feature::Aead) {
+            self.opener = Some(Opener::for_peer_of(negotiated));
+        }
+        if negotiated.has(Feature::Zstd) {
+            self.inflater = Some(Inflater::new());
+            self.spare = data_buffer();
+        }
+    }
+
+    /// Reads one control frame's plaintext payload (post-authentication limits).
+    ///
+    /// # Returns
+    ///
+    /// `Ok(None)` when the peer closed the stream cleanly between frames; an error
+    /// when it closed inside a frame, sent too much, or sent a frame that does not open.
+    pub fn read_payload(&mut self) -> Result<Option<&[u8]>> {
+        let Some(len) = self.read_len(MAX_CONTROL)? else {
+            return Ok(None);
+        };
+        self.control.resize(len, 0);
+        read_all(&mut self.inner, &mut self.control)?;
+        let plain = match &mut self.opener {
+            Some(opener) => opener.open(&mut self.control)?,
+            None => len,
+        };
+        Ok(Some(&self.control[..plain]))
+    }
+
+    /// Reads and decodes one control frame; see [`FrameReader::read_payload`].
+    pub fn read_message(&mut self) -> Result<Option<Message>> {
+        match self.read_payload()? {
+            Some(payload) => message::decode(payload).classify(Kind::Protocol).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Reads one control frame; a clean close here is an error too.
+    pub fn expect_message(&mut self, waiting_for: &str) -> Result<Message> {
+        self.read_message()?.ok_or_else(|| {
+            fail(
+                Kind::Network,
+                format!("the peer closed the connection while we waited for {waiting_for}"),
+            )
+        })
+    }
+
+    /// Reads one whole data frame into `buffer` (a [`data_buffer`]), opening and
+    /// decompressing it as negotiated. Nothing of a frame is returned before all of
+    /// it arrived and, when sealed, verified.
+    pub fn read_data(&mut self, buffer: &mut Vec<u8>) -> Result<Data> {
+        debug_assert!(buffer.len() >= DATA_BUFFER, "a data_buffer()");
+        let Some(len) = self.read_len(MAX_DATA_FRAME)? else {
+            return Err(fail(
+                Kind::Network,
+                "the peer closed the connection in the middle of a file",
+            ));
+        };
+        read_all(&mut self.inner, &mut buffer[..len])?;
+        let plain = match &mut self.opener {
+            Some(opener) => opener.open(&mut buffer[..len])?,
+            None => len,
+        };
+        if plain == 0 {
+            return Ok(Data::End);
+        }
+        match &mut self.inflater {
+            None => Ok(Data::Bytes(0..plain)),
+            Some(inflater) => match buffer[0] {
+                0 => Ok(Data::Bytes(1..plain)),
+                1 => {
+                    let n = inflater.inflate(&buffer[1..plain], &mut self.spare)?;
+                    std::mem::swap(buffer, &mut self.spare);
+                    Ok(Data::Bytes(0..n))
+                }
+                flag => Err(fail(
+                    Kind::Protocol,
+                    format!("data frame with unknown flag byte {flag}"),
+                )),
+            },
+        }
+    }
+
+    /// Reads the next frame's length prefix and checks it against `max` (plaintext),
+    /// before anything is allocated for it; `None` on a clean close before it.
+    fn read_len(&mut self, max: usize) -> Result<Option<usize>> {
+        let mut prefix = [0; LENGTH_PREFIX];
+        let first = loop {
+            match self.inner.read(&mut prefix) {
+                Ok(n) => break n,
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+                Err(err) => return Err(net(err)),
+            }
+        };
+        if first == 0 {
+            return Ok(None);
+        }
+        read_all(&mut self.inner, &mut prefix[first..])?;
+        let overhead = if self.opener.is_some() { TAG_LEN } else { 0 };
+        let len = message::check_len(u32::from_be_bytes(prefix), max + overhead)
+            .classify(Kind::Protocol)?;
+        if len < overhead {
+            return Err(fail(Kind::Protocol, "sealed frame shorter than its tag"));
+        }
+        Ok(Some(len))
+    }
+}
+
+/// Writes control and data frames to a stream, buffered: call [`FrameWriter::flush`]
+/// whenever the peer must see what was written before it can answer.
+pub struct FrameWriter<W: Write> {
+    inner: BufWriter<W>,
+    sealer: Option<Sealer>,
+    deflater: Option<Deflater>,
+    /// A control frame being assembled: prefix, payload, tag.
+    control: Vec<u8>,
+    /// Where a data frame is compressed; swapped with the caller's buffer when it pays.
+    spare: Vec<u8>,
+}
+
+impl<W: Write> FrameWriter<W> {
+    pub fn new(inner: W) -> Self {
+        FrameWriter {
+            inner: BufWriter::with_capacity(WRITE_BUFFER, inner),
+            sealer: None,
+            deflater: None,
+            control: Vec::new(),
+            spare: Vec::new(),
+        }
+    }
+
+    /// Applies what the handshake negotiated: seals every frame from here on, and,
+    /// if `compress` gives a level and `zstd` is in force, compresses data frames.
+    pub fn negotiate(&mut self, negotiated: &Negotiated, compress: Option<i32>) -> Result<()> {
+        if negotiated.has(Feature::Aead) {
+            self.sealer = Some(Sealer::for_side_of(negotiated));
+        }
+        if negotiated.has(Feature::Zstd) {
+            self.deflater = Some(Deflater::new(compress)?);
+        }
+        Ok(())
+    }
+
+    /// Writes one control frame.
+    pub fn write_message(&mut self, message: &Message) -> Result<()> {
+        self.control.clear();
+        self.control.extend_from_slice(&[0; LENGTH_PREFIX]);
+        message::encode_payload(message, &mut self.control);
+        self.send_control(message.type_name())
+    }
+
+    /// Writes one control frame whose payload the caller encoded (offers and plans,
+    /// which the caller also feeds to a MAC).
+    pub fn write_payload(&mut self, payload: &[u8]) -> Result<()> {
+        self.control.clear();
+        self.control.extend_from_slice(&[0; LENGTH_PREFIX]);
+        self.control.extend_from_slice(payload);
+        self.send_control("control frame")
+    }
+
+    fn send_control(&mut self, what: &str) -> Result<()> {
+        let len = self.control.len() - LENGTH_PREFIX;
+        if len > MAX_CONTROL {
+            // Untagged: a limit of the protocol, not the network's doing.
+            anyhow::bail!(
+                "cannot send {what}: {len} bytes exceed the protocol's 16 MiB frame limit"
+            );
+        }
+        let wire_len = match &mut self.sealer {
+            Some(sealer) => {
+                let tag = sealer.seal(&mut self.control[LENGTH_PREFIX..])?;
+                self.control.extend_from_slice(&tag);
+                len + TAG_LEN
+            }
+            None => len,
+        };
+        let prefix = u32::try_from(wire_len).expect("checked against MAX_CONTROL");
+        self.control[..LENGTH_PREFIX].copy_from_slice(&prefix.to_be_bytes());
+        self.inner.write_all(&self.control).map_err(net)
+    }
+
+    /// Writes one data frame of `len` file bytes, which the caller put in
+    /// `buffer[DATA_HEADROOM..DATA_HEADROOM + len]`; `buffer` must have room for
+    /// [`TAG_LEN`] more bytes after them. It may be swapped for another buffer of the
+    /// same size (the compressed frame): hand back whatever `buffer` holds after.
+    pub fn write_data(&mut self, buffer: &mut Vec<u8>, len: usize) -> Result<()> {
+        assert!(
+            (1..MAX_DATA_FRAME).contains(&len) && buffer.len() >= DATA_HEADROOM + len + TAG_LEN,
+            "data frames carry 1 byte to 16 MiB, in a buffer with headroom and tag room"
+        );
+        let (start, plain) = match &mut self.deflater {
+            None => (DATA_HEADROOM, len),
+            Some(deflater) => {
+                if self.spare.len() < buffer.len() {
+                    self.spare = vec![0; buffer.len()];
+                }
+                let source = &buffer[DATA_HEADROOM..DATA_HEADROOM + len];
+                match deflater.deflate(source, &mut self.spare[DATA_HEADROOM..DATA_HEADROOM + len])
+                {
+                    Some(packed) => {
+                        std::mem::swap(buffer, &mut self.spare);
+                        buffer[DATA_HEADROOM - 1] = 1;
+                        (DATA_HEADROOM - 1, packed + 1)
+                    }
+                    None => {
+                        buffer[DATA_HEADROOM - 1] = 0;
+                        (DATA_HEADROOM - 1, len + 1)
+                    }
+                }
+            }
+        };
+        let mut end = start + plain;
+        if let Some(sealer) = &mut self.sealer {
+            let tag = sealer.seal(&mut buffer[start..end])?;
+            buffer[end..end + TAG_LEN].copy_from_slice(&tag);
+            end += TAG_LEN;
+        }
+        let prefix = u32::try_from(end - start).expect("under 16 MiB");
+        buffer[start - LENGTH_PREFIX..start].copy_from_slice(&prefix.to_be_bytes());
+        self.inner
+            .write_all(&buffer[start - LENGTH_PREFIX..end])
+            .map_err(net)
+    }
+
+    /// Writes the empty data frame that ends a file's data.
+    pub fn write_end_of_data(&mut self) -> Result<()> {
+        let mut frame = [0; LENGTH_PREFIX + TAG_LEN];
+        let len = match &mut self.sealer {
+            Some(sealer) => {
+                let tag = sealer.seal(&mut [])?;
+                frame[LENGTH_PREFIX..].copy_from_slice(&tag);
+                frame[..LENGTH_PREFIX].copy_from_slice(&(TAG_LEN as u32).to_be_bytes());
+                LENGTH_PREFIX + TAG_LEN
+            }
+            None => LENGTH_PREFIX,
+        };
+        self.inner.write_all(&frame[..len]).map_err(net)
+    }
+
+    pub fn flush(&mut self) -> Result<()> {
+        self.inner.flush().map_err(net)
+    }
+
+    pub fn get_ref(&self) -> &W {
+        self.inner.get_ref()
+    }
+}
+
+/// Both halves of one authenticated connection, and what it negotiated.
+pub struct Connection<R: Read, W: Write> {
+    pub reader: FrameReader<R>,
+    pub writer: FrameWriter<W>,
+    pub negotiated: Negotiated,
+    /// Cuts the connection from any thread (a failing reader stops a blocked writer).
+    pub closer: Closer,
+}
+
+impl<R: Read, W: Write> Connection<R, W> {
+    /// A connection over `reader` and `writer` with the negotiated layers in place;
+    /// `compress` is this side's compression level, if it compresses what it sends.
+    pub fn new(
+        reader: R,
+        writer: W,
+        negotiated: Negotiated,
+        compress: Option<i32>,
+        closer: Closer,
+    ) -> Result<Self> {
+        let mut reader = FrameReader::new(reader);
+        reader.negotiate(&negotiated);
+        let mut writer = FrameWriter::new(writer);
+        writer.negotiate(&negotiated, compress)?;
+        Ok(Connection {
+            reader,
+            writer,
+            negotiated,
+            closer,
+        })
+    }
+}
+
+/// A handle that shuts a connection down, so that a thread blocked on it wakes up.
+#[derive(Debug)]
+pub struct Closer(Option<TcpStream>);
+
+impl Closer {
+    pub fn tcp(stream: TcpStream) -> Closer {
+        Closer(Some(stream))
+    }
+
+    /// For connections that are not sockets (tests, fuzzing): closing does nothing.
+    pub fn none() -> Closer {
+        Closer(None)
+    }
+
+    pub fn close(&self) {
+        if let Some(stream) = &self.0 {
+            let _ = stream.shutdown(Shutdown::Both);
+        }
+    }
+
+    /// The socket, for lingering after an error.
+    pub fn socket(&self) -> Option<&TcpStream> {
+        self.0.as_ref()
+    }
+}
+
+/// Reads one length-prefixed, unsealed control frame of at most `max` bytes from
+/// `stream` (the handshake's frames).
+///
+/// # Returns
+///
+/// `Ok(None)` on a clean close before the first byte of a frame.
+pub fn read_frame<R: Read>(stream: &mut R, max: usize) -> Result<Option<Message>> {
+    let mut prefix = [0; LENGTH_PREFIX];
+    let first = loop {
+        match stream.read(&mut prefix) {
+            Ok(n) => break n,
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+            Err(err) => return Err(net(err)),
+        }
+    };
+    if first == 0 {
+        return Ok(None);
+    }
+    read_all(stream, &mut prefix[first..])?;
+    let len = message::check_len(u32::from_be_bytes(prefix), max).classify(Kind::Protocol)?;
+    // The cap was checked above, so this allocation is bounded by `max`.
+    let mut payload = vec![0; len];
+    read_all(stream, &mut payload)?;
+    message::decode(&payload).classify(Kind::Protocol).map(Some)
+}
+
+/// A stream whose reads can time out: what the handshake needs for its deadline.
+pub trait ReadTimeout {
+    fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()>;
+}
+
+impl ReadTimeout for TcpStream {
+    fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+        TcpStream::set_read_timeout(self, timeout)
+    }
+}
+
+impl ReadTimeout for UnixStream {
+    fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+        UnixStream::set_read_timeout(self, timeout)
+    }
+}
+
+/// Reads from a stream until an absolute deadline: every read waits at most for the
+/// time that is left, so a peer that trickles bytes cannot stretch it.
+pub struct DeadlineReader<'a, S> {
+    stream: &'a mut S,
+    deadline: Instant,
+}
+
+impl<'a, S> DeadlineReader<'a, S> {
+    pub fn new(stream: &'a mut S, deadline: Instant) -> Self {
+        DeadlineReader { stream, deadline }
+    }
+}
+
+impl<S: ReadTimeout + Read> Read for DeadlineReader<'_, S> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the handshake took too long",
+            ));
+        }
+        self.stream.set_read_timeout(Some(left))?;
+        self.stream.read(buf)
+    }
+}
+
+fn read_all<R: Read>(stream: &mut R, buf: &mut [u8]) -> Result<()> {
+    stream.read_exact(buf).map_err(|err| {
+        if err.kind() == io::ErrorKind::UnexpectedEof {
+            fail(
+                Kind::Network,
+                "the peer closed the connection in the middle of a frame",
+            )
+        } else {
+            net(err)
+        }
+    })
+}
+
+/// Tags a stream error as a network failure, naming timeouts plainly.
+pub fn net(err: io::Error) -> anyhow::Error {
+    match err.kind() {
+        // A socket read timeout surfaces as WouldBlock on Unix.
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => {
+            fail(Kind::Network, "timed out: the peer went silent")
+        }
+        _ => tag(
+            Kind::Network,
+            anyhow::Error::new(err).context("connection lost"),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::kind_of;
+    use crate::proto::message::Role;
+    use crate::proto::negotiated::Features;
+    use std::io::Cursor;
+
+    fn wire(messages: &[Message]) -> Vec<u8> {
+        messages.iter().flat_map(message::encode).collect()
+    }
+
+    /// A writer and a reader for both ends of one negotiated connection.
+    fn pair(features: Features, compress: Option<i32>) -> (FrameWriter<Vec<u8>>, Negotiated) {
+        let initiator = Negotiated::for_tests(Role::Sender, features, [9; 32]);
+        let mut writer = FrameWriter::new(Vec::new());
+        writer.negotiate(&initiator, compress).unwrap();
+        (writer, initiator)
+    }
+
+    fn reader_for(bytes: Vec<u8>, initiator: &Negotiated) -> FrameReader<Cursor<Vec<u8>>> {
+        let mut reader = FrameReader::new(Cursor::new(bytes));
+        reader.negotiate(&initiator.peer_view());
+        reader
+    }
+
+    fn data(content: &[u8]) -> Vec<u8> {
+        let mut buffer = data_buffer();
+        buffer[DATA_HEADROOM..DATA_HEADROOM + content.len()].copy_from_slice(content);
+        buffer
+    }
+
+    fn round_trip_with(features: Features, compress: Option<i32>) {
+        let (mut writer, initiator) = pair(features, compress);
+        writer
+            .write_message(&Message::Data {
+                index: 0,
+                offset: 0,
+            })
+            .unwrap();
+        let text = b"hello hello hello hello hello hello hello hello".repeat(100);
+        let mut buffer = data(&text);
+        writer.write_data(&mut buffer, text.len()).unwrap();
+        let mut buffer = data(b"x");
+        writer.write_data(&mut buffer, 1).unwrap();
+        writer.write_end_of_data().unwrap();
+        writer.write_message(&Message::End).unwrap();
+        writer.flush().unwrap();
+        let bytes = writer.inner.into_inner().unwrap();
+        if features.has(Feature::Aead) {
+            assert!(!bytes.windows(5).any(|w| w == b"hello"), "{features:?}");
+        }
+
+        let mut reader = reader_for(bytes, &initiator);
+        assert_eq!(
+            reader.read_message().unwrap(),
+            Some(Message::Data {
+                index: 0,
+                offset: 0
+            })
+        );
+        let mut buffer = data_buffer();
+        let Data::Bytes(range) = reader.read_data(&mut buffer).unwrap() else {
+            panic!("bytes")
+        };
+        assert_eq!(&buffer[range], &text[..]);
+        let Data::Bytes(range) = reader.read_data(&mut buffer).unwrap() else {
+            panic!("bytes")
+        };
+        assert_eq!(&buffer[range], b"x");
+        assert_eq!(reader.read_data(&mut buffer).unwrap(), Data::End);
+        assert_eq!(reader.read_message().unwrap(), Some(Message::End));
+        assert_eq!(reader.read_message().unwrap(), None, "clean close");
+    }
+
+    #[test]
+    fn messages_and_data_round_trip_in_every_mode() {
+        use Feature::*;
+        round_trip_with(Features::NONE, None);
+        round_trip_with(Features::of(&[Aead]), None);
+        round_trip_with(Features::of(&[Zstd]), Some(3));
+        round_trip_with(Features::of(&[Aead, Zstd]), Some(3));
+        // zstd in force but this side does not compress: flag bytes say raw.
+        round_trip_with(Features::of(&[Aead, Zstd]), None);
+    }
+
+    #[test]
+    fn a_close_inside_a_frame_is_a_network_error() {
+        let bytes = wire(&[Message::End]);
+        for cut in 1..bytes.len() {
+            let mut reader = FrameReader::new(Cursor::new(bytes[..cut].to_vec()));
+            let err = reader.read_message().unwrap_err();
+            assert_eq!(kind_of(&err), Some(Kind::Network), "cut at {cut}");
+        }
+    }
+
+    #[test]
+    fn oversized_lengths_are_refused_before_allocating() {
+        // A 4 GiB prefix with no payload: were it allocated, this test would abort.
+        let mut reader = FrameReader::new(Cursor::new(vec![0xff, 0xff, 0xff, 0xff]));
+        let err = reader.read_message().unwrap_err();
+        assert_eq!(kind_of(&err), Some(Kind::Protocol));
+        let mut reader = FrameReader::new(Cursor::new(vec![0xff, 0xff, 0xff, 0xff]));
+        assert_eq!(
+            kind_of(&reader.read_data(&mut data_buffer()).unwrap_err()),
+            Some(Kind::Protocol)
+        );
+
+        let mut big = message::encode(&Message::error(message::ErrorCode::Io, "x".repeat(5000)));
+        let err = read_frame(&mut Cursor::new(&mut big), message::MAX_PREAUTH_CONTROL).unwrap_err();
+        assert!(
+            format!("{err:#}").contains("exceeds the limit of 4096"),
+            "{err:#}"
+        );
+    }
+
+    #[test]
+    fn a_flipped_bit_in_a_sealed_frame_is_a_verification_error() {
+        let (mut writer, initiator) = pair(Features::of(&[Feature::Aead]), None);
+        writer.write_message(&Message::End).unwrap();
+        writer.flush().unwrap();
+        let bytes = writer.inner.into_inner().unwrap();
+        for bit in (LENGTH_PREFIX * 8)..(bytes.len() * 8) {
+            let mut flipped = bytes.clone();
+            flipped[bit / 8] ^= 1 << (bit % 8);
+            let err = reader_for(flipped, &initiator).read_message().unwrap_err();
+            assert_eq!(kind_of(&err), Some(Kind::Verification), "bit {bit}");
+        }
+    }
+
+    #[test]
+    fn malformed_payload_is_a_protocol_error() {
+        let mut bytes = 3u32.to_be_bytes().to_vec();
+        bytes.extend_from_slice(b"{x}");
+        let err = read_frame(&mut Cursor::new(bytes), MAX_CONTROL).unwrap_err();
+        assert_eq!(kind_of(&err), Some(Kind::Protocol));
+    }
+
+    #[test]
+    fn deadline_reader_gives_up_at_the_deadline() {
+        let (mut a, _b) = UnixStream::pair().unwrap();
+        let start = Instant::now();
+        let deadline = start + Duration::from_millis(100);
+        let err = read_frame(&mut DeadlineReader::new(&mut a, deadline), 4096).unwrap_err();
+        assert_eq!(kind_of(&err), Some(Kind::Network));
+        assert!(start.elapsed() < Duration::from_secs(2));
+    }
+}

@@ -1,0 +1,135 @@
+//! Transfers (`PROTOCOL.md` section 5): the sender's session ([`send`]) and the
+//! receiver's ([`recv`]), the authenticated offer and plan they open with
+//! ([`offer`]), and the [`Tally`] that decides what a session adds up to.
+//!
+//! A session runs on a negotiated connection and never sees a command line: the
+//! one-shot commands, `serve` and the shell all start them with plain values. What a
+//! sender reads comes through an [`Outbox`]; what a receiver writes goes to a
+//! `recv::Destination`. Both sit at the filesystem edge (`fs`).
+
+pub mod offer;
+pub mod recv;
+pub mod send;
+
+use std::io::Read;
+use std::sync::Mutex;
+
+use anyhow::Result;
+
+use crate::error::{Kind, fail};
+use crate::proto::message::{Entry, ErrorCode};
+use crate::proto::negotiated::{Feature, Negotiated};
+use crate::ui::report::{FileOutcome, LIST_FILES_UP_TO, Reporter, Summary};
+
+/// What a sender offers, and where each entry's bytes come from.
+pub trait Outbox: Sync {
+    /// The offer, in order (a directory before anything inside it).
+    fn entries(&self) -> &[Entry];
+    /// Opens entry `index`'s content for reading (a file or a stream).
+    fn open(&self, index: usize) -> Result<Box<dyn Read + Send>>;
+    /// Whether entry `index` can be read again from the start (a stream cannot,
+    /// so it never resumes).
+    fn rereadable(&self, index: usize) -> bool;
+    /// How to name entry `index` in this side's messages (escaped).
+    fn shown(&self, index: usize) -> String;
+}
+
+/// The outcomes of one session's entries as they happen: each is shown at once,
+/// counted, and, at the end, decides the session's result.
+pub struct Tally {
+    reporter: Reporter,
+    summary: Mutex<Summary>,
+    first_failure: Mutex<Option<ErrorCode>>,
+}
+
+impl Tally {
+    pub fn new(reporter: Reporter, negotiated: &Negotiated) -> Tally {
+        Tally {
+            reporter,
+            summary: Mutex::new(Summary {
+                hash: negotiated.hash(),
+                encrypted: negotiated.has(Feature::Aead),
+                ..Summary::default()
+            }),
+            first_failure: Mutex::new(None),
+        }
+    }
+
+    pub fn reporter(&self) -> &Reporter {
+        &self.reporter
+    }
+
+    pub fn reporter_mut(&mut self) -> &mut Reporter {
+        &mut self.reporter
+    }
+
+    /// Shows and counts one entry's outcome.
+    pub fn record(&self, outcome: FileOutcome) {
+        self.reporter.file(&outcome);
+        let mut summary = self
+            .summary
+            .lock()
+            .expect("no panics while holding the lock");
+        match outcome {
+            FileOutcome::Verified {
+                path,
+                size,
+                digest,
+                resumed_at,
+                ..
+            } => {
+                summary.verified += 1;
+                summary.bytes += size;
+                summary.resumed += usize::from(resumed_at.is_some());
+                if summary.listed.len() < LIST_FILES_UP_TO {
+                    summary.listed.push((path, digest));
+                }
+            }
+            FileOutcome::Same { .. } => summary.same += 1,
+            FileOutcome::Failed { code, .. } => {
+                summary.failed += 1;
+                self.first_failure
+                    .lock()
+                    .expect("no panics while holding the lock")
+                    .get_or_insert(code);
+            }
+        }
+    }
+
+    /// A failed entry.
+    pub fn failed(&self, path: &str, code: ErrorCode, why: String) {
+        self.record(FileOutcome::Failed {
+            path: path.to_string(),
+            code,
+            why,
+        });
+    }
+
+    pub fn summary(&self) -> Summary {
+        self.summary
+            .lock()
+            .expect("no panics while holding the lock")
+            .clone()
+    }
+
+    /// The session's result from its entries: fine if none failed, else the kind
+    /// of the first failure, with a count.
+    pub fn verdict(&self, entries: usize, verb: &str) -> Result<()> {
+        let first = *self
+            .first_failure
+            .lock()
+            .expect("no panics while holding the lock");
+        match first {
+            None => Ok(()),
+            Some(code) => Err(fail(
+                Kind::of_code(code),
+                format!("{} of {entries} entries not {verb}", self.summary().failed),
+            )),
+        }
+    }
+
+    /// Shows the summary of `result`; `what` names the session in a server's log.
+    pub fn finish(&self, what: &str, result: &Result<()>) {
+        self.reporter.finish(what, &self.summary(), result);
+    }
+}

@@ -1,0 +1,437 @@
+//! The two authenticated lists that open every transfer (`PROTOCOL.md` section 5):
+//! the sender's offer and the receiver's plan. Each goes out as as many frames as it
+//! needs (a tree of 200 000 entries never becomes one giant frame), followed by an
+//! `offer_end` or `plan_end` with the count and a MAC over the frames exactly as they
+//! crossed the wire. The reading side checks the MAC and the count before it acts on
+//! anything the list says.
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+
+use anyhow::Result;
+use serde::Serialize;
+
+use crate::error::{Kind, fail, peer_error, refused};
+use crate::proto::message::{self, Decision, Entry, EntryKind, ErrorCode, Message};
+use crate::proto::negotiated::{FramesMac, Transfer};
+use crate::proto::wire::{FrameReader, FrameWriter};
+
+/// JSON bytes of entries per offer or plan frame, about: large enough that the
+/// frame overhead does not matter, small enough that neither side holds much.
+const FRAME_TARGET: usize = 1 << 20;
+/// Most entries a receiver takes in one offer. A tree of 200 000 entries costs a
+/// receiver about 40 MiB here; a million is the ceiling a hostile sender can make it
+/// hold. Larger trees go in several sessions, or as one tar stream.
+pub const MAX_OFFER_ENTRIES: usize = 1_000_000;
+
+/// Writes a list (offer or plan) as frames of `{"type":TYPE,"entries":[...],"more":true}`
+/// as its items come, and the closing `*_end` frame.
+pub struct ListWriter<'a, W: Write> {
+    writer: &'a mut FrameWriter<W>,
+    kind: &'static str,
+    mac: FramesMac,
+    payload: Vec<u8>,
+    in_frame: usize,
+    count: u64,
+}
+
+impl<'a, W: Write> ListWriter<'a, W> {
+    /// A plan for `transfer`, decision by decision; see [`ListWriter::finish_plan`].
+    pub fn plan(writer: &'a mut FrameWriter<W>, transfer: &Transfer) -> Self {
+        ListWriter::new(writer, "plan", transfer.plan_mac())
+    }
+
+    fn new(writer: &'a mut FrameWriter<W>, kind: &'static str, mac: FramesMac) -> Self {
+        let mut list = ListWriter {
+            writer,
+            kind,
+            mac,
+            payload: Vec::with_capacity(FRAME_TARGET + 4096),
+            in_frame: 0,
+            count: 0,
+        };
+        list.open_frame();
+        list
+    }
+
+    fn open_frame(&mut self) {
+        self.payload.clear();
+        self.payload
+            .extend_from_slice(format!(r#"{{"type":"{}","entries":["#, self.kind).as_bytes());
+        self.in_frame = 0;
+    }
+
+    /// Adds one item; a frame goes out whenever enough have collected.
+    pub fn push(&mut self, item: &impl Serialize) -> Result<()> {
+        if self.in_frame > 0 {
+            self.payload.push(b',');
+        }
+        serde_json::to_writer(&mut self.payload, item).expect("entries serialise to JSON");
+        self.in_frame += 1;
+        self.count += 1;
+        if self.payload.len() >= FRAME_TARGET {
+            self.payload.extend_from_slice(br#"],"more":true}"#);
+            self.send_frame()?;
+            self.open_frame();
+        }
+        Ok(())
+    }
+
+    fn send_frame(&mut self) -> Result<()> {
+        self.mac.frame(&self.payload);
+        self.writer.write_payload(&self.payload)
+    }
+
+    /// Ends a plan: its last frame and `plan_end`.
+    pub fn finish_plan(self) -> Result<()> {
+        self.finish(|count, mac| Message::PlanEnd { count, mac })
+    }
+
+    /// The last frame (possibly with no entries: at least one frame always goes)
+    /// and the `*_end` frame.
+    fn finish(mut self, end: impl FnOnce(u64, String) -> Message) -> Result<()> {
+        self.payload.extend_from_slice(b"]}");
+        self.send_frame()?;
+        self.writer
+            .write_message(&end(self.count, self.mac.finish_hex()))
+    }
+}
+
+/// Sends the offer of `entries` for `transfer`.
+pub fn write_offer<'e, W: Write>(
+    writer: &mut FrameWriter<W>,
+    transfer: &Transfer,
+    entries: impl IntoIterator<Item = &'e Entry>,
+) -> Result<()> {
+    let mut list = ListWriter::new(writer, "offer", transfer.offer_mac());
+    for entry in entries {
+        list.push(entry)?;
+    }
+    list.finish(|count, mac| Message::OfferEnd { count, mac })
+}
+
+/// Sends the plan of `decisions` for `transfer`.
+pub fn write_plan<'d, W: Write>(
+    writer: &mut FrameWriter<W>,
+    transfer: &Transfer,
+    decisions: impl IntoIterator<Item = &'d Decision>,
+) -> Result<()> {
+    let mut list = ListWriter::plan(writer, transfer);
+    for decision in decisions {
+        list.push(decision)?;
+    }
+    list.finish_plan()
+}
+
+/// Reads an offer: its frames, then `offer_end`, whose MAC and count must hold
+/// before any entry is returned; then the rules on what an offer may contain.
+/// A whole-offer error frame from the sender ends it.
+pub fn read_offer<R: Read>(reader: &mut FrameReader<R>, transfer: &Transfer) -> Result<Vec<Entry>> {
+    let mut mac = transfer.offer_mac();
+    let mut entries = Vec::new();
+    loop {
+        let payload = reader.read_payload()?.ok_or_else(|| closed("the offer"))?;
+        mac.frame(payload);
+        match message::decode(payload).map_err(|err| fail(Kind::Protocol, err))? {
+            Message::Offer {
+                entries: more,
+                more: again,
+            } => {
+                if entries.len() + more.len() > MAX_OFFER_ENTRIES {
+                    return Err(refused(
+                        ErrorCode::TooLarge,
+                        format!(
+                            "the offer has over {MAX_OFFER_ENTRIES} entries; send the tree in parts, \
+                             or as one stream: tar c DIR | xfer send - HOST:PORT"
+                        ),
+                    ));
+                }
+                entries.extend(more);
+                if !again {
+                    break;
+                }
+            }
+            Message::Error {
+                code,
+                message,
+                index: None,
+            } => return Err(peer_error(code, &message)),
+            other => return Err(unexpected("an offer frame", &other)),
+        }
+    }
+    match reader.expect_message("offer_end")? {
+        Message::OfferEnd {
+            count,
+            mac: claimed,
+        } => {
+            if !mac.verify(&claimed) {
+                return Err(refused(
+                    ErrorCode::Mac,
+                    "the offer's MAC does not verify (tampered on the way?)",
+                ));
+            }
+            if count != entries.len() as u64 {
+                return Err(fail(
+                    Kind::Protocol,
+                    format!(
+                        "offer_end counts {count} entries; {} arrived",
+                        entries.len()
+                    ),
+                ));
+            }
+        }
+        other => return Err(unexpected("offer_end", &other)),
+    }
+    check_offer(&entries)?;
+    Ok(entries)
+}
+
+/// What an offer may not contain: a stream of unknown size beside other entries, or
+/// a directory after something inside it.
+fn check_offer(entries: &[Entry]) -> Result<()> {
+    let is_stream = |entry: &Entry| entry.kind == EntryKind::File && entry.size.is_none();
+    if entries.len() > 1 && entries.iter().any(is_stream) {
+        return Err(fail(
+            Kind::Protocol,
+            "an entry of unknown size must be the only entry of its offer",
+        ));
+    }
+    if let Some(index) = entries
+        .iter()
+        .position(|entry| entry.kind == EntryKind::Dir && entry.size != Some(0))
+    {
+        return Err(fail(
+            Kind::Protocol,
+            format!("directory entry {index} has a size other than 0"),
+        ));
+    }
+    let dirs: HashMap<&str, usize> = entries
+        .iter()
+        .enumerate()
+        .filter(|(_, entry)| entry.kind == EntryKind::Dir)
+        .map(|(index, entry)| (entry.path.as_str(), index))
+        .collect();
+    if dirs.is_empty() {
+        return Ok(());
+    }
+    for (index, entry) in entries.iter().enumerate() {
+        let mut parent = entry.path.as_str();
+        while let Some((up, _)) = parent.rsplit_once('/') {
+            parent = up;
+            if dirs.get(parent).is_some_and(|&dir| dir > index) {
+                return Err(fail(
+                    Kind::Protocol,
+                    format!("the offer lists entry {index} before its directory"),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Reads a plan of `offered` decisions: its frames, then `plan_end`, whose MAC and
+/// count must hold before any decision is returned. An error frame in its place is
+/// the receiver refusing the whole offer.
+pub fn read_plan<R: Read>(
+    reader: &mut FrameReader<R>,
+    transfer: &Transfer,
+    offered: usize,
+) -> Result<Vec<Decision>> {
+    let mut mac = transfer.plan_mac();
+    let mut decisions = Vec::with_capacity(offered.min(MAX_OFFER_ENTRIES));
+    loop {
+        let payload = reader.read_payload()?.ok_or_else(|| closed("the plan"))?;
+        mac.frame(payload);
+        match message::decode(payload).map_err(|err| fail(Kind::Protocol, err))? {
+            Message::Plan { entries, more } => {
+                if decisions.len() + entries.len() > offered {
+                    return Err(fail(
+                        Kind::Protocol,
+                        format!("the plan has more decisions than the {offered} entries offered"),
+                    ));
+                }
+                decisions.extend(entries);
+                if !more {
+                    break;
+                }
+            }
+            Message::Error {
+                code,
+                message,
+                index: None,
+            } => return Err(peer_error(code, &message)),
+            other => return Err(unexpected("a plan frame", &other)),
+        }
+    }
+    match reader.expect_message("plan_end")? {
+        Message::PlanEnd {
+            count,
+            mac: claimed,
+        } => {
+            if !mac.verify(&claimed) {
+                return Err(refused(
+                    ErrorCode::Mac,
+                    "the plan's MAC does not verify (tampered on the way?)",
+                ));
+            }
+            if count != decisions.len() as u64 || decisions.len() != offered {
+                return Err(fail(
+                    Kind::Protocol,
+                    format!(
+                        "plan_end counts {count} decisions; {} arrived for {offered} entries",
+                        decisions.len()
+                    ),
+                ));
+            }
+        }
+        other => return Err(unexpected("plan_end", &other)),
+    }
+    Ok(decisions)
+}
+
+fn closed(waiting_for: &str) -> anyhow::Error {
+    fail(
+        Kind::Network,
+        format!("the peer closed the connection while we waited for {waiting_for}"),
+    )
+}
+
+fn unexpected(expected: &str, got: &Message) -> anyhow::Error {
+    match got {
+        Message::Error { code, message, .. } => peer_error(*code, message),
+        other => fail(Kind::Protocol, format!("expected {expected}, got {other}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::kind_of;
+    use crate::proto::hash::HashKind;
+    use std::io::Cursor;
+
+    fn transfer() -> Transfer {
+        Transfer::for_tests([5; 32], 0, HashKind::Md5)
+    }
+
+    fn file(path: &str) -> Entry {
+        Entry {
+            path: path.into(),
+            kind: EntryKind::File,
+            size: Some(1),
+            mode: None,
+            mtime: None,
+        }
+    }
+
+    fn dir(path: &str) -> Entry {
+        Entry {
+            kind: EntryKind::Dir,
+            size: Some(0),
+            ..file(path)
+        }
+    }
+
+    fn written(entries: &[Entry]) -> Vec<u8> {
+        let mut writer = FrameWriter::new(Vec::new());
+        write_offer(&mut writer, &transfer(), entries).unwrap();
+        writer.flush().unwrap();
+        writer.get_ref().clone()
+    }
+
+    fn read_back(bytes: Vec<u8>) -> Result<Vec<Entry>> {
+        read_offer(&mut FrameReader::new(Cursor::new(bytes)), &transfer())
+    }
+
+    #[test]
+    fn a_large_offer_spans_frames_and_reads_back_whole() {
+        let entries: Vec<Entry> = (0..40_000)
+            .map(|i| file(&format!("some/rather/long/directory/name/file-{i:08}.dat")))
+            .collect();
+        let bytes = written(&entries);
+        let frames = bytes
+            .windows(15)
+            .filter(|w| w == br#"{"type":"offer""#)
+            .count();
+        assert!(frames > 1, "{frames} frames");
+        assert_eq!(read_back(bytes).unwrap(), entries);
+        assert_eq!(read_back(written(&[])).unwrap(), []);
+    }
+
+    #[test]
+    fn an_edited_offer_fails_its_mac_before_anything_is_returned() {
+        let mut entry = file("docs/hello.txt");
+        entry.mode = Some(0o644);
+        let bytes = written(&[entry]);
+        let at = bytes.windows(3).position(|w| w == b"420").unwrap();
+        let mut edited = bytes.clone();
+        edited[at..at + 3].copy_from_slice(b"493"); // 0o755
+        let err = read_back(edited).unwrap_err();
+        assert_eq!(kind_of(&err), Some(Kind::Verification));
+        assert_eq!(crate::error::wire_code(&err), Some(ErrorCode::Mac));
+    }
+
+    #[test]
+    fn offers_that_break_the_rules_are_protocol_errors() {
+        let stream = Entry {
+            size: None,
+            ..file("stdin")
+        };
+        for entries in [
+            vec![stream.clone(), file("b")],
+            vec![file("d/x"), dir("d")],
+            vec![dir("a"), file("a/b/c"), dir("a/b")],
+        ] {
+            let err = read_back(written(&entries)).unwrap_err();
+            assert_eq!(kind_of(&err), Some(Kind::Protocol), "{entries:?}");
+        }
+        assert!(read_back(written(&[stream])).is_ok());
+        assert!(read_back(written(&[dir("a"), dir("a/b"), file("a/b/c"), file("x/y")])).is_ok());
+    }
+
+    #[test]
+    fn a_wrong_count_is_a_protocol_error() {
+        let mut writer = FrameWriter::new(Vec::new());
+        let t = transfer();
+        let payload = br#"{"type":"offer","entries":[]}"#;
+        let mut mac = t.offer_mac();
+        mac.frame(payload);
+        writer.write_payload(payload).unwrap();
+        writer
+            .write_message(&Message::OfferEnd {
+                count: 1,
+                mac: mac.finish_hex(),
+            })
+            .unwrap();
+        writer.flush().unwrap();
+        let err = read_back(writer.get_ref().clone()).unwrap_err();
+        assert_eq!(kind_of(&err), Some(Kind::Protocol));
+    }
+
+    #[test]
+    fn a_plan_round_trips_and_must_match_the_offer() {
+        let decisions: Vec<Decision> = (0..30_000)
+            .map(|i| Decision::Skip {
+                code: ErrorCode::Exists,
+                message: format!("entry {i} already exists on the receiver"),
+            })
+            .collect();
+        let mut writer = FrameWriter::new(Vec::new());
+        write_plan(&mut writer, &transfer(), &decisions).unwrap();
+        writer.flush().unwrap();
+        let bytes = writer.get_ref().clone();
+        let read = |offered| {
+            read_plan(
+                &mut FrameReader::new(Cursor::new(bytes.clone())),
+                &transfer(),
+                offered,
+            )
+        };
+        assert_eq!(read(30_000).unwrap(), decisions);
+        assert_eq!(kind_of(&read(29_999).unwrap_err()), Some(Kind::Protocol));
+        assert_eq!(kind_of(&read(30_001).unwrap_err()), Some(Kind::Protocol));
+        let other_t = Transfer::for_tests([5; 32], 1, HashKind::Md5);
+        let err = read_plan(&mut FrameReader::new(Cursor::new(bytes)), &other_t, 30_000);
+        assert_eq!(kind_of(&err.unwrap_err()), Some(Kind::Verification));
+    }
+}

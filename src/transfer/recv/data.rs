@@ -1,0 +1,253 @@
+//! The receiver's socket thread: for each accepted file, in the plan's order, reads
+//! its `data` header (or the sender's `error` giving it up), its data frames (hashing
+//! them as they arrive) and its `done`, checks size, hash and MAC, and hands bytes
+//! and verdict to the disk thread; then the sender's `end`.
+
+use std::io::Read;
+use std::sync::mpsc;
+
+use anyhow::Result;
+
+use super::Shared;
+use super::disk::{Arrived, Job};
+use super::plan::Planned;
+use crate::error::{Kind, fail, peer_error};
+use crate::fs::Refusal;
+use crate::pool::Pool;
+use crate::proto::hash::{Digest, Hasher};
+use crate::proto::message::{ErrorCode, Message};
+use crate::proto::negotiated::FileFacts;
+use crate::proto::wire::{Data, FrameReader};
+use crate::transfer::Tally;
+use crate::ui::escape::escape;
+use crate::ui::report::FileOutcome;
+
+/// Reads every accepted file's data, then `end`. Anything out of the plan's order,
+/// or beyond a file's offered size, breaks the protocol and ends the session.
+pub fn read_entries<R: Read>(
+    reader: &mut FrameReader<R>,
+    planned: &[Planned],
+    pool: &mut Pool,
+    jobs: &mpsc::Sender<Job>,
+    shared: &Shared<'_>,
+    tally: &Tally,
+) -> Result<()> {
+    let mut expected = (0..planned.len()).filter(|&i| planned[i].expects_data);
+    loop {
+        let next = expected.next();
+        let waiting_for = match next {
+            Some(index) => format!("the data of entry {index}"),
+            None => "the sender's end".to_string(),
+        };
+        let message = reader.expect_message(&waiting_for)?;
+        let (index, offset) = match (message, next) {
+            (Message::End, None) => return Ok(()),
+            (Message::Data { index, offset }, Some(next)) if index == next as u64 => (next, offset),
+            // The sender gives up an entry it could not read: keep what we hold.
+            (
+                Message::Error {
+                    index: Some(index),
+                    code,
+                    message,
+                },
+                Some(next),
+            ) if index == next as u64 => {
+                let failed = FileOutcome::Failed {
+                    path: planned[next].entry.path.clone(),
+                    code,
+                    why: format!("the sender gave up on it: {}", escape(&message)),
+                };
+                // Through the disk thread, so outcomes are reported in entry order.
+                jobs.send(Job::GaveUp(failed)).map_err(|_| disk_gone())?;
+                continue;
+            }
+            (
+                Message::Error {
+                    index: None,
+                    code,
+                    message,
+                },
+                _,
+            ) => return Err(peer_error(code, &message)),
+            (other, _) => {
+                return Err(fail(
+                    Kind::Protocol,
+                    format!("expected {waiting_for}, got {}", describe(&other)),
+                ));
+            }
+        };
+        let item = &planned[index];
+        let resume_offset = item.resume_offset();
+        if offset != 0 && offset != resume_offset {
+            return Err(fail(
+                Kind::Protocol,
+                format!(
+                    "data for entry {index} from offset {offset}; the plan said {resume_offset} or 0"
+                ),
+            ));
+        }
+        let resumed_at = (offset > 0).then_some(offset);
+        tally.reporter().current_file(&item.entry.path, resumed_at);
+        // Continue the prefix's hash, or start over when the sender starts over.
+        let hasher = match &item.resume_from {
+            Some(resume) if offset > 0 => resume.1.clone(),
+            _ => shared.transfer.hash.hasher(),
+        };
+        jobs.send(Job::Open { index, offset })
+            .map_err(|_| disk_gone())?;
+        let (size, digest) = read_data(reader, index, item, hasher, offset, pool, jobs, tally)?;
+        let verdict = match reader.expect_message("done")? {
+            Message::Done {
+                index: done_index,
+                size: claimed_size,
+                hash,
+                mac,
+            } if done_index == index as u64 => {
+                let claimed = Claimed {
+                    size: claimed_size,
+                    hash,
+                    mac,
+                };
+                verify(index, item, size, digest, &claimed, shared, resumed_at)
+            }
+            // The sender gave up in the middle of the file: the data so far stays
+            // for a later session; the entry is answered as the sender's failure.
+            Message::Error {
+                index: Some(failed),
+                code,
+                message,
+            } if failed == index as u64 => Err(Refusal::new(
+                if code == ErrorCode::Unknown {
+                    ErrorCode::Io
+                } else {
+                    code
+                },
+                format!("the sender gave up on it: {}", escape(&message)),
+            )),
+            Message::Error {
+                index: None,
+                code,
+                message,
+            } => return Err(peer_error(code, &message)),
+            other => {
+                return Err(fail(
+                    Kind::Protocol,
+                    format!("expected done for entry {index}, got {}", describe(&other)),
+                ));
+            }
+        };
+        jobs.send(Job::Close { index, verdict })
+            .map_err(|_| disk_gone())?;
+    }
+}
+
+/// A frame's type, and the index it names, for messages.
+fn describe(message: &Message) -> String {
+    match message {
+        Message::Data { index, .. }
+        | Message::Error {
+            index: Some(index), ..
+        } => {
+            format!("{message} for entry {index}")
+        }
+        other => other.to_string(),
+    }
+}
+
+/// The disk thread stopped taking work; its own error says why.
+pub fn disk_gone() -> anyhow::Error {
+    fail(Kind::Io, "the disk thread stopped")
+}
+
+/// Reads one entry's data frames into pool buffers for the disk thread, hashing
+/// as they arrive. Returns the size (counted from the start of the file) and hash.
+#[allow(clippy::too_many_arguments)]
+fn read_data<R: Read>(
+    reader: &mut FrameReader<R>,
+    index: usize,
+    item: &Planned,
+    mut hasher: Hasher,
+    offset: u64,
+    pool: &mut Pool,
+    jobs: &mpsc::Sender<Job>,
+    tally: &Tally,
+) -> Result<(u64, Digest)> {
+    let mut received = offset;
+    loop {
+        let mut buffer = pool.take().ok_or_else(disk_gone)?;
+        let range = match reader.read_data(&mut buffer)? {
+            Data::End => {
+                pool.put_back(buffer);
+                return Ok((received, hasher.finish()));
+            }
+            Data::Bytes(range) => range,
+        };
+        let n = range.len() as u64;
+        if item.entry.size.is_some_and(|size| received + n > size) {
+            return Err(fail(
+                Kind::Protocol,
+                format!("more data for entry {index} than its offered size"),
+            ));
+        }
+        hasher.update(&buffer[range.clone()]);
+        received += n;
+        tally.reporter().bar().inc(n);
+        jobs.send(Job::Write { buffer, range })
+            .map_err(|_| disk_gone())?;
+    }
+}
+
+/// What the sender's `done` says.
+struct Claimed {
+    size: u64,
+    hash: String,
+    mac: String,
+}
+
+/// Checks what arrived against the offer and the sender's `done`: size, hash, MAC.
+fn verify(
+    index: usize,
+    item: &Planned,
+    size: u64,
+    digest: Digest,
+    claimed: &Claimed,
+    shared: &Shared<'_>,
+    resumed_at: Option<u64>,
+) -> Result<Arrived, Refusal> {
+    let path = item.entry.path.as_str();
+    let shown = escape(path);
+    let hash = shared.transfer.hash;
+    let checksum = |why: String| Refusal::new(ErrorCode::Checksum, format!("{shown}: {why}"));
+    let offered = item.entry.size;
+    if claimed.size != size || offered.is_some_and(|offered| offered != size) {
+        let offered = offered.map_or("unknown".to_string(), |size| size.to_string());
+        return Err(checksum(format!(
+            "size mismatch: offered {offered}, the sender says {}, {size} arrived",
+            claimed.size
+        )));
+    }
+    if hash.parse(&claimed.hash) != Some(digest) {
+        return Err(checksum(format!(
+            "{hash} mismatch: the sender says {}, what arrived has {}",
+            escape(&claimed.hash),
+            digest.to_hex()
+        )));
+    }
+    let facts = FileFacts {
+        index: index as u64,
+        size,
+        hash: &digest,
+        path,
+    };
+    if !shared.transfer.verify_done(facts, &claimed.mac) {
+        return Err(Refusal::new(
+            ErrorCode::Mac,
+            format!("{shown}: the sender's MAC does not verify"),
+        ));
+    }
+    Ok(Arrived {
+        size,
+        digest,
+        resumed_at,
+    })
+}

@@ -1,0 +1,146 @@
+//! The receiver's session: read and verify the offer, answer it with a plan, receive
+//! each accepted file into the destination while hashing it, verify it, make it
+//! durable and only then acknowledge it.
+//!
+//! Per-entry problems (an unsafe name, an existing file, a full disk, a bad checksum)
+//! are answered for that entry and the session goes on; a peer that breaks the
+//! protocol ends the session, and is told why. Three parts: `plan.rs` decides the
+//! offer; `data.rs`, on the socket thread, reads frames and hashes as they arrive;
+//! `disk.rs`, on a thread of its own, writes, makes files durable and acknowledges
+//! them. The filesystem is reached only through `fs::sink`.
+
+mod data;
+mod disk;
+mod plan;
+
+use std::io::{Read, Write};
+use std::sync::mpsc;
+
+use anyhow::Result;
+
+pub use self::plan::Claims;
+use super::Tally;
+use super::offer::read_offer;
+use crate::error::{Kind, fail, wire_code};
+use crate::fs::sink::TargetDir;
+use crate::pool::Pool;
+use crate::proto::message::Message;
+use crate::proto::negotiated::Transfer;
+use crate::proto::wire::{Connection, FrameWriter, data_buffer};
+
+/// Buffers in flight between the socket thread and the disk thread. Each can hold
+/// the largest frame a peer may send, but only what a frame fills costs memory.
+const POOL_BUFFERS: usize = 4;
+
+/// Where received files go.
+pub enum Destination {
+    /// Into this directory, under their offered paths.
+    Dir(TargetDir),
+    /// The one file of the offer, to standard output.
+    Stdout,
+}
+
+/// How a receiver treats what it is offered.
+#[derive(Debug, Clone, Copy)]
+pub struct Settings {
+    /// Replace existing files (atomically).
+    pub overwrite: bool,
+    /// Keep partial data of cut transfers, and continue from it.
+    pub resume: bool,
+}
+
+/// What the parts of a session share.
+pub struct Shared<'a> {
+    pub transfer: &'a Transfer,
+    pub destination: &'a Destination,
+    pub claims: &'a Claims,
+    pub settings: Settings,
+}
+
+/// Runs one transfer as the receiver on `conn` (a transfer connection's only one,
+/// or one `put` or `get` of a request connection). A session-level failure is also
+/// told to the peer, where the connection still allows it.
+pub fn session<R: Read, W: Write + Send>(
+    conn: &mut Connection<R, W>,
+    destination: &Destination,
+    claims: &Claims,
+    settings: Settings,
+    tally: &mut Tally,
+) -> Result<()> {
+    let transfer = conn.negotiated.begin_transfer();
+    let shared = Shared {
+        transfer: &transfer,
+        destination,
+        claims,
+        settings,
+    };
+    let result = receive(conn, &shared, tally);
+    if let Err(err) = &result
+        && let Some(code) = wire_code(err)
+    {
+        let message = Message::error(code, format!("{err:#}"));
+        let _ = conn
+            .writer
+            .write_message(&message)
+            .and_then(|()| conn.writer.flush());
+    }
+    result
+}
+
+fn receive<R: Read, W: Write + Send>(
+    conn: &mut Connection<R, W>,
+    shared: &Shared<'_>,
+    tally: &mut Tally,
+) -> Result<()> {
+    let Connection { reader, writer, .. } = conn;
+    let entries = read_offer(reader, shared.transfer)?;
+    let offered = entries.len();
+    let mut planned = plan::plan(entries, writer, shared, tally)?;
+    writer.flush()?;
+
+    let total = planned
+        .iter()
+        .filter(|p| p.expects_data)
+        .map(|p| p.entry.size.map(|size| size - p.resume_offset()))
+        .sum::<Option<u64>>();
+    tally.reporter_mut().start_bar(total);
+    // The disk thread releases each path as soon as its file is done.
+    let claims = planned.iter_mut().map(|p| p.claim.take()).collect();
+    let (tally, planned) = (&*tally, &planned);
+    let disk_writer: &mut FrameWriter<W> = writer;
+    let (read_result, disk_result) = std::thread::scope(|scope| {
+        let (mut pool, giver) = Pool::with(POOL_BUFFERS, data_buffer);
+        let (jobs, queue) = mpsc::channel();
+        let disk = std::thread::Builder::new()
+            .name("disk".into())
+            .spawn_scoped(scope, move || {
+                disk::run(queue, giver, disk_writer, planned, claims, shared, tally)
+            });
+        let disk = match disk {
+            Ok(disk) => disk,
+            Err(err) => {
+                return (
+                    Err(anyhow::Error::new(err).context("cannot start a thread")),
+                    Ok(()),
+                );
+            }
+        };
+        let read = data::read_entries(reader, planned, &mut pool, &jobs, shared, tally);
+        drop(jobs); // the disk thread commits what is left and returns
+        let written = disk
+            .join()
+            .unwrap_or_else(|_| Err(fail(Kind::Io, "the disk thread panicked")));
+        (read, written)
+    });
+    // Why the disk thread stopped (standard output closed) explains why we did.
+    match (disk_result, read_result) {
+        (Err(err), _) | (Ok(()), Err(err)) => return Err(err),
+        (Ok(()), Ok(())) => {}
+    }
+    if let Destination::Dir(target) = shared.destination {
+        disk::finish_dirs(planned, target);
+    }
+    writer.write_message(&Message::End)?;
+    writer.flush()?;
+    tally.verdict(offered, "received")
+}

@@ -1,0 +1,278 @@
+//! Deciding an offer: every entry's path checked, duplicates and paths another
+//! session is receiving refused, files already there answered `same`, other
+//! existing files and what will not fit refused, directories created, and
+//! resumable data found. Each decision goes out in the plan as soon as it is made.
+
+use std::collections::HashSet;
+use std::collections::hash_map::RandomState;
+use std::hash::BuildHasher;
+use std::io::Write;
+use std::sync::{LazyLock, Mutex};
+
+use anyhow::Result;
+use indicatif::HumanBytes;
+
+use super::{Destination, Shared};
+use crate::error::refused;
+use crate::fs::Refusal;
+use crate::fs::path::check_path;
+use crate::fs::sink::{Placement, Resolver};
+use crate::proto::hash::Hasher;
+use crate::proto::message::{Decision, Entry, EntryKind, ErrorCode};
+use crate::proto::wire::FrameWriter;
+use crate::transfer::Tally;
+use crate::transfer::offer::ListWriter;
+use crate::ui::escape::escape;
+use crate::ui::report::FileOutcome;
+
+/// Paths being received right now, across the sessions of this process, so two
+/// senders of the same path never write into one file. Paths are kept as 64-bit
+/// keyed hashes, not strings: a tree of 200 000 files is claimed without a second
+/// copy of every name (two paths sharing a hash would only be told `busy`).
+#[derive(Default)]
+pub struct Claims(Mutex<HashSet<u64>>);
+
+/// A claimed path, released when dropped.
+pub struct Claim<'a> {
+    claims: &'a Claims,
+    key: u64,
+}
+
+/// The key of claim hashes, random per process.
+static CLAIM_KEYS: LazyLock<RandomState> = LazyLock::new(RandomState::new);
+
+impl Claims {
+    pub fn claim(&self, path: &str) -> Option<Claim<'_>> {
+        let key = CLAIM_KEYS.hash_one(path);
+        let mut held = self.0.lock().expect("no panics while holding the lock");
+        held.insert(key).then_some(Claim { claims: self, key })
+    }
+}
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        self.claims
+            .0
+            .lock()
+            .expect("no panics while holding the lock")
+            .remove(&self.key);
+    }
+}
+
+/// One entry of the offer, decided.
+pub struct Planned<'c> {
+    pub entry: Entry,
+    /// Will data for this entry come? (An accepted file.)
+    pub expects_data: bool,
+    /// An accepted directory: its mode and time are applied at the end.
+    pub accepted_dir: bool,
+    /// Resumable data already here: its length and the hash state after it.
+    pub resume_from: Option<Box<(u64, Hasher)>>,
+    /// Keeps other sessions of this process off the same path until we are done.
+    pub claim: Option<Claim<'c>>,
+}
+
+impl Planned<'_> {
+    fn skipped(entry: Entry) -> Self {
+        Planned {
+            entry,
+            expects_data: false,
+            accepted_dir: false,
+            resume_from: None,
+            claim: None,
+        }
+    }
+
+    /// Where this entry's data starts when the sender agrees to resume.
+    pub fn resume_offset(&self) -> u64 {
+        self.resume_from.as_ref().map_or(0, |resume| resume.0)
+    }
+}
+
+/// Decides every offered entry and sends the plan.
+pub fn plan<'c, W: Write>(
+    entries: Vec<Entry>,
+    writer: &mut FrameWriter<W>,
+    shared: &Shared<'c>,
+    tally: &Tally,
+) -> Result<Vec<Planned<'c>>> {
+    let mut planned = Vec::with_capacity(entries.len());
+    if let Destination::Stdout = shared.destination {
+        check_stdout_offer(&entries)?;
+    }
+    let mut decisions = ListWriter::plan(writer, shared.transfer);
+    match shared.destination {
+        Destination::Stdout => {
+            for entry in entries {
+                decisions.push(&send_from(0, None))?;
+                planned.push(Planned {
+                    expects_data: true,
+                    ..Planned::skipped(entry)
+                });
+            }
+        }
+        Destination::Dir(target) => {
+            let mut decider = Decider {
+                resolver: target.resolver(),
+                shared,
+                seen: HashSet::new(),
+                free: target.free_space(),
+            };
+            for entry in entries {
+                let (item, decision) = decider.decide(entry, tally);
+                planned.push(item);
+                decisions.push(&decision)?;
+            }
+        }
+    }
+    decisions.finish_plan()?;
+    Ok(planned)
+}
+
+/// A receiver writing to standard output takes exactly one file.
+fn check_stdout_offer(entries: &[Entry]) -> Result<()> {
+    match entries {
+        [entry] if entry.kind == EntryKind::File => Ok(()),
+        [_] => Err(refused(
+            ErrorCode::TooLarge,
+            "this receiver writes to standard output and takes one file, not a directory",
+        )),
+        _ => Err(refused(
+            ErrorCode::TooLarge,
+            format!(
+                "this receiver writes to standard output and takes exactly one file; the offer has {} entries",
+                entries.len()
+            ),
+        )),
+    }
+}
+
+fn send_from(offset: u64, prefix: Option<&Hasher>) -> Decision {
+    Decision::Send {
+        offset,
+        prefix_hash: prefix.map(|hasher| hasher.peek().to_hex()),
+    }
+}
+
+/// The state of deciding one offer for a directory.
+struct Decider<'s, 'c> {
+    resolver: Resolver<'s>,
+    shared: &'s Shared<'c>,
+    /// Paths offered so far: a second entry with the same path is refused.
+    seen: HashSet<u64>,
+    /// Bytes the accepted files may still take, if the system says.
+    free: Option<u64>,
+}
+
+impl<'c> Decider<'_, 'c> {
+    fn decide(&mut self, entry: Entry, tally: &Tally) -> (Planned<'c>, Decision) {
+        match self.decide_entry(&entry) {
+            Ok(Decided::Dir) => {
+                let planned = Planned {
+                    accepted_dir: true,
+                    ..Planned::skipped(entry)
+                };
+                (planned, send_from(0, None))
+            }
+            Ok(Decided::Same) => {
+                tally.record(FileOutcome::Same {
+                    path: entry.path.clone(),
+                    size: entry.size,
+                });
+                let skip = Decision::Skip {
+                    code: ErrorCode::Same,
+                    message: "already on the receiver (same size and time)".into(),
+                };
+                (Planned::skipped(entry), skip)
+            }
+            Ok(Decided::File { resume_from, claim }) => {
+                let decision = match &resume_from {
+                    Some(resume) => send_from(resume.0, Some(&resume.1)),
+                    None => send_from(0, None),
+                };
+                let planned = Planned {
+                    expects_data: true,
+                    resume_from,
+                    claim: Some(claim),
+                    ..Planned::skipped(entry)
+                };
+                (planned, decision)
+            }
+            Err(refusal) => {
+                tally.failed(&entry.path, refusal.code, refusal.to_string());
+                let skip = Decision::Skip {
+                    code: refusal.code,
+                    message: refusal.message,
+                };
+                (Planned::skipped(entry), skip)
+            }
+        }
+    }
+
+    fn decide_entry(&mut self, entry: &Entry) -> Result<Decided<'c>, Refusal> {
+        let shown = escape(&entry.path);
+        let components = check_path(&entry.path)
+            .map_err(|why| Refusal::new(ErrorCode::BadPath, format!("{shown}: {why}")))?;
+        if !self.seen.insert(CLAIM_KEYS.hash_one(&entry.path)) {
+            return Err(Refusal::new(
+                ErrorCode::BadPath,
+                format!("{shown}: offered twice"),
+            ));
+        }
+        if entry.kind == EntryKind::Dir {
+            self.resolver.create_dir(&components)?;
+            return Ok(Decided::Dir);
+        }
+        let settings = self.shared.settings;
+        let claim = self.shared.claims.claim(&entry.path).ok_or_else(|| {
+            Refusal::new(
+                ErrorCode::Busy,
+                format!("{shown}: being received by another session"),
+            )
+        })?;
+        let placement = self.resolver.probe_file(
+            &entry.path,
+            &components,
+            settings.overwrite,
+            (entry.size, entry.mtime),
+        )?;
+        if placement == Placement::Same {
+            return Ok(Decided::Same);
+        }
+        let mut resume_from = None;
+        if let Some(size) = entry.size {
+            if settings.resume {
+                resume_from = self
+                    .resolver
+                    .find_partial(&entry.path, &components, size, self.shared.transfer.hash)?
+                    .map(Box::new);
+            } else {
+                self.resolver.discard_partial(&components, size);
+            }
+            if let Some(left) = self.free.as_mut() {
+                let needed = size - resume_from.as_ref().map_or(0, |resume| resume.0);
+                *left = left.checked_sub(needed).ok_or_else(|| {
+                    Refusal::new(
+                        ErrorCode::TooLarge,
+                        format!(
+                            "{shown}: needs {}, the receiver has {} free",
+                            HumanBytes(needed),
+                            HumanBytes(*left)
+                        ),
+                    )
+                })?;
+            }
+        }
+        Ok(Decided::File { resume_from, claim })
+    }
+}
+
+/// What was decided for an accepted entry.
+enum Decided<'c> {
+    Dir,
+    Same,
+    File {
+        resume_from: Option<Box<(u64, Hasher)>>,
+        claim: Claim<'c>,
+    },
+}

@@ -1,0 +1,106 @@
+//! The sender's answer thread: reads `ok` and per-entry `error` frames until the
+//! receiver's `end`, checks each against what is outstanding, verifies each `ok`'s
+//! MAC against what was sent, and tallies the outcome as it comes.
+
+use std::io::Read;
+use std::sync::atomic::Ordering;
+
+use anyhow::Result;
+
+use super::Pending;
+use crate::error::{Kind, fail, peer_error};
+use crate::proto::message::{ErrorCode, Message};
+use crate::proto::negotiated::{FileFacts, Transfer};
+use crate::proto::wire::FrameReader;
+use crate::transfer::{Outbox, Tally};
+use crate::ui::escape::escape;
+use crate::ui::report::FileOutcome;
+
+/// Reads answers until the receiver's `end`. An answer for an entry that is not
+/// outstanding, twice, or an `end` while entries are, breaks the protocol.
+pub fn read<R: Read>(
+    reader: &mut FrameReader<R>,
+    transfer: &Transfer,
+    outbox: &dyn Outbox,
+    pending: &Pending,
+    tally: &Tally,
+) -> Result<()> {
+    let entries = outbox.entries();
+    loop {
+        let (index, outcome) = match reader.expect_message("the receiver's answers")? {
+            Message::End => {
+                let waiting = pending.lock().len();
+                if !pending.writer_done.load(Ordering::SeqCst) || waiting > 0 {
+                    return Err(fail(
+                        Kind::Protocol,
+                        format!("the receiver ended the transfer with {waiting} files unanswered"),
+                    ));
+                }
+                return Ok(());
+            }
+            Message::Error {
+                index: None,
+                code,
+                message,
+            } => return Err(peer_error(code, &message)),
+            Message::Error {
+                index: Some(index),
+                code,
+                message,
+            } => (index, Err((code, message))),
+            Message::Ok { index, mac } => (index, Ok(mac)),
+            other => {
+                return Err(fail(
+                    Kind::Protocol,
+                    format!("unexpected frame from the receiver: {other}"),
+                ));
+            }
+        };
+        let Some(outstanding) = pending.lock().remove(&index) else {
+            return Err(fail(
+                Kind::Protocol,
+                format!("an answer for entry {index}, which is not waiting for one"),
+            ));
+        };
+        let path = &entries[index as usize].path;
+        if outstanding.failed_here {
+            continue; // counted when it failed here; the refusal was expected
+        }
+        match (outcome, outstanding.facts) {
+            (Ok(mac), Some(sent)) => {
+                let facts = FileFacts {
+                    index,
+                    size: sent.size,
+                    hash: &sent.digest,
+                    path,
+                };
+                if transfer.verify_ok(facts, &mac) {
+                    tally.record(FileOutcome::Verified {
+                        path: path.clone(),
+                        size: sent.size,
+                        digest: sent.digest,
+                        hash: transfer.hash,
+                        resumed_at: outstanding.resumed_at,
+                    });
+                } else {
+                    tally.failed(
+                        path,
+                        ErrorCode::Mac,
+                        "the receiver's acknowledgement does not verify (forged ok?)".into(),
+                    );
+                }
+            }
+            (Ok(_), None) => {
+                return Err(fail(
+                    Kind::Protocol,
+                    format!("ok for entry {index} before its done"),
+                ));
+            }
+            (Err((code, message)), _) => tally.failed(
+                path,
+                code,
+                format!("the receiver reported {code}: {}", escape(&message)),
+            ),
+        }
+    }
+}

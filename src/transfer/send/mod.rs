@@ -1,0 +1,308 @@
+//! The sender's session: offer everything, read the authenticated plan, then stream
+//! each accepted file while a second thread reads and verifies the receiver's
+//! answers as they arrive. No per-file round trips.
+//!
+//! Three threads share the work: `stream.rs` reads and hashes files one chunk ahead
+//! of the socket; this thread writes frames; `answers.rs` reads `ok` and `error`
+//! frames. The filesystem is reached only through the [`Outbox`], the terminal only
+//! through the [`Tally`].
+
+mod answers;
+mod stream;
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::sync::Mutex;
+use std::sync::mpsc;
+
+use anyhow::Result;
+
+use self::stream::{Piece, ToSend};
+use super::offer::{read_plan, write_offer};
+use super::{Outbox, Tally};
+use crate::error::{Kind, fail};
+use crate::pool::Pool;
+use crate::proto::hash::Digest;
+use crate::proto::message::{Decision, EntryKind, ErrorCode, Message};
+use crate::proto::negotiated::{FileFacts, Transfer};
+use crate::proto::seal::TAG_LEN;
+use crate::proto::wire::{Connection, DATA_HEADROOM, FrameWriter};
+use crate::ui::escape::escape;
+use crate::ui::report::FileOutcome;
+
+/// File bytes per data frame. Measured on a 1 GiB loopback transfer, alternating
+/// configurations, median of 4: 64 KiB 4.44 s, 256 KiB 3.84 s, 1 MiB 3.59 s (with
+/// TCP_NODELAY 3.48 s). Larger frames mean fewer syscalls and thread wake-ups.
+pub const CHUNK: usize = 1 << 20;
+/// Buffers in flight between the reading thread and the socket: 8 measured 3.45 s
+/// against 3.48 s for 4, not worth twice the memory.
+const POOL_BUFFERS: usize = 4;
+/// A data buffer: headroom, a chunk, room for the tag.
+const BUFFER: usize = DATA_HEADROOM + CHUNK + TAG_LEN;
+
+/// What the sender knows about an entry whose data header went out and which the
+/// receiver has not answered yet: its facts once its `done` left.
+struct Outstanding {
+    facts: Option<Sent>,
+    resumed_at: Option<u64>,
+    /// This side failed the entry already (it changed or could not be read while
+    /// sent); the receiver's refusal of its `done` is expected and not counted again.
+    failed_here: bool,
+}
+
+/// What `done` said about an entry.
+#[derive(Clone, Copy)]
+struct Sent {
+    size: u64,
+    digest: Digest,
+}
+
+/// Entries between their data header and the receiver's answer, by index (the
+/// writer adds to it, the answer thread takes from it), and whether the writer has
+/// sent its `end` (after which a receiver's `end` is due).
+#[derive(Default)]
+struct Pending {
+    entries: Mutex<HashMap<u64, Outstanding>>,
+    writer_done: std::sync::atomic::AtomicBool,
+}
+
+impl Pending {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Outstanding>> {
+        self.entries
+            .lock()
+            .expect("no panics while holding the lock")
+    }
+}
+
+/// Runs one transfer as the sender on `conn` (a transfer connection's only one, or
+/// one `put` or `get` of a request connection): the offer of `outbox`, the plan,
+/// the data, the answers. Per-entry failures are tallied; the result is the
+/// session's (see [`Tally::verdict`]).
+pub fn session<R: Read + Send, W: Write>(
+    conn: &mut Connection<R, W>,
+    outbox: &dyn Outbox,
+    tally: &mut Tally,
+) -> Result<()> {
+    let transfer = conn.negotiated.begin_transfer();
+    let Connection {
+        reader,
+        writer,
+        closer,
+        ..
+    } = conn;
+    let closer = &*closer;
+    let entries = outbox.entries();
+    write_offer(writer, &transfer, entries)?;
+    writer.flush()?;
+    let plan = read_plan(reader, &transfer, entries.len())?;
+    let to_send = follow_plan(outbox, &plan, tally)?;
+    drop(plan);
+
+    // What is left to send: a resumed file's prefix is already there.
+    let total = to_send
+        .iter()
+        .map(|item| {
+            entries[item.index as usize]
+                .size
+                .map(|size| size - item.offset)
+        })
+        .sum::<Option<u64>>();
+    tally.reporter_mut().start_bar(total);
+    let tally = &*tally;
+
+    let pending = Pending::default();
+    let (write_result, answer_result) = std::thread::scope(|scope| {
+        let pending = &pending;
+        let to_send = &to_send;
+        let transfer = &transfer;
+        let answers = std::thread::Builder::new()
+            .name("answers".into())
+            .spawn_scoped(scope, move || {
+                let result = answers::read(reader, transfer, outbox, pending, tally);
+                if result.is_err() {
+                    // Wake a writer blocked on a receiver that stopped reading.
+                    closer.close();
+                }
+                result
+            });
+        let answers = match answers {
+            Ok(answers) => answers,
+            Err(err) => return (Err(thread_failed(err)), Ok(())),
+        };
+        let written = write_data(writer, transfer, to_send, outbox, pending, tally, scope);
+        if written.is_err() {
+            closer.close();
+        }
+        let answered = answers
+            .join()
+            .unwrap_or_else(|_| Err(fail(Kind::Protocol, "the answer thread panicked")));
+        (written, answered)
+    });
+    // The receiver's own account of a failure explains more than our broken pipe.
+    match (write_result, answer_result) {
+        (_, Err(err)) | (Err(err), Ok(())) => Err(err),
+        (Ok(()), Ok(())) => tally.verdict(entries.len(), "delivered"),
+    }
+}
+
+/// Reads the plan's decisions: reports skips and files already there, checks what
+/// a decision may say, and lists the files whose data goes out.
+fn follow_plan(outbox: &dyn Outbox, plan: &[Decision], tally: &Tally) -> Result<Vec<ToSend>> {
+    let entries = outbox.entries();
+    let mut to_send = Vec::new();
+    for (index, (entry, decision)) in entries.iter().zip(plan).enumerate() {
+        match decision {
+            Decision::Skip {
+                code: ErrorCode::Same,
+                ..
+            } => tally.record(FileOutcome::Same {
+                path: entry.path.clone(),
+                size: entry.size,
+            }),
+            Decision::Skip { code, message } => tally.failed(
+                &entry.path,
+                *code,
+                format!("refused by the receiver: {}", escape(message)),
+            ),
+            Decision::Send { offset, .. } if entry.kind == EntryKind::Dir => {
+                if *offset != 0 {
+                    return Err(fail(
+                        Kind::Protocol,
+                        format!("the plan resumes directory {index} at {offset}"),
+                    ));
+                }
+            }
+            Decision::Send {
+                offset,
+                prefix_hash,
+            } => {
+                // Section 5: an offset must fit the file, and comes with its prefix hash.
+                let fits = match entry.size {
+                    Some(size) => *offset <= size,
+                    None => *offset == 0,
+                };
+                if !fits || (*offset > 0) != prefix_hash.is_some() {
+                    return Err(fail(
+                        Kind::Protocol,
+                        format!(
+                            "the plan resumes entry {index} at {offset}, which does not fit it"
+                        ),
+                    ));
+                }
+                let resumable = *offset > 0 && outbox.rereadable(index);
+                to_send.push(ToSend {
+                    index: index as u64,
+                    offset: if resumable { *offset } else { 0 },
+                    prefix_hash: prefix_hash.clone().filter(|_| resumable),
+                });
+            }
+        }
+    }
+    Ok(to_send)
+}
+
+/// The socket side of the data phase: starts the reading thread and writes what it
+/// hands over, in order, then `end`.
+fn write_data<'scope, 'env, W: Write>(
+    writer: &mut FrameWriter<W>,
+    transfer: &'env Transfer,
+    to_send: &'env [ToSend],
+    outbox: &'env dyn Outbox,
+    pending: &Pending,
+    tally: &Tally,
+    scope: &'scope std::thread::Scope<'scope, 'env>,
+) -> Result<()> {
+    let (mut pool, giver) = Pool::new(POOL_BUFFERS, BUFFER);
+    let (pieces, from_reader) = mpsc::channel();
+    // If this thread stops early, dropping `giver` and `from_reader` stops the reader.
+    std::thread::Builder::new()
+        .name("read files".into())
+        .spawn_scoped(scope, move || {
+            stream::read_files(to_send, outbox, transfer.hash, &mut pool, &pieces)
+        })
+        .map_err(thread_failed)?;
+    let entries = outbox.entries();
+    for piece in from_reader {
+        match piece {
+            Piece::Start {
+                index,
+                offset,
+                resumed,
+            } => {
+                let path = &entries[index as usize].path;
+                let resumed_at = resumed.then_some(offset);
+                tally.reporter().current_file(path, resumed_at);
+                pending.lock().insert(
+                    index,
+                    Outstanding {
+                        facts: None,
+                        resumed_at,
+                        failed_here: false,
+                    },
+                );
+                writer.write_message(&Message::Data { index, offset })?;
+            }
+            Piece::Chunk { mut buffer, len } => {
+                writer.write_data(&mut buffer, len)?;
+                tally.reporter().bar().inc(len as u64);
+                giver.give(buffer);
+            }
+            Piece::End {
+                index,
+                size,
+                digest,
+                local_failure,
+            } => {
+                writer.write_end_of_data()?;
+                let path = &entries[index as usize].path;
+                let facts = FileFacts {
+                    index,
+                    size,
+                    hash: &digest,
+                    path,
+                };
+                let done = Message::Done {
+                    index,
+                    size,
+                    hash: digest.to_hex(),
+                    mac: transfer.done_mac(facts),
+                };
+                // Stored before `done` leaves, so its answer always finds it (unless
+                // the receiver already failed the entry, which it may do early).
+                let waiting = match pending.lock().get_mut(&index) {
+                    Some(outstanding) => {
+                        outstanding.facts = Some(Sent { size, digest });
+                        outstanding.failed_here = local_failure.is_some();
+                        true
+                    }
+                    None => false,
+                };
+                if let (Some(why), true) = (local_failure, waiting) {
+                    // The receiver will refuse this `done` (its size is not the
+                    // offered one); our own reason is the one worth showing.
+                    tally.failed(path, ErrorCode::Io, why);
+                }
+                writer.write_message(&done)?;
+            }
+            Piece::GaveUp { index, why } => {
+                let path = &entries[index as usize].path;
+                tally.failed(path, ErrorCode::Io, why.clone());
+                writer.write_message(&Message::Error {
+                    code: ErrorCode::Io,
+                    message: format!("the sender cannot read it: {why}"),
+                    index: Some(index),
+                })?;
+            }
+        }
+    }
+    // Before `end` leaves: a receiver's `end` can only come after it.
+    pending
+        .writer_done
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    writer.write_message(&Message::End)?;
+    writer.flush()
+}
+
+fn thread_failed(err: std::io::Error) -> anyhow::Error {
+    anyhow::Error::new(err).context("cannot start a thread")
+}

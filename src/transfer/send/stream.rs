@@ -1,0 +1,176 @@
+//! The sender's reading thread: every accepted file in turn, read into pool buffers
+//! and hashed in the same pass, one chunk ahead of the socket. A file that cannot be
+//! opened is given up (the socket thread sends its `error`); one that fails or
+//! changes size while read ends with a `done` the receiver must refuse.
+
+use std::io::{self, Read};
+use std::sync::mpsc;
+
+use super::{BUFFER, CHUNK};
+use crate::pool::Pool;
+use crate::proto::hash::{Digest, HashKind, Hasher};
+use crate::proto::wire::DATA_HEADROOM;
+use crate::transfer::Outbox;
+
+/// An entry whose data goes out: the plan's offset (0 unless it resumes, and then
+/// only if the source can be read again) and the receiver's hash of its prefix.
+pub struct ToSend {
+    pub index: u64,
+    pub offset: u64,
+    pub prefix_hash: Option<String>,
+}
+
+/// What the reading thread hands the socket thread, in order.
+pub enum Piece {
+    /// Data for entry `index` follows, from byte `offset` (`resumed`: the
+    /// receiver's prefix matched ours).
+    Start {
+        index: u64,
+        offset: u64,
+        resumed: bool,
+    },
+    /// One data frame: [`DATA_HEADROOM`] bytes of room, then `len` bytes of the file.
+    Chunk { buffer: Vec<u8>, len: usize },
+    /// The entry's data is complete; `done` says `size` and `digest`. With a local
+    /// failure, `size` is not the offered one, so the receiver refuses it.
+    End {
+        index: u64,
+        size: u64,
+        digest: Digest,
+        local_failure: Option<String>,
+    },
+    /// The entry could not be opened: it is given up in place of its data.
+    GaveUp { index: u64, why: String },
+}
+
+/// Reads every entry of `to_send` into `pieces`; stops early if the socket thread
+/// hangs up (then sending fails or the pool runs dry).
+pub fn read_files(
+    to_send: &[ToSend],
+    outbox: &dyn Outbox,
+    hash: HashKind,
+    pool: &mut Pool,
+    pieces: &mpsc::Sender<Piece>,
+) {
+    for item in to_send {
+        if read_file(item, outbox, hash, pool, pieces).is_none() {
+            return;
+        }
+    }
+}
+
+/// Reads one file into `pieces`; `None` when the socket thread is gone.
+fn read_file(
+    item: &ToSend,
+    outbox: &dyn Outbox,
+    hash: HashKind,
+    pool: &mut Pool,
+    pieces: &mpsc::Sender<Piece>,
+) -> Option<()> {
+    let index = item.index;
+    let position = index as usize;
+    let expected = outbox.entries()[position].size;
+    let mut hasher = hash.hasher();
+    let (mut input, start) = match open_at_resume_point(outbox, item, &mut hasher) {
+        Ok(opened) => opened,
+        Err(err) => {
+            let why = format!("{err:#}");
+            return pieces.send(Piece::GaveUp { index, why }).ok();
+        }
+    };
+    pieces
+        .send(Piece::Start {
+            index,
+            offset: start,
+            resumed: start > 0,
+        })
+        .ok()?;
+    let mut sent = start;
+    let mut local_failure = None;
+    loop {
+        let mut buffer = pool.take()?;
+        debug_assert_eq!(buffer.len(), BUFFER);
+        let room = &mut buffer[DATA_HEADROOM..DATA_HEADROOM + CHUNK];
+        let limit = match expected {
+            // Never send past the offered size; a file that grew is caught below.
+            Some(size) => room
+                .len()
+                .min(usize::try_from(size - sent).unwrap_or(usize::MAX)),
+            None => room.len(),
+        };
+        let n = match read_full(&mut input, &mut room[..limit]) {
+            Ok(n) => n,
+            Err(err) => {
+                local_failure = Some(format!("cannot read {}: {err}", outbox.shown(position)));
+                0
+            }
+        };
+        if n == 0 {
+            pool.put_back(buffer);
+            break;
+        }
+        hasher.update(&room[..n]);
+        sent += n as u64;
+        pieces.send(Piece::Chunk { buffer, len: n }).ok()?;
+    }
+    let mut size = sent;
+    if local_failure.is_none() && expected == Some(sent) {
+        if read_full(&mut input, &mut [0; 1]).is_ok_and(|n| n > 0) {
+            // Say a size the receiver must refuse: the file is larger than offered.
+            size += 1;
+            local_failure = Some(format!(
+                "{} grew while it was being sent; send it again",
+                outbox.shown(position)
+            ));
+        }
+    } else if local_failure.is_none() && expected.is_some_and(|size| size != sent) {
+        local_failure = Some(format!(
+            "{} shrank while it was being sent; send it again",
+            outbox.shown(position)
+        ));
+    }
+    pieces
+        .send(Piece::End {
+            index,
+            size,
+            digest: hasher.finish(),
+            local_failure,
+        })
+        .ok()
+}
+
+/// Opens a source where its data should start: after the receiver's prefix if that
+/// matches ours (the prefix then already in `hasher`), else at 0.
+fn open_at_resume_point(
+    outbox: &dyn Outbox,
+    item: &ToSend,
+    hasher: &mut Hasher,
+) -> anyhow::Result<(Box<dyn Read + Send>, u64)> {
+    let position = item.index as usize;
+    let mut input = outbox.open(position)?;
+    let Some(prefix_hash) = item.prefix_hash.as_deref().filter(|_| item.offset > 0) else {
+        return Ok((input, 0));
+    };
+    let copied = hasher.update_from(&mut input, item.offset);
+    if copied.is_ok_and(|n| n == item.offset) && hasher.peek().to_hex() == prefix_hash {
+        return Ok((input, item.offset));
+    }
+    // The receiver holds different bytes: start over.
+    *hasher = hasher.kind().hasher();
+    Ok((outbox.open(position)?, 0))
+}
+
+/// Reads until `buf` is full or the input ends, so frames stay full-sized even when
+/// the input (a pipe) hands out small pieces.
+fn read_full<R: Read + ?Sized>(input: &mut R, buf: &mut [u8]) -> io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match input.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+            Err(err) => return Err(err),
+        }
+    }
+    Ok(filled)
+}

@@ -1,0 +1,7 @@
+//! What the user sees besides the data: progress bars ([`progress`]), warnings,
+//! per-file outcomes and summaries as lines or JSON events ([`report`]), and the
+//! escaping of every untrusted name before it reaches a terminal ([`escape`]).
+
+pub mod escape;
+pub mod progress;
+pub mod report;

@@ -1,0 +1,361 @@
+//! Everything xfer tells its user besides the data: warnings, per-file outcomes and
+//! the closing summary, as plain lines on stderr or, with `--json`, as one JSON
+//! object per line (the event stream documented in the README). The progress bar
+//! lives here too, so that lines never tear it. The reporter only shows: sessions
+//! decide what happened (`transfer::Tally`) and hand it over.
+//!
+//! Stdout is written only for `--json` events, and only when it does not carry data.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use indicatif::{HumanBytes, ProgressBar};
+use serde_json::json;
+
+use super::escape::escape;
+use super::progress;
+use crate::proto::hash::{Digest, HashKind};
+use crate::proto::message::ErrorCode;
+
+/// Prints `xfer: warning: ...` on stderr.
+pub fn warn(message: &str) {
+    line(&format!("xfer: warning: {message}"));
+}
+
+/// Prints one line on stderr; a closed stderr is not worth dying for.
+pub fn line(text: &str) {
+    let _ = writeln!(std::io::stderr().lock(), "{text}");
+}
+
+/// What became of one entry.
+#[derive(Debug, Clone)]
+pub enum FileOutcome {
+    /// It arrived and verified; `resumed_at` is where this session's data began.
+    Verified {
+        path: String,
+        size: u64,
+        digest: Digest,
+        hash: HashKind,
+        resumed_at: Option<u64>,
+    },
+    /// The receiver already held it (same size and time): counted as delivered.
+    Same { path: String, size: Option<u64> },
+    /// It did not make it: the wire code that says why, and the words (escaped).
+    Failed {
+        path: String,
+        code: ErrorCode,
+        why: String,
+    },
+}
+
+/// Where, if anywhere, JSON events go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Json {
+    Off,
+    Stdout,
+    /// Stdout carries the received data.
+    Stderr,
+}
+
+/// How a command talks to its user.
+#[derive(Debug, Clone, Copy)]
+pub struct Style {
+    pub quiet: bool,
+    pub json: Json,
+    /// One of many concurrent sessions (`--serve`, `serve`): no bar, and one log
+    /// line (or event) per session instead of a summary.
+    pub serving: bool,
+}
+
+impl Style {
+    pub fn plain() -> Style {
+        Style {
+            quiet: false,
+            json: Json::Off,
+            serving: false,
+        }
+    }
+}
+
+/// What a finished session adds up to, for its summary.
+#[derive(Debug, Clone, Default)]
+pub struct Summary {
+    /// Files that arrived and verified in this session.
+    pub verified: usize,
+    /// Bytes of those files (whole files, including resumed prefixes).
+    pub bytes: u64,
+    /// Of the verified files, how many continued a partial one.
+    pub resumed: usize,
+    /// Files the receiver already had.
+    pub same: usize,
+    pub failed: usize,
+    /// The first few verified files and their digests, listed under the summary.
+    pub listed: Vec<(String, Digest)>,
+    pub hash: HashKind,
+    /// Whether the connection was sealed (`aead`).
+    pub encrypted: bool,
+}
+
+/// At most this many files get their digest listed under the summary line.
+pub const LIST_FILES_UP_TO: usize = 10;
+
+/// One session's voice.
+#[derive(Clone)]
+pub struct Reporter {
+    style: Style,
+    peer: Option<SocketAddr>,
+    bar: ProgressBar,
+    started: Instant,
+}
+
+impl Reporter {
+    pub fn new(style: Style) -> Self {
+        Reporter {
+            style,
+            peer: None,
+            bar: ProgressBar::hidden(),
+            started: Instant::now(),
+        }
+    }
+
+    pub fn style(&self) -> Style {
+        self.style
+    }
+
+    /// The session's peer, named in a serving process's log line.
+    pub fn for_peer(mut self, peer: SocketAddr) -> Self {
+        self.peer = Some(peer);
+        self
+    }
+
+    /// Shows a progress bar for `total` bytes (a spinner when unknown), if the
+    /// style and the terminal allow one.
+    pub fn start_bar(&mut self, total: Option<u64>) {
+        let hidden = self.style.quiet || self.style.json != Json::Off || self.style.serving;
+        self.bar = progress::transfer_bar(total, hidden);
+    }
+
+    /// Names the file being moved on the progress bar (escaped), if there is a bar,
+    /// and says where a resumed file continues.
+    pub fn current_file(&self, path: &str, resumed_at: Option<u64>) {
+        if !self.bar.is_hidden() {
+            let name = escape(path);
+            self.bar.set_message(match resumed_at {
+                Some(at) => format!("{name} (resumed at {}, prefix verified)", HumanBytes(at)),
+                None => name.into_owned(),
+            });
+        }
+    }
+
+    pub fn bar(&self) -> &ProgressBar {
+        &self.bar
+    }
+
+    /// Removes the bar now (an error or an interrupt is about to be printed).
+    pub fn clear_bar(&self) {
+        self.bar.finish_and_clear();
+    }
+
+    /// The address a listener listens on: an event with `--json`; a line unless
+    /// quiet, and even then when the port was chosen by the system (else a script
+    /// could not know it).
+    pub fn listening(&self, address: &SocketAddr, port_was_zero: bool) {
+        if !self.style.quiet || port_was_zero {
+            line(&format!("listening on {address}"));
+        }
+        self.event(|| json!({"event": "listening", "address": address.to_string()}));
+    }
+
+    /// One entry's outcome: failures are said at once on stderr, whatever
+    /// `--quiet` says; with `--json` every outcome is an event.
+    pub fn file(&self, outcome: &FileOutcome) {
+        if let FileOutcome::Failed { path, why, .. } = outcome {
+            self.bar
+                .suspend(|| line(&format!("xfer: {}: {why}", escape(path))));
+        }
+        self.event(|| file_event(outcome));
+    }
+
+    /// Ends the session's reporting: the summary line (or `summary` event) for
+    /// `result`; a session-level error itself is printed by `main`. A serving
+    /// process logs one line (or `session` event) per session instead, error
+    /// included; `what` names it there (`received`, `get docs/`).
+    pub fn finish(&self, what: &str, summary: &Summary, result: &anyhow::Result<()>) {
+        self.bar.finish_and_clear();
+        let elapsed = self.started.elapsed();
+        let rate = rate(summary.bytes, elapsed);
+        if self.style.serving {
+            return self.session_line(what, summary, result, elapsed, rate);
+        }
+        if self.style.json != Json::Off {
+            let mut event = summary_fields(summary, elapsed, rate);
+            event["event"] = json!("summary");
+            event["ok"] = json!(result.is_ok());
+            if let Err(err) = result {
+                event["error"] = json!(format!("{err:#}"));
+                event["exit_code"] = json!(crate::error::exit_code(err));
+            }
+            self.event(|| event);
+            return;
+        }
+        let nothing = summary.verified == 0 && summary.same == 0 && summary.failed == 0;
+        if self.style.quiet || (nothing && result.is_err()) {
+            return;
+        }
+        line(&format!(
+            "{what} {}, {} in {:.2} s ({}/s){}, {}",
+            plural(summary.verified, "file"),
+            HumanBytes(summary.bytes),
+            elapsed.as_secs_f64(),
+            HumanBytes(rate),
+            extras(summary),
+            verdict(summary, result.is_ok()),
+        ));
+        if summary.verified <= LIST_FILES_UP_TO {
+            for (path, digest) in &summary.listed {
+                line(&format!("  {}  {}", digest.to_hex(), escape(path)));
+            }
+        }
+    }
+
+    fn session_line(
+        &self,
+        what: &str,
+        summary: &Summary,
+        result: &anyhow::Result<()>,
+        elapsed: Duration,
+        rate: u64,
+    ) {
+        let peer = self
+            .peer
+            .map_or_else(|| "?".to_string(), |peer| peer.to_string());
+        if self.style.json == Json::Off {
+            let outcome = match result {
+                Ok(()) => "ok".to_string(),
+                Err(err) => format!("failed: {}", escape(&format!("{err:#}"))),
+            };
+            line(&format!(
+                "xfer: {peer}: {what} {}, {} in {:.2} s{}: {outcome}",
+                plural(summary.verified, "file"),
+                HumanBytes(summary.bytes),
+                elapsed.as_secs_f64(),
+                extras(summary),
+            ));
+            return;
+        }
+        let mut event = summary_fields(summary, elapsed, rate);
+        event["event"] = json!("session");
+        event["peer"] = json!(peer);
+        event["action"] = json!(what);
+        event["ok"] = json!(result.is_ok());
+        if let Err(err) = result {
+            event["error"] = json!(format!("{err:#}"));
+        }
+        self.event(|| event);
+    }
+
+    /// Writes one JSON event line, if `--json` asked for them; `build` runs only
+    /// then, so a session without `--json` spends nothing per file on events.
+    pub fn event(&self, build: impl FnOnce() -> serde_json::Value) {
+        let text = match self.style.json {
+            Json::Off => return,
+            _ => build().to_string(),
+        };
+        match self.style.json {
+            Json::Off => {}
+            Json::Stdout => {
+                let mut out = std::io::stdout().lock();
+                let _ = writeln!(out, "{text}").and_then(|()| out.flush());
+            }
+            Json::Stderr => line(&text),
+        }
+    }
+}
+
+fn file_event(outcome: &FileOutcome) -> serde_json::Value {
+    match outcome {
+        FileOutcome::Verified {
+            path,
+            size,
+            digest,
+            hash,
+            resumed_at,
+        } => {
+            let mut event = json!({
+                "event": "file", "path": path, "size": size, "status": "ok",
+                "hash": hash.name(), "digest": digest.to_hex(),
+            });
+            if *hash == HashKind::Md5 {
+                event["md5"] = json!(digest.to_hex());
+            }
+            if let Some(at) = resumed_at {
+                event["resumed_at"] = json!(at);
+            }
+            event
+        }
+        FileOutcome::Same { path, size } => json!({
+            "event": "file", "path": path, "size": size, "status": "same",
+        }),
+        FileOutcome::Failed { path, code, why } => json!({
+            "event": "file", "path": path, "status": "failed",
+            "code": code.as_str(), "message": why,
+        }),
+    }
+}
+
+fn summary_fields(summary: &Summary, elapsed: Duration, rate: u64) -> serde_json::Value {
+    json!({
+        "files": summary.verified, "same": summary.same, "resumed": summary.resumed,
+        "failed": summary.failed, "bytes": summary.bytes,
+        "seconds": elapsed.as_secs_f64(), "bytes_per_sec": rate,
+        "hash": summary.hash.name(), "encrypted": summary.encrypted,
+    })
+}
+
+/// `; 2 already there, 1 resumed`, or nothing.
+fn extras(summary: &Summary) -> String {
+    let mut parts = Vec::new();
+    if summary.same > 0 {
+        parts.push(format!("{} already there", summary.same));
+    }
+    if summary.resumed > 0 {
+        parts.push(format!("{} resumed", summary.resumed));
+    }
+    if parts.is_empty() {
+        String::new()
+    } else {
+        format!("; {}", parts.join(", "))
+    }
+}
+
+fn verdict(summary: &Summary, ok: bool) -> String {
+    let sealed = if summary.encrypted {
+        ", encrypted"
+    } else {
+        ", not encrypted"
+    };
+    match summary.failed {
+        0 if ok => format!("all verified ({} + MAC{sealed})", summary.hash),
+        0 => "not completed".to_string(),
+        n => format!("{} failed", plural(n, "file")),
+    }
+}
+
+fn rate(bytes: u64, elapsed: Duration) -> u64 {
+    let seconds = elapsed.as_secs_f64();
+    if seconds > 0.0 {
+        (bytes as f64 / seconds) as u64
+    } else {
+        0
+    }
+}
+
+/// `1 file`, `2 files`.
+pub fn plural(n: usize, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
+}
