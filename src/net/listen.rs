@@ -4,9 +4,12 @@
 //!
 //! Connections that have not authenticated are bounded twice: at most a few per
 //! address, and a few hundred in all. When either bound is reached, the *oldest*
-//! such connection is cut, not the newcomer: a flood of stalled connections only
-//! ever cuts itself, and an honest peer from another address is handshaking within
-//! moments. Authenticated sessions have their own limit (`--max-conns`).
+//! such connection is cut, not the newcomer, as long as it has already had a fair
+//! chance ([`SHED_AFTER`]; an honest handshake takes milliseconds): a flood of
+//! stalled connections only ever cuts itself, and an honest peer from another
+//! address is handshaking within moments. Only when every slot is held by a
+//! connection younger than that is the newcomer told `busy`. Authenticated
+//! sessions have their own limit (`--max-conns`).
 
 use std::collections::VecDeque;
 use std::net::{IpAddr, Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -24,6 +27,8 @@ use crate::proto::message::ErrorCode;
 use crate::ui::escape::escape;
 use crate::ui::report;
 
+/// An unauthenticated connection this old may be cut to make room for a newcomer.
+pub const SHED_AFTER: Duration = Duration::from_secs(1);
 /// How long running sessions may go on after SIGINT or SIGTERM.
 const GRACE: Duration = Duration::from_secs(5);
 /// How often the accept loop looks up from `poll` to see whether it should stop.
@@ -54,6 +59,7 @@ impl ServeOptions {
 struct Stranger {
     id: u64,
     address: IpAddr,
+    since: Instant,
     /// A handle to cut it with.
     stream: TcpStream,
 }
@@ -74,29 +80,28 @@ struct Listening {
 
 impl Listening {
     /// Admits a new stranger, first cutting the oldest one of its address, or the
-    /// oldest of all, where a bound is reached.
+    /// oldest of all, where a bound is reached; `None` when there is no room (every
+    /// slot taken by a connection younger than [`SHED_AFTER`]).
     fn admit(&self, stream: &TcpStream, address: IpAddr, options: &ServeOptions) -> Option<u64> {
-        let id = self.next_id.fetch_add(1, Ordering::SeqCst);
         let handle = stream.try_clone().ok()?;
+        let now = Instant::now();
         let mut strangers = self
             .strangers
             .lock()
             .expect("no panics while holding the lock");
         let same_address = strangers.iter().filter(|s| s.address == address).count();
-        if same_address >= options.max_handshakes_per_address
-            && let Some(at) = strangers.iter().position(|s| s.address == address)
-            && let Some(oldest) = strangers.remove(at)
-        {
-            let _ = oldest.stream.shutdown(Shutdown::Both);
+        if same_address >= options.max_handshakes_per_address {
+            let oldest = strangers.iter().position(|s| s.address == address)?;
+            shed(&mut strangers, oldest, now)?;
         }
-        if strangers.len() >= options.max_handshakes
-            && let Some(oldest) = strangers.pop_front()
-        {
-            let _ = oldest.stream.shutdown(Shutdown::Both);
+        if strangers.len() >= options.max_handshakes {
+            shed(&mut strangers, 0, now)?;
         }
+        let id = self.next_id.fetch_add(1, Ordering::SeqCst);
         strangers.push_back(Stranger {
             id,
             address,
+            since: now,
             stream: handle,
         });
         Some(id)
@@ -125,6 +130,16 @@ pub fn bind(addr: &ListenAddr) -> Result<TcpListener> {
             .with_context(|| format!("cannot listen on {endpoint}")),
     };
     listener.classify(Kind::Network)
+}
+
+/// Cuts the stranger at `at` if it has had its chance; `None` if it is too young.
+fn shed(strangers: &mut VecDeque<Stranger>, at: usize, now: Instant) -> Option<()> {
+    if now.duration_since(strangers[at].since) < SHED_AFTER {
+        return None;
+    }
+    let oldest = strangers.remove(at)?;
+    let _ = oldest.stream.shutdown(Shutdown::Both);
+    Some(())
 }
 
 /// Accepts connections until the first authenticated session ends (`once`) or until
@@ -203,6 +218,10 @@ fn accept_loop(
             continue;
         }
         let Some(id) = shared.admit(&stream, peer.ip().to_canonical(), &options) else {
+            socket::refuse_busy(
+                stream,
+                "too many connections in the handshake; try again later",
+            );
             continue;
         };
         let (accepting, handler, shared, finished) = (
