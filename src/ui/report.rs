@@ -18,9 +18,19 @@ use super::progress;
 use crate::proto::hash::{Digest, HashKind};
 use crate::proto::message::ErrorCode;
 
-/// Prints `xfer: warning: ...` on stderr.
+/// Set by `--quiet`: warnings are not printed (errors always are).
+static QUIET: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// From here on, print nothing but errors.
+pub fn set_quiet() {
+    QUIET.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Prints `xfer: warning: ...` on stderr, unless quiet.
 pub fn warn(message: &str) {
-    line(&format!("xfer: warning: {message}"));
+    if !QUIET.load(std::sync::atomic::Ordering::Relaxed) {
+        line(&format!("xfer: warning: {message}"));
+    }
 }
 
 /// Prints one line on stderr; a closed stderr is not worth dying for.
@@ -142,7 +152,8 @@ impl Reporter {
         if !self.bar.is_hidden() {
             let name = escape(path);
             self.bar.set_message(match resumed_at {
-                Some(at) => format!("{name} (resumed at {}, prefix verified)", HumanBytes(at)),
+                // The note first: a long name is what gets cut on a narrow terminal.
+                Some(at) => format!("(resumed at {}, prefix verified) {name}", HumanBytes(at)),
                 None => name.into_owned(),
             });
         }

@@ -13,14 +13,16 @@ mod stream;
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
+use std::time::Duration;
 
 use anyhow::Result;
 
 use self::stream::{Piece, ToSend};
 use super::offer::{read_plan, write_offer};
 use super::{Outbox, Tally};
-use crate::error::{Kind, fail};
+use crate::error::{Kind, fail, wire_code};
 use crate::pool::Pool;
 use crate::proto::hash::Digest;
 use crate::proto::message::{Decision, EntryKind, ErrorCode, Message};
@@ -39,6 +41,9 @@ pub const CHUNK: usize = 1 << 20;
 const POOL_BUFFERS: usize = 4;
 /// A data buffer: headroom, a chunk, room for the tag.
 const BUFFER: usize = DATA_HEADROOM + CHUNK + TAG_LEN;
+/// How often the socket thread, waiting for the reading thread, looks up to see
+/// whether the receiver ended the session.
+const LOOK_UP: Duration = Duration::from_millis(200);
 
 /// What the sender knows about an entry whose data header went out and which the
 /// receiver has not answered yet: its facts once its `done` left.
@@ -63,7 +68,9 @@ struct Sent {
 #[derive(Default)]
 struct Pending {
     entries: Mutex<HashMap<u64, Outstanding>>,
-    writer_done: std::sync::atomic::AtomicBool,
+    writer_done: AtomicBool,
+    /// The session is over (an error on either side): the other threads stop.
+    stop: AtomicBool,
 }
 
 impl Pending {
@@ -79,6 +86,25 @@ impl Pending {
 /// the data, the answers. Per-entry failures are tallied; the result is the
 /// session's (see [`Tally::verdict`]).
 pub fn session<R: Read + Send, W: Write>(
+    conn: &mut Connection<R, W>,
+    outbox: &dyn Outbox,
+    tally: &mut Tally,
+) -> Result<()> {
+    let result = send(conn, outbox, tally);
+    if let Err(err) = &result
+        && let Some(code) = wire_code(err)
+    {
+        // Tell the receiver why, where the connection still allows it.
+        let message = Message::error(code, format!("{err:#}"));
+        let _ = conn
+            .writer
+            .write_message(&message)
+            .and_then(|()| conn.writer.flush());
+    }
+    result
+}
+
+fn send<R: Read + Send, W: Write>(
     conn: &mut Connection<R, W>,
     outbox: &dyn Outbox,
     tally: &mut Tally,
@@ -120,7 +146,9 @@ pub fn session<R: Read + Send, W: Write>(
             .spawn_scoped(scope, move || {
                 let result = answers::read(reader, transfer, outbox, pending, tally);
                 if result.is_err() {
-                    // Wake a writer blocked on a receiver that stopped reading.
+                    // Wake a writer blocked on a receiver that stopped reading, or
+                    // waiting for a silent stream.
+                    pending.stop.store(true, Ordering::SeqCst);
                     closer.close();
                 }
                 result
@@ -131,6 +159,7 @@ pub fn session<R: Read + Send, W: Write>(
         };
         let written = write_data(writer, transfer, to_send, outbox, pending, tally, scope);
         if written.is_err() {
+            pending.stop.store(true, Ordering::SeqCst);
             closer.close();
         }
         let answered = answers
@@ -208,21 +237,31 @@ fn write_data<'scope, 'env, W: Write>(
     transfer: &'env Transfer,
     to_send: &'env [ToSend],
     outbox: &'env dyn Outbox,
-    pending: &Pending,
+    pending: &'env Pending,
     tally: &Tally,
     scope: &'scope std::thread::Scope<'scope, 'env>,
 ) -> Result<()> {
     let (mut pool, giver) = Pool::new(POOL_BUFFERS, BUFFER);
     let (pieces, from_reader) = mpsc::channel();
     // If this thread stops early, dropping `giver` and `from_reader` stops the reader.
+    let stop = &pending.stop;
     std::thread::Builder::new()
         .name("read files".into())
         .spawn_scoped(scope, move || {
-            stream::read_files(to_send, outbox, transfer.hash, &mut pool, &pieces)
+            stream::read_files(to_send, outbox, transfer.hash, &mut pool, &pieces, stop)
         })
         .map_err(thread_failed)?;
     let entries = outbox.entries();
-    for piece in from_reader {
+    loop {
+        let piece = match from_reader.recv_timeout(LOOK_UP) {
+            Ok(piece) => piece,
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            // The receiver ended the session (its answer thread says why).
+            Err(mpsc::RecvTimeoutError::Timeout) if pending.stop.load(Ordering::SeqCst) => {
+                return Err(fail(Kind::Network, "the receiver ended the transfer"));
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => continue,
+        };
         match piece {
             Piece::Start {
                 index,
@@ -296,9 +335,7 @@ fn write_data<'scope, 'env, W: Write>(
         }
     }
     // Before `end` leaves: a receiver's `end` can only come after it.
-    pending
-        .writer_done
-        .store(true, std::sync::atomic::Ordering::SeqCst);
+    pending.writer_done.store(true, Ordering::SeqCst);
     writer.write_message(&Message::End)?;
     writer.flush()
 }

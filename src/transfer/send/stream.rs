@@ -3,14 +3,20 @@
 //! opened is given up (the socket thread sends its `error`); one that fails or
 //! changes size while read ends with a `done` the receiver must refuse.
 
-use std::io::{self, Read};
+use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
+use std::time::Duration;
 
 use super::{BUFFER, CHUNK};
 use crate::pool::Pool;
 use crate::proto::hash::{Digest, HashKind, Hasher};
 use crate::proto::wire::DATA_HEADROOM;
-use crate::transfer::Outbox;
+use crate::transfer::{Input, Outbox};
+
+/// How often a reader waiting on a silent stream looks up to see whether the
+/// session has ended meanwhile.
+const LOOK_UP: Duration = Duration::from_millis(200);
 
 /// An entry whose data goes out: the plan's offset (0 unless it resumes, and then
 /// only if the source can be read again) and the receiver's hash of its prefix.
@@ -43,29 +49,31 @@ pub enum Piece {
     GaveUp { index: u64, why: String },
 }
 
-/// Reads every entry of `to_send` into `pieces`; stops early if the socket thread
-/// hangs up (then sending fails or the pool runs dry).
+/// Reads every entry of `to_send` into `pieces`; stops early when the socket thread
+/// hangs up or `stop` is set (the session ended).
 pub fn read_files(
     to_send: &[ToSend],
     outbox: &dyn Outbox,
     hash: HashKind,
     pool: &mut Pool,
     pieces: &mpsc::Sender<Piece>,
+    stop: &AtomicBool,
 ) {
     for item in to_send {
-        if read_file(item, outbox, hash, pool, pieces).is_none() {
+        if read_file(item, outbox, hash, pool, pieces, stop).is_none() {
             return;
         }
     }
 }
 
-/// Reads one file into `pieces`; `None` when the socket thread is gone.
+/// Reads one file into `pieces`; `None` when the session is over.
 fn read_file(
     item: &ToSend,
     outbox: &dyn Outbox,
     hash: HashKind,
     pool: &mut Pool,
     pieces: &mpsc::Sender<Piece>,
+    stop: &AtomicBool,
 ) -> Option<()> {
     let index = item.index;
     let position = index as usize;
@@ -98,8 +106,9 @@ fn read_file(
                 .min(usize::try_from(size - sent).unwrap_or(usize::MAX)),
             None => room.len(),
         };
-        let n = match read_full(&mut input, &mut room[..limit]) {
-            Ok(n) => n,
+        let n = match fill(&mut *input, &mut room[..limit], stop) {
+            Ok(Some(n)) => n,
+            Ok(None) => return None,
             Err(err) => {
                 local_failure = Some(format!("cannot read {}: {err}", outbox.shown(position)));
                 0
@@ -115,7 +124,7 @@ fn read_file(
     }
     let mut size = sent;
     if local_failure.is_none() && expected == Some(sent) {
-        if read_full(&mut input, &mut [0; 1]).is_ok_and(|n| n > 0) {
+        if fill(&mut *input, &mut [0; 1], stop).is_ok_and(|n| n > Some(0)) {
             // Say a size the receiver must refuse: the file is larger than offered.
             size += 1;
             local_failure = Some(format!(
@@ -145,7 +154,7 @@ fn open_at_resume_point(
     outbox: &dyn Outbox,
     item: &ToSend,
     hasher: &mut Hasher,
-) -> anyhow::Result<(Box<dyn Read + Send>, u64)> {
+) -> anyhow::Result<(Box<dyn Input>, u64)> {
     let position = item.index as usize;
     let mut input = outbox.open(position)?;
     let Some(prefix_hash) = item.prefix_hash.as_deref().filter(|_| item.offset > 0) else {
@@ -160,17 +169,27 @@ fn open_at_resume_point(
     Ok((outbox.open(position)?, 0))
 }
 
-/// Reads until `buf` is full or the input ends, so frames stay full-sized even when
-/// the input (a pipe) hands out small pieces.
-fn read_full<R: Read + ?Sized>(input: &mut R, buf: &mut [u8]) -> io::Result<usize> {
+/// Reads into `buf`: until it is full or the input ends for a file, so frames stay
+/// full-sized; for a stream, what is there once bytes come, so that a producer that
+/// pauses (for hours, as with `nc`) does not hold back what it already wrote.
+/// `Ok(None)`: the session ended while the stream was silent.
+fn fill(input: &mut dyn Input, buf: &mut [u8], stop: &AtomicBool) -> io::Result<Option<usize>> {
+    while !input.ready(LOOK_UP) {
+        if stop.load(Ordering::SeqCst) {
+            return Ok(None);
+        }
+    }
     let mut filled = 0;
     while filled < buf.len() {
         match input.read(&mut buf[filled..]) {
             Ok(0) => break,
             Ok(n) => filled += n,
-            Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
             Err(err) => return Err(err),
         }
+        if !input.ready(Duration::ZERO) {
+            break;
+        }
     }
-    Ok(filled)
+    Ok(Some(filled))
 }
