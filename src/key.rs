@@ -7,7 +7,7 @@ use std::ffi::OsString;
 use std::fs::{File, OpenOptions};
 use std::io::{ErrorKind, Read, Write};
 use std::os::unix::ffi::OsStringExt;
-use std::os::unix::fs::{FileTypeExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
@@ -80,17 +80,8 @@ impl Key {
 pub fn read_key_file(path: &Path) -> Result<Vec<u8>> {
     let shown = escape_path(path);
     let meta = std::fs::metadata(path).with_context(|| format!("cannot read key file {shown}"))?;
-    let kind = meta.file_type();
-    if !kind.is_file() {
-        let what = if kind.is_dir() {
-            "a directory"
-        } else if kind.is_fifo() {
-            "a named pipe"
-        } else if kind.is_char_device() || kind.is_block_device() {
-            "a device"
-        } else {
-            "not a regular file"
-        };
+    if !meta.is_file() {
+        let what = crate::fs::describe(meta.file_type());
         bail!("key file {shown} is {what}; a key file must be a regular file");
     }
     if meta.len() > MAX_KEY_FILE {

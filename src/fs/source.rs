@@ -220,7 +220,7 @@ fn add_root(collected: &mut Collected, index: usize, options: &WalkOptions) -> R
             format!(
                 "{} is {}; only files, directories and streams are sent",
                 escape_path(&local),
-                special_kind(&meta)
+                crate::fs::describe(meta.file_type())
             ),
         ));
     }
@@ -263,7 +263,7 @@ impl Walk<'_> {
             report::warn(&format!(
                 "skipping {}: {} (only files and directories are sent)",
                 escape_path(path),
-                special_kind(meta)
+                crate::fs::describe(meta.file_type())
             ));
         }
     }
@@ -344,19 +344,6 @@ fn entry(path: String, kind: EntryKind, meta: &Metadata) -> Entry {
         mode: Some(u64::from(meta.mode() & PERMISSION_BITS)),
         // Section 5: a time before the epoch is left out.
         mtime: u64::try_from(meta.mtime()).ok(),
-    }
-}
-
-fn special_kind(meta: &Metadata) -> &'static str {
-    let kind = meta.file_type();
-    if kind.is_fifo() {
-        "a named pipe"
-    } else if kind.is_socket() {
-        "a socket"
-    } else if kind.is_block_device() || kind.is_char_device() {
-        "a device"
-    } else {
-        "not a regular file"
     }
 }
 

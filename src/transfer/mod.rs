@@ -18,9 +18,10 @@ use std::time::Duration;
 
 use anyhow::Result;
 
-use crate::error::{Kind, fail};
-use crate::proto::message::{Entry, ErrorCode};
+use crate::error::{Kind, fail, wire_code};
+use crate::proto::message::{Entry, ErrorCode, Message};
 use crate::proto::negotiated::{Feature, Negotiated};
+use crate::proto::wire::FrameWriter;
 use crate::ui::report::{FileOutcome, LIST_FILES_UP_TO, Reporter, Summary};
 
 /// Where an entry's bytes are read from.
@@ -169,5 +170,14 @@ impl Tally {
     /// Shows the summary of `result`; `what` names the session in a server's log.
     pub fn finish(&self, what: &str, result: &Result<()>) {
         self.reporter.finish(what, &self.summary(), result);
+    }
+}
+
+/// Tells the peer why a session ended, with the code `err` carries, where the
+/// connection still allows it (a failure the peer reported is not echoed back).
+pub fn tell_peer<W: std::io::Write>(writer: &mut FrameWriter<W>, err: &anyhow::Error) {
+    if let Some(code) = wire_code(err) {
+        let message = Message::error(code, format!("{err:#}"));
+        let _ = writer.write_message(&message).and_then(|()| writer.flush());
     }
 }

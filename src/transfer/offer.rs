@@ -127,63 +127,82 @@ pub fn write_plan<'d, W: Write>(
 /// before any entry is returned; then the rules on what an offer may contain.
 /// A whole-offer error frame from the sender ends it.
 pub fn read_offer<R: Read>(reader: &mut FrameReader<R>, transfer: &Transfer) -> Result<Vec<Entry>> {
-    let mut mac = transfer.offer_mac();
-    let mut entries = Vec::new();
+    let too_many = || {
+        refused(
+            ErrorCode::TooLarge,
+            format!(
+                "the offer has over {MAX_OFFER_ENTRIES} entries; send the tree in parts, \
+                 or as one stream: tar c DIR | xfer send - HOST:PORT"
+            ),
+        )
+    };
+    let entries = read_list(
+        reader,
+        transfer.offer_mac(),
+        "offer",
+        (MAX_OFFER_ENTRIES, &too_many),
+        |message| match message {
+            Message::Offer { entries, more } => Ok((entries, more)),
+            other => Err(other),
+        },
+        |message| match message {
+            Message::OfferEnd { count, mac } => Ok((count, mac)),
+            other => Err(other),
+        },
+    )?;
+    check_offer(&entries)?;
+    Ok(entries)
+}
+
+/// Reads a list of frames (an offer or a plan) and its closing frame: at most
+/// `limit` items (more is `too_many`), each frame fed to `mac`, which must verify,
+/// and a count that must match. `items` and `end` take the list's frames apart.
+fn read_list<R: Read, T>(
+    reader: &mut FrameReader<R>,
+    mut mac: FramesMac,
+    name: &str,
+    (limit, too_many): (usize, &dyn Fn() -> anyhow::Error),
+    items: impl Fn(Message) -> Result<(Vec<T>, bool), Message>,
+    end: impl Fn(Message) -> Result<(u64, String), Message>,
+) -> Result<Vec<T>> {
+    let mut list = Vec::new();
     loop {
-        let payload = reader.read_payload()?.ok_or_else(|| closed("the offer"))?;
+        let payload = reader
+            .read_payload()?
+            .ok_or_else(|| closed(&format!("the {name}")))?;
         mac.frame(payload);
-        match message::decode(payload).map_err(|err| fail(Kind::Protocol, err))? {
-            Message::Offer {
-                entries: more,
-                more: again,
-            } => {
-                if entries.len() + more.len() > MAX_OFFER_ENTRIES {
-                    return Err(refused(
-                        ErrorCode::TooLarge,
-                        format!(
-                            "the offer has over {MAX_OFFER_ENTRIES} entries; send the tree in parts, \
-                             or as one stream: tar c DIR | xfer send - HOST:PORT"
-                        ),
-                    ));
+        let message = message::decode(payload).map_err(|err| fail(Kind::Protocol, err))?;
+        match items(message) {
+            Ok((more_items, more)) => {
+                if list.len() + more_items.len() > limit {
+                    return Err(too_many());
                 }
-                entries.extend(more);
-                if !again {
+                list.extend(more_items);
+                if !more {
                     break;
                 }
             }
-            Message::Error {
-                code,
-                message,
-                index: None,
-            } => return Err(peer_error(code, &message)),
-            other => return Err(unexpected("an offer frame", &other)),
+            Err(other) => return Err(unexpected(&format!("a {name} frame"), &other)),
         }
     }
-    match reader.expect_message("offer_end")? {
-        Message::OfferEnd {
-            count,
-            mac: claimed,
-        } => {
+    match end(reader.expect_message(&format!("{name}_end"))?) {
+        Ok((count, claimed)) => {
             if !mac.verify(&claimed) {
                 return Err(refused(
                     ErrorCode::Mac,
-                    "the offer's MAC does not verify (tampered on the way?)",
+                    format!("the {name}'s MAC does not verify (tampered on the way?)"),
                 ));
             }
-            if count != entries.len() as u64 {
+            if count != list.len() as u64 {
                 return Err(fail(
                     Kind::Protocol,
-                    format!(
-                        "offer_end counts {count} entries; {} arrived",
-                        entries.len()
-                    ),
+                    format!("{name}_end counts {count}; {} arrived", list.len()),
                 ));
             }
+            Ok(list)
         }
-        other => return Err(unexpected("offer_end", &other)),
+        Err(other) => Err(unexpected(&format!("{name}_end"), &other)),
     }
-    check_offer(&entries)?;
-    Ok(entries)
 }
 
 /// What an offer may not contain: a stream of unknown size beside other entries, or
@@ -237,54 +256,34 @@ pub fn read_plan<R: Read>(
     transfer: &Transfer,
     offered: usize,
 ) -> Result<Vec<Decision>> {
-    let mut mac = transfer.plan_mac();
-    let mut decisions = Vec::with_capacity(offered.min(MAX_OFFER_ENTRIES));
-    loop {
-        let payload = reader.read_payload()?.ok_or_else(|| closed("the plan"))?;
-        mac.frame(payload);
-        match message::decode(payload).map_err(|err| fail(Kind::Protocol, err))? {
-            Message::Plan { entries, more } => {
-                if decisions.len() + entries.len() > offered {
-                    return Err(fail(
-                        Kind::Protocol,
-                        format!("the plan has more decisions than the {offered} entries offered"),
-                    ));
-                }
-                decisions.extend(entries);
-                if !more {
-                    break;
-                }
-            }
-            Message::Error {
-                code,
-                message,
-                index: None,
-            } => return Err(peer_error(code, &message)),
-            other => return Err(unexpected("a plan frame", &other)),
-        }
-    }
-    match reader.expect_message("plan_end")? {
-        Message::PlanEnd {
-            count,
-            mac: claimed,
-        } => {
-            if !mac.verify(&claimed) {
-                return Err(refused(
-                    ErrorCode::Mac,
-                    "the plan's MAC does not verify (tampered on the way?)",
-                ));
-            }
-            if count != decisions.len() as u64 || decisions.len() != offered {
-                return Err(fail(
-                    Kind::Protocol,
-                    format!(
-                        "plan_end counts {count} decisions; {} arrived for {offered} entries",
-                        decisions.len()
-                    ),
-                ));
-            }
-        }
-        other => return Err(unexpected("plan_end", &other)),
+    let too_many = || {
+        fail(
+            Kind::Protocol,
+            format!("the plan has more decisions than the {offered} entries offered"),
+        )
+    };
+    let decisions = read_list(
+        reader,
+        transfer.plan_mac(),
+        "plan",
+        (offered, &too_many),
+        |message| match message {
+            Message::Plan { entries, more } => Ok((entries, more)),
+            other => Err(other),
+        },
+        |message| match message {
+            Message::PlanEnd { count, mac } => Ok((count, mac)),
+            other => Err(other),
+        },
+    )?;
+    if decisions.len() != offered {
+        return Err(fail(
+            Kind::Protocol,
+            format!(
+                "the plan has {} decisions for {offered} entries",
+                decisions.len()
+            ),
+        ));
     }
     Ok(decisions)
 }

@@ -21,7 +21,7 @@ use anyhow::Result;
 pub use self::plan::Claims;
 use super::Tally;
 use super::offer::read_offer;
-use crate::error::{Kind, fail, wire_code};
+use crate::error::{Kind, fail};
 use crate::fs::sink::TargetDir;
 use crate::pool::Pool;
 use crate::proto::message::Message;
@@ -75,14 +75,8 @@ pub fn session<R: Read, W: Write + Send>(
         settings,
     };
     let result = receive(conn, &shared, tally);
-    if let Err(err) = &result
-        && let Some(code) = wire_code(err)
-    {
-        let message = Message::error(code, format!("{err:#}"));
-        let _ = conn
-            .writer
-            .write_message(&message)
-            .and_then(|()| conn.writer.flush());
+    if let Err(err) = &result {
+        super::tell_peer(&mut conn.writer, err);
     }
     result
 }

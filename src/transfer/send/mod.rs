@@ -22,7 +22,7 @@ use anyhow::Result;
 use self::stream::{Piece, ToSend};
 use super::offer::{read_plan, write_offer};
 use super::{Outbox, Tally};
-use crate::error::{Kind, fail, wire_code};
+use crate::error::{Kind, fail};
 use crate::pool::Pool;
 use crate::proto::hash::Digest;
 use crate::proto::message::{Decision, EntryKind, ErrorCode, Message};
@@ -91,15 +91,8 @@ pub fn session<R: Read + Send, W: Write>(
     tally: &mut Tally,
 ) -> Result<()> {
     let result = send(conn, outbox, tally);
-    if let Err(err) = &result
-        && let Some(code) = wire_code(err)
-    {
-        // Tell the receiver why, where the connection still allows it.
-        let message = Message::error(code, format!("{err:#}"));
-        let _ = conn
-            .writer
-            .write_message(&message)
-            .and_then(|()| conn.writer.flush());
+    if let Err(err) = &result {
+        super::tell_peer(&mut conn.writer, err);
     }
     result
 }
