@@ -95,6 +95,7 @@ pub fn receiver_session(data: &[u8]) {
         &Destination::Dir(target),
         &Claims::default(),
         settings,
+        None,
         &mut tally,
     );
     let beside: Vec<_> = std::fs::read_dir(&parent).expect("readable").collect();

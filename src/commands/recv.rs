@@ -57,8 +57,9 @@ pub fn run(options: &RecvOptions) -> Result<()> {
     let destination = Arc::new(destination);
     let claims = Arc::new(Claims::default());
     let settings = options.settings;
-    let session: super::Session =
-        Arc::new(move |conn, tally| recv::session(conn, &destination, &claims, settings, tally));
+    let session: super::Session = Arc::new(move |conn, tally| {
+        recv::session(conn, &destination, &claims, settings, None, tally)
+    });
     let result = run_link(&options.peering, Role::Receiver, None, "received", session);
     drop(lock);
     result

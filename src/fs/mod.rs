@@ -8,7 +8,9 @@
 //! [`Refusal`]: the wire code and a message already safe to print.
 
 pub mod beneath;
+pub mod home;
 pub mod path;
+pub mod quota;
 pub mod sink;
 pub mod source;
 

@@ -81,6 +81,11 @@ impl TargetDir {
         Ok(TargetDir { root })
     }
 
+    /// A target directory already opened (a directory of a user's home).
+    pub fn from_fd(root: OwnedFd) -> Self {
+        TargetDir { root }
+    }
+
     /// Takes the directory for this process: a second receiver on the same
     /// directory is refused, naming the first, rather than both sweeping and
     /// racing over each other's temporaries. The lock is the kernel's (`flock` on

@@ -138,9 +138,10 @@ impl PartFile {
         Ok(())
     }
 
-    /// Bytes in the file so far.
-    pub fn written(&self) -> u64 {
-        self.written
+    /// The bytes this file leaves on disk if it is dropped now: its length when it
+    /// is resumable partial data (kept), else nothing.
+    pub fn left_behind(&self) -> Option<u64> {
+        self.keep.then_some(self.written)
     }
 
     /// Makes the file durable under its final name: mode and time applied, flushed

@@ -26,8 +26,9 @@ const RESOLVER_DIRS: usize = 256;
 /// What is at an offered file's final name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Placement {
-    /// Nothing (or something `--overwrite` will replace): receive it.
-    Free,
+    /// Nothing, or something `--overwrite` will replace (a regular file of this
+    /// many bytes, when it is one): receive it.
+    Free(Option<u64>),
     /// A regular file of the offered size and time: it counts as delivered.
     Same,
 }
@@ -60,10 +61,10 @@ impl<'a> Resolver<'a> {
     ) -> Result<Placement, Refusal> {
         let (parents, name) = split_last(components);
         let Some(parent) = self.walk(parents, false)? else {
-            return Ok(Placement::Free); // parents do not exist yet: they will be created
+            return Ok(Placement::Free(None)); // parents do not exist yet: they will be created
         };
         let stat = match beneath::stat(&*parent, name) {
-            Ok(None) => return Ok(Placement::Free),
+            Ok(None) => return Ok(Placement::Free(None)),
             Ok(Some(stat)) => stat,
             Err(err) => return Err(Refusal::io(path, "cannot inspect the target", err)),
         };
@@ -72,7 +73,8 @@ impl<'a> Resolver<'a> {
                 ErrorCode::Exists,
                 format!("{}: a directory of that name exists", escape(path)),
             )),
-            _ if overwrite => Ok(Placement::Free),
+            FileType::RegularFile if overwrite => Ok(Placement::Free(Some(stat.st_size as u64))),
+            _ if overwrite => Ok(Placement::Free(None)),
             FileType::RegularFile
                 if offered.0 == Some(stat.st_size as u64)
                     && offered.1.is_some_and(|mtime| mtime as i64 == stat.st_mtime) =>

@@ -58,7 +58,11 @@ pub fn read_entries<R: Read>(
                     why: format!("the sender gave up on it: {}", escape(&message)),
                 };
                 // Through the disk thread, so outcomes are reported in entry order.
-                jobs.send(Job::GaveUp(failed)).map_err(|_| disk_gone())?;
+                jobs.send(Job::GaveUp {
+                    index: next,
+                    outcome: failed,
+                })
+                .map_err(|_| disk_gone())?;
                 continue;
             }
             (

@@ -20,7 +20,9 @@ use super::plan::{Claim, Planned};
 use super::{Destination, Shared};
 use crate::error::{Classify, Kind};
 use crate::fs::Refusal;
+use crate::fs::home::Footprint;
 use crate::fs::path::check_path;
+use crate::fs::quota::Reservation;
 use crate::fs::sink::{PartFile, Resolver, Resume, StdoutSink, TargetDir};
 use crate::pool::Giver;
 use crate::proto::hash::Digest;
@@ -55,8 +57,9 @@ pub enum Job {
         index: usize,
         verdict: Result<Arrived, Refusal>,
     },
-    /// The sender gave up an entry before its data: report it (it gets no answer).
-    GaveUp(FileOutcome),
+    /// The sender gave up entry `index` before its data: report it (it gets no
+    /// answer); nothing changed on disk.
+    GaveUp { index: usize, outcome: FileOutcome },
 }
 
 /// A complete file that verified.
@@ -81,13 +84,13 @@ pub fn run<W: Write>(
     giver: Giver,
     writer: &mut FrameWriter<W>,
     planned: &[Planned],
-    claims: Vec<Option<Claim<'_>>>,
+    holds: Vec<Holds<'_>>,
     shared: &Shared<'_>,
     tally: &Tally,
 ) -> Result<()> {
     let answers = Answers {
         planned,
-        claims: RefCell::new(claims),
+        holds: RefCell::new(holds),
         shared,
         tally,
     };
@@ -95,7 +98,7 @@ pub fn run<W: Write>(
         Destination::Dir(target) => Some(target.resolver()),
         Destination::Stdout => None,
     };
-    let mut open: Option<Landing> = None;
+    let mut open: Option<(usize, Landing)> = None;
     let mut group = Group::default();
     loop {
         let job = match jobs.recv_timeout(GROUP_WAIT) {
@@ -108,22 +111,22 @@ pub fn run<W: Write>(
         };
         match job {
             Job::Open { index, offset } => {
-                open = Some(open_landing(
-                    &planned[index],
-                    offset,
-                    resolver.as_mut(),
-                    shared,
-                )?);
+                let landing = open_landing(&planned[index], offset, resolver.as_mut(), shared)?;
+                open = Some((index, landing));
             }
             Job::Write { buffer, range } => {
-                if let Some(landing) = &mut open {
+                if let Some((index, landing)) = &mut open {
+                    answers.charge_stream(*index, landing, range.len() as u64);
                     landing.write(&buffer[range])?;
                 }
                 giver.give(buffer);
             }
-            Job::GaveUp(failed) => tally.record(failed),
+            Job::GaveUp { index, outcome } => {
+                tally.record(outcome);
+                answers.settle(index, Settled::Unchanged);
+            }
             Job::Close { index, verdict } => {
-                let landing = open
+                let (_, landing) = open
                     .take()
                     .expect("the socket thread opens before it closes");
                 answers.close(index, verdict, landing, &mut group, writer)?;
@@ -139,11 +142,25 @@ struct Group {
     bytes: u64,
 }
 
+/// What an entry holds until it is done: its claim on its path (released just
+/// before its answer) and its room in the user's quota (settled when its fate on
+/// disk is known).
+pub type Holds<'c> = (Option<Claim<'c>>, Option<Reservation>);
+
+/// What an entry left on disk, for its quota.
+enum Settled {
+    /// Nothing changed (given up before data, or removed again).
+    Unchanged,
+    /// Partial data of this many bytes stays for a later session.
+    Partial(u64),
+    /// The whole file of this many bytes is in place.
+    Whole(u64),
+}
+
 /// Answering entries: what that needs besides the writer.
 struct Answers<'a, 'c> {
     planned: &'a [Planned<'c>],
-    /// Each entry's claim on its path, released just before its answer.
-    claims: RefCell<Vec<Option<Claim<'c>>>>,
+    holds: RefCell<Vec<Holds<'c>>>,
     shared: &'a Shared<'a>,
     tally: &'a Tally,
 }
@@ -166,10 +183,14 @@ impl Answers<'_, '_> {
                 // is kept for a later session to resume.
                 if matches!(refusal.code, ErrorCode::Checksum | ErrorCode::Mac) {
                     landing.discard();
+                    self.settle(index, Settled::Unchanged);
+                } else {
+                    self.settle(index, landing.left_behind());
                 }
                 return self.answer_now(writer, index, Err(refusal));
             }
             (Ok(_), Landing::Part(Err(refusal))) => {
+                self.settle(index, Settled::Unchanged);
                 return self.answer_now(writer, index, Err(refusal));
             }
             (Ok(arrived), Landing::Stdout(_)) => {
@@ -180,9 +201,11 @@ impl Answers<'_, '_> {
         if arrived.size >= GROUP_BYTES {
             // Alone: fsync of the file itself, no group to wait for.
             let result = part.commit(entry.mode, entry.mtime, self.shared.settings.overwrite);
+            self.settle(index, settled_by(&result, arrived.size));
             return self.answer_now(writer, index, result.map(|()| arrived));
         }
         if let Err(refusal) = part.seal(entry.mode, entry.mtime) {
+            self.settle(index, Settled::Unchanged);
             return self.answer_now(writer, index, Err(refusal));
         }
         group.files.push(Waiting {
@@ -212,9 +235,42 @@ impl Answers<'_, '_> {
         group.bytes = 0;
         let results = target.commit_all(parts, self.shared.settings.overwrite);
         for ((index, arrived), result) in done.into_iter().zip(results) {
+            self.settle(index, settled_by(&result, arrived.size));
             self.send(writer, index, result.map(|()| arrived))?;
         }
         writer.flush()
+    }
+
+    /// Settles entry `index`'s quota with what it left on disk (nothing to do
+    /// without a quota).
+    fn settle(&self, index: usize, settled: Settled) {
+        let Some(reservation) = self.holds.borrow_mut()[index].1.take() else {
+            return;
+        };
+        let replaced = self.planned[index].replaces;
+        let after = match settled {
+            Settled::Unchanged => replaced,
+            Settled::Partial(bytes) => Footprint {
+                bytes: replaced.bytes + bytes,
+                files: replaced.files + 1,
+            },
+            Settled::Whole(bytes) => Footprint { bytes, files: 1 },
+        };
+        reservation.settle(after);
+    }
+
+    /// Charges the bytes of a stream (size unknown when planned) to the quota as
+    /// they arrive; one that crosses it fails with `quota`, and nothing of it stays.
+    fn charge_stream(&self, index: usize, landing: &mut Landing, bytes: u64) {
+        let entry = &self.planned[index].entry;
+        if entry.size.is_some() {
+            return; // reserved whole when planned
+        }
+        if let Some(reservation) = &mut self.holds.borrow_mut()[index].1
+            && let Err(refusal) = reservation.charge(&entry.path, bytes)
+        {
+            std::mem::replace(landing, Landing::Part(Err(refusal))).discard();
+        }
     }
 
     fn answer_now<W: Write>(
@@ -237,7 +293,7 @@ impl Answers<'_, '_> {
         let path = &self.planned[index].entry.path;
         // The file is final (or gone) now: another session may take its path, and
         // whoever sees this acknowledgement finds it there.
-        self.claims.borrow_mut()[index] = None;
+        self.holds.borrow_mut()[index].0 = None;
         let transfer = self.shared.transfer;
         let reply = match outcome {
             Ok(arrived) => {
@@ -338,6 +394,24 @@ impl Landing {
         if let Landing::Part(Ok(part)) = self {
             part.discard();
         }
+    }
+
+    /// What dropping this landing leaves on disk.
+    fn left_behind(self) -> Settled {
+        match &self {
+            Landing::Part(Ok(part)) => part
+                .left_behind()
+                .map_or(Settled::Unchanged, Settled::Partial),
+            _ => Settled::Unchanged,
+        }
+    }
+}
+
+/// What a commit's result leaves on disk.
+fn settled_by(result: &Result<(), Refusal>, size: u64) -> Settled {
+    match result {
+        Ok(()) => Settled::Whole(size),
+        Err(_) => Settled::Unchanged,
     }
 }
 

@@ -22,6 +22,7 @@ pub use self::plan::Claims;
 use super::Tally;
 use super::offer::read_offer;
 use crate::error::{Kind, fail};
+use crate::fs::quota::Account;
 use crate::fs::sink::TargetDir;
 use crate::pool::Pool;
 use crate::proto::message::Message;
@@ -55,6 +56,8 @@ pub struct Shared<'a> {
     pub destination: &'a Destination,
     pub claims: &'a Claims,
     pub settings: Settings,
+    /// The user's quota, on a server.
+    pub quota: Option<&'a Account>,
 }
 
 /// Runs one transfer as the receiver on `conn` (a transfer connection's only one,
@@ -65,6 +68,7 @@ pub fn session<R: Read, W: Write + Send>(
     destination: &Destination,
     claims: &Claims,
     settings: Settings,
+    quota: Option<&Account>,
     tally: &mut Tally,
 ) -> Result<()> {
     let transfer = conn.negotiated.begin_transfer();
@@ -73,6 +77,7 @@ pub fn session<R: Read, W: Write + Send>(
         destination,
         claims,
         settings,
+        quota,
     };
     let result = receive(conn, &shared, tally);
     if let Err(err) = &result {
@@ -98,8 +103,12 @@ fn receive<R: Read, W: Write + Send>(
         .map(|p| p.entry.size.map(|size| size - p.resume_offset()))
         .sum::<Option<u64>>();
     tally.reporter_mut().start_bar(total);
-    // The disk thread releases each path as soon as its file is done.
-    let claims = planned.iter_mut().map(|p| p.claim.take()).collect();
+    // The disk thread releases each path, and settles its quota, as soon as its
+    // file is done.
+    let claims = planned
+        .iter_mut()
+        .map(|p| (p.claim.take(), p.reservation.take()))
+        .collect();
     let (tally, planned) = (&*tally, &planned);
     let disk_writer: &mut FrameWriter<W> = writer;
     let (read_result, disk_result) = std::thread::scope(|scope| {

@@ -15,7 +15,9 @@ use indicatif::HumanBytes;
 use super::{Destination, Shared};
 use crate::error::refused;
 use crate::fs::Refusal;
+use crate::fs::home::Footprint;
 use crate::fs::path::check_path;
+use crate::fs::quota::Reservation;
 use crate::fs::sink::{Placement, Resolver};
 use crate::proto::hash::Hasher;
 use crate::proto::message::{Decision, Entry, EntryKind, ErrorCode};
@@ -70,6 +72,10 @@ pub struct Planned<'c> {
     pub resume_from: Option<Box<(u64, Hasher)>>,
     /// Keeps other sessions of this process off the same path until we are done.
     pub claim: Option<Claim<'c>>,
+    /// Room held in the user's quota until the entry settles (a server's `put`).
+    pub reservation: Option<Reservation>,
+    /// What an existing file this entry replaces holds (it counts until replaced).
+    pub replaces: Footprint,
 }
 
 impl Planned<'_> {
@@ -80,6 +86,8 @@ impl Planned<'_> {
             accepted_dir: false,
             resume_from: None,
             claim: None,
+            reservation: None,
+            replaces: Footprint::default(),
         }
     }
 
@@ -185,7 +193,12 @@ impl<'c> Decider<'_, 'c> {
                 };
                 (Planned::skipped(entry), skip)
             }
-            Ok(Decided::File { resume_from, claim }) => {
+            Ok(Decided::File {
+                resume_from,
+                claim,
+                reservation,
+                replaces,
+            }) => {
                 let decision = match &resume_from {
                     Some(resume) => send_from(resume.0, Some(&resume.1)),
                     None => send_from(0, None),
@@ -194,6 +207,8 @@ impl<'c> Decider<'_, 'c> {
                     expects_data: true,
                     resume_from,
                     claim: Some(claim),
+                    reservation,
+                    replaces,
                     ..Planned::skipped(entry)
                 };
                 (planned, decision)
@@ -236,9 +251,11 @@ impl<'c> Decider<'_, 'c> {
             settings.overwrite,
             (entry.size, entry.mtime),
         )?;
-        if placement == Placement::Same {
-            return Ok(Decided::Same);
-        }
+        let replaces = match placement {
+            Placement::Same => return Ok(Decided::Same),
+            Placement::Free(Some(bytes)) => Footprint { bytes, files: 1 },
+            Placement::Free(None) => Footprint::default(),
+        };
         let mut resume_from = None;
         if let Some(size) = entry.size {
             if settings.resume {
@@ -263,7 +280,33 @@ impl<'c> Decider<'_, 'c> {
                 })?;
             }
         }
-        Ok(Decided::File { resume_from, claim })
+        let reservation = match self.shared.quota {
+            Some(account) => {
+                let partial =
+                    resume_from
+                        .as_ref()
+                        .map_or(Footprint::default(), |resume| Footprint {
+                            bytes: resume.0,
+                            files: 1,
+                        });
+                let before = Footprint {
+                    bytes: partial.bytes + replaces.bytes,
+                    files: partial.files + replaces.files,
+                };
+                let after = Footprint {
+                    bytes: entry.size.unwrap_or(0),
+                    files: 1,
+                };
+                Some(account.reserve(&entry.path, before, after)?)
+            }
+            None => None,
+        };
+        Ok(Decided::File {
+            resume_from,
+            claim,
+            reservation,
+            replaces,
+        })
     }
 }
 
@@ -274,5 +317,7 @@ enum Decided<'c> {
     File {
         resume_from: Option<Box<(u64, Hasher)>>,
         claim: Claim<'c>,
+        reservation: Option<Reservation>,
+        replaces: Footprint,
     },
 }

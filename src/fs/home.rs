@@ -1,0 +1,585 @@
+//! A user's home on a server: every path of every request resolved beneath the
+//! home's descriptor, one component at a time, never following a symlink (see
+//! `beneath`), for reading and listing as well as for writing. To the server a
+//! symlink, a FIFO or a device is a leaf of kind `other`: listed, never opened.
+//! The answers of `PROTOCOL.md` section 9's table come from here, as [`Refusal`]s.
+//!
+//! Also the safe source of `get` ([`Fetch`], an [`Outbox`]), the usage scan a quota
+//! starts from, and the request operations `mkdir`, `remove` and `rename`.
+
+use std::fs::File;
+use std::os::fd::OwnedFd;
+use std::path::Path;
+
+use anyhow::Result;
+use rustix::fs::{AtFlags, FileType, Mode, OFlags, RenameFlags, Stat};
+use rustix::io::Errno;
+
+use super::beneath::{self, kind};
+use super::path::{check_request_path, is_reserved_bytes};
+use super::sink::TargetDir;
+use super::{Refusal, path::PathRefusal};
+use crate::error::{Classify, Kind};
+use crate::proto::message::{Entry, EntryKind, ErrorCode, Item, ItemKind};
+use crate::transfer::{Input, Outbox};
+use crate::ui::escape::escape;
+
+/// Permission bits shown in listings and carried in offers.
+const PERMISSION_BITS: u32 = 0o777;
+
+/// A user's home, held open.
+pub struct Home {
+    root: OwnedFd,
+}
+
+/// Bytes and files in a home (partial files included).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Footprint {
+    pub bytes: u64,
+    pub files: u64,
+}
+
+impl Home {
+    /// Opens `home` beneath the server's root `root` without following links (a
+    /// home swapped for a symlink is refused, not followed), creating it if asked.
+    pub fn open(root: &OwnedFd, home: &Path, create: bool) -> Result<Home, Refusal> {
+        let components: Vec<&str> = home
+            .components()
+            .map(|c| c.as_os_str().to_str().unwrap_or("\u{0}"))
+            .collect();
+        match beneath::walk(root, &components, create)? {
+            Some(root) => Ok(Home { root }),
+            None => Err(Refusal::new(
+                ErrorCode::NotFound,
+                format!("home {} does not exist", home.display()),
+            )),
+        }
+    }
+
+    /// The home from a descriptor already opened (a single-user server's root).
+    pub fn from_fd(root: OwnedFd) -> Home {
+        Home { root }
+    }
+
+    fn dup(&self) -> Result<OwnedFd, Refusal> {
+        rustix::io::dup(&self.root).map_err(|err| Refusal::io("", "cannot open the home", err))
+    }
+
+    /// Resolves `path`: its parent directory and its last name, and what is there
+    /// (`None`: nothing). `""` is the home itself (parent: the home, name ".").
+    fn resolve(&self, path: &str) -> Result<(OwnedFd, String, Option<Stat>), Refusal> {
+        let components = checked(path)?;
+        let Some((name, parents)) = components.split_last() else {
+            let home = self.dup()?;
+            let stat = rustix::fs::fstat(&home)
+                .map_err(|err| Refusal::io("", "cannot inspect the home", err))?;
+            return Ok((home, ".".into(), Some(stat)));
+        };
+        let parent = self.parent(path, parents)?;
+        let stat = beneath::stat(&parent, *name)
+            .map_err(|err| Refusal::io(path, "cannot inspect", err))?;
+        Ok((parent, name.to_string(), stat))
+    }
+
+    /// The directory `parents` beneath the home: a missing one, or one that is not
+    /// a directory (a file, a symlink), is `not_found`.
+    fn parent(&self, path: &str, parents: &[&str]) -> Result<OwnedFd, Refusal> {
+        let home = self.dup()?;
+        match beneath::walk(&home, parents, false) {
+            Ok(Some(dir)) => Ok(dir),
+            Ok(None) => Err(not_found(path)),
+            Err(refusal) if refusal.code != ErrorCode::Io => Err(not_found(path)),
+            Err(refusal) => Err(refusal),
+        }
+    }
+
+    /// The directory `path` (for `put`): missing or not a directory is `not_found`.
+    pub fn target(&self, path: &str) -> Result<TargetDir, Refusal> {
+        let (parent, name, stat) = self.resolve(path)?;
+        match stat {
+            Some(stat) if kind(&stat) == FileType::Directory => {}
+            _ => return Err(not_found(path)),
+        }
+        let dir = if name == "." {
+            parent
+        } else {
+            beneath::open_dir(&parent, name.as_str()).map_err(|_| not_found(path))?
+        };
+        Ok(TargetDir::from_fd(dir))
+    }
+
+    /// `list`: the children of a directory, sorted by name, or the one item `path`
+    /// is. The server's own temporary files are not shown.
+    pub fn list(
+        &self,
+        path: &str,
+        mut each: impl FnMut(Item) -> Result<()>,
+    ) -> Result<(), ListError> {
+        let (parent, name, stat) = self.resolve(path)?;
+        let Some(stat) = stat else {
+            return Err(not_found(path).into());
+        };
+        if kind(&stat) != FileType::Directory {
+            return Ok(each(item(&name, &stat))?);
+        }
+        let dir = if name == "." {
+            parent
+        } else {
+            beneath::open_dir(&parent, name.as_str())
+                .map_err(|err| Refusal::io(path, "cannot open", err))?
+        };
+        for (child, stat) in children(&dir).map_err(|err| Refusal::io(path, "cannot list", err))? {
+            each(item(&child, &stat))?;
+        }
+        Ok(())
+    }
+
+    /// `mkdir`: makes `path` and missing parents; an existing directory is fine.
+    pub fn mkdir(&self, path: &str) -> Result<(), Refusal> {
+        let components = checked(path)?;
+        if components.is_empty() {
+            return Ok(()); // the home exists
+        }
+        let home = self.dup()?;
+        match beneath::walk(&home, &components, true) {
+            Ok(_) => Ok(()),
+            // A symlink or a file on the way: something that is not a directory.
+            Err(refusal) if refusal.code == ErrorCode::BadPath => {
+                Err(Refusal::new(ErrorCode::Exists, refusal.message))
+            }
+            Err(refusal) => Err(refusal),
+        }
+    }
+
+    /// `remove`: a file, a symlink-free empty directory; never the home itself.
+    pub fn remove(&self, path: &str) -> Result<(), Refusal> {
+        if path.is_empty() {
+            return Err(Refusal::new(
+                ErrorCode::BadPath,
+                "the home itself cannot be removed",
+            ));
+        }
+        let (parent, name, stat) = self.resolve(path)?;
+        let stat = stat.ok_or_else(|| not_found(path))?;
+        let flags = match kind(&stat) {
+            FileType::RegularFile => AtFlags::empty(),
+            FileType::Directory => AtFlags::REMOVEDIR,
+            other => return Err(denied_kind(path, other)),
+        };
+        match rustix::fs::unlinkat(&parent, name.as_str(), flags) {
+            Ok(()) => Ok(()),
+            Err(Errno::NOTEMPTY | Errno::EXIST) => Err(Refusal::new(
+                ErrorCode::Denied,
+                format!("{}: the directory is not empty", escape(path)),
+            )),
+            Err(Errno::NOENT) => Err(not_found(path)),
+            Err(err) => Err(Refusal::io(path, "cannot remove", err)),
+        }
+    }
+
+    /// `rename`: a file or directory to a name that does not exist, within the home.
+    pub fn rename(&self, from: &str, to: &str) -> Result<(), Refusal> {
+        if from.is_empty() || to.is_empty() {
+            return Err(Refusal::new(
+                ErrorCode::BadPath,
+                "the home itself cannot be renamed",
+            ));
+        }
+        checked(from)?;
+        checked(to)?;
+        if to.starts_with(&format!("{from}/")) {
+            return Err(Refusal::new(
+                ErrorCode::BadPath,
+                format!("{} lies inside {}", escape(to), escape(from)),
+            ));
+        }
+        let (from_dir, from_name, stat) = self.resolve(from)?;
+        match stat.map(|stat| kind(&stat)) {
+            None => return Err(not_found(from)),
+            Some(FileType::RegularFile | FileType::Directory) => {}
+            Some(other) => return Err(denied_kind(from, other)),
+        }
+        let (to_dir, to_name, existing) = self.resolve(to)?;
+        if existing.is_some() {
+            return Err(Refusal::new(
+                ErrorCode::Exists,
+                format!("{}: already exists", escape(to)),
+            ));
+        }
+        rustix::fs::renameat_with(
+            &from_dir,
+            from_name.as_str(),
+            &to_dir,
+            to_name.as_str(),
+            RenameFlags::NOREPLACE,
+        )
+        .map_err(|err| match err {
+            Errno::EXIST | Errno::NOTEMPTY => {
+                Refusal::new(ErrorCode::Exists, format!("{}: already exists", escape(to)))
+            }
+            Errno::NOENT => not_found(from),
+            err => Refusal::io(from, "cannot rename", err),
+        })
+    }
+
+    /// `get`: the paths, checked whole before anything is offered (two with the
+    /// same last component, or none, is `bad_path`; a symlink or other special file
+    /// is `denied`), then walked: each under its last component, a directory with
+    /// everything inside it but symlinks and special files.
+    pub fn fetch(&self, paths: &[String]) -> Result<Fetch, Refusal> {
+        if paths.is_empty() {
+            return Err(Refusal::new(ErrorCode::BadPath, "get names no path"));
+        }
+        let mut names = std::collections::HashSet::new();
+        let mut roots = Vec::new();
+        for path in paths {
+            let components = checked(path)?;
+            let Some(last) = components.last() else {
+                return Err(Refusal::new(
+                    ErrorCode::BadPath,
+                    "the home itself has no name to send it under; get what is in it",
+                ));
+            };
+            if !names.insert(last.to_string()) {
+                return Err(Refusal::new(
+                    ErrorCode::BadPath,
+                    format!("two paths end in {}", escape(last)),
+                ));
+            }
+            let (_, _, stat) = self.resolve(path)?;
+            let stat = stat.ok_or_else(|| not_found(path))?;
+            match kind(&stat) {
+                FileType::RegularFile | FileType::Directory => roots.push((path.clone(), stat)),
+                other => return Err(denied_kind(path, other)),
+            }
+        }
+        let mut fetch = Fetch {
+            home: self.dup()?,
+            entries: Vec::new(),
+            origins: Vec::new(),
+        };
+        for (path, stat) in roots {
+            let name = path.rsplit('/').next().unwrap_or(&path).to_string();
+            fetch.add(&path, name, &stat)?;
+        }
+        Ok(fetch)
+    }
+
+    /// Bytes and files beneath the home, partial files included, links not
+    /// followed: what a quota starts from.
+    pub fn footprint(&self) -> Footprint {
+        let mut total = Footprint::default();
+        if let Ok(home) = self.dup() {
+            scan(home, &mut total, 0);
+        }
+        total
+    }
+}
+
+/// Why a listing stopped: a refusal for the client, or the connection failing.
+pub enum ListError {
+    Refused(Refusal),
+    Failed(anyhow::Error),
+}
+
+impl From<Refusal> for ListError {
+    fn from(refusal: Refusal) -> Self {
+        ListError::Refused(refusal)
+    }
+}
+
+impl From<anyhow::Error> for ListError {
+    fn from(err: anyhow::Error) -> Self {
+        ListError::Failed(err)
+    }
+}
+
+/// The components of a request's path, or `bad_path`.
+fn checked(path: &str) -> Result<Vec<&str>, Refusal> {
+    check_request_path(path).map_err(|why: PathRefusal| {
+        Refusal::new(ErrorCode::BadPath, format!("{}: {why}", escape(path)))
+    })
+}
+
+fn not_found(path: &str) -> Refusal {
+    Refusal::new(
+        ErrorCode::NotFound,
+        format!("{}: no such file or directory", escape(path)),
+    )
+}
+
+fn denied_kind(path: &str, kind: FileType) -> Refusal {
+    let what = match kind {
+        FileType::Symlink => "a symbolic link, which the server never follows",
+        FileType::Fifo => "a named pipe",
+        FileType::Socket => "a socket",
+        FileType::CharacterDevice | FileType::BlockDevice => "a device",
+        _ => "not a regular file or directory",
+    };
+    Refusal::new(ErrorCode::Denied, format!("{}: {what}", escape(path)))
+}
+
+/// A listing item for `name` as `stat` describes it.
+fn item(name: &str, stat: &Stat) -> Item {
+    let (kind, size) = match kind(stat) {
+        FileType::RegularFile => (ItemKind::File, stat.st_size as u64),
+        FileType::Directory => (ItemKind::Dir, 0),
+        _ => (ItemKind::Other, 0),
+    };
+    Item {
+        name: name.to_string(),
+        kind,
+        size,
+        mode: Some(u64::from(stat.st_mode & PERMISSION_BITS)),
+        mtime: u64::try_from(stat.st_mtime).ok(),
+    }
+}
+
+/// A directory's children, sorted by name (bytes), links not followed; names that
+/// are not UTF-8 and the server's own temporaries are left out.
+fn children(dir: &OwnedFd) -> Result<Vec<(String, Stat)>, Errno> {
+    let mut names = Vec::new();
+    for entry in rustix::fs::Dir::read_from(dir)? {
+        let entry = entry?;
+        let bytes = entry.file_name().to_bytes();
+        if bytes == b"." || bytes == b".." || is_reserved_bytes(bytes) {
+            continue;
+        }
+        if let Ok(name) = std::str::from_utf8(bytes) {
+            names.push(name.to_string());
+        }
+    }
+    names.sort();
+    let mut items = Vec::with_capacity(names.len());
+    for name in names {
+        if let Ok(Some(stat)) = beneath::stat(dir, name.as_str()) {
+            items.push((name, stat));
+        }
+    }
+    Ok(items)
+}
+
+/// Adds up what is beneath `dir`, following no links.
+fn scan(dir: OwnedFd, total: &mut Footprint, depth: usize) {
+    let Ok(entries) = rustix::fs::Dir::read_from(&dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        if name == c"." || name == c".." {
+            continue;
+        }
+        let Ok(stat) = rustix::fs::statat(&dir, name, AtFlags::SYMLINK_NOFOLLOW) else {
+            continue;
+        };
+        match kind(&stat) {
+            FileType::RegularFile => {
+                total.bytes += stat.st_size as u64;
+                total.files += 1;
+            }
+            FileType::Directory if depth < 256 => {
+                if let Ok(child) = rustix::fs::openat(
+                    &dir,
+                    name,
+                    OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::RDONLY | OFlags::CLOEXEC,
+                    Mode::empty(),
+                ) {
+                    scan(child, total, depth + 1);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// What a `get` offers: entries read from beneath the home, never through a link.
+pub struct Fetch {
+    home: OwnedFd,
+    entries: Vec<Entry>,
+    /// For each entry, its path beneath the home.
+    origins: Vec<String>,
+}
+
+impl Fetch {
+    /// Adds `path` (beneath the home, already looked at: `stat`) as `name`, walking
+    /// into directories; symlinks and special files inside are left out.
+    fn add(&mut self, path: &str, name: String, stat: &Stat) -> Result<(), Refusal> {
+        let entry_kind = match kind(stat) {
+            FileType::RegularFile => EntryKind::File,
+            FileType::Directory => EntryKind::Dir,
+            _ => return Ok(()),
+        };
+        self.entries.push(Entry {
+            path: name.clone(),
+            kind: entry_kind,
+            size: Some(if entry_kind == EntryKind::File {
+                stat.st_size as u64
+            } else {
+                0
+            }),
+            mode: Some(u64::from(stat.st_mode & PERMISSION_BITS)),
+            mtime: u64::try_from(stat.st_mtime).ok(),
+        });
+        self.origins.push(path.to_string());
+        if entry_kind == EntryKind::Dir {
+            let components = checked(path)?;
+            let dir =
+                beneath::walk(&self.home, &components, false)?.ok_or_else(|| not_found(path))?;
+            let children = children(&dir).map_err(|err| Refusal::io(path, "cannot list", err))?;
+            for (child, stat) in children {
+                self.add(&format!("{path}/{child}"), format!("{name}/{child}"), &stat)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Outbox for Fetch {
+    fn entries(&self) -> &[Entry] {
+        &self.entries
+    }
+
+    fn open(&self, index: usize) -> Result<Box<dyn Input>> {
+        let path = &self.origins[index];
+        let components = checked(path).map_err(anyhow::Error::new)?;
+        let (name, parents) = components.split_last().expect("a fetched path has a name");
+        let dir = beneath::walk(&self.home, parents, false)
+            .map_err(anyhow::Error::new)?
+            .ok_or_else(|| anyhow::Error::new(not_found(path)))
+            .classify(Kind::Io)?;
+        let fd = beneath::open_file(&dir, name)
+            .map_err(|err| anyhow::Error::new(Refusal::io(path, "cannot open", err)))
+            .classify(Kind::Io)?;
+        Ok(Box::new(File::from(fd)))
+    }
+
+    fn rereadable(&self, _index: usize) -> bool {
+        true
+    }
+
+    fn shown(&self, index: usize) -> String {
+        escape(&self.origins[index]).into_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn home() -> (tempfile::TempDir, Home) {
+        let dir = tempfile::tempdir().unwrap();
+        let fd = rustix::fs::open(
+            dir.path(),
+            OFlags::DIRECTORY | OFlags::RDONLY,
+            Mode::empty(),
+        )
+        .unwrap();
+        (dir, Home::from_fd(fd))
+    }
+
+    fn code<T>(result: Result<T, Refusal>) -> ErrorCode {
+        result.err().expect("a refusal").code
+    }
+
+    #[test]
+    fn the_answers_of_the_request_table() {
+        let (dir, home) = home();
+        std::fs::create_dir_all(dir.path().join("d/e")).unwrap();
+        std::fs::write(dir.path().join("f"), b"file").unwrap();
+        std::fs::write(dir.path().join("d/x"), b"x").unwrap();
+        std::os::unix::fs::symlink("/etc", dir.path().join("link")).unwrap();
+
+        // Anything: a parent that is missing or not a directory.
+        assert_eq!(code(home.remove("nope/x")), ErrorCode::NotFound);
+        assert_eq!(code(home.remove("f/x")), ErrorCode::NotFound);
+        assert_eq!(code(home.remove("link/passwd")), ErrorCode::NotFound);
+        // get/remove of a symlink: denied.
+        assert_eq!(code(home.fetch(&["link".into()])), ErrorCode::Denied);
+        assert_eq!(code(home.remove("link")), ErrorCode::Denied);
+        // get: two paths with one last component, or none.
+        assert_eq!(
+            code(home.fetch(&["f".into(), "d/f".into()])),
+            ErrorCode::BadPath
+        );
+        assert_eq!(code(home.fetch(&[])), ErrorCode::BadPath);
+        // put into a missing directory or a file.
+        assert_eq!(code(home.target("nope")), ErrorCode::NotFound);
+        assert_eq!(code(home.target("f")), ErrorCode::NotFound);
+        assert!(home.target("").is_ok());
+        // mkdir: existing dir fine; something else in the way is exists.
+        home.mkdir("d").unwrap();
+        home.mkdir("d/new/deeper").unwrap();
+        assert_eq!(code(home.mkdir("f")), ErrorCode::Exists);
+        assert_eq!(code(home.mkdir("f/sub")), ErrorCode::Exists);
+        assert_eq!(code(home.mkdir("link/sub")), ErrorCode::Exists);
+        // remove: non-empty dir denied; the home bad_path.
+        assert_eq!(code(home.remove("d")), ErrorCode::Denied);
+        assert_eq!(code(home.remove("")), ErrorCode::BadPath);
+        home.remove("d/new/deeper").unwrap();
+        // rename: names first, then the disk.
+        assert_eq!(code(home.rename("", "x")), ErrorCode::BadPath);
+        assert_eq!(code(home.rename("d", "d/e/inside")), ErrorCode::BadPath);
+        assert_eq!(code(home.rename("missing", "x")), ErrorCode::NotFound);
+        assert_eq!(code(home.rename("link", "x")), ErrorCode::Denied);
+        assert_eq!(code(home.rename("f", "d")), ErrorCode::Exists);
+        home.rename("f", "d/e/g").unwrap();
+        assert_eq!(std::fs::read(dir.path().join("d/e/g")).unwrap(), b"file");
+        // Escapes are bad paths.
+        assert_eq!(code(home.remove("../x")), ErrorCode::BadPath);
+        assert_eq!(code(home.remove("/etc/passwd")), ErrorCode::BadPath);
+    }
+
+    #[test]
+    fn listings_are_sorted_and_never_follow_links() {
+        let (dir, home) = home();
+        std::fs::write(dir.path().join("b"), b"bb").unwrap();
+        std::fs::create_dir(dir.path().join("a")).unwrap();
+        std::os::unix::fs::symlink("/etc", dir.path().join("c")).unwrap();
+        std::fs::write(dir.path().join(".xfer-0011.part"), b"temp").unwrap();
+        let mut items = Vec::new();
+        let listed = home.list("", |item| {
+            items.push(item);
+            Ok(())
+        });
+        assert!(listed.is_ok());
+        let shown: Vec<_> = items
+            .iter()
+            .map(|i| (i.name.as_str(), i.kind, i.size))
+            .collect();
+        assert_eq!(
+            shown,
+            [
+                ("a", ItemKind::Dir, 0),
+                ("b", ItemKind::File, 2),
+                ("c", ItemKind::Other, 0)
+            ]
+        );
+        let mut one = Vec::new();
+        assert!(
+            home.list("c", |item| {
+                one.push(item);
+                Ok(())
+            })
+            .is_ok()
+        );
+        assert_eq!(one[0].kind, ItemKind::Other);
+        assert!(
+            matches!(home.list("c/passwd", |_| Ok(())), Err(ListError::Refused(r)) if r.code == ErrorCode::NotFound)
+        );
+    }
+
+    #[test]
+    fn a_fetch_walks_directories_and_leaves_links_out() {
+        let (dir, home) = home();
+        std::fs::create_dir_all(dir.path().join("photos/2024")).unwrap();
+        std::fs::write(dir.path().join("photos/2024/a.jpg"), b"a").unwrap();
+        std::os::unix::fs::symlink("/etc/passwd", dir.path().join("photos/pw")).unwrap();
+        let fetch = home.fetch(&["photos".into()]).unwrap();
+        let names: Vec<_> = fetch.entries().iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(names, ["photos", "photos/2024", "photos/2024/a.jpg"]);
+        let mut content = String::new();
+        std::io::Read::read_to_string(&mut fetch.open(2).unwrap(), &mut content).unwrap();
+        assert_eq!(content, "a");
+        assert_eq!(home.footprint(), Footprint { bytes: 1, files: 1 });
+    }
+}
