@@ -76,7 +76,7 @@ impl Home {
             return Ok((home, ".".into(), Some(stat)));
         };
         let parent = self.parent(path, parents)?;
-        let stat = beneath::stat(&parent, *name)
+        let stat = beneath::stat(&parent, name)
             .map_err(|err| Refusal::io(path, "cannot inspect", err))?;
         Ok((parent, name.to_string(), stat))
     }
