@@ -180,8 +180,8 @@ impl fmt::Display for PeerSaid {
 
 impl std::error::Error for PeerSaid {}
 
-/// Whether `err` is (or wraps) what the peer reported.
-fn said_by_peer(err: &anyhow::Error) -> bool {
+/// Whether `err` is (or wraps) what the peer reported in an error frame.
+pub fn said_by_peer(err: &anyhow::Error) -> bool {
     let mut layer: Option<&(dyn std::error::Error + 'static)> = Some(err.as_ref());
     while let Some(current) = layer {
         if current.downcast_ref::<PeerSaid>().is_some() {

@@ -11,6 +11,7 @@
 //! [`fuzzing`] holds the fuzz targets' properties and is not an interface.
 
 pub mod cli;
+pub mod client;
 pub mod commands;
 pub mod error;
 pub mod fs;
@@ -21,5 +22,6 @@ pub mod net;
 pub mod password;
 pub mod pool;
 pub mod proto;
+pub mod serve;
 pub mod transfer;
 pub mod ui;

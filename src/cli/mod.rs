@@ -57,8 +57,24 @@ pub enum Command {
     /// Receive files: listen on a port (or connect to a listening sender) and write
     /// what arrives into a directory.
     Recv(RecvArgs),
+    /// Serve files to several users: each logs in with their own key, is confined
+    /// to a home beneath DIR, and has a quota.
+    Serve(ServeArgs),
+    /// Download files and directories from a server.
+    Get(GetArgs),
+    /// List a directory on a server (or show usage against the quota).
+    #[command(disable_help_flag = true)]
+    Ls(LsArgs),
+    /// Make a directory (and its parents) on a server.
+    Mkdir(RemotePathArgs),
+    /// Remove a file or an empty directory on a server.
+    Rm(RemotePathArgs),
+    /// Rename a file or directory on a server.
+    Mv(MvArgs),
     /// Make a new random key (256 bits, as 64 hex digits).
     Keygen(KeygenArgs),
+    /// Derive a user's key from a password, for a server's users file.
+    Passwd(PasswdArgs),
     /// Print shell completions (bash, zsh, fish, elvish, powershell) on stdout.
     Completions(CompletionsArgs),
     /// Print a man page (roff) on stdout, or write all of them into a directory.
@@ -265,6 +281,187 @@ pub struct RecvArgs {
 
     #[command(flatten)]
     pub output: OutputArgs,
+}
+
+/// How a client meets a server.
+#[derive(Debug, Args)]
+pub struct ClientArgs {
+    /// While nobody listens yet, keep retrying for SECS
+    #[arg(long, value_name = "SECS", default_value = "0", value_parser = values::seconds)]
+    pub wait: Duration,
+
+    /// The whole handshake must be over within SECS of connecting
+    #[arg(long, value_name = "SECS", default_value = "10", value_parser = values::positive_seconds)]
+    pub handshake_timeout: Duration,
+
+    /// Give up on a server that sends nothing we wait for, or takes nothing we
+    /// send, for SECS
+    #[arg(long, visible_alias = "timeout", value_name = "SECS", value_parser = values::positive_seconds)]
+    pub idle_timeout: Option<Duration>,
+
+    /// At most RATE bytes per second, averaged (as for send)
+    #[arg(long, value_name = "RATE", value_parser = values::rate)]
+    pub limit_rate: Option<u64>,
+
+    /// The content hash that verifies each file: md5 (the default) or blake3
+    #[arg(long, value_enum, value_name = "HASH", env = "XFER_HASH", default_value_t = HashChoice::Md5)]
+    pub hash: HashChoice,
+
+    #[command(flatten)]
+    pub auth: AuthArgs,
+
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+const GET_EXAMPLES: &str = "\
+Examples:
+  xfer get files.example.org:9000:report.pdf --user alice        # into the current directory
+  xfer get host:9000:photos host:9000:notes.txt ~/Downloads      # a directory and a file
+  xfer get host:9000:'my docs/a file.txt' --stdout | less";
+
+#[derive(Debug, Args)]
+#[command(
+    override_usage = "xfer get [OPTIONS] HOST:PORT:PATH... [LOCAL_DIR]",
+    after_help = format!("{GET_EXAMPLES}\n\n{EXIT_CODES}"),
+)]
+pub struct GetArgs {
+    /// What to download (HOST:PORT:PATH, a path of the user's home; IPv6 hosts in
+    /// brackets, [::1]:9000:dir), then, optionally, the local directory to put it in
+    /// [default: .]
+    #[arg(value_name = "HOST:PORT:PATH... [LOCAL_DIR]", required = true, num_args = 1..)]
+    pub operands: Vec<String>,
+
+    /// Replace local files that exist
+    #[arg(long, short = 'f')]
+    pub overwrite: bool,
+
+    /// Write the one file to standard output (its bytes are out before they are verified)
+    #[arg(long, conflicts_with = "overwrite")]
+    pub stdout: bool,
+
+    /// Do not resume: discard partial data of interrupted downloads
+    #[arg(long)]
+    pub no_resume: bool,
+
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+#[derive(Debug, Args)]
+#[command(override_usage = "xfer ls [OPTIONS] HOST:PORT[:PATH]")]
+pub struct LsArgs {
+    /// The server, and the directory (or file) to list [default: the home]
+    #[arg(value_name = "HOST:PORT[:PATH]")]
+    pub target: String,
+
+    /// Long listing: kind and permissions, size, modification time (UTC), name
+    #[arg(short = 'l')]
+    pub long: bool,
+
+    /// Sizes in KiB, MiB, GiB
+    #[arg(short = 'h', long = "human-readable")]
+    pub human: bool,
+
+    /// Show the bytes and files used against the user's quota instead
+    #[arg(long)]
+    pub usage: bool,
+
+    /// Print help
+    #[arg(long, action = clap::ArgAction::Help)]
+    pub help: Option<bool>,
+
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct RemotePathArgs {
+    /// HOST:PORT:PATH on the server
+    #[arg(value_name = "HOST:PORT:PATH")]
+    pub target: String,
+
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct MvArgs {
+    /// HOST:PORT:OLD on the server
+    #[arg(value_name = "HOST:PORT:OLD")]
+    pub from: String,
+
+    /// The new path, in the same home
+    #[arg(value_name = "NEW")]
+    pub to: String,
+
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+const SERVE_EXAMPLES: &str = "\
+Examples:
+  xfer serve --root /srv/xfer --listen 9000                      # one key (printed if none)
+  xfer serve --root /srv/xfer --listen 9000 --users users.toml   # a key, home and quota per user
+  kill -HUP $(pidof xfer)                                        # read the users file again";
+
+#[derive(Debug, Args)]
+#[command(after_help = format!("{SERVE_EXAMPLES}\n\n{EXIT_CODES}"))]
+pub struct ServeArgs {
+    /// The directory the homes are in (created if missing); without --users, the one home
+    #[arg(long, value_name = "DIR")]
+    pub root: PathBuf,
+
+    /// Listen on [ADDR:]PORT (PORT alone: all interfaces; 0: any free port)
+    #[arg(long, value_name = "[ADDR:]PORT")]
+    pub listen: ListenAddr,
+
+    /// The users file (TOML: key, home, quota and limits per user); SIGHUP reads it again
+    #[arg(long, value_name = "FILE")]
+    pub users: Option<PathBuf>,
+
+    /// The name announced for keys derived from passwords [default: the host name]
+    #[arg(long, value_name = "NAME")]
+    pub realm: Option<String>,
+
+    /// Without --users: read the one key from PATH [default: $XFER_KEY; none: one is
+    /// generated and printed]
+    #[arg(long, value_name = "PATH", conflicts_with = "users")]
+    pub key_file: Option<PathBuf>,
+
+    /// Authenticated connections at once; more are refused as busy
+    #[arg(long, value_name = "N", default_value = "64", value_parser = values::count)]
+    pub max_conns: usize,
+
+    /// Connections still in the handshake from one address
+    #[arg(long, value_name = "N", default_value = "8", value_parser = values::count)]
+    pub max_pending_per_address: usize,
+
+    /// Close a connection that makes no request (or takes nothing we send) for SECS
+    #[arg(long, visible_alias = "timeout", value_name = "SECS", default_value = "300", value_parser = values::positive_seconds)]
+    pub idle_timeout: Duration,
+
+    /// The whole handshake must be over within SECS of connecting
+    #[arg(long, value_name = "SECS", default_value = "10", value_parser = values::positive_seconds)]
+    pub handshake_timeout: Duration,
+
+    /// At most RATE bytes per second per connection and direction
+    #[arg(long, value_name = "RATE", value_parser = values::rate)]
+    pub limit_rate: Option<u64>,
+
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct PasswdArgs {
+    /// The user name
+    #[arg(value_name = "NAME")]
+    pub user: String,
+
+    /// The server's realm (what `xfer serve --realm` announces; by default its host name)
+    #[arg(long, value_name = "REALM")]
+    pub realm: String,
 }
 
 #[derive(Debug, Args)]

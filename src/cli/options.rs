@@ -5,15 +5,20 @@
 use std::path::PathBuf;
 
 use super::{
-    AuthArgs, Cli, Command, HashChoice, LinkArgs, OutputArgs, RecvArgs, SecurityArgs, SendArgs,
+    AuthArgs, Cli, ClientArgs, Command, GetArgs, HashChoice, LinkArgs, LsArgs, OutputArgs,
+    RecvArgs, SecurityArgs, SendArgs, ServeArgs,
 };
+use crate::client::ClientOptions;
 use crate::commands::recv::RecvOptions;
+use crate::commands::remote::{Change, GetOptions, LsOptions};
 use crate::commands::send::SendOptions;
 use crate::commands::{AuthOptions, Encryption, Peering, Security};
 use crate::fs::source::{STDIN_OPERAND, WalkOptions};
-use crate::net::{Endpoint, Link, ServeOptions, Timeouts};
+use crate::net::{Endpoint as Host, Remote};
+use crate::net::{Link, ServeOptions, Timeouts};
 use crate::proto::handshake::valid_user;
 use crate::proto::hash::HashKind;
+use crate::serve::ServerOptions;
 use crate::transfer::recv::Settings;
 use crate::ui::report::{Json, Style};
 
@@ -22,6 +27,18 @@ use crate::ui::report::{Json, Style};
 pub enum Invocation {
     Send(SendOptions),
     Recv(RecvOptions),
+    Serve(ServerOptions),
+    Get(GetOptions),
+    Ls(LsOptions),
+    Change {
+        client: ClientOptions,
+        change: Change,
+        style: Style,
+    },
+    Passwd {
+        user: String,
+        realm: String,
+    },
     Keygen(Option<PathBuf>),
     Completions(clap_complete::Shell),
     Man {
@@ -34,6 +51,30 @@ pub fn invocation(cli: Cli) -> Result<Invocation, String> {
     Ok(match cli.command {
         Command::Send(args) => Invocation::Send(send(args)?),
         Command::Recv(args) => Invocation::Recv(recv(args)?),
+        Command::Serve(args) => Invocation::Serve(serve(args)?),
+        Command::Get(args) => Invocation::Get(get(args)?),
+        Command::Ls(args) => Invocation::Ls(ls(args)?),
+        Command::Mkdir(args) => {
+            let (host, path) = remote(&args.target, true)?;
+            change(args.client, host, Change::Mkdir(path))?
+        }
+        Command::Rm(args) => {
+            let (host, path) = remote(&args.target, true)?;
+            change(args.client, host, Change::Remove(path))?
+        }
+        Command::Mv(args) => {
+            let (host, path) = remote(&args.from, true)?;
+            change(args.client, host, Change::Rename(path, args.to))?
+        }
+        Command::Passwd(args) => {
+            if !valid_user(&args.user) {
+                return Err(format!("{:?} is not a valid user name", args.user));
+            }
+            Invocation::Passwd {
+                user: args.user,
+                realm: args.realm,
+            }
+        }
         Command::Keygen(args) => Invocation::Keygen(args.path),
         Command::Completions(args) => Invocation::Completions(args.shell),
         Command::Man(args) => Invocation::Man {
@@ -57,19 +98,14 @@ fn send(args: SendArgs) -> Result<SendOptions, String> {
         let to = to
             .to_str()
             .ok_or_else(|| format!("{to:?} is not a HOST:PORT address"))?;
-        let remote: crate::net::Remote = to
+        let remote: Remote = to
             .parse()
             .map_err(|why: String| format!("invalid address: {why}"))?;
-        if remote.path.is_some() {
-            return Err(format!(
-                "{to}: a directory after the port is for `xfer serve`, which this version \
-                 of xfer cannot talk to yet; give HOST:PORT"
-            ));
-        }
-        (
-            Some(remote.endpoint),
-            files.iter().map(PathBuf::from).collect(),
-        )
+        (Some(remote), files.iter().map(PathBuf::from).collect())
+    };
+    let (to, remote_dir) = match to {
+        Some(remote) => (Some(remote.endpoint), remote.path),
+        None => (None, None),
     };
     let stream = files.iter().any(|f| f.as_os_str() == STDIN_OPERAND);
     if stream && files.len() > 1 {
@@ -94,6 +130,7 @@ fn send(args: SendArgs) -> Result<SendOptions, String> {
             name: args.name,
         },
         compress: args.compress,
+        remote_dir,
         peering: peering(&args.link, to, args.security, args.auth, style)?,
     })
 }
@@ -127,7 +164,7 @@ fn style(output: &OutputArgs, json: Json, serving: bool) -> Style {
 
 fn peering(
     link: &LinkArgs,
-    to: Option<Endpoint>,
+    to: Option<Host>,
     security: SecurityArgs,
     auth: AuthArgs,
     style: Style,
@@ -183,5 +220,137 @@ fn peering(
         },
         limit_rate,
         style,
+    })
+}
+
+/// `HOST:PORT:PATH` (or, unless `path_required`, `HOST:PORT` for the home).
+fn remote(text: &str, path_required: bool) -> Result<(Host, String), String> {
+    let remote: Remote = text.parse()?;
+    match remote.path {
+        Some(path) => Ok((remote.endpoint, path)),
+        None if !path_required => Ok((remote.endpoint, String::new())),
+        None => Err(format!("expected HOST:PORT:PATH, got {text:?}")),
+    }
+}
+
+fn client(args: ClientArgs, to: Host) -> Result<(ClientOptions, Style), String> {
+    let style = style(&args.output, Json::Stdout, false);
+    if let Some(user) = &args.auth.user
+        && !valid_user(user)
+    {
+        return Err(format!(
+            "--user {user:?}: a user name is 1-64 characters of A-Z a-z 0-9 . _ -, \
+             not starting with . or -"
+        ));
+    }
+    Ok((
+        ClientOptions {
+            to,
+            wait: args.wait,
+            timeouts: Timeouts {
+                handshake: args.handshake_timeout,
+                idle: args.idle_timeout,
+            },
+            auth: AuthOptions {
+                key_file: args.auth.key_file,
+                user: args.auth.user,
+                password: args.auth.password,
+            },
+            hash: match args.hash {
+                HashChoice::Md5 => HashKind::Md5,
+                HashChoice::Blake3 => HashKind::Blake3,
+            },
+            limit_rate: args.limit_rate,
+            compress: None,
+        },
+        style,
+    ))
+}
+
+fn change(args: ClientArgs, to: Host, change: Change) -> Result<Invocation, String> {
+    let (client, style) = client(args, to)?;
+    Ok(Invocation::Change {
+        client,
+        change,
+        style,
+    })
+}
+
+fn get(args: GetArgs) -> Result<GetOptions, String> {
+    let mut operands = args.operands;
+    // The last operand is the local directory unless it names a remote path.
+    let dir = match operands.last() {
+        Some(last) if operands.len() > 1 && remote(last, true).is_err() => {
+            PathBuf::from(operands.pop().expect("not empty"))
+        }
+        _ => PathBuf::from("."),
+    };
+    let mut host: Option<Host> = None;
+    let mut paths = Vec::new();
+    for operand in &operands {
+        let (endpoint, path) = remote(operand, true)?;
+        if host.as_ref().is_some_and(|host| *host != endpoint) {
+            return Err("every HOST:PORT:PATH of one get must name the same server".into());
+        }
+        host = Some(endpoint);
+        paths.push(path);
+    }
+    let host = host.ok_or("give HOST:PORT:PATH to download")?;
+    if args.stdout && paths.len() > 1 {
+        return Err("--stdout takes one file".into());
+    }
+    let json = if args.stdout {
+        Json::Stderr
+    } else {
+        Json::Stdout
+    };
+    let output = style(&args.client.output, json, false);
+    let (client, _) = client(args.client, host)?;
+    Ok(GetOptions {
+        client,
+        paths,
+        dir,
+        stdout: args.stdout,
+        settings: Settings {
+            overwrite: args.overwrite,
+            resume: !args.no_resume,
+        },
+        style: output,
+    })
+}
+
+fn ls(args: LsArgs) -> Result<LsOptions, String> {
+    let (host, path) = remote(&args.target, false)?;
+    let (client, style) = client(args.client, host)?;
+    Ok(LsOptions {
+        client,
+        path,
+        long: args.long,
+        human: args.human,
+        usage: args.usage,
+        style,
+    })
+}
+
+fn serve(args: ServeArgs) -> Result<ServerOptions, String> {
+    if let Some(realm) = &args.realm
+        && !crate::proto::handshake::valid_realm(realm)
+    {
+        return Err("a realm is 1-255 bytes without control characters".into());
+    }
+    Ok(ServerOptions {
+        root: args.root,
+        listen: args.listen,
+        users_file: args.users,
+        key_file: args.key_file,
+        realm: args.realm,
+        max_sessions: args.max_conns,
+        max_pending_per_address: args.max_pending_per_address,
+        timeouts: Timeouts {
+            handshake: args.handshake_timeout,
+            idle: Some(args.idle_timeout),
+        },
+        limit_rate: args.limit_rate,
+        style: style(&args.output, Json::Stdout, true),
     })
 }

@@ -4,6 +4,7 @@
 //! ([`Peering`]), and the loop that runs one session per authenticated connection.
 
 pub mod recv;
+pub mod remote;
 pub mod send;
 
 use std::io::Write;
@@ -30,6 +31,10 @@ pub fn run(invocation: Invocation) -> Result<()> {
     let quiet = match &invocation {
         Invocation::Send(options) => options.peering.style.quiet,
         Invocation::Recv(options) => options.peering.style.quiet,
+        Invocation::Serve(options) => options.style.quiet,
+        Invocation::Get(options) => options.style.quiet,
+        Invocation::Ls(options) => options.style.quiet,
+        Invocation::Change { style, .. } => style.quiet,
         _ => false,
     };
     if quiet {
@@ -38,6 +43,15 @@ pub fn run(invocation: Invocation) -> Result<()> {
     match invocation {
         Invocation::Send(options) => send::run(&options),
         Invocation::Recv(options) => recv::run(&options),
+        Invocation::Serve(options) => crate::serve::run(&options),
+        Invocation::Get(options) => remote::get(&options),
+        Invocation::Ls(options) => remote::ls(&options),
+        Invocation::Change {
+            client,
+            change,
+            style,
+        } => remote::change(&client, &change, style),
+        Invocation::Passwd { user, realm } => passwd(&user, &realm),
         Invocation::Keygen(path) => keygen(path),
         Invocation::Completions(shell) => {
             let mut stdout = std::io::stdout().lock();
@@ -58,6 +72,26 @@ fn keygen(path: Option<PathBuf>) -> Result<()> {
             Ok(stdout.flush()?)
         }
     }
+}
+
+/// `xfer passwd NAME --realm REALM`: asks for a password twice (no echo) and
+/// prints the users-file line with the key derived from it.
+fn passwd(user: &str, realm: &str) -> Result<()> {
+    let first = crate::password::prompt(&format!("new password for {user}: "))?;
+    let second = crate::password::prompt("again: ")?;
+    if first != second {
+        anyhow::bail!("the two passwords differ; nothing printed");
+    }
+    if first.chars().count() < 12 {
+        report::warn(
+            "a password under 12 characters falls to an offline guess (see README, Security)",
+        );
+    }
+    let key = crate::password::derive_hex(&first, realm, user)?;
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "# [users.{user}] for realm {realm:?}")?;
+    writeln!(stdout, "key = \"{key}\"")?;
+    Ok(stdout.flush()?)
 }
 
 /// `xfer man [COMMAND]`, or every page into a directory.
@@ -162,7 +196,7 @@ impl Peering {
         (wanted.with_all(required), required)
     }
 
-    fn initiating(&self, role: Role, compress: Option<i32>) -> Result<Initiating> {
+    pub fn initiating(&self, role: Role, compress: Option<i32>) -> Result<Initiating> {
         let secret = if self.auth.password {
             let user = self.auth.user.as_deref().unwrap_or_default();
             Secret::Password(Password::from_env_or_prompt(user)?)

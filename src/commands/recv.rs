@@ -58,7 +58,8 @@ pub fn run(options: &RecvOptions) -> Result<()> {
     let claims = Arc::new(Claims::default());
     let settings = options.settings;
     let session: super::Session = Arc::new(move |conn, tally| {
-        recv::session(conn, &destination, &claims, settings, None, tally)
+        recv::session(conn, &destination, &claims, settings, None, tally)?;
+        tally.verdict()
     });
     let result = run_link(&options.peering, Role::Receiver, None, "received", session);
     drop(lock);

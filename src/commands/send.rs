@@ -7,6 +7,7 @@ use std::sync::Arc;
 use anyhow::Result;
 
 use super::{Peering, run_link};
+use crate::client;
 use crate::error::{Kind, fail};
 use crate::fs::source::{self, WalkOptions};
 use crate::proto::message::Role;
@@ -20,6 +21,8 @@ pub struct SendOptions {
     pub walk: WalkOptions,
     /// zstd level, if compressing.
     pub compress: Option<i32>,
+    /// Against a server (`HOST:PORT:DIR`): the directory of the home to put into.
+    pub remote_dir: Option<String>,
     pub peering: Peering,
 }
 
@@ -38,8 +41,27 @@ pub fn run(options: &SendOptions) -> Result<()> {
     }
     let unreadable = collected.unreadable;
     let collected = Arc::new(collected);
+    let remote_dir = options.remote_dir.clone();
     let session: super::Session = Arc::new(move |conn, tally| {
-        send::session(conn, &*collected, tally)?;
+        match (conn.negotiated.role, &remote_dir) {
+            // The listener is a server: put into the home, or into DIR of it.
+            (Role::Client, dir) => {
+                let dir = dir.as_deref().unwrap_or("");
+                client::put_on(conn, dir, false, &*collected, tally)?;
+            }
+            (_, Some(dir)) => {
+                return Err(fail(
+                    Kind::Usage,
+                    format!(
+                        "the listener is a receiver, not a server: it takes no directory \
+                         (drop \":{}\")",
+                        crate::ui::escape::escape(dir)
+                    ),
+                ));
+            }
+            (_, None) => send::session(conn, &*collected, tally)?,
+        }
+        tally.verdict()?;
         match unreadable {
             0 => Ok(()),
             n => Err(fail(

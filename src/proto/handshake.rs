@@ -481,7 +481,9 @@ fn refuse<S: Write>(stream: &mut S, code: ErrorCode, why: &str) -> anyhow::Error
     let _ = send(stream, &Message::error(code, why));
     let kind = Kind::of_code(code);
     match code {
-        ErrorCode::Auth => fail(kind, format!("authentication failed: {why}")),
+        ErrorCode::Auth if !why.starts_with("authentication failed") => {
+            fail(kind, format!("authentication failed: {why}"))
+        }
         _ => fail(kind, why.to_string()),
     }
 }

@@ -300,7 +300,13 @@ pub enum Message {
     /// Request: rename within the home.
     Rename { from: String, to: String },
     /// Request: upload into directory `dir`; a transfer follows the `ack`.
-    Put { dir: String },
+    /// `overwrite` is xfer's own addition (other servers ignore it and refuse
+    /// existing files): replace files that exist.
+    Put {
+        dir: String,
+        #[serde(default, deserialize_with = "flag", skip_serializing_if = "is_false")]
+        overwrite: bool,
+    },
     /// Request: download these paths; a transfer follows at once.
     Get { paths: Vec<String> },
     /// A request succeeded.
@@ -682,7 +688,10 @@ mod tests {
             from: "a".into(),
             to: "b".into(),
         });
-        round_trip(Message::Put { dir: "".into() });
+        round_trip(Message::Put {
+            dir: "".into(),
+            overwrite: true,
+        });
         round_trip(Message::Get {
             paths: vec!["x".into()],
         });

@@ -238,11 +238,17 @@ impl Negotiated {
 
     /// Begins the next transfer on this connection: its MACs carry the next `t`.
     pub fn begin_transfer(&mut self) -> Transfer {
-        let t = self.next_transfer;
+        let transfer = self.upcoming_transfer();
         self.next_transfer += 1;
+        transfer
+    }
+
+    /// The next transfer, not yet begun: a `get` begins a transfer only if the
+    /// server answers with an offer, not when it refuses (section 5).
+    pub fn upcoming_transfer(&self) -> Transfer {
         Transfer {
             session_key: self.session_key.clone(),
-            t,
+            t: self.next_transfer,
             hash: self.hash(),
         }
     }

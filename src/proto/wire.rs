@@ -384,6 +384,37 @@ impl Closer {
     pub fn socket(&self) -> Option<&TcpStream> {
         self.0.as_ref()
     }
+
+    /// Lifts the socket's read timeout until the returned guard is dropped: a
+    /// sender streaming a large file hears nothing from its receiver for as long as
+    /// the file takes, which is not the receiver being idle (section 5).
+    pub fn without_read_timeout(&self) -> ReadTimeoutPaused<'_> {
+        let previous = self
+            .0
+            .as_ref()
+            .and_then(|stream| stream.read_timeout().ok().flatten());
+        if let Some(stream) = &self.0 {
+            let _ = stream.set_read_timeout(None);
+        }
+        ReadTimeoutPaused {
+            closer: self,
+            previous,
+        }
+    }
+}
+
+/// See [`Closer::without_read_timeout`].
+pub struct ReadTimeoutPaused<'a> {
+    closer: &'a Closer,
+    previous: Option<Duration>,
+}
+
+impl Drop for ReadTimeoutPaused<'_> {
+    fn drop(&mut self) {
+        if let (Some(stream), Some(previous)) = (&self.closer.0, self.previous) {
+            let _ = stream.set_read_timeout(Some(previous));
+        }
+    }
 }
 
 /// Reads one length-prefixed, unsealed control frame of at most `max` bytes from

@@ -79,6 +79,8 @@ pub struct Tally {
     reporter: Reporter,
     summary: Mutex<Summary>,
     first_failure: Mutex<Option<ErrorCode>>,
+    /// How many entries the session's offer had, and what they were to be.
+    offered: Mutex<(usize, &'static str)>,
 }
 
 impl Tally {
@@ -91,7 +93,25 @@ impl Tally {
                 ..Summary::default()
             }),
             first_failure: Mutex::new(None),
+            offered: Mutex::new((0, "delivered")),
         }
+    }
+
+    /// How many entries the session's offer had (0 until it arrived).
+    pub fn summary_offered(&self) -> usize {
+        self.offered
+            .lock()
+            .expect("no panics while holding the lock")
+            .0
+    }
+
+    /// The session's offer had `entries` entries, each to be `verb` (`delivered`,
+    /// `received`): what [`Tally::verdict`] counts against.
+    pub fn offered(&self, entries: usize, verb: &'static str) {
+        *self
+            .offered
+            .lock()
+            .expect("no panics while holding the lock") = (entries, verb);
     }
 
     pub fn reporter(&self) -> &Reporter {
@@ -151,9 +171,13 @@ impl Tally {
             .clone()
     }
 
-    /// The session's result from its entries: fine if none failed, else the kind
+    /// What a completed session adds up to: fine if no entry failed, else the kind
     /// of the first failure, with a count.
-    pub fn verdict(&self, entries: usize, verb: &str) -> Result<()> {
+    pub fn verdict(&self) -> Result<()> {
+        let (entries, verb) = *self
+            .offered
+            .lock()
+            .expect("no panics while holding the lock");
         let first = *self
             .first_failure
             .lock()

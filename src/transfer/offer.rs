@@ -29,7 +29,9 @@ pub const MAX_OFFER_ENTRIES: usize = 1_000_000;
 pub struct ListWriter<'a, W: Write> {
     writer: &'a mut FrameWriter<W>,
     kind: &'static str,
-    mac: FramesMac,
+    /// Offers and plans are authenticated by their closing frame; listings are not
+    /// (on a request connection every frame is sealed anyway).
+    mac: Option<FramesMac>,
     payload: Vec<u8>,
     in_frame: usize,
     count: u64,
@@ -38,10 +40,15 @@ pub struct ListWriter<'a, W: Write> {
 impl<'a, W: Write> ListWriter<'a, W> {
     /// A plan for `transfer`, decision by decision; see [`ListWriter::finish_plan`].
     pub fn plan(writer: &'a mut FrameWriter<W>, transfer: &Transfer) -> Self {
-        ListWriter::new(writer, "plan", transfer.plan_mac())
+        ListWriter::new(writer, "plan", Some(transfer.plan_mac()))
     }
 
-    fn new(writer: &'a mut FrameWriter<W>, kind: &'static str, mac: FramesMac) -> Self {
+    /// A listing (section 9), item by item; see [`ListWriter::finish_listing`].
+    pub fn listing(writer: &'a mut FrameWriter<W>) -> Self {
+        ListWriter::new(writer, "listing", None)
+    }
+
+    fn new(writer: &'a mut FrameWriter<W>, kind: &'static str, mac: Option<FramesMac>) -> Self {
         let mut list = ListWriter {
             writer,
             kind,
@@ -78,7 +85,9 @@ impl<'a, W: Write> ListWriter<'a, W> {
     }
 
     fn send_frame(&mut self) -> Result<()> {
-        self.mac.frame(&self.payload);
+        if let Some(mac) = &mut self.mac {
+            mac.frame(&self.payload);
+        }
         self.writer.write_payload(&self.payload)
     }
 
@@ -87,13 +96,20 @@ impl<'a, W: Write> ListWriter<'a, W> {
         self.finish(|count, mac| Message::PlanEnd { count, mac })
     }
 
+    /// Ends a listing: its last frame.
+    pub fn finish_listing(mut self) -> Result<()> {
+        self.payload.extend_from_slice(b"]}");
+        self.send_frame()
+    }
+
     /// The last frame (possibly with no entries: at least one frame always goes)
     /// and the `*_end` frame.
     fn finish(mut self, end: impl FnOnce(u64, String) -> Message) -> Result<()> {
         self.payload.extend_from_slice(b"]}");
         self.send_frame()?;
+        let mac = self.mac.take().expect("offers and plans have a MAC");
         self.writer
-            .write_message(&end(self.count, self.mac.finish_hex()))
+            .write_message(&end(self.count, mac.finish_hex()))
     }
 }
 
@@ -103,7 +119,7 @@ pub fn write_offer<'e, W: Write>(
     transfer: &Transfer,
     entries: impl IntoIterator<Item = &'e Entry>,
 ) -> Result<()> {
-    let mut list = ListWriter::new(writer, "offer", transfer.offer_mac());
+    let mut list = ListWriter::new(writer, "offer", Some(transfer.offer_mac()));
     for entry in entries {
         list.push(entry)?;
     }

@@ -144,6 +144,11 @@ impl TargetDir {
         Ok(DirLock { _fd: fd })
     }
 
+    /// The directory's device and inode: which directory it is, whatever its name.
+    pub fn identity(&self) -> (u64, u64) {
+        rustix::fs::fstat(&self.root).map_or((0, 0), |stat| (stat.st_dev, stat.st_ino))
+    }
+
     /// Bytes available to us on the target's filesystem, if the system says.
     pub fn free_space(&self) -> Option<u64> {
         let stat = rustix::fs::fstatvfs(&self.root).ok()?;

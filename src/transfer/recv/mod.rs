@@ -21,7 +21,7 @@ use anyhow::Result;
 pub use self::plan::Claims;
 use super::Tally;
 use super::offer::read_offer;
-use crate::error::{Kind, fail};
+use crate::error::{Kind, fail, said_by_peer};
 use crate::fs::quota::Account;
 use crate::fs::sink::TargetDir;
 use crate::pool::Pool;
@@ -61,8 +61,9 @@ pub struct Shared<'a> {
 }
 
 /// Runs one transfer as the receiver on `conn` (a transfer connection's only one,
-/// or one `put` or `get` of a request connection). A session-level failure is also
-/// told to the peer, where the connection still allows it.
+/// or one `put` or `get` of a request connection). `Ok` once the transfer
+/// completed; per-entry failures are in the tally. A session-level failure ends the
+/// connection, and is told to the peer where the connection still allows it.
 pub fn session<R: Read, W: Write + Send>(
     conn: &mut Connection<R, W>,
     destination: &Destination,
@@ -71,7 +72,7 @@ pub fn session<R: Read, W: Write + Send>(
     quota: Option<&Account>,
     tally: &mut Tally,
 ) -> Result<()> {
-    let transfer = conn.negotiated.begin_transfer();
+    let transfer = conn.negotiated.upcoming_transfer();
     let shared = Shared {
         transfer: &transfer,
         destination,
@@ -80,6 +81,11 @@ pub fn session<R: Read, W: Write + Send>(
         quota,
     };
     let result = receive(conn, &shared, tally);
+    // A refusal in place of the offer (a `get` the server would not serve) began
+    // no transfer; anything else did.
+    if !matches!(&result, Err(err) if said_by_peer(err) && tally.summary_offered() == 0) {
+        conn.negotiated.begin_transfer();
+    }
     if let Err(err) = &result {
         super::tell_peer(&mut conn.writer, err);
     }
@@ -93,7 +99,7 @@ fn receive<R: Read, W: Write + Send>(
 ) -> Result<()> {
     let Connection { reader, writer, .. } = conn;
     let entries = read_offer(reader, shared.transfer)?;
-    let offered = entries.len();
+    tally.offered(entries.len(), "received");
     let mut planned = plan::plan(entries, writer, shared, tally)?;
     writer.flush()?;
 
@@ -144,6 +150,5 @@ fn receive<R: Read, W: Write + Send>(
         disk::finish_dirs(planned, target);
     }
     writer.write_message(&Message::End)?;
-    writer.flush()?;
-    tally.verdict(offered, "received")
+    writer.flush()
 }

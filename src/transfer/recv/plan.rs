@@ -28,7 +28,8 @@ use crate::ui::escape::escape;
 use crate::ui::report::FileOutcome;
 
 /// Paths being received right now, across the sessions of this process, so two
-/// senders of the same path never write into one file. Paths are kept as 64-bit
+/// senders of the same path never write into one file. A path counts with the
+/// directory it is received into (a server has many). Paths are kept as 64-bit
 /// keyed hashes, not strings: a tree of 200 000 files is claimed without a second
 /// copy of every name (two paths sharing a hash would only be told `busy`).
 #[derive(Default)]
@@ -44,8 +45,9 @@ pub struct Claim<'a> {
 static CLAIM_KEYS: LazyLock<RandomState> = LazyLock::new(RandomState::new);
 
 impl Claims {
-    pub fn claim(&self, path: &str) -> Option<Claim<'_>> {
-        let key = CLAIM_KEYS.hash_one(path);
+    /// Claims `path` beneath the directory `within` (its device and inode).
+    pub fn claim(&self, within: (u64, u64), path: &str) -> Option<Claim<'_>> {
+        let key = CLAIM_KEYS.hash_one((within, path));
         let mut held = self.0.lock().expect("no panics while holding the lock");
         held.insert(key).then_some(Claim { claims: self, key })
     }
@@ -121,6 +123,7 @@ pub fn plan<'c, W: Write>(
         }
         Destination::Dir(target) => {
             let mut decider = Decider {
+                within: target.identity(),
                 resolver: target.resolver(),
                 shared,
                 seen: HashSet::new(),
@@ -164,6 +167,8 @@ fn send_from(offset: u64, prefix: Option<&Hasher>) -> Decision {
 
 /// The state of deciding one offer for a directory.
 struct Decider<'s, 'c> {
+    /// The target directory's identity, for claims.
+    within: (u64, u64),
     resolver: Resolver<'s>,
     shared: &'s Shared<'c>,
     /// Paths offered so far: a second entry with the same path is refused.
@@ -239,12 +244,16 @@ impl<'c> Decider<'_, 'c> {
             return Ok(Decided::Dir);
         }
         let settings = self.shared.settings;
-        let claim = self.shared.claims.claim(&entry.path).ok_or_else(|| {
-            Refusal::new(
-                ErrorCode::Busy,
-                format!("{shown}: being received by another session"),
-            )
-        })?;
+        let claim = self
+            .shared
+            .claims
+            .claim(self.within, &entry.path)
+            .ok_or_else(|| {
+                Refusal::new(
+                    ErrorCode::Busy,
+                    format!("{shown}: being received by another session"),
+                )
+            })?;
         let placement = self.resolver.probe_file(
             &entry.path,
             &components,

@@ -83,8 +83,8 @@ impl Pending {
 
 /// Runs one transfer as the sender on `conn` (a transfer connection's only one, or
 /// one `put` or `get` of a request connection): the offer of `outbox`, the plan,
-/// the data, the answers. Per-entry failures are tallied; the result is the
-/// session's (see [`Tally::verdict`]).
+/// the data, the answers. `Ok` once the transfer completed; per-entry failures are
+/// in the tally (see [`Tally::verdict`]). An error ends the connection.
 pub fn session<R: Read + Send, W: Write>(
     conn: &mut Connection<R, W>,
     outbox: &dyn Outbox,
@@ -110,7 +110,9 @@ fn send<R: Read + Send, W: Write>(
         ..
     } = conn;
     let closer = &*closer;
+    let _streaming = closer.without_read_timeout();
     let entries = outbox.entries();
+    tally.offered(entries.len(), "delivered");
     write_offer(writer, &transfer, entries)?;
     writer.flush()?;
     let plan = read_plan(reader, &transfer, entries.len())?;
@@ -163,7 +165,7 @@ fn send<R: Read + Send, W: Write>(
     // The receiver's own account of a failure explains more than our broken pipe.
     match (write_result, answer_result) {
         (_, Err(err)) | (Err(err), Ok(())) => Err(err),
-        (Ok(()), Ok(())) => tally.verdict(entries.len(), "delivered"),
+        (Ok(()), Ok(())) => Ok(()),
     }
 }
 

@@ -1,0 +1,227 @@
+//! The client of a server (`xfer serve`): one authenticated, sealed request
+//! connection, and a method per request of `PROTOCOL.md` section 9. A refused
+//! request is an error for that request only; the connection goes on, so the
+//! shell can keep asking. The one-shot commands (`get`, `ls`, `mkdir`, `rm`, `mv`,
+//! `send HOST:PORT:DIR`) and the shell are loops over this.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::Result;
+
+use crate::commands::{AuthOptions, Encryption, Peering, Security};
+use crate::error::{Kind, fail, peer_error};
+use crate::net::{self, Endpoint, Link, TcpConnection, Timeouts};
+use crate::proto::hash::HashKind;
+use crate::proto::message::{Item, Message, Role, Usage};
+use crate::transfer::recv::{self, Claims, Destination, Settings};
+use crate::transfer::{Outbox, Tally, send};
+use crate::ui::report::Style;
+
+/// How a client meets its server.
+#[derive(Debug, Clone)]
+pub struct ClientOptions {
+    pub to: Endpoint,
+    pub wait: Duration,
+    pub timeouts: Timeouts,
+    pub auth: AuthOptions,
+    pub hash: HashKind,
+    pub limit_rate: Option<u64>,
+    /// zstd level for what this client puts, if it compresses.
+    pub compress: Option<i32>,
+}
+
+impl ClientOptions {
+    /// The peering a connection needs: always sealed (a request connection
+    /// requires `aead`, section 7).
+    fn peering(&self, style: Style) -> Peering {
+        Peering {
+            link: Link::Connect {
+                to: self.to.clone(),
+                wait: self.wait,
+            },
+            timeouts: self.timeouts,
+            auth: self.auth.clone(),
+            security: Security {
+                hash: self.hash,
+                encryption: Encryption::Required,
+            },
+            limit_rate: self.limit_rate,
+            style,
+        }
+    }
+}
+
+/// An open request connection.
+pub struct Client {
+    conn: TcpConnection,
+    pub peer: SocketAddr,
+}
+
+impl Client {
+    /// Connects to the server and logs in.
+    pub fn connect(options: &ClientOptions, style: Style) -> Result<Client> {
+        let peering = options.peering(style);
+        let initiating = peering.initiating(Role::Client, options.compress)?;
+        let (conn, peer) = net::connect(&options.to, options.wait, options.timeouts, &initiating)?;
+        Ok(Client { conn, peer })
+    }
+
+    /// A connection that turned out to be a request connection (a sender that met
+    /// a server speaks to it as a client).
+    pub fn from_connection(conn: TcpConnection, peer: SocketAddr) -> Client {
+        Client { conn, peer }
+    }
+
+    /// What the connection negotiated.
+    pub fn negotiated(&self) -> &crate::proto::negotiated::Negotiated {
+        &self.conn.negotiated
+    }
+
+    /// Sends a request and reads its first answer; a refusal is an error for this
+    /// request (the connection stays usable unless its code ends connections).
+    fn request(&mut self, request: &Message) -> Result<Message> {
+        self.conn.writer.write_message(request)?;
+        self.conn.writer.flush()?;
+        match self.conn.reader.expect_message("the server's answer")? {
+            Message::Error {
+                code,
+                message,
+                index: None,
+            } => Err(peer_error(code, &message)),
+            answer => Ok(answer),
+        }
+    }
+
+    /// A request answered `ack`.
+    fn acked(&mut self, request: &Message) -> Result<()> {
+        match self.request(request)? {
+            Message::Ack => Ok(()),
+            other => Err(unexpected("ack", &other)),
+        }
+    }
+
+    /// `list PATH`: a directory's children (sorted by name), or the one item PATH is.
+    pub fn list(&mut self, path: &str) -> Result<Vec<Item>> {
+        let mut items = Vec::new();
+        let mut answer = self.request(&Message::List {
+            path: path.to_string(),
+        })?;
+        loop {
+            match answer {
+                Message::Listing { entries, more } => {
+                    items.extend(entries);
+                    if !more {
+                        return Ok(items);
+                    }
+                }
+                other => return Err(unexpected("listing", &other)),
+            }
+            answer = self.conn.reader.expect_message("the rest of the listing")?;
+        }
+    }
+
+    /// `usage`: bytes and files used, against the quota.
+    pub fn usage(&mut self) -> Result<Usage> {
+        match self.request(&Message::Usage(Usage::default()))? {
+            Message::Usage(usage) if usage.bytes.is_some() && usage.files.is_some() => Ok(usage),
+            other => Err(unexpected("usage", &other)),
+        }
+    }
+
+    pub fn mkdir(&mut self, path: &str) -> Result<()> {
+        self.acked(&Message::Mkdir {
+            path: path.to_string(),
+        })
+    }
+
+    pub fn remove(&mut self, path: &str) -> Result<()> {
+        self.acked(&Message::Remove {
+            path: path.to_string(),
+        })
+    }
+
+    pub fn rename(&mut self, from: &str, to: &str) -> Result<()> {
+        self.acked(&Message::Rename {
+            from: from.to_string(),
+            to: to.to_string(),
+        })
+    }
+
+    /// `put DIR`: sends `outbox` into DIR of the home. `Ok` once the transfer
+    /// completed; per-file failures are in the tally.
+    pub fn put(
+        &mut self,
+        dir: &str,
+        overwrite: bool,
+        outbox: &dyn Outbox,
+        tally: &mut Tally,
+    ) -> Result<()> {
+        put_on(&mut self.conn, dir, overwrite, outbox, tally)
+    }
+
+    /// `get PATHS`: receives them into `destination`.
+    pub fn get(
+        &mut self,
+        paths: &[String],
+        destination: &Destination,
+        settings: Settings,
+        tally: &mut Tally,
+    ) -> Result<()> {
+        self.conn.writer.write_message(&Message::Get {
+            paths: paths.to_vec(),
+        })?;
+        self.conn.writer.flush()?;
+        // The answer is the transfer itself (its offer), or an error frame, which
+        // the receiving session reports as the server's refusal.
+        recv::session(
+            &mut self.conn,
+            destination,
+            &Claims::default(),
+            settings,
+            None,
+            tally,
+        )
+    }
+
+    /// Says goodbye; the server closes.
+    pub fn bye(mut self) {
+        let _ = self
+            .conn
+            .writer
+            .write_message(&Message::Bye)
+            .and_then(|()| self.conn.writer.flush());
+    }
+}
+
+/// `put DIR` on a request connection: the request, its `ack`, then the transfer
+/// with this side as sender.
+pub fn put_on(
+    conn: &mut TcpConnection,
+    dir: &str,
+    overwrite: bool,
+    outbox: &dyn Outbox,
+    tally: &mut Tally,
+) -> Result<()> {
+    conn.writer.write_message(&Message::Put {
+        dir: dir.to_string(),
+        overwrite,
+    })?;
+    conn.writer.flush()?;
+    match conn.reader.expect_message("the server's answer to put")? {
+        Message::Ack => send::session(conn, outbox, tally),
+        Message::Error {
+            code,
+            message,
+            index: None,
+        } => Err(peer_error(code, &message)),
+        other => Err(unexpected("ack", &other)),
+    }
+}
+
+fn unexpected(expected: &str, got: &Message) -> anyhow::Error {
+    fail(
+        Kind::Protocol,
+        format!("expected {expected} from the server, got {got}"),
+    )
+}

@@ -1,0 +1,290 @@
+//! `xfer serve`: a multi-user file server. Each user logs in with their own key (or a
+//! password-derived one), is confined to a home beneath the root, has a quota, and
+//! sends requests (`PROTOCOL.md` section 9): list, usage, mkdir, remove, rename, put
+//! and get, one at a time over one sealed connection.
+//!
+//! Here: the server's shared state and its start (users, homes, quotas, the accept
+//! loop, SIGHUP). `connection.rs` runs one connection's requests; `request/` holds
+//! one file per request. Users come from `users.rs`.
+
+mod connection;
+mod request;
+pub mod users;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use serde_json::json;
+
+use self::users::{User, UserStore, Users};
+use crate::error::{Classify, Kind, fail};
+use crate::fs::home::Home;
+use crate::fs::quota::Account;
+use crate::fs::sink::TargetDir;
+use crate::key;
+use crate::net::{self, Accepting, Handler, ListenAddr, ServeOptions, Timeouts, listen, signals};
+use crate::proto::message::{ErrorCode, Role};
+use crate::proto::negotiated::{Feature, Features};
+use crate::transfer::recv::Claims;
+use crate::ui::escape::{escape, escape_path};
+use crate::ui::report::{self, Json, Reporter, Style};
+
+/// What `xfer serve` was asked to do.
+#[derive(Debug, Clone)]
+pub struct ServerOptions {
+    pub root: PathBuf,
+    pub listen: ListenAddr,
+    /// The users file; without one, a single key (`key_file` or `$XFER_KEY`).
+    pub users_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+    /// Announced in `hello` for password-derived keys (default: the host name).
+    pub realm: Option<String>,
+    pub max_sessions: usize,
+    pub max_pending_per_address: usize,
+    pub timeouts: Timeouts,
+    pub limit_rate: Option<u64>,
+    pub style: Style,
+}
+
+/// A request connection that says nothing for this long is closed (after a
+/// `timeout` error frame), unless `--idle-timeout` says otherwise.
+pub const IDLE: Duration = Duration::from_secs(300);
+
+/// What every connection of a server shares.
+pub struct Server {
+    root: OwnedFd,
+    users: Arc<UserStore>,
+    /// One account per home, shared by all sessions of its user, kept across reloads.
+    accounts: Mutex<HashMap<PathBuf, Account>>,
+    /// Connections per user, for `max_sessions`.
+    sessions: Mutex<HashMap<String, usize>>,
+    claims: Claims,
+    style: Style,
+}
+
+impl Server {
+    /// The account of `user`'s home, counted from the disk the first time (and
+    /// again when an entry could not settle).
+    fn account(&self, user: &User, home: &Home) -> Account {
+        let mut accounts = self
+            .accounts
+            .lock()
+            .expect("no panics while holding the lock");
+        let account = accounts
+            .entry(user.home.clone())
+            .or_insert_with(|| Account::new(user.limits, home.footprint()))
+            .clone();
+        account.set_limits(user.limits);
+        if account.is_stale() {
+            account.recount(home.footprint());
+        }
+        account
+    }
+
+    /// Opens `user`'s home beneath the root, never through a link.
+    fn home(&self, user: &User) -> Result<Home, crate::fs::Refusal> {
+        if user.home == Path::new(".") {
+            let root = rustix::io::dup(&self.root)
+                .map_err(|err| crate::fs::Refusal::io("", "cannot open the home", err))?;
+            return Ok(Home::from_fd(root));
+        }
+        Home::open(&self.root, &user.home, false)
+    }
+
+    /// Logs one line (or a `request` event) for a request.
+    fn log(&self, peer: SocketAddr, user: &str, action: &str, outcome: Result<String, String>) {
+        if self.style.json != Json::Off {
+            let mut event = json!({
+                "event": "request", "peer": peer.to_string(), "user": user,
+                "action": action, "ok": outcome.is_ok(),
+            });
+            match &outcome {
+                Ok(detail) => event["detail"] = json!(detail),
+                Err(why) => event["error"] = json!(why),
+            }
+            Reporter::new(self.style).event(|| event);
+            return;
+        }
+        if self.style.quiet && outcome.is_ok() {
+            return;
+        }
+        let user = if user.is_empty() { "-" } else { user };
+        match outcome {
+            Ok(detail) => report::line(&format!("xfer: {peer}: {user} {action}: {detail}")),
+            Err(why) => report::line(&format!("xfer: {peer}: {user} {action}: refused: {why}")),
+        }
+    }
+}
+
+/// A user's connection, counted until dropped (for `max_sessions`).
+struct UserSlot {
+    server: Arc<Server>,
+    user: String,
+}
+
+impl Drop for UserSlot {
+    fn drop(&mut self) {
+        let mut sessions = self
+            .server
+            .sessions
+            .lock()
+            .expect("no panics while holding the lock");
+        if let Some(count) = sessions.get_mut(&self.user) {
+            *count = count.saturating_sub(1);
+        }
+    }
+}
+
+/// `xfer serve`.
+pub fn run(options: &ServerOptions) -> Result<()> {
+    signals::survive_file_size_limit()?;
+    let stop = signals::stop_on_signals()?;
+    let reload = signals::flag_on_hangup()?;
+    std::fs::create_dir_all(&options.root)
+        .with_context(|| format!("cannot create the root {}", escape_path(&options.root)))
+        .classify(Kind::Io)?;
+    let target = TargetDir::open(&options.root)?;
+    // One server per root: two would race over the same homes and quotas.
+    let _lock = target.lock(&options.root)?;
+    let root = target.dup_root().classify(Kind::Io)?;
+    let listener = listen::bind(&options.listen)?;
+    let local = listener.local_addr().classify(Kind::Network)?;
+    let users = match &options.users_file {
+        Some(file) => Users::load(file)?,
+        None => Users::single(match key::load(options.key_file.as_deref())? {
+            Some(key) => key,
+            None => key::generate_for_listener(local, Role::Server)?,
+        }),
+    };
+    make_homes(&root, &users)?;
+    let server = Arc::new(Server {
+        root,
+        users: Arc::new(UserStore::new(users)),
+        accounts: Mutex::default(),
+        sessions: Mutex::default(),
+        claims: Claims::default(),
+        style: options.style,
+    });
+    if let Some(file) = options.users_file.clone() {
+        watch_for_reload(server.clone(), file, reload)?;
+    }
+    let realm = options.realm.clone().unwrap_or_else(|| {
+        rustix::system::uname()
+            .nodename()
+            .to_string_lossy()
+            .into_owned()
+    });
+    let accepting = Accepting {
+        role: Role::Server,
+        offered: Features::of(&Feature::ALL),
+        required: Features::of(&[Feature::Aead]),
+        realm: Some(realm).filter(|realm| crate::proto::handshake::valid_realm(realm)),
+        keys: server.users.clone(),
+        admit: Some(admit(server.clone())),
+        compress: None,
+        rate: options.limit_rate,
+    };
+    let serve = ServeOptions {
+        once: false,
+        max_sessions: options.max_sessions,
+        max_handshakes: ServeOptions::MAX_HANDSHAKES,
+        max_handshakes_per_address: options.max_pending_per_address,
+        timeouts: Timeouts {
+            idle: Some(options.timeouts.idle.unwrap_or(IDLE)),
+            ..options.timeouts
+        },
+    };
+    let handler: Handler = {
+        let server = server.clone();
+        Arc::new(move |mut conn, peer| connection::serve(&server, &mut conn, peer))
+    };
+    Reporter::new(options.style).listening(&local, options.listen.any_port());
+    listen::serve(listener, Arc::new(accepting), serve, stop, handler)
+}
+
+/// Creates every user's home that does not exist yet, beneath the root.
+fn make_homes(root: &OwnedFd, users: &Users) -> Result<()> {
+    for user in users.all() {
+        if user.home != Path::new(".") {
+            Home::open(root, &user.home, true).map_err(|refusal| {
+                fail(
+                    Kind::Io,
+                    format!("home of {}: {}", escape(&user.name), refusal.message),
+                )
+            })?;
+        }
+    }
+    Ok(())
+}
+
+/// The per-user limit, checked after the user's key verified (`busy` over it).
+fn admit(server: Arc<Server>) -> net::Admit {
+    Arc::new(move |negotiated| {
+        let name = negotiated.user.clone().unwrap_or_default();
+        let limit = server
+            .users
+            .snapshot()
+            .get(&name)
+            .and_then(|user| user.max_sessions);
+        let mut sessions = server
+            .sessions
+            .lock()
+            .expect("no panics while holding the lock");
+        let count = sessions.entry(name.clone()).or_default();
+        if limit.is_some_and(|limit| *count >= limit) {
+            return Err((
+                ErrorCode::Busy,
+                format!("{name} is at their limit of connections; try again later"),
+            ));
+        }
+        *count += 1;
+        Ok(Box::new(UserSlot {
+            server: server.clone(),
+            user: name,
+        }))
+    })
+}
+
+/// Reads the users file again on SIGHUP: new connections see the new users, and a
+/// bad file is reported and ignored (the old users stay).
+fn watch_for_reload(
+    server: Arc<Server>,
+    file: PathBuf,
+    flag: Arc<std::sync::atomic::AtomicBool>,
+) -> Result<()> {
+    std::thread::Builder::new()
+        .name("reload".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(Duration::from_millis(200));
+                if !flag.swap(false, Ordering::SeqCst) {
+                    continue;
+                }
+                match Users::load(&file).and_then(|users| {
+                    make_homes(&server.root, &users)?;
+                    Ok(users)
+                }) {
+                    Ok(users) => {
+                        let count = users.all().len();
+                        server.users.replace(users);
+                        report::line(&format!(
+                            "xfer: reloaded {}: {}",
+                            escape_path(&file),
+                            report::plural(count, "user")
+                        ));
+                    }
+                    Err(err) => report::line(&format!(
+                        "xfer: not reloaded, keeping the users as they were: {err:#}"
+                    )),
+                }
+            }
+        })
+        .context("cannot start a thread")?;
+    Ok(())
+}

@@ -1,0 +1,34 @@
+//! `get`: the server sends paths of the home, each under its last component, a
+//! directory with everything inside it but symlinks and special files. The whole
+//! request is checked before anything is offered; then the transfer of section 5
+//! runs with the server as sender.
+
+use anyhow::Result;
+
+use super::refuse;
+use crate::net::TcpConnection;
+use crate::serve::connection::Context;
+use crate::transfer::{Tally, send};
+use crate::ui::escape::escape;
+use crate::ui::report::Reporter;
+
+pub fn run(context: &Context<'_>, conn: &mut TcpConnection, paths: &[String]) -> Result<()> {
+    let shown: Vec<String> = paths.iter().map(|p| escape(p).into_owned()).collect();
+    let action = format!("get {}", shown.join(" "));
+    let fetch = match context.home.fetch(paths) {
+        Ok(fetch) => fetch,
+        Err(refusal) => return refuse(context, conn, &action, refusal),
+    };
+    let reporter = Reporter::new(context.server.style).for_peer(context.peer);
+    let mut tally = Tally::new(reporter, &conn.negotiated);
+    let result = send::session(conn, &fetch, &mut tally);
+    let what = format!("{} {action}: sent", context.name());
+    // The log line says how the transfer went; only a session-level failure (the
+    // result) ends the connection.
+    let verdict = match &result {
+        Ok(()) => tally.verdict(),
+        Err(err) => Err(anyhow::anyhow!("{err:#}")),
+    };
+    tally.finish(&what, &verdict);
+    result
+}

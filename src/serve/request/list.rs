@@ -1,0 +1,32 @@
+//! `list`: the children of a directory, sorted by name, streamed in as many
+//! `listing` frames as they need; or the one item a path that is not a directory
+//! is (a symlink there is `other`).
+
+use anyhow::Result;
+
+use super::refuse;
+use crate::net::TcpConnection;
+use crate::serve::connection::Context;
+use crate::transfer::offer::ListWriter;
+use crate::ui::escape::escape;
+
+/// A path as logged: the home itself as `.`.
+fn shown(path: &str) -> &str {
+    if path.is_empty() { "." } else { path }
+}
+
+pub fn run(context: &Context<'_>, conn: &mut TcpConnection, path: &str) -> Result<()> {
+    let action = format!("list {}", escape(shown(path)));
+    let items = match context.home.list(path) {
+        Ok(items) => items,
+        Err(refusal) => return refuse(context, conn, &action, refusal),
+    };
+    let mut frames = ListWriter::listing(&mut conn.writer);
+    for item in &items {
+        frames.push(item)?;
+    }
+    frames.finish_listing()?;
+    conn.writer.flush()?;
+    context.log(&action, Ok(format!("{} entries", items.len())));
+    Ok(())
+}

@@ -1,0 +1,82 @@
+//! The requests of `PROTOCOL.md` section 9, one file each: what a request asks,
+//! checked in the order names, then the user's rights, then the disk; answered with
+//! `ack`, an answer of its own, a transfer, or an error frame that ends the request
+//! but not the connection.
+
+mod get;
+mod list;
+mod names;
+mod put;
+mod usage;
+
+use anyhow::Result;
+
+use super::connection::Context;
+use crate::error::{Kind, fail};
+use crate::fs::Refusal;
+use crate::net::TcpConnection;
+use crate::proto::message::{ErrorCode, Message};
+
+/// What the connection does after a request.
+pub enum Flow {
+    Next,
+    Close,
+}
+
+/// Carries out one request.
+pub fn handle(
+    context: &mut Context<'_>,
+    conn: &mut TcpConnection,
+    message: Message,
+) -> Result<Flow> {
+    match message {
+        Message::List { path } => list::run(context, conn, &path),
+        Message::Usage(request) if request == Default::default() => usage::run(context, conn),
+        Message::Mkdir { path } => names::mkdir(context, conn, &path),
+        Message::Remove { path } => names::remove(context, conn, &path),
+        Message::Rename { from, to } => names::rename(context, conn, &from, &to),
+        Message::Put { dir, overwrite } => put::run(context, conn, &dir, overwrite),
+        Message::Get { paths } => get::run(context, conn, &paths),
+        Message::Bye => {
+            context.log("bye", Ok("closed".into()));
+            return Ok(Flow::Close);
+        }
+        other => {
+            return Err(fail(
+                Kind::Protocol,
+                format!("expected a request, got {other}"),
+            ));
+        }
+    }
+    .map(|()| Flow::Next)
+}
+
+/// Answers a request with `ack`.
+fn ack(conn: &mut TcpConnection) -> Result<()> {
+    conn.writer.write_message(&Message::Ack)?;
+    conn.writer.flush()
+}
+
+/// Answers a request with an error frame (the connection stays open) and logs it.
+fn refuse(
+    context: &Context<'_>,
+    conn: &mut TcpConnection,
+    action: &str,
+    refusal: Refusal,
+) -> Result<()> {
+    context.log(action, Err(refusal.to_string()));
+    conn.writer
+        .write_message(&Message::error(refusal.code, refusal.message))?;
+    conn.writer.flush()
+}
+
+/// A read-only user may not change anything.
+fn writable(context: &Context<'_>, what: &str) -> Result<(), Refusal> {
+    if context.user.read_only {
+        return Err(Refusal::new(
+            ErrorCode::Denied,
+            format!("{what}: this user may only read"),
+        ));
+    }
+    Ok(())
+}

@@ -1,0 +1,80 @@
+//! `mkdir`, `remove` and `rename`: changes to names in the home, checked in the
+//! order the protocol gives: the names themselves, then whether the user may write,
+//! then the disk (`fs::home` answers for the disk).
+
+use anyhow::Result;
+
+use super::{ack, refuse, writable};
+use crate::fs::Refusal;
+use crate::fs::path::check_request_path;
+use crate::net::TcpConnection;
+use crate::proto::message::ErrorCode;
+use crate::serve::connection::Context;
+use crate::ui::escape::escape;
+
+/// The path's form, before anything else is looked at.
+fn well_formed(path: &str) -> Result<(), Refusal> {
+    check_request_path(path)
+        .map(drop)
+        .map_err(|why| Refusal::new(ErrorCode::BadPath, format!("{}: {why}", escape(path))))
+}
+
+/// Answers `action` with `ack` or its refusal.
+fn answer(
+    context: &Context<'_>,
+    conn: &mut TcpConnection,
+    action: String,
+    done: Result<(), Refusal>,
+) -> Result<()> {
+    match done {
+        Ok(()) => {
+            context.log(&action, Ok("done".into()));
+            ack(conn)
+        }
+        Err(refusal) => refuse(context, conn, &action, refusal),
+    }
+}
+
+pub fn mkdir(context: &Context<'_>, conn: &mut TcpConnection, path: &str) -> Result<()> {
+    let done = well_formed(path)
+        .and_then(|()| writable(context, "mkdir"))
+        .and_then(|()| context.home.mkdir(path));
+    answer(context, conn, format!("mkdir {}", escape(path)), done)
+}
+
+pub fn remove(context: &Context<'_>, conn: &mut TcpConnection, path: &str) -> Result<()> {
+    let home = if path.is_empty() {
+        Err(Refusal::new(
+            ErrorCode::BadPath,
+            "the home itself cannot be removed",
+        ))
+    } else {
+        Ok(())
+    };
+    let done = home
+        .and_then(|()| well_formed(path))
+        .and_then(|()| writable(context, "remove"))
+        .and_then(|()| context.home.remove(path));
+    answer(context, conn, format!("remove {}", escape(path)), done)
+}
+
+pub fn rename(context: &Context<'_>, conn: &mut TcpConnection, from: &str, to: &str) -> Result<()> {
+    let names = if from.is_empty() || to.is_empty() {
+        Err(Refusal::new(
+            ErrorCode::BadPath,
+            "the home itself cannot be renamed",
+        ))
+    } else if to.starts_with(&format!("{from}/")) {
+        Err(Refusal::new(
+            ErrorCode::BadPath,
+            format!("{} lies inside {}", escape(to), escape(from)),
+        ))
+    } else {
+        well_formed(from).and_then(|()| well_formed(to))
+    };
+    let done = names
+        .and_then(|()| writable(context, "rename"))
+        .and_then(|()| context.home.rename(from, to));
+    let action = format!("rename {} {}", escape(from), escape(to));
+    answer(context, conn, action, done)
+}

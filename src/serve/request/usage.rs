@@ -1,0 +1,23 @@
+//! `usage`: the bytes and files in the user's home against their quota.
+
+use anyhow::Result;
+
+use crate::net::TcpConnection;
+use crate::proto::message::{Message, Usage};
+use crate::serve::connection::Context;
+
+pub fn run(context: &Context<'_>, conn: &mut TcpConnection) -> Result<()> {
+    let (used, limits) = context.account.usage();
+    conn.writer.write_message(&Message::Usage(Usage {
+        bytes: Some(used.bytes),
+        files: Some(used.files),
+        quota_bytes: Some(limits.bytes),
+        quota_files: Some(limits.files),
+    }))?;
+    conn.writer.flush()?;
+    context.log(
+        "usage",
+        Ok(format!("{} bytes, {} files", used.bytes, used.files)),
+    );
+    Ok(())
+}

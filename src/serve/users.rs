@@ -1,0 +1,357 @@
+//! Who may use a server: the users file (TOML, one table per user), parsed once
+//! into types and checked whole before the server starts (or before a reload takes
+//! effect): permissions of the file and of every key file, each user's key, a home
+//! that stays beneath the root and is nobody else's, quotas, limits. Without a users
+//! file a server has one key and one home, and accepts any user name with that key.
+//!
+//! ```toml
+//! [users.alice]
+//! key_file = "keys/alice.key"   # relative to the users file; or key = "..." inline
+//! home = "alice"                # relative to --root; default: the user's name
+//! quota = "20 GiB"              # bytes, optional
+//! max_files = 100000            # optional
+//! read_only = false
+//! max_sessions = 4              # concurrent connections of this user, optional
+//! ```
+
+use std::collections::{BTreeMap, HashMap};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Component, Path, PathBuf};
+use std::sync::{Arc, RwLock};
+
+use anyhow::{Context, Result, bail};
+use serde::Deserialize;
+
+use crate::fs::quota::Limits;
+use crate::key::{self, Key};
+use crate::proto::handshake::{KeyStore, valid_user};
+use crate::ui::escape::escape_path;
+
+/// One user, as the server knows them.
+#[derive(Debug, Clone)]
+pub struct User {
+    pub name: String,
+    pub key: Key,
+    /// The home, relative to the server's root (`.`: the root itself).
+    pub home: PathBuf,
+    pub limits: Limits,
+    pub read_only: bool,
+    /// Connections of this user at once, if limited.
+    pub max_sessions: Option<usize>,
+}
+
+/// Everyone who may log in.
+#[derive(Debug, Clone)]
+pub enum Users {
+    /// One key, one home (the root), any user name.
+    Single(User),
+    /// A users file's users, by name.
+    Listed(HashMap<String, User>),
+}
+
+impl Users {
+    /// A server without a users file.
+    pub fn single(key: Key) -> Users {
+        Users::Single(User {
+            name: String::new(),
+            key,
+            home: PathBuf::from("."),
+            limits: Limits::default(),
+            read_only: false,
+            max_sessions: None,
+        })
+    }
+
+    /// The user `name` logs in as (`""`: no name given).
+    pub fn get(&self, name: &str) -> Option<&User> {
+        match self {
+            Users::Single(user) => Some(user),
+            Users::Listed(users) => users.get(name),
+        }
+    }
+
+    pub fn all(&self) -> Vec<&User> {
+        match self {
+            Users::Single(user) => vec![user],
+            Users::Listed(users) => users.values().collect(),
+        }
+    }
+
+    /// Reads and checks a users file.
+    pub fn load(path: &Path) -> Result<Users> {
+        let shown = escape_path(path);
+        let text = read_private(path).with_context(|| format!("users file {shown}"))?;
+        let parsed: UsersFile = toml::from_str(&text).map_err(|err| {
+            // One line: where, and why (the parser's own report spans several).
+            let line = err
+                .span()
+                .map(|span| text[..span.start.min(text.len())].matches('\n').count() + 1);
+            match line {
+                Some(line) => anyhow::anyhow!("users file {shown}: line {line}: {}", err.message()),
+                None => anyhow::anyhow!("users file {shown}: {}", err.message()),
+            }
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        let mut users = HashMap::new();
+        let mut homes: Vec<(PathBuf, String)> = Vec::new();
+        for (name, entry) in parsed.users {
+            let user = entry
+                .into_user(&name, base)
+                .with_context(|| format!("users file {shown}: user {name:?}"))?;
+            for (home, other) in &homes {
+                if user.home.starts_with(home) || home.starts_with(&user.home) {
+                    bail!(
+                        "users file {shown}: users {other:?} and {name:?} share a home ({} and {}); \
+                         every user needs a home of their own, and no home inside another",
+                        home.display(),
+                        user.home.display()
+                    );
+                }
+            }
+            homes.push((user.home.clone(), name.clone()));
+            users.insert(name, user);
+        }
+        Ok(Users::Listed(users))
+    }
+}
+
+/// Reads a file that holds secrets: it must be a regular file that neither group
+/// nor others may read or write.
+fn read_private(path: &Path) -> Result<String> {
+    let meta = std::fs::metadata(path).context("cannot read it")?;
+    if !meta.is_file() {
+        bail!(
+            "is {}, not a regular file",
+            crate::fs::describe(meta.file_type())
+        );
+    }
+    let mode = meta.permissions().mode();
+    if mode & 0o077 != 0 {
+        bail!(
+            "is readable or writable by group or others (mode {:o}); `chmod 600` it",
+            mode & 0o777
+        );
+    }
+    std::fs::read_to_string(path).context("cannot read it")
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UsersFile {
+    #[serde(default)]
+    users: BTreeMap<String, UserEntry>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UserEntry {
+    key_file: Option<PathBuf>,
+    key: Option<String>,
+    home: Option<PathBuf>,
+    quota: Option<Size>,
+    max_files: Option<u64>,
+    #[serde(default)]
+    read_only: bool,
+    max_sessions: Option<u64>,
+}
+
+/// A size: whole bytes, or a string with a unit (`"20 GiB"`, `"500MB"`).
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum Size {
+    Bytes(u64),
+    Text(String),
+}
+
+impl UserEntry {
+    fn into_user(self, name: &str, base: &Path) -> Result<User> {
+        if !valid_user(name) {
+            bail!("a user name is 1-64 characters of A-Z a-z 0-9 . _ -, not starting with . or -");
+        }
+        let key = match (self.key_file, self.key) {
+            (Some(file), None) => {
+                let file = base.join(file);
+                read_private(&file).with_context(|| format!("key file {}", escape_path(&file)))?;
+                let bytes = key::read_key_file(&file)?;
+                if bytes.is_empty() {
+                    bail!("key file {} is empty", escape_path(&file));
+                }
+                Key::from_bytes(bytes, format!("key file {}", escape_path(&file)))
+            }
+            (None, Some(inline)) if !inline.is_empty() => {
+                Key::from_bytes(inline.into_bytes(), "the users file")
+            }
+            (None, Some(_)) => bail!("key is empty"),
+            (Some(_), Some(_)) => bail!("give key_file or key, not both"),
+            (None, None) => bail!("no key: give key_file = \"PATH\" or key = \"...\""),
+        };
+        let home = self.home.unwrap_or_else(|| PathBuf::from(name));
+        let escapes = home.as_os_str().is_empty()
+            || home
+                .components()
+                .any(|c| !matches!(c, Component::Normal(_)) || c.as_os_str().to_str().is_none());
+        if escapes {
+            bail!(
+                "home {:?} must be a relative path beneath the root, without . or .. (and UTF-8)",
+                home
+            );
+        }
+        let quota = match self.quota {
+            None => None,
+            Some(Size::Bytes(bytes)) => Some(bytes),
+            Some(Size::Text(text)) => Some(
+                crate::cli::values::bytes(&text).map_err(|why| anyhow::anyhow!("quota: {why}"))?,
+            ),
+        };
+        let max_sessions = match self.max_sessions {
+            None => None,
+            Some(0) => bail!("max_sessions must be at least 1"),
+            Some(n) => Some(usize::try_from(n).unwrap_or(usize::MAX)),
+        };
+        Ok(User {
+            name: name.to_string(),
+            key,
+            home,
+            limits: Limits {
+                bytes: quota,
+                files: self.max_files,
+            },
+            read_only: self.read_only,
+            max_sessions,
+        })
+    }
+}
+
+/// The users a running server knows, swapped whole when SIGHUP reloads the file:
+/// a connection keeps the snapshot it started with.
+pub struct UserStore(RwLock<Arc<Users>>);
+
+impl UserStore {
+    pub fn new(users: Users) -> UserStore {
+        UserStore(RwLock::new(Arc::new(users)))
+    }
+
+    pub fn snapshot(&self) -> Arc<Users> {
+        self.0
+            .read()
+            .expect("no panics while holding the lock")
+            .clone()
+    }
+
+    pub fn replace(&self, users: Users) {
+        *self.0.write().expect("no panics while holding the lock") = Arc::new(users);
+    }
+}
+
+impl KeyStore for UserStore {
+    fn key_for(&self, user: &str) -> Option<Key> {
+        self.snapshot().get(user).map(|user| user.key.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn users_file(dir: &Path, text: &str) -> PathBuf {
+        let path = dir.join("users.toml");
+        std::fs::write(&path, text).unwrap();
+        std::fs::set_permissions(&path, PermissionsExt::from_mode(0o600)).unwrap();
+        path
+    }
+
+    fn key_file(dir: &Path, name: &str) {
+        std::fs::create_dir_all(dir.join("keys")).unwrap();
+        let path = dir.join("keys").join(name);
+        std::fs::write(&path, "a long key for a test, long enough\n").unwrap();
+        std::fs::set_permissions(&path, PermissionsExt::from_mode(0o600)).unwrap();
+    }
+
+    #[test]
+    fn a_complete_users_file_loads() {
+        let dir = tempfile::tempdir().unwrap();
+        key_file(dir.path(), "alice.key");
+        let path = users_file(
+            dir.path(),
+            r#"
+            [users.alice]
+            key_file = "keys/alice.key"
+            home = "alice"
+            quota = "20 GiB"
+            max_files = 100000
+            read_only = false
+            max_sessions = 4
+
+            [users.bob]
+            key = "bob's inline key, long enough"
+            quota = 1000
+            read_only = true
+            "#,
+        );
+        let users = Users::load(&path).unwrap();
+        let alice = users.get("alice").unwrap();
+        assert_eq!(alice.key.bytes(), b"a long key for a test, long enough");
+        assert_eq!(alice.limits.bytes, Some(20 << 30));
+        assert_eq!(alice.limits.files, Some(100_000));
+        assert_eq!(alice.max_sessions, Some(4));
+        let bob = users.get("bob").unwrap();
+        assert_eq!(bob.home, PathBuf::from("bob"));
+        assert!(bob.read_only);
+        assert!(users.get("carol").is_none());
+    }
+
+    #[test]
+    fn a_bad_users_file_is_refused_with_one_line_saying_why() {
+        let dir = tempfile::tempdir().unwrap();
+        key_file(dir.path(), "k");
+        for (text, why) in [
+            (
+                "[users.a]\nkey = \"k\"\ncolour = \"red\"\n",
+                "unknown field",
+            ),
+            ("[users.a]\n", "no key"),
+            (
+                "[users.a]\nkey = \"k\"\nkey_file = \"keys/k\"\n",
+                "not both",
+            ),
+            (
+                "[users.a]\nkey = \"k\"\nhome = \"../x\"\n",
+                "beneath the root",
+            ),
+            (
+                "[users.a]\nkey = \"k\"\nhome = \"/etc\"\n",
+                "beneath the root",
+            ),
+            ("[users.a]\nkey = \"k\"\nquota = \"12 parsecs\"\n", "quota"),
+            ("[users.a]\nkey = \"k\"\nquota = -1\n", ""),
+            (
+                "[users.a]\nkey = \"k\"\nhome = \"h\"\n[users.b]\nkey = \"k\"\nhome = \"h\"\n",
+                "share a home",
+            ),
+            (
+                "[users.a]\nkey = \"k\"\nhome = \"h\"\n[users.b]\nkey = \"k\"\nhome = \"h/b\"\n",
+                "share a home",
+            ),
+            ("[users.\".a\"]\nkey = \"k\"\n", "user name"),
+            ("[users.a]\nkey_file = \"keys/missing\"\n", "keys/missing"),
+            ("[users.a]\nkey = \"k\"\nmax_sessions = 0\n", "max_sessions"),
+            ("users = 3\n", ""),
+        ] {
+            let path = users_file(dir.path(), text);
+            let err = format!("{:#}", Users::load(&path).unwrap_err());
+            assert!(err.contains(why), "{text:?}: {err}");
+            assert_eq!(err.lines().count(), 1, "{err}");
+        }
+        let path = users_file(dir.path(), "[users.a]\nkey = \"k\"\n");
+        std::fs::set_permissions(&path, PermissionsExt::from_mode(0o640)).unwrap();
+        assert!(format!("{:#}", Users::load(&path).unwrap_err()).contains("group or others"));
+        let path = users_file(dir.path(), "[users.a]\nkey_file = \"keys/k\"\n");
+        std::fs::set_permissions(dir.path().join("keys/k"), PermissionsExt::from_mode(0o604))
+            .unwrap();
+        let err = format!("{:#}", Users::load(&path).unwrap_err());
+        assert!(
+            err.contains("keys/k") && err.contains("group or others"),
+            "{err}"
+        );
+    }
+}
