@@ -88,6 +88,7 @@ pub fn receiver_session(data: &[u8]) {
         quiet: true,
         json: Json::Off,
         serving: false,
+        bar: false,
     };
     let mut tally = Tally::new(Reporter::new(style), &negotiated);
     let _ = recv::session(

@@ -23,5 +23,6 @@ pub mod password;
 pub mod pool;
 pub mod proto;
 pub mod serve;
+pub mod shell;
 pub mod transfer;
 pub mod ui;

@@ -71,6 +71,8 @@ pub enum Command {
     Rm(RemotePathArgs),
     /// Rename a file or directory on a server.
     Mv(MvArgs),
+    /// An interactive session against a server, like sftp (or a script of commands).
+    Shell(ShellArgs),
     /// Make a new random key (256 bits, as 64 hex digits).
     Keygen(KeygenArgs),
     /// Derive a user's key from a password, for a server's users file.
@@ -451,6 +453,42 @@ pub struct ServeArgs {
 
     #[command(flatten)]
     pub output: OutputArgs,
+}
+
+/// `xfer shell --help` ends with every command the shell takes.
+fn shell_help() -> String {
+    let mut text = String::from("Commands at the prompt:\n");
+    for (_, usage, what) in crate::shell::COMMANDS {
+        text.push_str(&format!("  {usage:<26} {what}\n"));
+    }
+    text.push_str(
+        "\nExamples:\n  xfer shell files.example.org:9000 --user alice\n  \
+         xfer shell host:9000 --user alice -b nightly.xfer      # a script: stops at the first failure\n  \
+         printf 'cd photos\\nget -f 2024\\n' | xfer shell host:9000 --user alice\n\n",
+    );
+    text.push_str(EXIT_CODES);
+    text
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = shell_help())]
+pub struct ShellArgs {
+    /// The server (HOST:PORT), optionally with a directory to start in
+    #[arg(value_name = "HOST:PORT")]
+    pub target: String,
+
+    /// Run the commands of FILE (`-`: standard input) instead of prompting: each is
+    /// echoed after the prompt, and the first that fails ends the script with its
+    /// exit code, unless its line starts with `-`
+    #[arg(short = 'b', long = "batch", value_name = "FILE")]
+    pub batch: Option<PathBuf>,
+
+    /// Show progress bars in a script too
+    #[arg(long)]
+    pub progress: bool,
+
+    #[command(flatten)]
+    pub client: ClientArgs,
 }
 
 #[derive(Debug, Args)]

@@ -19,6 +19,7 @@ use crate::net::{Link, ServeOptions, Timeouts};
 use crate::proto::handshake::valid_user;
 use crate::proto::hash::HashKind;
 use crate::serve::ServerOptions;
+use crate::shell::{Script, ShellOptions};
 use crate::transfer::recv::Settings;
 use crate::ui::report::{Json, Style};
 
@@ -39,6 +40,7 @@ pub enum Invocation {
         user: String,
         realm: String,
     },
+    Shell(ShellOptions),
     Keygen(Option<PathBuf>),
     Completions(clap_complete::Shell),
     Man {
@@ -74,6 +76,23 @@ pub fn invocation(cli: Cli) -> Result<Invocation, String> {
                 user: args.user,
                 realm: args.realm,
             }
+        }
+        Command::Shell(args) => {
+            let (host, _) = remote(&args.target, false)?;
+            let quiet = args.client.output.quiet;
+            let (client, _) = client(args.client, host)?;
+            Invocation::Shell(ShellOptions {
+                client,
+                script: args.batch.map(|path| {
+                    if path.as_os_str() == "-" {
+                        Script::Stdin
+                    } else {
+                        Script::File(path)
+                    }
+                }),
+                progress: args.progress,
+                quiet,
+            })
         }
         Command::Keygen(args) => Invocation::Keygen(args.path),
         Command::Completions(args) => Invocation::Completions(args.shell),
@@ -159,6 +178,7 @@ fn style(output: &OutputArgs, json: Json, serving: bool) -> Style {
         quiet: output.quiet,
         json: if output.json { json } else { Json::Off },
         serving,
+        bar: true,
     }
 }
 

@@ -73,6 +73,11 @@ impl Client {
         Client { conn, peer }
     }
 
+    /// A handle that cuts this connection from another thread (Ctrl-C in the shell).
+    pub fn interrupter(&self) -> Option<std::net::TcpStream> {
+        self.conn.closer.socket()?.try_clone().ok()
+    }
+
     /// What the connection negotiated.
     pub fn negotiated(&self) -> &crate::proto::negotiated::Negotiated {
         &self.conn.negotiated

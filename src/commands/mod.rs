@@ -35,6 +35,7 @@ pub fn run(invocation: Invocation) -> Result<()> {
         Invocation::Get(options) => options.style.quiet,
         Invocation::Ls(options) => options.style.quiet,
         Invocation::Change { style, .. } => style.quiet,
+        Invocation::Shell(options) => options.quiet,
         _ => false,
     };
     if quiet {
@@ -52,6 +53,7 @@ pub fn run(invocation: Invocation) -> Result<()> {
             style,
         } => remote::change(&client, &change, style),
         Invocation::Passwd { user, realm } => passwd(&user, &realm),
+        Invocation::Shell(options) => crate::shell::run(&options),
         Invocation::Keygen(path) => keygen(path),
         Invocation::Completions(shell) => {
             let mut stdout = std::io::stdout().lock();

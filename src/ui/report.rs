@@ -76,6 +76,8 @@ pub struct Style {
     /// One of many concurrent sessions (`--serve`, `serve`): no bar, and one log
     /// line (or event) per session instead of a summary.
     pub serving: bool,
+    /// A progress bar, where the terminal can show one (not in a shell script).
+    pub bar: bool,
 }
 
 impl Style {
@@ -84,6 +86,7 @@ impl Style {
             quiet: false,
             json: Json::Off,
             serving: false,
+            bar: true,
         }
     }
 }
@@ -142,7 +145,10 @@ impl Reporter {
     /// Shows a progress bar for `total` bytes (a spinner when unknown), if the
     /// style and the terminal allow one.
     pub fn start_bar(&mut self, total: Option<u64>) {
-        let hidden = self.style.quiet || self.style.json != Json::Off || self.style.serving;
+        let hidden = self.style.quiet
+            || self.style.json != Json::Off
+            || self.style.serving
+            || !self.style.bar;
         self.bar = progress::transfer_bar(total, hidden);
     }
 

@@ -1,0 +1,146 @@
+//! Tab completion at the shell's prompt: command names, remote names (from a
+//! listing of the directory being completed, cached until something changes) for
+//! the commands that take remote paths, and local names for `put`, `lcd` and `lls`.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use rustyline::completion::{Completer, FilenameCompleter, Pair};
+use rustyline::highlight::Highlighter;
+use rustyline::hint::Hinter;
+use rustyline::validate::Validator;
+use rustyline::{Context, Helper};
+
+use super::commands::COMMANDS;
+use super::session::Session;
+use super::words::{quote, resolve};
+use crate::proto::message::ItemKind;
+
+/// Commands whose operands are remote paths.
+const REMOTE: &[&str] = &["ls", "cd", "get", "rm", "rename", "mv", "mkdir"];
+/// Commands whose operands are local paths.
+const LOCAL: &[&str] = &["put", "lcd", "lls"];
+
+/// The prompt's helper: completion only.
+pub struct ShellHelper {
+    session: Rc<RefCell<Session>>,
+    files: FilenameCompleter,
+}
+
+impl ShellHelper {
+    pub fn new(session: Rc<RefCell<Session>>) -> Self {
+        ShellHelper {
+            session,
+            files: FilenameCompleter::new(),
+        }
+    }
+
+    /// Remote names that complete `partial` (a path as typed, unquoted).
+    fn remote(&self, partial: &str) -> Vec<Pair> {
+        let (dir, prefix) = match partial.rsplit_once('/') {
+            Some((dir, prefix)) => (format!("{dir}/"), prefix),
+            None => (String::new(), partial),
+        };
+        let mut session = self.session.borrow_mut();
+        let Ok(listed) = resolve(&session.cwd, &dir) else {
+            return Vec::new();
+        };
+        let Ok(items) = session.listing(&listed) else {
+            return Vec::new();
+        };
+        items
+            .iter()
+            .filter(|item| item.name.starts_with(prefix))
+            .map(|item| {
+                let slash = if item.kind == ItemKind::Dir { "/" } else { "" };
+                Pair {
+                    display: format!("{}{slash}", item.name),
+                    replacement: format!("{}{slash}", quote(&format!("{dir}{}", item.name))),
+                }
+            })
+            .collect()
+    }
+}
+
+/// Where the word under the cursor starts (after the last unescaped space), and
+/// that word with its backslashes removed.
+fn current_word(before: &str) -> (usize, String) {
+    let mut start = 0;
+    let mut escaped = false;
+    for (at, c) in before.char_indices() {
+        if escaped {
+            escaped = false;
+        } else if c == '\\' {
+            escaped = true;
+        } else if c.is_whitespace() {
+            start = at + c.len_utf8();
+        }
+    }
+    let mut word = String::new();
+    let mut chars = before[start..].chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => word.extend(chars.next()),
+            '\'' | '"' => {}
+            c => word.push(c),
+        }
+    }
+    (start, word)
+}
+
+impl Completer for ShellHelper {
+    type Candidate = Pair;
+
+    fn complete(
+        &self,
+        line: &str,
+        pos: usize,
+        ctx: &Context<'_>,
+    ) -> rustyline::Result<(usize, Vec<Pair>)> {
+        let before = &line[..pos];
+        let (start, word) = current_word(before);
+        let command = before.split_whitespace().next().unwrap_or("");
+        if start == 0 {
+            let names = COMMANDS
+                .iter()
+                .map(|(name, ..)| *name)
+                .filter(|name| name.starts_with(&word))
+                .map(|name| Pair {
+                    display: name.to_string(),
+                    replacement: format!("{name} "),
+                })
+                .collect();
+            return Ok((0, names));
+        }
+        if REMOTE.contains(&command) {
+            return Ok((start, self.remote(&word)));
+        }
+        if LOCAL.contains(&command) {
+            return self.files.complete(line, pos, ctx);
+        }
+        Ok((start, Vec::new()))
+    }
+}
+
+impl Hinter for ShellHelper {
+    type Hint = String;
+}
+
+impl Highlighter for ShellHelper {}
+
+impl Validator for ShellHelper {}
+
+impl Helper for ShellHelper {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_current_word_is_unquoted() {
+        assert_eq!(current_word("get my\\ fi"), (4, "my fi".into()));
+        assert_eq!(current_word("ls "), (3, String::new()));
+        assert_eq!(current_word("cd pho"), (3, "pho".into()));
+        assert_eq!(current_word("ls"), (0, "ls".into()));
+    }
+}

@@ -1,0 +1,120 @@
+//! The shell's side of the connection: logged in once, reopened transparently (same
+//! user, same directory) when the server closed it while the user was idle, and cut
+//! on Ctrl-C during a transfer. Also the remote directory the user is in, and the
+//! listings completion has seen.
+
+use std::collections::HashMap;
+use std::net::TcpStream;
+use std::sync::{Arc, Mutex};
+
+use anyhow::Result;
+
+use crate::client::{Client, ClientOptions};
+use crate::error::{Kind, kind_of};
+use crate::proto::message::Item;
+use crate::ui::report::Style;
+
+/// A connection that can be cut from another thread (Ctrl-C during a transfer).
+pub type Interrupter = Arc<Mutex<Option<TcpStream>>>;
+
+/// What the shell keeps between commands.
+pub struct Session {
+    options: ClientOptions,
+    pub style: Style,
+    client: Option<Client>,
+    /// Where the user is, beneath the home (`""`: the home).
+    pub cwd: String,
+    /// Listings completion has seen, by directory; dropped after any change.
+    listings: HashMap<String, Vec<Item>>,
+    /// The connection of the command running now, for Ctrl-C.
+    pub interrupter: Interrupter,
+}
+
+impl Session {
+    pub fn new(options: ClientOptions, style: Style) -> Session {
+        Session {
+            options,
+            style,
+            client: None,
+            cwd: String::new(),
+            listings: HashMap::new(),
+            interrupter: Arc::default(),
+        }
+    }
+
+    /// Logs in now (at start, so that a wrong key says so before the first prompt).
+    pub fn connect(&mut self) -> Result<()> {
+        self.client()?;
+        Ok(())
+    }
+
+    /// `user@host`, for the prompt.
+    pub fn label(&self) -> String {
+        let host = &self.options.to.host;
+        match &self.options.auth.user {
+            Some(user) => format!("{user}@{host}"),
+            None => host.clone(),
+        }
+    }
+
+
+    fn client(&mut self) -> Result<&mut Client> {
+        if self.client.is_none() {
+            let client = Client::connect(&self.options, self.style)?;
+            self.client = Some(client);
+        }
+        Ok(self.client.as_mut().expect("just connected"))
+    }
+
+    /// Runs `request` on the connection. If the server had closed it while the user
+    /// was idle (the request meets a closed connection, or the server's `timeout`),
+    /// logs in again once, transparently, and runs it again.
+    pub fn run<T>(&mut self, mut request: impl FnMut(&mut Client) -> Result<T>) -> Result<T> {
+        let fresh = self.client.is_none();
+        let first = self.attempt(&mut request);
+        match first {
+            Err(err) if !fresh && self.client.is_none() && kind_of(&err) == Some(Kind::Network) => {
+                self.attempt(&mut request)
+            }
+            other => other,
+        }
+    }
+
+    fn attempt<T>(&mut self, request: &mut impl FnMut(&mut Client) -> Result<T>) -> Result<T> {
+        let interrupter = self.interrupter.clone();
+        let client = self.client()?;
+        *interrupter.lock().expect("no panics while holding the lock") = client.interrupter();
+        let result = request(client);
+        *interrupter.lock().expect("no panics while holding the lock") = None;
+        if let Err(err) = &result
+            && matches!(kind_of(err), Some(Kind::Network | Kind::Protocol | Kind::Verification))
+        {
+            // The connection is gone (or not to be trusted): the next command logs in again.
+            self.client = None;
+        }
+        result
+    }
+
+    /// A listing for completion, from the cache while the user changes nothing.
+    pub fn listing(&mut self, dir: &str) -> Result<Vec<Item>> {
+        if let Some(items) = self.listings.get(dir) {
+            return Ok(items.clone());
+        }
+        let dir_owned = dir.to_string();
+        let items = self.run(|client| client.list(&dir_owned))?;
+        self.listings.insert(dir.to_string(), items.clone());
+        Ok(items)
+    }
+
+    /// Something changed on the server: what completion saw may be stale.
+    pub fn forget_listings(&mut self) {
+        self.listings.clear();
+    }
+
+    /// Says goodbye.
+    pub fn close(&mut self) {
+        if let Some(client) = self.client.take() {
+            client.bye();
+        }
+    }
+}

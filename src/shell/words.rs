@@ -1,0 +1,80 @@
+//! The shell's words: splitting a command line as a POSIX shell would (quotes and
+//! backslashes), quoting a name back for the command line, and joining remote
+//! paths with the current directory (`..` resolved here: the server never sees one).
+
+use anyhow::{Result, bail};
+
+/// Splits `line` into words, honouring single quotes, double quotes and
+/// backslashes; `None` for an unterminated quote.
+pub fn split(line: &str) -> Option<Vec<String>> {
+    shlex::split(line)
+}
+
+/// `name` as it can be typed back: plain if it needs no quoting, else with
+/// backslashes before spaces, quotes and other special characters.
+pub fn quote(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    for c in name.chars() {
+        if c.is_whitespace() || "\\'\"$`!*?[]{}()<>|&;#~".contains(c) {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// `path` (absolute from the home if it starts with `/`, else relative to `cwd`)
+/// as a path beneath the home without `.` or `..`: `""` is the home itself.
+pub fn resolve(cwd: &str, path: &str) -> Result<String> {
+    let mut parts: Vec<&str> = if path.starts_with('/') {
+        Vec::new()
+    } else {
+        cwd.split('/').filter(|p| !p.is_empty()).collect()
+    };
+    for part in path.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                if parts.pop().is_none() {
+                    bail!("there is nothing above the home");
+                }
+            }
+            name => parts.push(name),
+        }
+    }
+    Ok(parts.join("/"))
+}
+
+/// The home-relative path shown in the prompt: `/` and `/photos/2024`.
+pub fn shown(path: &str) -> String {
+    format!("/{path}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn words_split_like_a_shell() {
+        assert_eq!(
+            split(r#"get "my file.txt" it\'s 'a  b' plain"#).unwrap(),
+            ["get", "my file.txt", "it's", "a  b", "plain"]
+        );
+        assert!(split("get 'open").is_none());
+        assert_eq!(split("").unwrap(), Vec::<String>::new());
+        let name = "a b'c\"d$e";
+        assert_eq!(split(&format!("put {}", quote(name))).unwrap()[1], name);
+    }
+
+    #[test]
+    fn paths_resolve_beneath_the_home() {
+        assert_eq!(resolve("", "photos").unwrap(), "photos");
+        assert_eq!(resolve("photos", "2024/a.jpg").unwrap(), "photos/2024/a.jpg");
+        assert_eq!(resolve("photos/2024", "..").unwrap(), "photos");
+        assert_eq!(resolve("photos/2024", "/docs").unwrap(), "docs");
+        assert_eq!(resolve("photos", "./../docs/./x").unwrap(), "docs/x");
+        assert_eq!(resolve("photos", "/").unwrap(), "");
+        assert!(resolve("", "..").is_err());
+        assert_eq!(shown(""), "/");
+    }
+}
