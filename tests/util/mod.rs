@@ -8,7 +8,7 @@ pub mod peer;
 pub mod relay;
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
+use std::net::{Ipv4Addr, SocketAddrV4, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::{Arc, Mutex};
@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use hmac::{Hmac, Mac};
 use md5::{Digest, Md5};
+use peer::{Initiator, Peer};
 use serde_json::{Value, json};
 use sha2::Sha256;
 
@@ -215,6 +216,43 @@ pub fn pattern(len: usize, seed: u64) -> Vec<u8> {
 
 pub fn stderr_of(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+// ---- The version-2 peer of `peer.rs`, pointed at the binary ------------------------
+
+/// What an initiating `xfer send` chooses from a default listener's `hello`: `aead`
+/// only (no `blake3` unless `--hash blake3`, no `zstd` unless it compresses).
+pub const SENDER_FEATURES: &[&str] = &["aead"];
+/// What a default `xfer` listener lists in `hello`.
+pub const LISTENER_FEATURES: &[&str] = &["aead", "blake3", "zstd"];
+
+/// Connects to 127.0.0.1:`port` without saying anything (every read bounded).
+pub fn peer_connect(port: u16) -> Peer {
+    Peer::connect(("127.0.0.1", port)).expect("connect")
+}
+
+/// Connects to the listener on 127.0.0.1:`port` and authenticates as a sender with
+/// [`KEY`], choosing `features` (frames are sealed when `aead` is among them).
+pub fn peer_sender(port: u16, features: &[&str]) -> Peer {
+    let mut peer = peer_connect(port);
+    peer.initiate(&Initiator::new(KEY, "sender").features(features))
+        .expect("authenticated");
+    peer
+}
+
+/// A TCP connection to 127.0.0.1:`port` from the loopback address `source` (any of
+/// 127.0.0.0/8 works on Linux), so that a test can stand for many hosts: a listener
+/// bounds connections in the handshake per address.
+pub fn connect_from(source: Ipv4Addr, port: u16) -> TcpStream {
+    use rustix::net::{AddressFamily, SocketType};
+    let socket =
+        rustix::net::socket(AddressFamily::INET, SocketType::STREAM, None).expect("a socket");
+    rustix::net::bind(&socket, &SocketAddrV4::new(source, 0)).expect("bind the source");
+    rustix::net::connect(&socket, &SocketAddrV4::new(Ipv4Addr::LOCALHOST, port)).expect("connect");
+    let stream = TcpStream::from(socket);
+    stream.set_read_timeout(Some(TIMEOUT)).unwrap();
+    stream.set_write_timeout(Some(TIMEOUT)).unwrap();
+    stream
 }
 
 // ---- A raw peer, written from PROTOCOL.md alone -------------------------------
