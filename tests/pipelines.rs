@@ -268,6 +268,14 @@ fn json_events_are_one_object_per_line_on_both_sides() {
     std::fs::write(src.path().join("a.txt"), b"hello, world\n").unwrap();
     std::fs::write(src.path().join("b.txt"), b"new").unwrap();
     std::fs::write(out.path().join("b.txt"), b"old").unwrap();
+    // Same size as the new b.txt: with the same mtime too, version 2 would answer
+    // `same` (already delivered); another mtime makes it an existing file that differs.
+    std::fs::File::options()
+        .write(true)
+        .open(out.path().join("b.txt"))
+        .unwrap()
+        .set_modified(std::time::UNIX_EPOCH + Duration::from_secs(1_000_000_000))
+        .unwrap();
     let mut receiver = Receiver::start(out.path(), Some(KEY), &["--json"]);
     let sent = send(
         &[&src.path().join("a.txt"), &src.path().join("b.txt")],
@@ -288,6 +296,11 @@ fn json_events_are_one_object_per_line_on_both_sides() {
         (Some("ok"), Some(13))
     );
     assert_eq!(a["md5"], "22c3683b094136c3398391ae71b20f04");
+    // Version 2 names the hash, and gives its digest whatever it is.
+    assert_eq!(
+        (a["hash"].as_str(), a["digest"].as_str()),
+        (Some("md5"), Some("22c3683b094136c3398391ae71b20f04"))
+    );
     let b = events
         .iter()
         .find(|e| e["event"] == "file" && e["path"] == "b.txt")
@@ -306,6 +319,14 @@ fn json_events_are_one_object_per_line_on_both_sides() {
     assert_eq!(summary["bytes"], 13);
     assert!(summary["seconds"].as_f64().is_some() && summary["bytes_per_sec"].as_u64().is_some());
     assert_eq!(summary["exit_code"], 6);
+    assert_eq!(
+        (summary["same"].as_u64(), summary["resumed"].as_u64()),
+        (Some(0), Some(0))
+    );
+    assert_eq!(
+        (summary["hash"].as_str(), summary["encrypted"].as_bool()),
+        (Some("md5"), Some(true))
+    );
 
     let mut stdout = Vec::new();
     std::io::Read::read_to_end(receiver.child.stdout.as_mut().unwrap(), &mut stdout).unwrap();

@@ -1,12 +1,16 @@
-//! End-to-end: the real binary sending to itself on loopback, and a raw peer written
-//! from PROTOCOL.md sending to it and receiving from it.
+//! End-to-end: the real binary sending to itself on loopback, and the independent
+//! version-2 peer of `util::peer` (written from PROTOCOL.md) sending to it and
+//! receiving from it.
 
 mod util;
 
 use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
-use serde_json::json;
+use serde_json::{Value, json};
+use util::peer::{
+    Acceptor, Decision, Peer, decode_data, hex, hex_matches, kind, mac_done, mac_ok, make_hello,
+};
 use util::*;
 
 #[test]
@@ -94,18 +98,16 @@ fn a_listener_that_cannot_prove_the_key_gets_no_data() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let fake = std::thread::spawn(move || {
-        let (stream, _) = listener.accept().unwrap();
-        stream.set_read_timeout(Some(TIMEOUT)).unwrap();
-        let mut peer = RawPeer {
-            stream,
-            session: [0; 32],
-        };
-        peer.send(&json!({"type":"hello","version":1,"role":"receiver","nonce":"ab".repeat(32)}));
-        let auth = peer.read().expect("auth");
-        assert_eq!(auth["type"], "auth");
-        peer.send(&json!({"type":"auth_ok","mac":"cd".repeat(32)}));
-        // Whatever comes next must not be an offer.
-        peer.read()
+        let mut peer = Peer::accept(&listener).expect("accept");
+        let pretender = Acceptor::new("not the key", "receiver").features(LISTENER_FEATURES);
+        peer.send_control(&make_hello(&pretender).0).unwrap();
+        let auth = peer.read_control().expect("auth");
+        assert_eq!(kind(&auth), "auth");
+        peer.send_control(&json!({"type":"auth_ok","mac":"cd".repeat(32)}))
+            .unwrap();
+        // Whatever comes next must not be an offer (nor anything sealed or clear
+        // that could carry one): the initiator closes, sending nothing.
+        peer.read_control().ok()
     });
     let src = tempfile::tempdir().unwrap();
     let file = src.path().join("f");
@@ -113,10 +115,7 @@ fn a_listener_that_cannot_prove_the_key_gets_no_data() {
     let sent = send(&[&file], port, KEY, &[]);
     assert_eq!(sent.status.code(), Some(4), "{}", stderr_of(&sent));
     let after = fake.join().unwrap();
-    assert!(
-        after.as_ref().is_none_or(|frame| frame["type"] == "error"),
-        "{after:?}"
-    );
+    assert!(after.is_none(), "{after:?}");
 }
 
 #[test]
@@ -140,17 +139,18 @@ fn hostile_paths_are_all_refused_and_nothing_is_written() {
         "./x",
         "",
         "a/",
+        // The receiver's own temporaries (version 2, PROTOCOL.md section 6).
+        ".xfer-0123456789abcdef0123456789abcdef.partial",
+        "sub/.xfer-0123456789abcdef0123456789abcdef.part",
     ];
-    let mut peer = RawPeer::sender(receiver.port, KEY);
-    let entries: Vec<_> = hostile
+    let mut peer = peer_sender(receiver.port, SENDER_FEATURES);
+    let entries: Vec<Value> = hostile
         .iter()
         .map(|path| json!({"path":path,"kind":"file","size":4,"mode":420,"mtime":0}))
         .collect();
-    peer.send(&json!({"type":"offer","entries":entries}));
-    let plan = peer.read().expect("plan");
-    let decisions = plan["entries"].as_array().unwrap();
-    assert_eq!(decisions.len(), hostile.len());
-    for (path, decision) in hostile.iter().zip(decisions) {
+    peer.send_offer(&[entries]).unwrap();
+    let decisions = peer.read_plan(hostile.len()).expect("plan");
+    for (path, decision) in hostile.iter().zip(&decisions) {
         assert_eq!(decision["action"], "skip", "{path:?}");
         assert_eq!(decision["code"], "bad_path", "{path:?}");
         let message = decision["message"].as_str().unwrap();
@@ -159,8 +159,8 @@ fn hostile_paths_are_all_refused_and_nothing_is_written() {
             "raw control characters in {message:?}"
         );
     }
-    peer.send(&json!({"type":"end"}));
-    assert_eq!(peer.read().expect("end")["type"], "end");
+    peer.send_end().unwrap();
+    assert_eq!(kind(&peer.read_control().expect("end")), "end");
     assert_eq!(receiver.exit_code(), 6);
     assert_eq!(
         files_under(parent.path()),
@@ -180,6 +180,14 @@ fn an_existing_file_is_refused_with_exit_6_and_left_unchanged() {
     std::fs::write(src.path().join("same.txt"), b"new content").unwrap();
     std::fs::write(src.path().join("other.txt"), b"other").unwrap();
     std::fs::write(out.path().join("same.txt"), b"old content").unwrap();
+    // Same size as the new one: with the same mtime too, version 2 would call it
+    // `same` (already delivered); another mtime makes it a file that differs.
+    std::fs::File::options()
+        .write(true)
+        .open(out.path().join("same.txt"))
+        .unwrap()
+        .set_modified(std::time::UNIX_EPOCH + Duration::from_secs(1_000_000_000))
+        .unwrap();
     let mut receiver = Receiver::start(out.path(), Some(KEY), &[]);
     let sent = send(
         &[&src.path().join("same.txt"), &src.path().join("other.txt")],
@@ -224,13 +232,15 @@ fn a_connection_dropped_mid_file_leaves_nothing_under_the_final_name() {
         let out = tempfile::tempdir().unwrap();
         let flags: &[&str] = if resume { &[] } else { &["--no-resume"] };
         let mut receiver = Receiver::start(out.path(), Some(KEY), flags);
-        let mut peer = RawPeer::sender(receiver.port, KEY);
-        peer.send(
-            &json!({"type":"offer","entries":[{"path":"big.bin","kind":"file","size":1_000_000}]}),
-        );
-        assert_eq!(peer.read().expect("plan")["entries"][0]["action"], "send");
-        peer.send(&json!({"type":"data","index":0,"offset":0}));
-        peer.send_raw_frame(&pattern(300_000, 2));
+        let mut peer = peer_sender(receiver.port, SENDER_FEATURES);
+        peer.send_offer(&[vec![
+            json!({"path":"big.bin","kind":"file","size":1_000_000}),
+        ]])
+        .unwrap();
+        assert_eq!(peer.read_plan(1).expect("plan")[0]["action"], "send");
+        peer.send_control(&json!({"type":"data","index":0,"offset":0}))
+            .unwrap();
+        peer.send_frame(&pattern(300_000, 2)).unwrap();
         drop(peer);
         assert_eq!(receiver.exit_code(), 3, "{}", receiver.stderr());
         let left: Vec<String> = files_under(out.path())
@@ -255,44 +265,66 @@ fn a_connection_dropped_mid_file_leaves_nothing_under_the_final_name() {
 fn an_independent_sender_is_received_and_acknowledged_with_a_valid_mac() {
     let out = tempfile::tempdir().unwrap();
     let mut receiver = Receiver::start(out.path(), Some(KEY), &[]);
-    let mut peer = RawPeer::sender(receiver.port, KEY);
+    let mut peer = peer_sender(receiver.port, SENDER_FEATURES);
     let content = pattern(250_000, 3);
-    peer.send(&json!({"type":"offer","entries":[
-        {"path":"docs","kind":"dir","size":null,"mode":493},
-        {"path":"docs/hello.txt","kind":"file","size":13,"mode":384,"mtime":1_000_000_000},
-        {"path":"data.bin","kind":"file","size":content.len(),"future_field":true}
-    ]}));
-    let plan = peer.read().expect("plan");
-    for decision in plan["entries"].as_array().unwrap() {
-        assert_eq!(decision["action"], "send", "{plan}");
+    // Version 2: a directory's size is 0 (null is only for a stream).
+    peer.send_offer(&[vec![
+        json!({"path":"docs","kind":"dir","size":0,"mode":493}),
+        json!({"path":"docs/hello.txt","kind":"file","size":13,"mode":384,"mtime":1_000_000_000}),
+        json!({"path":"data.bin","kind":"file","size":content.len(),"future_field":true}),
+    ]])
+    .unwrap();
+    let plan = peer.read_plan(3).expect("plan");
+    for decision in &plan {
+        assert_eq!(decision["action"], "send", "{plan:?}");
     }
-    peer.send_file(1, "docs/hello.txt", b"hello, world\n");
-    peer.send_file(2, "data.bin", &content);
-    peer.send(&json!({"type":"end"}));
+    peer.send_file(1, "docs/hello.txt", b"hello, world\n", 0)
+        .unwrap();
+    peer.send_file(2, "data.bin", &content, 0).unwrap();
+    peer.send_end().unwrap();
     let mut oks = Vec::new();
     loop {
-        let frame = peer.read().expect("ack or end");
-        match frame["type"].as_str() {
-            Some("ok") => oks.push(frame),
-            Some("end") => break,
+        let frame = peer.read_control().expect("ack or end");
+        match kind(&frame) {
+            "ok" => oks.push(frame),
+            "end" => break,
             other => panic!("unexpected {other:?}: {frame}"),
         }
     }
     assert_eq!(oks.len(), 2);
+    let session = peer.session().expect("authenticated").clone();
+    let expected_ok = |index: u64, content: &[u8], path: &str| {
+        let hash = session.hash().digest(content);
+        hex(&mac_ok(
+            &session.ks,
+            0,
+            index,
+            content.len() as u64,
+            &hash,
+            path,
+        ))
+    };
+    assert_eq!(oks[0]["index"], 1);
     assert_eq!(
         oks[0]["mac"],
-        peer.file_mac("xfer/1 ok", 1, b"hello, world\n", "docs/hello.txt")
+        expected_ok(1, b"hello, world\n", "docs/hello.txt")
     );
-    assert_eq!(
-        oks[1]["mac"],
-        peer.file_mac("xfer/1 ok", 2, &content, "data.bin")
-    );
+    assert_eq!(oks[1]["index"], 2);
+    assert_eq!(oks[1]["mac"], expected_ok(2, &content, "data.bin"));
     assert_eq!(receiver.exit_code(), 0, "{}", receiver.stderr());
     let hello = out.path().join("docs/hello.txt");
     assert_eq!(std::fs::read(&hello).unwrap(), b"hello, world\n");
+    let meta = std::fs::metadata(&hello).unwrap();
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(meta.mtime(), 1_000_000_000);
     assert_eq!(
-        std::fs::metadata(&hello).unwrap().permissions().mode() & 0o777,
-        0o600
+        std::fs::metadata(out.path().join("docs"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777,
+        0o755
     );
     assert_eq!(std::fs::read(out.path().join("data.bin")).unwrap(), content);
 }
@@ -301,38 +333,49 @@ fn an_independent_sender_is_received_and_acknowledged_with_a_valid_mac() {
 fn wrong_md5_or_wrong_mac_is_refused_and_not_kept() {
     let out = tempfile::tempdir().unwrap();
     let mut receiver = Receiver::start(out.path(), Some(KEY), &[]);
-    let mut peer = RawPeer::sender(receiver.port, KEY);
-    peer.send(&json!({"type":"offer","entries":[
-        {"path":"bad-md5","kind":"file","size":5},
-        {"path":"bad-mac","kind":"file","size":5},
-        {"path":"given-up","kind":"file","size":5},
-        {"path":"good","kind":"file","size":5}
-    ]}));
-    peer.read().expect("plan");
-    peer.send(&json!({"type":"data","index":0,"offset":0}));
-    peer.send_raw_frame(b"12345");
-    peer.send_raw_frame(&[]);
-    let mac = peer.file_mac("xfer/1 done", 0, b"12345", "bad-md5");
-    peer.send(&json!({"type":"done","index":0,"size":5,"md5":md5_hex(b"54321"),"mac":mac}));
-    peer.send(&json!({"type":"data","index":1,"offset":0}));
-    peer.send_raw_frame(b"12345");
-    peer.send_raw_frame(&[]);
-    let wrong_mac = peer.file_mac("xfer/1 done", 1, b"12345", "another-name");
-    peer.send(&json!({"type":"done","index":1,"size":5,"md5":md5_hex(b"12345"),"mac":wrong_mac}));
-    peer.send(&json!({"type":"error","index":2,"code":"io","message":"source vanished"}));
-    peer.send_file(3, "good", b"12345");
-    peer.send(&json!({"type":"end"}));
-    let replies: Vec<_> = (0..4).map(|_| peer.read().expect("reply")).collect();
+    let mut peer = peer_sender(receiver.port, SENDER_FEATURES);
+    peer.send_offer(&[vec![
+        json!({"path":"bad-md5","kind":"file","size":5}),
+        json!({"path":"bad-mac","kind":"file","size":5}),
+        json!({"path":"given-up","kind":"file","size":5}),
+        json!({"path":"good","kind":"file","size":5}),
+    ]])
+    .unwrap();
+    peer.read_plan(4).expect("plan");
+    assert_eq!(peer.hash(), util::peer::HashKind::Md5, "MD5 unless blake3");
+    let data = |peer: &mut Peer, index: u64| {
+        peer.send_control(&json!({"type":"data","index":index,"offset":0}))
+            .unwrap();
+        peer.send_frame(b"12345").unwrap();
+        peer.send_frame(&[]).unwrap();
+    };
+    // The MAC is right for what was sent; the hash claims other content.
+    data(&mut peer, 0);
+    let mut done = peer.done_frame(0, "bad-md5", b"12345");
+    done["hash"] = json!(hex(&peer.hash().digest(b"54321")));
+    peer.send_control(&done).unwrap();
+    // The hash is right; the MAC is for another name.
+    data(&mut peer, 1);
+    let done = peer.done_frame(1, "another-name", b"12345");
+    peer.send_control(&done).unwrap();
+    peer.send_error(Some(2), "io", "source vanished").unwrap();
+    peer.send_file(3, "good", b"12345", 0).unwrap();
+    peer.send_end().unwrap();
+    let replies: Vec<_> = (0..4)
+        .map(|_| peer.read_control().expect("reply"))
+        .collect();
     assert_eq!(
         (replies[0]["type"].as_str(), replies[0]["code"].as_str()),
-        (Some("error"), Some("checksum"))
+        (Some("error"), Some("checksum")),
+        "{replies:?}"
     );
     assert_eq!(
         (replies[1]["type"].as_str(), replies[1]["code"].as_str()),
-        (Some("error"), Some("mac"))
+        (Some("error"), Some("mac")),
+        "{replies:?}"
     );
-    assert_eq!(replies[2]["type"], "ok");
-    assert_eq!(replies[3]["type"], "end");
+    assert_eq!(replies[2]["type"], "ok", "{replies:?}");
+    assert_eq!(replies[3]["type"], "end", "{replies:?}");
     assert_eq!(receiver.exit_code(), 5);
     assert_eq!(
         files_under(out.path()),
@@ -345,39 +388,47 @@ fn an_independent_receiver_gets_the_file_and_the_sender_checks_its_ok() {
     for forge in [false, true] {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
-        let key = KEY.as_bytes().to_vec();
         let fake = std::thread::spawn(move || {
-            let mut peer = RawPeer::accept_as_receiver(&listener, &key);
-            let offer = peer.read().expect("offer");
-            assert_eq!(offer["entries"][0]["path"], "hello.txt");
-            peer.send(&json!({"type":"plan","entries":[{"action":"send","offset":0}]}));
-            assert_eq!(peer.read().expect("data")["type"], "data");
+            let mut peer = Peer::accept(&listener).expect("accept");
+            let receiver = Acceptor::new(KEY, "receiver").features(LISTENER_FEATURES);
+            let session = peer.accept_handshake(&receiver).expect("handshake");
+            let first = peer.read_control_raw().expect("offer");
+            let entries = peer.read_offer_from(first).expect("a verified offer");
+            assert_eq!(entries[0]["path"], "hello.txt");
+            peer.send_plan(&[vec![Decision::Send.to_json(peer.hash())]])
+                .unwrap();
+            assert_eq!(kind(&peer.read_control().expect("data")), "data");
             let mut content = Vec::new();
             loop {
-                let mut prefix = [0; 4];
-                std::io::Read::read_exact(&mut peer.stream, &mut prefix).unwrap();
-                let len = u32::from_be_bytes(prefix) as usize;
-                if len == 0 {
+                let payload = peer.read_frame().unwrap().expect("a data frame");
+                if payload.is_empty() {
                     break;
                 }
-                let mut chunk = vec![0; len];
-                std::io::Read::read_exact(&mut peer.stream, &mut chunk).unwrap();
-                content.extend_from_slice(&chunk);
+                let bytes = if session.has("zstd") {
+                    decode_data(&payload).expect("a valid data frame")
+                } else {
+                    payload
+                };
+                content.extend_from_slice(&bytes);
             }
-            let done = peer.read().expect("done");
-            assert_eq!(done["md5"], md5_hex(&content));
-            assert_eq!(
-                done["mac"],
-                peer.file_mac("xfer/1 done", 0, &content, "hello.txt")
-            );
+            let done = peer.read_control().expect("done");
+            let hash = session.hash().digest(&content);
+            let size = content.len() as u64;
+            assert_eq!(done["hash"], hex(&hash));
+            assert!(hex_matches(
+                done["mac"].as_str(),
+                &mac_done(&session.ks, 0, 0, size, &hash, "hello.txt")
+            ));
             let ok_mac = if forge {
                 "00".repeat(32)
             } else {
-                peer.file_mac("xfer/1 ok", 0, &content, "hello.txt")
+                hex(&mac_ok(&session.ks, 0, 0, size, &hash, "hello.txt"))
             };
-            peer.send(&json!({"type":"ok","index":0,"mac":ok_mac}));
-            assert_eq!(peer.read().expect("end")["type"], "end");
-            peer.send(&json!({"type":"end"}));
+            peer.send_control(&json!({"type":"ok","index":0,"mac":ok_mac}))
+                .unwrap();
+            assert_eq!(kind(&peer.read_control().expect("end")), "end");
+            // A sender that caught a forged ok may be gone already.
+            let _ = peer.send_end();
             content
         });
         let src = tempfile::tempdir().unwrap();
@@ -468,6 +519,8 @@ fn short_keys_get_a_warning() {
 fn exit_codes_for_usage_missing_files_and_refused_connections() {
     let usage = run(xfer().args(["send", "only-one-operand"]));
     assert_eq!(usage.status.code(), Some(2));
+    let usage = run(xfer().args(["send", "-", "file", "127.0.0.1:9"]));
+    assert_eq!(usage.status.code(), Some(2), "standard input must be alone");
     let missing = run(xfer()
         .args(["send", "/nonexistent/file", "127.0.0.1:9"])
         .env("XFER_KEY", KEY));
@@ -497,33 +550,50 @@ fn exit_codes_for_usage_missing_files_and_refused_connections() {
         "{}",
         stderr_of(&no_key)
     );
+    // New in version 2: 9, a peer without what this side requires.
+    let out = tempfile::tempdir().unwrap();
+    let mut receiver = Receiver::start(out.path(), Some(KEY), &["--no-encrypt"]);
+    let clear_only = send(&[&src.path().join("f")], receiver.port, KEY, &["--encrypt"]);
+    assert_eq!(
+        clear_only.status.code(),
+        Some(9),
+        "{}",
+        stderr_of(&clear_only)
+    );
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(
+        receiver.is_running(),
+        "a failed handshake is not its session"
+    );
+    assert!(files_under(out.path()).is_empty());
 }
 
 #[test]
 fn end_before_all_planned_data_is_a_protocol_error() {
     let out = tempfile::tempdir().unwrap();
     let mut receiver = Receiver::start(out.path(), Some(KEY), &[]);
-    let mut peer = RawPeer::sender(receiver.port, KEY);
-    peer.send(&json!({"type":"offer","entries":[
-        {"path":"a","kind":"file","size":1},
-        {"path":"b","kind":"file","size":1}
-    ]}));
-    peer.read().expect("plan");
-    peer.send_file(1, "b", b"b");
-    peer.send(&json!({"type":"end"}));
-    assert_eq!(peer.read().expect("ok for b")["type"], "ok");
-    let error = peer.read().expect("error");
+    let mut peer = peer_sender(receiver.port, SENDER_FEATURES);
+    peer.send_offer(&[vec![
+        json!({"path":"a","kind":"file","size":1}),
+        json!({"path":"b","kind":"file","size":1}),
+    ]])
+    .unwrap();
+    peer.read_plan(2).expect("plan");
+    // Version 2 takes data only in the plan's order (an entry skipped over is itself
+    // a protocol error), so the entry left out is the last one.
+    peer.send_file(0, "a", b"a", 0).unwrap();
+    peer.send_end().unwrap();
+    assert_eq!(kind(&peer.read_control().expect("ok for a")), "ok");
+    let error = peer.read_control().expect("error");
     assert_eq!(
         (error["type"].as_str(), error["code"].as_str()),
         (Some("error"), Some("protocol"))
     );
+    let message = error["message"].as_str().unwrap();
     assert!(
-        error["message"]
-            .as_str()
-            .unwrap()
-            .contains("end before entry 0"),
+        message.contains("entry 1") && message.contains("end"),
         "{error}"
     );
     assert_eq!(receiver.exit_code(), 8);
-    assert_eq!(files_under(out.path()), vec![std::path::PathBuf::from("b")]);
+    assert_eq!(files_under(out.path()), vec![std::path::PathBuf::from("a")]);
 }

@@ -1,23 +1,21 @@
 //! Helpers for end-to-end tests: run the real `xfer` binary on 127.0.0.1 with port 0,
-//! with a bound on every wait, and a raw protocol peer written from PROTOCOL.md
-//! alone (it shares no code with the crate) to play a hostile or independent side.
+//! with a bound on every wait. The independent version-2 peer of [`peer`] (written
+//! from PROTOCOL.md alone, sharing no code with the crate) plays a hostile or
+//! independent side; [`relay`] corrupts, cuts or slows a link.
 
 #![allow(dead_code)] // each test binary uses a different part of this
 
 pub mod peer;
 pub mod relay;
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
+use std::io::{BufRead, BufReader, Read};
+use std::net::{Ipv4Addr, SocketAddrV4, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use hmac::{Hmac, Mac};
-use md5::{Digest, Md5};
-use serde_json::{Value, json};
-use sha2::Sha256;
+use peer::{Initiator, Peer};
 
 /// Longest any single process or socket wait may take before the test fails.
 pub const TIMEOUT: Duration = Duration::from_secs(30);
@@ -217,157 +215,39 @@ pub fn stderr_of(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
-// ---- A raw peer, written from PROTOCOL.md alone -------------------------------
+// ---- The version-2 peer of `peer.rs`, pointed at the binary ------------------------
 
-type HmacSha256 = Hmac<Sha256>;
+/// What an initiating `xfer send` chooses from a default listener's `hello`: `aead`
+/// only (no `blake3` unless `--hash blake3`, no `zstd` unless it compresses).
+pub const SENDER_FEATURES: &[&str] = &["aead"];
+/// What a default `xfer` listener lists in `hello`.
+pub const LISTENER_FEATURES: &[&str] = &["aead", "blake3", "zstd"];
 
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+/// Connects to 127.0.0.1:`port` without saying anything (every read bounded).
+pub fn peer_connect(port: u16) -> Peer {
+    Peer::connect(("127.0.0.1", port)).expect("connect")
 }
 
-pub fn unhex(text: &str) -> Vec<u8> {
-    (0..text.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&text[i..i + 2], 16).unwrap())
-        .collect()
+/// Connects to the listener on 127.0.0.1:`port` and authenticates as a sender with
+/// [`KEY`], choosing `features` (frames are sealed when `aead` is among them).
+pub fn peer_sender(port: u16, features: &[&str]) -> Peer {
+    let mut peer = peer_connect(port);
+    peer.initiate(&Initiator::new(KEY, "sender").features(features))
+        .expect("authenticated");
+    peer
 }
 
-pub fn labelled_mac(key: &[u8], label: &str, parts: &[&[u8]]) -> [u8; 32] {
-    let mut mac = HmacSha256::new_from_slice(key).unwrap();
-    mac.update(label.as_bytes());
-    mac.update(&[0]);
-    for part in parts {
-        mac.update(part);
-    }
-    mac.finalize().into_bytes().into()
-}
-
-pub fn md5_hex(bytes: &[u8]) -> String {
-    hex(&Md5::digest(bytes))
-}
-
-/// One end of a connection that speaks frames by hand.
-pub struct RawPeer {
-    pub stream: TcpStream,
-    /// The session key, once authenticated.
-    pub session: [u8; 32],
-}
-
-impl RawPeer {
-    pub fn connect(port: u16) -> RawPeer {
-        let stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-        stream.set_read_timeout(Some(TIMEOUT)).unwrap();
-        stream.set_write_timeout(Some(TIMEOUT)).unwrap();
-        RawPeer {
-            stream,
-            session: [0; 32],
-        }
-    }
-
-    /// Accepts one connection on `listener` and plays a listening receiver's half of
-    /// the handshake with `key`, checking the initiator's proof.
-    pub fn accept_as_receiver(listener: &std::net::TcpListener, key: &[u8]) -> RawPeer {
-        let (stream, _) = listener.accept().expect("accept");
-        stream.set_read_timeout(Some(TIMEOUT)).unwrap();
-        let mut peer = RawPeer {
-            stream,
-            session: [0; 32],
-        };
-        let na = [7u8; 32];
-        peer.send(&json!({"type":"hello","version":1,"role":"receiver","nonce":hex(&na)}));
-        let auth = peer.read().expect("auth");
-        let ni = unhex(auth["nonce"].as_str().unwrap());
-        let mac = |label: &str| labelled_mac(key, label, &[&na, &ni]);
-        assert_eq!(auth["mac"], hex(&mac("xfer/1 initiator")));
-        peer.send(&json!({"type":"auth_ok","mac":hex(&mac("xfer/1 acceptor"))}));
-        peer.session = mac("xfer/1 session");
-        peer
-    }
-
-    /// Connects and authenticates as an initiating sender with `key`.
-    pub fn sender(port: u16, key: &str) -> RawPeer {
-        let mut peer = RawPeer::connect(port);
-        peer.authenticate(key.as_bytes(), "sender")
-            .expect("authenticated");
-        peer
-    }
-
-    /// The initiator's half of the handshake; `Err` holds the frame that ended it.
-    pub fn authenticate(&mut self, key: &[u8], role: &str) -> Result<(), Value> {
-        let hello = self.read().expect("hello");
-        assert_eq!(hello["type"], "hello", "{hello}");
-        let na = unhex(hello["nonce"].as_str().unwrap());
-        let ni: Vec<u8> = (0..32).map(|i| i as u8 ^ 0x5a).collect();
-        let mac_i = labelled_mac(key, "xfer/1 initiator", &[&na, &ni]);
-        self.send(
-            &json!({"type":"auth","version":1,"role":role,"nonce":hex(&ni),"mac":hex(&mac_i)}),
-        );
-        let reply = self.read().expect("auth reply");
-        if reply["type"] != "auth_ok" {
-            return Err(reply);
-        }
-        let mac_a = labelled_mac(key, "xfer/1 acceptor", &[&na, &ni]);
-        assert_eq!(reply["mac"], hex(&mac_a), "the acceptor's proof");
-        self.session = labelled_mac(key, "xfer/1 session", &[&na, &ni]);
-        Ok(())
-    }
-
-    pub fn send(&mut self, message: &Value) {
-        let payload = serde_json::to_vec(message).unwrap();
-        self.send_raw_frame(&payload);
-    }
-
-    pub fn send_raw_frame(&mut self, payload: &[u8]) {
-        let mut bytes = (payload.len() as u32).to_be_bytes().to_vec();
-        bytes.extend_from_slice(payload);
-        self.stream.write_all(&bytes).unwrap();
-    }
-
-    /// Writes, ignoring failures (the peer may have hung up on purpose).
-    pub fn try_send_raw(&mut self, bytes: &[u8]) -> bool {
-        self.stream.write_all(bytes).is_ok()
-    }
-
-    /// Reads one control frame; `None` when the peer closed (or reset) the connection.
-    pub fn read(&mut self) -> Option<Value> {
-        let mut prefix = [0; 4];
-        self.stream.read_exact(&mut prefix).ok()?;
-        let mut payload = vec![0; u32::from_be_bytes(prefix) as usize];
-        self.stream.read_exact(&mut payload).ok()?;
-        Some(serde_json::from_slice(&payload).expect("peer sent JSON"))
-    }
-
-    /// Reads one frame of any kind, raw; `None` when the peer closed.
-    pub fn read_any(&mut self) -> Option<Vec<u8>> {
-        let mut prefix = [0; 4];
-        self.stream.read_exact(&mut prefix).ok()?;
-        let mut payload = vec![0; u32::from_be_bytes(prefix) as usize];
-        self.stream.read_exact(&mut payload).ok()?;
-        Some(payload)
-    }
-
-    pub fn file_mac(&self, label: &str, index: u64, content: &[u8], path: &str) -> String {
-        let md5 = Md5::digest(content);
-        hex(&labelled_mac(
-            &self.session,
-            label,
-            &[
-                &index.to_be_bytes(),
-                &(content.len() as u64).to_be_bytes(),
-                &md5,
-                path.as_bytes(),
-            ],
-        ))
-    }
-
-    /// Sends one whole file for entry `index` as the protocol says: data, frames, done.
-    pub fn send_file(&mut self, index: u64, path: &str, content: &[u8]) {
-        self.send(&json!({"type":"data","index":index,"offset":0}));
-        for chunk in content.chunks(100_000) {
-            self.send_raw_frame(chunk);
-        }
-        self.send_raw_frame(&[]);
-        let mac = self.file_mac("xfer/1 done", index, content, path);
-        self.send(&json!({"type":"done","index":index,"size":content.len(),"md5":md5_hex(content),"mac":mac}));
-    }
+/// A TCP connection to 127.0.0.1:`port` from the loopback address `source` (any of
+/// 127.0.0.0/8 works on Linux), so that a test can stand for many hosts: a listener
+/// bounds connections in the handshake per address.
+pub fn connect_from(source: Ipv4Addr, port: u16) -> TcpStream {
+    use rustix::net::{AddressFamily, SocketType};
+    let socket =
+        rustix::net::socket(AddressFamily::INET, SocketType::STREAM, None).expect("a socket");
+    rustix::net::bind(&socket, &SocketAddrV4::new(source, 0)).expect("bind the source");
+    rustix::net::connect(&socket, &SocketAddrV4::new(Ipv4Addr::LOCALHOST, port)).expect("connect");
+    let stream = TcpStream::from(socket);
+    stream.set_read_timeout(Some(TIMEOUT)).unwrap();
+    stream.set_write_timeout(Some(TIMEOUT)).unwrap();
+    stream
 }
