@@ -170,7 +170,7 @@ pub fn kind_of(err: &anyhow::Error) -> Option<Kind> {
 
 /// A failure the peer reported in an error frame: nothing to tell it back.
 #[derive(Debug)]
-struct PeerSaid(String);
+struct PeerSaid(String, ErrorCode);
 
 impl fmt::Display for PeerSaid {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -206,7 +206,25 @@ pub fn peer_error(code: ErrorCode, message: &str) -> anyhow::Error {
         ErrorCode::Timeout => format!("the peer gave up waiting for us ({said})"),
         _ => format!("the peer reported {code}: {said}"),
     };
-    tag(Kind::of_code(code), anyhow::Error::new(PeerSaid(text)))
+    tag(
+        Kind::of_code(code),
+        anyhow::Error::new(PeerSaid(text, code)),
+    )
+}
+
+/// The code of the error frame `err` reports, if it is a peer's report.
+pub fn peer_code(err: &anyhow::Error) -> Option<ErrorCode> {
+    let mut layer: Option<&(dyn std::error::Error + 'static)> = Some(err.as_ref());
+    while let Some(current) = layer {
+        if let Some(said) = current.downcast_ref::<PeerSaid>() {
+            return Some(said.1);
+        }
+        if let Some(tagged) = current.downcast_ref::<Tagged>() {
+            return peer_code(&tagged.inner);
+        }
+        layer = current.source();
+    }
+    None
 }
 
 /// The exit code for an error: its kind's code, or 1 for anything untagged.

@@ -248,9 +248,6 @@ fn a_stalled_peer_is_dropped_after_the_idle_timeout() {
 }
 
 #[test]
-#[ignore = "src bug: an idle receiver closes without the `timeout` error frame of PROTOCOL.md \
-            section 3 (src/proto/wire.rs:477 `net` gives a read timeout no wire code, so \
-            src/error.rs `wire_code` returns None and recv::session sends nothing)"]
 fn an_idle_receiver_says_timeout_before_it_closes() {
     let out = tempfile::tempdir().unwrap();
     let mut receiver = Receiver::start(out.path(), Some(KEY), &["--idle-timeout", "1"]);
@@ -284,9 +281,6 @@ fn offer_same_bin(port: u16) -> (Peer, Value) {
 }
 
 #[test]
-#[ignore = "src bug: a second session offering a path another session is receiving hangs the \
-            receiver: Claims::claim (src/transfer/recv/plan.rs:48) builds the Claim eagerly with \
-            `then_some`, and dropping it re-locks the Mutex the same thread holds (deadlock)"]
 fn two_senders_of_the_same_path_never_mix() {
     let out = tempfile::tempdir().unwrap();
     let receiver = Receiver::start(out.path(), Some(KEY), &["--serve"]);

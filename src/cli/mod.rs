@@ -159,8 +159,8 @@ pub struct LinkArgs {
     pub max_conns: usize,
 
     /// With --listen: connections still in the handshake from one address; a
-    /// newer one cuts the oldest
-    #[arg(long, value_name = "N", default_value = "8", value_parser = values::count)]
+    /// newer one cuts the oldest that has waited a second
+    #[arg(long, value_name = "N", default_value = "32", value_parser = values::count)]
     pub max_pending_per_address: usize,
 
     /// When connecting: while nobody listens yet, keep retrying for SECS
@@ -435,8 +435,9 @@ pub struct ServeArgs {
     #[arg(long, value_name = "N", default_value = "64", value_parser = values::count)]
     pub max_conns: usize,
 
-    /// Connections still in the handshake from one address
-    #[arg(long, value_name = "N", default_value = "8", value_parser = values::count)]
+    /// Connections still in the handshake from one address; a newer one cuts the
+    /// oldest that has waited a second
+    #[arg(long, value_name = "N", default_value = "32", value_parser = values::count)]
     pub max_pending_per_address: usize,
 
     /// Close a connection that makes no request (or takes nothing we send) for SECS

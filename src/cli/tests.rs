@@ -151,7 +151,7 @@ fn recv_defaults_and_flags() {
     assert_eq!(*at, ListenAddr::AllInterfaces(0));
     assert!(serve.once);
     assert_eq!(serve.max_sessions, 16);
-    assert_eq!(serve.max_handshakes_per_address, 8);
+    assert_eq!(serve.max_handshakes_per_address, 32);
     assert_eq!(options.dir, PathBuf::from("."));
     assert!(!options.settings.overwrite && options.settings.resume);
     assert_eq!(options.keep_partial.as_secs(), 24 * 3600);

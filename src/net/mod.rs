@@ -23,7 +23,7 @@ use anyhow::{Context, Result};
 pub use self::addr::{Endpoint, ListenAddr, Remote};
 pub use self::listen::ServeOptions;
 use self::pace::Paced;
-use crate::error::{Classify, Kind};
+use crate::error::{Classify, Kind, peer_code};
 use crate::proto::handshake::{self, Acceptor, Initiator, KeyStore, Secret};
 use crate::proto::message::{ErrorCode, Role};
 use crate::proto::negotiated::{Features, Negotiated};
@@ -111,8 +111,31 @@ pub struct Accepting {
     pub rate: Option<u64>,
 }
 
-/// Connects to `to` (retrying for `wait`) and authenticates.
+/// Connects to `to` (retrying for `wait`, also while the listener says it is busy)
+/// and authenticates.
 pub fn connect(
+    to: &Endpoint,
+    wait: Duration,
+    timeouts: Timeouts,
+    initiating: &Initiating,
+) -> Result<(TcpConnection, SocketAddr)> {
+    let give_up = Instant::now().checked_add(wait);
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let left = give_up.map_or(Duration::MAX, |at| {
+            at.saturating_duration_since(Instant::now())
+        });
+        match connect_once(to, left, timeouts, initiating) {
+            Err(err) if peer_code(&err) == Some(ErrorCode::Busy) && left > backoff => {
+                std::thread::sleep(backoff);
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+            }
+            other => return other,
+        }
+    }
+}
+
+fn connect_once(
     to: &Endpoint,
     wait: Duration,
     timeouts: Timeouts,

@@ -21,19 +21,51 @@ use crate::ui::report::Reporter;
 
 /// Every command: its name, usage and what it does (`help` and `xfer shell --help`).
 pub const COMMANDS: &[(&str, &str, &str)] = &[
-    ("ls", "ls [-l] [-h] [PATH]", "list a remote directory (-l: long, -h: human sizes)"),
-    ("cd", "cd PATH", "change the remote directory (/ is the home)"),
+    (
+        "ls",
+        "ls [-l] [-h] [PATH]",
+        "list a remote directory (-l: long, -h: human sizes)",
+    ),
+    (
+        "cd",
+        "cd PATH",
+        "change the remote directory (/ is the home)",
+    ),
     ("pwd", "pwd", "print the remote directory"),
-    ("get", "get [-f] PATH... [LOCAL]", "download files and directories (-f: replace local files)"),
-    ("put", "put [-f] FILE... [DIR]", "upload files and directories (-f: replace remote files)"),
-    ("mkdir", "mkdir PATH", "make a remote directory and its parents"),
+    (
+        "get",
+        "get [-f] PATH... [LOCAL]",
+        "download files and directories (-f: replace local files)",
+    ),
+    (
+        "put",
+        "put [-f] FILE... [DIR]",
+        "upload files and directories (-f: replace remote files)",
+    ),
+    (
+        "mkdir",
+        "mkdir PATH",
+        "make a remote directory and its parents",
+    ),
     ("rm", "rm PATH", "remove a remote file or empty directory"),
-    ("rename", "rename OLD NEW", "rename a remote file or directory (also: mv)"),
-    ("df", "df [-h]", "show the space and files used against the quota"),
+    (
+        "rename",
+        "rename OLD NEW",
+        "rename a remote file or directory (also: mv)",
+    ),
+    (
+        "df",
+        "df [-h]",
+        "show the space and files used against the quota",
+    ),
     ("lcd", "lcd PATH", "change the local directory"),
     ("lls", "lls [PATH]", "list a local directory"),
     ("lpwd", "lpwd", "print the local directory"),
-    ("help", "help [COMMAND]", "list the commands, or explain one"),
+    (
+        "help",
+        "help [COMMAND]",
+        "list the commands, or explain one",
+    ),
     ("exit", "exit", "end the session (also: quit, bye, Ctrl-D)"),
 ];
 
@@ -59,7 +91,12 @@ pub fn run(session: &mut Session, words: &[String]) -> Result<Next> {
     match name.as_str() {
         "ls" => {
             known("lh")?;
-            ls(session, operands, flags.iter().any(|f| f == "l"), flags.iter().any(|f| f == "h"))?
+            ls(
+                session,
+                operands,
+                flags.iter().any(|f| f == "l"),
+                flags.iter().any(|f| f == "h"),
+            )?
         }
         "cd" => cd(session, one(name, operands)?)?,
         "pwd" => println!("{}", escape(&shown(&session.cwd))),
@@ -174,7 +211,10 @@ fn cd(session: &mut Session, path: &str) -> Result<()> {
         let items = session.run(|client| client.list(&parent))?;
         match items.iter().find(|item| item.name == name) {
             Some(item) if item.kind == ItemKind::Dir => {}
-            Some(_) => bail!(fail(Kind::Refused, format!("cd: {}: not a directory", escape(path)))),
+            Some(_) => bail!(fail(
+                Kind::Refused,
+                format!("cd: {}: not a directory", escape(path))
+            )),
             None => bail!(fail(
                 Kind::Refused,
                 format!("cd: {}: no such directory", escape(path))
@@ -207,9 +247,12 @@ fn get(session: &mut Session, operands: &[String], overwrite: bool) -> Result<()
         resume: true,
     };
     let style = session.style;
-    transfer(session, "received", |client, tally| {
-        client.get(&paths, &destination, settings, tally)
-    }, style)
+    transfer(
+        session,
+        "received",
+        |client, tally| client.get(&paths, &destination, settings, tally),
+        style,
+    )
 }
 
 /// `put [-f] FILE... [DIR]`: the last operand is the remote directory when there
@@ -217,20 +260,27 @@ fn get(session: &mut Session, operands: &[String], overwrite: bool) -> Result<()
 fn put(session: &mut Session, operands: &[String], overwrite: bool) -> Result<()> {
     let (local, dir) = match operands {
         [] => bail!(usage_error("put")),
-        [.., last] if operands.len() > 1 && !expand_home(last).exists() => {
-            (&operands[..operands.len() - 1], resolve(&session.cwd, last)?)
-        }
+        [.., last] if operands.len() > 1 && !expand_home(last).exists() => (
+            &operands[..operands.len() - 1],
+            resolve(&session.cwd, last)?,
+        ),
         all => (all, session.cwd.clone()),
     };
     let files: Vec<PathBuf> = local.iter().map(|f| expand_home(f)).collect();
     let collected = source::collect(&files, &WalkOptions::default())?;
     if collected.is_stream() {
-        bail!(fail(Kind::Usage, "put sends files and directories, not streams"));
+        bail!(fail(
+            Kind::Usage,
+            "put sends files and directories, not streams"
+        ));
     }
     let style = session.style;
-    let result = transfer(session, "sent", |client, tally| {
-        client.put(&dir, overwrite, &collected, tally)
-    }, style);
+    let result = transfer(
+        session,
+        "sent",
+        |client, tally| client.put(&dir, overwrite, &collected, tally),
+        style,
+    );
     session.forget_listings();
     result
 }

@@ -73,7 +73,11 @@ pub fn run(options: &ShellOptions) -> Result<()> {
 }
 
 fn prompt(session: &Session) -> String {
-    format!("{}:{}> ", escape(&session.label()), escape(&shown(&session.cwd)))
+    format!(
+        "{}:{}> ",
+        escape(&session.label()),
+        escape(&shown(&session.cwd))
+    )
 }
 
 /// Runs a script: each command echoed after the prompt; the first failure ends it
@@ -115,8 +119,7 @@ fn run_script(session: &mut Session, script: &Script) -> Result<()> {
 }
 
 fn execute(session: &mut Session, line: &str) -> Result<Next> {
-    let words = words::split(line)
-        .ok_or_else(|| fail(Kind::Usage, "a quote is not closed"))?;
+    let words = words::split(line).ok_or_else(|| fail(Kind::Usage, "a quote is not closed"))?;
     commands::run(session, &words)
 }
 
@@ -171,7 +174,9 @@ fn interactive(session: Session) -> Result<()> {
 fn history_file() -> Option<PathBuf> {
     let data = std::env::var_os("XDG_DATA_HOME")
         .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".local/share")))?;
+        .or_else(|| {
+            std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".local/share"))
+        })?;
     let dir = data.join("xfer");
     std::fs::create_dir_all(&dir).ok()?;
     let _ = std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o700));

@@ -57,7 +57,6 @@ impl Session {
         }
     }
 
-
     fn client(&mut self) -> Result<&mut Client> {
         if self.client.is_none() {
             let client = Client::connect(&self.options, self.style)?;
@@ -83,11 +82,18 @@ impl Session {
     fn attempt<T>(&mut self, request: &mut impl FnMut(&mut Client) -> Result<T>) -> Result<T> {
         let interrupter = self.interrupter.clone();
         let client = self.client()?;
-        *interrupter.lock().expect("no panics while holding the lock") = client.interrupter();
+        *interrupter
+            .lock()
+            .expect("no panics while holding the lock") = client.interrupter();
         let result = request(client);
-        *interrupter.lock().expect("no panics while holding the lock") = None;
+        *interrupter
+            .lock()
+            .expect("no panics while holding the lock") = None;
         if let Err(err) = &result
-            && matches!(kind_of(err), Some(Kind::Network | Kind::Protocol | Kind::Verification))
+            && matches!(
+                kind_of(err),
+                Some(Kind::Network | Kind::Protocol | Kind::Verification)
+            )
         {
             // The connection is gone (or not to be trusted): the next command logs in again.
             self.client = None;

@@ -69,7 +69,10 @@ mod tests {
     #[test]
     fn paths_resolve_beneath_the_home() {
         assert_eq!(resolve("", "photos").unwrap(), "photos");
-        assert_eq!(resolve("photos", "2024/a.jpg").unwrap(), "photos/2024/a.jpg");
+        assert_eq!(
+            resolve("photos", "2024/a.jpg").unwrap(),
+            "photos/2024/a.jpg"
+        );
         assert_eq!(resolve("photos/2024", "..").unwrap(), "photos");
         assert_eq!(resolve("photos/2024", "/docs").unwrap(), "docs");
         assert_eq!(resolve("photos", "./../docs/./x").unwrap(), "docs/x");

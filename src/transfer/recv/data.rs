@@ -11,7 +11,7 @@ use anyhow::Result;
 use super::Shared;
 use super::disk::{Arrived, Job};
 use super::plan::Planned;
-use crate::error::{Kind, fail, peer_error};
+use crate::error::{Kind, fail, kind_of, peer_error};
 use crate::fs::Refusal;
 use crate::pool::Pool;
 use crate::proto::hash::{Digest, Hasher};
@@ -99,7 +99,18 @@ pub fn read_entries<R: Read>(
         };
         jobs.send(Job::Open { index, offset })
             .map_err(|_| disk_gone())?;
-        let (size, digest) = read_data(reader, index, item, hasher, offset, pool, jobs, tally)?;
+        let (size, digest) = match read_data(reader, index, item, hasher, offset, pool, jobs, tally)
+        {
+            Ok(read) => read,
+            Err(err) => {
+                // A frame that does not open was tampered with: nothing of this
+                // file is kept, not even for resuming.
+                if kind_of(&err) == Some(Kind::Verification) {
+                    let _ = jobs.send(Job::Discard);
+                }
+                return Err(err);
+            }
+        };
         let verdict = match reader.expect_message("done")? {
             Message::Done {
                 index: done_index,

@@ -57,6 +57,9 @@ pub enum Job {
         index: usize,
         verdict: Result<Arrived, Refusal>,
     },
+    /// The data of the open entry cannot be trusted (a sealed frame did not open):
+    /// remove it, partial data included. The session ends after this.
+    Discard,
     /// The sender gave up entry `index` before its data: report it (it gets no
     /// answer); nothing changed on disk.
     GaveUp { index: usize, outcome: FileOutcome },
@@ -120,6 +123,12 @@ pub fn run<W: Write>(
                     landing.write(&buffer[range])?;
                 }
                 giver.give(buffer);
+            }
+            Job::Discard => {
+                if let Some((index, landing)) = open.take() {
+                    landing.discard();
+                    answers.settle(index, Settled::Unchanged);
+                }
             }
             Job::GaveUp { index, outcome } => {
                 tally.record(outcome);

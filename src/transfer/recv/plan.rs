@@ -49,7 +49,7 @@ impl Claims {
     pub fn claim(&self, within: (u64, u64), path: &str) -> Option<Claim<'_>> {
         let key = CLAIM_KEYS.hash_one((within, path));
         let mut held = self.0.lock().expect("no panics while holding the lock");
-        held.insert(key).then_some(Claim { claims: self, key })
+        held.insert(key).then(|| Claim { claims: self, key })
     }
 }
 

@@ -33,7 +33,10 @@ pub fn read<R: Read>(
                 if !pending.writer_done.load(Ordering::SeqCst) || waiting > 0 {
                     return Err(fail(
                         Kind::Protocol,
-                        format!("the receiver ended the transfer with {waiting} files unanswered"),
+                        format!(
+                            "the receiver ended the transfer with {} unanswered",
+                            crate::ui::report::plural(waiting, "file")
+                        ),
                     ));
                 }
                 return Ok(());

@@ -1,0 +1,316 @@
+//! `xfer shell` against a real server: at a pseudo-terminal (the prompt, completion
+//! of a remote name, history recall, a progress bar, Ctrl-C during a `get` and the
+//! resumed `get` after it, reconnecting after the server dropped an idle
+//! connection) and from scripts (echo, stopping at the first failure, `-` lines).
+
+mod util;
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use util::{KEY, Receiver, TIMEOUT, pattern, stderr_of, wait_for, xfer};
+
+/// A server on `root` with one key, and extra flags.
+fn server(root: &Path, extra: &[&str]) -> Receiver {
+    let mut command = xfer();
+    command
+        .args(["serve", "--listen", "127.0.0.1:0", "--root"])
+        .arg(root)
+        .args(extra)
+        .env("XFER_KEY", KEY);
+    Receiver::spawn(command)
+}
+
+/// A program running in a pseudo-terminal, and everything it printed.
+struct Terminal {
+    master: File,
+    child: Child,
+    screen: Arc<Mutex<String>>,
+}
+
+impl Terminal {
+    /// Starts `program args` with the terminal as its controlling terminal
+    /// (`setsid --ctty`), so that Ctrl-C typed there is SIGINT, as at a real one.
+    fn spawn(program: &str, args: &[&str], env: &[(&str, &str)], cwd: &Path) -> Terminal {
+        use rustix::pty::{OpenptFlags, grantpt, openpt, ptsname, unlockpt};
+        let master = openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY).unwrap();
+        grantpt(&master).unwrap();
+        unlockpt(&master).unwrap();
+        let name = ptsname(&master, Vec::new()).unwrap();
+        let slave = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(name.to_str().unwrap())
+            .unwrap();
+        let size = rustix::termios::Winsize {
+            ws_row: 40,
+            ws_col: 120,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        rustix::termios::tcsetwinsize(&slave, size).unwrap();
+        let mut command = Command::new("setsid");
+        command
+            .arg("--ctty")
+            .arg(program)
+            .args(args)
+            .current_dir(cwd)
+            .env_remove("XFER_KEY")
+            .env("TERM", "xterm")
+            .stdin(Stdio::from(slave.try_clone().unwrap()))
+            .stdout(Stdio::from(slave.try_clone().unwrap()))
+            .stderr(Stdio::from(slave));
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        let child = command.spawn().unwrap();
+        let master = File::from(master);
+        let screen = Arc::new(Mutex::new(String::new()));
+        let (mut reader, seen) = (master.try_clone().unwrap(), screen.clone());
+        std::thread::spawn(move || {
+            let mut buffer = [0; 4096];
+            while let Ok(n) = reader.read(&mut buffer) {
+                if n == 0 {
+                    break;
+                }
+                seen.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buffer[..n]));
+            }
+        });
+        Terminal {
+            master,
+            child,
+            screen,
+        }
+    }
+
+    fn type_in(&mut self, keys: &str) {
+        self.master.write_all(keys.as_bytes()).unwrap();
+    }
+
+    /// Waits until the screen shows `needle` `times` times; returns the screen.
+    fn wait_for_count(&self, needle: &str, times: usize) -> String {
+        let start = Instant::now();
+        loop {
+            let screen = self.screen.lock().unwrap().clone();
+            if screen.matches(needle).count() >= times {
+                return screen;
+            }
+            assert!(
+                start.elapsed() < TIMEOUT,
+                "never saw {needle:?} {times} times; the screen: {screen:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn wait_for(&self, needle: &str) -> String {
+        self.wait_for_count(needle, 1)
+    }
+}
+
+impl Drop for Terminal {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn at_a_terminal_the_shell_prompts_completes_recalls_shows_progress_and_resumes() {
+    let root = tempfile::tempdir().unwrap();
+    let local = tempfile::tempdir().unwrap();
+    let home = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(root.path().join("photos/2024")).unwrap();
+    std::fs::write(root.path().join("photos/2024/a.jpg"), b"jpeg").unwrap();
+    let big = pattern(48 << 20, 3);
+    std::fs::write(root.path().join("big.bin"), &big).unwrap();
+    // Slow enough that a bar shows and Ctrl-C lands mid-file; idle connections
+    // are dropped after 2 s.
+    let srv = server(root.path(), &["--limit-rate", "16M", "--idle-timeout", "2"]);
+    let address = format!("127.0.0.1:{}", srv.port);
+    let home_dir = home.path().to_str().unwrap();
+    let mut term = Terminal::spawn(
+        env!("CARGO_BIN_EXE_xfer"),
+        &["shell", &address, "--user", "alice"],
+        &[("XFER_KEY", KEY), ("HOME", home_dir)],
+        local.path(),
+    );
+    term.wait_for("alice@127.0.0.1:/> ");
+
+    // Completion of a remote name: `cd pho<Tab>` becomes `cd photos/`.
+    term.type_in("cd pho\t");
+    term.wait_for("cd photos/");
+    term.type_in("\r");
+    term.wait_for("alice@127.0.0.1:/photos> ");
+
+    // History: the last command comes back with the up arrow.
+    term.type_in("pwd\r");
+    term.wait_for_count("\r\n/photos\r\n", 1);
+    term.type_in("\x1b[A\r");
+    term.wait_for_count("\r\n/photos\r\n", 2);
+
+    // A progress bar, then Ctrl-C: the bar is cleared, the partial is kept.
+    term.type_in("get /big.bin\r");
+    term.wait_for("big.bin");
+    let start = Instant::now();
+    loop {
+        let partial = std::fs::read_dir(local.path())
+            .unwrap()
+            .filter_map(Result::ok)
+            .any(|e| e.file_name().to_string_lossy().ends_with(".partial"));
+        if partial && start.elapsed() > Duration::from_millis(800) {
+            break;
+        }
+        assert!(start.elapsed() < TIMEOUT, "the download never started");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let screen = term.wait_for("ETA");
+    assert!(screen.contains("MiB"), "a bar with sizes: {screen:?}");
+    term.type_in("\x03");
+    term.wait_for("interrupted");
+    term.wait_for_count("alice@127.0.0.1:/photos> ", 4);
+    assert!(!local.path().join("big.bin").exists(), "nothing under the final name");
+
+    // The same get again resumes (the server dropped the idle connection meanwhile,
+    // so this also logs in again, transparently).
+    std::thread::sleep(Duration::from_secs(3));
+    term.type_in("get /big.bin\r");
+    let screen = term.wait_for("received 1 file");
+    assert!(screen.contains("1 resumed"), "{screen:?}");
+    assert_eq!(std::fs::read(local.path().join("big.bin")).unwrap(), big);
+
+    // Ctrl-C at the prompt clears the line; Ctrl-D ends the session.
+    term.type_in("ls nothing-here\x03");
+    term.type_in("\x04");
+    let status = wait_for(&mut term.child, TIMEOUT);
+    assert!(status.success());
+    let history = std::fs::read_to_string(home.path().join(".local/share/xfer/shell_history")).unwrap();
+    assert!(history.contains("get /big.bin"), "{history}");
+    assert!(!history.contains(KEY), "no key in the history");
+}
+
+/// Runs a script through `xfer shell -b FILE`.
+fn script(address: &str, text: &str, cwd: &Path) -> std::process::Output {
+    let file = cwd.join("script.xfer");
+    std::fs::write(&file, text).unwrap();
+    util::run(
+        xfer()
+            .args(["shell", address, "--user", "bob", "-b"])
+            .arg(&file)
+            .current_dir(cwd)
+            .env("XFER_KEY", KEY),
+    )
+}
+
+#[test]
+fn a_script_runs_every_command_echoed_and_stops_at_the_first_failure() {
+    let root = tempfile::tempdir().unwrap();
+    let local = tempfile::tempdir().unwrap();
+    std::fs::write(local.path().join("up.txt"), b"uploaded").unwrap();
+    std::fs::write(local.path().join("it's a file.txt"), b"quoted").unwrap();
+    let srv = server(root.path(), &[]);
+    let address = format!("127.0.0.1:{}", srv.port);
+    let output = script(
+        &address,
+        "# make a place and fill it\n\
+         mkdir docs/old\n\
+         \n\
+         cd docs\n\
+         put up.txt\n\
+         put \"it's a file.txt\" old\n\
+         ls -l\n\
+         rename up.txt old/moved.txt\n\
+         -rm no-such-file\n\
+         df -h\n\
+         lcd ..\n\
+         lpwd\n\
+         cd /\n\
+         ls docs/old\n\
+         rm docs/old\n\
+         get docs/old/moved.txt\n",
+        local.path(),
+    );
+    let out = String::from_utf8_lossy(&output.stdout);
+    let err = stderr_of(&output);
+    // Stops at `rm docs/old` (not empty: denied, exit 6); the get never runs.
+    assert_eq!(output.status.code(), Some(6), "{out}\n{err}");
+    assert!(out.contains("bob@127.0.0.1:/> mkdir docs/old"), "{out}");
+    assert!(out.contains("bob@127.0.0.1:/docs> put up.txt"), "{out}");
+    assert!(out.contains("bob@127.0.0.1:/> rm docs/old"), "{out}");
+    assert!(!out.contains("get docs/old"), "stopped before: {out}");
+    assert!(!out.contains("script.xfer") && !out.contains("# make"), "{out}");
+    assert!(err.contains("no-such-file"), "a - line may fail: {err}");
+    assert!(out.contains("moved.txt") && out.contains("it's a file.txt"), "{out}");
+    assert!(out.contains("used "), "df: {out}");
+    assert_eq!(
+        std::fs::read(root.path().join("docs/old/moved.txt")).unwrap(),
+        b"uploaded"
+    );
+    assert_eq!(
+        std::fs::read(root.path().join("docs/old/it's a file.txt")).unwrap(),
+        b"quoted"
+    );
+    assert!(!err.contains('\r'), "no progress bars in a script: {err:?}");
+}
+
+#[test]
+fn commands_from_standard_input_are_a_script_too() {
+    let root = tempfile::tempdir().unwrap();
+    let local = tempfile::tempdir().unwrap();
+    std::fs::create_dir(root.path().join("d")).unwrap();
+    std::fs::write(root.path().join("d/f.txt"), b"fetched").unwrap();
+    let srv = server(root.path(), &[]);
+    let mut child = xfer()
+        .args(["shell", &format!("127.0.0.1:{}", srv.port), "--user", "carol"])
+        .current_dir(local.path())
+        .env("XFER_KEY", KEY)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"help get\nget -f d\nexit\nls\n")
+        .unwrap();
+    assert!(wait_for(&mut child, TIMEOUT).success());
+    let mut out = String::new();
+    child.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+    assert!(out.contains("get [-f] PATH... [LOCAL]"), "{out}");
+    assert!(!out.contains("> ls"), "exit ends the script: {out}");
+    assert_eq!(std::fs::read(local.path().join("d/f.txt")).unwrap(), b"fetched");
+}
+
+#[test]
+fn the_shell_help_lists_every_command() {
+    let output = util::run(xfer().args(["shell", "--help"]));
+    let help = String::from_utf8_lossy(&output.stdout);
+    for command in [
+        "ls [-l] [-h] [PATH]",
+        "cd PATH",
+        "pwd",
+        "get [-f] PATH... [LOCAL]",
+        "put [-f] FILE... [DIR]",
+        "mkdir PATH",
+        "rm PATH",
+        "rename OLD NEW",
+        "df",
+        "lcd PATH",
+        "lls [PATH]",
+        "lpwd",
+        "help [COMMAND]",
+        "exit",
+    ] {
+        assert!(help.contains(command), "{command}: {help}");
+    }
+    let page = String::from_utf8_lossy(&util::run(xfer().args(["man", "shell"])).stdout).into_owned();
+    assert!(page.contains("rename OLD NEW"), "{page}");
+}
