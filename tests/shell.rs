@@ -175,7 +175,10 @@ fn at_a_terminal_the_shell_prompts_completes_recalls_shows_progress_and_resumes(
     term.type_in("\x03");
     term.wait_for("interrupted");
     term.wait_for_count("alice@127.0.0.1:/photos> ", 4);
-    assert!(!local.path().join("big.bin").exists(), "nothing under the final name");
+    assert!(
+        !local.path().join("big.bin").exists(),
+        "nothing under the final name"
+    );
 
     // The same get again resumes (the server dropped the idle connection meanwhile,
     // so this also logs in again, transparently).
@@ -190,7 +193,8 @@ fn at_a_terminal_the_shell_prompts_completes_recalls_shows_progress_and_resumes(
     term.type_in("\x04");
     let status = wait_for(&mut term.child, TIMEOUT);
     assert!(status.success());
-    let history = std::fs::read_to_string(home.path().join(".local/share/xfer/shell_history")).unwrap();
+    let history =
+        std::fs::read_to_string(home.path().join(".local/share/xfer/shell_history")).unwrap();
     assert!(history.contains("get /big.bin"), "{history}");
     assert!(!history.contains(KEY), "no key in the history");
 }
@@ -244,9 +248,15 @@ fn a_script_runs_every_command_echoed_and_stops_at_the_first_failure() {
     assert!(out.contains("bob@127.0.0.1:/docs> put up.txt"), "{out}");
     assert!(out.contains("bob@127.0.0.1:/> rm docs/old"), "{out}");
     assert!(!out.contains("get docs/old"), "stopped before: {out}");
-    assert!(!out.contains("script.xfer") && !out.contains("# make"), "{out}");
+    assert!(
+        !out.contains("script.xfer") && !out.contains("# make"),
+        "{out}"
+    );
     assert!(err.contains("no-such-file"), "a - line may fail: {err}");
-    assert!(out.contains("moved.txt") && out.contains("it's a file.txt"), "{out}");
+    assert!(
+        out.contains("moved.txt") && out.contains("it's a file.txt"),
+        "{out}"
+    );
     assert!(out.contains("used "), "df: {out}");
     assert_eq!(
         std::fs::read(root.path().join("docs/old/moved.txt")).unwrap(),
@@ -267,7 +277,12 @@ fn commands_from_standard_input_are_a_script_too() {
     std::fs::write(root.path().join("d/f.txt"), b"fetched").unwrap();
     let srv = server(root.path(), &[]);
     let mut child = xfer()
-        .args(["shell", &format!("127.0.0.1:{}", srv.port), "--user", "carol"])
+        .args([
+            "shell",
+            &format!("127.0.0.1:{}", srv.port),
+            "--user",
+            "carol",
+        ])
         .current_dir(local.path())
         .env("XFER_KEY", KEY)
         .stdin(Stdio::piped())
@@ -283,10 +298,18 @@ fn commands_from_standard_input_are_a_script_too() {
         .unwrap();
     assert!(wait_for(&mut child, TIMEOUT).success());
     let mut out = String::new();
-    child.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
     assert!(out.contains("get [-f] PATH... [LOCAL]"), "{out}");
     assert!(!out.contains("> ls"), "exit ends the script: {out}");
-    assert_eq!(std::fs::read(local.path().join("d/f.txt")).unwrap(), b"fetched");
+    assert_eq!(
+        std::fs::read(local.path().join("d/f.txt")).unwrap(),
+        b"fetched"
+    );
 }
 
 #[test]
@@ -311,6 +334,7 @@ fn the_shell_help_lists_every_command() {
     ] {
         assert!(help.contains(command), "{command}: {help}");
     }
-    let page = String::from_utf8_lossy(&util::run(xfer().args(["man", "shell"])).stdout).into_owned();
+    let page =
+        String::from_utf8_lossy(&util::run(xfer().args(["man", "shell"])).stdout).into_owned();
     assert!(page.contains("rename OLD NEW"), "{page}");
 }

@@ -138,7 +138,11 @@ fn interactive(session: Session) -> Result<()> {
     if let Some(history) = &history {
         let _ = editor.load_history(history);
     }
-    let interrupted = cut_transfers_on_interrupt(session.borrow().interrupter.clone())?;
+    let (interrupter, interrupted) = {
+        let session = session.borrow();
+        (session.interrupter.clone(), session.interrupted.clone())
+    };
+    cut_transfers_on_interrupt(interrupter, interrupted.clone())?;
     loop {
         let prompt = prompt(&session.borrow());
         match editor.readline(&prompt) {
@@ -185,13 +189,11 @@ fn history_file() -> Option<PathBuf> {
 
 /// SIGINT while a command runs (the prompt reads Ctrl-C itself): cut that
 /// command's connection, so its transfer stops and keeps its partial data, and
-/// clear the progress bar. The returned flag says an interrupt happened.
-fn cut_transfers_on_interrupt(interrupter: Interrupter) -> Result<Arc<AtomicBool>> {
+/// clear the progress bar; `told` says an interrupt happened.
+fn cut_transfers_on_interrupt(interrupter: Interrupter, told: Arc<AtomicBool>) -> Result<()> {
     let signalled = Arc::new(AtomicBool::new(false));
     signal_hook::flag::register(signal_hook::consts::SIGINT, signalled.clone())
         .context("cannot handle Ctrl-C")?;
-    let interrupted = Arc::new(AtomicBool::new(false));
-    let told = interrupted.clone();
     std::thread::Builder::new()
         .name("interrupt".into())
         .spawn(move || {
@@ -211,5 +213,5 @@ fn cut_transfers_on_interrupt(interrupter: Interrupter) -> Result<Arc<AtomicBool
             }
         })
         .context("cannot start a thread")?;
-    Ok(interrupted)
+    Ok(())
 }

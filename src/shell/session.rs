@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 use std::net::TcpStream;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use anyhow::Result;
@@ -28,6 +29,8 @@ pub struct Session {
     listings: HashMap<String, Vec<Item>>,
     /// The connection of the command running now, for Ctrl-C.
     pub interrupter: Interrupter,
+    /// Set when Ctrl-C cut the running command: it is not tried again.
+    pub interrupted: Arc<AtomicBool>,
 }
 
 impl Session {
@@ -39,6 +42,7 @@ impl Session {
             cwd: String::new(),
             listings: HashMap::new(),
             interrupter: Arc::default(),
+            interrupted: Arc::default(),
         }
     }
 
@@ -72,7 +76,12 @@ impl Session {
         let fresh = self.client.is_none();
         let first = self.attempt(&mut request);
         match first {
-            Err(err) if !fresh && self.client.is_none() && kind_of(&err) == Some(Kind::Network) => {
+            Err(err)
+                if !fresh
+                    && self.client.is_none()
+                    && kind_of(&err) == Some(Kind::Network)
+                    && !self.interrupted.load(Ordering::SeqCst) =>
+            {
                 self.attempt(&mut request)
             }
             other => other,
