@@ -59,10 +59,22 @@ fn a_replayed_or_reordered_sealed_frame_ends_the_session_with_mac_and_keeps_noth
 fn compressed_frames_that_lie_or_explode_are_refused_at_the_cost_of_one_frame() {
     let bombs: [(&str, Vec<u8>); 5] = [
         // Declares 1 GiB: refused before a byte is inflated.
-        ("a bomb", [&[1u8][..], &peer::zstd_rle_bomb(Some(1 << 30), 1 << 30)].concat()),
-        ("no size", [&[1u8][..], &peer::zstd_frame_unsized(&[7; 1000])].concat()),
-        ("lying size", [&[1u8][..], &peer::zstd_rle_bomb(Some(1000), 2000)].concat()),
-        ("trailing bytes", [&[1u8][..], &peer::zstd_frame(&[7; 1000]), b"junk"].concat()),
+        (
+            "a bomb",
+            [&[1u8][..], &peer::zstd_rle_bomb(Some(1 << 30), 1 << 30)].concat(),
+        ),
+        (
+            "no size",
+            [&[1u8][..], &peer::zstd_frame_unsized(&[7; 1000])].concat(),
+        ),
+        (
+            "lying size",
+            [&[1u8][..], &peer::zstd_rle_bomb(Some(1000), 2000)].concat(),
+        ),
+        (
+            "trailing bytes",
+            [&[1u8][..], &peer::zstd_frame(&[7; 1000]), b"junk"].concat(),
+        ),
         ("flag 2", [&[2u8][..], &[7; 1000]].concat()),
     ];
     for (case, payload) in bombs {
@@ -78,7 +90,9 @@ fn compressed_frames_that_lie_or_explode_are_refused_at_the_cost_of_one_frame() 
         );
         assert_eq!(receiver.exit_code(), 8, "{case}");
         assert!(files_under(out.path()).is_empty(), "{case}");
-        if let Some(status) = std::fs::read_to_string(format!("/proc/{}/status", receiver.child.id())).ok() {
+        if let Some(status) =
+            std::fs::read_to_string(format!("/proc/{}/status", receiver.child.id())).ok()
+        {
             let _ = status; // gone already: it exited
         }
     }
@@ -88,12 +102,21 @@ fn compressed_frames_that_lie_or_explode_are_refused_at_the_cost_of_one_frame() 
 fn compression_pays_on_text_and_costs_nothing_on_random_data() {
     let src = tempfile::tempdir().unwrap();
     let text: Vec<u8> = (0..200_000)
-        .flat_map(|i| format!("2026-11-29 12:{:02}:{:02} INFO request {i} served in {} ms\n", i % 60, i % 53, i % 97).into_bytes())
+        .flat_map(|i| {
+            format!(
+                "2026-11-29 12:{:02}:{:02} INFO request {i} served in {} ms\n",
+                i % 60,
+                i % 53,
+                i % 97
+            )
+            .into_bytes()
+        })
         .collect();
     let random = pattern(8 << 20, 5);
     std::fs::write(src.path().join("log.txt"), &text).unwrap();
     std::fs::write(src.path().join("random.bin"), &random).unwrap();
-    for (name, content, compressible) in [("log.txt", &text, true), ("random.bin", &random, false)] {
+    for (name, content, compressible) in [("log.txt", &text, true), ("random.bin", &random, false)]
+    {
         let out = tempfile::tempdir().unwrap();
         let mut receiver = Receiver::start(out.path(), Some(KEY), &[]);
         let relay = Relay::start(receiver.port, Faults::default());
@@ -103,9 +126,15 @@ fn compression_pays_on_text_and_costs_nothing_on_random_data() {
         assert_eq!(&std::fs::read(out.path().join(name)).unwrap(), content);
         let on_wire = relay.forwarded();
         if compressible {
-            assert!(on_wire * 4 < content.len() as u64, "{name}: {on_wire} bytes sent");
+            assert!(
+                on_wire * 4 < content.len() as u64,
+                "{name}: {on_wire} bytes sent"
+            );
         } else {
-            assert!(on_wire < content.len() as u64 + (64 << 10), "{name}: {on_wire} bytes sent");
+            assert!(
+                on_wire < content.len() as u64 + (64 << 10),
+                "{name}: {on_wire} bytes sent"
+            );
         }
     }
 }
@@ -118,11 +147,24 @@ fn limit_rate_holds_the_average_within_a_fifth() {
     std::fs::write(src.path().join("paced.bin"), pattern(6 << 20, 8)).unwrap();
     for side in ["send", "recv"] {
         let out = tempfile::tempdir_in(out.path()).unwrap();
-        let recv_flags: &[&str] = if side == "recv" { &["--limit-rate", "2M"] } else { &[] };
-        let send_flags: &[&str] = if side == "send" { &["--limit-rate", "2M"] } else { &[] };
+        let recv_flags: &[&str] = if side == "recv" {
+            &["--limit-rate", "2M"]
+        } else {
+            &[]
+        };
+        let send_flags: &[&str] = if side == "send" {
+            &["--limit-rate", "2M"]
+        } else {
+            &[]
+        };
         let mut receiver = Receiver::start(out.path(), Some(KEY), recv_flags);
         let started = Instant::now();
-        let sent = send(&[&src.path().join("paced.bin")], receiver.port, KEY, send_flags);
+        let sent = send(
+            &[&src.path().join("paced.bin")],
+            receiver.port,
+            KEY,
+            send_flags,
+        );
         let took = started.elapsed();
         assert!(sent.status.success(), "{}", stderr_of(&sent));
         assert_eq!(receiver.exit_code(), 0);

@@ -141,7 +141,7 @@ impl PartFile {
     /// The bytes this file leaves on disk if it is dropped now: its length when it
     /// is resumable partial data (kept), else nothing.
     pub fn left_behind(&self) -> Option<u64> {
-        self.keep.then_some(self.written)
+        (self.keep && self.written > 0).then_some(self.written)
     }
 
     /// Makes the file durable under its final name: mode and time applied, flushed
@@ -247,7 +247,8 @@ impl PartFile {
 
 impl Drop for PartFile {
     fn drop(&mut self) {
-        if !self.keep {
+        // An empty partial file has nothing to resume from.
+        if !self.keep || (self.file.is_some() && self.written == 0) {
             let _ = rustix::fs::unlinkat(&*self.dir, self.temp.as_str(), AtFlags::empty());
         }
     }

@@ -103,9 +103,10 @@ pub fn read_entries<R: Read>(
         {
             Ok(read) => read,
             Err(err) => {
-                // A frame that does not open was tampered with: nothing of this
-                // file is kept, not even for resuming.
-                if kind_of(&err) == Some(Kind::Verification) {
+                // A frame that does not open was tampered with, one that breaks
+                // the protocol cannot be trusted: nothing of this file is kept,
+                // not even for resuming (a cut keeps what arrived).
+                if matches!(kind_of(&err), Some(Kind::Verification | Kind::Protocol)) {
                     let _ = jobs.send(Job::Discard);
                 }
                 return Err(err);

@@ -154,7 +154,7 @@ struct Group {
 /// What an entry holds until it is done: its claim on its path (released just
 /// before its answer) and its room in the user's quota (settled when its fate on
 /// disk is known).
-pub type Holds<'c> = (Option<Claim<'c>>, Option<Reservation>);
+pub type Holds<'c> = (Option<Claim<'c>>, Option<Box<Reservation>>);
 
 /// What an entry left on disk, for its quota.
 enum Settled {

@@ -74,8 +74,9 @@ pub struct Planned<'c> {
     pub resume_from: Option<Box<(u64, Hasher)>>,
     /// Keeps other sessions of this process off the same path until we are done.
     pub claim: Option<Claim<'c>>,
-    /// Room held in the user's quota until the entry settles (a server's `put`).
-    pub reservation: Option<Reservation>,
+    /// Room held in the user's quota until the entry settles (a server's `put`);
+    /// boxed, so that an entry without one costs a pointer.
+    pub reservation: Option<Box<Reservation>>,
     /// What an existing file this entry replaces holds (it counts until replaced).
     pub replaces: Footprint,
 }
@@ -306,7 +307,7 @@ impl<'c> Decider<'_, 'c> {
                     bytes: entry.size.unwrap_or(0),
                     files: 1,
                 };
-                Some(account.reserve(&entry.path, before, after)?)
+                Some(Box::new(account.reserve(&entry.path, before, after)?))
             }
             None => None,
         };
@@ -326,7 +327,7 @@ enum Decided<'c> {
     File {
         resume_from: Option<Box<(u64, Hasher)>>,
         claim: Claim<'c>,
-        reservation: Option<Reservation>,
+        reservation: Option<Box<Reservation>>,
         replaces: Footprint,
     },
 }
