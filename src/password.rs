@@ -85,11 +85,13 @@ pub fn prompt(question: &str) -> Result<String> {
     let mut quiet = saved.clone();
     quiet.local_modes.remove(LocalModes::ECHO);
     quiet.local_modes.insert(LocalModes::ECHONL);
+    // Echo off first, then the question: what is typed after it is never shown,
+    // and nothing typed is flushed away.
+    tcsetattr(&tty, OptionalActions::Now, &quiet).context("cannot turn off echo")?;
     (&tty).write_all(question.as_bytes())?;
-    tcsetattr(&tty, OptionalActions::Flush, &quiet).context("cannot turn off echo")?;
     let mut line = String::new();
     let read = BufReader::new(&tty).read_line(&mut line);
-    let _ = tcsetattr(&tty, OptionalActions::Flush, &saved);
+    let _ = tcsetattr(&tty, OptionalActions::Now, &saved);
     read.context("cannot read the password")?;
     if line.ends_with('\n') {
         line.pop();

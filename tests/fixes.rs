@@ -144,6 +144,12 @@ fn a_rerun_of_a_cut_multi_file_send_finishes_the_job() {
     );
     let cut = send(&[&tree], relay.port, KEY, &[]);
     assert_eq!(cut.status.code(), Some(3), "{}", stderr_of(&cut));
+    // Until the receiver has seen the cut, its session still holds the paths (a
+    // rerun then would be told busy: try again later).
+    let started = Instant::now();
+    while !receiver.stderr().contains("failed") && started.elapsed() < TIMEOUT {
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let rerun = send(&[&tree], receiver.port, KEY, &[]);
     let log = stderr_of(&rerun);
     assert!(rerun.status.success(), "{log}");

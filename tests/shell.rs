@@ -188,8 +188,13 @@ fn at_a_terminal_the_shell_prompts_completes_recalls_shows_progress_and_resumes(
     assert!(screen.contains("1 resumed"), "{screen:?}");
     assert_eq!(std::fs::read(local.path().join("big.bin")).unwrap(), big);
 
-    // Ctrl-C at the prompt clears the line; Ctrl-D ends the session.
-    term.type_in("ls nothing-here\x03");
+    // Ctrl-C at the prompt clears the line; Ctrl-D ends the session. (Each key
+    // waits for the prompt it is typed at, as a person would.)
+    term.wait_for_count("alice@127.0.0.1:/photos> ", 5);
+    term.type_in("ls nothing-here");
+    term.wait_for("ls nothing-here");
+    term.type_in("\x03");
+    term.wait_for_count("alice@127.0.0.1:/photos> ", 6);
     term.type_in("\x04");
     let status = wait_for(&mut term.child, TIMEOUT);
     assert!(status.success());

@@ -452,6 +452,10 @@ pub struct ServeArgs {
     #[arg(long, value_name = "RATE", value_parser = values::rate)]
     pub limit_rate: Option<u64>,
 
+    /// Remove partial data of cut uploads that no client came back for after HOURS
+    #[arg(long, value_name = "HOURS", default_value = "24", value_parser = values::hours)]
+    pub keep_partial: Duration,
+
     #[command(flatten)]
     pub output: OutputArgs,
 }

@@ -371,6 +371,7 @@ fn serve(args: ServeArgs) -> Result<ServerOptions, String> {
             idle: Some(args.idle_timeout),
         },
         limit_rate: args.limit_rate,
+        keep_partial: args.keep_partial,
         style: style(&args.output, Json::Stdout, true),
     })
 }

@@ -91,7 +91,7 @@ fn passwd(user: &str, realm: &str) -> Result<()> {
     }
     let key = crate::password::derive_hex(&first, realm, user)?;
     let mut stdout = std::io::stdout().lock();
-    writeln!(stdout, "# [users.{user}] for realm {realm:?}")?;
+    writeln!(stdout, "[users.{user}]    # for realm {realm:?}")?;
     writeln!(stdout, "key = \"{key}\"")?;
     Ok(stdout.flush()?)
 }

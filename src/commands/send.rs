@@ -6,12 +6,14 @@ use std::sync::Arc;
 
 use anyhow::Result;
 
+use super::Encryption;
 use super::{Peering, run_link};
 use crate::client;
 use crate::error::{Kind, fail};
 use crate::fs::source::{self, WalkOptions};
 use crate::proto::message::Role;
 use crate::transfer::send;
+use crate::ui::report;
 
 /// What `xfer send` was asked to do.
 #[derive(Debug, Clone)]
@@ -42,10 +44,14 @@ pub fn run(options: &SendOptions) -> Result<()> {
     let unreadable = collected.unreadable;
     let collected = Arc::new(collected);
     let remote_dir = options.remote_dir.clone();
+    let encryption = options.peering.security.encryption;
     let session: super::Session = Arc::new(move |conn, tally| {
         match (conn.negotiated.role, &remote_dir) {
             // The listener is a server: put into the home, or into DIR of it.
             (Role::Client, dir) => {
+                if encryption == Encryption::Off {
+                    report::warn("a server always encrypts: --no-encrypt has no effect here");
+                }
                 let dir = dir.as_deref().unwrap_or("");
                 client::put_on(conn, dir, false, &*collected, tally)?;
             }

@@ -148,7 +148,8 @@ impl Home {
     }
 
     /// `remove`: a file, a symlink-free empty directory; never the home itself.
-    pub fn remove(&self, path: &str) -> Result<(), Refusal> {
+    /// Returns what it freed (for the user's quota).
+    pub fn remove(&self, path: &str) -> Result<Footprint, Refusal> {
         if path.is_empty() {
             return Err(Refusal::new(
                 ErrorCode::BadPath,
@@ -157,13 +158,19 @@ impl Home {
         }
         let (parent, name, stat) = self.resolve(path)?;
         let stat = stat.ok_or_else(|| not_found(path))?;
-        let flags = match kind(&stat) {
-            FileType::RegularFile => AtFlags::empty(),
-            FileType::Directory => AtFlags::REMOVEDIR,
+        let (flags, freed) = match kind(&stat) {
+            FileType::RegularFile => (
+                AtFlags::empty(),
+                Footprint {
+                    bytes: stat.st_size as u64,
+                    files: 1,
+                },
+            ),
+            FileType::Directory => (AtFlags::REMOVEDIR, Footprint::default()),
             other => return Err(denied_kind(path, other)),
         };
         match rustix::fs::unlinkat(&parent, name.as_str(), flags) {
-            Ok(()) => Ok(()),
+            Ok(()) => Ok(freed),
             Err(Errno::NOTEMPTY | Errno::EXIST) => Err(Refusal::new(
                 ErrorCode::Denied,
                 format!("{}: the directory is not empty", escape(path)),
@@ -493,7 +500,7 @@ mod tests {
         // remove: non-empty dir denied; the home bad_path.
         assert_eq!(code(home.remove("d")), ErrorCode::Denied);
         assert_eq!(code(home.remove("")), ErrorCode::BadPath);
-        home.remove("d/new/deeper").unwrap();
+        assert_eq!(home.remove("d/new/deeper").unwrap(), Footprint::default());
         // rename: names first, then the disk.
         assert_eq!(code(home.rename("", "x")), ErrorCode::BadPath);
         assert_eq!(code(home.rename("d", "d/e/inside")), ErrorCode::BadPath);

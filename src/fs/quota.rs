@@ -65,11 +65,24 @@ impl Account {
         self.ledger().stale
     }
 
+    /// Something changed in the home behind the account's back (a sweep): count
+    /// it again when next used.
+    pub fn mark_stale(&self) {
+        self.ledger().stale = true;
+    }
+
     /// The home was counted again: `used` is what is on disk now.
     pub fn recount(&self, used: Footprint) {
         let mut ledger = self.ledger();
         ledger.used = used;
         ledger.stale = false;
+    }
+
+    /// A file of the home was removed: its room is free again.
+    pub fn release(&self, freed: Footprint) {
+        let mut ledger = self.ledger();
+        ledger.used.bytes = ledger.used.bytes.saturating_sub(freed.bytes);
+        ledger.used.files = ledger.used.files.saturating_sub(freed.files);
     }
 
     /// Reserves room for an entry that will turn `before` (what it has on disk now:

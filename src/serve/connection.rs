@@ -67,23 +67,6 @@ pub fn serve(server: &Server, conn: &mut TcpConnection, peer: SocketAddr) -> Res
         Ok(format!("logged in ({})", conn.negotiated.features)),
     );
     loop {
-        // A reload that removed this user (or changed their key) ends their
-        // connections after the request they were in.
-        let now = server.users.snapshot();
-        if now
-            .get(&name)
-            .is_none_or(|user| user.key.bytes() != context.user.key.bytes())
-        {
-            context.log("logout", Err("removed from the users file".into()));
-            return end(
-                conn,
-                ErrorCode::Auth,
-                "this user was removed from the server",
-            );
-        }
-        if let Some(user) = now.get(&name) {
-            context.user = user.clone();
-        }
         let message = match conn.reader.read_message() {
             Ok(Some(message)) => message,
             Ok(None) => return Ok(()), // the client closed
@@ -93,6 +76,23 @@ pub fn serve(server: &Server, conn: &mut TcpConnection, peer: SocketAddr) -> Res
                 return Err(err);
             }
         };
+        // A reload that removed this user (or changed their key) ends their
+        // connection before its next request is served, however long it waited.
+        let now = server.users.snapshot();
+        match now.get(&name) {
+            Some(user) if user.key.bytes() == context.user.key.bytes() => {
+                context.user = user.clone();
+                context.account.set_limits(user.limits);
+            }
+            _ => {
+                context.log("logout", Err("removed from the users file".into()));
+                return end(
+                    conn,
+                    ErrorCode::Auth,
+                    "this user was removed from the server",
+                );
+            }
+        }
         match request::handle(&mut context, conn, message) {
             Ok(Flow::Next) => {}
             Ok(Flow::Close) => return Ok(()),

@@ -49,8 +49,13 @@ pub struct ServerOptions {
     pub max_pending_per_address: usize,
     pub timeouts: Timeouts,
     pub limit_rate: Option<u64>,
+    /// Partial data of cut uploads no client came back for is removed after this long.
+    pub keep_partial: Duration,
     pub style: Style,
 }
+
+/// How often the server looks for abandoned partial files.
+const SWEEP_EVERY: Duration = Duration::from_secs(3600);
 
 /// A request connection that says nothing for this long is closed (after a
 /// `timeout` error frame), unless `--idle-timeout` says otherwise.
@@ -114,7 +119,7 @@ impl Server {
         if self.style.quiet && outcome.is_ok() {
             return;
         }
-        let user = if user.is_empty() { "-" } else { user };
+        let user = report::user_or_dash(user);
         match outcome {
             Ok(detail) => report::line(&format!("xfer: {peer}: {user} {action}: {detail}")),
             Err(why) => report::line(&format!("xfer: {peer}: {user} {action}: refused: {why}")),
@@ -146,6 +151,11 @@ pub fn run(options: &ServerOptions) -> Result<()> {
     signals::survive_file_size_limit()?;
     let stop = signals::stop_on_signals()?;
     let reload = signals::flag_on_hangup()?;
+    // The users file first: a server that will not start leaves nothing behind.
+    let listed = match &options.users_file {
+        Some(file) => Some(Users::load(file)?),
+        None => None,
+    };
     std::fs::create_dir_all(&options.root)
         .with_context(|| format!("cannot create the root {}", escape_path(&options.root)))
         .classify(Kind::Io)?;
@@ -155,8 +165,8 @@ pub fn run(options: &ServerOptions) -> Result<()> {
     let root = target.dup_root().classify(Kind::Io)?;
     let listener = listen::bind(&options.listen)?;
     let local = listener.local_addr().classify(Kind::Network)?;
-    let users = match &options.users_file {
-        Some(file) => Users::load(file)?,
+    let users = match listed {
+        Some(users) => users,
         None => Users::single(match key::load(options.key_file.as_deref())? {
             Some(key) => key,
             None => key::generate_for_listener(local, Role::Server)?,
@@ -174,6 +184,7 @@ pub fn run(options: &ServerOptions) -> Result<()> {
     if let Some(file) = options.users_file.clone() {
         watch_for_reload(server.clone(), file, reload)?;
     }
+    sweep_partials(server.clone(), target, options.keep_partial)?;
     let realm = options.realm.clone().unwrap_or_else(|| {
         rustix::system::uname()
             .nodename()
@@ -206,6 +217,36 @@ pub fn run(options: &ServerOptions) -> Result<()> {
     };
     Reporter::new(options.style).listening(&local, options.listen.any_port());
     listen::serve(listener, Arc::new(accepting), serve, stop, handler)
+}
+
+/// Removes partial files of cut uploads no client came back for, at start and
+/// every hour; the quotas they counted in are counted again.
+fn sweep_partials(server: Arc<Server>, root: TargetDir, keep: Duration) -> Result<()> {
+    std::thread::Builder::new()
+        .name("sweep".into())
+        .spawn(move || {
+            loop {
+                let removed = root.sweep_stale(keep);
+                if removed > 0 {
+                    report::line(&format!(
+                        "xfer: removed {} older than {} h that no client came back for",
+                        report::plural(removed, "partial file"),
+                        keep.as_secs() / 3600
+                    ));
+                    for account in server
+                        .accounts
+                        .lock()
+                        .expect("no panics while holding the lock")
+                        .values()
+                    {
+                        account.mark_stale();
+                    }
+                }
+                std::thread::sleep(SWEEP_EVERY);
+            }
+        })
+        .context("cannot start a thread")?;
+    Ok(())
 }
 
 /// Creates every user's home that does not exist yet, beneath the root.

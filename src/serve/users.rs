@@ -156,11 +156,34 @@ struct UserEntry {
 }
 
 /// A size: whole bytes, or a string with a unit (`"20 GiB"`, `"500MB"`).
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
+#[derive(Debug)]
 enum Size {
     Bytes(u64),
     Text(String),
+}
+
+impl<'de> Deserialize<'de> for Size {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl serde::de::Visitor<'_> for Visit {
+            type Value = Size;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("whole bytes (20000000000) or a size with a unit (\"20 GiB\")")
+            }
+            fn visit_u64<E>(self, bytes: u64) -> Result<Size, E> {
+                Ok(Size::Bytes(bytes))
+            }
+            fn visit_i64<E: serde::de::Error>(self, n: i64) -> Result<Size, E> {
+                u64::try_from(n)
+                    .map(Size::Bytes)
+                    .map_err(|_| E::custom("a quota cannot be negative"))
+            }
+            fn visit_str<E>(self, text: &str) -> Result<Size, E> {
+                Ok(Size::Text(text.to_string()))
+            }
+        }
+        d.deserialize_any(Visit)
+    }
 }
 
 impl UserEntry {

@@ -118,6 +118,8 @@ pub const LIST_FILES_UP_TO: usize = 10;
 pub struct Reporter {
     style: Style,
     peer: Option<SocketAddr>,
+    /// On a server: the user and the request (`put photos`) a session serves.
+    request: Option<(String, String)>,
     bar: ProgressBar,
     started: Instant,
 }
@@ -127,6 +129,7 @@ impl Reporter {
         Reporter {
             style,
             peer: None,
+            request: None,
             bar: ProgressBar::hidden(),
             started: Instant::now(),
         }
@@ -140,6 +143,23 @@ impl Reporter {
     pub fn for_peer(mut self, peer: SocketAddr) -> Self {
         self.peer = Some(peer);
         self
+    }
+
+    /// The user and the request a server's session serves, named in its lines.
+    pub fn for_request(mut self, user: &str, action: &str) -> Self {
+        self.request = Some((user.to_string(), action.to_string()));
+        self
+    }
+
+    /// `PEER: ` and, on a server, `USER ACTION: `, leading a serving process's lines.
+    fn whose(&self) -> String {
+        let peer = self
+            .peer
+            .map_or_else(|| "?".to_string(), |peer| peer.to_string());
+        match &self.request {
+            Some((user, action)) => format!("{peer}: {} {action}", user_or_dash(user)),
+            None => peer,
+        }
     }
 
     /// Shows a progress bar for `total` bytes (a spinner when unknown), if the
@@ -188,10 +208,38 @@ impl Reporter {
     /// `--quiet` says; with `--json` every outcome is an event.
     pub fn file(&self, outcome: &FileOutcome) {
         if let FileOutcome::Failed { path, why, .. } = outcome {
-            self.bar
-                .suspend(|| line(&format!("xfer: {}: {why}", escape(path))));
+            // A refusal's words often name the path already: say it once.
+            let shown = escape(path);
+            let what = if why.starts_with(&format!("{shown}:")) {
+                why.clone()
+            } else {
+                format!("{shown}: {why}")
+            };
+            let text = if self.style.serving {
+                format!("xfer: {}: {what}", self.whose())
+            } else {
+                format!("xfer: {what}")
+            };
+            self.bar.suspend(|| line(&text));
         }
-        self.event(|| file_event(outcome));
+        self.event(|| {
+            let mut event = file_event(outcome);
+            if self.style.serving {
+                self.identify(&mut event);
+            }
+            event
+        });
+    }
+
+    /// Adds who a serving process's event concerns.
+    fn identify(&self, event: &mut serde_json::Value) {
+        if let Some(peer) = self.peer {
+            event["peer"] = json!(peer.to_string());
+        }
+        if let Some((user, action)) = &self.request {
+            event["user"] = json!(user);
+            event["action"] = json!(action);
+        }
     }
 
     /// Ends the session's reporting: the summary line (or `summary` event) for
@@ -238,22 +286,23 @@ impl Reporter {
 
     fn session_line(
         &self,
-        what: &str,
+        verb: &str,
         summary: &Summary,
         result: &anyhow::Result<()>,
         elapsed: Duration,
         rate: u64,
     ) {
-        let peer = self
-            .peer
-            .map_or_else(|| "?".to_string(), |peer| peer.to_string());
         if self.style.json == Json::Off {
+            if self.style.quiet && result.is_ok() {
+                return;
+            }
             let outcome = match result {
                 Ok(()) => "ok".to_string(),
                 Err(err) => format!("failed: {}", escape(&format!("{err:#}"))),
             };
             line(&format!(
-                "xfer: {peer}: {what} {}, {} in {:.2} s{}: {outcome}",
+                "xfer: {}: {verb} {}, {} in {:.2} s{}: {outcome}",
+                self.whose(),
                 plural(summary.verified, "file"),
                 HumanBytes(summary.bytes),
                 elapsed.as_secs_f64(),
@@ -263,8 +312,9 @@ impl Reporter {
         }
         let mut event = summary_fields(summary, elapsed, rate);
         event["event"] = json!("session");
-        event["peer"] = json!(peer);
-        event["action"] = json!(what);
+        event["peer"] = json!("?");
+        self.identify(&mut event);
+        event["verb"] = json!(verb);
         event["ok"] = json!(result.is_ok());
         if let Err(err) = result {
             event["error"] = json!(format!("{err:#}"));
@@ -366,6 +416,11 @@ fn rate(bytes: u64, elapsed: Duration) -> u64 {
     } else {
         0
     }
+}
+
+/// A user as logged: `-` for none (a single-key server's nameless user).
+pub fn user_or_dash(user: &str) -> &str {
+    if user.is_empty() { "-" } else { user }
 }
 
 /// `1 file`, `2 files`.

@@ -19,16 +19,17 @@ pub fn run(context: &Context<'_>, conn: &mut TcpConnection, paths: &[String]) ->
         Ok(fetch) => fetch,
         Err(refusal) => return refuse(context, conn, &action, refusal),
     };
-    let reporter = Reporter::new(context.server.style).for_peer(context.peer);
+    let reporter = Reporter::new(context.server.style)
+        .for_peer(context.peer)
+        .for_request(context.name(), &action);
     let mut tally = Tally::new(reporter, &conn.negotiated);
     let result = send::session(conn, &fetch, &mut tally);
-    let what = format!("{} {action}: sent", context.name());
     // The log line says how the transfer went; only a session-level failure (the
     // result) ends the connection.
     let verdict = match &result {
         Ok(()) => tally.verdict(),
         Err(err) => Err(anyhow::anyhow!("{err:#}")),
     };
-    tally.finish(&what, &verdict);
+    tally.finish("sent", &verdict);
     result
 }

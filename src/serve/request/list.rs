@@ -27,6 +27,10 @@ pub fn run(context: &Context<'_>, conn: &mut TcpConnection, path: &str) -> Resul
     }
     frames.finish_listing()?;
     conn.writer.flush()?;
-    context.log(&action, Ok(format!("{} entries", items.len())));
+    let entries = match items.len() {
+        1 => "1 entry".to_string(),
+        n => format!("{n} entries"),
+    };
+    context.log(&action, Ok(entries));
     Ok(())
 }

@@ -54,7 +54,8 @@ pub fn remove(context: &Context<'_>, conn: &mut TcpConnection, path: &str) -> Re
     let done = home
         .and_then(|()| well_formed(path))
         .and_then(|()| writable(context, "remove"))
-        .and_then(|()| context.home.remove(path));
+        .and_then(|()| context.home.remove(path))
+        .map(|freed| context.account.release(freed));
     answer(context, conn, format!("remove {}", escape(path)), done)
 }
 

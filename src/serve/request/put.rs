@@ -24,7 +24,9 @@ pub fn run(
         Err(refusal) => return refuse(context, conn, &action, refusal),
     };
     ack(conn)?;
-    let reporter = Reporter::new(context.server.style).for_peer(context.peer);
+    let reporter = Reporter::new(context.server.style)
+        .for_peer(context.peer)
+        .for_request(context.name(), &action);
     let mut tally = Tally::new(reporter, &conn.negotiated);
     let destination = Destination::Dir(target);
     let settings = Settings {
@@ -42,13 +44,12 @@ pub fn run(
     if context.account.is_stale() {
         context.account.recount(context.home.footprint());
     }
-    let what = format!("{} {action}: received", context.name());
     // The log line says how the transfer went; only a session-level failure (the
     // result) ends the connection.
     let verdict = match &result {
         Ok(()) => tally.verdict(),
         Err(err) => Err(anyhow::anyhow!("{err:#}")),
     };
-    tally.finish(&what, &verdict);
+    tally.finish("received", &verdict);
     result
 }
