@@ -112,6 +112,50 @@ impl Terminal {
     fn wait_for(&self, needle: &str) -> String {
         self.wait_for_count(needle, 1)
     }
+
+    /// Waits until the cursor sits at an empty `prompt` (the line editor redraws
+    /// the prompt with every key, so counting prompts is not enough).
+    fn wait_for_empty_prompt(&self, prompt: &str) {
+        let start = Instant::now();
+        loop {
+            let screen = self.screen.lock().unwrap().clone();
+            let last_line = screen.rsplit('\n').next().unwrap_or("");
+            let shown = strip_ansi(last_line);
+            let current = shown
+                .rsplit('\r')
+                .find(|part| !part.is_empty())
+                .unwrap_or("");
+            if current == prompt {
+                return;
+            }
+            assert!(
+                start.elapsed() < TIMEOUT,
+                "never at an empty prompt; the screen: {screen:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// `text` without terminal escape sequences.
+fn strip_ansi(text: &str) -> String {
+    let mut out = String::new();
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c != '\u{1b}' {
+            out.push(c);
+            continue;
+        }
+        if chars.peek() == Some(&'[') {
+            chars.next();
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        }
+    }
+    out
 }
 
 impl Drop for Terminal {
@@ -190,11 +234,11 @@ fn at_a_terminal_the_shell_prompts_completes_recalls_shows_progress_and_resumes(
 
     // Ctrl-C at the prompt clears the line; Ctrl-D ends the session. (Each key
     // waits for the prompt it is typed at, as a person would.)
-    term.wait_for_count("alice@127.0.0.1:/photos> ", 5);
+    term.wait_for_empty_prompt("alice@127.0.0.1:/photos> ");
     term.type_in("ls nothing-here");
     term.wait_for("ls nothing-here");
     term.type_in("\x03");
-    term.wait_for_count("alice@127.0.0.1:/photos> ", 6);
+    term.wait_for_empty_prompt("alice@127.0.0.1:/photos> ");
     term.type_in("\x04");
     let status = wait_for(&mut term.child, TIMEOUT);
     assert!(status.success());
