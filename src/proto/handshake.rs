@@ -190,6 +190,28 @@ fn hex_of(mac: HmacSha256) -> String {
     message::hex(&mac.finalize().into_bytes())
 }
 
+/// A refusal in the handshake: the code the peer is told, and why.
+type Refused = (ErrorCode, String);
+
+/// The fields of an `auth`, as the acceptor read them.
+struct Auth {
+    version: u64,
+    role: Role,
+    nonce: String,
+    user: Option<String>,
+    features: Vec<String>,
+    mac: String,
+}
+
+/// The fields of a `hello`, as the initiator read them.
+struct Hello {
+    version: u64,
+    role: Role,
+    nonce: String,
+    features: Vec<String>,
+    realm: Option<String>,
+}
+
 /// The listening side, up to a verified `auth` (steps 1–6 of section 4's table,
 /// but for per-user limits, which the caller checks before [`Verified::confirm`]).
 pub fn accept<S>(stream: &mut S, acceptor: &Acceptor<'_>, deadline: Instant) -> Result<Verified>
@@ -208,100 +230,89 @@ where
             realm: acceptor.realm.map(str::to_string),
         },
     )?;
-    // Step 1: an `auth` of version 2.
-    let (version, role, nonce, user, features, mac) =
-        match expect(stream, deadline, "the initiator's auth")? {
-            Message::Auth {
-                version,
-                role,
-                nonce,
-                user,
-                features,
-                mac,
-            } => (version, role, nonce, user, features, mac),
-            Message::Error { code, message, .. } => return Err(peer_error(code, &message)),
-            other => {
-                return Err(refuse(
-                    stream,
-                    ErrorCode::Protocol,
-                    &format!("expected auth, got {other}"),
-                ));
-            }
-        };
-    if version != PROTOCOL_VERSION {
-        return Err(refuse(
-            stream,
-            ErrorCode::Version,
-            &format!(
-                "unsupported protocol version {version}; this side speaks {PROTOCOL_VERSION} only"
-            ),
-        ));
-    }
-    // Step 2: the roles.
-    if !valid_pair(role, acceptor.role) {
-        return Err(refuse(
-            stream,
-            ErrorCode::Role,
-            &format!("a {role} cannot talk to a {}", acceptor.role),
-        ));
-    }
-    // Step 3: the user name and the feature list.
-    if user.as_deref().is_some_and(|u| !valid_user(u)) {
-        return Err(refuse(
-            stream,
-            ErrorCode::Protocol,
-            "a user name is 1-64 characters of A-Z a-z 0-9 . _ -, not starting with . or -",
-        ));
-    }
-    let chosen = features.unwrap_or_default();
-    if !valid_features(&chosen) {
-        return Err(refuse(
-            stream,
-            ErrorCode::Protocol,
-            "malformed feature list",
-        ));
-    }
-    // Step 4: the nonce; a reflected one would let the peer replay our own proof.
-    let ni = match message::unhex::<NONCE_LEN>(&nonce) {
-        Some(ni) if ni != na => ni,
-        _ => return Err(refuse(stream, ErrorCode::Auth, "authentication failed")),
-    };
+    let auth = read_auth(stream, deadline)?;
+    let ni = check_auth(acceptor, &auth, &na).map_err(|(code, why)| refuse(stream, code, &why))?;
     // Step 5: the MAC, with the same work whether or not the user exists.
-    let user_name = user.as_deref().unwrap_or("");
-    let key = match acceptor.keys.key_for(user_name) {
+    let user = auth.user.as_deref().unwrap_or("");
+    let key = match acceptor.keys.key_for(user) {
         Some(key) => key.bytes().to_vec(),
         None => key::random_bytes::<32>()?.to_vec(),
     };
-    let c = context(user_name, &offered, &chosen);
-    if !verify(initiator_mac(&key, &na, &ni, &c), &mac) {
+    let c = context(user, &offered, &auth.features);
+    if !verify(initiator_mac(&key, &na, &ni, &c), &auth.mac) {
         return Err(refuse(stream, ErrorCode::Auth, "authentication failed"));
     }
     // Step 6: what this initiator must meet.
-    let in_force = acceptor
-        .offered
-        .intersect(Features::from_names(chosen.iter().map(String::as_str)));
+    let in_force = acceptor.offered.intersect(Features::from_names(
+        auth.features.iter().map(String::as_str),
+    ));
     let missing = acceptor
         .required
-        .with_all(required_by_roles(role))
+        .with_all(required_by_roles(auth.role))
         .missing_from(in_force);
     if !missing.is_empty() {
-        return Err(refuse(
-            stream,
-            ErrorCode::Feature,
-            &format!("this {} requires {missing}", acceptor.role),
-        ));
+        let why = format!("this {} requires {missing}", acceptor.role);
+        return Err(refuse(stream, ErrorCode::Feature, &why));
     }
-    let negotiated = Negotiated::new(
-        false,
-        acceptor.role,
-        user,
-        in_force,
-        session_key(&key, &na, &ni, &c),
-    );
+    let session_key = session_key(&key, &na, &ni, &c);
     Ok(Verified {
-        negotiated,
+        negotiated: Negotiated::new(false, acceptor.role, auth.user, in_force, session_key),
         proof: hex_of(acceptor_mac(&key, &na, &ni, &c)),
     })
+}
+
+/// Step 1: reads the initiator's `auth` (or its error frame, or a refusal).
+fn read_auth<S: Read + Write + ReadTimeout>(stream: &mut S, deadline: Instant) -> Result<Auth> {
+    match expect(stream, deadline, "the initiator's auth")? {
+        Message::Auth {
+            version,
+            role,
+            nonce,
+            user,
+            features,
+            mac,
+        } => Ok(Auth {
+            version,
+            role,
+            nonce,
+            user,
+            features: features.unwrap_or_default(),
+            mac,
+        }),
+        Message::Error { code, message, .. } => Err(peer_error(code, &message)),
+        other => Err(refuse(
+            stream,
+            ErrorCode::Protocol,
+            &format!("expected auth, got {other}"),
+        )),
+    }
+}
+
+/// Steps 1–4: the version, the roles, the user and feature list, the nonce (a
+/// reflected one would let the peer replay our own proof). Returns `Ni`.
+fn check_auth(acceptor: &Acceptor<'_>, auth: &Auth, na: &Nonce) -> Result<Nonce, Refused> {
+    if auth.version != PROTOCOL_VERSION {
+        let why = format!(
+            "unsupported protocol version {}; this side speaks {PROTOCOL_VERSION} only",
+            auth.version
+        );
+        return Err((ErrorCode::Version, why));
+    }
+    if !valid_pair(auth.role, acceptor.role) {
+        let why = format!("a {} cannot talk to a {}", auth.role, acceptor.role);
+        return Err((ErrorCode::Role, why));
+    }
+    if auth.user.as_deref().is_some_and(|u| !valid_user(u)) {
+        let why = "a user name is 1-64 characters of A-Z a-z 0-9 . _ -, not starting with . or -";
+        return Err((ErrorCode::Protocol, why.into()));
+    }
+    if !valid_features(&auth.features) {
+        return Err((ErrorCode::Protocol, "malformed feature list".into()));
+    }
+    match message::unhex::<NONCE_LEN>(&auth.nonce) {
+        Some(ni) if ni != *na => Ok(ni),
+        _ => Err((ErrorCode::Auth, "authentication failed".into())),
+    }
 }
 
 /// The connecting side: answer `hello`, then insist on proof that the acceptor holds
@@ -314,68 +325,12 @@ pub fn initiate<S>(
 where
     S: Read + Write + ReadTimeout,
 {
-    let (version, acceptor_role, nonce, offered, realm) =
-        match expect(stream, deadline, "the listener's hello")? {
-            Message::Hello {
-                version,
-                role,
-                nonce,
-                features,
-                realm,
-            } => (version, role, nonce, features.unwrap_or_default(), realm),
-            Message::Error { code, message, .. } => return Err(peer_error(code, &message)),
-            other => {
-                return Err(refuse(
-                    stream,
-                    ErrorCode::Protocol,
-                    &format!("expected hello, got {other}"),
-                ));
-            }
-        };
-    if version != PROTOCOL_VERSION {
-        return Err(refuse(
-            stream,
-            ErrorCode::Version,
-            &format!(
-                "the listener speaks protocol version {version}; this side speaks {PROTOCOL_VERSION} only"
-            ),
-        ));
-    }
-    let role = match (initiator.role, acceptor_role) {
-        (Role::Sender, Role::Server) if initiator.client_if_server => Role::Client,
-        (role, _) => role,
-    };
-    if !valid_pair(role, acceptor_role) {
-        return Err(refuse(
-            stream,
-            ErrorCode::Role,
-            &format!("a {} cannot talk to a {acceptor_role}", initiator.role),
-        ));
-    }
-    if !valid_features(&offered) || realm.as_deref().is_some_and(|r| !valid_realm(r)) {
-        return Err(refuse(
-            stream,
-            ErrorCode::Protocol,
-            "malformed feature list or realm in hello",
-        ));
-    }
-    let na = match message::unhex::<NONCE_LEN>(&nonce) {
-        Some(na) => na,
-        None => return Err(refuse(stream, ErrorCode::Auth, "malformed nonce in hello")),
-    };
-    let listed = Features::from_names(offered.iter().map(String::as_str));
-    let required = initiator.required.with_all(required_by_roles(role));
-    let missing = required.missing_from(listed);
-    if !missing.is_empty() {
-        return Err(refuse(
-            stream,
-            ErrorCode::Feature,
-            &format!("this side requires {missing}, which the listener does not offer"),
-        ));
-    }
+    let hello = read_hello(stream, deadline)?;
+    let (role, na, listed) =
+        check_hello(initiator, &hello).map_err(|(code, why)| refuse(stream, code, &why))?;
     let chosen = initiator
         .wanted
-        .with_all(required)
+        .with_all(required_by_roles(role))
         .intersect(listed)
         .names();
     let ni: Nonce = key::random_bytes()?;
@@ -389,8 +344,8 @@ where
     let user = initiator.user.unwrap_or("");
     let key = initiator
         .secret
-        .key_for(realm.as_deref().unwrap_or(""), user)?;
-    let c = context(user, &offered, &chosen);
+        .key_for(hello.realm.as_deref().unwrap_or(""), user)?;
+    let c = context(user, &hello.features, &chosen);
     send(
         stream,
         &Message::Auth {
@@ -402,26 +357,89 @@ where
             mac: hex_of(initiator_mac(key.bytes(), &na, &ni, &c)),
         },
     )?;
-    let wrong_key = || {
-        fail(
-            Kind::Auth,
-            format!(
-                "authentication failed: the listener refused {} (wrong key on one side?)",
-                initiator.secret.origin()
-            ),
-        )
+    let proof = acceptor_mac(key.bytes(), &na, &ni, &c);
+    read_auth_ok(stream, deadline, proof, initiator)?;
+    let in_force = listed.intersect(Features::from_names(chosen.iter().map(String::as_str)));
+    let session_key = session_key(key.bytes(), &na, &ni, &c);
+    let user = initiator.user.map(str::to_string);
+    Ok(Negotiated::new(true, role, user, in_force, session_key))
+}
+
+/// Reads the acceptor's `hello` (or its error frame, or a refusal).
+fn read_hello<S: Read + Write + ReadTimeout>(stream: &mut S, deadline: Instant) -> Result<Hello> {
+    match expect(stream, deadline, "the listener's hello")? {
+        Message::Hello {
+            version,
+            role,
+            nonce,
+            features,
+            realm,
+        } => Ok(Hello {
+            version,
+            role,
+            nonce,
+            features: features.unwrap_or_default(),
+            realm,
+        }),
+        Message::Error { code, message, .. } => Err(peer_error(code, &message)),
+        other => Err(refuse(
+            stream,
+            ErrorCode::Protocol,
+            &format!("expected hello, got {other}"),
+        )),
+    }
+}
+
+/// Checks a `hello` in the order the acceptor checks `auth`, then what this side
+/// requires of it; returns the role this side plays, `Na`, and what it lists.
+fn check_hello(
+    initiator: &Initiator<'_>,
+    hello: &Hello,
+) -> Result<(Role, Nonce, Features), Refused> {
+    if hello.version != PROTOCOL_VERSION {
+        let why = format!(
+            "the listener speaks protocol version {}; this side speaks {PROTOCOL_VERSION} only",
+            hello.version
+        );
+        return Err((ErrorCode::Version, why));
+    }
+    let role = match (initiator.role, hello.role) {
+        (Role::Sender, Role::Server) if initiator.client_if_server => Role::Client,
+        (role, _) => role,
     };
+    if !valid_pair(role, hello.role) {
+        let why = format!("a {} cannot talk to a {}", initiator.role, hello.role);
+        return Err((ErrorCode::Role, why));
+    }
+    if !valid_features(&hello.features) || hello.realm.as_deref().is_some_and(|r| !valid_realm(r)) {
+        let why = "malformed feature list or realm in hello";
+        return Err((ErrorCode::Protocol, why.into()));
+    }
+    let Some(na) = message::unhex::<NONCE_LEN>(&hello.nonce) else {
+        return Err((ErrorCode::Auth, "malformed nonce in hello".into()));
+    };
+    let listed = Features::from_names(hello.features.iter().map(String::as_str));
+    let missing = initiator
+        .required
+        .with_all(required_by_roles(role))
+        .missing_from(listed);
+    if !missing.is_empty() {
+        let why = format!("this side requires {missing}, which the listener does not offer");
+        return Err((ErrorCode::Feature, why));
+    }
+    Ok((role, na, listed))
+}
+
+/// Reads `auth_ok` and checks the acceptor's proof. To a listener that cannot
+/// prove the key, this side closes sending nothing (section 4).
+fn read_auth_ok<S: Read + Write + ReadTimeout>(
+    stream: &mut S,
+    deadline: Instant,
+    proof: HmacSha256,
+    initiator: &Initiator<'_>,
+) -> Result<()> {
     match expect(stream, deadline, "the listener's auth_ok")? {
-        Message::AuthOk { mac } if verify(acceptor_mac(key.bytes(), &na, &ni, &c), &mac) => {
-            Ok(Negotiated::new(
-                true,
-                role,
-                initiator.user.map(str::to_string),
-                listed.intersect(Features::from_names(chosen.iter().map(String::as_str))),
-                session_key(key.bytes(), &na, &ni, &c),
-            ))
-        }
-        // Section 4: close sending nothing to a listener that cannot prove the key.
+        Message::AuthOk { mac } if verify(proof, &mac) => Ok(()),
         Message::AuthOk { .. } => Err(fail(
             Kind::Auth,
             "authentication failed: the listener could not prove it holds the key \
@@ -430,7 +448,13 @@ where
         Message::Error {
             code: ErrorCode::Auth,
             ..
-        } => Err(wrong_key()),
+        } => Err(fail(
+            Kind::Auth,
+            format!(
+                "authentication failed: the listener refused {} (wrong key on one side?)",
+                initiator.secret.origin()
+            ),
+        )),
         Message::Error { code, message, .. } => Err(peer_error(code, &message)),
         other => Err(refuse(
             stream,

@@ -34,126 +34,176 @@ pub fn read_entries<R: Read>(
 ) -> Result<()> {
     let mut expected = (0..planned.len()).filter(|&i| planned[i].expects_data);
     loop {
-        let next = expected.next();
-        let waiting_for = match next {
-            Some(index) => format!("the data of entry {index}"),
-            None => "the sender's end".to_string(),
-        };
-        let message = reader.expect_message(&waiting_for)?;
-        let (index, offset) = match (message, next) {
-            (Message::End, None) => return Ok(()),
-            (Message::Data { index, offset }, Some(next)) if index == next as u64 => (next, offset),
-            // The sender gives up an entry it could not read: keep what we hold.
-            (
-                Message::Error {
-                    index: Some(index),
-                    code,
-                    message,
-                },
-                Some(next),
-            ) if index == next as u64 => {
+        match read_start(reader, expected.next())? {
+            Start::End => return Ok(()),
+            Start::GaveUp { index, code, why } => {
                 let failed = FileOutcome::Failed {
-                    path: planned[next].entry.path.clone(),
+                    path: planned[index].entry.path.clone(),
                     code,
-                    why: format!("the sender gave up on it: {}", escape(&message)),
+                    why,
                 };
                 // Through the disk thread, so outcomes are reported in entry order.
                 jobs.send(Job::GaveUp {
-                    index: next,
+                    index,
                     outcome: failed,
                 })
                 .map_err(|_| disk_gone())?;
-                continue;
             }
-            (
-                Message::Error {
-                    index: None,
-                    code,
-                    message,
-                },
-                _,
-            ) => return Err(peer_error(code, &message)),
-            (other, _) => {
-                return Err(fail(
-                    Kind::Protocol,
-                    format!("expected {waiting_for}, got {}", describe(&other)),
-                ));
-            }
-        };
-        let item = &planned[index];
-        let resume_offset = item.resume_offset();
-        if offset != 0 && offset != resume_offset {
-            return Err(fail(
-                Kind::Protocol,
-                format!(
-                    "data for entry {index} from offset {offset}; the plan said {resume_offset} or 0"
-                ),
-            ));
-        }
-        let resumed_at = (offset > 0).then_some(offset);
-        tally.reporter().current_file(&item.entry.path, resumed_at);
-        // Continue the prefix's hash, or start over when the sender starts over.
-        let hasher = match &item.resume_from {
-            Some(resume) if offset > 0 => resume.1.clone(),
-            _ => shared.transfer.hash.hasher(),
-        };
-        jobs.send(Job::Open { index, offset })
-            .map_err(|_| disk_gone())?;
-        let (size, digest) = match read_data(reader, index, item, hasher, offset, pool, jobs, tally)
-        {
-            Ok(read) => read,
-            Err(err) => {
-                // A frame that does not open was tampered with, one that breaks
-                // the protocol cannot be trusted: nothing of this file is kept,
-                // not even for resuming (a cut keeps what arrived).
-                if matches!(kind_of(&err), Some(Kind::Verification | Kind::Protocol)) {
-                    let _ = jobs.send(Job::Discard);
-                }
-                return Err(err);
-            }
-        };
-        let verdict = match reader.expect_message("done")? {
-            Message::Done {
-                index: done_index,
-                size: claimed_size,
-                hash,
-                mac,
-            } if done_index == index as u64 => {
-                let claimed = Claimed {
-                    size: claimed_size,
-                    hash,
-                    mac,
+            Start::Data { index, offset } => {
+                let file = Incoming {
+                    index,
+                    item: &planned[index],
+                    offset,
                 };
-                verify(index, item, size, digest, &claimed, shared, resumed_at)
+                receive_file(reader, &file, pool, jobs, shared, tally)?;
             }
-            // The sender gave up in the middle of the file: the data so far stays
-            // for a later session; the entry is answered as the sender's failure.
+        }
+    }
+}
+
+/// What the sender sends where the next expected entry's data (or the end) is due.
+enum Start {
+    End,
+    Data {
+        index: usize,
+        offset: u64,
+    },
+    /// The sender could not read the entry at all.
+    GaveUp {
+        index: usize,
+        code: ErrorCode,
+        why: String,
+    },
+}
+
+/// Reads the frame that starts entry `next` (or, with none left, ends the data).
+fn read_start<R: Read>(reader: &mut FrameReader<R>, next: Option<usize>) -> Result<Start> {
+    let waiting_for = match next {
+        Some(index) => format!("the data of entry {index}"),
+        None => "the sender's end".to_string(),
+    };
+    match (reader.expect_message(&waiting_for)?, next) {
+        (Message::End, None) => Ok(Start::End),
+        (Message::Data { index, offset }, Some(next)) if index == next as u64 => Ok(Start::Data {
+            index: next,
+            offset,
+        }),
+        (
             Message::Error {
-                index: Some(failed),
+                index: Some(index),
                 code,
                 message,
-            } if failed == index as u64 => Err(Refusal::new(
-                if code == ErrorCode::Unknown {
-                    ErrorCode::Io
-                } else {
-                    code
-                },
-                format!("the sender gave up on it: {}", escape(&message)),
-            )),
+            },
+            Some(next),
+        ) if index == next as u64 => Ok(Start::GaveUp {
+            index: next,
+            code,
+            why: format!("the sender gave up on it: {}", escape(&message)),
+        }),
+        (
             Message::Error {
                 index: None,
                 code,
                 message,
-            } => return Err(peer_error(code, &message)),
-            other => {
-                return Err(fail(
-                    Kind::Protocol,
-                    format!("expected done for entry {index}, got {}", describe(&other)),
-                ));
-            }
-        };
-        jobs.send(Job::Close { index, verdict })
-            .map_err(|_| disk_gone())?;
+            },
+            _,
+        ) => Err(peer_error(code, &message)),
+        (other, _) => Err(fail(
+            Kind::Protocol,
+            format!("expected {waiting_for}, got {}", describe(&other)),
+        )),
+    }
+}
+
+/// One entry whose data has begun, from `offset`.
+struct Incoming<'a> {
+    index: usize,
+    item: &'a Planned<'a>,
+    offset: u64,
+}
+
+/// Receives one file's data frames and `done`, and hands the disk thread its verdict.
+fn receive_file<R: Read>(
+    reader: &mut FrameReader<R>,
+    file: &Incoming<'_>,
+    pool: &mut Pool,
+    jobs: &mpsc::Sender<Job>,
+    shared: &Shared<'_>,
+    tally: &Tally,
+) -> Result<()> {
+    let Incoming {
+        index,
+        item,
+        offset,
+    } = *file;
+    let resume_offset = item.resume_offset();
+    if offset != 0 && offset != resume_offset {
+        return Err(fail(
+            Kind::Protocol,
+            format!(
+                "data for entry {index} from offset {offset}; the plan said {resume_offset} or 0"
+            ),
+        ));
+    }
+    let resumed_at = (offset > 0).then_some(offset);
+    tally.reporter().current_file(&item.entry.path, resumed_at);
+    // Continue the prefix's hash, or start over when the sender starts over.
+    let hasher = match &item.resume_from {
+        Some(resume) if offset > 0 => resume.1.clone(),
+        _ => shared.transfer.hash.hasher(),
+    };
+    jobs.send(Job::Open { index, offset })
+        .map_err(|_| disk_gone())?;
+    let (size, digest) = read_data(reader, file, hasher, pool, jobs, tally).inspect_err(|err| {
+        // A frame that does not open was tampered with, one that breaks the
+        // protocol cannot be trusted: nothing of this file is kept, not even for
+        // resuming (a cut keeps what arrived).
+        if matches!(kind_of(err), Some(Kind::Verification | Kind::Protocol)) {
+            let _ = jobs.send(Job::Discard);
+        }
+    })?;
+    let verdict = read_done(reader, index)?
+        .and_then(|claimed| verify(index, item, size, digest, &claimed, shared, resumed_at));
+    jobs.send(Job::Close { index, verdict })
+        .map_err(|_| disk_gone())
+}
+
+/// Reads the `done` that ends entry `index`'s data, or the sender's `error` giving
+/// it up midway: then the data so far stays for a later session, and the entry is
+/// answered as the sender's failure.
+fn read_done<R: Read>(
+    reader: &mut FrameReader<R>,
+    index: usize,
+) -> Result<Result<Claimed, Refusal>> {
+    match reader.expect_message("done")? {
+        Message::Done {
+            index: done_index,
+            size,
+            hash,
+            mac,
+        } if done_index == index as u64 => Ok(Ok(Claimed { size, hash, mac })),
+        Message::Error {
+            index: Some(failed),
+            code,
+            message,
+        } if failed == index as u64 => {
+            let code = if code == ErrorCode::Unknown {
+                ErrorCode::Io
+            } else {
+                code
+            };
+            let why = format!("the sender gave up on it: {}", escape(&message));
+            Ok(Err(Refusal::new(code, why)))
+        }
+        Message::Error {
+            index: None,
+            code,
+            message,
+        } => Err(peer_error(code, &message)),
+        other => Err(fail(
+            Kind::Protocol,
+            format!("expected done for entry {index}, got {}", describe(&other)),
+        )),
     }
 }
 
@@ -177,18 +227,16 @@ pub fn disk_gone() -> anyhow::Error {
 
 /// Reads one entry's data frames into pool buffers for the disk thread, hashing
 /// as they arrive. Returns the size (counted from the start of the file) and hash.
-#[allow(clippy::too_many_arguments)]
 fn read_data<R: Read>(
     reader: &mut FrameReader<R>,
-    index: usize,
-    item: &Planned,
+    file: &Incoming<'_>,
     mut hasher: Hasher,
-    offset: u64,
     pool: &mut Pool,
     jobs: &mpsc::Sender<Job>,
     tally: &Tally,
 ) -> Result<(u64, Digest)> {
-    let mut received = offset;
+    let Incoming { index, item, .. } = *file;
+    let mut received = file.offset;
     loop {
         let mut buffer = pool.take().ok_or_else(disk_gone)?;
         let range = match reader.read_data(&mut buffer)? {

@@ -23,9 +23,9 @@ use self::stream::{Piece, ToSend};
 use super::offer::{read_plan, write_offer};
 use super::{Outbox, Tally};
 use crate::error::{Kind, fail};
-use crate::pool::Pool;
+use crate::pool::{Giver, Pool};
 use crate::proto::hash::Digest;
-use crate::proto::message::{Decision, EntryKind, ErrorCode, Message};
+use crate::proto::message::{Decision, Entry, EntryKind, ErrorCode, Message};
 use crate::proto::negotiated::{FileFacts, Transfer};
 use crate::proto::seal::TAG_LEN;
 use crate::proto::wire::{Connection, DATA_HEADROOM, FrameWriter};
@@ -246,27 +246,52 @@ fn write_data<'scope, 'env, W: Write>(
             stream::read_files(to_send, outbox, transfer.hash, &mut pool, &pieces, stop)
         })
         .map_err(thread_failed)?;
-    let entries = outbox.entries();
+    let frames = Frames {
+        transfer,
+        entries: outbox.entries(),
+        pending,
+        tally,
+        giver,
+    };
     loop {
-        let piece = match from_reader.recv_timeout(LOOK_UP) {
-            Ok(piece) => piece,
+        match from_reader.recv_timeout(LOOK_UP) {
+            Ok(piece) => frames.write(writer, piece)?,
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
             // The receiver ended the session (its answer thread says why).
             Err(mpsc::RecvTimeoutError::Timeout) if pending.stop.load(Ordering::SeqCst) => {
                 return Err(fail(Kind::Network, "the receiver ended the transfer"));
             }
             Err(mpsc::RecvTimeoutError::Timeout) => continue,
-        };
+        }
+    }
+    // Before `end` leaves: a receiver's `end` can only come after it.
+    pending.writer_done.store(true, Ordering::SeqCst);
+    writer.write_message(&Message::End)?;
+    writer.flush()
+}
+
+/// What the socket thread needs to turn the reading thread's pieces into frames,
+/// note what is outstanding, and hand the buffers back.
+struct Frames<'a> {
+    transfer: &'a Transfer,
+    entries: &'a [Entry],
+    pending: &'a Pending,
+    tally: &'a Tally,
+    giver: Giver,
+}
+
+impl Frames<'_> {
+    fn write<W: Write>(&self, writer: &mut FrameWriter<W>, piece: Piece) -> Result<()> {
         match piece {
             Piece::Start {
                 index,
                 offset,
                 resumed,
             } => {
-                let path = &entries[index as usize].path;
                 let resumed_at = resumed.then_some(offset);
-                tally.reporter().current_file(path, resumed_at);
-                pending.lock().insert(
+                let path = &self.entries[index as usize].path;
+                self.tally.reporter().current_file(path, resumed_at);
+                self.pending.lock().insert(
                     index,
                     Outstanding {
                         facts: None,
@@ -274,12 +299,13 @@ fn write_data<'scope, 'env, W: Write>(
                         failed_here: false,
                     },
                 );
-                writer.write_message(&Message::Data { index, offset })?;
+                writer.write_message(&Message::Data { index, offset })
             }
             Piece::Chunk { mut buffer, len } => {
                 writer.write_data(&mut buffer, len)?;
-                tally.reporter().bar().inc(len as u64);
-                giver.give(buffer);
+                self.tally.reporter().bar().inc(len as u64);
+                self.giver.give(buffer);
+                Ok(())
             }
             Piece::End {
                 index,
@@ -288,51 +314,52 @@ fn write_data<'scope, 'env, W: Write>(
                 local_failure,
             } => {
                 writer.write_end_of_data()?;
-                let path = &entries[index as usize].path;
-                let facts = FileFacts {
-                    index,
-                    size,
-                    hash: &digest,
-                    path,
-                };
-                let done = Message::Done {
-                    index,
-                    size,
-                    hash: digest.to_hex(),
-                    mac: transfer.done_mac(facts),
-                };
-                // Stored before `done` leaves, so its answer always finds it (unless
-                // the receiver already failed the entry, which it may do early).
-                let waiting = match pending.lock().get_mut(&index) {
-                    Some(outstanding) => {
-                        outstanding.facts = Some(Sent { size, digest });
-                        outstanding.failed_here = local_failure.is_some();
-                        true
-                    }
-                    None => false,
-                };
-                if let (Some(why), true) = (local_failure, waiting) {
-                    // The receiver will refuse this `done` (its size is not the
-                    // offered one); our own reason is the one worth showing.
-                    tally.failed(path, ErrorCode::Io, why);
-                }
-                writer.write_message(&done)?;
+                let done = self.done(index, Sent { size, digest }, local_failure);
+                writer.write_message(&done)
             }
             Piece::GaveUp { index, why } => {
-                let path = &entries[index as usize].path;
-                tally.failed(path, ErrorCode::Io, why.clone());
+                let path = &self.entries[index as usize].path;
+                self.tally.failed(path, ErrorCode::Io, why.clone());
                 writer.write_message(&Message::Error {
                     code: ErrorCode::Io,
                     message: format!("the sender cannot read it: {why}"),
                     index: Some(index),
-                })?;
+                })
             }
         }
     }
-    // Before `end` leaves: a receiver's `end` can only come after it.
-    pending.writer_done.store(true, Ordering::SeqCst);
-    writer.write_message(&Message::End)?;
-    writer.flush()
+
+    /// The `done` for an entry whose data is complete. Its facts are stored before
+    /// it leaves, so its answer always finds them (unless the receiver already
+    /// failed the entry, which it may do early).
+    fn done(&self, index: u64, sent: Sent, local_failure: Option<String>) -> Message {
+        let path = &self.entries[index as usize].path;
+        let waiting = match self.pending.lock().get_mut(&index) {
+            Some(outstanding) => {
+                outstanding.facts = Some(sent);
+                outstanding.failed_here = local_failure.is_some();
+                true
+            }
+            None => false,
+        };
+        if let (Some(why), true) = (local_failure, waiting) {
+            // The receiver will refuse this `done` (its size is not the offered
+            // one); our own reason is the one worth showing.
+            self.tally.failed(path, ErrorCode::Io, why);
+        }
+        let facts = FileFacts {
+            index,
+            size: sent.size,
+            hash: &sent.digest,
+            path,
+        };
+        Message::Done {
+            index,
+            size: sent.size,
+            hash: sent.digest.to_hex(),
+            mac: self.transfer.done_mac(facts),
+        }
+    }
 }
 
 fn thread_failed(err: std::io::Error) -> anyhow::Error {
