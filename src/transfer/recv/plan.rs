@@ -276,47 +276,62 @@ impl<'c> Decider<'_, 'c> {
             } else {
                 self.resolver.discard_partial(&components, size);
             }
-            if let Some(left) = self.free.as_mut() {
-                let needed = size - resume_from.as_ref().map_or(0, |resume| resume.0);
-                *left = left.checked_sub(needed).ok_or_else(|| {
-                    Refusal::new(
-                        ErrorCode::TooLarge,
-                        format!(
-                            "{shown}: needs {}, the receiver has {} free",
-                            HumanBytes(needed),
-                            HumanBytes(*left)
-                        ),
-                    )
-                })?;
-            }
+            let needed = size - resume_from.as_ref().map_or(0, |resume| resume.0);
+            self.take_free_space(&shown, needed)?;
         }
-        let reservation = match self.shared.quota {
-            Some(account) => {
-                let partial =
-                    resume_from
-                        .as_ref()
-                        .map_or(Footprint::default(), |resume| Footprint {
-                            bytes: resume.0,
-                            files: 1,
-                        });
-                let before = Footprint {
-                    bytes: partial.bytes + replaces.bytes,
-                    files: partial.files + replaces.files,
-                };
-                let after = Footprint {
-                    bytes: entry.size.unwrap_or(0),
-                    files: 1,
-                };
-                Some(Box::new(account.reserve(&entry.path, before, after)?))
-            }
-            None => None,
-        };
+        let partial = resume_from.as_ref().map(|resume| resume.0);
+        let reservation = self.reserve_quota(entry, partial, replaces)?;
         Ok(Decided::File {
             resume_from,
             claim,
             reservation,
             replaces,
         })
+    }
+
+    /// Counts `needed` bytes against the free space left on the target's disk.
+    fn take_free_space(&mut self, shown: &str, needed: u64) -> Result<(), Refusal> {
+        let Some(left) = self.free.as_mut() else {
+            return Ok(());
+        };
+        *left = left.checked_sub(needed).ok_or_else(|| {
+            Refusal::new(
+                ErrorCode::TooLarge,
+                format!(
+                    "{shown}: needs {}, the receiver has {} free",
+                    HumanBytes(needed),
+                    HumanBytes(*left)
+                ),
+            )
+        })?;
+        Ok(())
+    }
+
+    /// Reserves the entry's room in the user's quota, if there is one: what it will
+    /// hold once complete, less what its partial (of `partial` bytes) and the file it
+    /// replaces hold already.
+    fn reserve_quota(
+        &self,
+        entry: &Entry,
+        partial: Option<u64>,
+        replaces: Footprint,
+    ) -> Result<Option<Box<Reservation>>, Refusal> {
+        let Some(account) = self.shared.quota else {
+            return Ok(None);
+        };
+        let before = Footprint {
+            bytes: partial.unwrap_or(0) + replaces.bytes,
+            files: u64::from(partial.is_some()) + replaces.files,
+        };
+        let after = Footprint {
+            bytes: entry.size.unwrap_or(0),
+            files: 1,
+        };
+        Ok(Some(Box::new(account.reserve(
+            &entry.path,
+            before,
+            after,
+        )?)))
     }
 }
 

@@ -26,51 +26,19 @@ pub fn read<R: Read>(
     tally: &Tally,
 ) -> Result<()> {
     let entries = outbox.entries();
-    loop {
-        let (index, outcome) = match reader.expect_message("the receiver's answers")? {
-            Message::End => {
-                let waiting = pending.lock().len();
-                if !pending.writer_done.load(Ordering::SeqCst) || waiting > 0 {
-                    return Err(fail(
-                        Kind::Protocol,
-                        format!(
-                            "the receiver ended the transfer with {} unanswered",
-                            crate::ui::report::plural(waiting, "file")
-                        ),
-                    ));
-                }
-                return Ok(());
-            }
-            Message::Error {
-                index: None,
-                code,
-                message,
-            } => return Err(peer_error(code, &message)),
-            Message::Error {
-                index: Some(index),
-                code,
-                message,
-            } => (index, Err((code, message))),
-            Message::Ok { index, mac } => (index, Ok(mac)),
-            other => {
-                return Err(fail(
-                    Kind::Protocol,
-                    format!("unexpected frame from the receiver: {other}"),
-                ));
-            }
-        };
+    while let Some((index, answer)) = next_answer(reader, pending)? {
         let Some(outstanding) = pending.lock().remove(&index) else {
             return Err(fail(
                 Kind::Protocol,
                 format!("an answer for entry {index}, which is not waiting for one"),
             ));
         };
-        let path = &entries[index as usize].path;
         if outstanding.failed_here {
             continue; // counted when it failed here; the refusal was expected
         }
-        match (outcome, outstanding.facts) {
-            (Ok(mac), Some(sent)) => {
+        let path = &entries[index as usize].path;
+        match (answer, outstanding.facts) {
+            (Answer::Ok(mac), Some(sent)) => {
                 let facts = FileFacts {
                     index,
                     size: sent.size,
@@ -86,24 +54,66 @@ pub fn read<R: Read>(
                         resumed_at: outstanding.resumed_at,
                     });
                 } else {
-                    tally.failed(
-                        path,
-                        ErrorCode::Mac,
-                        "the receiver's acknowledgement does not verify (forged ok?)".into(),
-                    );
+                    let why = "the receiver's acknowledgement does not verify (forged ok?)";
+                    tally.failed(path, ErrorCode::Mac, why.into());
                 }
             }
-            (Ok(_), None) => {
+            (Answer::Ok(_), None) => {
                 return Err(fail(
                     Kind::Protocol,
                     format!("ok for entry {index} before its done"),
                 ));
             }
-            (Err((code, message)), _) => tally.failed(
+            (Answer::Refused(code, message), _) => tally.failed(
                 path,
                 code,
                 format!("the receiver reported {code}: {}", escape(&message)),
             ),
         }
+    }
+    Ok(())
+}
+
+/// The receiver's answer for one entry: `ok` with its MAC, or an `error`.
+enum Answer {
+    Ok(String),
+    Refused(ErrorCode, String),
+}
+
+/// Reads the next answer and the entry it is for; `None` at the receiver's `end`,
+/// which may come only after every entry was answered.
+fn next_answer<R: Read>(
+    reader: &mut FrameReader<R>,
+    pending: &Pending,
+) -> Result<Option<(u64, Answer)>> {
+    match reader.expect_message("the receiver's answers")? {
+        Message::Ok { index, mac } => Ok(Some((index, Answer::Ok(mac)))),
+        Message::Error {
+            index: Some(index),
+            code,
+            message,
+        } => Ok(Some((index, Answer::Refused(code, message)))),
+        Message::Error {
+            index: None,
+            code,
+            message,
+        } => Err(peer_error(code, &message)),
+        Message::End => {
+            let waiting = pending.lock().len();
+            if !pending.writer_done.load(Ordering::SeqCst) || waiting > 0 {
+                return Err(fail(
+                    Kind::Protocol,
+                    format!(
+                        "the receiver ended the transfer with {} unanswered",
+                        crate::ui::report::plural(waiting, "file")
+                    ),
+                ));
+            }
+            Ok(None)
+        }
+        other => Err(fail(
+            Kind::Protocol,
+            format!("unexpected frame from the receiver: {other}"),
+        )),
     }
 }
