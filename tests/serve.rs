@@ -2083,6 +2083,59 @@ fn a_client_killed_mid_put_leaves_the_server_serving_and_no_file() {
     );
 }
 
+/// The server's peak resident memory so far, in MiB.
+fn peak_rss_mib(server: &Server) -> u64 {
+    let status = fs::read_to_string(format!("/proc/{}/status", server.0.child.id())).unwrap();
+    let kib: u64 = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .and_then(|kib| kib.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM in /proc/PID/status");
+    kib / 1024
+}
+
+#[test]
+fn many_uploads_at_once_keep_the_servers_memory_small() {
+    let site = Site::new();
+    site.users(&[("alice", ""), ("bob", "")]);
+    let server = site.serve(&[]);
+    // One upload first: the later ones then get memory the allocator recycles, and
+    // zeroes in full (buffers sized for the largest possible frame once made eight
+    // uploads cost 170 MiB, 32 clients 1 GiB).
+    let first = site.local("first.bin", &pattern(4 << 20, 0));
+    let put = client(
+        &site,
+        "alice",
+        &["send", first.to_str().unwrap(), &server.addr()],
+    );
+    expect_exit(&put, 0, "the first upload");
+    let mut uploads: Vec<_> = (1..=8u64)
+        .map(|i| {
+            let file = site.local(&format!("up{i}.bin"), &pattern(6 << 20, i));
+            let user = ["alice", "bob"][i as usize % 2];
+            // Slowed down, so that all eight are in flight together.
+            let args = [
+                "send",
+                file.to_str().unwrap(),
+                &server.addr(),
+                "--limit-rate",
+                "4M",
+            ];
+            as_user(&site, user, &args)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("spawn")
+        })
+        .collect();
+    for upload in &mut uploads {
+        assert!(wait_for(upload, TIMEOUT).success(), "an upload failed");
+    }
+    let peak = peak_rss_mib(&server);
+    assert!(peak < 100, "eight uploads took the server to {peak} MiB");
+}
+
 // ---- Limits of a connection ------------------------------------------------------
 
 #[test]

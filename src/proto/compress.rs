@@ -85,10 +85,12 @@ impl Inflater {
         }
     }
 
-    /// Decompresses the body of a flag-1 data frame into `dest`; returns how many
-    /// bytes it holds. Anything but exactly one zstd frame of declared size up to
-    /// 16 MiB, decompressing to exactly that size, is a protocol error.
-    pub fn inflate(&mut self, source: &[u8], dest: &mut [u8]) -> Result<usize> {
+    /// Decompresses the body of a flag-1 data frame into `dest`, which grows to the
+    /// declared size if it is shorter; returns how many bytes it holds. Anything but
+    /// exactly one zstd frame of declared size up to 16 MiB, decompressing to exactly
+    /// that size, is a protocol error (and `dest` grows only for a frame that passed
+    /// every check but the decompression itself).
+    pub fn inflate(&mut self, source: &[u8], dest: &mut Vec<u8>) -> Result<usize> {
         let refuse = |why: &str| fail(Kind::Protocol, format!("compressed data frame: {why}"));
         if source.get(..4) != Some(&ZSTD_MAGIC[..]) {
             return Err(refuse("not a zstd frame (a skippable frame, or no magic)"));
@@ -109,6 +111,9 @@ impl Inflater {
             Err(_) => return Err(refuse("the frame is truncated or malformed")),
         }
         let declared = declared as usize;
+        if dest.len() < declared {
+            dest.resize(declared, 0);
+        }
         match self
             .context
             .decompress_to_buffer(source, &mut dest[..declared])
