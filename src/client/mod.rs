@@ -109,15 +109,29 @@ impl Client {
     /// `list PATH`: a directory's children (sorted by name), or the one item PATH is.
     pub fn list(&mut self, path: &str) -> Result<Vec<Item>> {
         let mut items = Vec::new();
+        self.list_each(path, |item| {
+            items.push(item);
+            Ok(())
+        })?;
+        Ok(items)
+    }
+
+    /// `list`, handing each item to `each` as its frame arrives: a listing of any
+    /// length costs one frame's memory.
+    pub fn list_each(
+        &mut self,
+        path: &str,
+        mut each: impl FnMut(Item) -> Result<()>,
+    ) -> Result<()> {
         let mut answer = self.request(&Message::List {
             path: path.to_string(),
         })?;
         loop {
             match answer {
                 Message::Listing { entries, more } => {
-                    items.extend(entries);
+                    entries.into_iter().try_for_each(&mut each)?;
                     if !more {
-                        return Ok(items);
+                        return Ok(());
                     }
                 }
                 other => return Err(unexpected("listing", &other)),

@@ -79,18 +79,17 @@ pub fn ls(options: &LsOptions) -> Result<()> {
         }
         return Ok(out.flush()?);
     }
-    let items = client.list(&options.path)?;
-    client.bye();
-    for item in &items {
+    client.list_each(&options.path, |item| {
         let line = if options.style.json != Json::Off {
-            item_json(item).to_string()
+            item_json(&item).to_string()
         } else if options.long {
-            long_line(item, options.human)
+            long_line(&item, options.human)
         } else {
             escape(&item.name).into_owned()
         };
-        writeln!(out, "{line}")?;
-    }
+        Ok(writeln!(out, "{line}")?)
+    })?;
+    client.bye();
     Ok(out.flush()?)
 }
 

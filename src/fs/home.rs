@@ -109,13 +109,12 @@ impl Home {
     }
 
     /// `list`: the children of a directory, sorted by name, or the one item `path`
-    /// is. The server's own temporary files are not shown. (Sorting needs every
-    /// name; a directory of 100 000 entries costs a few MiB here.)
-    pub fn list(&self, path: &str) -> Result<Vec<Item>, Refusal> {
+    /// is. The server's own temporary files are not shown.
+    pub fn list(&self, path: &str) -> Result<Listing, Refusal> {
         let (parent, name, stat) = self.resolve(path)?;
         let stat = stat.ok_or_else(|| not_found(path))?;
         if kind(&stat) != FileType::Directory {
-            return Ok(vec![item(&name, &stat)]);
+            return Ok(Listing::One(item(&name, &stat)));
         }
         let dir = if name == "." {
             parent
@@ -123,11 +122,8 @@ impl Home {
             beneath::open_dir(&parent, name.as_str())
                 .map_err(|err| Refusal::io(path, "cannot open", err))?
         };
-        let children = children(&dir).map_err(|err| Refusal::io(path, "cannot list", err))?;
-        Ok(children
-            .iter()
-            .map(|(child, stat)| item(child, stat))
-            .collect())
+        let names = sorted_names(&dir).map_err(|err| Refusal::io(path, "cannot list", err))?;
+        Ok(Listing::Children { dir, names })
     }
 
     /// `mkdir`: makes `path` and missing parents; an existing directory is fine.
@@ -320,9 +316,35 @@ fn item(name: &str, stat: &Stat) -> Item {
     }
 }
 
-/// A directory's children, sorted by name (bytes), links not followed; names that
-/// are not UTF-8 and the server's own temporaries are left out.
-fn children(dir: &OwnedFd) -> Result<Vec<(String, Stat)>, Errno> {
+/// What `list` found: one item, or a directory whose children are looked at one by
+/// one, in name order, as the listing goes out. Sorting needs every name, but only
+/// the names: 100 000 entries hold about 5 MiB here, not a stat each.
+pub enum Listing {
+    One(Item),
+    Children { dir: OwnedFd, names: Vec<Box<str>> },
+}
+
+impl Listing {
+    /// The items in order (a child that vanished since its name was read is left
+    /// out).
+    pub fn items(&self) -> impl Iterator<Item = Item> + '_ {
+        let (one, children) = match self {
+            Listing::One(item) => (Some(item.clone()), None),
+            Listing::Children { dir, names } => (None, Some((dir, names))),
+        };
+        let children = children.into_iter().flat_map(|(dir, names)| {
+            names.iter().filter_map(move |name| {
+                let stat = beneath::stat(dir, name).ok().flatten()?;
+                Some(item(name, &stat))
+            })
+        });
+        one.into_iter().chain(children)
+    }
+}
+
+/// A directory's children's names, sorted (bytewise); names that are not UTF-8 and
+/// the server's own temporaries are left out.
+fn sorted_names(dir: &OwnedFd) -> Result<Vec<Box<str>>, Errno> {
     let mut names = Vec::new();
     for entry in rustix::fs::Dir::read_from(dir)? {
         let entry = entry?;
@@ -331,17 +353,11 @@ fn children(dir: &OwnedFd) -> Result<Vec<(String, Stat)>, Errno> {
             continue;
         }
         if let Ok(name) = std::str::from_utf8(bytes) {
-            names.push(name.to_string());
+            names.push(name.into());
         }
     }
-    names.sort();
-    let mut items = Vec::with_capacity(names.len());
-    for name in names {
-        if let Ok(Some(stat)) = beneath::stat(dir, name.as_str()) {
-            items.push((name, stat));
-        }
-    }
-    Ok(items)
+    names.sort_unstable();
+    Ok(names)
 }
 
 /// Adds up what is beneath `dir`, following no links.
@@ -410,9 +426,12 @@ impl Fetch {
             let components = checked(path)?;
             let dir =
                 beneath::walk(&self.home, &components, false)?.ok_or_else(|| not_found(path))?;
-            let children = children(&dir).map_err(|err| Refusal::io(path, "cannot list", err))?;
-            for (child, stat) in children {
-                self.add(&format!("{path}/{child}"), format!("{name}/{child}"), &stat)?;
+            let names = sorted_names(&dir).map_err(|err| Refusal::io(path, "cannot list", err))?;
+            for child in names {
+                // One that vanished since its name was read is left out.
+                if let Ok(Some(stat)) = beneath::stat(&dir, &child) {
+                    self.add(&format!("{path}/{child}"), format!("{name}/{child}"), &stat)?;
+                }
             }
         }
         Ok(())
@@ -521,20 +540,19 @@ mod tests {
         std::fs::create_dir(dir.path().join("a")).unwrap();
         std::os::unix::fs::symlink("/etc", dir.path().join("c")).unwrap();
         std::fs::write(dir.path().join(".xfer-0011.part"), b"temp").unwrap();
-        let items = home.list("").unwrap();
-        let shown: Vec<_> = items
-            .iter()
-            .map(|i| (i.name.as_str(), i.kind, i.size))
-            .collect();
+        let listing = home.list("").unwrap();
+        let shown: Vec<_> = listing.items().map(|i| (i.name, i.kind, i.size)).collect();
         assert_eq!(
             shown,
             [
-                ("a", ItemKind::Dir, 0),
-                ("b", ItemKind::File, 2),
-                ("c", ItemKind::Other, 0)
+                ("a".to_string(), ItemKind::Dir, 0),
+                ("b".to_string(), ItemKind::File, 2),
+                ("c".to_string(), ItemKind::Other, 0)
             ]
         );
-        assert_eq!(home.list("c").unwrap()[0].kind, ItemKind::Other);
+        let link = home.list("c").unwrap().items().collect::<Vec<_>>();
+        assert_eq!(link.len(), 1);
+        assert_eq!(link[0].kind, ItemKind::Other);
         assert_eq!(code(home.list("c/passwd")), ErrorCode::NotFound);
     }
 

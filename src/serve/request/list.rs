@@ -17,17 +17,19 @@ fn shown(path: &str) -> &str {
 
 pub fn run(context: &Context<'_>, conn: &mut TcpConnection, path: &str) -> Result<()> {
     let action = format!("list {}", escape(shown(path)));
-    let items = match context.home.list(path) {
-        Ok(items) => items,
+    let listing = match context.home.list(path) {
+        Ok(listing) => listing,
         Err(refusal) => return refuse(context, conn, &action, refusal),
     };
     let mut frames = ListWriter::listing(&mut conn.writer);
-    for item in &items {
-        frames.push(item)?;
+    let mut count = 0;
+    for item in listing.items() {
+        frames.push(&item)?;
+        count += 1;
     }
     frames.finish_listing()?;
     conn.writer.flush()?;
-    let entries = match items.len() {
+    let entries = match count {
         1 => "1 entry".to_string(),
         n => format!("{n} entries"),
     };
