@@ -381,6 +381,10 @@ fn two_users_cannot_see_or_touch_each_others_files() {
     let site = Site::new();
     site.users(&[("alice", ""), ("bob", "")]);
     let server = site.serve(&[]);
+    for user in ["alice", "bob"] {
+        let mode = fs::metadata(site.home(user)).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o700, "a new home is private");
+    }
     // Alice puts her files through the server.
     let secret = site.local("secret.txt", b"alice's secret\n");
     let plan = site.local("docs/plan.txt", b"alice's plan\n");

@@ -41,19 +41,30 @@ pub struct Footprint {
 
 impl Home {
     /// Opens `home` beneath the server's root `root` without following links (a
-    /// home swapped for a symlink is refused, not followed), creating it if asked.
+    /// home swapped for a symlink is refused, not followed), creating it if asked:
+    /// a new home is private to the server's account (0700), as a user's files are
+    /// nobody else's business on the server's machine either.
     pub fn open(root: &OwnedFd, home: &Path, create: bool) -> Result<Home, Refusal> {
         let components: Vec<&str> = home
             .components()
             .map(|c| c.as_os_str().to_str().unwrap_or("\u{0}"))
             .collect();
-        match beneath::walk(root, &components, create)? {
-            Some(root) => Ok(Home { root }),
-            None => Err(Refusal::new(
+        if let Some(root) = beneath::walk(root, &components, false)? {
+            return Ok(Home { root });
+        }
+        let created = match create {
+            true => beneath::walk(root, &components, true)?,
+            false => None,
+        };
+        let Some(root) = created else {
+            return Err(Refusal::new(
                 ErrorCode::NotFound,
                 format!("home {} does not exist", home.display()),
-            )),
-        }
+            ));
+        };
+        rustix::fs::fchmod(&root, Mode::from_raw_mode(0o700))
+            .map_err(|err| Refusal::io("", "cannot make the new home private", err))?;
+        Ok(Home { root })
     }
 
     /// The home from a descriptor already opened (a single-user server's root).
