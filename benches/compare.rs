@@ -442,16 +442,7 @@ fn latency(dir: &Path, rounds: usize) {
 
 fn concurrent(dir: &Path, rounds: usize) {
     println!("\n== 16 concurrent senders of 100 MB into one `recv --serve` ==");
-    let files: Vec<PathBuf> = (0..16)
-        .map(|i| {
-            let path = dir.join(format!("c{i:02}.bin"));
-            if !path.exists() {
-                make_file(&path, 100_000_000, 100 + i);
-            }
-            warm(&path);
-            path
-        })
-        .collect();
+    let files = random_files(dir, "c", 16, 100_000_000, 100);
     let out = dir.join("out");
     let mut contenders: Vec<Contender> = vec![
         (
@@ -529,9 +520,15 @@ fn serve(dir: &Path, big: &Path, rounds: usize) {
         "\n== xfer serve: a listing of 100 000, get against send, small files at 20 ms, 32 clients =="
     );
     let server = Server::start(dir);
-    let started_kib = server.peak_kib();
+    serve_listing(&server, rounds);
+    serve_get(&server, dir, big, rounds);
+    serve_small_far(&server, dir, rounds);
+    serve_many_clients(&server, dir, rounds.min(3));
+}
 
-    // ls of a directory of 100 000 entries, streamed.
+/// `ls -l` of a directory of 100 000 entries, streamed: time, and memory both sides.
+fn serve_listing(server: &Server, rounds: usize) {
+    let started_kib = server.peak_kib();
     let many = server.home("bob").join("many");
     std::fs::create_dir(&many).unwrap();
     for i in 0..100_000 {
@@ -549,8 +546,10 @@ fn serve(dir: &Path, big: &Path, rounds: usize) {
         server.peak_kib() / 1024.0
     );
     clean(&many);
+}
 
-    // get against send and put, 1 GiB.
+/// `get` of 1 GiB against `send` to `recv` and to the server.
+fn serve_get(server: &Server, dir: &Path, big: &Path, rounds: usize) {
     let home = server.home("alice");
     std::fs::hard_link(big, home.join("big.bin")).unwrap();
     let out = dir.join("out");
@@ -583,9 +582,11 @@ fn serve(dir: &Path, big: &Path, rounds: usize) {
     ratio(&results, S_GET, S_SEND, Some(1.05));
     ratio(&results, S_GET, S_PUT, None);
     std::fs::remove_file(home.join("big.bin")).unwrap();
+}
 
-    // 1 000 small files, on loopback and through a relay that holds every chunk 10 ms
-    // each way.
+/// `get` of 1 000 small files, on loopback and through a relay that holds every
+/// chunk 10 ms each way: no round trip per file.
+fn serve_small_far(server: &Server, dir: &Path, rounds: usize) {
     let tree = server.home("carol").join("small");
     std::fs::create_dir(&tree).unwrap();
     for i in 0..1_000u64 {
@@ -624,18 +625,12 @@ fn serve(dir: &Path, big: &Path, rounds: usize) {
         if far <= 1.5 { "met" } else { "MISSED" }
     );
     clean(&dir.join("small-out"));
+}
 
-    // 32 clients at once.
-    let local: Vec<PathBuf> = (0..16u64)
-        .map(|i| {
-            let path = dir.join(format!("s{i:02}.bin"));
-            if !path.exists() {
-                make_file(&path, 50_000_000, 200 + i);
-            }
-            warm(&path);
-            path
-        })
-        .collect();
+/// 32 clients of four users at once, half putting and half getting 50 MB each,
+/// against one client alone.
+fn serve_many_clients(server: &Server, dir: &Path, rounds: usize) {
+    let local = random_files(dir, "s", 16, 50_000_000, 200);
     for (i, path) in local.iter().enumerate() {
         let user = USERS[i % USERS.len()];
         std::fs::hard_link(path, server.home(user).join(format!("g{i:02}.bin"))).unwrap();
@@ -655,7 +650,7 @@ fn serve(dir: &Path, big: &Path, rounds: usize) {
             Box::new(|| Some(server.clients(&local, &local, &out).into())),
         ),
     ];
-    let results = alternate(rounds.min(3), &mut contenders);
+    let results = alternate(rounds, &mut contenders);
     report(&results, 0);
     let single = (50e6 / results[0].median() + 50e6 / results[1].median()) / 2.0;
     let aggregate = 32.0 * 50e6 / results[2].median();
@@ -1651,6 +1646,21 @@ fn warm(path: &Path) {
         &mut std::fs::File::open(path).unwrap(),
         &mut std::io::sink(),
     );
+}
+
+/// `count` files of `len` pseudo-random bytes in `dir` (`PREFIX00.bin` …, made once
+/// and seeded from `seed`), read once so they start in the page cache.
+fn random_files(dir: &Path, prefix: &str, count: u64, len: u64, seed: u64) -> Vec<PathBuf> {
+    (0..count)
+        .map(|i| {
+            let path = dir.join(format!("{prefix}{i:02}.bin"));
+            if !path.exists() {
+                make_file(&path, len, seed + i);
+            }
+            warm(&path);
+            path
+        })
+        .collect()
 }
 
 /// `len` pseudo-random bytes: nothing in them compresses or dedups.
