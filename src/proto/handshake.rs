@@ -330,6 +330,7 @@ where
         check_hello(initiator, &hello).map_err(|(code, why)| refuse(stream, code, &why))?;
     let chosen = initiator
         .wanted
+        .with_all(initiator.required)
         .with_all(required_by_roles(role))
         .intersect(listed)
         .names();
@@ -723,6 +724,19 @@ pub(crate) mod tests {
         let err = i.unwrap_err();
         assert_eq!(kind_of(&err), Some(Kind::Incompatible));
         assert!(format!("{err:#}").contains("requires aead"), "{err:#}");
+        // What the initiator requires it also chooses, whether or not it was wanted.
+        let (a, i) = run_pair(
+            Side {
+                features: Features::of(&Feature::ALL),
+                ..side(Role::Receiver, KEY)
+            },
+            Side {
+                required: Features::of(&[Feature::Aead]),
+                ..side(Role::Sender, KEY)
+            },
+        );
+        assert!(a.unwrap().has(Feature::Aead));
+        assert!(i.unwrap().has(Feature::Aead), "required, so in force");
     }
 
     #[test]
