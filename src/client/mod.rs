@@ -107,31 +107,21 @@ impl Client {
     }
 
     /// `list PATH`: a directory's children (sorted by name), or the one item PATH is.
+    /// `list`, whole. The listing is read to its end before anything is shown: a
+    /// reader that printed as frames arrived would hold the server's connection for
+    /// as long as its output is not read (`xfer ls | less`), and a cut would leave a
+    /// partial listing on stdout.
     pub fn list(&mut self, path: &str) -> Result<Vec<Item>> {
         let mut items = Vec::new();
-        self.list_each(path, |item| {
-            items.push(item);
-            Ok(())
-        })?;
-        Ok(items)
-    }
-
-    /// `list`, handing each item to `each` as its frame arrives: a listing of any
-    /// length costs one frame's memory.
-    pub fn list_each(
-        &mut self,
-        path: &str,
-        mut each: impl FnMut(Item) -> Result<()>,
-    ) -> Result<()> {
         let mut answer = self.request(&Message::List {
             path: path.to_string(),
         })?;
         loop {
             match answer {
                 Message::Listing { entries, more } => {
-                    entries.into_iter().try_for_each(&mut each)?;
+                    items.extend(entries);
                     if !more {
-                        return Ok(());
+                        return Ok(items);
                     }
                 }
                 other => return Err(unexpected("listing", &other)),

@@ -79,17 +79,18 @@ pub fn ls(options: &LsOptions) -> Result<()> {
         }
         return Ok(out.flush()?);
     }
-    client.list_each(&options.path, |item| {
+    let items = client.list(&options.path)?;
+    client.bye();
+    for item in &items {
         let line = if options.style.json != Json::Off {
-            item_json(&item).to_string()
+            item_json(item).to_string()
         } else if options.long {
-            long_line(&item, options.human)
+            long_line(item, options.human)
         } else {
             escape(&item.name).into_owned()
         };
-        Ok(writeln!(out, "{line}")?)
-    })?;
-    client.bye();
+        writeln!(out, "{line}")?;
+    }
     Ok(out.flush()?)
 }
 

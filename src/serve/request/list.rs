@@ -5,6 +5,7 @@
 use anyhow::Result;
 
 use super::refuse;
+use crate::fs::home::Listing;
 use crate::net::TcpConnection;
 use crate::serve::connection::Context;
 use crate::transfer::offer::ListWriter;
@@ -21,6 +22,25 @@ pub fn run(context: &Context<'_>, conn: &mut TcpConnection, path: &str) -> Resul
         Ok(listing) => listing,
         Err(refusal) => return refuse(context, conn, &action, refusal),
     };
+    match send(conn, &listing) {
+        Ok(count) => {
+            let entries = match count {
+                1 => "1 entry".to_string(),
+                n => format!("{n} entries"),
+            };
+            context.log(&action, Ok(entries));
+            Ok(())
+        }
+        // The client went away or stopped reading: say so, then end the connection.
+        Err(err) => {
+            context.log(&action, Err(format!("{err:#}")));
+            Err(err)
+        }
+    }
+}
+
+/// Streams the listing's items in `listing` frames; returns how many went out.
+fn send(conn: &mut TcpConnection, listing: &Listing) -> Result<usize> {
     let mut frames = ListWriter::listing(&mut conn.writer);
     let mut count = 0;
     for item in listing.items() {
@@ -29,10 +49,5 @@ pub fn run(context: &Context<'_>, conn: &mut TcpConnection, path: &str) -> Resul
     }
     frames.finish_listing()?;
     conn.writer.flush()?;
-    let entries = match count {
-        1 => "1 entry".to_string(),
-        n => format!("{n} entries"),
-    };
-    context.log(&action, Ok(entries));
-    Ok(())
+    Ok(count)
 }
