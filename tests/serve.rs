@@ -380,11 +380,20 @@ fn alice_and_bob(site: &Site) {
 fn two_users_cannot_see_or_touch_each_others_files() {
     let site = Site::new();
     site.users(&[("alice", ""), ("bob", "")]);
+    // Bob's home exists already, open to other local accounts.
+    fs::create_dir_all(site.home("bob")).unwrap();
+    fs::set_permissions(site.home("bob"), fs::Permissions::from_mode(0o755)).unwrap();
     let server = site.serve(&[]);
-    for user in ["alice", "bob"] {
-        let mode = fs::metadata(site.home(user)).unwrap().permissions().mode();
-        assert_eq!(mode & 0o777, 0o700, "a new home is private");
-    }
+    let mode = |user| fs::metadata(site.home(user)).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode("alice"), 0o700, "a new home is private");
+    assert_eq!(mode("bob"), 0o755, "an existing home is left as it is");
+    assert!(
+        server
+            .log()
+            .contains("the home of bob (bob) is open to other local accounts (mode 755)"),
+        "{}",
+        server.log()
+    );
     // Alice puts her files through the server.
     let secret = site.local("secret.txt", b"alice's secret\n");
     let plan = site.local("docs/plan.txt", b"alice's plan\n");

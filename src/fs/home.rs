@@ -42,29 +42,40 @@ pub struct Footprint {
 impl Home {
     /// Opens `home` beneath the server's root `root` without following links (a
     /// home swapped for a symlink is refused, not followed), creating it if asked:
-    /// a new home is private to the server's account (0700), as a user's files are
-    /// nobody else's business on the server's machine either.
+    /// a new home is made private to the server's account (0700), as a user's files
+    /// are nobody else's business on the server's machine either.
     pub fn open(root: &OwnedFd, home: &Path, create: bool) -> Result<Home, Refusal> {
         let components: Vec<&str> = home
             .components()
             .map(|c| c.as_os_str().to_str().unwrap_or("\u{0}"))
             .collect();
-        if let Some(root) = beneath::walk(root, &components, false)? {
-            return Ok(Home { root });
-        }
-        let created = match create {
-            true => beneath::walk(root, &components, true)?,
-            false => None,
-        };
-        let Some(root) = created else {
-            return Err(Refusal::new(
+        let not_found = || {
+            Refusal::new(
                 ErrorCode::NotFound,
                 format!("home {} does not exist", home.display()),
-            ));
+            )
         };
-        rustix::fs::fchmod(&root, Mode::from_raw_mode(0o700))
-            .map_err(|err| Refusal::io("", "cannot make the new home private", err))?;
-        Ok(Home { root })
+        let Some((last, parents)) = components.split_last() else {
+            return Err(not_found());
+        };
+        let parent = beneath::walk(root, parents, create)?.ok_or_else(not_found)?;
+        if create {
+            match rustix::fs::mkdirat(&parent, *last, Mode::from_raw_mode(0o700)) {
+                Ok(()) | Err(Errno::EXIST) => {}
+                Err(err) => return Err(Refusal::io(last, "cannot create the home", err)),
+            }
+        }
+        let root = beneath::step(&parent, &components, parents.len(), false)?;
+        Ok(Home {
+            root: root.ok_or_else(not_found)?,
+        })
+    }
+
+    /// The permission bits of the home that let other local accounts in, if any.
+    pub fn open_to_others(&self) -> Option<u32> {
+        let stat = rustix::fs::fstat(&self.root).ok()?;
+        let mode = stat.st_mode & PERMISSION_BITS;
+        (mode & 0o077 != 0).then_some(mode)
     }
 
     /// The home from a descriptor already opened (a single-user server's root).

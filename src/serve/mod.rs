@@ -33,7 +33,7 @@ use crate::proto::message::{ErrorCode, Role};
 use crate::proto::negotiated::{Feature, Features};
 use crate::transfer::recv::Claims;
 use crate::ui::escape::{escape, escape_path};
-use crate::ui::report::{self, Json, Reporter, Style};
+use crate::ui::report::{self, Json, Reporter, Style, warn};
 
 /// What `xfer serve` was asked to do.
 #[derive(Debug, Clone)]
@@ -249,16 +249,25 @@ fn sweep_partials(server: Arc<Server>, root: TargetDir, keep: Duration) -> Resul
     Ok(())
 }
 
-/// Creates every user's home that does not exist yet, beneath the root.
+/// Creates every user's home that does not exist yet, beneath the root (private),
+/// and warns of an existing one that other local accounts can enter.
 fn make_homes(root: &OwnedFd, users: &Users) -> Result<()> {
     for user in users.all() {
         if user.home != Path::new(".") {
-            Home::open(root, &user.home, true).map_err(|refusal| {
+            let home = Home::open(root, &user.home, true).map_err(|refusal| {
                 fail(
                     Kind::Io,
                     format!("home of {}: {}", escape(&user.name), refusal.message),
                 )
             })?;
+            if let Some(mode) = home.open_to_others() {
+                warn(&format!(
+                    "the home of {} ({}) is open to other local accounts (mode {mode:o}); \
+                     `chmod 700` it to keep them out",
+                    escape(&user.name),
+                    escape_path(&user.home)
+                ));
+            }
         }
     }
     Ok(())
