@@ -111,9 +111,7 @@ impl Inflater {
             Err(_) => return Err(refuse("the frame is truncated or malformed")),
         }
         let declared = declared as usize;
-        if dest.len() < declared {
-            dest.resize(declared, 0);
-        }
+        super::wire::grow_to(dest, declared);
         match self
             .context
             .decompress_to_buffer(source, &mut dest[..declared])

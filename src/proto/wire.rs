@@ -49,6 +49,15 @@ pub fn data_buffer() -> Vec<u8> {
     vec![0; DATA_BUFFER]
 }
 
+/// Makes `buffer` at least `len` bytes long, with no more capacity than that (a
+/// frame's size, not the allocator's doubling of it).
+pub fn grow_to(buffer: &mut Vec<u8>, len: usize) {
+    if buffer.len() < len {
+        buffer.reserve_exact(len - buffer.len());
+        buffer.resize(len, 0);
+    }
+}
+
 /// What a data frame held.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Data {
@@ -89,6 +98,8 @@ impl<R: Read> FrameReader<R> {
         }
         if negotiated.has(Feature::Zstd) {
             self.inflater = Some(Inflater::new());
+            // Swapped with the caller's buffers: of their size, so neither grows.
+            self.spare = data_buffer();
         }
     }
 
@@ -140,9 +151,7 @@ impl<R: Read> FrameReader<R> {
                 "the peer closed the connection in the middle of a file",
             ));
         };
-        if buffer.len() < len {
-            buffer.resize(len, 0);
-        }
+        grow_to(buffer, len);
         read_all(&mut self.inner, &mut buffer[..len])?;
         let plain = match &mut self.opener {
             Some(opener) => opener.open(&mut buffer[..len])?,
