@@ -199,7 +199,10 @@ pub fn said_by_peer(err: &anyhow::Error) -> bool {
 pub fn peer_error(code: ErrorCode, message: &str) -> anyhow::Error {
     let said = escape(message);
     let text = match code {
-        ErrorCode::Busy => format!("the peer is busy ({said}); try again later"),
+        ErrorCode::Busy => {
+            let said = said.trim_end_matches("; try again later");
+            format!("the peer is busy ({said}); try again later")
+        }
         ErrorCode::Auth => {
             "authentication failed: the peer refused our key (wrong key on one side?)".into()
         }

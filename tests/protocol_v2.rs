@@ -503,3 +503,31 @@ fn a_tree_whose_offer_needs_several_frames_goes_in_one_session_and_reruns_to_don
     );
     assert_eq!(again.exit_code(), 0);
 }
+
+#[test]
+fn a_server_address_given_to_a_plain_receiver_is_refused_before_it_is_used_up() {
+    let src = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let file = src.path().join("a.txt");
+    std::fs::write(&file, b"hello").unwrap();
+    let mut receiver = Receiver::start(out.path(), Some(KEY), &[]);
+    // HOST:PORT:DIR is for servers: refused in the handshake, before `auth_ok`.
+    let wrong = util::run(
+        xfer()
+            .arg("send")
+            .arg(&file)
+            .arg(format!("127.0.0.1:{}:inbox", receiver.port))
+            .env("XFER_KEY", KEY),
+    );
+    assert_eq!(wrong.status.code(), Some(8), "{}", stderr_of(&wrong));
+    assert!(
+        stderr_of(&wrong).contains("not a server"),
+        "{}",
+        stderr_of(&wrong)
+    );
+    // So the one-shot receiver still takes its sender.
+    let right = send(&[&file], receiver.port, KEY, &[]);
+    assert!(right.status.success(), "{}", stderr_of(&right));
+    assert_eq!(receiver.exit_code(), 0, "{}", receiver.stderr());
+    assert_eq!(std::fs::read(out.path().join("a.txt")).unwrap(), b"hello");
+}

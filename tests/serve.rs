@@ -416,7 +416,16 @@ fn two_users_cannot_see_or_touch_each_others_files() {
     let alice_abs = alice_abs.to_str().unwrap();
     let secret_abs = format!("{alice_abs}/secret.txt");
 
-    // Bob cannot list his way out: every escape is a bad path.
+    // Bob cannot list his way out: every escape is a bad path. (A leading `/` is
+    // his home, as in the shell: those paths are looked for inside it, and are not
+    // there.)
+    let refusal = |path: &str| {
+        if path.starts_with('/') {
+            "not_found"
+        } else {
+            "bad_path"
+        }
+    };
     for path in [
         "../alice",
         "../alice/secret.txt",
@@ -430,7 +439,7 @@ fn two_users_cannot_see_or_touch_each_others_files() {
         "/etc",
     ] {
         let ls = client(&site, "bob", &["ls", &server.at(path)]);
-        expect_refused(&ls, "bad_path", &format!("bob's ls {path}"));
+        expect_refused(&ls, refusal(path), &format!("bob's ls {path}"));
         assert!(!stdout_of(&ls).contains("secret"), "{path}: {ls:?}");
     }
     // Nor get, remove or rename what is hers, nor put into her home.
@@ -441,11 +450,11 @@ fn two_users_cannot_see_or_touch_each_others_files() {
             "bob",
             &["get", &server.at(path), dl.to_str().unwrap()],
         );
-        expect_refused(&get, "bad_path", &format!("bob's get {path}"));
+        expect_refused(&get, refusal(path), &format!("bob's get {path}"));
         let rm = client(&site, "bob", &["rm", &server.at(path)]);
-        expect_refused(&rm, "bad_path", &format!("bob's rm {path}"));
+        expect_refused(&rm, refusal(path), &format!("bob's rm {path}"));
         let mv = client(&site, "bob", &["mv", &server.at(path), "mine.txt"]);
-        expect_refused(&mv, "bad_path", &format!("bob's mv {path}"));
+        expect_refused(&mv, refusal(path), &format!("bob's mv {path}"));
     }
     assert!(names_in(&dl).is_empty(), "{:?}", names_in(&dl));
     let mv = client(
@@ -457,14 +466,29 @@ fn two_users_cannot_see_or_touch_each_others_files() {
     let mkdir = client(&site, "bob", &["mkdir", &server.at("../alice/planted")]);
     expect_refused(&mkdir, "bad_path", "bob's mkdir in alice's home");
     let mine = site.local("planted.txt", b"bob was here");
-    for dir in ["../alice", alice_abs] {
-        let put = client(
-            &site,
-            "bob",
-            &["send", mine.to_str().unwrap(), &server.at(dir)],
-        );
-        expect_refused(&put, "bad_path", &format!("bob's put into {dir}"));
-    }
+    let put = client(
+        &site,
+        "bob",
+        &["send", mine.to_str().unwrap(), &server.at("../alice")],
+    );
+    expect_refused(&put, "bad_path", "bob's put into ../alice");
+    // Her home's absolute path names a directory inside his own, made for the put.
+    let put = client(
+        &site,
+        "bob",
+        &["send", mine.to_str().unwrap(), &server.at(alice_abs)],
+    );
+    expect_exit(&put, 0, "bob's put into /…/alice, inside his home");
+    let inside = site.home("bob").join(alice_abs.trim_start_matches('/'));
+    assert_eq!(
+        fs::read(inside.join("planted.txt")).unwrap(),
+        b"bob was here"
+    );
+    fs::remove_dir_all(
+        site.home("bob")
+            .join(alice_abs.trim_start_matches('/').split('/').next().unwrap()),
+    )
+    .unwrap();
     // Bob's own home shows only his file, and hers is as she left it.
     let ls = client(&site, "bob", &["ls", &server.addr()]);
     expect_exit(&ls, 0, "bob's ls");
@@ -558,7 +582,9 @@ fn a_symlink_in_a_home_is_a_leaf_that_is_never_followed() {
             "bob",
             &["send", planted.to_str().unwrap(), &server.at(dir)],
         );
-        expect_refused(&put, "not_found", &format!("put into {dir}"));
+        // Refused as not found, or (when the client then tries to make the
+        // directory) as a link it will not follow: either way, exit 6.
+        expect_exit(&put, 6, &format!("put into {dir}"));
     }
     // A local directory named like the link, with a file inside, into the home.
     let local_dir = site.path().join("local/as_link/to_alice");
@@ -1785,6 +1811,18 @@ fn passwd_prints_the_key_line_of_a_password() {
         .args(["ls", &server.addr(), "--user", "alice", "--password"])
         .env("XFER_PASSWORD", PASSWORD);
     expect_exit(&run(&mut command), 0, "a login with the password");
+    // From a script, $XFER_PASSWORD gives the same line.
+    let mut command = xfer();
+    clean_env(&mut command);
+    command
+        .args(["passwd", "alice", "--realm", REALM])
+        .env("XFER_PASSWORD", PASSWORD);
+    let scripted = run(&mut command);
+    expect_exit(&scripted, 0, "passwd with $XFER_PASSWORD");
+    assert!(
+        stdout_of(&scripted).lines().any(|l| l == line),
+        "{scripted:?}"
+    );
 
     let Some((code, output)) = passwd_at_a_terminal(PASSWORD, "something else entirely") else {
         return;
@@ -1797,6 +1835,59 @@ fn passwd_prints_the_key_line_of_a_password() {
 }
 
 // ---- 10. Awkward names and IPv6 -------------------------------------------------
+
+#[test]
+fn a_put_makes_a_missing_directory_replaces_only_with_f_and_slash_is_the_home() {
+    let site = Site::new();
+    site.users(&[("alice", ""), ("guest", "read_only = true")]);
+    let server = site.serve(&[]);
+    let report = site.local("report.pdf", b"%PDF quarterly\n");
+    let put = client(
+        &site,
+        "alice",
+        &["send", report.to_str().unwrap(), &server.at("/inbox/2026")],
+    );
+    expect_exit(&put, 0, "a put into a directory that is not there yet");
+    let home = site.home("alice");
+    assert_eq!(
+        fs::read(home.join("inbox/2026/report.pdf")).unwrap(),
+        b"%PDF quarterly\n"
+    );
+    let ls = client(&site, "alice", &["ls", &server.at("/")]);
+    expect_exit(&ls, 0, "ls of /");
+    assert_eq!(lines(&ls), ["inbox"]);
+    // A changed file is replaced only with -f (--overwrite).
+    fs::write(&report, b"%PDF revised\n").unwrap();
+    let again = client(
+        &site,
+        "alice",
+        &["send", report.to_str().unwrap(), &server.at("inbox/2026")],
+    );
+    expect_refused(&again, "exists", "a put over an existing file");
+    let forced = client(
+        &site,
+        "alice",
+        &[
+            "send",
+            "-f",
+            report.to_str().unwrap(),
+            &server.at("inbox/2026"),
+        ],
+    );
+    expect_exit(&forced, 0, "a put -f over an existing file");
+    assert_eq!(
+        fs::read(home.join("inbox/2026/report.pdf")).unwrap(),
+        b"%PDF revised\n"
+    );
+    // A read-only user is refused the put, and no directory is made for it.
+    let put = client(
+        &site,
+        "guest",
+        &["send", report.to_str().unwrap(), &server.at("inbox")],
+    );
+    expect_refused(&put, "denied", "a read-only user's put");
+    assert!(!site.home("guest").join("inbox").exists());
+}
 
 #[test]
 fn paths_with_spaces_quotes_and_colons_work_as_operands() {

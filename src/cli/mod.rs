@@ -98,7 +98,7 @@ pub struct AuthArgs {
 
     /// Log in with a password instead of a key (asked on the terminal, or
     /// $XFER_PASSWORD); needs --user
-    #[arg(long, requires = "user")]
+    #[arg(long, requires = "user", conflicts_with = "key_file")]
     pub password: bool,
 }
 
@@ -211,6 +211,11 @@ pub struct SendArgs {
     /// Inside directories, send what symbolic links point at instead of skipping them
     #[arg(long)]
     pub follow_symlinks: bool,
+
+    /// Into a server's DIR: replace files that exist there (a plain receiver
+    /// decides for itself, with `recv --overwrite`)
+    #[arg(long, short = 'f')]
+    pub overwrite: bool,
 
     /// Compress with zstd on the way (LEVEL 1-19, default 3; the `=` is required);
     /// what does not compress goes raw

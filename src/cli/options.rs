@@ -150,6 +150,7 @@ fn send(args: SendArgs) -> Result<SendOptions, String> {
         },
         compress: args.compress,
         remote_dir,
+        overwrite: args.overwrite,
         peering: peering(&args.link, to, args.security, args.auth, style)?,
     })
 }

@@ -87,9 +87,9 @@ pub fn bytes(text: &str) -> Result<u64, String> {
     let scale: u64 = match unit {
         "" | "B" => 1,
         "K" | "k" | "KiB" => 1 << 10,
-        "M" | "MiB" => 1 << 20,
-        "G" | "GiB" => 1 << 30,
-        "T" | "TiB" => 1 << 40,
+        "M" | "m" | "MiB" => 1 << 20,
+        "G" | "g" | "GiB" => 1 << 30,
+        "T" | "t" | "TiB" => 1 << 40,
         "KB" | "kB" => 1_000,
         "MB" => 1_000_000,
         "GB" => 1_000_000_000,
@@ -163,6 +163,7 @@ mod tests {
     fn sizes_and_rates_read_like_curl_and_like_disks() {
         assert_eq!(bytes("123").unwrap(), 123);
         assert_eq!(bytes("2M").unwrap(), 2_097_152);
+        assert_eq!(bytes("2m").unwrap(), 2_097_152, "curl takes lowercase too");
         assert_eq!(bytes("2MB").unwrap(), 2_000_000);
         assert_eq!(bytes("2MiB").unwrap(), 2_097_152);
         assert_eq!(bytes("20 GiB").unwrap(), 20 << 30);

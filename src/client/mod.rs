@@ -10,10 +10,10 @@ use std::time::Duration;
 use anyhow::Result;
 
 use crate::commands::{AuthOptions, Encryption, Peering, Security};
-use crate::error::{Kind, fail, peer_error};
+use crate::error::{Kind, fail, peer_code, peer_error};
 use crate::net::{self, Endpoint, Link, TcpConnection, Timeouts};
 use crate::proto::hash::HashKind;
-use crate::proto::message::{Item, Message, Role, Usage};
+use crate::proto::message::{ErrorCode, Item, Message, Role, Usage};
 use crate::transfer::recv::{self, Claims, Destination, Settings};
 use crate::transfer::{Outbox, Tally, send};
 use crate::ui::report::Style;
@@ -86,28 +86,14 @@ impl Client {
     /// Sends a request and reads its first answer; a refusal is an error for this
     /// request (the connection stays usable unless its code ends connections).
     fn request(&mut self, request: &Message) -> Result<Message> {
-        self.conn.writer.write_message(request)?;
-        self.conn.writer.flush()?;
-        match self.conn.reader.expect_message("the server's answer")? {
-            Message::Error {
-                code,
-                message,
-                index: None,
-            } => Err(peer_error(code, &message)),
-            answer => Ok(answer),
-        }
+        request_on(&mut self.conn, request)
     }
 
-    /// A request answered `ack`.
     fn acked(&mut self, request: &Message) -> Result<()> {
-        match self.request(request)? {
-            Message::Ack => Ok(()),
-            other => Err(unexpected("ack", &other)),
-        }
+        acked_on(&mut self.conn, request)
     }
 
-    /// `list PATH`: a directory's children (sorted by name), or the one item PATH is.
-    /// `list`, whole. The listing is read to its end before anything is shown: a
+    /// `list PATH`: a directory's children (sorted by name), or the one item PATH is, The listing is read to its end before anything is shown: a
     /// reader that printed as frames arrived would hold the server's connection for
     /// as long as its output is not read (`xfer ls | less`), and a cut would leave a
     /// partial listing on stdout.
@@ -212,18 +198,45 @@ pub fn put_on(
     outbox: &dyn Outbox,
     tally: &mut Tally,
 ) -> Result<()> {
-    conn.writer.write_message(&Message::Put {
+    let put = Message::Put {
         dir: dir.to_string(),
         overwrite,
-    })?;
-    conn.writer.flush()?;
-    match conn.reader.expect_message("the server's answer to put")? {
+    };
+    let answer = match request_on(conn, &put) {
+        // A directory that is not there yet is made first, as `mkdir -p` would.
+        Err(err) if peer_code(&err) == Some(ErrorCode::NotFound) && !dir.is_empty() => {
+            let mkdir = Message::Mkdir {
+                path: dir.to_string(),
+            };
+            acked_on(conn, &mkdir)?;
+            request_on(conn, &put)?
+        }
+        answer => answer?,
+    };
+    match answer {
         Message::Ack => send::session(conn, outbox, tally),
+        other => Err(unexpected("ack", &other)),
+    }
+}
+
+/// Sends one request and reads its answer; an error frame is the server's refusal.
+fn request_on(conn: &mut TcpConnection, request: &Message) -> Result<Message> {
+    conn.writer.write_message(request)?;
+    conn.writer.flush()?;
+    match conn.reader.expect_message("the server's answer")? {
         Message::Error {
             code,
             message,
             index: None,
         } => Err(peer_error(code, &message)),
+        answer => Ok(answer),
+    }
+}
+
+/// A request answered `ack`.
+fn acked_on(conn: &mut TcpConnection, request: &Message) -> Result<()> {
+    match request_on(conn, request)? {
+        Message::Ack => Ok(()),
         other => Err(unexpected("ack", &other)),
     }
 }

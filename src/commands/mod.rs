@@ -79,11 +79,18 @@ fn keygen(path: Option<PathBuf>) -> Result<()> {
 /// `xfer passwd NAME --realm REALM`: asks for a password twice (no echo) and
 /// prints the users-file line with the key derived from it.
 fn passwd(user: &str, realm: &str) -> Result<()> {
-    let first = crate::password::prompt(&format!("new password for {user}: "))?;
-    let second = crate::password::prompt("again: ")?;
-    if first != second {
-        anyhow::bail!("the two passwords differ; nothing printed");
-    }
+    // From a script: $XFER_PASSWORD, as the clients take it; at a terminal, twice.
+    let first = match std::env::var(crate::password::PASSWORD_ENV) {
+        Ok(password) => password,
+        Err(_) => {
+            let first = crate::password::prompt(&format!("new password for {user}: "))?;
+            let second = crate::password::prompt("again: ")?;
+            if first != second {
+                anyhow::bail!("the two passwords differ; nothing printed");
+            }
+            first
+        }
+    };
     if first.chars().count() < 12 {
         report::warn(
             "a password under 12 characters falls to an offline guess (see README, Security)",

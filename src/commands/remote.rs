@@ -209,10 +209,11 @@ pub fn usage_line(usage: &Usage, human: bool) -> String {
         Some(quota) => format!(" of {quota}"),
         None => String::new(),
     };
-    format!(
-        "used {}{byte_quota}, {files} files{file_quota}",
-        bytes(used)
-    )
+    let files = match files {
+        1 => "1 file".to_string(),
+        n => format!("{n} files"),
+    };
+    format!("used {}{byte_quota}, {files}{file_quota}", bytes(used))
 }
 
 fn percent(used: u64, of: u64) -> u64 {

@@ -25,6 +25,8 @@ pub struct SendOptions {
     pub compress: Option<i32>,
     /// Against a server (`HOST:PORT:DIR`): the directory of the home to put into.
     pub remote_dir: Option<String>,
+    /// Against a server: replace files that exist (`-f`).
+    pub overwrite: bool,
     pub peering: Peering,
 }
 
@@ -45,6 +47,7 @@ pub fn run(options: &SendOptions) -> Result<()> {
     let collected = Arc::new(collected);
     let remote_dir = options.remote_dir.clone();
     let encryption = options.peering.security.encryption;
+    let overwrite = options.overwrite;
     let session: super::Session = Arc::new(move |conn, tally| {
         match (conn.negotiated.role, &remote_dir) {
             // The listener is a server: put into the home, or into DIR of it.
@@ -53,7 +56,7 @@ pub fn run(options: &SendOptions) -> Result<()> {
                     report::warn("a server always encrypts: --no-encrypt has no effect here");
                 }
                 let dir = dir.as_deref().unwrap_or("");
-                client::put_on(conn, dir, false, &*collected, tally)?;
+                client::put_on(conn, dir, overwrite, &*collected, tally)?;
             }
             (_, Some(dir)) => {
                 return Err(fail(
@@ -65,7 +68,15 @@ pub fn run(options: &SendOptions) -> Result<()> {
                     ),
                 ));
             }
-            (_, None) => send::session(conn, &*collected, tally)?,
+            (_, None) => {
+                if overwrite {
+                    report::warn(
+                        "a receiver decides for itself whether to replace files \
+                         (`xfer recv --overwrite`): -f has no effect here",
+                    );
+                }
+                send::session(conn, &*collected, tally)?
+            }
         }
         tally.verdict()?;
         match unreadable {
@@ -76,11 +87,12 @@ pub fn run(options: &SendOptions) -> Result<()> {
             )),
         }
     });
-    run_link(
-        &options.peering,
-        Role::Sender,
-        options.compress,
-        "sent",
-        session,
-    )
+    // With a directory it can only be a server's: speaking as a client from the
+    // start, a plain receiver is refused in the handshake (and keeps waiting for its
+    // sender) instead of after it.
+    let role = match options.remote_dir {
+        Some(_) => Role::Client,
+        None => Role::Sender,
+    };
+    run_link(&options.peering, role, options.compress, "sent", session)
 }

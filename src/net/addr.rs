@@ -63,8 +63,10 @@ impl FromStr for Remote {
             text.split_once(':')
                 .ok_or_else(|| format!("expected HOST:PORT, got {text:?}"))?
         };
+        // Paths are relative to the home; a leading `/` means the home, as in the
+        // shell's prompt (`HOST:PORT:/photos` is `photos`).
         let (port, path) = match rest.split_once(':') {
-            Some((port, path)) => (port, Some(path.to_string())),
+            Some((port, path)) => (port, Some(path.trim_start_matches('/').to_string())),
             None => (rest, None),
         };
         if host.is_empty() {

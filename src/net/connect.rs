@@ -17,11 +17,13 @@ const MAX_RETRY: Duration = Duration::from_secs(1);
 
 /// Connects to `endpoint`. While nobody listens there yet (refused, unreachable),
 /// retries with backoff until `wait` has passed; each attempt (lookup included)
-/// takes at most `attempt_timeout`.
+/// takes at most `attempt_timeout`. `listener` names what should be listening there
+/// (a receiver, a sender, a server), for the hint when nothing is.
 pub fn connect(
     endpoint: &Endpoint,
     wait: Duration,
     attempt_timeout: Duration,
+    listener: &str,
 ) -> Result<TcpStream> {
     let give_up = Instant::now().checked_add(wait);
     let mut backoff = FIRST_RETRY;
@@ -36,10 +38,10 @@ pub fn connect(
         if !not_there_yet(&err) || left.is_zero() {
             let hint = match err.kind() {
                 io::ErrorKind::ConnectionRefused if wait.is_zero() => {
-                    "; start the receiver first, or add --wait 30"
+                    format!("; start the {listener} first, or add --wait 30")
                 }
-                io::ErrorKind::ConnectionRefused => "; nobody listened there in time",
-                _ => "",
+                io::ErrorKind::ConnectionRefused => "; nobody listened there in time".into(),
+                _ => String::new(),
             };
             let err =
                 anyhow::Error::new(err).context(format!("cannot connect to {endpoint}{hint}"));
@@ -134,13 +136,20 @@ mod tests {
             &endpoint,
             Duration::from_millis(1500),
             Duration::from_secs(1),
+            "receiver",
         )
         .unwrap_err();
         let took = start.elapsed();
         assert!(took >= Duration::from_millis(1500), "{took:?}");
         assert!(took < Duration::from_secs(4), "{took:?}");
         assert!(format!("{err:#}").contains("nobody listened"), "{err:#}");
-        let err = connect(&endpoint, Duration::ZERO, Duration::from_secs(1)).unwrap_err();
+        let err = connect(
+            &endpoint,
+            Duration::ZERO,
+            Duration::from_secs(1),
+            "receiver",
+        )
+        .unwrap_err();
         assert!(format!("{err:#}").contains("--wait 30"), "{err:#}");
     }
 }

@@ -141,7 +141,12 @@ fn connect_once(
     timeouts: Timeouts,
     initiating: &Initiating,
 ) -> Result<(TcpConnection, SocketAddr)> {
-    let mut stream = connect::connect(to, wait, timeouts.handshake)?;
+    let listener = match initiating.role {
+        Role::Receiver => "sender",
+        Role::Client => "server",
+        _ => "receiver",
+    };
+    let mut stream = connect::connect(to, wait, timeouts.handshake, listener)?;
     let peer = stream.peer_addr().classify(Kind::Network)?;
     socket::configure(&stream, Some(timeouts.handshake))?;
     let deadline = Instant::now() + timeouts.handshake;

@@ -408,6 +408,10 @@ fn check_hello(
         (Role::Sender, Role::Server) if initiator.client_if_server => Role::Client,
         (role, _) => role,
     };
+    if role == Role::Client && hello.role == Role::Receiver {
+        let why = "the listener is a receiver, not a server: it takes no HOST:PORT:DIR";
+        return Err((ErrorCode::Role, why.into()));
+    }
     if !valid_pair(role, hello.role) {
         let why = format!("a {} cannot talk to a {}", initiator.role, hello.role);
         return Err((ErrorCode::Role, why));
@@ -694,8 +698,11 @@ pub(crate) mod tests {
         ] {
             let (a, i) = run_pair(side(acceptor, KEY), side(initiator, KEY));
             assert_eq!(kind_of(&a.unwrap_err()), Some(Kind::Protocol));
-            let err = i.unwrap_err();
-            assert!(format!("{err:#}").contains("cannot talk to"), "{err:#}");
+            let err = format!("{:#}", i.unwrap_err());
+            assert!(
+                err.contains("cannot talk to") || err.contains("not a server"),
+                "{err}"
+            );
         }
     }
 

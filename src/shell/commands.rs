@@ -109,12 +109,12 @@ pub fn run(session: &mut Session, words: &[String]) -> Result<Next> {
             put(session, operands, flags.iter().any(|f| f == "f"))?
         }
         "mkdir" => {
-            let path = resolve(&session.cwd, one(name, operands)?)?;
+            let path = resolve(&session.cwd, one(name, operands)?);
             session.run(|client| client.mkdir(&path))?;
             session.forget_listings();
         }
         "rm" => {
-            let path = resolve(&session.cwd, one(name, operands)?)?;
+            let path = resolve(&session.cwd, one(name, operands)?);
             session.run(|client| client.remove(&path))?;
             session.forget_listings();
         }
@@ -122,7 +122,7 @@ pub fn run(session: &mut Session, words: &[String]) -> Result<Next> {
             let [from, to] = operands else {
                 bail!(usage_error(name));
             };
-            let (from, to) = (resolve(&session.cwd, from)?, resolve(&session.cwd, to)?);
+            let (from, to) = (resolve(&session.cwd, from), resolve(&session.cwd, to));
             session.run(|client| client.rename(&from, &to))?;
             session.forget_listings();
         }
@@ -188,7 +188,7 @@ fn one<'a>(name: &str, operands: &'a [String]) -> Result<&'a str> {
 }
 
 fn ls(session: &mut Session, operands: &[String], long: bool, human: bool) -> Result<()> {
-    let path = resolve(&session.cwd, operands.first().map_or("", String::as_str))?;
+    let path = resolve(&session.cwd, operands.first().map_or("", String::as_str));
     let items = session.run(|client| client.list(&path))?;
     let mut out = std::io::stdout().lock();
     for item in &items {
@@ -203,7 +203,7 @@ fn ls(session: &mut Session, operands: &[String], long: bool, human: bool) -> Re
 }
 
 fn cd(session: &mut Session, path: &str) -> Result<()> {
-    let target = resolve(&session.cwd, path)?;
+    let target = resolve(&session.cwd, path);
     if !target.is_empty() {
         // Is it a directory? Its parent's listing says.
         let (parent, name) = target.rsplit_once('/').unwrap_or(("", &target));
@@ -238,7 +238,7 @@ fn get(session: &mut Session, operands: &[String], overwrite: bool) -> Result<()
     let paths = remote
         .iter()
         .map(|path| resolve(&session.cwd, path))
-        .collect::<Result<Vec<_>>>()?;
+        .collect::<Vec<_>>();
     let target = TargetDir::open(&local)?;
     let _lock = target.lock(&local)?;
     let destination = Destination::Dir(target);
@@ -260,10 +260,9 @@ fn get(session: &mut Session, operands: &[String], overwrite: bool) -> Result<()
 fn put(session: &mut Session, operands: &[String], overwrite: bool) -> Result<()> {
     let (local, dir) = match operands {
         [] => bail!(usage_error("put")),
-        [.., last] if operands.len() > 1 && !expand_home(last).exists() => (
-            &operands[..operands.len() - 1],
-            resolve(&session.cwd, last)?,
-        ),
+        [.., last] if operands.len() > 1 && !expand_home(last).exists() => {
+            (&operands[..operands.len() - 1], resolve(&session.cwd, last))
+        }
         all => (all, session.cwd.clone()),
     };
     let files: Vec<PathBuf> = local.iter().map(|f| expand_home(f)).collect();

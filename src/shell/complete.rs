@@ -42,9 +42,7 @@ impl ShellHelper {
             None => (String::new(), partial),
         };
         let mut session = self.session.borrow_mut();
-        let Ok(listed) = resolve(&session.cwd, &dir) else {
-            return Vec::new();
-        };
+        let listed = resolve(&session.cwd, &dir);
         let Ok(items) = session.listing(&listed) else {
             return Vec::new();
         };

@@ -2,8 +2,6 @@
 //! backslashes), quoting a name back for the command line, and joining remote
 //! paths with the current directory (`..` resolved here: the server never sees one).
 
-use anyhow::{Result, bail};
-
 /// Splits `line` into words, honouring single quotes, double quotes and
 /// backslashes; `None` for an unterminated quote.
 pub fn split(line: &str) -> Option<Vec<String>> {
@@ -25,7 +23,7 @@ pub fn quote(name: &str) -> String {
 
 /// `path` (absolute from the home if it starts with `/`, else relative to `cwd`)
 /// as a path beneath the home without `.` or `..`: `""` is the home itself.
-pub fn resolve(cwd: &str, path: &str) -> Result<String> {
+pub fn resolve(cwd: &str, path: &str) -> String {
     let mut parts: Vec<&str> = if path.starts_with('/') {
         Vec::new()
     } else {
@@ -34,15 +32,14 @@ pub fn resolve(cwd: &str, path: &str) -> Result<String> {
     for part in path.split('/') {
         match part {
             "" | "." => {}
+            // As `/..` is `/` in a Unix shell: the home is as high as a path goes.
             ".." => {
-                if parts.pop().is_none() {
-                    bail!("there is nothing above the home");
-                }
+                parts.pop();
             }
             name => parts.push(name),
         }
     }
-    Ok(parts.join("/"))
+    parts.join("/")
 }
 
 /// The home-relative path shown in the prompt: `/` and `/photos/2024`.
@@ -68,16 +65,14 @@ mod tests {
 
     #[test]
     fn paths_resolve_beneath_the_home() {
-        assert_eq!(resolve("", "photos").unwrap(), "photos");
-        assert_eq!(
-            resolve("photos", "2024/a.jpg").unwrap(),
-            "photos/2024/a.jpg"
-        );
-        assert_eq!(resolve("photos/2024", "..").unwrap(), "photos");
-        assert_eq!(resolve("photos/2024", "/docs").unwrap(), "docs");
-        assert_eq!(resolve("photos", "./../docs/./x").unwrap(), "docs/x");
-        assert_eq!(resolve("photos", "/").unwrap(), "");
-        assert!(resolve("", "..").is_err());
+        assert_eq!(resolve("", "photos"), "photos");
+        assert_eq!(resolve("photos", "2024/a.jpg"), "photos/2024/a.jpg");
+        assert_eq!(resolve("photos/2024", ".."), "photos");
+        assert_eq!(resolve("photos/2024", "/docs"), "docs");
+        assert_eq!(resolve("photos", "./../docs/./x"), "docs/x");
+        assert_eq!(resolve("photos", "/"), "");
+        assert_eq!(resolve("", ".."), "");
+        assert_eq!(resolve("photos", "../../../etc"), "etc");
         assert_eq!(shown(""), "/");
     }
 }
