@@ -543,12 +543,35 @@ fn quiet_prints_nothing_but_errors() {
 
 #[test]
 fn help_and_man_pages_end_with_examples_and_exit_codes() {
-    for args in [&["--help"][..], &["send", "--help"], &["recv", "--help"]] {
-        let help = String::from_utf8(run(xfer().args(args)).stdout).unwrap();
-        assert!(help.contains("Examples:"), "{args:?}");
+    let subcommands = [
+        "send",
+        "recv",
+        "serve",
+        "get",
+        "ls",
+        "mkdir",
+        "rm",
+        "mv",
+        "shell",
+        "keygen",
+        "passwd",
+        "completions",
+        "man",
+    ];
+    let every = std::iter::once(None).chain(subcommands.iter().map(Some));
+    for subcommand in every {
+        let mut command = xfer();
+        command.args(subcommand).arg("--help");
+        let help = String::from_utf8(run(&mut command).stdout).unwrap();
+        assert!(help.contains("Examples:"), "{subcommand:?}: {help}");
         assert!(
             help.contains("Exit codes:") && help.contains("9  incompatible"),
-            "{args:?}"
+            "{subcommand:?}: {help}"
+        );
+        // No line of the table wraps at 100 columns.
+        assert!(
+            help.lines().all(|line| line.chars().count() <= 100),
+            "{subcommand:?}: {help}"
         );
     }
     let usage = String::from_utf8(run(xfer().args(["send", "--help"])).stdout).unwrap();
@@ -557,9 +580,14 @@ fn help_and_man_pages_end_with_examples_and_exit_codes() {
         "{usage}"
     );
     let page = String::from_utf8(run(xfer().args(["man", "send"])).stdout).unwrap();
+    assert!(page.contains(".TH xfer-send 1"), "{page}");
+    assert!(page.contains("\"xfer-send 0.1.0\""), "a version: {page}");
+    // Examples and exit codes are sections, their lines as written.
+    assert!(page.contains(".SH \"EXAMPLES\"\n.nf\n"), "{page}");
+    assert!(page.contains(".SH \"EXIT STATUS\"\n.nf\n"), "{page}");
     assert!(
-        page.contains("xfer\\-send") && page.contains("Exit codes"),
-        "{page}"
+        page.contains("\\&  9  incompatible peer"),
+        "one code a line: {page}"
     );
     let dir = tempfile::tempdir().unwrap();
     assert!(

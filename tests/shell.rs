@@ -280,10 +280,12 @@ fn a_script_runs_every_command_echoed_and_stops_at_the_first_failure() {
          ls -l\n\
          rename up.txt old/moved.txt\n\
          -rm no-such-file\n\
+         get old/moved.txt fetched/here\n\
          df -h\n\
          lcd ..\n\
          lpwd\n\
          cd /\n\
+         cd ..\n\
          ls docs/old\n\
          rm docs/old\n\
          get docs/old/moved.txt\n",
@@ -307,6 +309,12 @@ fn a_script_runs_every_command_echoed_and_stops_at_the_first_failure() {
         "{out}"
     );
     assert!(out.contains("used "), "df: {out}");
+    // The last operand of a get, naming nothing on the server, is made locally.
+    assert_eq!(
+        std::fs::read(local.path().join("fetched/here/moved.txt")).unwrap(),
+        b"uploaded"
+    );
+    assert!(out.contains("bob@127.0.0.1:/> cd .."), "{out}");
     assert_eq!(
         std::fs::read(root.path().join("docs/old/moved.txt")).unwrap(),
         b"uploaded"

@@ -22,11 +22,61 @@ use crate::net::{Endpoint, ListenAddr};
 /// The exit codes, as every `--help` ends.
 const EXIT_CODES: &str = "\
 Exit codes:
-  0  every file was delivered and verified      5  verification failed (checksum or MAC)
-  1  any other error (no key given, ...)        6  refused by the peer (exists, unsafe path, ...)
-  2  usage error                                7  local I/O error (cannot read, disk full)
-  3  network (cannot connect, lost, busy)       8  protocol error (malformed or unexpected frames)
-  4  authentication failed (wrong key)          9  incompatible peer (version, or a required feature)";
+  0  every file was delivered and verified (or was already there)
+  1  any other error (no key given, ...)
+  2  usage error
+  3  network: cannot connect, connection lost, peer busy or timed out
+  4  authentication failed (wrong key, unknown user)
+  5  verification failed (checksum or MAC)
+  6  refused by the peer (exists, unsafe path, not found, denied, quota, ...)
+  7  local I/O error (cannot read, cannot write, disk full)
+  8  protocol error (malformed or unexpected frames, a role mismatch)
+  9  incompatible peer (protocol version, or a feature one side requires)";
+
+/// A subcommand's examples, then the exit codes, as every `--help` ends.
+fn with_exit_codes(examples: &str) -> String {
+    format!("{examples}\n\n{EXIT_CODES}")
+}
+
+const LS_EXAMPLES: &str = "\
+Examples:
+  xfer ls files.example.org:9000 --user alice    # the home
+  xfer ls -lh files.example.org:9000:photos      # kind, mode, size, time, name
+  xfer ls --usage -h files.example.org:9000      # bytes and files against the quota
+  xfer ls --json files.example.org:9000:inbox    # one JSON object per entry";
+
+const MKDIR_EXAMPLES: &str = "\
+Examples:
+  xfer mkdir files.example.org:9000:photos/2026/june --user alice";
+
+const RM_EXAMPLES: &str = "\
+Examples:
+  xfer rm files.example.org:9000:inbox/old.pdf --user alice
+  xfer rm files.example.org:9000:inbox/empty-dir --user alice";
+
+const MV_EXAMPLES: &str = "\
+Examples:
+  xfer mv files.example.org:9000:inbox/report.pdf archive/2026-report.pdf --user alice";
+
+const KEYGEN_EXAMPLES: &str = "\
+Examples:
+  xfer keygen ~/.config/xfer.key                 # then --key-file ~/.config/xfer.key
+  export XFER_KEY=$(xfer keygen)                 # a key for this shell";
+
+const PASSWD_EXAMPLES: &str = "\
+Examples:
+  xfer passwd bob --realm files.example.org >> /etc/xfer/users.toml
+  XFER_PASSWORD=... xfer passwd bob --realm files.example.org   # from a script";
+
+const COMPLETIONS_EXAMPLES: &str = "\
+Examples:
+  xfer completions bash > ~/.local/share/bash-completion/completions/xfer
+  xfer completions zsh > ~/.zfunc/_xfer";
+
+const MAN_EXAMPLES: &str = "\
+Examples:
+  xfer man send | man -l -                       # read xfer-send(1)
+  xfer man --dir ~/.local/share/man/man1         # install every page";
 
 const MAIN_EXAMPLES: &str = "\
 Examples:
@@ -63,23 +113,30 @@ pub enum Command {
     /// Download files and directories from a server.
     Get(GetArgs),
     /// List a directory on a server (or show usage against the quota).
-    #[command(disable_help_flag = true)]
+    #[command(disable_help_flag = true, after_help = with_exit_codes(LS_EXAMPLES))]
     Ls(LsArgs),
     /// Make a directory (and its parents) on a server.
+    #[command(after_help = with_exit_codes(MKDIR_EXAMPLES))]
     Mkdir(RemotePathArgs),
     /// Remove a file or an empty directory on a server.
+    #[command(after_help = with_exit_codes(RM_EXAMPLES))]
     Rm(RemotePathArgs),
     /// Rename a file or directory on a server.
+    #[command(after_help = with_exit_codes(MV_EXAMPLES))]
     Mv(MvArgs),
     /// An interactive session against a server, like sftp (or a script of commands).
     Shell(ShellArgs),
     /// Make a new random key (256 bits, as 64 hex digits).
+    #[command(after_help = with_exit_codes(KEYGEN_EXAMPLES))]
     Keygen(KeygenArgs),
     /// Derive a user's key from a password, for a server's users file.
+    #[command(after_help = with_exit_codes(PASSWD_EXAMPLES))]
     Passwd(PasswdArgs),
     /// Print shell completions (bash, zsh, fish, elvish, powershell) on stdout.
+    #[command(after_help = with_exit_codes(COMPLETIONS_EXAMPLES))]
     Completions(CompletionsArgs),
     /// Print a man page (roff) on stdout, or write all of them into a directory.
+    #[command(after_help = with_exit_codes(MAN_EXAMPLES))]
     Man(ManArgs),
 }
 

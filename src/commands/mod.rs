@@ -122,8 +122,11 @@ fn man(command: Option<&str>, dir: Option<PathBuf>) -> Result<()> {
         None => {
             let (_, page) = pages(command)?;
             let mut stdout = std::io::stdout().lock();
-            clap_mangen::Man::new(page).render(&mut stdout)?;
-            Ok(stdout.flush()?)
+            match render_page(page, &mut stdout).and_then(|()| stdout.flush()) {
+                // `xfer man | head`: the reader had enough.
+                Err(err) if err.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+                other => Ok(other?),
+            }
         }
         Some(dir) => {
             std::fs::create_dir_all(&dir)?;
@@ -135,11 +138,48 @@ fn man(command: Option<&str>, dir: Option<PathBuf>) -> Result<()> {
             for name in names {
                 let (title, page) = pages(name.as_deref())?;
                 let mut file = std::fs::File::create(dir.join(format!("{title}.1")))?;
-                clap_mangen::Man::new(page).render(&mut file)?;
+                render_page(page, &mut file)?;
             }
             Ok(())
         }
     }
+}
+
+/// One man page from the clap definition. The text after the options (examples,
+/// exit codes) becomes sections of its own, its lines kept as written: clap_mangen
+/// would reflow them into one paragraph.
+fn render_page(page: clap::Command, out: &mut dyn Write) -> std::io::Result<()> {
+    let after = page
+        .get_after_help()
+        .map(|text| text.to_string())
+        .unwrap_or_default();
+    let page = page
+        .version(env!("CARGO_PKG_VERSION"))
+        .after_help(None::<&'static str>);
+    let has_subcommands = page.has_subcommands();
+    let man = clap_mangen::Man::new(page);
+    man.render_title(out)?;
+    man.render_name_section(out)?;
+    man.render_synopsis_section(out)?;
+    man.render_description_section(out)?;
+    man.render_options_section(out)?;
+    if has_subcommands {
+        man.render_subcommands_section(out)?;
+    }
+    for block in after.split("\n\n") {
+        let (heading, body) = block.split_once('\n').unwrap_or((block, ""));
+        let heading = match heading.trim_end_matches(':') {
+            "Exit codes" => "EXIT STATUS".to_string(),
+            other => other.to_uppercase(),
+        };
+        writeln!(out, ".SH \"{heading}\"\n.nf")?;
+        for line in body.lines() {
+            // Roff: a backslash is written \e; a line may not start with . or '.
+            writeln!(out, "\\&{}", line.replace('\\', "\\e"))?;
+        }
+        writeln!(out, ".fi")?;
+    }
+    man.render_version_section(out)
 }
 
 /// Who this side logs in as, and with what.
@@ -305,15 +345,17 @@ pub fn run_link(
     result
 }
 
-/// One line when a transfer goes in clear because the peer cannot encrypt.
+/// One line when a transfer goes in clear because the peer cannot or will not
+/// encrypt.
 fn warn_if_clear(negotiated: &Negotiated, encryption: Encryption, reporter: &Reporter) {
     if encryption == Encryption::Preferred
         && !negotiated.has(Feature::Aead)
         && !reporter.style().serving
     {
         report::warn(
-            "the peer cannot encrypt: this transfer goes in clear (authenticated, not \
-             confidential); --encrypt refuses such peers",
+            "the peer does not encrypt (it cannot, or was told --no-encrypt): this \
+             transfer goes in clear (authenticated, not confidential); --encrypt \
+             refuses such peers",
         );
     }
 }

@@ -24,6 +24,8 @@ use crate::ui::report;
 pub const STDIN_OPERAND: &str = "-";
 /// The name standard input travels under unless `--name` says otherwise.
 pub const STDIN_NAME: &str = "stdin";
+/// What an unnamed pipe (`<(cmd)`) is sent as without `--name`.
+const UNNAMED_PIPE: &str = "stream";
 /// Permission bits carried in an offer: never setuid, setgid or sticky.
 const PERMISSION_BITS: u32 = 0o777;
 
@@ -182,6 +184,15 @@ fn root_of(operand: &Path, options: &WalkOptions) -> Result<Root> {
     };
     let name = match &options.name {
         Some(name) => name.clone(),
+        // A pipe from the shell's process substitution, `<(cmd)`, is /dev/fd/63:
+        // "63" would name nothing anybody chose.
+        None if stream == Stream::Fifo && is_descriptor_path(operand) => {
+            crate::ui::report::warn(&format!(
+                "{} has no name of its own: it is sent as \"{UNNAMED_PIPE}\" (--name names it)",
+                escape_path(operand)
+            ));
+            UNNAMED_PIPE.into()
+        }
         None => operand_name(operand)?,
     };
     Ok(Root {
@@ -189,6 +200,13 @@ fn root_of(operand: &Path, options: &WalkOptions) -> Result<Root> {
         name,
         stream,
     })
+}
+
+/// A path to an open descriptor (`/dev/fd/N`, `/proc/self/fd/N`), as the shell's
+/// process substitution gives.
+fn is_descriptor_path(path: &Path) -> bool {
+    let parent = path.parent().and_then(Path::to_str);
+    matches!(parent, Some("/dev/fd" | "/proc/self/fd"))
 }
 
 fn add_root(collected: &mut Collected, index: usize, options: &WalkOptions) -> Result<()> {
@@ -511,6 +529,10 @@ mod tests {
         assert_eq!(collected.entries[0].path, "pipe");
         assert_eq!(collected.entries[0].size, None);
         assert!(collected.is_stream());
+        // `<(cmd)` is a descriptor's path, whose number names nothing.
+        assert!(is_descriptor_path(Path::new("/dev/fd/63")));
+        assert!(is_descriptor_path(Path::new("/proc/self/fd/5")));
+        assert!(!is_descriptor_path(&root.path().join("pipe")));
     }
 
     #[test]

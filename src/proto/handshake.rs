@@ -429,7 +429,7 @@ fn check_hello(
         .with_all(required_by_roles(role))
         .missing_from(listed);
     if !missing.is_empty() {
-        let why = format!("this side requires {missing}, which the listener does not offer");
+        let why = format!("the {role} requires {missing}, which the listener does not offer");
         return Err((ErrorCode::Feature, why));
     }
     Ok((role, na, listed))

@@ -10,10 +10,10 @@ use anyhow::{Context, Result, bail};
 use super::session::Session;
 use super::words::{resolve, shown};
 use crate::commands::remote::{long_line, usage_line};
-use crate::error::{Classify, Kind, fail};
+use crate::error::{Classify, Kind, fail, peer_code};
 use crate::fs::sink::TargetDir;
 use crate::fs::source::{self, WalkOptions};
-use crate::proto::message::ItemKind;
+use crate::proto::message::{ErrorCode, ItemKind};
 use crate::transfer::Tally;
 use crate::transfer::recv::{Destination, Settings};
 use crate::ui::escape::{escape, escape_path};
@@ -129,7 +129,7 @@ pub fn run(session: &mut Session, words: &[String]) -> Result<Next> {
         "df" => {
             known("h")?;
             let usage = session.run(|client| client.usage())?;
-            println!("{}", usage_line(&usage, true));
+            println!("{}", usage_line(&usage, flags.iter().any(|f| f == "h")));
         }
         "lcd" => {
             let path = expand_home(one(name, operands)?);
@@ -225,13 +225,20 @@ fn cd(session: &mut Session, path: &str) -> Result<()> {
     Ok(())
 }
 
-/// `get [-f] PATH... [LOCAL]`: the last operand is the local directory when there
-/// are several and it is one here.
+/// `get [-f] PATH... [LOCAL]`: the last of several operands is the local directory
+/// when it is one here, or when it names nothing on the server (then it is made).
 fn get(session: &mut Session, operands: &[String], overwrite: bool) -> Result<()> {
     let (remote, local) = match operands {
         [] => bail!(usage_error("get")),
-        [.., last] if operands.len() > 1 && expand_home(last).is_dir() => {
-            (&operands[..operands.len() - 1], expand_home(last))
+        [first @ .., last] if !first.is_empty() && names_local_dir(session, last)? => {
+            let local = expand_home(last);
+            std::fs::create_dir_all(&local).map_err(|err| {
+                fail(
+                    Kind::Io,
+                    format!("cannot make {}: {err}", escape_path(&local)),
+                )
+            })?;
+            (first, local)
         }
         all => (all, PathBuf::from(".")),
     };
@@ -253,6 +260,19 @@ fn get(session: &mut Session, operands: &[String], overwrite: bool) -> Result<()
         |client, tally| client.get(&paths, &destination, settings, tally),
         style,
     )
+}
+
+/// Is `last`, of several `get` operands, where to put what arrives?
+fn names_local_dir(session: &mut Session, last: &str) -> Result<bool> {
+    if expand_home(last).is_dir() {
+        return Ok(true);
+    }
+    let remote = resolve(&session.cwd, last);
+    match session.run(|client| client.list(&remote)) {
+        Ok(_) => Ok(false),
+        Err(err) if peer_code(&err) == Some(ErrorCode::NotFound) => Ok(true),
+        Err(err) => Err(err),
+    }
 }
 
 /// `put [-f] FILE... [DIR]`: the last operand is the remote directory when there
