@@ -452,6 +452,11 @@ fn usage_errors_and_local_problems_are_said_before_any_connection() {
         let log = stderr_of(&output);
         assert_eq!(output.status.code(), Some(code), "{args:?}: {log}");
         assert!(log.contains(says), "{args:?}: {log}");
+        if says == "alone" {
+            // A command line error, with the subcommand's own usage line.
+            let usage = format!("Usage: xfer {}", args[0]);
+            assert!(log.contains(&usage), "{args:?}: {log}");
+        }
     }
     // An unreadable source and an unwritable target, for a user who cannot.
     let secret = write(src.path(), "secret", b"root only");

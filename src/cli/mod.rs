@@ -14,7 +14,7 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 
 pub use self::options::Invocation;
 use crate::net::{Endpoint, ListenAddr};
@@ -607,9 +607,22 @@ impl Cli {
         I: IntoIterator<Item = T>,
         T: Into<OsString> + Clone,
     {
-        let cli = Cli::try_parse_from(args)?;
+        let matches = Cli::command().try_get_matches_from(args)?;
+        let cli = Cli::from_arg_matches(&matches)?;
+        let subcommand = matches.subcommand_name().map(str::to_string);
         options::invocation(cli).map_err(|message| {
-            Cli::command().error(clap::error::ErrorKind::ValueValidation, message)
+            // Shown with the subcommand's usage line, as clap's own errors are.
+            let mut root = Cli::command();
+            root.build();
+            let mut command = match subcommand.and_then(|name| root.find_subcommand(&name).cloned())
+            {
+                Some(sub) => {
+                    let name = format!("xfer {}", sub.get_name());
+                    sub.bin_name(name)
+                }
+                None => root,
+            };
+            command.error(clap::error::ErrorKind::ValueValidation, message)
         })
     }
 }
