@@ -1837,6 +1837,23 @@ fn passwd_prints_the_key_line_of_a_password() {
 // ---- 10. Awkward names and IPv6 -------------------------------------------------
 
 #[test]
+fn a_single_key_server_makes_its_root_private() {
+    let site = Site::new();
+    let root = site.path().join("new/root");
+    let mut command = xfer();
+    clean_env(&mut command);
+    command
+        .args(["serve", "--listen", "127.0.0.1:0", "--root"])
+        .arg(&root)
+        .arg("--key-file")
+        .arg(site.key_file("alice"));
+    let server = Server(Receiver::spawn(command));
+    let mode = fs::metadata(&root).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o700, "the root is the one home here");
+    drop(server);
+}
+
+#[test]
 fn a_put_makes_a_missing_directory_replaces_only_with_f_and_slash_is_the_home() {
     let site = Site::new();
     site.users(&[("alice", ""), ("guest", "read_only = true")]);

@@ -14,6 +14,7 @@ pub mod users;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::os::fd::OwnedFd;
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -156,7 +157,11 @@ pub fn run(options: &ServerOptions) -> Result<()> {
         Some(file) => Some(Users::load(file)?),
         None => None,
     };
-    std::fs::create_dir_all(&options.root)
+    // Private when made here, as a home is (without --users the root is the home).
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&options.root)
         .with_context(|| format!("cannot create the root {}", escape_path(&options.root)))
         .classify(Kind::Io)?;
     let target = TargetDir::open(&options.root)?;
