@@ -4,6 +4,7 @@
 //! swapped for a link after it was opened) cannot redirect a read, a write or a
 //! listing. This is what `PROTOCOL.md` section 6 asks of a receiver and a server.
 
+use std::ffi::CString;
 use std::os::fd::{AsFd, OwnedFd};
 
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, Stat};
@@ -13,8 +14,12 @@ use super::Refusal;
 use crate::proto::message::ErrorCode;
 use crate::ui::escape::escape;
 
+/// How deep the walks over a whole tree (quota scan, sweep) descend: beyond it,
+/// nothing xfer made.
+pub const MAX_DEPTH: usize = 256;
+
 /// Opens the directory `name` inside `parent`, refusing to follow a link.
-pub fn open_dir(parent: impl AsFd, name: &str) -> Result<OwnedFd, Errno> {
+pub fn open_dir(parent: impl AsFd, name: impl rustix::path::Arg) -> Result<OwnedFd, Errno> {
     rustix::fs::openat(
         parent,
         name,
@@ -47,6 +52,21 @@ pub fn stat(parent: impl AsFd, name: &str) -> Result<Option<Stat>, Errno> {
         Err(Errno::NOENT) => Ok(None),
         Err(err) => Err(err),
     }
+}
+
+/// The children of `dir`, `.` and `..` aside, each with what it is (links not
+/// followed). One that vanished since the directory was read is left out; an
+/// unreadable directory has none.
+pub fn children(dir: &OwnedFd) -> impl Iterator<Item = (CString, Stat)> + '_ {
+    let entries = rustix::fs::Dir::read_from(dir).into_iter().flatten();
+    entries.flatten().filter_map(move |entry| {
+        let name = entry.file_name();
+        if name == c"." || name == c".." {
+            return None;
+        }
+        let stat = rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW).ok()?;
+        Some((name.to_owned(), stat))
+    })
 }
 
 pub fn kind(stat: &Stat) -> FileType {

@@ -12,10 +12,10 @@ use std::os::fd::OwnedFd;
 use std::path::Path;
 
 use anyhow::Result;
-use rustix::fs::{AtFlags, FileType, Mode, OFlags, RenameFlags, Stat};
+use rustix::fs::{AtFlags, FileType, Mode, RenameFlags, Stat};
 use rustix::io::Errno;
 
-use super::beneath::{self, kind};
+use super::beneath::{self, MAX_DEPTH, kind};
 use super::path::{check_request_path, is_reserved_bytes};
 use super::sink::TargetDir;
 use super::{Refusal, path::PathRefusal};
@@ -384,29 +384,14 @@ fn sorted_names(dir: &OwnedFd) -> Result<Vec<Box<str>>, Errno> {
 
 /// Adds up what is beneath `dir`, following no links.
 fn scan(dir: OwnedFd, total: &mut Footprint, depth: usize) {
-    let Ok(entries) = rustix::fs::Dir::read_from(&dir) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let name = entry.file_name();
-        if name == c"." || name == c".." {
-            continue;
-        }
-        let Ok(stat) = rustix::fs::statat(&dir, name, AtFlags::SYMLINK_NOFOLLOW) else {
-            continue;
-        };
+    for (name, stat) in beneath::children(&dir) {
         match kind(&stat) {
             FileType::RegularFile => {
                 total.bytes += stat.st_size as u64;
                 total.files += 1;
             }
-            FileType::Directory if depth < 256 => {
-                if let Ok(child) = rustix::fs::openat(
-                    &dir,
-                    name,
-                    OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::RDONLY | OFlags::CLOEXEC,
-                    Mode::empty(),
-                ) {
+            FileType::Directory if depth < MAX_DEPTH => {
+                if let Ok(child) = beneath::open_dir(&dir, name.as_c_str()) {
                     scan(child, total, depth + 1);
                 }
             }
@@ -491,6 +476,7 @@ impl Outbox for Fetch {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rustix::fs::OFlags;
 
     fn home() -> (tempfile::TempDir, Home) {
         let dir = tempfile::tempdir().unwrap();

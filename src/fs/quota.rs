@@ -114,24 +114,13 @@ impl Account {
 /// Whether `more` fits beside what is used and reserved.
 fn check(ledger: &Ledger, more: Footprint, path: &str) -> Result<(), Refusal> {
     // Only what grows is checked: an entry that adds nothing fits even at the limit.
-    let bytes_over = ledger.limits.bytes.is_some_and(|limit| {
-        ledger
-            .used
-            .bytes
-            .saturating_add(ledger.reserved.bytes)
-            .saturating_add(more.bytes)
-            > limit
-            && more.bytes > 0
-    });
-    let files_over = ledger.limits.files.is_some_and(|limit| {
-        ledger
-            .used
-            .files
-            .saturating_add(ledger.reserved.files)
-            .saturating_add(more.files)
-            > limit
-            && more.files > 0
-    });
+    let over = |limit: Option<u64>, used: u64, reserved: u64, more: u64| {
+        more > 0
+            && limit.is_some_and(|limit| used.saturating_add(reserved).saturating_add(more) > limit)
+    };
+    let (used, reserved) = (ledger.used, ledger.reserved);
+    let bytes_over = over(ledger.limits.bytes, used.bytes, reserved.bytes, more.bytes);
+    let files_over = over(ledger.limits.files, used.files, reserved.files, more.files);
     if bytes_over || files_over {
         let what = if bytes_over { "bytes" } else { "files" };
         return Err(Refusal::new(

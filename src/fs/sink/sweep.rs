@@ -11,9 +11,6 @@ use rustix::fs::{AtFlags, FileType};
 use super::super::beneath;
 use super::super::path::is_reserved_bytes;
 
-/// Deepest directory the sweep descends into: beyond it, nothing xfer made.
-const SWEEP_DEPTH: usize = 256;
-
 /// Removes stale temporaries beneath `dir` older than `cutoff` (seconds since the
 /// epoch); returns how many.
 pub fn sweep(dir: OwnedFd, cutoff: i64) -> usize {
@@ -21,22 +18,11 @@ pub fn sweep(dir: OwnedFd, cutoff: i64) -> usize {
 }
 
 fn sweep_dir(dir: OwnedFd, cutoff: i64, depth: usize) -> usize {
-    let Ok(entries) = rustix::fs::Dir::read_from(&dir) else {
-        return 0;
-    };
     let mut removed = 0;
-    for entry in entries.flatten() {
-        let name = entry.file_name();
-        if name == c"." || name == c".." {
-            continue;
-        }
-        let Ok(stat) = rustix::fs::statat(&dir, name, AtFlags::SYMLINK_NOFOLLOW) else {
-            continue;
-        };
+    for (name, stat) in beneath::children(&dir) {
         match beneath::kind(&stat) {
-            FileType::Directory if depth < SWEEP_DEPTH => {
-                let Ok(text) = name.to_str() else { continue };
-                if let Ok(child) = beneath::open_dir(&dir, text) {
+            FileType::Directory if depth < beneath::MAX_DEPTH => {
+                if let Ok(child) = beneath::open_dir(&dir, name.as_c_str()) {
                     removed += sweep_dir(child, cutoff, depth + 1);
                 }
             }
@@ -44,7 +30,7 @@ fn sweep_dir(dir: OwnedFd, cutoff: i64, depth: usize) -> usize {
                 if is_reserved_bytes(name.to_bytes()) && stat.st_mtime < cutoff =>
             {
                 // A partial being written now has a fresh mtime; this one was left behind.
-                removed += usize::from(rustix::fs::unlinkat(&dir, name, AtFlags::empty()).is_ok());
+                removed += usize::from(rustix::fs::unlinkat(&dir, &name, AtFlags::empty()).is_ok());
             }
             _ => {}
         }
