@@ -9,10 +9,10 @@ use super::{
     RecvArgs, SecurityArgs, SendArgs, ServeArgs,
 };
 use crate::client::ClientOptions;
+use crate::client::options::{AuthOptions, Encryption, Peering, Security};
 use crate::commands::recv::RecvOptions;
 use crate::commands::remote::{Change, GetOptions, LsOptions};
 use crate::commands::send::SendOptions;
-use crate::commands::{AuthOptions, Encryption, Peering, Security};
 use crate::fs::source::{STDIN_OPERAND, WalkOptions};
 use crate::net::{Endpoint as Host, Remote};
 use crate::net::{Link, ServeOptions, Timeouts};

@@ -1,7 +1,7 @@
 //! Parser tests: what each command line becomes, and which are usage errors.
 
 use super::*;
-use crate::commands::Encryption;
+use crate::client::options::Encryption;
 use crate::net::Link;
 use crate::proto::hash::HashKind;
 

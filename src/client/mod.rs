@@ -4,12 +4,14 @@
 //! shell can keep asking. The one-shot commands (`get`, `ls`, `mkdir`, `rm`, `mv`,
 //! `send HOST:PORT:DIR`) and the shell are loops over this.
 
+pub mod options;
+
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::Result;
 
-use crate::commands::{AuthOptions, Encryption, Peering, Security};
+use crate::client::options::{AuthOptions, Encryption, Peering, Security};
 use crate::error::{Kind, fail, peer_code, peer_error};
 use crate::net::{self, Endpoint, Link, TcpConnection, Timeouts};
 use crate::proto::hash::HashKind;

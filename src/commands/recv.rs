@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 
-use super::{Peering, run_link};
+use super::run_link;
+use crate::client::options::Peering;
 use crate::error::{Classify, Kind};
 use crate::fs::sink::TargetDir;
 use crate::net::signals;

@@ -6,9 +6,10 @@ use std::sync::Arc;
 
 use anyhow::Result;
 
-use super::Encryption;
-use super::{Peering, run_link};
+use super::run_link;
 use crate::client;
+use crate::client::options::Encryption;
+use crate::client::options::Peering;
 use crate::error::{Kind, fail};
 use crate::fs::source::{self, WalkOptions};
 use crate::proto::message::Role;

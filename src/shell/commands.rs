@@ -9,7 +9,6 @@ use anyhow::{Context, Result, bail};
 
 use super::session::Session;
 use super::words::{resolve, shown};
-use crate::commands::remote::{long_line, usage_line};
 use crate::error::{Classify, Kind, fail, peer_code};
 use crate::fs::sink::TargetDir;
 use crate::fs::source::{self, WalkOptions};
@@ -17,6 +16,7 @@ use crate::proto::message::{ErrorCode, ItemKind};
 use crate::transfer::Tally;
 use crate::transfer::recv::{Destination, Settings};
 use crate::ui::escape::{escape, escape_path};
+use crate::ui::listing::{long_line, usage_line};
 use crate::ui::report::Reporter;
 
 /// Every command: its name, usage and what it does (`help` and `xfer shell --help`).

@@ -1,0 +1,116 @@
+//! How this side meets a peer: who it logs in as ([`AuthOptions`]), what protects
+//! the transfer ([`Security`]), and everything a connection needs ([`Peering`]),
+//! turned into the handshake's [`Initiating`] or [`Accepting`]. Built once by `cli`,
+//! used by the client, the shell and the point-to-point commands alike.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Result;
+
+use crate::key::{self, Key};
+use crate::net::{Accepting, Initiating, Link, Timeouts};
+use crate::password::Password;
+use crate::proto::handshake::Secret;
+use crate::proto::hash::HashKind;
+use crate::proto::message::Role;
+use crate::proto::negotiated::{Feature, Features};
+use crate::ui::report::Style;
+
+/// Who this side logs in as, and with what.
+#[derive(Debug, Clone, Default)]
+pub struct AuthOptions {
+    pub key_file: Option<PathBuf>,
+    pub user: Option<String>,
+    /// Log in with a password (derived into a key with the listener's realm).
+    pub password: bool,
+}
+
+/// Whether to encrypt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Encryption {
+    /// Whenever the peer can (the default), with a warning when it cannot.
+    #[default]
+    Preferred,
+    /// Refuse a peer that cannot (`--encrypt`).
+    Required,
+    /// Never (`--no-encrypt`).
+    Off,
+}
+
+/// What protects and verifies a transfer.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Security {
+    pub hash: HashKind,
+    pub encryption: Encryption,
+}
+
+/// Everything a transfer command needs to meet its peer.
+#[derive(Debug, Clone)]
+pub struct Peering {
+    pub link: Link,
+    pub timeouts: Timeouts,
+    pub auth: AuthOptions,
+    pub security: Security,
+    /// `--limit-rate`, bytes per second.
+    pub limit_rate: Option<u64>,
+    pub style: Style,
+}
+
+impl Peering {
+    /// The features this side lists or chooses, and those it insists on.
+    fn features(&self, role: Role, compress: Option<i32>, accepting: bool) -> (Features, Features) {
+        let mut wanted = Features::NONE;
+        let mut required = Features::NONE;
+        match self.security.encryption {
+            Encryption::Off => {}
+            Encryption::Preferred => wanted = wanted.with(Feature::Aead),
+            Encryption::Required => required = required.with(Feature::Aead),
+        }
+        if self.security.hash == HashKind::Blake3 {
+            required = required.with(Feature::Blake3);
+        }
+        if accepting {
+            // A listener offers what it can; the initiator chooses.
+            wanted = wanted.with(Feature::Blake3).with(Feature::Zstd);
+        } else if role == Role::Receiver || compress.is_some() {
+            // A receiver takes compressed frames whenever its sender wants to send them.
+            wanted = wanted.with(Feature::Zstd);
+        }
+        (wanted.with_all(required), required)
+    }
+
+    pub fn initiating(&self, role: Role, compress: Option<i32>) -> Result<Initiating> {
+        let secret = if self.auth.password {
+            let user = self.auth.user.as_deref().unwrap_or_default();
+            Secret::Password(Password::from_env_or_prompt(user)?)
+        } else {
+            Secret::Key(key::require(self.auth.key_file.as_deref())?)
+        };
+        let (wanted, required) = self.features(role, compress, false);
+        Ok(Initiating {
+            role,
+            user: self.auth.user.clone(),
+            wanted,
+            required,
+            secret,
+            client_if_server: role == Role::Sender,
+            compress,
+            rate: self.limit_rate,
+        })
+    }
+
+    pub fn accepting(&self, role: Role, key: Key, compress: Option<i32>) -> Accepting {
+        let (offered, required) = self.features(role, compress, true);
+        Accepting {
+            role,
+            offered,
+            required,
+            realm: None,
+            keys: Arc::new(key),
+            admit: None,
+            compress,
+            rate: self.limit_rate,
+        }
+    }
+}
