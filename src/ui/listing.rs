@@ -42,28 +42,13 @@ fn permissions(mode: u32) -> String {
 
 /// `YYYY-MM-DD HH:MM` in UTC for seconds since the epoch.
 pub fn date_time(seconds: u64) -> String {
-    let days = (seconds / 86_400) as i64;
-    let of_day = seconds % 86_400;
-    // Days since 1970-01-01 to a civil date (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let day_of_era = z.rem_euclid(146_097);
-    let year_of_era =
-        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
-    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-    let month_index = (5 * day_of_year + 2) / 153;
-    let day = day_of_year - (153 * month_index + 2) / 5 + 1;
-    let month = if month_index < 10 {
-        month_index + 3
-    } else {
-        month_index - 9
-    };
-    let year = year_of_era + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02} {:02}:{:02}",
-        of_day / 3600,
-        (of_day % 3600) / 60
-    )
+    i64::try_from(seconds)
+        .ok()
+        .and_then(|seconds| jiff::Timestamp::from_second(seconds).ok())
+        .map_or_else(
+            || "-".repeat(16),
+            |time| time.strftime("%Y-%m-%d %H:%M").to_string(),
+        )
 }
 
 pub fn item_json(item: &Item) -> serde_json::Value {
@@ -124,6 +109,7 @@ mod tests {
         assert_eq!(date_time(0), "1970-01-01 00:00");
         assert_eq!(date_time(1_700_000_000), "2023-11-14 22:13");
         assert_eq!(date_time(951_782_400), "2000-02-29 00:00");
+        assert_eq!(date_time(u64::MAX), "-".repeat(16));
         assert_eq!(permissions(0o754), "rwxr-xr--");
         let item = Item {
             name: "a\u{1b}b".into(),
