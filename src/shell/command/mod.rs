@@ -278,6 +278,14 @@ mod tests {
             "ls: unknown option -x; `help ls` explains"
         );
         assert_eq!(
+            refused("ls -lx"),
+            "ls: unknown option -x; `help ls` explains"
+        );
+        assert_eq!(
+            refused("ls --long"),
+            "ls: unknown option --long; `help ls` explains"
+        );
+        assert_eq!(
             refused("ls a b"),
             "usage: ls [-l] [-h] [PATH]; `help ls` explains"
         );
