@@ -395,3 +395,50 @@ fn the_shell_help_lists_every_command() {
         String::from_utf8_lossy(&util::run(xfer().args(["man", "shell"])).stdout).into_owned();
     assert!(page.contains("rename OLD NEW"), "{page}");
 }
+
+#[test]
+fn help_lists_every_command_and_explains_one_with_its_flags() {
+    let root = tempfile::tempdir().unwrap();
+    let local = tempfile::tempdir().unwrap();
+    let srv = server(root.path(), &[]);
+    let address = format!("127.0.0.1:{}", srv.port);
+    let output = script(
+        &address,
+        "help\nhelp ls\nls --help\n-lss\n-ls -x\ncd\npwd\n",
+        local.path(),
+    );
+    let out = String::from_utf8_lossy(&output.stdout);
+    let err = stderr_of(&output);
+    // `cd` without its operand is a usage error (exit 2): the script stops there.
+    assert_eq!(output.status.code(), Some(2), "{out}\n{err}");
+    for command in [
+        "ls [-l] [-h] [PATH]",
+        "cd PATH",
+        "pwd",
+        "get [-f] PATH... [LOCAL]",
+        "put [-f] FILE... [DIR]",
+        "mkdir PATH",
+        "rm PATH",
+        "rename OLD NEW",
+        "df [-h]",
+        "lcd PATH",
+        "lls [PATH]",
+        "lpwd",
+        "help [COMMAND]",
+        "exit",
+    ] {
+        assert!(out.contains(&format!("  {command} ")), "{command}: {out}");
+    }
+    // `help ls` and `ls --help` both show ls's flags, the same way.
+    let flags = out.matches("Usage: ls [-l] [-h] [PATH]").count();
+    assert_eq!(flags, 2, "{out}");
+    assert_eq!(out.matches("  -l  ").count(), 2, "{out}");
+    assert_eq!(out.matches("  -h  ").count(), 2, "{out}");
+    assert!(err.contains("unknown command lss (did you mean"), "{err}");
+    assert!(
+        err.contains("ls: unknown option -x; `help ls` explains"),
+        "{err}"
+    );
+    assert!(err.contains("usage: cd PATH; `help cd` explains"), "{err}");
+    assert!(!out.contains("> pwd"), "stopped at cd: {out}");
+}

@@ -1,6 +1,7 @@
 //! Tab completion at the shell's prompt: command names, remote names (from a
 //! listing of the directory being completed, cached until something changes) for
-//! the commands that take remote paths, and local names for `put`, `lcd` and `lls`.
+//! the commands that take remote paths, and local names for those that take local
+//! ones. Which is which is read from the commands' clap definition (`command/`).
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -11,15 +12,10 @@ use rustyline::hint::Hinter;
 use rustyline::validate::Validator;
 use rustyline::{Context, Helper};
 
-use super::commands::COMMANDS;
+use super::command::{self, Operands};
 use super::session::Session;
 use super::words::{quote, resolve};
 use crate::proto::message::ItemKind;
-
-/// Commands whose operands are remote paths.
-const REMOTE: &[&str] = &["ls", "cd", "get", "rm", "rename", "mv", "mkdir"];
-/// Commands whose operands are local paths.
-const LOCAL: &[&str] = &["put", "lcd", "lls"];
 
 /// The prompt's helper: completion only.
 pub struct ShellHelper {
@@ -86,6 +82,18 @@ fn current_word(before: &str) -> (usize, String) {
     (start, word)
 }
 
+/// The commands whose names start with `prefix`.
+fn command_names(prefix: &str) -> Vec<Pair> {
+    command::names()
+        .into_iter()
+        .filter(|name| name.starts_with(prefix))
+        .map(|name| Pair {
+            replacement: format!("{name} "),
+            display: name,
+        })
+        .collect()
+}
+
 impl Completer for ShellHelper {
     type Candidate = Pair;
 
@@ -99,24 +107,14 @@ impl Completer for ShellHelper {
         let (start, word) = current_word(before);
         let command = before.split_whitespace().next().unwrap_or("");
         if start == 0 {
-            let names = COMMANDS
-                .iter()
-                .map(|(name, ..)| *name)
-                .filter(|name| name.starts_with(&word))
-                .map(|name| Pair {
-                    display: name.to_string(),
-                    replacement: format!("{name} "),
-                })
-                .collect();
-            return Ok((0, names));
+            return Ok((0, command_names(&word)));
         }
-        if REMOTE.contains(&command) {
-            return Ok((start, self.remote(&word)));
+        match command::operands(command) {
+            Some(Operands::Remote) => Ok((start, self.remote(&word))),
+            Some(Operands::Local) => self.files.complete(line, pos, ctx),
+            Some(Operands::Commands) => Ok((start, command_names(&word))),
+            None => Ok((start, Vec::new())),
         }
-        if LOCAL.contains(&command) {
-            return self.files.complete(line, pos, ctx);
-        }
-        Ok((start, Vec::new()))
     }
 }
 

@@ -1,11 +1,11 @@
 //! `xfer shell HOST:PORT`: an interactive and scriptable session against a server,
 //! like `sftp`. One authenticated, sealed connection; a loop of commands over the
-//! client (`commands.rs`), with line editing, history and completion at a terminal
-//! (`complete.rs`, on rustyline), or read from a script (`-b FILE`, or standard input
-//! that is not a terminal), echoed, stopping at the first failure unless the line
-//! starts with `-`.
+//! client (`command/`, one file per command), with line editing, history and
+//! completion at a terminal (`complete.rs`, on rustyline), or read from a script
+//! (`-b FILE`, or standard input that is not a terminal), echoed, stopping at the
+//! first failure unless the line starts with `-`.
 
-mod commands;
+mod command;
 mod complete;
 mod session;
 pub mod words;
@@ -23,8 +23,8 @@ use anyhow::{Context, Result};
 use rustyline::error::ReadlineError;
 use rustyline::history::DefaultHistory;
 
-pub use self::commands::COMMANDS;
-use self::commands::Next;
+pub(crate) use self::command::COMMANDS;
+use self::command::Next;
 use self::complete::ShellHelper;
 use self::session::{Interrupter, Session};
 use self::words::shown;
@@ -120,7 +120,7 @@ fn run_script(session: &mut Session, script: &Script) -> Result<()> {
 
 fn execute(session: &mut Session, line: &str) -> Result<Next> {
     let words = words::split(line).ok_or_else(|| fail(Kind::Usage, "a quote is not closed"))?;
-    commands::run(session, &words)
+    command::run(session, &words)
 }
 
 /// The prompt at a terminal: line editing, history, completion; Ctrl-C clears

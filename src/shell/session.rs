@@ -13,7 +13,8 @@ use anyhow::Result;
 use crate::client::{Client, ClientOptions};
 use crate::error::{Kind, kind_of};
 use crate::proto::message::Item;
-use crate::ui::report::Style;
+use crate::transfer::Tally;
+use crate::ui::report::{Reporter, Style};
 
 /// A connection that can be cut from another thread (Ctrl-C during a transfer).
 pub type Interrupter = Arc<Mutex<Option<TcpStream>>>;
@@ -106,6 +107,27 @@ impl Session {
         {
             // The connection is gone (or not to be trusted): the next command logs in again.
             self.client = None;
+        }
+        result
+    }
+
+    /// Runs a transfer with its bar and summary (`verb`: `received`, `sent`), as
+    /// the one-shot commands do.
+    pub(crate) fn transfer(
+        &mut self,
+        verb: &str,
+        mut work: impl FnMut(&mut Client, &mut Tally) -> Result<()>,
+    ) -> Result<()> {
+        let style = self.style;
+        let mut last: Option<Tally> = None;
+        let result = self.run(|client| {
+            let mut tally = Tally::new(Reporter::new(style), client.negotiated());
+            let result = work(client, &mut tally).and_then(|()| tally.verdict());
+            last = Some(tally);
+            result
+        });
+        if let Some(tally) = last {
+            tally.finish(verb, &result);
         }
         result
     }

@@ -1,6 +1,9 @@
 //! The shell's words: splitting a command line as a POSIX shell would (quotes and
-//! backslashes), quoting a name back for the command line, and joining remote
-//! paths with the current directory (`..` resolved here: the server never sees one).
+//! backslashes), quoting a name back for the command line, joining remote paths
+//! with the current directory (`..` resolved here: the server never sees one), and
+//! `~` in local paths.
+
+use std::path::{Path, PathBuf};
 
 /// Splits `line` into words, honouring single quotes, double quotes and
 /// backslashes; `None` for an unterminated quote.
@@ -45,6 +48,16 @@ pub fn resolve(cwd: &str, path: &str) -> String {
 /// The home-relative path shown in the prompt: `/` and `/photos/2024`.
 pub fn shown(path: &str) -> String {
     format!("/{path}")
+}
+
+/// `~` and `~/...` as the user's home directory, as a shell would.
+pub(crate) fn expand_home(path: &str) -> PathBuf {
+    match (path.strip_prefix('~'), std::env::var_os("HOME")) {
+        (Some(rest), Some(home)) if rest.is_empty() || rest.starts_with('/') => {
+            Path::new(&home).join(rest.trim_start_matches('/'))
+        }
+        _ => PathBuf::from(path),
+    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,73 @@
+//! `get`: remote files and directories into a local directory, with the checks,
+//! resume and summary of `xfer get`. What the last operand means is decided here.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::Args;
+
+use crate::error::{Kind, fail, peer_code};
+use crate::fs::sink::TargetDir;
+use crate::proto::message::ErrorCode;
+use crate::shell::session::Session;
+use crate::shell::words::{expand_home, resolve};
+use crate::transfer::recv::{Destination, Settings};
+use crate::ui::escape::escape_path;
+
+/// download files and directories (-f: replace local files)
+#[derive(Debug, Args, PartialEq, Eq)]
+#[command(override_usage = "get [-f] PATH... [LOCAL]")]
+pub(crate) struct Get {
+    /// Replace local files of the same name
+    #[arg(short = 'f')]
+    pub(crate) force: bool,
+    /// What to download; of several, the last is the local directory when it is
+    /// one here or names nothing on the server (then it is made)
+    #[arg(value_name = "PATH", required = true)]
+    pub(crate) operands: Vec<String>,
+}
+
+impl Get {
+    pub(crate) fn run(self, session: &mut Session) -> Result<()> {
+        let (remote, local) = match self.operands.as_slice() {
+            [first @ .., last] if !first.is_empty() && names_local_dir(session, last)? => {
+                let local = expand_home(last);
+                std::fs::create_dir_all(&local).map_err(|err| {
+                    fail(
+                        Kind::Io,
+                        format!("cannot make {}: {err}", escape_path(&local)),
+                    )
+                })?;
+                (first, local)
+            }
+            all => (all, PathBuf::from(".")),
+        };
+        let paths = remote
+            .iter()
+            .map(|path| resolve(&session.cwd, path))
+            .collect::<Vec<_>>();
+        let target = TargetDir::open(&local)?;
+        let _lock = target.lock(&local)?;
+        let destination = Destination::Dir(target);
+        let settings = Settings {
+            overwrite: self.force,
+            resume: true,
+        };
+        session.transfer("received", |client, tally| {
+            client.get(&paths, &destination, settings, tally)
+        })
+    }
+}
+
+/// Is `last`, of several `get` operands, where to put what arrives?
+fn names_local_dir(session: &mut Session, last: &str) -> Result<bool> {
+    if expand_home(last).is_dir() {
+        return Ok(true);
+    }
+    let remote = resolve(&session.cwd, last);
+    match session.run(|client| client.list(&remote)) {
+        Ok(_) => Ok(false),
+        Err(err) if peer_code(&err) == Some(ErrorCode::NotFound) => Ok(true),
+        Err(err) => Err(err),
+    }
+}
