@@ -846,7 +846,7 @@ fn control_frames_are_parsed_strictly() {
 }
 
 #[test]
-fn names_paths_and_feature_lists() {
+fn user_names_realms_feature_lists_and_paths_are_checked_strictly() {
     for good in ["alice", "a", "Bob_2.x-y", &"a".repeat(64)] {
         assert!(valid_user(good), "{good:?}");
     }

@@ -219,7 +219,7 @@ fn removing_a_file_gives_its_room_back_to_the_quota() {
 }
 
 #[test]
-fn max_files_is_enforced() {
+fn a_put_past_max_files_is_refused_and_directories_do_not_count() {
     let site = Site::new();
     site.users(&[("alice", "max_files = 2")]);
     let server = site.serve(&[]);

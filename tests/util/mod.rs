@@ -1,7 +1,9 @@
 //! Helpers for end-to-end tests: run the real `xfer` binary on 127.0.0.1 with port 0,
 //! with a bound on every wait. The independent version-2 peer of [`peer`] (written
 //! from PROTOCOL.md alone, sharing no code with the crate) plays a hostile or
-//! independent side; [`relay`] corrupts, cuts or slows a link.
+//! independent side; [`relay`] corrupts, cuts or slows a link; [`server`] runs
+//! `xfer serve` on a site of keys, users and homes. Each helper has one name and one
+//! home here, whichever test files use it.
 
 #![allow(dead_code)] // each test binary uses a different part of this
 
@@ -259,6 +261,7 @@ pub fn try_connect_from(source: Ipv4Addr, port: u16) -> std::io::Result<TcpStrea
 
 // ---- Files, tools and terminals ----------------------------------------------------
 
+/// Writes `content` to `dir/name` and returns that path.
 pub fn write_in(dir: &Path, name: &str, content: &[u8]) -> std::path::PathBuf {
     let path = dir.join(name);
     std::fs::write(&path, content).unwrap();
@@ -284,6 +287,7 @@ pub fn as_nobody(mut command: Command) -> Option<Command> {
     Some(wrapped)
 }
 
+/// Where `tool` is on `$PATH`, if it is there.
 pub fn which(tool: &str) -> Option<std::path::PathBuf> {
     std::env::var_os("PATH")?
         .to_str()?
