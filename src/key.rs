@@ -218,6 +218,22 @@ pub fn write_new(path: &Path, key: &str) -> Result<()> {
 mod tests {
     use super::*;
 
+    /// Writes a key file only its owner may read, as `keygen` does: a key file open to
+    /// others is warned about on stderr, which a passing test must not print.
+    fn write_private(path: &Path, content: impl AsRef<[u8]>) {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(path)
+            .unwrap()
+            .write_all(content.as_ref())
+            .unwrap();
+    }
+
     #[test]
     fn generated_keys_are_long_printable_and_fresh() {
         let a = generate().unwrap();
@@ -241,7 +257,7 @@ mod tests {
             (b"secret secret secret", b"secret secret secret"),
             (b"secret secret secret\r\n\r\n", b"secret secret secret\r\n"),
         ] {
-            std::fs::write(&path, content).unwrap();
+            write_private(&path, content);
             let loaded = load(Some(&path)).unwrap().unwrap();
             assert_eq!(loaded.bytes(), key, "{content:?}");
             assert!(loaded.origin().contains("key file"));
@@ -267,7 +283,7 @@ mod tests {
         let err = load(Some(Path::new("/dev/zero"))).unwrap_err();
         assert!(format!("{err:#}").contains("device"), "{err:#}");
         let big = dir.path().join("big");
-        std::fs::write(&big, vec![b'k'; 100_000]).unwrap();
+        write_private(&big, vec![b'k'; 100_000]);
         assert!(load(Some(&big)).is_err());
     }
 
@@ -286,7 +302,7 @@ mod tests {
     fn empty_key_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("key");
-        std::fs::write(&path, "\n").unwrap();
+        write_private(&path, "\n");
         assert!(load(Some(&path)).is_err());
     }
 }

@@ -1,12 +1,15 @@
 //! Helpers for end-to-end tests: run the real `xfer` binary on 127.0.0.1 with port 0,
 //! with a bound on every wait. The independent version-2 peer of [`peer`] (written
 //! from PROTOCOL.md alone, sharing no code with the crate) plays a hostile or
-//! independent side; [`relay`] corrupts, cuts or slows a link.
+//! independent side; [`relay`] corrupts, cuts or slows a link; [`server`] runs
+//! `xfer serve` on a site of keys, users and homes. Each helper has one name and one
+//! home here, whichever test files use it.
 
 #![allow(dead_code)] // each test binary uses a different part of this
 
 pub mod peer;
 pub mod relay;
+pub mod server;
 
 use std::io::{BufRead, BufReader, Read};
 use std::net::{Ipv4Addr, SocketAddrV4, TcpStream};
@@ -241,13 +244,87 @@ pub fn peer_sender(port: u16, features: &[&str]) -> Peer {
 /// 127.0.0.0/8 works on Linux), so that a test can stand for many hosts: a listener
 /// bounds connections in the handshake per address.
 pub fn connect_from(source: Ipv4Addr, port: u16) -> TcpStream {
+    try_connect_from(source, port).expect("connect from a loopback address")
+}
+
+/// [`connect_from`], for a caller that copes with a refusal (a relay thread).
+pub fn try_connect_from(source: Ipv4Addr, port: u16) -> std::io::Result<TcpStream> {
     use rustix::net::{AddressFamily, SocketType};
-    let socket =
-        rustix::net::socket(AddressFamily::INET, SocketType::STREAM, None).expect("a socket");
-    rustix::net::bind(&socket, &SocketAddrV4::new(source, 0)).expect("bind the source");
-    rustix::net::connect(&socket, &SocketAddrV4::new(Ipv4Addr::LOCALHOST, port)).expect("connect");
+    let socket = rustix::net::socket(AddressFamily::INET, SocketType::STREAM, None)?;
+    rustix::net::bind(&socket, &SocketAddrV4::new(source, 0))?;
+    rustix::net::connect(&socket, &SocketAddrV4::new(Ipv4Addr::LOCALHOST, port))?;
     let stream = TcpStream::from(socket);
-    stream.set_read_timeout(Some(TIMEOUT)).unwrap();
-    stream.set_write_timeout(Some(TIMEOUT)).unwrap();
-    stream
+    stream.set_read_timeout(Some(TIMEOUT))?;
+    stream.set_write_timeout(Some(TIMEOUT))?;
+    Ok(stream)
+}
+
+// ---- Files, tools and terminals ----------------------------------------------------
+
+/// Writes `content` to `dir/name` and returns that path.
+pub fn write_in(dir: &Path, name: &str, content: &[u8]) -> std::path::PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, content).unwrap();
+    path
+}
+
+/// Runs `command` as the unprivileged user `nobody` (the tests run as root, who
+/// may write anything), or `None` where that is not possible.
+pub fn as_nobody(mut command: Command) -> Option<Command> {
+    if !rustix::process::geteuid().is_root() || which("setpriv").is_none() {
+        return None;
+    }
+    let mut wrapped = Command::new("setpriv");
+    wrapped.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"]);
+    wrapped.arg(command.get_program()).args(command.get_args());
+    for (key, value) in command.get_envs() {
+        match value {
+            Some(value) => wrapped.env(key, value),
+            None => wrapped.env_remove(key),
+        };
+    }
+    let _ = &mut command;
+    Some(wrapped)
+}
+
+/// Where `tool` is on `$PATH`, if it is there.
+pub fn which(tool: &str) -> Option<std::path::PathBuf> {
+    std::env::var_os("PATH")?
+        .to_str()?
+        .split(':')
+        .map(|dir| Path::new(dir).join(tool))
+        .find(|path| path.exists())
+}
+
+/// The name a receiver keeps partial data of `name` (offered with `size` bytes)
+/// under: `.xfer-` and the first 32 hex digits of SHA-256(name 0x00 u64be(size)).
+pub fn partial_name(name: &str, size: u64) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::new()
+        .chain_update(name.as_bytes())
+        .chain_update([0])
+        .chain_update(size.to_be_bytes())
+        .finalize();
+    format!(".xfer-{}.partial", &peer::hex(&digest)[..32])
+}
+
+/// `text` without terminal escape sequences.
+pub fn strip_ansi(text: &str) -> String {
+    let mut out = String::new();
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            if chars.peek() == Some(&'[') {
+                chars.next();
+                for c in chars.by_ref() {
+                    if c.is_ascii_alphabetic() {
+                        break;
+                    }
+                }
+            }
+            continue;
+        }
+        out.push(c);
+    }
+    out
 }

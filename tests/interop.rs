@@ -1,29 +1,23 @@
-//! Checks the independent protocol peer of `tests/util/peer.rs` before other tests
-//! lean on it: first against every test vector of PROTOCOL.md (handshake vectors
-//! A and B, `mac_offer`, `mac_plan`, both `mac_done`/`mac_ok` pairs, `k_I`/`k_A`
-//! and the two sealed frames, the BLAKE3 hash, the Argon2id password key), then
-//! against itself on loopback: handshakes with and without `aead` and the refusals
-//! of section 4, transfers with `zstd` and `blake3`, resume, and a client talking
-//! to the minimal server. Nothing here runs the `xfer` binary.
+//! The protocol as PROTOCOL.md writes it. The independent peer of `tests/util/peer`
+//! (sharing no code with the crate) is checked against the document's vectors and
+//! against itself and its minimal server; then the real binary meets it in both
+//! roles and in every feature mode, as a sender, a receiver, a client and a server.
 
 mod util;
 
-use std::fs;
 use std::net::TcpListener;
-use std::thread;
-use std::time::Duration;
+use std::os::unix::fs::PermissionsExt;
+use std::time::{Duration, SystemTime};
+use std::{fs, thread};
 
 use serde_json::{Value, json};
-use util::pattern;
 use util::peer::server::{MiniServer, ServerConfig};
-use util::peer::*;
-
-/// The key of vectors A and B.
-const K: &[u8] = b"correct horse battery staple";
-
-fn unhex32(text: &str) -> [u8; 32] {
-    unhex_n(text).expect("a vector is 64 hex digits")
-}
+use util::peer::{
+    Acceptor, Decision, Initiator, Peer, PeerError, PeerResult, SendEntry, decode_data, hex,
+    hex_matches, kind, mac_done, mac_ok, make_hello, *,
+};
+use util::server::*;
+use util::*;
 
 fn vector_a() -> Transcript {
     Transcript {
@@ -35,6 +29,9 @@ fn vector_a() -> Transcript {
     }
 }
 
+/// The key of vectors A and B.
+const K: &[u8] = b"correct horse battery staple";
+
 fn vector_b() -> Transcript {
     Transcript {
         user: "alice".into(),
@@ -44,7 +41,624 @@ fn vector_b() -> Transcript {
     }
 }
 
-// ---- Test vectors ----------------------------------------------------------------
+const OFFER: &[u8] = br#"{"type":"offer","entries":[{"path":"docs/hello.txt","kind":"file","size":13,"mode":420,"mtime":1700000000}]}"#;
+
+const PLAN: &[u8] = br#"{"type":"plan","entries":[{"action":"send","offset":0}]}"#;
+
+const HELLO: &[u8] = b"hello, world\n";
+
+/// Runs `acceptor` on a thread with the accepted connection and `initiator` here
+/// with the connecting one; returns both results.
+fn loopback<A: Send + 'static, I>(
+    acceptor: impl FnOnce(Peer) -> A + Send + 'static,
+    initiator: impl FnOnce(Peer) -> I,
+) -> (I, A) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("address").port();
+    let thread = thread::spawn(move || acceptor(Peer::accept(&listener).expect("accept")));
+    let mine = initiator(Peer::connect(("127.0.0.1", port)).expect("connect"));
+    (mine, thread.join().expect("the acceptor thread"))
+}
+
+/// Plays an initiator that sends `auth` as `edit` leaves it (computed honestly
+/// for `cfg` first) and returns what the acceptor (with `acceptor`) answered.
+fn answer_to(
+    acceptor: Acceptor,
+    cfg: Initiator,
+    edit: impl FnOnce(&mut Value),
+) -> (Option<String>, Option<String>) {
+    let (answer, refused) = loopback(
+        move |mut peer| {
+            peer.accept_handshake(&acceptor)
+                .err()
+                .and_then(|e| e.refused_code().map(str::to_owned))
+        },
+        move |mut peer| {
+            let hello = peer.read_hello().expect("hello");
+            let hello = check_hello(&hello, &cfg.role).expect("a good hello");
+            let (mut auth, _, _) = make_auth(&cfg, &hello).expect("an auth");
+            edit(&mut auth);
+            peer.send_control(&auth).expect("sent");
+            match peer.read_control() {
+                Ok(frame) if kind(&frame) == "error" => {
+                    field_str(&frame, "code").map(str::to_owned)
+                }
+                Ok(frame) => Some(kind(&frame).to_owned()),
+                Err(err) => panic!("no answer: {err}"),
+            }
+        },
+    );
+    (answer, refused)
+}
+
+fn unhex32(text: &str) -> [u8; 32] {
+    unhex_n(text).expect("a vector is 64 hex digits")
+}
+
+/// A sender (initiator) and a receiver (acceptor) with these features.
+fn transfer(
+    features: &'static [&'static str],
+    entries: Vec<SendEntry>,
+    tune: fn(&mut Peer),
+    decide: fn(u64, &Value) -> Decision,
+) -> (SendReport, Received, u64) {
+    let (report, received) = loopback(
+        move |mut peer| {
+            peer.accept_handshake(&Acceptor::new(K, "receiver").features(features))
+                .expect("accepted");
+            peer.frame_entries = 2;
+            let received = peer.receive_transfer(decide).expect("received");
+            assert_eq!(peer.t, 1);
+            received
+        },
+        move |mut peer| {
+            peer.initiate(&Initiator::new(K, "sender").features(features))
+                .expect("authenticated");
+            tune(&mut peer);
+            let report = peer.send_transfer(&entries).expect("sent");
+            (report, peer.t)
+        },
+    );
+    (report.0, received, report.1)
+}
+
+fn compressible(len: usize) -> Vec<u8> {
+    b"all work and no play makes jack a dull boy. "
+        .iter()
+        .cycle()
+        .take(len)
+        .copied()
+        .collect()
+}
+
+fn home() -> tempfile::TempDir {
+    let home = tempfile::tempdir().expect("a temporary home");
+    fs::write(home.path().join("a.txt"), "alpha\n").expect("write");
+    fs::create_dir_all(home.path().join("docs/sub")).expect("mkdir");
+    fs::write(home.path().join("docs/b.txt"), "beta\n").expect("write");
+    fs::write(home.path().join("docs/sub/c.bin"), pattern(200_000, 5)).expect("write");
+    std::os::unix::fs::symlink("/etc/passwd", home.path().join("link")).expect("symlink");
+    std::os::unix::fs::symlink("/etc", home.path().join("docs/sub/out")).expect("symlink");
+    home
+}
+
+fn names(items: &[Value]) -> Vec<(String, String)> {
+    items
+        .iter()
+        .map(|i| {
+            (
+                i["name"].as_str().unwrap_or("?").to_owned(),
+                i["kind"].as_str().unwrap_or("?").to_owned(),
+            )
+        })
+        .collect()
+}
+
+/// The code of the error frame a request was answered with, if any.
+fn remote_code<T>(result: PeerResult<T>) -> Option<String> {
+    result
+        .err()
+        .and_then(|e| e.remote_code().map(str::to_owned))
+}
+
+#[test]
+fn an_independent_sender_is_received_and_acknowledged_with_a_valid_mac() {
+    let out = tempfile::tempdir().unwrap();
+    let mut receiver = Receiver::start(out.path(), Some(KEY), &[]);
+    let mut peer = peer_sender(receiver.port, SENDER_FEATURES);
+    let content = pattern(250_000, 3);
+    // Version 2: a directory's size is 0 (null is only for a stream).
+    peer.send_offer(&[vec![
+        json!({"path":"docs","kind":"dir","size":0,"mode":493}),
+        json!({"path":"docs/hello.txt","kind":"file","size":13,"mode":384,"mtime":1_000_000_000}),
+        json!({"path":"data.bin","kind":"file","size":content.len(),"future_field":true}),
+    ]])
+    .unwrap();
+    let plan = peer.read_plan(3).expect("plan");
+    for decision in &plan {
+        assert_eq!(decision["action"], "send", "{plan:?}");
+    }
+    peer.send_file(1, "docs/hello.txt", b"hello, world\n", 0)
+        .unwrap();
+    peer.send_file(2, "data.bin", &content, 0).unwrap();
+    peer.send_end().unwrap();
+    let mut oks = Vec::new();
+    loop {
+        let frame = peer.read_control().expect("ack or end");
+        match kind(&frame) {
+            "ok" => oks.push(frame),
+            "end" => break,
+            other => panic!("unexpected {other:?}: {frame}"),
+        }
+    }
+    assert_eq!(oks.len(), 2);
+    let session = peer.session().expect("authenticated").clone();
+    let expected_ok = |index: u64, content: &[u8], path: &str| {
+        let hash = session.hash().digest(content);
+        hex(&mac_ok(
+            &session.ks,
+            0,
+            index,
+            content.len() as u64,
+            &hash,
+            path,
+        ))
+    };
+    assert_eq!(oks[0]["index"], 1);
+    assert_eq!(
+        oks[0]["mac"],
+        expected_ok(1, b"hello, world\n", "docs/hello.txt")
+    );
+    assert_eq!(oks[1]["index"], 2);
+    assert_eq!(oks[1]["mac"], expected_ok(2, &content, "data.bin"));
+    assert_eq!(receiver.exit_code(), 0, "{}", receiver.stderr());
+    let hello = out.path().join("docs/hello.txt");
+    assert_eq!(std::fs::read(&hello).unwrap(), b"hello, world\n");
+    let meta = std::fs::metadata(&hello).unwrap();
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(meta.mtime(), 1_000_000_000);
+    assert_eq!(
+        std::fs::metadata(out.path().join("docs"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777,
+        0o755
+    );
+    assert_eq!(std::fs::read(out.path().join("data.bin")).unwrap(), content);
+}
+
+#[test]
+fn an_independent_receiver_gets_the_file_and_the_sender_checks_its_ok() {
+    for forge in [false, true] {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let fake = std::thread::spawn(move || {
+            let mut peer = Peer::accept(&listener).expect("accept");
+            let receiver = Acceptor::new(KEY, "receiver").features(LISTENER_FEATURES);
+            let session = peer.accept_handshake(&receiver).expect("handshake");
+            let first = peer.read_control_raw().expect("offer");
+            let entries = peer.read_offer_from(first).expect("a verified offer");
+            assert_eq!(entries[0]["path"], "hello.txt");
+            peer.send_plan(&[vec![Decision::Send.to_json(peer.hash())]])
+                .unwrap();
+            assert_eq!(kind(&peer.read_control().expect("data")), "data");
+            let mut content = Vec::new();
+            loop {
+                let payload = peer.read_frame().unwrap().expect("a data frame");
+                if payload.is_empty() {
+                    break;
+                }
+                let bytes = if session.has("zstd") {
+                    decode_data(&payload).expect("a valid data frame")
+                } else {
+                    payload
+                };
+                content.extend_from_slice(&bytes);
+            }
+            let done = peer.read_control().expect("done");
+            let hash = session.hash().digest(&content);
+            let size = content.len() as u64;
+            assert_eq!(done["hash"], hex(&hash));
+            assert!(hex_matches(
+                done["mac"].as_str(),
+                &mac_done(&session.ks, 0, 0, size, &hash, "hello.txt")
+            ));
+            let ok_mac = if forge {
+                "00".repeat(32)
+            } else {
+                hex(&mac_ok(&session.ks, 0, 0, size, &hash, "hello.txt"))
+            };
+            peer.send_control(&json!({"type":"ok","index":0,"mac":ok_mac}))
+                .unwrap();
+            assert_eq!(kind(&peer.read_control().expect("end")), "end");
+            // A sender that caught a forged ok may be gone already.
+            let _ = peer.send_end();
+            content
+        });
+        let src = tempfile::tempdir().unwrap();
+        let file = src.path().join("hello.txt");
+        std::fs::write(&file, b"hello, world\n").unwrap();
+        let sent = send(&[&file], port, KEY, &[]);
+        assert_eq!(fake.join().unwrap(), b"hello, world\n");
+        let expected = if forge { 5 } else { 0 };
+        assert_eq!(
+            sent.status.code(),
+            Some(expected),
+            "forge={forge}: {}",
+            stderr_of(&sent)
+        );
+    }
+}
+
+#[test]
+fn the_independent_peer_sends_to_xfer_in_every_feature_mode() {
+    let modes: [&[&str]; 5] = [
+        &[],
+        &["aead"],
+        &["blake3"],
+        &["zstd"],
+        &["aead", "blake3", "zstd"],
+    ];
+    for features in modes {
+        let out = tempfile::tempdir().unwrap();
+        let mut receiver = Receiver::start(out.path(), Some(KEY), &[]);
+        let mut sender = peer_connect(receiver.port);
+        sender
+            .initiate(
+                &Initiator::new(KEY, "sender")
+                    .features(features)
+                    .user("alice"),
+            )
+            .expect("authenticated");
+        let big = pattern(3 << 20, 3);
+        let text = b"compressible line of text\n".repeat(20_000);
+        let report = sender
+            .send_transfer(&[
+                SendEntry::dir("d").mode(0o750),
+                SendEntry::file("d/big.bin", big.clone())
+                    .mode(0o640)
+                    .mtime(1_600_000_000),
+                SendEntry::file("d/text.txt", text.clone()),
+                SendEntry::file("empty", Vec::new()),
+            ])
+            .unwrap_or_else(|err| panic!("{features:?}: {err}"));
+        for index in 1..4 {
+            assert!(
+                report.delivered(index),
+                "{features:?}: entry {index}: {report:?}"
+            );
+        }
+        assert_eq!(
+            receiver.exit_code(),
+            0,
+            "{features:?}: {}",
+            receiver.stderr()
+        );
+        assert_eq!(std::fs::read(out.path().join("d/big.bin")).unwrap(), big);
+        assert_eq!(std::fs::read(out.path().join("d/text.txt")).unwrap(), text);
+        assert_eq!(std::fs::read(out.path().join("empty")).unwrap(), b"");
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let meta = std::fs::metadata(out.path().join("d/big.bin")).unwrap();
+        assert_eq!(
+            (meta.permissions().mode() & 0o777, meta.mtime()),
+            (0o640, 1_600_000_000)
+        );
+        let dir_mode = std::fs::metadata(out.path().join("d"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(dir_mode & 0o777, 0o750, "{features:?}");
+    }
+}
+
+#[test]
+fn xfer_sends_to_the_independent_peer_in_every_mode() {
+    for (flags, expected) in [
+        // A sender chooses zstd only when it compresses.
+        (&[][..], &["aead"][..]),
+        (&["--no-encrypt"], &[]),
+        (
+            &["--hash", "blake3", "--compress"],
+            &["aead", "blake3", "zstd"],
+        ),
+    ] {
+        let src = tempfile::tempdir().unwrap();
+        std::fs::write(src.path().join("a.txt"), b"hello, world\n".repeat(50_000)).unwrap();
+        std::fs::write(src.path().join("b.bin"), pattern(2 << 20, 9)).unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let peer_side = std::thread::spawn(move || {
+            let mut acceptor = Peer::accept(&listener).unwrap();
+            let session = acceptor
+                .accept_handshake(
+                    &util::peer::Acceptor::new(KEY, "receiver").features(&ALL_FEATURES),
+                )
+                .unwrap();
+            let received = acceptor
+                .receive_transfer(|_, _| util::peer::Decision::Send)
+                .unwrap();
+            (session.in_force.clone(), received)
+        });
+        let sent = send(
+            &[&src.path().join("a.txt"), &src.path().join("b.bin")],
+            port,
+            KEY,
+            flags,
+        );
+        assert!(sent.status.success(), "{flags:?}: {}", stderr_of(&sent));
+        let (mut in_force, received) = peer_side.join().unwrap();
+        in_force.sort();
+        assert_eq!(in_force, expected, "{flags:?}");
+        assert_eq!(received.files.len(), 2, "{flags:?}");
+        assert_eq!(received.files["a.txt"], b"hello, world\n".repeat(50_000));
+        assert_eq!(received.files["b.bin"], pattern(2 << 20, 9));
+    }
+}
+
+#[test]
+fn xfer_client_commands_work_against_the_minimal_server() {
+    let site = Site::new();
+    let home = site.path().join("mini-home");
+    write(&home.join("a.txt"), b"alpha\n");
+    write(&home.join("docs/b.txt"), b"beta\n");
+    write(&home.join("docs/sub/c.bin"), &pattern(300_000, 5));
+    std::os::unix::fs::symlink("/etc", home.join("docs/out")).unwrap();
+    let mini = MiniServer::start(ServerConfig::new("alice", Site::key_of("alice"), &home));
+    let at = |path: &str| format!("{}:{path}", mini.addr());
+
+    let ls = client(&site, "alice", &["ls", &mini.addr()]);
+    expect_exit(&ls, 0, "ls");
+    assert_eq!(lines(&ls), ["a.txt", "docs"]);
+    let ls = client(&site, "alice", &["ls", "--json", &at("docs")]);
+    expect_exit(&ls, 0, "ls --json docs");
+    let kinds: Vec<(String, String)> = lines(&ls)
+        .iter()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .map(|v| {
+            (
+                v["name"].as_str().unwrap().into(),
+                v["kind"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        [("b.txt", "file"), ("out", "other"), ("sub", "dir")]
+            .map(|(n, k)| (n.to_owned(), k.to_owned()))
+    );
+    let usage = client(&site, "alice", &["ls", "--usage", &mini.addr()]);
+    expect_exit(&usage, 0, "ls --usage");
+    assert!(
+        stdout_of(&usage).contains("no quota"),
+        "{}",
+        stdout_of(&usage)
+    );
+
+    let dl = site.download_dir("mini");
+    let get = client(
+        &site,
+        "alice",
+        &["get", &at("a.txt"), &at("docs"), dl.to_str().unwrap()],
+    );
+    expect_exit(&get, 0, "get");
+    assert_eq!(fs::read(dl.join("a.txt")).unwrap(), b"alpha\n");
+    assert_eq!(
+        fs::read(dl.join("docs/sub/c.bin")).unwrap(),
+        pattern(300_000, 5)
+    );
+    assert!(!dl.join("docs/out").exists(), "no symlink offered");
+    let missing = client(
+        &site,
+        "alice",
+        &["get", &at("missing"), dl.to_str().unwrap()],
+    );
+    expect_refused(&missing, "not_found", "get of a missing file");
+
+    expect_exit(
+        &client(&site, "alice", &["mkdir", &at("in/box")]),
+        0,
+        "mkdir",
+    );
+    let up = site.local("up.bin", &pattern(100_000, 6));
+    let put = client(
+        &site,
+        "alice",
+        &["send", up.to_str().unwrap(), &at("in/box")],
+    );
+    expect_exit(&put, 0, "send into a directory");
+    assert_eq!(
+        fs::read(home.join("in/box/up.bin")).unwrap(),
+        pattern(100_000, 6)
+    );
+    let put = client(
+        &site,
+        "alice",
+        &["send", up.to_str().unwrap(), &mini.addr()],
+    );
+    expect_exit(&put, 0, "send into the home");
+    assert!(home.join("up.bin").is_file());
+    expect_exit(
+        &client(
+            &site,
+            "alice",
+            &["mv", &at("in/box/up.bin"), "in/moved.bin"],
+        ),
+        0,
+        "mv",
+    );
+    assert!(home.join("in/moved.bin").is_file());
+    expect_exit(
+        &client(&site, "alice", &["rm", &at("in/moved.bin")]),
+        0,
+        "rm",
+    );
+    assert!(!home.join("in/moved.bin").exists());
+    expect_refused(
+        &client(&site, "alice", &["rm", &at("docs")]),
+        "denied",
+        "rm of a full directory",
+    );
+}
+
+#[test]
+fn the_independent_client_works_against_xfer_serve() {
+    let site = Site::new();
+    site.users(&[("alice", "quota = 1000000")]);
+    let server = site.serve(&[]);
+    let home = site.home("alice");
+    let mut peer = login(&server, "alice");
+
+    peer.mkdir("in/box").expect("mkdir");
+    peer.mkdir("in/box")
+        .expect("mkdir of an existing directory");
+    assert_eq!(
+        remote_code(peer.mkdir("in/../x")).as_deref(),
+        Some("bad_path")
+    );
+    let upload = [
+        SendEntry::file("a.txt", &b"alpha\n"[..])
+            .mode(0o640)
+            .mtime(1_600_000_000),
+        SendEntry::dir("d"),
+        SendEntry::file("d/b.bin", pattern(300_000, 1)),
+        SendEntry::file("../escape", &b"no"[..]),
+    ];
+    let report = peer.put("in/box", &upload).expect("a put");
+    assert!(
+        report.delivered(0) && report.delivered(2),
+        "{:?}",
+        report.answers
+    );
+    assert_eq!(report.code(3), Some("bad_path"));
+    assert_eq!(peer.t, 1);
+    let a = home.join("in/box/a.txt");
+    assert_eq!(fs::read(&a).unwrap(), b"alpha\n");
+    let meta = fs::metadata(&a).unwrap();
+    assert_eq!(meta.permissions().mode() & 0o777, 0o640);
+    assert_eq!(
+        meta.modified().unwrap(),
+        SystemTime::UNIX_EPOCH + Duration::from_secs(1_600_000_000)
+    );
+    assert_eq!(
+        fs::read(home.join("in/box/d/b.bin")).unwrap(),
+        pattern(300_000, 1)
+    );
+
+    let items = peer.list("in/box").expect("a listing");
+    assert_eq!(item_names(&items), ["a.txt", "d"]);
+    assert_eq!(
+        (items[0]["size"].as_u64(), items[0]["mode"].as_u64()),
+        (Some(6), Some(0o640))
+    );
+    assert_eq!(items[0]["mtime"], 1_600_000_000);
+    assert_eq!(
+        (items[1]["kind"].as_str(), items[1]["size"].as_u64()),
+        (Some("dir"), Some(0))
+    );
+    let usage = peer.usage().expect("usage");
+    assert_eq!(usage["bytes"], 300_006);
+    assert_eq!(usage["files"], 2);
+    assert_eq!(usage["quota_bytes"], 1_000_000);
+    assert_eq!(usage["quota_files"], Value::Null);
+
+    // A refused get begins no transfer: the next one still verifies (t is right).
+    assert_eq!(
+        remote_code(peer.get(&["missing"])).as_deref(),
+        Some("not_found")
+    );
+    assert_eq!(
+        remote_code(peer.get(&["in/box/a.txt", "in/box/missing"])).as_deref(),
+        Some("not_found")
+    );
+    assert_eq!(remote_code(peer.get(&[])).as_deref(), Some("bad_path"));
+    assert_eq!(
+        remote_code(peer.get(&["in/box/a.txt", "in/a.txt"])).as_deref(),
+        Some("bad_path"),
+        "two paths with one last component"
+    );
+    assert_eq!(peer.t, 1);
+    let got = peer.get(&["in/box/a.txt", "in/box/d"]).expect("a get");
+    assert_eq!(peer.t, 2);
+    assert_eq!(got.files["a.txt"], b"alpha\n");
+    assert_eq!(got.files["d/b.bin"], pattern(300_000, 1));
+    // A refused put too.
+    assert_eq!(
+        remote_code(peer.put("nowhere", &upload[..1])).as_deref(),
+        Some("not_found")
+    );
+    let again = peer
+        .put("in/box", &[SendEntry::file("c.txt", &b"gamma"[..])])
+        .expect("a put");
+    assert!(again.delivered(0), "{:?}", again.answers);
+    assert_eq!(peer.t, 3);
+
+    peer.rename("in/box/a.txt", "in/a2.txt").expect("rename");
+    assert!(home.join("in/a2.txt").is_file() && !a.exists());
+    assert_eq!(
+        remote_code(peer.rename("in/missing", "x")).as_deref(),
+        Some("not_found")
+    );
+    assert_eq!(
+        remote_code(peer.rename("in", "in/box/in")).as_deref(),
+        Some("bad_path")
+    );
+    assert_eq!(
+        remote_code(peer.rename("in/a2.txt", "in/box/c.txt")).as_deref(),
+        Some("exists")
+    );
+    assert_eq!(
+        remote_code(peer.remove("in/box/d")).as_deref(),
+        Some("denied")
+    );
+    assert_eq!(remote_code(peer.remove("")).as_deref(), Some("bad_path"));
+    assert_eq!(
+        remote_code(peer.remove("in/box/missing")).as_deref(),
+        Some("not_found")
+    );
+    assert_eq!(
+        remote_code(peer.rename("in/a2.txt", "nodir/x.txt")).as_deref(),
+        Some("not_found")
+    );
+    assert_eq!(
+        remote_code(peer.mkdir("in/a2.txt")).as_deref(),
+        Some("exists")
+    );
+    assert_eq!(
+        remote_code(peer.mkdir("in/a2.txt/sub")).as_deref(),
+        Some("exists")
+    );
+    // Malformed paths and the server's own partial files are bad paths.
+    for path in [
+        "a//b",
+        "a/./b",
+        "a/",
+        "a\\b",
+        "a\nb",
+        "a\u{202e}b",
+        ".xfer-1.part",
+        "in/.xfer-2.partial",
+    ] {
+        assert_eq!(
+            remote_code(peer.list(path)).as_deref(),
+            Some("bad_path"),
+            "{path:?}"
+        );
+        assert_eq!(
+            remote_code(peer.remove(path)).as_deref(),
+            Some("bad_path"),
+            "{path:?}"
+        );
+    }
+    peer.remove("in/box/d/b.bin").expect("remove a file");
+    peer.remove("in/box/d").expect("remove an empty directory");
+    assert!(!home.join("in/box/d").exists());
+    let got = peer.get(&["in/a2.txt"]).expect("a get after all that");
+    assert_eq!(got.files["a2.txt"], b"alpha\n");
+    peer.bye().expect("the server closes after bye");
+    server.wait_for_log("alice bye", 1);
+}
 
 #[test]
 fn handshake_vector_a() {
@@ -84,10 +698,6 @@ fn handshake_vector_b() {
     assert_eq!(b.in_force(), ["blake3", "aead"]);
     assert_eq!(HashKind::for_features(&b.in_force()), HashKind::Blake3);
 }
-
-const OFFER: &[u8] = br#"{"type":"offer","entries":[{"path":"docs/hello.txt","kind":"file","size":13,"mode":420,"mtime":1700000000}]}"#;
-const PLAN: &[u8] = br#"{"type":"plan","entries":[{"action":"send","offset":0}]}"#;
-const HELLO: &[u8] = b"hello, world\n";
 
 #[test]
 fn offer_and_plan_mac_vectors() {
@@ -192,8 +802,6 @@ fn password_key_vector() {
     );
 }
 
-// ---- Pure helpers ---------------------------------------------------------------
-
 #[test]
 fn hex_is_decoded_strictly() {
     assert_eq!(unhex("00ff7a"), Some(vec![0, 255, 0x7a]));
@@ -238,7 +846,7 @@ fn control_frames_are_parsed_strictly() {
 }
 
 #[test]
-fn names_paths_and_feature_lists() {
+fn user_names_realms_feature_lists_and_paths_are_checked_strictly() {
     for good in ["alice", "a", "Bob_2.x-y", &"a".repeat(64)] {
         assert!(valid_user(good), "{good:?}");
     }
@@ -363,21 +971,6 @@ fn zstd_payloads_are_decoded_as_section_11_says() {
     }
 }
 
-// ---- Loopback: the peer against itself ---------------------------------------
-
-/// Runs `acceptor` on a thread with the accepted connection and `initiator` here
-/// with the connecting one; returns both results.
-fn loopback<A: Send + 'static, I>(
-    acceptor: impl FnOnce(Peer) -> A + Send + 'static,
-    initiator: impl FnOnce(Peer) -> I,
-) -> (I, A) {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let port = listener.local_addr().expect("address").port();
-    let thread = thread::spawn(move || acceptor(Peer::accept(&listener).expect("accept")));
-    let mine = initiator(Peer::connect(("127.0.0.1", port)).expect("connect"));
-    (mine, thread.join().expect("the acceptor thread"))
-}
-
 #[test]
 fn handshake_without_aead_agrees_on_the_session() {
     let (initiator, acceptor) = loopback(
@@ -460,37 +1053,6 @@ fn a_password_initiator_meets_an_acceptor_that_stores_only_k() {
         },
     );
     assert_eq!(session.transcript.user, "bob");
-}
-
-/// Plays an initiator that sends `auth` as `edit` leaves it (computed honestly
-/// for `cfg` first) and returns what the acceptor (with `acceptor`) answered.
-fn answer_to(
-    acceptor: Acceptor,
-    cfg: Initiator,
-    edit: impl FnOnce(&mut Value),
-) -> (Option<String>, Option<String>) {
-    let (answer, refused) = loopback(
-        move |mut peer| {
-            peer.accept_handshake(&acceptor)
-                .err()
-                .and_then(|e| e.refused_code().map(str::to_owned))
-        },
-        move |mut peer| {
-            let hello = peer.read_hello().expect("hello");
-            let hello = check_hello(&hello, &cfg.role).expect("a good hello");
-            let (mut auth, _, _) = make_auth(&cfg, &hello).expect("an auth");
-            edit(&mut auth);
-            peer.send_control(&auth).expect("sent");
-            match peer.read_control() {
-                Ok(frame) if kind(&frame) == "error" => {
-                    field_str(&frame, "code").map(str::to_owned)
-                }
-                Ok(frame) => Some(kind(&frame).to_owned()),
-                Err(err) => panic!("no answer: {err}"),
-            }
-        },
-    );
-    (answer, refused)
 }
 
 #[test]
@@ -741,42 +1303,6 @@ fn tampered_unsealed_and_replayed_frames_do_not_open() {
     }
 }
 
-/// A sender (initiator) and a receiver (acceptor) with these features.
-fn transfer(
-    features: &'static [&'static str],
-    entries: Vec<SendEntry>,
-    tune: fn(&mut Peer),
-    decide: fn(u64, &Value) -> Decision,
-) -> (SendReport, Received, u64) {
-    let (report, received) = loopback(
-        move |mut peer| {
-            peer.accept_handshake(&Acceptor::new(K, "receiver").features(features))
-                .expect("accepted");
-            peer.frame_entries = 2;
-            let received = peer.receive_transfer(decide).expect("received");
-            assert_eq!(peer.t, 1);
-            received
-        },
-        move |mut peer| {
-            peer.initiate(&Initiator::new(K, "sender").features(features))
-                .expect("authenticated");
-            tune(&mut peer);
-            let report = peer.send_transfer(&entries).expect("sent");
-            (report, peer.t)
-        },
-    );
-    (report.0, received, report.1)
-}
-
-fn compressible(len: usize) -> Vec<u8> {
-    b"all work and no play makes jack a dull boy. "
-        .iter()
-        .cycle()
-        .take(len)
-        .copied()
-        .collect()
-}
-
 #[test]
 fn a_transfer_with_aead_zstd_and_blake3() {
     let entries = vec![
@@ -1025,31 +1551,6 @@ fn a_forged_offer_or_a_lying_done_is_refused() {
         (json!(1), json!("mac"))
     );
     assert!(received.files.is_empty() && received.failed.len() == 2);
-}
-
-// ---- Loopback: a client and the minimal server --------------------------------
-
-fn home() -> tempfile::TempDir {
-    let home = tempfile::tempdir().expect("a temporary home");
-    fs::write(home.path().join("a.txt"), "alpha\n").expect("write");
-    fs::create_dir_all(home.path().join("docs/sub")).expect("mkdir");
-    fs::write(home.path().join("docs/b.txt"), "beta\n").expect("write");
-    fs::write(home.path().join("docs/sub/c.bin"), pattern(200_000, 5)).expect("write");
-    std::os::unix::fs::symlink("/etc/passwd", home.path().join("link")).expect("symlink");
-    std::os::unix::fs::symlink("/etc", home.path().join("docs/sub/out")).expect("symlink");
-    home
-}
-
-fn names(items: &[Value]) -> Vec<(String, String)> {
-    items
-        .iter()
-        .map(|i| {
-            (
-                i["name"].as_str().unwrap_or("?").to_owned(),
-                i["kind"].as_str().unwrap_or("?").to_owned(),
-            )
-        })
-        .collect()
 }
 
 #[test]

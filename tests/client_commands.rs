@@ -1,36 +1,23 @@
-//! `xfer shell` against a real server: at a pseudo-terminal (the prompt, completion
-//! of a remote name, history recall, a progress bar, Ctrl-C during a `get` and the
-//! resumed `get` after it, reconnecting after the server dropped an idle
-//! connection) and from scripts (echo, stopping at the first failure, `-` lines).
+//! The client's commands against `xfer serve`, one-shot and in `xfer shell`: `get`
+//! (local files kept unless forced), `send HOST:PORT[:DIR]` into missing directories,
+//! awkward operands (spaces, quotes, colons), IPv6 addresses, long and JSON listings,
+//! and the shell at a terminal, in a script and from standard input.
 
 mod util;
 
+use std::fs;
 use std::fs::File;
 use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
-use util::{KEY, Receiver, TIMEOUT, pattern, stderr_of, wait_for, xfer};
-
-/// A server on `root` with one key, and extra flags.
-fn server(root: &Path, extra: &[&str]) -> Receiver {
-    let mut command = xfer();
-    command
-        .args(["serve", "--listen", "127.0.0.1:0", "--root"])
-        .arg(root)
-        .args(extra)
-        .env("XFER_KEY", KEY);
-    Receiver::spawn(command)
-}
-
-/// A program running in a pseudo-terminal, and everything it printed.
-struct Terminal {
-    master: File,
-    child: Child,
-    screen: Arc<Mutex<String>>,
-}
+use serde_json::Value;
+use util::server::*;
+use util::*;
 
 impl Terminal {
     /// Starts `program args` with the terminal as its controlling terminal
@@ -137,25 +124,11 @@ impl Terminal {
     }
 }
 
-/// `text` without terminal escape sequences.
-fn strip_ansi(text: &str) -> String {
-    let mut out = String::new();
-    let mut chars = text.chars().peekable();
-    while let Some(c) = chars.next() {
-        if c != '\u{1b}' {
-            out.push(c);
-            continue;
-        }
-        if chars.peek() == Some(&'[') {
-            chars.next();
-            for c in chars.by_ref() {
-                if c.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        }
-    }
-    out
+/// A program running in a pseudo-terminal, and everything it printed.
+struct Terminal {
+    master: File,
+    child: Child,
+    screen: Arc<Mutex<String>>,
 }
 
 impl Drop for Terminal {
@@ -163,6 +136,308 @@ impl Drop for Terminal {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A server on `root` with one key, and extra flags.
+fn server(root: &Path, extra: &[&str]) -> Receiver {
+    let mut command = xfer();
+    command
+        .args(["serve", "--listen", "127.0.0.1:0", "--root"])
+        .arg(root)
+        .args(extra)
+        .env("XFER_KEY", KEY);
+    Receiver::spawn(command)
+}
+
+/// Runs a script through `xfer shell -b FILE`.
+fn script(address: &str, text: &str, cwd: &Path) -> std::process::Output {
+    let file = cwd.join("script.xfer");
+    std::fs::write(&file, text).unwrap();
+    util::run(
+        xfer()
+            .args(["shell", address, "--user", "bob", "-b"])
+            .arg(&file)
+            .current_dir(cwd)
+            .env("XFER_KEY", KEY),
+    )
+}
+
+#[test]
+fn get_keeps_local_files_unless_forced() {
+    let site = Site::new();
+    site.users(&[("alice", "")]);
+    let server = site.serve(&[]);
+    write(&site.home("alice").join("a.txt"), b"the server's\n");
+    let dl = site.download_dir("alice");
+    let get = |extra: &[&str]| {
+        let mut args = vec!["get", "--json"];
+        let at = server.at("a.txt");
+        args.push(&at);
+        args.push(dl.to_str().unwrap());
+        args.extend_from_slice(extra);
+        client(&site, "alice", &args)
+    };
+    expect_exit(&get(&[]), 0, "the first get");
+    // The same file again: already there.
+    let again = get(&[]);
+    expect_exit(&again, 0, "the same file again");
+    let summary: Value = serde_json::from_str(stdout_of(&again).lines().last().unwrap()).unwrap();
+    assert_eq!(
+        (summary["same"].as_u64(), summary["files"].as_u64()),
+        (Some(1), Some(0)),
+        "{summary}"
+    );
+    // A different local file of that name is kept...
+    fs::write(dl.join("a.txt"), b"mine, longer than theirs\n").unwrap();
+    let refused = get(&[]);
+    expect_exit(&refused, 6, "a local file in the way");
+    assert_eq!(
+        fs::read(dl.join("a.txt")).unwrap(),
+        b"mine, longer than theirs\n"
+    );
+    // ... unless -f.
+    expect_exit(&get(&["-f"]), 0, "get -f");
+    assert_eq!(fs::read(dl.join("a.txt")).unwrap(), b"the server's\n");
+}
+
+#[test]
+fn a_put_makes_a_missing_directory_replaces_only_with_f_and_slash_is_the_home() {
+    let site = Site::new();
+    site.users(&[("alice", ""), ("guest", "read_only = true")]);
+    let server = site.serve(&[]);
+    let report = site.local("report.pdf", b"%PDF quarterly\n");
+    let put = client(
+        &site,
+        "alice",
+        &["send", report.to_str().unwrap(), &server.at("/inbox/2026")],
+    );
+    expect_exit(&put, 0, "a put into a directory that is not there yet");
+    let home = site.home("alice");
+    assert_eq!(
+        fs::read(home.join("inbox/2026/report.pdf")).unwrap(),
+        b"%PDF quarterly\n"
+    );
+    let ls = client(&site, "alice", &["ls", &server.at("/")]);
+    expect_exit(&ls, 0, "ls of /");
+    assert_eq!(lines(&ls), ["inbox"]);
+    // A changed file is replaced only with -f (--overwrite).
+    fs::write(&report, b"%PDF revised\n").unwrap();
+    let again = client(
+        &site,
+        "alice",
+        &["send", report.to_str().unwrap(), &server.at("inbox/2026")],
+    );
+    expect_refused(&again, "exists", "a put over an existing file");
+    let forced = client(
+        &site,
+        "alice",
+        &[
+            "send",
+            "-f",
+            report.to_str().unwrap(),
+            &server.at("inbox/2026"),
+        ],
+    );
+    expect_exit(&forced, 0, "a put -f over an existing file");
+    assert_eq!(
+        fs::read(home.join("inbox/2026/report.pdf")).unwrap(),
+        b"%PDF revised\n"
+    );
+    // A read-only user is refused the put, and no directory is made for it.
+    let put = client(
+        &site,
+        "guest",
+        &["send", report.to_str().unwrap(), &server.at("inbox")],
+    );
+    expect_refused(&put, "denied", "a read-only user's put");
+    assert!(!site.home("guest").join("inbox").exists());
+}
+
+#[test]
+fn paths_with_spaces_quotes_and_colons_work_as_operands() {
+    let site = Site::new();
+    site.users(&[("alice", "")]);
+    let server = site.serve(&[]);
+    let home = site.home("alice");
+    // A directory with such names inside, put whole (`xfer send DIR HOST:PORT:DIR`).
+    let local = site.path().join("local/my dir");
+    write(&local.join("a: b.txt"), b"a colon\n");
+    write(&local.join("it's \"quoted\": c.txt"), b"quotes\n");
+    expect_exit(
+        &client(&site, "alice", &["mkdir", &server.at("in: box")]),
+        0,
+        "mkdir",
+    );
+    assert!(home.join("in: box").is_dir());
+    let put = client(
+        &site,
+        "alice",
+        &["send", local.to_str().unwrap(), &server.at("in: box")],
+    );
+    expect_exit(&put, 0, "send");
+    let remote = "in: box/my dir/a: b.txt";
+    assert_eq!(fs::read(home.join(remote)).unwrap(), b"a colon\n");
+    let ls = client(&site, "alice", &["ls", &server.at(remote)]);
+    expect_exit(&ls, 0, "ls of the file");
+    assert_eq!(lines(&ls), ["a: b.txt"]);
+    let ls = client(&site, "alice", &["ls", &server.at("in: box/my dir")]);
+    assert_eq!(lines(&ls), ["a: b.txt", "it's \"quoted\": c.txt"]);
+    let dl = site.download_dir("odd");
+    let quoted = "in: box/my dir/it's \"quoted\": c.txt";
+    let get = client(
+        &site,
+        "alice",
+        &[
+            "get",
+            &server.at(quoted),
+            &server.at("in: box/my dir"),
+            dl.to_str().unwrap(),
+        ],
+    );
+    expect_exit(&get, 0, "get");
+    assert_eq!(
+        fs::read(dl.join("it's \"quoted\": c.txt")).unwrap(),
+        b"quotes\n"
+    );
+    assert_eq!(fs::read(dl.join("my dir/a: b.txt")).unwrap(), b"a colon\n");
+    let stdout = client(&site, "alice", &["get", &server.at(quoted), "--stdout"]);
+    expect_exit(&stdout, 0, "get --stdout");
+    assert_eq!(stdout.stdout, b"quotes\n");
+    let mv = client(
+        &site,
+        "alice",
+        &["mv", &server.at(remote), "in: box/moved: 'a' \"b\".txt"],
+    );
+    expect_exit(&mv, 0, "mv");
+    assert!(home.join("in: box/moved: 'a' \"b\".txt").is_file());
+    for path in [
+        "in: box/moved: 'a' \"b\".txt",
+        quoted,
+        "in: box/my dir",
+        "in: box",
+    ] {
+        expect_exit(&client(&site, "alice", &["rm", &server.at(path)]), 0, path);
+    }
+    assert!(names_in(&home).is_empty());
+}
+
+#[test]
+fn an_ipv6_server_is_reached_with_brackets() {
+    if TcpListener::bind("[::1]:0").is_err() {
+        eprintln!("no ::1 on this machine: skipped");
+        return;
+    }
+    let site = Site::new();
+    site.users(&[("alice", "")]);
+    let server = site.serve_on("[::1]:0", &[]);
+    server.wait_for_log("listening on [::1]:", 1);
+    let at = |path: &str| format!("[::1]:{}:{path}", server.port());
+    expect_exit(
+        &client(&site, "alice", &["mkdir", &at("v6 dir:x")]),
+        0,
+        "mkdir over IPv6",
+    );
+    let file = site.local("six.txt", b"over IPv6\n");
+    let put = client(
+        &site,
+        "alice",
+        &["send", file.to_str().unwrap(), &at("v6 dir:x")],
+    );
+    expect_exit(&put, 0, "send over IPv6");
+    let ls = client(&site, "alice", &["ls", &at("v6 dir:x")]);
+    expect_exit(&ls, 0, "ls over IPv6");
+    assert_eq!(lines(&ls), ["six.txt"]);
+    let dl = site.download_dir("six");
+    let get = client(
+        &site,
+        "alice",
+        &["get", &at("v6 dir:x/six.txt"), dl.to_str().unwrap()],
+    );
+    expect_exit(&get, 0, "get over IPv6");
+    assert_eq!(fs::read(dl.join("six.txt")).unwrap(), b"over IPv6\n");
+    let ls = client(&site, "alice", &["ls", &format!("[::1]:{}", server.port())]);
+    assert_eq!(lines(&ls), ["v6 dir:x"]);
+}
+
+#[test]
+fn long_and_json_listings_show_kind_mode_size_and_time() {
+    let site = Site::new();
+    site.users(&[("alice", "")]);
+    let server = site.serve(&[]);
+    let home = site.home("alice");
+    let when = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+    write(&home.join("b.bin"), &pattern(12_345, 1));
+    fs::set_permissions(home.join("b.bin"), fs::Permissions::from_mode(0o640)).unwrap();
+    fs::File::options()
+        .write(true)
+        .open(home.join("b.bin"))
+        .unwrap()
+        .set_modified(when)
+        .unwrap();
+    fs::create_dir(home.join("a dir")).unwrap();
+    fs::set_permissions(home.join("a dir"), fs::Permissions::from_mode(0o750)).unwrap();
+    std::os::unix::fs::symlink("/etc/passwd", home.join("c link")).unwrap();
+    fs::File::open(home.join("a dir"))
+        .unwrap()
+        .set_modified(when)
+        .unwrap();
+
+    let ls = client(&site, "alice", &["ls", "-l", &server.addr()]);
+    expect_exit(&ls, 0, "ls -l");
+    let lines = lines(&ls);
+    assert_eq!(lines.len(), 3, "{lines:?}");
+    assert_eq!(
+        lines[0],
+        format!("drwxr-x--- {:>12} 2023-11-14 22:13 a dir", 0)
+    );
+    assert_eq!(
+        lines[1],
+        format!("-rw-r----- {:>12} 2023-11-14 22:13 b.bin", 12_345)
+    );
+    assert!(
+        lines[2].starts_with('?') && lines[2].ends_with(" c link"),
+        "{}",
+        lines[2]
+    );
+    let human = client(&site, "alice", &["ls", "-l", "-h", &server.at("b.bin")]);
+    assert_eq!(
+        stdout_of(&human),
+        format!("-rw-r----- {:>12} 2023-11-14 22:13 b.bin\n", "12.06 KiB")
+    );
+
+    let json = client(&site, "alice", &["ls", "--json", &server.addr()]);
+    expect_exit(&json, 0, "ls --json");
+    let items: Vec<Value> = stdout_of(&json)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
+        .collect();
+    assert_eq!(items.len(), 3);
+    for item in &items {
+        let mut keys: Vec<&str> = item
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        keys.sort();
+        assert_eq!(keys, ["kind", "mode", "mtime", "name", "size"], "{item}");
+    }
+    assert_eq!(
+        items[0],
+        serde_json::json!({"name": "a dir", "kind": "dir", "size": 0, "mode": 0o750, "mtime": 1_700_000_000})
+    );
+    assert_eq!(
+        items[1],
+        serde_json::json!({"name": "b.bin", "kind": "file", "size": 12_345, "mode": 0o640, "mtime": 1_700_000_000})
+    );
+    assert_eq!(
+        (items[2]["name"].as_str(), items[2]["kind"].as_str()),
+        (Some("c link"), Some("other"))
+    );
+    assert_eq!(items[2]["size"], 0);
+    // A refused listing prints nothing on stdout.
+    let missing = client(&site, "alice", &["ls", "--json", &server.at("missing")]);
+    expect_refused(&missing, "not_found", "ls of a missing path");
 }
 
 #[test]
@@ -246,19 +521,6 @@ fn at_a_terminal_the_shell_prompts_completes_recalls_shows_progress_and_resumes(
         std::fs::read_to_string(home.path().join(".local/share/xfer/shell_history")).unwrap();
     assert!(history.contains("get /big.bin"), "{history}");
     assert!(!history.contains(KEY), "no key in the history");
-}
-
-/// Runs a script through `xfer shell -b FILE`.
-fn script(address: &str, text: &str, cwd: &Path) -> std::process::Output {
-    let file = cwd.join("script.xfer");
-    std::fs::write(&file, text).unwrap();
-    util::run(
-        xfer()
-            .args(["shell", address, "--user", "bob", "-b"])
-            .arg(&file)
-            .current_dir(cwd)
-            .env("XFER_KEY", KEY),
-    )
 }
 
 #[test]

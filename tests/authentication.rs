@@ -1,0 +1,215 @@
+//! Who may talk: a wrong key is refused and no data goes to a listener that cannot
+//! prove the key; keys come from `keygen`, key files (CRLF or LF, never a FIFO) or
+//! `$XFER_KEY`, and a side started without one prints one that works; short keys are
+//! warned about. Users and passwords of `xfer serve` are in `serve_users.rs`.
+
+mod util;
+
+use std::os::unix::fs::PermissionsExt;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use util::peer::{Acceptor, Peer, kind, make_hello};
+use util::*;
+
+#[test]
+fn wrong_key_is_refused_and_the_receiver_keeps_waiting() {
+    let src = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let file = src.path().join("secret.txt");
+    std::fs::write(&file, b"for key holders only").unwrap();
+    let mut receiver = Receiver::start(out.path(), Some(KEY), &[]);
+
+    let refused = send(&[&file], receiver.port, "a different key, also long", &[]);
+    assert_eq!(refused.status.code(), Some(4), "{}", stderr_of(&refused));
+    assert!(
+        stderr_of(&refused).contains("authentication failed"),
+        "{}",
+        stderr_of(&refused)
+    );
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(
+        receiver.is_running(),
+        "a failed handshake must not end a one-shot receiver"
+    );
+    assert!(files_under(out.path()).is_empty());
+
+    let sent = send(&[&file], receiver.port, KEY, &[]);
+    assert!(sent.status.success(), "{}", stderr_of(&sent));
+    assert_eq!(receiver.exit_code(), 0);
+    assert_eq!(
+        std::fs::read(out.path().join("secret.txt")).unwrap(),
+        b"for key holders only"
+    );
+}
+
+#[test]
+fn a_listener_that_cannot_prove_the_key_gets_no_data() {
+    // A fake receiver that does not know the key: it answers with a made-up proof.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let fake = std::thread::spawn(move || {
+        let mut peer = Peer::accept(&listener).expect("accept");
+        let pretender = Acceptor::new("not the key", "receiver").features(LISTENER_FEATURES);
+        peer.send_control(&make_hello(&pretender).0).unwrap();
+        let auth = peer.read_control().expect("auth");
+        assert_eq!(kind(&auth), "auth");
+        peer.send_control(&json!({"type":"auth_ok","mac":"cd".repeat(32)}))
+            .unwrap();
+        // Whatever comes next must not be an offer (nor anything sealed or clear
+        // that could carry one): the initiator closes, sending nothing.
+        peer.read_control().ok()
+    });
+    let src = tempfile::tempdir().unwrap();
+    let file = src.path().join("f");
+    std::fs::write(&file, b"data").unwrap();
+    let sent = send(&[&file], port, KEY, &[]);
+    assert_eq!(sent.status.code(), Some(4), "{}", stderr_of(&sent));
+    let after = fake.join().unwrap();
+    assert!(after.is_none(), "{after:?}");
+}
+
+#[test]
+fn a_receiver_without_a_key_prints_one_that_works() {
+    let out = tempfile::tempdir().unwrap();
+    let mut receiver = Receiver::start(out.path(), None, &[]);
+    let told = receiver.stderr();
+    let key = told
+        .lines()
+        .find_map(|line| line.trim().strip_prefix("XFER_KEY="))
+        .unwrap_or_else(|| panic!("no key printed: {told}"))
+        .to_string();
+    assert!(key.len() >= 32, "{key}");
+    assert!(
+        told.contains(&format!("XFER_KEY={key} xfer send FILE...")),
+        "{told}"
+    );
+    let src = tempfile::tempdir().unwrap();
+    std::fs::write(src.path().join("f"), b"x").unwrap();
+    let sent = send(&[&src.path().join("f")], receiver.port, &key, &[]);
+    assert!(sent.status.success(), "{}", stderr_of(&sent));
+    assert_eq!(receiver.exit_code(), 0);
+}
+
+#[test]
+fn keygen_writes_a_private_key_file_that_both_sides_can_use() {
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = dir.path().join("xfer.key");
+    let made = run(xfer().arg("keygen").arg(&key_file));
+    assert!(made.status.success(), "{}", stderr_of(&made));
+    assert_eq!(
+        std::fs::metadata(&key_file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let again = run(xfer().arg("keygen").arg(&key_file));
+    assert_eq!(again.status.code(), Some(1), "never replaces a key");
+
+    let printed = run(xfer().arg("keygen"));
+    let printed = String::from_utf8(printed.stdout).unwrap();
+    assert_eq!(printed.trim().len(), 64);
+
+    let out = tempfile::tempdir().unwrap();
+    let key_arg = key_file.to_str().unwrap();
+    let mut receiver = Receiver::start(out.path(), None, &["--key-file", key_arg]);
+    assert!(
+        !receiver.stderr().contains("generated"),
+        "{}",
+        receiver.stderr()
+    );
+    std::fs::write(dir.path().join("f"), b"x").unwrap();
+    let mut command = xfer();
+    command
+        .args(["send", "--key-file", key_arg])
+        .arg(dir.path().join("f"))
+        .arg(format!("127.0.0.1:{}", receiver.port));
+    let sent = run(&mut command);
+    assert!(sent.status.success(), "{}", stderr_of(&sent));
+    assert_eq!(receiver.exit_code(), 0);
+}
+
+#[test]
+fn short_keys_get_a_warning() {
+    let out = tempfile::tempdir().unwrap();
+    let receiver = Receiver::start(out.path(), Some("short"), &[]);
+    assert!(
+        receiver.stderr().contains("only 5 bytes"),
+        "{}",
+        receiver.stderr()
+    );
+}
+
+#[test]
+fn a_listening_sender_without_a_key_prints_one_for_the_receiver() {
+    let src = tempfile::tempdir().unwrap();
+    std::fs::write(src.path().join("f"), b"x").unwrap();
+    let mut command = xfer();
+    command
+        .args(["send", "--listen", "127.0.0.1:0"])
+        .arg(src.path().join("f"));
+    let mut sender = Receiver::spawn(command);
+    let told = sender.stderr();
+    let key = told
+        .lines()
+        .find_map(|line| line.trim().strip_prefix("XFER_KEY="))
+        .unwrap_or_else(|| panic!("{told}"))
+        .to_string();
+    assert!(
+        told.contains(&format!("XFER_KEY={key} xfer recv ")),
+        "{told}"
+    );
+    let out = tempfile::tempdir().unwrap();
+    let mut command = xfer();
+    command
+        .args(["recv", &format!("127.0.0.1:{}", sender.port), "--dir"])
+        .arg(out.path())
+        .env("XFER_KEY", &key);
+    assert!(run(&mut command).status.success());
+    assert_eq!(sender.exit_code(), 0);
+}
+
+#[test]
+fn a_key_file_that_is_a_fifo_is_refused_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("key");
+    let status = Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(status.success());
+    let file = write_in(dir.path(), "f", b"x");
+    let started = Instant::now();
+    let output = run(xfer()
+        .arg("send")
+        .arg(&file)
+        .args(["127.0.0.1:1", "--key-file"])
+        .arg(&fifo));
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        stderr_of(&output).contains("named pipe"),
+        "{}",
+        stderr_of(&output)
+    );
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+#[test]
+fn crlf_and_lf_key_files_are_the_same_key() {
+    let src = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let file = write_in(src.path(), "f", b"x");
+    let lf = write_in(src.path(), "lf.key", format!("{KEY}\n").as_bytes());
+    let crlf = write_in(src.path(), "crlf.key", format!("{KEY}\r\n").as_bytes());
+    let mut command = xfer();
+    command
+        .args(["recv", "--listen", "127.0.0.1:0", "--dir"])
+        .arg(out.path())
+        .arg("--key-file")
+        .arg(&lf);
+    let mut receiver = Receiver::spawn(command);
+    let sent = run(xfer()
+        .arg("send")
+        .arg(&file)
+        .arg(format!("127.0.0.1:{}", receiver.port))
+        .arg("--key-file")
+        .arg(&crlf));
+    assert!(sent.status.success(), "{}", stderr_of(&sent));
+    assert_eq!(receiver.exit_code(), 0);
+}

@@ -1,0 +1,439 @@
+//! What a cut leaves behind and how a rerun continues: the partial file under its
+//! hidden name, only the rest sent again once the prefix verifies, a changed source
+//! or `--no-resume` starting over, SIGINT keeping the partial, multi-file reruns,
+//! read-only sources for an unprivileged receiver, and downloads from `xfer serve`
+//! resumed where they stopped. Nothing is ever kept under the final name unverified.
+
+mod util;
+
+use std::fs;
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use util::relay::{Faults, Relay};
+use util::server::*;
+use util::*;
+
+/// A relay for one connection to 127.0.0.1:`target` that forwards everything from
+/// the client but only the first `limit` bytes from the server, then cuts both
+/// sides (the relay of `util::relay` cuts the other direction only).
+fn relay_cutting_downloads(target: u16, limit: u64) -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let Ok((client, _)) = listener.accept() else {
+            return;
+        };
+        let server = TcpStream::connect(("127.0.0.1", target)).expect("connect");
+        let (mut from_client, mut to_server) =
+            (client.try_clone().unwrap(), server.try_clone().unwrap());
+        std::thread::spawn(move || {
+            let _ = std::io::copy(&mut from_client, &mut to_server);
+            let _ = to_server.shutdown(Shutdown::Write);
+        });
+        let (mut from_server, mut to_client) = (server, client);
+        let mut left = limit;
+        let mut buf = vec![0; 64 << 10];
+        while left > 0 {
+            let n = match from_server.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n.min(left as usize),
+            };
+            if to_client.write_all(&buf[..n]).is_err() {
+                break;
+            }
+            left -= n as u64;
+        }
+        let _ = to_client.shutdown(Shutdown::Both);
+        let _ = from_server.shutdown(Shutdown::Both);
+    });
+    port
+}
+
+/// `xfer get big.bin` through a relay that cuts the download after 4 MiB: exit 3,
+/// nothing under the final name, partial data kept.
+fn cut_download(site: &Site, server: &Server, dl: &Path) {
+    let relay = relay_cutting_downloads(server.port(), 4 << 20);
+    let cut = client(
+        site,
+        "alice",
+        &[
+            "get",
+            &format!("127.0.0.1:{relay}:big.bin"),
+            dl.to_str().unwrap(),
+        ],
+    );
+    expect_exit(&cut, 3, "a download cut by the network");
+    assert!(!dl.join("big.bin").exists(), "nothing under the final name");
+    let kept: u64 = fs::read_dir(dl)
+        .unwrap()
+        .map(|e| e.unwrap().metadata().unwrap().len())
+        .sum();
+    assert!(kept > 0, "partial data kept: {:?}", names_in(dl));
+}
+
+/// Sends `file` through a relay with `faults`; returns the exit code and the bytes the
+/// relay forwarded from sender to receiver. Starts a fresh one-shot receiver each time,
+/// so a resume also survives the receiver's restart.
+fn send_through(file: &Path, out: &Path, faults: Faults) -> (i32, u64) {
+    let mut receiver = Receiver::start(out, Some(KEY), &[]);
+    let relay = Relay::start(receiver.port, faults);
+    let sent = send(&[file], relay.port, KEY, &[]);
+    let code = sent.status.code().unwrap();
+    let receiver_code = receiver.exit_code();
+    assert_eq!(
+        code,
+        receiver_code,
+        "{} / {}",
+        stderr_of(&sent),
+        receiver.stderr()
+    );
+    (code, relay.forwarded())
+}
+
+#[test]
+fn a_read_only_file_cut_halfway_resumes_for_an_unprivileged_receiver() {
+    let src = tempfile::tempdir().unwrap();
+    let out = tempfile::Builder::new()
+        .prefix("xfer-ro-")
+        .tempdir()
+        .unwrap();
+    std::fs::set_permissions(
+        out.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o777),
+    )
+    .unwrap();
+    let content = pattern(8 << 20, 11);
+    let file = write_in(src.path(), "readonly.bin", &content);
+    std::fs::set_permissions(&file, std::os::unix::fs::PermissionsExt::from_mode(0o444)).unwrap();
+    let recv_command = || {
+        let mut command = xfer();
+        command
+            .args(["recv", "--listen", "127.0.0.1:0", "--dir"])
+            .arg(out.path())
+            .env("XFER_KEY", KEY);
+        command
+    };
+    let Some(first) = as_nobody(recv_command()) else {
+        eprintln!("SKIPPED: needs root and setpriv to run the receiver unprivileged");
+        return;
+    };
+    let mut receiver = Receiver::spawn(first);
+    let relay = Relay::start(
+        receiver.port,
+        Faults {
+            cut_after: Some(3 << 20),
+            ..Faults::default()
+        },
+    );
+    let cut = send(&[&file], relay.port, KEY, &[]);
+    assert_ne!(cut.status.code(), Some(0));
+    let _ = receiver.exit_code();
+    let mut again = Receiver::spawn(as_nobody(recv_command()).unwrap());
+    let resumed = send(&[&file], again.port, KEY, &[]);
+    let log = stderr_of(&resumed);
+    assert!(resumed.status.success(), "{log}");
+    assert!(log.contains("1 resumed"), "{log}");
+    assert_eq!(again.exit_code(), 0, "{}", again.stderr());
+    let landed = out.path().join("readonly.bin");
+    assert_eq!(std::fs::read(&landed).unwrap(), content);
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&landed).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o444);
+}
+
+#[test]
+fn a_rerun_of_a_cut_multi_file_send_finishes_the_job() {
+    let src = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let tree = src.path().join("batch");
+    std::fs::create_dir(&tree).unwrap();
+    write_in(&tree, "1.bin", &pattern(1 << 20, 1));
+    write_in(&tree, "2.bin", &pattern(1 << 20, 2));
+    write_in(&tree, "3.bin", &pattern(6 << 20, 3));
+    let mut receiver = Receiver::start(out.path(), Some(KEY), &["--serve"]);
+    let relay = Relay::start(
+        receiver.port,
+        Faults {
+            cut_after: Some(4 << 20),
+            ..Faults::default()
+        },
+    );
+    let cut = send(&[&tree], relay.port, KEY, &[]);
+    assert_eq!(cut.status.code(), Some(3), "{}", stderr_of(&cut));
+    // Until the receiver has seen the cut, its session still holds the paths (a
+    // rerun then would be told busy: try again later).
+    let started = Instant::now();
+    while !receiver.stderr().contains("failed") && started.elapsed() < TIMEOUT {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let rerun = send(&[&tree], receiver.port, KEY, &[]);
+    let log = stderr_of(&rerun);
+    assert!(rerun.status.success(), "{log}");
+    assert!(log.contains("2 already there, 1 resumed"), "{log}");
+    for (name, seed, len) in [
+        ("1.bin", 1, 1 << 20),
+        ("2.bin", 2, 1 << 20),
+        ("3.bin", 3, 6 << 20),
+    ] {
+        assert_eq!(
+            std::fs::read(out.path().join("batch").join(name)).unwrap(),
+            pattern(len, seed)
+        );
+    }
+    let _ = receiver.child.kill();
+}
+
+#[test]
+fn a_cut_transfer_resumes_with_only_the_rest() {
+    let src = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let size = 20 << 20;
+    let file = src.path().join("resume.bin");
+    std::fs::write(&file, pattern(size, 42)).unwrap();
+    let cut_at = 7 << 20;
+
+    let (code, forwarded) = send_through(
+        &file,
+        out.path(),
+        Faults {
+            cut_after: Some(cut_at),
+            ..Faults::default()
+        },
+    );
+    assert_eq!(code, 3);
+    assert_eq!(forwarded, cut_at);
+    assert!(
+        !out.path().join("resume.bin").exists(),
+        "nothing under the final name"
+    );
+
+    let (code, forwarded) = send_through(&file, out.path(), Faults::default());
+    assert_eq!(code, 0);
+    let rest = (size as u64) - cut_at;
+    eprintln!("resumed run moved {forwarded} bytes for the {rest} bytes left");
+    // The receiver writes only whole data frames (1 MiB from xfer's sender): the
+    // frame in flight at the cut is lost and sent again.
+    assert!(
+        forwarded >= rest && forwarded < rest + (1 << 20) + (64 << 10),
+        "moved {forwarded}, {rest} were left"
+    );
+    assert_eq!(
+        std::fs::read(out.path().join("resume.bin")).unwrap(),
+        pattern(size, 42)
+    );
+    assert_eq!(
+        files_under(out.path()).len(),
+        1,
+        "the partial became the file"
+    );
+}
+
+#[test]
+fn a_source_changed_between_runs_restarts_from_zero_and_verifies() {
+    let src = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let size = 6 << 20;
+    let file = src.path().join("changing.bin");
+    std::fs::write(&file, pattern(size, 1)).unwrap();
+    let (code, _) = send_through(
+        &file,
+        out.path(),
+        Faults {
+            cut_after: Some(2 << 20),
+            ..Faults::default()
+        },
+    );
+    assert_eq!(code, 3);
+    // Same size, other bytes: the receiver's prefix no longer matches.
+    std::fs::write(&file, pattern(size, 2)).unwrap();
+    let (code, forwarded) = send_through(&file, out.path(), Faults::default());
+    assert_eq!(code, 0);
+    assert!(forwarded >= size as u64, "restarted from 0: {forwarded}");
+    assert_eq!(
+        std::fs::read(out.path().join("changing.bin")).unwrap(),
+        pattern(size, 2)
+    );
+}
+
+#[test]
+fn no_resume_starts_over_and_old_partials_are_swept() {
+    let src = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let size = 4 << 20;
+    let file = src.path().join("f.bin");
+    std::fs::write(&file, pattern(size, 5)).unwrap();
+    let (code, _) = send_through(
+        &file,
+        out.path(),
+        Faults {
+            cut_after: Some(1 << 20),
+            ..Faults::default()
+        },
+    );
+    assert_eq!(code, 3);
+    let mut receiver = Receiver::start(out.path(), Some(KEY), &["--no-resume"]);
+    let relay = Relay::start(receiver.port, Faults::default());
+    assert!(send(&[&file], relay.port, KEY, &[]).status.success());
+    assert_eq!(receiver.exit_code(), 0);
+    assert!(
+        relay.forwarded() >= size as u64,
+        "sent whole: {}",
+        relay.forwarded()
+    );
+    assert_eq!(files_under(out.path()).len(), 1, "partial discarded");
+
+    // A partial nobody came back for, two hours old, and a fresh one.
+    std::fs::create_dir(out.path().join("sub")).unwrap();
+    let old = out.path().join("sub/.xfer-0123456789abcdef.partial");
+    std::fs::write(&old, b"stale").unwrap();
+    let two_hours_ago = std::time::SystemTime::now() - Duration::from_secs(7200);
+    std::fs::File::options()
+        .write(true)
+        .open(&old)
+        .unwrap()
+        .set_modified(two_hours_ago)
+        .unwrap();
+    let fresh = out.path().join(".xfer-fedcba9876543210.partial");
+    std::fs::write(&fresh, b"fresh").unwrap();
+    let receiver = Receiver::start(out.path(), Some(KEY), &["--keep-partial", "1"]);
+    let started = Instant::now();
+    while old.exists() && started.elapsed() < TIMEOUT {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(!old.exists(), "{}", receiver.stderr());
+    assert!(fresh.exists());
+}
+
+#[test]
+fn sigint_mid_transfer_keeps_the_partial_and_exits_3() {
+    let src = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let file = src.path().join("slow.bin");
+    std::fs::write(&file, pattern(8 << 20, 3)).unwrap();
+    let mut receiver = Receiver::start(out.path(), Some(KEY), &["--serve"]);
+    // A relay that cuts after 1 MiB and then holds the connection open: a stalled transfer.
+    let relay = Relay::start(
+        receiver.port,
+        Faults {
+            stall_after: Some(1 << 20),
+            ..Faults::default()
+        },
+    );
+    let port = relay.port;
+    let file_for_sender = file.clone();
+    let sender =
+        std::thread::spawn(move || send(&[&file_for_sender], port, KEY, &["--timeout", "30"]));
+    let started = Instant::now();
+    while relay.forwarded() < 1 << 20 && started.elapsed() < TIMEOUT {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(receiver.child.id() as i32).unwrap(),
+        rustix::process::Signal::INT,
+    )
+    .unwrap();
+    assert_eq!(receiver.exit_code(), 3, "{}", receiver.stderr());
+    assert!(receiver.stderr().contains("cut"), "{}", receiver.stderr());
+    assert!(!receiver.stderr().contains("panicked"));
+    let left = files_under(out.path());
+    assert!(
+        matches!(left.as_slice(), [p] if p.to_string_lossy().ends_with(".partial")),
+        "{left:?}"
+    );
+    drop(relay);
+    let sent = sender.join().unwrap();
+    assert_eq!(sent.status.code(), Some(3), "{}", stderr_of(&sent));
+}
+
+#[test]
+fn a_download_cut_midway_resumes_where_it_stopped() {
+    let site = Site::new();
+    site.users(&[("alice", "")]);
+    let server = site.serve(&[]);
+    let content = pattern(8 << 20, 7);
+    write(&site.home("alice").join("big.bin"), &content);
+    let dl = site.download_dir("alice");
+
+    // Cut once, then fetched again with --no-resume: from the start.
+    cut_download(&site, &server, &dl);
+    let fresh = client(
+        &site,
+        "alice",
+        &[
+            "get",
+            &server.at("big.bin"),
+            dl.to_str().unwrap(),
+            "--no-resume",
+        ],
+    );
+    expect_exit(&fresh, 0, "the rerun with --no-resume");
+    assert!(
+        !stderr_of(&fresh).contains("resumed"),
+        "{}",
+        stderr_of(&fresh)
+    );
+    assert!(
+        fs::read(dl.join("big.bin")).unwrap() == content,
+        "byte-exact"
+    );
+    assert_eq!(names_in(&dl), ["big.bin"], "the partial data was dropped");
+
+    // Cut again, then fetched again: it continues where it stopped.
+    fs::remove_file(dl.join("big.bin")).unwrap();
+    cut_download(&site, &server, &dl);
+    let again = client(
+        &site,
+        "alice",
+        &["get", &server.at("big.bin"), dl.to_str().unwrap()],
+    );
+    expect_exit(&again, 0, "the rerun");
+    assert!(
+        stderr_of(&again).contains("1 resumed"),
+        "{}",
+        stderr_of(&again)
+    );
+    assert!(
+        fs::read(dl.join("big.bin")).unwrap() == content,
+        "byte-exact"
+    );
+    assert_eq!(names_in(&dl), ["big.bin"], "no partial left behind");
+}
+
+#[test]
+fn a_connection_dropped_mid_file_leaves_nothing_under_the_final_name() {
+    for resume in [true, false] {
+        let out = tempfile::tempdir().unwrap();
+        let flags: &[&str] = if resume { &[] } else { &["--no-resume"] };
+        let mut receiver = Receiver::start(out.path(), Some(KEY), flags);
+        let mut peer = peer_sender(receiver.port, SENDER_FEATURES);
+        peer.send_offer(&[vec![
+            json!({"path":"big.bin","kind":"file","size":1_000_000}),
+        ]])
+        .unwrap();
+        assert_eq!(peer.read_plan(1).expect("plan")[0]["action"], "send");
+        peer.send_control(&json!({"type":"data","index":0,"offset":0}))
+            .unwrap();
+        peer.send_frame(&pattern(300_000, 2)).unwrap();
+        drop(peer);
+        assert_eq!(receiver.exit_code(), 3, "{}", receiver.stderr());
+        let left: Vec<String> = files_under(out.path())
+            .iter()
+            .map(|p| p.to_string_lossy().into_owned())
+            .collect();
+        if resume {
+            // Only hidden partial data, kept for a rerun to resume from.
+            assert!(
+                matches!(left.as_slice(), [one] if one.starts_with(".xfer-") && one.ends_with(".partial")),
+                "{left:?}"
+            );
+            let kept = std::fs::metadata(out.path().join(&left[0])).unwrap().len();
+            assert_eq!(kept, 300_000);
+        } else {
+            assert!(left.is_empty(), "{left:?}");
+        }
+    }
+}

@@ -1,0 +1,644 @@
+//! Who may log in to `xfer serve` and what the server says about them: the users file
+//! (a bad one stops the start, SIGHUP reloads it, a removed user loses open
+//! connections), unknown users indistinguishable from wrong keys, passwords and
+//! `passwd`, read-only users, and the log lines and JSON events naming each user.
+
+mod util;
+
+use std::fs;
+use std::io::{Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use util::peer::{Initiator, Peer, PeerError};
+use util::server::*;
+use util::{TIMEOUT, run, stderr_of, wait_for, xfer};
+
+/// Starts `xfer serve` on the site's users file and expects it to refuse: a
+/// non-zero exit, before listening, with one line on stderr naming `names`.
+#[track_caller]
+fn refuses_to_start(site: &Site, why: &str, names: &str) {
+    let mut command = xfer();
+    clean_env(&mut command);
+    command
+        .arg("serve")
+        .arg("--root")
+        .arg(site.root())
+        .args(["--listen", "127.0.0.1:0", "--users"])
+        .arg(site.users_file())
+        .current_dir(site.path());
+    let out = run(&mut command);
+    let stderr = stderr_of(&out);
+    assert_ne!(code(&out), 0, "{why}: started anyway: {stderr}");
+    assert!(!stderr.contains("listening on"), "{why}: {stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{why}: one line: {stderr}");
+    assert!(stderr.contains(names), "{why}: names {names}: {stderr}");
+}
+
+/// The password of PROTOCOL.md's password vector, its realm, and the key it gives alice.
+const PASSWORD: &str = "correct horse battery staple";
+
+const REALM: &str = "files.example.org";
+
+const ALICE_PASSWORD_KEY: &str = "e6d7419a2eb2552f49341a33fccb746c7614b9b219b7886415f035064bfeffd9";
+
+/// Runs `xfer passwd alice --realm REALM` at a pseudo-terminal (`script`), typing
+/// `first` and `second` at its two prompts; `None` without `script`.
+fn passwd_at_a_terminal(first: &str, second: &str) -> Option<(i32, String)> {
+    if Command::new("script").arg("--version").output().is_err() {
+        return None;
+    }
+    let inner = format!(
+        "'{}' passwd alice --realm {REALM}",
+        env!("CARGO_BIN_EXE_xfer")
+    );
+    let mut command = Command::new("script");
+    clean_env(&mut command);
+    let mut child = command
+        .args(["-qec", &inner, "/dev/null"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn script");
+    let mut stdin = child.stdin.take().expect("piped");
+    let mut stdout = child.stdout.take().expect("piped");
+    let (chunks, arrived) = std::sync::mpsc::channel::<Vec<u8>>();
+    std::thread::spawn(move || {
+        let mut buf = [0; 4096];
+        while let Ok(n @ 1..) = stdout.read(&mut buf) {
+            if chunks.send(buf[..n].to_vec()).is_err() {
+                break;
+            }
+        }
+    });
+    let mut seen = String::new();
+    let deadline = Instant::now() + TIMEOUT;
+    for (prompt, answer) in [("new password for alice: ", first), ("again: ", second)] {
+        while !seen.contains(prompt) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let chunk = arrived.recv_timeout(left).expect("a prompt");
+            seen.push_str(&String::from_utf8_lossy(&chunk));
+        }
+        stdin
+            .write_all(format!("{answer}\n").as_bytes())
+            .expect("typed");
+    }
+    let status = wait_for(&mut child, TIMEOUT);
+    while let Ok(chunk) = arrived.recv_timeout(Duration::from_millis(500)) {
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    Some((status.code().expect("exited"), seen.replace('\r', "")))
+}
+
+#[test]
+fn an_unknown_user_is_indistinguishable_from_a_wrong_key() {
+    let site = Site::new();
+    site.users(&[("alice", "")]);
+    let server = site.serve(&[]);
+    let wrong = site.path().join("keys/wrong.key");
+    private(&wrong, b"a key that belongs to nobody here");
+    let attempt = |user: &str| {
+        let mut command = xfer();
+        clean_env(&mut command);
+        command
+            .args(["ls", &server.addr(), "--user", user, "--key-file"])
+            .arg(&wrong);
+        run(&mut command)
+    };
+    let unknown = attempt("carol");
+    let wrong_key = attempt("alice");
+    expect_exit(&unknown, 4, "an unknown user");
+    expect_exit(&wrong_key, 4, "a wrong key");
+    assert_eq!(
+        stderr_of(&unknown),
+        stderr_of(&wrong_key),
+        "the client says the same"
+    );
+    assert!(stdout_of(&unknown).is_empty() && stdout_of(&wrong_key).is_empty());
+
+    // On the wire: the same error frame in place of auth_ok, within the deadline.
+    let refusal = |initiator: Initiator| {
+        let start = Instant::now();
+        let mut peer = Peer::connect(("127.0.0.1", server.port())).expect("connect");
+        let Err(err) = peer.initiate(&initiator) else {
+            panic!("logged in without the right key");
+        };
+        let elapsed = start.elapsed();
+        let frame = match &err {
+            PeerError::Remote(frame) => frame.clone(),
+            other => panic!("expected an error frame, got {other}"),
+        };
+        assert!(peer.expect_close().is_ok(), "closed after the refusal");
+        (frame, elapsed)
+    };
+    let key = b"a key that belongs to nobody here";
+    let (unknown, t_unknown) = refusal(Initiator::client(key, "carol"));
+    let (wrong_key, t_wrong) = refusal(Initiator::client(key, "alice"));
+    let (nobody, t_nobody) = refusal(
+        Initiator::new(key, "client")
+            .features(&["aead", "blake3", "zstd"])
+            .require(&["aead"]),
+    );
+    for frame in [&unknown, &wrong_key, &nobody] {
+        assert_eq!(frame["code"], "auth", "{frame}");
+    }
+    assert_eq!(unknown, wrong_key, "the same frame, message included");
+    assert_eq!(unknown, nobody, "no user at all: the same frame");
+    for elapsed in [t_unknown, t_wrong, t_nobody] {
+        assert!(elapsed < util::peer::HANDSHAKE_DEADLINE, "{elapsed:?}");
+    }
+    // The right key still works, and the log does not say who exists.
+    let ok = client(&site, "alice", &["ls", &server.addr()]);
+    expect_exit(&ok, 0, "alice");
+    let log = server.log();
+    let rejected: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("rejected"))
+        .map(|l| l.split_once(": rejected").unwrap().1)
+        .collect();
+    assert_eq!(rejected.len(), 5, "{log}");
+    assert!(rejected.iter().all(|l| *l == rejected[0]), "{log}");
+}
+
+#[test]
+fn a_bad_users_file_stops_the_server_from_starting() {
+    let cases: &[(&str, &str, &str)] = &[
+        (
+            "a home escaping the root",
+            "[users.a]\nkey = \"a long enough key\"\nhome = \"../x\"\n",
+            "../x",
+        ),
+        (
+            "an absolute home",
+            "[users.a]\nkey = \"a long enough key\"\nhome = \"/etc\"\n",
+            "/etc",
+        ),
+        (
+            "a home of ..",
+            "[users.a]\nkey = \"a long enough key\"\nhome = \"a/../..\"\n",
+            "home",
+        ),
+        (
+            "two users sharing a home",
+            "[users.a]\nkey = \"a long enough key\"\nhome = \"h\"\n[users.b]\nkey = \"another long key\"\nhome = \"h\"\n",
+            "share a home",
+        ),
+        (
+            "a home inside another",
+            "[users.a]\nkey = \"a long enough key\"\n[users.b]\nkey = \"another long key\"\nhome = \"a/b\"\n",
+            "share a home",
+        ),
+        (
+            "an unknown field",
+            "[users.a]\nkey = \"a long enough key\"\ncolour = \"red\"\n",
+            "colour",
+        ),
+        (
+            "a malformed quota",
+            "[users.a]\nkey = \"a long enough key\"\nquota = \"12 parsecs\"\n",
+            "quota",
+        ),
+        (
+            "a negative quota",
+            "[users.a]\nkey = \"a long enough key\"\nquota = -1\n",
+            "line 3",
+        ),
+        (
+            "a fractional quota",
+            "[users.a]\nkey = \"a long enough key\"\nquota = 1.5\n",
+            "line 3",
+        ),
+        ("no key", "[users.a]\nhome = \"a\"\n", "no key"),
+        (
+            "a bad user name",
+            "[users.\".a\"]\nkey = \"a long enough key\"\n",
+            "user name",
+        ),
+        (
+            "a missing key file",
+            "[users.a]\nkey_file = \"keys/none.key\"\n",
+            "keys/none.key",
+        ),
+        ("not TOML", "[users.a\n", "line 1"),
+    ];
+    for (why, text, detail) in cases {
+        let site = Site::new();
+        site.write_users(text);
+        refuses_to_start(&site, why, "users.toml");
+        refuses_to_start(&site, why, detail);
+    }
+    // A users file that group or others may read.
+    let site = Site::new();
+    site.users(&[("alice", "")]);
+    fs::set_permissions(site.users_file(), fs::Permissions::from_mode(0o640)).unwrap();
+    refuses_to_start(&site, "a group-readable users file", "users.toml");
+    fs::set_permissions(site.users_file(), fs::Permissions::from_mode(0o604)).unwrap();
+    refuses_to_start(&site, "a world-readable users file", "users.toml");
+    // A key file that group or others may read.
+    let site = Site::new();
+    site.users(&[("alice", ""), ("bob", "")]);
+    fs::set_permissions(site.key_file("bob"), fs::Permissions::from_mode(0o640)).unwrap();
+    refuses_to_start(&site, "a group-readable key file", "keys/bob.key");
+    refuses_to_start(&site, "a group-readable key file", "users.toml");
+    // A missing users file.
+    let site = Site::new();
+    refuses_to_start(&site, "no users file", "users.toml");
+}
+
+#[test]
+fn sighup_reads_the_users_file_again() {
+    let site = Site::new();
+    site.users(&[("alice", "")]);
+    let server = site.serve(&[]);
+    expect_exit(&client(&site, "alice", &["ls", &server.addr()]), 0, "alice");
+    expect_exit(
+        &client(&site, "bob", &["ls", &server.addr()]),
+        4,
+        "bob, unknown yet",
+    );
+
+    // Bob is added.
+    site.users(&[("alice", ""), ("bob", "")]);
+    server.hangup();
+    server.wait_for_log("reloaded", 1);
+    expect_exit(
+        &client(&site, "bob", &["ls", &server.addr()]),
+        0,
+        "bob, added",
+    );
+    assert!(site.home("bob").is_dir(), "bob's home made on reload");
+    expect_exit(
+        &client(&site, "alice", &["ls", &server.addr()]),
+        0,
+        "alice, kept",
+    );
+
+    // Alice is removed.
+    site.users(&[("bob", "")]);
+    server.hangup();
+    server.wait_for_log("reloaded", 2);
+    expect_exit(
+        &client(&site, "alice", &["ls", &server.addr()]),
+        4,
+        "alice, removed",
+    );
+    expect_exit(
+        &client(&site, "bob", &["ls", &server.addr()]),
+        0,
+        "bob, kept",
+    );
+
+    // A malformed file is reported and changes nothing.
+    site.write_users("[users.carol]\nkey = \"carol's key, long enough\"\nquota = \"lots\"\n");
+    server.hangup();
+    let log = server.wait_for_log("not reloaded", 1);
+    let line = log.lines().find(|l| l.contains("not reloaded")).unwrap();
+    assert!(
+        line.contains("users.toml") && line.contains("quota"),
+        "{line}"
+    );
+    expect_exit(
+        &client(&site, "bob", &["ls", &server.addr()]),
+        0,
+        "bob, still",
+    );
+    expect_exit(
+        &client(&site, "alice", &["ls", &server.addr()]),
+        4,
+        "alice, still gone",
+    );
+
+    // So is a file others may read.
+    site.users(&[("alice", ""), ("bob", "")]);
+    fs::set_permissions(site.users_file(), fs::Permissions::from_mode(0o644)).unwrap();
+    server.hangup();
+    server.wait_for_log("not reloaded", 2);
+    expect_exit(
+        &client(&site, "alice", &["ls", &server.addr()]),
+        4,
+        "alice, not back",
+    );
+    expect_exit(
+        &client(&site, "bob", &["ls", &server.addr()]),
+        0,
+        "bob, still",
+    );
+}
+
+#[test]
+fn a_user_removed_by_a_reload_loses_their_open_connections() {
+    let site = Site::new();
+    site.users(&[("alice", ""), ("bob", "")]);
+    let server = site.serve(&[]);
+    write(&site.home("alice").join("secret.txt"), b"alice's secret\n");
+    let mut held = login(&server, "alice");
+    assert_eq!(
+        item_names(&held.list("").expect("a listing")),
+        ["secret.txt"]
+    );
+    site.users(&[("bob", "")]);
+    server.hangup();
+    server.wait_for_log("reloaded", 1);
+    // Her connection was idle when she was removed: its next request is refused.
+    let after = held.list("");
+    assert!(
+        matches!(&after, Err(err) if err.remote_code() == Some("auth") || err.is_closed()),
+        "a removed user's request was served: {after:?}"
+    );
+    let get = held.get(&["secret.txt"]);
+    assert!(
+        get.is_err(),
+        "a removed user fetched {:?}",
+        get.map(|g| g.files)
+    );
+}
+
+#[test]
+fn a_password_logs_in_and_a_wrong_one_does_not() {
+    let site = Site::new();
+    site.write_users(&format!("[users.alice]\nkey = \"{ALICE_PASSWORD_KEY}\"\n"));
+    let server = site.serve(&["--realm", REALM]);
+    write(&site.home("alice").join("hello.txt"), b"hello\n");
+    let with_password = |password: &str| {
+        let mut command = xfer();
+        clean_env(&mut command);
+        command
+            .args(["ls", &server.addr(), "--user", "alice", "--password"])
+            .env("XFER_PASSWORD", password);
+        run(&mut command)
+    };
+    let ok = with_password(PASSWORD);
+    expect_exit(&ok, 0, "the right password");
+    assert_eq!(lines(&ok), ["hello.txt"]);
+    let wrong = with_password("correct horse battery stable");
+    expect_exit(&wrong, 4, "a wrong password");
+    assert!(stdout_of(&wrong).is_empty());
+    // The independent peer derives the same key from the hello's realm.
+    let mut peer = Peer::connect(("127.0.0.1", server.port())).expect("connect");
+    peer.initiate(&Initiator::client(b"", "alice").password(PASSWORD))
+        .expect("logged in with the password");
+    assert_eq!(
+        item_names(&peer.list("").expect("a listing")),
+        ["hello.txt"]
+    );
+}
+
+#[test]
+fn passwd_prints_the_key_line_of_a_password() {
+    let Some((code, output)) = passwd_at_a_terminal(PASSWORD, PASSWORD) else {
+        eprintln!("no `script` for a pseudo-terminal: skipped");
+        return;
+    };
+    assert_eq!(code, 0, "{output}");
+    assert!(
+        !output.contains(PASSWORD),
+        "the password is not echoed: {output}"
+    );
+    let line = format!("key = \"{ALICE_PASSWORD_KEY}\"");
+    assert!(output.lines().any(|l| l == line), "{output}");
+    // The lines it prints are a users file that logs alice in with the password.
+    let site = Site::new();
+    let table = output
+        .lines()
+        .skip_while(|l| !l.starts_with("[users.alice]"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    site.write_users(&format!("{table}\n"));
+    let server = site.serve(&["--realm", REALM]);
+    let mut command = xfer();
+    clean_env(&mut command);
+    command
+        .args(["ls", &server.addr(), "--user", "alice", "--password"])
+        .env("XFER_PASSWORD", PASSWORD);
+    expect_exit(&run(&mut command), 0, "a login with the password");
+    // From a script, $XFER_PASSWORD gives the same line.
+    let mut command = xfer();
+    clean_env(&mut command);
+    command
+        .args(["passwd", "alice", "--realm", REALM])
+        .env("XFER_PASSWORD", PASSWORD);
+    let scripted = run(&mut command);
+    expect_exit(&scripted, 0, "passwd with $XFER_PASSWORD");
+    assert!(
+        stdout_of(&scripted).lines().any(|l| l == line),
+        "{scripted:?}"
+    );
+
+    let Some((code, output)) = passwd_at_a_terminal(PASSWORD, "something else entirely") else {
+        return;
+    };
+    assert_ne!(code, 0, "{output}");
+    assert!(
+        output.contains("differ") && !output.contains("key ="),
+        "{output}"
+    );
+}
+
+#[test]
+fn a_read_only_user_reads_and_changes_nothing() {
+    let site = Site::new();
+    site.users(&[("reader", "read_only = true")]);
+    let server = site.serve(&[]);
+    let home = site.home("reader");
+    write(&home.join("report.txt"), b"to be read\n");
+    write(&home.join("dir/inner.txt"), b"inner\n");
+    let before = snapshot(&home);
+
+    let ls = client(&site, "reader", &["ls", &server.addr()]);
+    expect_exit(&ls, 0, "ls");
+    assert_eq!(lines(&ls), ["dir", "report.txt"]);
+    let dl = site.download_dir("reader");
+    let get = client(
+        &site,
+        "reader",
+        &[
+            "get",
+            &server.at("report.txt"),
+            &server.at("dir"),
+            dl.to_str().unwrap(),
+        ],
+    );
+    expect_exit(&get, 0, "get");
+    assert_eq!(fs::read(dl.join("report.txt")).unwrap(), b"to be read\n");
+    assert_eq!(fs::read(dl.join("dir/inner.txt")).unwrap(), b"inner\n");
+
+    let new = site.local("new.txt", b"new");
+    let put = client(
+        &site,
+        "reader",
+        &["send", new.to_str().unwrap(), &server.addr()],
+    );
+    expect_refused(&put, "denied", "put");
+    let put = client(
+        &site,
+        "reader",
+        &["send", new.to_str().unwrap(), &server.at("dir")],
+    );
+    expect_refused(&put, "denied", "put into a directory");
+    let mut stream = as_user(&site, "reader", &["send", "-", &server.addr()]);
+    expect_refused(
+        &run_with_input(&mut stream, b"streamed".to_vec()),
+        "denied",
+        "a stream",
+    );
+    for (args, what) in [
+        (vec!["mkdir", "newdir"], "mkdir"),
+        (vec!["mkdir", "dir"], "mkdir of an existing directory"),
+        (vec!["rm", "report.txt"], "rm"),
+        (vec!["rm", "dir/inner.txt"], "rm inside"),
+        (vec!["mv", "report.txt", "renamed.txt"], "mv"),
+    ] {
+        let mut args: Vec<String> = args.into_iter().map(str::to_owned).collect();
+        args[1] = server.at(&args[1]);
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        expect_refused(&client(&site, "reader", &refs), "denied", what);
+    }
+    assert_eq!(snapshot(&home), before);
+    assert_eq!(names_in(&home), ["dir", "report.txt"]);
+}
+
+#[test]
+fn the_server_logs_each_request_with_its_peer_user_and_outcome() {
+    let site = Site::new();
+    site.users(&[("alice", "")]);
+    let server = site.serve(&[]);
+    write(&site.home("alice").join("a.txt"), b"a\n");
+    expect_exit(&client(&site, "alice", &["ls", &server.addr()]), 0, "ls");
+    expect_exit(
+        &client(&site, "alice", &["ls", &server.at("nope")]),
+        6,
+        "ls nope",
+    );
+    expect_exit(
+        &client(&site, "alice", &["mkdir", &server.at("d")]),
+        0,
+        "mkdir",
+    );
+    let log = server.wait_for_log("alice mkdir d: done", 1);
+    let line = |needle: &str| {
+        log.lines()
+            .find(|l| l.contains(needle))
+            .unwrap_or_else(|| panic!("no {needle:?} in {log}"))
+            .to_owned()
+    };
+    for (needle, tail) in [
+        ("alice list .:", "alice list .: 1 entry"),
+        (
+            "alice list nope:",
+            "alice list nope: refused: nope: no such file or directory (not_found)",
+        ),
+        ("alice mkdir d:", "alice mkdir d: done"),
+    ] {
+        let line = line(needle);
+        let rest = line
+            .strip_prefix("xfer: 127.0.0.1:")
+            .expect("xfer: PEER: ...");
+        let (port, rest) = rest.split_once(": ").unwrap();
+        assert!(port.parse::<u16>().is_ok(), "{line}");
+        assert_eq!(rest, tail);
+    }
+
+    // With --json: one event per request on stdout.
+    let site = Site::new();
+    site.users(&[("alice", "")]);
+    let server = site.serve(&["--json"]);
+    expect_exit(
+        &client(&site, "alice", &["ls", &server.at("nope")]),
+        6,
+        "ls nope",
+    );
+    expect_exit(
+        &client(&site, "alice", &["mkdir", &server.at("d")]),
+        0,
+        "mkdir",
+    );
+    let events = server.json_events();
+    let requests: Vec<&Value> = events.iter().filter(|e| e["event"] == "request").collect();
+    let find = |action: &str| {
+        *requests
+            .iter()
+            .find(|e| e["action"] == action)
+            .unwrap_or_else(|| panic!("no {action} in {events:?}"))
+    };
+    let refused = find("list nope");
+    assert_eq!(
+        (refused["user"].as_str(), refused["ok"].as_bool()),
+        (Some("alice"), Some(false))
+    );
+    assert!(
+        refused["error"].as_str().unwrap().contains("not_found"),
+        "{refused}"
+    );
+    assert!(refused["peer"].as_str().unwrap().starts_with("127.0.0.1:"));
+    let done = find("mkdir d");
+    assert_eq!(
+        (done["user"].as_str(), done["ok"].as_bool()),
+        (Some("alice"), Some(true))
+    );
+}
+
+#[test]
+fn a_quiet_server_logs_only_refusals() {
+    let site = Site::new();
+    site.users(&[("alice", "")]);
+    let server = site.serve(&["-q"]);
+    let file = site.local("a.txt", b"a\n");
+    expect_exit(
+        &client(
+            &site,
+            "alice",
+            &["send", file.to_str().unwrap(), &server.addr()],
+        ),
+        0,
+        "put",
+    );
+    let dl = site.download_dir("q");
+    expect_exit(
+        &client(
+            &site,
+            "alice",
+            &["get", &server.at("a.txt"), dl.to_str().unwrap()],
+        ),
+        0,
+        "get",
+    );
+    expect_exit(&client(&site, "alice", &["ls", &server.addr()]), 0, "ls");
+    expect_exit(
+        &client(&site, "alice", &["ls", &server.at("nope")]),
+        6,
+        "ls nope",
+    );
+    let log = server.wait_for_log("refused", 1);
+    let lines: Vec<&str> = log
+        .lines()
+        .filter(|l| !l.starts_with("listening on"))
+        .collect();
+    assert_eq!(lines.len(), 1, "only the refusal: {log}");
+}
+
+#[test]
+fn json_transfer_events_name_their_user_and_action() {
+    let site = Site::new();
+    site.users(&[("alice", "")]);
+    let server = site.serve(&["--json"]);
+    let file = site.local("a.txt", b"a\n");
+    expect_exit(
+        &client(
+            &site,
+            "alice",
+            &["send", file.to_str().unwrap(), &server.addr()],
+        ),
+        0,
+        "put",
+    );
+    let events = server.json_events();
+    let session = events
+        .iter()
+        .find(|e| e["event"] == "session")
+        .unwrap_or_else(|| panic!("no session event: {events:?}"));
+    assert_eq!(session["user"], "alice", "{session}");
+    assert_eq!(session["action"], "put .", "{session}");
+}
