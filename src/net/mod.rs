@@ -1,12 +1,14 @@
 //! Sockets, and getting from a socket to an authenticated [`Connection`]: the
 //! address forms users type ([`addr`]), connecting ([`connect`]), listening and its
-//! admission control ([`listen`]), the settings every socket gets ([`socket`]) and
+//! admission control ([`listen`]), the handle that cuts a connection from any
+//! thread ([`closer`]), the settings every socket gets ([`socket`]) and
 //! the signals a listener heeds ([`signals`]).
 //!
 //! [`Initiating`] and [`Accepting`] say how this side authenticates; what happens
 //! after the handshake is the caller's [`Handler`].
 
 pub mod addr;
+pub mod closer;
 pub mod connect;
 pub mod listen;
 pub mod pace;
@@ -21,13 +23,14 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 
 pub use self::addr::{Endpoint, ListenAddr, Remote};
+use self::closer::Closer;
 pub use self::listen::ServeOptions;
 use self::pace::Paced;
 use crate::error::{Classify, Kind, peer_code};
 use crate::proto::handshake::{self, Acceptor, Initiator, KeyStore, Secret};
 use crate::proto::message::{ErrorCode, Role};
 use crate::proto::negotiated::{Features, Negotiated};
-use crate::proto::wire::{Closer, Connection};
+use crate::proto::wire::Connection;
 
 /// How long peers may take.
 #[derive(Debug, Clone, Copy)]
@@ -49,7 +52,7 @@ pub enum Link {
 }
 
 /// A connection after the handshake, as sessions use it.
-pub type TcpConnection = Connection<Paced<TcpStream>, Paced<TcpStream>>;
+pub type TcpConnection = Connection<Paced<TcpStream>, Paced<TcpStream>, Closer>;
 
 /// Splits an authenticated socket into a reader and a writer that can work from
 /// two threads, each paced at `rate` if one is set.

@@ -64,8 +64,8 @@ pub struct Shared<'a> {
 /// or one `put` or `get` of a request connection). `Ok` once the transfer
 /// completed; per-entry failures are in the tally. A session-level failure ends the
 /// connection, and is told to the peer where the connection still allows it.
-pub fn session<R: Read, W: Write + Send>(
-    conn: &mut Connection<R, W>,
+pub fn session<R: Read, W: Write + Send, C>(
+    conn: &mut Connection<R, W, C>,
     destination: &Destination,
     claims: &Claims,
     settings: Settings,
@@ -92,8 +92,8 @@ pub fn session<R: Read, W: Write + Send>(
     result
 }
 
-fn receive<R: Read, W: Write + Send>(
-    conn: &mut Connection<R, W>,
+fn receive<R: Read, W: Write + Send, C>(
+    conn: &mut Connection<R, W, C>,
     shared: &Shared<'_>,
     tally: &mut Tally,
 ) -> Result<()> {

@@ -28,7 +28,7 @@ use crate::proto::hash::Digest;
 use crate::proto::message::{Decision, Entry, EntryKind, ErrorCode, Message};
 use crate::proto::negotiated::{FileFacts, Transfer};
 use crate::proto::seal::TAG_LEN;
-use crate::proto::wire::{Connection, DATA_HEADROOM, FrameWriter};
+use crate::proto::wire::{Connection, DATA_HEADROOM, FrameWriter, Hangup};
 use crate::ui::escape::escape;
 use crate::ui::report::FileOutcome;
 
@@ -85,8 +85,8 @@ impl Pending {
 /// one `put` or `get` of a request connection): the offer of `outbox`, the plan,
 /// the data, the answers. `Ok` once the transfer completed; per-entry failures are
 /// in the tally (see [`Tally::verdict`]). An error ends the connection.
-pub fn session<R: Read + Send, W: Write>(
-    conn: &mut Connection<R, W>,
+pub fn session<R: Read + Send, W: Write, C: Hangup + Sync>(
+    conn: &mut Connection<R, W, C>,
     outbox: &dyn Outbox,
     tally: &mut Tally,
 ) -> Result<()> {
@@ -97,8 +97,8 @@ pub fn session<R: Read + Send, W: Write>(
     result
 }
 
-fn send<R: Read + Send, W: Write>(
-    conn: &mut Connection<R, W>,
+fn send<R: Read + Send, W: Write, C: Hangup + Sync>(
+    conn: &mut Connection<R, W, C>,
     outbox: &dyn Outbox,
     tally: &mut Tally,
 ) -> Result<()> {
