@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Result;
 
+use super::buffer::grow_to;
 use super::compress::{Deflater, Inflater};
 use super::message::{self, ErrorCode, LENGTH_PREFIX, MAX_CONTROL, MAX_DATA_FRAME, Message};
 use super::negotiated::{Feature, Negotiated};
@@ -45,15 +46,6 @@ const DATA_BUFFER: usize = DATA_HEADROOM + (1 << 20) + TAG_LEN;
 /// A new buffer for receiving data frames (see [`FrameReader::read_data`]).
 pub fn data_buffer() -> Vec<u8> {
     vec![0; DATA_BUFFER]
-}
-
-/// Makes `buffer` at least `len` bytes long, with no more capacity than that (a
-/// frame's size, not the allocator's doubling of it).
-pub fn grow_to(buffer: &mut Vec<u8>, len: usize) {
-    if buffer.len() < len {
-        buffer.reserve_exact(len - buffer.len());
-        buffer.resize(len, 0);
-    }
 }
 
 /// What a data frame held.
