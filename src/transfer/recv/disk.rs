@@ -16,8 +16,9 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 
-use super::plan::{Claim, Planned};
-use super::{Destination, Shared};
+use super::claims::Claim;
+use super::plan::Planned;
+use super::shared::{Destination, Shared};
 use crate::error::{Classify, Kind};
 use crate::fs::Refusal;
 use crate::fs::home::Footprint;
