@@ -7,9 +7,10 @@ use std::io::Cursor;
 
 use crate::fs::path::check_path;
 use crate::fs::sink::TargetDir;
+use crate::net::closer::Closer;
 use crate::proto::message::{self as frame, Role};
 use crate::proto::negotiated::{Features, Negotiated};
-use crate::proto::wire::{Closer, Connection, FrameReader};
+use crate::proto::wire::{Connection, FrameReader};
 use crate::transfer::Tally;
 use crate::transfer::recv::{self, Claims, Destination, Settings};
 use crate::ui::escape::is_unprintable;

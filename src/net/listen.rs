@@ -20,8 +20,10 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use rustix::event::{PollFd, PollFlags};
 
+use super::addr::ListenAddr;
+use super::options::ServeOptions;
 use super::socket;
-use super::{Accepting, Handler, ListenAddr, Timeouts};
+use super::{Accepting, Handler};
 use crate::error::{Classify, Kind, fail};
 use crate::proto::message::ErrorCode;
 use crate::ui::escape::escape;
@@ -33,27 +35,6 @@ pub const SHED_AFTER: Duration = Duration::from_secs(1);
 const GRACE: Duration = Duration::from_secs(5);
 /// How often the accept loop looks up from `poll` to see whether it should stop.
 const STOP_CHECK: Duration = Duration::from_millis(200);
-
-/// How a listener behaves.
-#[derive(Debug, Clone, Copy)]
-pub struct ServeOptions {
-    /// Exit after the first authenticated session, with its result.
-    pub once: bool,
-    /// Authenticated sessions at once; more get `busy`.
-    pub max_sessions: usize,
-    /// Connections still in the handshake, from all addresses together.
-    pub max_handshakes: usize,
-    /// Connections still in the handshake from one address.
-    pub max_handshakes_per_address: usize,
-    pub timeouts: Timeouts,
-}
-
-impl ServeOptions {
-    /// Connections in the handshake at once, in all; each has its own thread.
-    pub const MAX_HANDSHAKES: usize = 256;
-    /// Connections in the handshake at once from one address.
-    pub const MAX_HANDSHAKES_PER_ADDRESS: usize = 8;
-}
 
 /// A connection that has not authenticated yet.
 struct Stranger {

@@ -1,14 +1,18 @@
 //! Sockets, and getting from a socket to an authenticated [`Connection`]: the
 //! address forms users type ([`addr`]), connecting ([`connect`]), listening and its
-//! admission control ([`listen`]), the settings every socket gets ([`socket`]) and
-//! the signals a listener heeds ([`signals`]).
+//! admission control ([`listen`]), the handle that cuts a connection from any
+//! thread ([`closer`]), the settings every socket gets ([`socket`]) and
+//! the signals a listener heeds ([`signals`]); the plain option types they all
+//! read ([`Link`], [`Timeouts`], [`ServeOptions`]) are in `options.rs`.
 //!
 //! [`Initiating`] and [`Accepting`] say how this side authenticates; what happens
 //! after the handshake is the caller's [`Handler`].
 
 pub mod addr;
+pub mod closer;
 pub mod connect;
 pub mod listen;
+mod options;
 pub mod pace;
 pub mod signals;
 pub mod socket;
@@ -21,35 +25,17 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 
 pub use self::addr::{Endpoint, ListenAddr, Remote};
-pub use self::listen::ServeOptions;
+use self::closer::Closer;
+pub use self::options::{Link, ServeOptions, Timeouts};
 use self::pace::Paced;
 use crate::error::{Classify, Kind, peer_code};
 use crate::proto::handshake::{self, Acceptor, Initiator, KeyStore, Secret};
 use crate::proto::message::{ErrorCode, Role};
 use crate::proto::negotiated::{Features, Negotiated};
-use crate::proto::wire::{Closer, Connection};
-
-/// How long peers may take.
-#[derive(Debug, Clone, Copy)]
-pub struct Timeouts {
-    /// The whole handshake, from accept or connect to authenticated.
-    pub handshake: Duration,
-    /// Reads and writes after the handshake (`None`: no limit on reads, and
-    /// [`socket::WRITE_STALL`] on writes).
-    pub idle: Option<Duration>,
-}
-
-/// How this side meets its peer.
-#[derive(Debug, Clone)]
-pub enum Link {
-    /// Connect to a listening peer, retrying for up to `wait` while it is not there.
-    Connect { to: Endpoint, wait: Duration },
-    /// Listen for peers.
-    Listen { at: ListenAddr, serve: ServeOptions },
-}
+use crate::proto::wire::Connection;
 
 /// A connection after the handshake, as sessions use it.
-pub type TcpConnection = Connection<Paced<TcpStream>, Paced<TcpStream>>;
+pub type TcpConnection = Connection<Paced<TcpStream>, Paced<TcpStream>, Closer>;
 
 /// Splits an authenticated socket into a reader and a writer that can work from
 /// two threads, each paced at `rate` if one is set.

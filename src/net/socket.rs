@@ -2,7 +2,7 @@
 //! `busy` refusal before the handshake, and lingering after a failure so the peer
 //! reads our error frame instead of a reset.
 
-use std::io::{Read, Write};
+use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::time::{Duration, Instant};
 
@@ -10,6 +10,7 @@ use anyhow::Result;
 
 use crate::error::{Classify, Kind};
 use crate::proto::message::{self, ErrorCode, Message};
+use crate::proto::wire::ReadTimeout;
 
 /// TCP keepalive: the first probe after this long without traffic, then one every
 /// [`KEEPALIVE_INTERVAL`], [`KEEPALIVE_PROBES`] in all: a peer that vanished (its
@@ -48,6 +49,13 @@ pub fn set_idle(stream: &TcpStream, idle: Option<Duration>) -> Result<()> {
     stream
         .set_write_timeout(Some(idle.unwrap_or(WRITE_STALL)))
         .classify(Kind::Network)
+}
+
+/// The handshake reads a bare socket against its deadline.
+impl ReadTimeout for TcpStream {
+    fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+        TcpStream::set_read_timeout(self, timeout)
+    }
 }
 
 /// Tells a peer over a limit so, in place of `hello`, and closes. The write cannot

@@ -8,6 +8,7 @@
 use anyhow::Result;
 use zstd::zstd_safe;
 
+use super::buffer::grow_to;
 use super::message::MAX_DATA_FRAME;
 use crate::error::{Kind, fail};
 
@@ -111,7 +112,7 @@ impl Inflater {
             Err(_) => return Err(refuse("the frame is truncated or malformed")),
         }
         let declared = declared as usize;
-        super::wire::grow_to(dest, declared);
+        grow_to(dest, declared);
         match self
             .context
             .decompress_to_buffer(source, &mut dest[..declared])

@@ -1,12 +1,14 @@
 //! The wire protocol (`PROTOCOL.md`; the project's own account is `docs/PROTOCOL.md`),
 //! from the bottom up: [`message`] (every control frame and its strict codec), [`seal`]
 //! (AES-256-GCM per frame) and [`compress`] (zstd data frames) beneath [`wire`] (frames
-//! over a stream), [`handshake`] (mutual authentication), which yields a
-//! [`negotiated::Negotiated`]: roles, user, features, session key and the MACs of
-//! each transfer. [`hash`] is the content hash (MD5 or BLAKE3) files are verified with.
+//! over a stream; both size their buffers with `buffer`), [`handshake`] (mutual
+//! authentication), which yields a [`negotiated::Negotiated`]: roles, user, features,
+//! session key and the MACs of each transfer. [`hash`] is the content hash (MD5 or
+//! BLAKE3) files are verified with.
 //!
 //! Nothing here touches files or the terminal.
 
+mod buffer;
 pub mod compress;
 pub mod handshake;
 pub mod hash;

@@ -13,13 +13,12 @@
 //! are not a valid frame are `Protocol`, a frame that does not open is `Verification`.
 
 use std::io::{self, BufReader, BufWriter, Read, Write};
-use std::net::{Shutdown, TcpStream};
 use std::ops::Range;
-use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
 
+use super::buffer::grow_to;
 use super::compress::{Deflater, Inflater};
 use super::message::{self, ErrorCode, LENGTH_PREFIX, MAX_CONTROL, MAX_DATA_FRAME, Message};
 use super::negotiated::{Feature, Negotiated};
@@ -47,15 +46,6 @@ const DATA_BUFFER: usize = DATA_HEADROOM + (1 << 20) + TAG_LEN;
 /// A new buffer for receiving data frames (see [`FrameReader::read_data`]).
 pub fn data_buffer() -> Vec<u8> {
     vec![0; DATA_BUFFER]
-}
-
-/// Makes `buffer` at least `len` bytes long, with no more capacity than that (a
-/// frame's size, not the allocator's doubling of it).
-pub fn grow_to(buffer: &mut Vec<u8>, len: usize) {
-    if buffer.len() < len {
-        buffer.reserve_exact(len - buffer.len());
-        buffer.resize(len, 0);
-    }
 }
 
 /// What a data frame held.
@@ -343,15 +333,15 @@ impl<W: Write> FrameWriter<W> {
 }
 
 /// Both halves of one authenticated connection, and what it negotiated.
-pub struct Connection<R: Read, W: Write> {
+pub struct Connection<R: Read, W: Write, C> {
     pub reader: FrameReader<R>,
     pub writer: FrameWriter<W>,
     pub negotiated: Negotiated,
-    /// Cuts the connection from any thread (a failing reader stops a blocked writer).
-    pub closer: Closer,
+    /// Cuts the connection from any thread (see [`Hangup`]).
+    pub closer: C,
 }
 
-impl<R: Read, W: Write> Connection<R, W> {
+impl<R: Read, W: Write, C> Connection<R, W, C> {
     /// A connection over `reader` and `writer` with the negotiated layers in place;
     /// `compress` is this side's compression level, if it compresses what it sends.
     pub fn new(
@@ -359,7 +349,7 @@ impl<R: Read, W: Write> Connection<R, W> {
         writer: W,
         negotiated: Negotiated,
         compress: Option<i32>,
-        closer: Closer,
+        closer: C,
     ) -> Result<Self> {
         let mut reader = FrameReader::new(reader);
         reader.negotiate(&negotiated);
@@ -374,61 +364,20 @@ impl<R: Read, W: Write> Connection<R, W> {
     }
 }
 
-/// A handle that shuts a connection down, so that a thread blocked on it wakes up.
-#[derive(Debug)]
-pub struct Closer(Option<TcpStream>);
+/// What the owner of a connection may do to it from any thread, whatever carries
+/// it: cut it, so that a thread blocked on it wakes up (a failing reader stops a
+/// blocked writer), and lift its read timeout while a sender streams. Sockets
+/// implement it in `net` (`net::closer::Closer`); the codec never learns that it
+/// holds one.
+pub trait Hangup {
+    /// Shuts the connection down, both ways.
+    fn close(&self);
 
-impl Closer {
-    pub fn tcp(stream: TcpStream) -> Closer {
-        Closer(Some(stream))
-    }
-
-    /// For connections that are not sockets (tests, fuzzing): closing does nothing.
-    pub fn none() -> Closer {
-        Closer(None)
-    }
-
-    pub fn close(&self) {
-        if let Some(stream) = &self.0 {
-            let _ = stream.shutdown(Shutdown::Both);
-        }
-    }
-
-    /// The socket, for lingering after an error.
-    pub fn socket(&self) -> Option<&TcpStream> {
-        self.0.as_ref()
-    }
-
-    /// Lifts the socket's read timeout until the returned guard is dropped: a
-    /// sender streaming a large file hears nothing from its receiver for as long as
-    /// the file takes, which is not the receiver being idle (section 5).
-    pub fn without_read_timeout(&self) -> ReadTimeoutPaused<'_> {
-        let previous = self
-            .0
-            .as_ref()
-            .and_then(|stream| stream.read_timeout().ok().flatten());
-        if let Some(stream) = &self.0 {
-            let _ = stream.set_read_timeout(None);
-        }
-        ReadTimeoutPaused {
-            closer: self,
-            previous,
-        }
-    }
-}
-
-/// See [`Closer::without_read_timeout`].
-pub struct ReadTimeoutPaused<'a> {
-    closer: &'a Closer,
-    previous: Option<Duration>,
-}
-
-impl Drop for ReadTimeoutPaused<'_> {
-    fn drop(&mut self) {
-        if let (Some(stream), Some(previous)) = (&self.closer.0, self.previous) {
-            let _ = stream.set_read_timeout(Some(previous));
-        }
-    }
+    /// Lifts the read timeout until the returned guard is dropped: a sender
+    /// streaming a large file hears nothing from its receiver for as long as the
+    /// file takes, which is not the receiver being idle (section 5).
+    #[must_use = "the read timeout comes back when the guard is dropped"]
+    fn without_read_timeout(&self) -> impl Sized + '_;
 }
 
 /// Reads one length-prefixed, unsealed control frame of at most `max` bytes from
@@ -460,18 +409,6 @@ pub fn read_frame<R: Read>(stream: &mut R, max: usize) -> Result<Option<Message>
 /// A stream whose reads can time out: what the handshake needs for its deadline.
 pub trait ReadTimeout {
     fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()>;
-}
-
-impl ReadTimeout for TcpStream {
-    fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
-        TcpStream::set_read_timeout(self, timeout)
-    }
-}
-
-impl ReadTimeout for UnixStream {
-    fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
-        UnixStream::set_read_timeout(self, timeout)
-    }
 }
 
 /// Reads from a stream until an absolute deadline: every read waits at most for the
@@ -537,6 +474,14 @@ mod tests {
     use crate::proto::message::Role;
     use crate::proto::negotiated::Features;
     use std::io::Cursor;
+    use std::os::unix::net::UnixStream;
+
+    /// Unit tests run the handshake over a socket pair (here and in `handshake.rs`).
+    impl ReadTimeout for UnixStream {
+        fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+            UnixStream::set_read_timeout(self, timeout)
+        }
+    }
 
     fn wire(messages: &[Message]) -> Vec<u8> {
         messages.iter().flat_map(message::encode).collect()

@@ -4,229 +4,20 @@
 //! lands; a [`PartFile`] is one file on its way, written under a temporary name and
 //! renamed only once verified and on disk; groups of them are made durable together
 //! by [`TargetDir::commit_all`]. `sweep.rs` removes what no sender came back for.
+//! This file only names the parts (each in its own file) and keeps [`StdoutSink`].
 
 mod meta;
 mod part;
 mod resolver;
 mod sweep;
+mod target;
 
-use std::collections::HashSet;
 use std::fs::File;
 use std::io::{self, Write};
-use std::os::fd::OwnedFd;
-use std::path::Path;
-use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
-
-use rustix::fs::{Access, AtFlags, FlockOperation, Mode, OFlags};
-use rustix::io::Errno;
 
 pub use self::part::{PartFile, Resume};
 pub use self::resolver::{Placement, Resolver};
-use super::Refusal;
-use crate::error::{Kind, fail};
-use crate::ui::escape::escape_path;
-
-/// The directory a receiver writes into, held open so that every name is resolved
-/// beneath it.
-pub struct TargetDir {
-    root: OwnedFd,
-}
-
-/// A receiver's claim on its target directory, released when dropped (or when the
-/// process ends, however it ends).
-#[derive(Debug)]
-pub struct DirLock {
-    _fd: OwnedFd,
-}
-
-/// The process holding a `flock` on the directory `fd`, from `/proc/locks`.
-fn lock_holder(fd: &OwnedFd) -> Option<u32> {
-    let stat = rustix::fs::fstat(fd).ok()?;
-    let id = format!(
-        "{:02x}:{:02x}:{}",
-        rustix::fs::major(stat.st_dev),
-        rustix::fs::minor(stat.st_dev),
-        stat.st_ino
-    );
-    let locks = std::fs::read_to_string("/proc/locks").ok()?;
-    locks.lines().find_map(|line| {
-        let fields: Vec<&str> = line.split_whitespace().collect();
-        // "1: FLOCK  ADVISORY  WRITE 3301 fe:00:246951 0 EOF"
-        (fields.get(1) == Some(&"FLOCK") && fields.get(5) == Some(&id.as_str()))
-            .then(|| fields.get(4)?.parse().ok())
-            .flatten()
-    })
-}
-
-impl TargetDir {
-    /// Opens `path`, which must be an existing directory (a link to one is fine:
-    /// the user chose it; links found inside it are never followed).
-    pub fn open(path: &Path) -> anyhow::Result<Self> {
-        let root = rustix::fs::open(
-            path,
-            OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC,
-            Mode::empty(),
-        )
-        .map_err(|err| {
-            fail(
-                Kind::Io,
-                format!(
-                    "cannot open target directory {}: {}",
-                    escape_path(path),
-                    io::Error::from(err)
-                ),
-            )
-        })?;
-        Ok(TargetDir { root })
-    }
-
-    /// A target directory already opened (a directory of a user's home).
-    pub fn from_fd(root: OwnedFd) -> Self {
-        TargetDir { root }
-    }
-
-    /// Takes the directory for this process: a second receiver on the same
-    /// directory is refused, naming the first, rather than both sweeping and
-    /// racing over each other's temporaries. The lock is the kernel's (`flock` on
-    /// the directory itself: nothing is written into it, and a process that dies
-    /// releases it). The directory must be writable, which is checked here too,
-    /// before any peer is waited for.
-    pub fn lock(&self, shown: &Path) -> anyhow::Result<DirLock> {
-        let shown = escape_path(shown);
-        let holder = rustix::io::dup(&self.root)
-            .map_err(|err| anyhow::Error::new(io::Error::from(err)).context("cannot lock"))?;
-        // A dup shares the open file description, and so the lock: lock a fresh one.
-        let fd = rustix::fs::openat(
-            &holder,
-            ".",
-            OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC,
-            Mode::empty(),
-        )
-        .map_err(|err| {
-            anyhow::Error::new(io::Error::from(err)).context(format!("cannot lock {shown}"))
-        })?;
-        match rustix::fs::flock(&fd, FlockOperation::NonBlockingLockExclusive) {
-            Ok(()) => {}
-            Err(Errno::WOULDBLOCK) => {
-                let holder = lock_holder(&fd).map_or_else(
-                    || "another process".to_string(),
-                    |pid| format!("process {pid}"),
-                );
-                return Err(fail(
-                    Kind::Io,
-                    format!(
-                        "another xfer receiver ({holder}) is writing into {shown}; \
-                         stop it, or receive into another directory"
-                    ),
-                ));
-            }
-            Err(err) => {
-                return Err(anyhow::Error::new(io::Error::from(err))
-                    .context(format!("cannot lock {shown}")));
-            }
-        }
-        rustix::fs::accessat(
-            &self.root,
-            ".",
-            Access::WRITE_OK | Access::EXEC_OK,
-            AtFlags::empty(),
-        )
-        .map_err(|err| {
-            fail(
-                Kind::Io,
-                format!(
-                    "cannot write into {shown}: {} (the receiver needs to create files there)",
-                    io::Error::from(err)
-                ),
-            )
-        })?;
-        Ok(DirLock { _fd: fd })
-    }
-
-    /// The directory's device and inode: which directory it is, whatever its name.
-    pub fn identity(&self) -> (u64, u64) {
-        rustix::fs::fstat(&self.root).map_or((0, 0), |stat| (stat.st_dev, stat.st_ino))
-    }
-
-    /// Bytes available to us on the target's filesystem, if the system says.
-    pub fn free_space(&self) -> Option<u64> {
-        let stat = rustix::fs::fstatvfs(&self.root).ok()?;
-        Some(stat.f_bavail.saturating_mul(stat.f_frsize))
-    }
-
-    /// Makes sealed part files (see [`PartFile::seal`]) durable under their final
-    /// names, all at once: one flush per filesystem for all their data, the renames,
-    /// and one more flush for the names. Results are in the order of `parts`.
-    pub fn commit_all(&self, parts: Vec<PartFile>, overwrite: bool) -> Vec<Result<(), Refusal>> {
-        let mut results: Vec<Result<(), Refusal>> = parts.iter().map(|_| Ok(())).collect();
-        if let Err(err) = sync_filesystems(parts.iter().map(|part| &part.dir)) {
-            for (slot, part) in parts.iter().enumerate() {
-                results[slot] = Err(Refusal::io(&part.path, "cannot flush to disk", err));
-            }
-            return results;
-        }
-        let mut renamed = Vec::with_capacity(parts.len());
-        for (slot, mut part) in parts.into_iter().enumerate() {
-            match part.rename_into_place(overwrite) {
-                Ok(()) => renamed.push((slot, part)),
-                Err(refusal) => results[slot] = Err(refusal),
-            }
-        }
-        if let Err(err) = sync_filesystems(renamed.iter().map(|(_, part)| &part.dir)) {
-            for (slot, part) in &renamed {
-                results[*slot] = Err(Refusal::io(
-                    &part.path,
-                    "cannot flush its name to disk",
-                    err,
-                ));
-            }
-        }
-        results
-    }
-
-    /// Another handle on the same directory (for a background sweep).
-    pub fn try_clone(&self) -> io::Result<TargetDir> {
-        Ok(TargetDir {
-            root: self.dup_root()?,
-        })
-    }
-
-    pub(crate) fn dup_root(&self) -> io::Result<OwnedFd> {
-        Ok(rustix::io::dup(&self.root)?)
-    }
-
-    /// Removes temporary and partial files (`.xfer-*.part`, `.xfer-*.partial`) last
-    /// modified more than `age` ago, anywhere beneath the root, following no links.
-    /// Returns how many it removed.
-    pub fn sweep_stale(&self, age: Duration) -> usize {
-        let Some(cutoff) = SystemTime::now().checked_sub(age) else {
-            return 0;
-        };
-        let cutoff = cutoff
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs() as i64);
-        self.dup_root().map_or(0, |root| sweep::sweep(root, cutoff))
-    }
-
-    /// A resolver for one thread of one session (see [`Resolver`]).
-    pub fn resolver(&self) -> Resolver<'_> {
-        Resolver::new(self)
-    }
-}
-
-/// One `syncfs` for each filesystem among `dirs` (a subdirectory may be another mount).
-fn sync_filesystems<'a>(dirs: impl Iterator<Item = &'a Arc<OwnedFd>>) -> Result<(), Errno> {
-    // Files of one directory share its descriptor: look at each directory once.
-    let mut seen = HashSet::new();
-    let mut synced = HashSet::new();
-    for dir in dirs {
-        if seen.insert(Arc::as_ptr(dir)) && synced.insert(rustix::fs::fstat(&**dir)?.st_dev) {
-            rustix::fs::syncfs(&**dir)?;
-        }
-    }
-    Ok(())
-}
+pub use self::target::{DirLock, TargetDir};
 
 /// Standard output as the destination of one received stream (`recv --stdout`).
 /// Its bytes are out before they can be verified; the caller says so on a mismatch.
@@ -249,6 +40,7 @@ impl StdoutSink {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fs::Refusal;
     use crate::fs::path::check_path;
     use crate::proto::message::ErrorCode;
     use std::os::unix::fs::{MetadataExt, PermissionsExt};

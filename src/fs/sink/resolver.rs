@@ -12,9 +12,9 @@ use std::sync::Arc;
 use rustix::fs::{AtFlags, FileType};
 use rustix::io::Errno;
 
-use super::TargetDir;
 use super::meta;
 use super::part::{PartFile, Resume, partial_name};
+use super::target::TargetDir;
 use crate::fs::{Refusal, beneath};
 use crate::proto::hash::{HashKind, Hasher};
 use crate::proto::message::ErrorCode;
@@ -31,6 +31,14 @@ pub enum Placement {
     Free(Option<u64>),
     /// A regular file of the offered size and time: it counts as delivered.
     Same,
+}
+
+impl TargetDir {
+    /// A resolver for one thread of one session (see [`Resolver`]). Here, not in
+    /// `target.rs`, so that the directory never depends on how names are resolved.
+    pub fn resolver(&self) -> Resolver<'_> {
+        Resolver::new(self)
+    }
 }
 
 /// Resolves names beneath a [`TargetDir`] (see the module documentation).

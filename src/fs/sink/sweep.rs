@@ -8,8 +8,8 @@ use std::os::fd::OwnedFd;
 
 use rustix::fs::{AtFlags, FileType};
 
-use super::super::beneath;
-use super::super::path::is_reserved_bytes;
+use crate::fs::beneath;
+use crate::fs::path::is_reserved_bytes;
 
 /// Removes stale temporaries beneath `dir` older than `cutoff` (seconds since the
 /// epoch); returns how many.

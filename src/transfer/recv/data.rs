@@ -8,9 +8,9 @@ use std::sync::mpsc;
 
 use anyhow::Result;
 
-use super::Shared;
 use super::disk::{Arrived, Job};
 use super::plan::Planned;
+use super::shared::Shared;
 use crate::error::{Kind, fail, kind_of, peer_error};
 use crate::fs::Refusal;
 use crate::pool::Pool;

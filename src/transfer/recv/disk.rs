@@ -16,8 +16,9 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 
-use super::plan::{Claim, Planned};
-use super::{Destination, Shared};
+use super::claims::Claim;
+use super::plan::Planned;
+use super::shared::{Destination, Shared};
 use crate::error::{Classify, Kind};
 use crate::fs::Refusal;
 use crate::fs::home::Footprint;
@@ -97,50 +98,81 @@ pub fn run<W: Write>(
         shared,
         tally,
     };
-    let mut resolver = match shared.destination {
-        Destination::Dir(target) => Some(target.resolver()),
-        Destination::Stdout => None,
+    let mut desk = Desk {
+        resolver: match shared.destination {
+            Destination::Dir(target) => Some(target.resolver()),
+            Destination::Stdout => None,
+        },
+        open: None,
+        group: Group::default(),
     };
-    let mut open: Option<(usize, Landing)> = None;
-    let mut group = Group::default();
     loop {
         let job = match jobs.recv_timeout(GROUP_WAIT) {
             Ok(job) => job,
             Err(RecvTimeoutError::Timeout) => {
-                answers.commit(&mut group, writer)?;
+                answers.commit(&mut desk.group, writer)?;
                 continue;
             }
-            Err(RecvTimeoutError::Disconnected) => return answers.commit(&mut group, writer),
+            Err(RecvTimeoutError::Disconnected) => return answers.commit(&mut desk.group, writer),
         };
+        desk.apply(job, &answers, writer, &giver)?;
+    }
+}
+
+/// What the disk thread keeps between jobs: the resolver names are reached with
+/// (none for standard output), the entry being written and the group of verified
+/// files waiting to be made durable.
+struct Desk<'t> {
+    resolver: Option<Resolver<'t>>,
+    open: Option<(usize, Landing)>,
+    group: Group,
+}
+
+impl Desk<'_> {
+    /// Does one job of the socket thread's; an error ends the session.
+    fn apply<W: Write>(
+        &mut self,
+        job: Job,
+        answers: &Answers<'_, '_>,
+        writer: &mut FrameWriter<W>,
+        giver: &Giver,
+    ) -> Result<()> {
         match job {
             Job::Open { index, offset } => {
-                let landing = open_landing(&planned[index], offset, resolver.as_mut(), shared)?;
-                open = Some((index, landing));
+                let landing = open_landing(
+                    &answers.planned[index],
+                    offset,
+                    self.resolver.as_mut(),
+                    answers.shared,
+                )?;
+                self.open = Some((index, landing));
             }
             Job::Write { buffer, range } => {
-                if let Some((index, landing)) = &mut open {
+                if let Some((index, landing)) = &mut self.open {
                     answers.charge_stream(*index, landing, range.len() as u64);
                     landing.write(&buffer[range])?;
                 }
                 giver.give(buffer);
             }
             Job::Discard => {
-                if let Some((index, landing)) = open.take() {
+                if let Some((index, landing)) = self.open.take() {
                     landing.discard();
                     answers.settle(index, Settled::Unchanged);
                 }
             }
             Job::GaveUp { index, outcome } => {
-                tally.record(outcome);
+                answers.tally.record(outcome);
                 answers.settle(index, Settled::Unchanged);
             }
             Job::Close { index, verdict } => {
-                let (_, landing) = open
+                let (_, landing) = self
+                    .open
                     .take()
                     .expect("the socket thread opens before it closes");
-                answers.close(index, verdict, landing, &mut group, writer)?;
+                answers.close(index, verdict, landing, &mut self.group, writer)?;
             }
         }
+        Ok(())
     }
 }
 

@@ -9,63 +9,38 @@
 //! `disk.rs`, on a thread of its own, writes, makes files durable and acknowledges
 //! them. The filesystem is reached only through `fs::sink`.
 
+mod claims;
 mod data;
 mod disk;
 mod plan;
+mod shared;
 
 use std::io::{Read, Write};
 use std::sync::mpsc;
 
 use anyhow::Result;
 
-pub use self::plan::Claims;
+pub use self::claims::Claims;
+use self::shared::Shared;
+pub use self::shared::{Destination, Settings};
 use super::Tally;
 use super::offer::read_offer;
 use crate::error::{Kind, fail, said_by_peer};
 use crate::fs::quota::Account;
-use crate::fs::sink::TargetDir;
 use crate::pool::Pool;
 use crate::proto::message::Message;
-use crate::proto::negotiated::Transfer;
 use crate::proto::wire::{Connection, FrameWriter, data_buffer};
 
 /// Buffers in flight between the socket thread and the disk thread. Each can hold
 /// the largest frame a peer may send, but only what a frame fills costs memory.
 const POOL_BUFFERS: usize = 4;
 
-/// Where received files go.
-pub enum Destination {
-    /// Into this directory, under their offered paths.
-    Dir(TargetDir),
-    /// The one file of the offer, to standard output.
-    Stdout,
-}
-
-/// How a receiver treats what it is offered.
-#[derive(Debug, Clone, Copy)]
-pub struct Settings {
-    /// Replace existing files (atomically).
-    pub overwrite: bool,
-    /// Keep partial data of cut transfers, and continue from it.
-    pub resume: bool,
-}
-
-/// What the parts of a session share.
-pub struct Shared<'a> {
-    pub transfer: &'a Transfer,
-    pub destination: &'a Destination,
-    pub claims: &'a Claims,
-    pub settings: Settings,
-    /// The user's quota, on a server.
-    pub quota: Option<&'a Account>,
-}
-
 /// Runs one transfer as the receiver on `conn` (a transfer connection's only one,
 /// or one `put` or `get` of a request connection). `Ok` once the transfer
 /// completed; per-entry failures are in the tally. A session-level failure ends the
 /// connection, and is told to the peer where the connection still allows it.
-pub fn session<R: Read, W: Write + Send>(
-    conn: &mut Connection<R, W>,
+pub fn session<R: Read, W: Write + Send, C>(
+    conn: &mut Connection<R, W, C>,
     destination: &Destination,
     claims: &Claims,
     settings: Settings,
@@ -92,8 +67,8 @@ pub fn session<R: Read, W: Write + Send>(
     result
 }
 
-fn receive<R: Read, W: Write + Send>(
-    conn: &mut Connection<R, W>,
+fn receive<R: Read, W: Write + Send, C>(
+    conn: &mut Connection<R, W, C>,
     shared: &Shared<'_>,
     tally: &mut Tally,
 ) -> Result<()> {

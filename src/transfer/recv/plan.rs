@@ -4,15 +4,14 @@
 //! resumable data found. Each decision goes out in the plan as soon as it is made.
 
 use std::collections::HashSet;
-use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
 use std::io::Write;
-use std::sync::{LazyLock, Mutex};
 
 use anyhow::Result;
 use indicatif::HumanBytes;
 
-use super::{Destination, Shared};
+use super::claims::{CLAIM_KEYS, Claim};
+use super::shared::{Destination, Shared};
 use crate::error::refused;
 use crate::fs::Refusal;
 use crate::fs::home::Footprint;
@@ -26,42 +25,6 @@ use crate::transfer::Tally;
 use crate::transfer::offer::ListWriter;
 use crate::ui::escape::escape;
 use crate::ui::report::FileOutcome;
-
-/// Paths being received right now, across the sessions of this process, so two
-/// senders of the same path never write into one file. A path counts with the
-/// directory it is received into (a server has many). Paths are kept as 64-bit
-/// keyed hashes, not strings: a tree of 200 000 files is claimed without a second
-/// copy of every name (two paths sharing a hash would only be told `busy`).
-#[derive(Default)]
-pub struct Claims(Mutex<HashSet<u64>>);
-
-/// A claimed path, released when dropped.
-pub struct Claim<'a> {
-    claims: &'a Claims,
-    key: u64,
-}
-
-/// The key of claim hashes, random per process.
-static CLAIM_KEYS: LazyLock<RandomState> = LazyLock::new(RandomState::new);
-
-impl Claims {
-    /// Claims `path` beneath the directory `within` (its device and inode).
-    pub fn claim(&self, within: (u64, u64), path: &str) -> Option<Claim<'_>> {
-        let key = CLAIM_KEYS.hash_one((within, path));
-        let mut held = self.0.lock().expect("no panics while holding the lock");
-        held.insert(key).then(|| Claim { claims: self, key })
-    }
-}
-
-impl Drop for Claim<'_> {
-    fn drop(&mut self) {
-        self.claims
-            .0
-            .lock()
-            .expect("no panics while holding the lock")
-            .remove(&self.key);
-    }
-}
 
 /// One entry of the offer, decided.
 pub struct Planned<'c> {

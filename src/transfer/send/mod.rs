@@ -28,7 +28,7 @@ use crate::proto::hash::Digest;
 use crate::proto::message::{Decision, Entry, EntryKind, ErrorCode, Message};
 use crate::proto::negotiated::{FileFacts, Transfer};
 use crate::proto::seal::TAG_LEN;
-use crate::proto::wire::{Connection, DATA_HEADROOM, FrameWriter};
+use crate::proto::wire::{Connection, DATA_HEADROOM, FrameReader, FrameWriter, Hangup};
 use crate::ui::escape::escape;
 use crate::ui::report::FileOutcome;
 
@@ -85,8 +85,8 @@ impl Pending {
 /// one `put` or `get` of a request connection): the offer of `outbox`, the plan,
 /// the data, the answers. `Ok` once the transfer completed; per-entry failures are
 /// in the tally (see [`Tally::verdict`]). An error ends the connection.
-pub fn session<R: Read + Send, W: Write>(
-    conn: &mut Connection<R, W>,
+pub fn session<R: Read + Send, W: Write, C: Hangup + Sync>(
+    conn: &mut Connection<R, W, C>,
     outbox: &dyn Outbox,
     tally: &mut Tally,
 ) -> Result<()> {
@@ -97,8 +97,8 @@ pub fn session<R: Read + Send, W: Write>(
     result
 }
 
-fn send<R: Read + Send, W: Write>(
-    conn: &mut Connection<R, W>,
+fn send<R: Read + Send, W: Write, C: Hangup + Sync>(
+    conn: &mut Connection<R, W, C>,
     outbox: &dyn Outbox,
     tally: &mut Tally,
 ) -> Result<()> {
@@ -119,23 +119,39 @@ fn send<R: Read + Send, W: Write>(
     let to_send = follow_plan(outbox, &plan, tally)?;
     drop(plan);
 
-    // What is left to send: a resumed file's prefix is already there.
-    let total = to_send
+    tally
+        .reporter_mut()
+        .start_bar(left_to_send(entries, &to_send));
+    data_and_answers(reader, writer, closer, &transfer, &to_send, outbox, tally)
+}
+
+/// The bytes still to send, if every size is known: a resumed file's prefix is
+/// already there.
+fn left_to_send(entries: &[Entry], to_send: &[ToSend]) -> Option<u64> {
+    to_send
         .iter()
         .map(|item| {
             entries[item.index as usize]
                 .size
                 .map(|size| size - item.offset)
         })
-        .sum::<Option<u64>>();
-    tally.reporter_mut().start_bar(total);
-    let tally = &*tally;
+        .sum()
+}
 
+/// Writes the data of `to_send` on this thread while another reads the receiver's
+/// answers; a failure on either side stops the other and cuts the connection.
+fn data_and_answers<R: Read + Send, W: Write, C: Hangup + Sync>(
+    reader: &mut FrameReader<R>,
+    writer: &mut FrameWriter<W>,
+    closer: &C,
+    transfer: &Transfer,
+    to_send: &[ToSend],
+    outbox: &dyn Outbox,
+    tally: &Tally,
+) -> Result<()> {
     let pending = Pending::default();
     let (write_result, answer_result) = std::thread::scope(|scope| {
         let pending = &pending;
-        let to_send = &to_send;
-        let transfer = &transfer;
         let answers = std::thread::Builder::new()
             .name("answers".into())
             .spawn_scoped(scope, move || {

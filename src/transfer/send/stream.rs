@@ -93,51 +93,22 @@ fn read_file(
             resumed: start > 0,
         })
         .ok()?;
-    let mut sent = start;
-    let mut local_failure = None;
-    loop {
-        let mut buffer = pool.take()?;
-        debug_assert_eq!(buffer.len(), BUFFER);
-        let room = &mut buffer[DATA_HEADROOM..DATA_HEADROOM + CHUNK];
-        let limit = match expected {
-            // Never send past the offered size; a file that grew is caught below.
-            Some(size) => room
-                .len()
-                .min(usize::try_from(size - sent).unwrap_or(usize::MAX)),
-            None => room.len(),
-        };
-        let n = match fill(&mut *input, &mut room[..limit], stop) {
-            Ok(Some(n)) => n,
-            Ok(None) => return None,
-            Err(err) => {
-                local_failure = Some(format!("cannot read {}: {err}", outbox.shown(position)));
-                0
-            }
-        };
-        if n == 0 {
-            pool.put_back(buffer);
-            break;
-        }
-        hasher.update(&room[..n]);
-        sent += n as u64;
-        pieces.send(Piece::Chunk { buffer, len: n }).ok()?;
-    }
-    let mut size = sent;
-    if local_failure.is_none() && expected == Some(sent) {
-        if fill(&mut *input, &mut [0; 1], stop).is_ok_and(|n| n > Some(0)) {
-            // Say a size the receiver must refuse: the file is larger than offered.
-            size += 1;
-            local_failure = Some(format!(
-                "{} grew while it was being sent; send it again",
-                outbox.shown(position)
-            ));
-        }
-    } else if local_failure.is_none() && expected.is_some_and(|size| size != sent) {
-        local_failure = Some(format!(
-            "{} shrank while it was being sent; send it again",
-            outbox.shown(position)
-        ));
-    }
+    let (sent, read_error) = send_chunks(
+        &mut *input,
+        expected,
+        start,
+        &mut hasher,
+        pool,
+        pieces,
+        stop,
+    )?;
+    let (size, local_failure) = match read_error {
+        Some(err) => (
+            sent,
+            Some(format!("cannot read {}: {err}", outbox.shown(position))),
+        ),
+        None => final_size(&mut *input, expected, sent, stop, || outbox.shown(position)),
+    };
     pieces
         .send(Piece::End {
             index,
@@ -146,6 +117,77 @@ fn read_file(
             local_failure,
         })
         .ok()
+}
+
+/// Sends a file's bytes from `sent` on, one chunk at a time, hashing each; never
+/// past the offered size (`expected`). Returns how far it read and the read error
+/// that cut it short, if one did; `None` when the session is over.
+fn send_chunks(
+    input: &mut dyn Input,
+    expected: Option<u64>,
+    mut sent: u64,
+    hasher: &mut Hasher,
+    pool: &mut Pool,
+    pieces: &mpsc::Sender<Piece>,
+    stop: &AtomicBool,
+) -> Option<(u64, Option<io::Error>)> {
+    loop {
+        let mut buffer = pool.take()?;
+        debug_assert_eq!(buffer.len(), BUFFER);
+        let room = &mut buffer[DATA_HEADROOM..DATA_HEADROOM + CHUNK];
+        let limit = match expected {
+            // Never send past the offered size; a file that grew is caught later.
+            Some(size) => room
+                .len()
+                .min(usize::try_from(size - sent).unwrap_or(usize::MAX)),
+            None => room.len(),
+        };
+        let n = match fill(input, &mut room[..limit], stop) {
+            Ok(Some(0)) => {
+                pool.put_back(buffer);
+                return Some((sent, None));
+            }
+            Ok(Some(n)) => n,
+            Ok(None) => return None,
+            Err(err) => {
+                pool.put_back(buffer);
+                return Some((sent, Some(err)));
+            }
+        };
+        hasher.update(&room[..n]);
+        sent += n as u64;
+        pieces.send(Piece::Chunk { buffer, len: n }).ok()?;
+    }
+}
+
+/// The size `done` says for a file read in full (`sent` bytes), and why it no
+/// longer matches the offered one (`expected`): a file that grew is said one byte
+/// larger, a size the receiver must refuse; one that shrank, as it is.
+fn final_size(
+    input: &mut dyn Input,
+    expected: Option<u64>,
+    sent: u64,
+    stop: &AtomicBool,
+    shown: impl Fn() -> String,
+) -> (u64, Option<String>) {
+    match expected {
+        Some(size) if size == sent => {
+            if fill(input, &mut [0; 1], stop).is_ok_and(|n| n > Some(0)) {
+                let why = format!("{} grew while it was being sent; send it again", shown());
+                (sent + 1, Some(why))
+            } else {
+                (sent, None)
+            }
+        }
+        Some(_) => (
+            sent,
+            Some(format!(
+                "{} shrank while it was being sent; send it again",
+                shown()
+            )),
+        ),
+        None => (sent, None),
+    }
 }
 
 /// Opens a source where its data should start: after the receiver's prefix if that

@@ -1,0 +1,48 @@
+//! The plain option types of the network layer: how this side meets its peer
+//! ([`Link`]), how long peers may take ([`Timeouts`]) and how a listener behaves
+//! ([`ServeOptions`]). Plain data, built once by the command line: it must not
+//! reach for sockets, the handshake or the accept loop, which all read it.
+
+use std::time::Duration;
+
+use super::addr::{Endpoint, ListenAddr};
+
+/// How long peers may take.
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    /// The whole handshake, from accept or connect to authenticated.
+    pub handshake: Duration,
+    /// Reads and writes after the handshake (`None`: no limit on reads, and
+    /// [`super::socket::WRITE_STALL`] on writes).
+    pub idle: Option<Duration>,
+}
+
+/// How this side meets its peer.
+#[derive(Debug, Clone)]
+pub enum Link {
+    /// Connect to a listening peer, retrying for up to `wait` while it is not there.
+    Connect { to: Endpoint, wait: Duration },
+    /// Listen for peers.
+    Listen { at: ListenAddr, serve: ServeOptions },
+}
+
+/// How a listener behaves.
+#[derive(Debug, Clone, Copy)]
+pub struct ServeOptions {
+    /// Exit after the first authenticated session, with its result.
+    pub once: bool,
+    /// Authenticated sessions at once; more get `busy`.
+    pub max_sessions: usize,
+    /// Connections still in the handshake, from all addresses together.
+    pub max_handshakes: usize,
+    /// Connections still in the handshake from one address.
+    pub max_handshakes_per_address: usize,
+    pub timeouts: Timeouts,
+}
+
+impl ServeOptions {
+    /// Connections in the handshake at once, in all; each has its own thread.
+    pub const MAX_HANDSHAKES: usize = 256;
+    /// Connections in the handshake at once from one address.
+    pub const MAX_HANDSHAKES_PER_ADDRESS: usize = 8;
+}
