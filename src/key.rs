@@ -14,7 +14,8 @@ use anyhow::{Context, Result, bail};
 use rand::TryRngCore;
 use rand::rngs::OsRng;
 
-use crate::proto::message::{Role, hex};
+use crate::hex::hex;
+use crate::proto::message::Role;
 use crate::ui::escape::escape_path;
 use crate::ui::report;
 

@@ -17,6 +17,7 @@ pub mod error;
 pub mod fs;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod hex;
 pub mod key;
 pub mod net;
 pub mod password;
@@ -26,3 +27,4 @@ pub mod serve;
 pub mod shell;
 pub mod transfer;
 pub mod ui;
+pub mod units;

@@ -7,8 +7,8 @@ use std::io::{BufRead, BufReader, Write};
 
 use anyhow::{Context, Result, bail};
 
+use crate::hex::hex;
 use crate::key::Key;
-use crate::proto::message::hex;
 
 /// Environment variable a script may set instead of typing the password.
 pub const PASSWORD_ENV: &str = "XFER_PASSWORD";

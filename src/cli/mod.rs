@@ -18,6 +18,7 @@ use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 
 pub use self::options::Invocation;
 use crate::net::{Endpoint, ListenAddr};
+use crate::units;
 
 /// The exit codes, as every `--help` ends.
 const EXIT_CODES: &str = "\
@@ -212,31 +213,31 @@ pub struct LinkArgs {
     pub serve: bool,
 
     /// With --listen: authenticated sessions at once; more are refused as busy
-    #[arg(long, value_name = "N", default_value = "16", value_parser = values::count)]
+    #[arg(long, value_name = "N", default_value = "16", value_parser = units::count)]
     pub max_conns: usize,
 
     /// With --listen: connections still in the handshake from one address; a
     /// newer one cuts the oldest that has waited a second
-    #[arg(long, value_name = "N", default_value = "32", value_parser = values::count)]
+    #[arg(long, value_name = "N", default_value = "32", value_parser = units::count)]
     pub max_pending_per_address: usize,
 
     /// When connecting: while nobody listens yet, keep retrying for SECS
-    #[arg(long, value_name = "SECS", default_value = "0", value_parser = values::seconds, conflicts_with = "listen")]
+    #[arg(long, value_name = "SECS", default_value = "0", value_parser = units::seconds, conflicts_with = "listen")]
     pub wait: Duration,
 
     /// Give up on a peer that sends nothing we wait for, or takes nothing we send,
     /// for SECS [default: never for reads (TCP keepalive notices a vanished peer
     /// within about a minute), 120 for writes]
-    #[arg(long, visible_alias = "timeout", value_name = "SECS", value_parser = values::positive_seconds)]
+    #[arg(long, visible_alias = "timeout", value_name = "SECS", value_parser = units::positive_seconds)]
     pub idle_timeout: Option<Duration>,
 
     /// The whole handshake must be over within SECS of connecting
-    #[arg(long, value_name = "SECS", default_value = "10", value_parser = values::positive_seconds)]
+    #[arg(long, value_name = "SECS", default_value = "10", value_parser = units::positive_seconds)]
     pub handshake_timeout: Duration,
 
     /// At most RATE bytes per second, averaged (K, M, G count 1024s as in curl;
     /// KB, MB, GB 1000s; KiB, MiB, GiB 1024s): `--limit-rate 2M`
-    #[arg(long, value_name = "RATE", value_parser = values::rate)]
+    #[arg(long, value_name = "RATE", value_parser = units::rate)]
     pub limit_rate: Option<u64>,
 }
 
@@ -331,7 +332,7 @@ pub struct RecvArgs {
     pub no_resume: bool,
 
     /// Remove partial data that no sender came back for after HOURS
-    #[arg(long, value_name = "HOURS", default_value = "24", value_parser = values::hours)]
+    #[arg(long, value_name = "HOURS", default_value = "24", value_parser = units::hours)]
     pub keep_partial: Duration,
 
     #[command(flatten)]
@@ -351,20 +352,20 @@ pub struct RecvArgs {
 #[derive(Debug, Args)]
 pub struct ClientArgs {
     /// While nobody listens yet, keep retrying for SECS
-    #[arg(long, value_name = "SECS", default_value = "0", value_parser = values::seconds)]
+    #[arg(long, value_name = "SECS", default_value = "0", value_parser = units::seconds)]
     pub wait: Duration,
 
     /// The whole handshake must be over within SECS of connecting
-    #[arg(long, value_name = "SECS", default_value = "10", value_parser = values::positive_seconds)]
+    #[arg(long, value_name = "SECS", default_value = "10", value_parser = units::positive_seconds)]
     pub handshake_timeout: Duration,
 
     /// Give up on a server that sends nothing we wait for, or takes nothing we
     /// send, for SECS
-    #[arg(long, visible_alias = "timeout", value_name = "SECS", value_parser = values::positive_seconds)]
+    #[arg(long, visible_alias = "timeout", value_name = "SECS", value_parser = units::positive_seconds)]
     pub idle_timeout: Option<Duration>,
 
     /// At most RATE bytes per second, averaged (as for send)
-    #[arg(long, value_name = "RATE", value_parser = values::rate)]
+    #[arg(long, value_name = "RATE", value_parser = units::rate)]
     pub limit_rate: Option<u64>,
 
     /// The content hash that verifies each file: md5 (the default) or blake3
@@ -494,28 +495,28 @@ pub struct ServeArgs {
     pub key_file: Option<PathBuf>,
 
     /// Authenticated connections at once; more are refused as busy
-    #[arg(long, value_name = "N", default_value = "64", value_parser = values::count)]
+    #[arg(long, value_name = "N", default_value = "64", value_parser = units::count)]
     pub max_conns: usize,
 
     /// Connections still in the handshake from one address; a newer one cuts the
     /// oldest that has waited a second
-    #[arg(long, value_name = "N", default_value = "32", value_parser = values::count)]
+    #[arg(long, value_name = "N", default_value = "32", value_parser = units::count)]
     pub max_pending_per_address: usize,
 
     /// Close a connection that makes no request (or takes nothing we send) for SECS
-    #[arg(long, visible_alias = "timeout", value_name = "SECS", default_value = "300", value_parser = values::positive_seconds)]
+    #[arg(long, visible_alias = "timeout", value_name = "SECS", default_value = "300", value_parser = units::positive_seconds)]
     pub idle_timeout: Duration,
 
     /// The whole handshake must be over within SECS of connecting
-    #[arg(long, value_name = "SECS", default_value = "10", value_parser = values::positive_seconds)]
+    #[arg(long, value_name = "SECS", default_value = "10", value_parser = units::positive_seconds)]
     pub handshake_timeout: Duration,
 
     /// At most RATE bytes per second per connection and direction
-    #[arg(long, value_name = "RATE", value_parser = values::rate)]
+    #[arg(long, value_name = "RATE", value_parser = units::rate)]
     pub limit_rate: Option<u64>,
 
     /// Remove partial data of cut uploads that no client came back for after HOURS
-    #[arg(long, value_name = "HOURS", default_value = "24", value_parser = values::hours)]
+    #[arg(long, value_name = "HOURS", default_value = "24", value_parser = units::hours)]
     pub keep_partial: Duration,
 
     #[command(flatten)]

@@ -1,7 +1,7 @@
 //! Every control frame of the xfer wire protocol (version 2) as one enum, and the pure
 //! codec for it: JSON payloads in and out, with the strictness of `PROTOCOL.md`
 //! section 2 (integers only, no `null` but where allowed, no repeated keys), length
-//! caps, and the lowercase-hex encoding of hashes, nonces and MACs. Nothing here does
+//! caps (hashes, nonces and MACs travel as lowercase hex, `crate::hex`). Nothing here does
 //! I/O; `wire.rs` moves frames over a stream.
 
 use std::collections::HashSet;
@@ -534,46 +534,6 @@ impl<'de> Visitor<'de> for NoDuplicateKeys {
     }
 }
 
-/// Lowercase hex of `bytes`.
-pub fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for byte in bytes {
-        out.push(DIGITS[usize::from(byte >> 4)] as char);
-        out.push(DIGITS[usize::from(byte & 0xf)] as char);
-    }
-    out
-}
-
-/// Decodes exactly `N` bytes from exactly `2 * N` lowercase hex digits; anything
-/// else (upper case, wrong length, other characters) is `None`.
-pub fn unhex<const N: usize>(text: &str) -> Option<[u8; N]> {
-    let mut out = [0; N];
-    unhex_into(text, &mut out).then_some(out)
-}
-
-/// [`unhex`] into a slice of the expected length; false if `text` is not exactly that.
-pub fn unhex_into(text: &str, out: &mut [u8]) -> bool {
-    fn digit(c: u8) -> Option<u8> {
-        match c {
-            b'0'..=b'9' => Some(c - b'0'),
-            b'a'..=b'f' => Some(c - b'a' + 10),
-            _ => None,
-        }
-    }
-    let text = text.as_bytes();
-    if text.len() != 2 * out.len() {
-        return false;
-    }
-    for (byte, pair) in out.iter_mut().zip(text.chunks_exact(2)) {
-        match (digit(pair[0]), digit(pair[1])) {
-            (Some(high), Some(low)) => *byte = high << 4 | low,
-            _ => return false,
-        }
-    }
-    true
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -855,16 +815,5 @@ mod tests {
             })
         );
         assert!(check_len(u32::MAX, MAX_CONTROL).is_err());
-    }
-
-    #[test]
-    fn hex_is_strict_lowercase() {
-        assert_eq!(hex(&[0x00, 0xab, 0xff]), "00abff");
-        assert_eq!(unhex::<3>("00abff"), Some([0x00, 0xab, 0xff]));
-        assert_eq!(unhex::<3>("00ABFF"), None);
-        assert_eq!(unhex::<3>("00abf"), None);
-        assert_eq!(unhex::<3>("00abfff0"), None);
-        assert_eq!(unhex::<3>("00abgg"), None);
-        assert_eq!(unhex::<2>("+1ab"), None);
     }
 }

@@ -222,9 +222,9 @@ impl UserEntry {
         let quota = match self.quota {
             None => None,
             Some(Size::Bytes(bytes)) => Some(bytes),
-            Some(Size::Text(text)) => Some(
-                crate::cli::values::bytes(&text).map_err(|why| anyhow::anyhow!("quota: {why}"))?,
-            ),
+            Some(Size::Text(text)) => {
+                Some(crate::units::bytes(&text).map_err(|why| anyhow::anyhow!("quota: {why}"))?)
+            }
         };
         let max_sessions = match self.max_sessions {
             None => None,

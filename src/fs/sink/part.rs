@@ -22,7 +22,8 @@ use super::meta;
 use crate::fs::Refusal;
 use crate::fs::beneath;
 use crate::fs::path::RESERVED_PREFIX;
-use crate::proto::message::{ErrorCode, hex};
+use crate::hex::hex;
+use crate::proto::message::ErrorCode;
 use crate::ui::escape::escape;
 
 /// Mode of a temporary while it is incomplete: the receiver must be able to reopen
