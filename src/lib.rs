@@ -14,6 +14,7 @@ pub mod cli;
 pub mod client;
 pub mod commands;
 pub mod error;
+pub mod escape;
 pub mod fs;
 #[doc(hidden)]
 pub mod fuzzing;
@@ -25,6 +26,7 @@ pub mod pool;
 pub mod proto;
 pub mod serve;
 pub mod shell;
+pub mod stderr;
 pub mod transfer;
 pub mod ui;
 pub mod units;

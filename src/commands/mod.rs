@@ -230,7 +230,7 @@ pub fn run_link(
                 .map_err(|err| crate::error::tag(crate::error::Kind::Network, err))?;
             let key = match key::load(peering.auth.key_file.as_deref())? {
                 Some(key) => key,
-                None => key::generate_for_listener(local, role)?,
+                None => net::keyless::generate_for_listener(local, role)?,
             };
             Reporter::new(style).listening(&local, at.any_port());
             let accepting = Arc::new(peering.accepting(role, key, compress));

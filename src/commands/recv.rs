@@ -10,11 +10,11 @@ use anyhow::{Context, Result};
 use super::run_link;
 use crate::client::options::Peering;
 use crate::error::{Classify, Kind};
+use crate::escape::escape_path;
 use crate::fs::sink::TargetDir;
 use crate::net::signals;
 use crate::proto::message::Role;
 use crate::transfer::recv::{self, Claims, Destination, Settings};
-use crate::ui::escape::escape_path;
 use crate::ui::report;
 
 /// What `xfer recv` was asked to do.

@@ -65,7 +65,7 @@ pub fn run(options: &SendOptions) -> Result<()> {
                     format!(
                         "the listener is a receiver, not a server: it takes no directory \
                          (drop \":{}\")",
-                        crate::ui::escape::escape(dir)
+                        crate::escape::escape(dir)
                     ),
                 ));
             }

@@ -8,6 +8,7 @@
 
 pub mod addr;
 pub mod connect;
+pub mod keyless;
 pub mod listen;
 pub mod pace;
 pub mod signals;

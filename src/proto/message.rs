@@ -48,71 +48,9 @@ impl fmt::Display for Role {
     }
 }
 
-/// The error codes of `PROTOCOL.md` section 3.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ErrorCode {
-    Version,
-    Role,
-    Auth,
-    Feature,
-    Busy,
-    BadPath,
-    NotFound,
-    Denied,
-    Exists,
-    Same,
-    TooLarge,
-    Quota,
-    Checksum,
-    Mac,
-    Io,
-    Protocol,
-    Timeout,
-    /// A code this version does not know (a newer peer); treated like `protocol`.
-    #[serde(other)]
-    Unknown,
-}
-
-impl ErrorCode {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ErrorCode::Version => "version",
-            ErrorCode::Role => "role",
-            ErrorCode::Auth => "auth",
-            ErrorCode::Feature => "feature",
-            ErrorCode::Busy => "busy",
-            ErrorCode::BadPath => "bad_path",
-            ErrorCode::NotFound => "not_found",
-            ErrorCode::Denied => "denied",
-            ErrorCode::Exists => "exists",
-            ErrorCode::Same => "same",
-            ErrorCode::TooLarge => "too_large",
-            ErrorCode::Quota => "quota",
-            ErrorCode::Checksum => "checksum",
-            ErrorCode::Mac => "mac",
-            ErrorCode::Io => "io",
-            ErrorCode::Protocol => "protocol",
-            ErrorCode::Timeout => "timeout",
-            ErrorCode::Unknown => "unknown",
-        }
-    }
-
-    /// Whether a session-level error of this code ends the connection even where
-    /// errors normally end only one request (section 3).
-    pub fn ends_connection(self) -> bool {
-        matches!(
-            self,
-            ErrorCode::Protocol | ErrorCode::Mac | ErrorCode::Timeout | ErrorCode::Unknown
-        )
-    }
-}
-
-impl fmt::Display for ErrorCode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+/// The wire's error codes live with the error table that maps them to exit codes;
+/// they are part of this vocabulary all the same.
+pub use crate::error::ErrorCode;
 
 /// What an offered entry is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -25,6 +25,7 @@ use serde_json::json;
 
 use self::users::{User, UserStore, Users};
 use crate::error::{Classify, Kind, fail};
+use crate::escape::{escape, escape_path};
 use crate::fs::home::Home;
 use crate::fs::quota::Account;
 use crate::fs::sink::TargetDir;
@@ -33,7 +34,6 @@ use crate::net::{self, Accepting, Handler, ListenAddr, ServeOptions, Timeouts, l
 use crate::proto::message::{ErrorCode, Role};
 use crate::proto::negotiated::{Feature, Features};
 use crate::transfer::recv::Claims;
-use crate::ui::escape::{escape, escape_path};
 use crate::ui::report::{self, Json, Reporter, Style, warn};
 
 /// What `xfer serve` was asked to do.
@@ -174,7 +174,7 @@ pub fn run(options: &ServerOptions) -> Result<()> {
         Some(users) => users,
         None => Users::single(match key::load(options.key_file.as_deref())? {
             Some(key) => key,
-            None => key::generate_for_listener(local, Role::Server)?,
+            None => net::keyless::generate_for_listener(local, Role::Server)?,
         }),
     };
     make_homes(&root, &users)?;

@@ -10,12 +10,12 @@ use anyhow::{Context, Result, bail};
 use super::session::Session;
 use super::words::{resolve, shown};
 use crate::error::{Classify, Kind, fail, peer_code};
+use crate::escape::{escape, escape_path};
 use crate::fs::sink::TargetDir;
 use crate::fs::source::{self, WalkOptions};
 use crate::proto::message::{ErrorCode, ItemKind};
 use crate::transfer::Tally;
 use crate::transfer::recv::{Destination, Settings};
-use crate::ui::escape::{escape, escape_path};
 use crate::ui::listing::{long_line, usage_line};
 use crate::ui::report::Reporter;
 

@@ -25,7 +25,7 @@ pub use self::part::{PartFile, Resume};
 pub use self::resolver::{Placement, Resolver};
 use super::Refusal;
 use crate::error::{Kind, fail};
-use crate::ui::escape::escape_path;
+use crate::escape::escape_path;
 
 /// The directory a receiver writes into, held open so that every name is resolved
 /// beneath it.

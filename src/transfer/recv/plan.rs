@@ -14,6 +14,7 @@ use indicatif::HumanBytes;
 
 use super::{Destination, Shared};
 use crate::error::refused;
+use crate::escape::escape;
 use crate::fs::Refusal;
 use crate::fs::home::Footprint;
 use crate::fs::path::check_path;
@@ -24,7 +25,6 @@ use crate::proto::message::{Decision, Entry, EntryKind, ErrorCode};
 use crate::proto::wire::FrameWriter;
 use crate::transfer::Tally;
 use crate::transfer::offer::ListWriter;
-use crate::ui::escape::escape;
 use crate::ui::report::FileOutcome;
 
 /// Paths being received right now, across the sessions of this process, so two

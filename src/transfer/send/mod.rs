@@ -20,16 +20,17 @@ use std::time::Duration;
 use anyhow::Result;
 
 use self::stream::{Piece, ToSend};
+use super::Tally;
 use super::offer::{read_plan, write_offer};
-use super::{Outbox, Tally};
 use crate::error::{Kind, fail};
+use crate::escape::escape;
+use crate::fs::input::Outbox;
 use crate::pool::{Giver, Pool};
 use crate::proto::hash::Digest;
 use crate::proto::message::{Decision, Entry, EntryKind, ErrorCode, Message};
 use crate::proto::negotiated::{FileFacts, Transfer};
 use crate::proto::seal::TAG_LEN;
 use crate::proto::wire::{Connection, DATA_HEADROOM, FrameWriter};
-use crate::ui::escape::escape;
 use crate::ui::report::FileOutcome;
 
 /// File bytes per data frame. Measured on a 1 GiB loopback transfer, alternating

@@ -9,10 +9,10 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use super::{BUFFER, CHUNK};
+use crate::fs::input::{Input, Outbox};
 use crate::pool::Pool;
 use crate::proto::hash::{Digest, HashKind, Hasher};
 use crate::proto::wire::DATA_HEADROOM;
-use crate::transfer::{Input, Outbox};
 
 /// How often a reader waiting on a silent stream looks up to see whether the
 /// session has ended meanwhile.
