@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use super::{
+use super::args::{
     AuthArgs, Cli, ClientArgs, Command, GetArgs, HashChoice, LinkArgs, LsArgs, OutputArgs,
     RecvArgs, SecurityArgs, SendArgs, ServeArgs,
 };

@@ -1,9 +1,13 @@
 //! Parser tests: what each command line becomes, and which are usage errors.
 
+use std::path::PathBuf;
+use std::time::Duration;
+
 use super::*;
 use crate::client::options::Encryption;
-use crate::net::Link;
+use crate::net::{Link, ListenAddr};
 use crate::proto::hash::HashKind;
+use crate::units;
 
 fn parse(args: &[&str]) -> Result<Invocation, clap::Error> {
     Cli::try_parse_checked(std::iter::once("xfer").chain(args.iter().copied()))

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 
-use super::run_link;
+use super::link::{Session, run_link};
 use crate::client::options::Peering;
 use crate::error::{Classify, Kind};
 use crate::escape::escape_path;
@@ -58,7 +58,7 @@ pub fn run(options: &RecvOptions) -> Result<()> {
     let destination = Arc::new(destination);
     let claims = Arc::new(Claims::default());
     let settings = options.settings;
-    let session: super::Session = Arc::new(move |conn, tally| {
+    let session: Session = Arc::new(move |conn, tally| {
         recv::session(conn, &destination, &claims, settings, None, tally)?;
         tally.verdict()
     });
