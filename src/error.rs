@@ -4,11 +4,81 @@
 //! code it is tagged once with a [`Kind`] (see [`Classify`] and [`fail`]), where the
 //! failure is seen; `main` maps the innermost tag in the chain to an exit code.
 //! Tagging does not change the message: `{err:#}` prints the same chain either way.
+//! The wire's error codes ([`ErrorCode`], `PROTOCOL.md` section 3) are defined here
+//! too, one table with the kinds they map to. A leaf: it imports nothing above it
+//! (only `crate::escape`), so every layer can tag its errors.
 
 use std::fmt;
 
-use crate::proto::message::ErrorCode;
-use crate::ui::escape::escape;
+use serde::{Deserialize, Serialize};
+
+use crate::escape::escape;
+
+/// The error codes of `PROTOCOL.md` section 3.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    Version,
+    Role,
+    Auth,
+    Feature,
+    Busy,
+    BadPath,
+    NotFound,
+    Denied,
+    Exists,
+    Same,
+    TooLarge,
+    Quota,
+    Checksum,
+    Mac,
+    Io,
+    Protocol,
+    Timeout,
+    /// A code this version does not know (a newer peer); treated like `protocol`.
+    #[serde(other)]
+    Unknown,
+}
+
+impl ErrorCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::Version => "version",
+            ErrorCode::Role => "role",
+            ErrorCode::Auth => "auth",
+            ErrorCode::Feature => "feature",
+            ErrorCode::Busy => "busy",
+            ErrorCode::BadPath => "bad_path",
+            ErrorCode::NotFound => "not_found",
+            ErrorCode::Denied => "denied",
+            ErrorCode::Exists => "exists",
+            ErrorCode::Same => "same",
+            ErrorCode::TooLarge => "too_large",
+            ErrorCode::Quota => "quota",
+            ErrorCode::Checksum => "checksum",
+            ErrorCode::Mac => "mac",
+            ErrorCode::Io => "io",
+            ErrorCode::Protocol => "protocol",
+            ErrorCode::Timeout => "timeout",
+            ErrorCode::Unknown => "unknown",
+        }
+    }
+
+    /// Whether a session-level error of this code ends the connection even where
+    /// errors normally end only one request (section 3).
+    pub fn ends_connection(self) -> bool {
+        matches!(
+            self,
+            ErrorCode::Protocol | ErrorCode::Mac | ErrorCode::Timeout | ErrorCode::Unknown
+        )
+    }
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 /// Why a transfer failed, as far as the exit code is concerned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

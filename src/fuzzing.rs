@@ -5,6 +5,7 @@
 
 use std::io::Cursor;
 
+use crate::escape::is_unprintable;
 use crate::fs::path::check_path;
 use crate::fs::sink::TargetDir;
 use crate::net::closer::Closer;
@@ -13,7 +14,6 @@ use crate::proto::negotiated::{Features, Negotiated};
 use crate::proto::wire::{Connection, FrameReader};
 use crate::transfer::Tally;
 use crate::transfer::recv::{self, Claims, Destination, Settings};
-use crate::ui::escape::is_unprintable;
 use crate::ui::report::{Json, Reporter, Style};
 
 /// Reading frames from arbitrary bytes returns messages or errors, never panics,

@@ -14,9 +14,9 @@ use anyhow::{Context, Result, bail};
 use rand::TryRngCore;
 use rand::rngs::OsRng;
 
-use crate::proto::message::{Role, hex};
-use crate::ui::escape::escape_path;
-use crate::ui::report;
+use crate::escape::escape_path;
+use crate::hex::hex;
+use crate::stderr;
 
 /// Environment variable that may hold the key.
 pub const KEY_ENV: &str = "XFER_KEY";
@@ -64,7 +64,7 @@ impl Key {
             bail!("the key from {origin} is empty");
         }
         if bytes.len() < SHORT_KEY {
-            report::warn(&format!(
+            stderr::warn(&format!(
                 "the key from {origin} is only {} bytes: anyone who records a handshake can guess a \
                  short key offline; make one with `xfer keygen`",
                 bytes.len()
@@ -81,7 +81,7 @@ pub fn read_key_file(path: &Path) -> Result<Vec<u8>> {
     let shown = escape_path(path);
     let meta = std::fs::metadata(path).with_context(|| format!("cannot read key file {shown}"))?;
     if !meta.is_file() {
-        let what = crate::fs::describe(meta.file_type());
+        let what = crate::escape::describe(meta.file_type());
         bail!("key file {shown} is {what}; a key file must be a regular file");
     }
     if meta.len() > MAX_KEY_FILE {
@@ -122,7 +122,7 @@ fn warn_if_exposed(path: &Path, file: &File) {
     if let Ok(meta) = file.metadata()
         && meta.permissions().mode() & 0o077 != 0
     {
-        report::warn(&format!(
+        stderr::warn(&format!(
             "key file {} is readable by other users; `chmod 600` it",
             escape_path(path)
         ));
@@ -167,32 +167,15 @@ pub fn random_bytes<const N: usize>() -> Result<[u8; N]> {
     Ok(bytes)
 }
 
-/// Makes a key for a listener started without one and prints it, with the command
-/// line its peer can paste.
-pub fn generate_for_listener(local: std::net::SocketAddr, role: Role) -> Result<Key> {
+/// A new key for a listener started without one: the key, and the text to print
+/// for its peer (see `net::keyless`).
+pub(crate) fn generate_for_start_up() -> Result<(Key, String)> {
     let generated = generate()?;
-    let host = rustix::system::uname()
-        .nodename()
-        .to_string_lossy()
-        .into_owned();
-    let port = local.port();
-    let peer_command = match role {
-        Role::Receiver | Role::Server => format!("xfer send FILE... {host}:{port}"),
-        Role::Sender | Role::Client => format!("xfer recv {host}:{port}"),
-    };
-    let what = match role {
-        Role::Server => "server",
-        Role::Receiver => "receiver",
-        _ => "sender",
-    };
-    report::line(&format!(
-        "xfer: no key given (--key-file or ${KEY_ENV}); generated one for this {what}:\n\n    \
-         {KEY_ENV}={generated}\n\nOn the other machine, run:\n\n    {KEY_ENV}={generated} {peer_command}\n",
-    ));
-    Ok(Key {
-        bytes: generated.into_bytes(),
+    let key = Key {
+        bytes: generated.clone().into_bytes(),
         origin: "the key generated at start-up".into(),
-    })
+    };
+    Ok((key, generated))
 }
 
 /// Writes a new key to `path` (mode 0600); refuses to replace an existing file,

@@ -5,8 +5,8 @@
 
 use anyhow::{Context, Result, bail};
 
+use crate::hex::hex;
 use crate::key::Key;
-use crate::proto::message::hex;
 
 /// Environment variable a script may set instead of typing the password.
 pub const PASSWORD_ENV: &str = "XFER_PASSWORD";

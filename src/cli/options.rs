@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use super::{
+use super::args::{
     AuthArgs, Cli, ClientArgs, Command, GetArgs, HashChoice, LinkArgs, LsArgs, OutputArgs,
     RecvArgs, SecurityArgs, SendArgs, ServeArgs,
 };
@@ -190,14 +190,7 @@ fn peering(
     auth: AuthArgs,
     style: Style,
 ) -> Result<Peering, String> {
-    if let Some(user) = &auth.user
-        && !valid_user(user)
-    {
-        return Err(format!(
-            "--user {user:?}: a user name is 1-64 characters of A-Z a-z 0-9 . _ -, \
-             not starting with . or -"
-        ));
-    }
+    check_user(&auth)?;
     let timeouts = Timeouts {
         handshake: link.handshake_timeout,
         idle: link.idle_timeout,
@@ -229,10 +222,7 @@ fn peering(
             password: auth.password,
         },
         security: Security {
-            hash: match security.hash {
-                HashChoice::Md5 => HashKind::Md5,
-                HashChoice::Blake3 => HashKind::Blake3,
-            },
+            hash: hash_kind(security.hash),
             encryption: match (security.encrypt, security.no_encrypt) {
                 (true, _) => Encryption::Required,
                 (_, true) => Encryption::Off,
@@ -242,6 +232,25 @@ fn peering(
         limit_rate,
         style,
     })
+}
+
+/// `--user NAME`, if given, must be a valid user name.
+fn check_user(auth: &AuthArgs) -> Result<(), String> {
+    match &auth.user {
+        Some(user) if !valid_user(user) => Err(format!(
+            "--user {user:?}: a user name is 1-64 characters of A-Z a-z 0-9 . _ -, \
+             not starting with . or -"
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// The hash `--hash` names.
+fn hash_kind(choice: HashChoice) -> HashKind {
+    match choice {
+        HashChoice::Md5 => HashKind::Md5,
+        HashChoice::Blake3 => HashKind::Blake3,
+    }
 }
 
 /// `HOST:PORT:PATH` (or, unless `path_required`, `HOST:PORT` for the home).
@@ -256,14 +265,7 @@ fn remote(text: &str, path_required: bool) -> Result<(Host, String), String> {
 
 fn client(args: ClientArgs, to: Host) -> Result<(ClientOptions, Style), String> {
     let style = style(&args.output, Json::Stdout, false);
-    if let Some(user) = &args.auth.user
-        && !valid_user(user)
-    {
-        return Err(format!(
-            "--user {user:?}: a user name is 1-64 characters of A-Z a-z 0-9 . _ -, \
-             not starting with . or -"
-        ));
-    }
+    check_user(&args.auth)?;
     Ok((
         ClientOptions {
             to,
@@ -277,10 +279,7 @@ fn client(args: ClientArgs, to: Host) -> Result<(ClientOptions, Style), String> 
                 user: args.auth.user,
                 password: args.auth.password,
             },
-            hash: match args.hash {
-                HashChoice::Md5 => HashKind::Md5,
-                HashChoice::Blake3 => HashKind::Blake3,
-            },
+            hash: hash_kind(args.hash),
             limit_rate: args.limit_rate,
             compress: None,
         },

@@ -1,9 +1,13 @@
 //! Parser tests: what each command line becomes, and which are usage errors.
 
+use std::path::PathBuf;
+use std::time::Duration;
+
 use super::*;
 use crate::client::options::Encryption;
-use crate::net::Link;
+use crate::net::{Link, ListenAddr};
 use crate::proto::hash::HashKind;
+use crate::units;
 
 fn parse(args: &[&str]) -> Result<Invocation, clap::Error> {
     Cli::try_parse_checked(std::iter::once("xfer").chain(args.iter().copied()))
@@ -86,13 +90,13 @@ fn recv_hints_at_listen_for_a_bare_port() {
 
 #[test]
 fn every_numeric_flag_takes_its_bounds_and_refuses_beyond() {
-    let max = values::MAX_SECS.to_string();
-    let past = (values::MAX_SECS + 1).to_string();
+    let max = units::MAX_SECS.to_string();
+    let past = (units::MAX_SECS + 1).to_string();
     let huge = u64::MAX.to_string();
-    let max_count = values::MAX_COUNT.to_string();
-    let past_count = (values::MAX_COUNT + 1).to_string();
-    let max_hours = (values::MAX_SECS / 3600).to_string();
-    let past_hours = (values::MAX_SECS / 3600 + 1).to_string();
+    let max_count = units::MAX_COUNT.to_string();
+    let past_count = (units::MAX_COUNT + 1).to_string();
+    let max_hours = (units::MAX_SECS / 3600).to_string();
+    let past_hours = (units::MAX_SECS / 3600 + 1).to_string();
     let cases: &[(&[&str], &str, bool, &str, &str)] = &[
         (&["send", "a", "h:1"], "--wait", true, &max, &past),
         (&["send", "a", "h:1"], "--idle-timeout", false, &max, &past),

@@ -13,11 +13,12 @@ use anyhow::Result;
 
 use crate::client::options::{AuthOptions, Encryption, Peering, Security};
 use crate::error::{Kind, fail, peer_code, peer_error};
+use crate::fs::input::Outbox;
 use crate::net::{self, Endpoint, Link, TcpConnection, Timeouts};
 use crate::proto::hash::HashKind;
 use crate::proto::message::{ErrorCode, Item, Message, Role, Usage};
 use crate::transfer::recv::{self, Claims, Destination, Settings};
-use crate::transfer::{Outbox, Tally, send};
+use crate::transfer::{Tally, send};
 use crate::ui::report::Style;
 
 /// How a client meets its server.

@@ -7,14 +7,14 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 
-use super::run_link;
+use super::link::{Session, run_link};
 use crate::client::options::Peering;
 use crate::error::{Classify, Kind};
+use crate::escape::escape_path;
 use crate::fs::sink::TargetDir;
 use crate::net::signals;
 use crate::proto::message::Role;
 use crate::transfer::recv::{self, Claims, Destination, Settings};
-use crate::ui::escape::escape_path;
 use crate::ui::report;
 
 /// What `xfer recv` was asked to do.
@@ -28,9 +28,6 @@ pub struct RecvOptions {
     pub keep_partial: Duration,
     pub peering: Peering,
 }
-
-/// How often a serving receiver looks for abandoned partial files.
-const SWEEP_EVERY: Duration = Duration::from_secs(3600);
 
 pub fn run(options: &RecvOptions) -> Result<()> {
     signals::survive_file_size_limit()?;
@@ -58,7 +55,7 @@ pub fn run(options: &RecvOptions) -> Result<()> {
     let destination = Arc::new(destination);
     let claims = Arc::new(Claims::default());
     let settings = options.settings;
-    let session: super::Session = Arc::new(move |conn, tally| {
+    let session: Session = Arc::new(move |conn, tally| {
         recv::session(conn, &destination, &claims, settings, None, tally)?;
         tally.verdict()
     });
@@ -70,25 +67,12 @@ pub fn run(options: &RecvOptions) -> Result<()> {
 /// Removes partial files older than `keep` now, in the background (a large tree
 /// takes a while), and again every hour while serving.
 fn sweep_partials(target: &TargetDir, keep: Duration, serving: bool) -> Result<()> {
-    let sweeper = target.try_clone().classify(Kind::Io)?;
     let hours = keep.as_secs() / 3600;
-    std::thread::Builder::new()
-        .name("sweep".into())
-        .spawn(move || {
-            loop {
-                let removed = sweeper.sweep_stale(keep);
-                if removed > 0 {
-                    report::line(&format!(
-                        "xfer: removed {} older than {hours} h that no sender came back for",
-                        report::plural(removed, "partial file"),
-                    ));
-                }
-                if !serving {
-                    break;
-                }
-                std::thread::sleep(SWEEP_EVERY);
-            }
-        })
-        .context("cannot start a thread")?;
-    Ok(())
+    let sweeper = target.try_clone().classify(Kind::Io)?;
+    sweeper.sweep_in_background(keep, serving, move |removed| {
+        report::line(&format!(
+            "xfer: removed {} older than {hours} h that no sender came back for",
+            report::plural(removed, "partial file"),
+        ));
+    })
 }

@@ -9,10 +9,10 @@ use anyhow::{Context, Result};
 
 use crate::client::{Client, ClientOptions};
 use crate::error::{Classify, Kind};
+use crate::escape::{escape, escape_path};
 use crate::fs::sink::TargetDir;
 use crate::transfer::Tally;
 use crate::transfer::recv::{Destination, Settings};
-use crate::ui::escape::{escape, escape_path};
 use crate::ui::listing::{item_json, long_line, usage_json, usage_line};
 use crate::ui::report::{Json, Reporter, Style, Summary};
 

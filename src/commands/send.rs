@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use anyhow::Result;
 
-use super::run_link;
+use super::link::{Session, run_link};
 use crate::client;
 use crate::client::options::Encryption;
 use crate::client::options::Peering;
@@ -49,7 +49,7 @@ pub fn run(options: &SendOptions) -> Result<()> {
     let remote_dir = options.remote_dir.clone();
     let encryption = options.peering.security.encryption;
     let overwrite = options.overwrite;
-    let session: super::Session = Arc::new(move |conn, tally| {
+    let session: Session = Arc::new(move |conn, tally| {
         match (conn.negotiated.role, &remote_dir) {
             // The listener is a server: put into the home, or into DIR of it.
             (Role::Client, dir) => {
@@ -65,7 +65,7 @@ pub fn run(options: &SendOptions) -> Result<()> {
                     format!(
                         "the listener is a receiver, not a server: it takes no directory \
                          (drop \":{}\")",
-                        crate::ui::escape::escape(dir)
+                        crate::escape::escape(dir)
                     ),
                 ));
             }

@@ -11,8 +11,8 @@ use rustix::fs::{AtFlags, FileType, Mode, OFlags, Stat};
 use rustix::io::Errno;
 
 use super::Refusal;
+use crate::escape::escape;
 use crate::proto::message::ErrorCode;
-use crate::ui::escape::escape;
 
 /// How deep the walks over a whole tree (quota scan, sweep) descend: beyond it,
 /// nothing xfer made.

@@ -20,9 +20,9 @@ use super::path::{check_request_path, is_reserved_bytes};
 use super::sink::TargetDir;
 use super::{Refusal, path::PathRefusal};
 use crate::error::{Classify, Kind};
+use crate::escape::escape;
+use crate::fs::input::{Input, Outbox};
 use crate::proto::message::{Entry, EntryKind, ErrorCode, Item, ItemKind};
-use crate::transfer::{Input, Outbox};
-use crate::ui::escape::escape;
 
 /// Permission bits shown in listings and carried in offers.
 const PERMISSION_BITS: u32 = 0o777;

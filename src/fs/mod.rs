@@ -1,5 +1,5 @@
 //! The filesystem edge. What a sender reads ([`source`]: operands walked into an
-//! offer); what a receiver writes ([`sink`]: temporaries, placement, resume, the
+//! offer, handed to sessions through the [`input`] traits); what a receiver writes ([`sink`]: temporaries, placement, resume, the
 //! directory lock, the sweep); the path policy every untrusted name passes first
 //! ([`path`]); and [`beneath`], the no-follow resolution beneath a held directory
 //! that both the sink and `serve`'s homes stand on.
@@ -9,6 +9,7 @@
 
 pub mod beneath;
 pub mod home;
+pub mod input;
 pub mod path;
 pub mod quota;
 pub mod sink;
@@ -19,8 +20,8 @@ use std::io;
 
 use rustix::io::Errno;
 
+use crate::escape::escape;
 use crate::proto::message::ErrorCode;
-use crate::ui::escape::escape;
 
 /// Why an entry or a request was not (or could not be) carried out: the code for
 /// the peer and a message, already escaped.
@@ -65,21 +66,3 @@ impl fmt::Display for Refusal {
 }
 
 impl std::error::Error for Refusal {}
-
-/// What a file that is neither a regular file nor a directory is, in words.
-pub fn describe(kind: std::fs::FileType) -> &'static str {
-    use std::os::unix::fs::FileTypeExt;
-    if kind.is_symlink() {
-        "a symbolic link"
-    } else if kind.is_fifo() {
-        "a named pipe"
-    } else if kind.is_socket() {
-        "a socket"
-    } else if kind.is_block_device() || kind.is_char_device() {
-        "a device"
-    } else if kind.is_dir() {
-        "a directory"
-    } else {
-        "not a regular file"
-    }
-}

@@ -6,7 +6,7 @@
 
 use std::fmt;
 
-use crate::ui::escape::is_format;
+use crate::escape::is_format;
 
 /// Longest path accepted, in bytes.
 const MAX_PATH: usize = 4096;

@@ -9,8 +9,8 @@ use std::sync::{Arc, Mutex};
 
 use super::Refusal;
 use super::home::Footprint;
+use crate::escape::escape;
 use crate::proto::message::ErrorCode;
-use crate::ui::escape::escape;
 
 /// What a user may hold; `None`: no limit.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

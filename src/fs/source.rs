@@ -14,10 +14,10 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
+use super::input::{self, Input, Outbox};
 use crate::error::{Classify, Kind, fail};
+use crate::escape::{escape, escape_path};
 use crate::proto::message::{Entry, EntryKind};
-use crate::transfer::{self, Input, Outbox};
-use crate::ui::escape::{escape, escape_path};
 use crate::ui::report;
 
 /// The operand that means standard input.
@@ -96,14 +96,14 @@ impl Outbox for Collected {
     fn open(&self, index: usize) -> Result<Box<dyn Input>> {
         let root = &self.roots[self.origin[index] as usize];
         if root.stream == Stream::Stdin {
-            return Ok(Box::new(transfer::Stream(std::io::stdin())));
+            return Ok(Box::new(input::Stream(std::io::stdin())));
         }
         let path = self.local_path(index);
         let file = File::open(&path)
             .with_context(|| format!("cannot open {}", escape_path(&path)))
             .classify(Kind::Io)?;
         Ok(match root.stream {
-            Stream::Fifo => Box::new(transfer::Stream(file)),
+            Stream::Fifo => Box::new(input::Stream(file)),
             _ => Box::new(file),
         })
     }
@@ -238,7 +238,7 @@ fn add_root(collected: &mut Collected, index: usize, options: &WalkOptions) -> R
             format!(
                 "{} is {}; only files, directories and streams are sent",
                 escape_path(&local),
-                crate::fs::describe(meta.file_type())
+                crate::escape::describe(meta.file_type())
             ),
         ));
     }
@@ -281,7 +281,7 @@ impl Walk<'_> {
             report::warn(&format!(
                 "skipping {}: {} (only files and directories are sent)",
                 escape_path(path),
-                crate::fs::describe(meta.file_type())
+                crate::escape::describe(meta.file_type())
             ));
         }
     }

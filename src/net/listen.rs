@@ -25,8 +25,8 @@ use super::options::ServeOptions;
 use super::socket;
 use super::{Accepting, Handler};
 use crate::error::{Classify, Kind, fail};
+use crate::escape::escape;
 use crate::proto::message::ErrorCode;
-use crate::ui::escape::escape;
 use crate::ui::report;
 
 /// An unauthenticated connection this old may be cut to make room for a newcomer.

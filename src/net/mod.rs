@@ -11,6 +11,7 @@
 pub mod addr;
 pub mod closer;
 pub mod connect;
+pub mod keyless;
 pub mod listen;
 mod options;
 pub mod pace;

@@ -187,7 +187,7 @@ fn session_key(key: &[u8], na: &Nonce, ni: &Nonce, c: &[u8]) -> SessionKey {
 }
 
 fn hex_of(mac: HmacSha256) -> String {
-    message::hex(&mac.finalize().into_bytes())
+    crate::hex::hex(&mac.finalize().into_bytes())
 }
 
 /// A refusal in the handshake: the code the peer is told, and why.
@@ -225,7 +225,7 @@ where
         &Message::Hello {
             version: PROTOCOL_VERSION,
             role: acceptor.role,
-            nonce: message::hex(&na),
+            nonce: crate::hex::hex(&na),
             features: Some(offered.clone()),
             realm: acceptor.realm.map(str::to_string),
         },
@@ -309,7 +309,7 @@ fn check_auth(acceptor: &Acceptor<'_>, auth: &Auth, na: &Nonce) -> Result<Nonce,
     if !valid_features(&auth.features) {
         return Err((ErrorCode::Protocol, "malformed feature list".into()));
     }
-    match message::unhex::<NONCE_LEN>(&auth.nonce) {
+    match crate::hex::unhex::<NONCE_LEN>(&auth.nonce) {
         Some(ni) if ni != *na => Ok(ni),
         _ => Err((ErrorCode::Auth, "authentication failed".into())),
     }
@@ -352,7 +352,7 @@ where
         &Message::Auth {
             version: PROTOCOL_VERSION,
             role,
-            nonce: message::hex(&ni),
+            nonce: crate::hex::hex(&ni),
             user: initiator.user.map(str::to_string),
             features: Some(chosen.clone()),
             mac: hex_of(initiator_mac(key.bytes(), &na, &ni, &c)),
@@ -420,7 +420,7 @@ fn check_hello(
         let why = "malformed feature list or realm in hello";
         return Err((ErrorCode::Protocol, why.into()));
     }
-    let Some(na) = message::unhex::<NONCE_LEN>(&hello.nonce) else {
+    let Some(na) = crate::hex::unhex::<NONCE_LEN>(&hello.nonce) else {
         return Err((ErrorCode::Auth, "malformed nonce in hello".into()));
     };
     let listed = Features::from_names(hello.features.iter().map(String::as_str));
@@ -563,7 +563,7 @@ pub(crate) mod tests {
             "ee7625cf706383dc0def64ee12c791a0a6896332ab090b31b87b78b69cb40c0e"
         );
         assert_eq!(
-            message::hex(vector_session_key('A').bytes()),
+            crate::hex::hex(vector_session_key('A').bytes()),
             "10778f85122eeae399886248699d6cc50aff22972a803a65ac17b801c91288d0"
         );
     }
@@ -582,7 +582,7 @@ pub(crate) mod tests {
             "bec9e6011836e7c52e0fc821fd7aededdfa6510aa95b37b87d371a6c23820ca5"
         );
         assert_eq!(
-            message::hex(vector_session_key('B').bytes()),
+            crate::hex::hex(vector_session_key('B').bytes()),
             "f18212535663ed800c035c9996697600f714a0cc308d6c18c9c800b75c23ac01"
         );
         let in_force = Features::from_names(["aead", "blake3", "zstd"])

@@ -8,7 +8,7 @@ use std::io::{self, Read};
 
 use md5::Digest as _;
 
-use super::message::hex;
+use crate::hex::hex;
 
 /// Which content hash verifies files on a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -46,7 +46,7 @@ impl HashKind {
     pub fn parse(self, text: &str) -> Option<Digest> {
         let mut bytes = [0; 32];
         let len = self.digest_len();
-        super::message::unhex_into(text, &mut bytes[..len]).then_some(Digest {
+        crate::hex::unhex_into(text, &mut bytes[..len]).then_some(Digest {
             bytes,
             len: len as u8,
         })

@@ -1,7 +1,7 @@
 //! Every control frame of the xfer wire protocol (version 2) as one enum, and the pure
 //! codec for it: JSON payloads in and out, with the strictness of `PROTOCOL.md`
 //! section 2 (integers only, no `null` but where allowed, no repeated keys), length
-//! caps, and the lowercase-hex encoding of hashes, nonces and MACs. Nothing here does
+//! caps (hashes, nonces and MACs travel as lowercase hex, `crate::hex`). Nothing here does
 //! I/O; `wire.rs` moves frames over a stream.
 
 use std::collections::HashSet;
@@ -48,71 +48,9 @@ impl fmt::Display for Role {
     }
 }
 
-/// The error codes of `PROTOCOL.md` section 3.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ErrorCode {
-    Version,
-    Role,
-    Auth,
-    Feature,
-    Busy,
-    BadPath,
-    NotFound,
-    Denied,
-    Exists,
-    Same,
-    TooLarge,
-    Quota,
-    Checksum,
-    Mac,
-    Io,
-    Protocol,
-    Timeout,
-    /// A code this version does not know (a newer peer); treated like `protocol`.
-    #[serde(other)]
-    Unknown,
-}
-
-impl ErrorCode {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ErrorCode::Version => "version",
-            ErrorCode::Role => "role",
-            ErrorCode::Auth => "auth",
-            ErrorCode::Feature => "feature",
-            ErrorCode::Busy => "busy",
-            ErrorCode::BadPath => "bad_path",
-            ErrorCode::NotFound => "not_found",
-            ErrorCode::Denied => "denied",
-            ErrorCode::Exists => "exists",
-            ErrorCode::Same => "same",
-            ErrorCode::TooLarge => "too_large",
-            ErrorCode::Quota => "quota",
-            ErrorCode::Checksum => "checksum",
-            ErrorCode::Mac => "mac",
-            ErrorCode::Io => "io",
-            ErrorCode::Protocol => "protocol",
-            ErrorCode::Timeout => "timeout",
-            ErrorCode::Unknown => "unknown",
-        }
-    }
-
-    /// Whether a session-level error of this code ends the connection even where
-    /// errors normally end only one request (section 3).
-    pub fn ends_connection(self) -> bool {
-        matches!(
-            self,
-            ErrorCode::Protocol | ErrorCode::Mac | ErrorCode::Timeout | ErrorCode::Unknown
-        )
-    }
-}
-
-impl fmt::Display for ErrorCode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+/// The wire's error codes live with the error table that maps them to exit codes;
+/// they are part of this vocabulary all the same.
+pub use crate::error::ErrorCode;
 
 /// What an offered entry is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -534,46 +472,6 @@ impl<'de> Visitor<'de> for NoDuplicateKeys {
     }
 }
 
-/// Lowercase hex of `bytes`.
-pub fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for byte in bytes {
-        out.push(DIGITS[usize::from(byte >> 4)] as char);
-        out.push(DIGITS[usize::from(byte & 0xf)] as char);
-    }
-    out
-}
-
-/// Decodes exactly `N` bytes from exactly `2 * N` lowercase hex digits; anything
-/// else (upper case, wrong length, other characters) is `None`.
-pub fn unhex<const N: usize>(text: &str) -> Option<[u8; N]> {
-    let mut out = [0; N];
-    unhex_into(text, &mut out).then_some(out)
-}
-
-/// [`unhex`] into a slice of the expected length; false if `text` is not exactly that.
-pub fn unhex_into(text: &str, out: &mut [u8]) -> bool {
-    fn digit(c: u8) -> Option<u8> {
-        match c {
-            b'0'..=b'9' => Some(c - b'0'),
-            b'a'..=b'f' => Some(c - b'a' + 10),
-            _ => None,
-        }
-    }
-    let text = text.as_bytes();
-    if text.len() != 2 * out.len() {
-        return false;
-    }
-    for (byte, pair) in out.iter_mut().zip(text.chunks_exact(2)) {
-        match (digit(pair[0]), digit(pair[1])) {
-            (Some(high), Some(low)) => *byte = high << 4 | low,
-            _ => return false,
-        }
-    }
-    true
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -855,16 +753,5 @@ mod tests {
             })
         );
         assert!(check_len(u32::MAX, MAX_CONTROL).is_err());
-    }
-
-    #[test]
-    fn hex_is_strict_lowercase() {
-        assert_eq!(hex(&[0x00, 0xab, 0xff]), "00abff");
-        assert_eq!(unhex::<3>("00abff"), Some([0x00, 0xab, 0xff]));
-        assert_eq!(unhex::<3>("00ABFF"), None);
-        assert_eq!(unhex::<3>("00abf"), None);
-        assert_eq!(unhex::<3>("00abfff0"), None);
-        assert_eq!(unhex::<3>("00abgg"), None);
-        assert_eq!(unhex::<2>("+1ab"), None);
     }
 }

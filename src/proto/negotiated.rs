@@ -11,7 +11,8 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
 use super::hash::{Digest, HashKind};
-use super::message::{Role, hex, unhex};
+use super::message::Role;
+use crate::hex::{hex, unhex};
 
 pub(crate) type HmacSha256 = Hmac<Sha256>;
 

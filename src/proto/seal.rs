@@ -161,8 +161,8 @@ impl Cipher {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::hex::hex;
     use crate::proto::handshake::tests::vector_session_key;
-    use crate::proto::message::hex;
 
     fn vector_b_keys() -> ([u8; 32], [u8; 32]) {
         let ks = vector_session_key('B');

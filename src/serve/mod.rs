@@ -25,6 +25,7 @@ use serde_json::json;
 
 use self::users::{User, UserStore, Users};
 use crate::error::{Classify, Kind, fail};
+use crate::escape::{escape, escape_path};
 use crate::fs::home::Home;
 use crate::fs::quota::Account;
 use crate::fs::sink::TargetDir;
@@ -33,7 +34,6 @@ use crate::net::{self, Accepting, Handler, ListenAddr, ServeOptions, Timeouts, l
 use crate::proto::message::{ErrorCode, Role};
 use crate::proto::negotiated::{Feature, Features};
 use crate::transfer::recv::Claims;
-use crate::ui::escape::{escape, escape_path};
 use crate::ui::report::{self, Json, Reporter, Style, warn};
 
 /// What `xfer serve` was asked to do.
@@ -54,9 +54,6 @@ pub struct ServerOptions {
     pub keep_partial: Duration,
     pub style: Style,
 }
-
-/// How often the server looks for abandoned partial files.
-const SWEEP_EVERY: Duration = Duration::from_secs(3600);
 
 /// A request connection that says nothing for this long is closed (after a
 /// `timeout` error frame), unless `--idle-timeout` says otherwise.
@@ -174,7 +171,7 @@ pub fn run(options: &ServerOptions) -> Result<()> {
         Some(users) => users,
         None => Users::single(match key::load(options.key_file.as_deref())? {
             Some(key) => key,
-            None => key::generate_for_listener(local, Role::Server)?,
+            None => net::keyless::generate_for_listener(local, Role::Server)?,
         }),
     };
     make_homes(&root, &users)?;
@@ -227,31 +224,21 @@ pub fn run(options: &ServerOptions) -> Result<()> {
 /// Removes partial files of cut uploads no client came back for, at start and
 /// every hour; the quotas they counted in are counted again.
 fn sweep_partials(server: Arc<Server>, root: TargetDir, keep: Duration) -> Result<()> {
-    std::thread::Builder::new()
-        .name("sweep".into())
-        .spawn(move || {
-            loop {
-                let removed = root.sweep_stale(keep);
-                if removed > 0 {
-                    report::line(&format!(
-                        "xfer: removed {} older than {} h that no client came back for",
-                        report::plural(removed, "partial file"),
-                        keep.as_secs() / 3600
-                    ));
-                    for account in server
-                        .accounts
-                        .lock()
-                        .expect("no panics while holding the lock")
-                        .values()
-                    {
-                        account.mark_stale();
-                    }
-                }
-                std::thread::sleep(SWEEP_EVERY);
-            }
-        })
-        .context("cannot start a thread")?;
-    Ok(())
+    root.sweep_in_background(keep, true, move |removed| {
+        report::line(&format!(
+            "xfer: removed {} older than {} h that no client came back for",
+            report::plural(removed, "partial file"),
+            keep.as_secs() / 3600
+        ));
+        for account in server
+            .accounts
+            .lock()
+            .expect("no panics while holding the lock")
+            .values()
+        {
+            account.mark_stale();
+        }
+    })
 }
 
 /// Creates every user's home that does not exist yet, beneath the root (private),

@@ -22,10 +22,10 @@ use std::sync::{Arc, RwLock};
 use anyhow::{Context, Result, bail};
 use serde::Deserialize;
 
+use crate::escape::escape_path;
 use crate::fs::quota::Limits;
 use crate::key::{self, Key};
 use crate::proto::handshake::{KeyStore, valid_user};
-use crate::ui::escape::escape_path;
 
 /// One user, as the server knows them.
 #[derive(Debug, Clone)]
@@ -122,7 +122,7 @@ fn read_private(path: &Path) -> Result<String> {
     if !meta.is_file() {
         bail!(
             "is {}, not a regular file",
-            crate::fs::describe(meta.file_type())
+            crate::escape::describe(meta.file_type())
         );
     }
     let mode = meta.permissions().mode();
@@ -222,9 +222,9 @@ impl UserEntry {
         let quota = match self.quota {
             None => None,
             Some(Size::Bytes(bytes)) => Some(bytes),
-            Some(Size::Text(text)) => Some(
-                crate::cli::values::bytes(&text).map_err(|why| anyhow::anyhow!("quota: {why}"))?,
-            ),
+            Some(Size::Text(text)) => {
+                Some(crate::units::bytes(&text).map_err(|why| anyhow::anyhow!("quota: {why}"))?)
+            }
         };
         let max_sessions = match self.max_sessions {
             None => None,

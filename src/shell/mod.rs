@@ -30,7 +30,7 @@ use self::session::{Interrupter, Session};
 use self::words::shown;
 use crate::client::ClientOptions;
 use crate::error::{Kind, fail};
-use crate::ui::escape::escape;
+use crate::escape::escape;
 use crate::ui::report::{self, Json, Style};
 
 /// Where a script comes from.

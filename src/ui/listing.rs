@@ -5,8 +5,8 @@
 use indicatif::HumanBytes;
 use serde_json::json;
 
+use crate::escape::escape;
 use crate::proto::message::{Item, ItemKind, Usage};
-use crate::ui::escape::escape;
 
 /// `drwxr-x---      4096 2024-06-01 12:00 name`, times in UTC.
 pub fn long_line(item: &Item, human: bool) -> String {

@@ -1,9 +1,10 @@
-//! What the user sees besides the data: progress bars ([`progress`]), warnings,
-//! per-file outcomes and summaries as lines or JSON events ([`report`]), the
-//! `ls -l` and usage lines of a remote listing ([`listing`]), and the
-//! escaping of every untrusted name before it reaches a terminal ([`escape`]).
+//! What the user sees besides the data: progress bars ([`progress`]), per-file
+//! outcomes and summaries as lines or JSON events ([`report`]), and the `ls -l` and
+//! usage lines of a remote listing ([`listing`]). It sits above `proto` (it shows
+//! hashes, error codes and listing items) and below the sessions; the leaves it
+//! builds on, `crate::escape` and `crate::stderr`, are what `error` and `key` use
+//! instead, so that nothing low reaches up here.
 
-pub mod escape;
 pub mod listing;
 pub mod progress;
 pub mod report;

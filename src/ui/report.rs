@@ -13,30 +13,12 @@ use std::time::{Duration, Instant};
 use indicatif::{HumanBytes, ProgressBar};
 use serde_json::json;
 
-use super::escape::escape;
 use super::progress;
+use crate::escape::escape;
 use crate::proto::hash::{Digest, HashKind};
 use crate::proto::message::ErrorCode;
 
-/// Set by `--quiet`: warnings are not printed (errors always are).
-static QUIET: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-
-/// From here on, print nothing but errors.
-pub fn set_quiet() {
-    QUIET.store(true, std::sync::atomic::Ordering::Relaxed);
-}
-
-/// Prints `xfer: warning: ...` on stderr, unless quiet.
-pub fn warn(message: &str) {
-    if !QUIET.load(std::sync::atomic::Ordering::Relaxed) {
-        line(&format!("xfer: warning: {message}"));
-    }
-}
-
-/// Prints one line on stderr; a closed stderr is not worth dying for.
-pub fn line(text: &str) {
-    let _ = writeln!(std::io::stderr().lock(), "{text}");
-}
+pub use crate::stderr::{line, set_quiet, warn};
 
 /// What became of one entry.
 #[derive(Debug, Clone)]

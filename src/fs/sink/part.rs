@@ -19,11 +19,12 @@ use rustix::io::Errno;
 use sha2::{Digest as _, Sha256};
 
 use super::meta;
+use crate::escape::escape;
 use crate::fs::Refusal;
 use crate::fs::beneath;
 use crate::fs::path::RESERVED_PREFIX;
-use crate::proto::message::{ErrorCode, hex};
-use crate::ui::escape::escape;
+use crate::hex::hex;
+use crate::proto::message::ErrorCode;
 
 /// Mode of a temporary while it is incomplete: the receiver must be able to reopen
 /// it to resume, whatever mode the file will have.

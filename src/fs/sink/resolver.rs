@@ -15,10 +15,10 @@ use rustix::io::Errno;
 use super::meta;
 use super::part::{PartFile, Resume, partial_name};
 use super::target::TargetDir;
+use crate::escape::escape;
 use crate::fs::{Refusal, beneath};
 use crate::proto::hash::{HashKind, Hasher};
 use crate::proto::message::ErrorCode;
-use crate::ui::escape::escape;
 
 /// Most directories a resolver keeps open; past that it starts over.
 const RESOLVER_DIRS: usize = 256;

@@ -18,8 +18,11 @@ use rustix::io::Errno;
 use super::part::PartFile;
 use super::sweep;
 use crate::error::{Kind, fail};
+use crate::escape::escape_path;
 use crate::fs::Refusal;
-use crate::ui::escape::escape_path;
+
+/// How often a serving receiver or the server looks for abandoned partial files.
+const SWEEP_EVERY: Duration = Duration::from_secs(3600);
 
 /// The directory a receiver writes into, held open so that every name is resolved
 /// beneath it.
@@ -201,6 +204,33 @@ impl TargetDir {
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs() as i64);
         self.dup_root().map_or(0, |root| sweep::sweep(root, cutoff))
+    }
+
+    /// Sweeps (see [`TargetDir::sweep_stale`]) in a thread of its own, since a large
+    /// tree takes a while: now, and then every hour while `repeat`. `removed` hears
+    /// of each sweep that removed something.
+    pub(crate) fn sweep_in_background(
+        self,
+        keep: Duration,
+        repeat: bool,
+        removed: impl Fn(usize) + Send + 'static,
+    ) -> anyhow::Result<()> {
+        std::thread::Builder::new()
+            .name("sweep".into())
+            .spawn(move || {
+                loop {
+                    let count = self.sweep_stale(keep);
+                    if count > 0 {
+                        removed(count);
+                    }
+                    if !repeat {
+                        break;
+                    }
+                    std::thread::sleep(SWEEP_EVERY);
+                }
+            })
+            .map_err(|err| anyhow::Error::new(err).context("cannot start a thread"))?;
+        Ok(())
     }
 }
 

@@ -6,10 +6,10 @@
 use anyhow::Result;
 
 use super::refuse;
+use crate::escape::escape;
 use crate::net::TcpConnection;
 use crate::serve::connection::Context;
 use crate::transfer::{Tally, send};
-use crate::ui::escape::escape;
 use crate::ui::report::Reporter;
 
 pub fn run(context: &Context<'_>, conn: &mut TcpConnection, paths: &[String]) -> Result<()> {

@@ -5,11 +5,11 @@
 use anyhow::Result;
 
 use super::refuse;
+use crate::escape::escape;
 use crate::fs::home::Listing;
 use crate::net::TcpConnection;
 use crate::serve::connection::Context;
 use crate::transfer::offer::ListWriter;
-use crate::ui::escape::escape;
 
 /// A path as logged: the home itself as `.`.
 fn shown(path: &str) -> &str {

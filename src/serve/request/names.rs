@@ -5,12 +5,12 @@
 use anyhow::Result;
 
 use super::{ack, refuse, writable};
+use crate::escape::escape;
 use crate::fs::Refusal;
 use crate::fs::path::check_request_path;
 use crate::net::TcpConnection;
 use crate::proto::message::ErrorCode;
 use crate::serve::connection::Context;
-use crate::ui::escape::escape;
 
 /// The path's form, before anything else is looked at.
 fn well_formed(path: &str) -> Result<(), Refusal> {

@@ -5,11 +5,11 @@
 use anyhow::Result;
 
 use super::{ack, refuse, writable};
+use crate::escape::escape;
 use crate::net::TcpConnection;
 use crate::serve::connection::Context;
 use crate::transfer::Tally;
 use crate::transfer::recv::{self, Destination, Settings};
-use crate::ui::escape::escape;
 use crate::ui::report::Reporter;
 
 pub fn run(

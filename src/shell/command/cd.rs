@@ -5,10 +5,10 @@ use anyhow::{Result, bail};
 use clap::Args;
 
 use crate::error::{Kind, fail};
+use crate::escape::escape;
 use crate::proto::message::ItemKind;
 use crate::shell::session::Session;
 use crate::shell::words::resolve;
-use crate::ui::escape::escape;
 
 /// change the remote directory (/ is the home)
 #[derive(Debug, Args, PartialEq, Eq)]

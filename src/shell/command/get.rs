@@ -7,12 +7,12 @@ use anyhow::Result;
 use clap::Args;
 
 use crate::error::{Kind, fail, peer_code};
+use crate::escape::escape_path;
 use crate::fs::sink::TargetDir;
 use crate::proto::message::ErrorCode;
 use crate::shell::session::Session;
 use crate::shell::words::{expand_home, resolve};
 use crate::transfer::recv::{Destination, Settings};
-use crate::ui::escape::escape_path;
 
 /// download files and directories (-f: replace local files)
 #[derive(Debug, Args, PartialEq, Eq)]

@@ -8,7 +8,7 @@ use anyhow::{Result, bail};
 use clap::{Args, ValueHint};
 
 use crate::error::{Kind, fail};
-use crate::ui::escape::escape;
+use crate::escape::escape;
 
 /// list the commands, or explain one
 #[derive(Debug, Args, PartialEq, Eq)]

@@ -7,9 +7,9 @@ use anyhow::{Context, Result};
 use clap::{Args, ValueHint};
 
 use crate::error::{Classify, Kind};
+use crate::escape::{escape, escape_path};
 use crate::shell::session::Session;
 use crate::shell::words::expand_home;
-use crate::ui::escape::{escape, escape_path};
 
 /// list a local directory
 #[derive(Debug, Args, PartialEq, Eq)]

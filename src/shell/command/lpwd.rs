@@ -3,8 +3,8 @@
 use anyhow::Result;
 use clap::Args;
 
+use crate::escape::escape_path;
 use crate::shell::session::Session;
-use crate::ui::escape::escape_path;
 
 /// print the local directory
 #[derive(Debug, Args, PartialEq, Eq)]

@@ -26,7 +26,7 @@ use clap::{ArgAction, CommandFactory, Parser, Subcommand, ValueHint};
 
 use super::session::Session;
 use crate::error::{Kind, fail};
-use crate::ui::escape::escape;
+use crate::escape::escape;
 
 /// A command line of the shell, after its words were split.
 #[derive(Debug, Parser)]

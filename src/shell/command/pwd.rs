@@ -3,9 +3,9 @@
 use anyhow::Result;
 use clap::Args;
 
+use crate::escape::escape;
 use crate::shell::session::Session;
 use crate::shell::words::shown;
-use crate::ui::escape::escape;
 
 /// print the remote directory
 #[derive(Debug, Args, PartialEq, Eq)]

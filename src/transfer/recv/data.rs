@@ -12,6 +12,7 @@ use super::disk::{Arrived, Job};
 use super::plan::Planned;
 use super::shared::Shared;
 use crate::error::{Kind, fail, kind_of, peer_error};
+use crate::escape::escape;
 use crate::fs::Refusal;
 use crate::pool::Pool;
 use crate::proto::hash::{Digest, Hasher};
@@ -19,7 +20,6 @@ use crate::proto::message::{ErrorCode, Message};
 use crate::proto::negotiated::FileFacts;
 use crate::proto::wire::{Data, FrameReader};
 use crate::transfer::Tally;
-use crate::ui::escape::escape;
 use crate::ui::report::FileOutcome;
 
 /// Reads every accepted file's data, then `end`. Anything out of the plan's order,

@@ -20,6 +20,7 @@ use super::claims::Claim;
 use super::plan::Planned;
 use super::shared::{Destination, Shared};
 use crate::error::{Classify, Kind};
+use crate::escape::escape;
 use crate::fs::Refusal;
 use crate::fs::home::Footprint;
 use crate::fs::path::check_path;
@@ -31,7 +32,6 @@ use crate::proto::message::{ErrorCode, Message};
 use crate::proto::negotiated::FileFacts;
 use crate::proto::wire::FrameWriter;
 use crate::transfer::Tally;
-use crate::ui::escape::escape;
 use crate::ui::report::{self, FileOutcome};
 
 /// Files made durable together, at most. Measured with 10 000 files of 4 KiB:

@@ -13,6 +13,7 @@ use indicatif::HumanBytes;
 use super::claims::{CLAIM_KEYS, Claim};
 use super::shared::{Destination, Shared};
 use crate::error::refused;
+use crate::escape::escape;
 use crate::fs::Refusal;
 use crate::fs::home::Footprint;
 use crate::fs::path::check_path;
@@ -23,7 +24,6 @@ use crate::proto::message::{Decision, Entry, EntryKind, ErrorCode};
 use crate::proto::wire::FrameWriter;
 use crate::transfer::Tally;
 use crate::transfer::offer::ListWriter;
-use crate::ui::escape::escape;
 use crate::ui::report::FileOutcome;
 
 /// One entry of the offer, decided.

@@ -9,11 +9,12 @@ use anyhow::Result;
 
 use super::Pending;
 use crate::error::{Kind, fail, peer_error};
+use crate::escape::escape;
+use crate::fs::input::Outbox;
 use crate::proto::message::{ErrorCode, Message};
 use crate::proto::negotiated::{FileFacts, Transfer};
 use crate::proto::wire::FrameReader;
-use crate::transfer::{Outbox, Tally};
-use crate::ui::escape::escape;
+use crate::transfer::Tally;
 use crate::ui::report::FileOutcome;
 
 /// Reads answers until the receiver's `end`. An answer for an entry that is not

@@ -19,28 +19,23 @@ use std::time::Duration;
 
 use anyhow::Result;
 
-use self::stream::{Piece, ToSend};
+pub use self::stream::CHUNK;
+use self::stream::{BUFFER, Piece, ToSend};
+use super::Tally;
 use super::offer::{read_plan, write_offer};
-use super::{Outbox, Tally};
 use crate::error::{Kind, fail};
+use crate::escape::escape;
+use crate::fs::input::Outbox;
 use crate::pool::{Giver, Pool};
 use crate::proto::hash::Digest;
 use crate::proto::message::{Decision, Entry, EntryKind, ErrorCode, Message};
 use crate::proto::negotiated::{FileFacts, Transfer};
-use crate::proto::seal::TAG_LEN;
-use crate::proto::wire::{Connection, DATA_HEADROOM, FrameReader, FrameWriter, Hangup};
-use crate::ui::escape::escape;
+use crate::proto::wire::{Connection, FrameReader, FrameWriter, Hangup};
 use crate::ui::report::FileOutcome;
 
-/// File bytes per data frame. Measured on a 1 GiB loopback transfer, alternating
-/// configurations, median of 4: 64 KiB 4.44 s, 256 KiB 3.84 s, 1 MiB 3.59 s (with
-/// TCP_NODELAY 3.48 s). Larger frames mean fewer syscalls and thread wake-ups.
-pub const CHUNK: usize = 1 << 20;
 /// Buffers in flight between the reading thread and the socket: 8 measured 3.45 s
 /// against 3.48 s for 4, not worth twice the memory.
 const POOL_BUFFERS: usize = 4;
-/// A data buffer: headroom, a chunk, room for the tag.
-const BUFFER: usize = DATA_HEADROOM + CHUNK + TAG_LEN;
 /// How often the socket thread, waiting for the reading thread, looks up to see
 /// whether the receiver ended the session.
 const LOOK_UP: Duration = Duration::from_millis(200);

@@ -8,11 +8,18 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use super::{BUFFER, CHUNK};
+use crate::fs::input::{Input, Outbox};
 use crate::pool::Pool;
 use crate::proto::hash::{Digest, HashKind, Hasher};
+use crate::proto::seal::TAG_LEN;
 use crate::proto::wire::DATA_HEADROOM;
-use crate::transfer::{Input, Outbox};
+
+/// File bytes per data frame. Measured on a 1 GiB loopback transfer, alternating
+/// configurations, median of 4: 64 KiB 4.44 s, 256 KiB 3.84 s, 1 MiB 3.59 s (with
+/// TCP_NODELAY 3.48 s). Larger frames mean fewer syscalls and thread wake-ups.
+pub const CHUNK: usize = 1 << 20;
+/// A data buffer: headroom, a chunk, room for the tag.
+pub(super) const BUFFER: usize = DATA_HEADROOM + CHUNK + TAG_LEN;
 
 /// How often a reader waiting on a silent stream looks up to see whether the
 /// session has ended meanwhile.

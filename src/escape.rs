@@ -1,6 +1,8 @@
 //! Making untrusted text safe to print: names and messages from a peer (or odd local
 //! file names) never reach a terminal raw. Also the character classes the path policy
-//! refuses, so that what is refused and what is escaped cannot drift apart.
+//! refuses, so that what is refused and what is escaped cannot drift apart, and the
+//! words for a file's kind in a message. A leaf: it imports nothing from the crate,
+//! so the error table and the key can use it.
 
 use std::borrow::Cow;
 use std::fmt::Write;
@@ -66,6 +68,24 @@ pub fn escape(text: &str) -> Cow<'_, str> {
 /// Escapes a local path for printing, marking bytes that are not UTF-8.
 pub fn escape_path(path: &std::path::Path) -> String {
     escape(&path.to_string_lossy()).into_owned()
+}
+
+/// What a file that is neither a regular file nor a directory is, in words.
+pub fn describe(kind: std::fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    if kind.is_symlink() {
+        "a symbolic link"
+    } else if kind.is_fifo() {
+        "a named pipe"
+    } else if kind.is_socket() {
+        "a socket"
+    } else if kind.is_block_device() || kind.is_char_device() {
+        "a device"
+    } else if kind.is_dir() {
+        "a directory"
+    } else {
+        "not a regular file"
+    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,591 @@
+//! The clap types: one args struct per subcommand, the shared flags flattened in.
+//! Doc comments here are the `--help` text (and the man pages, `man.rs`). Values are
+//! parsed into types (`Endpoint`, `ListenAddr`, durations, sizes) with their bounds
+//! before any work starts. Nothing here builds option structs (`options.rs` does)
+//! or runs anything.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use super::values;
+use crate::net::{Endpoint, ListenAddr};
+use crate::units;
+
+/// The exit codes, as every `--help` ends.
+const EXIT_CODES: &str = "\
+Exit codes:
+  0  every file was delivered and verified (or was already there)
+  1  any other error (no key given, ...)
+  2  usage error
+  3  network: cannot connect, connection lost, peer busy or timed out
+  4  authentication failed (wrong key, unknown user)
+  5  verification failed (checksum or MAC)
+  6  refused by the peer (exists, unsafe path, not found, denied, quota, ...)
+  7  local I/O error (cannot read, cannot write, disk full)
+  8  protocol error (malformed or unexpected frames, a role mismatch)
+  9  incompatible peer (protocol version, or a feature one side requires)";
+
+/// A subcommand's examples, then the exit codes, as every `--help` ends.
+fn with_exit_codes(examples: &str) -> String {
+    format!("{examples}\n\n{EXIT_CODES}")
+}
+
+const LS_EXAMPLES: &str = "\
+Examples:
+  xfer ls files.example.org:9000 --user alice    # the home
+  xfer ls -lh files.example.org:9000:photos      # kind, mode, size, time, name
+  xfer ls --usage -h files.example.org:9000      # bytes and files against the quota
+  xfer ls --json files.example.org:9000:inbox    # one JSON object per entry";
+
+const MKDIR_EXAMPLES: &str = "\
+Examples:
+  xfer mkdir files.example.org:9000:photos/2026/june --user alice";
+
+const RM_EXAMPLES: &str = "\
+Examples:
+  xfer rm files.example.org:9000:inbox/old.pdf --user alice
+  xfer rm files.example.org:9000:inbox/empty-dir --user alice";
+
+const MV_EXAMPLES: &str = "\
+Examples:
+  xfer mv files.example.org:9000:inbox/report.pdf archive/2026-report.pdf --user alice";
+
+const KEYGEN_EXAMPLES: &str = "\
+Examples:
+  xfer keygen ~/.config/xfer.key                 # then --key-file ~/.config/xfer.key
+  export XFER_KEY=$(xfer keygen)                 # a key for this shell";
+
+const PASSWD_EXAMPLES: &str = "\
+Examples:
+  xfer passwd bob --realm files.example.org >> /etc/xfer/users.toml
+  XFER_PASSWORD=... xfer passwd bob --realm files.example.org   # from a script";
+
+const COMPLETIONS_EXAMPLES: &str = "\
+Examples:
+  xfer completions bash > ~/.local/share/bash-completion/completions/xfer
+  xfer completions zsh > ~/.zfunc/_xfer";
+
+const MAN_EXAMPLES: &str = "\
+Examples:
+  xfer man send | man -l -                       # read xfer-send(1)
+  xfer man --dir ~/.local/share/man/man1         # install every page";
+
+const MAIN_EXAMPLES: &str = "\
+Examples:
+  xfer recv --listen 9000 --dir ~/inbox          # receiving machine: prints a key to use
+  XFER_KEY=... xfer send photos/ notes.txt host:9000
+  tar c dir | xfer send - host:9000 --name dir.tar
+  xfer keygen ~/.config/xfer.key                 # a key to keep, for --key-file";
+
+/// Move files between machines over TCP: encrypted, authenticated with a shared key,
+/// and verified end to end (MD5 or BLAKE3 per file, bound to the session by a MAC).
+#[derive(Debug, Parser)]
+#[command(
+    name = "xfer",
+    version,
+    propagate_version = true,
+    max_term_width = 100,
+    after_help = format!("{MAIN_EXAMPLES}\n\n{EXIT_CODES}"),
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Send files to a receiver at HOST:PORT, or to whoever connects (--listen).
+    Send(SendArgs),
+    /// Receive files: listen on a port (or connect to a listening sender) and write
+    /// what arrives into a directory.
+    Recv(RecvArgs),
+    /// Serve files to several users: each logs in with their own key, is confined
+    /// to a home beneath DIR, and has a quota.
+    Serve(ServeArgs),
+    /// Download files and directories from a server.
+    Get(GetArgs),
+    /// List a directory on a server (or show usage against the quota).
+    #[command(disable_help_flag = true, after_help = with_exit_codes(LS_EXAMPLES))]
+    Ls(LsArgs),
+    /// Make a directory (and its parents) on a server.
+    #[command(after_help = with_exit_codes(MKDIR_EXAMPLES))]
+    Mkdir(RemotePathArgs),
+    /// Remove a file or an empty directory on a server.
+    #[command(after_help = with_exit_codes(RM_EXAMPLES))]
+    Rm(RemotePathArgs),
+    /// Rename a file or directory on a server.
+    #[command(after_help = with_exit_codes(MV_EXAMPLES))]
+    Mv(MvArgs),
+    /// An interactive session against a server, like sftp (or a script of commands).
+    Shell(ShellArgs),
+    /// Make a new random key (256 bits, as 64 hex digits).
+    #[command(after_help = with_exit_codes(KEYGEN_EXAMPLES))]
+    Keygen(KeygenArgs),
+    /// Derive a user's key from a password, for a server's users file.
+    #[command(after_help = with_exit_codes(PASSWD_EXAMPLES))]
+    Passwd(PasswdArgs),
+    /// Print shell completions (bash, zsh, fish, elvish, powershell) on stdout.
+    #[command(after_help = with_exit_codes(COMPLETIONS_EXAMPLES))]
+    Completions(CompletionsArgs),
+    /// Print a man page (roff) on stdout, or write all of them into a directory.
+    #[command(after_help = with_exit_codes(MAN_EXAMPLES))]
+    Man(ManArgs),
+}
+
+/// Who this side is: the key, and the user it logs in as.
+#[derive(Debug, Args)]
+pub struct AuthArgs {
+    /// Read the shared key from PATH (a regular file; one trailing newline is
+    /// ignored) [default: $XFER_KEY]
+    #[arg(long, value_name = "PATH")]
+    pub key_file: Option<PathBuf>,
+
+    /// Log in as NAME (the user's own key on a server; bound into the handshake
+    /// everywhere)
+    #[arg(long, value_name = "NAME", env = "XFER_USER")]
+    pub user: Option<String>,
+
+    /// Log in with a password instead of a key (asked on the terminal, or
+    /// $XFER_PASSWORD); needs --user
+    #[arg(long, requires = "user", conflicts_with = "key_file")]
+    pub password: bool,
+}
+
+/// What protects and verifies the transfer.
+#[derive(Debug, Args)]
+pub struct SecurityArgs {
+    /// The content hash that verifies each file: md5 (the default) or blake3
+    /// (faster, and collision-resistant); both sides must support it
+    #[arg(long, value_enum, value_name = "HASH", env = "XFER_HASH", default_value_t = HashChoice::Md5)]
+    pub hash: HashChoice,
+
+    /// Refuse a peer that cannot encrypt (by default xfer encrypts whenever the peer
+    /// can, and warns when it cannot)
+    #[arg(long, conflicts_with = "no_encrypt")]
+    pub encrypt: bool,
+
+    /// Send in clear, for a trusted link where every cycle counts (names and data
+    /// are then visible on the wire; they stay authenticated)
+    #[arg(long)]
+    pub no_encrypt: bool,
+}
+
+/// The content hashes `--hash` takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum HashChoice {
+    Md5,
+    Blake3,
+}
+
+/// How to report.
+#[derive(Debug, Args)]
+pub struct OutputArgs {
+    /// Print nothing but errors (no progress bar, no summary; a listener on port 0
+    /// still says where it listens)
+    #[arg(short, long)]
+    pub quiet: bool,
+
+    /// Report as newline-delimited JSON events on stdout (on stderr with `recv --stdout`)
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// How this side meets its peer: connect (the default) or listen.
+#[derive(Debug, Args)]
+pub struct LinkArgs {
+    /// Listen on [ADDR:]PORT for the peer to connect, instead of connecting (PORT alone:
+    /// all interfaces; port 0: any free port, printed as "listening on ADDR:PORT" on stderr)
+    #[arg(long, value_name = "[ADDR:]PORT")]
+    pub listen: Option<ListenAddr>,
+
+    /// With --listen: keep serving peers, concurrently, until SIGINT or SIGTERM,
+    /// instead of exiting after the first session
+    #[arg(long, requires = "listen")]
+    pub serve: bool,
+
+    /// With --listen: authenticated sessions at once; more are refused as busy
+    #[arg(long, value_name = "N", default_value = "16", value_parser = units::count)]
+    pub max_conns: usize,
+
+    /// With --listen: connections still in the handshake from one address; a
+    /// newer one cuts the oldest that has waited a second
+    #[arg(long, value_name = "N", default_value = "32", value_parser = units::count)]
+    pub max_pending_per_address: usize,
+
+    /// When connecting: while nobody listens yet, keep retrying for SECS
+    #[arg(long, value_name = "SECS", default_value = "0", value_parser = units::seconds, conflicts_with = "listen")]
+    pub wait: Duration,
+
+    /// Give up on a peer that sends nothing we wait for, or takes nothing we send,
+    /// for SECS [default: never for reads (TCP keepalive notices a vanished peer
+    /// within about a minute), 120 for writes]
+    #[arg(long, visible_alias = "timeout", value_name = "SECS", value_parser = units::positive_seconds)]
+    pub idle_timeout: Option<Duration>,
+
+    /// The whole handshake must be over within SECS of connecting
+    #[arg(long, value_name = "SECS", default_value = "10", value_parser = units::positive_seconds)]
+    pub handshake_timeout: Duration,
+
+    /// At most RATE bytes per second, averaged (K, M, G count 1024s as in curl;
+    /// KB, MB, GB 1000s; KiB, MiB, GiB 1024s): `--limit-rate 2M`
+    #[arg(long, value_name = "RATE", value_parser = units::rate)]
+    pub limit_rate: Option<u64>,
+}
+
+const SEND_EXAMPLES: &str = "\
+Examples:
+  xfer send report.pdf host:9000                 # to `xfer recv --listen 9000`
+  xfer send photos/ host:9000 --hash blake3      # a tree, verified with BLAKE3
+  tar c dir | xfer send - host:9000 --name dir.tar
+  xfer send logs/ host:9000 --compress           # zstd on the way
+  xfer send big.iso --listen 9000                # the receiver connects: xfer recv HOST:9000
+  xfer send a.txt files.example.org:9000:inbox --user alice   # into a server's inbox/";
+
+#[derive(Debug, Args)]
+#[command(
+    override_usage = "xfer send [OPTIONS] FILE... HOST:PORT[:DIR]\n       xfer send [OPTIONS] FILE... --listen [ADDR:]PORT",
+    after_help = format!("{SEND_EXAMPLES}\n\n{EXIT_CODES}"),
+)]
+pub struct SendArgs {
+    /// The files and directories to send (`-` or a named pipe: a stream), then,
+    /// unless --listen is given, where to: HOST:PORT (IPv6 as [ADDR]:PORT), or
+    /// HOST:PORT:DIR for a directory on a server
+    #[arg(value_name = "FILE... HOST:PORT", required = true, num_args = 1..)]
+    pub(crate) operands: Vec<OsString>,
+
+    /// The name the one operand arrives under (standard input: `stdin` by default)
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+
+    /// Inside directories, send what symbolic links point at instead of skipping them
+    #[arg(long)]
+    pub follow_symlinks: bool,
+
+    /// Into a server's DIR: replace files that exist there (a plain receiver
+    /// decides for itself, with `recv --overwrite`)
+    #[arg(long, short = 'f')]
+    pub overwrite: bool,
+
+    /// Compress with zstd on the way (LEVEL 1-19, default 3; the `=` is required);
+    /// what does not compress goes raw
+    #[arg(long, value_name = "LEVEL", num_args = 0..=1, require_equals = true,
+          default_missing_value = "", env = "XFER_COMPRESS", value_parser = values::compress_level)]
+    pub compress: Option<i32>,
+
+    #[command(flatten)]
+    pub link: LinkArgs,
+
+    #[command(flatten)]
+    pub security: SecurityArgs,
+
+    #[command(flatten)]
+    pub auth: AuthArgs,
+
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+const RECV_EXAMPLES: &str = "\
+Examples:
+  xfer recv --listen 9000 --dir ~/inbox          # prints a key for the sender if none is set
+  xfer recv --listen 9000 --serve --key-file k   # many senders, until Ctrl-C
+  xfer recv --listen 9000 --stdout | tar x       # a stream, unpacked on arrival
+  xfer recv host:9000 --dir in                   # connect to `xfer send FILE --listen 9000`";
+
+#[derive(Debug, Args)]
+#[command(
+    override_usage = "xfer recv [OPTIONS] --listen [ADDR:]PORT\n       xfer recv [OPTIONS] HOST:PORT",
+    after_help = format!("{RECV_EXAMPLES}\n\n{EXIT_CODES}"),
+)]
+#[command(group = clap::ArgGroup::new("peer").required(true).args(["from", "listen"]))]
+pub struct RecvArgs {
+    /// Connect to a sender listening at HOST:PORT (`xfer send FILE... --listen PORT`)
+    #[arg(value_name = "HOST:PORT", conflicts_with = "serve", value_parser = values::endpoint)]
+    pub from: Option<Endpoint>,
+
+    /// Write received files into DIR (created if missing)
+    #[arg(long, short, value_name = "DIR", default_value = ".")]
+    pub dir: PathBuf,
+
+    /// Replace existing files (atomically: readers see the old or the new file, never a mix)
+    #[arg(long)]
+    pub overwrite: bool,
+
+    /// Write the one received file to standard output instead of DIR (an offer of
+    /// several files or a directory is refused). The bytes are out before they are
+    /// verified: on a checksum failure xfer exits 5 and the output must be discarded
+    #[arg(long, conflicts_with_all = ["dir", "overwrite", "serve"])]
+    pub stdout: bool,
+
+    /// Do not resume: discard partial data of interrupted transfers instead of
+    /// continuing from it
+    #[arg(long)]
+    pub no_resume: bool,
+
+    /// Remove partial data that no sender came back for after HOURS
+    #[arg(long, value_name = "HOURS", default_value = "24", value_parser = units::hours)]
+    pub keep_partial: Duration,
+
+    #[command(flatten)]
+    pub link: LinkArgs,
+
+    #[command(flatten)]
+    pub security: SecurityArgs,
+
+    #[command(flatten)]
+    pub auth: AuthArgs,
+
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+/// How a client meets a server.
+#[derive(Debug, Args)]
+pub struct ClientArgs {
+    /// While nobody listens yet, keep retrying for SECS
+    #[arg(long, value_name = "SECS", default_value = "0", value_parser = units::seconds)]
+    pub wait: Duration,
+
+    /// The whole handshake must be over within SECS of connecting
+    #[arg(long, value_name = "SECS", default_value = "10", value_parser = units::positive_seconds)]
+    pub handshake_timeout: Duration,
+
+    /// Give up on a server that sends nothing we wait for, or takes nothing we
+    /// send, for SECS
+    #[arg(long, visible_alias = "timeout", value_name = "SECS", value_parser = units::positive_seconds)]
+    pub idle_timeout: Option<Duration>,
+
+    /// At most RATE bytes per second, averaged (as for send)
+    #[arg(long, value_name = "RATE", value_parser = units::rate)]
+    pub limit_rate: Option<u64>,
+
+    /// The content hash that verifies each file: md5 (the default) or blake3
+    #[arg(long, value_enum, value_name = "HASH", env = "XFER_HASH", default_value_t = HashChoice::Md5)]
+    pub hash: HashChoice,
+
+    #[command(flatten)]
+    pub auth: AuthArgs,
+
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+const GET_EXAMPLES: &str = "\
+Examples:
+  xfer get files.example.org:9000:report.pdf --user alice        # into the current directory
+  xfer get host:9000:photos host:9000:notes.txt ~/Downloads      # a directory and a file
+  xfer get host:9000:'my docs/a file.txt' --stdout | less";
+
+#[derive(Debug, Args)]
+#[command(
+    override_usage = "xfer get [OPTIONS] HOST:PORT:PATH... [LOCAL_DIR]",
+    after_help = format!("{GET_EXAMPLES}\n\n{EXIT_CODES}"),
+)]
+pub struct GetArgs {
+    /// What to download (HOST:PORT:PATH, a path of the user's home; IPv6 hosts in
+    /// brackets, [::1]:9000:dir), then, optionally, the local directory to put it in
+    /// [default: .]
+    #[arg(value_name = "HOST:PORT:PATH... [LOCAL_DIR]", required = true, num_args = 1..)]
+    pub operands: Vec<String>,
+
+    /// Replace local files that exist
+    #[arg(long, short = 'f')]
+    pub overwrite: bool,
+
+    /// Write the one file to standard output (its bytes are out before they are verified)
+    #[arg(long, conflicts_with = "overwrite")]
+    pub stdout: bool,
+
+    /// Do not resume: discard partial data of interrupted downloads
+    #[arg(long)]
+    pub no_resume: bool,
+
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+#[derive(Debug, Args)]
+#[command(override_usage = "xfer ls [OPTIONS] HOST:PORT[:PATH]")]
+pub struct LsArgs {
+    /// The server, and the directory (or file) to list [default: the home]
+    #[arg(value_name = "HOST:PORT[:PATH]")]
+    pub target: String,
+
+    /// Long listing: kind and permissions, size, modification time (UTC), name
+    #[arg(short = 'l')]
+    pub long: bool,
+
+    /// Sizes in KiB, MiB, GiB
+    #[arg(short = 'h', long = "human-readable")]
+    pub human: bool,
+
+    /// Show the bytes and files used against the user's quota instead
+    #[arg(long)]
+    pub usage: bool,
+
+    /// Print help
+    #[arg(long, action = clap::ArgAction::Help)]
+    pub help: Option<bool>,
+
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct RemotePathArgs {
+    /// HOST:PORT:PATH on the server
+    #[arg(value_name = "HOST:PORT:PATH")]
+    pub target: String,
+
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct MvArgs {
+    /// HOST:PORT:OLD on the server
+    #[arg(value_name = "HOST:PORT:OLD")]
+    pub from: String,
+
+    /// The new path, in the same home
+    #[arg(value_name = "NEW")]
+    pub to: String,
+
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+const SERVE_EXAMPLES: &str = "\
+Examples:
+  xfer serve --root /srv/xfer --listen 9000                      # one key (printed if none)
+  xfer serve --root /srv/xfer --listen 9000 --users users.toml   # a key, home and quota per user
+  kill -HUP $(pidof xfer)                                        # read the users file again";
+
+#[derive(Debug, Args)]
+#[command(after_help = format!("{SERVE_EXAMPLES}\n\n{EXIT_CODES}"))]
+pub struct ServeArgs {
+    /// The directory the homes are in (created if missing); without --users, the one home
+    #[arg(long, value_name = "DIR")]
+    pub root: PathBuf,
+
+    /// Listen on [ADDR:]PORT (PORT alone: all interfaces; 0: any free port)
+    #[arg(long, value_name = "[ADDR:]PORT")]
+    pub listen: ListenAddr,
+
+    /// The users file (TOML: key, home, quota and limits per user); SIGHUP reads it again
+    #[arg(long, value_name = "FILE")]
+    pub users: Option<PathBuf>,
+
+    /// The name announced for keys derived from passwords [default: the host name]
+    #[arg(long, value_name = "NAME")]
+    pub realm: Option<String>,
+
+    /// Without --users: read the one key from PATH [default: $XFER_KEY; none: one is
+    /// generated and printed]
+    #[arg(long, value_name = "PATH", conflicts_with = "users")]
+    pub key_file: Option<PathBuf>,
+
+    /// Authenticated connections at once; more are refused as busy
+    #[arg(long, value_name = "N", default_value = "64", value_parser = units::count)]
+    pub max_conns: usize,
+
+    /// Connections still in the handshake from one address; a newer one cuts the
+    /// oldest that has waited a second
+    #[arg(long, value_name = "N", default_value = "32", value_parser = units::count)]
+    pub max_pending_per_address: usize,
+
+    /// Close a connection that makes no request (or takes nothing we send) for SECS
+    #[arg(long, visible_alias = "timeout", value_name = "SECS", default_value = "300", value_parser = units::positive_seconds)]
+    pub idle_timeout: Duration,
+
+    /// The whole handshake must be over within SECS of connecting
+    #[arg(long, value_name = "SECS", default_value = "10", value_parser = units::positive_seconds)]
+    pub handshake_timeout: Duration,
+
+    /// At most RATE bytes per second per connection and direction
+    #[arg(long, value_name = "RATE", value_parser = units::rate)]
+    pub limit_rate: Option<u64>,
+
+    /// Remove partial data of cut uploads that no client came back for after HOURS
+    #[arg(long, value_name = "HOURS", default_value = "24", value_parser = units::hours)]
+    pub keep_partial: Duration,
+
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+/// `xfer shell --help` ends with every command the shell takes.
+fn shell_help() -> String {
+    let mut text = String::from("Commands at the prompt:\n");
+    for (_, usage, what) in crate::shell::COMMANDS {
+        text.push_str(&format!("  {usage:<26} {what}\n"));
+    }
+    text.push_str(
+        "\nExamples:\n  xfer shell files.example.org:9000 --user alice\n  \
+         xfer shell host:9000 --user alice -b nightly.xfer      # a script: stops at the first failure\n  \
+         printf 'cd photos\\nget -f 2024\\n' | xfer shell host:9000 --user alice\n\n",
+    );
+    text.push_str(EXIT_CODES);
+    text
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = shell_help())]
+pub struct ShellArgs {
+    /// The server (HOST:PORT), optionally with a directory to start in
+    #[arg(value_name = "HOST:PORT")]
+    pub target: String,
+
+    /// Run the commands of FILE (`-`: standard input) instead of prompting: each is
+    /// echoed after the prompt, and the first that fails ends the script with its
+    /// exit code, unless its line starts with `-`
+    #[arg(short = 'b', long = "batch", value_name = "FILE")]
+    pub batch: Option<PathBuf>,
+
+    /// Show progress bars in a script too
+    #[arg(long)]
+    pub progress: bool,
+
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct PasswdArgs {
+    /// The user name
+    #[arg(value_name = "NAME")]
+    pub user: String,
+
+    /// The server's realm (what `xfer serve --realm` announces; by default its host name)
+    #[arg(long, value_name = "REALM")]
+    pub realm: String,
+}
+
+#[derive(Debug, Args)]
+pub struct KeygenArgs {
+    /// Write the key to PATH (created with mode 0600, never replaced) instead of standard output
+    #[arg(value_name = "PATH")]
+    pub path: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell to complete for
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+#[derive(Debug, Args)]
+pub struct ManArgs {
+    /// The subcommand whose page to print (`xfer man send` is xfer-send(1));
+    /// without one, xfer(1)
+    #[arg(value_name = "COMMAND")]
+    pub command: Option<String>,
+
+    /// Write every page (xfer.1, xfer-send.1, ...) into DIR instead
+    #[arg(long, value_name = "DIR", conflicts_with = "command")]
+    pub dir: Option<PathBuf>,
+}

@@ -1,0 +1,51 @@
+//! `xfer keygen` and `xfer passwd`: making a new key, and the users-file line for a
+//! password. Owns only those two; where keys are read and checked is `crate::key`,
+//! how a password becomes a key is `crate::password`.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::Result;
+
+use crate::key;
+use crate::ui::report;
+
+/// `xfer keygen [PATH]`: a new key into a new file (mode 0600), or on stdout.
+pub fn keygen(path: Option<PathBuf>) -> Result<()> {
+    let new_key = key::generate()?;
+    match path {
+        Some(path) => key::write_new(&path, &new_key),
+        None => {
+            let mut stdout = std::io::stdout().lock();
+            writeln!(stdout, "{new_key}")?;
+            Ok(stdout.flush()?)
+        }
+    }
+}
+
+/// `xfer passwd NAME --realm REALM`: asks for a password twice (no echo) and
+/// prints the users-file line with the key derived from it.
+pub fn passwd(user: &str, realm: &str) -> Result<()> {
+    // From a script: $XFER_PASSWORD, as the clients take it; at a terminal, twice.
+    let first = match std::env::var(crate::password::PASSWORD_ENV) {
+        Ok(password) => password,
+        Err(_) => {
+            let first = crate::password::prompt(&format!("new password for {user}: "))?;
+            let second = crate::password::prompt("again: ")?;
+            if first != second {
+                anyhow::bail!("the two passwords differ; nothing printed");
+            }
+            first
+        }
+    };
+    if first.chars().count() < 12 {
+        report::warn(
+            "a password under 12 characters falls to an offline guess (see README, Security)",
+        );
+    }
+    let key = crate::password::derive_hex(&first, realm, user)?;
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "[users.{user}]    # for realm {realm:?}")?;
+    writeln!(stdout, "key = \"{key}\"")?;
+    Ok(stdout.flush()?)
+}

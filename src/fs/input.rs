@@ -1,0 +1,62 @@
+//! What a sender reads: the [`Outbox`] a session takes its offer and contents from,
+//! and the [`Input`] each entry's bytes come through (a file, or a [`Stream`] of
+//! unknown length). The sources that implement them (`source`, `serve`'s homes)
+//! live beside it in `fs`; sessions in `transfer` only consume them. Nothing here
+//! knows about frames or sockets.
+
+use std::io::Read;
+use std::os::fd::AsFd;
+use std::time::Duration;
+
+use anyhow::Result;
+
+use crate::proto::message::Entry;
+
+/// Where an entry's bytes are read from.
+pub trait Input: Read + Send {
+    /// Waits at most `timeout` for bytes (or the end) to be ready to read. A file is
+    /// always ready; a stream (a pipe) may pause for as long as its producer likes,
+    /// and its bytes go out as they come rather than once a whole frame has filled.
+    fn ready(&self, timeout: Duration) -> bool {
+        let _ = timeout;
+        true
+    }
+}
+
+impl Input for std::fs::File {}
+
+/// A stream of unknown length (standard input, a named pipe): readiness is asked of
+/// the system.
+pub struct Stream<S: Read + AsFd + Send>(pub S);
+
+impl<S: Read + AsFd + Send> Read for Stream<S> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.0.read(buf)
+    }
+}
+
+impl<S: Read + AsFd + Send> Input for Stream<S> {
+    fn ready(&self, timeout: Duration) -> bool {
+        use rustix::event::{PollFd, PollFlags, Timespec, poll};
+        let mut fds = [PollFd::new(&self.0, PollFlags::IN)];
+        let timeout = Timespec::try_from(timeout).unwrap_or(Timespec {
+            tv_sec: i64::MAX,
+            tv_nsec: 0,
+        });
+        // An error or a hang-up counts as ready: the read then says what happened.
+        !matches!(poll(&mut fds, Some(&timeout)), Ok(0))
+    }
+}
+
+/// What a sender offers, and where each entry's bytes come from.
+pub trait Outbox: Sync {
+    /// The offer, in order (a directory before anything inside it).
+    fn entries(&self) -> &[Entry];
+    /// Opens entry `index`'s content for reading (a file or a stream).
+    fn open(&self, index: usize) -> Result<Box<dyn Input>>;
+    /// Whether entry `index` can be read again from the start (a stream cannot,
+    /// so it never resumes).
+    fn rereadable(&self, index: usize) -> bool;
+    /// How to name entry `index` in this side's messages (escaped).
+    fn shown(&self, index: usize) -> String;
+}

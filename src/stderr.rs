@@ -1,0 +1,26 @@
+//! What the process says on stderr outside a session's report: warnings (silenced
+//! by `--quiet`) and plain lines (the final error, a generated key). A leaf: it
+//! imports nothing from the crate, so the key and the listeners can warn without
+//! reaching up into `ui` (whose `report` re-exports these).
+
+use std::io::Write;
+
+/// Set by `--quiet`: warnings are not printed (errors always are).
+static QUIET: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// From here on, print nothing but errors.
+pub fn set_quiet() {
+    QUIET.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Prints `xfer: warning: ...` on stderr, unless quiet.
+pub fn warn(message: &str) {
+    if !QUIET.load(std::sync::atomic::Ordering::Relaxed) {
+        line(&format!("xfer: warning: {message}"));
+    }
+}
+
+/// Prints one line on stderr; a closed stderr is not worth dying for.
+pub fn line(text: &str) {
+    let _ = writeln!(std::io::stderr().lock(), "{text}");
+}

@@ -1,0 +1,135 @@
+//! The [`Tally`] of one session: each entry's outcome shown at once and counted, and,
+//! at the end, what the session adds up to (fine, or the kind of its first
+//! failure). It shows through a `ui` reporter and must not reach for the wire.
+
+use std::sync::Mutex;
+
+use anyhow::Result;
+
+use crate::error::{ErrorCode, Kind, fail};
+use crate::proto::negotiated::{Feature, Negotiated};
+use crate::ui::report::{FileOutcome, LIST_FILES_UP_TO, Reporter, Summary};
+
+/// The outcomes of one session's entries as they happen: each is shown at once,
+/// counted, and, at the end, decides the session's result.
+pub struct Tally {
+    reporter: Reporter,
+    summary: Mutex<Summary>,
+    first_failure: Mutex<Option<ErrorCode>>,
+    /// How many entries the session's offer had, and what they were to be.
+    offered: Mutex<(usize, &'static str)>,
+}
+
+impl Tally {
+    pub fn new(reporter: Reporter, negotiated: &Negotiated) -> Tally {
+        Tally {
+            reporter,
+            summary: Mutex::new(Summary {
+                hash: negotiated.hash(),
+                encrypted: negotiated.has(Feature::Aead),
+                ..Summary::default()
+            }),
+            first_failure: Mutex::new(None),
+            offered: Mutex::new((0, "delivered")),
+        }
+    }
+
+    /// How many entries the session's offer had (0 until it arrived).
+    pub fn summary_offered(&self) -> usize {
+        self.offered
+            .lock()
+            .expect("no panics while holding the lock")
+            .0
+    }
+
+    /// The session's offer had `entries` entries, each to be `verb` (`delivered`,
+    /// `received`): what [`Tally::verdict`] counts against.
+    pub fn offered(&self, entries: usize, verb: &'static str) {
+        *self
+            .offered
+            .lock()
+            .expect("no panics while holding the lock") = (entries, verb);
+    }
+
+    pub fn reporter(&self) -> &Reporter {
+        &self.reporter
+    }
+
+    pub fn reporter_mut(&mut self) -> &mut Reporter {
+        &mut self.reporter
+    }
+
+    /// Shows and counts one entry's outcome.
+    pub fn record(&self, outcome: FileOutcome) {
+        self.reporter.file(&outcome);
+        let mut summary = self
+            .summary
+            .lock()
+            .expect("no panics while holding the lock");
+        match outcome {
+            FileOutcome::Verified {
+                path,
+                size,
+                digest,
+                resumed_at,
+                ..
+            } => {
+                summary.verified += 1;
+                summary.bytes += size;
+                summary.resumed += usize::from(resumed_at.is_some());
+                if summary.listed.len() < LIST_FILES_UP_TO {
+                    summary.listed.push((path, digest));
+                }
+            }
+            FileOutcome::Same { .. } => summary.same += 1,
+            FileOutcome::Failed { code, .. } => {
+                summary.failed += 1;
+                self.first_failure
+                    .lock()
+                    .expect("no panics while holding the lock")
+                    .get_or_insert(code);
+            }
+        }
+    }
+
+    /// A failed entry.
+    pub fn failed(&self, path: &str, code: ErrorCode, why: String) {
+        self.record(FileOutcome::Failed {
+            path: path.to_string(),
+            code,
+            why,
+        });
+    }
+
+    pub fn summary(&self) -> Summary {
+        self.summary
+            .lock()
+            .expect("no panics while holding the lock")
+            .clone()
+    }
+
+    /// What a completed session adds up to: fine if no entry failed, else the kind
+    /// of the first failure, with a count.
+    pub fn verdict(&self) -> Result<()> {
+        let (entries, verb) = *self
+            .offered
+            .lock()
+            .expect("no panics while holding the lock");
+        let first = *self
+            .first_failure
+            .lock()
+            .expect("no panics while holding the lock");
+        match first {
+            None => Ok(()),
+            Some(code) => Err(fail(
+                Kind::of_code(code),
+                format!("{} of {entries} entries not {verb}", self.summary().failed),
+            )),
+        }
+    }
+
+    /// Shows the summary of `result`; `what` names the session in a server's log.
+    pub fn finish(&self, what: &str, result: &Result<()>) {
+        self.reporter.finish(what, &self.summary(), result);
+    }
+}
