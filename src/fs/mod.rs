@@ -9,6 +9,7 @@
 
 pub mod beneath;
 pub mod home;
+pub mod ledger;
 pub mod path;
 pub mod quota;
 pub mod sink;

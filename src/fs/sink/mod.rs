@@ -24,6 +24,7 @@ use rustix::io::Errno;
 pub use self::part::{PartFile, Resume};
 pub use self::resolver::{Placement, Resolver};
 use super::Refusal;
+use super::ledger::Account;
 use crate::error::{Kind, fail};
 use crate::ui::escape::escape_path;
 
@@ -31,6 +32,10 @@ use crate::ui::escape::escape_path;
 /// beneath it.
 pub struct TargetDir {
     root: OwnedFd,
+    /// A server's `put`: the user's ledger, through which everything written here
+    /// is counted (see `fs::quota`); also what makes the server keep its own access
+    /// to what it writes and refuse paths too deep to count.
+    meter: Option<Account>,
 }
 
 /// A receiver's claim on its target directory, released when dropped (or when the
@@ -78,12 +83,24 @@ impl TargetDir {
                 ),
             )
         })?;
-        Ok(TargetDir { root })
+        Ok(TargetDir { root, meter: None })
     }
 
     /// A target directory already opened (a directory of a user's home).
     pub fn from_fd(root: OwnedFd) -> Self {
-        TargetDir { root }
+        TargetDir { root, meter: None }
+    }
+
+    /// This directory as a server's `put` target, counted in `account`.
+    pub fn metered(self, account: Account) -> Self {
+        TargetDir {
+            meter: Some(account),
+            ..self
+        }
+    }
+
+    pub(crate) fn meter(&self) -> Option<&Account> {
+        self.meter.as_ref()
     }
 
     /// Takes the directory for this process: a second receiver on the same
@@ -189,6 +206,7 @@ impl TargetDir {
     pub fn try_clone(&self) -> io::Result<TargetDir> {
         Ok(TargetDir {
             root: self.dup_root()?,
+            meter: self.meter.clone(),
         })
     }
 

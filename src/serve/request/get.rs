@@ -5,9 +5,9 @@
 
 use anyhow::Result;
 
+use super::Context;
 use super::refuse;
 use crate::net::TcpConnection;
-use crate::serve::connection::Context;
 use crate::transfer::{Tally, send};
 use crate::ui::escape::escape;
 use crate::ui::report::Reporter;

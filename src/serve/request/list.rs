@@ -4,10 +4,10 @@
 
 use anyhow::Result;
 
+use super::Context;
 use super::refuse;
 use crate::fs::home::Listing;
 use crate::net::TcpConnection;
-use crate::serve::connection::Context;
 use crate::transfer::offer::ListWriter;
 use crate::ui::escape::escape;
 

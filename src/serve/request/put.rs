@@ -4,9 +4,9 @@
 
 use anyhow::Result;
 
+use super::Context;
 use super::{ack, refuse, writable};
 use crate::net::TcpConnection;
-use crate::serve::connection::Context;
 use crate::transfer::Tally;
 use crate::transfer::recv::{self, Destination, Settings};
 use crate::ui::escape::escape;
@@ -23,6 +23,9 @@ pub fn run(
         Ok(target) => target,
         Err(refusal) => return refuse(context, conn, &action, refusal),
     };
+    // Everything this put does to the disk is counted as it happens (`fs::quota`).
+    let account = context.ledger.account(dir);
+    let target = target.metered(account.clone());
     ack(conn)?;
     let reporter = Reporter::new(context.server.style)
         .for_peer(context.peer)
@@ -38,12 +41,9 @@ pub fn run(
         &destination,
         &context.server.claims,
         settings,
-        Some(&context.account),
+        Some(&account),
         &mut tally,
     );
-    if context.account.is_stale() {
-        context.account.recount(context.home.footprint());
-    }
     // The log line says how the transfer went; only a session-level failure (the
     // result) ends the connection.
     let verdict = match &result {
