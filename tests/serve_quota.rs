@@ -134,6 +134,20 @@ fn a_rename_of_a_path_being_written_or_of_its_directory_is_busy() {
         .rename("d", "e")
         .expect("renamed after the write");
     assert_eq!(fs::read(site.home("alice").join("e/x")).unwrap(), content);
+    // The directory a put writes into is held from its `ack` on, before any offer.
+    let mut putting = server.login("alice");
+    putting
+        .send_control(&serde_json::json!({"type": "put", "dir": "e"}))
+        .unwrap();
+    putting.expect("ack").unwrap();
+    assert_eq!(
+        remote_code(server.login("alice").rename("e", "e2")).as_deref(),
+        Some("busy")
+    );
+    drop(putting);
+    site::eventually("the put's directory is let go", || {
+        server.login("alice").rename("e", "e2").is_ok()
+    });
     check_home(&site, &server, "alice", QUOTA);
 }
 

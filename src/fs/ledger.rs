@@ -66,6 +66,9 @@ pub(crate) struct Books {
     writing: HashMap<String, Footprint>,
     /// Part files open for writing (device, inode): the sweep leaves them alone.
     open: HashSet<(u64, u64)>,
+    /// Directories `put`s are writing into, with how many: `busy` to rename or
+    /// remove, like the paths being written.
+    targets: HashMap<String, usize>,
 }
 
 impl Books {
@@ -108,11 +111,9 @@ impl Books {
         let inside = |a: &str, b: &str| {
             a.len() > b.len() && a.starts_with(b) && a[b.len()..].starts_with('/')
         };
-        match self
-            .writing
-            .keys()
-            .find(|p| p.as_str() == path || inside(p, path) || inside(path, p))
-        {
+        let target = |p: &&String| p.as_str() == path || inside(p, path);
+        let written = |p: &&String| target(p) || inside(path, p);
+        match (self.writing.keys().find(written)).or_else(|| self.targets.keys().find(target)) {
             Some(p) => Err(Refusal::new(
                 ErrorCode::Busy,
                 format!(
@@ -156,6 +157,18 @@ impl Ledger {
         self.0.lock().expect("no panics while holding the lock")
     }
 
+    /// Claims the directory `dir` a `put` writes into until the hold is dropped:
+    /// renaming or removing it (or a directory above it) is `busy` meanwhile, so
+    /// the put's paths keep naming what it writes.
+    pub fn hold_dir(&self, dir: &str) -> DirHold {
+        let dir = dir.trim_matches('/').to_string();
+        *self.books().targets.entry(dir.clone()).or_default() += 1;
+        DirHold {
+            ledger: self.clone(),
+            dir,
+        }
+    }
+
     /// A `put`'s view of the ledger for paths beneath the directory `dir` of the
     /// home (`""`: the home).
     pub fn account(&self, dir: &str) -> Account {
@@ -163,6 +176,25 @@ impl Ledger {
             ledger: self.clone(),
             prefix: dir.trim_matches('/').to_string(),
             found: Arc::default(),
+        }
+    }
+}
+
+/// A directory a `put` writes into, held (see [`Ledger::hold_dir`]).
+#[derive(Debug)]
+pub struct DirHold {
+    ledger: Ledger,
+    dir: String,
+}
+
+impl Drop for DirHold {
+    fn drop(&mut self) {
+        let mut books = self.ledger.books();
+        if let Some(count) = books.targets.get_mut(&self.dir) {
+            *count -= 1;
+            if *count == 0 {
+                books.targets.remove(&self.dir);
+            }
         }
     }
 }

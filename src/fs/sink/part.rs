@@ -44,7 +44,8 @@ const WRITEBACK_WINDOW: u64 = 16 << 20;
 /// The extended attribute that marks a partial as made by a server.
 const MARKER: &str = "user.xfer.partial";
 /// Partials made by this process where the filesystem would not take [`MARKER`].
-static MARKED: std::sync::Mutex<Vec<(u64, u64)>> = std::sync::Mutex::new(Vec::new());
+static MARKED: std::sync::Mutex<std::collections::BTreeSet<(u64, u64)>> =
+    std::sync::Mutex::new(std::collections::BTreeSet::new());
 
 /// Whether the open file `fd` (as `stat` describes it) may be taken as our own
 /// partial: a regular file with one link, owned by us, and on a server (`marked`)
@@ -67,7 +68,7 @@ fn mark(fd: &OwnedFd, identity: (u64, u64)) {
         MARKED
             .lock()
             .expect("no panics while holding the lock")
-            .push(identity);
+            .insert(identity);
     }
 }
 
@@ -244,6 +245,14 @@ impl PartFile {
     fn finish_metadata(&mut self, mode: Option<u64>, mtime: Option<u64>) -> Result<(), Refusal> {
         let file = self.file.as_ref().expect("metadata before sealing");
         self.keep = false;
+        if self.meter.is_some() {
+            // Complete: no longer a partial, marked or recorded.
+            let _ = rustix::fs::fremovexattr(file, MARKER);
+            MARKED
+                .lock()
+                .expect("no panics while holding the lock")
+                .remove(&self.identity);
+        }
         // A server keeps reading and writing what it holds, whatever was offered.
         let keep = if self.meter.is_some() { 0o600 } else { 0 };
         meta::apply(file, mode, mtime, keep)

@@ -19,6 +19,8 @@ pub fn run(
     overwrite: bool,
 ) -> Result<()> {
     let action = format!("put {}", escape(if dir.is_empty() { "." } else { dir }));
+    // Held before it is opened: its name keeps naming it while the put runs.
+    let _held = context.ledger.hold_dir(dir);
     let target = match writable(context, "put").and_then(|()| context.home.target(dir)) {
         Ok(target) => target,
         Err(refusal) => return refuse(context, conn, &action, refusal),
