@@ -25,7 +25,6 @@ fn top_level_modules_import_each_other_in_one_direction_only() {
 }
 
 #[test]
-#[ignore = "enabled when the reshape branches merge"]
 fn no_file_circles() {
     let report = circles(&graph(true));
     assert!(
@@ -33,15 +32,6 @@ fn no_file_circles() {
         "files that reach each other:\n{}",
         report.join("\n")
     );
-}
-
-/// Lists the circles between files without failing, until the reshape branches
-/// that remove the last ones merge (then `no_file_circles` takes over).
-#[test]
-fn file_circles_are_listed() {
-    for line in circles(&graph(true)) {
-        eprintln!("layering: {line}");
-    }
 }
 
 /// The import graph of `src/`, between files (`by_file`) or top-level modules.

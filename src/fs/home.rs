@@ -16,6 +16,7 @@ use rustix::fs::{AtFlags, FileType, Mode, RenameFlags, Stat};
 use rustix::io::Errno;
 
 use super::beneath::{self, MAX_DEPTH, kind};
+pub use super::ledger::Footprint;
 use super::path::{check_request_path, is_reserved_bytes};
 use super::sink::TargetDir;
 use super::{Refusal, path::PathRefusal};
@@ -30,13 +31,6 @@ const PERMISSION_BITS: u32 = 0o777;
 /// A user's home, held open.
 pub struct Home {
     root: OwnedFd,
-}
-
-/// Bytes and files in a home (partial files included).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Footprint {
-    pub bytes: u64,
-    pub files: u64,
 }
 
 impl Home {
@@ -152,7 +146,11 @@ impl Home {
     pub fn mkdir(&self, path: &str) -> Result<(), Refusal> {
         let components = checked(path)?;
         if components.is_empty() {
-            return Ok(()); // the home exists
+            // `""` names the home only for `list` and as `put`'s directory.
+            return Err(Refusal::new(
+                ErrorCode::BadPath,
+                "the home exists; mkdir needs a path inside it",
+            ));
         }
         let home = self.dup()?;
         match beneath::walk(&home, &components, true) {
@@ -286,6 +284,28 @@ impl Home {
         Ok(fetch)
     }
 
+    /// Removes temporaries last modified before `cutoff` that `may` allows (by
+    /// device and inode); returns what left the disk.
+    pub fn sweep(&self, cutoff: i64, may: &mut dyn FnMut((u64, u64)) -> bool) -> Footprint {
+        let mut removed = Footprint::default();
+        if let Ok(home) = self.dup() {
+            sweep(home, cutoff, may, &mut removed, 0);
+        }
+        removed
+    }
+
+    /// How many levels of entries lie below `path` (0: a file, an empty directory
+    /// or nothing there).
+    pub fn height(&self, path: &str) -> usize {
+        let Ok((parent, name, Some(stat))) = self.resolve(path) else {
+            return 0;
+        };
+        if kind(&stat) != FileType::Directory {
+            return 0;
+        }
+        beneath::open_dir(&parent, name.as_str()).map_or(0, |dir| height(dir, MAX_DEPTH + 1))
+    }
+
     /// Bytes and files beneath the home, partial files included, links not
     /// followed: what a quota starts from.
     pub fn footprint(&self) -> Footprint {
@@ -382,7 +402,9 @@ fn sorted_names(dir: &OwnedFd) -> Result<Vec<Box<str>>, Errno> {
     Ok(names)
 }
 
-/// Adds up what is beneath `dir`, following no links.
+/// Adds up what is beneath `dir` (`depth` components below the home), following
+/// no links. Files are counted from their `stat` (never opened); a directory that
+/// cannot be opened is logged, never skipped silently.
 fn scan(dir: OwnedFd, total: &mut Footprint, depth: usize) {
     for (name, stat) in beneath::children(&dir) {
         match kind(&stat) {
@@ -390,14 +412,87 @@ fn scan(dir: OwnedFd, total: &mut Footprint, depth: usize) {
                 total.bytes += stat.st_size as u64;
                 total.files += 1;
             }
-            FileType::Directory if depth < MAX_DEPTH => {
-                if let Ok(child) = beneath::open_dir(&dir, name.as_c_str()) {
-                    scan(child, total, depth + 1);
+            FileType::Directory => match descend(&dir, &name, depth) {
+                Some(child) => scan(child, total, depth + 1),
+                None => continue,
+            },
+            _ => {}
+        }
+    }
+}
+
+/// Opens the directory `name` of `dir` (`depth` components below the home) for a
+/// walk over the whole home, or says in the log why not: the server makes nothing
+/// it cannot walk (modes keep the owner's bits, paths stay within [`MAX_DEPTH`]),
+/// so this meets only what someone else put there.
+fn descend(dir: &OwnedFd, name: &std::ffi::CStr, depth: usize) -> Option<OwnedFd> {
+    let shown = escape(&name.to_string_lossy()).into_owned();
+    if depth + 1 >= MAX_DEPTH {
+        let has_children = beneath::open_dir(dir, name)
+            .ok()
+            .is_some_and(|child| beneath::children(&child).next().is_some());
+        if has_children {
+            crate::ui::report::warn(&format!(
+                "a directory {shown} lies {} levels deep in a home; what is inside is not counted",
+                depth + 1
+            ));
+        }
+        return None;
+    }
+    match beneath::open_dir(dir, name) {
+        Ok(child) => Some(child),
+        Err(err) => {
+            crate::ui::report::warn(&format!(
+                "cannot open the directory {shown} in a home to count it: {}",
+                std::io::Error::from(err)
+            ));
+            None
+        }
+    }
+}
+
+/// Removes xfer's own temporaries beneath `dir` last modified before `cutoff`,
+/// for which `may` says yes (by device and inode); adds up what it removed.
+fn sweep(
+    dir: OwnedFd,
+    cutoff: i64,
+    may: &mut dyn FnMut((u64, u64)) -> bool,
+    removed: &mut Footprint,
+    depth: usize,
+) {
+    for (name, stat) in beneath::children(&dir) {
+        match kind(&stat) {
+            FileType::Directory => {
+                if let Some(child) = descend(&dir, &name, depth) {
+                    sweep(child, cutoff, may, removed, depth + 1);
                 }
+            }
+            FileType::RegularFile
+                if is_reserved_bytes(name.to_bytes())
+                    && stat.st_mtime < cutoff
+                    && may((stat.st_dev, stat.st_ino))
+                    && rustix::fs::unlinkat(&dir, &name, rustix::fs::AtFlags::empty()).is_ok() =>
+            {
+                removed.bytes += stat.st_size as u64;
+                removed.files += 1;
             }
             _ => {}
         }
     }
+}
+
+/// How many levels of entries lie below `dir` (0: none), up to the limit.
+fn height(dir: OwnedFd, limit: usize) -> usize {
+    let mut most = 0;
+    for (name, stat) in beneath::children(&dir) {
+        let below = if kind(&stat) == FileType::Directory && limit > 1 {
+            beneath::open_dir(&dir, name.as_c_str()).map_or(0, |child| height(child, limit - 1))
+        } else {
+            0
+        };
+        most = most.max(1 + below);
+    }
+    most
 }
 
 /// What a `get` offers: entries read from beneath the home, never through a link.

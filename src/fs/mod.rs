@@ -10,6 +10,7 @@
 pub mod beneath;
 pub mod home;
 pub mod input;
+pub mod ledger;
 pub mod path;
 pub mod quota;
 pub mod sink;

@@ -7,32 +7,28 @@ use std::net::SocketAddr;
 use anyhow::Result;
 
 use super::Server;
-use super::request::{self, Flow};
+use super::request::{self, Context, Flow};
 use super::users::User;
 use crate::error::{Kind, kind_of};
-use crate::fs::home::Home;
-use crate::fs::quota::Account;
 use crate::net::TcpConnection;
 use crate::proto::message::{ErrorCode, Message};
 use crate::transfer::tell_peer;
 
-/// What a request works with.
-pub struct Context<'a> {
-    pub server: &'a Server,
-    pub peer: SocketAddr,
-    pub user: User,
-    pub home: Home,
-    pub account: Account,
-}
-
-impl Context<'_> {
-    /// The user's name as logged (`-` for a single-key server's nameless user).
-    pub fn name(&self) -> &str {
-        &self.user.name
-    }
-
-    pub fn log(&self, action: &str, outcome: Result<String, String>) {
-        self.server.log(self.peer, self.name(), action, outcome);
+/// Why a reload ends a connection of `was`: the user is gone, or something that
+/// decides who they are or what they may reach changed. `None`: they stay (new
+/// limits are applied at once by the caller).
+fn reason_to_end(was: &User, now: Option<&User>) -> Option<&'static str> {
+    let Some(now) = now else {
+        return Some("removed from the users file");
+    };
+    if now.home != was.home {
+        Some("home changed")
+    } else if now.key.bytes() != was.key.bytes() {
+        Some("key or password changed")
+    } else if now.read_only != was.read_only {
+        Some("read_only changed")
+    } else {
+        None
     }
 }
 
@@ -54,13 +50,13 @@ pub fn serve(server: &Server, conn: &mut TcpConnection, peer: SocketAddr) -> Res
             return end(conn, ErrorCode::Io, "the user's home cannot be opened");
         }
     };
-    let account = server.account(&user, &home);
+    let ledger = server.ledger(&user, &home);
     let mut context = Context {
         server,
         peer,
         user,
         home,
-        account,
+        ledger,
     };
     context.log(
         "login",
@@ -76,22 +72,8 @@ pub fn serve(server: &Server, conn: &mut TcpConnection, peer: SocketAddr) -> Res
                 return Err(err);
             }
         };
-        // A reload that removed this user (or changed their key) ends their
-        // connection before its next request is served, however long it waited.
-        let now = server.users.snapshot();
-        match now.get(&name) {
-            Some(user) if user.key.bytes() == context.user.key.bytes() => {
-                context.user = user.clone();
-                context.account.set_limits(user.limits);
-            }
-            _ => {
-                context.log("logout", Err("removed from the users file".into()));
-                return end(
-                    conn,
-                    ErrorCode::Auth,
-                    "this user was removed from the server",
-                );
-            }
+        if let Err(why) = follow_reload(&mut context, &name) {
+            return end(conn, ErrorCode::Auth, &why);
         }
         match request::handle(&mut context, conn, message) {
             Ok(Flow::Next) => {}
@@ -104,6 +86,27 @@ pub fn serve(server: &Server, conn: &mut TcpConnection, peer: SocketAddr) -> Res
             }
         }
     }
+}
+
+/// A reload that removed this user, or changed their home, key, password or
+/// rights, ends their connection before its next request is served, however long
+/// it waited (a home that moved is never used from the old descriptor): `Err` with
+/// what to tell them, the reason logged. New limits apply at once.
+fn follow_reload(context: &mut Context<'_>, name: &str) -> Result<(), String> {
+    let now = context.server.users.snapshot();
+    let user = now.get(name);
+    if let Some(reason) = reason_to_end(&context.user, user) {
+        context.log("logout", Err(reason.into()));
+        return Err(match user {
+            None => "this user was removed from the server".to_string(),
+            Some(_) => format!("this user's account changed on the server ({reason})"),
+        });
+    }
+    if let Some(user) = user {
+        context.user = user.clone();
+        context.ledger.set_limits(user.limits);
+    }
+    Ok(())
 }
 
 /// Ends a connection with an error frame.

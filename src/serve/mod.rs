@@ -27,8 +27,8 @@ use self::users::{User, UserStore, Users};
 use crate::error::{Classify, Kind, fail};
 use crate::escape::{escape, escape_path};
 use crate::fs::home::Home;
-use crate::fs::quota::Account;
-use crate::fs::sink::TargetDir;
+use crate::fs::quota::Ledger;
+use crate::fs::sink::{self, TargetDir};
 use crate::key;
 use crate::net::{self, Accepting, Handler, ListenAddr, ServeOptions, Timeouts, listen, signals};
 use crate::proto::message::{ErrorCode, Role};
@@ -63,8 +63,9 @@ pub const IDLE: Duration = Duration::from_secs(300);
 pub struct Server {
     root: OwnedFd,
     users: Arc<UserStore>,
-    /// One account per home, shared by all sessions of its user, kept across reloads.
-    accounts: Mutex<HashMap<PathBuf, Account>>,
+    /// One quota ledger per home, shared by all sessions of its user, kept across
+    /// reloads (`fs::quota`). This lock is held only to find a ledger.
+    ledgers: Mutex<HashMap<PathBuf, Ledger>>,
     /// Connections per user, for `max_sessions`.
     sessions: Mutex<HashMap<String, usize>>,
     claims: Claims,
@@ -72,22 +73,22 @@ pub struct Server {
 }
 
 impl Server {
-    /// The account of `user`'s home, counted from the disk the first time (and
-    /// again when an entry could not settle).
-    fn account(&self, user: &User, home: &Home) -> Account {
-        let mut accounts = self
-            .accounts
+    /// The ledger of the home `home` (as the users file names it).
+    fn ledger_of(&self, home: &Path) -> Ledger {
+        self.ledgers
             .lock()
-            .expect("no panics while holding the lock");
-        let account = accounts
-            .entry(user.home.clone())
-            .or_insert_with(|| Account::new(user.limits, home.footprint()))
-            .clone();
-        account.set_limits(user.limits);
-        if account.is_stale() {
-            account.recount(home.footprint());
-        }
-        account
+            .expect("no panics while holding the lock")
+            .entry(home.to_path_buf())
+            .or_default()
+            .clone()
+    }
+
+    /// The ledger of `user`'s home, counted from the disk the first time under its
+    /// own lock (a large home delays only its own user's first login).
+    fn ledger(&self, user: &User, home: &Home) -> Ledger {
+        let ledger = self.ledger_of(&user.home);
+        ledger.open(home, user.limits);
+        ledger
     }
 
     /// Opens `user`'s home beneath the root, never through a link.
@@ -178,7 +179,7 @@ pub fn run(options: &ServerOptions) -> Result<()> {
     let server = Arc::new(Server {
         root,
         users: Arc::new(UserStore::new(users)),
-        accounts: Mutex::default(),
+        ledgers: Mutex::default(),
         sessions: Mutex::default(),
         claims: Claims::default(),
         style: options.style,
@@ -186,7 +187,7 @@ pub fn run(options: &ServerOptions) -> Result<()> {
     if let Some(file) = options.users_file.clone() {
         watch_for_reload(server.clone(), file, reload)?;
     }
-    sweep_partials(server.clone(), target, options.keep_partial)?;
+    sweep_partials(server.clone(), options.keep_partial)?;
     let realm = options.realm.clone().unwrap_or_else(|| {
         rustix::system::uname()
             .nodename()
@@ -222,23 +223,36 @@ pub fn run(options: &ServerOptions) -> Result<()> {
 }
 
 /// Removes partial files of cut uploads no client came back for, at start and
-/// every hour; the quotas they counted in are counted again.
-fn sweep_partials(server: Arc<Server>, root: TargetDir, keep: Duration) -> Result<()> {
-    root.sweep_in_background(keep, true, move |removed| {
-        report::line(&format!(
-            "xfer: removed {} older than {} h that no client came back for",
-            report::plural(removed, "partial file"),
-            keep.as_secs() / 3600
-        ));
-        for account in server
-            .accounts
-            .lock()
-            .expect("no panics while holding the lock")
-            .values()
-        {
-            account.mark_stale();
-        }
-    })
+/// every hour, home by home, each through its ledger (what leaves is given back).
+/// Homes of users no longer in the users file are left as they are.
+fn sweep_partials(server: Arc<Server>, keep: Duration) -> Result<()> {
+    sink::sweep_in_background(
+        true,
+        move || sweep_homes(&server, keep),
+        move |removed| {
+            report::line(&format!(
+                "xfer: removed {} older than {} h that no client came back for",
+                report::plural(removed, "partial file"),
+                keep.as_secs() / 3600
+            ))
+        },
+    )
+}
+
+/// One sweep over every user's home; how many files it removed.
+fn sweep_homes(server: &Server, keep: Duration) -> usize {
+    let Some(cutoff) = sink::cutoff(keep) else {
+        return 0;
+    };
+    let users = server.users.snapshot();
+    let mut homes = users.all();
+    homes.sort_by(|a, b| a.home.cmp(&b.home));
+    homes.dedup_by(|a, b| a.home == b.home);
+    homes
+        .into_iter()
+        .filter_map(|user| Some((server.home(user).ok()?, server.ledger_of(&user.home))))
+        .map(|(home, ledger)| ledger.sweep(&home, cutoff))
+        .sum()
 }
 
 /// Creates every user's home that does not exist yet, beneath the root (private),

@@ -10,10 +10,13 @@ use rustix::io::Errno;
 /// Permission bits a receiver may set.
 const PERMISSION_BITS: u64 = 0o777;
 
-/// Applies `mode` and `mtime`, where given, to the file or directory `fd`.
-pub fn apply(fd: impl AsFd, mode: Option<u64>, mtime: Option<u64>) -> Result<(), Errno> {
+/// Applies `mode` and `mtime`, where given, to the file or directory `fd`, with
+/// the bits of `keep` always set (a server keeps its own access to what it holds:
+/// 0o700 for a directory, 0o600 for a file; 0 elsewhere).
+pub fn apply(fd: impl AsFd, mode: Option<u64>, mtime: Option<u64>, keep: u32) -> Result<(), Errno> {
     if let Some(mode) = mode {
-        rustix::fs::fchmod(&fd, Mode::from_raw_mode((mode & PERMISSION_BITS) as u32))?;
+        let bits = (mode & PERMISSION_BITS) as u32 | keep;
+        rustix::fs::fchmod(&fd, Mode::from_raw_mode(bits))?;
     }
     if let Some(mtime) = mtime {
         let seconds = i64::try_from(mtime).map_err(|_| Errno::INVAL)?;

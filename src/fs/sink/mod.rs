@@ -17,6 +17,7 @@ use std::io::{self, Write};
 
 pub use self::part::{PartFile, Resume};
 pub use self::resolver::{Placement, Resolver};
+pub(crate) use self::sweep::{cutoff, in_background as sweep_in_background};
 pub use self::target::{DirLock, TargetDir};
 
 /// Standard output as the destination of one received stream (`recv --stdout`).

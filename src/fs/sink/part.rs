@@ -7,6 +7,14 @@
 //! The rename moves only the file this session wrote and hashed: its device and
 //! inode are checked under the temporary name first, so a file put there by anyone
 //! else is never reported as received.
+//!
+//! Partials are ours or nothing: one is reused (its length offered, its data
+//! hashed, truncated, written) only when it is a regular file with one link, owned
+//! by this process's user and, on a server, marked as made by the server (the
+//! `user.xfer.partial` attribute, or its inode recorded by this process where the
+//! filesystem keeps no attributes). Anything else under a partial's name is left
+//! alone and a fresh temporary is used. On a server every change a part file makes
+//! to the disk is counted in the user's ledger, under its lock (`fs::quota`).
 
 use std::fs::File;
 use std::io::{self, Seek, SeekFrom, Write};
@@ -22,6 +30,7 @@ use super::meta;
 use crate::escape::escape;
 use crate::fs::Refusal;
 use crate::fs::beneath;
+use crate::fs::ledger::{Account, Books};
 use crate::fs::path::RESERVED_PREFIX;
 use crate::hex::hex;
 use crate::proto::message::ErrorCode;
@@ -33,6 +42,36 @@ const TEMPORARY_MODE: u32 = 0o600;
 /// [`PartFile::write_all`]). 1 GiB transfers, medians of 4: 4 MiB 3.73 s, 16 MiB
 /// 3.48 s, 64 MiB 3.73 s.
 const WRITEBACK_WINDOW: u64 = 16 << 20;
+/// The extended attribute that marks a partial as made by a server.
+const MARKER: &str = "user.xfer.partial";
+/// Partials made by this process where the filesystem would not take [`MARKER`].
+static MARKED: std::sync::Mutex<std::collections::BTreeSet<(u64, u64)>> =
+    std::sync::Mutex::new(std::collections::BTreeSet::new());
+
+/// Whether the open file `fd` (as `stat` describes it) may be taken as our own
+/// partial: a regular file with one link, owned by us, and on a server (`marked`)
+/// marked as made by the server.
+pub(super) fn is_ours(fd: &OwnedFd, stat: &rustix::fs::Stat, marked: bool) -> bool {
+    if !plain(stat) || !marked {
+        return plain(stat);
+    }
+    let mut value = [0u8; 8];
+    matches!(rustix::fs::fgetxattr(fd, MARKER, &mut value), Ok(1) if value[0] == b'1')
+        || MARKED
+            .lock()
+            .expect("no panics while holding the lock")
+            .contains(&(stat.st_dev, stat.st_ino))
+}
+
+/// Marks the partial `fd` (just created) as made by us.
+fn mark(fd: &OwnedFd, identity: (u64, u64)) {
+    if rustix::fs::fsetxattr(fd, MARKER, b"1", rustix::fs::XattrFlags::empty()).is_err() {
+        MARKED
+            .lock()
+            .expect("no panics while holding the lock")
+            .insert(identity);
+    }
+}
 
 /// Where resumable data for a file continues.
 #[derive(Debug, Clone, Copy)]
@@ -66,9 +105,12 @@ pub struct PartFile {
     identity: (u64, u64),
     /// Left in place when dropped: resumable partial data, or a committed file.
     keep: bool,
-    /// Bytes in the file so far, and how far writeback has been started.
+    /// Bytes in the file so far (all charged, on a server), and how far writeback
+    /// has been started.
     written: u64,
     writeback_from: u64,
+    /// A server's: the user's ledger, and this file's path beneath the home.
+    meter: Option<(Account, String)>,
 }
 
 impl PartFile {
@@ -83,31 +125,52 @@ impl PartFile {
         path: &str,
         name: &str,
         resume: Option<Resume>,
+        meter: Option<&Account>,
     ) -> Result<PartFile, Refusal> {
+        let account = meter.cloned();
+        // On a server, made and counted under the ledger's lock: nothing sees the
+        // file on disk and not in the books.
+        let mut books = meter.map(Account::books);
         let opened = match resume {
-            Some(resume) => open_partial(&dir, path, name, resume)?,
+            Some(resume) => open_partial(&dir, path, name, resume, books.as_deref_mut())?,
             None => None,
         };
         let resumable = opened.is_some();
-        let (temp, file) = match opened {
+        let (temp, file, made) = match opened {
             Some(opened) => opened,
-            None => create_temporary(&dir, path)?,
+            None => {
+                let (temp, file) = create_temporary(&dir, path)?;
+                (temp, file, true)
+            }
         };
         let stat = rustix::fs::fstat(&file)
             .map_err(|err| Refusal::io(path, "cannot inspect its temporary file", err))?;
+        let identity = (stat.st_dev, stat.st_ino);
         let start = resume
             .filter(|_| resumable)
             .map_or(0, |resume| resume.offset);
+        let meter = account.map(|account| {
+            let home_path = account.home_path(path);
+            (account, home_path)
+        });
+        if let (Some(books), Some((_, home_path))) = (books.as_deref_mut(), &meter) {
+            if made {
+                books.grew(home_path, 0, 1);
+            }
+            books.set_open(identity, true);
+        }
+        drop(books);
         Ok(PartFile {
             dir,
             temp,
             name: name.to_string(),
             path: path.to_string(),
             file: Some(file),
-            identity: (stat.st_dev, stat.st_ino),
+            identity,
             keep: resumable,
             written: start,
             writeback_from: start,
+            meter,
         })
     }
 
@@ -118,6 +181,10 @@ impl PartFile {
     /// fsync before the `ok` waits for the last window only, not the whole file:
     /// measured on a 1 GiB loopback transfer here, 3.9 s without and 3.3 s with.
     pub fn write_all(&mut self, bytes: &[u8]) -> Result<(), Refusal> {
+        if let Some((account, home_path)) = &self.meter {
+            // Charged before it is written: the books never hold less than the disk.
+            account.books().grew(home_path, bytes.len() as u64, 0);
+        }
         let file = self
             .file
             .as_mut()
@@ -179,13 +246,41 @@ impl PartFile {
     fn finish_metadata(&mut self, mode: Option<u64>, mtime: Option<u64>) -> Result<(), Refusal> {
         let file = self.file.as_ref().expect("metadata before sealing");
         self.keep = false;
-        meta::apply(file, mode, mtime)
+        if self.meter.is_some() {
+            // Complete: no longer a partial, marked or recorded.
+            let _ = rustix::fs::fremovexattr(file, MARKER);
+            MARKED
+                .lock()
+                .expect("no panics while holding the lock")
+                .remove(&self.identity);
+        }
+        // A server keeps reading and writing what it holds, whatever was offered.
+        let keep = if self.meter.is_some() { 0o600 } else { 0 };
+        meta::apply(file, mode, mtime, keep)
             .map_err(|err| Refusal::io(&self.path, "cannot set its mode or time", err))
     }
 
     /// Renames the temporary to the final name, if the temporary is still the file
     /// this session wrote. On success the file is kept; on failure it is removed.
     pub(super) fn rename_into_place(&mut self, overwrite: bool) -> Result<(), Refusal> {
+        let meter = self.meter.as_ref().map(|(account, _)| account.clone());
+        let mut books = meter.as_ref().map(Account::books);
+        // What the rename replaces leaves the disk: measured under the lock.
+        let replaced = match beneath::stat(&*self.dir, &self.name) {
+            Ok(Some(stat)) if overwrite && beneath::kind(&stat) == FileType::RegularFile => {
+                Some(stat.st_size as u64)
+            }
+            _ => None,
+        };
+        self.rename_checked(overwrite)?;
+        if let (Some(books), Some(bytes)) = (books.as_deref_mut(), replaced) {
+            books.shrank(bytes, 1);
+        }
+        Ok(())
+    }
+
+    /// [`PartFile::rename_into_place`] without the counting.
+    fn rename_checked(&mut self, overwrite: bool) -> Result<(), Refusal> {
         let (temp, name) = (self.temp.as_str(), self.name.as_str());
         match beneath::stat(&*self.dir, temp) {
             Ok(Some(stat))
@@ -249,61 +344,118 @@ impl PartFile {
 impl Drop for PartFile {
     fn drop(&mut self) {
         // An empty partial file has nothing to resume from.
-        if !self.keep || (self.file.is_some() && self.written == 0) {
-            let _ = rustix::fs::unlinkat(&*self.dir, self.temp.as_str(), AtFlags::empty());
+        let remove = !self.keep || (self.file.is_some() && self.written == 0);
+        let Some((account, _)) = &self.meter else {
+            if remove {
+                let _ = rustix::fs::unlinkat(&*self.dir, self.temp.as_str(), AtFlags::empty());
+            }
+            return;
+        };
+        let mut books = account.books();
+        books.set_open(self.identity, false);
+        if remove {
+            unlink_ours(
+                &mut books,
+                &self.dir,
+                &self.temp,
+                self.identity,
+                self.written,
+            );
         }
     }
 }
 
+/// Removes `name` from `dir` if it is still the file `identity` (of `charged`
+/// bytes), and gives back what it held.
+fn unlink_ours(books: &mut Books, dir: &OwnedFd, name: &str, identity: (u64, u64), charged: u64) {
+    let ours = matches!(beneath::stat(dir, name), Ok(Some(stat)) if (stat.st_dev, stat.st_ino) == identity);
+    if ours && rustix::fs::unlinkat(dir, name, AtFlags::empty()).is_ok() {
+        books.shrank(charged, 1);
+    }
+}
+
 /// Opens (or creates) the partial file of `name`, locked, cut to the resume offset.
-/// `None` when its name is taken by something that is not a regular file: the
-/// caller then writes to a fresh temporary (not resumable), never into that thing.
+/// `None` when its name is taken by something that is not our own partial (see the
+/// module documentation): the caller then writes to a fresh temporary (not
+/// resumable), never into that thing. On a server, `books` counts the cut.
 fn open_partial(
     dir: &OwnedFd,
     path: &str,
     name: &str,
     resume: Resume,
-) -> Result<Option<(String, File)>, Refusal> {
+    books: Option<&mut Books>,
+) -> Result<Option<(String, File, bool)>, Refusal> {
     let partial = partial_name(name, resume.size);
+    let Some((fd, made)) = open_ours(dir, path, &partial, books.is_some())? else {
+        return Ok(None);
+    };
+    let prepared = prepare(fd, path, resume, books);
+    if prepared.is_err() && made {
+        let _ = rustix::fs::unlinkat(dir, partial.as_str(), AtFlags::empty());
+    }
+    Ok(Some((partial, prepared?, made)))
+}
+
+/// Creates the partial `partial`, or opens it if it is our own (looked at before it
+/// is opened, and again through the descriptor); `None` if something else is there.
+fn open_ours(
+    dir: &OwnedFd,
+    path: &str,
+    partial: &str,
+    served: bool,
+) -> Result<Option<(OwnedFd, bool)>, Refusal> {
     let flags = OFlags::WRONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
     let mode = Mode::from_raw_mode(TEMPORARY_MODE);
-    let fd = match rustix::fs::openat(
-        dir,
-        partial.as_str(),
-        flags | OFlags::CREATE | OFlags::EXCL,
-        mode,
-    ) {
-        Ok(fd) => fd,
-        Err(Errno::EXIST) => match rustix::fs::openat(dir, partial.as_str(), flags, mode) {
-            Ok(fd) => fd,
-            // A directory, a link, a FIFO planted under the partial's name.
-            Err(Errno::ISDIR | Errno::LOOP | Errno::NXIO | Errno::ACCESS | Errno::PERM) => {
-                return Ok(None);
+    match rustix::fs::openat(dir, partial, flags | OFlags::CREATE | OFlags::EXCL, mode) {
+        Ok(fd) => {
+            if served && let Ok(stat) = rustix::fs::fstat(&fd) {
+                mark(&fd, (stat.st_dev, stat.st_ino));
             }
-            Err(err) => return Err(Refusal::io(path, "cannot open its partial file", err)),
-        },
+            return Ok(Some((fd, true)));
+        }
+        Err(Errno::EXIST) => {}
         Err(err) => return Err(Refusal::io(path, "cannot create its partial file", err)),
+    }
+    let seen = match beneath::stat(dir, partial) {
+        Ok(Some(stat)) if plain(&stat) => stat,
+        _ => return Ok(None), // a directory, a link, a FIFO, a hard link planted there
+    };
+    let fd = match rustix::fs::openat(dir, partial, flags, mode) {
+        Ok(fd) => fd,
+        Err(Errno::ISDIR | Errno::LOOP | Errno::NXIO | Errno::ACCESS | Errno::PERM) => {
+            return Ok(None);
+        }
+        Err(err) => return Err(Refusal::io(path, "cannot open its partial file", err)),
     };
     let stat = rustix::fs::fstat(&fd)
         .map_err(|err| Refusal::io(path, "cannot inspect its partial file", err))?;
-    if beneath::kind(&stat) != FileType::RegularFile {
-        return Ok(None);
-    }
+    let same = (stat.st_dev, stat.st_ino) == (seen.st_dev, seen.st_ino);
+    Ok((same && is_ours(&fd, &stat, served)).then_some((fd, false)))
+}
+
+/// A regular file with one link, owned by us.
+fn plain(stat: &rustix::fs::Stat) -> bool {
+    beneath::kind(stat) == FileType::RegularFile
+        && stat.st_nlink == 1
+        && stat.st_uid == rustix::process::geteuid().as_raw()
+}
+
+/// Locks our partial `fd` and cuts it to the resume offset (counted in `books`).
+fn prepare(
+    fd: OwnedFd,
+    path: &str,
+    resume: Resume,
+    books: Option<&mut Books>,
+) -> Result<File, Refusal> {
     rustix::fs::fcntl_setfl(&fd, OFlags::empty())
         .map_err(|err| Refusal::io(path, "cannot open its partial file", err))?;
-    match rustix::fs::flock(&fd, FlockOperation::NonBlockingLockExclusive) {
-        Ok(()) => {}
-        // Another process receiving the same file holds it: never mix two writers.
-        Err(Errno::WOULDBLOCK) => {
-            return Err(Refusal::new(
-                ErrorCode::Busy,
-                format!("{}: being received by another session", escape(path)),
-            ));
-        }
-        Err(err) => return Err(Refusal::io(path, "cannot lock its partial file", err)),
-    }
+    lock_partial(&fd, path)?;
     let mut file = File::from(fd);
-    if (stat.st_size as u64) < resume.offset {
+    let len = file
+        .metadata()
+        .map_err(|err| Refusal::io(path, "cannot inspect its partial file", err))?
+        .len();
+    if len < resume.offset {
         return Err(Refusal::io(
             path,
             "resuming",
@@ -313,7 +465,41 @@ fn open_partial(
     file.set_len(resume.offset)
         .and_then(|()| file.seek(SeekFrom::Start(resume.offset)).map(drop))
         .map_err(|err| Refusal::io(path, "cannot prepare its partial file", err))?;
-    Ok(Some((partial, file)))
+    if let Some(books) = books {
+        books.shrank(len - resume.offset, 0);
+    }
+    Ok(file)
+}
+
+/// Removes the partial `name` of `dir` if it is our own and no session has it
+/// open; on a server, gives back what it held.
+pub(super) fn remove_partial(dir: &OwnedFd, name: &str, meter: Option<&Account>) {
+    let mut books = meter.map(Account::books);
+    let Ok(Some(stat)) = beneath::stat(dir, name) else {
+        return;
+    };
+    let identity = (stat.st_dev, stat.st_ino);
+    if !plain(&stat) || books.as_ref().is_some_and(|books| books.is_open(identity)) {
+        return;
+    }
+    if rustix::fs::unlinkat(dir, name, AtFlags::empty()).is_ok()
+        && let Some(books) = books.as_deref_mut()
+    {
+        books.shrank(stat.st_size as u64, 1);
+    }
+}
+
+/// Locks a partial against any other writer (another process receiving it).
+fn lock_partial(fd: &OwnedFd, path: &str) -> Result<(), Refusal> {
+    match rustix::fs::flock(fd, FlockOperation::NonBlockingLockExclusive) {
+        Ok(()) => Ok(()),
+        // Another process receiving the same file holds it: never mix two writers.
+        Err(Errno::WOULDBLOCK) => Err(Refusal::new(
+            ErrorCode::Busy,
+            format!("{}: being received by another session", escape(path)),
+        )),
+        Err(err) => Err(Refusal::io(path, "cannot lock its partial file", err)),
+    }
 }
 
 /// Creates a fresh `.xfer-<random>.part` in `dir`.

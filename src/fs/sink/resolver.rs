@@ -9,11 +9,11 @@ use std::fs::File;
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
 
-use rustix::fs::{AtFlags, FileType};
+use rustix::fs::FileType;
 use rustix::io::Errno;
 
 use super::meta;
-use super::part::{PartFile, Resume, partial_name};
+use super::part::{PartFile, Resume, is_ours, partial_name, remove_partial};
 use super::target::TargetDir;
 use crate::escape::escape;
 use crate::fs::{Refusal, beneath};
@@ -67,6 +67,7 @@ impl<'a> Resolver<'a> {
         overwrite: bool,
         offered: (Option<u64>, Option<u64>),
     ) -> Result<Placement, Refusal> {
+        self.deep_enough(path, components)?;
         let (parents, name) = split_last(components);
         let Some(parent) = self.walk(parents, false)? else {
             return Ok(Placement::Free(None)); // parents do not exist yet: they will be created
@@ -101,7 +102,24 @@ impl<'a> Resolver<'a> {
 
     /// Creates the directory `components` and any missing parents.
     pub fn create_dir(&mut self, components: &[&str]) -> Result<(), Refusal> {
+        self.deep_enough(&components.join("/"), components)?;
         self.walk(components, true).map(|_| ())
+    }
+
+    /// On a server, a path deeper than the walks over a home go is `bad_path`
+    /// (`fs::quota`): the server never makes what it could not count again.
+    fn deep_enough(&self, path: &str, components: &[&str]) -> Result<(), Refusal> {
+        match self.target.meter() {
+            Some(account) if components.len() > account.depth_left() => Err(Refusal::new(
+                ErrorCode::BadPath,
+                format!(
+                    "{}: deeper than {} directories, which the server does not keep",
+                    escape(path),
+                    crate::fs::beneath::MAX_DEPTH
+                ),
+            )),
+            _ => Ok(()),
+        }
     }
 
     /// Applies permission bits and modification time to an existing directory.
@@ -118,7 +136,13 @@ impl<'a> Resolver<'a> {
                 format!("{}: directory vanished", escape(path)),
             )
         })?;
-        meta::apply(&*dir, mode, mtime)
+        // A server keeps reading, writing and searching what it holds.
+        let keep = if self.target.meter().is_some() {
+            0o700
+        } else {
+            0
+        };
+        meta::apply(&*dir, mode, mtime, keep)
             .map_err(|err| Refusal::io(path, "cannot set its metadata", err))
     }
 
@@ -138,6 +162,10 @@ impl<'a> Resolver<'a> {
             return Ok(None);
         };
         let partial = partial_name(name, size);
+        match beneath::stat(&*dir, &partial) {
+            Ok(Some(stat)) if beneath::kind(&stat) == FileType::RegularFile => {}
+            _ => return Ok(None), // never opened
+        }
         let fd = match beneath::open_file(&*dir, &partial) {
             Ok(fd) => fd,
             Err(Errno::NOENT | Errno::INVAL | Errno::LOOP | Errno::ISDIR | Errno::NXIO) => {
@@ -145,32 +173,34 @@ impl<'a> Resolver<'a> {
             }
             Err(err) => return Err(Refusal::io(path, "cannot open its partial data", err)),
         };
-        let mut file = File::from(fd);
-        let len = file
-            .metadata()
-            .map_err(|err| Refusal::io(path, "cannot inspect its partial data", err))?
-            .len();
+        let stat = rustix::fs::fstat(&fd)
+            .map_err(|err| Refusal::io(path, "cannot inspect its partial data", err))?;
+        if !is_ours(&fd, &stat, self.target.meter().is_some()) {
+            return Ok(None); // not ours: its length is nobody's business
+        }
+        let len = stat.st_size as u64;
         if len == 0 || len > size {
-            let _ = rustix::fs::unlinkat(&*dir, partial.as_str(), AtFlags::empty());
+            remove_partial(&dir, &partial, self.target.meter());
             return Ok(None);
         }
         let mut hasher = hash.hasher();
         let hashed = hasher
-            .update_from(&mut file, len)
+            .update_from(&mut File::from(fd), len)
             .map_err(|err| Refusal::io(path, "cannot read its partial data", err))?;
-        Ok((hashed == len).then_some((len, hasher)))
+        if hashed != len {
+            return Ok(None);
+        }
+        if let Some(account) = self.target.meter() {
+            account.found_partial(path, len);
+        }
+        Ok(Some((len, hasher)))
     }
 
     /// Removes what a cut transfer of `path` left behind (for `--no-resume`).
     pub fn discard_partial(&mut self, components: &[&str], size: u64) {
         let (parents, name) = split_last(components);
         if let Ok(Some(dir)) = self.walk(parents, false) {
-            let partial = partial_name(name, size);
-            if let Ok(Some(stat)) = beneath::stat(&*dir, &partial)
-                && beneath::kind(&stat) == FileType::RegularFile
-            {
-                let _ = rustix::fs::unlinkat(&*dir, partial.as_str(), AtFlags::empty());
-            }
+            remove_partial(&dir, &partial_name(name, size), self.target.meter());
         }
     }
 
@@ -186,7 +216,7 @@ impl<'a> Resolver<'a> {
         let dir = self
             .walk(parents, true)?
             .expect("walk with create returns a directory");
-        PartFile::create(dir, path, name, resume)
+        PartFile::create(dir, path, name, resume, self.target.meter())
     }
 
     /// Opens (and with `create`, makes) the directories `components` beneath the

@@ -5,11 +5,52 @@
 //! another live receiver is writing.
 
 use std::os::fd::OwnedFd;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rustix::fs::{AtFlags, FileType};
 
 use crate::fs::beneath;
 use crate::fs::path::is_reserved_bytes;
+
+/// How often a serving receiver or the server looks for abandoned partial files.
+const SWEEP_EVERY: Duration = Duration::from_secs(3600);
+
+/// Seconds since the epoch before which a temporary counts as abandoned, for files
+/// kept `age`; `None` when that lies before the epoch (nothing is that old).
+pub(crate) fn cutoff(age: Duration) -> Option<i64> {
+    let cutoff = SystemTime::now().checked_sub(age)?;
+    Some(
+        cutoff
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64),
+    )
+}
+
+/// Runs `sweep` in a thread of its own, since a large tree takes a while: now, and
+/// then every hour while `repeat`. `removed` hears of each sweep that removed
+/// something. The one sweeping thread of `recv --serve` and of `xfer serve`.
+pub(crate) fn in_background(
+    repeat: bool,
+    sweep: impl Fn() -> usize + Send + 'static,
+    removed: impl Fn(usize) + Send + 'static,
+) -> anyhow::Result<()> {
+    std::thread::Builder::new()
+        .name("sweep".into())
+        .spawn(move || {
+            loop {
+                let count = sweep();
+                if count > 0 {
+                    removed(count);
+                }
+                if !repeat {
+                    break;
+                }
+                std::thread::sleep(SWEEP_EVERY);
+            }
+        })
+        .map_err(|err| anyhow::Error::new(err).context("cannot start a thread"))?;
+    Ok(())
+}
 
 /// Removes stale temporaries beneath `dir` older than `cutoff` (seconds since the
 /// epoch); returns how many.

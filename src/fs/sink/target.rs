@@ -10,7 +10,7 @@ use std::io;
 use std::os::fd::OwnedFd;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use rustix::fs::{Access, AtFlags, FlockOperation, Mode, OFlags};
 use rustix::io::Errno;
@@ -20,14 +20,16 @@ use super::sweep;
 use crate::error::{Kind, fail};
 use crate::escape::escape_path;
 use crate::fs::Refusal;
-
-/// How often a serving receiver or the server looks for abandoned partial files.
-const SWEEP_EVERY: Duration = Duration::from_secs(3600);
+use crate::fs::ledger::Account;
 
 /// The directory a receiver writes into, held open so that every name is resolved
 /// beneath it.
 pub struct TargetDir {
     root: OwnedFd,
+    /// A server's `put`: the user's ledger, through which everything written here
+    /// is counted (see `fs::quota`); also what makes the server keep its own access
+    /// to what it writes and refuse paths too deep to count.
+    meter: Option<Account>,
 }
 
 /// A receiver's claim on its target directory, released when dropped (or when the
@@ -75,12 +77,24 @@ impl TargetDir {
                 ),
             )
         })?;
-        Ok(TargetDir { root })
+        Ok(TargetDir { root, meter: None })
     }
 
     /// A target directory already opened (a directory of a user's home).
     pub fn from_fd(root: OwnedFd) -> Self {
-        TargetDir { root }
+        TargetDir { root, meter: None }
+    }
+
+    /// This directory as a server's `put` target, counted in `account`.
+    pub fn metered(self, account: Account) -> Self {
+        TargetDir {
+            meter: Some(account),
+            ..self
+        }
+    }
+
+    pub(crate) fn meter(&self) -> Option<&Account> {
+        self.meter.as_ref()
     }
 
     /// Takes the directory for this process: a second receiver on the same
@@ -186,6 +200,7 @@ impl TargetDir {
     pub fn try_clone(&self) -> io::Result<TargetDir> {
         Ok(TargetDir {
             root: self.dup_root()?,
+            meter: self.meter.clone(),
         })
     }
 
@@ -197,13 +212,10 @@ impl TargetDir {
     /// modified more than `age` ago, anywhere beneath the root, following no links.
     /// Returns how many it removed.
     pub fn sweep_stale(&self, age: Duration) -> usize {
-        let Some(cutoff) = SystemTime::now().checked_sub(age) else {
-            return 0;
-        };
-        let cutoff = cutoff
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs() as i64);
-        self.dup_root().map_or(0, |root| sweep::sweep(root, cutoff))
+        match (sweep::cutoff(age), self.dup_root()) {
+            (Some(cutoff), Ok(root)) => sweep::sweep(root, cutoff),
+            _ => 0,
+        }
     }
 
     /// Sweeps (see [`TargetDir::sweep_stale`]) in a thread of its own, since a large
@@ -215,22 +227,7 @@ impl TargetDir {
         repeat: bool,
         removed: impl Fn(usize) + Send + 'static,
     ) -> anyhow::Result<()> {
-        std::thread::Builder::new()
-            .name("sweep".into())
-            .spawn(move || {
-                loop {
-                    let count = self.sweep_stale(keep);
-                    if count > 0 {
-                        removed(count);
-                    }
-                    if !repeat {
-                        break;
-                    }
-                    std::thread::sleep(SWEEP_EVERY);
-                }
-            })
-            .map_err(|err| anyhow::Error::new(err).context("cannot start a thread"))?;
-        Ok(())
+        sweep::in_background(repeat, move || self.sweep_stale(keep), removed)
     }
 }
 

@@ -5,10 +5,10 @@
 
 use anyhow::Result;
 
+use super::Context;
 use super::refuse;
 use crate::escape::escape;
 use crate::net::TcpConnection;
-use crate::serve::connection::Context;
 use crate::transfer::{Tally, send};
 use crate::ui::report::Reporter;
 

@@ -4,11 +4,11 @@
 
 use anyhow::Result;
 
+use super::Context;
 use super::refuse;
 use crate::escape::escape;
 use crate::fs::home::Listing;
 use crate::net::TcpConnection;
-use crate::serve::connection::Context;
 use crate::transfer::offer::ListWriter;
 
 /// A path as logged: the home itself as `.`.

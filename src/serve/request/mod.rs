@@ -3,6 +3,7 @@
 //! `ack`, an answer of its own, a transfer, or an error frame that ends the request
 //! but not the connection.
 
+mod context;
 mod get;
 mod list;
 mod names;
@@ -11,7 +12,7 @@ mod usage;
 
 use anyhow::Result;
 
-use super::connection::Context;
+pub(crate) use self::context::Context;
 use crate::error::{Kind, fail};
 use crate::fs::Refusal;
 use crate::net::TcpConnection;

@@ -4,13 +4,13 @@
 
 use anyhow::Result;
 
+use super::Context;
 use super::{ack, refuse, writable};
 use crate::escape::escape;
 use crate::fs::Refusal;
 use crate::fs::path::check_request_path;
 use crate::net::TcpConnection;
 use crate::proto::message::ErrorCode;
-use crate::serve::connection::Context;
 
 /// The path's form, before anything else is looked at.
 fn well_formed(path: &str) -> Result<(), Refusal> {
@@ -36,9 +36,19 @@ fn answer(
 }
 
 pub fn mkdir(context: &Context<'_>, conn: &mut TcpConnection, path: &str) -> Result<()> {
-    let done = well_formed(path)
+    // `""` names the home only for `list` and as the directory of `put`.
+    let named = if path.is_empty() {
+        Err(Refusal::new(
+            ErrorCode::BadPath,
+            "mkdir needs a path; the home exists",
+        ))
+    } else {
+        Ok(())
+    };
+    let done = named
+        .and_then(|()| well_formed(path))
         .and_then(|()| writable(context, "mkdir"))
-        .and_then(|()| context.home.mkdir(path));
+        .and_then(|()| context.ledger.mkdir(&context.home, path));
     answer(context, conn, format!("mkdir {}", escape(path)), done)
 }
 
@@ -54,8 +64,7 @@ pub fn remove(context: &Context<'_>, conn: &mut TcpConnection, path: &str) -> Re
     let done = home
         .and_then(|()| well_formed(path))
         .and_then(|()| writable(context, "remove"))
-        .and_then(|()| context.home.remove(path))
-        .map(|freed| context.account.release(freed));
+        .and_then(|()| context.ledger.remove(&context.home, path));
     answer(context, conn, format!("remove {}", escape(path)), done)
 }
 
@@ -75,7 +84,7 @@ pub fn rename(context: &Context<'_>, conn: &mut TcpConnection, from: &str, to: &
     };
     let done = names
         .and_then(|()| writable(context, "rename"))
-        .and_then(|()| context.home.rename(from, to));
+        .and_then(|()| context.ledger.rename(&context.home, from, to));
     let action = format!("rename {} {}", escape(from), escape(to));
     answer(context, conn, action, done)
 }

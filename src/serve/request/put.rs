@@ -4,10 +4,10 @@
 
 use anyhow::Result;
 
+use super::Context;
 use super::{ack, refuse, writable};
 use crate::escape::escape;
 use crate::net::TcpConnection;
-use crate::serve::connection::Context;
 use crate::transfer::Tally;
 use crate::transfer::recv::{self, Destination, Settings};
 use crate::ui::report::Reporter;
@@ -19,10 +19,15 @@ pub fn run(
     overwrite: bool,
 ) -> Result<()> {
     let action = format!("put {}", escape(if dir.is_empty() { "." } else { dir }));
+    // Held before it is opened: its name keeps naming it while the put runs.
+    let _held = context.ledger.hold_dir(dir);
     let target = match writable(context, "put").and_then(|()| context.home.target(dir)) {
         Ok(target) => target,
         Err(refusal) => return refuse(context, conn, &action, refusal),
     };
+    // Everything this put does to the disk is counted as it happens (`fs::quota`).
+    let account = context.ledger.account(dir);
+    let target = target.metered(account.clone());
     ack(conn)?;
     let reporter = Reporter::new(context.server.style)
         .for_peer(context.peer)
@@ -38,12 +43,9 @@ pub fn run(
         &destination,
         &context.server.claims,
         settings,
-        Some(&context.account),
+        Some(&account),
         &mut tally,
     );
-    if context.account.is_stale() {
-        context.account.recount(context.home.footprint());
-    }
     // The log line says how the transfer went; only a session-level failure (the
     // result) ends the connection.
     let verdict = match &result {

@@ -2,12 +2,12 @@
 
 use anyhow::Result;
 
+use super::Context;
 use crate::net::TcpConnection;
 use crate::proto::message::{Message, Usage};
-use crate::serve::connection::Context;
 
 pub fn run(context: &Context<'_>, conn: &mut TcpConnection) -> Result<()> {
-    let (used, limits) = context.account.usage();
+    let (used, limits) = context.ledger.usage();
     conn.writer.write_message(&Message::Usage(Usage {
         bytes: Some(used.bytes),
         files: Some(used.files),

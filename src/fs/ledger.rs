@@ -1,0 +1,412 @@
+//! The quota ledger of a home: one per home, shared by every session of its user,
+//! with one lock, and the only way anything beneath the home is made, grown,
+//! shrunk, renamed or removed by the server (a `put`'s part files and their
+//! commit here and in `sink`; `remove`, `rename`, `mkdir`, the sweep of stale
+//! partials and the first count in `quota.rs`).
+//!
+//! **The rule.** At every moment, the bytes and files on disk beneath a home —
+//! complete files, partials and temporaries, at any depth, in any directory
+//! whatever its mode — are at most the quota plus what is in flight in the frame
+//! being written right now; and `usage` reports what is on disk. A partial's bytes
+//! are charged as they are written and stay charged until the partial is gone; an
+//! overwrite is charged the full size of the new file until the old one is
+//! replaced; a file's bytes are given back exactly once, when it leaves the disk.
+//!
+//! **Why it cannot drift.** [`Books::on_disk`] is changed only by the code that
+//! changes the disk, while it holds this ledger's lock, by an amount measured under
+//! that lock: a part file charges each write before making it and gives back what
+//! it charged when it unlinks itself; a commit gives back the size of the file it
+//! replaces, read just before the rename; `remove` and the sweep give back what
+//! they stat just before the unlink; `rename` and `mkdir` change no bytes. Numbers
+//! from the plan (what a client offered, what was there then) only decide whether
+//! an entry is admitted ([`Reservation`]), never what is counted; so a race between
+//! sessions, a cut, a failed commit or a file removed mid-overwrite can make a
+//! refusal stricter, never the count wrong. The server is the only writer beneath
+//! its root (one server per root, `TargetDir::lock`). Admission keeps the sum
+//! `on_disk + reserved` within the quota: an entry is admitted only if its full new
+//! size fits beside both (a partial it resumes is on disk, so counted already),
+//! and its writes move room from its reservation to `on_disk`.
+//!
+//! A path being written is claimed here too: `remove` or `rename` of it, or of a
+//! directory above it, is `busy` until its entry settles.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use super::Refusal;
+use super::beneath::MAX_DEPTH;
+use crate::escape::escape;
+use crate::proto::message::ErrorCode;
+
+/// Bytes and files in a home (partial files and temporaries included).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Footprint {
+    pub bytes: u64,
+    pub files: u64,
+}
+
+/// What a user may hold; `None`: no limit.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Limits {
+    pub bytes: Option<u64>,
+    pub files: Option<u64>,
+}
+
+/// The state of one home's ledger (see the module documentation).
+#[derive(Debug, Default)]
+pub(crate) struct Books {
+    /// Counted from the disk yet (at the first login since the server started)?
+    pub(crate) counted: bool,
+    pub(crate) limits: Limits,
+    /// Bytes and files on disk beneath the home, partials and temporaries included.
+    pub(crate) on_disk: Footprint,
+    /// Room promised to entries being written and not yet on disk.
+    reserved: Footprint,
+    /// Paths beneath the home being written, each with the room still held for it.
+    writing: HashMap<String, Footprint>,
+    /// Part files open for writing (device, inode): the sweep leaves them alone.
+    open: HashSet<(u64, u64)>,
+    /// Directories `put`s are writing into, with how many: `busy` to rename or
+    /// remove, like the paths being written.
+    targets: HashMap<String, usize>,
+}
+
+impl Books {
+    /// Something of `bytes` and `files` appeared or grew on disk at `path`
+    /// (beneath the home): charged, out of the room reserved for it first.
+    pub(crate) fn grew(&mut self, path: &str, bytes: u64, files: u64) {
+        if let Some(held) = self.writing.get_mut(path) {
+            let (b, f) = (bytes.min(held.bytes), files.min(held.files));
+            held.bytes -= b;
+            held.files -= f;
+            self.reserved.bytes -= b;
+            self.reserved.files -= f;
+        }
+        self.on_disk.bytes += bytes;
+        self.on_disk.files += files;
+    }
+
+    /// Bytes and files left the disk.
+    pub(crate) fn shrank(&mut self, bytes: u64, files: u64) {
+        self.on_disk.bytes = self.on_disk.bytes.saturating_sub(bytes);
+        self.on_disk.files = self.on_disk.files.saturating_sub(files);
+    }
+
+    /// A part file is open for writing (or not any more).
+    pub(crate) fn set_open(&mut self, identity: (u64, u64), open: bool) {
+        if open {
+            self.open.insert(identity);
+        } else {
+            self.open.remove(&identity);
+        }
+    }
+
+    pub(crate) fn is_open(&self, identity: (u64, u64)) -> bool {
+        self.open.contains(&identity)
+    }
+
+    /// `busy` if `path`, something beneath it or a directory above it is being
+    /// written.
+    pub(crate) fn unclaimed(&self, path: &str) -> Result<(), Refusal> {
+        let inside = |a: &str, b: &str| {
+            a.len() > b.len() && a.starts_with(b) && a[b.len()..].starts_with('/')
+        };
+        let target = |p: &&String| p.as_str() == path || inside(p, path);
+        let written = |p: &&String| target(p) || inside(path, p);
+        match (self.writing.keys().find(written)).or_else(|| self.targets.keys().find(target)) {
+            Some(p) => Err(Refusal::new(
+                ErrorCode::Busy,
+                format!(
+                    "{}: {} is being written by a session",
+                    escape(path),
+                    escape(p)
+                ),
+            )),
+            None => Ok(()),
+        }
+    }
+
+    /// Whether `more` fits beside what is on disk and reserved; `quota` if not.
+    /// Only what grows is checked: nothing added fits even at the limit.
+    fn check(&self, more: Footprint, path: &str) -> Result<(), Refusal> {
+        let over = |limit: Option<u64>, used: u64, reserved: u64, more: u64| {
+            more > 0
+                && limit
+                    .is_some_and(|limit| used.saturating_add(reserved).saturating_add(more) > limit)
+        };
+        let (used, reserved) = (self.on_disk, self.reserved);
+        let bytes_over = over(self.limits.bytes, used.bytes, reserved.bytes, more.bytes);
+        let files_over = over(self.limits.files, used.files, reserved.files, more.files);
+        if bytes_over || files_over {
+            let what = if bytes_over { "bytes" } else { "files" };
+            return Err(Refusal::new(
+                ErrorCode::Quota,
+                format!("{}: over the user's quota of {what}", escape(path)),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// One home's ledger, shared by all sessions of its user (a cheap handle).
+#[derive(Debug, Clone, Default)]
+pub struct Ledger(Arc<Mutex<Books>>);
+
+impl Ledger {
+    pub(crate) fn books(&self) -> MutexGuard<'_, Books> {
+        self.0.lock().expect("no panics while holding the lock")
+    }
+
+    /// Claims the directory `dir` a `put` writes into until the hold is dropped:
+    /// renaming or removing it (or a directory above it) is `busy` meanwhile, so
+    /// the put's paths keep naming what it writes.
+    pub fn hold_dir(&self, dir: &str) -> DirHold {
+        let dir = dir.trim_matches('/').to_string();
+        *self.books().targets.entry(dir.clone()).or_default() += 1;
+        DirHold {
+            ledger: self.clone(),
+            dir,
+        }
+    }
+
+    /// A `put`'s view of the ledger for paths beneath the directory `dir` of the
+    /// home (`""`: the home).
+    pub fn account(&self, dir: &str) -> Account {
+        Account {
+            ledger: self.clone(),
+            prefix: dir.trim_matches('/').to_string(),
+            found: Arc::default(),
+        }
+    }
+}
+
+/// A directory a `put` writes into, held (see [`Ledger::hold_dir`]).
+#[derive(Debug)]
+pub struct DirHold {
+    ledger: Ledger,
+    dir: String,
+}
+
+impl Drop for DirHold {
+    fn drop(&mut self) {
+        let mut books = self.ledger.books();
+        if let Some(count) = books.targets.get_mut(&self.dir) {
+            *count -= 1;
+            if *count == 0 {
+                books.targets.remove(&self.dir);
+            }
+        }
+    }
+}
+
+/// A path of more components than the walks over a home descend is `bad_path`: the
+/// server never makes what it could not count again.
+pub(crate) fn deep_enough(prefix: &[&str], path: &str) -> Result<(), Refusal> {
+    let depth = prefix.len() + path.split('/').filter(|c| !c.is_empty()).count();
+    if depth > MAX_DEPTH {
+        return Err(Refusal::new(
+            ErrorCode::BadPath,
+            format!(
+                "{}: deeper than {MAX_DEPTH} directories, which the server does not keep",
+                escape(path)
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// One `put`'s view of its user's [`Ledger`]: paths relative to the directory it
+/// puts into.
+#[derive(Debug, Clone)]
+pub struct Account {
+    ledger: Ledger,
+    /// The put's directory beneath the home (`""`: the home).
+    prefix: String,
+    /// Lengths of the partials the plan found (by path), so that a resumed entry is
+    /// admitted for what it still needs.
+    found: Arc<Mutex<HashMap<String, u64>>>,
+}
+
+impl Account {
+    /// `path` (relative to the put's directory) beneath the home.
+    pub(crate) fn home_path(&self, path: &str) -> String {
+        if self.prefix.is_empty() {
+            path.to_string()
+        } else {
+            format!("{}/{path}", self.prefix)
+        }
+    }
+
+    /// How many components a path beneath the put's directory may have.
+    pub(crate) fn depth_left(&self) -> usize {
+        let used = self.prefix.split('/').filter(|c| !c.is_empty()).count();
+        MAX_DEPTH.saturating_sub(used)
+    }
+
+    pub(crate) fn books(&self) -> MutexGuard<'_, Books> {
+        self.ledger.books()
+    }
+
+    /// The plan found a partial of `len` bytes for `path` (it will be resumed).
+    pub(crate) fn found_partial(&self, path: &str, len: u64) {
+        self.found
+            .lock()
+            .expect("no panics while holding the lock")
+            .insert(path.to_string(), len);
+    }
+
+    /// Admits an entry for `path` whose finished file is `after`: room for all of
+    /// it, less a partial the plan found (on disk and counted already), is held
+    /// until the entry settles; the path is claimed until then. `quota` if it does
+    /// not fit, `busy` if another session writes the path. `_before` (what the
+    /// caller saw on disk) is not trusted: what is counted is measured (see the
+    /// module documentation).
+    pub fn reserve(
+        &self,
+        path: &str,
+        _before: Footprint,
+        after: Footprint,
+    ) -> Result<Reservation, Refusal> {
+        let key = self.home_path(path);
+        let partial = self
+            .found
+            .lock()
+            .expect("no panics while holding the lock")
+            .remove(path);
+        let needs = Footprint {
+            bytes: after.bytes.saturating_sub(partial.unwrap_or(0)),
+            files: after.files.saturating_sub(u64::from(partial.is_some())),
+        };
+        let mut books = self.books();
+        if books.writing.contains_key(&key) {
+            return Err(Refusal::new(
+                ErrorCode::Busy,
+                format!("{}: being received by another session", escape(path)),
+            ));
+        }
+        books.check(needs, path)?;
+        books.reserved.bytes += needs.bytes;
+        books.reserved.files += needs.files;
+        books.writing.insert(key.clone(), needs);
+        Ok(Reservation {
+            account: self.clone(),
+            key,
+        })
+    }
+}
+
+/// Room held for one entry, and its claim on its path, until it settles or is
+/// dropped (either releases what is still held; what is on disk stays counted).
+#[derive(Debug)]
+pub struct Reservation {
+    account: Account,
+    /// The entry's path beneath the home.
+    key: String,
+}
+
+impl Reservation {
+    /// Holds `bytes` more for a stream of unknown size, before they are written;
+    /// `quota` if they do not fit.
+    pub fn charge(&mut self, path: &str, bytes: u64) -> Result<(), Refusal> {
+        let mut books = self.account.books();
+        books.check(Footprint { bytes, files: 0 }, path)?;
+        books.reserved.bytes += bytes;
+        if let Some(held) = books.writing.get_mut(&self.key) {
+            held.bytes += bytes;
+        }
+        Ok(())
+    }
+
+    /// The entry is over. What it left on disk was counted as it happened; `_after`
+    /// is not trusted.
+    pub fn settle(self, _after: Footprint) {}
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        let mut books = self.account.books();
+        if let Some(held) = books.writing.remove(&self.key) {
+            books.reserved.bytes -= held.bytes;
+            books.reserved.files -= held.files;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fp(bytes: u64, files: u64) -> Footprint {
+        Footprint { bytes, files }
+    }
+
+    fn ledger(bytes: u64, files: u64) -> Ledger {
+        let ledger = Ledger::default();
+        ledger.books().limits = Limits {
+            bytes: Some(bytes),
+            files: Some(files),
+        };
+        ledger
+    }
+
+    #[test]
+    fn an_entry_is_admitted_for_its_whole_size_and_charged_as_written() {
+        let ledger = ledger(100, 3);
+        let account = ledger.account("d");
+        let a = account.reserve("a", fp(0, 0), fp(50, 1)).unwrap();
+        // A second session of the same user: 50 + 60 > 100.
+        let refused = account.reserve("b", fp(0, 0), fp(60, 1)).unwrap_err();
+        assert_eq!(refused.code, ErrorCode::Quota);
+        // The same path: busy, and so is a remove of it or of its directory.
+        assert_eq!(
+            account.reserve("a", fp(0, 0), fp(1, 1)).unwrap_err().code,
+            ErrorCode::Busy
+        );
+        assert_eq!(
+            ledger.books().unclaimed("d").unwrap_err().code,
+            ErrorCode::Busy
+        );
+        assert!(ledger.books().unclaimed("da").is_ok());
+        ledger.books().grew("d/a", 20, 1);
+        assert_eq!(ledger.usage().0, fp(20, 1));
+        assert_eq!(ledger.books().reserved, fp(30, 0));
+        drop(a);
+        assert_eq!(ledger.books().reserved, fp(0, 0));
+        assert_eq!(ledger.usage().0, fp(20, 1), "what is on disk stays counted");
+    }
+
+    #[test]
+    fn an_overwrite_is_charged_its_whole_size_and_a_partial_only_the_rest() {
+        let ledger = ledger(100, 10);
+        ledger.books().on_disk = fp(60, 1);
+        let account = ledger.account("");
+        // Replacing the 60-byte file with 50 bytes needs 50 more until it is replaced.
+        assert_eq!(
+            account.reserve("f", fp(60, 1), fp(50, 1)).unwrap_err().code,
+            ErrorCode::Quota
+        );
+        account.found_partial("f", 30);
+        assert!(account.reserve("f", fp(90, 2), fp(50, 1)).is_ok());
+    }
+
+    #[test]
+    fn a_stream_is_held_as_it_arrives() {
+        let ledger = ledger(10, 10);
+        let account = ledger.account("");
+        let mut stream = account.reserve("s", fp(0, 0), fp(0, 1)).unwrap();
+        stream.charge("s", 8).unwrap();
+        assert_eq!(stream.charge("s", 8).unwrap_err().code, ErrorCode::Quota);
+        drop(stream);
+        assert!(account.reserve("t", fp(0, 0), fp(10, 1)).is_ok());
+    }
+
+    #[test]
+    fn paths_deeper_than_the_walks_are_bad() {
+        let deep = vec!["d"; MAX_DEPTH].join("/");
+        assert!(deep_enough(&[], &deep).is_ok());
+        assert_eq!(
+            deep_enough(&["x"], &deep).unwrap_err().code,
+            ErrorCode::BadPath
+        );
+    }
+}
