@@ -50,7 +50,7 @@ pub fn run(options: &SendOptions) -> Result<()> {
     let encryption = options.peering.security.encryption;
     let overwrite = options.overwrite;
     let session: Session = Arc::new(move |conn, tally| {
-        match (conn.negotiated.role, &remote_dir) {
+        match (conn.negotiated.role(), &remote_dir) {
             // The listener is a server: put into the home, or into DIR of it.
             (Role::Client, dir) => {
                 if encryption == Encryption::Off {

@@ -653,9 +653,9 @@ pub(crate) mod tests {
         );
         let (a, i) = (a.unwrap(), i.unwrap());
         assert_eq!(a.session_key().bytes(), i.session_key().bytes());
-        assert_eq!(a.features, i.features);
-        assert_eq!(a.features.names(), ["blake3"]);
-        assert_eq!(a.user.as_deref(), Some("alice"));
+        assert_eq!(a.features(), i.features());
+        assert_eq!(a.features().names(), ["blake3"]);
+        assert_eq!(a.user(), Some("alice"));
         let (a, i) = run_pair(side(Role::Sender, KEY), side(Role::Receiver, KEY));
         assert_eq!(
             a.unwrap().session_key().bytes(),
@@ -673,7 +673,7 @@ pub(crate) mod tests {
             side(Role::Sender, KEY),
         );
         let (a, i) = (a.unwrap(), i.unwrap());
-        assert_eq!(i.role, Role::Client);
+        assert_eq!(i.role(), Role::Client);
         assert!(a.has(Feature::Aead) && i.has(Feature::Aead));
     }
 

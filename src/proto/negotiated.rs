@@ -173,14 +173,10 @@ pub(crate) fn verify(expected: HmacSha256, mac_hex: &str) -> bool {
 /// Everything the handshake settled for one connection.
 #[derive(Debug, Clone)]
 pub struct Negotiated {
-    /// Whether this side connected (the initiator) or listened.
-    pub initiator: bool,
-    /// The role this side plays.
-    pub role: Role,
-    /// The user name the initiator gave, if any.
-    pub user: Option<String>,
-    /// The features both lists named.
-    pub features: Features,
+    initiator: bool,
+    role: Role,
+    user: Option<String>,
+    features: Features,
     session_key: SessionKey,
     /// The next transfer's `t`.
     next_transfer: u64,
@@ -221,6 +217,26 @@ impl Negotiated {
     }
 
     /// The content hash files are verified with.
+    /// Whether this side connected (the initiator) or listened.
+    pub fn initiator(&self) -> bool {
+        self.initiator
+    }
+
+    /// The role this side plays.
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    /// The user name the initiator gave, if any.
+    pub fn user(&self) -> Option<&str> {
+        self.user.as_deref()
+    }
+
+    /// The features both lists named.
+    pub fn features(&self) -> Features {
+        self.features
+    }
+
     pub fn hash(&self) -> HashKind {
         if self.features.has(Feature::Blake3) {
             HashKind::Blake3

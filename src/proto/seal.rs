@@ -20,7 +20,7 @@ const ACCEPTOR_LABEL: &str = "xfer/2 key acceptor";
 
 /// The direction key this side seals with, or opens its peer's frames with.
 fn direction_key(negotiated: &Negotiated, sending: bool) -> [u8; 32] {
-    let initiators = negotiated.initiator == sending;
+    let initiators = negotiated.initiator() == sending;
     let label = if initiators {
         INITIATOR_LABEL
     } else {

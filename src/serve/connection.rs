@@ -34,7 +34,7 @@ fn reason_to_end(was: &User, now: Option<&User>) -> Option<&'static str> {
 
 /// Serves `conn`'s requests.
 pub fn serve(server: &Server, conn: &mut TcpConnection, peer: SocketAddr) -> Result<()> {
-    let name = conn.negotiated.user.clone().unwrap_or_default();
+    let name = conn.negotiated.user().unwrap_or_default().to_string();
     let users = server.users.snapshot();
     let Some(user) = users.get(&name).cloned() else {
         return end(
@@ -60,7 +60,7 @@ pub fn serve(server: &Server, conn: &mut TcpConnection, peer: SocketAddr) -> Res
     };
     context.log(
         "login",
-        Ok(format!("logged in ({})", conn.negotiated.features)),
+        Ok(format!("logged in ({})", conn.negotiated.features())),
     );
     loop {
         let message = match conn.reader.read_message() {

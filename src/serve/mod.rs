@@ -282,7 +282,7 @@ fn make_homes(root: &OwnedFd, users: &Users) -> Result<()> {
 /// The per-user limit, checked after the user's key verified (`busy` over it).
 fn admit(server: Arc<Server>) -> net::Admit {
     Arc::new(move |negotiated| {
-        let name = negotiated.user.clone().unwrap_or_default();
+        let name = negotiated.user().unwrap_or_default().to_string();
         let limit = server
             .users
             .snapshot()
