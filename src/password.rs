@@ -3,6 +3,8 @@
 //! the network, is never stored, and the stored key opens no other server. Also the
 //! prompt that reads a password from the terminal without echo.
 
+use std::io::{BufRead, BufReader, Write};
+
 use anyhow::{Context, Result, bail};
 
 use crate::hex::hex;
@@ -70,14 +72,38 @@ pub fn derive_hex(password: &str, realm: &str, user: &str) -> Result<String> {
     Ok(hex(&out))
 }
 
-/// Asks for a line on the terminal with echo off (rpassword restores the
-/// terminal whatever happens).
+/// Asks for a line on the terminal with echo off; the terminal is restored after,
+/// whatever happens. (rpassword was tried: it writes the question before it turns
+/// echo off, so a quick typist, or a script on a pseudo-terminal, sees the password
+/// echoed.)
 pub fn prompt(question: &str) -> Result<String> {
-    // rpassword would say only "No such device or address (os error 6)".
-    if std::fs::File::open("/dev/tty").is_err() {
-        bail!("no terminal to ask for the password on; set $XFER_PASSWORD");
+    use rustix::termios::{LocalModes, OptionalActions, tcgetattr, tcsetattr};
+    let tty = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/tty")
+        .map_err(|_| {
+            anyhow::anyhow!("no terminal to ask for the password on; set $XFER_PASSWORD")
+        })?;
+    let saved = tcgetattr(&tty).context("cannot read the terminal's settings")?;
+    let mut quiet = saved.clone();
+    quiet.local_modes.remove(LocalModes::ECHO);
+    quiet.local_modes.insert(LocalModes::ECHONL);
+    // Echo off first, then the question: what is typed after it is never shown,
+    // and nothing typed is flushed away.
+    tcsetattr(&tty, OptionalActions::Now, &quiet).context("cannot turn off echo")?;
+    (&tty).write_all(question.as_bytes())?;
+    let mut line = String::new();
+    let read = BufReader::new(&tty).read_line(&mut line);
+    let _ = tcsetattr(&tty, OptionalActions::Now, &saved);
+    read.context("cannot read the password")?;
+    if line.ends_with('\n') {
+        line.pop();
+        if line.ends_with('\r') {
+            line.pop();
+        }
     }
-    rpassword::prompt_password(question).context("cannot read the password")
+    Ok(line)
 }
 
 #[cfg(test)]

@@ -14,8 +14,8 @@ use crate::commands::recv::RecvOptions;
 use crate::commands::remote::{Change, GetOptions, LsOptions};
 use crate::commands::send::SendOptions;
 use crate::fs::source::{STDIN_OPERAND, WalkOptions};
+use crate::net::{Admission, Link, Timeouts};
 use crate::net::{Endpoint as Host, Remote};
-use crate::net::{Link, ServeOptions, Timeouts};
 use crate::proto::handshake::valid_user;
 use crate::proto::hash::HashKind;
 use crate::serve::ServerOptions;
@@ -199,13 +199,12 @@ fn peering(
     let link = match (&link.listen, to) {
         (Some(at), _) => Link::Listen {
             at: at.clone(),
-            serve: ServeOptions {
-                once: !link.serve,
-                max_sessions: link.max_conns,
-                max_handshakes: ServeOptions::MAX_HANDSHAKES,
-                max_handshakes_per_address: link.max_pending_per_address,
+            serve: Admission::new(
+                !link.serve,
+                link.max_conns,
+                link.max_pending_per_address,
                 timeouts,
-            },
+            ),
         },
         (None, Some(to)) => Link::Connect {
             to,
@@ -364,12 +363,15 @@ fn serve(args: ServeArgs) -> Result<ServerOptions, String> {
         users_file: args.users,
         key_file: args.key_file,
         realm: args.realm,
-        max_sessions: args.max_conns,
-        max_pending_per_address: args.max_pending_per_address,
-        timeouts: Timeouts {
-            handshake: args.handshake_timeout,
-            idle: Some(args.idle_timeout),
-        },
+        admission: Admission::new(
+            false,
+            args.max_conns,
+            args.max_pending_per_address,
+            Timeouts {
+                handshake: args.handshake_timeout,
+                idle: Some(args.idle_timeout),
+            },
+        ),
         limit_rate: args.limit_rate,
         keep_partial: args.keep_partial,
         style: style(&args.output, Json::Stdout, true),

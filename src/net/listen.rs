@@ -21,7 +21,7 @@ use anyhow::{Context, Result};
 use rustix::event::{PollFd, PollFlags};
 
 use super::addr::ListenAddr;
-use super::options::ServeOptions;
+use super::options::Admission;
 use super::socket;
 use super::{Accepting, Handler};
 use crate::error::{Classify, Kind, fail};
@@ -63,7 +63,7 @@ impl Listening {
     /// Admits a new stranger, first cutting the oldest one of its address, or the
     /// oldest of all, where a bound is reached; `None` when there is no room (every
     /// slot taken by a connection younger than [`SHED_AFTER`]).
-    fn admit(&self, stream: &TcpStream, address: IpAddr, options: &ServeOptions) -> Option<u64> {
+    fn admit(&self, stream: &TcpStream, address: IpAddr, options: &Admission) -> Option<u64> {
         let handle = stream.try_clone().ok()?;
         let now = Instant::now();
         let mut strangers = self
@@ -130,7 +130,7 @@ fn shed(strangers: &mut VecDeque<Stranger>, at: usize, now: Instant) -> Option<(
 pub fn serve(
     listener: TcpListener,
     accepting: Arc<Accepting>,
-    options: ServeOptions,
+    options: Admission,
     stop: Arc<AtomicBool>,
     handler: Handler,
 ) -> Result<()> {
@@ -167,7 +167,7 @@ pub fn serve(
 fn accept_loop(
     listener: TcpListener,
     accepting: Arc<Accepting>,
-    options: ServeOptions,
+    options: Admission,
     handler: Handler,
     shared: Arc<Listening>,
     finished: mpsc::Sender<Result<()>>,
@@ -231,7 +231,7 @@ fn connection(
     peer: SocketAddr,
     id: u64,
     accepting: &Accepting,
-    options: ServeOptions,
+    options: Admission,
     handler: &Handler,
     shared: &Arc<Listening>,
     finished: &mpsc::Sender<Result<()>>,

@@ -3,7 +3,7 @@
 //! admission control ([`listen`]), the handle that cuts a connection from any
 //! thread ([`closer`]), the settings every socket gets ([`socket`]) and
 //! the signals a listener heeds ([`signals`]); the plain option types they all
-//! read ([`Link`], [`Timeouts`], [`ServeOptions`]) are in `options.rs`.
+//! read ([`Link`], [`Timeouts`], [`Admission`]) are in `options.rs`.
 //!
 //! [`Initiating`] and [`Accepting`] say how this side authenticates; what happens
 //! after the handshake is the caller's [`Handler`].
@@ -27,7 +27,7 @@ use anyhow::{Context, Result};
 
 pub use self::addr::{Endpoint, ListenAddr, Remote};
 use self::closer::Closer;
-pub use self::options::{Link, ServeOptions, Timeouts};
+pub use self::options::{Admission, Link, Timeouts};
 use self::pace::Paced;
 use crate::error::{Classify, Kind, peer_code};
 use crate::proto::handshake::{self, Acceptor, Initiator, KeyStore, Secret};

@@ -1,6 +1,6 @@
 //! The plain option types of the network layer: how this side meets its peer
 //! ([`Link`]), how long peers may take ([`Timeouts`]) and how a listener behaves
-//! ([`ServeOptions`]). Plain data, built once by the command line: it must not
+//! ([`Admission`]). Plain data, built once by the command line: it must not
 //! reach for sockets, the handshake or the accept loop, which all read it.
 
 use std::time::Duration;
@@ -23,12 +23,12 @@ pub enum Link {
     /// Connect to a listening peer, retrying for up to `wait` while it is not there.
     Connect { to: Endpoint, wait: Duration },
     /// Listen for peers.
-    Listen { at: ListenAddr, serve: ServeOptions },
+    Listen { at: ListenAddr, serve: Admission },
 }
 
-/// How a listener behaves.
+/// How a listener admits peers: one session or many, and how many at once.
 #[derive(Debug, Clone, Copy)]
-pub struct ServeOptions {
+pub struct Admission {
     /// Exit after the first authenticated session, with its result.
     pub once: bool,
     /// Authenticated sessions at once; more get `busy`.
@@ -40,7 +40,19 @@ pub struct ServeOptions {
     pub timeouts: Timeouts,
 }
 
-impl ServeOptions {
+impl Admission {
+    /// `max_sessions` authenticated sessions at once (one and then exit, if
+    /// `once`), `per_address` handshakes at once from one address.
+    pub fn new(once: bool, max_sessions: usize, per_address: usize, timeouts: Timeouts) -> Self {
+        Admission {
+            once,
+            max_sessions,
+            max_handshakes: Admission::MAX_HANDSHAKES,
+            max_handshakes_per_address: per_address,
+            timeouts,
+        }
+    }
+
     /// Connections in the handshake at once, in all; each has its own thread.
     pub const MAX_HANDSHAKES: usize = 256;
     /// Connections in the handshake at once from one address.

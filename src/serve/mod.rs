@@ -30,7 +30,7 @@ use crate::fs::home::Home;
 use crate::fs::quota::Ledger;
 use crate::fs::sink::{self, TargetDir};
 use crate::key;
-use crate::net::{self, Accepting, Handler, ListenAddr, ServeOptions, Timeouts, listen, signals};
+use crate::net::{self, Accepting, Admission, Handler, ListenAddr, listen, signals};
 use crate::proto::message::{ErrorCode, Role};
 use crate::proto::negotiated::{Feature, Features};
 use crate::transfer::recv::Claims;
@@ -46,9 +46,8 @@ pub struct ServerOptions {
     pub key_file: Option<PathBuf>,
     /// Announced in `hello` for password-derived keys (default: the host name).
     pub realm: Option<String>,
-    pub max_sessions: usize,
-    pub max_pending_per_address: usize,
-    pub timeouts: Timeouts,
+    /// Connections at once and timeouts (`--max-conns`, `--idle-timeout`...).
+    pub admission: Admission,
     pub limit_rate: Option<u64>,
     /// Partial data of cut uploads no client came back for is removed after this long.
     pub keep_partial: Duration,
@@ -204,22 +203,18 @@ pub fn run(options: &ServerOptions) -> Result<()> {
         compress: None,
         rate: options.limit_rate,
     };
-    let serve = ServeOptions {
-        once: false,
-        max_sessions: options.max_sessions,
-        max_handshakes: ServeOptions::MAX_HANDSHAKES,
-        max_handshakes_per_address: options.max_pending_per_address,
-        timeouts: Timeouts {
-            idle: Some(options.timeouts.idle.unwrap_or(IDLE)),
-            ..options.timeouts
-        },
-    };
     let handler: Handler = {
         let server = server.clone();
         Arc::new(move |mut conn, peer| connection::serve(&server, &mut conn, peer))
     };
     Reporter::new(options.style).listening(&local, options.listen.any_port());
-    listen::serve(listener, Arc::new(accepting), serve, stop, handler)
+    listen::serve(
+        listener,
+        Arc::new(accepting),
+        options.admission,
+        stop,
+        handler,
+    )
 }
 
 /// Removes partial files of cut uploads no client came back for, at start and
