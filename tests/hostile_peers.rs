@@ -902,3 +902,50 @@ fn hostile_paths_are_all_refused_and_nothing_is_written() {
         "escapes never reach the terminal raw"
     );
 }
+
+/// Writes a frame prefix of `len` bytes and then `len` zero bytes, 1 MiB at a time;
+/// how many bytes went out before a write failed, if one did.
+fn write_huge_frame(peer: &mut Peer, len: usize) -> Result<(), String> {
+    peer.send_wire(&(len as u32).to_be_bytes())
+        .map_err(|err| format!("the prefix: {err:?}"))?;
+    let chunk = vec![0u8; 1 << 20];
+    let mut written = 0;
+    while written < len {
+        peer.send_wire(&chunk)
+            .map_err(|err| format!("after {written} bytes: {err:?}"))?;
+        written += chunk.len();
+    }
+    Ok(())
+}
+
+/// Section 3's linger rule: a receiver that refuses a 66 MiB frame, in place of
+/// `auth` or after it, reads and drops what is still coming for up to a second, so
+/// the sender finishes its write and reads the `protocol` error instead of a reset.
+/// Memory stays at one 1 MiB buffer.
+#[test]
+fn a_receiver_refusing_a_frame_still_being_written_lets_the_sender_read_why() {
+    const HUGE: usize = 66 << 20;
+    for case in ["in place of auth", "after auth"] {
+        let out = tempfile::tempdir().unwrap();
+        let mut receiver = Receiver::start(out.path(), Some(KEY), &[]);
+        let mut peer = if case == "after auth" {
+            peer_sender(receiver.port, SENDER_FEATURES)
+        } else {
+            let mut peer = peer_connect(receiver.port);
+            peer.read_hello().expect("hello");
+            peer
+        };
+        let written = write_huge_frame(&mut peer, HUGE);
+        let said = peer.read_control();
+        assert!(written.is_ok(), "{case}: {written:?}, then {said:?}");
+        let said = said.unwrap_or_else(|err| panic!("{case}: no error frame: {err:?}"));
+        assert_eq!(
+            (said["type"].as_str(), said["code"].as_str()),
+            (Some("error"), Some("protocol")),
+            "{case}: {said}"
+        );
+        if case == "after auth" {
+            assert_eq!(receiver.exit_code(), 8, "{}", receiver.stderr());
+        }
+    }
+}

@@ -373,6 +373,11 @@ pub trait Hangup {
     /// Shuts the connection down, both ways.
     fn close(&self);
 
+    /// After a session-level error frame went out (section 3): stops writing, then
+    /// reads and drops what the peer still sends for up to a second, so that the
+    /// error arrives instead of being lost to a reset.
+    fn linger(&self);
+
     /// Lifts the read timeout until the returned guard is dropped: a sender
     /// streaming a large file hears nothing from its receiver for as long as the
     /// file takes, which is not the receiver being idle (section 5).

@@ -87,7 +87,7 @@ pub fn session<R: Read + Send, W: Write, C: Hangup + Sync>(
 ) -> Result<()> {
     let result = send(conn, outbox, tally);
     if let Err(err) = &result {
-        super::tell_peer(&mut conn.writer, err);
+        super::tell::end_session(conn, err);
     }
     result
 }
