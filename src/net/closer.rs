@@ -40,6 +40,18 @@ impl Hangup for Closer {
         Closer::close(self);
     }
 
+    fn stop_reading(&self) {
+        if let Some(stream) = &self.0 {
+            let _ = stream.shutdown(Shutdown::Read);
+        }
+    }
+
+    fn idle_timeout(&self) -> Option<Duration> {
+        self.0
+            .as_ref()
+            .and_then(|stream| stream.read_timeout().ok().flatten())
+    }
+
     fn linger(&self) {
         if let Some(stream) = &self.0 {
             super::socket::linger(stream);
