@@ -1075,3 +1075,58 @@ fn a_receiver_refusing_a_frame_still_being_written_lets_the_sender_read_why() {
         }
     }
 }
+
+/// A server on 127.0.0.1 port 0 that authenticates one client (any user, [`KEY`],
+/// `aead` required), reads its first request, then follows `script` with it.
+fn scripted_server(script: Script) -> (u16, std::thread::JoinHandle<Option<Value>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let fake = std::thread::spawn(move || {
+        let mut peer = Peer::accept(&listener).expect("accept");
+        let server = Acceptor::new(KEY, "server")
+            .features(&["aead"])
+            .require(&["aead"]);
+        peer.accept_handshake(&server).expect("handshake");
+        let request = peer.read_control().expect("a request");
+        script(&mut peer, vec![request])
+    });
+    (port, fake)
+}
+
+/// The client holds to the same rules as a sender: a server that answers a request
+/// with the wrong frame is told `protocol` (exit 8), one that stays silent past the
+/// idle timeout is told `timeout` (exit 3), each before the client closes.
+#[test]
+fn a_client_tells_a_server_that_answers_wrongly_or_not_at_all() {
+    let wrong_answer: Script = |peer, _| {
+        peer.send_control(&json!({"type": "end"})).unwrap();
+        last_word(peer)
+    };
+    let silent: Script = |peer, _| {
+        peer.set_timeout(Duration::from_secs(15)).unwrap();
+        last_word(peer)
+    };
+    for (case, script, code, said) in [
+        (
+            "expected ack from the server, got end",
+            wrong_answer,
+            8,
+            "protocol",
+        ),
+        ("timed out", silent, 3, "timeout"),
+    ] {
+        let (port, fake) = scripted_server(script);
+        let started = Instant::now();
+        let mut command = xfer();
+        command
+            .args(["mkdir", &format!("127.0.0.1:{port}:new")])
+            .args(["--user", "alice", "--idle-timeout", "2"])
+            .env("XFER_KEY", KEY);
+        let out = run(&mut command);
+        let last = fake.join().unwrap();
+        assert_eq!(out.status.code(), Some(code), "{case}: {}", stderr_of(&out));
+        assert!(stderr_of(&out).contains(case), "{}", stderr_of(&out));
+        assert!(started.elapsed() < Duration::from_secs(8), "{case}");
+        assert_said(&last, said);
+    }
+}
