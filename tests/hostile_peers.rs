@@ -843,6 +843,29 @@ fn an_idle_receiver_says_timeout_before_it_closes() {
     );
 }
 
+/// The receiver's side of finding 9: a sender that offers but never sends
+/// `offer_end` is as idle as one that stops mid-file, and is told `timeout`.
+#[test]
+fn a_receiver_gives_up_on_a_sender_idle_in_its_offer_and_says_timeout() {
+    let out = tempfile::tempdir().unwrap();
+    let mut receiver = Receiver::start(out.path(), Some(KEY), &["--idle-timeout", "1"]);
+    let mut peer = peer_sender(receiver.port, SENDER_FEATURES);
+    peer.send_control(
+        &json!({"type": "offer", "entries": [{"path": "f", "kind": "file", "size": 1}]}),
+    )
+    .unwrap();
+    // ... and no `offer_end`.
+    let started = Instant::now();
+    assert_eq!(receiver.exit_code(), 3, "{}", receiver.stderr());
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert!(
+        receiver.stderr().contains("timed out"),
+        "{}",
+        receiver.stderr()
+    );
+    assert_said(&last_word(&mut peer), "timeout");
+}
+
 #[test]
 fn hostile_paths_are_all_refused_and_nothing_is_written() {
     let parent = tempfile::tempdir().unwrap();
