@@ -556,14 +556,7 @@ fn lies_and_misbehaviour_after_authentication_are_refused() {
 
 #[test]
 fn a_receiver_that_never_acknowledges_fails_the_sender_with_exit_8() {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let fake = std::thread::spawn(move || {
-        let mut peer = Peer::accept(&listener).expect("accept");
-        let receiver = Acceptor::new(KEY, "receiver").features(LISTENER_FEATURES);
-        peer.accept_handshake(&receiver).expect("handshake");
-        let first = peer.read_control_raw().expect("offer");
-        let entries = peer.read_offer_from(first).expect("a verified offer");
+    let (port, fake) = scripted_receiver(|peer, entries| {
         let plan = vec![Decision::Send.to_json(peer.hash()); entries.len()];
         peer.send_plan(&[plan]).unwrap();
         // Take everything, acknowledge nothing, say end.
@@ -574,11 +567,13 @@ fn a_receiver_that_never_acknowledges_fails_the_sender_with_exit_8() {
             }
         }
         peer.send_end().unwrap();
+        last_word(peer)
     });
     let src = tempfile::tempdir().unwrap();
     std::fs::write(src.path().join("f"), b"data").unwrap();
     let sent = send(&[&src.path().join("f")], port, KEY, &[]);
-    fake.join().unwrap();
+    let said = fake.join().unwrap();
+    assert_said(&said, "protocol");
     // Version 2 makes a receiver's `end` while an entry is outstanding a protocol
     // error (PROTOCOL.md section 5), so 8; version 1 counted it a failed file, 5.
     assert_eq!(sent.status.code(), Some(8), "{}", stderr_of(&sent));
@@ -848,6 +843,29 @@ fn an_idle_receiver_says_timeout_before_it_closes() {
     );
 }
 
+/// The receiver's side of finding 9: a sender that offers but never sends
+/// `offer_end` is as idle as one that stops mid-file, and is told `timeout`.
+#[test]
+fn a_receiver_gives_up_on_a_sender_idle_in_its_offer_and_says_timeout() {
+    let out = tempfile::tempdir().unwrap();
+    let mut receiver = Receiver::start(out.path(), Some(KEY), &["--idle-timeout", "1"]);
+    let mut peer = peer_sender(receiver.port, SENDER_FEATURES);
+    peer.send_control(
+        &json!({"type": "offer", "entries": [{"path": "f", "kind": "file", "size": 1}]}),
+    )
+    .unwrap();
+    // ... and no `offer_end`.
+    let started = Instant::now();
+    assert_eq!(receiver.exit_code(), 3, "{}", receiver.stderr());
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert!(
+        receiver.stderr().contains("timed out"),
+        "{}",
+        receiver.stderr()
+    );
+    assert_said(&last_word(&mut peer), "timeout");
+}
+
 #[test]
 fn hostile_paths_are_all_refused_and_nothing_is_written() {
     let parent = tempfile::tempdir().unwrap();
@@ -901,4 +919,237 @@ fn hostile_paths_are_all_refused_and_nothing_is_written() {
         !receiver.stderr().contains('\u{1b}'),
         "escapes never reach the terminal raw"
     );
+}
+
+/// A receiver on 127.0.0.1 port 0 that authenticates, reads and verifies the offer,
+/// then follows `script`; returns its port and its thread (with what `script` saw).
+fn scripted_receiver<T: Send + 'static>(
+    script: impl FnOnce(&mut Peer, Vec<Value>) -> T + Send + 'static,
+) -> (u16, std::thread::JoinHandle<T>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let fake = std::thread::spawn(move || {
+        let mut peer = Peer::accept(&listener).expect("accept");
+        let receiver = Acceptor::new(KEY, "receiver").features(LISTENER_FEATURES);
+        peer.accept_handshake(&receiver).expect("handshake");
+        let first = peer.read_control_raw().expect("offer");
+        let entries = peer.read_offer_from(first).expect("a verified offer");
+        script(&mut peer, entries)
+    });
+    (port, fake)
+}
+
+/// Reads what the sender still sends, up to its session-level error frame or the
+/// close; the error frame, if one came.
+fn last_word(peer: &mut Peer) -> Option<Value> {
+    loop {
+        let payload = peer.read_frame().ok()??;
+        if let Ok(frame) = parse_control(&payload)
+            && kind(&frame) == "error"
+            && frame.get("index").is_none()
+        {
+            return Some(frame);
+        }
+    }
+}
+
+/// Reads the sender's frames up to the `done` of entry `index`.
+fn until_done(peer: &mut Peer, index: u64) {
+    loop {
+        let payload = peer.read_frame().expect("a frame").expect("no close");
+        if parse_control(&payload)
+            .is_ok_and(|frame| kind(&frame) == "done" && frame["index"] == json!(index))
+        {
+            return;
+        }
+    }
+}
+
+/// What a scripted receiver does after the offer; its result is the sender's last word.
+type Script = fn(&mut Peer, Vec<Value>) -> Option<Value>;
+
+fn assert_said(said: &Option<Value>, code: &str) {
+    let said = said.as_ref().expect("an error frame before the close");
+    assert_eq!(said["code"].as_str(), Some(code), "{said}");
+}
+
+/// Section 3: the idle timeout holds in the sender's every wait after the
+/// handshake, and the side that gives up says `timeout` before it closes.
+#[test]
+fn a_sender_gives_up_on_a_receiver_idle_in_its_plan_or_answers_and_says_timeout() {
+    let src = tempfile::tempdir().unwrap();
+    let file = write_in(src.path(), "f", b"data");
+    let plan_without_end: Script = |peer: &mut Peer, entries: Vec<Value>| {
+        let plan = vec![Decision::Send.to_json(peer.hash()); entries.len()];
+        peer.send_control(&json!({"type": "plan", "entries": plan}))
+            .unwrap();
+        peer.set_timeout(Duration::from_secs(15)).unwrap();
+        last_word(peer)
+    };
+    let never_answers: Script = |peer: &mut Peer, entries: Vec<Value>| {
+        peer.send_plan(&[vec![Decision::Send.to_json(peer.hash()); entries.len()]])
+            .unwrap();
+        until_done(peer, 0);
+        peer.set_timeout(Duration::from_secs(15)).unwrap();
+        last_word(peer)
+    };
+    for (case, script) in [("plan", plan_without_end), ("answers", never_answers)] {
+        let (port, fake) = scripted_receiver(script);
+        let started = Instant::now();
+        let sent = send(&[&file], port, KEY, &["--idle-timeout", "2"]);
+        let took = started.elapsed();
+        let said = fake.join().unwrap();
+        assert_eq!(sent.status.code(), Some(3), "{case}: {}", stderr_of(&sent));
+        assert!(took < Duration::from_secs(8), "{case}: took {took:?}");
+        assert!(
+            stderr_of(&sent).contains("timed out"),
+            "{case}: {}",
+            stderr_of(&sent)
+        );
+        assert_said(&said, "timeout");
+    }
+}
+
+/// Section 5: a duplicate answer, or one for an entry that is not outstanding (it
+/// was planned `skip same`), is `protocol`, and the peer is told so (section 3).
+#[test]
+fn a_sender_tells_a_receiver_that_answers_twice_or_out_of_turn_protocol() {
+    let src = tempfile::tempdir().unwrap();
+    let a = write_in(src.path(), "a", b"alpha");
+    let b = write_in(src.path(), "b", b"bravo");
+    let ok_twice: Script = |peer: &mut Peer, entries: Vec<Value>| {
+        peer.send_plan(&[vec![Decision::Send.to_json(peer.hash()); entries.len()]])
+            .unwrap();
+        until_done(peer, 0);
+        let hash = peer.hash().digest(b"alpha");
+        peer.send_ok(0, 5, &hash, "a").unwrap();
+        peer.send_ok(0, 5, &hash, "a").unwrap();
+        last_word(peer)
+    };
+    let answers_a_skipped_entry: Script = |peer: &mut Peer, _: Vec<Value>| {
+        let plan = vec![
+            Decision::skip("same", "already there").to_json(peer.hash()),
+            Decision::Send.to_json(peer.hash()),
+        ];
+        peer.send_plan(&[plan]).unwrap();
+        until_done(peer, 1);
+        let hash = peer.hash().digest(b"alpha");
+        peer.send_ok(0, 5, &hash, "a").unwrap();
+        last_word(peer)
+    };
+    for (case, script) in [("twice", ok_twice), ("skipped", answers_a_skipped_entry)] {
+        let (port, fake) = scripted_receiver(script);
+        let files: &[&Path] = if case == "twice" { &[&a] } else { &[&a, &b] };
+        let sent = send(files, port, KEY, &[]);
+        let said = fake.join().unwrap();
+        assert_eq!(sent.status.code(), Some(8), "{case}: {}", stderr_of(&sent));
+        assert!(
+            stderr_of(&sent).contains("entry 0, which is not waiting"),
+            "{case}: {}",
+            stderr_of(&sent)
+        );
+        assert_said(&said, "protocol");
+    }
+}
+
+/// Writes a frame prefix of `len` bytes and then `len` zero bytes, 1 MiB at a time;
+/// how many bytes went out before a write failed, if one did.
+fn write_huge_frame(peer: &mut Peer, len: usize) -> Result<(), String> {
+    peer.send_wire(&(len as u32).to_be_bytes())
+        .map_err(|err| format!("the prefix: {err:?}"))?;
+    let chunk = vec![0u8; 1 << 20];
+    let mut written = 0;
+    while written < len {
+        peer.send_wire(&chunk)
+            .map_err(|err| format!("after {written} bytes: {err:?}"))?;
+        written += chunk.len();
+    }
+    Ok(())
+}
+
+/// Section 3's linger rule: a receiver that refuses a 66 MiB frame, in place of
+/// `auth` or after it, reads and drops what is still coming for up to a second, so
+/// the sender finishes its write and reads the `protocol` error instead of a reset.
+/// Memory stays at one 1 MiB buffer.
+#[test]
+fn a_receiver_refusing_a_frame_still_being_written_lets_the_sender_read_why() {
+    const HUGE: usize = 66 << 20;
+    for case in ["in place of auth", "after auth"] {
+        let out = tempfile::tempdir().unwrap();
+        let mut receiver = Receiver::start(out.path(), Some(KEY), &[]);
+        let mut peer = if case == "after auth" {
+            peer_sender(receiver.port, SENDER_FEATURES)
+        } else {
+            let mut peer = peer_connect(receiver.port);
+            peer.read_hello().expect("hello");
+            peer
+        };
+        let written = write_huge_frame(&mut peer, HUGE);
+        let said = peer.read_control();
+        assert!(written.is_ok(), "{case}: {written:?}, then {said:?}");
+        let said = said.unwrap_or_else(|err| panic!("{case}: no error frame: {err:?}"));
+        assert_eq!(
+            (said["type"].as_str(), said["code"].as_str()),
+            (Some("error"), Some("protocol")),
+            "{case}: {said}"
+        );
+        if case == "after auth" {
+            assert_eq!(receiver.exit_code(), 8, "{}", receiver.stderr());
+        }
+    }
+}
+
+/// A server on 127.0.0.1 port 0 that authenticates one client (any user, [`KEY`],
+/// `aead` required), reads its first request, then follows `script` with it.
+fn scripted_server(script: Script) -> (u16, std::thread::JoinHandle<Option<Value>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let fake = std::thread::spawn(move || {
+        let mut peer = Peer::accept(&listener).expect("accept");
+        let server = Acceptor::new(KEY, "server")
+            .features(&["aead"])
+            .require(&["aead"]);
+        peer.accept_handshake(&server).expect("handshake");
+        let request = peer.read_control().expect("a request");
+        script(&mut peer, vec![request])
+    });
+    (port, fake)
+}
+
+/// The client holds to the same rules as a sender: a server that answers a request
+/// with the wrong frame is told `protocol` (exit 8), one that stays silent past the
+/// idle timeout is told `timeout` (exit 3), each before the client closes.
+#[test]
+fn a_client_tells_a_server_that_answers_wrongly_or_not_at_all() {
+    let wrong_answer: Script = |peer, _| {
+        peer.send_control(&json!({"type": "end"})).unwrap();
+        last_word(peer)
+    };
+    let silent: Script = |peer, _| {
+        peer.set_timeout(Duration::from_secs(15)).unwrap();
+        last_word(peer)
+    };
+    for (case, script, code, said) in [
+        (
+            "expected ack from the server, got end",
+            wrong_answer,
+            8,
+            "protocol",
+        ),
+        ("timed out", silent, 3, "timeout"),
+    ] {
+        let (port, fake) = scripted_server(script);
+        let started = Instant::now();
+        let mut command = xfer();
+        command
+            .args(["mkdir", &format!("127.0.0.1:{port}:new")])
+            .args(["--user", "alice", "--idle-timeout", "2"])
+            .env("XFER_KEY", KEY);
+        let out = run(&mut command);
+        let last = fake.join().unwrap();
+        assert_eq!(out.status.code(), Some(code), "{case}: {}", stderr_of(&out));
+        assert!(stderr_of(&out).contains(case), "{}", stderr_of(&out));
+        assert!(started.elapsed() < Duration::from_secs(8), "{case}");
+        assert_said(&last, said);
+    }
 }

@@ -18,6 +18,7 @@ use crate::net::{self, Endpoint, Link, TcpConnection, Timeouts};
 use crate::proto::hash::HashKind;
 use crate::proto::message::{ErrorCode, Item, Message, Role, Usage};
 use crate::transfer::recv::{self, Claims, Destination, Settings};
+use crate::transfer::tell::end_session;
 use crate::transfer::{Tally, send};
 use crate::ui::report::Style;
 
@@ -113,9 +114,10 @@ impl Client {
                         return Ok(items);
                     }
                 }
-                other => return Err(unexpected("listing", &other)),
+                other => return Err(unexpected(&mut self.conn, "listing", &other)),
             }
-            answer = self.conn.reader.expect_message("the rest of the listing")?;
+            let next = self.conn.reader.expect_message("the rest of the listing");
+            answer = next.map_err(|err| ending(&mut self.conn, err))?;
         }
     }
 
@@ -123,7 +125,7 @@ impl Client {
     pub fn usage(&mut self) -> Result<Usage> {
         match self.request(&Message::Usage(Usage::default()))? {
             Message::Usage(usage) if usage.bytes.is_some() && usage.files.is_some() => Ok(usage),
-            other => Err(unexpected("usage", &other)),
+            other => Err(unexpected(&mut self.conn, "usage", &other)),
         }
     }
 
@@ -218,7 +220,7 @@ pub fn put_on(
     };
     match answer {
         Message::Ack => send::session(conn, outbox, tally),
-        other => Err(unexpected("ack", &other)),
+        other => Err(unexpected(conn, "ack", &other)),
     }
 }
 
@@ -226,7 +228,8 @@ pub fn put_on(
 fn request_on(conn: &mut TcpConnection, request: &Message) -> Result<Message> {
     conn.writer.write_message(request)?;
     conn.writer.flush()?;
-    match conn.reader.expect_message("the server's answer")? {
+    let answer = conn.reader.expect_message("the server's answer");
+    match answer.map_err(|err| ending(conn, err))? {
         Message::Error {
             code,
             message,
@@ -240,13 +243,25 @@ fn request_on(conn: &mut TcpConnection, request: &Message) -> Result<Message> {
 fn acked_on(conn: &mut TcpConnection, request: &Message) -> Result<()> {
     match request_on(conn, request)? {
         Message::Ack => Ok(()),
-        other => Err(unexpected("ack", &other)),
+        other => Err(unexpected(conn, "ack", &other)),
     }
 }
 
-fn unexpected(expected: &str, got: &Message) -> anyhow::Error {
-    fail(
+/// An answer of the wrong type: `protocol`, which ends the connection.
+fn unexpected(conn: &mut TcpConnection, expected: &str, got: &Message) -> anyhow::Error {
+    let err = fail(
         Kind::Protocol,
         format!("expected {expected} from the server, got {got}"),
-    )
+    );
+    ending(conn, err)
+}
+
+/// Ends the connection after a failure the server should hear of (a broken or
+/// unexpected answer is `protocol`, a silent server `timeout`) the way a failed
+/// session does (`transfer::tell::end_session`: the error frame, then the
+/// linger); the server's own refusals and a lost connection pass through as they
+/// are. Returns `err`.
+fn ending(conn: &mut TcpConnection, err: anyhow::Error) -> anyhow::Error {
+    end_session(conn, &err);
+    err
 }

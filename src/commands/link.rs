@@ -39,13 +39,9 @@ pub fn run_link(
             let reporter = Reporter::new(style).for_peer(peer);
             warn_if_clear(&conn.negotiated, encryption, &reporter);
             let mut tally = Tally::new(reporter, &conn.negotiated);
+            // A session that fails tells the peer and lingers itself (`transfer::tell`).
             let result = session(&mut conn, &mut tally);
             tally.finish(verb, &result);
-            if result.is_err()
-                && let Some(socket) = conn.closer.socket()
-            {
-                net::socket::linger(socket);
-            }
             result
         })
     };

@@ -1,5 +1,6 @@
-//! The handle that cuts a TCP connection from any thread, and lifts the socket's
-//! read timeout while a sender streams ([`Closer`]): the socket side of
+//! The handle that cuts a TCP connection from any thread, lifts the socket's
+//! read timeout while a sender streams, and lingers after an error frame
+//! ([`Closer`]): the socket side of
 //! [`Hangup`], which the codec's `Connection` holds without knowing that it is a
 //! socket. It must not reach for frames, sessions or the handshake.
 
@@ -37,6 +38,24 @@ impl Closer {
 impl Hangup for Closer {
     fn close(&self) {
         Closer::close(self);
+    }
+
+    fn stop_reading(&self) {
+        if let Some(stream) = &self.0 {
+            let _ = stream.shutdown(Shutdown::Read);
+        }
+    }
+
+    fn idle_timeout(&self) -> Option<Duration> {
+        self.0
+            .as_ref()
+            .and_then(|stream| stream.read_timeout().ok().flatten())
+    }
+
+    fn linger(&self) {
+        if let Some(stream) = &self.0 {
+            super::socket::linger(stream);
+        }
     }
 
     fn without_read_timeout(&self) -> impl Sized + '_ {

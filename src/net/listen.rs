@@ -255,10 +255,14 @@ fn connection(
     });
     shared.forget(id);
     match authenticated {
-        Err(err) => report::line(&format!(
-            "xfer: {peer}: rejected: {}",
-            escape(&format!("{err:#}"))
-        )),
+        Err(err) => {
+            report::line(&format!(
+                "xfer: {peer}: rejected: {}",
+                escape(&format!("{err:#}"))
+            ));
+            // After the line: a one-shot listener may end while this lingers.
+            socket::linger_if_told(&stream, &err);
+        }
         // `held` (this session's slots) lasts as long as the session.
         Ok((conn, held)) => {
             let result = handler(conn, peer);

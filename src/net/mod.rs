@@ -146,6 +146,7 @@ fn connect_once(
         client_if_server: initiating.client_if_server,
     };
     let negotiated = handshake::initiate(&mut stream, &policy, deadline)
+        .inspect_err(|err| socket::linger_if_told(&stream, err))
         .context("handshake with the listener")?;
     socket::set_idle(&stream, timeouts.idle)?;
     let conn = connection(stream, negotiated, initiating.compress, initiating.rate)?;

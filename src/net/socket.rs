@@ -71,22 +71,32 @@ pub fn refuse_busy(mut stream: TcpStream, why: &str) {
 /// How long a failed session keeps reading after its last word, at most: the
 /// protocol's second (section 3).
 const LINGER: Duration = Duration::from_secs(1);
-/// How much a failed session reads while lingering, at most, in bytes.
-const LINGER_BYTES: u64 = 64 << 20;
+/// Lingers if the failure `err` was told to the peer in an error frame (it carries
+/// a wire code), so that the frame arrives before the close: the handshake's
+/// refusals end here.
+pub(crate) fn linger_if_told(stream: &TcpStream, err: &anyhow::Error) {
+    if crate::error::wire_code(err).is_some() {
+        linger(stream);
+    }
+}
 
-/// After a session failed: stop writing, then read (and drop) what the peer still
-/// sends for a moment. Closing a socket with unread data makes the kernel send a
-/// reset, which can destroy the error frame we just sent before the peer reads it.
+/// After an error frame went out: stop writing, then read (and drop) what the peer
+/// still sends for up to [`LINGER`]. Closing a socket with unread data makes the
+/// kernel send a reset, which can destroy the error frame we just sent before the
+/// peer reads it. Bounded by time alone, as section 3 says: a byte cap would cut a
+/// fast peer short (a 66 MiB frame crosses loopback in a tenth of a second).
 pub fn linger(stream: &TcpStream) {
     let _ = stream.shutdown(Shutdown::Write);
-    let _ = stream.set_read_timeout(Some(LINGER));
     let until = Instant::now() + LINGER;
     let mut sink = [0; 64 << 10];
-    let mut drained = 0;
-    while Instant::now() < until && drained < LINGER_BYTES {
+    loop {
+        let left = until.saturating_duration_since(Instant::now());
+        if left.is_zero() || stream.set_read_timeout(Some(left)).is_err() {
+            break;
+        }
         match (&*stream).read(&mut sink) {
             Ok(0) | Err(_) => break,
-            Ok(n) => drained += n as u64,
+            Ok(_) => {}
         }
     }
 }

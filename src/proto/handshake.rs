@@ -18,7 +18,7 @@ use hmac::Mac;
 use super::message::{self, ErrorCode, MAX_PREAUTH_CONTROL, Message, PROTOCOL_VERSION, Role};
 use super::negotiated::{Features, HmacSha256, Negotiated, SessionKey, keyed, verify};
 use super::wire::{DeadlineReader, ReadTimeout, net, read_frame};
-use crate::error::{Kind, fail, kind_of, peer_error};
+use crate::error::{Kind, fail, kind_of, peer_error, refused};
 use crate::key::{self, Key};
 
 /// Nonce length, in bytes.
@@ -506,14 +506,15 @@ fn send<S: Write>(stream: &mut S, message: &Message) -> Result<()> {
 
 /// Tells the peer why we stop (best effort: it may be gone), and returns the error
 /// for our side, tagged by what the code means.
+/// The error carries `code` (`error::wire_code`), which tells the caller that the
+/// peer was told, so that it lingers before it closes (section 3).
 fn refuse<S: Write>(stream: &mut S, code: ErrorCode, why: &str) -> anyhow::Error {
     let _ = send(stream, &Message::error(code, why));
-    let kind = Kind::of_code(code);
     match code {
         ErrorCode::Auth if !why.starts_with("authentication failed") => {
-            fail(kind, format!("authentication failed: {why}"))
+            refused(code, format!("authentication failed: {why}"))
         }
-        _ => fail(kind, why.to_string()),
+        _ => refused(code, why),
     }
 }
 

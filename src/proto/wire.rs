@@ -373,6 +373,18 @@ pub trait Hangup {
     /// Shuts the connection down, both ways.
     fn close(&self);
 
+    /// Shuts the reading half only: a thread blocked reading wakes up (it reads a
+    /// close) while this side can still write its last word.
+    fn stop_reading(&self);
+
+    /// The idle timeout reads are held to (`None`: none).
+    fn idle_timeout(&self) -> Option<Duration>;
+
+    /// After a session-level error frame went out (section 3): stops writing, then
+    /// reads and drops what the peer still sends for up to a second, so that the
+    /// error arrives instead of being lost to a reset.
+    fn linger(&self);
+
     /// Lifts the read timeout until the returned guard is dropped: a sender
     /// streaming a large file hears nothing from its receiver for as long as the
     /// file takes, which is not the receiver being idle (section 5).

@@ -29,7 +29,7 @@ use crate::error::{Kind, fail, said_by_peer};
 use crate::fs::quota::Account;
 use crate::pool::Pool;
 use crate::proto::message::Message;
-use crate::proto::wire::{Connection, FrameWriter, data_buffer};
+use crate::proto::wire::{Connection, FrameWriter, Hangup, data_buffer};
 
 /// Buffers in flight between the socket thread and the disk thread. Each can hold
 /// the largest frame a peer may send, but only what a frame fills costs memory.
@@ -39,7 +39,7 @@ const POOL_BUFFERS: usize = 4;
 /// or one `put` or `get` of a request connection). `Ok` once the transfer
 /// completed; per-entry failures are in the tally. A session-level failure ends the
 /// connection, and is told to the peer where the connection still allows it.
-pub fn session<R: Read, W: Write + Send, C>(
+pub fn session<R: Read, W: Write + Send, C: Hangup>(
     conn: &mut Connection<R, W, C>,
     destination: &Destination,
     claims: &Claims,
@@ -62,7 +62,7 @@ pub fn session<R: Read, W: Write + Send, C>(
         conn.negotiated.begin_transfer();
     }
     if let Err(err) = &result {
-        super::tell_peer(&mut conn.writer, err);
+        super::tell::end_session(conn, err);
     }
     result
 }

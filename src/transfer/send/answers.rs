@@ -87,7 +87,9 @@ fn next_answer<R: Read>(
     reader: &mut FrameReader<R>,
     pending: &Pending,
 ) -> Result<Option<(u64, Answer)>> {
-    match reader.expect_message("the receiver's answers")? {
+    let answer = reader.expect_message("the receiver's answers")?;
+    pending.heard_now();
+    match answer {
         Message::Ok { index, mac } => Ok(Some((index, Answer::Ok(mac)))),
         Message::Error {
             index: Some(index),

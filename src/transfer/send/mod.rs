@@ -15,7 +15,7 @@ use std::io::{Read, Write};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Result;
 
@@ -39,6 +39,9 @@ const POOL_BUFFERS: usize = 4;
 /// How often the socket thread, waiting for the reading thread, looks up to see
 /// whether the receiver ended the session.
 const LOOK_UP: Duration = Duration::from_millis(200);
+/// How long the answer thread, having found the receiver at fault, waits for the
+/// writer to stop before it cuts the connection.
+const WRITER_GRACE: Duration = Duration::from_secs(1);
 
 /// What the sender knows about an entry whose data header went out and which the
 /// receiver has not answered yet: its facts once its `done` left.
@@ -66,6 +69,11 @@ struct Pending {
     writer_done: AtomicBool,
     /// The session is over (an error on either side): the other threads stop.
     stop: AtomicBool,
+    /// The writer returned (done, or stopped): it no longer writes, so the answer
+    /// thread may leave the connection to the session's last word.
+    writer_stopped: AtomicBool,
+    /// When the receiver's last frame arrived, if one did (its idle clock).
+    heard: Mutex<Option<Instant>>,
 }
 
 impl Pending {
@@ -73,6 +81,26 @@ impl Pending {
         self.entries
             .lock()
             .expect("no panics while holding the lock")
+    }
+
+    /// Notes that a frame from the receiver just arrived.
+    fn heard_now(&self) {
+        *self.heard.lock().expect("no panics while holding the lock") = Some(Instant::now());
+    }
+
+    /// After a failure on the answer thread: stop the writer, and give it
+    /// [`WRITER_GRACE`] to notice, so that the session can still tell the receiver
+    /// why; a writer that cannot (blocked on a receiver that takes nothing) is cut.
+    fn stop_writer(&self, closer: &impl Hangup) {
+        self.stop.store(true, Ordering::SeqCst);
+        let until = Instant::now() + WRITER_GRACE;
+        while !self.writer_stopped.load(Ordering::SeqCst) {
+            if Instant::now() >= until {
+                closer.close();
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 }
 
@@ -87,7 +115,7 @@ pub fn session<R: Read + Send, W: Write, C: Hangup + Sync>(
 ) -> Result<()> {
     let result = send(conn, outbox, tally);
     if let Err(err) = &result {
-        super::tell_peer(&mut conn.writer, err);
+        super::tell::end_session(conn, err);
     }
     result
 }
@@ -105,11 +133,11 @@ fn send<R: Read + Send, W: Write, C: Hangup + Sync>(
         ..
     } = conn;
     let closer = &*closer;
-    let _streaming = closer.without_read_timeout();
     let entries = outbox.entries();
     tally.offered(entries.len(), "delivered");
     write_offer(writer, &transfer, entries)?;
     writer.flush()?;
+    // Waiting for the plan is waiting on the receiver: the idle timeout holds.
     let plan = read_plan(reader, &transfer, entries.len())?;
     let to_send = follow_plan(outbox, &plan, tally)?;
     drop(plan);
@@ -134,7 +162,9 @@ fn left_to_send(entries: &[Entry], to_send: &[ToSend]) -> Option<u64> {
 }
 
 /// Writes the data of `to_send` on this thread while another reads the receiver's
-/// answers; a failure on either side stops the other and cuts the connection.
+/// answers. A receiver at fault stops the writer and leaves the connection open for
+/// the session to say why; a writer that fails cuts the connection. Once everything
+/// went out, a receiver silent for the idle timeout is given up (section 5).
 fn data_and_answers<R: Read + Send, W: Write, C: Hangup + Sync>(
     reader: &mut FrameReader<R>,
     writer: &mut FrameWriter<W>,
@@ -144,39 +174,75 @@ fn data_and_answers<R: Read + Send, W: Write, C: Hangup + Sync>(
     outbox: &dyn Outbox,
     tally: &Tally,
 ) -> Result<()> {
+    let idle = closer.idle_timeout();
+    // While this side streams, a silent receiver is not idle.
+    let _streaming = closer.without_read_timeout();
     let pending = Pending::default();
-    let (write_result, answer_result) = std::thread::scope(|scope| {
+    let (finished, answers_over) = mpsc::channel::<()>();
+    std::thread::scope(|scope| {
         let pending = &pending;
         let answers = std::thread::Builder::new()
             .name("answers".into())
             .spawn_scoped(scope, move || {
+                let _finished = finished; // dropped on return: the writer hears it
                 let result = answers::read(reader, transfer, outbox, pending, tally);
                 if result.is_err() {
-                    // Wake a writer blocked on a receiver that stopped reading, or
-                    // waiting for a silent stream.
-                    pending.stop.store(true, Ordering::SeqCst);
-                    closer.close();
+                    pending.stop_writer(closer);
                 }
                 result
             });
         let answers = match answers {
             Ok(answers) => answers,
-            Err(err) => return (Err(thread_failed(err)), Ok(())),
+            Err(err) => return Err(thread_failed(err)),
         };
         let written = write_data(writer, transfer, to_send, outbox, pending, tally, scope);
-        if written.is_err() {
-            pending.stop.store(true, Ordering::SeqCst);
-            closer.close();
-        }
+        let stopped_by_answers = pending.stop.swap(true, Ordering::SeqCst);
+        pending.writer_stopped.store(true, Ordering::SeqCst);
+        let waited = match &written {
+            Ok(()) => await_answers(&answers_over, pending, closer, idle),
+            Err(_) if stopped_by_answers => Ok(()),
+            Err(_) => {
+                closer.close(); // wakes the answer thread
+                Ok(())
+            }
+        };
         let answered = answers
             .join()
             .unwrap_or_else(|_| Err(fail(Kind::Protocol, "the answer thread panicked")));
-        (written, answered)
-    });
-    // The receiver's own account of a failure explains more than our broken pipe.
-    match (write_result, answer_result) {
-        (_, Err(err)) | (Err(err), Ok(())) => Err(err),
-        (Ok(()), Ok(())) => Ok(()),
+        // Our idle verdict first; then the receiver's own account of a failure,
+        // which explains more than our broken pipe.
+        waited.and(answered).and(written)
+    })
+}
+
+/// Waits for the answer thread to finish; with an idle timeout, a receiver that
+/// sends nothing for that long once everything went out is given up: reading
+/// stops (which ends the answer thread) and the session tells it `timeout`.
+fn await_answers<C: Hangup>(
+    answers_over: &mpsc::Receiver<()>,
+    pending: &Pending,
+    closer: &C,
+    idle: Option<Duration>,
+) -> Result<()> {
+    let Some(idle) = idle else {
+        return Ok(());
+    };
+    let all_sent = Instant::now();
+    loop {
+        let heard = *pending
+            .heard
+            .lock()
+            .expect("no panics while holding the lock");
+        let last = heard.map_or(all_sent, |heard| heard.max(all_sent));
+        let left = (last + idle).saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            closer.stop_reading();
+            return Err(crate::proto::wire::net(std::io::ErrorKind::TimedOut.into()));
+        }
+        match answers_over.recv_timeout(left) {
+            Err(mpsc::RecvTimeoutError::Timeout) => continue,
+            Ok(()) | Err(mpsc::RecvTimeoutError::Disconnected) => return Ok(()),
+        }
     }
 }
 
@@ -264,14 +330,26 @@ fn write_data<'scope, 'env, W: Write>(
         tally,
         giver,
     };
+    let mut in_file = false;
     loop {
-        match from_reader.recv_timeout(LOOK_UP) {
-            Ok(piece) => frames.write(writer, piece)?,
-            Err(mpsc::RecvTimeoutError::Disconnected) => break,
-            // The receiver ended the session (its answer thread says why).
-            Err(mpsc::RecvTimeoutError::Timeout) if pending.stop.load(Ordering::SeqCst) => {
-                return Err(fail(Kind::Network, "the receiver ended the transfer"));
+        if pending.stop.load(Ordering::SeqCst) {
+            // The receiver ended the session (its answer thread says why). A file's
+            // data is ended first, so that the error frame after it is read as one.
+            if in_file {
+                writer.write_end_of_data()?;
             }
+            return Err(fail(Kind::Network, "the receiver ended the transfer"));
+        }
+        match from_reader.recv_timeout(LOOK_UP) {
+            Ok(piece) => {
+                in_file = match &piece {
+                    Piece::Start { .. } => true,
+                    Piece::End { .. } | Piece::GaveUp { .. } => false,
+                    Piece::Chunk { .. } => in_file,
+                };
+                frames.write(writer, piece)?;
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
             Err(mpsc::RecvTimeoutError::Timeout) => continue,
         }
     }
