@@ -12,7 +12,8 @@ use super::users::User;
 use crate::error::{Kind, kind_of};
 use crate::net::TcpConnection;
 use crate::proto::message::{ErrorCode, Message};
-use crate::transfer::tell_peer;
+use crate::proto::wire::Hangup;
+use crate::transfer::end_session;
 
 /// Why a reload ends a connection of `was`: the user is gone, or something that
 /// decides who they are or what they may reach changed. `None`: they stay (new
@@ -68,7 +69,7 @@ pub fn serve(server: &Server, conn: &mut TcpConnection, peer: SocketAddr) -> Res
             Ok(None) => return Ok(()), // the client closed
             Err(err) => {
                 // Idle too long, or a broken frame: say so, where possible.
-                tell_peer(&mut conn.writer, &err);
+                end_session(conn, &err);
                 return Err(err);
             }
         };
@@ -80,7 +81,7 @@ pub fn serve(server: &Server, conn: &mut TcpConnection, peer: SocketAddr) -> Res
             Ok(Flow::Close) => return Ok(()),
             Err(err) => {
                 if kind_of(&err) != Some(Kind::Network) {
-                    tell_peer(&mut conn.writer, &err);
+                    end_session(conn, &err);
                 }
                 return Err(err);
             }
@@ -109,11 +110,14 @@ fn follow_reload(context: &mut Context<'_>, name: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Ends a connection with an error frame.
+/// Ends a connection with an error frame, lingering so that it is read.
 fn end(conn: &mut TcpConnection, code: ErrorCode, why: &str) -> Result<()> {
-    let _ = conn
+    let told = conn
         .writer
         .write_message(&Message::error(code, why))
         .and_then(|()| conn.writer.flush());
+    if told.is_ok() {
+        conn.closer.linger();
+    }
     Ok(())
 }

@@ -15,4 +15,4 @@ pub mod tally;
 pub mod tell;
 
 pub use tally::Tally;
-pub use tell::tell_peer;
+pub(crate) use tell::end_session;
