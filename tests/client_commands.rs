@@ -704,3 +704,69 @@ fn help_lists_every_command_and_explains_one_with_its_flags() {
     assert!(err.contains("usage: cd PATH; `help cd` explains"), "{err}");
     assert!(!out.contains("> pwd"), "stopped at cd: {out}");
 }
+
+#[test]
+fn remote_paths_are_taken_as_people_type_them() {
+    let site = Site::new();
+    site.users(&[("alice", "")]);
+    let server = site.serve(&[]);
+    let home = site.home("alice");
+    let note = site.local("note.txt", b"a note\n");
+    let run = |args: &[&str], what: &str| {
+        let output = client(&site, "alice", args);
+        expect_exit(&output, 0, what);
+        output
+    };
+    run(
+        &["send", note.to_str().unwrap(), &server.at("inbox/")],
+        "send into inbox/",
+    );
+    assert_eq!(fs::read(home.join("inbox/note.txt")).unwrap(), b"a note\n");
+    run(&["mkdir", &server.at("new//deep/")], "mkdir new//deep/");
+    assert!(home.join("new/deep").is_dir());
+    let ls = run(&["ls", &server.at("./inbox")], "ls ./inbox");
+    assert_eq!(lines(&ls), ["note.txt"]);
+    let dl = site.download_dir("alice");
+    run(
+        &["get", &server.at("inbox/"), dl.to_str().unwrap()],
+        "get inbox/",
+    );
+    assert_eq!(fs::read(dl.join("inbox/note.txt")).unwrap(), b"a note\n");
+    // NEW with the server's prefix, and NEW from the home, as the shell's rename.
+    run(
+        &[
+            "mv",
+            &server.at("inbox/note.txt"),
+            &server.at("new/./g.txt"),
+        ],
+        "mv with a remote prefix on NEW",
+    );
+    assert!(home.join("new/g.txt").is_file());
+    run(&["mv", &server.at("/new/g.txt"), "/h.txt"], "mv to /h.txt");
+    assert!(home.join("h.txt").is_file());
+    let other = format!("127.0.0.2:{}:x", server.port());
+    let elsewhere = client(&site, "alice", &["mv", &server.at("h.txt"), &other]);
+    expect_exit(&elsewhere, 2, "mv to another server");
+    assert!(stderr_of(&elsewhere).contains("within one home"));
+    run(&["rm", &server.at("new/deep/")], "rm new/deep/");
+    assert!(!home.join("new/deep").exists());
+    run(&["rm", &server.at("inbox/")], "rm inbox/ (empty now)");
+    assert!(!home.join("inbox").exists());
+    // The shell starts in the directory its address names.
+    let mut shell = as_user(&site, "alice", &["shell", &server.at("new/"), "-b", "-"]);
+    let output = run_with_input(&mut shell, b"pwd\n".to_vec());
+    expect_exit(&output, 0, "shell HOST:PORT:new/");
+    assert!(
+        stdout_of(&output).contains("alice@127.0.0.1:/new> pwd\n/new"),
+        "{}",
+        stdout_of(&output)
+    );
+    let mut shell = as_user(&site, "alice", &["shell", &server.at("nowhere"), "-b", "-"]);
+    let output = run_with_input(&mut shell, b"pwd\n".to_vec());
+    expect_exit(&output, 6, "shell HOST:PORT:nowhere");
+    assert!(
+        stderr_of(&output).contains("no such directory"),
+        "{}",
+        stderr_of(&output)
+    );
+}

@@ -10,6 +10,7 @@ use super::args::{
 };
 use crate::client::ClientOptions;
 use crate::client::options::{AuthOptions, Encryption, Peering, Security};
+use crate::client::path::from_home;
 use crate::commands::recv::RecvOptions;
 use crate::commands::remote::{Change, GetOptions, LsOptions};
 use crate::commands::send::SendOptions;
@@ -65,8 +66,9 @@ pub fn invocation(cli: Cli) -> Result<Invocation, String> {
             change(args.client, host, Change::Remove(path))?
         }
         Command::Mv(args) => {
-            let (host, path) = remote(&args.from, true)?;
-            change(args.client, host, Change::Rename(path, args.to))?
+            let (host, from) = remote(&args.from, true)?;
+            let to = new_name(&host, &args.to)?;
+            change(args.client, host, Change::Rename(from, to))?
         }
         Command::Passwd(args) => {
             if !valid_user(&args.user) {
@@ -78,11 +80,12 @@ pub fn invocation(cli: Cli) -> Result<Invocation, String> {
             }
         }
         Command::Shell(args) => {
-            let (host, _) = remote(&args.target, false)?;
+            let (host, dir) = remote(&args.target, false)?;
             let quiet = args.client.output.quiet;
             let (client, _) = client(args.client, host)?;
             Invocation::Shell(ShellOptions {
                 client,
+                dir,
                 script: args.batch.map(|path| {
                     if path.as_os_str() == "-" {
                         Script::Stdin
@@ -123,7 +126,7 @@ fn send(args: SendArgs) -> Result<SendOptions, String> {
         (Some(remote), files.iter().map(PathBuf::from).collect())
     };
     let (to, remote_dir) = match to {
-        Some(remote) => (Some(remote.endpoint), remote.path),
+        Some(remote) => (Some(remote.endpoint), remote.path.as_deref().map(from_home)),
         None => (None, None),
     };
     let stream = files.iter().any(|f| f.as_os_str() == STDIN_OPERAND);
@@ -253,13 +256,33 @@ fn hash_kind(choice: HashChoice) -> HashKind {
     }
 }
 
-/// `HOST:PORT:PATH` (or, unless `path_required`, `HOST:PORT` for the home).
+/// `HOST:PORT:PATH` (or, unless `path_required`, `HOST:PORT` for the home), the
+/// path as typed made into a path of the home (`inbox/`, `./a`, `/a` are fine).
 fn remote(text: &str, path_required: bool) -> Result<(Host, String), String> {
     let remote: Remote = text.parse()?;
     match remote.path {
-        Some(path) => Ok((remote.endpoint, path)),
+        Some(path) => Ok((remote.endpoint, from_home(&path))),
         None if !path_required => Ok((remote.endpoint, String::new())),
         None => Err(format!("expected HOST:PORT:PATH, got {text:?}")),
+    }
+}
+
+/// `mv`'s NEW: a path of the same home, as the shell's `rename` takes it, or
+/// `HOST:PORT:PATH` naming the same server as OLD.
+fn new_name(host: &Host, text: &str) -> Result<String, String> {
+    match text.parse::<Remote>() {
+        Ok(Remote {
+            endpoint,
+            path: Some(path),
+        }) => {
+            if endpoint != *host {
+                return Err(format!(
+                    "mv renames within one home: NEW {text:?} names another server than {host}"
+                ));
+            }
+            Ok(from_home(&path))
+        }
+        _ => Ok(from_home(text)),
     }
 }
 

@@ -5,6 +5,7 @@
 //! `send HOST:PORT:DIR`) and the shell are loops over this.
 
 pub mod options;
+pub(crate) mod path;
 
 use std::net::SocketAddr;
 use std::time::Duration;

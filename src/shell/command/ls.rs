@@ -6,10 +6,10 @@ use std::io::Write;
 use anyhow::Result;
 use clap::Args;
 
+use crate::client::path::resolve;
 use crate::escape::escape;
 use crate::proto::message::ItemKind;
 use crate::shell::session::Session;
-use crate::shell::words::resolve;
 use crate::ui::listing::long_line;
 
 /// list a remote directory (-l: long, -h: human sizes)
