@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use super::args::{
     AuthArgs, Cli, ClientArgs, Command, GetArgs, HashChoice, LinkArgs, LsArgs, OutputArgs,
-    RecvArgs, SecurityArgs, SendArgs, ServeArgs,
+    RecvArgs, SecurityArgs, SendArgs, ServeArgs, TransferArgs,
 };
 use crate::client::ClientOptions;
 use crate::client::options::{AuthOptions, Encryption, Peering, Security};
@@ -62,8 +62,9 @@ pub fn invocation(cli: Cli) -> Result<Invocation, String> {
             change(args.client, host, Change::Mkdir(path))?
         }
         Command::Rm(args) => {
-            let (host, path) = remote(&args.target, true)?;
-            change(args.client, host, Change::Remove(path))?
+            let (host, paths) = one_server(&args.targets, "rm")?;
+            let recursive = args.recursive;
+            change(args.client, host, Change::Remove { paths, recursive })?
         }
         Command::Mv(args) => {
             let (host, from) = remote(&args.from, true)?;
@@ -82,7 +83,8 @@ pub fn invocation(cli: Cli) -> Result<Invocation, String> {
         Command::Shell(args) => {
             let (host, dir) = remote(&args.target, false)?;
             let quiet = args.client.output.quiet;
-            let (client, _) = client(args.client, host)?;
+            let (mut client, _) = client(args.client, host)?;
+            transferring(&mut client, &args.transfer);
             Invocation::Shell(ShellOptions {
                 client,
                 dir,
@@ -302,12 +304,36 @@ fn client(args: ClientArgs, to: Host) -> Result<(ClientOptions, Style), String> 
                 user: args.auth.user,
                 password: args.auth.password,
             },
-            hash: hash_kind(args.hash),
-            limit_rate: args.limit_rate,
+            hash: HashKind::Md5,
+            limit_rate: None,
             compress: None,
         },
         style,
     ))
+}
+
+/// A client that transfers files: `--hash` and `--limit-rate`.
+fn transferring(client: &mut ClientOptions, args: &TransferArgs) {
+    client.hash = hash_kind(args.hash);
+    client.limit_rate = args.limit_rate;
+}
+
+/// Operands that are each `HOST:PORT:PATH` of one server (`what`: the command).
+fn one_server(operands: &[String], what: &str) -> Result<(Host, Vec<String>), String> {
+    let mut host: Option<Host> = None;
+    let mut paths = Vec::new();
+    for operand in operands {
+        let (endpoint, path) = remote(operand, true)?;
+        if host.as_ref().is_some_and(|host| *host != endpoint) {
+            return Err(format!(
+                "every HOST:PORT:PATH of one {what} must name the same server"
+            ));
+        }
+        host = Some(endpoint);
+        paths.push(path);
+    }
+    let host = host.ok_or_else(|| format!("give HOST:PORT:PATH to {what}"))?;
+    Ok((host, paths))
 }
 
 fn change(args: ClientArgs, to: Host, change: Change) -> Result<Invocation, String> {
@@ -328,17 +354,7 @@ fn get(args: GetArgs) -> Result<GetOptions, String> {
         }
         _ => PathBuf::from("."),
     };
-    let mut host: Option<Host> = None;
-    let mut paths = Vec::new();
-    for operand in &operands {
-        let (endpoint, path) = remote(operand, true)?;
-        if host.as_ref().is_some_and(|host| *host != endpoint) {
-            return Err("every HOST:PORT:PATH of one get must name the same server".into());
-        }
-        host = Some(endpoint);
-        paths.push(path);
-    }
-    let host = host.ok_or("give HOST:PORT:PATH to download")?;
+    let (host, paths) = one_server(&operands, "get")?;
     if args.stdout && paths.len() > 1 {
         return Err("--stdout takes one file".into());
     }
@@ -348,7 +364,8 @@ fn get(args: GetArgs) -> Result<GetOptions, String> {
         Json::Stdout
     };
     let output = style(&args.client.output, json, false);
-    let (client, _) = client(args.client, host)?;
+    let (mut client, _) = client(args.client, host)?;
+    transferring(&mut client, &args.transfer);
     Ok(GetOptions {
         client,
         paths,
@@ -370,6 +387,7 @@ fn ls(args: LsArgs) -> Result<LsOptions, String> {
         path,
         long: args.long,
         human: args.human,
+        recursive: args.recursive,
         usage: args.usage,
         style,
     })

@@ -6,6 +6,7 @@
 
 pub mod options;
 pub(crate) mod path;
+mod tree;
 
 use std::net::SocketAddr;
 use std::time::Duration;

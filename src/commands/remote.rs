@@ -59,6 +59,8 @@ pub struct LsOptions {
     pub long: bool,
     /// Sizes in KiB, MiB, ... (`-h`).
     pub human: bool,
+    /// Every directory beneath too, entries named by their relative paths (`-R`).
+    pub recursive: bool,
     /// The usage against the quota instead of a listing.
     pub usage: bool,
     pub style: Style,
@@ -77,7 +79,11 @@ pub fn ls(options: &LsOptions) -> Result<()> {
         }
         return Ok(out.flush()?);
     }
-    let items = client.list(&options.path)?;
+    let items = if options.recursive {
+        client.list_tree(&options.path)?
+    } else {
+        client.list(&options.path)?
+    };
     client.bye();
     for item in &items {
         let line = if options.style.json != Json::Off {
@@ -96,7 +102,12 @@ pub fn ls(options: &LsOptions) -> Result<()> {
 #[derive(Debug, Clone)]
 pub enum Change {
     Mkdir(String),
-    Remove(String),
+    /// One path after the other, stopping at the first failure.
+    Remove {
+        paths: Vec<String>,
+        /// Directories with all inside (`-r`).
+        recursive: bool,
+    },
     Rename(String, String),
 }
 
@@ -105,7 +116,13 @@ pub fn change(client: &ClientOptions, change: &Change, style: Style) -> Result<(
     let mut connection = connect(client, style, "changed")?;
     let result = match change {
         Change::Mkdir(path) => connection.mkdir(path),
-        Change::Remove(path) => connection.remove(path),
+        Change::Remove { paths, recursive } => paths.iter().try_for_each(|path| {
+            if *recursive {
+                connection.remove_tree(path)
+            } else {
+                connection.remove(path)
+            }
+        }),
         Change::Rename(from, to) => connection.rename(from, to),
     };
     connection.bye();
