@@ -579,3 +579,56 @@ fn names_that_would_trick_a_terminal_are_escaped_on_both_sides() {
     }
     assert_eq!(files_under(out.path()), [PathBuf::from("tree/fine")]);
 }
+
+#[test]
+fn slips_with_compress_levels_and_file_targets_are_named() {
+    let src = tempfile::tempdir().unwrap();
+    let file = write_in(src.path(), "doc.txt", b"x");
+    let f = file.to_str().unwrap();
+    for args in [
+        &["send", f, "127.0.0.1:1", "--compress", "19"][..],
+        &["send", "--compress", "19", f, "127.0.0.1:1"],
+    ] {
+        let output = run(xfer()
+            .args(args)
+            .env("XFER_KEY", KEY)
+            .current_dir(src.path()));
+        let log = stderr_of(&output);
+        assert_eq!(output.status.code(), Some(2), "{args:?}: {log}");
+        assert!(log.contains("--compress=19"), "{args:?}: {log}");
+        assert!(!log.contains("invalid address"), "{args:?}: {log}");
+    }
+    let output = run(xfer()
+        .args(["recv", "--listen", "127.0.0.1:0", "--dir", "doc.txt"])
+        .env("XFER_KEY", KEY)
+        .current_dir(src.path()));
+    let log = stderr_of(&output);
+    assert_eq!(output.status.code(), Some(7), "{log}");
+    assert!(
+        log.contains("--dir doc.txt is a file, not a directory"),
+        "{log}"
+    );
+    assert!(
+        !log.contains("File exists") && !log.contains("listening"),
+        "{log}"
+    );
+}
+
+#[test]
+fn a_directory_sent_to_stdout_is_refused_saying_stdout_takes_one_file() {
+    let src = tempfile::tempdir().unwrap();
+    std::fs::create_dir(src.path().join("d")).unwrap();
+    write_in(&src.path().join("d"), "a", b"a");
+    write_in(&src.path().join("d"), "b", b"b");
+    let mut command = xfer();
+    command
+        .args(["recv", "--listen", "127.0.0.1:0", "--stdout"])
+        .env("XFER_KEY", KEY);
+    let mut receiver = Receiver::spawn(command);
+    let sent = send(&[&src.path().join("d")], receiver.port, KEY, &[]);
+    let said = "--stdout takes one file, and this offer is a directory (3 entries)";
+    assert_eq!(sent.status.code(), Some(6), "{}", stderr_of(&sent));
+    assert!(stderr_of(&sent).contains(said), "{}", stderr_of(&sent));
+    assert_eq!(receiver.exit_code(), 6);
+    assert!(receiver.stderr().contains(said), "{}", receiver.stderr());
+}

@@ -109,6 +109,7 @@ pub fn invocation(cli: Cli) -> Result<Invocation, String> {
 }
 
 fn send(args: SendArgs) -> Result<SendOptions, String> {
+    compress_level_apart(&args)?;
     // Unless listening, the last operand is the address; the rest are files.
     let (to, files) = if args.link.listen.is_some() {
         (
@@ -158,6 +159,25 @@ fn send(args: SendArgs) -> Result<SendOptions, String> {
         overwrite: args.overwrite,
         peering: peering(&args.link, to, args.security, args.auth, style)?,
     })
+}
+
+/// `--compress 19`: the level is optional and only taken after `=`, so clap read
+/// it as an operand (the address, or a file); say so rather than "invalid address".
+fn compress_level_apart(args: &SendArgs) -> Result<(), String> {
+    if args.compress != Some(crate::proto::compress::DEFAULT_LEVEL) {
+        return Ok(());
+    }
+    let slip = args
+        .operands
+        .iter()
+        .filter_map(|o| o.to_str())
+        .find(|operand| operand.parse::<i32>().is_ok() && !std::path::Path::new(operand).exists());
+    match slip {
+        Some(level) => Err(format!(
+            "\"{level}\" was read as an operand: --compress takes its level after              `=` (--compress={level}), since the level is optional"
+        )),
+        None => Ok(()),
+    }
 }
 
 fn recv(args: RecvArgs) -> Result<RecvOptions, String> {

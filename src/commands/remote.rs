@@ -5,12 +5,10 @@
 use std::io::Write;
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 
 use crate::client::{Client, ClientOptions};
-use crate::error::{Classify, Kind};
-use crate::escape::{escape, escape_path};
-use crate::fs::sink::TargetDir;
+use crate::escape::escape;
 use crate::transfer::Tally;
 use crate::transfer::recv::{Destination, Settings};
 use crate::ui::listing::{item_json, long_line, usage_json, usage_line};
@@ -33,11 +31,7 @@ pub fn get(options: &GetOptions) -> Result<()> {
     let (destination, _lock) = if options.stdout {
         (Destination::Stdout, None)
     } else {
-        std::fs::create_dir_all(&options.dir)
-            .with_context(|| format!("cannot create {}", escape_path(&options.dir)))
-            .classify(Kind::Io)?;
-        let target = TargetDir::open(&options.dir)?;
-        let lock = target.lock(&options.dir)?;
+        let (target, lock) = super::target::open_target(&options.dir, "the local directory")?;
         (Destination::Dir(target), Some(lock))
     };
     let mut client = connect(&options.client, options.style, "received")?;

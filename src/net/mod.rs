@@ -146,7 +146,7 @@ fn connect_once(
         client_if_server: initiating.client_if_server,
     };
     let negotiated = handshake::initiate(&mut stream, &policy, deadline)
-        .context("handshake with the listener")?;
+        .with_context(|| format!("handshake with the listener at {to}"))?;
     socket::set_idle(&stream, timeouts.idle)?;
     let conn = connection(stream, negotiated, initiating.compress, initiating.rate)?;
     Ok((conn, peer))
