@@ -37,7 +37,7 @@ Exit codes:
   3  network: cannot connect, connection lost, server busy or timed out
   4  authentication failed (wrong key, unknown user)
   6  refused by the server (not found, exists, denied, not empty, bad path, quota)
-  7  local I/O error (cannot write the listing)
+  7  local I/O error (cannot write the output)
   8  protocol error (malformed or unexpected frames)
   9  incompatible server (protocol version, or a feature one side requires)";
 
@@ -584,6 +584,7 @@ fn shell_help() -> String {
     }
     text.push_str(
         "\nExamples:\n  xfer shell files.example.org:9000 --user alice\n  \
+         xfer shell host:9000:photos --user alice               # starts in photos/\n  \
          xfer shell host:9000 --user alice -b nightly.xfer      # a script: stops at the first failure\n  \
          printf 'cd photos\\nget -f 2024\\n' | xfer shell host:9000 --user alice\n\n",
     );
@@ -594,8 +595,9 @@ fn shell_help() -> String {
 #[derive(Debug, Args)]
 #[command(after_help = shell_help())]
 pub struct ShellArgs {
-    /// The server (HOST:PORT), optionally with a directory to start in
-    #[arg(value_name = "HOST:PORT")]
+    /// The server (HOST:PORT), optionally with a directory of the home to start in
+    /// (HOST:PORT:DIR)
+    #[arg(value_name = "HOST:PORT[:DIR]")]
     pub target: String,
 
     /// Run the commands of FILE (`-`: standard input) instead of prompting: each is

@@ -19,7 +19,7 @@ const MAX_DEPTH: usize = 1024; // directory levels
 impl Client {
     /// `list` of `path` and of every directory beneath it: each item named by its
     /// path relative to `path`, a directory before what it holds.
-    pub fn list_tree(&mut self, path: &str) -> Result<Vec<Item>> {
+    pub(crate) fn list_tree(&mut self, path: &str) -> Result<Vec<Item>> {
         let mut items = Vec::new();
         self.list_into(path, "", 0, &mut items)?;
         Ok(items)
@@ -53,7 +53,7 @@ impl Client {
 
     /// Removes `path` and, if it is a directory, everything inside it. Stops at the
     /// first refusal, which names the entry.
-    pub fn remove_tree(&mut self, path: &str) -> Result<()> {
+    pub(crate) fn remove_tree(&mut self, path: &str) -> Result<()> {
         if path.is_empty() {
             return Err(fail(
                 Kind::Usage,
