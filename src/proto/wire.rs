@@ -660,6 +660,31 @@ mod tests {
     }
 
     #[test]
+    fn a_first_frame_that_reads_as_text_is_another_service() {
+        let cases: [(&[u8], &str); 3] = [
+            (b"SSH-2.0-OpenSSH_9.6\r\n", "`SSH-2.0-OpenSSH_9.6`"),
+            (
+                b"HTTP/1.1 400 Bad Request\r\n\r\n",
+                "`HTTP/1.1 400 Bad Request`",
+            ),
+            (&[b'x'; 100], "`xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx…`"),
+        ];
+        for (greeting, quoted) in cases {
+            let err =
+                read_frame(&mut Cursor::new(greeting), message::MAX_PREAUTH_CONTROL).unwrap_err();
+            let said = format!("{err:#}");
+            assert_eq!(kind_of(&err), Some(Kind::Protocol));
+            assert!(
+                said.contains("does not speak xfer") && said.contains(quoted),
+                "{said}"
+            );
+        }
+        // Control characters in a greeting are escaped before they are shown.
+        let err = read_frame(&mut Cursor::new(b"SSH-\x1b[2J"), 4096).unwrap_err();
+        assert!(!format!("{err:#}").contains('\x1b'), "{err:#}");
+    }
+
+    #[test]
     fn a_flipped_bit_in_a_sealed_frame_is_a_verification_error() {
         let (mut writer, initiator) = pair(Features::of(&[Feature::Aead]), None);
         writer.write_message(&Message::End).unwrap();
