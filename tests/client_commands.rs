@@ -834,6 +834,14 @@ fn rm_r_removes_a_tree_one_entry_at_a_time_and_gives_the_room_back() {
     assert!(names_in(&home).is_empty(), "{:?}", names_in(&home));
     assert!(stderr_of(&output).contains("the home itself cannot be removed"));
     assert_eq!(usage("at last"), (0, 0));
+    // A link inside is never followed; the server removes none, so it stops rm -r.
+    let outside = site.local("outside/keep.txt", b"kept");
+    fs::create_dir_all(home.join("t")).unwrap();
+    std::os::unix::fs::symlink(outside.parent().unwrap(), home.join("t/link")).unwrap();
+    let rm = client(&site, "alice", &["rm", "-r", &server.at("t")]);
+    expect_refused(&rm, "denied", "rm -r of a directory holding a link");
+    assert!(stderr_of(&rm).contains("t/link"), "{}", stderr_of(&rm));
+    assert_eq!(fs::read(&outside).unwrap(), b"kept");
 }
 
 #[test]

@@ -485,7 +485,7 @@ pub struct RmArgs {
     pub targets: Vec<String>,
 
     /// Remove directories and everything inside them, deepest first, one entry
-    /// at a time (links are removed, never followed)
+    /// at a time (links are never followed; the server removes none: one stops it)
     #[arg(short = 'r', short_alias = 'R', long)]
     pub recursive: bool,
 

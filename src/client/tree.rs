@@ -2,8 +2,9 @@
 //! directory: listed whole (`ls -R`), or removed deepest first (`rm -r`), one
 //! `remove` request per entry, so the server keeps its one strict rule (a file, or
 //! an empty directory) and its quota accounting per entry. A link is listed by the
-//! server as kind `other`: it is an entry, never descended into. Nothing here looks
-//! at the local disk.
+//! server as kind `other`: it is an entry, never descended into; its `remove` is
+//! refused (`denied`, section 9), which stops `rm -r` there. Nothing here looks at
+//! the local disk.
 
 use anyhow::Result;
 

@@ -10,7 +10,8 @@ use crate::shell::session::Session;
 #[derive(Debug, Args, PartialEq, Eq)]
 #[command(override_usage = "rm [-r] PATH...")]
 pub(crate) struct Rm {
-    /// Remove directories and everything inside them (links are removed, never followed)
+    /// Remove directories and everything inside them (links are never followed; the
+    /// server removes none: one stops it)
     #[arg(short = 'r', short_alias = 'R')]
     pub(crate) recursive: bool,
     /// What to remove, one after the other; the first failure stops
