@@ -202,6 +202,49 @@ fn quiet_prints_nothing_but_errors() {
 }
 
 #[test]
+fn each_subcommand_help_shows_only_its_own_flags_and_exit_codes() {
+    let help = |subcommand: &str| {
+        let output = run(xfer().args([subcommand, "--help"]));
+        String::from_utf8(output.stdout).unwrap()
+    };
+    for request in ["ls", "mkdir", "rm", "mv"] {
+        let help = help(request);
+        for other in [
+            "--hash",
+            "--limit-rate",
+            "--compress",
+            "every file was delivered",
+            "5  verification",
+        ] {
+            assert!(
+                !help.contains(other),
+                "{request} --help shows {other}: {help}"
+            );
+        }
+        assert!(
+            help.contains("0  done") && help.contains("--user"),
+            "{help}"
+        );
+    }
+    assert!(help("rm").contains("-r, --recursive"), "{}", help("rm"));
+    for transfer in ["get", "shell"] {
+        let help = help(transfer);
+        assert!(
+            help.contains("--hash") && help.contains("--limit-rate"),
+            "{help}"
+        );
+        assert!(help.contains("every file was delivered"), "{help}");
+    }
+    for local in ["keygen", "passwd", "completions", "man"] {
+        let help = help(local);
+        assert!(
+            !help.contains("3  network") && !help.contains("--user"),
+            "{local}: {help}"
+        );
+    }
+}
+
+#[test]
 fn help_and_man_pages_end_with_examples_and_exit_codes() {
     let subcommands = [
         "send",
@@ -224,8 +267,12 @@ fn help_and_man_pages_end_with_examples_and_exit_codes() {
         command.args(subcommand).arg("--help");
         let help = String::from_utf8(run(&mut command).stdout).unwrap();
         assert!(help.contains("Examples:"), "{subcommand:?}: {help}");
+        let local = matches!(
+            subcommand,
+            Some(&("keygen" | "passwd" | "completions" | "man"))
+        );
         assert!(
-            help.contains("Exit codes:") && help.contains("9  incompatible"),
+            help.contains("Exit codes:") && (local || help.contains("9  incompatible")),
             "{subcommand:?}: {help}"
         );
         // No line of the table wraps at 100 columns.
@@ -531,4 +578,57 @@ fn names_that_would_trick_a_terminal_are_escaped_on_both_sides() {
         );
     }
     assert_eq!(files_under(out.path()), [PathBuf::from("tree/fine")]);
+}
+
+#[test]
+fn slips_with_compress_levels_and_file_targets_are_named() {
+    let src = tempfile::tempdir().unwrap();
+    let file = write_in(src.path(), "doc.txt", b"x");
+    let f = file.to_str().unwrap();
+    for args in [
+        &["send", f, "127.0.0.1:1", "--compress", "19"][..],
+        &["send", "--compress", "19", f, "127.0.0.1:1"],
+    ] {
+        let output = run(xfer()
+            .args(args)
+            .env("XFER_KEY", KEY)
+            .current_dir(src.path()));
+        let log = stderr_of(&output);
+        assert_eq!(output.status.code(), Some(2), "{args:?}: {log}");
+        assert!(log.contains("--compress=19"), "{args:?}: {log}");
+        assert!(!log.contains("invalid address"), "{args:?}: {log}");
+    }
+    let output = run(xfer()
+        .args(["recv", "--listen", "127.0.0.1:0", "--dir", "doc.txt"])
+        .env("XFER_KEY", KEY)
+        .current_dir(src.path()));
+    let log = stderr_of(&output);
+    assert_eq!(output.status.code(), Some(7), "{log}");
+    assert!(
+        log.contains("--dir doc.txt is a file, not a directory"),
+        "{log}"
+    );
+    assert!(
+        !log.contains("File exists") && !log.contains("listening"),
+        "{log}"
+    );
+}
+
+#[test]
+fn a_directory_sent_to_stdout_is_refused_saying_stdout_takes_one_file() {
+    let src = tempfile::tempdir().unwrap();
+    std::fs::create_dir(src.path().join("d")).unwrap();
+    write_in(&src.path().join("d"), "a", b"a");
+    write_in(&src.path().join("d"), "b", b"b");
+    let mut command = xfer();
+    command
+        .args(["recv", "--listen", "127.0.0.1:0", "--stdout"])
+        .env("XFER_KEY", KEY);
+    let mut receiver = Receiver::spawn(command);
+    let sent = send(&[&src.path().join("d")], receiver.port, KEY, &[]);
+    let said = "--stdout takes one file, and this offer is a directory (3 entries)";
+    assert_eq!(sent.status.code(), Some(6), "{}", stderr_of(&sent));
+    assert!(stderr_of(&sent).contains(said), "{}", stderr_of(&sent));
+    assert_eq!(receiver.exit_code(), 6);
+    assert!(receiver.stderr().contains(said), "{}", receiver.stderr());
 }

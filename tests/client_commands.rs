@@ -642,11 +642,11 @@ fn the_shell_help_lists_every_command() {
         "get [-f] PATH... [LOCAL]",
         "put [-f] FILE... [DIR]",
         "mkdir PATH",
-        "rm PATH",
+        "rm [-r] PATH...",
         "rename OLD NEW",
         "df",
         "lcd PATH",
-        "lls [PATH]",
+        "lls [-l] [-h] [PATH]",
         "lpwd",
         "help [COMMAND]",
         "exit",
@@ -680,11 +680,11 @@ fn help_lists_every_command_and_explains_one_with_its_flags() {
         "get [-f] PATH... [LOCAL]",
         "put [-f] FILE... [DIR]",
         "mkdir PATH",
-        "rm PATH",
+        "rm [-r] PATH...",
         "rename OLD NEW",
         "df [-h]",
         "lcd PATH",
-        "lls [PATH]",
+        "lls [-l] [-h] [PATH]",
         "lpwd",
         "help [COMMAND]",
         "exit",
@@ -703,4 +703,185 @@ fn help_lists_every_command_and_explains_one_with_its_flags() {
     );
     assert!(err.contains("usage: cd PATH; `help cd` explains"), "{err}");
     assert!(!out.contains("> pwd"), "stopped at cd: {out}");
+}
+
+#[test]
+fn remote_paths_are_taken_as_people_type_them() {
+    let site = Site::new();
+    site.users(&[("alice", "")]);
+    let server = site.serve(&[]);
+    let home = site.home("alice");
+    let note = site.local("note.txt", b"a note\n");
+    let run = |args: &[&str], what: &str| {
+        let output = client(&site, "alice", args);
+        expect_exit(&output, 0, what);
+        output
+    };
+    run(
+        &["send", note.to_str().unwrap(), &server.at("inbox/")],
+        "send into inbox/",
+    );
+    assert_eq!(fs::read(home.join("inbox/note.txt")).unwrap(), b"a note\n");
+    run(&["mkdir", &server.at("new//deep/")], "mkdir new//deep/");
+    assert!(home.join("new/deep").is_dir());
+    let ls = run(&["ls", &server.at("./inbox")], "ls ./inbox");
+    assert_eq!(lines(&ls), ["note.txt"]);
+    let dl = site.download_dir("alice");
+    run(
+        &["get", &server.at("inbox/"), dl.to_str().unwrap()],
+        "get inbox/",
+    );
+    assert_eq!(fs::read(dl.join("inbox/note.txt")).unwrap(), b"a note\n");
+    // NEW with the server's prefix, and NEW from the home, as the shell's rename.
+    run(
+        &[
+            "mv",
+            &server.at("inbox/note.txt"),
+            &server.at("new/./g.txt"),
+        ],
+        "mv with a remote prefix on NEW",
+    );
+    assert!(home.join("new/g.txt").is_file());
+    run(&["mv", &server.at("/new/g.txt"), "/h.txt"], "mv to /h.txt");
+    assert!(home.join("h.txt").is_file());
+    let other = format!("127.0.0.2:{}:x", server.port());
+    let elsewhere = client(&site, "alice", &["mv", &server.at("h.txt"), &other]);
+    expect_exit(&elsewhere, 2, "mv to another server");
+    assert!(stderr_of(&elsewhere).contains("within one home"));
+    run(&["rm", &server.at("new/deep/")], "rm new/deep/");
+    assert!(!home.join("new/deep").exists());
+    run(&["rm", &server.at("inbox/")], "rm inbox/ (empty now)");
+    assert!(!home.join("inbox").exists());
+    // The shell starts in the directory its address names.
+    let mut shell = as_user(&site, "alice", &["shell", &server.at("new/"), "-b", "-"]);
+    let output = run_with_input(&mut shell, b"pwd\n".to_vec());
+    expect_exit(&output, 0, "shell HOST:PORT:new/");
+    assert!(
+        stdout_of(&output).contains("alice@127.0.0.1:/new> pwd\n/new"),
+        "{}",
+        stdout_of(&output)
+    );
+    let mut shell = as_user(&site, "alice", &["shell", &server.at("nowhere"), "-b", "-"]);
+    let output = run_with_input(&mut shell, b"pwd\n".to_vec());
+    expect_exit(&output, 6, "shell HOST:PORT:nowhere");
+    assert!(
+        stderr_of(&output).contains("no such directory"),
+        "{}",
+        stderr_of(&output)
+    );
+}
+
+#[test]
+fn rm_r_removes_a_tree_one_entry_at_a_time_and_gives_the_room_back() {
+    let site = Site::new();
+    site.users(&[("alice", "quota = \"1 MiB\"")]);
+    let server = site.serve(&[]);
+    let home = site.home("alice");
+    let tree = site.local("work/a/deep/x.bin", &[7; 1000]);
+    site.local("work/a/y.txt", b"y");
+    site.local("work/a/a", b"a file named as its directory");
+    site.local("one.txt", b"1");
+    site.local("two.txt", b"2");
+    let work = tree
+        .ancestors()
+        .nth(3)
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let local = site.path().join("local");
+    let up = client(
+        &site,
+        "alice",
+        &[
+            "send",
+            &work,
+            local.join("one.txt").to_str().unwrap(),
+            local.join("two.txt").to_str().unwrap(),
+            &server.addr(),
+        ],
+    );
+    expect_exit(&up, 0, "the upload");
+    let usage = |what: &str| {
+        let output = client(&site, "alice", &["ls", "--usage", "--json", &server.addr()]);
+        expect_exit(&output, 0, what);
+        let usage: Value = serde_json::from_str(&stdout_of(&output)).unwrap();
+        (
+            usage["bytes"].as_u64().unwrap(),
+            usage["files"].as_u64().unwrap(),
+        )
+    };
+    assert_eq!(usage("before").1, 5);
+    // Without -r a directory must be empty; with it, all inside goes.
+    let plain = client(&site, "alice", &["rm", &server.at("work/a/")]);
+    expect_refused(&plain, "not empty", "rm of a full directory");
+    let rm = client(&site, "alice", &["rm", "-r", &server.at("work/a/")]);
+    expect_exit(&rm, 0, "rm -r work/a/");
+    assert_eq!(names_in(&home.join("work")), Vec::<String>::new());
+    assert_eq!(usage("after rm -r"), (2, 2), "the room is given back");
+    // Several paths at once.
+    let rm = client(
+        &site,
+        "alice",
+        &["rm", &server.at("one.txt"), &server.at("/two.txt")],
+    );
+    expect_exit(&rm, 0, "rm of two files");
+    assert_eq!(names_in(&home), ["work"]);
+    // The shell's rm -r, and never the home.
+    let mut shell = as_user(&site, "alice", &["shell", &server.addr(), "-b", "-"]);
+    let output = run_with_input(&mut shell, b"rm -r work\n-rm -r /\nls\n".to_vec());
+    expect_exit(&output, 0, "the shell's rm -r");
+    assert!(names_in(&home).is_empty(), "{:?}", names_in(&home));
+    assert!(stderr_of(&output).contains("the home itself cannot be removed"));
+    assert_eq!(usage("at last"), (0, 0));
+    // A link inside is never followed; the server removes none, so it stops rm -r.
+    let outside = site.local("outside/keep.txt", b"kept");
+    fs::create_dir_all(home.join("t")).unwrap();
+    std::os::unix::fs::symlink(outside.parent().unwrap(), home.join("t/link")).unwrap();
+    let rm = client(&site, "alice", &["rm", "-r", &server.at("t")]);
+    expect_refused(&rm, "denied", "rm -r of a directory holding a link");
+    assert!(stderr_of(&rm).contains("t/link"), "{}", stderr_of(&rm));
+    assert_eq!(fs::read(&outside).unwrap(), b"kept");
+}
+
+#[test]
+fn ls_r_lists_the_tree_and_lls_l_lists_long() {
+    let site = Site::new();
+    site.users(&[("alice", "")]);
+    let server = site.serve(&[]);
+    write(&site.home("alice").join("photos/2024/a.jpg"), b"jpeg");
+    write(&site.home("alice").join("photos/b.jpg"), b"jpg");
+    let ls = client(&site, "alice", &["ls", "-R", &server.at("photos/")]);
+    expect_exit(&ls, 0, "ls -R");
+    assert_eq!(lines(&ls), ["2024", "2024/a.jpg", "b.jpg"]);
+    let long = client(&site, "alice", &["ls", "-lR", &server.addr()]);
+    expect_exit(&long, 0, "ls -lR");
+    let long = lines(&long);
+    assert!(
+        long[0].starts_with('d') && long[0].ends_with(" photos"),
+        "{long:?}"
+    );
+    assert!(
+        long[2].starts_with("-rw") && long[2].ends_with(" photos/2024/a.jpg"),
+        "{long:?}"
+    );
+    // The shell's lls -l: the same long lines, of local files.
+    let local = site.local("here/x.txt", b"12345");
+    fs::create_dir(local.parent().unwrap().join("sub")).unwrap();
+    let mut shell = as_user(&site, "alice", &["shell", &server.addr(), "-b", "-"]);
+    shell.current_dir(local.parent().unwrap());
+    let output = run_with_input(&mut shell, b"lls -l\nlls\n".to_vec());
+    expect_exit(&output, 0, "lls -l");
+    let out = stdout_of(&output);
+    let long: Vec<&str> = out
+        .lines()
+        .filter(|l| l.contains(" x.txt") || l.ends_with(" sub"))
+        .collect();
+    assert_eq!(long.len(), 2, "{out}");
+    assert!(
+        long[0].starts_with("drwx") && long[1].starts_with("-rw"),
+        "{out}"
+    );
+    assert!(long[1].contains("            5 "), "{out}");
+    assert!(out.contains("\nsub/\nx.txt\n"), "{out}");
 }

@@ -1153,3 +1153,45 @@ fn a_client_tells_a_server_that_answers_wrongly_or_not_at_all() {
         assert_said(&last, said);
     }
 }
+
+/// A listener that is another service: it sends `greeting` (if any) to whoever
+/// connects, then holds the connection, reading, until the test ends.
+fn other_service(greeting: &'static [u8]) -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            std::thread::spawn(move || {
+                let _ = stream.write_all(greeting);
+                let _ = std::io::copy(&mut stream, &mut std::io::sink());
+            });
+        }
+    });
+    port
+}
+
+#[test]
+fn a_wrong_service_on_the_port_is_named_not_taken_for_a_huge_frame() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write_in(dir.path(), "f", b"x");
+    let ssh = other_service(b"SSH-2.0-OpenSSH_9.6p1 Ubuntu-3ubuntu13\r\n");
+    let sent = send(&[&file], ssh, KEY, &[]);
+    let log = stderr_of(&sent);
+    assert_eq!(sent.status.code(), Some(8), "{log}");
+    assert!(
+        log.contains(&format!("at 127.0.0.1:{ssh}"))
+            && log.contains("does not speak xfer (it sent `SSH-2.0-OpenSSH_9.6p1 Ubuntu-3ubuntu13`); wrong port?"),
+        "{log}"
+    );
+    assert!(!log.contains("exceeds the limit"), "{log}");
+    // A service that waits for us to speak first (HTTP): said at the handshake timeout.
+    let http = other_service(b"");
+    let started = Instant::now();
+    let sent = send(&[&file], http, KEY, &["--handshake-timeout", "1"]);
+    let log = stderr_of(&sent);
+    assert_eq!(sent.status.code(), Some(3), "{log}");
+    assert!(log.contains("sent nothing xfer understands"), "{log}");
+    assert!(log.contains("wrong port?"), "{log}");
+    assert!(started.elapsed() < Duration::from_secs(10));
+}

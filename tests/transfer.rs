@@ -337,7 +337,7 @@ fn stdout_mode_refuses_an_offer_of_two_files() {
     let sent = send(&[&a, &b], receiver.port, KEY, &[]);
     assert_eq!(sent.status.code(), Some(6), "{}", stderr_of(&sent));
     assert!(
-        stderr_of(&sent).contains("takes exactly one file"),
+        stderr_of(&sent).contains("--stdout takes one file"),
         "{}",
         stderr_of(&sent)
     );

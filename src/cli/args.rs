@@ -28,15 +28,43 @@ Exit codes:
   8  protocol error (malformed or unexpected frames, a role mismatch)
   9  incompatible peer (protocol version, or a feature one side requires)";
 
-/// A subcommand's examples, then the exit codes, as every `--help` ends.
-fn with_exit_codes(examples: &str) -> String {
-    format!("{examples}\n\n{EXIT_CODES}")
+/// The exit codes of the requests that move no file (`ls`, `mkdir`, `rm`, `mv`).
+const REQUEST_EXIT_CODES: &str = "\
+Exit codes:
+  0  done
+  1  any other error (no key given, ...)
+  2  usage error
+  3  network: cannot connect, connection lost, server busy or timed out
+  4  authentication failed (wrong key, unknown user)
+  6  refused by the server (not found, exists, denied, not empty, bad path, quota)
+  7  local I/O error (cannot write the output)
+  8  protocol error (malformed or unexpected frames)
+  9  incompatible server (protocol version, or a feature one side requires)";
+
+/// The exit codes of the commands that stay on this machine (`keygen`, `passwd`,
+/// `completions`, `man`).
+const LOCAL_EXIT_CODES: &str = "\
+Exit codes:
+  0  done
+  1  any other error (no password given, ...)
+  2  usage error
+  7  local I/O error (cannot write, the file exists)";
+
+/// A request's examples, then its exit codes.
+fn with_request_exit_codes(examples: &str) -> String {
+    format!("{examples}\n\n{REQUEST_EXIT_CODES}")
+}
+
+/// A local command's examples, then its exit codes.
+fn with_local_exit_codes(examples: &str) -> String {
+    format!("{examples}\n\n{LOCAL_EXIT_CODES}")
 }
 
 const LS_EXAMPLES: &str = "\
 Examples:
   xfer ls files.example.org:9000 --user alice    # the home
   xfer ls -lh files.example.org:9000:photos      # kind, mode, size, time, name
+  xfer ls -R files.example.org:9000:photos/      # and everything beneath, as paths
   xfer ls --usage -h files.example.org:9000      # bytes and files against the quota
   xfer ls --json files.example.org:9000:inbox    # one JSON object per entry";
 
@@ -47,11 +75,13 @@ Examples:
 const RM_EXAMPLES: &str = "\
 Examples:
   xfer rm files.example.org:9000:inbox/old.pdf --user alice
-  xfer rm files.example.org:9000:inbox/empty-dir --user alice";
+  xfer rm host:9000:inbox/a.pdf host:9000:inbox/b.pdf --user alice
+  xfer rm -r files.example.org:9000:inbox/2024/ --user alice   # and all inside it";
 
 const MV_EXAMPLES: &str = "\
 Examples:
-  xfer mv files.example.org:9000:inbox/report.pdf archive/2026-report.pdf --user alice";
+  xfer mv files.example.org:9000:inbox/report.pdf archive/2026-report.pdf --user alice
+  xfer mv host:9000:inbox/a.pdf host:9000:archive/a.pdf    # NEW with the server: the same one";
 
 const KEYGEN_EXAMPLES: &str = "\
 Examples:
@@ -108,30 +138,30 @@ pub enum Command {
     /// Download files and directories from a server.
     Get(GetArgs),
     /// List a directory on a server (or show usage against the quota).
-    #[command(disable_help_flag = true, after_help = with_exit_codes(LS_EXAMPLES))]
+    #[command(disable_help_flag = true, after_help = with_request_exit_codes(LS_EXAMPLES))]
     Ls(LsArgs),
     /// Make a directory (and its parents) on a server.
-    #[command(after_help = with_exit_codes(MKDIR_EXAMPLES))]
+    #[command(after_help = with_request_exit_codes(MKDIR_EXAMPLES))]
     Mkdir(RemotePathArgs),
-    /// Remove a file or an empty directory on a server.
-    #[command(after_help = with_exit_codes(RM_EXAMPLES))]
-    Rm(RemotePathArgs),
+    /// Remove files or empty directories on a server (-r: directories with all inside).
+    #[command(after_help = with_request_exit_codes(RM_EXAMPLES))]
+    Rm(RmArgs),
     /// Rename a file or directory on a server.
-    #[command(after_help = with_exit_codes(MV_EXAMPLES))]
+    #[command(after_help = with_request_exit_codes(MV_EXAMPLES))]
     Mv(MvArgs),
     /// An interactive session against a server, like sftp (or a script of commands).
     Shell(ShellArgs),
     /// Make a new random key (256 bits, as 64 hex digits).
-    #[command(after_help = with_exit_codes(KEYGEN_EXAMPLES))]
+    #[command(after_help = with_local_exit_codes(KEYGEN_EXAMPLES))]
     Keygen(KeygenArgs),
     /// Derive a user's key from a password, for a server's users file.
-    #[command(after_help = with_exit_codes(PASSWD_EXAMPLES))]
+    #[command(after_help = with_local_exit_codes(PASSWD_EXAMPLES))]
     Passwd(PasswdArgs),
     /// Print shell completions (bash, zsh, fish, elvish, powershell) on stdout.
-    #[command(after_help = with_exit_codes(COMPLETIONS_EXAMPLES))]
+    #[command(after_help = with_local_exit_codes(COMPLETIONS_EXAMPLES))]
     Completions(CompletionsArgs),
     /// Print a man page (roff) on stdout, or write all of them into a directory.
-    #[command(after_help = with_exit_codes(MAN_EXAMPLES))]
+    #[command(after_help = with_local_exit_codes(MAN_EXAMPLES))]
     Man(ManArgs),
 }
 
@@ -358,6 +388,16 @@ pub struct ClientArgs {
     #[arg(long, visible_alias = "timeout", value_name = "SECS", value_parser = units::positive_seconds)]
     pub idle_timeout: Option<Duration>,
 
+    #[command(flatten)]
+    pub auth: AuthArgs,
+
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+/// How a client's transfers go (`get`, `shell`): not for requests that move no file.
+#[derive(Debug, Args)]
+pub struct TransferArgs {
     /// At most RATE bytes per second, averaged (as for send)
     #[arg(long, value_name = "RATE", value_parser = units::rate)]
     pub limit_rate: Option<u64>,
@@ -365,12 +405,6 @@ pub struct ClientArgs {
     /// The content hash that verifies each file: md5 (the default) or blake3
     #[arg(long, value_enum, value_name = "HASH", env = "XFER_HASH", default_value_t = HashChoice::Md5)]
     pub hash: HashChoice,
-
-    #[command(flatten)]
-    pub auth: AuthArgs,
-
-    #[command(flatten)]
-    pub output: OutputArgs,
 }
 
 const GET_EXAMPLES: &str = "\
@@ -404,6 +438,9 @@ pub struct GetArgs {
     pub no_resume: bool,
 
     #[command(flatten)]
+    pub transfer: TransferArgs,
+
+    #[command(flatten)]
     pub client: ClientArgs,
 }
 
@@ -422,6 +459,11 @@ pub struct LsArgs {
     #[arg(short = 'h', long = "human-readable")]
     pub human: bool,
 
+    /// Recursive: every directory beneath too, each entry named by its path
+    /// relative to the one listed (a directory before what it holds)
+    #[arg(short = 'R', long, conflicts_with = "usage")]
+    pub recursive: bool,
+
     /// Show the bytes and files used against the user's quota instead
     #[arg(long)]
     pub usage: bool,
@@ -429,6 +471,23 @@ pub struct LsArgs {
     /// Print help
     #[arg(long, action = clap::ArgAction::Help)]
     pub help: Option<bool>,
+
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+#[derive(Debug, Args)]
+#[command(override_usage = "xfer rm [OPTIONS] HOST:PORT:PATH...")]
+pub struct RmArgs {
+    /// What to remove: HOST:PORT:PATH, all on one server (a directory must be
+    /// empty, unless -r)
+    #[arg(value_name = "HOST:PORT:PATH", required = true, num_args = 1..)]
+    pub targets: Vec<String>,
+
+    /// Remove directories and everything inside them, deepest first, one entry
+    /// at a time (links are never followed; the server removes none: one stops it)
+    #[arg(short = 'r', short_alias = 'R', long)]
+    pub recursive: bool,
 
     #[command(flatten)]
     pub client: ClientArgs,
@@ -450,7 +509,7 @@ pub struct MvArgs {
     #[arg(value_name = "HOST:PORT:OLD")]
     pub from: String,
 
-    /// The new path, in the same home
+    /// The new path, in the same home (from the home; HOST:PORT:NEW: the same server)
     #[arg(value_name = "NEW")]
     pub to: String,
 
@@ -525,6 +584,7 @@ fn shell_help() -> String {
     }
     text.push_str(
         "\nExamples:\n  xfer shell files.example.org:9000 --user alice\n  \
+         xfer shell host:9000:photos --user alice               # starts in photos/\n  \
          xfer shell host:9000 --user alice -b nightly.xfer      # a script: stops at the first failure\n  \
          printf 'cd photos\\nget -f 2024\\n' | xfer shell host:9000 --user alice\n\n",
     );
@@ -535,8 +595,9 @@ fn shell_help() -> String {
 #[derive(Debug, Args)]
 #[command(after_help = shell_help())]
 pub struct ShellArgs {
-    /// The server (HOST:PORT), optionally with a directory to start in
-    #[arg(value_name = "HOST:PORT")]
+    /// The server (HOST:PORT), optionally with a directory of the home to start in
+    /// (HOST:PORT:DIR)
+    #[arg(value_name = "HOST:PORT[:DIR]")]
     pub target: String,
 
     /// Run the commands of FILE (`-`: standard input) instead of prompting: each is
@@ -548,6 +609,9 @@ pub struct ShellArgs {
     /// Show progress bars in a script too
     #[arg(long)]
     pub progress: bool,
+
+    #[command(flatten)]
+    pub transfer: TransferArgs,
 
     #[command(flatten)]
     pub client: ClientArgs,

@@ -6,10 +6,11 @@ use std::path::PathBuf;
 
 use super::args::{
     AuthArgs, Cli, ClientArgs, Command, GetArgs, HashChoice, LinkArgs, LsArgs, OutputArgs,
-    RecvArgs, SecurityArgs, SendArgs, ServeArgs,
+    RecvArgs, SecurityArgs, SendArgs, ServeArgs, TransferArgs,
 };
 use crate::client::ClientOptions;
 use crate::client::options::{AuthOptions, Encryption, Peering, Security};
+use crate::client::path::from_home;
 use crate::commands::recv::RecvOptions;
 use crate::commands::remote::{Change, GetOptions, LsOptions};
 use crate::commands::send::SendOptions;
@@ -61,12 +62,14 @@ pub fn invocation(cli: Cli) -> Result<Invocation, String> {
             change(args.client, host, Change::Mkdir(path))?
         }
         Command::Rm(args) => {
-            let (host, path) = remote(&args.target, true)?;
-            change(args.client, host, Change::Remove(path))?
+            let (host, paths) = one_server(&args.targets, "rm")?;
+            let recursive = args.recursive;
+            change(args.client, host, Change::Remove { paths, recursive })?
         }
         Command::Mv(args) => {
-            let (host, path) = remote(&args.from, true)?;
-            change(args.client, host, Change::Rename(path, args.to))?
+            let (host, from) = remote(&args.from, true)?;
+            let to = new_name(&host, &args.to)?;
+            change(args.client, host, Change::Rename(from, to))?
         }
         Command::Passwd(args) => {
             if !valid_user(&args.user) {
@@ -78,11 +81,13 @@ pub fn invocation(cli: Cli) -> Result<Invocation, String> {
             }
         }
         Command::Shell(args) => {
-            let (host, _) = remote(&args.target, false)?;
+            let (host, dir) = remote(&args.target, false)?;
             let quiet = args.client.output.quiet;
-            let (client, _) = client(args.client, host)?;
+            let (mut client, _) = client(args.client, host)?;
+            transferring(&mut client, &args.transfer);
             Invocation::Shell(ShellOptions {
                 client,
+                dir,
                 script: args.batch.map(|path| {
                     if path.as_os_str() == "-" {
                         Script::Stdin
@@ -104,6 +109,7 @@ pub fn invocation(cli: Cli) -> Result<Invocation, String> {
 }
 
 fn send(args: SendArgs) -> Result<SendOptions, String> {
+    compress_level_apart(&args)?;
     // Unless listening, the last operand is the address; the rest are files.
     let (to, files) = if args.link.listen.is_some() {
         (
@@ -123,7 +129,7 @@ fn send(args: SendArgs) -> Result<SendOptions, String> {
         (Some(remote), files.iter().map(PathBuf::from).collect())
     };
     let (to, remote_dir) = match to {
-        Some(remote) => (Some(remote.endpoint), remote.path),
+        Some(remote) => (Some(remote.endpoint), remote.path.as_deref().map(from_home)),
         None => (None, None),
     };
     let stream = files.iter().any(|f| f.as_os_str() == STDIN_OPERAND);
@@ -153,6 +159,25 @@ fn send(args: SendArgs) -> Result<SendOptions, String> {
         overwrite: args.overwrite,
         peering: peering(&args.link, to, args.security, args.auth, style)?,
     })
+}
+
+/// `--compress 19`: the level is optional and only taken after `=`, so clap read
+/// it as an operand (the address, or a file); say so rather than "invalid address".
+fn compress_level_apart(args: &SendArgs) -> Result<(), String> {
+    if args.compress != Some(crate::proto::compress::DEFAULT_LEVEL) {
+        return Ok(());
+    }
+    let slip = args
+        .operands
+        .iter()
+        .filter_map(|o| o.to_str())
+        .find(|operand| operand.parse::<i32>().is_ok() && !std::path::Path::new(operand).exists());
+    match slip {
+        Some(level) => Err(format!(
+            "\"{level}\" was read as an operand: --compress takes its level after              `=` (--compress={level}), since the level is optional"
+        )),
+        None => Ok(()),
+    }
 }
 
 fn recv(args: RecvArgs) -> Result<RecvOptions, String> {
@@ -252,13 +277,33 @@ fn hash_kind(choice: HashChoice) -> HashKind {
     }
 }
 
-/// `HOST:PORT:PATH` (or, unless `path_required`, `HOST:PORT` for the home).
+/// `HOST:PORT:PATH` (or, unless `path_required`, `HOST:PORT` for the home), the
+/// path as typed made into a path of the home (`inbox/`, `./a`, `/a` are fine).
 fn remote(text: &str, path_required: bool) -> Result<(Host, String), String> {
     let remote: Remote = text.parse()?;
     match remote.path {
-        Some(path) => Ok((remote.endpoint, path)),
+        Some(path) => Ok((remote.endpoint, from_home(&path))),
         None if !path_required => Ok((remote.endpoint, String::new())),
         None => Err(format!("expected HOST:PORT:PATH, got {text:?}")),
+    }
+}
+
+/// `mv`'s NEW: a path of the same home, as the shell's `rename` takes it, or
+/// `HOST:PORT:PATH` naming the same server as OLD.
+fn new_name(host: &Host, text: &str) -> Result<String, String> {
+    match text.parse::<Remote>() {
+        Ok(Remote {
+            endpoint,
+            path: Some(path),
+        }) => {
+            if endpoint != *host {
+                return Err(format!(
+                    "mv renames within one home: NEW {text:?} names another server than {host}"
+                ));
+            }
+            Ok(from_home(&path))
+        }
+        _ => Ok(from_home(text)),
     }
 }
 
@@ -278,12 +323,36 @@ fn client(args: ClientArgs, to: Host) -> Result<(ClientOptions, Style), String> 
                 user: args.auth.user,
                 password: args.auth.password,
             },
-            hash: hash_kind(args.hash),
-            limit_rate: args.limit_rate,
+            hash: HashKind::Md5,
+            limit_rate: None,
             compress: None,
         },
         style,
     ))
+}
+
+/// A client that transfers files: `--hash` and `--limit-rate`.
+fn transferring(client: &mut ClientOptions, args: &TransferArgs) {
+    client.hash = hash_kind(args.hash);
+    client.limit_rate = args.limit_rate;
+}
+
+/// Operands that are each `HOST:PORT:PATH` of one server (`what`: the command).
+fn one_server(operands: &[String], what: &str) -> Result<(Host, Vec<String>), String> {
+    let mut host: Option<Host> = None;
+    let mut paths = Vec::new();
+    for operand in operands {
+        let (endpoint, path) = remote(operand, true)?;
+        if host.as_ref().is_some_and(|host| *host != endpoint) {
+            return Err(format!(
+                "every HOST:PORT:PATH of one {what} must name the same server"
+            ));
+        }
+        host = Some(endpoint);
+        paths.push(path);
+    }
+    let host = host.ok_or_else(|| format!("give HOST:PORT:PATH to {what}"))?;
+    Ok((host, paths))
 }
 
 fn change(args: ClientArgs, to: Host, change: Change) -> Result<Invocation, String> {
@@ -304,17 +373,7 @@ fn get(args: GetArgs) -> Result<GetOptions, String> {
         }
         _ => PathBuf::from("."),
     };
-    let mut host: Option<Host> = None;
-    let mut paths = Vec::new();
-    for operand in &operands {
-        let (endpoint, path) = remote(operand, true)?;
-        if host.as_ref().is_some_and(|host| *host != endpoint) {
-            return Err("every HOST:PORT:PATH of one get must name the same server".into());
-        }
-        host = Some(endpoint);
-        paths.push(path);
-    }
-    let host = host.ok_or("give HOST:PORT:PATH to download")?;
+    let (host, paths) = one_server(&operands, "get")?;
     if args.stdout && paths.len() > 1 {
         return Err("--stdout takes one file".into());
     }
@@ -324,7 +383,8 @@ fn get(args: GetArgs) -> Result<GetOptions, String> {
         Json::Stdout
     };
     let output = style(&args.client.output, json, false);
-    let (client, _) = client(args.client, host)?;
+    let (mut client, _) = client(args.client, host)?;
+    transferring(&mut client, &args.transfer);
     Ok(GetOptions {
         client,
         paths,
@@ -346,6 +406,7 @@ fn ls(args: LsArgs) -> Result<LsOptions, String> {
         path,
         long: args.long,
         human: args.human,
+        recursive: args.recursive,
         usage: args.usage,
         style,
     })

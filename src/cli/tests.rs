@@ -203,10 +203,14 @@ fn compress_takes_its_level_only_with_an_equals_sign() {
         send(&["send", "a", "h:1", "--compress=9"]).compress,
         Some(9)
     );
-    // A following operand is never taken for a level.
-    let options = send(&["send", "--compress", "5", "h:1"]);
-    assert_eq!(options.compress, Some(3));
-    assert_eq!(options.files, [PathBuf::from("5")]);
+    // A following operand is never taken for a level; one that names no file is
+    // a usage error pointing at `--compress=5`.
+    let err = parse(&["send", "--compress", "5", "h:1"]).unwrap_err();
+    assert_eq!(err.kind(), clap::error::ErrorKind::ValueValidation);
+    assert!(err.to_string().contains("--compress=5"), "{err}");
+    let err = parse(&["send", "a", "h:1", "--compress", "19"]).unwrap_err();
+    assert!(err.to_string().contains("--compress=19"), "{err}");
+    assert!(!err.to_string().contains("invalid address"), "{err}");
 }
 
 #[test]

@@ -5,6 +5,8 @@
 //! `send HOST:PORT:DIR`) and the shell are loops over this.
 
 pub mod options;
+pub(crate) mod path;
+mod tree;
 
 use std::net::SocketAddr;
 use std::time::Duration;

@@ -2,7 +2,8 @@
 //! built and doing its work through the layers below (a link from `net`, sessions
 //! from `transfer`, files from `fs`), reporting through `ui`. One file each:
 //! [`send`], [`recv`], [`remote`] (get, ls, mkdir, rm, mv), [`keys`] (keygen,
-//! passwd), and [`link`], the loop `send` and `recv` meet their peer with. Nothing
+//! passwd), [`link`], the loop `send` and `recv` meet their peer with, and `target`,
+//! the local directory a download goes into. Nothing
 //! here imports `cli`: dispatch on the parsed command line is `main.rs`'s.
 
 pub mod keys;
@@ -10,3 +11,4 @@ pub mod link;
 pub mod recv;
 pub mod remote;
 pub mod send;
+mod target;

@@ -5,12 +5,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 
 use super::link::{Session, run_link};
 use crate::client::options::Peering;
 use crate::error::{Classify, Kind};
-use crate::escape::escape_path;
 use crate::fs::sink::TargetDir;
 use crate::net::signals;
 use crate::proto::message::Role;
@@ -35,18 +34,10 @@ pub fn run(options: &RecvOptions) -> Result<()> {
     let destination = if options.stdout {
         Destination::Stdout
     } else {
-        std::fs::create_dir_all(&options.dir)
-            .with_context(|| {
-                format!(
-                    "cannot create target directory {}",
-                    escape_path(&options.dir)
-                )
-            })
-            .classify(Kind::Io)?;
-        let target = TargetDir::open(&options.dir)?;
+        let (target, dir_lock) = super::target::open_target(&options.dir, "--dir")?;
         // Before any peer is waited for: a second receiver here, or a directory we
         // cannot write, is said at once.
-        lock = Some(target.lock(&options.dir)?);
+        lock = Some(dir_lock);
         let serving =
             matches!(&options.peering.link, crate::net::Link::Listen { serve, .. } if !serve.once);
         sweep_partials(&target, options.keep_partial, serving)?;

@@ -5,12 +5,10 @@
 use std::io::Write;
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 
 use crate::client::{Client, ClientOptions};
-use crate::error::{Classify, Kind};
-use crate::escape::{escape, escape_path};
-use crate::fs::sink::TargetDir;
+use crate::escape::escape;
 use crate::transfer::Tally;
 use crate::transfer::recv::{Destination, Settings};
 use crate::ui::listing::{item_json, long_line, usage_json, usage_line};
@@ -33,11 +31,7 @@ pub fn get(options: &GetOptions) -> Result<()> {
     let (destination, _lock) = if options.stdout {
         (Destination::Stdout, None)
     } else {
-        std::fs::create_dir_all(&options.dir)
-            .with_context(|| format!("cannot create {}", escape_path(&options.dir)))
-            .classify(Kind::Io)?;
-        let target = TargetDir::open(&options.dir)?;
-        let lock = target.lock(&options.dir)?;
+        let (target, lock) = super::target::open_target(&options.dir, "the local directory")?;
         (Destination::Dir(target), Some(lock))
     };
     let mut client = connect(&options.client, options.style, "received")?;
@@ -59,6 +53,8 @@ pub struct LsOptions {
     pub long: bool,
     /// Sizes in KiB, MiB, ... (`-h`).
     pub human: bool,
+    /// Every directory beneath too, entries named by their relative paths (`-R`).
+    pub recursive: bool,
     /// The usage against the quota instead of a listing.
     pub usage: bool,
     pub style: Style,
@@ -77,7 +73,11 @@ pub fn ls(options: &LsOptions) -> Result<()> {
         }
         return Ok(out.flush()?);
     }
-    let items = client.list(&options.path)?;
+    let items = if options.recursive {
+        client.list_tree(&options.path)?
+    } else {
+        client.list(&options.path)?
+    };
     client.bye();
     for item in &items {
         let line = if options.style.json != Json::Off {
@@ -96,7 +96,12 @@ pub fn ls(options: &LsOptions) -> Result<()> {
 #[derive(Debug, Clone)]
 pub enum Change {
     Mkdir(String),
-    Remove(String),
+    /// One path after the other, stopping at the first failure.
+    Remove {
+        paths: Vec<String>,
+        /// Directories with all inside (`-r`).
+        recursive: bool,
+    },
     Rename(String, String),
 }
 
@@ -105,7 +110,13 @@ pub fn change(client: &ClientOptions, change: &Change, style: Style) -> Result<(
     let mut connection = connect(client, style, "changed")?;
     let result = match change {
         Change::Mkdir(path) => connection.mkdir(path),
-        Change::Remove(path) => connection.remove(path),
+        Change::Remove { paths, recursive } => paths.iter().try_for_each(|path| {
+            if *recursive {
+                connection.remove_tree(path)
+            } else {
+                connection.remove(path)
+            }
+        }),
         Change::Rename(from, to) => connection.rename(from, to),
     };
     connection.bye();

@@ -147,7 +147,7 @@ fn connect_once(
     };
     let negotiated = handshake::initiate(&mut stream, &policy, deadline)
         .inspect_err(|err| socket::linger_if_told(&stream, err))
-        .context("handshake with the listener")?;
+        .with_context(|| format!("handshake with the listener at {to}"))?;
     socket::set_idle(&stream, timeouts.idle)?;
     let conn = connection(stream, negotiated, initiating.compress, initiating.rate)?;
     Ok((conn, peer))

@@ -368,7 +368,7 @@ where
 
 /// Reads the acceptor's `hello` (or its error frame, or a refusal).
 fn read_hello<S: Read + Write + ReadTimeout>(stream: &mut S, deadline: Instant) -> Result<Hello> {
-    match expect(stream, deadline, "the listener's hello")? {
+    match expect(stream, deadline, LISTENER_HELLO)? {
         Message::Hello {
             version,
             role,
@@ -484,10 +484,7 @@ fn expect<S: Read + Write + ReadTimeout>(
             format!("the peer closed the connection while we waited for {what}"),
         )),
         // At the deadline the acceptor closes without a frame (section 4).
-        Err(_) if Instant::now() >= deadline => Err(fail(
-            Kind::Network,
-            format!("the peer did not complete the handshake in time (waiting for {what})"),
-        )),
+        Err(_) if Instant::now() >= deadline => Err(fail(Kind::Network, too_late(what))),
         // A malformed or oversized frame is answered `protocol` before we close.
         Err(err) if kind_of(&err) == Some(Kind::Protocol) => {
             let _ = send(
@@ -497,6 +494,20 @@ fn expect<S: Read + Write + ReadTimeout>(
             Err(err)
         }
         Err(err) => Err(err),
+    }
+}
+
+/// What the initiator waits for first: the listener speaks first (section 4).
+const LISTENER_HELLO: &str = "the listener's hello";
+
+/// Why a handshake ran out of time, waiting for `what`. A listener that never says
+/// hello is most likely another service waiting for us to speak (HTTP).
+fn too_late(what: &str) -> String {
+    if what == LISTENER_HELLO {
+        "the peer sent nothing xfer understands before the handshake timeout          (--handshake-timeout): is an xfer receiver or server listening there, or          another service (wrong port?)"
+            .into()
+    } else {
+        format!("the peer did not complete the handshake in time (waiting for {what})")
     }
 }
 

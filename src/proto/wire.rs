@@ -411,11 +411,48 @@ pub fn read_frame<R: Read>(stream: &mut R, max: usize) -> Result<Option<Message>
         return Ok(None);
     }
     read_all(stream, &mut prefix[first..])?;
-    let len = message::check_len(u32::from_be_bytes(prefix), max).classify(Kind::Protocol)?;
+    let len = match message::check_len(u32::from_be_bytes(prefix), max) {
+        Ok(len) => len,
+        // No length under a cap reads as text: this is another service's greeting.
+        Err(_) if prefix.iter().all(|&b| is_text(b)) => return Err(not_xfer(stream, &prefix)),
+        Err(err) => return Err(err).classify(Kind::Protocol),
+    };
     // The cap was checked above, so this allocation is bounded by `max`.
     let mut payload = vec![0; len];
     read_all(stream, &mut payload)?;
     message::decode(&payload).classify(Kind::Protocol).map(Some)
+}
+
+/// How much of another service's greeting an error quotes.
+const QUOTED_GREETING: usize = 40; // characters
+
+/// Printable ASCII or the whitespace of a text protocol's line.
+fn is_text(byte: u8) -> bool {
+    matches!(byte, b' '..=b'~' | b'\t' | b'\r' | b'\n')
+}
+
+/// The error for a peer whose first bytes are text (`SSH-2.0-...`, `HTTP/1.1 ...`):
+/// it speaks another protocol. Quotes its first line, with what one more read
+/// brings (best effort: the handshake's deadline bounds it).
+fn not_xfer<R: Read>(stream: &mut R, prefix: &[u8]) -> anyhow::Error {
+    let mut greeting = prefix.to_vec();
+    let mut more = [0; 64];
+    if let Ok(n) = stream.read(&mut more) {
+        greeting.extend_from_slice(&more[..n]);
+    }
+    let text = String::from_utf8_lossy(&greeting);
+    let line = text.lines().next().unwrap_or_default();
+    let mut quoted: String = line.chars().take(QUOTED_GREETING).collect();
+    if quoted.len() < line.len() {
+        quoted.push('…');
+    }
+    fail(
+        Kind::Protocol,
+        format!(
+            "the peer does not speak xfer (it sent `{}`); wrong port?",
+            crate::escape::escape(&quoted)
+        ),
+    )
 }
 
 /// A stream whose reads can time out: what the handshake needs for its deadline.
@@ -632,6 +669,31 @@ mod tests {
             format!("{err:#}").contains("exceeds the limit of 4096"),
             "{err:#}"
         );
+    }
+
+    #[test]
+    fn a_first_frame_that_reads_as_text_is_another_service() {
+        let cases: [(&[u8], &str); 3] = [
+            (b"SSH-2.0-OpenSSH_9.6\r\n", "`SSH-2.0-OpenSSH_9.6`"),
+            (
+                b"HTTP/1.1 400 Bad Request\r\n\r\n",
+                "`HTTP/1.1 400 Bad Request`",
+            ),
+            (&[b'x'; 100], "`xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx…`"),
+        ];
+        for (greeting, quoted) in cases {
+            let err =
+                read_frame(&mut Cursor::new(greeting), message::MAX_PREAUTH_CONTROL).unwrap_err();
+            let said = format!("{err:#}");
+            assert_eq!(kind_of(&err), Some(Kind::Protocol));
+            assert!(
+                said.contains("does not speak xfer") && said.contains(quoted),
+                "{said}"
+            );
+        }
+        // Control characters in a greeting are escaped before they are shown.
+        let err = read_frame(&mut Cursor::new(b"SSH-\x1b[2J"), 4096).unwrap_err();
+        assert!(!format!("{err:#}").contains('\x1b'), "{err:#}");
     }
 
     #[test]

@@ -14,7 +14,8 @@ use rustyline::{Context, Helper};
 
 use super::command::{self, Operands};
 use super::session::Session;
-use super::words::{quote, resolve};
+use super::words::quote;
+use crate::client::path::resolve;
 use crate::proto::message::ItemKind;
 
 /// The prompt's helper: completion only.

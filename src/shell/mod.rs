@@ -46,6 +46,8 @@ pub enum Script {
 #[derive(Debug, Clone)]
 pub struct ShellOptions {
     pub client: ClientOptions,
+    /// The remote directory to start in (`""`: the home).
+    pub dir: String,
     pub script: Option<Script>,
     /// Progress bars in a script too.
     pub progress: bool,
@@ -66,6 +68,10 @@ pub fn run(options: &ShellOptions) -> Result<()> {
     };
     let mut session = Session::new(options.client.clone(), style);
     session.connect()?;
+    if !options.dir.is_empty() {
+        // As `cd /DIR` would: a directory that is not there is said before the prompt.
+        command::run(&mut session, &["cd".into(), shown(&options.dir)])?;
+    }
     match script {
         Some(script) => run_script(&mut session, &script),
         None => interactive(session),

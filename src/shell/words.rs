@@ -1,7 +1,7 @@
 //! The shell's words: splitting a command line as a POSIX shell would (quotes and
-//! backslashes), quoting a name back for the command line, joining remote paths
-//! with the current directory (`..` resolved here: the server never sees one), and
-//! `~` in local paths.
+//! backslashes), quoting a name back for the command line, the remote directory
+//! as the prompt shows it, and `~` in local paths. Joining remote paths with the
+//! current directory is `crate::client::path`'s, shared with the one-shot commands.
 
 use std::path::{Path, PathBuf};
 
@@ -22,27 +22,6 @@ pub fn quote(name: &str) -> String {
         out.push(c);
     }
     out
-}
-
-/// `path` (absolute from the home if it starts with `/`, else relative to `cwd`)
-/// as a path beneath the home without `.` or `..`: `""` is the home itself.
-pub fn resolve(cwd: &str, path: &str) -> String {
-    let mut parts: Vec<&str> = if path.starts_with('/') {
-        Vec::new()
-    } else {
-        cwd.split('/').filter(|p| !p.is_empty()).collect()
-    };
-    for part in path.split('/') {
-        match part {
-            "" | "." => {}
-            // As `/..` is `/` in a Unix shell: the home is as high as a path goes.
-            ".." => {
-                parts.pop();
-            }
-            name => parts.push(name),
-        }
-    }
-    parts.join("/")
 }
 
 /// The home-relative path shown in the prompt: `/` and `/photos/2024`.
@@ -77,15 +56,7 @@ mod tests {
     }
 
     #[test]
-    fn paths_resolve_beneath_the_home() {
-        assert_eq!(resolve("", "photos"), "photos");
-        assert_eq!(resolve("photos", "2024/a.jpg"), "photos/2024/a.jpg");
-        assert_eq!(resolve("photos/2024", ".."), "photos");
-        assert_eq!(resolve("photos/2024", "/docs"), "docs");
-        assert_eq!(resolve("photos", "./../docs/./x"), "docs/x");
-        assert_eq!(resolve("photos", "/"), "");
-        assert_eq!(resolve("", ".."), "");
-        assert_eq!(resolve("photos", "../../../etc"), "etc");
+    fn the_home_is_shown_as_slash() {
         assert_eq!(shown(""), "/");
     }
 }

@@ -1,6 +1,7 @@
 //! How a remote listing and a usage reply read on a terminal and in JSON: `ls -l`-style
-//! lines with UTC times, usage with quota percentages. Pure formatting; it reaches
-//! for nothing but the reply types of `proto::message` and the escaping beside it.
+//! lines with UTC times (for the shell's `lls -l` too, from local metadata), usage
+//! with quota percentages. Pure formatting; it reaches for nothing but the reply
+//! types of `proto::message` and the escaping beside it, and reads no disk.
 
 use indicatif::HumanBytes;
 use serde_json::json;
@@ -25,6 +26,36 @@ pub fn long_line(item: &Item, human: bool) -> String {
     };
     let time = item.mtime.map_or_else(|| "-".repeat(16), date_time);
     format!("{kind}{mode} {size:>12} {time} {}", escape(&item.name))
+}
+
+/// `name`, or `name/` for a directory: the shell's short listing line.
+pub(crate) fn short_line(item: &Item) -> String {
+    let slash = if item.kind == ItemKind::Dir { "/" } else { "" };
+    format!("{}{slash}", escape(&item.name))
+}
+
+/// A local entry as a listing item, for the same `ls -l` line (`lls -l`): a link
+/// (metadata not followed) is of kind `other`, as a server lists one.
+pub(crate) fn local_item(name: String, metadata: &std::fs::Metadata) -> Item {
+    use std::os::unix::fs::MetadataExt;
+    let kind = if metadata.is_dir() {
+        ItemKind::Dir
+    } else if metadata.is_file() {
+        ItemKind::File
+    } else {
+        ItemKind::Other
+    };
+    Item {
+        name,
+        kind,
+        size: if kind == ItemKind::File {
+            metadata.len()
+        } else {
+            0
+        },
+        mode: Some(u64::from(metadata.mode() & 0o7777)),
+        mtime: u64::try_from(metadata.mtime()).ok(),
+    }
 }
 
 fn permissions(mode: u32) -> String {

@@ -4,11 +4,11 @@
 use anyhow::{Result, bail};
 use clap::Args;
 
+use crate::client::path::resolve;
 use crate::error::{Kind, fail};
 use crate::escape::escape;
 use crate::proto::message::ItemKind;
 use crate::shell::session::Session;
-use crate::shell::words::resolve;
 
 /// change the remote directory (/ is the home)
 #[derive(Debug, Args, PartialEq, Eq)]

@@ -6,12 +6,13 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::Args;
 
+use crate::client::path::resolve;
 use crate::error::{Kind, fail, peer_code};
 use crate::escape::escape_path;
 use crate::fs::sink::TargetDir;
 use crate::proto::message::ErrorCode;
 use crate::shell::session::Session;
-use crate::shell::words::{expand_home, resolve};
+use crate::shell::words::expand_home;
 use crate::transfer::recv::{Destination, Settings};
 
 /// download files and directories (-f: replace local files)

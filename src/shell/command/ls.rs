@@ -6,11 +6,9 @@ use std::io::Write;
 use anyhow::Result;
 use clap::Args;
 
-use crate::escape::escape;
-use crate::proto::message::ItemKind;
+use crate::client::path::resolve;
 use crate::shell::session::Session;
-use crate::shell::words::resolve;
-use crate::ui::listing::long_line;
+use crate::ui::listing::{long_line, short_line};
 
 /// list a remote directory (-l: long, -h: human sizes)
 #[derive(Debug, Args, PartialEq, Eq)]
@@ -36,8 +34,7 @@ impl Ls {
             if self.long {
                 writeln!(out, "{}", long_line(item, self.human))?;
             } else {
-                let slash = if item.kind == ItemKind::Dir { "/" } else { "" };
-                writeln!(out, "{}{slash}", escape(&item.name))?;
+                writeln!(out, "{}", short_line(item))?;
             }
         }
         Ok(())

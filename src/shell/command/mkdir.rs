@@ -3,8 +3,8 @@
 use anyhow::Result;
 use clap::Args;
 
+use crate::client::path::resolve;
 use crate::shell::session::Session;
-use crate::shell::words::resolve;
 
 /// make a remote directory and its parents
 #[derive(Debug, Args, PartialEq, Eq)]

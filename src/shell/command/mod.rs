@@ -328,18 +328,41 @@ mod tests {
             parsed("mkdir docs/old"),
             Command::Mkdir(mkdir::Mkdir { path: path() })
         );
-        assert_eq!(parsed("rm docs/old"), Command::Rm(rm::Rm { path: path() }));
+        assert_eq!(
+            parsed("rm docs/old"),
+            Command::Rm(rm::Rm {
+                recursive: false,
+                paths: vec![path()]
+            })
+        );
+        assert_eq!(
+            parsed("rm -r a b"),
+            Command::Rm(rm::Rm {
+                recursive: true,
+                paths: vec!["a".into(), "b".into()]
+            })
+        );
         assert_eq!(
             parsed("lcd docs/old"),
             Command::Lcd(lcd::Lcd { path: path() })
         );
-        assert_eq!(parsed("lls"), Command::Lls(lls::Lls { path: None }));
+        assert_eq!(
+            parsed("lls -l"),
+            Command::Lls(lls::Lls {
+                long: true,
+                human: false,
+                path: None
+            })
+        );
         assert_eq!(refused("cd"), "usage: cd PATH; `help cd` explains");
         assert_eq!(refused("cd a b"), "usage: cd PATH; `help cd` explains");
         assert_eq!(refused("mkdir"), "usage: mkdir PATH; `help mkdir` explains");
-        assert_eq!(refused("rm"), "usage: rm PATH; `help rm` explains");
+        assert_eq!(refused("rm"), "usage: rm [-r] PATH...; `help rm` explains");
         assert_eq!(refused("lcd"), "usage: lcd PATH; `help lcd` explains");
-        assert_eq!(refused("lls a b"), "usage: lls [PATH]; `help lls` explains");
+        assert_eq!(
+            refused("lls a b"),
+            "usage: lls [-l] [-h] [PATH]; `help lls` explains"
+        );
         assert_eq!(refused("pwd x"), "usage: pwd; `help pwd` explains");
         assert_eq!(refused("lpwd x"), "usage: lpwd; `help lpwd` explains");
     }

@@ -6,10 +6,11 @@ use std::path::PathBuf;
 use anyhow::{Result, bail};
 use clap::{Args, ValueHint};
 
+use crate::client::path::resolve;
 use crate::error::{Kind, fail};
 use crate::fs::source::{self, WalkOptions};
 use crate::shell::session::Session;
-use crate::shell::words::{expand_home, resolve};
+use crate::shell::words::expand_home;
 
 /// upload files and directories (-f: replace remote files)
 #[derive(Debug, Args, PartialEq, Eq)]

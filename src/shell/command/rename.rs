@@ -3,8 +3,8 @@
 use anyhow::Result;
 use clap::Args;
 
+use crate::client::path::resolve;
 use crate::shell::session::Session;
-use crate::shell::words::resolve;
 
 /// rename a remote file or directory (also: mv)
 #[derive(Debug, Args, PartialEq, Eq)]

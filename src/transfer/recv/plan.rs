@@ -104,22 +104,24 @@ pub fn plan<'c, W: Write>(
     Ok(planned)
 }
 
-/// A receiver writing to standard output takes exactly one file.
+/// A receiver writing to standard output takes exactly one file. The refusal is
+/// worded for both sides: the sender reads it after `too_large`.
 fn check_stdout_offer(entries: &[Entry]) -> Result<()> {
-    match entries {
-        [entry] if entry.kind == EntryKind::File => Ok(()),
-        [_] => Err(refused(
-            ErrorCode::TooLarge,
-            "this receiver writes to standard output and takes one file, not a directory",
-        )),
-        _ => Err(refused(
-            ErrorCode::TooLarge,
-            format!(
-                "this receiver writes to standard output and takes exactly one file; the offer has {} entries",
-                entries.len()
-            ),
-        )),
-    }
+    let what = match entries {
+        [entry] if entry.kind == EntryKind::File => return Ok(()),
+        _ if entries.iter().any(|entry| entry.kind == EntryKind::Dir) => {
+            format!("a directory ({} entries)", entries.len())
+        }
+        _ => format!("{} entries", entries.len()),
+    };
+    Err(refused(
+        ErrorCode::TooLarge,
+        format!(
+            "--stdout takes one file, and this offer is {what}: send one file (a \
+             directory as a stream: tar c DIR | xfer send - ...), or receive into a \
+             directory instead of --stdout"
+        ),
+    ))
 }
 
 fn send_from(offset: u64, prefix: Option<&Hasher>) -> Decision {
