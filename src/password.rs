@@ -70,14 +70,53 @@ pub fn derive_hex(password: &str, realm: &str, user: &str) -> Result<String> {
     Ok(hex(&out))
 }
 
-/// Asks for a line on the terminal with echo off (rpassword restores the
-/// terminal whatever happens).
+/// Asks for a line on the terminal with echo off, from before the question shows:
+/// what a quick typist (or a password manager) types the moment it appears is
+/// not echoed (rpassword alone turns echo off only after it printed the question).
 pub fn prompt(question: &str) -> Result<String> {
+    use std::io::Write;
     // rpassword would say only "No such device or address (os error 6)".
-    if std::fs::File::open("/dev/tty").is_err() {
+    let Ok(tty) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/tty")
+    else {
         bail!("no terminal to ask for the password on; set $XFER_PASSWORD");
+    };
+    let _echo = EchoOff::new(&tty);
+    (&tty)
+        .write_all(question.as_bytes())
+        .and_then(|()| (&tty).flush())
+        .context("cannot ask for the password")?;
+    rpassword::read_password().context("cannot read the password")
+}
+
+/// The terminal's echo, off until dropped, then as it was.
+struct EchoOff<'a> {
+    tty: &'a std::fs::File,
+    saved: Option<rustix::termios::Termios>,
+}
+
+impl<'a> EchoOff<'a> {
+    fn new(tty: &'a std::fs::File) -> EchoOff<'a> {
+        use rustix::termios::{LocalModes, OptionalActions, tcgetattr, tcsetattr};
+        let saved = tcgetattr(tty).ok();
+        if let Some(saved) = &saved {
+            let mut quiet = saved.clone();
+            quiet.local_modes.remove(LocalModes::ECHO);
+            let _ = tcsetattr(tty, OptionalActions::Now, &quiet);
+        }
+        EchoOff { tty, saved }
     }
-    rpassword::prompt_password(question).context("cannot read the password")
+}
+
+impl Drop for EchoOff<'_> {
+    fn drop(&mut self) {
+        if let Some(saved) = &self.saved {
+            let _ =
+                rustix::termios::tcsetattr(self.tty, rustix::termios::OptionalActions::Now, saved);
+        }
+    }
 }
 
 #[cfg(test)]
