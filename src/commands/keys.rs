@@ -44,8 +44,15 @@ pub fn passwd(user: &str, realm: &str) -> Result<()> {
         );
     }
     let key = crate::password::derive_hex(&first, realm, user)?;
+    // `realm` marks the key as a password's: the server counts it so, and refuses
+    // it at start when its own realm differs (the key could never log in).
+    let realm = toml::Value::String(realm.to_string());
     let mut stdout = std::io::stdout().lock();
-    writeln!(stdout, "[users.{user}]    # for realm {realm:?}")?;
+    writeln!(stdout, "[users.{user}]")?;
     writeln!(stdout, "key = \"{key}\"")?;
+    writeln!(
+        stdout,
+        "realm = {realm}    # {user}'s key comes from a password for this realm"
+    )?;
     Ok(stdout.flush()?)
 }
