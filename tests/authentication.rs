@@ -243,21 +243,30 @@ fn refusal(
     (out.status.code(), stderr_of(&out))
 }
 
-#[test]
-fn a_server_refusing_a_login_names_the_user_and_the_next_step() {
+/// A server in realm files.example.org with alice (a key file) and bob (a password).
+fn alice_and_bob() -> (util::server::Site, util::server::Server) {
     let site = util::server::Site::new();
-    let alice_key = site.key_file("alice");
-    let alice_key = alice_key.to_str().unwrap();
+    site.key_file("alice");
     let mut passwd = xfer();
     util::server::clean_env(&mut passwd);
     passwd
         .args(["passwd", "bob", "--realm", "files.example.org"])
-        .env("XFER_PASSWORD", "bob's long passphrase");
+        .env("XFER_PASSWORD", BOBS_PASSWORD);
     let bob = String::from_utf8(run(&mut passwd).stdout).unwrap();
     site.write_users(&format!(
         "[users.alice]\nkey_file = \"keys/alice.key\"\n\n{bob}"
     ));
     let server = site.serve(&["--realm", "files.example.org"]);
+    (site, server)
+}
+
+const BOBS_PASSWORD: &str = "bob's long passphrase";
+
+#[test]
+fn a_server_refusing_a_login_names_the_user_and_the_next_step() {
+    let (site, server) = alice_and_bob();
+    let alice_key = site.key_file("alice");
+    let alice_key = alice_key.to_str().unwrap();
 
     // alice forgets --user: her key is tried for no user.
     let (code, said) = refusal(&server, &["--key-file", alice_key], &[]);
@@ -294,13 +303,17 @@ fn a_server_refusing_a_login_names_the_user_and_the_next_step() {
             && said.contains("xfer passwd bob --realm files.example.org"),
         "{said}"
     );
-    // $XFER_PASSWORD without --password: no key at all, or a key that is refused.
-    let password = [("XFER_PASSWORD", "bob's long passphrase")];
+}
+
+#[test]
+fn xfer_password_without_the_flag_says_add_password() {
+    let (_site, server) = alice_and_bob();
+    // No key at all, or a key that is refused.
+    let password = [("XFER_PASSWORD", BOBS_PASSWORD)];
     let (code, said) = refusal(&server, &["--user", "bob"], &password);
     assert_eq!(code, Some(1), "{said}");
     assert!(said.contains("add --password"), "{said}");
-    let mut with_key = password.to_vec();
-    with_key.push(("XFER_KEY", "0123456789abcdef"));
+    let with_key = [password[0], ("XFER_KEY", "0123456789abcdef")];
     let (code, said) = refusal(&server, &["--user", "bob"], &with_key);
     assert_eq!(code, Some(4), "{said}");
     assert!(said.contains("add --password"), "{said}");

@@ -180,11 +180,7 @@ pub fn run(options: &ServerOptions) -> Result<()> {
         }),
     };
     make_homes(&root, &users)?;
-    let _pid_file = options
-        .pid_file
-        .as_deref()
-        .map(pid_file::PidFile::write)
-        .transpose()?;
+    let _pid_file = pid_file::PidFile::write_if(options.pid_file.as_deref())?;
     say_who_may_log_in(&users, &realm_text, options);
     let server = Arc::new(Server {
         root,
@@ -199,7 +195,20 @@ pub fn run(options: &ServerOptions) -> Result<()> {
         None => nothing_to_reload(reload)?,
     }
     sweep_partials(server.clone(), target, options.keep_partial)?;
-    let accepting = Accepting {
+    let accepting = accepting(&server, realm, options);
+    let serve = serve_options(options);
+    let handler: Handler = {
+        let server = server.clone();
+        Arc::new(move |mut conn, peer| connection::serve(&server, &mut conn, peer))
+    };
+    Reporter::new(options.style).listening(&local, options.listen.any_port());
+    listen::serve(listener, Arc::new(accepting), serve, stop, handler)
+}
+
+/// How the server meets a client: always sealed, every feature offered, the
+/// users' keys, and their per-user limits.
+fn accepting(server: &Arc<Server>, realm: Option<String>, options: &ServerOptions) -> Accepting {
+    Accepting {
         role: Role::Server,
         offered: Features::of(&Feature::ALL),
         required: Features::of(&[Feature::Aead]),
@@ -208,8 +217,12 @@ pub fn run(options: &ServerOptions) -> Result<()> {
         admit: Some(admit(server.clone())),
         compress: None,
         rate: options.limit_rate,
-    };
-    let serve = ServeOptions {
+    }
+}
+
+/// The listener's bounds, with the server's idle default.
+fn serve_options(options: &ServerOptions) -> ServeOptions {
+    ServeOptions {
         once: false,
         max_sessions: options.max_sessions,
         max_handshakes: ServeOptions::MAX_HANDSHAKES,
@@ -218,13 +231,7 @@ pub fn run(options: &ServerOptions) -> Result<()> {
             idle: Some(options.timeouts.idle.unwrap_or(IDLE)),
             ..options.timeouts
         },
-    };
-    let handler: Handler = {
-        let server = server.clone();
-        Arc::new(move |mut conn, peer| connection::serve(&server, &mut conn, peer))
-    };
-    Reporter::new(options.style).listening(&local, options.listen.any_port());
-    listen::serve(listener, Arc::new(accepting), serve, stop, handler)
+    }
 }
 
 /// The realm `hello` announces: `--realm`, else the host name (`None` when the

@@ -15,6 +15,11 @@ use crate::escape::escape_path;
 pub(crate) struct PidFile(PathBuf);
 
 impl PidFile {
+    /// [`PidFile::write`] when a path is given (`--pid-file`).
+    pub(crate) fn write_if(path: Option<&Path>) -> Result<Option<PidFile>> {
+        path.map(PidFile::write).transpose()
+    }
+
     /// Writes this process's id and a newline to `path`, replacing what was there.
     pub(crate) fn write(path: &Path) -> Result<PidFile> {
         std::fs::File::create(path)

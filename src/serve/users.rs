@@ -439,17 +439,6 @@ mod tests {
             ("[users.a]\nkey_file = \"keys/missing\"\n", "keys/missing"),
             ("[users.a]\nkey = \"k\"\nmax_sessions = 0\n", "max_sessions"),
             ("users = 3\n", ""),
-            (
-                "[users.a]\n\nkey = \"<paste the output of xfer keygen>\"\n",
-                "line 3: key is not a key: an inline key is 64 lowercase hex digits",
-            ),
-            ("[users.a]\nkey = \"short\"\n", "line 2"),
-            ("[users.a]\nkey = \"\"\n", "line 2"),
-            (
-                "[users.a]\nkey = \"k\"\nrealm = \"elsewhere\"\n",
-                "line 3: the key was derived from a password for realm \"elsewhere\", but this \
-                 server's realm is \"r\"",
-            ),
         ] {
             // "k" stands for a well-formed inline key in these cases.
             let text = text.replace("\"k\"", &format!("\"{KEY}\""));
@@ -469,5 +458,32 @@ mod tests {
             err.contains("keys/k") && err.contains("group or others"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn inline_keys_and_realms_are_refused_with_their_line() {
+        let dir = tempfile::tempdir().unwrap();
+        for (text, why) in [
+            (
+                "[users.a]\n\nkey = \"<paste the output of xfer keygen>\"\n".to_string(),
+                "line 3: key is not a key: an inline key is 64 lowercase hex digits",
+            ),
+            ("[users.a]\nkey = \"short\"\n".into(), "line 2"),
+            ("[users.a]\nkey = \"\"\n".into(), "line 2"),
+            (
+                format!("[users.a]\nkey = \"{}\"\n", KEY.to_uppercase()),
+                "line 2",
+            ),
+            (
+                format!("[users.a]\nkey = \"{KEY}\"\nrealm = \"elsewhere\"\n"),
+                "line 3: the key was derived from a password for realm \"elsewhere\", but this \
+                 server's realm is \"r\"",
+            ),
+        ] {
+            let path = users_file(dir.path(), &text);
+            let err = format!("{:#}", Users::load(&path, "r").unwrap_err());
+            assert!(err.contains(why), "{text:?}: {err}");
+            assert_eq!(err.lines().count(), 1, "{err}");
+        }
     }
 }
