@@ -493,7 +493,8 @@ pub struct ServeArgs {
     #[arg(long, value_name = "FILE")]
     pub users: Option<PathBuf>,
 
-    /// The name announced for keys derived from passwords [default: the host name]
+    /// The name announced for keys derived from passwords (printed at start; a users-file
+    /// `realm` must match it) [default: the host name]
     #[arg(long, value_name = "NAME")]
     pub realm: Option<String>,
 

@@ -253,18 +253,20 @@ fn say_who_may_log_in(users: &Users, realm: &str, options: &ServerOptions) {
         return;
     }
     let pid = std::process::id();
+    let Some(file) = &options.users_file else {
+        let summary = users.summary();
+        report::line(&format!("xfer: realm {realm:?}; {summary}; pid {pid}"));
+        return;
+    };
     report::line(&format!(
         "xfer: realm {realm:?} (keys from passwords: `xfer passwd NAME --realm {}`); {}",
         escape(realm),
         users.summary()
     ));
-    match &options.users_file {
-        Some(file) => report::line(&format!(
-            "xfer: pid {pid}; `kill -HUP {pid}` reads {} again",
-            escape_path(file)
-        )),
-        None => report::line(&format!("xfer: pid {pid}")),
-    }
+    report::line(&format!(
+        "xfer: pid {pid}; `kill -HUP {pid}` reads {} again",
+        escape_path(file)
+    ));
 }
 
 /// Without a users file, SIGHUP has nothing to read again: say so rather than
