@@ -27,6 +27,10 @@ fn run(invocation: Invocation) -> Result<()> {
     if quiet(&invocation) {
         report::set_quiet();
     }
+    if !matches!(invocation, Invocation::Serve(_)) {
+        // A `kill -HUP` meant for a server, or a closed terminal, must not cut a transfer.
+        xfer::net::signals::ignore_hangup()?;
+    }
     match invocation {
         Invocation::Send(options) => send::run(&options),
         Invocation::Recv(options) => recv::run(&options),

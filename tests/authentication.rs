@@ -213,3 +213,111 @@ fn crlf_and_lf_key_files_are_the_same_key() {
     assert!(sent.status.success(), "{}", stderr_of(&sent));
     assert_eq!(receiver.exit_code(), 0);
 }
+
+#[test]
+fn keygen_makes_a_missing_parent_directory_private() {
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = dir.path().join("keys/alice.key");
+    let made = run(xfer().arg("keygen").arg(&key_file));
+    assert!(made.status.success(), "{}", stderr_of(&made));
+    let mode = |path: &std::path::Path| std::fs::metadata(path).unwrap().permissions().mode();
+    assert_eq!(mode(&dir.path().join("keys")) & 0o777, 0o700);
+    assert_eq!(mode(&key_file) & 0o777, 0o600);
+    assert_eq!(std::fs::read_to_string(&key_file).unwrap().trim().len(), 64);
+}
+
+/// The refusal a client prints against a server with alice (a key) and bob (a
+/// password for `realm`), for `args` and the environment `env`.
+fn refusal(
+    server: &util::server::Server,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> (Option<i32>, String) {
+    let mut command = xfer();
+    util::server::clean_env(&mut command);
+    command.arg("ls").arg(server.addr()).args(args);
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    let out = run(&mut command);
+    (out.status.code(), stderr_of(&out))
+}
+
+/// A server in realm files.example.org with alice (a key file) and bob (a password).
+fn alice_and_bob() -> (util::server::Site, util::server::Server) {
+    let site = util::server::Site::new();
+    site.key_file("alice");
+    let mut passwd = xfer();
+    util::server::clean_env(&mut passwd);
+    passwd
+        .args(["passwd", "bob", "--realm", "files.example.org"])
+        .env("XFER_PASSWORD", BOBS_PASSWORD);
+    let bob = String::from_utf8(run(&mut passwd).stdout).unwrap();
+    site.write_users(&format!(
+        "[users.alice]\nkey_file = \"keys/alice.key\"\n\n{bob}"
+    ));
+    let server = site.serve(&["--realm", "files.example.org"]);
+    (site, server)
+}
+
+const BOBS_PASSWORD: &str = "bob's long passphrase";
+
+#[test]
+fn a_server_refusing_a_login_names_the_user_and_the_next_step() {
+    let (site, server) = alice_and_bob();
+    let alice_key = site.key_file("alice");
+    let alice_key = alice_key.to_str().unwrap();
+
+    // alice forgets --user: her key is tried for no user.
+    let (code, said) = refusal(&server, &["--key-file", alice_key], &[]);
+    assert_eq!(code, Some(4), "{said}");
+    assert!(
+        said.contains("with no user name (no --user given)")
+            && said.contains("add --user NAME")
+            && said.contains("--password")
+            && !said.contains("wrong key on one side"),
+        "{said}"
+    );
+    // A wrong key for a named user: the name, and --password as the other way in.
+    let (code, said) = refusal(
+        &server,
+        &["--user", "bob"],
+        &[("XFER_KEY", "0123456789abcdef")],
+    );
+    assert_eq!(code, Some(4), "{said}");
+    assert!(
+        said.contains("refused user bob with $XFER_KEY")
+            && said.contains("if bob logs in with a password, add --password"),
+        "{said}"
+    );
+    // A wrong password: the realm the server uses, and how the key must be made.
+    let (code, said) = refusal(
+        &server,
+        &["--user", "bob", "--password"],
+        &[("XFER_PASSWORD", "not bob's passphrase")],
+    );
+    assert_eq!(code, Some(4), "{said}");
+    assert!(
+        said.contains("refused user bob with the password")
+            && said.contains("realm \"files.example.org\"")
+            && said.contains("xfer passwd bob --realm files.example.org"),
+        "{said}"
+    );
+}
+
+#[test]
+fn xfer_password_without_the_flag_says_add_password() {
+    let (_site, server) = alice_and_bob();
+    // No key at all, or a key that is refused.
+    let password = [("XFER_PASSWORD", BOBS_PASSWORD)];
+    let (code, said) = refusal(&server, &["--user", "bob"], &password);
+    assert_eq!(code, Some(1), "{said}");
+    assert!(said.contains("add --password"), "{said}");
+    let with_key = [password[0], ("XFER_KEY", "0123456789abcdef")];
+    let (code, said) = refusal(&server, &["--user", "bob"], &with_key);
+    assert_eq!(code, Some(4), "{said}");
+    assert!(said.contains("add --password"), "{said}");
+    // With it, bob is in.
+    let (code, said) = refusal(&server, &["--user", "bob", "--password"], &password);
+    assert_eq!(code, Some(0), "{said}");
+}

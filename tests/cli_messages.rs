@@ -632,3 +632,29 @@ fn a_directory_sent_to_stdout_is_refused_saying_stdout_takes_one_file() {
     assert_eq!(receiver.exit_code(), 6);
     assert!(receiver.stderr().contains(said), "{}", receiver.stderr());
 }
+
+#[test]
+fn serve_help_and_its_man_page_list_the_users_file_and_a_safe_kill_hup() {
+    let help = String::from_utf8(run(xfer().args(["serve", "--help"])).stdout).unwrap();
+    let page = String::from_utf8(run(xfer().args(["man", "serve"])).stdout).unwrap();
+    for (what, text) in [("--help", &help), ("man", &page)] {
+        for field in [
+            "key_file = ",
+            "key = ",
+            "realm = ",
+            "home = ",
+            "quota = ",
+            "max_files = ",
+            "read_only = ",
+            "max_sessions = ",
+            "64 lowercase hex digits",
+            "--pid-file",
+            "kill -HUP $(cat /run/xfer.pid)",
+        ] {
+            assert!(text.contains(field), "{what} lacks {field:?}: {text}");
+        }
+        // It would kill every other xfer on the machine.
+        assert!(!text.contains("pidof"), "{what}: {text}");
+    }
+    assert!(page.contains(".SH \"USERS FILE\"\n.nf\n"), "{page}");
+}

@@ -44,6 +44,10 @@ const REALM: &str = "files.example.org";
 
 const ALICE_PASSWORD_KEY: &str = "e6d7419a2eb2552f49341a33fccb746c7614b9b219b7886415f035064bfeffd9";
 
+/// Inline keys of the form `xfer keygen` prints.
+const KEY_A: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+const KEY_B: &str = "fedcba9876543210fedcba9876543210fedcba9876543210fedcba9876543210";
+
 /// Runs `xfer passwd alice --realm REALM` at a pseudo-terminal (`script`), typing
 /// `first` and `second` at its two prompts; `None` without `script`.
 fn passwd_at_a_terminal(first: &str, second: &str) -> Option<(i32, String)> {
@@ -112,8 +116,9 @@ fn an_unknown_user_is_indistinguishable_from_a_wrong_key() {
     let wrong_key = attempt("alice");
     expect_exit(&unknown, 4, "an unknown user");
     expect_exit(&wrong_key, 4, "a wrong key");
+    // The client names the user it logged in as; otherwise it says the same.
     assert_eq!(
-        stderr_of(&unknown),
+        stderr_of(&unknown).replace("carol", "alice"),
         stderr_of(&wrong_key),
         "the client says the same"
     );
@@ -225,8 +230,12 @@ fn a_bad_users_file_stops_the_server_from_starting() {
         ("not TOML", "[users.a\n", "line 1"),
     ];
     for (why, text, detail) in cases {
+        // The keys stand for well-formed inline keys: each case is refused for its own reason.
+        let text = text
+            .replace("a long enough key", KEY_A)
+            .replace("another long key", KEY_B);
         let site = Site::new();
-        site.write_users(text);
+        site.write_users(&text);
         refuses_to_start(&site, why, "users.toml");
         refuses_to_start(&site, why, detail);
     }
@@ -292,7 +301,9 @@ fn sighup_reads_the_users_file_again() {
     );
 
     // A malformed file is reported and changes nothing.
-    site.write_users("[users.carol]\nkey = \"carol's key, long enough\"\nquota = \"lots\"\n");
+    site.write_users(&format!(
+        "[users.carol]\nkey = \"{KEY_A}\"\nquota = \"lots\"\n"
+    ));
     server.hangup();
     let log = server.wait_for_log("not reloaded", 1);
     let line = log.lines().find(|l| l.contains("not reloaded")).unwrap();
@@ -641,4 +652,225 @@ fn json_transfer_events_name_their_user_and_action() {
         .unwrap_or_else(|| panic!("no session event: {events:?}"));
     assert_eq!(session["user"], "alice", "{session}");
     assert_eq!(session["action"], "put .", "{session}");
+}
+
+/// The users-file table `xfer passwd USER --realm REALM` prints for `password`.
+fn passwd_table(user: &str, realm: &str, password: &str) -> String {
+    let mut command = xfer();
+    clean_env(&mut command);
+    command
+        .args(["passwd", user, "--realm", realm])
+        .env("XFER_PASSWORD", password);
+    let out = run(&mut command);
+    expect_exit(&out, 0, "passwd");
+    stdout_of(&out)
+}
+
+/// `xfer ls` of the server's home as `user` with `password` ($XFER_PASSWORD).
+fn ls_with_password(server: &Server, user: &str, password: &str) -> std::process::Output {
+    let mut command = xfer();
+    clean_env(&mut command);
+    command
+        .args(["ls", &server.addr(), "--user", user, "--password"])
+        .env("XFER_PASSWORD", password);
+    run(&mut command)
+}
+
+#[test]
+fn the_server_says_its_realm_its_users_and_its_pid_at_start_and_reload() {
+    let site = Site::new();
+    site.key_file("alice");
+    let bob = passwd_table("bob", REALM, PASSWORD);
+    assert!(bob.contains(&format!("realm = \"{REALM}\"")), "{bob}");
+    site.write_users(&format!(
+        "[users.alice]\nkey_file = \"keys/alice.key\"\n\n{bob}"
+    ));
+    let server = site.serve(&["--realm", REALM]);
+    let log = server.log();
+    let pid = server.0.child.id();
+    assert!(
+        log.contains(&format!("realm \"{REALM}\""))
+            && log.contains("2 users (1 with a key, 1 with a password)")
+            && log.contains(&format!("pid {pid}; `kill -HUP {pid}` reads")),
+        "{log}"
+    );
+    expect_exit(&ls_with_password(&server, "bob", PASSWORD), 0, "bob");
+
+    site.write_users(&format!(
+        "[users.alice]\nkey_file = \"keys/alice.key\"\n[users.carol]\nkey = \"{KEY_A}\"\n\n{bob}"
+    ));
+    server.hangup();
+    let log = server.wait_for_log("reloaded", 1);
+    let line = log.lines().find(|l| l.contains("reloaded")).unwrap();
+    assert!(
+        line.contains("3 users (2 with a key, 1 with a password)")
+            && line.contains(&format!("realm \"{REALM}\"")),
+        "{line}"
+    );
+}
+
+#[test]
+fn a_password_key_made_for_another_realm_stops_the_server_with_its_line() {
+    let site = Site::new();
+    let bob = passwd_table("bob", "elsewhere.example.org", PASSWORD);
+    site.write_users(&format!("[users.alice]\nkey = \"{KEY_A}\"\n\n{bob}"));
+    // bob's table starts at line 4: its realm is on line 6.
+    refuses_to_start(&site, "another realm", "line 6");
+    refuses_to_start(
+        &site,
+        "another realm",
+        "realm \"elsewhere.example.org\", but this server's realm is",
+    );
+    refuses_to_start(&site, "another realm", "xfer passwd bob --realm");
+}
+
+#[test]
+fn an_inline_key_that_xfer_did_not_make_is_refused_with_its_line() {
+    let site = Site::new();
+    let placeholder = "[users.alice]\nkey_file = \"keys/alice.key\"\n\n[users.guest]\n\
+                       key = \"a-long-random-key-for-guest-made-with-xfer-keygen\"\nhome = \"public\"\n";
+    site.key_file("alice");
+    for (why, key) in [
+        (
+            "the README's old placeholder",
+            "a-long-random-key-for-guest-made-with-xfer-keygen",
+        ),
+        ("a paste marker", "<paste the output of xfer keygen>"),
+        ("a short key", "hunter2"),
+        ("upper-case hex", &KEY_A.to_uppercase()),
+        ("63 digits", &KEY_A[1..]),
+    ] {
+        site.write_users(
+            &placeholder.replace("a-long-random-key-for-guest-made-with-xfer-keygen", key),
+        );
+        refuses_to_start(
+            &site,
+            why,
+            "users.toml: user \"guest\": line 5: key is not a key",
+        );
+        refuses_to_start(&site, why, "64 lowercase hex digits");
+        refuses_to_start(&site, why, "xfer keygen");
+        let err = {
+            let mut command = xfer();
+            clean_env(&mut command);
+            command
+                .arg("serve")
+                .arg("--root")
+                .arg(site.root())
+                .args(["--listen", "127.0.0.1:0", "--users"])
+                .arg(site.users_file());
+            stderr_of(&run(&mut command))
+        };
+        assert!(
+            !err.contains(key),
+            "the refused key is never printed: {err}"
+        );
+    }
+    // What keygen prints is a key; so at a reload, where a bad one is refused too.
+    site.write_users(
+        &placeholder.replace("a-long-random-key-for-guest-made-with-xfer-keygen", KEY_A),
+    );
+    let server = site.serve(&[]);
+    let mut command = xfer();
+    clean_env(&mut command);
+    command
+        .args(["ls", &server.addr(), "--user", "guest"])
+        .env("XFER_KEY", KEY_A);
+    expect_exit(&run(&mut command), 0, "guest with a keygen key");
+    site.write_users(placeholder);
+    server.hangup();
+    let log = server.wait_for_log("not reloaded", 1);
+    assert!(log.contains("line 5: key is not a key"), "{log}");
+}
+
+#[test]
+fn a_pid_file_names_the_server_for_kill_hup_and_goes_when_it_stops() {
+    let site = Site::new();
+    site.users(&[("alice", "")]);
+    let pid_file = site.path().join("xfer.pid");
+    let mut server = site.serve(&["--pid-file", pid_file.to_str().unwrap()]);
+    let written = fs::read_to_string(&pid_file).expect("the pid file");
+    assert_eq!(written, format!("{}\n", server.0.child.id()));
+    // `kill -HUP $(cat PATH)`, as --help says.
+    let status = Command::new("sh")
+        .arg("-c")
+        .arg(format!("kill -HUP $(cat '{}')", pid_file.display()))
+        .status()
+        .expect("sh");
+    assert!(status.success());
+    server.wait_for_log("reloaded", 1);
+    let status = Command::new("kill")
+        .args(["-TERM", &server.0.child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    assert_eq!(server.0.exit_code(), 0);
+    assert!(!pid_file.exists(), "the pid file is removed at exit");
+}
+
+#[test]
+fn sighup_to_a_server_without_users_says_there_is_nothing_to_reload() {
+    let site = Site::new();
+    let mut command = xfer();
+    clean_env(&mut command);
+    command
+        .arg("serve")
+        .arg("--root")
+        .arg(site.root())
+        .args(["--listen", "127.0.0.1:0", "--key-file"])
+        .arg(site.key_file("alice"));
+    let mut server = Server(util::Receiver::spawn(command));
+    assert!(
+        server.log().contains("one key, any user name"),
+        "{}",
+        server.log()
+    );
+    server.hangup();
+    let log = server.wait_for_log("nothing to reload", 1);
+    assert!(log.contains("--users"), "{log}");
+    assert!(server.is_running(), "{log}");
+}
+
+#[test]
+fn kill_hup_meant_for_a_server_stops_neither_a_receiver_nor_a_sender_mid_transfer() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut receiver = util::Receiver::start(dir.path(), Some(util::KEY), &[]);
+    let hangup = |pid: u32| {
+        let status = Command::new("kill")
+            .args(["-HUP", &pid.to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+    };
+    hangup(receiver.child.id());
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(receiver.is_running(), "SIGHUP killed a receiver");
+    // A sender streaming its standard input gets SIGHUP between two writes.
+    let mut sender = xfer()
+        .args(["send", "-", &format!("127.0.0.1:{}", receiver.port)])
+        .args(["--name", "hup.txt"])
+        .env("XFER_KEY", util::KEY)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn xfer send");
+    let mut stdin = sender.stdin.take().expect("piped");
+    stdin.write_all(b"before the hangup\n").unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    hangup(sender.id());
+    std::thread::sleep(Duration::from_millis(100));
+    stdin.write_all(b"after it\n").unwrap();
+    drop(stdin);
+    let status = wait_for(&mut sender, TIMEOUT);
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "the sender died of SIGHUP: {status:?}"
+    );
+    assert_eq!(receiver.exit_code(), 0);
+    assert_eq!(
+        fs::read(dir.path().join("hup.txt")).unwrap(),
+        b"before the hangup\nafter it\n"
+    );
 }

@@ -520,8 +520,22 @@ pub struct MvArgs {
 const SERVE_EXAMPLES: &str = "\
 Examples:
   xfer serve --root /srv/xfer --listen 9000                      # one key (printed if none)
-  xfer serve --root /srv/xfer --listen 9000 --users users.toml   # a key, home and quota per user
-  kill -HUP $(pidof xfer)                                        # read the users file again";
+  xfer serve --root /srv/xfer --listen 9000 --users users.toml \\
+      --realm files.example.org --pid-file /run/xfer.pid         # a key, home and quota per user
+  kill -HUP $(cat /run/xfer.pid)                                 # read the users file again
+
+Users file:
+  [users.NAME]                   one table per user (TOML; chmod 600, as every key file)
+  key_file = \"keys/NAME.key\"     the user's key, relative to the users file (xfer keygen PATH)
+  key = \"64 hex digits\"          or the key inline: 64 lowercase hex digits, as `xfer keygen`
+                                 and `xfer passwd` print; anything else is refused
+  realm = \"REALM\"                the key comes from a password for REALM (`xfer passwd` writes
+                                 it); must be the server's --realm
+  home = \"DIR\"                   relative to --root; default: the user's name
+  quota = \"20 GiB\"               bytes, or a number with KB/MB/GB/TB or KiB/MiB/GiB/TiB
+  max_files = 100000             files in the home, partial files included
+  read_only = true               ls and get only (default false)
+  max_sessions = 4               connections of this user at once";
 
 #[derive(Debug, Args)]
 #[command(after_help = format!("{SERVE_EXAMPLES}\n\n{EXIT_CODES}"))]
@@ -538,7 +552,8 @@ pub struct ServeArgs {
     #[arg(long, value_name = "FILE")]
     pub users: Option<PathBuf>,
 
-    /// The name announced for keys derived from passwords [default: the host name]
+    /// The name announced for keys derived from passwords (printed at start; a users-file
+    /// `realm` must match it) [default: the host name]
     #[arg(long, value_name = "NAME")]
     pub realm: Option<String>,
 
@@ -571,6 +586,11 @@ pub struct ServeArgs {
     /// Remove partial data of cut uploads that no client came back for after HOURS
     #[arg(long, value_name = "HOURS", default_value = "24", value_parser = units::hours)]
     pub keep_partial: Duration,
+
+    /// Write the server's PID to PATH at start (removed at exit): `kill -HUP $(cat PATH)`
+    /// then reaches this server and no other xfer
+    #[arg(long, value_name = "PATH")]
+    pub pid_file: Option<PathBuf>,
 
     #[command(flatten)]
     pub output: OutputArgs,

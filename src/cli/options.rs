@@ -435,6 +435,7 @@ fn serve(args: ServeArgs) -> Result<ServerOptions, String> {
         ),
         limit_rate: args.limit_rate,
         keep_partial: args.keep_partial,
+        pid_file: args.pid_file,
         style: style(&args.output, Json::Stdout, true),
     })
 }

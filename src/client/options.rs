@@ -57,6 +57,26 @@ pub struct Peering {
     pub style: Style,
 }
 
+/// The key of a side that logs in without `--password`; with none given and
+/// `$XFER_PASSWORD` set, the next step is `--password`, not a key.
+fn require_key(key_file: Option<&std::path::Path>, user: Option<&str>) -> Result<Key> {
+    match key::load(key_file)? {
+        Some(key) => Ok(key),
+        None if std::env::var_os(crate::password::PASSWORD_ENV).is_some() => {
+            let with_user = if user.is_none() {
+                " and --user NAME"
+            } else {
+                ""
+            };
+            Err(anyhow::anyhow!(
+                "no key: $XFER_PASSWORD is set, but a password is used only with --password: \
+                 add --password{with_user}"
+            ))
+        }
+        None => key::require(None),
+    }
+}
+
 impl Peering {
     /// The features this side lists or chooses, and those it insists on.
     fn features(&self, role: Role, compress: Option<i32>, accepting: bool) -> (Features, Features) {
@@ -85,7 +105,10 @@ impl Peering {
             let user = self.auth.user.as_deref().unwrap_or_default();
             Secret::Password(Password::from_env_or_prompt(user)?)
         } else {
-            Secret::Key(key::require(self.auth.key_file.as_deref())?)
+            Secret::Key(require_key(
+                self.auth.key_file.as_deref(),
+                self.auth.user.as_deref(),
+            )?)
         };
         let (wanted, required) = self.features(role, compress, false);
         Ok(Initiating {

@@ -3,18 +3,31 @@
 //! how a password becomes a key is `crate::password`.
 
 use std::io::Write;
+use std::os::unix::fs::DirBuilderExt;
 use std::path::PathBuf;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 
+use crate::escape::escape_path;
 use crate::key;
 use crate::ui::report;
 
-/// `xfer keygen [PATH]`: a new key into a new file (mode 0600), or on stdout.
+/// `xfer keygen [PATH]`: a new key into a new file (mode 0600), or on stdout. A
+/// missing parent directory is made, private (0700), as `keys/` in a users file's
+/// directory usually is.
 pub fn keygen(path: Option<PathBuf>) -> Result<()> {
     let new_key = key::generate()?;
     match path {
-        Some(path) => key::write_new(&path, &new_key),
+        Some(path) => {
+            if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+                std::fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o700)
+                    .create(parent)
+                    .with_context(|| format!("cannot create {}", escape_path(parent)))?;
+            }
+            key::write_new(&path, &new_key)
+        }
         None => {
             let mut stdout = std::io::stdout().lock();
             writeln!(stdout, "{new_key}")?;
@@ -44,8 +57,15 @@ pub fn passwd(user: &str, realm: &str) -> Result<()> {
         );
     }
     let key = crate::password::derive_hex(&first, realm, user)?;
+    // `realm` marks the key as a password's: the server counts it so, and refuses
+    // it at start when its own realm differs (the key could never log in).
+    let realm = toml::Value::String(realm.to_string());
     let mut stdout = std::io::stdout().lock();
-    writeln!(stdout, "[users.{user}]    # for realm {realm:?}")?;
+    writeln!(stdout, "[users.{user}]")?;
     writeln!(stdout, "key = \"{key}\"")?;
+    writeln!(
+        stdout,
+        "realm = {realm}    # {user}'s key comes from a password for this realm"
+    )?;
     Ok(stdout.flush()?)
 }

@@ -1,6 +1,8 @@
 //! Signals a long-running xfer listens for: SIGINT and SIGTERM stop it gracefully
 //! (a second one exits at once), SIGXFSZ must not kill a receiver past a file-size
-//! limit, and SIGHUP (for `serve`) asks for the users file to be read again.
+//! limit, and SIGHUP (for `serve`) asks for the users file to be read again;
+//! every other xfer ignores SIGHUP, as under `nohup`, so that a `kill -HUP` meant
+//! for a server (or a closed terminal) does not cut a transfer.
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -38,6 +40,18 @@ pub fn flag_on_hangup() -> Result<Arc<AtomicBool>> {
     signal_hook::flag::register(signal_hook::consts::SIGHUP, flag.clone())
         .context("cannot install a SIGHUP handler")?;
     Ok(flag)
+}
+
+/// For every command but `serve`: SIGHUP does nothing (as under `nohup`) instead of
+/// killing the process mid-transfer. Public because the binary, another crate,
+/// installs it before it dispatches.
+pub fn ignore_hangup() -> Result<()> {
+    signal_hook::flag::register(
+        signal_hook::consts::SIGHUP,
+        Arc::new(AtomicBool::new(false)),
+    )
+    .context("cannot install a SIGHUP handler")?;
+    Ok(())
 }
 
 /// For a command that connects: on SIGINT or SIGTERM, clear the progress bar, say

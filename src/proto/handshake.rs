@@ -359,7 +359,7 @@ where
         },
     )?;
     let proof = acceptor_mac(key.bytes(), &na, &ni, &c);
-    read_auth_ok(stream, deadline, proof, initiator)?;
+    read_auth_ok(stream, deadline, proof, initiator, &hello)?;
     let in_force = listed.intersect(Features::from_names(chosen.iter().map(String::as_str)));
     let session_key = session_key(key.bytes(), &na, &ni, &c);
     let user = initiator.user.map(str::to_string);
@@ -442,6 +442,7 @@ fn read_auth_ok<S: Read + Write + ReadTimeout>(
     deadline: Instant,
     proof: HmacSha256,
     initiator: &Initiator<'_>,
+    hello: &Hello,
 ) -> Result<()> {
     match expect(stream, deadline, "the listener's auth_ok")? {
         Message::AuthOk { mac } if verify(proof, &mac) => Ok(()),
@@ -453,13 +454,7 @@ fn read_auth_ok<S: Read + Write + ReadTimeout>(
         Message::Error {
             code: ErrorCode::Auth,
             ..
-        } => Err(fail(
-            Kind::Auth,
-            format!(
-                "authentication failed: the listener refused {} (wrong key on one side?)",
-                initiator.secret.origin()
-            ),
-        )),
+        } => Err(fail(Kind::Auth, login_refused(initiator, hello))),
         Message::Error { code, message, .. } => Err(peer_error(code, &message)),
         other => Err(refuse(
             stream,
@@ -467,6 +462,43 @@ fn read_auth_ok<S: Read + Write + ReadTimeout>(
             &format!("expected auth_ok, got {other}"),
         )),
     }
+}
+
+/// What an `auth` refusal tells the user: who this side logged in as (or that it
+/// gave no name), with what, and the next step. A server's users each have a key
+/// of their own, and a password's key depends on the realm the server announced.
+fn login_refused(initiator: &Initiator<'_>, hello: &Hello) -> String {
+    let origin = initiator.secret.origin();
+    let realm = match hello.realm.as_deref() {
+        Some(realm) => format!("realm {:?}", crate::escape::escape(realm)),
+        None => "no realm (an empty one)".to_string(),
+    };
+    let password = matches!(initiator.secret, Secret::Password(_));
+    let mut text = match (hello.role == Role::Server, initiator.user, password) {
+        (true, Some(user), true) => format!(
+            "the server refused user {user} with the password, for this server's {realm} \
+             (wrong password, or the users file's key was not made with \
+             `xfer passwd {user} --realm {}`)",
+            crate::escape::escape(hello.realm.as_deref().unwrap_or(""))
+        ),
+        (true, Some(user), false) => format!(
+            "the server refused user {user} with {origin} (wrong key, or no user {user} \
+             there); if {user} logs in with a password, add --password"
+        ),
+        (true, None, _) => format!(
+            "the server refused {origin} with no user name (no --user given): each user \
+             of a server has a key of their own; add --user NAME (and --password if NAME \
+             logs in with a password)"
+        ),
+        (false, _, true) => format!(
+            "the listener refused the password, for its {realm} (wrong password on one side?)"
+        ),
+        (false, _, false) => format!("the listener refused {origin} (wrong key on one side?)"),
+    };
+    if !password && std::env::var_os(crate::password::PASSWORD_ENV).is_some() {
+        text.push_str("; $XFER_PASSWORD is set but used only with --password: add --password");
+    }
+    format!("authentication failed: {text}")
 }
 
 fn expect<S: Read + Write + ReadTimeout>(

@@ -8,6 +8,7 @@
 //! one file per request. Users come from `users.rs`.
 
 mod connection;
+mod pid_file;
 mod request;
 pub mod users;
 
@@ -51,6 +52,8 @@ pub struct ServerOptions {
     pub limit_rate: Option<u64>,
     /// Partial data of cut uploads no client came back for is removed after this long.
     pub keep_partial: Duration,
+    /// Written with the server's PID at start, removed at exit (`--pid-file`).
+    pub pid_file: Option<PathBuf>,
     pub style: Style,
 }
 
@@ -149,9 +152,11 @@ pub fn run(options: &ServerOptions) -> Result<()> {
     signals::survive_file_size_limit()?;
     let stop = signals::stop_on_signals()?;
     let reload = signals::flag_on_hangup()?;
+    let realm = announced_realm(options);
+    let realm_text = realm.clone().unwrap_or_default();
     // The users file first: a server that will not start leaves nothing behind.
     let listed = match &options.users_file {
-        Some(file) => Some(Users::load(file)?),
+        Some(file) => Some(Users::load(file, &realm_text)?),
         None => None,
     };
     // Private when made here, as a home is (without --users the root is the home).
@@ -175,6 +180,8 @@ pub fn run(options: &ServerOptions) -> Result<()> {
         }),
     };
     make_homes(&root, &users)?;
+    let _pid_file = pid_file::PidFile::write_if(options.pid_file.as_deref())?;
+    say_who_may_log_in(&users, &realm_text, options);
     let server = Arc::new(Server {
         root,
         users: Arc::new(UserStore::new(users)),
@@ -183,26 +190,12 @@ pub fn run(options: &ServerOptions) -> Result<()> {
         claims: Claims::default(),
         style: options.style,
     });
-    if let Some(file) = options.users_file.clone() {
-        watch_for_reload(server.clone(), file, reload)?;
+    match options.users_file.clone() {
+        Some(file) => watch_for_reload(server.clone(), file, realm_text, reload)?,
+        None => nothing_to_reload(reload)?,
     }
     sweep_partials(server.clone(), options.keep_partial)?;
-    let realm = options.realm.clone().unwrap_or_else(|| {
-        rustix::system::uname()
-            .nodename()
-            .to_string_lossy()
-            .into_owned()
-    });
-    let accepting = Accepting {
-        role: Role::Server,
-        offered: Features::of(&Feature::ALL),
-        required: Features::of(&[Feature::Aead]),
-        realm: Some(realm).filter(|realm| crate::proto::handshake::valid_realm(realm)),
-        keys: server.users.clone(),
-        admit: Some(admit(server.clone())),
-        compress: None,
-        rate: options.limit_rate,
-    };
+    let accepting = accepting(&server, realm, options);
     let handler: Handler = {
         let server = server.clone();
         Arc::new(move |mut conn, peer| connection::serve(&server, &mut conn, peer))
@@ -215,6 +208,76 @@ pub fn run(options: &ServerOptions) -> Result<()> {
         stop,
         handler,
     )
+}
+
+/// How the server meets a client: always sealed, every feature offered, the
+/// users' keys, and their per-user limits.
+fn accepting(server: &Arc<Server>, realm: Option<String>, options: &ServerOptions) -> Accepting {
+    Accepting {
+        role: Role::Server,
+        offered: Features::of(&Feature::ALL),
+        required: Features::of(&[Feature::Aead]),
+        realm,
+        keys: server.users.clone(),
+        admit: Some(admit(server.clone())),
+        compress: None,
+        rate: options.limit_rate,
+    }
+}
+
+/// The realm `hello` announces: `--realm`, else the host name (`None` when the
+/// host name cannot be a realm; clients then derive with an empty one).
+fn announced_realm(options: &ServerOptions) -> Option<String> {
+    let realm = options.realm.clone().unwrap_or_else(|| {
+        rustix::system::uname()
+            .nodename()
+            .to_string_lossy()
+            .into_owned()
+    });
+    Some(realm).filter(|realm| crate::proto::handshake::valid_realm(realm))
+}
+
+/// Says at start what a user needs to log in (the realm a password's key must be
+/// made for, who is listed) and which process to send SIGHUP to.
+fn say_who_may_log_in(users: &Users, realm: &str, options: &ServerOptions) {
+    if options.style.quiet {
+        return;
+    }
+    let pid = std::process::id();
+    let Some(file) = &options.users_file else {
+        let summary = users.summary();
+        report::line(&format!("xfer: realm {realm:?}; {summary}; pid {pid}"));
+        return;
+    };
+    report::line(&format!(
+        "xfer: realm {realm:?} (keys from passwords: `xfer passwd NAME --realm {}`); {}",
+        escape(realm),
+        users.summary()
+    ));
+    report::line(&format!(
+        "xfer: pid {pid}; `kill -HUP {pid}` reads {} again",
+        escape_path(file)
+    ));
+}
+
+/// Without a users file, SIGHUP has nothing to read again: say so rather than
+/// seem to have done something (or die, as the default action would).
+fn nothing_to_reload(flag: Arc<std::sync::atomic::AtomicBool>) -> Result<()> {
+    std::thread::Builder::new()
+        .name("reload".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(Duration::from_millis(200));
+                if flag.swap(false, Ordering::SeqCst) {
+                    report::line(
+                        "xfer: SIGHUP: nothing to reload (this server has one key and no users file; \
+                         --users FILE gives it one)",
+                    );
+                }
+            }
+        })
+        .context("cannot start a thread")?;
+    Ok(())
 }
 
 /// Removes partial files of cut uploads no client came back for, at start and
@@ -307,6 +370,7 @@ fn admit(server: Arc<Server>) -> net::Admit {
 fn watch_for_reload(
     server: Arc<Server>,
     file: PathBuf,
+    realm: String,
     flag: Arc<std::sync::atomic::AtomicBool>,
 ) -> Result<()> {
     std::thread::Builder::new()
@@ -317,17 +381,16 @@ fn watch_for_reload(
                 if !flag.swap(false, Ordering::SeqCst) {
                     continue;
                 }
-                match Users::load(&file).and_then(|users| {
+                match Users::load(&file, &realm).and_then(|users| {
                     make_homes(&server.root, &users)?;
                     Ok(users)
                 }) {
                     Ok(users) => {
-                        let count = users.all().len();
+                        let summary = users.summary();
                         server.users.replace(users);
                         report::line(&format!(
-                            "xfer: reloaded {}: {}",
+                            "xfer: reloaded {}: {summary}, realm {realm:?}",
                             escape_path(&file),
-                            report::plural(count, "user")
                         ));
                     }
                     Err(err) => report::line(&format!(

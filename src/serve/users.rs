@@ -6,7 +6,9 @@
 //!
 //! ```toml
 //! [users.alice]
-//! key_file = "keys/alice.key"   # relative to the users file; or key = "..." inline
+//! key_file = "keys/alice.key"   # relative to the users file; or key = "..." inline:
+//!                               # 64 lowercase hex digits, as keygen and passwd print
+//! realm = "files.example.org"   # what `xfer passwd` marks a password's key with
 //! home = "alice"                # relative to --root; default: the user's name
 //! quota = "20 GiB"              # bytes, optional
 //! max_files = 100000            # optional
@@ -22,7 +24,7 @@ use std::sync::{Arc, RwLock};
 use anyhow::{Context, Result, bail};
 use serde::Deserialize;
 
-use crate::escape::escape_path;
+use crate::escape::{escape, escape_path};
 use crate::fs::quota::Limits;
 use crate::key::{self, Key};
 use crate::proto::handshake::{KeyStore, valid_user};
@@ -38,6 +40,8 @@ pub struct User {
     pub read_only: bool,
     /// Connections of this user at once, if limited.
     pub max_sessions: Option<usize>,
+    /// The key was derived from a password (the entry names its realm).
+    pub(crate) password: bool,
 }
 
 /// Everyone who may log in.
@@ -59,6 +63,7 @@ impl Users {
             limits: Limits::default(),
             read_only: false,
             max_sessions: None,
+            password: false,
         })
     }
 
@@ -77,8 +82,25 @@ impl Users {
         }
     }
 
-    /// Reads and checks a users file.
-    pub fn load(path: &Path) -> Result<Users> {
+    /// Who may log in, for the log at start and reload: `3 users (2 with a key, 1
+    /// with a password)`, or `one key, any user name`.
+    pub(crate) fn summary(&self) -> String {
+        match self {
+            Users::Single(_) => "one key, any user name (no --users)".into(),
+            Users::Listed(users) => {
+                let passwords = users.values().filter(|user| user.password).count();
+                format!(
+                    "{} ({} with a key, {} with a password)",
+                    crate::ui::report::plural(users.len(), "user"),
+                    users.len() - passwords,
+                    passwords
+                )
+            }
+        }
+    }
+
+    /// Reads and checks a users file for a server whose realm is `realm`.
+    pub fn load(path: &Path, realm: &str) -> Result<Users> {
         let shown = escape_path(path);
         let text = read_private(path).with_context(|| format!("users file {shown}"))?;
         let parsed: UsersFile = toml::from_str(&text).map_err(|err| {
@@ -96,7 +118,7 @@ impl Users {
         let mut homes: Vec<(PathBuf, String)> = Vec::new();
         for (name, entry) in parsed.users {
             let user = entry
-                .into_user(&name, base)
+                .into_user(&name, base, &Lines(&text), realm)
                 .with_context(|| format!("users file {shown}: user {name:?}"))?;
             for (home, other) in &homes {
                 if user.home.starts_with(home) || home.starts_with(&user.home) {
@@ -146,7 +168,9 @@ struct UsersFile {
 #[serde(deny_unknown_fields)]
 struct UserEntry {
     key_file: Option<PathBuf>,
-    key: Option<String>,
+    key: Option<toml::Spanned<String>>,
+    /// The realm a key derived from a password was made for (`xfer passwd` writes it).
+    realm: Option<toml::Spanned<String>>,
     home: Option<PathBuf>,
     quota: Option<Size>,
     max_files: Option<u64>,
@@ -187,10 +211,11 @@ impl<'de> Deserialize<'de> for Size {
 }
 
 impl UserEntry {
-    fn into_user(self, name: &str, base: &Path) -> Result<User> {
+    fn into_user(self, name: &str, base: &Path, lines: &Lines, realm: &str) -> Result<User> {
         if !valid_user(name) {
             bail!("a user name is 1-64 characters of A-Z a-z 0-9 . _ -, not starting with . or -");
         }
+        let password = check_realm(self.realm.as_ref(), name, lines, realm)?;
         let key = match (self.key_file, self.key) {
             (Some(file), None) => {
                 let file = base.join(file);
@@ -201,10 +226,7 @@ impl UserEntry {
                 }
                 Key::from_bytes(bytes, format!("key file {}", escape_path(&file)))
             }
-            (None, Some(inline)) if !inline.is_empty() => {
-                Key::from_bytes(inline.into_bytes(), "the users file")
-            }
-            (None, Some(_)) => bail!("key is empty"),
+            (None, Some(inline)) => inline_key(&inline, lines)?,
             (Some(_), Some(_)) => bail!("give key_file or key, not both"),
             (None, None) => bail!("no key: give key_file = \"PATH\" or key = \"...\""),
         };
@@ -241,7 +263,60 @@ impl UserEntry {
             },
             read_only: self.read_only,
             max_sessions,
+            password,
         })
+    }
+}
+
+/// What an inline key must look like: what `xfer keygen` and `xfer passwd` print.
+pub(crate) const INLINE_KEY_RULE: &str = "an inline key is 64 lowercase hex digits (0-9, a-f), \
+     as `xfer keygen` and `xfer passwd` print; or give key_file = \"PATH\"";
+
+/// An inline `key = "..."`, refused (by line, never quoted) unless it looks like
+/// what `xfer keygen` and `xfer passwd` print: a placeholder or a short made-up
+/// key must not become a working credential.
+fn inline_key(inline: &toml::Spanned<String>, lines: &Lines) -> Result<Key> {
+    let text = inline.get_ref();
+    if text.len() != 64 || !text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+        bail!(
+            "line {}: key is not a key: {INLINE_KEY_RULE}",
+            lines.of(inline.span())
+        );
+    }
+    Ok(Key::from_bytes(text.clone().into_bytes(), "the users file"))
+}
+
+/// The `realm` an entry's key was derived for, if any, must be the server's:
+/// a key made for another realm can never log in. Returns whether there is one.
+fn check_realm(
+    entry: Option<&toml::Spanned<String>>,
+    name: &str,
+    lines: &Lines,
+    realm: &str,
+) -> Result<bool> {
+    let Some(entry) = entry else {
+        return Ok(false);
+    };
+    if entry.get_ref() != realm {
+        bail!(
+            "line {}: the key was derived from a password for realm {:?}, but this server's \
+             realm is {realm:?}: start it with --realm {}, or run `xfer passwd {name} --realm {}` again",
+            lines.of(entry.span()),
+            entry.get_ref(),
+            escape(entry.get_ref()),
+            escape(realm)
+        );
+    }
+    Ok(true)
+}
+
+/// The text of a users file, for line numbers.
+struct Lines<'a>(&'a str);
+
+impl Lines<'_> {
+    /// The line (from 1) at which byte `span.start` is.
+    fn of(&self, span: std::ops::Range<usize>) -> usize {
+        self.0[..span.start.min(self.0.len())].matches('\n').count() + 1
     }
 }
 
@@ -276,6 +351,9 @@ impl KeyStore for UserStore {
 mod tests {
     use super::*;
 
+    /// A well-formed inline key.
+    const KEY: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
     fn users_file(dir: &Path, text: &str) -> PathBuf {
         let path = dir.join("users.toml");
         std::fs::write(&path, text).unwrap();
@@ -306,12 +384,14 @@ mod tests {
             max_sessions = 4
 
             [users.bob]
-            key = "bob's inline key, long enough"
+            key = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+            realm = "files.example.org"
             quota = 1000
             read_only = true
             "#,
         );
-        let users = Users::load(&path).unwrap();
+        let users = Users::load(&path, "files.example.org").unwrap();
+        assert_eq!(users.summary(), "2 users (1 with a key, 1 with a password)");
         let alice = users.get("alice").unwrap();
         assert_eq!(alice.key.bytes(), b"a long key for a test, long enough");
         assert_eq!(alice.limits.bytes, Some(20 << 30));
@@ -360,21 +440,50 @@ mod tests {
             ("[users.a]\nkey = \"k\"\nmax_sessions = 0\n", "max_sessions"),
             ("users = 3\n", ""),
         ] {
-            let path = users_file(dir.path(), text);
-            let err = format!("{:#}", Users::load(&path).unwrap_err());
+            // "k" stands for a well-formed inline key in these cases.
+            let text = text.replace("\"k\"", &format!("\"{KEY}\""));
+            let path = users_file(dir.path(), &text);
+            let err = format!("{:#}", Users::load(&path, "r").unwrap_err());
             assert!(err.contains(why), "{text:?}: {err}");
             assert_eq!(err.lines().count(), 1, "{err}");
         }
-        let path = users_file(dir.path(), "[users.a]\nkey = \"k\"\n");
+        let path = users_file(dir.path(), &format!("[users.a]\nkey = \"{KEY}\"\n"));
         std::fs::set_permissions(&path, PermissionsExt::from_mode(0o640)).unwrap();
-        assert!(format!("{:#}", Users::load(&path).unwrap_err()).contains("group or others"));
+        assert!(format!("{:#}", Users::load(&path, "r").unwrap_err()).contains("group or others"));
         let path = users_file(dir.path(), "[users.a]\nkey_file = \"keys/k\"\n");
         std::fs::set_permissions(dir.path().join("keys/k"), PermissionsExt::from_mode(0o604))
             .unwrap();
-        let err = format!("{:#}", Users::load(&path).unwrap_err());
+        let err = format!("{:#}", Users::load(&path, "r").unwrap_err());
         assert!(
             err.contains("keys/k") && err.contains("group or others"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn inline_keys_and_realms_are_refused_with_their_line() {
+        let dir = tempfile::tempdir().unwrap();
+        for (text, why) in [
+            (
+                "[users.a]\n\nkey = \"<paste the output of xfer keygen>\"\n".to_string(),
+                "line 3: key is not a key: an inline key is 64 lowercase hex digits",
+            ),
+            ("[users.a]\nkey = \"short\"\n".into(), "line 2"),
+            ("[users.a]\nkey = \"\"\n".into(), "line 2"),
+            (
+                format!("[users.a]\nkey = \"{}\"\n", KEY.to_uppercase()),
+                "line 2",
+            ),
+            (
+                format!("[users.a]\nkey = \"{KEY}\"\nrealm = \"elsewhere\"\n"),
+                "line 3: the key was derived from a password for realm \"elsewhere\", but this \
+                 server's realm is \"r\"",
+            ),
+        ] {
+            let path = users_file(dir.path(), &text);
+            let err = format!("{:#}", Users::load(&path, "r").unwrap_err());
+            assert!(err.contains(why), "{text:?}: {err}");
+            assert_eq!(err.lines().count(), 1, "{err}");
+        }
     }
 }
