@@ -314,8 +314,11 @@ impl Reporter {
         match self.style.json {
             Json::Off => {}
             Json::Stdout => {
+                // One write for the line and its newline (see `stderr::line`).
                 let mut out = std::io::stdout().lock();
-                let _ = writeln!(out, "{text}").and_then(|()| out.flush());
+                let _ = out
+                    .write_all(format!("{text}\n").as_bytes())
+                    .and_then(|()| out.flush());
             }
             Json::Stderr => line(&text),
         }
