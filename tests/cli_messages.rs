@@ -532,3 +532,31 @@ fn names_that_would_trick_a_terminal_are_escaped_on_both_sides() {
     }
     assert_eq!(files_under(out.path()), [PathBuf::from("tree/fine")]);
 }
+
+#[test]
+fn the_generated_key_hint_names_the_address_the_receiver_is_reachable_at() {
+    let out = tempfile::tempdir().unwrap();
+    let bound = Receiver::start(out.path(), None, &[]);
+    let log = bound.stderr();
+    assert!(
+        log.contains(&format!("xfer send FILE... 127.0.0.1:{}\n", bound.port)),
+        "{log}"
+    );
+    drop(bound);
+    // Bound to every address: the host's name is what a peer can dial.
+    let mut command = xfer();
+    command
+        .args(["recv", "--listen", "0.0.0.0:0", "--dir"])
+        .arg(out.path());
+    let wildcard = Receiver::spawn(command);
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    let log = wildcard.stderr();
+    assert!(
+        log.contains(&format!(
+            "xfer send FILE... {}:{}\n",
+            host.trim(),
+            wildcard.port
+        )),
+        "{log}"
+    );
+}
