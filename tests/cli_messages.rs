@@ -560,3 +560,60 @@ fn the_generated_key_hint_names_the_address_the_receiver_is_reachable_at() {
         "{log}"
     );
 }
+
+/// The rate a bar line shows (`7.95 MiB/s`), in MiB/s.
+fn bar_rate(bar: &str) -> Option<f64> {
+    let words: Vec<&str> = bar.split_whitespace().collect();
+    let at = words.iter().position(|word| *word == "MiB/s")?;
+    words.get(at.checked_sub(1)?)?.parse().ok()
+}
+
+#[test]
+fn after_a_resume_the_bar_keeps_the_whole_name_and_rates_only_the_rest() {
+    if which("script").is_none() {
+        eprintln!("SKIPPED: needs script(1) for a pseudo-terminal");
+        return;
+    }
+    let src = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let name = "big-file.bin";
+    let content = pattern(40 << 20, 9);
+    let file = write_in(src.path(), name, &content);
+    let partial = out.path().join(partial_name(name, content.len() as u64));
+    std::fs::write(&partial, &content[..24 << 20]).unwrap();
+    let mut receiver = Receiver::start(out.path(), Some(KEY), &["--serve"]);
+    let command = format!(
+        "XFER_KEY='{KEY}' {} send --limit-rate 8M {} 127.0.0.1:{}",
+        env!("CARGO_BIN_EXE_xfer"),
+        file.display(),
+        receiver.port
+    );
+    let screen = in_terminal(&command, 120);
+    assert!(
+        screen.contains("big-file.bin: resumed at 24.00 MiB, prefix verified"),
+        "{screen:?}"
+    );
+    let bars: Vec<String> = screen
+        .split(['\r', '\n'])
+        .map(strip_ansi)
+        .filter(|line| line.contains(" ETA "))
+        // The note's line, padded to the width, runs into the first bar's.
+        .map(|line| match line.split_once("prefix verified") {
+            Some((_, bar)) => bar.trim_start().to_string(),
+            None => line,
+        })
+        .collect();
+    assert!(!bars.is_empty(), "a bar was drawn: {screen:?}");
+    for bar in &bars {
+        assert!(bar.chars().count() <= 120, "{bar:?}");
+        assert!(bar.starts_with("big-file.bin "), "the whole name: {bar:?}");
+    }
+    // 16 MiB at 8 MiB/s: the rate is the rest's, not dragged down by the prefix.
+    let last = bars.iter().rev().find_map(|bar| bar_rate(bar));
+    assert!(
+        last.is_some_and(|rate| (4.0..16.0).contains(&rate)),
+        "{last:?} in {bars:?}"
+    );
+    assert_eq!(std::fs::read(out.path().join(name)).unwrap(), content);
+    let _ = receiver.child.kill();
+}

@@ -630,6 +630,35 @@ fn limit_rate_holds_the_average_within_a_fifth() {
     }
 }
 
+#[test]
+fn files_already_there_are_said_to_match_by_size_and_time_not_to_have_verified() {
+    let src = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let file = write_in(src.path(), "same.txt", b"already there");
+    let mut receiver = Receiver::start(out.path(), Some(KEY), &[]);
+    assert!(send(&[&file], receiver.port, KEY, &[]).status.success());
+    assert_eq!(receiver.exit_code(), 0);
+    let mut again = Receiver::start(out.path(), Some(KEY), &[]);
+    let rerun = send(&[&file], again.port, KEY, &[]);
+    let log = stderr_of(&rerun);
+    assert!(rerun.status.success(), "{log}");
+    // Nothing was hashed: say how the file was found the same, claim no verification.
+    assert!(
+        log.contains("sent 0 files, 0 B in ")
+            && log.contains("; 1 already there (same size and time), no data moved"),
+        "{log}"
+    );
+    assert!(!log.contains("verified"), "{log}");
+    assert_eq!(again.exit_code(), 0);
+    assert!(
+        again
+            .stderr()
+            .contains("1 already there (same size and time)"),
+        "{}",
+        again.stderr()
+    );
+}
+
 /// The README's first command, as printed there, with this build's binary, a free
 /// port and temporary directories in place of `/tmp/inbox`.
 fn readme_one_liner(inbox: &Path, port: u16) -> String {

@@ -45,6 +45,8 @@ const LOOK_UP: Duration = Duration::from_millis(200);
 struct Outstanding {
     facts: Option<Sent>,
     resumed_at: Option<u64>,
+    /// How far into the file its data went out (from its start, prefix included).
+    position: u64,
     /// This side failed the entry already (it changed or could not be read while
     /// sent); the receiver's refusal of its `done` is expected and not counted again.
     failed_here: bool,
@@ -89,7 +91,7 @@ pub fn session<R: Read + Send, W: Write, C: Hangup + Sync>(
     if let Err(err) = &result {
         super::tell_peer(&mut conn.writer, err);
     }
-    result
+    result.map_err(|err| tally.resumable(err, "sent, which the receiver keeps"))
 }
 
 fn send<R: Read + Send, W: Write, C: Hangup + Sync>(
@@ -117,7 +119,9 @@ fn send<R: Read + Send, W: Write, C: Hangup + Sync>(
     tally
         .reporter_mut()
         .start_bar(left_to_send(entries, &to_send));
-    data_and_answers(reader, writer, closer, &transfer, &to_send, outbox, tally)
+    let result = data_and_answers(reader, writer, closer, &transfer, &to_send, outbox, tally);
+    tally.squeezed(writer.take_squeezed());
+    result
 }
 
 /// The bytes still to send, if every size is known: a resumed file's prefix is
@@ -173,11 +177,25 @@ fn data_and_answers<R: Read + Send, W: Write, C: Hangup + Sync>(
             .unwrap_or_else(|_| Err(fail(Kind::Protocol, "the answer thread panicked")));
         (written, answered)
     });
+    if write_result.is_err() || answer_result.is_err() {
+        tally.kept(cut_short(&pending));
+    }
     // The receiver's own account of a failure explains more than our broken pipe.
     match (write_result, answer_result) {
         (_, Err(err)) | (Err(err), Ok(())) => Err(err),
         (Ok(()), Ok(())) => Ok(()),
     }
+}
+
+/// The bytes of the file whose data was going out when the session ended (before
+/// its `done`): what the receiver keeps for a rerun to resume.
+fn cut_short(pending: &Pending) -> u64 {
+    pending
+        .lock()
+        .values()
+        .filter(|outstanding| outstanding.facts.is_none() && !outstanding.failed_here)
+        .map(|outstanding| outstanding.position)
+        .sum()
 }
 
 /// Reads the plan's decisions: reports skips and files already there, checks what
@@ -263,6 +281,7 @@ fn write_data<'scope, 'env, W: Write>(
         pending,
         tally,
         giver,
+        current: std::cell::Cell::new(0),
     };
     loop {
         match from_reader.recv_timeout(LOOK_UP) {
@@ -289,6 +308,8 @@ struct Frames<'a> {
     pending: &'a Pending,
     tally: &'a Tally,
     giver: Giver,
+    /// The entry whose data is going out.
+    current: std::cell::Cell<u64>,
 }
 
 impl Frames<'_> {
@@ -302,11 +323,13 @@ impl Frames<'_> {
                 let resumed_at = resumed.then_some(offset);
                 let path = &self.entries[index as usize].path;
                 self.tally.reporter().current_file(path, resumed_at);
+                self.current.set(index);
                 self.pending.lock().insert(
                     index,
                     Outstanding {
                         facts: None,
                         resumed_at,
+                        position: offset,
                         failed_here: false,
                     },
                 );
@@ -314,6 +337,9 @@ impl Frames<'_> {
             }
             Piece::Chunk { mut buffer, len } => {
                 writer.write_data(&mut buffer, len)?;
+                if let Some(outstanding) = self.pending.lock().get_mut(&self.current.get()) {
+                    outstanding.position += len as u64;
+                }
                 self.tally.reporter().bar().inc(len as u64);
                 self.giver.give(buffer);
                 Ok(())
