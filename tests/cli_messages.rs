@@ -152,11 +152,13 @@ fn hints_say_the_next_step_once() {
     let mut receiver = Receiver::start(out.path(), Some(KEY), &[]);
     let exists = send(&[&file], receiver.port, KEY, &[]);
     assert_eq!(exists.status.code(), Some(6));
+    // The sender's `-f` (`--overwrite`) cannot help here: the receiver decides.
+    let log = stderr_of(&exists);
     assert!(
-        stderr_of(&exists).contains("--overwrite"),
-        "{}",
-        stderr_of(&exists)
+        log.contains("the receiver decides, and keeps it: `xfer recv --overwrite` replaces files"),
+        "{log}"
     );
+    assert!(!log.contains("; --overwrite"), "{log}");
     let _ = receiver.exit_code();
     // A wrong key names where the key came from, never the key.
     let receiver = Receiver::start(out.path(), Some(KEY), &[]);

@@ -43,7 +43,10 @@ pub fn run(options: &RecvOptions) -> Result<()> {
                 )
             })
             .classify(Kind::Io)?;
-        let target = TargetDir::open(&options.dir)?;
+        // The sender cannot replace files here (its `-f` is for servers): say who can.
+        let target = TargetDir::open(&options.dir)?.with_replace_hint(
+            "the receiver decides, and keeps it: `xfer recv --overwrite` replaces files",
+        );
         // Before any peer is waited for: a second receiver here, or a directory we
         // cannot write, is said at once.
         lock = Some(target.lock(&options.dir)?);

@@ -28,7 +28,13 @@ const SWEEP_EVERY: Duration = Duration::from_secs(3600);
 /// beneath it.
 pub struct TargetDir {
     root: OwnedFd,
+    /// How whoever decides replaces an existing file, said when one is refused.
+    replace_hint: &'static str,
 }
+
+/// The `exists` hint where the user who sees it is the one who replaces files
+/// (`get -f`, a server's `put -f`).
+const REPLACE_HINT: &str = "the receiver does not overwrite; --overwrite replaces it";
 
 /// A receiver's claim on its target directory, released when dropped (or when the
 /// process ends, however it ends).
@@ -75,12 +81,27 @@ impl TargetDir {
                 ),
             )
         })?;
-        Ok(TargetDir { root })
+        Ok(TargetDir::from_fd(root))
     }
 
     /// A target directory already opened (a directory of a user's home).
     pub fn from_fd(root: OwnedFd) -> Self {
-        TargetDir { root }
+        TargetDir {
+            root,
+            replace_hint: REPLACE_HINT,
+        }
+    }
+
+    /// Says `hint` (in parentheses) when an existing file is refused, instead of
+    /// pointing at `--overwrite`: a plain receiver's sender cannot replace files.
+    pub(crate) fn with_replace_hint(mut self, hint: &'static str) -> Self {
+        self.replace_hint = hint;
+        self
+    }
+
+    /// How whoever decides replaces an existing file (see [`Self::with_replace_hint`]).
+    pub(crate) fn replace_hint(&self) -> &'static str {
+        self.replace_hint
     }
 
     /// Takes the directory for this process: a second receiver on the same
@@ -186,6 +207,7 @@ impl TargetDir {
     pub fn try_clone(&self) -> io::Result<TargetDir> {
         Ok(TargetDir {
             root: self.dup_root()?,
+            replace_hint: self.replace_hint,
         })
     }
 
