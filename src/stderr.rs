@@ -20,7 +20,12 @@ pub fn warn(message: &str) {
     }
 }
 
-/// Prints one line on stderr; a closed stderr is not worth dying for.
+/// Prints one line on stderr; a closed stderr is not worth dying for. The line and
+/// its newline go out in one write, so that two processes sharing a stderr (a
+/// receiver and a sender started from one shell line) never splice their lines.
 pub fn line(text: &str) {
-    let _ = writeln!(std::io::stderr().lock(), "{text}");
+    let mut whole = String::with_capacity(text.len() + 1);
+    whole.push_str(text);
+    whole.push('\n');
+    let _ = std::io::stderr().lock().write_all(whole.as_bytes());
 }

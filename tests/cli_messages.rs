@@ -152,11 +152,13 @@ fn hints_say_the_next_step_once() {
     let mut receiver = Receiver::start(out.path(), Some(KEY), &[]);
     let exists = send(&[&file], receiver.port, KEY, &[]);
     assert_eq!(exists.status.code(), Some(6));
+    // The sender's `-f` (`--overwrite`) cannot help here: the receiver decides.
+    let log = stderr_of(&exists);
     assert!(
-        stderr_of(&exists).contains("--overwrite"),
-        "{}",
-        stderr_of(&exists)
+        log.contains("the receiver decides, and keeps it: `xfer recv --overwrite` replaces files"),
+        "{log}"
     );
+    assert!(!log.contains("; --overwrite"), "{log}");
     let _ = receiver.exit_code();
     // A wrong key names where the key came from, never the key.
     let receiver = Receiver::start(out.path(), Some(KEY), &[]);
@@ -657,4 +659,89 @@ fn serve_help_and_its_man_page_list_the_users_file_and_a_safe_kill_hup() {
         assert!(!text.contains("pidof"), "{what}: {text}");
     }
     assert!(page.contains(".SH \"USERS FILE\"\n.nf\n"), "{page}");
+}
+
+#[test]
+fn the_generated_key_hint_names_the_address_the_receiver_is_reachable_at() {
+    let out = tempfile::tempdir().unwrap();
+    let bound = Receiver::start(out.path(), None, &[]);
+    let log = bound.stderr();
+    assert!(
+        log.contains(&format!("xfer send FILE... 127.0.0.1:{}\n", bound.port)),
+        "{log}"
+    );
+    drop(bound);
+    // Bound to every address: the host's name is what a peer can dial.
+    let mut command = xfer();
+    command
+        .args(["recv", "--listen", "0.0.0.0:0", "--dir"])
+        .arg(out.path());
+    let wildcard = Receiver::spawn(command);
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    let log = wildcard.stderr();
+    assert!(
+        log.contains(&format!(
+            "xfer send FILE... {}:{}\n",
+            host.trim(),
+            wildcard.port
+        )),
+        "{log}"
+    );
+}
+
+/// The rate a bar line shows (`7.95 MiB/s`), in MiB/s.
+fn bar_rate(bar: &str) -> Option<f64> {
+    let words: Vec<&str> = bar.split_whitespace().collect();
+    let at = words.iter().position(|word| *word == "MiB/s")?;
+    words.get(at.checked_sub(1)?)?.parse().ok()
+}
+
+#[test]
+fn after_a_resume_the_bar_keeps_the_whole_name_and_rates_only_the_rest() {
+    if which("script").is_none() {
+        eprintln!("SKIPPED: needs script(1) for a pseudo-terminal");
+        return;
+    }
+    let src = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let name = "big-file.bin";
+    let content = pattern(40 << 20, 9);
+    let file = write_in(src.path(), name, &content);
+    let partial = out.path().join(partial_name(name, content.len() as u64));
+    std::fs::write(&partial, &content[..24 << 20]).unwrap();
+    let mut receiver = Receiver::start(out.path(), Some(KEY), &["--serve"]);
+    let command = format!(
+        "XFER_KEY='{KEY}' {} send --limit-rate 8M {} 127.0.0.1:{}",
+        env!("CARGO_BIN_EXE_xfer"),
+        file.display(),
+        receiver.port
+    );
+    let screen = in_terminal(&command, 120);
+    assert!(
+        screen.contains("big-file.bin: resumed at 24.00 MiB, prefix verified"),
+        "{screen:?}"
+    );
+    let bars: Vec<String> = screen
+        .split(['\r', '\n'])
+        .map(strip_ansi)
+        .filter(|line| line.contains(" ETA "))
+        // The note's line, padded to the width, runs into the first bar's.
+        .map(|line| match line.split_once("prefix verified") {
+            Some((_, bar)) => bar.trim_start().to_string(),
+            None => line,
+        })
+        .collect();
+    assert!(!bars.is_empty(), "a bar was drawn: {screen:?}");
+    for bar in &bars {
+        assert!(bar.chars().count() <= 120, "{bar:?}");
+        assert!(bar.starts_with("big-file.bin "), "the whole name: {bar:?}");
+    }
+    // 16 MiB at 8 MiB/s: the rate is the rest's, not dragged down by the prefix.
+    let last = bars.iter().rev().find_map(|bar| bar_rate(bar));
+    assert!(
+        last.is_some_and(|rate| (4.0..16.0).contains(&rate)),
+        "{last:?} in {bars:?}"
+    );
+    assert_eq!(std::fs::read(out.path().join(name)).unwrap(), content);
+    let _ = receiver.child.kill();
 }

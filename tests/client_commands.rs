@@ -885,3 +885,40 @@ fn ls_r_lists_the_tree_and_lls_l_lists_long() {
     assert!(long[1].contains("            5 "), "{out}");
     assert!(out.contains("\nsub/\nx.txt\n"), "{out}");
 }
+
+#[test]
+fn the_shell_reconnects_after_an_idle_timeout_without_asking_for_the_password_again() {
+    // The password of PROTOCOL.md's password vector, and the key it gives alice.
+    const PASSWORD: &str = "correct horse battery staple";
+    const ALICE_KEY: &str = "e6d7419a2eb2552f49341a33fccb746c7614b9b219b7886415f035064bfeffd9";
+    let site = Site::new();
+    site.write_users(&format!("[users.alice]\nkey = \"{ALICE_KEY}\"\n"));
+    let server = site.serve(&["--realm", "files.example.org", "--idle-timeout", "1"]);
+    write(&site.home("alice").join("hello.txt"), b"hello\n");
+    let local = tempfile::tempdir().unwrap();
+    let home = tempfile::tempdir().unwrap();
+    let mut term = Terminal::spawn(
+        env!("CARGO_BIN_EXE_xfer"),
+        &["shell", &server.addr(), "--user", "alice", "--password"],
+        &[("HOME", home.path().to_str().unwrap())],
+        local.path(),
+    );
+    term.wait_for("password for alice: ");
+    term.type_in(&format!("{PASSWORD}\r"));
+    term.wait_for_empty_prompt("alice@127.0.0.1:/> ");
+    term.type_in("ls\r");
+    term.wait_for("hello.txt");
+    term.wait_for_empty_prompt("alice@127.0.0.1:/> ");
+    // The server drops the idle connection; the next command logs in again with
+    // the key kept in memory, asking nothing.
+    std::thread::sleep(Duration::from_millis(2500));
+    term.type_in("ls\r");
+    let screen = term.wait_for_count("hello.txt", 2);
+    assert_eq!(
+        screen.matches("password for alice").count(),
+        1,
+        "{screen:?}"
+    );
+    term.type_in("\x04");
+    assert!(wait_for(&mut term.child, TIMEOUT).success());
+}

@@ -285,3 +285,36 @@ fn compression_pays_on_text_and_costs_nothing_on_random_data() {
         }
     }
 }
+
+#[test]
+fn compression_is_reported_as_bytes_before_and_after_on_both_sides() {
+    let src = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let text = b"a line of a log that says the same thing again\n".repeat(80_000);
+    let file = write_in(src.path(), "log.txt", &text);
+    let mut receiver = Receiver::start(out.path(), Some(KEY), &[]);
+    let sent = send(&[&file], receiver.port, KEY, &["--compress", "--json"]);
+    assert!(sent.status.success(), "{}", stderr_of(&sent));
+    let summary = summary_event(&sent);
+    assert_eq!(summary["uncompressed_bytes"], text.len(), "{summary}");
+    let after = summary["compressed_bytes"].as_u64().unwrap();
+    assert!(after > 0 && after < text.len() as u64 / 10, "{summary}");
+    assert_eq!(receiver.exit_code(), 0);
+    // The receiver counts both ends of its decompressor: the same numbers.
+    let log = receiver.stderr();
+    assert!(log.contains("; compressed 3.59 MiB to "), "{log}");
+    assert!(log.contains(":1)"), "{log}");
+
+    // Without --compress nothing is said about it.
+    std::fs::remove_file(out.path().join("log.txt")).unwrap();
+    let mut receiver = Receiver::start(out.path(), Some(KEY), &[]);
+    let plain = send(&[&file], receiver.port, KEY, &["--json"]);
+    assert!(plain.status.success(), "{}", stderr_of(&plain));
+    assert!(summary_event(&plain).get("compressed_bytes").is_none());
+    assert_eq!(receiver.exit_code(), 0);
+    assert!(
+        !receiver.stderr().contains("compressed"),
+        "{}",
+        receiver.stderr()
+    );
+}

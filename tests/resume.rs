@@ -173,7 +173,10 @@ fn a_rerun_of_a_cut_multi_file_send_finishes_the_job() {
     let rerun = send(&[&tree], receiver.port, KEY, &[]);
     let log = stderr_of(&rerun);
     assert!(rerun.status.success(), "{log}");
-    assert!(log.contains("2 already there, 1 resumed"), "{log}");
+    assert!(
+        log.contains("2 already there (same size and time), 1 resumed ("),
+        "{log}"
+    );
     for (name, seed, len) in [
         ("1.bin", 1, 1 << 20),
         ("2.bin", 2, 1 << 20),
@@ -436,4 +439,89 @@ fn a_connection_dropped_mid_file_leaves_nothing_under_the_final_name() {
             assert!(left.is_empty(), "{left:?}");
         }
     }
+}
+
+/// Sends `file` (`size` bytes) to a fresh receiver into `out` through a relay that
+/// cuts after 5 MiB; returns what the sender and the receiver said, and the bytes
+/// of the partial file kept.
+fn cut_at_5_mib(file: &Path, size: u64, out: &Path) -> (String, String, u64) {
+    let mut receiver = Receiver::start(out, Some(KEY), &[]);
+    let relay = Relay::start(
+        receiver.port,
+        Faults {
+            cut_after: Some(5 << 20),
+            ..Faults::default()
+        },
+    );
+    let cut = send(&[file], relay.port, KEY, &[]);
+    let said = stderr_of(&cut);
+    assert_eq!(cut.status.code(), Some(3), "{said}");
+    assert_eq!(receiver.exit_code(), 3);
+    let name = file.file_name().unwrap().to_str().unwrap();
+    let kept = fs::metadata(out.join(partial_name(name, size)))
+        .unwrap()
+        .len();
+    (said, receiver.stderr(), kept)
+}
+
+/// `4.00 MiB` for a whole number of MiB.
+fn mib(bytes: u64) -> String {
+    format!("{}.00 MiB", bytes >> 20)
+}
+
+#[test]
+fn a_cut_says_a_rerun_resumes_it_and_the_rerun_counts_only_the_bytes_it_moved() {
+    let src = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let size: u64 = 12 << 20;
+    let file = src.path().join("report.bin");
+    fs::write(&file, pattern(size as usize, 7)).unwrap();
+
+    // Cut: both sides say what was kept and that the same command resumes it.
+    let (said, log, kept) = cut_at_5_mib(&file, size, out.path());
+    assert!(said.contains("connection lost ("), "{said}");
+    assert!(
+        said.contains("rerun the same command to resume: "),
+        "{said}"
+    );
+    assert!(
+        kept > 0 && kept % (1 << 20) == 0,
+        "whole frames kept: {kept}"
+    );
+    assert!(
+        log.contains("received 0 files, 0 B in ")
+            && log.contains(&format!("; {} kept as partial data", mib(kept)))
+            && log.contains(&format!(
+                "rerun the same command to resume: {} kept",
+                mib(kept)
+            )),
+        "{log}"
+    );
+
+    // The rerun: `bytes` and the rate count what moved; the prefix counts apart.
+    let mut receiver = Receiver::start(out.path(), Some(KEY), &[]);
+    let rerun = send(&[&file], receiver.port, KEY, &["--json"]);
+    assert!(rerun.status.success(), "{}", stderr_of(&rerun));
+    let summary = summary_event(&rerun);
+    assert_eq!(summary["resumed"], 1, "{summary}");
+    assert_eq!(summary["resumed_bytes"], kept, "{summary}");
+    assert_eq!(summary["bytes"], size - kept, "{summary}");
+    let seconds = summary["seconds"].as_f64().unwrap();
+    let rate = summary["bytes_per_sec"].as_u64().unwrap() as f64;
+    let moved_rate = (size - kept) as f64 / seconds;
+    assert!(
+        (rate - moved_rate).abs() <= moved_rate / 100.0 + 1.0,
+        "{summary}"
+    );
+    assert_eq!(receiver.exit_code(), 0);
+    let log = receiver.stderr();
+    assert!(
+        log.contains(&format!("received 1 file, {} in ", mib(size - kept)))
+            && log.contains(&format!("; 1 resumed ({} kept)", mib(kept))),
+        "{log}"
+    );
+    assert_eq!(
+        fs::read(out.path().join("report.bin")).unwrap(),
+        pattern(size as usize, 7)
+    );
 }

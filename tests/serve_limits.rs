@@ -163,12 +163,12 @@ fn usage_shows_bytes_and_files_against_the_quota() {
     expect_exit(&usage, 0, "ls --usage");
     assert_eq!(
         stdout_of(&usage),
-        "used 524288 bytes of 1048576 bytes (50% used), 2 files of 10\n"
+        "used 524288 bytes of 1048576 bytes (50% used), 2 files of 10 (20% used)\n"
     );
     let human = client(&site, "alice", &["ls", "--usage", "-h", &server.addr()]);
     assert_eq!(
         stdout_of(&human),
-        "used 512.00 KiB of 1.00 MiB (50% used), 2 files of 10\n"
+        "used 512.00 KiB of 1.00 MiB (50% used), 2 files of 10 (20% used)\n"
     );
     let json = client(&site, "alice", &["ls", "--usage", "--json", &server.addr()]);
     let json: Value = serde_json::from_str(stdout_of(&json).trim()).unwrap();
@@ -237,7 +237,7 @@ fn a_put_past_max_files_is_refused_and_directories_do_not_count() {
     assert_eq!(files_under(&site.home("alice")).len(), 2);
     let usage = client(&site, "alice", &["ls", "--usage", &server.addr()]);
     assert!(
-        stdout_of(&usage).ends_with(", 2 files of 2\n"),
+        stdout_of(&usage).ends_with(", 2 files of 2 (100% used)\n"),
         "{}",
         stdout_of(&usage)
     );

@@ -629,3 +629,74 @@ fn limit_rate_holds_the_average_within_a_fifth() {
         );
     }
 }
+
+#[test]
+fn files_already_there_are_said_to_match_by_size_and_time_not_to_have_verified() {
+    let src = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let file = write_in(src.path(), "same.txt", b"already there");
+    let mut receiver = Receiver::start(out.path(), Some(KEY), &[]);
+    assert!(send(&[&file], receiver.port, KEY, &[]).status.success());
+    assert_eq!(receiver.exit_code(), 0);
+    let mut again = Receiver::start(out.path(), Some(KEY), &[]);
+    let rerun = send(&[&file], again.port, KEY, &[]);
+    let log = stderr_of(&rerun);
+    assert!(rerun.status.success(), "{log}");
+    // Nothing was hashed: say how the file was found the same, claim no verification.
+    assert!(
+        log.contains("sent 0 files, 0 B in ")
+            && log.contains("; 1 already there (same size and time), no data moved"),
+        "{log}"
+    );
+    assert!(!log.contains("verified"), "{log}");
+    assert_eq!(again.exit_code(), 0);
+    assert!(
+        again
+            .stderr()
+            .contains("1 already there (same size and time)"),
+        "{}",
+        again.stderr()
+    );
+}
+
+/// The README's first command, as printed there, with this build's binary, a free
+/// port and temporary directories in place of `/tmp/inbox`.
+fn readme_one_liner(inbox: &Path, port: u16) -> String {
+    let readme = include_str!("../README.md");
+    let line = readme
+        .lines()
+        .find(|line| line.starts_with("cargo install --locked --path . && "))
+        .expect("the README starts with a one-liner");
+    line.trim_start_matches("cargo install --locked --path . && ")
+        .replace("xfer ", &format!("{} ", env!("CARGO_BIN_EXE_xfer")))
+        .replace("/tmp/inbox", inbox.to_str().unwrap())
+        .replace("127.0.0.1:9000", &format!("127.0.0.1:{port}"))
+}
+
+#[test]
+fn the_readme_one_liner_prints_whole_lines_one_process_at_a_time() {
+    let cwd = tempfile::tempdir().unwrap();
+    let inbox = tempfile::tempdir().unwrap();
+    std::fs::write(cwd.path().join("README.md"), include_str!("../README.md")).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let command = readme_one_liner(&inbox.path().join("inbox"), port);
+    let output = run(std::process::Command::new("sh")
+        .args(["-c", &command])
+        .current_dir(cwd.path())
+        .env_remove("XFER_KEY"));
+    let log = stderr_of(&output);
+    assert!(output.status.success(), "{command}: {log}");
+    // One voice (the receiver is quiet), each line whole: the summary, the digest.
+    let lines: Vec<&str> = log.lines().collect();
+    assert_eq!(lines.len(), 2, "{log}");
+    assert!(lines[0].starts_with("sent 1 file, "), "{log}");
+    assert!(
+        lines[0].ends_with("all verified (MD5 + MAC, encrypted)"),
+        "{log}"
+    );
+    assert!(lines[1].ends_with("  README.md"), "{log}");
+}

@@ -9,6 +9,7 @@ pub(crate) mod path;
 mod tree;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Result;
@@ -17,6 +18,7 @@ use crate::client::options::{AuthOptions, Encryption, Peering, Security};
 use crate::error::{Kind, fail, peer_code, peer_error};
 use crate::fs::input::Outbox;
 use crate::net::{self, Endpoint, Link, TcpConnection, Timeouts};
+use crate::proto::handshake::Secret;
 use crate::proto::hash::HashKind;
 use crate::proto::message::{ErrorCode, Item, Message, Role, Usage};
 use crate::transfer::recv::{self, Claims, Destination, Settings};
@@ -67,8 +69,18 @@ pub struct Client {
 impl Client {
     /// Connects to the server and logs in.
     pub fn connect(options: &ClientOptions, style: Style) -> Result<Client> {
+        Client::connect_with(options, style, options.auth.secret()?)
+    }
+
+    /// Connects and logs in with `secret` (kept by the shell between connections,
+    /// so a reconnection asks for no password).
+    pub(crate) fn connect_with(
+        options: &ClientOptions,
+        style: Style,
+        secret: Arc<Secret>,
+    ) -> Result<Client> {
         let peering = options.peering(style);
-        let initiating = peering.initiating(Role::Client, options.compress)?;
+        let initiating = peering.initiating_with(Role::Client, options.compress, secret);
         let (conn, peer) = net::connect(&options.to, options.wait, options.timeouts, &initiating)?;
         Ok(Client { conn, peer })
     }

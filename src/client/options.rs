@@ -26,6 +26,19 @@ pub struct AuthOptions {
     pub password: bool,
 }
 
+impl AuthOptions {
+    /// What proves this side: the key, or the password (from `$XFER_PASSWORD`, else
+    /// asked for now).
+    pub(crate) fn secret(&self) -> Result<Arc<Secret>> {
+        Ok(Arc::new(if self.password {
+            let user = self.user.as_deref().unwrap_or_default();
+            Secret::password(Password::from_env_or_prompt(user)?)
+        } else {
+            Secret::Key(require_key(self.key_file.as_deref(), self.user.as_deref())?)
+        }))
+    }
+}
+
 /// Whether to encrypt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Encryption {
@@ -101,17 +114,19 @@ impl Peering {
     }
 
     pub fn initiating(&self, role: Role, compress: Option<i32>) -> Result<Initiating> {
-        let secret = if self.auth.password {
-            let user = self.auth.user.as_deref().unwrap_or_default();
-            Secret::Password(Password::from_env_or_prompt(user)?)
-        } else {
-            Secret::Key(require_key(
-                self.auth.key_file.as_deref(),
-                self.auth.user.as_deref(),
-            )?)
-        };
+        Ok(self.initiating_with(role, compress, self.auth.secret()?))
+    }
+
+    /// [`Peering::initiating`] with a secret already at hand (the shell's, kept for
+    /// its reconnections).
+    pub(crate) fn initiating_with(
+        &self,
+        role: Role,
+        compress: Option<i32>,
+        secret: Arc<Secret>,
+    ) -> Initiating {
         let (wanted, required) = self.features(role, compress, false);
-        Ok(Initiating {
+        Initiating {
             role,
             user: self.auth.user.clone(),
             wanted,
@@ -120,7 +135,7 @@ impl Peering {
             client_if_server: role == Role::Sender,
             compress,
             rate: self.limit_rate,
-        })
+        }
     }
 
     pub fn accepting(&self, role: Role, key: Key, compress: Option<i32>) -> Accepting {

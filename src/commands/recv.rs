@@ -35,6 +35,10 @@ pub fn run(options: &RecvOptions) -> Result<()> {
         Destination::Stdout
     } else {
         let (target, dir_lock) = super::target::open_target(&options.dir, "--dir")?;
+        // The sender cannot replace files here (its `-f` is for servers): say who can.
+        let target = target.with_replace_hint(
+            "the receiver decides, and keeps it: `xfer recv --overwrite` replaces files",
+        );
         // Before any peer is waited for: a second receiver here, or a directory we
         // cannot write, is said at once.
         lock = Some(dir_lock);

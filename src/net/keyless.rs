@@ -12,14 +12,10 @@ use crate::stderr;
 /// line its peer can paste.
 pub fn generate_for_listener(local: std::net::SocketAddr, role: Role) -> Result<Key> {
     let (key, generated) = key::generate_for_start_up()?;
-    let host = rustix::system::uname()
-        .nodename()
-        .to_string_lossy()
-        .into_owned();
-    let port = local.port();
+    let at = reachable_at(local);
     let peer_command = match role {
-        Role::Receiver | Role::Server => format!("xfer send FILE... {host}:{port}"),
-        Role::Sender | Role::Client => format!("xfer recv {host}:{port}"),
+        Role::Receiver | Role::Server => format!("xfer send FILE... {at}"),
+        Role::Sender | Role::Client => format!("xfer recv {at}"),
     };
     let what = match role {
         Role::Server => "server",
@@ -31,4 +27,17 @@ pub fn generate_for_listener(local: std::net::SocketAddr, role: Role) -> Result<
          {KEY_ENV}={generated}\n\nOn the other machine, run:\n\n    {KEY_ENV}={generated} {peer_command}\n",
     ));
     Ok(key)
+}
+
+/// Where a peer reaches a listener bound to `local`: the bound address itself, but
+/// for a wildcard (`0.0.0.0`, `::`), which no peer can dial: then the host's name.
+fn reachable_at(local: std::net::SocketAddr) -> String {
+    if !local.ip().is_unspecified() {
+        return local.to_string();
+    }
+    let host = rustix::system::uname()
+        .nodename()
+        .to_string_lossy()
+        .into_owned();
+    format!("{host}:{}", local.port())
 }

@@ -73,7 +73,8 @@ pub struct Initiating {
     pub wanted: Features,
     /// Refused (`feature`) where the listener does not offer them.
     pub required: Features,
-    pub secret: Secret,
+    /// Shared, so a reconnection (the shell's) uses the key derived at the first.
+    pub secret: Arc<Secret>,
     /// A sender that meets a server speaks to it as a client.
     pub client_if_server: bool,
     /// This side's compression level, if it compresses what it sends.

@@ -24,6 +24,23 @@ const MAX_SKIP: u32 = 32;
 /// The zstd frame magic number, little-endian on the wire (RFC 8878).
 const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
 
+/// What compression made of a session's data: file bytes that went into the
+/// compressor and data-frame bytes that came out (raw frames count as they are);
+/// a receiver counts the same from the other end.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Squeezed {
+    pub before: u64,
+    pub after: u64,
+}
+
+impl Squeezed {
+    /// Counts one data frame of `before` file bytes that went out as `after`.
+    pub(crate) fn count(&mut self, before: usize, after: usize) {
+        self.before += before as u64;
+        self.after += after as u64;
+    }
+}
+
 /// Compresses data frames for one connection; with no level, sends every frame raw.
 pub struct Deflater {
     context: Option<zstd::bulk::Compressor<'static>>,
@@ -47,6 +64,11 @@ impl Deflater {
             skipping: 0,
             skip: 1,
         })
+    }
+
+    /// Whether this side compresses at all (it was given a level).
+    pub(crate) fn compresses(&self) -> bool {
+        self.context.is_some()
     }
 
     /// Compresses `source` into `dest` (as long as `source`); returns the compressed

@@ -19,6 +19,7 @@ use super::message::{self, ErrorCode, MAX_PREAUTH_CONTROL, Message, PROTOCOL_VER
 use super::negotiated::{Features, HmacSha256, Negotiated, SessionKey, keyed, verify};
 use super::wire::{DeadlineReader, ReadTimeout, net, read_frame};
 use crate::error::{Kind, fail, kind_of, peer_error, refused};
+use crate::escape::escape;
 use crate::key::{self, Key};
 
 /// Nonce length, in bytes.
@@ -67,18 +68,60 @@ pub struct Initiator<'a> {
 }
 
 /// What proves this side: a key, or a password from which the key is derived with
-/// the acceptor's realm (section 4).
+/// the acceptor's realm (section 4). Made with [`Secret::password`], the password
+/// is kept only until a handshake derives the key; from then on that key alone is
+/// kept (in memory, never on disk), so reconnecting asks and derives nothing.
 pub enum Secret {
     Key(Key),
-    Password(crate::password::Password),
+    Password(std::sync::Mutex<Remembered>),
+}
+
+/// A password, or the key a handshake derived from it for one realm and user.
+pub enum Remembered {
+    Typed(crate::password::Password),
+    Derived {
+        realm: String,
+        user: String,
+        key: Key,
+    },
 }
 
 impl Secret {
+    /// A password, to be derived into a key at the first handshake.
+    pub fn password(password: crate::password::Password) -> Secret {
+        Secret::Password(std::sync::Mutex::new(Remembered::Typed(password)))
+    }
+
     fn key_for(&self, realm: &str, user: &str) -> Result<Key> {
-        match self {
-            Secret::Key(key) => Ok(key.clone()),
-            Secret::Password(password) => password.derive(realm, user),
-        }
+        let remembered = match self {
+            Secret::Key(key) => return Ok(key.clone()),
+            Secret::Password(remembered) => remembered,
+        };
+        let mut remembered = remembered.lock().expect("no panics while holding the lock");
+        let key = match &*remembered {
+            Remembered::Typed(password) => password.derive(realm, user)?,
+            Remembered::Derived {
+                realm: was,
+                user: who,
+                key,
+            } => {
+                if was != realm || who != user {
+                    anyhow::bail!(
+                        "the server's realm is now {}, not {} as when the password was \
+                         typed; start again to type it",
+                        escape(realm),
+                        escape(was)
+                    );
+                }
+                return Ok(key.clone());
+            }
+        };
+        *remembered = Remembered::Derived {
+            realm: realm.to_string(),
+            user: user.to_string(),
+            key: key.clone(),
+        };
+        Ok(key)
     }
 
     fn origin(&self) -> String {

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 
 use super::buffer::grow_to;
-use super::compress::{Deflater, Inflater};
+use super::compress::{Deflater, Inflater, Squeezed};
 use super::message::{self, ErrorCode, LENGTH_PREFIX, MAX_CONTROL, MAX_DATA_FRAME, Message};
 use super::negotiated::{Feature, Negotiated};
 use super::seal::{Opener, Sealer, TAG_LEN};
@@ -67,6 +67,11 @@ pub struct FrameReader<R> {
     control: Vec<u8>,
     /// Where a compressed data frame is decompressed; swapped with the caller's buffer.
     spare: Vec<u8>,
+    /// Data bytes as inflated and as they came, since [`FrameReader::take_squeezed`];
+    /// `Some` once a compressed frame arrived.
+    squeezed: Option<Squeezed>,
+    /// Raw frames' bytes on a compressed connection, counted in once one compressed.
+    raw: u64,
 }
 
 impl<R: Read> FrameReader<R> {
@@ -77,7 +82,19 @@ impl<R: Read> FrameReader<R> {
             inflater: None,
             control: Vec::new(),
             spare: Vec::new(),
+            squeezed: None,
+            raw: 0,
         }
+    }
+
+    /// What decompression made of the data since the last call, if any frame came
+    /// compressed (`before`: the file bytes, `after`: what crossed the wire).
+    pub fn take_squeezed(&mut self) -> Option<Squeezed> {
+        let raw = std::mem::take(&mut self.raw);
+        self.squeezed.take().map(|mut squeezed| {
+            squeezed.count(raw as usize, raw as usize);
+            squeezed
+        })
     }
 
     /// Applies what the handshake negotiated: opens sealed frames from here on, and
@@ -153,9 +170,13 @@ impl<R: Read> FrameReader<R> {
         match &mut self.inflater {
             None => Ok(Data::Bytes(0..plain)),
             Some(inflater) => match buffer[0] {
-                0 => Ok(Data::Bytes(1..plain)),
+                0 => {
+                    self.raw += plain as u64 - 1;
+                    Ok(Data::Bytes(1..plain))
+                }
                 1 => {
                     let n = inflater.inflate(&buffer[1..plain], &mut self.spare)?;
+                    self.squeezed.get_or_insert_default().count(n, plain - 1);
                     std::mem::swap(buffer, &mut self.spare);
                     Ok(Data::Bytes(0..n))
                 }
@@ -202,6 +223,8 @@ pub struct FrameWriter<W: Write> {
     control: Vec<u8>,
     /// Where a data frame is compressed; swapped with the caller's buffer when it pays.
     spare: Vec<u8>,
+    /// Data bytes into and out of the compressor since [`FrameWriter::take_squeezed`].
+    squeezed: Squeezed,
 }
 
 impl<W: Write> FrameWriter<W> {
@@ -212,7 +235,18 @@ impl<W: Write> FrameWriter<W> {
             deflater: None,
             control: Vec::new(),
             spare: Vec::new(),
+            squeezed: Squeezed::default(),
         }
+    }
+
+    /// What compression made of the data written since the last call; `None` when
+    /// this side does not compress.
+    pub fn take_squeezed(&mut self) -> Option<Squeezed> {
+        let squeezed = std::mem::take(&mut self.squeezed);
+        self.deflater
+            .as_ref()
+            .filter(|deflater| deflater.compresses())
+            .map(|_| squeezed)
     }
 
     /// Applies what the handshake negotiated: seals every frame from here on, and,
@@ -284,11 +318,13 @@ impl<W: Write> FrameWriter<W> {
                 match deflater.deflate(source, &mut self.spare[DATA_HEADROOM..DATA_HEADROOM + len])
                 {
                     Some(packed) => {
+                        self.squeezed.count(len, packed);
                         std::mem::swap(buffer, &mut self.spare);
                         buffer[DATA_HEADROOM - 1] = 1;
                         (DATA_HEADROOM - 1, packed + 1)
                     }
                     None => {
+                        self.squeezed.count(len, len);
                         buffer[DATA_HEADROOM - 1] = 0;
                         (DATA_HEADROOM - 1, len + 1)
                     }

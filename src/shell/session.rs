@@ -12,6 +12,7 @@ use anyhow::Result;
 
 use crate::client::{Client, ClientOptions};
 use crate::error::{Kind, kind_of};
+use crate::proto::handshake::Secret;
 use crate::proto::message::Item;
 use crate::transfer::Tally;
 use crate::ui::report::{Reporter, Style};
@@ -24,6 +25,9 @@ pub struct Session {
     options: ClientOptions,
     pub style: Style,
     client: Option<Client>,
+    /// What logged in the first time (a password's derived key, in memory only),
+    /// so that reconnecting asks nothing.
+    secret: Option<Arc<Secret>>,
     /// Where the user is, beneath the home (`""`: the home).
     pub cwd: String,
     /// Listings completion has seen, by directory; dropped after any change.
@@ -40,6 +44,7 @@ impl Session {
             options,
             style,
             client: None,
+            secret: None,
             cwd: String::new(),
             listings: HashMap::new(),
             interrupter: Arc::default(),
@@ -64,7 +69,13 @@ impl Session {
 
     fn client(&mut self) -> Result<&mut Client> {
         if self.client.is_none() {
-            let client = Client::connect(&self.options, self.style)?;
+            let secret = match &self.secret {
+                Some(secret) => secret.clone(),
+                None => self.options.auth.secret()?,
+            };
+            let client = Client::connect_with(&self.options, self.style, secret.clone())?;
+            // Kept once it logged in: a wrong password is asked for again.
+            self.secret = Some(secret);
             self.client = Some(client);
         }
         Ok(self.client.as_mut().expect("just connected"))

@@ -6,7 +6,10 @@ use std::sync::Mutex;
 
 use anyhow::Result;
 
-use crate::error::{ErrorCode, Kind, fail};
+use indicatif::HumanBytes;
+
+use crate::error::{ErrorCode, Kind, fail, kind_of};
+use crate::proto::compress::Squeezed;
 use crate::proto::negotiated::{Feature, Negotiated};
 use crate::ui::report::{FileOutcome, LIST_FILES_UP_TO, Reporter, Summary};
 
@@ -74,9 +77,13 @@ impl Tally {
                 resumed_at,
                 ..
             } => {
+                // A resumed prefix was kept, not moved: it counts apart, and not
+                // in the rate.
+                let kept = resumed_at.unwrap_or(0).min(size);
                 summary.verified += 1;
-                summary.bytes += size;
+                summary.bytes += size - kept;
                 summary.resumed += usize::from(resumed_at.is_some());
+                summary.resumed_bytes += kept;
                 if summary.listed.len() < LIST_FILES_UP_TO {
                     summary.listed.push((path, digest));
                 }
@@ -90,6 +97,41 @@ impl Tally {
                     .get_or_insert(code);
             }
         }
+    }
+
+    /// Counts what compression made of the session's data (`None`: none was
+    /// compressed).
+    pub(crate) fn squeezed(&self, squeezed: Option<Squeezed>) {
+        if let Some(squeezed) = squeezed {
+            self.summary
+                .lock()
+                .expect("no panics while holding the lock")
+                .compression = Some(squeezed);
+        }
+    }
+
+    /// Counts the bytes of a cut file kept as partial data for a rerun.
+    pub(crate) fn kept(&self, bytes: u64) {
+        self.summary
+            .lock()
+            .expect("no panics while holding the lock")
+            .kept += bytes;
+    }
+
+    /// A connection lost while data of a file had moved: the error says so, and that
+    /// a rerun resumes it from the `moved` bytes (`kept`, or what went out).
+    pub(crate) fn resumable(&self, err: anyhow::Error, moved: &str) -> anyhow::Error {
+        let kept = self.summary().kept;
+        if kept == 0 || kind_of(&err) != Some(Kind::Network) {
+            return err;
+        }
+        fail(
+            Kind::Network,
+            format!(
+                "connection lost ({err:#}); rerun the same command to resume: {} {moved}",
+                HumanBytes(kept)
+            ),
+        )
     }
 
     /// A failed entry.

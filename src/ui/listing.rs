@@ -90,7 +90,7 @@ pub fn item_json(item: &Item) -> serde_json::Value {
     })
 }
 
-/// `used 1.2 GiB of 20 GiB, 312 files of 100000`.
+/// `used 1.2 GiB of 20 GiB (6% used), 312 files of 100000 (0% used)`.
 pub fn usage_line(usage: &Usage, human: bool) -> String {
     let bytes = |n: u64| {
         if human {
@@ -106,7 +106,7 @@ pub fn usage_line(usage: &Usage, human: bool) -> String {
         None => " (no quota)".into(),
     };
     let file_quota = match usage.quota_files.flatten() {
-        Some(quota) => format!(" of {quota}"),
+        Some(quota) => format!(" of {quota} ({}% used)", percent(files, quota)),
         None => String::new(),
     };
     let files = match files {
@@ -116,6 +116,7 @@ pub fn usage_line(usage: &Usage, human: bool) -> String {
     format!("used {}{byte_quota}, {files}{file_quota}", bytes(used))
 }
 
+/// `used` of `of` in whole percent, rounded down (100 of a quota of 0).
 fn percent(used: u64, of: u64) -> u64 {
     if of == 0 {
         100

@@ -15,6 +15,7 @@ use serde_json::json;
 
 use super::progress;
 use crate::escape::escape;
+use crate::proto::compress::Squeezed;
 use crate::proto::hash::{Digest, HashKind};
 use crate::proto::message::ErrorCode;
 
@@ -78,10 +79,16 @@ impl Style {
 pub struct Summary {
     /// Files that arrived and verified in this session.
     pub verified: usize,
-    /// Bytes of those files (whole files, including resumed prefixes).
+    /// Bytes of those files that moved in this session (a resumed prefix did not).
     pub bytes: u64,
     /// Of the verified files, how many continued a partial one.
     pub resumed: usize,
+    /// The prefixes those resumed files kept from an earlier session.
+    pub resumed_bytes: u64,
+    /// Data bytes before and after compression, when this session compressed some.
+    pub compression: Option<Squeezed>,
+    /// Bytes of a cut file kept as partial data, for a rerun to resume from.
+    pub kept: u64,
     /// Files the receiver already had.
     pub same: usize,
     pub failed: usize,
@@ -154,16 +161,22 @@ impl Reporter {
         self.bar = progress::transfer_bar(total, hidden);
     }
 
-    /// Names the file being moved on the progress bar (escaped), if there is a bar,
-    /// and says where a resumed file continues.
+    /// Names the file being moved on the progress bar (escaped), if there is a bar;
+    /// a resumed file gets a line of its own above the bar saying where it continues,
+    /// so the name on the bar stays whole, and the rate and the time left count from
+    /// here (not from before the prefix was verified).
     pub fn current_file(&self, path: &str, resumed_at: Option<u64>) {
-        if !self.bar.is_hidden() {
-            let name = escape(path);
-            self.bar.set_message(match resumed_at {
-                // The note first: a long name is what gets cut on a narrow terminal.
-                Some(at) => format!("(resumed at {}, prefix verified) {name}", HumanBytes(at)),
-                None => name.into_owned(),
-            });
+        if self.bar.is_hidden() {
+            return;
+        }
+        let name = escape(path);
+        self.bar.set_message(name.to_string());
+        if let Some(at) = resumed_at {
+            self.bar.println(format!(
+                "{name}: resumed at {}, prefix verified",
+                HumanBytes(at)
+            ));
+            self.bar.reset_eta();
         }
     }
 
@@ -246,7 +259,8 @@ impl Reporter {
             self.event(|| event);
             return;
         }
-        let nothing = summary.verified == 0 && summary.same == 0 && summary.failed == 0;
+        let nothing =
+            summary.verified == 0 && summary.same == 0 && summary.failed == 0 && summary.kept == 0;
         if self.style.quiet || (nothing && result.is_err()) {
             return;
         }
@@ -314,8 +328,11 @@ impl Reporter {
         match self.style.json {
             Json::Off => {}
             Json::Stdout => {
+                // One write for the line and its newline (see `stderr::line`).
                 let mut out = std::io::stdout().lock();
-                let _ = writeln!(out, "{text}").and_then(|()| out.flush());
+                let _ = out
+                    .write_all(format!("{text}\n").as_bytes())
+                    .and_then(|()| out.flush());
             }
             Json::Stderr => line(&text),
         }
@@ -354,22 +371,53 @@ fn file_event(outcome: &FileOutcome) -> serde_json::Value {
 }
 
 fn summary_fields(summary: &Summary, elapsed: Duration, rate: u64) -> serde_json::Value {
-    json!({
+    let mut fields = json!({
         "files": summary.verified, "same": summary.same, "resumed": summary.resumed,
         "failed": summary.failed, "bytes": summary.bytes,
+        "resumed_bytes": summary.resumed_bytes,
         "seconds": elapsed.as_secs_f64(), "bytes_per_sec": rate,
         "hash": summary.hash.name(), "encrypted": summary.encrypted,
-    })
+    });
+    if let Some(Squeezed { before, after }) = summary.compression {
+        fields["uncompressed_bytes"] = json!(before);
+        fields["compressed_bytes"] = json!(after);
+    }
+    if summary.kept > 0 {
+        fields["kept_bytes"] = json!(summary.kept);
+    }
+    fields
 }
 
-/// `; 2 already there, 1 resumed`, or nothing.
+/// `; 2 already there (same size and time), 1 resumed (171.00 MiB kept)`, or nothing.
 fn extras(summary: &Summary) -> String {
     let mut parts = Vec::new();
     if summary.same > 0 {
-        parts.push(format!("{} already there", summary.same));
+        // Nothing was hashed for these: the receiver compared size and time.
+        parts.push(format!(
+            "{} already there (same size and time)",
+            summary.same
+        ));
     }
     if summary.resumed > 0 {
-        parts.push(format!("{} resumed", summary.resumed));
+        parts.push(format!(
+            "{} resumed ({} kept)",
+            summary.resumed,
+            HumanBytes(summary.resumed_bytes)
+        ));
+    }
+    if let Some(Squeezed { before, after }) = summary.compression {
+        parts.push(format!(
+            "compressed {} to {} ({})",
+            HumanBytes(before),
+            HumanBytes(after),
+            ratio(before, after)
+        ));
+    }
+    if summary.kept > 0 {
+        parts.push(format!(
+            "{} kept as partial data, for a rerun to resume",
+            HumanBytes(summary.kept)
+        ));
     }
     if parts.is_empty() {
         String::new()
@@ -385,9 +433,18 @@ fn verdict(summary: &Summary, ok: bool) -> String {
         ", not encrypted"
     };
     match summary.failed {
+        0 if ok && summary.verified == 0 => format!("no data moved{sealed}"),
         0 if ok => format!("all verified ({} + MAC{sealed})", summary.hash),
         0 => "not completed".to_string(),
         n => format!("{} failed", plural(n, "file")),
+    }
+}
+
+/// How many times smaller: `8.5:1`, or `-` when nothing came out.
+fn ratio(before: u64, after: u64) -> String {
+    match after {
+        0 => "-".to_string(),
+        _ => format!("{:.1}:1", before as f64 / after as f64),
     }
 }
 

@@ -83,6 +83,15 @@ fn drain(mut pipe: impl Read + Send + 'static) -> std::thread::JoinHandle<Vec<u8
     })
 }
 
+/// The `summary` event among the `--json` lines a command printed on stdout.
+pub fn summary_event(output: &Output) -> serde_json::Value {
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .find(|event| event["event"] == "summary")
+        .unwrap_or_else(|| panic!("no summary event: {}", stderr_of(output)))
+}
+
 /// `xfer send FILES 127.0.0.1:PORT` with `key`, to completion.
 pub fn send(files: &[&Path], port: u16, key: &str, extra: &[&str]) -> Output {
     let mut command = xfer();

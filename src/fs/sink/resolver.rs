@@ -93,8 +93,9 @@ impl<'a> Resolver<'a> {
             _ => Err(Refusal::new(
                 ErrorCode::Exists,
                 format!(
-                    "{}: already exists (the receiver does not overwrite; --overwrite replaces it)",
-                    escape(path)
+                    "{}: already exists ({})",
+                    escape(path),
+                    self.target.replace_hint()
                 ),
             )),
         }

@@ -30,7 +30,13 @@ pub struct TargetDir {
     /// is counted (see `fs::quota`); also what makes the server keep its own access
     /// to what it writes and refuse paths too deep to count.
     meter: Option<Account>,
+    /// How whoever decides replaces an existing file, said when one is refused.
+    replace_hint: &'static str,
 }
+
+/// The `exists` hint where the user who sees it is the one who replaces files
+/// (`get -f`, a server's `put -f`).
+const REPLACE_HINT: &str = "the receiver does not overwrite; --overwrite replaces it";
 
 /// A receiver's claim on its target directory, released when dropped (or when the
 /// process ends, however it ends).
@@ -77,12 +83,16 @@ impl TargetDir {
                 ),
             )
         })?;
-        Ok(TargetDir { root, meter: None })
+        Ok(TargetDir::from_fd(root))
     }
 
     /// A target directory already opened (a directory of a user's home).
     pub fn from_fd(root: OwnedFd) -> Self {
-        TargetDir { root, meter: None }
+        TargetDir {
+            root,
+            meter: None,
+            replace_hint: REPLACE_HINT,
+        }
     }
 
     /// This directory as a server's `put` target, counted in `account`.
@@ -95,6 +105,18 @@ impl TargetDir {
 
     pub(crate) fn meter(&self) -> Option<&Account> {
         self.meter.as_ref()
+    }
+
+    /// Says `hint` (in parentheses) when an existing file is refused, instead of
+    /// pointing at `--overwrite`: a plain receiver's sender cannot replace files.
+    pub(crate) fn with_replace_hint(mut self, hint: &'static str) -> Self {
+        self.replace_hint = hint;
+        self
+    }
+
+    /// How whoever decides replaces an existing file (see [`Self::with_replace_hint`]).
+    pub(crate) fn replace_hint(&self) -> &'static str {
+        self.replace_hint
     }
 
     /// Takes the directory for this process: a second receiver on the same
@@ -201,6 +223,7 @@ impl TargetDir {
         Ok(TargetDir {
             root: self.dup_root()?,
             meter: self.meter.clone(),
+            replace_hint: self.replace_hint,
         })
     }
 

@@ -113,7 +113,10 @@ pub fn run<W: Write>(
                 answers.commit(&mut desk.group, writer)?;
                 continue;
             }
-            Err(RecvTimeoutError::Disconnected) => return answers.commit(&mut desk.group, writer),
+            Err(RecvTimeoutError::Disconnected) => {
+                desk.keep_cut_file(tally);
+                return answers.commit(&mut desk.group, writer);
+            }
         };
         desk.apply(job, &answers, writer, &giver)?;
     }
@@ -129,6 +132,16 @@ struct Desk<'t> {
 }
 
 impl Desk<'_> {
+    /// The session ended with a file still open (the connection was cut): its data
+    /// stays as partial data, and the summary says how much.
+    fn keep_cut_file(&mut self, tally: &Tally) {
+        if let Some((_, landing)) = self.open.take()
+            && let Settled::Partial(bytes) = landing.left_behind()
+        {
+            tally.kept(bytes);
+        }
+    }
+
     /// Does one job of the socket thread's; an error ends the session.
     fn apply<W: Write>(
         &mut self,

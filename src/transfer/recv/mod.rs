@@ -56,6 +56,7 @@ pub fn session<R: Read, W: Write + Send, C: Hangup>(
         quota,
     };
     let result = receive(conn, &shared, tally);
+    tally.squeezed(conn.reader.take_squeezed());
     // A refusal in place of the offer (a `get` the server would not serve) began
     // no transfer; anything else did.
     if !matches!(&result, Err(err) if said_by_peer(err) && tally.summary_offered() == 0) {
@@ -64,7 +65,7 @@ pub fn session<R: Read, W: Write + Send, C: Hangup>(
     if let Err(err) = &result {
         super::tell::end_session(conn, err);
     }
-    result
+    result.map_err(|err| tally.resumable(err, "kept"))
 }
 
 fn receive<R: Read, W: Write + Send, C>(

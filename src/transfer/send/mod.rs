@@ -48,6 +48,8 @@ const WRITER_GRACE: Duration = Duration::from_secs(1);
 struct Outstanding {
     facts: Option<Sent>,
     resumed_at: Option<u64>,
+    /// How far into the file its data went out (from its start, prefix included).
+    position: u64,
     /// This side failed the entry already (it changed or could not be read while
     /// sent); the receiver's refusal of its `done` is expected and not counted again.
     failed_here: bool,
@@ -117,7 +119,7 @@ pub fn session<R: Read + Send, W: Write, C: Hangup + Sync>(
     if let Err(err) = &result {
         super::tell::end_session(conn, err);
     }
-    result
+    result.map_err(|err| tally.resumable(err, "sent, which the receiver keeps"))
 }
 
 fn send<R: Read + Send, W: Write, C: Hangup + Sync>(
@@ -145,7 +147,9 @@ fn send<R: Read + Send, W: Write, C: Hangup + Sync>(
     tally
         .reporter_mut()
         .start_bar(left_to_send(entries, &to_send));
-    data_and_answers(reader, writer, closer, &transfer, &to_send, outbox, tally)
+    let result = data_and_answers(reader, writer, closer, &transfer, &to_send, outbox, tally);
+    tally.squeezed(writer.take_squeezed());
+    result
 }
 
 /// The bytes still to send, if every size is known: a resumed file's prefix is
@@ -179,7 +183,7 @@ fn data_and_answers<R: Read + Send, W: Write, C: Hangup + Sync>(
     let _streaming = closer.without_read_timeout();
     let pending = Pending::default();
     let (finished, answers_over) = mpsc::channel::<()>();
-    std::thread::scope(|scope| {
+    let result = std::thread::scope(|scope| {
         let pending = &pending;
         let answers = std::thread::Builder::new()
             .name("answers".into())
@@ -212,7 +216,11 @@ fn data_and_answers<R: Read + Send, W: Write, C: Hangup + Sync>(
         // Our idle verdict first; then the receiver's own account of a failure,
         // which explains more than our broken pipe.
         waited.and(answered).and(written)
-    })
+    });
+    if result.is_err() {
+        tally.kept(cut_short(&pending));
+    }
+    result
 }
 
 /// Waits for the answer thread to finish; with an idle timeout, a receiver that
@@ -244,6 +252,17 @@ fn await_answers<C: Hangup>(
             Ok(()) | Err(mpsc::RecvTimeoutError::Disconnected) => return Ok(()),
         }
     }
+}
+
+/// The bytes of the file whose data was going out when the session ended (before
+/// its `done`): what the receiver keeps for a rerun to resume.
+fn cut_short(pending: &Pending) -> u64 {
+    pending
+        .lock()
+        .values()
+        .filter(|outstanding| outstanding.facts.is_none() && !outstanding.failed_here)
+        .map(|outstanding| outstanding.position)
+        .sum()
 }
 
 /// Reads the plan's decisions: reports skips and files already there, checks what
@@ -329,6 +348,7 @@ fn write_data<'scope, 'env, W: Write>(
         pending,
         tally,
         giver,
+        current: std::cell::Cell::new(0),
     };
     let mut in_file = false;
     loop {
@@ -367,6 +387,8 @@ struct Frames<'a> {
     pending: &'a Pending,
     tally: &'a Tally,
     giver: Giver,
+    /// The entry whose data is going out.
+    current: std::cell::Cell<u64>,
 }
 
 impl Frames<'_> {
@@ -380,11 +402,13 @@ impl Frames<'_> {
                 let resumed_at = resumed.then_some(offset);
                 let path = &self.entries[index as usize].path;
                 self.tally.reporter().current_file(path, resumed_at);
+                self.current.set(index);
                 self.pending.lock().insert(
                     index,
                     Outstanding {
                         facts: None,
                         resumed_at,
+                        position: offset,
                         failed_here: false,
                     },
                 );
@@ -392,6 +416,9 @@ impl Frames<'_> {
             }
             Piece::Chunk { mut buffer, len } => {
                 writer.write_data(&mut buffer, len)?;
+                if let Some(outstanding) = self.pending.lock().get_mut(&self.current.get()) {
+                    outstanding.position += len as u64;
+                }
                 self.tally.reporter().bar().inc(len as u64);
                 self.giver.give(buffer);
                 Ok(())
