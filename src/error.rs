@@ -17,7 +17,7 @@ use crate::escape::escape;
 /// The error codes of `PROTOCOL.md` section 3.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum ErrorCode {
+pub(crate) enum ErrorCode {
     Version,
     Role,
     Auth,
@@ -41,7 +41,7 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             ErrorCode::Version => "version",
             ErrorCode::Role => "role",
@@ -63,15 +63,6 @@ impl ErrorCode {
             ErrorCode::Unknown => "unknown",
         }
     }
-
-    /// Whether a session-level error of this code ends the connection even where
-    /// errors normally end only one request (section 3).
-    pub fn ends_connection(self) -> bool {
-        matches!(
-            self,
-            ErrorCode::Protocol | ErrorCode::Mac | ErrorCode::Timeout | ErrorCode::Unknown
-        )
-    }
 }
 
 impl fmt::Display for ErrorCode {
@@ -82,7 +73,7 @@ impl fmt::Display for ErrorCode {
 
 /// Why a transfer failed, as far as the exit code is concerned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
+pub(crate) enum Kind {
     /// The peer could not be reached, went away, timed out, or was busy (exit 3).
     Network,
     /// The peers do not share the key, or the peer would not prove it (exit 4).
@@ -104,7 +95,7 @@ pub enum Kind {
 
 impl Kind {
     /// The process exit code for this kind, as listed in the README.
-    pub fn exit_code(self) -> u8 {
+    pub(crate) fn exit_code(self) -> u8 {
         match self {
             Kind::Network => 3,
             Kind::Auth => 4,
@@ -118,7 +109,7 @@ impl Kind {
     }
 
     /// The kind of failure a peer's error frame reports.
-    pub fn of_code(code: ErrorCode) -> Kind {
+    pub(crate) fn of_code(code: ErrorCode) -> Kind {
         match code {
             ErrorCode::Role | ErrorCode::Protocol | ErrorCode::Unknown => Kind::Protocol,
             ErrorCode::Version | ErrorCode::Feature => Kind::Incompatible,
@@ -160,12 +151,12 @@ impl std::error::Error for Tagged {
 }
 
 /// A new error of the given kind.
-pub fn fail(kind: Kind, message: impl fmt::Display) -> anyhow::Error {
+pub(crate) fn fail(kind: Kind, message: impl fmt::Display) -> anyhow::Error {
     tag(kind, anyhow::anyhow!("{message}"))
 }
 
 /// Tags an existing error with a kind (an inner tag, if any, still wins).
-pub fn tag(kind: Kind, err: impl Into<anyhow::Error>) -> anyhow::Error {
+pub(crate) fn tag(kind: Kind, err: impl Into<anyhow::Error>) -> anyhow::Error {
     anyhow::Error::new(Tagged {
         kind,
         code: None,
@@ -174,7 +165,7 @@ pub fn tag(kind: Kind, err: impl Into<anyhow::Error>) -> anyhow::Error {
 }
 
 /// A failure the peer is told about with `code` (its kind follows from the code).
-pub fn refused(code: ErrorCode, message: impl fmt::Display) -> anyhow::Error {
+pub(crate) fn refused(code: ErrorCode, message: impl fmt::Display) -> anyhow::Error {
     anyhow::Error::new(Tagged {
         kind: Kind::of_code(code),
         code: Some(code),
@@ -185,7 +176,7 @@ pub fn refused(code: ErrorCode, message: impl fmt::Display) -> anyhow::Error {
 /// The code a session-level error frame carries for `err`: the one it was refused
 /// with, else what its kind means on the wire. `None`: tell the peer nothing (the
 /// connection is gone, or the peer failed to authenticate).
-pub fn wire_code(err: &anyhow::Error) -> Option<ErrorCode> {
+pub(crate) fn wire_code(err: &anyhow::Error) -> Option<ErrorCode> {
     if said_by_peer(err) {
         return None;
     }
@@ -209,7 +200,7 @@ pub fn wire_code(err: &anyhow::Error) -> Option<ErrorCode> {
 }
 
 /// Tags the error of a `Result` with a kind.
-pub trait Classify<T> {
+pub(crate) trait Classify<T> {
     fn classify(self, kind: Kind) -> anyhow::Result<T>;
 }
 
@@ -221,7 +212,7 @@ impl<T, E: Into<anyhow::Error>> Classify<T> for Result<T, E> {
 
 /// The kind an error was tagged with, the innermost tag winning: the place that
 /// saw the failure knows best what it was, outer layers only add context.
-pub fn kind_of(err: &anyhow::Error) -> Option<Kind> {
+pub(crate) fn kind_of(err: &anyhow::Error) -> Option<Kind> {
     let mut found = None;
     let mut layer: Option<&(dyn std::error::Error + 'static)> = Some(err.as_ref());
     while let Some(current) = layer {
@@ -251,7 +242,7 @@ impl fmt::Display for PeerSaid {
 impl std::error::Error for PeerSaid {}
 
 /// Whether `err` is (or wraps) what the peer reported in an error frame.
-pub fn said_by_peer(err: &anyhow::Error) -> bool {
+pub(crate) fn said_by_peer(err: &anyhow::Error) -> bool {
     let mut layer: Option<&(dyn std::error::Error + 'static)> = Some(err.as_ref());
     while let Some(current) = layer {
         if current.downcast_ref::<PeerSaid>().is_some() {
@@ -266,7 +257,7 @@ pub fn said_by_peer(err: &anyhow::Error) -> bool {
 }
 
 /// The error a peer's session-level `error` frame reports, its text escaped.
-pub fn peer_error(code: ErrorCode, message: &str) -> anyhow::Error {
+pub(crate) fn peer_error(code: ErrorCode, message: &str) -> anyhow::Error {
     let said = escape(message);
     let text = match code {
         ErrorCode::Busy => {
@@ -286,7 +277,7 @@ pub fn peer_error(code: ErrorCode, message: &str) -> anyhow::Error {
 }
 
 /// The code of the error frame `err` reports, if it is a peer's report.
-pub fn peer_code(err: &anyhow::Error) -> Option<ErrorCode> {
+pub(crate) fn peer_code(err: &anyhow::Error) -> Option<ErrorCode> {
     let mut layer: Option<&(dyn std::error::Error + 'static)> = Some(err.as_ref());
     while let Some(current) = layer {
         if let Some(said) = current.downcast_ref::<PeerSaid>() {
@@ -301,7 +292,7 @@ pub fn peer_code(err: &anyhow::Error) -> Option<ErrorCode> {
 }
 
 /// The exit code for an error: its kind's code, or 1 for anything untagged.
-pub fn exit_code(err: &anyhow::Error) -> u8 {
+pub(crate) fn exit_code(err: &anyhow::Error) -> u8 {
     kind_of(err).map_or(1, Kind::exit_code)
 }
 

@@ -35,20 +35,20 @@ const FORMAT_CHARS: &[(char, char)] = &[
 ];
 
 /// Whether `c` is in Unicode category Cf.
-pub fn is_format(c: char) -> bool {
+pub(crate) fn is_format(c: char) -> bool {
     FORMAT_CHARS
         .iter()
         .any(|&(first, last)| (first..=last).contains(&c))
 }
 
 /// Whether `c` must not be printed raw: a control (Cc) or format (Cf) character.
-pub fn is_unprintable(c: char) -> bool {
+pub(crate) fn is_unprintable(c: char) -> bool {
     c.is_control() || is_format(c)
 }
 
 /// `text` with every control and format character written as `\u{..}`, and
 /// backslashes doubled so that an escape cannot be forged.
-pub fn escape(text: &str) -> Cow<'_, str> {
+pub(crate) fn escape(text: &str) -> Cow<'_, str> {
     if !text.chars().any(|c| is_unprintable(c) || c == '\\') {
         return Cow::Borrowed(text);
     }
@@ -66,12 +66,12 @@ pub fn escape(text: &str) -> Cow<'_, str> {
 }
 
 /// Escapes a local path for printing, marking bytes that are not UTF-8.
-pub fn escape_path(path: &std::path::Path) -> String {
+pub(crate) fn escape_path(path: &std::path::Path) -> String {
     escape(&path.to_string_lossy()).into_owned()
 }
 
 /// What a file that is neither a regular file nor a directory is, in words.
-pub fn describe(kind: std::fs::FileType) -> &'static str {
+pub(crate) fn describe(kind: std::fs::FileType) -> &'static str {
     use std::os::unix::fs::FileTypeExt;
     if kind.is_symlink() {
         "a symbolic link"

@@ -3,7 +3,7 @@
 //! the protocol can all use it.
 
 /// Lowercase hex of `bytes`.
-pub fn hex(bytes: &[u8]) -> String {
+pub(crate) fn hex(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut out = String::with_capacity(bytes.len() * 2);
     for byte in bytes {
@@ -15,13 +15,13 @@ pub fn hex(bytes: &[u8]) -> String {
 
 /// Decodes exactly `N` bytes from exactly `2 * N` lowercase hex digits; anything
 /// else (upper case, wrong length, other characters) is `None`.
-pub fn unhex<const N: usize>(text: &str) -> Option<[u8; N]> {
+pub(crate) fn unhex<const N: usize>(text: &str) -> Option<[u8; N]> {
     let mut out = [0; N];
     unhex_into(text, &mut out).then_some(out)
 }
 
 /// [`unhex`] into a slice of the expected length; false if `text` is not exactly that.
-pub fn unhex_into(text: &str, out: &mut [u8]) -> bool {
+pub(crate) fn unhex_into(text: &str, out: &mut [u8]) -> bool {
     fn digit(c: u8) -> Option<u8> {
         match c {
             b'0'..=b'9' => Some(c - b'0'),

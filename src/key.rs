@@ -19,7 +19,7 @@ use crate::hex::hex;
 use crate::stderr;
 
 /// Environment variable that may hold the key.
-pub const KEY_ENV: &str = "XFER_KEY";
+pub(crate) const KEY_ENV: &str = "XFER_KEY";
 /// Random bytes in a generated key (rendered as twice as many hex digits).
 const GENERATED_KEY_BYTES: usize = 32;
 /// Keys shorter than this, in bytes, get a warning.
@@ -29,7 +29,7 @@ const MAX_KEY_FILE: u64 = 64 << 10;
 
 /// The raw bytes of the key, exactly as the user gave it, and where it came from.
 #[derive(Clone)]
-pub struct Key {
+pub(crate) struct Key {
     bytes: Vec<u8>,
     origin: String,
 }
@@ -41,18 +41,18 @@ impl std::fmt::Debug for Key {
 }
 
 impl Key {
-    pub fn bytes(&self) -> &[u8] {
+    pub(crate) fn bytes(&self) -> &[u8] {
         &self.bytes
     }
 
     /// Where the key came from, for messages: `key file PATH` or `$XFER_KEY`.
-    pub fn origin(&self) -> &str {
+    pub(crate) fn origin(&self) -> &str {
         &self.origin
     }
 
     /// A key from bytes already in hand (derived from a password, read from a
     /// users file), described by `origin`.
-    pub fn from_bytes(bytes: Vec<u8>, origin: impl Into<String>) -> Key {
+    pub(crate) fn from_bytes(bytes: Vec<u8>, origin: impl Into<String>) -> Key {
         Key {
             bytes,
             origin: origin.into(),
@@ -77,7 +77,7 @@ impl Key {
 /// Reads a key file: a regular file of sensible size, with one trailing `\n` or
 /// `\r\n` removed (`PROTOCOL.md` section 4). A FIFO or device is refused rather than
 /// read, since reading one can block forever.
-pub fn read_key_file(path: &Path) -> Result<Vec<u8>> {
+pub(crate) fn read_key_file(path: &Path) -> Result<Vec<u8>> {
     let shown = escape_path(path);
     let meta = std::fs::metadata(path).with_context(|| format!("cannot read key file {shown}"))?;
     if !meta.is_file() {
@@ -108,7 +108,7 @@ pub fn read_key_file(path: &Path) -> Result<Vec<u8>> {
 }
 
 /// Removes one trailing `\n` or `\r\n`.
-pub fn strip_line_end(bytes: &mut Vec<u8>) {
+pub(crate) fn strip_line_end(bytes: &mut Vec<u8>) {
     if bytes.last() == Some(&b'\n') {
         bytes.pop();
         if bytes.last() == Some(&b'\r') {
@@ -130,7 +130,7 @@ fn warn_if_exposed(path: &Path, file: &File) {
 }
 
 /// The key from `key_file` if given, else from `$XFER_KEY`; `None` if neither.
-pub fn load(key_file: Option<&Path>) -> Result<Option<Key>> {
+pub(crate) fn load(key_file: Option<&Path>) -> Result<Option<Key>> {
     if let Some(path) = key_file {
         let bytes = read_key_file(path)?;
         if let Ok(file) = File::open(path) {
@@ -145,7 +145,7 @@ pub fn load(key_file: Option<&Path>) -> Result<Option<Key>> {
 }
 
 /// The key a connecting side must have; a clear error if none was given.
-pub fn require(key_file: Option<&Path>) -> Result<Key> {
+pub(crate) fn require(key_file: Option<&Path>) -> Result<Key> {
     load(key_file)?.ok_or_else(|| {
         anyhow::anyhow!(
             "no key: pass --key-file PATH or set ${KEY_ENV} (a listener started without a key prints one)"
@@ -154,12 +154,12 @@ pub fn require(key_file: Option<&Path>) -> Result<Key> {
 }
 
 /// A new random key, printable: 256 bits as 64 lowercase hex digits.
-pub fn generate() -> Result<String> {
+pub(crate) fn generate() -> Result<String> {
     Ok(hex(&random_bytes::<GENERATED_KEY_BYTES>()?))
 }
 
 /// `N` bytes from the operating system's CSPRNG.
-pub fn random_bytes<const N: usize>() -> Result<[u8; N]> {
+pub(crate) fn random_bytes<const N: usize>() -> Result<[u8; N]> {
     let mut bytes = [0; N];
     OsRng
         .try_fill_bytes(&mut bytes)
@@ -180,7 +180,7 @@ pub(crate) fn generate_for_start_up() -> Result<(Key, String)> {
 
 /// Writes a new key to `path` (mode 0600); refuses to replace an existing file,
 /// which may be the only copy of a key in use.
-pub fn write_new(path: &Path, key: &str) -> Result<()> {
+pub(crate) fn write_new(path: &Path, key: &str) -> Result<()> {
     let mut file = OpenOptions::new()
         .write(true)
         .create_new(true)

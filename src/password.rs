@@ -11,7 +11,7 @@ use crate::hex::hex;
 use crate::key::Key;
 
 /// Environment variable a script may set instead of typing the password.
-pub const PASSWORD_ENV: &str = "XFER_PASSWORD";
+pub(crate) const PASSWORD_ENV: &str = "XFER_PASSWORD";
 
 /// Argon2id's cost: 64 MiB of memory, 3 passes, 4 lanes (section 4).
 const MEMORY_KIB: u32 = 65_536;
@@ -19,7 +19,7 @@ const PASSES: u32 = 3;
 const LANES: u32 = 4;
 
 /// A password as typed (its UTF-8 bytes, no trailing newline).
-pub struct Password(String);
+pub(crate) struct Password(String);
 
 impl std::fmt::Debug for Password {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -28,7 +28,7 @@ impl std::fmt::Debug for Password {
 }
 
 impl Password {
-    pub fn new(text: String) -> Result<Password> {
+    pub(crate) fn new(text: String) -> Result<Password> {
         if text.is_empty() {
             bail!("the password is empty");
         }
@@ -36,7 +36,7 @@ impl Password {
     }
 
     /// The password from `$XFER_PASSWORD`, else asked for on the terminal.
-    pub fn from_env_or_prompt(user: &str) -> Result<Password> {
+    pub(crate) fn from_env_or_prompt(user: &str) -> Result<Password> {
         match std::env::var(PASSWORD_ENV) {
             Ok(text) => Password::new(text),
             Err(std::env::VarError::NotUnicode(_)) => bail!("${PASSWORD_ENV} is not valid UTF-8"),
@@ -48,7 +48,7 @@ impl Password {
 
     /// The key `K` for `user` at the acceptor named `realm`: the lowercase hex of
     /// Argon2id(password, "xfer/2 password" 0x00 realm 0x00 user).
-    pub fn derive(&self, realm: &str, user: &str) -> Result<Key> {
+    pub(crate) fn derive(&self, realm: &str, user: &str) -> Result<Key> {
         Ok(Key::from_bytes(
             derive_hex(&self.0, realm, user)?.into_bytes(),
             "the password",
@@ -57,7 +57,7 @@ impl Password {
 }
 
 /// The derived key as 64 lowercase hex digits.
-pub fn derive_hex(password: &str, realm: &str, user: &str) -> Result<String> {
+pub(crate) fn derive_hex(password: &str, realm: &str, user: &str) -> Result<String> {
     use argon2::{Algorithm, Argon2, Params, Version};
     let mut salt = b"xfer/2 password\0".to_vec();
     salt.extend_from_slice(realm.as_bytes());
@@ -76,7 +76,7 @@ pub fn derive_hex(password: &str, realm: &str, user: &str) -> Result<String> {
 /// whatever happens. (rpassword was tried: it writes the question before it turns
 /// echo off, so a quick typist, or a script on a pseudo-terminal, sees the password
 /// echoed.)
-pub fn prompt(question: &str) -> Result<String> {
+pub(crate) fn prompt(question: &str) -> Result<String> {
     use rustix::termios::{LocalModes, OptionalActions, tcgetattr, tcsetattr};
     let tty = std::fs::OpenOptions::new()
         .read(true)

@@ -6,7 +6,7 @@
 use std::sync::mpsc::{self, Receiver, Sender};
 
 /// The taking end of a pool (lives in the thread that fills buffers).
-pub struct Pool {
+pub(crate) struct Pool {
     free: Receiver<Vec<u8>>,
     /// Buffers taken but not filled, kept here rather than sent around.
     stash: Vec<Vec<u8>>,
@@ -14,16 +14,16 @@ pub struct Pool {
 
 /// The giving-back end (lives in the thread that empties buffers). When every
 /// giver is gone, [`Pool::take`] stops waiting: nobody would give anything back.
-pub struct Giver(Sender<Vec<u8>>);
+pub(crate) struct Giver(Sender<Vec<u8>>);
 
 impl Pool {
     /// `count` buffers of `size` bytes each.
-    pub fn new(count: usize, size: usize) -> (Pool, Giver) {
+    pub(crate) fn new(count: usize, size: usize) -> (Pool, Giver) {
         Pool::with(count, || vec![0; size])
     }
 
     /// `count` buffers, each made by `make`.
-    pub fn with(count: usize, make: impl Fn() -> Vec<u8>) -> (Pool, Giver) {
+    pub(crate) fn with(count: usize, make: impl Fn() -> Vec<u8>) -> (Pool, Giver) {
         let (back, free) = mpsc::channel();
         let stash = (0..count).map(|_| make()).collect();
         (Pool { free, stash }, Giver(back))
@@ -31,18 +31,18 @@ impl Pool {
 
     /// A free buffer, waiting for one to come back if all are in use; `None` once
     /// the other side is gone.
-    pub fn take(&mut self) -> Option<Vec<u8>> {
+    pub(crate) fn take(&mut self) -> Option<Vec<u8>> {
         self.stash.pop().or_else(|| self.free.recv().ok())
     }
 
     /// Returns a buffer this side took but did not fill.
-    pub fn put_back(&mut self, buffer: Vec<u8>) {
+    pub(crate) fn put_back(&mut self, buffer: Vec<u8>) {
         self.stash.push(buffer);
     }
 }
 
 impl Giver {
-    pub fn give(&self, buffer: Vec<u8>) {
+    pub(crate) fn give(&self, buffer: Vec<u8>) {
         // The pool may be gone (its thread finished); then the buffer is just freed.
         let _ = self.0.send(buffer);
     }

@@ -9,12 +9,12 @@ use std::io::Write;
 static QUIET: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// From here on, print nothing but errors.
-pub fn set_quiet() {
+pub(crate) fn set_quiet() {
     QUIET.store(true, std::sync::atomic::Ordering::Relaxed);
 }
 
 /// Prints `xfer: warning: ...` on stderr, unless quiet.
-pub fn warn(message: &str) {
+pub(crate) fn warn(message: &str) {
     if !QUIET.load(std::sync::atomic::Ordering::Relaxed) {
         line(&format!("xfer: warning: {message}"));
     }
@@ -23,7 +23,7 @@ pub fn warn(message: &str) {
 /// Prints one line on stderr; a closed stderr is not worth dying for. The line and
 /// its newline go out in one write, so that two processes sharing a stderr (a
 /// receiver and a sender started from one shell line) never splice their lines.
-pub fn line(text: &str) {
+pub(crate) fn line(text: &str) {
     let mut whole = String::with_capacity(text.len() + 1);
     whole.push_str(text);
     whole.push('\n');

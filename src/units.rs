@@ -8,10 +8,10 @@ use std::time::Duration;
 
 /// Longest duration any flag accepts, in seconds (about 31 years): far beyond any
 /// real wait, far below where time arithmetic could overflow.
-pub const MAX_SECS: u64 = 1_000_000_000;
+pub(crate) const MAX_SECS: u64 = 1_000_000_000;
 
 /// Seconds, 0 to [`MAX_SECS`].
-pub fn seconds(text: &str) -> Result<Duration, String> {
+pub(crate) fn seconds(text: &str) -> Result<Duration, String> {
     let secs: u64 = text
         .parse()
         .map_err(|_| format!("{text:?} is not a whole number of seconds"))?;
@@ -22,7 +22,7 @@ pub fn seconds(text: &str) -> Result<Duration, String> {
 }
 
 /// Seconds, 1 to [`MAX_SECS`].
-pub fn positive_seconds(text: &str) -> Result<Duration, String> {
+pub(crate) fn positive_seconds(text: &str) -> Result<Duration, String> {
     let duration = seconds(text)?;
     if duration.is_zero() {
         return Err("must be at least 1 second".into());
@@ -31,7 +31,7 @@ pub fn positive_seconds(text: &str) -> Result<Duration, String> {
 }
 
 /// Hours, 0 to [`MAX_SECS`] / 3600.
-pub fn hours(text: &str) -> Result<Duration, String> {
+pub(crate) fn hours(text: &str) -> Result<Duration, String> {
     let hours: u64 = text
         .parse()
         .map_err(|_| format!("{text:?} is not a whole number of hours"))?;
@@ -44,10 +44,10 @@ pub fn hours(text: &str) -> Result<Duration, String> {
 
 /// Most of anything a count flag may say (connections, sessions): beyond any
 /// machine's threads and descriptors.
-pub const MAX_COUNT: usize = 1_000_000;
+pub(crate) const MAX_COUNT: usize = 1_000_000;
 
 /// A count, 1 to [`MAX_COUNT`].
-pub fn count(text: &str) -> Result<usize, String> {
+pub(crate) fn count(text: &str) -> Result<usize, String> {
     let n: usize = text
         .parse()
         .map_err(|_| format!("{text:?} is not a whole number"))?;
@@ -60,7 +60,7 @@ pub fn count(text: &str) -> Result<usize, String> {
 /// A byte count: whole bytes, or a number with a unit. `K`, `M`, `G`, `T` count in
 /// 1024s (as `curl --limit-rate` does), `KB`..`TB` in 1000s, `KiB`..`TiB` in 1024s.
 /// Fractions are allowed with a unit (`1.5G`). At most 2^64 - 1 bytes.
-pub fn bytes(text: &str) -> Result<u64, String> {
+pub(crate) fn bytes(text: &str) -> Result<u64, String> {
     let trimmed = text.trim();
     let split = trimmed
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
@@ -104,7 +104,7 @@ pub fn bytes(text: &str) -> Result<u64, String> {
 /// A rate in bytes per second for `--limit-rate`: a size as [`bytes`] reads it,
 /// optionally followed by `/s`; at least 1 KiB/s, so a typo cannot stall a transfer
 /// for days.
-pub fn rate(text: &str) -> Result<u64, String> {
+pub(crate) fn rate(text: &str) -> Result<u64, String> {
     let per_second = bytes(text.trim().trim_end_matches("/s"))?;
     if per_second < 1024 {
         return Err(format!("{text:?} is below the slowest rate, 1 KiB/s"));

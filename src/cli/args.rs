@@ -120,13 +120,13 @@ Examples:
     max_term_width = 100,
     after_help = format!("{MAIN_EXAMPLES}\n\n{EXIT_CODES}"),
 )]
-pub struct Cli {
+pub(crate) struct Cli {
     #[command(subcommand)]
-    pub command: Command,
+    pub(crate) command: Command,
 }
 
 #[derive(Debug, Subcommand)]
-pub enum Command {
+pub(crate) enum Command {
     /// Send files to a receiver at HOST:PORT, or to whoever connects (--listen).
     Send(SendArgs),
     /// Receive files: listen on a port (or connect to a listening sender) and write
@@ -167,102 +167,102 @@ pub enum Command {
 
 /// Who this side is: the key, and the user it logs in as.
 #[derive(Debug, Args)]
-pub struct AuthArgs {
+pub(crate) struct AuthArgs {
     /// Read the shared key from PATH (a regular file; one trailing newline is
     /// ignored) [default: $XFER_KEY]
     #[arg(long, value_name = "PATH")]
-    pub key_file: Option<PathBuf>,
+    pub(crate) key_file: Option<PathBuf>,
 
     /// Log in as NAME (the user's own key on a server; bound into the handshake
     /// everywhere)
     #[arg(long, value_name = "NAME", env = "XFER_USER")]
-    pub user: Option<String>,
+    pub(crate) user: Option<String>,
 
     /// Log in with a password instead of a key (asked on the terminal, or
     /// $XFER_PASSWORD); needs --user
     #[arg(long, requires = "user", conflicts_with = "key_file")]
-    pub password: bool,
+    pub(crate) password: bool,
 }
 
 /// What protects and verifies the transfer.
 #[derive(Debug, Args)]
-pub struct SecurityArgs {
+pub(crate) struct SecurityArgs {
     /// The content hash that verifies each file: md5 (the default) or blake3
     /// (faster, and collision-resistant); both sides must support it
     #[arg(long, value_enum, value_name = "HASH", env = "XFER_HASH", default_value_t = HashChoice::Md5)]
-    pub hash: HashChoice,
+    pub(crate) hash: HashChoice,
 
     /// Refuse a peer that cannot encrypt (by default xfer encrypts whenever the peer
     /// can, and warns when it cannot)
     #[arg(long, conflicts_with = "no_encrypt")]
-    pub encrypt: bool,
+    pub(crate) encrypt: bool,
 
     /// Send in clear, for a trusted link where every cycle counts (names and data
     /// are then visible on the wire; they stay authenticated)
     #[arg(long)]
-    pub no_encrypt: bool,
+    pub(crate) no_encrypt: bool,
 }
 
 /// The content hashes `--hash` takes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum HashChoice {
+pub(crate) enum HashChoice {
     Md5,
     Blake3,
 }
 
 /// How to report.
 #[derive(Debug, Args)]
-pub struct OutputArgs {
+pub(crate) struct OutputArgs {
     /// Print nothing but errors (no progress bar, no summary; a listener on port 0
     /// still says where it listens)
     #[arg(short, long)]
-    pub quiet: bool,
+    pub(crate) quiet: bool,
 
     /// Report as newline-delimited JSON events on stdout (on stderr with `recv --stdout`)
     #[arg(long)]
-    pub json: bool,
+    pub(crate) json: bool,
 }
 
 /// How this side meets its peer: connect (the default) or listen.
 #[derive(Debug, Args)]
-pub struct LinkArgs {
+pub(crate) struct LinkArgs {
     /// Listen on [ADDR:]PORT for the peer to connect, instead of connecting (PORT alone:
     /// all interfaces; port 0: any free port, printed as "listening on ADDR:PORT" on stderr)
     #[arg(long, value_name = "[ADDR:]PORT")]
-    pub listen: Option<ListenAddr>,
+    pub(crate) listen: Option<ListenAddr>,
 
     /// With --listen: keep serving peers, concurrently, until SIGINT or SIGTERM,
     /// instead of exiting after the first session
     #[arg(long, requires = "listen")]
-    pub serve: bool,
+    pub(crate) serve: bool,
 
     /// With --listen: authenticated sessions at once; more are refused as busy
     #[arg(long, value_name = "N", default_value = "16", value_parser = units::count)]
-    pub max_conns: usize,
+    pub(crate) max_conns: usize,
 
     /// With --listen: connections still in the handshake from one address; a
     /// newer one cuts the oldest that has waited a second
     #[arg(long, value_name = "N", default_value = "32", value_parser = units::count)]
-    pub max_pending_per_address: usize,
+    pub(crate) max_pending_per_address: usize,
 
     /// When connecting: while nobody listens yet, keep retrying for SECS
     #[arg(long, value_name = "SECS", default_value = "0", value_parser = units::seconds, conflicts_with = "listen")]
-    pub wait: Duration,
+    pub(crate) wait: Duration,
 
     /// Give up on a peer that sends nothing we wait for, or takes nothing we send,
     /// for SECS [default: never for reads (TCP keepalive notices a vanished peer
     /// within about a minute), 120 for writes]
     #[arg(long, visible_alias = "timeout", value_name = "SECS", value_parser = units::positive_seconds)]
-    pub idle_timeout: Option<Duration>,
+    pub(crate) idle_timeout: Option<Duration>,
 
     /// The whole handshake must be over within SECS of connecting
     #[arg(long, value_name = "SECS", default_value = "10", value_parser = units::positive_seconds)]
-    pub handshake_timeout: Duration,
+    pub(crate) handshake_timeout: Duration,
 
     /// At most RATE bytes per second, averaged (K, M, G count 1024s as in curl;
     /// KB, MB, GB 1000s; KiB, MiB, GiB 1024s): `--limit-rate 2M`
     #[arg(long, value_name = "RATE", value_parser = units::rate)]
-    pub limit_rate: Option<u64>,
+    pub(crate) limit_rate: Option<u64>,
 }
 
 const SEND_EXAMPLES: &str = "\
@@ -279,7 +279,7 @@ Examples:
     override_usage = "xfer send [OPTIONS] FILE... HOST:PORT[:DIR]\n       xfer send [OPTIONS] FILE... --listen [ADDR:]PORT",
     after_help = format!("{SEND_EXAMPLES}\n\n{EXIT_CODES}"),
 )]
-pub struct SendArgs {
+pub(crate) struct SendArgs {
     /// The files and directories to send (`-` or a named pipe: a stream), then,
     /// unless --listen is given, where to: HOST:PORT (IPv6 as [ADDR]:PORT), or
     /// HOST:PORT:DIR for a directory on a server
@@ -288,34 +288,34 @@ pub struct SendArgs {
 
     /// The name the one operand arrives under (standard input: `stdin` by default)
     #[arg(long, value_name = "NAME")]
-    pub name: Option<String>,
+    pub(crate) name: Option<String>,
 
     /// Inside directories, send what symbolic links point at instead of skipping them
     #[arg(long)]
-    pub follow_symlinks: bool,
+    pub(crate) follow_symlinks: bool,
 
     /// Into a server's DIR: replace files that exist there (a plain receiver
     /// decides for itself, with `recv --overwrite`)
     #[arg(long, short = 'f')]
-    pub overwrite: bool,
+    pub(crate) overwrite: bool,
 
     /// Compress with zstd on the way (LEVEL 1-19, default 3; the `=` is required);
     /// what does not compress goes raw
     #[arg(long, value_name = "LEVEL", num_args = 0..=1, require_equals = true,
           default_missing_value = "", env = "XFER_COMPRESS", value_parser = values::compress_level)]
-    pub compress: Option<i32>,
+    pub(crate) compress: Option<i32>,
 
     #[command(flatten)]
-    pub link: LinkArgs,
+    pub(crate) link: LinkArgs,
 
     #[command(flatten)]
-    pub security: SecurityArgs,
+    pub(crate) security: SecurityArgs,
 
     #[command(flatten)]
-    pub auth: AuthArgs,
+    pub(crate) auth: AuthArgs,
 
     #[command(flatten)]
-    pub output: OutputArgs,
+    pub(crate) output: OutputArgs,
 }
 
 const RECV_EXAMPLES: &str = "\
@@ -331,80 +331,80 @@ Examples:
     after_help = format!("{RECV_EXAMPLES}\n\n{EXIT_CODES}"),
 )]
 #[command(group = clap::ArgGroup::new("peer").required(true).args(["from", "listen"]))]
-pub struct RecvArgs {
+pub(crate) struct RecvArgs {
     /// Connect to a sender listening at HOST:PORT (`xfer send FILE... --listen PORT`)
     #[arg(value_name = "HOST:PORT", conflicts_with = "serve", value_parser = values::endpoint)]
-    pub from: Option<Endpoint>,
+    pub(crate) from: Option<Endpoint>,
 
     /// Write received files into DIR (created if missing)
     #[arg(long, short, value_name = "DIR", default_value = ".")]
-    pub dir: PathBuf,
+    pub(crate) dir: PathBuf,
 
     /// Replace existing files (atomically: readers see the old or the new file, never a mix)
     #[arg(long)]
-    pub overwrite: bool,
+    pub(crate) overwrite: bool,
 
     /// Write the one received file to standard output instead of DIR (an offer of
     /// several files or a directory is refused). The bytes are out before they are
     /// verified: on a checksum failure xfer exits 5 and the output must be discarded
     #[arg(long, conflicts_with_all = ["dir", "overwrite", "serve"])]
-    pub stdout: bool,
+    pub(crate) stdout: bool,
 
     /// Do not resume: discard partial data of interrupted transfers instead of
     /// continuing from it
     #[arg(long)]
-    pub no_resume: bool,
+    pub(crate) no_resume: bool,
 
     /// Remove partial data that no sender came back for after HOURS
     #[arg(long, value_name = "HOURS", default_value = "24", value_parser = units::hours)]
-    pub keep_partial: Duration,
+    pub(crate) keep_partial: Duration,
 
     #[command(flatten)]
-    pub link: LinkArgs,
+    pub(crate) link: LinkArgs,
 
     #[command(flatten)]
-    pub security: SecurityArgs,
+    pub(crate) security: SecurityArgs,
 
     #[command(flatten)]
-    pub auth: AuthArgs,
+    pub(crate) auth: AuthArgs,
 
     #[command(flatten)]
-    pub output: OutputArgs,
+    pub(crate) output: OutputArgs,
 }
 
 /// How a client meets a server.
 #[derive(Debug, Args)]
-pub struct ClientArgs {
+pub(crate) struct ClientArgs {
     /// While nobody listens yet, keep retrying for SECS
     #[arg(long, value_name = "SECS", default_value = "0", value_parser = units::seconds)]
-    pub wait: Duration,
+    pub(crate) wait: Duration,
 
     /// The whole handshake must be over within SECS of connecting
     #[arg(long, value_name = "SECS", default_value = "10", value_parser = units::positive_seconds)]
-    pub handshake_timeout: Duration,
+    pub(crate) handshake_timeout: Duration,
 
     /// Give up on a server that sends nothing we wait for, or takes nothing we
     /// send, for SECS
     #[arg(long, visible_alias = "timeout", value_name = "SECS", value_parser = units::positive_seconds)]
-    pub idle_timeout: Option<Duration>,
+    pub(crate) idle_timeout: Option<Duration>,
 
     #[command(flatten)]
-    pub auth: AuthArgs,
+    pub(crate) auth: AuthArgs,
 
     #[command(flatten)]
-    pub output: OutputArgs,
+    pub(crate) output: OutputArgs,
 }
 
 /// How a client's transfers go (`get`, `shell`): not for requests that move no file.
 #[derive(Debug, Args)]
-pub struct TransferArgs {
+pub(crate) struct TransferArgs {
     /// At most RATE bytes per second, averaged (as for send)
     #[arg(long, value_name = "RATE", value_parser = units::rate)]
-    pub limit_rate: Option<u64>,
+    pub(crate) limit_rate: Option<u64>,
 
     /// The content hash that verifies each file: md5 (the default) or blake3
     #[arg(long, value_enum, value_name = "HASH", env = "XFER_HASH", default_value_t = HashChoice::Md5)]
-    pub hash: HashChoice,
+    pub(crate) hash: HashChoice,
 }
 
 const GET_EXAMPLES: &str = "\
@@ -418,103 +418,103 @@ Examples:
     override_usage = "xfer get [OPTIONS] HOST:PORT:PATH... [LOCAL_DIR]",
     after_help = format!("{GET_EXAMPLES}\n\n{EXIT_CODES}"),
 )]
-pub struct GetArgs {
+pub(crate) struct GetArgs {
     /// What to download (HOST:PORT:PATH, a path of the user's home; IPv6 hosts in
     /// brackets, [::1]:9000:dir), then, optionally, the local directory to put it in
     /// [default: .]
     #[arg(value_name = "HOST:PORT:PATH... [LOCAL_DIR]", required = true, num_args = 1..)]
-    pub operands: Vec<String>,
+    pub(crate) operands: Vec<String>,
 
     /// Replace local files that exist
     #[arg(long, short = 'f')]
-    pub overwrite: bool,
+    pub(crate) overwrite: bool,
 
     /// Write the one file to standard output (its bytes are out before they are verified)
     #[arg(long, conflicts_with = "overwrite")]
-    pub stdout: bool,
+    pub(crate) stdout: bool,
 
     /// Do not resume: discard partial data of interrupted downloads
     #[arg(long)]
-    pub no_resume: bool,
+    pub(crate) no_resume: bool,
 
     #[command(flatten)]
-    pub transfer: TransferArgs,
+    pub(crate) transfer: TransferArgs,
 
     #[command(flatten)]
-    pub client: ClientArgs,
+    pub(crate) client: ClientArgs,
 }
 
 #[derive(Debug, Args)]
 #[command(override_usage = "xfer ls [OPTIONS] HOST:PORT[:PATH]")]
-pub struct LsArgs {
+pub(crate) struct LsArgs {
     /// The server, and the directory (or file) to list [default: the home]
     #[arg(value_name = "HOST:PORT[:PATH]")]
-    pub target: String,
+    pub(crate) target: String,
 
     /// Long listing: kind and permissions, size, modification time (UTC), name
     #[arg(short = 'l')]
-    pub long: bool,
+    pub(crate) long: bool,
 
     /// Sizes in KiB, MiB, GiB
     #[arg(short = 'h', long = "human-readable")]
-    pub human: bool,
+    pub(crate) human: bool,
 
     /// Recursive: every directory beneath too, each entry named by its path
     /// relative to the one listed (a directory before what it holds)
     #[arg(short = 'R', long, conflicts_with = "usage")]
-    pub recursive: bool,
+    pub(crate) recursive: bool,
 
     /// Show the bytes and files used against the user's quota instead
     #[arg(long)]
-    pub usage: bool,
+    pub(crate) usage: bool,
 
     /// Print help
     #[arg(long, action = clap::ArgAction::Help)]
-    pub help: Option<bool>,
+    pub(crate) help: Option<bool>,
 
     #[command(flatten)]
-    pub client: ClientArgs,
+    pub(crate) client: ClientArgs,
 }
 
 #[derive(Debug, Args)]
 #[command(override_usage = "xfer rm [OPTIONS] HOST:PORT:PATH...")]
-pub struct RmArgs {
+pub(crate) struct RmArgs {
     /// What to remove: HOST:PORT:PATH, all on one server (a directory must be
     /// empty, unless -r)
     #[arg(value_name = "HOST:PORT:PATH", required = true, num_args = 1..)]
-    pub targets: Vec<String>,
+    pub(crate) targets: Vec<String>,
 
     /// Remove directories and everything inside them, deepest first, one entry
     /// at a time (links are never followed; the server removes none: one stops it)
     #[arg(short = 'r', short_alias = 'R', long)]
-    pub recursive: bool,
+    pub(crate) recursive: bool,
 
     #[command(flatten)]
-    pub client: ClientArgs,
+    pub(crate) client: ClientArgs,
 }
 
 #[derive(Debug, Args)]
-pub struct RemotePathArgs {
+pub(crate) struct RemotePathArgs {
     /// HOST:PORT:PATH on the server
     #[arg(value_name = "HOST:PORT:PATH")]
-    pub target: String,
+    pub(crate) target: String,
 
     #[command(flatten)]
-    pub client: ClientArgs,
+    pub(crate) client: ClientArgs,
 }
 
 #[derive(Debug, Args)]
-pub struct MvArgs {
+pub(crate) struct MvArgs {
     /// HOST:PORT:OLD on the server
     #[arg(value_name = "HOST:PORT:OLD")]
-    pub from: String,
+    pub(crate) from: String,
 
     /// The new path, in the same home (from the home; HOST:PORT:NEW: the same server)
     #[arg(value_name = "NEW")]
-    pub to: String,
+    pub(crate) to: String,
 
     #[command(flatten)]
-    pub client: ClientArgs,
+    pub(crate) client: ClientArgs,
 }
 
 const SERVE_EXAMPLES: &str = "\
@@ -539,61 +539,61 @@ Users file:
 
 #[derive(Debug, Args)]
 #[command(after_help = format!("{SERVE_EXAMPLES}\n\n{EXIT_CODES}"))]
-pub struct ServeArgs {
+pub(crate) struct ServeArgs {
     /// The directory the homes are in (created if missing); without --users, the one home
     #[arg(long, value_name = "DIR")]
-    pub root: PathBuf,
+    pub(crate) root: PathBuf,
 
     /// Listen on [ADDR:]PORT (PORT alone: all interfaces; 0: any free port)
     #[arg(long, value_name = "[ADDR:]PORT")]
-    pub listen: ListenAddr,
+    pub(crate) listen: ListenAddr,
 
     /// The users file (TOML: key, home, quota and limits per user); SIGHUP reads it again
     #[arg(long, value_name = "FILE")]
-    pub users: Option<PathBuf>,
+    pub(crate) users: Option<PathBuf>,
 
     /// The name announced for keys derived from passwords (printed at start; a users-file
     /// `realm` must match it) [default: the host name]
     #[arg(long, value_name = "NAME")]
-    pub realm: Option<String>,
+    pub(crate) realm: Option<String>,
 
     /// Without --users: read the one key from PATH [default: $XFER_KEY; none: one is
     /// generated and printed]
     #[arg(long, value_name = "PATH", conflicts_with = "users")]
-    pub key_file: Option<PathBuf>,
+    pub(crate) key_file: Option<PathBuf>,
 
     /// Authenticated connections at once; more are refused as busy
     #[arg(long, value_name = "N", default_value = "64", value_parser = units::count)]
-    pub max_conns: usize,
+    pub(crate) max_conns: usize,
 
     /// Connections still in the handshake from one address; a newer one cuts the
     /// oldest that has waited a second
     #[arg(long, value_name = "N", default_value = "32", value_parser = units::count)]
-    pub max_pending_per_address: usize,
+    pub(crate) max_pending_per_address: usize,
 
     /// Close a connection that makes no request (or takes nothing we send) for SECS
     #[arg(long, visible_alias = "timeout", value_name = "SECS", default_value = "300", value_parser = units::positive_seconds)]
-    pub idle_timeout: Duration,
+    pub(crate) idle_timeout: Duration,
 
     /// The whole handshake must be over within SECS of connecting
     #[arg(long, value_name = "SECS", default_value = "10", value_parser = units::positive_seconds)]
-    pub handshake_timeout: Duration,
+    pub(crate) handshake_timeout: Duration,
 
     /// At most RATE bytes per second per connection and direction
     #[arg(long, value_name = "RATE", value_parser = units::rate)]
-    pub limit_rate: Option<u64>,
+    pub(crate) limit_rate: Option<u64>,
 
     /// Remove partial data of cut uploads that no client came back for after HOURS
     #[arg(long, value_name = "HOURS", default_value = "24", value_parser = units::hours)]
-    pub keep_partial: Duration,
+    pub(crate) keep_partial: Duration,
 
     /// Write the server's PID to PATH at start (removed at exit): `kill -HUP $(cat PATH)`
     /// then reaches this server and no other xfer
     #[arg(long, value_name = "PATH")]
-    pub pid_file: Option<PathBuf>,
+    pub(crate) pid_file: Option<PathBuf>,
 
     #[command(flatten)]
-    pub output: OutputArgs,
+    pub(crate) output: OutputArgs,
 }
 
 /// `xfer shell --help` ends with every command the shell takes.
@@ -614,62 +614,62 @@ fn shell_help() -> String {
 
 #[derive(Debug, Args)]
 #[command(after_help = shell_help())]
-pub struct ShellArgs {
+pub(crate) struct ShellArgs {
     /// The server (HOST:PORT), optionally with a directory of the home to start in
     /// (HOST:PORT:DIR)
     #[arg(value_name = "HOST:PORT[:DIR]")]
-    pub target: String,
+    pub(crate) target: String,
 
     /// Run the commands of FILE (`-`: standard input) instead of prompting: each is
     /// echoed after the prompt, and the first that fails ends the script with its
     /// exit code, unless its line starts with `-`
     #[arg(short = 'b', long = "batch", value_name = "FILE")]
-    pub batch: Option<PathBuf>,
+    pub(crate) batch: Option<PathBuf>,
 
     /// Show progress bars in a script too
     #[arg(long)]
-    pub progress: bool,
+    pub(crate) progress: bool,
 
     #[command(flatten)]
-    pub transfer: TransferArgs,
+    pub(crate) transfer: TransferArgs,
 
     #[command(flatten)]
-    pub client: ClientArgs,
+    pub(crate) client: ClientArgs,
 }
 
 #[derive(Debug, Args)]
-pub struct PasswdArgs {
+pub(crate) struct PasswdArgs {
     /// The user name
     #[arg(value_name = "NAME")]
-    pub user: String,
+    pub(crate) user: String,
 
     /// The server's realm (what `xfer serve --realm` announces; by default its host name)
     #[arg(long, value_name = "REALM")]
-    pub realm: String,
+    pub(crate) realm: String,
 }
 
 #[derive(Debug, Args)]
-pub struct KeygenArgs {
+pub(crate) struct KeygenArgs {
     /// Write the key to PATH (created with mode 0600, never replaced) instead of standard output
     #[arg(value_name = "PATH")]
-    pub path: Option<PathBuf>,
+    pub(crate) path: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
-pub struct CompletionsArgs {
+pub(crate) struct CompletionsArgs {
     /// The shell to complete for
     #[arg(value_enum)]
-    pub shell: clap_complete::Shell,
+    pub(crate) shell: clap_complete::Shell,
 }
 
 #[derive(Debug, Args)]
-pub struct ManArgs {
+pub(crate) struct ManArgs {
     /// The subcommand whose page to print (`xfer man send` is xfer-send(1));
     /// without one, xfer(1)
     #[arg(value_name = "COMMAND")]
-    pub command: Option<String>,
+    pub(crate) command: Option<String>,
 
     /// Write every page (xfer.1, xfer-send.1, ...) into DIR instead
     #[arg(long, value_name = "DIR", conflicts_with = "command")]
-    pub dir: Option<PathBuf>,
+    pub(crate) dir: Option<PathBuf>,
 }

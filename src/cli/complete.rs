@@ -10,7 +10,7 @@ use clap::CommandFactory;
 use super::args::Cli;
 
 /// Prints the completion script for `shell` on stdout.
-pub fn run(shell: clap_complete::Shell) -> Result<()> {
+pub(crate) fn run(shell: clap_complete::Shell) -> Result<()> {
     let mut stdout = std::io::stdout().lock();
     clap_complete::generate(shell, &mut Cli::command(), "xfer", &mut stdout);
     Ok(stdout.flush()?)

@@ -12,7 +12,7 @@ use clap::CommandFactory;
 use super::args::Cli;
 
 /// `xfer man [COMMAND]`, or every page into a directory.
-pub fn run(command: Option<&str>, dir: Option<PathBuf>) -> Result<()> {
+pub(crate) fn run(command: Option<&str>, dir: Option<PathBuf>) -> Result<()> {
     let root = Cli::command();
     let pages = |name: Option<&str>| -> Result<(String, clap::Command)> {
         match name {

@@ -7,27 +7,27 @@
 // The doc comments here are --help text, where `[ADDR:]PORT` is literal, not a link.
 #![allow(rustdoc::broken_intra_doc_links)]
 
-pub mod args;
-pub mod complete;
-pub mod man;
+pub(crate) mod args;
+pub(crate) mod complete;
+pub(crate) mod man;
 mod options;
-pub mod values;
+pub(crate) mod values;
 
 use std::ffi::OsString;
 
 use clap::{CommandFactory, FromArgMatches};
 
-pub use self::args::*;
-pub use self::options::Invocation;
+pub(crate) use self::args::*;
+pub(crate) use self::options::Invocation;
 
 impl Cli {
     /// Parses and checks the process's arguments; exits with clap's usage error (2) on failure.
-    pub fn parse_checked() -> Invocation {
+    pub(crate) fn parse_checked() -> Invocation {
         Cli::try_parse_checked(std::env::args_os()).unwrap_or_else(|err| err.exit())
     }
 
     /// Parses and checks `args` (the program name first) into what to run.
-    pub fn try_parse_checked<I, T>(args: I) -> Result<Invocation, clap::Error>
+    pub(crate) fn try_parse_checked<I, T>(args: I) -> Result<Invocation, clap::Error>
     where
         I: IntoIterator<Item = T>,
         T: Into<OsString> + Clone,

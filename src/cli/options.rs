@@ -26,7 +26,7 @@ use crate::ui::report::{Json, Style};
 
 /// What to run, with everything it needs.
 #[derive(Debug)]
-pub enum Invocation {
+pub(crate) enum Invocation {
     Send(SendOptions),
     Recv(RecvOptions),
     Serve(ServerOptions),
@@ -50,7 +50,7 @@ pub enum Invocation {
     },
 }
 
-pub fn invocation(cli: Cli) -> Result<Invocation, String> {
+pub(crate) fn invocation(cli: Cli) -> Result<Invocation, String> {
     Ok(match cli.command {
         Command::Send(args) => Invocation::Send(send(args)?),
         Command::Recv(args) => Invocation::Recv(recv(args)?),

@@ -7,10 +7,10 @@ use crate::net::Endpoint;
 use crate::proto::compress;
 
 /// The highest zstd level `--compress` takes (the slow "ultra" levels are left out).
-pub const MAX_COMPRESS_LEVEL: i32 = 19;
+pub(crate) const MAX_COMPRESS_LEVEL: i32 = 19;
 
 /// A zstd level, 1 to [`MAX_COMPRESS_LEVEL`]; empty (`--compress` alone) is the default.
-pub fn compress_level(text: &str) -> Result<i32, String> {
+pub(crate) fn compress_level(text: &str) -> Result<i32, String> {
     if text.is_empty() {
         return Ok(compress::DEFAULT_LEVEL);
     }
@@ -24,7 +24,7 @@ pub fn compress_level(text: &str) -> Result<i32, String> {
 }
 
 /// `HOST:PORT` for `recv`, with a hint for the common slip of a bare port.
-pub fn endpoint(text: &str) -> Result<Endpoint, String> {
+pub(crate) fn endpoint(text: &str) -> Result<Endpoint, String> {
     if let Ok(port) = text.parse::<u16>() {
         return Err(format!(
             "expected HOST:PORT of a listening sender; did you mean `--listen {port}`?"

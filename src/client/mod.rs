@@ -4,11 +4,10 @@
 //! shell can keep asking. The one-shot commands (`get`, `ls`, `mkdir`, `rm`, `mv`,
 //! `send HOST:PORT:DIR`) and the shell are loops over this.
 
-pub mod options;
+pub(crate) mod options;
 pub(crate) mod path;
 mod tree;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -28,15 +27,15 @@ use crate::ui::report::Style;
 
 /// How a client meets its server.
 #[derive(Debug, Clone)]
-pub struct ClientOptions {
-    pub to: Endpoint,
-    pub wait: Duration,
-    pub timeouts: Timeouts,
-    pub auth: AuthOptions,
-    pub hash: HashKind,
-    pub limit_rate: Option<u64>,
+pub(crate) struct ClientOptions {
+    pub(crate) to: Endpoint,
+    pub(crate) wait: Duration,
+    pub(crate) timeouts: Timeouts,
+    pub(crate) auth: AuthOptions,
+    pub(crate) hash: HashKind,
+    pub(crate) limit_rate: Option<u64>,
     /// zstd level for what this client puts, if it compresses.
-    pub compress: Option<i32>,
+    pub(crate) compress: Option<i32>,
 }
 
 impl ClientOptions {
@@ -61,14 +60,13 @@ impl ClientOptions {
 }
 
 /// An open request connection.
-pub struct Client {
+pub(crate) struct Client {
     conn: TcpConnection,
-    pub peer: SocketAddr,
 }
 
 impl Client {
     /// Connects to the server and logs in.
-    pub fn connect(options: &ClientOptions, style: Style) -> Result<Client> {
+    pub(crate) fn connect(options: &ClientOptions, style: Style) -> Result<Client> {
         Client::connect_with(options, style, options.auth.secret()?)
     }
 
@@ -81,23 +79,17 @@ impl Client {
     ) -> Result<Client> {
         let peering = options.peering(style);
         let initiating = peering.initiating_with(Role::Client, options.compress, secret);
-        let (conn, peer) = net::connect(&options.to, options.wait, options.timeouts, &initiating)?;
-        Ok(Client { conn, peer })
-    }
-
-    /// A connection that turned out to be a request connection (a sender that met
-    /// a server speaks to it as a client).
-    pub fn from_connection(conn: TcpConnection, peer: SocketAddr) -> Client {
-        Client { conn, peer }
+        let (conn, _peer) = net::connect(&options.to, options.wait, options.timeouts, &initiating)?;
+        Ok(Client { conn })
     }
 
     /// A handle that cuts this connection from another thread (Ctrl-C in the shell).
-    pub fn interrupter(&self) -> Option<std::net::TcpStream> {
+    pub(crate) fn interrupter(&self) -> Option<std::net::TcpStream> {
         self.conn.closer.socket()?.try_clone().ok()
     }
 
     /// What the connection negotiated.
-    pub fn negotiated(&self) -> &crate::proto::negotiated::Negotiated {
+    pub(crate) fn negotiated(&self) -> &crate::proto::negotiated::Negotiated {
         &self.conn.negotiated
     }
 
@@ -115,7 +107,7 @@ impl Client {
     /// reader that printed as frames arrived would hold the server's connection for
     /// as long as its output is not read (`xfer ls | less`), and a cut would leave a
     /// partial listing on stdout.
-    pub fn list(&mut self, path: &str) -> Result<Vec<Item>> {
+    pub(crate) fn list(&mut self, path: &str) -> Result<Vec<Item>> {
         let mut items = Vec::new();
         let mut answer = self.request(&Message::List {
             path: path.to_string(),
@@ -136,26 +128,26 @@ impl Client {
     }
 
     /// `usage`: bytes and files used, against the quota.
-    pub fn usage(&mut self) -> Result<Usage> {
+    pub(crate) fn usage(&mut self) -> Result<Usage> {
         match self.request(&Message::Usage(Usage::default()))? {
             Message::Usage(usage) if usage.bytes.is_some() && usage.files.is_some() => Ok(usage),
             other => Err(unexpected(&mut self.conn, "usage", &other)),
         }
     }
 
-    pub fn mkdir(&mut self, path: &str) -> Result<()> {
+    pub(crate) fn mkdir(&mut self, path: &str) -> Result<()> {
         self.acked(&Message::Mkdir {
             path: path.to_string(),
         })
     }
 
-    pub fn remove(&mut self, path: &str) -> Result<()> {
+    pub(crate) fn remove(&mut self, path: &str) -> Result<()> {
         self.acked(&Message::Remove {
             path: path.to_string(),
         })
     }
 
-    pub fn rename(&mut self, from: &str, to: &str) -> Result<()> {
+    pub(crate) fn rename(&mut self, from: &str, to: &str) -> Result<()> {
         self.acked(&Message::Rename {
             from: from.to_string(),
             to: to.to_string(),
@@ -164,7 +156,7 @@ impl Client {
 
     /// `put DIR`: sends `outbox` into DIR of the home. `Ok` once the transfer
     /// completed; per-file failures are in the tally.
-    pub fn put(
+    pub(crate) fn put(
         &mut self,
         dir: &str,
         overwrite: bool,
@@ -175,7 +167,7 @@ impl Client {
     }
 
     /// `get PATHS`: receives them into `destination`.
-    pub fn get(
+    pub(crate) fn get(
         &mut self,
         paths: &[String],
         destination: &Destination,
@@ -199,7 +191,7 @@ impl Client {
     }
 
     /// Says goodbye; the server closes.
-    pub fn bye(mut self) {
+    pub(crate) fn bye(mut self) {
         let _ = self
             .conn
             .writer
@@ -210,7 +202,7 @@ impl Client {
 
 /// `put DIR` on a request connection: the request, its `ack`, then the transfer
 /// with this side as sender.
-pub fn put_on(
+pub(crate) fn put_on(
     conn: &mut TcpConnection,
     dir: &str,
     overwrite: bool,

@@ -19,11 +19,11 @@ use crate::ui::report::Style;
 
 /// Who this side logs in as, and with what.
 #[derive(Debug, Clone, Default)]
-pub struct AuthOptions {
-    pub key_file: Option<PathBuf>,
-    pub user: Option<String>,
+pub(crate) struct AuthOptions {
+    pub(crate) key_file: Option<PathBuf>,
+    pub(crate) user: Option<String>,
     /// Log in with a password (derived into a key with the listener's realm).
-    pub password: bool,
+    pub(crate) password: bool,
 }
 
 impl AuthOptions {
@@ -41,7 +41,7 @@ impl AuthOptions {
 
 /// Whether to encrypt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Encryption {
+pub(crate) enum Encryption {
     /// Whenever the peer can (the default), with a warning when it cannot.
     #[default]
     Preferred,
@@ -53,21 +53,21 @@ pub enum Encryption {
 
 /// What protects and verifies a transfer.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct Security {
-    pub hash: HashKind,
-    pub encryption: Encryption,
+pub(crate) struct Security {
+    pub(crate) hash: HashKind,
+    pub(crate) encryption: Encryption,
 }
 
 /// Everything a transfer command needs to meet its peer.
 #[derive(Debug, Clone)]
-pub struct Peering {
-    pub link: Link,
-    pub timeouts: Timeouts,
-    pub auth: AuthOptions,
-    pub security: Security,
+pub(crate) struct Peering {
+    pub(crate) link: Link,
+    pub(crate) timeouts: Timeouts,
+    pub(crate) auth: AuthOptions,
+    pub(crate) security: Security,
     /// `--limit-rate`, bytes per second.
-    pub limit_rate: Option<u64>,
-    pub style: Style,
+    pub(crate) limit_rate: Option<u64>,
+    pub(crate) style: Style,
 }
 
 /// The key of a side that logs in without `--password`; with none given and
@@ -113,7 +113,7 @@ impl Peering {
         (wanted.with_all(required), required)
     }
 
-    pub fn initiating(&self, role: Role, compress: Option<i32>) -> Result<Initiating> {
+    pub(crate) fn initiating(&self, role: Role, compress: Option<i32>) -> Result<Initiating> {
         Ok(self.initiating_with(role, compress, self.auth.secret()?))
     }
 
@@ -138,7 +138,7 @@ impl Peering {
         }
     }
 
-    pub fn accepting(&self, role: Role, key: Key, compress: Option<i32>) -> Accepting {
+    pub(crate) fn accepting(&self, role: Role, key: Key, compress: Option<i32>) -> Accepting {
         let (offered, required) = self.features(role, compress, true);
         Accepting {
             role,

@@ -15,7 +15,7 @@ use crate::ui::report;
 /// `xfer keygen [PATH]`: a new key into a new file (mode 0600), or on stdout. A
 /// missing parent directory is made, private (0700), as `keys/` in a users file's
 /// directory usually is.
-pub fn keygen(path: Option<PathBuf>) -> Result<()> {
+pub(crate) fn keygen(path: Option<PathBuf>) -> Result<()> {
     let new_key = key::generate()?;
     match path {
         Some(path) => {
@@ -38,7 +38,7 @@ pub fn keygen(path: Option<PathBuf>) -> Result<()> {
 
 /// `xfer passwd NAME --realm REALM`: asks for a password twice (no echo) and
 /// prints the users-file line with the key derived from it.
-pub fn passwd(user: &str, realm: &str) -> Result<()> {
+pub(crate) fn passwd(user: &str, realm: &str) -> Result<()> {
     // From a script: $XFER_PASSWORD, as the clients take it; at a terminal, twice.
     let first = match std::env::var(crate::password::PASSWORD_ENV) {
         Ok(password) => password,

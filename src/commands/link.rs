@@ -17,12 +17,12 @@ use crate::transfer::Tally;
 use crate::ui::report::{self, Reporter, Summary};
 
 /// One session on an authenticated connection: the work, with its tally.
-pub type Session = Arc<dyn Fn(&mut TcpConnection, &mut Tally) -> Result<()> + Send + Sync>;
+pub(crate) type Session = Arc<dyn Fn(&mut TcpConnection, &mut Tally) -> Result<()> + Send + Sync>;
 
 /// Meets the peer as `peering.link` says and runs `session` on each authenticated
 /// connection (one, unless serving), reporting each; `verb` names what happened
 /// (`sent`, `received`).
-pub fn run_link(
+pub(crate) fn run_link(
     peering: &Peering,
     role: Role,
     compress: Option<i32>,

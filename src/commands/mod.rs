@@ -6,9 +6,9 @@
 //! the local directory a download goes into. Nothing
 //! here imports `cli`: dispatch on the parsed command line is `main.rs`'s.
 
-pub mod keys;
-pub mod link;
-pub mod recv;
-pub mod remote;
-pub mod send;
+pub(crate) mod keys;
+pub(crate) mod link;
+pub(crate) mod recv;
+pub(crate) mod remote;
+pub(crate) mod send;
 mod target;

@@ -18,17 +18,17 @@ use crate::ui::report;
 
 /// What `xfer recv` was asked to do.
 #[derive(Debug, Clone)]
-pub struct RecvOptions {
-    pub dir: PathBuf,
+pub(crate) struct RecvOptions {
+    pub(crate) dir: PathBuf,
     /// Write the one file to standard output instead.
-    pub stdout: bool,
-    pub settings: Settings,
+    pub(crate) stdout: bool,
+    pub(crate) settings: Settings,
     /// Partial data no sender came back for is removed after this long.
-    pub keep_partial: Duration,
-    pub peering: Peering,
+    pub(crate) keep_partial: Duration,
+    pub(crate) peering: Peering,
 }
 
-pub fn run(options: &RecvOptions) -> Result<()> {
+pub(crate) fn run(options: &RecvOptions) -> Result<()> {
     signals::survive_file_size_limit()?;
     let mut lock = None;
     let destination = if options.stdout {

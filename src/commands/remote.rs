@@ -16,17 +16,17 @@ use crate::ui::report::{Json, Reporter, Style, Summary};
 
 /// `xfer get HOST:PORT:PATH... [LOCAL_DIR]`.
 #[derive(Debug, Clone)]
-pub struct GetOptions {
-    pub client: ClientOptions,
-    pub paths: Vec<String>,
-    pub dir: PathBuf,
+pub(crate) struct GetOptions {
+    pub(crate) client: ClientOptions,
+    pub(crate) paths: Vec<String>,
+    pub(crate) dir: PathBuf,
     /// Write the one file to standard output instead.
-    pub stdout: bool,
-    pub settings: Settings,
-    pub style: Style,
+    pub(crate) stdout: bool,
+    pub(crate) settings: Settings,
+    pub(crate) style: Style,
 }
 
-pub fn get(options: &GetOptions) -> Result<()> {
+pub(crate) fn get(options: &GetOptions) -> Result<()> {
     crate::net::signals::interrupt_clears_the_screen()?;
     let (destination, _lock) = if options.stdout {
         (Destination::Stdout, None)
@@ -46,21 +46,21 @@ pub fn get(options: &GetOptions) -> Result<()> {
 
 /// `xfer ls HOST:PORT[:PATH]`.
 #[derive(Debug, Clone)]
-pub struct LsOptions {
-    pub client: ClientOptions,
-    pub path: String,
+pub(crate) struct LsOptions {
+    pub(crate) client: ClientOptions,
+    pub(crate) path: String,
     /// Kind, mode, size, time and name, as `ls -l`.
-    pub long: bool,
+    pub(crate) long: bool,
     /// Sizes in KiB, MiB, ... (`-h`).
-    pub human: bool,
+    pub(crate) human: bool,
     /// Every directory beneath too, entries named by their relative paths (`-R`).
-    pub recursive: bool,
+    pub(crate) recursive: bool,
     /// The usage against the quota instead of a listing.
-    pub usage: bool,
-    pub style: Style,
+    pub(crate) usage: bool,
+    pub(crate) style: Style,
 }
 
-pub fn ls(options: &LsOptions) -> Result<()> {
+pub(crate) fn ls(options: &LsOptions) -> Result<()> {
     let mut client = connect(&options.client, options.style, "listed")?;
     let mut out = std::io::stdout().lock();
     if options.usage {
@@ -94,7 +94,7 @@ pub fn ls(options: &LsOptions) -> Result<()> {
 
 /// What `xfer mkdir`, `rm` and `mv` do.
 #[derive(Debug, Clone)]
-pub enum Change {
+pub(crate) enum Change {
     Mkdir(String),
     /// One path after the other, stopping at the first failure.
     Remove {
@@ -106,7 +106,7 @@ pub enum Change {
 }
 
 /// `xfer mkdir`, `xfer rm`, `xfer mv`.
-pub fn change(client: &ClientOptions, change: &Change, style: Style) -> Result<()> {
+pub(crate) fn change(client: &ClientOptions, change: &Change, style: Style) -> Result<()> {
     let mut connection = connect(client, style, "changed")?;
     let result = match change {
         Change::Mkdir(path) => connection.mkdir(path),

@@ -18,20 +18,20 @@ use crate::ui::report;
 
 /// What `xfer send` was asked to do.
 #[derive(Debug, Clone)]
-pub struct SendOptions {
+pub(crate) struct SendOptions {
     /// The operands: files, directories, `-` or a named pipe.
-    pub files: Vec<PathBuf>,
-    pub walk: WalkOptions,
+    pub(crate) files: Vec<PathBuf>,
+    pub(crate) walk: WalkOptions,
     /// zstd level, if compressing.
-    pub compress: Option<i32>,
+    pub(crate) compress: Option<i32>,
     /// Against a server (`HOST:PORT:DIR`): the directory of the home to put into.
-    pub remote_dir: Option<String>,
+    pub(crate) remote_dir: Option<String>,
     /// Against a server: replace files that exist (`-f`).
-    pub overwrite: bool,
-    pub peering: Peering,
+    pub(crate) overwrite: bool,
+    pub(crate) peering: Peering,
 }
 
-pub fn run(options: &SendOptions) -> Result<()> {
+pub(crate) fn run(options: &SendOptions) -> Result<()> {
     let collected = source::collect(&options.files, &options.walk)?;
     if collected.is_empty() {
         return Err(fail(Kind::Io, "nothing to send"));

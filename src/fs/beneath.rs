@@ -16,10 +16,10 @@ use crate::proto::message::ErrorCode;
 
 /// How deep the walks over a whole tree (quota scan, sweep) descend: beyond it,
 /// nothing xfer made.
-pub const MAX_DEPTH: usize = 256;
+pub(crate) const MAX_DEPTH: usize = 256;
 
 /// Opens the directory `name` inside `parent`, refusing to follow a link.
-pub fn open_dir(parent: impl AsFd, name: impl rustix::path::Arg) -> Result<OwnedFd, Errno> {
+pub(crate) fn open_dir(parent: impl AsFd, name: impl rustix::path::Arg) -> Result<OwnedFd, Errno> {
     rustix::fs::openat(
         parent,
         name,
@@ -30,7 +30,7 @@ pub fn open_dir(parent: impl AsFd, name: impl rustix::path::Arg) -> Result<Owned
 
 /// Opens the regular file `name` inside `parent` for reading, refusing a link, and
 /// never blocking on a FIFO or device that sits under that name.
-pub fn open_file(parent: impl AsFd, name: &str) -> Result<OwnedFd, Errno> {
+pub(crate) fn open_file(parent: impl AsFd, name: &str) -> Result<OwnedFd, Errno> {
     let fd = rustix::fs::openat(
         parent,
         name,
@@ -46,7 +46,7 @@ pub fn open_file(parent: impl AsFd, name: &str) -> Result<OwnedFd, Errno> {
 }
 
 /// What is at `name` inside `parent`, links not followed; `None` if nothing is.
-pub fn stat(parent: impl AsFd, name: &str) -> Result<Option<Stat>, Errno> {
+pub(crate) fn stat(parent: impl AsFd, name: &str) -> Result<Option<Stat>, Errno> {
     match rustix::fs::statat(parent, name, AtFlags::SYMLINK_NOFOLLOW) {
         Ok(stat) => Ok(Some(stat)),
         Err(Errno::NOENT) => Ok(None),
@@ -57,7 +57,7 @@ pub fn stat(parent: impl AsFd, name: &str) -> Result<Option<Stat>, Errno> {
 /// The children of `dir`, `.` and `..` aside, each with what it is (links not
 /// followed). One that vanished since the directory was read is left out; an
 /// unreadable directory has none.
-pub fn children(dir: &OwnedFd) -> impl Iterator<Item = (CString, Stat)> + '_ {
+pub(crate) fn children(dir: &OwnedFd) -> impl Iterator<Item = (CString, Stat)> + '_ {
     let entries = rustix::fs::Dir::read_from(dir).into_iter().flatten();
     entries.flatten().filter_map(move |entry| {
         let name = entry.file_name();
@@ -69,14 +69,18 @@ pub fn children(dir: &OwnedFd) -> impl Iterator<Item = (CString, Stat)> + '_ {
     })
 }
 
-pub fn kind(stat: &Stat) -> FileType {
+pub(crate) fn kind(stat: &Stat) -> FileType {
     FileType::from_raw_mode(stat.st_mode)
 }
 
 /// Walks `components` from `root`, each a directory opened without following
 /// links; with `create`, makes those that are missing. `Ok(None)`: one is missing.
 /// `path` names the whole request in refusals.
-pub fn walk(root: &OwnedFd, components: &[&str], create: bool) -> Result<Option<OwnedFd>, Refusal> {
+pub(crate) fn walk(
+    root: &OwnedFd,
+    components: &[&str],
+    create: bool,
+) -> Result<Option<OwnedFd>, Refusal> {
     let mut dir =
         rustix::io::dup(root).map_err(|err| Refusal::io("", "cannot open the root", err))?;
     for depth in 0..components.len() {
@@ -89,7 +93,7 @@ pub fn walk(root: &OwnedFd, components: &[&str], create: bool) -> Result<Option<
 }
 
 /// Opens `components[depth]` inside `dir` (its parent), creating it with `create`.
-pub fn step(
+pub(crate) fn step(
     dir: &OwnedFd,
     components: &[&str],
     depth: usize,
@@ -115,7 +119,7 @@ pub fn step(
 
 /// Why a component could not be opened as a directory, in a user's words: a link
 /// is `bad_path` (never followed), another kind of file `exists`.
-pub fn explain(parent: &OwnedFd, component: &str, shown: &str, err: Errno) -> Refusal {
+pub(crate) fn explain(parent: &OwnedFd, component: &str, shown: &str, err: Errno) -> Refusal {
     match stat(parent, component) {
         Ok(Some(stat)) if kind(&stat) == FileType::Symlink => Refusal::new(
             ErrorCode::BadPath,

@@ -16,7 +16,7 @@ use rustix::fs::{AtFlags, FileType, Mode, RenameFlags, Stat};
 use rustix::io::Errno;
 
 use super::beneath::{self, MAX_DEPTH, kind};
-pub use super::ledger::Footprint;
+pub(crate) use super::ledger::Footprint;
 use super::path::{check_request_path, is_reserved_bytes};
 use super::sink::TargetDir;
 use super::{Refusal, path::PathRefusal};
@@ -29,7 +29,7 @@ use crate::proto::message::{Entry, EntryKind, ErrorCode, Item, ItemKind};
 const PERMISSION_BITS: u32 = 0o777;
 
 /// A user's home, held open.
-pub struct Home {
+pub(crate) struct Home {
     root: OwnedFd,
 }
 
@@ -38,7 +38,7 @@ impl Home {
     /// home swapped for a symlink is refused, not followed), creating it if asked:
     /// a new home is made private to the server's account (0700), as a user's files
     /// are nobody else's business on the server's machine either.
-    pub fn open(root: &OwnedFd, home: &Path, create: bool) -> Result<Home, Refusal> {
+    pub(crate) fn open(root: &OwnedFd, home: &Path, create: bool) -> Result<Home, Refusal> {
         let components: Vec<&str> = home
             .components()
             .map(|c| c.as_os_str().to_str().unwrap_or("\u{0}"))
@@ -66,14 +66,14 @@ impl Home {
     }
 
     /// The permission bits of the home that let other local accounts in, if any.
-    pub fn open_to_others(&self) -> Option<u32> {
+    pub(crate) fn open_to_others(&self) -> Option<u32> {
         let stat = rustix::fs::fstat(&self.root).ok()?;
         let mode = stat.st_mode & PERMISSION_BITS;
         (mode & 0o077 != 0).then_some(mode)
     }
 
     /// The home from a descriptor already opened (a single-user server's root).
-    pub fn from_fd(root: OwnedFd) -> Home {
+    pub(crate) fn from_fd(root: OwnedFd) -> Home {
         Home { root }
     }
 
@@ -110,7 +110,7 @@ impl Home {
     }
 
     /// The directory `path` (for `put`): missing or not a directory is `not_found`.
-    pub fn target(&self, path: &str) -> Result<TargetDir, Refusal> {
+    pub(crate) fn target(&self, path: &str) -> Result<TargetDir, Refusal> {
         let (parent, name, stat) = self.resolve(path)?;
         match stat {
             Some(stat) if kind(&stat) == FileType::Directory => {}
@@ -126,7 +126,7 @@ impl Home {
 
     /// `list`: the children of a directory, sorted by name, or the one item `path`
     /// is. The server's own temporary files are not shown.
-    pub fn list(&self, path: &str) -> Result<Listing, Refusal> {
+    pub(crate) fn list(&self, path: &str) -> Result<Listing, Refusal> {
         let (parent, name, stat) = self.resolve(path)?;
         let stat = stat.ok_or_else(|| not_found(path))?;
         if kind(&stat) != FileType::Directory {
@@ -143,7 +143,7 @@ impl Home {
     }
 
     /// `mkdir`: makes `path` and missing parents; an existing directory is fine.
-    pub fn mkdir(&self, path: &str) -> Result<(), Refusal> {
+    pub(crate) fn mkdir(&self, path: &str) -> Result<(), Refusal> {
         let components = checked(path)?;
         if components.is_empty() {
             // `""` names the home only for `list` and as `put`'s directory.
@@ -165,7 +165,7 @@ impl Home {
 
     /// `remove`: a file, a symlink-free empty directory; never the home itself.
     /// Returns what it freed (for the user's quota).
-    pub fn remove(&self, path: &str) -> Result<Footprint, Refusal> {
+    pub(crate) fn remove(&self, path: &str) -> Result<Footprint, Refusal> {
         if path.is_empty() {
             return Err(Refusal::new(
                 ErrorCode::BadPath,
@@ -197,7 +197,7 @@ impl Home {
     }
 
     /// `rename`: a file or directory to a name that does not exist, within the home.
-    pub fn rename(&self, from: &str, to: &str) -> Result<(), Refusal> {
+    pub(crate) fn rename(&self, from: &str, to: &str) -> Result<(), Refusal> {
         if from.is_empty() || to.is_empty() {
             return Err(Refusal::new(
                 ErrorCode::BadPath,
@@ -245,7 +245,7 @@ impl Home {
     /// same last component, or none, is `bad_path`; a symlink or other special file
     /// is `denied`), then walked: each under its last component, a directory with
     /// everything inside it but symlinks and special files.
-    pub fn fetch(&self, paths: &[String]) -> Result<Fetch, Refusal> {
+    pub(crate) fn fetch(&self, paths: &[String]) -> Result<Fetch, Refusal> {
         if paths.is_empty() {
             return Err(Refusal::new(ErrorCode::BadPath, "get names no path"));
         }
@@ -286,7 +286,7 @@ impl Home {
 
     /// Removes temporaries last modified before `cutoff` that `may` allows (by
     /// device and inode); returns what left the disk.
-    pub fn sweep(&self, cutoff: i64, may: &mut dyn FnMut((u64, u64)) -> bool) -> Footprint {
+    pub(crate) fn sweep(&self, cutoff: i64, may: &mut dyn FnMut((u64, u64)) -> bool) -> Footprint {
         let mut removed = Footprint::default();
         if let Ok(home) = self.dup() {
             sweep(home, cutoff, may, &mut removed, 0);
@@ -296,7 +296,7 @@ impl Home {
 
     /// How many levels of entries lie below `path` (0: a file, an empty directory
     /// or nothing there).
-    pub fn height(&self, path: &str) -> usize {
+    pub(crate) fn height(&self, path: &str) -> usize {
         let Ok((parent, name, Some(stat))) = self.resolve(path) else {
             return 0;
         };
@@ -308,7 +308,7 @@ impl Home {
 
     /// Bytes and files beneath the home, partial files included, links not
     /// followed: what a quota starts from.
-    pub fn footprint(&self) -> Footprint {
+    pub(crate) fn footprint(&self) -> Footprint {
         let mut total = Footprint::default();
         if let Ok(home) = self.dup() {
             scan(home, &mut total, 0);
@@ -361,7 +361,7 @@ fn item(name: &str, stat: &Stat) -> Item {
 /// What `list` found: one item, or a directory whose children are looked at one by
 /// one, in name order, as the listing goes out. Sorting needs every name, but only
 /// the names: 100 000 entries hold about 5 MiB here, not a stat each.
-pub enum Listing {
+pub(crate) enum Listing {
     One(Item),
     Children { dir: OwnedFd, names: Vec<Box<str>> },
 }
@@ -369,7 +369,7 @@ pub enum Listing {
 impl Listing {
     /// The items in order (a child that vanished since its name was read is left
     /// out).
-    pub fn items(&self) -> impl Iterator<Item = Item> + '_ {
+    pub(crate) fn items(&self) -> impl Iterator<Item = Item> + '_ {
         let (one, children) = match self {
             Listing::One(item) => (Some(item.clone()), None),
             Listing::Children { dir, names } => (None, Some((dir, names))),
@@ -496,7 +496,7 @@ fn height(dir: OwnedFd, limit: usize) -> usize {
 }
 
 /// What a `get` offers: entries read from beneath the home, never through a link.
-pub struct Fetch {
+pub(crate) struct Fetch {
     home: OwnedFd,
     entries: Vec<Entry>,
     /// For each entry, its path beneath the home.

@@ -13,7 +13,7 @@ use anyhow::Result;
 use crate::proto::message::Entry;
 
 /// Where an entry's bytes are read from.
-pub trait Input: Read + Send {
+pub(crate) trait Input: Read + Send {
     /// Waits at most `timeout` for bytes (or the end) to be ready to read. A file is
     /// always ready; a stream (a pipe) may pause for as long as its producer likes,
     /// and its bytes go out as they come rather than once a whole frame has filled.
@@ -27,7 +27,7 @@ impl Input for std::fs::File {}
 
 /// A stream of unknown length (standard input, a named pipe): readiness is asked of
 /// the system.
-pub struct Stream<S: Read + AsFd + Send>(pub S);
+pub(crate) struct Stream<S: Read + AsFd + Send>(pub(crate) S);
 
 impl<S: Read + AsFd + Send> Read for Stream<S> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
@@ -49,7 +49,7 @@ impl<S: Read + AsFd + Send> Input for Stream<S> {
 }
 
 /// What a sender offers, and where each entry's bytes come from.
-pub trait Outbox: Sync {
+pub(crate) trait Outbox: Sync {
     /// The offer, in order (a directory before anything inside it).
     fn entries(&self) -> &[Entry];
     /// Opens entry `index`'s content for reading (a file or a stream).

@@ -40,16 +40,16 @@ use crate::proto::message::ErrorCode;
 
 /// Bytes and files in a home (partial files and temporaries included).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Footprint {
-    pub bytes: u64,
-    pub files: u64,
+pub(crate) struct Footprint {
+    pub(crate) bytes: u64,
+    pub(crate) files: u64,
 }
 
 /// What a user may hold; `None`: no limit.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Limits {
-    pub bytes: Option<u64>,
-    pub files: Option<u64>,
+pub(crate) struct Limits {
+    pub(crate) bytes: Option<u64>,
+    pub(crate) files: Option<u64>,
 }
 
 /// The state of one home's ledger (see the module documentation).
@@ -150,7 +150,7 @@ impl Books {
 
 /// One home's ledger, shared by all sessions of its user (a cheap handle).
 #[derive(Debug, Clone, Default)]
-pub struct Ledger(Arc<Mutex<Books>>);
+pub(crate) struct Ledger(Arc<Mutex<Books>>);
 
 impl Ledger {
     pub(crate) fn books(&self) -> MutexGuard<'_, Books> {
@@ -160,7 +160,7 @@ impl Ledger {
     /// Claims the directory `dir` a `put` writes into until the hold is dropped:
     /// renaming or removing it (or a directory above it) is `busy` meanwhile, so
     /// the put's paths keep naming what it writes.
-    pub fn hold_dir(&self, dir: &str) -> DirHold {
+    pub(crate) fn hold_dir(&self, dir: &str) -> DirHold {
         let dir = dir.trim_matches('/').to_string();
         *self.books().targets.entry(dir.clone()).or_default() += 1;
         DirHold {
@@ -171,7 +171,7 @@ impl Ledger {
 
     /// A `put`'s view of the ledger for paths beneath the directory `dir` of the
     /// home (`""`: the home).
-    pub fn account(&self, dir: &str) -> Account {
+    pub(crate) fn account(&self, dir: &str) -> Account {
         Account {
             ledger: self.clone(),
             prefix: dir.trim_matches('/').to_string(),
@@ -182,7 +182,7 @@ impl Ledger {
 
 /// A directory a `put` writes into, held (see [`Ledger::hold_dir`]).
 #[derive(Debug)]
-pub struct DirHold {
+pub(crate) struct DirHold {
     ledger: Ledger,
     dir: String,
 }
@@ -218,7 +218,7 @@ pub(crate) fn deep_enough(prefix: &[&str], path: &str) -> Result<(), Refusal> {
 /// One `put`'s view of its user's [`Ledger`]: paths relative to the directory it
 /// puts into.
 #[derive(Debug, Clone)]
-pub struct Account {
+pub(crate) struct Account {
     ledger: Ledger,
     /// The put's directory beneath the home (`""`: the home).
     prefix: String,
@@ -261,7 +261,7 @@ impl Account {
     /// not fit, `busy` if another session writes the path. `_before` (what the
     /// caller saw on disk) is not trusted: what is counted is measured (see the
     /// module documentation).
-    pub fn reserve(
+    pub(crate) fn reserve(
         &self,
         path: &str,
         _before: Footprint,
@@ -298,7 +298,7 @@ impl Account {
 /// Room held for one entry, and its claim on its path, until it settles or is
 /// dropped (either releases what is still held; what is on disk stays counted).
 #[derive(Debug)]
-pub struct Reservation {
+pub(crate) struct Reservation {
     account: Account,
     /// The entry's path beneath the home.
     key: String,
@@ -307,7 +307,7 @@ pub struct Reservation {
 impl Reservation {
     /// Holds `bytes` more for a stream of unknown size, before they are written;
     /// `quota` if they do not fit.
-    pub fn charge(&mut self, path: &str, bytes: u64) -> Result<(), Refusal> {
+    pub(crate) fn charge(&mut self, path: &str, bytes: u64) -> Result<(), Refusal> {
         let mut books = self.account.books();
         books.check(Footprint { bytes, files: 0 }, path)?;
         books.reserved.bytes += bytes;
@@ -319,7 +319,7 @@ impl Reservation {
 
     /// The entry is over. What it left on disk was counted as it happened; `_after`
     /// is not trusted.
-    pub fn settle(self, _after: Footprint) {}
+    pub(crate) fn settle(self, _after: Footprint) {}
 }
 
 impl Drop for Reservation {

@@ -7,14 +7,14 @@
 //! Nothing here knows about frames or sockets. Failures an entry can have are a
 //! [`Refusal`]: the wire code and a message already safe to print.
 
-pub mod beneath;
-pub mod home;
-pub mod input;
-pub mod ledger;
-pub mod path;
-pub mod quota;
-pub mod sink;
-pub mod source;
+pub(crate) mod beneath;
+pub(crate) mod home;
+pub(crate) mod input;
+pub(crate) mod ledger;
+pub(crate) mod path;
+pub(crate) mod quota;
+pub(crate) mod sink;
+pub(crate) mod source;
 
 use std::fmt;
 use std::io;
@@ -27,13 +27,13 @@ use crate::proto::message::ErrorCode;
 /// Why an entry or a request was not (or could not be) carried out: the code for
 /// the peer and a message, already escaped.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Refusal {
-    pub code: ErrorCode,
-    pub message: String,
+pub(crate) struct Refusal {
+    pub(crate) code: ErrorCode,
+    pub(crate) message: String,
 }
 
 impl Refusal {
-    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+    pub(crate) fn new(code: ErrorCode, message: impl Into<String>) -> Self {
         Refusal {
             code,
             message: message.into(),
@@ -41,7 +41,7 @@ impl Refusal {
     }
 
     /// An I/O failure on `path` while `doing` something, in a user's words.
-    pub fn io(path: &str, doing: &str, err: impl Into<io::Error>) -> Self {
+    pub(crate) fn io(path: &str, doing: &str, err: impl Into<io::Error>) -> Self {
         let err: io::Error = err.into();
         // ENOSPC, EDQUOT and EFBIG say more to a user as words than as an errno.
         let why = match err.raw_os_error() {

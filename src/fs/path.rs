@@ -14,7 +14,7 @@ const MAX_PATH: usize = 4096;
 const MAX_COMPONENT: usize = 255;
 /// Why an offered path is refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PathRefusal {
+pub(crate) enum PathRefusal {
     Empty,
     TooLong,
     Absolute,
@@ -57,7 +57,7 @@ impl fmt::Display for PathRefusal {
 
 /// Checks an offered path; on success returns its components, each safe to use as
 /// one name inside the target directory.
-pub fn check_path(path: &str) -> Result<Vec<&str>, PathRefusal> {
+pub(crate) fn check_path(path: &str) -> Result<Vec<&str>, PathRefusal> {
     check_path_for(path, cfg!(windows))
 }
 
@@ -104,22 +104,22 @@ fn check_path_for(path: &str, windows: bool) -> Result<Vec<&str>, PathRefusal> {
 }
 
 /// Prefix of every name xfer makes for itself; a leading dot hides them from `ls`.
-pub const RESERVED_PREFIX: &str = ".xfer-";
+pub(crate) const RESERVED_PREFIX: &str = ".xfer-";
 
 /// Whether `name` has the form of xfer's own temporary (`.xfer-*.part`) or partial
 /// (`.xfer-*.partial`) files, which no peer may write.
-pub fn is_reserved(name: &str) -> bool {
+pub(crate) fn is_reserved(name: &str) -> bool {
     is_reserved_bytes(name.as_bytes())
 }
 
 /// [`is_reserved`] for a name read from a directory, which need not be UTF-8.
-pub fn is_reserved_bytes(name: &[u8]) -> bool {
+pub(crate) fn is_reserved_bytes(name: &[u8]) -> bool {
     name.starts_with(RESERVED_PREFIX.as_bytes())
         && (name.ends_with(b".part") || name.ends_with(b".partial"))
 }
 
 /// Checks a path a client gives a server, where `""` means the home itself.
-pub fn check_request_path(path: &str) -> Result<Vec<&str>, PathRefusal> {
+pub(crate) fn check_request_path(path: &str) -> Result<Vec<&str>, PathRefusal> {
     if path.is_empty() {
         return Ok(Vec::new());
     }

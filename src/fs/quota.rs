@@ -6,12 +6,12 @@
 use super::Refusal;
 use super::home::Home;
 use super::ledger::deep_enough;
-pub use super::ledger::{Account, Footprint, Ledger, Limits, Reservation};
+pub(crate) use super::ledger::{Account, Footprint, Ledger, Limits, Reservation};
 
 impl Ledger {
     /// Counts `home` from the disk if it was not yet, under this ledger's lock
     /// only (other users' logins do not wait for it), and takes `limits`.
-    pub fn open(&self, home: &Home, limits: Limits) {
+    pub(crate) fn open(&self, home: &Home, limits: Limits) {
         let mut books = self.books();
         if !books.counted {
             books.on_disk = home.footprint();
@@ -21,18 +21,18 @@ impl Ledger {
     }
 
     /// New limits (the users file was read again), applied at once.
-    pub fn set_limits(&self, limits: Limits) {
+    pub(crate) fn set_limits(&self, limits: Limits) {
         self.books().limits = limits;
     }
 
     /// What is on disk and what may be, for `usage`.
-    pub fn usage(&self) -> (Footprint, Limits) {
+    pub(crate) fn usage(&self) -> (Footprint, Limits) {
         let books = self.books();
         (books.on_disk, books.limits)
     }
 
     /// `mkdir` in `home` (directories hold no bytes; the depth is checked).
-    pub fn mkdir(&self, home: &Home, path: &str) -> Result<(), Refusal> {
+    pub(crate) fn mkdir(&self, home: &Home, path: &str) -> Result<(), Refusal> {
         deep_enough(&[], path)?;
         let _books = self.books();
         home.mkdir(path)
@@ -40,7 +40,7 @@ impl Ledger {
 
     /// `remove` in `home`: `busy` while a session writes the path or beneath it;
     /// what left the disk is given back, under the lock.
-    pub fn remove(&self, home: &Home, path: &str) -> Result<(), Refusal> {
+    pub(crate) fn remove(&self, home: &Home, path: &str) -> Result<(), Refusal> {
         let mut books = self.books();
         books.unclaimed(path)?;
         let freed = home.remove(path)?;
@@ -50,7 +50,7 @@ impl Ledger {
 
     /// `rename` in `home`: `busy` while a session writes either path (or beneath or
     /// above it).
-    pub fn rename(&self, home: &Home, from: &str, to: &str) -> Result<(), Refusal> {
+    pub(crate) fn rename(&self, home: &Home, from: &str, to: &str) -> Result<(), Refusal> {
         let books = self.books();
         books.unclaimed(from)?;
         books.unclaimed(to)?;
@@ -62,7 +62,7 @@ impl Ledger {
 
     /// Removes partials and temporaries of `home` last modified before `cutoff`
     /// (seconds since the epoch) that no session has open; what left is given back.
-    pub fn sweep(&self, home: &Home, cutoff: i64) -> usize {
+    pub(crate) fn sweep(&self, home: &Home, cutoff: i64) -> usize {
         let mut books = self.books();
         let counted = books.counted;
         let removed = home.sweep(cutoff, &mut |identity| !books.is_open(identity));

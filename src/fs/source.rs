@@ -21,9 +21,9 @@ use crate::proto::message::{Entry, EntryKind};
 use crate::ui::report;
 
 /// The operand that means standard input.
-pub const STDIN_OPERAND: &str = "-";
+pub(crate) const STDIN_OPERAND: &str = "-";
 /// The name standard input travels under unless `--name` says otherwise.
-pub const STDIN_NAME: &str = "stdin";
+pub(crate) const STDIN_NAME: &str = "stdin";
 /// What an unnamed pipe (`<(cmd)`) is sent as without `--name`.
 const UNNAMED_PIPE: &str = "stream";
 /// Permission bits carried in an offer: never setuid, setgid or sticky.
@@ -31,11 +31,11 @@ const PERMISSION_BITS: u32 = 0o777;
 
 /// How to walk the operands.
 #[derive(Debug, Clone, Default)]
-pub struct WalkOptions {
+pub(crate) struct WalkOptions {
     /// Send what symbolic links inside a tree point at, instead of skipping them.
-    pub follow_symlinks: bool,
+    pub(crate) follow_symlinks: bool,
     /// The name the one operand travels under (`--name`), instead of its own.
-    pub name: Option<String>,
+    pub(crate) name: Option<String>,
 }
 
 /// One operand: where it is, and the name it travels under.
@@ -58,22 +58,22 @@ enum Stream {
 
 /// The offer, where each entry's bytes come from, and what could not be read.
 #[derive(Debug, Default)]
-pub struct Collected {
+pub(crate) struct Collected {
     entries: Vec<Entry>,
     roots: Vec<Root>,
     /// For each entry, the index of its root.
     origin: Vec<u32>,
     /// Paths that exist but could not be read (already reported as warnings).
-    pub unreadable: usize,
+    pub(crate) unreadable: usize,
 }
 
 impl Collected {
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
 
     /// Whether the offer is one stream of unknown length.
-    pub fn is_stream(&self) -> bool {
+    pub(crate) fn is_stream(&self) -> bool {
         self.roots.iter().any(|root| root.stream != Stream::No)
     }
 
@@ -125,7 +125,7 @@ impl Outbox for Collected {
 /// is followed (the user pointed at it). A stream (`-`, a named pipe) must come
 /// alone. Operands that contradict each other are usage errors; one that cannot be
 /// read is an I/O error, before anything is sent.
-pub fn collect(operands: &[PathBuf], options: &WalkOptions) -> Result<Collected> {
+pub(crate) fn collect(operands: &[PathBuf], options: &WalkOptions) -> Result<Collected> {
     if options.name.is_some() && operands.len() > 1 {
         return Err(fail(
             Kind::Usage,

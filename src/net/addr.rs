@@ -8,9 +8,9 @@ use std::str::FromStr;
 
 /// Where to connect: a host name, IPv4 address or bracketed IPv6 address, and a port.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Endpoint {
-    pub host: String,
-    pub port: u16,
+pub(crate) struct Endpoint {
+    pub(crate) host: String,
+    pub(crate) port: u16,
 }
 
 impl FromStr for Endpoint {
@@ -41,10 +41,10 @@ impl fmt::Display for Endpoint {
 
 /// An endpoint and, for a server, a path beneath the user's home.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Remote {
-    pub endpoint: Endpoint,
+pub(crate) struct Remote {
+    pub(crate) endpoint: Endpoint,
     /// What follows the colon after the port (`None`: no colon; `Some("")`: the home).
-    pub path: Option<String>,
+    pub(crate) path: Option<String>,
 }
 
 impl FromStr for Remote {
@@ -94,14 +94,14 @@ impl FromStr for Remote {
 
 /// Where to listen: a port on all interfaces, or a given address and port.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ListenAddr {
+pub(crate) enum ListenAddr {
     AllInterfaces(u16),
     At(Endpoint),
 }
 
 impl ListenAddr {
     /// Whether the system picks the port (port 0).
-    pub fn any_port(&self) -> bool {
+    pub(crate) fn any_port(&self) -> bool {
         match self {
             ListenAddr::AllInterfaces(port) => *port == 0,
             ListenAddr::At(endpoint) => endpoint.port == 0,

@@ -11,26 +11,26 @@ use crate::proto::wire::Hangup;
 
 /// A handle that shuts a connection down, so that a thread blocked on it wakes up.
 #[derive(Debug)]
-pub struct Closer(Option<TcpStream>);
+pub(crate) struct Closer(Option<TcpStream>);
 
 impl Closer {
-    pub fn tcp(stream: TcpStream) -> Closer {
+    pub(crate) fn tcp(stream: TcpStream) -> Closer {
         Closer(Some(stream))
     }
 
     /// For connections that are not sockets (tests, fuzzing): closing does nothing.
-    pub fn none() -> Closer {
+    pub(crate) fn none() -> Closer {
         Closer(None)
     }
 
-    pub fn close(&self) {
+    pub(crate) fn close(&self) {
         if let Some(stream) = &self.0 {
             let _ = stream.shutdown(Shutdown::Both);
         }
     }
 
     /// The socket, for lingering after an error.
-    pub fn socket(&self) -> Option<&TcpStream> {
+    pub(crate) fn socket(&self) -> Option<&TcpStream> {
         self.0.as_ref()
     }
 }

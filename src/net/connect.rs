@@ -19,7 +19,7 @@ const MAX_RETRY: Duration = Duration::from_secs(1);
 /// retries with backoff until `wait` has passed; each attempt (lookup included)
 /// takes at most `attempt_timeout`. `listener` names what should be listening there
 /// (a receiver, a sender, a server), for the hint when nothing is.
-pub fn connect(
+pub(crate) fn connect(
     endpoint: &Endpoint,
     wait: Duration,
     attempt_timeout: Duration,

@@ -10,7 +10,7 @@ use crate::stderr;
 
 /// Makes a key for a listener started without one and prints it, with the command
 /// line its peer can paste.
-pub fn generate_for_listener(local: std::net::SocketAddr, role: Role) -> Result<Key> {
+pub(crate) fn generate_for_listener(local: std::net::SocketAddr, role: Role) -> Result<Key> {
     let (key, generated) = key::generate_for_start_up()?;
     let at = reachable_at(local);
     let peer_command = match role {

@@ -30,7 +30,7 @@ use crate::proto::message::ErrorCode;
 use crate::ui::report;
 
 /// An unauthenticated connection this old may be cut to make room for a newcomer.
-pub const SHED_AFTER: Duration = Duration::from_secs(1);
+pub(crate) const SHED_AFTER: Duration = Duration::from_secs(1);
 /// How long running sessions may go on after SIGINT or SIGTERM.
 const GRACE: Duration = Duration::from_secs(5);
 /// How often the accept loop looks up from `poll` to see whether it should stop.
@@ -102,7 +102,7 @@ impl Listening {
 
 /// Binds a listener. A bare port listens on all interfaces, IPv6 and IPv4 where the
 /// system allows both, else IPv4.
-pub fn bind(addr: &ListenAddr) -> Result<TcpListener> {
+pub(crate) fn bind(addr: &ListenAddr) -> Result<TcpListener> {
     let listener = match addr {
         ListenAddr::AllInterfaces(port) => TcpListener::bind(("::", *port))
             .or_else(|_| TcpListener::bind(("0.0.0.0", *port)))
@@ -127,7 +127,7 @@ fn shed(strangers: &mut VecDeque<Stranger>, at: usize, now: Instant) -> Option<(
 /// SIGINT/SIGTERM, authenticating each on its own thread. A connection that fails
 /// the handshake is reported and does not count as a session. On a signal, running
 /// sessions get a few seconds to finish; a second signal exits at once.
-pub fn serve(
+pub(crate) fn serve(
     listener: TcpListener,
     accepting: Arc<Accepting>,
     options: Admission,

@@ -8,15 +8,15 @@
 //! [`Initiating`] and [`Accepting`] say how this side authenticates; what happens
 //! after the handshake is the caller's [`Handler`].
 
-pub mod addr;
-pub mod closer;
-pub mod connect;
-pub mod keyless;
-pub mod listen;
+pub(crate) mod addr;
+pub(crate) mod closer;
+pub(crate) mod connect;
+pub(crate) mod keyless;
+pub(crate) mod listen;
 mod options;
-pub mod pace;
-pub mod signals;
-pub mod socket;
+pub(crate) mod pace;
+pub(crate) mod signals;
+pub(crate) mod socket;
 
 use std::any::Any;
 use std::net::{SocketAddr, TcpStream};
@@ -25,9 +25,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 
-pub use self::addr::{Endpoint, ListenAddr, Remote};
+pub(crate) use self::addr::{Endpoint, ListenAddr, Remote};
 use self::closer::Closer;
-pub use self::options::{Admission, Link, Timeouts};
+pub(crate) use self::options::{Admission, Link, Timeouts};
 use self::pace::Paced;
 use crate::error::{Classify, Kind, peer_code};
 use crate::proto::handshake::{self, Acceptor, Initiator, KeyStore, Secret};
@@ -36,7 +36,7 @@ use crate::proto::negotiated::{Features, Negotiated};
 use crate::proto::wire::Connection;
 
 /// A connection after the handshake, as sessions use it.
-pub type TcpConnection = Connection<Paced<TcpStream>, Paced<TcpStream>, Closer>;
+pub(crate) type TcpConnection = Connection<Paced<TcpStream>, Paced<TcpStream>, Closer>;
 
 /// Splits an authenticated socket into a reader and a writer that can work from
 /// two threads, each paced at `rate` if one is set.
@@ -58,50 +58,50 @@ fn connection(
 }
 
 /// What to do with an authenticated connection: run its session(s).
-pub type Handler = Arc<dyn Fn(TcpConnection, SocketAddr) -> Result<()> + Send + Sync>;
+pub(crate) type Handler = Arc<dyn Fn(TcpConnection, SocketAddr) -> Result<()> + Send + Sync>;
 
 /// A per-connection check after `mac_I` verified (a user's session limit): a value
 /// to hold while the connection lasts, or the refusal (`busy`).
-pub type Admit =
+pub(crate) type Admit =
     Arc<dyn Fn(&Negotiated) -> Result<Box<dyn Any + Send>, (ErrorCode, String)> + Send + Sync>;
 
 /// How this side authenticates when it connects.
-pub struct Initiating {
-    pub role: Role,
-    pub user: Option<String>,
+pub(crate) struct Initiating {
+    pub(crate) role: Role,
+    pub(crate) user: Option<String>,
     /// Chosen where the listener offers them.
-    pub wanted: Features,
+    pub(crate) wanted: Features,
     /// Refused (`feature`) where the listener does not offer them.
-    pub required: Features,
+    pub(crate) required: Features,
     /// Shared, so a reconnection (the shell's) uses the key derived at the first.
-    pub secret: Arc<Secret>,
+    pub(crate) secret: Arc<Secret>,
     /// A sender that meets a server speaks to it as a client.
-    pub client_if_server: bool,
+    pub(crate) client_if_server: bool,
     /// This side's compression level, if it compresses what it sends.
-    pub compress: Option<i32>,
+    pub(crate) compress: Option<i32>,
     /// `--limit-rate`, bytes per second.
-    pub rate: Option<u64>,
+    pub(crate) rate: Option<u64>,
 }
 
 /// How this side authenticates when it listens.
-pub struct Accepting {
-    pub role: Role,
+pub(crate) struct Accepting {
+    pub(crate) role: Role,
     /// Listed in `hello`.
-    pub offered: Features,
+    pub(crate) offered: Features,
     /// Refused (`feature`) when not in force.
-    pub required: Features,
-    pub realm: Option<String>,
-    pub keys: Arc<dyn KeyStore>,
+    pub(crate) required: Features,
+    pub(crate) realm: Option<String>,
+    pub(crate) keys: Arc<dyn KeyStore>,
     /// Per-user limits, checked before `auth_ok`.
-    pub admit: Option<Admit>,
-    pub compress: Option<i32>,
+    pub(crate) admit: Option<Admit>,
+    pub(crate) compress: Option<i32>,
     /// `--limit-rate`, bytes per second.
-    pub rate: Option<u64>,
+    pub(crate) rate: Option<u64>,
 }
 
 /// Connects to `to` (retrying for `wait`, also while the listener says it is busy)
 /// and authenticates.
-pub fn connect(
+pub(crate) fn connect(
     to: &Endpoint,
     wait: Duration,
     timeouts: Timeouts,
@@ -156,11 +156,11 @@ fn connect_once(
 
 /// What an accepted connection holds while it lasts (session slots), released when
 /// dropped.
-pub struct Held(#[allow(dead_code)] Vec<Box<dyn Any + Send>>);
+pub(crate) struct Held(#[allow(dead_code)] Vec<Box<dyn Any + Send>>);
 
 /// Runs the acceptor's handshake on a fresh connection, with `limits` checked after
 /// `mac_I` verified (and the per-user [`Admit`] before them).
-pub fn accept_on(
+pub(crate) fn accept_on(
     stream: &mut TcpStream,
     accepting: &Accepting,
     timeouts: Timeouts,

@@ -9,17 +9,17 @@ use super::addr::{Endpoint, ListenAddr};
 
 /// How long peers may take.
 #[derive(Debug, Clone, Copy)]
-pub struct Timeouts {
+pub(crate) struct Timeouts {
     /// The whole handshake, from accept or connect to authenticated.
-    pub handshake: Duration,
+    pub(crate) handshake: Duration,
     /// Reads and writes after the handshake (`None`: no limit on reads, and
     /// [`super::socket::WRITE_STALL`] on writes).
-    pub idle: Option<Duration>,
+    pub(crate) idle: Option<Duration>,
 }
 
 /// How this side meets its peer.
 #[derive(Debug, Clone)]
-pub enum Link {
+pub(crate) enum Link {
     /// Connect to a listening peer, retrying for up to `wait` while it is not there.
     Connect { to: Endpoint, wait: Duration },
     /// Listen for peers.
@@ -28,22 +28,27 @@ pub enum Link {
 
 /// How a listener admits peers: one session or many, and how many at once.
 #[derive(Debug, Clone, Copy)]
-pub struct Admission {
+pub(crate) struct Admission {
     /// Exit after the first authenticated session, with its result.
-    pub once: bool,
+    pub(crate) once: bool,
     /// Authenticated sessions at once; more get `busy`.
-    pub max_sessions: usize,
+    pub(crate) max_sessions: usize,
     /// Connections still in the handshake, from all addresses together.
-    pub max_handshakes: usize,
+    pub(crate) max_handshakes: usize,
     /// Connections still in the handshake from one address.
-    pub max_handshakes_per_address: usize,
-    pub timeouts: Timeouts,
+    pub(crate) max_handshakes_per_address: usize,
+    pub(crate) timeouts: Timeouts,
 }
 
 impl Admission {
     /// `max_sessions` authenticated sessions at once (one and then exit, if
     /// `once`), `per_address` handshakes at once from one address.
-    pub fn new(once: bool, max_sessions: usize, per_address: usize, timeouts: Timeouts) -> Self {
+    pub(crate) fn new(
+        once: bool,
+        max_sessions: usize,
+        per_address: usize,
+        timeouts: Timeouts,
+    ) -> Self {
         Admission {
             once,
             max_sessions,
@@ -54,7 +59,5 @@ impl Admission {
     }
 
     /// Connections in the handshake at once, in all; each has its own thread.
-    pub const MAX_HANDSHAKES: usize = 256;
-    /// Connections in the handshake at once from one address.
-    pub const MAX_HANDSHAKES_PER_ADDRESS: usize = 8;
+    pub(crate) const MAX_HANDSHAKES: usize = 256;
 }

@@ -63,21 +63,22 @@ impl Bucket {
 
 /// A socket half, paced when a rate is set.
 #[derive(Debug)]
-pub struct Paced<S> {
+pub(crate) struct Paced<S> {
     inner: S,
     bucket: Option<Arc<Mutex<Bucket>>>,
 }
 
 impl<S> Paced<S> {
     /// `inner` limited to `rate` bytes per second (`None`: not limited).
-    pub fn new(inner: S, rate: Option<u64>) -> Self {
+    pub(crate) fn new(inner: S, rate: Option<u64>) -> Self {
         Paced {
             inner,
             bucket: rate.map(|rate| Arc::new(Mutex::new(Bucket::new(rate)))),
         }
     }
 
-    pub fn get_ref(&self) -> &S {
+    #[cfg(test)]
+    pub(crate) fn get_ref(&self) -> &S {
         &self.inner
     }
 

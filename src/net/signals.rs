@@ -11,7 +11,7 @@ use anyhow::{Context, Result};
 
 /// A flag that SIGINT and SIGTERM set; a second one exits at once (130 is the
 /// shell's code for an interrupt).
-pub fn stop_on_signals() -> Result<Arc<AtomicBool>> {
+pub(crate) fn stop_on_signals() -> Result<Arc<AtomicBool>> {
     use signal_hook::consts::{SIGINT, SIGTERM};
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [SIGINT, SIGTERM] {
@@ -25,7 +25,7 @@ pub fn stop_on_signals() -> Result<Arc<AtomicBool>> {
 /// Past a file-size limit (`ulimit -f`) the kernel sends SIGXFSZ, which would kill
 /// the process; with a handler in place the write fails with EFBIG instead, and
 /// that one file is refused with `io` while the session goes on.
-pub fn survive_file_size_limit() -> Result<()> {
+pub(crate) fn survive_file_size_limit() -> Result<()> {
     signal_hook::flag::register(
         signal_hook::consts::SIGXFSZ,
         Arc::new(AtomicBool::new(false)),
@@ -35,7 +35,7 @@ pub fn survive_file_size_limit() -> Result<()> {
 }
 
 /// A flag that SIGHUP sets (and the caller clears when it has acted on it).
-pub fn flag_on_hangup() -> Result<Arc<AtomicBool>> {
+pub(crate) fn flag_on_hangup() -> Result<Arc<AtomicBool>> {
     let flag = Arc::new(AtomicBool::new(false));
     signal_hook::flag::register(signal_hook::consts::SIGHUP, flag.clone())
         .context("cannot install a SIGHUP handler")?;
@@ -45,7 +45,7 @@ pub fn flag_on_hangup() -> Result<Arc<AtomicBool>> {
 /// For every command but `serve`: SIGHUP does nothing (as under `nohup`) instead of
 /// killing the process mid-transfer. Public because the binary, another crate,
 /// installs it before it dispatches.
-pub fn ignore_hangup() -> Result<()> {
+pub(crate) fn ignore_hangup() -> Result<()> {
     signal_hook::flag::register(
         signal_hook::consts::SIGHUP,
         Arc::new(AtomicBool::new(false)),
@@ -57,7 +57,7 @@ pub fn ignore_hangup() -> Result<()> {
 /// For a command that connects: on SIGINT or SIGTERM, clear the progress bar, say
 /// what is kept, and exit 130 (the shell's code for an interrupt), instead of dying
 /// with a half-drawn bar on the screen.
-pub fn interrupt_clears_the_screen() -> Result<()> {
+pub(crate) fn interrupt_clears_the_screen() -> Result<()> {
     use signal_hook::consts::{SIGINT, SIGTERM};
     let mut signals =
         signal_hook::iterator::Signals::new([SIGINT, SIGTERM]).context("cannot handle signals")?;

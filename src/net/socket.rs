@@ -22,11 +22,11 @@ const KEEPALIVE_PROBES: u32 = 3;
 /// A peer that takes nothing we send for this long is given up, unless
 /// `--idle-timeout` says otherwise: it stopped reading (or vanished while we were
 /// sending, which keepalive cannot see).
-pub const WRITE_STALL: Duration = Duration::from_secs(120);
+pub(crate) const WRITE_STALL: Duration = Duration::from_secs(120);
 
 /// Readies a fresh connection: no Nagle delay, dead peers detected by keepalive,
 /// and the idle timeout (see [`set_idle`]).
-pub fn configure(stream: &TcpStream, idle: Option<Duration>) -> Result<()> {
+pub(crate) fn configure(stream: &TcpStream, idle: Option<Duration>) -> Result<()> {
     // Both sides buffer their frames and flush on purpose, so Nagle's algorithm only
     // delays: a 1 GiB transfer measured 3.48 s with TCP_NODELAY against 3.59 s
     // without, and small control frames (acks, `end`) no longer wait for an ACK.
@@ -44,7 +44,7 @@ pub fn configure(stream: &TcpStream, idle: Option<Duration>) -> Result<()> {
 
 /// Applies the idle timeout to reads (`None`: wait as long as it takes; keepalive
 /// still notices a vanished peer) and to writes (`None`: [`WRITE_STALL`]).
-pub fn set_idle(stream: &TcpStream, idle: Option<Duration>) -> Result<()> {
+pub(crate) fn set_idle(stream: &TcpStream, idle: Option<Duration>) -> Result<()> {
     stream.set_read_timeout(idle).classify(Kind::Network)?;
     stream
         .set_write_timeout(Some(idle.unwrap_or(WRITE_STALL)))
@@ -61,7 +61,7 @@ impl ReadTimeout for TcpStream {
 /// Tells a peer over a limit so, in place of `hello`, and closes. The write cannot
 /// block the accept loop: a fresh socket's buffer takes this small frame at once,
 /// and a peer that takes nothing gets nothing.
-pub fn refuse_busy(mut stream: TcpStream, why: &str) {
+pub(crate) fn refuse_busy(mut stream: TcpStream, why: &str) {
     let _ = stream.set_nonblocking(true);
     let busy = Message::error(ErrorCode::Busy, why);
     let _ = stream.write_all(&message::encode(&busy));
@@ -85,7 +85,7 @@ pub(crate) fn linger_if_told(stream: &TcpStream, err: &anyhow::Error) {
 /// kernel send a reset, which can destroy the error frame we just sent before the
 /// peer reads it. Bounded by time alone, as section 3 says: a byte cap would cut a
 /// fast peer short (a 66 MiB frame crosses loopback in a tenth of a second).
-pub fn linger(stream: &TcpStream) {
+pub(crate) fn linger(stream: &TcpStream) {
     let _ = stream.shutdown(Shutdown::Write);
     let until = Instant::now() + LINGER;
     let mut sink = [0; 64 << 10];

@@ -13,7 +13,7 @@ use super::message::MAX_DATA_FRAME;
 use crate::error::{Kind, fail};
 
 /// The level used when the user asks for compression without naming one.
-pub const DEFAULT_LEVEL: i32 = 3;
+pub(crate) const DEFAULT_LEVEL: i32 = 3;
 /// A compressed frame is kept only when it is at most this fraction of the raw
 /// one (in 1/64ths): saving less than 3% is not worth the receiver's work.
 const WORTH_IT_64THS: usize = 62;
@@ -28,9 +28,9 @@ const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
 /// compressor and data-frame bytes that came out (raw frames count as they are);
 /// a receiver counts the same from the other end.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Squeezed {
-    pub before: u64,
-    pub after: u64,
+pub(crate) struct Squeezed {
+    pub(crate) before: u64,
+    pub(crate) after: u64,
 }
 
 impl Squeezed {
@@ -42,7 +42,7 @@ impl Squeezed {
 }
 
 /// Compresses data frames for one connection; with no level, sends every frame raw.
-pub struct Deflater {
+pub(crate) struct Deflater {
     context: Option<zstd::bulk::Compressor<'static>>,
     /// Frames still to send raw before the next attempt.
     skipping: u32,
@@ -51,7 +51,7 @@ pub struct Deflater {
 }
 
 impl Deflater {
-    pub fn new(level: Option<i32>) -> Result<Deflater> {
+    pub(crate) fn new(level: Option<i32>) -> Result<Deflater> {
         let context = match level {
             Some(level) => Some(
                 zstd::bulk::Compressor::new(level)
@@ -73,7 +73,7 @@ impl Deflater {
 
     /// Compresses `source` into `dest` (as long as `source`); returns the compressed
     /// length, or `None` when the frame should go raw.
-    pub fn deflate(&mut self, source: &[u8], dest: &mut [u8]) -> Option<usize> {
+    pub(crate) fn deflate(&mut self, source: &[u8], dest: &mut [u8]) -> Option<usize> {
         let context = self.context.as_mut()?;
         if self.skipping > 0 {
             self.skipping -= 1;
@@ -96,12 +96,12 @@ impl Deflater {
 }
 
 /// Decompresses data frames for one connection.
-pub struct Inflater {
+pub(crate) struct Inflater {
     context: zstd::bulk::Decompressor<'static>,
 }
 
 impl Inflater {
-    pub fn new() -> Inflater {
+    pub(crate) fn new() -> Inflater {
         Inflater {
             context: zstd::bulk::Decompressor::new()
                 .expect("zstd allocates a decompression context"),
@@ -113,7 +113,7 @@ impl Inflater {
     /// exactly one zstd frame of declared size up to 16 MiB, decompressing to exactly
     /// that size, is a protocol error (and `dest` grows only for a frame that passed
     /// every check but the decompression itself).
-    pub fn inflate(&mut self, source: &[u8], dest: &mut Vec<u8>) -> Result<usize> {
+    pub(crate) fn inflate(&mut self, source: &[u8], dest: &mut Vec<u8>) -> Result<usize> {
         let refuse = |why: &str| fail(Kind::Protocol, format!("compressed data frame: {why}"));
         if source.get(..4) != Some(&ZSTD_MAGIC[..]) {
             return Err(refuse("not a zstd frame (a skippable frame, or no magic)"));

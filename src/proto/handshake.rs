@@ -29,7 +29,7 @@ type Nonce = [u8; NONCE_LEN];
 const MAX_FEATURES: usize = 16;
 
 /// Where an acceptor finds the key of the user an initiator names.
-pub trait KeyStore: Send + Sync {
+pub(crate) trait KeyStore: Send + Sync {
     /// The key `user` (`""` when the initiator named none) authenticates with, or
     /// `None` when there is no such user.
     fn key_for(&self, user: &str) -> Option<Key>;
@@ -44,40 +44,40 @@ impl KeyStore for Key {
 }
 
 /// How this side accepts.
-pub struct Acceptor<'a> {
-    pub role: Role,
+pub(crate) struct Acceptor<'a> {
+    pub(crate) role: Role,
     /// Listed in `hello`.
-    pub offered: Features,
+    pub(crate) offered: Features,
     /// Refused with `feature` when not in force (after `mac_I` verified).
-    pub required: Features,
-    pub realm: Option<&'a str>,
-    pub keys: &'a dyn KeyStore,
+    pub(crate) required: Features,
+    pub(crate) realm: Option<&'a str>,
+    pub(crate) keys: &'a dyn KeyStore,
 }
 
 /// How this side initiates.
-pub struct Initiator<'a> {
-    pub role: Role,
-    pub user: Option<&'a str>,
+pub(crate) struct Initiator<'a> {
+    pub(crate) role: Role,
+    pub(crate) user: Option<&'a str>,
     /// Chosen in `auth` where the acceptor lists them.
-    pub wanted: Features,
+    pub(crate) wanted: Features,
     /// Refused with `feature`, in place of `auth`, when the acceptor does not list them.
-    pub required: Features,
-    pub secret: &'a Secret,
+    pub(crate) required: Features,
+    pub(crate) secret: &'a Secret,
     /// A sender that meets a server speaks to it as a client (section 4).
-    pub client_if_server: bool,
+    pub(crate) client_if_server: bool,
 }
 
 /// What proves this side: a key, or a password from which the key is derived with
 /// the acceptor's realm (section 4). Made with [`Secret::password`], the password
 /// is kept only until a handshake derives the key; from then on that key alone is
 /// kept (in memory, never on disk), so reconnecting asks and derives nothing.
-pub enum Secret {
+pub(crate) enum Secret {
     Key(Key),
     Password(std::sync::Mutex<Remembered>),
 }
 
 /// A password, or the key a handshake derived from it for one realm and user.
-pub enum Remembered {
+pub(crate) enum Remembered {
     Typed(crate::password::Password),
     Derived {
         realm: String,
@@ -88,7 +88,7 @@ pub enum Remembered {
 
 impl Secret {
     /// A password, to be derived into a key at the first handshake.
-    pub fn password(password: crate::password::Password) -> Secret {
+    pub(crate) fn password(password: crate::password::Password) -> Secret {
         Secret::Password(std::sync::Mutex::new(Remembered::Typed(password)))
     }
 
@@ -134,24 +134,29 @@ impl Secret {
 
 /// An `auth` that verified, before `auth_ok` went out: the caller may still refuse
 /// it (`busy`: a per-user limit) or confirm it.
-pub struct Verified {
+pub(crate) struct Verified {
     negotiated: Negotiated,
     proof: String,
 }
 
 impl Verified {
-    pub fn negotiated(&self) -> &Negotiated {
+    pub(crate) fn negotiated(&self) -> &Negotiated {
         &self.negotiated
     }
 
     /// Sends `auth_ok`: the handshake is complete.
-    pub fn confirm<S: Write>(self, stream: &mut S) -> Result<Negotiated> {
+    pub(crate) fn confirm<S: Write>(self, stream: &mut S) -> Result<Negotiated> {
         send(stream, &Message::AuthOk { mac: self.proof })?;
         Ok(self.negotiated)
     }
 
     /// Refuses the verified initiator (section 3 allows only `feature` and `busy` here).
-    pub fn refuse<S: Write>(self, stream: &mut S, code: ErrorCode, why: &str) -> anyhow::Error {
+    pub(crate) fn refuse<S: Write>(
+        self,
+        stream: &mut S,
+        code: ErrorCode,
+        why: &str,
+    ) -> anyhow::Error {
         refuse(stream, code, why)
     }
 }
@@ -176,7 +181,7 @@ fn required_by_roles(initiator: Role) -> Features {
 
 /// Checks a user name (section 4): 1–64 bytes of `[A-Za-z0-9._-]`, not starting
 /// with `.` or `-`.
-pub fn valid_user(name: &str) -> bool {
+pub(crate) fn valid_user(name: &str) -> bool {
     (1..=64).contains(&name.len())
         && !name.starts_with(['.', '-'])
         && name
@@ -198,7 +203,7 @@ fn valid_features(names: &[String]) -> bool {
 }
 
 /// Checks a realm (section 4): 1–255 bytes, no control characters.
-pub fn valid_realm(realm: &str) -> bool {
+pub(crate) fn valid_realm(realm: &str) -> bool {
     (1..=255).contains(&realm.len()) && !realm.chars().any(char::is_control)
 }
 
@@ -257,7 +262,11 @@ struct Hello {
 
 /// The listening side, up to a verified `auth` (steps 1–6 of section 4's table,
 /// but for per-user limits, which the caller checks before [`Verified::confirm`]).
-pub fn accept<S>(stream: &mut S, acceptor: &Acceptor<'_>, deadline: Instant) -> Result<Verified>
+pub(crate) fn accept<S>(
+    stream: &mut S,
+    acceptor: &Acceptor<'_>,
+    deadline: Instant,
+) -> Result<Verified>
 where
     S: Read + Write + ReadTimeout,
 {
@@ -360,7 +369,7 @@ fn check_auth(acceptor: &Acceptor<'_>, auth: &Auth, na: &Nonce) -> Result<Nonce,
 
 /// The connecting side: answer `hello`, then insist on proof that the acceptor holds
 /// the key before anything else is exchanged.
-pub fn initiate<S>(
+pub(crate) fn initiate<S>(
     stream: &mut S,
     initiator: &Initiator<'_>,
     deadline: Instant,

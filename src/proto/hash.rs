@@ -12,14 +12,14 @@ use crate::hex::hex;
 
 /// Which content hash verifies files on a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum HashKind {
+pub(crate) enum HashKind {
     #[default]
     Md5,
     Blake3,
 }
 
 impl HashKind {
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             HashKind::Md5 => "md5",
             HashKind::Blake3 => "blake3",
@@ -27,14 +27,14 @@ impl HashKind {
     }
 
     /// Length of a digest, in bytes.
-    pub fn digest_len(self) -> usize {
+    pub(crate) fn digest_len(self) -> usize {
         match self {
             HashKind::Md5 => 16,
             HashKind::Blake3 => 32,
         }
     }
 
-    pub fn hasher(self) -> Hasher {
+    pub(crate) fn hasher(self) -> Hasher {
         match self {
             HashKind::Md5 => Hasher::Md5(md5::Md5::new()),
             HashKind::Blake3 => Hasher::Blake3(Box::new(blake3::Hasher::new())),
@@ -43,7 +43,7 @@ impl HashKind {
 
     /// Strictly decodes a peer's hex digest of this kind (section 2: lowercase,
     /// exact length); `None` never matches anything.
-    pub fn parse(self, text: &str) -> Option<Digest> {
+    pub(crate) fn parse(self, text: &str) -> Option<Digest> {
         let mut bytes = [0; 32];
         let len = self.digest_len();
         crate::hex::unhex_into(text, &mut bytes[..len]).then_some(Digest {
@@ -64,20 +64,20 @@ impl fmt::Display for HashKind {
 
 /// A running content hash. BLAKE3's state is large (about 2 KiB), so it is boxed.
 #[derive(Clone)]
-pub enum Hasher {
+pub(crate) enum Hasher {
     Md5(md5::Md5),
     Blake3(Box<blake3::Hasher>),
 }
 
 impl Hasher {
-    pub fn kind(&self) -> HashKind {
+    pub(crate) fn kind(&self) -> HashKind {
         match self {
             Hasher::Md5(_) => HashKind::Md5,
             Hasher::Blake3(_) => HashKind::Blake3,
         }
     }
 
-    pub fn update(&mut self, bytes: &[u8]) {
+    pub(crate) fn update(&mut self, bytes: &[u8]) {
         match self {
             Hasher::Md5(md5) => md5.update(bytes),
             Hasher::Blake3(blake3) => {
@@ -87,11 +87,11 @@ impl Hasher {
     }
 
     /// The digest so far, leaving the state as it was (for a resume prefix).
-    pub fn peek(&self) -> Digest {
+    pub(crate) fn peek(&self) -> Digest {
         self.clone().finish()
     }
 
-    pub fn finish(self) -> Digest {
+    pub(crate) fn finish(self) -> Digest {
         let mut bytes = [0; 32];
         let len = match self {
             Hasher::Md5(md5) => {
@@ -108,7 +108,11 @@ impl Hasher {
 
     /// Feeds the first `len` bytes of `reader`; returns how many there were (fewer
     /// than `len` if the reader ended first).
-    pub fn update_from<R: Read + ?Sized>(&mut self, reader: &mut R, len: u64) -> io::Result<u64> {
+    pub(crate) fn update_from<R: Read + ?Sized>(
+        &mut self,
+        reader: &mut R,
+        len: u64,
+    ) -> io::Result<u64> {
         let mut buffer = vec![0; PREFIX_CHUNK];
         let mut done = 0;
         while done < len {
@@ -131,17 +135,17 @@ const PREFIX_CHUNK: usize = 256 << 10;
 
 /// A finished content hash: 16 bytes (MD5) or 32 (BLAKE3).
 #[derive(Clone, Copy, PartialEq, Eq)]
-pub struct Digest {
+pub(crate) struct Digest {
     bytes: [u8; 32],
     len: u8,
 }
 
 impl Digest {
-    pub fn as_bytes(&self) -> &[u8] {
+    pub(crate) fn as_bytes(&self) -> &[u8] {
         &self.bytes[..usize::from(self.len)]
     }
 
-    pub fn to_hex(&self) -> String {
+    pub(crate) fn to_hex(self) -> String {
         hex(self.as_bytes())
     }
 }

@@ -11,20 +11,20 @@ use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 
 /// The only protocol version this implementation speaks.
-pub const PROTOCOL_VERSION: u64 = 2;
+pub(crate) const PROTOCOL_VERSION: u64 = 2;
 /// Size of the big-endian length that precedes every frame, in bytes.
-pub const LENGTH_PREFIX: usize = 4;
+pub(crate) const LENGTH_PREFIX: usize = 4;
 /// Largest control frame accepted before authentication succeeds, in bytes.
-pub const MAX_PREAUTH_CONTROL: usize = 4096;
+pub(crate) const MAX_PREAUTH_CONTROL: usize = 4096;
 /// Largest control frame accepted after authentication, in bytes (plaintext).
-pub const MAX_CONTROL: usize = 16 << 20;
+pub(crate) const MAX_CONTROL: usize = 16 << 20;
 /// Largest data frame payload, in bytes (plaintext, the zstd flag byte included).
-pub const MAX_DATA_FRAME: usize = 16 << 20;
+pub(crate) const MAX_DATA_FRAME: usize = 16 << 20;
 
 /// The part a peer plays on a connection (`PROTOCOL.md` section 1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Role {
+pub(crate) enum Role {
     Sender,
     Receiver,
     Client,
@@ -32,7 +32,7 @@ pub enum Role {
 }
 
 impl Role {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Role::Sender => "sender",
             Role::Receiver => "receiver",
@@ -50,46 +50,46 @@ impl fmt::Display for Role {
 
 /// The wire's error codes live with the error table that maps them to exit codes;
 /// they are part of this vocabulary all the same.
-pub use crate::error::ErrorCode;
+pub(crate) use crate::error::ErrorCode;
 
 /// What an offered entry is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum EntryKind {
+pub(crate) enum EntryKind {
     File,
     Dir,
 }
 
 /// One entry of an `offer`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Entry {
+pub(crate) struct Entry {
     /// Relative, `/`-separated path; untrusted until the path policy accepted it.
-    pub path: String,
-    pub kind: EntryKind,
+    pub(crate) path: String,
+    pub(crate) kind: EntryKind,
     /// Total size in bytes; `None` only for a stream of unknown length. The field
     /// must be present (`null` for a stream).
     #[serde(deserialize_with = "nullable")]
-    pub size: Option<u64>,
+    pub(crate) size: Option<u64>,
     /// Permission bits (the receiver applies `mode & 0o777`).
     #[serde(
         default,
         deserialize_with = "present",
         skip_serializing_if = "Option::is_none"
     )]
-    pub mode: Option<u64>,
+    pub(crate) mode: Option<u64>,
     /// Modification time, whole seconds since the Unix epoch.
     #[serde(
         default,
         deserialize_with = "present",
         skip_serializing_if = "Option::is_none"
     )]
-    pub mtime: Option<u64>,
+    pub(crate) mtime: Option<u64>,
 }
 
 /// The receiver's answer to one offered entry.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "action", rename_all = "snake_case")]
-pub enum Decision {
+pub(crate) enum Decision {
     /// Send the entry from `offset` (0 unless resuming; then `prefix_hash` is set).
     Send {
         offset: u64,
@@ -111,7 +111,7 @@ pub enum Decision {
 /// What a listing item is (section 9): anything but a file or a directory is `other`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum ItemKind {
+pub(crate) enum ItemKind {
     File,
     Dir,
     Other,
@@ -119,28 +119,28 @@ pub enum ItemKind {
 
 /// One item of a `listing`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Item {
-    pub name: String,
-    pub kind: ItemKind,
-    pub size: u64,
+pub(crate) struct Item {
+    pub(crate) name: String,
+    pub(crate) kind: ItemKind,
+    pub(crate) size: u64,
     #[serde(
         default,
         deserialize_with = "present",
         skip_serializing_if = "Option::is_none"
     )]
-    pub mode: Option<u64>,
+    pub(crate) mode: Option<u64>,
     #[serde(
         default,
         deserialize_with = "present",
         skip_serializing_if = "Option::is_none"
     )]
-    pub mtime: Option<u64>,
+    pub(crate) mtime: Option<u64>,
 }
 
 /// Every control frame.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
-pub enum Message {
+pub(crate) enum Message {
     /// Acceptor's opening: version, role, nonce, what it supports, its realm.
     Hello {
         version: u64,
@@ -255,37 +255,37 @@ pub enum Message {
 
 /// The fields of a `usage` frame: none in the request, all in the answer.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Usage {
+pub(crate) struct Usage {
     #[serde(
         default,
         deserialize_with = "present",
         skip_serializing_if = "Option::is_none"
     )]
-    pub bytes: Option<u64>,
+    pub(crate) bytes: Option<u64>,
     #[serde(
         default,
         deserialize_with = "present",
         skip_serializing_if = "Option::is_none"
     )]
-    pub files: Option<u64>,
+    pub(crate) files: Option<u64>,
     /// Absent in the request; in the answer a number or `null` (no quota).
     #[serde(
         default,
         deserialize_with = "nullable_present",
         skip_serializing_if = "Option::is_none"
     )]
-    pub quota_bytes: Option<Option<u64>>,
+    pub(crate) quota_bytes: Option<Option<u64>>,
     #[serde(
         default,
         deserialize_with = "nullable_present",
         skip_serializing_if = "Option::is_none"
     )]
-    pub quota_files: Option<Option<u64>>,
+    pub(crate) quota_files: Option<Option<u64>>,
 }
 
 impl Message {
     /// The frame's `type`, for messages like `unexpected frame: plan`.
-    pub fn type_name(&self) -> &'static str {
+    pub(crate) fn type_name(&self) -> &'static str {
         match self {
             Message::Hello { .. } => "hello",
             Message::Auth { .. } => "auth",
@@ -313,7 +313,7 @@ impl Message {
     }
 
     /// An error frame for the whole connection or request.
-    pub fn error(code: ErrorCode, message: impl Into<String>) -> Message {
+    pub(crate) fn error(code: ErrorCode, message: impl Into<String>) -> Message {
         Message::Error {
             code,
             message: message.into(),
@@ -356,7 +356,7 @@ fn flag<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
 
 /// Why bytes could not become a frame.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum FrameError {
+pub(crate) enum FrameError {
     /// The length prefix exceeds the cap in force; nothing was allocated for it.
     TooLong { len: u64, max: usize },
     /// The payload is not a valid control frame (not UTF-8, not JSON, unknown type, ...).
@@ -377,7 +377,7 @@ impl fmt::Display for FrameError {
 impl std::error::Error for FrameError {}
 
 /// Checks a frame length against its cap; call before allocating anything for it.
-pub fn check_len(len: u32, max: usize) -> Result<usize, FrameError> {
+pub(crate) fn check_len(len: u32, max: usize) -> Result<usize, FrameError> {
     let len = len as usize;
     if len > max {
         return Err(FrameError::TooLong {
@@ -389,13 +389,13 @@ pub fn check_len(len: u32, max: usize) -> Result<usize, FrameError> {
 }
 
 /// The JSON payload of a control frame (no length prefix), appended to `out`.
-pub fn encode_payload(message: &Message, out: &mut Vec<u8>) {
+pub(crate) fn encode_payload(message: &Message, out: &mut Vec<u8>) {
     serde_json::to_writer(out, message).expect("a Message always serialises to JSON");
 }
 
 /// A control frame ready for the wire, unsealed: length prefix and payload in one
 /// buffer. For the handshake and tests; sessions write through `wire::FrameWriter`.
-pub fn encode(message: &Message) -> Vec<u8> {
+pub(crate) fn encode(message: &Message) -> Vec<u8> {
     let mut out = vec![0; LENGTH_PREFIX];
     encode_payload(message, &mut out);
     let len = u32::try_from(out.len() - LENGTH_PREFIX).expect("a small message");
@@ -406,7 +406,7 @@ pub fn encode(message: &Message) -> Vec<u8> {
 /// Parses a control frame's payload (without its length prefix), strictly: valid
 /// UTF-8 JSON, an object of a known `type`, no key twice in any object, numbers
 /// in defined fields unsigned integers, `null` only where the protocol allows it.
-pub fn decode(payload: &[u8]) -> Result<Message, FrameError> {
+pub(crate) fn decode(payload: &[u8]) -> Result<Message, FrameError> {
     if payload.is_empty() {
         return Err(FrameError::Malformed("empty frame".into()));
     }

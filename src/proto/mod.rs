@@ -9,10 +9,10 @@
 //! Nothing here touches files or the terminal.
 
 mod buffer;
-pub mod compress;
-pub mod handshake;
-pub mod hash;
-pub mod message;
-pub mod negotiated;
-pub mod seal;
-pub mod wire;
+pub(crate) mod compress;
+pub(crate) mod handshake;
+pub(crate) mod hash;
+pub(crate) mod message;
+pub(crate) mod negotiated;
+pub(crate) mod seal;
+pub(crate) mod wire;

@@ -18,16 +18,16 @@ pub(crate) type HmacSha256 = Hmac<Sha256>;
 
 /// A feature of `PROTOCOL.md` section 7.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Feature {
+pub(crate) enum Feature {
     Blake3,
     Aead,
     Zstd,
 }
 
 impl Feature {
-    pub const ALL: [Feature; 3] = [Feature::Aead, Feature::Blake3, Feature::Zstd];
+    pub(crate) const ALL: [Feature; 3] = [Feature::Aead, Feature::Blake3, Feature::Zstd];
 
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Feature::Blake3 => "blake3",
             Feature::Aead => "aead",
@@ -43,36 +43,37 @@ impl Feature {
         }
     }
 
-    pub fn from_name(name: &str) -> Option<Feature> {
+    pub(crate) fn from_name(name: &str) -> Option<Feature> {
         Feature::ALL.into_iter().find(|f| f.name() == name)
     }
 }
 
 /// A set of features.
 #[derive(Clone, Copy, Default, PartialEq, Eq)]
-pub struct Features(u8);
+pub(crate) struct Features(u8);
 
 impl Features {
-    pub const NONE: Features = Features(0);
+    pub(crate) const NONE: Features = Features(0);
 
-    pub fn of(features: &[Feature]) -> Features {
+    pub(crate) fn of(features: &[Feature]) -> Features {
         Features(features.iter().fold(0, |bits, f| bits | f.bit()))
     }
 
-    pub fn has(self, feature: Feature) -> bool {
+    pub(crate) fn has(self, feature: Feature) -> bool {
         self.0 & feature.bit() != 0
     }
 
-    pub fn with(self, feature: Feature) -> Features {
+    pub(crate) fn with(self, feature: Feature) -> Features {
         Features(self.0 | feature.bit())
     }
 
-    pub fn without(self, feature: Feature) -> Features {
+    #[cfg(test)]
+    pub(crate) fn without(self, feature: Feature) -> Features {
         Features(self.0 & !feature.bit())
     }
 
     /// The known features named in a peer's list (unknown names are ignored).
-    pub fn from_names<'a>(names: impl IntoIterator<Item = &'a str>) -> Features {
+    pub(crate) fn from_names<'a>(names: impl IntoIterator<Item = &'a str>) -> Features {
         Features::of(
             &names
                 .into_iter()
@@ -82,26 +83,26 @@ impl Features {
     }
 
     /// Those in both sets.
-    pub fn intersect(self, other: Features) -> Features {
+    pub(crate) fn intersect(self, other: Features) -> Features {
         Features(self.0 & other.0)
     }
 
     /// Those in either set.
-    pub fn with_all(self, other: Features) -> Features {
+    pub(crate) fn with_all(self, other: Features) -> Features {
         Features(self.0 | other.0)
     }
 
     /// Those of `self` not in `other`.
-    pub fn missing_from(self, other: Features) -> Features {
+    pub(crate) fn missing_from(self, other: Features) -> Features {
         Features(self.0 & !other.0)
     }
 
-    pub fn is_empty(self) -> bool {
+    pub(crate) fn is_empty(self) -> bool {
         self.0 == 0
     }
 
     /// The names, in a fixed order (`aead`, `blake3`, `zstd`).
-    pub fn names(self) -> Vec<String> {
+    pub(crate) fn names(self) -> Vec<String> {
         Feature::ALL
             .into_iter()
             .filter(|f| self.has(*f))
@@ -124,7 +125,7 @@ impl fmt::Display for Features {
 
 /// The session key `Ks`.
 #[derive(Clone)]
-pub struct SessionKey([u8; 32]);
+pub(crate) struct SessionKey([u8; 32]);
 
 impl fmt::Debug for SessionKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -134,13 +135,6 @@ impl fmt::Debug for SessionKey {
 
 impl SessionKey {
     pub(crate) fn new(bytes: [u8; 32]) -> SessionKey {
-        SessionKey(bytes)
-    }
-
-    /// A session key from raw bytes, for driving a session without a handshake
-    /// (fuzzing, tests). Real connections get theirs from the handshake.
-    #[doc(hidden)]
-    pub fn from_raw(bytes: [u8; 32]) -> SessionKey {
         SessionKey(bytes)
     }
 
@@ -172,7 +166,7 @@ pub(crate) fn verify(expected: HmacSha256, mac_hex: &str) -> bool {
 
 /// Everything the handshake settled for one connection.
 #[derive(Debug, Clone)]
-pub struct Negotiated {
+pub(crate) struct Negotiated {
     initiator: bool,
     role: Role,
     user: Option<String>,
@@ -203,13 +197,13 @@ impl Negotiated {
     /// A connection as if negotiated, for sessions driven without a handshake
     /// (fuzzing, unit tests).
     #[doc(hidden)]
-    pub fn for_tests(role: Role, features: Features, key: [u8; 32]) -> Self {
+    pub(crate) fn for_tests(role: Role, features: Features, key: [u8; 32]) -> Self {
         Negotiated::new(true, role, None, features, SessionKey(key))
     }
 
     /// The other end of the same connection, for tests that drive both ends.
-    #[doc(hidden)]
-    pub fn peer_view(&self) -> Negotiated {
+    #[cfg(test)]
+    pub(crate) fn peer_view(&self) -> Negotiated {
         Negotiated {
             initiator: !self.initiator,
             ..self.clone()
@@ -218,26 +212,26 @@ impl Negotiated {
 
     /// The content hash files are verified with.
     /// Whether this side connected (the initiator) or listened.
-    pub fn initiator(&self) -> bool {
+    pub(crate) fn initiator(&self) -> bool {
         self.initiator
     }
 
     /// The role this side plays.
-    pub fn role(&self) -> Role {
+    pub(crate) fn role(&self) -> Role {
         self.role
     }
 
     /// The user name the initiator gave, if any.
-    pub fn user(&self) -> Option<&str> {
+    pub(crate) fn user(&self) -> Option<&str> {
         self.user.as_deref()
     }
 
     /// The features both lists named.
-    pub fn features(&self) -> Features {
+    pub(crate) fn features(&self) -> Features {
         self.features
     }
 
-    pub fn hash(&self) -> HashKind {
+    pub(crate) fn hash(&self) -> HashKind {
         if self.features.has(Feature::Blake3) {
             HashKind::Blake3
         } else {
@@ -245,16 +239,16 @@ impl Negotiated {
         }
     }
 
-    pub fn has(&self, feature: Feature) -> bool {
+    pub(crate) fn has(&self, feature: Feature) -> bool {
         self.features.has(feature)
     }
 
-    pub fn session_key(&self) -> &SessionKey {
+    pub(crate) fn session_key(&self) -> &SessionKey {
         &self.session_key
     }
 
     /// Begins the next transfer on this connection: its MACs carry the next `t`.
-    pub fn begin_transfer(&mut self) -> Transfer {
+    pub(crate) fn begin_transfer(&mut self) -> Transfer {
         let transfer = self.upcoming_transfer();
         self.next_transfer += 1;
         transfer
@@ -262,7 +256,7 @@ impl Negotiated {
 
     /// The next transfer, not yet begun: a `get` begins a transfer only if the
     /// server answers with an offer, not when it refuses (section 5).
-    pub fn upcoming_transfer(&self) -> Transfer {
+    pub(crate) fn upcoming_transfer(&self) -> Transfer {
         Transfer {
             session_key: self.session_key.clone(),
             t: self.next_transfer,
@@ -273,25 +267,25 @@ impl Negotiated {
 
 /// What a file MAC covers: which entry, its size, its content hash and its name.
 #[derive(Debug, Clone, Copy)]
-pub struct FileFacts<'a> {
-    pub index: u64,
-    pub size: u64,
-    pub hash: &'a Digest,
-    pub path: &'a str,
+pub(crate) struct FileFacts<'a> {
+    pub(crate) index: u64,
+    pub(crate) size: u64,
+    pub(crate) hash: &'a Digest,
+    pub(crate) path: &'a str,
 }
 
 /// One transfer's keys: `Ks`, its number `t`, and the content hash in force.
 #[derive(Debug, Clone)]
-pub struct Transfer {
+pub(crate) struct Transfer {
     session_key: SessionKey,
-    pub t: u64,
-    pub hash: HashKind,
+    pub(crate) t: u64,
+    pub(crate) hash: HashKind,
 }
 
 impl Transfer {
-    /// A transfer bound to a raw key, for tests and fuzzing.
-    #[doc(hidden)]
-    pub fn for_tests(key: [u8; 32], t: u64, hash: HashKind) -> Transfer {
+    /// A transfer bound to a raw key, for tests.
+    #[cfg(test)]
+    pub(crate) fn for_tests(key: [u8; 32], t: u64, hash: HashKind) -> Transfer {
         Transfer {
             session_key: SessionKey(key),
             t,
@@ -300,7 +294,7 @@ impl Transfer {
     }
 
     /// The running `mac_offer` over the offer frames as they cross the wire.
-    pub fn offer_mac(&self) -> FramesMac {
+    pub(crate) fn offer_mac(&self) -> FramesMac {
         FramesMac(keyed(
             self.session_key.bytes(),
             "xfer/2 offer",
@@ -309,7 +303,7 @@ impl Transfer {
     }
 
     /// The running `mac_plan` over the plan frames.
-    pub fn plan_mac(&self) -> FramesMac {
+    pub(crate) fn plan_mac(&self) -> FramesMac {
         FramesMac(keyed(
             self.session_key.bytes(),
             "xfer/2 plan",
@@ -318,22 +312,22 @@ impl Transfer {
     }
 
     /// `mac_done`, as lowercase hex.
-    pub fn done_mac(&self, facts: FileFacts<'_>) -> String {
+    pub(crate) fn done_mac(&self, facts: FileFacts<'_>) -> String {
         hex(&self.file_mac("xfer/2 done", facts).finalize().into_bytes())
     }
 
     /// `mac_ok`, as lowercase hex.
-    pub fn ok_mac(&self, facts: FileFacts<'_>) -> String {
+    pub(crate) fn ok_mac(&self, facts: FileFacts<'_>) -> String {
         hex(&self.file_mac("xfer/2 ok", facts).finalize().into_bytes())
     }
 
     /// Whether `mac_hex` is exactly the `mac_done` of `facts` (constant time).
-    pub fn verify_done(&self, facts: FileFacts<'_>, mac_hex: &str) -> bool {
+    pub(crate) fn verify_done(&self, facts: FileFacts<'_>, mac_hex: &str) -> bool {
         verify(self.file_mac("xfer/2 done", facts), mac_hex)
     }
 
     /// Whether `mac_hex` is exactly the `mac_ok` of `facts` (constant time).
-    pub fn verify_ok(&self, facts: FileFacts<'_>, mac_hex: &str) -> bool {
+    pub(crate) fn verify_ok(&self, facts: FileFacts<'_>, mac_hex: &str) -> bool {
         verify(self.file_mac("xfer/2 ok", facts), mac_hex)
     }
 
@@ -355,21 +349,21 @@ impl Transfer {
 /// A MAC over a run of control frames (offer or plan), fed each plaintext frame
 /// with its plaintext length prefix, exactly as it crossed the wire.
 #[derive(Clone)]
-pub struct FramesMac(HmacSha256);
+pub(crate) struct FramesMac(HmacSha256);
 
 impl FramesMac {
     /// Adds one frame's payload (its length prefix is added here).
-    pub fn frame(&mut self, payload: &[u8]) {
+    pub(crate) fn frame(&mut self, payload: &[u8]) {
         let len = u32::try_from(payload.len()).expect("frames are capped far below 4 GiB");
         self.0.update(&len.to_be_bytes());
         self.0.update(payload);
     }
 
-    pub fn finish_hex(self) -> String {
+    pub(crate) fn finish_hex(self) -> String {
         hex(&self.0.finalize().into_bytes())
     }
 
-    pub fn verify(self, mac_hex: &str) -> bool {
+    pub(crate) fn verify(self, mac_hex: &str) -> bool {
         verify(self.0, mac_hex)
     }
 }

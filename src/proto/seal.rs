@@ -13,7 +13,7 @@ use super::negotiated::Negotiated;
 use crate::error::{Kind, fail};
 
 /// Length of the GCM tag that follows each sealed frame, in bytes.
-pub const TAG_LEN: usize = 16;
+pub(crate) const TAG_LEN: usize = 16;
 
 const INITIATOR_LABEL: &str = "xfer/2 key initiator";
 const ACCEPTOR_LABEL: &str = "xfer/2 key acceptor";
@@ -44,13 +44,13 @@ fn aad(plain_len: usize) -> [u8; 4] {
 }
 
 /// Seals the frames this side sends.
-pub struct Sealer {
+pub(crate) struct Sealer {
     cipher: Cipher,
     next: u64,
 }
 
 impl Sealer {
-    pub fn for_side_of(negotiated: &Negotiated) -> Sealer {
+    pub(crate) fn for_side_of(negotiated: &Negotiated) -> Sealer {
         Sealer::new(&direction_key(negotiated, true))
     }
 
@@ -62,7 +62,7 @@ impl Sealer {
     }
 
     /// Encrypts `plain` in place as the next frame; returns its tag.
-    pub fn seal(&mut self, plain: &mut [u8]) -> Result<[u8; TAG_LEN]> {
+    pub(crate) fn seal(&mut self, plain: &mut [u8]) -> Result<[u8; TAG_LEN]> {
         let n = self.next;
         // The counter never wraps: 2^64 frames is beyond any connection, but a
         // reused nonce would be fatal, so refuse rather than assume.
@@ -74,13 +74,13 @@ impl Sealer {
 }
 
 /// Opens the frames the peer sends, in order.
-pub struct Opener {
+pub(crate) struct Opener {
     cipher: Cipher,
     next: u64,
 }
 
 impl Opener {
-    pub fn for_peer_of(negotiated: &Negotiated) -> Opener {
+    pub(crate) fn for_peer_of(negotiated: &Negotiated) -> Opener {
         Opener::new(&direction_key(negotiated, false))
     }
 
@@ -94,7 +94,7 @@ impl Opener {
     /// Decrypts a sealed frame (ciphertext then tag) in place; returns the length of
     /// the plaintext, now at its start. A frame that does not open (tampered,
     /// replayed, reordered, cut) is a verification failure that ends the connection.
-    pub fn open(&mut self, frame: &mut [u8]) -> Result<usize> {
+    pub(crate) fn open(&mut self, frame: &mut [u8]) -> Result<usize> {
         let plain = frame
             .len()
             .checked_sub(TAG_LEN)

@@ -33,7 +33,7 @@ const READ_BUFFER: usize = 64 << 10;
 const WRITE_BUFFER: usize = 64 << 10;
 /// Room a data buffer keeps before the file bytes: the length prefix and the flag
 /// byte of a compressed connection (`PROTOCOL.md` section 11).
-pub const DATA_HEADROOM: usize = LENGTH_PREFIX + 1;
+pub(crate) const DATA_HEADROOM: usize = LENGTH_PREFIX + 1;
 /// What a receiving data buffer starts with: room for a frame of the size senders
 /// use (xfer's 1 MiB chunks, sealed, with headroom). A larger frame, up to the
 /// protocol's 16 MiB, grows the buffer it lands in.
@@ -44,13 +44,13 @@ pub const DATA_HEADROOM: usize = LENGTH_PREFIX + 1;
 const DATA_BUFFER: usize = DATA_HEADROOM + (1 << 20) + TAG_LEN;
 
 /// A new buffer for receiving data frames (see [`FrameReader::read_data`]).
-pub fn data_buffer() -> Vec<u8> {
+pub(crate) fn data_buffer() -> Vec<u8> {
     vec![0; DATA_BUFFER]
 }
 
 /// What a data frame held.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Data {
+pub(crate) enum Data {
     /// The empty frame that ends a file's data.
     End,
     /// File bytes, at this range of the caller's buffer (possibly empty: a
@@ -59,7 +59,7 @@ pub enum Data {
 }
 
 /// Reads control and data frames from a stream.
-pub struct FrameReader<R> {
+pub(crate) struct FrameReader<R> {
     inner: BufReader<R>,
     opener: Option<Opener>,
     inflater: Option<Inflater>,
@@ -75,7 +75,7 @@ pub struct FrameReader<R> {
 }
 
 impl<R: Read> FrameReader<R> {
-    pub fn new(inner: R) -> Self {
+    pub(crate) fn new(inner: R) -> Self {
         FrameReader {
             inner: BufReader::with_capacity(READ_BUFFER, inner),
             opener: None,
@@ -89,7 +89,7 @@ impl<R: Read> FrameReader<R> {
 
     /// What decompression made of the data since the last call, if any frame came
     /// compressed (`before`: the file bytes, `after`: what crossed the wire).
-    pub fn take_squeezed(&mut self) -> Option<Squeezed> {
+    pub(crate) fn take_squeezed(&mut self) -> Option<Squeezed> {
         let raw = std::mem::take(&mut self.raw);
         self.squeezed.take().map(|mut squeezed| {
             squeezed.count(raw as usize, raw as usize);
@@ -99,7 +99,7 @@ impl<R: Read> FrameReader<R> {
 
     /// Applies what the handshake negotiated: opens sealed frames from here on, and
     /// accepts compressed data frames.
-    pub fn negotiate(&mut self, negotiated: &Negotiated) {
+    pub(crate) fn negotiate(&mut self, negotiated: &Negotiated) {
         if negotiated.has(Feature::Aead) {
             self.opener = Some(Opener::for_peer_of(negotiated));
         }
@@ -116,7 +116,7 @@ impl<R: Read> FrameReader<R> {
     ///
     /// `Ok(None)` when the peer closed the stream cleanly between frames; an error
     /// when it closed inside a frame, sent too much, or sent a frame that does not open.
-    pub fn read_payload(&mut self) -> Result<Option<&[u8]>> {
+    pub(crate) fn read_payload(&mut self) -> Result<Option<&[u8]>> {
         let Some(len) = self.read_len(MAX_CONTROL)? else {
             return Ok(None);
         };
@@ -130,7 +130,7 @@ impl<R: Read> FrameReader<R> {
     }
 
     /// Reads and decodes one control frame; see [`FrameReader::read_payload`].
-    pub fn read_message(&mut self) -> Result<Option<Message>> {
+    pub(crate) fn read_message(&mut self) -> Result<Option<Message>> {
         match self.read_payload()? {
             Some(payload) => message::decode(payload).classify(Kind::Protocol).map(Some),
             None => Ok(None),
@@ -138,7 +138,7 @@ impl<R: Read> FrameReader<R> {
     }
 
     /// Reads one control frame; a clean close here is an error too.
-    pub fn expect_message(&mut self, waiting_for: &str) -> Result<Message> {
+    pub(crate) fn expect_message(&mut self, waiting_for: &str) -> Result<Message> {
         self.read_message()?.ok_or_else(|| {
             fail(
                 Kind::Network,
@@ -151,7 +151,7 @@ impl<R: Read> FrameReader<R> {
     /// negotiated; the buffer grows to the frame if it is shorter (it may also be
     /// swapped for the decompressor's). Nothing of a frame is returned before all of
     /// it arrived and, when sealed, verified.
-    pub fn read_data(&mut self, buffer: &mut Vec<u8>) -> Result<Data> {
+    pub(crate) fn read_data(&mut self, buffer: &mut Vec<u8>) -> Result<Data> {
         let Some(len) = self.read_len(MAX_DATA_FRAME)? else {
             return Err(fail(
                 Kind::Network,
@@ -215,7 +215,7 @@ impl<R: Read> FrameReader<R> {
 
 /// Writes control and data frames to a stream, buffered: call [`FrameWriter::flush`]
 /// whenever the peer must see what was written before it can answer.
-pub struct FrameWriter<W: Write> {
+pub(crate) struct FrameWriter<W: Write> {
     inner: BufWriter<W>,
     sealer: Option<Sealer>,
     deflater: Option<Deflater>,
@@ -228,7 +228,7 @@ pub struct FrameWriter<W: Write> {
 }
 
 impl<W: Write> FrameWriter<W> {
-    pub fn new(inner: W) -> Self {
+    pub(crate) fn new(inner: W) -> Self {
         FrameWriter {
             inner: BufWriter::with_capacity(WRITE_BUFFER, inner),
             sealer: None,
@@ -241,7 +241,7 @@ impl<W: Write> FrameWriter<W> {
 
     /// What compression made of the data written since the last call; `None` when
     /// this side does not compress.
-    pub fn take_squeezed(&mut self) -> Option<Squeezed> {
+    pub(crate) fn take_squeezed(&mut self) -> Option<Squeezed> {
         let squeezed = std::mem::take(&mut self.squeezed);
         self.deflater
             .as_ref()
@@ -251,7 +251,11 @@ impl<W: Write> FrameWriter<W> {
 
     /// Applies what the handshake negotiated: seals every frame from here on, and,
     /// if `compress` gives a level and `zstd` is in force, compresses data frames.
-    pub fn negotiate(&mut self, negotiated: &Negotiated, compress: Option<i32>) -> Result<()> {
+    pub(crate) fn negotiate(
+        &mut self,
+        negotiated: &Negotiated,
+        compress: Option<i32>,
+    ) -> Result<()> {
         if negotiated.has(Feature::Aead) {
             self.sealer = Some(Sealer::for_side_of(negotiated));
         }
@@ -262,7 +266,7 @@ impl<W: Write> FrameWriter<W> {
     }
 
     /// Writes one control frame.
-    pub fn write_message(&mut self, message: &Message) -> Result<()> {
+    pub(crate) fn write_message(&mut self, message: &Message) -> Result<()> {
         self.control.clear();
         self.control.extend_from_slice(&[0; LENGTH_PREFIX]);
         message::encode_payload(message, &mut self.control);
@@ -271,7 +275,7 @@ impl<W: Write> FrameWriter<W> {
 
     /// Writes one control frame whose payload the caller encoded (offers and plans,
     /// which the caller also feeds to a MAC).
-    pub fn write_payload(&mut self, payload: &[u8]) -> Result<()> {
+    pub(crate) fn write_payload(&mut self, payload: &[u8]) -> Result<()> {
         self.control.clear();
         self.control.extend_from_slice(&[0; LENGTH_PREFIX]);
         self.control.extend_from_slice(payload);
@@ -303,7 +307,7 @@ impl<W: Write> FrameWriter<W> {
     /// `buffer[DATA_HEADROOM..DATA_HEADROOM + len]`; `buffer` must have room for
     /// [`TAG_LEN`] more bytes after them. It may be swapped for another buffer of the
     /// same size (the compressed frame): hand back whatever `buffer` holds after.
-    pub fn write_data(&mut self, buffer: &mut Vec<u8>, len: usize) -> Result<()> {
+    pub(crate) fn write_data(&mut self, buffer: &mut Vec<u8>, len: usize) -> Result<()> {
         assert!(
             (1..MAX_DATA_FRAME).contains(&len) && buffer.len() >= DATA_HEADROOM + len + TAG_LEN,
             "data frames carry 1 byte to 16 MiB, in a buffer with headroom and tag room"
@@ -345,7 +349,7 @@ impl<W: Write> FrameWriter<W> {
     }
 
     /// Writes the empty data frame that ends a file's data.
-    pub fn write_end_of_data(&mut self) -> Result<()> {
+    pub(crate) fn write_end_of_data(&mut self) -> Result<()> {
         let mut frame = [0; LENGTH_PREFIX + TAG_LEN];
         let len = match &mut self.sealer {
             Some(sealer) => {
@@ -359,28 +363,29 @@ impl<W: Write> FrameWriter<W> {
         self.inner.write_all(&frame[..len]).map_err(net)
     }
 
-    pub fn flush(&mut self) -> Result<()> {
+    pub(crate) fn flush(&mut self) -> Result<()> {
         self.inner.flush().map_err(net)
     }
 
-    pub fn get_ref(&self) -> &W {
+    #[cfg(test)]
+    pub(crate) fn get_ref(&self) -> &W {
         self.inner.get_ref()
     }
 }
 
 /// Both halves of one authenticated connection, and what it negotiated.
-pub struct Connection<R: Read, W: Write, C> {
-    pub reader: FrameReader<R>,
-    pub writer: FrameWriter<W>,
-    pub negotiated: Negotiated,
+pub(crate) struct Connection<R: Read, W: Write, C> {
+    pub(crate) reader: FrameReader<R>,
+    pub(crate) writer: FrameWriter<W>,
+    pub(crate) negotiated: Negotiated,
     /// Cuts the connection from any thread (see [`Hangup`]).
-    pub closer: C,
+    pub(crate) closer: C,
 }
 
 impl<R: Read, W: Write, C> Connection<R, W, C> {
     /// A connection over `reader` and `writer` with the negotiated layers in place;
     /// `compress` is this side's compression level, if it compresses what it sends.
-    pub fn new(
+    pub(crate) fn new(
         reader: R,
         writer: W,
         negotiated: Negotiated,
@@ -405,7 +410,7 @@ impl<R: Read, W: Write, C> Connection<R, W, C> {
 /// blocked writer), and lift its read timeout while a sender streams. Sockets
 /// implement it in `net` (`net::closer::Closer`); the codec never learns that it
 /// holds one.
-pub trait Hangup {
+pub(crate) trait Hangup {
     /// Shuts the connection down, both ways.
     fn close(&self);
 
@@ -434,7 +439,7 @@ pub trait Hangup {
 /// # Returns
 ///
 /// `Ok(None)` on a clean close before the first byte of a frame.
-pub fn read_frame<R: Read>(stream: &mut R, max: usize) -> Result<Option<Message>> {
+pub(crate) fn read_frame<R: Read>(stream: &mut R, max: usize) -> Result<Option<Message>> {
     let mut prefix = [0; LENGTH_PREFIX];
     let first = loop {
         match stream.read(&mut prefix) {
@@ -492,19 +497,19 @@ fn not_xfer<R: Read>(stream: &mut R, prefix: &[u8]) -> anyhow::Error {
 }
 
 /// A stream whose reads can time out: what the handshake needs for its deadline.
-pub trait ReadTimeout {
+pub(crate) trait ReadTimeout {
     fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()>;
 }
 
 /// Reads from a stream until an absolute deadline: every read waits at most for the
 /// time that is left, so a peer that trickles bytes cannot stretch it.
-pub struct DeadlineReader<'a, S> {
+pub(crate) struct DeadlineReader<'a, S> {
     stream: &'a mut S,
     deadline: Instant,
 }
 
 impl<'a, S> DeadlineReader<'a, S> {
-    pub fn new(stream: &'a mut S, deadline: Instant) -> Self {
+    pub(crate) fn new(stream: &'a mut S, deadline: Instant) -> Self {
         DeadlineReader { stream, deadline }
     }
 }
@@ -538,7 +543,7 @@ fn read_all<R: Read>(stream: &mut R, buf: &mut [u8]) -> Result<()> {
 
 /// Tags a stream error as a network failure, naming timeouts plainly: a peer that
 /// went silent past the idle timeout is told `timeout` (section 3).
-pub fn net(err: io::Error) -> anyhow::Error {
+pub(crate) fn net(err: io::Error) -> anyhow::Error {
     match err.kind() {
         // A socket read timeout surfaces as WouldBlock on Unix.
         io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => refused(

@@ -34,7 +34,7 @@ fn reason_to_end(was: &User, now: Option<&User>) -> Option<&'static str> {
 }
 
 /// Serves `conn`'s requests.
-pub fn serve(server: &Server, conn: &mut TcpConnection, peer: SocketAddr) -> Result<()> {
+pub(crate) fn serve(server: &Server, conn: &mut TcpConnection, peer: SocketAddr) -> Result<()> {
     let name = conn.negotiated.user().unwrap_or_default().to_string();
     let users = server.users.snapshot();
     let Some(user) = users.get(&name).cloned() else {

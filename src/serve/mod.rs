@@ -10,7 +10,7 @@
 mod connection;
 mod pid_file;
 mod request;
-pub mod users;
+pub(crate) mod users;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -39,30 +39,26 @@ use crate::ui::report::{self, Json, Reporter, Style, warn};
 
 /// What `xfer serve` was asked to do.
 #[derive(Debug, Clone)]
-pub struct ServerOptions {
-    pub root: PathBuf,
-    pub listen: ListenAddr,
+pub(crate) struct ServerOptions {
+    pub(crate) root: PathBuf,
+    pub(crate) listen: ListenAddr,
     /// The users file; without one, a single key (`key_file` or `$XFER_KEY`).
-    pub users_file: Option<PathBuf>,
-    pub key_file: Option<PathBuf>,
+    pub(crate) users_file: Option<PathBuf>,
+    pub(crate) key_file: Option<PathBuf>,
     /// Announced in `hello` for password-derived keys (default: the host name).
-    pub realm: Option<String>,
+    pub(crate) realm: Option<String>,
     /// Connections at once and timeouts (`--max-conns`, `--idle-timeout`...).
-    pub admission: Admission,
-    pub limit_rate: Option<u64>,
+    pub(crate) admission: Admission,
+    pub(crate) limit_rate: Option<u64>,
     /// Partial data of cut uploads no client came back for is removed after this long.
-    pub keep_partial: Duration,
+    pub(crate) keep_partial: Duration,
     /// Written with the server's PID at start, removed at exit (`--pid-file`).
-    pub pid_file: Option<PathBuf>,
-    pub style: Style,
+    pub(crate) pid_file: Option<PathBuf>,
+    pub(crate) style: Style,
 }
 
-/// A request connection that says nothing for this long is closed (after a
-/// `timeout` error frame), unless `--idle-timeout` says otherwise.
-pub const IDLE: Duration = Duration::from_secs(300);
-
 /// What every connection of a server shares.
-pub struct Server {
+pub(crate) struct Server {
     root: OwnedFd,
     users: Arc<UserStore>,
     /// One quota ledger per home, shared by all sessions of its user, kept across
@@ -148,7 +144,7 @@ impl Drop for UserSlot {
 }
 
 /// `xfer serve`.
-pub fn run(options: &ServerOptions) -> Result<()> {
+pub(crate) fn run(options: &ServerOptions) -> Result<()> {
     signals::survive_file_size_limit()?;
     let stop = signals::stop_on_signals()?;
     let reload = signals::flag_on_hangup()?;

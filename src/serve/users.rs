@@ -31,22 +31,22 @@ use crate::proto::handshake::{KeyStore, valid_user};
 
 /// One user, as the server knows them.
 #[derive(Debug, Clone)]
-pub struct User {
-    pub name: String,
-    pub key: Key,
+pub(crate) struct User {
+    pub(crate) name: String,
+    pub(crate) key: Key,
     /// The home, relative to the server's root (`.`: the root itself).
-    pub home: PathBuf,
-    pub limits: Limits,
-    pub read_only: bool,
+    pub(crate) home: PathBuf,
+    pub(crate) limits: Limits,
+    pub(crate) read_only: bool,
     /// Connections of this user at once, if limited.
-    pub max_sessions: Option<usize>,
+    pub(crate) max_sessions: Option<usize>,
     /// The key was derived from a password (the entry names its realm).
     pub(crate) password: bool,
 }
 
 /// Everyone who may log in.
 #[derive(Debug, Clone)]
-pub enum Users {
+pub(crate) enum Users {
     /// One key, one home (the root), any user name.
     Single(User),
     /// A users file's users, by name.
@@ -55,7 +55,7 @@ pub enum Users {
 
 impl Users {
     /// A server without a users file.
-    pub fn single(key: Key) -> Users {
+    pub(crate) fn single(key: Key) -> Users {
         Users::Single(User {
             name: String::new(),
             key,
@@ -68,14 +68,14 @@ impl Users {
     }
 
     /// The user `name` logs in as (`""`: no name given).
-    pub fn get(&self, name: &str) -> Option<&User> {
+    pub(crate) fn get(&self, name: &str) -> Option<&User> {
         match self {
             Users::Single(user) => Some(user),
             Users::Listed(users) => users.get(name),
         }
     }
 
-    pub fn all(&self) -> Vec<&User> {
+    pub(crate) fn all(&self) -> Vec<&User> {
         match self {
             Users::Single(user) => vec![user],
             Users::Listed(users) => users.values().collect(),
@@ -100,7 +100,7 @@ impl Users {
     }
 
     /// Reads and checks a users file for a server whose realm is `realm`.
-    pub fn load(path: &Path, realm: &str) -> Result<Users> {
+    pub(crate) fn load(path: &Path, realm: &str) -> Result<Users> {
         let shown = escape_path(path);
         let text = read_private(path).with_context(|| format!("users file {shown}"))?;
         let parsed: UsersFile = toml::from_str(&text).map_err(|err| {
@@ -322,21 +322,21 @@ impl Lines<'_> {
 
 /// The users a running server knows, swapped whole when SIGHUP reloads the file:
 /// a connection keeps the snapshot it started with.
-pub struct UserStore(RwLock<Arc<Users>>);
+pub(crate) struct UserStore(RwLock<Arc<Users>>);
 
 impl UserStore {
-    pub fn new(users: Users) -> UserStore {
+    pub(crate) fn new(users: Users) -> UserStore {
         UserStore(RwLock::new(Arc::new(users)))
     }
 
-    pub fn snapshot(&self) -> Arc<Users> {
+    pub(crate) fn snapshot(&self) -> Arc<Users> {
         self.0
             .read()
             .expect("no panics while holding the lock")
             .clone()
     }
 
-    pub fn replace(&self, users: Users) {
+    pub(crate) fn replace(&self, users: Users) {
         *self.0.write().expect("no panics while holding the lock") = Arc::new(users);
     }
 }

@@ -19,13 +19,13 @@ use crate::client::path::resolve;
 use crate::proto::message::ItemKind;
 
 /// The prompt's helper: completion only.
-pub struct ShellHelper {
+pub(crate) struct ShellHelper {
     session: Rc<RefCell<Session>>,
     files: FilenameCompleter,
 }
 
 impl ShellHelper {
-    pub fn new(session: Rc<RefCell<Session>>) -> Self {
+    pub(crate) fn new(session: Rc<RefCell<Session>>) -> Self {
         ShellHelper {
             session,
             files: FilenameCompleter::new(),

@@ -8,7 +8,7 @@
 mod command;
 mod complete;
 mod session;
-pub mod words;
+pub(crate) mod words;
 
 use std::cell::RefCell;
 use std::io::{BufRead, IsTerminal, Write};
@@ -35,7 +35,7 @@ use crate::ui::report::{self, Json, Style};
 
 /// Where a script comes from.
 #[derive(Debug, Clone)]
-pub enum Script {
+pub(crate) enum Script {
     /// A file of commands (`-b FILE`).
     File(PathBuf),
     /// Standard input (`-b -`, or standard input that is not a terminal).
@@ -44,17 +44,17 @@ pub enum Script {
 
 /// What `xfer shell` was asked to do.
 #[derive(Debug, Clone)]
-pub struct ShellOptions {
-    pub client: ClientOptions,
+pub(crate) struct ShellOptions {
+    pub(crate) client: ClientOptions,
     /// The remote directory to start in (`""`: the home).
-    pub dir: String,
-    pub script: Option<Script>,
+    pub(crate) dir: String,
+    pub(crate) script: Option<Script>,
     /// Progress bars in a script too.
-    pub progress: bool,
-    pub quiet: bool,
+    pub(crate) progress: bool,
+    pub(crate) quiet: bool,
 }
 
-pub fn run(options: &ShellOptions) -> Result<()> {
+pub(crate) fn run(options: &ShellOptions) -> Result<()> {
     let script = match &options.script {
         Some(script) => Some(script.clone()),
         None if !std::io::stdin().is_terminal() => Some(Script::Stdin),

@@ -18,28 +18,28 @@ use crate::transfer::Tally;
 use crate::ui::report::{Reporter, Style};
 
 /// A connection that can be cut from another thread (Ctrl-C during a transfer).
-pub type Interrupter = Arc<Mutex<Option<TcpStream>>>;
+pub(crate) type Interrupter = Arc<Mutex<Option<TcpStream>>>;
 
 /// What the shell keeps between commands.
-pub struct Session {
+pub(crate) struct Session {
     options: ClientOptions,
-    pub style: Style,
+    pub(crate) style: Style,
     client: Option<Client>,
     /// What logged in the first time (a password's derived key, in memory only),
     /// so that reconnecting asks nothing.
     secret: Option<Arc<Secret>>,
     /// Where the user is, beneath the home (`""`: the home).
-    pub cwd: String,
+    pub(crate) cwd: String,
     /// Listings completion has seen, by directory; dropped after any change.
     listings: HashMap<String, Vec<Item>>,
     /// The connection of the command running now, for Ctrl-C.
-    pub interrupter: Interrupter,
+    pub(crate) interrupter: Interrupter,
     /// Set when Ctrl-C cut the running command: it is not tried again.
-    pub interrupted: Arc<AtomicBool>,
+    pub(crate) interrupted: Arc<AtomicBool>,
 }
 
 impl Session {
-    pub fn new(options: ClientOptions, style: Style) -> Session {
+    pub(crate) fn new(options: ClientOptions, style: Style) -> Session {
         Session {
             options,
             style,
@@ -53,13 +53,13 @@ impl Session {
     }
 
     /// Logs in now (at start, so that a wrong key says so before the first prompt).
-    pub fn connect(&mut self) -> Result<()> {
+    pub(crate) fn connect(&mut self) -> Result<()> {
         self.client()?;
         Ok(())
     }
 
     /// `user@host`, for the prompt.
-    pub fn label(&self) -> String {
+    pub(crate) fn label(&self) -> String {
         let host = &self.options.to.host;
         match &self.options.auth.user {
             Some(user) => format!("{user}@{host}"),
@@ -84,7 +84,10 @@ impl Session {
     /// Runs `request` on the connection. If the server had closed it while the user
     /// was idle (the request meets a closed connection, or the server's `timeout`),
     /// logs in again once, transparently, and runs it again.
-    pub fn run<T>(&mut self, mut request: impl FnMut(&mut Client) -> Result<T>) -> Result<T> {
+    pub(crate) fn run<T>(
+        &mut self,
+        mut request: impl FnMut(&mut Client) -> Result<T>,
+    ) -> Result<T> {
         let fresh = self.client.is_none();
         let first = self.attempt(&mut request);
         match first {
@@ -144,7 +147,7 @@ impl Session {
     }
 
     /// A listing for completion, from the cache while the user changes nothing.
-    pub fn listing(&mut self, dir: &str) -> Result<Vec<Item>> {
+    pub(crate) fn listing(&mut self, dir: &str) -> Result<Vec<Item>> {
         if let Some(items) = self.listings.get(dir) {
             return Ok(items.clone());
         }
@@ -155,12 +158,12 @@ impl Session {
     }
 
     /// Something changed on the server: what completion saw may be stale.
-    pub fn forget_listings(&mut self) {
+    pub(crate) fn forget_listings(&mut self) {
         self.listings.clear();
     }
 
     /// Says goodbye.
-    pub fn close(&mut self) {
+    pub(crate) fn close(&mut self) {
         if let Some(client) = self.client.take() {
             client.bye();
         }

@@ -7,13 +7,13 @@ use std::path::{Path, PathBuf};
 
 /// Splits `line` into words, honouring single quotes, double quotes and
 /// backslashes; `None` for an unterminated quote.
-pub fn split(line: &str) -> Option<Vec<String>> {
+pub(crate) fn split(line: &str) -> Option<Vec<String>> {
     shlex::split(line)
 }
 
 /// `name` as it can be typed back: plain if it needs no quoting, else with
 /// backslashes before spaces, quotes and other special characters.
-pub fn quote(name: &str) -> String {
+pub(crate) fn quote(name: &str) -> String {
     let mut out = String::with_capacity(name.len());
     for c in name.chars() {
         if c.is_whitespace() || "\\'\"$`!*?[]{}()<>|&;#~".contains(c) {
@@ -25,7 +25,7 @@ pub fn quote(name: &str) -> String {
 }
 
 /// The home-relative path shown in the prompt: `/` and `/photos/2024`.
-pub fn shown(path: &str) -> String {
+pub(crate) fn shown(path: &str) -> String {
     format!("/{path}")
 }
 

@@ -8,11 +8,11 @@
 //! sender reads comes through an `fs::input::Outbox`; what a receiver writes goes to
 //! a `recv::Destination`. Both sit at the filesystem edge (`fs`), below this layer.
 
-pub mod offer;
-pub mod recv;
-pub mod send;
-pub mod tally;
-pub mod tell;
+pub(crate) mod offer;
+pub(crate) mod recv;
+pub(crate) mod send;
+pub(crate) mod tally;
+pub(crate) mod tell;
 
-pub use tally::Tally;
+pub(crate) use tally::Tally;
 pub(crate) use tell::end_session;

@@ -22,11 +22,11 @@ const FRAME_TARGET: usize = 1 << 20;
 /// Most entries a receiver takes in one offer. A tree of 200 000 entries costs a
 /// receiver about 40 MiB here; a million is the ceiling a hostile sender can make it
 /// hold. Larger trees go in several sessions, or as one tar stream.
-pub const MAX_OFFER_ENTRIES: usize = 1_000_000;
+pub(crate) const MAX_OFFER_ENTRIES: usize = 1_000_000;
 
 /// Writes a list (offer or plan) as frames of `{"type":TYPE,"entries":[...],"more":true}`
 /// as its items come, and the closing `*_end` frame.
-pub struct ListWriter<'a, W: Write> {
+pub(crate) struct ListWriter<'a, W: Write> {
     writer: &'a mut FrameWriter<W>,
     kind: &'static str,
     /// Offers and plans are authenticated by their closing frame; listings are not
@@ -39,12 +39,12 @@ pub struct ListWriter<'a, W: Write> {
 
 impl<'a, W: Write> ListWriter<'a, W> {
     /// A plan for `transfer`, decision by decision; see [`ListWriter::finish_plan`].
-    pub fn plan(writer: &'a mut FrameWriter<W>, transfer: &Transfer) -> Self {
+    pub(crate) fn plan(writer: &'a mut FrameWriter<W>, transfer: &Transfer) -> Self {
         ListWriter::new(writer, "plan", Some(transfer.plan_mac()))
     }
 
     /// A listing (section 9), item by item; see [`ListWriter::finish_listing`].
-    pub fn listing(writer: &'a mut FrameWriter<W>) -> Self {
+    pub(crate) fn listing(writer: &'a mut FrameWriter<W>) -> Self {
         ListWriter::new(writer, "listing", None)
     }
 
@@ -69,7 +69,7 @@ impl<'a, W: Write> ListWriter<'a, W> {
     }
 
     /// Adds one item; a frame goes out whenever enough have collected.
-    pub fn push(&mut self, item: &impl Serialize) -> Result<()> {
+    pub(crate) fn push(&mut self, item: &impl Serialize) -> Result<()> {
         if self.in_frame > 0 {
             self.payload.push(b',');
         }
@@ -92,12 +92,12 @@ impl<'a, W: Write> ListWriter<'a, W> {
     }
 
     /// Ends a plan: its last frame and `plan_end`.
-    pub fn finish_plan(self) -> Result<()> {
+    pub(crate) fn finish_plan(self) -> Result<()> {
         self.finish(|count, mac| Message::PlanEnd { count, mac })
     }
 
     /// Ends a listing: its last frame.
-    pub fn finish_listing(mut self) -> Result<()> {
+    pub(crate) fn finish_listing(mut self) -> Result<()> {
         self.payload.extend_from_slice(b"]}");
         self.send_frame()
     }
@@ -114,7 +114,7 @@ impl<'a, W: Write> ListWriter<'a, W> {
 }
 
 /// Sends the offer of `entries` for `transfer`.
-pub fn write_offer<'e, W: Write>(
+pub(crate) fn write_offer<'e, W: Write>(
     writer: &mut FrameWriter<W>,
     transfer: &Transfer,
     entries: impl IntoIterator<Item = &'e Entry>,
@@ -126,8 +126,10 @@ pub fn write_offer<'e, W: Write>(
     list.finish(|count, mac| Message::OfferEnd { count, mac })
 }
 
-/// Sends the plan of `decisions` for `transfer`.
-pub fn write_plan<'d, W: Write>(
+/// Sends the plan of `decisions` for `transfer` (the receiver's plan goes out
+/// through `transfer::recv::plan`; this whole-plan form is for tests).
+#[cfg(test)]
+pub(crate) fn write_plan<'d, W: Write>(
     writer: &mut FrameWriter<W>,
     transfer: &Transfer,
     decisions: impl IntoIterator<Item = &'d Decision>,
@@ -142,7 +144,10 @@ pub fn write_plan<'d, W: Write>(
 /// Reads an offer: its frames, then `offer_end`, whose MAC and count must hold
 /// before any entry is returned; then the rules on what an offer may contain.
 /// A whole-offer error frame from the sender ends it.
-pub fn read_offer<R: Read>(reader: &mut FrameReader<R>, transfer: &Transfer) -> Result<Vec<Entry>> {
+pub(crate) fn read_offer<R: Read>(
+    reader: &mut FrameReader<R>,
+    transfer: &Transfer,
+) -> Result<Vec<Entry>> {
     let too_many = || {
         refused(
             ErrorCode::TooLarge,
@@ -267,7 +272,7 @@ fn check_offer(entries: &[Entry]) -> Result<()> {
 /// Reads a plan of `offered` decisions: its frames, then `plan_end`, whose MAC and
 /// count must hold before any decision is returned. An error frame in its place is
 /// the receiver refusing the whole offer.
-pub fn read_plan<R: Read>(
+pub(crate) fn read_plan<R: Read>(
     reader: &mut FrameReader<R>,
     transfer: &Transfer,
     offered: usize,

@@ -15,7 +15,7 @@ use crate::ui::report::{FileOutcome, LIST_FILES_UP_TO, Reporter, Summary};
 
 /// The outcomes of one session's entries as they happen: each is shown at once,
 /// counted, and, at the end, decides the session's result.
-pub struct Tally {
+pub(crate) struct Tally {
     reporter: Reporter,
     summary: Mutex<Summary>,
     first_failure: Mutex<Option<ErrorCode>>,
@@ -24,7 +24,7 @@ pub struct Tally {
 }
 
 impl Tally {
-    pub fn new(reporter: Reporter, negotiated: &Negotiated) -> Tally {
+    pub(crate) fn new(reporter: Reporter, negotiated: &Negotiated) -> Tally {
         Tally {
             reporter,
             summary: Mutex::new(Summary {
@@ -38,7 +38,7 @@ impl Tally {
     }
 
     /// How many entries the session's offer had (0 until it arrived).
-    pub fn summary_offered(&self) -> usize {
+    pub(crate) fn summary_offered(&self) -> usize {
         self.offered
             .lock()
             .expect("no panics while holding the lock")
@@ -47,23 +47,23 @@ impl Tally {
 
     /// The session's offer had `entries` entries, each to be `verb` (`delivered`,
     /// `received`): what [`Tally::verdict`] counts against.
-    pub fn offered(&self, entries: usize, verb: &'static str) {
+    pub(crate) fn offered(&self, entries: usize, verb: &'static str) {
         *self
             .offered
             .lock()
             .expect("no panics while holding the lock") = (entries, verb);
     }
 
-    pub fn reporter(&self) -> &Reporter {
+    pub(crate) fn reporter(&self) -> &Reporter {
         &self.reporter
     }
 
-    pub fn reporter_mut(&mut self) -> &mut Reporter {
+    pub(crate) fn reporter_mut(&mut self) -> &mut Reporter {
         &mut self.reporter
     }
 
     /// Shows and counts one entry's outcome.
-    pub fn record(&self, outcome: FileOutcome) {
+    pub(crate) fn record(&self, outcome: FileOutcome) {
         self.reporter.file(&outcome);
         let mut summary = self
             .summary
@@ -135,7 +135,7 @@ impl Tally {
     }
 
     /// A failed entry.
-    pub fn failed(&self, path: &str, code: ErrorCode, why: String) {
+    pub(crate) fn failed(&self, path: &str, code: ErrorCode, why: String) {
         self.record(FileOutcome::Failed {
             path: path.to_string(),
             code,
@@ -143,7 +143,7 @@ impl Tally {
         });
     }
 
-    pub fn summary(&self) -> Summary {
+    pub(crate) fn summary(&self) -> Summary {
         self.summary
             .lock()
             .expect("no panics while holding the lock")
@@ -152,7 +152,7 @@ impl Tally {
 
     /// What a completed session adds up to: fine if no entry failed, else the kind
     /// of the first failure, with a count.
-    pub fn verdict(&self) -> Result<()> {
+    pub(crate) fn verdict(&self) -> Result<()> {
         let (entries, verb) = *self
             .offered
             .lock()
@@ -171,7 +171,7 @@ impl Tally {
     }
 
     /// Shows the summary of `result`; `what` names the session in a server's log.
-    pub fn finish(&self, what: &str, result: &Result<()>) {
+    pub(crate) fn finish(&self, what: &str, result: &Result<()>) {
         self.reporter.finish(what, &self.summary(), result);
     }
 }

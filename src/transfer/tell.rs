@@ -13,7 +13,7 @@ use crate::proto::wire::{Connection, FrameWriter, Hangup};
 /// Tells the peer why a session ended, with the code `err` carries, where the
 /// connection still allows it (a failure the peer reported is not echoed back).
 /// Whether an error frame was written.
-pub fn tell_peer<W: Write>(writer: &mut FrameWriter<W>, err: &anyhow::Error) -> bool {
+pub(crate) fn tell_peer<W: Write>(writer: &mut FrameWriter<W>, err: &anyhow::Error) -> bool {
     let Some(code) = wire_code(err) else {
         return false;
     };

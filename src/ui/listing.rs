@@ -10,7 +10,7 @@ use crate::escape::escape;
 use crate::proto::message::{Item, ItemKind, Usage};
 
 /// `drwxr-x---      4096 2024-06-01 12:00 name`, times in UTC.
-pub fn long_line(item: &Item, human: bool) -> String {
+pub(crate) fn long_line(item: &Item, human: bool) -> String {
     let kind = match item.kind {
         ItemKind::Dir => 'd',
         ItemKind::File => '-',
@@ -72,7 +72,7 @@ fn permissions(mode: u32) -> String {
 }
 
 /// `YYYY-MM-DD HH:MM` in UTC for seconds since the epoch.
-pub fn date_time(seconds: u64) -> String {
+pub(crate) fn date_time(seconds: u64) -> String {
     i64::try_from(seconds)
         .ok()
         .and_then(|seconds| jiff::Timestamp::from_second(seconds).ok())
@@ -82,7 +82,7 @@ pub fn date_time(seconds: u64) -> String {
         )
 }
 
-pub fn item_json(item: &Item) -> serde_json::Value {
+pub(crate) fn item_json(item: &Item) -> serde_json::Value {
     json!({
         "name": item.name,
         "kind": match item.kind { ItemKind::File => "file", ItemKind::Dir => "dir", ItemKind::Other => "other" },
@@ -91,7 +91,7 @@ pub fn item_json(item: &Item) -> serde_json::Value {
 }
 
 /// `used 1.2 GiB of 20 GiB (6% used), 312 files of 100000 (0% used)`.
-pub fn usage_line(usage: &Usage, human: bool) -> String {
+pub(crate) fn usage_line(usage: &Usage, human: bool) -> String {
     let bytes = |n: u64| {
         if human {
             HumanBytes(n).to_string()
@@ -125,7 +125,7 @@ fn percent(used: u64, of: u64) -> u64 {
     }
 }
 
-pub fn usage_json(usage: &Usage) -> serde_json::Value {
+pub(crate) fn usage_json(usage: &Usage) -> serde_json::Value {
     json!({
         "bytes": usage.bytes, "files": usage.files,
         "quota_bytes": usage.quota_bytes.flatten(), "quota_files": usage.quota_files.flatten(),

@@ -5,6 +5,6 @@
 //! builds on, `crate::escape` and `crate::stderr`, are what `error` and `key` use
 //! instead, so that nothing low reaches up here.
 
-pub mod listing;
-pub mod progress;
-pub mod report;
+pub(crate) mod listing;
+pub(crate) mod progress;
+pub(crate) mod report;

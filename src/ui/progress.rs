@@ -28,7 +28,7 @@ const MEDIUM: u16 = 60;
 static SHOWN: Mutex<Option<ProgressBar>> = Mutex::new(None);
 
 /// A bar for `total` bytes (a spinner when unknown), or a hidden one.
-pub fn transfer_bar(total: Option<u64>, hidden: bool) -> ProgressBar {
+pub(crate) fn transfer_bar(total: Option<u64>, hidden: bool) -> ProgressBar {
     if hidden || !std::io::stderr().is_terminal() {
         return ProgressBar::hidden();
     }
@@ -52,7 +52,7 @@ pub fn transfer_bar(total: Option<u64>, hidden: bool) -> ProgressBar {
 }
 
 /// Clears whatever bar is on screen: the process is about to end.
-pub fn clear_on_exit() {
+pub(crate) fn clear_on_exit() {
     if let Some(bar) = SHOWN
         .lock()
         .expect("no panics while holding the lock")

@@ -19,11 +19,11 @@ use crate::proto::compress::Squeezed;
 use crate::proto::hash::{Digest, HashKind};
 use crate::proto::message::ErrorCode;
 
-pub use crate::stderr::{line, set_quiet, warn};
+pub(crate) use crate::stderr::{line, set_quiet, warn};
 
 /// What became of one entry.
 #[derive(Debug, Clone)]
-pub enum FileOutcome {
+pub(crate) enum FileOutcome {
     /// It arrived and verified; `resumed_at` is where this session's data began.
     Verified {
         path: String,
@@ -44,7 +44,7 @@ pub enum FileOutcome {
 
 /// Where, if anywhere, JSON events go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Json {
+pub(crate) enum Json {
     Off,
     Stdout,
     /// Stdout carries the received data.
@@ -53,58 +53,47 @@ pub enum Json {
 
 /// How a command talks to its user.
 #[derive(Debug, Clone, Copy)]
-pub struct Style {
-    pub quiet: bool,
-    pub json: Json,
+pub(crate) struct Style {
+    pub(crate) quiet: bool,
+    pub(crate) json: Json,
     /// One of many concurrent sessions (`--serve`, `serve`): no bar, and one log
     /// line (or event) per session instead of a summary.
-    pub serving: bool,
+    pub(crate) serving: bool,
     /// A progress bar, where the terminal can show one (not in a shell script).
-    pub bar: bool,
-}
-
-impl Style {
-    pub fn plain() -> Style {
-        Style {
-            quiet: false,
-            json: Json::Off,
-            serving: false,
-            bar: true,
-        }
-    }
+    pub(crate) bar: bool,
 }
 
 /// What a finished session adds up to, for its summary.
 #[derive(Debug, Clone, Default)]
-pub struct Summary {
+pub(crate) struct Summary {
     /// Files that arrived and verified in this session.
-    pub verified: usize,
+    pub(crate) verified: usize,
     /// Bytes of those files that moved in this session (a resumed prefix did not).
-    pub bytes: u64,
+    pub(crate) bytes: u64,
     /// Of the verified files, how many continued a partial one.
-    pub resumed: usize,
+    pub(crate) resumed: usize,
     /// The prefixes those resumed files kept from an earlier session.
-    pub resumed_bytes: u64,
+    pub(crate) resumed_bytes: u64,
     /// Data bytes before and after compression, when this session compressed some.
-    pub compression: Option<Squeezed>,
+    pub(crate) compression: Option<Squeezed>,
     /// Bytes of a cut file kept as partial data, for a rerun to resume from.
-    pub kept: u64,
+    pub(crate) kept: u64,
     /// Files the receiver already had.
-    pub same: usize,
-    pub failed: usize,
+    pub(crate) same: usize,
+    pub(crate) failed: usize,
     /// The first few verified files and their digests, listed under the summary.
-    pub listed: Vec<(String, Digest)>,
-    pub hash: HashKind,
+    pub(crate) listed: Vec<(String, Digest)>,
+    pub(crate) hash: HashKind,
     /// Whether the connection was sealed (`aead`).
-    pub encrypted: bool,
+    pub(crate) encrypted: bool,
 }
 
 /// At most this many files get their digest listed under the summary line.
-pub const LIST_FILES_UP_TO: usize = 10;
+pub(crate) const LIST_FILES_UP_TO: usize = 10;
 
 /// One session's voice.
 #[derive(Clone)]
-pub struct Reporter {
+pub(crate) struct Reporter {
     style: Style,
     peer: Option<SocketAddr>,
     /// On a server: the user and the request (`put photos`) a session serves.
@@ -114,7 +103,7 @@ pub struct Reporter {
 }
 
 impl Reporter {
-    pub fn new(style: Style) -> Self {
+    pub(crate) fn new(style: Style) -> Self {
         Reporter {
             style,
             peer: None,
@@ -124,18 +113,18 @@ impl Reporter {
         }
     }
 
-    pub fn style(&self) -> Style {
+    pub(crate) fn style(&self) -> Style {
         self.style
     }
 
     /// The session's peer, named in a serving process's log line.
-    pub fn for_peer(mut self, peer: SocketAddr) -> Self {
+    pub(crate) fn for_peer(mut self, peer: SocketAddr) -> Self {
         self.peer = Some(peer);
         self
     }
 
     /// The user and the request a server's session serves, named in its lines.
-    pub fn for_request(mut self, user: &str, action: &str) -> Self {
+    pub(crate) fn for_request(mut self, user: &str, action: &str) -> Self {
         self.request = Some((user.to_string(), action.to_string()));
         self
     }
@@ -153,7 +142,7 @@ impl Reporter {
 
     /// Shows a progress bar for `total` bytes (a spinner when unknown), if the
     /// style and the terminal allow one.
-    pub fn start_bar(&mut self, total: Option<u64>) {
+    pub(crate) fn start_bar(&mut self, total: Option<u64>) {
         let hidden = self.style.quiet
             || self.style.json != Json::Off
             || self.style.serving
@@ -165,7 +154,7 @@ impl Reporter {
     /// a resumed file gets a line of its own above the bar saying where it continues,
     /// so the name on the bar stays whole, and the rate and the time left count from
     /// here (not from before the prefix was verified).
-    pub fn current_file(&self, path: &str, resumed_at: Option<u64>) {
+    pub(crate) fn current_file(&self, path: &str, resumed_at: Option<u64>) {
         if self.bar.is_hidden() {
             return;
         }
@@ -180,19 +169,14 @@ impl Reporter {
         }
     }
 
-    pub fn bar(&self) -> &ProgressBar {
+    pub(crate) fn bar(&self) -> &ProgressBar {
         &self.bar
-    }
-
-    /// Removes the bar now (an error or an interrupt is about to be printed).
-    pub fn clear_bar(&self) {
-        self.bar.finish_and_clear();
     }
 
     /// The address a listener listens on: an event with `--json`; a line unless
     /// quiet, and even then when the port was chosen by the system (else a script
     /// could not know it).
-    pub fn listening(&self, address: &SocketAddr, port_was_zero: bool) {
+    pub(crate) fn listening(&self, address: &SocketAddr, port_was_zero: bool) {
         if !self.style.quiet || port_was_zero {
             line(&format!("listening on {address}"));
         }
@@ -201,7 +185,7 @@ impl Reporter {
 
     /// One entry's outcome: failures are said at once on stderr, whatever
     /// `--quiet` says; with `--json` every outcome is an event.
-    pub fn file(&self, outcome: &FileOutcome) {
+    pub(crate) fn file(&self, outcome: &FileOutcome) {
         if let FileOutcome::Failed { path, why, .. } = outcome {
             // A refusal's words often name the path already: say it once.
             let shown = escape(path);
@@ -241,7 +225,7 @@ impl Reporter {
     /// `result`; a session-level error itself is printed by `main`. A serving
     /// process logs one line (or `session` event) per session instead, error
     /// included; `what` names it there (`received`, `get docs/`).
-    pub fn finish(&self, what: &str, summary: &Summary, result: &anyhow::Result<()>) {
+    pub(crate) fn finish(&self, what: &str, summary: &Summary, result: &anyhow::Result<()>) {
         self.bar.finish_and_clear();
         let elapsed = self.started.elapsed();
         let rate = rate(summary.bytes, elapsed);
@@ -320,7 +304,7 @@ impl Reporter {
 
     /// Writes one JSON event line, if `--json` asked for them; `build` runs only
     /// then, so a session without `--json` spends nothing per file on events.
-    pub fn event(&self, build: impl FnOnce() -> serde_json::Value) {
+    pub(crate) fn event(&self, build: impl FnOnce() -> serde_json::Value) {
         let text = match self.style.json {
             Json::Off => return,
             _ => build().to_string(),
@@ -458,12 +442,12 @@ fn rate(bytes: u64, elapsed: Duration) -> u64 {
 }
 
 /// A user as logged: `-` for none (a single-key server's nameless user).
-pub fn user_or_dash(user: &str) -> &str {
+pub(crate) fn user_or_dash(user: &str) -> &str {
     if user.is_empty() { "-" } else { user }
 }
 
 /// `1 file`, `2 files`.
-pub fn plural(n: usize, noun: &str) -> String {
+pub(crate) fn plural(n: usize, noun: &str) -> String {
     if n == 1 {
         format!("1 {noun}")
     } else {

@@ -13,7 +13,12 @@ const PERMISSION_BITS: u64 = 0o777;
 /// Applies `mode` and `mtime`, where given, to the file or directory `fd`, with
 /// the bits of `keep` always set (a server keeps its own access to what it holds:
 /// 0o700 for a directory, 0o600 for a file; 0 elsewhere).
-pub fn apply(fd: impl AsFd, mode: Option<u64>, mtime: Option<u64>, keep: u32) -> Result<(), Errno> {
+pub(crate) fn apply(
+    fd: impl AsFd,
+    mode: Option<u64>,
+    mtime: Option<u64>,
+    keep: u32,
+) -> Result<(), Errno> {
     if let Some(mode) = mode {
         let bits = (mode & PERMISSION_BITS) as u32 | keep;
         rustix::fs::fchmod(&fd, Mode::from_raw_mode(bits))?;

@@ -15,25 +15,25 @@ mod target;
 use std::fs::File;
 use std::io::{self, Write};
 
-pub use self::part::{PartFile, Resume};
-pub use self::resolver::{Placement, Resolver};
+pub(crate) use self::part::{PartFile, Resume};
+pub(crate) use self::resolver::{Placement, Resolver};
 pub(crate) use self::sweep::{cutoff, in_background as sweep_in_background};
-pub use self::target::{DirLock, TargetDir};
+pub(crate) use self::target::{DirLock, TargetDir};
 
 /// Standard output as the destination of one received stream (`recv --stdout`).
 /// Its bytes are out before they can be verified; the caller says so on a mismatch.
-pub struct StdoutSink(File);
+pub(crate) struct StdoutSink(File);
 
 impl StdoutSink {
     /// A handle on standard output that writes straight to the descriptor, not
     /// through std's line buffering.
-    pub fn open() -> io::Result<Self> {
+    pub(crate) fn open() -> io::Result<Self> {
         use std::os::fd::AsFd;
         let fd = io::stdout().as_fd().try_clone_to_owned()?;
         Ok(StdoutSink(File::from(fd)))
     }
 
-    pub fn write_all(&mut self, bytes: &[u8]) -> io::Result<()> {
+    pub(crate) fn write_all(&mut self, bytes: &[u8]) -> io::Result<()> {
         self.0.write_all(bytes)
     }
 }

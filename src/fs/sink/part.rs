@@ -75,16 +75,16 @@ fn mark(fd: &OwnedFd, identity: (u64, u64)) {
 
 /// Where resumable data for a file continues.
 #[derive(Debug, Clone, Copy)]
-pub struct Resume {
+pub(crate) struct Resume {
     /// The file's offered size (part of the partial file's name).
-    pub size: u64,
+    pub(crate) size: u64,
     /// Bytes of the partial data to keep; the rest is cut off.
-    pub offset: u64,
+    pub(crate) offset: u64,
 }
 
 /// The partial file of `name` offered with `size` bytes: stable across sessions and
 /// restarts, so a later offer of the same file finds it; another size is another file.
-pub fn partial_name(name: &str, size: u64) -> String {
+pub(crate) fn partial_name(name: &str, size: u64) -> String {
     let digest = Sha256::new()
         .chain_update(name.as_bytes())
         .chain_update([0])
@@ -94,7 +94,7 @@ pub fn partial_name(name: &str, size: u64) -> String {
 }
 
 /// A file being received.
-pub struct PartFile {
+pub(crate) struct PartFile {
     pub(super) dir: Arc<OwnedFd>,
     temp: String,
     name: String,
@@ -120,7 +120,7 @@ impl PartFile {
     /// starts at; it survives this session unless discarded. If that name holds
     /// something that is not a regular file, or without `resume`, it is a fresh
     /// temporary file, removed unless committed.
-    pub fn create(
+    pub(crate) fn create(
         dir: Arc<OwnedFd>,
         path: &str,
         name: &str,
@@ -180,7 +180,7 @@ impl PartFile {
     /// disk (`posix_fadvise(DONTNEED)` does that on Linux, asynchronously), so the
     /// fsync before the `ok` waits for the last window only, not the whole file:
     /// measured on a 1 GiB loopback transfer here, 3.9 s without and 3.3 s with.
-    pub fn write_all(&mut self, bytes: &[u8]) -> Result<(), Refusal> {
+    pub(crate) fn write_all(&mut self, bytes: &[u8]) -> Result<(), Refusal> {
         if let Some((account, home_path)) = &self.meter {
             // Charged before it is written: the books never hold less than the disk.
             account.books().grew(home_path, bytes.len() as u64, 0);
@@ -208,14 +208,14 @@ impl PartFile {
 
     /// The bytes this file leaves on disk if it is dropped now: its length when it
     /// is resumable partial data (kept), else nothing.
-    pub fn left_behind(&self) -> Option<u64> {
+    pub(crate) fn left_behind(&self) -> Option<u64> {
         (self.keep && self.written > 0).then_some(self.written)
     }
 
     /// Makes the file durable under its final name: mode and time applied, flushed
     /// to disk, renamed into place (refusing to replace a file unless `overwrite`),
     /// and the directory flushed so the rename itself survives a crash.
-    pub fn commit(
+    pub(crate) fn commit(
         mut self,
         mode: Option<u64>,
         mtime: Option<u64>,
@@ -235,7 +235,7 @@ impl PartFile {
     /// Readies a complete, verified file for [`super::TargetDir::commit_all`]: mode
     /// and time applied and the file closed, so that a group of a thousand waiting
     /// files holds no descriptors. Its durability then comes from the group's flush.
-    pub fn seal(&mut self, mode: Option<u64>, mtime: Option<u64>) -> Result<(), Refusal> {
+    pub(crate) fn seal(&mut self, mode: Option<u64>, mtime: Option<u64>) -> Result<(), Refusal> {
         self.finish_metadata(mode, mtime)?;
         self.file = None;
         Ok(())
@@ -336,7 +336,7 @@ impl PartFile {
     }
 
     /// Removes the data: it failed verification, or the receiver could not write it.
-    pub fn discard(mut self) {
+    pub(crate) fn discard(mut self) {
         self.keep = false;
     }
 }

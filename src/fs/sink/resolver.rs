@@ -25,7 +25,7 @@ const RESOLVER_DIRS: usize = 256;
 
 /// What is at an offered file's final name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Placement {
+pub(crate) enum Placement {
     /// Nothing, or something `--overwrite` will replace (a regular file of this
     /// many bytes, when it is one): receive it.
     Free(Option<u64>),
@@ -36,13 +36,13 @@ pub enum Placement {
 impl TargetDir {
     /// A resolver for one thread of one session (see [`Resolver`]). Here, not in
     /// `target.rs`, so that the directory never depends on how names are resolved.
-    pub fn resolver(&self) -> Resolver<'_> {
+    pub(crate) fn resolver(&self) -> Resolver<'_> {
         Resolver::new(self)
     }
 }
 
 /// Resolves names beneath a [`TargetDir`] (see the module documentation).
-pub struct Resolver<'a> {
+pub(crate) struct Resolver<'a> {
     target: &'a TargetDir,
     /// Open directories by their path beneath the root ("" is the root itself).
     dirs: HashMap<String, Arc<OwnedFd>>,
@@ -60,7 +60,7 @@ impl<'a> Resolver<'a> {
     /// `components` (checked when planning; the final rename checks again,
     /// atomically). Without `overwrite`, an existing regular file of that size and
     /// time is [`Placement::Same`] and any other file is refused `exists`.
-    pub fn probe_file(
+    pub(crate) fn probe_file(
         &mut self,
         path: &str,
         components: &[&str],
@@ -102,7 +102,7 @@ impl<'a> Resolver<'a> {
     }
 
     /// Creates the directory `components` and any missing parents.
-    pub fn create_dir(&mut self, components: &[&str]) -> Result<(), Refusal> {
+    pub(crate) fn create_dir(&mut self, components: &[&str]) -> Result<(), Refusal> {
         self.deep_enough(&components.join("/"), components)?;
         self.walk(components, true).map(|_| ())
     }
@@ -124,7 +124,7 @@ impl<'a> Resolver<'a> {
     }
 
     /// Applies permission bits and modification time to an existing directory.
-    pub fn finish_dir(
+    pub(crate) fn finish_dir(
         &mut self,
         path: &str,
         components: &[&str],
@@ -151,7 +151,7 @@ impl<'a> Resolver<'a> {
     /// length and the hash state after it, or `None`. Useless leftovers (empty, or
     /// longer than the file) are removed; a name that is not a regular file is left
     /// alone and never read.
-    pub fn find_partial(
+    pub(crate) fn find_partial(
         &mut self,
         path: &str,
         components: &[&str],
@@ -198,7 +198,7 @@ impl<'a> Resolver<'a> {
     }
 
     /// Removes what a cut transfer of `path` left behind (for `--no-resume`).
-    pub fn discard_partial(&mut self, components: &[&str], size: u64) {
+    pub(crate) fn discard_partial(&mut self, components: &[&str], size: u64) {
         let (parents, name) = split_last(components);
         if let Ok(Some(dir)) = self.walk(parents, false) {
             remove_partial(&dir, &partial_name(name, size), self.target.meter());
@@ -207,7 +207,7 @@ impl<'a> Resolver<'a> {
 
     /// Opens the temporary file `path`'s data is written to (see
     /// [`PartFile::create`]), creating missing parent directories.
-    pub fn create_part(
+    pub(crate) fn create_part(
         &mut self,
         path: &str,
         components: &[&str],

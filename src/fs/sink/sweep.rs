@@ -54,7 +54,7 @@ pub(crate) fn in_background(
 
 /// Removes stale temporaries beneath `dir` older than `cutoff` (seconds since the
 /// epoch); returns how many.
-pub fn sweep(dir: OwnedFd, cutoff: i64) -> usize {
+pub(crate) fn sweep(dir: OwnedFd, cutoff: i64) -> usize {
     sweep_dir(dir, cutoff, 0)
 }
 

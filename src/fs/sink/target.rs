@@ -24,7 +24,7 @@ use crate::fs::ledger::Account;
 
 /// The directory a receiver writes into, held open so that every name is resolved
 /// beneath it.
-pub struct TargetDir {
+pub(crate) struct TargetDir {
     root: OwnedFd,
     /// A server's `put`: the user's ledger, through which everything written here
     /// is counted (see `fs::quota`); also what makes the server keep its own access
@@ -41,7 +41,7 @@ const REPLACE_HINT: &str = "the receiver does not overwrite; --overwrite replace
 /// A receiver's claim on its target directory, released when dropped (or when the
 /// process ends, however it ends).
 #[derive(Debug)]
-pub struct DirLock {
+pub(crate) struct DirLock {
     _fd: OwnedFd,
 }
 
@@ -67,7 +67,7 @@ fn lock_holder(fd: &OwnedFd) -> Option<u32> {
 impl TargetDir {
     /// Opens `path`, which must be an existing directory (a link to one is fine:
     /// the user chose it; links found inside it are never followed).
-    pub fn open(path: &Path) -> anyhow::Result<Self> {
+    pub(crate) fn open(path: &Path) -> anyhow::Result<Self> {
         let root = rustix::fs::open(
             path,
             OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC,
@@ -87,7 +87,7 @@ impl TargetDir {
     }
 
     /// A target directory already opened (a directory of a user's home).
-    pub fn from_fd(root: OwnedFd) -> Self {
+    pub(crate) fn from_fd(root: OwnedFd) -> Self {
         TargetDir {
             root,
             meter: None,
@@ -96,7 +96,7 @@ impl TargetDir {
     }
 
     /// This directory as a server's `put` target, counted in `account`.
-    pub fn metered(self, account: Account) -> Self {
+    pub(crate) fn metered(self, account: Account) -> Self {
         TargetDir {
             meter: Some(account),
             ..self
@@ -125,7 +125,7 @@ impl TargetDir {
     /// the directory itself: nothing is written into it, and a process that dies
     /// releases it). The directory must be writable, which is checked here too,
     /// before any peer is waited for.
-    pub fn lock(&self, shown: &Path) -> anyhow::Result<DirLock> {
+    pub(crate) fn lock(&self, shown: &Path) -> anyhow::Result<DirLock> {
         let shown = escape_path(shown);
         let holder = rustix::io::dup(&self.root)
             .map_err(|err| anyhow::Error::new(io::Error::from(err)).context("cannot lock"))?;
@@ -178,12 +178,12 @@ impl TargetDir {
     }
 
     /// The directory's device and inode: which directory it is, whatever its name.
-    pub fn identity(&self) -> (u64, u64) {
+    pub(crate) fn identity(&self) -> (u64, u64) {
         rustix::fs::fstat(&self.root).map_or((0, 0), |stat| (stat.st_dev, stat.st_ino))
     }
 
     /// Bytes available to us on the target's filesystem, if the system says.
-    pub fn free_space(&self) -> Option<u64> {
+    pub(crate) fn free_space(&self) -> Option<u64> {
         let stat = rustix::fs::fstatvfs(&self.root).ok()?;
         Some(stat.f_bavail.saturating_mul(stat.f_frsize))
     }
@@ -191,7 +191,11 @@ impl TargetDir {
     /// Makes sealed part files (see [`PartFile::seal`]) durable under their final
     /// names, all at once: one flush per filesystem for all their data, the renames,
     /// and one more flush for the names. Results are in the order of `parts`.
-    pub fn commit_all(&self, parts: Vec<PartFile>, overwrite: bool) -> Vec<Result<(), Refusal>> {
+    pub(crate) fn commit_all(
+        &self,
+        parts: Vec<PartFile>,
+        overwrite: bool,
+    ) -> Vec<Result<(), Refusal>> {
         let mut results: Vec<Result<(), Refusal>> = parts.iter().map(|_| Ok(())).collect();
         if let Err(err) = sync_filesystems(parts.iter().map(|part| &part.dir)) {
             for (slot, part) in parts.iter().enumerate() {
@@ -219,7 +223,7 @@ impl TargetDir {
     }
 
     /// Another handle on the same directory (for a background sweep).
-    pub fn try_clone(&self) -> io::Result<TargetDir> {
+    pub(crate) fn try_clone(&self) -> io::Result<TargetDir> {
         Ok(TargetDir {
             root: self.dup_root()?,
             meter: self.meter.clone(),
@@ -234,7 +238,7 @@ impl TargetDir {
     /// Removes temporary and partial files (`.xfer-*.part`, `.xfer-*.partial`) last
     /// modified more than `age` ago, anywhere beneath the root, following no links.
     /// Returns how many it removed.
-    pub fn sweep_stale(&self, age: Duration) -> usize {
+    pub(crate) fn sweep_stale(&self, age: Duration) -> usize {
         match (sweep::cutoff(age), self.dup_root()) {
             (Some(cutoff), Ok(root)) => sweep::sweep(root, cutoff),
             _ => 0,

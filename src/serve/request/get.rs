@@ -12,7 +12,7 @@ use crate::net::TcpConnection;
 use crate::transfer::{Tally, send};
 use crate::ui::report::Reporter;
 
-pub fn run(context: &Context<'_>, conn: &mut TcpConnection, paths: &[String]) -> Result<()> {
+pub(crate) fn run(context: &Context<'_>, conn: &mut TcpConnection, paths: &[String]) -> Result<()> {
     let shown: Vec<String> = paths.iter().map(|p| escape(p).into_owned()).collect();
     let action = format!("get {}", shown.join(" "));
     let fetch = match context.home.fetch(paths) {

@@ -16,7 +16,7 @@ fn shown(path: &str) -> &str {
     if path.is_empty() { "." } else { path }
 }
 
-pub fn run(context: &Context<'_>, conn: &mut TcpConnection, path: &str) -> Result<()> {
+pub(crate) fn run(context: &Context<'_>, conn: &mut TcpConnection, path: &str) -> Result<()> {
     let action = format!("list {}", escape(shown(path)));
     let listing = match context.home.list(path) {
         Ok(listing) => listing,

@@ -19,13 +19,13 @@ use crate::net::TcpConnection;
 use crate::proto::message::{ErrorCode, Message};
 
 /// What the connection does after a request.
-pub enum Flow {
+pub(crate) enum Flow {
     Next,
     Close,
 }
 
 /// Carries out one request.
-pub fn handle(
+pub(crate) fn handle(
     context: &mut Context<'_>,
     conn: &mut TcpConnection,
     message: Message,

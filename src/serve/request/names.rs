@@ -35,7 +35,7 @@ fn answer(
     }
 }
 
-pub fn mkdir(context: &Context<'_>, conn: &mut TcpConnection, path: &str) -> Result<()> {
+pub(crate) fn mkdir(context: &Context<'_>, conn: &mut TcpConnection, path: &str) -> Result<()> {
     // `""` names the home only for `list` and as the directory of `put`.
     let named = if path.is_empty() {
         Err(Refusal::new(
@@ -52,7 +52,7 @@ pub fn mkdir(context: &Context<'_>, conn: &mut TcpConnection, path: &str) -> Res
     answer(context, conn, format!("mkdir {}", escape(path)), done)
 }
 
-pub fn remove(context: &Context<'_>, conn: &mut TcpConnection, path: &str) -> Result<()> {
+pub(crate) fn remove(context: &Context<'_>, conn: &mut TcpConnection, path: &str) -> Result<()> {
     let home = if path.is_empty() {
         Err(Refusal::new(
             ErrorCode::BadPath,
@@ -68,7 +68,12 @@ pub fn remove(context: &Context<'_>, conn: &mut TcpConnection, path: &str) -> Re
     answer(context, conn, format!("remove {}", escape(path)), done)
 }
 
-pub fn rename(context: &Context<'_>, conn: &mut TcpConnection, from: &str, to: &str) -> Result<()> {
+pub(crate) fn rename(
+    context: &Context<'_>,
+    conn: &mut TcpConnection,
+    from: &str,
+    to: &str,
+) -> Result<()> {
     let names = if from.is_empty() || to.is_empty() {
         Err(Refusal::new(
             ErrorCode::BadPath,

@@ -12,7 +12,7 @@ use crate::transfer::Tally;
 use crate::transfer::recv::{self, Destination, Settings};
 use crate::ui::report::Reporter;
 
-pub fn run(
+pub(crate) fn run(
     context: &Context<'_>,
     conn: &mut TcpConnection,
     dir: &str,

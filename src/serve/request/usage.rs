@@ -6,7 +6,7 @@ use super::Context;
 use crate::net::TcpConnection;
 use crate::proto::message::{Message, Usage};
 
-pub fn run(context: &Context<'_>, conn: &mut TcpConnection) -> Result<()> {
+pub(crate) fn run(context: &Context<'_>, conn: &mut TcpConnection) -> Result<()> {
     let (used, limits) = context.ledger.usage();
     conn.writer.write_message(&Message::Usage(Usage {
         bytes: Some(used.bytes),

@@ -13,10 +13,10 @@ use std::sync::{LazyLock, Mutex};
 /// keyed hashes, not strings: a tree of 200 000 files is claimed without a second
 /// copy of every name (two paths sharing a hash would only be told `busy`).
 #[derive(Default)]
-pub struct Claims(Mutex<HashSet<u64>>);
+pub(crate) struct Claims(Mutex<HashSet<u64>>);
 
 /// A claimed path, released when dropped.
-pub struct Claim<'a> {
+pub(crate) struct Claim<'a> {
     claims: &'a Claims,
     key: u64,
 }
@@ -27,7 +27,7 @@ pub(super) static CLAIM_KEYS: LazyLock<RandomState> = LazyLock::new(RandomState:
 
 impl Claims {
     /// Claims `path` beneath the directory `within` (its device and inode).
-    pub fn claim(&self, within: (u64, u64), path: &str) -> Option<Claim<'_>> {
+    pub(crate) fn claim(&self, within: (u64, u64), path: &str) -> Option<Claim<'_>> {
         let key = CLAIM_KEYS.hash_one((within, path));
         let mut held = self.0.lock().expect("no panics while holding the lock");
         held.insert(key).then(|| Claim { claims: self, key })

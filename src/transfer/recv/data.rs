@@ -24,7 +24,7 @@ use crate::ui::report::FileOutcome;
 
 /// Reads every accepted file's data, then `end`. Anything out of the plan's order,
 /// or beyond a file's offered size, breaks the protocol and ends the session.
-pub fn read_entries<R: Read>(
+pub(crate) fn read_entries<R: Read>(
     reader: &mut FrameReader<R>,
     planned: &[Planned],
     pool: &mut Pool,
@@ -221,7 +221,7 @@ fn describe(message: &Message) -> String {
 }
 
 /// The disk thread stopped taking work; its own error says why.
-pub fn disk_gone() -> anyhow::Error {
+pub(crate) fn disk_gone() -> anyhow::Error {
     fail(Kind::Io, "the disk thread stopped")
 }
 

@@ -44,7 +44,7 @@ const GROUP_BYTES: u64 = 32 << 20;
 const GROUP_WAIT: Duration = Duration::from_millis(100);
 
 /// What the socket thread asks of the disk thread, in order.
-pub enum Job {
+pub(crate) enum Job {
     /// Entry `index`'s data starts at byte `offset`: open where it goes.
     Open { index: usize, offset: u64 },
     /// The next bytes of the open entry, at `range` of `buffer`; the buffer goes
@@ -68,10 +68,10 @@ pub enum Job {
 
 /// A complete file that verified.
 #[derive(Debug, Clone, Copy)]
-pub struct Arrived {
-    pub size: u64,
-    pub digest: Digest,
-    pub resumed_at: Option<u64>,
+pub(crate) struct Arrived {
+    pub(crate) size: u64,
+    pub(crate) digest: Digest,
+    pub(crate) resumed_at: Option<u64>,
 }
 
 /// A verified file waiting for its group to be made durable.
@@ -83,7 +83,7 @@ struct Waiting {
 
 /// Runs the disk thread until the socket thread hangs up, then commits what is left.
 /// An error here (standard output closed) ends the session.
-pub fn run<W: Write>(
+pub(crate) fn run<W: Write>(
     jobs: Receiver<Job>,
     giver: Giver,
     writer: &mut FrameWriter<W>,
@@ -199,7 +199,7 @@ struct Group {
 /// What an entry holds until it is done: its claim on its path (released just
 /// before its answer) and its room in the user's quota (settled when its fate on
 /// disk is known).
-pub type Holds<'c> = (Option<Claim<'c>>, Option<Box<Reservation>>);
+pub(crate) type Holds<'c> = (Option<Claim<'c>>, Option<Box<Reservation>>);
 
 /// What an entry left on disk, for its quota.
 enum Settled {
@@ -471,7 +471,7 @@ fn settled_by(result: &Result<(), Refusal>, size: u64) -> Settled {
 
 /// Directory modes and times last: writing their contents changed the times, and a
 /// read-only mode would have stopped the writing. Deepest first.
-pub fn finish_dirs(planned: &[Planned], target: &TargetDir) {
+pub(crate) fn finish_dirs(planned: &[Planned], target: &TargetDir) {
     let mut resolver = target.resolver();
     let dirs = planned.iter().rev().filter(|p| p.accepted_dir);
     for item in dirs {

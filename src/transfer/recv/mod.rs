@@ -20,9 +20,9 @@ use std::sync::mpsc;
 
 use anyhow::Result;
 
-pub use self::claims::Claims;
+pub(crate) use self::claims::Claims;
 use self::shared::Shared;
-pub use self::shared::{Destination, Settings};
+pub(crate) use self::shared::{Destination, Settings};
 use super::Tally;
 use super::offer::read_offer;
 use crate::error::{Kind, fail, said_by_peer};
@@ -39,7 +39,7 @@ const POOL_BUFFERS: usize = 4;
 /// or one `put` or `get` of a request connection). `Ok` once the transfer
 /// completed; per-entry failures are in the tally. A session-level failure ends the
 /// connection, and is told to the peer where the connection still allows it.
-pub fn session<R: Read, W: Write + Send, C: Hangup>(
+pub(crate) fn session<R: Read, W: Write + Send, C: Hangup>(
     conn: &mut Connection<R, W, C>,
     destination: &Destination,
     claims: &Claims,

@@ -27,21 +27,21 @@ use crate::transfer::offer::ListWriter;
 use crate::ui::report::FileOutcome;
 
 /// One entry of the offer, decided.
-pub struct Planned<'c> {
-    pub entry: Entry,
+pub(crate) struct Planned<'c> {
+    pub(crate) entry: Entry,
     /// Will data for this entry come? (An accepted file.)
-    pub expects_data: bool,
+    pub(crate) expects_data: bool,
     /// An accepted directory: its mode and time are applied at the end.
-    pub accepted_dir: bool,
+    pub(crate) accepted_dir: bool,
     /// Resumable data already here: its length and the hash state after it.
-    pub resume_from: Option<Box<(u64, Hasher)>>,
+    pub(crate) resume_from: Option<Box<(u64, Hasher)>>,
     /// Keeps other sessions of this process off the same path until we are done.
-    pub claim: Option<Claim<'c>>,
+    pub(crate) claim: Option<Claim<'c>>,
     /// Room held in the user's quota until the entry settles (a server's `put`);
     /// boxed, so that an entry without one costs a pointer.
-    pub reservation: Option<Box<Reservation>>,
+    pub(crate) reservation: Option<Box<Reservation>>,
     /// What an existing file this entry replaces holds (it counts until replaced).
-    pub replaces: Footprint,
+    pub(crate) replaces: Footprint,
 }
 
 impl Planned<'_> {
@@ -58,13 +58,13 @@ impl Planned<'_> {
     }
 
     /// Where this entry's data starts when the sender agrees to resume.
-    pub fn resume_offset(&self) -> u64 {
+    pub(crate) fn resume_offset(&self) -> u64 {
         self.resume_from.as_ref().map_or(0, |resume| resume.0)
     }
 }
 
 /// Decides every offered entry and sends the plan.
-pub fn plan<'c, W: Write>(
+pub(crate) fn plan<'c, W: Write>(
     entries: Vec<Entry>,
     writer: &mut FrameWriter<W>,
     shared: &Shared<'c>,

@@ -9,7 +9,7 @@ use crate::fs::sink::TargetDir;
 use crate::proto::negotiated::Transfer;
 
 /// Where received files go.
-pub enum Destination {
+pub(crate) enum Destination {
     /// Into this directory, under their offered paths.
     Dir(TargetDir),
     /// The one file of the offer, to standard output.
@@ -18,19 +18,19 @@ pub enum Destination {
 
 /// How a receiver treats what it is offered.
 #[derive(Debug, Clone, Copy)]
-pub struct Settings {
+pub(crate) struct Settings {
     /// Replace existing files (atomically).
-    pub overwrite: bool,
+    pub(crate) overwrite: bool,
     /// Keep partial data of cut transfers, and continue from it.
-    pub resume: bool,
+    pub(crate) resume: bool,
 }
 
 /// What the parts of a session share.
-pub struct Shared<'a> {
-    pub transfer: &'a Transfer,
-    pub destination: &'a Destination,
-    pub claims: &'a Claims,
-    pub settings: Settings,
+pub(crate) struct Shared<'a> {
+    pub(crate) transfer: &'a Transfer,
+    pub(crate) destination: &'a Destination,
+    pub(crate) claims: &'a Claims,
+    pub(crate) settings: Settings,
     /// The user's quota, on a server.
-    pub quota: Option<&'a Account>,
+    pub(crate) quota: Option<&'a Account>,
 }

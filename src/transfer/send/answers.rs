@@ -19,7 +19,7 @@ use crate::ui::report::FileOutcome;
 
 /// Reads answers until the receiver's `end`. An answer for an entry that is not
 /// outstanding, twice, or an `end` while entries are, breaks the protocol.
-pub fn read<R: Read>(
+pub(crate) fn read<R: Read>(
     reader: &mut FrameReader<R>,
     transfer: &Transfer,
     outbox: &dyn Outbox,

@@ -19,7 +19,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::Result;
 
-pub use self::stream::CHUNK;
 use self::stream::{BUFFER, Piece, ToSend};
 use super::Tally;
 use super::offer::{read_plan, write_offer};
@@ -110,7 +109,7 @@ impl Pending {
 /// one `put` or `get` of a request connection): the offer of `outbox`, the plan,
 /// the data, the answers. `Ok` once the transfer completed; per-entry failures are
 /// in the tally (see [`Tally::verdict`]). An error ends the connection.
-pub fn session<R: Read + Send, W: Write, C: Hangup + Sync>(
+pub(crate) fn session<R: Read + Send, W: Write, C: Hangup + Sync>(
     conn: &mut Connection<R, W, C>,
     outbox: &dyn Outbox,
     tally: &mut Tally,

@@ -17,7 +17,7 @@ use crate::proto::wire::DATA_HEADROOM;
 /// File bytes per data frame. Measured on a 1 GiB loopback transfer, alternating
 /// configurations, median of 4: 64 KiB 4.44 s, 256 KiB 3.84 s, 1 MiB 3.59 s (with
 /// TCP_NODELAY 3.48 s). Larger frames mean fewer syscalls and thread wake-ups.
-pub const CHUNK: usize = 1 << 20;
+pub(crate) const CHUNK: usize = 1 << 20;
 /// A data buffer: headroom, a chunk, room for the tag.
 pub(super) const BUFFER: usize = DATA_HEADROOM + CHUNK + TAG_LEN;
 
@@ -27,14 +27,14 @@ const LOOK_UP: Duration = Duration::from_millis(200);
 
 /// An entry whose data goes out: the plan's offset (0 unless it resumes, and then
 /// only if the source can be read again) and the receiver's hash of its prefix.
-pub struct ToSend {
-    pub index: u64,
-    pub offset: u64,
-    pub prefix_hash: Option<String>,
+pub(crate) struct ToSend {
+    pub(crate) index: u64,
+    pub(crate) offset: u64,
+    pub(crate) prefix_hash: Option<String>,
 }
 
 /// What the reading thread hands the socket thread, in order.
-pub enum Piece {
+pub(crate) enum Piece {
     /// Data for entry `index` follows, from byte `offset` (`resumed`: the
     /// receiver's prefix matched ours).
     Start {
@@ -58,7 +58,7 @@ pub enum Piece {
 
 /// Reads every entry of `to_send` into `pieces`; stops early when the socket thread
 /// hangs up or `stop` is set (the session ended).
-pub fn read_files(
+pub(crate) fn read_files(
     to_send: &[ToSend],
     outbox: &dyn Outbox,
     hash: HashKind,
