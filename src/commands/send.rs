@@ -50,26 +50,17 @@ pub(crate) fn run(options: &SendOptions) -> Result<()> {
     let encryption = options.peering.security.encryption;
     let overwrite = options.overwrite;
     let session: Session = Arc::new(move |conn, tally| {
-        match (conn.negotiated.role(), &remote_dir) {
+        let role = conn.negotiated.role();
+        match (role == Role::Client, remote_dir.as_deref()) {
             // The listener is a server: put into the home, or into DIR of it.
-            (Role::Client, dir) => {
+            (true, dir) => {
                 if encryption == Encryption::Off {
                     report::warn("a server always encrypts: --no-encrypt has no effect here");
                 }
-                let dir = dir.as_deref().unwrap_or("");
-                client::put_on(conn, dir, overwrite, &*collected, tally)?;
+                client::put_on(conn, dir.unwrap_or(""), overwrite, &*collected, tally)?;
             }
-            (_, Some(dir)) => {
-                return Err(fail(
-                    Kind::Usage,
-                    format!(
-                        "the listener is a receiver, not a server: it takes no directory \
-                         (drop \":{}\")",
-                        crate::escape::escape(dir)
-                    ),
-                ));
-            }
-            (_, None) => {
+            (false, Some(dir)) => return Err(no_dir_at_a_receiver(dir)),
+            (false, None) => {
                 if overwrite {
                     report::warn(
                         "a receiver decides for itself whether to replace files \
@@ -80,13 +71,7 @@ pub(crate) fn run(options: &SendOptions) -> Result<()> {
             }
         }
         tally.verdict()?;
-        match unreadable {
-            0 => Ok(()),
-            n => Err(fail(
-                Kind::Io,
-                format!("{n} paths could not be read and were not sent"),
-            )),
-        }
+        all_read(unreadable)
     });
     // With a directory it can only be a server's: speaking as a client from the
     // start, a plain receiver is refused in the handshake (and keeps waiting for its
@@ -96,4 +81,27 @@ pub(crate) fn run(options: &SendOptions) -> Result<()> {
         None => Role::Sender,
     };
     run_link(&options.peering, role, options.compress, "sent", session)
+}
+
+/// `HOST:PORT:DIR` given, and a plain receiver met: it takes no directory.
+fn no_dir_at_a_receiver(dir: &str) -> anyhow::Error {
+    fail(
+        Kind::Usage,
+        format!(
+            "the listener is a receiver, not a server: it takes no directory (drop \":{}\")",
+            crate::escape::escape(dir)
+        ),
+    )
+}
+
+/// A session that delivered everything it read still fails when some paths could
+/// not be read at all.
+fn all_read(unreadable: usize) -> Result<()> {
+    match unreadable {
+        0 => Ok(()),
+        n => Err(fail(
+            Kind::Io,
+            format!("{n} paths could not be read and were not sent"),
+        )),
+    }
 }

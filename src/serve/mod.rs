@@ -29,7 +29,7 @@ use crate::error::{Classify, Kind, fail};
 use crate::escape::{escape, escape_path};
 use crate::fs::home::Home;
 use crate::fs::quota::Ledger;
-use crate::fs::sink::{self, TargetDir};
+use crate::fs::sink::{self, DirLock, TargetDir};
 use crate::key;
 use crate::net::{self, Accepting, Admission, Handler, ListenAddr, listen, signals};
 use crate::proto::message::{ErrorCode, Role};
@@ -155,17 +155,7 @@ pub(crate) fn run(options: &ServerOptions) -> Result<()> {
         Some(file) => Some(Users::load(file, &realm_text)?),
         None => None,
     };
-    // Private when made here, as a home is (without --users the root is the home).
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(&options.root)
-        .with_context(|| format!("cannot create the root {}", escape_path(&options.root)))
-        .classify(Kind::Io)?;
-    let target = TargetDir::open(&options.root)?;
-    // One server per root: two would race over the same homes and quotas.
-    let _lock = target.lock(&options.root)?;
-    let root = target.dup_root().classify(Kind::Io)?;
+    let (root, _lock) = take_root(&options.root)?;
     let listener = listen::bind(&options.listen)?;
     let local = listener.local_addr().classify(Kind::Network)?;
     let users = match listed {
@@ -204,6 +194,21 @@ pub(crate) fn run(options: &ServerOptions) -> Result<()> {
         stop,
         handler,
     )
+}
+
+/// Makes the root if missing (private, as a home is: without --users the root is
+/// the home) and takes it for this process: two servers would race over the same
+/// homes and quotas. The root's descriptor, and the lock to hold while serving.
+fn take_root(path: &Path) -> Result<(OwnedFd, DirLock)> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(path)
+        .with_context(|| format!("cannot create the root {}", escape_path(path)))
+        .classify(Kind::Io)?;
+    let target = TargetDir::open(path)?;
+    let lock = target.lock(path)?;
+    Ok((target.dup_root().classify(Kind::Io)?, lock))
 }
 
 /// How the server meets a client: always sealed, every feature offered, the
