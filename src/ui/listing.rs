@@ -34,6 +34,24 @@ pub(crate) fn short_line(item: &Item) -> String {
     format!("{}{slash}", escape(&item.name))
 }
 
+/// Writes `items` one per line, `ls -l`-style when `long` (sizes in KiB, MiB...
+/// when `human`): the shell's `ls` and `lls` alike.
+pub(crate) fn print_items(
+    out: &mut impl std::io::Write,
+    items: &[Item],
+    long: bool,
+    human: bool,
+) -> std::io::Result<()> {
+    for item in items {
+        if long {
+            writeln!(out, "{}", long_line(item, human))?;
+        } else {
+            writeln!(out, "{}", short_line(item))?;
+        }
+    }
+    Ok(())
+}
+
 /// A local entry as a listing item, for the same `ls -l` line (`lls -l`): a link
 /// (metadata not followed) is of kind `other`, as a server lists one.
 pub(crate) fn local_item(name: String, metadata: &std::fs::Metadata) -> Item {

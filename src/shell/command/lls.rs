@@ -1,7 +1,6 @@
 //! `lls`: a local directory's names, sorted, directories with a `/`; with `-l`, the
 //! long lines of `ls -l` (`crate::ui::listing`'s format, links not followed).
 
-use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
@@ -12,7 +11,7 @@ use crate::escape::escape_path;
 use crate::proto::message::Item;
 use crate::shell::session::Session;
 use crate::shell::words::expand_home;
-use crate::ui::listing::{local_item, long_line, short_line};
+use crate::ui::listing::{local_item, print_items};
 
 /// list a local directory (-l: long, -h: human sizes)
 #[derive(Debug, Args, PartialEq, Eq)]
@@ -45,14 +44,7 @@ impl Lls {
             })
             .collect();
         items.sort_by(|a, b| a.name.cmp(&b.name));
-        let mut out = std::io::stdout().lock();
-        for item in &items {
-            if self.long {
-                writeln!(out, "{}", long_line(item, self.human))?;
-            } else {
-                writeln!(out, "{}", short_line(item))?;
-            }
-        }
+        print_items(&mut std::io::stdout().lock(), &items, self.long, self.human)?;
         Ok(())
     }
 }
