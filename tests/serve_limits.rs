@@ -43,7 +43,13 @@ fn a_put_that_does_not_fit_the_quota_is_refused_up_front() {
         ],
     );
     expect_exit(&put, 6, "a put over the quota");
-    assert!(stderr_of(&put).contains("quota"), "{}", stderr_of(&put));
+    // The refusal gives the numbers and where to look.
+    for said in [
+        "over the quota: needs 146.48 KiB, the home holds 0 B of 97.66 KiB",
+        "`xfer ls --usage`",
+    ] {
+        assert!(stderr_of(&put).contains(said), "{}", stderr_of(&put));
+    }
     // Nothing of the big file (not even a partial); the small one arrived.
     assert_eq!(names_in(&site.home("alice")), ["small.txt"]);
     assert_eq!(

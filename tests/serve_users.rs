@@ -367,6 +367,53 @@ fn a_user_removed_by_a_reload_loses_their_open_connections() {
     );
 }
 
+/// A shell whose session a reload ended hears the server's reason, not "wrong key"
+/// (found in the second new-user trial).
+#[test]
+fn a_shell_ended_by_a_reload_says_why_not_wrong_key() {
+    let site = Site::new();
+    site.users(&[("alice", "")]);
+    let server = site.serve(&[]);
+    let mut shell = as_user(&site, "alice", &["shell", &server.addr(), "-b", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn xfer shell");
+    let mut input = shell.stdin.take().expect("piped");
+    input.write_all(b"pwd\n").unwrap();
+    // The session is open once the first command answered.
+    let mut stdout = shell.stdout.take().expect("piped");
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + TIMEOUT;
+    while !String::from_utf8_lossy(&seen).contains("/\n") && Instant::now() < deadline {
+        let mut byte = [0; 1];
+        if stdout.read(&mut byte).unwrap_or(0) == 0 {
+            break;
+        }
+        seen.push(byte[0]);
+    }
+    site.users(&[("alice", "home = \"elsewhere\"")]);
+    server.hangup();
+    server.wait_for_log("reloaded", 1);
+    input.write_all(b"ls\n").unwrap();
+    drop(input);
+    let status = wait_for(&mut shell, TIMEOUT);
+    let mut stderr = String::new();
+    shell
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert_eq!(status.code(), Some(4), "{stderr}");
+    assert!(
+        stderr.contains("the server ended this session") && stderr.contains("home changed"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("wrong key"), "{stderr}");
+}
+
 #[test]
 fn a_password_logs_in_and_a_wrong_one_does_not() {
     let site = Site::new();

@@ -174,7 +174,8 @@ fn compress_level_apart(args: &SendArgs) -> Result<(), String> {
         .find(|operand| operand.parse::<i32>().is_ok() && !std::path::Path::new(operand).exists());
     match slip {
         Some(level) => Err(format!(
-            "\"{level}\" was read as an operand: --compress takes its level after              `=` (--compress={level}), since the level is optional"
+            "\"{level}\" was read as an operand: --compress takes its level after `=` \
+             (--compress={level}), since the level is optional"
         )),
         None => Ok(()),
     }

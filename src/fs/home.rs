@@ -189,7 +189,10 @@ impl Home {
             Ok(()) => Ok(freed),
             Err(Errno::NOTEMPTY | Errno::EXIST) => Err(Refusal::new(
                 ErrorCode::Denied,
-                format!("{}: the directory is not empty", escape(path)),
+                format!(
+                    "{}: the directory is not empty (`rm -r` removes it with everything inside)",
+                    escape(path)
+                ),
             )),
             Err(Errno::NOENT) => Err(not_found(path)),
             Err(err) => Err(Refusal::io(path, "cannot remove", err)),

@@ -138,13 +138,42 @@ impl Books {
         let bytes_over = over(self.limits.bytes, used.bytes, reserved.bytes, more.bytes);
         let files_over = over(self.limits.files, used.files, reserved.files, more.files);
         if bytes_over || files_over {
-            let what = if bytes_over { "bytes" } else { "files" };
             return Err(Refusal::new(
                 ErrorCode::Quota,
-                format!("{}: over the user's quota of {what}", escape(path)),
+                format!("{}: {}", escape(path), self.over_by(more, bytes_over)),
             ));
         }
         Ok(())
+    }
+
+    /// The numbers behind a `quota` refusal: what was asked for, what the home
+    /// holds and may hold, and where to look.
+    fn over_by(&self, more: Footprint, bytes: bool) -> String {
+        use indicatif::HumanBytes;
+        let (used, reserved) = (self.on_disk, self.reserved);
+        let (asked, held, promised, limit) = if bytes {
+            let limit = self.limits.bytes.unwrap_or(0);
+            let show = |n: u64| HumanBytes(n).to_string();
+            (
+                show(more.bytes),
+                show(used.bytes),
+                show(reserved.bytes),
+                show(limit),
+            )
+        } else {
+            let limit = self.limits.files.unwrap_or(0);
+            let show = |n: u64| format!("{n} files");
+            (
+                show(more.files),
+                show(used.files),
+                show(reserved.files),
+                show(limit),
+            )
+        };
+        format!(
+            "over the quota: needs {asked}, the home holds {held} of {limit} \
+             ({promised} more promised to uploads in progress); `xfer ls --usage` shows it"
+        )
     }
 }
 

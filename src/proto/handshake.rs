@@ -588,7 +588,8 @@ const LISTENER_HELLO: &str = "the listener's hello";
 /// hello is most likely another service waiting for us to speak (HTTP).
 fn too_late(what: &str) -> String {
     if what == LISTENER_HELLO {
-        "the peer sent nothing xfer understands before the handshake timeout          (--handshake-timeout): is an xfer receiver or server listening there, or          another service (wrong port?)"
+        "the peer sent nothing xfer understands before the handshake timeout (--handshake-timeout): is an xfer receiver or server \
+         listening there, or another service (wrong port?)"
             .into()
     } else {
         format!("the peer did not complete the handshake in time (waiting for {what})")

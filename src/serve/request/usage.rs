@@ -17,7 +17,11 @@ pub(crate) fn run(context: &Context<'_>, conn: &mut TcpConnection) -> Result<()>
     conn.writer.flush()?;
     context.log(
         "usage",
-        Ok(format!("{} bytes, {} files", used.bytes, used.files)),
+        Ok(format!(
+            "{} bytes, {}",
+            used.bytes,
+            crate::ui::report::plural(used.files as usize, "file")
+        )),
     );
     Ok(())
 }
