@@ -7,9 +7,7 @@
 //! operations done, refusals by code, the most ever on disk, and the final disk
 //! against `usage`.
 
-#[path = "../tests/util/site.rs"]
-mod site;
-#[path = "../tests/util/mod.rs"]
+#[path = "../tests/it/util/mod.rs"]
 mod util;
 
 use std::collections::BTreeMap;
@@ -17,9 +15,9 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use site::{Server, Site, cut_put, on_disk};
 use util::pattern;
 use util::peer::SendEntry;
+use util::site::{Server, Site, cut_put, on_disk};
 
 /// The user's quota, in bytes: small, so that it is reached all the time.
 const QUOTA: u64 = 2_000_000;
@@ -67,7 +65,7 @@ fn operate(server: &Server, tally: &Tally) {
             let overwrite = rand::random_bool(0.5);
             let entry = SendEntry::file(name, content(name, size));
             let what = if overwrite { "put -f" } else { "put" };
-            match site::put(&mut peer, "", overwrite, &[entry]) {
+            match util::site::put(&mut peer, "", overwrite, &[entry]) {
                 Ok(report) if report.delivered(0) => format!("{what}: ok"),
                 Ok(report) => format!("{what}: {}", refusal(&report)),
                 Err(err) => format!("{what}: {err}"),

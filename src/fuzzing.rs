@@ -1,5 +1,5 @@
 //! Properties the fuzz targets check (`fuzz/`, cargo-fuzz on nightly), kept in the
-//! library so that `tests/fuzz_corpus.rs` replays every saved input on stable under
+//! library so that `tests/it/fuzz_corpus.rs` replays every saved input on stable under
 //! plain `cargo test`. Each function panics when its property does not hold; it is
 //! not part of xfer's interface.
 

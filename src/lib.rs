@@ -3,7 +3,7 @@
 //! project's own account of it is `docs/PROTOCOL.md`.
 //!
 //! The modules, top to bottom; a module imports only from rows below its own
-//! (`tests/layering.rs` fails on any two that reach each other):
+//! (`tests/it/layering.rs` fails on any two that reach each other):
 //!
 //! ```text
 //! dispatch.rs        the parsed command line to one command (main.rs calls it)

@@ -410,7 +410,7 @@ mod tests {
 
     #[test]
     fn a_tree_is_walked_sorted_parents_first_and_links_skipped() {
-        // The walk warns on stderr about the links it skips (tests/transfer.rs checks
+        // The walk warns on stderr about the links it skips (tests/it/transfer.rs checks
         // the skipped-link line end to end); libtest does not capture that stream,
         // so keep a passing test silent, as `--quiet` would.
         crate::ui::report::set_quiet();
@@ -453,7 +453,7 @@ mod tests {
 
     #[test]
     fn link_loops_are_detected_when_following() {
-        // The walk warns on stderr about the links it skips (tests/transfer.rs checks
+        // The walk warns on stderr about the links it skips (tests/it/transfer.rs checks
         // the skipped-link line end to end); libtest does not capture that stream,
         // so keep a passing test silent, as `--quiet` would.
         crate::ui::report::set_quiet();

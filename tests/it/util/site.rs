@@ -3,13 +3,12 @@
 //! (`setpriv`, uid and gid 65534, the site chowned to it); clients logged in with
 //! the independent peer of `util::peer`, puts cut midway, and the walk of a home
 //! from outside (every file at every depth, `lstat` sizes) that each test checks
-//! against the quota and against what `usage` says. Copied in part from
-//! `tests/serve.rs`, whose helpers are private to it.
+//! against the quota and against what `usage` says.
 
 #![allow(dead_code)]
 
 use std::fs;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -17,6 +16,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use crate::util::peer::{Initiator, Peer, SendEntry};
+use crate::util::server::private;
 use crate::util::{Receiver, TIMEOUT, xfer};
 
 /// The uid and gid an unprivileged server runs as.
@@ -260,26 +260,6 @@ pub fn check_dir(dir: &Path, server: &Server, user: &str, quota: u64) {
         disk,
         "{user}'s usage against the disk (bytes, files)"
     );
-}
-
-/// Waits (bounded) until `check` holds.
-pub fn eventually(what: &str, mut check: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !check() {
-        assert!(start.elapsed() < TIMEOUT, "never happened: {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-pub fn write(path: &Path, content: &[u8]) {
-    fs::create_dir_all(path.parent().expect("a parent")).expect("mkdir");
-    fs::write(path, content).expect("write");
-}
-
-/// A file only its owner may read (what the server asks of keys and users files).
-pub fn private(path: &Path, content: &[u8]) {
-    write(path, content);
-    fs::set_permissions(path, fs::Permissions::from_mode(0o600)).expect("chmod");
 }
 
 /// Sends the rest of entry `index` (after the first `sent` bytes, all of `content`

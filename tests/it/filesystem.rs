@@ -3,14 +3,14 @@
 //! leave the receiver serving, and a second receiver on the same directory is
 //! refused, naming the first.
 
-mod util;
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use util::relay::{Faults, Relay};
-use util::{KEY, Receiver, TIMEOUT, files_under, pattern, run, send, stderr_of, wait_for, xfer};
+use crate::util::relay::{Faults, Relay};
+use crate::util::{
+    KEY, Receiver, TIMEOUT, files_under, pattern, run, send, stderr_of, wait_for, xfer,
+};
 
 /// Runs `script` in a private mount namespace (`unshare -m`), or says why it cannot.
 fn in_mount_namespace(script: &str) -> Option<Command> {

@@ -5,11 +5,12 @@
 //! `xfer serve` on a site of keys, users and homes. Each helper has one name and one
 //! home here, whichever test files use it.
 
-#![allow(dead_code)] // each test binary uses a different part of this
+#![allow(dead_code)] // the tests and benches/serve_soak.rs each use a different part of this
 
 pub mod peer;
 pub mod relay;
 pub mod server;
+pub mod site;
 
 use std::io::{BufRead, BufReader, Read};
 use std::net::{Ipv4Addr, SocketAddrV4, TcpStream};

@@ -3,15 +3,15 @@
 //! `$XFER_KEY`, and a side started without one prints one that works; short keys are
 //! warned about. Users and passwords of `xfer serve` are in `serve_users.rs`.
 
-mod util;
-
 use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use util::peer::{Acceptor, Peer, kind, make_hello};
-use util::*;
+
+use crate::util;
+use crate::util::peer::{Acceptor, Peer, kind, make_hello};
+use crate::util::*;
 
 #[test]
 fn wrong_key_is_refused_and_the_receiver_keeps_waiting() {

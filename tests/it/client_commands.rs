@@ -3,8 +3,6 @@
 //! awkward operands (spaces, quotes, colons), IPv6 addresses, long and JSON listings,
 //! and the shell at a terminal, in a script and from standard input.
 
-mod util;
-
 use std::fs;
 use std::fs::File;
 use std::io::{Read, Write};
@@ -16,8 +14,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::Value;
-use util::server::*;
-use util::*;
+
+use crate::util;
+use crate::util::server::*;
+use crate::util::*;
 
 impl Terminal {
     /// Starts `program args` with the terminal as its controlling terminal

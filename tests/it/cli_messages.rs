@@ -4,14 +4,13 @@
 //! `--json` events one object per line, and names escaped so they cannot trick a
 //! terminal.
 
-mod util;
-
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
 use serde_json::Value;
-use util::*;
+
+use crate::util::*;
 
 /// Runs `script` in a pseudo-terminal of `cols` columns; returns what it printed.
 fn in_terminal(script: &str, cols: u16) -> String {

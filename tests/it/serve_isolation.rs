@@ -3,16 +3,15 @@
 //! single-key server's private root, names like `c:x`, and two sessions writing
 //! one path.
 
-mod util;
-
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 
 use serde_json::Value;
-use util::peer::SendEntry;
-use util::server::*;
-use util::{Receiver, files_under, pattern, run, stderr_of, xfer};
+
+use crate::util::peer::SendEntry;
+use crate::util::server::*;
+use crate::util::{Receiver, files_under, pattern, run, stderr_of, xfer};
 
 /// Alice with a secret and a directory in her home, bob with one file of his own.
 fn alice_and_bob(site: &Site) {
@@ -63,7 +62,7 @@ fn two_users_cannot_see_or_touch_each_others_files() {
 
     // Bob cannot list his way out. The client takes `..` as the shell does, never
     // above the home, and a leading `/` as the home (the server, strict, refuses
-    // both: tests/interop.rs): these paths are looked for inside his home.
+    // both: tests/it/interop.rs): these paths are looked for inside his home.
     for path in [
         "../alice",
         "../alice/secret.txt",

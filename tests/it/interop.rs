@@ -1,9 +1,7 @@
-//! The protocol as PROTOCOL.md writes it. The independent peer of `tests/util/peer`
+//! The protocol as PROTOCOL.md writes it. The independent peer of `tests/it/util/peer`
 //! (sharing no code with the crate) is checked against the document's vectors and
 //! against itself and its minimal server; then the real binary meets it in both
 //! roles and in every feature mode, as a sender, a receiver, a client and a server.
-
-mod util;
 
 use std::net::TcpListener;
 use std::os::unix::fs::PermissionsExt;
@@ -11,13 +9,15 @@ use std::time::{Duration, SystemTime};
 use std::{fs, thread};
 
 use serde_json::{Value, json};
-use util::peer::server::{MiniServer, ServerConfig};
-use util::peer::{
+
+use crate::util;
+use crate::util::peer::server::{MiniServer, ServerConfig};
+use crate::util::peer::{
     Acceptor, Decision, Initiator, Peer, PeerError, PeerResult, SendEntry, decode_data, hex,
     hex_matches, kind, mac_done, mac_ok, make_hello, *,
 };
-use util::server::*;
-use util::*;
+use crate::util::server::*;
+use crate::util::*;
 
 fn vector_a() -> Transcript {
     Transcript {

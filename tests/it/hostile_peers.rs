@@ -4,8 +4,6 @@
 //! the idle timeout, hostile paths and names that aim at the receiver's own
 //! temporary files. An honest sender always still gets through.
 
-mod util;
-
 use std::io::Write;
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -13,10 +11,12 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use util::peer::{
+
+use crate::util;
+use crate::util::peer::{
     Acceptor, Decision, Initiator, MAX_FRAME, Peer, SendEntry, TAG_LEN, kind, parse_control,
 };
-use util::*;
+use crate::util::*;
 
 /// `xfer send FILE` to 127.0.0.1:`port`, arriving from the local address `from`:
 /// through a relay that connects from a socket bound there.

@@ -4,8 +4,6 @@
 //! read-only sources for an unprivileged receiver, and downloads from `xfer serve`
 //! resumed where they stopped. Nothing is ever kept under the final name unverified.
 
-mod util;
-
 use std::fs;
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
@@ -13,9 +11,10 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use util::relay::{Faults, Relay};
-use util::server::*;
-use util::*;
+
+use crate::util::relay::{Faults, Relay};
+use crate::util::server::*;
+use crate::util::*;
 
 /// A relay for one connection to 127.0.0.1:`target` that forwards everything from
 /// the client but only the first `limit` bytes from the server, then cuts both

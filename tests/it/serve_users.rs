@@ -3,8 +3,6 @@
 //! connections), unknown users indistinguishable from wrong keys, passwords and
 //! `passwd`, read-only users, and the log lines and JSON events naming each user.
 
-mod util;
-
 use std::fs;
 use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
@@ -12,9 +10,11 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use util::peer::{Initiator, Peer, PeerError};
-use util::server::*;
-use util::{TIMEOUT, run, stderr_of, wait_for, xfer};
+
+use crate::util;
+use crate::util::peer::{Initiator, Peer, PeerError};
+use crate::util::server::*;
+use crate::util::{TIMEOUT, run, stderr_of, wait_for, xfer};
 
 /// Starts `xfer serve` on the site's users file and expects it to refuse: a
 /// non-zero exit, before listening, with one line on stderr naming `names`.

@@ -3,13 +3,11 @@
 //! next request, with the reason in the log, so a session never goes on in a home
 //! that moved (and was given to someone else); new limits apply at once.
 
-#[path = "util/site.rs"]
-mod site;
-mod util;
-
-use site::{Site, check_home, write};
-use util::pattern;
-use util::peer::SendEntry;
+use crate::util;
+use crate::util::pattern;
+use crate::util::peer::SendEntry;
+use crate::util::server::write;
+use crate::util::site::{Site, check_home};
 
 /// Finding 6: alice's open session kept the home it opened at login after a reload
 /// gave that directory to bob, and read and wrote his files.
@@ -53,8 +51,8 @@ fn a_reload_that_moves_a_home_ends_the_sessions_in_the_old_one() {
     let names = server.login("alice").list("").unwrap();
     assert!(names.is_empty(), "{names:?}");
     // Bob now lives in what was alice's home, her file and his in it.
-    site::check_dir(&site.home("alice"), &server, "bob", 1_000_000);
-    site::check_dir(&site.home("alice2"), &server, "alice", 1_000_000);
+    util::site::check_dir(&site.home("alice"), &server, "bob", 1_000_000);
+    util::site::check_dir(&site.home("alice2"), &server, "alice", 1_000_000);
 }
 
 /// Limits changed by a reload apply to an open session at once; a changed

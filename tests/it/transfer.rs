@@ -4,17 +4,17 @@
 //! serving receiver, at the rate `--limit-rate` asks. Run against the real binary on
 //! 127.0.0.1 with port 0; every wait is bounded.
 
-mod util;
-
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use util::peer::{Peer, kind};
-use util::relay::{Faults, Relay};
-use util::*;
+
+use crate::util;
+use crate::util::peer::{Peer, kind};
+use crate::util::relay::{Faults, Relay};
+use crate::util::*;
 
 /// `xfer send - 127.0.0.1:PORT` fed `input` on stdin.
 fn send_stdin(port: u16, input: Vec<u8>, extra: &[&str]) -> std::process::Output {
@@ -662,7 +662,7 @@ fn files_already_there_are_said_to_match_by_size_and_time_not_to_have_verified()
 /// The README's first command, as printed there, with this build's binary, a free
 /// port and temporary directories in place of `/tmp/inbox`.
 fn readme_one_liner(inbox: &Path, port: u16) -> String {
-    let readme = include_str!("../README.md");
+    let readme = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"));
     let line = readme
         .lines()
         .find(|line| line.starts_with("cargo install --locked --path . && "))
@@ -677,7 +677,11 @@ fn readme_one_liner(inbox: &Path, port: u16) -> String {
 fn the_readme_one_liner_prints_whole_lines_one_process_at_a_time() {
     let cwd = tempfile::tempdir().unwrap();
     let inbox = tempfile::tempdir().unwrap();
-    std::fs::write(cwd.path().join("README.md"), include_str!("../README.md")).unwrap();
+    std::fs::write(
+        cwd.path().join("README.md"),
+        include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")),
+    )
+    .unwrap();
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()

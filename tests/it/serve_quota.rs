@@ -6,19 +6,17 @@
 //! every test the home is walked from outside and must hold at most the quota,
 //! exactly what `usage` says.
 
-#[path = "util/site.rs"]
-mod site;
-mod util;
-
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::time::{Duration, Instant};
 
-use site::{
-    Site, check_home, cut_put, finish_put, on_disk, remote_code, send_part, start_put, write,
+use crate::util;
+use crate::util::pattern;
+use crate::util::peer::SendEntry;
+use crate::util::server::write;
+use crate::util::site::{
+    Site, check_home, cut_put, finish_put, on_disk, remote_code, send_part, start_put,
 };
-use util::pattern;
-use util::peer::SendEntry;
 
 const QUOTA: u64 = 1_000_000;
 
@@ -53,8 +51,8 @@ fn cut_overwrites_never_pile_up_partials_past_the_quota() {
 /// and is halfway when `act` runs in another; returns `act`'s outcome and the
 /// overwrite's answer.
 fn race_an_overwrite(
-    act: impl FnOnce(&site::Server) -> Option<String>,
-) -> (Site, site::Server, Option<String>, serde_json::Value) {
+    act: impl FnOnce(&util::site::Server) -> Option<String>,
+) -> (Site, util::site::Server, Option<String>, serde_json::Value) {
     let site = Site::new();
     site.users(&[("alice", &format!("quota = {QUOTA}"))]);
     write(&site.home("alice").join("f"), &pattern(500_000, 1));
@@ -145,7 +143,7 @@ fn a_rename_of_a_path_being_written_or_of_its_directory_is_busy() {
         Some("busy")
     );
     drop(putting);
-    site::eventually("the put's directory is let go", || {
+    util::server::eventually("the put's directory is let go", || {
         server.login("alice").rename("e", "e2").is_ok()
     });
     check_home(&site, &server, "alice", QUOTA);

@@ -3,16 +3,15 @@
 //! file, a file the server did not make — is never offered to resume from (its
 //! length is not told), never truncated or written; a fresh temporary is used.
 
-#[path = "util/site.rs"]
-mod site;
-mod util;
-
 use std::fs;
 
 use sha2::{Digest, Sha256};
-use site::{Site, check_home, write};
-use util::pattern;
-use util::peer::SendEntry;
+
+use crate::util;
+use crate::util::pattern;
+use crate::util::peer::SendEntry;
+use crate::util::server::write;
+use crate::util::site::{Site, check_home};
 
 /// The name the server keeps partial data of `name` offered with `size` bytes under.
 fn partial_name(name: &str, size: u64) -> String {
@@ -72,7 +71,7 @@ fn the_servers_own_partial_is_resumed() {
     site.users(&[("alice", "quota = 1000000")]);
     let server = site.serve();
     let content = pattern(300_000, 4);
-    site::cut_put(
+    util::site::cut_put(
         server.login("alice"),
         "",
         false,

@@ -4,8 +4,6 @@
 //! digest or MAC, a plan offset past the end, a stream that ends early. Each ends in
 //! the documented exit code and never in a wrong file.
 
-mod util;
-
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::os::unix::fs::PermissionsExt;
@@ -13,9 +11,11 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use util::peer::{self, ALL_FEATURES, Acceptor, Initiator, Peer, SendEntry, hex, kind};
-use util::relay::{Faults, Relay};
-use util::*;
+
+use crate::util;
+use crate::util::peer::{self, ALL_FEATURES, Acceptor, Initiator, Peer, SendEntry, hex, kind};
+use crate::util::relay::{Faults, Relay};
+use crate::util::*;
 
 /// A sender that authenticated with `features` to a fresh receiver, and has sent
 /// the offer of one file of `len` bytes named `f` and read the plan.

@@ -4,17 +4,17 @@
 //! on text and costs nothing on random data, and a server address given to a plain
 //! receiver.
 
-mod util;
-
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use util::peer::{self, Peer};
-use util::relay::{Faults, Relay};
-use util::*;
+
+use crate::util;
+use crate::util::peer::{self, Peer};
+use crate::util::relay::{Faults, Relay};
+use crate::util::*;
 
 /// A relay that forwards both ways and keeps a copy of everything it saw.
 fn capturing_relay(target: u16) -> (u16, Arc<Mutex<Vec<u8>>>) {

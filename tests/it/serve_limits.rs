@@ -3,16 +3,15 @@
 //! `--max-sessions`, the idle timeout, the server's memory under many uploads, and a
 //! client killed mid-put.
 
-mod util;
-
 use std::fs;
 use std::path::PathBuf;
 use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use util::server::*;
-use util::{TIMEOUT, files_under, pattern, run, stderr_of, wait_for};
+
+use crate::util::server::*;
+use crate::util::{TIMEOUT, files_under, pattern, run, stderr_of, wait_for};
 
 /// The server's peak resident memory so far, in MiB.
 fn peak_rss_mib(server: &Server) -> u64 {

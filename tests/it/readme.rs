@@ -6,13 +6,11 @@
 //! paths (`/etc/xfer`, `/srv/xfer`, `/run`), the port and the host are changed, so a
 //! README that drifts from the binary fails here.
 
-mod util;
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use util::server::{Server, clean_env};
-use util::{Receiver, run, stderr_of};
+use crate::util::server::{Server, clean_env};
+use crate::util::{Receiver, run, stderr_of};
 
 /// The README, as the repository holds it.
 fn readme() -> String {

@@ -1,0 +1,29 @@
+//! The integration tests, linked into one test binary (`cargo test --test it`) so
+//! that `util` is compiled once and one binary is linked instead of one per file.
+//! Each module is one behaviour; `cargo test --test it serve_quota::` runs one.
+//!
+//! The tests share one process and run on parallel threads, so none may change
+//! process-wide state (environment, current directory, umask, signal dispositions):
+//! what a child `xfer` needs is set on its `Command` (`env`, `current_dir`).
+
+mod util;
+
+mod authentication;
+mod cli_messages;
+mod client_commands;
+mod filesystem;
+mod fuzz_corpus;
+mod hostile_peers;
+mod interop;
+mod layering;
+mod negotiation;
+mod readme;
+mod resume;
+mod serve_isolation;
+mod serve_limits;
+mod serve_partials;
+mod serve_quota;
+mod serve_reload;
+mod serve_users;
+mod tampering;
+mod transfer;
