@@ -17,7 +17,8 @@ use std::time::{Duration, Instant};
 
 use util::pattern;
 use util::peer::SendEntry;
-use util::site::{Server, Site, cut_put, on_disk};
+use util::server::{Server, Site};
+use util::site::{cut_put, on_disk};
 
 /// The user's quota, in bytes: small, so that it is reached all the time.
 const QUOTA: u64 = 2_000_000;
@@ -115,7 +116,7 @@ fn main() {
         .unwrap_or(60);
     let site = Site::new();
     site.users(&[("alice", &format!("quota = {QUOTA}"))]);
-    let server = site.serve();
+    let server = site.serve(&[]);
     let home = site.home("alice");
     let tally = Tally::default();
     let most = AtomicU64::new(0);

@@ -508,7 +508,7 @@ fn the_independent_client_works_against_xfer_serve() {
     site.users(&[("alice", "quota = 1000000")]);
     let server = site.serve(&[]);
     let home = site.home("alice");
-    let mut peer = login(&server, "alice");
+    let mut peer = server.login("alice");
 
     peer.mkdir("in/box").expect("mkdir");
     peer.mkdir("in/box")

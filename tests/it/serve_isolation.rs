@@ -286,7 +286,7 @@ fn a_home_swapped_for_a_symlink_never_exposes_another_home() {
     alice_and_bob(&site);
     let alice_before = snapshot(&site.home("alice"));
     // A connection bob opened before the swap.
-    let mut held = login(&server, "bob");
+    let mut held = server.login("bob");
     assert_eq!(item_names(&held.list("").expect("a listing")), ["own.txt"]);
 
     fs::rename(site.home("bob"), site.root().join("bob.old")).unwrap();
@@ -379,7 +379,7 @@ fn two_sessions_cannot_write_one_path_at_once() {
     eventually("the first upload has begun", || {
         fs::read_dir(&home).unwrap().next().is_some()
     });
-    let mut peer = login(&server, "alice");
+    let mut peer = server.login("alice");
     let report = peer
         .put("", &[SendEntry::file("same.bin", pattern(4 << 20, 9))])
         .unwrap_or_else(|err| panic!("a put: {err}: {}", server.log()));

@@ -308,7 +308,7 @@ fn max_sessions_turns_away_a_users_extra_connections_as_busy() {
     let site = Site::new();
     site.users(&[("alice", "max_sessions = 1"), ("bob", "")]);
     let server = site.serve(&[]);
-    let mut held = login(&server, "alice");
+    let mut held = server.login("alice");
     let busy = client(&site, "alice", &["ls", &server.addr()]);
     expect_exit(&busy, 3, "alice's second connection");
     assert!(stderr_of(&busy).contains("busy"), "{}", stderr_of(&busy));
@@ -327,7 +327,7 @@ fn an_idle_connection_is_closed_with_timeout() {
     let site = Site::new();
     site.users(&[("alice", "")]);
     let server = site.serve(&["--idle-timeout", "1"]);
-    let mut peer = login(&server, "alice");
+    let mut peer = server.login("alice");
     peer.list("").expect("a listing");
     let start = Instant::now();
     let frame = peer.read_control().expect("an error frame");

@@ -10,8 +10,9 @@ use sha2::{Digest, Sha256};
 use crate::util;
 use crate::util::pattern;
 use crate::util::peer::SendEntry;
+use crate::util::server::Site;
 use crate::util::server::write;
-use crate::util::site::{Site, check_home};
+use crate::util::site::check_home;
 
 /// The name the server keeps partial data of `name` offered with `size` bytes under.
 fn partial_name(name: &str, size: u64) -> String {
@@ -37,7 +38,7 @@ fn a_hard_link_under_a_partials_name_is_never_resumed_or_written() {
     // And a plain file, one link, that the server never made.
     let foreign = site.home("alice").join(partial_name("g", 300_000));
     fs::write(&foreign, pattern(50_000, 2)).unwrap();
-    let server = site.serve();
+    let server = site.serve(&[]);
     let alices = pattern(300_000, 3);
     let report = server
         .login("alice")
@@ -69,7 +70,7 @@ fn a_hard_link_under_a_partials_name_is_never_resumed_or_written() {
 fn the_servers_own_partial_is_resumed() {
     let site = Site::new();
     site.users(&[("alice", "quota = 1000000")]);
-    let server = site.serve();
+    let server = site.serve(&[]);
     let content = pattern(300_000, 4);
     util::site::cut_put(
         server.login("alice"),

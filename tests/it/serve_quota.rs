@@ -13,9 +13,10 @@ use std::time::{Duration, Instant};
 use crate::util;
 use crate::util::pattern;
 use crate::util::peer::SendEntry;
+use crate::util::server::Site;
 use crate::util::server::write;
 use crate::util::site::{
-    Site, check_home, cut_put, finish_put, on_disk, remote_code, send_part, start_put,
+    check_home, cut_put, finish_put, on_disk, remote_code, send_part, start_put,
 };
 
 const QUOTA: u64 = 1_000_000;
@@ -32,7 +33,7 @@ fn cut_overwrites_never_pile_up_partials_past_the_quota() {
             &pattern(250_000, i),
         );
     }
-    let server = site.serve();
+    let server = site.serve(&[]);
     for run in 0..4u64 {
         let size = 240_000 - run as usize * 1000;
         let entry = SendEntry::file("f0", pattern(size, 10 + run));
@@ -51,12 +52,17 @@ fn cut_overwrites_never_pile_up_partials_past_the_quota() {
 /// and is halfway when `act` runs in another; returns `act`'s outcome and the
 /// overwrite's answer.
 fn race_an_overwrite(
-    act: impl FnOnce(&util::site::Server) -> Option<String>,
-) -> (Site, util::site::Server, Option<String>, serde_json::Value) {
+    act: impl FnOnce(&util::server::Server) -> Option<String>,
+) -> (
+    Site,
+    util::server::Server,
+    Option<String>,
+    serde_json::Value,
+) {
     let site = Site::new();
     site.users(&[("alice", &format!("quota = {QUOTA}"))]);
     write(&site.home("alice").join("f"), &pattern(500_000, 1));
-    let server = site.serve();
+    let server = site.serve(&[]);
     let mut writer = server.login("alice");
     let new = pattern(500_000, 2);
     let plan = start_put(&mut writer, "", true, &[SendEntry::file("f", new.clone())]);
@@ -203,7 +209,7 @@ fn a_directory_offered_mode_0000_stays_counted_on_an_unprivileged_server() {
 fn paths_deeper_than_the_count_are_refused_and_the_deepest_kept_are_counted() {
     let site = Site::new();
     site.users(&[("alice", &format!("quota = {QUOTA}"))]);
-    let server = site.serve();
+    let server = site.serve(&[]);
     let dirs = |n: usize| vec!["d"; n].join("/");
     let too_deep = format!("{}/f", dirs(257));
     let deepest = format!("{}/g", dirs(255));
@@ -238,7 +244,7 @@ fn paths_deeper_than_the_count_are_refused_and_the_deepest_kept_are_counted() {
     );
     server.wait_for_log("alice put .:", 3);
     drop(server);
-    let server = site.serve();
+    let server = site.serve(&[]);
     let report = server
         .login("alice")
         .put("", &[SendEntry::file("c", pattern(800_000, 4))])
@@ -252,7 +258,7 @@ fn paths_deeper_than_the_count_are_refused_and_the_deepest_kept_are_counted() {
 fn mkdir_of_the_empty_path_is_a_bad_path() {
     let site = Site::new();
     site.users(&[("alice", &format!("quota = {QUOTA}"))]);
-    let server = site.serve();
+    let server = site.serve(&[]);
     assert_eq!(
         remote_code(server.login("alice").mkdir("")).as_deref(),
         Some("bad_path")
@@ -274,7 +280,7 @@ fn counting_a_large_home_holds_up_only_its_own_user() {
             std::os::unix::fs::symlink("x", dir.join(format!("l{f}"))).unwrap();
         }
     }
-    let server = site.serve();
+    let server = site.serve(&[]);
     let (bob, alice) = std::thread::scope(|scope| {
         let bob = scope.spawn(|| {
             let mut peer = server.login("bob");

@@ -6,8 +6,9 @@
 use crate::util;
 use crate::util::pattern;
 use crate::util::peer::SendEntry;
+use crate::util::server::Site;
 use crate::util::server::write;
-use crate::util::site::{Site, check_home};
+use crate::util::site::check_home;
 
 /// Finding 6: alice's open session kept the home it opened at login after a reload
 /// gave that directory to bob, and read and wrote his files.
@@ -15,7 +16,7 @@ use crate::util::site::{Site, check_home};
 fn a_reload_that_moves_a_home_ends_the_sessions_in_the_old_one() {
     let site = Site::new();
     site.users(&[("alice", "quota = 1000000"), ("bob", "quota = 1000000")]);
-    let server = site.serve();
+    let server = site.serve(&[]);
     write(&site.home("alice").join("mine.txt"), b"alice's\n");
     let mut held = server.login("alice");
     let names: Vec<_> = held
@@ -61,7 +62,7 @@ fn a_reload_that_moves_a_home_ends_the_sessions_in_the_old_one() {
 fn new_limits_apply_at_once_and_a_changed_right_ends_the_session() {
     let site = Site::new();
     site.users(&[("alice", "quota = 1000000")]);
-    let server = site.serve();
+    let server = site.serve(&[]);
     let mut held = server.login("alice");
     site.users(&[("alice", "quota = 100000")]);
     server.reload(1);

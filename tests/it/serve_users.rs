@@ -345,7 +345,7 @@ fn a_user_removed_by_a_reload_loses_their_open_connections() {
     site.users(&[("alice", ""), ("bob", "")]);
     let server = site.serve(&[]);
     write(&site.home("alice").join("secret.txt"), b"alice's secret\n");
-    let mut held = login(&server, "alice");
+    let mut held = server.login("alice");
     assert_eq!(
         item_names(&held.list("").expect("a listing")),
         ["secret.txt"]

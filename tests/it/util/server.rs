@@ -87,7 +87,29 @@ impl Site {
 
     /// [`Site::serve`] listening on `listen`.
     pub fn serve_on(&self, listen: &str, extra: &[&str]) -> Server {
-        let mut command = xfer();
+        Server(Receiver::spawn(self.serve_command(xfer(), listen, extra)))
+    }
+
+    /// `xfer serve` as uid/gid 65534 (the site chowned to it), for what only an
+    /// unprivileged server shows; `None` (with the reason printed) where `setpriv`
+    /// is missing.
+    pub fn serve_unprivileged(&self) -> Option<Server> {
+        if Command::new("setpriv").arg("--version").output().is_err() {
+            eprintln!("skipped: setpriv is missing, so the server cannot run unprivileged");
+            return None;
+        }
+        chown_all(self.path());
+        let mut setpriv = Command::new("setpriv");
+        setpriv
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(env!("CARGO_BIN_EXE_xfer"));
+        let command = self.serve_command(setpriv, "127.0.0.1:0", &[]);
+        Some(Server(Receiver::spawn(command)))
+    }
+
+    /// `command` made to run `serve` on this site (`command` is xfer, or a wrapper
+    /// whose last argument is xfer).
+    fn serve_command(&self, mut command: Command, listen: &str, extra: &[&str]) -> Command {
         clean_env(&mut command);
         command
             .arg("serve")
@@ -98,7 +120,7 @@ impl Site {
             .args(extra)
             // Key files are relative to the users file, not to where the server runs.
             .current_dir("/");
-        Server(Receiver::spawn(command))
+        command
     }
 
     /// A local file (parents created) with `content`.
@@ -162,6 +184,30 @@ impl Server {
             .status()
             .expect("kill");
         assert!(status.success());
+    }
+
+    /// Sends SIGHUP and waits for the `count`th reload.
+    pub fn reload(&self, count: usize) {
+        self.hangup();
+        self.wait_for_log("reloaded", count);
+    }
+
+    /// A request connection of the independent peer, logged in as `user`.
+    pub fn login(&self, user: &str) -> Peer {
+        let mut peer = Peer::connect(("127.0.0.1", self.port())).expect("connect");
+        peer.set_timeout(TIMEOUT).expect("timeout");
+        peer.initiate(&Initiator::client(Site::key_of(user), user))
+            .expect("logged in");
+        peer
+    }
+
+    /// `usage` as `user` says it: (bytes, files).
+    pub fn usage(&self, user: &str) -> (u64, u64) {
+        let usage = self.login(user).usage().expect("usage");
+        (
+            usage["bytes"].as_u64().expect("bytes"),
+            usage["files"].as_u64().expect("files"),
+        )
     }
 
     pub fn is_running(&mut self) -> bool {
@@ -288,14 +334,6 @@ pub fn lines(output: &Output) -> Vec<String> {
 
 // ---- The independent peer as a client -----------------------------------------
 
-/// A request connection of the independent peer, logged in as `user` with their key.
-pub fn login(server: &Server, user: &str) -> Peer {
-    let mut peer = Peer::connect(("127.0.0.1", server.port())).expect("connect");
-    peer.initiate(&Initiator::client(Site::key_of(user), user))
-        .expect("logged in");
-    peer
-}
-
 /// The names of listing items.
 pub fn item_names(items: &[Value]) -> Vec<String> {
     items
@@ -344,5 +382,18 @@ pub fn eventually(what: &str, mut check: impl FnMut() -> bool) {
     while !check() {
         assert!(start.elapsed() < TIMEOUT, "never happened: {what}");
         std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The uid and gid an unprivileged server runs as.
+pub const NOBODY: u32 = 65534;
+
+/// Makes `path` and everything beneath it belong to uid/gid 65534.
+pub fn chown_all(path: &Path) {
+    std::os::unix::fs::lchown(path, Some(NOBODY), Some(NOBODY)).expect("chown");
+    if fs::symlink_metadata(path).expect("lstat").is_dir() {
+        for entry in fs::read_dir(path).expect("read_dir") {
+            chown_all(&entry.expect("entry").path());
+        }
     }
 }
