@@ -4,7 +4,8 @@
 //! and `self::` path of non-test code (up to a file's first `#[cfg(test)]`, comments
 //! left out), `use` groups expanded, is resolved to the longest file module it
 //! names. The same measure as `../shared/tools/module_cycles.py`, in Rust with std
-//! only so that `cargo test` (and so CI) runs it.
+//! only so that `cargo test` (and so CI) runs it. Also the house limit on the length
+//! of a function of non-test code.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -32,6 +33,58 @@ fn no_file_circles() {
         "files that reach each other:\n{}",
         report.join("\n")
     );
+}
+
+/// The house limit on a function's length (signature to closing brace).
+const MAX_FUNCTION_LINES: usize = 60;
+
+#[test]
+fn no_function_is_longer_than_the_house_limit() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut long = Vec::new();
+    for path in module_files(&src).values() {
+        let text = std::fs::read_to_string(path).expect("a source file is readable");
+        let code = text.split("#[cfg(test)]").next().unwrap_or_default();
+        for (line, name, length) in function_lengths(code) {
+            if length > MAX_FUNCTION_LINES {
+                long.push(format!("{}:{line} {name}: {length} lines", path.display()));
+            }
+        }
+    }
+    assert!(
+        long.is_empty(),
+        "functions over {MAX_FUNCTION_LINES} lines (split them into named steps):\n{}",
+        long.join("\n")
+    );
+}
+
+/// Each function of `code` with a body: (its first line, its name, its length in
+/// lines from the signature to the closing brace at the signature's indentation).
+fn function_lengths(code: &str) -> Vec<(usize, String, usize)> {
+    let lines: Vec<&str> = code.lines().collect();
+    let mut out = Vec::new();
+    for (at, line) in lines.iter().enumerate() {
+        let indent = leading_ws(line);
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let Some(fn_at) = words.iter().position(|w| *w == "fn") else {
+            continue;
+        };
+        let before_ok = words[..fn_at].iter().all(|w| {
+            w.starts_with("pub") || ["const", "unsafe", "async", "extern", "\"C\""].contains(w)
+        });
+        if !before_ok || words.len() <= fn_at + 1 || line.trim_end().ends_with(';') {
+            continue;
+        }
+        let name: String = words[fn_at + 1]
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect();
+        let closing = format!("{}}}", &line[..indent]);
+        if let Some(end) = lines[at..].iter().position(|l| l.starts_with(&closing)) {
+            out.push((at + 1, name, end + 1));
+        }
+    }
+    out
 }
 
 /// The import graph of `src/`, between files (`by_file`) or top-level modules.
