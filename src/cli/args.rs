@@ -539,6 +539,14 @@ Users file:
 
 #[derive(Debug, Args)]
 #[command(after_help = format!("{SERVE_EXAMPLES}\n\n{EXIT_CODES}"))]
+// The output flags are shared with send and recv; here they mean the server's log.
+#[command(mut_arg("quiet", |arg| arg.help(
+    "Log only errors (no start-up lines, no line per request; the port is still \
+     said when it was 0)"
+)))]
+#[command(mut_arg("json", |arg| arg.help(
+    "Log as newline-delimited JSON events on stdout: one per request and per transfer"
+)))]
 pub(crate) struct ServeArgs {
     /// The directory the homes are in (created if missing); without --users, the one home
     #[arg(long, value_name = "DIR")]

@@ -222,10 +222,19 @@ impl Home {
             Some(other) => return Err(denied_kind(from, other)),
         }
         let (to_dir, to_name, existing) = self.resolve(to)?;
-        if existing.is_some() {
+        if let Some(existing) = existing {
+            // `mv file dir` as in a shell: say how to move into the directory.
+            let into = match kind(&existing) {
+                FileType::Directory => format!(
+                    " (a directory: to move into it, name the path inside it, {}/{})",
+                    escape(to),
+                    escape(from.rsplit('/').next().unwrap_or(from))
+                ),
+                _ => String::new(),
+            };
             return Err(Refusal::new(
                 ErrorCode::Exists,
-                format!("{}: already exists", escape(to)),
+                format!("{}: already exists{into}", escape(to)),
             ));
         }
         rustix::fs::renameat_with(

@@ -656,6 +656,8 @@ fn serve_help_and_its_man_page_list_the_users_file_and_a_safe_kill_hup() {
         }
         // It would kill every other xfer on the machine.
         assert!(!text.contains("pidof"), "{what}: {text}");
+        // The output flags speak of the server's log, not of send and recv.
+        assert!(!text.contains("recv --stdout"), "{what}: {text}");
     }
     assert!(page.contains(".SH \"USERS FILE\"\n.nf\n"), "{page}");
 }

@@ -744,6 +744,15 @@ fn remote_paths_are_taken_as_people_type_them() {
     assert!(home.join("new/g.txt").is_file());
     run(&["mv", &server.at("/new/g.txt"), "/h.txt"], "mv to /h.txt");
     assert!(home.join("h.txt").is_file());
+    // `mv file dir`, as in a shell, is told how to move into the directory.
+    let into_dir = client(&site, "alice", &["mv", &server.at("h.txt"), "new"]);
+    expect_exit(&into_dir, 6, "mv onto a directory");
+    assert!(
+        stderr_of(&into_dir)
+            .contains("a directory: to move into it, name the path inside it, new/h.txt"),
+        "{}",
+        stderr_of(&into_dir)
+    );
     let other = format!("127.0.0.2:{}:x", server.port());
     let elsewhere = client(&site, "alice", &["mv", &server.at("h.txt"), &other]);
     expect_exit(&elsewhere, 2, "mv to another server");
