@@ -636,7 +636,7 @@ fn the_shell_help_lists_every_command() {
     let output = util::run(xfer().args(["shell", "--help"]));
     let help = String::from_utf8_lossy(&output.stdout);
     for command in [
-        "ls [-l] [-h] [PATH]",
+        "ls [-l] [-h] [-R] [PATH]",
         "cd PATH",
         "pwd",
         "get [-f] PATH... [LOCAL]",
@@ -674,7 +674,7 @@ fn help_lists_every_command_and_explains_one_with_its_flags() {
     // `cd` without its operand is a usage error (exit 2): the script stops there.
     assert_eq!(output.status.code(), Some(2), "{out}\n{err}");
     for command in [
-        "ls [-l] [-h] [PATH]",
+        "ls [-l] [-h] [-R] [PATH]",
         "cd PATH",
         "pwd",
         "get [-f] PATH... [LOCAL]",
@@ -692,7 +692,7 @@ fn help_lists_every_command_and_explains_one_with_its_flags() {
         assert!(out.contains(&format!("  {command} ")), "{command}: {out}");
     }
     // `help ls` and `ls --help` both show ls's flags, the same way.
-    let flags = out.matches("Usage: ls [-l] [-h] [PATH]").count();
+    let flags = out.matches("Usage: ls [-l] [-h] [-R] [PATH]").count();
     assert_eq!(flags, 2, "{out}");
     assert_eq!(out.matches("  -l  ").count(), 2, "{out}");
     assert_eq!(out.matches("  -h  ").count(), 2, "{out}");
@@ -879,7 +879,7 @@ fn ls_r_lists_the_tree_and_lls_l_lists_long() {
     fs::create_dir(local.parent().unwrap().join("sub")).unwrap();
     let mut shell = as_user(&site, "alice", &["shell", &server.addr(), "-b", "-"]);
     shell.current_dir(local.parent().unwrap());
-    let output = run_with_input(&mut shell, b"lls -l\nlls\n".to_vec());
+    let output = run_with_input(&mut shell, b"lls -l\nlls\nls -R photos\n".to_vec());
     expect_exit(&output, 0, "lls -l");
     let out = stdout_of(&output);
     let long: Vec<&str> = out
@@ -893,6 +893,11 @@ fn ls_r_lists_the_tree_and_lls_l_lists_long() {
     );
     assert!(long[1].contains("            5 "), "{out}");
     assert!(out.contains("\nsub/\nx.txt\n"), "{out}");
+    // The shell's ls -R: the tree, as xfer ls -R lists it.
+    assert!(
+        out.contains("ls -R photos\n2024/\n2024/a.jpg\nb.jpg\n"),
+        "{out}"
+    );
 }
 
 #[test]

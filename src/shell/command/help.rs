@@ -45,7 +45,7 @@ impl Help {
     }
 }
 
-/// `cmd`'s usage line, as `help` lists it: `ls [-l] [-h] [PATH]`.
+/// `cmd`'s usage line, as `help` lists it: `ls [-l] [-h] [-R] [PATH]`.
 pub(crate) fn usage_of(cmd: &mut clap::Command) -> String {
     let usage = cmd.render_usage().to_string();
     usage

@@ -255,8 +255,11 @@ mod tests {
         );
         assert_eq!(names, super::names());
         let ls = COMMANDS.into_iter().next().expect("ls is first");
-        assert_eq!(ls.1, "ls [-l] [-h] [PATH]");
-        assert_eq!(ls.2, "list a remote directory (-l: long, -h: human sizes)");
+        assert_eq!(ls.1, "ls [-l] [-h] [-R] [PATH]");
+        assert_eq!(
+            ls.2,
+            "list a remote directory (-l: long, -h: human sizes, -R: everything beneath too)"
+        );
     }
 
     #[test]
@@ -265,6 +268,7 @@ mod tests {
             Command::Ls(ls::Ls {
                 long,
                 human,
+                recursive: false,
                 path: path.map(String::from),
             })
         };
@@ -287,7 +291,7 @@ mod tests {
         );
         assert_eq!(
             refused("ls a b"),
-            "usage: ls [-l] [-h] [PATH]; `help ls` explains"
+            "usage: ls [-l] [-h] [-R] [PATH]; `help ls` explains"
         );
     }
 
@@ -420,7 +424,7 @@ mod tests {
         let mut shell = shell();
         let ls = shell.find_subcommand_mut("ls").expect("ls is a command");
         assert_eq!(shown, ls.render_help().to_string());
-        for line in ["Usage: ls [-l] [-h] [PATH]", "-l ", "-h ", "[PATH]"] {
+        for line in ["Usage: ls [-l] [-h] [-R] [PATH]", "-l ", "-h ", "[PATH]"] {
             assert!(shown.contains(line), "{line}: {shown}");
         }
         assert!(help_of("mv a --help").contains("Usage: rename OLD NEW"));
