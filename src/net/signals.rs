@@ -67,7 +67,8 @@ pub(crate) fn interrupt_clears_the_screen() -> Result<()> {
             if signals.forever().next().is_some() {
                 crate::ui::progress::clear_on_exit();
                 crate::ui::report::line(
-                    "xfer: interrupted; files not yet acknowledged are kept as partial data for resume",
+                    "xfer: interrupted; the peer keeps what arrived of files not yet \
+                     acknowledged: rerun the same command to resume",
                 );
                 std::process::exit(130);
             }

@@ -351,6 +351,50 @@ fn sigint_mid_transfer_keeps_the_partial_and_exits_3() {
     assert_eq!(sent.status.code(), Some(3), "{}", stderr_of(&sent));
 }
 
+/// A sender stopped with Ctrl-C (SIGINT) says what its user does next.
+#[test]
+fn an_interrupted_sender_says_a_rerun_resumes() {
+    let src = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let file = src.path().join("slow.bin");
+    std::fs::write(&file, pattern(8 << 20, 5)).unwrap();
+    let _receiver = Receiver::start(out.path(), Some(KEY), &[]);
+    let relay = Relay::start(
+        _receiver.port,
+        Faults {
+            stall_after: Some(1 << 20),
+            ..Faults::default()
+        },
+    );
+    let mut sender = xfer()
+        .arg("send")
+        .arg(&file)
+        .arg(format!("127.0.0.1:{}", relay.port))
+        .env("XFER_KEY", KEY)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn xfer send");
+    let started = Instant::now();
+    while relay.forwarded() < 1 << 20 && started.elapsed() < TIMEOUT {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(sender.id() as i32).unwrap(),
+        rustix::process::Signal::INT,
+    )
+    .unwrap();
+    let status = wait_for(&mut sender, TIMEOUT);
+    let mut said = String::new();
+    sender
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut said)
+        .unwrap();
+    assert_eq!(status.code(), Some(130), "{said}");
+    assert!(said.contains("rerun the same command to resume"), "{said}");
+}
+
 #[test]
 fn a_download_cut_midway_resumes_where_it_stopped() {
     let site = Site::new();
