@@ -264,9 +264,9 @@ pub(crate) fn peer_error(code: ErrorCode, message: &str) -> anyhow::Error {
             let said = said.trim_end_matches("; try again later");
             format!("the peer is busy ({said}); try again later")
         }
-        ErrorCode::Auth => {
-            "authentication failed: the peer refused our key (wrong key on one side?)".into()
-        }
+        // After the handshake, `auth` is the peer ending the session (a server whose
+        // reload changed or removed this user); the handshake words its own refusal.
+        ErrorCode::Auth => format!("the server ended this session: {said}"),
         ErrorCode::Timeout => format!("the peer gave up waiting for us ({said})"),
         _ => format!("the peer reported {code}: {said}"),
     };

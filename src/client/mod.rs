@@ -236,19 +236,6 @@ fn request_on(conn: &mut TcpConnection, request: &Message) -> Result<Message> {
     conn.writer.flush()?;
     let answer = conn.reader.expect_message("the server's answer");
     match answer.map_err(|err| ending(conn, err))? {
-        // After the login, `auth` is the server ending the session (a reload
-        // changed or removed this user): its words, not "wrong key".
-        Message::Error {
-            code: ErrorCode::Auth,
-            message,
-            index: None,
-        } => Err(fail(
-            Kind::Auth,
-            format!(
-                "the server ended this session: {}",
-                crate::escape::escape(&message)
-            ),
-        )),
         Message::Error {
             code,
             message,

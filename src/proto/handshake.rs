@@ -331,7 +331,7 @@ fn read_auth<S: Read + Write + ReadTimeout>(stream: &mut S, deadline: Instant) -
             features: features.unwrap_or_default(),
             mac,
         }),
-        Message::Error { code, message, .. } => Err(peer_error(code, &message)),
+        Message::Error { code, message, .. } => Err(refused_by_peer(code, &message)),
         other => Err(refuse(
             stream,
             ErrorCode::Protocol,
@@ -434,7 +434,7 @@ fn read_hello<S: Read + Write + ReadTimeout>(stream: &mut S, deadline: Instant) 
             features: features.unwrap_or_default(),
             realm,
         }),
-        Message::Error { code, message, .. } => Err(peer_error(code, &message)),
+        Message::Error { code, message, .. } => Err(refused_by_peer(code, &message)),
         other => Err(refuse(
             stream,
             ErrorCode::Protocol,
@@ -507,12 +507,24 @@ fn read_auth_ok<S: Read + Write + ReadTimeout>(
             code: ErrorCode::Auth,
             ..
         } => Err(fail(Kind::Auth, login_refused(initiator, hello))),
-        Message::Error { code, message, .. } => Err(peer_error(code, &message)),
+        Message::Error { code, message, .. } => Err(refused_by_peer(code, &message)),
         other => Err(refuse(
             stream,
             ErrorCode::Protocol,
             &format!("expected auth_ok, got {other}"),
         )),
+    }
+}
+
+/// An error frame in place of the peer's handshake message: an `auth` there is a
+/// key the peer does not accept; other codes read as anywhere else.
+fn refused_by_peer(code: ErrorCode, message: &str) -> anyhow::Error {
+    match code {
+        ErrorCode::Auth => fail(
+            Kind::Auth,
+            "authentication failed: the peer refused our key (wrong key on one side?)",
+        ),
+        code => peer_error(code, message),
     }
 }
 
