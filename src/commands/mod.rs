@@ -11,4 +11,3 @@ pub(crate) mod link;
 pub(crate) mod recv;
 pub(crate) mod remote;
 pub(crate) mod send;
-mod target;

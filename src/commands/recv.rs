@@ -34,7 +34,7 @@ pub(crate) fn run(options: &RecvOptions) -> Result<()> {
     let destination = if options.stdout {
         Destination::Stdout
     } else {
-        let (target, dir_lock) = super::target::open_target(&options.dir, "--dir")?;
+        let (target, dir_lock) = TargetDir::make_and_lock(&options.dir, "--dir", 0o777)?;
         // The sender cannot replace files here (its `-f` is for servers): say who can.
         let target = target.with_replace_hint(
             "the receiver decides, and keeps it: `xfer recv --overwrite` replaces files",

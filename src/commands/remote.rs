@@ -9,6 +9,7 @@ use anyhow::Result;
 
 use crate::client::{Client, ClientOptions};
 use crate::escape::escape;
+use crate::fs::sink::TargetDir;
 use crate::transfer::Tally;
 use crate::transfer::recv::{Destination, Settings};
 use crate::ui::listing::{item_json, long_line, usage_json, usage_line};
@@ -31,7 +32,7 @@ pub(crate) fn get(options: &GetOptions) -> Result<()> {
     let (destination, _lock) = if options.stdout {
         (Destination::Stdout, None)
     } else {
-        let (target, lock) = super::target::open_target(&options.dir, "the local directory")?;
+        let (target, lock) = TargetDir::make_and_lock(&options.dir, "the local directory", 0o777)?;
         (Destination::Dir(target), Some(lock))
     };
     let mut client = connect(&options.client, options.style, "received")?;

@@ -15,7 +15,6 @@ pub(crate) mod users;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::os::fd::OwnedFd;
-use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -200,14 +199,7 @@ pub(crate) fn run(options: &ServerOptions) -> Result<()> {
 /// the home) and takes it for this process: two servers would race over the same
 /// homes and quotas. The root's descriptor, and the lock to hold while serving.
 fn take_root(path: &Path) -> Result<(OwnedFd, DirLock)> {
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(path)
-        .with_context(|| format!("cannot create the root {}", escape_path(path)))
-        .classify(Kind::Io)?;
-    let target = TargetDir::open(path)?;
-    let lock = target.lock(path)?;
+    let (target, lock) = TargetDir::make_and_lock(path, "the root", 0o700)?;
     Ok((target.dup_root().classify(Kind::Io)?, lock))
 }
 

@@ -17,7 +17,7 @@ use rustix::io::Errno;
 
 use super::part::PartFile;
 use super::sweep;
-use crate::error::{Kind, fail};
+use crate::error::{Classify, Kind, fail};
 use crate::escape::escape_path;
 use crate::fs::Refusal;
 use crate::fs::ledger::Account;
@@ -65,6 +65,37 @@ fn lock_holder(fd: &OwnedFd) -> Option<u32> {
 }
 
 impl TargetDir {
+    /// Makes `dir` (and parents, with `mode` before the umask) unless it is there,
+    /// then opens and locks it against a second writer: where a receiver, a
+    /// download or a server writes. `named` is how the user gave it (`--dir`, `the
+    /// root`), for the messages; a file of that name is refused plainly.
+    pub(crate) fn make_and_lock(
+        dir: &Path,
+        named: &str,
+        mode: u32,
+    ) -> anyhow::Result<(TargetDir, DirLock)> {
+        use anyhow::Context;
+        use std::os::unix::fs::DirBuilderExt;
+        if dir.exists() && !dir.is_dir() {
+            return Err(fail(
+                Kind::Io,
+                format!(
+                    "{named} {} is a file, not a directory: name a directory (it is made if missing)",
+                    escape_path(dir)
+                ),
+            ));
+        }
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(mode)
+            .create(dir)
+            .with_context(|| format!("cannot create {named} {}", escape_path(dir)))
+            .classify(Kind::Io)?;
+        let target = TargetDir::open(dir)?;
+        let lock = target.lock(dir)?;
+        Ok((target, lock))
+    }
+
     /// Opens `path`, which must be an existing directory (a link to one is fine:
     /// the user chose it; links found inside it are never followed).
     pub(crate) fn open(path: &Path) -> anyhow::Result<Self> {
