@@ -86,6 +86,14 @@ pub(crate) struct Entry {
     pub(crate) mtime: Option<u64>,
 }
 
+impl Entry {
+    /// The path's bytes, `P` of the protocol: what names it on disk and enters
+    /// `mac_done` and `mac_ok`.
+    pub(crate) fn path_bytes(&self) -> std::borrow::Cow<'_, [u8]> {
+        std::borrow::Cow::Borrowed(self.path.as_bytes())
+    }
+}
+
 /// The receiver's answer to one offered entry.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "action", rename_all = "snake_case")]

@@ -84,9 +84,9 @@ pub(crate) struct Resume {
 
 /// The partial file of `name` offered with `size` bytes: stable across sessions and
 /// restarts, so a later offer of the same file finds it; another size is another file.
-pub(crate) fn partial_name(name: &str, size: u64) -> String {
+pub(crate) fn partial_name(name: &[u8], size: u64) -> String {
     let digest = Sha256::new()
-        .chain_update(name.as_bytes())
+        .chain_update(name)
         .chain_update([0])
         .chain_update(size.to_be_bytes())
         .finalize();
@@ -97,7 +97,7 @@ pub(crate) fn partial_name(name: &str, size: u64) -> String {
 pub(crate) struct PartFile {
     pub(super) dir: Arc<OwnedFd>,
     temp: String,
-    name: String,
+    name: Vec<u8>,
     pub(super) path: String,
     /// Open until sealed (see [`PartFile::seal`]).
     file: Option<File>,
@@ -123,7 +123,7 @@ impl PartFile {
     pub(crate) fn create(
         dir: Arc<OwnedFd>,
         path: &str,
-        name: &str,
+        name: &[u8],
         resume: Option<Resume>,
         meter: Option<&Account>,
     ) -> Result<PartFile, Refusal> {
@@ -163,7 +163,7 @@ impl PartFile {
         Ok(PartFile {
             dir,
             temp,
-            name: name.to_string(),
+            name: name.to_vec(),
             path: path.to_string(),
             file: Some(file),
             identity,
@@ -266,7 +266,7 @@ impl PartFile {
         let meter = self.meter.as_ref().map(|(account, _)| account.clone());
         let mut books = meter.as_ref().map(Account::books);
         // What the rename replaces leaves the disk: measured under the lock.
-        let replaced = match beneath::stat(&*self.dir, &self.name) {
+        let replaced = match beneath::stat(&*self.dir, self.name.as_slice()) {
             Ok(Some(stat)) if overwrite && beneath::kind(&stat) == FileType::RegularFile => {
                 Some(stat.st_size as u64)
             }
@@ -281,7 +281,7 @@ impl PartFile {
 
     /// [`PartFile::rename_into_place`] without the counting.
     fn rename_checked(&mut self, overwrite: bool) -> Result<(), Refusal> {
-        let (temp, name) = (self.temp.as_str(), self.name.as_str());
+        let (temp, name) = (self.temp.as_str(), self.name.as_slice());
         match beneath::stat(&*self.dir, temp) {
             Ok(Some(stat))
                 if beneath::kind(&stat) == FileType::RegularFile
@@ -381,7 +381,7 @@ fn unlink_ours(books: &mut Books, dir: &OwnedFd, name: &str, identity: (u64, u64
 fn open_partial(
     dir: &OwnedFd,
     path: &str,
-    name: &str,
+    name: &[u8],
     resume: Resume,
     books: Option<&mut Books>,
 ) -> Result<Option<(String, File, bool)>, Refusal> {

@@ -36,11 +36,12 @@ pub(crate) fn read_entries<R: Read>(
     loop {
         match read_start(reader, expected.next())? {
             Start::End => return Ok(()),
-            Start::GaveUp { index, code, why } => {
-                let failed = FileOutcome::Failed {
+            Start::GaveUp { index, why } => {
+                // The sender could not read it: not sent, as the sender counts it.
+                let failed = FileOutcome::NotSent {
                     path: planned[index].entry.path.clone(),
-                    code,
-                    why,
+                    reason: why,
+                    said: false,
                 };
                 // Through the disk thread, so outcomes are reported in entry order.
                 jobs.send(Job::GaveUp {
@@ -71,7 +72,6 @@ enum Start {
     /// The sender could not read the entry at all.
     GaveUp {
         index: usize,
-        code: ErrorCode,
         why: String,
     },
 }
@@ -91,14 +91,17 @@ fn read_start<R: Read>(reader: &mut FrameReader<R>, next: Option<usize>) -> Resu
         (
             Message::Error {
                 index: Some(index),
-                code,
                 message,
+                ..
             },
             Some(next),
         ) if index == next as u64 => Ok(Start::GaveUp {
             index: next,
-            code,
-            why: format!("the sender gave up on it: {}", escape(&message)),
+            why: format!(
+                "{}: the sender gave up on it: {}",
+                crate::transfer::tally::UNREADABLE,
+                escape(&message)
+            ),
         }),
         (
             Message::Error {

@@ -23,7 +23,7 @@ use crate::error::{Classify, Kind};
 use crate::escape::escape;
 use crate::fs::Refusal;
 use crate::fs::home::Footprint;
-use crate::fs::path::check_path;
+use crate::fs::path::{Names, check_path_bytes};
 use crate::fs::quota::Reservation;
 use crate::fs::sink::{PartFile, Resolver, Resume, StdoutSink, TargetDir};
 use crate::pool::Giver;
@@ -398,7 +398,9 @@ fn open_landing(
     Ok(match resolver {
         Some(resolver) => {
             let path = &item.entry.path;
-            let components = check_path(path).expect("planned paths passed the policy");
+            let bytes = item.entry.path_bytes();
+            let components = check_path_bytes(&bytes, shared.settings.names)
+                .expect("planned paths passed the policy");
             let resume = match item.entry.size {
                 Some(size) if shared.settings.resume => Some(Resume { size, offset }),
                 _ => None,
@@ -471,11 +473,12 @@ fn settled_by(result: &Result<(), Refusal>, size: u64) -> Settled {
 
 /// Directory modes and times last: writing their contents changed the times, and a
 /// read-only mode would have stopped the writing. Deepest first.
-pub(crate) fn finish_dirs(planned: &[Planned], target: &TargetDir) {
+pub(crate) fn finish_dirs(planned: &[Planned], target: &TargetDir, names: Names) {
     let mut resolver = target.resolver();
     let dirs = planned.iter().rev().filter(|p| p.accepted_dir);
     for item in dirs {
-        let Ok(components) = check_path(&item.entry.path) else {
+        let bytes = item.entry.path_bytes();
+        let Ok(components) = check_path_bytes(&bytes, names) else {
             continue; // refused when planned
         };
         if let Err(refusal) = resolver.finish_dir(

@@ -123,7 +123,7 @@ fn receive<R: Read, W: Write + Send, C>(
         (Ok(()), Ok(())) => {}
     }
     if let Destination::Dir(target) = shared.destination {
-        disk::finish_dirs(planned, target);
+        disk::finish_dirs(planned, target, shared.settings.names);
     }
     writer.write_message(&Message::End)?;
     writer.flush()

@@ -16,7 +16,7 @@ use crate::error::refused;
 use crate::escape::escape;
 use crate::fs::Refusal;
 use crate::fs::home::Footprint;
-use crate::fs::path::check_path;
+use crate::fs::path::check_path_bytes;
 use crate::fs::quota::Reservation;
 use crate::fs::sink::{Placement, Resolver};
 use crate::proto::hash::Hasher;
@@ -197,9 +197,10 @@ impl<'c> Decider<'_, 'c> {
 
     fn decide_entry(&mut self, entry: &Entry) -> Result<Decided<'c>, Refusal> {
         let shown = escape(&entry.path);
-        let components = check_path(&entry.path)
+        let bytes = entry.path_bytes();
+        let components = check_path_bytes(&bytes, self.shared.settings.names)
             .map_err(|why| Refusal::new(ErrorCode::BadPath, format!("{shown}: {why}")))?;
-        if !self.seen.insert(CLAIM_KEYS.hash_one(&entry.path)) {
+        if !self.seen.insert(CLAIM_KEYS.hash_one(&*bytes)) {
             return Err(Refusal::new(
                 ErrorCode::BadPath,
                 format!("{shown}: offered twice"),
@@ -213,7 +214,7 @@ impl<'c> Decider<'_, 'c> {
         let claim = self
             .shared
             .claims
-            .claim(self.within, &entry.path)
+            .claim(self.within, &bytes)
             .ok_or_else(|| {
                 Refusal::new(
                     ErrorCode::Busy,

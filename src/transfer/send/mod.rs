@@ -30,6 +30,7 @@ use crate::proto::hash::Digest;
 use crate::proto::message::{Decision, Entry, EntryKind, ErrorCode, Message};
 use crate::proto::negotiated::{FileFacts, Transfer};
 use crate::proto::wire::{Connection, FrameReader, FrameWriter, Hangup};
+use crate::transfer::tally::UNREADABLE;
 use crate::ui::report::FileOutcome;
 
 /// Buffers in flight between the reading thread and the socket: 8 measured 3.45 s
@@ -433,8 +434,10 @@ impl Frames<'_> {
                 writer.write_message(&done)
             }
             Piece::GaveUp { index, why } => {
+                // Not sent, like a file the walk could not read: exit 10, not 7.
                 let path = &self.entries[index as usize].path;
-                self.tally.failed(path, ErrorCode::Io, why.clone());
+                self.tally
+                    .not_sent(path, &format!("{UNREADABLE}: {why}"), false);
                 writer.write_message(&Message::Error {
                     code: ErrorCode::Io,
                     message: format!("the sender cannot read it: {why}"),
