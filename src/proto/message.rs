@@ -92,6 +92,11 @@ impl Entry {
     pub(crate) fn path_bytes(&self) -> std::borrow::Cow<'_, [u8]> {
         std::borrow::Cow::Borrowed(self.path.as_bytes())
     }
+
+    /// Whether its data comes in runs (`sparse`, section 16.4).
+    pub(crate) fn is_sparse(&self) -> bool {
+        false
+    }
 }
 
 /// The receiver's answer to one offered entry.

@@ -19,6 +19,7 @@
 use std::fs::File;
 use std::io::{self, Seek, SeekFrom, Write};
 use std::num::NonZeroU64;
+use std::ops::Range;
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
 
@@ -33,6 +34,7 @@ use crate::fs::beneath;
 use crate::fs::ledger::{Account, Books};
 use crate::fs::path::RESERVED_PREFIX;
 use crate::hex::hex;
+use crate::proto::hash::Hasher;
 use crate::proto::message::ErrorCode;
 
 /// Mode of a temporary while it is incomplete: the receiver must be able to reopen
@@ -109,6 +111,9 @@ pub(crate) struct PartFile {
     /// has been started.
     written: u64,
     writeback_from: u64,
+    /// Whether to start writeback as it goes: not for a sparse entry, whose runs
+    /// are read back for their hash (section 16.4) and best read from memory.
+    writeback: bool,
     /// A server's: the user's ledger, and this file's path beneath the home.
     meter: Option<(Account, String)>,
 }
@@ -170,6 +175,7 @@ impl PartFile {
             keep: resumable,
             written: start,
             writeback_from: start,
+            writeback: true,
             meter,
         })
     }
@@ -193,7 +199,7 @@ impl PartFile {
             .map_err(|err| Refusal::io(&self.path, "cannot write", err))?;
         self.written += bytes.len() as u64;
         let pending = self.written - self.writeback_from;
-        if pending >= WRITEBACK_WINDOW {
+        if self.writeback && pending >= WRITEBACK_WINDOW {
             // Only advice: if it fails, the final fsync does all the work.
             let _ = rustix::fs::fadvise(
                 &*file,
@@ -204,6 +210,52 @@ impl PartFile {
             self.writeback_from = self.written;
         }
         Ok(())
+    }
+
+    /// Moves where the next bytes go, for a sparse entry's next run: what is
+    /// skipped stays a hole. (A fresh temporary only: sparse entries never resume.)
+    pub(crate) fn seek_to(&mut self, offset: u64) -> Result<(), Refusal> {
+        self.writeback = false;
+        let file = self
+            .file
+            .as_mut()
+            .expect("a sealed part file is not written");
+        file.seek(SeekFrom::Start(offset))
+            .map(drop)
+            .map_err(|err| Refusal::io(&self.path, "cannot seek", err))
+    }
+
+    /// Feeds bytes `range` of what was written back into `hasher`: a run's hash
+    /// needs its length before its bytes, known only once the run has arrived.
+    pub(crate) fn hash_back(&self, range: Range<u64>, hasher: &mut Hasher) -> Result<(), Refusal> {
+        let mut file = self.file.as_ref().expect("a sealed part file is not read");
+        let len = range.end - range.start;
+        let read = file
+            .seek(SeekFrom::Start(range.start))
+            .and_then(|_| hasher.update_from(&mut file, len));
+        match read {
+            Ok(n) if n == len => Ok(()),
+            Ok(_) => Err(Refusal::io(
+                &self.path,
+                "cannot read back what was written",
+                io::Error::from(io::ErrorKind::UnexpectedEof),
+            )),
+            Err(err) => Err(Refusal::io(
+                &self.path,
+                "cannot read back what was written",
+                err,
+            )),
+        }
+    }
+
+    /// Sets the length to `size`: the holes after the last run.
+    pub(crate) fn set_len(&mut self, size: u64) -> Result<(), Refusal> {
+        let file = self
+            .file
+            .as_ref()
+            .expect("a sealed part file is not written");
+        file.set_len(size)
+            .map_err(|err| Refusal::io(&self.path, "cannot set its length", err))
     }
 
     /// The bytes this file leaves on disk if it is dropped now: its length when it
@@ -509,7 +561,8 @@ fn create_temporary(dir: &OwnedFd, path: &str) -> Result<(String, File), Refusal
         match rustix::fs::openat(
             dir,
             temp.as_str(),
-            OFlags::CREATE | OFlags::EXCL | OFlags::WRONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            // Read and write: a sparse entry's runs are read back for their hash.
+            OFlags::CREATE | OFlags::EXCL | OFlags::RDWR | OFlags::NOFOLLOW | OFlags::CLOEXEC,
             Mode::from_raw_mode(TEMPORARY_MODE),
         ) {
             Ok(fd) => return Ok((temp, File::from(fd))),

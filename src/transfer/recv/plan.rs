@@ -108,6 +108,11 @@ pub(crate) fn plan<'c, W: Write>(
 /// worded for both sides: the sender reads it after `too_large`.
 fn check_stdout_offer(entries: &[Entry]) -> Result<()> {
     let what = match entries {
+        // A sparse entry's runs are hashed once written (section 16.4), which
+        // standard output cannot be read back for.
+        [entry] if entry.kind == EntryKind::File && entry.is_sparse() => {
+            "a sparse file (its holes travel as holes)".to_string()
+        }
         [entry] if entry.kind == EntryKind::File => return Ok(()),
         _ if entries.iter().any(|entry| entry.kind == EntryKind::Dir) => {
             format!("a directory ({} entries)", entries.len())

@@ -363,7 +363,7 @@ fn write_data<'scope, 'env, W: Write>(
         match from_reader.recv_timeout(LOOK_UP) {
             Ok(piece) => {
                 in_file = match &piece {
-                    Piece::Start { .. } => true,
+                    Piece::Start { .. } | Piece::Run { .. } => true,
                     Piece::End { .. } | Piece::GaveUp { .. } => false,
                     Piece::Chunk { .. } => in_file,
                 };
@@ -422,6 +422,14 @@ impl Frames<'_> {
                 self.tally.reporter().bar().inc(len as u64);
                 self.giver.give(buffer);
                 Ok(())
+            }
+            Piece::Run { index, offset } => {
+                // The run before it ends with the empty frame (section 16.4).
+                writer.write_end_of_data()?;
+                if let Some(outstanding) = self.pending.lock().get_mut(&index) {
+                    outstanding.position = offset;
+                }
+                writer.write_message(&Message::Data { index, offset })
             }
             Piece::End {
                 index,
