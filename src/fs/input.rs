@@ -13,6 +13,10 @@ use anyhow::Result;
 
 use crate::proto::message::Entry;
 
+/// What a file the sender could not read counts as, not sent (on both sides): the
+/// kind before the `:` of its reason.
+pub(crate) const UNREADABLE: &str = "unreadable";
+
 /// Where an entry's bytes are read from.
 pub(crate) trait Input: Read + Send {
     /// Waits at most `timeout` for bytes (or the end) to be ready to read. A file is

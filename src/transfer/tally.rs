@@ -15,9 +15,6 @@ use crate::ui::report::{
     FileOutcome, LIST_FILES_UP_TO, Reporter, Summary, not_sent_breakdown, not_sent_kind,
 };
 
-/// What a file the sender could not read counts as, not sent (on both sides).
-pub(crate) const UNREADABLE: &str = "unreadable";
-
 /// The outcomes of one session's entries as they happen: each is shown at once,
 /// counted, and, at the end, decides the session's result.
 pub(crate) struct Tally {

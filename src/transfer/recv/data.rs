@@ -39,7 +39,7 @@ pub(crate) fn read_entries<R: Read>(
             Start::GaveUp { index, why } => {
                 // The sender could not read it: not sent, as the sender counts it.
                 let failed = FileOutcome::NotSent {
-                    path: planned[index].entry.path.clone(),
+                    path: planned[index].entry.shown_path().into_owned(),
                     reason: why,
                     said: false,
                 };
@@ -99,7 +99,7 @@ fn read_start<R: Read>(reader: &mut FrameReader<R>, next: Option<usize>) -> Resu
             index: next,
             why: format!(
                 "{}: the sender gave up on it: {}",
-                crate::transfer::tally::UNREADABLE,
+                crate::fs::input::UNREADABLE,
                 escape(&message)
             ),
         }),
@@ -156,7 +156,9 @@ fn receive_file<R: Read>(
         ));
     }
     let resumed_at = (offset > 0).then_some(offset);
-    tally.reporter().current_file(&item.entry.path, resumed_at);
+    tally
+        .reporter()
+        .current_file(&item.entry.shown_path(), resumed_at);
     // Continue the prefix's hash, or start over when the sender starts over.
     let hasher = match &item.resume_from {
         Some(resume) if offset > 0 => resume.1.clone(),
@@ -195,7 +197,9 @@ fn receive_runs<R: Read>(
         index,
         limit: Some(size),
     };
-    tally.reporter().current_file(&item.entry.path, None);
+    tally
+        .reporter()
+        .current_file(&item.entry.shown_path(), None);
     let mut start = file.offset;
     let mut job = Job::Open {
         index,
@@ -407,8 +411,8 @@ fn verify(
     shared: &Shared<'_>,
     resumed_at: Option<u64>,
 ) -> Result<Arrived, Refusal> {
-    let path = item.entry.path.as_str();
-    let shown = escape(path);
+    let path = item.entry.path_bytes();
+    let shown = escape(&item.entry.shown_path()).into_owned();
     let hash = shared.transfer.hash;
     let checksum = |why: String| Refusal::new(ErrorCode::Checksum, format!("{shown}: {why}"));
     let offered = item.entry.size;
@@ -430,7 +434,7 @@ fn verify(
         index: index as u64,
         size,
         hash: &digest,
-        path,
+        path: &path,
     };
     if !shared.transfer.verify_done(facts, &claimed.mac) {
         return Err(Refusal::new(

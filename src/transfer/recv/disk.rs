@@ -384,7 +384,7 @@ impl Answers<'_, '_> {
             return; // reserved whole when planned
         }
         if let Some(reservation) = &mut self.holds.borrow_mut()[index].1
-            && let Err(refusal) = reservation.charge(&entry.path, bytes)
+            && let Err(refusal) = reservation.charge(&entry.shown_path(), bytes)
         {
             std::mem::replace(landing, Landing::Part(Err(refusal))).discard();
         }
@@ -407,7 +407,8 @@ impl Answers<'_, '_> {
         index: usize,
         outcome: Result<Arrived, Refusal>,
     ) -> Result<()> {
-        let path = &self.planned[index].entry.path;
+        let entry = &self.planned[index].entry;
+        let (path, bytes) = (entry.shown_path(), entry.path_bytes());
         // The file is final (or gone) now: another session may take its path, and
         // whoever sees this acknowledgement finds it there.
         self.holds.borrow_mut()[index].0 = None;
@@ -418,11 +419,11 @@ impl Answers<'_, '_> {
                     index: index as u64,
                     size: arrived.size,
                     hash: &arrived.digest,
-                    path,
+                    path: &bytes,
                 };
                 let mac = transfer.ok_mac(facts);
                 self.tally.record(FileOutcome::Verified {
-                    path: path.clone(),
+                    path: path.to_string(),
                     size: arrived.size,
                     digest: arrived.digest,
                     hash: transfer.hash,
@@ -439,7 +440,7 @@ impl Answers<'_, '_> {
                         "; the bytes already written to standard output are NOT verified: discard them",
                     );
                 }
-                self.tally.failed(path, refusal.code, refusal.to_string());
+                self.tally.failed(&path, refusal.code, refusal.to_string());
                 Message::Error {
                     code: refusal.code,
                     message: refusal.message,
@@ -460,7 +461,7 @@ fn open_landing(
 ) -> Result<Landing> {
     Ok(match resolver {
         Some(resolver) => {
-            let path = &item.entry.path;
+            let path = item.entry.shown_path();
             let bytes = item.entry.path_bytes();
             let components = check_path_bytes(&bytes, shared.settings.names)
                 .expect("planned paths passed the policy");
@@ -470,7 +471,7 @@ fn open_landing(
                 Some(size) if shared.settings.resume => Some(Resume { size, offset }),
                 _ => None,
             };
-            Landing::Part(resolver.create_part(path, &components, resume))
+            Landing::Part(resolver.create_part(&path, &components, resume))
         }
         None => Landing::Stdout(
             StdoutSink::open()
@@ -556,7 +557,7 @@ pub(crate) fn finish_dirs(planned: &[Planned], target: &TargetDir, names: Names)
             continue; // refused when planned
         };
         if let Err(refusal) = resolver.finish_dir(
-            &item.entry.path,
+            &item.entry.shown_path(),
             &components,
             item.entry.mode,
             item.entry.mtime,

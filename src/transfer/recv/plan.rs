@@ -160,7 +160,7 @@ impl<'c> Decider<'_, 'c> {
             }
             Ok(Decided::Same) => {
                 tally.record(FileOutcome::Same {
-                    path: entry.path.clone(),
+                    path: entry.shown_path().into_owned(),
                     size: entry.size,
                 });
                 let skip = Decision::Skip {
@@ -189,8 +189,18 @@ impl<'c> Decider<'_, 'c> {
                 };
                 (planned, decision)
             }
+            Err(refusal) if entry.kind == EntryKind::Unsent && refusal.code == ErrorCode::Io => {
+                // Not sent, as the sender counts it: exit 10 on both sides.
+                let reason = entry.reason.as_deref().unwrap_or_default();
+                tally.not_sent(&entry.shown_path(), reason, false);
+                let skip = Decision::Skip {
+                    code: refusal.code,
+                    message: refusal.message,
+                };
+                (Planned::skipped(entry), skip)
+            }
             Err(refusal) => {
-                tally.failed(&entry.path, refusal.code, refusal.to_string());
+                tally.failed(&entry.shown_path(), refusal.code, refusal.to_string());
                 let skip = Decision::Skip {
                     code: refusal.code,
                     message: refusal.message,
@@ -201,7 +211,7 @@ impl<'c> Decider<'_, 'c> {
     }
 
     fn decide_entry(&mut self, entry: &Entry) -> Result<Decided<'c>, Refusal> {
-        let shown = escape(&entry.path);
+        let shown = escape(&entry.shown_path()).into_owned();
         let bytes = entry.path_bytes();
         let components = check_path_bytes(&bytes, self.shared.settings.names)
             .map_err(|why| Refusal::new(ErrorCode::BadPath, format!("{shown}: {why}")))?;
@@ -226,7 +236,7 @@ impl<'c> Decider<'_, 'c> {
                 )
             })?;
         let placement = self.resolver.probe_file(
-            &entry.path,
+            &entry.shown_path(),
             &components,
             settings.overwrite,
             (entry.size, entry.mtime),
@@ -241,7 +251,12 @@ impl<'c> Decider<'_, 'c> {
             if settings.resume {
                 resume_from = self
                     .resolver
-                    .find_partial(&entry.path, &components, size, self.shared.transfer.hash)?
+                    .find_partial(
+                        &entry.shown_path(),
+                        &components,
+                        size,
+                        self.shared.transfer.hash,
+                    )?
                     .map(Box::new);
             } else {
                 self.resolver.discard_partial(&components, size);
@@ -264,7 +279,7 @@ impl<'c> Decider<'_, 'c> {
         &mut self,
         entry: &Entry,
         shown: &str,
-        components: &[&str],
+        components: &[&[u8]],
     ) -> Result<Decided<'c>, Refusal> {
         match entry.kind {
             EntryKind::Dir => {
@@ -324,7 +339,7 @@ impl<'c> Decider<'_, 'c> {
             files: 1,
         };
         Ok(Some(Box::new(account.reserve(
-            &entry.path,
+            &entry.shown_path(),
             before,
             after,
         )?)))

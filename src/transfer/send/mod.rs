@@ -9,6 +9,7 @@
 
 mod answers;
 mod stream;
+mod view;
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -20,17 +21,18 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 
 use self::stream::{BUFFER, Piece, ToSend};
+use self::view::PlainView;
 use super::Tally;
 use super::offer::{read_plan, write_offer};
 use crate::error::{Kind, fail};
 use crate::escape::escape;
 use crate::fs::input::Outbox;
+use crate::fs::input::UNREADABLE;
 use crate::pool::{Giver, Pool};
 use crate::proto::hash::Digest;
 use crate::proto::message::{Decision, Entry, EntryKind, ErrorCode, Message};
 use crate::proto::negotiated::{FileFacts, Transfer};
 use crate::proto::wire::{Connection, FrameReader, FrameWriter, Hangup};
-use crate::transfer::tally::UNREADABLE;
 use crate::ui::report::FileOutcome;
 
 /// Buffers in flight between the reading thread and the socket: 8 measured 3.45 s
@@ -135,8 +137,18 @@ fn send<R: Read + Send, W: Write, C: Hangup + Sync>(
         ..
     } = conn;
     let closer = &*closer;
+    // A peer without `meta` is offered what version 2 carries; the rest is said.
+    let view = match transfer.meta {
+        true => None,
+        false => PlainView::of(outbox),
+    };
+    let left_out = view.as_ref().map_or(&[][..], |view| &view.left_out[..]);
+    let outbox: &dyn Outbox = view.as_ref().map_or(outbox, |view| view);
     let entries = outbox.entries();
-    tally.offered(entries.len(), "delivered");
+    tally.offered(entries.len() + left_out.len(), "delivered");
+    for (path, why, said) in left_out {
+        tally.not_sent(path, why, *said);
+    }
     write_offer(writer, &transfer, entries)?;
     writer.flush()?;
     // Waiting for the plan is waiting on the receiver: the idle timeout holds.
@@ -271,16 +283,34 @@ fn follow_plan(outbox: &dyn Outbox, plan: &[Decision], tally: &Tally) -> Result<
     let entries = outbox.entries();
     let mut to_send = Vec::new();
     for (index, (entry, decision)) in entries.iter().zip(plan).enumerate() {
+        if entry.kind == EntryKind::Unsent {
+            // Counted here whatever the receiver says; it may not ask for it.
+            if matches!(decision, Decision::Send { .. }) {
+                return Err(fail(
+                    Kind::Protocol,
+                    format!("the plan asks for entry {index}, which was not sent"),
+                ));
+            }
+            let reason = entry.reason.as_deref().unwrap_or_default();
+            tally.not_sent(&entry.shown_path(), reason, true);
+            continue;
+        }
+        if entry.is_sparse() && matches!(decision, Decision::Send { offset, .. } if *offset > 0) {
+            return Err(fail(
+                Kind::Protocol,
+                format!("the plan resumes entry {index}, which is sparse"),
+            ));
+        }
         match decision {
             Decision::Skip {
                 code: ErrorCode::Same,
                 ..
             } => tally.record(FileOutcome::Same {
-                path: entry.path.clone(),
+                path: entry.shown_path().into_owned(),
                 size: entry.size,
             }),
             Decision::Skip { code, message } => tally.failed(
-                &entry.path,
+                &entry.shown_path(),
                 *code,
                 format!("refused by the receiver: {}", escape(message)),
             ),
@@ -400,7 +430,7 @@ impl Frames<'_> {
                 resumed,
             } => {
                 let resumed_at = resumed.then_some(offset);
-                let path = &self.entries[index as usize].path;
+                let path = &*self.entries[index as usize].shown_path();
                 self.tally.reporter().current_file(path, resumed_at);
                 self.current.set(index);
                 self.pending.lock().insert(
@@ -443,7 +473,7 @@ impl Frames<'_> {
             }
             Piece::GaveUp { index, why } => {
                 // Not sent, like a file the walk could not read: exit 10, not 7.
-                let path = &self.entries[index as usize].path;
+                let path = &*self.entries[index as usize].shown_path();
                 self.tally
                     .not_sent(path, &format!("{UNREADABLE}: {why}"), false);
                 writer.write_message(&Message::Error {
@@ -459,7 +489,8 @@ impl Frames<'_> {
     /// it leaves, so its answer always finds them (unless the receiver already
     /// failed the entry, which it may do early).
     fn done(&self, index: u64, sent: Sent, local_failure: Option<String>) -> Message {
-        let path = &self.entries[index as usize].path;
+        let entry = &self.entries[index as usize];
+        let path = &*entry.shown_path();
         let waiting = match self.pending.lock().get_mut(&index) {
             Some(outstanding) => {
                 outstanding.facts = Some(sent);
@@ -477,7 +508,7 @@ impl Frames<'_> {
             index,
             size: sent.size,
             hash: &sent.digest,
-            path,
+            path: &entry.path_bytes(),
         };
         Message::Done {
             index,
