@@ -272,8 +272,16 @@ impl Walk<'_> {
                 let why = "loop: a link back to a directory it is inside";
                 return self.not_sent(path, name, why.to_string());
             }
-            self.push(entry(name.clone(), EntryKind::Dir, meta));
-            self.visit_children(path, &name);
+            let listing =
+                std::fs::read_dir(path).and_then(|entries| entries.collect::<Result<Vec<_>, _>>());
+            match listing {
+                Ok(children) => {
+                    self.push(entry(name.clone(), EntryKind::Dir, meta));
+                    self.visit_children(children, &name);
+                }
+                // Not even the directory is offered: what it holds is unknown.
+                Err(err) => self.unreadable(path, &name, &err),
+            }
             self.ancestors.remove(&id);
         } else {
             let kind = meta.file_type();
@@ -304,14 +312,8 @@ impl Walk<'_> {
         self.collected.origin.push(self.origin);
     }
 
-    fn visit_children(&mut self, dir: &Path, name: &[u8]) {
+    fn visit_children(&mut self, mut children: Vec<std::fs::DirEntry>, name: &[u8]) {
         use std::os::unix::ffi::OsStrExt;
-        let listing =
-            std::fs::read_dir(dir).and_then(|entries| entries.collect::<Result<Vec<_>, _>>());
-        let mut children = match listing {
-            Ok(children) => children,
-            Err(err) => return self.unreadable(dir, name, &err),
-        };
         children.sort_by_key(|child| child.file_name());
         for child in children {
             let path = child.path();
@@ -350,7 +352,7 @@ impl Walk<'_> {
     }
 
     /// A directory that cannot be listed, or a name that cannot be looked at: it
-    /// is not sent (a directory's entry went out already; what it holds cannot).
+    /// is not sent.
     fn unreadable(&mut self, path: &Path, name: &[u8], err: &std::io::Error) {
         let why = format!("{UNREADABLE}: {err}");
         self.not_sent(path, name.to_vec(), why);

@@ -140,11 +140,8 @@ fn receive_file<R: Read>(
         offset,
     } = *file;
     if item.entry.is_sparse() {
-        return receive_runs(reader, file, pool, jobs, shared, tally).inspect_err(|err| {
-            if matches!(kind_of(err), Some(Kind::Verification | Kind::Protocol)) {
-                let _ = jobs.send(Job::Discard);
-            }
-        });
+        return receive_runs(reader, file, pool, jobs, shared, tally)
+            .inspect_err(|err| discard_untrusted(jobs, err));
     }
     let resume_offset = item.resume_offset();
     if offset != 0 && offset != resume_offset {
@@ -166,18 +163,23 @@ fn receive_file<R: Read>(
     };
     jobs.send(Job::Open { index, offset })
         .map_err(|_| disk_gone())?;
-    let (size, digest) = read_data(reader, file, hasher, pool, jobs, tally).inspect_err(|err| {
-        // A frame that does not open was tampered with, one that breaks the
-        // protocol cannot be trusted: nothing of this file is kept, not even for
-        // resuming (a cut keeps what arrived).
-        if matches!(kind_of(err), Some(Kind::Verification | Kind::Protocol)) {
-            let _ = jobs.send(Job::Discard);
-        }
-    })?;
-    let verdict = read_done(reader, index)?
-        .and_then(|claimed| verify(index, item, size, digest, &claimed, shared, resumed_at));
+    let data = read_data(reader, file, hasher, pool, jobs, tally)
+        .and_then(|(size, digest)| Ok((size, digest, read_done(reader, index)?)))
+        .inspect_err(|err| discard_untrusted(jobs, err));
+    let (size, digest, claimed) = data?;
+    let verdict =
+        claimed.and_then(|claimed| verify(index, item, size, digest, &claimed, shared, resumed_at));
     jobs.send(Job::Close { index, verdict })
         .map_err(|_| disk_gone())
+}
+
+/// After `err` inside an entry's data: a frame that does not open was tampered
+/// with, one that breaks the protocol cannot be trusted, so nothing of the entry
+/// is kept, not even for resuming (a cut keeps what arrived).
+fn discard_untrusted(jobs: &mpsc::Sender<Job>, err: &anyhow::Error) {
+    if matches!(kind_of(err), Some(Kind::Verification | Kind::Protocol)) {
+        let _ = jobs.send(Job::Discard);
+    }
 }
 
 /// Receives a sparse entry's runs (section 16.4), each written at its offset and
