@@ -196,12 +196,15 @@ fn refusal(peer: &mut Peer) -> Option<String> {
     }
 }
 
+/// What a lying sender does after the plan.
+type Lie = fn(&mut Peer);
+
 #[test]
 fn runs_that_lie_are_protocol_and_leave_nothing() {
     let out = tempfile::tempdir().unwrap();
     let mut receiver = Receiver::start(out.path(), Some(KEY), &["--serve"]);
     let port = receiver.port;
-    let cases: [(&str, fn(&mut Peer)); 4] = [
+    let cases: [(&str, Lie); 4] = [
         ("an offset going back", |peer| {
             run(peer, 1000, b"0123456789");
             run(peer, 1005, b"abc");
