@@ -400,7 +400,8 @@ fn get(args: GetArgs) -> Result<GetOptions, String> {
         settings: Settings {
             overwrite: args.overwrite,
             resume: !args.no_resume,
-            names: Names::Any,
+            // From a server: its names passed the strict rule; keep it here too.
+            names: Names::Safe,
         },
         style: output,
     })

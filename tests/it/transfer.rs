@@ -437,10 +437,15 @@ fn a_sender_gives_up_a_file_it_cannot_read_and_the_next_still_arrives() {
             .env("XFER_KEY", KEY),
     );
     let log = stderr_of(&received);
-    assert_eq!(received.status.code(), Some(7), "{log}");
+    // Not sent (issue 20): exit 10 on both sides, everything else verified.
+    assert_eq!(received.status.code(), Some(10), "{log}");
     assert!(log.contains("the sender gave up on it"), "{log}");
+    assert!(
+        log.contains("1 of 3 entries not sent: 1 unreadable"),
+        "{log}"
+    );
     assert!(!log.contains("checksum"), "not a checksum failure: {log}");
-    assert_eq!(sender.exit_code(), 7);
+    assert_eq!(sender.exit_code(), 10);
     assert_eq!(
         std::fs::read(out.path().join("tree/b.bin")).unwrap(),
         b"still arrives"

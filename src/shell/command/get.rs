@@ -54,7 +54,7 @@ impl Get {
         let settings = Settings {
             overwrite: self.force,
             resume: true,
-            names: Names::Any,
+            names: Names::Safe,
         };
         session.transfer("received", |client, tally| {
             client.get(&paths, &destination, settings, tally)

@@ -229,25 +229,35 @@ fn receive_runs<R: Read>(
                 }
                 (start, job) = (offset, Job::Run { offset });
             }
-            other => {
-                let verdict = match done_or_given_up(other, index)? {
-                    Ok(claimed) => match sealed(jobs, size)? {
-                        Some(digest) => verify(index, item, size, digest, &claimed, shared, None),
-                        // The disk's refusal is the answer; this verdict is not read.
-                        None => Ok(Arrived {
-                            size,
-                            digest: shared.transfer.hash.hasher().finish(),
-                            resumed_at: None,
-                        }),
-                    },
-                    Err(refusal) => Err(refusal),
-                };
-                return jobs
-                    .send(Job::Close { index, verdict })
-                    .map_err(|_| disk_gone());
-            }
+            other => return close_runs(other, file, jobs, shared),
         }
     }
+}
+
+/// Ends a sparse entry at the frame after its last run: its `done` (its length
+/// set and its hash checked) or the sender giving it up.
+fn close_runs(
+    message: Message,
+    file: &Incoming<'_>,
+    jobs: &mpsc::Sender<Job>,
+    shared: &Shared<'_>,
+) -> Result<()> {
+    let Incoming { index, item, .. } = *file;
+    let size = item.entry.size.unwrap_or(0);
+    let verdict = match done_or_given_up(message, index)? {
+        Ok(claimed) => match sealed(jobs, size)? {
+            Some(digest) => verify(index, item, size, digest, &claimed, shared, None),
+            // The disk's refusal is the answer; this verdict is not read.
+            None => Ok(Arrived {
+                size,
+                digest: shared.transfer.hash.hasher().finish(),
+                resumed_at: None,
+            }),
+        },
+        Err(refusal) => Err(refusal),
+    };
+    jobs.send(Job::Close { index, verdict })
+        .map_err(|_| disk_gone())
 }
 
 /// Asks the disk thread to end the open sparse entry at `size` bytes, and waits

@@ -86,8 +86,7 @@ impl Runs {
     /// Hashes the run just written, read back from `landing`: its offset and
     /// length come before its bytes, and its length is known only now.
     fn close_run(&mut self, landing: &mut Landing) {
-        self.hasher.update(&self.start.to_be_bytes());
-        self.hasher.update(&(self.at - self.start).to_be_bytes());
+        self.hasher.run_header(self.start, self.at - self.start);
         let range = self.start..self.at;
         let hasher = &mut self.hasher;
         landing.on_part(|part| part.hash_back(range, hasher));
@@ -178,7 +177,7 @@ impl Desk<'_> {
         let (mut runs, (_, landing)) = (self.runs.take()?, self.open.as_mut()?);
         runs.close_run(landing);
         landing.on_part(|part| part.set_len(size));
-        runs.hasher.update(&size.to_be_bytes());
+        runs.hasher.runs_end(size);
         matches!(landing, Landing::Part(Ok(_))).then(|| runs.hasher.finish())
     }
 

@@ -225,16 +225,7 @@ impl<'c> Decider<'_, 'c> {
             return self.decide_other(entry, &shown, &components);
         }
         let settings = self.shared.settings;
-        let claim = self
-            .shared
-            .claims
-            .claim(self.within, &bytes)
-            .ok_or_else(|| {
-                Refusal::new(
-                    ErrorCode::Busy,
-                    format!("{shown}: being received by another session"),
-                )
-            })?;
+        let claim = self.claim(&bytes, &shown)?;
         let placement = self.resolver.probe_file(
             &entry.shown_path(),
             &components,
@@ -298,6 +289,16 @@ impl<'c> Decider<'_, 'c> {
                 format!("{shown}: this receiver does not make {}s", other.name()),
             )),
         }
+    }
+
+    /// Keeps other sessions of this process off the path `bytes` (shown as `shown`).
+    fn claim(&self, bytes: &[u8], shown: &str) -> Result<Claim<'c>, Refusal> {
+        self.shared.claims.claim(self.within, bytes).ok_or_else(|| {
+            Refusal::new(
+                ErrorCode::Busy,
+                format!("{shown}: being received by another session"),
+            )
+        })
     }
 
     /// Counts `needed` bytes against the free space left on the target's disk.

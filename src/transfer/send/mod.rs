@@ -283,23 +283,8 @@ fn follow_plan(outbox: &dyn Outbox, plan: &[Decision], tally: &Tally) -> Result<
     let entries = outbox.entries();
     let mut to_send = Vec::new();
     for (index, (entry, decision)) in entries.iter().zip(plan).enumerate() {
-        if entry.kind == EntryKind::Unsent {
-            // Counted here whatever the receiver says; it may not ask for it.
-            if matches!(decision, Decision::Send { .. }) {
-                return Err(fail(
-                    Kind::Protocol,
-                    format!("the plan asks for entry {index}, which was not sent"),
-                ));
-            }
-            let reason = entry.reason.as_deref().unwrap_or_default();
-            tally.not_sent(&entry.shown_path(), reason, true);
+        if unsent_or_sparse(index, entry, decision, tally)? {
             continue;
-        }
-        if entry.is_sparse() && matches!(decision, Decision::Send { offset, .. } if *offset > 0) {
-            return Err(fail(
-                Kind::Protocol,
-                format!("the plan resumes entry {index}, which is sparse"),
-            ));
         }
         match decision {
             Decision::Skip {
@@ -349,6 +334,39 @@ fn follow_plan(outbox: &dyn Outbox, plan: &[Decision], tally: &Tally) -> Result<
         }
     }
     Ok(to_send)
+}
+
+/// What a decision on an unsent or a sparse entry may say (section 16): an unsent
+/// entry is counted here whatever the receiver says (`true`: nothing more to do),
+/// and may not be asked for; a sparse entry is never resumed.
+fn unsent_or_sparse(
+    index: usize,
+    entry: &Entry,
+    decision: &Decision,
+    tally: &Tally,
+) -> Result<bool> {
+    let asked = match decision {
+        Decision::Send { offset, .. } => Some(*offset),
+        Decision::Skip { .. } => None,
+    };
+    if entry.kind == EntryKind::Unsent {
+        if asked.is_some() {
+            return Err(fail(
+                Kind::Protocol,
+                format!("the plan asks for entry {index}, which was not sent"),
+            ));
+        }
+        let reason = entry.reason.as_deref().unwrap_or_default();
+        tally.not_sent(&entry.shown_path(), reason, true);
+        return Ok(true);
+    }
+    if entry.is_sparse() && asked.is_some_and(|offset| offset > 0) {
+        return Err(fail(
+            Kind::Protocol,
+            format!("the plan resumes entry {index}, which is sparse"),
+        ));
+    }
+    Ok(false)
 }
 
 /// The socket side of the data phase: starts the reading thread and writes what it
@@ -453,14 +471,7 @@ impl Frames<'_> {
                 self.giver.give(buffer);
                 Ok(())
             }
-            Piece::Run { index, offset } => {
-                // The run before it ends with the empty frame (section 16.4).
-                writer.write_end_of_data()?;
-                if let Some(outstanding) = self.pending.lock().get_mut(&index) {
-                    outstanding.position = offset;
-                }
-                writer.write_message(&Message::Data { index, offset })
-            }
+            Piece::Run { index, offset } => self.next_run(writer, index, offset),
             Piece::End {
                 index,
                 size,
@@ -483,6 +494,21 @@ impl Frames<'_> {
                 })
             }
         }
+    }
+
+    /// Ends a sparse entry's run with the empty frame and starts its next at
+    /// `offset` (section 16.4).
+    fn next_run<W: Write>(
+        &self,
+        writer: &mut FrameWriter<W>,
+        index: u64,
+        offset: u64,
+    ) -> Result<()> {
+        writer.write_end_of_data()?;
+        if let Some(outstanding) = self.pending.lock().get_mut(&index) {
+            outstanding.position = offset;
+        }
+        writer.write_message(&Message::Data { index, offset })
     }
 
     /// The `done` for an entry whose data is complete. Its facts are stored before

@@ -156,60 +156,16 @@ fn read_runs(
         }
     };
     let mut hasher = hash.hasher();
-    let mut at = 0;
-    let mut first = true;
-    let mut local_failure = None;
-    loop {
-        let run = match input.next_run(at, size) {
-            Ok(Some(run)) => run,
-            // Every sparse entry has a run: an all-hole file, one empty run at 0.
-            Ok(None) if first => 0..0,
-            Ok(None) => break,
-            Err(err) => {
-                local_failure = Some(format!("cannot read {}: {err}", outbox.shown(position)));
-                break;
-            }
-        };
-        let offset = run.start;
-        let header = match first {
-            true => Piece::Start {
-                index,
-                offset,
-                resumed: false,
-            },
-            false => Piece::Run { index, offset },
-        };
-        pieces.send(header).ok()?;
-        first = false;
-        hasher.update(&offset.to_be_bytes());
-        hasher.update(&(run.end - offset).to_be_bytes());
-        let (end, read_error) = send_chunks(
-            &mut *input,
-            Some(run.end),
-            offset,
-            &mut hasher,
-            pool,
-            pieces,
-            stop,
-        )?;
-        if let Some(err) = read_error {
-            local_failure = Some(format!("cannot read {}: {err}", outbox.shown(position)));
-            break;
-        }
-        if end < run.end || run.is_empty() {
-            // It shrank while read (the hash said a longer run), or it was all hole.
-            break;
-        }
-        at = end;
-    }
-    hasher.update(&size.to_be_bytes());
-    let changed = local_failure.is_none() && input.len_now().is_some_and(|now| now != size);
-    if changed {
-        local_failure = Some(format!(
+    let read_error = send_runs(index, size, &mut *input, &mut hasher, pool, pieces, stop)?;
+    hasher.runs_end(size);
+    let local_failure = match read_error {
+        Some(err) => Some(format!("cannot read {}: {err}", outbox.shown(position))),
+        None if input.len_now().is_some_and(|now| now != size) => Some(format!(
             "{} changed size while it was being sent; send it again",
             outbox.shown(position)
-        ));
-    }
+        )),
+        None => None,
+    };
     pieces
         .send(Piece::End {
             index,
@@ -223,6 +179,51 @@ fn read_runs(
             local_failure,
         })
         .ok()
+}
+
+/// Sends entry `index`'s runs, each header and its data, hashing as section 16.4
+/// says; returns the read error that cut them short, if one did; `None` when the
+/// session is over.
+fn send_runs(
+    index: u64,
+    size: u64,
+    input: &mut dyn Input,
+    hasher: &mut Hasher,
+    pool: &mut Pool,
+    pieces: &mpsc::Sender<Piece>,
+    stop: &AtomicBool,
+) -> Option<Option<io::Error>> {
+    let mut at = 0;
+    let mut first = true;
+    loop {
+        let run = match input.next_run(at, size) {
+            Ok(Some(run)) => run,
+            // Every sparse entry has a run: an all-hole file, one empty run at 0.
+            Ok(None) if first => 0..0,
+            Ok(None) => return Some(None),
+            Err(err) => return Some(Some(err)),
+        };
+        let offset = run.start;
+        let header = match first {
+            true => Piece::Start {
+                index,
+                offset,
+                resumed: false,
+            },
+            false => Piece::Run { index, offset },
+        };
+        pieces.send(header).ok()?;
+        first = false;
+        hasher.run_header(offset, run.end - offset);
+        let (end, read_error) =
+            send_chunks(input, Some(run.end), offset, hasher, pool, pieces, stop)?;
+        // A read error; or it shrank while read (the hash said a longer run); or
+        // it was all hole.
+        if read_error.is_some() || end < run.end || run.is_empty() {
+            return Some(read_error);
+        }
+        at = end;
+    }
 }
 
 /// Sends a file's bytes from `sent` on, one chunk at a time, hashing each; never
