@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use anyhow::Result;
 
-use crate::proto::message::Entry;
+use crate::proto::message::{Entry, EntryKind};
 
 /// Where an entry's bytes are read from.
 pub(crate) trait Input: Read + Send {
@@ -59,4 +59,72 @@ pub(crate) trait Outbox: Sync {
     fn rereadable(&self, index: usize) -> bool;
     /// How to name entry `index` in this side's messages (escaped).
     fn shown(&self, index: usize) -> String;
+}
+
+/// An outbox as a peer without `meta` may take it (sections 6 and 16): links and
+/// special files left out with a warning (as before `meta`), a hard link sent as a
+/// copy of its file, times in whole seconds and none before 1970, `mode & 0o777`,
+/// no owners or attributes. Indices are this view's; each maps to the outbox's own.
+pub(crate) struct Plain<'a> {
+    outbox: &'a dyn Outbox,
+    entries: Vec<Entry>,
+    /// For each entry of this view, its index in `outbox`.
+    origin: Vec<usize>,
+}
+
+impl<'a> Plain<'a> {
+    pub(crate) fn of(outbox: &'a dyn Outbox) -> Plain<'a> {
+        let all = outbox.entries();
+        let mut plain = Plain {
+            outbox,
+            entries: Vec::with_capacity(all.len()),
+            origin: Vec::with_capacity(all.len()),
+        };
+        for (index, entry) in all.iter().enumerate() {
+            let copy_of = match entry.kind {
+                EntryKind::File | EntryKind::Dir => entry,
+                EntryKind::Hardlink => match entry.of.and_then(|of| all.get(of as usize)) {
+                    Some(file) => file,
+                    None => continue,
+                },
+                _ => {
+                    crate::ui::report::warn(&format!(
+                        "skipping {}: a {} (the receiver is an older xfer that takes only \
+                         files and directories)",
+                        outbox.shown(index),
+                        entry.kind.name()
+                    ));
+                    continue;
+                }
+            };
+            plain.entries.push(Entry {
+                path: entry.path.clone(),
+                kind: copy_of.kind,
+                size: copy_of.size,
+                mode: copy_of.mode.map(|mode| mode & 0o777),
+                mtime: copy_of.mtime.filter(|mtime| *mtime >= 0),
+                ..Entry::default()
+            });
+            plain.origin.push(index);
+        }
+        plain
+    }
+}
+
+impl Outbox for Plain<'_> {
+    fn entries(&self) -> &[Entry] {
+        &self.entries
+    }
+
+    fn open(&self, index: usize) -> Result<Box<dyn Input>> {
+        self.outbox.open(self.origin[index])
+    }
+
+    fn rereadable(&self, index: usize) -> bool {
+        self.outbox.rereadable(self.origin[index])
+    }
+
+    fn shown(&self, index: usize) -> String {
+        self.outbox.shown(self.origin[index])
+    }
 }

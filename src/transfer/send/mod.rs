@@ -24,7 +24,7 @@ use super::Tally;
 use super::offer::{read_plan, write_offer};
 use crate::error::{Kind, fail};
 use crate::escape::escape;
-use crate::fs::input::Outbox;
+use crate::fs::input::{Outbox, Plain};
 use crate::pool::{Giver, Pool};
 use crate::proto::hash::Digest;
 use crate::proto::message::{Decision, Entry, EntryKind, ErrorCode, Message};
@@ -52,6 +52,9 @@ struct Outstanding {
     /// This side failed the entry already (it changed or could not be read while
     /// sent); the receiver's refusal of its `done` is expected and not counted again.
     failed_here: bool,
+    /// An entry without data (a link, a special file) the receiver makes: it is
+    /// answered only if making it failed.
+    made: bool,
 }
 
 /// What `done` said about an entry.
@@ -78,6 +81,22 @@ struct Pending {
 }
 
 impl Pending {
+    /// Nothing outstanding but the entries without data the receiver makes.
+    fn awaiting(made: &[u64]) -> Pending {
+        let pending = Pending::default();
+        pending.lock().extend(made.iter().map(|&index| {
+            let outstanding = Outstanding {
+                facts: None,
+                resumed_at: None,
+                position: 0,
+                failed_here: false,
+                made: true,
+            };
+            (index, outstanding)
+        }));
+        pending
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Outstanding>> {
         self.entries
             .lock()
@@ -114,6 +133,14 @@ pub(crate) fn session<R: Read + Send, W: Write, C: Hangup + Sync>(
     outbox: &dyn Outbox,
     tally: &mut Tally,
 ) -> Result<()> {
+    // A peer without `meta` gets what it always got.
+    let plain;
+    let outbox = if conn.negotiated.meta() {
+        outbox
+    } else {
+        plain = Plain::of(outbox);
+        &plain
+    };
     let result = send(conn, outbox, tally);
     if let Err(err) = &result {
         super::tell::end_session(conn, err);
@@ -140,13 +167,18 @@ fn send<R: Read + Send, W: Write, C: Hangup + Sync>(
     writer.flush()?;
     // Waiting for the plan is waiting on the receiver: the idle timeout holds.
     let plan = read_plan(reader, &transfer, entries.len())?;
-    let to_send = follow_plan(outbox, &plan, tally)?;
+    let (to_send, made) = follow_plan(outbox, &plan, tally)?;
     drop(plan);
 
     tally
         .reporter_mut()
         .start_bar(left_to_send(entries, &to_send));
-    let result = data_and_answers(reader, writer, closer, &transfer, &to_send, outbox, tally);
+    let work = Work {
+        to_send: &to_send,
+        made: &made,
+        outbox,
+    };
+    let result = data_and_answers(reader, writer, closer, &transfer, work, tally);
     tally.squeezed(writer.take_squeezed());
     result
 }
@@ -173,14 +205,18 @@ fn data_and_answers<R: Read + Send, W: Write, C: Hangup + Sync>(
     writer: &mut FrameWriter<W>,
     closer: &C,
     transfer: &Transfer,
-    to_send: &[ToSend],
-    outbox: &dyn Outbox,
+    work: Work<'_>,
     tally: &Tally,
 ) -> Result<()> {
+    let Work {
+        to_send,
+        made,
+        outbox,
+    } = work;
     let idle = closer.idle_timeout();
     // While this side streams, a silent receiver is not idle.
     let _streaming = closer.without_read_timeout();
-    let pending = Pending::default();
+    let pending = Pending::awaiting(made);
     let (finished, answers_over) = mpsc::channel::<()>();
     let result = std::thread::scope(|scope| {
         let pending = &pending;
@@ -264,11 +300,26 @@ fn cut_short(pending: &Pending) -> u64 {
         .sum()
 }
 
+/// What the data phase does: send these files' data, and hear whether these entries
+/// without data were made.
+#[derive(Clone, Copy)]
+struct Work<'a> {
+    to_send: &'a [ToSend],
+    made: &'a [u64],
+    outbox: &'a dyn Outbox,
+}
+
 /// Reads the plan's decisions: reports skips and files already there, checks what
-/// a decision may say, and lists the files whose data goes out.
-fn follow_plan(outbox: &dyn Outbox, plan: &[Decision], tally: &Tally) -> Result<Vec<ToSend>> {
+/// a decision may say, and lists the files whose data goes out and the entries
+/// without data the receiver will make.
+fn follow_plan(
+    outbox: &dyn Outbox,
+    plan: &[Decision],
+    tally: &Tally,
+) -> Result<(Vec<ToSend>, Vec<u64>)> {
     let entries = outbox.entries();
     let mut to_send = Vec::new();
+    let mut made = Vec::new();
     for (index, (entry, decision)) in entries.iter().zip(plan).enumerate() {
         match decision {
             Decision::Skip {
@@ -283,12 +334,13 @@ fn follow_plan(outbox: &dyn Outbox, plan: &[Decision], tally: &Tally) -> Result<
                 *code,
                 format!("refused by the receiver: {}", escape(message)),
             ),
-            Decision::Send { offset, .. } if entry.kind == EntryKind::Dir => {
-                if *offset != 0 {
-                    return Err(fail(
-                        Kind::Protocol,
-                        format!("the plan resumes directory {index} at {offset}"),
-                    ));
+            Decision::Send {
+                offset,
+                prefix_hash,
+            } if entry.kind != EntryKind::File => {
+                without_data(entry.kind, index, *offset, prefix_hash.is_some())?;
+                if entry.kind != EntryKind::Dir {
+                    made.push(index as u64);
                 }
             }
             Decision::Send {
@@ -317,7 +369,25 @@ fn follow_plan(outbox: &dyn Outbox, plan: &[Decision], tally: &Tally) -> Result<
             }
         }
     }
-    Ok(to_send)
+    Ok((to_send, made))
+}
+
+/// A `send` for entry `index` of `kind`, which has no data: from offset 0, without
+/// a prefix hash, and never for an entry that was not sent.
+fn without_data(kind: EntryKind, index: usize, offset: u64, prefix: bool) -> Result<()> {
+    if kind == EntryKind::Unsent {
+        return Err(fail(
+            Kind::Protocol,
+            format!("the plan asks for entry {index}, which was not sent"),
+        ));
+    }
+    if offset != 0 || prefix {
+        return Err(fail(
+            Kind::Protocol,
+            format!("the plan resumes entry {index} without data at {offset}"),
+        ));
+    }
+    Ok(())
 }
 
 /// The socket side of the data phase: starts the reading thread and writes what it
@@ -409,6 +479,7 @@ impl Frames<'_> {
                         resumed_at,
                         position: offset,
                         failed_here: false,
+                        made: false,
                     },
                 );
                 writer.write_message(&Message::Data { index, offset })
