@@ -240,7 +240,13 @@ fn a_tree_arrives_with_modes_times_and_empty_dirs_and_links_as_links() {
     let got = out.path().join("tree");
     assert_eq!(
         files_under(&got),
-        ["nested/deeper/big.bin", "nested/secret", "script.sh"].map(PathBuf::from)
+        [
+            "link",
+            "nested/deeper/big.bin",
+            "nested/secret",
+            "script.sh"
+        ]
+        .map(PathBuf::from)
     );
     assert!(got.join("empty").is_dir());
     // Issue 20: a link travels as a link (tests/it/fidelity.rs checks the rest).
