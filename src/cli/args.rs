@@ -292,9 +292,36 @@ pub(crate) struct SendArgs {
     #[arg(long, value_name = "NAME")]
     pub(crate) name: Option<String>,
 
-    /// Inside directories, send what symbolic links point at instead of skipping them
+    /// Inside directories, send what symbolic links point at instead of the links
     #[arg(long)]
     pub(crate) follow_symlinks: bool,
+
+    /// Send every name of a file with several links as a separate copy (by
+    /// default they arrive as hard links of one file)
+    #[arg(long)]
+    pub(crate) no_hard_links: bool,
+
+    /// Archive: keep everything that applies (--xattrs --owner --specials; links
+    /// and hard links are kept anyway)
+    #[arg(long, short = 'a')]
+    pub(crate) archive: bool,
+
+    /// Send extended attributes (`user.*`; every namespace as root)
+    #[arg(long, short = 'X')]
+    pub(crate) xattrs: bool,
+
+    /// Send owners and groups (by number and name); a receiver running as root
+    /// applies them
+    #[arg(long)]
+    pub(crate) owner: bool,
+
+    /// With --owner: send owners by number only, not by name
+    #[arg(long)]
+    pub(crate) numeric_ids: bool,
+
+    /// Send fifos, sockets and device nodes (a receiver makes devices only as root)
+    #[arg(long)]
+    pub(crate) specials: bool,
 
     /// Into a server's DIR: replace files that exist there (a plain receiver
     /// decides for itself, with `recv --overwrite`)
@@ -366,6 +393,11 @@ pub(crate) struct RecvArgs {
     /// Remove partial data that no sender came back for after HOURS
     #[arg(long, value_name = "HOURS", default_value = "24", value_parser = units::hours)]
     pub(crate) keep_partial: Duration,
+
+    /// As root: give files the owner and group numbers the sender sent, instead
+    /// of the local users and groups of the same names
+    #[arg(long)]
+    pub(crate) numeric_ids: bool,
 
     #[command(flatten)]
     pub(crate) link: LinkArgs,

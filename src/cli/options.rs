@@ -154,6 +154,11 @@ fn send(args: SendArgs) -> Result<SendOptions, String> {
         walk: WalkOptions {
             follow_symlinks: args.follow_symlinks,
             name: args.name,
+            no_hard_links: args.no_hard_links,
+            xattrs: args.xattrs || args.archive,
+            owner: args.owner || args.archive,
+            numeric_ids: args.numeric_ids,
+            specials: args.specials || args.archive,
         },
         compress: args.compress,
         remote_dir,
@@ -202,6 +207,7 @@ fn recv(args: RecvArgs) -> Result<RecvOptions, String> {
             },
         },
         keep_partial: args.keep_partial,
+        numeric_ids: args.numeric_ids,
         peering: peering(&args.link, args.from, args.security, args.auth, style)?,
     })
 }

@@ -7,6 +7,7 @@
 //! This file only names the parts (each in its own file) and keeps [`StdoutSink`].
 
 mod meta;
+mod node;
 mod part;
 mod resolver;
 mod sweep;
@@ -15,6 +16,8 @@ mod target;
 use std::fs::File;
 use std::io::{self, Write};
 
+pub(crate) use self::meta::{DROPPED, set_numeric_ids};
+pub(crate) use self::node::Node;
 pub(crate) use self::part::{PartFile, Resume};
 pub(crate) use self::resolver::{Placement, Resolver};
 pub(crate) use self::sweep::{cutoff, in_background as sweep_in_background};
@@ -64,15 +67,23 @@ mod tests {
             path,
             &components,
             overwrite,
-            (Some(content.len() as u64), Some(1_000_000_000)),
+            (Some(content.len() as u64), Some(1_000_000_000), 0),
         )?;
         if placement == Placement::Same {
             return Ok(placement);
         }
         let mut part = target.resolver().create_part(path, &components, None)?;
         part.write_all(content)?;
-        part.commit(Some(0o640), Some(1_000_000_000), overwrite)?;
+        part.commit(&stamp(Some(0o640), Some(1_000_000_000)), overwrite)?;
         Ok(placement)
+    }
+
+    fn stamp(mode: Option<u64>, mtime: Option<i64>) -> crate::proto::message::Entry {
+        crate::proto::message::Entry {
+            mode,
+            mtime,
+            ..Default::default()
+        }
     }
 
     #[test]
@@ -125,7 +136,7 @@ mod tests {
             .create_part("ro", &[&b"ro"[..]], Some(resume))
             .unwrap();
         part.write_all(b"more").unwrap();
-        part.commit(Some(0o444), None, false).unwrap();
+        part.commit(&stamp(Some(0o444), None), false).unwrap();
         let landed = dir.path().join("ro");
         assert_eq!(std::fs::read(&landed).unwrap(), b"halfmore");
         assert_eq!(
@@ -157,7 +168,7 @@ mod tests {
             .unwrap();
         part.write_all(b"mine").unwrap();
         std::fs::write(dir.path().join("x"), b"theirs").unwrap();
-        let refusal = part.commit(None, None, false).unwrap_err();
+        let refusal = part.commit(&stamp(None, None), false).unwrap_err();
         assert_eq!(refusal.code, ErrorCode::Exists);
         assert!(refusal.message.contains("discarded"));
         assert_eq!(std::fs::read(dir.path().join("x")).unwrap(), b"theirs");
@@ -180,7 +191,7 @@ mod tests {
         let partial = dir.path().join(part::partial_name(b"x", 4));
         std::fs::remove_file(&partial).unwrap();
         std::fs::write(&partial, b"evil").unwrap();
-        let refusal = part.commit(None, None, true).unwrap_err();
+        let refusal = part.commit(&stamp(None, None), true).unwrap_err();
         assert_eq!(refusal.code, ErrorCode::Io);
         assert!(!dir.path().join("x").exists());
         assert_eq!(std::fs::read(&partial).unwrap(), b"evil", "left alone");
@@ -202,7 +213,7 @@ mod tests {
             .create_part("x", &components, Some(resume))
             .unwrap();
         part.write_all(b"abc").unwrap();
-        part.commit(None, None, false).unwrap();
+        part.commit(&stamp(None, None), false).unwrap();
         assert_eq!(std::fs::read(dir.path().join("x")).unwrap(), b"abc");
     }
 

@@ -35,7 +35,7 @@ use crate::fs::ledger::{Account, Books};
 use crate::fs::path::RESERVED_PREFIX;
 use crate::hex::hex;
 use crate::proto::hash::Hasher;
-use crate::proto::message::ErrorCode;
+use crate::proto::message::{Entry, ErrorCode};
 
 /// Mode of a temporary while it is incomplete: the receiver must be able to reopen
 /// it to resume, whatever mode the file will have.
@@ -267,13 +267,8 @@ impl PartFile {
     /// Makes the file durable under its final name: mode and time applied, flushed
     /// to disk, renamed into place (refusing to replace a file unless `overwrite`),
     /// and the directory flushed so the rename itself survives a crash.
-    pub(crate) fn commit(
-        mut self,
-        mode: Option<u64>,
-        mtime: Option<i64>,
-        overwrite: bool,
-    ) -> Result<(), Refusal> {
-        self.finish_metadata(mode, mtime)?;
+    pub(crate) fn commit(mut self, entry: &Entry, overwrite: bool) -> Result<(), Refusal> {
+        self.finish_metadata(entry)?;
         let file = self.file.take().expect("commit comes before sealing");
         if let Err(err) = file.sync_all() {
             self.keep = false;
@@ -287,15 +282,15 @@ impl PartFile {
     /// Readies a complete, verified file for [`super::TargetDir::commit_all`]: mode
     /// and time applied and the file closed, so that a group of a thousand waiting
     /// files holds no descriptors. Its durability then comes from the group's flush.
-    pub(crate) fn seal(&mut self, mode: Option<u64>, mtime: Option<i64>) -> Result<(), Refusal> {
-        self.finish_metadata(mode, mtime)?;
+    pub(crate) fn seal(&mut self, entry: &Entry) -> Result<(), Refusal> {
+        self.finish_metadata(entry)?;
         self.file = None;
         Ok(())
     }
 
-    /// Gives the complete file its offered mode and time. From here on it is no
-    /// longer resumable data: if anything fails, it is removed.
-    fn finish_metadata(&mut self, mode: Option<u64>, mtime: Option<i64>) -> Result<(), Refusal> {
+    /// Gives the complete file its offered metadata (mode, time, owner, xattrs).
+    /// From here on it is no longer resumable data: if anything fails, it is removed.
+    fn finish_metadata(&mut self, entry: &Entry) -> Result<(), Refusal> {
         let file = self.file.as_ref().expect("metadata before sealing");
         self.keep = false;
         if self.meter.is_some() {
@@ -307,8 +302,11 @@ impl PartFile {
                 .remove(&self.identity);
         }
         // A server keeps reading and writing what it holds, whatever was offered.
-        let keep = if self.meter.is_some() { 0o600 } else { 0 };
-        meta::apply(file, mode, mtime, keep)
+        let policy = meta::Policy {
+            server: self.meter.is_some(),
+            keep: if self.meter.is_some() { 0o600 } else { 0 },
+        };
+        meta::apply(file, entry, policy)
             .map_err(|err| Refusal::io(&self.path, "cannot set its mode or time", err))
     }
 
@@ -572,7 +570,7 @@ fn create_temporary(dir: &OwnedFd, path: &str) -> Result<(String, File), Refusal
     }
 }
 
-fn random_bytes() -> [u8; 8] {
+pub(super) fn random_bytes() -> [u8; 8] {
     // Only uniqueness matters here; fall back to the clock if the OS RNG fails.
     crate::key::random_bytes().unwrap_or_else(|_| {
         std::time::SystemTime::now()

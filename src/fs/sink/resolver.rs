@@ -18,7 +18,7 @@ use super::target::TargetDir;
 use crate::escape::escape;
 use crate::fs::{Refusal, beneath};
 use crate::proto::hash::{HashKind, Hasher};
-use crate::proto::message::ErrorCode;
+use crate::proto::message::{Entry, ErrorCode};
 
 /// Most directories a resolver keeps open; past that it starts over.
 const RESOLVER_DIRS: usize = 256;
@@ -43,7 +43,7 @@ impl TargetDir {
 
 /// Resolves names beneath a [`TargetDir`] (see the module documentation).
 pub(crate) struct Resolver<'a> {
-    target: &'a TargetDir,
+    pub(super) target: &'a TargetDir,
     /// Open directories by their path beneath the root ("" is the root itself).
     dirs: HashMap<Vec<u8>, Arc<OwnedFd>>,
 }
@@ -65,7 +65,7 @@ impl<'a> Resolver<'a> {
         path: &str,
         components: &[&[u8]],
         overwrite: bool,
-        offered: (Option<u64>, Option<i64>),
+        offered: (Option<u64>, Option<i64>, u32),
     ) -> Result<Placement, Refusal> {
         self.deep_enough(path, components)?;
         let (parents, name) = split_last(components);
@@ -85,7 +85,9 @@ impl<'a> Resolver<'a> {
             FileType::RegularFile if overwrite => Ok(Placement::Free(Some(stat.st_size as u64))),
             _ if overwrite => Ok(Placement::Free(None)),
             FileType::RegularFile
-                if offered.0 == Some(stat.st_size as u64) && offered.1 == Some(stat.st_mtime) =>
+                if offered.0 == Some(stat.st_size as u64)
+                    && offered.1 == Some(stat.st_mtime)
+                    && same_nanos(offered.2, stat.st_mtime_nsec as u32) =>
             {
                 Ok(Placement::Same)
             }
@@ -122,13 +124,12 @@ impl<'a> Resolver<'a> {
         }
     }
 
-    /// Applies permission bits and modification time to an existing directory.
+    /// Applies an offered directory's metadata to the directory made for it.
     pub(crate) fn finish_dir(
         &mut self,
         path: &str,
         components: &[&[u8]],
-        mode: Option<u64>,
-        mtime: Option<i64>,
+        entry: &Entry,
     ) -> Result<(), Refusal> {
         let dir = self.walk(components, false)?.ok_or_else(|| {
             Refusal::new(
@@ -137,13 +138,17 @@ impl<'a> Resolver<'a> {
             )
         })?;
         // A server keeps reading, writing and searching what it holds.
-        let keep = if self.target.meter().is_some() {
-            0o700
-        } else {
-            0
-        };
-        meta::apply(&*dir, mode, mtime, keep)
+        meta::apply(&*dir, entry, self.policy(0o700))
             .map_err(|err| Refusal::io(path, "cannot set its metadata", err))
+    }
+
+    /// How metadata is applied here: a server keeps `server_keeps` for itself.
+    pub(super) fn policy(&self, server_keeps: u32) -> meta::Policy {
+        let server = self.target.meter().is_some();
+        meta::Policy {
+            server,
+            keep: if server { server_keeps } else { 0 },
+        }
     }
 
     /// Data a cut transfer of `path` (offered with `size` bytes) left behind: its
@@ -222,7 +227,7 @@ impl<'a> Resolver<'a> {
     /// Opens (and with `create`, makes) the directories `components` beneath the
     /// root without following links, starting from the deepest one already open.
     /// `Ok(None)`: one of them does not exist.
-    fn walk(
+    pub(super) fn walk(
         &mut self,
         components: &[&[u8]],
         create: bool,
@@ -262,8 +267,14 @@ impl<'a> Resolver<'a> {
     }
 }
 
+/// Section 16: nanoseconds agree when equal, or when either side has none (a
+/// filesystem with whole-second times must not make every rerun resend).
+fn same_nanos(offered: u32, here: u32) -> bool {
+    offered == here || offered == 0 || here == 0
+}
+
 /// A path's parent components and its last one.
-fn split_last<'c, 'a>(components: &'c [&'a [u8]]) -> (&'c [&'a [u8]], &'a [u8]) {
+pub(super) fn split_last<'c, 'a>(components: &'c [&'a [u8]]) -> (&'c [&'a [u8]], &'a [u8]) {
     let (name, parents) = components
         .split_last()
         .expect("the path policy never returns an empty list");

@@ -11,6 +11,7 @@
 use std::cell::RefCell;
 use std::io::Write;
 use std::ops::Range;
+use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::Duration;
 
@@ -316,11 +317,11 @@ impl Answers<'_, '_> {
         };
         if arrived.size >= GROUP_BYTES {
             // Alone: fsync of the file itself, no group to wait for.
-            let result = part.commit(entry.mode, entry.mtime, self.shared.settings.overwrite);
+            let result = part.commit(entry, self.shared.settings.overwrite);
             self.settle(index, settled_by(&result, arrived.size));
             return self.answer_now(writer, index, result.map(|()| arrived));
         }
-        if let Err(refusal) = part.seal(entry.mode, entry.mtime) {
+        if let Err(refusal) = part.seal(entry) {
             self.settle(index, Settled::Unchanged);
             return self.answer_now(writer, index, Err(refusal));
         }
@@ -414,6 +415,7 @@ impl Answers<'_, '_> {
         let transfer = self.shared.transfer;
         let reply = match outcome {
             Ok(arrived) => {
+                self.planned[index].arrived.store(true, Ordering::Relaxed);
                 let facts = FileFacts {
                     index: index as u64,
                     size: arrived.size,
@@ -555,12 +557,9 @@ pub(crate) fn finish_dirs(planned: &[Planned], target: &TargetDir, names: Names)
         let Ok(components) = check_path_bytes(&bytes, names) else {
             continue; // refused when planned
         };
-        if let Err(refusal) = resolver.finish_dir(
-            &item.entry.shown_path(),
-            &components,
-            item.entry.mode,
-            item.entry.mtime,
-        ) {
+        if let Err(refusal) =
+            resolver.finish_dir(&item.entry.shown_path(), &components, &item.entry)
+        {
             report::warn(&escape(&refusal.message));
         }
     }

@@ -26,8 +26,7 @@ use super::Tally;
 use super::offer::{read_plan, write_offer};
 use crate::error::{Kind, fail};
 use crate::escape::escape;
-use crate::fs::input::Outbox;
-use crate::fs::input::UNREADABLE;
+use crate::fs::input::{Outbox, UNREADABLE};
 use crate::pool::{Giver, Pool};
 use crate::proto::hash::Digest;
 use crate::proto::message::{Decision, Entry, EntryKind, ErrorCode, Message};
@@ -55,6 +54,9 @@ struct Outstanding {
     /// This side failed the entry already (it changed or could not be read while
     /// sent); the receiver's refusal of its `done` is expected and not counted again.
     failed_here: bool,
+    /// An entry without data (a link, a special file) the receiver makes: it is
+    /// answered only if making it failed.
+    made: bool,
 }
 
 /// What `done` said about an entry.
@@ -81,6 +83,22 @@ struct Pending {
 }
 
 impl Pending {
+    /// Nothing outstanding but the entries without data the receiver makes.
+    fn awaiting(made: &[u64]) -> Pending {
+        let pending = Pending::default();
+        pending.lock().extend(made.iter().map(|&index| {
+            let outstanding = Outstanding {
+                facts: None,
+                resumed_at: None,
+                position: 0,
+                failed_here: false,
+                made: true,
+            };
+            (index, outstanding)
+        }));
+        pending
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Outstanding>> {
         self.entries
             .lock()
@@ -153,13 +171,18 @@ fn send<R: Read + Send, W: Write, C: Hangup + Sync>(
     writer.flush()?;
     // Waiting for the plan is waiting on the receiver: the idle timeout holds.
     let plan = read_plan(reader, &transfer, entries.len())?;
-    let to_send = follow_plan(outbox, &plan, tally)?;
+    let (to_send, made) = follow_plan(outbox, &plan, tally)?;
     drop(plan);
 
     tally
         .reporter_mut()
         .start_bar(left_to_send(entries, &to_send));
-    let result = data_and_answers(reader, writer, closer, &transfer, &to_send, outbox, tally);
+    let work = Work {
+        to_send: &to_send,
+        made: &made,
+        outbox,
+    };
+    let result = data_and_answers(reader, writer, closer, &transfer, work, tally);
     tally.squeezed(writer.take_squeezed());
     result
 }
@@ -186,14 +209,18 @@ fn data_and_answers<R: Read + Send, W: Write, C: Hangup + Sync>(
     writer: &mut FrameWriter<W>,
     closer: &C,
     transfer: &Transfer,
-    to_send: &[ToSend],
-    outbox: &dyn Outbox,
+    work: Work<'_>,
     tally: &Tally,
 ) -> Result<()> {
+    let Work {
+        to_send,
+        made,
+        outbox,
+    } = work;
     let idle = closer.idle_timeout();
     // While this side streams, a silent receiver is not idle.
     let _streaming = closer.without_read_timeout();
-    let pending = Pending::default();
+    let pending = Pending::awaiting(made);
     let (finished, answers_over) = mpsc::channel::<()>();
     let result = std::thread::scope(|scope| {
         let pending = &pending;
@@ -277,11 +304,26 @@ fn cut_short(pending: &Pending) -> u64 {
         .sum()
 }
 
+/// What the data phase does: send these files' data, and hear whether these entries
+/// without data were made.
+#[derive(Clone, Copy)]
+struct Work<'a> {
+    to_send: &'a [ToSend],
+    made: &'a [u64],
+    outbox: &'a dyn Outbox,
+}
+
 /// Reads the plan's decisions: reports skips and files already there, checks what
-/// a decision may say, and lists the files whose data goes out.
-fn follow_plan(outbox: &dyn Outbox, plan: &[Decision], tally: &Tally) -> Result<Vec<ToSend>> {
+/// a decision may say, and lists the files whose data goes out and the entries
+/// without data the receiver will make.
+fn follow_plan(
+    outbox: &dyn Outbox,
+    plan: &[Decision],
+    tally: &Tally,
+) -> Result<(Vec<ToSend>, Vec<u64>)> {
     let entries = outbox.entries();
     let mut to_send = Vec::new();
+    let mut made = Vec::new();
     for (index, (entry, decision)) in entries.iter().zip(plan).enumerate() {
         if unsent_or_sparse(index, entry, decision, tally)? {
             continue;
@@ -299,41 +341,66 @@ fn follow_plan(outbox: &dyn Outbox, plan: &[Decision], tally: &Tally) -> Result<
                 *code,
                 format!("refused by the receiver: {}", escape(message)),
             ),
-            Decision::Send { offset, .. } if entry.kind == EntryKind::Dir => {
-                if *offset != 0 {
-                    return Err(fail(
-                        Kind::Protocol,
-                        format!("the plan resumes directory {index} at {offset}"),
-                    ));
+            Decision::Send {
+                offset,
+                prefix_hash,
+            } if entry.kind != EntryKind::File => {
+                without_data(entry.kind, index, *offset, prefix_hash.is_some())?;
+                if entry.kind != EntryKind::Dir {
+                    made.push(index as u64);
                 }
             }
             Decision::Send {
                 offset,
                 prefix_hash,
-            } => {
-                // Section 5: an offset must fit the file, and comes with its prefix hash.
-                let fits = match entry.size {
-                    Some(size) => *offset <= size,
-                    None => *offset == 0,
-                };
-                if !fits || (*offset > 0) != prefix_hash.is_some() {
-                    return Err(fail(
-                        Kind::Protocol,
-                        format!(
-                            "the plan resumes entry {index} at {offset}, which does not fit it"
-                        ),
-                    ));
-                }
-                let resumable = *offset > 0 && outbox.rereadable(index);
-                to_send.push(ToSend {
-                    index: index as u64,
-                    offset: if resumable { *offset } else { 0 },
-                    prefix_hash: prefix_hash.clone().filter(|_| resumable),
-                });
-            }
+            } => to_send.push(file_to_send(outbox, index, *offset, prefix_hash)?),
         }
     }
-    Ok(to_send)
+    Ok((to_send, made))
+}
+
+/// A file planned `send` from `offset`: it must fit the file, and comes with its
+/// prefix hash (section 6); it resumes only where the source can be read again.
+fn file_to_send(
+    outbox: &dyn Outbox,
+    index: usize,
+    offset: u64,
+    prefix_hash: &Option<String>,
+) -> Result<ToSend> {
+    let fits = match outbox.entries()[index].size {
+        Some(size) => offset <= size,
+        None => offset == 0,
+    };
+    if !fits || (offset > 0) != prefix_hash.is_some() {
+        return Err(fail(
+            Kind::Protocol,
+            format!("the plan resumes entry {index} at {offset}, which does not fit it"),
+        ));
+    }
+    let resumable = offset > 0 && outbox.rereadable(index);
+    Ok(ToSend {
+        index: index as u64,
+        offset: if resumable { offset } else { 0 },
+        prefix_hash: prefix_hash.clone().filter(|_| resumable),
+    })
+}
+
+/// A `send` for entry `index` of `kind`, which has no data: from offset 0, without
+/// a prefix hash, and never for an entry that was not sent.
+fn without_data(kind: EntryKind, index: usize, offset: u64, prefix: bool) -> Result<()> {
+    if kind == EntryKind::Unsent {
+        return Err(fail(
+            Kind::Protocol,
+            format!("the plan asks for entry {index}, which was not sent"),
+        ));
+    }
+    if offset != 0 || prefix {
+        return Err(fail(
+            Kind::Protocol,
+            format!("the plan resumes entry {index} without data at {offset}"),
+        ));
+    }
+    Ok(())
 }
 
 /// What a decision on an unsent or a sparse entry may say (section 16): an unsent
@@ -458,6 +525,7 @@ impl Frames<'_> {
                         resumed_at,
                         position: offset,
                         failed_here: false,
+                        made: false,
                     },
                 );
                 writer.write_message(&Message::Data { index, offset })

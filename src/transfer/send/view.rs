@@ -48,7 +48,8 @@ fn left_out_because(entry: &Entry) -> Option<String> {
     match entry.kind {
         EntryKind::Unsent => entry.reason.clone(),
         _ if entry.path_hex.is_some() => Some(format!("name not UTF-8: {OLDER}")),
-        EntryKind::File | EntryKind::Dir => None,
+        // A hard link goes as a copy of its file, as before `meta`.
+        EntryKind::File | EntryKind::Dir | EntryKind::Hardlink => None,
         kind => Some(format!("{}: {OLDER}", kind_words(kind))),
     }
 }
@@ -66,14 +67,15 @@ fn kind_words(kind: EntryKind) -> &'static str {
 }
 
 /// `entry` as version 2 says it: path, kind, size, permission bits and a time
-/// from 1970 on; a sparse file is sent dense.
-fn plain(entry: &Entry) -> Entry {
+/// in whole seconds from 1970 on; a sparse file is sent dense, a hard link as a
+/// copy of `copy_of`, its file.
+fn plain(entry: &Entry, copy_of: &Entry) -> Entry {
     Entry {
         path: entry.path.clone(),
-        kind: entry.kind,
-        size: entry.size,
-        mode: entry.mode.map(|mode| mode & PLAIN_MODE),
-        mtime: entry.mtime.filter(|&mtime| mtime >= 0),
+        kind: copy_of.kind,
+        size: copy_of.size,
+        mode: copy_of.mode.map(|mode| mode & PLAIN_MODE),
+        mtime: copy_of.mtime.filter(|&mtime| mtime >= 0),
         ..Entry::default()
     }
 }
@@ -91,17 +93,24 @@ impl<'a> PlainView<'a> {
             origin: Vec::new(),
             left_out: Vec::new(),
         };
-        for (index, entry) in outbox.entries().iter().enumerate() {
-            match left_out_because(entry) {
-                Some(why) => view.left_out.push((
+        let all = outbox.entries();
+        for (index, entry) in all.iter().enumerate() {
+            let copy_of = match entry.kind {
+                EntryKind::Hardlink => entry.of.and_then(|of| all.get(of as usize)),
+                _ => Some(entry),
+            };
+            match (left_out_because(entry), copy_of) {
+                (Some(why), _) => view.left_out.push((
                     entry.shown_path().into_owned(),
                     why,
                     entry.kind == EntryKind::Unsent,
                 )),
-                None => {
-                    view.entries.push(plain(entry));
+                (None, Some(copy_of)) => {
+                    view.entries.push(plain(entry, copy_of));
                     view.origin.push(index);
                 }
+                // A hard link to nothing the offer holds: the walk never makes one.
+                (None, None) => {}
             }
         }
         Some(view)
@@ -189,7 +198,7 @@ mod tests {
             },
         ]);
         let view = PlainView::of(&listed).expect("something to narrow");
-        assert_eq!(view.entries(), [plain(&listed.0[1])]);
+        assert_eq!(view.entries(), [plain(&listed.0[1], &listed.0[1])]);
         assert_eq!(view.entries()[0].sparse, None, "sent dense");
         assert_eq!(view.entries()[0].mode, Some(0o755));
         assert_eq!(
