@@ -5,12 +5,17 @@
 //! knows about frames or sockets.
 
 use std::io::Read;
+use std::ops::Range;
 use std::os::fd::AsFd;
 use std::time::Duration;
 
 use anyhow::Result;
 
-use crate::proto::message::{Entry, EntryKind};
+use crate::proto::message::Entry;
+
+/// What a file the sender could not read counts as, not sent (on both sides): the
+/// kind before the `:` of its reason.
+pub(crate) const UNREADABLE: &str = "unreadable";
 
 /// Where an entry's bytes are read from.
 pub(crate) trait Input: Read + Send {
@@ -21,9 +26,43 @@ pub(crate) trait Input: Read + Send {
         let _ = timeout;
         true
     }
+
+    /// The next run of data at or after byte `from` of a file of `size` bytes, the
+    /// input positioned at its start; `None` when only holes are left. What is not
+    /// in a run reads as zeros. Without a way to find holes, all of it is data.
+    fn next_run(&mut self, from: u64, size: u64) -> std::io::Result<Option<Range<u64>>> {
+        Ok((from < size).then_some(from..size))
+    }
+
+    /// Its length now, where it has one.
+    fn len_now(&self) -> Option<u64> {
+        None
+    }
 }
 
-impl Input for std::fs::File {}
+impl Input for std::fs::File {
+    /// With `SEEK_DATA` and `SEEK_HOLE`: the holes are never read.
+    fn next_run(&mut self, from: u64, size: u64) -> std::io::Result<Option<Range<u64>>> {
+        use rustix::fs::{SeekFrom, seek};
+        if from >= size {
+            return Ok(None);
+        }
+        let start = match seek(&*self, SeekFrom::Data(from)) {
+            Ok(start) if start < size => start,
+            // ENXIO: no data past `from`.
+            Ok(_) | Err(rustix::io::Errno::NXIO) => return Ok(None),
+            Err(err) => return Err(err.into()),
+        };
+        // Every file ends in a hole at its end, so this finds one.
+        let end = seek(&*self, SeekFrom::Hole(start))?.min(size);
+        seek(&*self, SeekFrom::Start(start))?;
+        Ok(Some(start..end))
+    }
+
+    fn len_now(&self) -> Option<u64> {
+        self.metadata().ok().map(|meta| meta.len())
+    }
+}
 
 /// A stream of unknown length (standard input, a named pipe): readiness is asked of
 /// the system.
@@ -59,72 +98,4 @@ pub(crate) trait Outbox: Sync {
     fn rereadable(&self, index: usize) -> bool;
     /// How to name entry `index` in this side's messages (escaped).
     fn shown(&self, index: usize) -> String;
-}
-
-/// An outbox as a peer without `meta` may take it (sections 6 and 16): links and
-/// special files left out with a warning (as before `meta`), a hard link sent as a
-/// copy of its file, times in whole seconds and none before 1970, `mode & 0o777`,
-/// no owners or attributes. Indices are this view's; each maps to the outbox's own.
-pub(crate) struct Plain<'a> {
-    outbox: &'a dyn Outbox,
-    entries: Vec<Entry>,
-    /// For each entry of this view, its index in `outbox`.
-    origin: Vec<usize>,
-}
-
-impl<'a> Plain<'a> {
-    pub(crate) fn of(outbox: &'a dyn Outbox) -> Plain<'a> {
-        let all = outbox.entries();
-        let mut plain = Plain {
-            outbox,
-            entries: Vec::with_capacity(all.len()),
-            origin: Vec::with_capacity(all.len()),
-        };
-        for (index, entry) in all.iter().enumerate() {
-            let copy_of = match entry.kind {
-                EntryKind::File | EntryKind::Dir => entry,
-                EntryKind::Hardlink => match entry.of.and_then(|of| all.get(of as usize)) {
-                    Some(file) => file,
-                    None => continue,
-                },
-                _ => {
-                    crate::ui::report::warn(&format!(
-                        "skipping {}: a {} (the receiver is an older xfer that takes only \
-                         files and directories)",
-                        outbox.shown(index),
-                        entry.kind.name()
-                    ));
-                    continue;
-                }
-            };
-            plain.entries.push(Entry {
-                path: entry.path.clone(),
-                kind: copy_of.kind,
-                size: copy_of.size,
-                mode: copy_of.mode.map(|mode| mode & 0o777),
-                mtime: copy_of.mtime.filter(|mtime| *mtime >= 0),
-                ..Entry::default()
-            });
-            plain.origin.push(index);
-        }
-        plain
-    }
-}
-
-impl Outbox for Plain<'_> {
-    fn entries(&self) -> &[Entry] {
-        &self.entries
-    }
-
-    fn open(&self, index: usize) -> Result<Box<dyn Input>> {
-        self.outbox.open(self.origin[index])
-    }
-
-    fn rereadable(&self, index: usize) -> bool {
-        self.outbox.rereadable(self.origin[index])
-    }
-
-    fn shown(&self, index: usize) -> String {
-        self.outbox.shown(self.origin[index])
-    }
 }

@@ -18,10 +18,11 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
-use super::input::{self, Input, Outbox};
+use super::input::{self, Input, Outbox, UNREADABLE};
 use super::owners::Owners;
 use crate::error::{Classify, Kind, fail};
 use crate::escape::{escape, escape_path};
+use crate::proto::entry::MAX_REASON;
 use crate::proto::message::{Entry, EntryKind};
 use crate::ui::report;
 
@@ -79,8 +80,6 @@ pub(crate) struct Collected {
     roots: Vec<Root>,
     /// For each entry, the index of its root.
     origin: Vec<u32>,
-    /// Paths that exist but could not be read (already reported as warnings).
-    pub(crate) unreadable: usize,
     /// While walking: the first entry of each file with more than one link.
     first_names: HashMap<(u64, u64), u64>,
     /// While walking: names of owners and groups, looked up once.
@@ -99,10 +98,11 @@ impl Collected {
 
     /// Where entry `index`'s bytes are.
     fn local_path(&self, index: usize) -> PathBuf {
+        use std::os::unix::ffi::OsStrExt;
         let root = &self.roots[self.origin[index] as usize];
-        let below = &self.entries[index].path[root.name.len()..];
-        match below.strip_prefix('/') {
-            Some(rest) => root.local.join(rest),
+        let path = self.entries[index].path_bytes();
+        match path[root.name.len()..].strip_prefix(b"/") {
+            Some(rest) => root.local.join(std::ffi::OsStr::from_bytes(rest)),
             None => root.local.clone(),
         }
     }
@@ -274,7 +274,7 @@ fn add_root(collected: &mut Collected, index: usize, options: &WalkOptions) -> R
         origin,
         ancestors: HashSet::new(),
     };
-    walk.visit(&local, name, &meta);
+    walk.visit(&local, name.into_bytes(), &meta);
     Ok(())
 }
 
@@ -289,17 +289,20 @@ struct Walk<'a> {
 impl Walk<'_> {
     /// Adds `path` (already stat'ed: links resolved if followed) as `name`, recursing
     /// into directories.
-    fn visit(&mut self, path: &Path, name: String, meta: &Metadata) {
+    fn visit(&mut self, path: &Path, name: Vec<u8>, meta: &Metadata) {
         let file_type = meta.file_type();
         if meta.is_file() {
             let entry = match self.earlier_name(meta) {
-                Some(of) => Entry {
-                    path: name,
-                    kind: EntryKind::Hardlink,
-                    size: Some(0),
-                    of: Some(of),
-                    ..Entry::default()
-                },
+                Some(of) => {
+                    let mut link = Entry {
+                        kind: EntryKind::Hardlink,
+                        size: Some(0),
+                        of: Some(of),
+                        ..Entry::default()
+                    };
+                    link.set_path_bytes(name);
+                    link
+                }
                 None => self.entry(path, name, EntryKind::File, meta),
             };
             self.push(entry);
@@ -310,9 +313,9 @@ impl Walk<'_> {
                     set_target(&mut entry, target.as_os_str().as_bytes());
                     self.push(entry);
                 }
-                Err(err) => self.unreadable(path, &err),
+                Err(err) => self.unreadable(path, &name, &err),
             }
-        } else if let Some(kind) = special_kind(meta).filter(|_| self.options.specials) {
+        } else if let Some(kind) = special_entry_kind(meta).filter(|_| self.options.specials) {
             let mut entry = self.entry(path, name, kind, meta);
             if matches!(kind, EntryKind::Char | EntryKind::Block) {
                 entry.major = Some(rustix::fs::major(meta.rdev()));
@@ -322,23 +325,34 @@ impl Walk<'_> {
         } else if meta.is_dir() {
             let id = (meta.dev(), meta.ino());
             if !self.ancestors.insert(id) {
-                report::warn(&format!(
-                    "skipping {}: a link back to a directory it is inside (a loop)",
-                    escape_path(path)
-                ));
-                return;
+                let why = "loop: a link back to a directory it is inside";
+                return self.not_sent(path, name, why.to_string());
             }
             let entry = self.entry(path, name.clone(), EntryKind::Dir, meta);
             self.push(entry);
             self.visit_children(path, &name);
             self.ancestors.remove(&id);
         } else {
-            report::warn(&format!(
-                "skipping {}: {} (--specials sends fifos, sockets and devices)",
-                escape_path(path),
-                crate::escape::describe(meta.file_type())
-            ));
+            let why = format!(
+                "{}: --specials sends fifos, sockets and devices",
+                special_kind(file_type)
+            );
+            self.not_sent(path, name, why);
         }
+    }
+
+    /// An entry under the operands that is not sent: said now, offered as `unsent`
+    /// (or, to a peer without `meta`, counted as not sent).
+    fn not_sent(&mut self, path: &Path, name: Vec<u8>, reason: String) {
+        report::warn(&format!("{}: not sent: {reason}", escape_path(path)));
+        let mut unsent = Entry {
+            kind: EntryKind::Unsent,
+            size: Some(0),
+            reason: Some(truncated(reason, MAX_REASON)),
+            ..Entry::default()
+        };
+        unsent.set_path_bytes(name);
+        self.push(unsent);
     }
 
     /// The index of the entry already offered for this file, when it has other
@@ -359,7 +373,7 @@ impl Walk<'_> {
     }
 
     /// An entry for `path` with everything its user asked to keep.
-    fn entry(&mut self, path: &Path, name: String, kind: EntryKind, meta: &Metadata) -> Entry {
+    fn entry(&mut self, path: &Path, name: Vec<u8>, kind: EntryKind, meta: &Metadata) -> Entry {
         let mut entry = entry(name, kind, meta);
         if self.options.owner {
             entry.uid = Some(meta.uid());
@@ -380,27 +394,23 @@ impl Walk<'_> {
         self.collected.origin.push(self.origin);
     }
 
-    fn visit_children(&mut self, dir: &Path, name: &str) {
+    fn visit_children(&mut self, dir: &Path, name: &[u8]) {
+        use std::os::unix::ffi::OsStrExt;
         let listing =
             std::fs::read_dir(dir).and_then(|entries| entries.collect::<Result<Vec<_>, _>>());
         let mut children = match listing {
             Ok(children) => children,
-            Err(err) => return self.unreadable(dir, &err),
+            Err(err) => return self.unreadable(dir, name, &err),
         };
         children.sort_by_key(|child| child.file_name());
         for child in children {
             let path = child.path();
-            let Some(child_name) = child.file_name().to_str().map(str::to_string) else {
-                report::warn(&format!(
-                    "skipping {}: the name is not UTF-8, which the protocol cannot carry",
-                    escape_path(&path)
-                ));
-                continue;
-            };
+            // A name need not be UTF-8: it travels as bytes (`path_hex`) under `meta`.
+            let child_name = [name, b"/", child.file_name().as_bytes()].concat();
             let meta = match std::fs::symlink_metadata(&path) {
                 Ok(meta) => meta,
                 Err(err) => {
-                    self.unreadable(&path, &err);
+                    self.unreadable(&path, &child_name, &err);
                     continue;
                 }
             };
@@ -418,22 +428,52 @@ impl Walk<'_> {
             } else {
                 meta
             };
-            self.visit(&path, format!("{name}/{child_name}"), &meta);
+            self.visit(&path, child_name, &meta);
         }
     }
 
-    fn unreadable(&mut self, path: &Path, err: &std::io::Error) {
-        report::warn(&format!(
-            "cannot read {}: {err}; not sent",
-            escape_path(path)
-        ));
-        self.collected.unreadable += 1;
+    /// A directory that cannot be listed, or a name that cannot be looked at: it
+    /// is not sent (a directory's entry went out already; what it holds cannot).
+    fn unreadable(&mut self, path: &Path, name: &[u8], err: &std::io::Error) {
+        let why = format!("{UNREADABLE}: {err}");
+        self.not_sent(path, name.to_vec(), why);
     }
 }
 
-fn entry(path: String, kind: EntryKind, meta: &Metadata) -> Entry {
+/// What a file that is neither a regular file, a directory nor a link is, in the
+/// words the summary counts by.
+fn special_kind(kind: std::fs::FileType) -> &'static str {
+    if kind.is_socket() {
+        "socket"
+    } else if kind.is_fifo() {
+        "named pipe"
+    } else if kind.is_block_device() || kind.is_char_device() {
+        "device"
+    } else {
+        "special file"
+    }
+}
+
+/// `text` cut to at most `max` bytes, on a character boundary.
+fn truncated(mut text: String, max: usize) -> String {
+    if text.len() > max {
+        let mut end = max;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+    }
+    text
+}
+
+fn entry(path: Vec<u8>, kind: EntryKind, meta: &Metadata) -> Entry {
+    let mut entry = entry_at(kind, meta);
+    entry.set_path_bytes(path);
+    entry
+}
+
+fn entry_at(kind: EntryKind, meta: &Metadata) -> Entry {
     Entry {
-        path,
         kind,
         // Only a file carries data; every other size is 0 (null means a stream).
         size: Some(if kind == EntryKind::File {
@@ -445,6 +485,10 @@ fn entry(path: String, kind: EntryKind, meta: &Metadata) -> Entry {
         mode: (kind != EntryKind::Symlink).then(|| u64::from(meta.mode() & PERMISSION_BITS)),
         mtime: Some(meta.mtime()),
         mtime_ns: u32::try_from(meta.mtime_nsec()).ok().filter(|ns| *ns != 0),
+        // Fewer blocks than bytes: it has holes (or is compressed, which then
+        // reads as one run). Sent as runs under `meta`, dense otherwise.
+        sparse: (kind == EntryKind::File && meta.blocks().saturating_mul(512) < meta.len())
+            .then_some(true),
         ..Entry::default()
     }
 }
@@ -458,7 +502,7 @@ fn set_target(entry: &mut Entry, target: &[u8]) {
 }
 
 /// What a fifo, socket or device node is offered as.
-fn special_kind(meta: &Metadata) -> Option<EntryKind> {
+fn special_entry_kind(meta: &Metadata) -> Option<EntryKind> {
     let file_type = meta.file_type();
     if file_type.is_fifo() {
         Some(EntryKind::Fifo)
@@ -578,7 +622,41 @@ mod tests {
         let collected = collect(&[tree], &options).unwrap();
         assert_eq!(
             names(&collected),
-            [("t", EntryKind::Dir), ("t/sub", EntryKind::Dir)]
+            [
+                ("t", EntryKind::Dir),
+                ("t/sub", EntryKind::Dir),
+                ("t/sub/up", EntryKind::Unsent)
+            ]
+        );
+        let reason = collected.entries[2].reason.as_deref().unwrap_or_default();
+        assert!(reason.starts_with("loop: "), "{reason}");
+    }
+
+    #[test]
+    fn odd_names_specials_and_holes_are_in_the_offer() {
+        use std::os::unix::ffi::OsStrExt;
+        crate::ui::report::set_quiet();
+        let root = tempfile::tempdir().unwrap();
+        let tree = root.path().join("t");
+        std::fs::create_dir(&tree).unwrap();
+        let odd = tree.join(std::ffi::OsStr::from_bytes(b"caf\xe9"));
+        std::fs::write(&odd, b"latin-1").unwrap();
+        let holes = std::fs::File::create(tree.join("holes")).unwrap();
+        holes.set_len(64 << 20).unwrap();
+        let _socket = std::os::unix::net::UnixListener::bind(tree.join("sock")).unwrap();
+        let collected = collect(std::slice::from_ref(&tree), &WalkOptions::default()).unwrap();
+        let entries = &collected.entries;
+        assert_eq!(entries[1].path_hex.as_deref(), Some("742f636166e9"));
+        assert_eq!(collected.local_path(1), odd);
+        assert_eq!(entries[2].path, "t/holes");
+        assert_eq!(entries[2].sparse, Some(true));
+        assert_eq!(entries[3].kind, EntryKind::Unsent);
+        assert!(
+            entries[3]
+                .reason
+                .as_deref()
+                .unwrap()
+                .starts_with("socket: ")
         );
     }
 

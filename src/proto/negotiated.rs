@@ -284,7 +284,8 @@ pub(crate) struct FileFacts<'a> {
     pub(crate) index: u64,
     pub(crate) size: u64,
     pub(crate) hash: &'a Digest,
-    pub(crate) path: &'a str,
+    /// `P`: the path's bytes (section 16.3).
+    pub(crate) path: &'a [u8],
 }
 
 /// One transfer's keys: `Ks`, its number `t`, and the content hash in force.
@@ -356,7 +357,7 @@ impl Transfer {
                 &facts.index.to_be_bytes(),
                 &facts.size.to_be_bytes(),
                 facts.hash.as_bytes(),
-                facts.path.as_bytes(),
+                facts.path,
             ],
         )
     }
@@ -425,7 +426,7 @@ mod tests {
             index: 0,
             size: 13,
             hash: &hash,
-            path: "docs/hello.txt",
+            path: b"docs/hello.txt",
         };
         assert_eq!(t.done_mac(facts), done);
         assert_eq!(t.ok_mac(facts), ok);
@@ -437,7 +438,7 @@ mod tests {
         assert!(!t.verify_ok(FileFacts { index: 1, ..facts }, ok));
         assert!(!t.verify_ok(
             FileFacts {
-                path: "docs/hello.txT",
+                path: b"docs/hello.txT",
                 ..facts
             },
             ok

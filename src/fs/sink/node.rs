@@ -28,11 +28,12 @@ const TEMPORARY_MODE: u32 = 0o600;
 
 /// What one entry without data asks for, with its hard link's file resolved.
 pub(crate) struct Node<'e> {
+    /// The path as people read it, for messages.
     pub(crate) path: &'e str,
-    pub(crate) components: &'e [&'e str],
+    pub(crate) components: &'e [&'e [u8]],
     pub(crate) entry: &'e Entry,
     /// A hard link's file: its final path's components.
-    pub(crate) file: Option<&'e [&'e str]>,
+    pub(crate) file: Option<&'e [&'e [u8]]>,
 }
 
 /// A link's target bytes.
@@ -94,7 +95,13 @@ impl Resolver<'_> {
         }
     }
 
-    fn is_same(&mut self, node: &Node, dir: &OwnedFd, name: &str, stat: &rustix::fs::Stat) -> bool {
+    fn is_same(
+        &mut self,
+        node: &Node,
+        dir: &OwnedFd,
+        name: &[u8],
+        stat: &rustix::fs::Stat,
+    ) -> bool {
         let kind = beneath::kind(stat);
         match node.entry.kind {
             EntryKind::Symlink => {
@@ -176,7 +183,7 @@ impl Resolver<'_> {
     fn hard_link_source(
         &mut self,
         node: &Node,
-    ) -> Result<(std::sync::Arc<OwnedFd>, String, u64), Refusal> {
+    ) -> Result<(std::sync::Arc<OwnedFd>, Vec<u8>, u64), Refusal> {
         let missing = || {
             Refusal::new(
                 ErrorCode::NotFound,
@@ -195,7 +202,7 @@ impl Resolver<'_> {
         if beneath::kind(&stat) != FileType::RegularFile {
             return Err(missing());
         }
-        Ok((dir, name.to_string(), stat.st_size as u64))
+        Ok((dir, name.to_vec(), stat.st_size as u64))
     }
 
     /// Applies the node's metadata under its temporary name and renames it into
@@ -204,7 +211,7 @@ impl Resolver<'_> {
         &mut self,
         dir: &OwnedFd,
         temp: &str,
-        name: &str,
+        name: &[u8],
         node: &Node,
         overwrite: bool,
     ) -> Result<Option<u64>, Refusal> {
@@ -247,7 +254,7 @@ impl Resolver<'_> {
 fn create_temporary(
     dir: &OwnedFd,
     node: &Node,
-    file: Option<&(std::sync::Arc<OwnedFd>, String, u64)>,
+    file: Option<&(std::sync::Arc<OwnedFd>, Vec<u8>, u64)>,
 ) -> Result<String, Refusal> {
     loop {
         let temp = format!(
@@ -261,7 +268,7 @@ fn create_temporary(
             }
             (EntryKind::Hardlink, Some((file_dir, file_name, _))) => rustix::fs::linkat(
                 &**file_dir,
-                file_name.as_str(),
+                file_name.as_slice(),
                 dir,
                 temp.as_str(),
                 AtFlags::empty(),

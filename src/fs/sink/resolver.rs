@@ -45,7 +45,7 @@ impl TargetDir {
 pub(crate) struct Resolver<'a> {
     pub(super) target: &'a TargetDir,
     /// Open directories by their path beneath the root ("" is the root itself).
-    dirs: HashMap<String, Arc<OwnedFd>>,
+    dirs: HashMap<Vec<u8>, Arc<OwnedFd>>,
 }
 
 impl<'a> Resolver<'a> {
@@ -63,7 +63,7 @@ impl<'a> Resolver<'a> {
     pub(crate) fn probe_file(
         &mut self,
         path: &str,
-        components: &[&str],
+        components: &[&[u8]],
         overwrite: bool,
         offered: (Option<u64>, Option<i64>, u32),
     ) -> Result<Placement, Refusal> {
@@ -103,14 +103,14 @@ impl<'a> Resolver<'a> {
     }
 
     /// Creates the directory `components` and any missing parents.
-    pub(crate) fn create_dir(&mut self, components: &[&str]) -> Result<(), Refusal> {
-        self.deep_enough(&components.join("/"), components)?;
+    pub(crate) fn create_dir(&mut self, components: &[&[u8]]) -> Result<(), Refusal> {
+        self.deep_enough(&beneath::shown_path(components), components)?;
         self.walk(components, true).map(|_| ())
     }
 
     /// On a server, a path deeper than the walks over a home go is `bad_path`
     /// (`fs::quota`): the server never makes what it could not count again.
-    fn deep_enough(&self, path: &str, components: &[&str]) -> Result<(), Refusal> {
+    fn deep_enough(&self, path: &str, components: &[&[u8]]) -> Result<(), Refusal> {
         match self.target.meter() {
             Some(account) if components.len() > account.depth_left() => Err(Refusal::new(
                 ErrorCode::BadPath,
@@ -128,7 +128,7 @@ impl<'a> Resolver<'a> {
     pub(crate) fn finish_dir(
         &mut self,
         path: &str,
-        components: &[&str],
+        components: &[&[u8]],
         entry: &Entry,
     ) -> Result<(), Refusal> {
         let dir = self.walk(components, false)?.ok_or_else(|| {
@@ -158,7 +158,7 @@ impl<'a> Resolver<'a> {
     pub(crate) fn find_partial(
         &mut self,
         path: &str,
-        components: &[&str],
+        components: &[&[u8]],
         size: u64,
         hash: HashKind,
     ) -> Result<Option<(u64, Hasher)>, Refusal> {
@@ -202,7 +202,7 @@ impl<'a> Resolver<'a> {
     }
 
     /// Removes what a cut transfer of `path` left behind (for `--no-resume`).
-    pub(crate) fn discard_partial(&mut self, components: &[&str], size: u64) {
+    pub(crate) fn discard_partial(&mut self, components: &[&[u8]], size: u64) {
         let (parents, name) = split_last(components);
         if let Ok(Some(dir)) = self.walk(parents, false) {
             remove_partial(&dir, &partial_name(name, size), self.target.meter());
@@ -214,7 +214,7 @@ impl<'a> Resolver<'a> {
     pub(crate) fn create_part(
         &mut self,
         path: &str,
-        components: &[&str],
+        components: &[&[u8]],
         resume: Option<Resume>,
     ) -> Result<PartFile, Refusal> {
         let (parents, name) = split_last(components);
@@ -229,17 +229,17 @@ impl<'a> Resolver<'a> {
     /// `Ok(None)`: one of them does not exist.
     pub(super) fn walk(
         &mut self,
-        components: &[&str],
+        components: &[&[u8]],
         create: bool,
     ) -> Result<Option<Arc<OwnedFd>>, Refusal> {
-        if let Some(dir) = self.dirs.get(&components.join("/")) {
+        if let Some(dir) = self.dirs.get(&components.join(&b'/')) {
             return Ok(Some(dir.clone()));
         }
         if self.dirs.len() >= RESOLVER_DIRS {
             self.dirs.clear();
         }
         let known = (0..components.len()).rev().find_map(|depth| {
-            let dir = self.dirs.get(&components[..depth].join("/"))?;
+            let dir = self.dirs.get(&components[..depth].join(&b'/'))?;
             Some((depth, dir.clone()))
         });
         let (mut depth, mut dir) = match known {
@@ -250,7 +250,7 @@ impl<'a> Resolver<'a> {
                     .dup_root()
                     .map_err(|err| Refusal::io("", "cannot open the target directory", err))?;
                 let root = Arc::new(root);
-                self.dirs.insert(String::new(), root.clone());
+                self.dirs.insert(Vec::new(), root.clone());
                 (0, root)
             }
         };
@@ -260,7 +260,8 @@ impl<'a> Resolver<'a> {
             };
             dir = Arc::new(next);
             depth += 1;
-            self.dirs.insert(components[..depth].join("/"), dir.clone());
+            self.dirs
+                .insert(components[..depth].join(&b'/'), dir.clone());
         }
         Ok(Some(dir))
     }
@@ -273,7 +274,7 @@ fn same_nanos(offered: u32, here: u32) -> bool {
 }
 
 /// A path's parent components and its last one.
-pub(super) fn split_last<'c, 'a>(components: &'c [&'a str]) -> (&'c [&'a str], &'a str) {
+pub(super) fn split_last<'c, 'a>(components: &'c [&'a [u8]]) -> (&'c [&'a [u8]], &'a [u8]) {
     let (name, parents) = components
         .split_last()
         .expect("the path policy never returns an empty list");

@@ -13,7 +13,7 @@ use super::plan::Planned;
 use super::shared::Shared;
 use crate::escape::escape;
 use crate::fs::Refusal;
-use crate::fs::path::check_path;
+use crate::fs::path::{Names, check_path_bytes};
 use crate::fs::sink::{DROPPED, Node, TargetDir};
 use crate::proto::message::{EntryKind, ErrorCode, Message};
 use crate::proto::wire::FrameWriter;
@@ -33,13 +33,14 @@ pub(crate) fn make_all<W: Write>(
         if !planned[index].make {
             continue;
         }
-        let result = make_one(&mut resolver, planned, index, shared.settings.overwrite);
+        let settings = (shared.settings.overwrite, shared.settings.names);
+        let result = make_one(&mut resolver, planned, index, settings);
         // The entry is final (or failed): its path and its room are free again.
         planned[index].claim = None;
         planned[index].reservation = None;
         if let Err(refusal) = result {
-            let path = &planned[index].entry.path;
-            tally.failed(path, refusal.code, refusal.to_string());
+            let path = planned[index].entry.shown_path();
+            tally.failed(&path, refusal.code, refusal.to_string());
             writer.write_message(&Message::Error {
                 code: refusal.code,
                 message: refusal.message,
@@ -54,31 +55,29 @@ fn make_one(
     resolver: &mut crate::fs::sink::Resolver<'_>,
     planned: &[Planned],
     index: usize,
-    overwrite: bool,
+    (overwrite, names): (bool, Names),
 ) -> Result<(), Refusal> {
     let entry = &planned[index].entry;
-    let components = check_path(&entry.path).map_err(|why| {
-        Refusal::new(
-            ErrorCode::BadPath,
-            format!("{}: {why}", escape(&entry.path)),
-        )
-    })?;
-    let file = match entry.of.map(|of| &planned[of as usize]) {
+    let shown = escape(&entry.shown_path()).into_owned();
+    let bytes = entry.path_bytes();
+    let components = check_path_bytes(&bytes, names)
+        .map_err(|why| Refusal::new(ErrorCode::BadPath, format!("{shown}: {why}")))?;
+    let file_bytes = match entry.of.map(|of| &planned[of as usize]) {
         Some(file) if !file.arrived.load(Ordering::Relaxed) => {
             return Err(Refusal::new(
                 ErrorCode::NotFound,
-                format!(
-                    "{}: the file it is a hard link of did not arrive",
-                    escape(&entry.path)
-                ),
+                format!("{shown}: the file it is a hard link of did not arrive"),
             ));
         }
-        Some(file) => Some(check_path(&file.entry.path).unwrap_or_default()),
+        Some(file) => Some(file.entry.path_bytes()),
         None => None,
     };
+    let file = file_bytes
+        .as_deref()
+        .map(|bytes| check_path_bytes(bytes, names).unwrap_or_default());
     debug_assert!(entry.kind != EntryKind::File);
     let node = Node {
-        path: &entry.path,
+        path: &shown,
         components: &components,
         entry,
         file: file.as_deref(),

@@ -136,7 +136,7 @@ fn finish_tree<W: Write>(
     tally: &Tally,
 ) -> Result<()> {
     make::make_all(planned, target, shared, writer, tally)?;
-    disk::finish_dirs(planned, target);
+    disk::finish_dirs(planned, target, shared.settings.names);
     if shared.quota.is_none() {
         make::say_dropped();
     }

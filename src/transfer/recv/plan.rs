@@ -17,7 +17,7 @@ use crate::error::refused;
 use crate::escape::escape;
 use crate::fs::Refusal;
 use crate::fs::home::Footprint;
-use crate::fs::path::check_path;
+use crate::fs::path::check_path_bytes;
 use crate::fs::quota::Reservation;
 use crate::fs::sink::{Node, Placement, Resolver};
 use crate::proto::hash::Hasher;
@@ -52,6 +52,13 @@ pub(crate) struct Planned<'c> {
 }
 
 impl Planned<'_> {
+    fn dir(entry: Entry) -> Self {
+        Planned {
+            accepted_dir: true,
+            ..Planned::skipped(entry)
+        }
+    }
+
     fn skipped(entry: Entry) -> Self {
         Planned {
             entry,
@@ -133,6 +140,11 @@ pub(crate) type Held<'c> = (Option<Claim<'c>>, Option<Box<Reservation>>);
 /// worded for both sides: the sender reads it after `too_large`.
 fn check_stdout_offer(entries: &[Entry]) -> Result<()> {
     let what = match entries {
+        // A sparse entry's runs are hashed once written (section 16.4), which
+        // standard output cannot be read back for.
+        [entry] if entry.kind == EntryKind::File && entry.is_sparse() => {
+            "a sparse file (its holes travel as holes)".to_string()
+        }
         [entry] if entry.kind == EntryKind::File => return Ok(()),
         _ if entries.iter().any(|entry| entry.kind == EntryKind::Dir) => {
             format!("a directory ({} entries)", entries.len())
@@ -160,7 +172,7 @@ fn send_from(offset: u64, prefix: Option<&Hasher>) -> Decision {
 /// for its hard links).
 fn same<'c>(entry: Entry, tally: &Tally) -> (Planned<'c>, Decision) {
     tally.record(FileOutcome::Same {
-        path: entry.path.clone(),
+        path: entry.shown_path().into_owned(),
         size: entry.size,
     });
     let message = match entry.kind {
@@ -208,13 +220,7 @@ impl<'c> Decider<'_, 'c> {
                 };
                 (planned, send_from(0, None))
             }
-            Ok(Decided::Dir) => {
-                let planned = Planned {
-                    accepted_dir: true,
-                    ..Planned::skipped(entry)
-                };
-                (planned, send_from(0, None))
-            }
+            Ok(Decided::Dir) => (Planned::dir(entry), send_from(0, None)),
             Ok(Decided::Same) => same(entry, tally),
             Ok(Decided::File {
                 resume_from,
@@ -236,8 +242,18 @@ impl<'c> Decider<'_, 'c> {
                 };
                 (planned, decision)
             }
+            Err(refusal) if entry.kind == EntryKind::Unsent && refusal.code == ErrorCode::Io => {
+                // Not sent, as the sender counts it: exit 10 on both sides.
+                let reason = entry.reason.as_deref().unwrap_or_default();
+                tally.not_sent(&entry.shown_path(), reason, false);
+                let skip = Decision::Skip {
+                    code: refusal.code,
+                    message: refusal.message,
+                };
+                (Planned::skipped(entry), skip)
+            }
             Err(refusal) => {
-                tally.failed(&entry.path, refusal.code, refusal.to_string());
+                tally.failed(&entry.shown_path(), refusal.code, refusal.to_string());
                 let skip = Decision::Skip {
                     code: refusal.code,
                     message: refusal.message,
@@ -252,26 +268,18 @@ impl<'c> Decider<'_, 'c> {
         entry: &Entry,
         before: &[Planned<'c>],
     ) -> Result<Decided<'c>, Refusal> {
-        let shown = escape(&entry.path);
-        let components = check_path(&entry.path)
+        let shown = escape(&entry.shown_path()).into_owned();
+        let bytes = entry.path_bytes();
+        let components = check_path_bytes(&bytes, self.shared.settings.names)
             .map_err(|why| Refusal::new(ErrorCode::BadPath, format!("{shown}: {why}")))?;
-        self.check_place(entry, &shown)?;
+        self.check_place(entry, &bytes, &shown)?;
         if entry.kind != EntryKind::File {
             return self.decide_other(entry, before, &shown, &components);
         }
         let settings = self.shared.settings;
-        let claim = self
-            .shared
-            .claims
-            .claim(self.within, &entry.path)
-            .ok_or_else(|| {
-                Refusal::new(
-                    ErrorCode::Busy,
-                    format!("{shown}: being received by another session"),
-                )
-            })?;
+        let claim = self.claim(entry, &shown)?;
         let placement = self.resolver.probe_file(
-            &entry.path,
+            &entry.shown_path(),
             &components,
             settings.overwrite,
             (entry.size, entry.mtime, entry.mtime_ns.unwrap_or(0)),
@@ -286,7 +294,12 @@ impl<'c> Decider<'_, 'c> {
             if settings.resume {
                 resume_from = self
                     .resolver
-                    .find_partial(&entry.path, &components, size, self.shared.transfer.hash)?
+                    .find_partial(
+                        &entry.shown_path(),
+                        &components,
+                        size,
+                        self.shared.transfer.hash,
+                    )?
                     .map(Box::new);
             } else {
                 self.resolver.discard_partial(&components, size);
@@ -306,23 +319,23 @@ impl<'c> Decider<'_, 'c> {
 
     /// A path offered twice, or below something of this offer that is not a
     /// directory (a file `a/x` after a link `a`), is `bad_path`.
-    fn check_place(&mut self, entry: &Entry, shown: &str) -> Result<(), Refusal> {
-        let key = CLAIM_KEYS.hash_one(&entry.path);
+    fn check_place(&mut self, entry: &Entry, bytes: &[u8], shown: &str) -> Result<(), Refusal> {
+        let key = CLAIM_KEYS.hash_one(bytes);
         if !self.seen.insert(key) {
             return Err(Refusal::new(
                 ErrorCode::BadPath,
                 format!("{shown}: offered twice"),
             ));
         }
-        let mut parent = entry.path.as_str();
-        while let Some((up, _)) = parent.rsplit_once('/') {
-            parent = up;
+        let mut parent = bytes;
+        while let Some(slash) = parent.iter().rposition(|&b| b == b'/') {
+            parent = &parent[..slash];
             if self.non_dirs.contains(&CLAIM_KEYS.hash_one(parent)) {
                 return Err(Refusal::new(
                     ErrorCode::BadPath,
                     format!(
                         "{shown}: below {}, which is not a directory",
-                        escape(parent)
+                        escape(&String::from_utf8_lossy(parent))
                     ),
                 ));
             }
@@ -340,7 +353,7 @@ impl<'c> Decider<'_, 'c> {
         entry: &Entry,
         before: &[Planned<'c>],
         shown: &str,
-        components: &[&str],
+        components: &[&[u8]],
     ) -> Result<Decided<'c>, Refusal> {
         match entry.kind {
             EntryKind::Dir => {
@@ -372,31 +385,18 @@ impl<'c> Decider<'_, 'c> {
         entry: &Entry,
         before: &[Planned<'c>],
         shown: &str,
-        components: &[&str],
+        components: &[&[u8]],
     ) -> Result<Decided<'c>, Refusal> {
-        let server = self.shared.quota.is_some();
-        let root = rustix::process::geteuid().is_root();
-        let denied = match entry.kind {
-            EntryKind::Fifo | EntryKind::Socket if server => {
-                Some("a server keeps no special files")
-            }
-            EntryKind::Char | EntryKind::Block if server => Some("a server keeps no device nodes"),
-            EntryKind::Char | EntryKind::Block if !root => {
-                Some("only a receiver running as root makes device nodes")
-            }
-            _ => None,
-        };
-        if let Some(why) = denied {
-            return Err(Refusal::new(
-                ErrorCode::Denied,
-                format!("{shown}: a {}: {why}", entry.kind.name()),
-            ));
-        }
+        self.may_make(entry, shown)?;
         let file = self.linked_file(entry, before, shown)?;
-        let file_components = file.map(|path| check_path(path).unwrap_or_default());
         let claim = self.claim(entry, shown)?;
+        let file_bytes = file.map(Entry::path_bytes);
+        let names = self.shared.settings.names;
+        let file_components = file_bytes
+            .as_deref()
+            .map(|bytes| check_path_bytes(bytes, names).unwrap_or_default());
         let node = Node {
-            path: &entry.path,
+            path: shown,
             components,
             entry,
             file: file_components.as_deref(),
@@ -419,11 +419,39 @@ impl<'c> Decider<'_, 'c> {
                     bytes: size.unwrap_or(0),
                     files: u64::from(entry.kind == EntryKind::Hardlink),
                 };
-                Some(Box::new(account.reserve(&entry.path, replaces, after)?))
+                Some(Box::new(account.reserve(
+                    &entry.shown_path(),
+                    replaces,
+                    after,
+                )?))
             }
             None => None,
         };
         Ok(Decided::Make(claim, reservation))
+    }
+
+    /// `denied` for what this receiver does not make: special files on a server,
+    /// device nodes unless running as root.
+    fn may_make(&self, entry: &Entry, shown: &str) -> Result<(), Refusal> {
+        let server = self.shared.quota.is_some();
+        let root = rustix::process::geteuid().is_root();
+        let denied = match entry.kind {
+            EntryKind::Fifo | EntryKind::Socket if server => {
+                Some("a server keeps no special files")
+            }
+            EntryKind::Char | EntryKind::Block if server => Some("a server keeps no device nodes"),
+            EntryKind::Char | EntryKind::Block if !root => {
+                Some("only a receiver running as root makes device nodes")
+            }
+            _ => None,
+        };
+        match denied {
+            Some(why) => Err(Refusal::new(
+                ErrorCode::Denied,
+                format!("{shown}: a {}: {why}", entry.kind.name()),
+            )),
+            None => Ok(()),
+        }
     }
 
     /// A hard link's file: its path, if it was accepted or is there already.
@@ -432,13 +460,13 @@ impl<'c> Decider<'_, 'c> {
         entry: &Entry,
         before: &'p [Planned<'c>],
         shown: &str,
-    ) -> Result<Option<&'p str>, Refusal> {
+    ) -> Result<Option<&'p Entry>, Refusal> {
         let Some(of) = entry.of else {
             return Ok(None);
         };
         let file = &before[of as usize];
         if file.expects_data || file.arrived.load(Ordering::Relaxed) {
-            Ok(Some(&file.entry.path))
+            Ok(Some(&file.entry))
         } else {
             Err(Refusal::new(
                 ErrorCode::NotFound,
@@ -450,7 +478,7 @@ impl<'c> Decider<'_, 'c> {
     fn claim(&self, entry: &Entry, shown: &str) -> Result<Claim<'c>, Refusal> {
         self.shared
             .claims
-            .claim(self.within, &entry.path)
+            .claim(self.within, &entry.path_bytes())
             .ok_or_else(|| {
                 Refusal::new(
                     ErrorCode::Busy,
@@ -498,7 +526,7 @@ impl<'c> Decider<'_, 'c> {
             files: 1,
         };
         Ok(Some(Box::new(account.reserve(
-            &entry.path,
+            &entry.shown_path(),
             before,
             after,
         )?)))

@@ -31,18 +31,19 @@ pub(crate) fn read<R: Read>(
         let Some(outstanding) = outstanding(pending, index, &answer)? else {
             continue; // counted when it failed here; the refusal was expected
         };
-        let path = &entries[index as usize].path;
+        let entry = &entries[index as usize];
+        let path = &*entry.shown_path();
         match (answer, outstanding.facts) {
             (Answer::Ok(mac), Some(sent)) => {
                 let facts = FileFacts {
                     index,
                     size: sent.size,
                     hash: &sent.digest,
-                    path,
+                    path: &entry.path_bytes(),
                 };
                 if transfer.verify_ok(facts, &mac) {
                     tally.record(FileOutcome::Verified {
-                        path: path.clone(),
+                        path: path.to_string(),
                         size: sent.size,
                         digest: sent.digest,
                         hash: transfer.hash,

@@ -9,6 +9,7 @@
 
 mod answers;
 mod stream;
+mod view;
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -20,11 +21,13 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 
 use self::stream::{BUFFER, Piece, ToSend};
+use self::view::PlainView;
 use super::Tally;
 use super::offer::{read_plan, write_offer};
 use crate::error::{Kind, fail};
 use crate::escape::escape;
-use crate::fs::input::{Outbox, Plain};
+use crate::fs::input::Outbox;
+use crate::fs::input::UNREADABLE;
 use crate::pool::{Giver, Pool};
 use crate::proto::hash::Digest;
 use crate::proto::message::{Decision, Entry, EntryKind, ErrorCode, Message};
@@ -80,6 +83,19 @@ struct Pending {
     heard: Mutex<Option<Instant>>,
 }
 
+impl Outstanding {
+    /// A file whose data goes out from `offset`.
+    fn data_from(offset: u64, resumed_at: Option<u64>) -> Outstanding {
+        Outstanding {
+            facts: None,
+            resumed_at,
+            position: offset,
+            failed_here: false,
+            made: false,
+        }
+    }
+}
+
 impl Pending {
     /// Nothing outstanding but the entries without data the receiver makes.
     fn awaiting(made: &[u64]) -> Pending {
@@ -133,14 +149,6 @@ pub(crate) fn session<R: Read + Send, W: Write, C: Hangup + Sync>(
     outbox: &dyn Outbox,
     tally: &mut Tally,
 ) -> Result<()> {
-    // A peer without `meta` gets what it always got.
-    let plain;
-    let outbox = if conn.negotiated.meta() {
-        outbox
-    } else {
-        plain = Plain::of(outbox);
-        &plain
-    };
     let result = send(conn, outbox, tally);
     if let Err(err) = &result {
         super::tell::end_session(conn, err);
@@ -161,8 +169,18 @@ fn send<R: Read + Send, W: Write, C: Hangup + Sync>(
         ..
     } = conn;
     let closer = &*closer;
+    // A peer without `meta` is offered what version 2 carries; the rest is said.
+    let view = match transfer.meta {
+        true => None,
+        false => PlainView::of(outbox),
+    };
+    let left_out = view.as_ref().map_or(&[][..], |view| &view.left_out[..]);
+    let outbox: &dyn Outbox = view.as_ref().map_or(outbox, |view| view);
     let entries = outbox.entries();
-    tally.offered(entries.len(), "delivered");
+    tally.offered(entries.len() + left_out.len(), "delivered");
+    for (path, why, said) in left_out {
+        tally.not_sent(path, why, *said);
+    }
     write_offer(writer, &transfer, entries)?;
     writer.flush()?;
     // Waiting for the plan is waiting on the receiver: the idle timeout holds.
@@ -321,16 +339,34 @@ fn follow_plan(
     let mut to_send = Vec::new();
     let mut made = Vec::new();
     for (index, (entry, decision)) in entries.iter().zip(plan).enumerate() {
+        if entry.kind == EntryKind::Unsent {
+            // Counted here whatever the receiver says; it may not ask for it.
+            if matches!(decision, Decision::Send { .. }) {
+                return Err(fail(
+                    Kind::Protocol,
+                    format!("the plan asks for entry {index}, which was not sent"),
+                ));
+            }
+            let reason = entry.reason.as_deref().unwrap_or_default();
+            tally.not_sent(&entry.shown_path(), reason, true);
+            continue;
+        }
+        if entry.is_sparse() && matches!(decision, Decision::Send { offset, .. } if *offset > 0) {
+            return Err(fail(
+                Kind::Protocol,
+                format!("the plan resumes entry {index}, which is sparse"),
+            ));
+        }
         match decision {
             Decision::Skip {
                 code: ErrorCode::Same,
                 ..
             } => tally.record(FileOutcome::Same {
-                path: entry.path.clone(),
+                path: entry.shown_path().into_owned(),
                 size: entry.size,
             }),
             Decision::Skip { code, message } => tally.failed(
-                &entry.path,
+                &entry.shown_path(),
                 *code,
                 format!("refused by the receiver: {}", escape(message)),
             ),
@@ -346,30 +382,36 @@ fn follow_plan(
             Decision::Send {
                 offset,
                 prefix_hash,
-            } => {
-                // Section 5: an offset must fit the file, and comes with its prefix hash.
-                let fits = match entry.size {
-                    Some(size) => *offset <= size,
-                    None => *offset == 0,
-                };
-                if !fits || (*offset > 0) != prefix_hash.is_some() {
-                    return Err(fail(
-                        Kind::Protocol,
-                        format!(
-                            "the plan resumes entry {index} at {offset}, which does not fit it"
-                        ),
-                    ));
-                }
-                let resumable = *offset > 0 && outbox.rereadable(index);
-                to_send.push(ToSend {
-                    index: index as u64,
-                    offset: if resumable { *offset } else { 0 },
-                    prefix_hash: prefix_hash.clone().filter(|_| resumable),
-                });
-            }
+            } => to_send.push(file_to_send(outbox, index, *offset, prefix_hash)?),
         }
     }
     Ok((to_send, made))
+}
+
+/// A file the plan asks for from `offset`, which must fit it, with its prefix hash
+/// (section 5); a file that cannot be read again goes from the start.
+fn file_to_send(
+    outbox: &dyn Outbox,
+    index: usize,
+    offset: u64,
+    prefix_hash: &Option<String>,
+) -> Result<ToSend> {
+    let fits = match outbox.entries()[index].size {
+        Some(size) => offset <= size,
+        None => offset == 0,
+    };
+    if !fits || (offset > 0) != prefix_hash.is_some() {
+        return Err(fail(
+            Kind::Protocol,
+            format!("the plan resumes entry {index} at {offset}, which does not fit it"),
+        ));
+    }
+    let resumable = offset > 0 && outbox.rereadable(index);
+    Ok(ToSend {
+        index: index as u64,
+        offset: if resumable { offset } else { 0 },
+        prefix_hash: prefix_hash.clone().filter(|_| resumable),
+    })
 }
 
 /// A `send` for entry `index` of `kind`, which has no data: from offset 0, without
@@ -432,7 +474,7 @@ fn write_data<'scope, 'env, W: Write>(
         match from_reader.recv_timeout(LOOK_UP) {
             Ok(piece) => {
                 in_file = match &piece {
-                    Piece::Start { .. } => true,
+                    Piece::Start { .. } | Piece::Run { .. } => true,
                     Piece::End { .. } | Piece::GaveUp { .. } => false,
                     Piece::Chunk { .. } => in_file,
                 };
@@ -469,19 +511,12 @@ impl Frames<'_> {
                 resumed,
             } => {
                 let resumed_at = resumed.then_some(offset);
-                let path = &self.entries[index as usize].path;
+                let path = &*self.entries[index as usize].shown_path();
                 self.tally.reporter().current_file(path, resumed_at);
                 self.current.set(index);
-                self.pending.lock().insert(
-                    index,
-                    Outstanding {
-                        facts: None,
-                        resumed_at,
-                        position: offset,
-                        failed_here: false,
-                        made: false,
-                    },
-                );
+                self.pending
+                    .lock()
+                    .insert(index, Outstanding::data_from(offset, resumed_at));
                 writer.write_message(&Message::Data { index, offset })
             }
             Piece::Chunk { mut buffer, len } => {
@@ -492,6 +527,14 @@ impl Frames<'_> {
                 self.tally.reporter().bar().inc(len as u64);
                 self.giver.give(buffer);
                 Ok(())
+            }
+            Piece::Run { index, offset } => {
+                // The run before it ends with the empty frame (section 16.4).
+                writer.write_end_of_data()?;
+                if let Some(outstanding) = self.pending.lock().get_mut(&index) {
+                    outstanding.position = offset;
+                }
+                writer.write_message(&Message::Data { index, offset })
             }
             Piece::End {
                 index,
@@ -504,8 +547,10 @@ impl Frames<'_> {
                 writer.write_message(&done)
             }
             Piece::GaveUp { index, why } => {
-                let path = &self.entries[index as usize].path;
-                self.tally.failed(path, ErrorCode::Io, why.clone());
+                // Not sent, like a file the walk could not read: exit 10, not 7.
+                let path = &*self.entries[index as usize].shown_path();
+                self.tally
+                    .not_sent(path, &format!("{UNREADABLE}: {why}"), false);
                 writer.write_message(&Message::Error {
                     code: ErrorCode::Io,
                     message: format!("the sender cannot read it: {why}"),
@@ -519,7 +564,8 @@ impl Frames<'_> {
     /// it leaves, so its answer always finds them (unless the receiver already
     /// failed the entry, which it may do early).
     fn done(&self, index: u64, sent: Sent, local_failure: Option<String>) -> Message {
-        let path = &self.entries[index as usize].path;
+        let entry = &self.entries[index as usize];
+        let path = &*entry.shown_path();
         let waiting = match self.pending.lock().get_mut(&index) {
             Some(outstanding) => {
                 outstanding.facts = Some(sent);
@@ -537,7 +583,7 @@ impl Frames<'_> {
             index,
             size: sent.size,
             hash: &sent.digest,
-            path,
+            path: &entry.path_bytes(),
         };
         Message::Done {
             index,
