@@ -4,7 +4,7 @@
 //! a file with several links become hard-link entries, special files become entries
 //! with `--specials` (else they are skipped with a warning), and `-` or a named pipe
 //! (`<(cmd)`) is a stream of unknown length. Entries carry everything `meta` can say
-//! (`transfer::send::view` takes it back for a peer without it).
+//! (`fs::input::Plain` takes it back for a peer without it).
 //!
 //! Memory per entry is the entry itself and one index: where its bytes live is the
 //! operand it came from joined with its path below that operand, so a tree of
@@ -315,7 +315,7 @@ impl Walk<'_> {
                 }
                 Err(err) => self.unreadable(path, &name, &err),
             }
-        } else if let Some(kind) = special_kind(meta).filter(|_| self.options.specials) {
+        } else if let Some(kind) = special_entry_kind(meta).filter(|_| self.options.specials) {
             let mut entry = self.entry(path, name, kind, meta);
             if matches!(kind, EntryKind::Char | EntryKind::Block) {
                 entry.major = Some(rustix::fs::major(meta.rdev()));
@@ -343,7 +343,7 @@ impl Walk<'_> {
         } else {
             let why = format!(
                 "{}: --specials sends fifos, sockets and devices",
-                unsent_kind(file_type)
+                special_kind(file_type)
             );
             self.not_sent(path, name, why);
         }
@@ -435,7 +435,7 @@ impl Walk<'_> {
     }
 
     /// A directory that cannot be listed, or a name that cannot be looked at: it
-    /// is not sent.
+    /// is not sent (a directory's entry went out already; what it holds cannot).
     fn unreadable(&mut self, path: &Path, name: &[u8], err: &std::io::Error) {
         let why = format!("{UNREADABLE}: {err}");
         self.not_sent(path, name.to_vec(), why);
@@ -444,7 +444,7 @@ impl Walk<'_> {
 
 /// What a file that is neither a regular file, a directory nor a link is, in the
 /// words the summary counts by.
-fn unsent_kind(kind: std::fs::FileType) -> &'static str {
+fn special_kind(kind: std::fs::FileType) -> &'static str {
     if kind.is_socket() {
         "socket"
     } else if kind.is_fifo() {
@@ -504,7 +504,7 @@ fn set_target(entry: &mut Entry, target: &[u8]) {
 }
 
 /// What a fifo, socket or device node is offered as.
-fn special_kind(meta: &Metadata) -> Option<EntryKind> {
+fn special_entry_kind(meta: &Metadata) -> Option<EntryKind> {
     let file_type = meta.file_type();
     if file_type.is_fifo() {
         Some(EntryKind::Fifo)

@@ -75,15 +75,16 @@ impl Tally {
             FileOutcome::Verified {
                 path,
                 size,
+                moved,
                 digest,
                 resumed_at,
                 ..
             } => {
                 // A resumed prefix was kept, not moved: it counts apart, and not
-                // in the rate.
+                // in the rate; nor do the holes of a sparse file.
                 let kept = resumed_at.unwrap_or(0).min(size);
                 summary.verified += 1;
-                summary.bytes += size - kept;
+                summary.bytes += moved.min(size - kept);
                 summary.resumed += usize::from(resumed_at.is_some());
                 summary.resumed_bytes += kept;
                 if summary.listed.len() < LIST_FILES_UP_TO {

@@ -28,6 +28,9 @@ pub(crate) enum FileOutcome {
     Verified {
         path: String,
         size: u64,
+        /// Bytes that moved in this session: not a resumed prefix, not the holes
+        /// of a sparse file.
+        moved: u64,
         digest: Digest,
         hash: HashKind,
         resumed_at: Option<u64>,
@@ -405,6 +408,7 @@ fn file_event(outcome: &FileOutcome) -> serde_json::Value {
             digest,
             hash,
             resumed_at,
+            ..
         } => {
             let mut event = json!({
                 "event": "file", "path": path, "size": size, "status": "ok",

@@ -11,6 +11,7 @@ mod util;
 mod authentication;
 mod cli_messages;
 mod client_commands;
+mod fidelity;
 mod fidelity_names;
 mod fidelity_sparse;
 mod filesystem;

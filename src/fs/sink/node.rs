@@ -28,6 +28,7 @@ const TEMPORARY_MODE: u32 = 0o600;
 
 /// What one entry without data asks for, with its hard link's file resolved.
 pub(crate) struct Node<'e> {
+    /// The path as people read it, for messages.
     pub(crate) path: &'e str,
     pub(crate) components: &'e [&'e [u8]],
     pub(crate) entry: &'e Entry,

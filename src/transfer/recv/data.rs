@@ -203,6 +203,7 @@ fn receive_runs<R: Read>(
         .reporter()
         .current_file(&item.entry.shown_path(), None);
     let mut start = file.offset;
+    let mut moved = 0;
     let mut job = Job::Open {
         index,
         offset: start,
@@ -216,6 +217,7 @@ fn receive_runs<R: Read>(
         }
         jobs.send(job).map_err(|_| disk_gone())?;
         let end = frames.read(reader, start, None, pool, jobs, tally)?;
+        moved += end - start;
         match reader.expect_message("the next run or done")? {
             Message::Data {
                 index: next,
@@ -229,16 +231,17 @@ fn receive_runs<R: Read>(
                 }
                 (start, job) = (offset, Job::Run { offset });
             }
-            other => return close_runs(other, file, jobs, shared),
+            other => return close_runs(other, file, moved, jobs, shared),
         }
     }
 }
 
-/// Ends a sparse entry at the frame after its last run: its `done` (its length
-/// set and its hash checked) or the sender giving it up.
+/// Ends a sparse entry at the frame after its last run (`moved` bytes of data in
+/// all): its `done` (its length set and its hash checked) or the sender giving it up.
 fn close_runs(
     message: Message,
     file: &Incoming<'_>,
+    moved: u64,
     jobs: &mpsc::Sender<Job>,
     shared: &Shared<'_>,
 ) -> Result<()> {
@@ -246,10 +249,12 @@ fn close_runs(
     let size = item.entry.size.unwrap_or(0);
     let verdict = match done_or_given_up(message, index)? {
         Ok(claimed) => match sealed(jobs, size)? {
-            Some(digest) => verify(index, item, size, digest, &claimed, shared, None),
+            Some(digest) => verify(index, item, size, digest, &claimed, shared, None)
+                .map(|arrived| Arrived { moved, ..arrived }),
             // The disk's refusal is the answer; this verdict is not read.
             None => Ok(Arrived {
                 size,
+                moved,
                 digest: shared.transfer.hash.hasher().finish(),
                 resumed_at: None,
             }),
@@ -456,6 +461,7 @@ fn verify(
     }
     Ok(Arrived {
         size,
+        moved: size - resumed_at.unwrap_or(0).min(size),
         digest,
         resumed_at,
     })

@@ -98,6 +98,8 @@ impl Runs {
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Arrived {
     pub(crate) size: u64,
+    /// Bytes that arrived in this session (not a resumed prefix, not holes).
+    pub(crate) moved: u64,
     pub(crate) digest: Digest,
     pub(crate) resumed_at: Option<u64>,
 }
@@ -426,6 +428,7 @@ impl Answers<'_, '_> {
                 self.tally.record(FileOutcome::Verified {
                     path: path.to_string(),
                     size: arrived.size,
+                    moved: arrived.moved,
                     digest: arrived.digest,
                     hash: transfer.hash,
                     resumed_at: arrived.resumed_at,

@@ -10,10 +10,10 @@ use std::sync::atomic::Ordering;
 use anyhow::Result;
 
 use super::plan::Planned;
-use super::shared::{Settings, Shared};
+use super::shared::Shared;
 use crate::escape::escape;
 use crate::fs::Refusal;
-use crate::fs::path::check_path_bytes;
+use crate::fs::path::{Names, check_path_bytes};
 use crate::fs::sink::{DROPPED, Node, TargetDir};
 use crate::proto::message::{EntryKind, ErrorCode, Message};
 use crate::proto::wire::FrameWriter;
@@ -33,7 +33,8 @@ pub(crate) fn make_all<W: Write>(
         if !planned[index].make {
             continue;
         }
-        let result = make_one(&mut resolver, planned, index, shared.settings);
+        let settings = (shared.settings.overwrite, shared.settings.names);
+        let result = make_one(&mut resolver, planned, index, settings);
         // The entry is final (or failed): its path and its room are free again.
         planned[index].claim = None;
         planned[index].reservation = None;
@@ -54,36 +55,34 @@ fn make_one(
     resolver: &mut crate::fs::sink::Resolver<'_>,
     planned: &[Planned],
     index: usize,
-    settings: Settings,
+    (overwrite, names): (bool, Names),
 ) -> Result<(), Refusal> {
     let entry = &planned[index].entry;
-    let (path, bytes) = (entry.shown_path(), entry.path_bytes());
-    let components = check_path_bytes(&bytes, settings.names)
-        .map_err(|why| Refusal::new(ErrorCode::BadPath, format!("{}: {why}", escape(&path))))?;
-    let file = match entry.of.map(|of| &planned[of as usize]) {
+    let shown = escape(&entry.shown_path()).into_owned();
+    let bytes = entry.path_bytes();
+    let components = check_path_bytes(&bytes, names)
+        .map_err(|why| Refusal::new(ErrorCode::BadPath, format!("{shown}: {why}")))?;
+    let file_bytes = match entry.of.map(|of| &planned[of as usize]) {
         Some(file) if !file.arrived.load(Ordering::Relaxed) => {
             return Err(Refusal::new(
                 ErrorCode::NotFound,
-                format!(
-                    "{}: the file it is a hard link of did not arrive",
-                    escape(&path)
-                ),
+                format!("{shown}: the file it is a hard link of did not arrive"),
             ));
         }
         Some(file) => Some(file.entry.path_bytes()),
         None => None,
     };
-    let file = file
+    let file = file_bytes
         .as_deref()
-        .map(|bytes| check_path_bytes(bytes, settings.names).unwrap_or_default());
+        .map(|bytes| check_path_bytes(bytes, names).unwrap_or_default());
     debug_assert!(entry.kind != EntryKind::File);
     let node = Node {
-        path: &path,
+        path: &shown,
         components: &components,
         entry,
         file: file.as_deref(),
     };
-    resolver.make_node(&node, settings.overwrite)
+    resolver.make_node(&node, overwrite)
 }
 
 /// Says once, at the end of a session, what this receiver could not apply.

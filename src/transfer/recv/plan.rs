@@ -52,6 +52,13 @@ pub(crate) struct Planned<'c> {
 }
 
 impl Planned<'_> {
+    fn dir(entry: Entry) -> Self {
+        Planned {
+            accepted_dir: true,
+            ..Planned::skipped(entry)
+        }
+    }
+
     fn skipped(entry: Entry) -> Self {
         Planned {
             entry,
@@ -181,23 +188,6 @@ fn same<'c>(entry: Entry, tally: &Tally) -> (Planned<'c>, Decision) {
     (planned, skip)
 }
 
-/// An entry planned `skip` with `refusal`: a failure, or, for an entry the sender
-/// did not send, not sent (as the sender counts it: exit 10 on both sides).
-fn skipped_for<'c>(entry: Entry, refusal: Refusal, tally: &Tally) -> (Planned<'c>, Decision) {
-    let path = entry.shown_path();
-    if entry.kind == EntryKind::Unsent && refusal.code == ErrorCode::Io {
-        let reason = entry.reason.as_deref().unwrap_or_default();
-        tally.not_sent(&path, reason, false);
-    } else {
-        tally.failed(&path, refusal.code, refusal.to_string());
-    }
-    let skip = Decision::Skip {
-        code: refusal.code,
-        message: refusal.message,
-    };
-    (Planned::skipped(entry), skip)
-}
-
 /// The state of deciding one offer for a directory.
 struct Decider<'s, 'c> {
     /// The target directory's identity, for claims.
@@ -230,13 +220,7 @@ impl<'c> Decider<'_, 'c> {
                 };
                 (planned, send_from(0, None))
             }
-            Ok(Decided::Dir) => {
-                let planned = Planned {
-                    accepted_dir: true,
-                    ..Planned::skipped(entry)
-                };
-                (planned, send_from(0, None))
-            }
+            Ok(Decided::Dir) => (Planned::dir(entry), send_from(0, None)),
             Ok(Decided::Same) => same(entry, tally),
             Ok(Decided::File {
                 resume_from,
@@ -258,7 +242,24 @@ impl<'c> Decider<'_, 'c> {
                 };
                 (planned, decision)
             }
-            Err(refusal) => skipped_for(entry, refusal, tally),
+            Err(refusal) if entry.kind == EntryKind::Unsent && refusal.code == ErrorCode::Io => {
+                // Not sent, as the sender counts it: exit 10 on both sides.
+                let reason = entry.reason.as_deref().unwrap_or_default();
+                tally.not_sent(&entry.shown_path(), reason, false);
+                let skip = Decision::Skip {
+                    code: refusal.code,
+                    message: refusal.message,
+                };
+                (Planned::skipped(entry), skip)
+            }
+            Err(refusal) => {
+                tally.failed(&entry.shown_path(), refusal.code, refusal.to_string());
+                let skip = Decision::Skip {
+                    code: refusal.code,
+                    message: refusal.message,
+                };
+                (Planned::skipped(entry), skip)
+            }
         }
     }
 
@@ -271,7 +272,7 @@ impl<'c> Decider<'_, 'c> {
         let bytes = entry.path_bytes();
         let components = check_path_bytes(&bytes, self.shared.settings.names)
             .map_err(|why| Refusal::new(ErrorCode::BadPath, format!("{shown}: {why}")))?;
-        self.check_place(&bytes, entry.kind, &shown)?;
+        self.check_place(entry, &bytes, &shown)?;
         if entry.kind != EntryKind::File {
             return self.decide_other(entry, before, &shown, &components);
         }
@@ -319,16 +320,16 @@ impl<'c> Decider<'_, 'c> {
 
     /// A path offered twice, or below something of this offer that is not a
     /// directory (a file `a/x` after a link `a`), is `bad_path`.
-    fn check_place(&mut self, path: &[u8], kind: EntryKind, shown: &str) -> Result<(), Refusal> {
-        let key = CLAIM_KEYS.hash_one(path);
+    fn check_place(&mut self, entry: &Entry, bytes: &[u8], shown: &str) -> Result<(), Refusal> {
+        let key = CLAIM_KEYS.hash_one(bytes);
         if !self.seen.insert(key) {
             return Err(Refusal::new(
                 ErrorCode::BadPath,
                 format!("{shown}: offered twice"),
             ));
         }
-        let mut parent = path;
-        while let Some(slash) = parent.iter().rposition(|&byte| byte == b'/') {
+        let mut parent = bytes;
+        while let Some(slash) = parent.iter().rposition(|&b| b == b'/') {
             parent = &parent[..slash];
             if self.non_dirs.contains(&CLAIM_KEYS.hash_one(parent)) {
                 return Err(Refusal::new(
@@ -340,7 +341,7 @@ impl<'c> Decider<'_, 'c> {
                 ));
             }
         }
-        if kind != EntryKind::Dir {
+        if entry.kind != EntryKind::Dir {
             self.non_dirs.insert(key);
         }
         Ok(())
@@ -387,33 +388,16 @@ impl<'c> Decider<'_, 'c> {
         shown: &str,
         components: &[&[u8]],
     ) -> Result<Decided<'c>, Refusal> {
-        let server = self.shared.quota.is_some();
-        let root = rustix::process::geteuid().is_root();
-        let denied = match entry.kind {
-            EntryKind::Fifo | EntryKind::Socket if server => {
-                Some("a server keeps no special files")
-            }
-            EntryKind::Char | EntryKind::Block if server => Some("a server keeps no device nodes"),
-            EntryKind::Char | EntryKind::Block if !root => {
-                Some("only a receiver running as root makes device nodes")
-            }
-            _ => None,
-        };
-        if let Some(why) = denied {
-            return Err(Refusal::new(
-                ErrorCode::Denied,
-                format!("{shown}: a {}: {why}", entry.kind.name()),
-            ));
-        }
+        self.may_make(entry, shown)?;
         let file = self.linked_file(entry, before, shown)?;
+        let claim = self.claim(entry, shown)?;
         let file_bytes = file.map(Entry::path_bytes);
         let names = self.shared.settings.names;
         let file_components = file_bytes
             .as_deref()
             .map(|bytes| check_path_bytes(bytes, names).unwrap_or_default());
-        let claim = self.claim(entry, shown)?;
         let node = Node {
-            path: &entry.shown_path(),
+            path: shown,
             components,
             entry,
             file: file_components.as_deref(),
@@ -428,28 +412,47 @@ impl<'c> Decider<'_, 'c> {
                 files: u64::from(bytes.is_some()),
             },
         };
-        let reservation = self.reserve_node(entry, before, replaces)?;
+        let reservation = match self.shared.quota {
+            Some(account) => {
+                // A hard link counts its file's bytes again, as the home's count does.
+                let size = entry.of.and_then(|of| before[of as usize].entry.size);
+                let after = Footprint {
+                    bytes: size.unwrap_or(0),
+                    files: u64::from(entry.kind == EntryKind::Hardlink),
+                };
+                Some(Box::new(account.reserve(
+                    &entry.shown_path(),
+                    replaces,
+                    after,
+                )?))
+            }
+            None => None,
+        };
         Ok(Decided::Make(claim, reservation))
     }
 
-    /// A node's room in the user's quota, if there is one: a hard link counts its
-    /// file's bytes again, as the home's count does.
-    fn reserve_node(
-        &self,
-        entry: &Entry,
-        before: &[Planned<'c>],
-        replaces: Footprint,
-    ) -> Result<Option<Box<Reservation>>, Refusal> {
-        let Some(account) = self.shared.quota else {
-            return Ok(None);
+    /// `denied` for what this receiver does not make: special files on a server,
+    /// device nodes unless running as root.
+    fn may_make(&self, entry: &Entry, shown: &str) -> Result<(), Refusal> {
+        let server = self.shared.quota.is_some();
+        let root = rustix::process::geteuid().is_root();
+        let denied = match entry.kind {
+            EntryKind::Fifo | EntryKind::Socket if server => {
+                Some("a server keeps no special files")
+            }
+            EntryKind::Char | EntryKind::Block if server => Some("a server keeps no device nodes"),
+            EntryKind::Char | EntryKind::Block if !root => {
+                Some("only a receiver running as root makes device nodes")
+            }
+            _ => None,
         };
-        let size = entry.of.and_then(|of| before[of as usize].entry.size);
-        let after = Footprint {
-            bytes: size.unwrap_or(0),
-            files: u64::from(entry.kind == EntryKind::Hardlink),
-        };
-        let reservation = account.reserve(&entry.shown_path(), replaces, after)?;
-        Ok(Some(Box::new(reservation)))
+        match denied {
+            Some(why) => Err(Refusal::new(
+                ErrorCode::Denied,
+                format!("{shown}: a {}: {why}", entry.kind.name()),
+            )),
+            None => Ok(()),
+        }
     }
 
     /// A hard link's file: its path, if it was accepted or is there already.

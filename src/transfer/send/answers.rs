@@ -45,6 +45,7 @@ pub(crate) fn read<R: Read>(
                     tally.record(FileOutcome::Verified {
                         path: path.to_string(),
                         size: sent.size,
+                        moved: outstanding.moved,
                         digest: sent.digest,
                         hash: transfer.hash,
                         resumed_at: outstanding.resumed_at,

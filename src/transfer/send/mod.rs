@@ -26,7 +26,8 @@ use super::Tally;
 use super::offer::{read_plan, write_offer};
 use crate::error::{Kind, fail};
 use crate::escape::escape;
-use crate::fs::input::{Outbox, UNREADABLE};
+use crate::fs::input::Outbox;
+use crate::fs::input::UNREADABLE;
 use crate::pool::{Giver, Pool};
 use crate::proto::hash::Digest;
 use crate::proto::message::{Decision, Entry, EntryKind, ErrorCode, Message};
@@ -51,6 +52,9 @@ struct Outstanding {
     resumed_at: Option<u64>,
     /// How far into the file its data went out (from its start, prefix included).
     position: u64,
+    /// Bytes of it that went out in this session (not a resumed prefix, not the
+    /// holes of a sparse file).
+    moved: u64,
     /// This side failed the entry already (it changed or could not be read while
     /// sent); the receiver's refusal of its `done` is expected and not counted again.
     failed_here: bool,
@@ -82,6 +86,20 @@ struct Pending {
     heard: Mutex<Option<Instant>>,
 }
 
+impl Outstanding {
+    /// A file whose data goes out from `offset`.
+    fn data_from(offset: u64, resumed_at: Option<u64>) -> Outstanding {
+        Outstanding {
+            facts: None,
+            resumed_at,
+            position: offset,
+            moved: 0,
+            failed_here: false,
+            made: false,
+        }
+    }
+}
+
 impl Pending {
     /// Nothing outstanding but the entries without data the receiver makes.
     fn awaiting(made: &[u64]) -> Pending {
@@ -91,6 +109,7 @@ impl Pending {
                 facts: None,
                 resumed_at: None,
                 position: 0,
+                moved: 0,
                 failed_here: false,
                 made: true,
             };
@@ -325,8 +344,23 @@ fn follow_plan(
     let mut to_send = Vec::new();
     let mut made = Vec::new();
     for (index, (entry, decision)) in entries.iter().zip(plan).enumerate() {
-        if unsent_or_sparse(index, entry, decision, tally)? {
+        if entry.kind == EntryKind::Unsent {
+            // Counted here whatever the receiver says; it may not ask for it.
+            if matches!(decision, Decision::Send { .. }) {
+                return Err(fail(
+                    Kind::Protocol,
+                    format!("the plan asks for entry {index}, which was not sent"),
+                ));
+            }
+            let reason = entry.reason.as_deref().unwrap_or_default();
+            tally.not_sent(&entry.shown_path(), reason, true);
             continue;
+        }
+        if entry.is_sparse() && matches!(decision, Decision::Send { offset, .. } if *offset > 0) {
+            return Err(fail(
+                Kind::Protocol,
+                format!("the plan resumes entry {index}, which is sparse"),
+            ));
         }
         match decision {
             Decision::Skip {
@@ -359,8 +393,8 @@ fn follow_plan(
     Ok((to_send, made))
 }
 
-/// A file planned `send` from `offset`: it must fit the file, and comes with its
-/// prefix hash (section 6); it resumes only where the source can be read again.
+/// A file the plan asks for from `offset`, which must fit it, with its prefix hash
+/// (section 5); a file that cannot be read again goes from the start.
 fn file_to_send(
     outbox: &dyn Outbox,
     index: usize,
@@ -401,39 +435,6 @@ fn without_data(kind: EntryKind, index: usize, offset: u64, prefix: bool) -> Res
         ));
     }
     Ok(())
-}
-
-/// What a decision on an unsent or a sparse entry may say (section 16): an unsent
-/// entry is counted here whatever the receiver says (`true`: nothing more to do),
-/// and may not be asked for; a sparse entry is never resumed.
-fn unsent_or_sparse(
-    index: usize,
-    entry: &Entry,
-    decision: &Decision,
-    tally: &Tally,
-) -> Result<bool> {
-    let asked = match decision {
-        Decision::Send { offset, .. } => Some(*offset),
-        Decision::Skip { .. } => None,
-    };
-    if entry.kind == EntryKind::Unsent {
-        if asked.is_some() {
-            return Err(fail(
-                Kind::Protocol,
-                format!("the plan asks for entry {index}, which was not sent"),
-            ));
-        }
-        let reason = entry.reason.as_deref().unwrap_or_default();
-        tally.not_sent(&entry.shown_path(), reason, true);
-        return Ok(true);
-    }
-    if entry.is_sparse() && asked.is_some_and(|offset| offset > 0) {
-        return Err(fail(
-            Kind::Protocol,
-            format!("the plan resumes entry {index}, which is sparse"),
-        ));
-    }
-    Ok(false)
 }
 
 /// The socket side of the data phase: starts the reading thread and writes what it
@@ -518,28 +519,29 @@ impl Frames<'_> {
                 let path = &*self.entries[index as usize].shown_path();
                 self.tally.reporter().current_file(path, resumed_at);
                 self.current.set(index);
-                self.pending.lock().insert(
-                    index,
-                    Outstanding {
-                        facts: None,
-                        resumed_at,
-                        position: offset,
-                        failed_here: false,
-                        made: false,
-                    },
-                );
+                self.pending
+                    .lock()
+                    .insert(index, Outstanding::data_from(offset, resumed_at));
                 writer.write_message(&Message::Data { index, offset })
             }
             Piece::Chunk { mut buffer, len } => {
                 writer.write_data(&mut buffer, len)?;
                 if let Some(outstanding) = self.pending.lock().get_mut(&self.current.get()) {
                     outstanding.position += len as u64;
+                    outstanding.moved += len as u64;
                 }
                 self.tally.reporter().bar().inc(len as u64);
                 self.giver.give(buffer);
                 Ok(())
             }
-            Piece::Run { index, offset } => self.next_run(writer, index, offset),
+            Piece::Run { index, offset } => {
+                // The run before it ends with the empty frame (section 16.4).
+                writer.write_end_of_data()?;
+                if let Some(outstanding) = self.pending.lock().get_mut(&index) {
+                    outstanding.position = offset;
+                }
+                writer.write_message(&Message::Data { index, offset })
+            }
             Piece::End {
                 index,
                 size,
@@ -562,21 +564,6 @@ impl Frames<'_> {
                 })
             }
         }
-    }
-
-    /// Ends a sparse entry's run with the empty frame and starts its next at
-    /// `offset` (section 16.4).
-    fn next_run<W: Write>(
-        &self,
-        writer: &mut FrameWriter<W>,
-        index: u64,
-        offset: u64,
-    ) -> Result<()> {
-        writer.write_end_of_data()?;
-        if let Some(outstanding) = self.pending.lock().get_mut(&index) {
-            outstanding.position = offset;
-        }
-        writer.write_message(&Message::Data { index, offset })
     }
 
     /// The `done` for an entry whose data is complete. Its facts are stored before

@@ -67,15 +67,19 @@ fn kind_words(kind: EntryKind) -> &'static str {
 }
 
 /// `entry` as version 2 says it: path, kind, size, permission bits and a time
-/// in whole seconds from 1970 on; a sparse file is sent dense, a hard link as a
-/// copy of `copy_of`, its file.
-fn plain(entry: &Entry, copy_of: &Entry) -> Entry {
+/// from 1970 on; a sparse file is sent dense, a hard link as a copy of its file
+/// (one of the earlier `entries`).
+fn plain(entry: &Entry, entries: &[Entry]) -> Entry {
+    let of = entry.of.and_then(|of| entries.get(of as usize));
+    let facts = of
+        .filter(|_| entry.kind == EntryKind::Hardlink)
+        .unwrap_or(entry);
     Entry {
         path: entry.path.clone(),
-        kind: copy_of.kind,
-        size: copy_of.size,
-        mode: copy_of.mode.map(|mode| mode & PLAIN_MODE),
-        mtime: copy_of.mtime.filter(|&mtime| mtime >= 0),
+        kind: facts.kind,
+        size: facts.size,
+        mode: facts.mode.map(|mode| mode & PLAIN_MODE),
+        mtime: facts.mtime.filter(|&mtime| mtime >= 0),
         ..Entry::default()
     }
 }
@@ -93,24 +97,17 @@ impl<'a> PlainView<'a> {
             origin: Vec::new(),
             left_out: Vec::new(),
         };
-        let all = outbox.entries();
-        for (index, entry) in all.iter().enumerate() {
-            let copy_of = match entry.kind {
-                EntryKind::Hardlink => entry.of.and_then(|of| all.get(of as usize)),
-                _ => Some(entry),
-            };
-            match (left_out_because(entry), copy_of) {
-                (Some(why), _) => view.left_out.push((
+        for (index, entry) in outbox.entries().iter().enumerate() {
+            match left_out_because(entry) {
+                Some(why) => view.left_out.push((
                     entry.shown_path().into_owned(),
                     why,
                     entry.kind == EntryKind::Unsent,
                 )),
-                (None, Some(copy_of)) => {
-                    view.entries.push(plain(entry, copy_of));
+                None => {
+                    view.entries.push(plain(entry, outbox.entries()));
                     view.origin.push(index);
                 }
-                // A hard link to nothing the offer holds: the walk never makes one.
-                (None, None) => {}
             }
         }
         Some(view)
@@ -198,7 +195,7 @@ mod tests {
             },
         ]);
         let view = PlainView::of(&listed).expect("something to narrow");
-        assert_eq!(view.entries(), [plain(&listed.0[1], &listed.0[1])]);
+        assert_eq!(view.entries(), [plain(&listed.0[1], &listed.0)]);
         assert_eq!(view.entries()[0].sparse, None, "sent dense");
         assert_eq!(view.entries()[0].mode, Some(0o755));
         assert_eq!(
