@@ -13,8 +13,8 @@ use serde_json::{Value, json};
 
 use crate::util::peer::{Acceptor, Decision, HashKind, Peer, hex, kind, mac_done, parse_control};
 use crate::util::{
-    KEY, LISTENER_FEATURES, Receiver, files_under, pattern, peer_sender, send, stderr_of,
-    summary_event,
+    KEY, LISTENER_FEATURES, Receiver, files_under, partial_name, pattern, peer_sender, send,
+    stderr_of, summary_event,
 };
 
 const MIB: u64 = 1 << 20;
@@ -185,6 +185,46 @@ fn an_independent_sender_s_runs_are_written_at_their_offsets_and_verified() {
     expected[4096..5096].copy_from_slice(&first);
     expected[3 * MIB as usize..3 * MIB as usize + 70_000].copy_from_slice(&second);
     assert!(landed == expected);
+}
+
+#[test]
+fn a_sparse_file_is_never_resumed_and_cannot_go_to_standard_output() {
+    let out = tempfile::tempdir().unwrap();
+    // What an earlier, cut dense transfer of the same name and size left behind.
+    let size = 3 * MIB;
+    std::fs::write(out.path().join(partial_name("again.bin", size)), [7; 1000]).unwrap();
+    let mut receiver = Receiver::start(out.path(), Some(KEY), &[]);
+    // The plan says offset 0 (sparse_sender checks it), and the runs arrive.
+    let mut peer = sparse_sender(receiver.port, "again.bin", size);
+    let data = pattern(5000, 4);
+    run(&mut peer, MIB, &data);
+    let hash = run_hash(peer.hash(), &[(MIB, &data)], size);
+    peer.send_control(&done(&peer, "again.bin", size, &hash))
+        .unwrap();
+    assert_eq!(kind(&peer.read_control().expect("an answer")), "ok");
+    peer.send_control(&json!({"type":"end"})).unwrap();
+    assert_eq!(receiver.exit_code(), 0, "{}", receiver.stderr());
+    let landed = std::fs::read(out.path().join("again.bin")).unwrap();
+    assert!(landed[..MIB as usize].iter().all(|&byte| byte == 0));
+    assert_eq!(&landed[MIB as usize..MIB as usize + 5000], &data[..]);
+
+    // Standard output cannot be read back for a run's hash: refused, said.
+    let src = tempfile::tempdir().unwrap();
+    if !keeps_holes(src.path()) {
+        eprintln!("skipped: the temporary filesystem keeps no holes");
+        return;
+    }
+    let file = src.path().join("holes.bin");
+    sparse_file(&file, 64 * MIB, MIB, b"data");
+    let mut command = crate::util::xfer();
+    command
+        .args(["recv", "--listen", "127.0.0.1:0", "--stdout"])
+        .env("XFER_KEY", KEY);
+    let mut receiver = Receiver::spawn(command);
+    let sent = send(&[&file], receiver.port, KEY, &[]);
+    assert_eq!(sent.status.code(), Some(6), "{}", stderr_of(&sent));
+    assert!(stderr_of(&sent).contains("sparse"), "{}", stderr_of(&sent));
+    assert_eq!(receiver.exit_code(), 6, "{}", receiver.stderr());
 }
 
 /// Reads frames up to the receiver's session-level error; its code.
