@@ -347,6 +347,89 @@ fn hostile_meta_values_are_refused_without_harm() {
 }
 
 #[test]
+fn a_hard_link_whose_file_did_not_arrive_is_answered_not_found_before_end() {
+    let out = tempfile::tempdir().unwrap();
+    let mut receiver = Receiver::start(out.path(), Some(KEY), &[]);
+    let mut peer = peer_sender(receiver.port, &["aead", "meta"]);
+    peer.send_offer(&[vec![
+        json!({"path":"f","kind":"file","size":4,"mode":420,"mtime":0}),
+        json!({"path":"h","kind":"hardlink","size":0,"of":0}),
+    ]])
+    .unwrap();
+    let plan = peer.read_plan(2).unwrap();
+    assert_eq!(
+        (&plan[0]["action"], &plan[1]["action"]),
+        (&json!("send"), &json!("send"))
+    );
+    // The sender gives the file up in place of its data.
+    peer.send_control(&json!({"type":"error","index":0,"code":"io","message":"gave up"}))
+        .unwrap();
+    peer.send_end().unwrap();
+    let mut answers = Vec::new();
+    loop {
+        let frame = peer.read_control().expect("an answer");
+        if frame["type"] == "end" {
+            break;
+        }
+        answers.push(frame);
+    }
+    assert_eq!(answers.len(), 1, "{answers:?}");
+    assert_eq!(answers[0]["type"], "error");
+    assert_eq!(answers[0]["index"], 1);
+    assert_eq!(answers[0]["code"], "not_found");
+    assert_ne!(receiver.exit_code(), 0);
+    assert!(
+        std::fs::read_dir(out.path()).unwrap().next().is_none(),
+        "nothing made"
+    );
+}
+
+#[test]
+fn a_sender_counts_a_link_the_receiver_could_not_make_as_failed() {
+    let src = tempfile::tempdir().unwrap();
+    let tree = src.path().join("t");
+    std::fs::create_dir(&tree).unwrap();
+    std::os::unix::fs::symlink("x", tree.join("link")).unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let peer_side = std::thread::spawn(move || {
+        let mut peer = Peer::accept(&listener).unwrap();
+        peer.accept_handshake(&Acceptor::new(KEY, "receiver").features(&["aead", "meta"]))
+            .unwrap();
+        // The independent peer knows no `meta` kinds: the offer is read raw here.
+        let mut offer = Vec::new();
+        loop {
+            let frame = peer.read_control().unwrap();
+            match frame["type"].as_str() {
+                Some("offer") => offer.extend(frame["entries"].as_array().unwrap().clone()),
+                _ => break,
+            }
+        }
+        let send = json!({"action":"send","offset":0});
+        peer.send_plan(&[vec![send; offer.len()]]).unwrap();
+        peer.send_control(&json!({"type":"error","index":1,"code":"denied","message":"not here"}))
+            .unwrap();
+        assert_eq!(peer.read_control().unwrap()["type"], "end");
+        peer.send_end().unwrap();
+        offer
+    });
+    let sent = send(&[&tree], port, KEY, &[]);
+    let offer = peer_side.join().unwrap();
+    assert_eq!(offer[1]["kind"], "symlink", "{offer:?}");
+    assert_eq!(sent.status.code(), Some(6), "{}", stderr_of(&sent));
+    assert!(
+        stderr_of(&sent).contains("not here"),
+        "{}",
+        stderr_of(&sent)
+    );
+    assert!(
+        stderr_of(&sent).contains("1 of 2 entries"),
+        "{}",
+        stderr_of(&sent)
+    );
+}
+
+#[test]
 fn a_link_offered_above_a_file_keeps_the_file_out_of_it() {
     let (plan, code, out) = hostile_offer(vec![
         json!({"path":"a","kind":"symlink","size":0,"target":"/tmp"}),
