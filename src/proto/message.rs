@@ -275,13 +275,15 @@ pub(crate) enum Decision {
     },
 }
 
-/// What a listing item is (section 9): anything but a file or a directory is `other`.
+/// What a listing item is (section 9): anything but a file or a directory is `other`,
+/// and under `meta` a symbolic link is `symlink` (section 16).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub(crate) enum ItemKind {
     File,
     Dir,
     Other,
+    Symlink,
 }
 
 /// One item of a `listing`.
@@ -302,6 +304,13 @@ pub(crate) struct Item {
         skip_serializing_if = "Option::is_none"
     )]
     pub(crate) mtime: Option<u64>,
+    /// A link's target, when UTF-8 (`symlink` items only, under `meta`).
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub(crate) target: Option<String>,
 }
 
 /// Every control frame.
@@ -738,6 +747,7 @@ mod tests {
                 size: 0,
                 mode: None,
                 mtime: Some(5),
+                target: None,
             }],
             more: true,
         });

@@ -50,13 +50,13 @@ pub fn rich_tree(root: &Path) -> PathBuf {
     std::fs::hard_link(tree.join("groups/one"), tree.join("team/one-third")).unwrap();
     std::fs::write(tree.join("groups/two"), b"second group").unwrap();
     std::fs::hard_link(tree.join("groups/two"), tree.join("groups/two-again")).unwrap();
-    set_xattr(
+    // A filesystem without user attributes: the comparison then has none either.
+    let _ = set_xattr(
         &tree.join("team/notes.txt"),
         "user.comment",
         b"\x00binary\xff",
-    )
-    .unwrap();
-    set_xattr(&tree.join("shared"), "user.purpose", b"scratch").unwrap();
+    );
+    let _ = set_xattr(&tree.join("shared"), "user.purpose", b"scratch");
     if is_root() {
         make_node(&tree.join("fifo"), libc::S_IFIFO, 0);
         make_node(&tree.join("null"), libc::S_IFCHR, libc::makedev(1, 3));
@@ -104,6 +104,34 @@ fn a_tree_arrives_as_it_left_and_a_rerun_sends_nothing() {
     assert_eq!(summary["files"], 0, "{summary}");
     assert_faithful(&tree, &out.path().join("tree"), &archive());
     receiver.child.kill().unwrap();
+}
+
+#[test]
+fn a_receiver_that_is_not_root_keeps_what_it_may_and_says_once_what_it_dropped() {
+    let src = tempfile::tempdir().unwrap();
+    let tree = rich_tree(src.path());
+    for special in ["fifo", "null"] {
+        let _ = std::fs::remove_file(tree.join(special));
+    }
+    let out = tempfile::tempdir().unwrap();
+    let mut command = crate::util::xfer();
+    command
+        .args(["recv", "--listen", "127.0.0.1:0", "--dir"])
+        .arg(out.path())
+        .env("XFER_KEY", KEY);
+    let Some(command) = crate::util::as_nobody(command) else {
+        eprintln!("skipped: needs root and setpriv to run a receiver as nobody");
+        return;
+    };
+    std::os::unix::fs::chown(out.path(), Some(65534), Some(65534)).unwrap();
+    let mut receiver = Receiver::spawn(command);
+    let sent = send(&[&tree], receiver.port, KEY, &["-X", "--owner"]);
+    assert!(sent.status.success(), "{}", stderr_of(&sent));
+    assert_eq!(receiver.exit_code(), 0, "{}", receiver.stderr());
+    let said = receiver.stderr();
+    assert_eq!(said.matches("note: owners not kept").count(), 1, "{said}");
+    assert!(said.contains("not root"), "{said}");
+    assert_faithful(&tree, &out.path().join("tree"), &Check::archive().xattrs());
 }
 
 #[test]
@@ -315,6 +343,89 @@ fn hostile_meta_values_are_refused_without_harm() {
     assert_eq!(
         xattrs.get(&b"user.fine"[..]).map(Vec::as_slice),
         Some(&b"1"[..])
+    );
+}
+
+#[test]
+fn a_hard_link_whose_file_did_not_arrive_is_answered_not_found_before_end() {
+    let out = tempfile::tempdir().unwrap();
+    let mut receiver = Receiver::start(out.path(), Some(KEY), &[]);
+    let mut peer = peer_sender(receiver.port, &["aead", "meta"]);
+    peer.send_offer(&[vec![
+        json!({"path":"f","kind":"file","size":4,"mode":420,"mtime":0}),
+        json!({"path":"h","kind":"hardlink","size":0,"of":0}),
+    ]])
+    .unwrap();
+    let plan = peer.read_plan(2).unwrap();
+    assert_eq!(
+        (&plan[0]["action"], &plan[1]["action"]),
+        (&json!("send"), &json!("send"))
+    );
+    // The sender gives the file up in place of its data.
+    peer.send_control(&json!({"type":"error","index":0,"code":"io","message":"gave up"}))
+        .unwrap();
+    peer.send_end().unwrap();
+    let mut answers = Vec::new();
+    loop {
+        let frame = peer.read_control().expect("an answer");
+        if frame["type"] == "end" {
+            break;
+        }
+        answers.push(frame);
+    }
+    assert_eq!(answers.len(), 1, "{answers:?}");
+    assert_eq!(answers[0]["type"], "error");
+    assert_eq!(answers[0]["index"], 1);
+    assert_eq!(answers[0]["code"], "not_found");
+    assert_ne!(receiver.exit_code(), 0);
+    assert!(
+        std::fs::read_dir(out.path()).unwrap().next().is_none(),
+        "nothing made"
+    );
+}
+
+#[test]
+fn a_sender_counts_a_link_the_receiver_could_not_make_as_failed() {
+    let src = tempfile::tempdir().unwrap();
+    let tree = src.path().join("t");
+    std::fs::create_dir(&tree).unwrap();
+    std::os::unix::fs::symlink("x", tree.join("link")).unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let peer_side = std::thread::spawn(move || {
+        let mut peer = Peer::accept(&listener).unwrap();
+        peer.accept_handshake(&Acceptor::new(KEY, "receiver").features(&["aead", "meta"]))
+            .unwrap();
+        // The independent peer knows no `meta` kinds: the offer is read raw here.
+        let mut offer = Vec::new();
+        loop {
+            let frame = peer.read_control().unwrap();
+            match frame["type"].as_str() {
+                Some("offer") => offer.extend(frame["entries"].as_array().unwrap().clone()),
+                _ => break,
+            }
+        }
+        let send = json!({"action":"send","offset":0});
+        peer.send_plan(&[vec![send; offer.len()]]).unwrap();
+        peer.send_control(&json!({"type":"error","index":1,"code":"denied","message":"not here"}))
+            .unwrap();
+        assert_eq!(peer.read_control().unwrap()["type"], "end");
+        peer.send_end().unwrap();
+        offer
+    });
+    let sent = send(&[&tree], port, KEY, &[]);
+    let offer = peer_side.join().unwrap();
+    assert_eq!(offer[1]["kind"], "symlink", "{offer:?}");
+    assert_eq!(sent.status.code(), Some(6), "{}", stderr_of(&sent));
+    assert!(
+        stderr_of(&sent).contains("not here"),
+        "{}",
+        stderr_of(&sent)
+    );
+    assert!(
+        stderr_of(&sent).contains("1 of 2 entries"),
+        "{}",
+        stderr_of(&sent)
     );
 }
 

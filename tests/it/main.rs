@@ -22,6 +22,7 @@ mod layering;
 mod negotiation;
 mod readme;
 mod resume;
+mod serve_fidelity;
 mod serve_isolation;
 mod serve_limits;
 mod serve_partials;
