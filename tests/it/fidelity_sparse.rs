@@ -12,6 +12,7 @@ use std::process::Command;
 use serde_json::{Value, json};
 
 use crate::util::peer::{Acceptor, Decision, HashKind, Peer, hex, kind, mac_done, parse_control};
+use crate::util::server::{Site, client, expect_exit};
 use crate::util::{
     KEY, LISTENER_FEATURES, Receiver, files_under, partial_name, pattern, peer_sender, send,
     stderr_of, summary_event,
@@ -225,6 +226,41 @@ fn a_sparse_file_is_never_resumed_and_cannot_go_to_standard_output() {
     assert_eq!(sent.status.code(), Some(6), "{}", stderr_of(&sent));
     assert!(stderr_of(&sent).contains("sparse"), "{}", stderr_of(&sent));
     assert_eq!(receiver.exit_code(), 6, "{}", receiver.stderr());
+}
+
+#[test]
+fn a_sparse_file_put_on_a_server_keeps_its_holes_and_a_rerun_sends_nothing() {
+    let site = Site::new();
+    site.users(&[("alice", "")]);
+    let server = site.serve(&[]);
+    let local = site.path().join("local-holes");
+    std::fs::create_dir(&local).unwrap();
+    if !keeps_holes(&local) {
+        eprintln!("skipped: the site's filesystem keeps no holes");
+        return;
+    }
+    let file = local.join("disk.img");
+    sparse_file(&file, GIB, 512 * MIB, &pattern(MIB as usize, 5));
+    let put = client(
+        &site,
+        "alice",
+        &["send", file.to_str().unwrap(), &server.addr()],
+    );
+    expect_exit(&put, 0, "a sparse put");
+    let stored = site.home("alice").join("disk.img");
+    assert!(same_bytes(&file, &stored), "the bytes differ");
+    assert!(
+        allocated(&stored) < 2 * MIB,
+        "{} allocated",
+        allocated(&stored)
+    );
+    let again = client(
+        &site,
+        "alice",
+        &["send", file.to_str().unwrap(), &server.addr(), "--json"],
+    );
+    expect_exit(&again, 0, "the rerun");
+    assert_eq!(summary_event(&again)["same"], 1);
 }
 
 /// Reads frames up to the receiver's session-level error; its code.
