@@ -306,7 +306,11 @@ impl<'c> Decider<'_, 'c> {
                 self.resolver.discard_partial(&components, size);
             }
             let needed = size - resume_from.as_ref().map_or(0, |resume| resume.0);
-            self.take_free_space(&shown, needed)?;
+            // A sparse file's holes take no room, and how much is data is not
+            // said: a full disk then fails it with `io` as it is written.
+            if !entry.is_sparse() {
+                self.take_free_space(&shown, needed)?;
+            }
         }
         let partial = resume_from.as_ref().map(|resume| resume.0);
         let reservation = self.reserve_quota(entry, partial, replaces)?;
