@@ -574,10 +574,7 @@ impl Fetch {
                 std::collections::hash_map::Entry::Occupied(first) => {
                     return Entry {
                         path: name,
-                        kind: EntryKind::Hardlink,
-                        size: Some(0),
-                        of: Some(*first.get()),
-                        ..Entry::default()
+                        ..Entry::hard_link(*first.get())
                     };
                 }
                 std::collections::hash_map::Entry::Vacant(slot) => {
@@ -597,8 +594,10 @@ impl Fetch {
             .map_err(|err| Refusal::io(path, "cannot read the link", err))?;
         let mut entry = fetched_entry(name, EntryKind::Symlink, stat);
         match target.into_string() {
-            Ok(text) => entry.target = Some(text),
-            Err(err) => entry.target_hex = Some(crate::hex::hex(err.into_cstring().as_bytes())),
+            Ok(text) => entry.extra_mut().target = Some(text),
+            Err(err) => {
+                entry.extra_mut().target_hex = Some(crate::hex::hex(err.into_cstring().as_bytes()))
+            }
         }
         Ok(entry)
     }
@@ -769,8 +768,11 @@ mod tests {
                 ("photos/pw", Symlink)
             ]
         );
-        assert_eq!(fetch.entries()[3].of, Some(2));
-        assert_eq!(fetch.entries()[4].target.as_deref(), Some("/etc/passwd"));
+        assert_eq!(fetch.entries()[3].extra().of, Some(2));
+        assert_eq!(
+            fetch.entries()[4].extra().target.as_deref(),
+            Some("/etc/passwd")
+        );
         let mut content = String::new();
         std::io::Read::read_to_string(&mut fetch.open(2).unwrap(), &mut content).unwrap();
         assert_eq!(content, "a");

@@ -23,7 +23,7 @@ use super::owners::Owners;
 use crate::error::{Classify, Kind, fail};
 use crate::escape::{escape, escape_path};
 use crate::proto::entry::MAX_REASON;
-use crate::proto::message::{Entry, EntryKind};
+use crate::proto::message::{Entry, EntryKind, Extra};
 use crate::ui::report;
 
 /// The operand that means standard input.
@@ -294,12 +294,7 @@ impl Walk<'_> {
         if meta.is_file() {
             let entry = match self.earlier_name(meta) {
                 Some(of) => {
-                    let mut link = Entry {
-                        kind: EntryKind::Hardlink,
-                        size: Some(0),
-                        of: Some(of),
-                        ..Entry::default()
-                    };
+                    let mut link = Entry::hard_link(of);
                     link.set_path_bytes(name);
                     link
                 }
@@ -318,8 +313,8 @@ impl Walk<'_> {
         } else if let Some(kind) = special_entry_kind(meta).filter(|_| self.options.specials) {
             let mut entry = self.entry(path, name, kind, meta);
             if matches!(kind, EntryKind::Char | EntryKind::Block) {
-                entry.major = Some(rustix::fs::major(meta.rdev()));
-                entry.minor = Some(rustix::fs::minor(meta.rdev()));
+                entry.extra_mut().major = Some(rustix::fs::major(meta.rdev()));
+                entry.extra_mut().minor = Some(rustix::fs::minor(meta.rdev()));
             }
             self.push(entry);
         } else if meta.is_dir() {
@@ -356,7 +351,10 @@ impl Walk<'_> {
         let mut unsent = Entry {
             kind: EntryKind::Unsent,
             size: Some(0),
-            reason: Some(truncated(reason, MAX_REASON)),
+            extra: Some(Box::new(Extra {
+                reason: Some(truncated(reason, MAX_REASON)),
+                ..Extra::default()
+            })),
             ..Entry::default()
         };
         unsent.set_path_bytes(name);
@@ -384,15 +382,20 @@ impl Walk<'_> {
     fn entry(&mut self, path: &Path, name: Vec<u8>, kind: EntryKind, meta: &Metadata) -> Entry {
         let mut entry = entry(name, kind, meta);
         if self.options.owner {
-            entry.uid = Some(meta.uid());
-            entry.gid = Some(meta.gid());
+            entry.extra_mut().uid = Some(meta.uid());
+            entry.extra_mut().gid = Some(meta.gid());
             if let Some(owners) = &mut self.collected.owners {
-                entry.owner = owners.user(meta.uid());
-                entry.group = owners.group(meta.gid());
+                entry.extra_mut().owner = owners.user(meta.uid());
+                entry.extra_mut().group = owners.group(meta.gid());
             }
         }
-        if self.options.xattrs {
-            entry.xattrs = super::xattr::read(path);
+        if let Some(xattrs) = self
+            .options
+            .xattrs
+            .then(|| super::xattr::read(path))
+            .flatten()
+        {
+            entry.extra_mut().xattrs = Some(xattrs);
         }
         entry
     }
@@ -498,8 +501,8 @@ fn entry_at(kind: EntryKind, meta: &Metadata) -> Entry {
 /// A link's target: as text when it is UTF-8, else as hex (section 16).
 fn set_target(entry: &mut Entry, target: &[u8]) {
     match std::str::from_utf8(target) {
-        Ok(text) => entry.target = Some(text.to_string()),
-        Err(_) => entry.target_hex = Some(crate::hex::hex(target)),
+        Ok(text) => entry.extra_mut().target = Some(text.to_string()),
+        Err(_) => entry.extra_mut().target_hex = Some(crate::hex::hex(target)),
     }
 }
 
@@ -587,7 +590,10 @@ mod tests {
                 ("photos/link", Symlink),
             ]
         );
-        assert_eq!(collected.entries[5].target.as_deref(), Some("a.jpg"));
+        assert_eq!(
+            collected.entries[5].extra().target.as_deref(),
+            Some("a.jpg")
+        );
         assert_eq!(collected.local_path(4), tree.join("b/z.jpg"));
         let mut content = String::new();
         collected
@@ -630,7 +636,11 @@ mod tests {
                 ("t/sub/up", EntryKind::Unsent)
             ]
         );
-        let reason = collected.entries[2].reason.as_deref().unwrap_or_default();
+        let reason = collected.entries[2]
+            .extra()
+            .reason
+            .as_deref()
+            .unwrap_or_default();
         assert!(reason.starts_with("loop: "), "{reason}");
     }
 
@@ -648,13 +658,14 @@ mod tests {
         let _socket = std::os::unix::net::UnixListener::bind(tree.join("sock")).unwrap();
         let collected = collect(std::slice::from_ref(&tree), &WalkOptions::default()).unwrap();
         let entries = &collected.entries;
-        assert_eq!(entries[1].path_hex.as_deref(), Some("742f636166e9"));
+        assert_eq!(entries[1].extra().path_hex.as_deref(), Some("742f636166e9"));
         assert_eq!(collected.local_path(1), odd);
         assert_eq!(entries[2].path, "t/holes");
         assert_eq!(entries[2].sparse, Some(true));
         assert_eq!(entries[3].kind, EntryKind::Unsent);
         assert!(
             entries[3]
+                .extra()
                 .reason
                 .as_deref()
                 .unwrap()

@@ -463,7 +463,7 @@ mod tests {
 
     /// The offer of section 16's vector, as xfer writes it.
     fn meta_vector_offer() -> String {
-        use crate::proto::message::{Entry, EntryKind, Message, encode};
+        use crate::proto::message::{Entry, EntryKind, Extra, Message, encode};
         let file = |path: &str, size: u64| Entry {
             path: path.into(),
             kind: EntryKind::File,
@@ -486,7 +486,10 @@ mod tests {
                 path: "v/b.txt".into(),
                 kind: EntryKind::Hardlink,
                 size: Some(0),
-                of: Some(1),
+                extra: Some(Box::new(Extra {
+                    of: Some(1),
+                    ..Extra::default()
+                })),
                 ..Entry::default()
             },
             Entry {
@@ -494,7 +497,10 @@ mod tests {
                 kind: EntryKind::Symlink,
                 size: Some(0),
                 mtime: Some(-1),
-                target: Some("a.txt".into()),
+                extra: Some(Box::new(Extra {
+                    target: Some("a.txt".into()),
+                    ..Extra::default()
+                })),
                 ..Entry::default()
             },
             Entry {
@@ -503,7 +509,10 @@ mod tests {
             },
             Entry {
                 path: String::new(),
-                path_hex: Some(crate::hex::hex(b"v/caf\xe9")),
+                extra: Some(Box::new(Extra {
+                    path_hex: Some(crate::hex::hex(b"v/caf\xe9")),
+                    ..Extra::default()
+                })),
                 ..file("", 0)
             },
         ];

@@ -282,7 +282,7 @@ fn check_offer(entries: &mut [Entry], meta: bool) -> Result<()> {
 /// A hard link's `of` names an earlier entry that is a file of known size.
 fn check_hard_links(entries: &[Entry]) -> Result<()> {
     for (index, entry) in entries.iter().enumerate() {
-        let Some(of) = entry.of else { continue };
+        let Some(of) = entry.extra().of else { continue };
         let linked = usize::try_from(of)
             .ok()
             .filter(|&of| of < index)
@@ -356,6 +356,7 @@ mod tests {
     use super::*;
     use crate::error::kind_of;
     use crate::proto::hash::HashKind;
+    use crate::proto::message::Extra;
     use std::io::Cursor;
 
     fn transfer() -> Transfer {
@@ -455,7 +456,10 @@ mod tests {
             path: path.into(),
             kind: EntryKind::Hardlink,
             size: Some(0),
-            of: Some(of),
+            extra: Some(Box::new(Extra {
+                of: Some(of),
+                ..Extra::default()
+            })),
             ..Entry::default()
         }
     }

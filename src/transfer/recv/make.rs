@@ -62,7 +62,7 @@ fn make_one(
     let bytes = entry.path_bytes();
     let components = check_path_bytes(&bytes, names)
         .map_err(|why| Refusal::new(ErrorCode::BadPath, format!("{shown}: {why}")))?;
-    let file_bytes = match entry.of.map(|of| &planned[of as usize]) {
+    let file_bytes = match entry.extra().of.map(|of| &planned[of as usize]) {
         Some(file) if !file.arrived.load(Ordering::Relaxed) => {
             return Err(Refusal::new(
                 ErrorCode::NotFound,

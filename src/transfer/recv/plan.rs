@@ -244,7 +244,7 @@ impl<'c> Decider<'_, 'c> {
             }
             Err(refusal) if entry.kind == EntryKind::Unsent && refusal.code == ErrorCode::Io => {
                 // Not sent, as the sender counts it: exit 10 on both sides.
-                let reason = entry.reason.as_deref().unwrap_or_default();
+                let reason = entry.extra().reason.as_deref().unwrap_or_default();
                 tally.not_sent(&entry.shown_path(), reason, false);
                 let skip = Decision::Skip {
                     code: refusal.code,
@@ -372,7 +372,7 @@ impl<'c> Decider<'_, 'c> {
             | EntryKind::Char
             | EntryKind::Block => self.decide_node(entry, before, shown, components),
             EntryKind::Unsent => {
-                let reason = entry.reason.as_deref().unwrap_or_default();
+                let reason = entry.extra().reason.as_deref().unwrap_or_default();
                 Err(Refusal::new(
                     ErrorCode::Io,
                     format!("{shown}: not sent: {}", escape(reason)),
@@ -419,7 +419,10 @@ impl<'c> Decider<'_, 'c> {
         let reservation = match self.shared.quota {
             Some(account) => {
                 // A hard link counts its file's bytes again, as the home's count does.
-                let size = entry.of.and_then(|of| before[of as usize].entry.size);
+                let size = entry
+                    .extra()
+                    .of
+                    .and_then(|of| before[of as usize].entry.size);
                 let after = Footprint {
                     bytes: size.unwrap_or(0),
                     files: u64::from(entry.kind == EntryKind::Hardlink),
@@ -466,7 +469,7 @@ impl<'c> Decider<'_, 'c> {
         before: &'p [Planned<'c>],
         shown: &str,
     ) -> Result<Option<&'p Entry>, Refusal> {
-        let Some(of) = entry.of else {
+        let Some(of) = entry.extra().of else {
             return Ok(None);
         };
         let file = &before[of as usize];

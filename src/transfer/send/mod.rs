@@ -352,7 +352,7 @@ fn follow_plan(
                     format!("the plan asks for entry {index}, which was not sent"),
                 ));
             }
-            let reason = entry.reason.as_deref().unwrap_or_default();
+            let reason = entry.extra().reason.as_deref().unwrap_or_default();
             tally.not_sent(&entry.shown_path(), reason, true);
             continue;
         }
