@@ -90,6 +90,7 @@ pub fn receiver_session(data: &[u8]) {
         json: Json::Off,
         serving: false,
         bar: false,
+        itemize: false,
     };
     let mut tally = Tally::new(Reporter::new(style), &negotiated);
     let _ = recv::session(

@@ -5,8 +5,8 @@
 use std::path::PathBuf;
 
 use super::args::{
-    AuthArgs, Cli, ClientArgs, Command, GetArgs, HashChoice, LinkArgs, LsArgs, OutputArgs,
-    RecvArgs, SecurityArgs, SendArgs, ServeArgs, TransferArgs,
+    AuthArgs, Cli, ClientArgs, Command, GetArgs, HashChoice, LinkArgs, LsArgs, MirrorArgs,
+    OutputArgs, RecvArgs, SecurityArgs, SendArgs, ServeArgs, TransferArgs,
 };
 use crate::client::ClientOptions;
 use crate::client::options::{AuthOptions, Encryption, Peering, Security};
@@ -147,18 +147,46 @@ fn send(args: SendArgs) -> Result<SendOptions, String> {
     if args.name.is_some() && files.len() > 1 {
         return Err("--name renames one operand; give a single file, directory or `-`".into());
     }
-    let style = style(&args.output, Json::Stdout, args.link.serve);
+    let mut style = style(&args.output, Json::Stdout, args.link.serve);
+    style.itemize = args.mirror.itemize;
+    let mirror = &args.mirror;
+    if mirror.delete && stream {
+        return Err("--delete mirrors a directory; a stream has nothing to delete".into());
+    }
+    let mut peering = peering(&args.link, to, args.security, args.auth, style)?;
+    peering.security.mirror = mirror.delete || mirror.dry_run;
     Ok(SendOptions {
         files,
         walk: WalkOptions {
             follow_symlinks: args.follow_symlinks,
             name: args.name,
+            rules: filter_rules(mirror)?,
+            gitignore: mirror.gitignore,
         },
         compress: args.compress,
         remote_dir,
         overwrite: args.overwrite,
-        peering: peering(&args.link, to, args.security, args.auth, style)?,
+        delete: mirror.delete,
+        dry_run: mirror.dry_run,
+        peering,
     })
+}
+
+/// The filter rules of `--exclude`, `--exclude-from` and `--include`, as gitignore
+/// lines in the order they judge: every exclusion, then the re-inclusions, so
+/// that `--include` takes back what an `--exclude` left out, whatever the order.
+fn filter_rules(mirror: &MirrorArgs) -> Result<Vec<String>, String> {
+    let mut rules = mirror.exclude.clone();
+    for file in &mirror.exclude_from {
+        let text = std::fs::read_to_string(file)
+            .map_err(|err| format!("--exclude-from {}: {err}", file.display()))?;
+        rules.extend(
+            text.lines()
+                .map(|line| line.trim_end_matches('\r').to_string()),
+        );
+    }
+    rules.extend(mirror.include.iter().map(|pattern| format!("!{pattern}")));
+    Ok(rules)
 }
 
 /// `--compress 19`: the level is optional and only taken after `=`, so clap read
@@ -206,6 +234,7 @@ fn style(output: &OutputArgs, json: Json, serving: bool) -> Style {
         json: if output.json { json } else { Json::Off },
         serving,
         bar: true,
+        itemize: false,
     }
 }
 
@@ -253,6 +282,7 @@ fn peering(
                 (_, true) => Encryption::Off,
                 _ => Encryption::Preferred,
             },
+            mirror: false,
         },
         limit_rate,
         style,

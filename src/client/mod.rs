@@ -52,6 +52,7 @@ impl ClientOptions {
             security: Security {
                 hash: self.hash,
                 encryption: Encryption::Required,
+                mirror: false,
             },
             limit_rate: self.limit_rate,
             style,

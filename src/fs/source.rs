@@ -14,10 +14,11 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
+use super::filter::{Filter, IGNORE_FILES};
 use super::input::{self, Input, Outbox};
 use crate::error::{Classify, Kind, fail};
 use crate::escape::{escape, escape_path};
-use crate::proto::message::{Entry, EntryKind};
+use crate::proto::message::{Entry, EntryKind, Mirror};
 use crate::ui::report;
 
 /// The operand that means standard input.
@@ -36,6 +37,11 @@ pub(crate) struct WalkOptions {
     pub(crate) follow_symlinks: bool,
     /// The name the one operand travels under (`--name`), instead of its own.
     pub(crate) name: Option<String>,
+    /// Filter rules in gitignore syntax (`--exclude`, `--include`,
+    /// `--exclude-from`), in the order they judge: later lines win.
+    pub(crate) rules: Vec<String>,
+    /// Honour the `.gitignore` and `.ignore` files of the trees sent.
+    pub(crate) gitignore: bool,
 }
 
 /// One operand: where it is, and the name it travels under.
@@ -65,11 +71,34 @@ pub(crate) struct Collected {
     origin: Vec<u32>,
     /// Paths that exist but could not be read (already reported as warnings).
     pub(crate) unreadable: usize,
+    /// The rules the walk left entries out by.
+    filter: Filter,
+    /// Entries the rules left out (not failures).
+    pub(crate) filtered: usize,
+    /// What a mirroring sender asks of the receiver.
+    mirror: Option<Mirror>,
 }
 
 impl Collected {
     pub(crate) fn is_empty(&self) -> bool {
         self.entries.is_empty()
+    }
+
+    /// Asks the receiver to mirror the offer (`--delete`) and/or only to plan it
+    /// (`--dry-run`); the filter rules go along, so that it spares what they leave out.
+    pub(crate) fn mirror(&mut self, delete: bool, dry_run: bool) {
+        self.mirror = (delete || dry_run).then(|| Mirror {
+            delete,
+            dry_run,
+            rules: self.filter.wire().to_vec(),
+        });
+    }
+
+    /// Whether a directory is among the operands (what `--delete` mirrors).
+    pub(crate) fn has_dir(&self) -> bool {
+        self.entries
+            .iter()
+            .any(|entry| entry.kind == EntryKind::Dir)
     }
 
     /// Whether the offer is one stream of unknown length.
@@ -108,6 +137,10 @@ impl Outbox for Collected {
         })
     }
 
+    fn mirror(&self) -> Option<&Mirror> {
+        self.mirror.as_ref()
+    }
+
     fn rereadable(&self, index: usize) -> bool {
         self.roots[self.origin[index] as usize].stream == Stream::No
     }
@@ -133,6 +166,10 @@ pub(crate) fn collect(operands: &[PathBuf], options: &WalkOptions) -> Result<Col
         ));
     }
     let mut collected = Collected::default();
+    collected
+        .filter
+        .add("", &options.rules)
+        .map_err(|why| fail(Kind::Usage, why))?;
     let mut names = HashSet::new();
     for operand in operands {
         let root = root_of(operand, options)?;
@@ -275,6 +312,9 @@ impl Walk<'_> {
                 return;
             }
             self.push(entry(name.clone(), EntryKind::Dir, meta));
+            if self.options.gitignore {
+                self.read_ignore_files(path, &name);
+            }
             self.visit_children(path, &name);
             self.ancestors.remove(&id);
         } else {
@@ -283,6 +323,35 @@ impl Walk<'_> {
                 escape_path(path),
                 crate::escape::describe(meta.file_type())
             ));
+        }
+    }
+
+    /// Adds the rules of `dir`'s ignore files, for what lies beneath it (offered as
+    /// `name`). Lines that are no valid pattern are skipped, with a warning.
+    fn read_ignore_files(&mut self, dir: &Path, name: &str) {
+        let mut lines = Vec::new();
+        for file in IGNORE_FILES {
+            let path = dir.join(file);
+            let text = match std::fs::read_to_string(&path) {
+                Ok(text) => text,
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(err) => {
+                    report::warn(&format!("cannot read {}: {err}", escape_path(&path)));
+                    continue;
+                }
+            };
+            let (valid, bad) = Filter::valid_lines(&text);
+            if bad > 0 {
+                report::warn(&format!(
+                    "{}: {bad} lines are no valid pattern and are ignored",
+                    escape_path(&path)
+                ));
+            }
+            lines.extend(valid);
+        }
+        if !lines.is_empty() {
+            // Every line was checked on its own just now.
+            let _ = self.collected.filter.add(name, &lines);
         }
     }
 
@@ -315,6 +384,11 @@ impl Walk<'_> {
                     continue;
                 }
             };
+            let offered = format!("{name}/{child_name}");
+            if self.collected.filter.excluded(&offered, meta.is_dir()) {
+                self.collected.filtered += 1;
+                continue;
+            }
             let meta = if meta.file_type().is_symlink() {
                 if !self.options.follow_symlinks {
                     report::warn(&format!(
@@ -336,7 +410,7 @@ impl Walk<'_> {
             } else {
                 meta
             };
-            self.visit(&path, format!("{name}/{child_name}"), &meta);
+            self.visit(&path, offered, &meta);
         }
     }
 

@@ -22,16 +22,24 @@ pub(crate) enum Feature {
     Blake3,
     Aead,
     Zstd,
+    /// `--delete`, `--dry-run` and filter rules (`PROTOCOL.md` section 16).
+    Mirror,
 }
 
 impl Feature {
-    pub(crate) const ALL: [Feature; 3] = [Feature::Aead, Feature::Blake3, Feature::Zstd];
+    pub(crate) const ALL: [Feature; 4] = [
+        Feature::Aead,
+        Feature::Blake3,
+        Feature::Zstd,
+        Feature::Mirror,
+    ];
 
     pub(crate) fn name(self) -> &'static str {
         match self {
             Feature::Blake3 => "blake3",
             Feature::Aead => "aead",
             Feature::Zstd => "zstd",
+            Feature::Mirror => "mirror",
         }
     }
 
@@ -40,6 +48,7 @@ impl Feature {
             Feature::Blake3 => 1,
             Feature::Aead => 2,
             Feature::Zstd => 4,
+            Feature::Mirror => 8,
         }
     }
 
@@ -298,6 +307,15 @@ impl Transfer {
         FramesMac(keyed(
             self.session_key.bytes(),
             "xfer/2 offer",
+            &[&self.t.to_be_bytes()],
+        ))
+    }
+
+    /// The running `mac_deleted` over the `deleted` frames (feature `mirror`).
+    pub(crate) fn deleted_mac(&self) -> FramesMac {
+        FramesMac(keyed(
+            self.session_key.bytes(),
+            "xfer/2 deleted",
             &[&self.t.to_be_bytes()],
         ))
     }

@@ -11,7 +11,7 @@ use indicatif::HumanBytes;
 use crate::error::{ErrorCode, Kind, fail, kind_of};
 use crate::proto::compress::Squeezed;
 use crate::proto::negotiated::{Feature, Negotiated};
-use crate::ui::report::{FileOutcome, LIST_FILES_UP_TO, Reporter, Summary};
+use crate::ui::report::{Change, DryRun, FileOutcome, LIST_FILES_UP_TO, Reporter, Summary};
 
 /// The outcomes of one session's entries as they happen: each is shown at once,
 /// counted, and, at the end, decides the session's result.
@@ -96,6 +96,52 @@ impl Tally {
                     .expect("no panics while holding the lock")
                     .get_or_insert(code);
             }
+        }
+    }
+
+    /// This session only plans (`--dry-run`): its changes are counted apart, and
+    /// nothing it finds is a failure.
+    pub(crate) fn dry_run(&self) {
+        self.summary
+            .lock()
+            .expect("no panics while holding the lock")
+            .dry_run = Some(DryRun::default());
+    }
+
+    /// Shows and counts one entry's change: every one in a dry run; in a real run,
+    /// with `--itemize`, those that change the receiver. `size` is what a file to
+    /// send holds; `note` says why an entry is skipped or kept.
+    pub(crate) fn change(&self, change: Change, path: &str, size: u64, note: Option<&str>) {
+        let dry_run = {
+            let mut summary = self
+                .summary
+                .lock()
+                .expect("no panics while holding the lock");
+            match change {
+                Change::Deleted => summary.deleted += 1,
+                Change::NotDeleted => summary.not_deleted += 1,
+                _ => {}
+            }
+            if let Some(dry) = summary.dry_run.as_mut() {
+                match change {
+                    Change::New => (dry.new, dry.bytes) = (dry.new + 1, dry.bytes + size),
+                    Change::Changed => {
+                        (dry.changed, dry.bytes) = (dry.changed + 1, dry.bytes + size);
+                    }
+                    Change::Same => dry.same += 1,
+                    Change::Skipped => dry.skipped += 1,
+                    _ => {}
+                }
+            }
+            summary.dry_run.is_some()
+        };
+        let listed = match change {
+            Change::Same | Change::Skipped | Change::Changed => dry_run,
+            Change::NotDeleted => true,
+            _ => dry_run || self.reporter.style().itemize,
+        };
+        if listed {
+            self.reporter.change(change, path, note, dry_run);
         }
     }
 

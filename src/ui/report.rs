@@ -42,6 +42,53 @@ pub(crate) enum FileOutcome {
     },
 }
 
+/// One entry's change, as `--itemize` and `--dry-run` list them (rsync's `-i`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Change {
+    /// A file that was not on the receiver.
+    New,
+    /// A directory that was not on the receiver.
+    NewDir,
+    /// A file that replaced the receiver's (a real run).
+    Replaced,
+    /// A file the receiver holds another version of (a dry run: it would be sent).
+    Changed,
+    /// A file the receiver holds already (a dry run).
+    Same,
+    /// An entry the receiver refuses (a dry run).
+    Skipped,
+    /// Removed by `--delete` (or, in a dry run, it would be).
+    Deleted,
+    /// `--delete` could not remove it.
+    NotDeleted,
+}
+
+impl Change {
+    pub(crate) fn word(self) -> &'static str {
+        match self {
+            Change::New => "new",
+            Change::NewDir => "new dir",
+            Change::Replaced => "replaced",
+            Change::Changed => "changed",
+            Change::Same => "same",
+            Change::Skipped => "skipped",
+            Change::Deleted => "deleted",
+            Change::NotDeleted => "kept",
+        }
+    }
+}
+
+/// What a dry run found, for its summary.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct DryRun {
+    pub(crate) new: usize,
+    pub(crate) changed: usize,
+    /// Bytes the new and changed files hold.
+    pub(crate) bytes: u64,
+    pub(crate) same: usize,
+    pub(crate) skipped: usize,
+}
+
 /// Where, if anywhere, JSON events go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Json {
@@ -61,6 +108,8 @@ pub(crate) struct Style {
     pub(crate) serving: bool,
     /// A progress bar, where the terminal can show one (not in a shell script).
     pub(crate) bar: bool,
+    /// One line per changed entry on stdout (`--itemize`).
+    pub(crate) itemize: bool,
 }
 
 /// What a finished session adds up to, for its summary.
@@ -86,6 +135,11 @@ pub(crate) struct Summary {
     pub(crate) hash: HashKind,
     /// Whether the connection was sealed (`aead`).
     pub(crate) encrypted: bool,
+    /// Entries `--delete` removed (or a dry run would), and those it could not.
+    pub(crate) deleted: usize,
+    pub(crate) not_deleted: usize,
+    /// A dry run's findings (nothing moved).
+    pub(crate) dry_run: Option<DryRun>,
 }
 
 /// At most this many files get their digest listed under the summary line.
@@ -210,6 +264,36 @@ impl Reporter {
         });
     }
 
+    /// One entry's change (`--itemize`, `--dry-run`): a line on stdout, or with
+    /// `--json` a `change` event; `note` says why an entry is skipped or kept.
+    pub(crate) fn change(&self, change: Change, path: &str, note: Option<&str>, dry_run: bool) {
+        if self.style.json != Json::Off {
+            return self.event(|| {
+                let mut event = json!({
+                    "event": "change", "change": change.word(), "path": path,
+                    "dry_run": dry_run,
+                });
+                if let Some(note) = note {
+                    event["message"] = json!(note);
+                }
+                if self.style.serving {
+                    self.identify(&mut event);
+                }
+                event
+            });
+        }
+        if self.style.quiet || self.style.serving {
+            return;
+        }
+        let slash = if change == Change::NewDir { "/" } else { "" };
+        let note = note.map_or_else(String::new, |note| format!("  ({note})"));
+        let text = format!("{:<9}{}{slash}{note}\n", change.word(), escape(path));
+        self.bar.suspend(|| {
+            let mut out = std::io::stdout().lock();
+            let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
+        });
+    }
+
     /// Adds who a serving process's event concerns.
     fn identify(&self, event: &mut serde_json::Value) {
         if let Some(peer) = self.peer {
@@ -241,6 +325,12 @@ impl Reporter {
                 event["exit_code"] = json!(crate::error::exit_code(err));
             }
             self.event(|| event);
+            return;
+        }
+        if let Some(dry) = summary.dry_run {
+            if !self.style.quiet {
+                line(&dry_run_line(&dry, summary));
+            }
             return;
         }
         let nothing =
@@ -354,6 +444,21 @@ fn file_event(outcome: &FileOutcome) -> serde_json::Value {
     }
 }
 
+/// `dry run: would send 3 new and 2 changed files (4.00 MiB), 10 same, 1 skipped,
+/// 2 to delete; nothing was sent, written or deleted`.
+fn dry_run_line(dry: &DryRun, summary: &Summary) -> String {
+    format!(
+        "dry run: would send {} and {} changed ({}), {} same, {} skipped, {} to delete; \
+         nothing was sent, written or deleted",
+        plural(dry.new, "new file"),
+        dry.changed,
+        HumanBytes(dry.bytes),
+        dry.same,
+        dry.skipped,
+        summary.deleted
+    )
+}
+
 fn summary_fields(summary: &Summary, elapsed: Duration, rate: u64) -> serde_json::Value {
     let mut fields = json!({
         "files": summary.verified, "same": summary.same, "resumed": summary.resumed,
@@ -368,6 +473,16 @@ fn summary_fields(summary: &Summary, elapsed: Duration, rate: u64) -> serde_json
     }
     if summary.kept > 0 {
         fields["kept_bytes"] = json!(summary.kept);
+    }
+    if summary.deleted > 0 || summary.not_deleted > 0 {
+        fields["deleted"] = json!(summary.deleted);
+        fields["not_deleted"] = json!(summary.not_deleted);
+    }
+    if let Some(dry) = summary.dry_run {
+        fields["dry_run"] = json!({
+            "new": dry.new, "changed": dry.changed, "bytes": dry.bytes,
+            "same": dry.same, "skipped": dry.skipped, "deleted": summary.deleted,
+        });
     }
     fields
 }
@@ -402,6 +517,12 @@ fn extras(summary: &Summary) -> String {
             "{} kept as partial data, for a rerun to resume",
             HumanBytes(summary.kept)
         ));
+    }
+    if summary.deleted > 0 || summary.not_deleted > 0 {
+        parts.push(format!("deleted {}", summary.deleted));
+    }
+    if summary.not_deleted > 0 {
+        parts.push(format!("{} could not be deleted", summary.not_deleted));
     }
     if parts.is_empty() {
         String::new()

@@ -8,6 +8,7 @@
 
 mod meta;
 mod part;
+mod prune;
 mod resolver;
 mod sweep;
 mod target;
@@ -16,6 +17,7 @@ use std::fs::File;
 use std::io::{self, Write};
 
 pub(crate) use self::part::{PartFile, Resume};
+pub(crate) use self::prune::Prune;
 pub(crate) use self::resolver::{Placement, Resolver};
 pub(crate) use self::sweep::{cutoff, in_background as sweep_in_background};
 pub(crate) use self::target::{DirLock, TargetDir};

@@ -12,6 +12,7 @@
 mod claims;
 mod data;
 mod disk;
+mod mirror;
 mod plan;
 mod shared;
 
@@ -24,11 +25,13 @@ pub(crate) use self::claims::Claims;
 use self::shared::Shared;
 pub(crate) use self::shared::{Destination, Settings};
 use super::Tally;
-use super::offer::read_offer;
+use super::offer::{Offered, read_offer};
 use crate::error::{Kind, fail, said_by_peer};
+use crate::fs::filter::Filter;
 use crate::fs::quota::Account;
 use crate::pool::Pool;
 use crate::proto::message::Message;
+use crate::proto::negotiated::Feature;
 use crate::proto::wire::{Connection, FrameWriter, Hangup, data_buffer};
 
 /// Buffers in flight between the socket thread and the disk thread. Each can hold
@@ -73,10 +76,22 @@ fn receive<R: Read, W: Write + Send, C>(
     shared: &Shared<'_>,
     tally: &mut Tally,
 ) -> Result<()> {
+    let mirroring = conn.negotiated.has(Feature::Mirror);
     let Connection { reader, writer, .. } = conn;
-    let entries = read_offer(reader, shared.transfer)?;
+    let Offered { entries, mirror } = read_offer(reader, shared.transfer, mirroring)?;
     tally.offered(entries.len(), "received");
-    let mut planned = plan::plan(entries, writer, shared, tally)?;
+    let since = mirror::session_start();
+    let filter = match &mirror {
+        Some(mirror) => mirror::accept(mirror, shared)?,
+        None => Filter::default(),
+    };
+    let (delete, dry_run) = mirror
+        .as_ref()
+        .map_or((false, false), |mirror| (mirror.delete, mirror.dry_run));
+    if dry_run {
+        tally.dry_run();
+    }
+    let mut planned = plan::plan(entries, writer, shared, tally, mirror.as_ref())?;
     writer.flush()?;
 
     let total = planned
@@ -123,7 +138,13 @@ fn receive<R: Read, W: Write + Send, C>(
         (Ok(()), Ok(())) => {}
     }
     if let Destination::Dir(target) = shared.destination {
-        disk::finish_dirs(planned, target);
+        if delete {
+            let how = (&filter, since, dry_run);
+            mirror::prune_and_report(writer, shared, target, planned, how, tally)?;
+        }
+        if !dry_run {
+            disk::finish_dirs(planned, target);
+        }
     }
     writer.write_message(&Message::End)?;
     writer.flush()

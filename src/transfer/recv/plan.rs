@@ -20,11 +20,11 @@ use crate::fs::path::check_path;
 use crate::fs::quota::Reservation;
 use crate::fs::sink::{Placement, Resolver};
 use crate::proto::hash::Hasher;
-use crate::proto::message::{Decision, Entry, EntryKind, ErrorCode};
+use crate::proto::message::{Decision, Entry, EntryKind, ErrorCode, Mirror};
 use crate::proto::wire::FrameWriter;
 use crate::transfer::Tally;
 use crate::transfer::offer::ListWriter;
-use crate::ui::report::FileOutcome;
+use crate::ui::report::{Change, FileOutcome};
 
 /// One entry of the offer, decided.
 pub(crate) struct Planned<'c> {
@@ -63,12 +63,16 @@ impl Planned<'_> {
     }
 }
 
-/// Decides every offered entry and sends the plan.
+/// Decides every offered entry and sends the plan. With a `mirror` member, a file
+/// of the offered size and time is `same` even where files are replaced, and a dry
+/// run decides as a real run would without touching the disk: it creates no
+/// directory, keeps no room, and looks for no partial data.
 pub(crate) fn plan<'c, W: Write>(
     entries: Vec<Entry>,
     writer: &mut FrameWriter<W>,
     shared: &Shared<'c>,
     tally: &Tally,
+    mirror: Option<&Mirror>,
 ) -> Result<Vec<Planned<'c>>> {
     let mut planned = Vec::with_capacity(entries.len());
     if let Destination::Stdout = shared.destination {
@@ -92,9 +96,15 @@ pub(crate) fn plan<'c, W: Write>(
                 shared,
                 seen: HashSet::new(),
                 free: target.free_space(),
+                quick_check: mirror.is_some(),
+                dry_run: mirror.is_some_and(|mirror| mirror.dry_run),
             };
             for entry in entries {
-                let (item, decision) = decider.decide(entry, tally);
+                let (mut item, decision) = decider.decide(entry, tally);
+                if decider.dry_run {
+                    dry_run_change(&item, &decision, tally);
+                    item.expects_data = false;
+                }
                 planned.push(item);
                 decisions.push(&decision)?;
             }
@@ -128,6 +138,37 @@ fn send_from(offset: u64, prefix: Option<&Hasher>) -> Decision {
     Decision::Send {
         offset,
         prefix_hash: prefix.map(|hasher| hasher.peek().to_hex()),
+        replaces: false,
+    }
+}
+
+/// `send_from(0)` for what replaces, or stands beside, something already there.
+fn send_over(replaces: bool) -> Decision {
+    Decision::Send {
+        offset: 0,
+        prefix_hash: None,
+        replaces,
+    }
+}
+
+/// What a dry run shows of one decision on this side (refusals were tallied).
+fn dry_run_change(item: &Planned, decision: &Decision, tally: &Tally) {
+    let path = &item.entry.path;
+    match decision {
+        Decision::Send { replaces, .. } if item.entry.kind == EntryKind::Dir => {
+            if !replaces {
+                tally.change(Change::NewDir, path, 0, None);
+            }
+        }
+        Decision::Send { replaces, .. } => {
+            let change = if *replaces {
+                Change::Changed
+            } else {
+                Change::New
+            };
+            tally.change(change, path, item.entry.size.unwrap_or(0), None);
+        }
+        Decision::Skip { .. } => {}
     }
 }
 
@@ -141,17 +182,29 @@ struct Decider<'s, 'c> {
     seen: HashSet<u64>,
     /// Bytes the accepted files may still take, if the system says.
     free: Option<u64>,
+    /// `same` holds even where files are replaced (a mirroring sender's offer).
+    quick_check: bool,
+    /// Decide only: touch nothing (section 16).
+    dry_run: bool,
 }
 
 impl<'c> Decider<'_, 'c> {
     fn decide(&mut self, entry: Entry, tally: &Tally) -> (Planned<'c>, Decision) {
         match self.decide_entry(&entry) {
-            Ok(Decided::Dir) => {
+            Ok(Decided::Dir { existed }) => {
                 let planned = Planned {
                     accepted_dir: true,
                     ..Planned::skipped(entry)
                 };
-                (planned, send_from(0, None))
+                (planned, send_over(existed))
+            }
+            Ok(Decided::Same) if self.dry_run => {
+                tally.change(Change::Same, &entry.path, 0, None);
+                let skip = Decision::Skip {
+                    code: ErrorCode::Same,
+                    message: "already on the receiver (same size and time)".into(),
+                };
+                (Planned::skipped(entry), skip)
             }
             Ok(Decided::Same) => {
                 tally.record(FileOutcome::Same {
@@ -172,7 +225,7 @@ impl<'c> Decider<'_, 'c> {
             }) => {
                 let decision = match &resume_from {
                     Some(resume) => send_from(resume.0, Some(&resume.1)),
-                    None => send_from(0, None),
+                    None => send_over(replaces.files > 0),
                 };
                 let planned = Planned {
                     expects_data: true,
@@ -183,6 +236,14 @@ impl<'c> Decider<'_, 'c> {
                     ..Planned::skipped(entry)
                 };
                 (planned, decision)
+            }
+            Err(refusal) if self.dry_run => {
+                tally.change(Change::Skipped, &entry.path, 0, Some(&refusal.to_string()));
+                let skip = Decision::Skip {
+                    code: refusal.code,
+                    message: refusal.message,
+                };
+                (Planned::skipped(entry), skip)
             }
             Err(refusal) => {
                 tally.failed(&entry.path, refusal.code, refusal.to_string());
@@ -206,8 +267,11 @@ impl<'c> Decider<'_, 'c> {
             ));
         }
         if entry.kind == EntryKind::Dir {
-            self.resolver.create_dir(&components)?;
-            return Ok(Decided::Dir);
+            let existed = self.resolver.probe_dir(&components)?;
+            if !self.dry_run && !existed {
+                self.resolver.create_dir(&components)?;
+            }
+            return Ok(Decided::Dir { existed });
         }
         let settings = self.shared.settings;
         let claim = self
@@ -220,18 +284,46 @@ impl<'c> Decider<'_, 'c> {
                     format!("{shown}: being received by another session"),
                 )
             })?;
-        let placement = self.resolver.probe_file(
-            &entry.path,
-            &components,
-            settings.overwrite,
-            (entry.size, entry.mtime),
-        )?;
+        let offered = (entry.size, entry.mtime);
+        let placement = if self.quick_check && settings.overwrite {
+            // A mirror sends only what changed: the quick check first.
+            match self
+                .resolver
+                .probe_file(&entry.path, &components, false, offered)
+            {
+                Ok(Placement::Same) => Placement::Same,
+                _ => self
+                    .resolver
+                    .probe_file(&entry.path, &components, true, offered)?,
+            }
+        } else {
+            self.resolver
+                .probe_file(&entry.path, &components, settings.overwrite, offered)?
+        };
         let replaces = match placement {
             Placement::Same => return Ok(Decided::Same),
             Placement::Free(Some(bytes)) => Footprint { bytes, files: 1 },
             Placement::Free(None) => Footprint::default(),
         };
         let mut resume_from = None;
+        if self.dry_run {
+            // Nothing is kept, found or discarded: the room is only checked.
+            if let (Some(size), Some(account)) = (entry.size, self.shared.quota) {
+                account.books().check(
+                    Footprint {
+                        bytes: size.saturating_sub(replaces.bytes),
+                        files: 1 - replaces.files.min(1),
+                    },
+                    &entry.path,
+                )?;
+            }
+            return Ok(Decided::File {
+                resume_from,
+                claim,
+                reservation: None,
+                replaces,
+            });
+        }
         if let Some(size) = entry.size {
             if settings.resume {
                 resume_from = self
@@ -302,7 +394,10 @@ impl<'c> Decider<'_, 'c> {
 
 /// What was decided for an accepted entry.
 enum Decided<'c> {
-    Dir,
+    /// `existed`: it was there already (it gets its mode and time only).
+    Dir {
+        existed: bool,
+    },
     Same,
     File {
         resume_from: Option<Box<(u64, Hasher)>>,

@@ -7,27 +7,29 @@ use std::sync::atomic::Ordering;
 
 use anyhow::Result;
 
-use super::Pending;
+use super::{Pending, Report};
 use crate::error::{Kind, fail, peer_error};
 use crate::escape::escape;
-use crate::fs::input::Outbox;
-use crate::proto::message::{ErrorCode, Message};
-use crate::proto::negotiated::{FileFacts, Transfer};
+use crate::proto::message::{self, ErrorCode, Message, Removed};
+use crate::proto::negotiated::FileFacts;
 use crate::proto::wire::FrameReader;
 use crate::transfer::Tally;
-use crate::ui::report::FileOutcome;
+use crate::transfer::offer::read_removed;
+use crate::ui::report::{Change, FileOutcome};
 
 /// Reads answers until the receiver's `end`. An answer for an entry that is not
-/// outstanding, twice, or an `end` while entries are, breaks the protocol.
+/// outstanding, twice, or an `end` while entries are, breaks the protocol. A
+/// mirroring receiver's report of what it removed comes between its last answer
+/// and its `end`, and only then.
 pub(crate) fn read<R: Read>(
     reader: &mut FrameReader<R>,
-    transfer: &Transfer,
-    outbox: &dyn Outbox,
+    report: &Report<'_>,
     pending: &Pending,
-    tally: &Tally,
 ) -> Result<()> {
-    let entries = outbox.entries();
-    while let Some((index, answer)) = next_answer(reader, pending)? {
+    let (transfer, tally) = (report.transfer, report.tally);
+    let entries = report.outbox.entries();
+    let mut removed = None;
+    while let Some((index, answer)) = next_answer(reader, pending, report, &mut removed)? {
         let Some(outstanding) = pending.lock().remove(&index) else {
             return Err(fail(
                 Kind::Protocol,
@@ -47,6 +49,11 @@ pub(crate) fn read<R: Read>(
                     path,
                 };
                 if transfer.verify_ok(facts, &mac) {
+                    let change = match outstanding.replaces {
+                        true => Change::Replaced,
+                        false => Change::New,
+                    };
+                    tally.change(change, path, sent.size, None);
                     tally.record(FileOutcome::Verified {
                         path: path.clone(),
                         size: sent.size,
@@ -72,7 +79,23 @@ pub(crate) fn read<R: Read>(
             ),
         }
     }
+    if report.deleting && removed.is_none() {
+        return Err(fail(
+            Kind::Protocol,
+            "the receiver ended without saying what it deleted",
+        ));
+    }
     Ok(())
+}
+
+/// Shows and counts what the receiver removed (its report verified).
+fn tally_removed(tally: &Tally, removed: &[Removed]) {
+    for item in removed {
+        match &item.error {
+            None => tally.change(Change::Deleted, &item.path, 0, None),
+            Some(why) => tally.change(Change::NotDeleted, &item.path, 0, Some(&escape(why))),
+        }
+    }
 }
 
 /// The receiver's answer for one entry: `ok` with its MAC, or an `error`.
@@ -86,9 +109,37 @@ enum Answer {
 fn next_answer<R: Read>(
     reader: &mut FrameReader<R>,
     pending: &Pending,
+    report: &Report<'_>,
+    removed: &mut Option<usize>,
 ) -> Result<Option<(u64, Answer)>> {
-    let answer = reader.expect_message("the receiver's answers")?;
+    let payload = reader.read_payload()?.ok_or_else(|| {
+        fail(
+            Kind::Network,
+            "the peer closed the connection while we waited for the receiver's answers",
+        )
+    })?;
+    let answer = message::decode(payload).map_err(|err| fail(Kind::Protocol, err))?;
     pending.heard_now();
+    if let Message::Deleted { .. } = answer {
+        let all_answered = pending.writer_done.load(Ordering::SeqCst) && pending.lock().is_empty();
+        if !report.deleting || removed.is_some() || !all_answered {
+            return Err(fail(
+                Kind::Protocol,
+                "a report of deleted entries out of place",
+            ));
+        }
+        let first = payload.to_vec();
+        let items = read_removed(reader, report.transfer, &first)?;
+        tally_removed(report.tally, &items);
+        *removed = Some(items.len());
+        return next_answer(reader, pending, report, removed);
+    }
+    if removed.is_some() && answer != Message::End {
+        return Err(fail(
+            Kind::Protocol,
+            "an answer after the report of deleted entries",
+        ));
+    }
     match answer {
         Message::Ok { index, mac } => Ok(Some((index, Answer::Ok(mac)))),
         Message::Error {

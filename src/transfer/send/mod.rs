@@ -27,10 +27,10 @@ use crate::escape::escape;
 use crate::fs::input::Outbox;
 use crate::pool::{Giver, Pool};
 use crate::proto::hash::Digest;
-use crate::proto::message::{Decision, Entry, EntryKind, ErrorCode, Message};
-use crate::proto::negotiated::{FileFacts, Transfer};
+use crate::proto::message::{Decision, Entry, EntryKind, ErrorCode, Message, Mirror};
+use crate::proto::negotiated::{Feature, FileFacts, Transfer};
 use crate::proto::wire::{Connection, FrameReader, FrameWriter, Hangup};
-use crate::ui::report::FileOutcome;
+use crate::ui::report::{Change, FileOutcome};
 
 /// Buffers in flight between the reading thread and the socket: 8 measured 3.45 s
 /// against 3.48 s for 4, not worth twice the memory.
@@ -46,6 +46,8 @@ const WRITER_GRACE: Duration = Duration::from_secs(1);
 /// receiver has not answered yet: its facts once its `done` left.
 struct Outstanding {
     facts: Option<Sent>,
+    /// The receiver's file of this name is replaced (`--itemize` says so).
+    replaces: bool,
     resumed_at: Option<u64>,
     /// How far into the file its data went out (from its start, prefix included).
     position: u64,
@@ -135,20 +137,58 @@ fn send<R: Read + Send, W: Write, C: Hangup + Sync>(
     } = conn;
     let closer = &*closer;
     let entries = outbox.entries();
+    let mirror = mirror_options(outbox, conn.negotiated.has(Feature::Mirror))?;
     tally.offered(entries.len(), "delivered");
-    write_offer(writer, &transfer, entries)?;
+    write_offer(writer, &transfer, mirror, entries)?;
     writer.flush()?;
     // Waiting for the plan is waiting on the receiver: the idle timeout holds.
     let plan = read_plan(reader, &transfer, entries.len())?;
-    let to_send = follow_plan(outbox, &plan, tally)?;
+    let dry_run = mirror.is_some_and(|mirror| mirror.dry_run);
+    if dry_run {
+        tally.dry_run();
+    }
+    let mirroring = conn.negotiated.has(Feature::Mirror);
+    let mut to_send = follow_plan(outbox, &plan, tally, mirroring)?;
     drop(plan);
+    if dry_run {
+        to_send.clear(); // section 16: no data, straight to `end`
+    }
 
     tally
         .reporter_mut()
         .start_bar(left_to_send(entries, &to_send));
-    let result = data_and_answers(reader, writer, closer, &transfer, &to_send, outbox, tally);
+    let tally = &*tally;
+    let report = Report {
+        transfer: &transfer,
+        outbox,
+        tally,
+        deleting: mirror.is_some_and(|mirror| mirror.delete),
+    };
+    let result = data_and_answers(reader, writer, closer, &report, &to_send);
     tally.squeezed(writer.take_squeezed());
     result
+}
+
+/// What the outbox asks of a mirroring receiver, if the peer can take it: one
+/// that cannot was refused in the handshake already (the feature is required then),
+/// so this only guards against doing less than asked.
+fn mirror_options(outbox: &dyn Outbox, in_force: bool) -> Result<Option<&Mirror>> {
+    match outbox.mirror() {
+        Some(_) if !in_force => Err(crate::error::refused(
+            ErrorCode::Feature,
+            "the peer cannot mirror (--delete, --dry-run): it lacks the feature `mirror`",
+        )),
+        mirror => Ok(mirror),
+    }
+}
+
+/// What the answer thread needs besides the connection.
+pub(super) struct Report<'a> {
+    transfer: &'a Transfer,
+    outbox: &'a dyn Outbox,
+    tally: &'a Tally,
+    /// The receiver reports what it removed before its `end` (section 16).
+    deleting: bool,
 }
 
 /// The bytes still to send, if every size is known: a resumed file's prefix is
@@ -172,11 +212,10 @@ fn data_and_answers<R: Read + Send, W: Write, C: Hangup + Sync>(
     reader: &mut FrameReader<R>,
     writer: &mut FrameWriter<W>,
     closer: &C,
-    transfer: &Transfer,
+    report: &Report<'_>,
     to_send: &[ToSend],
-    outbox: &dyn Outbox,
-    tally: &Tally,
 ) -> Result<()> {
+    let (transfer, outbox, tally) = (report.transfer, report.outbox, report.tally);
     let idle = closer.idle_timeout();
     // While this side streams, a silent receiver is not idle.
     let _streaming = closer.without_read_timeout();
@@ -188,7 +227,7 @@ fn data_and_answers<R: Read + Send, W: Write, C: Hangup + Sync>(
             .name("answers".into())
             .spawn_scoped(scope, move || {
                 let _finished = finished; // dropped on return: the writer hears it
-                let result = answers::read(reader, transfer, outbox, pending, tally);
+                let result = answers::read(reader, report, pending);
                 if result.is_err() {
                     pending.stop_writer(closer);
                 }
@@ -265,12 +304,23 @@ fn cut_short(pending: &Pending) -> u64 {
 }
 
 /// Reads the plan's decisions: reports skips and files already there, checks what
-/// a decision may say, and lists the files whose data goes out.
-fn follow_plan(outbox: &dyn Outbox, plan: &[Decision], tally: &Tally) -> Result<Vec<ToSend>> {
+/// a decision may say, and lists the files whose data goes out. In a dry run
+/// (`tally` says) each entry is a change to show, never a failure.
+fn follow_plan(
+    outbox: &dyn Outbox,
+    plan: &[Decision],
+    tally: &Tally,
+    mirroring: bool,
+) -> Result<Vec<ToSend>> {
     let entries = outbox.entries();
+    let dry_run = tally.summary().dry_run.is_some();
     let mut to_send = Vec::new();
     for (index, (entry, decision)) in entries.iter().zip(plan).enumerate() {
         match decision {
+            Decision::Skip {
+                code: ErrorCode::Same,
+                ..
+            } if dry_run => tally.change(Change::Same, &entry.path, 0, None),
             Decision::Skip {
                 code: ErrorCode::Same,
                 ..
@@ -278,22 +328,32 @@ fn follow_plan(outbox: &dyn Outbox, plan: &[Decision], tally: &Tally) -> Result<
                 path: entry.path.clone(),
                 size: entry.size,
             }),
+            Decision::Skip { code, message } if dry_run => {
+                let note = format!("{code}: {}", escape(message));
+                tally.change(Change::Skipped, &entry.path, 0, Some(&note));
+            }
             Decision::Skip { code, message } => tally.failed(
                 &entry.path,
                 *code,
                 format!("refused by the receiver: {}", escape(message)),
             ),
-            Decision::Send { offset, .. } if entry.kind == EntryKind::Dir => {
+            Decision::Send {
+                offset, replaces, ..
+            } if entry.kind == EntryKind::Dir => {
                 if *offset != 0 {
                     return Err(fail(
                         Kind::Protocol,
                         format!("the plan resumes directory {index} at {offset}"),
                     ));
                 }
+                if mirroring && !replaces {
+                    tally.change(Change::NewDir, &entry.path, 0, None);
+                }
             }
             Decision::Send {
                 offset,
                 prefix_hash,
+                replaces,
             } => {
                 // Section 5: an offset must fit the file, and comes with its prefix hash.
                 let fits = match entry.size {
@@ -308,8 +368,17 @@ fn follow_plan(outbox: &dyn Outbox, plan: &[Decision], tally: &Tally) -> Result<
                         ),
                     ));
                 }
+                if dry_run {
+                    let change = if *replaces {
+                        Change::Changed
+                    } else {
+                        Change::New
+                    };
+                    tally.change(change, &entry.path, entry.size.unwrap_or(0), None);
+                }
                 let resumable = *offset > 0 && outbox.rereadable(index);
                 to_send.push(ToSend {
+                    replaces: *replaces,
                     index: index as u64,
                     offset: if resumable { *offset } else { 0 },
                     prefix_hash: prefix_hash.clone().filter(|_| resumable),
@@ -397,6 +466,7 @@ impl Frames<'_> {
                 index,
                 offset,
                 resumed,
+                replaces,
             } => {
                 let resumed_at = resumed.then_some(offset);
                 let path = &self.entries[index as usize].path;
@@ -406,6 +476,7 @@ impl Frames<'_> {
                     index,
                     Outstanding {
                         facts: None,
+                        replaces,
                         resumed_at,
                         position: offset,
                         failed_here: false,

@@ -31,6 +31,8 @@ pub(crate) struct ToSend {
     pub(crate) index: u64,
     pub(crate) offset: u64,
     pub(crate) prefix_hash: Option<String>,
+    /// The receiver's file of this name is replaced (under `mirror`).
+    pub(crate) replaces: bool,
 }
 
 /// What the reading thread hands the socket thread, in order.
@@ -41,6 +43,7 @@ pub(crate) enum Piece {
         index: u64,
         offset: u64,
         resumed: bool,
+        replaces: bool,
     },
     /// One data frame: [`DATA_HEADROOM`] bytes of room, then `len` bytes of the file.
     Chunk { buffer: Vec<u8>, len: usize },
@@ -98,6 +101,7 @@ fn read_file(
             index,
             offset: start,
             resumed: start > 0,
+            replaces: item.replaces,
         })
         .ok()?;
     let (sent, read_error) = send_chunks(
