@@ -110,24 +110,7 @@ pub(crate) fn invocation(cli: Cli) -> Result<Invocation, String> {
 
 fn send(args: SendArgs) -> Result<SendOptions, String> {
     compress_level_apart(&args)?;
-    // Unless listening, the last operand is the address; the rest are files.
-    let (to, files) = if args.link.listen.is_some() {
-        (
-            None,
-            args.operands.iter().map(PathBuf::from).collect::<Vec<_>>(),
-        )
-    } else {
-        let Some((to, files)) = args.operands.split_last().filter(|(_, f)| !f.is_empty()) else {
-            return Err("give the files to send and then HOST:PORT (or --listen PORT)".into());
-        };
-        let to = to
-            .to_str()
-            .ok_or_else(|| format!("{to:?} is not a HOST:PORT address"))?;
-        let remote: Remote = to
-            .parse()
-            .map_err(|why: String| format!("invalid address: {why}"))?;
-        (Some(remote), files.iter().map(PathBuf::from).collect())
-    };
+    let (to, files) = send_operands(&args)?;
     let (to, remote_dir) = match to {
         Some(remote) => (Some(remote.endpoint), remote.path.as_deref().map(from_home)),
         None => (None, None),
@@ -147,14 +130,20 @@ fn send(args: SendArgs) -> Result<SendOptions, String> {
     if args.name.is_some() && files.len() > 1 {
         return Err("--name renames one operand; give a single file, directory or `-`".into());
     }
-    let mut style = style(&args.output, Json::Stdout, args.link.serve);
-    style.itemize = args.mirror.itemize;
     let mirror = &args.mirror;
     if mirror.delete && stream {
         return Err("--delete mirrors a directory; a stream has nothing to delete".into());
     }
-    let mut peering = peering(&args.link, to, args.security, args.auth, style)?;
-    peering.security.mirror = mirror.delete || mirror.dry_run;
+    let peering = mirroring(
+        peering(
+            &args.link,
+            to,
+            args.security,
+            args.auth,
+            style(&args.output, Json::Stdout, args.link.serve),
+        )?,
+        mirror,
+    );
     Ok(SendOptions {
         files,
         walk: WalkOptions {
@@ -170,6 +159,31 @@ fn send(args: SendArgs) -> Result<SendOptions, String> {
         dry_run: mirror.dry_run,
         peering,
     })
+}
+
+/// The files to send and, unless listening, the address (the last operand).
+fn send_operands(args: &SendArgs) -> Result<(Option<Remote>, Vec<PathBuf>), String> {
+    if args.link.listen.is_some() {
+        return Ok((None, args.operands.iter().map(PathBuf::from).collect()));
+    }
+    let Some((to, files)) = args.operands.split_last().filter(|(_, f)| !f.is_empty()) else {
+        return Err("give the files to send and then HOST:PORT (or --listen PORT)".into());
+    };
+    let to = to
+        .to_str()
+        .ok_or_else(|| format!("{to:?} is not a HOST:PORT address"))?;
+    let remote: Remote = to
+        .parse()
+        .map_err(|why: String| format!("invalid address: {why}"))?;
+    Ok((Some(remote), files.iter().map(PathBuf::from).collect()))
+}
+
+/// A peering that lists changes with `--itemize`, and insists on a peer with the
+/// feature `mirror` for `--delete` and `--dry-run`.
+fn mirroring(mut peering: Peering, mirror: &MirrorArgs) -> Peering {
+    peering.style.itemize = mirror.itemize;
+    peering.security.mirror = mirror.delete || mirror.dry_run;
+    peering
 }
 
 /// The filter rules of `--exclude`, `--exclude-from` and `--include`, as gitignore

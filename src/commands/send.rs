@@ -36,25 +36,7 @@ pub(crate) struct SendOptions {
 }
 
 pub(crate) fn run(options: &SendOptions) -> Result<()> {
-    let mut collected = source::collect(&options.files, &options.walk)?;
-    if collected.is_empty() {
-        return Err(fail(Kind::Io, "nothing to send"));
-    }
-    if options.delete && !collected.has_dir() {
-        return Err(fail(
-            Kind::Usage,
-            "--delete mirrors a directory: give one (a single file has nothing to delete)",
-        ));
-    }
-    let delete = options.delete && collected.unreadable == 0;
-    if options.delete && !delete {
-        report::warn(&format!(
-            "not deleting anything: {} paths could not be read, and their copies on the \
-             receiver would be lost (as rsync does)",
-            collected.unreadable
-        ));
-    }
-    collected.mirror(delete, options.dry_run);
+    let collected = collect(options)?;
     let serving =
         matches!(&options.peering.link, crate::net::Link::Listen { serve, .. } if !serve.once);
     if serving && collected.is_stream() {
@@ -102,6 +84,32 @@ pub(crate) fn run(options: &SendOptions) -> Result<()> {
         None => Role::Sender,
     };
     run_link(&options.peering, role, options.compress, "sent", session)
+}
+
+/// The operands walked into an offer, with what a mirror asks of the receiver:
+/// `--delete` needs a directory, and is withheld when some paths could not be read
+/// (their copies on the receiver would go).
+fn collect(options: &SendOptions) -> Result<source::Collected> {
+    let mut collected = source::collect(&options.files, &options.walk)?;
+    if collected.is_empty() {
+        return Err(fail(Kind::Io, "nothing to send"));
+    }
+    if options.delete && !collected.has_dir() {
+        return Err(fail(
+            Kind::Usage,
+            "--delete mirrors a directory: give one (a single file has nothing to delete)",
+        ));
+    }
+    let delete = options.delete && collected.unreadable == 0;
+    if options.delete && !delete {
+        report::warn(&format!(
+            "not deleting anything: {} paths could not be read, and their copies on the \
+             receiver would be lost (as rsync does)",
+            collected.unreadable
+        ));
+    }
+    collected.mirror(delete, options.dry_run);
+    Ok(collected)
 }
 
 /// `HOST:PORT:DIR` given, and a plain receiver met: it takes no directory.

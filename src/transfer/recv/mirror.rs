@@ -27,7 +27,7 @@ const CLOCK_SLACK: Duration = Duration::from_millis(50);
 /// Checks what the sender asks: `--delete` only where files may be replaced
 /// (`--overwrite`, or a `put -f`), and only into a directory; the rules must be
 /// valid patterns. `denied` refuses the whole offer, before anything happens.
-pub(crate) fn accept(mirror: &Mirror, shared: &Shared<'_>) -> Result<Filter> {
+fn accept(mirror: &Mirror, shared: &Shared<'_>) -> Result<Filter> {
     if mirror.delete && !shared.settings.overwrite {
         return Err(refused(
             ErrorCode::Denied,
@@ -44,8 +44,64 @@ pub(crate) fn accept(mirror: &Mirror, shared: &Shared<'_>) -> Result<Filter> {
     Filter::from_wire(&mirror.rules).map_err(|why| fail(Kind::Protocol, why))
 }
 
+/// What the sender asked of this session, checked.
+pub(crate) struct Asked {
+    filter: Filter,
+    since: i128,
+    delete: bool,
+    dry_run: bool,
+}
+
+impl Asked {
+    /// What the offer's `mirror` member asks, if it is allowed here (see
+    /// [`accept`]); a dry run is told to the tally.
+    pub(crate) fn of(mirror: Option<&Mirror>, shared: &Shared<'_>, tally: &Tally) -> Result<Asked> {
+        let since = session_start();
+        let Some(mirror) = mirror else {
+            return Ok(Asked {
+                filter: Filter::default(),
+                since,
+                delete: false,
+                dry_run: false,
+            });
+        };
+        let filter = accept(mirror, shared)?;
+        if mirror.dry_run {
+            tally.dry_run();
+        }
+        Ok(Asked {
+            filter,
+            since,
+            delete: mirror.delete,
+            dry_run: mirror.dry_run,
+        })
+    }
+
+    /// After the data phase: the deletions and their report, then the directories'
+    /// modes and times (not in a dry run, which changes nothing).
+    pub(crate) fn finish<W: Write>(
+        &self,
+        writer: &mut FrameWriter<W>,
+        shared: &Shared<'_>,
+        planned: &[Planned],
+        tally: &Tally,
+    ) -> Result<()> {
+        let Destination::Dir(target) = shared.destination else {
+            return Ok(());
+        };
+        if self.delete {
+            let how = (&self.filter, self.since, self.dry_run);
+            prune_and_report(writer, shared, target, planned, how, tally)?;
+        }
+        if !self.dry_run {
+            super::disk::finish_dirs(planned, target);
+        }
+        Ok(())
+    }
+}
+
 /// The moment a session's deletions count from (see `fs::sink::Prune::since`).
-pub(crate) fn session_start() -> i128 {
+fn session_start() -> i128 {
     let now = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .unwrap_or_default();
@@ -55,7 +111,7 @@ pub(crate) fn session_start() -> i128 {
 /// Removes what the accepted directories of `planned` hold and the offer does not
 /// (a dry run: only finds it), spares what `filter` excludes and what another
 /// session of this process is receiving, then sends the `deleted` report.
-pub(crate) fn prune_and_report<W: Write>(
+fn prune_and_report<W: Write>(
     writer: &mut FrameWriter<W>,
     shared: &Shared<'_>,
     target: &TargetDir,

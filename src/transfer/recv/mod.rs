@@ -22,17 +22,18 @@ use std::sync::mpsc;
 use anyhow::Result;
 
 pub(crate) use self::claims::Claims;
+use self::mirror::Asked;
+use self::plan::Planned;
 use self::shared::Shared;
 pub(crate) use self::shared::{Destination, Settings};
 use super::Tally;
 use super::offer::{Offered, read_offer};
 use crate::error::{Kind, fail, said_by_peer};
-use crate::fs::filter::Filter;
 use crate::fs::quota::Account;
 use crate::pool::Pool;
 use crate::proto::message::Message;
 use crate::proto::negotiated::Feature;
-use crate::proto::wire::{Connection, FrameWriter, Hangup, data_buffer};
+use crate::proto::wire::{Connection, FrameReader, FrameWriter, Hangup, data_buffer};
 
 /// Buffers in flight between the socket thread and the disk thread. Each can hold
 /// the largest frame a peer may send, but only what a frame fills costs memory.
@@ -80,17 +81,7 @@ fn receive<R: Read, W: Write + Send, C>(
     let Connection { reader, writer, .. } = conn;
     let Offered { entries, mirror } = read_offer(reader, shared.transfer, mirroring)?;
     tally.offered(entries.len(), "received");
-    let since = mirror::session_start();
-    let filter = match &mirror {
-        Some(mirror) => mirror::accept(mirror, shared)?,
-        None => Filter::default(),
-    };
-    let (delete, dry_run) = mirror
-        .as_ref()
-        .map_or((false, false), |mirror| (mirror.delete, mirror.dry_run));
-    if dry_run {
-        tally.dry_run();
-    }
+    let asked = Asked::of(mirror.as_ref(), shared, tally)?;
     let mut planned = plan::plan(entries, writer, shared, tally, mirror.as_ref())?;
     writer.flush()?;
 
@@ -100,13 +91,28 @@ fn receive<R: Read, W: Write + Send, C>(
         .map(|p| p.entry.size.map(|size| size - p.resume_offset()))
         .sum::<Option<u64>>();
     tally.reporter_mut().start_bar(total);
+    data_phase(reader, writer, &mut planned, shared, tally)?;
+    asked.finish(writer, shared, &planned, tally)?;
+    writer.write_message(&Message::End)?;
+    writer.flush()
+}
+
+/// Receives every accepted file: this thread reads frames, a disk thread writes,
+/// commits and answers.
+fn data_phase<R: Read, W: Write + Send>(
+    reader: &mut FrameReader<R>,
+    writer: &mut FrameWriter<W>,
+    planned: &mut [Planned<'_>],
+    shared: &Shared<'_>,
+    tally: &Tally,
+) -> Result<()> {
     // The disk thread releases each path, and settles its quota, as soon as its
     // file is done.
     let claims = planned
         .iter_mut()
         .map(|p| (p.claim.take(), p.reservation.take()))
         .collect();
-    let (tally, planned) = (&*tally, &planned);
+    let planned = &*planned;
     let disk_writer: &mut FrameWriter<W> = writer;
     let (read_result, disk_result) = std::thread::scope(|scope| {
         let (mut pool, giver) = Pool::with(POOL_BUFFERS, data_buffer);
@@ -134,18 +140,7 @@ fn receive<R: Read, W: Write + Send, C>(
     });
     // Why the disk thread stopped (standard output closed) explains why we did.
     match (disk_result, read_result) {
-        (Err(err), _) | (Ok(()), Err(err)) => return Err(err),
-        (Ok(()), Ok(())) => {}
+        (Err(err), _) | (Ok(()), Err(err)) => Err(err),
+        (Ok(()), Ok(())) => Ok(()),
     }
-    if let Destination::Dir(target) = shared.destination {
-        if delete {
-            let how = (&filter, since, dry_run);
-            mirror::prune_and_report(writer, shared, target, planned, how, tally)?;
-        }
-        if !dry_run {
-            disk::finish_dirs(planned, target);
-        }
-    }
-    writer.write_message(&Message::End)?;
-    writer.flush()
 }

@@ -198,19 +198,15 @@ impl<'c> Decider<'_, 'c> {
                 };
                 (planned, send_over(existed))
             }
-            Ok(Decided::Same) if self.dry_run => {
-                tally.change(Change::Same, &entry.path, 0, None);
-                let skip = Decision::Skip {
-                    code: ErrorCode::Same,
-                    message: "already on the receiver (same size and time)".into(),
-                };
-                (Planned::skipped(entry), skip)
-            }
             Ok(Decided::Same) => {
-                tally.record(FileOutcome::Same {
-                    path: entry.path.clone(),
-                    size: entry.size,
-                });
+                if self.dry_run {
+                    tally.change(Change::Same, &entry.path, 0, None);
+                } else {
+                    tally.record(FileOutcome::Same {
+                        path: entry.path.clone(),
+                        size: entry.size,
+                    });
+                }
                 let skip = Decision::Skip {
                     code: ErrorCode::Same,
                     message: "already on the receiver (same size and time)".into(),
@@ -237,16 +233,13 @@ impl<'c> Decider<'_, 'c> {
                 };
                 (planned, decision)
             }
-            Err(refusal) if self.dry_run => {
-                tally.change(Change::Skipped, &entry.path, 0, Some(&refusal.to_string()));
-                let skip = Decision::Skip {
-                    code: refusal.code,
-                    message: refusal.message,
-                };
-                (Planned::skipped(entry), skip)
-            }
             Err(refusal) => {
-                tally.failed(&entry.path, refusal.code, refusal.to_string());
+                if self.dry_run {
+                    let why = refusal.to_string();
+                    tally.change(Change::Skipped, &entry.path, 0, Some(&why));
+                } else {
+                    tally.failed(&entry.path, refusal.code, refusal.to_string());
+                }
                 let skip = Decision::Skip {
                     code: refusal.code,
                     message: refusal.message,
@@ -274,49 +267,15 @@ impl<'c> Decider<'_, 'c> {
             return Ok(Decided::Dir { existed });
         }
         let settings = self.shared.settings;
-        let claim = self
-            .shared
-            .claims
-            .claim(self.within, &entry.path)
-            .ok_or_else(|| {
-                Refusal::new(
-                    ErrorCode::Busy,
-                    format!("{shown}: being received by another session"),
-                )
-            })?;
-        let offered = (entry.size, entry.mtime);
-        let placement = if self.quick_check && settings.overwrite {
-            // A mirror sends only what changed: the quick check first.
-            match self
-                .resolver
-                .probe_file(&entry.path, &components, false, offered)
-            {
-                Ok(Placement::Same) => Placement::Same,
-                _ => self
-                    .resolver
-                    .probe_file(&entry.path, &components, true, offered)?,
-            }
-        } else {
-            self.resolver
-                .probe_file(&entry.path, &components, settings.overwrite, offered)?
-        };
-        let replaces = match placement {
+        let claim = self.claim(&entry.path, &shown)?;
+        let replaces = match self.placement(entry, &components)? {
             Placement::Same => return Ok(Decided::Same),
             Placement::Free(Some(bytes)) => Footprint { bytes, files: 1 },
             Placement::Free(None) => Footprint::default(),
         };
         let mut resume_from = None;
         if self.dry_run {
-            // Nothing is kept, found or discarded: the room is only checked.
-            if let (Some(size), Some(account)) = (entry.size, self.shared.quota) {
-                account.books().check(
-                    Footprint {
-                        bytes: size.saturating_sub(replaces.bytes),
-                        files: 1 - replaces.files.min(1),
-                    },
-                    &entry.path,
-                )?;
-            }
+            self.check_quota(entry, replaces)?;
             return Ok(Decided::File {
                 resume_from,
                 claim,
@@ -344,6 +303,44 @@ impl<'c> Decider<'_, 'c> {
             reservation,
             replaces,
         })
+    }
+
+    /// Keeps other sessions of this process off `path` until the entry settles.
+    fn claim(&self, path: &str, shown: &str) -> Result<Claim<'c>, Refusal> {
+        self.shared.claims.claim(self.within, path).ok_or_else(|| {
+            Refusal::new(
+                ErrorCode::Busy,
+                format!("{shown}: being received by another session"),
+            )
+        })
+    }
+
+    /// What is at a file entry's final name. A mirroring sender's offer is quick
+    /// checked (`same`) even where files are replaced: a mirror sends what changed.
+    fn placement(&mut self, entry: &Entry, components: &[&str]) -> Result<Placement, Refusal> {
+        let offered = (entry.size, entry.mtime);
+        let overwrite = self.shared.settings.overwrite;
+        let path = &entry.path;
+        if self.quick_check && overwrite {
+            let quick = self.resolver.probe_file(path, components, false, offered);
+            if let Ok(Placement::Same) = quick {
+                return Ok(Placement::Same);
+            }
+        }
+        self.resolver
+            .probe_file(path, components, overwrite, offered)
+    }
+
+    /// A dry run's quota check: whether the entry would fit, holding nothing.
+    fn check_quota(&self, entry: &Entry, replaces: Footprint) -> Result<(), Refusal> {
+        let (Some(size), Some(account)) = (entry.size, self.shared.quota) else {
+            return Ok(());
+        };
+        let more = Footprint {
+            bytes: size.saturating_sub(replaces.bytes),
+            files: 1 - replaces.files.min(1),
+        };
+        account.books().check(more, &entry.path)
     }
 
     /// Counts `needed` bytes against the free space left on the target's disk.

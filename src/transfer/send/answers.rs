@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 
 use anyhow::Result;
 
-use super::{Pending, Report};
+use super::{Outstanding, Pending, Report, Sent};
 use crate::error::{Kind, fail, peer_error};
 use crate::escape::escape;
 use crate::proto::message::{self, ErrorCode, Message, Removed};
@@ -49,18 +49,7 @@ pub(crate) fn read<R: Read>(
                     path,
                 };
                 if transfer.verify_ok(facts, &mac) {
-                    let change = match outstanding.replaces {
-                        true => Change::Replaced,
-                        false => Change::New,
-                    };
-                    tally.change(change, path, sent.size, None);
-                    tally.record(FileOutcome::Verified {
-                        path: path.clone(),
-                        size: sent.size,
-                        digest: sent.digest,
-                        hash: transfer.hash,
-                        resumed_at: outstanding.resumed_at,
-                    });
+                    verified(report, path, &outstanding, sent);
                 } else {
                     let why = "the receiver's acknowledgement does not verify (forged ok?)";
                     tally.failed(path, ErrorCode::Mac, why.into());
@@ -88,6 +77,22 @@ pub(crate) fn read<R: Read>(
     Ok(())
 }
 
+/// Shows and counts a file the receiver acknowledged.
+fn verified(report: &Report<'_>, path: &str, outstanding: &Outstanding, sent: Sent) {
+    let change = match outstanding.replaces {
+        true => Change::Replaced,
+        false => Change::New,
+    };
+    report.tally.change(change, path, sent.size, None);
+    report.tally.record(FileOutcome::Verified {
+        path: path.to_string(),
+        size: sent.size,
+        digest: sent.digest,
+        hash: report.transfer.hash,
+        resumed_at: outstanding.resumed_at,
+    });
+}
+
 /// Shows and counts what the receiver removed (its report verified).
 fn tally_removed(tally: &Tally, removed: &[Removed]) {
     for item in removed {
@@ -96,6 +101,28 @@ fn tally_removed(tally: &Tally, removed: &[Removed]) {
             Some(why) => tally.change(Change::NotDeleted, &item.path, 0, Some(&escape(why))),
         }
     }
+}
+
+/// Reads, verifies and tallies a mirroring receiver's report of what it removed,
+/// whose `first` frame was read; allowed once, only when deletion was asked, and
+/// only once every entry was answered. Returns how many items it held.
+fn read_report<R: Read>(
+    reader: &mut FrameReader<R>,
+    pending: &Pending,
+    report: &Report<'_>,
+    again: bool,
+    first: &[u8],
+) -> Result<usize> {
+    let all_answered = pending.writer_done.load(Ordering::SeqCst) && pending.lock().is_empty();
+    if !report.deleting || again || !all_answered {
+        return Err(fail(
+            Kind::Protocol,
+            "a report of deleted entries out of place",
+        ));
+    }
+    let items = read_removed(reader, report.transfer, first)?;
+    tally_removed(report.tally, &items);
+    Ok(items.len())
 }
 
 /// The receiver's answer for one entry: `ok` with its MAC, or an `error`.
@@ -121,24 +148,18 @@ fn next_answer<R: Read>(
     let answer = message::decode(payload).map_err(|err| fail(Kind::Protocol, err))?;
     pending.heard_now();
     if let Message::Deleted { .. } = answer {
-        let all_answered = pending.writer_done.load(Ordering::SeqCst) && pending.lock().is_empty();
-        if !report.deleting || removed.is_some() || !all_answered {
-            return Err(fail(
-                Kind::Protocol,
-                "a report of deleted entries out of place",
-            ));
-        }
         let first = payload.to_vec();
-        let items = read_removed(reader, report.transfer, &first)?;
-        tally_removed(report.tally, &items);
-        *removed = Some(items.len());
+        *removed = Some(read_report(
+            reader,
+            pending,
+            report,
+            removed.is_some(),
+            &first,
+        )?);
         return next_answer(reader, pending, report, removed);
     }
     if removed.is_some() && answer != Message::End {
-        return Err(fail(
-            Kind::Protocol,
-            "an answer after the report of deleted entries",
-        ));
+        return Err(fail(Kind::Protocol, "an answer after the deleted report"));
     }
     match answer {
         Message::Ok { index, mac } => Ok(Some((index, Answer::Ok(mac)))),

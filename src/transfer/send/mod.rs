@@ -44,7 +44,7 @@ const WRITER_GRACE: Duration = Duration::from_secs(1);
 
 /// What the sender knows about an entry whose data header went out and which the
 /// receiver has not answered yet: its facts once its `done` left.
-struct Outstanding {
+pub(super) struct Outstanding {
     facts: Option<Sent>,
     /// The receiver's file of this name is replaced (`--itemize` says so).
     replaces: bool,
@@ -58,7 +58,7 @@ struct Outstanding {
 
 /// What `done` said about an entry.
 #[derive(Clone, Copy)]
-struct Sent {
+pub(super) struct Sent {
     size: u64,
     digest: Digest,
 }
@@ -317,26 +317,7 @@ fn follow_plan(
     let mut to_send = Vec::new();
     for (index, (entry, decision)) in entries.iter().zip(plan).enumerate() {
         match decision {
-            Decision::Skip {
-                code: ErrorCode::Same,
-                ..
-            } if dry_run => tally.change(Change::Same, &entry.path, 0, None),
-            Decision::Skip {
-                code: ErrorCode::Same,
-                ..
-            } => tally.record(FileOutcome::Same {
-                path: entry.path.clone(),
-                size: entry.size,
-            }),
-            Decision::Skip { code, message } if dry_run => {
-                let note = format!("{code}: {}", escape(message));
-                tally.change(Change::Skipped, &entry.path, 0, Some(&note));
-            }
-            Decision::Skip { code, message } => tally.failed(
-                &entry.path,
-                *code,
-                format!("refused by the receiver: {}", escape(message)),
-            ),
+            Decision::Skip { code, message } => skipped(entry, *code, message, tally, dry_run),
             Decision::Send {
                 offset, replaces, ..
             } if entry.kind == EntryKind::Dir => {
@@ -355,19 +336,7 @@ fn follow_plan(
                 prefix_hash,
                 replaces,
             } => {
-                // Section 5: an offset must fit the file, and comes with its prefix hash.
-                let fits = match entry.size {
-                    Some(size) => *offset <= size,
-                    None => *offset == 0,
-                };
-                if !fits || (*offset > 0) != prefix_hash.is_some() {
-                    return Err(fail(
-                        Kind::Protocol,
-                        format!(
-                            "the plan resumes entry {index} at {offset}, which does not fit it"
-                        ),
-                    ));
-                }
+                let item = file_to_send(outbox, index, (*offset, prefix_hash, *replaces))?;
                 if dry_run {
                     let change = if *replaces {
                         Change::Changed
@@ -376,17 +345,58 @@ fn follow_plan(
                     };
                     tally.change(change, &entry.path, entry.size.unwrap_or(0), None);
                 }
-                let resumable = *offset > 0 && outbox.rereadable(index);
-                to_send.push(ToSend {
-                    replaces: *replaces,
-                    index: index as u64,
-                    offset: if resumable { *offset } else { 0 },
-                    prefix_hash: prefix_hash.clone().filter(|_| resumable),
-                });
+                to_send.push(item);
             }
         }
     }
     Ok(to_send)
+}
+
+/// A file the plan accepts, from its `offset` (with `prefix_hash`), if that fits
+/// it (section 6); a resume the source cannot honour starts at 0.
+fn file_to_send(
+    outbox: &dyn Outbox,
+    index: usize,
+    (offset, prefix_hash, replaces): (u64, &Option<String>, bool),
+) -> Result<ToSend> {
+    let fits = match outbox.entries()[index].size {
+        Some(size) => offset <= size,
+        None => offset == 0,
+    };
+    if !fits || (offset > 0) != prefix_hash.is_some() {
+        return Err(fail(
+            Kind::Protocol,
+            format!("the plan resumes entry {index} at {offset}, which does not fit it"),
+        ));
+    }
+    let resumable = offset > 0 && outbox.rereadable(index);
+    Ok(ToSend {
+        replaces,
+        index: index as u64,
+        offset: if resumable { offset } else { 0 },
+        prefix_hash: prefix_hash.clone().filter(|_| resumable),
+    })
+}
+
+/// Shows and counts an entry the plan skips: in a dry run a change to show, else
+/// a file already there (`same`) or a refusal.
+fn skipped(entry: &Entry, code: ErrorCode, message: &str, tally: &Tally, dry_run: bool) {
+    match code {
+        ErrorCode::Same if dry_run => tally.change(Change::Same, &entry.path, 0, None),
+        ErrorCode::Same => tally.record(FileOutcome::Same {
+            path: entry.path.clone(),
+            size: entry.size,
+        }),
+        _ if dry_run => {
+            let note = format!("{code}: {}", escape(message));
+            tally.change(Change::Skipped, &entry.path, 0, Some(&note));
+        }
+        _ => tally.failed(
+            &entry.path,
+            code,
+            format!("refused by the receiver: {}", escape(message)),
+        ),
+    }
 }
 
 /// The socket side of the data phase: starts the reading thread and writes what it
