@@ -11,7 +11,7 @@ use indicatif::HumanBytes;
 use crate::error::{ErrorCode, Kind, fail, kind_of};
 use crate::proto::compress::Squeezed;
 use crate::proto::negotiated::{Feature, Negotiated};
-use crate::ui::report::{Change, DryRun, FileOutcome, LIST_FILES_UP_TO, Reporter, Summary};
+use crate::ui::report::{Change, DryRun, FileOutcome, Json, LIST_FILES_UP_TO, Reporter, Summary};
 
 /// The outcomes of one session's entries as they happen: each is shown at once,
 /// counted, and, at the end, decides the session's result.
@@ -135,10 +135,13 @@ impl Tally {
             }
             summary.dry_run.is_some()
         };
+        let style = self.reporter.style();
         let listed = match change {
             Change::Same | Change::Skipped | Change::Changed => dry_run,
             Change::NotDeleted => true,
-            _ => dry_run || self.reporter.style().itemize,
+            // No other event tells a JSON reader what went.
+            Change::Deleted if style.json != Json::Off => true,
+            _ => dry_run || style.itemize,
         };
         if listed {
             self.reporter.change(change, path, note, dry_run);

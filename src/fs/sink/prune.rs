@@ -75,7 +75,10 @@ impl Walk<'_, '_> {
     /// whether all of them went (or, in a dry run, would).
     fn children(&mut self, fd: &OwnedFd, path: &str, depth: usize) -> bool {
         let mut emptied = true;
-        for (name, stat) in beneath::children(fd) {
+        // In name order, so that a report reads the same on every run.
+        let mut children: Vec<_> = beneath::children(fd).collect();
+        children.sort_by(|a, b| a.0.cmp(&b.0));
+        for (name, stat) in children {
             let Ok(name) = name.into_string() else {
                 emptied = false; // not UTF-8: no report could name it
                 continue;
