@@ -26,7 +26,9 @@ Exit codes:
   6  refused by the peer (exists, unsafe path, not found, denied, quota, ...)
   7  local I/O error (cannot read, cannot write, disk full)
   8  protocol error (malformed or unexpected frames, a role mismatch)
-  9  incompatible peer (protocol version, or a feature one side requires)";
+  9  incompatible peer (protocol version, or a feature one side requires)
+  10 some entries were not transferred (a socket, an unreadable file, a name the
+     peer cannot take); everything else arrived and verified";
 
 /// The exit codes of the requests that move no file (`ls`, `mkdir`, `rm`, `mv`).
 const REQUEST_EXIT_CODES: &str = "\
@@ -397,6 +399,12 @@ pub(crate) struct RecvArgs {
     /// continuing from it
     #[arg(long)]
     pub(crate) no_resume: bool,
+
+    /// Refuse names that are awkward to show or type (backslash, control and
+    /// format characters such as newline or U+202E, bytes that are not UTF-8), as
+    /// `xfer serve` always does; without it any name the filesystem can hold arrives
+    #[arg(long)]
+    pub(crate) safe_names: bool,
 
     /// Remove partial data that no sender came back for after HOURS
     #[arg(long, value_name = "HOURS", default_value = "24", value_parser = units::hours)]

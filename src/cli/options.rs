@@ -14,6 +14,7 @@ use crate::client::path::from_home;
 use crate::commands::recv::RecvOptions;
 use crate::commands::remote::{Change, GetOptions, LsOptions};
 use crate::commands::send::SendOptions;
+use crate::fs::path::Names;
 use crate::fs::source::{STDIN_OPERAND, WalkOptions};
 use crate::net::{Admission, Link, Timeouts};
 use crate::net::{Endpoint as Host, Remote};
@@ -236,6 +237,11 @@ fn recv(args: RecvArgs) -> Result<RecvOptions, String> {
         settings: Settings {
             overwrite: args.overwrite,
             resume: !args.no_resume,
+            names: if args.safe_names {
+                Names::Safe
+            } else {
+                Names::Any
+            },
         },
         keep_partial: args.keep_partial,
         peering: peering(&args.link, args.from, args.security, args.auth, style)?,
@@ -438,6 +444,7 @@ fn get(args: GetArgs) -> Result<GetOptions, String> {
         settings: Settings {
             overwrite: args.overwrite,
             resume: !args.no_resume,
+            names: Names::Any,
         },
         style: output,
     })

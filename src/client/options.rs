@@ -106,6 +106,8 @@ impl Peering {
         if self.security.hash == HashKind::Blake3 {
             required = required.with(Feature::Blake3);
         }
+        // `meta` has no switch: whenever both sides have it, trees travel as they are.
+        wanted = wanted.with(Feature::Meta);
         // Listed and chosen by every xfer; insisted on only when asked for.
         wanted = wanted.with(Feature::Mirror);
         if self.security.mirror {

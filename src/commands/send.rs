@@ -45,7 +45,6 @@ pub(crate) fn run(options: &SendOptions) -> Result<()> {
             "a stream can be read only once: it cannot be served to several receivers (drop --serve)",
         ));
     }
-    let unreadable = collected.unreadable;
     let collected = Arc::new(collected);
     let remote_dir = options.remote_dir.clone();
     let encryption = options.peering.security.encryption;
@@ -73,8 +72,7 @@ pub(crate) fn run(options: &SendOptions) -> Result<()> {
                 send::session(conn, &*collected, tally)?
             }
         }
-        tally.verdict()?;
-        all_read(unreadable)
+        tally.verdict()
     });
     // With a directory it can only be a server's: speaking as a client from the
     // start, a plain receiver is refused in the handshake (and keeps waiting for its
@@ -87,8 +85,7 @@ pub(crate) fn run(options: &SendOptions) -> Result<()> {
 }
 
 /// The operands walked into an offer, with what a mirror asks of the receiver:
-/// `--delete` needs a directory, and is withheld when some paths could not be read
-/// (their copies on the receiver would go).
+/// `--delete` needs a directory.
 fn collect(options: &SendOptions) -> Result<source::Collected> {
     let mut collected = source::collect(&options.files, &options.walk)?;
     if collected.is_empty() {
@@ -100,15 +97,7 @@ fn collect(options: &SendOptions) -> Result<source::Collected> {
             "--delete mirrors a directory: give one (a single file has nothing to delete)",
         ));
     }
-    let delete = options.delete && collected.unreadable == 0;
-    if options.delete && !delete {
-        report::warn(&format!(
-            "not deleting anything: {} paths could not be read, and their copies on the \
-             receiver would be lost (as rsync does)",
-            collected.unreadable
-        ));
-    }
-    collected.mirror(delete, options.dry_run);
+    collected.mirror(options.delete, options.dry_run);
     Ok(collected)
 }
 
@@ -121,16 +110,4 @@ fn no_dir_at_a_receiver(dir: &str) -> anyhow::Error {
             crate::escape::escape(dir)
         ),
     )
-}
-
-/// A session that delivered everything it read still fails when some paths could
-/// not be read at all.
-fn all_read(unreadable: usize) -> Result<()> {
-    match unreadable {
-        0 => Ok(()),
-        n => Err(fail(
-            Kind::Io,
-            format!("{n} paths could not be read and were not sent"),
-        )),
-    }
 }

@@ -92,8 +92,8 @@ impl Home {
             return Ok((home, ".".into(), Some(stat)));
         };
         let parent = self.parent(path, parents)?;
-        let stat =
-            beneath::stat(&parent, name).map_err(|err| Refusal::io(path, "cannot inspect", err))?;
+        let stat = beneath::stat(&parent, *name)
+            .map_err(|err| Refusal::io(path, "cannot inspect", err))?;
         Ok((parent, name.to_string(), stat))
     }
 
@@ -388,7 +388,7 @@ impl Listing {
         };
         let children = children.into_iter().flat_map(|(dir, names)| {
             names.iter().filter_map(move |name| {
-                let stat = beneath::stat(dir, name).ok().flatten()?;
+                let stat = beneath::stat(dir, &**name).ok().flatten()?;
                 Some(item(name, &stat))
             })
         });
@@ -533,7 +533,8 @@ impl Fetch {
                 0
             }),
             mode: Some(u64::from(stat.st_mode & PERMISSION_BITS)),
-            mtime: u64::try_from(stat.st_mtime).ok(),
+            mtime: Some(stat.st_mtime).filter(|mtime| *mtime >= 0),
+            ..Entry::default()
         });
         self.origins.push(path.to_string());
         if entry_kind == EntryKind::Dir {
@@ -543,7 +544,7 @@ impl Fetch {
             let names = sorted_names(&dir).map_err(|err| Refusal::io(path, "cannot list", err))?;
             for child in names {
                 // One that vanished since its name was read is left out.
-                if let Ok(Some(stat)) = beneath::stat(&dir, &child) {
+                if let Ok(Some(stat)) = beneath::stat(&dir, &*child) {
                     self.add(&format!("{path}/{child}"), format!("{name}/{child}"), &stat)?;
                 }
             }
@@ -565,7 +566,7 @@ impl Outbox for Fetch {
             .map_err(anyhow::Error::new)?
             .ok_or_else(|| anyhow::Error::new(not_found(path)))
             .classify(Kind::Io)?;
-        let fd = beneath::open_file(&dir, name)
+        let fd = beneath::open_file(&dir, *name)
             .map_err(|err| anyhow::Error::new(Refusal::io(path, "cannot open", err)))
             .classify(Kind::Io)?;
         Ok(Box::new(File::from(fd)))

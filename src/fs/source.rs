@@ -15,9 +15,10 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 
 use super::filter::{Filter, IGNORE_FILES};
-use super::input::{self, Input, Outbox};
+use super::input::{self, Input, Outbox, UNREADABLE};
 use crate::error::{Classify, Kind, fail};
 use crate::escape::{escape, escape_path};
+use crate::proto::entry::MAX_REASON;
 use crate::proto::message::{Entry, EntryKind, Mirror};
 use crate::ui::report;
 
@@ -69,8 +70,6 @@ pub(crate) struct Collected {
     roots: Vec<Root>,
     /// For each entry, the index of its root.
     origin: Vec<u32>,
-    /// Paths that exist but could not be read (already reported as warnings).
-    pub(crate) unreadable: usize,
     /// The rules the walk left entries out by.
     filter: Filter,
     /// Entries the rules left out (not failures).
@@ -108,10 +107,11 @@ impl Collected {
 
     /// Where entry `index`'s bytes are.
     fn local_path(&self, index: usize) -> PathBuf {
+        use std::os::unix::ffi::OsStrExt;
         let root = &self.roots[self.origin[index] as usize];
-        let below = &self.entries[index].path[root.name.len()..];
-        match below.strip_prefix('/') {
-            Some(rest) => root.local.join(rest),
+        let path = self.entries[index].path_bytes();
+        match path[root.name.len()..].strip_prefix(b"/") {
+            Some(rest) => root.local.join(std::ffi::OsStr::from_bytes(rest)),
             None => root.local.clone(),
         }
     }
@@ -257,6 +257,7 @@ fn add_root(collected: &mut Collected, index: usize, options: &WalkOptions) -> R
             size: None,
             mode: None,
             mtime: None,
+            ..Entry::default()
         });
         collected.origin.push(origin);
         return Ok(());
@@ -285,7 +286,7 @@ fn add_root(collected: &mut Collected, index: usize, options: &WalkOptions) -> R
         origin,
         ancestors: HashSet::new(),
     };
-    walk.visit(&local, name, &meta);
+    walk.visit(&local, name.into_bytes(), &meta);
     Ok(())
 }
 
@@ -299,17 +300,14 @@ struct Walk<'a> {
 
 impl Walk<'_> {
     /// Adds `path` (already stat'ed, links resolved) as `name`, recursing into directories.
-    fn visit(&mut self, path: &Path, name: String, meta: &Metadata) {
+    fn visit(&mut self, path: &Path, name: Vec<u8>, meta: &Metadata) {
         if meta.is_file() {
             self.push(entry(name, EntryKind::File, meta));
         } else if meta.is_dir() {
             let id = (meta.dev(), meta.ino());
             if !self.ancestors.insert(id) {
-                report::warn(&format!(
-                    "skipping {}: a link back to a directory it is inside (a loop)",
-                    escape_path(path)
-                ));
-                return;
+                let why = "loop: a link back to a directory it is inside";
+                return self.not_sent(path, name, why.to_string());
             }
             self.push(entry(name.clone(), EntryKind::Dir, meta));
             if self.options.gitignore {
@@ -318,17 +316,19 @@ impl Walk<'_> {
             self.visit_children(path, &name);
             self.ancestors.remove(&id);
         } else {
-            report::warn(&format!(
-                "skipping {}: {} (only files and directories are sent)",
-                escape_path(path),
-                crate::escape::describe(meta.file_type())
-            ));
+            let kind = meta.file_type();
+            let why = format!(
+                "{}: only files, directories and links are sent",
+                special_kind(kind)
+            );
+            self.not_sent(path, name, why);
         }
     }
 
     /// Adds the rules of `dir`'s ignore files, for what lies beneath it (offered as
     /// `name`). Lines that are no valid pattern are skipped, with a warning.
-    fn read_ignore_files(&mut self, dir: &Path, name: &str) {
+    fn read_ignore_files(&mut self, dir: &Path, name: &[u8]) {
+        let name = String::from_utf8_lossy(name);
         let mut lines = Vec::new();
         for file in IGNORE_FILES {
             let path = dir.join(file);
@@ -351,8 +351,22 @@ impl Walk<'_> {
         }
         if !lines.is_empty() {
             // Every line was checked on its own just now.
-            let _ = self.collected.filter.add(name, &lines);
+            let _ = self.collected.filter.add(&name, &lines);
         }
+    }
+
+    /// An entry under the operands that is not sent: said now, offered as `unsent`
+    /// (or, to a peer without `meta`, counted as not sent).
+    fn not_sent(&mut self, path: &Path, name: Vec<u8>, reason: String) {
+        report::warn(&format!("{}: not sent: {reason}", escape_path(path)));
+        let mut unsent = Entry {
+            kind: EntryKind::Unsent,
+            size: Some(0),
+            reason: Some(truncated(reason, MAX_REASON)),
+            ..Entry::default()
+        };
+        unsent.set_path_bytes(name);
+        self.push(unsent);
     }
 
     fn push(&mut self, entry: Entry) {
@@ -360,31 +374,28 @@ impl Walk<'_> {
         self.collected.origin.push(self.origin);
     }
 
-    fn visit_children(&mut self, dir: &Path, name: &str) {
+    fn visit_children(&mut self, dir: &Path, name: &[u8]) {
+        use std::os::unix::ffi::OsStrExt;
         let listing =
             std::fs::read_dir(dir).and_then(|entries| entries.collect::<Result<Vec<_>, _>>());
         let mut children = match listing {
             Ok(children) => children,
-            Err(err) => return self.unreadable(dir, &err),
+            Err(err) => return self.unreadable(dir, name, &err),
         };
         children.sort_by_key(|child| child.file_name());
         for child in children {
             let path = child.path();
-            let Some(child_name) = child.file_name().to_str().map(str::to_string) else {
-                report::warn(&format!(
-                    "skipping {}: the name is not UTF-8, which the protocol cannot carry",
-                    escape_path(&path)
-                ));
-                continue;
-            };
+            // A name need not be UTF-8: it travels as bytes (`path_hex`) under `meta`.
+            let child_name = [name, b"/", child.file_name().as_bytes()].concat();
             let meta = match std::fs::symlink_metadata(&path) {
                 Ok(meta) => meta,
                 Err(err) => {
-                    self.unreadable(&path, &err);
+                    self.unreadable(&path, &child_name, &err);
                     continue;
                 }
             };
-            let offered = format!("{name}/{child_name}");
+            // Rules match names as text: bytes that are not UTF-8 read as U+FFFD.
+            let offered = String::from_utf8_lossy(&child_name);
             if self.collected.filter.excluded(&offered, meta.is_dir()) {
                 self.collected.filtered += 1;
                 continue;
@@ -410,22 +421,52 @@ impl Walk<'_> {
             } else {
                 meta
             };
-            self.visit(&path, offered, &meta);
+            self.visit(&path, child_name, &meta);
         }
     }
 
-    fn unreadable(&mut self, path: &Path, err: &std::io::Error) {
-        report::warn(&format!(
-            "cannot read {}: {err}; not sent",
-            escape_path(path)
-        ));
-        self.collected.unreadable += 1;
+    /// A directory that cannot be listed, or a name that cannot be looked at: it
+    /// is not sent (a directory's entry went out already; what it holds cannot).
+    fn unreadable(&mut self, path: &Path, name: &[u8], err: &std::io::Error) {
+        let why = format!("{UNREADABLE}: {err}");
+        self.not_sent(path, name.to_vec(), why);
     }
 }
 
-fn entry(path: String, kind: EntryKind, meta: &Metadata) -> Entry {
+/// What a file that is neither a regular file, a directory nor a link is, in the
+/// words the summary counts by.
+fn special_kind(kind: std::fs::FileType) -> &'static str {
+    if kind.is_socket() {
+        "socket"
+    } else if kind.is_fifo() {
+        "named pipe"
+    } else if kind.is_block_device() || kind.is_char_device() {
+        "device"
+    } else {
+        "special file"
+    }
+}
+
+/// `text` cut to at most `max` bytes, on a character boundary.
+fn truncated(mut text: String, max: usize) -> String {
+    if text.len() > max {
+        let mut end = max;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+    }
+    text
+}
+
+fn entry(path: Vec<u8>, kind: EntryKind, meta: &Metadata) -> Entry {
+    let mut entry = entry_at(kind, meta);
+    entry.set_path_bytes(path);
+    entry
+}
+
+fn entry_at(kind: EntryKind, meta: &Metadata) -> Entry {
     Entry {
-        path,
         kind,
         // A directory carries no data; its size is 0 (null means a stream).
         size: Some(if kind == EntryKind::File {
@@ -435,7 +476,12 @@ fn entry(path: String, kind: EntryKind, meta: &Metadata) -> Entry {
         }),
         mode: Some(u64::from(meta.mode() & PERMISSION_BITS)),
         // Section 5: a time before the epoch is left out.
-        mtime: u64::try_from(meta.mtime()).ok(),
+        mtime: Some(meta.mtime()).filter(|mtime| *mtime >= 0),
+        // Fewer blocks than bytes: it has holes (or is compressed, which then
+        // reads as one run). Sent as runs under `meta`, dense otherwise.
+        sparse: (kind == EntryKind::File && meta.blocks().saturating_mul(512) < meta.len())
+            .then_some(true),
+        ..Entry::default()
     }
 }
 
@@ -542,7 +588,41 @@ mod tests {
         let collected = collect(&[tree], &options).unwrap();
         assert_eq!(
             names(&collected),
-            [("t", EntryKind::Dir), ("t/sub", EntryKind::Dir)]
+            [
+                ("t", EntryKind::Dir),
+                ("t/sub", EntryKind::Dir),
+                ("t/sub/up", EntryKind::Unsent)
+            ]
+        );
+        let reason = collected.entries[2].reason.as_deref().unwrap_or_default();
+        assert!(reason.starts_with("loop: "), "{reason}");
+    }
+
+    #[test]
+    fn odd_names_specials_and_holes_are_in_the_offer() {
+        use std::os::unix::ffi::OsStrExt;
+        crate::ui::report::set_quiet();
+        let root = tempfile::tempdir().unwrap();
+        let tree = root.path().join("t");
+        std::fs::create_dir(&tree).unwrap();
+        let odd = tree.join(std::ffi::OsStr::from_bytes(b"caf\xe9"));
+        std::fs::write(&odd, b"latin-1").unwrap();
+        let holes = std::fs::File::create(tree.join("holes")).unwrap();
+        holes.set_len(64 << 20).unwrap();
+        let _socket = std::os::unix::net::UnixListener::bind(tree.join("sock")).unwrap();
+        let collected = collect(std::slice::from_ref(&tree), &WalkOptions::default()).unwrap();
+        let entries = &collected.entries;
+        assert_eq!(entries[1].path_hex.as_deref(), Some("742f636166e9"));
+        assert_eq!(collected.local_path(1), odd);
+        assert_eq!(entries[2].path, "t/holes");
+        assert_eq!(entries[2].sparse, Some(true));
+        assert_eq!(entries[3].kind, EntryKind::Unsent);
+        assert!(
+            entries[3]
+                .reason
+                .as_deref()
+                .unwrap()
+                .starts_with("socket: ")
         );
     }
 

@@ -22,16 +22,20 @@ pub(crate) enum Feature {
     Blake3,
     Aead,
     Zstd,
-    /// `--delete`, `--dry-run` and filter rules (`PROTOCOL.md` section 16).
+    /// Trees as they are (section 16): links, special files, owners, xattrs,
+    /// nanosecond and signed times, and every mode bit.
+    Meta,
+    /// `--delete`, `--dry-run` and filter rules (section 17).
     Mirror,
 }
 
 impl Feature {
-    pub(crate) const ALL: [Feature; 4] = [
+    pub(crate) const ALL: [Feature; 5] = [
         Feature::Aead,
         Feature::Blake3,
-        Feature::Zstd,
+        Feature::Meta,
         Feature::Mirror,
+        Feature::Zstd,
     ];
 
     pub(crate) fn name(self) -> &'static str {
@@ -39,6 +43,7 @@ impl Feature {
             Feature::Blake3 => "blake3",
             Feature::Aead => "aead",
             Feature::Zstd => "zstd",
+            Feature::Meta => "meta",
             Feature::Mirror => "mirror",
         }
     }
@@ -48,7 +53,8 @@ impl Feature {
             Feature::Blake3 => 1,
             Feature::Aead => 2,
             Feature::Zstd => 4,
-            Feature::Mirror => 8,
+            Feature::Meta => 8,
+            Feature::Mirror => 16,
         }
     }
 
@@ -110,7 +116,7 @@ impl Features {
         self.0 == 0
     }
 
-    /// The names, in a fixed order (`aead`, `blake3`, `zstd`).
+    /// The names, in a fixed order (`aead`, `blake3`, `meta`, `zstd`).
     pub(crate) fn names(self) -> Vec<String> {
         Feature::ALL
             .into_iter()
@@ -252,6 +258,12 @@ impl Negotiated {
         self.features.has(feature)
     }
 
+    /// Whether `meta` is in force: entries may be links, special files, hard links
+    /// and unsent, with signed nanosecond times, every mode bit, owners and xattrs.
+    pub(crate) fn meta(&self) -> bool {
+        self.features.has(Feature::Meta)
+    }
+
     pub(crate) fn session_key(&self) -> &SessionKey {
         &self.session_key
     }
@@ -270,6 +282,7 @@ impl Negotiated {
             session_key: self.session_key.clone(),
             t: self.next_transfer,
             hash: self.hash(),
+            meta: self.meta(),
         }
     }
 }
@@ -280,7 +293,8 @@ pub(crate) struct FileFacts<'a> {
     pub(crate) index: u64,
     pub(crate) size: u64,
     pub(crate) hash: &'a Digest,
-    pub(crate) path: &'a str,
+    /// `P`: the path's bytes (section 16.3).
+    pub(crate) path: &'a [u8],
 }
 
 /// One transfer's keys: `Ks`, its number `t`, and the content hash in force.
@@ -289,6 +303,8 @@ pub(crate) struct Transfer {
     session_key: SessionKey,
     pub(crate) t: u64,
     pub(crate) hash: HashKind,
+    /// Whether `meta` is in force, which decides what an offer may hold.
+    pub(crate) meta: bool,
 }
 
 impl Transfer {
@@ -299,6 +315,7 @@ impl Transfer {
             session_key: SessionKey(key),
             t,
             hash,
+            meta: false,
         }
     }
 
@@ -358,7 +375,7 @@ impl Transfer {
                 &facts.index.to_be_bytes(),
                 &facts.size.to_be_bytes(),
                 facts.hash.as_bytes(),
-                facts.path.as_bytes(),
+                facts.path,
             ],
         )
     }
@@ -399,6 +416,7 @@ mod tests {
             session_key: vector_session_key(vector),
             t,
             hash,
+            meta: false,
         }
     }
 
@@ -426,7 +444,7 @@ mod tests {
             index: 0,
             size: 13,
             hash: &hash,
-            path: "docs/hello.txt",
+            path: b"docs/hello.txt",
         };
         assert_eq!(t.done_mac(facts), done);
         assert_eq!(t.ok_mac(facts), ok);
@@ -438,7 +456,7 @@ mod tests {
         assert!(!t.verify_ok(FileFacts { index: 1, ..facts }, ok));
         assert!(!t.verify_ok(
             FileFacts {
-                path: "docs/hello.txT",
+                path: b"docs/hello.txT",
                 ..facts
             },
             ok

@@ -44,7 +44,6 @@ impl StdoutSink {
 mod tests {
     use super::*;
     use crate::fs::Refusal;
-    use crate::fs::path::check_path;
     use crate::proto::message::ErrorCode;
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
 
@@ -60,7 +59,9 @@ mod tests {
         content: &[u8],
         overwrite: bool,
     ) -> Result<Placement, Refusal> {
-        let components = check_path(path).unwrap();
+        let components =
+            crate::fs::path::check_path_bytes(path.as_bytes(), crate::fs::path::Names::Safe)
+                .unwrap();
         let placement = target.resolver().probe_file(
             path,
             &components,
@@ -92,7 +93,10 @@ mod tests {
     #[test]
     fn a_dropped_part_file_leaves_nothing() {
         let (dir, target) = target();
-        let mut part = target.resolver().create_part("x", &["x"], None).unwrap();
+        let mut part = target
+            .resolver()
+            .create_part("x", &[&b"x"[..]], None)
+            .unwrap();
         part.write_all(b"half").unwrap();
         drop(part);
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
@@ -104,7 +108,7 @@ mod tests {
         let resume = Resume { size: 8, offset: 0 };
         let mut part = target
             .resolver()
-            .create_part("ro", &["ro"], Some(resume))
+            .create_part("ro", &[&b"ro"[..]], Some(resume))
             .unwrap();
         part.write_all(b"half").unwrap();
         drop(part); // cut: the partial stays, owner-writable
@@ -120,7 +124,7 @@ mod tests {
         let resume = Resume { size: 8, offset: 4 };
         let mut part = target
             .resolver()
-            .create_part("ro", &["ro"], Some(resume))
+            .create_part("ro", &[&b"ro"[..]], Some(resume))
             .unwrap();
         part.write_all(b"more").unwrap();
         part.commit(Some(0o444), None, false).unwrap();
@@ -151,7 +155,7 @@ mod tests {
         let resume = Resume { size: 4, offset: 0 };
         let mut part = target
             .resolver()
-            .create_part("x", &["x"], Some(resume))
+            .create_part("x", &[&b"x"[..]], Some(resume))
             .unwrap();
         part.write_all(b"mine").unwrap();
         std::fs::write(dir.path().join("x"), b"theirs").unwrap();
@@ -172,10 +176,10 @@ mod tests {
         let resume = Resume { size: 4, offset: 0 };
         let mut part = target
             .resolver()
-            .create_part("x", &["x"], Some(resume))
+            .create_part("x", &[&b"x"[..]], Some(resume))
             .unwrap();
         part.write_all(b"mine").unwrap();
-        let partial = dir.path().join(part::partial_name("x", 4));
+        let partial = dir.path().join(part::partial_name(b"x", 4));
         std::fs::remove_file(&partial).unwrap();
         std::fs::write(&partial, b"evil").unwrap();
         let refusal = part.commit(None, None, true).unwrap_err();
@@ -187,8 +191,8 @@ mod tests {
     #[test]
     fn a_directory_planted_as_the_partial_does_not_block_the_file() {
         let (dir, target) = target();
-        std::fs::create_dir(dir.path().join(part::partial_name("x", 3))).unwrap();
-        let components = ["x"];
+        std::fs::create_dir(dir.path().join(part::partial_name(b"x", 3))).unwrap();
+        let components = [&b"x"[..]];
         let found = target
             .resolver()
             .find_partial("x", &components, 3, crate::proto::hash::HashKind::Md5)
@@ -225,7 +229,7 @@ mod tests {
         assert_eq!(
             target
                 .resolver()
-                .create_dir(&["sub", "new"])
+                .create_dir(&[b"sub", b"new"])
                 .unwrap_err()
                 .code,
             ErrorCode::BadPath
@@ -261,7 +265,7 @@ mod tests {
             ErrorCode::Exists
         );
         assert_eq!(
-            target.resolver().create_dir(&["a"]).unwrap_err().code,
+            target.resolver().create_dir(&[b"a"]).unwrap_err().code,
             ErrorCode::Exists
         );
     }

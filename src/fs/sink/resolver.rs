@@ -45,7 +45,7 @@ impl TargetDir {
 pub(crate) struct Resolver<'a> {
     target: &'a TargetDir,
     /// Open directories by their path beneath the root ("" is the root itself).
-    dirs: HashMap<String, Arc<OwnedFd>>,
+    dirs: HashMap<Vec<u8>, Arc<OwnedFd>>,
 }
 
 impl<'a> Resolver<'a> {
@@ -63,9 +63,9 @@ impl<'a> Resolver<'a> {
     pub(crate) fn probe_file(
         &mut self,
         path: &str,
-        components: &[&str],
+        components: &[&[u8]],
         overwrite: bool,
-        offered: (Option<u64>, Option<u64>),
+        offered: (Option<u64>, Option<i64>),
     ) -> Result<Placement, Refusal> {
         self.deep_enough(path, components)?;
         let (parents, name) = split_last(components);
@@ -85,8 +85,7 @@ impl<'a> Resolver<'a> {
             FileType::RegularFile if overwrite => Ok(Placement::Free(Some(stat.st_size as u64))),
             _ if overwrite => Ok(Placement::Free(None)),
             FileType::RegularFile
-                if offered.0 == Some(stat.st_size as u64)
-                    && offered.1.is_some_and(|mtime| mtime as i64 == stat.st_mtime) =>
+                if offered.0 == Some(stat.st_size as u64) && offered.1 == Some(stat.st_mtime) =>
             {
                 Ok(Placement::Same)
             }
@@ -103,20 +102,20 @@ impl<'a> Resolver<'a> {
 
     /// Whether the directory `components` is there (reached without a link; a
     /// link or a file on the way is refused as [`Resolver::create_dir`] would).
-    pub(crate) fn probe_dir(&mut self, components: &[&str]) -> Result<bool, Refusal> {
-        self.deep_enough(&components.join("/"), components)?;
+    pub(crate) fn probe_dir(&mut self, components: &[&[u8]]) -> Result<bool, Refusal> {
+        self.deep_enough(&beneath::shown_path(components), components)?;
         self.walk(components, false).map(|dir| dir.is_some())
     }
 
     /// Creates the directory `components` and any missing parents.
-    pub(crate) fn create_dir(&mut self, components: &[&str]) -> Result<(), Refusal> {
-        self.deep_enough(&components.join("/"), components)?;
+    pub(crate) fn create_dir(&mut self, components: &[&[u8]]) -> Result<(), Refusal> {
+        self.deep_enough(&beneath::shown_path(components), components)?;
         self.walk(components, true).map(|_| ())
     }
 
     /// On a server, a path deeper than the walks over a home go is `bad_path`
     /// (`fs::quota`): the server never makes what it could not count again.
-    fn deep_enough(&self, path: &str, components: &[&str]) -> Result<(), Refusal> {
+    fn deep_enough(&self, path: &str, components: &[&[u8]]) -> Result<(), Refusal> {
         match self.target.meter() {
             Some(account) if components.len() > account.depth_left() => Err(Refusal::new(
                 ErrorCode::BadPath,
@@ -134,9 +133,9 @@ impl<'a> Resolver<'a> {
     pub(crate) fn finish_dir(
         &mut self,
         path: &str,
-        components: &[&str],
+        components: &[&[u8]],
         mode: Option<u64>,
-        mtime: Option<u64>,
+        mtime: Option<i64>,
     ) -> Result<(), Refusal> {
         let dir = self.walk(components, false)?.ok_or_else(|| {
             Refusal::new(
@@ -161,7 +160,7 @@ impl<'a> Resolver<'a> {
     pub(crate) fn find_partial(
         &mut self,
         path: &str,
-        components: &[&str],
+        components: &[&[u8]],
         size: u64,
         hash: HashKind,
     ) -> Result<Option<(u64, Hasher)>, Refusal> {
@@ -205,7 +204,7 @@ impl<'a> Resolver<'a> {
     }
 
     /// Removes what a cut transfer of `path` left behind (for `--no-resume`).
-    pub(crate) fn discard_partial(&mut self, components: &[&str], size: u64) {
+    pub(crate) fn discard_partial(&mut self, components: &[&[u8]], size: u64) {
         let (parents, name) = split_last(components);
         if let Ok(Some(dir)) = self.walk(parents, false) {
             remove_partial(&dir, &partial_name(name, size), self.target.meter());
@@ -217,7 +216,7 @@ impl<'a> Resolver<'a> {
     pub(crate) fn create_part(
         &mut self,
         path: &str,
-        components: &[&str],
+        components: &[&[u8]],
         resume: Option<Resume>,
     ) -> Result<PartFile, Refusal> {
         let (parents, name) = split_last(components);
@@ -230,15 +229,19 @@ impl<'a> Resolver<'a> {
     /// Opens (and with `create`, makes) the directories `components` beneath the
     /// root without following links, starting from the deepest one already open.
     /// `Ok(None)`: one of them does not exist.
-    fn walk(&mut self, components: &[&str], create: bool) -> Result<Option<Arc<OwnedFd>>, Refusal> {
-        if let Some(dir) = self.dirs.get(&components.join("/")) {
+    fn walk(
+        &mut self,
+        components: &[&[u8]],
+        create: bool,
+    ) -> Result<Option<Arc<OwnedFd>>, Refusal> {
+        if let Some(dir) = self.dirs.get(&components.join(&b'/')) {
             return Ok(Some(dir.clone()));
         }
         if self.dirs.len() >= RESOLVER_DIRS {
             self.dirs.clear();
         }
         let known = (0..components.len()).rev().find_map(|depth| {
-            let dir = self.dirs.get(&components[..depth].join("/"))?;
+            let dir = self.dirs.get(&components[..depth].join(&b'/'))?;
             Some((depth, dir.clone()))
         });
         let (mut depth, mut dir) = match known {
@@ -249,7 +252,7 @@ impl<'a> Resolver<'a> {
                     .dup_root()
                     .map_err(|err| Refusal::io("", "cannot open the target directory", err))?;
                 let root = Arc::new(root);
-                self.dirs.insert(String::new(), root.clone());
+                self.dirs.insert(Vec::new(), root.clone());
                 (0, root)
             }
         };
@@ -259,14 +262,15 @@ impl<'a> Resolver<'a> {
             };
             dir = Arc::new(next);
             depth += 1;
-            self.dirs.insert(components[..depth].join("/"), dir.clone());
+            self.dirs
+                .insert(components[..depth].join(&b'/'), dir.clone());
         }
         Ok(Some(dir))
     }
 }
 
 /// A path's parent components and its last one.
-fn split_last<'c, 'a>(components: &'c [&'a str]) -> (&'c [&'a str], &'a str) {
+fn split_last<'c, 'a>(components: &'c [&'a [u8]]) -> (&'c [&'a [u8]], &'a [u8]) {
     let (name, parents) = components
         .split_last()
         .expect("the path policy never returns an empty list");

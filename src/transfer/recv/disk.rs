@@ -23,11 +23,11 @@ use crate::error::{Classify, Kind};
 use crate::escape::escape;
 use crate::fs::Refusal;
 use crate::fs::home::Footprint;
-use crate::fs::path::check_path;
+use crate::fs::path::{Names, check_path_bytes};
 use crate::fs::quota::Reservation;
 use crate::fs::sink::{PartFile, Resolver, Resume, StdoutSink, TargetDir};
 use crate::pool::Giver;
-use crate::proto::hash::Digest;
+use crate::proto::hash::{Digest, Hasher};
 use crate::proto::message::{ErrorCode, Message};
 use crate::proto::negotiated::FileFacts;
 use crate::proto::wire::FrameWriter;
@@ -64,6 +64,34 @@ pub(crate) enum Job {
     /// The sender gave up entry `index` before its data: report it (it gets no
     /// answer); nothing changed on disk.
     GaveUp { index: usize, outcome: FileOutcome },
+    /// The open sparse entry's run is complete; the next starts at `offset`.
+    Run { offset: u64 },
+    /// The open sparse entry's runs are complete: set its length to `size` and
+    /// answer its hash (`None` when it could not be written).
+    Seal {
+        size: u64,
+        reply: std::sync::mpsc::Sender<Option<Digest>>,
+    },
+}
+
+/// A sparse entry being written (section 16.4): its hash so far, and where the
+/// run being written starts and has reached.
+struct Runs {
+    hasher: Hasher,
+    start: u64,
+    at: u64,
+}
+
+impl Runs {
+    /// Hashes the run just written, read back from `landing`: its offset and
+    /// length come before its bytes, and its length is known only now.
+    fn close_run(&mut self, landing: &mut Landing) {
+        self.hasher.update(&self.start.to_be_bytes());
+        self.hasher.update(&(self.at - self.start).to_be_bytes());
+        let range = self.start..self.at;
+        let hasher = &mut self.hasher;
+        landing.on_part(|part| part.hash_back(range, hasher));
+    }
 }
 
 /// A complete file that verified.
@@ -104,6 +132,7 @@ pub(crate) fn run<W: Write>(
             Destination::Stdout => None,
         },
         open: None,
+        runs: None,
         group: Group::default(),
     };
     loop {
@@ -128,10 +157,31 @@ pub(crate) fn run<W: Write>(
 struct Desk<'t> {
     resolver: Option<Resolver<'t>>,
     open: Option<(usize, Landing)>,
+    /// The open entry's runs, when it is sparse.
+    runs: Option<Runs>,
     group: Group,
 }
 
 impl Desk<'_> {
+    /// Ends the open sparse entry's run and starts the next at `offset`.
+    fn next_run(&mut self, offset: u64) {
+        if let (Some(runs), Some((_, landing))) = (&mut self.runs, &mut self.open) {
+            runs.close_run(landing);
+            landing.on_part(|part| part.seek_to(offset));
+            (runs.start, runs.at) = (offset, offset);
+        }
+    }
+
+    /// Ends the open sparse entry at `size` bytes (the holes after its last run);
+    /// its hash, unless it could not be written.
+    fn seal_runs(&mut self, size: u64) -> Option<Digest> {
+        let (mut runs, (_, landing)) = (self.runs.take()?, self.open.as_mut()?);
+        runs.close_run(landing);
+        landing.on_part(|part| part.set_len(size));
+        runs.hasher.update(&size.to_be_bytes());
+        matches!(landing, Landing::Part(Ok(_))).then(|| runs.hasher.finish())
+    }
+
     /// The session ended with a file still open (the connection was cut): its data
     /// stays as partial data, and the summary says how much.
     fn keep_cut_file(&mut self, tally: &Tally) {
@@ -152,22 +202,35 @@ impl Desk<'_> {
     ) -> Result<()> {
         match job {
             Job::Open { index, offset } => {
-                let landing = open_landing(
-                    &answers.planned[index],
-                    offset,
-                    self.resolver.as_mut(),
-                    answers.shared,
-                )?;
+                let item = &answers.planned[index];
+                let mut landing =
+                    open_landing(item, offset, self.resolver.as_mut(), answers.shared)?;
+                self.runs = item.entry.is_sparse().then(|| {
+                    landing.on_part(|part| part.seek_to(offset));
+                    Runs {
+                        hasher: answers.shared.transfer.hash.hasher(),
+                        start: offset,
+                        at: offset,
+                    }
+                });
                 self.open = Some((index, landing));
             }
             Job::Write { buffer, range } => {
                 if let Some((index, landing)) = &mut self.open {
                     answers.charge_stream(*index, landing, range.len() as u64);
+                    if let Some(runs) = &mut self.runs {
+                        runs.at += range.len() as u64;
+                    }
                     landing.write(&buffer[range])?;
                 }
                 giver.give(buffer);
             }
+            Job::Run { offset } => self.next_run(offset),
+            Job::Seal { size, reply } => {
+                let _ = reply.send(self.seal_runs(size));
+            }
             Job::Discard => {
+                self.runs = None;
                 if let Some((index, landing)) = self.open.take() {
                     landing.discard();
                     answers.settle(index, Settled::Unchanged);
@@ -321,7 +384,7 @@ impl Answers<'_, '_> {
             return; // reserved whole when planned
         }
         if let Some(reservation) = &mut self.holds.borrow_mut()[index].1
-            && let Err(refusal) = reservation.charge(&entry.path, bytes)
+            && let Err(refusal) = reservation.charge(&entry.shown_path(), bytes)
         {
             std::mem::replace(landing, Landing::Part(Err(refusal))).discard();
         }
@@ -344,7 +407,8 @@ impl Answers<'_, '_> {
         index: usize,
         outcome: Result<Arrived, Refusal>,
     ) -> Result<()> {
-        let path = &self.planned[index].entry.path;
+        let entry = &self.planned[index].entry;
+        let (path, bytes) = (entry.shown_path(), entry.path_bytes());
         // The file is final (or gone) now: another session may take its path, and
         // whoever sees this acknowledgement finds it there.
         self.holds.borrow_mut()[index].0 = None;
@@ -355,16 +419,16 @@ impl Answers<'_, '_> {
                     index: index as u64,
                     size: arrived.size,
                     hash: &arrived.digest,
-                    path,
+                    path: &bytes,
                 };
                 let mac = transfer.ok_mac(facts);
                 let change = match self.planned[index].replaces.files {
                     0 => Change::New,
                     _ => Change::Replaced,
                 };
-                self.tally.change(change, path, arrived.size, None);
+                self.tally.change(change, &path, arrived.size, None);
                 self.tally.record(FileOutcome::Verified {
-                    path: path.clone(),
+                    path: path.to_string(),
                     size: arrived.size,
                     digest: arrived.digest,
                     hash: transfer.hash,
@@ -381,7 +445,7 @@ impl Answers<'_, '_> {
                         "; the bytes already written to standard output are NOT verified: discard them",
                     );
                 }
-                self.tally.failed(path, refusal.code, refusal.to_string());
+                self.tally.failed(&path, refusal.code, refusal.to_string());
                 Message::Error {
                     code: refusal.code,
                     message: refusal.message,
@@ -402,13 +466,17 @@ fn open_landing(
 ) -> Result<Landing> {
     Ok(match resolver {
         Some(resolver) => {
-            let path = &item.entry.path;
-            let components = check_path(path).expect("planned paths passed the policy");
+            let path = item.entry.shown_path();
+            let bytes = item.entry.path_bytes();
+            let components = check_path_bytes(&bytes, shared.settings.names)
+                .expect("planned paths passed the policy");
             let resume = match item.entry.size {
+                // A sparse entry goes to a fresh temporary: it is never resumed.
+                Some(_) if item.entry.is_sparse() => None,
                 Some(size) if shared.settings.resume => Some(Resume { size, offset }),
                 _ => None,
             };
-            Landing::Part(resolver.create_part(path, &components, resume))
+            Landing::Part(resolver.create_part(&path, &components, resume))
         }
         None => Landing::Stdout(
             StdoutSink::open()
@@ -448,6 +516,15 @@ impl Landing {
         }
     }
 
+    /// Does `step` to the part file, which becomes the entry's refusal if it fails.
+    fn on_part(&mut self, step: impl FnOnce(&mut PartFile) -> Result<(), Refusal>) {
+        if let Landing::Part(Ok(part)) = self
+            && let Err(refusal) = step(part)
+        {
+            std::mem::replace(self, Landing::Part(Err(refusal))).discard();
+        }
+    }
+
     /// Drops data that must not be kept, not even for resuming.
     fn discard(self) {
         if let Landing::Part(Ok(part)) = self {
@@ -476,15 +553,16 @@ fn settled_by(result: &Result<(), Refusal>, size: u64) -> Settled {
 
 /// Directory modes and times last: writing their contents changed the times, and a
 /// read-only mode would have stopped the writing. Deepest first.
-pub(crate) fn finish_dirs(planned: &[Planned], target: &TargetDir) {
+pub(crate) fn finish_dirs(planned: &[Planned], target: &TargetDir, names: Names) {
     let mut resolver = target.resolver();
     let dirs = planned.iter().rev().filter(|p| p.accepted_dir);
     for item in dirs {
-        let Ok(components) = check_path(&item.entry.path) else {
+        let bytes = item.entry.path_bytes();
+        let Ok(components) = check_path_bytes(&bytes, names) else {
             continue; // refused when planned
         };
         if let Err(refusal) = resolver.finish_dir(
-            &item.entry.path,
+            &item.entry.shown_path(),
             &components,
             item.entry.mode,
             item.entry.mtime,

@@ -14,7 +14,7 @@ use super::shared::{Destination, Shared};
 use crate::error::{Kind, fail, refused};
 use crate::fs::filter::Filter;
 use crate::fs::sink::{Prune, TargetDir};
-use crate::proto::message::{EntryKind, ErrorCode, Mirror, Removed};
+use crate::proto::message::{ErrorCode, Mirror, Removed};
 use crate::proto::wire::FrameWriter;
 use crate::transfer::Tally;
 use crate::transfer::offer::ListWriter;
@@ -94,7 +94,7 @@ impl Asked {
             prune_and_report(writer, shared, target, planned, how, tally)?;
         }
         if !self.dry_run {
-            super::disk::finish_dirs(planned, target);
+            super::disk::finish_dirs(planned, target, shared.settings.names);
         }
         Ok(())
     }
@@ -131,12 +131,13 @@ fn prune_and_report<W: Write>(
     }
     let dirs: Vec<&str> = planned
         .iter()
-        .filter(|item| item.accepted_dir && item.entry.kind == EntryKind::Dir)
+        // A name that is not UTF-8 (`path_hex`) is never entered, nor removed.
+        .filter(|item| item.accepted_dir && !item.entry.path.is_empty())
         .map(|item| item.entry.path.as_str())
         .collect();
     let within = target.identity();
     let keep = |path: &str, is_dir: bool| {
-        filter.excluded(path, is_dir) || shared.claims.claim(within, path).is_none()
+        filter.excluded(path, is_dir) || shared.claims.claim(within, path.as_bytes()).is_none()
     };
     let rules = Prune {
         offered: &|path| offered.contains(path),

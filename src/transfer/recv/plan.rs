@@ -16,7 +16,7 @@ use crate::error::refused;
 use crate::escape::escape;
 use crate::fs::Refusal;
 use crate::fs::home::Footprint;
-use crate::fs::path::check_path;
+use crate::fs::path::check_path_bytes;
 use crate::fs::quota::Reservation;
 use crate::fs::sink::{Placement, Resolver};
 use crate::proto::hash::Hasher;
@@ -118,6 +118,11 @@ pub(crate) fn plan<'c, W: Write>(
 /// worded for both sides: the sender reads it after `too_large`.
 fn check_stdout_offer(entries: &[Entry]) -> Result<()> {
     let what = match entries {
+        // A sparse entry's runs are hashed once written (section 16.4), which
+        // standard output cannot be read back for.
+        [entry] if entry.kind == EntryKind::File && entry.is_sparse() => {
+            "a sparse file (its holes travel as holes)".to_string()
+        }
         [entry] if entry.kind == EntryKind::File => return Ok(()),
         _ if entries.iter().any(|entry| entry.kind == EntryKind::Dir) => {
             format!("a directory ({} entries)", entries.len())
@@ -153,7 +158,7 @@ fn send_over(replaces: bool) -> Decision {
 
 /// What a dry run shows of one decision on this side (refusals were tallied).
 fn dry_run_change(item: &Planned, decision: &Decision, tally: &Tally) {
-    let path = &item.entry.path;
+    let path = &item.entry.shown_path();
     match decision {
         Decision::Send { replaces, .. } if item.entry.kind == EntryKind::Dir => {
             if !replaces {
@@ -199,14 +204,7 @@ impl<'c> Decider<'_, 'c> {
                 (planned, send_over(existed))
             }
             Ok(Decided::Same) => {
-                if self.dry_run {
-                    tally.change(Change::Same, &entry.path, 0, None);
-                } else {
-                    tally.record(FileOutcome::Same {
-                        path: entry.path.clone(),
-                        size: entry.size,
-                    });
-                }
+                self.tally_same(&entry, tally);
                 let skip = Decision::Skip {
                     code: ErrorCode::Same,
                     message: "already on the receiver (same size and time)".into(),
@@ -233,13 +231,18 @@ impl<'c> Decider<'_, 'c> {
                 };
                 (planned, decision)
             }
+            Err(refusal) if entry.kind == EntryKind::Unsent && refusal.code == ErrorCode::Io => {
+                // Not sent, as the sender counts it: exit 10 on both sides.
+                let reason = entry.reason.as_deref().unwrap_or_default();
+                tally.not_sent(&entry.shown_path(), reason, false);
+                let skip = Decision::Skip {
+                    code: refusal.code,
+                    message: refusal.message,
+                };
+                (Planned::skipped(entry), skip)
+            }
             Err(refusal) => {
-                if self.dry_run {
-                    let why = refusal.to_string();
-                    tally.change(Change::Skipped, &entry.path, 0, Some(&why));
-                } else {
-                    tally.failed(&entry.path, refusal.code, refusal.to_string());
-                }
+                self.tally_refused(&entry, &refusal, tally);
                 let skip = Decision::Skip {
                     code: refusal.code,
                     message: refusal.message,
@@ -249,25 +252,42 @@ impl<'c> Decider<'_, 'c> {
         }
     }
 
+    /// An entry refused: in a dry run a change to show, else a failure.
+    fn tally_refused(&self, entry: &Entry, refusal: &Refusal, tally: &Tally) {
+        let why = refusal.to_string();
+        match self.dry_run {
+            true => tally.change(Change::Skipped, &entry.shown_path(), 0, Some(&why)),
+            false => tally.failed(&entry.shown_path(), refusal.code, why),
+        }
+    }
+
+    /// A file already here: in a dry run a change to show, else delivered.
+    fn tally_same(&self, entry: &Entry, tally: &Tally) {
+        match self.dry_run {
+            true => tally.change(Change::Same, &entry.shown_path(), 0, None),
+            false => tally.record(FileOutcome::Same {
+                path: entry.shown_path().into_owned(),
+                size: entry.size,
+            }),
+        }
+    }
+
     fn decide_entry(&mut self, entry: &Entry) -> Result<Decided<'c>, Refusal> {
-        let shown = escape(&entry.path);
-        let components = check_path(&entry.path)
+        let shown = escape(&entry.shown_path()).into_owned();
+        let bytes = entry.path_bytes();
+        let components = check_path_bytes(&bytes, self.shared.settings.names)
             .map_err(|why| Refusal::new(ErrorCode::BadPath, format!("{shown}: {why}")))?;
-        if !self.seen.insert(CLAIM_KEYS.hash_one(&entry.path)) {
+        if !self.seen.insert(CLAIM_KEYS.hash_one(&*bytes)) {
             return Err(Refusal::new(
                 ErrorCode::BadPath,
                 format!("{shown}: offered twice"),
             ));
         }
-        if entry.kind == EntryKind::Dir {
-            let existed = self.resolver.probe_dir(&components)?;
-            if !self.dry_run && !existed {
-                self.resolver.create_dir(&components)?;
-            }
-            return Ok(Decided::Dir { existed });
+        if entry.kind != EntryKind::File {
+            return self.decide_other(entry, &shown, &components);
         }
         let settings = self.shared.settings;
-        let claim = self.claim(&entry.path, &shown)?;
+        let claim = self.claim(&bytes, &shown)?;
         let replaces = match self.placement(entry, &components)? {
             Placement::Same => return Ok(Decided::Same),
             Placement::Free(Some(bytes)) => Footprint { bytes, files: 1 },
@@ -287,7 +307,12 @@ impl<'c> Decider<'_, 'c> {
             if settings.resume {
                 resume_from = self
                     .resolver
-                    .find_partial(&entry.path, &components, size, self.shared.transfer.hash)?
+                    .find_partial(
+                        &entry.shown_path(),
+                        &components,
+                        size,
+                        self.shared.transfer.hash,
+                    )?
                     .map(Box::new);
             } else {
                 self.resolver.discard_partial(&components, size);
@@ -306,7 +331,7 @@ impl<'c> Decider<'_, 'c> {
     }
 
     /// Keeps other sessions of this process off `path` until the entry settles.
-    fn claim(&self, path: &str, shown: &str) -> Result<Claim<'c>, Refusal> {
+    fn claim(&self, path: &[u8], shown: &str) -> Result<Claim<'c>, Refusal> {
         self.shared.claims.claim(self.within, path).ok_or_else(|| {
             Refusal::new(
                 ErrorCode::Busy,
@@ -317,10 +342,10 @@ impl<'c> Decider<'_, 'c> {
 
     /// What is at a file entry's final name. A mirroring sender's offer is quick
     /// checked (`same`) even where files are replaced: a mirror sends what changed.
-    fn placement(&mut self, entry: &Entry, components: &[&str]) -> Result<Placement, Refusal> {
+    fn placement(&mut self, entry: &Entry, components: &[&[u8]]) -> Result<Placement, Refusal> {
         let offered = (entry.size, entry.mtime);
         let overwrite = self.shared.settings.overwrite;
-        let path = &entry.path;
+        let path = &entry.shown_path();
         if self.quick_check && overwrite {
             let quick = self.resolver.probe_file(path, components, false, offered);
             if let Ok(Placement::Same) = quick {
@@ -340,7 +365,36 @@ impl<'c> Decider<'_, 'c> {
             bytes: size.saturating_sub(replaces.bytes),
             files: 1 - replaces.files.min(1),
         };
-        account.books().check(more, &entry.path)
+        account.books().check(more, &entry.shown_path())
+    }
+
+    /// Decides an entry that is not a file: a directory is created now.
+    fn decide_other(
+        &mut self,
+        entry: &Entry,
+        shown: &str,
+        components: &[&[u8]],
+    ) -> Result<Decided<'c>, Refusal> {
+        match entry.kind {
+            EntryKind::Dir => {
+                let existed = self.resolver.probe_dir(components)?;
+                if !self.dry_run && !existed {
+                    self.resolver.create_dir(components)?;
+                }
+                Ok(Decided::Dir { existed })
+            }
+            EntryKind::Unsent => {
+                let reason = entry.reason.as_deref().unwrap_or_default();
+                Err(Refusal::new(
+                    ErrorCode::Io,
+                    format!("{shown}: not sent: {}", escape(reason)),
+                ))
+            }
+            other => Err(Refusal::new(
+                ErrorCode::Denied,
+                format!("{shown}: this receiver does not make {}s", other.name()),
+            )),
+        }
     }
 
     /// Counts `needed` bytes against the free space left on the target's disk.
@@ -382,7 +436,7 @@ impl<'c> Decider<'_, 'c> {
             files: 1,
         };
         Ok(Some(Box::new(account.reserve(
-            &entry.path,
+            &entry.shown_path(),
             before,
             after,
         )?)))

@@ -39,14 +39,15 @@ pub(crate) fn read<R: Read>(
         if outstanding.failed_here {
             continue; // counted when it failed here; the refusal was expected
         }
-        let path = &entries[index as usize].path;
+        let entry = &entries[index as usize];
+        let path = &*entry.shown_path();
         match (answer, outstanding.facts) {
             (Answer::Ok(mac), Some(sent)) => {
                 let facts = FileFacts {
                     index,
                     size: sent.size,
                     hash: &sent.digest,
-                    path,
+                    path: &entry.path_bytes(),
                 };
                 if transfer.verify_ok(facts, &mac) {
                     verified(report, path, &outstanding, sent);

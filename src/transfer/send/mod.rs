@@ -9,7 +9,9 @@
 
 mod answers;
 mod stream;
+mod view;
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::sync::Mutex;
@@ -20,11 +22,13 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 
 use self::stream::{BUFFER, Piece, ToSend};
+use self::view::PlainView;
 use super::Tally;
 use super::offer::{read_plan, write_offer};
 use crate::error::{Kind, fail};
 use crate::escape::escape;
 use crate::fs::input::Outbox;
+use crate::fs::input::UNREADABLE;
 use crate::pool::{Giver, Pool};
 use crate::proto::hash::Digest;
 use crate::proto::message::{Decision, Entry, EntryKind, ErrorCode, Message, Mirror};
@@ -136,9 +140,21 @@ fn send<R: Read + Send, W: Write, C: Hangup + Sync>(
         ..
     } = conn;
     let closer = &*closer;
+    let asked = outbox.mirror();
+    // A peer without `meta` is offered what version 2 carries; the rest is said.
+    let view = match transfer.meta {
+        true => None,
+        false => PlainView::of(outbox),
+    };
+    let left_out = view.as_ref().map_or(&[][..], |view| &view.left_out[..]);
+    let outbox: &dyn Outbox = view.as_ref().map_or(outbox, |view| view);
     let entries = outbox.entries();
-    let mirror = mirror_options(outbox, conn.negotiated.has(Feature::Mirror))?;
-    tally.offered(entries.len(), "delivered");
+    let mirror = mirror_options(asked, conn.negotiated.has(Feature::Mirror), left_out.len())?;
+    let mirror = mirror.as_deref();
+    tally.offered(entries.len() + left_out.len(), "delivered");
+    for (path, why, said) in left_out {
+        tally.not_sent(path, why, *said);
+    }
     write_offer(writer, &transfer, mirror, entries)?;
     writer.flush()?;
     // Waiting for the plan is waiting on the receiver: the idle timeout holds.
@@ -172,13 +188,35 @@ fn send<R: Read + Send, W: Write, C: Hangup + Sync>(
 /// What the outbox asks of a mirroring receiver, if the peer can take it: one
 /// that cannot was refused in the handshake already (the feature is required then),
 /// so this only guards against doing less than asked.
-fn mirror_options(outbox: &dyn Outbox, in_force: bool) -> Result<Option<&Mirror>> {
-    match outbox.mirror() {
+/// `--delete` is withheld when `left_out` entries cannot be offered to this peer.
+fn mirror_options(
+    asked: Option<&Mirror>,
+    in_force: bool,
+    left_out: usize,
+) -> Result<Option<Cow<'_, Mirror>>> {
+    match asked {
         Some(_) if !in_force => Err(crate::error::refused(
             ErrorCode::Feature,
             "the peer cannot mirror (--delete, --dry-run): it lacks the feature `mirror`",
         )),
-        mirror => Ok(mirror),
+        Some(mirror) if mirror.delete && left_out > 0 => {
+            Ok(Some(Cow::Owned(without_delete(mirror, left_out))))
+        }
+        mirror => Ok(mirror.map(Cow::Borrowed)),
+    }
+}
+
+/// `--delete` withheld, said once: `left_out` entries cannot be offered to this
+/// peer, and their copies on the receiver would go (rsync also deletes nothing
+/// after an I/O error on the sending side).
+fn without_delete(mirror: &Mirror, left_out: usize) -> Mirror {
+    crate::ui::report::warn(&format!(
+        "not deleting anything: {left_out} entries cannot be offered to this peer, and \
+         their copies on the receiver would be lost"
+    ));
+    Mirror {
+        delete: false,
+        ..mirror.clone()
     }
 }
 
@@ -316,6 +354,9 @@ fn follow_plan(
     let dry_run = tally.summary().dry_run.is_some();
     let mut to_send = Vec::new();
     for (index, (entry, decision)) in entries.iter().zip(plan).enumerate() {
+        if not_for_data(entry, decision, index, tally)? {
+            continue;
+        }
         match decision {
             Decision::Skip { code, message } => skipped(entry, *code, message, tally, dry_run),
             Decision::Send {
@@ -328,7 +369,7 @@ fn follow_plan(
                     ));
                 }
                 if mirroring && !replaces {
-                    tally.change(Change::NewDir, &entry.path, 0, None);
+                    tally.change(Change::NewDir, &entry.shown_path(), 0, None);
                 }
             }
             Decision::Send {
@@ -338,18 +379,38 @@ fn follow_plan(
             } => {
                 let item = file_to_send(outbox, index, (*offset, prefix_hash, *replaces))?;
                 if dry_run {
-                    let change = if *replaces {
-                        Change::Changed
-                    } else {
-                        Change::New
-                    };
-                    tally.change(change, &entry.path, entry.size.unwrap_or(0), None);
+                    let change = [Change::New, Change::Changed][usize::from(*replaces)];
+                    tally.change(change, &entry.shown_path(), entry.size.unwrap_or(0), None);
                 }
                 to_send.push(item);
             }
         }
     }
     Ok(to_send)
+}
+
+/// An entry whose decision moves no data, checked: an `unsent` one is counted
+/// here whatever the receiver says (it may not ask for it), and a sparse file is
+/// never resumed. `true` when the entry is done with.
+fn not_for_data(entry: &Entry, decision: &Decision, index: usize, tally: &Tally) -> Result<bool> {
+    if entry.kind == EntryKind::Unsent {
+        if matches!(decision, Decision::Send { .. }) {
+            return Err(fail(
+                Kind::Protocol,
+                format!("the plan asks for entry {index}, which was not sent"),
+            ));
+        }
+        let reason = entry.reason.as_deref().unwrap_or_default();
+        tally.not_sent(&entry.shown_path(), reason, true);
+        return Ok(true);
+    }
+    if entry.is_sparse() && matches!(decision, Decision::Send { offset, .. } if *offset > 0) {
+        return Err(fail(
+            Kind::Protocol,
+            format!("the plan resumes entry {index}, which is sparse"),
+        ));
+    }
+    Ok(false)
 }
 
 /// A file the plan accepts, from its `offset` (with `prefix_hash`), if that fits
@@ -382,17 +443,17 @@ fn file_to_send(
 /// a file already there (`same`) or a refusal.
 fn skipped(entry: &Entry, code: ErrorCode, message: &str, tally: &Tally, dry_run: bool) {
     match code {
-        ErrorCode::Same if dry_run => tally.change(Change::Same, &entry.path, 0, None),
+        ErrorCode::Same if dry_run => tally.change(Change::Same, &entry.shown_path(), 0, None),
         ErrorCode::Same => tally.record(FileOutcome::Same {
-            path: entry.path.clone(),
+            path: entry.shown_path().into_owned(),
             size: entry.size,
         }),
         _ if dry_run => {
             let note = format!("{code}: {}", escape(message));
-            tally.change(Change::Skipped, &entry.path, 0, Some(&note));
+            tally.change(Change::Skipped, &entry.shown_path(), 0, Some(&note));
         }
         _ => tally.failed(
-            &entry.path,
+            &entry.shown_path(),
             code,
             format!("refused by the receiver: {}", escape(message)),
         ),
@@ -441,7 +502,7 @@ fn write_data<'scope, 'env, W: Write>(
         match from_reader.recv_timeout(LOOK_UP) {
             Ok(piece) => {
                 in_file = match &piece {
-                    Piece::Start { .. } => true,
+                    Piece::Start { .. } | Piece::Run { .. } => true,
                     Piece::End { .. } | Piece::GaveUp { .. } => false,
                     Piece::Chunk { .. } => in_file,
                 };
@@ -479,7 +540,7 @@ impl Frames<'_> {
                 replaces,
             } => {
                 let resumed_at = resumed.then_some(offset);
-                let path = &self.entries[index as usize].path;
+                let path = &*self.entries[index as usize].shown_path();
                 self.tally.reporter().current_file(path, resumed_at);
                 self.current.set(index);
                 self.pending.lock().insert(
@@ -503,6 +564,14 @@ impl Frames<'_> {
                 self.giver.give(buffer);
                 Ok(())
             }
+            Piece::Run { index, offset } => {
+                // The run before it ends with the empty frame (section 16.4).
+                writer.write_end_of_data()?;
+                if let Some(outstanding) = self.pending.lock().get_mut(&index) {
+                    outstanding.position = offset;
+                }
+                writer.write_message(&Message::Data { index, offset })
+            }
             Piece::End {
                 index,
                 size,
@@ -514,8 +583,10 @@ impl Frames<'_> {
                 writer.write_message(&done)
             }
             Piece::GaveUp { index, why } => {
-                let path = &self.entries[index as usize].path;
-                self.tally.failed(path, ErrorCode::Io, why.clone());
+                // Not sent, like a file the walk could not read: exit 10, not 7.
+                let path = &*self.entries[index as usize].shown_path();
+                self.tally
+                    .not_sent(path, &format!("{UNREADABLE}: {why}"), false);
                 writer.write_message(&Message::Error {
                     code: ErrorCode::Io,
                     message: format!("the sender cannot read it: {why}"),
@@ -529,7 +600,8 @@ impl Frames<'_> {
     /// it leaves, so its answer always finds them (unless the receiver already
     /// failed the entry, which it may do early).
     fn done(&self, index: u64, sent: Sent, local_failure: Option<String>) -> Message {
-        let path = &self.entries[index as usize].path;
+        let entry = &self.entries[index as usize];
+        let path = &*entry.shown_path();
         let waiting = match self.pending.lock().get_mut(&index) {
             Some(outstanding) => {
                 outstanding.facts = Some(sent);
@@ -547,7 +619,7 @@ impl Frames<'_> {
             index,
             size: sent.size,
             hash: &sent.digest,
-            path,
+            path: &entry.path_bytes(),
         };
         Message::Done {
             index,

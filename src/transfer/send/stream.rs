@@ -47,6 +47,9 @@ pub(crate) enum Piece {
     },
     /// One data frame: [`DATA_HEADROOM`] bytes of room, then `len` bytes of the file.
     Chunk { buffer: Vec<u8>, len: usize },
+    /// The run of data going out is complete; the next of entry `index` starts at
+    /// `offset` (a sparse entry's, section 16.4).
+    Run { index: u64, offset: u64 },
     /// The entry's data is complete; `done` says `size` and `digest`. With a local
     /// failure, `size` is not the offered one, so the receiver refuses it.
     End {
@@ -87,7 +90,11 @@ fn read_file(
 ) -> Option<()> {
     let index = item.index;
     let position = index as usize;
-    let expected = outbox.entries()[position].size;
+    let entry = &outbox.entries()[position];
+    if let (true, Some(size)) = (entry.is_sparse(), entry.size) {
+        return read_runs(item, size, outbox, hash, pool, pieces, stop);
+    }
+    let expected = entry.size;
     let mut hasher = hash.hasher();
     let (mut input, start) = match open_at_resume_point(outbox, item, &mut hasher) {
         Ok(opened) => opened,
@@ -124,6 +131,100 @@ fn read_file(
         .send(Piece::End {
             index,
             size,
+            digest: hasher.finish(),
+            local_failure,
+        })
+        .ok()
+}
+
+/// Reads a sparse entry of `size` bytes as runs of data, skipping its holes
+/// (`SEEK_DATA`, `SEEK_HOLE`): a hole is neither read nor hashed, so a 2 GiB hole
+/// costs a few system calls. Its hash is section 16.4's: each run's offset and
+/// length before its bytes, then the size. Never resumed: it starts at its first
+/// run. `None` when the session is over.
+fn read_runs(
+    item: &ToSend,
+    size: u64,
+    outbox: &dyn Outbox,
+    hash: HashKind,
+    pool: &mut Pool,
+    pieces: &mpsc::Sender<Piece>,
+    stop: &AtomicBool,
+) -> Option<()> {
+    let index = item.index;
+    let position = index as usize;
+    let mut input = match outbox.open(position) {
+        Ok(input) => input,
+        Err(err) => {
+            let why = format!("{err:#}");
+            return pieces.send(Piece::GaveUp { index, why }).ok();
+        }
+    };
+    let mut hasher = hash.hasher();
+    let mut at = 0;
+    let mut first = true;
+    let mut local_failure = None;
+    loop {
+        let run = match input.next_run(at, size) {
+            Ok(Some(run)) => run,
+            // Every sparse entry has a run: an all-hole file, one empty run at 0.
+            Ok(None) if first => 0..0,
+            Ok(None) => break,
+            Err(err) => {
+                local_failure = Some(format!("cannot read {}: {err}", outbox.shown(position)));
+                break;
+            }
+        };
+        let offset = run.start;
+        let header = match first {
+            true => Piece::Start {
+                index,
+                offset,
+                resumed: false,
+                replaces: item.replaces,
+            },
+            false => Piece::Run { index, offset },
+        };
+        pieces.send(header).ok()?;
+        first = false;
+        hasher.update(&offset.to_be_bytes());
+        hasher.update(&(run.end - offset).to_be_bytes());
+        let (end, read_error) = send_chunks(
+            &mut *input,
+            Some(run.end),
+            offset,
+            &mut hasher,
+            pool,
+            pieces,
+            stop,
+        )?;
+        if let Some(err) = read_error {
+            local_failure = Some(format!("cannot read {}: {err}", outbox.shown(position)));
+            break;
+        }
+        if end < run.end || run.is_empty() {
+            // It shrank while read (the hash said a longer run), or it was all hole.
+            break;
+        }
+        at = end;
+    }
+    hasher.update(&size.to_be_bytes());
+    let changed = local_failure.is_none() && input.len_now().is_some_and(|now| now != size);
+    if changed {
+        local_failure = Some(format!(
+            "{} changed size while it was being sent; send it again",
+            outbox.shown(position)
+        ));
+    }
+    pieces
+        .send(Piece::End {
+            index,
+            // A size the receiver must refuse when this side failed.
+            size: if local_failure.is_some() {
+                size.wrapping_add(1)
+            } else {
+                size
+            },
             digest: hasher.finish(),
             local_failure,
         })
