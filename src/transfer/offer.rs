@@ -173,6 +173,7 @@ pub(crate) fn write_plan<'d, W: Write>(
 }
 
 /// An offer as read: its entries, and what a mirroring sender asks (section 16).
+#[derive(Debug)]
 pub(crate) struct Offered {
     pub(crate) entries: Vec<Entry>,
     pub(crate) mirror: Option<Mirror>,
@@ -701,5 +702,139 @@ mod tests {
         let other_t = Transfer::for_tests([5; 32], 1, HashKind::Md5);
         let err = read_plan(&mut FrameReader::new(Cursor::new(bytes)), &other_t, 30_000);
         assert_eq!(kind_of(&err.unwrap_err()), Some(Kind::Verification));
+    }
+}
+
+/// The section 17 vectors of `docs/PROTOCOL.md`: an offer frame with a `mirror`
+/// member, and a report of one removed file.
+#[cfg(test)]
+mod mirror_vectors {
+    use super::*;
+    use crate::proto::handshake::tests::vector_session_key;
+    use crate::proto::hash::HashKind;
+    use crate::proto::message::{ItemKind, RuleSet};
+    use std::io::Cursor;
+
+    const OFFER: &str = r#"{"type":"offer","mirror":{"delete":true,"rules":[{"dir":"","lines":["*.tmp","!keep.tmp"]}]},"entries":[{"path":"site","kind":"dir","size":0,"mode":493,"mtime":1700000000},{"path":"site/index.html","kind":"file","size":13,"mode":420,"mtime":1700000000}]}"#;
+    const DELETED: &str =
+        r#"{"type":"deleted","entries":[{"path":"site/old.html","kind":"file"}]}"#;
+
+    fn transfer() -> Transfer {
+        Transfer::for_tests(*vector_session_key('A').bytes(), 0, HashKind::Md5)
+    }
+
+    fn entry(path: &str, kind: EntryKind, size: u64, mode: u64) -> Entry {
+        Entry {
+            path: path.into(),
+            kind,
+            size: Some(size),
+            mode: Some(mode),
+            mtime: Some(1_700_000_000),
+            ..Entry::default()
+        }
+    }
+
+    #[test]
+    fn the_offer_with_mirror_matches_the_protocol_vector() {
+        let mirror = Mirror {
+            delete: true,
+            dry_run: false,
+            rules: vec![RuleSet {
+                dir: String::new(),
+                lines: vec!["*.tmp".into(), "!keep.tmp".into()],
+            }],
+        };
+        let entries = [
+            entry("site", EntryKind::Dir, 0, 0o755),
+            entry("site/index.html", EntryKind::File, 13, 0o644),
+        ];
+        let mut writer = FrameWriter::new(Vec::new());
+        write_offer(&mut writer, &transfer(), Some(&mirror), &entries).unwrap();
+        writer.flush().unwrap();
+        let bytes = writer.get_ref().clone();
+        assert_eq!(OFFER.len(), 253);
+        assert_eq!(&bytes[..4], 253u32.to_be_bytes());
+        assert_eq!(&bytes[4..4 + OFFER.len()], OFFER.as_bytes());
+        let mut mac = transfer().offer_mac();
+        mac.frame(OFFER.as_bytes());
+        assert_eq!(
+            mac.finish_hex(),
+            "51412f146fe480059b450246eddcf1205b120c36f888951cb7a12191906d8773"
+        );
+        let read = read_offer(&mut FrameReader::new(Cursor::new(bytes)), &transfer(), true);
+        let offered = read.unwrap();
+        assert_eq!(offered.mirror, Some(mirror));
+        assert_eq!(offered.entries, entries);
+    }
+
+    #[test]
+    fn the_report_of_removed_entries_matches_the_protocol_vector() {
+        let mut writer = FrameWriter::new(Vec::new());
+        let mut list = ListWriter::deleted(&mut writer, &transfer());
+        let removed = Removed {
+            path: "site/old.html".into(),
+            kind: ItemKind::File,
+            error: None,
+        };
+        list.push(&removed).unwrap();
+        list.finish_deleted().unwrap();
+        writer.flush().unwrap();
+        let bytes = writer.get_ref().clone();
+        assert_eq!(DELETED.len(), 69);
+        assert_eq!(&bytes[4..4 + DELETED.len()], DELETED.as_bytes());
+        let mut mac = transfer().deleted_mac();
+        mac.frame(DELETED.as_bytes());
+        assert_eq!(
+            mac.finish_hex(),
+            "6d7f32b81f52ad1183f055be5e17148245e3337451ecab62245ef3c20b62e5e4"
+        );
+        let mut reader = FrameReader::new(Cursor::new(bytes));
+        let first = reader.read_payload().unwrap().unwrap().to_vec();
+        let read = read_removed(&mut reader, &transfer(), &first).unwrap();
+        assert_eq!(read, [removed]);
+    }
+
+    #[test]
+    fn a_forged_report_or_a_misplaced_mirror_is_refused() {
+        let mut writer = FrameWriter::new(Vec::new());
+        writer.write_payload(DELETED.as_bytes()).unwrap();
+        writer
+            .write_message(&Message::DeletedEnd {
+                count: 1,
+                mac: "00".repeat(32),
+            })
+            .unwrap();
+        writer.flush().unwrap();
+        let mut reader = FrameReader::new(Cursor::new(writer.get_ref().clone()));
+        let first = reader.read_payload().unwrap().unwrap().to_vec();
+        let err = read_removed(&mut reader, &transfer(), &first).unwrap_err();
+        assert_eq!(crate::error::wire_code(&err), Some(ErrorCode::Mac));
+        // `mirror` in a second offer frame.
+        let t = transfer();
+        let frames = [
+            r#"{"type":"offer","entries":[],"more":true}"#,
+            r#"{"type":"offer","mirror":{"delete":true},"entries":[]}"#,
+        ];
+        let mut mac = t.offer_mac();
+        let mut writer = FrameWriter::new(Vec::new());
+        for frame in frames {
+            mac.frame(frame.as_bytes());
+            writer.write_payload(frame.as_bytes()).unwrap();
+        }
+        let end = Message::OfferEnd {
+            count: 0,
+            mac: mac.finish_hex(),
+        };
+        writer.write_message(&end).unwrap();
+        writer.flush().unwrap();
+        let bytes = writer.get_ref().clone();
+        let read = read_offer(&mut FrameReader::new(Cursor::new(bytes.clone())), &t, true);
+        assert_eq!(
+            crate::error::kind_of(&read.unwrap_err()),
+            Some(Kind::Protocol)
+        );
+        // Without the feature in force the member is ignored, as by an older peer.
+        let read = read_offer(&mut FrameReader::new(Cursor::new(bytes)), &t, false);
+        assert_eq!(read.unwrap().mirror, None);
     }
 }
