@@ -95,6 +95,7 @@ pub fn receiver_session(data: &[u8]) {
         overwrite: false,
         resume: true,
         names: crate::fs::path::Names::Any,
+        asked: None,
     };
     let style = Style {
         quiet: true,

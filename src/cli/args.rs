@@ -489,6 +489,9 @@ pub(crate) struct GetArgs {
     pub(crate) no_resume: bool,
 
     #[command(flatten)]
+    pub(crate) mirror: MirrorArgs,
+
+    #[command(flatten)]
     pub(crate) transfer: TransferArgs,
 
     #[command(flatten)]

@@ -14,12 +14,14 @@ use crate::client::path::from_home;
 use crate::commands::recv::RecvOptions;
 use crate::commands::remote::{Change, GetOptions, LsOptions};
 use crate::commands::send::SendOptions;
+use crate::fs::filter::Filter;
 use crate::fs::path::Names;
 use crate::fs::source::{STDIN_OPERAND, WalkOptions};
 use crate::net::{Admission, Link, Timeouts};
 use crate::net::{Endpoint as Host, Remote};
 use crate::proto::handshake::valid_user;
 use crate::proto::hash::HashKind;
+use crate::proto::message::Mirror;
 use crate::serve::ServerOptions;
 use crate::shell::{Script, ShellOptions};
 use crate::transfer::recv::Settings;
@@ -187,6 +189,21 @@ fn mirroring(mut peering: Peering, mirror: &MirrorArgs) -> Peering {
     peering
 }
 
+/// What a `get` asks the server to filter and echo, if anything (17.6).
+fn get_mirror(mirror: &MirrorArgs) -> Result<Option<Mirror>, String> {
+    let rules = filter_rules(mirror)?;
+    if rules.is_empty() && !mirror.delete && !mirror.dry_run {
+        return Ok(None);
+    }
+    let mut filter = Filter::default();
+    filter.add("", &rules)?;
+    Ok(Some(Mirror {
+        delete: mirror.delete,
+        dry_run: mirror.dry_run,
+        rules: filter.wire().to_vec(),
+    }))
+}
+
 /// The filter rules of `--exclude`, `--exclude-from` and `--include`, as gitignore
 /// lines in the order they judge: every exclusion, then the re-inclusions, so
 /// that `--include` takes back what an `--exclude` left out, whatever the order.
@@ -242,6 +259,7 @@ fn recv(args: RecvArgs) -> Result<RecvOptions, String> {
             } else {
                 Names::Any
             },
+            asked: None,
         },
         keep_partial: args.keep_partial,
         peering: peering(&args.link, args.from, args.security, args.auth, style)?,
@@ -374,6 +392,7 @@ fn client(args: ClientArgs, to: Host) -> Result<(ClientOptions, Style), String> 
                 user: args.auth.user,
                 password: args.auth.password,
             },
+            mirror: None,
             hash: HashKind::Md5,
             limit_rate: None,
             compress: None,
@@ -433,18 +452,29 @@ fn get(args: GetArgs) -> Result<GetOptions, String> {
     } else {
         Json::Stdout
     };
-    let output = style(&args.client.output, json, false);
+    let mirror = &args.mirror;
+    if mirror.gitignore {
+        return Err("--gitignore reads the tree being sent: it is for `xfer send`".into());
+    }
+    if (mirror.delete || mirror.dry_run) && args.stdout {
+        return Err("--delete and --dry-run need a local directory, not --stdout".into());
+    }
+    let mut output = style(&args.client.output, json, false);
+    output.itemize = mirror.itemize;
     let (mut client, _) = client(args.client, host)?;
     transferring(&mut client, &args.transfer);
+    client.mirror = get_mirror(mirror)?;
     Ok(GetOptions {
         client,
         paths,
         dir,
         stdout: args.stdout,
         settings: Settings {
-            overwrite: args.overwrite,
+            // A mirror replaces what changed (it is this side's own directory).
+            overwrite: args.overwrite || mirror.delete,
             resume: !args.no_resume,
             names: Names::Any,
+            asked: Some((mirror.delete, mirror.dry_run)),
         },
         style: output,
     })

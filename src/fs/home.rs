@@ -22,8 +22,9 @@ use super::sink::TargetDir;
 use super::{Refusal, path::PathRefusal};
 use crate::error::{Classify, Kind};
 use crate::escape::escape;
+use crate::fs::filter::Filter;
 use crate::fs::input::{Input, Outbox};
-use crate::proto::message::{Entry, EntryKind, ErrorCode, Item, ItemKind};
+use crate::proto::message::{Entry, EntryKind, ErrorCode, Item, ItemKind, Mirror};
 
 /// Permission bits shown in listings and carried in offers.
 const PERMISSION_BITS: u32 = 0o777;
@@ -288,6 +289,7 @@ impl Home {
             home: self.dup()?,
             entries: Vec::new(),
             origins: Vec::new(),
+            mirror: None,
         };
         for (path, stat) in roots {
             let name = path.rsplit('/').next().unwrap_or(&path).to_string();
@@ -513,9 +515,46 @@ pub(crate) struct Fetch {
     entries: Vec<Entry>,
     /// For each entry, its path beneath the home.
     origins: Vec<String>,
+    /// What the client's `get` asked (section 17.6), echoed in the offer.
+    mirror: Option<Mirror>,
 }
 
 impl Fetch {
+    /// Leaves out what `mirror`'s rules exclude (a directory with all inside), and
+    /// keeps `mirror` to echo in the offer. A rule that is no valid pattern is the
+    /// client's fault: `protocol`.
+    pub(crate) fn filtered(mut self, mirror: Option<Mirror>) -> Result<Fetch, Refusal> {
+        let Some(mirror) = mirror else {
+            return Ok(self);
+        };
+        let filter = Filter::from_wire(&mirror.rules)
+            .map_err(|why| Refusal::new(ErrorCode::Protocol, why))?;
+        let mut left_out: Option<String> = None;
+        let mut keep = Vec::with_capacity(self.entries.len());
+        for entry in &self.entries {
+            let below = |dir: &String| {
+                entry
+                    .path
+                    .strip_prefix(dir.as_str())
+                    .is_some_and(|rest| rest.starts_with('/'))
+            };
+            let out = left_out.as_ref().is_some_and(below)
+                || filter.excluded(&entry.path, entry.kind == EntryKind::Dir);
+            if out && entry.kind == EntryKind::Dir && !left_out.as_ref().is_some_and(below) {
+                left_out = Some(entry.path.clone());
+            }
+            keep.push(!out);
+        }
+        let mut kept = keep.iter();
+        self.entries
+            .retain(|_| *kept.next().expect("one flag per entry"));
+        let mut kept = keep.iter();
+        self.origins
+            .retain(|_| *kept.next().expect("one flag per entry"));
+        self.mirror = Some(mirror);
+        Ok(self)
+    }
+
     /// Adds `path` (beneath the home, already looked at: `stat`) as `name`, walking
     /// into directories; symlinks and special files inside are left out.
     fn add(&mut self, path: &str, name: String, stat: &Stat) -> Result<(), Refusal> {
@@ -574,6 +613,10 @@ impl Outbox for Fetch {
 
     fn rereadable(&self, _index: usize) -> bool {
         true
+    }
+
+    fn mirror(&self) -> Option<&Mirror> {
+        self.mirror.as_ref()
     }
 
     fn shown(&self, index: usize) -> String {

@@ -467,8 +467,17 @@ pub(crate) enum Message {
         #[serde(default, deserialize_with = "flag", skip_serializing_if = "is_false")]
         overwrite: bool,
     },
-    /// Request: download these paths; a transfer follows at once.
-    Get { paths: Vec<String> },
+    /// Request: download these paths; a transfer follows at once. Under `mirror`
+    /// the client may ask for the offer to be filtered, and echoed in it (17.6).
+    Get {
+        paths: Vec<String>,
+        #[serde(
+            default,
+            deserialize_with = "present",
+            skip_serializing_if = "Option::is_none"
+        )]
+        mirror: Option<Mirror>,
+    },
     /// A request succeeded.
     Ack,
     /// The client is done; the server closes.
@@ -818,6 +827,7 @@ mod tests {
             overwrite: true,
         });
         round_trip(Message::Get {
+            mirror: None,
             paths: vec!["x".into()],
         });
         round_trip(Message::Ack);

@@ -291,3 +291,44 @@ fn a_put_with_delete_gives_the_room_back_and_a_read_only_user_is_denied() {
         stderr_of(&denied)
     );
 }
+
+#[test]
+fn a_get_with_delete_and_filters_mirrors_the_server_into_a_local_directory() {
+    let site = Site::new();
+    site.users(&[("alice", "")]);
+    let home = site.home("alice");
+    fs::create_dir_all(home.join("tree/sub")).unwrap();
+    fs::write(home.join("tree/a"), b"a\n").unwrap();
+    fs::write(home.join("tree/x.tmp"), b"left out\n").unwrap();
+    fs::write(home.join("tree/sub/b"), b"b\n").unwrap();
+    let local = site.path().join("dl");
+    fs::create_dir_all(local.join("tree/old")).unwrap();
+    fs::write(local.join("tree/old/o"), b"o\n").unwrap();
+    fs::write(local.join("tree/mine.tmp"), b"kept: excluded\n").unwrap();
+    fs::write(local.join("beside"), b"beside\n").unwrap();
+    let server = site.serve(&[]);
+    settle();
+    let dl = local.to_str().unwrap();
+    let get = |extra: &[&str]| {
+        let mut args = vec!["get", "--exclude", "*.tmp"];
+        args.extend_from_slice(extra);
+        let at = server.at("tree");
+        args.extend_from_slice(&[&at, dl]);
+        client(&site, "alice", &args)
+    };
+    let before = names(&local);
+    let dry = get(&["--delete", "-n"]);
+    assert_eq!(code(&dry), 0, "{}", stderr_of(&dry));
+    assert_eq!(names(&local), before, "a dry run changes nothing");
+    let stdout = String::from_utf8_lossy(&dry.stdout);
+    assert!(stdout.contains("deleted  tree/old/o"), "{stdout}");
+    assert!(stdout.contains("new      tree/a"), "{stdout}");
+    let real = get(&["--delete", "-i"]);
+    assert_eq!(code(&real), 0, "{}", stderr_of(&real));
+    assert_eq!(
+        names(&local),
+        ["beside", "tree/a", "tree/mine.tmp", "tree/sub/b"]
+    );
+    let stdout = String::from_utf8_lossy(&real.stdout);
+    assert!(stdout.contains("deleted  tree/old\n"), "{stdout}");
+}

@@ -55,6 +55,7 @@ impl Get {
             overwrite: self.force,
             resume: true,
             names: Names::Any,
+            asked: None,
         };
         session.transfer("received", |client, tally| {
             client.get(&paths, &destination, settings, tally)

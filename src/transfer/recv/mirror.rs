@@ -57,6 +57,17 @@ impl Asked {
     /// [`accept`]); a dry run is told to the tally.
     pub(crate) fn of(mirror: Option<&Mirror>, shared: &Shared<'_>, tally: &Tally) -> Result<Asked> {
         let since = session_start();
+        let offered = mirror.map_or((false, false), |mirror| (mirror.delete, mirror.dry_run));
+        if shared.settings.asked.is_some_and(|asked| asked != offered) {
+            // A server may not delete here unasked, nor ignore a dry run.
+            return Err(fail(
+                Kind::Protocol,
+                format!(
+                    "the server's offer says delete {}, dry run {}; this side asked {:?}",
+                    offered.0, offered.1, shared.settings.asked
+                ),
+            ));
+        }
         let Some(mirror) = mirror else {
             return Ok(Asked {
                 filter: Filter::default(),
