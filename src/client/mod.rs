@@ -210,6 +210,23 @@ impl Client {
         )
     }
 
+    /// What the next `get`s ask the server (the shell's, per command); `feature`
+    /// for `--delete` or `--dry-run` when the server lacks `mirror`.
+    pub(crate) fn asking(&mut self, mirror: Option<Mirror>) -> Result<()> {
+        let mirroring = self
+            .conn
+            .negotiated
+            .has(crate::proto::negotiated::Feature::Mirror);
+        if !mirroring && mirror.as_ref().is_some_and(|m| m.delete || m.dry_run) {
+            return Err(crate::error::refused(
+                ErrorCode::Feature,
+                "the server cannot mirror (--delete, --dry-run): it lacks the feature `mirror`",
+            ));
+        }
+        self.mirror = mirror.filter(|_| mirroring);
+        Ok(())
+    }
+
     /// Says goodbye; the server closes.
     pub(crate) fn bye(mut self) {
         let _ = self

@@ -332,3 +332,40 @@ fn a_get_with_delete_and_filters_mirrors_the_server_into_a_local_directory() {
     let stdout = String::from_utf8_lossy(&real.stdout);
     assert!(stdout.contains("deleted  tree/old\n"), "{stdout}");
 }
+
+#[test]
+fn the_shell_puts_and_gets_with_delete_and_filters() {
+    let site = Site::new();
+    site.users(&[("alice", "")]);
+    let home = site.home("alice");
+    fs::create_dir_all(home.join("tree/old")).unwrap();
+    fs::write(home.join("tree/old/o"), b"o\n").unwrap();
+    fs::write(home.join("tree/keep.tmp"), b"excluded, kept\n").unwrap();
+    let local = site.path().join("tree");
+    fs::create_dir_all(&local).unwrap();
+    fs::write(local.join("a"), b"a\n").unwrap();
+    fs::write(local.join("x.tmp"), b"not sent\n").unwrap();
+    let dl = site.path().join("dl");
+    fs::create_dir_all(dl.join("tree/gone")).unwrap();
+    fs::write(dl.join("tree/gone/g"), b"g\n").unwrap();
+    let server = site.serve(&[]);
+    settle();
+    let script = site.path().join("script.xfer");
+    fs::write(
+        &script,
+        format!(
+            "put --delete --exclude *.tmp {}\nget --delete tree {}\n",
+            local.display(),
+            dl.display()
+        ),
+    )
+    .unwrap();
+    let run = client(
+        &site,
+        "alice",
+        &["shell", &server.addr(), "-b", script.to_str().unwrap()],
+    );
+    assert_eq!(code(&run), 0, "{}", stderr_of(&run));
+    assert_eq!(names(&home), ["tree/a", "tree/keep.tmp"]);
+    assert_eq!(names(&dl), ["tree/a", "tree/keep.tmp"]);
+}
