@@ -20,7 +20,7 @@ use crate::transfer::recv::{Destination, Settings};
 
 /// download files and directories (-f: replace local files; --delete: mirror)
 #[derive(Debug, Args, PartialEq, Eq)]
-#[command(override_usage = "get [-f] [--delete] [-n] [--exclude PATTERN]... PATH... [LOCAL]")]
+#[command(override_usage = "get [-f] PATH... [LOCAL]")]
 pub(crate) struct Get {
     /// Replace local files of the same name
     #[arg(short = 'f')]

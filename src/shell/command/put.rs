@@ -39,7 +39,7 @@ use crate::shell::words::expand_home;
 
 /// upload files and directories (-f: replace remote files; --delete: mirror)
 #[derive(Debug, Args, PartialEq, Eq)]
-#[command(override_usage = "put [-f] [--delete] [-n] [--exclude PATTERN]... FILE... [DIR]")]
+#[command(override_usage = "put [-f] FILE... [DIR]")]
 pub(crate) struct Put {
     /// Replace remote files of the same name
     #[arg(short = 'f')]
