@@ -369,3 +369,47 @@ fn the_shell_puts_and_gets_with_delete_and_filters() {
     assert_eq!(names(&home), ["tree/a", "tree/keep.tmp"]);
     assert_eq!(names(&dl), ["tree/a", "tree/keep.tmp"]);
 }
+
+/// Another session's file, half written (a temporary) and, over an older copy,
+/// claimed in the user's ledger, is not deleted by a mirror running meanwhile; the
+/// file it then completes is whole.
+#[test]
+fn a_mirror_spares_what_another_session_is_writing() {
+    use crate::util::pattern;
+    use crate::util::peer::SendEntry;
+    use crate::util::site::{finish_put, send_part, start_put};
+    let site = Site::new();
+    site.users(&[("alice", "")]);
+    let home = site.home("alice");
+    fs::create_dir_all(home.join("tree")).unwrap();
+    fs::write(home.join("tree/busy"), b"the older copy\n").unwrap();
+    let local = site.path().join("tree");
+    fs::create_dir_all(&local).unwrap();
+    fs::write(local.join("a"), b"a\n").unwrap();
+    let server = site.serve(&[]);
+    settle();
+    let mut writer = server.login("alice");
+    let new = pattern(300_000, 3);
+    let entries = [SendEntry::file("tree/busy", new.clone())];
+    let plan = start_put(&mut writer, "", true, &entries);
+    assert_eq!(plan[0]["action"], "send", "{plan:?}");
+    send_part(&mut writer, 0, &new, 0, 100_000);
+    let mirror = client(
+        &site,
+        "alice",
+        &[
+            "send",
+            local.to_str().unwrap(),
+            &server.at("/"),
+            "--delete",
+            "-i",
+        ],
+    );
+    assert_eq!(code(&mirror), 0, "{}", stderr_of(&mirror));
+    let listed = String::from_utf8_lossy(&mirror.stdout);
+    assert!(!listed.contains("busy"), "{listed}");
+    let answer = finish_put(&mut writer, 0, "tree/busy", &new, 100_000);
+    assert_eq!(answer["type"], "ok", "{answer}");
+    assert_eq!(fs::read(home.join("tree/busy")).unwrap(), new);
+    assert_eq!(fs::read(home.join("tree/a")).unwrap(), b"a\n");
+}
