@@ -531,6 +531,30 @@ struct Frames<'a> {
 }
 
 impl Frames<'_> {
+    /// The `data` header of entry `index`, from `offset` (`resumed`: after a prefix
+    /// the receiver kept); the entry is outstanding from here.
+    fn start<W: Write>(
+        &self,
+        writer: &mut FrameWriter<W>,
+        index: u64,
+        (offset, resumed): (u64, bool),
+        replaces: bool,
+    ) -> Result<()> {
+        let resumed_at = resumed.then_some(offset);
+        let path = &*self.entries[index as usize].shown_path();
+        self.tally.reporter().current_file(path, resumed_at);
+        self.current.set(index);
+        let outstanding = Outstanding {
+            facts: None,
+            replaces,
+            resumed_at,
+            position: offset,
+            failed_here: false,
+        };
+        self.pending.lock().insert(index, outstanding);
+        writer.write_message(&Message::Data { index, offset })
+    }
+
     fn write<W: Write>(&self, writer: &mut FrameWriter<W>, piece: Piece) -> Result<()> {
         match piece {
             Piece::Start {
@@ -538,23 +562,7 @@ impl Frames<'_> {
                 offset,
                 resumed,
                 replaces,
-            } => {
-                let resumed_at = resumed.then_some(offset);
-                let path = &*self.entries[index as usize].shown_path();
-                self.tally.reporter().current_file(path, resumed_at);
-                self.current.set(index);
-                self.pending.lock().insert(
-                    index,
-                    Outstanding {
-                        facts: None,
-                        replaces,
-                        resumed_at,
-                        position: offset,
-                        failed_here: false,
-                    },
-                );
-                writer.write_message(&Message::Data { index, offset })
-            }
+            } => self.start(writer, index, (offset, resumed), replaces),
             Piece::Chunk { mut buffer, len } => {
                 writer.write_data(&mut buffer, len)?;
                 if let Some(outstanding) = self.pending.lock().get_mut(&self.current.get()) {
