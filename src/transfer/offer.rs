@@ -837,4 +837,43 @@ mod mirror_vectors {
         let read = read_offer(&mut FrameReader::new(Cursor::new(bytes)), &t, false);
         assert_eq!(read.unwrap().mirror, None);
     }
+
+    #[test]
+    fn hostile_mirror_options_are_protocol_errors() {
+        let set = |dir: &str, line: &str| RuleSet {
+            dir: dir.into(),
+            lines: vec![line.into()],
+        };
+        let file = [entry("a", EntryKind::File, 1, 0o644)];
+        let stream = [Entry {
+            size: None,
+            ..entry("s", EntryKind::File, 0, 0o644)
+        }];
+        let too_many = Mirror {
+            rules: (0..=MAX_RULE_SETS).map(|_| set("", "x")).collect(),
+            ..Mirror::default()
+        };
+        let long = Mirror {
+            rules: vec![set("", &"x".repeat(MAX_RULE_LINE + 1))],
+            ..Mirror::default()
+        };
+        let broken = Mirror {
+            rules: vec![set("", "a\nb")],
+            ..Mirror::default()
+        };
+        let delete_a_stream = Mirror {
+            delete: true,
+            ..Mirror::default()
+        };
+        for (mirror, entries) in [
+            (&too_many, &file[..]),
+            (&long, &file[..]),
+            (&broken, &file[..]),
+            (&delete_a_stream, &stream[..]),
+        ] {
+            let err = check_mirror(mirror, entries).unwrap_err();
+            assert_eq!(crate::error::kind_of(&err), Some(Kind::Protocol));
+        }
+        assert!(check_mirror(&delete_a_stream, &file).is_ok());
+    }
 }
