@@ -413,3 +413,49 @@ fn a_mirror_spares_what_another_session_is_writing() {
     assert_eq!(fs::read(home.join("tree/busy")).unwrap(), new);
     assert_eq!(fs::read(home.join("tree/a")).unwrap(), b"a\n");
 }
+
+/// A receiver (the independent peer, listing `mirror`) that forges the report of
+/// what it deleted, or leaves it out, is caught by the sender: nothing it claims is
+/// shown as deleted.
+#[test]
+fn a_forged_or_missing_report_of_deletions_is_refused() {
+    use crate::util::peer::Decision;
+    use serde_json::json;
+    for (forge, exit) in [(true, 5), (false, 8)] {
+        let root = tempfile::tempdir().unwrap();
+        trees(root.path());
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let fake = std::thread::spawn(move || {
+            let mut peer = Peer::accept(&listener).expect("accept");
+            let receiver =
+                Acceptor::new(KEY, "receiver").features(&["aead", "blake3", "zstd", "mirror"]);
+            let session = peer.accept_handshake(&receiver).expect("handshake");
+            assert!(session.has("mirror"));
+            let first = peer.read_control_raw().expect("offer");
+            assert_eq!(first.0["mirror"]["delete"], true, "{}", first.0);
+            let entries = peer.read_offer_from(first).expect("a verified offer");
+            let same = Decision::skip("same", "already there");
+            let plan: Vec<_> = entries.iter().map(|_| same.to_json(peer.hash())).collect();
+            peer.send_plan(&[plan]).unwrap();
+            peer.expect("end").expect("the sender's end");
+            if forge {
+                peer.send_control(&json!({"type": "deleted",
+                    "entries": [{"path": "tree/a", "kind": "file"}]}))
+                    .unwrap();
+                let forged = json!({"type": "deleted_end", "count": 1, "mac": "00".repeat(32)});
+                peer.send_control(&forged).unwrap();
+            }
+            let _ = peer.send_end();
+        });
+        let sent = send(
+            &[&root.path().join("src/tree")],
+            port,
+            KEY,
+            &["--delete", "-i"],
+        );
+        assert_eq!(code(&sent), exit, "{}", stderr_of(&sent));
+        assert!(!String::from_utf8_lossy(&sent.stdout).contains("deleted"));
+        fake.join().unwrap();
+    }
+}
