@@ -832,6 +832,51 @@ mod tests {
         });
         round_trip(Message::Ack);
         round_trip(Message::Bye);
+        round_trip(Message::Offer {
+            mirror: Some(Mirror {
+                delete: true,
+                dry_run: true,
+                rules: vec![RuleSet {
+                    dir: "a/b".into(),
+                    lines: vec!["*.o".into(), "!keep.o".into()],
+                }],
+            }),
+            entries: vec![],
+            more: true,
+        });
+        round_trip(Message::Plan {
+            entries: vec![Decision::Send {
+                offset: 0,
+                prefix_hash: None,
+                replaces: true,
+            }],
+            more: false,
+        });
+        round_trip(Message::Deleted {
+            entries: vec![Removed {
+                path: "a/x".into(),
+                kind: ItemKind::Other,
+                error: Some("busy".into()),
+            }],
+            more: true,
+        });
+        round_trip(Message::DeletedEnd {
+            count: 1,
+            mac: "dd".repeat(32),
+        });
+        round_trip(Message::Get {
+            paths: vec!["x".into()],
+            mirror: Some(Mirror::default()),
+        });
+        for bad in [
+            &br#"{"type":"offer","mirror":{"delete":1},"entries":[]}"#[..],
+            br#"{"type":"offer","mirror":null,"entries":[]}"#,
+            br#"{"type":"plan","entries":[{"action":"send","offset":0,"replaces":"yes"}]}"#,
+            br#"{"type":"deleted","entries":[{"path":"a","kind":"link"}]}"#,
+            br#"{"type":"deleted_end","count":-1,"mac":""}"#,
+        ] {
+            assert!(decode(bad).is_err(), "{}", String::from_utf8_lossy(bad));
+        }
     }
 
     #[test]
