@@ -35,10 +35,11 @@ fn accept(mirror: &Mirror, shared: &Shared<'_>) -> Result<Filter> {
              (`xfer recv --overwrite` allows --delete)",
         ));
     }
-    if mirror.delete && matches!(shared.destination, Destination::Stdout) {
+    // Standard output carries the data: no listing of a dry run may go there.
+    if (mirror.delete || mirror.dry_run) && matches!(shared.destination, Destination::Stdout) {
         return Err(refused(
             ErrorCode::Denied,
-            "--delete needs a directory; the receiver writes to standard output",
+            "--delete and --dry-run need a directory; the receiver writes to standard output",
         ));
     }
     Filter::from_wire(&mirror.rules).map_err(|why| fail(Kind::Protocol, why))
