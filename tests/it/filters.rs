@@ -125,3 +125,22 @@ fn an_invalid_pattern_is_a_usage_error() {
     assert_eq!(code(&sent), 2, "{}", stderr_of(&sent));
     assert!(stderr_of(&sent).contains("[z-a]"), "{}", stderr_of(&sent));
 }
+
+#[test]
+fn an_exclude_from_file_that_cannot_be_read_is_a_usage_error() {
+    let root = tempfile::tempdir().unwrap();
+    tree(root.path(), &["t/a"]);
+    let missing = root.path().join("no-such-rules");
+    let sent = send(
+        &[&root.path().join("t")],
+        9,
+        KEY,
+        &["--exclude-from", missing.to_str().unwrap()],
+    );
+    assert_eq!(code(&sent), 2, "{}", stderr_of(&sent));
+    assert!(
+        stderr_of(&sent).contains("no-such-rules"),
+        "{}",
+        stderr_of(&sent)
+    );
+}

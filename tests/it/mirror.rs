@@ -459,3 +459,31 @@ fn a_forged_or_missing_report_of_deletions_is_refused() {
         fake.join().unwrap();
     }
 }
+
+/// An entry the sender cannot send (a socket: offered as `unsent` under `meta`)
+/// keeps the receiver's copy of that name: `--delete` removes only what the
+/// source does not have.
+#[test]
+fn what_the_sender_could_not_send_is_not_deleted() {
+    let root = tempfile::tempdir().unwrap();
+    trees(root.path());
+    let _socket =
+        std::os::unix::net::UnixListener::bind(root.path().join("src/tree/sock")).unwrap();
+    fs::write(root.path().join("dst/tree/sock"), b"the receiver's copy\n").unwrap();
+    let (sent, _, recv_err) = mirror(root.path(), &["--overwrite"], &["--delete", "-i"]);
+    assert_eq!(
+        code(&sent),
+        10,
+        "not everything was sent: {}",
+        stderr_of(&sent)
+    );
+    assert_eq!(
+        fs::read(root.path().join("dst/tree/sock")).unwrap(),
+        b"the receiver's copy\n",
+        "{recv_err}"
+    );
+    assert!(
+        !root.path().join("dst/tree/stale").exists(),
+        "the rest is mirrored"
+    );
+}
