@@ -16,7 +16,7 @@ use crate::proto::message::RuleSet;
 /// `--gitignore`; a later file's rules win over an earlier one's, as in ripgrep.
 pub(crate) const IGNORE_FILES: [&str; 2] = [".gitignore", ".ignore"];
 
-/// The rule sets an offer is made with (section 16 of `docs/PROTOCOL.md`).
+/// The rule sets an offer is made with (section 17 of `docs/PROTOCOL.md`).
 #[derive(Default)]
 pub(crate) struct Filter {
     /// Compiled sets by the offered directory they hold beneath; `""` holds the

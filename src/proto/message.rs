@@ -253,7 +253,7 @@ impl Entry {
     }
 }
 
-/// What a mirroring sender asks of the receiver (feature `mirror`, section 16),
+/// What a mirroring sender asks of the receiver (feature `mirror`, section 17),
 /// carried in the first offer frame, so the offer's MAC covers it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Mirror {

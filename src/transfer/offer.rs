@@ -67,7 +67,7 @@ impl<'a, W: Write> ListWriter<'a, W> {
         list
     }
 
-    /// A mirroring receiver's report of what it removed (section 16), item by
+    /// A mirroring receiver's report of what it removed (section 17.3), item by
     /// item; see [`ListWriter::finish_deleted`].
     pub(crate) fn deleted(writer: &'a mut FrameWriter<W>, transfer: &Transfer) -> Self {
         ListWriter::new(writer, "deleted", Some(transfer.deleted_mac()))
@@ -135,7 +135,7 @@ impl<'a, W: Write> ListWriter<'a, W> {
 }
 
 /// Sends the offer of `entries` for `transfer`, with what a mirroring sender asks
-/// (`mirror`, section 16) in its first frame.
+/// (`mirror`, section 17) in its first frame.
 pub(crate) fn write_offer<'e, W: Write>(
     writer: &mut FrameWriter<W>,
     transfer: &Transfer,
@@ -172,7 +172,7 @@ pub(crate) fn write_plan<'d, W: Write>(
     list.finish_plan()
 }
 
-/// An offer as read: its entries, and what a mirroring sender asks (section 16).
+/// An offer as read: its entries, and what a mirroring sender asks (section 17).
 #[derive(Debug)]
 pub(crate) struct Offered {
     pub(crate) entries: Vec<Entry>,

@@ -4,10 +4,12 @@
 //!
 //! Per-entry problems (an unsafe name, an existing file, a full disk, a bad checksum)
 //! are answered for that entry and the session goes on; a peer that breaks the
-//! protocol ends the session, and is told why. Three parts: `plan.rs` decides the
+//! protocol ends the session, and is told why. `plan.rs` decides the
 //! offer; `data.rs`, on the socket thread, reads frames and hashes as they arrive;
 //! `disk.rs`, on a thread of its own, writes, makes files durable and acknowledges
-//! them. The filesystem is reached only through `fs::sink`.
+//! them; then `make.rs` makes the entries without data (links, special files) and
+//! `mirror.rs` removes what a mirroring sender's `--delete` asks. The filesystem is
+//! reached only through `fs::sink`.
 
 mod claims;
 mod data;

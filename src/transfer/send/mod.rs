@@ -282,7 +282,7 @@ pub(super) struct Report<'a> {
     transfer: &'a Transfer,
     outbox: &'a dyn Outbox,
     tally: &'a Tally,
-    /// The receiver reports what it removed before its `end` (section 16).
+    /// The receiver reports what it removed before its `end` (section 17.3).
     deleting: bool,
 }
 
