@@ -22,6 +22,7 @@ mod hostile_peers;
 mod interop;
 mod layering;
 mod mirror;
+mod mirror_meta;
 mod negotiation;
 mod readme;
 mod resume;
