@@ -291,3 +291,43 @@ fn a_dry_run_makes_no_link_hard_link_or_special_and_lists_them() {
         "{said:?}"
     );
 }
+
+/// Decided: a dry run shows an entry the sender cannot send as skipped, with its
+/// reason, on both sides, and still exits 0 (a real run exits 10 for it).
+#[test]
+fn a_dry_run_shows_what_cannot_be_sent_as_skipped_and_exits_0() {
+    let root = tempfile::tempdir().unwrap();
+    let tree = root.path().join("src/tree");
+    fs::create_dir_all(&tree).unwrap();
+    fs::write(tree.join("a"), b"a\n").unwrap();
+    let _socket = std::os::unix::net::UnixListener::bind(tree.join("sock")).unwrap();
+    fs::create_dir_all(root.path().join("dst")).unwrap();
+    let before = snapshot(&root.path().join("dst"));
+
+    let (out, recv_code, recv_err) = sent(root.path(), &[], &["-n", "--json"]);
+    assert_eq!(code(&out), 0, "{}", stderr_of(&out));
+    assert_eq!(recv_code, 0, "{recv_err}");
+    assert_eq!(snapshot(&root.path().join("dst")), before);
+    let events: Vec<serde_json::Value> = lines(&out)
+        .iter()
+        .filter_map(|line| serde_json::from_str(line).ok())
+        .collect();
+    let skipped = events
+        .iter()
+        .find(|e| e["event"] == "change" && e["path"] == "tree/sock")
+        .unwrap_or_else(|| panic!("{events:?}"));
+    assert_eq!(skipped["change"], "skipped", "{skipped}");
+    assert!(
+        skipped["message"].as_str().unwrap().starts_with("socket"),
+        "{skipped}"
+    );
+    let summary = events.iter().find(|e| e["event"] == "summary").unwrap();
+    assert_eq!(summary["dry_run"]["skipped"], 1, "{summary}");
+    assert_eq!(summary["dry_run"]["new"], 1, "{summary}");
+
+    // The real run sends the rest and says the socket was not sent: exit 10.
+    let (out, recv_code, recv_err) = sent(root.path(), &[], &[]);
+    assert_eq!(code(&out), 10, "{}", stderr_of(&out));
+    assert_eq!(recv_code, 10, "{recv_err}");
+    assert_eq!(names(&root.path().join("dst")), ["tree/a"]);
+}
