@@ -31,13 +31,17 @@ fn trees(root: &Path) {
 }
 
 /// Lets a moment pass: what a mirror may remove must be older than its session.
-fn settle() {
+pub(super) fn settle() {
     std::thread::sleep(Duration::from_millis(200));
 }
 
 /// `xfer send src/tree` with `send_extra` to `recv --dir dst` with `recv_extra`;
 /// the sender's output and the receiver's exit code and stderr.
-fn mirror(root: &Path, recv_extra: &[&str], send_extra: &[&str]) -> (Output, i32, String) {
+pub(super) fn mirror(
+    root: &Path,
+    recv_extra: &[&str],
+    send_extra: &[&str],
+) -> (Output, i32, String) {
     settle();
     let mut receiver = Receiver::start(&root.join("dst"), Some(KEY), recv_extra);
     let sent = send(&[&root.join("src/tree")], receiver.port, KEY, send_extra);
@@ -45,7 +49,7 @@ fn mirror(root: &Path, recv_extra: &[&str], send_extra: &[&str]) -> (Output, i32
     (sent, code, receiver.stderr())
 }
 
-fn names(dir: &Path) -> Vec<String> {
+pub(super) fn names(dir: &Path) -> Vec<String> {
     files_under(dir)
         .iter()
         .map(|path| path.to_string_lossy().into_owned())

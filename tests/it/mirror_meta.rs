@@ -11,32 +11,10 @@ use std::fs;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, symlink};
 use std::path::Path;
 use std::process::Output;
-use std::time::Duration;
 
+use crate::mirror::{mirror as sent, names};
 use crate::util::server::{Site, client, code};
-use crate::util::{KEY, Receiver, files_under, send, stderr_of};
-
-/// Lets a moment pass: what a mirror may remove must be older than its session.
-fn settle() {
-    std::thread::sleep(Duration::from_millis(200));
-}
-
-/// `xfer send ROOT/src/tree EXTRA` to `recv --dir ROOT/dst RECV_EXTRA`: the
-/// sender's output, and the receiver's exit code and stderr.
-fn sent(root: &Path, recv_extra: &[&str], extra: &[&str]) -> (Output, i32, String) {
-    settle();
-    let mut receiver = Receiver::start(&root.join("dst"), Some(KEY), recv_extra);
-    let sent = send(&[&root.join("src/tree")], receiver.port, KEY, extra);
-    let code = receiver.exit_code();
-    (sent, code, receiver.stderr())
-}
-
-fn names(dir: &Path) -> Vec<String> {
-    files_under(dir)
-        .iter()
-        .map(|path| path.to_string_lossy().into_owned())
-        .collect()
-}
+use crate::util::stderr_of;
 
 fn inode(path: &Path) -> u64 {
     fs::symlink_metadata(path).unwrap().ino()
