@@ -321,6 +321,43 @@ impl Entry {
     }
 }
 
+/// What a mirroring sender asks of the receiver (feature `mirror`, section 17),
+/// carried in the first offer frame, so the offer's MAC covers it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Mirror {
+    /// Remove what the offered directories hold and the offer does not.
+    #[serde(default, deserialize_with = "flag", skip_serializing_if = "is_false")]
+    pub(crate) delete: bool,
+    /// Plan only: no data moves, nothing is written or removed on either side.
+    #[serde(default, deserialize_with = "flag", skip_serializing_if = "is_false")]
+    pub(crate) dry_run: bool,
+    /// The filter rules the offer was made with: what they exclude is never removed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) rules: Vec<RuleSet>,
+}
+
+/// Filter rules in gitignore syntax that hold beneath one offered directory.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct RuleSet {
+    /// The offered directory the rules are relative to; `""`: below every operand.
+    pub(crate) dir: String,
+    pub(crate) lines: Vec<String>,
+}
+
+/// What a mirroring receiver removed (or, in a dry run, would remove).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Removed {
+    pub(crate) path: String,
+    pub(crate) kind: ItemKind,
+    /// Set when it could not be removed: why (the receiver kept it).
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub(crate) error: Option<String>,
+}
+
 /// The receiver's answer to one offered entry.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "action", rename_all = "snake_case")]
@@ -334,6 +371,9 @@ pub(crate) enum Decision {
             skip_serializing_if = "Option::is_none"
         )]
         prefix_hash: Option<String>,
+        /// Under `mirror`: the final name holds a file this one replaces.
+        #[serde(default, deserialize_with = "flag", skip_serializing_if = "is_false")]
+        replaces: bool,
     },
     /// The receiver will not take this entry (or, with `same`, already has it).
     Skip {
@@ -438,6 +478,13 @@ pub(crate) enum Message {
     },
     /// Part of the offer; `more` says another offer frame follows.
     Offer {
+        /// Only in the first frame, under `mirror`.
+        #[serde(
+            default,
+            deserialize_with = "present",
+            skip_serializing_if = "Option::is_none"
+        )]
+        mirror: Option<Mirror>,
         entries: Vec<Entry>,
         #[serde(default, deserialize_with = "flag", skip_serializing_if = "is_false")]
         more: bool,
@@ -463,6 +510,14 @@ pub(crate) enum Message {
     },
     /// Entry `index` is verified and durable under its final name.
     Ok { index: u64, mac: String },
+    /// Part of a mirroring receiver's report of what it removed.
+    Deleted {
+        entries: Vec<Removed>,
+        #[serde(default, deserialize_with = "flag", skip_serializing_if = "is_false")]
+        more: bool,
+    },
+    /// The report is complete: how many items, and its MAC.
+    DeletedEnd { count: u64, mac: String },
     /// No more from this side.
     End,
     /// Request: list a directory (or describe one path).
@@ -489,8 +544,17 @@ pub(crate) enum Message {
         #[serde(default, deserialize_with = "flag", skip_serializing_if = "is_false")]
         overwrite: bool,
     },
-    /// Request: download these paths; a transfer follows at once.
-    Get { paths: Vec<String> },
+    /// Request: download these paths; a transfer follows at once. Under `mirror`
+    /// the client may ask for the offer to be filtered, and echoed in it (17.6).
+    Get {
+        paths: Vec<String>,
+        #[serde(
+            default,
+            deserialize_with = "present",
+            skip_serializing_if = "Option::is_none"
+        )]
+        mirror: Option<Mirror>,
+    },
     /// A request succeeded.
     Ack,
     /// The client is done; the server closes.
@@ -542,6 +606,8 @@ impl Message {
             Message::Data { .. } => "data",
             Message::Done { .. } => "done",
             Message::Ok { .. } => "ok",
+            Message::Deleted { .. } => "deleted",
+            Message::DeletedEnd { .. } => "deleted_end",
             Message::End => "end",
             Message::List { .. } => "list",
             Message::Listing { .. } => "listing",
@@ -788,6 +854,7 @@ mod tests {
             index: Some(3),
         });
         round_trip(Message::Offer {
+            mirror: None,
             entries: vec![
                 entry("docs/hello.txt", Some(u64::MAX)),
                 entry("stdin", None),
@@ -803,6 +870,7 @@ mod tests {
                 Decision::Send {
                     offset: 10,
                     prefix_hash: Some("00".repeat(16)),
+                    replaces: false,
                 },
                 Decision::Skip {
                     code: ErrorCode::Same,
@@ -860,15 +928,62 @@ mod tests {
             overwrite: true,
         });
         round_trip(Message::Get {
+            mirror: None,
             paths: vec!["x".into()],
         });
         round_trip(Message::Ack);
         round_trip(Message::Bye);
+        round_trip(Message::Offer {
+            mirror: Some(Mirror {
+                delete: true,
+                dry_run: true,
+                rules: vec![RuleSet {
+                    dir: "a/b".into(),
+                    lines: vec!["*.o".into(), "!keep.o".into()],
+                }],
+            }),
+            entries: vec![],
+            more: true,
+        });
+        round_trip(Message::Plan {
+            entries: vec![Decision::Send {
+                offset: 0,
+                prefix_hash: None,
+                replaces: true,
+            }],
+            more: false,
+        });
+        round_trip(Message::Deleted {
+            entries: vec![Removed {
+                path: "a/x".into(),
+                kind: ItemKind::Other,
+                error: Some("busy".into()),
+            }],
+            more: true,
+        });
+        round_trip(Message::DeletedEnd {
+            count: 1,
+            mac: "dd".repeat(32),
+        });
+        round_trip(Message::Get {
+            paths: vec!["x".into()],
+            mirror: Some(Mirror::default()),
+        });
+        for bad in [
+            &br#"{"type":"offer","mirror":{"delete":1},"entries":[]}"#[..],
+            br#"{"type":"offer","mirror":null,"entries":[]}"#,
+            br#"{"type":"plan","entries":[{"action":"send","offset":0,"replaces":"yes"}]}"#,
+            br#"{"type":"deleted","entries":[{"path":"a","kind":"link"}]}"#,
+            br#"{"type":"deleted_end","count":-1,"mac":""}"#,
+        ] {
+            assert!(decode(bad).is_err(), "{}", String::from_utf8_lossy(bad));
+        }
     }
 
     #[test]
     fn wire_shape_matches_the_protocol_text() {
         let offer = Message::Offer {
+            mirror: None,
             entries: vec![Entry {
                 path: "docs/hello.txt".into(),
                 kind: EntryKind::File,
@@ -889,6 +1004,7 @@ mod tests {
             entries: vec![Decision::Send {
                 offset: 0,
                 prefix_hash: None,
+                replaces: false,
             }],
             more: false,
         };
@@ -902,6 +1018,7 @@ mod tests {
         let json = String::from_utf8(encode(&Message::End)[4..].to_vec()).unwrap();
         assert_eq!(json, r#"{"type":"end"}"#);
         let stream = Message::Offer {
+            mirror: None,
             entries: vec![Entry {
                 path: "x".into(),
                 kind: EntryKind::File,

@@ -25,11 +25,18 @@ pub(crate) enum Feature {
     /// Trees as they are (section 16): links, special files, owners, xattrs,
     /// nanosecond and signed times, and every mode bit.
     Meta,
+    /// `--delete`, `--dry-run` and filter rules (section 17).
+    Mirror,
 }
 
 impl Feature {
-    pub(crate) const ALL: [Feature; 4] =
-        [Feature::Aead, Feature::Blake3, Feature::Meta, Feature::Zstd];
+    pub(crate) const ALL: [Feature; 5] = [
+        Feature::Aead,
+        Feature::Blake3,
+        Feature::Meta,
+        Feature::Mirror,
+        Feature::Zstd,
+    ];
 
     pub(crate) fn name(self) -> &'static str {
         match self {
@@ -37,6 +44,7 @@ impl Feature {
             Feature::Aead => "aead",
             Feature::Zstd => "zstd",
             Feature::Meta => "meta",
+            Feature::Mirror => "mirror",
         }
     }
 
@@ -46,6 +54,7 @@ impl Feature {
             Feature::Aead => 2,
             Feature::Zstd => 4,
             Feature::Meta => 8,
+            Feature::Mirror => 16,
         }
     }
 
@@ -319,6 +328,15 @@ impl Transfer {
         ))
     }
 
+    /// The running `mac_deleted` over the `deleted` frames (feature `mirror`).
+    pub(crate) fn deleted_mac(&self) -> FramesMac {
+        FramesMac(keyed(
+            self.session_key.bytes(),
+            "xfer/2 deleted",
+            &[&self.t.to_be_bytes()],
+        ))
+    }
+
     /// The running `mac_plan` over the plan frames.
     pub(crate) fn plan_mac(&self) -> FramesMac {
         FramesMac(keyed(
@@ -519,6 +537,7 @@ mod tests {
         let frame = encode(&Message::Offer {
             entries,
             more: false,
+            mirror: None,
         });
         assert_eq!(
             u32::from_be_bytes(frame[..4].try_into().unwrap()),

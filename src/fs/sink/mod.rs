@@ -9,6 +9,7 @@
 mod meta;
 mod node;
 mod part;
+mod prune;
 mod resolver;
 mod sweep;
 mod target;
@@ -19,6 +20,7 @@ use std::io::{self, Write};
 pub(crate) use self::meta::{DROPPED, set_numeric_ids};
 pub(crate) use self::node::Node;
 pub(crate) use self::part::{PartFile, Resume};
+pub(crate) use self::prune::Prune;
 pub(crate) use self::resolver::{Placement, Resolver};
 pub(crate) use self::sweep::{cutoff, in_background as sweep_in_background};
 pub(crate) use self::target::{DirLock, TargetDir};

@@ -31,6 +31,8 @@ pub(crate) struct ToSend {
     pub(crate) index: u64,
     pub(crate) offset: u64,
     pub(crate) prefix_hash: Option<String>,
+    /// The receiver's file of this name is replaced (under `mirror`).
+    pub(crate) replaces: bool,
 }
 
 /// What the reading thread hands the socket thread, in order.
@@ -41,6 +43,7 @@ pub(crate) enum Piece {
         index: u64,
         offset: u64,
         resumed: bool,
+        replaces: bool,
     },
     /// One data frame: [`DATA_HEADROOM`] bytes of room, then `len` bytes of the file.
     Chunk { buffer: Vec<u8>, len: usize },
@@ -89,7 +92,7 @@ fn read_file(
     let position = index as usize;
     let entry = &outbox.entries()[position];
     if let (true, Some(size)) = (entry.is_sparse(), entry.size) {
-        return read_runs(index, size, outbox, hash, pool, pieces, stop);
+        return read_runs(item, size, outbox, hash, pool, pieces, stop);
     }
     let expected = entry.size;
     let mut hasher = hash.hasher();
@@ -105,6 +108,7 @@ fn read_file(
             index,
             offset: start,
             resumed: start > 0,
+            replaces: item.replaces,
         })
         .ok()?;
     let (sent, read_error) = send_chunks(
@@ -139,7 +143,7 @@ fn read_file(
 /// length before its bytes, then the size. Never resumed: it starts at its first
 /// run. `None` when the session is over.
 fn read_runs(
-    index: u64,
+    item: &ToSend,
     size: u64,
     outbox: &dyn Outbox,
     hash: HashKind,
@@ -147,6 +151,7 @@ fn read_runs(
     pieces: &mpsc::Sender<Piece>,
     stop: &AtomicBool,
 ) -> Option<()> {
+    let index = item.index;
     let position = index as usize;
     let mut input = match outbox.open(position) {
         Ok(input) => input,
@@ -156,7 +161,7 @@ fn read_runs(
         }
     };
     let mut hasher = hash.hasher();
-    let read_error = send_runs(index, size, &mut *input, &mut hasher, pool, pieces, stop)?;
+    let read_error = send_runs(item, size, &mut *input, &mut hasher, pool, pieces, stop)?;
     hasher.runs_end(size);
     let local_failure = match read_error {
         Some(err) => Some(format!("cannot read {}: {err}", outbox.shown(position))),
@@ -181,11 +186,11 @@ fn read_runs(
         .ok()
 }
 
-/// Sends entry `index`'s runs, each header and its data, hashing as section 16.4
-/// says; returns the read error that cut them short, if one did; `None` when the
-/// session is over.
+/// Sends `item`'s runs, each header and its data, hashing as section 16.4 says;
+/// returns the read error that cut them short, if one did; `None` when the session
+/// is over.
 fn send_runs(
-    index: u64,
+    item: &ToSend,
     size: u64,
     input: &mut dyn Input,
     hasher: &mut Hasher,
@@ -193,6 +198,7 @@ fn send_runs(
     pieces: &mpsc::Sender<Piece>,
     stop: &AtomicBool,
 ) -> Option<Option<io::Error>> {
+    let index = item.index;
     let mut at = 0;
     let mut first = true;
     loop {
@@ -209,6 +215,7 @@ fn send_runs(
                 index,
                 offset,
                 resumed: false,
+                replaces: item.replaces,
             },
             false => Piece::Run { index, offset },
         };
