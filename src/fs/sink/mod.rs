@@ -88,6 +88,44 @@ mod tests {
     }
 
     #[test]
+    fn files_committed_together_appear_only_then_and_a_name_taken_meanwhile_is_refused() {
+        let (dir, target) = target();
+        let mut parts = Vec::new();
+        for name in ["a", "b", "c"] {
+            let mut part = target.resolver().create_part(name, &[name], None).unwrap();
+            part.write_all(name.as_bytes()).unwrap();
+            part.seal(Some(0o640), Some(1_000_000_000)).unwrap();
+            parts.push(part);
+        }
+        let visible = || -> Vec<String> {
+            let names = std::fs::read_dir(dir.path()).unwrap();
+            let names = names.map(|e| e.unwrap().file_name().to_string_lossy().into_owned());
+            let mut names: Vec<String> = names.filter(|n| !n.starts_with(".xfer-")).collect();
+            names.sort();
+            names
+        };
+        assert!(
+            visible().is_empty(),
+            "nothing under a final name before the commit"
+        );
+        std::fs::write(dir.path().join("b"), b"theirs").unwrap();
+        let results = target.commit_all(parts, false);
+        assert!(results[0].is_ok() && results[2].is_ok(), "{results:?}");
+        assert_eq!(results[1].as_ref().unwrap_err().code, ErrorCode::Exists);
+        assert_eq!(std::fs::read(dir.path().join("b")).unwrap(), b"theirs");
+        let a = dir.path().join("a");
+        assert_eq!(std::fs::read(&a).unwrap(), b"a");
+        let meta = std::fs::metadata(&a).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o777, 0o640);
+        assert_eq!(meta.mtime(), 1_000_000_000);
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            3,
+            "nothing hidden"
+        );
+    }
+
+    #[test]
     fn a_dropped_part_file_leaves_nothing() {
         let (dir, target) = target();
         let mut part = target.resolver().create_part("x", &["x"], None).unwrap();

@@ -4,6 +4,7 @@
 //! and verdict to the disk thread; then the sender's `end`.
 
 use std::io::Read;
+use std::ops::Range;
 use std::sync::mpsc;
 
 use anyhow::Result;
@@ -152,20 +153,103 @@ fn receive_file<R: Read>(
         Some(resume) if offset > 0 => resume.1.clone(),
         _ => shared.transfer.hash.hasher(),
     };
-    jobs.send(Job::Open { index, offset })
-        .map_err(|_| disk_gone())?;
-    let (size, digest) = read_data(reader, file, hasher, pool, jobs, tally).inspect_err(|err| {
+    let resumable = item
+        .entry
+        .size
+        .is_some_and(|size| shared.settings.resumes(size));
+    let mut handover = Handover::open(jobs, index, offset, !resumable)?;
+    let read = read_data(reader, file, hasher, pool, &mut handover, tally);
+    let (size, digest) = read.inspect_err(|err| {
         // A frame that does not open was tampered with, one that breaks the
         // protocol cannot be trusted: nothing of this file is kept, not even for
         // resuming (a cut keeps what arrived).
         if matches!(kind_of(err), Some(Kind::Verification | Kind::Protocol)) {
-            let _ = jobs.send(Job::Discard);
+            handover.discard();
         }
     })?;
     let verdict = read_done(reader, index)?
         .and_then(|claimed| verify(index, item, size, digest, &claimed, shared, resumed_at));
-    jobs.send(Job::Close { index, verdict })
-        .map_err(|_| disk_gone())
+    handover.close(verdict)
+}
+
+/// Hands one file's jobs to the disk thread, in order. A file that will not be kept
+/// for resuming has its first data frame held back: when that is its only one (as
+/// for any small file), opening, writing and closing go over as one job
+/// ([`Job::Whole`]), waking the disk thread once instead of three times.
+struct Handover<'j> {
+    jobs: &'j mpsc::Sender<Job>,
+    index: usize,
+    offset: u64,
+    hold: bool,
+    opened: bool,
+    held: Option<(Vec<u8>, Range<usize>)>,
+}
+
+impl<'j> Handover<'j> {
+    fn open(jobs: &'j mpsc::Sender<Job>, index: usize, offset: u64, hold: bool) -> Result<Self> {
+        let mut handover = Handover {
+            jobs,
+            index,
+            offset,
+            hold,
+            opened: false,
+            held: None,
+        };
+        if !hold {
+            handover.flush()?;
+        }
+        Ok(handover)
+    }
+
+    fn send(&self, job: Job) -> Result<()> {
+        self.jobs.send(job).map_err(|_| disk_gone())
+    }
+
+    /// Sends the `open`, and the frame held back, if they have not gone yet.
+    fn flush(&mut self) -> Result<()> {
+        if !self.opened {
+            self.opened = true;
+            self.send(Job::Open {
+                index: self.index,
+                offset: self.offset,
+            })?;
+        }
+        match self.held.take() {
+            Some((buffer, range)) => self.send(Job::Write { buffer, range }),
+            None => Ok(()),
+        }
+    }
+
+    fn write(&mut self, buffer: Vec<u8>, range: Range<usize>) -> Result<()> {
+        if self.hold && !self.opened && self.held.is_none() {
+            self.held = Some((buffer, range));
+            return Ok(());
+        }
+        self.flush()?;
+        self.send(Job::Write { buffer, range })
+    }
+
+    fn close(mut self, verdict: Result<Arrived, Refusal>) -> Result<()> {
+        let index = self.index;
+        if self.opened {
+            return self.send(Job::Close { index, verdict });
+        }
+        let data = self.held.take();
+        self.send(Job::Whole {
+            index,
+            offset: self.offset,
+            data,
+            verdict,
+        })
+    }
+
+    /// The data cannot be trusted: nothing of it stays (what was held back never
+    /// reached the disk).
+    fn discard(&self) {
+        if self.opened {
+            let _ = self.jobs.send(Job::Discard);
+        }
+    }
 }
 
 /// Reads the `done` that ends entry `index`'s data, or the sender's `error` giving
@@ -232,7 +316,7 @@ fn read_data<R: Read>(
     file: &Incoming<'_>,
     mut hasher: Hasher,
     pool: &mut Pool,
-    jobs: &mpsc::Sender<Job>,
+    handover: &mut Handover<'_>,
     tally: &Tally,
 ) -> Result<(u64, Digest)> {
     let Incoming { index, item, .. } = *file;
@@ -256,8 +340,7 @@ fn read_data<R: Read>(
         hasher.update(&buffer[range.clone()]);
         received += n;
         tally.reporter().bar().inc(n);
-        jobs.send(Job::Write { buffer, range })
-            .map_err(|_| disk_gone())?;
+        handover.write(buffer, range)?;
     }
 }
 

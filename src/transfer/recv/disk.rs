@@ -43,6 +43,17 @@ const GROUP_BYTES: u64 = 32 << 20;
 /// A group waiting this long without new work is committed anyway.
 const GROUP_WAIT: Duration = Duration::from_millis(100);
 
+/// Descriptors a group may hold open (unnamed files stay open until linked in):
+/// [`GROUP_FILES`], or half of what the process may open if that is less.
+fn group_descriptors() -> usize {
+    static BUDGET: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *BUDGET.get_or_init(|| {
+        let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile).current;
+        let half = limit.map_or(usize::MAX, |limit| (limit / 2) as usize);
+        half.clamp(1, GROUP_FILES)
+    })
+}
+
 /// What the socket thread asks of the disk thread, in order.
 pub(crate) enum Job {
     /// Entry `index`'s data starts at byte `offset`: open where it goes.
@@ -56,6 +67,14 @@ pub(crate) enum Job {
     /// The open entry is complete and was checked: keep it, or say why not.
     Close {
         index: usize,
+        verdict: Result<Arrived, Refusal>,
+    },
+    /// A whole entry at once: [`Job::Open`], its one data frame if it has one
+    /// (`data`), and [`Job::Close`].
+    Whole {
+        index: usize,
+        offset: u64,
+        data: Option<(Vec<u8>, Range<usize>)>,
         verdict: Result<Arrived, Refusal>,
     },
     /// The data of the open entry cannot be trusted (a sealed frame did not open):
@@ -177,6 +196,18 @@ impl Desk<'_> {
                 answers.tally.record(outcome);
                 answers.settle(index, Settled::Unchanged);
             }
+            Job::Whole {
+                index,
+                offset,
+                data,
+                verdict,
+            } => {
+                self.apply(Job::Open { index, offset }, answers, writer, giver)?;
+                if let Some((buffer, range)) = data {
+                    self.apply(Job::Write { buffer, range }, answers, writer, giver)?;
+                }
+                self.apply(Job::Close { index, verdict }, answers, writer, giver)?;
+            }
             Job::Close { index, verdict } => {
                 let (_, landing) = self
                     .open
@@ -189,11 +220,13 @@ impl Desk<'_> {
     }
 }
 
-/// Verified files waiting to be made durable together, and their bytes.
+/// Verified files waiting to be made durable together, their bytes and the
+/// descriptors they hold.
 #[derive(Default)]
 struct Group {
     files: Vec<Waiting>,
     bytes: u64,
+    descriptors: usize,
 }
 
 /// What an entry holds until it is done: its claim on its path (released just
@@ -262,13 +295,17 @@ impl Answers<'_, '_> {
             self.settle(index, Settled::Unchanged);
             return self.answer_now(writer, index, Err(refusal));
         }
+        group.descriptors += usize::from(part.holds_descriptor());
         group.files.push(Waiting {
             index,
             part,
             arrived,
         });
         group.bytes += arrived.size;
-        if group.files.len() >= GROUP_FILES || group.bytes >= GROUP_BYTES {
+        if group.files.len() >= GROUP_FILES
+            || group.bytes >= GROUP_BYTES
+            || group.descriptors >= group_descriptors()
+        {
             self.commit(group, writer)?;
         }
         Ok(())
@@ -287,6 +324,7 @@ impl Answers<'_, '_> {
             .map(|waiting| ((waiting.index, waiting.arrived), waiting.part))
             .unzip();
         group.bytes = 0;
+        group.descriptors = 0;
         let results = target.commit_all(parts, self.shared.settings.overwrite);
         for ((index, arrived), result) in done.into_iter().zip(results) {
             self.settle(index, settled_by(&result, arrived.size));
@@ -400,7 +438,7 @@ fn open_landing(
             let path = &item.entry.path;
             let components = check_path(path).expect("planned paths passed the policy");
             let resume = match item.entry.size {
-                Some(size) if shared.settings.resume => Some(Resume { size, offset }),
+                Some(size) if shared.settings.resumes(size) => Some(Resume { size, offset }),
                 _ => None,
             };
             Landing::Part(resolver.create_part(path, &components, resume))

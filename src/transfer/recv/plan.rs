@@ -233,12 +233,12 @@ impl<'c> Decider<'_, 'c> {
         };
         let mut resume_from = None;
         if let Some(size) = entry.size {
-            if settings.resume {
+            if settings.resumes(size) {
                 resume_from = self
                     .resolver
                     .find_partial(&entry.path, &components, size, self.shared.transfer.hash)?
                     .map(Box::new);
-            } else {
+            } else if !settings.resume {
                 self.resolver.discard_partial(&components, size);
             }
             let needed = size - resume_from.as_ref().map_or(0, |resume| resume.0);
