@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Result;
 
-use self::stream::{BUFFER, Piece, ToSend};
+use self::stream::{BUFFER, Chunk, Piece, ToSend};
 use super::Tally;
 use super::offer::{read_plan, write_offer};
 use crate::error::{Kind, fail};
@@ -363,7 +363,7 @@ fn write_data<'scope, 'env, W: Write>(
             Ok(piece) => {
                 in_file = match &piece {
                     Piece::Start { .. } => true,
-                    Piece::End { .. } | Piece::GaveUp { .. } => false,
+                    Piece::End { .. } | Piece::GaveUp { .. } | Piece::Whole { .. } => false,
                     Piece::Chunk { .. } => in_file,
                 };
                 frames.write(writer, piece)?;
@@ -432,6 +432,7 @@ impl Frames<'_> {
                 let done = self.done(index, Sent { size, digest }, local_failure);
                 writer.write_message(&done)
             }
+            Piece::Whole { start, chunk, end } => self.write_whole(writer, start, chunk, end),
             Piece::GaveUp { index, why } => {
                 let path = &self.entries[index as usize].path;
                 self.tally.failed(path, ErrorCode::Io, why.clone());
@@ -442,6 +443,32 @@ impl Frames<'_> {
                 })
             }
         }
+    }
+
+    /// Writes a [`Piece::Whole`] as the pieces it stands for.
+    fn write_whole<W: Write>(
+        &self,
+        writer: &mut FrameWriter<W>,
+        (index, offset, resumed): (u64, u64, bool),
+        chunk: Option<Chunk>,
+        (size, digest, local_failure): (u64, Digest, Option<String>),
+    ) -> Result<()> {
+        let start = Piece::Start {
+            index,
+            offset,
+            resumed,
+        };
+        self.write(writer, start)?;
+        if let Some((buffer, len)) = chunk {
+            self.write(writer, Piece::Chunk { buffer, len })?;
+        }
+        let end = Piece::End {
+            index,
+            size,
+            digest,
+            local_failure,
+        };
+        self.write(writer, end)
     }
 
     /// The `done` for an entry whose data is complete. Its facts are stored before

@@ -54,6 +54,14 @@ pub(crate) enum Piece {
     },
     /// The entry could not be opened: it is given up in place of its data.
     GaveUp { index: u64, why: String },
+    /// A whole entry that fits one chunk, handed over at once so that a small file
+    /// wakes the socket thread once, not three times: its [`Piece::Start`], its
+    /// [`Piece::Chunk`] if it has bytes, and its [`Piece::End`].
+    Whole {
+        start: (u64, u64, bool),
+        chunk: Option<Chunk>,
+        end: (u64, Digest, Option<String>),
+    },
 }
 
 /// Reads every entry of `to_send` into `pieces`; stops early when the socket thread
@@ -93,6 +101,13 @@ fn read_file(
             return pieces.send(Piece::GaveUp { index, why }).ok();
         }
     };
+    if let Some(size) = expected
+        && size - start.min(size) <= CHUNK as u64
+    {
+        let shown = || outbox.shown(position);
+        let whole = whole_piece(&mut *input, (index, start, size), hasher, pool, stop, shown)?;
+        return pieces.send(whole).ok();
+    }
     pieces
         .send(Piece::Start {
             index,
@@ -165,6 +180,77 @@ fn send_chunks(
         sent += n as u64;
         pieces.send(Piece::Chunk { buffer, len: n }).ok()?;
     }
+}
+
+/// A filled buffer: [`DATA_HEADROOM`] bytes of room, then this many bytes of a file.
+pub(crate) type Chunk = (Vec<u8>, usize);
+
+/// What [`read_whole`] read of a file.
+struct WholeRead {
+    /// How far into the file it read.
+    sent: u64,
+    /// The buffer, unless it stayed empty.
+    chunk: Option<Chunk>,
+    /// The read error that cut it short, if one did.
+    error: Option<io::Error>,
+}
+
+/// Reads the rest of a file that fits one chunk (`size` bytes, from `start`) into
+/// one buffer, hashing it; `None` when the session is over.
+fn read_whole(
+    input: &mut dyn Input,
+    start: u64,
+    size: u64,
+    hasher: &mut Hasher,
+    pool: &mut Pool,
+    stop: &AtomicBool,
+) -> Option<WholeRead> {
+    let mut buffer = pool.take()?;
+    let want = usize::try_from(size.saturating_sub(start)).expect("at most one chunk");
+    let room = &mut buffer[DATA_HEADROOM..DATA_HEADROOM + want];
+    let (n, error) = match fill(input, room, stop) {
+        Ok(Some(n)) => (n, None),
+        Ok(None) => return None,
+        Err(err) => (0, Some(err)),
+    };
+    hasher.update(&room[..n]);
+    let sent = start + n as u64;
+    if n == 0 {
+        pool.put_back(buffer);
+        return Some(WholeRead {
+            sent,
+            chunk: None,
+            error,
+        });
+    }
+    Some(WholeRead {
+        sent,
+        chunk: Some((buffer, n)),
+        error,
+    })
+}
+
+/// Reads entry `index` (offered with `size` bytes, which fit one chunk) from
+/// `start` into its [`Piece::Whole`], with the size its `done` says (see
+/// [`final_size`]); `None` when the session is over.
+fn whole_piece(
+    input: &mut dyn Input,
+    (index, start, size): (u64, u64, u64),
+    mut hasher: Hasher,
+    pool: &mut Pool,
+    stop: &AtomicBool,
+    shown: impl Fn() -> String,
+) -> Option<Piece> {
+    let read = read_whole(input, start, size, &mut hasher, pool, stop)?;
+    let (size, local_failure) = match read.error {
+        Some(err) => (read.sent, Some(format!("cannot read {}: {err}", shown()))),
+        None => final_size(input, Some(size), read.sent, stop, shown),
+    };
+    Some(Piece::Whole {
+        start: (index, start, start > 0),
+        chunk: read.chunk,
+        end: (size, hasher.finish(), local_failure),
+    })
 }
 
 /// The size `done` says for a file read in full (`sent` bytes), and why it no
