@@ -10,6 +10,7 @@
 
 mod buffer;
 pub(crate) mod compress;
+pub(crate) mod entry;
 pub(crate) mod handshake;
 pub(crate) mod hash;
 pub(crate) mod message;

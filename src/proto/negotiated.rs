@@ -22,16 +22,21 @@ pub(crate) enum Feature {
     Blake3,
     Aead,
     Zstd,
+    /// Trees as they are (section 16): links, special files, owners, xattrs,
+    /// nanosecond and signed times, and every mode bit.
+    Meta,
 }
 
 impl Feature {
-    pub(crate) const ALL: [Feature; 3] = [Feature::Aead, Feature::Blake3, Feature::Zstd];
+    pub(crate) const ALL: [Feature; 4] =
+        [Feature::Aead, Feature::Blake3, Feature::Meta, Feature::Zstd];
 
     pub(crate) fn name(self) -> &'static str {
         match self {
             Feature::Blake3 => "blake3",
             Feature::Aead => "aead",
             Feature::Zstd => "zstd",
+            Feature::Meta => "meta",
         }
     }
 
@@ -40,6 +45,7 @@ impl Feature {
             Feature::Blake3 => 1,
             Feature::Aead => 2,
             Feature::Zstd => 4,
+            Feature::Meta => 8,
         }
     }
 
@@ -101,7 +107,7 @@ impl Features {
         self.0 == 0
     }
 
-    /// The names, in a fixed order (`aead`, `blake3`, `zstd`).
+    /// The names, in a fixed order (`aead`, `blake3`, `meta`, `zstd`).
     pub(crate) fn names(self) -> Vec<String> {
         Feature::ALL
             .into_iter()
@@ -243,6 +249,12 @@ impl Negotiated {
         self.features.has(feature)
     }
 
+    /// Whether `meta` is in force: entries may be links, special files, hard links
+    /// and unsent, with signed nanosecond times, every mode bit, owners and xattrs.
+    pub(crate) fn meta(&self) -> bool {
+        self.features.has(Feature::Meta)
+    }
+
     pub(crate) fn session_key(&self) -> &SessionKey {
         &self.session_key
     }
@@ -261,6 +273,7 @@ impl Negotiated {
             session_key: self.session_key.clone(),
             t: self.next_transfer,
             hash: self.hash(),
+            meta: self.meta(),
         }
     }
 }
@@ -280,6 +293,8 @@ pub(crate) struct Transfer {
     session_key: SessionKey,
     pub(crate) t: u64,
     pub(crate) hash: HashKind,
+    /// Whether `meta` is in force, which decides what an offer may hold.
+    pub(crate) meta: bool,
 }
 
 impl Transfer {
@@ -290,6 +305,7 @@ impl Transfer {
             session_key: SessionKey(key),
             t,
             hash,
+            meta: false,
         }
     }
 
@@ -381,6 +397,7 @@ mod tests {
             session_key: vector_session_key(vector),
             t,
             hash,
+            meta: false,
         }
     }
 

@@ -205,9 +205,8 @@ impl<'c> Decider<'_, 'c> {
                 format!("{shown}: offered twice"),
             ));
         }
-        if entry.kind == EntryKind::Dir {
-            self.resolver.create_dir(&components)?;
-            return Ok(Decided::Dir);
+        if entry.kind != EntryKind::File {
+            return self.decide_other(entry, &shown, &components);
         }
         let settings = self.shared.settings;
         let claim = self
@@ -252,6 +251,32 @@ impl<'c> Decider<'_, 'c> {
             reservation,
             replaces,
         })
+    }
+
+    /// Decides an entry that is not a file: a directory is created now.
+    fn decide_other(
+        &mut self,
+        entry: &Entry,
+        shown: &str,
+        components: &[&str],
+    ) -> Result<Decided<'c>, Refusal> {
+        match entry.kind {
+            EntryKind::Dir => {
+                self.resolver.create_dir(components)?;
+                Ok(Decided::Dir)
+            }
+            EntryKind::Unsent => {
+                let reason = entry.reason.as_deref().unwrap_or_default();
+                Err(Refusal::new(
+                    ErrorCode::Io,
+                    format!("{shown}: not sent: {}", escape(reason)),
+                ))
+            }
+            other => Err(Refusal::new(
+                ErrorCode::Denied,
+                format!("{shown}: this receiver does not make {}s", other.name()),
+            )),
+        }
     }
 
     /// Counts `needed` bytes against the free space left on the target's disk.
