@@ -3,7 +3,7 @@
 //! every name beneath it without following links and decides where each file
 //! lands; a [`PartFile`] is one file on its way, written under a temporary name and
 //! renamed only once verified and on disk; groups of them are made durable together
-//! by [`TargetDir::commit_all`]. `sweep.rs` removes what no sender came back for.
+//! by [`TargetDir::commit_group`]. `sweep.rs` removes what no sender came back for.
 //! This file only names the parts (each in its own file) and keeps [`StdoutSink`].
 
 mod meta;
@@ -18,7 +18,7 @@ use std::io::{self, Write};
 pub(crate) use self::part::{PartFile, Resume};
 pub(crate) use self::resolver::{Placement, Resolver};
 pub(crate) use self::sweep::{cutoff, in_background as sweep_in_background};
-pub(crate) use self::target::{DirLock, TargetDir};
+pub(crate) use self::target::{DirLock, TargetDir, Unflushed};
 
 /// Standard output as the destination of one received stream (`recv --stdout`).
 /// Its bytes are out before they can be verified; the caller says so on a mismatch.
@@ -109,7 +109,10 @@ mod tests {
             "nothing under a final name before the commit"
         );
         std::fs::write(dir.path().join("b"), b"theirs").unwrap();
-        let results = target.commit_all(parts, false);
+        let mut unflushed = Unflushed::default();
+        let (flushed, results) = target.commit_group(parts, false, &mut unflushed);
+        assert_eq!(flushed, Ok(()));
+        assert_eq!(target.flush_names(&mut unflushed), Ok(()));
         assert!(results[0].is_ok() && results[2].is_ok(), "{results:?}");
         assert_eq!(results[1].as_ref().unwrap_err().code, ErrorCode::Exists);
         assert_eq!(std::fs::read(dir.path().join("b")).unwrap(), b"theirs");
