@@ -26,6 +26,7 @@
 use std::fs::File;
 use std::io::{self, Seek, SeekFrom, Write};
 use std::num::NonZeroU64;
+use std::ops::Range;
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
 
@@ -40,7 +41,8 @@ use crate::fs::beneath;
 use crate::fs::ledger::{Account, Books};
 use crate::fs::path::RESERVED_PREFIX;
 use crate::hex::hex;
-use crate::proto::message::ErrorCode;
+use crate::proto::hash::Hasher;
+use crate::proto::message::{Entry, ErrorCode};
 
 /// Mode of a temporary while it is incomplete: the receiver must be able to reopen
 /// it to resume, whatever mode the file will have.
@@ -91,9 +93,9 @@ pub(crate) struct Resume {
 
 /// The partial file of `name` offered with `size` bytes: stable across sessions and
 /// restarts, so a later offer of the same file finds it; another size is another file.
-pub(crate) fn partial_name(name: &str, size: u64) -> String {
+pub(crate) fn partial_name(name: &[u8], size: u64) -> String {
     let digest = Sha256::new()
-        .chain_update(name.as_bytes())
+        .chain_update(name)
         .chain_update([0])
         .chain_update(size.to_be_bytes())
         .finalize();
@@ -104,7 +106,7 @@ pub(crate) fn partial_name(name: &str, size: u64) -> String {
 pub(crate) struct PartFile {
     pub(super) dir: Arc<OwnedFd>,
     temp: String,
-    name: String,
+    name: Vec<u8>,
     pub(super) path: String,
     /// Open until sealed (see [`PartFile::seal`]).
     file: Option<File>,
@@ -116,6 +118,9 @@ pub(crate) struct PartFile {
     /// has been started.
     written: u64,
     writeback_from: u64,
+    /// Whether to start writeback as it goes: not for a sparse entry, whose runs
+    /// are read back for their hash (section 16.4) and best read from memory.
+    writeback: bool,
     /// A server's: the user's ledger, and this file's path beneath the home.
     meter: Option<(Account, String)>,
     /// Unnamed (`O_TMPFILE`): `temp` is empty, the file stays open until it is
@@ -133,7 +138,7 @@ impl PartFile {
     pub(crate) fn create(
         dir: Arc<OwnedFd>,
         path: &str,
-        name: &str,
+        name: &[u8],
         resume: Option<Resume>,
         meter: Option<&Account>,
     ) -> Result<PartFile, Refusal> {
@@ -143,6 +148,17 @@ impl PartFile {
         {
             return Ok(PartFile::unnamed(dir, path, name, file));
         }
+        PartFile::create_named(dir, path, name, resume, meter)
+    }
+
+    /// [`PartFile::create`] of a named temporary: a partial, or a `.part`.
+    fn create_named(
+        dir: Arc<OwnedFd>,
+        path: &str,
+        name: &[u8],
+        resume: Option<Resume>,
+        meter: Option<&Account>,
+    ) -> Result<PartFile, Refusal> {
         let account = meter.cloned();
         // On a server, made and counted under the ledger's lock: nothing sees the
         // file on disk and not in the books.
@@ -179,30 +195,32 @@ impl PartFile {
         Ok(PartFile {
             dir,
             temp,
-            name: name.to_string(),
+            name: name.to_vec(),
             path: path.to_string(),
             file: Some(file),
             identity,
             keep: resumable,
             written: start,
             writeback_from: start,
+            writeback: true,
             meter,
             unnamed: false,
         })
     }
 
     /// The part file of `path` held in `file`, made by [`create_unnamed`] in `dir`.
-    fn unnamed(dir: Arc<OwnedFd>, path: &str, name: &str, file: File) -> PartFile {
+    fn unnamed(dir: Arc<OwnedFd>, path: &str, name: &[u8], file: File) -> PartFile {
         PartFile {
             dir,
             temp: String::new(),
-            name: name.to_string(),
+            name: name.to_vec(),
             path: path.to_string(),
             file: Some(file),
             identity: (0, 0),
             keep: false,
             written: 0,
             writeback_from: 0,
+            writeback: true,
             meter: None,
             unnamed: true,
         }
@@ -233,7 +251,7 @@ impl PartFile {
             .map_err(|err| Refusal::io(&self.path, "cannot write", err))?;
         self.written += bytes.len() as u64;
         let pending = self.written - self.writeback_from;
-        if pending >= WRITEBACK_WINDOW {
+        if self.writeback && pending >= WRITEBACK_WINDOW {
             // Only advice: if it fails, the final fsync does all the work.
             let _ = rustix::fs::fadvise(
                 &*file,
@@ -246,6 +264,52 @@ impl PartFile {
         Ok(())
     }
 
+    /// Moves where the next bytes go, for a sparse entry's next run: what is
+    /// skipped stays a hole. (A fresh temporary only: sparse entries never resume.)
+    pub(crate) fn seek_to(&mut self, offset: u64) -> Result<(), Refusal> {
+        self.writeback = false;
+        let file = self
+            .file
+            .as_mut()
+            .expect("a sealed part file is not written");
+        file.seek(SeekFrom::Start(offset))
+            .map(drop)
+            .map_err(|err| Refusal::io(&self.path, "cannot seek", err))
+    }
+
+    /// Feeds bytes `range` of what was written back into `hasher`: a run's hash
+    /// needs its length before its bytes, known only once the run has arrived.
+    pub(crate) fn hash_back(&self, range: Range<u64>, hasher: &mut Hasher) -> Result<(), Refusal> {
+        let mut file = self.file.as_ref().expect("a sealed part file is not read");
+        let len = range.end - range.start;
+        let read = file
+            .seek(SeekFrom::Start(range.start))
+            .and_then(|_| hasher.update_from(&mut file, len));
+        match read {
+            Ok(n) if n == len => Ok(()),
+            Ok(_) => Err(Refusal::io(
+                &self.path,
+                "cannot read back what was written",
+                io::Error::from(io::ErrorKind::UnexpectedEof),
+            )),
+            Err(err) => Err(Refusal::io(
+                &self.path,
+                "cannot read back what was written",
+                err,
+            )),
+        }
+    }
+
+    /// Sets the length to `size`: the holes after the last run.
+    pub(crate) fn set_len(&mut self, size: u64) -> Result<(), Refusal> {
+        let file = self
+            .file
+            .as_ref()
+            .expect("a sealed part file is not written");
+        file.set_len(size)
+            .map_err(|err| Refusal::io(&self.path, "cannot set its length", err))
+    }
+
     /// The bytes this file leaves on disk if it is dropped now: its length when it
     /// is resumable partial data (kept), else nothing.
     pub(crate) fn left_behind(&self) -> Option<u64> {
@@ -255,13 +319,8 @@ impl PartFile {
     /// Makes the file durable under its final name: mode and time applied, flushed
     /// to disk, renamed into place (refusing to replace a file unless `overwrite`),
     /// and the directory flushed so the rename itself survives a crash.
-    pub(crate) fn commit(
-        mut self,
-        mode: Option<u64>,
-        mtime: Option<i64>,
-        overwrite: bool,
-    ) -> Result<(), Refusal> {
-        self.finish_metadata(mode, mtime)?;
+    pub(crate) fn commit(mut self, entry: &Entry, overwrite: bool) -> Result<(), Refusal> {
+        self.finish_metadata(entry)?;
         let file = self.file.as_ref().expect("commit comes before sealing");
         if let Err(err) = file.sync_all() {
             self.keep = false;
@@ -280,17 +339,17 @@ impl PartFile {
     /// waiting files holds no descriptors (an unnamed one must stay open: see
     /// [`PartFile::holds_descriptor`]). Its durability then comes from the group's
     /// flush.
-    pub(crate) fn seal(&mut self, mode: Option<u64>, mtime: Option<i64>) -> Result<(), Refusal> {
-        self.finish_metadata(mode, mtime)?;
+    pub(crate) fn seal(&mut self, entry: &Entry) -> Result<(), Refusal> {
+        self.finish_metadata(entry)?;
         if !self.unnamed {
             self.file = None;
         }
         Ok(())
     }
 
-    /// Gives the complete file its offered mode and time. From here on it is no
-    /// longer resumable data: if anything fails, it is removed.
-    fn finish_metadata(&mut self, mode: Option<u64>, mtime: Option<i64>) -> Result<(), Refusal> {
+    /// Gives the complete file its offered metadata (mode, time, owner, xattrs).
+    /// From here on it is no longer resumable data: if anything fails, it is removed.
+    fn finish_metadata(&mut self, entry: &Entry) -> Result<(), Refusal> {
         let file = self.file.as_ref().expect("metadata before sealing");
         self.keep = false;
         if self.meter.is_some() {
@@ -302,8 +361,11 @@ impl PartFile {
                 .remove(&self.identity);
         }
         // A server keeps reading and writing what it holds, whatever was offered.
-        let keep = if self.meter.is_some() { 0o600 } else { 0 };
-        meta::apply(file, mode, mtime, keep)
+        let policy = meta::Policy {
+            server: self.meter.is_some(),
+            keep: if self.meter.is_some() { 0o600 } else { 0 },
+        };
+        meta::apply(file, entry, policy)
             .map_err(|err| Refusal::io(&self.path, "cannot set its mode or time", err))
     }
 
@@ -319,7 +381,7 @@ impl PartFile {
         // where there are books to keep).
         let replaced = match books
             .as_ref()
-            .map(|_| beneath::stat(&*self.dir, &self.name))
+            .map(|_| beneath::stat(&*self.dir, self.name.as_slice()))
         {
             Some(Ok(Some(stat))) if overwrite && beneath::kind(&stat) == FileType::RegularFile => {
                 Some(stat.st_size as u64)
@@ -335,7 +397,7 @@ impl PartFile {
 
     /// [`PartFile::rename_into_place`] without the counting.
     fn rename_checked(&mut self, overwrite: bool) -> Result<(), Refusal> {
-        let (temp, name) = (self.temp.as_str(), self.name.as_str());
+        let (temp, name) = (self.temp.as_str(), self.name.as_slice());
         match beneath::stat(&*self.dir, temp) {
             Ok(Some(stat))
                 if beneath::kind(&stat) == FileType::RegularFile
@@ -420,14 +482,14 @@ impl PartFile {
         // Replacing: a name of our own first, then one atomic rename over the old file.
         let temp = loop {
             let temp = format!("{RESERVED_PREFIX}{}.part", hex(&random_bytes()));
-            match link_unnamed(&file, &self.dir, &temp) {
+            match link_unnamed(&file, &self.dir, temp.as_bytes()) {
                 Ok(()) => break temp,
                 Err(Errno::EXIST) => continue,
                 Err(err) => return Err(Refusal::io(&self.path, "cannot link into place", err)),
             }
         };
         let renamed =
-            rustix::fs::renameat(&*self.dir, temp.as_str(), &*self.dir, self.name.as_str());
+            rustix::fs::renameat(&*self.dir, temp.as_str(), &*self.dir, self.name.as_slice());
         match renamed {
             Ok(()) => {
                 self.keep = true;
@@ -492,7 +554,7 @@ fn unlink_ours(books: &mut Books, dir: &OwnedFd, name: &str, identity: (u64, u64
 fn open_partial(
     dir: &OwnedFd,
     path: &str,
-    name: &str,
+    name: &[u8],
     resume: Resume,
     books: Option<&mut Books>,
 ) -> Result<Option<(String, File, bool)>, Refusal> {
@@ -624,7 +686,7 @@ fn create_unnamed(dir: &OwnedFd, path: &str) -> Result<Option<File>, Refusal> {
     match rustix::fs::openat(
         dir,
         ".",
-        OFlags::TMPFILE | OFlags::WRONLY | OFlags::CLOEXEC,
+        OFlags::TMPFILE | OFlags::RDWR | OFlags::CLOEXEC,
         Mode::from_raw_mode(TEMPORARY_MODE),
     ) {
         Ok(fd) => Ok(Some(File::from(fd))),
@@ -637,7 +699,7 @@ fn create_unnamed(dir: &OwnedFd, path: &str) -> Result<Option<File>, Refusal> {
 /// Links the unnamed `file` into `dir` as `name`, which must be free. Through
 /// `/proc/self/fd`, which any user may do for a file made without `O_EXCL`
 /// (`AT_EMPTY_PATH` would need `CAP_DAC_READ_SEARCH`).
-fn link_unnamed(file: &File, dir: &OwnedFd, name: &str) -> Result<(), Errno> {
+fn link_unnamed(file: &File, dir: &OwnedFd, name: &[u8]) -> Result<(), Errno> {
     use std::os::fd::AsRawFd;
     let source = format!("/proc/self/fd/{}", file.as_raw_fd());
     rustix::fs::linkat(
@@ -656,7 +718,8 @@ fn create_temporary(dir: &OwnedFd, path: &str) -> Result<(String, File), Refusal
         match rustix::fs::openat(
             dir,
             temp.as_str(),
-            OFlags::CREATE | OFlags::EXCL | OFlags::WRONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            // Read and write: a sparse entry's runs are read back for their hash.
+            OFlags::CREATE | OFlags::EXCL | OFlags::RDWR | OFlags::NOFOLLOW | OFlags::CLOEXEC,
             Mode::from_raw_mode(TEMPORARY_MODE),
         ) {
             Ok(fd) => return Ok((temp, File::from(fd))),
@@ -666,7 +729,7 @@ fn create_temporary(dir: &OwnedFd, path: &str) -> Result<(String, File), Refusal
     }
 }
 
-fn random_bytes() -> [u8; 8] {
+pub(super) fn random_bytes() -> [u8; 8] {
     // Only uniqueness matters here; fall back to the clock if the OS RNG fails.
     crate::key::random_bytes().unwrap_or_else(|_| {
         std::time::SystemTime::now()

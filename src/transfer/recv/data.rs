@@ -4,7 +4,6 @@
 //! and verdict to the disk thread; then the sender's `end`.
 
 use std::io::Read;
-use std::ops::Range;
 use std::sync::mpsc;
 
 use anyhow::Result;
@@ -37,11 +36,12 @@ pub(crate) fn read_entries<R: Read>(
     loop {
         match read_start(reader, expected.next())? {
             Start::End => return Ok(()),
-            Start::GaveUp { index, code, why } => {
-                let failed = FileOutcome::Failed {
-                    path: planned[index].entry.path.clone(),
-                    code,
-                    why,
+            Start::GaveUp { index, why } => {
+                // The sender could not read it: not sent, as the sender counts it.
+                let failed = FileOutcome::NotSent {
+                    path: planned[index].entry.shown_path().into_owned(),
+                    reason: why,
+                    said: false,
                 };
                 // Through the disk thread, so outcomes are reported in entry order.
                 jobs.send(Job::GaveUp {
@@ -72,7 +72,6 @@ enum Start {
     /// The sender could not read the entry at all.
     GaveUp {
         index: usize,
-        code: ErrorCode,
         why: String,
     },
 }
@@ -92,14 +91,17 @@ fn read_start<R: Read>(reader: &mut FrameReader<R>, next: Option<usize>) -> Resu
         (
             Message::Error {
                 index: Some(index),
-                code,
                 message,
+                ..
             },
             Some(next),
         ) if index == next as u64 => Ok(Start::GaveUp {
             index: next,
-            code,
-            why: format!("the sender gave up on it: {}", escape(&message)),
+            why: format!(
+                "{}: the sender gave up on it: {}",
+                crate::fs::input::UNREADABLE,
+                escape(&message)
+            ),
         }),
         (
             Message::Error {
@@ -137,6 +139,10 @@ fn receive_file<R: Read>(
         item,
         offset,
     } = *file;
+    if item.entry.is_sparse() {
+        return receive_runs(reader, file, pool, jobs, shared, tally)
+            .inspect_err(|err| discard_untrusted(jobs, err));
+    }
     let resume_offset = item.resume_offset();
     if offset != 0 && offset != resume_offset {
         return Err(fail(
@@ -147,109 +153,125 @@ fn receive_file<R: Read>(
         ));
     }
     let resumed_at = (offset > 0).then_some(offset);
-    tally.reporter().current_file(&item.entry.path, resumed_at);
+    tally
+        .reporter()
+        .current_file(&item.entry.shown_path(), resumed_at);
     // Continue the prefix's hash, or start over when the sender starts over.
     let hasher = match &item.resume_from {
         Some(resume) if offset > 0 => resume.1.clone(),
         _ => shared.transfer.hash.hasher(),
     };
-    let resumable = item
-        .entry
-        .size
-        .is_some_and(|size| shared.settings.resumes(size));
-    let mut handover = Handover::open(jobs, index, offset, !resumable)?;
-    let read = read_data(reader, file, hasher, pool, &mut handover, tally);
-    let (size, digest) = read.inspect_err(|err| {
-        // A frame that does not open was tampered with, one that breaks the
-        // protocol cannot be trusted: nothing of this file is kept, not even for
-        // resuming (a cut keeps what arrived).
-        if matches!(kind_of(err), Some(Kind::Verification | Kind::Protocol)) {
-            handover.discard();
-        }
-    })?;
-    let verdict = read_done(reader, index)?
-        .and_then(|claimed| verify(index, item, size, digest, &claimed, shared, resumed_at));
-    handover.close(verdict)
+    jobs.send(Job::Open { index, offset })
+        .map_err(|_| disk_gone())?;
+    let data = read_data(reader, file, hasher, pool, jobs, tally)
+        .and_then(|(size, digest)| Ok((size, digest, read_done(reader, index)?)))
+        .inspect_err(|err| discard_untrusted(jobs, err));
+    let (size, digest, claimed) = data?;
+    let verdict =
+        claimed.and_then(|claimed| verify(index, item, size, digest, &claimed, shared, resumed_at));
+    jobs.send(Job::Close { index, verdict })
+        .map_err(|_| disk_gone())
 }
 
-/// Hands one file's jobs to the disk thread, in order. A file that will not be kept
-/// for resuming has its first data frame held back: when that is its only one (as
-/// for any small file), opening, writing and closing go over as one job
-/// ([`Job::Whole`]), waking the disk thread once instead of three times.
-struct Handover<'j> {
-    jobs: &'j mpsc::Sender<Job>,
-    index: usize,
-    offset: u64,
-    hold: bool,
-    opened: bool,
-    held: Option<(Vec<u8>, Range<usize>)>,
+/// After `err` inside an entry's data: a frame that does not open was tampered
+/// with, one that breaks the protocol cannot be trusted, so nothing of the entry
+/// is kept, not even for resuming (a cut keeps what arrived).
+fn discard_untrusted(jobs: &mpsc::Sender<Job>, err: &anyhow::Error) {
+    if matches!(kind_of(err), Some(Kind::Verification | Kind::Protocol)) {
+        let _ = jobs.send(Job::Discard);
+    }
 }
 
-impl<'j> Handover<'j> {
-    fn open(jobs: &'j mpsc::Sender<Job>, index: usize, offset: u64, hold: bool) -> Result<Self> {
-        let mut handover = Handover {
-            jobs,
-            index,
-            offset,
-            hold,
-            opened: false,
-            held: None,
-        };
-        if !hold {
-            handover.flush()?;
+/// Receives a sparse entry's runs (section 16.4), each written at its offset and
+/// hashed by the disk thread once its length is known, then its `done`. A run
+/// going back, or past the offered size, breaks the protocol.
+fn receive_runs<R: Read>(
+    reader: &mut FrameReader<R>,
+    file: &Incoming<'_>,
+    pool: &mut Pool,
+    jobs: &mpsc::Sender<Job>,
+    shared: &Shared<'_>,
+    tally: &Tally,
+) -> Result<()> {
+    let Incoming { index, item, .. } = *file;
+    let size = item.entry.size.unwrap_or(0);
+    let frames = Frames {
+        index,
+        limit: Some(size),
+    };
+    tally
+        .reporter()
+        .current_file(&item.entry.shown_path(), None);
+    let mut start = file.offset;
+    let mut moved = 0;
+    let mut job = Job::Open {
+        index,
+        offset: start,
+    };
+    loop {
+        if start > size {
+            return Err(fail(
+                Kind::Protocol,
+                format!("a run of entry {index} starts at {start}, past its offered size"),
+            ));
         }
-        Ok(handover)
+        jobs.send(job).map_err(|_| disk_gone())?;
+        let end = frames.read(reader, start, None, pool, jobs, tally)?;
+        moved += end - start;
+        match reader.expect_message("the next run or done")? {
+            Message::Data {
+                index: next,
+                offset,
+            } if next == index as u64 => {
+                if offset < end {
+                    return Err(fail(
+                        Kind::Protocol,
+                        format!("a run of entry {index} goes back to {offset}, before {end}"),
+                    ));
+                }
+                (start, job) = (offset, Job::Run { offset });
+            }
+            other => return close_runs(other, file, moved, jobs, shared),
+        }
     }
+}
 
-    fn send(&self, job: Job) -> Result<()> {
-        self.jobs.send(job).map_err(|_| disk_gone())
-    }
+/// Ends a sparse entry at the frame after its last run (`moved` bytes of data in
+/// all): its `done` (its length set and its hash checked) or the sender giving it up.
+fn close_runs(
+    message: Message,
+    file: &Incoming<'_>,
+    moved: u64,
+    jobs: &mpsc::Sender<Job>,
+    shared: &Shared<'_>,
+) -> Result<()> {
+    let Incoming { index, item, .. } = *file;
+    let size = item.entry.size.unwrap_or(0);
+    let verdict = match done_or_given_up(message, index)? {
+        Ok(claimed) => match sealed(jobs, size)? {
+            Some(digest) => verify(index, item, size, digest, &claimed, shared, None)
+                .map(|arrived| Arrived { moved, ..arrived }),
+            // The disk's refusal is the answer; this verdict is not read.
+            None => Ok(Arrived {
+                size,
+                moved,
+                digest: shared.transfer.hash.hasher().finish(),
+                resumed_at: None,
+            }),
+        },
+        Err(refusal) => Err(refusal),
+    };
+    jobs.send(Job::Close { index, verdict })
+        .map_err(|_| disk_gone())
+}
 
-    /// Sends the `open`, and the frame held back, if they have not gone yet.
-    fn flush(&mut self) -> Result<()> {
-        if !self.opened {
-            self.opened = true;
-            self.send(Job::Open {
-                index: self.index,
-                offset: self.offset,
-            })?;
-        }
-        match self.held.take() {
-            Some((buffer, range)) => self.send(Job::Write { buffer, range }),
-            None => Ok(()),
-        }
-    }
-
-    fn write(&mut self, buffer: Vec<u8>, range: Range<usize>) -> Result<()> {
-        if self.hold && !self.opened && self.held.is_none() {
-            self.held = Some((buffer, range));
-            return Ok(());
-        }
-        self.flush()?;
-        self.send(Job::Write { buffer, range })
-    }
-
-    fn close(mut self, verdict: Result<Arrived, Refusal>) -> Result<()> {
-        let index = self.index;
-        if self.opened {
-            return self.send(Job::Close { index, verdict });
-        }
-        let data = self.held.take();
-        self.send(Job::Whole {
-            index,
-            offset: self.offset,
-            data,
-            verdict,
-        })
-    }
-
-    /// The data cannot be trusted: nothing of it stays (what was held back never
-    /// reached the disk).
-    fn discard(&self) {
-        if self.opened {
-            let _ = self.jobs.send(Job::Discard);
-        }
-    }
+/// Asks the disk thread to end the open sparse entry at `size` bytes, and waits
+/// for its hash (`None`: it could not be written, and its answer says why).
+fn sealed(jobs: &mpsc::Sender<Job>, size: u64) -> Result<Option<Digest>> {
+    let (reply, digest) = mpsc::channel();
+    jobs.send(Job::Seal { size, reply })
+        .map_err(|_| disk_gone())?;
+    digest.recv().map_err(|_| disk_gone())
 }
 
 /// Reads the `done` that ends entry `index`'s data, or the sender's `error` giving
@@ -260,6 +282,19 @@ fn read_done<R: Read>(
     index: usize,
 ) -> Result<Result<Claimed, Refusal>> {
     match reader.expect_message("done")? {
+        Message::Data { index: again, .. } if again == index as u64 => Err(fail(
+            Kind::Protocol,
+            format!("a second data header for entry {index}, which is not sparse"),
+        )),
+        other => done_or_given_up(other, index),
+    }
+}
+
+/// The frame after an entry's data, where its `done` is due: the `done`, or the
+/// sender's `error` giving it up midway (the entry is then answered as the
+/// sender's failure).
+fn done_or_given_up(message: Message, index: usize) -> Result<Result<Claimed, Refusal>> {
+    match message {
         Message::Done {
             index: done_index,
             size,
@@ -316,31 +351,63 @@ fn read_data<R: Read>(
     file: &Incoming<'_>,
     mut hasher: Hasher,
     pool: &mut Pool,
-    handover: &mut Handover<'_>,
+    jobs: &mpsc::Sender<Job>,
     tally: &Tally,
 ) -> Result<(u64, Digest)> {
     let Incoming { index, item, .. } = *file;
-    let mut received = file.offset;
-    loop {
-        let mut buffer = pool.take().ok_or_else(disk_gone)?;
-        let range = match reader.read_data(&mut buffer)? {
-            Data::End => {
-                pool.put_back(buffer);
-                return Ok((received, hasher.finish()));
+    let frames = Frames {
+        index,
+        limit: item.entry.size,
+    };
+    let received = frames.read(reader, file.offset, Some(&mut hasher), pool, jobs, tally)?;
+    Ok((received, hasher.finish()))
+}
+
+/// The data frames of one entry's data (or one run of it), up to the empty frame.
+struct Frames {
+    index: usize,
+    /// Past this byte is a session-level `protocol` (the offered size).
+    limit: Option<u64>,
+}
+
+impl Frames {
+    /// Reads them into pool buffers for the disk thread, hashing them as they
+    /// arrive when given a hasher; `from` is where they start in the file.
+    /// Returns where they end.
+    fn read<R: Read>(
+        &self,
+        reader: &mut FrameReader<R>,
+        from: u64,
+        mut hasher: Option<&mut Hasher>,
+        pool: &mut Pool,
+        jobs: &mpsc::Sender<Job>,
+        tally: &Tally,
+    ) -> Result<u64> {
+        let mut received = from;
+        loop {
+            let mut buffer = pool.take().ok_or_else(disk_gone)?;
+            let range = match reader.read_data(&mut buffer)? {
+                Data::End => {
+                    pool.put_back(buffer);
+                    return Ok(received);
+                }
+                Data::Bytes(range) => range,
+            };
+            let n = range.len() as u64;
+            if self.limit.is_some_and(|size| received + n > size) {
+                return Err(fail(
+                    Kind::Protocol,
+                    format!("more data for entry {} than its offered size", self.index),
+                ));
             }
-            Data::Bytes(range) => range,
-        };
-        let n = range.len() as u64;
-        if item.entry.size.is_some_and(|size| received + n > size) {
-            return Err(fail(
-                Kind::Protocol,
-                format!("more data for entry {index} than its offered size"),
-            ));
+            if let Some(hasher) = hasher.as_deref_mut() {
+                hasher.update(&buffer[range.clone()]);
+            }
+            received += n;
+            tally.reporter().bar().inc(n);
+            jobs.send(Job::Write { buffer, range })
+                .map_err(|_| disk_gone())?;
         }
-        hasher.update(&buffer[range.clone()]);
-        received += n;
-        tally.reporter().bar().inc(n);
-        handover.write(buffer, range)?;
     }
 }
 
@@ -361,8 +428,8 @@ fn verify(
     shared: &Shared<'_>,
     resumed_at: Option<u64>,
 ) -> Result<Arrived, Refusal> {
-    let path = item.entry.path.as_str();
-    let shown = escape(path);
+    let path = item.entry.path_bytes();
+    let shown = escape(&item.entry.shown_path()).into_owned();
     let hash = shared.transfer.hash;
     let checksum = |why: String| Refusal::new(ErrorCode::Checksum, format!("{shown}: {why}"));
     let offered = item.entry.size;
@@ -384,7 +451,7 @@ fn verify(
         index: index as u64,
         size,
         hash: &digest,
-        path,
+        path: &path,
     };
     if !shared.transfer.verify_done(facts, &claimed.mac) {
         return Err(Refusal::new(
@@ -394,6 +461,7 @@ fn verify(
     }
     Ok(Arrived {
         size,
+        moved: size - resumed_at.unwrap_or(0).min(size),
         digest,
         resumed_at,
     })
