@@ -253,6 +253,7 @@ fn peering(
                 (_, true) => Encryption::Off,
                 _ => Encryption::Preferred,
             },
+            whole_file: security.whole_file,
         },
         limit_rate,
         style,
@@ -327,6 +328,7 @@ fn client(args: ClientArgs, to: Host) -> Result<(ClientOptions, Style), String> 
             hash: HashKind::Md5,
             limit_rate: None,
             compress: None,
+            whole_file: false,
         },
         style,
     ))
@@ -336,6 +338,7 @@ fn client(args: ClientArgs, to: Host) -> Result<(ClientOptions, Style), String> 
 fn transferring(client: &mut ClientOptions, args: &TransferArgs) {
     client.hash = hash_kind(args.hash);
     client.limit_rate = args.limit_rate;
+    client.whole_file = args.whole_file;
 }
 
 /// Operands that are each `HOST:PORT:PATH` of one server (`what`: the command).

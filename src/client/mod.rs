@@ -36,6 +36,8 @@ pub(crate) struct ClientOptions {
     pub(crate) limit_rate: Option<u64>,
     /// zstd level for what this client puts, if it compresses.
     pub(crate) compress: Option<i32>,
+    /// `--whole-file`: no feature `delta` on this connection.
+    pub(crate) whole_file: bool,
 }
 
 impl ClientOptions {
@@ -52,6 +54,7 @@ impl ClientOptions {
             security: Security {
                 hash: self.hash,
                 encryption: Encryption::Required,
+                whole_file: self.whole_file,
             },
             limit_rate: self.limit_rate,
             style,

@@ -56,6 +56,8 @@ pub(crate) enum Encryption {
 pub(crate) struct Security {
     pub(crate) hash: HashKind,
     pub(crate) encryption: Encryption,
+    /// `--whole-file`: neither list nor choose feature `delta`.
+    pub(crate) whole_file: bool,
 }
 
 /// Everything a transfer command needs to meet its peer.
@@ -109,6 +111,10 @@ impl Peering {
         } else if role == Role::Receiver || compress.is_some() {
             // A receiver takes compressed frames whenever its sender wants to send them.
             wanted = wanted.with(Feature::Zstd);
+        }
+        if !self.security.whole_file {
+            // Listed by an acceptor, chosen by an initiator whenever listed.
+            wanted = wanted.with(Feature::Delta);
         }
         (wanted.with_all(required), required)
     }

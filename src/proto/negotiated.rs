@@ -22,16 +22,25 @@ pub(crate) enum Feature {
     Blake3,
     Aead,
     Zstd,
+    /// Files the receiver holds in an older version travel as instructions
+    /// against it (`docs/PROTOCOL.md` section 16).
+    Delta,
 }
 
 impl Feature {
-    pub(crate) const ALL: [Feature; 3] = [Feature::Aead, Feature::Blake3, Feature::Zstd];
+    pub(crate) const ALL: [Feature; 4] = [
+        Feature::Aead,
+        Feature::Blake3,
+        Feature::Zstd,
+        Feature::Delta,
+    ];
 
     pub(crate) fn name(self) -> &'static str {
         match self {
             Feature::Blake3 => "blake3",
             Feature::Aead => "aead",
             Feature::Zstd => "zstd",
+            Feature::Delta => "delta",
         }
     }
 
@@ -40,6 +49,7 @@ impl Feature {
             Feature::Blake3 => 1,
             Feature::Aead => 2,
             Feature::Zstd => 4,
+            Feature::Delta => 0x40,
         }
     }
 
@@ -101,7 +111,7 @@ impl Features {
         self.0 == 0
     }
 
-    /// The names, in a fixed order (`aead`, `blake3`, `zstd`).
+    /// The names, in a fixed order (`aead`, `blake3`, `zstd`, `delta`).
     pub(crate) fn names(self) -> Vec<String> {
         Feature::ALL
             .into_iter()

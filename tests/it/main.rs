@@ -11,6 +11,7 @@ mod util;
 mod authentication;
 mod cli_messages;
 mod client_commands;
+mod delta;
 mod filesystem;
 mod fuzz_corpus;
 mod hostile_peers;

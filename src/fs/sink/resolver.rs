@@ -223,7 +223,11 @@ impl<'a> Resolver<'a> {
     /// Opens (and with `create`, makes) the directories `components` beneath the
     /// root without following links, starting from the deepest one already open.
     /// `Ok(None)`: one of them does not exist.
-    fn walk(&mut self, components: &[&str], create: bool) -> Result<Option<Arc<OwnedFd>>, Refusal> {
+    pub(super) fn walk(
+        &mut self,
+        components: &[&str],
+        create: bool,
+    ) -> Result<Option<Arc<OwnedFd>>, Refusal> {
         if let Some(dir) = self.dirs.get(&components.join("/")) {
             return Ok(Some(dir.clone()));
         }
@@ -259,7 +263,7 @@ impl<'a> Resolver<'a> {
 }
 
 /// A path's parent components and its last one.
-fn split_last<'c, 'a>(components: &'c [&'a str]) -> (&'c [&'a str], &'a str) {
+pub(super) fn split_last<'c, 'a>(components: &'c [&'a str]) -> (&'c [&'a str], &'a str) {
     let (name, parents) = components
         .split_last()
         .expect("the path policy never returns an empty list");

@@ -45,8 +45,13 @@ const GROUP_WAIT: Duration = Duration::from_millis(100);
 
 /// What the socket thread asks of the disk thread, in order.
 pub(crate) enum Job {
-    /// Entry `index`'s data starts at byte `offset`: open where it goes.
-    Open { index: usize, offset: u64 },
+    /// Entry `index`'s data starts at byte `offset`: open where it goes (for a
+    /// `delta`, a fresh temporary, never kept for resuming).
+    Open {
+        index: usize,
+        offset: u64,
+        delta: bool,
+    },
     /// The next bytes of the open entry, at `range` of `buffer`; the buffer goes
     /// back to the pool after.
     Write {
@@ -64,6 +69,11 @@ pub(crate) enum Job {
     /// The sender gave up entry `index` before its data: report it (it gets no
     /// answer); nothing changed on disk.
     GaveUp { index: usize, outcome: FileOutcome },
+}
+
+/// The disk thread stopped taking work; its own error says why.
+pub(crate) fn disk_gone() -> anyhow::Error {
+    crate::error::fail(Kind::Io, "the disk thread stopped")
 }
 
 /// A complete file that verified.
@@ -151,10 +161,14 @@ impl Desk<'_> {
         giver: &Giver,
     ) -> Result<()> {
         match job {
-            Job::Open { index, offset } => {
+            Job::Open {
+                index,
+                offset,
+                delta,
+            } => {
                 let landing = open_landing(
                     &answers.planned[index],
-                    offset,
+                    (offset, delta),
                     self.resolver.as_mut(),
                     answers.shared,
                 )?;
@@ -388,10 +402,10 @@ impl Answers<'_, '_> {
     }
 }
 
-/// Where entry `item`'s data starting at `offset` goes.
+/// Where entry `item`'s data starting at `offset` (or built from a delta) goes.
 fn open_landing(
     item: &Planned,
-    offset: u64,
+    (offset, delta): (u64, bool),
     resolver: Option<&mut Resolver<'_>>,
     shared: &Shared<'_>,
 ) -> Result<Landing> {
@@ -400,7 +414,7 @@ fn open_landing(
             let path = &item.entry.path;
             let components = check_path(path).expect("planned paths passed the policy");
             let resume = match item.entry.size {
-                Some(size) if shared.settings.resume => Some(Resume { size, offset }),
+                Some(size) if shared.settings.resume && !delta => Some(Resume { size, offset }),
                 _ => None,
             };
             Landing::Part(resolver.create_part(path, &components, resume))

@@ -7,10 +7,12 @@
 //! protocol ends the session, and is told why. Three parts: `plan.rs` decides the
 //! offer; `data.rs`, on the socket thread, reads frames and hashes as they arrive;
 //! `disk.rs`, on a thread of its own, writes, makes files durable and acknowledges
-//! them. The filesystem is reached only through `fs::sink`.
+//! them; `delta.rs` builds a file from a delta's instructions and its basis. The
+//! filesystem is reached only through `fs::sink`.
 
 mod claims;
 mod data;
+mod delta;
 mod disk;
 mod plan;
 mod shared;
@@ -29,6 +31,7 @@ use crate::error::{Kind, fail, said_by_peer};
 use crate::fs::quota::Account;
 use crate::pool::Pool;
 use crate::proto::message::Message;
+use crate::proto::negotiated::Feature;
 use crate::proto::wire::{Connection, FrameWriter, Hangup, data_buffer};
 
 /// Buffers in flight between the socket thread and the disk thread. Each can hold
@@ -54,6 +57,7 @@ pub(crate) fn session<R: Read, W: Write + Send, C: Hangup>(
         claims,
         settings,
         quota,
+        delta: conn.negotiated.has(Feature::Delta),
     };
     let result = receive(conn, &shared, tally);
     tally.squeezed(conn.reader.take_squeezed());

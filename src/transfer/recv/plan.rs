@@ -1,7 +1,8 @@
 //! Deciding an offer: every entry's path checked, duplicates and paths another
 //! session is receiving refused, files already there answered `same`, other
 //! existing files and what will not fit refused, directories created, and
-//! resumable data found. Each decision goes out in the plan as soon as it is made.
+//! resumable data found, and (feature `delta`) the file an entry replaces chunked
+//! as its basis. Each decision goes out in the plan as soon as it is made.
 
 use std::collections::HashSet;
 use std::hash::BuildHasher;
@@ -18,9 +19,10 @@ use crate::fs::Refusal;
 use crate::fs::home::Footprint;
 use crate::fs::path::check_path;
 use crate::fs::quota::Reservation;
-use crate::fs::sink::{Placement, Resolver};
+use crate::fs::sink::{Basis, Placement, Resolver};
+use crate::proto::delta::{MAX_PLAN_CHUNKS, MIN_DELTA_SIZE};
 use crate::proto::hash::Hasher;
-use crate::proto::message::{Decision, Entry, EntryKind, ErrorCode};
+use crate::proto::message::{Decision, Entry, EntryKind, ErrorCode, Signature};
 use crate::proto::wire::FrameWriter;
 use crate::transfer::Tally;
 use crate::transfer::offer::ListWriter;
@@ -42,6 +44,8 @@ pub(crate) struct Planned<'c> {
     pub(crate) reservation: Option<Box<Reservation>>,
     /// What an existing file this entry replaces holds (it counts until replaced).
     pub(crate) replaces: Footprint,
+    /// The file this entry replaces, chunked, when the plan offered it as a basis.
+    pub(crate) basis: Option<Box<Basis>>,
 }
 
 impl Planned<'_> {
@@ -54,6 +58,7 @@ impl Planned<'_> {
             claim: None,
             reservation: None,
             replaces: Footprint::default(),
+            basis: None,
         }
     }
 
@@ -92,6 +97,7 @@ pub(crate) fn plan<'c, W: Write>(
                 shared,
                 seen: HashSet::new(),
                 free: target.free_space(),
+                chunks_left: MAX_PLAN_CHUNKS,
             };
             for entry in entries {
                 let (item, decision) = decider.decide(entry, tally);
@@ -128,6 +134,7 @@ fn send_from(offset: u64, prefix: Option<&Hasher>) -> Decision {
     Decision::Send {
         offset,
         prefix_hash: prefix.map(|hasher| hasher.peek().to_hex()),
+        delta: None,
     }
 }
 
@@ -141,6 +148,8 @@ struct Decider<'s, 'c> {
     seen: HashSet<u64>,
     /// Bytes the accepted files may still take, if the system says.
     free: Option<u64>,
+    /// Chunks the plan's signatures may still list (see `MAX_PLAN_CHUNKS`).
+    chunks_left: u64,
 }
 
 impl<'c> Decider<'_, 'c> {
@@ -169,17 +178,25 @@ impl<'c> Decider<'_, 'c> {
                 claim,
                 reservation,
                 replaces,
+                basis,
             }) => {
-                let decision = match &resume_from {
+                let mut decision = match &resume_from {
                     Some(resume) => send_from(resume.0, Some(&resume.1)),
                     None => send_from(0, None),
                 };
+                let basis = basis.map(|(basis, signature)| {
+                    if let Decision::Send { delta, .. } = &mut decision {
+                        *delta = Some(signature);
+                    }
+                    Box::new(basis)
+                });
                 let planned = Planned {
                     expects_data: true,
                     resume_from,
                     claim: Some(claim),
                     reservation,
                     replaces,
+                    basis,
                     ..Planned::skipped(entry)
                 };
                 (planned, decision)
@@ -210,16 +227,7 @@ impl<'c> Decider<'_, 'c> {
             return Ok(Decided::Dir);
         }
         let settings = self.shared.settings;
-        let claim = self
-            .shared
-            .claims
-            .claim(self.within, &entry.path)
-            .ok_or_else(|| {
-                Refusal::new(
-                    ErrorCode::Busy,
-                    format!("{shown}: being received by another session"),
-                )
-            })?;
+        let claim = self.claim(entry, &shown)?;
         let placement = self.resolver.probe_file(
             &entry.path,
             &components,
@@ -246,12 +254,51 @@ impl<'c> Decider<'_, 'c> {
         }
         let partial = resume_from.as_ref().map(|resume| resume.0);
         let reservation = self.reserve_quota(entry, partial, replaces)?;
+        let basis = match (&resume_from, placement) {
+            (None, Placement::Free(Some(_))) => self.basis(entry, &components)?,
+            _ => None,
+        };
         Ok(Decided::File {
             resume_from,
             claim,
             reservation,
             replaces,
+            basis,
         })
+    }
+
+    /// Keeps other sessions of this process off `entry`'s path until it is done.
+    fn claim(&self, entry: &Entry, shown: &str) -> Result<Claim<'c>, Refusal> {
+        self.shared
+            .claims
+            .claim(self.within, &entry.path)
+            .ok_or_else(|| {
+                Refusal::new(
+                    ErrorCode::Busy,
+                    format!("{shown}: being received by another session"),
+                )
+            })
+    }
+
+    /// The file `entry` will replace, chunked as its basis, when feature `delta` is
+    /// in force and a delta may pay: both versions large enough, and room left in
+    /// the plan's budget of chunks.
+    fn basis(
+        &mut self,
+        entry: &Entry,
+        components: &[&str],
+    ) -> Result<Option<(Basis, Signature)>, Refusal> {
+        let worth_it = entry.size.is_some_and(|size| size >= MIN_DELTA_SIZE);
+        if !self.shared.delta || !worth_it || self.chunks_left == 0 {
+            return Ok(None);
+        }
+        let chunked = self
+            .resolver
+            .chunk_basis(&entry.path, components, self.chunks_left)?;
+        if let Some((basis, _)) = &chunked {
+            self.chunks_left -= basis.chunks();
+        }
+        Ok(chunked)
     }
 
     /// Counts `needed` bytes against the free space left on the target's disk.
@@ -309,5 +356,6 @@ enum Decided<'c> {
         claim: Claim<'c>,
         reservation: Option<Box<Reservation>>,
         replaces: Footprint,
+        basis: Option<(Basis, Signature)>,
     },
 }

@@ -8,6 +8,8 @@
 //! through the [`Tally`].
 
 mod answers;
+mod delta;
+mod piece;
 mod stream;
 
 use std::collections::HashMap;
@@ -19,16 +21,17 @@ use std::time::{Duration, Instant};
 
 use anyhow::Result;
 
-use self::stream::{BUFFER, Piece, ToSend};
+use self::piece::{BUFFER, Piece, ToSend, Wanted};
 use super::Tally;
 use super::offer::{read_plan, write_offer};
 use crate::error::{Kind, fail};
 use crate::escape::escape;
 use crate::fs::input::Outbox;
 use crate::pool::{Giver, Pool};
+use crate::proto::delta::{Chunking, MAX_CHUNKS, parse_sums};
 use crate::proto::hash::Digest;
-use crate::proto::message::{Decision, Entry, EntryKind, ErrorCode, Message};
-use crate::proto::negotiated::{FileFacts, Transfer};
+use crate::proto::message::{Decision, Entry, EntryKind, ErrorCode, Message, Signature};
+use crate::proto::negotiated::{Feature, FileFacts, Transfer};
 use crate::proto::wire::{Connection, FrameReader, FrameWriter, Hangup};
 use crate::ui::report::FileOutcome;
 
@@ -52,6 +55,8 @@ struct Outstanding {
     /// This side failed the entry already (it changed or could not be read while
     /// sent); the receiver's refusal of its `done` is expected and not counted again.
     failed_here: bool,
+    /// Its data goes as a delta, which a receiver never keeps for resuming.
+    delta: bool,
 }
 
 /// What `done` said about an entry.
@@ -127,6 +132,7 @@ fn send<R: Read + Send, W: Write, C: Hangup + Sync>(
     tally: &mut Tally,
 ) -> Result<()> {
     let transfer = conn.negotiated.begin_transfer();
+    let delta = conn.negotiated.has(Feature::Delta);
     let Connection {
         reader,
         writer,
@@ -139,8 +145,8 @@ fn send<R: Read + Send, W: Write, C: Hangup + Sync>(
     write_offer(writer, &transfer, entries)?;
     writer.flush()?;
     // Waiting for the plan is waiting on the receiver: the idle timeout holds.
-    let plan = read_plan(reader, &transfer, entries.len())?;
-    let to_send = follow_plan(outbox, &plan, tally)?;
+    let plan = read_plan(reader, &transfer, entries.len(), delta)?;
+    let to_send = follow_plan(outbox, &plan, delta, tally)?;
     drop(plan);
 
     tally
@@ -259,14 +265,22 @@ fn cut_short(pending: &Pending) -> u64 {
     pending
         .lock()
         .values()
-        .filter(|outstanding| outstanding.facts.is_none() && !outstanding.failed_here)
+        .filter(|outstanding| {
+            outstanding.facts.is_none() && !outstanding.failed_here && !outstanding.delta
+        })
         .map(|outstanding| outstanding.position)
         .sum()
 }
 
 /// Reads the plan's decisions: reports skips and files already there, checks what
-/// a decision may say, and lists the files whose data goes out.
-fn follow_plan(outbox: &dyn Outbox, plan: &[Decision], tally: &Tally) -> Result<Vec<ToSend>> {
+/// a decision may say, and lists the files whose data goes out. A basis offered
+/// (feature `delta` in force) is decoded here; `read_plan` checked its size.
+fn follow_plan(
+    outbox: &dyn Outbox,
+    plan: &[Decision],
+    delta: bool,
+    tally: &Tally,
+) -> Result<Vec<ToSend>> {
     let entries = outbox.entries();
     let mut to_send = Vec::new();
     for (index, (entry, decision)) in entries.iter().zip(plan).enumerate() {
@@ -283,41 +297,67 @@ fn follow_plan(outbox: &dyn Outbox, plan: &[Decision], tally: &Tally) -> Result<
                 *code,
                 format!("refused by the receiver: {}", escape(message)),
             ),
-            Decision::Send { offset, .. } if entry.kind == EntryKind::Dir => {
-                if *offset != 0 {
-                    return Err(fail(
-                        Kind::Protocol,
-                        format!("the plan resumes directory {index} at {offset}"),
-                    ));
-                }
-            }
             Decision::Send {
                 offset,
-                prefix_hash,
-            } => {
-                // Section 5: an offset must fit the file, and comes with its prefix hash.
-                let fits = match entry.size {
-                    Some(size) => *offset <= size,
-                    None => *offset == 0,
-                };
-                if !fits || (*offset > 0) != prefix_hash.is_some() {
+                delta: basis,
+                ..
+            } if entry.kind == EntryKind::Dir => {
+                if *offset != 0 || basis.is_some() {
                     return Err(fail(
                         Kind::Protocol,
                         format!(
-                            "the plan resumes entry {index} at {offset}, which does not fit it"
+                            "the plan resumes directory {index} at {offset}, or gives it a basis"
                         ),
                     ));
                 }
-                let resumable = *offset > 0 && outbox.rereadable(index);
-                to_send.push(ToSend {
-                    index: index as u64,
-                    offset: if resumable { *offset } else { 0 },
-                    prefix_hash: prefix_hash.clone().filter(|_| resumable),
-                });
+            }
+            Decision::Send { .. } => {
+                to_send.push(file_to_send(outbox, index, decision, delta)?);
             }
         }
     }
     Ok(to_send)
+}
+
+/// A file planned `send`, checked: an offset must fit the file and come with its
+/// prefix hash (section 6); a basis, with what section 16 asks.
+fn file_to_send(
+    outbox: &dyn Outbox,
+    index: usize,
+    decision: &Decision,
+    delta: bool,
+) -> Result<ToSend> {
+    let Decision::Send {
+        offset,
+        prefix_hash,
+        delta: basis,
+    } = decision
+    else {
+        unreachable!("called for send decisions only");
+    };
+    let entry = &outbox.entries()[index];
+    let fits = match entry.size {
+        Some(size) => *offset <= size,
+        None => *offset == 0,
+    };
+    if !fits || (*offset > 0) != prefix_hash.is_some() {
+        return Err(fail(
+            Kind::Protocol,
+            format!("the plan resumes entry {index} at {offset}, which does not fit it"),
+        ));
+    }
+    let wanted = basis
+        .as_ref()
+        .map(|basis| wanted(index, entry, *offset, basis, delta))
+        .transpose()?;
+    let resumable = *offset > 0 && outbox.rereadable(index);
+    Ok(ToSend {
+        index: index as u64,
+        offset: if resumable { *offset } else { 0 },
+        prefix_hash: prefix_hash.clone().filter(|_| resumable),
+        // A stream cannot be read for a delta: it goes whole.
+        delta: wanted.filter(|_| outbox.rereadable(index)),
+    })
 }
 
 /// The socket side of the data phase: starts the reading thread and writes what it
@@ -397,28 +437,25 @@ impl Frames<'_> {
                 index,
                 offset,
                 resumed,
+                delta,
             } => {
-                let resumed_at = resumed.then_some(offset);
-                let path = &self.entries[index as usize].path;
-                self.tally.reporter().current_file(path, resumed_at);
-                self.current.set(index);
-                self.pending.lock().insert(
+                self.start(index, resumed.then_some(offset), delta);
+                writer.write_message(&Message::Data {
                     index,
-                    Outstanding {
-                        facts: None,
-                        resumed_at,
-                        position: offset,
-                        failed_here: false,
-                    },
-                );
-                writer.write_message(&Message::Data { index, offset })
+                    offset,
+                    delta,
+                })
             }
-            Piece::Chunk { mut buffer, len } => {
+            Piece::Chunk {
+                mut buffer,
+                len,
+                covered,
+            } => {
                 writer.write_data(&mut buffer, len)?;
                 if let Some(outstanding) = self.pending.lock().get_mut(&self.current.get()) {
-                    outstanding.position += len as u64;
+                    outstanding.position += covered;
                 }
-                self.tally.reporter().bar().inc(len as u64);
+                self.tally.reporter().bar().inc(covered);
                 self.giver.give(buffer);
                 Ok(())
             }
@@ -442,6 +479,23 @@ impl Frames<'_> {
                 })
             }
         }
+    }
+
+    /// Notes that entry `index`'s data begins (from `resumed_at`, or as a `delta`).
+    fn start(&self, index: u64, resumed_at: Option<u64>, delta: bool) {
+        let path = &self.entries[index as usize].path;
+        self.tally.reporter().current_file(path, resumed_at);
+        self.current.set(index);
+        self.pending.lock().insert(
+            index,
+            Outstanding {
+                facts: None,
+                resumed_at,
+                position: resumed_at.unwrap_or(0),
+                failed_here: false,
+                delta,
+            },
+        );
     }
 
     /// The `done` for an entry whose data is complete. Its facts are stored before
@@ -475,6 +529,38 @@ impl Frames<'_> {
             mac: self.transfer.done_mac(facts),
         }
     }
+}
+
+/// Decodes the basis a decision offers for entry `index` (section 16): only under
+/// feature `delta`, for a file of known size planned from offset 0, with valid
+/// parameters and exactly `count` sums.
+fn wanted(
+    index: usize,
+    entry: &Entry,
+    offset: u64,
+    basis: &Signature,
+    delta: bool,
+) -> Result<Box<Wanted>> {
+    let refuse = |why: &str| {
+        fail(
+            Kind::Protocol,
+            format!("the plan's basis for entry {index} {why}"),
+        )
+    };
+    if !delta {
+        return Err(refuse("needs feature delta, which is not in force"));
+    }
+    if offset != 0 || entry.size.is_none() {
+        return Err(refuse("is for an entry that cannot take one"));
+    }
+    let chunking = Chunking::from_avg(basis.avg)
+        .ok_or_else(|| refuse(&format!("has an average chunk size of {}", basis.avg)))?;
+    if basis.count == 0 || basis.count > MAX_CHUNKS {
+        return Err(refuse(&format!("claims {} chunks", basis.count)));
+    }
+    let sums = parse_sums(&basis.sums, basis.count)
+        .ok_or_else(|| refuse("has sums that are not its count of 16 hex digits each"))?;
+    Ok(Box::new(Wanted { chunking, sums }))
 }
 
 fn thread_failed(err: std::io::Error) -> anyhow::Error {

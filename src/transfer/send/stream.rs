@@ -1,60 +1,24 @@
 //! The sender's reading thread: every accepted file in turn, read into pool buffers
 //! and hashed in the same pass, one chunk ahead of the socket. A file that cannot be
 //! opened is given up (the socket thread sends its `error`); one that fails or
-//! changes size while read ends with a `done` the receiver must refuse.
+//! changes size while read ends with a `done` the receiver must refuse. A file the
+//! receiver holds an older version of goes as a delta (`delta.rs`).
 
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::time::Duration;
 
+use super::delta;
+use super::piece::{BUFFER, CHUNK, Piece, ToSend};
 use crate::fs::input::{Input, Outbox};
 use crate::pool::Pool;
-use crate::proto::hash::{Digest, HashKind, Hasher};
-use crate::proto::seal::TAG_LEN;
+use crate::proto::hash::{HashKind, Hasher};
 use crate::proto::wire::DATA_HEADROOM;
-
-/// File bytes per data frame. Measured on a 1 GiB loopback transfer, alternating
-/// configurations, median of 4: 64 KiB 4.44 s, 256 KiB 3.84 s, 1 MiB 3.59 s (with
-/// TCP_NODELAY 3.48 s). Larger frames mean fewer syscalls and thread wake-ups.
-pub(crate) const CHUNK: usize = 1 << 20;
-/// A data buffer: headroom, a chunk, room for the tag.
-pub(super) const BUFFER: usize = DATA_HEADROOM + CHUNK + TAG_LEN;
 
 /// How often a reader waiting on a silent stream looks up to see whether the
 /// session has ended meanwhile.
 const LOOK_UP: Duration = Duration::from_millis(200);
-
-/// An entry whose data goes out: the plan's offset (0 unless it resumes, and then
-/// only if the source can be read again) and the receiver's hash of its prefix.
-pub(crate) struct ToSend {
-    pub(crate) index: u64,
-    pub(crate) offset: u64,
-    pub(crate) prefix_hash: Option<String>,
-}
-
-/// What the reading thread hands the socket thread, in order.
-pub(crate) enum Piece {
-    /// Data for entry `index` follows, from byte `offset` (`resumed`: the
-    /// receiver's prefix matched ours).
-    Start {
-        index: u64,
-        offset: u64,
-        resumed: bool,
-    },
-    /// One data frame: [`DATA_HEADROOM`] bytes of room, then `len` bytes of the file.
-    Chunk { buffer: Vec<u8>, len: usize },
-    /// The entry's data is complete; `done` says `size` and `digest`. With a local
-    /// failure, `size` is not the offered one, so the receiver refuses it.
-    End {
-        index: u64,
-        size: u64,
-        digest: Digest,
-        local_failure: Option<String>,
-    },
-    /// The entry could not be opened: it is given up in place of its data.
-    GaveUp { index: u64, why: String },
-}
 
 /// Reads every entry of `to_send` into `pieces`; stops early when the socket thread
 /// hangs up or `stop` is set (the session ended).
@@ -93,22 +57,30 @@ fn read_file(
             return pieces.send(Piece::GaveUp { index, why }).ok();
         }
     };
+    let delta = item.delta.as_deref().filter(|_| start == 0);
     pieces
         .send(Piece::Start {
             index,
             offset: start,
             resumed: start > 0,
+            delta: delta.is_some(),
         })
         .ok()?;
-    let (sent, read_error) = send_chunks(
-        &mut *input,
-        expected,
-        start,
-        &mut hasher,
-        pool,
-        pieces,
-        stop,
-    )?;
+    let (sent, read_error) = match delta {
+        Some(wanted) => {
+            let against = (wanted, expected);
+            delta::send(&mut *input, against, &mut hasher, pool, pieces, stop)?
+        }
+        None => send_chunks(
+            &mut *input,
+            expected,
+            start,
+            &mut hasher,
+            pool,
+            pieces,
+            stop,
+        )?,
+    };
     let (size, local_failure) = match read_error {
         Some(err) => (
             sent,
@@ -163,7 +135,14 @@ fn send_chunks(
         };
         hasher.update(&room[..n]);
         sent += n as u64;
-        pieces.send(Piece::Chunk { buffer, len: n }).ok()?;
+        let covered = n as u64;
+        pieces
+            .send(Piece::Chunk {
+                buffer,
+                len: n,
+                covered,
+            })
+            .ok()?;
     }
 }
 
