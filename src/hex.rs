@@ -42,6 +42,12 @@ pub(crate) fn unhex_into(text: &str, out: &mut [u8]) -> bool {
     true
 }
 
+/// Decodes any even number of lowercase hex digits; anything else is `None`.
+pub(crate) fn unhex_vec(text: &str) -> Option<Vec<u8>> {
+    let mut out = vec![0; text.len() / 2];
+    unhex_into(text, &mut out).then_some(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -55,5 +61,8 @@ mod tests {
         assert_eq!(unhex::<3>("00abfff0"), None);
         assert_eq!(unhex::<3>("00abgg"), None);
         assert_eq!(unhex::<2>("+1ab"), None);
+        assert_eq!(unhex_vec("00ff"), Some(vec![0, 0xff]));
+        assert_eq!(unhex_vec("00f"), None);
+        assert_eq!(unhex_vec(""), Some(vec![]));
     }
 }

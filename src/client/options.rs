@@ -105,6 +105,8 @@ impl Peering {
         if self.security.hash == HashKind::Blake3 {
             required = required.with(Feature::Blake3);
         }
+        // `meta` has no switch: whenever both sides have it, trees travel as they are.
+        wanted = wanted.with(Feature::Meta);
         if accepting {
             // A listener offers what it can; the initiator chooses.
             wanted = wanted.with(Feature::Blake3).with(Feature::Zstd);

@@ -533,7 +533,8 @@ impl Fetch {
                 0
             }),
             mode: Some(u64::from(stat.st_mode & PERMISSION_BITS)),
-            mtime: u64::try_from(stat.st_mtime).ok(),
+            mtime: Some(stat.st_mtime).filter(|mtime| *mtime >= 0),
+            ..Entry::default()
         });
         self.origins.push(path.to_string());
         if entry_kind == EntryKind::Dir {

@@ -220,6 +220,7 @@ fn add_root(collected: &mut Collected, index: usize, options: &WalkOptions) -> R
             size: None,
             mode: None,
             mtime: None,
+            ..Entry::default()
         });
         collected.origin.push(origin);
         return Ok(());
@@ -361,7 +362,8 @@ fn entry(path: String, kind: EntryKind, meta: &Metadata) -> Entry {
         }),
         mode: Some(u64::from(meta.mode() & PERMISSION_BITS)),
         // Section 5: a time before the epoch is left out.
-        mtime: u64::try_from(meta.mtime()).ok(),
+        mtime: Some(meta.mtime()).filter(|mtime| *mtime >= 0),
+        ..Entry::default()
     }
 }
 

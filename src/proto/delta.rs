@@ -1,4 +1,4 @@
-//! Feature `delta` (`docs/PROTOCOL.md` section 16): what both sides compute alike.
+//! Feature `delta` (`docs/PROTOCOL.md`, "Feature `delta`"): what both sides compute alike.
 //! Content-defined chunking (FastCDC 2020 from the `fastcdc` crate, normalisation
 //! level 1, its gear table), the 8-byte chunk sums a receiver lists in its plan as one
 //! hex string (the *signature*), and the instructions a sender's data frames carry

@@ -52,38 +52,165 @@ impl fmt::Display for Role {
 /// they are part of this vocabulary all the same.
 pub(crate) use crate::error::ErrorCode;
 
-/// What an offered entry is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// What an offered entry is. Everything but `file` and `dir` needs `meta`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub(crate) enum EntryKind {
+    #[default]
     File,
     Dir,
+    Symlink,
+    Hardlink,
+    Fifo,
+    Socket,
+    Char,
+    Block,
+    Unsent,
 }
 
-/// One entry of an `offer`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+impl EntryKind {
+    /// The wire name, for messages.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            EntryKind::File => "file",
+            EntryKind::Dir => "dir",
+            EntryKind::Symlink => "symlink",
+            EntryKind::Hardlink => "hardlink",
+            EntryKind::Fifo => "fifo",
+            EntryKind::Socket => "socket",
+            EntryKind::Char => "char",
+            EntryKind::Block => "block",
+            EntryKind::Unsent => "unsent",
+        }
+    }
+}
+
+/// Extended attributes of an entry: name to lowercase hex of the value (`meta`).
+pub(crate) type Xattrs = std::collections::BTreeMap<String, String>;
+
+/// One entry of an `offer`. Members past `mtime` exist only under `meta`
+/// (`PROTOCOL.md` section 16); [`Entry::check`] holds the rules on which kind may
+/// carry which.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Entry {
     /// Relative, `/`-separated path; untrusted until the path policy accepted it.
+    /// Empty (absent on the wire) when `path_hex` spells the name.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub(crate) path: String,
+    /// The path's bytes in lowercase hex, when they are not UTF-8 (`meta`).
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub(crate) path_hex: Option<String>,
     pub(crate) kind: EntryKind,
     /// Total size in bytes; `None` only for a stream of unknown length. The field
     /// must be present (`null` for a stream).
     #[serde(deserialize_with = "nullable")]
     pub(crate) size: Option<u64>,
-    /// Permission bits (the receiver applies `mode & 0o777`).
+    /// Permission bits (without `meta` the receiver applies `mode & 0o777`; with
+    /// it, `mode & 0o7777`).
     #[serde(
         default,
         deserialize_with = "present",
         skip_serializing_if = "Option::is_none"
     )]
     pub(crate) mode: Option<u64>,
-    /// Modification time, whole seconds since the Unix epoch.
+    /// Modification time, seconds since the Unix epoch; negative only under `meta`.
     #[serde(
         default,
         deserialize_with = "present",
         skip_serializing_if = "Option::is_none"
     )]
-    pub(crate) mtime: Option<u64>,
+    pub(crate) mtime: Option<i64>,
+    /// Nanoseconds added to `mtime` (`meta`).
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub(crate) mtime_ns: Option<u32>,
+    /// A symbolic link's target, when UTF-8 (`meta`).
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub(crate) target: Option<String>,
+    /// A symbolic link's target bytes in lowercase hex, when not UTF-8 (`meta`).
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub(crate) target_hex: Option<String>,
+    /// A hard link: the index of the earlier `file` entry it is another name of.
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub(crate) of: Option<u64>,
+    /// A device node's numbers (`meta`).
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub(crate) major: Option<u32>,
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub(crate) minor: Option<u32>,
+    /// Numeric owner and group, and their names on the sender (`meta`, `--owner`).
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub(crate) uid: Option<u32>,
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub(crate) gid: Option<u32>,
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub(crate) owner: Option<String>,
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub(crate) group: Option<String>,
+    /// Extended attributes (`meta`, `--xattrs`).
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub(crate) xattrs: Option<Xattrs>,
+    /// The data comes in runs (`meta`; `true` only).
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub(crate) sparse: Option<bool>,
+    /// Why an `unsent` entry was not sent, for people (`meta`).
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub(crate) reason: Option<String>,
 }
 
 /// The receiver's answer to one offered entry.
@@ -116,7 +243,7 @@ pub(crate) enum Decision {
     },
 }
 
-/// The basis a receiver offers for a delta (`docs/PROTOCOL.md` section 16): its
+/// The basis a receiver offers for a delta (`docs/PROTOCOL.md`, "Feature `delta`"): its
 /// average chunk size, how many chunks, and their sums as one hex string.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Signature {
@@ -513,6 +640,7 @@ mod tests {
             size,
             mode: Some(0o644),
             mtime: Some(1_700_000_000),
+            ..Entry::default()
         }
     }
 
@@ -645,6 +773,7 @@ mod tests {
                 size: Some(13),
                 mode: Some(420),
                 mtime: Some(1_700_000_000),
+                ..Entry::default()
             }],
             more: false,
         };
@@ -678,6 +807,7 @@ mod tests {
                 size: None,
                 mode: None,
                 mtime: None,
+                ..Entry::default()
             }],
             more: true,
         };
@@ -733,7 +863,7 @@ mod tests {
             br#"{"type":"end","type":"end"}"#,
             br#"{"type":"offer","entries":[{"path":"a","path":"b","kind":"file","size":1}]}"#,
             // unknown kinds and trailing garbage
-            br#"{"type":"offer","entries":[{"path":"a","kind":"symlink","size":1}]}"#,
+            br#"{"type":"offer","entries":[{"path":"a","kind":"wormhole","size":1}]}"#,
             br#"{"type":"end"} {}"#,
             br#"{"type":"offer","entries":[],"more":1}"#,
         ];

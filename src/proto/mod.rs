@@ -12,6 +12,7 @@
 mod buffer;
 pub(crate) mod compress;
 pub(crate) mod delta;
+pub(crate) mod entry;
 pub(crate) mod handshake;
 pub(crate) mod hash;
 pub(crate) mod message;

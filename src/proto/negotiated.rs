@@ -22,15 +22,19 @@ pub(crate) enum Feature {
     Blake3,
     Aead,
     Zstd,
+    /// Trees as they are (section 16): links, special files, owners, xattrs,
+    /// nanosecond and signed times, and every mode bit.
+    Meta,
     /// Files the receiver holds in an older version travel as instructions
-    /// against it (`docs/PROTOCOL.md` section 16).
+    /// against it (`docs/PROTOCOL.md`, "Feature `delta`").
     Delta,
 }
 
 impl Feature {
-    pub(crate) const ALL: [Feature; 4] = [
+    pub(crate) const ALL: [Feature; 5] = [
         Feature::Aead,
         Feature::Blake3,
+        Feature::Meta,
         Feature::Zstd,
         Feature::Delta,
     ];
@@ -41,6 +45,7 @@ impl Feature {
             Feature::Aead => "aead",
             Feature::Zstd => "zstd",
             Feature::Delta => "delta",
+            Feature::Meta => "meta",
         }
     }
 
@@ -49,7 +54,8 @@ impl Feature {
             Feature::Blake3 => 1,
             Feature::Aead => 2,
             Feature::Zstd => 4,
-            Feature::Delta => 0x40,
+            Feature::Meta => 8,
+            Feature::Delta => 16,
         }
     }
 
@@ -111,7 +117,7 @@ impl Features {
         self.0 == 0
     }
 
-    /// The names, in a fixed order (`aead`, `blake3`, `zstd`, `delta`).
+    /// The names, in a fixed order (`aead`, `blake3`, `meta`, `zstd`, `delta`).
     pub(crate) fn names(self) -> Vec<String> {
         Feature::ALL
             .into_iter()
@@ -253,6 +259,12 @@ impl Negotiated {
         self.features.has(feature)
     }
 
+    /// Whether `meta` is in force: entries may be links, special files, hard links
+    /// and unsent, with signed nanosecond times, every mode bit, owners and xattrs.
+    pub(crate) fn meta(&self) -> bool {
+        self.features.has(Feature::Meta)
+    }
+
     pub(crate) fn session_key(&self) -> &SessionKey {
         &self.session_key
     }
@@ -271,6 +283,7 @@ impl Negotiated {
             session_key: self.session_key.clone(),
             t: self.next_transfer,
             hash: self.hash(),
+            meta: self.meta(),
         }
     }
 }
@@ -290,6 +303,8 @@ pub(crate) struct Transfer {
     session_key: SessionKey,
     pub(crate) t: u64,
     pub(crate) hash: HashKind,
+    /// Whether `meta` is in force, which decides what an offer may hold.
+    pub(crate) meta: bool,
 }
 
 impl Transfer {
@@ -300,6 +315,7 @@ impl Transfer {
             session_key: SessionKey(key),
             t,
             hash,
+            meta: false,
         }
     }
 
@@ -391,6 +407,7 @@ mod tests {
             session_key: vector_session_key(vector),
             t,
             hash,
+            meta: false,
         }
     }
 

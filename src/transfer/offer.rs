@@ -13,6 +13,7 @@ use serde::Serialize;
 
 use crate::error::{Kind, fail, peer_error, refused};
 use crate::proto::delta::MAX_PLAN_CHUNKS;
+use crate::proto::entry::check_entry;
 use crate::proto::message::{self, Decision, Entry, EntryKind, ErrorCode, Message};
 use crate::proto::negotiated::{FramesMac, Transfer};
 use crate::proto::wire::{FrameReader, FrameWriter};
@@ -158,7 +159,7 @@ pub(crate) fn read_offer<R: Read>(
             ),
         )
     };
-    let entries = read_list(
+    let mut entries = read_list(
         reader,
         transfer.offer_mac(),
         "offer",
@@ -173,7 +174,7 @@ pub(crate) fn read_offer<R: Read>(
             other => Err(other),
         },
     )?;
-    check_offer(&entries)?;
+    check_offer(&mut entries, transfer.meta)?;
     Ok(entries)
 }
 
@@ -230,9 +231,16 @@ fn read_list<R: Read, T>(
     }
 }
 
-/// What an offer may not contain: a stream of unknown size beside other entries, or
-/// a directory after something inside it.
-fn check_offer(entries: &[Entry]) -> Result<()> {
+/// What an offer may not contain: an entry that breaks its kind's rules (section
+/// 16 under `meta`), a stream of unknown size beside other entries, a hard link to
+/// anything but an earlier file of known size, or a directory after something
+/// inside it.
+fn check_offer(entries: &mut [Entry], meta: bool) -> Result<()> {
+    for (index, entry) in entries.iter_mut().enumerate() {
+        check_entry(entry, meta)
+            .map_err(|why| fail(Kind::Protocol, format!("offer entry {index}: {why}")))?;
+    }
+    check_hard_links(entries)?;
     let is_stream = |entry: &Entry| entry.kind == EntryKind::File && entry.size.is_none();
     if entries.len() > 1 && entries.iter().any(is_stream) {
         return Err(fail(
@@ -273,6 +281,24 @@ fn check_offer(entries: &[Entry]) -> Result<()> {
     Ok(())
 }
 
+/// A hard link's `of` names an earlier entry that is a file of known size.
+fn check_hard_links(entries: &[Entry]) -> Result<()> {
+    for (index, entry) in entries.iter().enumerate() {
+        let Some(of) = entry.of else { continue };
+        let linked = usize::try_from(of)
+            .ok()
+            .filter(|&of| of < index)
+            .map(|of| &entries[of]);
+        if !linked.is_some_and(|file| file.kind == EntryKind::File && file.size.is_some()) {
+            return Err(fail(
+                Kind::Protocol,
+                format!("offer entry {index}: a hard link to {of}, which is not an earlier file"),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Reads a plan of `offered` decisions: its frames, then `plan_end`, whose MAC and
 /// count must hold before any decision is returned. An error frame in its place is
 /// the receiver refusing the whole offer.
@@ -282,7 +308,7 @@ pub(crate) fn read_plan<R: Read>(
     offered: usize,
     delta: bool,
 ) -> Result<Vec<Decision>> {
-    // Section 16: the signatures of one plan list at most MAX_PLAN_CHUNKS chunks,
+    // Feature `delta`: the signatures of one plan list at most MAX_PLAN_CHUNKS chunks,
     // checked frame by frame, so a hostile plan cannot make us hold more.
     let listed = std::cell::Cell::new(0u64);
     let within_budget = |decisions: &[Decision]| {
@@ -372,6 +398,7 @@ mod tests {
             size: Some(1),
             mode: None,
             mtime: None,
+            ..Entry::default()
         }
     }
 
@@ -438,6 +465,52 @@ mod tests {
         }
         assert!(read_back(written(&[stream])).is_ok());
         assert!(read_back(written(&[dir("a"), dir("a/b"), file("a/b/c"), file("x/y")])).is_ok());
+    }
+
+    fn read_back_meta(entries: &[Entry]) -> Result<Vec<Entry>> {
+        let mut t = transfer();
+        t.meta = true;
+        let mut writer = FrameWriter::new(Vec::new());
+        write_offer(&mut writer, &t, entries).unwrap();
+        writer.flush().unwrap();
+        read_offer(
+            &mut FrameReader::new(Cursor::new(writer.get_ref().clone())),
+            &t,
+        )
+    }
+
+    fn hard_link(path: &str, of: u64) -> Entry {
+        Entry {
+            path: path.into(),
+            kind: EntryKind::Hardlink,
+            size: Some(0),
+            of: Some(of),
+            ..Entry::default()
+        }
+    }
+
+    #[test]
+    fn a_hard_link_names_an_earlier_file_of_known_size() {
+        let stream = Entry {
+            size: None,
+            ..file("s")
+        };
+        assert!(read_back_meta(&[file("a"), hard_link("b", 0)]).is_ok());
+        for entries in [
+            vec![hard_link("b", 1), file("a")],
+            vec![hard_link("b", 0)],
+            vec![dir("a"), hard_link("b", 0)],
+            vec![file("a"), hard_link("b", 1)],
+            vec![file("a"), hard_link("b", u64::MAX)],
+            vec![stream, hard_link("b", 0)],
+            vec![file("a"), hard_link("b", 0), hard_link("c", 1)],
+        ] {
+            let err = read_back_meta(&entries).unwrap_err();
+            assert_eq!(kind_of(&err), Some(Kind::Protocol), "{entries:?}");
+        }
+        // Without meta a hard link is a kind nobody knows.
+        let err = read_back(written(&[file("a"), hard_link("b", 0)])).unwrap_err();
+        assert_eq!(kind_of(&err), Some(Kind::Protocol));
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! Feature `delta` (docs/PROTOCOL.md section 16): a file the receiver holds in an
+//! Feature `delta` (docs/PROTOCOL.md, "Feature `delta`"): a file the receiver holds in an
 //! older version travels as instructions against it, so only the change crosses the
 //! wire (counted by a relay, both ways), point to point and through `xfer serve` (put
 //! and get), with MD5 and BLAKE3, sealed and in clear. The result is verified as a

@@ -8,6 +8,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use crate::util::relay::{Faults, Relay};
+use crate::util::tree::{Check, assert_faithful, differences, set_mtime, snapshot};
 use crate::util::{
     KEY, Receiver, TIMEOUT, files_under, pattern, run, send, stderr_of, wait_for, xfer,
 };
@@ -247,4 +248,35 @@ fn a_second_receiver_on_the_same_directory_is_refused_naming_the_first() {
         !log.contains("listening"),
         "refused before listening: {log}"
     );
+}
+
+/// The tree checker the fidelity tests rely on sees what it is meant to see.
+#[test]
+fn the_checker_sees_each_property_that_differs() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    for root in [&a, &b] {
+        std::fs::create_dir(root).unwrap();
+        std::fs::write(root.join("f"), b"same").unwrap();
+        std::os::unix::fs::symlink("f", root.join("l")).unwrap();
+        std::fs::hard_link(root.join("f"), root.join("h")).unwrap();
+        set_mtime(&root.join("f"), -100, 5);
+        set_mtime(&root.join("l"), 7, 0);
+        set_mtime(root, 1, 0);
+    }
+    assert_faithful(&a, &b, &Check::archive());
+
+    set_mtime(&b.join("f"), -100, 6);
+    std::fs::remove_file(b.join("l")).unwrap();
+    std::os::unix::fs::symlink("elsewhere", b.join("l")).unwrap();
+    set_mtime(&b.join("l"), 7, 0);
+    std::fs::remove_file(b.join("h")).unwrap();
+    std::fs::write(b.join("h"), b"same").unwrap();
+    set_mtime(&b.join("h"), -100, 5);
+    set_mtime(&b, 1, 0);
+    let found = differences(&snapshot(&a), &snapshot(&b), &Check::archive());
+    let text = found.join("\n");
+    assert!(text.contains("\"f\": mtime"), "{text}");
+    assert!(text.contains("\"l\": link target"), "{text}");
+    assert!(text.contains("\"h\": hard-link group"), "{text}");
 }

@@ -16,15 +16,14 @@ const PERMISSION_BITS: u64 = 0o777;
 pub(crate) fn apply(
     fd: impl AsFd,
     mode: Option<u64>,
-    mtime: Option<u64>,
+    mtime: Option<i64>,
     keep: u32,
 ) -> Result<(), Errno> {
     if let Some(mode) = mode {
         let bits = (mode & PERMISSION_BITS) as u32 | keep;
         rustix::fs::fchmod(&fd, Mode::from_raw_mode(bits))?;
     }
-    if let Some(mtime) = mtime {
-        let seconds = i64::try_from(mtime).map_err(|_| Errno::INVAL)?;
+    if let Some(seconds) = mtime {
         rustix::fs::futimens(&fd, &timestamps(seconds))?;
     }
     Ok(())

@@ -218,7 +218,7 @@ impl PartFile {
     pub(crate) fn commit(
         mut self,
         mode: Option<u64>,
-        mtime: Option<u64>,
+        mtime: Option<i64>,
         overwrite: bool,
     ) -> Result<(), Refusal> {
         self.finish_metadata(mode, mtime)?;
@@ -235,7 +235,7 @@ impl PartFile {
     /// Readies a complete, verified file for [`super::TargetDir::commit_all`]: mode
     /// and time applied and the file closed, so that a group of a thousand waiting
     /// files holds no descriptors. Its durability then comes from the group's flush.
-    pub(crate) fn seal(&mut self, mode: Option<u64>, mtime: Option<u64>) -> Result<(), Refusal> {
+    pub(crate) fn seal(&mut self, mode: Option<u64>, mtime: Option<i64>) -> Result<(), Refusal> {
         self.finish_metadata(mode, mtime)?;
         self.file = None;
         Ok(())
@@ -243,7 +243,7 @@ impl PartFile {
 
     /// Gives the complete file its offered mode and time. From here on it is no
     /// longer resumable data: if anything fails, it is removed.
-    fn finish_metadata(&mut self, mode: Option<u64>, mtime: Option<u64>) -> Result<(), Refusal> {
+    fn finish_metadata(&mut self, mode: Option<u64>, mtime: Option<i64>) -> Result<(), Refusal> {
         let file = self.file.as_ref().expect("metadata before sealing");
         self.keep = false;
         if self.meter.is_some() {

@@ -65,7 +65,7 @@ impl<'a> Resolver<'a> {
         path: &str,
         components: &[&str],
         overwrite: bool,
-        offered: (Option<u64>, Option<u64>),
+        offered: (Option<u64>, Option<i64>),
     ) -> Result<Placement, Refusal> {
         self.deep_enough(path, components)?;
         let (parents, name) = split_last(components);
@@ -85,8 +85,7 @@ impl<'a> Resolver<'a> {
             FileType::RegularFile if overwrite => Ok(Placement::Free(Some(stat.st_size as u64))),
             _ if overwrite => Ok(Placement::Free(None)),
             FileType::RegularFile
-                if offered.0 == Some(stat.st_size as u64)
-                    && offered.1.is_some_and(|mtime| mtime as i64 == stat.st_mtime) =>
+                if offered.0 == Some(stat.st_size as u64) && offered.1 == Some(stat.st_mtime) =>
             {
                 Ok(Placement::Same)
             }
@@ -129,7 +128,7 @@ impl<'a> Resolver<'a> {
         path: &str,
         components: &[&str],
         mode: Option<u64>,
-        mtime: Option<u64>,
+        mtime: Option<i64>,
     ) -> Result<(), Refusal> {
         let dir = self.walk(components, false)?.ok_or_else(|| {
             Refusal::new(

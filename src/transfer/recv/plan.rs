@@ -222,9 +222,8 @@ impl<'c> Decider<'_, 'c> {
                 format!("{shown}: offered twice"),
             ));
         }
-        if entry.kind == EntryKind::Dir {
-            self.resolver.create_dir(&components)?;
-            return Ok(Decided::Dir);
+        if entry.kind != EntryKind::File {
+            return self.decide_other(entry, &shown, &components);
         }
         let settings = self.shared.settings;
         let claim = self.claim(entry, &shown)?;
@@ -288,7 +287,9 @@ impl<'c> Decider<'_, 'c> {
         entry: &Entry,
         components: &[&str],
     ) -> Result<Option<(Basis, Signature)>, Refusal> {
-        let worth_it = entry.size.is_some_and(|size| size >= MIN_DELTA_SIZE);
+        // A sparse file (feature meta) comes in runs, never as a delta.
+        let worth_it =
+            entry.size.is_some_and(|size| size >= MIN_DELTA_SIZE) && entry.sparse != Some(true);
         if !self.shared.delta || !worth_it || self.chunks_left == 0 {
             return Ok(None);
         }
@@ -299,6 +300,32 @@ impl<'c> Decider<'_, 'c> {
             self.chunks_left -= basis.chunks();
         }
         Ok(chunked)
+    }
+
+    /// Decides an entry that is not a file: a directory is created now.
+    fn decide_other(
+        &mut self,
+        entry: &Entry,
+        shown: &str,
+        components: &[&str],
+    ) -> Result<Decided<'c>, Refusal> {
+        match entry.kind {
+            EntryKind::Dir => {
+                self.resolver.create_dir(components)?;
+                Ok(Decided::Dir)
+            }
+            EntryKind::Unsent => {
+                let reason = entry.reason.as_deref().unwrap_or_default();
+                Err(Refusal::new(
+                    ErrorCode::Io,
+                    format!("{shown}: not sent: {}", escape(reason)),
+                ))
+            }
+            other => Err(Refusal::new(
+                ErrorCode::Denied,
+                format!("{shown}: this receiver does not make {}s", other.name()),
+            )),
+        }
     }
 
     /// Counts `needed` bytes against the free space left on the target's disk.

@@ -320,7 +320,7 @@ fn follow_plan(
 }
 
 /// A file planned `send`, checked: an offset must fit the file and come with its
-/// prefix hash (section 6); a basis, with what section 16 asks.
+/// prefix hash (section 6); a basis, with what the section on feature `delta` asks.
 fn file_to_send(
     outbox: &dyn Outbox,
     index: usize,
@@ -531,7 +531,7 @@ impl Frames<'_> {
     }
 }
 
-/// Decodes the basis a decision offers for entry `index` (section 16): only under
+/// Decodes the basis a decision offers for entry `index` (feature `delta`): only under
 /// feature `delta`, for a file of known size planned from offset 0, with valid
 /// parameters and exactly `count` sums.
 fn wanted(
@@ -550,7 +550,7 @@ fn wanted(
     if !delta {
         return Err(refuse("needs feature delta, which is not in force"));
     }
-    if offset != 0 || entry.size.is_none() {
+    if offset != 0 || entry.size.is_none() || entry.sparse == Some(true) {
         return Err(refuse("is for an entry that cannot take one"));
     }
     let chunking = Chunking::from_avg(basis.avg)

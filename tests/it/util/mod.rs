@@ -11,6 +11,7 @@ pub mod peer;
 pub mod relay;
 pub mod server;
 pub mod site;
+pub mod tree;
 
 use std::io::{BufRead, BufReader, Read};
 use std::net::{Ipv4Addr, SocketAddrV4, TcpStream};
