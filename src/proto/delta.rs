@@ -320,6 +320,19 @@ mod tests {
             assert_eq!(gear[usize::from(i)], expected, "GEAR[{i}]");
             assert_eq!(gear_ls[usize::from(i)], expected << 1, "GEAR_LS[{i}]");
         }
+        // The values the document quotes.
+        assert_eq!(gear[0], 0x3b5d3c7d207e37dc);
+        assert_eq!(gear[1], 0x784d68ba91123086);
+        assert_eq!(gear[255], 0xaabd2b2a451504e1);
+        let masks = fastcdc::v2020::MASKS;
+        assert_eq!(
+            (masks[12], masks[14]),
+            (0x0000d90103530000, 0x0000d90313530000)
+        );
+        assert_eq!(
+            (masks[21], masks[23]),
+            (0x0000d91767537000, 0x0000d93777537000)
+        );
     }
 
     #[test]
@@ -394,5 +407,132 @@ mod tests {
             assert_eq!(results.len(), 1, "{bad:?}");
             assert!(results[0].is_err(), "{bad:?}");
         }
+    }
+}
+
+#[cfg(test)]
+mod vectors {
+    //! The vectors of docs/PROTOCOL.md, "Feature `delta`": computed here and
+    //! checked against the values the document gives.
+    use super::*;
+
+    /// The basis of the vectors: the first 65 536 bytes of the BLAKE3 extended
+    /// output (XOF) of the 17 ASCII bytes `xfer delta vector` (plain hashing mode).
+    pub(crate) fn basis() -> Vec<u8> {
+        let mut out = vec![0; 65536];
+        blake3::Hasher::new()
+            .update(b"xfer delta vector")
+            .finalize_xof()
+            .fill(&mut out);
+        out
+    }
+
+    /// The new version of the vectors: 16 ASCII bytes, then the basis's first 60 000.
+    pub(crate) fn new_version() -> Vec<u8> {
+        let mut out = b"0123456789abcdef".to_vec();
+        out.extend_from_slice(&basis()[..60000]);
+        out
+    }
+
+    /// The instructions a sender that looks up every chunk sends for `new`.
+    fn instructions(sums: &[u64], new: &[u8], chunking: Chunking) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut run: Option<(u32, u32)> = None;
+        let mut chunker = Chunker::new(new, chunking);
+        while let Some(chunk) = chunker.next_chunk().unwrap() {
+            match sums.iter().position(|sum| *sum == chunk_sum(chunk)) {
+                Some(k) => {
+                    let k = k as u32;
+                    run = match run {
+                        Some((first, count)) if first + count == k => Some((first, count + 1)),
+                        Some((first, count)) => {
+                            out.extend_from_slice(&copy_op(first, count));
+                            Some((k, 1))
+                        }
+                        None => Some((k, 1)),
+                    };
+                }
+                None => {
+                    if let Some((first, count)) = run.take() {
+                        out.extend_from_slice(&copy_op(first, count));
+                    }
+                    out.extend_from_slice(&literal_header(chunk.len() as u32));
+                    out.extend_from_slice(chunk);
+                }
+            }
+        }
+        if let Some((first, count)) = run {
+            out.extend_from_slice(&copy_op(first, count));
+        }
+        out
+    }
+
+    /// The document's chunks of the basis: offset, length, sum.
+    const CHUNKS: [(usize, usize, u64); 6] = [
+        (0, 2839, 0xffcb059b5eb1f7e3),
+        (2839, 15381, 0x77b5b296134d41a6),
+        (18220, 15482, 0x56479bfc68d4feb3),
+        (33702, 9292, 0x4bdab579b1c46d25),
+        (42994, 9769, 0x018171363a3a6464),
+        (52763, 12773, 0xf97d6e863f6f0762),
+    ];
+    const PLAN: &str = r#"{"type":"plan","entries":[{"action":"send","offset":0,"delta":{"avg":8192,"count":6,"sums":"ffcb059b5eb1f7e377b5b296134d41a656479bfc68d4feb34bdab579b1c46d25018171363a3a6464f97d6e863f6f0762"}}]}"#;
+
+    #[test]
+    fn the_documents_vectors_hold() {
+        let chunking = Chunking::from_avg(8192).unwrap();
+        let basis = basis();
+        assert_eq!(
+            crate::hex::hex(&basis[..8]),
+            "432669ec8998ccdf",
+            "the first bytes of the basis"
+        );
+        let mut chunker = Chunker::new(&basis[..], chunking);
+        let mut found = Vec::new();
+        let mut offset = 0;
+        while let Some(chunk) = chunker.next_chunk().unwrap() {
+            found.push((offset, chunk.len(), chunk_sum(chunk)));
+            offset += chunk.len();
+        }
+        assert_eq!(found, CHUNKS);
+        let sums: Vec<u64> = CHUNKS.iter().map(|chunk| chunk.2).collect();
+        assert!(PLAN.contains(&sums_hex(&sums)));
+        assert_eq!(PLAN.len(), 193);
+        let decoded = crate::proto::message::decode(PLAN.as_bytes()).unwrap();
+        let encoded = crate::proto::message::encode(&decoded);
+        assert_eq!(&encoded[4..], PLAN.as_bytes());
+
+        let new = new_version();
+        let stream = instructions(&sums, &new, chunking);
+        let shape: Vec<String> = ops(&stream)
+            .map(|op| match op.unwrap() {
+                Op::Literal(bytes) => format!("literal {}", bytes.len()),
+                Op::Copy { first, count } => format!("copy {first} {count}"),
+            })
+            .collect();
+        assert_eq!(shape, ["literal 2855", "copy 1 4", "literal 7237"]);
+        assert_eq!(stream.len(), 5 + 2855 + 9 + 5 + 7237);
+        assert_eq!(
+            blake3::hash(&stream).to_hex().as_str(),
+            "be179a8ac69db94491e18116b4adeac88010567f20a80e1f5ab50b24b8462f8d"
+        );
+        assert_eq!(
+            crate::hex::hex(&<md5::Md5 as md5::Digest>::digest(&new)),
+            "f28ddab0074f58d5e2c3247c4cf28fd8"
+        );
+        assert_eq!(
+            blake3::hash(&new).to_hex().as_str(),
+            "b176fa9deebbfe9f04b4697f2e8b2378832a981914206c9c77a6119e524aeab3"
+        );
+
+        let key = crate::proto::handshake::tests::vector_session_key('A');
+        let md5 = crate::proto::hash::HashKind::Md5;
+        let t = crate::proto::negotiated::Transfer::for_tests(*key.bytes(), 0, md5);
+        let mut mac = t.plan_mac();
+        mac.frame(PLAN.as_bytes());
+        assert_eq!(
+            mac.finish_hex(),
+            "240f269f5811f9623c094cd44d5d760688eed6238bd478229fa5d5a79bbf5a8c"
+        );
     }
 }
