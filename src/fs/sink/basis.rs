@@ -17,7 +17,7 @@ use rustix::fs::{FileType, Stat};
 use super::resolver::{Resolver, split_last};
 use crate::escape::escape;
 use crate::fs::{Refusal, beneath};
-use crate::proto::delta::{self, Chunker, Chunking, MAX_CHUNKS, MIN_DELTA_SIZE};
+use crate::proto::delta::{self, Chunking, MAX_CHUNKS, MIN_DELTA_SIZE};
 use crate::proto::message::{ErrorCode, Signature};
 
 /// What identifies a basis as the file that was chunked.
@@ -135,20 +135,12 @@ impl Resolver<'_> {
         let chunking = Chunking::for_basis(size);
         let limit = budget.min(MAX_CHUNKS);
         let _ = rustix::fs::fadvise(&file, 0, None, rustix::fs::Advice::Sequential);
-        let mut chunker = Chunker::new(&file, chunking);
-        let (mut ends, mut sums) = (Vec::new(), Vec::new());
-        let mut end = 0;
-        while let Some(chunk) = chunker
-            .next_chunk()
-            .map_err(|err| Refusal::io(path, "cannot read its old version", err))?
-        {
-            if ends.len() as u64 >= limit {
-                return Ok(None);
-            }
-            end += chunk.len() as u64;
-            ends.push(end);
-            sums.push(delta::chunk_sum(chunk));
-        }
+        let chunked = delta::chunk_and_sum(&file, chunking, limit)
+            .map_err(|err| Refusal::io(path, "cannot read its old version", err))?;
+        let Some((ends, sums)) = chunked else {
+            return Ok(None); // too many chunks
+        };
+        let end = ends.last().copied().unwrap_or(0);
         let now = rustix::fs::fstat(&file)
             .map_err(|err| Refusal::io(path, "cannot inspect its old version", err))?;
         if end != size || Stamp::of(&now) != Stamp::of(&stat) {
