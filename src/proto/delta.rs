@@ -207,7 +207,7 @@ impl<R: Read> Chunker<R> {
 }
 
 /// Bytes of chunks handed to the summing thread at a time.
-const SUM_BATCH: usize = 4 << 20;
+const SUM_BATCH: usize = 1 << 20;
 
 /// Cuts all of `input` into chunks and sums them: where each chunk ends, and its
 /// sum; `None` once there are more than `limit` chunks. A second thread sums while
@@ -218,7 +218,7 @@ pub(crate) fn chunk_and_sum<R: Read>(
     chunking: Chunking,
     limit: u64,
 ) -> io::Result<Option<(Vec<u64>, Vec<u64>)>> {
-    let (batches, to_sum) = std::sync::mpsc::sync_channel::<(Vec<u8>, Vec<usize>)>(2);
+    let (batches, to_sum) = std::sync::mpsc::sync_channel::<(Vec<u8>, Vec<usize>)>(1);
     std::thread::scope(|scope| {
         let summer = scope.spawn(move || {
             let mut sums = Vec::new();

@@ -34,10 +34,52 @@ const FRAME_COVERS: u64 = 16 << 20;
 /// Sends a file as instructions against `wanted`, never reading past `expected`
 /// bytes. Returns how far it read and the read error that cut it short, if one did;
 /// `None` when the session is over.
+/// The whole-file hash runs on a thread of its own, fed a batch at a time: it
+/// costs about what cutting and looking up do, and the two overlap.
 pub(super) fn send(
     input: &mut dyn Input,
-    (wanted, expected): (&Wanted, Option<u64>),
+    against: (&Wanted, Option<u64>),
     hasher: &mut Hasher,
+    pool: &mut Pool,
+    pieces: &mpsc::Sender<Piece>,
+    stop: &AtomicBool,
+) -> Option<(u64, Option<io::Error>)> {
+    let mut whole = std::mem::replace(hasher, hasher.kind().hasher());
+    let (batches, to_hash) = mpsc::sync_channel::<Vec<u8>>(1);
+    let (result, whole) = std::thread::scope(|scope| {
+        let hashing = scope.spawn(move || {
+            for batch in to_hash {
+                whole.update(&batch);
+            }
+            whole
+        });
+        let mut batch = Vec::with_capacity(HASH_BATCH);
+        let mut feed = |bytes: &[u8], last: bool| {
+            batch.extend_from_slice(bytes);
+            if batch.len() >= HASH_BATCH || last {
+                let _ = batches.send(std::mem::replace(
+                    &mut batch,
+                    Vec::with_capacity(HASH_BATCH),
+                ));
+            }
+        };
+        let result = encode(input, against, &mut feed, pool, pieces, stop);
+        feed(&[], true);
+        drop(batches);
+        (result, hashing.join().expect("hashing never panics"))
+    });
+    *hasher = whole;
+    result
+}
+
+/// Bytes handed to the hashing thread at a time.
+const HASH_BATCH: usize = 1 << 20;
+
+/// Encodes the file as instructions; `feed` gets every byte read, in order.
+fn encode(
+    input: &mut dyn Input,
+    (wanted, expected): (&Wanted, Option<u64>),
+    feed: &mut dyn FnMut(&[u8], bool),
     pool: &mut Pool,
     pieces: &mpsc::Sender<Piece>,
     stop: &AtomicBool,
@@ -75,7 +117,7 @@ pub(super) fn send(
                 return Some((state.sent, Some(err)));
             }
         };
-        hasher.update(bytes);
+        feed(bytes, false);
         state.sent += bytes.len() as u64;
         let sum = looked_up.then(|| chunk_sum(bytes));
         match sum.and_then(|sum| found.get(&sum)) {
