@@ -53,14 +53,19 @@ pub(super) fn send(
             }
             whole
         });
-        let mut batch = Vec::with_capacity(HASH_BATCH);
+        let mut batch = Vec::with_capacity(2 * HASH_BATCH);
+        // A stretch sent without chunking can be megabytes: it is cut into
+        // batches, so what waits for the hashing thread stays a few MiB.
         let mut feed = |bytes: &[u8], last: bool| {
-            batch.extend_from_slice(bytes);
-            if batch.len() >= HASH_BATCH || last {
-                let _ = batches.send(std::mem::replace(
-                    &mut batch,
-                    Vec::with_capacity(HASH_BATCH),
-                ));
+            for piece in bytes.chunks(HASH_BATCH) {
+                batch.extend_from_slice(piece);
+                if batch.len() >= HASH_BATCH {
+                    let full = std::mem::replace(&mut batch, Vec::with_capacity(2 * HASH_BATCH));
+                    let _ = batches.send(full);
+                }
+            }
+            if last {
+                let _ = batches.send(std::mem::take(&mut batch));
             }
         };
         let result = encode(input, against, &mut feed, pool, pieces, stop);
