@@ -186,3 +186,76 @@ impl Resolver<'_> {
         (beneath::kind(&stat) == FileType::RegularFile).then(|| (File::from(fd), stat))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fs::sink::TargetDir;
+    use std::io::{Seek, SeekFrom, Write};
+
+    fn noise(len: usize) -> Vec<u8> {
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        (0..len)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                (state >> 24) as u8
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_basis_written_while_its_chunks_are_read_is_refused_busy() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = noise(256 << 10);
+        std::fs::write(dir.path().join("f"), &old).unwrap();
+        let target = TargetDir::open(dir.path()).unwrap();
+        let mut resolver = target.resolver();
+        let (basis, signature) = resolver
+            .chunk_basis("f", &["f"], MAX_CHUNKS)
+            .unwrap()
+            .unwrap();
+        assert_eq!(signature.count, basis.chunks());
+        let reader = resolver.open_basis("f", &["f"], &basis).unwrap();
+        let (start, len) = basis.range(0, 1).unwrap();
+        let mut chunk = vec![0; len as usize];
+        reader.read_at(&mut chunk, start).unwrap();
+        assert_eq!(chunk, old[..len as usize]);
+        reader.check_unchanged().unwrap();
+        // Someone writes into it, in place, while its chunks are being read.
+        std::thread::sleep(std::time::Duration::from_millis(10));
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(dir.path().join("f"))
+            .unwrap();
+        file.seek(SeekFrom::Start(100)).unwrap();
+        file.write_all(b"changed").unwrap();
+        let refusal = reader.check_unchanged().unwrap_err();
+        assert_eq!(refusal.code, ErrorCode::Busy);
+        assert!(refusal.message.contains("changed while it was read"));
+        // Opened again, it is no longer the file that was chunked.
+        let again = resolver.open_basis("f", &["f"], &basis).err().unwrap();
+        assert_eq!(again.code, ErrorCode::Busy);
+    }
+
+    #[test]
+    fn runs_outside_the_basis_have_no_range() {
+        let basis = Basis {
+            stamp: Stamp {
+                device: 0,
+                inode: 0,
+                size: 30,
+                mtime: (0, 0),
+                ctime: (0, 0),
+            },
+            ends: vec![10, 20, 30],
+        };
+        assert_eq!(basis.range(0, 3), Some((0, 30)));
+        assert_eq!(basis.range(1, 1), Some((10, 10)));
+        assert_eq!(basis.range(2, 2), None);
+        assert_eq!(basis.range(3, 1), None);
+        assert_eq!(basis.range(0, 0), None);
+        assert_eq!(basis.range(u32::MAX, u32::MAX), None);
+    }
+}
