@@ -91,6 +91,9 @@ pub(crate) enum Kind {
     Incompatible,
     /// The command line asked for something impossible (exit 2, as clap's own errors).
     Usage,
+    /// Some entries under the operands were not transferred (a socket, an unreadable
+    /// file, a name the peer cannot take); everything else arrived and verified (exit 10).
+    NotSent,
 }
 
 impl Kind {
@@ -105,6 +108,7 @@ impl Kind {
             Kind::Protocol => 8,
             Kind::Incompatible => 9,
             Kind::Usage => 2,
+            Kind::NotSent => 10,
         }
     }
 

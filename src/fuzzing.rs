@@ -6,7 +6,7 @@
 use std::io::Cursor;
 
 use crate::escape::is_unprintable;
-use crate::fs::path::check_path;
+use crate::fs::path::{Names, check_path, check_path_bytes};
 use crate::fs::sink::TargetDir;
 use crate::net::closer::Closer;
 use crate::proto::message::{self as frame, Role};
@@ -43,6 +43,16 @@ pub fn round_trip(data: &[u8]) {
 
 /// Whatever the path policy accepts is a plain relative path of safe components.
 pub fn path_policy(data: &[u8]) {
+    if let Ok(components) = check_path_bytes(data, Names::Any) {
+        assert_eq!(components.join(&b'/'), data);
+        for component in components {
+            assert!(!matches!(component, b"" | b"." | b".."), "{data:?}");
+            assert!(
+                component.len() <= 255 && !component.contains(&0),
+                "{data:?}"
+            );
+        }
+    }
     let Ok(path) = std::str::from_utf8(data) else {
         return;
     };
@@ -84,6 +94,7 @@ pub fn receiver_session(data: &[u8]) {
     let settings = Settings {
         overwrite: false,
         resume: true,
+        names: crate::fs::path::Names::Any,
     };
     let style = Style {
         quiet: true,

@@ -26,7 +26,9 @@ Exit codes:
   6  refused by the peer (exists, unsafe path, not found, denied, quota, ...)
   7  local I/O error (cannot read, cannot write, disk full)
   8  protocol error (malformed or unexpected frames, a role mismatch)
-  9  incompatible peer (protocol version, or a feature one side requires)";
+  9  incompatible peer (protocol version, or a feature one side requires)
+  10 some entries were not transferred (a socket, an unreadable file, a name the
+     peer cannot take); everything else arrived and verified";
 
 /// The exit codes of the requests that move no file (`ls`, `mkdir`, `rm`, `mv`).
 const REQUEST_EXIT_CODES: &str = "\
@@ -295,9 +297,36 @@ pub(crate) struct SendArgs {
     #[arg(long, value_name = "NAME")]
     pub(crate) name: Option<String>,
 
-    /// Inside directories, send what symbolic links point at instead of skipping them
+    /// Inside directories, send what symbolic links point at instead of the links
     #[arg(long)]
     pub(crate) follow_symlinks: bool,
+
+    /// Send every name of a file with several links as a separate copy (by
+    /// default they arrive as hard links of one file)
+    #[arg(long)]
+    pub(crate) no_hard_links: bool,
+
+    /// Archive: keep everything that applies (--xattrs --owner --specials; links
+    /// and hard links are kept anyway)
+    #[arg(long, short = 'a')]
+    pub(crate) archive: bool,
+
+    /// Send extended attributes (`user.*`; every namespace as root)
+    #[arg(long, short = 'X')]
+    pub(crate) xattrs: bool,
+
+    /// Send owners and groups (by number and name); a receiver running as root
+    /// applies them
+    #[arg(long)]
+    pub(crate) owner: bool,
+
+    /// With --owner: send owners by number only, not by name
+    #[arg(long)]
+    pub(crate) numeric_ids: bool,
+
+    /// Send fifos, sockets and device nodes (a receiver makes devices only as root)
+    #[arg(long)]
+    pub(crate) specials: bool,
 
     /// Into a server's DIR: replace files that exist there (a plain receiver
     /// decides for itself, with `recv --overwrite`)
@@ -360,9 +389,20 @@ pub(crate) struct RecvArgs {
     #[arg(long)]
     pub(crate) no_resume: bool,
 
+    /// Refuse names that are awkward to show or type (backslash, control and
+    /// format characters such as newline or U+202E, bytes that are not UTF-8), as
+    /// `xfer serve` always does; without it any name the filesystem can hold arrives
+    #[arg(long)]
+    pub(crate) safe_names: bool,
+
     /// Remove partial data that no sender came back for after HOURS
     #[arg(long, value_name = "HOURS", default_value = "24", value_parser = units::hours)]
     pub(crate) keep_partial: Duration,
+
+    /// As root: give files the owner and group numbers the sender sent, instead
+    /// of the local users and groups of the same names
+    #[arg(long)]
+    pub(crate) numeric_ids: bool,
 
     #[command(flatten)]
     pub(crate) link: LinkArgs,

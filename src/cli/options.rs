@@ -14,6 +14,7 @@ use crate::client::path::from_home;
 use crate::commands::recv::RecvOptions;
 use crate::commands::remote::{Change, GetOptions, LsOptions};
 use crate::commands::send::SendOptions;
+use crate::fs::path::Names;
 use crate::fs::source::{STDIN_OPERAND, WalkOptions};
 use crate::net::{Admission, Link, Timeouts};
 use crate::net::{Endpoint as Host, Remote};
@@ -153,6 +154,11 @@ fn send(args: SendArgs) -> Result<SendOptions, String> {
         walk: WalkOptions {
             follow_symlinks: args.follow_symlinks,
             name: args.name,
+            no_hard_links: args.no_hard_links,
+            xattrs: args.xattrs || args.archive,
+            owner: args.owner || args.archive,
+            numeric_ids: args.numeric_ids,
+            specials: args.specials || args.archive,
         },
         compress: args.compress,
         remote_dir,
@@ -194,8 +200,14 @@ fn recv(args: RecvArgs) -> Result<RecvOptions, String> {
         settings: Settings {
             overwrite: args.overwrite,
             resume: !args.no_resume,
+            names: if args.safe_names {
+                Names::Safe
+            } else {
+                Names::Any
+            },
         },
         keep_partial: args.keep_partial,
+        numeric_ids: args.numeric_ids,
         peering: peering(&args.link, args.from, args.security, args.auth, style)?,
     })
 }
@@ -397,6 +409,8 @@ fn get(args: GetArgs) -> Result<GetOptions, String> {
         settings: Settings {
             overwrite: args.overwrite,
             resume: !args.no_resume,
+            // From a server: its names passed the strict rule; keep it here too.
+            names: Names::Safe,
         },
         style: output,
     })

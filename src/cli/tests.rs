@@ -250,6 +250,16 @@ fn send_stream_and_tree_flags() {
 }
 
 #[test]
+fn archive_turns_on_everything_that_applies() {
+    let plain = send(&["send", "dir", "h:1"]).walk;
+    assert!(!plain.xattrs && !plain.owner && !plain.specials && !plain.no_hard_links);
+    let archive = send(&["send", "dir", "h:1", "-a", "--no-hard-links"]).walk;
+    assert!(archive.xattrs && archive.owner && archive.specials && archive.no_hard_links);
+    let some = send(&["send", "dir", "h:1", "-X", "--owner", "--numeric-ids"]).walk;
+    assert!(some.xattrs && some.owner && some.numeric_ids && !some.specials);
+}
+
+#[test]
 fn stdout_excludes_what_only_a_directory_needs() {
     assert!(parse(&["recv", "--listen", "0", "--stdout"]).is_ok());
     for flag in ["--serve", "--overwrite"] {

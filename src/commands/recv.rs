@@ -25,11 +25,16 @@ pub(crate) struct RecvOptions {
     pub(crate) settings: Settings,
     /// Partial data no sender came back for is removed after this long.
     pub(crate) keep_partial: Duration,
+    /// Owners by number, not mapped by name (`--numeric-ids`).
+    pub(crate) numeric_ids: bool,
     pub(crate) peering: Peering,
 }
 
 pub(crate) fn run(options: &RecvOptions) -> Result<()> {
     signals::survive_file_size_limit()?;
+    if options.numeric_ids {
+        crate::fs::sink::set_numeric_ids();
+    }
     let mut lock = None;
     let destination = if options.stdout {
         Destination::Stdout

@@ -30,7 +30,7 @@ pub(crate) fn open_dir(parent: impl AsFd, name: impl rustix::path::Arg) -> Resul
 
 /// Opens the regular file `name` inside `parent` for reading, refusing a link, and
 /// never blocking on a FIFO or device that sits under that name.
-pub(crate) fn open_file(parent: impl AsFd, name: &str) -> Result<OwnedFd, Errno> {
+pub(crate) fn open_file(parent: impl AsFd, name: impl rustix::path::Arg) -> Result<OwnedFd, Errno> {
     let fd = rustix::fs::openat(
         parent,
         name,
@@ -46,7 +46,7 @@ pub(crate) fn open_file(parent: impl AsFd, name: &str) -> Result<OwnedFd, Errno>
 }
 
 /// What is at `name` inside `parent`, links not followed; `None` if nothing is.
-pub(crate) fn stat(parent: impl AsFd, name: &str) -> Result<Option<Stat>, Errno> {
+pub(crate) fn stat(parent: impl AsFd, name: impl rustix::path::Arg) -> Result<Option<Stat>, Errno> {
     match rustix::fs::statat(parent, name, AtFlags::SYMLINK_NOFOLLOW) {
         Ok(stat) => Ok(Some(stat)),
         Err(Errno::NOENT) => Ok(None),
@@ -69,6 +69,13 @@ pub(crate) fn children(dir: &OwnedFd) -> impl Iterator<Item = (CString, Stat)> +
     })
 }
 
+/// `components` joined with `/`, for messages: bytes that are not UTF-8 shown as
+/// U+FFFD (the message escapes the rest).
+pub(crate) fn shown_path<C: AsRef<[u8]>>(components: &[C]) -> String {
+    let joined: Vec<&[u8]> = components.iter().map(AsRef::as_ref).collect();
+    String::from_utf8_lossy(&joined.join(&b'/')).into_owned()
+}
+
 pub(crate) fn kind(stat: &Stat) -> FileType {
     FileType::from_raw_mode(stat.st_mode)
 }
@@ -76,9 +83,9 @@ pub(crate) fn kind(stat: &Stat) -> FileType {
 /// Walks `components` from `root`, each a directory opened without following
 /// links; with `create`, makes those that are missing. `Ok(None)`: one is missing.
 /// `path` names the whole request in refusals.
-pub(crate) fn walk(
+pub(crate) fn walk<C: AsRef<[u8]>>(
     root: &OwnedFd,
-    components: &[&str],
+    components: &[C],
     create: bool,
 ) -> Result<Option<OwnedFd>, Refusal> {
     let mut dir =
@@ -93,14 +100,14 @@ pub(crate) fn walk(
 }
 
 /// Opens `components[depth]` inside `dir` (its parent), creating it with `create`.
-pub(crate) fn step(
+pub(crate) fn step<C: AsRef<[u8]>>(
     dir: &OwnedFd,
-    components: &[&str],
+    components: &[C],
     depth: usize,
     create: bool,
 ) -> Result<Option<OwnedFd>, Refusal> {
-    let component = components[depth];
-    let shown = || components[..=depth].join("/");
+    let component = components[depth].as_ref();
+    let shown = || shown_path(&components[..=depth]);
     match open_dir(dir, component) {
         Ok(next) => Ok(Some(next)),
         Err(Errno::NOENT) if create => {
@@ -119,7 +126,7 @@ pub(crate) fn step(
 
 /// Why a component could not be opened as a directory, in a user's words: a link
 /// is `bad_path` (never followed), another kind of file `exists`.
-pub(crate) fn explain(parent: &OwnedFd, component: &str, shown: &str, err: Errno) -> Refusal {
+pub(crate) fn explain(parent: &OwnedFd, component: &[u8], shown: &str, err: Errno) -> Refusal {
     match stat(parent, component) {
         Ok(Some(stat)) if kind(&stat) == FileType::Symlink => Refusal::new(
             ErrorCode::BadPath,

@@ -92,8 +92,8 @@ impl Home {
             return Ok((home, ".".into(), Some(stat)));
         };
         let parent = self.parent(path, parents)?;
-        let stat =
-            beneath::stat(&parent, name).map_err(|err| Refusal::io(path, "cannot inspect", err))?;
+        let stat = beneath::stat(&parent, *name)
+            .map_err(|err| Refusal::io(path, "cannot inspect", err))?;
         Ok((parent, name.to_string(), stat))
     }
 
@@ -126,11 +126,11 @@ impl Home {
 
     /// `list`: the children of a directory, sorted by name, or the one item `path`
     /// is. The server's own temporary files are not shown.
-    pub(crate) fn list(&self, path: &str) -> Result<Listing, Refusal> {
+    pub(crate) fn list(&self, path: &str, meta: bool) -> Result<Listing, Refusal> {
         let (parent, name, stat) = self.resolve(path)?;
         let stat = stat.ok_or_else(|| not_found(path))?;
         if kind(&stat) != FileType::Directory {
-            return Ok(Listing::One(item(&name, &stat)));
+            return Ok(Listing::One(item(&parent, &name, &stat, meta)));
         }
         let dir = if name == "." {
             parent
@@ -139,7 +139,7 @@ impl Home {
                 .map_err(|err| Refusal::io(path, "cannot open", err))?
         };
         let names = sorted_names(&dir).map_err(|err| Refusal::io(path, "cannot list", err))?;
-        Ok(Listing::Children { dir, names })
+        Ok(Listing::Children { dir, names, meta })
     }
 
     /// `mkdir`: makes `path` and missing parents; an existing directory is fine.
@@ -288,6 +288,7 @@ impl Home {
             home: self.dup()?,
             entries: Vec::new(),
             origins: Vec::new(),
+            first_names: std::collections::HashMap::new(),
         };
         for (path, stat) in roots {
             let name = path.rsplit('/').next().unwrap_or(&path).to_string();
@@ -354,19 +355,26 @@ fn denied_kind(path: &str, kind: FileType) -> Refusal {
     Refusal::new(ErrorCode::Denied, format!("{}: {what}", escape(path)))
 }
 
-/// A listing item for `name` as `stat` describes it.
-fn item(name: &str, stat: &Stat) -> Item {
+/// A listing item for `name` in `dir` as `stat` describes it; under `meta` a link
+/// is a `symlink` with its target (read, never followed), else `other`.
+fn item(dir: &OwnedFd, name: &str, stat: &Stat, meta: bool) -> Item {
     let (kind, size) = match kind(stat) {
         FileType::RegularFile => (ItemKind::File, stat.st_size as u64),
         FileType::Directory => (ItemKind::Dir, 0),
+        FileType::Symlink if meta => (ItemKind::Symlink, 0),
         _ => (ItemKind::Other, 0),
     };
+    let target = (kind == ItemKind::Symlink)
+        .then(|| rustix::fs::readlinkat(dir, name, Vec::new()).ok())
+        .flatten()
+        .and_then(|target| target.into_string().ok());
     Item {
         name: name.to_string(),
         kind,
         size,
         mode: Some(u64::from(stat.st_mode & PERMISSION_BITS)),
         mtime: u64::try_from(stat.st_mtime).ok(),
+        target,
     }
 }
 
@@ -375,7 +383,11 @@ fn item(name: &str, stat: &Stat) -> Item {
 /// the names: 100 000 entries hold about 5 MiB here, not a stat each.
 pub(crate) enum Listing {
     One(Item),
-    Children { dir: OwnedFd, names: Vec<Box<str>> },
+    Children {
+        dir: OwnedFd,
+        names: Vec<Box<str>>,
+        meta: bool,
+    },
 }
 
 impl Listing {
@@ -384,12 +396,12 @@ impl Listing {
     pub(crate) fn items(&self) -> impl Iterator<Item = Item> + '_ {
         let (one, children) = match self {
             Listing::One(item) => (Some(item.clone()), None),
-            Listing::Children { dir, names } => (None, Some((dir, names))),
+            Listing::Children { dir, names, meta } => (None, Some((dir, names, *meta))),
         };
-        let children = children.into_iter().flat_map(|(dir, names)| {
+        let children = children.into_iter().flat_map(|(dir, names, meta)| {
             names.iter().filter_map(move |name| {
-                let stat = beneath::stat(dir, name).ok().flatten()?;
-                Some(item(name, &stat))
+                let stat = beneath::stat(dir, &**name).ok().flatten()?;
+                Some(item(dir, name, &stat, meta))
             })
         });
         one.into_iter().chain(children)
@@ -513,29 +525,29 @@ pub(crate) struct Fetch {
     entries: Vec<Entry>,
     /// For each entry, its path beneath the home.
     origins: Vec<String>,
+    /// The first entry of each file with more than one link (device, inode).
+    first_names: std::collections::HashMap<(u64, u64), u64>,
 }
 
 impl Fetch {
     /// Adds `path` (beneath the home, already looked at: `stat`) as `name`, walking
-    /// into directories; symlinks and special files inside are left out.
+    /// into directories. A link is offered as a link (its target read, never
+    /// followed), a later name of a file as a hard link of the first; special files
+    /// are left out (a server keeps none). A peer without `meta` gets version 2's
+    /// offer of this (`transfer::send::view`).
     fn add(&mut self, path: &str, name: String, stat: &Stat) -> Result<(), Refusal> {
         let entry_kind = match kind(stat) {
             FileType::RegularFile => EntryKind::File,
             FileType::Directory => EntryKind::Dir,
+            FileType::Symlink => EntryKind::Symlink,
             _ => return Ok(()),
         };
-        self.entries.push(Entry {
-            path: name.clone(),
-            kind: entry_kind,
-            size: Some(if entry_kind == EntryKind::File {
-                stat.st_size as u64
-            } else {
-                0
-            }),
-            mode: Some(u64::from(stat.st_mode & PERMISSION_BITS)),
-            mtime: Some(stat.st_mtime).filter(|mtime| *mtime >= 0),
-            ..Entry::default()
-        });
+        let entry = match entry_kind {
+            EntryKind::File => self.file_entry(name.clone(), stat),
+            EntryKind::Symlink => self.link_entry(path, name.clone(), stat)?,
+            _ => fetched_entry(name.clone(), entry_kind, stat),
+        };
+        self.entries.push(entry);
         self.origins.push(path.to_string());
         if entry_kind == EntryKind::Dir {
             let components = checked(path)?;
@@ -544,12 +556,69 @@ impl Fetch {
             let names = sorted_names(&dir).map_err(|err| Refusal::io(path, "cannot list", err))?;
             for child in names {
                 // One that vanished since its name was read is left out.
-                if let Ok(Some(stat)) = beneath::stat(&dir, &child) {
+                if let Ok(Some(stat)) = beneath::stat(&dir, &*child) {
                     self.add(&format!("{path}/{child}"), format!("{name}/{child}"), &stat)?;
                 }
             }
         }
         Ok(())
+    }
+}
+
+impl Fetch {
+    /// A file, or a hard link to the first name of it offered.
+    fn file_entry(&mut self, name: String, stat: &Stat) -> Entry {
+        let next = self.entries.len() as u64;
+        if stat.st_nlink > 1 {
+            match self.first_names.entry((stat.st_dev, stat.st_ino)) {
+                std::collections::hash_map::Entry::Occupied(first) => {
+                    return Entry {
+                        path: name,
+                        kind: EntryKind::Hardlink,
+                        size: Some(0),
+                        of: Some(*first.get()),
+                        ..Entry::default()
+                    };
+                }
+                std::collections::hash_map::Entry::Vacant(slot) => {
+                    slot.insert(next);
+                }
+            }
+        }
+        fetched_entry(name, EntryKind::File, stat)
+    }
+
+    /// A link with its target, read from its directory without following it.
+    fn link_entry(&self, path: &str, name: String, stat: &Stat) -> Result<Entry, Refusal> {
+        let components = checked(path)?;
+        let (last, parents) = components.split_last().ok_or_else(|| not_found(path))?;
+        let dir = beneath::walk(&self.home, parents, false)?.ok_or_else(|| not_found(path))?;
+        let target = rustix::fs::readlinkat(&dir, *last, Vec::new())
+            .map_err(|err| Refusal::io(path, "cannot read the link", err))?;
+        let mut entry = fetched_entry(name, EntryKind::Symlink, stat);
+        match target.into_string() {
+            Ok(text) => entry.target = Some(text),
+            Err(err) => entry.target_hex = Some(crate::hex::hex(err.into_cstring().as_bytes())),
+        }
+        Ok(entry)
+    }
+}
+
+/// An entry for what `stat` describes beneath a home: signed times to the
+/// nanosecond, every mode bit (a link has none).
+fn fetched_entry(name: String, kind: EntryKind, stat: &Stat) -> Entry {
+    Entry {
+        path: name,
+        kind,
+        size: Some(if kind == EntryKind::File {
+            stat.st_size as u64
+        } else {
+            0
+        }),
+        mode: (kind != EntryKind::Symlink).then_some(u64::from(stat.st_mode & 0o7777)),
+        mtime: Some(stat.st_mtime),
+        mtime_ns: u32::try_from(stat.st_mtime_nsec).ok().filter(|ns| *ns != 0),
+        ..Entry::default()
     }
 }
 
@@ -566,7 +635,7 @@ impl Outbox for Fetch {
             .map_err(anyhow::Error::new)?
             .ok_or_else(|| anyhow::Error::new(not_found(path)))
             .classify(Kind::Io)?;
-        let fd = beneath::open_file(&dir, name)
+        let fd = beneath::open_file(&dir, *name)
             .map_err(|err| anyhow::Error::new(Refusal::io(path, "cannot open", err)))
             .classify(Kind::Io)?;
         Ok(Box::new(File::from(fd)))
@@ -656,7 +725,7 @@ mod tests {
         std::fs::create_dir(dir.path().join("a")).unwrap();
         std::os::unix::fs::symlink("/etc", dir.path().join("c")).unwrap();
         std::fs::write(dir.path().join(".xfer-0011.part"), b"temp").unwrap();
-        let listing = home.list("").unwrap();
+        let listing = home.list("", false).unwrap();
         let shown: Vec<_> = listing.items().map(|i| (i.name, i.kind, i.size)).collect();
         assert_eq!(
             shown,
@@ -666,24 +735,45 @@ mod tests {
                 ("c".to_string(), ItemKind::Other, 0)
             ]
         );
-        let link = home.list("c").unwrap().items().collect::<Vec<_>>();
+        let link = home.list("c", false).unwrap().items().collect::<Vec<_>>();
         assert_eq!(link.len(), 1);
         assert_eq!(link[0].kind, ItemKind::Other);
-        assert_eq!(code(home.list("c/passwd")), ErrorCode::NotFound);
+        assert_eq!(code(home.list("c/passwd", false)), ErrorCode::NotFound);
     }
 
     #[test]
-    fn a_fetch_walks_directories_and_leaves_links_out() {
+    fn a_fetch_walks_directories_with_links_as_links() {
         let (dir, home) = home();
         std::fs::create_dir_all(dir.path().join("photos/2024")).unwrap();
         std::fs::write(dir.path().join("photos/2024/a.jpg"), b"a").unwrap();
+        std::fs::hard_link(
+            dir.path().join("photos/2024/a.jpg"),
+            dir.path().join("photos/b.jpg"),
+        )
+        .unwrap();
         std::os::unix::fs::symlink("/etc/passwd", dir.path().join("photos/pw")).unwrap();
         let fetch = home.fetch(&["photos".into()]).unwrap();
-        let names: Vec<_> = fetch.entries().iter().map(|e| e.path.as_str()).collect();
-        assert_eq!(names, ["photos", "photos/2024", "photos/2024/a.jpg"]);
+        let names: Vec<_> = fetch
+            .entries()
+            .iter()
+            .map(|e| (e.path.as_str(), e.kind))
+            .collect();
+        use EntryKind::*;
+        assert_eq!(
+            names,
+            [
+                ("photos", Dir),
+                ("photos/2024", Dir),
+                ("photos/2024/a.jpg", File),
+                ("photos/b.jpg", Hardlink),
+                ("photos/pw", Symlink)
+            ]
+        );
+        assert_eq!(fetch.entries()[3].of, Some(2));
+        assert_eq!(fetch.entries()[4].target.as_deref(), Some("/etc/passwd"));
         let mut content = String::new();
         std::io::Read::read_to_string(&mut fetch.open(2).unwrap(), &mut content).unwrap();
         assert_eq!(content, "a");
-        assert_eq!(home.footprint(), Footprint { bytes: 1, files: 1 });
+        assert_eq!(home.footprint(), Footprint { bytes: 2, files: 2 });
     }
 }

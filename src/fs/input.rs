@@ -5,12 +5,17 @@
 //! knows about frames or sockets.
 
 use std::io::Read;
+use std::ops::Range;
 use std::os::fd::AsFd;
 use std::time::Duration;
 
 use anyhow::Result;
 
 use crate::proto::message::Entry;
+
+/// What a file the sender could not read counts as, not sent (on both sides): the
+/// kind before the `:` of its reason.
+pub(crate) const UNREADABLE: &str = "unreadable";
 
 /// Where an entry's bytes are read from.
 pub(crate) trait Input: Read + Send {
@@ -21,9 +26,43 @@ pub(crate) trait Input: Read + Send {
         let _ = timeout;
         true
     }
+
+    /// The next run of data at or after byte `from` of a file of `size` bytes, the
+    /// input positioned at its start; `None` when only holes are left. What is not
+    /// in a run reads as zeros. Without a way to find holes, all of it is data.
+    fn next_run(&mut self, from: u64, size: u64) -> std::io::Result<Option<Range<u64>>> {
+        Ok((from < size).then_some(from..size))
+    }
+
+    /// Its length now, where it has one.
+    fn len_now(&self) -> Option<u64> {
+        None
+    }
 }
 
-impl Input for std::fs::File {}
+impl Input for std::fs::File {
+    /// With `SEEK_DATA` and `SEEK_HOLE`: the holes are never read.
+    fn next_run(&mut self, from: u64, size: u64) -> std::io::Result<Option<Range<u64>>> {
+        use rustix::fs::{SeekFrom, seek};
+        if from >= size {
+            return Ok(None);
+        }
+        let start = match seek(&*self, SeekFrom::Data(from)) {
+            Ok(start) if start < size => start,
+            // ENXIO: no data past `from`.
+            Ok(_) | Err(rustix::io::Errno::NXIO) => return Ok(None),
+            Err(err) => return Err(err.into()),
+        };
+        // Every file ends in a hole at its end, so this finds one.
+        let end = seek(&*self, SeekFrom::Hole(start))?.min(size);
+        seek(&*self, SeekFrom::Start(start))?;
+        Ok(Some(start..end))
+    }
+
+    fn len_now(&self) -> Option<u64> {
+        self.metadata().ok().map(|meta| meta.len())
+    }
+}
 
 /// A stream of unknown length (standard input, a named pipe): readiness is asked of
 /// the system.

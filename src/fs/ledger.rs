@@ -86,6 +86,17 @@ impl Books {
         self.on_disk.files += files;
     }
 
+    /// Whether `more` at `key` (a path beneath the home) fits within the room held
+    /// for it and what the quota has left beside everything else.
+    pub(crate) fn fits(&self, key: &str, more: Footprint) -> Result<(), Refusal> {
+        let held = self.writing.get(key).copied().unwrap_or_default();
+        let extra = Footprint {
+            bytes: more.bytes.saturating_sub(held.bytes),
+            files: more.files.saturating_sub(held.files),
+        };
+        self.check(extra, key)
+    }
+
     /// Bytes and files left the disk.
     pub(crate) fn shrank(&mut self, bytes: u64, files: u64) {
         self.on_disk.bytes = self.on_disk.bytes.saturating_sub(bytes);

@@ -11,10 +11,12 @@ pub(crate) mod beneath;
 pub(crate) mod home;
 pub(crate) mod input;
 pub(crate) mod ledger;
+pub(crate) mod owners;
 pub(crate) mod path;
 pub(crate) mod quota;
 pub(crate) mod sink;
 pub(crate) mod source;
+pub(crate) mod xattr;
 
 use std::fmt;
 use std::io;

@@ -1,8 +1,14 @@
-//! The path policy of `PROTOCOL.md` section 6: which paths from a peer a receiver
-//! or a server accepts. The one place untrusted names are checked, before any
-//! filesystem call; what it accepts is a relative path of components that are each
-//! safe to use as one name beneath the target directory or a user's home, and none
-//! of which is a name xfer uses for its own temporary files.
+//! The path policy of `PROTOCOL.md` section 7 (and 16.3): which paths from a peer a
+//! receiver or a server accepts. The one place untrusted names are checked, before
+//! any filesystem call; what it accepts is a relative path of components that are
+//! each safe to use as one name beneath the target directory or a user's home, and
+//! none of which is a name xfer uses for its own temporary files.
+//!
+//! Two rules: the strict one ([`Names::Safe`]: a server always, a receiver with
+//! `--safe-names`) also refuses what is awkward to show or to type (backslash,
+//! control and format characters, bytes that are not UTF-8); the plain one
+//! ([`Names::Any`], a point-to-point receiver) takes any name the filesystem can
+//! hold.
 
 use std::fmt;
 
@@ -29,6 +35,18 @@ pub(crate) enum PathRefusal {
     WindowsReserved,
     /// A name of the form xfer gives its own temporary, partial and lock files.
     Reserved,
+    /// Bytes that are not UTF-8 (the strict rule only).
+    NotUtf8,
+}
+
+/// Which names a receiving side accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) enum Names {
+    /// Section 7's strict rule: what is safe to show to other people and to shells.
+    #[default]
+    Safe,
+    /// Any name the filesystem can hold, but for what section 16.3 lists.
+    Any,
 }
 
 impl fmt::Display for PathRefusal {
@@ -48,8 +66,12 @@ impl fmt::Display for PathRefusal {
                 write!(f, "path component longer than {MAX_COMPONENT} bytes")
             }
             PathRefusal::WindowsReserved => f.write_str("name reserved on Windows"),
-            PathRefusal::Reserved => {
-                f.write_str("a name xfer reserves for its own temporary files (.xfer-*.part)")
+            PathRefusal::Reserved => f.write_str(
+                "a name xfer reserves for its own temporary and partial files \
+                 (.xfer-*.part, .xfer-*.partial)",
+            ),
+            PathRefusal::NotUtf8 => {
+                f.write_str("a name that is not UTF-8, which this receiver refuses (--safe-names)")
             }
         }
     }
@@ -59,6 +81,55 @@ impl fmt::Display for PathRefusal {
 /// one name inside the target directory.
 pub(crate) fn check_path(path: &str) -> Result<Vec<&str>, PathRefusal> {
     check_path_for(path, cfg!(windows))
+}
+
+/// Checks an offered path given as raw bytes under the rule `names`; on success
+/// returns its components, each safe to use as one name inside the target directory.
+pub(crate) fn check_path_bytes(path: &[u8], names: Names) -> Result<Vec<&[u8]>, PathRefusal> {
+    match (names, std::str::from_utf8(path)) {
+        (Names::Safe, Ok(text)) => {
+            check_path(text).map(|parts| parts.into_iter().map(str::as_bytes).collect())
+        }
+        (Names::Safe, Err(_)) => {
+            // The form first, so that `../\xff` says `..`, as a UTF-8 path would.
+            check_any(path, cfg!(windows))?;
+            Err(PathRefusal::NotUtf8)
+        }
+        (Names::Any, _) => check_any(path, cfg!(windows)),
+    }
+}
+
+/// The plain rule: refused are only an empty path or component, `.`, `..`, NUL, a
+/// component over 255 bytes or a path over 4096, an absolute path, and xfer's own
+/// reserved names (and, on Windows, what Windows reserves).
+fn check_any(path: &[u8], windows: bool) -> Result<Vec<&[u8]>, PathRefusal> {
+    if path.is_empty() {
+        return Err(PathRefusal::Empty);
+    }
+    if path.len() > MAX_PATH {
+        return Err(PathRefusal::TooLong);
+    }
+    if path.starts_with(b"/") {
+        return Err(PathRefusal::Absolute);
+    }
+    if path.contains(&0) {
+        return Err(PathRefusal::Control('\0'));
+    }
+    let components: Vec<&[u8]> = path.split(|&byte| byte == b'/').collect();
+    for &component in &components {
+        match component {
+            b"" => return Err(PathRefusal::EmptyComponent),
+            b"." => return Err(PathRefusal::Dot),
+            b".." => return Err(PathRefusal::DotDot),
+            _ if component.len() > MAX_COMPONENT => return Err(PathRefusal::ComponentTooLong),
+            _ if windows && std::str::from_utf8(component).map_or(true, is_windows_reserved) => {
+                return Err(PathRefusal::WindowsReserved);
+            }
+            _ if is_reserved_bytes(component) => return Err(PathRefusal::Reserved),
+            _ => {}
+        }
+    }
+    Ok(components)
 }
 
 fn check_path_for(path: &str, windows: bool) -> Result<Vec<&str>, PathRefusal> {
@@ -211,6 +282,59 @@ mod tests {
         assert_eq!(
             check_path("docs/hello.txt").unwrap(),
             vec!["docs", "hello.txt"]
+        );
+    }
+
+    #[test]
+    fn the_plain_rule_takes_what_the_filesystem_holds_and_nothing_of_ours() {
+        for path in [
+            &b"a\\b"[..],
+            b"line\nbreak",
+            b"tab\there",
+            "zero\u{200B}width".as_bytes(),
+            "evil\u{202E}gpj.exe".as_bytes(),
+            b"latin1-\xe9t\xe9/x",
+            b"C:x",
+            b"\x1b[2J",
+        ] {
+            assert!(check_path_bytes(path, Names::Any).is_ok(), "{path:?}");
+            assert!(check_path_bytes(path, Names::Safe).is_err(), "{path:?}");
+        }
+        use PathRefusal::*;
+        let long_component = vec![b'a'; 256];
+        let long_path = b"a/".repeat(2049);
+        let table: &[(&[u8], PathRefusal)] = &[
+            (b"", Empty),
+            (b"/etc/passwd", Absolute),
+            (b"a/../x", DotDot),
+            (b"./x", Dot),
+            (b"a//b", EmptyComponent),
+            (b"a\0b", Control('\0')),
+            (&long_component, ComponentTooLong),
+            (&long_path, TooLong),
+            (b"d/.xfer-0123.part", Reserved),
+            (b".xfer-\xff.partial", Reserved),
+        ];
+        for (path, why) in table {
+            assert_eq!(
+                check_path_bytes(path, Names::Any).as_ref(),
+                Err(why),
+                "{path:?}"
+            );
+        }
+        assert_eq!(
+            check_path_bytes(b"ok/\xff", Names::Safe),
+            Err(PathRefusal::NotUtf8)
+        );
+        assert_eq!(
+            check_path_bytes(b"../\xff", Names::Safe),
+            Err(PathRefusal::DotDot)
+        );
+        assert!(
+            PathRefusal::Reserved
+                .to_string()
+                .contains(".xfer-*.partial"),
+            "the message names both reserved forms"
         );
     }
 

@@ -1,22 +1,28 @@
 //! What the sender reads: the operands of `xfer send` turned into offer entries.
-//! Directories are walked here (sorted, parents before their contents), symbolic
-//! links and special files are skipped with a warning (or links followed, with loop
-//! detection), and `-` or a named pipe (`<(cmd)`) is a stream of unknown length.
+//! Directories are walked here (sorted, parents before their contents); symbolic
+//! links become link entries (or are followed, with loop detection), later names of
+//! a file with several links become hard-link entries, special files become entries
+//! with `--specials` (else they are skipped with a warning), and `-` or a named pipe
+//! (`<(cmd)`) is a stream of unknown length. Entries carry everything `meta` can say
+//! (`fs::input::Plain` takes it back for a peer without it).
 //!
 //! Memory per entry is the entry itself and one index: where its bytes live is the
 //! operand it came from joined with its path below that operand, so a tree of
 //! 200 000 files costs no second copy of every path.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fs::{File, Metadata};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
-use super::input::{self, Input, Outbox};
+use super::input::{self, Input, Outbox, UNREADABLE};
+use super::owners::Owners;
 use crate::error::{Classify, Kind, fail};
 use crate::escape::{escape, escape_path};
+use crate::proto::entry::MAX_REASON;
 use crate::proto::message::{Entry, EntryKind};
 use crate::ui::report;
 
@@ -26,16 +32,27 @@ pub(crate) const STDIN_OPERAND: &str = "-";
 pub(crate) const STDIN_NAME: &str = "stdin";
 /// What an unnamed pipe (`<(cmd)`) is sent as without `--name`.
 const UNNAMED_PIPE: &str = "stream";
-/// Permission bits carried in an offer: never setuid, setgid or sticky.
-const PERMISSION_BITS: u32 = 0o777;
+/// Permission bits carried in an offer, setuid, setgid and sticky included (a peer
+/// without `meta` gets `& 0o777`).
+const PERMISSION_BITS: u32 = 0o7777;
 
 /// How to walk the operands.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct WalkOptions {
-    /// Send what symbolic links inside a tree point at, instead of skipping them.
+    /// Send what symbolic links inside a tree point at, instead of the links.
     pub(crate) follow_symlinks: bool,
     /// The name the one operand travels under (`--name`), instead of its own.
     pub(crate) name: Option<String>,
+    /// Send every name of a file with several links as a copy (`--no-hard-links`).
+    pub(crate) no_hard_links: bool,
+    /// Send extended attributes (`-X`): `user.*`, every namespace as root.
+    pub(crate) xattrs: bool,
+    /// Send owners and groups (`--owner`), by number and name.
+    pub(crate) owner: bool,
+    /// Send owners by number only (`--numeric-ids`).
+    pub(crate) numeric_ids: bool,
+    /// Send fifos, sockets and device nodes (`--specials`).
+    pub(crate) specials: bool,
 }
 
 /// One operand: where it is, and the name it travels under.
@@ -63,8 +80,10 @@ pub(crate) struct Collected {
     roots: Vec<Root>,
     /// For each entry, the index of its root.
     origin: Vec<u32>,
-    /// Paths that exist but could not be read (already reported as warnings).
-    pub(crate) unreadable: usize,
+    /// While walking: the first entry of each file with more than one link.
+    first_names: HashMap<(u64, u64), u64>,
+    /// While walking: names of owners and groups, looked up once.
+    owners: Option<Owners>,
 }
 
 impl Collected {
@@ -79,10 +98,11 @@ impl Collected {
 
     /// Where entry `index`'s bytes are.
     fn local_path(&self, index: usize) -> PathBuf {
+        use std::os::unix::ffi::OsStrExt;
         let root = &self.roots[self.origin[index] as usize];
-        let below = &self.entries[index].path[root.name.len()..];
-        match below.strip_prefix('/') {
-            Some(rest) => root.local.join(rest),
+        let path = self.entries[index].path_bytes();
+        match path[root.name.len()..].strip_prefix(b"/") {
+            Some(rest) => root.local.join(std::ffi::OsStr::from_bytes(rest)),
             None => root.local.clone(),
         }
     }
@@ -132,7 +152,10 @@ pub(crate) fn collect(operands: &[PathBuf], options: &WalkOptions) -> Result<Col
             "--name renames one operand; give a single file, directory or `-`",
         ));
     }
-    let mut collected = Collected::default();
+    let mut collected = Collected {
+        owners: (options.owner && !options.numeric_ids).then(Owners::load),
+        ..Collected::default()
+    };
     let mut names = HashSet::new();
     for operand in operands {
         let root = root_of(operand, options)?;
@@ -162,6 +185,8 @@ pub(crate) fn collect(operands: &[PathBuf], options: &WalkOptions) -> Result<Col
         let index = collected.roots.len() - 1;
         add_root(&mut collected, index, options)?;
     }
+    collected.first_names = HashMap::new();
+    collected.owners = None;
     Ok(collected)
 }
 
@@ -249,7 +274,7 @@ fn add_root(collected: &mut Collected, index: usize, options: &WalkOptions) -> R
         origin,
         ancestors: HashSet::new(),
     };
-    walk.visit(&local, name, &meta);
+    walk.visit(&local, name.into_bytes(), &meta);
     Ok(())
 }
 
@@ -262,29 +287,114 @@ struct Walk<'a> {
 }
 
 impl Walk<'_> {
-    /// Adds `path` (already stat'ed, links resolved) as `name`, recursing into directories.
-    fn visit(&mut self, path: &Path, name: String, meta: &Metadata) {
+    /// Adds `path` (already stat'ed: links resolved if followed) as `name`, recursing
+    /// into directories.
+    fn visit(&mut self, path: &Path, name: Vec<u8>, meta: &Metadata) {
+        let file_type = meta.file_type();
         if meta.is_file() {
-            self.push(entry(name, EntryKind::File, meta));
+            let entry = match self.earlier_name(meta) {
+                Some(of) => {
+                    let mut link = Entry {
+                        kind: EntryKind::Hardlink,
+                        size: Some(0),
+                        of: Some(of),
+                        ..Entry::default()
+                    };
+                    link.set_path_bytes(name);
+                    link
+                }
+                None => self.entry(path, name, EntryKind::File, meta),
+            };
+            self.push(entry);
+        } else if file_type.is_symlink() {
+            match std::fs::read_link(path) {
+                Ok(target) => {
+                    let mut entry = self.entry(path, name, EntryKind::Symlink, meta);
+                    set_target(&mut entry, target.as_os_str().as_bytes());
+                    self.push(entry);
+                }
+                Err(err) => self.unreadable(path, &name, &err),
+            }
+        } else if let Some(kind) = special_entry_kind(meta).filter(|_| self.options.specials) {
+            let mut entry = self.entry(path, name, kind, meta);
+            if matches!(kind, EntryKind::Char | EntryKind::Block) {
+                entry.major = Some(rustix::fs::major(meta.rdev()));
+                entry.minor = Some(rustix::fs::minor(meta.rdev()));
+            }
+            self.push(entry);
         } else if meta.is_dir() {
             let id = (meta.dev(), meta.ino());
             if !self.ancestors.insert(id) {
-                report::warn(&format!(
-                    "skipping {}: a link back to a directory it is inside (a loop)",
-                    escape_path(path)
-                ));
-                return;
+                let why = "loop: a link back to a directory it is inside";
+                return self.not_sent(path, name, why.to_string());
             }
-            self.push(entry(name.clone(), EntryKind::Dir, meta));
-            self.visit_children(path, &name);
+            let listing =
+                std::fs::read_dir(path).and_then(|entries| entries.collect::<Result<Vec<_>, _>>());
+            match listing {
+                Ok(children) => {
+                    let entry = self.entry(path, name.clone(), EntryKind::Dir, meta);
+                    self.push(entry);
+                    self.visit_children(children, &name);
+                }
+                // Not even the directory is offered: what it holds is unknown.
+                Err(err) => self.unreadable(path, &name, &err),
+            }
             self.ancestors.remove(&id);
         } else {
-            report::warn(&format!(
-                "skipping {}: {} (only files and directories are sent)",
-                escape_path(path),
-                crate::escape::describe(meta.file_type())
-            ));
+            let why = format!(
+                "{}: --specials sends fifos, sockets and devices",
+                special_kind(file_type)
+            );
+            self.not_sent(path, name, why);
         }
+    }
+
+    /// An entry under the operands that is not sent: said now, offered as `unsent`
+    /// (or, to a peer without `meta`, counted as not sent).
+    fn not_sent(&mut self, path: &Path, name: Vec<u8>, reason: String) {
+        report::warn(&format!("{}: not sent: {reason}", escape_path(path)));
+        let mut unsent = Entry {
+            kind: EntryKind::Unsent,
+            size: Some(0),
+            reason: Some(truncated(reason, MAX_REASON)),
+            ..Entry::default()
+        };
+        unsent.set_path_bytes(name);
+        self.push(unsent);
+    }
+
+    /// The index of the entry already offered for this file, when it has other
+    /// names (only files with more than one link are remembered, which keeps the
+    /// map small); else this name is remembered as the first.
+    fn earlier_name(&mut self, meta: &Metadata) -> Option<u64> {
+        if self.options.no_hard_links || meta.nlink() < 2 {
+            return None;
+        }
+        let next = self.collected.entries.len() as u64;
+        match self.collected.first_names.entry((meta.dev(), meta.ino())) {
+            std::collections::hash_map::Entry::Occupied(first) => Some(*first.get()),
+            std::collections::hash_map::Entry::Vacant(slot) => {
+                slot.insert(next);
+                None
+            }
+        }
+    }
+
+    /// An entry for `path` with everything its user asked to keep.
+    fn entry(&mut self, path: &Path, name: Vec<u8>, kind: EntryKind, meta: &Metadata) -> Entry {
+        let mut entry = entry(name, kind, meta);
+        if self.options.owner {
+            entry.uid = Some(meta.uid());
+            entry.gid = Some(meta.gid());
+            if let Some(owners) = &mut self.collected.owners {
+                entry.owner = owners.user(meta.uid());
+                entry.group = owners.group(meta.gid());
+            }
+        }
+        if self.options.xattrs {
+            entry.xattrs = super::xattr::read(path);
+        }
+        entry
     }
 
     fn push(&mut self, entry: Entry) {
@@ -292,38 +402,21 @@ impl Walk<'_> {
         self.collected.origin.push(self.origin);
     }
 
-    fn visit_children(&mut self, dir: &Path, name: &str) {
-        let listing =
-            std::fs::read_dir(dir).and_then(|entries| entries.collect::<Result<Vec<_>, _>>());
-        let mut children = match listing {
-            Ok(children) => children,
-            Err(err) => return self.unreadable(dir, &err),
-        };
+    fn visit_children(&mut self, mut children: Vec<std::fs::DirEntry>, name: &[u8]) {
+        use std::os::unix::ffi::OsStrExt;
         children.sort_by_key(|child| child.file_name());
         for child in children {
             let path = child.path();
-            let Some(child_name) = child.file_name().to_str().map(str::to_string) else {
-                report::warn(&format!(
-                    "skipping {}: the name is not UTF-8, which the protocol cannot carry",
-                    escape_path(&path)
-                ));
-                continue;
-            };
+            // A name need not be UTF-8: it travels as bytes (`path_hex`) under `meta`.
+            let child_name = [name, b"/", child.file_name().as_bytes()].concat();
             let meta = match std::fs::symlink_metadata(&path) {
                 Ok(meta) => meta,
                 Err(err) => {
-                    self.unreadable(&path, &err);
+                    self.unreadable(&path, &child_name, &err);
                     continue;
                 }
             };
-            let meta = if meta.file_type().is_symlink() {
-                if !self.options.follow_symlinks {
-                    report::warn(&format!(
-                        "skipping symbolic link {} (--follow-symlinks sends what it points at)",
-                        escape_path(&path)
-                    ));
-                    continue;
-                }
+            let meta = if meta.file_type().is_symlink() && self.options.follow_symlinks {
                 match std::fs::metadata(&path) {
                     Ok(target) => target,
                     Err(err) => {
@@ -337,33 +430,92 @@ impl Walk<'_> {
             } else {
                 meta
             };
-            self.visit(&path, format!("{name}/{child_name}"), &meta);
+            self.visit(&path, child_name, &meta);
         }
     }
 
-    fn unreadable(&mut self, path: &Path, err: &std::io::Error) {
-        report::warn(&format!(
-            "cannot read {}: {err}; not sent",
-            escape_path(path)
-        ));
-        self.collected.unreadable += 1;
+    /// A directory that cannot be listed, or a name that cannot be looked at: it
+    /// is not sent (a directory's entry went out already; what it holds cannot).
+    fn unreadable(&mut self, path: &Path, name: &[u8], err: &std::io::Error) {
+        let why = format!("{UNREADABLE}: {err}");
+        self.not_sent(path, name.to_vec(), why);
     }
 }
 
-fn entry(path: String, kind: EntryKind, meta: &Metadata) -> Entry {
+/// What a file that is neither a regular file, a directory nor a link is, in the
+/// words the summary counts by.
+fn special_kind(kind: std::fs::FileType) -> &'static str {
+    if kind.is_socket() {
+        "socket"
+    } else if kind.is_fifo() {
+        "named pipe"
+    } else if kind.is_block_device() || kind.is_char_device() {
+        "device"
+    } else {
+        "special file"
+    }
+}
+
+/// `text` cut to at most `max` bytes, on a character boundary.
+fn truncated(mut text: String, max: usize) -> String {
+    if text.len() > max {
+        let mut end = max;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+    }
+    text
+}
+
+fn entry(path: Vec<u8>, kind: EntryKind, meta: &Metadata) -> Entry {
+    let mut entry = entry_at(kind, meta);
+    entry.set_path_bytes(path);
+    entry
+}
+
+fn entry_at(kind: EntryKind, meta: &Metadata) -> Entry {
     Entry {
-        path,
         kind,
-        // A directory carries no data; its size is 0 (null means a stream).
+        // Only a file carries data; every other size is 0 (null means a stream).
         size: Some(if kind == EntryKind::File {
             meta.len()
         } else {
             0
         }),
-        mode: Some(u64::from(meta.mode() & PERMISSION_BITS)),
-        // Section 5: a time before the epoch is left out.
-        mtime: Some(meta.mtime()).filter(|mtime| *mtime >= 0),
+        // A link has no mode of its own (section 16).
+        mode: (kind != EntryKind::Symlink).then(|| u64::from(meta.mode() & PERMISSION_BITS)),
+        mtime: Some(meta.mtime()),
+        mtime_ns: u32::try_from(meta.mtime_nsec()).ok().filter(|ns| *ns != 0),
+        // Fewer blocks than bytes: it has holes (or is compressed, which then
+        // reads as one run). Sent as runs under `meta`, dense otherwise.
+        sparse: (kind == EntryKind::File && meta.blocks().saturating_mul(512) < meta.len())
+            .then_some(true),
         ..Entry::default()
+    }
+}
+
+/// A link's target: as text when it is UTF-8, else as hex (section 16).
+fn set_target(entry: &mut Entry, target: &[u8]) {
+    match std::str::from_utf8(target) {
+        Ok(text) => entry.target = Some(text.to_string()),
+        Err(_) => entry.target_hex = Some(crate::hex::hex(target)),
+    }
+}
+
+/// What a fifo, socket or device node is offered as.
+fn special_entry_kind(meta: &Metadata) -> Option<EntryKind> {
+    let file_type = meta.file_type();
+    if file_type.is_fifo() {
+        Some(EntryKind::Fifo)
+    } else if file_type.is_socket() {
+        Some(EntryKind::Socket)
+    } else if file_type.is_char_device() {
+        Some(EntryKind::Char)
+    } else if file_type.is_block_device() {
+        Some(EntryKind::Block)
+    } else {
+        None
     }
 }
 
@@ -411,7 +563,7 @@ mod tests {
     }
 
     #[test]
-    fn a_tree_is_walked_sorted_parents_first_and_links_skipped() {
+    fn a_tree_is_walked_sorted_parents_first_with_links_as_links() {
         // The walk warns on stderr about the links it skips (tests/it/transfer.rs checks
         // the skipped-link line end to end); libtest does not capture that stream,
         // so keep a passing test silent, as `--quiet` would.
@@ -431,9 +583,11 @@ mod tests {
                 ("photos/a.jpg", File),
                 ("photos/b", Dir),
                 ("photos/b/empty", Dir),
-                ("photos/b/z.jpg", File)
+                ("photos/b/z.jpg", File),
+                ("photos/link", Symlink),
             ]
         );
+        assert_eq!(collected.entries[5].target.as_deref(), Some("a.jpg"));
         assert_eq!(collected.local_path(4), tree.join("b/z.jpg"));
         let mut content = String::new();
         collected
@@ -470,7 +624,41 @@ mod tests {
         let collected = collect(&[tree], &options).unwrap();
         assert_eq!(
             names(&collected),
-            [("t", EntryKind::Dir), ("t/sub", EntryKind::Dir)]
+            [
+                ("t", EntryKind::Dir),
+                ("t/sub", EntryKind::Dir),
+                ("t/sub/up", EntryKind::Unsent)
+            ]
+        );
+        let reason = collected.entries[2].reason.as_deref().unwrap_or_default();
+        assert!(reason.starts_with("loop: "), "{reason}");
+    }
+
+    #[test]
+    fn odd_names_specials_and_holes_are_in_the_offer() {
+        use std::os::unix::ffi::OsStrExt;
+        crate::ui::report::set_quiet();
+        let root = tempfile::tempdir().unwrap();
+        let tree = root.path().join("t");
+        std::fs::create_dir(&tree).unwrap();
+        let odd = tree.join(std::ffi::OsStr::from_bytes(b"caf\xe9"));
+        std::fs::write(&odd, b"latin-1").unwrap();
+        let holes = std::fs::File::create(tree.join("holes")).unwrap();
+        holes.set_len(64 << 20).unwrap();
+        let _socket = std::os::unix::net::UnixListener::bind(tree.join("sock")).unwrap();
+        let collected = collect(std::slice::from_ref(&tree), &WalkOptions::default()).unwrap();
+        let entries = &collected.entries;
+        assert_eq!(entries[1].path_hex.as_deref(), Some("742f636166e9"));
+        assert_eq!(collected.local_path(1), odd);
+        assert_eq!(entries[2].path, "t/holes");
+        assert_eq!(entries[2].sparse, Some(true));
+        assert_eq!(entries[3].kind, EntryKind::Unsent);
+        assert!(
+            entries[3]
+                .reason
+                .as_deref()
+                .unwrap()
+                .starts_with("socket: ")
         );
     }
 

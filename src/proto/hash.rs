@@ -106,6 +106,19 @@ impl Hasher {
         Digest { bytes, len }
     }
 
+    /// Starts a sparse entry's run in its hash (section 16.4): its offset and
+    /// length, each u64 big-endian, before its bytes.
+    pub(crate) fn run_header(&mut self, offset: u64, len: u64) {
+        self.update(&offset.to_be_bytes());
+        self.update(&len.to_be_bytes());
+    }
+
+    /// Ends a sparse entry's hash with its size `N` (section 16.4): the bytes past
+    /// the last run are zeros up to there.
+    pub(crate) fn runs_end(&mut self, size: u64) {
+        self.update(&size.to_be_bytes());
+    }
+
     /// Feeds the first `len` bytes of `reader`; returns how many there were (fewer
     /// than `len` if the reader ended first).
     pub(crate) fn update_from<R: Read + ?Sized>(
@@ -189,6 +202,37 @@ mod tests {
             assert_eq!(hasher.finish(), whole.finish());
             let mut short = kind.hasher();
             assert_eq!(short.update_from(&mut &b"ab"[..], 100).unwrap(), 2);
+        }
+    }
+
+    /// The sparse file of section 16.7's vector: 65 536 bytes, `head` at 0 and
+    /// `hello, world\n` at 32 768, zeros elsewhere.
+    fn sparse_vector(kind: HashKind) -> String {
+        let mut hasher = kind.hasher();
+        for (offset, bytes) in [(0, &b"head"[..]), (32_768, HELLO)] {
+            hasher.run_header(offset, bytes.len() as u64);
+            hasher.update(bytes);
+        }
+        hasher.runs_end(65_536);
+        hasher.finish().to_hex()
+    }
+
+    #[test]
+    fn sparse_runs_hash_as_the_protocol_vector_says() {
+        let protocol = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/PROTOCOL.md"));
+        for (kind, expected) in [
+            (HashKind::Md5, "f8955a5c31db488beed19cdef78767b2"),
+            (
+                HashKind::Blake3,
+                "05fb5d06b2cd88198b0bfa0a5d55bdc26d40f4872a0b5df03283949d50d38037",
+            ),
+        ] {
+            let h = sparse_vector(kind);
+            assert_eq!(h, expected, "{kind}");
+            assert!(
+                protocol.contains(&h),
+                "{kind}: {h} is not in docs/PROTOCOL.md"
+            );
         }
     }
 

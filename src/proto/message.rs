@@ -4,6 +4,7 @@
 //! caps (hashes, nonces and MACs travel as lowercase hex, `crate::hex`). Nothing here does
 //! I/O; `wire.rs` moves frames over a stream.
 
+use std::borrow::Cow;
 use std::collections::HashSet;
 use std::fmt;
 
@@ -213,6 +214,45 @@ pub(crate) struct Entry {
     pub(crate) reason: Option<String>,
 }
 
+impl Entry {
+    /// The path's bytes, `P` of the protocol: what names it on disk and enters
+    /// `mac_done` and `mac_ok`.
+    /// (A malformed `path_hex` never gets past the offer's checks; here it would
+    /// read as no name at all, which the path policy refuses.)
+    pub(crate) fn path_bytes(&self) -> Cow<'_, [u8]> {
+        match &self.path_hex {
+            Some(hex) => Cow::Owned(crate::hex::unhex_vec(hex).unwrap_or_default()),
+            None => Cow::Borrowed(self.path.as_bytes()),
+        }
+    }
+
+    /// The path for people: bytes that are not UTF-8 as U+FFFD, as local names are
+    /// shown (`escape::escape_path`); still to be escaped where printed.
+    pub(crate) fn shown_path(&self) -> Cow<'_, str> {
+        match &self.path_hex {
+            Some(_) => Cow::Owned(String::from_utf8_lossy(&self.path_bytes()).into_owned()),
+            None => Cow::Borrowed(&self.path),
+        }
+    }
+
+    /// The entry named by raw `bytes`: `path` when they are UTF-8, else `path_hex`
+    /// (section 16.3: one spelling per name).
+    pub(crate) fn set_path_bytes(&mut self, bytes: Vec<u8>) {
+        match String::from_utf8(bytes) {
+            Ok(path) => (self.path, self.path_hex) = (path, None),
+            Err(err) => {
+                self.path = String::new();
+                self.path_hex = Some(crate::hex::hex(err.as_bytes()));
+            }
+        }
+    }
+
+    /// Whether its data comes in runs (`sparse`, section 16.4).
+    pub(crate) fn is_sparse(&self) -> bool {
+        self.sparse == Some(true)
+    }
+}
+
 /// The receiver's answer to one offered entry.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "action", rename_all = "snake_case")]
@@ -252,13 +292,15 @@ pub(crate) struct Signature {
     pub(crate) sums: String,
 }
 
-/// What a listing item is (section 9): anything but a file or a directory is `other`.
+/// What a listing item is (section 9): anything but a file or a directory is `other`,
+/// and under `meta` a symbolic link is `symlink` (section 16).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub(crate) enum ItemKind {
     File,
     Dir,
     Other,
+    Symlink,
 }
 
 /// One item of a `listing`.
@@ -279,6 +321,13 @@ pub(crate) struct Item {
         skip_serializing_if = "Option::is_none"
     )]
     pub(crate) mtime: Option<u64>,
+    /// A link's target, when UTF-8 (`symlink` items only, under `meta`).
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub(crate) target: Option<String>,
 }
 
 /// Every control frame.
@@ -737,6 +786,7 @@ mod tests {
                 size: 0,
                 mode: None,
                 mtime: Some(5),
+                target: None,
             }],
             more: true,
         });

@@ -294,7 +294,8 @@ pub(crate) struct FileFacts<'a> {
     pub(crate) index: u64,
     pub(crate) size: u64,
     pub(crate) hash: &'a Digest,
-    pub(crate) path: &'a str,
+    /// `P`: the path's bytes (section 16.3).
+    pub(crate) path: &'a [u8],
 }
 
 /// One transfer's keys: `Ks`, its number `t`, and the content hash in force.
@@ -366,7 +367,7 @@ impl Transfer {
                 &facts.index.to_be_bytes(),
                 &facts.size.to_be_bytes(),
                 facts.hash.as_bytes(),
-                facts.path.as_bytes(),
+                facts.path,
             ],
         )
     }
@@ -435,7 +436,7 @@ mod tests {
             index: 0,
             size: 13,
             hash: &hash,
-            path: "docs/hello.txt",
+            path: b"docs/hello.txt",
         };
         assert_eq!(t.done_mac(facts), done);
         assert_eq!(t.ok_mac(facts), ok);
@@ -447,7 +448,7 @@ mod tests {
         assert!(!t.verify_ok(FileFacts { index: 1, ..facts }, ok));
         assert!(!t.verify_ok(
             FileFacts {
-                path: "docs/hello.txT",
+                path: b"docs/hello.txT",
                 ..facts
             },
             ok
@@ -468,6 +469,114 @@ mod tests {
             "479127f38cce2cd95a63f814c727f8089e7964bab5ddc5d9ba0003fe231b3bfb",
             "d563a5945586d2bed2f379f32d15b577ea11be5078dde818d6b9bdf84f156379",
         );
+    }
+
+    /// The offer of section 16's vector, as xfer writes it.
+    fn meta_vector_offer() -> String {
+        use crate::proto::message::{Entry, EntryKind, Message, encode};
+        let file = |path: &str, size: u64| Entry {
+            path: path.into(),
+            kind: EntryKind::File,
+            size: Some(size),
+            mode: Some(0o644),
+            mtime: Some(1_700_000_000),
+            ..Entry::default()
+        };
+        let entries = vec![
+            Entry {
+                kind: EntryKind::Dir,
+                mode: Some(0o755),
+                ..file("v", 0)
+            },
+            Entry {
+                mtime_ns: Some(500_000_000),
+                ..file("v/a.txt", 13)
+            },
+            Entry {
+                path: "v/b.txt".into(),
+                kind: EntryKind::Hardlink,
+                size: Some(0),
+                of: Some(1),
+                ..Entry::default()
+            },
+            Entry {
+                path: "v/link".into(),
+                kind: EntryKind::Symlink,
+                size: Some(0),
+                mtime: Some(-1),
+                target: Some("a.txt".into()),
+                ..Entry::default()
+            },
+            Entry {
+                sparse: Some(true),
+                ..file("v/holes", 10)
+            },
+            Entry {
+                path: String::new(),
+                path_hex: Some(crate::hex::hex(b"v/caf\xe9")),
+                ..file("", 0)
+            },
+        ];
+        let frame = encode(&Message::Offer {
+            entries,
+            more: false,
+        });
+        assert_eq!(
+            u32::from_be_bytes(frame[..4].try_into().unwrap()),
+            META_OFFER_LEN
+        );
+        String::from_utf8(frame[4..].to_vec()).unwrap()
+    }
+
+    /// The length of section 16's vector offer.
+    const META_OFFER_LEN: u32 = 480;
+
+    /// Section 16.7's values, which docs/PROTOCOL.md must hold verbatim.
+    const META_MAC_OFFER: &str = "d383906134d151922ffd63e6052582dca59e3c47439a0bd082292493e99475c4";
+    const META_SPARSE_MD5: &str = "2376d1dfe1d9e6f7ec079c8c9d55ce1b";
+    const META_SPARSE_BLAKE3: &str =
+        "906139dce4661693180383c3d6348e0ed8f654684691b800962515495290d35c";
+
+    #[test]
+    fn the_meta_offer_vector_matches_section_16() {
+        let document = include_str!("../../docs/PROTOCOL.md");
+        let offer = meta_vector_offer();
+        assert!(document.contains(&offer), "the payload is in section 16.7");
+        // It is a valid offer under `meta`.
+        let Ok(crate::proto::message::Message::Offer { mut entries, .. }) =
+            crate::proto::message::decode(offer.as_bytes())
+        else {
+            panic!("the vector decodes");
+        };
+        for entry in &mut entries {
+            crate::proto::entry::check_entry(entry, true).unwrap();
+        }
+        let t = transfer('A', 0, HashKind::Md5);
+        let mut mac = t.offer_mac();
+        mac.frame(offer.as_bytes());
+        assert_eq!(mac.finish_hex(), META_MAC_OFFER);
+        // The sparse file's runs: "abc" at 2 and "xy" at 7 of 10 bytes.
+        for (hash, expected) in [
+            (HashKind::Md5, META_SPARSE_MD5),
+            (HashKind::Blake3, META_SPARSE_BLAKE3),
+        ] {
+            let mut h = hash.hasher();
+            for (offset, run) in [(2u64, &b"abc"[..]), (7, b"xy")] {
+                h.update(&offset.to_be_bytes());
+                h.update(&(run.len() as u64).to_be_bytes());
+                h.update(run);
+            }
+            h.update(&10u64.to_be_bytes());
+            assert_eq!(h.finish().to_hex(), expected);
+        }
+        for value in [
+            "000001e0",
+            META_MAC_OFFER,
+            META_SPARSE_MD5,
+            META_SPARSE_BLAKE3,
+        ] {
+            assert!(document.contains(value), "{value} is in section 16.7");
+        }
     }
 
     #[test]

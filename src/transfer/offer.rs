@@ -257,19 +257,21 @@ fn check_offer(entries: &mut [Entry], meta: bool) -> Result<()> {
             format!("directory entry {index} has a size other than 0"),
         ));
     }
-    let dirs: HashMap<&str, usize> = entries
+    // The paths' bytes (`path_hex` decoded; borrowed for the usual UTF-8 ones).
+    let paths: Vec<_> = entries.iter().map(Entry::path_bytes).collect();
+    let dirs: HashMap<&[u8], usize> = entries
         .iter()
         .enumerate()
         .filter(|(_, entry)| entry.kind == EntryKind::Dir)
-        .map(|(index, entry)| (entry.path.as_str(), index))
+        .map(|(index, _)| (&*paths[index], index))
         .collect();
     if dirs.is_empty() {
         return Ok(());
     }
-    for (index, entry) in entries.iter().enumerate() {
-        let mut parent = entry.path.as_str();
-        while let Some((up, _)) = parent.rsplit_once('/') {
-            parent = up;
+    for (index, path) in paths.iter().enumerate() {
+        let mut parent: &[u8] = path;
+        while let Some(slash) = parent.iter().rposition(|&byte| byte == b'/') {
+            parent = &parent[..slash];
             if dirs.get(parent).is_some_and(|&dir| dir > index) {
                 return Err(fail(
                     Kind::Protocol,

@@ -11,7 +11,9 @@ use indicatif::HumanBytes;
 use crate::error::{ErrorCode, Kind, fail, kind_of};
 use crate::proto::compress::Squeezed;
 use crate::proto::negotiated::{Feature, Negotiated};
-use crate::ui::report::{FileOutcome, LIST_FILES_UP_TO, Reporter, Summary};
+use crate::ui::report::{
+    FileOutcome, LIST_FILES_UP_TO, Reporter, Summary, not_sent_breakdown, not_sent_kind,
+};
 
 /// The outcomes of one session's entries as they happen: each is shown at once,
 /// counted, and, at the end, decides the session's result.
@@ -73,15 +75,16 @@ impl Tally {
             FileOutcome::Verified {
                 path,
                 size,
+                moved,
                 digest,
                 resumed_at,
                 ..
             } => {
                 // A resumed prefix was kept, not moved: it counts apart, and not
-                // in the rate.
+                // in the rate; nor do the holes of a sparse file.
                 let kept = resumed_at.unwrap_or(0).min(size);
                 summary.verified += 1;
-                summary.bytes += size - kept;
+                summary.bytes += moved.min(size - kept);
                 summary.resumed += usize::from(resumed_at.is_some());
                 summary.resumed_bytes += kept;
                 if summary.listed.len() < LIST_FILES_UP_TO {
@@ -89,6 +92,13 @@ impl Tally {
                 }
             }
             FileOutcome::Same { .. } => summary.same += 1,
+            FileOutcome::NotSent { reason, .. } => {
+                let kind = not_sent_kind(&reason);
+                match summary.not_sent.iter_mut().find(|(known, _)| known == kind) {
+                    Some((_, n)) => *n += 1,
+                    None => summary.not_sent.push((kind.to_string(), 1)),
+                }
+            }
             FileOutcome::Failed { code, .. } => {
                 summary.failed += 1;
                 self.first_failure
@@ -134,6 +144,15 @@ impl Tally {
         )
     }
 
+    /// An entry the sender did not send; `said`: a warning named it already.
+    pub(crate) fn not_sent(&self, path: &str, reason: &str, said: bool) {
+        self.record(FileOutcome::NotSent {
+            path: path.to_string(),
+            reason: reason.to_string(),
+            said,
+        });
+    }
+
     /// A failed entry.
     pub(crate) fn failed(&self, path: &str, code: ErrorCode, why: String) {
         self.record(FileOutcome::Failed {
@@ -151,7 +170,8 @@ impl Tally {
     }
 
     /// What a completed session adds up to: fine if no entry failed, else the kind
-    /// of the first failure, with a count.
+    /// of the first failure, with a count; entries that were not sent, and nothing
+    /// else wrong, are [`Kind::NotSent`] (exit 10).
     pub(crate) fn verdict(&self) -> Result<()> {
         let (entries, verb) = *self
             .offered
@@ -161,11 +181,30 @@ impl Tally {
             .first_failure
             .lock()
             .expect("no panics while holding the lock");
+        let summary = self.summary();
+        let not_sent = summary.not_sent_total();
         match first {
-            None => Ok(()),
+            None if not_sent == 0 => Ok(()),
+            // Above, each was named (unless --quiet silenced the names).
+            None => Err(fail(
+                Kind::NotSent,
+                format!(
+                    "{not_sent} of {entries} entries not sent: {}{}",
+                    not_sent_breakdown(&summary.not_sent),
+                    if self.reporter.style().quiet {
+                        ""
+                    } else {
+                        "; see above"
+                    }
+                ),
+            )),
             Some(code) => Err(fail(
                 Kind::of_code(code),
-                format!("{} of {entries} entries not {verb}", self.summary().failed),
+                format!("{} of {entries} entries not {verb}", summary.failed)
+                    + &match not_sent {
+                        0 => String::new(),
+                        n => format!(", {n} not sent"),
+                    },
             )),
         }
     }

@@ -15,6 +15,7 @@ pub(crate) fn long_line(item: &Item, human: bool) -> String {
         ItemKind::Dir => 'd',
         ItemKind::File => '-',
         ItemKind::Other => '?',
+        ItemKind::Symlink => 'l',
     };
     let mode = item
         .mode
@@ -25,7 +26,14 @@ pub(crate) fn long_line(item: &Item, human: bool) -> String {
         item.size.to_string()
     };
     let time = item.mtime.map_or_else(|| "-".repeat(16), date_time);
-    format!("{kind}{mode} {size:>12} {time} {}", escape(&item.name))
+    let target = match &item.target {
+        Some(target) => format!(" -> {}", escape(target)),
+        None => String::new(),
+    };
+    format!(
+        "{kind}{mode} {size:>12} {time} {}{target}",
+        escape(&item.name)
+    )
 }
 
 /// `name`, or `name/` for a directory: the shell's short listing line.
@@ -73,6 +81,7 @@ pub(crate) fn local_item(name: String, metadata: &std::fs::Metadata) -> Item {
         },
         mode: Some(u64::from(metadata.mode() & 0o7777)),
         mtime: u64::try_from(metadata.mtime()).ok(),
+        target: None,
     }
 }
 
@@ -101,11 +110,20 @@ pub(crate) fn date_time(seconds: u64) -> String {
 }
 
 pub(crate) fn item_json(item: &Item) -> serde_json::Value {
-    json!({
+    let mut json = json!({
         "name": item.name,
-        "kind": match item.kind { ItemKind::File => "file", ItemKind::Dir => "dir", ItemKind::Other => "other" },
+        "kind": match item.kind {
+            ItemKind::File => "file",
+            ItemKind::Dir => "dir",
+            ItemKind::Other => "other",
+            ItemKind::Symlink => "symlink",
+        },
         "size": item.size, "mode": item.mode, "mtime": item.mtime,
-    })
+    });
+    if let Some(target) = &item.target {
+        json["target"] = json!(target);
+    }
+    json
 }
 
 /// `used 1.2 GiB of 20 GiB (6% used), 312 files of 100000 (0% used)`.
@@ -167,10 +185,23 @@ mod tests {
             size: 2048,
             mode: Some(0o644),
             mtime: Some(1_700_000_000),
+            target: None,
         };
         assert_eq!(
             long_line(&item, true),
             "-rw-r--r--     2.00 KiB 2023-11-14 22:13 a\\u{1b}b"
+        );
+        let link = Item {
+            name: "lib.so".into(),
+            kind: ItemKind::Symlink,
+            size: 0,
+            mode: Some(0o777),
+            mtime: Some(1_700_000_000),
+            target: Some("lib.so.1\n".into()),
+        };
+        assert_eq!(
+            long_line(&link, false),
+            "lrwxrwxrwx            0 2023-11-14 22:13 lib.so -> lib.so.1\\u{a}"
         );
         let usage = Usage {
             bytes: Some(512),

@@ -28,6 +28,9 @@ pub(crate) enum FileOutcome {
     Verified {
         path: String,
         size: u64,
+        /// Bytes that moved in this session: not a resumed prefix, not the holes
+        /// of a sparse file.
+        moved: u64,
         digest: Digest,
         hash: HashKind,
         resumed_at: Option<u64>,
@@ -40,6 +43,54 @@ pub(crate) enum FileOutcome {
         code: ErrorCode,
         why: String,
     },
+    /// The sender did not send it (a socket, an unreadable file, a name the peer
+    /// cannot take): `reason` for people, its kind before the first `:`. `said`:
+    /// a warning named it already (the sender's walk).
+    NotSent {
+        path: String,
+        reason: String,
+        said: bool,
+    },
+}
+
+/// What a not-sent entry's reason counts as in the summary: its words up to the
+/// first `:` (`unreadable: Permission denied` is `unreadable`).
+pub(crate) fn not_sent_kind(reason: &str) -> &str {
+    let kind = reason.split(':').next().unwrap_or_default().trim();
+    if kind.is_empty() { "other" } else { kind }
+}
+
+/// `2 sockets, 1 unreadable`: what was not sent, by kind, nouns in the plural
+/// where they have one.
+pub(crate) fn not_sent_breakdown(kinds: &[(String, usize)]) -> String {
+    const NOUNS: &[&str] = &[
+        "socket",
+        "named pipe",
+        "device",
+        "symbolic link",
+        "special file",
+        "hard link",
+        "loop",
+        "name",
+    ];
+    kinds
+        .iter()
+        .map(|(kind, n)| {
+            let shown = escape(kind);
+            let plural = *n != 1 && NOUNS.iter().any(|noun| shown.starts_with(noun));
+            match plural {
+                // "name not UTF-8" becomes "names not UTF-8".
+                true => match shown.split_once(' ') {
+                    Some((noun, rest)) if !NOUNS.contains(&&*shown) && noun == "name" => {
+                        format!("{n} names {rest}")
+                    }
+                    _ => format!("{n} {shown}s"),
+                },
+                false => format!("{n} {shown}"),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Where, if anywhere, JSON events go.
@@ -81,6 +132,9 @@ pub(crate) struct Summary {
     /// Files the receiver already had.
     pub(crate) same: usize,
     pub(crate) failed: usize,
+    /// Entries the sender did not send, by kind (see [`not_sent_kind`]), in the
+    /// order first met.
+    pub(crate) not_sent: Vec<(String, usize)>,
     /// The first few verified files and their digests, listed under the summary.
     pub(crate) listed: Vec<(String, Digest)>,
     pub(crate) hash: HashKind,
@@ -100,6 +154,13 @@ pub(crate) struct Reporter {
     request: Option<(String, String)>,
     bar: ProgressBar,
     started: Instant,
+}
+
+impl Summary {
+    /// How many entries were not sent, of every kind.
+    pub(crate) fn not_sent_total(&self) -> usize {
+        self.not_sent.iter().map(|(_, n)| n).sum()
+    }
 }
 
 impl Reporter {
@@ -186,6 +247,19 @@ impl Reporter {
     /// One entry's outcome: failures are said at once on stderr, whatever
     /// `--quiet` says; with `--json` every outcome is an event.
     pub(crate) fn file(&self, outcome: &FileOutcome) {
+        if let FileOutcome::NotSent {
+            path,
+            reason,
+            said: false,
+        } = outcome
+            && !self.style.quiet
+        {
+            let text = format!("{}: not sent: {}", escape(path), escape(reason));
+            self.bar.suspend(|| match self.style.serving {
+                true => warn(&format!("{}: {text}", self.whose())),
+                false => warn(&text),
+            });
+        }
         if let FileOutcome::Failed { path, why, .. } = outcome {
             // A refusal's words often name the path already: say it once.
             let shown = escape(path);
@@ -243,8 +317,11 @@ impl Reporter {
             self.event(|| event);
             return;
         }
-        let nothing =
-            summary.verified == 0 && summary.same == 0 && summary.failed == 0 && summary.kept == 0;
+        let nothing = summary.verified == 0
+            && summary.same == 0
+            && summary.failed == 0
+            && summary.kept == 0
+            && summary.not_sent.is_empty();
         if self.style.quiet || (nothing && result.is_err()) {
             return;
         }
@@ -331,6 +408,7 @@ fn file_event(outcome: &FileOutcome) -> serde_json::Value {
             digest,
             hash,
             resumed_at,
+            ..
         } => {
             let mut event = json!({
                 "event": "file", "path": path, "size": size, "status": "ok",
@@ -351,13 +429,17 @@ fn file_event(outcome: &FileOutcome) -> serde_json::Value {
             "event": "file", "path": path, "status": "failed",
             "code": code.as_str(), "message": why,
         }),
+        FileOutcome::NotSent { path, reason, .. } => json!({
+            "event": "skip", "path": path, "reason": reason,
+        }),
     }
 }
 
 fn summary_fields(summary: &Summary, elapsed: Duration, rate: u64) -> serde_json::Value {
     let mut fields = json!({
         "files": summary.verified, "same": summary.same, "resumed": summary.resumed,
-        "failed": summary.failed, "bytes": summary.bytes,
+        "failed": summary.failed, "not_sent": summary.not_sent_total(),
+        "bytes": summary.bytes,
         "resumed_bytes": summary.resumed_bytes,
         "seconds": elapsed.as_secs_f64(), "bytes_per_sec": rate,
         "hash": summary.hash.name(), "encrypted": summary.encrypted,
@@ -416,7 +498,13 @@ fn verdict(summary: &Summary, ok: bool) -> String {
     } else {
         ", not encrypted"
     };
+    let not_sent = summary.not_sent_total();
     match summary.failed {
+        0 if not_sent > 0 && summary.verified == 0 => format!("{not_sent} not sent{sealed}"),
+        0 if not_sent > 0 => format!(
+            "all that was sent verified ({} + MAC{sealed}), {not_sent} not sent",
+            summary.hash
+        ),
         0 if ok && summary.verified == 0 => format!("no data moved{sealed}"),
         0 if ok => format!("all verified ({} + MAC{sealed})", summary.hash),
         0 => "not completed".to_string(),

@@ -564,7 +564,9 @@ fn names_that_would_trick_a_terminal_are_escaped_on_both_sides() {
     std::fs::write(tree.join("txt.exe\u{202e}"), b"x").unwrap();
     std::fs::write(tree.join("fine"), b"x").unwrap();
     let out = tempfile::tempdir().unwrap();
-    let mut receiver = Receiver::start(out.path(), Some(KEY), &[]);
+    // A plain receiver takes such names (tests/it/fidelity_names.rs); this one
+    // refuses them, and both sides name them in their refusals.
+    let mut receiver = Receiver::start(out.path(), Some(KEY), &["--safe-names"]);
     let sent = send(&[&tree], receiver.port, KEY, &[]);
     assert_eq!(sent.status.code(), Some(6), "{}", stderr_of(&sent));
     assert_eq!(receiver.exit_code(), 6);

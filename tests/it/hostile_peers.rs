@@ -868,11 +868,21 @@ fn a_receiver_gives_up_on_a_sender_idle_in_its_offer_and_says_timeout() {
 
 #[test]
 fn hostile_paths_are_all_refused_and_nothing_is_written() {
-    let parent = tempfile::tempdir().unwrap();
-    let out = parent.path().join("target");
-    std::fs::create_dir(&out).unwrap();
-    let mut receiver = Receiver::start(&out, Some(KEY), &[]);
-    let hostile = [
+    // A plain receiver takes any name the filesystem holds (PROTOCOL.md 16.5):
+    // what escapes the target or names xfer's own files it refuses too.
+    let always = [
+        "../x",
+        "/abs",
+        "a/../../x",
+        "a//b",
+        "./x",
+        "",
+        "a/",
+        ".xfer-0123456789abcdef0123456789abcdef.partial",
+        "sub/.xfer-0123456789abcdef0123456789abcdef.part",
+    ];
+    refused_and_nothing_written(&always, &[]);
+    let strict = [
         "../x",
         "/abs",
         "a/../../x",
@@ -891,6 +901,16 @@ fn hostile_paths_are_all_refused_and_nothing_is_written() {
         ".xfer-0123456789abcdef0123456789abcdef.partial",
         "sub/.xfer-0123456789abcdef0123456789abcdef.part",
     ];
+    refused_and_nothing_written(&strict, &["--safe-names"]);
+}
+
+/// Offers `hostile` paths to a receiver started with `flags`: each is refused
+/// `bad_path` with a message free of control characters, and nothing is written.
+fn refused_and_nothing_written(hostile: &[&str], flags: &[&str]) {
+    let parent = tempfile::tempdir().unwrap();
+    let out = parent.path().join("target");
+    std::fs::create_dir(&out).unwrap();
+    let mut receiver = Receiver::start(&out, Some(KEY), flags);
     let mut peer = peer_sender(receiver.port, SENDER_FEATURES);
     let entries: Vec<Value> = hostile
         .iter()

@@ -159,15 +159,17 @@ fn a_symlink_in_a_home_is_a_leaf_that_is_never_followed() {
     std::os::unix::fs::symlink("../../alice", bob.join("stuff/inside_link")).unwrap();
     let alice_before = snapshot(&site.home("alice"));
 
-    // Listed as leaves of another kind.
+    // Listed as links (issue 20: `name -> target`), leaves never followed.
     let ls = client(&site, "bob", &["ls", "-l", &server.addr()]);
     expect_exit(&ls, 0, "ls -l");
     for line in lines(&ls) {
-        let name = line.rsplit(' ').next().unwrap().to_owned();
-        let expected_kind = match name.as_str() {
-            "own.txt" => '-',
-            "stuff" => 'd',
-            _ => '?',
+        let expected_kind = if line.ends_with(" own.txt") {
+            '-'
+        } else if line.ends_with(" stuff") {
+            'd'
+        } else {
+            assert!(line.contains(" -> "), "{line}");
+            'l'
         };
         assert!(line.starts_with(expected_kind), "{line}");
     }
@@ -175,8 +177,12 @@ fn a_symlink_in_a_home_is_a_leaf_that_is_never_followed() {
     expect_exit(&json, 0, "ls --json of a symlink");
     let item: Value = serde_json::from_str(lines(&json)[0].as_str()).unwrap();
     assert_eq!(
-        (item["name"].as_str(), item["kind"].as_str()),
-        (Some("to_alice"), Some("other"))
+        (
+            item["name"].as_str(),
+            item["kind"].as_str(),
+            item["target"].as_str()
+        ),
+        (Some("to_alice"), Some("symlink"), Some("../alice"))
     );
     assert_eq!(item["size"], 0);
     assert_eq!(lines(&json).len(), 1, "one item for the link itself");
@@ -209,13 +215,20 @@ fn a_symlink_in_a_home_is_a_leaf_that_is_never_followed() {
         expect_refused(&get, why, &format!("get {path}"));
     }
     assert!(names_in(&dl).is_empty(), "{:?}", names_in(&dl));
-    // A directory with a link inside: the link is left out.
+    // A directory with a link inside: the link comes as a link (issue 20), what it
+    // points at stays where it is.
     let get = client(
         &site,
         "bob",
         &["get", &server.at("stuff"), dl.to_str().unwrap()],
     );
     expect_exit(&get, 0, "get stuff");
+    assert_eq!(
+        fs::read_link(dl.join("stuff/inside_link")).unwrap(),
+        PathBuf::from("../../alice")
+    );
+    assert!(!dl.join("stuff/inside_link/secret.txt").exists());
+    fs::remove_file(dl.join("stuff/inside_link")).unwrap();
     assert_eq!(files_under(&dl), [PathBuf::from("stuff/mine.txt")]);
     // Put through a link, or onto one.
     let planted = site.local("planted.txt", b"bob was here");

@@ -221,7 +221,7 @@ fn standard_input_of_any_length_arrives_byte_exact() {
 }
 
 #[test]
-fn a_tree_arrives_with_modes_times_and_empty_dirs_and_links_are_skipped() {
+fn a_tree_arrives_with_modes_times_and_empty_dirs_and_links_as_links() {
     let src = tempfile::tempdir().unwrap();
     let tree = make_tree(src.path());
     let single = src.path().join("single.txt");
@@ -231,12 +231,7 @@ fn a_tree_arrives_with_modes_times_and_empty_dirs_and_links_are_skipped() {
     let sent = send(&[&tree, &single], receiver.port, KEY, &[]);
     assert!(sent.status.success(), "{}", stderr_of(&sent));
     assert!(
-        stderr_of(&sent).contains("skipping symbolic link"),
-        "{}",
-        stderr_of(&sent)
-    );
-    assert!(
-        stderr_of(&sent).contains("tree/link"),
+        !stderr_of(&sent).contains("skipping"),
         "{}",
         stderr_of(&sent)
     );
@@ -245,10 +240,20 @@ fn a_tree_arrives_with_modes_times_and_empty_dirs_and_links_are_skipped() {
     let got = out.path().join("tree");
     assert_eq!(
         files_under(&got),
-        ["nested/deeper/big.bin", "nested/secret", "script.sh"].map(PathBuf::from)
+        [
+            "link",
+            "nested/deeper/big.bin",
+            "nested/secret",
+            "script.sh"
+        ]
+        .map(PathBuf::from)
     );
     assert!(got.join("empty").is_dir());
-    assert!(!got.join("link").exists() && std::fs::symlink_metadata(got.join("link")).is_err());
+    // Issue 20: a link travels as a link (tests/it/fidelity.rs checks the rest).
+    assert_eq!(
+        std::fs::read_link(got.join("link")).unwrap(),
+        PathBuf::from("script.sh")
+    );
     let mode = |p: &str| std::fs::metadata(got.join(p)).unwrap().permissions().mode() & 0o7777;
     assert_eq!(mode("script.sh"), 0o755);
     assert_eq!(mode("nested/secret"), 0o600);
@@ -437,10 +442,15 @@ fn a_sender_gives_up_a_file_it_cannot_read_and_the_next_still_arrives() {
             .env("XFER_KEY", KEY),
     );
     let log = stderr_of(&received);
-    assert_eq!(received.status.code(), Some(7), "{log}");
+    // Not sent (issue 20): exit 10 on both sides, everything else verified.
+    assert_eq!(received.status.code(), Some(10), "{log}");
     assert!(log.contains("the sender gave up on it"), "{log}");
+    assert!(
+        log.contains("1 of 3 entries not sent: 1 unreadable"),
+        "{log}"
+    );
     assert!(!log.contains("checksum"), "not a checksum failure: {log}");
-    assert_eq!(sender.exit_code(), 7);
+    assert_eq!(sender.exit_code(), 10);
     assert_eq!(
         std::fs::read(out.path().join("tree/b.bin")).unwrap(),
         b"still arrives"

@@ -122,7 +122,7 @@ impl Resolver<'_> {
     pub(crate) fn chunk_basis(
         &mut self,
         path: &str,
-        components: &[&str],
+        components: &[&[u8]],
         budget: u64,
     ) -> Result<Option<(Basis, Signature)>, Refusal> {
         let Some((file, stat)) = self.open_regular(components) else {
@@ -163,7 +163,7 @@ impl Resolver<'_> {
     pub(crate) fn open_basis(
         &mut self,
         path: &str,
-        components: &[&str],
+        components: &[&[u8]],
         basis: &Basis,
     ) -> Result<BasisReader, Refusal> {
         match self.open_regular(components) {
@@ -178,7 +178,7 @@ impl Resolver<'_> {
 
     /// The regular file at `components`, opened without following a link, and what
     /// it is; `None` for anything else or any failure.
-    fn open_regular(&mut self, components: &[&str]) -> Option<(File, Stat)> {
+    fn open_regular(&mut self, components: &[&[u8]]) -> Option<(File, Stat)> {
         let (parents, name) = split_last(components);
         let dir = self.walk(parents, false).ok()??;
         let fd = beneath::open_file(&*dir, name).ok()?;
@@ -213,11 +213,13 @@ mod tests {
         let target = TargetDir::open(dir.path()).unwrap();
         let mut resolver = target.resolver();
         let (basis, signature) = resolver
-            .chunk_basis("f", &["f"], MAX_CHUNKS)
+            .chunk_basis("f", &[b"f".as_slice()], MAX_CHUNKS)
             .unwrap()
             .unwrap();
         assert_eq!(signature.count, basis.chunks());
-        let reader = resolver.open_basis("f", &["f"], &basis).unwrap();
+        let reader = resolver
+            .open_basis("f", &[b"f".as_slice()], &basis)
+            .unwrap();
         let (start, len) = basis.range(0, 1).unwrap();
         let mut chunk = vec![0; len as usize];
         reader.read_at(&mut chunk, start).unwrap();
@@ -235,7 +237,10 @@ mod tests {
         assert_eq!(refusal.code, ErrorCode::Busy);
         assert!(refusal.message.contains("changed while it was read"));
         // Opened again, it is no longer the file that was chunked.
-        let again = resolver.open_basis("f", &["f"], &basis).err().unwrap();
+        let again = resolver
+            .open_basis("f", &[b"f".as_slice()], &basis)
+            .err()
+            .unwrap();
         assert_eq!(again.code, ErrorCode::Busy);
     }
 

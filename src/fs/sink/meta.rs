@@ -1,43 +1,183 @@
-//! Applying offered metadata: exactly the permission bits (`mode & 0o777`, never
-//! setuid, setgid or sticky, whatever the umask) and the modification time in whole
-//! seconds, through a descriptor so no name is looked up again.
+//! Applying offered metadata (`PROTOCOL.md` sections 6 and 16): the permission bits
+//! (`mode & 0o7777`, umask ignored; a server clears setuid and setgid and keeps its
+//! own access), the modification time to the nanosecond, the owner (as root, not on
+//! a server) and the extended attributes, through a descriptor, or for what cannot
+//! be opened (links, fifos, devices) through its directory without following it.
+//!
+//! What this process may not apply is counted in [`DROPPED`], for the receiver to
+//! say once per session, not once per file.
 
 use std::os::fd::AsFd;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
-use rustix::fs::{Mode, Timespec, Timestamps};
+use rustix::fs::{AtFlags, Gid, Mode, Timespec, Timestamps, Uid};
 use rustix::io::Errno;
 
-/// Permission bits a receiver may set.
-const PERMISSION_BITS: u64 = 0o777;
+use crate::fs::owners::Owners;
+use crate::fs::xattr;
+use crate::proto::message::Entry;
 
-/// Applies `mode` and `mtime`, where given, to the file or directory `fd`, with
-/// the bits of `keep` always set (a server keeps its own access to what it holds:
-/// 0o700 for a directory, 0o600 for a file; 0 elsewhere).
-pub(crate) fn apply(
-    fd: impl AsFd,
-    mode: Option<u64>,
-    mtime: Option<i64>,
-    keep: u32,
-) -> Result<(), Errno> {
-    if let Some(mode) = mode {
-        let bits = (mode & PERMISSION_BITS) as u32 | keep;
-        rustix::fs::fchmod(&fd, Mode::from_raw_mode(bits))?;
+/// Permission bits a receiver may set: setuid, setgid, sticky and rwx.
+const PERMISSION_BITS: u64 = 0o7777;
+/// What a server never sets: setuid and setgid (a user must not plant a setuid file
+/// for the server's user).
+const SET_ID_BITS: u32 = 0o6000;
+
+/// Who applies, and with which rights.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Policy {
+    /// A server's: its own access bits (0o700 for a directory, 0o600 for a file),
+    /// no set-id bits, no owners, `user.*` attributes only.
+    pub(crate) server: bool,
+    /// Bits always set (the server's own access), 0 elsewhere.
+    pub(crate) keep: u32,
+}
+
+/// What could not be applied since the counters were last taken.
+pub(crate) struct Dropped {
+    pub(crate) set_id: AtomicUsize,
+    pub(crate) owners: AtomicUsize,
+    pub(crate) xattrs: AtomicUsize,
+    pub(crate) times: AtomicUsize,
+}
+
+pub(crate) static DROPPED: Dropped = Dropped {
+    set_id: AtomicUsize::new(0),
+    owners: AtomicUsize::new(0),
+    xattrs: AtomicUsize::new(0),
+    times: AtomicUsize::new(0),
+};
+
+/// Owners are mapped by name unless `--numeric-ids` said otherwise.
+static NUMERIC_IDS: OnceLock<bool> = OnceLock::new();
+static LOCAL_OWNERS: OnceLock<Owners> = OnceLock::new();
+
+/// `--numeric-ids`: owners are applied by number, never mapped by name.
+pub(crate) fn set_numeric_ids() {
+    let _ = NUMERIC_IDS.set(true);
+}
+
+fn is_root() -> bool {
+    rustix::process::geteuid().is_root()
+}
+
+/// Applies everything `entry` says to the open file or directory `fd`.
+pub(crate) fn apply(fd: impl AsFd, entry: &Entry, policy: Policy) -> Result<(), Errno> {
+    if let Some(xattrs) = &entry.xattrs {
+        let dropped = xattr::apply(&fd, xattrs, is_root() && !policy.server);
+        DROPPED.xattrs.fetch_add(dropped, Ordering::Relaxed);
     }
-    if let Some(seconds) = mtime {
-        rustix::fs::futimens(&fd, &timestamps(seconds))?;
+    if let Some((uid, gid)) = owner_of(entry, policy) {
+        rustix::fs::fchown(&fd, Some(uid), Some(gid))?;
+    }
+    if let Some(mode) = mode_of(entry, policy) {
+        rustix::fs::fchmod(&fd, Mode::from_raw_mode(mode))?;
+        count_dropped_bits(rustix::fs::fstat(&fd).map(|stat| stat.st_mode), mode);
+    }
+    if let Some(times) = timestamps(entry) {
+        count_times(rustix::fs::futimens(&fd, &times))?;
     }
     Ok(())
 }
 
-fn timestamps(mtime: i64) -> Timestamps {
-    Timestamps {
+/// Applies what `entry` says to `name` in `dir`, never following it: a link, a fifo,
+/// a socket or a device node (none of which is opened).
+pub(crate) fn apply_at(
+    dir: impl AsFd,
+    name: &str,
+    entry: &Entry,
+    policy: Policy,
+) -> Result<(), Errno> {
+    let link = entry.target.is_some() || entry.target_hex.is_some();
+    if let Some(xattrs) = &entry.xattrs {
+        let dropped = xattr::apply_to_link(&dir, name, xattrs, is_root() && !policy.server);
+        DROPPED.xattrs.fetch_add(dropped, Ordering::Relaxed);
+    }
+    if let Some((uid, gid)) = owner_of(entry, policy) {
+        rustix::fs::chownat(&dir, name, Some(uid), Some(gid), AtFlags::SYMLINK_NOFOLLOW)?;
+    }
+    // A link has no mode of its own; chmod would follow it.
+    if let (false, Some(mode)) = (link, mode_of(entry, policy)) {
+        rustix::fs::chmodat(&dir, name, Mode::from_raw_mode(mode), AtFlags::empty())?;
+        let stat = rustix::fs::statat(&dir, name, AtFlags::SYMLINK_NOFOLLOW);
+        count_dropped_bits(stat.map(|stat| stat.st_mode), mode);
+    }
+    if let Some(times) = timestamps(entry) {
+        count_times(rustix::fs::utimensat(
+            &dir,
+            name,
+            &times,
+            AtFlags::SYMLINK_NOFOLLOW,
+        ))?;
+    }
+    Ok(())
+}
+
+/// The bits to set: `mode & 0o7777` (an entry without `meta` never has more than
+/// 0o777), a server's without setuid and setgid and with its own access.
+fn mode_of(entry: &Entry, policy: Policy) -> Option<u32> {
+    let mut bits = (entry.mode? & PERMISSION_BITS) as u32;
+    if policy.server {
+        bits &= !SET_ID_BITS;
+    }
+    Some(bits | policy.keep)
+}
+
+/// The kernel clears setuid/setgid it will not let us set (not root, not in the
+/// group): count them, to say so once.
+fn count_dropped_bits(now: Result<u32, Errno>, wanted: u32) {
+    if let Ok(now) = now {
+        if wanted & SET_ID_BITS & !now != 0 {
+            DROPPED.set_id.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// A time the filesystem cannot hold is counted and said, not replaced.
+fn count_times(result: Result<(), Errno>) -> Result<(), Errno> {
+    match result {
+        Err(Errno::INVAL | Errno::OVERFLOW | Errno::RANGE) => {
+            DROPPED.times.fetch_add(1, Ordering::Relaxed);
+            Ok(())
+        }
+        other => other,
+    }
+}
+
+/// The owner to give, as root and not on a server: the local number of the sent
+/// name where there is one (unless `--numeric-ids`), else the sent number.
+fn owner_of(entry: &Entry, policy: Policy) -> Option<(Uid, Gid)> {
+    let (uid, gid) = (entry.uid?, entry.gid?);
+    if policy.server {
+        return None;
+    }
+    if !is_root() {
+        DROPPED.owners.fetch_add(1, Ordering::Relaxed);
+        return None;
+    }
+    let (mut uid, mut gid) = (uid, gid);
+    if !NUMERIC_IDS.get().copied().unwrap_or(false) {
+        let owners = LOCAL_OWNERS.get_or_init(Owners::load);
+        if let Some(local) = entry.owner.as_deref().and_then(|name| owners.uid_of(name)) {
+            uid = local;
+        }
+        if let Some(local) = entry.group.as_deref().and_then(|name| owners.gid_of(name)) {
+            gid = local;
+        }
+    }
+    Some((Uid::from_raw(uid), Gid::from_raw(gid)))
+}
+
+fn timestamps(entry: &Entry) -> Option<Timestamps> {
+    Some(Timestamps {
         last_access: Timespec {
             tv_sec: 0,
             tv_nsec: rustix::fs::UTIME_OMIT,
         },
         last_modification: Timespec {
-            tv_sec: mtime,
-            tv_nsec: 0,
+            tv_sec: entry.mtime?,
+            tv_nsec: i64::from(entry.mtime_ns.unwrap_or(0)),
         },
-    }
+    })
 }

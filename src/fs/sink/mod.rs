@@ -9,6 +9,7 @@
 
 mod basis;
 mod meta;
+mod node;
 mod part;
 mod resolver;
 mod sweep;
@@ -18,6 +19,8 @@ use std::fs::File;
 use std::io::{self, Write};
 
 pub(crate) use self::basis::{Basis, BasisReader};
+pub(crate) use self::meta::{DROPPED, set_numeric_ids};
+pub(crate) use self::node::Node;
 pub(crate) use self::part::{PartFile, Resume};
 pub(crate) use self::resolver::{Placement, Resolver};
 pub(crate) use self::sweep::{cutoff, in_background as sweep_in_background};
@@ -45,7 +48,6 @@ impl StdoutSink {
 mod tests {
     use super::*;
     use crate::fs::Refusal;
-    use crate::fs::path::check_path;
     use crate::proto::message::ErrorCode;
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
 
@@ -61,20 +63,30 @@ mod tests {
         content: &[u8],
         overwrite: bool,
     ) -> Result<Placement, Refusal> {
-        let components = check_path(path).unwrap();
+        let components =
+            crate::fs::path::check_path_bytes(path.as_bytes(), crate::fs::path::Names::Safe)
+                .unwrap();
         let placement = target.resolver().probe_file(
             path,
             &components,
             overwrite,
-            (Some(content.len() as u64), Some(1_000_000_000)),
+            (Some(content.len() as u64), Some(1_000_000_000), 0),
         )?;
         if placement == Placement::Same {
             return Ok(placement);
         }
         let mut part = target.resolver().create_part(path, &components, None)?;
         part.write_all(content)?;
-        part.commit(Some(0o640), Some(1_000_000_000), overwrite)?;
+        part.commit(&stamp(Some(0o640), Some(1_000_000_000)), overwrite)?;
         Ok(placement)
+    }
+
+    fn stamp(mode: Option<u64>, mtime: Option<i64>) -> crate::proto::message::Entry {
+        crate::proto::message::Entry {
+            mode,
+            mtime,
+            ..Default::default()
+        }
     }
 
     #[test]
@@ -93,7 +105,10 @@ mod tests {
     #[test]
     fn a_dropped_part_file_leaves_nothing() {
         let (dir, target) = target();
-        let mut part = target.resolver().create_part("x", &["x"], None).unwrap();
+        let mut part = target
+            .resolver()
+            .create_part("x", &[&b"x"[..]], None)
+            .unwrap();
         part.write_all(b"half").unwrap();
         drop(part);
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
@@ -105,7 +120,7 @@ mod tests {
         let resume = Resume { size: 8, offset: 0 };
         let mut part = target
             .resolver()
-            .create_part("ro", &["ro"], Some(resume))
+            .create_part("ro", &[&b"ro"[..]], Some(resume))
             .unwrap();
         part.write_all(b"half").unwrap();
         drop(part); // cut: the partial stays, owner-writable
@@ -121,10 +136,10 @@ mod tests {
         let resume = Resume { size: 8, offset: 4 };
         let mut part = target
             .resolver()
-            .create_part("ro", &["ro"], Some(resume))
+            .create_part("ro", &[&b"ro"[..]], Some(resume))
             .unwrap();
         part.write_all(b"more").unwrap();
-        part.commit(Some(0o444), None, false).unwrap();
+        part.commit(&stamp(Some(0o444), None), false).unwrap();
         let landed = dir.path().join("ro");
         assert_eq!(std::fs::read(&landed).unwrap(), b"halfmore");
         assert_eq!(
@@ -152,11 +167,11 @@ mod tests {
         let resume = Resume { size: 4, offset: 0 };
         let mut part = target
             .resolver()
-            .create_part("x", &["x"], Some(resume))
+            .create_part("x", &[&b"x"[..]], Some(resume))
             .unwrap();
         part.write_all(b"mine").unwrap();
         std::fs::write(dir.path().join("x"), b"theirs").unwrap();
-        let refusal = part.commit(None, None, false).unwrap_err();
+        let refusal = part.commit(&stamp(None, None), false).unwrap_err();
         assert_eq!(refusal.code, ErrorCode::Exists);
         assert!(refusal.message.contains("discarded"));
         assert_eq!(std::fs::read(dir.path().join("x")).unwrap(), b"theirs");
@@ -173,13 +188,13 @@ mod tests {
         let resume = Resume { size: 4, offset: 0 };
         let mut part = target
             .resolver()
-            .create_part("x", &["x"], Some(resume))
+            .create_part("x", &[&b"x"[..]], Some(resume))
             .unwrap();
         part.write_all(b"mine").unwrap();
-        let partial = dir.path().join(part::partial_name("x", 4));
+        let partial = dir.path().join(part::partial_name(b"x", 4));
         std::fs::remove_file(&partial).unwrap();
         std::fs::write(&partial, b"evil").unwrap();
-        let refusal = part.commit(None, None, true).unwrap_err();
+        let refusal = part.commit(&stamp(None, None), true).unwrap_err();
         assert_eq!(refusal.code, ErrorCode::Io);
         assert!(!dir.path().join("x").exists());
         assert_eq!(std::fs::read(&partial).unwrap(), b"evil", "left alone");
@@ -188,8 +203,8 @@ mod tests {
     #[test]
     fn a_directory_planted_as_the_partial_does_not_block_the_file() {
         let (dir, target) = target();
-        std::fs::create_dir(dir.path().join(part::partial_name("x", 3))).unwrap();
-        let components = ["x"];
+        std::fs::create_dir(dir.path().join(part::partial_name(b"x", 3))).unwrap();
+        let components = [&b"x"[..]];
         let found = target
             .resolver()
             .find_partial("x", &components, 3, crate::proto::hash::HashKind::Md5)
@@ -201,7 +216,7 @@ mod tests {
             .create_part("x", &components, Some(resume))
             .unwrap();
         part.write_all(b"abc").unwrap();
-        part.commit(None, None, false).unwrap();
+        part.commit(&stamp(None, None), false).unwrap();
         assert_eq!(std::fs::read(dir.path().join("x")).unwrap(), b"abc");
     }
 
@@ -226,7 +241,7 @@ mod tests {
         assert_eq!(
             target
                 .resolver()
-                .create_dir(&["sub", "new"])
+                .create_dir(&[b"sub", b"new"])
                 .unwrap_err()
                 .code,
             ErrorCode::BadPath
@@ -262,7 +277,7 @@ mod tests {
             ErrorCode::Exists
         );
         assert_eq!(
-            target.resolver().create_dir(&["a"]).unwrap_err().code,
+            target.resolver().create_dir(&[b"a"]).unwrap_err().code,
             ErrorCode::Exists
         );
     }

@@ -19,6 +19,7 @@
 use std::fs::File;
 use std::io::{self, Seek, SeekFrom, Write};
 use std::num::NonZeroU64;
+use std::ops::Range;
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
 
@@ -33,7 +34,8 @@ use crate::fs::beneath;
 use crate::fs::ledger::{Account, Books};
 use crate::fs::path::RESERVED_PREFIX;
 use crate::hex::hex;
-use crate::proto::message::ErrorCode;
+use crate::proto::hash::Hasher;
+use crate::proto::message::{Entry, ErrorCode};
 
 /// Mode of a temporary while it is incomplete: the receiver must be able to reopen
 /// it to resume, whatever mode the file will have.
@@ -84,9 +86,9 @@ pub(crate) struct Resume {
 
 /// The partial file of `name` offered with `size` bytes: stable across sessions and
 /// restarts, so a later offer of the same file finds it; another size is another file.
-pub(crate) fn partial_name(name: &str, size: u64) -> String {
+pub(crate) fn partial_name(name: &[u8], size: u64) -> String {
     let digest = Sha256::new()
-        .chain_update(name.as_bytes())
+        .chain_update(name)
         .chain_update([0])
         .chain_update(size.to_be_bytes())
         .finalize();
@@ -97,7 +99,7 @@ pub(crate) fn partial_name(name: &str, size: u64) -> String {
 pub(crate) struct PartFile {
     pub(super) dir: Arc<OwnedFd>,
     temp: String,
-    name: String,
+    name: Vec<u8>,
     pub(super) path: String,
     /// Open until sealed (see [`PartFile::seal`]).
     file: Option<File>,
@@ -109,6 +111,9 @@ pub(crate) struct PartFile {
     /// has been started.
     written: u64,
     writeback_from: u64,
+    /// Whether to start writeback as it goes: not for a sparse entry, whose runs
+    /// are read back for their hash (section 16.4) and best read from memory.
+    writeback: bool,
     /// A server's: the user's ledger, and this file's path beneath the home.
     meter: Option<(Account, String)>,
 }
@@ -123,7 +128,7 @@ impl PartFile {
     pub(crate) fn create(
         dir: Arc<OwnedFd>,
         path: &str,
-        name: &str,
+        name: &[u8],
         resume: Option<Resume>,
         meter: Option<&Account>,
     ) -> Result<PartFile, Refusal> {
@@ -163,13 +168,14 @@ impl PartFile {
         Ok(PartFile {
             dir,
             temp,
-            name: name.to_string(),
+            name: name.to_vec(),
             path: path.to_string(),
             file: Some(file),
             identity,
             keep: resumable,
             written: start,
             writeback_from: start,
+            writeback: true,
             meter,
         })
     }
@@ -193,7 +199,7 @@ impl PartFile {
             .map_err(|err| Refusal::io(&self.path, "cannot write", err))?;
         self.written += bytes.len() as u64;
         let pending = self.written - self.writeback_from;
-        if pending >= WRITEBACK_WINDOW {
+        if self.writeback && pending >= WRITEBACK_WINDOW {
             // Only advice: if it fails, the final fsync does all the work.
             let _ = rustix::fs::fadvise(
                 &*file,
@@ -206,6 +212,52 @@ impl PartFile {
         Ok(())
     }
 
+    /// Moves where the next bytes go, for a sparse entry's next run: what is
+    /// skipped stays a hole. (A fresh temporary only: sparse entries never resume.)
+    pub(crate) fn seek_to(&mut self, offset: u64) -> Result<(), Refusal> {
+        self.writeback = false;
+        let file = self
+            .file
+            .as_mut()
+            .expect("a sealed part file is not written");
+        file.seek(SeekFrom::Start(offset))
+            .map(drop)
+            .map_err(|err| Refusal::io(&self.path, "cannot seek", err))
+    }
+
+    /// Feeds bytes `range` of what was written back into `hasher`: a run's hash
+    /// needs its length before its bytes, known only once the run has arrived.
+    pub(crate) fn hash_back(&self, range: Range<u64>, hasher: &mut Hasher) -> Result<(), Refusal> {
+        let mut file = self.file.as_ref().expect("a sealed part file is not read");
+        let len = range.end - range.start;
+        let read = file
+            .seek(SeekFrom::Start(range.start))
+            .and_then(|_| hasher.update_from(&mut file, len));
+        match read {
+            Ok(n) if n == len => Ok(()),
+            Ok(_) => Err(Refusal::io(
+                &self.path,
+                "cannot read back what was written",
+                io::Error::from(io::ErrorKind::UnexpectedEof),
+            )),
+            Err(err) => Err(Refusal::io(
+                &self.path,
+                "cannot read back what was written",
+                err,
+            )),
+        }
+    }
+
+    /// Sets the length to `size`: the holes after the last run.
+    pub(crate) fn set_len(&mut self, size: u64) -> Result<(), Refusal> {
+        let file = self
+            .file
+            .as_ref()
+            .expect("a sealed part file is not written");
+        file.set_len(size)
+            .map_err(|err| Refusal::io(&self.path, "cannot set its length", err))
+    }
+
     /// The bytes this file leaves on disk if it is dropped now: its length when it
     /// is resumable partial data (kept), else nothing.
     pub(crate) fn left_behind(&self) -> Option<u64> {
@@ -215,13 +267,8 @@ impl PartFile {
     /// Makes the file durable under its final name: mode and time applied, flushed
     /// to disk, renamed into place (refusing to replace a file unless `overwrite`),
     /// and the directory flushed so the rename itself survives a crash.
-    pub(crate) fn commit(
-        mut self,
-        mode: Option<u64>,
-        mtime: Option<i64>,
-        overwrite: bool,
-    ) -> Result<(), Refusal> {
-        self.finish_metadata(mode, mtime)?;
+    pub(crate) fn commit(mut self, entry: &Entry, overwrite: bool) -> Result<(), Refusal> {
+        self.finish_metadata(entry)?;
         let file = self.file.take().expect("commit comes before sealing");
         if let Err(err) = file.sync_all() {
             self.keep = false;
@@ -235,15 +282,15 @@ impl PartFile {
     /// Readies a complete, verified file for [`super::TargetDir::commit_all`]: mode
     /// and time applied and the file closed, so that a group of a thousand waiting
     /// files holds no descriptors. Its durability then comes from the group's flush.
-    pub(crate) fn seal(&mut self, mode: Option<u64>, mtime: Option<i64>) -> Result<(), Refusal> {
-        self.finish_metadata(mode, mtime)?;
+    pub(crate) fn seal(&mut self, entry: &Entry) -> Result<(), Refusal> {
+        self.finish_metadata(entry)?;
         self.file = None;
         Ok(())
     }
 
-    /// Gives the complete file its offered mode and time. From here on it is no
-    /// longer resumable data: if anything fails, it is removed.
-    fn finish_metadata(&mut self, mode: Option<u64>, mtime: Option<i64>) -> Result<(), Refusal> {
+    /// Gives the complete file its offered metadata (mode, time, owner, xattrs).
+    /// From here on it is no longer resumable data: if anything fails, it is removed.
+    fn finish_metadata(&mut self, entry: &Entry) -> Result<(), Refusal> {
         let file = self.file.as_ref().expect("metadata before sealing");
         self.keep = false;
         if self.meter.is_some() {
@@ -255,8 +302,11 @@ impl PartFile {
                 .remove(&self.identity);
         }
         // A server keeps reading and writing what it holds, whatever was offered.
-        let keep = if self.meter.is_some() { 0o600 } else { 0 };
-        meta::apply(file, mode, mtime, keep)
+        let policy = meta::Policy {
+            server: self.meter.is_some(),
+            keep: if self.meter.is_some() { 0o600 } else { 0 },
+        };
+        meta::apply(file, entry, policy)
             .map_err(|err| Refusal::io(&self.path, "cannot set its mode or time", err))
     }
 
@@ -266,7 +316,7 @@ impl PartFile {
         let meter = self.meter.as_ref().map(|(account, _)| account.clone());
         let mut books = meter.as_ref().map(Account::books);
         // What the rename replaces leaves the disk: measured under the lock.
-        let replaced = match beneath::stat(&*self.dir, &self.name) {
+        let replaced = match beneath::stat(&*self.dir, self.name.as_slice()) {
             Ok(Some(stat)) if overwrite && beneath::kind(&stat) == FileType::RegularFile => {
                 Some(stat.st_size as u64)
             }
@@ -281,7 +331,7 @@ impl PartFile {
 
     /// [`PartFile::rename_into_place`] without the counting.
     fn rename_checked(&mut self, overwrite: bool) -> Result<(), Refusal> {
-        let (temp, name) = (self.temp.as_str(), self.name.as_str());
+        let (temp, name) = (self.temp.as_str(), self.name.as_slice());
         match beneath::stat(&*self.dir, temp) {
             Ok(Some(stat))
                 if beneath::kind(&stat) == FileType::RegularFile
@@ -381,7 +431,7 @@ fn unlink_ours(books: &mut Books, dir: &OwnedFd, name: &str, identity: (u64, u64
 fn open_partial(
     dir: &OwnedFd,
     path: &str,
-    name: &str,
+    name: &[u8],
     resume: Resume,
     books: Option<&mut Books>,
 ) -> Result<Option<(String, File, bool)>, Refusal> {
@@ -509,7 +559,8 @@ fn create_temporary(dir: &OwnedFd, path: &str) -> Result<(String, File), Refusal
         match rustix::fs::openat(
             dir,
             temp.as_str(),
-            OFlags::CREATE | OFlags::EXCL | OFlags::WRONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            // Read and write: a sparse entry's runs are read back for their hash.
+            OFlags::CREATE | OFlags::EXCL | OFlags::RDWR | OFlags::NOFOLLOW | OFlags::CLOEXEC,
             Mode::from_raw_mode(TEMPORARY_MODE),
         ) {
             Ok(fd) => return Ok((temp, File::from(fd))),
@@ -519,7 +570,7 @@ fn create_temporary(dir: &OwnedFd, path: &str) -> Result<(String, File), Refusal
     }
 }
 
-fn random_bytes() -> [u8; 8] {
+pub(super) fn random_bytes() -> [u8; 8] {
     // Only uniqueness matters here; fall back to the clock if the OS RNG fails.
     crate::key::random_bytes().unwrap_or_else(|_| {
         std::time::SystemTime::now()

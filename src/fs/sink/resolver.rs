@@ -18,7 +18,7 @@ use super::target::TargetDir;
 use crate::escape::escape;
 use crate::fs::{Refusal, beneath};
 use crate::proto::hash::{HashKind, Hasher};
-use crate::proto::message::ErrorCode;
+use crate::proto::message::{Entry, ErrorCode};
 
 /// Most directories a resolver keeps open; past that it starts over.
 const RESOLVER_DIRS: usize = 256;
@@ -43,9 +43,9 @@ impl TargetDir {
 
 /// Resolves names beneath a [`TargetDir`] (see the module documentation).
 pub(crate) struct Resolver<'a> {
-    target: &'a TargetDir,
+    pub(super) target: &'a TargetDir,
     /// Open directories by their path beneath the root ("" is the root itself).
-    dirs: HashMap<String, Arc<OwnedFd>>,
+    dirs: HashMap<Vec<u8>, Arc<OwnedFd>>,
 }
 
 impl<'a> Resolver<'a> {
@@ -63,9 +63,9 @@ impl<'a> Resolver<'a> {
     pub(crate) fn probe_file(
         &mut self,
         path: &str,
-        components: &[&str],
+        components: &[&[u8]],
         overwrite: bool,
-        offered: (Option<u64>, Option<i64>),
+        offered: (Option<u64>, Option<i64>, u32),
     ) -> Result<Placement, Refusal> {
         self.deep_enough(path, components)?;
         let (parents, name) = split_last(components);
@@ -85,7 +85,9 @@ impl<'a> Resolver<'a> {
             FileType::RegularFile if overwrite => Ok(Placement::Free(Some(stat.st_size as u64))),
             _ if overwrite => Ok(Placement::Free(None)),
             FileType::RegularFile
-                if offered.0 == Some(stat.st_size as u64) && offered.1 == Some(stat.st_mtime) =>
+                if offered.0 == Some(stat.st_size as u64)
+                    && offered.1 == Some(stat.st_mtime)
+                    && same_nanos(offered.2, stat.st_mtime_nsec as u32) =>
             {
                 Ok(Placement::Same)
             }
@@ -101,14 +103,14 @@ impl<'a> Resolver<'a> {
     }
 
     /// Creates the directory `components` and any missing parents.
-    pub(crate) fn create_dir(&mut self, components: &[&str]) -> Result<(), Refusal> {
-        self.deep_enough(&components.join("/"), components)?;
+    pub(crate) fn create_dir(&mut self, components: &[&[u8]]) -> Result<(), Refusal> {
+        self.deep_enough(&beneath::shown_path(components), components)?;
         self.walk(components, true).map(|_| ())
     }
 
     /// On a server, a path deeper than the walks over a home go is `bad_path`
     /// (`fs::quota`): the server never makes what it could not count again.
-    fn deep_enough(&self, path: &str, components: &[&str]) -> Result<(), Refusal> {
+    fn deep_enough(&self, path: &str, components: &[&[u8]]) -> Result<(), Refusal> {
         match self.target.meter() {
             Some(account) if components.len() > account.depth_left() => Err(Refusal::new(
                 ErrorCode::BadPath,
@@ -122,13 +124,12 @@ impl<'a> Resolver<'a> {
         }
     }
 
-    /// Applies permission bits and modification time to an existing directory.
+    /// Applies an offered directory's metadata to the directory made for it.
     pub(crate) fn finish_dir(
         &mut self,
         path: &str,
-        components: &[&str],
-        mode: Option<u64>,
-        mtime: Option<i64>,
+        components: &[&[u8]],
+        entry: &Entry,
     ) -> Result<(), Refusal> {
         let dir = self.walk(components, false)?.ok_or_else(|| {
             Refusal::new(
@@ -137,13 +138,17 @@ impl<'a> Resolver<'a> {
             )
         })?;
         // A server keeps reading, writing and searching what it holds.
-        let keep = if self.target.meter().is_some() {
-            0o700
-        } else {
-            0
-        };
-        meta::apply(&*dir, mode, mtime, keep)
+        meta::apply(&*dir, entry, self.policy(0o700))
             .map_err(|err| Refusal::io(path, "cannot set its metadata", err))
+    }
+
+    /// How metadata is applied here: a server keeps `server_keeps` for itself.
+    pub(super) fn policy(&self, server_keeps: u32) -> meta::Policy {
+        let server = self.target.meter().is_some();
+        meta::Policy {
+            server,
+            keep: if server { server_keeps } else { 0 },
+        }
     }
 
     /// Data a cut transfer of `path` (offered with `size` bytes) left behind: its
@@ -153,7 +158,7 @@ impl<'a> Resolver<'a> {
     pub(crate) fn find_partial(
         &mut self,
         path: &str,
-        components: &[&str],
+        components: &[&[u8]],
         size: u64,
         hash: HashKind,
     ) -> Result<Option<(u64, Hasher)>, Refusal> {
@@ -197,7 +202,7 @@ impl<'a> Resolver<'a> {
     }
 
     /// Removes what a cut transfer of `path` left behind (for `--no-resume`).
-    pub(crate) fn discard_partial(&mut self, components: &[&str], size: u64) {
+    pub(crate) fn discard_partial(&mut self, components: &[&[u8]], size: u64) {
         let (parents, name) = split_last(components);
         if let Ok(Some(dir)) = self.walk(parents, false) {
             remove_partial(&dir, &partial_name(name, size), self.target.meter());
@@ -209,7 +214,7 @@ impl<'a> Resolver<'a> {
     pub(crate) fn create_part(
         &mut self,
         path: &str,
-        components: &[&str],
+        components: &[&[u8]],
         resume: Option<Resume>,
     ) -> Result<PartFile, Refusal> {
         let (parents, name) = split_last(components);
@@ -224,17 +229,17 @@ impl<'a> Resolver<'a> {
     /// `Ok(None)`: one of them does not exist.
     pub(super) fn walk(
         &mut self,
-        components: &[&str],
+        components: &[&[u8]],
         create: bool,
     ) -> Result<Option<Arc<OwnedFd>>, Refusal> {
-        if let Some(dir) = self.dirs.get(&components.join("/")) {
+        if let Some(dir) = self.dirs.get(&components.join(&b'/')) {
             return Ok(Some(dir.clone()));
         }
         if self.dirs.len() >= RESOLVER_DIRS {
             self.dirs.clear();
         }
         let known = (0..components.len()).rev().find_map(|depth| {
-            let dir = self.dirs.get(&components[..depth].join("/"))?;
+            let dir = self.dirs.get(&components[..depth].join(&b'/'))?;
             Some((depth, dir.clone()))
         });
         let (mut depth, mut dir) = match known {
@@ -245,7 +250,7 @@ impl<'a> Resolver<'a> {
                     .dup_root()
                     .map_err(|err| Refusal::io("", "cannot open the target directory", err))?;
                 let root = Arc::new(root);
-                self.dirs.insert(String::new(), root.clone());
+                self.dirs.insert(Vec::new(), root.clone());
                 (0, root)
             }
         };
@@ -255,14 +260,21 @@ impl<'a> Resolver<'a> {
             };
             dir = Arc::new(next);
             depth += 1;
-            self.dirs.insert(components[..depth].join("/"), dir.clone());
+            self.dirs
+                .insert(components[..depth].join(&b'/'), dir.clone());
         }
         Ok(Some(dir))
     }
 }
 
+/// Section 16: nanoseconds agree when equal, or when either side has none (a
+/// filesystem with whole-second times must not make every rerun resend).
+fn same_nanos(offered: u32, here: u32) -> bool {
+    offered == here || offered == 0 || here == 0
+}
+
 /// A path's parent components and its last one.
-pub(super) fn split_last<'c, 'a>(components: &'c [&'a str]) -> (&'c [&'a str], &'a str) {
+pub(super) fn split_last<'c, 'a>(components: &'c [&'a [u8]]) -> (&'c [&'a [u8]], &'a [u8]) {
     let (name, parents) = components
         .split_last()
         .expect("the path policy never returns an empty list");

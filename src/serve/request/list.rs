@@ -18,7 +18,7 @@ fn shown(path: &str) -> &str {
 
 pub(crate) fn run(context: &Context<'_>, conn: &mut TcpConnection, path: &str) -> Result<()> {
     let action = format!("list {}", escape(shown(path)));
-    let listing = match context.home.list(path) {
+    let listing = match context.home.list(path, conn.negotiated.meta()) {
         Ok(listing) => listing,
         Err(refusal) => return refuse(context, conn, &action, refusal),
     };

@@ -7,6 +7,7 @@ use anyhow::Result;
 use super::Context;
 use super::{ack, refuse, writable};
 use crate::escape::escape;
+use crate::fs::path::Names;
 use crate::net::TcpConnection;
 use crate::transfer::Tally;
 use crate::transfer::recv::{self, Destination, Settings};
@@ -37,6 +38,8 @@ pub(crate) fn run(
     let settings = Settings {
         overwrite,
         resume: true,
+        // Names in a home are shown to other people and to shells: always strict.
+        names: Names::Safe,
     };
     let result = recv::session(
         conn,

@@ -9,6 +9,7 @@ use clap::Args;
 use crate::client::path::resolve;
 use crate::error::{Kind, fail, peer_code};
 use crate::escape::escape_path;
+use crate::fs::path::Names;
 use crate::fs::sink::TargetDir;
 use crate::proto::message::ErrorCode;
 use crate::shell::session::Session;
@@ -53,6 +54,7 @@ impl Get {
         let settings = Settings {
             overwrite: self.force,
             resume: true,
+            names: Names::Safe,
         };
         session.transfer("received", |client, tally| {
             client.get(&paths, &destination, settings, tally)

@@ -27,7 +27,7 @@ pub(super) static CLAIM_KEYS: LazyLock<RandomState> = LazyLock::new(RandomState:
 
 impl Claims {
     /// Claims `path` beneath the directory `within` (its device and inode).
-    pub(crate) fn claim(&self, within: (u64, u64), path: &str) -> Option<Claim<'_>> {
+    pub(crate) fn claim(&self, within: (u64, u64), path: &[u8]) -> Option<Claim<'_>> {
         let key = CLAIM_KEYS.hash_one((within, path));
         let mut held = self.0.lock().expect("no panics while holding the lock");
         held.insert(key).then(|| Claim { claims: self, key })

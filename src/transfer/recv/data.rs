@@ -38,11 +38,12 @@ pub(crate) fn read_entries<R: Read>(
     loop {
         match read_start(reader, expected.next())? {
             Start::End => return Ok(()),
-            Start::GaveUp { index, code, why } => {
-                let failed = FileOutcome::Failed {
-                    path: planned[index].entry.path.clone(),
-                    code,
-                    why,
+            Start::GaveUp { index, why } => {
+                // The sender could not read it: not sent, as the sender counts it.
+                let failed = FileOutcome::NotSent {
+                    path: planned[index].entry.shown_path().into_owned(),
+                    reason: why,
+                    said: false,
                 };
                 // Through the disk thread, so outcomes are reported in entry order.
                 jobs.send(Job::GaveUp {
@@ -79,7 +80,6 @@ enum Start {
     /// The sender could not read the entry at all.
     GaveUp {
         index: usize,
-        code: ErrorCode,
         why: String,
     },
 }
@@ -107,14 +107,17 @@ fn read_start<R: Read>(reader: &mut FrameReader<R>, next: Option<usize>) -> Resu
         (
             Message::Error {
                 index: Some(index),
-                code,
                 message,
+                ..
             },
             Some(next),
         ) if index == next as u64 => Ok(Start::GaveUp {
             index: next,
-            code,
-            why: format!("the sender gave up on it: {}", escape(&message)),
+            why: format!(
+                "{}: the sender gave up on it: {}",
+                crate::fs::input::UNREADABLE,
+                escape(&message)
+            ),
         }),
         (
             Message::Error {
@@ -181,9 +184,15 @@ fn receive_file<R: Read>(
         offset,
         delta,
     } = *file;
+    if item.entry.is_sparse() && !delta {
+        return receive_runs(reader, file, pool, jobs, shared, tally)
+            .inspect_err(|err| discard_untrusted(jobs, err));
+    }
     check_start(file)?;
     let resumed_at = (offset > 0).then_some(offset);
-    tally.reporter().current_file(&item.entry.path, resumed_at);
+    tally
+        .reporter()
+        .current_file(&item.entry.shown_path(), resumed_at);
     // Continue the prefix's hash, or start over when the sender starts over.
     let hasher = match &item.resume_from {
         Some(resume) if offset > 0 => resume.1.clone(),
@@ -195,7 +204,7 @@ fn receive_file<R: Read>(
         delta,
     })
     .map_err(|_| disk_gone())?;
-    let received = if delta {
+    let data = if delta {
         let parts = (shared, tally);
         delta::build(reader, (index, item), hasher, pool, jobs, parts)
     } else {
@@ -205,25 +214,124 @@ fn receive_file<R: Read>(
             failure: None,
         })
     };
-    let built = received.inspect_err(|err| {
-        // A frame that does not open was tampered with, one that breaks the
-        // protocol cannot be trusted: nothing of this file is kept, not even for
-        // resuming (a cut keeps what arrived).
-        if matches!(kind_of(err), Some(Kind::Verification | Kind::Protocol)) {
-            let _ = jobs.send(Job::Discard);
-        }
-    })?;
+    let data = data
+        .and_then(|built| Ok((built, read_done(reader, index)?)))
+        .inspect_err(|err| discard_untrusted(jobs, err));
+    let (built, claimed) = data?;
     let Built {
         size,
         digest,
         failure,
     } = built;
-    let verdict = read_done(reader, index)?.and_then(|claimed| match failure {
+    let verdict = claimed.and_then(|claimed| match failure {
         Some(refusal) => Err(refusal),
         None => verify(index, item, size, digest, &claimed, shared, resumed_at),
     });
     jobs.send(Job::Close { index, verdict })
         .map_err(|_| disk_gone())
+}
+
+/// After `err` inside an entry's data: a frame that does not open was tampered
+/// with, one that breaks the protocol cannot be trusted, so nothing of the entry
+/// is kept, not even for resuming (a cut keeps what arrived).
+fn discard_untrusted(jobs: &mpsc::Sender<Job>, err: &anyhow::Error) {
+    if matches!(kind_of(err), Some(Kind::Verification | Kind::Protocol)) {
+        let _ = jobs.send(Job::Discard);
+    }
+}
+
+/// Receives a sparse entry's runs (section 16.4), each written at its offset and
+/// hashed by the disk thread once its length is known, then its `done`. A run
+/// going back, or past the offered size, breaks the protocol.
+fn receive_runs<R: Read>(
+    reader: &mut FrameReader<R>,
+    file: &Incoming<'_>,
+    pool: &mut Pool,
+    jobs: &mpsc::Sender<Job>,
+    shared: &Shared<'_>,
+    tally: &Tally,
+) -> Result<()> {
+    let Incoming { index, item, .. } = *file;
+    let size = item.entry.size.unwrap_or(0);
+    let frames = Frames {
+        index,
+        limit: Some(size),
+    };
+    tally
+        .reporter()
+        .current_file(&item.entry.shown_path(), None);
+    let mut start = file.offset;
+    let mut moved = 0;
+    let mut job = Job::Open {
+        index,
+        offset: start,
+        delta: false,
+    };
+    loop {
+        if start > size {
+            return Err(fail(
+                Kind::Protocol,
+                format!("a run of entry {index} starts at {start}, past its offered size"),
+            ));
+        }
+        jobs.send(job).map_err(|_| disk_gone())?;
+        let end = frames.read(reader, start, None, pool, jobs, tally)?;
+        moved += end - start;
+        match reader.expect_message("the next run or done")? {
+            Message::Data {
+                index: next,
+                offset,
+                delta: false,
+            } if next == index as u64 => {
+                if offset < end {
+                    return Err(fail(
+                        Kind::Protocol,
+                        format!("a run of entry {index} goes back to {offset}, before {end}"),
+                    ));
+                }
+                (start, job) = (offset, Job::Run { offset });
+            }
+            other => return close_runs(other, file, moved, jobs, shared),
+        }
+    }
+}
+
+/// Ends a sparse entry at the frame after its last run (`moved` bytes of data in
+/// all): its `done` (its length set and its hash checked) or the sender giving it up.
+fn close_runs(
+    message: Message,
+    file: &Incoming<'_>,
+    moved: u64,
+    jobs: &mpsc::Sender<Job>,
+    shared: &Shared<'_>,
+) -> Result<()> {
+    let Incoming { index, item, .. } = *file;
+    let size = item.entry.size.unwrap_or(0);
+    let verdict = match done_or_given_up(message, index)? {
+        Ok(claimed) => match sealed(jobs, size)? {
+            Some(digest) => verify(index, item, size, digest, &claimed, shared, None)
+                .map(|arrived| Arrived { moved, ..arrived }),
+            // The disk's refusal is the answer; this verdict is not read.
+            None => Ok(Arrived {
+                size,
+                moved,
+                digest: shared.transfer.hash.hasher().finish(),
+                resumed_at: None,
+            }),
+        },
+        Err(refusal) => Err(refusal),
+    };
+    jobs.send(Job::Close { index, verdict })
+        .map_err(|_| disk_gone())
+}
+
+/// Asks the disk thread to end the open sparse entry at `size` bytes, and waits
+/// for its hash (`None`: it could not be written, and its answer says why).
+fn sealed(jobs: &mpsc::Sender<Job>, size: u64) -> Result<Option<Digest>> {
+    let (reply, digest) = mpsc::channel();
+    jobs.send(Job::Seal { size, reply })
+        .map_err(|_| disk_gone())?;
+    digest.recv().map_err(|_| disk_gone())
 }
 
 /// Reads the `done` that ends entry `index`'s data, or the sender's `error` giving
@@ -234,6 +342,19 @@ fn read_done<R: Read>(
     index: usize,
 ) -> Result<Result<Claimed, Refusal>> {
     match reader.expect_message("done")? {
+        Message::Data { index: again, .. } if again == index as u64 => Err(fail(
+            Kind::Protocol,
+            format!("a second data header for entry {index}, which is not sparse"),
+        )),
+        other => done_or_given_up(other, index),
+    }
+}
+
+/// The frame after an entry's data, where its `done` is due: the `done`, or the
+/// sender's `error` giving it up midway (the entry is then answered as the
+/// sender's failure).
+fn done_or_given_up(message: Message, index: usize) -> Result<Result<Claimed, Refusal>> {
+    match message {
         Message::Done {
             index: done_index,
             size,
@@ -289,28 +410,59 @@ fn read_data<R: Read>(
     tally: &Tally,
 ) -> Result<(u64, Digest)> {
     let Incoming { index, item, .. } = *file;
-    let mut received = file.offset;
-    loop {
-        let mut buffer = pool.take().ok_or_else(disk_gone)?;
-        let range = match reader.read_data(&mut buffer)? {
-            Data::End => {
-                pool.put_back(buffer);
-                return Ok((received, hasher.finish()));
+    let frames = Frames {
+        index,
+        limit: item.entry.size,
+    };
+    let received = frames.read(reader, file.offset, Some(&mut hasher), pool, jobs, tally)?;
+    Ok((received, hasher.finish()))
+}
+
+/// The data frames of one entry's data (or one run of it), up to the empty frame.
+struct Frames {
+    index: usize,
+    /// Past this byte is a session-level `protocol` (the offered size).
+    limit: Option<u64>,
+}
+
+impl Frames {
+    /// Reads them into pool buffers for the disk thread, hashing them as they
+    /// arrive when given a hasher; `from` is where they start in the file.
+    /// Returns where they end.
+    fn read<R: Read>(
+        &self,
+        reader: &mut FrameReader<R>,
+        from: u64,
+        mut hasher: Option<&mut Hasher>,
+        pool: &mut Pool,
+        jobs: &mpsc::Sender<Job>,
+        tally: &Tally,
+    ) -> Result<u64> {
+        let mut received = from;
+        loop {
+            let mut buffer = pool.take().ok_or_else(disk_gone)?;
+            let range = match reader.read_data(&mut buffer)? {
+                Data::End => {
+                    pool.put_back(buffer);
+                    return Ok(received);
+                }
+                Data::Bytes(range) => range,
+            };
+            let n = range.len() as u64;
+            if self.limit.is_some_and(|size| received + n > size) {
+                return Err(fail(
+                    Kind::Protocol,
+                    format!("more data for entry {} than its offered size", self.index),
+                ));
             }
-            Data::Bytes(range) => range,
-        };
-        let n = range.len() as u64;
-        if item.entry.size.is_some_and(|size| received + n > size) {
-            return Err(fail(
-                Kind::Protocol,
-                format!("more data for entry {index} than its offered size"),
-            ));
+            if let Some(hasher) = hasher.as_deref_mut() {
+                hasher.update(&buffer[range.clone()]);
+            }
+            received += n;
+            tally.reporter().bar().inc(n);
+            jobs.send(Job::Write { buffer, range })
+                .map_err(|_| disk_gone())?;
         }
-        hasher.update(&buffer[range.clone()]);
-        received += n;
-        tally.reporter().bar().inc(n);
-        jobs.send(Job::Write { buffer, range })
-            .map_err(|_| disk_gone())?;
     }
 }
 
@@ -331,8 +483,8 @@ fn verify(
     shared: &Shared<'_>,
     resumed_at: Option<u64>,
 ) -> Result<Arrived, Refusal> {
-    let path = item.entry.path.as_str();
-    let shown = escape(path);
+    let path = item.entry.path_bytes();
+    let shown = escape(&item.entry.shown_path()).into_owned();
     let hash = shared.transfer.hash;
     let checksum = |why: String| Refusal::new(ErrorCode::Checksum, format!("{shown}: {why}"));
     let offered = item.entry.size;
@@ -354,7 +506,7 @@ fn verify(
         index: index as u64,
         size,
         hash: &digest,
-        path,
+        path: &path,
     };
     if !shared.transfer.verify_done(facts, &claimed.mac) {
         return Err(Refusal::new(
@@ -364,6 +516,7 @@ fn verify(
     }
     Ok(Arrived {
         size,
+        moved: size - resumed_at.unwrap_or(0).min(size),
         digest,
         resumed_at,
     })

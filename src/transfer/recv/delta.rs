@@ -18,7 +18,7 @@ use super::plan::Planned;
 use super::shared::{Destination, Shared};
 use crate::error::{Kind, fail};
 use crate::fs::Refusal;
-use crate::fs::path::check_path;
+use crate::fs::path::check_path_bytes;
 use crate::fs::sink::{Basis, BasisReader};
 use crate::pool::Pool;
 use crate::proto::delta::{Op, ops};
@@ -87,9 +87,11 @@ fn open_basis(item: &Planned, basis: &Basis, shared: &Shared<'_>) -> Result<Basi
     let Destination::Dir(target) = shared.destination else {
         unreachable!("a basis is offered only for a directory");
     };
-    let path = &item.entry.path;
-    let components = check_path(path).expect("planned paths passed the policy");
-    target.resolver().open_basis(path, &components, basis)
+    let path = item.entry.shown_path();
+    let bytes = item.entry.path_bytes();
+    let components =
+        check_path_bytes(&bytes, shared.settings.names).expect("planned paths passed the policy");
+    target.resolver().open_basis(&path, &components, basis)
 }
 
 /// A result being built.

@@ -11,6 +11,7 @@
 use std::cell::RefCell;
 use std::io::Write;
 use std::ops::Range;
+use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::Duration;
 
@@ -23,11 +24,11 @@ use crate::error::{Classify, Kind};
 use crate::escape::escape;
 use crate::fs::Refusal;
 use crate::fs::home::Footprint;
-use crate::fs::path::check_path;
+use crate::fs::path::{Names, check_path_bytes};
 use crate::fs::quota::Reservation;
 use crate::fs::sink::{PartFile, Resolver, Resume, StdoutSink, TargetDir};
 use crate::pool::Giver;
-use crate::proto::hash::Digest;
+use crate::proto::hash::{Digest, Hasher};
 use crate::proto::message::{ErrorCode, Message};
 use crate::proto::negotiated::FileFacts;
 use crate::proto::wire::FrameWriter;
@@ -69,6 +70,33 @@ pub(crate) enum Job {
     /// The sender gave up entry `index` before its data: report it (it gets no
     /// answer); nothing changed on disk.
     GaveUp { index: usize, outcome: FileOutcome },
+    /// The open sparse entry's run is complete; the next starts at `offset`.
+    Run { offset: u64 },
+    /// The open sparse entry's runs are complete: set its length to `size` and
+    /// answer its hash (`None` when it could not be written).
+    Seal {
+        size: u64,
+        reply: std::sync::mpsc::Sender<Option<Digest>>,
+    },
+}
+
+/// A sparse entry being written (section 16.4): its hash so far, and where the
+/// run being written starts and has reached.
+struct Runs {
+    hasher: Hasher,
+    start: u64,
+    at: u64,
+}
+
+impl Runs {
+    /// Hashes the run just written, read back from `landing`: its offset and
+    /// length come before its bytes, and its length is known only now.
+    fn close_run(&mut self, landing: &mut Landing) {
+        self.hasher.run_header(self.start, self.at - self.start);
+        let range = self.start..self.at;
+        let hasher = &mut self.hasher;
+        landing.on_part(|part| part.hash_back(range, hasher));
+    }
 }
 
 /// The disk thread stopped taking work; its own error says why.
@@ -80,6 +108,8 @@ pub(crate) fn disk_gone() -> anyhow::Error {
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Arrived {
     pub(crate) size: u64,
+    /// Bytes that arrived in this session (not a resumed prefix, not holes).
+    pub(crate) moved: u64,
     pub(crate) digest: Digest,
     pub(crate) resumed_at: Option<u64>,
 }
@@ -114,6 +144,7 @@ pub(crate) fn run<W: Write>(
             Destination::Stdout => None,
         },
         open: None,
+        runs: None,
         group: Group::default(),
     };
     loop {
@@ -138,10 +169,31 @@ pub(crate) fn run<W: Write>(
 struct Desk<'t> {
     resolver: Option<Resolver<'t>>,
     open: Option<(usize, Landing)>,
+    /// The open entry's runs, when it is sparse.
+    runs: Option<Runs>,
     group: Group,
 }
 
 impl Desk<'_> {
+    /// Ends the open sparse entry's run and starts the next at `offset`.
+    fn next_run(&mut self, offset: u64) {
+        if let (Some(runs), Some((_, landing))) = (&mut self.runs, &mut self.open) {
+            runs.close_run(landing);
+            landing.on_part(|part| part.seek_to(offset));
+            (runs.start, runs.at) = (offset, offset);
+        }
+    }
+
+    /// Ends the open sparse entry at `size` bytes (the holes after its last run);
+    /// its hash, unless it could not be written.
+    fn seal_runs(&mut self, size: u64) -> Option<Digest> {
+        let (mut runs, (_, landing)) = (self.runs.take()?, self.open.as_mut()?);
+        runs.close_run(landing);
+        landing.on_part(|part| part.set_len(size));
+        runs.hasher.runs_end(size);
+        matches!(landing, Landing::Part(Ok(_))).then(|| runs.hasher.finish())
+    }
+
     /// The session ended with a file still open (the connection was cut): its data
     /// stays as partial data, and the summary says how much.
     fn keep_cut_file(&mut self, tally: &Tally) {
@@ -150,6 +202,23 @@ impl Desk<'_> {
         {
             tally.kept(bytes);
         }
+    }
+
+    /// Opens where entry `index`'s data goes, from `offset` (or built from a delta).
+    fn open(&mut self, index: usize, start: (u64, bool), answers: &Answers<'_, '_>) -> Result<()> {
+        let item = &answers.planned[index];
+        let offset = start.0;
+        let mut landing = open_landing(item, start, self.resolver.as_mut(), answers.shared)?;
+        self.runs = item.entry.is_sparse().then(|| {
+            landing.on_part(|part| part.seek_to(offset));
+            Runs {
+                hasher: answers.shared.transfer.hash.hasher(),
+                start: offset,
+                at: offset,
+            }
+        });
+        self.open = Some((index, landing));
+        Ok(())
     }
 
     /// Does one job of the socket thread's; an error ends the session.
@@ -165,23 +234,23 @@ impl Desk<'_> {
                 index,
                 offset,
                 delta,
-            } => {
-                let landing = open_landing(
-                    &answers.planned[index],
-                    (offset, delta),
-                    self.resolver.as_mut(),
-                    answers.shared,
-                )?;
-                self.open = Some((index, landing));
-            }
+            } => self.open(index, (offset, delta), answers)?,
             Job::Write { buffer, range } => {
                 if let Some((index, landing)) = &mut self.open {
                     answers.charge_stream(*index, landing, range.len() as u64);
+                    if let Some(runs) = &mut self.runs {
+                        runs.at += range.len() as u64;
+                    }
                     landing.write(&buffer[range])?;
                 }
                 giver.give(buffer);
             }
+            Job::Run { offset } => self.next_run(offset),
+            Job::Seal { size, reply } => {
+                let _ = reply.send(self.seal_runs(size));
+            }
             Job::Discard => {
+                self.runs = None;
                 if let Some((index, landing)) = self.open.take() {
                     landing.discard();
                     answers.settle(index, Settled::Unchanged);
@@ -268,11 +337,11 @@ impl Answers<'_, '_> {
         };
         if arrived.size >= GROUP_BYTES {
             // Alone: fsync of the file itself, no group to wait for.
-            let result = part.commit(entry.mode, entry.mtime, self.shared.settings.overwrite);
+            let result = part.commit(entry, self.shared.settings.overwrite);
             self.settle(index, settled_by(&result, arrived.size));
             return self.answer_now(writer, index, result.map(|()| arrived));
         }
-        if let Err(refusal) = part.seal(entry.mode, entry.mtime) {
+        if let Err(refusal) = part.seal(entry) {
             self.settle(index, Settled::Unchanged);
             return self.answer_now(writer, index, Err(refusal));
         }
@@ -335,7 +404,7 @@ impl Answers<'_, '_> {
             return; // reserved whole when planned
         }
         if let Some(reservation) = &mut self.holds.borrow_mut()[index].1
-            && let Err(refusal) = reservation.charge(&entry.path, bytes)
+            && let Err(refusal) = reservation.charge(&entry.shown_path(), bytes)
         {
             std::mem::replace(landing, Landing::Part(Err(refusal))).discard();
         }
@@ -358,23 +427,26 @@ impl Answers<'_, '_> {
         index: usize,
         outcome: Result<Arrived, Refusal>,
     ) -> Result<()> {
-        let path = &self.planned[index].entry.path;
+        let entry = &self.planned[index].entry;
+        let (path, bytes) = (entry.shown_path(), entry.path_bytes());
         // The file is final (or gone) now: another session may take its path, and
         // whoever sees this acknowledgement finds it there.
         self.holds.borrow_mut()[index].0 = None;
         let transfer = self.shared.transfer;
         let reply = match outcome {
             Ok(arrived) => {
+                self.planned[index].arrived.store(true, Ordering::Relaxed);
                 let facts = FileFacts {
                     index: index as u64,
                     size: arrived.size,
                     hash: &arrived.digest,
-                    path,
+                    path: &bytes,
                 };
                 let mac = transfer.ok_mac(facts);
                 self.tally.record(FileOutcome::Verified {
-                    path: path.clone(),
+                    path: path.to_string(),
                     size: arrived.size,
+                    moved: arrived.moved,
                     digest: arrived.digest,
                     hash: transfer.hash,
                     resumed_at: arrived.resumed_at,
@@ -390,7 +462,7 @@ impl Answers<'_, '_> {
                         "; the bytes already written to standard output are NOT verified: discard them",
                     );
                 }
-                self.tally.failed(path, refusal.code, refusal.to_string());
+                self.tally.failed(&path, refusal.code, refusal.to_string());
                 Message::Error {
                     code: refusal.code,
                     message: refusal.message,
@@ -411,13 +483,18 @@ fn open_landing(
 ) -> Result<Landing> {
     Ok(match resolver {
         Some(resolver) => {
-            let path = &item.entry.path;
-            let components = check_path(path).expect("planned paths passed the policy");
+            let path = item.entry.shown_path();
+            let bytes = item.entry.path_bytes();
+            let components = check_path_bytes(&bytes, shared.settings.names)
+                .expect("planned paths passed the policy");
             let resume = match item.entry.size {
-                Some(size) if shared.settings.resume && !delta => Some(Resume { size, offset }),
+                // A sparse entry or a delta goes to a fresh temporary: it is never
+                // resumed.
+                Some(_) if item.entry.is_sparse() || delta => None,
+                Some(size) if shared.settings.resume => Some(Resume { size, offset }),
                 _ => None,
             };
-            Landing::Part(resolver.create_part(path, &components, resume))
+            Landing::Part(resolver.create_part(&path, &components, resume))
         }
         None => Landing::Stdout(
             StdoutSink::open()
@@ -457,6 +534,15 @@ impl Landing {
         }
     }
 
+    /// Does `step` to the part file, which becomes the entry's refusal if it fails.
+    fn on_part(&mut self, step: impl FnOnce(&mut PartFile) -> Result<(), Refusal>) {
+        if let Landing::Part(Ok(part)) = self
+            && let Err(refusal) = step(part)
+        {
+            std::mem::replace(self, Landing::Part(Err(refusal))).discard();
+        }
+    }
+
     /// Drops data that must not be kept, not even for resuming.
     fn discard(self) {
         if let Landing::Part(Ok(part)) = self {
@@ -485,19 +571,17 @@ fn settled_by(result: &Result<(), Refusal>, size: u64) -> Settled {
 
 /// Directory modes and times last: writing their contents changed the times, and a
 /// read-only mode would have stopped the writing. Deepest first.
-pub(crate) fn finish_dirs(planned: &[Planned], target: &TargetDir) {
+pub(crate) fn finish_dirs(planned: &[Planned], target: &TargetDir, names: Names) {
     let mut resolver = target.resolver();
     let dirs = planned.iter().rev().filter(|p| p.accepted_dir);
     for item in dirs {
-        let Ok(components) = check_path(&item.entry.path) else {
+        let bytes = item.entry.path_bytes();
+        let Ok(components) = check_path_bytes(&bytes, names) else {
             continue; // refused when planned
         };
-        if let Err(refusal) = resolver.finish_dir(
-            &item.entry.path,
-            &components,
-            item.entry.mode,
-            item.entry.mtime,
-        ) {
+        if let Err(refusal) =
+            resolver.finish_dir(&item.entry.shown_path(), &components, &item.entry)
+        {
             report::warn(&escape(&refusal.message));
         }
     }

@@ -14,6 +14,7 @@ mod claims;
 mod data;
 mod delta;
 mod disk;
+mod make;
 mod plan;
 mod shared;
 
@@ -29,6 +30,7 @@ use super::Tally;
 use super::offer::read_offer;
 use crate::error::{Kind, fail, said_by_peer};
 use crate::fs::quota::Account;
+use crate::fs::sink::TargetDir;
 use crate::pool::Pool;
 use crate::proto::message::Message;
 use crate::proto::negotiated::Feature;
@@ -89,13 +91,8 @@ fn receive<R: Read, W: Write + Send, C>(
         .map(|p| p.entry.size.map(|size| size - p.resume_offset()))
         .sum::<Option<u64>>();
     tally.reporter_mut().start_bar(total);
-    // The disk thread releases each path, and settles its quota, as soon as its
-    // file is done.
-    let claims = planned
-        .iter_mut()
-        .map(|p| (p.claim.take(), p.reservation.take()))
-        .collect();
-    let (tally, planned) = (&*tally, &planned);
+    let claims = plan::hand_to_disk(&mut planned);
+    let (tally, settling) = (&*tally, &planned);
     let disk_writer: &mut FrameWriter<W> = writer;
     let (read_result, disk_result) = std::thread::scope(|scope| {
         let (mut pool, giver) = Pool::with(POOL_BUFFERS, data_buffer);
@@ -103,7 +100,7 @@ fn receive<R: Read, W: Write + Send, C>(
         let disk = std::thread::Builder::new()
             .name("disk".into())
             .spawn_scoped(scope, move || {
-                disk::run(queue, giver, disk_writer, planned, claims, shared, tally)
+                disk::run(queue, giver, disk_writer, settling, claims, shared, tally)
             });
         let disk = match disk {
             Ok(disk) => disk,
@@ -114,7 +111,7 @@ fn receive<R: Read, W: Write + Send, C>(
                 );
             }
         };
-        let read = data::read_entries(reader, planned, &mut pool, &jobs, shared, tally);
+        let read = data::read_entries(reader, settling, &mut pool, &jobs, shared, tally);
         drop(jobs); // the disk thread commits what is left and returns
         let written = disk
             .join()
@@ -127,8 +124,25 @@ fn receive<R: Read, W: Write + Send, C>(
         (Ok(()), Ok(())) => {}
     }
     if let Destination::Dir(target) = shared.destination {
-        disk::finish_dirs(planned, target);
+        finish_tree(&mut planned, target, shared, writer, tally)?;
     }
     writer.write_message(&Message::End)?;
     writer.flush()
+}
+
+/// Once the files settled: links and special files made, then directory modes and
+/// times; what could not be applied said once.
+fn finish_tree<W: Write>(
+    planned: &mut [plan::Planned],
+    target: &TargetDir,
+    shared: &Shared<'_>,
+    writer: &mut FrameWriter<W>,
+    tally: &Tally,
+) -> Result<()> {
+    make::make_all(planned, target, shared, writer, tally)?;
+    disk::finish_dirs(planned, target, shared.settings.names);
+    if shared.quota.is_none() {
+        make::say_dropped();
+    }
+    Ok(())
 }

@@ -7,6 +7,7 @@
 use std::collections::HashSet;
 use std::hash::BuildHasher;
 use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Result;
 use indicatif::HumanBytes;
@@ -17,9 +18,9 @@ use crate::error::refused;
 use crate::escape::escape;
 use crate::fs::Refusal;
 use crate::fs::home::Footprint;
-use crate::fs::path::check_path;
+use crate::fs::path::check_path_bytes;
 use crate::fs::quota::Reservation;
-use crate::fs::sink::{Basis, Placement, Resolver};
+use crate::fs::sink::{Basis, Node, Placement, Resolver};
 use crate::proto::delta::{MAX_PLAN_CHUNKS, MIN_DELTA_SIZE};
 use crate::proto::hash::Hasher;
 use crate::proto::message::{Decision, Entry, EntryKind, ErrorCode, Signature};
@@ -46,9 +47,22 @@ pub(crate) struct Planned<'c> {
     pub(crate) replaces: Footprint,
     /// The file this entry replaces, chunked, when the plan offered it as a basis.
     pub(crate) basis: Option<Box<Basis>>,
+    /// An accepted entry without data (a link, a special file): made once the
+    /// files settled.
+    pub(crate) make: bool,
+    /// A file that is final under its name (it verified, or was `same`): what a
+    /// hard link to it may link.
+    pub(crate) arrived: AtomicBool,
 }
 
 impl Planned<'_> {
+    fn dir(entry: Entry) -> Self {
+        Planned {
+            accepted_dir: true,
+            ..Planned::skipped(entry)
+        }
+    }
+
     fn skipped(entry: Entry) -> Self {
         Planned {
             entry,
@@ -59,6 +73,8 @@ impl Planned<'_> {
             reservation: None,
             replaces: Footprint::default(),
             basis: None,
+            make: false,
+            arrived: AtomicBool::new(false),
         }
     }
 
@@ -96,11 +112,12 @@ pub(crate) fn plan<'c, W: Write>(
                 resolver: target.resolver(),
                 shared,
                 seen: HashSet::new(),
+                non_dirs: HashSet::new(),
                 free: target.free_space(),
                 chunks_left: MAX_PLAN_CHUNKS,
             };
             for entry in entries {
-                let (item, decision) = decider.decide(entry, tally);
+                let (item, decision) = decider.decide(entry, &planned, tally);
                 planned.push(item);
                 decisions.push(&decision)?;
             }
@@ -110,10 +127,49 @@ pub(crate) fn plan<'c, W: Write>(
     Ok(planned)
 }
 
+/// The claims and reservations the disk thread releases, each as soon as its file
+/// is done; entries without data keep theirs until they are made (`make.rs`).
+pub(crate) fn hand_to_disk<'c>(planned: &mut [Planned<'c>]) -> Vec<Held<'c>> {
+    planned
+        .iter_mut()
+        .map(|p| match p.make {
+            true => (None, None),
+            false => (p.claim.take(), p.reservation.take()),
+        })
+        .collect()
+}
+
+/// A path's claim and quota room, while its entry is on its way.
+pub(crate) type Held<'c> = (Option<Claim<'c>>, Option<Box<Reservation>>);
+
+/// The decision for a file: from its resume point, or from 0 with the basis's
+/// signature (which the plan carries; the basis itself stays here).
+fn file_decision(
+    resume_from: Option<&(u64, Hasher)>,
+    basis: Option<(Basis, Signature)>,
+) -> (Decision, Option<Box<Basis>>) {
+    let mut decision = match resume_from {
+        Some(resume) => send_from(resume.0, Some(&resume.1)),
+        None => send_from(0, None),
+    };
+    let basis = basis.map(|(basis, signature)| {
+        if let Decision::Send { delta, .. } = &mut decision {
+            *delta = Some(signature);
+        }
+        Box::new(basis)
+    });
+    (decision, basis)
+}
+
 /// A receiver writing to standard output takes exactly one file. The refusal is
 /// worded for both sides: the sender reads it after `too_large`.
 fn check_stdout_offer(entries: &[Entry]) -> Result<()> {
     let what = match entries {
+        // A sparse entry's runs are hashed once written (section 16.4), which
+        // standard output cannot be read back for.
+        [entry] if entry.kind == EntryKind::File && entry.is_sparse() => {
+            "a sparse file (its holes travel as holes)".to_string()
+        }
         [entry] if entry.kind == EntryKind::File => return Ok(()),
         _ if entries.iter().any(|entry| entry.kind == EntryKind::Dir) => {
             format!("a directory ({} entries)", entries.len())
@@ -138,6 +194,26 @@ fn send_from(offset: u64, prefix: Option<&Hasher>) -> Decision {
     }
 }
 
+/// An entry already on the receiver: counted as delivered (and a file, as final
+/// for its hard links).
+fn same<'c>(entry: Entry, tally: &Tally) -> (Planned<'c>, Decision) {
+    tally.record(FileOutcome::Same {
+        path: entry.shown_path().into_owned(),
+        size: entry.size,
+    });
+    let message = match entry.kind {
+        EntryKind::File => "already on the receiver (same size and time)",
+        _ => "already on the receiver",
+    };
+    let skip = Decision::Skip {
+        code: ErrorCode::Same,
+        message: message.into(),
+    };
+    let planned = Planned::skipped(entry);
+    planned.arrived.store(true, Ordering::Relaxed);
+    (planned, skip)
+}
+
 /// The state of deciding one offer for a directory.
 struct Decider<'s, 'c> {
     /// The target directory's identity, for claims.
@@ -146,6 +222,9 @@ struct Decider<'s, 'c> {
     shared: &'s Shared<'c>,
     /// Paths offered so far: a second entry with the same path is refused.
     seen: HashSet<u64>,
+    /// Paths of the entries offered so far that are not directories: nothing may
+    /// be offered below one.
+    non_dirs: HashSet<u64>,
     /// Bytes the accepted files may still take, if the system says.
     free: Option<u64>,
     /// Chunks the plan's signatures may still list (see `MAX_PLAN_CHUNKS`).
@@ -153,26 +232,24 @@ struct Decider<'s, 'c> {
 }
 
 impl<'c> Decider<'_, 'c> {
-    fn decide(&mut self, entry: Entry, tally: &Tally) -> (Planned<'c>, Decision) {
-        match self.decide_entry(&entry) {
-            Ok(Decided::Dir) => {
+    fn decide(
+        &mut self,
+        entry: Entry,
+        before: &[Planned<'c>],
+        tally: &Tally,
+    ) -> (Planned<'c>, Decision) {
+        match self.decide_entry(&entry, before) {
+            Ok(Decided::Make(claim, reservation)) => {
                 let planned = Planned {
-                    accepted_dir: true,
+                    make: true,
+                    claim: Some(claim),
+                    reservation,
                     ..Planned::skipped(entry)
                 };
                 (planned, send_from(0, None))
             }
-            Ok(Decided::Same) => {
-                tally.record(FileOutcome::Same {
-                    path: entry.path.clone(),
-                    size: entry.size,
-                });
-                let skip = Decision::Skip {
-                    code: ErrorCode::Same,
-                    message: "already on the receiver (same size and time)".into(),
-                };
-                (Planned::skipped(entry), skip)
-            }
+            Ok(Decided::Dir) => (Planned::dir(entry), send_from(0, None)),
+            Ok(Decided::Same) => same(entry, tally),
             Ok(Decided::File {
                 resume_from,
                 claim,
@@ -180,16 +257,7 @@ impl<'c> Decider<'_, 'c> {
                 replaces,
                 basis,
             }) => {
-                let mut decision = match &resume_from {
-                    Some(resume) => send_from(resume.0, Some(&resume.1)),
-                    None => send_from(0, None),
-                };
-                let basis = basis.map(|(basis, signature)| {
-                    if let Decision::Send { delta, .. } = &mut decision {
-                        *delta = Some(signature);
-                    }
-                    Box::new(basis)
-                });
+                let (decision, basis) = file_decision(resume_from.as_deref(), basis);
                 let planned = Planned {
                     expects_data: true,
                     resume_from,
@@ -201,8 +269,18 @@ impl<'c> Decider<'_, 'c> {
                 };
                 (planned, decision)
             }
+            Err(refusal) if entry.kind == EntryKind::Unsent && refusal.code == ErrorCode::Io => {
+                // Not sent, as the sender counts it: exit 10 on both sides.
+                let reason = entry.reason.as_deref().unwrap_or_default();
+                tally.not_sent(&entry.shown_path(), reason, false);
+                let skip = Decision::Skip {
+                    code: refusal.code,
+                    message: refusal.message,
+                };
+                (Planned::skipped(entry), skip)
+            }
             Err(refusal) => {
-                tally.failed(&entry.path, refusal.code, refusal.to_string());
+                tally.failed(&entry.shown_path(), refusal.code, refusal.to_string());
                 let skip = Decision::Skip {
                     code: refusal.code,
                     message: refusal.message,
@@ -212,26 +290,26 @@ impl<'c> Decider<'_, 'c> {
         }
     }
 
-    fn decide_entry(&mut self, entry: &Entry) -> Result<Decided<'c>, Refusal> {
-        let shown = escape(&entry.path);
-        let components = check_path(&entry.path)
+    fn decide_entry(
+        &mut self,
+        entry: &Entry,
+        before: &[Planned<'c>],
+    ) -> Result<Decided<'c>, Refusal> {
+        let shown = escape(&entry.shown_path()).into_owned();
+        let bytes = entry.path_bytes();
+        let components = check_path_bytes(&bytes, self.shared.settings.names)
             .map_err(|why| Refusal::new(ErrorCode::BadPath, format!("{shown}: {why}")))?;
-        if !self.seen.insert(CLAIM_KEYS.hash_one(&entry.path)) {
-            return Err(Refusal::new(
-                ErrorCode::BadPath,
-                format!("{shown}: offered twice"),
-            ));
-        }
+        self.check_place(entry, &bytes, &shown)?;
         if entry.kind != EntryKind::File {
-            return self.decide_other(entry, &shown, &components);
+            return self.decide_other(entry, before, &shown, &components);
         }
         let settings = self.shared.settings;
         let claim = self.claim(entry, &shown)?;
         let placement = self.resolver.probe_file(
-            &entry.path,
+            &entry.shown_path(),
             &components,
             settings.overwrite,
-            (entry.size, entry.mtime),
+            (entry.size, entry.mtime, entry.mtime_ns.unwrap_or(0)),
         )?;
         let replaces = match placement {
             Placement::Same => return Ok(Decided::Same),
@@ -240,23 +318,30 @@ impl<'c> Decider<'_, 'c> {
         };
         let mut resume_from = None;
         if let Some(size) = entry.size {
-            if settings.resume {
+            // A sparse entry is never resumed (section 16.4).
+            if settings.resume && !entry.is_sparse() {
                 resume_from = self
                     .resolver
-                    .find_partial(&entry.path, &components, size, self.shared.transfer.hash)?
+                    .find_partial(
+                        &entry.shown_path(),
+                        &components,
+                        size,
+                        self.shared.transfer.hash,
+                    )?
                     .map(Box::new);
             } else {
                 self.resolver.discard_partial(&components, size);
             }
             let needed = size - resume_from.as_ref().map_or(0, |resume| resume.0);
-            self.take_free_space(&shown, needed)?;
+            // A sparse file's holes take no room, and how much is data is not
+            // said: a full disk then fails it with `io` as it is written.
+            if !entry.is_sparse() {
+                self.take_free_space(&shown, needed)?;
+            }
         }
         let partial = resume_from.as_ref().map(|resume| resume.0);
         let reservation = self.reserve_quota(entry, partial, replaces)?;
-        let basis = match (&resume_from, placement) {
-            (None, Placement::Free(Some(_))) => self.basis(entry, &components)?,
-            _ => None,
-        };
+        let basis = self.basis(entry, &components, (placement, resume_from.is_none()))?;
         Ok(Decided::File {
             resume_from,
             claim,
@@ -266,54 +351,81 @@ impl<'c> Decider<'_, 'c> {
         })
     }
 
-    /// Keeps other sessions of this process off `entry`'s path until it is done.
-    fn claim(&self, entry: &Entry, shown: &str) -> Result<Claim<'c>, Refusal> {
-        self.shared
-            .claims
-            .claim(self.within, &entry.path)
-            .ok_or_else(|| {
-                Refusal::new(
-                    ErrorCode::Busy,
-                    format!("{shown}: being received by another session"),
-                )
-            })
-    }
-
-    /// The file `entry` will replace, chunked as its basis, when feature `delta` is
-    /// in force and a delta may pay: both versions large enough, and room left in
-    /// the plan's budget of chunks.
+    /// The file `entry` will replace (a regular file is there, and no partial data
+    /// is resumed: `fresh`), chunked as its basis, when feature `delta` is in
+    /// force and a delta may pay: both versions large enough, and room left in the
+    /// plan's budget of chunks.
     fn basis(
         &mut self,
         entry: &Entry,
-        components: &[&str],
+        components: &[&[u8]],
+        (placement, fresh): (Placement, bool),
     ) -> Result<Option<(Basis, Signature)>, Refusal> {
+        let replacing = fresh && matches!(placement, Placement::Free(Some(_)));
         // A sparse file (feature meta) comes in runs, never as a delta.
         let worth_it =
             entry.size.is_some_and(|size| size >= MIN_DELTA_SIZE) && entry.sparse != Some(true);
-        if !self.shared.delta || !worth_it || self.chunks_left == 0 {
+        if !replacing || !self.shared.delta || !worth_it || self.chunks_left == 0 {
             return Ok(None);
         }
-        let chunked = self
-            .resolver
-            .chunk_basis(&entry.path, components, self.chunks_left)?;
+        let chunked =
+            self.resolver
+                .chunk_basis(&entry.shown_path(), components, self.chunks_left)?;
         if let Some((basis, _)) = &chunked {
             self.chunks_left -= basis.chunks();
         }
         Ok(chunked)
     }
 
-    /// Decides an entry that is not a file: a directory is created now.
+    /// A path offered twice, or below something of this offer that is not a
+    /// directory (a file `a/x` after a link `a`), is `bad_path`.
+    fn check_place(&mut self, entry: &Entry, bytes: &[u8], shown: &str) -> Result<(), Refusal> {
+        let key = CLAIM_KEYS.hash_one(bytes);
+        if !self.seen.insert(key) {
+            return Err(Refusal::new(
+                ErrorCode::BadPath,
+                format!("{shown}: offered twice"),
+            ));
+        }
+        let mut parent = bytes;
+        while let Some(slash) = parent.iter().rposition(|&b| b == b'/') {
+            parent = &parent[..slash];
+            if self.non_dirs.contains(&CLAIM_KEYS.hash_one(parent)) {
+                return Err(Refusal::new(
+                    ErrorCode::BadPath,
+                    format!(
+                        "{shown}: below {}, which is not a directory",
+                        escape(&String::from_utf8_lossy(parent))
+                    ),
+                ));
+            }
+        }
+        if entry.kind != EntryKind::Dir {
+            self.non_dirs.insert(key);
+        }
+        Ok(())
+    }
+
+    /// Decides an entry that is not a file: a directory is created now; a link or
+    /// a special file is made after the files (see `make.rs`).
     fn decide_other(
         &mut self,
         entry: &Entry,
+        before: &[Planned<'c>],
         shown: &str,
-        components: &[&str],
+        components: &[&[u8]],
     ) -> Result<Decided<'c>, Refusal> {
         match entry.kind {
             EntryKind::Dir => {
                 self.resolver.create_dir(components)?;
                 Ok(Decided::Dir)
             }
+            EntryKind::Symlink
+            | EntryKind::Hardlink
+            | EntryKind::Fifo
+            | EntryKind::Socket
+            | EntryKind::Char
+            | EntryKind::Block => self.decide_node(entry, before, shown, components),
             EntryKind::Unsent => {
                 let reason = entry.reason.as_deref().unwrap_or_default();
                 Err(Refusal::new(
@@ -321,11 +433,118 @@ impl<'c> Decider<'_, 'c> {
                     format!("{shown}: not sent: {}", escape(reason)),
                 ))
             }
-            other => Err(Refusal::new(
-                ErrorCode::Denied,
-                format!("{shown}: this receiver does not make {}s", other.name()),
-            )),
+            EntryKind::File => unreachable!("files are decided by decide_entry"),
         }
+    }
+
+    /// Decides a link or special file: one this receiver may not make is `denied`,
+    /// one whose file was refused `not_found`; what is there already is `same`, or
+    /// `exists` unless overwriting.
+    fn decide_node(
+        &mut self,
+        entry: &Entry,
+        before: &[Planned<'c>],
+        shown: &str,
+        components: &[&[u8]],
+    ) -> Result<Decided<'c>, Refusal> {
+        self.may_make(entry, shown)?;
+        let file = self.linked_file(entry, before, shown)?;
+        let claim = self.claim(entry, shown)?;
+        let file_bytes = file.map(Entry::path_bytes);
+        let names = self.shared.settings.names;
+        let file_components = file_bytes
+            .as_deref()
+            .map(|bytes| check_path_bytes(bytes, names).unwrap_or_default());
+        let node = Node {
+            path: shown,
+            components,
+            entry,
+            file: file_components.as_deref(),
+        };
+        let placement = self
+            .resolver
+            .probe_node(&node, self.shared.settings.overwrite)?;
+        let replaces = match placement {
+            Placement::Same => return Ok(Decided::Same),
+            Placement::Free(bytes) => Footprint {
+                bytes: bytes.unwrap_or(0),
+                files: u64::from(bytes.is_some()),
+            },
+        };
+        let reservation = match self.shared.quota {
+            Some(account) => {
+                // A hard link counts its file's bytes again, as the home's count does.
+                let size = entry.of.and_then(|of| before[of as usize].entry.size);
+                let after = Footprint {
+                    bytes: size.unwrap_or(0),
+                    files: u64::from(entry.kind == EntryKind::Hardlink),
+                };
+                Some(Box::new(account.reserve(
+                    &entry.shown_path(),
+                    replaces,
+                    after,
+                )?))
+            }
+            None => None,
+        };
+        Ok(Decided::Make(claim, reservation))
+    }
+
+    /// `denied` for what this receiver does not make: special files on a server,
+    /// device nodes unless running as root.
+    fn may_make(&self, entry: &Entry, shown: &str) -> Result<(), Refusal> {
+        let server = self.shared.quota.is_some();
+        let root = rustix::process::geteuid().is_root();
+        let denied = match entry.kind {
+            EntryKind::Fifo | EntryKind::Socket if server => {
+                Some("a server keeps no special files")
+            }
+            EntryKind::Char | EntryKind::Block if server => Some("a server keeps no device nodes"),
+            EntryKind::Char | EntryKind::Block if !root => {
+                Some("only a receiver running as root makes device nodes")
+            }
+            _ => None,
+        };
+        match denied {
+            Some(why) => Err(Refusal::new(
+                ErrorCode::Denied,
+                format!("{shown}: a {}: {why}", entry.kind.name()),
+            )),
+            None => Ok(()),
+        }
+    }
+
+    /// A hard link's file: its path, if it was accepted or is there already.
+    fn linked_file<'p>(
+        &self,
+        entry: &Entry,
+        before: &'p [Planned<'c>],
+        shown: &str,
+    ) -> Result<Option<&'p Entry>, Refusal> {
+        let Some(of) = entry.of else {
+            return Ok(None);
+        };
+        let file = &before[of as usize];
+        if file.expects_data || file.arrived.load(Ordering::Relaxed) {
+            Ok(Some(&file.entry))
+        } else {
+            Err(Refusal::new(
+                ErrorCode::NotFound,
+                format!("{shown}: the file it is a hard link of was not accepted"),
+            ))
+        }
+    }
+
+    fn claim(&self, entry: &Entry, shown: &str) -> Result<Claim<'c>, Refusal> {
+        self.shared
+            .claims
+            .claim(self.within, &entry.path_bytes())
+            .ok_or_else(|| {
+                Refusal::new(
+                    ErrorCode::Busy,
+                    format!("{shown}: being received by another session"),
+                )
+            })
     }
 
     /// Counts `needed` bytes against the free space left on the target's disk.
@@ -367,7 +586,7 @@ impl<'c> Decider<'_, 'c> {
             files: 1,
         };
         Ok(Some(Box::new(account.reserve(
-            &entry.path,
+            &entry.shown_path(),
             before,
             after,
         )?)))
@@ -377,6 +596,7 @@ impl<'c> Decider<'_, 'c> {
 /// What was decided for an accepted entry.
 enum Decided<'c> {
     Dir,
+    Make(Claim<'c>, Option<Box<Reservation>>),
     Same,
     File {
         resume_from: Option<Box<(u64, Hasher)>>,

@@ -4,6 +4,7 @@
 //! `data.rs`, `disk.rs`), which all read it.
 
 use super::claims::Claims;
+use crate::fs::path::Names;
 use crate::fs::quota::Account;
 use crate::fs::sink::TargetDir;
 use crate::proto::negotiated::Transfer;
@@ -23,6 +24,8 @@ pub(crate) struct Settings {
     pub(crate) overwrite: bool,
     /// Keep partial data of cut transfers, and continue from it.
     pub(crate) resume: bool,
+    /// Which offered names are taken (`--safe-names`, and always on a server).
+    pub(crate) names: Names,
 }
 
 /// What the parts of a session share.

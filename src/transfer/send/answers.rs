@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 
 use anyhow::Result;
 
-use super::Pending;
+use super::{Outstanding, Pending};
 use crate::error::{Kind, fail, peer_error};
 use crate::escape::escape;
 use crate::fs::input::Outbox;
@@ -28,28 +28,24 @@ pub(crate) fn read<R: Read>(
 ) -> Result<()> {
     let entries = outbox.entries();
     while let Some((index, answer)) = next_answer(reader, pending)? {
-        let Some(outstanding) = pending.lock().remove(&index) else {
-            return Err(fail(
-                Kind::Protocol,
-                format!("an answer for entry {index}, which is not waiting for one"),
-            ));
-        };
-        if outstanding.failed_here {
+        let Some(outstanding) = outstanding(pending, index, &answer)? else {
             continue; // counted when it failed here; the refusal was expected
-        }
-        let path = &entries[index as usize].path;
+        };
+        let entry = &entries[index as usize];
+        let path = &*entry.shown_path();
         match (answer, outstanding.facts) {
             (Answer::Ok(mac), Some(sent)) => {
                 let facts = FileFacts {
                     index,
                     size: sent.size,
                     hash: &sent.digest,
-                    path,
+                    path: &entry.path_bytes(),
                 };
                 if transfer.verify_ok(facts, &mac) {
                     tally.record(FileOutcome::Verified {
-                        path: path.clone(),
+                        path: path.to_string(),
                         size: sent.size,
+                        moved: outstanding.moved,
                         digest: sent.digest,
                         hash: transfer.hash,
                         resumed_at: outstanding.resumed_at,
@@ -73,6 +69,25 @@ pub(crate) fn read<R: Read>(
         }
     }
     Ok(())
+}
+
+/// What entry `index` was waiting for, taken now that `answer` came: `None` when
+/// this side failed it already. An answer for an entry not waiting, or an `ok` for
+/// one without data (answered only when it fails), breaks the protocol.
+fn outstanding(pending: &Pending, index: u64, answer: &Answer) -> Result<Option<Outstanding>> {
+    let Some(outstanding) = pending.lock().remove(&index) else {
+        return Err(fail(
+            Kind::Protocol,
+            format!("an answer for entry {index}, which is not waiting for one"),
+        ));
+    };
+    if outstanding.made && matches!(answer, Answer::Ok(_)) {
+        return Err(fail(
+            Kind::Protocol,
+            format!("ok for entry {index}, which has no data"),
+        ));
+    }
+    Ok((!outstanding.failed_here).then_some(outstanding))
 }
 
 /// The receiver's answer for one entry: `ok` with its MAC, or an `error`.
@@ -102,7 +117,8 @@ fn next_answer<R: Read>(
             message,
         } => Err(peer_error(code, &message)),
         Message::End => {
-            let waiting = pending.lock().len();
+            // Entries without data are answered only when they fail.
+            let waiting = pending.lock().values().filter(|o| !o.made).count();
             if !pending.writer_done.load(Ordering::SeqCst) || waiting > 0 {
                 return Err(fail(
                     Kind::Protocol,

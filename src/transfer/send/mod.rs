@@ -11,6 +11,7 @@ mod answers;
 mod delta;
 mod piece;
 mod stream;
+mod view;
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -22,11 +23,13 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 
 use self::piece::{BUFFER, Piece, ToSend, Wanted};
+use self::view::PlainView;
 use super::Tally;
 use super::offer::{read_plan, write_offer};
 use crate::error::{Kind, fail};
 use crate::escape::escape;
 use crate::fs::input::Outbox;
+use crate::fs::input::UNREADABLE;
 use crate::pool::{Giver, Pool};
 use crate::proto::delta::{Chunking, MAX_CHUNKS, parse_sums};
 use crate::proto::hash::Digest;
@@ -52,11 +55,17 @@ struct Outstanding {
     resumed_at: Option<u64>,
     /// How far into the file its data went out (from its start, prefix included).
     position: u64,
+    /// Bytes of it that went out in this session (not a resumed prefix, not the
+    /// holes of a sparse file).
+    moved: u64,
     /// This side failed the entry already (it changed or could not be read while
     /// sent); the receiver's refusal of its `done` is expected and not counted again.
     failed_here: bool,
     /// Its data goes as a delta, which a receiver never keeps for resuming.
     delta: bool,
+    /// An entry without data (a link, a special file) the receiver makes: it is
+    /// answered only if making it failed.
+    made: bool,
 }
 
 /// What `done` said about an entry.
@@ -82,7 +91,40 @@ struct Pending {
     heard: Mutex<Option<Instant>>,
 }
 
+impl Outstanding {
+    /// A file whose data goes out from `offset`.
+    fn data_from(offset: u64, resumed_at: Option<u64>) -> Outstanding {
+        Outstanding {
+            facts: None,
+            resumed_at,
+            position: offset,
+            moved: 0,
+            failed_here: false,
+            made: false,
+            delta: false,
+        }
+    }
+}
+
 impl Pending {
+    /// Nothing outstanding but the entries without data the receiver makes.
+    fn awaiting(made: &[u64]) -> Pending {
+        let pending = Pending::default();
+        pending.lock().extend(made.iter().map(|&index| {
+            let outstanding = Outstanding {
+                facts: None,
+                resumed_at: None,
+                position: 0,
+                moved: 0,
+                failed_here: false,
+                made: true,
+                delta: false,
+            };
+            (index, outstanding)
+        }));
+        pending
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Outstanding>> {
         self.entries
             .lock()
@@ -140,19 +182,34 @@ fn send<R: Read + Send, W: Write, C: Hangup + Sync>(
         ..
     } = conn;
     let closer = &*closer;
+    // A peer without `meta` is offered what version 2 carries; the rest is said.
+    let view = match transfer.meta {
+        true => None,
+        false => PlainView::of(outbox),
+    };
+    let left_out = view.as_ref().map_or(&[][..], |view| &view.left_out[..]);
+    let outbox: &dyn Outbox = view.as_ref().map_or(outbox, |view| view);
     let entries = outbox.entries();
-    tally.offered(entries.len(), "delivered");
+    tally.offered(entries.len() + left_out.len(), "delivered");
+    for (path, why, said) in left_out {
+        tally.not_sent(path, why, *said);
+    }
     write_offer(writer, &transfer, entries)?;
     writer.flush()?;
     // Waiting for the plan is waiting on the receiver: the idle timeout holds.
     let plan = read_plan(reader, &transfer, entries.len(), delta)?;
-    let to_send = follow_plan(outbox, &plan, delta, tally)?;
+    let (to_send, made) = follow_plan(outbox, &plan, delta, tally)?;
     drop(plan);
 
     tally
         .reporter_mut()
         .start_bar(left_to_send(entries, &to_send));
-    let result = data_and_answers(reader, writer, closer, &transfer, &to_send, outbox, tally);
+    let work = Work {
+        to_send: &to_send,
+        made: &made,
+        outbox,
+    };
+    let result = data_and_answers(reader, writer, closer, &transfer, work, tally);
     tally.squeezed(writer.take_squeezed());
     result
 }
@@ -179,14 +236,18 @@ fn data_and_answers<R: Read + Send, W: Write, C: Hangup + Sync>(
     writer: &mut FrameWriter<W>,
     closer: &C,
     transfer: &Transfer,
-    to_send: &[ToSend],
-    outbox: &dyn Outbox,
+    work: Work<'_>,
     tally: &Tally,
 ) -> Result<()> {
+    let Work {
+        to_send,
+        made,
+        outbox,
+    } = work;
     let idle = closer.idle_timeout();
     // While this side streams, a silent receiver is not idle.
     let _streaming = closer.without_read_timeout();
-    let pending = Pending::default();
+    let pending = Pending::awaiting(made);
     let (finished, answers_over) = mpsc::channel::<()>();
     let result = std::thread::scope(|scope| {
         let pending = &pending;
@@ -272,43 +333,69 @@ fn cut_short(pending: &Pending) -> u64 {
         .sum()
 }
 
+/// What the data phase does: send these files' data, and hear whether these entries
+/// without data were made.
+#[derive(Clone, Copy)]
+struct Work<'a> {
+    to_send: &'a [ToSend],
+    made: &'a [u64],
+    outbox: &'a dyn Outbox,
+}
+
 /// Reads the plan's decisions: reports skips and files already there, checks what
-/// a decision may say, and lists the files whose data goes out. A basis offered
-/// (feature `delta` in force) is decoded here; `read_plan` checked its size.
+/// a decision may say, and lists the files whose data goes out and the entries
+/// without data the receiver will make. A basis offered (feature `delta` in force)
+/// is decoded here; `read_plan` checked its size.
 fn follow_plan(
     outbox: &dyn Outbox,
     plan: &[Decision],
     delta: bool,
     tally: &Tally,
-) -> Result<Vec<ToSend>> {
+) -> Result<(Vec<ToSend>, Vec<u64>)> {
     let entries = outbox.entries();
     let mut to_send = Vec::new();
+    let mut made = Vec::new();
     for (index, (entry, decision)) in entries.iter().zip(plan).enumerate() {
+        if entry.kind == EntryKind::Unsent {
+            // Counted here whatever the receiver says; it may not ask for it.
+            if matches!(decision, Decision::Send { .. }) {
+                return Err(fail(
+                    Kind::Protocol,
+                    format!("the plan asks for entry {index}, which was not sent"),
+                ));
+            }
+            let reason = entry.reason.as_deref().unwrap_or_default();
+            tally.not_sent(&entry.shown_path(), reason, true);
+            continue;
+        }
+        if entry.is_sparse() && matches!(decision, Decision::Send { offset, .. } if *offset > 0) {
+            return Err(fail(
+                Kind::Protocol,
+                format!("the plan resumes entry {index}, which is sparse"),
+            ));
+        }
         match decision {
             Decision::Skip {
                 code: ErrorCode::Same,
                 ..
             } => tally.record(FileOutcome::Same {
-                path: entry.path.clone(),
+                path: entry.shown_path().into_owned(),
                 size: entry.size,
             }),
             Decision::Skip { code, message } => tally.failed(
-                &entry.path,
+                &entry.shown_path(),
                 *code,
                 format!("refused by the receiver: {}", escape(message)),
             ),
             Decision::Send {
                 offset,
+                prefix_hash,
                 delta: basis,
-                ..
-            } if entry.kind == EntryKind::Dir => {
-                if *offset != 0 || basis.is_some() {
-                    return Err(fail(
-                        Kind::Protocol,
-                        format!(
-                            "the plan resumes directory {index} at {offset}, or gives it a basis"
-                        ),
-                    ));
+            } if entry.kind != EntryKind::File => {
+                let prefix = prefix_hash.is_some() || basis.is_some();
+                without_data(entry.kind, index, *offset, prefix)?;
+                if entry.kind != EntryKind::Dir {
+                    made.push(index as u64);
                 }
             }
             Decision::Send { .. } => {
@@ -316,7 +403,25 @@ fn follow_plan(
             }
         }
     }
-    Ok(to_send)
+    Ok((to_send, made))
+}
+
+/// A `send` for entry `index` of `kind`, which has no data: from offset 0, without
+/// a prefix hash or a basis (`prefix`), and never for an entry that was not sent.
+fn without_data(kind: EntryKind, index: usize, offset: u64, prefix: bool) -> Result<()> {
+    if kind == EntryKind::Unsent {
+        return Err(fail(
+            Kind::Protocol,
+            format!("the plan asks for entry {index}, which was not sent"),
+        ));
+    }
+    if offset != 0 || prefix {
+        return Err(fail(
+            Kind::Protocol,
+            format!("the plan resumes entry {index} without data at {offset}"),
+        ));
+    }
+    Ok(())
 }
 
 /// A file planned `send`, checked: an offset must fit the file and come with its
@@ -402,7 +507,7 @@ fn write_data<'scope, 'env, W: Write>(
         match from_reader.recv_timeout(LOOK_UP) {
             Ok(piece) => {
                 in_file = match &piece {
-                    Piece::Start { .. } => true,
+                    Piece::Start { .. } | Piece::Run { .. } => true,
                     Piece::End { .. } | Piece::GaveUp { .. } => false,
                     Piece::Chunk { .. } => in_file,
                 };
@@ -439,25 +544,30 @@ impl Frames<'_> {
                 resumed,
                 delta,
             } => {
-                self.start(index, resumed.then_some(offset), delta);
-                writer.write_message(&Message::Data {
+                self.start(index, (offset, resumed), delta);
+                let header = Message::Data {
                     index,
                     offset,
                     delta,
-                })
+                };
+                writer.write_message(&header)
             }
             Piece::Chunk {
-                mut buffer,
+                buffer,
                 len,
                 covered,
-            } => {
-                writer.write_data(&mut buffer, len)?;
-                if let Some(outstanding) = self.pending.lock().get_mut(&self.current.get()) {
-                    outstanding.position += covered;
+            } => self.chunk(writer, buffer, len, covered),
+            Piece::Run { index, offset } => {
+                // The run before it ends with the empty frame (section 16.4).
+                writer.write_end_of_data()?;
+                if let Some(outstanding) = self.pending.lock().get_mut(&index) {
+                    outstanding.position = offset;
                 }
-                self.tally.reporter().bar().inc(covered);
-                self.giver.give(buffer);
-                Ok(())
+                writer.write_message(&Message::Data {
+                    index,
+                    offset,
+                    delta: false,
+                })
             }
             Piece::End {
                 index,
@@ -470,8 +580,10 @@ impl Frames<'_> {
                 writer.write_message(&done)
             }
             Piece::GaveUp { index, why } => {
-                let path = &self.entries[index as usize].path;
-                self.tally.failed(path, ErrorCode::Io, why.clone());
+                // Not sent, like a file the walk could not read: exit 10, not 7.
+                let path = &*self.entries[index as usize].shown_path();
+                self.tally
+                    .not_sent(path, &format!("{UNREADABLE}: {why}"), false);
                 writer.write_message(&Message::Error {
                     code: ErrorCode::Io,
                     message: format!("the sender cannot read it: {why}"),
@@ -481,28 +593,44 @@ impl Frames<'_> {
         }
     }
 
-    /// Notes that entry `index`'s data begins (from `resumed_at`, or as a `delta`).
-    fn start(&self, index: u64, resumed_at: Option<u64>, delta: bool) {
-        let path = &self.entries[index as usize].path;
+    /// Writes one data frame of `len` bytes, standing for `covered` bytes of the file.
+    fn chunk<W: Write>(
+        &self,
+        writer: &mut FrameWriter<W>,
+        mut buffer: Vec<u8>,
+        len: usize,
+        covered: u64,
+    ) -> Result<()> {
+        writer.write_data(&mut buffer, len)?;
+        if let Some(outstanding) = self.pending.lock().get_mut(&self.current.get()) {
+            outstanding.position += covered;
+            outstanding.moved += len as u64;
+        }
+        self.tally.reporter().bar().inc(covered);
+        self.giver.give(buffer);
+        Ok(())
+    }
+
+    /// Notes that entry `index`'s data begins at `offset` (`resumed` there), or as a
+    /// `delta`.
+    fn start(&self, index: u64, (offset, resumed): (u64, bool), delta: bool) {
+        let resumed_at = resumed.then_some(offset);
+        let path = &*self.entries[index as usize].shown_path();
         self.tally.reporter().current_file(path, resumed_at);
         self.current.set(index);
-        self.pending.lock().insert(
-            index,
-            Outstanding {
-                facts: None,
-                resumed_at,
-                position: resumed_at.unwrap_or(0),
-                failed_here: false,
-                delta,
-            },
-        );
+        let outstanding = Outstanding {
+            delta,
+            ..Outstanding::data_from(offset, resumed_at)
+        };
+        self.pending.lock().insert(index, outstanding);
     }
 
     /// The `done` for an entry whose data is complete. Its facts are stored before
     /// it leaves, so its answer always finds them (unless the receiver already
     /// failed the entry, which it may do early).
     fn done(&self, index: u64, sent: Sent, local_failure: Option<String>) -> Message {
-        let path = &self.entries[index as usize].path;
+        let entry = &self.entries[index as usize];
+        let path = &*entry.shown_path();
         let waiting = match self.pending.lock().get_mut(&index) {
             Some(outstanding) => {
                 outstanding.facts = Some(sent);
@@ -520,7 +648,7 @@ impl Frames<'_> {
             index,
             size: sent.size,
             hash: &sent.digest,
-            path,
+            path: &entry.path_bytes(),
         };
         Message::Done {
             index,

@@ -49,6 +49,9 @@ pub(crate) enum Piece {
         len: usize,
         covered: u64,
     },
+    /// The run of data going out is complete; the next of entry `index` starts at
+    /// `offset` (a sparse entry's, section 16.4).
+    Run { index: u64, offset: u64 },
     /// The entry's data is complete; `done` says `size` and `digest`. With a local
     /// failure, `size` is not the offered one, so the receiver refuses it.
     End {

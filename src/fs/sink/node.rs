@@ -1,0 +1,299 @@
+//! Entries without data (section 16): symbolic links, hard links, fifos, sockets and
+//! device nodes. Each is made under a temporary `.xfer-<random>.part` name beside its
+//! final name, given its metadata there (never through a link), and renamed into
+//! place: over what is there only when overwriting, and never over a directory. What
+//! is already there and the same (a link with the same target bytes, a name that is
+//! already the file's inode, a node of the same kind and numbers) is `same`.
+//!
+//! On a server every name made is counted under the ledger's lock, as files are: a
+//! hard link counts its file's bytes again (each name, as the first count of a home
+//! does: the safe direction), a link nothing, and what a replacement removed is
+//! given back.
+
+use std::os::fd::OwnedFd;
+
+use rustix::fs::{AtFlags, FileType, Mode, RenameFlags};
+use rustix::io::Errno;
+
+use super::meta;
+use super::resolver::{Placement, Resolver, split_last};
+use crate::escape::escape;
+use crate::fs::path::RESERVED_PREFIX;
+use crate::fs::{Refusal, beneath};
+use crate::hex::{hex, unhex_vec};
+use crate::proto::message::{Entry, EntryKind, ErrorCode};
+
+/// Mode of a node until its own is applied.
+const TEMPORARY_MODE: u32 = 0o600;
+
+/// What one entry without data asks for, with its hard link's file resolved.
+pub(crate) struct Node<'e> {
+    /// The path as people read it, for messages.
+    pub(crate) path: &'e str,
+    pub(crate) components: &'e [&'e [u8]],
+    pub(crate) entry: &'e Entry,
+    /// A hard link's file: its final path's components.
+    pub(crate) file: Option<&'e [&'e [u8]]>,
+}
+
+/// A link's target bytes.
+pub(crate) fn target_of(entry: &Entry) -> Vec<u8> {
+    match (&entry.target, &entry.target_hex) {
+        (Some(text), _) => text.as_bytes().to_vec(),
+        (None, Some(hex)) => unhex_vec(hex).unwrap_or_default(),
+        (None, None) => Vec::new(),
+    }
+}
+
+fn file_type_of(kind: EntryKind) -> Option<FileType> {
+    match kind {
+        EntryKind::Fifo => Some(FileType::Fifo),
+        EntryKind::Socket => Some(FileType::Socket),
+        EntryKind::Char => Some(FileType::CharacterDevice),
+        EntryKind::Block => Some(FileType::BlockDevice),
+        _ => None,
+    }
+}
+
+impl Resolver<'_> {
+    /// What is at a node's final name: nothing ([`Placement::Free`]), the same
+    /// thing ([`Placement::Same`]), or something else (`exists` unless overwriting;
+    /// a directory always).
+    pub(crate) fn probe_node(
+        &mut self,
+        node: &Node,
+        overwrite: bool,
+    ) -> Result<Placement, Refusal> {
+        let (parents, name) = split_last(node.components);
+        let Some(dir) = self.walk(parents, false)? else {
+            return Ok(Placement::Free(None));
+        };
+        let stat = match beneath::stat(&*dir, name) {
+            Ok(None) => return Ok(Placement::Free(None)),
+            Ok(Some(stat)) => stat,
+            Err(err) => return Err(Refusal::io(node.path, "cannot inspect the target", err)),
+        };
+        let kind = beneath::kind(&stat);
+        if self.is_same(node, &dir, name, &stat) {
+            return Ok(Placement::Same);
+        }
+        match kind {
+            FileType::Directory => Err(Refusal::new(
+                ErrorCode::Exists,
+                format!("{}: a directory of that name exists", escape(node.path)),
+            )),
+            FileType::RegularFile if overwrite => Ok(Placement::Free(Some(stat.st_size as u64))),
+            _ if overwrite => Ok(Placement::Free(None)),
+            _ => Err(Refusal::new(
+                ErrorCode::Exists,
+                format!(
+                    "{}: already exists ({})",
+                    escape(node.path),
+                    self.target.replace_hint()
+                ),
+            )),
+        }
+    }
+
+    fn is_same(
+        &mut self,
+        node: &Node,
+        dir: &OwnedFd,
+        name: &[u8],
+        stat: &rustix::fs::Stat,
+    ) -> bool {
+        let kind = beneath::kind(stat);
+        match node.entry.kind {
+            EntryKind::Symlink => {
+                kind == FileType::Symlink
+                    && rustix::fs::readlinkat(dir, name, Vec::new())
+                        .is_ok_and(|target| target.as_bytes() == target_of(node.entry))
+            }
+            EntryKind::Hardlink => self
+                .file_stat(node)
+                .is_some_and(|file| (file.st_dev, file.st_ino) == (stat.st_dev, stat.st_ino)),
+            other => {
+                let device = rustix::fs::makedev(
+                    node.entry.major.unwrap_or(0),
+                    node.entry.minor.unwrap_or(0),
+                );
+                file_type_of(other) == Some(kind)
+                    && (!matches!(other, EntryKind::Char | EntryKind::Block)
+                        || stat.st_rdev == device)
+            }
+        }
+    }
+
+    /// What a hard link's file is now, if it is a regular file.
+    fn file_stat(&mut self, node: &Node) -> Option<rustix::fs::Stat> {
+        let (parents, name) = split_last(node.file?);
+        let dir = self.walk(parents, false).ok()??;
+        let stat = beneath::stat(&*dir, name).ok()??;
+        (beneath::kind(&stat) == FileType::RegularFile).then_some(stat)
+    }
+
+    /// Makes the node (see the module documentation). A hard link whose file is not
+    /// there is `not_found`.
+    pub(crate) fn make_node(&mut self, node: &Node, overwrite: bool) -> Result<(), Refusal> {
+        let (parents, name) = split_last(node.components);
+        let dir = self
+            .walk(parents, true)?
+            .expect("walk with create returns a directory");
+        if let Some(existing) = beneath::stat(&*dir, name).ok().flatten() {
+            if self.is_same(node, &dir, name, &existing) {
+                return Ok(());
+            }
+        }
+        let file = match node.entry.kind {
+            EntryKind::Hardlink => Some(self.hard_link_source(node)?),
+            _ => None,
+        };
+        let meter = self.target.meter().cloned();
+        // On a server, the made name and what it replaces are counted under the lock.
+        let mut books = meter.as_ref().map(|account| account.books());
+        if let (Some(books), Some(account), Some((_, _, size))) = (&books, &meter, &file) {
+            let key = account.home_path(node.path);
+            books.fits(
+                &key,
+                crate::fs::ledger::Footprint {
+                    bytes: *size,
+                    files: 1,
+                },
+            )?;
+        }
+        let temp = create_temporary(&dir, node, file.as_ref())?;
+        let placed = self.finish_node(&dir, &temp, name, node, overwrite);
+        if let Err(refusal) = placed {
+            let _ = rustix::fs::unlinkat(&*dir, temp.as_str(), AtFlags::empty());
+            return Err(refusal);
+        }
+        let replaced = placed.unwrap_or(None);
+        if let (Some(books), Some(account)) = (books.as_deref_mut(), meter.as_ref()) {
+            if let Some((_, _, size)) = &file {
+                books.grew(&account.home_path(node.path), *size, 1);
+            }
+            if let Some(bytes) = replaced {
+                books.shrank(bytes, 1);
+            }
+        }
+        Ok(())
+    }
+
+    /// The directory and name of a hard link's file, and its size, or `not_found`.
+    fn hard_link_source(
+        &mut self,
+        node: &Node,
+    ) -> Result<(std::sync::Arc<OwnedFd>, Vec<u8>, u64), Refusal> {
+        let missing = || {
+            Refusal::new(
+                ErrorCode::NotFound,
+                format!(
+                    "{}: the file it is a hard link of did not arrive",
+                    escape(node.path)
+                ),
+            )
+        };
+        let (parents, name) = split_last(node.file.ok_or_else(missing)?);
+        let dir = self.walk(parents, false)?.ok_or_else(missing)?;
+        let stat = beneath::stat(&*dir, name)
+            .ok()
+            .flatten()
+            .ok_or_else(missing)?;
+        if beneath::kind(&stat) != FileType::RegularFile {
+            return Err(missing());
+        }
+        Ok((dir, name.to_vec(), stat.st_size as u64))
+    }
+
+    /// Applies the node's metadata under its temporary name and renames it into
+    /// place; the regular file it replaced, if any, and its size.
+    fn finish_node(
+        &mut self,
+        dir: &OwnedFd,
+        temp: &str,
+        name: &[u8],
+        node: &Node,
+        overwrite: bool,
+    ) -> Result<Option<u64>, Refusal> {
+        if node.entry.kind != EntryKind::Hardlink {
+            meta::apply_at(dir, temp, node.entry, self.policy(0))
+                .map_err(|err| Refusal::io(node.path, "cannot set its metadata", err))?;
+        }
+        let replaced = match beneath::stat(dir, name) {
+            Ok(Some(stat)) if overwrite && beneath::kind(&stat) == FileType::RegularFile => {
+                Some(stat.st_size as u64)
+            }
+            _ => None,
+        };
+        let renamed = if overwrite {
+            // Never over a directory: rename(2) of a non-directory onto one fails.
+            rustix::fs::renameat(dir, temp, dir, name)
+        } else {
+            rustix::fs::renameat_with(dir, temp, dir, name, RenameFlags::NOREPLACE)
+        };
+        match renamed {
+            Ok(()) => {
+                // Renaming onto another name of the same inode does nothing.
+                let _ = rustix::fs::unlinkat(dir, temp, AtFlags::empty());
+                Ok(replaced)
+            }
+            Err(Errno::EXIST | Errno::NOTEMPTY | Errno::ISDIR) => Err(Refusal::new(
+                ErrorCode::Exists,
+                format!(
+                    "{}: already exists ({})",
+                    escape(node.path),
+                    self.target.replace_hint()
+                ),
+            )),
+            Err(err) => Err(Refusal::io(node.path, "cannot rename into place", err)),
+        }
+    }
+}
+
+/// Makes the node under a fresh temporary name in `dir`.
+fn create_temporary(
+    dir: &OwnedFd,
+    node: &Node,
+    file: Option<&(std::sync::Arc<OwnedFd>, Vec<u8>, u64)>,
+) -> Result<String, Refusal> {
+    loop {
+        let temp = format!(
+            "{RESERVED_PREFIX}{}.part",
+            hex(&super::part::random_bytes())
+        );
+        let made = match (node.entry.kind, file) {
+            (EntryKind::Symlink, _) => {
+                let target = target_of(node.entry);
+                rustix::fs::symlinkat(target.as_slice(), dir, temp.as_str())
+            }
+            (EntryKind::Hardlink, Some((file_dir, file_name, _))) => rustix::fs::linkat(
+                &**file_dir,
+                file_name.as_slice(),
+                dir,
+                temp.as_str(),
+                AtFlags::empty(),
+            ),
+            (kind, _) => {
+                let file_type = file_type_of(kind).ok_or(Errno::INVAL);
+                let device = rustix::fs::makedev(
+                    node.entry.major.unwrap_or(0),
+                    node.entry.minor.unwrap_or(0),
+                );
+                file_type.and_then(|file_type| {
+                    rustix::fs::mknodat(
+                        dir,
+                        temp.as_str(),
+                        file_type,
+                        Mode::from_raw_mode(TEMPORARY_MODE),
+                        device,
+                    )
+                })
+            }
+        };
+        match made {
+            Ok(()) => return Ok(temp),
+            Err(Errno::EXIST) => continue,
+            Err(err) => return Err(Refusal::io(node.path, "cannot make it", err)),
+        }
+    }
+}

@@ -1,0 +1,107 @@
+//! Extended attributes: which a side may read and set, read from a path without
+//! following a link, and set on a descriptor (or a link through its directory).
+//! Values travel as lowercase hex (section 16). `user.xfer.*` is xfer's own (the
+//! partial mark), never sent and never set from an offer.
+
+use std::os::fd::AsFd;
+use std::path::Path;
+
+use crate::hex::{hex, unhex_vec};
+use crate::proto::message::Xattrs;
+
+/// The prefix of xfer's own attributes.
+pub(crate) const OWN_PREFIX: &str = "user.xfer.";
+/// The namespace anybody may use.
+const USER_PREFIX: &str = "user.";
+
+/// Whether this process may read and set every namespace (as root), or `user.*` only.
+pub(crate) fn all_namespaces() -> bool {
+    rustix::process::geteuid().is_root()
+}
+
+/// Whether an attribute of this name may be set here: never xfer's own; `user.*`
+/// always, the others only as root and when the receiver allows them.
+pub(crate) fn settable(name: &str, all: bool) -> bool {
+    !name.starts_with(OWN_PREFIX) && (all || name.starts_with(USER_PREFIX))
+}
+
+/// The attributes of `path` (not following a link) that this process may carry;
+/// `None` when there are none or they cannot be listed.
+pub(crate) fn read(path: &Path) -> Option<Xattrs> {
+    let all = all_namespaces();
+    let size = rustix::fs::llistxattr_query(path).ok()?;
+    if size == 0 {
+        return None;
+    }
+    let mut names = vec![0u8; size];
+    let len = rustix::fs::llistxattr(path, &mut names[..]).ok()?;
+    let mut xattrs = Xattrs::new();
+    for name in names[..len].split(|b| *b == 0).filter(|n| !n.is_empty()) {
+        let Ok(name) = std::str::from_utf8(name) else {
+            continue;
+        };
+        if !settable(name, all) {
+            continue;
+        }
+        if let Some(value) = value_of(path, name) {
+            xattrs.insert(name.to_string(), hex(&value));
+        }
+    }
+    (!xattrs.is_empty()).then_some(xattrs)
+}
+
+fn value_of(path: &Path, name: &str) -> Option<Vec<u8>> {
+    let size = rustix::fs::lgetxattr_query(path, name).ok()?;
+    let mut value = vec![0u8; size];
+    let len = rustix::fs::lgetxattr(path, name, &mut value[..]).ok()?;
+    value.truncate(len);
+    Some(value)
+}
+
+/// Sets on `fd` those of `xattrs` that `all` allows; returns how many were not set
+/// (refused by the rule or by the system).
+pub(crate) fn apply(fd: impl AsFd, xattrs: &Xattrs, all: bool) -> usize {
+    let mut dropped = 0;
+    for (name, value) in xattrs {
+        let value = unhex_vec(value).unwrap_or_default();
+        let set = settable(name, all)
+            && rustix::fs::fsetxattr(&fd, name.as_str(), &value, rustix::fs::XattrFlags::empty())
+                .is_ok();
+        dropped += usize::from(!set);
+    }
+    dropped
+}
+
+/// Sets attributes on the link `name` in directory `dir` itself (never what it
+/// points at), through `/proc/self/fd`; returns how many were not set.
+pub(crate) fn apply_to_link(dir: impl AsFd, name: &str, xattrs: &Xattrs, all: bool) -> usize {
+    use std::os::fd::AsRawFd;
+    let path = format!("/proc/self/fd/{}/{name}", dir.as_fd().as_raw_fd());
+    let mut dropped = 0;
+    for (attr, value) in xattrs {
+        let value = unhex_vec(value).unwrap_or_default();
+        let set = settable(attr, all)
+            && rustix::fs::lsetxattr(
+                path.as_str(),
+                attr.as_str(),
+                &value,
+                rustix::fs::XattrFlags::empty(),
+            )
+            .is_ok();
+        dropped += usize::from(!set);
+    }
+    dropped
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn xfer_s_own_attributes_are_never_settable() {
+        assert!(!settable("user.xfer.partial", true));
+        assert!(settable("user.comment", false));
+        assert!(!settable("trusted.x", false));
+        assert!(settable("trusted.x", true));
+    }
+}

@@ -1,0 +1,111 @@
+//! Making the entries without data (section 16): links, hard links and special files,
+//! after every file of the offer settled (a hard link's file is final, and no link
+//! made here can be met while files are written) and before directory modes and
+//! times. One that cannot be made is answered with an indexed `error`, which the
+//! sender counts as failed.
+
+use std::io::Write;
+use std::sync::atomic::Ordering;
+
+use anyhow::Result;
+
+use super::plan::Planned;
+use super::shared::Shared;
+use crate::escape::escape;
+use crate::fs::Refusal;
+use crate::fs::path::{Names, check_path_bytes};
+use crate::fs::sink::{DROPPED, Node, TargetDir};
+use crate::proto::message::{EntryKind, ErrorCode, Message};
+use crate::proto::wire::FrameWriter;
+use crate::transfer::Tally;
+use crate::ui::report;
+
+/// Makes every accepted entry without data, in offer order.
+pub(crate) fn make_all<W: Write>(
+    planned: &mut [Planned],
+    target: &TargetDir,
+    shared: &Shared<'_>,
+    writer: &mut FrameWriter<W>,
+    tally: &Tally,
+) -> Result<()> {
+    let mut resolver = target.resolver();
+    for index in 0..planned.len() {
+        if !planned[index].make {
+            continue;
+        }
+        let settings = (shared.settings.overwrite, shared.settings.names);
+        let result = make_one(&mut resolver, planned, index, settings);
+        // The entry is final (or failed): its path and its room are free again.
+        planned[index].claim = None;
+        planned[index].reservation = None;
+        if let Err(refusal) = result {
+            let path = planned[index].entry.shown_path();
+            tally.failed(&path, refusal.code, refusal.to_string());
+            writer.write_message(&Message::Error {
+                code: refusal.code,
+                message: refusal.message,
+                index: Some(index as u64),
+            })?;
+        }
+    }
+    Ok(())
+}
+
+fn make_one(
+    resolver: &mut crate::fs::sink::Resolver<'_>,
+    planned: &[Planned],
+    index: usize,
+    (overwrite, names): (bool, Names),
+) -> Result<(), Refusal> {
+    let entry = &planned[index].entry;
+    let shown = escape(&entry.shown_path()).into_owned();
+    let bytes = entry.path_bytes();
+    let components = check_path_bytes(&bytes, names)
+        .map_err(|why| Refusal::new(ErrorCode::BadPath, format!("{shown}: {why}")))?;
+    let file_bytes = match entry.of.map(|of| &planned[of as usize]) {
+        Some(file) if !file.arrived.load(Ordering::Relaxed) => {
+            return Err(Refusal::new(
+                ErrorCode::NotFound,
+                format!("{shown}: the file it is a hard link of did not arrive"),
+            ));
+        }
+        Some(file) => Some(file.entry.path_bytes()),
+        None => None,
+    };
+    let file = file_bytes
+        .as_deref()
+        .map(|bytes| check_path_bytes(bytes, names).unwrap_or_default());
+    debug_assert!(entry.kind != EntryKind::File);
+    let node = Node {
+        path: &shown,
+        components: &components,
+        entry,
+        file: file.as_deref(),
+    };
+    resolver.make_node(&node, overwrite)
+}
+
+/// Says once, at the end of a session, what this receiver could not apply.
+pub(crate) fn say_dropped() {
+    let take = |counter: &std::sync::atomic::AtomicUsize| counter.swap(0, Ordering::Relaxed);
+    let notes = [
+        (take(&DROPPED.set_id), "setuid/setgid not kept", "not root"),
+        (take(&DROPPED.owners), "owners not kept", "not root"),
+        (
+            take(&DROPPED.xattrs),
+            "extended attributes not set",
+            "not allowed here",
+        ),
+        (
+            take(&DROPPED.times),
+            "times not kept",
+            "the filesystem cannot hold them",
+        ),
+    ];
+    for (count, what, why) in notes {
+        if count > 0 {
+            let entries = if count == 1 { "entry" } else { "entries" };
+            report::warn(&format!("note: {what} on {count} {entries}: {why}"));
+        }
+    }
+}

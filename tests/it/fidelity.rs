@@ -1,0 +1,445 @@
+//! Issue 20, at the level a user sees: a tree with links (relative, absolute,
+//! dangling, looping), times with nanoseconds in 1901, 1969 and 2100, the modes
+//! 4755, 2775 and 1777, two hard-link groups, `user.*` attributes and (as root) a
+//! fifo, a device and a foreign owner arrives as it left, checked from outside by
+//! `util::tree` (an `lstat` walk of both trees); a rerun sends nothing. An older
+//! peer (the independent one, without `meta`) still gets version 2's offer, and
+//! hostile `meta` values are refused without harm.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use serde_json::{Value, json};
+
+use crate::util::peer::{Acceptor, Decision, Peer};
+use crate::util::tree::{Check, assert_faithful, set_mtime, set_xattr, xattrs_of};
+use crate::util::{KEY, Receiver, files_under, peer_sender, send, stderr_of};
+
+/// 1901-06-01T00:00:00Z, 1969-12-31T23:59:59.5Z and 2100-01-01T00:00:00Z.
+const Y1901: i64 = -2_163_801_600;
+const Y1969: i64 = -1;
+const Y2100: i64 = 4_102_444_800;
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+fn chmod(path: &Path, mode: u32) {
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+/// The tree of the issue's "done when", under `root/tree`. Whatever needs root (a
+/// device, a foreign owner) is made only as root.
+pub fn rich_tree(root: &Path) -> PathBuf {
+    let tree = root.join("tree");
+    for dir in ["bin", "shared", "team", "links", "groups"] {
+        std::fs::create_dir_all(tree.join(dir)).unwrap();
+    }
+    std::fs::write(tree.join("bin/tool"), b"#!/bin/sh\necho tool\n").unwrap();
+    chmod(&tree.join("bin/tool"), 0o4755);
+    chmod(&tree.join("team"), 0o2775);
+    chmod(&tree.join("shared"), 0o1777);
+    std::fs::write(tree.join("team/notes.txt"), b"notes").unwrap();
+    std::os::unix::fs::symlink("../bin/tool", tree.join("links/relative")).unwrap();
+    std::os::unix::fs::symlink("/etc/hostname", tree.join("links/absolute")).unwrap();
+    std::os::unix::fs::symlink("nowhere/at/all", tree.join("links/dangling")).unwrap();
+    std::os::unix::fs::symlink("looping", tree.join("links/looping")).unwrap();
+    std::fs::write(tree.join("groups/one"), b"first group").unwrap();
+    std::fs::hard_link(tree.join("groups/one"), tree.join("groups/one-again")).unwrap();
+    std::fs::hard_link(tree.join("groups/one"), tree.join("team/one-third")).unwrap();
+    std::fs::write(tree.join("groups/two"), b"second group").unwrap();
+    std::fs::hard_link(tree.join("groups/two"), tree.join("groups/two-again")).unwrap();
+    // A filesystem without user attributes: the comparison then has none either.
+    let _ = set_xattr(
+        &tree.join("team/notes.txt"),
+        "user.comment",
+        b"\x00binary\xff",
+    );
+    let _ = set_xattr(&tree.join("shared"), "user.purpose", b"scratch");
+    if is_root() {
+        make_node(&tree.join("fifo"), libc::S_IFIFO, 0);
+        make_node(&tree.join("null"), libc::S_IFCHR, libc::makedev(1, 3));
+        std::os::unix::fs::chown(tree.join("team/notes.txt"), Some(12345), Some(12345)).unwrap();
+        std::os::unix::fs::lchown(tree.join("links/relative"), Some(12345), Some(54321)).unwrap();
+    }
+    set_mtime(&tree.join("bin/tool"), Y1901, 123_456_789);
+    set_mtime(&tree.join("team/notes.txt"), Y1969, 500_000_000);
+    set_mtime(&tree.join("groups/two"), Y2100, 999_999_999);
+    set_mtime(&tree.join("links/relative"), Y1969, 1);
+    // Directory times last, as a receiver sets them.
+    for dir in ["bin", "shared", "team", "links", "groups", ""] {
+        set_mtime(&tree.join(dir), 1_600_000_000, 42);
+    }
+    tree
+}
+
+fn make_node(path: &Path, kind: libc::mode_t, device: libc::dev_t) {
+    let c_path = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    let rc = unsafe { libc::mknod(c_path.as_ptr(), kind | 0o640, device) };
+    assert_eq!(rc, 0, "mknod {path:?}: {}", std::io::Error::last_os_error());
+}
+
+/// What a copy is compared on: everything, owners as root.
+fn archive() -> Check {
+    let check = Check::archive().xattrs();
+    if is_root() { check.owners() } else { check }
+}
+
+#[test]
+fn a_tree_arrives_as_it_left_and_a_rerun_sends_nothing() {
+    let src = tempfile::tempdir().unwrap();
+    let tree = rich_tree(src.path());
+    let out = tempfile::tempdir().unwrap();
+    let mut receiver = Receiver::start(out.path(), Some(KEY), &["--serve"]);
+    let sent = send(&[&tree], receiver.port, KEY, &["-a"]);
+    assert!(sent.status.success(), "{}", stderr_of(&sent));
+    assert_faithful(&tree, &out.path().join("tree"), &archive());
+
+    let again = send(&[&tree], receiver.port, KEY, &["-a", "--json"]);
+    assert!(again.status.success(), "{}", stderr_of(&again));
+    let summary = crate::util::summary_event(&again);
+    assert_eq!(summary["bytes"], 0, "{summary}");
+    assert_eq!(summary["files"], 0, "{summary}");
+    assert_faithful(&tree, &out.path().join("tree"), &archive());
+    receiver.child.kill().unwrap();
+}
+
+#[test]
+fn a_receiver_that_is_not_root_keeps_what_it_may_and_says_once_what_it_dropped() {
+    let src = tempfile::tempdir().unwrap();
+    let tree = rich_tree(src.path());
+    for special in ["fifo", "null"] {
+        let _ = std::fs::remove_file(tree.join(special));
+    }
+    let out = tempfile::tempdir().unwrap();
+    let mut command = crate::util::xfer();
+    command
+        .args(["recv", "--listen", "127.0.0.1:0", "--dir"])
+        .arg(out.path())
+        .env("XFER_KEY", KEY);
+    let Some(command) = crate::util::as_nobody(command) else {
+        eprintln!("skipped: needs root and setpriv to run a receiver as nobody");
+        return;
+    };
+    std::os::unix::fs::chown(out.path(), Some(65534), Some(65534)).unwrap();
+    let mut receiver = Receiver::spawn(command);
+    let sent = send(&[&tree], receiver.port, KEY, &["-X", "--owner"]);
+    assert!(sent.status.success(), "{}", stderr_of(&sent));
+    assert_eq!(receiver.exit_code(), 0, "{}", receiver.stderr());
+    let said = receiver.stderr();
+    assert_eq!(said.matches("note: owners not kept").count(), 1, "{said}");
+    assert!(said.contains("not root"), "{said}");
+    assert_faithful(&tree, &out.path().join("tree"), &Check::archive().xattrs());
+}
+
+#[test]
+fn links_are_never_followed_or_written_through_when_overwriting() {
+    let src = tempfile::tempdir().unwrap();
+    let tree = src.path().join("tree");
+    std::fs::create_dir(&tree).unwrap();
+    std::fs::write(tree.join("victim"), b"from the sender").unwrap();
+    std::os::unix::fs::symlink("elsewhere", tree.join("link")).unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let outside = tempfile::tempdir().unwrap();
+    std::fs::write(outside.path().join("precious"), b"keep me").unwrap();
+    // What is at the names already: a link out of the tree where a file comes, and
+    // a file where a link comes.
+    std::fs::create_dir(out.path().join("tree")).unwrap();
+    std::os::unix::fs::symlink(
+        outside.path().join("precious"),
+        out.path().join("tree/victim"),
+    )
+    .unwrap();
+    std::fs::write(out.path().join("tree/link"), b"a file").unwrap();
+    let mut receiver = Receiver::start(out.path(), Some(KEY), &["--overwrite"]);
+    let sent = send(&[&tree], receiver.port, KEY, &[]);
+    assert!(sent.status.success(), "{}", stderr_of(&sent));
+    assert_eq!(receiver.exit_code(), 0, "{}", receiver.stderr());
+    assert_eq!(
+        std::fs::read(outside.path().join("precious")).unwrap(),
+        b"keep me"
+    );
+    assert_eq!(
+        std::fs::read(out.path().join("tree/victim")).unwrap(),
+        b"from the sender"
+    );
+    assert_eq!(
+        std::fs::read_link(out.path().join("tree/link")).unwrap(),
+        PathBuf::from("elsewhere")
+    );
+    assert_eq!(files_under(out.path()).len(), 2, "no temporaries left");
+}
+
+#[test]
+fn an_existing_different_link_is_refused_without_overwrite() {
+    let src = tempfile::tempdir().unwrap();
+    let tree = src.path().join("tree");
+    std::fs::create_dir(&tree).unwrap();
+    std::os::unix::fs::symlink("new-target", tree.join("link")).unwrap();
+    let out = tempfile::tempdir().unwrap();
+    std::fs::create_dir(out.path().join("tree")).unwrap();
+    std::os::unix::fs::symlink("old-target", out.path().join("tree/link")).unwrap();
+    let mut receiver = Receiver::start(out.path(), Some(KEY), &[]);
+    let sent = send(&[&tree], receiver.port, KEY, &[]);
+    assert_eq!(sent.status.code(), Some(6), "{}", stderr_of(&sent));
+    assert!(stderr_of(&sent).contains("exists"), "{}", stderr_of(&sent));
+    assert_eq!(receiver.exit_code(), 6, "{}", receiver.stderr());
+    assert_eq!(
+        std::fs::read_link(out.path().join("tree/link")).unwrap(),
+        PathBuf::from("old-target")
+    );
+}
+
+#[test]
+fn without_hard_links_each_name_arrives_as_its_own_file() {
+    let src = tempfile::tempdir().unwrap();
+    let tree = rich_tree(src.path());
+    let out = tempfile::tempdir().unwrap();
+    let mut receiver = Receiver::start(out.path(), Some(KEY), &[]);
+    let sent = send(
+        &[&tree],
+        receiver.port,
+        KEY,
+        &["--no-hard-links", "--specials"],
+    );
+    assert!(sent.status.success(), "{}", stderr_of(&sent));
+    assert_eq!(receiver.exit_code(), 0, "{}", receiver.stderr());
+    use std::os::unix::fs::MetadataExt;
+    let copy = out.path().join("tree");
+    let one = std::fs::metadata(copy.join("groups/one")).unwrap();
+    let again = std::fs::metadata(copy.join("groups/one-again")).unwrap();
+    assert_ne!(one.ino(), again.ino());
+    assert_eq!(
+        std::fs::read(copy.join("groups/one-again")).unwrap(),
+        b"first group"
+    );
+    assert_faithful(
+        &tree,
+        &copy,
+        &Check::archive().no_hard_links().mode_mask(0o7777),
+    );
+}
+
+/// The independent peer, without `meta`, receiving what `xfer send` offers.
+fn offer_to_an_older_peer(
+    tree: &Path,
+    flags: &'static [&'static str],
+) -> (Vec<Value>, std::process::Output) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let peer_side = std::thread::spawn(move || {
+        let mut peer = Peer::accept(&listener).unwrap();
+        peer.accept_handshake(&Acceptor::new(KEY, "receiver").features(&["aead"]))
+            .unwrap();
+        peer.receive_transfer(|_, _| Decision::Send).unwrap()
+    });
+    let sent = send(&[tree], port, KEY, flags);
+    let received = peer_side.join().unwrap();
+    (received.entries, sent)
+}
+
+#[test]
+fn an_older_peer_gets_version_2_offers() {
+    let src = tempfile::tempdir().unwrap();
+    let tree = rich_tree(src.path());
+    let (entries, sent) = offer_to_an_older_peer(&tree, &["-a"]);
+    for entry in &entries {
+        let kind = entry["kind"].as_str().unwrap();
+        assert!(kind == "file" || kind == "dir", "{entry}");
+        for member in ["mtime_ns", "target", "of", "uid", "xattrs", "sparse"] {
+            assert!(entry.get(member).is_none(), "{member} in {entry}");
+        }
+        assert!(entry["mode"].as_u64().unwrap() <= 0o777, "{entry}");
+        assert!(
+            entry.get("mtime").is_none_or(|m| m.as_u64().is_some()),
+            "{entry}"
+        );
+    }
+    let paths: Vec<&str> = entries
+        .iter()
+        .map(|e| e["path"].as_str().unwrap())
+        .collect();
+    // A hard link goes as a copy of its file, as before; links are not sent.
+    assert!(paths.contains(&"tree/groups/one-again"), "{paths:?}");
+    assert!(
+        !paths.iter().any(|p| p.starts_with("tree/links/")),
+        "{paths:?}"
+    );
+    let stderr = stderr_of(&sent);
+    assert!(stderr.contains("links/relative"), "{stderr}");
+    assert_ne!(
+        sent.status.code(),
+        Some(0),
+        "links not sent are said: {stderr}"
+    );
+}
+
+/// Starts a receiver, offers `entries` from the independent peer under `meta`, and
+/// returns the peer's view of the answer and the receiver's exit code.
+fn hostile_offer(entries: Vec<Value>) -> (Result<Vec<Value>, String>, i32, tempfile::TempDir) {
+    let out = tempfile::tempdir().unwrap();
+    let mut receiver = Receiver::start(out.path(), Some(KEY), &[]);
+    let mut peer = peer_sender(receiver.port, &["aead", "meta"]);
+    let count = entries.len();
+    peer.send_offer(&[entries]).unwrap();
+    let plan = peer.read_plan(count).map_err(|err| format!("{err:?}"));
+    if plan.is_ok() {
+        peer.send_end().unwrap();
+        let _ = peer.read_control();
+    }
+    (plan, receiver.exit_code(), out)
+}
+
+#[test]
+fn hostile_meta_values_are_refused_without_harm() {
+    let file = json!({"path":"f","kind":"file","size":4,"mode":420,"mtime":0});
+    let dir = json!({"path":"d","kind":"dir","size":0});
+    for (what, entries) in [
+        (
+            "a hard link to a later entry",
+            vec![
+                json!({"path":"h","kind":"hardlink","size":0,"of":1}),
+                file.clone(),
+            ],
+        ),
+        (
+            "a hard link to a directory",
+            vec![
+                dir.clone(),
+                json!({"path":"h","kind":"hardlink","size":0,"of":0}),
+            ],
+        ),
+        (
+            "a link target with NUL",
+            vec![json!({"path":"l","kind":"symlink","size":0,"target":"/etc\u{0}x"})],
+        ),
+        (
+            "a mode over 0o7777",
+            vec![json!({"path":"f","kind":"file","size":4,"mode":0o10755})],
+        ),
+    ] {
+        let (plan, code, out) = hostile_offer(entries);
+        let err = plan.expect_err(what);
+        assert!(err.contains("protocol"), "{what}: {err}");
+        assert_eq!(code, 8, "{what}");
+        assert!(
+            files_under(out.path()).is_empty(),
+            "{what}: nothing written"
+        );
+        assert_eq!(std::fs::read_dir(out.path()).unwrap().count(), 0, "{what}");
+    }
+    // xfer's own attribute is never set from an offer: the entry arrives without it.
+    let marked = json!({"path":"d","kind":"dir","size":0,"xattrs":{"user.xfer.partial":"31","user.fine":"31"}});
+    let (plan, code, out) = hostile_offer(vec![marked]);
+    assert_eq!(plan.unwrap()[0]["action"], "send");
+    assert_eq!(code, 0);
+    let xattrs = xattrs_of(&out.path().join("d"));
+    assert!(
+        !xattrs.contains_key(&b"user.xfer.partial"[..]),
+        "{xattrs:?}"
+    );
+    assert_eq!(
+        xattrs.get(&b"user.fine"[..]).map(Vec::as_slice),
+        Some(&b"1"[..])
+    );
+}
+
+#[test]
+fn a_hard_link_whose_file_did_not_arrive_is_answered_not_found_before_end() {
+    let out = tempfile::tempdir().unwrap();
+    let mut receiver = Receiver::start(out.path(), Some(KEY), &[]);
+    let mut peer = peer_sender(receiver.port, &["aead", "meta"]);
+    peer.send_offer(&[vec![
+        json!({"path":"f","kind":"file","size":4,"mode":420,"mtime":0}),
+        json!({"path":"h","kind":"hardlink","size":0,"of":0}),
+    ]])
+    .unwrap();
+    let plan = peer.read_plan(2).unwrap();
+    assert_eq!(
+        (&plan[0]["action"], &plan[1]["action"]),
+        (&json!("send"), &json!("send"))
+    );
+    // The sender gives the file up in place of its data.
+    peer.send_control(&json!({"type":"error","index":0,"code":"io","message":"gave up"}))
+        .unwrap();
+    peer.send_end().unwrap();
+    let mut answers = Vec::new();
+    loop {
+        let frame = peer.read_control().expect("an answer");
+        if frame["type"] == "end" {
+            break;
+        }
+        answers.push(frame);
+    }
+    assert_eq!(answers.len(), 1, "{answers:?}");
+    assert_eq!(answers[0]["type"], "error");
+    assert_eq!(answers[0]["index"], 1);
+    assert_eq!(answers[0]["code"], "not_found");
+    assert_ne!(receiver.exit_code(), 0);
+    assert!(
+        std::fs::read_dir(out.path()).unwrap().next().is_none(),
+        "nothing made"
+    );
+}
+
+#[test]
+fn a_sender_counts_a_link_the_receiver_could_not_make_as_failed() {
+    let src = tempfile::tempdir().unwrap();
+    let tree = src.path().join("t");
+    std::fs::create_dir(&tree).unwrap();
+    std::os::unix::fs::symlink("x", tree.join("link")).unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let peer_side = std::thread::spawn(move || {
+        let mut peer = Peer::accept(&listener).unwrap();
+        peer.accept_handshake(&Acceptor::new(KEY, "receiver").features(&["aead", "meta"]))
+            .unwrap();
+        // The independent peer knows no `meta` kinds: the offer is read raw here.
+        let mut offer = Vec::new();
+        loop {
+            let frame = peer.read_control().unwrap();
+            match frame["type"].as_str() {
+                Some("offer") => offer.extend(frame["entries"].as_array().unwrap().clone()),
+                _ => break,
+            }
+        }
+        let send = json!({"action":"send","offset":0});
+        peer.send_plan(&[vec![send; offer.len()]]).unwrap();
+        peer.send_control(&json!({"type":"error","index":1,"code":"denied","message":"not here"}))
+            .unwrap();
+        assert_eq!(peer.read_control().unwrap()["type"], "end");
+        peer.send_end().unwrap();
+        offer
+    });
+    let sent = send(&[&tree], port, KEY, &[]);
+    let offer = peer_side.join().unwrap();
+    assert_eq!(offer[1]["kind"], "symlink", "{offer:?}");
+    assert_eq!(sent.status.code(), Some(6), "{}", stderr_of(&sent));
+    assert!(
+        stderr_of(&sent).contains("not here"),
+        "{}",
+        stderr_of(&sent)
+    );
+    assert!(
+        stderr_of(&sent).contains("1 of 2 entries"),
+        "{}",
+        stderr_of(&sent)
+    );
+}
+
+#[test]
+fn a_link_offered_above_a_file_keeps_the_file_out_of_it() {
+    let (plan, code, out) = hostile_offer(vec![
+        json!({"path":"a","kind":"symlink","size":0,"target":"/tmp"}),
+        json!({"path":"a/x","kind":"file","size":0}),
+    ]);
+    let plan = plan.unwrap();
+    assert_eq!(plan[1]["code"], "bad_path", "{plan:?}");
+    assert_ne!(code, 0);
+    assert_eq!(
+        std::fs::read_link(out.path().join("a")).unwrap(),
+        PathBuf::from("/tmp")
+    );
+}

@@ -1,0 +1,167 @@
+//! Names as the filesystem holds them (issue 20, `PROTOCOL.md` section 16.3): bytes
+//! that are not UTF-8, backslash, newline, tab, U+200B and U+202E arrive point to
+//! point; `recv --safe-names` and `xfer serve` refuse them (`bad_path`, said on both
+//! sides); a peer without `meta` gets the UTF-8 ones and the sender counts the rest.
+
+use std::net::TcpListener;
+use std::path::Path;
+
+use crate::util::peer::{Acceptor, Decision, Peer};
+use crate::util::server::{Site, client, expect_exit};
+use crate::util::tree::{Check, assert_faithful, raw};
+use crate::util::{KEY, LISTENER_FEATURES, Receiver, send, stderr_of};
+
+/// The odd names, as raw bytes, each a file holding its own name.
+const ODD: &[&[u8]] = &[
+    b"caf\xe9 latin-1",
+    b"back\\slash",
+    b"new\nline",
+    b"tab\there",
+    "zero\u{200B}width".as_bytes(),
+    "evil\u{202E}gpj.exe".as_bytes(),
+];
+
+/// A tree `names/` holding a plain file, the odd names, and one odd directory.
+fn odd_tree(root: &Path) -> std::path::PathBuf {
+    let tree = root.join("names");
+    std::fs::create_dir(&tree).unwrap();
+    std::fs::write(tree.join("plain.txt"), b"plain").unwrap();
+    for name in ODD {
+        std::fs::write(raw(&tree, name), name).unwrap();
+    }
+    let dir = raw(&tree, b"dir\xff");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::write(dir.join("inside"), b"inside").unwrap();
+    tree
+}
+
+/// Names and content only: the other properties have tests of their own.
+fn names_and_bytes() -> Check {
+    Check {
+        mode_mask: 0,
+        mtimes: false,
+        dir_mtimes: false,
+        owners: false,
+        hard_links: false,
+        xattrs: false,
+        blocks_slack: None,
+    }
+}
+
+#[test]
+fn odd_names_arrive_point_to_point_and_a_rerun_sends_nothing() {
+    let src = tempfile::tempdir().unwrap();
+    let tree = odd_tree(src.path());
+    let out = tempfile::tempdir().unwrap();
+    for round in ["first", "rerun"] {
+        let mut receiver = Receiver::start(out.path(), Some(KEY), &[]);
+        let sent = send(&[&tree], receiver.port, KEY, &["--json"]);
+        assert!(sent.status.success(), "{round}: {}", stderr_of(&sent));
+        assert_eq!(receiver.exit_code(), 0, "{round}: {}", receiver.stderr());
+        let summary = crate::util::summary_event(&sent);
+        let moved = if round == "first" { 8 } else { 0 };
+        assert_eq!(summary["files"], moved, "{round}: {summary}");
+        // Shown escaped, never raw: no newline or U+202E inside a line.
+        let said = receiver.stderr();
+        assert!(!said.contains('\u{202E}'), "{said}");
+        assert!(said.contains("new\\u{a}line") || round == "rerun", "{said}");
+    }
+    assert_faithful(&tree, &out.path().join("names"), &names_and_bytes());
+}
+
+#[test]
+fn safe_names_refuses_them_and_both_sides_say_bad_path() {
+    let src = tempfile::tempdir().unwrap();
+    let tree = odd_tree(src.path());
+    let out = tempfile::tempdir().unwrap();
+    let mut receiver = Receiver::start(out.path(), Some(KEY), &["--safe-names"]);
+    let sent = send(&[&tree], receiver.port, KEY, &[]);
+    assert_eq!(sent.status.code(), Some(6), "{}", stderr_of(&sent));
+    assert_eq!(receiver.exit_code(), 6, "{}", receiver.stderr());
+    for said in [stderr_of(&sent), receiver.stderr()] {
+        assert!(
+            said.contains("bad_path") || said.contains("backslash"),
+            "{said}"
+        );
+        assert!(said.contains("not UTF-8"), "{said}");
+        assert!(said.contains("U+202E"), "{said}");
+    }
+    let landed: Vec<_> = std::fs::read_dir(out.path().join("names"))
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name())
+        .collect();
+    assert_eq!(landed, ["plain.txt"], "only the plain name arrived");
+}
+
+#[test]
+fn a_server_always_refuses_them() {
+    let site = Site::new();
+    site.users(&[("alice", "")]);
+    let server = site.serve(&[]);
+    let tree = odd_tree(site.path());
+    let put = client(
+        &site,
+        "alice",
+        &["send", tree.to_str().unwrap(), &server.addr()],
+    );
+    expect_exit(&put, 6, "odd names into a home");
+    let said = stderr_of(&put);
+    assert!(said.contains("not UTF-8"), "{said}");
+    assert!(said.contains("control character U+000A"), "{said}");
+    let home = site.home("alice").join("names");
+    let landed: Vec<_> = std::fs::read_dir(home)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name())
+        .collect();
+    assert_eq!(landed, ["plain.txt"], "only the plain name arrived");
+}
+
+#[test]
+fn a_peer_without_meta_gets_the_utf8_names_and_the_sender_counts_the_rest() {
+    let src = tempfile::tempdir().unwrap();
+    let tree = odd_tree(src.path());
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let old = std::thread::spawn(move || {
+        let mut peer = Peer::accept(&listener).unwrap();
+        peer.accept_handshake(&Acceptor::new(KEY, "receiver").features(LISTENER_FEATURES))
+            .unwrap();
+        peer.receive_transfer(|_, _| Decision::Send).unwrap()
+    });
+    let sent = send(&[&tree], port, KEY, &["--json"]);
+    let received = old.join().unwrap();
+    assert_eq!(sent.status.code(), Some(10), "{}", stderr_of(&sent));
+    let mut names: Vec<&String> = received.files.keys().collect();
+    names.sort();
+    // What version 2 carries: UTF-8 names, control characters included.
+    assert_eq!(
+        names,
+        [
+            "names/back\\slash",
+            "names/evil\u{202E}gpj.exe",
+            "names/new\nline",
+            "names/plain.txt",
+            "names/tab\there",
+            "names/zero\u{200B}width",
+        ]
+    );
+    let skips: Vec<serde_json::Value> = String::from_utf8_lossy(&sent.stdout)
+        .lines()
+        .filter_map(|line| serde_json::from_str(line).ok())
+        .filter(|event: &serde_json::Value| event["event"] == "skip")
+        .collect();
+    // The latin-1 file and the directory (whose file then has nowhere to go).
+    assert_eq!(skips.len(), 3, "{skips:?}");
+    assert!(
+        skips.iter().all(|skip| skip["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("name not UTF-8")),
+        "{skips:?}"
+    );
+    assert!(
+        stderr_of(&sent).contains("3 of 10 entries not sent: 3 names not UTF-8"),
+        "{}",
+        stderr_of(&sent)
+    );
+}
