@@ -55,7 +55,8 @@ impl Feature {
             Feature::Aead => 2,
             Feature::Zstd => 4,
             Feature::Meta => 8,
-            Feature::Delta => 16,
+            // 16 is taken by `mirror` (being merged beside this one).
+            Feature::Delta => 32,
         }
     }
 

@@ -12,6 +12,7 @@ mod authentication;
 mod cli_messages;
 mod client_commands;
 mod delta;
+mod delta_meta;
 mod fidelity;
 mod fidelity_names;
 mod fidelity_sparse;
