@@ -3,8 +3,10 @@
 //! where the old version was (one a `meta` transfer delivered, say) is replaced and
 //! never read through; a name that is not UTF-8 finds its basis by its bytes; a sparse
 //! file goes in runs, never as a delta, and keeps its holes over an older dense
-//! version; a put over a link in a home of `xfer serve` replaces the link. Bytes are
-//! counted by a relay, both ways; files are checked from outside.
+//! version; a put over a link in a home of `xfer serve` replaces the link; both sides
+//! count a delta's instructions, not the file, as the bytes moved (as meta counts a
+//! sparse file's data, not its holes). Bytes are counted by a relay, both ways; files
+//! are checked from outside.
 
 use std::fs;
 use std::os::unix::fs::MetadataExt;
@@ -13,7 +15,7 @@ use std::path::Path;
 use crate::util::relay::{Faults, Relay};
 use crate::util::server::{Site, client, expect_exit};
 use crate::util::tree::raw;
-use crate::util::{KEY, Receiver, files_under, pattern, send, stderr_of};
+use crate::util::{KEY, Receiver, files_under, pattern, send, stderr_of, summary_event};
 
 /// The size of the files these tests update.
 const SIZE: usize = 8 << 20;
@@ -202,4 +204,35 @@ fn a_put_over_a_link_in_a_home_replaces_it_and_never_reads_what_it_points_to() {
         (new.len() as u64, 1),
         "the quota holds the file"
     );
+}
+
+#[test]
+fn both_sides_count_a_deltas_instructions_as_the_bytes_moved() {
+    let old = pattern(SIZE, 66);
+    let new = changed(&old);
+    let src = tempfile::tempdir().unwrap();
+    let file = src.path().join("f");
+    fs::write(&file, &new).unwrap();
+    let dst = tempfile::tempdir().unwrap();
+    fs::write(dst.path().join("f"), &old).unwrap();
+    let mut receiver = Receiver::start(dst.path(), Some(KEY), &["--overwrite", "--json"]);
+    let sent = send(&[&file], receiver.port, KEY, &["--json"]);
+    assert!(sent.status.success(), "{}", stderr_of(&sent));
+    assert_eq!(receiver.exit_code(), 0, "{}", receiver.stderr());
+    let mut printed = String::new();
+    let mut stdout = receiver.child.stdout.take().unwrap();
+    std::io::Read::read_to_string(&mut stdout, &mut printed).unwrap();
+    let received = printed
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .find(|event| event["event"] == "summary")
+        .expect("the receiver's summary");
+    let moved = summary_event(&sent)["bytes"].as_u64().unwrap();
+    assert_eq!(received["bytes"].as_u64(), Some(moved), "{received}");
+    // The 64 KiB that changed moved (with a chunk or two around it), not the file.
+    assert!(
+        ((64 << 10)..=(64 << 10) + OVERHEAD).contains(&moved),
+        "{moved} bytes said to have moved"
+    );
+    assert!(fs::read(dst.path().join("f")).unwrap() == new);
 }

@@ -212,23 +212,35 @@ fn receive_file<R: Read>(
             size,
             digest,
             failure: None,
+            moved: None,
         })
     };
     let data = data
         .and_then(|built| Ok((built, read_done(reader, index)?)))
         .inspect_err(|err| discard_untrusted(jobs, err));
     let (built, claimed) = data?;
-    let Built {
-        size,
-        digest,
-        failure,
-    } = built;
-    let verdict = claimed.and_then(|claimed| match failure {
-        Some(refusal) => Err(refusal),
-        None => verify(index, item, size, digest, &claimed, shared, resumed_at),
-    });
+    let verdict =
+        claimed.and_then(|claimed| verdict_of(built, (index, item, resumed_at), &claimed, shared));
     jobs.send(Job::Close { index, verdict })
         .map_err(|_| disk_gone())
+}
+
+/// The verdict on a file whose data is in (`built`), against what its `done` claimed;
+/// a delta counts as moved the instructions that came, as its sender does.
+fn verdict_of(
+    built: Built,
+    (index, item, resumed_at): (usize, &Planned, Option<u64>),
+    claimed: &Claimed,
+    shared: &Shared<'_>,
+) -> Result<Arrived, Refusal> {
+    if let Some(refusal) = built.failure {
+        return Err(refusal);
+    }
+    let Built { size, digest, .. } = built;
+    verify(index, item, size, digest, claimed, shared, resumed_at).map(|arrived| Arrived {
+        moved: built.moved.unwrap_or(arrived.moved),
+        ..arrived
+    })
 }
 
 /// After `err` inside an entry's data: a frame that does not open was tampered

@@ -29,12 +29,14 @@ use crate::transfer::Tally;
 /// Bytes of the result handed to the disk thread at a time.
 const PIECE: usize = 1 << 20;
 
-/// What building a result came to: its size, its hash, and why it cannot be kept
-/// even if it verifies (the basis changed).
+/// What building a result came to: its size, its hash, why it cannot be kept even
+/// if it verifies (the basis changed), and, for a delta, the bytes of instructions
+/// that moved (what the sender counts too; copied chunks did not move).
 pub(super) struct Built {
     pub(super) size: u64,
     pub(super) digest: Digest,
     pub(super) failure: Option<Refusal>,
+    pub(super) moved: Option<u64>,
 }
 
 /// Reads entry `index`'s instructions up to the empty frame and builds the result.
@@ -58,6 +60,7 @@ pub(super) fn build<R: Read>(
         source,
         piece: None,
         size: 0,
+        moved: 0,
         hasher,
         pool,
         jobs,
@@ -72,6 +75,7 @@ pub(super) fn build<R: Read>(
             }
             Data::Bytes(range) => range,
         };
+        result.moved += range.len() as u64;
         let applied = ops(&frame[range]).try_for_each(|op| {
             let op = op.map_err(|why| fail(Kind::Protocol, format!("entry {index}: {why}")))?;
             result.apply(op)
@@ -105,6 +109,8 @@ struct Building<'a, 'p> {
     /// The pool buffer being filled, and how far.
     piece: Option<(Vec<u8>, usize)>,
     size: u64,
+    /// Bytes of instructions received.
+    moved: u64,
     hasher: Hasher,
     pool: &'p mut Pool,
     jobs: &'a mpsc::Sender<Job>,
@@ -232,6 +238,7 @@ impl Building<'_, '_> {
             size: self.size,
             digest: self.hasher.finish(),
             failure,
+            moved: Some(self.moved),
         })
     }
 }
