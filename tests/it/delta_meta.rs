@@ -1,7 +1,8 @@
 //! Feature `delta` beside feature `meta` (docs/PROTOCOL.md sections 16 and 18): a
 //! basis is only a regular file reached without following links, so a link sitting
 //! where the old version was (one a `meta` transfer delivered, say) is replaced and
-//! never read through; a name that is not UTF-8 finds its basis by its bytes; a sparse
+//! never read through, and one in place of a parent directory is refused and never
+//! walked; a name that is not UTF-8 finds its basis by its bytes; a sparse
 //! file goes in runs, never as a delta, and keeps its holes over an older dense
 //! version; a put over a link in a home of `xfer serve` replaces the link; both sides
 //! count a delta's instructions, not the file, as the bytes moved (as meta counts a
@@ -235,4 +236,48 @@ fn both_sides_count_a_deltas_instructions_as_the_bytes_moved() {
         "{moved} bytes said to have moved"
     );
     assert!(fs::read(dst.path().join("f")).unwrap() == new);
+}
+
+#[test]
+fn a_link_in_place_of_a_parent_directory_is_never_walked_for_a_basis() {
+    let old = pattern(SIZE, 67);
+    let src = tempfile::tempdir().unwrap();
+    let tree = src.path().join("d");
+    fs::create_dir(&tree).unwrap();
+    fs::write(tree.join("f"), changed(&old)).unwrap();
+    // Outside the target, a directory holding the old version; in the target, `d`
+    // is a link to it.
+    let outside = tempfile::tempdir().unwrap();
+    fs::write(outside.path().join("f"), &old).unwrap();
+    let dst = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(outside.path(), dst.path().join("d")).unwrap();
+
+    let mut receiver = Receiver::start(dst.path(), Some(KEY), &["--overwrite"]);
+    let relay = Relay::start(receiver.port, Faults::default());
+    let sent = send(&[&tree], relay.port, KEY, &[]);
+    assert_eq!(sent.status.code(), Some(6), "{}", stderr_of(&sent));
+    assert!(
+        stderr_of(&sent).contains("d/f: refused by the receiver: d: is a symbolic link here"),
+        "{}",
+        stderr_of(&sent)
+    );
+    assert_eq!(receiver.exit_code(), 6, "{}", receiver.stderr());
+    // No signature of what the link leads to went out with the plan: that of 8 MiB
+    // lists about a thousand chunks, 16 KiB of hex; everything here took about 1.3 KiB.
+    assert!(
+        relay.both_ways() < 8 << 10,
+        "{} bytes crossed",
+        relay.both_ways()
+    );
+    assert!(
+        fs::read(outside.path().join("f")).unwrap() == old,
+        "untouched"
+    );
+    assert!(
+        fs::symlink_metadata(dst.path().join("d"))
+            .unwrap()
+            .file_type()
+            .is_symlink(),
+        "the link is left as it is"
+    );
 }
