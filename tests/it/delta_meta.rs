@@ -4,7 +4,7 @@
 //! never read through, and one in place of a parent directory is refused and never
 //! walked; a name that is not UTF-8 finds its basis by its bytes; a sparse
 //! file goes in runs, never as a delta, and keeps its holes over an older dense
-//! version; a put over a link in a home of `xfer serve` replaces the link; both sides
+//! version (a sender refuses a basis offered for one, `protocol`); a put over a link in a home of `xfer serve` replaces the link; both sides
 //! count a delta's instructions, not the file, as the bytes moved (as meta counts a
 //! sparse file's data, not its holes). Bytes are counted by a relay, both ways; files
 //! are checked from outside.
@@ -13,6 +13,9 @@ use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
+use serde_json::json;
+
+use crate::util::peer::{Acceptor, Peer};
 use crate::util::relay::{Faults, Relay};
 use crate::util::server::{Site, client, expect_exit};
 use crate::util::tree::raw;
@@ -280,4 +283,45 @@ fn a_link_in_place_of_a_parent_directory_is_never_walked_for_a_basis() {
             .is_symlink(),
         "the link is left as it is"
     );
+}
+
+#[test]
+fn a_sender_refuses_a_basis_offered_for_a_sparse_file() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let fake = std::thread::spawn(move || {
+        let mut peer = Peer::accept(&listener).expect("accept");
+        let receiver = Acceptor::new(KEY, "receiver").features(&["delta", "meta"]);
+        peer.accept_handshake(&receiver).expect("handshake");
+        let first = peer.read_control_raw().expect("offer");
+        let offered = peer.read_offer_from(first).expect("a verified offer");
+        let basis = json!({"avg": 65536, "count": 1, "sums": "00".repeat(8)});
+        let decision = json!({"action": "send", "offset": 0, "delta": basis});
+        peer.send_plan(&[vec![decision]]).unwrap();
+        let said = loop {
+            match peer.read_control() {
+                Ok(frame) if frame["type"] == "error" => break Some(frame),
+                Ok(_) => continue,
+                Err(_) => break None,
+            }
+        };
+        (offered, said)
+    });
+    let src = tempfile::tempdir().unwrap();
+    let file = src.path().join("f");
+    {
+        use std::os::unix::fs::FileExt;
+        let sparse = fs::File::create(&file).unwrap();
+        sparse.set_len(64 << 20).unwrap();
+        sparse.write_all_at(&pattern(1 << 20, 68), 0).unwrap();
+    }
+    let sent = send(&[&file], port, KEY, &[]);
+    assert!(!sent.status.success(), "refused: {}", stderr_of(&sent));
+    let (offered, said) = fake.join().unwrap();
+    if offered[0]["sparse"] != true {
+        eprintln!("skipped: the temporary filesystem keeps no holes");
+        return;
+    }
+    let said = said.expect("an error frame");
+    assert_eq!(said["code"], "protocol", "{said}");
 }
