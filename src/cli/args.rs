@@ -203,6 +203,11 @@ pub(crate) struct SecurityArgs {
     /// are then visible on the wire; they stay authenticated)
     #[arg(long)]
     pub(crate) no_encrypt: bool,
+
+    /// Send whole files, never only what changed in a file the receiver already
+    /// holds (as rsync's -W)
+    #[arg(long, short = 'W')]
+    pub(crate) whole_file: bool,
 }
 
 /// The content hashes `--hash` takes.
@@ -488,6 +493,11 @@ pub(crate) struct TransferArgs {
     /// The content hash that verifies each file: md5 (the default) or blake3
     #[arg(long, value_enum, value_name = "HASH", env = "XFER_HASH", default_value_t = HashChoice::Md5)]
     pub(crate) hash: HashChoice,
+
+    /// Send whole files, never only what changed in a file the other side already
+    /// holds (as rsync's -W)
+    #[arg(long, short = 'W')]
+    pub(crate) whole_file: bool,
 }
 
 const GET_EXAMPLES: &str = "\

@@ -327,6 +327,7 @@ fn peering(
                 _ => Encryption::Preferred,
             },
             mirror: false,
+            whole_file: security.whole_file,
         },
         limit_rate,
         style,
@@ -402,6 +403,7 @@ fn client(args: ClientArgs, to: Host) -> Result<(ClientOptions, Style), String> 
             hash: HashKind::Md5,
             limit_rate: None,
             compress: None,
+            whole_file: false,
         },
         style,
     ))
@@ -411,6 +413,7 @@ fn client(args: ClientArgs, to: Host) -> Result<(ClientOptions, Style), String> 
 fn transferring(client: &mut ClientOptions, args: &TransferArgs) {
     client.hash = hash_kind(args.hash);
     client.limit_rate = args.limit_rate;
+    client.whole_file = args.whole_file;
 }
 
 /// Operands that are each `HOST:PORT:PATH` of one server (`what`: the command).

@@ -323,3 +323,27 @@ fn mirror_flags_become_rules_and_require_the_feature() {
         assert_eq!(err.exit_code(), 2, "{args:?}");
     }
 }
+
+#[test]
+fn whole_file_turns_delta_off_on_every_command_that_moves_files() {
+    let on = send(&["send", "a", "h:1"]);
+    assert!(!on.peering.security.whole_file);
+    let off = send(&["send", "-W", "a", "h:1"]);
+    assert!(off.peering.security.whole_file);
+    let put = send(&["send", "--whole-file", "-f", "a", "h:1:dir"]);
+    assert!(put.peering.security.whole_file);
+    let receiver = recv(&["recv", "--listen", "9000", "-W"]);
+    assert!(receiver.peering.security.whole_file);
+    match parse(&["get", "-W", "h:1:f"]).unwrap() {
+        Invocation::Get(get) => assert!(get.client.whole_file),
+        other => panic!("not get: {other:?}"),
+    }
+    match parse(&["get", "h:1:f"]).unwrap() {
+        Invocation::Get(get) => assert!(!get.client.whole_file),
+        other => panic!("not get: {other:?}"),
+    }
+    match parse(&["shell", "--whole-file", "h:1"]).unwrap() {
+        Invocation::Shell(shell) => assert!(shell.client.whole_file),
+        other => panic!("not shell: {other:?}"),
+    }
+}

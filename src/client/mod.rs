@@ -39,6 +39,8 @@ pub(crate) struct ClientOptions {
     /// What a `get` asks the server (filters, `--delete`, `--dry-run`); the last
     /// two need a server with the feature `mirror`.
     pub(crate) mirror: Option<Mirror>,
+    /// `--whole-file`: no feature `delta` on this connection.
+    pub(crate) whole_file: bool,
 }
 
 impl ClientOptions {
@@ -59,6 +61,7 @@ impl ClientOptions {
                     .mirror
                     .as_ref()
                     .is_some_and(|mirror| mirror.delete || mirror.dry_run),
+                whole_file: self.whole_file,
             },
             limit_rate: self.limit_rate,
             style,

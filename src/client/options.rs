@@ -59,6 +59,8 @@ pub(crate) struct Security {
     /// The user asked for what only a peer with `mirror` does (`--delete`,
     /// `--dry-run`): refuse (`feature`) one without it rather than do otherwise.
     pub(crate) mirror: bool,
+    /// `--whole-file`: neither list nor choose feature `delta`.
+    pub(crate) whole_file: bool,
 }
 
 /// Everything a transfer command needs to meet its peer.
@@ -119,6 +121,10 @@ impl Peering {
         } else if role == Role::Receiver || compress.is_some() {
             // A receiver takes compressed frames whenever its sender wants to send them.
             wanted = wanted.with(Feature::Zstd);
+        }
+        if !self.security.whole_file {
+            // Listed by an acceptor, chosen by an initiator whenever listed.
+            wanted = wanted.with(Feature::Delta);
         }
         (wanted.with_all(required), required)
     }

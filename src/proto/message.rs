@@ -374,6 +374,14 @@ pub(crate) enum Decision {
         /// Under `mirror`: the final name holds a file this one replaces.
         #[serde(default, deserialize_with = "flag", skip_serializing_if = "is_false")]
         replaces: bool,
+        /// Feature `delta`: the receiver holds an older version (the basis) and
+        /// lists its chunks; the sender may send instructions instead of bytes.
+        #[serde(
+            default,
+            deserialize_with = "present",
+            skip_serializing_if = "Option::is_none"
+        )]
+        delta: Option<Signature>,
     },
     /// The receiver will not take this entry (or, with `same`, already has it).
     Skip {
@@ -381,6 +389,15 @@ pub(crate) enum Decision {
         #[serde(default)]
         message: String,
     },
+}
+
+/// The basis a receiver offers for a delta (`docs/PROTOCOL.md`, "Feature `delta`"): its
+/// average chunk size, how many chunks, and their sums as one hex string.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Signature {
+    pub(crate) avg: u64,
+    pub(crate) count: u64,
+    pub(crate) sums: String,
 }
 
 /// What a listing item is (section 9): anything but a file or a directory is `other`,
@@ -499,8 +516,14 @@ pub(crate) enum Message {
     },
     /// The plan is complete: how many decisions, and its MAC.
     PlanEnd { count: u64, mac: String },
-    /// Data frames for entry `index` follow, starting at byte `offset`.
-    Data { index: u64, offset: u64 },
+    /// Data frames for entry `index` follow, starting at byte `offset`; with
+    /// `delta` (feature `delta`), they hold instructions against the basis.
+    Data {
+        index: u64,
+        offset: u64,
+        #[serde(default, deserialize_with = "flag", skip_serializing_if = "is_false")]
+        delta: bool,
+    },
     /// The data of entry `index` is complete.
     Done {
         index: u64,
@@ -871,6 +894,17 @@ mod tests {
                     offset: 10,
                     prefix_hash: Some("00".repeat(16)),
                     replaces: false,
+                    delta: None,
+                },
+                Decision::Send {
+                    offset: 0,
+                    prefix_hash: None,
+                    replaces: true,
+                    delta: Some(Signature {
+                        avg: 65536,
+                        count: 1,
+                        sums: "01".repeat(8),
+                    }),
                 },
                 Decision::Skip {
                     code: ErrorCode::Same,
@@ -886,6 +920,12 @@ mod tests {
         round_trip(Message::Data {
             index: 1,
             offset: 0,
+            delta: false,
+        });
+        round_trip(Message::Data {
+            index: 1,
+            offset: 0,
+            delta: true,
         });
         round_trip(Message::Done {
             index: 1,
@@ -950,6 +990,7 @@ mod tests {
                 offset: 0,
                 prefix_hash: None,
                 replaces: true,
+                delta: None,
             }],
             more: false,
         });
@@ -1005,6 +1046,7 @@ mod tests {
                 offset: 0,
                 prefix_hash: None,
                 replaces: false,
+                delta: None,
             }],
             more: false,
         };
@@ -1043,7 +1085,8 @@ mod tests {
             msg,
             Message::Data {
                 index: 2,
-                offset: 0
+                offset: 0,
+                delta: false
             }
         );
         assert!(matches!(

@@ -27,15 +27,19 @@ pub(crate) enum Feature {
     Meta,
     /// `--delete`, `--dry-run` and filter rules (section 17).
     Mirror,
+    /// Files the receiver holds in an older version travel as instructions
+    /// against it (`docs/PROTOCOL.md`, "Feature `delta`").
+    Delta,
 }
 
 impl Feature {
-    pub(crate) const ALL: [Feature; 5] = [
+    pub(crate) const ALL: [Feature; 6] = [
         Feature::Aead,
         Feature::Blake3,
         Feature::Meta,
         Feature::Mirror,
         Feature::Zstd,
+        Feature::Delta,
     ];
 
     pub(crate) fn name(self) -> &'static str {
@@ -43,6 +47,7 @@ impl Feature {
             Feature::Blake3 => "blake3",
             Feature::Aead => "aead",
             Feature::Zstd => "zstd",
+            Feature::Delta => "delta",
             Feature::Meta => "meta",
             Feature::Mirror => "mirror",
         }
@@ -55,6 +60,7 @@ impl Feature {
             Feature::Zstd => 4,
             Feature::Meta => 8,
             Feature::Mirror => 16,
+            Feature::Delta => 32,
         }
     }
 
@@ -116,7 +122,8 @@ impl Features {
         self.0 == 0
     }
 
-    /// The names, in a fixed order (`aead`, `blake3`, `meta`, `zstd`).
+    /// The names, in a fixed order (`aead`, `blake3`, `meta`, `mirror`, `zstd`,
+    /// `delta`).
     pub(crate) fn names(self) -> Vec<String> {
         Feature::ALL
             .into_iter()

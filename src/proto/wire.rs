@@ -603,6 +603,7 @@ mod tests {
             .write_message(&Message::Data {
                 index: 0,
                 offset: 0,
+                delta: false,
             })
             .unwrap();
         let text = b"hello hello hello hello hello hello hello hello".repeat(100);
@@ -623,7 +624,8 @@ mod tests {
             reader.read_message().unwrap(),
             Some(Message::Data {
                 index: 0,
-                offset: 0
+                offset: 0,
+                delta: false
             })
         );
         let mut buffer = data_buffer();

@@ -12,6 +12,7 @@ use anyhow::Result;
 use serde::Serialize;
 
 use crate::error::{Kind, fail, peer_error, refused};
+use crate::proto::delta::MAX_PLAN_CHUNKS;
 use crate::proto::entry::check_entry;
 use crate::proto::message::{
     self, Decision, Entry, EntryKind, ErrorCode, Message, Mirror, Removed,
@@ -222,6 +223,7 @@ pub(crate) fn read_offer<R: Read>(
             }
             other => Err(other),
         },
+        |_| Ok(()),
         |message| match message {
             Message::OfferEnd { count, mac } => Ok((count, mac)),
             other => Err(other),
@@ -358,6 +360,7 @@ fn read_list<R: Read, T>(
     name: &str,
     (limit, too_many): (usize, &dyn Fn() -> anyhow::Error),
     items: impl Fn(Message) -> Result<(Vec<T>, bool), Message>,
+    check: impl Fn(&[T]) -> Result<()>,
     end: impl Fn(Message) -> Result<(u64, String), Message>,
 ) -> Result<Vec<T>> {
     let mut list = Vec::new();
@@ -372,6 +375,7 @@ fn read_list<R: Read, T>(
                 if list.len() + more_items.len() > limit {
                     return Err(too_many());
                 }
+                check(&more_items)?;
                 list.extend(more_items);
                 if !more {
                     break;
@@ -477,7 +481,33 @@ pub(crate) fn read_plan<R: Read>(
     reader: &mut FrameReader<R>,
     transfer: &Transfer,
     offered: usize,
+    delta: bool,
 ) -> Result<Vec<Decision>> {
+    // Feature `delta`: the signatures of one plan list at most MAX_PLAN_CHUNKS chunks,
+    // checked frame by frame, so a hostile plan cannot make us hold more.
+    let listed = std::cell::Cell::new(0u64);
+    let within_budget = |decisions: &[Decision]| {
+        for decision in decisions {
+            let Decision::Send {
+                delta: Some(basis), ..
+            } = decision
+            else {
+                continue;
+            };
+            let claimed = (basis.sums.len() as u64 / 16).max(basis.count);
+            listed.set(listed.get().saturating_add(claimed));
+            if !delta || listed.get() > MAX_PLAN_CHUNKS {
+                return Err(fail(
+                    Kind::Protocol,
+                    format!(
+                        "the plan's signatures list over {MAX_PLAN_CHUNKS} chunks \
+                         (or feature delta is not in force)"
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    };
     let too_many = || {
         fail(
             Kind::Protocol,
@@ -493,6 +523,7 @@ pub(crate) fn read_plan<R: Read>(
             Message::Plan { entries, more } => Ok((entries, more)),
             other => Err(other),
         },
+        within_budget,
         |message| match message {
             Message::PlanEnd { count, mac } => Ok((count, mac)),
             other => Err(other),
@@ -700,13 +731,19 @@ mod tests {
                 &mut FrameReader::new(Cursor::new(bytes.clone())),
                 &transfer(),
                 offered,
+                false,
             )
         };
         assert_eq!(read(30_000).unwrap(), decisions);
         assert_eq!(kind_of(&read(29_999).unwrap_err()), Some(Kind::Protocol));
         assert_eq!(kind_of(&read(30_001).unwrap_err()), Some(Kind::Protocol));
         let other_t = Transfer::for_tests([5; 32], 1, HashKind::Md5);
-        let err = read_plan(&mut FrameReader::new(Cursor::new(bytes)), &other_t, 30_000);
+        let err = read_plan(
+            &mut FrameReader::new(Cursor::new(bytes)),
+            &other_t,
+            30_000,
+            false,
+        );
         assert_eq!(kind_of(&err.unwrap_err()), Some(Kind::Verification));
     }
 }

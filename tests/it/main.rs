@@ -11,6 +11,8 @@ mod util;
 mod authentication;
 mod cli_messages;
 mod client_commands;
+mod delta;
+mod delta_meta;
 mod dry_run;
 mod fidelity;
 mod fidelity_names;

@@ -3,9 +3,11 @@
 //! every name beneath it without following links and decides where each file
 //! lands; a [`PartFile`] is one file on its way, written under a temporary name and
 //! renamed only once verified and on disk; groups of them are made durable together
-//! by [`TargetDir::commit_group`]. `sweep.rs` removes what no sender came back for.
+//! by [`TargetDir::commit_group`]. A [`Basis`] is the older version a delta is built
+//! from (`basis.rs`). `sweep.rs` removes what no sender came back for.
 //! This file only names the parts (each in its own file) and keeps [`StdoutSink`].
 
+mod basis;
 mod meta;
 mod node;
 mod part;
@@ -17,6 +19,7 @@ mod target;
 use std::fs::File;
 use std::io::{self, Write};
 
+pub(crate) use self::basis::{Basis, BasisReader};
 pub(crate) use self::meta::{DROPPED, set_numeric_ids};
 pub(crate) use self::node::Node;
 pub(crate) use self::part::{PartFile, Resume};

@@ -1,14 +1,16 @@
 //! The receiver's socket thread: for each accepted file, in the plan's order, reads
 //! its `data` header (or the sender's `error` giving it up), its data frames (hashing
-//! them as they arrive) and its `done`, checks size, hash and MAC, and hands bytes
-//! and verdict to the disk thread; then the sender's `end`.
+//! them as they arrive; for a delta, `delta.rs` builds the bytes from instructions)
+//! and its `done`, checks size, hash and MAC, and hands bytes and verdict to the disk
+//! thread; then the sender's `end`.
 
 use std::io::Read;
 use std::sync::mpsc;
 
 use anyhow::Result;
 
-use super::disk::{Arrived, Job};
+use super::delta::{self, Built};
+use super::disk::{Arrived, Job, disk_gone};
 use super::plan::Planned;
 use super::shared::Shared;
 use crate::error::{Kind, fail, kind_of, peer_error};
@@ -50,11 +52,16 @@ pub(crate) fn read_entries<R: Read>(
                 })
                 .map_err(|_| disk_gone())?;
             }
-            Start::Data { index, offset } => {
+            Start::Data {
+                index,
+                offset,
+                delta,
+            } => {
                 let file = Incoming {
                     index,
                     item: &planned[index],
                     offset,
+                    delta,
                 };
                 receive_file(reader, &file, pool, jobs, shared, tally)?;
             }
@@ -68,6 +75,7 @@ enum Start {
     Data {
         index: usize,
         offset: u64,
+        delta: bool,
     },
     /// The sender could not read the entry at all.
     GaveUp {
@@ -84,9 +92,17 @@ fn read_start<R: Read>(reader: &mut FrameReader<R>, next: Option<usize>) -> Resu
     };
     match (reader.expect_message(&waiting_for)?, next) {
         (Message::End, None) => Ok(Start::End),
-        (Message::Data { index, offset }, Some(next)) if index == next as u64 => Ok(Start::Data {
+        (
+            Message::Data {
+                index,
+                offset,
+                delta,
+            },
+            Some(next),
+        ) if index == next as u64 => Ok(Start::Data {
             index: next,
             offset,
+            delta,
         }),
         (
             Message::Error {
@@ -118,11 +134,39 @@ fn read_start<R: Read>(reader: &mut FrameReader<R>, next: Option<usize>) -> Resu
     }
 }
 
-/// One entry whose data has begun, from `offset`.
+/// One entry whose data has begun, from `offset` (or, `delta`, as instructions).
 struct Incoming<'a> {
     index: usize,
     item: &'a Planned<'a>,
     offset: u64,
+    delta: bool,
+}
+
+/// Checks where a file's data starts against the plan: from 0, from the offset the
+/// plan offered to resume at, or as a delta against the basis it offered.
+fn check_start(file: &Incoming<'_>) -> Result<()> {
+    let Incoming {
+        index,
+        item,
+        offset,
+        delta,
+    } = *file;
+    if delta && (offset != 0 || item.basis.is_none()) {
+        return Err(fail(
+            Kind::Protocol,
+            format!("a delta for entry {index}, for which the plan offered no basis"),
+        ));
+    }
+    let resume_offset = item.resume_offset();
+    if offset != 0 && offset != resume_offset {
+        return Err(fail(
+            Kind::Protocol,
+            format!(
+                "data for entry {index} from offset {offset}; the plan said {resume_offset} or 0"
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Receives one file's data frames and `done`, and hands the disk thread its verdict.
@@ -138,20 +182,13 @@ fn receive_file<R: Read>(
         index,
         item,
         offset,
+        delta,
     } = *file;
-    if item.entry.is_sparse() {
+    if item.entry.is_sparse() && !delta {
         return receive_runs(reader, file, pool, jobs, shared, tally)
             .inspect_err(|err| discard_untrusted(jobs, err));
     }
-    let resume_offset = item.resume_offset();
-    if offset != 0 && offset != resume_offset {
-        return Err(fail(
-            Kind::Protocol,
-            format!(
-                "data for entry {index} from offset {offset}; the plan said {resume_offset} or 0"
-            ),
-        ));
-    }
+    check_start(file)?;
     let resumed_at = (offset > 0).then_some(offset);
     tally
         .reporter()
@@ -161,16 +198,49 @@ fn receive_file<R: Read>(
         Some(resume) if offset > 0 => resume.1.clone(),
         _ => shared.transfer.hash.hasher(),
     };
-    jobs.send(Job::Open { index, offset })
-        .map_err(|_| disk_gone())?;
-    let data = read_data(reader, file, hasher, pool, jobs, tally)
-        .and_then(|(size, digest)| Ok((size, digest, read_done(reader, index)?)))
+    jobs.send(Job::Open {
+        index,
+        offset,
+        delta,
+    })
+    .map_err(|_| disk_gone())?;
+    let data = if delta {
+        let parts = (shared, tally);
+        delta::build(reader, (index, item), hasher, pool, jobs, parts)
+    } else {
+        read_data(reader, file, hasher, pool, jobs, tally).map(|(size, digest)| Built {
+            size,
+            digest,
+            failure: None,
+            moved: None,
+        })
+    };
+    let data = data
+        .and_then(|built| Ok((built, read_done(reader, index)?)))
         .inspect_err(|err| discard_untrusted(jobs, err));
-    let (size, digest, claimed) = data?;
+    let (built, claimed) = data?;
     let verdict =
-        claimed.and_then(|claimed| verify(index, item, size, digest, &claimed, shared, resumed_at));
+        claimed.and_then(|claimed| verdict_of(built, (index, item, resumed_at), &claimed, shared));
     jobs.send(Job::Close { index, verdict })
         .map_err(|_| disk_gone())
+}
+
+/// The verdict on a file whose data is in (`built`), against what its `done` claimed;
+/// a delta counts as moved the instructions that came, as its sender does.
+fn verdict_of(
+    built: Built,
+    (index, item, resumed_at): (usize, &Planned, Option<u64>),
+    claimed: &Claimed,
+    shared: &Shared<'_>,
+) -> Result<Arrived, Refusal> {
+    if let Some(refusal) = built.failure {
+        return Err(refusal);
+    }
+    let Built { size, digest, .. } = built;
+    verify(index, item, size, digest, claimed, shared, resumed_at).map(|arrived| Arrived {
+        moved: built.moved.unwrap_or(arrived.moved),
+        ..arrived
+    })
 }
 
 /// After `err` inside an entry's data: a frame that does not open was tampered
@@ -207,6 +277,7 @@ fn receive_runs<R: Read>(
     let mut job = Job::Open {
         index,
         offset: start,
+        delta: false,
     };
     loop {
         if start > size {
@@ -222,6 +293,7 @@ fn receive_runs<R: Read>(
             Message::Data {
                 index: next,
                 offset,
+                delta: false,
             } if next == index as u64 => {
                 if offset < end {
                     return Err(fail(
@@ -337,11 +409,6 @@ fn describe(message: &Message) -> String {
         }
         other => other.to_string(),
     }
-}
-
-/// The disk thread stopped taking work; its own error says why.
-pub(crate) fn disk_gone() -> anyhow::Error {
-    fail(Kind::Io, "the disk thread stopped")
 }
 
 /// Reads one entry's data frames into pool buffers for the disk thread, hashing

@@ -62,8 +62,13 @@ fn group_descriptors() -> usize {
 
 /// What the socket thread asks of the disk thread, in order.
 pub(crate) enum Job {
-    /// Entry `index`'s data starts at byte `offset`: open where it goes.
-    Open { index: usize, offset: u64 },
+    /// Entry `index`'s data starts at byte `offset`: open where it goes (for a
+    /// `delta`, a fresh temporary, never kept for resuming).
+    Open {
+        index: usize,
+        offset: u64,
+        delta: bool,
+    },
     /// The next bytes of the open entry, at `range` of `buffer`; the buffer goes
     /// back to the pool after.
     Write {
@@ -108,6 +113,11 @@ impl Runs {
         let hasher = &mut self.hasher;
         landing.on_part(|part| part.hash_back(range, hasher));
     }
+}
+
+/// The disk thread stopped taking work; its own error says why.
+pub(crate) fn disk_gone() -> anyhow::Error {
+    crate::error::fail(Kind::Io, "the disk thread stopped")
 }
 
 /// A complete file that verified.
@@ -210,6 +220,23 @@ impl Desk<'_> {
         }
     }
 
+    /// Opens where entry `index`'s data goes, from `offset` (or built from a delta).
+    fn open(&mut self, index: usize, start: (u64, bool), answers: &Answers<'_, '_>) -> Result<()> {
+        let item = &answers.planned[index];
+        let offset = start.0;
+        let mut landing = open_landing(item, start, self.resolver.as_mut(), answers.shared)?;
+        self.runs = item.entry.is_sparse().then(|| {
+            landing.on_part(|part| part.seek_to(offset));
+            Runs {
+                hasher: answers.shared.transfer.hash.hasher(),
+                start: offset,
+                at: offset,
+            }
+        });
+        self.open = Some((index, landing));
+        Ok(())
+    }
+
     /// Does one job of the socket thread's; an error ends the session.
     fn apply<W: Write>(
         &mut self,
@@ -219,20 +246,11 @@ impl Desk<'_> {
         giver: &Giver,
     ) -> Result<()> {
         match job {
-            Job::Open { index, offset } => {
-                let item = &answers.planned[index];
-                let mut landing =
-                    open_landing(item, offset, self.resolver.as_mut(), answers.shared)?;
-                self.runs = item.entry.is_sparse().then(|| {
-                    landing.on_part(|part| part.seek_to(offset));
-                    Runs {
-                        hasher: answers.shared.transfer.hash.hasher(),
-                        start: offset,
-                        at: offset,
-                    }
-                });
-                self.open = Some((index, landing));
-            }
+            Job::Open {
+                index,
+                offset,
+                delta,
+            } => self.open(index, (offset, delta), answers)?,
             Job::Write { buffer, range } => {
                 if let Some((index, landing)) = &mut self.open {
                     answers.charge_stream(*index, landing, range.len() as u64);
@@ -528,10 +546,10 @@ impl Answers<'_, '_> {
     }
 }
 
-/// Where entry `item`'s data starting at `offset` goes.
+/// Where entry `item`'s data starting at `offset` (or built from a delta) goes.
 fn open_landing(
     item: &Planned,
-    offset: u64,
+    (offset, delta): (u64, bool),
     resolver: Option<&mut Resolver<'_>>,
     shared: &Shared<'_>,
 ) -> Result<Landing> {
@@ -542,8 +560,9 @@ fn open_landing(
             let components = check_path_bytes(&bytes, shared.settings.names)
                 .expect("planned paths passed the policy");
             let resume = match item.entry.size {
-                // A sparse entry goes to a fresh temporary: it is never resumed.
-                Some(_) if item.entry.is_sparse() => None,
+                // A sparse entry or a delta goes to a fresh temporary: it is never
+                // resumed.
+                Some(_) if item.entry.is_sparse() || delta => None,
                 Some(size) if shared.settings.resumes(size) => Some(Resume { size, offset }),
                 _ => None,
             };

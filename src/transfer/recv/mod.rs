@@ -7,12 +7,14 @@
 //! protocol ends the session, and is told why. `plan.rs` decides the
 //! offer; `data.rs`, on the socket thread, reads frames and hashes as they arrive;
 //! `disk.rs`, on a thread of its own, writes, makes files durable and acknowledges
-//! them; then `make.rs` makes the entries without data (links, special files) and
-//! `mirror.rs` removes what a mirroring sender's `--delete` asks. The filesystem is
-//! reached only through `fs::sink`.
+//! them; `delta.rs` builds a file from a delta's instructions and its basis; then
+//! `make.rs` makes the entries without data (links, special files) and `mirror.rs`
+//! removes what a mirroring sender's `--delete` asks. The filesystem is reached only
+//! through `fs::sink`.
 
 mod claims;
 mod data;
+mod delta;
 mod disk;
 mod make;
 mod mirror;
@@ -62,6 +64,7 @@ pub(crate) fn session<R: Read, W: Write + Send, C: Hangup>(
         claims,
         settings,
         quota,
+        delta: conn.negotiated.has(Feature::Delta),
     };
     let result = receive(conn, &shared, tally);
     tally.squeezed(conn.reader.take_squeezed());

@@ -1,7 +1,8 @@
 //! Deciding an offer: every entry's path checked, duplicates and paths another
 //! session is receiving refused, files already there answered `same`, other
 //! existing files and what will not fit refused, directories created, and
-//! resumable data found. Each decision goes out in the plan as soon as it is made.
+//! resumable data found, and (feature `delta`) the file an entry replaces chunked
+//! as its basis. Each decision goes out in the plan as soon as it is made.
 
 use std::collections::HashSet;
 use std::hash::BuildHasher;
@@ -19,9 +20,10 @@ use crate::fs::Refusal;
 use crate::fs::home::Footprint;
 use crate::fs::path::check_path_bytes;
 use crate::fs::quota::Reservation;
-use crate::fs::sink::{Node, Placement, Resolver};
+use crate::fs::sink::{Basis, Node, Placement, Resolver};
+use crate::proto::delta::{MAX_PLAN_CHUNKS, MIN_DELTA_SIZE};
 use crate::proto::hash::Hasher;
-use crate::proto::message::{Decision, Entry, EntryKind, ErrorCode, Mirror};
+use crate::proto::message::{Decision, Entry, EntryKind, ErrorCode, Mirror, Signature};
 use crate::proto::wire::FrameWriter;
 use crate::transfer::Tally;
 use crate::transfer::offer::ListWriter;
@@ -43,6 +45,8 @@ pub(crate) struct Planned<'c> {
     pub(crate) reservation: Option<Box<Reservation>>,
     /// What an existing file this entry replaces holds (it counts until replaced).
     pub(crate) replaces: Footprint,
+    /// The file this entry replaces, chunked, when the plan offered it as a basis.
+    pub(crate) basis: Option<Box<Basis>>,
     /// An accepted entry without data (a link, a special file): made once the
     /// files settled.
     pub(crate) make: bool,
@@ -68,6 +72,7 @@ impl Planned<'_> {
             claim: None,
             reservation: None,
             replaces: Footprint::default(),
+            basis: None,
             make: false,
             arrived: AtomicBool::new(false),
         }
@@ -115,6 +120,7 @@ pub(crate) fn plan<'c, W: Write>(
                 free: target.free_space(),
                 quick_check: mirror.is_some(),
                 dry_run: mirror.is_some_and(|mirror| mirror.dry_run),
+                chunks_left: MAX_PLAN_CHUNKS,
             };
             for entry in entries {
                 let (mut item, decision) = decider.decide(entry, &planned, tally);
@@ -152,6 +158,27 @@ pub(crate) fn hand_to_disk<'c>(planned: &mut [Planned<'c>]) -> Vec<Held<'c>> {
 /// A path's claim and quota room, while its entry is on its way.
 pub(crate) type Held<'c> = (Option<Claim<'c>>, Option<Box<Reservation>>);
 
+/// The decision for a file: from its resume point, or from 0 (saying whether it
+/// `replaces` a file) with the basis's signature (which the plan carries; the
+/// basis itself stays here).
+fn file_decision(
+    resume_from: Option<&(u64, Hasher)>,
+    replaces: bool,
+    basis: Option<(Basis, Signature)>,
+) -> (Decision, Option<Box<Basis>>) {
+    let mut decision = match resume_from {
+        Some(resume) => send_from(resume.0, Some(&resume.1)),
+        None => send_over(replaces),
+    };
+    let basis = basis.map(|(basis, signature)| {
+        if let Decision::Send { delta, .. } = &mut decision {
+            *delta = Some(signature);
+        }
+        Box::new(basis)
+    });
+    (decision, basis)
+}
+
 /// A receiver writing to standard output takes exactly one file. The refusal is
 /// worded for both sides: the sender reads it after `too_large`.
 fn check_stdout_offer(entries: &[Entry]) -> Result<()> {
@@ -182,6 +209,7 @@ fn send_from(offset: u64, prefix: Option<&Hasher>) -> Decision {
         offset,
         prefix_hash: prefix.map(|hasher| hasher.peek().to_hex()),
         replaces: false,
+        delta: None,
     }
 }
 
@@ -191,6 +219,7 @@ fn send_over(replaces: bool) -> Decision {
         offset: 0,
         prefix_hash: None,
         replaces,
+        delta: None,
     }
 }
 
@@ -228,6 +257,8 @@ struct Decider<'s, 'c> {
     quick_check: bool,
     /// Decide only: touch nothing (section 17.4).
     dry_run: bool,
+    /// Chunks the plan's signatures may still list (see `MAX_PLAN_CHUNKS`).
+    chunks_left: u64,
 }
 
 impl<'c> Decider<'_, 'c> {
@@ -259,17 +290,17 @@ impl<'c> Decider<'_, 'c> {
                 claim,
                 reservation,
                 replaces,
+                basis,
             }) => {
-                let decision = match &resume_from {
-                    Some(resume) => send_from(resume.0, Some(&resume.1)),
-                    None => send_over(replaces.files > 0),
-                };
+                let (decision, basis) =
+                    file_decision(resume_from.as_deref(), replaces.files > 0, basis);
                 let planned = Planned {
                     expects_data: true,
                     resume_from,
                     claim: Some(claim),
                     reservation,
                     replaces,
+                    basis,
                     ..Planned::skipped(entry)
                 };
                 (planned, decision)
@@ -335,7 +366,8 @@ impl<'c> Decider<'_, 'c> {
             return self.decide_other(entry, before, &shown, &components);
         }
         let claim = self.claim(entry, &shown)?;
-        let replaces = match self.placement(entry, &components)? {
+        let placement = self.placement(entry, &components)?;
+        let replaces = match placement {
             Placement::Same => return Ok(Decided::Same),
             Placement::Free(Some(bytes)) => Footprint { bytes, files: 1 },
             Placement::Free(None) => Footprint::default(),
@@ -346,21 +378,25 @@ impl<'c> Decider<'_, 'c> {
                 files: 1 - replaces.files.min(1),
             };
             self.check_room(entry, more)?;
+            // No basis: a dry run says "changed" without reading the old version.
             return Ok(Decided::File {
                 resume_from: None,
                 claim,
                 reservation: None,
                 replaces,
+                basis: None,
             });
         }
         let resume_from = self.resume_point(entry, &components, &shown)?;
         let partial = resume_from.as_ref().map(|resume| resume.0);
         let reservation = self.reserve_quota(entry, partial, replaces)?;
+        let basis = self.basis(entry, &components, (placement, resume_from.is_none()))?;
         Ok(Decided::File {
             resume_from,
             claim,
             reservation,
             replaces,
+            basis,
         })
     }
 
@@ -399,6 +435,32 @@ impl<'c> Decider<'_, 'c> {
             }
         }
         Ok(resume_from)
+    }
+
+    /// The file `entry` will replace (a regular file is there, and no partial data
+    /// is resumed: `fresh`), chunked as its basis, when feature `delta` is in
+    /// force and a delta may pay: both versions large enough, and room left in the
+    /// plan's budget of chunks.
+    fn basis(
+        &mut self,
+        entry: &Entry,
+        components: &[&[u8]],
+        (placement, fresh): (Placement, bool),
+    ) -> Result<Option<(Basis, Signature)>, Refusal> {
+        let replacing = fresh && matches!(placement, Placement::Free(Some(_)));
+        // A sparse file (feature meta) comes in runs, never as a delta.
+        let worth_it =
+            entry.size.is_some_and(|size| size >= MIN_DELTA_SIZE) && entry.sparse != Some(true);
+        if !replacing || !self.shared.delta || !worth_it || self.chunks_left == 0 {
+            return Ok(None);
+        }
+        let chunked =
+            self.resolver
+                .chunk_basis(&entry.shown_path(), components, self.chunks_left)?;
+        if let Some((basis, _)) = &chunked {
+            self.chunks_left -= basis.chunks();
+        }
+        Ok(chunked)
     }
 
     /// A path offered twice, or below something of this offer that is not a
@@ -671,5 +733,6 @@ enum Decided<'c> {
         claim: Claim<'c>,
         reservation: Option<Box<Reservation>>,
         replaces: Footprint,
+        basis: Option<(Basis, Signature)>,
     },
 }

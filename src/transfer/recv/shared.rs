@@ -55,4 +55,6 @@ pub(crate) struct Shared<'a> {
     pub(crate) settings: Settings,
     /// The user's quota, on a server.
     pub(crate) quota: Option<&'a Account>,
+    /// Feature `delta` is in force: files this side replaces are offered as bases.
+    pub(crate) delta: bool,
 }

@@ -8,6 +8,8 @@
 //! through the [`Tally`].
 
 mod answers;
+mod delta;
+mod piece;
 mod stream;
 mod view;
 
@@ -21,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Result;
 
-use self::stream::{BUFFER, Chunk, Piece, ToSend};
+use self::piece::{BUFFER, Chunk, Piece, ToSend, Wanted};
 use self::view::PlainView;
 use super::Tally;
 use super::offer::{read_plan, write_offer};
@@ -30,8 +32,9 @@ use crate::escape::escape;
 use crate::fs::input::Outbox;
 use crate::fs::input::UNREADABLE;
 use crate::pool::{Giver, Pool};
+use crate::proto::delta::{Chunking, MAX_CHUNKS, parse_sums};
 use crate::proto::hash::Digest;
-use crate::proto::message::{Decision, Entry, EntryKind, ErrorCode, Message, Mirror};
+use crate::proto::message::{Decision, Entry, EntryKind, ErrorCode, Message, Mirror, Signature};
 use crate::proto::negotiated::{Feature, FileFacts, Transfer};
 use crate::proto::wire::{Connection, FrameReader, FrameWriter, Hangup};
 use crate::ui::report::{Change, FileOutcome};
@@ -61,6 +64,8 @@ pub(super) struct Outstanding {
     /// This side failed the entry already (it changed or could not be read while
     /// sent); the receiver's refusal of its `done` is expected and not counted again.
     failed_here: bool,
+    /// Its data goes as a delta, which a receiver never keeps for resuming.
+    delta: bool,
     /// An entry without data (a link, a special file) the receiver makes: it is
     /// answered only if making it failed.
     made: bool,
@@ -104,6 +109,7 @@ impl Outstanding {
             moved: 0,
             failed_here: false,
             made: false,
+            delta: false,
         }
     }
 }
@@ -173,6 +179,7 @@ fn send<R: Read + Send, W: Write, C: Hangup + Sync>(
     tally: &mut Tally,
 ) -> Result<()> {
     let transfer = conn.negotiated.begin_transfer();
+    let delta = conn.negotiated.has(Feature::Delta);
     let Connection {
         reader,
         writer,
@@ -196,9 +203,9 @@ fn send<R: Read + Send, W: Write, C: Hangup + Sync>(
     write_offer(writer, &transfer, mirror, entries)?;
     writer.flush()?;
     // Waiting for the plan is waiting on the receiver: the idle timeout holds.
-    let plan = read_plan(reader, &transfer, entries.len())?;
+    let plan = read_plan(reader, &transfer, entries.len(), delta)?;
     let mirroring = conn.negotiated.has(Feature::Mirror);
-    let (mut to_send, mut made) = follow_plan(outbox, &plan, tally, mirroring)?;
+    let (mut to_send, mut made) = follow_plan(outbox, &plan, delta, tally, mirroring)?;
     drop(plan);
     if dry_run {
         // Section 17.4: no data, straight to `end`; the receiver makes nothing.
@@ -394,7 +401,9 @@ fn cut_short(pending: &Pending) -> u64 {
     pending
         .lock()
         .values()
-        .filter(|outstanding| outstanding.facts.is_none() && !outstanding.failed_here)
+        .filter(|outstanding| {
+            outstanding.facts.is_none() && !outstanding.failed_here && !outstanding.delta
+        })
         .map(|outstanding| outstanding.position)
         .sum()
 }
@@ -411,10 +420,13 @@ struct Work<'a> {
 /// Reads the plan's decisions: reports skips and files already there, checks what
 /// a decision may say, and lists the files whose data goes out and the entries
 /// without data the receiver will make (each with whether it replaces something).
-/// In a dry run (`tally` says) each entry is a change to show, never a failure.
+/// In a dry run (`tally` says) each entry is a change to show, never a failure. A
+/// basis offered (feature `delta` in force) is decoded here; `read_plan` checked
+/// its size.
 fn follow_plan(
     outbox: &dyn Outbox,
     plan: &[Decision],
+    delta: bool,
     tally: &Tally,
     mirroring: bool,
 ) -> Result<(Vec<ToSend>, Vec<Made>)> {
@@ -426,7 +438,7 @@ fn follow_plan(
         if not_for_data(entry, decision, index, tally)? {
             continue;
         }
-        let (offset, prefix_hash, replaces) = match decision {
+        let (offset, prefix, replaces) = match decision {
             Decision::Skip { code, message } => {
                 skipped(entry, *code, message, tally, dry_run);
                 continue;
@@ -435,12 +447,13 @@ fn follow_plan(
                 offset,
                 prefix_hash,
                 replaces,
-            } => (*offset, prefix_hash, *replaces),
+                delta: basis,
+            } => (*offset, prefix_hash.is_some() || basis.is_some(), *replaces),
         };
         let path = &*entry.shown_path();
         match entry.kind {
             EntryKind::File => {
-                let item = file_to_send(outbox, index, (offset, prefix_hash, replaces))?;
+                let item = file_to_send(outbox, index, decision, delta)?;
                 if dry_run {
                     let change = [Change::New, Change::Changed][usize::from(replaces)];
                     tally.change(change, path, entry.size.unwrap_or(0), None);
@@ -448,7 +461,7 @@ fn follow_plan(
                 to_send.push(item);
             }
             kind => {
-                without_data(kind, index, offset, prefix_hash.is_some())?;
+                without_data(kind, index, offset, prefix)?;
                 if kind == EntryKind::Dir {
                     if mirroring && !replaces {
                         tally.change(Change::NewDir, path, 0, None);
@@ -466,7 +479,7 @@ fn follow_plan(
 }
 
 /// A `send` for entry `index` of `kind`, which has no data: from offset 0, without
-/// a prefix hash, and never for an entry that was not sent.
+/// a prefix hash or a basis (`prefix`), and never for an entry that was not sent.
 fn without_data(kind: EntryKind, index: usize, offset: u64, prefix: bool) -> Result<()> {
     if kind == EntryKind::Unsent {
         return Err(fail(
@@ -507,32 +520,6 @@ fn not_for_data(entry: &Entry, decision: &Decision, index: usize, tally: &Tally)
     Ok(false)
 }
 
-/// A file the plan accepts, from its `offset` (with `prefix_hash`), if that fits
-/// it (section 6); a resume the source cannot honour starts at 0.
-fn file_to_send(
-    outbox: &dyn Outbox,
-    index: usize,
-    (offset, prefix_hash, replaces): (u64, &Option<String>, bool),
-) -> Result<ToSend> {
-    let fits = match outbox.entries()[index].size {
-        Some(size) => offset <= size,
-        None => offset == 0,
-    };
-    if !fits || (offset > 0) != prefix_hash.is_some() {
-        return Err(fail(
-            Kind::Protocol,
-            format!("the plan resumes entry {index} at {offset}, which does not fit it"),
-        ));
-    }
-    let resumable = offset > 0 && outbox.rereadable(index);
-    Ok(ToSend {
-        replaces,
-        index: index as u64,
-        offset: if resumable { offset } else { 0 },
-        prefix_hash: prefix_hash.clone().filter(|_| resumable),
-    })
-}
-
 /// Counts an entry this side does not send (`said`: a warning named it); a dry run
 /// shows it skipped, as every entry that would not arrive, and fails nothing.
 fn not_sent(tally: &Tally, path: &str, reason: &str, said: bool) {
@@ -561,6 +548,50 @@ fn skipped(entry: &Entry, code: ErrorCode, message: &str, tally: &Tally, dry_run
             format!("refused by the receiver: {}", escape(message)),
         ),
     }
+}
+
+/// A file planned `send`, checked: an offset must fit the file and come with its
+/// prefix hash (section 6); a basis, with what the section on feature `delta` asks.
+/// A resume the source cannot honour starts at 0.
+fn file_to_send(
+    outbox: &dyn Outbox,
+    index: usize,
+    decision: &Decision,
+    delta: bool,
+) -> Result<ToSend> {
+    let Decision::Send {
+        offset,
+        prefix_hash,
+        replaces,
+        delta: basis,
+    } = decision
+    else {
+        unreachable!("called for send decisions only");
+    };
+    let entry = &outbox.entries()[index];
+    let fits = match entry.size {
+        Some(size) => *offset <= size,
+        None => *offset == 0,
+    };
+    if !fits || (*offset > 0) != prefix_hash.is_some() {
+        return Err(fail(
+            Kind::Protocol,
+            format!("the plan resumes entry {index} at {offset}, which does not fit it"),
+        ));
+    }
+    let wanted = basis
+        .as_ref()
+        .map(|basis| wanted(index, entry, *offset, basis, delta))
+        .transpose()?;
+    let resumable = *offset > 0 && outbox.rereadable(index);
+    Ok(ToSend {
+        index: index as u64,
+        offset: if resumable { *offset } else { 0 },
+        prefix_hash: prefix_hash.clone().filter(|_| resumable),
+        replaces: *replaces,
+        // A stream cannot be read for a delta: it goes whole.
+        delta: wanted.filter(|_| outbox.rereadable(index)),
+    })
 }
 
 /// The socket side of the data phase: starts the reading thread and writes what it
@@ -635,13 +666,14 @@ struct Frames<'a> {
 
 impl Frames<'_> {
     /// The `data` header of entry `index`, from `offset` (`resumed`: after a prefix
-    /// the receiver kept); the entry is outstanding from here.
+    /// the receiver kept), or as instructions (`delta`); the entry is outstanding
+    /// from here, noting whether it `replaces` a file.
     fn start<W: Write>(
         &self,
         writer: &mut FrameWriter<W>,
         index: u64,
         (offset, resumed): (u64, bool),
-        replaces: bool,
+        (replaces, delta): (bool, bool),
     ) -> Result<()> {
         let resumed_at = resumed.then_some(offset);
         let path = &*self.entries[index as usize].shown_path();
@@ -649,10 +681,16 @@ impl Frames<'_> {
         self.current.set(index);
         let outstanding = Outstanding {
             replaces,
+            delta,
             ..Outstanding::data_from(offset, resumed_at)
         };
         self.pending.lock().insert(index, outstanding);
-        writer.write_message(&Message::Data { index, offset })
+        let header = Message::Data {
+            index,
+            offset,
+            delta,
+        };
+        writer.write_message(&header)
     }
 
     fn write<W: Write>(&self, writer: &mut FrameWriter<W>, piece: Piece) -> Result<()> {
@@ -662,24 +700,24 @@ impl Frames<'_> {
                 offset,
                 resumed,
                 replaces,
-            } => self.start(writer, index, (offset, resumed), replaces),
-            Piece::Chunk { mut buffer, len } => {
-                writer.write_data(&mut buffer, len)?;
-                if let Some(outstanding) = self.pending.lock().get_mut(&self.current.get()) {
-                    outstanding.position += len as u64;
-                    outstanding.moved += len as u64;
-                }
-                self.tally.reporter().bar().inc(len as u64);
-                self.giver.give(buffer);
-                Ok(())
-            }
+                delta,
+            } => self.start(writer, index, (offset, resumed), (replaces, delta)),
+            Piece::Chunk {
+                buffer,
+                len,
+                covered,
+            } => self.chunk(writer, buffer, len, covered),
             Piece::Run { index, offset } => {
                 // The run before it ends with the empty frame (section 16.4).
                 writer.write_end_of_data()?;
                 if let Some(outstanding) = self.pending.lock().get_mut(&index) {
                     outstanding.position = offset;
                 }
-                writer.write_message(&Message::Data { index, offset })
+                writer.write_message(&Message::Data {
+                    index,
+                    offset,
+                    delta: false,
+                })
             }
             Piece::End {
                 index,
@@ -711,7 +749,7 @@ impl Frames<'_> {
         }
     }
 
-    /// Writes a [`Piece::Whole`] as the pieces it stands for.
+    /// Writes a [`Piece::Whole`] as the pieces it stands for (never a delta).
     fn write_whole<W: Write>(
         &self,
         writer: &mut FrameWriter<W>,
@@ -724,10 +762,19 @@ impl Frames<'_> {
             offset,
             resumed,
             replaces,
+            delta: false,
         };
         self.write(writer, start)?;
         if let Some((buffer, len)) = chunk {
-            self.write(writer, Piece::Chunk { buffer, len })?;
+            let covered = len as u64;
+            self.write(
+                writer,
+                Piece::Chunk {
+                    buffer,
+                    len,
+                    covered,
+                },
+            )?;
         }
         let end = Piece::End {
             index,
@@ -736,6 +783,24 @@ impl Frames<'_> {
             local_failure,
         };
         self.write(writer, end)
+    }
+
+    /// Writes one data frame of `len` bytes, standing for `covered` bytes of the file.
+    fn chunk<W: Write>(
+        &self,
+        writer: &mut FrameWriter<W>,
+        mut buffer: Vec<u8>,
+        len: usize,
+        covered: u64,
+    ) -> Result<()> {
+        writer.write_data(&mut buffer, len)?;
+        if let Some(outstanding) = self.pending.lock().get_mut(&self.current.get()) {
+            outstanding.position += covered;
+            outstanding.moved += len as u64;
+        }
+        self.tally.reporter().bar().inc(covered);
+        self.giver.give(buffer);
+        Ok(())
     }
 
     /// The `done` for an entry whose data is complete. Its facts are stored before
@@ -770,6 +835,38 @@ impl Frames<'_> {
             mac: self.transfer.done_mac(facts),
         }
     }
+}
+
+/// Decodes the basis a decision offers for entry `index` (feature `delta`): only under
+/// feature `delta`, for a file of known size planned from offset 0, with valid
+/// parameters and exactly `count` sums.
+fn wanted(
+    index: usize,
+    entry: &Entry,
+    offset: u64,
+    basis: &Signature,
+    delta: bool,
+) -> Result<Box<Wanted>> {
+    let refuse = |why: &str| {
+        fail(
+            Kind::Protocol,
+            format!("the plan's basis for entry {index} {why}"),
+        )
+    };
+    if !delta {
+        return Err(refuse("needs feature delta, which is not in force"));
+    }
+    if offset != 0 || entry.size.is_none() || entry.sparse == Some(true) {
+        return Err(refuse("is for an entry that cannot take one"));
+    }
+    let chunking = Chunking::from_avg(basis.avg)
+        .ok_or_else(|| refuse(&format!("has an average chunk size of {}", basis.avg)))?;
+    if basis.count == 0 || basis.count > MAX_CHUNKS {
+        return Err(refuse(&format!("claims {} chunks", basis.count)));
+    }
+    let sums = parse_sums(&basis.sums, basis.count)
+        .ok_or_else(|| refuse("has sums that are not its count of 16 hex digits each"))?;
+    Ok(Box::new(Wanted { chunking, sums }))
 }
 
 fn thread_failed(err: std::io::Error) -> anyhow::Error {

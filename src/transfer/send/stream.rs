@@ -1,76 +1,24 @@
 //! The sender's reading thread: every accepted file in turn, read into pool buffers
 //! and hashed in the same pass, one chunk ahead of the socket. A file that cannot be
 //! opened is given up (the socket thread sends its `error`); one that fails or
-//! changes size while read ends with a `done` the receiver must refuse.
+//! changes size while read ends with a `done` the receiver must refuse. A file the
+//! receiver holds an older version of goes as a delta (`delta.rs`).
 
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::time::Duration;
 
+use super::delta;
+use super::piece::{BUFFER, CHUNK, Chunk, Piece, ToSend};
 use crate::fs::input::{Input, Outbox};
 use crate::pool::Pool;
-use crate::proto::hash::{Digest, HashKind, Hasher};
-use crate::proto::seal::TAG_LEN;
+use crate::proto::hash::{HashKind, Hasher};
 use crate::proto::wire::DATA_HEADROOM;
-
-/// File bytes per data frame. Measured on a 1 GiB loopback transfer, alternating
-/// configurations, median of 4: 64 KiB 4.44 s, 256 KiB 3.84 s, 1 MiB 3.59 s (with
-/// TCP_NODELAY 3.48 s). Larger frames mean fewer syscalls and thread wake-ups.
-pub(crate) const CHUNK: usize = 1 << 20;
-/// A data buffer: headroom, a chunk, room for the tag.
-pub(super) const BUFFER: usize = DATA_HEADROOM + CHUNK + TAG_LEN;
 
 /// How often a reader waiting on a silent stream looks up to see whether the
 /// session has ended meanwhile.
 const LOOK_UP: Duration = Duration::from_millis(200);
-
-/// An entry whose data goes out: the plan's offset (0 unless it resumes, and then
-/// only if the source can be read again) and the receiver's hash of its prefix.
-pub(crate) struct ToSend {
-    pub(crate) index: u64,
-    pub(crate) offset: u64,
-    pub(crate) prefix_hash: Option<String>,
-    /// The receiver's file of this name is replaced (under `mirror`).
-    pub(crate) replaces: bool,
-}
-
-/// What the reading thread hands the socket thread, in order.
-pub(crate) enum Piece {
-    /// Data for entry `index` follows, from byte `offset` (`resumed`: the
-    /// receiver's prefix matched ours).
-    Start {
-        index: u64,
-        offset: u64,
-        resumed: bool,
-        replaces: bool,
-    },
-    /// One data frame: [`DATA_HEADROOM`] bytes of room, then `len` bytes of the file.
-    Chunk { buffer: Vec<u8>, len: usize },
-    /// The run of data going out is complete; the next of entry `index` starts at
-    /// `offset` (a sparse entry's, section 16.4).
-    Run { index: u64, offset: u64 },
-    /// The entry's data is complete; `done` says `size` and `digest`. With a local
-    /// failure, `size` is not the offered one, so the receiver refuses it.
-    End {
-        index: u64,
-        size: u64,
-        digest: Digest,
-        local_failure: Option<String>,
-    },
-    /// The entry could not be opened: it is given up in place of its data.
-    GaveUp { index: u64, why: String },
-    /// A whole entry that fits one chunk, handed over at once so that a small file
-    /// wakes the socket thread once, not three times: its [`Piece::Start`], its
-    /// [`Piece::Chunk`] if it has bytes, and its [`Piece::End`].
-    Whole {
-        start: (u64, u64, bool),
-        /// What [`Piece::Start`] says of it: it replaces a file on the receiver.
-        replaces: bool,
-        chunk: Option<Chunk>,
-        end: (u64, Digest, Option<String>),
-    },
-}
 
 /// Reads every entry of `to_send` into `pieces`; stops early when the socket thread
 /// hangs up or `stop` is set (the session ended).
@@ -113,7 +61,9 @@ fn read_file(
             return pieces.send(Piece::GaveUp { index, why }).ok();
         }
     };
-    if let Some(size) = expected
+    let delta = item.delta.as_deref().filter(|_| start == 0);
+    // A file with a basis goes as a delta even when it fits one chunk (64 KiB up).
+    if let (None, Some(size)) = (delta, expected)
         && size - start.min(size) <= CHUNK as u64
     {
         let shown = || outbox.shown(position);
@@ -121,23 +71,29 @@ fn read_file(
         let whole = whole_piece(&mut *input, at, hasher, pool, stop, shown)?;
         return pieces.send(whole).ok();
     }
-    pieces
-        .send(Piece::Start {
-            index,
-            offset: start,
-            resumed: start > 0,
-            replaces: item.replaces,
-        })
-        .ok()?;
-    let read = send_chunks(
-        &mut *input,
-        expected,
-        start,
-        &mut hasher,
-        pool,
-        pieces,
-        stop,
-    )?;
+    let start_piece = Piece::Start {
+        index,
+        offset: start,
+        resumed: start > 0,
+        replaces: item.replaces,
+        delta: delta.is_some(),
+    };
+    pieces.send(start_piece).ok()?;
+    let read = match delta {
+        Some(wanted) => {
+            let against = (wanted, expected);
+            delta::send(&mut *input, against, &mut hasher, pool, pieces, stop)?
+        }
+        None => send_chunks(
+            &mut *input,
+            expected,
+            start,
+            &mut hasher,
+            pool,
+            pieces,
+            stop,
+        )?,
+    };
     let shown = || outbox.shown(position);
     let end = end_piece(index, &mut *input, expected, read, hasher, stop, shown);
     pieces.send(end).ok()
@@ -245,6 +201,7 @@ fn send_runs(
                 offset,
                 resumed: false,
                 replaces: item.replaces,
+                delta: false,
             },
             false => Piece::Run { index, offset },
         };
@@ -299,12 +256,16 @@ fn send_chunks(
         };
         hasher.update(&room[..n]);
         sent += n as u64;
-        pieces.send(Piece::Chunk { buffer, len: n }).ok()?;
+        let covered = n as u64;
+        pieces
+            .send(Piece::Chunk {
+                buffer,
+                len: n,
+                covered,
+            })
+            .ok()?;
     }
 }
-
-/// A filled buffer: [`DATA_HEADROOM`] bytes of room, then this many bytes of a file.
-pub(crate) type Chunk = (Vec<u8>, usize);
 
 /// What [`read_whole`] read of a file.
 struct WholeRead {

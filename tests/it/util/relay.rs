@@ -1,6 +1,6 @@
 //! A TCP relay for tests: listens on 127.0.0.1, forwards every connection to a target
 //! port, and can delay every byte, cut the connection after N bytes from the
-//! client, or flip one bit. It counts what it forwarded from client to server.
+//! client, or flip one bit. It counts what it forwarded, each way.
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
@@ -27,6 +27,7 @@ pub struct Faults {
 pub struct Relay {
     pub port: u16,
     forwarded: Arc<AtomicU64>,
+    returned: Arc<AtomicU64>,
     dropped: Arc<AtomicBool>,
 }
 
@@ -42,8 +43,10 @@ impl Relay {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let forwarded = Arc::new(AtomicU64::new(0));
+        let returned = Arc::new(AtomicU64::new(0));
         let dropped = Arc::new(AtomicBool::new(false));
         let counter = forwarded.clone();
+        let back_counter = returned.clone();
         let released = dropped.clone();
         std::thread::spawn(move || {
             for client in listener.incoming() {
@@ -56,6 +59,7 @@ impl Relay {
                 let (c2, s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
                 let (counter, released, released_too) =
                     (counter.clone(), released.clone(), released.clone());
+                let back_counter = back_counter.clone();
                 std::thread::spawn(move || pump(client, server, faults, Some(counter), released));
                 let back = Faults {
                     cut_after: None,
@@ -63,12 +67,13 @@ impl Relay {
                     stall_after: None,
                     ..faults
                 };
-                std::thread::spawn(move || pump(s2, c2, back, None, released_too));
+                std::thread::spawn(move || pump(s2, c2, back, Some(back_counter), released_too));
             }
         });
         Relay {
             port,
             forwarded,
+            returned,
             dropped,
         }
     }
@@ -76,6 +81,16 @@ impl Relay {
     /// Client-to-server bytes forwarded so far, over all connections.
     pub fn forwarded(&self) -> u64 {
         self.forwarded.load(Ordering::SeqCst)
+    }
+
+    /// Server-to-client bytes forwarded so far, over all connections.
+    pub fn returned(&self) -> u64 {
+        self.returned.load(Ordering::SeqCst)
+    }
+
+    /// Bytes forwarded both ways so far.
+    pub fn both_ways(&self) -> u64 {
+        self.forwarded() + self.returned()
     }
 }
 

@@ -1,0 +1,266 @@
+//! The basis of a delta (feature `delta`): the regular file an offered name already
+//! holds, which the new version will replace. When planning, it is read once and cut
+//! into chunks ([`Resolver::chunk_basis`]): their sums go into the plan, their ends
+//! stay here. When the instructions arrive it is opened again by name
+//! ([`Resolver::open_basis`]) and only the chunks they name are read, at their
+//! offsets. A basis is never written: the result is built in a fresh temporary.
+//!
+//! A basis that is no longer the file that was chunked (another inode, size, mtime or
+//! ctime) when it is opened again, or once its chunks have been read, is refused
+//! `busy`: someone else is writing that name.
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+
+use rustix::fs::{FileType, Stat};
+
+use super::resolver::{Resolver, split_last};
+use crate::escape::escape;
+use crate::fs::{Refusal, beneath};
+use crate::proto::delta::{self, Chunking, MAX_CHUNKS, MIN_DELTA_SIZE};
+use crate::proto::message::{ErrorCode, Signature};
+
+/// What identifies a basis as the file that was chunked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Stamp {
+    device: u64,
+    inode: u64,
+    size: u64,
+    mtime: (i64, u64),
+    ctime: (i64, u64),
+}
+
+impl Stamp {
+    fn of(stat: &Stat) -> Stamp {
+        Stamp {
+            device: stat.st_dev,
+            inode: stat.st_ino,
+            size: stat.st_size as u64,
+            mtime: (stat.st_mtime, stat.st_mtime_nsec),
+            ctime: (stat.st_ctime, stat.st_ctime_nsec),
+        }
+    }
+}
+
+/// A chunked basis: which file it was, and where each chunk ends.
+#[derive(Debug)]
+pub(crate) struct Basis {
+    stamp: Stamp,
+    ends: Vec<u64>,
+}
+
+impl Basis {
+    /// How many chunks the basis has.
+    pub(crate) fn chunks(&self) -> u64 {
+        self.ends.len() as u64
+    }
+
+    /// The byte range of chunks `first .. first + count`, or `None` when that run
+    /// is not inside the basis.
+    pub(crate) fn range(&self, first: u32, count: u32) -> Option<(u64, u64)> {
+        let (first, count) = (first as usize, count as usize);
+        let last = first.checked_add(count)?.checked_sub(1)?;
+        let end = *self.ends.get(last)?;
+        let start = if first == 0 { 0 } else { self.ends[first - 1] };
+        Some((start, end - start))
+    }
+}
+
+/// A basis opened again to read the chunks that instructions name.
+pub(crate) struct BasisReader {
+    file: File,
+    stamp: Stamp,
+    path: String,
+}
+
+impl BasisReader {
+    /// Fills `buf` from `offset` on; a basis that ends early changed.
+    pub(crate) fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<(), Refusal> {
+        self.file.read_exact_at(buf, offset).map_err(|err| {
+            if err.kind() == std::io::ErrorKind::UnexpectedEof {
+                self.changed()
+            } else {
+                Refusal::io(&self.path, "cannot read its old version", err)
+            }
+        })
+    }
+
+    /// Whether the basis is still the file that was chunked, now that its chunks
+    /// have been read.
+    pub(crate) fn check_unchanged(&self) -> Result<(), Refusal> {
+        let stat = rustix::fs::fstat(&self.file)
+            .map_err(|err| Refusal::io(&self.path, "cannot inspect its old version", err))?;
+        if Stamp::of(&stat) == self.stamp {
+            Ok(())
+        } else {
+            Err(self.changed())
+        }
+    }
+
+    fn changed(&self) -> Refusal {
+        changed(&self.path)
+    }
+}
+
+fn changed(path: &str) -> Refusal {
+    Refusal::new(
+        ErrorCode::Busy,
+        format!(
+            "{}: the old version changed while it was read for a delta; it was left as \
+             it is (send again, or with --whole-file)",
+            escape(path)
+        ),
+    )
+}
+
+impl Resolver<'_> {
+    /// Reads the regular file at `components` (the file an entry will replace) and
+    /// cuts it into chunks: the signature for the plan, and the [`Basis`] to build
+    /// from. `None` when it is no regular file, smaller than a delta is worth, or
+    /// would list more than `budget` (or [`MAX_CHUNKS`]) chunks: the entry then goes
+    /// whole.
+    pub(crate) fn chunk_basis(
+        &mut self,
+        path: &str,
+        components: &[&[u8]],
+        budget: u64,
+    ) -> Result<Option<(Basis, Signature)>, Refusal> {
+        let Some((file, stat)) = self.open_regular(components) else {
+            return Ok(None);
+        };
+        let size = stat.st_size as u64;
+        if size < MIN_DELTA_SIZE {
+            return Ok(None);
+        }
+        let chunking = Chunking::for_basis(size);
+        let limit = budget.min(MAX_CHUNKS);
+        let _ = rustix::fs::fadvise(&file, 0, None, rustix::fs::Advice::Sequential);
+        let chunked = delta::chunk_and_sum(&file, chunking, limit)
+            .map_err(|err| Refusal::io(path, "cannot read its old version", err))?;
+        let Some((ends, sums)) = chunked else {
+            return Ok(None); // too many chunks
+        };
+        let end = ends.last().copied().unwrap_or(0);
+        let now = rustix::fs::fstat(&file)
+            .map_err(|err| Refusal::io(path, "cannot inspect its old version", err))?;
+        if end != size || Stamp::of(&now) != Stamp::of(&stat) {
+            return Ok(None); // changing as we read it: not a basis worth offering
+        }
+        let signature = Signature {
+            avg: chunking.avg() as u64,
+            count: ends.len() as u64,
+            sums: delta::sums_hex(&sums),
+        };
+        let basis = Basis {
+            stamp: Stamp::of(&stat),
+            ends,
+        };
+        Ok(Some((basis, signature)))
+    }
+
+    /// Opens the basis of `path` again to read its chunks; `busy` unless it is still
+    /// the file that was chunked.
+    pub(crate) fn open_basis(
+        &mut self,
+        path: &str,
+        components: &[&[u8]],
+        basis: &Basis,
+    ) -> Result<BasisReader, Refusal> {
+        match self.open_regular(components) {
+            Some((file, stat)) if Stamp::of(&stat) == basis.stamp => Ok(BasisReader {
+                file,
+                stamp: basis.stamp,
+                path: path.to_string(),
+            }),
+            _ => Err(changed(path)),
+        }
+    }
+
+    /// The regular file at `components`, opened without following a link, and what
+    /// it is; `None` for anything else or any failure.
+    fn open_regular(&mut self, components: &[&[u8]]) -> Option<(File, Stat)> {
+        let (parents, name) = split_last(components);
+        let dir = self.walk(parents, false).ok()??;
+        let fd = beneath::open_file(&*dir, name).ok()?;
+        let stat = rustix::fs::fstat(&fd).ok()?;
+        (beneath::kind(&stat) == FileType::RegularFile).then(|| (File::from(fd), stat))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fs::sink::TargetDir;
+    use std::io::{Seek, SeekFrom, Write};
+
+    fn noise(len: usize) -> Vec<u8> {
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        (0..len)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                (state >> 24) as u8
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_basis_written_while_its_chunks_are_read_is_refused_busy() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = noise(256 << 10);
+        std::fs::write(dir.path().join("f"), &old).unwrap();
+        let target = TargetDir::open(dir.path()).unwrap();
+        let mut resolver = target.resolver();
+        let (basis, signature) = resolver
+            .chunk_basis("f", &[b"f".as_slice()], MAX_CHUNKS)
+            .unwrap()
+            .unwrap();
+        assert_eq!(signature.count, basis.chunks());
+        let reader = resolver
+            .open_basis("f", &[b"f".as_slice()], &basis)
+            .unwrap();
+        let (start, len) = basis.range(0, 1).unwrap();
+        let mut chunk = vec![0; len as usize];
+        reader.read_at(&mut chunk, start).unwrap();
+        assert_eq!(chunk, old[..len as usize]);
+        reader.check_unchanged().unwrap();
+        // Someone writes into it, in place, while its chunks are being read.
+        std::thread::sleep(std::time::Duration::from_millis(10));
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(dir.path().join("f"))
+            .unwrap();
+        file.seek(SeekFrom::Start(100)).unwrap();
+        file.write_all(b"changed").unwrap();
+        let refusal = reader.check_unchanged().unwrap_err();
+        assert_eq!(refusal.code, ErrorCode::Busy);
+        assert!(refusal.message.contains("changed while it was read"));
+        // Opened again, it is no longer the file that was chunked.
+        let again = resolver
+            .open_basis("f", &[b"f".as_slice()], &basis)
+            .err()
+            .unwrap();
+        assert_eq!(again.code, ErrorCode::Busy);
+    }
+
+    #[test]
+    fn runs_outside_the_basis_have_no_range() {
+        let basis = Basis {
+            stamp: Stamp {
+                device: 0,
+                inode: 0,
+                size: 30,
+                mtime: (0, 0),
+                ctime: (0, 0),
+            },
+            ends: vec![10, 20, 30],
+        };
+        assert_eq!(basis.range(0, 3), Some((0, 30)));
+        assert_eq!(basis.range(1, 1), Some((10, 10)));
+        assert_eq!(basis.range(2, 2), None);
+        assert_eq!(basis.range(3, 1), None);
+        assert_eq!(basis.range(0, 0), None);
+        assert_eq!(basis.range(u32::MAX, u32::MAX), None);
+    }
+}

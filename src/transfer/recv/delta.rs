@@ -1,0 +1,244 @@
+//! The receiver's side of a delta (feature `delta`), on the socket thread: reads an
+//! entry's instructions, builds the new version from literals and the basis's chunks
+//! into pool buffers, hashes it as it goes and hands it to the disk thread, which
+//! writes it into a fresh temporary exactly as it writes a whole file. The result is
+//! then verified like any other file (`data.rs`).
+//!
+//! A hostile instruction (a copy past the basis, a literal longer than its frame,
+//! more bytes than the offered size) ends the session; a basis that changed makes
+//! the entry fail `busy` and leaves the old file as it is.
+
+use std::io::Read;
+use std::sync::mpsc;
+
+use anyhow::Result;
+
+use super::disk::{Job, disk_gone};
+use super::plan::Planned;
+use super::shared::{Destination, Shared};
+use crate::error::{Kind, fail};
+use crate::fs::Refusal;
+use crate::fs::path::check_path_bytes;
+use crate::fs::sink::{Basis, BasisReader};
+use crate::pool::Pool;
+use crate::proto::delta::{Op, ops};
+use crate::proto::hash::{Digest, Hasher};
+use crate::proto::wire::{Data, FrameReader};
+use crate::transfer::Tally;
+
+/// Bytes of the result handed to the disk thread at a time.
+const PIECE: usize = 1 << 20;
+
+/// What building a result came to: its size, its hash, why it cannot be kept even
+/// if it verifies (the basis changed), and, for a delta, the bytes of instructions
+/// that moved (what the sender counts too; copied chunks did not move).
+pub(super) struct Built {
+    pub(super) size: u64,
+    pub(super) digest: Digest,
+    pub(super) failure: Option<Refusal>,
+    pub(super) moved: Option<u64>,
+}
+
+/// Reads entry `index`'s instructions up to the empty frame and builds the result.
+pub(super) fn build<R: Read>(
+    reader: &mut FrameReader<R>,
+    (index, item): (usize, &Planned),
+    hasher: Hasher,
+    pool: &mut Pool,
+    jobs: &mpsc::Sender<Job>,
+    (shared, tally): (&Shared<'_>, &Tally),
+) -> Result<Built> {
+    let basis = item
+        .basis
+        .as_deref()
+        .expect("the caller checked that the plan offered a basis");
+    let source = open_basis(item, basis, shared);
+    let mut result = Building {
+        index,
+        limit: item.entry.size,
+        basis,
+        source,
+        piece: None,
+        size: 0,
+        moved: 0,
+        hasher,
+        pool,
+        jobs,
+        tally,
+    };
+    loop {
+        let mut frame = result.pool.take().ok_or_else(disk_gone)?;
+        let range = match reader.read_data(&mut frame)? {
+            Data::End => {
+                result.pool.put_back(frame);
+                break;
+            }
+            Data::Bytes(range) => range,
+        };
+        result.moved += range.len() as u64;
+        let applied = ops(&frame[range]).try_for_each(|op| {
+            let op = op.map_err(|why| fail(Kind::Protocol, format!("entry {index}: {why}")))?;
+            result.apply(op)
+        });
+        result.pool.put_back(frame);
+        applied?;
+    }
+    result.finish()
+}
+
+/// Opens the basis again, where the result may be built from it.
+fn open_basis(item: &Planned, basis: &Basis, shared: &Shared<'_>) -> Result<BasisReader, Refusal> {
+    let Destination::Dir(target) = shared.destination else {
+        unreachable!("a basis is offered only for a directory");
+    };
+    let path = item.entry.shown_path();
+    let bytes = item.entry.path_bytes();
+    let components =
+        check_path_bytes(&bytes, shared.settings.names).expect("planned paths passed the policy");
+    target.resolver().open_basis(&path, &components, basis)
+}
+
+/// A result being built.
+struct Building<'a, 'p> {
+    index: usize,
+    limit: Option<u64>,
+    basis: &'a Basis,
+    /// The basis to copy from, or why the result cannot be kept (then instructions
+    /// are still read and checked, but nothing is built).
+    source: Result<BasisReader, Refusal>,
+    /// The pool buffer being filled, and how far.
+    piece: Option<(Vec<u8>, usize)>,
+    size: u64,
+    /// Bytes of instructions received.
+    moved: u64,
+    hasher: Hasher,
+    pool: &'p mut Pool,
+    jobs: &'a mpsc::Sender<Job>,
+    tally: &'a Tally,
+}
+
+impl Building<'_, '_> {
+    fn apply(&mut self, op: Op<'_>) -> Result<()> {
+        match op {
+            Op::Literal(bytes) => {
+                self.grow(bytes.len() as u64)?;
+                let mut rest = bytes;
+                while !rest.is_empty() {
+                    let room = self.room()?;
+                    let n = room.len().min(rest.len());
+                    room[..n].copy_from_slice(&rest[..n]);
+                    self.filled(n)?;
+                    rest = &rest[n..];
+                }
+            }
+            Op::Copy { first, count } => {
+                let (start, len) = self.basis.range(first, count).ok_or_else(|| {
+                    fail(
+                        Kind::Protocol,
+                        format!(
+                            "entry {}: a copy of chunks {first}..+{count} of a basis of {} chunks",
+                            self.index,
+                            self.basis.chunks()
+                        ),
+                    )
+                })?;
+                self.grow(len)?;
+                self.copy(start, len)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Counts `n` more bytes of result; past the offered size breaks the protocol.
+    fn grow(&mut self, n: u64) -> Result<()> {
+        self.size += n;
+        if self.limit.is_some_and(|limit| self.size > limit) {
+            return Err(fail(
+                Kind::Protocol,
+                format!(
+                    "instructions for entry {} make more than its offered size",
+                    self.index
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Copies `len` bytes of the basis from `start` into the result.
+    fn copy(&mut self, mut start: u64, len: u64) -> Result<()> {
+        let end = start + len;
+        while start < end {
+            self.room()?;
+            let (Ok(source), Some((buffer, used))) = (&self.source, &mut self.piece) else {
+                return Ok(()); // failed already: nothing more is built
+            };
+            let room = &mut buffer[*used..PIECE];
+            let n = room
+                .len()
+                .min(usize::try_from(end - start).unwrap_or(usize::MAX));
+            if let Err(refusal) = source.read_at(&mut room[..n], start) {
+                self.source = Err(refusal);
+                return Ok(());
+            }
+            self.filled(n)?;
+            start += n as u64;
+        }
+        Ok(())
+    }
+
+    /// Room left in the piece being filled (a fresh one if none is).
+    fn room(&mut self) -> Result<&mut [u8]> {
+        if self.piece.is_none() {
+            let mut buffer = self.pool.take().ok_or_else(disk_gone)?;
+            if buffer.len() < PIECE {
+                buffer.resize(PIECE, 0);
+            }
+            self.piece = Some((buffer, 0));
+        }
+        let (buffer, used) = self.piece.as_mut().expect("just made");
+        Ok(&mut buffer[*used..PIECE])
+    }
+
+    /// `n` bytes of the piece were filled; a full piece goes to the disk thread.
+    fn filled(&mut self, n: usize) -> Result<()> {
+        let (_, used) = self.piece.as_mut().expect("room() made one");
+        *used += n;
+        if *used == PIECE {
+            self.hand_over()?;
+        }
+        Ok(())
+    }
+
+    /// Hashes the piece and hands it to the disk thread (unless the result failed).
+    fn hand_over(&mut self) -> Result<()> {
+        let Some((buffer, used)) = self.piece.take() else {
+            return Ok(());
+        };
+        if self.source.is_err() || used == 0 {
+            self.pool.put_back(buffer);
+            return Ok(());
+        }
+        self.hasher.update(&buffer[..used]);
+        self.tally.reporter().bar().inc(used as u64);
+        self.jobs
+            .send(Job::Write {
+                buffer,
+                range: 0..used,
+            })
+            .map_err(|_| disk_gone())
+    }
+
+    fn finish(mut self) -> Result<Built> {
+        self.hand_over()?;
+        let failure = match &self.source {
+            Ok(source) => source.check_unchanged().err(),
+            Err(refusal) => Some(refusal.clone()),
+        };
+        Ok(Built {
+            size: self.size,
+            digest: self.hasher.finish(),
+            failure,
+            moved: Some(self.moved),
+        })
+    }
+}

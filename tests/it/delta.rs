@@ -1,0 +1,401 @@
+//! Feature `delta` (docs/PROTOCOL.md, "Feature `delta`"): a file the receiver holds in an
+//! older version travels as instructions against it, so only the change crosses the
+//! wire (counted by a relay, both ways), point to point and through `xfer serve` (put
+//! and get), with MD5 and BLAKE3, sealed and in clear. The result is verified as a
+//! whole file. `--whole-file` turns it off, a peer without the feature gets whole
+//! files, a basis that changes is left alone, and hostile instructions or signatures
+//! end the session without anything written.
+
+use std::fs;
+use std::path::Path;
+
+use serde_json::{Value, json};
+
+use crate::util::peer::{Acceptor, Peer, SendEntry};
+use crate::util::relay::{Faults, Relay};
+use crate::util::server::{Site, client, expect_exit};
+use crate::util::{KEY, Receiver, files_under, pattern, peer_sender, send, stderr_of, write_in};
+
+/// The size of the files these tests update: large enough for a thousand chunks.
+const SIZE: usize = 8 << 20;
+
+/// An old version and a new one, and at most how many bytes may cross both ways.
+struct Case {
+    name: &'static str,
+    old: Vec<u8>,
+    new: Vec<u8>,
+    bound: u64,
+}
+
+/// The four updates of the issue, scaled down: 64 KiB overwritten in the middle,
+/// 100 bytes inserted at the start, 1 MiB appended, and the file cut short.
+fn cases() -> Vec<Case> {
+    let old = pattern(SIZE, 21);
+    let mut overwritten = old.clone();
+    overwritten[SIZE / 2..SIZE / 2 + (64 << 10)].copy_from_slice(&pattern(64 << 10, 22));
+    let mut inserted = pattern(100, 23);
+    inserted.extend_from_slice(&old);
+    let mut appended = old.clone();
+    appended.extend_from_slice(&pattern(1 << 20, 24));
+    let truncated = old[..SIZE * 3 / 4].to_vec();
+    // A signature of about a thousand chunks (16 KiB), a chunk or two around each
+    // change, the handshake, offer, plan and answers: 128 KiB is generous.
+    let overhead = 128 << 10;
+    vec![
+        Case {
+            name: "overwritten",
+            old: old.clone(),
+            new: overwritten,
+            bound: (64 << 10) + overhead,
+        },
+        Case {
+            name: "inserted",
+            old: old.clone(),
+            new: inserted,
+            bound: overhead,
+        },
+        Case {
+            name: "appended",
+            old: old.clone(),
+            new: appended,
+            bound: (1 << 20) + overhead,
+        },
+        Case {
+            name: "truncated",
+            old,
+            new: truncated,
+            bound: overhead,
+        },
+    ]
+}
+
+/// Sends `new` over `old` (held by a `recv --overwrite`) through a counting relay;
+/// returns the bytes that crossed, both ways, once the receiver holds `new`.
+fn update_point_to_point(old: &[u8], new: &[u8], send_flags: &[&str], recv_flags: &[&str]) -> u64 {
+    let src = tempfile::tempdir().unwrap();
+    let dst = tempfile::tempdir().unwrap();
+    let file = write_in(src.path(), "f", new);
+    write_in(dst.path(), "f", old);
+    let mut flags = vec!["--overwrite"];
+    flags.extend_from_slice(recv_flags);
+    let mut receiver = Receiver::start(dst.path(), Some(KEY), &flags);
+    let relay = Relay::start(receiver.port, Faults::default());
+    let sent = send(&[&file], relay.port, KEY, send_flags);
+    assert!(sent.status.success(), "{}", stderr_of(&sent));
+    assert_eq!(receiver.exit_code(), 0, "{}", receiver.stderr());
+    assert!(
+        fs::read(dst.path().join("f")).unwrap() == new,
+        "the new version arrived"
+    );
+    assert_eq!(
+        files_under(dst.path()),
+        [Path::new("f")],
+        "no temporaries left"
+    );
+    relay.both_ways()
+}
+
+#[test]
+fn only_the_change_travels_for_overwritten_inserted_appended_and_truncated_files() {
+    let configurations: [&[&str]; 2] = [&[], &["--hash", "blake3", "--no-encrypt"]];
+    for flags in configurations {
+        for case in cases() {
+            let recv_flags: &[&str] = if flags.is_empty() {
+                &[]
+            } else {
+                &["--hash", "blake3"]
+            };
+            let crossed = update_point_to_point(&case.old, &case.new, flags, recv_flags);
+            assert!(
+                crossed <= case.bound,
+                "{} ({flags:?}): {crossed} bytes crossed, at most {} expected",
+                case.name,
+                case.bound
+            );
+        }
+    }
+}
+
+#[test]
+fn whole_file_on_either_side_sends_the_whole_file() {
+    let case = &cases()[0];
+    for (send_flags, recv_flags) in [(&["-W"][..], &[][..]), (&[][..], &["--whole-file"][..])] {
+        let crossed = update_point_to_point(&case.old, &case.new, send_flags, recv_flags);
+        assert!(
+            crossed >= SIZE as u64,
+            "{send_flags:?} {recv_flags:?}: only {crossed} bytes crossed"
+        );
+    }
+}
+
+#[test]
+fn nothing_in_common_costs_about_a_whole_send() {
+    let old = pattern(SIZE, 31);
+    let new = pattern(SIZE, 32);
+    let crossed = update_point_to_point(&old, &new, &[], &[]);
+    let whole = update_point_to_point(&old, &new, &["-W"], &[]);
+    assert!(
+        crossed as f64 <= whole as f64 * 1.05,
+        "a delta of unrelated data: {crossed} bytes, a whole send {whole}"
+    );
+}
+
+/// A site whose user alice holds `old` as `f` in her home, with a quota.
+fn site_with(old: &[u8]) -> Site {
+    let site = Site::new();
+    site.users(&[("alice", "quota = \"20 MiB\"")]);
+    fs::create_dir_all(site.home("alice")).unwrap();
+    fs::write(site.home("alice").join("f"), old).unwrap();
+    site
+}
+
+#[test]
+fn a_put_and_a_get_against_a_server_send_only_the_change() {
+    for case in cases() {
+        // put: the server holds the old version.
+        let site = site_with(&case.old);
+        let server = site.serve(&[]);
+        let relay = Relay::start(server.port(), Faults::default());
+        let local = site.local("f", &case.new);
+        let to = format!("127.0.0.1:{}:", relay.port);
+        let put = client(
+            &site,
+            "alice",
+            &["send", "-f", local.to_str().unwrap(), &to],
+        );
+        expect_exit(&put, 0, "a put -f over an older version");
+        assert!(fs::read(site.home("alice").join("f")).unwrap() == case.new);
+        assert!(
+            relay.both_ways() <= case.bound,
+            "put, {}: {} bytes crossed",
+            case.name,
+            relay.both_ways()
+        );
+        // The quota holds the result, as a walk from outside counts it.
+        assert_eq!(
+            server.usage("alice"),
+            (case.new.len() as u64, 1),
+            "{}",
+            case.name
+        );
+        assert_eq!(walked_bytes(&site.home("alice")), case.new.len() as u64);
+
+        // get: the client holds the old version, the server the new one.
+        let site = site_with(&case.new);
+        let server = site.serve(&[]);
+        let relay = Relay::start(server.port(), Faults::default());
+        let downloads = site.download_dir("dl");
+        fs::write(downloads.join("f"), &case.old).unwrap();
+        let from = format!("127.0.0.1:{}:f", relay.port);
+        let get = client(
+            &site,
+            "alice",
+            &["get", "-f", &from, downloads.to_str().unwrap()],
+        );
+        expect_exit(&get, 0, "a get -f over an older version");
+        assert!(fs::read(downloads.join("f")).unwrap() == case.new);
+        assert!(
+            relay.both_ways() <= case.bound,
+            "get, {}: {} bytes crossed",
+            case.name,
+            relay.both_ways()
+        );
+    }
+}
+
+/// Bytes of the regular files below `dir`, walked from outside.
+fn walked_bytes(dir: &Path) -> u64 {
+    files_under(dir)
+        .iter()
+        .map(|path| fs::symlink_metadata(dir.join(path)).unwrap().len())
+        .sum()
+}
+
+#[test]
+fn a_peer_without_delta_gets_whole_files_and_no_basis_in_the_plan() {
+    let dst = tempfile::tempdir().unwrap();
+    let old = pattern(1 << 20, 41);
+    let new = pattern(1 << 20, 42);
+    write_in(dst.path(), "f", &old);
+    let mut receiver = Receiver::start(dst.path(), Some(KEY), &["--overwrite"]);
+    let mut peer = peer_sender(receiver.port, &["aead", "blake3", "zstd"]);
+    let report = peer.send_transfer(&[SendEntry::file("f", new.clone())]);
+    let report = report.expect("a whole-file transfer");
+    assert!(report.delivered(0), "delivered");
+    assert_eq!(receiver.exit_code(), 0, "{}", receiver.stderr());
+    assert!(fs::read(dst.path().join("f")).unwrap() == new);
+}
+
+/// A receiver holding `old` as `f`, and the test peer as a sender that chose
+/// `delta` and offered `new` as `f`: the plan's decision for it.
+fn offered_with_basis(old: &[u8], new: &[u8]) -> (tempfile::TempDir, Receiver, Peer, Value) {
+    let dst = tempfile::tempdir().unwrap();
+    write_in(dst.path(), "f", old);
+    let receiver = Receiver::start(dst.path(), Some(KEY), &["--overwrite"]);
+    let mut peer = peer_sender(receiver.port, &["delta"]);
+    let entry = SendEntry::file("f", new.to_vec()).to_json();
+    peer.send_offer(&[vec![entry]]).unwrap();
+    let plan = peer.read_plan(1).unwrap();
+    let decision = plan[0].clone();
+    assert!(
+        decision["delta"]["count"].as_u64().unwrap() > 0,
+        "{decision}"
+    );
+    (dst, receiver, peer, decision)
+}
+
+fn copy(first: u32, count: u32) -> Vec<u8> {
+    let mut op = vec![2];
+    op.extend_from_slice(&first.to_be_bytes());
+    op.extend_from_slice(&count.to_be_bytes());
+    op
+}
+
+fn literal(len: u32, bytes: &[u8]) -> Vec<u8> {
+    let mut op = vec![1];
+    op.extend_from_slice(&len.to_be_bytes());
+    op.extend_from_slice(bytes);
+    op
+}
+
+/// Sends entry 0 as a delta of `frames` and reads the receiver's verdict: the
+/// session-level error, or the entry's answer.
+fn send_delta(peer: &mut Peer, frames: &[Vec<u8>], result: &[u8]) -> Value {
+    peer.send_control(&json!({"type": "data", "index": 0, "offset": 0, "delta": true}))
+        .unwrap();
+    for frame in frames {
+        if peer.send_frame(frame).is_err() {
+            break;
+        }
+    }
+    let _ = peer.send_frame(&[]);
+    let _ = peer.send_control(&peer.done_frame(0, "f", result));
+    peer.read_control().unwrap()
+}
+
+/// Makes one hostile data frame, given the basis's chunk count.
+type Instruction = fn(u32) -> Vec<u8>;
+
+#[test]
+fn hostile_instructions_end_the_session_and_leave_the_old_file() {
+    let old = pattern(256 << 10, 51);
+    let count_of = |decision: &Value| decision["delta"]["count"].as_u64().unwrap() as u32;
+    let hostile: [(&str, Instruction); 4] = [
+        ("a copy past the basis", |count| copy(count, 1)),
+        ("a run that ends past it", |count| copy(0, count + 1)),
+        ("a literal longer than its frame", |_| {
+            literal(1000, b"short")
+        }),
+        ("an unknown instruction", |_| vec![7, 0, 0]),
+    ];
+    for (what, make) in hostile {
+        let (dst, mut receiver, mut peer, decision) = offered_with_basis(&old, &old);
+        let said = send_delta(&mut peer, &[make(count_of(&decision))], &old);
+        assert_eq!(said["type"], "error", "{what}: {said}");
+        assert_eq!(said["code"], "protocol", "{what}: {said}");
+        assert!(said.get("index").is_none(), "{what}: session-level");
+        assert_ne!(receiver.exit_code(), 0, "{what}");
+        assert!(
+            fs::read(dst.path().join("f")).unwrap() == old,
+            "{what}: old file kept"
+        );
+        assert_eq!(
+            files_under(dst.path()),
+            [Path::new("f")],
+            "{what}: nothing else"
+        );
+    }
+    // More bytes than the offered size: the whole basis twice over a file offered
+    // with its size.
+    let (dst, mut receiver, mut peer, decision) = offered_with_basis(&old, &old);
+    let all = copy(0, count_of(&decision));
+    let said = send_delta(&mut peer, &[all.clone(), all], &old);
+    assert_eq!(said["code"], "protocol", "{said}");
+    assert_ne!(receiver.exit_code(), 0);
+    assert!(fs::read(dst.path().join("f")).unwrap() == old);
+}
+
+#[test]
+fn a_basis_that_changes_before_it_is_read_fails_busy_and_is_left_alone() {
+    let old = pattern(256 << 10, 61);
+    let (dst, mut receiver, mut peer, decision) = offered_with_basis(&old, &old);
+    // Someone rewrites the old file in place after the plan was made.
+    let mut changed = old.clone();
+    changed[1000] ^= 0xff;
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    fs::write(dst.path().join("f"), &changed).unwrap();
+    let count = decision["delta"]["count"].as_u64().unwrap() as u32;
+    let said = send_delta(&mut peer, &[copy(0, count)], &old);
+    assert_eq!(said["type"], "error", "{said}");
+    assert_eq!(said["index"], 0, "{said}");
+    assert_eq!(said["code"], "busy", "{said}");
+    peer.send_end().unwrap();
+    peer.expect("end").unwrap();
+    assert_ne!(receiver.exit_code(), 0);
+    assert!(
+        receiver.stderr().contains("changed while it was read"),
+        "{}",
+        receiver.stderr()
+    );
+    assert!(
+        fs::read(dst.path().join("f")).unwrap() == changed,
+        "left as it is"
+    );
+    assert_eq!(files_under(dst.path()), [Path::new("f")]);
+}
+
+/// A receiver that lists `delta` and answers the offer with `decision` for its
+/// one file: the sender's last word (its session-level error, if it sent one).
+fn sender_meets_plan(decision: Value) -> Option<Value> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let fake = std::thread::spawn(move || {
+        let mut peer = Peer::accept(&listener).expect("accept");
+        let receiver = Acceptor::new(KEY, "receiver").features(&["delta"]);
+        peer.accept_handshake(&receiver).expect("handshake");
+        let first = peer.read_control_raw().expect("offer");
+        peer.read_offer_from(first).expect("a verified offer");
+        peer.send_plan(&[vec![decision]]).unwrap();
+        loop {
+            match peer.read_control() {
+                Ok(frame) if frame["type"] == "error" => return Some(frame),
+                Ok(_) => continue,
+                Err(_) => return None,
+            }
+        }
+    });
+    let src = tempfile::tempdir().unwrap();
+    let file = write_in(src.path(), "f", &pattern(256 << 10, 71));
+    let sent = send(&[&file], port, KEY, &[]);
+    assert!(!sent.status.success(), "refused: {}", stderr_of(&sent));
+    fake.join().unwrap()
+}
+
+#[test]
+fn a_hostile_signature_is_refused_before_anything_is_allocated_for_it() {
+    let send = |delta: Value| json!({"action": "send", "offset": 0, "delta": delta});
+    let hostile = [
+        (
+            "a huge chunk count",
+            json!({"avg": 65536, "count": 1u64 << 60, "sums": "00".repeat(8)}),
+        ),
+        (
+            "a count the sums do not match",
+            json!({"avg": 65536, "count": 2, "sums": "00".repeat(8)}),
+        ),
+        ("no chunks", json!({"avg": 65536, "count": 0, "sums": ""})),
+        (
+            "an average that is no power of two",
+            json!({"avg": 65535, "count": 1, "sums": "00".repeat(8)}),
+        ),
+        (
+            "upper-case sums",
+            json!({"avg": 65536, "count": 1, "sums": "AB".repeat(8)}),
+        ),
+    ];
+    for (what, delta) in hostile {
+        let said = sender_meets_plan(send(delta));
+        let said = said.unwrap_or_else(|| panic!("{what}: no error frame"));
+        assert_eq!(said["code"], "protocol", "{what}: {said}");
+    }
+}
