@@ -102,6 +102,9 @@ pub(crate) enum Change {
     NewDir,
     /// A file that replaced the receiver's (a real run).
     Replaced,
+    /// A file that replaced the receiver's, built there from a delta against it
+    /// (feature `delta`; a real run: a dry run reads no basis and says `Changed`).
+    Delta,
     /// A file the receiver holds another version of (a dry run: it would be sent).
     Changed,
     /// A file the receiver holds already (a dry run).
@@ -134,6 +137,7 @@ impl Change {
             Change::New => "new",
             Change::NewDir => "new dir",
             Change::Replaced => "replaced",
+            Change::Delta => "delta",
             Change::Changed => "changed",
             Change::Same => "same",
             Change::Skipped => "skipped",

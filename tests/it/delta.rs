@@ -399,3 +399,98 @@ fn a_hostile_signature_is_refused_before_anything_is_allocated_for_it() {
         assert_eq!(said["code"], "protocol", "{what}: {said}");
     }
 }
+
+/// A mirror tree: `src/tree` holds `big` (8 MiB, 64 KiB of it changed), `mid`
+/// (512 KiB, one data frame's worth, 4 KiB changed) and `small` (new); `dst/tree`
+/// holds the old `big` and `mid`, and `stale`, which the source lacks.
+fn mirror_trees(root: &Path) -> Case {
+    let case = cases().swap_remove(0);
+    let old_mid = pattern(512 << 10, 25);
+    let mut new_mid = old_mid.clone();
+    new_mid[100 << 10..104 << 10].copy_from_slice(&pattern(4 << 10, 26));
+    fs::create_dir_all(root.join("dst/tree")).unwrap();
+    fs::create_dir_all(root.join("src/tree")).unwrap();
+    // The old versions an hour older: a mirror's quick check (size and time)
+    // must not find them `same` on a coarse file clock.
+    let an_hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+    for (name, old) in [("big", &case.old), ("mid", &old_mid)] {
+        let path = write_in(&root.join("dst/tree"), name, old);
+        let file = fs::File::options().write(true).open(path).unwrap();
+        file.set_modified(an_hour_ago).unwrap();
+    }
+    write_in(&root.join("dst/tree"), "stale", b"stale\n");
+    write_in(&root.join("src/tree"), "big", &case.new);
+    write_in(&root.join("src/tree"), "mid", &new_mid);
+    write_in(&root.join("src/tree"), "small", b"new\n");
+    case
+}
+
+/// `xfer send src/tree --delete` with `flags` through a counting relay to `recv
+/// --overwrite`; the sender's stdout and the bytes that crossed, both ways.
+fn mirror_through_relay(root: &Path, flags: &[&str]) -> (String, u64) {
+    crate::mirror::settle();
+    let mut receiver = Receiver::start(&root.join("dst"), Some(KEY), &["--overwrite"]);
+    let relay = Relay::start(receiver.port, Faults::default());
+    let mut args = vec!["--delete", "-i"];
+    args.extend_from_slice(flags);
+    let sent = send(&[&root.join("src/tree")], relay.port, KEY, &args);
+    assert!(sent.status.success(), "{flags:?}: {}", stderr_of(&sent));
+    assert_eq!(receiver.exit_code(), 0, "{}", receiver.stderr());
+    (
+        String::from_utf8_lossy(&sent.stdout).into_owned(),
+        relay.both_ways(),
+    )
+}
+
+#[test]
+fn a_mirror_updates_by_delta_and_deletes_in_one_run() {
+    let root = tempfile::tempdir().unwrap();
+    let case = mirror_trees(root.path());
+    let dst = root.path().join("dst");
+    // A dry run says what would change and chunks no basis: nothing near the
+    // signature of an 8 MiB file (16 KiB of hex) crosses, and nothing changes.
+    let (dry, crossed) = mirror_through_relay(root.path(), &["--dry-run"]);
+    for line in [
+        "changed  tree/big",
+        "changed  tree/mid",
+        "new      tree/small",
+    ] {
+        assert!(dry.lines().any(|l| l == line), "{line:?} in {dry}");
+    }
+    assert!(
+        dry.lines().any(|l| l.starts_with("deleted  tree/stale")),
+        "{dry}"
+    );
+    assert!(crossed < 8 << 10, "a dry run moved {crossed} bytes");
+    assert!(fs::read(dst.join("tree/big")).unwrap() == case.old);
+    assert!(dst.join("tree/stale").exists());
+    // The real run: both changed files go as deltas (`mid` fits one data frame,
+    // and still only its change crosses), `small` whole, and `stale` is removed.
+    let (real, crossed) = mirror_through_relay(root.path(), &[]);
+    for line in [
+        "delta    tree/big",
+        "delta    tree/mid",
+        "new      tree/small",
+        "deleted  tree/stale",
+    ] {
+        assert!(real.lines().any(|l| l == line), "{line:?} in {real}");
+    }
+    let bound = case.bound + (16 << 10);
+    assert!(
+        crossed <= bound,
+        "{crossed} bytes crossed, at most {bound} expected"
+    );
+    assert!(fs::read(dst.join("tree/big")).unwrap() == case.new);
+    assert!(
+        fs::read(dst.join("tree/mid")).unwrap()
+            == fs::read(root.path().join("src/tree/mid")).unwrap()
+    );
+    assert_eq!(
+        files_under(&dst),
+        [
+            Path::new("tree/big"),
+            Path::new("tree/mid"),
+            Path::new("tree/small")
+        ]
+    );
+}

@@ -226,7 +226,8 @@ fn receive_file<R: Read>(
 }
 
 /// The verdict on a file whose data is in (`built`), against what its `done` claimed;
-/// a delta counts as moved the instructions that came, as its sender does.
+/// a delta (the only one that counts what moved itself) counts as moved the
+/// instructions that came, as its sender does, and is said to be one.
 fn verdict_of(
     built: Built,
     (index, item, resumed_at): (usize, &Planned, Option<u64>),
@@ -239,6 +240,7 @@ fn verdict_of(
     let Built { size, digest, .. } = built;
     verify(index, item, size, digest, claimed, shared, resumed_at).map(|arrived| Arrived {
         moved: built.moved.unwrap_or(arrived.moved),
+        delta: built.moved.is_some(),
         ..arrived
     })
 }
@@ -329,6 +331,7 @@ fn close_runs(
                 moved,
                 digest: shared.transfer.hash.hasher().finish(),
                 resumed_at: None,
+                delta: false,
             }),
         },
         Err(refusal) => Err(refusal),
@@ -531,5 +534,6 @@ fn verify(
         moved: size - resumed_at.unwrap_or(0).min(size),
         digest,
         resumed_at,
+        delta: false,
     })
 }

@@ -128,6 +128,8 @@ pub(crate) struct Arrived {
     pub(crate) moved: u64,
     pub(crate) digest: Digest,
     pub(crate) resumed_at: Option<u64>,
+    /// Built from a delta's instructions against the file it replaced.
+    pub(crate) delta: bool,
 }
 
 /// A verified file waiting for its group to be made durable.
@@ -510,9 +512,10 @@ impl Answers<'_, '_> {
                     path: &bytes,
                 };
                 let mac = transfer.ok_mac(facts);
-                let change = match self.planned[index].replaces.files {
-                    0 => Change::New,
-                    _ => Change::Replaced,
+                let change = match (arrived.delta, self.planned[index].replaces.files) {
+                    (true, _) => Change::Delta,
+                    (false, 0) => Change::New,
+                    (false, _) => Change::Replaced,
                 };
                 self.tally.change(change, &path, arrived.size, None);
                 self.tally.record(FileOutcome::Verified {

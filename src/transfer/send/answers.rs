@@ -94,9 +94,10 @@ fn outstanding(pending: &Pending, index: u64, answer: &Answer) -> Result<Option<
 
 /// Shows and counts a file the receiver acknowledged.
 fn verified(report: &Report<'_>, path: &str, outstanding: &Outstanding, sent: Sent) {
-    let change = match outstanding.replaces {
-        true => Change::Replaced,
-        false => Change::New,
+    let change = match (outstanding.delta, outstanding.replaces) {
+        (true, _) => Change::Delta,
+        (false, true) => Change::Replaced,
+        (false, false) => Change::New,
     };
     report.tally.change(change, path, sent.size, None);
     report.tally.record(FileOutcome::Verified {
