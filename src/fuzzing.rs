@@ -95,12 +95,14 @@ pub fn receiver_session(data: &[u8]) {
         overwrite: false,
         resume: true,
         names: crate::fs::path::Names::Any,
+        asked: None,
     };
     let style = Style {
         quiet: true,
         json: Json::Off,
         serving: false,
         bar: false,
+        itemize: false,
     };
     let mut tally = Tally::new(Reporter::new(style), &negotiated);
     let _ = recv::session(

@@ -230,6 +230,46 @@ pub(crate) struct OutputArgs {
     pub(crate) json: bool,
 }
 
+/// Keeping a copy up to date: filters, `--delete`, a dry run, itemized changes.
+#[derive(Debug, Args)]
+pub(crate) struct MirrorArgs {
+    /// Mirror: after the tree arrived and verified, remove what the receiver's
+    /// copies of the directories sent hold and the sender's do not (never what a
+    /// filter excludes). A plain receiver allows it only with `recv --overwrite`;
+    /// into a server it implies -f. Needs a peer with the feature `mirror`
+    #[arg(long)]
+    pub(crate) delete: bool,
+
+    /// Leave out what matches PATTERN (gitignore syntax: `*.tmp`, `target/`,
+    /// `/top-only`, `**/cache`), matched below each directory sent; repeatable
+    #[arg(long, value_name = "PATTERN")]
+    pub(crate) exclude: Vec<String>,
+
+    /// Send what matches PATTERN even where an --exclude left it out (not inside
+    /// an excluded directory); repeatable
+    #[arg(long, value_name = "PATTERN")]
+    pub(crate) include: Vec<String>,
+
+    /// Read exclude patterns from FILE, one a line (gitignore syntax: `#` comments,
+    /// `!` re-includes); repeatable
+    #[arg(long, value_name = "FILE")]
+    pub(crate) exclude_from: Vec<PathBuf>,
+
+    /// Honour the `.gitignore` and `.ignore` files found in the trees sent
+    #[arg(long)]
+    pub(crate) gitignore: bool,
+
+    /// Only show what would be sent (new, changed, same), deleted and skipped:
+    /// nothing is sent, written or deleted on either side. Needs a peer with `mirror`
+    #[arg(long, short = 'n')]
+    pub(crate) dry_run: bool,
+
+    /// Print one line per changed entry on stdout (new, replaced, deleted, new dir),
+    /// like rsync's -i; `change` events with --json
+    #[arg(long, short = 'i')]
+    pub(crate) itemize: bool,
+}
+
 /// How this side meets its peer: connect (the default) or listen.
 #[derive(Debug, Args)]
 pub(crate) struct LinkArgs {
@@ -338,6 +378,9 @@ pub(crate) struct SendArgs {
     #[arg(long, value_name = "LEVEL", num_args = 0..=1, require_equals = true,
           default_missing_value = "", env = "XFER_COMPRESS", value_parser = values::compress_level)]
     pub(crate) compress: Option<i32>,
+
+    #[command(flatten)]
+    pub(crate) mirror: MirrorArgs,
 
     #[command(flatten)]
     pub(crate) link: LinkArgs,
@@ -486,6 +529,9 @@ pub(crate) struct GetArgs {
     /// Do not resume: discard partial data of interrupted downloads
     #[arg(long)]
     pub(crate) no_resume: bool,
+
+    #[command(flatten)]
+    pub(crate) mirror: MirrorArgs,
 
     #[command(flatten)]
     pub(crate) transfer: TransferArgs,

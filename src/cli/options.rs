@@ -5,8 +5,8 @@
 use std::path::PathBuf;
 
 use super::args::{
-    AuthArgs, Cli, ClientArgs, Command, GetArgs, HashChoice, LinkArgs, LsArgs, OutputArgs,
-    RecvArgs, SecurityArgs, SendArgs, ServeArgs, TransferArgs,
+    AuthArgs, Cli, ClientArgs, Command, GetArgs, HashChoice, LinkArgs, LsArgs, MirrorArgs,
+    OutputArgs, RecvArgs, SecurityArgs, SendArgs, ServeArgs, TransferArgs,
 };
 use crate::client::ClientOptions;
 use crate::client::options::{AuthOptions, Encryption, Peering, Security};
@@ -14,12 +14,14 @@ use crate::client::path::from_home;
 use crate::commands::recv::RecvOptions;
 use crate::commands::remote::{Change, GetOptions, LsOptions};
 use crate::commands::send::SendOptions;
+use crate::fs::filter::Filter;
 use crate::fs::path::Names;
 use crate::fs::source::{STDIN_OPERAND, WalkOptions};
 use crate::net::{Admission, Link, Timeouts};
 use crate::net::{Endpoint as Host, Remote};
 use crate::proto::handshake::valid_user;
 use crate::proto::hash::HashKind;
+use crate::proto::message::Mirror;
 use crate::serve::ServerOptions;
 use crate::shell::{Script, ShellOptions};
 use crate::transfer::recv::Settings;
@@ -111,24 +113,7 @@ pub(crate) fn invocation(cli: Cli) -> Result<Invocation, String> {
 
 fn send(args: SendArgs) -> Result<SendOptions, String> {
     compress_level_apart(&args)?;
-    // Unless listening, the last operand is the address; the rest are files.
-    let (to, files) = if args.link.listen.is_some() {
-        (
-            None,
-            args.operands.iter().map(PathBuf::from).collect::<Vec<_>>(),
-        )
-    } else {
-        let Some((to, files)) = args.operands.split_last().filter(|(_, f)| !f.is_empty()) else {
-            return Err("give the files to send and then HOST:PORT (or --listen PORT)".into());
-        };
-        let to = to
-            .to_str()
-            .ok_or_else(|| format!("{to:?} is not a HOST:PORT address"))?;
-        let remote: Remote = to
-            .parse()
-            .map_err(|why: String| format!("invalid address: {why}"))?;
-        (Some(remote), files.iter().map(PathBuf::from).collect())
-    };
+    let (to, files) = send_operands(&args)?;
     let (to, remote_dir) = match to {
         Some(remote) => (Some(remote.endpoint), remote.path.as_deref().map(from_home)),
         None => (None, None),
@@ -148,7 +133,20 @@ fn send(args: SendArgs) -> Result<SendOptions, String> {
     if args.name.is_some() && files.len() > 1 {
         return Err("--name renames one operand; give a single file, directory or `-`".into());
     }
-    let style = style(&args.output, Json::Stdout, args.link.serve);
+    let mirror = &args.mirror;
+    if mirror.delete && stream {
+        return Err("--delete mirrors a directory; a stream has nothing to delete".into());
+    }
+    let peering = mirroring(
+        peering(
+            &args.link,
+            to,
+            args.security,
+            args.auth,
+            style(&args.output, Json::Stdout, args.link.serve),
+        )?,
+        mirror,
+    );
     Ok(SendOptions {
         files,
         walk: WalkOptions {
@@ -159,12 +157,73 @@ fn send(args: SendArgs) -> Result<SendOptions, String> {
             owner: args.owner || args.archive,
             numeric_ids: args.numeric_ids,
             specials: args.specials || args.archive,
+            rules: filter_rules(mirror)?,
+            gitignore: mirror.gitignore,
         },
         compress: args.compress,
         remote_dir,
         overwrite: args.overwrite,
-        peering: peering(&args.link, to, args.security, args.auth, style)?,
+        delete: mirror.delete,
+        dry_run: mirror.dry_run,
+        peering,
     })
+}
+
+/// The files to send and, unless listening, the address (the last operand).
+fn send_operands(args: &SendArgs) -> Result<(Option<Remote>, Vec<PathBuf>), String> {
+    if args.link.listen.is_some() {
+        return Ok((None, args.operands.iter().map(PathBuf::from).collect()));
+    }
+    let Some((to, files)) = args.operands.split_last().filter(|(_, f)| !f.is_empty()) else {
+        return Err("give the files to send and then HOST:PORT (or --listen PORT)".into());
+    };
+    let to = to
+        .to_str()
+        .ok_or_else(|| format!("{to:?} is not a HOST:PORT address"))?;
+    let remote: Remote = to
+        .parse()
+        .map_err(|why: String| format!("invalid address: {why}"))?;
+    Ok((Some(remote), files.iter().map(PathBuf::from).collect()))
+}
+
+/// A peering that lists changes with `--itemize`, and insists on a peer with the
+/// feature `mirror` for `--delete` and `--dry-run`.
+fn mirroring(mut peering: Peering, mirror: &MirrorArgs) -> Peering {
+    peering.style.itemize = mirror.itemize;
+    peering.security.mirror = mirror.delete || mirror.dry_run;
+    peering
+}
+
+/// What a `get` asks the server to filter and echo, if anything (17.6).
+fn get_mirror(mirror: &MirrorArgs) -> Result<Option<Mirror>, String> {
+    let rules = filter_rules(mirror)?;
+    if rules.is_empty() && !mirror.delete && !mirror.dry_run {
+        return Ok(None);
+    }
+    let mut filter = Filter::default();
+    filter.add("", &rules)?;
+    Ok(Some(Mirror {
+        delete: mirror.delete,
+        dry_run: mirror.dry_run,
+        rules: filter.wire().to_vec(),
+    }))
+}
+
+/// The filter rules of `--exclude`, `--exclude-from` and `--include`, as gitignore
+/// lines in the order they judge: every exclusion, then the re-inclusions, so
+/// that `--include` takes back what an `--exclude` left out, whatever the order.
+fn filter_rules(mirror: &MirrorArgs) -> Result<Vec<String>, String> {
+    let mut rules = mirror.exclude.clone();
+    for file in &mirror.exclude_from {
+        let text = std::fs::read_to_string(file)
+            .map_err(|err| format!("--exclude-from {}: {err}", file.display()))?;
+        rules.extend(
+            text.lines()
+                .map(|line| line.trim_end_matches('\r').to_string()),
+        );
+    }
+    rules.extend(mirror.include.iter().map(|pattern| format!("!{pattern}")));
+    Ok(rules)
 }
 
 /// `--compress 19`: the level is optional and only taken after `=`, so clap read
@@ -205,6 +264,7 @@ fn recv(args: RecvArgs) -> Result<RecvOptions, String> {
             } else {
                 Names::Any
             },
+            asked: None,
         },
         keep_partial: args.keep_partial,
         numeric_ids: args.numeric_ids,
@@ -218,6 +278,7 @@ fn style(output: &OutputArgs, json: Json, serving: bool) -> Style {
         json: if output.json { json } else { Json::Off },
         serving,
         bar: true,
+        itemize: false,
     }
 }
 
@@ -266,6 +327,7 @@ fn peering(
                 _ => Encryption::Preferred,
             },
             whole_file: security.whole_file,
+            mirror: false,
         },
         limit_rate,
         style,
@@ -337,6 +399,7 @@ fn client(args: ClientArgs, to: Host) -> Result<(ClientOptions, Style), String> 
                 user: args.auth.user,
                 password: args.auth.password,
             },
+            mirror: None,
             hash: HashKind::Md5,
             limit_rate: None,
             compress: None,
@@ -398,19 +461,30 @@ fn get(args: GetArgs) -> Result<GetOptions, String> {
     } else {
         Json::Stdout
     };
-    let output = style(&args.client.output, json, false);
+    let mirror = &args.mirror;
+    if mirror.gitignore {
+        return Err("--gitignore reads the tree being sent: it is for `xfer send`".into());
+    }
+    if (mirror.delete || mirror.dry_run) && args.stdout {
+        return Err("--delete and --dry-run need a local directory, not --stdout".into());
+    }
+    let mut output = style(&args.client.output, json, false);
+    output.itemize = mirror.itemize;
     let (mut client, _) = client(args.client, host)?;
     transferring(&mut client, &args.transfer);
+    client.mirror = get_mirror(mirror)?;
     Ok(GetOptions {
         client,
         paths,
         dir,
         stdout: args.stdout,
         settings: Settings {
-            overwrite: args.overwrite,
+            // A mirror replaces what changed (it is this side's own directory).
+            overwrite: args.overwrite || mirror.delete,
             resume: !args.no_resume,
             // From a server: its names passed the strict rule; keep it here too.
             names: Names::Safe,
+            asked: Some((mirror.delete, mirror.dry_run)),
         },
         style: output,
     })

@@ -306,3 +306,44 @@ fn whole_file_turns_delta_off_on_every_command_that_moves_files() {
         other => panic!("not shell: {other:?}"),
     }
 }
+
+#[test]
+fn mirror_flags_become_rules_and_require_the_feature() {
+    let options = send(&[
+        "send",
+        "dir",
+        "host:9000",
+        "--delete",
+        "-n",
+        "-i",
+        "--include",
+        "keep.o",
+        "--exclude",
+        "*.o",
+        "--exclude",
+        "target/",
+        "--gitignore",
+    ]);
+    assert!(options.delete && options.dry_run);
+    assert!(
+        options.peering.security.mirror,
+        "insisted on: exit 9 without it"
+    );
+    assert!(options.peering.style.itemize);
+    assert!(options.walk.gitignore);
+    // Every exclusion, then the re-inclusions: an include wins whatever the order.
+    assert_eq!(options.walk.rules, ["*.o", "target/", "!keep.o"]);
+    let filters_only = send(&["send", "dir", "host:9000", "--exclude", "*.o"]);
+    assert!(
+        !filters_only.peering.security.mirror,
+        "filters alone need no mirror"
+    );
+    for args in [
+        &["send", "-", "host:9000", "--delete"][..],
+        &["get", "host:9000:dir", "--gitignore"],
+        &["get", "host:9000:dir", "--stdout", "--delete"],
+    ] {
+        let err = parse(args).map(|_| ()).unwrap_err();
+        assert_eq!(err.exit_code(), 2, "{args:?}");
+    }
+}

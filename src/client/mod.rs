@@ -19,7 +19,7 @@ use crate::fs::input::Outbox;
 use crate::net::{self, Endpoint, Link, TcpConnection, Timeouts};
 use crate::proto::handshake::Secret;
 use crate::proto::hash::HashKind;
-use crate::proto::message::{ErrorCode, Item, Message, Role, Usage};
+use crate::proto::message::{ErrorCode, Item, Message, Mirror, Role, Usage};
 use crate::transfer::recv::{self, Claims, Destination, Settings};
 use crate::transfer::tell::end_session;
 use crate::transfer::{Tally, send};
@@ -38,6 +38,9 @@ pub(crate) struct ClientOptions {
     pub(crate) compress: Option<i32>,
     /// `--whole-file`: no feature `delta` on this connection.
     pub(crate) whole_file: bool,
+    /// What a `get` asks the server (filters, `--delete`, `--dry-run`); the last
+    /// two need a server with the feature `mirror`.
+    pub(crate) mirror: Option<Mirror>,
 }
 
 impl ClientOptions {
@@ -55,6 +58,10 @@ impl ClientOptions {
                 hash: self.hash,
                 encryption: Encryption::Required,
                 whole_file: self.whole_file,
+                mirror: self
+                    .mirror
+                    .as_ref()
+                    .is_some_and(|mirror| mirror.delete || mirror.dry_run),
             },
             limit_rate: self.limit_rate,
             style,
@@ -65,6 +72,8 @@ impl ClientOptions {
 /// An open request connection.
 pub(crate) struct Client {
     conn: TcpConnection,
+    /// What a `get` asks the server (see [`ClientOptions::mirror`]).
+    mirror: Option<Mirror>,
 }
 
 impl Client {
@@ -83,7 +92,17 @@ impl Client {
         let peering = options.peering(style);
         let initiating = peering.initiating_with(Role::Client, options.compress, secret);
         let (conn, _peer) = net::connect(&options.to, options.wait, options.timeouts, &initiating)?;
-        Ok(Client { conn })
+        // Filters alone need no `mirror` of the server: it then offers everything.
+        let mirroring = conn
+            .negotiated
+            .has(crate::proto::negotiated::Feature::Mirror);
+        if options.mirror.is_some() && !mirroring {
+            crate::ui::report::warn(
+                "the server cannot filter (no feature `mirror`): everything asked for comes",
+            );
+        }
+        let mirror = options.mirror.clone().filter(|_| mirroring);
+        Ok(Client { conn, mirror })
     }
 
     /// A handle that cuts this connection from another thread (Ctrl-C in the shell).
@@ -179,6 +198,7 @@ impl Client {
     ) -> Result<()> {
         self.conn.writer.write_message(&Message::Get {
             paths: paths.to_vec(),
+            mirror: self.mirror.clone(),
         })?;
         self.conn.writer.flush()?;
         // The answer is the transfer itself (its offer), or an error frame, which
@@ -191,6 +211,23 @@ impl Client {
             None,
             tally,
         )
+    }
+
+    /// What the next `get`s ask the server (the shell's, per command); `feature`
+    /// for `--delete` or `--dry-run` when the server lacks `mirror`.
+    pub(crate) fn asking(&mut self, mirror: Option<Mirror>) -> Result<()> {
+        let mirroring = self
+            .conn
+            .negotiated
+            .has(crate::proto::negotiated::Feature::Mirror);
+        if !mirroring && mirror.as_ref().is_some_and(|m| m.delete || m.dry_run) {
+            return Err(crate::error::refused(
+                ErrorCode::Feature,
+                "the server cannot mirror (--delete, --dry-run): it lacks the feature `mirror`",
+            ));
+        }
+        self.mirror = mirror.filter(|_| mirroring);
+        Ok(())
     }
 
     /// Says goodbye; the server closes.

@@ -58,6 +58,9 @@ pub(crate) struct Security {
     pub(crate) encryption: Encryption,
     /// `--whole-file`: neither list nor choose feature `delta`.
     pub(crate) whole_file: bool,
+    /// The user asked for what only a peer with `mirror` does (`--delete`,
+    /// `--dry-run`): refuse (`feature`) one without it rather than do otherwise.
+    pub(crate) mirror: bool,
 }
 
 /// Everything a transfer command needs to meet its peer.
@@ -107,6 +110,11 @@ impl Peering {
         }
         // `meta` has no switch: whenever both sides have it, trees travel as they are.
         wanted = wanted.with(Feature::Meta);
+        // Listed and chosen by every xfer; insisted on only when asked for.
+        wanted = wanted.with(Feature::Mirror);
+        if self.security.mirror {
+            required = required.with(Feature::Mirror);
+        }
         if accepting {
             // A listener offers what it can; the initiator chooses.
             wanted = wanted.with(Feature::Blake3).with(Feature::Zstd);

@@ -28,14 +28,15 @@ pub(crate) struct SendOptions {
     pub(crate) remote_dir: Option<String>,
     /// Against a server: replace files that exist (`-f`).
     pub(crate) overwrite: bool,
+    /// Remove on the receiver what the directories sent do not hold (`--delete`).
+    pub(crate) delete: bool,
+    /// Plan only (`--dry-run`).
+    pub(crate) dry_run: bool,
     pub(crate) peering: Peering,
 }
 
 pub(crate) fn run(options: &SendOptions) -> Result<()> {
-    let collected = source::collect(&options.files, &options.walk)?;
-    if collected.is_empty() {
-        return Err(fail(Kind::Io, "nothing to send"));
-    }
+    let collected = collect(options)?;
     let serving =
         matches!(&options.peering.link, crate::net::Link::Listen { serve, .. } if !serve.once);
     if serving && collected.is_stream() {
@@ -47,7 +48,9 @@ pub(crate) fn run(options: &SendOptions) -> Result<()> {
     let collected = Arc::new(collected);
     let remote_dir = options.remote_dir.clone();
     let encryption = options.peering.security.encryption;
-    let overwrite = options.overwrite;
+    // A mirror replaces what changed on a server (a plain receiver decides).
+    let overwrite = options.overwrite || options.delete;
+    let options_overwrite = options.overwrite;
     let session: Session = Arc::new(move |conn, tally| {
         let role = conn.negotiated.role();
         match (role == Role::Client, remote_dir.as_deref()) {
@@ -60,7 +63,7 @@ pub(crate) fn run(options: &SendOptions) -> Result<()> {
             }
             (false, Some(dir)) => return Err(no_dir_at_a_receiver(dir)),
             (false, None) => {
-                if overwrite {
+                if options_overwrite {
                     report::warn(
                         "a receiver decides for itself whether to replace files \
                          (`xfer recv --overwrite`): -f has no effect here",
@@ -79,6 +82,23 @@ pub(crate) fn run(options: &SendOptions) -> Result<()> {
         None => Role::Sender,
     };
     run_link(&options.peering, role, options.compress, "sent", session)
+}
+
+/// The operands walked into an offer, with what a mirror asks of the receiver:
+/// `--delete` needs a directory.
+fn collect(options: &SendOptions) -> Result<source::Collected> {
+    let mut collected = source::collect(&options.files, &options.walk)?;
+    if collected.is_empty() {
+        return Err(fail(Kind::Io, "nothing to send"));
+    }
+    if options.delete && !collected.has_dir() {
+        return Err(fail(
+            Kind::Usage,
+            "--delete mirrors a directory: give one (a single file has nothing to delete)",
+        ));
+    }
+    collected.mirror(options.delete, options.dry_run);
+    Ok(collected)
 }
 
 /// `HOST:PORT:DIR` given, and a plain receiver met: it takes no directory.

@@ -22,8 +22,9 @@ use super::sink::TargetDir;
 use super::{Refusal, path::PathRefusal};
 use crate::error::{Classify, Kind};
 use crate::escape::escape;
+use crate::fs::filter::Filter;
 use crate::fs::input::{Input, Outbox};
-use crate::proto::message::{Entry, EntryKind, ErrorCode, Item, ItemKind};
+use crate::proto::message::{Entry, EntryKind, ErrorCode, Item, ItemKind, Mirror};
 
 /// Permission bits shown in listings and carried in offers.
 const PERMISSION_BITS: u32 = 0o777;
@@ -289,6 +290,7 @@ impl Home {
             entries: Vec::new(),
             origins: Vec::new(),
             first_names: std::collections::HashMap::new(),
+            mirror: None,
         };
         for (path, stat) in roots {
             let name = path.rsplit('/').next().unwrap_or(&path).to_string();
@@ -527,9 +529,75 @@ pub(crate) struct Fetch {
     origins: Vec<String>,
     /// The first entry of each file with more than one link (device, inode).
     first_names: std::collections::HashMap<(u64, u64), u64>,
+    /// What the client's `get` asked (section 17.6), echoed in the offer.
+    mirror: Option<Mirror>,
 }
 
 impl Fetch {
+    /// Leaves out what `mirror`'s rules exclude (a directory with all inside), and
+    /// keeps `mirror` to echo in the offer. A rule that is no valid pattern is the
+    /// client's fault: `protocol`.
+    pub(crate) fn filtered(mut self, mirror: Option<Mirror>) -> Result<Fetch, Refusal> {
+        let Some(mirror) = mirror else {
+            return Ok(self);
+        };
+        let filter = Filter::from_wire(&mirror.rules)
+            .map_err(|why| Refusal::new(ErrorCode::Protocol, why))?;
+        let mut left_out: Option<String> = None;
+        let mut keep = Vec::with_capacity(self.entries.len());
+        for entry in &self.entries {
+            let below = |dir: &String| {
+                entry
+                    .path
+                    .strip_prefix(dir.as_str())
+                    .is_some_and(|rest| rest.starts_with('/'))
+            };
+            let out = left_out.as_ref().is_some_and(below)
+                || filter.excluded(&entry.path, entry.kind == EntryKind::Dir);
+            if out && entry.kind == EntryKind::Dir && !left_out.as_ref().is_some_and(below) {
+                left_out = Some(entry.path.clone());
+            }
+            keep.push(!out);
+        }
+        self.keep_only(&keep);
+        self.mirror = Some(mirror);
+        Ok(self)
+    }
+
+    /// Keeps the entries `keep` marks, renumbering hard links. A hard link whose
+    /// file was left out takes that file's place (the filter judges names, and this
+    /// name was kept): its first kept name is offered as the file, and later kept
+    /// names link to it, so no hard link points at an entry that is not offered.
+    fn keep_only(&mut self, keep: &[bool]) {
+        let entries = std::mem::take(&mut self.entries);
+        let origins = std::mem::take(&mut self.origins);
+        // For each old index, where its file now is (the entry itself, or the name
+        // that took its place).
+        let mut moved: Vec<Option<u64>> = vec![None; entries.len()];
+        for (old, (mut entry, origin)) in entries.iter().cloned().zip(origins).enumerate() {
+            if !keep[old] {
+                continue;
+            }
+            let next = self.entries.len() as u64;
+            if let (EntryKind::Hardlink, Some(of)) = (entry.kind, entry.extra().of) {
+                let of = of as usize;
+                match moved[of] {
+                    Some(now) => entry.extra_mut().of = Some(now),
+                    None => {
+                        entry = Entry {
+                            path: entry.path,
+                            ..entries[of].clone()
+                        };
+                        moved[of] = Some(next);
+                    }
+                }
+            }
+            moved[old] = Some(next);
+            self.entries.push(entry);
+            self.origins.push(origin);
+        }
+    }
+
     /// Adds `path` (beneath the home, already looked at: `stat`) as `name`, walking
     /// into directories. A link is offered as a link (its target read, never
     /// followed), a later name of a file as a hard link of the first; special files
@@ -574,10 +642,7 @@ impl Fetch {
                 std::collections::hash_map::Entry::Occupied(first) => {
                     return Entry {
                         path: name,
-                        kind: EntryKind::Hardlink,
-                        size: Some(0),
-                        of: Some(*first.get()),
-                        ..Entry::default()
+                        ..Entry::hard_link(*first.get())
                     };
                 }
                 std::collections::hash_map::Entry::Vacant(slot) => {
@@ -597,8 +662,10 @@ impl Fetch {
             .map_err(|err| Refusal::io(path, "cannot read the link", err))?;
         let mut entry = fetched_entry(name, EntryKind::Symlink, stat);
         match target.into_string() {
-            Ok(text) => entry.target = Some(text),
-            Err(err) => entry.target_hex = Some(crate::hex::hex(err.into_cstring().as_bytes())),
+            Ok(text) => entry.extra_mut().target = Some(text),
+            Err(err) => {
+                entry.extra_mut().target_hex = Some(crate::hex::hex(err.into_cstring().as_bytes()))
+            }
         }
         Ok(entry)
     }
@@ -643,6 +710,10 @@ impl Outbox for Fetch {
 
     fn rereadable(&self, _index: usize) -> bool {
         true
+    }
+
+    fn mirror(&self) -> Option<&Mirror> {
+        self.mirror.as_ref()
     }
 
     fn shown(&self, index: usize) -> String {
@@ -769,8 +840,11 @@ mod tests {
                 ("photos/pw", Symlink)
             ]
         );
-        assert_eq!(fetch.entries()[3].of, Some(2));
-        assert_eq!(fetch.entries()[4].target.as_deref(), Some("/etc/passwd"));
+        assert_eq!(fetch.entries()[3].extra().of, Some(2));
+        assert_eq!(
+            fetch.entries()[4].extra().target.as_deref(),
+            Some("/etc/passwd")
+        );
         let mut content = String::new();
         std::io::Read::read_to_string(&mut fetch.open(2).unwrap(), &mut content).unwrap();
         assert_eq!(content, "a");

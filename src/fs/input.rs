@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use anyhow::Result;
 
-use crate::proto::message::Entry;
+use crate::proto::message::{Entry, Mirror};
 
 /// What a file the sender could not read counts as, not sent (on both sides): the
 /// kind before the `:` of its reason.
@@ -93,6 +93,11 @@ pub(crate) trait Outbox: Sync {
     fn entries(&self) -> &[Entry];
     /// Opens entry `index`'s content for reading (a file or a stream).
     fn open(&self, index: usize) -> Result<Box<dyn Input>>;
+    /// What a mirroring sender asks of the receiver (`--delete`, `--dry-run` and
+    /// the filter rules), if anything.
+    fn mirror(&self) -> Option<&Mirror> {
+        None
+    }
     /// Whether entry `index` can be read again from the start (a stream cannot,
     /// so it never resumes).
     fn rereadable(&self, index: usize) -> bool;

@@ -139,7 +139,7 @@ impl Books {
 
     /// Whether `more` fits beside what is on disk and reserved; `quota` if not.
     /// Only what grows is checked: nothing added fits even at the limit.
-    fn check(&self, more: Footprint, path: &str) -> Result<(), Refusal> {
+    pub(crate) fn check(&self, more: Footprint, path: &str) -> Result<(), Refusal> {
         let over = |limit: Option<u64>, used: u64, reserved: u64, more: u64| {
             more > 0
                 && limit

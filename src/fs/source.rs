@@ -18,12 +18,13 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
+use super::filter::{Filter, IGNORE_FILES};
 use super::input::{self, Input, Outbox, UNREADABLE};
 use super::owners::Owners;
 use crate::error::{Classify, Kind, fail};
 use crate::escape::{escape, escape_path};
 use crate::proto::entry::MAX_REASON;
-use crate::proto::message::{Entry, EntryKind};
+use crate::proto::message::{Entry, EntryKind, Mirror};
 use crate::ui::report;
 
 /// The operand that means standard input.
@@ -53,6 +54,11 @@ pub(crate) struct WalkOptions {
     pub(crate) numeric_ids: bool,
     /// Send fifos, sockets and device nodes (`--specials`).
     pub(crate) specials: bool,
+    /// Filter rules in gitignore syntax (`--exclude`, `--include`,
+    /// `--exclude-from`), in the order they judge: later lines win.
+    pub(crate) rules: Vec<String>,
+    /// Honour the `.gitignore` and `.ignore` files of the trees sent.
+    pub(crate) gitignore: bool,
 }
 
 /// One operand: where it is, and the name it travels under.
@@ -84,11 +90,34 @@ pub(crate) struct Collected {
     first_names: HashMap<(u64, u64), u64>,
     /// While walking: names of owners and groups, looked up once.
     owners: Option<Owners>,
+    /// The rules the walk left entries out by.
+    filter: Filter,
+    /// Entries the rules left out (not failures).
+    pub(crate) filtered: usize,
+    /// What a mirroring sender asks of the receiver.
+    mirror: Option<Mirror>,
 }
 
 impl Collected {
     pub(crate) fn is_empty(&self) -> bool {
         self.entries.is_empty()
+    }
+
+    /// Asks the receiver to mirror the offer (`--delete`) and/or only to plan it
+    /// (`--dry-run`); the filter rules go along, so that it spares what they leave out.
+    pub(crate) fn mirror(&mut self, delete: bool, dry_run: bool) {
+        self.mirror = (delete || dry_run).then(|| Mirror {
+            delete,
+            dry_run,
+            rules: self.filter.wire().to_vec(),
+        });
+    }
+
+    /// Whether a directory is among the operands (what `--delete` mirrors).
+    pub(crate) fn has_dir(&self) -> bool {
+        self.entries
+            .iter()
+            .any(|entry| entry.kind == EntryKind::Dir)
     }
 
     /// Whether the offer is one stream of unknown length.
@@ -128,6 +157,10 @@ impl Outbox for Collected {
         })
     }
 
+    fn mirror(&self) -> Option<&Mirror> {
+        self.mirror.as_ref()
+    }
+
     fn rereadable(&self, index: usize) -> bool {
         self.roots[self.origin[index] as usize].stream == Stream::No
     }
@@ -156,6 +189,10 @@ pub(crate) fn collect(operands: &[PathBuf], options: &WalkOptions) -> Result<Col
         owners: (options.owner && !options.numeric_ids).then(Owners::load),
         ..Collected::default()
     };
+    collected
+        .filter
+        .add("", &options.rules)
+        .map_err(|why| fail(Kind::Usage, why))?;
     let mut names = HashSet::new();
     for operand in operands {
         let root = root_of(operand, options)?;
@@ -294,12 +331,7 @@ impl Walk<'_> {
         if meta.is_file() {
             let entry = match self.earlier_name(meta) {
                 Some(of) => {
-                    let mut link = Entry {
-                        kind: EntryKind::Hardlink,
-                        size: Some(0),
-                        of: Some(of),
-                        ..Entry::default()
-                    };
+                    let mut link = Entry::hard_link(of);
                     link.set_path_bytes(name);
                     link
                 }
@@ -318,34 +350,73 @@ impl Walk<'_> {
         } else if let Some(kind) = special_entry_kind(meta).filter(|_| self.options.specials) {
             let mut entry = self.entry(path, name, kind, meta);
             if matches!(kind, EntryKind::Char | EntryKind::Block) {
-                entry.major = Some(rustix::fs::major(meta.rdev()));
-                entry.minor = Some(rustix::fs::minor(meta.rdev()));
+                entry.extra_mut().major = Some(rustix::fs::major(meta.rdev()));
+                entry.extra_mut().minor = Some(rustix::fs::minor(meta.rdev()));
             }
             self.push(entry);
         } else if meta.is_dir() {
-            let id = (meta.dev(), meta.ino());
-            if !self.ancestors.insert(id) {
-                let why = "loop: a link back to a directory it is inside";
-                return self.not_sent(path, name, why.to_string());
-            }
-            let listing =
-                std::fs::read_dir(path).and_then(|entries| entries.collect::<Result<Vec<_>, _>>());
-            match listing {
-                Ok(children) => {
-                    let entry = self.entry(path, name.clone(), EntryKind::Dir, meta);
-                    self.push(entry);
-                    self.visit_children(children, &name);
-                }
-                // Not even the directory is offered: what it holds is unknown.
-                Err(err) => self.unreadable(path, &name, &err),
-            }
-            self.ancestors.remove(&id);
+            self.visit_dir(path, name, meta);
         } else {
             let why = format!(
                 "{}: --specials sends fifos, sockets and devices",
                 special_kind(file_type)
             );
             self.not_sent(path, name, why);
+        }
+    }
+
+    /// Adds the directory `path` and, unless it is its own ancestor (a loop when
+    /// following links), what it holds; its ignore files first, with `--gitignore`.
+    fn visit_dir(&mut self, path: &Path, name: Vec<u8>, meta: &Metadata) {
+        let id = (meta.dev(), meta.ino());
+        if !self.ancestors.insert(id) {
+            let why = "loop: a link back to a directory it is inside";
+            return self.not_sent(path, name, why.to_string());
+        }
+        let listing =
+            std::fs::read_dir(path).and_then(|entries| entries.collect::<Result<Vec<_>, _>>());
+        match listing {
+            Ok(children) => {
+                let entry = self.entry(path, name.clone(), EntryKind::Dir, meta);
+                self.push(entry);
+                if self.options.gitignore {
+                    self.read_ignore_files(path, &name);
+                }
+                self.visit_children(children, &name);
+            }
+            // Not even the directory is offered: what it holds is unknown.
+            Err(err) => self.unreadable(path, &name, &err),
+        }
+        self.ancestors.remove(&id);
+    }
+
+    /// Adds the rules of `dir`'s ignore files, for what lies beneath it (offered as
+    /// `name`). Lines that are no valid pattern are skipped, with a warning.
+    fn read_ignore_files(&mut self, dir: &Path, name: &[u8]) {
+        let name = String::from_utf8_lossy(name);
+        let mut lines = Vec::new();
+        for file in IGNORE_FILES {
+            let path = dir.join(file);
+            let text = match std::fs::read_to_string(&path) {
+                Ok(text) => text,
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(err) => {
+                    report::warn(&format!("cannot read {}: {err}", escape_path(&path)));
+                    continue;
+                }
+            };
+            let (valid, bad) = Filter::valid_lines(&text);
+            if bad > 0 {
+                report::warn(&format!(
+                    "{}: {bad} lines are no valid pattern and are ignored",
+                    escape_path(&path)
+                ));
+            }
+            lines.extend(valid);
+        }
+        if !lines.is_empty() {
+            // Every line was checked on its own just now.
+            let _ = self.collected.filter.add(&name, &lines);
         }
     }
 
@@ -356,9 +427,9 @@ impl Walk<'_> {
         let mut unsent = Entry {
             kind: EntryKind::Unsent,
             size: Some(0),
-            reason: Some(truncated(reason, MAX_REASON)),
             ..Entry::default()
         };
+        unsent.extra_mut().reason = Some(truncated(reason, MAX_REASON));
         unsent.set_path_bytes(name);
         self.push(unsent);
     }
@@ -384,15 +455,20 @@ impl Walk<'_> {
     fn entry(&mut self, path: &Path, name: Vec<u8>, kind: EntryKind, meta: &Metadata) -> Entry {
         let mut entry = entry(name, kind, meta);
         if self.options.owner {
-            entry.uid = Some(meta.uid());
-            entry.gid = Some(meta.gid());
+            entry.extra_mut().uid = Some(meta.uid());
+            entry.extra_mut().gid = Some(meta.gid());
             if let Some(owners) = &mut self.collected.owners {
-                entry.owner = owners.user(meta.uid());
-                entry.group = owners.group(meta.gid());
+                entry.extra_mut().owner = owners.user(meta.uid());
+                entry.extra_mut().group = owners.group(meta.gid());
             }
         }
-        if self.options.xattrs {
-            entry.xattrs = super::xattr::read(path);
+        if let Some(xattrs) = self
+            .options
+            .xattrs
+            .then(|| super::xattr::read(path))
+            .flatten()
+        {
+            entry.extra_mut().xattrs = Some(xattrs);
         }
         entry
     }
@@ -409,6 +485,16 @@ impl Walk<'_> {
             let path = child.path();
             // A name need not be UTF-8: it travels as bytes (`path_hex`) under `meta`.
             let child_name = [name, b"/", child.file_name().as_bytes()].concat();
+            // Rules match names as text: bytes that are not UTF-8 read as U+FFFD. A
+            // name left out is neither offered nor unsent (even one that cannot be
+            // looked at); a file left out is not remembered as the first of its hard
+            // links, so a later name that is kept is offered as the file itself.
+            let offered = String::from_utf8_lossy(&child_name);
+            let is_dir = child.file_type().is_ok_and(|kind| kind.is_dir());
+            if self.collected.filter.excluded(&offered, is_dir) {
+                self.collected.filtered += 1;
+                continue;
+            }
             let meta = match std::fs::symlink_metadata(&path) {
                 Ok(meta) => meta,
                 Err(err) => {
@@ -498,8 +584,8 @@ fn entry_at(kind: EntryKind, meta: &Metadata) -> Entry {
 /// A link's target: as text when it is UTF-8, else as hex (section 16).
 fn set_target(entry: &mut Entry, target: &[u8]) {
     match std::str::from_utf8(target) {
-        Ok(text) => entry.target = Some(text.to_string()),
-        Err(_) => entry.target_hex = Some(crate::hex::hex(target)),
+        Ok(text) => entry.extra_mut().target = Some(text.to_string()),
+        Err(_) => entry.extra_mut().target_hex = Some(crate::hex::hex(target)),
     }
 }
 
@@ -587,7 +673,10 @@ mod tests {
                 ("photos/link", Symlink),
             ]
         );
-        assert_eq!(collected.entries[5].target.as_deref(), Some("a.jpg"));
+        assert_eq!(
+            collected.entries[5].extra().target.as_deref(),
+            Some("a.jpg")
+        );
         assert_eq!(collected.local_path(4), tree.join("b/z.jpg"));
         let mut content = String::new();
         collected
@@ -630,7 +719,11 @@ mod tests {
                 ("t/sub/up", EntryKind::Unsent)
             ]
         );
-        let reason = collected.entries[2].reason.as_deref().unwrap_or_default();
+        let reason = collected.entries[2]
+            .extra()
+            .reason
+            .as_deref()
+            .unwrap_or_default();
         assert!(reason.starts_with("loop: "), "{reason}");
     }
 
@@ -648,13 +741,14 @@ mod tests {
         let _socket = std::os::unix::net::UnixListener::bind(tree.join("sock")).unwrap();
         let collected = collect(std::slice::from_ref(&tree), &WalkOptions::default()).unwrap();
         let entries = &collected.entries;
-        assert_eq!(entries[1].path_hex.as_deref(), Some("742f636166e9"));
+        assert_eq!(entries[1].extra().path_hex.as_deref(), Some("742f636166e9"));
         assert_eq!(collected.local_path(1), odd);
         assert_eq!(entries[2].path, "t/holes");
         assert_eq!(entries[2].sparse, Some(true));
         assert_eq!(entries[3].kind, EntryKind::Unsent);
         assert!(
             entries[3]
+                .extra()
                 .reason
                 .as_deref()
                 .unwrap()

@@ -78,7 +78,7 @@ fn check_plain(entry: &mut Entry) -> Result<(), String> {
 /// Exactly one of `path` and `path_hex`, and `path_hex` only for bytes that are
 /// not UTF-8 (one spelling per name).
 fn check_path_spelling(entry: &Entry) -> Result<(), String> {
-    match (&entry.path_hex, entry.path.is_empty()) {
+    match (&entry.extra().path_hex, entry.path.is_empty()) {
         (None, true) => Err("an entry has neither path nor path_hex".into()),
         (Some(_), false) => Err("an entry has both path and path_hex".into()),
         (Some(hex), true) => match unhex_vec(hex) {
@@ -114,11 +114,15 @@ fn check_size(entry: &Entry) -> Result<(), String> {
 fn check_kind_members(entry: &Entry) -> Result<(), String> {
     match entry.kind {
         EntryKind::Symlink => check_target(entry),
-        EntryKind::Hardlink if entry.of.is_none() => Err("a hardlink entry without of".into()),
-        EntryKind::Char | EntryKind::Block if entry.major.is_none() || entry.minor.is_none() => {
+        EntryKind::Hardlink if entry.extra().of.is_none() => {
+            Err("a hardlink entry without of".into())
+        }
+        EntryKind::Char | EntryKind::Block
+            if entry.extra().major.is_none() || entry.extra().minor.is_none() =>
+        {
             Err("a device entry without major and minor".into())
         }
-        EntryKind::Unsent => match &entry.reason {
+        EntryKind::Unsent => match &entry.extra().reason {
             Some(reason) if (1..=MAX_REASON).contains(&reason.len()) => Ok(()),
             _ => Err("an unsent entry needs a reason of 1 to 200 bytes".into()),
         },
@@ -130,7 +134,7 @@ fn check_kind_members(entry: &Entry) -> Result<(), String> {
 /// Exactly one of `target` and `target_hex`; 1 to 4096 bytes, no NUL; hex only for
 /// bytes that are not UTF-8.
 fn check_target(entry: &Entry) -> Result<(), String> {
-    let bytes = match (&entry.target, &entry.target_hex) {
+    let bytes = match (&entry.extra().target, &entry.extra().target_hex) {
         (Some(target), None) => target.as_bytes().to_vec(),
         (None, Some(hex)) => {
             let bytes = unhex_vec(hex).ok_or("target_hex is not lowercase hex")?;
@@ -149,7 +153,10 @@ fn check_target(entry: &Entry) -> Result<(), String> {
 
 /// Names come with their numbers; a name is 1 to 255 bytes without NUL.
 fn check_owner(entry: &Entry) -> Result<(), String> {
-    for (name, number) in [(&entry.owner, entry.uid), (&entry.group, entry.gid)] {
+    for (name, number) in [
+        (&entry.extra().owner, entry.extra().uid),
+        (&entry.extra().group, entry.extra().gid),
+    ] {
         if let Some(name) = name {
             if number.is_none() {
                 return Err("owner or group without its number".into());
@@ -165,7 +172,7 @@ fn check_owner(entry: &Entry) -> Result<(), String> {
 /// Names of 1 to 255 bytes without NUL, values as lowercase hex of at most 64 KiB,
 /// at most 1 MiB of values in all.
 fn check_xattrs(entry: &Entry) -> Result<(), String> {
-    let Some(xattrs) = &entry.xattrs else {
+    let Some(xattrs) = &entry.extra().xattrs else {
         return Ok(());
     };
     let mut total = 0;
@@ -240,23 +247,23 @@ fn entry_members(entry: &Entry) -> [(Member, bool); 9] {
         ),
         (
             Member::Target,
-            entry.target.is_some() || entry.target_hex.is_some(),
+            entry.extra().target.is_some() || entry.extra().target_hex.is_some(),
         ),
-        (Member::Of, entry.of.is_some()),
+        (Member::Of, entry.extra().of.is_some()),
         (
             Member::Device,
-            entry.major.is_some() || entry.minor.is_some(),
+            entry.extra().major.is_some() || entry.extra().minor.is_some(),
         ),
         (
             Member::Owner,
-            entry.uid.is_some()
-                || entry.gid.is_some()
-                || entry.owner.is_some()
-                || entry.group.is_some(),
+            entry.extra().uid.is_some()
+                || entry.extra().gid.is_some()
+                || entry.extra().owner.is_some()
+                || entry.extra().group.is_some(),
         ),
-        (Member::Xattrs, entry.xattrs.is_some()),
+        (Member::Xattrs, entry.extra().xattrs.is_some()),
         (Member::Sparse, entry.sparse.is_some()),
-        (Member::Reason, entry.reason.is_some()),
+        (Member::Reason, entry.extra().reason.is_some()),
     ]
 }
 
@@ -358,7 +365,12 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            (plain.mode, plain.mtime, plain.mtime_ns, plain.target),
+            (
+                plain.mode,
+                plain.mtime,
+                plain.mtime_ns,
+                plain.extra().target.clone()
+            ),
             (Some(0o7777), Some(3), None, None)
         );
     }

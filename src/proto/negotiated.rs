@@ -28,13 +28,16 @@ pub(crate) enum Feature {
     /// Files the receiver holds in an older version travel as instructions
     /// against it (`docs/PROTOCOL.md`, "Feature `delta`").
     Delta,
+    /// `--delete`, `--dry-run` and filter rules (section 17).
+    Mirror,
 }
 
 impl Feature {
-    pub(crate) const ALL: [Feature; 5] = [
+    pub(crate) const ALL: [Feature; 6] = [
         Feature::Aead,
         Feature::Blake3,
         Feature::Meta,
+        Feature::Mirror,
         Feature::Zstd,
         Feature::Delta,
     ];
@@ -46,6 +49,7 @@ impl Feature {
             Feature::Zstd => "zstd",
             Feature::Delta => "delta",
             Feature::Meta => "meta",
+            Feature::Mirror => "mirror",
         }
     }
 
@@ -55,7 +59,7 @@ impl Feature {
             Feature::Aead => 2,
             Feature::Zstd => 4,
             Feature::Meta => 8,
-            // 16 is taken by `mirror` (being merged beside this one).
+            Feature::Mirror => 16,
             Feature::Delta => 32,
         }
     }
@@ -118,7 +122,7 @@ impl Features {
         self.0 == 0
     }
 
-    /// The names, in a fixed order (`aead`, `blake3`, `meta`, `zstd`, `delta`).
+    /// The names, in a fixed order (`aead`, `blake3`, `meta`, `mirror`, `zstd`, `delta`).
     pub(crate) fn names(self) -> Vec<String> {
         Feature::ALL
             .into_iter()
@@ -330,6 +334,15 @@ impl Transfer {
         ))
     }
 
+    /// The running `mac_deleted` over the `deleted` frames (feature `mirror`).
+    pub(crate) fn deleted_mac(&self) -> FramesMac {
+        FramesMac(keyed(
+            self.session_key.bytes(),
+            "xfer/2 deleted",
+            &[&self.t.to_be_bytes()],
+        ))
+    }
+
     /// The running `mac_plan` over the plan frames.
     pub(crate) fn plan_mac(&self) -> FramesMac {
         FramesMac(keyed(
@@ -474,7 +487,7 @@ mod tests {
 
     /// The offer of section 16's vector, as xfer writes it.
     fn meta_vector_offer() -> String {
-        use crate::proto::message::{Entry, EntryKind, Message, encode};
+        use crate::proto::message::{Entry, EntryKind, Extra, Message, encode};
         let file = |path: &str, size: u64| Entry {
             path: path.into(),
             kind: EntryKind::File,
@@ -497,7 +510,10 @@ mod tests {
                 path: "v/b.txt".into(),
                 kind: EntryKind::Hardlink,
                 size: Some(0),
-                of: Some(1),
+                extra: Some(Box::new(Extra {
+                    of: Some(1),
+                    ..Extra::default()
+                })),
                 ..Entry::default()
             },
             Entry {
@@ -505,7 +521,10 @@ mod tests {
                 kind: EntryKind::Symlink,
                 size: Some(0),
                 mtime: Some(-1),
-                target: Some("a.txt".into()),
+                extra: Some(Box::new(Extra {
+                    target: Some("a.txt".into()),
+                    ..Extra::default()
+                })),
                 ..Entry::default()
             },
             Entry {
@@ -514,13 +533,17 @@ mod tests {
             },
             Entry {
                 path: String::new(),
-                path_hex: Some(crate::hex::hex(b"v/caf\xe9")),
+                extra: Some(Box::new(Extra {
+                    path_hex: Some(crate::hex::hex(b"v/caf\xe9")),
+                    ..Extra::default()
+                })),
                 ..file("", 0)
             },
         ];
         let frame = encode(&Message::Offer {
             entries,
             more: false,
+            mirror: None,
         });
         assert_eq!(
             u32::from_be_bytes(frame[..4].try_into().unwrap()),

@@ -65,6 +65,7 @@ pub(crate) fn run(options: &ShellOptions) -> Result<()> {
         json: Json::Off,
         serving: false,
         bar: script.is_none() || options.progress,
+        itemize: false,
     };
     let mut session = Session::new(options.client.clone(), style);
     session.connect()?;

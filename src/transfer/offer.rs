@@ -14,7 +14,9 @@ use serde::Serialize;
 use crate::error::{Kind, fail, peer_error, refused};
 use crate::proto::delta::MAX_PLAN_CHUNKS;
 use crate::proto::entry::check_entry;
-use crate::proto::message::{self, Decision, Entry, EntryKind, ErrorCode, Message};
+use crate::proto::message::{
+    self, Decision, Entry, EntryKind, ErrorCode, Message, Mirror, Removed,
+};
 use crate::proto::negotiated::{FramesMac, Transfer};
 use crate::proto::wire::{FrameReader, FrameWriter};
 
@@ -37,6 +39,8 @@ pub(crate) struct ListWriter<'a, W: Write> {
     payload: Vec<u8>,
     in_frame: usize,
     count: u64,
+    /// JSON members (`"mirror":{…},`) that open the first frame only.
+    opening: Option<Vec<u8>>,
 }
 
 impl<'a, W: Write> ListWriter<'a, W> {
@@ -58,15 +62,26 @@ impl<'a, W: Write> ListWriter<'a, W> {
             payload: Vec::with_capacity(FRAME_TARGET + 4096),
             in_frame: 0,
             count: 0,
+            opening: None,
         };
         list.open_frame();
         list
     }
 
+    /// A mirroring receiver's report of what it removed (section 17.3), item by
+    /// item; see [`ListWriter::finish_deleted`].
+    pub(crate) fn deleted(writer: &'a mut FrameWriter<W>, transfer: &Transfer) -> Self {
+        ListWriter::new(writer, "deleted", Some(transfer.deleted_mac()))
+    }
+
     fn open_frame(&mut self) {
         self.payload.clear();
         self.payload
-            .extend_from_slice(format!(r#"{{"type":"{}","entries":["#, self.kind).as_bytes());
+            .extend_from_slice(format!(r#"{{"type":"{}","#, self.kind).as_bytes());
+        if let Some(opening) = self.opening.take() {
+            self.payload.extend_from_slice(&opening);
+        }
+        self.payload.extend_from_slice(br#""entries":["#);
         self.in_frame = 0;
     }
 
@@ -98,6 +113,11 @@ impl<'a, W: Write> ListWriter<'a, W> {
         self.finish(|count, mac| Message::PlanEnd { count, mac })
     }
 
+    /// Ends a report of what was removed: its last frame and `deleted_end`.
+    pub(crate) fn finish_deleted(self) -> Result<()> {
+        self.finish(|count, mac| Message::DeletedEnd { count, mac })
+    }
+
     /// Ends a listing: its last frame.
     pub(crate) fn finish_listing(mut self) -> Result<()> {
         self.payload.extend_from_slice(b"]}");
@@ -115,13 +135,23 @@ impl<'a, W: Write> ListWriter<'a, W> {
     }
 }
 
-/// Sends the offer of `entries` for `transfer`.
+/// Sends the offer of `entries` for `transfer`, with what a mirroring sender asks
+/// (`mirror`, section 17) in its first frame.
 pub(crate) fn write_offer<'e, W: Write>(
     writer: &mut FrameWriter<W>,
     transfer: &Transfer,
+    mirror: Option<&Mirror>,
     entries: impl IntoIterator<Item = &'e Entry>,
 ) -> Result<()> {
     let mut list = ListWriter::new(writer, "offer", Some(transfer.offer_mac()));
+    if let Some(mirror) = mirror {
+        // The first frame is opened already; open it again with the member in it.
+        let mut opening = br#""mirror":"#.to_vec();
+        serde_json::to_writer(&mut opening, mirror).expect("mirror options serialise");
+        opening.push(b',');
+        list.opening = Some(opening);
+        list.open_frame();
+    }
     for entry in entries {
         list.push(entry)?;
     }
@@ -143,13 +173,25 @@ pub(crate) fn write_plan<'d, W: Write>(
     list.finish_plan()
 }
 
+/// An offer as read: its entries, and what a mirroring sender asks (section 17).
+#[derive(Debug)]
+pub(crate) struct Offered {
+    pub(crate) entries: Vec<Entry>,
+    pub(crate) mirror: Option<Mirror>,
+}
+
 /// Reads an offer: its frames, then `offer_end`, whose MAC and count must hold
 /// before any entry is returned; then the rules on what an offer may contain.
-/// A whole-offer error frame from the sender ends it.
+/// A whole-offer error frame from the sender ends it. A `mirror` member counts
+/// only with `mirroring` (the feature in force) and only in the first frame.
 pub(crate) fn read_offer<R: Read>(
     reader: &mut FrameReader<R>,
     transfer: &Transfer,
-) -> Result<Vec<Entry>> {
+    mirroring: bool,
+) -> Result<Offered> {
+    let frames = std::cell::Cell::new(0u64);
+    let mirror = std::cell::RefCell::new(None);
+    let misplaced = std::cell::Cell::new(false);
     let too_many = || {
         refused(
             ErrorCode::TooLarge,
@@ -165,7 +207,20 @@ pub(crate) fn read_offer<R: Read>(
         "offer",
         (MAX_OFFER_ENTRIES, &too_many),
         |message| match message {
-            Message::Offer { entries, more } => Ok((entries, more)),
+            Message::Offer {
+                entries,
+                more,
+                mirror: asked,
+            } => {
+                frames.set(frames.get() + 1);
+                if asked.is_some() && mirroring {
+                    if frames.get() > 1 {
+                        misplaced.set(true);
+                    }
+                    *mirror.borrow_mut() = asked;
+                }
+                Ok((entries, more))
+            }
             other => Err(other),
         },
         |_| Ok(()),
@@ -174,8 +229,126 @@ pub(crate) fn read_offer<R: Read>(
             other => Err(other),
         },
     )?;
+    if misplaced.get() {
+        return Err(fail(
+            Kind::Protocol,
+            "`mirror` is allowed in the first offer frame only",
+        ));
+    }
     check_offer(&mut entries, transfer.meta)?;
-    Ok(entries)
+    let mirror = mirror.into_inner();
+    if let Some(mirror) = &mirror {
+        check_mirror(mirror, &entries)?;
+    }
+    Ok(Offered { entries, mirror })
+}
+
+/// Most filter rule sets, and rule lines in all, an offer may carry: a tree with a
+/// `.gitignore` in each of 10 000 directories still fits; a hostile sender cannot
+/// make the receiver compile more.
+pub(crate) const MAX_RULE_SETS: usize = 10_000;
+pub(crate) const MAX_RULE_LINES: usize = 100_000;
+/// Longest rule line, in bytes (a path's limit).
+pub(crate) const MAX_RULE_LINE: usize = 4096;
+
+/// What mirror options may not say: too many rules, a rule too long, `--delete`
+/// for a stream, or a dry run of one.
+fn check_mirror(mirror: &Mirror, entries: &[Entry]) -> Result<()> {
+    let lines: usize = mirror.rules.iter().map(|set| set.lines.len()).sum();
+    if mirror.rules.len() > MAX_RULE_SETS || lines > MAX_RULE_LINES {
+        return Err(fail(
+            Kind::Protocol,
+            format!(
+                "the offer carries {} rule sets and {lines} rule lines (at most \
+                 {MAX_RULE_SETS} and {MAX_RULE_LINES})",
+                mirror.rules.len()
+            ),
+        ));
+    }
+    let too_long = mirror
+        .rules
+        .iter()
+        .flat_map(|set| set.lines.iter().chain([&set.dir]))
+        .any(|line| line.len() > MAX_RULE_LINE || line.contains(['\n', '\r', '\0']));
+    if too_long {
+        return Err(fail(
+            Kind::Protocol,
+            format!("a filter rule over {MAX_RULE_LINE} bytes, or with a line break or NUL"),
+        ));
+    }
+    let is_stream = entries.iter().any(|entry| entry.size.is_none());
+    if mirror.delete && is_stream {
+        return Err(fail(Kind::Protocol, "`delete` with a stream"));
+    }
+    Ok(())
+}
+
+/// Most items a report of removed entries may hold, and bytes of paths in all:
+/// what a sender holds until the report's MAC verifies.
+pub(crate) const MAX_REMOVED: usize = MAX_OFFER_ENTRIES;
+pub(crate) const MAX_REMOVED_BYTES: usize = 128 << 20;
+
+/// Reads the rest of a mirroring receiver's report of what it removed, whose first
+/// frame (`first`, as it crossed the wire) was read already, and its `deleted_end`:
+/// nothing is returned before the MAC and the count hold.
+pub(crate) fn read_removed<R: Read>(
+    reader: &mut FrameReader<R>,
+    transfer: &Transfer,
+    first: &[u8],
+) -> Result<Vec<Removed>> {
+    let mut mac = transfer.deleted_mac();
+    let mut removed = Vec::new();
+    let mut bytes = 0;
+    let mut payload = first.to_vec();
+    loop {
+        mac.frame(&payload);
+        let (items, more) =
+            match message::decode(&payload).map_err(|err| fail(Kind::Protocol, err))? {
+                Message::Deleted { entries, more } => (entries, more),
+                other => return Err(unexpected("a deleted frame", &other)),
+            };
+        bytes += items
+            .iter()
+            .map(|item| item.path.len() + item.error.as_ref().map_or(0, String::len))
+            .sum::<usize>();
+        if removed.len() + items.len() > MAX_REMOVED || bytes > MAX_REMOVED_BYTES {
+            return Err(fail(
+                Kind::Protocol,
+                format!(
+                    "the report of removed entries is over {MAX_REMOVED} items or {MAX_REMOVED_BYTES} bytes"
+                ),
+            ));
+        }
+        removed.extend(items);
+        if !more {
+            break;
+        }
+        payload = reader
+            .read_payload()?
+            .ok_or_else(|| closed("the report of removed entries"))?
+            .to_vec();
+    }
+    match reader.expect_message("deleted_end")? {
+        Message::DeletedEnd {
+            count,
+            mac: claimed,
+        } => {
+            if !mac.verify(&claimed) {
+                return Err(refused(
+                    ErrorCode::Mac,
+                    "the report of removed entries does not verify (tampered on the way?)",
+                ));
+            }
+            if count != removed.len() as u64 {
+                return Err(fail(
+                    Kind::Protocol,
+                    format!("deleted_end counts {count}; {} arrived", removed.len()),
+                ));
+            }
+            Ok(removed)
+        }
+        other => Err(unexpected("deleted_end", &other)),
+    }
 }
 
 /// Reads a list of frames (an offer or a plan) and its closing frame: at most
@@ -286,7 +459,7 @@ fn check_offer(entries: &mut [Entry], meta: bool) -> Result<()> {
 /// A hard link's `of` names an earlier entry that is a file of known size.
 fn check_hard_links(entries: &[Entry]) -> Result<()> {
     for (index, entry) in entries.iter().enumerate() {
-        let Some(of) = entry.of else { continue };
+        let Some(of) = entry.extra().of else { continue };
         let linked = usize::try_from(of)
             .ok()
             .filter(|&of| of < index)
@@ -387,6 +560,7 @@ mod tests {
     use super::*;
     use crate::error::kind_of;
     use crate::proto::hash::HashKind;
+    use crate::proto::message::Extra;
     use std::io::Cursor;
 
     fn transfer() -> Transfer {
@@ -414,13 +588,14 @@ mod tests {
 
     fn written(entries: &[Entry]) -> Vec<u8> {
         let mut writer = FrameWriter::new(Vec::new());
-        write_offer(&mut writer, &transfer(), entries).unwrap();
+        write_offer(&mut writer, &transfer(), None, entries).unwrap();
         writer.flush().unwrap();
         writer.get_ref().clone()
     }
 
     fn read_back(bytes: Vec<u8>) -> Result<Vec<Entry>> {
-        read_offer(&mut FrameReader::new(Cursor::new(bytes)), &transfer())
+        read_offer(&mut FrameReader::new(Cursor::new(bytes)), &transfer(), true)
+            .map(|offered| offered.entries)
     }
 
     #[test]
@@ -473,12 +648,14 @@ mod tests {
         let mut t = transfer();
         t.meta = true;
         let mut writer = FrameWriter::new(Vec::new());
-        write_offer(&mut writer, &t, entries).unwrap();
+        write_offer(&mut writer, &t, None, entries).unwrap();
         writer.flush().unwrap();
         read_offer(
             &mut FrameReader::new(Cursor::new(writer.get_ref().clone())),
             &t,
+            false,
         )
+        .map(|offered| offered.entries)
     }
 
     fn hard_link(path: &str, of: u64) -> Entry {
@@ -486,7 +663,10 @@ mod tests {
             path: path.into(),
             kind: EntryKind::Hardlink,
             size: Some(0),
-            of: Some(of),
+            extra: Some(Box::new(Extra {
+                of: Some(of),
+                ..Extra::default()
+            })),
             ..Entry::default()
         }
     }
@@ -565,5 +745,178 @@ mod tests {
             false,
         );
         assert_eq!(kind_of(&err.unwrap_err()), Some(Kind::Verification));
+    }
+}
+
+/// The section 17 vectors of `docs/PROTOCOL.md`: an offer frame with a `mirror`
+/// member, and a report of one removed file.
+#[cfg(test)]
+mod mirror_vectors {
+    use super::*;
+    use crate::proto::handshake::tests::vector_session_key;
+    use crate::proto::hash::HashKind;
+    use crate::proto::message::{ItemKind, RuleSet};
+    use std::io::Cursor;
+
+    const OFFER: &str = r#"{"type":"offer","mirror":{"delete":true,"rules":[{"dir":"","lines":["*.tmp","!keep.tmp"]}]},"entries":[{"path":"site","kind":"dir","size":0,"mode":493,"mtime":1700000000},{"path":"site/index.html","kind":"file","size":13,"mode":420,"mtime":1700000000}]}"#;
+    const DELETED: &str =
+        r#"{"type":"deleted","entries":[{"path":"site/old.html","kind":"file"}]}"#;
+
+    fn transfer() -> Transfer {
+        Transfer::for_tests(*vector_session_key('A').bytes(), 0, HashKind::Md5)
+    }
+
+    fn entry(path: &str, kind: EntryKind, size: u64, mode: u64) -> Entry {
+        Entry {
+            path: path.into(),
+            kind,
+            size: Some(size),
+            mode: Some(mode),
+            mtime: Some(1_700_000_000),
+            ..Entry::default()
+        }
+    }
+
+    #[test]
+    fn the_offer_with_mirror_matches_the_protocol_vector() {
+        let mirror = Mirror {
+            delete: true,
+            dry_run: false,
+            rules: vec![RuleSet {
+                dir: String::new(),
+                lines: vec!["*.tmp".into(), "!keep.tmp".into()],
+            }],
+        };
+        let entries = [
+            entry("site", EntryKind::Dir, 0, 0o755),
+            entry("site/index.html", EntryKind::File, 13, 0o644),
+        ];
+        let mut writer = FrameWriter::new(Vec::new());
+        write_offer(&mut writer, &transfer(), Some(&mirror), &entries).unwrap();
+        writer.flush().unwrap();
+        let bytes = writer.get_ref().clone();
+        assert_eq!(OFFER.len(), 253);
+        assert_eq!(&bytes[..4], 253u32.to_be_bytes());
+        assert_eq!(&bytes[4..4 + OFFER.len()], OFFER.as_bytes());
+        let mut mac = transfer().offer_mac();
+        mac.frame(OFFER.as_bytes());
+        assert_eq!(
+            mac.finish_hex(),
+            "51412f146fe480059b450246eddcf1205b120c36f888951cb7a12191906d8773"
+        );
+        let read = read_offer(&mut FrameReader::new(Cursor::new(bytes)), &transfer(), true);
+        let offered = read.unwrap();
+        assert_eq!(offered.mirror, Some(mirror));
+        assert_eq!(offered.entries, entries);
+    }
+
+    #[test]
+    fn the_report_of_removed_entries_matches_the_protocol_vector() {
+        let mut writer = FrameWriter::new(Vec::new());
+        let mut list = ListWriter::deleted(&mut writer, &transfer());
+        let removed = Removed {
+            path: "site/old.html".into(),
+            kind: ItemKind::File,
+            error: None,
+        };
+        list.push(&removed).unwrap();
+        list.finish_deleted().unwrap();
+        writer.flush().unwrap();
+        let bytes = writer.get_ref().clone();
+        assert_eq!(DELETED.len(), 69);
+        assert_eq!(&bytes[4..4 + DELETED.len()], DELETED.as_bytes());
+        let mut mac = transfer().deleted_mac();
+        mac.frame(DELETED.as_bytes());
+        assert_eq!(
+            mac.finish_hex(),
+            "6d7f32b81f52ad1183f055be5e17148245e3337451ecab62245ef3c20b62e5e4"
+        );
+        let mut reader = FrameReader::new(Cursor::new(bytes));
+        let first = reader.read_payload().unwrap().unwrap().to_vec();
+        let read = read_removed(&mut reader, &transfer(), &first).unwrap();
+        assert_eq!(read, [removed]);
+    }
+
+    #[test]
+    fn a_forged_report_or_a_misplaced_mirror_is_refused() {
+        let mut writer = FrameWriter::new(Vec::new());
+        writer.write_payload(DELETED.as_bytes()).unwrap();
+        writer
+            .write_message(&Message::DeletedEnd {
+                count: 1,
+                mac: "00".repeat(32),
+            })
+            .unwrap();
+        writer.flush().unwrap();
+        let mut reader = FrameReader::new(Cursor::new(writer.get_ref().clone()));
+        let first = reader.read_payload().unwrap().unwrap().to_vec();
+        let err = read_removed(&mut reader, &transfer(), &first).unwrap_err();
+        assert_eq!(crate::error::wire_code(&err), Some(ErrorCode::Mac));
+        // `mirror` in a second offer frame.
+        let t = transfer();
+        let frames = [
+            r#"{"type":"offer","entries":[],"more":true}"#,
+            r#"{"type":"offer","mirror":{"delete":true},"entries":[]}"#,
+        ];
+        let mut mac = t.offer_mac();
+        let mut writer = FrameWriter::new(Vec::new());
+        for frame in frames {
+            mac.frame(frame.as_bytes());
+            writer.write_payload(frame.as_bytes()).unwrap();
+        }
+        let end = Message::OfferEnd {
+            count: 0,
+            mac: mac.finish_hex(),
+        };
+        writer.write_message(&end).unwrap();
+        writer.flush().unwrap();
+        let bytes = writer.get_ref().clone();
+        let read = read_offer(&mut FrameReader::new(Cursor::new(bytes.clone())), &t, true);
+        assert_eq!(
+            crate::error::kind_of(&read.unwrap_err()),
+            Some(Kind::Protocol)
+        );
+        // Without the feature in force the member is ignored, as by an older peer.
+        let read = read_offer(&mut FrameReader::new(Cursor::new(bytes)), &t, false);
+        assert_eq!(read.unwrap().mirror, None);
+    }
+
+    #[test]
+    fn hostile_mirror_options_are_protocol_errors() {
+        let set = |dir: &str, line: &str| RuleSet {
+            dir: dir.into(),
+            lines: vec![line.into()],
+        };
+        let file = [entry("a", EntryKind::File, 1, 0o644)];
+        let stream = [Entry {
+            size: None,
+            ..entry("s", EntryKind::File, 0, 0o644)
+        }];
+        let too_many = Mirror {
+            rules: (0..=MAX_RULE_SETS).map(|_| set("", "x")).collect(),
+            ..Mirror::default()
+        };
+        let long = Mirror {
+            rules: vec![set("", &"x".repeat(MAX_RULE_LINE + 1))],
+            ..Mirror::default()
+        };
+        let broken = Mirror {
+            rules: vec![set("", "a\nb")],
+            ..Mirror::default()
+        };
+        let delete_a_stream = Mirror {
+            delete: true,
+            ..Mirror::default()
+        };
+        for (mirror, entries) in [
+            (&too_many, &file[..]),
+            (&long, &file[..]),
+            (&broken, &file[..]),
+            (&delete_a_stream, &stream[..]),
+        ] {
+            let err = check_mirror(mirror, entries).unwrap_err();
+            assert_eq!(crate::error::kind_of(&err), Some(Kind::Protocol));
+        }
+        assert!(check_mirror(&delete_a_stream, &file).is_ok());
     }
 }

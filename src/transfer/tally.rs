@@ -12,7 +12,8 @@ use crate::error::{ErrorCode, Kind, fail, kind_of};
 use crate::proto::compress::Squeezed;
 use crate::proto::negotiated::{Feature, Negotiated};
 use crate::ui::report::{
-    FileOutcome, LIST_FILES_UP_TO, Reporter, Summary, not_sent_breakdown, not_sent_kind,
+    Change, DryRun, FileOutcome, Json, LIST_FILES_UP_TO, Reporter, Summary, not_sent_breakdown,
+    not_sent_kind,
 };
 
 /// The outcomes of one session's entries as they happen: each is shown at once,
@@ -106,6 +107,57 @@ impl Tally {
                     .expect("no panics while holding the lock")
                     .get_or_insert(code);
             }
+        }
+    }
+
+    /// This session only plans (`--dry-run`): its changes are counted apart, and
+    /// nothing it finds is a failure.
+    pub(crate) fn dry_run(&self) {
+        self.summary
+            .lock()
+            .expect("no panics while holding the lock")
+            .dry_run = Some(DryRun::default());
+    }
+
+    /// Shows and counts one entry's change: every one in a dry run; in a real run,
+    /// with `--itemize`, those that change the receiver. `size` is what a file to
+    /// send holds; `note` says why an entry is skipped or kept.
+    pub(crate) fn change(&self, change: Change, path: &str, size: u64, note: Option<&str>) {
+        let dry_run = {
+            let mut summary = self
+                .summary
+                .lock()
+                .expect("no panics while holding the lock");
+            match change {
+                Change::Deleted => summary.deleted += 1,
+                Change::NotDeleted => summary.not_deleted += 1,
+                _ => {}
+            }
+            if let Some(dry) = summary.dry_run.as_mut() {
+                match change {
+                    Change::New => (dry.new, dry.bytes) = (dry.new + 1, dry.bytes + size),
+                    Change::NewNode(_) => dry.new += 1,
+                    Change::ReplacedNode(_) => dry.changed += 1,
+                    Change::Changed => {
+                        (dry.changed, dry.bytes) = (dry.changed + 1, dry.bytes + size);
+                    }
+                    Change::Same => dry.same += 1,
+                    Change::Skipped => dry.skipped += 1,
+                    _ => {}
+                }
+            }
+            summary.dry_run.is_some()
+        };
+        let style = self.reporter.style();
+        let listed = match change {
+            Change::Same | Change::Skipped | Change::Changed => dry_run,
+            Change::NotDeleted => true,
+            // No other event tells a JSON reader what went.
+            Change::Deleted if style.json != Json::Off => true,
+            _ => dry_run || style.itemize,
+        };
+        if listed {
+            self.reporter.change(change, path, note, dry_run);
         }
     }
 

@@ -17,7 +17,7 @@ use super::progress;
 use crate::escape::escape;
 use crate::proto::compress::Squeezed;
 use crate::proto::hash::{Digest, HashKind};
-use crate::proto::message::ErrorCode;
+use crate::proto::message::{EntryKind, ErrorCode};
 
 pub(crate) use crate::stderr::{line, set_quiet, warn};
 
@@ -93,6 +93,77 @@ pub(crate) fn not_sent_breakdown(kinds: &[(String, usize)]) -> String {
         .join(", ")
 }
 
+/// One entry's change, as `--itemize` and `--dry-run` list them (rsync's `-i`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Change {
+    /// A file that was not on the receiver.
+    New,
+    /// A directory that was not on the receiver.
+    NewDir,
+    /// A file that replaced the receiver's (a real run).
+    Replaced,
+    /// A file the receiver holds another version of (a dry run: it would be sent).
+    Changed,
+    /// A file the receiver holds already (a dry run).
+    Same,
+    /// An entry the receiver refuses (a dry run).
+    Skipped,
+    /// Removed by `--delete` (or, in a dry run, it would be).
+    Deleted,
+    /// `--delete` could not remove it.
+    NotDeleted,
+    /// An entry without data (a link, a hard link, a special file) that was not on
+    /// the receiver.
+    NewNode(EntryKind),
+    /// One that replaced what the receiver held under its name (a dry run: it
+    /// would).
+    ReplacedNode(EntryKind),
+}
+
+impl Change {
+    /// An entry without data of `kind` made on the receiver, new or `replaces`.
+    pub(crate) fn of_node(kind: EntryKind, replaces: bool) -> Change {
+        match replaces {
+            true => Change::ReplacedNode(kind),
+            false => Change::NewNode(kind),
+        }
+    }
+
+    pub(crate) fn word(self) -> &'static str {
+        match self {
+            Change::New => "new",
+            Change::NewDir => "new dir",
+            Change::Replaced => "replaced",
+            Change::Changed => "changed",
+            Change::Same => "same",
+            Change::Skipped => "skipped",
+            Change::Deleted => "deleted",
+            Change::NotDeleted => "kept",
+            Change::NewNode(kind) => match kind {
+                EntryKind::Symlink => "new link",
+                EntryKind::Hardlink => "new hard link",
+                _ => "new special",
+            },
+            Change::ReplacedNode(kind) => match kind {
+                EntryKind::Symlink => "replaced link",
+                EntryKind::Hardlink => "replaced hard link",
+                _ => "replaced special",
+            },
+        }
+    }
+}
+
+/// What a dry run found, for its summary.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct DryRun {
+    pub(crate) new: usize,
+    pub(crate) changed: usize,
+    /// Bytes the new and changed files hold.
+    pub(crate) bytes: u64,
+    pub(crate) same: usize,
+    pub(crate) skipped: usize,
+}
+
 /// Where, if anywhere, JSON events go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Json {
@@ -112,6 +183,8 @@ pub(crate) struct Style {
     pub(crate) serving: bool,
     /// A progress bar, where the terminal can show one (not in a shell script).
     pub(crate) bar: bool,
+    /// One line per changed entry on stdout (`--itemize`).
+    pub(crate) itemize: bool,
 }
 
 /// What a finished session adds up to, for its summary.
@@ -140,6 +213,11 @@ pub(crate) struct Summary {
     pub(crate) hash: HashKind,
     /// Whether the connection was sealed (`aead`).
     pub(crate) encrypted: bool,
+    /// Entries `--delete` removed (or a dry run would), and those it could not.
+    pub(crate) deleted: usize,
+    pub(crate) not_deleted: usize,
+    /// A dry run's findings (nothing moved).
+    pub(crate) dry_run: Option<DryRun>,
 }
 
 /// At most this many files get their digest listed under the summary line.
@@ -284,6 +362,39 @@ impl Reporter {
         });
     }
 
+    /// One entry's change (`--itemize`, `--dry-run`): a line on stdout, or with
+    /// `--json` a `change` event; `note` says why an entry is skipped or kept.
+    pub(crate) fn change(&self, change: Change, path: &str, note: Option<&str>, dry_run: bool) {
+        if self.style.json != Json::Off {
+            return self.event(|| {
+                let mut event = json!({
+                    "event": "change", "change": change.word(), "path": path,
+                    "dry_run": dry_run,
+                });
+                if let Some(note) = note {
+                    event["message"] = json!(note);
+                }
+                if self.style.serving {
+                    self.identify(&mut event);
+                }
+                event
+            });
+        }
+        if self.style.quiet || self.style.serving {
+            return;
+        }
+        let slash = if change == Change::NewDir { "/" } else { "" };
+        let note = note.map_or_else(String::new, |note| format!("  ({note})"));
+        // Words line up in 9 columns; a longer one ("new hard link") keeps a space.
+        let word = change.word();
+        let pad = 9usize.saturating_sub(word.len()).max(1);
+        let text = format!("{word}{:pad$}{}{slash}{note}\n", "", escape(path));
+        self.bar.suspend(|| {
+            let mut out = std::io::stdout().lock();
+            let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
+        });
+    }
+
     /// Adds who a serving process's event concerns.
     fn identify(&self, event: &mut serde_json::Value) {
         if let Some(peer) = self.peer {
@@ -315,6 +426,12 @@ impl Reporter {
                 event["exit_code"] = json!(crate::error::exit_code(err));
             }
             self.event(|| event);
+            return;
+        }
+        if let Some(dry) = summary.dry_run {
+            if !self.style.quiet {
+                line(&dry_run_line(&dry, summary));
+            }
             return;
         }
         let nothing = summary.verified == 0
@@ -435,6 +552,21 @@ fn file_event(outcome: &FileOutcome) -> serde_json::Value {
     }
 }
 
+/// `dry run: would send 3 new and 2 changed files (4.00 MiB), 10 same, 1 skipped,
+/// 2 to delete; nothing was sent, written or deleted`.
+fn dry_run_line(dry: &DryRun, summary: &Summary) -> String {
+    format!(
+        "dry run: would send {} and {} changed ({}), {} same, {} skipped, {} to delete; \
+         nothing was sent, written or deleted",
+        plural(dry.new, "new file"),
+        dry.changed,
+        HumanBytes(dry.bytes),
+        dry.same,
+        dry.skipped,
+        summary.deleted
+    )
+}
+
 fn summary_fields(summary: &Summary, elapsed: Duration, rate: u64) -> serde_json::Value {
     let mut fields = json!({
         "files": summary.verified, "same": summary.same, "resumed": summary.resumed,
@@ -450,6 +582,16 @@ fn summary_fields(summary: &Summary, elapsed: Duration, rate: u64) -> serde_json
     }
     if summary.kept > 0 {
         fields["kept_bytes"] = json!(summary.kept);
+    }
+    if summary.deleted > 0 || summary.not_deleted > 0 {
+        fields["deleted"] = json!(summary.deleted);
+        fields["not_deleted"] = json!(summary.not_deleted);
+    }
+    if let Some(dry) = summary.dry_run {
+        fields["dry_run"] = json!({
+            "new": dry.new, "changed": dry.changed, "bytes": dry.bytes,
+            "same": dry.same, "skipped": dry.skipped, "deleted": summary.deleted,
+        });
     }
     fields
 }
@@ -484,6 +626,12 @@ fn extras(summary: &Summary) -> String {
             "{} kept as partial data, for a rerun to resume",
             HumanBytes(summary.kept)
         ));
+    }
+    if summary.deleted > 0 || summary.not_deleted > 0 {
+        parts.push(format!("deleted {}", summary.deleted));
+    }
+    if summary.not_deleted > 0 {
+        parts.push(format!("{} could not be deleted", summary.not_deleted));
     }
     if parts.is_empty() {
         String::new()

@@ -64,7 +64,7 @@ fn is_root() -> bool {
 
 /// Applies everything `entry` says to the open file or directory `fd`.
 pub(crate) fn apply(fd: impl AsFd, entry: &Entry, policy: Policy) -> Result<(), Errno> {
-    if let Some(xattrs) = &entry.xattrs {
+    if let Some(xattrs) = &entry.extra().xattrs {
         let dropped = xattr::apply(&fd, xattrs, is_root() && !policy.server);
         DROPPED.xattrs.fetch_add(dropped, Ordering::Relaxed);
     }
@@ -89,8 +89,8 @@ pub(crate) fn apply_at(
     entry: &Entry,
     policy: Policy,
 ) -> Result<(), Errno> {
-    let link = entry.target.is_some() || entry.target_hex.is_some();
-    if let Some(xattrs) = &entry.xattrs {
+    let link = entry.extra().target.is_some() || entry.extra().target_hex.is_some();
+    if let Some(xattrs) = &entry.extra().xattrs {
         let dropped = xattr::apply_to_link(&dir, name, xattrs, is_root() && !policy.server);
         DROPPED.xattrs.fetch_add(dropped, Ordering::Relaxed);
     }
@@ -148,7 +148,7 @@ fn count_times(result: Result<(), Errno>) -> Result<(), Errno> {
 /// The owner to give, as root and not on a server: the local number of the sent
 /// name where there is one (unless `--numeric-ids`), else the sent number.
 fn owner_of(entry: &Entry, policy: Policy) -> Option<(Uid, Gid)> {
-    let (uid, gid) = (entry.uid?, entry.gid?);
+    let (uid, gid) = (entry.extra().uid?, entry.extra().gid?);
     if policy.server {
         return None;
     }
@@ -159,10 +159,20 @@ fn owner_of(entry: &Entry, policy: Policy) -> Option<(Uid, Gid)> {
     let (mut uid, mut gid) = (uid, gid);
     if !NUMERIC_IDS.get().copied().unwrap_or(false) {
         let owners = LOCAL_OWNERS.get_or_init(Owners::load);
-        if let Some(local) = entry.owner.as_deref().and_then(|name| owners.uid_of(name)) {
+        if let Some(local) = entry
+            .extra()
+            .owner
+            .as_deref()
+            .and_then(|name| owners.uid_of(name))
+        {
             uid = local;
         }
-        if let Some(local) = entry.group.as_deref().and_then(|name| owners.gid_of(name)) {
+        if let Some(local) = entry
+            .extra()
+            .group
+            .as_deref()
+            .and_then(|name| owners.gid_of(name))
+        {
             gid = local;
         }
     }

@@ -38,7 +38,7 @@ pub(crate) struct Node<'e> {
 
 /// A link's target bytes.
 pub(crate) fn target_of(entry: &Entry) -> Vec<u8> {
-    match (&entry.target, &entry.target_hex) {
+    match (&entry.extra().target, &entry.extra().target_hex) {
         (Some(text), _) => text.as_bytes().to_vec(),
         (None, Some(hex)) => unhex_vec(hex).unwrap_or_default(),
         (None, None) => Vec::new(),
@@ -114,8 +114,8 @@ impl Resolver<'_> {
                 .is_some_and(|file| (file.st_dev, file.st_ino) == (stat.st_dev, stat.st_ino)),
             other => {
                 let device = rustix::fs::makedev(
-                    node.entry.major.unwrap_or(0),
-                    node.entry.minor.unwrap_or(0),
+                    node.entry.extra().major.unwrap_or(0),
+                    node.entry.extra().minor.unwrap_or(0),
                 );
                 file_type_of(other) == Some(kind)
                     && (!matches!(other, EntryKind::Char | EntryKind::Block)
@@ -276,8 +276,8 @@ fn create_temporary(
             (kind, _) => {
                 let file_type = file_type_of(kind).ok_or(Errno::INVAL);
                 let device = rustix::fs::makedev(
-                    node.entry.major.unwrap_or(0),
-                    node.entry.minor.unwrap_or(0),
+                    node.entry.extra().major.unwrap_or(0),
+                    node.entry.extra().minor.unwrap_or(0),
                 );
                 file_type.and_then(|file_type| {
                     rustix::fs::mknodat(

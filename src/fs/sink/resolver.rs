@@ -102,6 +102,13 @@ impl<'a> Resolver<'a> {
         }
     }
 
+    /// Whether the directory `components` is there (reached without a link; a
+    /// link or a file on the way is refused as [`Resolver::create_dir`] would).
+    pub(crate) fn probe_dir(&mut self, components: &[&[u8]]) -> Result<bool, Refusal> {
+        self.deep_enough(&beneath::shown_path(components), components)?;
+        self.walk(components, false).map(|dir| dir.is_some())
+    }
+
     /// Creates the directory `components` and any missing parents.
     pub(crate) fn create_dir(&mut self, components: &[&[u8]]) -> Result<(), Refusal> {
         self.deep_enough(&beneath::shown_path(components), components)?;

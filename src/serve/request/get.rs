@@ -9,13 +9,23 @@ use super::Context;
 use super::refuse;
 use crate::escape::escape;
 use crate::net::TcpConnection;
+use crate::proto::message::Mirror;
+use crate::proto::negotiated::Feature;
 use crate::transfer::{Tally, send};
 use crate::ui::report::Reporter;
 
-pub(crate) fn run(context: &Context<'_>, conn: &mut TcpConnection, paths: &[String]) -> Result<()> {
+pub(crate) fn run(
+    context: &Context<'_>,
+    conn: &mut TcpConnection,
+    paths: &[String],
+    mirror: Option<Mirror>,
+) -> Result<()> {
     let shown: Vec<String> = paths.iter().map(|p| escape(p).into_owned()).collect();
     let action = format!("get {}", shown.join(" "));
-    let fetch = match context.home.fetch(paths) {
+    // Without `mirror` in force the member is ignored, as an older server would.
+    let mirror = mirror.filter(|_| conn.negotiated.has(Feature::Mirror));
+    let fetched = context.home.fetch(paths);
+    let fetch = match fetched.and_then(|fetch| fetch.filtered(mirror)) {
         Ok(fetch) => fetch,
         Err(refusal) => return refuse(context, conn, &action, refusal),
     };

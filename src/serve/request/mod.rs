@@ -37,7 +37,7 @@ pub(crate) fn handle(
         Message::Remove { path } => names::remove(context, conn, &path),
         Message::Rename { from, to } => names::rename(context, conn, &from, &to),
         Message::Put { dir, overwrite } => put::run(context, conn, &dir, overwrite),
-        Message::Get { paths } => get::run(context, conn, &paths),
+        Message::Get { paths, mirror } => get::run(context, conn, &paths, mirror),
         Message::Bye => {
             context.log("bye", Ok("closed".into()));
             return Ok(Flow::Close);

@@ -40,6 +40,7 @@ pub(crate) fn run(
         resume: true,
         // Names in a home are shown to other people and to shells: always strict.
         names: Names::Safe,
+        asked: None,
     };
     let result = recv::session(
         conn,

@@ -12,17 +12,21 @@ use crate::escape::escape_path;
 use crate::fs::path::Names;
 use crate::fs::sink::TargetDir;
 use crate::proto::message::ErrorCode;
+use crate::proto::message::{Mirror, RuleSet};
+use crate::shell::command::put::ShellMirror;
 use crate::shell::session::Session;
 use crate::shell::words::expand_home;
 use crate::transfer::recv::{Destination, Settings};
 
-/// download files and directories (-f: replace local files)
+/// download files and directories (-f: replace local files; --delete: mirror)
 #[derive(Debug, Args, PartialEq, Eq)]
 #[command(override_usage = "get [-f] PATH... [LOCAL]")]
 pub(crate) struct Get {
     /// Replace local files of the same name
     #[arg(short = 'f')]
     pub(crate) force: bool,
+    #[command(flatten)]
+    pub(crate) mirror: ShellMirror,
     /// What to download; of several, the last is the local directory when it is
     /// one here or names nothing on the server (then it is made)
     #[arg(value_name = "PATH", required = true)]
@@ -51,12 +55,24 @@ impl Get {
         let target = TargetDir::open(&local)?;
         let _lock = target.lock(&local)?;
         let destination = Destination::Dir(target);
+        let (delete, dry_run) = (self.mirror.delete, self.mirror.dry_run);
         let settings = Settings {
-            overwrite: self.force,
+            overwrite: self.force || delete,
             resume: true,
             names: Names::Safe,
+            asked: Some((delete, dry_run)),
         };
+        let rules = self.mirror.rules();
+        let mirror = (delete || dry_run || !rules.is_empty()).then(|| Mirror {
+            delete,
+            dry_run,
+            rules: vec![RuleSet {
+                dir: String::new(),
+                lines: rules,
+            }],
+        });
         session.transfer("received", |client, tally| {
+            client.asking(mirror.clone())?;
             client.get(&paths, &destination, settings, tally)
         })
     }

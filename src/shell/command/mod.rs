@@ -300,6 +300,7 @@ mod tests {
         let get = |force, operands: &[&str]| {
             Command::Get(get::Get {
                 force,
+                mirror: Default::default(),
                 operands: operands.iter().map(|s| s.to_string()).collect(),
             })
         };

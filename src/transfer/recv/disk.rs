@@ -33,7 +33,7 @@ use crate::proto::message::{ErrorCode, Message};
 use crate::proto::negotiated::FileFacts;
 use crate::proto::wire::FrameWriter;
 use crate::transfer::Tally;
-use crate::ui::report::{self, FileOutcome};
+use crate::ui::report::{self, Change, FileOutcome};
 
 /// Files made durable together, at most. Measured with 10 000 files of 4 KiB:
 /// each group costs two filesystem flushes (about 3 ms here), and 256 per group
@@ -443,6 +443,11 @@ impl Answers<'_, '_> {
                     path: &bytes,
                 };
                 let mac = transfer.ok_mac(facts);
+                let change = match self.planned[index].replaces.files {
+                    0 => Change::New,
+                    _ => Change::Replaced,
+                };
+                self.tally.change(change, &path, arrived.size, None);
                 self.tally.record(FileOutcome::Verified {
                     path: path.to_string(),
                     size: arrived.size,

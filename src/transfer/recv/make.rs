@@ -18,7 +18,7 @@ use crate::fs::sink::{DROPPED, Node, TargetDir};
 use crate::proto::message::{EntryKind, ErrorCode, Message};
 use crate::proto::wire::FrameWriter;
 use crate::transfer::Tally;
-use crate::ui::report;
+use crate::ui::report::{self, Change};
 
 /// Makes every accepted entry without data, in offer order.
 pub(crate) fn make_all<W: Write>(
@@ -38,8 +38,13 @@ pub(crate) fn make_all<W: Write>(
         // The entry is final (or failed): its path and its room are free again.
         planned[index].claim = None;
         planned[index].reservation = None;
+        let path = planned[index].entry.shown_path();
+        if result.is_ok() {
+            let replaces = planned[index].replaces.files > 0;
+            let change = Change::of_node(planned[index].entry.kind, replaces);
+            tally.change(change, &path, 0, None);
+        }
         if let Err(refusal) = result {
-            let path = planned[index].entry.shown_path();
             tally.failed(&path, refusal.code, refusal.to_string());
             writer.write_message(&Message::Error {
                 code: refusal.code,
@@ -62,7 +67,7 @@ fn make_one(
     let bytes = entry.path_bytes();
     let components = check_path_bytes(&bytes, names)
         .map_err(|why| Refusal::new(ErrorCode::BadPath, format!("{shown}: {why}")))?;
-    let file_bytes = match entry.of.map(|of| &planned[of as usize]) {
+    let file_bytes = match entry.extra().of.map(|of| &planned[of as usize]) {
         Some(file) if !file.arrived.load(Ordering::Relaxed) => {
             return Err(Refusal::new(
                 ErrorCode::NotFound,

@@ -4,17 +4,20 @@
 //!
 //! Per-entry problems (an unsafe name, an existing file, a full disk, a bad checksum)
 //! are answered for that entry and the session goes on; a peer that breaks the
-//! protocol ends the session, and is told why. Three parts: `plan.rs` decides the
+//! protocol ends the session, and is told why. `plan.rs` decides the
 //! offer; `data.rs`, on the socket thread, reads frames and hashes as they arrive;
 //! `disk.rs`, on a thread of its own, writes, makes files durable and acknowledges
-//! them; `delta.rs` builds a file from a delta's instructions and its basis. The
-//! filesystem is reached only through `fs::sink`.
+//! them; `delta.rs` builds a file from a delta's instructions and its basis; then
+//! `make.rs` makes the entries without data (links, special files) and `mirror.rs`
+//! removes what a mirroring sender's `--delete` asks. The filesystem is reached only
+//! through `fs::sink`.
 
 mod claims;
 mod data;
 mod delta;
 mod disk;
 mod make;
+mod mirror;
 mod plan;
 mod shared;
 
@@ -24,17 +27,19 @@ use std::sync::mpsc;
 use anyhow::Result;
 
 pub(crate) use self::claims::Claims;
+use self::mirror::Asked;
+use self::plan::Planned;
 use self::shared::Shared;
 pub(crate) use self::shared::{Destination, Settings};
 use super::Tally;
-use super::offer::read_offer;
+use super::offer::{Offered, read_offer};
 use crate::error::{Kind, fail, said_by_peer};
 use crate::fs::quota::Account;
 use crate::fs::sink::TargetDir;
 use crate::pool::Pool;
 use crate::proto::message::Message;
 use crate::proto::negotiated::Feature;
-use crate::proto::wire::{Connection, FrameWriter, Hangup, data_buffer};
+use crate::proto::wire::{Connection, FrameReader, FrameWriter, Hangup, data_buffer};
 
 /// Buffers in flight between the socket thread and the disk thread. Each can hold
 /// the largest frame a peer may send, but only what a frame fills costs memory.
@@ -79,10 +84,12 @@ fn receive<R: Read, W: Write + Send, C>(
     shared: &Shared<'_>,
     tally: &mut Tally,
 ) -> Result<()> {
+    let mirroring = conn.negotiated.has(Feature::Mirror);
     let Connection { reader, writer, .. } = conn;
-    let entries = read_offer(reader, shared.transfer)?;
+    let Offered { entries, mirror } = read_offer(reader, shared.transfer, mirroring)?;
     tally.offered(entries.len(), "received");
-    let mut planned = plan::plan(entries, writer, shared, tally)?;
+    let asked = Asked::of(mirror.as_ref(), shared, tally)?;
+    let mut planned = plan::plan(entries, writer, shared, tally, mirror.as_ref())?;
     writer.flush()?;
 
     let total = planned
@@ -91,8 +98,27 @@ fn receive<R: Read, W: Write + Send, C>(
         .map(|p| p.entry.size.map(|size| size - p.resume_offset()))
         .sum::<Option<u64>>();
     tally.reporter_mut().start_bar(total);
-    let claims = plan::hand_to_disk(&mut planned);
-    let (tally, settling) = (&*tally, &planned);
+    data_phase(reader, writer, &mut planned, shared, tally)?;
+    if let Destination::Dir(target) = shared.destination {
+        finish_tree(&mut planned, target, &asked, writer, shared, tally)?;
+    }
+    writer.write_message(&Message::End)?;
+    writer.flush()
+}
+
+/// Receives every accepted file: this thread reads frames, a disk thread writes,
+/// commits and answers.
+fn data_phase<R: Read, W: Write + Send>(
+    reader: &mut FrameReader<R>,
+    writer: &mut FrameWriter<W>,
+    planned: &mut [Planned<'_>],
+    shared: &Shared<'_>,
+    tally: &Tally,
+) -> Result<()> {
+    // The disk thread releases each path, and settles its quota, as soon as its
+    // file is done; entries without data keep theirs until they are made.
+    let claims = plan::hand_to_disk(planned);
+    let planned = &*planned;
     let disk_writer: &mut FrameWriter<W> = writer;
     let (read_result, disk_result) = std::thread::scope(|scope| {
         let (mut pool, giver) = Pool::with(POOL_BUFFERS, data_buffer);
@@ -100,7 +126,7 @@ fn receive<R: Read, W: Write + Send, C>(
         let disk = std::thread::Builder::new()
             .name("disk".into())
             .spawn_scoped(scope, move || {
-                disk::run(queue, giver, disk_writer, settling, claims, shared, tally)
+                disk::run(queue, giver, disk_writer, planned, claims, shared, tally)
             });
         let disk = match disk {
             Ok(disk) => disk,
@@ -111,7 +137,7 @@ fn receive<R: Read, W: Write + Send, C>(
                 );
             }
         };
-        let read = data::read_entries(reader, settling, &mut pool, &jobs, shared, tally);
+        let read = data::read_entries(reader, planned, &mut pool, &jobs, shared, tally);
         drop(jobs); // the disk thread commits what is left and returns
         let written = disk
             .join()
@@ -120,29 +146,32 @@ fn receive<R: Read, W: Write + Send, C>(
     });
     // Why the disk thread stopped (standard output closed) explains why we did.
     match (disk_result, read_result) {
-        (Err(err), _) | (Ok(()), Err(err)) => return Err(err),
-        (Ok(()), Ok(())) => {}
+        (Err(err), _) | (Ok(()), Err(err)) => Err(err),
+        (Ok(()), Ok(())) => Ok(()),
     }
-    if let Destination::Dir(target) = shared.destination {
-        finish_tree(&mut planned, target, shared, writer, tally)?;
-    }
-    writer.write_message(&Message::End)?;
-    writer.flush()
 }
 
-/// Once the files settled: links and special files made, then directory modes and
-/// times; what could not be applied said once.
+/// Once the files settled: links and special files made (their errors answered
+/// before the `deleted` report, so that no entry is outstanding when it comes),
+/// then what `--delete` removes, then directory modes and times; what could not be
+/// applied said once. A dry run makes, removes and applies nothing.
 fn finish_tree<W: Write>(
     planned: &mut [plan::Planned],
     target: &TargetDir,
-    shared: &Shared<'_>,
+    asked: &Asked,
     writer: &mut FrameWriter<W>,
+    shared: &Shared<'_>,
     tally: &Tally,
 ) -> Result<()> {
-    make::make_all(planned, target, shared, writer, tally)?;
-    disk::finish_dirs(planned, target, shared.settings.names);
-    if shared.quota.is_none() {
-        make::say_dropped();
+    if !asked.dry_run {
+        make::make_all(planned, target, shared, writer, tally)?;
+    }
+    asked.prune(writer, shared, target, planned, tally)?;
+    if !asked.dry_run {
+        disk::finish_dirs(planned, target, shared.settings.names);
+        if shared.quota.is_none() {
+            make::say_dropped();
+        }
     }
     Ok(())
 }

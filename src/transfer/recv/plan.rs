@@ -23,11 +23,11 @@ use crate::fs::quota::Reservation;
 use crate::fs::sink::{Basis, Node, Placement, Resolver};
 use crate::proto::delta::{MAX_PLAN_CHUNKS, MIN_DELTA_SIZE};
 use crate::proto::hash::Hasher;
-use crate::proto::message::{Decision, Entry, EntryKind, ErrorCode, Signature};
+use crate::proto::message::{Decision, Entry, EntryKind, ErrorCode, Mirror, Signature};
 use crate::proto::wire::FrameWriter;
 use crate::transfer::Tally;
 use crate::transfer::offer::ListWriter;
-use crate::ui::report::FileOutcome;
+use crate::ui::report::{Change, FileOutcome};
 
 /// One entry of the offer, decided.
 pub(crate) struct Planned<'c> {
@@ -84,12 +84,16 @@ impl Planned<'_> {
     }
 }
 
-/// Decides every offered entry and sends the plan.
+/// Decides every offered entry and sends the plan. With a `mirror` member, a file
+/// of the offered size and time is `same` even where files are replaced, and a dry
+/// run decides as a real run would without touching the disk: it creates no
+/// directory, keeps no room, and looks for no partial data.
 pub(crate) fn plan<'c, W: Write>(
     entries: Vec<Entry>,
     writer: &mut FrameWriter<W>,
     shared: &Shared<'c>,
     tally: &Tally,
+    mirror: Option<&Mirror>,
 ) -> Result<Vec<Planned<'c>>> {
     let mut planned = Vec::with_capacity(entries.len());
     if let Destination::Stdout = shared.destination {
@@ -115,9 +119,21 @@ pub(crate) fn plan<'c, W: Write>(
                 non_dirs: HashSet::new(),
                 free: target.free_space(),
                 chunks_left: MAX_PLAN_CHUNKS,
+                quick_check: mirror.is_some(),
+                dry_run: mirror.is_some_and(|mirror| mirror.dry_run),
             };
             for entry in entries {
-                let (item, decision) = decider.decide(entry, &planned, tally);
+                let (mut item, decision) = decider.decide(entry, &planned, tally);
+                if decider.dry_run {
+                    dry_run_change(&item, &decision, tally);
+                    // Nothing comes and nothing is made. A file that would come
+                    // counts as there for the hard links decided after it.
+                    if item.expects_data {
+                        item.arrived.store(true, Ordering::Relaxed);
+                    }
+                    item.expects_data = false;
+                    item.make = false;
+                }
                 planned.push(item);
                 decisions.push(&decision)?;
             }
@@ -142,15 +158,17 @@ pub(crate) fn hand_to_disk<'c>(planned: &mut [Planned<'c>]) -> Vec<Held<'c>> {
 /// A path's claim and quota room, while its entry is on its way.
 pub(crate) type Held<'c> = (Option<Claim<'c>>, Option<Box<Reservation>>);
 
-/// The decision for a file: from its resume point, or from 0 with the basis's
-/// signature (which the plan carries; the basis itself stays here).
+/// The decision for a file: from its resume point, or from 0 (over a file it
+/// `replaces`) with the basis's signature (which the plan carries; the basis itself
+/// stays here).
 fn file_decision(
     resume_from: Option<&(u64, Hasher)>,
     basis: Option<(Basis, Signature)>,
+    replaces: bool,
 ) -> (Decision, Option<Box<Basis>>) {
     let mut decision = match resume_from {
         Some(resume) => send_from(resume.0, Some(&resume.1)),
-        None => send_from(0, None),
+        None => send_over(replaces),
     };
     let basis = basis.map(|(basis, signature)| {
         if let Decision::Send { delta, .. } = &mut decision {
@@ -191,27 +209,35 @@ fn send_from(offset: u64, prefix: Option<&Hasher>) -> Decision {
         offset,
         prefix_hash: prefix.map(|hasher| hasher.peek().to_hex()),
         delta: None,
+        replaces: false,
     }
 }
 
-/// An entry already on the receiver: counted as delivered (and a file, as final
-/// for its hard links).
-fn same<'c>(entry: Entry, tally: &Tally) -> (Planned<'c>, Decision) {
-    tally.record(FileOutcome::Same {
-        path: entry.shown_path().into_owned(),
-        size: entry.size,
-    });
-    let message = match entry.kind {
-        EntryKind::File => "already on the receiver (same size and time)",
-        _ => "already on the receiver",
+/// `send_from(0)` for what replaces, or stands beside, something already there.
+fn send_over(replaces: bool) -> Decision {
+    Decision::Send {
+        offset: 0,
+        prefix_hash: None,
+        delta: None,
+        replaces,
+    }
+}
+
+/// What a dry run shows of one decision on this side (refusals were tallied).
+fn dry_run_change(item: &Planned, decision: &Decision, tally: &Tally) {
+    let path = &item.entry.shown_path();
+    let Decision::Send { replaces, .. } = decision else {
+        return;
     };
-    let skip = Decision::Skip {
-        code: ErrorCode::Same,
-        message: message.into(),
+    let change = match item.entry.kind {
+        EntryKind::Dir if *replaces => return,
+        EntryKind::Dir => Change::NewDir,
+        EntryKind::File if *replaces => Change::Changed,
+        EntryKind::File => Change::New,
+        kind if *replaces => Change::ReplacedNode(kind),
+        kind => Change::NewNode(kind),
     };
-    let planned = Planned::skipped(entry);
-    planned.arrived.store(true, Ordering::Relaxed);
-    (planned, skip)
+    tally.change(change, path, item.entry.size.unwrap_or(0), None);
 }
 
 /// The state of deciding one offer for a directory.
@@ -229,6 +255,10 @@ struct Decider<'s, 'c> {
     free: Option<u64>,
     /// Chunks the plan's signatures may still list (see `MAX_PLAN_CHUNKS`).
     chunks_left: u64,
+    /// `same` holds even where files are replaced (a mirroring sender's offer).
+    quick_check: bool,
+    /// Decide only: touch nothing (section 17.4).
+    dry_run: bool,
 }
 
 impl<'c> Decider<'_, 'c> {
@@ -239,17 +269,22 @@ impl<'c> Decider<'_, 'c> {
         tally: &Tally,
     ) -> (Planned<'c>, Decision) {
         match self.decide_entry(&entry, before) {
-            Ok(Decided::Make(claim, reservation)) => {
+            Ok(Decided::Make {
+                claim,
+                reservation,
+                replaces,
+            }) => {
                 let planned = Planned {
                     make: true,
                     claim: Some(claim),
                     reservation,
+                    replaces,
                     ..Planned::skipped(entry)
                 };
-                (planned, send_from(0, None))
+                (planned, send_over(replaces.files > 0))
             }
-            Ok(Decided::Dir) => (Planned::dir(entry), send_from(0, None)),
-            Ok(Decided::Same) => same(entry, tally),
+            Ok(Decided::Dir { existed }) => (Planned::dir(entry), send_over(existed)),
+            Ok(Decided::Same) => self.same(entry, tally),
             Ok(Decided::File {
                 resume_from,
                 claim,
@@ -257,7 +292,8 @@ impl<'c> Decider<'_, 'c> {
                 replaces,
                 basis,
             }) => {
-                let (decision, basis) = file_decision(resume_from.as_deref(), basis);
+                let (decision, basis) =
+                    file_decision(resume_from.as_deref(), basis, replaces.files > 0);
                 let planned = Planned {
                     expects_data: true,
                     resume_from,
@@ -269,25 +305,51 @@ impl<'c> Decider<'_, 'c> {
                 };
                 (planned, decision)
             }
-            Err(refusal) if entry.kind == EntryKind::Unsent && refusal.code == ErrorCode::Io => {
-                // Not sent, as the sender counts it: exit 10 on both sides.
-                let reason = entry.reason.as_deref().unwrap_or_default();
-                tally.not_sent(&entry.shown_path(), reason, false);
-                let skip = Decision::Skip {
-                    code: refusal.code,
-                    message: refusal.message,
-                };
-                (Planned::skipped(entry), skip)
-            }
-            Err(refusal) => {
-                tally.failed(&entry.shown_path(), refusal.code, refusal.to_string());
-                let skip = Decision::Skip {
-                    code: refusal.code,
-                    message: refusal.message,
-                };
-                (Planned::skipped(entry), skip)
-            }
+            Err(refusal) => self.refused(entry, refusal, tally),
         }
+    }
+
+    /// An entry refused: in a dry run a change to show; an `unsent` one not sent,
+    /// as the sender counts it (exit 10 on both sides); else a failure.
+    fn refused(&self, entry: Entry, refusal: Refusal, tally: &Tally) -> (Planned<'c>, Decision) {
+        let why = refusal.to_string();
+        let path = &*entry.shown_path();
+        if self.dry_run {
+            tally.change(Change::Skipped, path, 0, Some(&why));
+        } else if entry.kind == EntryKind::Unsent && refusal.code == ErrorCode::Io {
+            let reason = entry.extra().reason.as_deref().unwrap_or_default();
+            tally.not_sent(path, reason, false);
+        } else {
+            tally.failed(path, refusal.code, why);
+        }
+        let skip = Decision::Skip {
+            code: refusal.code,
+            message: refusal.message,
+        };
+        (Planned::skipped(entry), skip)
+    }
+
+    /// An entry already on the receiver: counted as delivered (and a file, as final
+    /// for its hard links); in a dry run, a change to show.
+    fn same(&self, entry: Entry, tally: &Tally) -> (Planned<'c>, Decision) {
+        match self.dry_run {
+            true => tally.change(Change::Same, &entry.shown_path(), 0, None),
+            false => tally.record(FileOutcome::Same {
+                path: entry.shown_path().into_owned(),
+                size: entry.size,
+            }),
+        }
+        let message = match entry.kind {
+            EntryKind::File => "already on the receiver (same size and time)",
+            _ => "already on the receiver",
+        };
+        let skip = Decision::Skip {
+            code: ErrorCode::Same,
+            message: message.into(),
+        };
+        let planned = Planned::skipped(entry);
+        planned.arrived.store(true, Ordering::Relaxed);
+        (planned, skip)
     }
 
     fn decide_entry(
@@ -303,45 +365,32 @@ impl<'c> Decider<'_, 'c> {
         if entry.kind != EntryKind::File {
             return self.decide_other(entry, before, &shown, &components);
         }
-        let settings = self.shared.settings;
         let claim = self.claim(entry, &shown)?;
-        let placement = self.resolver.probe_file(
-            &entry.shown_path(),
-            &components,
-            settings.overwrite,
-            (entry.size, entry.mtime, entry.mtime_ns.unwrap_or(0)),
-        )?;
-        let replaces = match placement {
+        let replaces = match self.placement(entry, &components)? {
             Placement::Same => return Ok(Decided::Same),
             Placement::Free(Some(bytes)) => Footprint { bytes, files: 1 },
             Placement::Free(None) => Footprint::default(),
         };
-        let mut resume_from = None;
-        if let Some(size) = entry.size {
-            // A sparse entry is never resumed (section 16.4).
-            if settings.resume && !entry.is_sparse() {
-                resume_from = self
-                    .resolver
-                    .find_partial(
-                        &entry.shown_path(),
-                        &components,
-                        size,
-                        self.shared.transfer.hash,
-                    )?
-                    .map(Box::new);
-            } else {
-                self.resolver.discard_partial(&components, size);
-            }
-            let needed = size - resume_from.as_ref().map_or(0, |resume| resume.0);
-            // A sparse file's holes take no room, and how much is data is not
-            // said: a full disk then fails it with `io` as it is written.
-            if !entry.is_sparse() {
-                self.take_free_space(&shown, needed)?;
-            }
+        if self.dry_run {
+            let more = Footprint {
+                bytes: entry.size.unwrap_or(0).saturating_sub(replaces.bytes),
+                files: 1 - replaces.files.min(1),
+            };
+            self.check_room(entry, more)?;
+            return Ok(Decided::File {
+                resume_from: None,
+                claim,
+                reservation: None,
+                replaces,
+                basis: None,
+            });
         }
+        let resume_from = self.resume_point(entry, &components, &shown)?;
         let partial = resume_from.as_ref().map(|resume| resume.0);
         let reservation = self.reserve_quota(entry, partial, replaces)?;
-        let basis = self.basis(entry, &components, (placement, resume_from.is_none()))?;
+        // A regular file is there (no link, nothing else) and nothing is resumed.
+        let replacing = replaces.files > 0 && resume_from.is_none();
+        let basis = self.basis(entry, &components, replacing)?;
         Ok(Decided::File {
             resume_from,
             claim,
@@ -351,20 +400,18 @@ impl<'c> Decider<'_, 'c> {
         })
     }
 
-    /// The file `entry` will replace (a regular file is there, and no partial data
-    /// is resumed: `fresh`), chunked as its basis, when feature `delta` is in
+    /// The file `entry` will replace (`replacing`: a regular file is there, and no
+    /// partial data is resumed), chunked as its basis, when feature `delta` is in
     /// force and a delta may pay: both versions large enough, and room left in the
     /// plan's budget of chunks.
     fn basis(
         &mut self,
         entry: &Entry,
         components: &[&[u8]],
-        (placement, fresh): (Placement, bool),
+        replacing: bool,
     ) -> Result<Option<(Basis, Signature)>, Refusal> {
-        let replacing = fresh && matches!(placement, Placement::Free(Some(_)));
         // A sparse file (feature meta) comes in runs, never as a delta.
-        let worth_it =
-            entry.size.is_some_and(|size| size >= MIN_DELTA_SIZE) && entry.sparse != Some(true);
+        let worth_it = entry.size.is_some_and(|size| size >= MIN_DELTA_SIZE) && !entry.is_sparse();
         if !replacing || !self.shared.delta || !worth_it || self.chunks_left == 0 {
             return Ok(None);
         }
@@ -375,6 +422,41 @@ impl<'c> Decider<'_, 'c> {
             self.chunks_left -= basis.chunks();
         }
         Ok(chunked)
+    }
+
+    /// Where a file's data starts: after resumable data found under its name (a
+    /// sparse file never resumes, section 16.4; other partial data is discarded),
+    /// with the room the rest needs counted against the disk's free space.
+    fn resume_point(
+        &mut self,
+        entry: &Entry,
+        components: &[&[u8]],
+        shown: &str,
+    ) -> Result<Option<Box<(u64, Hasher)>>, Refusal> {
+        let mut resume_from = None;
+        if let Some(size) = entry.size {
+            // A sparse entry is never resumed (section 16.4).
+            if self.shared.settings.resume && !entry.is_sparse() {
+                resume_from = self
+                    .resolver
+                    .find_partial(
+                        &entry.shown_path(),
+                        components,
+                        size,
+                        self.shared.transfer.hash,
+                    )?
+                    .map(Box::new);
+            } else {
+                self.resolver.discard_partial(components, size);
+            }
+            let needed = size - resume_from.as_ref().map_or(0, |resume| resume.0);
+            // A sparse file's holes take no room, and how much is data is not
+            // said: a full disk then fails it with `io` as it is written.
+            if !entry.is_sparse() {
+                self.take_free_space(shown, needed)?;
+            }
+        }
+        Ok(resume_from)
     }
 
     /// A path offered twice, or below something of this offer that is not a
@@ -406,8 +488,32 @@ impl<'c> Decider<'_, 'c> {
         Ok(())
     }
 
-    /// Decides an entry that is not a file: a directory is created now; a link or
-    /// a special file is made after the files (see `make.rs`).
+    /// What is at a file entry's final name. A mirroring sender's offer is quick
+    /// checked (`same`) even where files are replaced: a mirror sends what changed.
+    fn placement(&mut self, entry: &Entry, components: &[&[u8]]) -> Result<Placement, Refusal> {
+        let offered = (entry.size, entry.mtime, entry.mtime_ns.unwrap_or(0));
+        let overwrite = self.shared.settings.overwrite;
+        let path = &entry.shown_path();
+        if self.quick_check && overwrite {
+            let quick = self.resolver.probe_file(path, components, false, offered);
+            if let Ok(Placement::Same) = quick {
+                return Ok(Placement::Same);
+            }
+        }
+        self.resolver
+            .probe_file(path, components, overwrite, offered)
+    }
+
+    /// A dry run's quota check: whether `more` would fit, holding nothing.
+    fn check_room(&self, entry: &Entry, more: Footprint) -> Result<(), Refusal> {
+        match self.shared.quota {
+            Some(account) => account.books().check(more, &entry.shown_path()),
+            None => Ok(()),
+        }
+    }
+
+    /// Decides an entry that is not a file: a directory is created now (not in a
+    /// dry run); a link or a special file is made after the files (see `make.rs`).
     fn decide_other(
         &mut self,
         entry: &Entry,
@@ -417,8 +523,11 @@ impl<'c> Decider<'_, 'c> {
     ) -> Result<Decided<'c>, Refusal> {
         match entry.kind {
             EntryKind::Dir => {
-                self.resolver.create_dir(components)?;
-                Ok(Decided::Dir)
+                let existed = self.resolver.probe_dir(components)?;
+                if !self.dry_run && !existed {
+                    self.resolver.create_dir(components)?;
+                }
+                Ok(Decided::Dir { existed })
             }
             EntryKind::Symlink
             | EntryKind::Hardlink
@@ -427,7 +536,7 @@ impl<'c> Decider<'_, 'c> {
             | EntryKind::Char
             | EntryKind::Block => self.decide_node(entry, before, shown, components),
             EntryKind::Unsent => {
-                let reason = entry.reason.as_deref().unwrap_or_default();
+                let reason = entry.extra().reason.as_deref().unwrap_or_default();
                 Err(Refusal::new(
                     ErrorCode::Io,
                     format!("{shown}: not sent: {}", escape(reason)),
@@ -471,23 +580,32 @@ impl<'c> Decider<'_, 'c> {
                 files: u64::from(bytes.is_some()),
             },
         };
+        // A hard link counts its file's bytes again, as the home's count does.
+        let size = entry
+            .extra()
+            .of
+            .and_then(|of| before[of as usize].entry.size);
+        let after = Footprint {
+            bytes: size.unwrap_or(0),
+            files: u64::from(entry.kind == EntryKind::Hardlink),
+        };
         let reservation = match self.shared.quota {
-            Some(account) => {
-                // A hard link counts its file's bytes again, as the home's count does.
-                let size = entry.of.and_then(|of| before[of as usize].entry.size);
-                let after = Footprint {
-                    bytes: size.unwrap_or(0),
-                    files: u64::from(entry.kind == EntryKind::Hardlink),
-                };
-                Some(Box::new(account.reserve(
-                    &entry.shown_path(),
-                    replaces,
-                    after,
-                )?))
+            Some(_) if self.dry_run => {
+                self.check_room(entry, after)?;
+                None
             }
+            Some(account) => Some(Box::new(account.reserve(
+                &entry.shown_path(),
+                replaces,
+                after,
+            )?)),
             None => None,
         };
-        Ok(Decided::Make(claim, reservation))
+        Ok(Decided::Make {
+            claim,
+            reservation,
+            replaces,
+        })
     }
 
     /// `denied` for what this receiver does not make: special files on a server,
@@ -521,7 +639,7 @@ impl<'c> Decider<'_, 'c> {
         before: &'p [Planned<'c>],
         shown: &str,
     ) -> Result<Option<&'p Entry>, Refusal> {
-        let Some(of) = entry.of else {
+        let Some(of) = entry.extra().of else {
             return Ok(None);
         };
         let file = &before[of as usize];
@@ -595,8 +713,16 @@ impl<'c> Decider<'_, 'c> {
 
 /// What was decided for an accepted entry.
 enum Decided<'c> {
-    Dir,
-    Make(Claim<'c>, Option<Box<Reservation>>),
+    /// `existed`: it was there already (it gets its mode and time only).
+    Dir {
+        existed: bool,
+    },
+    /// An entry without data, made after the files; `replaces` what is there.
+    Make {
+        claim: Claim<'c>,
+        reservation: Option<Box<Reservation>>,
+        replaces: Footprint,
+    },
     Same,
     File {
         resume_from: Option<Box<(u64, Hasher)>>,

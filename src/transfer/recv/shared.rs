@@ -26,6 +26,10 @@ pub(crate) struct Settings {
     pub(crate) resume: bool,
     /// Which offered names are taken (`--safe-names`, and always on a server).
     pub(crate) names: Names,
+    /// A client's `get` says what it asked of the server (`--delete`, `--dry-run`):
+    /// the offer must echo exactly that. `None`: a receiver takes what its sender
+    /// asks, within its own rules.
+    pub(crate) asked: Option<(bool, bool)>,
 }
 
 /// What the parts of a session share.

@@ -7,27 +7,29 @@ use std::sync::atomic::Ordering;
 
 use anyhow::Result;
 
-use super::{Outstanding, Pending};
+use super::{Outstanding, Pending, Report, Sent};
 use crate::error::{Kind, fail, peer_error};
 use crate::escape::escape;
-use crate::fs::input::Outbox;
-use crate::proto::message::{ErrorCode, Message};
-use crate::proto::negotiated::{FileFacts, Transfer};
+use crate::proto::message::{self, ErrorCode, Message, Removed};
+use crate::proto::negotiated::FileFacts;
 use crate::proto::wire::FrameReader;
 use crate::transfer::Tally;
-use crate::ui::report::FileOutcome;
+use crate::transfer::offer::read_removed;
+use crate::ui::report::{Change, FileOutcome};
 
 /// Reads answers until the receiver's `end`. An answer for an entry that is not
-/// outstanding, twice, or an `end` while entries are, breaks the protocol.
+/// outstanding, twice, or an `end` while entries are, breaks the protocol. A
+/// mirroring receiver's report of what it removed comes between its last answer
+/// and its `end`, and only then.
 pub(crate) fn read<R: Read>(
     reader: &mut FrameReader<R>,
-    transfer: &Transfer,
-    outbox: &dyn Outbox,
+    report: &Report<'_>,
     pending: &Pending,
-    tally: &Tally,
 ) -> Result<()> {
-    let entries = outbox.entries();
-    while let Some((index, answer)) = next_answer(reader, pending)? {
+    let (transfer, tally) = (report.transfer, report.tally);
+    let entries = report.outbox.entries();
+    let mut removed = None;
+    while let Some((index, answer)) = next_answer(reader, pending, report, &mut removed)? {
         let Some(outstanding) = outstanding(pending, index, &answer)? else {
             continue; // counted when it failed here; the refusal was expected
         };
@@ -42,14 +44,7 @@ pub(crate) fn read<R: Read>(
                     path: &entry.path_bytes(),
                 };
                 if transfer.verify_ok(facts, &mac) {
-                    tally.record(FileOutcome::Verified {
-                        path: path.to_string(),
-                        size: sent.size,
-                        moved: outstanding.moved,
-                        digest: sent.digest,
-                        hash: transfer.hash,
-                        resumed_at: outstanding.resumed_at,
-                    });
+                    verified(report, path, &outstanding, sent);
                 } else {
                     let why = "the receiver's acknowledgement does not verify (forged ok?)";
                     tally.failed(path, ErrorCode::Mac, why.into());
@@ -68,6 +63,13 @@ pub(crate) fn read<R: Read>(
             ),
         }
     }
+    if report.deleting && removed.is_none() {
+        return Err(fail(
+            Kind::Protocol,
+            "the receiver ended without saying what it deleted",
+        ));
+    }
+    made_ones(report, pending);
     Ok(())
 }
 
@@ -90,6 +92,75 @@ fn outstanding(pending: &Pending, index: u64, answer: &Answer) -> Result<Option<
     Ok((!outstanding.failed_here).then_some(outstanding))
 }
 
+/// Shows and counts a file the receiver acknowledged.
+fn verified(report: &Report<'_>, path: &str, outstanding: &Outstanding, sent: Sent) {
+    let change = match outstanding.replaces {
+        true => Change::Replaced,
+        false => Change::New,
+    };
+    report.tally.change(change, path, sent.size, None);
+    report.tally.record(FileOutcome::Verified {
+        path: path.to_string(),
+        size: sent.size,
+        moved: outstanding.moved,
+        digest: sent.digest,
+        hash: report.transfer.hash,
+        resumed_at: outstanding.resumed_at,
+    });
+}
+
+/// At the receiver's `end`: the entries without data still waiting were made (one
+/// that failed was answered), shown with `--itemize`.
+fn made_ones(report: &Report<'_>, pending: &Pending) {
+    let entries = report.outbox.entries();
+    let mut made: Vec<(u64, bool)> = pending
+        .lock()
+        .iter()
+        .filter(|(_, outstanding)| outstanding.made)
+        .map(|(index, outstanding)| (*index, outstanding.replaces))
+        .collect();
+    made.sort_unstable();
+    for (index, replaces) in made {
+        let entry = &entries[index as usize];
+        let change = Change::of_node(entry.kind, replaces);
+        report.tally.change(change, &entry.shown_path(), 0, None);
+    }
+}
+
+/// Shows and counts what the receiver removed (its report verified).
+fn tally_removed(tally: &Tally, removed: &[Removed]) {
+    for item in removed {
+        match &item.error {
+            None => tally.change(Change::Deleted, &item.path, 0, None),
+            Some(why) => tally.change(Change::NotDeleted, &item.path, 0, Some(&escape(why))),
+        }
+    }
+}
+
+/// Reads, verifies and tallies a mirroring receiver's report of what it removed,
+/// whose `first` frame was read; allowed once, only when deletion was asked, and
+/// only once every entry was answered (entries without data are answered only
+/// when they fail, before the report). Returns how many items it held.
+fn read_report<R: Read>(
+    reader: &mut FrameReader<R>,
+    pending: &Pending,
+    report: &Report<'_>,
+    again: bool,
+    first: &[u8],
+) -> Result<usize> {
+    let all_answered = pending.writer_done.load(Ordering::SeqCst)
+        && pending.lock().values().all(|outstanding| outstanding.made);
+    if !report.deleting || again || !all_answered {
+        return Err(fail(
+            Kind::Protocol,
+            "a report of deleted entries out of place",
+        ));
+    }
+    let items = read_removed(reader, report.transfer, first)?;
+    tally_removed(report.tally, &items);
+    Ok(items.len())
+}
+
 /// The receiver's answer for one entry: `ok` with its MAC, or an `error`.
 enum Answer {
     Ok(String),
@@ -101,9 +172,31 @@ enum Answer {
 fn next_answer<R: Read>(
     reader: &mut FrameReader<R>,
     pending: &Pending,
+    report: &Report<'_>,
+    removed: &mut Option<usize>,
 ) -> Result<Option<(u64, Answer)>> {
-    let answer = reader.expect_message("the receiver's answers")?;
+    let payload = reader.read_payload()?.ok_or_else(|| {
+        fail(
+            Kind::Network,
+            "the peer closed the connection while we waited for the receiver's answers",
+        )
+    })?;
+    let answer = message::decode(payload).map_err(|err| fail(Kind::Protocol, err))?;
     pending.heard_now();
+    if let Message::Deleted { .. } = answer {
+        let first = payload.to_vec();
+        *removed = Some(read_report(
+            reader,
+            pending,
+            report,
+            removed.is_some(),
+            &first,
+        )?);
+        return next_answer(reader, pending, report, removed);
+    }
+    if removed.is_some() && answer != Message::End {
+        return Err(fail(Kind::Protocol, "an answer after the deleted report"));
+    }
     match answer {
         Message::Ok { index, mac } => Ok(Some((index, Answer::Ok(mac)))),
         Message::Error {

@@ -13,6 +13,7 @@ mod piece;
 mod stream;
 mod view;
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::sync::Mutex;
@@ -33,10 +34,10 @@ use crate::fs::input::UNREADABLE;
 use crate::pool::{Giver, Pool};
 use crate::proto::delta::{Chunking, MAX_CHUNKS, parse_sums};
 use crate::proto::hash::Digest;
-use crate::proto::message::{Decision, Entry, EntryKind, ErrorCode, Message, Signature};
+use crate::proto::message::{Decision, Entry, EntryKind, ErrorCode, Message, Mirror, Signature};
 use crate::proto::negotiated::{Feature, FileFacts, Transfer};
 use crate::proto::wire::{Connection, FrameReader, FrameWriter, Hangup};
-use crate::ui::report::FileOutcome;
+use crate::ui::report::{Change, FileOutcome};
 
 /// Buffers in flight between the reading thread and the socket: 8 measured 3.45 s
 /// against 3.48 s for 4, not worth twice the memory.
@@ -50,8 +51,10 @@ const WRITER_GRACE: Duration = Duration::from_secs(1);
 
 /// What the sender knows about an entry whose data header went out and which the
 /// receiver has not answered yet: its facts once its `done` left.
-struct Outstanding {
+pub(super) struct Outstanding {
     facts: Option<Sent>,
+    /// The receiver's file of this name is replaced (`--itemize` says so).
+    replaces: bool,
     resumed_at: Option<u64>,
     /// How far into the file its data went out (from its start, prefix included).
     position: u64,
@@ -68,9 +71,13 @@ struct Outstanding {
     made: bool,
 }
 
+/// An entry without data the receiver makes (its index), and whether it replaces
+/// what is there.
+type Made = (u64, bool);
+
 /// What `done` said about an entry.
 #[derive(Clone, Copy)]
-struct Sent {
+pub(super) struct Sent {
     size: u64,
     digest: Digest,
 }
@@ -96,6 +103,7 @@ impl Outstanding {
     fn data_from(offset: u64, resumed_at: Option<u64>) -> Outstanding {
         Outstanding {
             facts: None,
+            replaces: false,
             resumed_at,
             position: offset,
             moved: 0,
@@ -107,18 +115,15 @@ impl Outstanding {
 }
 
 impl Pending {
-    /// Nothing outstanding but the entries without data the receiver makes.
-    fn awaiting(made: &[u64]) -> Pending {
+    /// Nothing outstanding but the entries without data the receiver makes (each
+    /// with whether it replaces what is there).
+    fn awaiting(made: &[Made]) -> Pending {
         let pending = Pending::default();
-        pending.lock().extend(made.iter().map(|&index| {
+        pending.lock().extend(made.iter().map(|&(index, replaces)| {
             let outstanding = Outstanding {
-                facts: None,
-                resumed_at: None,
-                position: 0,
-                moved: 0,
-                failed_here: false,
+                replaces,
                 made: true,
-                delta: false,
+                ..Outstanding::data_from(0, None)
             };
             (index, outstanding)
         }));
@@ -182,6 +187,7 @@ fn send<R: Read + Send, W: Write, C: Hangup + Sync>(
         ..
     } = conn;
     let closer = &*closer;
+    let asked = outbox.mirror();
     // A peer without `meta` is offered what version 2 carries; the rest is said.
     let view = match transfer.meta {
         true => None,
@@ -190,28 +196,101 @@ fn send<R: Read + Send, W: Write, C: Hangup + Sync>(
     let left_out = view.as_ref().map_or(&[][..], |view| &view.left_out[..]);
     let outbox: &dyn Outbox = view.as_ref().map_or(outbox, |view| view);
     let entries = outbox.entries();
-    tally.offered(entries.len() + left_out.len(), "delivered");
-    for (path, why, said) in left_out {
-        tally.not_sent(path, why, *said);
-    }
-    write_offer(writer, &transfer, entries)?;
+    let mirror = mirror_options(asked, conn.negotiated.has(Feature::Mirror), left_out.len())?;
+    let mirror = mirror.as_deref();
+    let dry_run = mirror.is_some_and(|mirror| mirror.dry_run);
+    count_offer(tally, entries.len(), left_out, dry_run);
+    write_offer(writer, &transfer, mirror, entries)?;
     writer.flush()?;
     // Waiting for the plan is waiting on the receiver: the idle timeout holds.
     let plan = read_plan(reader, &transfer, entries.len(), delta)?;
-    let (to_send, made) = follow_plan(outbox, &plan, delta, tally)?;
+    let mirroring = conn.negotiated.has(Feature::Mirror);
+    let (mut to_send, mut made) = follow_plan(outbox, &plan, delta, tally, mirroring)?;
     drop(plan);
+    if dry_run {
+        // Section 17.4: no data, straight to `end`; the receiver makes nothing.
+        to_send.clear();
+        made.clear();
+    }
 
     tally
         .reporter_mut()
         .start_bar(left_to_send(entries, &to_send));
+    let tally = &*tally;
+    let report = Report {
+        transfer: &transfer,
+        outbox,
+        tally,
+        deleting: mirror.is_some_and(|mirror| mirror.delete),
+    };
     let work = Work {
         to_send: &to_send,
         made: &made,
-        outbox,
     };
-    let result = data_and_answers(reader, writer, closer, &transfer, work, tally);
+    let result = data_and_answers(reader, writer, closer, &report, work);
     tally.squeezed(writer.take_squeezed());
     result
+}
+
+/// Counts the entries under the operands: those offered, and those this peer
+/// cannot be offered (`left_out`, already said). A dry run counts apart.
+fn count_offer(
+    tally: &mut Tally,
+    offered: usize,
+    left_out: &[(String, String, bool)],
+    dry_run: bool,
+) {
+    if dry_run {
+        tally.dry_run();
+    }
+    tally.offered(offered + left_out.len(), "delivered");
+    for (path, why, said) in left_out {
+        not_sent(tally, path, why, *said);
+    }
+}
+
+/// What the outbox asks of a mirroring receiver, if the peer can take it: one
+/// that cannot was refused in the handshake already (the feature is required then),
+/// so this only guards against doing less than asked.
+/// `--delete` is withheld when `left_out` entries cannot be offered to this peer.
+fn mirror_options(
+    asked: Option<&Mirror>,
+    in_force: bool,
+    left_out: usize,
+) -> Result<Option<Cow<'_, Mirror>>> {
+    match asked {
+        Some(_) if !in_force => Err(crate::error::refused(
+            ErrorCode::Feature,
+            "the peer cannot mirror (--delete, --dry-run): it lacks the feature `mirror`",
+        )),
+        Some(mirror) if mirror.delete && left_out > 0 => {
+            Ok(Some(Cow::Owned(without_delete(mirror, left_out))))
+        }
+        mirror => Ok(mirror.map(Cow::Borrowed)),
+    }
+}
+
+/// `--delete` withheld, said once: `left_out` entries cannot be offered to this
+/// peer, and their copies on the receiver would go (rsync also deletes nothing
+/// after an I/O error on the sending side).
+fn without_delete(mirror: &Mirror, left_out: usize) -> Mirror {
+    crate::ui::report::warn(&format!(
+        "not deleting anything: {left_out} entries cannot be offered to this peer, and \
+         their copies on the receiver would be lost"
+    ));
+    Mirror {
+        delete: false,
+        ..mirror.clone()
+    }
+}
+
+/// What the answer thread needs besides the connection.
+pub(super) struct Report<'a> {
+    transfer: &'a Transfer,
+    outbox: &'a dyn Outbox,
+    tally: &'a Tally,
+    /// The receiver reports what it removed before its `end` (section 17.3).
+    deleting: bool,
 }
 
 /// The bytes still to send, if every size is known: a resumed file's prefix is
@@ -235,15 +314,11 @@ fn data_and_answers<R: Read + Send, W: Write, C: Hangup + Sync>(
     reader: &mut FrameReader<R>,
     writer: &mut FrameWriter<W>,
     closer: &C,
-    transfer: &Transfer,
+    report: &Report<'_>,
     work: Work<'_>,
-    tally: &Tally,
 ) -> Result<()> {
-    let Work {
-        to_send,
-        made,
-        outbox,
-    } = work;
+    let (transfer, outbox, tally) = (report.transfer, report.outbox, report.tally);
+    let Work { to_send, made } = work;
     let idle = closer.idle_timeout();
     // While this side streams, a silent receiver is not idle.
     let _streaming = closer.without_read_timeout();
@@ -255,7 +330,7 @@ fn data_and_answers<R: Read + Send, W: Write, C: Hangup + Sync>(
             .name("answers".into())
             .spawn_scoped(scope, move || {
                 let _finished = finished; // dropped on return: the writer hears it
-                let result = answers::read(reader, transfer, outbox, pending, tally);
+                let result = answers::read(reader, report, pending);
                 if result.is_err() {
                     pending.stop_writer(closer);
                 }
@@ -338,68 +413,67 @@ fn cut_short(pending: &Pending) -> u64 {
 #[derive(Clone, Copy)]
 struct Work<'a> {
     to_send: &'a [ToSend],
-    made: &'a [u64],
-    outbox: &'a dyn Outbox,
+    /// Each entry the receiver makes, and whether it replaces what is there.
+    made: &'a [Made],
 }
 
 /// Reads the plan's decisions: reports skips and files already there, checks what
 /// a decision may say, and lists the files whose data goes out and the entries
-/// without data the receiver will make. A basis offered (feature `delta` in force)
-/// is decoded here; `read_plan` checked its size.
+/// without data the receiver will make (each with whether it replaces something).
+/// In a dry run (`tally` says) each entry is a change to show, never a failure. A
+/// basis offered (feature `delta` in force) is decoded here; `read_plan` checked its
+/// size.
 fn follow_plan(
     outbox: &dyn Outbox,
     plan: &[Decision],
     delta: bool,
     tally: &Tally,
-) -> Result<(Vec<ToSend>, Vec<u64>)> {
+    mirroring: bool,
+) -> Result<(Vec<ToSend>, Vec<Made>)> {
     let entries = outbox.entries();
+    let dry_run = tally.summary().dry_run.is_some();
     let mut to_send = Vec::new();
     let mut made = Vec::new();
     for (index, (entry, decision)) in entries.iter().zip(plan).enumerate() {
-        if entry.kind == EntryKind::Unsent {
-            // Counted here whatever the receiver says; it may not ask for it.
-            if matches!(decision, Decision::Send { .. }) {
-                return Err(fail(
-                    Kind::Protocol,
-                    format!("the plan asks for entry {index}, which was not sent"),
-                ));
-            }
-            let reason = entry.reason.as_deref().unwrap_or_default();
-            tally.not_sent(&entry.shown_path(), reason, true);
+        if not_for_data(entry, decision, index, tally)? {
             continue;
         }
-        if entry.is_sparse() && matches!(decision, Decision::Send { offset, .. } if *offset > 0) {
-            return Err(fail(
-                Kind::Protocol,
-                format!("the plan resumes entry {index}, which is sparse"),
-            ));
-        }
-        match decision {
-            Decision::Skip {
-                code: ErrorCode::Same,
-                ..
-            } => tally.record(FileOutcome::Same {
-                path: entry.shown_path().into_owned(),
-                size: entry.size,
-            }),
-            Decision::Skip { code, message } => tally.failed(
-                &entry.shown_path(),
-                *code,
-                format!("refused by the receiver: {}", escape(message)),
-            ),
+        let (offset, prefix_hash, (basis, replaces)) = match decision {
+            Decision::Skip { code, message } => {
+                skipped(entry, *code, message, tally, dry_run);
+                continue;
+            }
             Decision::Send {
                 offset,
                 prefix_hash,
                 delta: basis,
-            } if entry.kind != EntryKind::File => {
-                let prefix = prefix_hash.is_some() || basis.is_some();
-                without_data(entry.kind, index, *offset, prefix)?;
-                if entry.kind != EntryKind::Dir {
-                    made.push(index as u64);
+                replaces,
+            } => (*offset, prefix_hash, (basis, *replaces)),
+        };
+        let path = &*entry.shown_path();
+        match entry.kind {
+            EntryKind::File => {
+                let planned = (offset, prefix_hash, replaces);
+                let item = file_to_send(outbox, index, planned, (basis.as_ref(), delta))?;
+                if dry_run {
+                    let change = [Change::New, Change::Changed][usize::from(replaces)];
+                    tally.change(change, path, entry.size.unwrap_or(0), None);
                 }
+                to_send.push(item);
             }
-            Decision::Send { .. } => {
-                to_send.push(file_to_send(outbox, index, decision, delta)?);
+            kind => {
+                let prefix = prefix_hash.is_some() || basis.is_some();
+                without_data(kind, index, offset, prefix)?;
+                if kind == EntryKind::Dir {
+                    if mirroring && !replaces {
+                        tally.change(Change::NewDir, path, 0, None);
+                    }
+                } else {
+                    if dry_run {
+                        tally.change(Change::of_node(kind, replaces), path, 0, None);
+                    }
+                    made.push((index as u64, replaces));
+                }
             }
         }
     }
@@ -424,45 +498,92 @@ fn without_data(kind: EntryKind, index: usize, offset: u64, prefix: bool) -> Res
     Ok(())
 }
 
-/// A file planned `send`, checked: an offset must fit the file and come with its
-/// prefix hash (section 6); a basis, with what the section on feature `delta` asks.
+/// An entry whose decision moves no data, checked: an `unsent` one is counted
+/// here whatever the receiver says (it may not ask for it), and a sparse file is
+/// never resumed. `true` when the entry is done with.
+fn not_for_data(entry: &Entry, decision: &Decision, index: usize, tally: &Tally) -> Result<bool> {
+    if entry.kind == EntryKind::Unsent {
+        if matches!(decision, Decision::Send { .. }) {
+            return Err(fail(
+                Kind::Protocol,
+                format!("the plan asks for entry {index}, which was not sent"),
+            ));
+        }
+        let reason = entry.extra().reason.as_deref().unwrap_or_default();
+        not_sent(tally, &entry.shown_path(), reason, true);
+        return Ok(true);
+    }
+    if entry.is_sparse() && matches!(decision, Decision::Send { offset, .. } if *offset > 0) {
+        return Err(fail(
+            Kind::Protocol,
+            format!("the plan resumes entry {index}, which is sparse"),
+        ));
+    }
+    Ok(false)
+}
+
+/// A file the plan accepts, from its `offset` (with `prefix_hash`), if that fits
+/// it (section 6); a resume the source cannot honour starts at 0. A basis, with what
+/// the section on feature `delta` asks (`delta`: the feature is in force).
 fn file_to_send(
     outbox: &dyn Outbox,
     index: usize,
-    decision: &Decision,
-    delta: bool,
+    (offset, prefix_hash, replaces): (u64, &Option<String>, bool),
+    (basis, delta): (Option<&Signature>, bool),
 ) -> Result<ToSend> {
-    let Decision::Send {
-        offset,
-        prefix_hash,
-        delta: basis,
-    } = decision
-    else {
-        unreachable!("called for send decisions only");
-    };
     let entry = &outbox.entries()[index];
     let fits = match entry.size {
-        Some(size) => *offset <= size,
-        None => *offset == 0,
+        Some(size) => offset <= size,
+        None => offset == 0,
     };
-    if !fits || (*offset > 0) != prefix_hash.is_some() {
+    if !fits || (offset > 0) != prefix_hash.is_some() {
         return Err(fail(
             Kind::Protocol,
             format!("the plan resumes entry {index} at {offset}, which does not fit it"),
         ));
     }
     let wanted = basis
-        .as_ref()
-        .map(|basis| wanted(index, entry, *offset, basis, delta))
+        .map(|basis| wanted(index, entry, offset, basis, delta))
         .transpose()?;
-    let resumable = *offset > 0 && outbox.rereadable(index);
+    let resumable = offset > 0 && outbox.rereadable(index);
     Ok(ToSend {
+        replaces,
         index: index as u64,
-        offset: if resumable { *offset } else { 0 },
+        offset: if resumable { offset } else { 0 },
         prefix_hash: prefix_hash.clone().filter(|_| resumable),
         // A stream cannot be read for a delta: it goes whole.
         delta: wanted.filter(|_| outbox.rereadable(index)),
     })
+}
+
+/// Counts an entry this side does not send (`said`: a warning named it); a dry run
+/// shows it skipped, as every entry that would not arrive, and fails nothing.
+fn not_sent(tally: &Tally, path: &str, reason: &str, said: bool) {
+    match tally.summary().dry_run.is_some() {
+        true => tally.change(Change::Skipped, path, 0, Some(reason)),
+        false => tally.not_sent(path, reason, said),
+    }
+}
+
+/// Shows and counts an entry the plan skips: in a dry run a change to show, else
+/// a file already there (`same`) or a refusal.
+fn skipped(entry: &Entry, code: ErrorCode, message: &str, tally: &Tally, dry_run: bool) {
+    match code {
+        ErrorCode::Same if dry_run => tally.change(Change::Same, &entry.shown_path(), 0, None),
+        ErrorCode::Same => tally.record(FileOutcome::Same {
+            path: entry.shown_path().into_owned(),
+            size: entry.size,
+        }),
+        _ if dry_run => {
+            let note = format!("{code}: {}", escape(message));
+            tally.change(Change::Skipped, &entry.shown_path(), 0, Some(&note));
+        }
+        _ => tally.failed(
+            &entry.shown_path(),
+            code,
+            format!("refused by the receiver: {}", escape(message)),
+        ),
+    }
 }
 
 /// The socket side of the data phase: starts the reading thread and writes what it
@@ -536,22 +657,41 @@ struct Frames<'a> {
 }
 
 impl Frames<'_> {
+    /// The `data` header of entry `index`, from `offset` (`resumed`: after a prefix
+    /// the receiver kept), or as a `delta`; the entry is outstanding from here.
+    fn start<W: Write>(
+        &self,
+        writer: &mut FrameWriter<W>,
+        index: u64,
+        (offset, resumed): (u64, bool),
+        (replaces, delta): (bool, bool),
+    ) -> Result<()> {
+        let resumed_at = resumed.then_some(offset);
+        let path = &*self.entries[index as usize].shown_path();
+        self.tally.reporter().current_file(path, resumed_at);
+        self.current.set(index);
+        let outstanding = Outstanding {
+            replaces,
+            delta,
+            ..Outstanding::data_from(offset, resumed_at)
+        };
+        self.pending.lock().insert(index, outstanding);
+        writer.write_message(&Message::Data {
+            index,
+            offset,
+            delta,
+        })
+    }
+
     fn write<W: Write>(&self, writer: &mut FrameWriter<W>, piece: Piece) -> Result<()> {
         match piece {
             Piece::Start {
                 index,
                 offset,
                 resumed,
+                replaces,
                 delta,
-            } => {
-                self.start(index, (offset, resumed), delta);
-                let header = Message::Data {
-                    index,
-                    offset,
-                    delta,
-                };
-                writer.write_message(&header)
-            }
+            } => self.start(writer, index, (offset, resumed), (replaces, delta)),
             Piece::Chunk {
                 buffer,
                 len,
@@ -609,20 +749,6 @@ impl Frames<'_> {
         self.tally.reporter().bar().inc(covered);
         self.giver.give(buffer);
         Ok(())
-    }
-
-    /// Notes that entry `index`'s data begins at `offset` (`resumed` there), or as a
-    /// `delta`.
-    fn start(&self, index: u64, (offset, resumed): (u64, bool), delta: bool) {
-        let resumed_at = resumed.then_some(offset);
-        let path = &*self.entries[index as usize].shown_path();
-        self.tally.reporter().current_file(path, resumed_at);
-        self.current.set(index);
-        let outstanding = Outstanding {
-            delta,
-            ..Outstanding::data_from(offset, resumed_at)
-        };
-        self.pending.lock().insert(index, outstanding);
     }
 
     /// The `done` for an entry whose data is complete. Its facts are stored before

@@ -21,6 +21,8 @@ pub(crate) struct ToSend {
     pub(crate) index: u64,
     pub(crate) offset: u64,
     pub(crate) prefix_hash: Option<String>,
+    /// The receiver's file of this name is replaced (under `mirror`).
+    pub(crate) replaces: bool,
     /// The receiver's basis, when the plan offered one (feature `delta`).
     pub(crate) delta: Option<Box<Wanted>>,
 }
@@ -41,6 +43,7 @@ pub(crate) enum Piece {
         offset: u64,
         resumed: bool,
         delta: bool,
+        replaces: bool,
     },
     /// One data frame: [`DATA_HEADROOM`] bytes of room, then `len` bytes of the file
     /// (or of instructions), which stand for `covered` bytes of the file.

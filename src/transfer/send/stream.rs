@@ -46,11 +46,10 @@ fn read_file(
     pieces: &mpsc::Sender<Piece>,
     stop: &AtomicBool,
 ) -> Option<()> {
-    let index = item.index;
-    let position = index as usize;
+    let (index, position) = (item.index, item.index as usize);
     let entry = &outbox.entries()[position];
     if let (true, Some(size)) = (entry.is_sparse(), entry.size) {
-        return read_runs(index, size, outbox, hash, pool, pieces, stop);
+        return read_runs(item, size, outbox, hash, pool, pieces, stop);
     }
     let expected = entry.size;
     let mut hasher = hash.hasher();
@@ -67,6 +66,7 @@ fn read_file(
         offset: start,
         resumed: start > 0,
         delta: delta.is_some(),
+        replaces: item.replaces,
     };
     pieces.send(start_piece).ok()?;
     let (sent, read_error) = match delta {
@@ -105,7 +105,7 @@ fn read_file(
 /// length before its bytes, then the size. Never resumed: it starts at its first
 /// run. `None` when the session is over.
 fn read_runs(
-    index: u64,
+    item: &ToSend,
     size: u64,
     outbox: &dyn Outbox,
     hash: HashKind,
@@ -113,6 +113,7 @@ fn read_runs(
     pieces: &mpsc::Sender<Piece>,
     stop: &AtomicBool,
 ) -> Option<()> {
+    let index = item.index;
     let position = index as usize;
     let mut input = match outbox.open(position) {
         Ok(input) => input,
@@ -122,7 +123,7 @@ fn read_runs(
         }
     };
     let mut hasher = hash.hasher();
-    let read_error = send_runs(index, size, &mut *input, &mut hasher, pool, pieces, stop)?;
+    let read_error = send_runs(item, size, &mut *input, &mut hasher, pool, pieces, stop)?;
     hasher.runs_end(size);
     let local_failure = match read_error {
         Some(err) => Some(format!("cannot read {}: {err}", outbox.shown(position))),
@@ -147,11 +148,11 @@ fn read_runs(
         .ok()
 }
 
-/// Sends entry `index`'s runs, each header and its data, hashing as section 16.4
-/// says; returns the read error that cut them short, if one did; `None` when the
-/// session is over.
+/// Sends `item`'s runs, each header and its data, hashing as section 16.4 says;
+/// returns the read error that cut them short, if one did; `None` when the session
+/// is over.
 fn send_runs(
-    index: u64,
+    item: &ToSend,
     size: u64,
     input: &mut dyn Input,
     hasher: &mut Hasher,
@@ -159,6 +160,7 @@ fn send_runs(
     pieces: &mpsc::Sender<Piece>,
     stop: &AtomicBool,
 ) -> Option<Option<io::Error>> {
+    let index = item.index;
     let mut at = 0;
     let mut first = true;
     loop {
@@ -176,6 +178,7 @@ fn send_runs(
                 offset,
                 resumed: false,
                 delta: false,
+                replaces: item.replaces,
             },
             false => Piece::Run { index, offset },
         };

@@ -27,7 +27,7 @@ pub(crate) struct PlainView<'a> {
 /// Whether a peer without `meta` can take `entry` as it is.
 fn is_plain(entry: &Entry) -> bool {
     matches!(entry.kind, EntryKind::File | EntryKind::Dir)
-        && entry.path_hex.is_none()
+        && entry.extra().path_hex.is_none()
         && entry.sparse.is_none()
         && entry.mtime.is_none_or(|mtime| mtime >= 0)
         && entry.mode.is_none_or(|mode| mode <= PLAIN_MODE)
@@ -46,8 +46,8 @@ fn is_plain(entry: &Entry) -> bool {
 fn left_out_because(entry: &Entry) -> Option<String> {
     const OLDER: &str = "the receiving xfer is older: it lacks the feature meta";
     match entry.kind {
-        EntryKind::Unsent => entry.reason.clone(),
-        _ if entry.path_hex.is_some() => Some(format!("name not UTF-8: {OLDER}")),
+        EntryKind::Unsent => entry.extra().reason.clone(),
+        _ if entry.extra().path_hex.is_some() => Some(format!("name not UTF-8: {OLDER}")),
         // A hard link goes as a copy of its file, as before `meta`.
         EntryKind::File | EntryKind::Dir | EntryKind::Hardlink => None,
         kind => Some(format!("{}: {OLDER}", kind_words(kind))),
@@ -70,7 +70,7 @@ fn kind_words(kind: EntryKind) -> &'static str {
 /// from 1970 on; a sparse file is sent dense, a hard link as a copy of its file
 /// (one of the earlier `entries`).
 fn plain(entry: &Entry, entries: &[Entry]) -> Entry {
-    let of = entry.of.and_then(|of| entries.get(of as usize));
+    let of = entry.extra().of.and_then(|of| entries.get(of as usize));
     let facts = of
         .filter(|_| entry.kind == EntryKind::Hardlink)
         .unwrap_or(entry);
@@ -135,6 +135,7 @@ impl Outbox for PlainView<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::proto::message::Extra;
 
     struct Listed(Vec<Entry>);
 
@@ -190,7 +191,10 @@ mod tests {
             Entry {
                 kind: EntryKind::Unsent,
                 size: Some(0),
-                reason: Some("unreadable: Permission denied".into()),
+                extra: Some(Box::new(Extra {
+                    reason: Some("unreadable: Permission denied".into()),
+                    ..Extra::default()
+                })),
                 ..file("secret")
             },
         ]);

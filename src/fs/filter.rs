@@ -1,0 +1,209 @@
+//! Filter rules with gitignore semantics ([`Filter`]): what `--exclude`,
+//! `--include`, `--exclude-from` and the `.gitignore`/`.ignore` files of a tree
+//! (`--gitignore`) leave out of an offer, and so what a mirroring receiver must
+//! never remove. Matching is ripgrep's (`ignore::gitignore`); this file only says
+//! which rule set a path is judged by. It knows offered paths, nothing of walks,
+//! frames or disks.
+
+use std::collections::HashMap;
+
+use ignore::Match;
+use ignore::gitignore::{Gitignore, GitignoreBuilder};
+
+use crate::proto::message::RuleSet;
+
+/// The files of a directory whose lines are rules for what lies beneath it, with
+/// `--gitignore`; a later file's rules win over an earlier one's, as in ripgrep.
+pub(crate) const IGNORE_FILES: [&str; 2] = [".gitignore", ".ignore"];
+
+/// The rule sets an offer is made with (section 17 of `docs/PROTOCOL.md`).
+#[derive(Default)]
+pub(crate) struct Filter {
+    /// Compiled sets by the offered directory they hold beneath; `""` holds the
+    /// command line's rules, below every operand's own name.
+    sets: HashMap<String, Gitignore>,
+    /// The same rules as they travel, in the order they were added.
+    wire: Vec<RuleSet>,
+}
+
+impl std::fmt::Debug for Filter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(&self.wire).finish()
+    }
+}
+
+impl Filter {
+    /// The rules a mirroring sender sent. A line that is no valid pattern is the
+    /// sender's fault: the message says which.
+    pub(crate) fn from_wire(rules: &[RuleSet]) -> Result<Filter, String> {
+        let mut filter = Filter::default();
+        for set in rules {
+            filter.add(&set.dir, &set.lines)?;
+        }
+        Ok(filter)
+    }
+
+    /// Adds `lines` (gitignore syntax: `#` comments, `!` re-includes, a trailing
+    /// `/` for directories only, `**` across directories) as rules beneath the
+    /// offered directory `dir` (`""`: the command line's). Rules for a directory
+    /// that has some already are added after them, and so win.
+    pub(crate) fn add(&mut self, dir: &str, lines: &[String]) -> Result<(), String> {
+        let mut builder = GitignoreBuilder::new("");
+        let before = self.wire.iter().filter(|set| set.dir == dir);
+        for line in before.flat_map(|set| &set.lines).chain(lines) {
+            builder
+                .add_line(None, line)
+                .map_err(|err| format!("filter rule {line:?}: {err}"))?;
+        }
+        let set = builder
+            .build()
+            .map_err(|err| format!("filter rules: {err}"))?;
+        self.sets.insert(dir.to_string(), set);
+        self.wire.push(RuleSet {
+            dir: dir.to_string(),
+            lines: lines.to_vec(),
+        });
+        Ok(())
+    }
+
+    /// The lines of `text` (an ignore file's) that are valid rules, and how many
+    /// were not (git skips those too).
+    pub(crate) fn valid_lines(text: &str) -> (Vec<String>, usize) {
+        let mut bad = 0;
+        let lines = text
+            .lines()
+            .filter(|line| {
+                let valid = GitignoreBuilder::new("").add_line(None, line).is_ok();
+                bad += usize::from(!valid);
+                valid
+            })
+            .map(|line| line.trim_end_matches('\r').to_string())
+            .collect();
+        (lines, bad)
+    }
+
+    /// The rules as they travel in `mirror.rules`.
+    pub(crate) fn wire(&self) -> &[RuleSet] {
+        &self.wire
+    }
+
+    /// Whether the offered path `path` (its operand's name first) is left out. An
+    /// operand itself never is: the user named it. The command line's rules judge
+    /// first (matched against the path below the operand's name); then the rule
+    /// set of the nearest directory above `path` that has one and matches it. A
+    /// path that nothing matches is kept. A directory that is left out takes
+    /// everything beneath it along: callers do not look inside.
+    pub(crate) fn excluded(&self, path: &str, is_dir: bool) -> bool {
+        if self.sets.is_empty() {
+            return false;
+        }
+        let Some((_, below)) = path.split_once('/') else {
+            return false;
+        };
+        if let Some(verdict) = self.verdict("", below, is_dir) {
+            return verdict;
+        }
+        let mut dir = path;
+        while let Some((up, _)) = dir.rsplit_once('/') {
+            dir = up;
+            if let Some(verdict) = self.verdict(dir, &path[dir.len() + 1..], is_dir) {
+                return verdict;
+            }
+        }
+        false
+    }
+
+    /// What the set beneath `dir` says of `relative`: left out, kept, or nothing.
+    fn verdict(&self, dir: &str, relative: &str, is_dir: bool) -> Option<bool> {
+        match self.sets.get(dir)?.matched(relative, is_dir) {
+            Match::Ignore(_) => Some(true),
+            Match::Whitelist(_) => Some(false),
+            Match::None => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn filter(sets: &[(&str, &[&str])]) -> Filter {
+        let mut filter = Filter::default();
+        for (dir, lines) in sets {
+            let lines: Vec<String> = lines.iter().map(|line| line.to_string()).collect();
+            filter.add(dir, &lines).unwrap();
+        }
+        filter
+    }
+
+    #[test]
+    fn command_line_rules_follow_gitignore_semantics() {
+        let f = filter(&[(
+            "",
+            &[
+                "*.tmp",
+                "!keep.tmp",
+                "target/",
+                "/top.txt",
+                "**/cache/**",
+                "docs/*.pdf",
+            ],
+        )]);
+        let cases = [
+            ("p/a.tmp", false, true),
+            ("p/deep/er/a.tmp", false, true),
+            ("p/keep.tmp", false, false),
+            ("p/sub/keep.tmp", false, false),
+            ("p/target", true, true),
+            ("p/target", false, false), // a file named target: `target/` is for directories
+            ("p/sub/target", true, true),
+            ("p/top.txt", false, true),
+            ("p/sub/top.txt", false, false), // anchored to the operand
+            ("p/x/cache/y", false, true),
+            ("p/docs/a.pdf", false, true),
+            ("p/docs/sub/a.pdf", false, false),
+            ("p/a.txt", false, false),
+            ("a.tmp", false, false), // an operand itself is never left out
+        ];
+        for (path, is_dir, expected) in cases {
+            assert_eq!(f.excluded(path, is_dir), expected, "{path} dir={is_dir}");
+        }
+    }
+
+    #[test]
+    fn the_nearest_ignore_file_decides_and_the_command_line_first() {
+        let f = filter(&[
+            ("", &["!important.log"]),
+            ("p", &["*.log", "build/"]),
+            ("p/sub", &["!*.log"]),
+        ]);
+        assert!(f.excluded("p/a.log", false));
+        assert!(f.excluded("p/x/a.log", false));
+        assert!(
+            !f.excluded("p/sub/a.log", false),
+            "the deeper file re-includes"
+        );
+        assert!(
+            !f.excluded("p/important.log", false),
+            "the command line first"
+        );
+        assert!(f.excluded("p/build", true));
+        assert!(!f.excluded("q/a.log", false), "another operand's rules");
+    }
+
+    #[test]
+    fn rules_round_trip_through_the_wire_form_and_bad_ones_are_named() {
+        let f = filter(&[("", &["*.o"]), ("p/s", &["x"]), ("p/s", &["!x"])]);
+        let again = Filter::from_wire(f.wire()).unwrap();
+        assert!(again.excluded("p/a.o", false));
+        assert!(!again.excluded("p/s/x", false), "the later set wins");
+        let bad = Filter::from_wire(&[RuleSet {
+            dir: "".into(),
+            lines: vec!["[z-a]".into()],
+        }]);
+        assert!(bad.unwrap_err().contains("[z-a]"));
+        let (lines, bad) = Filter::valid_lines("# comment\n*.o\r\n[z-a]\n");
+        assert_eq!(lines, ["# comment", "*.o"]);
+        assert_eq!(bad, 1);
+    }
+}

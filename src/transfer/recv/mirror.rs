@@ -1,0 +1,171 @@
+//! A mirroring sender's requests on the receiving side (feature `mirror`, section 17
+//! of `docs/PROTOCOL.md`): whether `--delete` is allowed here, and, once the data
+//! phase is over, what the offered directories hold and the offer does not,
+//! removed (or in a dry run only listed) and reported in the MACed `deleted` list.
+
+use std::collections::HashSet;
+use std::io::Write;
+use std::time::{Duration, SystemTime};
+
+use anyhow::Result;
+
+use super::plan::Planned;
+use super::shared::{Destination, Shared};
+use crate::error::{Kind, fail, refused};
+use crate::fs::filter::Filter;
+use crate::fs::sink::{Prune, TargetDir};
+use crate::proto::message::{ErrorCode, Mirror, Removed};
+use crate::proto::wire::FrameWriter;
+use crate::transfer::Tally;
+use crate::transfer::offer::ListWriter;
+use crate::ui::report::Change;
+
+/// How far before the session's start a change still counts as older than the
+/// session: file times come from a clock that may lag a few milliseconds.
+const CLOCK_SLACK: Duration = Duration::from_millis(50);
+
+/// Checks what the sender asks: `--delete` only where files may be replaced
+/// (`--overwrite`, or a `put -f`), and only into a directory; the rules must be
+/// valid patterns. `denied` refuses the whole offer, before anything happens.
+fn accept(mirror: &Mirror, shared: &Shared<'_>) -> Result<Filter> {
+    if mirror.delete && !shared.settings.overwrite {
+        return Err(refused(
+            ErrorCode::Denied,
+            "the receiver does not let its sender delete: it replaces no files \
+             (`xfer recv --overwrite` allows --delete)",
+        ));
+    }
+    // Standard output carries the data: no listing of a dry run may go there.
+    if (mirror.delete || mirror.dry_run) && matches!(shared.destination, Destination::Stdout) {
+        return Err(refused(
+            ErrorCode::Denied,
+            "--delete and --dry-run need a directory; the receiver writes to standard output",
+        ));
+    }
+    Filter::from_wire(&mirror.rules).map_err(|why| fail(Kind::Protocol, why))
+}
+
+/// What the sender asked of this session, checked.
+pub(crate) struct Asked {
+    filter: Filter,
+    since: i128,
+    delete: bool,
+    /// Plan only: nothing is made, removed or applied.
+    pub(crate) dry_run: bool,
+}
+
+impl Asked {
+    /// What the offer's `mirror` member asks, if it is allowed here (see
+    /// [`accept`]); a dry run is told to the tally.
+    pub(crate) fn of(mirror: Option<&Mirror>, shared: &Shared<'_>, tally: &Tally) -> Result<Asked> {
+        let since = session_start();
+        let offered = mirror.map_or((false, false), |mirror| (mirror.delete, mirror.dry_run));
+        if shared.settings.asked.is_some_and(|asked| asked != offered) {
+            // A server may not delete here unasked, nor ignore a dry run.
+            return Err(fail(
+                Kind::Protocol,
+                format!(
+                    "the server's offer says delete {}, dry run {}; this side asked {:?}",
+                    offered.0, offered.1, shared.settings.asked
+                ),
+            ));
+        }
+        let Some(mirror) = mirror else {
+            return Ok(Asked {
+                filter: Filter::default(),
+                since,
+                delete: false,
+                dry_run: false,
+            });
+        };
+        let filter = accept(mirror, shared)?;
+        if mirror.dry_run {
+            tally.dry_run();
+        }
+        Ok(Asked {
+            filter,
+            since,
+            delete: mirror.delete,
+            dry_run: mirror.dry_run,
+        })
+    }
+
+    /// After the data phase and the entries without data: with `--delete`, the
+    /// deletions (a dry run: only found) and their report.
+    pub(crate) fn prune<W: Write>(
+        &self,
+        writer: &mut FrameWriter<W>,
+        shared: &Shared<'_>,
+        target: &TargetDir,
+        planned: &[Planned],
+        tally: &Tally,
+    ) -> Result<()> {
+        if !self.delete {
+            return Ok(());
+        }
+        let how = (&self.filter, self.since, self.dry_run);
+        prune_and_report(writer, shared, target, planned, how, tally)
+    }
+}
+
+/// The moment a session's deletions count from (see `fs::sink::Prune::since`).
+fn session_start() -> i128 {
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default();
+    now.saturating_sub(CLOCK_SLACK).as_nanos() as i128
+}
+
+/// Removes what the accepted directories of `planned` hold and the offer does not
+/// (a dry run: only finds it), spares what `filter` excludes and what another
+/// session of this process is receiving, then sends the `deleted` report.
+fn prune_and_report<W: Write>(
+    writer: &mut FrameWriter<W>,
+    shared: &Shared<'_>,
+    target: &TargetDir,
+    planned: &[Planned],
+    (filter, since, dry_run): (&Filter, i128, bool),
+    tally: &Tally,
+) -> Result<()> {
+    let mut offered: HashSet<&str> = HashSet::with_capacity(planned.len());
+    for item in planned {
+        // Whatever lies above an offered path stays, offered itself or not.
+        let mut path = item.entry.path.as_str();
+        offered.insert(path);
+        while let Some((up, _)) = path.rsplit_once('/') {
+            path = up;
+            offered.insert(path);
+        }
+    }
+    let dirs: Vec<&str> = planned
+        .iter()
+        // A name that is not UTF-8 (`path_hex`) is never entered, nor removed.
+        .filter(|item| item.accepted_dir && !item.entry.path.is_empty())
+        .map(|item| item.entry.path.as_str())
+        .collect();
+    let within = target.identity();
+    let keep = |path: &str, is_dir: bool| {
+        filter.excluded(path, is_dir) || shared.claims.claim(within, path.as_bytes()).is_none()
+    };
+    let rules = Prune {
+        offered: &|path| offered.contains(path),
+        keep: &keep,
+        since,
+        dry_run,
+    };
+    let mut report = ListWriter::deleted(writer, shared.transfer);
+    let mut failed = None;
+    target.prune(&dirs, &rules, &mut |removed: Removed| {
+        match &removed.error {
+            None => tally.change(Change::Deleted, &removed.path, 0, None),
+            Some(why) => tally.change(Change::NotDeleted, &removed.path, 0, Some(why)),
+        }
+        if failed.is_none() {
+            failed = report.push(&removed).err();
+        }
+    });
+    match failed {
+        Some(err) => Err(err),
+        None => report.finish_deleted(),
+    }
+}

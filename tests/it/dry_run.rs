@@ -1,0 +1,172 @@
+//! `--dry-run` (issue 21): the handshake, the offer and the plan, then nothing:
+//! both trees (names, kinds, sizes, modes, times, contents) are the same before
+//! and after, on a plain receiver and on a server, and the lines say what would be
+//! sent (new, changed, same), deleted and skipped; exit 0.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::os::unix::fs::{MetadataExt, symlink};
+use std::path::Path;
+use std::time::Duration;
+
+use crate::util::server::{Site, client, code};
+use crate::util::{KEY, Receiver, send, stderr_of};
+
+/// Every entry beneath `dir`, links not followed: kind, size, mode, mtime (ns),
+/// and a file's bytes.
+fn snapshot(dir: &Path) -> BTreeMap<String, (u32, u64, i64, i64, Vec<u8>)> {
+    fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, (u32, u64, i64, i64, Vec<u8>)>) {
+        for entry in fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            let meta = fs::symlink_metadata(&path).unwrap();
+            let content = if meta.is_file() {
+                fs::read(&path).unwrap()
+            } else {
+                Vec::new()
+            };
+            let name = path
+                .strip_prefix(root)
+                .unwrap()
+                .to_string_lossy()
+                .into_owned();
+            out.insert(
+                name,
+                (
+                    meta.mode(),
+                    meta.size(),
+                    meta.mtime(),
+                    meta.mtime_nsec(),
+                    content,
+                ),
+            );
+            if meta.is_dir() {
+                walk(root, &path, out);
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    walk(dir, dir, &mut out);
+    out
+}
+
+/// A source tree and a receiving directory that differ in every way a run can see.
+fn trees(root: &Path) {
+    fs::create_dir_all(root.join("src/tree/newdir")).unwrap();
+    fs::write(root.join("src/tree/new"), b"new\n").unwrap();
+    fs::write(root.join("src/tree/changed"), b"the new version\n").unwrap();
+    fs::write(root.join("src/tree/same"), b"same\n").unwrap();
+    fs::write(root.join("src/tree/newdir/f"), b"f\n").unwrap();
+    fs::create_dir_all(root.join("dst/tree/gone")).unwrap();
+    fs::write(root.join("dst/tree/changed"), b"old\n").unwrap();
+    fs::write(root.join("dst/tree/gone/x"), b"x\n").unwrap();
+    fs::write(root.join("dst/tree/stale"), b"stale\n").unwrap();
+    symlink("/etc", root.join("dst/tree/link")).unwrap();
+    // `same` by size and time.
+    fs::copy(root.join("src/tree/same"), root.join("dst/tree/same")).unwrap();
+    let mtime = fs::metadata(root.join("src/tree/same"))
+        .unwrap()
+        .modified()
+        .unwrap();
+    fs::File::options()
+        .write(true)
+        .open(root.join("dst/tree/same"))
+        .unwrap()
+        .set_modified(mtime)
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+}
+
+#[test]
+fn a_dry_run_changes_nothing_on_either_side_and_says_what_would() {
+    let root = tempfile::tempdir().unwrap();
+    trees(root.path());
+    let before = (
+        snapshot(&root.path().join("src")),
+        snapshot(&root.path().join("dst")),
+    );
+    let mut receiver = Receiver::start(&root.path().join("dst"), Some(KEY), &["--overwrite"]);
+    let sent = send(
+        &[&root.path().join("src/tree")],
+        receiver.port,
+        KEY,
+        &["-n", "--delete"],
+    );
+    assert_eq!(code(&sent), 0, "{}", stderr_of(&sent));
+    assert_eq!(receiver.exit_code(), 0, "{}", receiver.stderr());
+    let after = (
+        snapshot(&root.path().join("src")),
+        snapshot(&root.path().join("dst")),
+    );
+    assert_eq!(before, after, "nothing changed on either side");
+    let stdout = String::from_utf8_lossy(&sent.stdout);
+    for line in [
+        "new      tree/new",
+        "changed  tree/changed",
+        "same     tree/same",
+        "new dir  tree/newdir/",
+        "new      tree/newdir/f",
+        "deleted  tree/stale",
+        "deleted  tree/gone/x",
+        "deleted  tree/gone",
+        "deleted  tree/link",
+    ] {
+        assert!(stdout.lines().any(|l| l == line), "{line:?} in {stdout}");
+    }
+    assert!(
+        stderr_of(&sent).contains("dry run: would send 2 new files and 1 changed"),
+        "{}",
+        stderr_of(&sent)
+    );
+    // Without --overwrite the changed file would be skipped, and --delete denied:
+    // without --delete the dry run shows the skip.
+    let mut receiver = Receiver::start(&root.path().join("dst"), Some(KEY), &[]);
+    let sent = send(
+        &[&root.path().join("src/tree")],
+        receiver.port,
+        KEY,
+        &["--dry-run", "--json"],
+    );
+    assert_eq!(code(&sent), 0, "{}", stderr_of(&sent));
+    assert_eq!(receiver.exit_code(), 0, "{}", receiver.stderr());
+    let skipped = String::from_utf8_lossy(&sent.stdout)
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .find(|e| e["change"] == "skipped")
+        .expect("a skipped event");
+    assert_eq!(skipped["path"], "tree/changed");
+    assert_eq!(skipped["dry_run"], true);
+    assert_eq!(before.1, snapshot(&root.path().join("dst")));
+}
+
+#[test]
+fn a_dry_run_into_a_server_changes_nothing() {
+    let site = Site::new();
+    site.users(&[("alice", "quota = 1000000")]);
+    let home = site.home("alice");
+    fs::create_dir_all(home.join("tree/gone")).unwrap();
+    fs::write(home.join("tree/gone/x"), b"x\n").unwrap();
+    let local = site.path().join("tree");
+    fs::create_dir_all(local.join("sub")).unwrap();
+    fs::write(local.join("sub/b"), b"b\n").unwrap();
+    let server = site.serve(&[]);
+    std::thread::sleep(Duration::from_millis(200));
+    let before = snapshot(&home);
+    let usage = server.usage("alice");
+    let run = client(
+        &site,
+        "alice",
+        &[
+            "send",
+            local.to_str().unwrap(),
+            &server.at("/"),
+            "-n",
+            "--delete",
+        ],
+    );
+    assert_eq!(code(&run), 0, "{}", stderr_of(&run));
+    assert_eq!(snapshot(&home), before);
+    assert_eq!(server.usage("alice"), usage);
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(stdout.contains("new dir  tree/sub/"), "{stdout}");
+    assert!(stdout.contains("deleted  tree/gone"), "{stdout}");
+}

@@ -1,0 +1,493 @@
+//! `--delete` (issue 21): a mirror removes what the source lacks beneath the
+//! directories sent, and nothing else: not outside the target, not through a link
+//! planted in the tree or a target directory that is a link, not what a filter
+//! excludes, not without the receiver's `--overwrite`, not for a read-only user;
+//! a server gives the room back. Also `--itemize` lines and `--json` events, and
+//! a peer without the feature `mirror` (exit 9 before anything happens).
+
+use std::fs;
+use std::os::unix::fs::symlink;
+use std::path::Path;
+use std::process::Output;
+use std::time::Duration;
+
+use crate::util::peer::{Acceptor, Peer};
+use crate::util::server::{Site, client, code};
+use crate::util::site::check_home;
+use crate::util::{KEY, LISTENER_FEATURES, Receiver, files_under, send, stderr_of};
+
+/// A source tree `src/tree` (a, sub/b) and a receiving directory `dst` whose copy
+/// of the tree holds what the source does not; everything made well before the
+/// session starts (a mirror spares what changed since).
+fn trees(root: &Path) {
+    fs::create_dir_all(root.join("src/tree/sub")).unwrap();
+    fs::write(root.join("src/tree/a"), b"a\n").unwrap();
+    fs::write(root.join("src/tree/sub/b"), b"b\n").unwrap();
+    fs::create_dir_all(root.join("dst/tree/old/deeper")).unwrap();
+    fs::create_dir_all(root.join("dst/tree/sub")).unwrap();
+    fs::write(root.join("dst/tree/stale"), b"stale\n").unwrap();
+    fs::write(root.join("dst/tree/old/deeper/o"), b"o\n").unwrap();
+    fs::write(root.join("dst/beside"), b"not in the tree\n").unwrap();
+}
+
+/// Lets a moment pass: what a mirror may remove must be older than its session.
+pub(super) fn settle() {
+    std::thread::sleep(Duration::from_millis(200));
+}
+
+/// `xfer send src/tree` with `send_extra` to `recv --dir dst` with `recv_extra`;
+/// the sender's output and the receiver's exit code and stderr.
+pub(super) fn mirror(
+    root: &Path,
+    recv_extra: &[&str],
+    send_extra: &[&str],
+) -> (Output, i32, String) {
+    settle();
+    let mut receiver = Receiver::start(&root.join("dst"), Some(KEY), recv_extra);
+    let sent = send(&[&root.join("src/tree")], receiver.port, KEY, send_extra);
+    let code = receiver.exit_code();
+    (sent, code, receiver.stderr())
+}
+
+pub(super) fn names(dir: &Path) -> Vec<String> {
+    files_under(dir)
+        .iter()
+        .map(|path| path.to_string_lossy().into_owned())
+        .collect()
+}
+
+#[test]
+fn delete_removes_what_the_source_lacks_and_nothing_outside_the_tree() {
+    let root = tempfile::tempdir().unwrap();
+    let outside = tempfile::tempdir().unwrap();
+    fs::write(outside.path().join("precious"), b"keep me\n").unwrap();
+    trees(root.path());
+    // Links planted in the receiver's tree: removed themselves, never followed.
+    symlink(outside.path(), root.path().join("dst/tree/link-to-dir")).unwrap();
+    symlink(
+        outside.path().join("precious"),
+        root.path().join("dst/tree/sub/link"),
+    )
+    .unwrap();
+    let (sent, recv_code, recv_err) = mirror(root.path(), &["--overwrite"], &["--delete", "-i"]);
+    assert_eq!(code(&sent), 0, "{}", stderr_of(&sent));
+    assert_eq!(recv_code, 0, "{recv_err}");
+    assert_eq!(
+        names(&root.path().join("dst")),
+        ["beside", "tree/a", "tree/sub/b"]
+    );
+    assert!(!root.path().join("dst/tree/old").exists());
+    assert!(fs::symlink_metadata(root.path().join("dst/tree/link-to-dir")).is_err());
+    assert_eq!(
+        fs::read(outside.path().join("precious")).unwrap(),
+        b"keep me\n"
+    );
+    let stdout = String::from_utf8_lossy(&sent.stdout);
+    for line in [
+        "new      tree/a",
+        "new      tree/sub/b",
+        "deleted  tree/stale",
+        "deleted  tree/old/deeper/o",
+        "deleted  tree/old/deeper",
+        "deleted  tree/old",
+        "deleted  tree/link-to-dir",
+        "deleted  tree/sub/link",
+    ] {
+        assert!(stdout.lines().any(|l| l == line), "{line:?} in {stdout}");
+    }
+    // Deepest first: the file before its directories.
+    let at = |needle: &str| stdout.find(needle).unwrap();
+    assert!(at("deleted  tree/old/deeper/o") < at("deleted  tree/old\n"));
+    assert!(
+        stderr_of(&sent).contains("deleted 6"),
+        "{}",
+        stderr_of(&sent)
+    );
+    // A second run has nothing to do: no file moves, nothing is deleted.
+    let (again, _, _) = mirror(root.path(), &["--overwrite"], &["--delete", "-i", "--json"]);
+    let events: Vec<serde_json::Value> = String::from_utf8_lossy(&again.stdout)
+        .lines()
+        .filter_map(|line| serde_json::from_str(line).ok())
+        .collect();
+    assert!(!events.iter().any(|e| e["event"] == "change"), "{events:?}");
+    let summary = events.iter().find(|e| e["event"] == "summary").unwrap();
+    assert_eq!(summary["same"], 2, "{summary}");
+    assert_eq!(summary["files"], 0, "{summary}");
+}
+
+#[test]
+fn json_carries_each_change_and_the_count() {
+    let root = tempfile::tempdir().unwrap();
+    trees(root.path());
+    let (sent, _, _) = mirror(root.path(), &["--overwrite"], &["--delete", "--json"]);
+    assert_eq!(code(&sent), 0, "{}", stderr_of(&sent));
+    let events: Vec<serde_json::Value> = String::from_utf8_lossy(&sent.stdout)
+        .lines()
+        .filter_map(|line| serde_json::from_str(line).ok())
+        .collect();
+    let deleted: Vec<&str> = events
+        .iter()
+        .filter(|e| e["event"] == "change" && e["change"] == "deleted")
+        .map(|e| e["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        deleted,
+        [
+            "tree/old/deeper/o",
+            "tree/old/deeper",
+            "tree/old",
+            "tree/stale"
+        ]
+    );
+    let summary = events.iter().find(|e| e["event"] == "summary").unwrap();
+    assert_eq!(summary["deleted"], 4, "{summary}");
+    assert_eq!(summary["ok"], true);
+}
+
+#[test]
+fn a_target_that_is_a_link_is_never_entered() {
+    let root = tempfile::tempdir().unwrap();
+    let outside = tempfile::tempdir().unwrap();
+    fs::write(outside.path().join("precious"), b"keep me\n").unwrap();
+    trees(root.path());
+    fs::remove_dir_all(root.path().join("dst/tree")).unwrap();
+    symlink(outside.path(), root.path().join("dst/tree")).unwrap();
+    let (sent, _, _) = mirror(root.path(), &["--overwrite"], &["--delete"]);
+    assert_eq!(code(&sent), 6, "the tree is refused: {}", stderr_of(&sent));
+    assert_eq!(names(outside.path()), ["precious"]);
+    assert!(
+        fs::symlink_metadata(root.path().join("dst/tree"))
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+}
+
+#[test]
+fn delete_spares_what_the_filters_exclude() {
+    let root = tempfile::tempdir().unwrap();
+    trees(root.path());
+    fs::write(root.path().join("src/tree/x.tmp"), b"not sent\n").unwrap();
+    fs::create_dir_all(root.path().join("dst/tree/cache/deep")).unwrap();
+    fs::write(root.path().join("dst/tree/cache/deep/c"), b"c\n").unwrap();
+    fs::write(root.path().join("dst/tree/sub/keep.tmp"), b"keep\n").unwrap();
+    let (sent, recv_code, _) = mirror(
+        root.path(),
+        &["--overwrite"],
+        &["--delete", "--exclude", "*.tmp", "--exclude", "cache/"],
+    );
+    assert_eq!(code(&sent), 0, "{}", stderr_of(&sent));
+    assert_eq!(recv_code, 0);
+    assert_eq!(
+        names(&root.path().join("dst")),
+        [
+            "beside",
+            "tree/a",
+            "tree/cache/deep/c",
+            "tree/sub/b",
+            "tree/sub/keep.tmp"
+        ]
+    );
+}
+
+#[test]
+fn delete_without_overwrite_is_denied_before_anything_happens() {
+    let root = tempfile::tempdir().unwrap();
+    trees(root.path());
+    let before = names(&root.path().join("dst"));
+    let (sent, recv_code, recv_err) = mirror(root.path(), &[], &["--delete"]);
+    assert_eq!(code(&sent), 6, "{}", stderr_of(&sent));
+    assert!(
+        stderr_of(&sent).contains("--overwrite"),
+        "{}",
+        stderr_of(&sent)
+    );
+    assert_ne!(recv_code, 0, "{recv_err}");
+    assert_eq!(
+        names(&root.path().join("dst")),
+        before,
+        "nothing sent, nothing deleted"
+    );
+}
+
+#[test]
+fn delete_is_a_usage_error_for_a_single_file_or_a_stream() {
+    let root = tempfile::tempdir().unwrap();
+    trees(root.path());
+    let file = root.path().join("src/tree/a");
+    let one = send(&[&file], 9, KEY, &["--delete"]);
+    assert_eq!(code(&one), 2, "{}", stderr_of(&one));
+    let stream = send(&[Path::new("-")], 9, KEY, &["--delete"]);
+    assert_eq!(code(&stream), 2, "{}", stderr_of(&stream));
+}
+
+#[test]
+fn a_peer_without_mirror_is_refused_before_anything_happens() {
+    for flag in ["--delete", "--dry-run"] {
+        let root = tempfile::tempdir().unwrap();
+        trees(root.path());
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let old = std::thread::spawn(move || {
+            let mut peer = Peer::accept(&listener).expect("accept");
+            let receiver = Acceptor::new(KEY, "receiver").features(LISTENER_FEATURES);
+            // The sender refuses instead of auth: no offer ever comes.
+            peer.accept_handshake(&receiver).is_err()
+        });
+        let sent = send(&[&root.path().join("src/tree")], port, KEY, &[flag]);
+        assert_eq!(code(&sent), 9, "{flag}: {}", stderr_of(&sent));
+        assert!(stderr_of(&sent).contains("mirror"), "{}", stderr_of(&sent));
+        assert!(old.join().unwrap(), "the old peer saw no transfer");
+    }
+}
+
+#[test]
+fn a_put_with_delete_gives_the_room_back_and_a_read_only_user_is_denied() {
+    const QUOTA: u64 = 1_000_000;
+    let site = Site::new();
+    site.users(&[
+        ("alice", &format!("quota = {QUOTA}")),
+        ("guest", "read_only = true"),
+    ]);
+    let home = site.home("alice");
+    fs::create_dir_all(home.join("tree/old")).unwrap();
+    fs::write(home.join("tree/old/big"), vec![7u8; 600_000]).unwrap();
+    fs::write(home.join("tree/a"), b"older a\n").unwrap();
+    fs::write(home.join("outside"), b"stays\n").unwrap();
+    let local = site.path().join("tree");
+    fs::create_dir_all(local.join("sub")).unwrap();
+    fs::write(local.join("a"), b"a\n").unwrap();
+    fs::write(local.join("sub/b"), vec![1u8; 500_000]).unwrap();
+    let server = site.serve(&[]);
+    settle();
+    let tree = local.to_str().unwrap();
+    // 600 000 beside 500 000 more would not fit: the first run, leaving sub/ out,
+    // removes old/ and gives its room back, so that the second fits.
+    let put = client(
+        &site,
+        "alice",
+        &[
+            "send",
+            tree,
+            &server.at("/"),
+            "--delete",
+            "--exclude",
+            "sub/",
+        ],
+    );
+    assert_eq!(code(&put), 0, "{}", stderr_of(&put));
+    assert_eq!(names(&home), ["outside", "tree/a"]);
+    assert_eq!(
+        fs::read(home.join("tree/a")).unwrap(),
+        b"a\n",
+        "--delete implies -f"
+    );
+    check_home(&site, &server, "alice", QUOTA);
+    let put = client(&site, "alice", &["send", tree, &server.at("/"), "--delete"]);
+    assert_eq!(code(&put), 0, "{}", stderr_of(&put));
+    assert_eq!(names(&home), ["outside", "tree/a", "tree/sub/b"]);
+    check_home(&site, &server, "alice", QUOTA);
+    let denied = client(&site, "guest", &["send", tree, &server.at("/"), "--delete"]);
+    assert_eq!(code(&denied), 6, "{}", stderr_of(&denied));
+    assert!(
+        stderr_of(&denied).contains("denied"),
+        "{}",
+        stderr_of(&denied)
+    );
+}
+
+#[test]
+fn a_get_with_delete_and_filters_mirrors_the_server_into_a_local_directory() {
+    let site = Site::new();
+    site.users(&[("alice", "")]);
+    let home = site.home("alice");
+    fs::create_dir_all(home.join("tree/sub")).unwrap();
+    fs::write(home.join("tree/a"), b"a\n").unwrap();
+    fs::write(home.join("tree/x.tmp"), b"left out\n").unwrap();
+    fs::write(home.join("tree/sub/b"), b"b\n").unwrap();
+    let local = site.path().join("dl");
+    fs::create_dir_all(local.join("tree/old")).unwrap();
+    fs::write(local.join("tree/old/o"), b"o\n").unwrap();
+    fs::write(local.join("tree/mine.tmp"), b"kept: excluded\n").unwrap();
+    fs::write(local.join("beside"), b"beside\n").unwrap();
+    let server = site.serve(&[]);
+    settle();
+    let dl = local.to_str().unwrap();
+    let get = |extra: &[&str]| {
+        let mut args = vec!["get", "--exclude", "*.tmp"];
+        args.extend_from_slice(extra);
+        let at = server.at("tree");
+        args.extend_from_slice(&[&at, dl]);
+        client(&site, "alice", &args)
+    };
+    let before = names(&local);
+    let dry = get(&["--delete", "-n"]);
+    assert_eq!(code(&dry), 0, "{}", stderr_of(&dry));
+    assert_eq!(names(&local), before, "a dry run changes nothing");
+    let stdout = String::from_utf8_lossy(&dry.stdout);
+    assert!(stdout.contains("deleted  tree/old/o"), "{stdout}");
+    assert!(stdout.contains("new      tree/a"), "{stdout}");
+    let real = get(&["--delete", "-i"]);
+    assert_eq!(code(&real), 0, "{}", stderr_of(&real));
+    assert_eq!(
+        names(&local),
+        ["beside", "tree/a", "tree/mine.tmp", "tree/sub/b"]
+    );
+    let stdout = String::from_utf8_lossy(&real.stdout);
+    assert!(stdout.contains("deleted  tree/old\n"), "{stdout}");
+}
+
+#[test]
+fn the_shell_puts_and_gets_with_delete_and_filters() {
+    let site = Site::new();
+    site.users(&[("alice", "")]);
+    let home = site.home("alice");
+    fs::create_dir_all(home.join("tree/old")).unwrap();
+    fs::write(home.join("tree/old/o"), b"o\n").unwrap();
+    fs::write(home.join("tree/keep.tmp"), b"excluded, kept\n").unwrap();
+    let local = site.path().join("tree");
+    fs::create_dir_all(&local).unwrap();
+    fs::write(local.join("a"), b"a\n").unwrap();
+    fs::write(local.join("x.tmp"), b"not sent\n").unwrap();
+    let dl = site.path().join("dl");
+    fs::create_dir_all(dl.join("tree/gone")).unwrap();
+    fs::write(dl.join("tree/gone/g"), b"g\n").unwrap();
+    let server = site.serve(&[]);
+    settle();
+    let script = site.path().join("script.xfer");
+    fs::write(
+        &script,
+        format!(
+            "put --delete --exclude *.tmp {}\nget --delete tree {}\n",
+            local.display(),
+            dl.display()
+        ),
+    )
+    .unwrap();
+    let run = client(
+        &site,
+        "alice",
+        &["shell", &server.addr(), "-b", script.to_str().unwrap()],
+    );
+    assert_eq!(code(&run), 0, "{}", stderr_of(&run));
+    assert_eq!(names(&home), ["tree/a", "tree/keep.tmp"]);
+    assert_eq!(names(&dl), ["tree/a", "tree/keep.tmp"]);
+}
+
+/// Another session's file, half written (a temporary) and, over an older copy,
+/// claimed in the user's ledger, is not deleted by a mirror running meanwhile; the
+/// file it then completes is whole.
+#[test]
+fn a_mirror_spares_what_another_session_is_writing() {
+    use crate::util::pattern;
+    use crate::util::peer::SendEntry;
+    use crate::util::site::{finish_put, send_part, start_put};
+    let site = Site::new();
+    site.users(&[("alice", "")]);
+    let home = site.home("alice");
+    fs::create_dir_all(home.join("tree")).unwrap();
+    fs::write(home.join("tree/busy"), b"the older copy\n").unwrap();
+    let local = site.path().join("tree");
+    fs::create_dir_all(&local).unwrap();
+    fs::write(local.join("a"), b"a\n").unwrap();
+    let server = site.serve(&[]);
+    settle();
+    let mut writer = server.login("alice");
+    let new = pattern(300_000, 3);
+    let entries = [SendEntry::file("tree/busy", new.clone())];
+    let plan = start_put(&mut writer, "", true, &entries);
+    assert_eq!(plan[0]["action"], "send", "{plan:?}");
+    send_part(&mut writer, 0, &new, 0, 100_000);
+    let mirror = client(
+        &site,
+        "alice",
+        &[
+            "send",
+            local.to_str().unwrap(),
+            &server.at("/"),
+            "--delete",
+            "-i",
+        ],
+    );
+    assert_eq!(code(&mirror), 0, "{}", stderr_of(&mirror));
+    let listed = String::from_utf8_lossy(&mirror.stdout);
+    assert!(!listed.contains("busy"), "{listed}");
+    let answer = finish_put(&mut writer, 0, "tree/busy", &new, 100_000);
+    assert_eq!(answer["type"], "ok", "{answer}");
+    assert_eq!(fs::read(home.join("tree/busy")).unwrap(), new);
+    assert_eq!(fs::read(home.join("tree/a")).unwrap(), b"a\n");
+}
+
+/// A receiver (the independent peer, listing `mirror`) that forges the report of
+/// what it deleted, or leaves it out, is caught by the sender: nothing it claims is
+/// shown as deleted.
+#[test]
+fn a_forged_or_missing_report_of_deletions_is_refused() {
+    use crate::util::peer::Decision;
+    use serde_json::json;
+    for (forge, exit) in [(true, 5), (false, 8)] {
+        let root = tempfile::tempdir().unwrap();
+        trees(root.path());
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let fake = std::thread::spawn(move || {
+            let mut peer = Peer::accept(&listener).expect("accept");
+            let receiver =
+                Acceptor::new(KEY, "receiver").features(&["aead", "blake3", "zstd", "mirror"]);
+            let session = peer.accept_handshake(&receiver).expect("handshake");
+            assert!(session.has("mirror"));
+            let first = peer.read_control_raw().expect("offer");
+            assert_eq!(first.0["mirror"]["delete"], true, "{}", first.0);
+            let entries = peer.read_offer_from(first).expect("a verified offer");
+            let same = Decision::skip("same", "already there");
+            let plan: Vec<_> = entries.iter().map(|_| same.to_json(peer.hash())).collect();
+            peer.send_plan(&[plan]).unwrap();
+            peer.expect("end").expect("the sender's end");
+            if forge {
+                peer.send_control(&json!({"type": "deleted",
+                    "entries": [{"path": "tree/a", "kind": "file"}]}))
+                    .unwrap();
+                let forged = json!({"type": "deleted_end", "count": 1, "mac": "00".repeat(32)});
+                peer.send_control(&forged).unwrap();
+            }
+            let _ = peer.send_end();
+        });
+        let sent = send(
+            &[&root.path().join("src/tree")],
+            port,
+            KEY,
+            &["--delete", "-i"],
+        );
+        assert_eq!(code(&sent), exit, "{}", stderr_of(&sent));
+        assert!(!String::from_utf8_lossy(&sent.stdout).contains("deleted"));
+        fake.join().unwrap();
+    }
+}
+
+/// An entry the sender cannot send (a socket: offered as `unsent` under `meta`)
+/// keeps the receiver's copy of that name: `--delete` removes only what the
+/// source does not have.
+#[test]
+fn what_the_sender_could_not_send_is_not_deleted() {
+    let root = tempfile::tempdir().unwrap();
+    trees(root.path());
+    let _socket =
+        std::os::unix::net::UnixListener::bind(root.path().join("src/tree/sock")).unwrap();
+    fs::write(root.path().join("dst/tree/sock"), b"the receiver's copy\n").unwrap();
+    let (sent, _, recv_err) = mirror(root.path(), &["--overwrite"], &["--delete", "-i"]);
+    assert_eq!(
+        code(&sent),
+        10,
+        "not everything was sent: {}",
+        stderr_of(&sent)
+    );
+    assert_eq!(
+        fs::read(root.path().join("dst/tree/sock")).unwrap(),
+        b"the receiver's copy\n",
+        "{recv_err}"
+    );
+    assert!(
+        !root.path().join("dst/tree/stale").exists(),
+        "the rest is mirrored"
+    );
+}
