@@ -21,6 +21,13 @@
 //!   `get` of 1 000 files of 4 KiB on loopback and through a relay that holds every
 //!   chunk 10 ms each way; 32 clients at once (16 putting, 16 getting 50 MB) against
 //!   one.
+//! - `sync`: keeping a copy up to date against an rsync daemon, one block per row of
+//!   issue 21's targets (`compare/sync.rs`): a 1 GiB file with 1 MiB overwritten in
+//!   the middle (also both rate-limited to 10M), 100 B inserted at its start, 10 MiB
+//!   appended, a new one with nothing in common (delta against `-W`); a tree of
+//!   10 000 files with 100 changed and 50 deleted (`--delete`); 10 000 new files of
+//!   4 KiB and 200 000 new files against tar | nc and `rsync -a`. Bytes on the wire
+//!   both ways, time, CPU and peak RSS per side. About 10 GB of writes.
 //! - `tree200k`: 2 000 directories of 100 files of 1-2 KiB, xfer against `tar | nc`:
 //!   time, CPU and peak RSS of each side. Runs last (its clean-up slows the
 //!   filesystem for minutes).
@@ -33,9 +40,13 @@
 //!
 //! Environment: `XFER_BENCH_ROUNDS` (default 5; `tree200k` does at most 3, without
 //! the unmeasured warm-up round of the others),
-//! `XFER_BENCH_ONLY`, `XFER_BENCH_SKIP_10G=1` to skip the 10 GiB run (about a minute),
+//! `XFER_BENCH_ONLY`, `XFER_BENCH_BIN` (another xfer binary to measure, e.g. the
+//! build before a change), `XFER_BENCH_SKIP_10G=1` to skip the 10 GiB run (about a minute),
 //! `XFER_BENCH_DIR` for the scratch directory (default: the system's temporary
 //! directory; it needs about 4 GiB).
+
+#[path = "compare/sync.rs"]
+mod sync;
 
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader, Write};
@@ -44,7 +55,14 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-const XFER: &str = env!("CARGO_BIN_EXE_xfer");
+/// The xfer under test: this build, or `XFER_BENCH_BIN` (to measure another build,
+/// such as the one before a change, with the same bench).
+fn xfer_bin() -> &'static str {
+    static BIN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| {
+        std::env::var("XFER_BENCH_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_xfer").into())
+    })
+}
 const KEY: &str = "benchmark key, long enough not to warn";
 const GIB: u64 = 1 << 30;
 
@@ -95,6 +113,9 @@ fn main() {
     if wanted("serve") {
         serve(dir, &big, rounds);
     }
+    if wanted("sync") {
+        sync::sync(dir, rounds);
+    }
     // Last: it ends by removing over a million files, which slows the creation of
     // files for minutes after on this filesystem.
     if wanted("tree200k") {
@@ -107,7 +128,7 @@ fn tools() {
     println!("tools:");
     let sshd = sshd_path().unwrap_or_else(|| "sshd".into());
     let list: [(&str, &str, &[&str]); 9] = [
-        ("xfer", XFER, &["--version"]),
+        ("xfer", xfer_bin(), &["--version"]),
         ("nc", "nc", &["-h"]),
         ("md5sum", "md5sum", &["--version"]),
         ("rsync", "rsync", &["--version"]),
@@ -418,7 +439,9 @@ fn latency(dir: &Path, rounds: usize) {
     let mut contenders: Vec<Contender> = vec![
         (
             "xfer --version (process start)",
-            Box::new(|| Some(timed(|| run_quiet(Command::new(XFER).arg("--version"))).into())),
+            Box::new(|| {
+                Some(timed(|| run_quiet(Command::new(xfer_bin()).arg("--version"))).into())
+            }),
         ),
         (
             "1-byte file: send, until both sides exit",
@@ -702,7 +725,7 @@ impl Server {
         std::fs::write(&users, toml).unwrap();
         std::fs::set_permissions(&users, std::os::unix::fs::PermissionsExt::from_mode(0o600))
             .unwrap();
-        let mut command = Command::new(XFER);
+        let mut command = Command::new(xfer_bin());
         command
             .args(["serve", "-q", "--listen", "127.0.0.1:0", "--root"])
             .arg(&root)
@@ -738,7 +761,7 @@ impl Server {
 
     /// A client command as `user`: `xfer ARGS HOST:PORT:PATH AFTER`.
     fn command(&self, port: u16, user: &str, args: &[&str], after: &[&str], path: &str) -> Command {
-        let mut command = Command::new(XFER);
+        let mut command = Command::new(xfer_bin());
         command
             .args(args)
             .arg("-q")
@@ -906,7 +929,7 @@ fn xfer_file(path: &Path, out: &Path) -> f64 {
     let (mut receiver, port) = listen(&["--dir", out.to_str().unwrap()]);
     timed(|| {
         run_quiet(
-            Command::new(XFER)
+            Command::new(xfer_bin())
                 .args(["send", "-q"])
                 .arg(path)
                 .arg(format!("127.0.0.1:{port}"))
@@ -928,6 +951,19 @@ fn xfer_run(
     count: bool,
 ) -> (Sample, Option<u64>) {
     clean(out);
+    let (sample, counted) = xfer_session(path, out, send_args, recv_args, count);
+    (sample, counted.map(|(up, _)| up))
+}
+
+/// [`xfer_run`] into OUT as it stands (not emptied first); with `count`, the bytes
+/// each way (towards the receiver, back to the sender).
+fn xfer_session(
+    path: &Path,
+    out: &Path,
+    send_args: &[&str],
+    recv_args: &[&str],
+    count: bool,
+) -> (Sample, Option<(u64, u64)>) {
     let mut args = vec!["--dir", out.to_str().unwrap()];
     args.extend_from_slice(recv_args);
     let (receiver, mut port) = listen(&args);
@@ -937,7 +973,7 @@ fn xfer_run(
         counted
     });
     let started = Instant::now();
-    let sender = Command::new(XFER)
+    let sender = Command::new(xfer_bin())
         .args(["send", "-q"])
         .args(send_args)
         .arg(path)
@@ -986,7 +1022,7 @@ fn pipelines(
         send: Some(send),
         recv: Some(recv),
     };
-    (sample, relay.map(|counted| counted.join().unwrap()))
+    (sample, relay.map(|counted| counted.join().unwrap().0))
 }
 
 /// A sending script that reads `input` once, through tee into md5sum (a background
@@ -1014,6 +1050,22 @@ fn make_fifo(dir: &Path) -> PathBuf {
 fn rsync(dir: &Path, file: &Path, out: &Path, args: &[&str]) -> Option<Sample> {
     clean(out);
     std::fs::create_dir_all(out).unwrap();
+    let sample = rsync_session(dir, &[file], out, args, false).map(|(sample, _)| sample);
+    clean(out);
+    sample
+}
+
+/// An rsync daemon writing into OUT as it stands, and `rsync ARGS SOURCES
+/// rsync://.../bench/`: seconds from starting the client until it has exited and the
+/// daemon's connection has ended; with `count`, through a relay, and the bytes each
+/// way (towards the daemon, back to the client).
+fn rsync_session(
+    dir: &Path,
+    sources: &[&Path],
+    out: &Path,
+    args: &[&str],
+    count: bool,
+) -> Option<(Sample, Option<(u64, u64)>)> {
     let port = free_port();
     let conf = dir.join("rsyncd.conf");
     std::fs::write(
@@ -1037,10 +1089,16 @@ fn rsync(dir: &Path, file: &Path, out: &Path, args: &[&str]) -> Option<Sample> {
         .spawn()
         .ok()?;
     wait_for_port(port);
+    let (port, relay) = if count {
+        let (relay_port, counted) = relay(port);
+        (relay_port, Some(counted))
+    } else {
+        (port, None)
+    };
     let started = Instant::now();
     let client = Command::new("rsync")
         .args(args)
-        .arg(file)
+        .args(sources)
         .arg(format!("rsync://127.0.0.1:{port}/bench/"))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -1050,12 +1108,12 @@ fn rsync(dir: &Path, file: &Path, out: &Path, args: &[&str]) -> Option<Sample> {
     let send = reap(client, "rsync client");
     let recv = stop_daemon(daemon);
     let seconds = started.elapsed().as_secs_f64();
-    clean(out);
-    Some(Sample {
+    let sample = Sample {
         seconds,
         send: Some(send),
         recv,
-    })
+    };
+    Some((sample, relay.map(|counted| counted.join().unwrap())))
 }
 
 /// A private sshd: host key, client key and configuration in a directory of its own,
@@ -1231,7 +1289,7 @@ fn serve_many(files: &[PathBuf], out: &Path) -> f64 {
         let senders: Vec<Child> = files
             .iter()
             .map(|file| {
-                Command::new(XFER)
+                Command::new(xfer_bin())
                     .args(["send", "-q"])
                     .arg(file)
                     .arg(format!("127.0.0.1:{port}"))
@@ -1259,14 +1317,14 @@ fn xfer_rss(send_args: &[&str], recv_args: &[&str], stream: Option<u64>) -> (f64
     let mut recv = Command::new("/usr/bin/time");
     recv.args(["-f", "%M", "-o"])
         .arg(recv_rss.path())
-        .arg(XFER)
+        .arg(xfer_bin())
         .args(["recv", "-q", "--listen", "127.0.0.1:0"])
         .args(recv_args);
     let (mut receiver, port) = spawn_listener(recv);
     let mut send = Command::new("/usr/bin/time");
     send.args(["-f", "%M", "-o"])
         .arg(send_rss.path())
-        .arg(XFER)
+        .arg(xfer_bin())
         .args(["send", "-q"])
         .args(send_args)
         .arg(format!("127.0.0.1:{port}"))
@@ -1378,8 +1436,9 @@ fn stop_daemon(mut daemon: Child) -> Option<Usage> {
 }
 
 /// Listens on a free port and forwards one connection to `target`, in both
-/// directions; the thread returns the bytes that went towards `target`.
-fn relay(target: u16) -> (u16, std::thread::JoinHandle<u64>) {
+/// directions; the thread returns the bytes that went towards `target`, and those
+/// that came back.
+fn relay(target: u16) -> (u16, std::thread::JoinHandle<(u64, u64)>) {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let counting = std::thread::spawn(move || {
@@ -1387,13 +1446,13 @@ fn relay(target: u16) -> (u16, std::thread::JoinHandle<u64>) {
         let mut to = std::net::TcpStream::connect(("127.0.0.1", target)).unwrap();
         let (mut back_from, mut back_to) = (to.try_clone().unwrap(), from.try_clone().unwrap());
         let back = std::thread::spawn(move || {
-            let _ = std::io::copy(&mut back_from, &mut back_to);
+            let bytes = std::io::copy(&mut back_from, &mut back_to).unwrap_or(0);
             let _ = back_to.shutdown(std::net::Shutdown::Write);
+            bytes
         });
         let bytes = std::io::copy(&mut from, &mut to).unwrap();
         let _ = to.shutdown(std::net::Shutdown::Write);
-        back.join().unwrap();
-        bytes
+        (bytes, back.join().unwrap())
     });
     (port, counting)
 }
@@ -1528,7 +1587,7 @@ fn ratio(results: &[Row], a: &str, b: &str, target: Option<f64>) {
 }
 
 fn listen(extra: &[&str]) -> (Child, u16) {
-    let mut command = Command::new(XFER);
+    let mut command = Command::new(xfer_bin());
     command
         .args(["recv", "-q", "--listen", "127.0.0.1:0"])
         .args(extra);

@@ -106,17 +106,28 @@ pub(crate) fn step<C: AsRef<[u8]>>(
     depth: usize,
     create: bool,
 ) -> Result<Option<OwnedFd>, Refusal> {
+    Ok(step_noting(dir, components, depth, create)?.map(|(next, _)| next))
+}
+
+/// [`step`], saying also whether this call made the directory.
+pub(crate) fn step_noting<C: AsRef<[u8]>>(
+    dir: &OwnedFd,
+    components: &[C],
+    depth: usize,
+    create: bool,
+) -> Result<Option<(OwnedFd, bool)>, Refusal> {
     let component = components[depth].as_ref();
     let shown = || shown_path(&components[..=depth]);
     match open_dir(dir, component) {
-        Ok(next) => Ok(Some(next)),
+        Ok(next) => Ok(Some((next, false))),
         Err(Errno::NOENT) if create => {
-            match rustix::fs::mkdirat(dir, component, Mode::from_raw_mode(0o777)) {
-                Ok(()) | Err(Errno::EXIST) => {}
+            let made = match rustix::fs::mkdirat(dir, component, Mode::from_raw_mode(0o777)) {
+                Ok(()) => true,
+                Err(Errno::EXIST) => false,
                 Err(err) => return Err(Refusal::io(&shown(), "cannot create directory", err)),
-            }
+            };
             open_dir(dir, component)
-                .map(Some)
+                .map(|next| Some((next, made)))
                 .map_err(|err| explain(dir, component, &shown(), err))
         }
         Err(Errno::NOENT) => Ok(None),

@@ -35,6 +35,7 @@ mod serve_partials;
 mod serve_quota;
 mod serve_reload;
 mod serve_users;
+mod small_files;
 mod tampering;
 mod transfer;
 mod unsent;

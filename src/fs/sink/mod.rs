@@ -3,7 +3,7 @@
 //! every name beneath it without following links and decides where each file
 //! lands; a [`PartFile`] is one file on its way, written under a temporary name and
 //! renamed only once verified and on disk; groups of them are made durable together
-//! by [`TargetDir::commit_all`]. A [`Basis`] is the older version a delta is built
+//! by [`TargetDir::commit_group`]. A [`Basis`] is the older version a delta is built
 //! from (`basis.rs`). `sweep.rs` removes what no sender came back for.
 //! This file only names the parts (each in its own file) and keeps [`StdoutSink`].
 
@@ -26,7 +26,7 @@ pub(crate) use self::part::{PartFile, Resume};
 pub(crate) use self::prune::Prune;
 pub(crate) use self::resolver::{Placement, Resolver};
 pub(crate) use self::sweep::{cutoff, in_background as sweep_in_background};
-pub(crate) use self::target::{DirLock, TargetDir};
+pub(crate) use self::target::{DirLock, TargetDir, Unflushed};
 
 /// Standard output as the destination of one received stream (`recv --stdout`).
 /// Its bytes are out before they can be verified; the caller says so on a mismatch.
@@ -102,6 +102,50 @@ mod tests {
         assert_eq!(meta.mtime(), 1_000_000_000);
         let leftovers: Vec<_> = std::fs::read_dir(dir.path().join("a/b")).unwrap().collect();
         assert_eq!(leftovers.len(), 1);
+    }
+
+    #[test]
+    fn files_committed_together_appear_only_then_and_a_name_taken_meanwhile_is_refused() {
+        let (dir, target) = target();
+        let mut parts = Vec::new();
+        for name in ["a", "b", "c"] {
+            let mut part = target
+                .resolver()
+                .create_part(name, &[name.as_bytes()], None)
+                .unwrap();
+            part.write_all(name.as_bytes()).unwrap();
+            part.seal(&stamp(Some(0o640), Some(1_000_000_000))).unwrap();
+            parts.push(part);
+        }
+        let visible = || -> Vec<String> {
+            let names = std::fs::read_dir(dir.path()).unwrap();
+            let names = names.map(|e| e.unwrap().file_name().to_string_lossy().into_owned());
+            let mut names: Vec<String> = names.filter(|n| !n.starts_with(".xfer-")).collect();
+            names.sort();
+            names
+        };
+        assert!(
+            visible().is_empty(),
+            "nothing under a final name before the commit"
+        );
+        std::fs::write(dir.path().join("b"), b"theirs").unwrap();
+        let mut unflushed = Unflushed::default();
+        let (flushed, results) = target.commit_group(parts, false, &mut unflushed);
+        assert_eq!(flushed, Ok(()));
+        assert_eq!(target.flush_names(&mut unflushed), Ok(()));
+        assert!(results[0].is_ok() && results[2].is_ok(), "{results:?}");
+        assert_eq!(results[1].as_ref().unwrap_err().code, ErrorCode::Exists);
+        assert_eq!(std::fs::read(dir.path().join("b")).unwrap(), b"theirs");
+        let a = dir.path().join("a");
+        assert_eq!(std::fs::read(&a).unwrap(), b"a");
+        let meta = std::fs::metadata(&a).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o777, 0o640);
+        assert_eq!(meta.mtime(), 1_000_000_000);
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            3,
+            "nothing hidden"
+        );
     }
 
     #[test]

@@ -4,6 +4,13 @@
 //! (`.xfer-<hash of name and size>.partial`), kept for a later session to resume;
 //! any other is a `.xfer-<random>.part`, removed unless committed.
 //!
+//! A file that needs no partial, outside a server, is better still *unnamed*
+//! (`O_TMPFILE`) until it is committed: then `linkat` gives it its final name, and
+//! only if that name is free, exactly as a no-replace rename would. Nobody can see,
+//! open or swap it meanwhile, a crash or a cut leaves nothing behind, and it costs
+//! one directory entry instead of three (create, rename in, rename out) and none of
+//! the checks that a named temporary needs.
+//!
 //! The rename moves only the file this session wrote and hashed: its device and
 //! inode are checked under the temporary name first, so a file put there by anyone
 //! else is never reported as received.
@@ -116,6 +123,9 @@ pub(crate) struct PartFile {
     writeback: bool,
     /// A server's: the user's ledger, and this file's path beneath the home.
     meter: Option<(Account, String)>,
+    /// Unnamed (`O_TMPFILE`): `temp` is empty, the file stays open until it is
+    /// linked in (closing it would free it), and it has no identity to check.
+    unnamed: bool,
 }
 
 impl PartFile {
@@ -126,6 +136,23 @@ impl PartFile {
     /// something that is not a regular file, or without `resume`, it is a fresh
     /// temporary file, removed unless committed.
     pub(crate) fn create(
+        dir: Arc<OwnedFd>,
+        path: &str,
+        name: &[u8],
+        resume: Option<Resume>,
+        meter: Option<&Account>,
+    ) -> Result<PartFile, Refusal> {
+        if resume.is_none()
+            && meter.is_none()
+            && let Some(file) = create_unnamed(&dir, path)?
+        {
+            return Ok(PartFile::unnamed(dir, path, name, file));
+        }
+        PartFile::create_named(dir, path, name, resume, meter)
+    }
+
+    /// [`PartFile::create`] of a named temporary: a partial, or a `.part`.
+    fn create_named(
         dir: Arc<OwnedFd>,
         path: &str,
         name: &[u8],
@@ -177,7 +204,32 @@ impl PartFile {
             writeback_from: start,
             writeback: true,
             meter,
+            unnamed: false,
         })
+    }
+
+    /// The part file of `path` held in `file`, made by [`create_unnamed`] in `dir`.
+    fn unnamed(dir: Arc<OwnedFd>, path: &str, name: &[u8], file: File) -> PartFile {
+        PartFile {
+            dir,
+            temp: String::new(),
+            name: name.to_vec(),
+            path: path.to_string(),
+            file: Some(file),
+            identity: (0, 0),
+            keep: false,
+            written: 0,
+            writeback_from: 0,
+            writeback: true,
+            meter: None,
+            unnamed: true,
+        }
+    }
+
+    /// Whether this file holds a descriptor while it waits for its group: an
+    /// unnamed one must (see the module documentation).
+    pub(crate) fn holds_descriptor(&self) -> bool {
+        self.unnamed && self.file.is_some()
     }
 
     /// Appends bytes.
@@ -269,22 +321,29 @@ impl PartFile {
     /// and the directory flushed so the rename itself survives a crash.
     pub(crate) fn commit(mut self, entry: &Entry, overwrite: bool) -> Result<(), Refusal> {
         self.finish_metadata(entry)?;
-        let file = self.file.take().expect("commit comes before sealing");
+        let file = self.file.as_ref().expect("commit comes before sealing");
         if let Err(err) = file.sync_all() {
             self.keep = false;
             return Err(Refusal::io(&self.path, "cannot flush to disk", err));
+        }
+        if !self.unnamed {
+            self.file = None;
         }
         self.rename_into_place(overwrite)?;
         rustix::fs::fsync(&*self.dir)
             .map_err(|err| Refusal::io(&self.path, "cannot flush its directory", err))
     }
 
-    /// Readies a complete, verified file for [`super::TargetDir::commit_all`]: mode
-    /// and time applied and the file closed, so that a group of a thousand waiting
-    /// files holds no descriptors. Its durability then comes from the group's flush.
+    /// Readies a complete, verified file for [`super::TargetDir::commit_group`]: mode
+    /// and time applied and a named file closed, so that a group of a thousand
+    /// waiting files holds no descriptors (an unnamed one must stay open: see
+    /// [`PartFile::holds_descriptor`]). Its durability then comes from the group's
+    /// flush.
     pub(crate) fn seal(&mut self, entry: &Entry) -> Result<(), Refusal> {
         self.finish_metadata(entry)?;
-        self.file = None;
+        if !self.unnamed {
+            self.file = None;
+        }
         Ok(())
     }
 
@@ -313,11 +372,18 @@ impl PartFile {
     /// Renames the temporary to the final name, if the temporary is still the file
     /// this session wrote. On success the file is kept; on failure it is removed.
     pub(super) fn rename_into_place(&mut self, overwrite: bool) -> Result<(), Refusal> {
+        if self.unnamed {
+            return self.link_into_place(overwrite);
+        }
         let meter = self.meter.as_ref().map(|(account, _)| account.clone());
         let mut books = meter.as_ref().map(Account::books);
-        // What the rename replaces leaves the disk: measured under the lock.
-        let replaced = match beneath::stat(&*self.dir, self.name.as_slice()) {
-            Ok(Some(stat)) if overwrite && beneath::kind(&stat) == FileType::RegularFile => {
+        // What the rename replaces leaves the disk: measured under the lock (and only
+        // where there are books to keep).
+        let replaced = match books
+            .as_ref()
+            .map(|_| beneath::stat(&*self.dir, self.name.as_slice()))
+        {
+            Some(Ok(Some(stat))) if overwrite && beneath::kind(&stat) == FileType::RegularFile => {
                 Some(stat.st_size as u64)
             }
             _ => None,
@@ -385,6 +451,60 @@ impl PartFile {
         }
     }
 
+    /// Gives the unnamed file its final name: `linkat` fails if the name is taken,
+    /// which without `overwrite` is the answer; with it, the file is linked under a
+    /// fresh temporary name and renamed over the old one. On success the file is
+    /// kept (and closed); on failure, closing it frees it.
+    fn link_into_place(&mut self, overwrite: bool) -> Result<(), Refusal> {
+        let file = self
+            .file
+            .take()
+            .expect("an unnamed file is open until linked");
+        let appeared = || {
+            Refusal::new(
+                ErrorCode::Exists,
+                format!(
+                    "{}: appeared on the receiver during the transfer; not replaced, and the \
+                     received copy was discarded",
+                    escape(&self.path)
+                ),
+            )
+        };
+        match link_unnamed(&file, &self.dir, &self.name) {
+            Ok(()) => {
+                self.keep = true;
+                return Ok(());
+            }
+            Err(Errno::EXIST) if overwrite => {}
+            Err(Errno::EXIST) => return Err(appeared()),
+            Err(err) => return Err(Refusal::io(&self.path, "cannot link into place", err)),
+        }
+        // Replacing: a name of our own first, then one atomic rename over the old file.
+        let temp = loop {
+            let temp = format!("{RESERVED_PREFIX}{}.part", hex(&random_bytes()));
+            match link_unnamed(&file, &self.dir, temp.as_bytes()) {
+                Ok(()) => break temp,
+                Err(Errno::EXIST) => continue,
+                Err(err) => return Err(Refusal::io(&self.path, "cannot link into place", err)),
+            }
+        };
+        let renamed =
+            rustix::fs::renameat(&*self.dir, temp.as_str(), &*self.dir, self.name.as_slice());
+        match renamed {
+            Ok(()) => {
+                self.keep = true;
+                Ok(())
+            }
+            Err(err) => {
+                let _ = rustix::fs::unlinkat(&*self.dir, temp.as_str(), AtFlags::empty());
+                match err {
+                    Errno::ISDIR | Errno::NOTEMPTY => Err(appeared()),
+                    err => Err(Refusal::io(&self.path, "cannot rename into place", err)),
+                }
+            }
+        }
+    }
+
     /// Removes the data: it failed verification, or the receiver could not write it.
     pub(crate) fn discard(mut self) {
         self.keep = false;
@@ -393,6 +513,9 @@ impl PartFile {
 
 impl Drop for PartFile {
     fn drop(&mut self) {
+        if self.unnamed {
+            return; // linked in and kept, or freed when its descriptor closes
+        }
         // An empty partial file has nothing to resume from.
         let remove = !self.keep || (self.file.is_some() && self.written == 0);
         let Some((account, _)) = &self.meter else {
@@ -550,6 +673,42 @@ fn lock_partial(fd: &OwnedFd, path: &str) -> Result<(), Refusal> {
         )),
         Err(err) => Err(Refusal::io(path, "cannot lock its partial file", err)),
     }
+}
+
+/// Creates an unnamed file in `dir` (see the module documentation); `None` where
+/// that cannot be done (a filesystem without `O_TMPFILE`, or no `/proc` to link it
+/// in through): the caller then names a temporary.
+fn create_unnamed(dir: &OwnedFd, path: &str) -> Result<Option<File>, Refusal> {
+    static LINKABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    if !*LINKABLE.get_or_init(|| std::path::Path::new("/proc/self/fd").is_dir()) {
+        return Ok(None);
+    }
+    match rustix::fs::openat(
+        dir,
+        ".",
+        OFlags::TMPFILE | OFlags::RDWR | OFlags::CLOEXEC,
+        Mode::from_raw_mode(TEMPORARY_MODE),
+    ) {
+        Ok(fd) => Ok(Some(File::from(fd))),
+        // Not supported here (by the filesystem or the kernel).
+        Err(Errno::OPNOTSUPP | Errno::ISDIR | Errno::INVAL | Errno::NOENT) => Ok(None),
+        Err(err) => Err(Refusal::io(path, "cannot create a temporary file", err)),
+    }
+}
+
+/// Links the unnamed `file` into `dir` as `name`, which must be free. Through
+/// `/proc/self/fd`, which any user may do for a file made without `O_EXCL`
+/// (`AT_EMPTY_PATH` would need `CAP_DAC_READ_SEARCH`).
+fn link_unnamed(file: &File, dir: &OwnedFd, name: &[u8]) -> Result<(), Errno> {
+    use std::os::fd::AsRawFd;
+    let source = format!("/proc/self/fd/{}", file.as_raw_fd());
+    rustix::fs::linkat(
+        rustix::fs::CWD,
+        source.as_str(),
+        dir,
+        name,
+        AtFlags::SYMLINK_FOLLOW,
+    )
 }
 
 /// Creates a fresh `.xfer-<random>.part` in `dir`.

@@ -4,7 +4,7 @@
 //! fate is decided before its data moves: where it lands, whether an identical file
 //! is already there (`same`), and what a cut transfer left to resume from.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
@@ -46,6 +46,10 @@ pub(crate) struct Resolver<'a> {
     pub(super) target: &'a TargetDir,
     /// Open directories by their path beneath the root ("" is the root itself).
     dirs: HashMap<Vec<u8>, Arc<OwnedFd>>,
+    /// Directories this resolver made (outside a server): nothing was in them, so
+    /// a name in one needs no look before it is planned (the final no-replace link
+    /// or rename still refuses anything that appeared there since).
+    made: HashSet<Vec<u8>>,
 }
 
 impl<'a> Resolver<'a> {
@@ -53,6 +57,7 @@ impl<'a> Resolver<'a> {
         Resolver {
             target,
             dirs: HashMap::new(),
+            made: HashSet::new(),
         }
     }
 
@@ -69,6 +74,9 @@ impl<'a> Resolver<'a> {
     ) -> Result<Placement, Refusal> {
         self.deep_enough(path, components)?;
         let (parents, name) = split_last(components);
+        if self.made_here(parents) {
+            return Ok(Placement::Free(None));
+        }
         let Some(parent) = self.walk(parents, false)? else {
             return Ok(Placement::Free(None)); // parents do not exist yet: they will be created
         };
@@ -170,6 +178,9 @@ impl<'a> Resolver<'a> {
         hash: HashKind,
     ) -> Result<Option<(u64, Hasher)>, Refusal> {
         let (parents, name) = split_last(components);
+        if self.made_here(parents) {
+            return Ok(None);
+        }
         let Some(dir) = self.walk(parents, false)? else {
             return Ok(None);
         };
@@ -262,15 +273,23 @@ impl<'a> Resolver<'a> {
             }
         };
         while depth < components.len() {
-            let Some(next) = beneath::step(&dir, components, depth, create)? else {
+            let Some((next, made)) = beneath::step_noting(&dir, components, depth, create)? else {
                 return Ok(None);
             };
             dir = Arc::new(next);
             depth += 1;
-            self.dirs
-                .insert(components[..depth].join(&b'/'), dir.clone());
+            let path = components[..depth].join(&b'/');
+            if made && self.target.meter().is_none() {
+                self.made.insert(path.clone());
+            }
+            self.dirs.insert(path, dir.clone());
         }
         Ok(Some(dir))
+    }
+
+    /// Whether this resolver made the directory `components` (see [`Resolver::made`]).
+    fn made_here(&self, components: &[&[u8]]) -> bool {
+        !self.made.is_empty() && self.made.contains(&components.join(&b'/'))
     }
 }
 

@@ -219,38 +219,43 @@ impl TargetDir {
         Some(stat.f_bavail.saturating_mul(stat.f_frsize))
     }
 
-    /// Makes sealed part files (see [`PartFile::seal`]) durable under their final
-    /// names, all at once: one flush per filesystem for all their data, the renames,
-    /// and one more flush for the names. Results are in the order of `parts`.
-    pub(crate) fn commit_all(
+    /// Makes a group of sealed part files (see [`PartFile::seal`]) durable under
+    /// their final names, sharing flushes between groups: one flush per filesystem
+    /// covers both the names the previous group was given (held in `unflushed`)
+    /// and this group's data; then this group's files get their names, which the
+    /// next call (or [`TargetDir::flush_names`]) makes durable. Returns whether the
+    /// previous group's names are now durable, and each part's result in the order
+    /// of `parts` (`Ok`: under its final name, durable after the next flush).
+    pub(crate) fn commit_group(
         &self,
         parts: Vec<PartFile>,
         overwrite: bool,
-    ) -> Vec<Result<(), Refusal>> {
-        let mut results: Vec<Result<(), Refusal>> = parts.iter().map(|_| Ok(())).collect();
-        if let Err(err) = sync_filesystems(parts.iter().map(|part| &part.dir)) {
-            for (slot, part) in parts.iter().enumerate() {
-                results[slot] = Err(Refusal::io(&part.path, "cannot flush to disk", err));
-            }
-            return results;
+        unflushed: &mut Unflushed,
+    ) -> (Result<(), Errno>, Vec<Result<(), Refusal>>) {
+        let dirs = std::mem::take(&mut unflushed.0);
+        let flushed = sync_filesystems(dirs.iter().chain(parts.iter().map(|part| &part.dir)));
+        if let Err(err) = flushed {
+            let failed = parts
+                .iter()
+                .map(|part| Err(Refusal::io(&part.path, "cannot flush to disk", err)))
+                .collect();
+            return (flushed, failed);
         }
-        let mut renamed = Vec::with_capacity(parts.len());
-        for (slot, mut part) in parts.into_iter().enumerate() {
-            match part.rename_into_place(overwrite) {
-                Ok(()) => renamed.push((slot, part)),
-                Err(refusal) => results[slot] = Err(refusal),
-            }
-        }
-        if let Err(err) = sync_filesystems(renamed.iter().map(|(_, part)| &part.dir)) {
-            for (slot, part) in &renamed {
-                results[*slot] = Err(Refusal::io(
-                    &part.path,
-                    "cannot flush its name to disk",
-                    err,
-                ));
-            }
-        }
-        results
+        let results = parts
+            .into_iter()
+            .map(|mut part| {
+                part.rename_into_place(overwrite)?;
+                unflushed.0.push(part.dir.clone());
+                Ok(())
+            })
+            .collect();
+        (flushed, results)
+    }
+
+    /// Makes the names [`TargetDir::commit_group`] gave last durable.
+    pub(crate) fn flush_names(&self, unflushed: &mut Unflushed) -> Result<(), Errno> {
+        let dirs = std::mem::take(&mut unflushed.0);
+        sync_filesystems(dirs.iter())
     }
 
     /// Another handle on the same directory (for a background sweep).
@@ -288,6 +293,11 @@ impl TargetDir {
         sweep::in_background(repeat, move || self.sweep_stale(keep), removed)
     }
 }
+
+/// The directories of files [`TargetDir::commit_group`] named whose names are
+/// still to be flushed.
+#[derive(Default)]
+pub(crate) struct Unflushed(Vec<Arc<OwnedFd>>);
 
 /// One `syncfs` for each filesystem among `dirs` (a subdirectory may be another mount).
 fn sync_filesystems<'a>(dirs: impl Iterator<Item = &'a Arc<OwnedFd>>) -> Result<(), Errno> {

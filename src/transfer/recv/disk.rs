@@ -1,12 +1,16 @@
 //! The receiver's disk thread: it writes each arriving file where it goes (a part
-//! file, or standard output), makes verified files durable in groups (one flush for
-//! the group's data, the renames, one flush for the names), and only then sends
-//! their acknowledgements, so an `ok` always means "durable under its final name".
-//! It owns the writing half of the connection while data flows.
+//! file, or standard output), makes verified files durable in groups (a flush for
+//! the group's data, its names, a flush for the names), and only then sends their
+//! acknowledgements, so an `ok` always means "durable under its final name". It
+//! owns the writing half of the connection while data flows.
 //!
-//! Grouping is what makes many small files cheap: 10 000 files cost a few dozen
-//! filesystem flushes instead of 20 000 fsyncs. A large file is committed as soon
-//! as it is complete, and an idle moment commits whatever is waiting.
+//! Grouping is what makes many small files cheap: 10 000 files cost a dozen
+//! filesystem flushes instead of 20 000 fsyncs. One flush serves two groups (the
+//! names of one and the data of the next), since `syncfs` flushes the whole
+//! filesystem, other people's writes included, and on a busy disk that is most of
+//! the cost: 10 000 files of 4 KiB spent 2.6 s of 6.2 s in 20 flushes here. A
+//! large file is committed as soon as it is complete, and an idle moment commits
+//! whatever is waiting, flushing its names at once.
 
 use std::cell::RefCell;
 use std::io::Write;
@@ -16,6 +20,7 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use rustix::io::Errno;
 
 use super::claims::Claim;
 use super::plan::Planned;
@@ -26,7 +31,7 @@ use crate::fs::Refusal;
 use crate::fs::home::Footprint;
 use crate::fs::path::{Names, check_path_bytes};
 use crate::fs::quota::Reservation;
-use crate::fs::sink::{PartFile, Resolver, Resume, StdoutSink, TargetDir};
+use crate::fs::sink::{PartFile, Resolver, Resume, StdoutSink, TargetDir, Unflushed};
 use crate::pool::Giver;
 use crate::proto::hash::{Digest, Hasher};
 use crate::proto::message::{ErrorCode, Message};
@@ -43,6 +48,17 @@ const GROUP_FILES: usize = 1024;
 const GROUP_BYTES: u64 = 32 << 20;
 /// A group waiting this long without new work is committed anyway.
 const GROUP_WAIT: Duration = Duration::from_millis(100);
+
+/// Descriptors a group may hold open (unnamed files stay open until linked in):
+/// [`GROUP_FILES`], or half of what the process may open if that is less.
+fn group_descriptors() -> usize {
+    static BUDGET: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *BUDGET.get_or_init(|| {
+        let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile).current;
+        let half = limit.map_or(usize::MAX, |limit| (limit / 2) as usize);
+        half.clamp(1, GROUP_FILES)
+    })
+}
 
 /// What the socket thread asks of the disk thread, in order.
 pub(crate) enum Job {
@@ -151,12 +167,12 @@ pub(crate) fn run<W: Write>(
         let job = match jobs.recv_timeout(GROUP_WAIT) {
             Ok(job) => job,
             Err(RecvTimeoutError::Timeout) => {
-                answers.commit(&mut desk.group, writer)?;
+                answers.commit(&mut desk.group, writer, true)?;
                 continue;
             }
             Err(RecvTimeoutError::Disconnected) => {
                 desk.keep_cut_file(tally);
-                return answers.commit(&mut desk.group, writer);
+                return answers.commit(&mut desk.group, writer, true);
             }
         };
         desk.apply(job, &answers, writer, &giver)?;
@@ -272,11 +288,16 @@ impl Desk<'_> {
     }
 }
 
-/// Verified files waiting to be made durable together, and their bytes.
+/// Verified files waiting to be made durable together, their bytes and the
+/// descriptors they hold; and the files of the group before, under their final
+/// names, waiting for the flush that makes those names durable.
 #[derive(Default)]
 struct Group {
     files: Vec<Waiting>,
     bytes: u64,
+    descriptors: usize,
+    named: Vec<(usize, Arrived)>,
+    unflushed: Unflushed,
 }
 
 /// What an entry holds until it is done: its claim on its path (released just
@@ -345,37 +366,83 @@ impl Answers<'_, '_> {
             self.settle(index, Settled::Unchanged);
             return self.answer_now(writer, index, Err(refusal));
         }
+        group.descriptors += usize::from(part.holds_descriptor());
         group.files.push(Waiting {
             index,
             part,
             arrived,
         });
         group.bytes += arrived.size;
-        if group.files.len() >= GROUP_FILES || group.bytes >= GROUP_BYTES {
-            self.commit(group, writer)?;
+        if group.files.len() >= GROUP_FILES
+            || group.bytes >= GROUP_BYTES
+            || group.descriptors >= group_descriptors()
+        {
+            self.commit(group, writer, false)?;
         }
         Ok(())
     }
 
-    /// Makes a group durable under its final names, then answers each file.
-    fn commit<W: Write>(&self, group: &mut Group, writer: &mut FrameWriter<W>) -> Result<()> {
-        if group.files.is_empty() {
-            return Ok(());
-        }
+    /// Makes the waiting group durable: one flush for the names the group before
+    /// was given and this group's data, then this group's names. The group
+    /// before is answered now; this one after the next flush, or at once with
+    /// `all` (an idle moment, the end), which flushes the names right away.
+    fn commit<W: Write>(
+        &self,
+        group: &mut Group,
+        writer: &mut FrameWriter<W>,
+        all: bool,
+    ) -> Result<()> {
         let Destination::Dir(target) = self.shared.destination else {
-            unreachable!("only part files wait in groups");
+            return Ok(()); // only part files wait in groups
         };
-        let (done, parts): (Vec<_>, Vec<_>) = std::mem::take(&mut group.files)
-            .into_iter()
-            .map(|waiting| ((waiting.index, waiting.arrived), waiting.part))
-            .unzip();
-        group.bytes = 0;
-        let results = target.commit_all(parts, self.shared.settings.overwrite);
-        for ((index, arrived), result) in done.into_iter().zip(results) {
-            self.settle(index, settled_by(&result, arrived.size));
-            self.send(writer, index, result.map(|()| arrived))?;
+        if !group.files.is_empty() {
+            let (done, parts): (Vec<_>, Vec<_>) = std::mem::take(&mut group.files)
+                .into_iter()
+                .map(|waiting| ((waiting.index, waiting.arrived), waiting.part))
+                .unzip();
+            group.bytes = 0;
+            group.descriptors = 0;
+            let overwrite = self.shared.settings.overwrite;
+            let (flushed, results) = target.commit_group(parts, overwrite, &mut group.unflushed);
+            self.answer_named(std::mem::take(&mut group.named), flushed, writer)?;
+            for ((index, arrived), result) in done.into_iter().zip(results) {
+                match result {
+                    Ok(()) => group.named.push((index, arrived)),
+                    Err(refusal) => {
+                        self.settle(index, Settled::Unchanged);
+                        self.send(writer, index, Err(refusal))?;
+                    }
+                }
+            }
+        }
+        if all && !group.named.is_empty() {
+            let flushed = target.flush_names(&mut group.unflushed);
+            self.answer_named(std::mem::take(&mut group.named), flushed, writer)?;
         }
         writer.flush()
+    }
+
+    /// Answers files that were given their final names, once the flush of those
+    /// names is over (`flushed`).
+    fn answer_named<W: Write>(
+        &self,
+        named: Vec<(usize, Arrived)>,
+        flushed: Result<(), Errno>,
+        writer: &mut FrameWriter<W>,
+    ) -> Result<()> {
+        for (index, arrived) in named {
+            let path = &self.planned[index].entry.path;
+            let result = flushed
+                .map(|()| arrived)
+                .map_err(|err| Refusal::io(path, "cannot flush its name to disk", err));
+            let settled = match &result {
+                Ok(_) => Settled::Whole(arrived.size),
+                Err(_) => Settled::Unchanged,
+            };
+            self.settle(index, settled);
+            self.send(writer, index, result)?;
+        }
+        Ok(())
     }
 
     /// Settles entry `index`'s quota with what it left on disk (nothing to do
@@ -496,7 +563,7 @@ fn open_landing(
                 // A sparse entry or a delta goes to a fresh temporary: it is never
                 // resumed.
                 Some(_) if item.entry.is_sparse() || delta => None,
-                Some(size) if shared.settings.resume => Some(Resume { size, offset }),
+                Some(size) if shared.settings.resumes(size) => Some(Resume { size, offset }),
                 _ => None,
             };
             Landing::Part(resolver.create_part(&path, &components, resume))

@@ -436,7 +436,8 @@ impl<'c> Decider<'_, 'c> {
         let mut resume_from = None;
         if let Some(size) = entry.size {
             // A sparse entry is never resumed (section 16.4).
-            if self.shared.settings.resume && !entry.is_sparse() {
+            let settings = &self.shared.settings;
+            if settings.resumes(size) && !entry.is_sparse() {
                 resume_from = self
                     .resolver
                     .find_partial(
@@ -446,7 +447,8 @@ impl<'c> Decider<'_, 'c> {
                         self.shared.transfer.hash,
                     )?
                     .map(Box::new);
-            } else {
+            } else if !settings.resume {
+                // Small files never have partials: nothing to look for or discard.
                 self.resolver.discard_partial(components, size);
             }
             let needed = size - resume_from.as_ref().map_or(0, |resume| resume.0);

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Result;
 
-use self::piece::{BUFFER, Piece, ToSend, Wanted};
+use self::piece::{BUFFER, Chunk, Piece, ToSend, Wanted};
 use self::view::PlainView;
 use super::Tally;
 use super::offer::{read_plan, write_offer};
@@ -629,7 +629,7 @@ fn write_data<'scope, 'env, W: Write>(
             Ok(piece) => {
                 in_file = match &piece {
                     Piece::Start { .. } | Piece::Run { .. } => true,
-                    Piece::End { .. } | Piece::GaveUp { .. } => false,
+                    Piece::End { .. } | Piece::GaveUp { .. } | Piece::Whole { .. } => false,
                     Piece::Chunk { .. } => in_file,
                 };
                 frames.write(writer, piece)?;
@@ -719,6 +719,12 @@ impl Frames<'_> {
                 let done = self.done(index, Sent { size, digest }, local_failure);
                 writer.write_message(&done)
             }
+            Piece::Whole {
+                start,
+                replaces,
+                chunk,
+                end,
+            } => self.write_whole(writer, (start, replaces), chunk, end),
             Piece::GaveUp { index, why } => {
                 // Not sent, like a file the walk could not read: exit 10, not 7.
                 let path = &*self.entries[index as usize].shown_path();
@@ -749,6 +755,42 @@ impl Frames<'_> {
         self.tally.reporter().bar().inc(covered);
         self.giver.give(buffer);
         Ok(())
+    }
+
+    /// Writes a [`Piece::Whole`] as the pieces it stands for.
+    fn write_whole<W: Write>(
+        &self,
+        writer: &mut FrameWriter<W>,
+        ((index, offset, resumed), replaces): ((u64, u64, bool), bool),
+        chunk: Option<Chunk>,
+        (size, digest, local_failure): (u64, Digest, Option<String>),
+    ) -> Result<()> {
+        let start = Piece::Start {
+            index,
+            offset,
+            resumed,
+            delta: false,
+            replaces,
+        };
+        self.write(writer, start)?;
+        if let Some((buffer, len)) = chunk {
+            let covered = len as u64;
+            self.write(
+                writer,
+                Piece::Chunk {
+                    buffer,
+                    len,
+                    covered,
+                },
+            )?;
+        }
+        let end = Piece::End {
+            index,
+            size,
+            digest,
+            local_failure,
+        };
+        self.write(writer, end)
     }
 
     /// The `done` for an entry whose data is complete. Its facts are stored before

@@ -65,4 +65,17 @@ pub(crate) enum Piece {
     },
     /// The entry could not be opened: it is given up in place of its data.
     GaveUp { index: u64, why: String },
+    /// A whole entry that fits one chunk (never a delta), handed over at once so that
+    /// a small file wakes the socket thread once, not three times: its
+    /// [`Piece::Start`], its [`Piece::Chunk`] if it has bytes, and its [`Piece::End`].
+    Whole {
+        start: (u64, u64, bool),
+        /// What [`Piece::Start`] says of it: it replaces a file on the receiver.
+        replaces: bool,
+        chunk: Option<Chunk>,
+        end: (u64, Digest, Option<String>),
+    },
 }
+
+/// A filled buffer: [`DATA_HEADROOM`] bytes of room, then this many bytes of a file.
+pub(crate) type Chunk = (Vec<u8>, usize);

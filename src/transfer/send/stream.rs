@@ -10,7 +10,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use super::delta;
-use super::piece::{BUFFER, CHUNK, Piece, ToSend};
+use super::piece::{BUFFER, CHUNK, Chunk, Piece, ToSend};
 use crate::fs::input::{Input, Outbox};
 use crate::pool::Pool;
 use crate::proto::hash::{HashKind, Hasher};
@@ -61,6 +61,14 @@ fn read_file(
         }
     };
     let delta = item.delta.as_deref().filter(|_| start == 0);
+    if let (None, Some(size)) = (delta, expected)
+        && size - start.min(size) <= CHUNK as u64
+    {
+        let shown = || outbox.shown(position);
+        let at = (index, start, size, item.replaces);
+        let whole = whole_piece(&mut *input, at, hasher, pool, stop, shown)?;
+        return pieces.send(whole).ok();
+    }
     let start_piece = Piece::Start {
         index,
         offset: start,
@@ -69,7 +77,7 @@ fn read_file(
         replaces: item.replaces,
     };
     pieces.send(start_piece).ok()?;
-    let (sent, read_error) = match delta {
+    let read = match delta {
         Some(wanted) => {
             let against = (wanted, expected);
             delta::send(&mut *input, against, &mut hasher, pool, pieces, stop)?
@@ -85,18 +93,31 @@ fn read_file(
         )?,
     };
     let shown = || outbox.shown(position);
+    let end = end_piece(index, &mut *input, expected, read, hasher, stop, shown);
+    pieces.send(end).ok()
+}
+
+/// The [`Piece::End`] of entry `index`, read to `sent` or cut short by
+/// `read_error`, with the size its `done` says (see [`final_size`]).
+fn end_piece(
+    index: u64,
+    input: &mut dyn Input,
+    expected: Option<u64>,
+    (sent, read_error): (u64, Option<io::Error>),
+    hasher: Hasher,
+    stop: &AtomicBool,
+    shown: impl Fn() -> String,
+) -> Piece {
     let (size, local_failure) = match read_error {
         Some(err) => (sent, Some(format!("cannot read {}: {err}", shown()))),
-        None => final_size(&mut *input, expected, sent, stop, shown),
+        None => final_size(input, expected, sent, stop, shown),
     };
-    pieces
-        .send(Piece::End {
-            index,
-            size,
-            digest: hasher.finish(),
-            local_failure,
-        })
-        .ok()
+    Piece::End {
+        index,
+        size,
+        digest: hasher.finish(),
+        local_failure,
+    }
 }
 
 /// Reads a sparse entry of `size` bytes as runs of data, skipping its holes
@@ -242,6 +263,75 @@ fn send_chunks(
             })
             .ok()?;
     }
+}
+
+/// What [`read_whole`] read of a file.
+struct WholeRead {
+    /// How far into the file it read.
+    sent: u64,
+    /// The buffer, unless it stayed empty.
+    chunk: Option<Chunk>,
+    /// The read error that cut it short, if one did.
+    error: Option<io::Error>,
+}
+
+/// Reads the rest of a file that fits one chunk (`size` bytes, from `start`) into
+/// one buffer, hashing it; `None` when the session is over.
+fn read_whole(
+    input: &mut dyn Input,
+    start: u64,
+    size: u64,
+    hasher: &mut Hasher,
+    pool: &mut Pool,
+    stop: &AtomicBool,
+) -> Option<WholeRead> {
+    let mut buffer = pool.take()?;
+    let want = usize::try_from(size.saturating_sub(start)).expect("at most one chunk");
+    let room = &mut buffer[DATA_HEADROOM..DATA_HEADROOM + want];
+    let (n, error) = match fill(input, room, stop) {
+        Ok(Some(n)) => (n, None),
+        Ok(None) => return None,
+        Err(err) => (0, Some(err)),
+    };
+    hasher.update(&room[..n]);
+    let sent = start + n as u64;
+    if n == 0 {
+        pool.put_back(buffer);
+        return Some(WholeRead {
+            sent,
+            chunk: None,
+            error,
+        });
+    }
+    Some(WholeRead {
+        sent,
+        chunk: Some((buffer, n)),
+        error,
+    })
+}
+
+/// Reads entry `index` (offered with `size` bytes, which fit one chunk; `replaces`
+/// a file on the receiver) from `start` into its [`Piece::Whole`], with the size its `done` says (see
+/// [`final_size`]); `None` when the session is over.
+fn whole_piece(
+    input: &mut dyn Input,
+    (index, start, size, replaces): (u64, u64, u64, bool),
+    mut hasher: Hasher,
+    pool: &mut Pool,
+    stop: &AtomicBool,
+    shown: impl Fn() -> String,
+) -> Option<Piece> {
+    let read = read_whole(input, start, size, &mut hasher, pool, stop)?;
+    let (size, local_failure) = match read.error {
+        Some(err) => (read.sent, Some(format!("cannot read {}: {err}", shown()))),
+        None => final_size(input, Some(size), read.sent, stop, shown),
+    };
+    Some(Piece::Whole {
+        start: (index, start, start > 0),
+        replaces,
+        chunk: read.chunk,
+        end: (size, hasher.finish(), local_failure),
+    })
 }
 
 /// The size `done` says for a file read in full (`sent` bytes), and why it no
