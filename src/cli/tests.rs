@@ -284,6 +284,30 @@ fn clap_definition_is_consistent() {
 }
 
 #[test]
+fn whole_file_turns_delta_off_on_every_command_that_moves_files() {
+    let on = send(&["send", "a", "h:1"]);
+    assert!(!on.peering.security.whole_file);
+    let off = send(&["send", "-W", "a", "h:1"]);
+    assert!(off.peering.security.whole_file);
+    let put = send(&["send", "--whole-file", "-f", "a", "h:1:dir"]);
+    assert!(put.peering.security.whole_file);
+    let receiver = recv(&["recv", "--listen", "9000", "-W"]);
+    assert!(receiver.peering.security.whole_file);
+    match parse(&["get", "-W", "h:1:f"]).unwrap() {
+        Invocation::Get(get) => assert!(get.client.whole_file),
+        other => panic!("not get: {other:?}"),
+    }
+    match parse(&["get", "h:1:f"]).unwrap() {
+        Invocation::Get(get) => assert!(!get.client.whole_file),
+        other => panic!("not get: {other:?}"),
+    }
+    match parse(&["shell", "--whole-file", "h:1"]).unwrap() {
+        Invocation::Shell(shell) => assert!(shell.client.whole_file),
+        other => panic!("not shell: {other:?}"),
+    }
+}
+
+#[test]
 fn mirror_flags_become_rules_and_require_the_feature() {
     let options = send(&[
         "send",
@@ -321,29 +345,5 @@ fn mirror_flags_become_rules_and_require_the_feature() {
     ] {
         let err = parse(args).map(|_| ()).unwrap_err();
         assert_eq!(err.exit_code(), 2, "{args:?}");
-    }
-}
-
-#[test]
-fn whole_file_turns_delta_off_on_every_command_that_moves_files() {
-    let on = send(&["send", "a", "h:1"]);
-    assert!(!on.peering.security.whole_file);
-    let off = send(&["send", "-W", "a", "h:1"]);
-    assert!(off.peering.security.whole_file);
-    let put = send(&["send", "--whole-file", "-f", "a", "h:1:dir"]);
-    assert!(put.peering.security.whole_file);
-    let receiver = recv(&["recv", "--listen", "9000", "-W"]);
-    assert!(receiver.peering.security.whole_file);
-    match parse(&["get", "-W", "h:1:f"]).unwrap() {
-        Invocation::Get(get) => assert!(get.client.whole_file),
-        other => panic!("not get: {other:?}"),
-    }
-    match parse(&["get", "h:1:f"]).unwrap() {
-        Invocation::Get(get) => assert!(!get.client.whole_file),
-        other => panic!("not get: {other:?}"),
-    }
-    match parse(&["shell", "--whole-file", "h:1"]).unwrap() {
-        Invocation::Shell(shell) => assert!(shell.client.whole_file),
-        other => panic!("not shell: {other:?}"),
     }
 }

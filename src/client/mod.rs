@@ -36,11 +36,11 @@ pub(crate) struct ClientOptions {
     pub(crate) limit_rate: Option<u64>,
     /// zstd level for what this client puts, if it compresses.
     pub(crate) compress: Option<i32>,
+    /// `--whole-file`: no feature `delta` on this connection.
+    pub(crate) whole_file: bool,
     /// What a `get` asks the server (filters, `--delete`, `--dry-run`); the last
     /// two need a server with the feature `mirror`.
     pub(crate) mirror: Option<Mirror>,
-    /// `--whole-file`: no feature `delta` on this connection.
-    pub(crate) whole_file: bool,
 }
 
 impl ClientOptions {
@@ -57,11 +57,11 @@ impl ClientOptions {
             security: Security {
                 hash: self.hash,
                 encryption: Encryption::Required,
+                whole_file: self.whole_file,
                 mirror: self
                     .mirror
                     .as_ref()
                     .is_some_and(|mirror| mirror.delete || mirror.dry_run),
-                whole_file: self.whole_file,
             },
             limit_rate: self.limit_rate,
             style,

@@ -56,11 +56,11 @@ pub(crate) enum Encryption {
 pub(crate) struct Security {
     pub(crate) hash: HashKind,
     pub(crate) encryption: Encryption,
+    /// `--whole-file`: neither list nor choose feature `delta`.
+    pub(crate) whole_file: bool,
     /// The user asked for what only a peer with `mirror` does (`--delete`,
     /// `--dry-run`): refuse (`feature`) one without it rather than do otherwise.
     pub(crate) mirror: bool,
-    /// `--whole-file`: neither list nor choose feature `delta`.
-    pub(crate) whole_file: bool,
 }
 
 /// Everything a transfer command needs to meet its peer.

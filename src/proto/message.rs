@@ -371,9 +371,6 @@ pub(crate) enum Decision {
             skip_serializing_if = "Option::is_none"
         )]
         prefix_hash: Option<String>,
-        /// Under `mirror`: the final name holds a file this one replaces.
-        #[serde(default, deserialize_with = "flag", skip_serializing_if = "is_false")]
-        replaces: bool,
         /// Feature `delta`: the receiver holds an older version (the basis) and
         /// lists its chunks; the sender may send instructions instead of bytes.
         #[serde(
@@ -382,6 +379,9 @@ pub(crate) enum Decision {
             skip_serializing_if = "Option::is_none"
         )]
         delta: Option<Signature>,
+        /// Under `mirror`: the final name holds a file this one replaces.
+        #[serde(default, deserialize_with = "flag", skip_serializing_if = "is_false")]
+        replaces: bool,
     },
     /// The receiver will not take this entry (or, with `same`, already has it).
     Skip {
@@ -893,18 +893,18 @@ mod tests {
                 Decision::Send {
                     offset: 10,
                     prefix_hash: Some("00".repeat(16)),
-                    replaces: false,
                     delta: None,
+                    replaces: false,
                 },
                 Decision::Send {
                     offset: 0,
                     prefix_hash: None,
-                    replaces: true,
                     delta: Some(Signature {
                         avg: 65536,
                         count: 1,
                         sums: "01".repeat(8),
                     }),
+                    replaces: true,
                 },
                 Decision::Skip {
                     code: ErrorCode::Same,
@@ -989,8 +989,8 @@ mod tests {
             entries: vec![Decision::Send {
                 offset: 0,
                 prefix_hash: None,
-                replaces: true,
                 delta: None,
+                replaces: true,
             }],
             more: false,
         });
@@ -1045,8 +1045,8 @@ mod tests {
             entries: vec![Decision::Send {
                 offset: 0,
                 prefix_hash: None,
-                replaces: false,
                 delta: None,
+                replaces: false,
             }],
             more: false,
         };

@@ -25,11 +25,11 @@ pub(crate) enum Feature {
     /// Trees as they are (section 16): links, special files, owners, xattrs,
     /// nanosecond and signed times, and every mode bit.
     Meta,
-    /// `--delete`, `--dry-run` and filter rules (section 17).
-    Mirror,
     /// Files the receiver holds in an older version travel as instructions
     /// against it (`docs/PROTOCOL.md`, "Feature `delta`").
     Delta,
+    /// `--delete`, `--dry-run` and filter rules (section 17).
+    Mirror,
 }
 
 impl Feature {
@@ -122,8 +122,7 @@ impl Features {
         self.0 == 0
     }
 
-    /// The names, in a fixed order (`aead`, `blake3`, `meta`, `mirror`, `zstd`,
-    /// `delta`).
+    /// The names, in a fixed order (`aead`, `blake3`, `meta`, `mirror`, `zstd`, `delta`).
     pub(crate) fn names(self) -> Vec<String> {
         Feature::ALL
             .into_iter()

@@ -118,9 +118,9 @@ pub(crate) fn plan<'c, W: Write>(
                 seen: HashSet::new(),
                 non_dirs: HashSet::new(),
                 free: target.free_space(),
+                chunks_left: MAX_PLAN_CHUNKS,
                 quick_check: mirror.is_some(),
                 dry_run: mirror.is_some_and(|mirror| mirror.dry_run),
-                chunks_left: MAX_PLAN_CHUNKS,
             };
             for entry in entries {
                 let (mut item, decision) = decider.decide(entry, &planned, tally);
@@ -158,13 +158,13 @@ pub(crate) fn hand_to_disk<'c>(planned: &mut [Planned<'c>]) -> Vec<Held<'c>> {
 /// A path's claim and quota room, while its entry is on its way.
 pub(crate) type Held<'c> = (Option<Claim<'c>>, Option<Box<Reservation>>);
 
-/// The decision for a file: from its resume point, or from 0 (saying whether it
-/// `replaces` a file) with the basis's signature (which the plan carries; the
-/// basis itself stays here).
+/// The decision for a file: from its resume point, or from 0 (over a file it
+/// `replaces`) with the basis's signature (which the plan carries; the basis itself
+/// stays here).
 fn file_decision(
     resume_from: Option<&(u64, Hasher)>,
-    replaces: bool,
     basis: Option<(Basis, Signature)>,
+    replaces: bool,
 ) -> (Decision, Option<Box<Basis>>) {
     let mut decision = match resume_from {
         Some(resume) => send_from(resume.0, Some(&resume.1)),
@@ -208,8 +208,8 @@ fn send_from(offset: u64, prefix: Option<&Hasher>) -> Decision {
     Decision::Send {
         offset,
         prefix_hash: prefix.map(|hasher| hasher.peek().to_hex()),
-        replaces: false,
         delta: None,
+        replaces: false,
     }
 }
 
@@ -218,8 +218,8 @@ fn send_over(replaces: bool) -> Decision {
     Decision::Send {
         offset: 0,
         prefix_hash: None,
-        replaces,
         delta: None,
+        replaces,
     }
 }
 
@@ -253,12 +253,12 @@ struct Decider<'s, 'c> {
     non_dirs: HashSet<u64>,
     /// Bytes the accepted files may still take, if the system says.
     free: Option<u64>,
+    /// Chunks the plan's signatures may still list (see `MAX_PLAN_CHUNKS`).
+    chunks_left: u64,
     /// `same` holds even where files are replaced (a mirroring sender's offer).
     quick_check: bool,
     /// Decide only: touch nothing (section 17.4).
     dry_run: bool,
-    /// Chunks the plan's signatures may still list (see `MAX_PLAN_CHUNKS`).
-    chunks_left: u64,
 }
 
 impl<'c> Decider<'_, 'c> {
@@ -293,7 +293,7 @@ impl<'c> Decider<'_, 'c> {
                 basis,
             }) => {
                 let (decision, basis) =
-                    file_decision(resume_from.as_deref(), replaces.files > 0, basis);
+                    file_decision(resume_from.as_deref(), basis, replaces.files > 0);
                 let planned = Planned {
                     expects_data: true,
                     resume_from,
@@ -366,8 +366,7 @@ impl<'c> Decider<'_, 'c> {
             return self.decide_other(entry, before, &shown, &components);
         }
         let claim = self.claim(entry, &shown)?;
-        let placement = self.placement(entry, &components)?;
-        let replaces = match placement {
+        let replaces = match self.placement(entry, &components)? {
             Placement::Same => return Ok(Decided::Same),
             Placement::Free(Some(bytes)) => Footprint { bytes, files: 1 },
             Placement::Free(None) => Footprint::default(),
@@ -378,7 +377,6 @@ impl<'c> Decider<'_, 'c> {
                 files: 1 - replaces.files.min(1),
             };
             self.check_room(entry, more)?;
-            // No basis: a dry run says "changed" without reading the old version.
             return Ok(Decided::File {
                 resume_from: None,
                 claim,
@@ -390,7 +388,9 @@ impl<'c> Decider<'_, 'c> {
         let resume_from = self.resume_point(entry, &components, &shown)?;
         let partial = resume_from.as_ref().map(|resume| resume.0);
         let reservation = self.reserve_quota(entry, partial, replaces)?;
-        let basis = self.basis(entry, &components, (placement, resume_from.is_none()))?;
+        // A regular file is there (no link, nothing else) and nothing is resumed.
+        let replacing = replaces.files > 0 && resume_from.is_none();
+        let basis = self.basis(entry, &components, replacing)?;
         Ok(Decided::File {
             resume_from,
             claim,
@@ -398,6 +398,30 @@ impl<'c> Decider<'_, 'c> {
             replaces,
             basis,
         })
+    }
+
+    /// The file `entry` will replace (`replacing`: a regular file is there, and no
+    /// partial data is resumed), chunked as its basis, when feature `delta` is in
+    /// force and a delta may pay: both versions large enough, and room left in the
+    /// plan's budget of chunks.
+    fn basis(
+        &mut self,
+        entry: &Entry,
+        components: &[&[u8]],
+        replacing: bool,
+    ) -> Result<Option<(Basis, Signature)>, Refusal> {
+        // A sparse file (feature meta) comes in runs, never as a delta.
+        let worth_it = entry.size.is_some_and(|size| size >= MIN_DELTA_SIZE) && !entry.is_sparse();
+        if !replacing || !self.shared.delta || !worth_it || self.chunks_left == 0 {
+            return Ok(None);
+        }
+        let chunked =
+            self.resolver
+                .chunk_basis(&entry.shown_path(), components, self.chunks_left)?;
+        if let Some((basis, _)) = &chunked {
+            self.chunks_left -= basis.chunks();
+        }
+        Ok(chunked)
     }
 
     /// Where a file's data starts: after resumable data found under its name (a
@@ -435,32 +459,6 @@ impl<'c> Decider<'_, 'c> {
             }
         }
         Ok(resume_from)
-    }
-
-    /// The file `entry` will replace (a regular file is there, and no partial data
-    /// is resumed: `fresh`), chunked as its basis, when feature `delta` is in
-    /// force and a delta may pay: both versions large enough, and room left in the
-    /// plan's budget of chunks.
-    fn basis(
-        &mut self,
-        entry: &Entry,
-        components: &[&[u8]],
-        (placement, fresh): (Placement, bool),
-    ) -> Result<Option<(Basis, Signature)>, Refusal> {
-        let replacing = fresh && matches!(placement, Placement::Free(Some(_)));
-        // A sparse file (feature meta) comes in runs, never as a delta.
-        let worth_it =
-            entry.size.is_some_and(|size| size >= MIN_DELTA_SIZE) && entry.sparse != Some(true);
-        if !replacing || !self.shared.delta || !worth_it || self.chunks_left == 0 {
-            return Ok(None);
-        }
-        let chunked =
-            self.resolver
-                .chunk_basis(&entry.shown_path(), components, self.chunks_left)?;
-        if let Some((basis, _)) = &chunked {
-            self.chunks_left -= basis.chunks();
-        }
-        Ok(chunked)
     }
 
     /// A path offered twice, or below something of this offer that is not a

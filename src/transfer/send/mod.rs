@@ -421,8 +421,8 @@ struct Work<'a> {
 /// a decision may say, and lists the files whose data goes out and the entries
 /// without data the receiver will make (each with whether it replaces something).
 /// In a dry run (`tally` says) each entry is a change to show, never a failure. A
-/// basis offered (feature `delta` in force) is decoded here; `read_plan` checked
-/// its size.
+/// basis offered (feature `delta` in force) is decoded here; `read_plan` checked its
+/// size.
 fn follow_plan(
     outbox: &dyn Outbox,
     plan: &[Decision],
@@ -438,7 +438,7 @@ fn follow_plan(
         if not_for_data(entry, decision, index, tally)? {
             continue;
         }
-        let (offset, prefix, replaces) = match decision {
+        let (offset, prefix_hash, (basis, replaces)) = match decision {
             Decision::Skip { code, message } => {
                 skipped(entry, *code, message, tally, dry_run);
                 continue;
@@ -446,14 +446,15 @@ fn follow_plan(
             Decision::Send {
                 offset,
                 prefix_hash,
-                replaces,
                 delta: basis,
-            } => (*offset, prefix_hash.is_some() || basis.is_some(), *replaces),
+                replaces,
+            } => (*offset, prefix_hash, (basis, *replaces)),
         };
         let path = &*entry.shown_path();
         match entry.kind {
             EntryKind::File => {
-                let item = file_to_send(outbox, index, decision, delta)?;
+                let planned = (offset, prefix_hash, replaces);
+                let item = file_to_send(outbox, index, planned, (basis.as_ref(), delta))?;
                 if dry_run {
                     let change = [Change::New, Change::Changed][usize::from(replaces)];
                     tally.change(change, path, entry.size.unwrap_or(0), None);
@@ -461,6 +462,7 @@ fn follow_plan(
                 to_send.push(item);
             }
             kind => {
+                let prefix = prefix_hash.is_some() || basis.is_some();
                 without_data(kind, index, offset, prefix)?;
                 if kind == EntryKind::Dir {
                     if mirroring && !replaces {
@@ -520,6 +522,40 @@ fn not_for_data(entry: &Entry, decision: &Decision, index: usize, tally: &Tally)
     Ok(false)
 }
 
+/// A file the plan accepts, from its `offset` (with `prefix_hash`), if that fits
+/// it (section 6); a resume the source cannot honour starts at 0. A basis, with what
+/// the section on feature `delta` asks (`delta`: the feature is in force).
+fn file_to_send(
+    outbox: &dyn Outbox,
+    index: usize,
+    (offset, prefix_hash, replaces): (u64, &Option<String>, bool),
+    (basis, delta): (Option<&Signature>, bool),
+) -> Result<ToSend> {
+    let entry = &outbox.entries()[index];
+    let fits = match entry.size {
+        Some(size) => offset <= size,
+        None => offset == 0,
+    };
+    if !fits || (offset > 0) != prefix_hash.is_some() {
+        return Err(fail(
+            Kind::Protocol,
+            format!("the plan resumes entry {index} at {offset}, which does not fit it"),
+        ));
+    }
+    let wanted = basis
+        .map(|basis| wanted(index, entry, offset, basis, delta))
+        .transpose()?;
+    let resumable = offset > 0 && outbox.rereadable(index);
+    Ok(ToSend {
+        replaces,
+        index: index as u64,
+        offset: if resumable { offset } else { 0 },
+        prefix_hash: prefix_hash.clone().filter(|_| resumable),
+        // A stream cannot be read for a delta: it goes whole.
+        delta: wanted.filter(|_| outbox.rereadable(index)),
+    })
+}
+
 /// Counts an entry this side does not send (`said`: a warning named it); a dry run
 /// shows it skipped, as every entry that would not arrive, and fails nothing.
 fn not_sent(tally: &Tally, path: &str, reason: &str, said: bool) {
@@ -548,50 +584,6 @@ fn skipped(entry: &Entry, code: ErrorCode, message: &str, tally: &Tally, dry_run
             format!("refused by the receiver: {}", escape(message)),
         ),
     }
-}
-
-/// A file planned `send`, checked: an offset must fit the file and come with its
-/// prefix hash (section 6); a basis, with what the section on feature `delta` asks.
-/// A resume the source cannot honour starts at 0.
-fn file_to_send(
-    outbox: &dyn Outbox,
-    index: usize,
-    decision: &Decision,
-    delta: bool,
-) -> Result<ToSend> {
-    let Decision::Send {
-        offset,
-        prefix_hash,
-        replaces,
-        delta: basis,
-    } = decision
-    else {
-        unreachable!("called for send decisions only");
-    };
-    let entry = &outbox.entries()[index];
-    let fits = match entry.size {
-        Some(size) => *offset <= size,
-        None => *offset == 0,
-    };
-    if !fits || (*offset > 0) != prefix_hash.is_some() {
-        return Err(fail(
-            Kind::Protocol,
-            format!("the plan resumes entry {index} at {offset}, which does not fit it"),
-        ));
-    }
-    let wanted = basis
-        .as_ref()
-        .map(|basis| wanted(index, entry, *offset, basis, delta))
-        .transpose()?;
-    let resumable = *offset > 0 && outbox.rereadable(index);
-    Ok(ToSend {
-        index: index as u64,
-        offset: if resumable { *offset } else { 0 },
-        prefix_hash: prefix_hash.clone().filter(|_| resumable),
-        replaces: *replaces,
-        // A stream cannot be read for a delta: it goes whole.
-        delta: wanted.filter(|_| outbox.rereadable(index)),
-    })
 }
 
 /// The socket side of the data phase: starts the reading thread and writes what it
@@ -666,8 +658,7 @@ struct Frames<'a> {
 
 impl Frames<'_> {
     /// The `data` header of entry `index`, from `offset` (`resumed`: after a prefix
-    /// the receiver kept), or as instructions (`delta`); the entry is outstanding
-    /// from here, noting whether it `replaces` a file.
+    /// the receiver kept), or as a `delta`; the entry is outstanding from here.
     fn start<W: Write>(
         &self,
         writer: &mut FrameWriter<W>,
@@ -685,12 +676,11 @@ impl Frames<'_> {
             ..Outstanding::data_from(offset, resumed_at)
         };
         self.pending.lock().insert(index, outstanding);
-        let header = Message::Data {
+        writer.write_message(&Message::Data {
             index,
             offset,
             delta,
-        };
-        writer.write_message(&header)
+        })
     }
 
     fn write<W: Write>(&self, writer: &mut FrameWriter<W>, piece: Piece) -> Result<()> {
@@ -749,7 +739,25 @@ impl Frames<'_> {
         }
     }
 
-    /// Writes a [`Piece::Whole`] as the pieces it stands for (never a delta).
+    /// Writes one data frame of `len` bytes, standing for `covered` bytes of the file.
+    fn chunk<W: Write>(
+        &self,
+        writer: &mut FrameWriter<W>,
+        mut buffer: Vec<u8>,
+        len: usize,
+        covered: u64,
+    ) -> Result<()> {
+        writer.write_data(&mut buffer, len)?;
+        if let Some(outstanding) = self.pending.lock().get_mut(&self.current.get()) {
+            outstanding.position += covered;
+            outstanding.moved += len as u64;
+        }
+        self.tally.reporter().bar().inc(covered);
+        self.giver.give(buffer);
+        Ok(())
+    }
+
+    /// Writes a [`Piece::Whole`] as the pieces it stands for.
     fn write_whole<W: Write>(
         &self,
         writer: &mut FrameWriter<W>,
@@ -761,8 +769,8 @@ impl Frames<'_> {
             index,
             offset,
             resumed,
-            replaces,
             delta: false,
+            replaces,
         };
         self.write(writer, start)?;
         if let Some((buffer, len)) = chunk {
@@ -783,24 +791,6 @@ impl Frames<'_> {
             local_failure,
         };
         self.write(writer, end)
-    }
-
-    /// Writes one data frame of `len` bytes, standing for `covered` bytes of the file.
-    fn chunk<W: Write>(
-        &self,
-        writer: &mut FrameWriter<W>,
-        mut buffer: Vec<u8>,
-        len: usize,
-        covered: u64,
-    ) -> Result<()> {
-        writer.write_data(&mut buffer, len)?;
-        if let Some(outstanding) = self.pending.lock().get_mut(&self.current.get()) {
-            outstanding.position += covered;
-            outstanding.moved += len as u64;
-        }
-        self.tally.reporter().bar().inc(covered);
-        self.giver.give(buffer);
-        Ok(())
     }
 
     /// The `done` for an entry whose data is complete. Its facts are stored before

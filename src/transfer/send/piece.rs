@@ -37,14 +37,13 @@ pub(crate) struct Wanted {
 /// What the reading thread hands the socket thread, in order.
 pub(crate) enum Piece {
     /// Data for entry `index` follows, from byte `offset` (`resumed`: the
-    /// receiver's prefix matched ours), or as instructions (`delta`); it
-    /// `replaces` a file on the receiver (under `mirror`).
+    /// receiver's prefix matched ours), or as instructions (`delta`).
     Start {
         index: u64,
         offset: u64,
         resumed: bool,
-        replaces: bool,
         delta: bool,
+        replaces: bool,
     },
     /// One data frame: [`DATA_HEADROOM`] bytes of room, then `len` bytes of the file
     /// (or of instructions), which stand for `covered` bytes of the file.
@@ -66,9 +65,9 @@ pub(crate) enum Piece {
     },
     /// The entry could not be opened: it is given up in place of its data.
     GaveUp { index: u64, why: String },
-    /// A whole entry that fits one chunk, handed over at once so that a small file
-    /// wakes the socket thread once, not three times: its [`Piece::Start`], its
-    /// [`Piece::Chunk`] if it has bytes, and its [`Piece::End`]. Never a delta.
+    /// A whole entry that fits one chunk (never a delta), handed over at once so that
+    /// a small file wakes the socket thread once, not three times: its
+    /// [`Piece::Start`], its [`Piece::Chunk`] if it has bytes, and its [`Piece::End`].
     Whole {
         start: (u64, u64, bool),
         /// What [`Piece::Start`] says of it: it replaces a file on the receiver.

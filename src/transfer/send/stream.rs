@@ -46,8 +46,7 @@ fn read_file(
     pieces: &mpsc::Sender<Piece>,
     stop: &AtomicBool,
 ) -> Option<()> {
-    let index = item.index;
-    let position = index as usize;
+    let (index, position) = (item.index, item.index as usize);
     let entry = &outbox.entries()[position];
     if let (true, Some(size)) = (entry.is_sparse(), entry.size) {
         return read_runs(item, size, outbox, hash, pool, pieces, stop);
@@ -62,7 +61,6 @@ fn read_file(
         }
     };
     let delta = item.delta.as_deref().filter(|_| start == 0);
-    // A file with a basis goes as a delta even when it fits one chunk (64 KiB up).
     if let (None, Some(size)) = (delta, expected)
         && size - start.min(size) <= CHUNK as u64
     {
@@ -75,8 +73,8 @@ fn read_file(
         index,
         offset: start,
         resumed: start > 0,
-        replaces: item.replaces,
         delta: delta.is_some(),
+        replaces: item.replaces,
     };
     pieces.send(start_piece).ok()?;
     let read = match delta {
@@ -200,8 +198,8 @@ fn send_runs(
                 index,
                 offset,
                 resumed: false,
-                replaces: item.replaces,
                 delta: false,
+                replaces: item.replaces,
             },
             false => Piece::Run { index, offset },
         };
