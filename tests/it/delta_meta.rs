@@ -6,8 +6,9 @@
 //! file goes in runs, never as a delta, and keeps its holes over an older dense
 //! version (a sender refuses a basis offered for one, `protocol`); a put over a link in a home of `xfer serve` replaces the link; both sides
 //! count a delta's instructions, not the file, as the bytes moved (as meta counts a
-//! sparse file's data, not its holes). Bytes are counted by a relay, both ways; files
-//! are checked from outside.
+//! sparse file's data, not its holes); a file small enough to go whole in one piece
+//! (issue 21's small-file path) still goes as a delta when it has a basis. Bytes are
+//! counted by a relay, both ways; files are checked from outside.
 
 use std::fs;
 use std::os::unix::fs::MetadataExt;
@@ -324,4 +325,29 @@ fn a_sender_refuses_a_basis_offered_for_a_sparse_file() {
     }
     let said = said.expect("an error frame");
     assert_eq!(said["code"], "protocol", "{said}");
+}
+
+#[test]
+fn a_file_under_a_chunk_with_an_older_version_still_goes_as_a_delta() {
+    // Files up to 1 MiB go in one piece when sent whole; one with a basis must not.
+    let old = pattern(512 << 10, 69);
+    let mut new = old.clone();
+    new[200 << 10..(200 << 10) + 4096].copy_from_slice(&pattern(4096, 70));
+    let src = tempfile::tempdir().unwrap();
+    let file = src.path().join("f");
+    fs::write(&file, &new).unwrap();
+    let dst = tempfile::tempdir().unwrap();
+    fs::write(dst.path().join("f"), &old).unwrap();
+
+    let crossed = send_over(&file, dst.path());
+    assert!(
+        crossed < 128 << 10,
+        "{crossed} bytes crossed for 4 KiB changed in 512 KiB"
+    );
+    assert!(fs::read(dst.path().join("f")).unwrap() == new);
+    assert_eq!(
+        files_under(dst.path()),
+        [Path::new("f")],
+        "no temporaries left"
+    );
 }
