@@ -529,7 +529,7 @@ pub(crate) struct Fetch {
     origins: Vec<String>,
     /// The first entry of each file with more than one link (device, inode).
     first_names: std::collections::HashMap<(u64, u64), u64>,
-    /// What the client's `get` asked (section 17.6), echoed in the offer.
+    /// What the client's `get` asked (section 17.5), echoed in the offer.
     mirror: Option<Mirror>,
 }
 
