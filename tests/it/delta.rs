@@ -190,10 +190,13 @@ fn a_put_and_a_get_against_a_server_send_only_the_change() {
         let get = client(
             &site,
             "alice",
-            &["get", "-f", &from, downloads.to_str().unwrap()],
+            &["get", "-f", "-i", &from, downloads.to_str().unwrap()],
         );
         expect_exit(&get, 0, "a get -f over an older version");
         assert!(fs::read(downloads.join("f")).unwrap() == case.new);
+        // The receiving side's `-i` says the file was built by a delta.
+        let said = String::from_utf8_lossy(&get.stdout);
+        assert!(said.lines().any(|l| l == "delta    f"), "{said}");
         assert!(
             relay.both_ways() <= case.bound,
             "get, {}: {} bytes crossed",
