@@ -68,21 +68,7 @@ fn a_link_where_the_old_version_was_is_replaced_and_never_read_as_a_basis() {
         "only {crossed} bytes crossed: the link's target was taken as the basis"
     );
     let arrived = dst.path().join("f");
-    assert!(
-        fs::symlink_metadata(&arrived)
-            .unwrap()
-            .file_type()
-            .is_file(),
-        "the link was replaced by the file"
-    );
-    assert!(
-        fs::read(&arrived).unwrap() == new,
-        "the new version arrived"
-    );
-    assert!(
-        fs::read(&elsewhere).unwrap() == old,
-        "what the link pointed to is untouched"
-    );
+    assert_link_replaced_not_followed(&arrived, &new, &elsewhere, &old);
     assert_eq!(
         files_under(dst.path()),
         [Path::new("f")],
@@ -189,21 +175,7 @@ fn a_put_over_a_link_in_a_home_replaces_it_and_never_reads_what_it_points_to() {
         relay.both_ways()
     );
     let arrived = site.home("alice").join("f");
-    assert!(
-        fs::symlink_metadata(&arrived)
-            .unwrap()
-            .file_type()
-            .is_file(),
-        "the link was replaced by the file"
-    );
-    assert!(
-        fs::read(&arrived).unwrap() == new,
-        "the new version arrived"
-    );
-    assert!(
-        fs::read(&elsewhere).unwrap() == old,
-        "what the link pointed to is untouched"
-    );
+    assert_link_replaced_not_followed(&arrived, &new, &elsewhere, &old);
     assert_eq!(
         server.usage("alice"),
         (new.len() as u64, 1),
@@ -349,5 +321,20 @@ fn a_file_under_a_chunk_with_an_older_version_still_goes_as_a_delta() {
         files_under(dst.path()),
         [Path::new("f")],
         "no temporaries left"
+    );
+}
+
+/// The link that stood at `arrived` was replaced by the new version, and the file it
+/// pointed to (`elsewhere`) still holds `old`: it was neither read as a basis nor
+/// written through.
+fn assert_link_replaced_not_followed(arrived: &Path, new: &[u8], elsewhere: &Path, old: &[u8]) {
+    assert!(
+        fs::symlink_metadata(arrived).unwrap().file_type().is_file(),
+        "the link was replaced by the file"
+    );
+    assert!(fs::read(arrived).unwrap() == new, "the new version arrived");
+    assert!(
+        fs::read(elsewhere).unwrap() == old,
+        "what the link pointed to is untouched"
     );
 }

@@ -846,7 +846,7 @@ fn wanted(
     if !delta {
         return Err(refuse("needs feature delta, which is not in force"));
     }
-    if offset != 0 || entry.size.is_none() || entry.sparse == Some(true) {
+    if offset != 0 || entry.size.is_none() || entry.is_sparse() {
         return Err(refuse("is for an entry that cannot take one"));
     }
     let chunking = Chunking::from_avg(basis.avg)
