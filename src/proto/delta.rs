@@ -348,7 +348,7 @@ fn copy(after: &[u8]) -> Result<(Op<'_>, &[u8]), String> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use md5::Digest as _;
 

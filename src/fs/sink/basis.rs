@@ -191,24 +191,13 @@ impl Resolver<'_> {
 mod tests {
     use super::*;
     use crate::fs::sink::TargetDir;
+    use crate::proto::delta::tests::noise;
     use std::io::{Seek, SeekFrom, Write};
-
-    fn noise(len: usize) -> Vec<u8> {
-        let mut state = 0x9e37_79b9_7f4a_7c15u64;
-        (0..len)
-            .map(|_| {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                (state >> 24) as u8
-            })
-            .collect()
-    }
 
     #[test]
     fn a_basis_written_while_its_chunks_are_read_is_refused_busy() {
         let dir = tempfile::tempdir().unwrap();
-        let old = noise(256 << 10);
+        let old = noise(256 << 10, 0x9e37_79b9_7f4a_7c15);
         std::fs::write(dir.path().join("f"), &old).unwrap();
         let target = TargetDir::open(dir.path()).unwrap();
         let mut resolver = target.resolver();
