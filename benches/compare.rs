@@ -40,7 +40,9 @@
 //!
 //! Environment: `XFER_BENCH_ROUNDS` (default 5; `tree200k` does at most 3, without
 //! the unmeasured warm-up round of the others),
-//! `XFER_BENCH_ONLY`, `XFER_BENCH_BIN` (another xfer binary to measure, e.g. the
+//! `XFER_BENCH_ONLY`, `XFER_BENCH_SYNC_ROWS` (some rows of `sync`: `big`, `tree_update`,
+//! `new_small_files`, `new_tree_200k`, comma-separated), `XFER_BENCH_SEND_ARGS` (more
+//! flags for every `xfer send` of `xfer_session`, e.g. `--hash blake3`), `XFER_BENCH_BIN` (another xfer binary to measure, e.g. the
 //! build before a change), `XFER_BENCH_SKIP_10G=1` to skip the 10 GiB run (about a minute),
 //! `XFER_BENCH_DIR` for the scratch directory (default: the system's temporary
 //! directory; it needs about 4 GiB).
@@ -973,8 +975,10 @@ fn xfer_session(
         counted
     });
     let started = Instant::now();
+    let more = std::env::var("XFER_BENCH_SEND_ARGS").unwrap_or_default();
     let sender = Command::new(xfer_bin())
         .args(["send", "-q"])
+        .args(more.split_whitespace())
         .args(send_args)
         .arg(path)
         .arg(format!("127.0.0.1:{port}"))

@@ -113,10 +113,20 @@ pub(super) fn sync(dir: &Path, rounds: usize) {
     let work = dir.join("sync");
     clean(&work);
     std::fs::create_dir_all(&work).unwrap();
-    big_updates(&work, rounds, &flags);
-    tree_update(&work, rounds, &flags);
-    new_small_files(&work, rounds);
-    new_tree_200k(&work, rounds.min(3));
+    let rows = std::env::var("XFER_BENCH_SYNC_ROWS").unwrap_or_default();
+    let wanted = |row: &str| rows.is_empty() || rows.split(',').any(|r| r == row);
+    if wanted("big") {
+        big_updates(&work, rounds, &flags);
+    }
+    if wanted("tree_update") {
+        tree_update(&work, rounds, &flags);
+    }
+    if wanted("new_small_files") {
+        new_small_files(&work, rounds);
+    }
+    if wanted("new_tree_200k") {
+        new_tree_200k(&work, rounds.min(3));
+    }
     clean(&work);
 }
 
