@@ -495,7 +495,9 @@ impl Walk<'_> {
                 self.collected.filtered += 1;
                 continue;
             }
-            let meta = match std::fs::symlink_metadata(&path) {
+            // Through the directory's descriptor (`statx` at it), not the full path:
+            // one name looked up instead of every component of the path.
+            let meta = match child.metadata() {
                 Ok(meta) => meta,
                 Err(err) => {
                     self.unreadable(&path, &child_name, &err);

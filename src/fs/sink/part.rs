@@ -696,11 +696,26 @@ fn create_unnamed(dir: &OwnedFd, path: &str) -> Result<Option<File>, Refusal> {
     }
 }
 
-/// Links the unnamed `file` into `dir` as `name`, which must be free. Through
-/// `/proc/self/fd`, which any user may do for a file made without `O_EXCL`
-/// (`AT_EMPTY_PATH` would need `CAP_DAC_READ_SEARCH`).
+/// Links the unnamed `file` into `dir` as `name`, which must be free: by its
+/// descriptor (`AT_EMPTY_PATH`) where this process may (it needs
+/// `CAP_DAC_READ_SEARCH`, which root has), else through `/proc/self/fd`, which any
+/// user may do for a file made without `O_EXCL`. The descriptor saves resolving a
+/// path through `/proc`: about a twentieth of a receiver's time in a tree of small
+/// files.
 fn link_unnamed(file: &File, dir: &OwnedFd, name: &[u8]) -> Result<(), Errno> {
     use std::os::fd::AsRawFd;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    /// Whether `AT_EMPTY_PATH` was refused once: then it is not tried again.
+    static REFUSED: AtomicBool = AtomicBool::new(false);
+    if !REFUSED.load(Ordering::Relaxed) {
+        match rustix::fs::linkat(file, "", dir, name, AtFlags::EMPTY_PATH) {
+            // Refused without the capability (as ENOENT, or EPERM in newer kernels).
+            Err(Errno::NOENT | Errno::PERM | Errno::INVAL) => {
+                REFUSED.store(true, Ordering::Relaxed);
+            }
+            other => return other,
+        }
+    }
     let source = format!("/proc/self/fd/{}", file.as_raw_fd());
     rustix::fs::linkat(
         rustix::fs::CWD,
