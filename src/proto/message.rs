@@ -743,6 +743,9 @@ pub(crate) fn decode(payload: &[u8]) -> Result<Message, FrameError> {
     if payload.is_empty() {
         return Err(FrameError::Malformed("empty frame".into()));
     }
+    if let Some(message) = decode_hot(payload) {
+        return Ok(message);
+    }
     // serde_json limits nesting depth, so hostile deep JSON fails instead of
     // overflowing the stack; the first pass rejects repeated keys, which serde's
     // derive would silently accept for fields it ignores.
@@ -753,8 +756,93 @@ pub(crate) fn decode(payload: &[u8]) -> Result<Message, FrameError> {
     serde_json::from_slice(payload).map_err(|err| FrameError::Malformed(err.to_string()))
 }
 
+/// The frames every file costs (`data`, `done`, `ok`), decoded by hand when they
+/// are byte for byte what [`encode_payload`] writes, as every xfer writes them:
+/// then the general path would make the same message of them, at several times
+/// the cost (it reads a frame twice, once for repeated keys and once into the
+/// enum, buffering every member). Anything else, a space or another order of the
+/// members included, is `None` and goes the general way.
+fn decode_hot(payload: &[u8]) -> Option<Message> {
+    let mut at = Canonical(payload);
+    at.take(br#"{"type":""#)?;
+    let message = if at.take(br#"data","index":"#).is_some() {
+        let index = at.number()?;
+        at.take(br#","offset":"#)?;
+        let offset = at.number()?;
+        let delta = at.take(br#","delta":true"#).is_some();
+        Message::Data {
+            index,
+            offset,
+            delta,
+        }
+    } else if at.take(br#"done","index":"#).is_some() {
+        let index = at.number()?;
+        at.take(br#","size":"#)?;
+        let size = at.number()?;
+        at.take(br#","hash":"#)?;
+        let hash = at.hex()?;
+        at.take(br#","mac":"#)?;
+        let mac = at.hex()?;
+        Message::Done {
+            index,
+            size,
+            hash,
+            mac,
+        }
+    } else {
+        at.take(br#"ok","index":"#)?;
+        let index = at.number()?;
+        at.take(br#","mac":"#)?;
+        let mac = at.hex()?;
+        Message::Ok { index, mac }
+    };
+    at.take(b"}")?;
+    at.0.is_empty().then_some(message)
+}
+
+/// The rest of a payload read by [`decode_hot`], which takes only what serde_json
+/// writes.
+struct Canonical<'a>(&'a [u8]);
+
+impl Canonical<'_> {
+    /// Takes `literal` if the rest starts with it (else takes nothing).
+    fn take(&mut self, literal: &[u8]) -> Option<()> {
+        self.0 = self.0.strip_prefix(literal)?;
+        Some(())
+    }
+
+    /// A u64 as serde_json writes it: digits, no leading zero, no overflow.
+    fn number(&mut self) -> Option<u64> {
+        let digits = self.0.iter().take_while(|b| b.is_ascii_digit()).count();
+        let (text, rest) = self.0.split_at(digits);
+        if text.is_empty() || (text.len() > 1 && text[0] == b'0') {
+            return None;
+        }
+        let value = text.iter().try_fold(0u64, |value, digit| {
+            value.checked_mul(10)?.checked_add(u64::from(digit - b'0'))
+        })?;
+        self.0 = rest;
+        Some(value)
+    }
+
+    /// A string of lowercase hex digits (what hashes and MACs are), quoted.
+    fn hex(&mut self) -> Option<String> {
+        let rest = self.0.strip_prefix(b"\"")?;
+        let digits = rest
+            .iter()
+            .take_while(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+            .count();
+        let (text, rest) = rest.split_at(digits);
+        self.0 = rest.strip_prefix(b"\"")?;
+        Some(String::from_utf8(text.to_vec()).expect("hex digits are ASCII"))
+    }
+}
+
 /// Walks any JSON value, failing on an object that names one key twice.
 struct NoDuplicateKeys;
+
+/// Keys of an object [`NoDuplicateKeys`] compares in a list; more go in a set.
+const FEW_KEYS: usize = 16;
 
 impl<'de> Deserialize<'de> for NoDuplicateKeys {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -770,9 +858,20 @@ impl<'de> Visitor<'de> for NoDuplicateKeys {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let mut keys = HashSet::new();
-        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
-            if !keys.insert(key.clone()) {
+        // The few keys of an entry are compared in a list (a set per entry cost a
+        // tenth of reading an offer); a set takes over for an object with many.
+        let mut few: Vec<Cow<'de, str>> = Vec::new();
+        let mut many = HashSet::new();
+        while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+            let repeated = match few.len() < FEW_KEYS {
+                true if few.contains(&key) => true,
+                true => {
+                    few.push(key.clone());
+                    false
+                }
+                false => few.contains(&key) || !many.insert(key.clone()),
+            };
+            if repeated {
                 return Err(de::Error::custom(format!("key {key:?} appears twice")));
             }
             map.next_value::<NoDuplicateKeys>()?;
@@ -837,6 +936,87 @@ mod tests {
         let len = u32::from_be_bytes(bytes[..4].try_into().unwrap()) as usize;
         assert_eq!(len, bytes.len() - 4);
         assert_eq!(decode(&bytes[4..]).unwrap(), message);
+    }
+
+    /// The general decoder, without the hand-written path for the hot frames.
+    fn decode_general(payload: &[u8]) -> Result<Message, FrameError> {
+        let mut strict = serde_json::Deserializer::from_slice(payload);
+        NoDuplicateKeys::deserialize(&mut strict)
+            .and_then(|_| strict.end())
+            .map_err(|err| FrameError::Malformed(err.to_string()))?;
+        serde_json::from_slice(payload).map_err(|err| FrameError::Malformed(err.to_string()))
+    }
+
+    #[test]
+    fn the_hot_frames_decode_by_hand_exactly_as_the_general_way() {
+        let hex = "0123456789abcdef".repeat(4);
+        let hot = [
+            Message::Data {
+                index: 0,
+                offset: 0,
+                delta: false,
+            },
+            Message::Data {
+                index: u64::MAX,
+                offset: 1 << 40,
+                delta: true,
+            },
+            Message::Done {
+                index: 7,
+                size: 4096,
+                hash: hex[..32].into(),
+                mac: hex.clone(),
+            },
+            Message::Done {
+                index: 1,
+                size: 0,
+                hash: String::new(),
+                mac: String::new(),
+            },
+            Message::Ok {
+                index: 12_345,
+                mac: hex.clone(),
+            },
+        ];
+        for message in hot {
+            let payload = encode(&message)[4..].to_vec();
+            assert_eq!(decode_hot(&payload), Some(message.clone()));
+            assert_eq!(decode_general(&payload).unwrap(), message);
+        }
+    }
+
+    #[test]
+    fn frames_not_written_as_serde_json_writes_them_go_the_general_way() {
+        let mac = "ab".repeat(32);
+        let others = [
+            r#"{"type":"data","index":1,"offset":0,"delta":false}"#.to_string(),
+            r#"{"type":"data","index":01,"offset":0}"#.into(),
+            r#"{"type":"data","index":18446744073709551616,"offset":0}"#.into(),
+            r#"{"type":"data","index":1.0,"offset":0}"#.into(),
+            r#"{"type":"data", "index":1,"offset":0}"#.into(),
+            r#"{"type":"data","offset":0,"index":1}"#.into(),
+            r#"{"type":"data","index":1,"offset":0,"index":2}"#.into(),
+            r#"{"type":"data","index":1,"offset":0} "#.into(),
+            r#"{"type":"data","index":1,"offset":0,"x":1}"#.into(),
+            format!(
+                r#"{{"type":"ok","index":3,"mac":"{}"}}"#,
+                mac.to_uppercase()
+            ),
+            format!(r#"{{"type":"ok","index":3,"mac":"\u0061{}"}}"#, &mac[1..]),
+            format!(r#"{{"type":"ok","index":-3,"mac":"{mac}"}}"#),
+            format!(
+                r#"{{"type":"done","index":3,"size":1,"hash":"{mac}","mac":"{mac}","more":1}}"#
+            ),
+            r#"{"type":"end"}"#.into(),
+        ];
+        for payload in others {
+            assert_eq!(decode_hot(payload.as_bytes()), None, "{payload}");
+            // Whatever the general way makes of it is what `decode` says.
+            assert_eq!(
+                decode(payload.as_bytes()),
+                decode_general(payload.as_bytes())
+            );
+        }
     }
 
     fn entry(path: &str, size: Option<u64>) -> Entry {
@@ -1133,6 +1313,15 @@ mod tests {
                 "{}",
                 String::from_utf8_lossy(payload)
             );
+        }
+        // An object of many keys: a key repeated among the first, across, or after.
+        let many = |repeat: &str| {
+            let keys: String = (0..40).map(|k| format!(r#","k{k}":{k}"#)).collect();
+            format!(r#"{{"type":"end"{keys}{repeat}}}"#)
+        };
+        assert!(decode(many("").as_bytes()).is_ok());
+        for repeat in [r#","k3":0"#, r#","k30":0"#, r#","type":"end""#] {
+            assert!(decode(many(repeat).as_bytes()).is_err(), "{repeat}");
         }
         // null where allowed: a stream's size, and quotas in a usage answer.
         assert!(
