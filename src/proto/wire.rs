@@ -188,6 +188,12 @@ impl<R: Read> FrameReader<R> {
         }
     }
 
+    /// Bytes read from the stream and not yet taken: with none, the next frame
+    /// waits on the peer (a caller with work to hand on hands it on first).
+    pub(crate) fn buffered(&self) -> usize {
+        self.inner.buffer().len()
+    }
+
     /// Reads the next frame's length prefix and checks it against `max` (plaintext),
     /// before anything is allocated for it; `None` on a clean close before it.
     fn read_len(&mut self, max: usize) -> Result<Option<usize>> {
@@ -305,46 +311,54 @@ impl<W: Write> FrameWriter<W> {
 
     /// Writes one data frame of `len` file bytes, which the caller put in
     /// `buffer[DATA_HEADROOM..DATA_HEADROOM + len]`; `buffer` must have room for
-    /// [`TAG_LEN`] more bytes after them. It may be swapped for another buffer of the
-    /// same size (the compressed frame): hand back whatever `buffer` holds after.
-    pub(crate) fn write_data(&mut self, buffer: &mut Vec<u8>, len: usize) -> Result<()> {
+    /// [`TAG_LEN`] more bytes after them. The bytes are sealed in place: hand the
+    /// buffer back only after.
+    pub(crate) fn write_data(&mut self, buffer: &mut [u8], len: usize) -> Result<()> {
+        self.write_data_in(buffer, len)
+    }
+
+    /// [`FrameWriter::write_data`] of a frame laid out in `frame` (headroom, `len`
+    /// file bytes, room for the tag), which may be one slot of a larger buffer that
+    /// holds several files' frames back to back.
+    pub(crate) fn write_data_in(&mut self, frame: &mut [u8], len: usize) -> Result<()> {
         assert!(
-            (1..MAX_DATA_FRAME).contains(&len) && buffer.len() >= DATA_HEADROOM + len + TAG_LEN,
+            (1..MAX_DATA_FRAME).contains(&len) && frame.len() >= DATA_HEADROOM + len + TAG_LEN,
             "data frames carry 1 byte to 16 MiB, in a buffer with headroom and tag room"
         );
-        let (start, plain) = match &mut self.deflater {
-            None => (DATA_HEADROOM, len),
+        // A compressed frame is laid out in `spare` and goes from there.
+        let (frame, start, plain) = match &mut self.deflater {
+            None => (frame, DATA_HEADROOM, len),
             Some(deflater) => {
-                if self.spare.len() < buffer.len() {
-                    self.spare = vec![0; buffer.len()];
+                let needed = DATA_HEADROOM + len + TAG_LEN;
+                if self.spare.len() < needed {
+                    self.spare = vec![0; needed.max(frame.len())];
                 }
-                let source = &buffer[DATA_HEADROOM..DATA_HEADROOM + len];
+                let source = &frame[DATA_HEADROOM..DATA_HEADROOM + len];
                 match deflater.deflate(source, &mut self.spare[DATA_HEADROOM..DATA_HEADROOM + len])
                 {
                     Some(packed) => {
                         self.squeezed.count(len, packed);
-                        std::mem::swap(buffer, &mut self.spare);
-                        buffer[DATA_HEADROOM - 1] = 1;
-                        (DATA_HEADROOM - 1, packed + 1)
+                        self.spare[DATA_HEADROOM - 1] = 1;
+                        (&mut self.spare[..], DATA_HEADROOM - 1, packed + 1)
                     }
                     None => {
                         self.squeezed.count(len, len);
-                        buffer[DATA_HEADROOM - 1] = 0;
-                        (DATA_HEADROOM - 1, len + 1)
+                        frame[DATA_HEADROOM - 1] = 0;
+                        (frame, DATA_HEADROOM - 1, len + 1)
                     }
                 }
             }
         };
         let mut end = start + plain;
         if let Some(sealer) = &mut self.sealer {
-            let tag = sealer.seal(&mut buffer[start..end])?;
-            buffer[end..end + TAG_LEN].copy_from_slice(&tag);
+            let tag = sealer.seal(&mut frame[start..end])?;
+            frame[end..end + TAG_LEN].copy_from_slice(&tag);
             end += TAG_LEN;
         }
         let prefix = u32::try_from(end - start).expect("under 16 MiB");
-        buffer[start - LENGTH_PREFIX..start].copy_from_slice(&prefix.to_be_bytes());
+        frame[start - LENGTH_PREFIX..start].copy_from_slice(&prefix.to_be_bytes());
         self.inner
-            .write_all(&buffer[start - LENGTH_PREFIX..end])
+            .write_all(&frame[start - LENGTH_PREFIX..end])
             .map_err(net)
     }
 

@@ -8,8 +8,10 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use crate::util::peer::kind;
 use crate::util::relay::{Faults, Relay};
 use crate::util::*;
+use serde_json::json;
 
 /// Sizes around the line between small files and resumable ones (64 KiB).
 const SIZES: [usize; 7] = [0, 1, 4096, 65_535, 65_536, 65_537, 200_000];
@@ -134,4 +136,129 @@ fn a_cut_tree_keeps_only_partials_of_large_files_and_reruns_to_done() {
     assert!(rerun.status.success(), "{}", stderr_of(&rerun));
     assert_same_tree(&tree, &out.path().join("tree"));
     let _ = receiver.child.kill();
+}
+
+/// Small files travel packed on the sender and batched on the receiver: a file
+/// that fails on the way fails alone, and the files around it arrive.
+#[test]
+fn a_small_file_that_grows_while_sent_fails_alone_and_its_neighbours_arrive() {
+    let src = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let tree = src.path().join("tree");
+    fs::create_dir(&tree).unwrap();
+    for i in 0..40u64 {
+        write_in(
+            &tree,
+            &format!("f{i:02}"),
+            &pattern(100 + i as usize * 50, i),
+        );
+    }
+    // A file of the kernel's says it is empty and then reads as more: it is packed
+    // with the tree's files, as the first of them.
+    let grows = Path::new("/proc/self/status");
+    let mut receiver = Receiver::start(out.path(), Some(KEY), &[]);
+    let sent = send(&[grows, &tree], receiver.port, KEY, &[]);
+    assert!(!sent.status.success(), "{}", stderr_of(&sent));
+    assert!(
+        stderr_of(&sent).contains("grew while it was being sent"),
+        "{}",
+        stderr_of(&sent)
+    );
+    receiver.exit_code();
+    assert!(!out.path().join("status").exists(), "the file that grew");
+    assert_same_tree(&tree, &out.path().join("tree"));
+}
+
+#[test]
+fn a_small_file_that_fails_its_hash_among_many_is_refused_alone() {
+    let out = tempfile::tempdir().unwrap();
+    let receiver = Receiver::start(out.path(), Some(KEY), &[]);
+    let mut peer = peer_sender(receiver.port, SENDER_FEATURES);
+    let content = |i: u64| pattern(1000 + i as usize, i);
+    let offer: Vec<serde_json::Value> = (0..50u64)
+        .map(|i| json!({"path": format!("f{i:02}"), "kind": "file", "size": 1000 + i}))
+        .collect();
+    peer.send_offer(&[offer]).unwrap();
+    peer.read_plan(50).unwrap();
+    for i in 0..50u64 {
+        let path = format!("f{i:02}");
+        if i != 17 {
+            peer.send_file(i, &path, &content(i), 0).unwrap();
+            continue;
+        }
+        // The bytes of another file, under the hash of its own.
+        peer.send_control(&json!({"type": "data", "index": i, "offset": 0}))
+            .unwrap();
+        let wrong = peer.data_payload(&pattern(1017, 99));
+        peer.send_frame(&wrong).unwrap();
+        peer.send_frame(&[]).unwrap();
+        let done = peer.done_frame(i, &path, &content(i));
+        peer.send_control(&done).unwrap();
+    }
+    peer.send_end().unwrap();
+    let mut answers = std::collections::BTreeMap::new();
+    loop {
+        let frame = peer.read_control().unwrap();
+        if kind(&frame) == "end" {
+            break;
+        }
+        let index = frame["index"].as_u64().unwrap();
+        let said = frame["code"].as_str().unwrap_or(kind(&frame)).to_string();
+        answers.insert(index, said);
+    }
+    assert_eq!(answers.len(), 50);
+    for (index, said) in answers {
+        let path = out.path().join(format!("f{index:02}"));
+        if index == 17 {
+            assert_eq!(said, "checksum");
+            assert!(!path.exists());
+        } else {
+            assert_eq!(said, "ok", "{index}");
+            assert_eq!(fs::read(&path).unwrap(), content(index));
+        }
+    }
+    assert_eq!(
+        files_under(out.path()).len(),
+        49,
+        "nothing else, nothing hidden"
+    );
+}
+
+#[test]
+fn more_data_than_offered_amid_small_files_ends_the_session_and_keeps_only_verified_files() {
+    let out = tempfile::tempdir().unwrap();
+    let receiver = Receiver::start(out.path(), Some(KEY), &[]);
+    let mut peer = peer_sender(receiver.port, SENDER_FEATURES);
+    let offer: Vec<serde_json::Value> = (0..10u64)
+        .map(|i| json!({"path": format!("f{i}"), "kind": "file", "size": 100}))
+        .collect();
+    peer.send_offer(&[offer]).unwrap();
+    peer.read_plan(10).unwrap();
+    for i in 0..5u64 {
+        peer.send_file(i, &format!("f{i}"), &pattern(100, i), 0)
+            .unwrap();
+    }
+    peer.send_control(&json!({"type": "data", "index": 5, "offset": 0}))
+        .unwrap();
+    let long = peer.data_payload(&pattern(101, 5));
+    peer.send_frame(&long).unwrap();
+    let mut said = Vec::new();
+    while let Ok(frame) = peer.read_control() {
+        said.push(frame["code"].as_str().unwrap_or(kind(&frame)).to_string());
+    }
+    assert_eq!(
+        said.last().map(String::as_str),
+        Some("protocol"),
+        "{said:?}"
+    );
+    // What verified before is kept (and acknowledged if the connection still
+    // allowed it); nothing of the rest is there, not even hidden.
+    assert!(said.iter().filter(|s| *s == "ok").count() <= 5, "{said:?}");
+    for i in 0..5u64 {
+        assert_eq!(
+            fs::read(out.path().join(format!("f{i}"))).unwrap(),
+            pattern(100, i)
+        );
+    }
+    assert_eq!(files_under(out.path()).len(), 5);
 }

@@ -10,9 +10,10 @@ use std::sync::mpsc;
 use anyhow::Result;
 
 use super::delta::{self, Built};
-use super::disk::{Arrived, Job, disk_gone};
+use super::disk::{Arrived, Job, SmallFile, disk_gone};
 use super::plan::Planned;
 use super::shared::Shared;
+use super::small::Batch;
 use crate::error::{Kind, fail, kind_of, peer_error};
 use crate::escape::escape;
 use crate::fs::Refusal;
@@ -26,17 +27,43 @@ use crate::ui::report::FileOutcome;
 
 /// Reads every accepted file's data, then `end`. Anything out of the plan's order,
 /// or beyond a file's offered size, breaks the protocol and ends the session.
+/// Small files are read whole and handed on in batches (`small.rs`); whatever of a
+/// batch arrived complete is handed on even when the session fails.
 pub(crate) fn read_entries<R: Read>(
     reader: &mut FrameReader<R>,
     planned: &[Planned],
-    pool: &mut Pool,
+    (pool, batch): (&mut Pool, &mut Batch),
+    jobs: &mpsc::Sender<Job>,
+    shared: &Shared<'_>,
+    tally: &Tally,
+) -> Result<()> {
+    let read = read_all(reader, planned, (pool, batch), jobs, shared, tally);
+    let flushed = batch.flush(jobs);
+    read.and(flushed)
+}
+
+/// [`read_entries`] but for the last batch.
+fn read_all<R: Read>(
+    reader: &mut FrameReader<R>,
+    planned: &[Planned],
+    (pool, batch): (&mut Pool, &mut Batch),
     jobs: &mpsc::Sender<Job>,
     shared: &Shared<'_>,
     tally: &Tally,
 ) -> Result<()> {
     let mut expected = (0..planned.len()).filter(|&i| planned[i].expects_data);
     loop {
-        match read_start(reader, expected.next())? {
+        if reader.buffered() == 0 {
+            // The next frame waits on the sender: the disk thread need not.
+            batch.flush(jobs)?;
+        }
+        let start = read_start(reader, expected.next())?;
+        if !matches!(&start, Start::Data { index, offset, delta } if Batch::takes(&planned[*index], (*offset, *delta), shared))
+        {
+            // Anything else goes to the disk thread after the files before it.
+            batch.flush(jobs)?;
+        }
+        match start {
             Start::End => return Ok(()),
             Start::GaveUp { index, why } => {
                 // The sender could not read it: not sent, as the sender counts it.
@@ -63,7 +90,11 @@ pub(crate) fn read_entries<R: Read>(
                     offset,
                     delta,
                 };
-                receive_file(reader, &file, pool, jobs, shared, tally)?;
+                if Batch::takes(file.item, (offset, delta), shared) {
+                    receive_small(reader, &file, batch, jobs, shared, tally)?;
+                } else {
+                    receive_file(reader, &file, pool, jobs, shared, tally)?;
+                }
             }
         }
     }
@@ -223,6 +254,44 @@ fn receive_file<R: Read>(
         claimed.and_then(|claimed| verdict_of(built, (index, item, resumed_at), &claimed, shared));
     jobs.send(Job::Close { index, verdict })
         .map_err(|_| disk_gone())
+}
+
+/// Receives a small file (see `small.rs`): its data frames into the batch's arena,
+/// hashed as they arrive, then its `done`; the file joins the batch with its
+/// verdict. The disk thread hears nothing of it before.
+fn receive_small<R: Read>(
+    reader: &mut FrameReader<R>,
+    file: &Incoming<'_>,
+    batch: &mut Batch,
+    jobs: &mpsc::Sender<Job>,
+    shared: &Shared<'_>,
+    tally: &Tally,
+) -> Result<()> {
+    let Incoming { index, item, .. } = *file;
+    check_start(file)?;
+    tally
+        .reporter()
+        .current_file(&item.entry.shown_path(), None);
+    let mut hasher = shared.transfer.hash.hasher();
+    let size = item.entry.size.unwrap_or(0);
+    let bytes = batch.read_file(reader, (index, size), &mut hasher, tally)?;
+    let claimed = read_done(reader, index)?;
+    let built = Built {
+        size: bytes.len() as u64,
+        digest: hasher.finish(),
+        failure: None,
+        moved: None,
+    };
+    let verdict =
+        claimed.and_then(|claimed| verdict_of(built, (index, item, None), &claimed, shared));
+    batch.push(
+        SmallFile {
+            index,
+            bytes,
+            verdict,
+        },
+        jobs,
+    )
 }
 
 /// The verdict on a file whose data is in (`built`), against what its `done` claimed;

@@ -1,6 +1,7 @@
 //! The receiver's disk thread: it writes each arriving file where it goes (a part
-//! file, or standard output), makes verified files durable in groups (a flush for
-//! the group's data, its names, a flush for the names), and only then sends their
+//! file, or standard output), has verified files made durable in groups (a flush
+//! for the group's data, its names, a flush for the names; on the flushing thread,
+//! `flusher.rs`, while this one writes the next group), and only then sends their
 //! acknowledgements, so an `ok` always means "durable under its final name". It
 //! owns the writing half of the connection while data flows.
 //!
@@ -23,6 +24,7 @@ use anyhow::{Context, Result};
 use rustix::io::Errno;
 
 use super::claims::Claim;
+use super::flusher::{Flush, Flushed, Flusher};
 use super::plan::Planned;
 use super::shared::{Destination, Shared};
 use crate::error::{Classify, Kind};
@@ -31,7 +33,7 @@ use crate::fs::Refusal;
 use crate::fs::home::Footprint;
 use crate::fs::path::{Names, check_path_bytes};
 use crate::fs::quota::Reservation;
-use crate::fs::sink::{PartFile, Resolver, Resume, StdoutSink, TargetDir, Unflushed};
+use crate::fs::sink::{PartFile, Resolver, Resume, StdoutSink, TargetDir};
 use crate::pool::Giver;
 use crate::proto::hash::{Digest, Hasher};
 use crate::proto::message::{ErrorCode, Message};
@@ -50,13 +52,14 @@ const GROUP_BYTES: u64 = 32 << 20;
 const GROUP_WAIT: Duration = Duration::from_millis(100);
 
 /// Descriptors a group may hold open (unnamed files stay open until linked in):
-/// [`GROUP_FILES`], or half of what the process may open if that is less.
+/// [`GROUP_FILES`], or a quarter of what the process may open if that is less (a
+/// second group holds as many while the flushing thread commits it).
 fn group_descriptors() -> usize {
     static BUDGET: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
     *BUDGET.get_or_init(|| {
         let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile).current;
-        let half = limit.map_or(usize::MAX, |limit| (limit / 2) as usize);
-        half.clamp(1, GROUP_FILES)
+        let quarter = limit.map_or(usize::MAX, |limit| (limit / 4) as usize);
+        quarter.clamp(1, GROUP_FILES)
     })
 }
 
@@ -94,6 +97,20 @@ pub(crate) enum Job {
         size: u64,
         reply: std::sync::mpsc::Sender<Option<Digest>>,
     },
+    /// Small files the socket thread read whole and checked (`small.rs`), their
+    /// bytes back to back in `arena`, which goes back to its pool after: each is
+    /// written and closed as if it had been opened, written and closed on its own.
+    Small {
+        arena: Vec<u8>,
+        files: Vec<SmallFile>,
+    },
+}
+
+/// One file of a [`Job::Small`]: its bytes in the arena, and its verdict.
+pub(crate) struct SmallFile {
+    pub(crate) index: usize,
+    pub(crate) bytes: Range<usize>,
+    pub(crate) verdict: Result<Arrived, Refusal>,
 }
 
 /// A sparse entry being written (section 16.4): its hash so far, and where the
@@ -139,25 +156,55 @@ struct Waiting {
     arrived: Arrived,
 }
 
+/// What goes back to the socket thread's pools: data buffers and small-file arenas.
+pub(crate) struct Givers {
+    pub(crate) buffers: Giver,
+    pub(crate) arenas: Giver,
+}
+
 /// Runs the disk thread until the socket thread hangs up, then commits what is left.
-/// An error here (standard output closed) ends the session.
+/// An error here (standard output closed) ends the session. Groups are made durable
+/// by a flushing thread of its own (`flusher.rs`), one at a time, while this one
+/// writes the next.
 pub(crate) fn run<W: Write>(
     jobs: Receiver<Job>,
-    giver: Giver,
+    giver: Givers,
     writer: &mut FrameWriter<W>,
     planned: &[Planned],
     holds: Vec<Holds<'_>>,
     shared: &Shared<'_>,
     tally: &Tally,
 ) -> Result<()> {
-    let answers = Answers {
-        planned,
-        holds: RefCell::new(holds),
-        shared,
-        tally,
-    };
+    std::thread::scope(|scope| {
+        let flusher = match shared.destination {
+            Destination::Dir(target) => {
+                let overwrite = shared.settings.overwrite;
+                let started = Flusher::start(scope, target, overwrite);
+                Some(started.context("cannot start a thread")?)
+            }
+            Destination::Stdout => None,
+        };
+        let answers = Answers {
+            planned,
+            holds: RefCell::new(holds),
+            shared,
+            tally,
+            flusher,
+        };
+        work(&jobs, &giver, writer, &answers)
+        // Dropping `answers` here ends the flushing thread.
+    })
+}
+
+/// [`run`]'s loop: every job in turn, an idle moment or the end committing all.
+fn work<W: Write>(
+    jobs: &Receiver<Job>,
+    giver: &Givers,
+    writer: &mut FrameWriter<W>,
+    answers: &Answers<'_, '_>,
+) -> Result<()> {
     let mut desk = Desk {
-        resolver: match shared.destination {
+        resolver: match answers.shared.destination {
             Destination::Dir(target) => Some(target.resolver()),
             Destination::Stdout => None,
         },
@@ -173,11 +220,11 @@ pub(crate) fn run<W: Write>(
                 continue;
             }
             Err(RecvTimeoutError::Disconnected) => {
-                desk.keep_cut_file(tally);
+                desk.keep_cut_file(answers.tally);
                 return answers.commit(&mut desk.group, writer, true);
             }
         };
-        desk.apply(job, &answers, writer, &giver)?;
+        desk.apply(job, answers, writer, giver)?;
     }
 }
 
@@ -239,13 +286,47 @@ impl Desk<'_> {
         Ok(())
     }
 
+    /// Writes and closes the small files of a [`Job::Small`]: a file whose data
+    /// failed its checks is answered without touching the disk.
+    fn small<W: Write>(
+        &mut self,
+        arena: &[u8],
+        files: Vec<SmallFile>,
+        answers: &Answers<'_, '_>,
+        writer: &mut FrameWriter<W>,
+    ) -> Result<()> {
+        for SmallFile {
+            index,
+            bytes,
+            verdict,
+        } in files
+        {
+            let arrived = match verdict {
+                Ok(arrived) => arrived,
+                Err(refusal) => {
+                    answers.settle(index, Settled::Unchanged);
+                    answers.answer_now(writer, index, Err(refusal))?;
+                    continue;
+                }
+            };
+            let item = &answers.planned[index];
+            let start = (0, false);
+            let mut landing = open_landing(item, start, self.resolver.as_mut(), answers.shared)?;
+            if !bytes.is_empty() {
+                landing.write(&arena[bytes])?;
+            }
+            answers.close(index, Ok(arrived), landing, &mut self.group, writer)?;
+        }
+        Ok(())
+    }
+
     /// Does one job of the socket thread's; an error ends the session.
     fn apply<W: Write>(
         &mut self,
         job: Job,
         answers: &Answers<'_, '_>,
         writer: &mut FrameWriter<W>,
-        giver: &Giver,
+        giver: &Givers,
     ) -> Result<()> {
         match job {
             Job::Open {
@@ -261,7 +342,12 @@ impl Desk<'_> {
                     }
                     landing.write(&buffer[range])?;
                 }
-                giver.give(buffer);
+                giver.buffers.give(buffer);
+            }
+            Job::Small { arena, files } => {
+                let written = self.small(&arena, files, answers, writer);
+                giver.arenas.give(arena);
+                written?;
             }
             Job::Run { offset } => self.next_run(offset),
             Job::Seal { size, reply } => {
@@ -291,15 +377,16 @@ impl Desk<'_> {
 }
 
 /// Verified files waiting to be made durable together, their bytes and the
-/// descriptors they hold; and the files of the group before, under their final
-/// names, waiting for the flush that makes those names durable.
+/// descriptors they hold; the group before, being committed by the flushing
+/// thread; and the files before that, under their final names, waiting for the
+/// flush that makes those names durable.
 #[derive(Default)]
 struct Group {
     files: Vec<Waiting>,
     bytes: u64,
     descriptors: usize,
+    in_flight: Option<Vec<(usize, Arrived)>>,
     named: Vec<(usize, Arrived)>,
-    unflushed: Unflushed,
 }
 
 /// What an entry holds until it is done: its claim on its path (released just
@@ -323,6 +410,13 @@ struct Answers<'a, 'c> {
     holds: RefCell<Vec<Holds<'c>>>,
     shared: &'a Shared<'a>,
     tally: &'a Tally,
+    /// Makes groups durable (none for standard output).
+    flusher: Option<Flusher>,
+}
+
+/// The flushing thread stopped; it has nothing to say why (a panic).
+fn flusher_gone() -> anyhow::Error {
+    crate::error::fail(Kind::Io, "the flushing thread stopped")
 }
 
 impl Answers<'_, '_> {
@@ -385,43 +479,64 @@ impl Answers<'_, '_> {
     }
 
     /// Makes the waiting group durable: one flush for the names the group before
-    /// was given and this group's data, then this group's names. The group
-    /// before is answered now; this one after the next flush, or at once with
-    /// `all` (an idle moment, the end), which flushes the names right away.
+    /// was given and this group's data, then this group's names, on the flushing
+    /// thread. The group before is answered now (its names are durable once this
+    /// group's flush is over); this one after the next flush, or at once with `all`
+    /// (an idle moment, the end), which waits for it and flushes its names.
     fn commit<W: Write>(
         &self,
         group: &mut Group,
         writer: &mut FrameWriter<W>,
         all: bool,
     ) -> Result<()> {
-        let Destination::Dir(target) = self.shared.destination else {
+        let Some(flusher) = &self.flusher else {
             return Ok(()); // only part files wait in groups
         };
         if !group.files.is_empty() {
+            self.collect(group, writer)?;
             let (done, parts): (Vec<_>, Vec<_>) = std::mem::take(&mut group.files)
                 .into_iter()
                 .map(|waiting| ((waiting.index, waiting.arrived), waiting.part))
                 .unzip();
             group.bytes = 0;
             group.descriptors = 0;
-            let overwrite = self.shared.settings.overwrite;
-            let (flushed, results) = target.commit_group(parts, overwrite, &mut group.unflushed);
-            self.answer_named(std::mem::take(&mut group.named), flushed, writer)?;
-            for ((index, arrived), result) in done.into_iter().zip(results) {
-                match result {
-                    Ok(()) => group.named.push((index, arrived)),
-                    Err(refusal) => {
-                        self.settle(index, Settled::Unchanged);
-                        self.send(writer, index, Err(refusal))?;
-                    }
+            if !flusher.ask(Flush::Group(parts)) {
+                return Err(flusher_gone());
+            }
+            group.in_flight = Some(done);
+        }
+        if all {
+            self.collect(group, writer)?;
+            if !group.named.is_empty() {
+                let flushed = match flusher.ask(Flush::Names) {
+                    true => flusher.outcome().ok_or_else(flusher_gone)?,
+                    false => return Err(flusher_gone()),
+                };
+                self.answer_named(std::mem::take(&mut group.named), flushed.before, writer)?;
+            }
+        }
+        writer.flush()
+    }
+
+    /// Waits for the group the flushing thread is committing, if one is: the
+    /// names before it are durable now and are answered; its own files are named
+    /// (or answered with why not).
+    fn collect<W: Write>(&self, group: &mut Group, writer: &mut FrameWriter<W>) -> Result<()> {
+        let (Some(flusher), Some(done)) = (&self.flusher, group.in_flight.take()) else {
+            return Ok(());
+        };
+        let Flushed { before, results } = flusher.outcome().ok_or_else(flusher_gone)?;
+        self.answer_named(std::mem::take(&mut group.named), before, writer)?;
+        for ((index, arrived), result) in done.into_iter().zip(results) {
+            match result {
+                Ok(()) => group.named.push((index, arrived)),
+                Err(refusal) => {
+                    self.settle(index, Settled::Unchanged);
+                    self.send(writer, index, Err(refusal))?;
                 }
             }
         }
-        if all && !group.named.is_empty() {
-            let flushed = target.flush_names(&mut group.unflushed);
-            self.answer_named(std::mem::take(&mut group.named), flushed, writer)?;
-        }
-        writer.flush()
+        Ok(())
     }
 
     /// Answers files that were given their final names, once the flush of those

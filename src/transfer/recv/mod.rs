@@ -5,9 +5,10 @@
 //! Per-entry problems (an unsafe name, an existing file, a full disk, a bad checksum)
 //! are answered for that entry and the session goes on; a peer that breaks the
 //! protocol ends the session, and is told why. `plan.rs` decides the
-//! offer; `data.rs`, on the socket thread, reads frames and hashes as they arrive;
-//! `disk.rs`, on a thread of its own, writes, makes files durable and acknowledges
-//! them; `delta.rs` builds a file from a delta's instructions and its basis; then
+//! offer; `data.rs`, on the socket thread, reads frames and hashes as they arrive
+//! (small files whole, handed on in batches: `small.rs`); `disk.rs`, on a thread of
+//! its own, writes and acknowledges, while `flusher.rs`, on another, makes groups
+//! of files durable under their names; `delta.rs` builds a file from a delta's instructions and its basis; then
 //! `make.rs` makes the entries without data (links, special files) and `mirror.rs`
 //! removes what a mirroring sender's `--delete` asks. The filesystem is reached only
 //! through `fs::sink`.
@@ -16,10 +17,12 @@ mod claims;
 mod data;
 mod delta;
 mod disk;
+mod flusher;
 mod make;
 mod mirror;
 mod plan;
 mod shared;
+mod small;
 
 use std::io::{Read, Write};
 use std::sync::mpsc;
@@ -27,10 +30,12 @@ use std::sync::mpsc;
 use anyhow::Result;
 
 pub(crate) use self::claims::Claims;
+use self::disk::Givers;
 use self::mirror::Asked;
 use self::plan::Planned;
 use self::shared::Shared;
 pub(crate) use self::shared::{Destination, Settings};
+use self::small::Batch;
 use super::Tally;
 use super::offer::{Offered, read_offer};
 use crate::error::{Kind, fail, said_by_peer};
@@ -121,12 +126,14 @@ fn data_phase<R: Read, W: Write + Send>(
     let planned = &*planned;
     let disk_writer: &mut FrameWriter<W> = writer;
     let (read_result, disk_result) = std::thread::scope(|scope| {
-        let (mut pool, giver) = Pool::with(POOL_BUFFERS, data_buffer);
+        let (mut pool, buffers) = Pool::with(POOL_BUFFERS, data_buffer);
+        let (mut batch, arenas) = Batch::new();
+        let givers = Givers { buffers, arenas };
         let (jobs, queue) = mpsc::channel();
         let disk = std::thread::Builder::new()
             .name("disk".into())
             .spawn_scoped(scope, move || {
-                disk::run(queue, giver, disk_writer, planned, claims, shared, tally)
+                disk::run(queue, givers, disk_writer, planned, claims, shared, tally)
             });
         let disk = match disk {
             Ok(disk) => disk,
@@ -137,7 +144,8 @@ fn data_phase<R: Read, W: Write + Send>(
                 );
             }
         };
-        let read = data::read_entries(reader, planned, &mut pool, &jobs, shared, tally);
+        let buffers = (&mut pool, &mut batch);
+        let read = data::read_entries(reader, planned, buffers, &jobs, shared, tally);
         drop(jobs); // the disk thread commits what is left and returns
         let written = disk
             .join()

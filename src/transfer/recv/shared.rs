@@ -37,7 +37,7 @@ pub(crate) struct Settings {
 /// resumable costs every file (a lookup when planning, a lock, a truncate and a
 /// named temporary with two more directory entries; with 10 000 files of 4 KiB
 /// that was a third of the receiver's system time).
-const SMALL_FILE: u64 = 64 << 10;
+pub(crate) const SMALL_FILE: u64 = 64 << 10;
 
 impl Settings {
     /// Whether a file offered with `size` bytes is received as resumable partial

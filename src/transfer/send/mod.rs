@@ -3,7 +3,7 @@
 //! answers as they arrive. No per-file round trips.
 //!
 //! Three threads share the work: `stream.rs` reads and hashes files one chunk ahead
-//! of the socket; this thread writes frames; `answers.rs` reads `ok` and `error`
+//! of the socket (small files packed several to a buffer); this thread writes frames; `answers.rs` reads `ok` and `error`
 //! frames. The filesystem is reached only through the [`Outbox`], the terminal only
 //! through the [`Tally`].
 
@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Result;
 
-use self::piece::{BUFFER, Chunk, Piece, ToSend, Wanted};
+use self::piece::{BUFFER, Packed, Piece, ToSend, Wanted, slot};
 use self::view::PlainView;
 use super::Tally;
 use super::offer::{read_plan, write_offer};
@@ -629,7 +629,7 @@ fn write_data<'scope, 'env, W: Write>(
             Ok(piece) => {
                 in_file = match &piece {
                     Piece::Start { .. } | Piece::Run { .. } => true,
-                    Piece::End { .. } | Piece::GaveUp { .. } | Piece::Whole { .. } => false,
+                    Piece::End { .. } | Piece::GaveUp { .. } | Piece::Packed { .. } => false,
                     Piece::Chunk { .. } => in_file,
                 };
                 frames.write(writer, piece)?;
@@ -719,12 +719,13 @@ impl Frames<'_> {
                 let done = self.done(index, Sent { size, digest }, local_failure);
                 writer.write_message(&done)
             }
-            Piece::Whole {
-                start,
-                replaces,
-                chunk,
-                end,
-            } => self.write_whole(writer, (start, replaces), chunk, end),
+            Piece::Packed { mut buffer, files } => {
+                for file in files {
+                    self.write_packed(writer, &mut buffer, file)?;
+                }
+                self.giver.give(buffer);
+                Ok(())
+            }
             Piece::GaveUp { index, why } => {
                 // Not sent, like a file the walk could not read: exit 10, not 7.
                 let path = &*self.entries[index as usize].shown_path();
@@ -757,40 +758,55 @@ impl Frames<'_> {
         Ok(())
     }
 
-    /// Writes a [`Piece::Whole`] as the pieces it stands for.
-    fn write_whole<W: Write>(
+    /// Writes one file of a [`Piece::Packed`] (its bytes in its slot of `buffer`) as
+    /// the pieces it stands for. One that was read in full is outstanding with what
+    /// its answer needs from the start: one lock of what the answer thread shares,
+    /// not three.
+    fn write_packed<W: Write>(
         &self,
         writer: &mut FrameWriter<W>,
-        ((index, offset, resumed), replaces): ((u64, u64, bool), bool),
-        chunk: Option<Chunk>,
-        (size, digest, local_failure): (u64, Digest, Option<String>),
+        buffer: &mut [u8],
+        file: Packed,
     ) -> Result<()> {
-        let start = Piece::Start {
+        let Packed {
             index,
             offset,
-            resumed,
-            delta: false,
             replaces,
-        };
-        self.write(writer, start)?;
-        if let Some((buffer, len)) = chunk {
-            let covered = len as u64;
-            self.write(
-                writer,
-                Piece::Chunk {
-                    buffer,
-                    len,
-                    covered,
-                },
-            )?;
-        }
-        let end = Piece::End {
-            index,
+            at,
+            len,
             size,
             digest,
             local_failure,
+        } = file;
+        let resumed_at = (offset > 0).then_some(offset);
+        let path = &*self.entries[index as usize].shown_path();
+        self.tally.reporter().current_file(path, resumed_at);
+        self.current.set(index);
+        let sent = Sent { size, digest };
+        let read = local_failure.is_none();
+        let outstanding = Outstanding {
+            facts: read.then_some(sent),
+            replaces,
+            moved: len as u64,
+            ..Outstanding::data_from(offset, resumed_at)
         };
-        self.write(writer, end)
+        self.pending.lock().insert(index, outstanding);
+        let header = Message::Data {
+            index,
+            offset,
+            delta: false,
+        };
+        writer.write_message(&header)?;
+        if len > 0 {
+            writer.write_data_in(&mut buffer[at..at + slot(len)], len)?;
+            self.tally.reporter().bar().inc(len as u64);
+        }
+        writer.write_end_of_data()?;
+        let done = match local_failure {
+            None => self.done_message(index, sent),
+            Some(why) => self.done(index, sent, Some(why)),
+        };
+        writer.write_message(&done)
     }
 
     /// The `done` for an entry whose data is complete. Its facts are stored before
@@ -812,6 +828,12 @@ impl Frames<'_> {
             // one); our own reason is the one worth showing.
             self.tally.failed(path, ErrorCode::Io, why);
         }
+        self.done_message(index, sent)
+    }
+
+    /// The `done` message for entry `index`, with its MAC.
+    fn done_message(&self, index: u64, sent: Sent) -> Message {
+        let entry = &self.entries[index as usize];
         let facts = FileFacts {
             index,
             size: sent.size,

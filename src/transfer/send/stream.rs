@@ -10,7 +10,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use super::delta;
-use super::piece::{BUFFER, CHUNK, Chunk, Piece, ToSend};
+use super::piece::{BUFFER, CHUNK, Packed, Piece, ToSend, slot};
 use crate::fs::input::{Input, Outbox};
 use crate::pool::Pool;
 use crate::proto::hash::{HashKind, Hasher};
@@ -30,26 +30,51 @@ pub(crate) fn read_files(
     pieces: &mpsc::Sender<Piece>,
     stop: &AtomicBool,
 ) {
+    let mut packer = Packer::default();
+    let mut out = Out {
+        pool,
+        pieces,
+        stop,
+        packer: &mut packer,
+    };
     for item in to_send {
-        if read_file(item, outbox, hash, pool, pieces, stop).is_none() {
+        if read_file(item, outbox, hash, &mut out).is_none() {
             return;
         }
     }
+    let _ = out.flush();
 }
 
-/// Reads one file into `pieces`; `None` when the session is over.
-fn read_file(
-    item: &ToSend,
-    outbox: &dyn Outbox,
-    hash: HashKind,
-    pool: &mut Pool,
-    pieces: &mpsc::Sender<Piece>,
-    stop: &AtomicBool,
-) -> Option<()> {
+/// Where the reading thread's work goes: buffers from `pool`, pieces to the socket
+/// thread (whole files packed first), until `stop`.
+struct Out<'a> {
+    pool: &'a mut Pool,
+    pieces: &'a mpsc::Sender<Piece>,
+    stop: &'a AtomicBool,
+    packer: &'a mut Packer,
+}
+
+impl Out<'_> {
+    /// Hands on the packed files, if any, before anything else goes.
+    fn flush(&mut self) -> Option<()> {
+        self.packer.flush(self.pool, self.pieces)
+    }
+
+    /// Sends a piece after the packed files before it; `None` once the socket
+    /// thread is gone.
+    fn send(&mut self, piece: Piece) -> Option<()> {
+        self.flush()?;
+        self.pieces.send(piece).ok()
+    }
+}
+
+/// Reads one file into `out`; `None` when the session is over.
+fn read_file(item: &ToSend, outbox: &dyn Outbox, hash: HashKind, out: &mut Out<'_>) -> Option<()> {
     let (index, position) = (item.index, item.index as usize);
     let entry = &outbox.entries()[position];
     if let (true, Some(size)) = (entry.is_sparse(), entry.size) {
-        return read_runs(item, size, outbox, hash, pool, pieces, stop);
+        out.flush()?;
+        return read_runs(item, size, outbox, hash, out.pool, out.pieces, out.stop);
     }
     let expected = entry.size;
     let mut hasher = hash.hasher();
@@ -57,7 +82,7 @@ fn read_file(
         Ok(opened) => opened,
         Err(err) => {
             let why = format!("{err:#}");
-            return pieces.send(Piece::GaveUp { index, why }).ok();
+            return out.send(Piece::GaveUp { index, why });
         }
     };
     let delta = item.delta.as_deref().filter(|_| start == 0);
@@ -66,8 +91,7 @@ fn read_file(
     {
         let shown = || outbox.shown(position);
         let at = (index, start, size, item.replaces);
-        let whole = whole_piece(&mut *input, at, hasher, pool, stop, shown)?;
-        return pieces.send(whole).ok();
+        return out.pack(&mut *input, at, hasher, shown);
     }
     let start_piece = Piece::Start {
         index,
@@ -76,7 +100,10 @@ fn read_file(
         delta: delta.is_some(),
         replaces: item.replaces,
     };
-    pieces.send(start_piece).ok()?;
+    out.send(start_piece)?;
+    let Out {
+        pool, pieces, stop, ..
+    } = out;
     let read = match delta {
         Some(wanted) => {
             let against = (wanted, expected);
@@ -265,73 +292,84 @@ fn send_chunks(
     }
 }
 
-/// What [`read_whole`] read of a file.
-struct WholeRead {
-    /// How far into the file it read.
-    sent: u64,
-    /// The buffer, unless it stayed empty.
-    chunk: Option<Chunk>,
-    /// The read error that cut it short, if one did.
-    error: Option<io::Error>,
+/// Files that each fit one chunk, read back to back into one buffer until it is
+/// full or holds [`PACK_FILES`]; then handed on as one [`Piece::Packed`].
+#[derive(Default)]
+struct Packer {
+    buffer: Option<Vec<u8>>,
+    /// Bytes of the buffer taken by the slots so far.
+    used: usize,
+    files: Vec<Packed>,
 }
 
-/// Reads the rest of a file that fits one chunk (`size` bytes, from `start`) into
-/// one buffer, hashing it; `None` when the session is over.
-fn read_whole(
-    input: &mut dyn Input,
-    start: u64,
-    size: u64,
-    hasher: &mut Hasher,
-    pool: &mut Pool,
-    stop: &AtomicBool,
-) -> Option<WholeRead> {
-    let mut buffer = pool.take()?;
-    let want = usize::try_from(size.saturating_sub(start)).expect("at most one chunk");
-    let room = &mut buffer[DATA_HEADROOM..DATA_HEADROOM + want];
-    let (n, error) = match fill(input, room, stop) {
-        Ok(Some(n)) => (n, None),
-        Ok(None) => return None,
-        Err(err) => (0, Some(err)),
-    };
-    hasher.update(&room[..n]);
-    let sent = start + n as u64;
-    if n == 0 {
-        pool.put_back(buffer);
-        return Some(WholeRead {
-            sent,
-            chunk: None,
-            error,
-        });
+/// Files packed into one buffer, at most: the socket thread gets work every few
+/// dozen files even when they are tiny.
+const PACK_FILES: usize = 64;
+
+impl Packer {
+    /// Hands on what is packed; a buffer taken for nothing goes back to the pool.
+    fn flush(&mut self, pool: &mut Pool, pieces: &mpsc::Sender<Piece>) -> Option<()> {
+        self.used = 0;
+        let Some(buffer) = self.buffer.take() else {
+            return Some(());
+        };
+        if self.files.is_empty() {
+            pool.put_back(buffer);
+            return Some(());
+        }
+        let files = std::mem::take(&mut self.files);
+        pieces.send(Piece::Packed { buffer, files }).ok()
     }
-    Some(WholeRead {
-        sent,
-        chunk: Some((buffer, n)),
-        error,
-    })
 }
 
-/// Reads entry `index` (offered with `size` bytes, which fit one chunk; `replaces`
-/// a file on the receiver) from `start` into its [`Piece::Whole`], with the size its `done` says (see
-/// [`final_size`]); `None` when the session is over.
-fn whole_piece(
-    input: &mut dyn Input,
-    (index, start, size, replaces): (u64, u64, u64, bool),
-    mut hasher: Hasher,
-    pool: &mut Pool,
-    stop: &AtomicBool,
-    shown: impl Fn() -> String,
-) -> Option<Piece> {
-    let read = read_whole(input, start, size, &mut hasher, pool, stop)?;
-    let (size, local_failure) = match read.error {
-        Some(err) => (read.sent, Some(format!("cannot read {}: {err}", shown()))),
-        None => final_size(input, Some(size), read.sent, stop, shown),
-    };
-    Some(Piece::Whole {
-        start: (index, start, start > 0),
-        replaces,
-        chunk: read.chunk,
-        end: (size, hasher.finish(), local_failure),
-    })
+impl Out<'_> {
+    /// Reads the rest of a file that fits one chunk (`size` bytes, from `start`;
+    /// `replaces` a file on the receiver) into the packed buffer, hashing it, with
+    /// the size its `done` says (see [`final_size`]); `None` when the session is over.
+    fn pack(
+        &mut self,
+        input: &mut dyn Input,
+        (index, start, size, replaces): (u64, u64, u64, bool),
+        mut hasher: Hasher,
+        shown: impl Fn() -> String,
+    ) -> Option<()> {
+        let want = usize::try_from(size.saturating_sub(start)).expect("at most one chunk");
+        if self.packer.used + slot(want) > BUFFER {
+            self.flush()?;
+        }
+        if self.packer.buffer.is_none() {
+            self.packer.buffer = Some(self.pool.take()?);
+        }
+        let (at, stop) = (self.packer.used, self.stop);
+        let buffer = self.packer.buffer.as_mut().expect("just taken");
+        let room = &mut buffer[at + DATA_HEADROOM..at + DATA_HEADROOM + want];
+        let (n, error) = match fill(input, room, stop) {
+            Ok(Some(n)) => (n, None),
+            Ok(None) => return None,
+            Err(err) => (0, Some(err)),
+        };
+        hasher.update(&room[..n]);
+        let sent = start + n as u64;
+        let (size, local_failure) = match error {
+            Some(err) => (sent, Some(format!("cannot read {}: {err}", shown()))),
+            None => final_size(input, Some(size), sent, stop, shown),
+        };
+        self.packer.used += slot(n);
+        self.packer.files.push(Packed {
+            index,
+            offset: start,
+            replaces,
+            at,
+            len: n,
+            size,
+            digest: hasher.finish(),
+            local_failure,
+        });
+        if self.packer.files.len() >= PACK_FILES {
+            self.flush()?;
+        }
+        Some(())
+    }
 }
 
 /// The size `done` says for a file read in full (`sent` bytes), and why it no
