@@ -23,6 +23,7 @@ mod filters;
 mod fuzz_corpus;
 mod hostile_peers;
 mod interop;
+mod itemize_attrs;
 mod layering;
 mod mirror;
 mod mirror_meta;
