@@ -37,6 +37,7 @@ mod serve_partials;
 mod serve_quota;
 mod serve_reload;
 mod serve_users;
+mod shell_mirror;
 mod small_files;
 mod tampering;
 mod transfer;
