@@ -243,3 +243,44 @@ fn a_peer_without_mirror_gets_the_fix_but_no_attrs_in_the_plan() {
         assert_eq!(fs::read(&there).unwrap(), b"same\n");
     }
 }
+
+#[test]
+fn a_same_file_whose_mode_cannot_be_set_stays_same_with_a_warning() {
+    let root = tempfile::tempdir().unwrap();
+    let root = root.path();
+    synced(root);
+    set_mode(&root.join("src/tree/a"), 0o600);
+    let dst = root.join("dst");
+    let mut command = crate::util::xfer();
+    command
+        .args(["recv", "--listen", "127.0.0.1:0", "--dir"])
+        .arg(&dst)
+        .env("XFER_KEY", KEY);
+    let Some(unprivileged) = crate::util::as_nobody(command) else {
+        eprintln!("skipped: needs root and setpriv to run the receiver as nobody");
+        return;
+    };
+    // The receiver may write the directories, but `a` stays root's.
+    for dir in [root, &dst, &dst.join("tree"), &dst.join("tree/sub")] {
+        std::os::unix::fs::chown(dir, Some(65534), Some(65534)).unwrap();
+    }
+    std::os::unix::fs::chown(dst.join("tree/sub/b"), Some(65534), Some(65534)).unwrap();
+    let mut receiver = Receiver::spawn(unprivileged);
+    let sent = crate::util::send(&[&root.join("src/tree")], receiver.port, KEY, &["-i"]);
+    assert_eq!(code(&sent), 0, "{}", stderr_of(&sent));
+    assert_eq!(receiver.exit_code(), 0, "{}", receiver.stderr());
+    assert_eq!(stdout_lines(&sent), Vec::<String>::new());
+    assert!(
+        stderr_of(&sent).contains("2 already there"),
+        "{}",
+        stderr_of(&sent)
+    );
+    assert!(
+        receiver
+            .stderr()
+            .contains("tree/a: cannot set its metadata"),
+        "{}",
+        receiver.stderr()
+    );
+    assert_eq!(mode(&dst.join("tree/a")), 0o644);
+}

@@ -391,9 +391,7 @@ impl<'c> Decider<'_, 'c> {
         let claim = self.claim(entry, &shown)?;
         let replaces = match self.placement(entry, &components)? {
             Placement::Same => {
-                let attrs =
-                    self.resolver
-                        .refresh_same_file(&shown, &components, entry, self.dry_run)?;
+                let attrs = self.refresh(entry, &components, &shown);
                 return Ok(Decided::Same { attrs });
             }
             Placement::Free(Some(bytes)) => Footprint { bytes, files: 1 },
@@ -532,6 +530,19 @@ impl<'c> Decider<'_, 'c> {
         }
         self.resolver
             .probe_file(path, components, overwrite, offered)
+    }
+
+    /// Whether a `same` file holds other metadata than offered, and (not in a dry
+    /// run) gives it the offered ones. What cannot be applied (a file of another
+    /// owner, for a receiver that is not root) is said and leaves the file `same`:
+    /// its content is delivered either way.
+    fn refresh(&mut self, entry: &Entry, components: &[&[u8]], shown: &str) -> bool {
+        self.resolver
+            .refresh_same_file(shown, components, entry, self.dry_run)
+            .unwrap_or_else(|refusal| {
+                crate::ui::report::warn(&escape(&refusal.message));
+                false
+            })
     }
 
     /// A dry run's quota check: whether `more` would fit, holding nothing.
