@@ -9,18 +9,17 @@ use super::args::{
     OutputArgs, RecvArgs, SecurityArgs, SendArgs, ServeArgs, TransferArgs,
 };
 use crate::client::ClientOptions;
-use crate::client::options::{AuthOptions, Encryption, Peering, Security};
+use crate::client::options::{AuthOptions, Encryption, Hashing, Peering, Security};
 use crate::client::path::from_home;
 use crate::commands::recv::RecvOptions;
 use crate::commands::remote::{Change, GetOptions, LsOptions};
 use crate::commands::send::SendOptions;
-use crate::fs::filter::Filter;
+use crate::fs::filter;
 use crate::fs::path::Names;
 use crate::fs::source::{STDIN_OPERAND, WalkOptions};
 use crate::net::{Admission, Link, Timeouts};
 use crate::net::{Endpoint as Host, Remote};
 use crate::proto::handshake::valid_user;
-use crate::proto::hash::HashKind;
 use crate::proto::message::Mirror;
 use crate::serve::ServerOptions;
 use crate::shell::{Script, ShellOptions};
@@ -194,36 +193,14 @@ fn mirroring(mut peering: Peering, mirror: &MirrorArgs) -> Peering {
     peering
 }
 
-/// What a `get` asks the server to filter and echo, if anything (17.6).
+/// What a `get` asks the server to filter and echo, if anything (17.5).
 fn get_mirror(mirror: &MirrorArgs) -> Result<Option<Mirror>, String> {
-    let rules = filter_rules(mirror)?;
-    if rules.is_empty() && !mirror.delete && !mirror.dry_run {
-        return Ok(None);
-    }
-    let mut filter = Filter::default();
-    filter.add("", &rules)?;
-    Ok(Some(Mirror {
-        delete: mirror.delete,
-        dry_run: mirror.dry_run,
-        rules: filter.wire().to_vec(),
-    }))
+    filter::get_request(&filter_rules(mirror)?, mirror.delete, mirror.dry_run)
 }
 
-/// The filter rules of `--exclude`, `--exclude-from` and `--include`, as gitignore
-/// lines in the order they judge: every exclusion, then the re-inclusions, so
-/// that `--include` takes back what an `--exclude` left out, whatever the order.
+/// The filter rules of `--exclude`, `--exclude-from` and `--include`.
 fn filter_rules(mirror: &MirrorArgs) -> Result<Vec<String>, String> {
-    let mut rules = mirror.exclude.clone();
-    for file in &mirror.exclude_from {
-        let text = std::fs::read_to_string(file)
-            .map_err(|err| format!("--exclude-from {}: {err}", file.display()))?;
-        rules.extend(
-            text.lines()
-                .map(|line| line.trim_end_matches('\r').to_string()),
-        );
-    }
-    rules.extend(mirror.include.iter().map(|pattern| format!("!{pattern}")));
-    Ok(rules)
+    filter::command_line_rules(&mirror.exclude, &mirror.exclude_from, &mirror.include)
 }
 
 /// `--compress 19`: the level is optional and only taken after `=`, so clap read
@@ -320,7 +297,7 @@ fn peering(
             password: auth.password,
         },
         security: Security {
-            hash: hash_kind(security.hash),
+            hash: hashing(security.hash),
             encryption: match (security.encrypt, security.no_encrypt) {
                 (true, _) => Encryption::Required,
                 (_, true) => Encryption::Off,
@@ -345,11 +322,12 @@ fn check_user(auth: &AuthArgs) -> Result<(), String> {
     }
 }
 
-/// The hash `--hash` names.
-fn hash_kind(choice: HashChoice) -> HashKind {
+/// What `--hash` (or `$XFER_HASH`) asks for; without it, BLAKE3 whenever the peer has it.
+fn hashing(choice: Option<HashChoice>) -> Hashing {
     match choice {
-        HashChoice::Md5 => HashKind::Md5,
-        HashChoice::Blake3 => HashKind::Blake3,
+        None => Hashing::Preferred,
+        Some(HashChoice::Md5) => Hashing::Md5,
+        Some(HashChoice::Blake3) => Hashing::Blake3,
     }
 }
 
@@ -400,7 +378,7 @@ fn client(args: ClientArgs, to: Host) -> Result<(ClientOptions, Style), String> 
                 password: args.auth.password,
             },
             mirror: None,
-            hash: HashKind::Md5,
+            hash: Hashing::Preferred,
             limit_rate: None,
             compress: None,
             whole_file: false,
@@ -411,7 +389,7 @@ fn client(args: ClientArgs, to: Host) -> Result<(ClientOptions, Style), String> 
 
 /// A client that transfers files: `--hash` and `--limit-rate`.
 fn transferring(client: &mut ClientOptions, args: &TransferArgs) {
-    client.hash = hash_kind(args.hash);
+    client.hash = hashing(args.hash);
     client.limit_rate = args.limit_rate;
     client.whole_file = args.whole_file;
 }
