@@ -103,7 +103,12 @@ impl Filter {
         let set = builder
             .build()
             .map_err(|err| format!("filter rules: {err}"))?;
-        self.sets.insert(dir.to_string(), set);
+        // A set without rules judges nothing: without any, `excluded` answers at
+        // once (every walk adds the command line's rules, mostly none).
+        match set.is_empty() {
+            true => self.sets.remove(dir),
+            false => self.sets.insert(dir.to_string(), set),
+        };
         self.wire.push(RuleSet {
             dir: dir.to_string(),
             lines: lines.to_vec(),

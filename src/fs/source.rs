@@ -12,11 +12,13 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fs::{File, Metadata};
+use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
+use rustix::fs::{Mode, OFlags};
 
 use super::filter::{Filter, IGNORE_FILES};
 use super::input::{self, Input, Outbox, UNREADABLE};
@@ -96,6 +98,9 @@ pub(crate) struct Collected {
     pub(crate) filtered: usize,
     /// What a mirroring sender asks of the receiver.
     mirror: Option<Mirror>,
+    /// The directory the last file was opened in, held open: the files of a tree
+    /// are opened one after another in the same directory, each by its name alone.
+    last_dir: std::sync::Mutex<Option<(PathBuf, OwnedFd)>>,
 }
 
 impl Collected {
@@ -125,6 +130,39 @@ impl Collected {
         self.roots.iter().any(|root| root.stream != Stream::No)
     }
 
+    /// Opens the file at `path` for reading, by its name in its directory (held
+    /// open from the file before when it is the same): one name to look up, not
+    /// every component of the path, as `File::open` would (the same links are
+    /// followed either way). 200 000 files: 6% of the sender's CPU went to
+    /// looking up their paths.
+    fn open_in_dir(&self, path: &Path) -> std::io::Result<File> {
+        let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
+            return File::open(path);
+        };
+        let mut last = self
+            .last_dir
+            .lock()
+            .expect("no panics while holding the lock");
+        if last.as_ref().is_none_or(|(dir, _)| dir != parent) {
+            let at = if parent.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                parent
+            };
+            let flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC;
+            let fd = rustix::fs::open(at, flags, Mode::empty())?;
+            *last = Some((parent.to_path_buf(), fd));
+        }
+        let (_, dir) = last.as_ref().expect("just opened");
+        let flags = OFlags::RDONLY | OFlags::CLOEXEC;
+        Ok(File::from(rustix::fs::openat(
+            dir,
+            name,
+            flags,
+            Mode::empty(),
+        )?))
+    }
+
     /// Where entry `index`'s bytes are.
     fn local_path(&self, index: usize) -> PathBuf {
         use std::os::unix::ffi::OsStrExt;
@@ -148,7 +186,11 @@ impl Outbox for Collected {
             return Ok(Box::new(input::Stream(std::io::stdin())));
         }
         let path = self.local_path(index);
-        let file = File::open(&path)
+        let opened = match root.stream {
+            Stream::No => self.open_in_dir(&path),
+            _ => File::open(&path),
+        };
+        let file = opened
             .with_context(|| format!("cannot open {}", escape_path(&path)))
             .classify(Kind::Io)?;
         Ok(match root.stream {
@@ -480,7 +522,9 @@ impl Walk<'_> {
 
     fn visit_children(&mut self, mut children: Vec<std::fs::DirEntry>, name: &[u8]) {
         use std::os::unix::ffi::OsStrExt;
-        children.sort_by_key(|child| child.file_name());
+        // Each name once: `file_name` allocates, and a comparison sort asks for it
+        // n log n times (a tenth of the walk of 200 000 entries).
+        children.sort_by_cached_key(|child| child.file_name());
         for child in children {
             let path = child.path();
             // A name need not be UTF-8: it travels as bytes (`path_hex`) under `meta`.
