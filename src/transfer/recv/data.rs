@@ -10,7 +10,7 @@ use std::sync::mpsc;
 use anyhow::Result;
 
 use super::delta::{self, Built};
-use super::disk::{Arrived, Job, SmallFile, disk_gone};
+use super::jobs::{Arrived, Job, SmallFile, disk_gone};
 use super::plan::Planned;
 use super::shared::Shared;
 use super::small::Batch;

@@ -15,7 +15,6 @@
 
 use std::cell::RefCell;
 use std::io::Write;
-use std::ops::Range;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::Duration;
@@ -25,6 +24,8 @@ use rustix::io::Errno;
 
 use super::claims::Claim;
 use super::flusher::{Flush, Flushed, Flusher};
+pub(crate) use super::jobs::{Arrived, Job, SmallFile, disk_gone};
+use super::maker::{Helper, Made, make_all};
 use super::plan::Planned;
 use super::shared::{Destination, Shared};
 use crate::error::{Classify, Kind};
@@ -63,56 +64,6 @@ fn group_descriptors() -> usize {
     })
 }
 
-/// What the socket thread asks of the disk thread, in order.
-pub(crate) enum Job {
-    /// Entry `index`'s data starts at byte `offset`: open where it goes (for a
-    /// `delta`, a fresh temporary, never kept for resuming).
-    Open {
-        index: usize,
-        offset: u64,
-        delta: bool,
-    },
-    /// The next bytes of the open entry, at `range` of `buffer`; the buffer goes
-    /// back to the pool after.
-    Write {
-        buffer: Vec<u8>,
-        range: Range<usize>,
-    },
-    /// The open entry is complete and was checked: keep it, or say why not.
-    Close {
-        index: usize,
-        verdict: Result<Arrived, Refusal>,
-    },
-    /// The data of the open entry cannot be trusted (a sealed frame did not open):
-    /// remove it, partial data included. The session ends after this.
-    Discard,
-    /// The sender gave up entry `index` before its data: report it (it gets no
-    /// answer); nothing changed on disk.
-    GaveUp { index: usize, outcome: FileOutcome },
-    /// The open sparse entry's run is complete; the next starts at `offset`.
-    Run { offset: u64 },
-    /// The open sparse entry's runs are complete: set its length to `size` and
-    /// answer its hash (`None` when it could not be written).
-    Seal {
-        size: u64,
-        reply: std::sync::mpsc::Sender<Option<Digest>>,
-    },
-    /// Small files the socket thread read whole and checked (`small.rs`), their
-    /// bytes back to back in `arena`, which goes back to its pool after: each is
-    /// written and closed as if it had been opened, written and closed on its own.
-    Small {
-        arena: Vec<u8>,
-        files: Vec<SmallFile>,
-    },
-}
-
-/// One file of a [`Job::Small`]: its bytes in the arena, and its verdict.
-pub(crate) struct SmallFile {
-    pub(crate) index: usize,
-    pub(crate) bytes: Range<usize>,
-    pub(crate) verdict: Result<Arrived, Refusal>,
-}
-
 /// A sparse entry being written (section 16.4): its hash so far, and where the
 /// run being written starts and has reached.
 struct Runs {
@@ -130,23 +81,6 @@ impl Runs {
         let hasher = &mut self.hasher;
         landing.on_part(|part| part.hash_back(range, hasher));
     }
-}
-
-/// The disk thread stopped taking work; its own error says why.
-pub(crate) fn disk_gone() -> anyhow::Error {
-    crate::error::fail(Kind::Io, "the disk thread stopped")
-}
-
-/// A complete file that verified.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Arrived {
-    pub(crate) size: u64,
-    /// Bytes that arrived in this session (not a resumed prefix, not holes).
-    pub(crate) moved: u64,
-    pub(crate) digest: Digest,
-    pub(crate) resumed_at: Option<u64>,
-    /// Built from a delta's instructions against the file it replaced.
-    pub(crate) delta: bool,
 }
 
 /// A verified file waiting for its group to be made durable.
@@ -191,8 +125,14 @@ pub(crate) fn run<W: Write>(
             tally,
             flusher,
         };
-        work(&jobs, &giver, writer, &answers)
-        // Dropping `answers` here ends the flushing thread.
+        // Without a helper (standard output, or no thread to be had) the disk
+        // thread makes every small file itself.
+        let helper = match shared.destination {
+            Destination::Dir(target) => Helper::start(scope, target, planned, shared).ok(),
+            Destination::Stdout => None,
+        };
+        work(&jobs, &giver, writer, &answers, helper)
+        // Dropping `answers` and the helper here ends their threads.
     })
 }
 
@@ -202,6 +142,7 @@ fn work<W: Write>(
     giver: &Givers,
     writer: &mut FrameWriter<W>,
     answers: &Answers<'_, '_>,
+    helper: Option<Helper>,
 ) -> Result<()> {
     let mut desk = Desk {
         resolver: match answers.shared.destination {
@@ -211,19 +152,27 @@ fn work<W: Write>(
         open: None,
         runs: None,
         group: Group::default(),
+        helper,
+        helping: false,
     };
     loop {
         let job = match jobs.recv_timeout(GROUP_WAIT) {
             Ok(job) => job,
             Err(RecvTimeoutError::Timeout) => {
+                desk.take_helped(answers, writer, giver)?;
                 answers.commit(&mut desk.group, writer, true)?;
                 continue;
             }
             Err(RecvTimeoutError::Disconnected) => {
                 desk.keep_cut_file(answers.tally);
+                desk.take_helped(answers, writer, giver)?;
                 return answers.commit(&mut desk.group, writer, true);
             }
         };
+        if !matches!(job, Job::Small { .. }) {
+            // Everything else after the small files before it.
+            desk.take_helped(answers, writer, giver)?;
+        }
         desk.apply(job, answers, writer, giver)?;
     }
 }
@@ -237,6 +186,10 @@ struct Desk<'t> {
     /// The open entry's runs, when it is sparse.
     runs: Option<Runs>,
     group: Group,
+    /// Makes every other batch of small files (`maker.rs`).
+    helper: Option<Helper>,
+    /// The helper is making a batch, which comes before any other work.
+    helping: bool,
 }
 
 impl Desk<'_> {
@@ -286,36 +239,66 @@ impl Desk<'_> {
         Ok(())
     }
 
-    /// Writes and closes the small files of a [`Job::Small`]: a file whose data
-    /// failed its checks is answered without touching the disk.
+    /// Makes the small files of a [`Job::Small`] (see `maker.rs`): hands the batch
+    /// to the helper when it is free, else makes it here while the helper makes the
+    /// one before, and then places both in order.
     fn small<W: Write>(
         &mut self,
-        arena: &[u8],
-        files: Vec<SmallFile>,
+        (arena, files): (Vec<u8>, Vec<SmallFile>),
+        answers: &Answers<'_, '_>,
+        writer: &mut FrameWriter<W>,
+        giver: &Givers,
+    ) -> Result<()> {
+        if let (Some(helper), false) = (&self.helper, self.helping) {
+            self.helping = helper.ask(arena, files);
+            return match self.helping {
+                true => Ok(()),
+                false => Err(helper_gone()),
+            };
+        }
+        let resolver = self
+            .resolver
+            .as_mut()
+            .expect("small files go into a directory");
+        let made = make_all(&arena, files, resolver, answers.planned, answers.shared);
+        giver.arenas.give(arena);
+        self.take_helped(answers, writer, giver)?;
+        self.place(made, answers, writer)
+    }
+
+    /// Takes the batch the helper made, if it is making one, and places it.
+    fn take_helped<W: Write>(
+        &mut self,
+        answers: &Answers<'_, '_>,
+        writer: &mut FrameWriter<W>,
+        giver: &Givers,
+    ) -> Result<()> {
+        let Some(helper) = self.helper.as_ref().filter(|_| self.helping) else {
+            return Ok(());
+        };
+        self.helping = false;
+        let (arena, made) = helper.made().ok_or_else(helper_gone)?;
+        giver.arenas.give(arena);
+        self.place(made, answers, writer)
+    }
+
+    /// Puts made small files in the group (or answers why one was refused).
+    fn place<W: Write>(
+        &mut self,
+        made: Vec<Made>,
         answers: &Answers<'_, '_>,
         writer: &mut FrameWriter<W>,
     ) -> Result<()> {
-        for SmallFile {
-            index,
-            bytes,
-            verdict,
-        } in files
-        {
-            let arrived = match verdict {
-                Ok(arrived) => arrived,
+        for (index, made) in made {
+            match made {
+                Ok((arrived, part)) => {
+                    answers.join_group(index, (arrived, part), &mut self.group, writer)?;
+                }
                 Err(refusal) => {
                     answers.settle(index, Settled::Unchanged);
                     answers.answer_now(writer, index, Err(refusal))?;
-                    continue;
                 }
-            };
-            let item = &answers.planned[index];
-            let start = (0, false);
-            let mut landing = open_landing(item, start, self.resolver.as_mut(), answers.shared)?;
-            if !bytes.is_empty() {
-                landing.write(&arena[bytes])?;
             }
-            answers.close(index, Ok(arrived), landing, &mut self.group, writer)?;
         }
         Ok(())
     }
@@ -344,11 +327,7 @@ impl Desk<'_> {
                 }
                 giver.buffers.give(buffer);
             }
-            Job::Small { arena, files } => {
-                let written = self.small(&arena, files, answers, writer);
-                giver.arenas.give(arena);
-                written?;
-            }
+            Job::Small { arena, files } => self.small((arena, files), answers, writer, giver)?,
             Job::Run { offset } => self.next_run(offset),
             Job::Seal { size, reply } => {
                 let _ = reply.send(self.seal_runs(size));
@@ -419,6 +398,11 @@ fn flusher_gone() -> anyhow::Error {
     crate::error::fail(Kind::Io, "the flushing thread stopped")
 }
 
+/// The helper thread stopped; it has nothing to say why (a panic).
+fn helper_gone() -> anyhow::Error {
+    crate::error::fail(Kind::Io, "the thread making small files stopped")
+}
+
 impl Answers<'_, '_> {
     /// Handles a closed entry: answers a failure or a stream at once, commits a
     /// large file alone, and puts a small one in the group.
@@ -462,6 +446,17 @@ impl Answers<'_, '_> {
             self.settle(index, Settled::Unchanged);
             return self.answer_now(writer, index, Err(refusal));
         }
+        self.join_group(index, (arrived, part), group, writer)
+    }
+
+    /// Puts a sealed file in the group, which is committed once it is full.
+    fn join_group<W: Write>(
+        &self,
+        index: usize,
+        (arrived, part): (Arrived, PartFile),
+        group: &mut Group,
+        writer: &mut FrameWriter<W>,
+    ) -> Result<()> {
         group.descriptors += usize::from(part.holds_descriptor());
         group.files.push(Waiting {
             index,

@@ -19,7 +19,7 @@ use std::sync::mpsc;
 
 use anyhow::Result;
 
-use super::disk::{Job, SmallFile, disk_gone};
+use super::jobs::{Job, SmallFile, disk_gone};
 use super::plan::Planned;
 use super::shared::{Destination, SMALL_FILE, Shared};
 use crate::error::{Kind, fail};

@@ -1,0 +1,104 @@
+//! Making small files, on two threads: the disk thread hands every other batch of
+//! small files (`small.rs`) to a helper thread, makes the next itself meanwhile, and
+//! then takes both in order. To make one is the costly part of a small file on the
+//! receiver (an unnamed file created, written, given its mode and time: almost all
+//! of it in the kernel, most of it allocating the inode), and one thread doing all
+//! of it left the machine's other core to wait. Everything after (groups, flushes,
+//! answers) stays on the disk thread, in entry order.
+
+use std::sync::mpsc::{self, Receiver, Sender};
+
+use super::jobs::{Arrived, SmallFile};
+use super::plan::Planned;
+use super::shared::Shared;
+use crate::fs::Refusal;
+use crate::fs::path::check_path_bytes;
+use crate::fs::sink::{PartFile, Resolver, TargetDir};
+
+/// What came of making one small file: the file, written and sealed (mode and
+/// time applied), and what arrived; or why it is refused (its checks failed, or
+/// the disk would not take it).
+pub(crate) type Made = (usize, Result<(Arrived, PartFile), Refusal>);
+
+/// The disk thread's end of the helper thread.
+pub(crate) struct Helper {
+    batches: Sender<(Vec<u8>, Vec<SmallFile>)>,
+    made: Receiver<(Vec<u8>, Vec<Made>)>,
+}
+
+impl Helper {
+    /// Starts the helper thread in `scope`, making files of `planned` in `target`.
+    /// It ends when the returned end is dropped.
+    pub(crate) fn start<'scope>(
+        scope: &'scope std::thread::Scope<'scope, '_>,
+        target: &'scope TargetDir,
+        planned: &'scope [Planned<'_>],
+        shared: &'scope Shared<'_>,
+    ) -> std::io::Result<Helper> {
+        let (batches, queue) = mpsc::channel::<(Vec<u8>, Vec<SmallFile>)>();
+        let (done, made) = mpsc::channel();
+        std::thread::Builder::new()
+            .name("make".into())
+            .spawn_scoped(scope, move || {
+                let mut resolver = target.resolver();
+                for (arena, files) in queue {
+                    let made = make_all(&arena, files, &mut resolver, planned, shared);
+                    if done.send((arena, made)).is_err() {
+                        return;
+                    }
+                }
+            })?;
+        Ok(Helper { batches, made })
+    }
+
+    /// Hands a batch over; `false` when the thread is gone.
+    pub(crate) fn ask(&self, arena: Vec<u8>, files: Vec<SmallFile>) -> bool {
+        self.batches.send((arena, files)).is_ok()
+    }
+
+    /// Waits for the batch handed over, made: its arena back, and each file's
+    /// outcome in order; `None` when the thread is gone.
+    pub(crate) fn made(&self) -> Option<(Vec<u8>, Vec<Made>)> {
+        self.made.recv().ok()
+    }
+}
+
+/// Makes every file of a batch whose bytes are in `arena`, in order.
+pub(crate) fn make_all(
+    arena: &[u8],
+    files: Vec<SmallFile>,
+    resolver: &mut Resolver<'_>,
+    planned: &[Planned<'_>],
+    shared: &Shared<'_>,
+) -> Vec<Made> {
+    files
+        .into_iter()
+        .map(|file| {
+            let made = file.verdict.and_then(|arrived| {
+                let part = make(&arena[file.bytes], &planned[file.index], resolver, shared)?;
+                Ok((arrived, part))
+            });
+            (file.index, made)
+        })
+        .collect()
+}
+
+/// Creates the file `item`'s verified `bytes` go to (never resumable: a small file
+/// has no partial), writes them and applies its mode and time.
+fn make(
+    bytes: &[u8],
+    item: &Planned<'_>,
+    resolver: &mut Resolver<'_>,
+    shared: &Shared<'_>,
+) -> Result<PartFile, Refusal> {
+    let path = item.entry.shown_path();
+    let path_bytes = item.entry.path_bytes();
+    let components = check_path_bytes(&path_bytes, shared.settings.names)
+        .expect("planned paths passed the policy");
+    let mut part = resolver.create_part(&path, &components, None)?;
+    if !bytes.is_empty() {
+        part.write_all(bytes)?;
+    }
+    part.seal(&item.entry)?;
+    Ok(part)
+}
