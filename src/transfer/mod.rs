@@ -8,6 +8,7 @@
 //! sender reads comes through an `fs::input::Outbox`; what a receiver writes goes to
 //! a `recv::Destination`. Both sit at the filesystem edge (`fs`), below this layer.
 
+mod consumed;
 pub(crate) mod offer;
 pub(crate) mod recv;
 pub(crate) mod send;

@@ -26,6 +26,7 @@ use crate::proto::hash::Hasher;
 use crate::proto::message::{Decision, Entry, EntryKind, ErrorCode, Mirror, Signature};
 use crate::proto::wire::FrameWriter;
 use crate::transfer::Tally;
+use crate::transfer::consumed::consumed;
 use crate::transfer::offer::ListWriter;
 use crate::ui::report::{Change, FileOutcome};
 
@@ -122,7 +123,7 @@ pub(crate) fn plan<'c, W: Write>(
                 quick_check: mirror.is_some(),
                 dry_run: mirror.is_some_and(|mirror| mirror.dry_run),
             };
-            for entry in entries {
+            for entry in consumed(entries) {
                 let (mut item, decision) = decider.decide(entry, &planned, tally);
                 if decider.dry_run {
                     dry_run_change(&item, &decision, tally);

@@ -26,6 +26,7 @@ use anyhow::Result;
 use self::piece::{BUFFER, Packed, Piece, ToSend, Wanted, slot};
 use self::view::PlainView;
 use super::Tally;
+use super::consumed::consumed;
 use super::offer::{read_plan, write_offer};
 use crate::error::{Kind, fail};
 use crate::escape::escape;
@@ -205,8 +206,7 @@ fn send<R: Read + Send, W: Write, C: Hangup + Sync>(
     // Waiting for the plan is waiting on the receiver: the idle timeout holds.
     let plan = read_plan(reader, &transfer, entries.len(), delta)?;
     let mirroring = conn.negotiated.has(Feature::Mirror);
-    let (mut to_send, mut made) = follow_plan(outbox, &plan, delta, tally, mirroring)?;
-    drop(plan);
+    let (mut to_send, mut made) = follow_plan(outbox, plan, delta, tally, mirroring)?;
     if dry_run {
         // Section 17.4: no data, straight to `end`; the receiver makes nothing.
         to_send.clear();
@@ -422,19 +422,20 @@ struct Work<'a> {
 /// without data the receiver will make (each with whether it replaces something).
 /// In a dry run (`tally` says) each entry is a change to show, never a failure. A
 /// basis offered (feature `delta` in force) is decoded here; `read_plan` checked its
-/// size.
+/// size. The plan's memory goes back as the list of files to send grows.
 fn follow_plan(
     outbox: &dyn Outbox,
-    plan: &[Decision],
+    plan: Vec<Decision>,
     delta: bool,
     tally: &Tally,
     mirroring: bool,
 ) -> Result<(Vec<ToSend>, Vec<Made>)> {
     let entries = outbox.entries();
     let dry_run = tally.summary().dry_run.is_some();
-    let mut to_send = Vec::new();
+    let mut to_send = Vec::with_capacity(plan.len());
     let mut made = Vec::new();
-    for (index, (entry, decision)) in entries.iter().zip(plan).enumerate() {
+    for (index, (entry, decision)) in entries.iter().zip(consumed(plan)).enumerate() {
+        let decision = &decision;
         if not_for_data(entry, decision, index, tally)? {
             continue;
         }
