@@ -415,9 +415,11 @@ impl<'c> Decider<'_, 'c> {
         if !replacing || !self.shared.delta || !worth_it || self.chunks_left == 0 {
             return Ok(None);
         }
-        let chunked =
-            self.resolver
-                .chunk_basis(&entry.shown_path(), components, self.chunks_left)?;
+        let offered = entry.size.unwrap_or(0);
+        let limits = (offered, self.chunks_left);
+        let chunked = self
+            .resolver
+            .chunk_basis(&entry.shown_path(), components, limits)?;
         if let Some((basis, _)) = &chunked {
             self.chunks_left -= basis.chunks();
         }

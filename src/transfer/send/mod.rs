@@ -10,6 +10,7 @@
 mod answers;
 mod delta;
 mod piece;
+mod precut;
 mod stream;
 mod view;
 
@@ -24,6 +25,7 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 
 use self::piece::{BUFFER, Chunk, Piece, ToSend, Wanted};
+use self::precut::Precut;
 use self::view::PlainView;
 use super::Tally;
 use super::offer::{read_plan, write_offer};
@@ -202,11 +204,12 @@ fn send<R: Read + Send, W: Write, C: Hangup + Sync>(
     count_offer(tally, entries.len(), left_out, dry_run);
     write_offer(writer, &transfer, mirror, entries)?;
     writer.flush()?;
-    // Waiting for the plan is waiting on the receiver: the idle timeout holds.
-    let plan = read_plan(reader, &transfer, entries.len(), delta)?;
+    let cut = delta && !dry_run;
+    let (plan, precut) = plan_while_cutting(reader, &transfer, outbox, (delta, cut))?;
     let mirroring = conn.negotiated.has(Feature::Mirror);
     let (mut to_send, mut made) = follow_plan(outbox, &plan, delta, tally, mirroring)?;
     drop(plan);
+    precut.hand_out(&mut to_send);
     if dry_run {
         // Section 17.4: no data, straight to `end`; the receiver makes nothing.
         to_send.clear();
@@ -230,6 +233,31 @@ fn send<R: Read + Send, W: Write, C: Hangup + Sync>(
     let result = data_and_answers(reader, writer, closer, &report, work);
     tally.squeezed(writer.take_squeezed());
     result
+}
+
+/// Waits for the plan (waiting on the receiver: the idle timeout holds), which reads
+/// its old versions for deltas meanwhile (`delta`: the feature is in force); with
+/// `cut`, ours are cut at the same time.
+fn plan_while_cutting<R: Read>(
+    reader: &mut FrameReader<R>,
+    transfer: &Transfer,
+    outbox: &dyn Outbox,
+    (delta, cut): (bool, bool),
+) -> Result<(Vec<Decision>, Precut)> {
+    let precut = Precut::new();
+    let plan = std::thread::scope(|scope| {
+        if cut {
+            let cutting = || precut.run(outbox, transfer.hash);
+            // Without the thread, the deltas are cut after the plan as before.
+            let _ = std::thread::Builder::new()
+                .name("precut".into())
+                .spawn_scoped(scope, cutting);
+        }
+        let plan = read_plan(reader, transfer, outbox.entries().len(), delta);
+        precut.stop();
+        plan
+    })?;
+    Ok((plan, precut))
 }
 
 /// Counts the entries under the operands: those offered, and those this peer
@@ -856,7 +884,11 @@ fn wanted(
     }
     let sums = parse_sums(&basis.sums, basis.count)
         .ok_or_else(|| refuse("has sums that are not its count of 16 hex digits each"))?;
-    Ok(Box::new(Wanted { chunking, sums }))
+    Ok(Box::new(Wanted {
+        chunking,
+        sums,
+        head: None,
+    }))
 }
 
 fn thread_failed(err: std::io::Error) -> anyhow::Error {
