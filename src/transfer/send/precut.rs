@@ -22,6 +22,8 @@ use crate::proto::delta::{Also, Chunking, MIN_DELTA_SIZE, chunk_and_sum_also};
 use crate::proto::hash::HashKind;
 use crate::proto::message::EntryKind;
 
+/// The nice value of the cutting threads (the lowest priority).
+const NICEST: i32 = 19;
 /// Most chunks all heads may list together: 16 bytes each, 4 MiB in all.
 const MAX_HEAD_CHUNKS: u64 = 1 << 18;
 
@@ -39,8 +41,14 @@ impl Precut {
         }
     }
 
-    /// Cuts the files of `outbox` that may get a delta until [`Precut::stop`].
+    /// Cuts the files of `outbox` that may get a delta until [`Precut::stop`], on
+    /// the calling thread (and the summing one it starts), at the lowest priority:
+    /// this work is a guess, and where cores are short (a receiver on the same
+    /// machine) the receiver's reading of its basis, which the plan waits for,
+    /// goes first.
     pub(super) fn run(&self, outbox: &dyn Outbox, hash: HashKind) {
+        let this_thread = rustix::thread::gettid();
+        let _ = rustix::process::setpriority_process(Some(this_thread), NICEST);
         let mut chunks_left = MAX_HEAD_CHUNKS;
         for (index, size) in candidates(outbox) {
             if self.stop.load(Ordering::Relaxed) || chunks_left == 0 {
