@@ -259,8 +259,9 @@ pub(crate) struct MirrorArgs {
     #[arg(long)]
     pub(crate) gitignore: bool,
 
-    /// Only show what would be sent (new, changed, same), deleted and skipped:
-    /// nothing is sent, written or deleted on either side. Needs a peer with `mirror`
+    /// Only show what would be sent (new, changed with what a delta would move, same),
+    /// deleted and skipped: nothing is sent, written or deleted on either side. Needs
+    /// a peer with `mirror`
     #[arg(long, short = 'n')]
     pub(crate) dry_run: bool,
 

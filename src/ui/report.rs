@@ -103,7 +103,8 @@ pub(crate) enum Change {
     /// A file that replaced the receiver's (a real run).
     Replaced,
     /// A file that replaced the receiver's, built there from a delta against it
-    /// (feature `delta`; a real run: a dry run reads no basis and says `Changed`).
+    /// (feature `delta`; a real run: a dry run says `Changed`, with what the delta
+    /// would move).
     Delta,
     /// A file the receiver holds another version of (a dry run: it would be sent).
     Changed,

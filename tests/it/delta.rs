@@ -450,21 +450,25 @@ fn a_mirror_updates_by_delta_and_deletes_in_one_run() {
     let root = tempfile::tempdir().unwrap();
     let case = mirror_trees(root.path());
     let dst = root.path().join("dst");
-    // A dry run says what would change and chunks no basis: nothing near the
-    // signature of an 8 MiB file (16 KiB of hex) crosses, and nothing changes.
+    // A dry run says what would change, a changed file with what its delta would
+    // move (the receiver chunks its basis for that: the signatures cross, about 17
+    // KiB of hex, but no data), and nothing changes.
     let (dry, crossed) = mirror_through_relay(root.path(), &["--dry-run"]);
     for line in [
-        "changed  tree/big",
-        "changed  tree/mid",
+        "changed  tree/big  (delta ",
+        "changed  tree/mid  (delta ",
         "new      tree/small",
     ] {
-        assert!(dry.lines().any(|l| l == line), "{line:?} in {dry}");
+        assert!(
+            dry.lines().any(|l| l.starts_with(line)),
+            "{line:?} in {dry}"
+        );
     }
     assert!(
         dry.lines().any(|l| l.starts_with("deleted  tree/stale")),
         "{dry}"
     );
-    assert!(crossed < 8 << 10, "a dry run moved {crossed} bytes");
+    assert!(crossed < 64 << 10, "a dry run moved {crossed} bytes");
     assert!(fs::read(dst.join("tree/big")).unwrap() == case.old);
     assert!(dst.join("tree/stale").exists());
     // The real run: both changed files go as deltas (`mid` fits one data frame,
@@ -495,5 +499,74 @@ fn a_mirror_updates_by_delta_and_deletes_in_one_run() {
             Path::new("tree/mid"),
             Path::new("tree/small")
         ]
+    );
+}
+
+/// `xfer send -n --json FILE` to `recv --overwrite` holding `old`, through a
+/// counting relay: the summary's `dry_run` object and the bytes that crossed; both
+/// sides are checked unchanged.
+fn dry_run_of(old: &[u8], new: &[u8]) -> (Value, u64) {
+    let src = tempfile::tempdir().unwrap();
+    let dst = tempfile::tempdir().unwrap();
+    let file = write_in(src.path(), "f", new);
+    write_in(dst.path(), "f", old);
+    let mut receiver = Receiver::start(dst.path(), Some(KEY), &["--overwrite"]);
+    let relay = Relay::start(receiver.port, Faults::default());
+    let sent = send(&[&file], relay.port, KEY, &["-n", "--json"]);
+    assert!(sent.status.success(), "{}", stderr_of(&sent));
+    assert_eq!(receiver.exit_code(), 0, "{}", receiver.stderr());
+    assert!(fs::read(dst.path().join("f")).unwrap() == old);
+    assert!(fs::read(&file).unwrap() == new);
+    assert_eq!(files_under(dst.path()), [Path::new("f")]);
+    let events: Vec<Value> = String::from_utf8_lossy(&sent.stdout)
+        .lines()
+        .filter_map(|line| serde_json::from_str(line).ok())
+        .collect();
+    let changed = events
+        .iter()
+        .find(|e| e["change"] == "changed")
+        .expect("a changed event");
+    assert_eq!(changed["path"], "f");
+    assert!(
+        changed["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("delta ")),
+        "{changed}"
+    );
+    let summary = events
+        .iter()
+        .find(|e| e["dry_run"].is_object())
+        .expect("a summary with dry_run");
+    (summary["dry_run"].clone(), relay.both_ways())
+}
+
+#[test]
+fn a_dry_run_says_what_a_delta_would_move_and_changes_nothing() {
+    for case in cases() {
+        let (dry, crossed) = dry_run_of(&case.old, &case.new);
+        assert_eq!(dry["changed"], 1, "{}: {dry}", case.name);
+        let expected = dry["bytes"].as_u64().unwrap();
+        // What the real run moves, less the signature and the handshake; and no
+        // data crossed in the dry run, only the plan's signature.
+        assert!(
+            expected <= case.bound,
+            "{}: {expected} bytes expected, at most {} move",
+            case.name,
+            case.bound
+        );
+        let moved = update_point_to_point(&case.old, &case.new, &[], &[]);
+        assert!(
+            expected <= moved,
+            "{}: {expected} expected, {moved} moved",
+            case.name
+        );
+        assert!(crossed < 64 << 10, "{}: {crossed} bytes", case.name);
+    }
+    // A file with nothing in common would move about all of it.
+    let (dry, _) = dry_run_of(&pattern(SIZE, 31), &pattern(SIZE, 32));
+    let expected = dry["bytes"].as_u64().unwrap();
+    assert!(
+        expected >= SIZE as u64 && expected < SIZE as u64 * 101 / 100,
+        "{expected}"
     );
 }

@@ -377,12 +377,14 @@ impl<'c> Decider<'_, 'c> {
                 files: 1 - replaces.files.min(1),
             };
             self.check_room(entry, more)?;
+            // A basis, so the sender can say what a delta would move (17.4).
+            let basis = self.basis(entry, &components, replaces.files > 0)?;
             return Ok(Decided::File {
                 resume_from: None,
                 claim,
                 reservation: None,
                 replaces,
-                basis: None,
+                basis,
             });
         }
         let resume_from = self.resume_point(entry, &components, &shown)?;

@@ -96,10 +96,7 @@ fn encode(
     pieces: &mpsc::Sender<Piece>,
     stop: &AtomicBool,
 ) -> Option<(u64, Option<io::Error>)> {
-    let mut found = HashMap::with_capacity(wanted.sums.len());
-    for (index, sum) in wanted.sums.iter().enumerate() {
-        found.entry(*sum).or_insert(index as u32);
-    }
+    let found = first_chunk_of(&wanted.sums);
     let mut out = Instructions {
         frame: None,
         pool,
@@ -181,6 +178,44 @@ fn from_head(
         }
     }
     Some(Ok(()))
+}
+
+/// Where each sum first stands in the basis.
+fn first_chunk_of(sums: &[u64]) -> HashMap<u64, u32> {
+    let mut found = HashMap::with_capacity(sums.len());
+    for (index, sum) in sums.iter().enumerate() {
+        found.entry(*sum).or_insert(index as u32);
+    }
+    found
+}
+
+/// The bytes of instructions a delta of `input` (at most `expected` bytes of it)
+/// against `wanted` would take, as a dry run shows them: every chunk cut and looked
+/// up (no stretch skipped), a run of consecutive copies counted once.
+pub(super) fn expected_size(
+    input: &mut dyn Input,
+    wanted: &Wanted,
+    expected: Option<u64>,
+) -> io::Result<u64> {
+    let found = first_chunk_of(&wanted.sums);
+    let limited = Read::take(input, expected.unwrap_or(u64::MAX));
+    let mut chunker = Chunker::new(limited, wanted.chunking);
+    let (mut bytes, mut run_ends_at) = (0, None);
+    while let Some(chunk) = chunker.next_chunk()? {
+        match found.get(&chunk_sum(chunk)) {
+            Some(&first) => {
+                if run_ends_at != Some(first) {
+                    bytes += COPY_LEN as u64;
+                }
+                run_ends_at = first.checked_add(1);
+            }
+            None => {
+                bytes += (LITERAL_HEADER + chunk.len()) as u64;
+                run_ends_at = None;
+            }
+        }
+    }
+    Ok(bytes)
 }
 
 /// Where matching stands.

@@ -23,6 +23,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
+use indicatif::HumanBytes;
 
 use self::piece::{BUFFER, Chunk, Piece, ToSend, Wanted};
 use self::precut::Precut;
@@ -484,8 +485,7 @@ fn follow_plan(
                 let planned = (offset, prefix_hash, replaces);
                 let item = file_to_send(outbox, index, planned, (basis.as_ref(), delta))?;
                 if dry_run {
-                    let change = [Change::New, Change::Changed][usize::from(replaces)];
-                    tally.change(change, path, entry.size.unwrap_or(0), None);
+                    dry_run_file(outbox, &item, replaces, tally);
                 }
                 to_send.push(item);
             }
@@ -548,6 +548,29 @@ fn not_for_data(entry: &Entry, decision: &Decision, index: usize, tally: &Tally)
         ));
     }
     Ok(false)
+}
+
+/// What a dry run shows of a file it would send: new, or changed; where the plan
+/// offers a basis, with the bytes a delta against it would move (the file read and
+/// cut as the delta would; counted in the summary instead of the file's size).
+fn dry_run_file(outbox: &dyn Outbox, item: &ToSend, replaces: bool, tally: &Tally) {
+    let position = item.index as usize;
+    let entry = &outbox.entries()[position];
+    let (path, size) = (entry.shown_path(), entry.size.unwrap_or(0));
+    let expected = item.delta.as_deref().and_then(|wanted| {
+        let mut input = outbox.open(position).ok()?;
+        delta::expected_size(&mut *input, wanted, entry.size).ok()
+    });
+    match expected {
+        Some(bytes) => {
+            let note = format!("delta {} of {}", HumanBytes(bytes), HumanBytes(size));
+            tally.change(Change::Changed, &path, bytes, Some(&note));
+        }
+        None => {
+            let change = [Change::New, Change::Changed][usize::from(replaces)];
+            tally.change(change, &path, size, None);
+        }
+    }
 }
 
 /// A file the plan accepts, from its `offset` (with `prefix_hash`), if that fits
