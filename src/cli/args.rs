@@ -189,10 +189,12 @@ pub(crate) struct AuthArgs {
 /// What protects and verifies the transfer.
 #[derive(Debug, Args)]
 pub(crate) struct SecurityArgs {
-    /// The content hash that verifies each file: md5 (the default) or blake3
-    /// (faster, and collision-resistant); both sides must support it
-    #[arg(long, value_enum, value_name = "HASH", env = "XFER_HASH", default_value_t = HashChoice::Md5)]
-    pub(crate) hash: HashChoice,
+    /// The content hash that verifies each file: blake3 (fast, and collision-resistant)
+    /// refuses a peer without it; md5 uses MD5 even with a peer that has BLAKE3 (a
+    /// listener then does not offer it) [default: blake3 whenever the peer has it, else
+    /// md5]
+    #[arg(long, value_enum, value_name = "HASH", env = "XFER_HASH")]
+    pub(crate) hash: Option<HashChoice>,
 
     /// Refuse a peer that cannot encrypt (by default xfer encrypts whenever the peer
     /// can, and warns when it cannot)
@@ -316,7 +318,7 @@ pub(crate) struct LinkArgs {
 const SEND_EXAMPLES: &str = "\
 Examples:
   xfer send report.pdf host:9000                 # to `xfer recv --listen 9000`
-  xfer send photos/ host:9000 --hash blake3      # a tree, verified with BLAKE3
+  xfer send photos/ host:9000 --hash blake3      # a tree; refuse a receiver without BLAKE3
   tar c dir | xfer send - host:9000 --name dir.tar
   xfer send logs/ host:9000 --compress           # zstd on the way
   xfer send big.iso --listen 9000                # the receiver connects: xfer recv HOST:9000
@@ -491,9 +493,11 @@ pub(crate) struct TransferArgs {
     #[arg(long, value_name = "RATE", value_parser = units::rate)]
     pub(crate) limit_rate: Option<u64>,
 
-    /// The content hash that verifies each file: md5 (the default) or blake3
-    #[arg(long, value_enum, value_name = "HASH", env = "XFER_HASH", default_value_t = HashChoice::Md5)]
-    pub(crate) hash: HashChoice,
+    /// The content hash that verifies each file: blake3 refuses a server without it;
+    /// md5 uses MD5 even with a server that has BLAKE3 [default: blake3 whenever the
+    /// server has it, else md5]
+    #[arg(long, value_enum, value_name = "HASH", env = "XFER_HASH")]
+    pub(crate) hash: Option<HashChoice>,
 
     /// Send whole files, never only what changed in a file the other side already
     /// holds (as rsync's -W)

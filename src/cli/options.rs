@@ -9,7 +9,7 @@ use super::args::{
     OutputArgs, RecvArgs, SecurityArgs, SendArgs, ServeArgs, TransferArgs,
 };
 use crate::client::ClientOptions;
-use crate::client::options::{AuthOptions, Encryption, Peering, Security};
+use crate::client::options::{AuthOptions, Encryption, Hashing, Peering, Security};
 use crate::client::path::from_home;
 use crate::commands::recv::RecvOptions;
 use crate::commands::remote::{Change, GetOptions, LsOptions};
@@ -20,7 +20,6 @@ use crate::fs::source::{STDIN_OPERAND, WalkOptions};
 use crate::net::{Admission, Link, Timeouts};
 use crate::net::{Endpoint as Host, Remote};
 use crate::proto::handshake::valid_user;
-use crate::proto::hash::HashKind;
 use crate::proto::message::Mirror;
 use crate::serve::ServerOptions;
 use crate::shell::{Script, ShellOptions};
@@ -320,7 +319,7 @@ fn peering(
             password: auth.password,
         },
         security: Security {
-            hash: hash_kind(security.hash),
+            hash: hashing(security.hash),
             encryption: match (security.encrypt, security.no_encrypt) {
                 (true, _) => Encryption::Required,
                 (_, true) => Encryption::Off,
@@ -345,11 +344,12 @@ fn check_user(auth: &AuthArgs) -> Result<(), String> {
     }
 }
 
-/// The hash `--hash` names.
-fn hash_kind(choice: HashChoice) -> HashKind {
+/// What `--hash` (or `$XFER_HASH`) asks for; without it, BLAKE3 whenever the peer has it.
+fn hashing(choice: Option<HashChoice>) -> Hashing {
     match choice {
-        HashChoice::Md5 => HashKind::Md5,
-        HashChoice::Blake3 => HashKind::Blake3,
+        None => Hashing::Preferred,
+        Some(HashChoice::Md5) => Hashing::Md5,
+        Some(HashChoice::Blake3) => Hashing::Blake3,
     }
 }
 
@@ -400,7 +400,7 @@ fn client(args: ClientArgs, to: Host) -> Result<(ClientOptions, Style), String> 
                 password: args.auth.password,
             },
             mirror: None,
-            hash: HashKind::Md5,
+            hash: Hashing::Preferred,
             limit_rate: None,
             compress: None,
             whole_file: false,
@@ -411,7 +411,7 @@ fn client(args: ClientArgs, to: Host) -> Result<(ClientOptions, Style), String> 
 
 /// A client that transfers files: `--hash` and `--limit-rate`.
 fn transferring(client: &mut ClientOptions, args: &TransferArgs) {
-    client.hash = hash_kind(args.hash);
+    client.hash = hashing(args.hash);
     client.limit_rate = args.limit_rate;
     client.whole_file = args.whole_file;
 }

@@ -4,9 +4,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::*;
-use crate::client::options::Encryption;
+use crate::client::options::{Encryption, Hashing};
 use crate::net::{Link, ListenAddr};
-use crate::proto::hash::HashKind;
 use crate::units;
 
 fn parse(args: &[&str]) -> Result<Invocation, clap::Error> {
@@ -46,7 +45,7 @@ fn send_takes_files_then_the_address() {
     };
     assert_eq!((to.to_string(), wait.as_secs()), ("[::1]:9000".into(), 0));
     assert_eq!(options.peering.auth.key_file, Some(PathBuf::from("k")));
-    assert_eq!(options.peering.security.hash, HashKind::Md5);
+    assert_eq!(options.peering.security.hash, Hashing::Preferred);
     assert_eq!(options.peering.security.encryption, Encryption::Preferred);
     assert_eq!(options.compress, None);
 }
@@ -179,7 +178,7 @@ fn recv_defaults_and_flags() {
     ]);
     assert_eq!(options.dir, PathBuf::from("out"));
     assert!(options.settings.overwrite && options.peering.style.quiet);
-    assert_eq!(options.peering.security.hash, HashKind::Blake3);
+    assert_eq!(options.peering.security.hash, Hashing::Blake3);
     assert_eq!(options.peering.security.encryption, Encryption::Required);
     assert_eq!(options.peering.timeouts.idle, Some(Duration::from_secs(30)));
 }
@@ -346,4 +345,31 @@ fn mirror_flags_become_rules_and_require_the_feature() {
         let err = parse(args).map(|_| ()).unwrap_err();
         assert_eq!(err.exit_code(), 2, "{args:?}");
     }
+}
+
+#[test]
+fn hash_is_blake3_when_the_peer_has_it_unless_a_hash_is_named() {
+    assert_eq!(
+        send(&["send", "a", "h:1"]).peering.security.hash,
+        Hashing::Preferred
+    );
+    let md5 = send(&["send", "--hash", "md5", "a", "h:1"]);
+    assert_eq!(md5.peering.security.hash, Hashing::Md5);
+    let receiver = recv(&["recv", "--listen", "9000", "--serve", "--hash", "md5"]);
+    assert_eq!(receiver.peering.security.hash, Hashing::Md5);
+    for (args, hash) in [
+        (&["get", "h:1:f"][..], Hashing::Preferred),
+        (&["get", "--hash", "md5", "h:1:f"], Hashing::Md5),
+        (&["get", "--hash", "blake3", "h:1:f"], Hashing::Blake3),
+    ] {
+        match parse(args).unwrap() {
+            Invocation::Get(get) => assert_eq!(get.client.hash, hash, "{args:?}"),
+            other => panic!("not get: {other:?}"),
+        }
+    }
+    match parse(&["shell", "--hash", "md5", "h:1"]).unwrap() {
+        Invocation::Shell(shell) => assert_eq!(shell.client.hash, Hashing::Md5),
+        other => panic!("not shell: {other:?}"),
+    }
+    assert!(parse(&["send", "--hash", "sha1", "a", "h:1"]).is_err());
 }

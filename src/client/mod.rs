@@ -13,12 +13,11 @@ use std::time::Duration;
 
 use anyhow::Result;
 
-use crate::client::options::{AuthOptions, Encryption, Peering, Security};
+use crate::client::options::{AuthOptions, Encryption, Hashing, Peering, Security};
 use crate::error::{Kind, fail, peer_code, peer_error};
 use crate::fs::input::Outbox;
 use crate::net::{self, Endpoint, Link, TcpConnection, Timeouts};
 use crate::proto::handshake::Secret;
-use crate::proto::hash::HashKind;
 use crate::proto::message::{ErrorCode, Item, Message, Mirror, Role, Usage};
 use crate::transfer::recv::{self, Claims, Destination, Settings};
 use crate::transfer::tell::end_session;
@@ -32,7 +31,7 @@ pub(crate) struct ClientOptions {
     pub(crate) wait: Duration,
     pub(crate) timeouts: Timeouts,
     pub(crate) auth: AuthOptions,
-    pub(crate) hash: HashKind,
+    pub(crate) hash: Hashing,
     pub(crate) limit_rate: Option<u64>,
     /// zstd level for what this client puts, if it compresses.
     pub(crate) compress: Option<i32>,

@@ -12,7 +12,6 @@ use crate::key::{self, Key};
 use crate::net::{Accepting, Initiating, Link, Timeouts};
 use crate::password::Password;
 use crate::proto::handshake::Secret;
-use crate::proto::hash::HashKind;
 use crate::proto::message::Role;
 use crate::proto::negotiated::{Feature, Features};
 use crate::ui::report::Style;
@@ -51,10 +50,24 @@ pub(crate) enum Encryption {
     Off,
 }
 
+/// Which content hash verifies files (feature `blake3`, or MD5 without it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) enum Hashing {
+    /// The default: BLAKE3 whenever the peer has it, else MD5. An acceptor lists
+    /// `blake3`, an initiator chooses it whenever it is listed.
+    #[default]
+    Preferred,
+    /// Refuse a peer without BLAKE3 (`--hash blake3`).
+    Blake3,
+    /// MD5 even with a peer that has BLAKE3 (`--hash md5`): `blake3` is neither
+    /// listed nor chosen.
+    Md5,
+}
+
 /// What protects and verifies a transfer.
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct Security {
-    pub(crate) hash: HashKind,
+    pub(crate) hash: Hashing,
     pub(crate) encryption: Encryption,
     /// `--whole-file`: neither list nor choose feature `delta`.
     pub(crate) whole_file: bool,
@@ -105,8 +118,10 @@ impl Peering {
             Encryption::Preferred => wanted = wanted.with(Feature::Aead),
             Encryption::Required => required = required.with(Feature::Aead),
         }
-        if self.security.hash == HashKind::Blake3 {
-            required = required.with(Feature::Blake3);
+        match self.security.hash {
+            Hashing::Preferred => wanted = wanted.with(Feature::Blake3),
+            Hashing::Blake3 => required = required.with(Feature::Blake3),
+            Hashing::Md5 => {}
         }
         // `meta` has no switch: whenever both sides have it, trees travel as they are.
         wanted = wanted.with(Feature::Meta);
@@ -117,7 +132,7 @@ impl Peering {
         }
         if accepting {
             // A listener offers what it can; the initiator chooses.
-            wanted = wanted.with(Feature::Blake3).with(Feature::Zstd);
+            wanted = wanted.with(Feature::Zstd);
         } else if role == Role::Receiver || compress.is_some() {
             // A receiver takes compressed frames whenever its sender wants to send them.
             wanted = wanted.with(Feature::Zstd);

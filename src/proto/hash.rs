@@ -1,7 +1,8 @@
-//! The content hash `h` of `PROTOCOL.md` section 5: MD5 by default, BLAKE3-256 when
-//! the `blake3` feature is in force. The handshake chooses it (see `negotiated.rs`); the
-//! sender, the receiver and both ends of a resume use it only through [`Hasher`]
-//! and [`Digest`], so neither knows which one runs.
+//! The content hash `h` of `PROTOCOL.md` section 5: MD5 unless the `blake3` feature
+//! is in force (xfer chooses it whenever the peer lists it), then BLAKE3-256. The
+//! handshake chooses it (see `negotiated.rs`); the sender, the receiver and both ends
+//! of a resume use it only through [`Hasher`] and [`Digest`], so neither knows which
+//! one runs.
 
 use std::fmt;
 use std::io::{self, Read};

@@ -368,11 +368,12 @@ fn json_events_are_one_object_per_line_on_both_sides() {
         .set_modified(std::time::UNIX_EPOCH + Duration::from_secs(1_000_000_000))
         .unwrap();
     let mut receiver = Receiver::start(out.path(), Some(KEY), &["--json"]);
+    // With MD5 (not the default), a file event also carries the digest as `md5`.
     let sent = send(
         &[&src.path().join("a.txt"), &src.path().join("b.txt")],
         receiver.port,
         KEY,
-        &["--json"],
+        &["--json", "--hash", "md5"],
     );
     assert_eq!(sent.status.code(), Some(6));
     assert_eq!(receiver.exit_code(), 6);

@@ -356,9 +356,10 @@ fn the_independent_peer_sends_to_xfer_in_every_feature_mode() {
 #[test]
 fn xfer_sends_to_the_independent_peer_in_every_mode() {
     for (flags, expected) in [
-        // A sender chooses zstd only when it compresses.
-        (&[][..], &["aead"][..]),
-        (&["--no-encrypt"], &[]),
+        // A sender chooses zstd only when it compresses, blake3 whenever it is listed.
+        (&[][..], &["aead", "blake3"][..]),
+        (&["--no-encrypt"], &["blake3"]),
+        (&["--hash", "md5"], &["aead"]),
         (
             &["--hash", "blake3", "--compress"],
             &["aead", "blake3", "zstd"],

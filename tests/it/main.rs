@@ -11,6 +11,7 @@ mod util;
 mod authentication;
 mod cli_messages;
 mod client_commands;
+mod content_hash;
 mod delta;
 mod delta_meta;
 mod dry_run;

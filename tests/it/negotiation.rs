@@ -94,10 +94,10 @@ fn blake3_is_used_when_asked_and_required_by_the_side_that_asked() {
     std::fs::write(src.path().join("f"), pattern(3 << 20, 7)).unwrap();
     let file = src.path().join("f");
 
-    // The receiver asks: a sender that does not choose it is refused (exit 9).
+    // The receiver asks: a sender that will not choose it is refused (exit 9).
     let out = tempfile::tempdir().unwrap();
     let mut receiver = Receiver::start(out.path(), Some(KEY), &["--hash", "blake3"]);
-    let refused = send(&[&file], receiver.port, KEY, &[]);
+    let refused = send(&[&file], receiver.port, KEY, &["--hash", "md5"]);
     assert_eq!(refused.status.code(), Some(9), "{}", stderr_of(&refused));
     assert!(
         stderr_of(&refused).contains("blake3"),

@@ -29,7 +29,11 @@ pub const KEY: &str = "test key: long enough not to warn";
 
 pub fn xfer() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_xfer"));
-    command.env_remove("XFER_KEY").env("RUST_BACKTRACE", "1");
+    // Whoever runs the tests may have a key or a hash of their own in the environment.
+    command
+        .env_remove("XFER_KEY")
+        .env_remove("XFER_HASH")
+        .env("RUST_BACKTRACE", "1");
     command
 }
 
@@ -231,8 +235,9 @@ pub fn stderr_of(output: &Output) -> String {
 
 // ---- The version-2 peer of `peer.rs`, pointed at the binary ------------------------
 
-/// What an initiating `xfer send` chooses from a default listener's `hello`: `aead`
-/// only (no `blake3` unless `--hash blake3`, no `zstd` unless it compresses).
+/// What the peer chooses as a sender in most tests: `aead` only, so frames are sealed
+/// and MD5 is in force (an `xfer send --hash md5` chooses the same; without `--hash`
+/// it chooses `blake3` too, and `zstd` only when it compresses).
 pub const SENDER_FEATURES: &[&str] = &["aead"];
 /// What a default `xfer` listener lists in `hello`.
 pub const LISTENER_FEATURES: &[&str] = &["aead", "blake3", "zstd"];
