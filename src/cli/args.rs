@@ -267,8 +267,9 @@ pub(crate) struct MirrorArgs {
     #[arg(long, short = 'n')]
     pub(crate) dry_run: bool,
 
-    /// Print one line per changed entry on stdout (new, replaced, deleted, new dir),
-    /// like rsync's -i; `change` events with --json
+    /// Print one line per changed entry on stdout (new, replaced, deleted, new dir,
+    /// attrs: there already, with other mode, time, owner or attributes), like
+    /// rsync's -i; `change` events with --json
     #[arg(long, short = 'i')]
     pub(crate) itemize: bool,
 }

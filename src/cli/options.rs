@@ -14,7 +14,7 @@ use crate::client::path::from_home;
 use crate::commands::recv::RecvOptions;
 use crate::commands::remote::{Change, GetOptions, LsOptions};
 use crate::commands::send::SendOptions;
-use crate::fs::filter::Filter;
+use crate::fs::filter;
 use crate::fs::path::Names;
 use crate::fs::source::{STDIN_OPERAND, WalkOptions};
 use crate::net::{Admission, Link, Timeouts};
@@ -193,36 +193,14 @@ fn mirroring(mut peering: Peering, mirror: &MirrorArgs) -> Peering {
     peering
 }
 
-/// What a `get` asks the server to filter and echo, if anything (17.6).
+/// What a `get` asks the server to filter and echo, if anything (17.5).
 fn get_mirror(mirror: &MirrorArgs) -> Result<Option<Mirror>, String> {
-    let rules = filter_rules(mirror)?;
-    if rules.is_empty() && !mirror.delete && !mirror.dry_run {
-        return Ok(None);
-    }
-    let mut filter = Filter::default();
-    filter.add("", &rules)?;
-    Ok(Some(Mirror {
-        delete: mirror.delete,
-        dry_run: mirror.dry_run,
-        rules: filter.wire().to_vec(),
-    }))
+    filter::get_request(&filter_rules(mirror)?, mirror.delete, mirror.dry_run)
 }
 
-/// The filter rules of `--exclude`, `--exclude-from` and `--include`, as gitignore
-/// lines in the order they judge: every exclusion, then the re-inclusions, so
-/// that `--include` takes back what an `--exclude` left out, whatever the order.
+/// The filter rules of `--exclude`, `--exclude-from` and `--include`.
 fn filter_rules(mirror: &MirrorArgs) -> Result<Vec<String>, String> {
-    let mut rules = mirror.exclude.clone();
-    for file in &mirror.exclude_from {
-        let text = std::fs::read_to_string(file)
-            .map_err(|err| format!("--exclude-from {}: {err}", file.display()))?;
-        rules.extend(
-            text.lines()
-                .map(|line| line.trim_end_matches('\r').to_string()),
-        );
-    }
-    rules.extend(mirror.include.iter().map(|pattern| format!("!{pattern}")));
-    Ok(rules)
+    filter::command_line_rules(&mirror.exclude, &mirror.exclude_from, &mirror.include)
 }
 
 /// `--compress 19`: the level is optional and only taken after `=`, so clap read

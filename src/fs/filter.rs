@@ -3,18 +3,63 @@
 //! (`--gitignore`) leave out of an offer, and so what a mirroring receiver must
 //! never remove. Matching is ripgrep's (`ignore::gitignore`); this file only says
 //! which rule set a path is judged by. It knows offered paths, nothing of walks,
-//! frames or disks.
+//! frames or disks, but for reading `--exclude-from` files ([`command_line_rules`]),
+//! which the command line and the shell share.
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 
 use ignore::Match;
 use ignore::gitignore::{Gitignore, GitignoreBuilder};
 
-use crate::proto::message::RuleSet;
+use crate::proto::message::{Mirror, RuleSet};
 
 /// The files of a directory whose lines are rules for what lies beneath it, with
 /// `--gitignore`; a later file's rules win over an earlier one's, as in ripgrep.
 pub(crate) const IGNORE_FILES: [&str; 2] = [".gitignore", ".ignore"];
+
+/// The rules of `--exclude`, `--exclude-from` and `--include` (of the command line
+/// or of the shell's `put` and `get`), as gitignore lines in the order they judge:
+/// every exclusion (the patterns, then each file's lines), then the re-inclusions,
+/// so that `--include` takes back what an `--exclude` left out, whatever the order.
+/// The error names a file that cannot be read.
+pub(crate) fn command_line_rules(
+    exclude: &[String],
+    exclude_from: &[PathBuf],
+    include: &[String],
+) -> Result<Vec<String>, String> {
+    let mut rules = exclude.to_vec();
+    for file in exclude_from {
+        let text = std::fs::read_to_string(file)
+            .map_err(|err| format!("--exclude-from {}: {err}", file.display()))?;
+        rules.extend(
+            text.lines()
+                .map(|line| line.trim_end_matches('\r').to_string()),
+        );
+    }
+    rules.extend(include.iter().map(|pattern| format!("!{pattern}")));
+    Ok(rules)
+}
+
+/// What a `get` asks the server to filter and echo (section 17.5), if anything:
+/// `rules` as the set `""` (a line that is no valid pattern is refused here, before
+/// anything is asked), `delete` and `dry_run`.
+pub(crate) fn get_request(
+    rules: &[String],
+    delete: bool,
+    dry_run: bool,
+) -> Result<Option<Mirror>, String> {
+    if rules.is_empty() && !delete && !dry_run {
+        return Ok(None);
+    }
+    let mut filter = Filter::default();
+    filter.add("", rules)?;
+    Ok(Some(Mirror {
+        delete,
+        dry_run,
+        rules: filter.wire().to_vec(),
+    }))
+}
 
 /// The rule sets an offer is made with (section 17 of `docs/PROTOCOL.md`).
 #[derive(Default)]

@@ -72,6 +72,19 @@ pub(crate) fn apply(fd: impl AsFd, xattrs: &Xattrs, all: bool) -> usize {
     dropped
 }
 
+/// Whether `fd` holds each of `xattrs` that `all` allows, with the same value.
+pub(crate) fn holds(fd: impl AsFd, xattrs: &Xattrs, all: bool) -> bool {
+    xattrs
+        .iter()
+        .filter(|(name, _)| settable(name, all))
+        .all(|(name, value)| {
+            let wanted = unhex_vec(value).unwrap_or_default();
+            let mut here = vec![0u8; wanted.len() + 1];
+            rustix::fs::fgetxattr(&fd, name.as_str(), &mut here[..])
+                .is_ok_and(|len| here[..len] == wanted[..])
+        })
+}
+
 /// Sets attributes on the link `name` in directory `dir` itself (never what it
 /// points at), through `/proc/self/fd`; returns how many were not set.
 pub(crate) fn apply_to_link(dir: impl AsFd, name: &str, xattrs: &Xattrs, all: bool) -> usize {

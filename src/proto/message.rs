@@ -382,12 +382,20 @@ pub(crate) enum Decision {
         /// Under `mirror`: the final name holds a file this one replaces.
         #[serde(default, deserialize_with = "flag", skip_serializing_if = "is_false")]
         replaces: bool,
+        /// Under `mirror`: a directory that exists with other metadata (mode, time,
+        /// owner, extended attributes), which the offered ones will replace.
+        #[serde(default, deserialize_with = "flag", skip_serializing_if = "is_false")]
+        attrs: bool,
     },
     /// The receiver will not take this entry (or, with `same`, already has it).
     Skip {
         code: ErrorCode,
         #[serde(default)]
         message: String,
+        /// Under `mirror`, with `same`: the file is there with other metadata, and
+        /// the receiver gives it the offered ones.
+        #[serde(default, deserialize_with = "flag", skip_serializing_if = "is_false")]
+        attrs: bool,
     },
 }
 
@@ -895,6 +903,7 @@ mod tests {
                     prefix_hash: Some("00".repeat(16)),
                     delta: None,
                     replaces: false,
+                    attrs: false,
                 },
                 Decision::Send {
                     offset: 0,
@@ -905,10 +914,24 @@ mod tests {
                         sums: "01".repeat(8),
                     }),
                     replaces: true,
+                    attrs: false,
+                },
+                Decision::Send {
+                    offset: 0,
+                    prefix_hash: None,
+                    delta: None,
+                    replaces: true,
+                    attrs: true,
                 },
                 Decision::Skip {
                     code: ErrorCode::Same,
                     message: "already there".into(),
+                    attrs: true,
+                },
+                Decision::Skip {
+                    code: ErrorCode::Exists,
+                    message: "exists".into(),
+                    attrs: false,
                 },
             ],
             more: false,
@@ -991,6 +1014,7 @@ mod tests {
                 prefix_hash: None,
                 delta: None,
                 replaces: true,
+                attrs: false,
             }],
             more: false,
         });
@@ -1014,11 +1038,30 @@ mod tests {
             &br#"{"type":"offer","mirror":{"delete":1},"entries":[]}"#[..],
             br#"{"type":"offer","mirror":null,"entries":[]}"#,
             br#"{"type":"plan","entries":[{"action":"send","offset":0,"replaces":"yes"}]}"#,
+            br#"{"type":"plan","entries":[{"action":"send","offset":0,"attrs":null}]}"#,
+            br#"{"type":"plan","entries":[{"action":"skip","code":"same","attrs":1}]}"#,
             br#"{"type":"deleted","entries":[{"path":"a","kind":"link"}]}"#,
             br#"{"type":"deleted_end","count":-1,"mac":""}"#,
         ] {
             assert!(decode(bad).is_err(), "{}", String::from_utf8_lossy(bad));
         }
+    }
+
+    #[test]
+    fn attrs_is_written_only_when_set() {
+        let same = |attrs| Decision::Skip {
+            code: ErrorCode::Same,
+            message: "already there".into(),
+            attrs,
+        };
+        assert_eq!(
+            serde_json::to_string(&same(true)).unwrap(),
+            r#"{"action":"skip","code":"same","message":"already there","attrs":true}"#
+        );
+        assert_eq!(
+            serde_json::to_string(&same(false)).unwrap(),
+            r#"{"action":"skip","code":"same","message":"already there"}"#
+        );
     }
 
     #[test]
@@ -1047,6 +1090,7 @@ mod tests {
                 prefix_hash: None,
                 delta: None,
                 replaces: false,
+                attrs: false,
             }],
             more: false,
         };

@@ -125,14 +125,18 @@ impl Session {
         result
     }
 
-    /// Runs a transfer with its bar and summary (`verb`: `received`, `sent`), as
-    /// the one-shot commands do.
+    /// Runs a transfer with its bar and summary (`verb`: `received`, `sent`), and
+    /// with `itemize` a line per change, as the one-shot commands do.
     pub(crate) fn transfer(
         &mut self,
         verb: &str,
+        itemize: bool,
         mut work: impl FnMut(&mut Client, &mut Tally) -> Result<()>,
     ) -> Result<()> {
-        let style = self.style;
+        let style = Style {
+            itemize,
+            ..self.style
+        };
         let mut last: Option<Tally> = None;
         let result = self.run(|client| {
             let mut tally = Tally::new(Reporter::new(style), client.negotiated());

@@ -720,6 +720,7 @@ mod tests {
             .map(|i| Decision::Skip {
                 code: ErrorCode::Exists,
                 message: format!("entry {i} already exists on the receiver"),
+                attrs: false,
             })
             .collect();
         let mut writer = FrameWriter::new(Vec::new());

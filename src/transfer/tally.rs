@@ -142,6 +142,7 @@ impl Tally {
                         (dry.changed, dry.bytes) = (dry.changed + 1, dry.bytes + size);
                     }
                     Change::Same => dry.same += 1,
+                    Change::Attrs | Change::DirAttrs => dry.attrs += 1,
                     Change::Skipped => dry.skipped += 1,
                     _ => {}
                 }

@@ -110,6 +110,12 @@ pub(crate) enum Change {
     Changed,
     /// A file the receiver holds already (a dry run).
     Same,
+    /// An entry the receiver holds already (a file of the same size and time, a
+    /// directory) whose mode, time, owner or extended attributes were (in a dry
+    /// run: would be) made those offered; rsync's `.f...p...`.
+    Attrs,
+    /// The same for a directory there already (rsync's `.d..t...`): shown with a `/`.
+    DirAttrs,
     /// An entry the receiver refuses (a dry run).
     Skipped,
     /// Removed by `--delete` (or, in a dry run, it would be).
@@ -141,6 +147,7 @@ impl Change {
             Change::Delta => "delta",
             Change::Changed => "changed",
             Change::Same => "same",
+            Change::Attrs | Change::DirAttrs => "attrs",
             Change::Skipped => "skipped",
             Change::Deleted => "deleted",
             Change::NotDeleted => "kept",
@@ -166,6 +173,8 @@ pub(crate) struct DryRun {
     /// Bytes the new and changed files hold.
     pub(crate) bytes: u64,
     pub(crate) same: usize,
+    /// Entries there already whose metadata would be made the offered ones.
+    pub(crate) attrs: usize,
     pub(crate) skipped: usize,
 }
 
@@ -388,7 +397,10 @@ impl Reporter {
         if self.style.quiet || self.style.serving {
             return;
         }
-        let slash = if change == Change::NewDir { "/" } else { "" };
+        let slash = match change {
+            Change::NewDir | Change::DirAttrs => "/",
+            _ => "",
+        };
         let note = note.map_or_else(String::new, |note| format!("  ({note})"));
         // Words line up in 9 columns; a longer one ("new hard link") keeps a space.
         let word = change.word();
@@ -558,11 +570,16 @@ fn file_event(outcome: &FileOutcome) -> serde_json::Value {
 }
 
 /// `dry run: would send 3 new and 2 changed files (4.00 MiB), 10 same, 1 skipped,
-/// 2 to delete; nothing was sent, written or deleted`.
+/// 2 to delete; nothing was sent, written or deleted` (and `, 4 with other
+/// attributes` after `same` when there are any).
 fn dry_run_line(dry: &DryRun, summary: &Summary) -> String {
+    let attrs = match dry.attrs {
+        0 => String::new(),
+        n => format!(", {n} with other attributes"),
+    };
     format!(
-        "dry run: would send {} and {} changed ({}), {} same, {} skipped, {} to delete; \
-         nothing was sent, written or deleted",
+        "dry run: would send {} and {} changed ({}), {} same{attrs}, {} skipped, {} to \
+         delete; nothing was sent, written or deleted",
         plural(dry.new, "new file"),
         dry.changed,
         HumanBytes(dry.bytes),
@@ -595,7 +612,8 @@ fn summary_fields(summary: &Summary, elapsed: Duration, rate: u64) -> serde_json
     if let Some(dry) = summary.dry_run {
         fields["dry_run"] = json!({
             "new": dry.new, "changed": dry.changed, "bytes": dry.bytes,
-            "same": dry.same, "skipped": dry.skipped, "deleted": summary.deleted,
+            "same": dry.same, "attrs": dry.attrs, "skipped": dry.skipped,
+            "deleted": summary.deleted,
         });
     }
     fields

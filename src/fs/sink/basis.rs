@@ -179,7 +179,7 @@ impl Resolver<'_> {
 
     /// The regular file at `components`, opened without following a link, and what
     /// it is; `None` for anything else or any failure.
-    fn open_regular(&mut self, components: &[&[u8]]) -> Option<(File, Stat)> {
+    pub(super) fn open_regular(&mut self, components: &[&[u8]]) -> Option<(File, Stat)> {
         let (parents, name) = split_last(components);
         let dir = self.walk(parents, false).ok()??;
         let fd = beneath::open_file(&*dir, name).ok()?;

@@ -152,7 +152,7 @@ fn count_times(result: Result<(), Errno>) -> Result<(), Errno> {
 /// The owner to give, as root and not on a server: the local number of the sent
 /// name where there is one (unless `--numeric-ids`), else the sent number.
 fn owner_of(entry: &Entry, policy: Policy) -> Option<(Uid, Gid)> {
-    let (uid, gid) = (entry.extra().uid?, entry.extra().gid?);
+    let _ = (entry.extra().uid?, entry.extra().gid?);
     if policy.server {
         return None;
     }
@@ -160,7 +160,12 @@ fn owner_of(entry: &Entry, policy: Policy) -> Option<(Uid, Gid)> {
         DROPPED.owners.fetch_add(1, Ordering::Relaxed);
         return None;
     }
-    let (mut uid, mut gid) = (uid, gid);
+    local_owner(entry)
+}
+
+/// The local numbers of the owner `entry` names (see [`owner_of`]).
+fn local_owner(entry: &Entry) -> Option<(Uid, Gid)> {
+    let (mut uid, mut gid) = (entry.extra().uid?, entry.extra().gid?);
     if !NUMERIC_IDS.get().copied().unwrap_or(false) {
         let owners = LOCAL_OWNERS.get_or_init(Owners::load);
         if let Some(local) = entry
@@ -181,6 +186,42 @@ fn owner_of(entry: &Entry, policy: Policy) -> Option<(Uid, Gid)> {
         }
     }
     Some((Uid::from_raw(uid), Gid::from_raw(gid)))
+}
+
+/// Whether what is at `fd` (described by `stat`) differs from what [`apply`] would
+/// give it under `policy`: its mode, its owner (only where it would be applied),
+/// an offered extended attribute it lacks or holds otherwise, and, with `times`,
+/// its modification time (a side without nanoseconds matches any). Changes nothing
+/// and counts nothing.
+pub(crate) fn differs(
+    fd: impl AsFd,
+    stat: &rustix::fs::Stat,
+    entry: &Entry,
+    policy: Policy,
+    times: bool,
+) -> bool {
+    let mode = mode_of(entry, policy).is_some_and(|mode| stat.st_mode & 0o7777 != mode);
+    let owner = !policy.server
+        && is_root()
+        && local_owner(entry)
+            .is_some_and(|(uid, gid)| (stat.st_uid, stat.st_gid) != (uid.as_raw(), gid.as_raw()));
+    let time = times
+        && entry.mtime.is_some_and(|mtime| {
+            let nanos = entry.mtime_ns.unwrap_or(0);
+            mtime != stat.st_mtime || !same_nanos(nanos, stat.st_mtime_nsec as u32)
+        });
+    let xattrs = entry
+        .extra()
+        .xattrs
+        .as_ref()
+        .is_some_and(|xattrs| !xattr::holds(&fd, xattrs, is_root() && !policy.server));
+    mode || owner || time || xattrs
+}
+
+/// Section 16: nanoseconds agree when equal, or when either side has none (a
+/// filesystem with whole-second times must not make every rerun resend).
+pub(super) fn same_nanos(offered: u32, here: u32) -> bool {
+    offered == here || offered == 0 || here == 0
 }
 
 fn timestamps(entry: &Entry) -> Option<Timestamps> {

@@ -12,6 +12,7 @@ mod meta;
 mod node;
 mod part;
 mod prune;
+mod refresh;
 mod resolver;
 mod sweep;
 mod target;

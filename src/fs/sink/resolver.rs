@@ -95,7 +95,7 @@ impl<'a> Resolver<'a> {
             FileType::RegularFile
                 if offered.0 == Some(stat.st_size as u64)
                     && offered.1 == Some(stat.st_mtime)
-                    && same_nanos(offered.2, stat.st_mtime_nsec as u32) =>
+                    && meta::same_nanos(offered.2, stat.st_mtime_nsec as u32) =>
             {
                 Ok(Placement::Same)
             }
@@ -291,12 +291,6 @@ impl<'a> Resolver<'a> {
     fn made_here(&self, components: &[&[u8]]) -> bool {
         !self.made.is_empty() && self.made.contains(&components.join(&b'/'))
     }
-}
-
-/// Section 16: nanoseconds agree when equal, or when either side has none (a
-/// filesystem with whole-second times must not make every rerun resend).
-fn same_nanos(offered: u32, here: u32) -> bool {
-    offered == here || offered == 0 || here == 0
 }
 
 /// A path's parent components and its last one.

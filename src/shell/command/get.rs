@@ -9,16 +9,16 @@ use clap::Args;
 use crate::client::path::resolve;
 use crate::error::{Kind, fail, peer_code};
 use crate::escape::escape_path;
+use crate::fs::filter::get_request;
 use crate::fs::path::Names;
 use crate::fs::sink::TargetDir;
 use crate::proto::message::ErrorCode;
-use crate::proto::message::{Mirror, RuleSet};
 use crate::shell::command::put::ShellMirror;
 use crate::shell::session::Session;
 use crate::shell::words::expand_home;
 use crate::transfer::recv::{Destination, Settings};
 
-/// download files and directories (-f: replace local files; --delete: mirror)
+/// download files and directories (-f: replace local files; --delete: mirror; -i: list changes)
 #[derive(Debug, Args, PartialEq, Eq)]
 #[command(override_usage = "get [-f] PATH... [LOCAL]")]
 pub(crate) struct Get {
@@ -35,6 +35,10 @@ pub(crate) struct Get {
 
 impl Get {
     pub(crate) fn run(self, session: &mut Session) -> Result<()> {
+        // Filters first: an --exclude-from that cannot be read makes nothing here.
+        let (delete, dry_run) = (self.mirror.delete, self.mirror.dry_run);
+        let mirror = get_request(&self.mirror.rules()?, delete, dry_run)
+            .map_err(|why| fail(Kind::Usage, why))?;
         let (remote, local) = match self.operands.as_slice() {
             [first @ .., last] if !first.is_empty() && names_local_dir(session, last)? => {
                 let local = expand_home(last);
@@ -55,23 +59,13 @@ impl Get {
         let target = TargetDir::open(&local)?;
         let _lock = target.lock(&local)?;
         let destination = Destination::Dir(target);
-        let (delete, dry_run) = (self.mirror.delete, self.mirror.dry_run);
         let settings = Settings {
             overwrite: self.force || delete,
             resume: true,
             names: Names::Safe,
             asked: Some((delete, dry_run)),
         };
-        let rules = self.mirror.rules();
-        let mirror = (delete || dry_run || !rules.is_empty()).then(|| Mirror {
-            delete,
-            dry_run,
-            rules: vec![RuleSet {
-                dir: String::new(),
-                lines: rules,
-            }],
-        });
-        session.transfer("received", |client, tally| {
+        session.transfer("received", self.mirror.itemize, |client, tally| {
             client.asking(mirror.clone())?;
             client.get(&paths, &destination, settings, tally)
         })

@@ -326,6 +326,30 @@ mod tests {
     }
 
     #[test]
+    fn put_and_get_take_the_mirror_flags_of_the_command_line() {
+        let Command::Put(put) =
+            parsed("put -i --gitignore --exclude-from ex.txt --exclude '*.o' --delete dir")
+        else {
+            panic!("put parses as put");
+        };
+        assert!(put.mirror.itemize && put.gitignore && put.mirror.delete);
+        assert_eq!(put.mirror.exclude_from, ["ex.txt"]);
+        assert_eq!(put.mirror.exclude, ["*.o"]);
+        assert_eq!(put.operands, ["dir"]);
+        let Command::Get(get) = parsed("get --itemize -n --exclude-from a --exclude-from b x")
+        else {
+            panic!("get parses as get");
+        };
+        assert!(get.mirror.itemize && get.mirror.dry_run);
+        assert_eq!(get.mirror.exclude_from, ["a", "b"]);
+        // The ignore files are those of the tree sent: nothing of a get.
+        assert_eq!(
+            refused("get --gitignore x"),
+            "get: unknown option --gitignore; `help get` explains"
+        );
+    }
+
+    #[test]
     fn commands_with_operands_want_exactly_theirs() {
         let path = || "docs/old".to_string();
         assert_eq!(parsed("cd docs/old"), Command::Cd(cd::Cd { path: path() }));

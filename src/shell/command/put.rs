@@ -8,8 +8,10 @@ use clap::{Args, ValueHint};
 
 use crate::client::path::resolve;
 use crate::error::{Kind, fail};
+use crate::fs::filter::command_line_rules;
 use crate::fs::source::{self, WalkOptions};
 use crate::shell::session::Session;
+use crate::shell::words::expand_home;
 
 /// What `put` and `get` take for mirroring, as `xfer send` and `xfer get` do.
 #[derive(Debug, Args, PartialEq, Eq, Default)]
@@ -23,21 +25,28 @@ pub(crate) struct ShellMirror {
     /// Take back what an --exclude left out; repeatable
     #[arg(long, value_name = "PATTERN")]
     pub(crate) include: Vec<String>,
+    /// Read exclude patterns from the local FILE, one a line; repeatable
+    #[arg(long, value_name = "FILE", value_hint = ValueHint::FilePath)]
+    pub(crate) exclude_from: Vec<String>,
     /// Only show what would happen
     #[arg(short = 'n', long)]
     pub(crate) dry_run: bool,
+    /// Print one line per changed entry (new, replaced, deleted, attrs, ...)
+    #[arg(short = 'i', long)]
+    pub(crate) itemize: bool,
 }
 
 impl ShellMirror {
-    /// The rules as gitignore lines: exclusions, then re-inclusions.
-    pub(crate) fn rules(&self) -> Vec<String> {
-        let includes = self.include.iter().map(|pattern| format!("!{pattern}"));
-        self.exclude.iter().cloned().chain(includes).collect()
+    /// The rules as gitignore lines, as the command line makes them: exclusions
+    /// (the patterns, then the files' lines), then re-inclusions.
+    pub(crate) fn rules(&self) -> Result<Vec<String>> {
+        let files: Vec<PathBuf> = self.exclude_from.iter().map(|f| expand_home(f)).collect();
+        command_line_rules(&self.exclude, &files, &self.include)
+            .map_err(|why| fail(Kind::Usage, why))
     }
 }
-use crate::shell::words::expand_home;
 
-/// upload files and directories (-f: replace remote files; --delete: mirror)
+/// upload files and directories (-f: replace remote files; --delete: mirror; -i: list changes)
 #[derive(Debug, Args, PartialEq, Eq)]
 #[command(override_usage = "put [-f] FILE... [DIR]")]
 pub(crate) struct Put {
@@ -46,6 +55,9 @@ pub(crate) struct Put {
     pub(crate) force: bool,
     #[command(flatten)]
     pub(crate) mirror: ShellMirror,
+    /// Honour the `.gitignore` and `.ignore` files in the trees sent
+    #[arg(long)]
+    pub(crate) gitignore: bool,
     /// What to upload; of several, the last is the remote directory when it is
     /// not a local path
     #[arg(value_name = "FILE", required = true, value_hint = ValueHint::AnyPath)]
@@ -63,7 +75,8 @@ impl Put {
         };
         let files: Vec<PathBuf> = local.iter().map(|f| expand_home(f)).collect();
         let walk = WalkOptions {
-            rules: self.mirror.rules(),
+            rules: self.mirror.rules()?,
+            gitignore: self.gitignore,
             ..WalkOptions::default()
         };
         let mut collected = source::collect(&files, &walk)?;
@@ -78,7 +91,7 @@ impl Put {
                 "put sends files and directories, not streams"
             ));
         }
-        let result = session.transfer("sent", |client, tally| {
+        let result = session.transfer("sent", self.mirror.itemize, |client, tally| {
             client.put(&dir, force, &collected, tally)
         });
         session.forget_listings();

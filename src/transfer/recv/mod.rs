@@ -65,6 +65,7 @@ pub(crate) fn session<R: Read, W: Write + Send, C: Hangup>(
         settings,
         quota,
         delta: conn.negotiated.has(Feature::Delta),
+        mirror: conn.negotiated.has(Feature::Mirror),
     };
     let result = receive(conn, &shared, tally);
     tally.squeezed(conn.reader.take_squeezed());

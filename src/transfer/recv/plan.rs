@@ -210,6 +210,7 @@ fn send_from(offset: u64, prefix: Option<&Hasher>) -> Decision {
         prefix_hash: prefix.map(|hasher| hasher.peek().to_hex()),
         delta: None,
         replaces: false,
+        attrs: false,
     }
 }
 
@@ -220,6 +221,7 @@ fn send_over(replaces: bool) -> Decision {
         prefix_hash: None,
         delta: None,
         replaces,
+        attrs: false,
     }
 }
 
@@ -283,8 +285,20 @@ impl<'c> Decider<'_, 'c> {
                 };
                 (planned, send_over(replaces.files > 0))
             }
-            Ok(Decided::Dir { existed }) => (Planned::dir(entry), send_over(existed)),
-            Ok(Decided::Same) => self.same(entry, tally),
+            Ok(Decided::Dir { existed, attrs }) => {
+                if attrs {
+                    tally.change(Change::DirAttrs, &entry.shown_path(), 0, None);
+                }
+                let decision = Decision::Send {
+                    offset: 0,
+                    prefix_hash: None,
+                    delta: None,
+                    replaces: existed,
+                    attrs: attrs && self.shared.mirror,
+                };
+                (Planned::dir(entry), decision)
+            }
+            Ok(Decided::Same { attrs }) => self.same(entry, attrs, tally),
             Ok(Decided::File {
                 resume_from,
                 claim,
@@ -325,19 +339,27 @@ impl<'c> Decider<'_, 'c> {
         let skip = Decision::Skip {
             code: refusal.code,
             message: refusal.message,
+            attrs: false,
         };
         (Planned::skipped(entry), skip)
     }
 
     /// An entry already on the receiver: counted as delivered (and a file, as final
-    /// for its hard links); in a dry run, a change to show.
-    fn same(&self, entry: Entry, tally: &Tally) -> (Planned<'c>, Decision) {
+    /// for its hard links), with `attrs` if its metadata was (or in a dry run would
+    /// be) brought up to the offer; in a dry run, a change to show.
+    fn same(&self, entry: Entry, attrs: bool, tally: &Tally) -> (Planned<'c>, Decision) {
+        let change = [Change::Same, Change::Attrs][usize::from(attrs)];
         match self.dry_run {
-            true => tally.change(Change::Same, &entry.shown_path(), 0, None),
-            false => tally.record(FileOutcome::Same {
-                path: entry.shown_path().into_owned(),
-                size: entry.size,
-            }),
+            true => tally.change(change, &entry.shown_path(), 0, None),
+            false => {
+                if attrs {
+                    tally.change(change, &entry.shown_path(), 0, None);
+                }
+                tally.record(FileOutcome::Same {
+                    path: entry.shown_path().into_owned(),
+                    size: entry.size,
+                });
+            }
         }
         let message = match entry.kind {
             EntryKind::File => "already on the receiver (same size and time)",
@@ -346,6 +368,7 @@ impl<'c> Decider<'_, 'c> {
         let skip = Decision::Skip {
             code: ErrorCode::Same,
             message: message.into(),
+            attrs: attrs && self.shared.mirror,
         };
         let planned = Planned::skipped(entry);
         planned.arrived.store(true, Ordering::Relaxed);
@@ -367,7 +390,10 @@ impl<'c> Decider<'_, 'c> {
         }
         let claim = self.claim(entry, &shown)?;
         let replaces = match self.placement(entry, &components)? {
-            Placement::Same => return Ok(Decided::Same),
+            Placement::Same => {
+                let attrs = self.refresh(entry, &components, &shown);
+                return Ok(Decided::Same { attrs });
+            }
             Placement::Free(Some(bytes)) => Footprint { bytes, files: 1 },
             Placement::Free(None) => Footprint::default(),
         };
@@ -510,6 +536,19 @@ impl<'c> Decider<'_, 'c> {
             .probe_file(path, components, overwrite, offered)
     }
 
+    /// Whether a `same` file holds other metadata than offered, and (not in a dry
+    /// run) gives it the offered ones. What cannot be applied (a file of another
+    /// owner, for a receiver that is not root) is said and leaves the file `same`:
+    /// its content is delivered either way.
+    fn refresh(&mut self, entry: &Entry, components: &[&[u8]], shown: &str) -> bool {
+        self.resolver
+            .refresh_same_file(shown, components, entry, self.dry_run)
+            .unwrap_or_else(|refusal| {
+                crate::ui::report::warn(&escape(&refusal.message));
+                false
+            })
+    }
+
     /// A dry run's quota check: whether `more` would fit, holding nothing.
     fn check_room(&self, entry: &Entry, more: Footprint) -> Result<(), Refusal> {
         match self.shared.quota {
@@ -533,7 +572,8 @@ impl<'c> Decider<'_, 'c> {
                 if !self.dry_run && !existed {
                     self.resolver.create_dir(components)?;
                 }
-                Ok(Decided::Dir { existed })
+                let attrs = existed && self.resolver.dir_differs(components, entry);
+                Ok(Decided::Dir { existed, attrs })
             }
             EntryKind::Symlink
             | EntryKind::Hardlink
@@ -580,7 +620,7 @@ impl<'c> Decider<'_, 'c> {
             .resolver
             .probe_node(&node, self.shared.settings.overwrite)?;
         let replaces = match placement {
-            Placement::Same => return Ok(Decided::Same),
+            Placement::Same => return Ok(Decided::Same { attrs: false }),
             Placement::Free(bytes) => Footprint {
                 bytes: bytes.unwrap_or(0),
                 files: u64::from(bytes.is_some()),
@@ -719,17 +759,18 @@ impl<'c> Decider<'_, 'c> {
 
 /// What was decided for an accepted entry.
 enum Decided<'c> {
-    /// `existed`: it was there already (it gets its mode and time only).
-    Dir {
-        existed: bool,
-    },
+    /// `existed`: it was there already (it gets its mode and time only), with
+    /// other metadata when `attrs`.
+    Dir { existed: bool, attrs: bool },
     /// An entry without data, made after the files; `replaces` what is there.
     Make {
         claim: Claim<'c>,
         reservation: Option<Box<Reservation>>,
         replaces: Footprint,
     },
-    Same,
+    /// There already; with other metadata when `attrs` (a real run gave it the
+    /// offered ones).
+    Same { attrs: bool },
     File {
         resume_from: Option<Box<(u64, Hasher)>>,
         claim: Claim<'c>,

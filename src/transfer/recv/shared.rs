@@ -57,4 +57,6 @@ pub(crate) struct Shared<'a> {
     pub(crate) quota: Option<&'a Account>,
     /// Feature `delta` is in force: files this side replaces are offered as bases.
     pub(crate) delta: bool,
+    /// Feature `mirror` is in force: the plan may say `replaces` and `attrs`.
+    pub(crate) mirror: bool,
 }

@@ -467,9 +467,13 @@ fn follow_plan(
         if not_for_data(entry, decision, index, tally)? {
             continue;
         }
-        let (offset, prefix_hash, (basis, replaces)) = match decision {
-            Decision::Skip { code, message } => {
-                skipped(entry, *code, message, tally, dry_run);
+        let (offset, prefix_hash, (basis, replaces, attrs)) = match decision {
+            Decision::Skip {
+                code,
+                message,
+                attrs,
+            } => {
+                skipped(entry, (*code, *attrs), message, tally, dry_run);
                 continue;
             }
             Decision::Send {
@@ -477,7 +481,8 @@ fn follow_plan(
                 prefix_hash,
                 delta: basis,
                 replaces,
-            } => (*offset, prefix_hash, (basis, *replaces)),
+                attrs,
+            } => (*offset, prefix_hash, (basis, *replaces, *attrs)),
         };
         let path = &*entry.shown_path();
         match entry.kind {
@@ -493,9 +498,7 @@ fn follow_plan(
                 let prefix = prefix_hash.is_some() || basis.is_some();
                 without_data(kind, index, offset, prefix)?;
                 if kind == EntryKind::Dir {
-                    if mirroring && !replaces {
-                        tally.change(Change::NewDir, path, 0, None);
-                    }
+                    planned_dir(path, mirroring, (replaces, attrs), tally);
                 } else {
                     if dry_run {
                         tally.change(Change::of_node(kind, replaces), path, 0, None);
@@ -506,6 +509,17 @@ fn follow_plan(
         }
     }
     Ok((to_send, made))
+}
+
+/// Shows what the plan says of a directory under `mirror`: that it is new, or
+/// there already with other metadata (`attrs`).
+fn planned_dir(path: &str, mirroring: bool, (replaces, attrs): (bool, bool), tally: &Tally) {
+    if mirroring && !replaces {
+        tally.change(Change::NewDir, path, 0, None);
+    }
+    if mirroring && attrs {
+        tally.change(Change::DirAttrs, path, 0, None);
+    }
 }
 
 /// A `send` for entry `index` of `kind`, which has no data: from offset 0, without
@@ -616,15 +630,29 @@ fn not_sent(tally: &Tally, path: &str, reason: &str, said: bool) {
     }
 }
 
-/// Shows and counts an entry the plan skips: in a dry run a change to show, else
-/// a file already there (`same`) or a refusal.
-fn skipped(entry: &Entry, code: ErrorCode, message: &str, tally: &Tally, dry_run: bool) {
+/// Shows and counts an entry the plan skips (`code`, and whether the receiver
+/// said `attrs`): in a dry run a change to show, else a file already there (`same`,
+/// with an `attrs` change when its metadata was brought up to the offer) or a
+/// refusal.
+fn skipped(
+    entry: &Entry,
+    (code, attrs): (ErrorCode, bool),
+    message: &str,
+    tally: &Tally,
+    dry_run: bool,
+) {
+    let same = [Change::Same, Change::Attrs][usize::from(attrs)];
     match code {
-        ErrorCode::Same if dry_run => tally.change(Change::Same, &entry.shown_path(), 0, None),
-        ErrorCode::Same => tally.record(FileOutcome::Same {
-            path: entry.shown_path().into_owned(),
-            size: entry.size,
-        }),
+        ErrorCode::Same if dry_run => tally.change(same, &entry.shown_path(), 0, None),
+        ErrorCode::Same => {
+            if attrs {
+                tally.change(same, &entry.shown_path(), 0, None);
+            }
+            tally.record(FileOutcome::Same {
+                path: entry.shown_path().into_owned(),
+                size: entry.size,
+            });
+        }
         _ if dry_run => {
             let note = format!("{code}: {}", escape(message));
             tally.change(Change::Skipped, &entry.shown_path(), 0, Some(&note));

@@ -11,6 +11,7 @@ pub mod peer;
 pub mod relay;
 pub mod server;
 pub mod site;
+pub mod terminal;
 pub mod tree;
 
 use std::io::{BufRead, BufReader, Read};

@@ -1,0 +1,286 @@
+//! An entry the receiver holds already (a file of the same size and time, a
+//! directory) whose metadata differs from the sender's: the receiver makes it the
+//! sender's (mode, time, owner when kept, extended attributes when kept), as
+//! `rsync -a` does, and `--itemize` says `attrs` on both sides (rsync's
+//! `.f...p...`), in `--json` too; a dry run says so and changes nothing. A peer
+//! without the feature `mirror` gets the fix but no `attrs` in the plan.
+//!
+//! Decided: until now such a file was left as it was (`same`), its mode never
+//! fixed; a user who mirrors expects the copy to carry the source's modes.
+
+use std::fs;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::Path;
+use std::process::Output;
+
+use serde_json::{Value, json};
+
+use crate::mirror::mirror;
+use crate::util::server::{Site, as_user, client, code};
+use crate::util::tree::{set_mtime, set_xattr, xattrs_of};
+use crate::util::{KEY, Receiver, peer_sender, run, stderr_of};
+
+/// `src/tree` (a, sub/b) sent once, so that `dst/tree` holds the same.
+fn synced(root: &Path) {
+    fs::create_dir_all(root.join("src/tree/sub")).unwrap();
+    fs::create_dir_all(root.join("dst")).unwrap();
+    fs::write(root.join("src/tree/a"), b"a\n").unwrap();
+    fs::write(root.join("src/tree/sub/b"), b"b\n").unwrap();
+    set_mode(&root.join("src/tree/a"), 0o644);
+    set_mode(&root.join("src/tree/sub"), 0o755);
+    let (sent, recv_code, recv_err) = mirror(root, &[], &[]);
+    assert_eq!(code(&sent), 0, "{}", stderr_of(&sent));
+    assert_eq!(recv_code, 0, "{recv_err}");
+}
+
+fn set_mode(path: &Path, mode: u32) {
+    fs::set_permissions(path, fs::Permissions::from_mode(mode)).unwrap();
+}
+
+fn mode(path: &Path) -> u32 {
+    fs::metadata(path).unwrap().mode() & 0o7777
+}
+
+fn stdout_lines(output: &Output) -> Vec<String> {
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+fn events(output: &Output) -> Vec<Value> {
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|line| serde_json::from_str(line).ok())
+        .collect()
+}
+
+#[test]
+fn a_same_file_or_directory_with_another_mode_is_fixed_and_itemized() {
+    let root = tempfile::tempdir().unwrap();
+    let root = root.path();
+    synced(root);
+    set_mode(&root.join("src/tree/a"), 0o600);
+    set_mode(&root.join("src/tree/sub"), 0o750);
+    let (sent, recv_code, recv_err) = mirror(root, &[], &["-i"]);
+    assert_eq!(code(&sent), 0, "{}", stderr_of(&sent));
+    assert_eq!(recv_code, 0, "{recv_err}");
+    assert_eq!(
+        stdout_lines(&sent),
+        ["attrs    tree/a", "attrs    tree/sub/"]
+    );
+    assert!(
+        stderr_of(&sent).contains("2 already there"),
+        "{}",
+        stderr_of(&sent)
+    );
+    assert_eq!(mode(&root.join("dst/tree/a")), 0o600);
+    assert_eq!(mode(&root.join("dst/tree/sub")), 0o750);
+    assert_eq!(fs::read(root.join("dst/tree/a")).unwrap(), b"a\n");
+    // Nothing left to fix: nothing to say.
+    let (again, _, _) = mirror(root, &[], &["-i"]);
+    assert_eq!(code(&again), 0, "{}", stderr_of(&again));
+    assert_eq!(stdout_lines(&again), Vec::<String>::new());
+    // A directory whose time alone differs, in JSON, into a mirroring receiver.
+    set_mtime(&root.join("src/tree/sub"), 1_600_000_000, 0);
+    set_mode(&root.join("src/tree/sub/b"), 0o640);
+    let (json, _, _) = mirror(root, &["--overwrite"], &["-i", "--json", "--delete"]);
+    assert_eq!(code(&json), 0, "{}", stderr_of(&json));
+    let changes: Vec<(String, String)> = events(&json)
+        .iter()
+        .filter(|e| e["event"] == "change")
+        .map(|e| {
+            (
+                e["change"].as_str().unwrap().into(),
+                e["path"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        changes,
+        [
+            ("attrs".to_string(), "tree/sub".to_string()),
+            ("attrs".to_string(), "tree/sub/b".to_string())
+        ]
+    );
+    let b = events(&json)
+        .into_iter()
+        .find(|e| e["event"] == "file" && e["path"] == "tree/sub/b")
+        .expect("a file event");
+    assert_eq!(b["status"], "same");
+    assert_eq!(mode(&root.join("dst/tree/sub/b")), 0o640);
+    let sub = fs::metadata(root.join("dst/tree/sub")).unwrap();
+    assert_eq!(sub.mtime(), 1_600_000_000);
+}
+
+#[test]
+fn a_dry_run_says_attrs_and_changes_nothing() {
+    let root = tempfile::tempdir().unwrap();
+    let root = root.path();
+    synced(root);
+    set_mode(&root.join("src/tree/a"), 0o604);
+    let (dry, _, _) = mirror(root, &[], &["-n"]);
+    assert_eq!(code(&dry), 0, "{}", stderr_of(&dry));
+    let lines = stdout_lines(&dry);
+    assert!(lines.iter().any(|l| l == "attrs    tree/a"), "{lines:?}");
+    assert!(
+        lines.iter().any(|l| l == "same     tree/sub/b"),
+        "{lines:?}"
+    );
+    assert!(
+        stderr_of(&dry).contains("1 same, 1 with other attributes"),
+        "{}",
+        stderr_of(&dry)
+    );
+    assert_eq!(
+        mode(&root.join("dst/tree/a")),
+        0o644,
+        "a dry run changes nothing"
+    );
+    let (json, _, _) = mirror(root, &[], &["-n", "--json"]);
+    let summary = events(&json)
+        .into_iter()
+        .find(|e| e["event"] == "summary")
+        .expect("a summary");
+    assert_eq!(summary["dry_run"]["attrs"], 1, "{summary}");
+    assert_eq!(mode(&root.join("dst/tree/a")), 0o644);
+}
+
+#[test]
+fn a_server_fixes_what_a_put_finds_and_a_get_fixes_the_local_copy() {
+    let site = Site::new();
+    site.users(&[("alice", "")]);
+    let server = site.serve(&[]);
+    let local = site.path().join("tree");
+    fs::create_dir_all(&local).unwrap();
+    fs::write(local.join("f"), b"f\n").unwrap();
+    set_mode(&local.join("f"), 0o644);
+    let local_arg = local.to_str().unwrap();
+    let put = client(&site, "alice", &["send", local_arg, &server.at("/")]);
+    assert_eq!(code(&put), 0, "{}", stderr_of(&put));
+    // The server keeps its own read and write bits whatever was offered.
+    set_mode(&local.join("f"), 0o640);
+    let put = client(&site, "alice", &["send", "-i", local_arg, &server.at("/")]);
+    assert_eq!(code(&put), 0, "{}", stderr_of(&put));
+    assert_eq!(stdout_lines(&put), ["attrs    tree/f"]);
+    assert_eq!(mode(&site.home("alice").join("tree/f")), 0o640);
+    // Back: the local copy's mode is changed here, and a get puts it right.
+    let dl = site.path().join("dl");
+    fs::create_dir_all(&dl).unwrap();
+    let get = |extra: &[&str]| {
+        let mut args = vec!["get"];
+        args.extend_from_slice(extra);
+        let tree = server.at("tree");
+        args.extend([tree.as_str(), dl.to_str().unwrap()]);
+        run(&mut as_user(&site, "alice", &args))
+    };
+    assert_eq!(code(&get(&[])), 0);
+    set_mode(&dl.join("tree/f"), 0o600);
+    let got = get(&["-i"]);
+    assert_eq!(code(&got), 0, "{}", stderr_of(&got));
+    assert_eq!(stdout_lines(&got), ["attrs    tree/f"]);
+    assert_eq!(mode(&dl.join("tree/f")), 0o640);
+}
+
+#[test]
+fn extended_attributes_and_owners_are_fixed_when_kept() {
+    let root = tempfile::tempdir().unwrap();
+    let root = root.path();
+    synced(root);
+    let file = root.join("src/tree/a");
+    if let Err(err) = set_xattr(&file, "user.colour", b"blue") {
+        eprintln!("skipped: this filesystem takes no user.* attributes ({err})");
+        return;
+    }
+    let (sent, recv_code, recv_err) = mirror(root, &[], &["-i", "-X"]);
+    assert_eq!(code(&sent), 0, "{}", stderr_of(&sent));
+    assert_eq!(recv_code, 0, "{recv_err}");
+    assert_eq!(stdout_lines(&sent), ["attrs    tree/a"]);
+    let copied = xattrs_of(&root.join("dst/tree/a"));
+    assert_eq!(
+        copied.get(&b"user.colour"[..]).map(Vec::as_slice),
+        Some(&b"blue"[..])
+    );
+    // Without -X the attribute is not offered, so there is nothing to fix.
+    let (plain, _, _) = mirror(root, &[], &["-i"]);
+    assert_eq!(stdout_lines(&plain), Vec::<String>::new());
+
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("skipped: owners can be given only as root");
+        return;
+    }
+    std::os::unix::fs::chown(&file, Some(65534), Some(65534)).unwrap();
+    let (owned, _, _) = mirror(root, &[], &["-i", "--owner", "--numeric-ids"]);
+    assert_eq!(code(&owned), 0, "{}", stderr_of(&owned));
+    assert_eq!(stdout_lines(&owned), ["attrs    tree/a"]);
+    let meta = fs::metadata(root.join("dst/tree/a")).unwrap();
+    assert_eq!((meta.uid(), meta.gid()), (65534, 65534));
+}
+
+#[test]
+fn a_peer_without_mirror_gets_the_fix_but_no_attrs_in_the_plan() {
+    for (features, said) in [(&["aead"][..], false), (&["aead", "mirror"][..], true)] {
+        let out = tempfile::tempdir().unwrap();
+        let there = out.path().join("f");
+        fs::write(&there, b"same\n").unwrap();
+        set_mode(&there, 0o644);
+        set_mtime(&there, 1_700_000_000, 0);
+        let mut receiver = Receiver::start(out.path(), Some(KEY), &[]);
+        let mut peer = peer_sender(receiver.port, features);
+        let entry = json!({"path":"f","kind":"file","size":5,"mode":0o600,"mtime":1_700_000_000});
+        peer.send_offer(&[vec![entry]]).unwrap();
+        let decision = peer.read_plan(1).expect("a plan").remove(0);
+        assert_eq!(decision["code"], "same", "{decision}");
+        assert_eq!(
+            decision.get("attrs").is_some(),
+            said,
+            "{features:?}: {decision}"
+        );
+        peer.send_end().unwrap();
+        drop(peer);
+        let _ = receiver.exit_code();
+        assert_eq!(mode(&there), 0o600, "{features:?}");
+        assert_eq!(fs::read(&there).unwrap(), b"same\n");
+    }
+}
+
+#[test]
+fn a_same_file_whose_mode_cannot_be_set_stays_same_with_a_warning() {
+    let root = tempfile::tempdir().unwrap();
+    let root = root.path();
+    synced(root);
+    set_mode(&root.join("src/tree/a"), 0o600);
+    let dst = root.join("dst");
+    let mut command = crate::util::xfer();
+    command
+        .args(["recv", "--listen", "127.0.0.1:0", "--dir"])
+        .arg(&dst)
+        .env("XFER_KEY", KEY);
+    let Some(unprivileged) = crate::util::as_nobody(command) else {
+        eprintln!("skipped: needs root and setpriv to run the receiver as nobody");
+        return;
+    };
+    // The receiver may write the directories, but `a` stays root's.
+    for dir in [root, &dst, &dst.join("tree"), &dst.join("tree/sub")] {
+        std::os::unix::fs::chown(dir, Some(65534), Some(65534)).unwrap();
+    }
+    std::os::unix::fs::chown(dst.join("tree/sub/b"), Some(65534), Some(65534)).unwrap();
+    let mut receiver = Receiver::spawn(unprivileged);
+    let sent = crate::util::send(&[&root.join("src/tree")], receiver.port, KEY, &["-i"]);
+    assert_eq!(code(&sent), 0, "{}", stderr_of(&sent));
+    assert_eq!(receiver.exit_code(), 0, "{}", receiver.stderr());
+    assert_eq!(stdout_lines(&sent), Vec::<String>::new());
+    assert!(
+        stderr_of(&sent).contains("2 already there"),
+        "{}",
+        stderr_of(&sent)
+    );
+    assert!(
+        receiver
+            .stderr()
+            .contains("tree/a: cannot set its metadata"),
+        "{}",
+        receiver.stderr()
+    );
+    assert_eq!(mode(&dst.join("tree/a")), 0o644);
+}
