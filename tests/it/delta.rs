@@ -509,7 +509,12 @@ fn dry_run_of(old: &[u8], new: &[u8]) -> (Value, u64) {
     let src = tempfile::tempdir().unwrap();
     let dst = tempfile::tempdir().unwrap();
     let file = write_in(src.path(), "f", new);
-    write_in(dst.path(), "f", old);
+    let held = write_in(dst.path(), "f", old);
+    // Older, so that a file of the same size is not taken for the same one (a dry
+    // run's quick check), however close together the two were written.
+    let an_hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+    let handle = fs::File::options().write(true).open(held).unwrap();
+    handle.set_modified(an_hour_ago).unwrap();
     let mut receiver = Receiver::start(dst.path(), Some(KEY), &["--overwrite"]);
     let relay = Relay::start(receiver.port, Faults::default());
     let sent = send(&[&file], relay.port, KEY, &["-n", "--json"]);
