@@ -185,6 +185,19 @@ impl Receiver {
         status.code().expect("exited, not killed")
     }
 
+    /// What it printed on stdout, once it exited (a serving one is stopped first).
+    pub fn stdout(&mut self) -> String {
+        if self.is_running() {
+            let _ = self.child.kill();
+        }
+        wait_for(&mut self.child, TIMEOUT);
+        let mut out = String::new();
+        if let Some(mut stdout) = self.child.stdout.take() {
+            std::io::Read::read_to_string(&mut stdout, &mut out).expect("read stdout");
+        }
+        out
+    }
+
     /// Whether it is still running (a one-shot receiver waiting for its sender).
     pub fn is_running(&mut self) -> bool {
         self.child.try_wait().expect("try_wait").is_none()
