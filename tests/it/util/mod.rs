@@ -185,6 +185,16 @@ impl Receiver {
         status.code().expect("exited, not killed")
     }
 
+    /// Its stderr once it says `needle`, waiting for that (bounded: after
+    /// [`TIMEOUT`], whatever it said; the caller asserts).
+    pub fn wait_for_stderr(&self, needle: &str) -> String {
+        let started = Instant::now();
+        while !self.stderr().contains(needle) && started.elapsed() < TIMEOUT {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.stderr()
+    }
+
     /// What it printed on stdout, once it exited (a serving one is stopped first).
     pub fn stdout(&mut self) -> String {
         if self.is_running() {
@@ -255,6 +265,36 @@ pub fn stderr_of(output: &Output) -> String {
 pub const SENDER_FEATURES: &[&str] = &["aead"];
 /// What a default `xfer` listener lists in `hello`.
 pub const LISTENER_FEATURES: &[&str] = &["aead", "blake3", "zstd"];
+
+/// The independent peer listening on 127.0.0.1 port 0 in a thread that accepts one
+/// connection and runs `script` on it: the port, and the thread to join for what
+/// `script` returns.
+pub fn peer_listening<T: Send + 'static>(
+    script: impl FnOnce(Peer) -> T + Send + 'static,
+) -> (u16, std::thread::JoinHandle<T>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("bound").port();
+    let thread = std::thread::spawn(move || script(Peer::accept(&listener).expect("accept")));
+    (port, thread)
+}
+
+/// How a receiver without `meta` (an xfer before it: [`LISTENER_FEATURES`]) answers
+/// the handshake.
+pub fn receiver_without_meta() -> peer::Acceptor {
+    peer::Acceptor::new(KEY, "receiver").features(LISTENER_FEATURES)
+}
+
+/// A receiver without `meta` ([`receiver_without_meta`]) that takes everything the
+/// one sender that connects offers: its port, and the thread that returns what
+/// arrived.
+pub fn old_receiver_taking_all() -> (u16, std::thread::JoinHandle<peer::Received>) {
+    peer_listening(|mut peer| {
+        peer.accept_handshake(&receiver_without_meta())
+            .expect("handshake");
+        peer.receive_transfer(|_, _| peer::Decision::Send)
+            .expect("a transfer")
+    })
+}
 
 /// Connects to 127.0.0.1:`port` without saying anything (every read bounded).
 pub fn peer_connect(port: u16) -> Peer {
