@@ -132,10 +132,9 @@ fn a_peer_without_meta_gets_the_utf8_names_and_the_sender_counts_the_rest() {
             "names/zero\u{200B}width",
         ]
     );
-    let skips: Vec<serde_json::Value> = String::from_utf8_lossy(&sent.stdout)
-        .lines()
-        .filter_map(|line| serde_json::from_str(line).ok())
-        .filter(|event: &serde_json::Value| event["event"] == "skip")
+    let skips: Vec<serde_json::Value> = crate::util::stdout_events(&sent)
+        .into_iter()
+        .filter(|event| event["event"] == "skip")
         .collect();
     // The latin-1 file and the directory (whose file then has nowhere to go).
     assert_eq!(skips.len(), 3, "{skips:?}");

@@ -16,6 +16,7 @@ use crate::util::server::{Site, client, code};
 use crate::util::site::check_home;
 use crate::util::{
     KEY, Receiver, files_under, peer_listening, receiver_without_meta, send, stderr_of,
+    stdout_events,
 };
 
 /// A source tree `src/tree` (a, sub/b) and a receiving directory `dst` whose copy
@@ -107,10 +108,7 @@ fn delete_removes_what_the_source_lacks_and_nothing_outside_the_tree() {
     );
     // A second run has nothing to do: no file moves, nothing is deleted.
     let (again, _, _) = mirror(root.path(), &["--overwrite"], &["--delete", "-i", "--json"]);
-    let events: Vec<serde_json::Value> = String::from_utf8_lossy(&again.stdout)
-        .lines()
-        .filter_map(|line| serde_json::from_str(line).ok())
-        .collect();
+    let events = stdout_events(&again);
     assert!(!events.iter().any(|e| e["event"] == "change"), "{events:?}");
     let summary = events.iter().find(|e| e["event"] == "summary").unwrap();
     assert_eq!(summary["same"], 2, "{summary}");
@@ -123,10 +121,7 @@ fn json_carries_each_change_and_the_count() {
     trees(root.path());
     let (sent, _, _) = mirror(root.path(), &["--overwrite"], &["--delete", "--json"]);
     assert_eq!(code(&sent), 0, "{}", stderr_of(&sent));
-    let events: Vec<serde_json::Value> = String::from_utf8_lossy(&sent.stdout)
-        .lines()
-        .filter_map(|line| serde_json::from_str(line).ok())
-        .collect();
+    let events = stdout_events(&sent);
     let deleted: Vec<&str> = events
         .iter()
         .filter(|e| e["event"] == "change" && e["change"] == "deleted")

@@ -249,10 +249,7 @@ fn a_dry_run_shows_what_cannot_be_sent_as_skipped_and_exits_0() {
     assert_eq!(code(&out), 0, "{}", stderr_of(&out));
     assert_eq!(recv_code, 0, "{recv_err}");
     assert_eq!(snapshot(&root.path().join("dst")), before);
-    let events: Vec<serde_json::Value> = lines(&out)
-        .iter()
-        .filter_map(|line| serde_json::from_str(line).ok())
-        .collect();
+    let events = crate::util::stdout_events(&out);
     let skipped = events
         .iter()
         .find(|e| e["event"] == "change" && e["path"] == "tree/sock")

@@ -11,12 +11,10 @@ use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
-use serde_json::Value;
-
 use crate::mirror::settle;
 use crate::util::server::code;
 use crate::util::tree::set_mtime;
-use crate::util::{KEY, Receiver, pattern, run, send, stderr_of, xfer};
+use crate::util::{KEY, Receiver, events_in, pattern, run, send, stderr_of, stdout_events, xfer};
 
 /// The size of the file that travels as a delta (above `MIN_DELTA_SIZE`).
 const BIG: usize = 256 << 10;
@@ -50,12 +48,6 @@ fn sorted_lines(text: &str) -> Vec<String> {
     let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
     lines.sort();
     lines
-}
-
-fn events(text: &str) -> Vec<Value> {
-    text.lines()
-        .filter_map(|line| serde_json::from_str(line).ok())
-        .collect()
 }
 
 #[test]
@@ -144,6 +136,24 @@ fn a_serving_receiver_lists_the_changes_of_every_session() {
     assert!(receiver.is_running(), "{}", receiver.stderr());
     assert_eq!(receiver.stdout(), "new      f\nreplaced f\n");
     assert_eq!(fs::read(dst.path().join("f")).unwrap(), b"second, longer\n");
+
+    // With --json each change is an event that says which peer it concerns.
+    let dst = tempfile::tempdir().unwrap();
+    let mut receiver = Receiver::start(dst.path(), Some(KEY), &["--serve", "-i", "--json"]);
+    let sent = send(&[&file], receiver.port, KEY, &[]);
+    assert_eq!(code(&sent), 0, "{}", stderr_of(&sent));
+    let events = events_in(&receiver.stdout());
+    let change = events
+        .iter()
+        .find(|event| event["event"] == "change")
+        .unwrap_or_else(|| panic!("no change event: {events:?}"));
+    assert_eq!(
+        (&change["change"], &change["path"]),
+        (&"new".into(), &"f".into())
+    );
+    let peer = change["peer"].as_str().unwrap_or_default();
+    assert!(peer.starts_with("127.0.0.1:"), "{change}");
+    assert_eq!(fs::read(dst.path().join("f")).unwrap(), b"second, longer\n");
 }
 
 #[test]
@@ -170,7 +180,7 @@ fn a_receiver_connecting_to_a_listening_sender_itemizes_in_json() {
         .env("XFER_KEY", KEY));
     assert_eq!(code(&received), 0, "{}", stderr_of(&received));
     assert_eq!(sender.exit_code(), 0, "{}", sender.stderr());
-    let changes: Vec<(String, String)> = events(&String::from_utf8_lossy(&received.stdout))
+    let changes: Vec<(String, String)> = stdout_events(&received)
         .iter()
         .filter(|event| event["event"] == "change")
         .map(|event| {

@@ -63,9 +63,8 @@ fn send_unprivileged(tree: &Path, port: u16, flags: &[&str]) -> Option<Output> {
 }
 
 fn skip_events(output: &Output) -> Vec<Value> {
-    String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+    crate::util::stdout_events(output)
+        .into_iter()
         .filter(|event| event["event"] == "skip")
         .collect()
 }

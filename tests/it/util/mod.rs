@@ -90,11 +90,23 @@ fn drain(mut pipe: impl Read + Send + 'static) -> std::thread::JoinHandle<Vec<u8
     })
 }
 
+/// The JSON objects among the lines of `text` (`--json` events; other lines are
+/// passed over).
+pub fn events_in(text: &str) -> Vec<serde_json::Value> {
+    text.lines()
+        .filter_map(|line| serde_json::from_str(line).ok())
+        .collect()
+}
+
+/// The `--json` events a command printed on stdout.
+pub fn stdout_events(output: &Output) -> Vec<serde_json::Value> {
+    events_in(&String::from_utf8_lossy(&output.stdout))
+}
+
 /// The `summary` event among the `--json` lines a command printed on stdout.
 pub fn summary_event(output: &Output) -> serde_json::Value {
-    String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+    stdout_events(output)
+        .into_iter()
         .find(|event| event["event"] == "summary")
         .unwrap_or_else(|| panic!("no summary event: {}", stderr_of(output)))
 }
