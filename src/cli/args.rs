@@ -451,6 +451,12 @@ pub(crate) struct RecvArgs {
     #[arg(long)]
     pub(crate) numeric_ids: bool,
 
+    /// Print one line per change this side makes on stdout (new, replaced, delta,
+    /// new dir, new link, deleted, attrs), as `send -i` does, like rsync's -i;
+    /// `change` events with --json
+    #[arg(long, short = 'i', conflicts_with = "stdout")]
+    pub(crate) itemize: bool,
+
     #[command(flatten)]
     pub(crate) link: LinkArgs,
 

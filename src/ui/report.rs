@@ -394,7 +394,8 @@ impl Reporter {
                 event
             });
         }
-        if self.style.quiet || self.style.serving {
+        // A serving process lists changes only when asked (`recv --serve -i`).
+        if self.style.quiet || (self.style.serving && !self.style.itemize) {
             return;
         }
         let slash = match change {

@@ -285,19 +285,7 @@ impl<'c> Decider<'_, 'c> {
                 };
                 (planned, send_over(replaces.files > 0))
             }
-            Ok(Decided::Dir { existed, attrs }) => {
-                if attrs {
-                    tally.change(Change::DirAttrs, &entry.shown_path(), 0, None);
-                }
-                let decision = Decision::Send {
-                    offset: 0,
-                    prefix_hash: None,
-                    delta: None,
-                    replaces: existed,
-                    attrs: attrs && self.shared.mirror,
-                };
-                (Planned::dir(entry), decision)
-            }
+            Ok(Decided::Dir { existed, attrs }) => self.dir(entry, existed, attrs, tally),
             Ok(Decided::Same { attrs }) => self.same(entry, attrs, tally),
             Ok(Decided::File {
                 resume_from,
@@ -321,6 +309,31 @@ impl<'c> Decider<'_, 'c> {
             }
             Err(refusal) => self.refused(entry, refusal, tally),
         }
+    }
+
+    /// A directory made (in a real run: `new dir` with `--itemize`) or there
+    /// already, with `attrs` if its metadata differs from the offer's.
+    fn dir(
+        &self,
+        entry: Entry,
+        existed: bool,
+        attrs: bool,
+        tally: &Tally,
+    ) -> (Planned<'c>, Decision) {
+        if !existed && !self.dry_run {
+            tally.change(Change::NewDir, &entry.shown_path(), 0, None);
+        }
+        if attrs {
+            tally.change(Change::DirAttrs, &entry.shown_path(), 0, None);
+        }
+        let decision = Decision::Send {
+            offset: 0,
+            prefix_hash: None,
+            delta: None,
+            replaces: existed,
+            attrs: attrs && self.shared.mirror,
+        };
+        (Planned::dir(entry), decision)
     }
 
     /// An entry refused: in a dry run a change to show; an `unsent` one not sent,
