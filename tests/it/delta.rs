@@ -14,7 +14,10 @@ use serde_json::{Value, json};
 use crate::util::peer::{Acceptor, Peer, SendEntry};
 use crate::util::relay::{Faults, Relay};
 use crate::util::server::{Site, client, expect_exit};
-use crate::util::{KEY, Receiver, files_under, pattern, peer_sender, send, stderr_of, write_in};
+use crate::util::{
+    KEY, Receiver, files_under, pattern, peer_sender, send, stderr_of, stdout_events,
+    summary_event, write_in,
+};
 
 /// The size of the files these tests update: large enough for a thousand chunks.
 const SIZE: usize = 8 << 20;
@@ -523,10 +526,7 @@ fn dry_run_of(old: &[u8], new: &[u8]) -> (Value, u64) {
     assert!(fs::read(dst.path().join("f")).unwrap() == old);
     assert!(fs::read(&file).unwrap() == new);
     assert_eq!(files_under(dst.path()), [Path::new("f")]);
-    let events: Vec<Value> = String::from_utf8_lossy(&sent.stdout)
-        .lines()
-        .filter_map(|line| serde_json::from_str(line).ok())
-        .collect();
+    let events = stdout_events(&sent);
     let changed = events
         .iter()
         .find(|e| e["change"] == "changed")
@@ -538,11 +538,7 @@ fn dry_run_of(old: &[u8], new: &[u8]) -> (Value, u64) {
             .is_some_and(|m| m.starts_with("delta ")),
         "{changed}"
     );
-    let summary = events
-        .iter()
-        .find(|e| e["dry_run"].is_object())
-        .expect("a summary with dry_run");
-    (summary["dry_run"].clone(), relay.both_ways())
+    (summary_event(&sent)["dry_run"].clone(), relay.both_ways())
 }
 
 #[test]
