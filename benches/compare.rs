@@ -28,6 +28,8 @@
 //!   10 000 files with 100 changed and 50 deleted (`--delete`); 10 000 new files of
 //!   4 KiB and 200 000 new files against tar | nc and `rsync -a`. Bytes on the wire
 //!   both ways, time, CPU and peak RSS per side. About 10 GB of writes.
+//!   `sync-big` runs the rows of the 1 GiB file only. `XFER_BENCH_SYNC_ARGS` adds
+//!   arguments to xfer's `send` in those rows (e.g. `--hash blake3`).
 //! - `tree200k`: 2 000 directories of 100 files of 1-2 KiB, xfer against `tar | nc`:
 //!   time, CPU and peak RSS of each side. Runs last (its clean-up slows the
 //!   filesystem for minutes).
@@ -117,6 +119,8 @@ fn main() {
     }
     if wanted("sync") {
         sync::sync(dir, rounds);
+    } else if wanted("sync-big") {
+        sync::sync_big(dir, rounds);
     }
     // Last: it ends by removing over a million files, which slows the creation of
     // files for minutes after on this filesystem.

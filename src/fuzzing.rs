@@ -4,13 +4,14 @@
 //! not part of xfer's interface.
 
 use std::io::Cursor;
+use std::path::Path;
 
 use crate::escape::is_unprintable;
 use crate::fs::path::{Names, check_path, check_path_bytes};
 use crate::fs::sink::TargetDir;
 use crate::net::closer::Closer;
 use crate::proto::message::{self as frame, Role};
-use crate::proto::negotiated::{Features, Negotiated};
+use crate::proto::negotiated::{Feature, Features, Negotiated};
 use crate::proto::wire::{Connection, FrameReader};
 use crate::transfer::Tally;
 use crate::transfer::recv::{self, Claims, Destination, Settings};
@@ -77,12 +78,82 @@ pub fn path_policy(data: &[u8]) {
 
 /// A receiving session fed arbitrary frames after a successful handshake ends
 /// (well or not) without panicking, and writes nothing outside its directory.
+/// No feature is in force: the peer is a version-2 sender (sections 6 and 7).
 pub fn receiver_session(data: &[u8]) {
+    let settings = Settings {
+        overwrite: false,
+        resume: true,
+        names: Names::Any,
+        asked: None,
+    };
+    receive(data, Features::NONE, settings, |_| {}, |_, _| {});
+}
+
+/// The file a [`receiver_features`] target holds before the session: a basis for
+/// a delta (section 18), chunked by the receiver as its plan offers it.
+pub const BASIS_NAME: &str = "basis.bin";
+
+/// The bytes of [`BASIS_NAME`]: the basis of docs/PROTOCOL.md 18.4, the first
+/// 65 536 bytes of the BLAKE3 XOF of `xfer delta vector` (six chunks at `avg`
+/// 8 192, the `avg` xfer picks for it).
+pub fn delta_basis() -> Vec<u8> {
+    let mut basis = vec![0; 65_536];
+    blake3::Hasher::new()
+        .update(b"xfer delta vector")
+        .finalize_xof()
+        .fill(&mut basis);
+    basis
+}
+
+/// [`receiver_session`] with the features a current sender has in force
+/// (`blake3`, `meta`, `mirror`, `delta`; sections 16 to 18), into a receiver that
+/// replaces files (so `mirror`'s `delete` is allowed and [`BASIS_NAME`], there
+/// already, is offered as a basis). The same property: no panic, nothing written
+/// outside the target directory.
+pub fn receiver_features(data: &[u8]) {
+    receive_with_features(data, |_, _| {});
+}
+
+/// [`receiver_features`], showing `look` the target directory and how the session
+/// ended (its error chain) before the directory is removed: seeds check that they
+/// reach what they are meant to.
+pub fn receive_with_features(data: &[u8], look: impl FnOnce(&Path, Result<(), String>)) {
+    let features = Features::of(&[
+        Feature::Blake3,
+        Feature::Meta,
+        Feature::Mirror,
+        Feature::Delta,
+    ]);
+    let settings = Settings {
+        overwrite: true,
+        resume: true,
+        names: Names::Any,
+        asked: None,
+    };
+    let basis = |target: &Path| {
+        std::fs::write(target.join(BASIS_NAME), delta_basis()).expect("a fresh directory");
+    };
+    receive(data, features, settings, basis, look);
+}
+
+/// Runs a receiving session with `features` on `data` into a fresh target (made
+/// ready by `prepare`) beside a file of its own, hands `look` the result, and
+/// checks that the file beside is untouched and nothing else appeared there.
+fn receive(
+    data: &[u8],
+    features: Features,
+    settings: Settings,
+    prepare: impl FnOnce(&Path),
+    look: impl FnOnce(&Path, Result<(), String>),
+) {
+    const BESIDE: &[u8] = b"outside the target\n";
     let parent = tempfile_dir();
     let target_path = parent.join("target");
     std::fs::create_dir(&target_path).expect("a fresh directory");
+    std::fs::write(parent.join("beside"), BESIDE).expect("a fresh directory");
+    prepare(&target_path);
     let target = TargetDir::open(&target_path).expect("it was just made");
-    let negotiated = Negotiated::for_tests(Role::Receiver, Features::NONE, [7; 32]);
+    let negotiated = Negotiated::for_tests(Role::Receiver, features, [7; 32]);
     let mut conn = Connection::new(
         Cursor::new(data),
         Vec::new(),
@@ -91,12 +162,6 @@ pub fn receiver_session(data: &[u8]) {
         Closer::none(),
     )
     .expect("no compression, nothing to fail");
-    let settings = Settings {
-        overwrite: false,
-        resume: true,
-        names: crate::fs::path::Names::Any,
-        asked: None,
-    };
     let style = Style {
         quiet: true,
         json: Json::Off,
@@ -105,7 +170,7 @@ pub fn receiver_session(data: &[u8]) {
         itemize: false,
     };
     let mut tally = Tally::new(Reporter::new(style), &negotiated);
-    let _ = recv::session(
+    let ended = recv::session(
         &mut conn,
         &Destination::Dir(target),
         &Claims::default(),
@@ -113,8 +178,19 @@ pub fn receiver_session(data: &[u8]) {
         None,
         &mut tally,
     );
-    let beside: Vec<_> = std::fs::read_dir(&parent).expect("readable").collect();
-    assert_eq!(beside.len(), 1, "something was written beside the target");
+    look(&target_path, ended.map_err(|err| format!("{err:#}")));
+    let mut beside: Vec<_> = std::fs::read_dir(&parent)
+        .expect("readable")
+        .map(|entry| entry.expect("readable").file_name())
+        .collect();
+    beside.sort();
+    assert_eq!(
+        beside,
+        ["beside", "target"],
+        "something was written beside the target"
+    );
+    let kept = std::fs::read(parent.join("beside")).expect("still there");
+    assert_eq!(kept, BESIDE, "the file beside the target changed");
     let _ = std::fs::remove_dir_all(&parent);
 }
 
@@ -140,5 +216,6 @@ mod tests {
         super::round_trip(br#"{"type":"end"}"#);
         super::path_policy(b"docs/hello.txt");
         super::receiver_session(b"");
+        super::receiver_features(b"");
     }
 }

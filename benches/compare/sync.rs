@@ -130,6 +130,27 @@ pub(super) fn sync(dir: &Path, rounds: usize) {
     clean(&work);
 }
 
+/// The `sync-big` section: the rows of the 1 GiB file alone.
+pub(super) fn sync_big(dir: &Path, rounds: usize) {
+    println!("\n== sync-big: one 1 GiB file kept up to date, xfer against an rsync daemon ==");
+    let work = dir.join("sync");
+    clean(&work);
+    std::fs::create_dir_all(&work).unwrap();
+    big_updates(&work, rounds, &flags());
+    clean(&work);
+}
+
+/// xfer's `send` arguments of a row, and those `XFER_BENCH_SYNC_ARGS` adds.
+fn send_args(row: &[&'static str]) -> Vec<&'static str> {
+    static EXTRA: std::sync::OnceLock<Vec<&'static str>> = std::sync::OnceLock::new();
+    let extra = EXTRA.get_or_init(|| {
+        let text = std::env::var("XFER_BENCH_SYNC_ARGS").unwrap_or_default();
+        let text: &'static str = Box::leak(text.into_boxed_str());
+        text.split_whitespace().collect()
+    });
+    row.iter().chain(extra).copied().collect()
+}
+
 fn yes(flag: bool) -> &'static str {
     if flag { "yes" } else { "no" }
 }
@@ -291,7 +312,8 @@ fn update(
             name,
             Box::new(move || {
                 old.restore();
-                let (sample, bytes) = xfer_session(new, &old.out, send, &["--overwrite"], true);
+                let send = send_args(send);
+                let (sample, bytes) = xfer_session(new, &old.out, &send, &["--overwrite"], true);
                 if !old.holds(new) {
                     println!("  ({name}: the copy does NOT hold the new version)");
                 }
@@ -352,7 +374,8 @@ fn nothing_in_common(old: &OldCopy<'_>, new: &Path, rounds: usize, flags: &Flags
     let run = |send: &'static [&'static str]| {
         move || {
             old.restore();
-            Some(xfer_session(new, &old.out, send, &["--overwrite"], false).0)
+            let send = send_args(send);
+            Some(xfer_session(new, &old.out, &send, &["--overwrite"], false).0)
         }
     };
     let mut contenders: Vec<Contender> = vec![

@@ -261,8 +261,9 @@ pub(crate) struct MirrorArgs {
     #[arg(long)]
     pub(crate) gitignore: bool,
 
-    /// Only show what would be sent (new, changed, same), deleted and skipped:
-    /// nothing is sent, written or deleted on either side. Needs a peer with `mirror`
+    /// Only show what would be sent (new, changed with what a delta would move, same),
+    /// deleted and skipped: nothing is sent, written or deleted on either side. Needs
+    /// a peer with `mirror`
     #[arg(long, short = 'n')]
     pub(crate) dry_run: bool,
 
@@ -449,6 +450,12 @@ pub(crate) struct RecvArgs {
     /// of the local users and groups of the same names
     #[arg(long)]
     pub(crate) numeric_ids: bool,
+
+    /// Print one line per change this side makes on stdout (new, replaced, delta,
+    /// new dir, new link, deleted, attrs), as `send -i` does, like rsync's -i;
+    /// `change` events with --json
+    #[arg(long, short = 'i', conflicts_with = "stdout")]
+    pub(crate) itemize: bool,
 
     #[command(flatten)]
     pub(crate) link: LinkArgs,

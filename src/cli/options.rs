@@ -229,7 +229,8 @@ fn recv(args: RecvArgs) -> Result<RecvOptions, String> {
     } else {
         Json::Stdout
     };
-    let style = style(&args.output, json, args.link.serve);
+    let mut style = style(&args.output, json, args.link.serve);
+    style.itemize = args.itemize;
     Ok(RecvOptions {
         dir: args.dir,
         stdout: args.stdout,

@@ -73,12 +73,21 @@ fn usage_errors_exit_2_before_anything_runs() {
         &["recv", "host:1", "--serve"],
         &["recv", "--listen", "0", "--wait", "3"],
         &["recv", "--listen", "0", "--timeout", "0"],
+        &["recv", "--listen", "0", "--stdout", "-i"],
         &["send", "a", "host:1", "--serve"],
         &["send", "a"],
     ] {
         let err = parse(args).map(|_| ()).unwrap_err();
         assert_eq!(err.exit_code(), 2, "{args:?}: {err}");
     }
+}
+
+#[test]
+fn recv_itemizes_only_when_asked() {
+    assert!(!recv(&["recv", "--listen", "0"]).peering.style.itemize);
+    let serving = recv(&["recv", "--listen", "0", "--serve", "-i"]);
+    assert!(serving.peering.style.itemize && serving.peering.style.serving);
+    assert!(recv(&["recv", "host:1", "--itemize"]).peering.style.itemize);
 }
 
 #[test]

@@ -38,6 +38,16 @@ pub(crate) trait Input: Read + Send {
     fn len_now(&self) -> Option<u64> {
         None
     }
+
+    /// Moves on past the next `len` bytes without handing them out; an input that
+    /// ends first is an error (`UnexpectedEof`).
+    fn skip(&mut self, len: u64) -> std::io::Result<()> {
+        let skipped = std::io::copy(&mut Read::take(&mut *self, len), &mut std::io::sink())?;
+        match skipped == len {
+            true => Ok(()),
+            false => Err(std::io::ErrorKind::UnexpectedEof.into()),
+        }
+    }
 }
 
 impl Input for std::fs::File {
@@ -61,6 +71,13 @@ impl Input for std::fs::File {
 
     fn len_now(&self) -> Option<u64> {
         self.metadata().ok().map(|meta| meta.len())
+    }
+
+    /// A seek: what is skipped is never read. Past the end only if the file
+    /// shrank, which the sender finds when it reads on.
+    fn skip(&mut self, len: u64) -> std::io::Result<()> {
+        let len = i64::try_from(len).map_err(|_| std::io::ErrorKind::InvalidInput)?;
+        std::io::Seek::seek(self, std::io::SeekFrom::Current(len)).map(drop)
     }
 }
 

@@ -10,15 +10,17 @@
 //! or sockets; [`Chunker`] reads from whatever it is given.
 
 use std::io::{self, Read};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::hex::{hex, unhex_into};
+use crate::proto::hash::Hasher;
 
 /// Smallest average chunk, as a power of two (8 KiB).
 const MIN_AVG_BITS: u32 = 13;
 /// Largest average chunk (4 MiB, FastCDC's own limit).
 const MAX_AVG_BITS: u32 = 22;
-/// A basis is cut into about 2^this chunks: the average is the smallest power of
-/// two at least `size >> 14`. Measured on 1 GiB (64 KiB chunks, 13 377 of them): 1 MiB
+/// A file is cut into about 2^this chunks: the average is the smallest power of
+/// two at least `size >> 14`, where `size` is the offered size of the new version. Measured on 1 GiB (64 KiB chunks, 13 377 of them): 1 MiB
 /// overwritten in the middle costs 214 KB of signature and 1.22 MB of instructions.
 const TARGET_CHUNK_BITS: u32 = 14;
 /// Most chunks one signature may list (a hostile count is refused before anything is
@@ -50,8 +52,10 @@ pub(crate) struct Chunking {
 }
 
 impl Chunking {
-    /// The parameters a receiver uses for a basis of `size` bytes.
-    pub(crate) fn for_basis(size: u64) -> Chunking {
+    /// The parameters xfer's receiver uses when the new version is offered with
+    /// `size` bytes: a sender can tell them from its own offer, and cut its file
+    /// before the plan comes.
+    pub(crate) fn for_size(size: u64) -> Chunking {
         let wanted = (size >> TARGET_CHUNK_BITS).max(1).next_power_of_two();
         Chunking {
             bits: wanted.trailing_zeros().clamp(MIN_AVG_BITS, MAX_AVG_BITS),
@@ -209,6 +213,17 @@ impl<R: Read> Chunker<R> {
 /// Bytes of chunks handed to the summing thread at a time.
 const SUM_BATCH: usize = 1 << 20;
 
+/// Where each chunk ends, and its sum.
+pub(crate) type Chunked = (Vec<u64>, Vec<u64>);
+
+/// What a cutting pass does besides cutting and summing: a flag that stops it after
+/// the chunk being cut (the chunks cut so far are kept), and a hasher fed every
+/// byte cut, in order (the whole-file hash of what the chunks cover).
+pub(crate) struct Also<'a> {
+    pub(crate) stop: &'a AtomicBool,
+    pub(crate) whole: &'a mut Hasher,
+}
+
 /// Cuts all of `input` into chunks and sums them: where each chunk ends, and its
 /// sum; `None` once there are more than `limit` chunks. A second thread sums while
 /// this one reads and cuts (each takes about as long), so a basis is ready in about
@@ -217,12 +232,30 @@ pub(crate) fn chunk_and_sum<R: Read>(
     input: R,
     chunking: Chunking,
     limit: u64,
-) -> io::Result<Option<(Vec<u64>, Vec<u64>)>> {
+) -> io::Result<Option<Chunked>> {
+    chunk_and_sum_also(input, chunking, limit, None)
+}
+
+/// [`chunk_and_sum`], and what `also` asks: stopped early, the chunks cut so far.
+pub(crate) fn chunk_and_sum_also<R: Read>(
+    input: R,
+    chunking: Chunking,
+    limit: u64,
+    also: Option<Also<'_>>,
+) -> io::Result<Option<Chunked>> {
+    let (stop, whole) = match also {
+        Some(Also { stop, whole }) => (Some(stop), Some(whole)),
+        None => (None, None),
+    };
     let (batches, to_sum) = std::sync::mpsc::sync_channel::<(Vec<u8>, Vec<usize>)>(1);
     std::thread::scope(|scope| {
         let summer = scope.spawn(move || {
+            let mut whole = whole;
             let mut sums = Vec::new();
             for (bytes, lens) in to_sum {
+                if let Some(whole) = whole.as_deref_mut() {
+                    whole.update(&bytes);
+                }
                 let mut at = 0;
                 for len in lens {
                     sums.push(chunk_sum(&bytes[at..at + len]));
@@ -231,7 +264,7 @@ pub(crate) fn chunk_and_sum<R: Read>(
             }
             sums
         });
-        let ends = cut_all(input, chunking, limit, &batches);
+        let ends = cut_all(input, (chunking, limit, stop), &batches);
         drop(batches);
         let sums = summer.join().expect("summing never panics");
         Ok(ends?.map(|ends| (ends, sums)))
@@ -241,8 +274,7 @@ pub(crate) fn chunk_and_sum<R: Read>(
 /// Cuts `input`, handing the chunks to `batches` a few MiB at a time; the ends.
 fn cut_all<R: Read>(
     input: R,
-    chunking: Chunking,
-    limit: u64,
+    (chunking, limit, stop): (Chunking, u64, Option<&AtomicBool>),
     batches: &std::sync::mpsc::SyncSender<(Vec<u8>, Vec<usize>)>,
 ) -> io::Result<Option<Vec<u64>>> {
     let mut chunker = Chunker::new(input, chunking);
@@ -257,6 +289,9 @@ fn cut_all<R: Read>(
         ends.push(end);
         bytes.extend_from_slice(chunk);
         lens.push(chunk.len());
+        if stop.is_some_and(|stop| stop.load(Ordering::Relaxed)) {
+            break;
+        }
         if bytes.len() >= SUM_BATCH {
             let batch = (std::mem::take(&mut bytes), std::mem::take(&mut lens));
             if batches.send(batch).is_err() {
@@ -400,12 +435,12 @@ pub(crate) mod tests {
 
     #[test]
     fn chunk_sizes_scale_with_the_basis_and_stay_in_range() {
-        assert_eq!(Chunking::for_basis(0).avg(), 8 << 10);
-        assert_eq!(Chunking::for_basis(100 << 20).avg(), 8 << 10);
-        assert_eq!(Chunking::for_basis(1 << 30).avg(), 64 << 10);
-        assert_eq!(Chunking::for_basis((1 << 30) + (1 << 14)).avg(), 128 << 10);
-        assert_eq!(Chunking::for_basis(100 << 30).avg(), 4 << 20);
-        assert_eq!(Chunking::for_basis(u64::MAX).avg(), 4 << 20);
+        assert_eq!(Chunking::for_size(0).avg(), 8 << 10);
+        assert_eq!(Chunking::for_size(100 << 20).avg(), 8 << 10);
+        assert_eq!(Chunking::for_size(1 << 30).avg(), 64 << 10);
+        assert_eq!(Chunking::for_size((1 << 30) + (1 << 14)).avg(), 128 << 10);
+        assert_eq!(Chunking::for_size(100 << 30).avg(), 4 << 20);
+        assert_eq!(Chunking::for_size(u64::MAX).avg(), 4 << 20);
         assert_eq!(Chunking::from_avg(65536), Some(Chunking { bits: 16 }));
         for bad in [0, 4096, 65535, 65537, 8 << 20, u64::MAX] {
             assert_eq!(Chunking::from_avg(bad), None, "{bad}");

@@ -103,7 +103,8 @@ pub(crate) enum Change {
     /// A file that replaced the receiver's (a real run).
     Replaced,
     /// A file that replaced the receiver's, built there from a delta against it
-    /// (feature `delta`; a real run: a dry run reads no basis and says `Changed`).
+    /// (feature `delta`; a real run: a dry run says `Changed`, with what the delta
+    /// would move).
     Delta,
     /// A file the receiver holds another version of (a dry run: it would be sent).
     Changed,
@@ -393,7 +394,8 @@ impl Reporter {
                 event
             });
         }
-        if self.style.quiet || self.style.serving {
+        // A serving process lists changes only when asked (`recv --serve -i`).
+        if self.style.quiet || (self.style.serving && !self.style.itemize) {
             return;
         }
         let slash = match change {

@@ -86,11 +86,7 @@ fn a_put_makes_a_missing_directory_replaces_only_with_f_and_slash_is_the_home() 
     site.users(&[("alice", ""), ("guest", "read_only = true")]);
     let server = site.serve(&[]);
     let report = site.local("report.pdf", b"%PDF quarterly\n");
-    let put = client(
-        &site,
-        "alice",
-        &["send", report.to_str().unwrap(), &server.at("/inbox/2026")],
-    );
+    let put = send_as(&site, "alice", &[&report], &server.at("/inbox/2026"));
     expect_exit(&put, 0, "a put into a directory that is not there yet");
     let home = site.home("alice");
     assert_eq!(
@@ -102,11 +98,7 @@ fn a_put_makes_a_missing_directory_replaces_only_with_f_and_slash_is_the_home() 
     assert_eq!(lines(&ls), ["inbox"]);
     // A changed file is replaced only with -f (--overwrite).
     fs::write(&report, b"%PDF revised\n").unwrap();
-    let again = client(
-        &site,
-        "alice",
-        &["send", report.to_str().unwrap(), &server.at("inbox/2026")],
-    );
+    let again = send_as(&site, "alice", &[&report], &server.at("inbox/2026"));
     expect_refused(&again, "exists", "a put over an existing file");
     let forced = client(
         &site,
@@ -124,11 +116,7 @@ fn a_put_makes_a_missing_directory_replaces_only_with_f_and_slash_is_the_home() 
         b"%PDF revised\n"
     );
     // A read-only user is refused the put, and no directory is made for it.
-    let put = client(
-        &site,
-        "guest",
-        &["send", report.to_str().unwrap(), &server.at("inbox")],
-    );
+    let put = send_as(&site, "guest", &[&report], &server.at("inbox"));
     expect_refused(&put, "denied", "a read-only user's put");
     assert!(!site.home("guest").join("inbox").exists());
 }
@@ -149,11 +137,7 @@ fn paths_with_spaces_quotes_and_colons_work_as_operands() {
         "mkdir",
     );
     assert!(home.join("in: box").is_dir());
-    let put = client(
-        &site,
-        "alice",
-        &["send", local.to_str().unwrap(), &server.at("in: box")],
-    );
+    let put = send_as(&site, "alice", &[&local], &server.at("in: box"));
     expect_exit(&put, 0, "send");
     let remote = "in: box/my dir/a: b.txt";
     assert_eq!(fs::read(home.join(remote)).unwrap(), b"a colon\n");
@@ -516,27 +500,30 @@ fn commands_from_standard_input_are_a_script_too() {
     );
 }
 
+/// Every shell command with its operands, as `shell --help` and `help` list them.
+const SHELL_COMMANDS: [&str; 14] = [
+    "ls [-l] [-h] [-R] [PATH]",
+    "cd PATH",
+    "pwd",
+    "get [-f] PATH... [LOCAL]",
+    "put [-f] FILE... [DIR]",
+    "mkdir PATH",
+    "rm [-r] PATH...",
+    "rename OLD NEW",
+    "df [-h]",
+    "lcd PATH",
+    "lls [-l] [-h] [PATH]",
+    "lpwd",
+    "help [COMMAND]",
+    "exit",
+];
+
 #[test]
 fn the_shell_help_lists_every_command() {
     let output = util::run(xfer().args(["shell", "--help"]));
     let help = String::from_utf8_lossy(&output.stdout);
-    for command in [
-        "ls [-l] [-h] [-R] [PATH]",
-        "cd PATH",
-        "pwd",
-        "get [-f] PATH... [LOCAL]",
-        "put [-f] FILE... [DIR]",
-        "mkdir PATH",
-        "rm [-r] PATH...",
-        "rename OLD NEW",
-        "df",
-        "lcd PATH",
-        "lls [-l] [-h] [PATH]",
-        "lpwd",
-        "help [COMMAND]",
-        "exit",
-    ] {
-        assert!(help.contains(command), "{command}: {help}");
+    for command in SHELL_COMMANDS {
+        assert!(help.contains(&format!("  {command} ")), "{command}: {help}");
     }
     let page =
         String::from_utf8_lossy(&util::run(xfer().args(["man", "shell"])).stdout).into_owned();
@@ -558,22 +545,7 @@ fn help_lists_every_command_and_explains_one_with_its_flags() {
     let err = stderr_of(&output);
     // `cd` without its operand is a usage error (exit 2): the script stops there.
     assert_eq!(output.status.code(), Some(2), "{out}\n{err}");
-    for command in [
-        "ls [-l] [-h] [-R] [PATH]",
-        "cd PATH",
-        "pwd",
-        "get [-f] PATH... [LOCAL]",
-        "put [-f] FILE... [DIR]",
-        "mkdir PATH",
-        "rm [-r] PATH...",
-        "rename OLD NEW",
-        "df [-h]",
-        "lcd PATH",
-        "lls [-l] [-h] [PATH]",
-        "lpwd",
-        "help [COMMAND]",
-        "exit",
-    ] {
+    for command in SHELL_COMMANDS {
         assert!(out.contains(&format!("  {command} ")), "{command}: {out}");
     }
     // `help ls` and `ls --help` both show ls's flags, the same way.

@@ -7,8 +7,6 @@
 use std::net::TcpListener;
 use std::process::Output;
 
-use serde_json::Value;
-
 use crate::util::peer::server::{MiniServer, ServerConfig};
 use crate::util::peer::{self, Acceptor, HashKind, Peer};
 use crate::util::server::{Site, as_user, client, code, stdout_of};
@@ -21,9 +19,8 @@ fn content() -> Vec<u8> {
 
 /// `(hash, digest)` of the `file` event for `name` among a command's `--json` lines.
 fn file_hash(stdout: &[u8], name: &str) -> (String, String) {
-    let event = String::from_utf8_lossy(stdout)
-        .lines()
-        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+    let event = crate::util::events_in(&String::from_utf8_lossy(stdout))
+        .into_iter()
         .find(|event| {
             event["event"] == "file"
                 && event["path"]

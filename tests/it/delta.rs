@@ -14,7 +14,10 @@ use serde_json::{Value, json};
 use crate::util::peer::{Acceptor, Peer, SendEntry};
 use crate::util::relay::{Faults, Relay};
 use crate::util::server::{Site, client, expect_exit};
-use crate::util::{KEY, Receiver, files_under, pattern, peer_sender, send, stderr_of, write_in};
+use crate::util::{
+    KEY, Receiver, files_under, pattern, peer_sender, send, stderr_of, stdout_events,
+    summary_event, write_in,
+};
 
 /// The size of the files these tests update: large enough for a thousand chunks.
 const SIZE: usize = 8 << 20;
@@ -450,21 +453,25 @@ fn a_mirror_updates_by_delta_and_deletes_in_one_run() {
     let root = tempfile::tempdir().unwrap();
     let case = mirror_trees(root.path());
     let dst = root.path().join("dst");
-    // A dry run says what would change and chunks no basis: nothing near the
-    // signature of an 8 MiB file (16 KiB of hex) crosses, and nothing changes.
+    // A dry run says what would change, a changed file with what its delta would
+    // move (the receiver chunks its basis for that: the signatures cross, about 17
+    // KiB of hex, but no data), and nothing changes.
     let (dry, crossed) = mirror_through_relay(root.path(), &["--dry-run"]);
     for line in [
-        "changed  tree/big",
-        "changed  tree/mid",
+        "changed  tree/big  (delta ",
+        "changed  tree/mid  (delta ",
         "new      tree/small",
     ] {
-        assert!(dry.lines().any(|l| l == line), "{line:?} in {dry}");
+        assert!(
+            dry.lines().any(|l| l.starts_with(line)),
+            "{line:?} in {dry}"
+        );
     }
     assert!(
         dry.lines().any(|l| l.starts_with("deleted  tree/stale")),
         "{dry}"
     );
-    assert!(crossed < 8 << 10, "a dry run moved {crossed} bytes");
+    assert!(crossed < 64 << 10, "a dry run moved {crossed} bytes");
     assert!(fs::read(dst.join("tree/big")).unwrap() == case.old);
     assert!(dst.join("tree/stale").exists());
     // The real run: both changed files go as deltas (`mid` fits one data frame,
@@ -495,5 +502,72 @@ fn a_mirror_updates_by_delta_and_deletes_in_one_run() {
             Path::new("tree/mid"),
             Path::new("tree/small")
         ]
+    );
+}
+
+/// `xfer send -n --json FILE` to `recv --overwrite` holding `old`, through a
+/// counting relay: the summary's `dry_run` object and the bytes that crossed; both
+/// sides are checked unchanged.
+fn dry_run_of(old: &[u8], new: &[u8]) -> (Value, u64) {
+    let src = tempfile::tempdir().unwrap();
+    let dst = tempfile::tempdir().unwrap();
+    let file = write_in(src.path(), "f", new);
+    let held = write_in(dst.path(), "f", old);
+    // Older, so that a file of the same size is not taken for the same one (a dry
+    // run's quick check), however close together the two were written.
+    let an_hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+    let handle = fs::File::options().write(true).open(held).unwrap();
+    handle.set_modified(an_hour_ago).unwrap();
+    let mut receiver = Receiver::start(dst.path(), Some(KEY), &["--overwrite"]);
+    let relay = Relay::start(receiver.port, Faults::default());
+    let sent = send(&[&file], relay.port, KEY, &["-n", "--json"]);
+    assert!(sent.status.success(), "{}", stderr_of(&sent));
+    assert_eq!(receiver.exit_code(), 0, "{}", receiver.stderr());
+    assert!(fs::read(dst.path().join("f")).unwrap() == old);
+    assert!(fs::read(&file).unwrap() == new);
+    assert_eq!(files_under(dst.path()), [Path::new("f")]);
+    let events = stdout_events(&sent);
+    let changed = events
+        .iter()
+        .find(|e| e["change"] == "changed")
+        .expect("a changed event");
+    assert_eq!(changed["path"], "f");
+    assert!(
+        changed["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("delta ")),
+        "{changed}"
+    );
+    (summary_event(&sent)["dry_run"].clone(), relay.both_ways())
+}
+
+#[test]
+fn a_dry_run_says_what_a_delta_would_move_and_changes_nothing() {
+    for case in cases() {
+        let (dry, crossed) = dry_run_of(&case.old, &case.new);
+        assert_eq!(dry["changed"], 1, "{}: {dry}", case.name);
+        let expected = dry["bytes"].as_u64().unwrap();
+        // What the real run moves, less the signature and the handshake; and no
+        // data crossed in the dry run, only the plan's signature.
+        assert!(
+            expected <= case.bound,
+            "{}: {expected} bytes expected, at most {} move",
+            case.name,
+            case.bound
+        );
+        let moved = update_point_to_point(&case.old, &case.new, &[], &[]);
+        assert!(
+            expected <= moved,
+            "{}: {expected} expected, {moved} moved",
+            case.name
+        );
+        assert!(crossed < 64 << 10, "{}: {crossed} bytes", case.name);
+    }
+    // A file with nothing in common would move about all of it.
+    let (dry, _) = dry_run_of(&pattern(SIZE, 31), &pattern(SIZE, 32));
+    let expected = dry["bytes"].as_u64().unwrap();
+    assert!(
+        expected >= SIZE as u64 && expected < SIZE as u64 * 101 / 100,
+        "{expected}"
     );
 }

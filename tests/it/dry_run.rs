@@ -3,51 +3,14 @@
 //! and after, on a plain receiver and on a server, and the lines say what would be
 //! sent (new, changed, same), deleted and skipped; exit 0.
 
-use std::collections::BTreeMap;
 use std::fs;
-use std::os::unix::fs::{MetadataExt, symlink};
+use std::os::unix::fs::symlink;
 use std::path::Path;
 use std::time::Duration;
 
 use crate::util::server::{Site, client, code};
+use crate::util::tree::snapshot;
 use crate::util::{KEY, Receiver, send, stderr_of};
-
-/// Every entry beneath `dir`, links not followed: kind, size, mode, mtime (ns),
-/// and a file's bytes.
-fn snapshot(dir: &Path) -> BTreeMap<String, (u32, u64, i64, i64, Vec<u8>)> {
-    fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, (u32, u64, i64, i64, Vec<u8>)>) {
-        for entry in fs::read_dir(dir).unwrap() {
-            let path = entry.unwrap().path();
-            let meta = fs::symlink_metadata(&path).unwrap();
-            let content = if meta.is_file() {
-                fs::read(&path).unwrap()
-            } else {
-                Vec::new()
-            };
-            let name = path
-                .strip_prefix(root)
-                .unwrap()
-                .to_string_lossy()
-                .into_owned();
-            out.insert(
-                name,
-                (
-                    meta.mode(),
-                    meta.size(),
-                    meta.mtime(),
-                    meta.mtime_nsec(),
-                    content,
-                ),
-            );
-            if meta.is_dir() {
-                walk(root, &path, out);
-            }
-        }
-    }
-    let mut out = BTreeMap::new();
-    walk(dir, dir, &mut out);
-    out
-}
 
 /// A source tree and a receiving directory that differ in every way a run can see.
 fn trees(root: &Path) {

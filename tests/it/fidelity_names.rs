@@ -3,13 +3,11 @@
 //! point; `recv --safe-names` and `xfer serve` refuse them (`bad_path`, said on both
 //! sides); a peer without `meta` gets the UTF-8 ones and the sender counts the rest.
 
-use std::net::TcpListener;
 use std::path::Path;
 
-use crate::util::peer::{Acceptor, Decision, Peer};
-use crate::util::server::{Site, client, expect_exit};
+use crate::util::server::{Site, expect_exit, send_as};
 use crate::util::tree::{Check, assert_faithful, raw};
-use crate::util::{KEY, LISTENER_FEATURES, Receiver, send, stderr_of};
+use crate::util::{KEY, Receiver, old_receiver_taking_all, send, stderr_of};
 
 /// The odd names, as raw bytes, each a file holding its own name.
 const ODD: &[&[u8]] = &[
@@ -99,11 +97,7 @@ fn a_server_always_refuses_them() {
     site.users(&[("alice", "")]);
     let server = site.serve(&[]);
     let tree = odd_tree(site.path());
-    let put = client(
-        &site,
-        "alice",
-        &["send", tree.to_str().unwrap(), &server.addr()],
-    );
+    let put = send_as(&site, "alice", &[&tree], &server.addr());
     expect_exit(&put, 6, "odd names into a home");
     let said = stderr_of(&put);
     assert!(said.contains("not UTF-8"), "{said}");
@@ -120,14 +114,7 @@ fn a_server_always_refuses_them() {
 fn a_peer_without_meta_gets_the_utf8_names_and_the_sender_counts_the_rest() {
     let src = tempfile::tempdir().unwrap();
     let tree = odd_tree(src.path());
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let old = std::thread::spawn(move || {
-        let mut peer = Peer::accept(&listener).unwrap();
-        peer.accept_handshake(&Acceptor::new(KEY, "receiver").features(LISTENER_FEATURES))
-            .unwrap();
-        peer.receive_transfer(|_, _| Decision::Send).unwrap()
-    });
+    let (port, old) = old_receiver_taking_all();
     let sent = send(&[&tree], port, KEY, &["--json"]);
     let received = old.join().unwrap();
     assert_eq!(sent.status.code(), Some(10), "{}", stderr_of(&sent));
@@ -145,10 +132,9 @@ fn a_peer_without_meta_gets_the_utf8_names_and_the_sender_counts_the_rest() {
             "names/zero\u{200B}width",
         ]
     );
-    let skips: Vec<serde_json::Value> = String::from_utf8_lossy(&sent.stdout)
-        .lines()
-        .filter_map(|line| serde_json::from_str(line).ok())
-        .filter(|event: &serde_json::Value| event["event"] == "skip")
+    let skips: Vec<serde_json::Value> = crate::util::stdout_events(&sent)
+        .into_iter()
+        .filter(|event| event["event"] == "skip")
         .collect();
     // The latin-1 file and the directory (whose file then has nowhere to go).
     assert_eq!(skips.len(), 3, "{skips:?}");

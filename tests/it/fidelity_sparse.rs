@@ -4,17 +4,16 @@
 //! without `meta` gets the file dense, and runs that lie are `protocol` and leave
 //! nothing behind.
 
-use std::net::TcpListener;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::process::Command;
 
 use serde_json::{Value, json};
 
-use crate::util::peer::{Acceptor, Decision, HashKind, Peer, hex, kind, mac_done, parse_control};
-use crate::util::server::{Site, client, expect_exit};
+use crate::util::peer::{HashKind, Peer, hex, kind, mac_done, parse_control};
+use crate::util::server::{Site, client, expect_exit, send_as};
 use crate::util::{
-    KEY, LISTENER_FEATURES, Receiver, files_under, partial_name, pattern, peer_sender, send,
+    KEY, Receiver, files_under, old_receiver_taking_all, partial_name, pattern, peer_sender, send,
     stderr_of, summary_event,
 };
 
@@ -101,14 +100,7 @@ fn a_peer_without_meta_gets_a_sparse_file_dense() {
     let file = src.path().join("holes.bin");
     let data = pattern(MIB as usize, 11);
     sparse_file(&file, 8 * MIB, 3 * MIB, &data);
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let old = std::thread::spawn(move || {
-        let mut peer = Peer::accept(&listener).unwrap();
-        peer.accept_handshake(&Acceptor::new(KEY, "receiver").features(LISTENER_FEATURES))
-            .unwrap();
-        peer.receive_transfer(|_, _| Decision::Send).unwrap()
-    });
+    let (port, old) = old_receiver_taking_all();
     let sent = send(&[&file], port, KEY, &[]);
     assert!(sent.status.success(), "{}", stderr_of(&sent));
     let received = old.join().unwrap();
@@ -241,11 +233,7 @@ fn a_sparse_file_put_on_a_server_keeps_its_holes_and_a_rerun_sends_nothing() {
     }
     let file = local.join("disk.img");
     sparse_file(&file, GIB, 512 * MIB, &pattern(MIB as usize, 5));
-    let put = client(
-        &site,
-        "alice",
-        &["send", file.to_str().unwrap(), &server.addr()],
-    );
+    let put = send_as(&site, "alice", &[&file], &server.addr());
     expect_exit(&put, 0, "a sparse put");
     let stored = site.home("alice").join("disk.img");
     assert!(same_bytes(&file, &stored), "the bytes differ");

@@ -160,11 +160,21 @@ fn garbage_before_authentication_is_refused_and_the_receiver_keeps_serving() {
     let good_nonce = "5a".repeat(32);
     let good_mac = "00".repeat(32);
     let deep = format!("{}{}", "[".repeat(2000), "]".repeat(2000));
-    type Case = (
-        &'static str,
-        Box<dyn Fn(&str) -> Vec<u8>>,
-        Option<&'static str>,
-    );
+    type Frame = Box<dyn Fn(&str) -> Vec<u8>>;
+    type Case = (&'static str, Frame, Option<&'static str>);
+    let zero_mac = || "00".repeat(32);
+    // An `auth` with the good nonce and this version, role and MAC.
+    let auth = |version: u64, role: &'static str, mac: String| -> Frame {
+        let nonce = good_nonce.clone();
+        Box::new(move |_| auth_with(version, role, &nonce, &mac))
+    };
+    // A version-2 sender's `auth` (good nonce, zero MAC) with one more member.
+    let auth_and = |member: &'static str, value: Value| -> Frame {
+        let mut frame = json!({"type":"auth","version":2,"role":"sender",
+                               "nonce":good_nonce,"mac":zero_mac()});
+        frame[member] = value;
+        Box::new(move |_| length_prefixed(frame.to_string().as_bytes()))
+    };
     let cases: Vec<Case> = vec![
         (
             "4 GiB length prefix",
@@ -236,96 +246,48 @@ fn garbage_before_authentication_is_refused_and_the_receiver_keeps_serving() {
         ),
         (
             "MAC of 31 bytes",
-            {
-                let n = good_nonce.clone();
-                Box::new(move |_| auth_with(2, "sender", &n, &"00".repeat(31)))
-            },
+            auth(2, "sender", "00".repeat(31)),
             Some("auth"),
         ),
         (
             "MAC of 33 bytes",
-            {
-                let n = good_nonce.clone();
-                Box::new(move |_| auth_with(2, "sender", &n, &"00".repeat(33)))
-            },
+            auth(2, "sender", "00".repeat(33)),
             Some("auth"),
         ),
         (
             "MAC upper case",
-            {
-                let n = good_nonce.clone();
-                Box::new(move |_| auth_with(2, "sender", &n, &"AB".repeat(32)))
-            },
+            auth(2, "sender", "AB".repeat(32)),
             Some("auth"),
         ),
         (
             "MAC not hex",
-            {
-                let n = good_nonce.clone();
-                Box::new(move |_| auth_with(2, "sender", &n, &"zz".repeat(32)))
-            },
+            auth(2, "sender", "zz".repeat(32)),
             Some("auth"),
         ),
         (
             "wrong MAC",
-            {
-                let (n, m) = (good_nonce.clone(), good_mac.clone());
-                Box::new(move |_| auth_with(2, "sender", &n, &m))
-            },
+            auth(2, "sender", good_mac.clone()),
             Some("auth"),
         ),
         (
             "higher version",
-            {
-                let n = good_nonce.clone();
-                Box::new(move |_| auth_with(3, "sender", &n, &"00".repeat(32)))
-            },
+            auth(3, "sender", zero_mac()),
             Some("version"),
         ),
-        (
-            "same role",
-            {
-                let n = good_nonce.clone();
-                Box::new(move |_| auth_with(2, "receiver", &n, &"00".repeat(32)))
-            },
-            Some("role"),
-        ),
+        ("same role", auth(2, "receiver", zero_mac()), Some("role")),
         (
             "version 1, an old peer",
-            {
-                let n = good_nonce.clone();
-                Box::new(move |_| auth_with(1, "sender", &n, &"00".repeat(32)))
-            },
+            auth(1, "sender", zero_mac()),
             Some("version"),
         ),
         (
             "a user name that is not one",
-            {
-                let n = good_nonce.clone();
-                Box::new(move |_| {
-                    length_prefixed(
-                        json!({"type":"auth","version":2,"role":"sender","nonce":n,
-                               "user":"-rf","mac":"00".repeat(32)})
-                        .to_string()
-                        .as_bytes(),
-                    )
-                })
-            },
+            auth_and("user", json!("-rf")),
             Some("protocol"),
         ),
         (
             "features that are not names",
-            {
-                let n = good_nonce.clone();
-                Box::new(move |_| {
-                    length_prefixed(
-                        json!({"type":"auth","version":2,"role":"sender","nonce":n,
-                               "features":["AEAD"],"mac":"00".repeat(32)})
-                        .to_string()
-                        .as_bytes(),
-                    )
-                })
-            },
+            auth_and("features", json!(["AEAD"])),
             Some("protocol"),
         ),
     ];
@@ -946,17 +908,13 @@ fn refused_and_nothing_written(hostile: &[&str], flags: &[&str]) {
 fn scripted_receiver<T: Send + 'static>(
     script: impl FnOnce(&mut Peer, Vec<Value>) -> T + Send + 'static,
 ) -> (u16, std::thread::JoinHandle<T>) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let fake = std::thread::spawn(move || {
-        let mut peer = Peer::accept(&listener).expect("accept");
-        let receiver = Acceptor::new(KEY, "receiver").features(LISTENER_FEATURES);
-        peer.accept_handshake(&receiver).expect("handshake");
+    peer_listening(move |mut peer| {
+        peer.accept_handshake(&receiver_without_meta())
+            .expect("handshake");
         let first = peer.read_control_raw().expect("offer");
         let entries = peer.read_offer_from(first).expect("a verified offer");
         script(&mut peer, entries)
-    });
-    (port, fake)
+    })
 }
 
 /// Reads what the sender still sends, up to its session-level error frame or the

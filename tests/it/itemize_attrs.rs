@@ -13,12 +13,12 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 use std::process::Output;
 
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::mirror::mirror;
 use crate::util::server::{Site, as_user, client, code};
 use crate::util::tree::{set_mtime, set_xattr, xattrs_of};
-use crate::util::{KEY, Receiver, peer_sender, run, stderr_of};
+use crate::util::{KEY, Receiver, peer_sender, run, stderr_of, stdout_events};
 
 /// `src/tree` (a, sub/b) sent once, so that `dst/tree` holds the same.
 fn synced(root: &Path) {
@@ -45,13 +45,6 @@ fn stdout_lines(output: &Output) -> Vec<String> {
     String::from_utf8_lossy(&output.stdout)
         .lines()
         .map(str::to_string)
-        .collect()
-}
-
-fn events(output: &Output) -> Vec<Value> {
-    String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .filter_map(|line| serde_json::from_str(line).ok())
         .collect()
 }
 
@@ -86,7 +79,7 @@ fn a_same_file_or_directory_with_another_mode_is_fixed_and_itemized() {
     set_mode(&root.join("src/tree/sub/b"), 0o640);
     let (json, _, _) = mirror(root, &["--overwrite"], &["-i", "--json", "--delete"]);
     assert_eq!(code(&json), 0, "{}", stderr_of(&json));
-    let changes: Vec<(String, String)> = events(&json)
+    let changes: Vec<(String, String)> = stdout_events(&json)
         .iter()
         .filter(|e| e["event"] == "change")
         .map(|e| {
@@ -103,7 +96,7 @@ fn a_same_file_or_directory_with_another_mode_is_fixed_and_itemized() {
             ("attrs".to_string(), "tree/sub/b".to_string())
         ]
     );
-    let b = events(&json)
+    let b = stdout_events(&json)
         .into_iter()
         .find(|e| e["event"] == "file" && e["path"] == "tree/sub/b")
         .expect("a file event");
@@ -138,7 +131,7 @@ fn a_dry_run_says_attrs_and_changes_nothing() {
         "a dry run changes nothing"
     );
     let (json, _, _) = mirror(root, &[], &["-n", "--json"]);
-    let summary = events(&json)
+    let summary = stdout_events(&json)
         .into_iter()
         .find(|e| e["event"] == "summary")
         .expect("a summary");

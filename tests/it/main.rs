@@ -29,6 +29,7 @@ mod mirror;
 mod mirror_meta;
 mod negotiation;
 mod readme;
+mod recv_itemize;
 mod resume;
 mod serve_fidelity;
 mod serve_isolation;

@@ -11,10 +11,13 @@ use std::path::Path;
 use std::process::Output;
 use std::time::Duration;
 
-use crate::util::peer::{Acceptor, Peer};
+use crate::util::peer::Acceptor;
 use crate::util::server::{Site, client, code};
 use crate::util::site::check_home;
-use crate::util::{KEY, LISTENER_FEATURES, Receiver, files_under, send, stderr_of};
+use crate::util::{
+    KEY, Receiver, files_under, peer_listening, receiver_without_meta, send, stderr_of,
+    stdout_events,
+};
 
 /// A source tree `src/tree` (a, sub/b) and a receiving directory `dst` whose copy
 /// of the tree holds what the source does not; everything made well before the
@@ -105,10 +108,7 @@ fn delete_removes_what_the_source_lacks_and_nothing_outside_the_tree() {
     );
     // A second run has nothing to do: no file moves, nothing is deleted.
     let (again, _, _) = mirror(root.path(), &["--overwrite"], &["--delete", "-i", "--json"]);
-    let events: Vec<serde_json::Value> = String::from_utf8_lossy(&again.stdout)
-        .lines()
-        .filter_map(|line| serde_json::from_str(line).ok())
-        .collect();
+    let events = stdout_events(&again);
     assert!(!events.iter().any(|e| e["event"] == "change"), "{events:?}");
     let summary = events.iter().find(|e| e["event"] == "summary").unwrap();
     assert_eq!(summary["same"], 2, "{summary}");
@@ -121,10 +121,7 @@ fn json_carries_each_change_and_the_count() {
     trees(root.path());
     let (sent, _, _) = mirror(root.path(), &["--overwrite"], &["--delete", "--json"]);
     assert_eq!(code(&sent), 0, "{}", stderr_of(&sent));
-    let events: Vec<serde_json::Value> = String::from_utf8_lossy(&sent.stdout)
-        .lines()
-        .filter_map(|line| serde_json::from_str(line).ok())
-        .collect();
+    let events = stdout_events(&sent);
     let deleted: Vec<&str> = events
         .iter()
         .filter(|e| e["event"] == "change" && e["change"] == "deleted")
@@ -226,14 +223,9 @@ fn a_peer_without_mirror_is_refused_before_anything_happens() {
     for flag in ["--delete", "--dry-run"] {
         let root = tempfile::tempdir().unwrap();
         trees(root.path());
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let old = std::thread::spawn(move || {
-            let mut peer = Peer::accept(&listener).expect("accept");
-            let receiver = Acceptor::new(KEY, "receiver").features(LISTENER_FEATURES);
-            // The sender refuses instead of auth: no offer ever comes.
-            peer.accept_handshake(&receiver).is_err()
-        });
+        // The sender refuses instead of auth: no offer ever comes.
+        let (port, old) =
+            peer_listening(|mut peer| peer.accept_handshake(&receiver_without_meta()).is_err());
         let sent = send(&[&root.path().join("src/tree")], port, KEY, &[flag]);
         assert_eq!(code(&sent), 9, "{flag}: {}", stderr_of(&sent));
         assert!(stderr_of(&sent).contains("mirror"), "{}", stderr_of(&sent));
@@ -428,10 +420,7 @@ fn a_forged_or_missing_report_of_deletions_is_refused() {
     for (forge, exit) in [(true, 5), (false, 8)] {
         let root = tempfile::tempdir().unwrap();
         trees(root.path());
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let fake = std::thread::spawn(move || {
-            let mut peer = Peer::accept(&listener).expect("accept");
+        let (port, fake) = peer_listening(move |mut peer| {
             let receiver =
                 Acceptor::new(KEY, "receiver").features(&["aead", "blake3", "zstd", "mirror"]);
             let session = peer.accept_handshake(&receiver).expect("handshake");

@@ -6,7 +6,6 @@
 //! itself (the filter judges names, and this name was kept); later kept names of
 //! the same file link to it. Nothing left out by a filter is "not sent".
 
-use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, symlink};
 use std::path::Path;
@@ -15,6 +14,7 @@ use std::process::Output;
 use crate::mirror::{mirror as sent, names};
 use crate::util::server::{Site, client, code};
 use crate::util::stderr_of;
+use crate::util::tree::snapshot;
 
 fn inode(path: &Path) -> u64 {
     fs::symlink_metadata(path).unwrap().ino()
@@ -31,44 +31,6 @@ fn mkfifo(path: &Path) {
     let c_path = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
     // SAFETY: a valid NUL-terminated path; mkfifo only reads it.
     assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o644) }, 0);
-}
-
-/// Every entry beneath `dir`, links not followed: kind and mode, size, mtime (ns),
-/// inode, a link's target and a file's bytes.
-type Snapshot = BTreeMap<String, (u32, u64, i64, i64, u64, String, Vec<u8>)>;
-
-fn snapshot(dir: &Path) -> Snapshot {
-    fn walk(root: &Path, dir: &Path, out: &mut Snapshot) {
-        for entry in fs::read_dir(dir).unwrap() {
-            let path = entry.unwrap().path();
-            let meta = fs::symlink_metadata(&path).unwrap();
-            let content = if meta.is_file() {
-                fs::read(&path).unwrap()
-            } else {
-                Vec::new()
-            };
-            let target = fs::read_link(&path)
-                .map(|t| t.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            let name = path.strip_prefix(root).unwrap().to_string_lossy();
-            let facts = (
-                meta.mode(),
-                meta.size(),
-                meta.mtime(),
-                meta.mtime_nsec(),
-                meta.ino(),
-                target,
-                content,
-            );
-            out.insert(name.into_owned(), facts);
-            if meta.is_dir() {
-                walk(root, &path, out);
-            }
-        }
-    }
-    let mut out = BTreeMap::new();
-    walk(dir, dir, &mut out);
-    out
 }
 
 #[test]
@@ -287,10 +249,7 @@ fn a_dry_run_shows_what_cannot_be_sent_as_skipped_and_exits_0() {
     assert_eq!(code(&out), 0, "{}", stderr_of(&out));
     assert_eq!(recv_code, 0, "{recv_err}");
     assert_eq!(snapshot(&root.path().join("dst")), before);
-    let events: Vec<serde_json::Value> = lines(&out)
-        .iter()
-        .filter_map(|line| serde_json::from_str(line).ok())
-        .collect();
+    let events = crate::util::stdout_events(&out);
     let skipped = events
         .iter()
         .find(|e| e["event"] == "change" && e["path"] == "tree/sock")

@@ -7,7 +7,6 @@
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
@@ -185,11 +184,8 @@ fn encrypt_against_no_encrypt_is_refused_on_both_sides_with_a_clear_line() {
         assert!(log.contains("aead"), "{log}");
         assert_eq!(log.lines().count(), 1, "one line: {log}");
         // The receiver logs the refusal and keeps waiting for a sender it can serve.
-        let start = Instant::now();
-        while !receiver.stderr().contains("aead") && start.elapsed() < TIMEOUT {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        assert!(receiver.stderr().contains("aead"), "{}", receiver.stderr());
+        let log = receiver.wait_for_stderr("aead");
+        assert!(log.contains("aead"), "{log}");
         assert!(receiver.is_running());
     }
 }

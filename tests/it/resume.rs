@@ -121,13 +121,7 @@ fn a_read_only_file_cut_halfway_resumes_for_an_unprivileged_receiver() {
         return;
     };
     let mut receiver = Receiver::spawn(first);
-    let relay = Relay::start(
-        receiver.port,
-        Faults {
-            cut_after: Some(3 << 20),
-            ..Faults::default()
-        },
-    );
+    let relay = Relay::start(receiver.port, Faults::cut_after(3 << 20));
     let cut = send(&[&file], relay.port, KEY, &[]);
     assert_ne!(cut.status.code(), Some(0));
     let _ = receiver.exit_code();
@@ -154,21 +148,12 @@ fn a_rerun_of_a_cut_multi_file_send_finishes_the_job() {
     write_in(&tree, "2.bin", &pattern(1 << 20, 2));
     write_in(&tree, "3.bin", &pattern(6 << 20, 3));
     let mut receiver = Receiver::start(out.path(), Some(KEY), &["--serve"]);
-    let relay = Relay::start(
-        receiver.port,
-        Faults {
-            cut_after: Some(4 << 20),
-            ..Faults::default()
-        },
-    );
+    let relay = Relay::start(receiver.port, Faults::cut_after(4 << 20));
     let cut = send(&[&tree], relay.port, KEY, &[]);
     assert_eq!(cut.status.code(), Some(3), "{}", stderr_of(&cut));
     // Until the receiver has seen the cut, its session still holds the paths (a
     // rerun then would be told busy: try again later).
-    let started = Instant::now();
-    while !receiver.stderr().contains("failed") && started.elapsed() < TIMEOUT {
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    receiver.wait_for_stderr("failed");
     let rerun = send(&[&tree], receiver.port, KEY, &[]);
     let log = stderr_of(&rerun);
     assert!(rerun.status.success(), "{log}");
@@ -198,14 +183,7 @@ fn a_cut_transfer_resumes_with_only_the_rest() {
     std::fs::write(&file, pattern(size, 42)).unwrap();
     let cut_at = 7 << 20;
 
-    let (code, forwarded) = send_through(
-        &file,
-        out.path(),
-        Faults {
-            cut_after: Some(cut_at),
-            ..Faults::default()
-        },
-    );
+    let (code, forwarded) = send_through(&file, out.path(), Faults::cut_after(cut_at));
     assert_eq!(code, 3);
     assert_eq!(forwarded, cut_at);
     assert!(
@@ -241,14 +219,7 @@ fn a_source_changed_between_runs_restarts_from_zero_and_verifies() {
     let size = 6 << 20;
     let file = src.path().join("changing.bin");
     std::fs::write(&file, pattern(size, 1)).unwrap();
-    let (code, _) = send_through(
-        &file,
-        out.path(),
-        Faults {
-            cut_after: Some(2 << 20),
-            ..Faults::default()
-        },
-    );
+    let (code, _) = send_through(&file, out.path(), Faults::cut_after(2 << 20));
     assert_eq!(code, 3);
     // Same size, other bytes: the receiver's prefix no longer matches.
     std::fs::write(&file, pattern(size, 2)).unwrap();
@@ -268,14 +239,7 @@ fn no_resume_starts_over_and_old_partials_are_swept() {
     let size = 4 << 20;
     let file = src.path().join("f.bin");
     std::fs::write(&file, pattern(size, 5)).unwrap();
-    let (code, _) = send_through(
-        &file,
-        out.path(),
-        Faults {
-            cut_after: Some(1 << 20),
-            ..Faults::default()
-        },
-    );
+    let (code, _) = send_through(&file, out.path(), Faults::cut_after(1 << 20));
     assert_eq!(code, 3);
     let mut receiver = Receiver::start(out.path(), Some(KEY), &["--no-resume"]);
     let relay = Relay::start(receiver.port, Faults::default());
@@ -489,13 +453,7 @@ fn a_connection_dropped_mid_file_leaves_nothing_under_the_final_name() {
 /// of the partial file kept.
 fn cut_at_5_mib(file: &Path, size: u64, out: &Path) -> (String, String, u64) {
     let mut receiver = Receiver::start(out, Some(KEY), &[]);
-    let relay = Relay::start(
-        receiver.port,
-        Faults {
-            cut_after: Some(5 << 20),
-            ..Faults::default()
-        },
-    );
+    let relay = Relay::start(receiver.port, Faults::cut_after(5 << 20));
     let cut = send(&[file], relay.port, KEY, &[]);
     let said = stderr_of(&cut);
     assert_eq!(cut.status.code(), Some(3), "{said}");

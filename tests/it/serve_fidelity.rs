@@ -8,7 +8,7 @@
 use std::path::Path;
 
 use crate::fidelity::rich_tree;
-use crate::util::server::{Site, client, code};
+use crate::util::server::{Site, client, code, send_as};
 use crate::util::site::check_home;
 use crate::util::stderr_of;
 use crate::util::tree::{Check, assert_faithful, xattrs_of};
@@ -146,11 +146,7 @@ fn hard_links_count_each_name_against_the_quota() {
     std::fs::write(tree.join("a"), vec![7u8; 1000]).unwrap();
     std::fs::hard_link(tree.join("a"), tree.join("b")).unwrap();
     std::fs::hard_link(tree.join("a"), tree.join("c")).unwrap();
-    let put = client(
-        &site,
-        "alice",
-        &["send", tree.to_str().unwrap(), &server.at("")],
-    );
+    let put = send_as(&site, "alice", &[&tree], &server.at(""));
     assert_eq!(code(&put), 6, "{}", stderr_of(&put));
     assert!(stderr_of(&put).contains("quota"), "{}", stderr_of(&put));
     check_home(&site, &server, "alice", 2500);

@@ -42,16 +42,7 @@ fn two_users_cannot_see_or_touch_each_others_files() {
     let secret = site.local("secret.txt", b"alice's secret\n");
     let plan = site.local("docs/plan.txt", b"alice's plan\n");
     let docs = plan.parent().unwrap().to_path_buf();
-    let put = client(
-        &site,
-        "alice",
-        &[
-            "send",
-            secret.to_str().unwrap(),
-            docs.to_str().unwrap(),
-            &server.addr(),
-        ],
-    );
+    let put = send_as(&site, "alice", &[&secret, &docs], &server.addr());
     expect_exit(&put, 0, "alice's put");
     write(&site.home("bob").join("own.txt"), b"bob's own file\n");
     let alice_before = snapshot(&site.home("alice"));
@@ -107,20 +98,12 @@ fn two_users_cannot_see_or_touch_each_others_files() {
     expect_exit(&mkdir, 0, "bob's mkdir ../alice/planted: in his home");
     assert!(site.home("bob").join("alice/planted").is_dir());
     let mine = site.local("planted.txt", b"bob was here");
-    let put = client(
-        &site,
-        "bob",
-        &["send", mine.to_str().unwrap(), &server.at("../alice")],
-    );
+    let put = send_as(&site, "bob", &[&mine], &server.at("../alice"));
     expect_exit(&put, 0, "bob's put into ../alice: his alice/");
     assert!(site.home("bob").join("alice/planted.txt").is_file());
     fs::remove_dir_all(site.home("bob").join("alice")).unwrap();
     // Her home's absolute path names a directory inside his own, made for the put.
-    let put = client(
-        &site,
-        "bob",
-        &["send", mine.to_str().unwrap(), &server.at(alice_abs)],
-    );
+    let put = send_as(&site, "bob", &[&mine], &server.at(alice_abs));
     expect_exit(&put, 0, "bob's put into /…/alice, inside his home");
     let inside = site.home("bob").join(alice_abs.trim_start_matches('/'));
     assert_eq!(
@@ -233,11 +216,7 @@ fn a_symlink_in_a_home_is_a_leaf_that_is_never_followed() {
     // Put through a link, or onto one.
     let planted = site.local("planted.txt", b"bob was here");
     for dir in ["to_alice", "to_alice_abs", "to_alice/docs", "etc"] {
-        let put = client(
-            &site,
-            "bob",
-            &["send", planted.to_str().unwrap(), &server.at(dir)],
-        );
+        let put = send_as(&site, "bob", &[&planted], &server.at(dir));
         // Refused as not found, or (when the client then tries to make the
         // directory) as a link it will not follow: either way, exit 6.
         expect_exit(&put, 6, &format!("put into {dir}"));
@@ -245,19 +224,11 @@ fn a_symlink_in_a_home_is_a_leaf_that_is_never_followed() {
     // A local directory named like the link, with a file inside, into the home.
     let local_dir = site.path().join("local/as_link/to_alice");
     write(&local_dir.join("planted.txt"), b"bob was here");
-    let put = client(
-        &site,
-        "bob",
-        &["send", local_dir.to_str().unwrap(), &server.addr()],
-    );
+    let put = send_as(&site, "bob", &[&local_dir], &server.addr());
     expect_exit(&put, 6, "a directory over a symlink");
     // A file named like a link to her file.
     let same_name = site.local("named/secret_link", b"overwritten?");
-    let put = client(
-        &site,
-        "bob",
-        &["send", same_name.to_str().unwrap(), &server.addr()],
-    );
+    let put = send_as(&site, "bob", &[&same_name], &server.addr());
     expect_exit(&put, 6, "a file onto a symlink");
     for path in ["to_alice/new", "etc/new", "to_alice"] {
         let mkdir = client(&site, "bob", &["mkdir", &server.at(path)]);
@@ -329,11 +300,7 @@ fn a_home_swapped_for_a_symlink_never_exposes_another_home() {
     assert_ne!(code(&get), 0, "{get:?}");
     assert!(names_in(&dl).is_empty());
     let planted = site.local("planted.txt", b"bob was here");
-    let put = client(
-        &site,
-        "bob",
-        &["send", planted.to_str().unwrap(), &server.addr()],
-    );
+    let put = send_as(&site, "bob", &[&planted], &server.addr());
     assert_ne!(code(&put), 0, "{put:?}");
     for args in [
         vec!["mkdir", "planted_dir"],

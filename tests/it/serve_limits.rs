@@ -31,16 +31,7 @@ fn a_put_that_does_not_fit_the_quota_is_refused_up_front() {
     let server = site.serve(&[]);
     let big = site.local("big.bin", &pattern(150_000, 1));
     let small = site.local("small.txt", b"small enough\n");
-    let put = client(
-        &site,
-        "alice",
-        &[
-            "send",
-            big.to_str().unwrap(),
-            small.to_str().unwrap(),
-            &server.addr(),
-        ],
-    );
+    let put = send_as(&site, "alice", &[&big, &small], &server.addr());
     expect_exit(&put, 6, "a put over the quota");
     // The refusal gives the numbers and where to look.
     for said in [
@@ -153,16 +144,7 @@ fn usage_shows_bytes_and_files_against_the_quota() {
     let server = site.serve(&[]);
     let a = site.local("a.bin", &pattern(1000, 1));
     let b = site.local("d/b.bin", &pattern(523_288, 2));
-    let put = client(
-        &site,
-        "alice",
-        &[
-            "send",
-            a.to_str().unwrap(),
-            b.parent().unwrap().to_str().unwrap(),
-            &server.addr(),
-        ],
-    );
+    let put = send_as(&site, "alice", &[&a, b.parent().unwrap()], &server.addr());
     expect_exit(&put, 0, "alice's put");
     let usage = client(&site, "alice", &["ls", "--usage", &server.addr()]);
     expect_exit(&usage, 0, "ls --usage");
@@ -198,11 +180,7 @@ fn removing_a_file_gives_its_room_back_to_the_quota() {
     site.users(&[("alice", "quota = 100000\nmax_files = 2")]);
     let server = site.serve(&[]);
     let first = site.local("first.bin", &pattern(80_000, 1));
-    let put = client(
-        &site,
-        "alice",
-        &["send", first.to_str().unwrap(), &server.addr()],
-    );
+    let put = send_as(&site, "alice", &[&first], &server.addr());
     expect_exit(&put, 0, "the first put");
     let rm = client(&site, "alice", &["rm", &server.at("first.bin")]);
     expect_exit(&rm, 0, "rm");
@@ -215,11 +193,7 @@ fn removing_a_file_gives_its_room_back_to_the_quota() {
     );
     // The room is really free again: 80 000 + 80 000 > 100 000 only if rm kept counting.
     let second = site.local("second.bin", &pattern(80_000, 2));
-    let put = client(
-        &site,
-        "alice",
-        &["send", second.to_str().unwrap(), &server.addr()],
-    );
+    let put = send_as(&site, "alice", &[&second], &server.addr());
     expect_exit(&put, 0, "a put that fits once the first file is gone");
 }
 
@@ -232,11 +206,7 @@ fn a_put_past_max_files_is_refused_and_directories_do_not_count() {
     for name in ["a", "b", "c"] {
         write(&dir.join(name), name.as_bytes());
     }
-    let put = client(
-        &site,
-        "alice",
-        &["send", dir.to_str().unwrap(), &server.addr()],
-    );
+    let put = send_as(&site, "alice", &[&dir], &server.addr());
     expect_exit(&put, 6, "three files for a quota of two");
     assert!(stderr_of(&put).contains("quota"), "{}", stderr_of(&put));
     assert_eq!(files_under(&site.home("alice")).len(), 2);
@@ -253,11 +223,7 @@ fn a_put_past_max_files_is_refused_and_directories_do_not_count() {
         "mkdir",
     );
     let d = site.local("d.txt", b"d");
-    let put = client(
-        &site,
-        "alice",
-        &["send", d.to_str().unwrap(), &server.at("more")],
-    );
+    let put = send_as(&site, "alice", &[&d], &server.at("more"));
     expect_refused(&put, "quota", "a third file");
 }
 
@@ -270,11 +236,7 @@ fn many_uploads_at_once_keep_the_servers_memory_small() {
     // zeroes in full (buffers sized for the largest possible frame once made eight
     // uploads cost 170 MiB, 32 clients 1 GiB).
     let first = site.local("first.bin", &pattern(4 << 20, 0));
-    let put = client(
-        &site,
-        "alice",
-        &["send", first.to_str().unwrap(), &server.addr()],
-    );
+    let put = send_as(&site, "alice", &[&first], &server.addr());
     expect_exit(&put, 0, "the first upload");
     let mut uploads: Vec<_> = (1..=8u64)
         .map(|i| {
@@ -380,11 +342,7 @@ fn a_client_killed_mid_put_leaves_the_server_serving_and_no_file() {
 
     // Others are served, and so is alice herself.
     let small = site.local("small.txt", b"still served\n");
-    let put = client(
-        &site,
-        "bob",
-        &["send", small.to_str().unwrap(), &server.addr()],
-    );
+    let put = send_as(&site, "bob", &[&small], &server.addr());
     expect_exit(&put, 0, "bob's put after the cut");
     assert_eq!(
         fs::read(site.home("bob").join("small.txt")).unwrap(),
@@ -405,11 +363,7 @@ fn a_client_killed_mid_put_leaves_the_server_serving_and_no_file() {
         );
     }
     // Sent again, it arrives whole.
-    let again = client(
-        &site,
-        "alice",
-        &["send", big.to_str().unwrap(), &server.addr()],
-    );
+    let again = send_as(&site, "alice", &[&big], &server.addr());
     expect_exit(&again, 0, "the rerun");
     assert!(fs::read(home.join("big.bin")).unwrap() == pattern(8 << 20, 3));
     assert_eq!(names_in(&home), ["big.bin"]);

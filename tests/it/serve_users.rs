@@ -20,16 +20,7 @@ use crate::util::{TIMEOUT, run, stderr_of, wait_for, xfer};
 /// non-zero exit, before listening, with one line on stderr naming `names`.
 #[track_caller]
 fn refuses_to_start(site: &Site, why: &str, names: &str) {
-    let mut command = xfer();
-    clean_env(&mut command);
-    command
-        .arg("serve")
-        .arg("--root")
-        .arg(site.root())
-        .args(["--listen", "127.0.0.1:0", "--users"])
-        .arg(site.users_file())
-        .current_dir(site.path());
-    let out = run(&mut command);
+    let out = site.serve_refused();
     let stderr = stderr_of(&out);
     assert_ne!(code(&out), 0, "{why}: started anyway: {stderr}");
     assert!(!stderr.contains("listening on"), "{why}: {stderr}");
@@ -262,43 +253,27 @@ fn sighup_reads_the_users_file_again() {
     let site = Site::new();
     site.users(&[("alice", "")]);
     let server = site.serve(&[]);
-    expect_exit(&client(&site, "alice", &["ls", &server.addr()]), 0, "alice");
-    expect_exit(
-        &client(&site, "bob", &["ls", &server.addr()]),
-        4,
-        "bob, unknown yet",
-    );
+    // `xfer ls` of the home as `user` exits `code`.
+    let expect_ls = |user: &str, code: i32, what: &str| {
+        expect_exit(&client(&site, user, &["ls", &server.addr()]), code, what);
+    };
+    expect_ls("alice", 0, "alice");
+    expect_ls("bob", 4, "bob, unknown yet");
 
     // Bob is added.
     site.users(&[("alice", ""), ("bob", "")]);
     server.hangup();
     server.wait_for_log("reloaded", 1);
-    expect_exit(
-        &client(&site, "bob", &["ls", &server.addr()]),
-        0,
-        "bob, added",
-    );
+    expect_ls("bob", 0, "bob, added");
     assert!(site.home("bob").is_dir(), "bob's home made on reload");
-    expect_exit(
-        &client(&site, "alice", &["ls", &server.addr()]),
-        0,
-        "alice, kept",
-    );
+    expect_ls("alice", 0, "alice, kept");
 
     // Alice is removed.
     site.users(&[("bob", "")]);
     server.hangup();
     server.wait_for_log("reloaded", 2);
-    expect_exit(
-        &client(&site, "alice", &["ls", &server.addr()]),
-        4,
-        "alice, removed",
-    );
-    expect_exit(
-        &client(&site, "bob", &["ls", &server.addr()]),
-        0,
-        "bob, kept",
-    );
+    expect_ls("alice", 4, "alice, removed");
+    expect_ls("bob", 0, "bob, kept");
 
     // A malformed file is reported and changes nothing.
     site.write_users(&format!(
@@ -311,32 +286,16 @@ fn sighup_reads_the_users_file_again() {
         line.contains("users.toml") && line.contains("quota"),
         "{line}"
     );
-    expect_exit(
-        &client(&site, "bob", &["ls", &server.addr()]),
-        0,
-        "bob, still",
-    );
-    expect_exit(
-        &client(&site, "alice", &["ls", &server.addr()]),
-        4,
-        "alice, still gone",
-    );
+    expect_ls("bob", 0, "bob, still");
+    expect_ls("alice", 4, "alice, still gone");
 
     // So is a file others may read.
     site.users(&[("alice", ""), ("bob", "")]);
     fs::set_permissions(site.users_file(), fs::Permissions::from_mode(0o644)).unwrap();
     server.hangup();
     server.wait_for_log("not reloaded", 2);
-    expect_exit(
-        &client(&site, "alice", &["ls", &server.addr()]),
-        4,
-        "alice, not back",
-    );
-    expect_exit(
-        &client(&site, "bob", &["ls", &server.addr()]),
-        0,
-        "bob, still",
-    );
+    expect_ls("alice", 4, "alice, not back");
+    expect_ls("bob", 0, "bob, still");
 }
 
 #[test]
@@ -524,17 +483,9 @@ fn a_read_only_user_reads_and_changes_nothing() {
     assert_eq!(fs::read(dl.join("dir/inner.txt")).unwrap(), b"inner\n");
 
     let new = site.local("new.txt", b"new");
-    let put = client(
-        &site,
-        "reader",
-        &["send", new.to_str().unwrap(), &server.addr()],
-    );
+    let put = send_as(&site, "reader", &[&new], &server.addr());
     expect_refused(&put, "denied", "put");
-    let put = client(
-        &site,
-        "reader",
-        &["send", new.to_str().unwrap(), &server.at("dir")],
-    );
+    let put = send_as(&site, "reader", &[&new], &server.at("dir"));
     expect_refused(&put, "denied", "put into a directory");
     let mut stream = as_user(&site, "reader", &["send", "-", &server.addr()]);
     expect_refused(
@@ -565,16 +516,7 @@ fn the_server_logs_each_request_with_its_peer_user_and_outcome() {
     let server = site.serve(&[]);
     write(&site.home("alice").join("a.txt"), b"a\n");
     expect_exit(&client(&site, "alice", &["ls", &server.addr()]), 0, "ls");
-    expect_exit(
-        &client(&site, "alice", &["ls", &server.at("nope")]),
-        6,
-        "ls nope",
-    );
-    expect_exit(
-        &client(&site, "alice", &["mkdir", &server.at("d")]),
-        0,
-        "mkdir",
-    );
+    refused_ls_and_mkdir(&site, &server);
     let log = server.wait_for_log("alice mkdir d: done", 1);
     let line = |needle: &str| {
         log.lines()
@@ -603,16 +545,7 @@ fn the_server_logs_each_request_with_its_peer_user_and_outcome() {
     let site = Site::new();
     site.users(&[("alice", "")]);
     let server = site.serve(&["--json"]);
-    expect_exit(
-        &client(&site, "alice", &["ls", &server.at("nope")]),
-        6,
-        "ls nope",
-    );
-    expect_exit(
-        &client(&site, "alice", &["mkdir", &server.at("d")]),
-        0,
-        "mkdir",
-    );
+    refused_ls_and_mkdir(&site, &server);
     let events = server.json_events();
     let requests: Vec<&Value> = events.iter().filter(|e| e["event"] == "request").collect();
     let find = |action: &str| {
@@ -640,19 +573,7 @@ fn the_server_logs_each_request_with_its_peer_user_and_outcome() {
 
 #[test]
 fn a_quiet_server_logs_only_refusals() {
-    let site = Site::new();
-    site.users(&[("alice", "")]);
-    let server = site.serve(&["-q"]);
-    let file = site.local("a.txt", b"a\n");
-    expect_exit(
-        &client(
-            &site,
-            "alice",
-            &["send", file.to_str().unwrap(), &server.addr()],
-        ),
-        0,
-        "put",
-    );
+    let (site, server) = served_after_a_put(&["-q"]);
     let dl = site.download_dir("q");
     expect_exit(
         &client(
@@ -679,19 +600,7 @@ fn a_quiet_server_logs_only_refusals() {
 
 #[test]
 fn json_transfer_events_name_their_user_and_action() {
-    let site = Site::new();
-    site.users(&[("alice", "")]);
-    let server = site.serve(&["--json"]);
-    let file = site.local("a.txt", b"a\n");
-    expect_exit(
-        &client(
-            &site,
-            "alice",
-            &["send", file.to_str().unwrap(), &server.addr()],
-        ),
-        0,
-        "put",
-    );
+    let (_site, server) = served_after_a_put(&["--json"]);
     let events = server.json_events();
     let session = events
         .iter()
@@ -699,6 +608,29 @@ fn json_transfer_events_name_their_user_and_action() {
         .unwrap_or_else(|| panic!("no session event: {events:?}"));
     assert_eq!(session["user"], "alice", "{session}");
     assert_eq!(session["action"], "put .", "{session}");
+}
+
+/// Alice's `ls nope` (refused: exit 6) and `mkdir d` (exit 0), for the server to log.
+fn refused_ls_and_mkdir(site: &Site, server: &Server) {
+    let nope = client(site, "alice", &["ls", &server.at("nope")]);
+    expect_exit(&nope, 6, "ls nope");
+    expect_exit(
+        &client(site, "alice", &["mkdir", &server.at("d")]),
+        0,
+        "mkdir",
+    );
+}
+
+/// A server run with `flags` for alice, who has just put `a.txt` (`a` and a newline)
+/// into her home.
+fn served_after_a_put(flags: &[&str]) -> (Site, Server) {
+    let site = Site::new();
+    site.users(&[("alice", "")]);
+    let server = site.serve(flags);
+    let file = site.local("a.txt", b"a\n");
+    let put = send_as(&site, "alice", &[&file], &server.addr());
+    expect_exit(&put, 0, "put");
+    (site, server)
 }
 
 /// The users-file table `xfer passwd USER --realm REALM` prints for `password`.
@@ -797,17 +729,7 @@ fn an_inline_key_that_xfer_did_not_make_is_refused_with_its_line() {
         );
         refuses_to_start(&site, why, "64 lowercase hex digits");
         refuses_to_start(&site, why, "xfer keygen");
-        let err = {
-            let mut command = xfer();
-            clean_env(&mut command);
-            command
-                .arg("serve")
-                .arg("--root")
-                .arg(site.root())
-                .args(["--listen", "127.0.0.1:0", "--users"])
-                .arg(site.users_file());
-            stderr_of(&run(&mut command))
-        };
+        let err = stderr_of(&site.serve_refused());
         assert!(
             !err.contains(key),
             "the refused key is never printed: {err}"

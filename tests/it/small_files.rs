@@ -6,7 +6,7 @@
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::util::peer::kind;
 use crate::util::relay::{Faults, Relay};
@@ -109,19 +109,10 @@ fn a_cut_tree_keeps_only_partials_of_large_files_and_reruns_to_done() {
     let out = tempfile::tempdir().unwrap();
     let tree = make_tree(src.path(), 8);
     let mut receiver = Receiver::start(out.path(), Some(KEY), &["--serve"]);
-    let relay = Relay::start(
-        receiver.port,
-        Faults {
-            cut_after: Some(900_000),
-            ..Faults::default()
-        },
-    );
+    let relay = Relay::start(receiver.port, Faults::cut_after(900_000));
     let cut = send(&[&tree], relay.port, KEY, &[]);
     assert_eq!(cut.status.code(), Some(3), "{}", stderr_of(&cut));
-    let started = Instant::now();
-    while !receiver.stderr().contains("failed") && started.elapsed() < TIMEOUT {
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    receiver.wait_for_stderr("failed");
     for name in files_under(out.path()) {
         let name = name.file_name().unwrap().to_string_lossy().into_owned();
         assert!(

@@ -17,9 +17,10 @@ use crate::util::peer::{self, ALL_FEATURES, Acceptor, Initiator, Peer, SendEntry
 use crate::util::relay::{Faults, Relay};
 use crate::util::*;
 
-/// A sender that authenticated with `features` to a fresh receiver, and has sent
-/// the offer of one file of `len` bytes named `f` and read the plan.
-fn offered(features: &[&str], len: usize) -> (Receiver, Peer, tempfile::TempDir) {
+/// A sender that authenticated with `features` to a fresh receiver, has sent the
+/// offer of one file of `len` bytes named `f`, read the plan and sent the file's
+/// data header: the next frames are its data.
+fn sending(features: &[&str], len: usize) -> (Receiver, Peer, tempfile::TempDir) {
     let out = tempfile::tempdir().unwrap();
     let receiver = Receiver::start(out.path(), Some(KEY), &["--idle-timeout", "10"]);
     let mut sender = Peer::connect(("127.0.0.1", receiver.port)).unwrap();
@@ -29,6 +30,9 @@ fn offered(features: &[&str], len: usize) -> (Receiver, Peer, tempfile::TempDir)
     let entry = SendEntry::file("f", vec![0; len]).to_json();
     sender.send_offer(&[vec![entry]]).unwrap();
     sender.read_plan(1).unwrap();
+    sender
+        .send_control(&json!({"type":"data","index":0,"offset":0}))
+        .unwrap();
     (receiver, sender, out)
 }
 
@@ -198,10 +202,7 @@ fn a_flipped_bit_in_a_control_frame_never_makes_a_wrong_file() {
 #[test]
 fn a_replayed_or_reordered_sealed_frame_ends_the_session_with_mac_and_keeps_nothing() {
     for case in ["replay", "reorder", "drop"] {
-        let (mut receiver, mut sender, out) = offered(&["aead"], 3 << 20);
-        sender
-            .send_control(&json!({"type":"data","index":0,"offset":0}))
-            .unwrap();
+        let (mut receiver, mut sender, out) = sending(&["aead"], 3 << 20);
         let first = sender.seal_next(&pattern(1 << 20, 1));
         let second = sender.seal_next(&pattern(1 << 20, 2));
         let third = sender.seal_next(&pattern(1 << 20, 3));
@@ -247,10 +248,7 @@ fn compressed_frames_that_lie_or_explode_are_refused_at_the_cost_of_one_frame() 
         ("flag 2", [&[2u8][..], &[7; 1000]].concat()),
     ];
     for (case, payload) in bombs {
-        let (mut receiver, mut sender, out) = offered(&["zstd"], 1000);
-        sender
-            .send_control(&json!({"type":"data","index":0,"offset":0}))
-            .unwrap();
+        let (mut receiver, mut sender, out) = sending(&["zstd"], 1000);
         sender.send_frame(&payload).unwrap();
         let reply = sender.read_control();
         assert!(

@@ -5,15 +5,13 @@
 //! moves nothing else. A peer without `meta` gets today's transfer; the sender
 //! still counts what it left out.
 
-use std::net::TcpListener;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use serde_json::Value;
 
-use crate::util::peer::{Acceptor, Decision, Peer};
-use crate::util::{KEY, LISTENER_FEATURES, Receiver, as_nobody, run, stderr_of, xfer};
+use crate::util::{KEY, Receiver, as_nobody, old_receiver_taking_all, run, stderr_of, xfer};
 
 /// A tree with two readable files, an unreadable file, a directory nobody may list
 /// and a socket; readable by everyone else, so that an unprivileged sender meets
@@ -65,9 +63,8 @@ fn send_unprivileged(tree: &Path, port: u16, flags: &[&str]) -> Option<Output> {
 }
 
 fn skip_events(output: &Output) -> Vec<Value> {
-    String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+    crate::util::stdout_events(output)
+        .into_iter()
         .filter(|event| event["event"] == "skip")
         .collect()
 }
@@ -151,14 +148,7 @@ fn quiet_still_says_in_one_line_how_many_were_not_sent() {
 #[test]
 fn a_peer_without_meta_gets_todays_transfer_and_the_sender_still_counts() {
     let tree = tree();
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let old = std::thread::spawn(move || {
-        let mut peer = Peer::accept(&listener).unwrap();
-        peer.accept_handshake(&Acceptor::new(KEY, "receiver").features(LISTENER_FEATURES))
-            .unwrap();
-        peer.receive_transfer(|_, _| Decision::Send).unwrap()
-    });
+    let (port, old) = old_receiver_taking_all();
     let Some(sent) = send_unprivileged(&tree.tree, port, &["--json"]) else {
         eprintln!("skipped: cannot run the sender as a user who may not read a file");
         // Let the peer's accept end.

@@ -118,12 +118,13 @@ impl Resolver<'_> {
     /// cuts it into chunks: the signature for the plan, and the [`Basis`] to build
     /// from. `None` when it is no regular file, smaller than a delta is worth, or
     /// would list more than `budget` (or [`MAX_CHUNKS`]) chunks: the entry then goes
-    /// whole.
+    /// whole. The chunk size follows the `offered` size of the new version, which
+    /// the sender knows too: it can cut its file while this one is read.
     pub(crate) fn chunk_basis(
         &mut self,
         path: &str,
         components: &[&[u8]],
-        budget: u64,
+        (offered, budget): (u64, u64),
     ) -> Result<Option<(Basis, Signature)>, Refusal> {
         let Some((file, stat)) = self.open_regular(components) else {
             return Ok(None);
@@ -132,7 +133,7 @@ impl Resolver<'_> {
         if size < MIN_DELTA_SIZE {
             return Ok(None);
         }
-        let chunking = Chunking::for_basis(size);
+        let chunking = Chunking::for_size(offered);
         let limit = budget.min(MAX_CHUNKS);
         let _ = rustix::fs::fadvise(&file, 0, None, rustix::fs::Advice::Sequential);
         let chunked = delta::chunk_and_sum(&file, chunking, limit)
@@ -202,7 +203,7 @@ mod tests {
         let target = TargetDir::open(dir.path()).unwrap();
         let mut resolver = target.resolver();
         let (basis, signature) = resolver
-            .chunk_basis("f", &[b"f".as_slice()], MAX_CHUNKS)
+            .chunk_basis("f", &[b"f".as_slice()], (256 << 10, MAX_CHUNKS))
             .unwrap()
             .unwrap();
         assert_eq!(signature.count, basis.chunks());

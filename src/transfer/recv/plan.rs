@@ -286,19 +286,7 @@ impl<'c> Decider<'_, 'c> {
                 };
                 (planned, send_over(replaces.files > 0))
             }
-            Ok(Decided::Dir { existed, attrs }) => {
-                if attrs {
-                    tally.change(Change::DirAttrs, &entry.shown_path(), 0, None);
-                }
-                let decision = Decision::Send {
-                    offset: 0,
-                    prefix_hash: None,
-                    delta: None,
-                    replaces: existed,
-                    attrs: attrs && self.shared.mirror,
-                };
-                (Planned::dir(entry), decision)
-            }
+            Ok(Decided::Dir { existed, attrs }) => self.dir(entry, existed, attrs, tally),
             Ok(Decided::Same { attrs }) => self.same(entry, attrs, tally),
             Ok(Decided::File {
                 resume_from,
@@ -322,6 +310,31 @@ impl<'c> Decider<'_, 'c> {
             }
             Err(refusal) => self.refused(entry, refusal, tally),
         }
+    }
+
+    /// A directory made (in a real run: `new dir` with `--itemize`) or there
+    /// already, with `attrs` if its metadata differs from the offer's.
+    fn dir(
+        &self,
+        entry: Entry,
+        existed: bool,
+        attrs: bool,
+        tally: &Tally,
+    ) -> (Planned<'c>, Decision) {
+        if !existed && !self.dry_run {
+            tally.change(Change::NewDir, &entry.shown_path(), 0, None);
+        }
+        if attrs {
+            tally.change(Change::DirAttrs, &entry.shown_path(), 0, None);
+        }
+        let decision = Decision::Send {
+            offset: 0,
+            prefix_hash: None,
+            delta: None,
+            replaces: existed,
+            attrs: attrs && self.shared.mirror,
+        };
+        (Planned::dir(entry), decision)
     }
 
     /// An entry refused: in a dry run a change to show; an `unsent` one not sent,
@@ -404,12 +417,14 @@ impl<'c> Decider<'_, 'c> {
                 files: 1 - replaces.files.min(1),
             };
             self.check_room(entry, more)?;
+            // A basis, so the sender can say what a delta would move (17.4).
+            let basis = self.basis(entry, &components, replaces.files > 0)?;
             return Ok(Decided::File {
                 resume_from: None,
                 claim,
                 reservation: None,
                 replaces,
-                basis: None,
+                basis,
             });
         }
         let resume_from = self.resume_point(entry, &components, &shown)?;
@@ -442,9 +457,11 @@ impl<'c> Decider<'_, 'c> {
         if !replacing || !self.shared.delta || !worth_it || self.chunks_left == 0 {
             return Ok(None);
         }
-        let chunked =
-            self.resolver
-                .chunk_basis(&entry.shown_path(), components, self.chunks_left)?;
+        let offered = entry.size.unwrap_or(0);
+        let limits = (offered, self.chunks_left);
+        let chunked = self
+            .resolver
+            .chunk_basis(&entry.shown_path(), components, limits)?;
         if let Some((basis, _)) = &chunked {
             self.chunks_left -= basis.chunks();
         }

@@ -32,8 +32,8 @@ const MAX_SKIP: u64 = 256 << 20;
 const FRAME_COVERS: u64 = 16 << 20;
 
 /// Sends a file as instructions against `wanted`, never reading past `expected`
-/// bytes. Returns how far it read and the read error that cut it short, if one did;
-/// `None` when the session is over.
+/// bytes, starting from its head when one was cut before the plan came. Returns how far it read and the read error that cut it short, if
+/// one did; `None` when the session is over.
 /// The whole-file hash runs on a thread of its own, fed a batch at a time: it
 /// costs about what cutting and looking up do, and the two overlap.
 pub(super) fn send(
@@ -44,7 +44,12 @@ pub(super) fn send(
     pieces: &mpsc::Sender<Piece>,
     stop: &AtomicBool,
 ) -> Option<(u64, Option<io::Error>)> {
-    let mut whole = std::mem::replace(hasher, hasher.kind().hasher());
+    let head = against.0.head.as_ref();
+    let mut whole = match head {
+        // The head's hasher has its bytes already.
+        Some(head) => head.hasher.clone(),
+        None => std::mem::replace(hasher, hasher.kind().hasher()),
+    };
     let (batches, to_hash) = mpsc::sync_channel::<Vec<u8>>(1);
     let (result, whole) = std::thread::scope(|scope| {
         let hashing = scope.spawn(move || {
@@ -80,7 +85,9 @@ pub(super) fn send(
 /// Bytes handed to the hashing thread at a time.
 const HASH_BATCH: usize = 1 << 20;
 
-/// Encodes the file as instructions; `feed` gets every byte read, in order.
+/// Encodes the file as instructions: first the chunks of its head, if it has one,
+/// then the rest as it is read and cut; `feed` gets every byte read after the head,
+/// in order.
 fn encode(
     input: &mut dyn Input,
     (wanted, expected): (&Wanted, Option<u64>),
@@ -89,18 +96,24 @@ fn encode(
     pieces: &mpsc::Sender<Piece>,
     stop: &AtomicBool,
 ) -> Option<(u64, Option<io::Error>)> {
-    let mut found = HashMap::with_capacity(wanted.sums.len());
-    for (index, sum) in wanted.sums.iter().enumerate() {
-        found.entry(*sum).or_insert(index as u32);
-    }
-    let limited = Read::take(input, expected.unwrap_or(u64::MAX));
-    let mut chunker = Chunker::new(limited, wanted.chunking);
+    let found = first_chunk_of(&wanted.sums);
     let mut out = Instructions {
         frame: None,
         pool,
         pieces,
     };
     let mut state = Matching::default();
+    if let Some(head) = &wanted.head {
+        let head = (&head.ends[..], &head.sums[..]);
+        let buffer = &mut vec![0; wanted.chunking.max()];
+        let sent = from_head(input, head, (&found, buffer), (&mut out, &mut state), stop)?;
+        if let Err(err) = sent {
+            out.finish(&mut state)?;
+            return Some((state.sent, Some(err)));
+        }
+    }
+    let left = expected.map_or(u64::MAX, |size| size.saturating_sub(state.sent));
+    let mut chunker = Chunker::new(Read::take(input, left), wanted.chunking);
     loop {
         if stop.load(Ordering::SeqCst) {
             return None;
@@ -123,22 +136,86 @@ fn encode(
             }
         };
         feed(bytes, false);
-        state.sent += bytes.len() as u64;
         let sum = looked_up.then(|| chunk_sum(bytes));
         match sum.and_then(|sum| found.get(&sum)) {
-            Some(&first) => {
-                state.missed = 0;
-                state.probes_left = 0;
-                out.copy(&mut state, first, bytes.len() as u64)?;
-            }
-            None => {
-                state.missed += bytes.len() as u64;
-                out.literal(&mut state, bytes)?;
-            }
+            Some(&first) => out.matched(&mut state, first, bytes.len() as u64)?,
+            None => out.unmatched(&mut state, bytes)?,
         }
     }
     out.finish(&mut state)?;
     Some((state.sent, None))
+}
+
+/// Sends the chunks of a head: a copy for each found in the basis, the others as
+/// literals read again from `input` (into `buffer`), which it leaves at the head's
+/// end. Its bytes are not fed to the hash: the head's hasher has them. `None` when
+/// the session is over; the read error that cut it short, if one did.
+fn from_head(
+    input: &mut dyn Input,
+    (ends, sums): (&[u64], &[u64]),
+    (found, buffer): (&HashMap<u64, u32>, &mut [u8]),
+    (out, state): (&mut Instructions<'_>, &mut Matching),
+    stop: &AtomicBool,
+) -> Option<io::Result<()>> {
+    let mut start = 0;
+    for (&end, sum) in ends.iter().zip(sums) {
+        if stop.load(Ordering::SeqCst) {
+            return None;
+        }
+        let len = end - start;
+        start = end;
+        if let Some(&first) = found.get(sum) {
+            if let Err(err) = input.skip(len) {
+                return Some(Err(err));
+            }
+            out.matched(state, first, len)?;
+        } else {
+            let bytes = &mut buffer[..len as usize];
+            if let Err(err) = input.read_exact(bytes) {
+                return Some(Err(err));
+            }
+            out.unmatched(state, bytes)?;
+        }
+    }
+    Some(Ok(()))
+}
+
+/// Where each sum first stands in the basis.
+fn first_chunk_of(sums: &[u64]) -> HashMap<u64, u32> {
+    let mut found = HashMap::with_capacity(sums.len());
+    for (index, sum) in sums.iter().enumerate() {
+        found.entry(*sum).or_insert(index as u32);
+    }
+    found
+}
+
+/// The bytes of instructions a delta of `input` (at most `expected` bytes of it)
+/// against `wanted` would take, as a dry run shows them: every chunk cut and looked
+/// up (no stretch skipped), a run of consecutive copies counted once.
+pub(super) fn expected_size(
+    input: &mut dyn Input,
+    wanted: &Wanted,
+    expected: Option<u64>,
+) -> io::Result<u64> {
+    let found = first_chunk_of(&wanted.sums);
+    let limited = Read::take(input, expected.unwrap_or(u64::MAX));
+    let mut chunker = Chunker::new(limited, wanted.chunking);
+    let (mut bytes, mut run_ends_at) = (0, None);
+    while let Some(chunk) = chunker.next_chunk()? {
+        match found.get(&chunk_sum(chunk)) {
+            Some(&first) => {
+                if run_ends_at != Some(first) {
+                    bytes += COPY_LEN as u64;
+                }
+                run_ends_at = first.checked_add(1);
+            }
+            None => {
+                bytes += (LITERAL_HEADER + chunk.len()) as u64;
+                run_ends_at = None;
+            }
+        }
+    }
+    Ok(bytes)
 }
 
 /// Where matching stands.
@@ -165,6 +242,21 @@ struct Instructions<'a> {
 }
 
 impl Instructions<'_> {
+    /// A chunk of `len` bytes of the file that is chunk `first` of the basis.
+    fn matched(&mut self, state: &mut Matching, first: u32, len: u64) -> Option<()> {
+        state.sent += len;
+        state.missed = 0;
+        state.probes_left = 0;
+        self.copy(state, first, len)
+    }
+
+    /// Bytes of the file found nowhere in the basis (or not looked up).
+    fn unmatched(&mut self, state: &mut Matching, bytes: &[u8]) -> Option<()> {
+        state.sent += bytes.len() as u64;
+        state.missed += bytes.len() as u64;
+        self.literal(state, bytes)
+    }
+
     /// Adds chunk `index` of the basis (`len` bytes of the file) to the run.
     fn copy(&mut self, state: &mut Matching, index: u32, len: u64) -> Option<()> {
         state.run = match state.run {
@@ -258,5 +350,100 @@ impl Instructions<'_> {
     fn finish(&mut self, state: &mut Matching) -> Option<()> {
         self.flush_run(state)?;
         self.send(state)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::delta::tests::noise;
+    use crate::proto::delta::{Chunking, MAX_CHUNKS, Op, chunk_and_sum, ops};
+    use crate::proto::hash::HashKind;
+    use crate::transfer::send::piece::Head;
+
+    /// Sends `new` against `old` as the receiver would have chunked it, with a
+    /// head of `new`'s first `head_chunks` chunks (all of them: `usize::MAX`) cut
+    /// beforehand; the result rebuilt from the instructions, and the hash `done`
+    /// would carry.
+    fn rebuilt(old: &[u8], new: &[u8], head_chunks: Option<usize>) -> (Vec<u8>, String, usize) {
+        let chunking = Chunking::for_size(new.len() as u64);
+        let (old_ends, old_sums) = chunk_and_sum(old, chunking, MAX_CHUNKS).unwrap().unwrap();
+        let head = head_chunks.map(|count| {
+            let (mut ends, mut sums) = chunk_and_sum(new, chunking, MAX_CHUNKS).unwrap().unwrap();
+            ends.truncate(count);
+            sums.truncate(count);
+            let mut hasher = HashKind::Blake3.hasher();
+            hasher.update(&new[..ends.last().map_or(0, |&end| end as usize)]);
+            Head {
+                chunking,
+                ends,
+                sums,
+                hasher,
+            }
+        });
+        let wanted = Wanted {
+            chunking,
+            sums: old_sums,
+            head,
+        };
+        let (mut pool, giver) = Pool::new(4, BUFFER);
+        let (pieces, from_sender) = mpsc::channel();
+        let mut input = tempfile::tempfile().unwrap();
+        std::io::Write::write_all(&mut input, new).unwrap();
+        std::io::Seek::rewind(&mut input).unwrap();
+        let mut hasher = HashKind::Blake3.hasher();
+        let stop = AtomicBool::new(false);
+        let mut result = Vec::new();
+        let mut literal = 0;
+        std::thread::scope(|scope| {
+            let receiver = scope.spawn(|| {
+                for piece in from_sender {
+                    let Piece::Chunk { buffer, len, .. } = piece else {
+                        continue;
+                    };
+                    for op in ops(&buffer[DATA_HEADROOM..DATA_HEADROOM + len]) {
+                        match op.unwrap() {
+                            Op::Literal(bytes) => {
+                                literal += bytes.len();
+                                result.extend_from_slice(bytes);
+                            }
+                            Op::Copy { first, count } => {
+                                let start = match first {
+                                    0 => 0,
+                                    k => old_ends[k as usize - 1] as usize,
+                                };
+                                let end = old_ends[(first + count) as usize - 1] as usize;
+                                result.extend_from_slice(&old[start..end]);
+                            }
+                        }
+                    }
+                    giver.give(buffer);
+                }
+            });
+            let against = (&wanted, Some(new.len() as u64));
+            let sent = send(&mut input, against, &mut hasher, &mut pool, &pieces, &stop);
+            assert_eq!(sent.unwrap().0, new.len() as u64);
+            drop(pieces);
+            receiver.join().unwrap();
+        });
+        (result, hasher.finish().to_hex(), literal)
+    }
+
+    #[test]
+    fn a_head_cut_before_the_plan_gives_the_same_result_as_cutting_it_then() {
+        let old = noise(3 << 20, 21);
+        let mut new = old.clone();
+        new[1 << 20..(1 << 20) + 5000].copy_from_slice(&noise(5000, 22));
+        new.splice(100..100, noise(300, 23));
+        new.extend_from_slice(&noise(70_000, 24));
+        let whole = blake3::hash(&new).to_hex().to_string();
+        for head in [None, Some(0), Some(1), Some(40), Some(usize::MAX)] {
+            let (result, hash, literal) = rebuilt(&old, &new, head);
+            assert!(result == new, "head {head:?}: the result differs");
+            assert_eq!(hash, whole, "head {head:?}");
+            // Three changes of at most 70 000 bytes, each in a chunk or two of 8 KiB
+            // to 32 KiB: the rest is copied.
+            assert!(literal < 300_000, "head {head:?}: {literal} literal bytes");
+        }
     }
 }

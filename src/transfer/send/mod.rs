@@ -10,6 +10,7 @@
 mod answers;
 mod delta;
 mod piece;
+mod precut;
 mod stream;
 mod view;
 
@@ -22,8 +23,10 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
+use indicatif::HumanBytes;
 
 use self::piece::{BUFFER, Packed, Piece, ToSend, Wanted, slot};
+use self::precut::Precut;
 use self::view::PlainView;
 use super::Tally;
 use super::consumed::consumed;
@@ -203,10 +206,11 @@ fn send<R: Read + Send, W: Write, C: Hangup + Sync>(
     count_offer(tally, entries.len(), left_out, dry_run);
     write_offer(writer, &transfer, mirror, entries)?;
     writer.flush()?;
-    // Waiting for the plan is waiting on the receiver: the idle timeout holds.
-    let plan = read_plan(reader, &transfer, entries.len(), delta)?;
+    let cut = delta && !dry_run;
+    let (plan, precut) = plan_while_cutting(reader, &transfer, outbox, (delta, cut))?;
     let mirroring = conn.negotiated.has(Feature::Mirror);
     let (mut to_send, mut made) = follow_plan(outbox, plan, delta, tally, mirroring)?;
+    precut.hand_out(&mut to_send);
     if dry_run {
         // Section 17.4: no data, straight to `end`; the receiver makes nothing.
         to_send.clear();
@@ -230,6 +234,31 @@ fn send<R: Read + Send, W: Write, C: Hangup + Sync>(
     let result = data_and_answers(reader, writer, closer, &report, work);
     tally.squeezed(writer.take_squeezed());
     result
+}
+
+/// Waits for the plan (waiting on the receiver: the idle timeout holds), which reads
+/// its old versions for deltas meanwhile (`delta`: the feature is in force); with
+/// `cut`, ours are cut at the same time.
+fn plan_while_cutting<R: Read>(
+    reader: &mut FrameReader<R>,
+    transfer: &Transfer,
+    outbox: &dyn Outbox,
+    (delta, cut): (bool, bool),
+) -> Result<(Vec<Decision>, Precut)> {
+    let precut = Precut::new();
+    let plan = std::thread::scope(|scope| {
+        if cut {
+            let cutting = || precut.run(outbox, transfer.hash);
+            // Without the thread, the deltas are cut after the plan as before.
+            let _ = std::thread::Builder::new()
+                .name("precut".into())
+                .spawn_scoped(scope, cutting);
+        }
+        let plan = read_plan(reader, transfer, outbox.entries().len(), delta);
+        precut.stop();
+        plan
+    })?;
+    Ok((plan, precut))
 }
 
 /// Counts the entries under the operands: those offered, and those this peer
@@ -462,8 +491,7 @@ fn follow_plan(
                 let planned = (offset, prefix_hash, replaces);
                 let item = file_to_send(outbox, index, planned, (basis.as_ref(), delta))?;
                 if dry_run {
-                    let change = [Change::New, Change::Changed][usize::from(replaces)];
-                    tally.change(change, path, entry.size.unwrap_or(0), None);
+                    dry_run_file(outbox, &item, replaces, tally);
                 }
                 to_send.push(item);
             }
@@ -535,6 +563,29 @@ fn not_for_data(entry: &Entry, decision: &Decision, index: usize, tally: &Tally)
         ));
     }
     Ok(false)
+}
+
+/// What a dry run shows of a file it would send: new, or changed; where the plan
+/// offers a basis, with the bytes a delta against it would move (the file read and
+/// cut as the delta would; counted in the summary instead of the file's size).
+fn dry_run_file(outbox: &dyn Outbox, item: &ToSend, replaces: bool, tally: &Tally) {
+    let position = item.index as usize;
+    let entry = &outbox.entries()[position];
+    let (path, size) = (entry.shown_path(), entry.size.unwrap_or(0));
+    let expected = item.delta.as_deref().and_then(|wanted| {
+        let mut input = outbox.open(position).ok()?;
+        delta::expected_size(&mut *input, wanted, entry.size).ok()
+    });
+    match expected {
+        Some(bytes) => {
+            let note = format!("delta {} of {}", HumanBytes(bytes), HumanBytes(size));
+            tally.change(Change::Changed, &path, bytes, Some(&note));
+        }
+        None => {
+            let change = [Change::New, Change::Changed][usize::from(replaces)];
+            tally.change(change, &path, size, None);
+        }
+    }
 }
 
 /// A file the plan accepts, from its `offset` (with `prefix_hash`), if that fits
@@ -907,7 +958,11 @@ fn wanted(
     }
     let sums = parse_sums(&basis.sums, basis.count)
         .ok_or_else(|| refuse("has sums that are not its count of 16 hex digits each"))?;
-    Ok(Box::new(Wanted { chunking, sums }))
+    Ok(Box::new(Wanted {
+        chunking,
+        sums,
+        head: None,
+    }))
 }
 
 fn thread_failed(err: std::io::Error) -> anyhow::Error {

@@ -4,7 +4,7 @@
 //! data, shared by `stream.rs`, `delta.rs` and the socket thread.
 
 use crate::proto::delta::Chunking;
-use crate::proto::hash::Digest;
+use crate::proto::hash::{Digest, Hasher};
 use crate::proto::seal::TAG_LEN;
 use crate::proto::wire::DATA_HEADROOM;
 
@@ -28,10 +28,21 @@ pub(crate) struct ToSend {
 }
 
 /// The receiver's basis, as the plan described it: its chunking, and every chunk's
-/// sum in basis order.
+/// sum in basis order; and the head of our file cut the same way before the plan
+/// came, if there is one.
 pub(crate) struct Wanted {
     pub(crate) chunking: Chunking,
     pub(crate) sums: Vec<u64>,
+    pub(crate) head: Option<Head>,
+}
+
+/// The first chunks of a file, cut before the plan came: where each ends, its sum,
+/// and the whole-file hash of the bytes they cover.
+pub(crate) struct Head {
+    pub(crate) chunking: Chunking,
+    pub(crate) ends: Vec<u64>,
+    pub(crate) sums: Vec<u64>,
+    pub(crate) hasher: Hasher,
 }
 
 /// What the reading thread hands the socket thread, in order.

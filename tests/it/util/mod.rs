@@ -90,11 +90,23 @@ fn drain(mut pipe: impl Read + Send + 'static) -> std::thread::JoinHandle<Vec<u8
     })
 }
 
+/// The JSON objects among the lines of `text` (`--json` events; other lines are
+/// passed over).
+pub fn events_in(text: &str) -> Vec<serde_json::Value> {
+    text.lines()
+        .filter_map(|line| serde_json::from_str(line).ok())
+        .collect()
+}
+
+/// The `--json` events a command printed on stdout.
+pub fn stdout_events(output: &Output) -> Vec<serde_json::Value> {
+    events_in(&String::from_utf8_lossy(&output.stdout))
+}
+
 /// The `summary` event among the `--json` lines a command printed on stdout.
 pub fn summary_event(output: &Output) -> serde_json::Value {
-    String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+    stdout_events(output)
+        .into_iter()
         .find(|event| event["event"] == "summary")
         .unwrap_or_else(|| panic!("no summary event: {}", stderr_of(output)))
 }
@@ -185,6 +197,29 @@ impl Receiver {
         status.code().expect("exited, not killed")
     }
 
+    /// Its stderr once it says `needle`, waiting for that (bounded: after
+    /// [`TIMEOUT`], whatever it said; the caller asserts).
+    pub fn wait_for_stderr(&self, needle: &str) -> String {
+        let started = Instant::now();
+        while !self.stderr().contains(needle) && started.elapsed() < TIMEOUT {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.stderr()
+    }
+
+    /// What it printed on stdout, once it exited (a serving one is stopped first).
+    pub fn stdout(&mut self) -> String {
+        if self.is_running() {
+            let _ = self.child.kill();
+        }
+        wait_for(&mut self.child, TIMEOUT);
+        let mut out = String::new();
+        if let Some(mut stdout) = self.child.stdout.take() {
+            std::io::Read::read_to_string(&mut stdout, &mut out).expect("read stdout");
+        }
+        out
+    }
+
     /// Whether it is still running (a one-shot receiver waiting for its sender).
     pub fn is_running(&mut self) -> bool {
         self.child.try_wait().expect("try_wait").is_none()
@@ -242,6 +277,36 @@ pub fn stderr_of(output: &Output) -> String {
 pub const SENDER_FEATURES: &[&str] = &["aead"];
 /// What a default `xfer` listener lists in `hello`.
 pub const LISTENER_FEATURES: &[&str] = &["aead", "blake3", "zstd"];
+
+/// The independent peer listening on 127.0.0.1 port 0 in a thread that accepts one
+/// connection and runs `script` on it: the port, and the thread to join for what
+/// `script` returns.
+pub fn peer_listening<T: Send + 'static>(
+    script: impl FnOnce(Peer) -> T + Send + 'static,
+) -> (u16, std::thread::JoinHandle<T>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("bound").port();
+    let thread = std::thread::spawn(move || script(Peer::accept(&listener).expect("accept")));
+    (port, thread)
+}
+
+/// How a receiver without `meta` (an xfer before it: [`LISTENER_FEATURES`]) answers
+/// the handshake.
+pub fn receiver_without_meta() -> peer::Acceptor {
+    peer::Acceptor::new(KEY, "receiver").features(LISTENER_FEATURES)
+}
+
+/// A receiver without `meta` ([`receiver_without_meta`]) that takes everything the
+/// one sender that connects offers: its port, and the thread that returns what
+/// arrived.
+pub fn old_receiver_taking_all() -> (u16, std::thread::JoinHandle<peer::Received>) {
+    peer_listening(|mut peer| {
+        peer.accept_handshake(&receiver_without_meta())
+            .expect("handshake");
+        peer.receive_transfer(|_, _| peer::Decision::Send)
+            .expect("a transfer")
+    })
+}
 
 /// Connects to 127.0.0.1:`port` without saying anything (every read bounded).
 pub fn peer_connect(port: u16) -> Peer {

@@ -1836,17 +1836,30 @@ impl Peer {
     /// last), then `offer_end` with the number of entries and `mac_offer` over the
     /// frames exactly as sent. Uses `self.t`.
     pub fn send_offer(&mut self, groups: &[Vec<Value>]) -> PeerResult<()> {
+        self.send_list("offer", groups, mac_offer)
+    }
+
+    /// Sends `groups` as frames of type `kind` (`more` on all but the last), then
+    /// `{kind}_end` with the number of items and `mac` (with `self.t`) over the
+    /// frames exactly as sent: the shape of the offer and the plan.
+    fn send_list(
+        &mut self,
+        kind: &str,
+        groups: &[Vec<Value>],
+        mac: fn(&[u8], u64, &[u8]) -> [u8; 32],
+    ) -> PeerResult<()> {
         let mut payloads = Vec::new();
         for (i, group) in groups.iter().enumerate() {
-            let mut frame = json!({"type": "offer", "entries": group});
+            let mut frame = json!({"type": kind, "entries": group});
             if i + 1 < groups.len() {
                 frame["more"] = json!(true);
             }
             payloads.push(self.send_control(&frame)?);
         }
         let count: usize = groups.iter().map(Vec::len).sum();
-        let mac = mac_offer(&self.ks(), self.t, &transcript_bytes(&payloads));
-        self.send_control(&json!({"type": "offer_end", "count": count, "mac": hex(&mac)}))
+        let mac = mac(&self.ks(), self.t, &transcript_bytes(&payloads));
+        let end = format!("{kind}_end");
+        self.send_control(&json!({"type": end, "count": count, "mac": hex(&mac)}))
             .map(drop)
     }
 
@@ -2085,18 +2098,7 @@ impl Peer {
     /// Sends the plan as given, one plan frame per group (`more` on all but the
     /// last), then `plan_end` with the number of decisions and `mac_plan`. Uses `self.t`.
     pub fn send_plan(&mut self, groups: &[Vec<Value>]) -> PeerResult<()> {
-        let mut payloads = Vec::new();
-        for (i, group) in groups.iter().enumerate() {
-            let mut frame = json!({"type": "plan", "entries": group});
-            if i + 1 < groups.len() {
-                frame["more"] = json!(true);
-            }
-            payloads.push(self.send_control(&frame)?);
-        }
-        let count: usize = groups.iter().map(Vec::len).sum();
-        let mac = mac_plan(&self.ks(), self.t, &transcript_bytes(&payloads));
-        self.send_control(&json!({"type": "plan_end", "count": count, "mac": hex(&mac)}))
-            .map(drop)
+        self.send_list("plan", groups, mac_plan)
     }
 
     /// Sends `ok` for entry `index` (size, raw hash, offered path) with `mac_ok` (with `self.t`).

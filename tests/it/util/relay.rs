@@ -24,6 +24,16 @@ pub struct Faults {
     pub throttle: Option<u64>,
 }
 
+impl Faults {
+    /// Only a cut, once `bytes` client-to-server bytes went through.
+    pub fn cut_after(bytes: u64) -> Faults {
+        Faults {
+            cut_after: Some(bytes),
+            ..Faults::default()
+        }
+    }
+}
+
 pub struct Relay {
     pub port: u16,
     forwarded: Arc<AtomicU64>,

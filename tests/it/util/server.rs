@@ -90,6 +90,11 @@ impl Site {
         Server(Receiver::spawn(self.serve_command(xfer(), listen, extra)))
     }
 
+    /// [`Site::serve`] run to completion, for a server that refuses to start.
+    pub fn serve_refused(&self) -> Output {
+        run(&mut self.serve_command(xfer(), "127.0.0.1:0", &[]))
+    }
+
     /// `xfer serve` as uid/gid 65534 (the site chowned to it), for what only an
     /// unprivileged server shows; `None` (with the reason printed) where `setpriv`
     /// is missing.
@@ -247,6 +252,14 @@ pub fn clean_env(command: &mut Command) {
 /// `xfer ARGS --user USER --key-file keys/USER.key`, to completion.
 pub fn client(site: &Site, user: &str, args: &[&str]) -> Output {
     run(&mut as_user(site, user, args))
+}
+
+/// `xfer send PATHS TO` as `user` (TO: a server's address, or `HOST:PORT:DIR`), to
+/// completion.
+pub fn send_as(site: &Site, user: &str, paths: &[&Path], to: &str) -> Output {
+    let mut command = as_user(site, user, &["send"]);
+    command.args(paths).arg(to);
+    run(&mut command)
 }
 
 /// The command [`client`] runs, to adjust before running it.

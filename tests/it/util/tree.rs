@@ -32,10 +32,14 @@ pub struct Node {
     pub allocated: u64,
     pub xattrs: BTreeMap<Vec<u8>, Vec<u8>>,
     pub rdev: u64,
+    /// The inode number: a copy never shares it, so [`differences`] ignores it,
+    /// but a tree that must stay as it was (`==`) keeps it (a file replaced by an
+    /// equal one is a change).
+    pub ino: u64,
 }
 
 /// A tree: relative path bytes (the root is the empty path) to what is there.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Snapshot {
     pub nodes: BTreeMap<Vec<u8>, Node>,
 }
@@ -164,6 +168,7 @@ fn node_of(path: &Path, meta: &fs::Metadata) -> Node {
         allocated: meta.blocks() * 512,
         xattrs: xattrs_of(path),
         rdev: meta.rdev(),
+        ino: meta.ino(),
     }
 }
 
