@@ -39,6 +39,12 @@ pub(crate) trait Input: Read + Send {
         None
     }
 
+    /// What tells this version of a file from another (an edit, a rename over it):
+    /// `None` for an input that has no such thing (a stream).
+    fn identity(&self) -> Option<Identity> {
+        None
+    }
+
     /// Moves on past the next `len` bytes without handing them out; an input that
     /// ends first is an error (`UnexpectedEof`).
     fn skip(&mut self, len: u64) -> std::io::Result<()> {
@@ -48,6 +54,18 @@ pub(crate) trait Input: Read + Send {
             false => Err(std::io::ErrorKind::UnexpectedEof.into()),
         }
     }
+}
+
+/// A file's identity and version as `fstat` gives them: a file with the same
+/// identity later has not been written to, renamed over or resized meanwhile (as far
+/// as the file system's timestamps tell; nanoseconds where it keeps them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Identity {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
 }
 
 impl Input for std::fs::File {
@@ -71,6 +89,17 @@ impl Input for std::fs::File {
 
     fn len_now(&self) -> Option<u64> {
         self.metadata().ok().map(|meta| meta.len())
+    }
+
+    fn identity(&self) -> Option<Identity> {
+        let stat = rustix::fs::fstat(self).ok()?;
+        Some(Identity {
+            dev: stat.st_dev as u64,
+            ino: stat.st_ino as u64,
+            size: stat.st_size as u64,
+            mtime: (stat.st_mtime as i64, stat.st_mtime_nsec as i64),
+            ctime: (stat.st_ctime as i64, stat.st_ctime_nsec as i64),
+        })
     }
 
     /// A seek: what is skipped is never read. Past the end only if the file

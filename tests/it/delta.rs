@@ -571,3 +571,81 @@ fn a_dry_run_says_what_a_delta_would_move_and_changes_nothing() {
         "{expected}"
     );
 }
+
+/// A relay from a sender to 127.0.0.1:`target` that holds the receiver's plan (a
+/// session in clear: the frame with a decision to send a delta) until `before_plan` has run.
+fn relay_holding_plan(target: u16, before_plan: impl FnOnce() + Send + 'static) -> u16 {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let (mut sender, _) = listener.accept().unwrap();
+        let mut receiver = std::net::TcpStream::connect(("127.0.0.1", target)).unwrap();
+        let (mut to_receiver, mut from_receiver) =
+            (receiver.try_clone().unwrap(), sender.try_clone().unwrap());
+        std::thread::spawn(move || std::io::copy(&mut sender, &mut to_receiver));
+        let mut before_plan = Some(before_plan);
+        let mut buffer = vec![0; 1 << 16];
+        while let Ok(read @ 1..) = receiver.read(&mut buffer) {
+            let bytes = &buffer[..read];
+            if bytes.windows(9).any(|window| window == b"\"delta\":{")
+                && let Some(run) = before_plan.take()
+            {
+                run();
+            }
+            if from_receiver.write_all(bytes).is_err() {
+                break;
+            }
+        }
+        let _ = from_receiver.shutdown(std::net::Shutdown::Write);
+    });
+    port
+}
+
+#[test]
+fn a_file_changed_while_the_plan_is_awaited_arrives_as_it_is_now() {
+    let old = pattern(SIZE, 81);
+    let mut new = old.clone();
+    new[SIZE / 2..SIZE / 2 + 4096].copy_from_slice(&pattern(4096, 82));
+    let mut edited = new.clone();
+    edited[SIZE / 4..SIZE / 4 + (64 << 10)].copy_from_slice(&pattern(64 << 10, 83));
+    // In place (same size), and by a save that renames over it.
+    for rename in [false, true] {
+        let src = tempfile::tempdir().unwrap();
+        let dst = tempfile::tempdir().unwrap();
+        let file = write_in(src.path(), "f", &new);
+        write_in(dst.path(), "f", &old);
+        let mut receiver = Receiver::start(dst.path(), Some(KEY), &["--overwrite"]);
+        let (path, dir, content) = (file.clone(), src.path().to_path_buf(), edited.clone());
+        let edit = move || {
+            // The sender has long cut its file by now.
+            std::thread::sleep(std::time::Duration::from_millis(1000));
+            if rename {
+                let saved = write_in(&dir, "f.new", &content);
+                fs::rename(saved, &path).unwrap();
+            } else {
+                use std::os::unix::fs::FileExt;
+                let file = fs::OpenOptions::new().write(true).open(&path).unwrap();
+                file.write_all_at(&content[SIZE / 4..SIZE / 4 + (64 << 10)], (SIZE / 4) as u64)
+                    .unwrap();
+            }
+        };
+        let port = relay_holding_plan(receiver.port, edit);
+        let sent = send(&[&file], port, KEY, &["--no-encrypt", "--hash", "blake3"]);
+        assert!(
+            sent.status.success(),
+            "rename {rename}: {}",
+            stderr_of(&sent)
+        );
+        assert_eq!(
+            receiver.exit_code(),
+            0,
+            "rename {rename}: {}",
+            receiver.stderr()
+        );
+        assert!(
+            fs::read(dst.path().join("f")).unwrap() == edited,
+            "rename {rename}"
+        );
+    }
+}

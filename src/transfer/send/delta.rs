@@ -14,7 +14,7 @@ use std::io::{self, Read};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 
-use super::piece::{BUFFER, CHUNK, Piece, Wanted};
+use super::piece::{BUFFER, CHUNK, Head, Piece, Wanted};
 use crate::fs::input::Input;
 use crate::pool::Pool;
 use crate::proto::delta::{COPY_LEN, Chunker, LITERAL_HEADER, chunk_sum, copy_op, literal_header};
@@ -32,8 +32,9 @@ const MAX_SKIP: u64 = 256 << 20;
 const FRAME_COVERS: u64 = 16 << 20;
 
 /// Sends a file as instructions against `wanted`, never reading past `expected`
-/// bytes, starting from its head when one was cut before the plan came. Returns how far it read and the read error that cut it short, if
-/// one did; `None` when the session is over.
+/// bytes, starting from its head when one was cut before the plan came (and the
+/// file has not changed since). Returns how far it read and the read error that
+/// cut it short, if one did; `None` when the session is over.
 /// The whole-file hash runs on a thread of its own, fed a batch at a time: it
 /// costs about what cutting and looking up do, and the two overlap.
 pub(super) fn send(
@@ -44,7 +45,8 @@ pub(super) fn send(
     pieces: &mpsc::Sender<Piece>,
     stop: &AtomicBool,
 ) -> Option<(u64, Option<io::Error>)> {
-    let head = against.0.head.as_ref();
+    // A file changed since its head was cut is cut again, as without a head.
+    let head = (against.0.head.as_ref()).filter(|head| input.identity() == Some(head.identity));
     let mut whole = match head {
         // The head's hasher has its bytes already.
         Some(head) => head.hasher.clone(),
@@ -73,7 +75,7 @@ pub(super) fn send(
                 let _ = batches.send(std::mem::take(&mut batch));
             }
         };
-        let result = encode(input, against, &mut feed, pool, pieces, stop);
+        let result = encode(input, (against, head), &mut feed, pool, pieces, stop);
         feed(&[], true);
         drop(batches);
         (result, hashing.join().expect("hashing never panics"))
@@ -90,7 +92,7 @@ const HASH_BATCH: usize = 1 << 20;
 /// in order.
 fn encode(
     input: &mut dyn Input,
-    (wanted, expected): (&Wanted, Option<u64>),
+    ((wanted, expected), head): ((&Wanted, Option<u64>), Option<&Head>),
     feed: &mut dyn FnMut(&[u8], bool),
     pool: &mut Pool,
     pieces: &mpsc::Sender<Piece>,
@@ -103,7 +105,7 @@ fn encode(
         pieces,
     };
     let mut state = Matching::default();
-    if let Some(head) = &wanted.head {
+    if let Some(head) = head {
         let head = (&head.ends[..], &head.sums[..]);
         let buffer = &mut vec![0; wanted.chunking.max()];
         let sent = from_head(input, head, (&found, buffer), (&mut out, &mut state), stop)?;
@@ -173,6 +175,11 @@ fn from_head(
             let bytes = &mut buffer[..len as usize];
             if let Err(err) = input.read_exact(bytes) {
                 return Some(Err(err));
+            }
+            // The head's hash has the bytes as they were cut: others would make
+            // the file fail its check at the receiver for no reason it could give.
+            if chunk_sum(bytes) != *sum {
+                return Some(Err(io::Error::other("it changed while it was read")));
             }
             out.unmatched(state, bytes)?;
         }
@@ -361,20 +368,36 @@ mod tests {
     use crate::proto::hash::HashKind;
     use crate::transfer::send::piece::Head;
 
-    /// Sends `new` against `old` as the receiver would have chunked it, with a
-    /// head of `new`'s first `head_chunks` chunks (all of them: `usize::MAX`) cut
-    /// beforehand; the result rebuilt from the instructions, and the hash `done`
-    /// would carry.
-    fn rebuilt(old: &[u8], new: &[u8], head_chunks: Option<usize>) -> (Vec<u8>, String, usize) {
+    /// A head of the first `chunks` chunks (all of them: `usize::MAX`) of `cut`,
+    /// as the file was when it was cut, and whether the file sent is the one it was
+    /// cut from (or another one: the file was replaced since).
+    struct HeadOf<'a> {
+        cut: &'a [u8],
+        chunks: usize,
+        same_file: bool,
+    }
+
+    /// Sends `new` against `old` as the receiver would have chunked it, with `head`
+    /// cut beforehand; the result rebuilt from the instructions, the hash `done`
+    /// would carry, the literal bytes and the read error that cut it short, if one
+    /// did.
+    fn rebuilt(old: &[u8], new: &[u8], head: Option<HeadOf>) -> Rebuilt {
         let chunking = Chunking::for_size(new.len() as u64);
         let (old_ends, old_sums) = chunk_and_sum(old, chunking, MAX_CHUNKS).unwrap().unwrap();
-        let head = head_chunks.map(|count| {
-            let (mut ends, mut sums) = chunk_and_sum(new, chunking, MAX_CHUNKS).unwrap().unwrap();
-            ends.truncate(count);
-            sums.truncate(count);
+        let mut input = tempfile::tempfile().unwrap();
+        std::io::Write::write_all(&mut input, new).unwrap();
+        std::io::Seek::rewind(&mut input).unwrap();
+        let other = tempfile::tempfile().unwrap();
+        let head = head.map(|head| {
+            let cut = head.cut;
+            let (mut ends, mut sums) = chunk_and_sum(cut, chunking, MAX_CHUNKS).unwrap().unwrap();
+            ends.truncate(head.chunks);
+            sums.truncate(head.chunks);
             let mut hasher = HashKind::Blake3.hasher();
-            hasher.update(&new[..ends.last().map_or(0, |&end| end as usize)]);
+            hasher.update(&cut[..ends.last().map_or(0, |&end| end as usize)]);
+            let of = if head.same_file { &input } else { &other };
             Head {
+                identity: of.identity().unwrap(),
                 chunking,
                 ends,
                 sums,
@@ -388,14 +411,11 @@ mod tests {
         };
         let (mut pool, giver) = Pool::new(4, BUFFER);
         let (pieces, from_sender) = mpsc::channel();
-        let mut input = tempfile::tempfile().unwrap();
-        std::io::Write::write_all(&mut input, new).unwrap();
-        std::io::Seek::rewind(&mut input).unwrap();
         let mut hasher = HashKind::Blake3.hasher();
         let stop = AtomicBool::new(false);
         let mut result = Vec::new();
         let mut literal = 0;
-        std::thread::scope(|scope| {
+        let error = std::thread::scope(|scope| {
             let receiver = scope.spawn(|| {
                 for piece in from_sender {
                     let Piece::Chunk { buffer, len, .. } = piece else {
@@ -422,28 +442,79 @@ mod tests {
             });
             let against = (&wanted, Some(new.len() as u64));
             let sent = send(&mut input, against, &mut hasher, &mut pool, &pieces, &stop);
-            assert_eq!(sent.unwrap().0, new.len() as u64);
+            let (sent, error) = sent.unwrap();
+            if error.is_none() {
+                assert_eq!(sent, new.len() as u64);
+            }
             drop(pieces);
             receiver.join().unwrap();
+            error.map(|err| err.to_string())
         });
-        (result, hasher.finish().to_hex(), literal)
+        (result, hasher.finish().to_hex().to_string(), literal, error)
     }
 
-    #[test]
-    fn a_head_cut_before_the_plan_gives_the_same_result_as_cutting_it_then() {
+    type Rebuilt = (Vec<u8>, String, usize, Option<String>);
+
+    /// Version 1 and version 2 of a file: three changes, one far in.
+    fn old_and_new() -> (Vec<u8>, Vec<u8>) {
         let old = noise(3 << 20, 21);
         let mut new = old.clone();
         new[1 << 20..(1 << 20) + 5000].copy_from_slice(&noise(5000, 22));
         new.splice(100..100, noise(300, 23));
         new.extend_from_slice(&noise(70_000, 24));
+        (old, new)
+    }
+
+    #[test]
+    fn a_head_cut_before_the_plan_gives_the_same_result_as_cutting_it_then() {
+        let (old, new) = old_and_new();
         let whole = blake3::hash(&new).to_hex().to_string();
-        for head in [None, Some(0), Some(1), Some(40), Some(usize::MAX)] {
-            let (result, hash, literal) = rebuilt(&old, &new, head);
-            assert!(result == new, "head {head:?}: the result differs");
-            assert_eq!(hash, whole, "head {head:?}");
+        for chunks in [None, Some(0), Some(1), Some(40), Some(usize::MAX)] {
+            let head = chunks.map(|chunks| HeadOf {
+                cut: &new,
+                chunks,
+                same_file: true,
+            });
+            let (result, hash, literal, error) = rebuilt(&old, &new, head);
+            assert_eq!(error, None);
+            assert!(result == new, "head {chunks:?}: the result differs");
+            assert_eq!(hash, whole, "head {chunks:?}");
             // Three changes of at most 70 000 bytes, each in a chunk or two of 8 KiB
             // to 32 KiB: the rest is copied.
-            assert!(literal < 300_000, "head {head:?}: {literal} literal bytes");
+            assert!(
+                literal < 300_000,
+                "head {chunks:?}: {literal} literal bytes"
+            );
         }
+    }
+
+    #[test]
+    fn a_head_of_a_file_replaced_since_is_not_used() {
+        let (old, new) = old_and_new();
+        // Cut from what the file was before a save replaced it.
+        let head = HeadOf {
+            cut: &old,
+            chunks: usize::MAX,
+            same_file: false,
+        };
+        let (result, hash, _, error) = rebuilt(&old, &new, Some(head));
+        assert_eq!(error, None);
+        assert!(result == new, "the result is not the file as it is now");
+        assert_eq!(hash, blake3::hash(&new).to_hex().to_string());
+    }
+
+    #[test]
+    fn a_head_whose_literals_read_again_differ_is_a_read_error() {
+        let (old, new) = old_and_new();
+        // Changed in place after it was cut, with nothing in its identity to tell.
+        let mut before = new.clone();
+        before[50_000..60_000].copy_from_slice(&noise(10_000, 25));
+        let head = HeadOf {
+            cut: &before,
+            chunks: usize::MAX,
+            same_file: true,
+        };
+        let (_, _, _, error) = rebuilt(&old, &new, Some(head));
+        assert_eq!(error.as_deref(), Some("it changed while it was read"));
     }
 }

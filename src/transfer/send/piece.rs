@@ -3,6 +3,7 @@
 //! and the [`Piece`]s of their data, in pool buffers of [`BUFFER`] bytes. Plain
 //! data, shared by `stream.rs`, `delta.rs` and the socket thread.
 
+use crate::fs::input::Identity;
 use crate::proto::delta::Chunking;
 use crate::proto::hash::{Digest, Hasher};
 use crate::proto::seal::TAG_LEN;
@@ -37,8 +38,10 @@ pub(crate) struct Wanted {
 }
 
 /// The first chunks of a file, cut before the plan came: where each ends, its sum,
-/// and the whole-file hash of the bytes they cover.
+/// and the whole-file hash of the bytes they cover; `identity`, the file's before
+/// they were read: a file that has changed since is cut again.
 pub(crate) struct Head {
+    pub(crate) identity: Identity,
     pub(crate) chunking: Chunking,
     pub(crate) ends: Vec<u64>,
     pub(crate) sums: Vec<u64>,

@@ -57,6 +57,9 @@ impl Precut {
             let Ok(input) = outbox.open(index) else {
                 continue; // the reading thread says why, if the plan wants it
             };
+            let Some(identity) = input.identity() else {
+                continue;
+            };
             let chunking = Chunking::for_size(size);
             let mut hasher = hash.hasher();
             let also = Also {
@@ -69,6 +72,7 @@ impl Precut {
             };
             chunks_left -= ends.len() as u64;
             let head = Head {
+                identity,
                 chunking,
                 ends,
                 sums,
