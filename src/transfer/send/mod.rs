@@ -38,7 +38,9 @@ use crate::fs::input::UNREADABLE;
 use crate::pool::{Giver, Pool};
 use crate::proto::delta::{Chunking, MAX_CHUNKS, parse_sums};
 use crate::proto::hash::Digest;
-use crate::proto::message::{Decision, Entry, EntryKind, ErrorCode, Message, Mirror, Signature};
+use crate::proto::message::{
+    Decision, Entry, EntryKind, ErrorCode, Message, Mirror, Role, Signature,
+};
 use crate::proto::negotiated::{Feature, FileFacts, Transfer};
 use crate::proto::wire::{Connection, FrameReader, FrameWriter, Hangup};
 use crate::ui::report::{Change, FileOutcome};
@@ -206,7 +208,8 @@ fn send<R: Read + Send, W: Write, C: Hangup + Sync>(
     count_offer(tally, entries.len(), left_out, dry_run);
     write_offer(writer, &transfer, mirror, entries)?;
     writer.flush()?;
-    let cut = delta && !dry_run;
+    // A server answering a `get` does not cut ahead (see `precut.rs`).
+    let cut = delta && !dry_run && conn.negotiated.role() != Role::Server;
     let (plan, precut) = plan_while_cutting(reader, &transfer, outbox, (delta, cut))?;
     let mirroring = conn.negotiated.has(Feature::Mirror);
     let (mut to_send, mut made) = follow_plan(outbox, plan, delta, tally, mirroring)?;

@@ -8,8 +8,10 @@
 //!
 //! Only files that could get a delta are cut (regular, re-readable, not sparse, of a
 //! known size of at least [`MIN_DELTA_SIZE`]), one after the other, in offer order,
-//! and no more chunks than [`MAX_HEAD_CHUNKS`] in all, so a head costs at most a few
-//! MiB whatever the offer.
+//! reading at most [`MAX_HEAD_BYTES`] and keeping at most [`MAX_HEAD_MEMORY`] in
+//! all (each chunk's end and sum, and each head's hasher), so the guess costs a
+//! bounded read and a few MiB whatever the offer. A server answering a `get` does
+//! not cut ahead: a client could ask and withhold its plan to keep it reading.
 
 use std::collections::HashMap;
 use std::io::Read;
@@ -24,8 +26,15 @@ use crate::proto::message::EntryKind;
 
 /// The nice value of the cutting threads (the lowest priority).
 const NICEST: i32 = 19;
-/// Most chunks all heads may list together: 16 bytes each, 4 MiB in all.
-const MAX_HEAD_CHUNKS: u64 = 1 << 18;
+/// Most bytes all heads may keep together.
+const MAX_HEAD_MEMORY: u64 = 4 << 20;
+/// What each chunk of a head keeps: its end and its sum.
+const CHUNK_COST: u64 = 16;
+/// What each head keeps besides its chunks, its hasher mostly (a boxed BLAKE3 hasher
+/// is about 1.9 KiB): at most 2048 heads, however small the files.
+const HEAD_COST: u64 = 2 << 10;
+/// Most bytes of files the heads may cover together: the cutting stops there.
+const MAX_HEAD_BYTES: u64 = 1 << 30;
 
 /// The heads being cut while the plan is awaited.
 pub(super) struct Precut {
@@ -49,9 +58,10 @@ impl Precut {
     pub(super) fn run(&self, outbox: &dyn Outbox, hash: HashKind) {
         let this_thread = rustix::thread::gettid();
         let _ = rustix::process::setpriority_process(Some(this_thread), NICEST);
-        let mut chunks_left = MAX_HEAD_CHUNKS;
+        let (mut memory_left, mut bytes_left) = (MAX_HEAD_MEMORY, MAX_HEAD_BYTES);
         for (index, size) in candidates(outbox) {
-            if self.stop.load(Ordering::Relaxed) || chunks_left == 0 {
+            let chunks_left = memory_left.saturating_sub(HEAD_COST) / CHUNK_COST;
+            if self.stop.load(Ordering::Relaxed) || chunks_left == 0 || bytes_left == 0 {
                 return;
             }
             let Ok(input) = outbox.open(index) else {
@@ -66,11 +76,16 @@ impl Precut {
                 stop: &self.stop,
                 whole: &mut hasher,
             };
-            let cut = chunk_and_sum_also(input.take(size), chunking, chunks_left, Some(also));
+            // A head cut short by the budget ends where it stopped reading: its
+            // chunks are still the file's bytes, which is all the delta needs.
+            let budget = size.min(bytes_left);
+            bytes_left -= budget; // read, whether or not a head comes of it
+            let input = input.take(budget);
+            let cut = chunk_and_sum_also(input, chunking, chunks_left, Some(also));
             let Ok(Some((ends, sums))) = cut else {
                 continue;
             };
-            chunks_left -= ends.len() as u64;
+            memory_left -= HEAD_COST + CHUNK_COST * ends.len() as u64;
             let head = Head {
                 identity,
                 chunking,
@@ -121,6 +136,52 @@ fn candidates(outbox: &dyn Outbox) -> impl Iterator<Item = (usize, u64)> + '_ {
 mod tests {
     use super::*;
     use crate::proto::delta::{MAX_CHUNKS, chunk_and_sum, tests::noise};
+
+    /// `count` offered files, each the same file on disk.
+    struct Same {
+        file: tempfile::NamedTempFile,
+        entries: Vec<crate::proto::message::Entry>,
+    }
+
+    impl Outbox for Same {
+        fn entries(&self) -> &[crate::proto::message::Entry] {
+            &self.entries
+        }
+        fn open(&self, _: usize) -> anyhow::Result<Box<dyn crate::fs::input::Input>> {
+            Ok(Box::new(self.file.reopen()?))
+        }
+        fn rereadable(&self, _: usize) -> bool {
+            true
+        }
+        fn shown(&self, index: usize) -> String {
+            format!("local #{index}")
+        }
+    }
+
+    #[test]
+    fn many_small_files_get_no_more_heads_than_the_memory_allows() {
+        let data = noise(MIN_DELTA_SIZE as usize, 5);
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        std::io::Write::write_all(&mut file, &data).unwrap();
+        let entry = crate::proto::message::Entry {
+            path: "f".into(),
+            kind: EntryKind::File,
+            size: Some(data.len() as u64),
+            ..Default::default()
+        };
+        let same = Same {
+            file,
+            entries: vec![entry; 3000],
+        };
+        let precut = Precut::new();
+        precut.run(&same, HashKind::Blake3);
+        let heads = precut.heads.into_inner().unwrap();
+        let kept: u64 = (heads.values())
+            .map(|head| HEAD_COST + CHUNK_COST * head.ends.len() as u64)
+            .sum();
+        assert!(heads.len() > 1000 && heads.len() < 2048, "{}", heads.len());
+        assert!(kept <= MAX_HEAD_MEMORY, "{kept}");
+    }
 
     #[test]
     fn a_head_cut_to_the_end_is_the_files_chunks_and_hash() {
