@@ -20,8 +20,10 @@ const MIN_AVG_BITS: u32 = 13;
 /// Largest average chunk (4 MiB, FastCDC's own limit).
 const MAX_AVG_BITS: u32 = 22;
 /// A file is cut into about 2^this chunks: the average is the smallest power of
-/// two at least `size >> 14`, where `size` is the offered size of the new version. Measured on 1 GiB (64 KiB chunks, 13 377 of them): 1 MiB
-/// overwritten in the middle costs 214 KB of signature and 1.22 MB of instructions.
+/// two at least `size >> 14` (an integer division), where `size` is the offered
+/// size of the new version. Measured on 1 GiB (64 KiB chunks, 13 377 of them):
+/// 1 MiB overwritten in the middle costs 214 KB of signature and 1.22 MB of
+/// instructions.
 const TARGET_CHUNK_BITS: u32 = 14;
 /// Most chunks one signature may list (a hostile count is refused before anything is
 /// allocated for it). Honest signatures stay far below: a chunk is at least a quarter
@@ -386,6 +388,24 @@ fn copy(after: &[u8]) -> Result<(Op<'_>, &[u8]), String> {
 pub(crate) mod tests {
     use super::*;
     use md5::Digest as _;
+
+    #[test]
+    fn the_average_for_an_offered_size_is_the_one_the_spec_gives() {
+        // docs/PROTOCOL.md, section 18.5.
+        let vectors: [(u64, usize); 8] = [
+            (0, 8192),
+            ((1 << 27) - 1, 8192),
+            (1 << 30, 65536),
+            ((1 << 30) + 1, 65536),
+            ((1 << 30) + 16384, 131072),
+            (1 << 36, 4194304),
+            (u64::MAX, 4194304),
+            (1 << 27, 8192),
+        ];
+        for (size, avg) in vectors {
+            assert_eq!(Chunking::for_size(size).avg(), avg, "size {size}");
+        }
+    }
 
     /// Deterministic bytes that look random to the chunker (xorshift).
     pub(crate) fn noise(len: usize, seed: u64) -> Vec<u8> {
