@@ -117,8 +117,8 @@ impl Resolver<'_> {
     /// Reads the regular file at `components` (the file an entry will replace) and
     /// cuts it into chunks: the signature for the plan, and the [`Basis`] to build
     /// from. `None` when it is no regular file, smaller than a delta is worth, or
-    /// would list more than `budget` (or [`MAX_CHUNKS`]) chunks: the entry then goes
-    /// whole. The chunk size follows the `offered` size of the new version, which
+    /// would list more than `budget` (or [`MAX_CHUNKS`]) chunks (a basis larger than
+    /// that many average chunks is not even read): the entry then goes whole. The chunk size follows the `offered` size of the new version, which
     /// the sender knows too: it can cut its file while this one is read.
     pub(crate) fn chunk_basis(
         &mut self,
@@ -135,6 +135,9 @@ impl Resolver<'_> {
         }
         let chunking = Chunking::for_size(offered);
         let limit = budget.min(MAX_CHUNKS);
+        if size / chunking.avg() as u64 > limit {
+            return Ok(None); // it would most likely list too many: not even read
+        }
         let _ = rustix::fs::fadvise(&file, 0, None, rustix::fs::Advice::Sequential);
         let chunked = delta::chunk_and_sum(&file, chunking, limit)
             .map_err(|err| Refusal::io(path, "cannot read its old version", err))?;
@@ -232,6 +235,22 @@ mod tests {
             .err()
             .unwrap();
         assert_eq!(again.code, ErrorCode::Busy);
+    }
+
+    #[test]
+    fn a_basis_far_larger_than_the_new_version_is_not_read() {
+        let dir = tempfile::tempdir().unwrap();
+        // 3 GiB (sparse) against a new version of 64 KiB: 8 KiB chunks, about
+        // 393 216 of them, past the limit. Reading it would take many seconds.
+        let file = std::fs::File::create(dir.path().join("f")).unwrap();
+        file.set_len(3 << 30).unwrap();
+        let target = TargetDir::open(dir.path()).unwrap();
+        let mut resolver = target.resolver();
+        let started = std::time::Instant::now();
+        let chunked = resolver.chunk_basis("f", &[b"f".as_slice()], (64 << 10, MAX_CHUNKS));
+        assert!(chunked.unwrap().is_none());
+        let took = started.elapsed();
+        assert!(took < std::time::Duration::from_secs(2), "{took:?}");
     }
 
     #[test]
