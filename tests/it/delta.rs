@@ -512,20 +512,29 @@ fn dry_run_of(old: &[u8], new: &[u8]) -> (Value, u64) {
     let src = tempfile::tempdir().unwrap();
     let dst = tempfile::tempdir().unwrap();
     let file = write_in(src.path(), "f", new);
-    let held = write_in(dst.path(), "f", old);
+    write_in(dst.path(), "f", old);
+    let (dry_run, both_ways) = dry_run_against(&file, dst.path(), &["--overwrite"]);
+    assert!(fs::read(dst.path().join("f")).unwrap() == old);
+    assert!(fs::read(&file).unwrap() == new);
+    (dry_run, both_ways)
+}
+
+/// A dry run of `file` against a receiver started with `recv_flags` in `dst`, which
+/// holds an older `f`: what its summary says, and the bytes both ways. It must
+/// change nothing and show a delta for `f`.
+fn dry_run_against(file: &Path, dst: &Path, recv_flags: &[&str]) -> (Value, u64) {
+    let held = dst.join("f");
     // Older, so that a file of the same size is not taken for the same one (a dry
     // run's quick check), however close together the two were written.
     let an_hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
     let handle = fs::File::options().write(true).open(held).unwrap();
     handle.set_modified(an_hour_ago).unwrap();
-    let mut receiver = Receiver::start(dst.path(), Some(KEY), &["--overwrite"]);
+    let mut receiver = Receiver::start(dst, Some(KEY), recv_flags);
     let relay = Relay::start(receiver.port, Faults::default());
-    let sent = send(&[&file], relay.port, KEY, &["-n", "--json"]);
+    let sent = send(&[file], relay.port, KEY, &["-n", "--json"]);
     assert!(sent.status.success(), "{}", stderr_of(&sent));
     assert_eq!(receiver.exit_code(), 0, "{}", receiver.stderr());
-    assert!(fs::read(dst.path().join("f")).unwrap() == old);
-    assert!(fs::read(&file).unwrap() == new);
-    assert_eq!(files_under(dst.path()), [Path::new("f")]);
+    assert_eq!(files_under(dst), [Path::new("f")]);
     let events = stdout_events(&sent);
     let changed = events
         .iter()
@@ -648,4 +657,24 @@ fn a_file_changed_while_the_plan_is_awaited_arrives_as_it_is_now() {
             "rename {rename}"
         );
     }
+}
+
+#[test]
+fn a_dry_run_estimates_its_deltas_after_the_receiver_is_done_waiting() {
+    use std::io::Write;
+    // Long enough to cut that the estimate outlasts a receiver's idle timeout of a
+    // second (a debug build cuts a little over 100 MiB a second); written a MiB
+    // at a time, the same MiB over and over, one of them changed in the new one.
+    let (src, dst) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (block, changed) = (pattern(1 << 20, 91), pattern(1 << 20, 92));
+    let mut old = fs::File::create(dst.path().join("f")).unwrap();
+    let mut new = fs::File::create(src.path().join("f")).unwrap();
+    for at in 0..256 {
+        old.write_all(&block).unwrap();
+        new.write_all([&block, &changed][usize::from(at == 128)])
+            .unwrap();
+    }
+    let recv_flags = ["--overwrite", "--idle-timeout", "1"];
+    let (dry_run, _) = dry_run_against(&src.path().join("f"), dst.path(), &recv_flags);
+    assert_eq!(dry_run["changed"], 1, "{dry_run}");
 }

@@ -214,11 +214,7 @@ fn send<R: Read + Send, W: Write, C: Hangup + Sync>(
     let mirroring = conn.negotiated.has(Feature::Mirror);
     let (mut to_send, mut made) = follow_plan(outbox, plan, delta, tally, mirroring)?;
     precut.hand_out(&mut to_send);
-    if dry_run {
-        // Section 17.4: no data, straight to `end`; the receiver makes nothing.
-        to_send.clear();
-        made.clear();
-    }
+    let estimates = set_aside_for_dry_run(dry_run, &mut to_send, &mut made);
 
     tally
         .reporter_mut()
@@ -236,7 +232,35 @@ fn send<R: Read + Send, W: Write, C: Hangup + Sync>(
     };
     let result = data_and_answers(reader, writer, closer, &report, work);
     tally.squeezed(writer.take_squeezed());
+    if result.is_ok() {
+        estimate_deltas(outbox, &estimates, tally);
+    }
     result
+}
+
+/// In a dry run, section 17.4: no data, straight to `end`, and the receiver makes
+/// nothing; the files the plan offers a basis for, whose deltas are estimated once
+/// `end` has been said (see [`estimate_deltas`]).
+fn set_aside_for_dry_run(
+    dry_run: bool,
+    to_send: &mut Vec<ToSend>,
+    made: &mut Vec<Made>,
+) -> Vec<ToSend> {
+    if !dry_run {
+        return Vec::new();
+    }
+    made.clear();
+    let mut estimates = std::mem::take(to_send);
+    estimates.retain(|item| item.delta.is_some());
+    estimates
+}
+
+/// Shows what a delta of each of `estimates` would move: the files read and cut
+/// after `end`, so the receiver, done, waits for nothing while they are.
+fn estimate_deltas(outbox: &dyn Outbox, estimates: &[ToSend], tally: &Tally) {
+    for item in estimates {
+        dry_run_file(outbox, item, tally);
+    }
 }
 
 /// Waits for the plan (waiting on the receiver: the idle timeout holds), which reads
@@ -493,8 +517,9 @@ fn follow_plan(
             EntryKind::File => {
                 let planned = (offset, prefix_hash, replaces);
                 let item = file_to_send(outbox, index, planned, (basis.as_ref(), delta))?;
-                if dry_run {
-                    dry_run_file(outbox, &item, replaces, tally);
+                // A delta is estimated after `end` (see `estimate_deltas`).
+                if dry_run && item.delta.is_none() {
+                    dry_run_file(outbox, &item, tally);
                 }
                 to_send.push(item);
             }
@@ -571,7 +596,7 @@ fn not_for_data(entry: &Entry, decision: &Decision, index: usize, tally: &Tally)
 /// What a dry run shows of a file it would send: new, or changed; where the plan
 /// offers a basis, with the bytes a delta against it would move (the file read and
 /// cut as the delta would; counted in the summary instead of the file's size).
-fn dry_run_file(outbox: &dyn Outbox, item: &ToSend, replaces: bool, tally: &Tally) {
+fn dry_run_file(outbox: &dyn Outbox, item: &ToSend, tally: &Tally) {
     let position = item.index as usize;
     let entry = &outbox.entries()[position];
     let (path, size) = (entry.shown_path(), entry.size.unwrap_or(0));
@@ -585,7 +610,7 @@ fn dry_run_file(outbox: &dyn Outbox, item: &ToSend, replaces: bool, tally: &Tall
             tally.change(Change::Changed, &path, bytes, Some(&note));
         }
         None => {
-            let change = [Change::New, Change::Changed][usize::from(replaces)];
+            let change = [Change::New, Change::Changed][usize::from(item.replaces)];
             tally.change(change, &path, size, None);
         }
     }
