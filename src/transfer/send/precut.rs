@@ -183,19 +183,27 @@ mod tests {
         assert!(kept <= MAX_HEAD_MEMORY, "{kept}");
     }
 
-    #[test]
-    fn a_head_cut_to_the_end_is_the_files_chunks_and_hash() {
-        let data = noise(3 << 20, 3);
+    /// Cuts `data` as a head is cut, told to stop beforehand or not: the chunk
+    /// ends and sums, and the hash of the bytes they cover.
+    fn cut_head(data: &[u8], stopped: bool) -> (Vec<u64>, Vec<u64>, String) {
         let chunking = Chunking::for_size(data.len() as u64);
-        let stop = AtomicBool::new(false);
+        let stop = AtomicBool::new(stopped);
         let mut whole = HashKind::Blake3.hasher();
         let also = Also {
             stop: &stop,
             whole: &mut whole,
         };
-        let (ends, sums) = chunk_and_sum_also(&data[..], chunking, MAX_CHUNKS, Some(also))
+        let (ends, sums) = chunk_and_sum_also(data, chunking, MAX_CHUNKS, Some(also))
             .unwrap()
             .unwrap();
+        (ends, sums, whole.finish().to_hex().to_string())
+    }
+
+    #[test]
+    fn a_head_cut_to_the_end_is_the_files_chunks_and_hash() {
+        let data = noise(3 << 20, 3);
+        let chunking = Chunking::for_size(data.len() as u64);
+        let (ends, sums, hash) = cut_head(&data, false);
         assert_eq!(
             (ends.clone(), sums),
             chunk_and_sum(&data[..], chunking, MAX_CHUNKS)
@@ -203,32 +211,21 @@ mod tests {
                 .unwrap()
         );
         assert_eq!(*ends.last().unwrap(), data.len() as u64);
-        let mut alone = HashKind::Blake3.hasher();
-        alone.update(&data);
-        assert_eq!(whole.finish(), alone.finish());
+        assert_eq!(hash, blake3::hash(&data).to_hex().to_string());
     }
 
     #[test]
     fn a_stopped_cut_keeps_whole_chunks_and_hashes_just_them() {
         let data = noise(3 << 20, 4);
         let chunking = Chunking::for_size(data.len() as u64);
-        let stop = AtomicBool::new(true);
-        let mut whole = HashKind::Blake3.hasher();
-        let also = Also {
-            stop: &stop,
-            whole: &mut whole,
-        };
-        let (ends, sums) = chunk_and_sum_also(&data[..], chunking, MAX_CHUNKS, Some(also))
-            .unwrap()
-            .unwrap();
+        let (ends, sums, hash) = cut_head(&data, true);
         // Stopped before it began: the chunk at hand, and nothing after it.
         assert_eq!((ends.len(), sums.len()), (1, 1));
         let (all, _) = chunk_and_sum(&data[..], chunking, MAX_CHUNKS)
             .unwrap()
             .unwrap();
         assert_eq!(ends[0], all[0]);
-        let mut alone = HashKind::Blake3.hasher();
-        alone.update(&data[..ends[0] as usize]);
-        assert_eq!(whole.finish(), alone.finish());
+        let covered = &data[..ends[0] as usize];
+        assert_eq!(hash, blake3::hash(covered).to_hex().to_string());
     }
 }
