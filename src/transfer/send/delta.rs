@@ -106,9 +106,21 @@ fn encode(
     };
     let mut state = Matching::default();
     if let Some(head) = head {
-        let head = (&head.ends[..], &head.sums[..]);
+        let (chunks, identity) = ((&head.ends[..], &head.sums[..]), head.identity);
         let buffer = &mut vec![0; wanted.chunking.max()];
-        let sent = from_head(input, head, (&found, buffer), (&mut out, &mut state), stop)?;
+        let sent = from_head(
+            input,
+            chunks,
+            (&found, buffer),
+            (&mut out, &mut state),
+            stop,
+        )?;
+        // Chunks found in the basis were skipped, not read: a change while the
+        // head was sent would go unseen.
+        let sent = sent.and_then(|()| match input.identity() == Some(identity) {
+            true => Ok(()),
+            false => Err(io::Error::other("it changed while it was read")),
+        });
         if let Err(err) = sent {
             out.finish(&mut state)?;
             return Some((state.sent, Some(err)));
@@ -515,6 +527,65 @@ mod tests {
             same_file: true,
         };
         let (_, _, _, error) = rebuilt(&old, &new, Some(head));
+        assert_eq!(error.as_deref(), Some("it changed while it was read"));
+    }
+
+    /// A file whose identity changes once it has been asked for it: edited while
+    /// its head is sent.
+    struct EditedDuringSend {
+        file: std::fs::File,
+        asked: std::sync::atomic::AtomicBool,
+    }
+
+    impl Read for EditedDuringSend {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            self.file.read(buf)
+        }
+    }
+
+    impl Input for EditedDuringSend {
+        fn identity(&self) -> Option<crate::fs::input::Identity> {
+            let asked_before = self.asked.swap(true, Ordering::SeqCst);
+            self.file.identity().filter(|_| !asked_before)
+        }
+    }
+
+    #[test]
+    fn a_file_changed_while_its_head_is_sent_is_a_read_error() {
+        let data = noise(1 << 20, 26);
+        let chunking = Chunking::for_size(data.len() as u64);
+        let (ends, sums) = chunk_and_sum(&data[..], chunking, MAX_CHUNKS)
+            .unwrap()
+            .unwrap();
+        let mut file = tempfile::tempfile().unwrap();
+        std::io::Write::write_all(&mut file, &data).unwrap();
+        std::io::Seek::rewind(&mut file).unwrap();
+        let mut hasher = HashKind::Blake3.hasher();
+        hasher.update(&data);
+        let head = Head {
+            identity: file.identity().unwrap(),
+            chunking,
+            ends,
+            sums: sums.clone(),
+            hasher,
+        };
+        // The same file as the basis: every chunk of the head is a copy, skipped.
+        let wanted = Wanted {
+            chunking,
+            sums,
+            head: Some(head),
+        };
+        let mut input = EditedDuringSend {
+            file,
+            asked: AtomicBool::new(false),
+        };
+        let (mut pool, _giver) = Pool::new(4, BUFFER);
+        let (pieces, _from_sender) = mpsc::channel();
+        let mut hasher = HashKind::Blake3.hasher();
+        let stop = AtomicBool::new(false);
+        let against = (&wanted, Some(data.len() as u64));
+        let sent = send(&mut input, against, &mut hasher, &mut pool, &pieces, &stop);
+        let error = sent.unwrap().1.map(|err| err.to_string());
         assert_eq!(error.as_deref(), Some("it changed while it was read"));
     }
 }
