@@ -50,10 +50,11 @@ fn at_a_terminal_put_and_get_itemize_and_read_exclude_files_and_gitignore() {
     assert!(screen.contains("new      tree/.gitignore"), "{screen:?}");
     assert_eq!(names(&home), ["tree/.gitignore", "tree/a"]);
 
-    // The same file with another mode: put says `attrs`, and the server has it.
+    // The same file with another mode, put where it may replace files: put says
+    // `attrs`, and the server has it.
     fs::set_permissions(tree.join("a"), fs::Permissions::from_mode(0o640)).unwrap();
     term.wait_for_empty_prompt(PROMPT);
-    term.type_in("put -i --gitignore --exclude-from ex.txt tree\r");
+    term.type_in("put -i -f --delete --gitignore --exclude-from ex.txt tree\r");
     term.wait_for("attrs    tree/a");
     term.wait_for("2 already there");
     let mode = fs::metadata(home.join("tree/a"))
