@@ -19,6 +19,7 @@ use std::process::Output;
 use serde_json::json;
 
 use crate::mirror::mirror;
+use crate::util::peer::{Acceptor, Peer};
 use crate::util::server::{Site, as_user, client, code};
 use crate::util::tree::{set_mtime, set_xattr, xattrs_of};
 use crate::util::{KEY, Receiver, peer_sender, run, stderr_of, stdout_events};
@@ -365,4 +366,32 @@ fn a_same_file_whose_mode_cannot_be_set_stays_same_with_a_warning() {
         receiver.stderr()
     );
     assert_eq!(mode(&dst.join("tree/a")), 0o644);
+}
+
+#[test]
+fn a_sender_ignores_attrs_on_a_new_directory_and_a_same_link() {
+    let src = tempfile::tempdir().unwrap();
+    let tree = src.path().join("t");
+    fs::create_dir(&tree).unwrap();
+    std::os::unix::fs::symlink("x", tree.join("link")).unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let peer_side = std::thread::spawn(move || {
+        let mut peer = Peer::accept(&listener).unwrap();
+        let features = ["aead", "meta", "mirror"];
+        peer.accept_handshake(&Acceptor::new(KEY, "receiver").features(&features))
+            .unwrap();
+        while peer.read_control().unwrap()["type"] == "offer" {}
+        // Section 17.3: `attrs` counts only on a directory that exists and on a
+        // file's `same`; a hostile or confused receiver writes it elsewhere.
+        let new_dir = json!({"action":"send","offset":0,"attrs":true});
+        let same_link = json!({"action":"skip","code":"same","message":"there","attrs":true});
+        peer.send_plan(&[vec![new_dir, same_link]]).unwrap();
+        assert_eq!(peer.read_control().unwrap()["type"], "end");
+        peer.send_end().unwrap();
+    });
+    let sent = crate::util::send(&[&tree], port, KEY, &["-i"]);
+    peer_side.join().unwrap();
+    assert_eq!(code(&sent), 0, "{}", stderr_of(&sent));
+    assert_eq!(stdout_lines(&sent), ["new dir  t/"]);
 }
