@@ -16,6 +16,7 @@ use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use rustix::fs::{Mode, OFlags};
@@ -100,7 +101,7 @@ pub(crate) struct Collected {
     mirror: Option<Mirror>,
     /// The directory the last file was opened in, held open: the files of a tree
     /// are opened one after another in the same directory, each by its name alone.
-    last_dir: std::sync::Mutex<Option<(PathBuf, OwnedFd)>>,
+    last_dir: std::sync::Mutex<Option<(PathBuf, Arc<OwnedFd>)>>,
 }
 
 impl Collected {
@@ -134,33 +135,30 @@ impl Collected {
     /// open from the file before when it is the same): one name to look up, not
     /// every component of the path, as `File::open` would (the same links are
     /// followed either way). 200 000 files: 6% of the sender's CPU went to
-    /// looking up their paths.
+    /// looking up their paths. The lock covers only finding the directory, never
+    /// the open itself, which may wait on a slow filesystem.
     fn open_in_dir(&self, path: &Path) -> std::io::Result<File> {
         let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
-            return File::open(path);
+            return open_regular(rustix::fs::CWD, path);
         };
-        let mut last = self
-            .last_dir
-            .lock()
-            .expect("no panics while holding the lock");
-        if last.as_ref().is_none_or(|(dir, _)| dir != parent) {
-            let at = if parent.as_os_str().is_empty() {
-                Path::new(".")
-            } else {
-                parent
-            };
-            let flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC;
-            let fd = rustix::fs::open(at, flags, Mode::empty())?;
-            *last = Some((parent.to_path_buf(), fd));
-        }
-        let (_, dir) = last.as_ref().expect("just opened");
-        let flags = OFlags::RDONLY | OFlags::CLOEXEC;
-        Ok(File::from(rustix::fs::openat(
-            dir,
-            name,
-            flags,
-            Mode::empty(),
-        )?))
+        let dir = {
+            let mut last = self
+                .last_dir
+                .lock()
+                .expect("no panics while holding the lock");
+            if last.as_ref().is_none_or(|(dir, _)| dir != parent) {
+                let at = if parent.as_os_str().is_empty() {
+                    Path::new(".")
+                } else {
+                    parent
+                };
+                let flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC;
+                let fd = rustix::fs::open(at, flags, Mode::empty())?;
+                *last = Some((parent.to_path_buf(), Arc::new(fd)));
+            }
+            Arc::clone(&last.as_ref().expect("just opened").1)
+        };
+        open_regular(&*dir, name)
     }
 
     /// Where entry `index`'s bytes are.
@@ -173,6 +171,21 @@ impl Collected {
             None => root.local.clone(),
         }
     }
+}
+
+/// Opens `name` (at `dir`) for reading only if it is still a regular file: the walk
+/// found one there, but a named pipe put in its place since would block the open
+/// (and the session with it) until a writer came. `O_NONBLOCK` changes nothing for
+/// reading a regular file.
+fn open_regular(dir: impl rustix::fd::AsFd, name: impl rustix::path::Arg) -> std::io::Result<File> {
+    let flags = OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NONBLOCK;
+    let file = File::from(rustix::fs::openat(dir, name, flags, Mode::empty())?);
+    if !file.metadata()?.is_file() {
+        return Err(std::io::Error::other(
+            "it is no longer a regular file (it changed since it was listed)",
+        ));
+    }
+    Ok(file)
 }
 
 impl Outbox for Collected {

@@ -1,7 +1,8 @@
 //! The receiver's filesystem: links planted in the target or swapped in mid-transfer
 //! never redirect a write, a full disk and a file size limit are I/O errors that
-//! leave the receiver serving, and a second receiver on the same directory is
-//! refused, naming the first.
+//! leave the receiver serving, a second receiver on the same directory is
+//! refused, naming the first, and on the sending side a file swapped for a named
+//! pipe after the walk is given up instead of blocking the session.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -279,4 +280,59 @@ fn the_checker_sees_each_property_that_differs() {
     assert!(text.contains("\"f\": mtime"), "{text}");
     assert!(text.contains("\"l\": link target"), "{text}");
     assert!(text.contains("\"h\": hard-link group"), "{text}");
+}
+
+#[test]
+fn a_file_swapped_for_a_named_pipe_after_the_walk_fails_alone_instead_of_blocking() {
+    let src = tempfile::tempdir().unwrap();
+    let tree = src.path().join("tree");
+    std::fs::create_dir(&tree).unwrap();
+    std::fs::write(tree.join("big"), pattern(1 << 20, 3)).unwrap();
+    std::fs::write(tree.join("small"), b"still sent").unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let mut receiver = Receiver::start(out.path(), Some(KEY), &[]);
+    // Each byte takes 300 ms through the relay: the walk is long over before the
+    // handshake ends, and the pipe is in place before anything is opened.
+    let relay = Relay::start(
+        receiver.port,
+        Faults {
+            delay: Duration::from_millis(300),
+            ..Faults::default()
+        },
+    );
+    let mut sender = xfer()
+        .args(["send", "--json"])
+        .arg(&tree)
+        .arg(format!("127.0.0.1:{}", relay.port))
+        .env("XFER_KEY", KEY)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    std::fs::remove_file(tree.join("big")).unwrap();
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        tree.join("big"),
+        rustix::fs::FileType::Fifo,
+        rustix::fs::Mode::from_raw_mode(0o600),
+        0,
+    )
+    .unwrap();
+
+    let status = wait_for(&mut sender, TIMEOUT);
+    let sent = sender.wait_with_output().unwrap();
+    // Given up at read time: said, counted as not sent, exit 10 on both sides.
+    assert_eq!(status.code(), Some(10), "{}", stderr_of(&sent));
+    assert!(
+        stderr_of(&sent).contains("no longer a regular file"),
+        "{}",
+        stderr_of(&sent)
+    );
+    assert_eq!(receiver.exit_code(), 10, "{}", receiver.stderr());
+    assert_eq!(
+        std::fs::read(out.path().join("tree/small")).unwrap(),
+        b"still sent"
+    );
+    assert!(!out.path().join("tree/big").exists());
 }

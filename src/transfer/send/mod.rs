@@ -174,7 +174,7 @@ pub(crate) fn session<R: Read + Send, W: Write, C: Hangup + Sync>(
     if let Err(err) = &result {
         super::tell::end_session(conn, err);
     }
-    result.map_err(|err| tally.resumable(err, "sent, which the receiver keeps"))
+    result.map_err(|err| tally.resumable(err, "sent; the receiver keeps what of it arrived"))
 }
 
 fn send<R: Read + Send, W: Write, C: Hangup + Sync>(
@@ -424,15 +424,15 @@ fn await_answers<C: Hangup>(
     }
 }
 
-/// The bytes of the file whose data was going out when the session ended (before
-/// its `done`): what the receiver keeps for a rerun to resume.
+/// The bytes that went out of the files not answered when the session ended,
+/// whether their `done` went too or not: the receiver keeps what of them arrived
+/// for a rerun to resume. (A cut after every byte was written, while waiting
+/// for the answers, leaves as much to resume as one in the middle.)
 fn cut_short(pending: &Pending) -> u64 {
     pending
         .lock()
         .values()
-        .filter(|outstanding| {
-            outstanding.facts.is_none() && !outstanding.failed_here && !outstanding.delta
-        })
+        .filter(|outstanding| !outstanding.failed_here && !outstanding.delta)
         .map(|outstanding| outstanding.position)
         .sum()
 }
