@@ -142,7 +142,10 @@ impl Tally {
                         (dry.changed, dry.bytes) = (dry.changed + 1, dry.bytes + size);
                     }
                     Change::Same => dry.same += 1,
-                    Change::Attrs | Change::DirAttrs => dry.attrs += 1,
+                    // A `same` file with other metadata is still `same`, as in a
+                    // real run's summary: `attrs` counts it too.
+                    Change::Attrs => (dry.same, dry.attrs) = (dry.same + 1, dry.attrs + 1),
+                    Change::DirAttrs => dry.attrs += 1,
                     Change::Skipped => dry.skipped += 1,
                     _ => {}
                 }

@@ -173,7 +173,8 @@ pub(crate) struct DryRun {
     /// Bytes the new and changed files hold.
     pub(crate) bytes: u64,
     pub(crate) same: usize,
-    /// Entries there already whose metadata would be made the offered ones.
+    /// Entries there already whose metadata would be made the offered ones: files
+    /// (counted in `same` too) and directories.
     pub(crate) attrs: usize,
     pub(crate) skipped: usize,
 }

@@ -6,7 +6,10 @@
 //! without the feature `mirror` gets the fix but no `attrs` in the plan.
 //!
 //! Decided: until now such a file was left as it was (`same`), its mode never
-//! fixed; a user who mirrors expects the copy to carry the source's modes.
+//! fixed; a user who mirrors expects the copy to carry the source's modes. Only
+//! where the receiver lets its sender replace files (`--overwrite`, `put -f`,
+//! `get -f`, `--delete`): one that keeps what it holds keeps its modes too. A file
+//! with more than one link is left as it is (every link would change).
 
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -16,6 +19,7 @@ use std::process::Output;
 use serde_json::json;
 
 use crate::mirror::mirror;
+use crate::util::peer::{Acceptor, Peer};
 use crate::util::server::{Site, as_user, client, code};
 use crate::util::tree::{set_mtime, set_xattr, xattrs_of};
 use crate::util::{KEY, Receiver, peer_sender, run, stderr_of, stdout_events};
@@ -32,6 +36,11 @@ fn synced(root: &Path) {
     assert_eq!(code(&sent), 0, "{}", stderr_of(&sent));
     assert_eq!(recv_code, 0, "{recv_err}");
 }
+
+/// A receiver that lets its sender replace files, and a sender that mirrors: the
+/// pair that brings a `same` file's metadata up to the sender's.
+const OVERWRITE: &[&str] = &["--overwrite"];
+const MIRROR_I: &[&str] = &["-i", "--delete"];
 
 fn set_mode(path: &Path, mode: u32) {
     fs::set_permissions(path, fs::Permissions::from_mode(mode)).unwrap();
@@ -55,7 +64,7 @@ fn a_same_file_or_directory_with_another_mode_is_fixed_and_itemized() {
     synced(root);
     set_mode(&root.join("src/tree/a"), 0o600);
     set_mode(&root.join("src/tree/sub"), 0o750);
-    let (sent, recv_code, recv_err) = mirror(root, &[], &["-i"]);
+    let (sent, recv_code, recv_err) = mirror(root, OVERWRITE, MIRROR_I);
     assert_eq!(code(&sent), 0, "{}", stderr_of(&sent));
     assert_eq!(recv_code, 0, "{recv_err}");
     assert_eq!(
@@ -71,7 +80,7 @@ fn a_same_file_or_directory_with_another_mode_is_fixed_and_itemized() {
     assert_eq!(mode(&root.join("dst/tree/sub")), 0o750);
     assert_eq!(fs::read(root.join("dst/tree/a")).unwrap(), b"a\n");
     // Nothing left to fix: nothing to say.
-    let (again, _, _) = mirror(root, &[], &["-i"]);
+    let (again, _, _) = mirror(root, OVERWRITE, MIRROR_I);
     assert_eq!(code(&again), 0, "{}", stderr_of(&again));
     assert_eq!(stdout_lines(&again), Vec::<String>::new());
     // A directory whose time alone differs, in JSON, into a mirroring receiver.
@@ -112,7 +121,7 @@ fn a_dry_run_says_attrs_and_changes_nothing() {
     let root = root.path();
     synced(root);
     set_mode(&root.join("src/tree/a"), 0o604);
-    let (dry, _, _) = mirror(root, &[], &["-n"]);
+    let (dry, _, _) = mirror(root, OVERWRITE, &["-n"]);
     assert_eq!(code(&dry), 0, "{}", stderr_of(&dry));
     let lines = stdout_lines(&dry);
     assert!(lines.iter().any(|l| l == "attrs    tree/a"), "{lines:?}");
@@ -121,7 +130,7 @@ fn a_dry_run_says_attrs_and_changes_nothing() {
         "{lines:?}"
     );
     assert!(
-        stderr_of(&dry).contains("1 same, 1 with other attributes"),
+        stderr_of(&dry).contains("2 same, 1 with other attributes"),
         "{}",
         stderr_of(&dry)
     );
@@ -130,11 +139,13 @@ fn a_dry_run_says_attrs_and_changes_nothing() {
         0o644,
         "a dry run changes nothing"
     );
-    let (json, _, _) = mirror(root, &[], &["-n", "--json"]);
+    let (json, _, _) = mirror(root, OVERWRITE, &["-n", "--json"]);
     let summary = stdout_events(&json)
         .into_iter()
         .find(|e| e["event"] == "summary")
         .expect("a summary");
+    // `same` counts what it always counted; `attrs` those of them to fix.
+    assert_eq!(summary["dry_run"]["same"], 2, "{summary}");
     assert_eq!(summary["dry_run"]["attrs"], 1, "{summary}");
     assert_eq!(mode(&root.join("dst/tree/a")), 0o644);
 }
@@ -153,7 +164,11 @@ fn a_server_fixes_what_a_put_finds_and_a_get_fixes_the_local_copy() {
     assert_eq!(code(&put), 0, "{}", stderr_of(&put));
     // The server keeps its own read and write bits whatever was offered.
     set_mode(&local.join("f"), 0o640);
-    let put = client(&site, "alice", &["send", "-i", local_arg, &server.at("/")]);
+    let put = client(
+        &site,
+        "alice",
+        &["send", "-i", "-f", "--delete", local_arg, &server.at("/")],
+    );
     assert_eq!(code(&put), 0, "{}", stderr_of(&put));
     assert_eq!(stdout_lines(&put), ["attrs    tree/f"]);
     assert_eq!(mode(&site.home("alice").join("tree/f")), 0o640);
@@ -169,7 +184,7 @@ fn a_server_fixes_what_a_put_finds_and_a_get_fixes_the_local_copy() {
     };
     assert_eq!(code(&get(&[])), 0);
     set_mode(&dl.join("tree/f"), 0o600);
-    let got = get(&["-i"]);
+    let got = get(&["-i", "-f", "--delete"]);
     assert_eq!(code(&got), 0, "{}", stderr_of(&got));
     assert_eq!(stdout_lines(&got), ["attrs    tree/f"]);
     assert_eq!(mode(&dl.join("tree/f")), 0o640);
@@ -185,7 +200,7 @@ fn extended_attributes_and_owners_are_fixed_when_kept() {
         eprintln!("skipped: this filesystem takes no user.* attributes ({err})");
         return;
     }
-    let (sent, recv_code, recv_err) = mirror(root, &[], &["-i", "-X"]);
+    let (sent, recv_code, recv_err) = mirror(root, OVERWRITE, &["-i", "-X", "--delete"]);
     assert_eq!(code(&sent), 0, "{}", stderr_of(&sent));
     assert_eq!(recv_code, 0, "{recv_err}");
     assert_eq!(stdout_lines(&sent), ["attrs    tree/a"]);
@@ -195,7 +210,7 @@ fn extended_attributes_and_owners_are_fixed_when_kept() {
         Some(&b"blue"[..])
     );
     // Without -X the attribute is not offered, so there is nothing to fix.
-    let (plain, _, _) = mirror(root, &[], &["-i"]);
+    let (plain, _, _) = mirror(root, OVERWRITE, MIRROR_I);
     assert_eq!(stdout_lines(&plain), Vec::<String>::new());
 
     if !rustix::process::geteuid().is_root() {
@@ -203,7 +218,11 @@ fn extended_attributes_and_owners_are_fixed_when_kept() {
         return;
     }
     std::os::unix::fs::chown(&file, Some(65534), Some(65534)).unwrap();
-    let (owned, _, _) = mirror(root, &[], &["-i", "--owner", "--numeric-ids"]);
+    let (owned, _, _) = mirror(
+        root,
+        OVERWRITE,
+        &["-i", "--owner", "--numeric-ids", "--delete"],
+    );
     assert_eq!(code(&owned), 0, "{}", stderr_of(&owned));
     assert_eq!(stdout_lines(&owned), ["attrs    tree/a"]);
     let meta = fs::metadata(root.join("dst/tree/a")).unwrap();
@@ -212,18 +231,19 @@ fn extended_attributes_and_owners_are_fixed_when_kept() {
 
 #[test]
 fn a_peer_without_mirror_gets_the_fix_but_no_attrs_in_the_plan() {
+    // Into `--overwrite` an offer without a `mirror` member replaces files rather
+    // than finding them `same`: an existing directory is what gets `attrs`.
     for (features, said) in [(&["aead"][..], false), (&["aead", "mirror"][..], true)] {
         let out = tempfile::tempdir().unwrap();
-        let there = out.path().join("f");
-        fs::write(&there, b"same\n").unwrap();
-        set_mode(&there, 0o644);
-        set_mtime(&there, 1_700_000_000, 0);
-        let mut receiver = Receiver::start(out.path(), Some(KEY), &[]);
+        let there = out.path().join("d");
+        fs::create_dir(&there).unwrap();
+        set_mode(&there, 0o755);
+        let mut receiver = Receiver::start(out.path(), Some(KEY), OVERWRITE);
         let mut peer = peer_sender(receiver.port, features);
-        let entry = json!({"path":"f","kind":"file","size":5,"mode":0o600,"mtime":1_700_000_000});
+        let entry = json!({"path":"d","kind":"dir","size":0,"mode":0o700,"mtime":1_700_000_000});
         peer.send_offer(&[vec![entry]]).unwrap();
         let decision = peer.read_plan(1).expect("a plan").remove(0);
-        assert_eq!(decision["code"], "same", "{decision}");
+        assert_eq!(decision["action"], "send", "{decision}");
         assert_eq!(
             decision.get("attrs").is_some(),
             said,
@@ -232,9 +252,81 @@ fn a_peer_without_mirror_gets_the_fix_but_no_attrs_in_the_plan() {
         peer.send_end().unwrap();
         drop(peer);
         let _ = receiver.exit_code();
-        assert_eq!(mode(&there), 0o600, "{features:?}");
-        assert_eq!(fs::read(&there).unwrap(), b"same\n");
+        assert_eq!(mode(&there), 0o700, "{features:?}");
     }
+}
+
+#[test]
+fn a_receiver_without_overwrite_leaves_a_same_files_mode_alone() {
+    let root = tempfile::tempdir().unwrap();
+    let root = root.path();
+    synced(root);
+    set_mode(&root.join("src/tree/a"), 0o600);
+    for send_extra in [&["-i"][..], &["-i", "-n"][..]] {
+        let (sent, recv_code, recv_err) = mirror(root, &[], send_extra);
+        assert_eq!(code(&sent), 0, "{}", stderr_of(&sent));
+        assert_eq!(recv_code, 0, "{recv_err}");
+        let lines = stdout_lines(&sent);
+        assert!(!lines.iter().any(|l| l.starts_with("attrs")), "{lines:?}");
+        assert_eq!(mode(&root.join("dst/tree/a")), 0o644, "{send_extra:?}");
+    }
+}
+
+#[test]
+fn a_same_file_with_another_link_is_left_as_it_is() {
+    let root = tempfile::tempdir().unwrap();
+    let root = root.path();
+    synced(root);
+    // `dst/tree/a` made a hard link to a file outside the target, same content,
+    // size and time as the sender's `a`, but another mode.
+    let secret = root.join("outside/secret");
+    fs::create_dir_all(root.join("outside")).unwrap();
+    fs::write(&secret, b"a\n").unwrap();
+    set_mode(&secret, 0o600);
+    let copy = root.join("dst/tree/a");
+    fs::remove_file(&copy).unwrap();
+    fs::hard_link(&secret, &copy).unwrap();
+    for file in [&root.join("src/tree/a"), &secret] {
+        set_mtime(file, 1_700_000_000, 0);
+    }
+    let (sent, recv_code, recv_err) = mirror(root, OVERWRITE, MIRROR_I);
+    assert_eq!(code(&sent), 0, "{}", stderr_of(&sent));
+    assert_eq!(recv_code, 0, "{recv_err}");
+    // `tree/` itself got a new time when `a` was replaced by the link.
+    assert_eq!(stdout_lines(&sent), ["attrs    tree/"]);
+    assert_eq!(mode(&secret), 0o600, "the file outside keeps its mode");
+    assert_eq!(fs::read(&secret).unwrap(), b"a\n");
+}
+
+#[test]
+fn a_servers_same_file_never_gets_a_set_id_bit() {
+    let site = Site::new();
+    site.users(&[("alice", "")]);
+    let server = site.serve(&[]);
+    let local = site.path().join("tree");
+    fs::create_dir_all(&local).unwrap();
+    fs::write(local.join("f"), b"f\n").unwrap();
+    set_mode(&local.join("f"), 0o644);
+    let local_arg = local.to_str().unwrap();
+    let home = server.at("/");
+    let put = |extra: &[&str]| {
+        let mut args = vec!["send"];
+        args.extend_from_slice(extra);
+        args.extend([local_arg, home.as_str()]);
+        client(&site, "alice", &args)
+    };
+    assert_eq!(code(&put(&[])), 0);
+    set_mode(&local.join("f"), 0o6755);
+    let fixed = put(&["-i", "-f", "--delete"]);
+    assert_eq!(code(&fixed), 0, "{}", stderr_of(&fixed));
+    assert_eq!(stdout_lines(&fixed), ["attrs    tree/f"]);
+    let there = site.home("alice").join("tree/f");
+    assert_eq!(mode(&there), 0o755);
+    // The set-id bits it may not set are no difference to fix again.
+    let again = put(&["-i", "-f", "--delete"]);
+    assert_eq!(code(&again), 0, "{}", stderr_of(&again));
+    assert_eq!(stdout_lines(&again), Vec::<String>::new());
+    assert_eq!(mode(&there), 0o755);
 }
 
 #[test]
@@ -246,7 +338,7 @@ fn a_same_file_whose_mode_cannot_be_set_stays_same_with_a_warning() {
     let dst = root.join("dst");
     let mut command = crate::util::xfer();
     command
-        .args(["recv", "--listen", "127.0.0.1:0", "--dir"])
+        .args(["recv", "--overwrite", "--listen", "127.0.0.1:0", "--dir"])
         .arg(&dst)
         .env("XFER_KEY", KEY);
     let Some(unprivileged) = crate::util::as_nobody(command) else {
@@ -259,7 +351,7 @@ fn a_same_file_whose_mode_cannot_be_set_stays_same_with_a_warning() {
     }
     std::os::unix::fs::chown(dst.join("tree/sub/b"), Some(65534), Some(65534)).unwrap();
     let mut receiver = Receiver::spawn(unprivileged);
-    let sent = crate::util::send(&[&root.join("src/tree")], receiver.port, KEY, &["-i"]);
+    let sent = crate::util::send(&[&root.join("src/tree")], receiver.port, KEY, MIRROR_I);
     assert_eq!(code(&sent), 0, "{}", stderr_of(&sent));
     assert_eq!(receiver.exit_code(), 0, "{}", receiver.stderr());
     assert_eq!(stdout_lines(&sent), Vec::<String>::new());
@@ -276,4 +368,32 @@ fn a_same_file_whose_mode_cannot_be_set_stays_same_with_a_warning() {
         receiver.stderr()
     );
     assert_eq!(mode(&dst.join("tree/a")), 0o644);
+}
+
+#[test]
+fn a_sender_ignores_attrs_on_a_new_directory_and_a_same_link() {
+    let src = tempfile::tempdir().unwrap();
+    let tree = src.path().join("t");
+    fs::create_dir(&tree).unwrap();
+    std::os::unix::fs::symlink("x", tree.join("link")).unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let peer_side = std::thread::spawn(move || {
+        let mut peer = Peer::accept(&listener).unwrap();
+        let features = ["aead", "meta", "mirror"];
+        peer.accept_handshake(&Acceptor::new(KEY, "receiver").features(&features))
+            .unwrap();
+        while peer.read_control().unwrap()["type"] == "offer" {}
+        // Section 17.3: `attrs` counts only on a directory that exists and on a
+        // file's `same`; a hostile or confused receiver writes it elsewhere.
+        let new_dir = json!({"action":"send","offset":0,"attrs":true});
+        let same_link = json!({"action":"skip","code":"same","message":"there","attrs":true});
+        peer.send_plan(&[vec![new_dir, same_link]]).unwrap();
+        assert_eq!(peer.read_control().unwrap()["type"], "end");
+        peer.send_end().unwrap();
+    });
+    let sent = crate::util::send(&[&tree], port, KEY, &["-i"]);
+    peer_side.join().unwrap();
+    assert_eq!(code(&sent), 0, "{}", stderr_of(&sent));
+    assert_eq!(stdout_lines(&sent), ["new dir  t/"]);
 }

@@ -50,10 +50,9 @@ fn sorted_lines(text: &str) -> Vec<String> {
     lines
 }
 
-#[test]
-fn a_receiver_with_itemize_lists_what_it_changes_as_the_sender_does() {
-    let root = tempfile::tempdir().unwrap();
-    let root = root.path();
+/// The trees of [`trees`] mirrored with `-i` on both sides, which agree: what the
+/// receiver listed.
+fn mirrored_itemized(root: &Path) -> String {
     trees(root);
     settle();
     let mut receiver = Receiver::start(&root.join("dst"), Some(KEY), &["--overwrite", "-i"]);
@@ -66,6 +65,16 @@ fn a_receiver_with_itemize_lists_what_it_changes_as_the_sender_does() {
     assert_eq!(code(&sent), 0, "{}", stderr_of(&sent));
     assert_eq!(receiver.exit_code(), 0, "{}", receiver.stderr());
     let listed = receiver.stdout();
+    let sender_listed = String::from_utf8_lossy(&sent.stdout);
+    assert_eq!(sorted_lines(&listed), sorted_lines(&sender_listed));
+    listed
+}
+
+#[test]
+fn a_receiver_with_itemize_lists_what_it_changes_as_the_sender_does() {
+    let root = tempfile::tempdir().unwrap();
+    let root = root.path();
+    let listed = mirrored_itemized(root);
     assert_eq!(
         sorted_lines(&listed),
         [
@@ -82,9 +91,6 @@ fn a_receiver_with_itemize_lists_what_it_changes_as_the_sender_does() {
         ],
         "{listed}"
     );
-    let sender_listed = String::from_utf8_lossy(&sent.stdout);
-    assert_eq!(sorted_lines(&listed), sorted_lines(&sender_listed));
-
     let (src, dst) = (root.join("src/tree"), root.join("dst/tree"));
     for name in ["a", "c", "big", "sub/b"] {
         assert_eq!(
@@ -99,7 +105,14 @@ fn a_receiver_with_itemize_lists_what_it_changes_as_the_sender_does() {
         fs::metadata(h).unwrap().ino()
     );
     assert!(!dst.join("old").exists());
+}
 
+#[test]
+fn a_receiver_lists_nothing_when_nothing_changed_or_without_itemize() {
+    let root = tempfile::tempdir().unwrap();
+    let root = root.path();
+    mirrored_itemized(root);
+    let (src, dst) = (root.join("src/tree"), root.join("dst/tree"));
     // Nothing changed: nothing listed; without -i nothing on stdout at all.
     for flags in [&["-i"][..], &[]] {
         let mut receiver = Receiver::start(&root.join("dst"), Some(KEY), flags);

@@ -3,7 +3,10 @@
 //! `--itemize` can say `attrs` (rsync's `.f...p...`), and for a file brought up to
 //! the offer at once, as `rsync -a` does; a directory gets its metadata at the end
 //! of the session anyway. Never follows a link; a file this process cannot open is
-//! left as it is.
+//! left as it is, and so is one with more than one link: changing it in place would
+//! change every link, maybe one outside the target (a hard link to another tree, a
+//! `cp -al` snapshot). Whether to refresh at all is the caller's choice: only where
+//! the receiver lets its sender replace files.
 
 use super::meta;
 use super::resolver::Resolver;
@@ -13,7 +16,8 @@ use crate::proto::message::Entry;
 impl Resolver<'_> {
     /// Whether the regular file at `components`, found the same as `entry` (size
     /// and time), holds other metadata (mode, owner, extended attributes); unless
-    /// `dry_run`, gives it the offered ones. Its time matched already.
+    /// `dry_run`, gives it the offered ones. Its size and time matched already;
+    /// they are checked again on the file opened, which may have been swapped since.
     pub(crate) fn refresh_same_file(
         &mut self,
         path: &str,
@@ -24,6 +28,12 @@ impl Resolver<'_> {
         let Some((file, stat)) = self.open_regular(components) else {
             return Ok(false);
         };
+        let still_same = entry.size == Some(stat.st_size as u64)
+            && entry.mtime == Some(stat.st_mtime)
+            && meta::same_nanos(entry.mtime_ns.unwrap_or(0), stat.st_mtime_nsec as u32);
+        if !still_same || stat.st_nlink != 1 {
+            return Ok(false);
+        }
         // A server keeps reading and writing what it holds, as when it wrote it.
         let policy = self.policy(0o600);
         if !meta::differs(&file, &stat, entry, policy, false) {

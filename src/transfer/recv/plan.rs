@@ -551,10 +551,15 @@ impl<'c> Decider<'_, 'c> {
     }
 
     /// Whether a `same` file holds other metadata than offered, and (not in a dry
-    /// run) gives it the offered ones. What cannot be applied (a file of another
-    /// owner, for a receiver that is not root) is said and leaves the file `same`:
-    /// its content is delivered either way.
+    /// run) gives it the offered ones. Only where the sender may replace files
+    /// (`--overwrite`, a `put -f` or `get -f`, a mirror's `--delete`): a receiver
+    /// that keeps what it holds keeps its modes and owners too. What cannot be
+    /// applied (a file of another owner, for a receiver that is not root) is said
+    /// and leaves the file `same`: its content is delivered either way.
     fn refresh(&mut self, entry: &Entry, components: &[&[u8]], shown: &str) -> bool {
+        if !self.shared.settings.overwrite {
+            return false;
+        }
         self.resolver
             .refresh_same_file(shown, components, entry, self.dry_run)
             .unwrap_or_else(|refusal| {

@@ -541,12 +541,12 @@ fn follow_plan(
 }
 
 /// Shows what the plan says of a directory under `mirror`: that it is new, or
-/// there already with other metadata (`attrs`).
+/// there already with other metadata (`attrs`; ignored on a new one, section 17.3).
 fn planned_dir(path: &str, mirroring: bool, (replaces, attrs): (bool, bool), tally: &Tally) {
     if mirroring && !replaces {
         tally.change(Change::NewDir, path, 0, None);
     }
-    if mirroring && attrs {
+    if mirroring && replaces && attrs {
         tally.change(Change::DirAttrs, path, 0, None);
     }
 }
@@ -670,6 +670,8 @@ fn skipped(
     tally: &Tally,
     dry_run: bool,
 ) {
+    // `attrs` counts only on a file's `same` (section 17.3).
+    let attrs = attrs && entry.kind == EntryKind::File;
     let same = [Change::Same, Change::Attrs][usize::from(attrs)];
     match code {
         ErrorCode::Same if dry_run => tally.change(same, &entry.shown_path(), 0, None),
