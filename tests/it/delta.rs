@@ -11,7 +11,7 @@ use std::path::Path;
 
 use serde_json::{Value, json};
 
-use crate::util::peer::{Acceptor, Peer, SendEntry};
+use crate::util::peer::{Acceptor, Initiator, Peer, SendEntry};
 use crate::util::relay::{Faults, Relay};
 use crate::util::server::{Site, client, expect_exit};
 use crate::util::{
@@ -677,4 +677,39 @@ fn a_dry_run_estimates_its_deltas_after_the_receiver_is_done_waiting() {
     let recv_flags = ["--overwrite", "--idle-timeout", "1"];
     let (dry_run, _) = dry_run_against(&src.path().join("f"), dst.path(), &recv_flags);
     assert_eq!(dry_run["changed"], 1, "{dry_run}");
+}
+
+/// Bytes process `pid` has read so far, from files and sockets alike.
+fn bytes_read_by(pid: u32) -> Option<u64> {
+    let io = fs::read_to_string(format!("/proc/{pid}/io")).ok()?;
+    let line = io.lines().find(|line| line.starts_with("rchar:"))?;
+    line["rchar:".len()..].trim().parse().ok()
+}
+
+#[test]
+fn a_server_answering_a_get_does_not_read_ahead_while_the_plan_is_withheld() {
+    let site = Site::new();
+    site.users(&[("alice", "quota = \"200 MiB\"")]);
+    fs::create_dir_all(site.home("alice")).unwrap();
+    fs::write(site.home("alice").join("big"), pattern(64 << 20, 93)).unwrap();
+    let server = site.serve(&[]);
+    let pid = server.0.child.id();
+    if bytes_read_by(pid).is_none() {
+        eprintln!("skipped: /proc/{pid}/io cannot be read here");
+        return;
+    }
+    let mut peer = Peer::connect(("127.0.0.1", server.port())).unwrap();
+    let client = Initiator::client(Site::key_of("alice"), "alice").features(&["aead", "delta"]);
+    let session = peer.initiate(&client).unwrap();
+    assert!(session.in_force.iter().any(|feature| feature == "delta"));
+    peer.send_control(&json!({"type": "get", "paths": ["big"]}))
+        .unwrap();
+    let (offer, _) = peer.read_control_raw().unwrap();
+    assert_eq!(offer["type"], "offer", "{offer}");
+    // A client that asks and withholds its plan: the server waits, reading nothing
+    // (a sender that cut ahead would read all 64 MiB meanwhile).
+    let before = bytes_read_by(pid).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let read = bytes_read_by(pid).unwrap() - before;
+    assert!(read < 4 << 20, "the server read {read} bytes");
 }
