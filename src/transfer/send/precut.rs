@@ -228,4 +228,41 @@ mod tests {
         let covered = &data[..ends[0] as usize];
         assert_eq!(hash, blake3::hash(covered).to_hex().to_string());
     }
+
+    #[test]
+    fn a_head_goes_only_to_a_plan_that_chunks_as_it_was_cut() {
+        let file = tempfile::tempfile().unwrap();
+        let identity = crate::fs::input::Input::identity(&file).unwrap();
+        let cut_with = Chunking::for_size(1 << 20);
+        let precut = Precut::new();
+        for index in [0, 1] {
+            let head = Head {
+                identity,
+                chunking: cut_with,
+                ends: vec![1 << 20],
+                sums: vec![7],
+                hasher: HashKind::Blake3.hasher(),
+            };
+            precut.heads.lock().unwrap().insert(index, head);
+        }
+        // Entry 0's plan chunks as we cut; entry 1's with another average (a
+        // receiver other than xfer's): its head is dropped and the file cut again.
+        let other = Chunking::from_avg(cut_with.avg() as u64 * 2).unwrap();
+        let item = |index, chunking| ToSend {
+            index,
+            offset: 0,
+            prefix_hash: None,
+            replaces: true,
+            delta: Some(Box::new(super::super::piece::Wanted {
+                chunking,
+                sums: vec![7],
+                head: None,
+            })),
+        };
+        let mut to_send = [item(0, cut_with), item(1, other)];
+        precut.hand_out(&mut to_send);
+        let given = |item: &ToSend| item.delta.as_ref().unwrap().head.is_some();
+        assert!(given(&to_send[0]));
+        assert!(!given(&to_send[1]));
+    }
 }
