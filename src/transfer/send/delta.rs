@@ -106,21 +106,8 @@ fn encode(
     };
     let mut state = Matching::default();
     if let Some(head) = head {
-        let (chunks, identity) = ((&head.ends[..], &head.sums[..]), head.identity);
         let buffer = &mut vec![0; wanted.chunking.max()];
-        let sent = from_head(
-            input,
-            chunks,
-            (&found, buffer),
-            (&mut out, &mut state),
-            stop,
-        )?;
-        // Chunks found in the basis were skipped, not read: a change while the
-        // head was sent would go unseen.
-        let sent = sent.and_then(|()| match input.identity() == Some(identity) {
-            true => Ok(()),
-            false => Err(io::Error::other("it changed while it was read")),
-        });
+        let sent = from_head(input, head, (&found, buffer), (&mut out, &mut state), stop)?;
         if let Err(err) = sent {
             out.finish(&mut state)?;
             return Some((state.sent, Some(err)));
@@ -163,16 +150,17 @@ fn encode(
 /// Sends the chunks of a head: a copy for each found in the basis, the others as
 /// literals read again from `input` (into `buffer`), which it leaves at the head's
 /// end. Its bytes are not fed to the hash: the head's hasher has them. `None` when
-/// the session is over; the read error that cut it short, if one did.
+/// the session is over; the read error that cut it short, if one did (a change of
+/// the file counts as one).
 fn from_head(
     input: &mut dyn Input,
-    (ends, sums): (&[u64], &[u64]),
+    head: &Head,
     (found, buffer): (&HashMap<u64, u32>, &mut [u8]),
     (out, state): (&mut Instructions<'_>, &mut Matching),
     stop: &AtomicBool,
 ) -> Option<io::Result<()>> {
     let mut start = 0;
-    for (&end, sum) in ends.iter().zip(sums) {
+    for (&end, sum) in head.ends.iter().zip(&head.sums) {
         if stop.load(Ordering::SeqCst) {
             return None;
         }
@@ -195,6 +183,11 @@ fn from_head(
             }
             out.unmatched(state, bytes)?;
         }
+    }
+    // Chunks found in the basis were skipped, not read: a change while the head
+    // was sent would go unseen.
+    if input.identity() != Some(head.identity) {
+        return Some(Err(io::Error::other("it changed while it was read")));
     }
     Some(Ok(()))
 }
