@@ -3,9 +3,9 @@
 //! answers as they arrive. No per-file round trips.
 //!
 //! Three threads share the work: `stream.rs` reads and hashes files one chunk ahead
-//! of the socket (small files packed several to a buffer); this thread writes frames; `answers.rs` reads `ok` and `error`
-//! frames. The filesystem is reached only through the [`Outbox`], the terminal only
-//! through the [`Tally`].
+//! of the socket (small files packed several to a buffer); this thread writes
+//! frames; `answers.rs` reads `ok` and `error` frames. The filesystem is reached
+//! only through the [`Outbox`], the terminal only through the [`Tally`].
 
 mod answers;
 mod delta;
