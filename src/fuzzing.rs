@@ -97,12 +97,7 @@ pub const BASIS_NAME: &str = "basis.bin";
 /// 65 536 bytes of the BLAKE3 XOF of `xfer delta vector` (six chunks at `avg`
 /// 8 192, the `avg` xfer picks for it).
 pub fn delta_basis() -> Vec<u8> {
-    let mut basis = vec![0; 65_536];
-    blake3::Hasher::new()
-        .update(b"xfer delta vector")
-        .finalize_xof()
-        .fill(&mut basis);
-    basis
+    crate::proto::delta::vector_basis()
 }
 
 /// [`receiver_session`] with the features a current sender has in force

@@ -384,6 +384,18 @@ fn copy(after: &[u8]) -> Result<(Op<'_>, &[u8]), String> {
     Ok((Op::Copy { first, count }, rest))
 }
 
+/// The basis of docs/PROTOCOL.md 18.4's vectors: the first 65 536 bytes of the
+/// BLAKE3 extended output (XOF) of the 17 ASCII bytes `xfer delta vector` (plain
+/// hashing mode). The vectors' tests and the fuzz target's delta basis start here.
+pub(crate) fn vector_basis() -> Vec<u8> {
+    let mut out = vec![0; 65536];
+    blake3::Hasher::new()
+        .update(b"xfer delta vector")
+        .finalize_xof()
+        .fill(&mut out);
+    out
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -553,16 +565,7 @@ mod vectors {
     //! checked against the values the document gives.
     use super::*;
 
-    /// The basis of the vectors: the first 65 536 bytes of the BLAKE3 extended
-    /// output (XOF) of the 17 ASCII bytes `xfer delta vector` (plain hashing mode).
-    pub(crate) fn basis() -> Vec<u8> {
-        let mut out = vec![0; 65536];
-        blake3::Hasher::new()
-            .update(b"xfer delta vector")
-            .finalize_xof()
-            .fill(&mut out);
-        out
-    }
+    pub(crate) use super::vector_basis as basis;
 
     /// The new version of the vectors: 16 ASCII bytes, then the basis's first 60 000.
     pub(crate) fn new_version() -> Vec<u8> {
