@@ -13,14 +13,14 @@
 
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Output;
 
 use serde_json::json;
 
 use crate::mirror::mirror;
 use crate::util::peer::{Acceptor, Peer};
-use crate::util::server::{Site, as_user, client, code};
+use crate::util::server::{Server, Site, as_user, client, code};
 use crate::util::tree::{set_mtime, set_xattr, xattrs_of};
 use crate::util::{KEY, Receiver, peer_sender, run, stderr_of, stdout_events};
 
@@ -150,25 +150,37 @@ fn a_dry_run_says_attrs_and_changes_nothing() {
     assert_eq!(mode(&root.join("dst/tree/a")), 0o644);
 }
 
-#[test]
-fn a_server_fixes_what_a_put_finds_and_a_get_fixes_the_local_copy() {
-    let site = Site::new();
+/// A server whose user `alice` holds `tree/f` (mode 0644), put there from the
+/// local `tree` this returns.
+fn alice_holding_a_tree(site: &Site) -> (Server, PathBuf) {
     site.users(&[("alice", "")]);
     let server = site.serve(&[]);
     let local = site.path().join("tree");
     fs::create_dir_all(&local).unwrap();
     fs::write(local.join("f"), b"f\n").unwrap();
     set_mode(&local.join("f"), 0o644);
-    let local_arg = local.to_str().unwrap();
-    let put = client(&site, "alice", &["send", local_arg, &server.at("/")]);
+    let put = put_tree(site, &server, &[]);
     assert_eq!(code(&put), 0, "{}", stderr_of(&put));
+    (server, local)
+}
+
+/// `xfer send [extra] tree` into alice's home, as alice.
+fn put_tree(site: &Site, server: &Server, extra: &[&str]) -> Output {
+    let local = site.path().join("tree");
+    let home = server.at("/");
+    let mut args = vec!["send"];
+    args.extend_from_slice(extra);
+    args.extend([local.to_str().unwrap(), home.as_str()]);
+    client(site, "alice", &args)
+}
+
+#[test]
+fn a_server_fixes_what_a_put_finds_and_a_get_fixes_the_local_copy() {
+    let site = Site::new();
+    let (server, local) = alice_holding_a_tree(&site);
     // The server keeps its own read and write bits whatever was offered.
     set_mode(&local.join("f"), 0o640);
-    let put = client(
-        &site,
-        "alice",
-        &["send", "-i", "-f", "--delete", local_arg, &server.at("/")],
-    );
+    let put = put_tree(&site, &server, &["-i", "-f", "--delete"]);
     assert_eq!(code(&put), 0, "{}", stderr_of(&put));
     assert_eq!(stdout_lines(&put), ["attrs    tree/f"]);
     assert_eq!(mode(&site.home("alice").join("tree/f")), 0o640);
@@ -301,21 +313,8 @@ fn a_same_file_with_another_link_is_left_as_it_is() {
 #[test]
 fn a_servers_same_file_never_gets_a_set_id_bit() {
     let site = Site::new();
-    site.users(&[("alice", "")]);
-    let server = site.serve(&[]);
-    let local = site.path().join("tree");
-    fs::create_dir_all(&local).unwrap();
-    fs::write(local.join("f"), b"f\n").unwrap();
-    set_mode(&local.join("f"), 0o644);
-    let local_arg = local.to_str().unwrap();
-    let home = server.at("/");
-    let put = |extra: &[&str]| {
-        let mut args = vec!["send"];
-        args.extend_from_slice(extra);
-        args.extend([local_arg, home.as_str()]);
-        client(&site, "alice", &args)
-    };
-    assert_eq!(code(&put(&[])), 0);
+    let (server, local) = alice_holding_a_tree(&site);
+    let put = |extra: &[&str]| put_tree(&site, &server, extra);
     set_mode(&local.join("f"), 0o6755);
     let fixed = put(&["-i", "-f", "--delete"]);
     assert_eq!(code(&fixed), 0, "{}", stderr_of(&fixed));
