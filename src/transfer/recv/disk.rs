@@ -23,9 +23,9 @@ use anyhow::{Context, Result};
 use rustix::io::Errno;
 
 use super::claims::Claim;
-use super::flusher::{Flush, Flushed, Flusher};
+use super::flusher::{self, Flush, Flushed, Flusher};
 pub(crate) use super::jobs::{Arrived, Job, SmallFile, disk_gone};
-use super::maker::{Helper, Made, make_all};
+use super::maker::{self, Helper, Made, make_all};
 use super::plan::Planned;
 use super::shared::{Destination, Shared};
 use crate::error::{Classify, Kind};
@@ -113,7 +113,7 @@ pub(crate) fn run<W: Write>(
         let flusher = match shared.destination {
             Destination::Dir(target) => {
                 let overwrite = shared.settings.overwrite;
-                let started = Flusher::start(scope, target, overwrite);
+                let started = flusher::start(scope, target, overwrite);
                 Some(started.context("cannot start a thread")?)
             }
             Destination::Stdout => None,
@@ -128,7 +128,7 @@ pub(crate) fn run<W: Write>(
         // Without a helper (standard output, or no thread to be had) the disk
         // thread makes every small file itself.
         let helper = match shared.destination {
-            Destination::Dir(target) => Helper::start(scope, target, planned, shared).ok(),
+            Destination::Dir(target) => maker::start(scope, target, planned, shared).ok(),
             Destination::Stdout => None,
         };
         work(&jobs, &giver, writer, &answers, helper)
@@ -250,7 +250,7 @@ impl Desk<'_> {
         giver: &Givers,
     ) -> Result<()> {
         if let (Some(helper), false) = (&self.helper, self.helping) {
-            self.helping = helper.ask(arena, files);
+            self.helping = helper.ask((arena, files));
             return match self.helping {
                 true => Ok(()),
                 false => Err(helper_gone()),
@@ -277,7 +277,7 @@ impl Desk<'_> {
             return Ok(());
         };
         self.helping = false;
-        let (arena, made) = helper.made().ok_or_else(helper_gone)?;
+        let (arena, made) = helper.answer().ok_or_else(helper_gone)?;
         giver.arenas.give(arena);
         self.place(made, answers, writer)
     }
@@ -504,7 +504,7 @@ impl Answers<'_, '_> {
             self.collect(group, writer)?;
             if !group.named.is_empty() {
                 let flushed = match flusher.ask(Flush::Names) {
-                    true => flusher.outcome().ok_or_else(flusher_gone)?,
+                    true => flusher.answer().ok_or_else(flusher_gone)?,
                     false => return Err(flusher_gone()),
                 };
                 self.answer_named(std::mem::take(&mut group.named), flushed.before, writer)?;
@@ -520,7 +520,7 @@ impl Answers<'_, '_> {
         let (Some(flusher), Some(done)) = (&self.flusher, group.in_flight.take()) else {
             return Ok(());
         };
-        let Flushed { before, results } = flusher.outcome().ok_or_else(flusher_gone)?;
+        let Flushed { before, results } = flusher.answer().ok_or_else(flusher_gone)?;
         self.answer_named(std::mem::take(&mut group.named), before, writer)?;
         for ((index, arrived), result) in done.into_iter().zip(results) {
             match result {

@@ -6,9 +6,9 @@
 //! (`Unflushed`) between groups, and answers each request with its outcome; the
 //! disk thread answers the sender.
 
-use std::sync::mpsc::{self, Receiver, Sender};
-
 use rustix::io::Errno;
+
+use super::worker::Worker;
 
 use crate::fs::Refusal;
 use crate::fs::sink::{PartFile, TargetDir, Unflushed};
@@ -28,57 +28,30 @@ pub(crate) struct Flushed {
     pub(crate) results: Vec<Result<(), Refusal>>,
 }
 
-/// The disk thread's end of the flushing thread.
-pub(crate) struct Flusher {
-    requests: Sender<Flush>,
-    outcomes: Receiver<Flushed>,
-}
+/// The disk thread's end of the flushing thread: [`Worker::ask`] a [`Flush`],
+/// [`Worker::answer`] its [`Flushed`].
+pub(crate) type Flusher = Worker<Flush, Flushed>;
 
-impl Flusher {
-    /// Starts the flushing thread in `scope` for files received into `target`
-    /// (replacing what is there with `overwrite`). It ends when the returned end
-    /// is dropped.
-    pub(crate) fn start<'scope>(
-        scope: &'scope std::thread::Scope<'scope, '_>,
-        target: &'scope TargetDir,
-        overwrite: bool,
-    ) -> std::io::Result<Flusher> {
-        let (requests, queue) = mpsc::channel();
-        let (answer, outcomes) = mpsc::channel();
-        std::thread::Builder::new()
-            .name("flush".into())
-            .spawn_scoped(scope, move || serve(queue, answer, target, overwrite))?;
-        Ok(Flusher { requests, outcomes })
-    }
-
-    /// Asks for `flush`; its outcome comes from [`Flusher::outcome`]. `false` when
-    /// the thread is gone.
-    pub(crate) fn ask(&self, flush: Flush) -> bool {
-        self.requests.send(flush).is_ok()
-    }
-
-    /// Waits for the outcome of the oldest request not yet collected; `None` when
-    /// the thread is gone.
-    pub(crate) fn outcome(&self) -> Option<Flushed> {
-        self.outcomes.recv().ok()
-    }
-}
-
-fn serve(queue: Receiver<Flush>, answer: Sender<Flushed>, target: &TargetDir, overwrite: bool) {
-    let mut unflushed = Unflushed::default();
-    for flush in queue {
-        let flushed = match flush {
+/// Starts the flushing thread in `scope` for files received into `target`
+/// (replacing what is there with `overwrite`).
+pub(crate) fn start<'scope>(
+    scope: &'scope std::thread::Scope<'scope, '_>,
+    target: &'scope TargetDir,
+    overwrite: bool,
+) -> std::io::Result<Flusher> {
+    Worker::start(
+        scope,
+        "flush",
+        Unflushed::default,
+        move |unflushed, flush| match flush {
             Flush::Group(parts) => {
-                let (before, results) = target.commit_group(parts, overwrite, &mut unflushed);
+                let (before, results) = target.commit_group(parts, overwrite, unflushed);
                 Flushed { before, results }
             }
             Flush::Names => Flushed {
-                before: target.flush_names(&mut unflushed),
+                before: target.flush_names(unflushed),
                 results: Vec::new(),
             },
-        };
-        if answer.send(flushed).is_err() {
-            return;
-        }
-    }
+        },
+    )
 }

@@ -6,11 +6,10 @@
 //! of it left the machine's other core to wait. Everything after (groups, flushes,
 //! answers) stays on the disk thread, in entry order.
 
-use std::sync::mpsc::{self, Receiver, Sender};
-
 use super::jobs::{Arrived, SmallFile};
 use super::plan::Planned;
 use super::shared::Shared;
+use super::worker::Worker;
 use crate::fs::Refusal;
 use crate::fs::path::check_path_bytes;
 use crate::fs::sink::{PartFile, Resolver, TargetDir};
@@ -20,47 +19,26 @@ use crate::fs::sink::{PartFile, Resolver, TargetDir};
 /// the disk would not take it).
 pub(crate) type Made = (usize, Result<(Arrived, PartFile), Refusal>);
 
-/// The disk thread's end of the helper thread.
-pub(crate) struct Helper {
-    batches: Sender<(Vec<u8>, Vec<SmallFile>)>,
-    made: Receiver<(Vec<u8>, Vec<Made>)>,
-}
+/// The disk thread's end of the helper thread: [`Worker::ask`] a batch (its arena
+/// and files), [`Worker::answer`] the arena back and each file's outcome in order.
+pub(crate) type Helper = Worker<(Vec<u8>, Vec<SmallFile>), (Vec<u8>, Vec<Made>)>;
 
-impl Helper {
-    /// Starts the helper thread in `scope`, making files of `planned` in `target`.
-    /// It ends when the returned end is dropped.
-    pub(crate) fn start<'scope>(
-        scope: &'scope std::thread::Scope<'scope, '_>,
-        target: &'scope TargetDir,
-        planned: &'scope [Planned<'_>],
-        shared: &'scope Shared<'_>,
-    ) -> std::io::Result<Helper> {
-        let (batches, queue) = mpsc::channel::<(Vec<u8>, Vec<SmallFile>)>();
-        let (done, made) = mpsc::channel();
-        std::thread::Builder::new()
-            .name("make".into())
-            .spawn_scoped(scope, move || {
-                let mut resolver = target.resolver();
-                for (arena, files) in queue {
-                    let made = make_all(&arena, files, &mut resolver, planned, shared);
-                    if done.send((arena, made)).is_err() {
-                        return;
-                    }
-                }
-            })?;
-        Ok(Helper { batches, made })
-    }
-
-    /// Hands a batch over; `false` when the thread is gone.
-    pub(crate) fn ask(&self, arena: Vec<u8>, files: Vec<SmallFile>) -> bool {
-        self.batches.send((arena, files)).is_ok()
-    }
-
-    /// Waits for the batch handed over, made: its arena back, and each file's
-    /// outcome in order; `None` when the thread is gone.
-    pub(crate) fn made(&self) -> Option<(Vec<u8>, Vec<Made>)> {
-        self.made.recv().ok()
-    }
+/// Starts the helper thread in `scope`, making files of `planned` in `target`.
+pub(crate) fn start<'scope>(
+    scope: &'scope std::thread::Scope<'scope, '_>,
+    target: &'scope TargetDir,
+    planned: &'scope [Planned<'_>],
+    shared: &'scope Shared<'_>,
+) -> std::io::Result<Helper> {
+    Worker::start(
+        scope,
+        "make",
+        || target.resolver(),
+        |resolver: &mut Resolver<'_>, (arena, files): (Vec<u8>, Vec<SmallFile>)| {
+            let made = make_all(&arena, files, resolver, planned, shared);
+            (arena, made)
+        },
+    )
 }
 
 /// Makes every file of a batch whose bytes are in `arena`, in order.

@@ -25,6 +25,7 @@ mod mirror;
 mod plan;
 mod shared;
 mod small;
+mod worker;
 
 use std::io::{Read, Write};
 use std::sync::mpsc;
