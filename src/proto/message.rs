@@ -8,6 +8,7 @@ use std::borrow::Cow;
 use std::collections::HashSet;
 use std::fmt;
 
+use serde::de::value::{Error as ValueError, StrDeserializer};
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 
@@ -764,12 +765,14 @@ pub(crate) fn decode(payload: &[u8]) -> Result<Message, FrameError> {
     serde_json::from_slice(payload).map_err(|err| FrameError::Malformed(err.to_string()))
 }
 
-/// The frames every file costs (`data`, `done`, `ok`), decoded by hand when they
-/// are byte for byte what [`encode_payload`] writes, as every xfer writes them:
-/// then the general path would make the same message of them, at several times
-/// the cost (it reads a frame twice, once for repeated keys and once into the
-/// enum, buffering every member). Anything else, a space or another order of the
-/// members included, is `None` and goes the general way.
+/// The frames every file costs (`data`, `done`, `ok`, and its entry in the `offer`
+/// and the `plan`), decoded by hand when they are byte for byte what xfer writes
+/// (serde_json's output): then the general path would make the same message of
+/// them, at several times the cost (it reads a frame twice, once for repeated keys
+/// and once into the enum, buffering every member, and an offer's every entry once
+/// more for its rarer members). Anything else, a space or another order of the
+/// members, an escaped character, a rarer member, is `None` and goes the general
+/// way (for a list, the whole frame does).
 fn decode_hot(payload: &[u8]) -> Option<Message> {
     let mut at = Canonical(payload);
     at.take(br#"{"type":""#)?;
@@ -797,12 +800,13 @@ fn decode_hot(payload: &[u8]) -> Option<Message> {
             hash,
             mac,
         }
-    } else {
-        at.take(br#"ok","index":"#)?;
+    } else if at.take(br#"ok","index":"#).is_some() {
         let index = at.number()?;
         at.take(br#","mac":"#)?;
         let mac = at.hex()?;
         Message::Ok { index, mac }
+    } else {
+        at.list()?
     };
     at.take(b"}")?;
     at.0.is_empty().then_some(message)
@@ -831,6 +835,125 @@ impl Canonical<'_> {
         })?;
         self.0 = rest;
         Some(value)
+    }
+
+    /// An optional unsigned member `key` (`,"name":`): `Some(None)` when absent,
+    /// `None` when it is there but not as serde_json writes a u64.
+    fn member(&mut self, key: &[u8]) -> Option<Option<u64>> {
+        match self.take(key) {
+            Some(()) => self.number().map(Some),
+            None => Some(None),
+        }
+    }
+
+    /// A string that serde_json writes as it is (no `"`, `\` or control character
+    /// to escape), quoted, and valid UTF-8.
+    fn string(&mut self) -> Option<String> {
+        let rest = self.0.strip_prefix(b"\"")?;
+        let len = rest.iter().position(|&b| b == b'"')?;
+        let (text, rest) = rest.split_at(len);
+        if text.iter().any(|&b| b == b'\\' || b < 0x20) {
+            return None;
+        }
+        let text = std::str::from_utf8(text).ok()?.to_owned();
+        self.0 = &rest[1..];
+        Some(text)
+    }
+
+    /// An `offer` or a `plan` frame after its type, up to its closing brace: the
+    /// lists that open a transfer, an item at a time (an offer that carries
+    /// `mirror` goes the general way).
+    fn list(&mut self) -> Option<Message> {
+        if self.take(br#"offer","entries":["#).is_some() {
+            let entries = self.items(Canonical::entry)?;
+            let more = self.take(br#","more":true"#).is_some();
+            return Some(Message::Offer {
+                mirror: None,
+                entries,
+                more,
+            });
+        }
+        self.take(br#"plan","entries":["#)?;
+        let entries = self.items(Canonical::decision)?;
+        let more = self.take(br#","more":true"#).is_some();
+        Some(Message::Plan { entries, more })
+    }
+
+    /// The items of a JSON list whose `[` was taken, and its `]`.
+    fn items<T>(&mut self, item: fn(&mut Self) -> Option<T>) -> Option<Vec<T>> {
+        let mut items = Vec::new();
+        if self.take(b"]").is_some() {
+            return Some(items);
+        }
+        loop {
+            items.push(item(self)?);
+            if self.take(b",").is_none() {
+                break;
+            }
+        }
+        self.take(b"]")?;
+        Some(items)
+    }
+
+    /// An offered file or directory with only the members most entries have (in
+    /// [`WireEntry`]'s order): path, kind, size, and maybe mode, time and its
+    /// nanoseconds. A negative time, a stream's `null` size, a rarer member: `None`.
+    fn entry(&mut self) -> Option<Entry> {
+        self.take(br#"{"path":"#)?;
+        let path = self.string()?;
+        self.take(br#","kind":""#)?;
+        let kind = match self.take(br#"file""#) {
+            Some(()) => EntryKind::File,
+            None => self.take(br#"dir""#).map(|()| EntryKind::Dir)?,
+        };
+        self.take(br#","size":"#)?;
+        let size = Some(self.number()?);
+        let mode = self.member(br#","mode":"#)?;
+        let mtime = self.member(br#","mtime":"#)?;
+        let mtime = mtime.map(i64::try_from).transpose().ok()?;
+        let mtime_ns = self.member(br#","mtime_ns":"#)?;
+        let mtime_ns = mtime_ns.map(u32::try_from).transpose().ok()?;
+        self.take(b"}")?;
+        Some(Entry {
+            path,
+            kind,
+            size,
+            mode,
+            mtime,
+            mtime_ns,
+            ..Entry::default()
+        })
+    }
+
+    /// A decision as [`Decision`]'s derive writes it, but for one with `delta`.
+    fn decision(&mut self) -> Option<Decision> {
+        self.take(br#"{"action":""#)?;
+        let decision = if self.take(br#"send","offset":"#).is_some() {
+            let offset = self.number()?;
+            let prefix_hash = match self.take(br#","prefix_hash":"#) {
+                Some(()) => Some(self.hex()?),
+                None => None,
+            };
+            Decision::Send {
+                offset,
+                prefix_hash,
+                delta: None,
+                replaces: self.take(br#","replaces":true"#).is_some(),
+                attrs: self.take(br#","attrs":true"#).is_some(),
+            }
+        } else {
+            self.take(br#"skip","code":"#)?;
+            let code = self.string()?;
+            let code = ErrorCode::deserialize(StrDeserializer::<ValueError>::new(&code)).ok()?;
+            self.take(br#","message":"#)?;
+            Decision::Skip {
+                code,
+                message: self.string()?,
+                attrs: self.take(br#","attrs":true"#).is_some(),
+            }
+        };
+        self.take(b"}")?;
+        Some(decision)
     }
 
     /// A string of lowercase hex digits (what hashes and MACs are), quoted.
@@ -990,6 +1113,143 @@ mod tests {
             let payload = encode(&message)[4..].to_vec();
             assert_eq!(decode_hot(&payload), Some(message.clone()));
             assert_eq!(decode_general(&payload).unwrap(), message);
+        }
+    }
+
+    /// Offered entries of every shape the hand decoder takes.
+    fn plain_entries() -> Vec<Entry> {
+        let dir = Entry {
+            path: "d\u{e9}j\u{e0}/\u{7f}sub".into(),
+            kind: EntryKind::Dir,
+            size: Some(0),
+            mode: Some(0o755),
+            mtime: Some(i64::MAX),
+            mtime_ns: Some(u32::MAX),
+            ..Entry::default()
+        };
+        let bare = Entry {
+            path: "d\u{e9}j\u{e0}/\u{7f}sub/empty".into(),
+            size: Some(0),
+            ..Entry::default()
+        };
+        let mut timed = entry("a b/c.txt", Some(u64::MAX));
+        timed.mtime_ns = Some(999_999_999);
+        vec![dir, bare, timed, entry("x", Some(4096))]
+    }
+
+    #[test]
+    fn offers_and_plans_decode_by_hand_exactly_as_the_general_way() {
+        let send = |offset, replaces, attrs| Decision::Send {
+            offset,
+            prefix_hash: None,
+            delta: None,
+            replaces,
+            attrs,
+        };
+        let decisions = vec![
+            send(0, false, false),
+            send(u64::MAX, true, false),
+            send(0, false, true),
+            send(0, true, true),
+            Decision::Send {
+                offset: 12,
+                prefix_hash: Some("0123456789abcdef".repeat(2)),
+                delta: None,
+                replaces: false,
+                attrs: false,
+            },
+            Decision::Skip {
+                code: ErrorCode::Same,
+                message: "already on the receiver (same size and time)".into(),
+                attrs: true,
+            },
+            Decision::Skip {
+                code: ErrorCode::BadPath,
+                message: String::new(),
+                attrs: false,
+            },
+        ];
+        let lists = [
+            Message::Offer {
+                mirror: None,
+                entries: plain_entries(),
+                more: true,
+            },
+            Message::Offer {
+                mirror: None,
+                entries: vec![entry("only", Some(1))],
+                more: false,
+            },
+            Message::Offer {
+                mirror: None,
+                entries: Vec::new(),
+                more: false,
+            },
+            Message::Plan {
+                entries: decisions,
+                more: true,
+            },
+            Message::Plan {
+                entries: vec![send(0, false, false)],
+                more: false,
+            },
+        ];
+        for message in lists {
+            let payload = encode(&message)[4..].to_vec();
+            assert_eq!(decode_hot(&payload), Some(message.clone()), "{message:?}");
+            assert_eq!(decode_general(&payload).unwrap(), message);
+        }
+    }
+
+    #[test]
+    fn offers_and_plans_with_anything_rarer_go_the_general_way() {
+        let file = r#"{"path":"a","kind":"file","size":1}"#;
+        let list =
+            |kind: &str, item: &str| format!(r#"{{"type":"{kind}","entries":[{file},{item}]}}"#);
+        let offers = [
+            r#"{"path":"a\nb","kind":"file","size":1}"#,
+            r#"{"path":"a\"b","kind":"file","size":1}"#,
+            "{\"path\":\"a\u{1}b\",\"kind\":\"file\",\"size\":1}",
+            r#"{"path":"a","kind":"file","size":1,"mtime":-1}"#,
+            r#"{"path":"a","kind":"file","size":1,"mtime":9223372036854775808}"#,
+            r#"{"path":"a","kind":"file","size":1,"mtime_ns":4294967296}"#,
+            r#"{"path":"a","kind":"file","size":null}"#,
+            r#"{"path":"a","kind":"file","size":1,"sparse":true}"#,
+            r#"{"path":"a","kind":"symlink","size":0,"target":"b"}"#,
+            r#"{"path":"a","kind":"file","size":1,"size":2}"#,
+            r#"{"path":"a","kind":"file","size":1,"mode":1,"mode":2}"#,
+            r#"{"path":"a","kind":"file","size":1,"x":1}"#,
+            r#"{"kind":"file","path":"a","size":1}"#,
+            r#"{"path":"a", "kind":"file","size":1}"#,
+        ];
+        let plans = [
+            r#"{"action":"send","offset":0,"delta":{"avg":8192,"count":0,"sums":""}}"#,
+            r#"{"action":"send","offset":0,"replaces":false}"#,
+            r#"{"action":"send","offset":0,"offset":1}"#,
+            r#"{"action":"send","offset":0,"prefix_hash":"AB"}"#,
+            r#"{"action":"skip","code":"nonsense","message":""}"#,
+            r#"{"action":"skip","code":"same"}"#,
+            r#"{"action":"skip","code":"same","message":"\u0061"}"#,
+            r#"{"action":"skip","code":"same","message":"","code":"exists"}"#,
+        ];
+        let mut frames: Vec<String> = offers.iter().map(|item| list("offer", item)).collect();
+        frames.extend(plans.iter().map(|item| list("plan", item)));
+        frames.extend([
+            format!(r#"{{"type":"offer","mirror":{{"delete":true}},"entries":[{file}]}}"#),
+            format!(r#"{{"type":"offer","entries":[{file}],"more":false}}"#),
+            format!(r#"{{"type":"offer","entries":[{file},]}}"#),
+            format!(r#"{{"type":"offer","entries":[{file}]}} "#),
+            format!(r#"{{"type":"offer","entries":[{file}],"entries":[]}}"#),
+        ]);
+        let mut invalid_utf8 = list("offer", file).into_bytes();
+        let at = invalid_utf8.iter().position(|&b| b == b'a').unwrap();
+        invalid_utf8[at] = 0xff;
+        let mut payloads: Vec<Vec<u8>> = frames.into_iter().map(String::into_bytes).collect();
+        payloads.push(invalid_utf8);
+        for payload in payloads {
+            let shown = String::from_utf8_lossy(&payload).into_owned();
+            assert_eq!(decode_hot(&payload), None, "{shown}");
+            assert_eq!(decode(&payload), decode_general(&payload), "{shown}");
         }
     }
 

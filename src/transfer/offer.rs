@@ -21,8 +21,10 @@ use crate::proto::negotiated::{FramesMac, Transfer};
 use crate::proto::wire::{FrameReader, FrameWriter};
 
 /// JSON bytes of entries per offer or plan frame, about: large enough that the
-/// frame overhead does not matter, small enough that neither side holds much.
-const FRAME_TARGET: usize = 1 << 20;
+/// frame overhead does not matter, small enough that neither side holds much, and
+/// that the reading side decodes one frame while the next is written (10 000
+/// entries were one frame of 1 MiB, decoded only once all of it had come).
+const FRAME_TARGET: usize = 64 << 10;
 /// Most entries a receiver takes in one offer. A tree of 200 000 entries costs a
 /// receiver about 40 MiB here; a million is the ceiling a hostile sender can make it
 /// hold. Larger trees go in several sessions, or as one tar stream.
