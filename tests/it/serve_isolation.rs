@@ -47,11 +47,29 @@ fn two_users_cannot_see_or_touch_each_others_files() {
     write(&site.home("bob").join("own.txt"), b"bob's own file\n");
     let alice_before = snapshot(&site.home("alice"));
     assert_eq!(alice_before.len(), 2);
-    let alice_abs = site.home("alice");
-    let alice_abs = alice_abs.to_str().unwrap();
-    let secret_abs = format!("{alice_abs}/secret.txt");
 
-    // Bob cannot list his way out. The client takes `..` as the shell does, never
+    bob_cannot_list_his_way_out(&site, &server);
+    bob_cannot_take_or_put_through_her_paths(&site, &server);
+
+    // Bob's own home shows only his file, and hers is as she left it.
+    let ls = client(&site, "bob", &["ls", &server.addr()]);
+    expect_exit(&ls, 0, "bob's ls");
+    assert_eq!(lines(&ls), ["own.txt"]);
+    assert_eq!(snapshot(&site.home("alice")), alice_before);
+    assert!(site.home("bob").join("own.txt").exists());
+}
+
+/// Alice's home, as an absolute path, and her secret's.
+fn alice_paths(site: &Site) -> (String, String) {
+    let alice_abs = site.home("alice").to_str().unwrap().to_string();
+    let secret_abs = format!("{alice_abs}/secret.txt");
+    (alice_abs, secret_abs)
+}
+
+/// Bob's `ls` of her paths, relative, absolute or through `..`, finds nothing.
+fn bob_cannot_list_his_way_out(site: &Site, server: &Server) {
+    let (alice_abs, secret_abs) = alice_paths(site);
+    let alice_abs = alice_abs.as_str();
     // above the home, and a leading `/` as the home (the server, strict, refuses
     // both: tests/it/interop.rs): these paths are looked for inside his home.
     for path in [
@@ -64,46 +82,52 @@ fn two_users_cannot_see_or_touch_each_others_files() {
         &secret_abs,
         "/etc",
     ] {
-        let ls = client(&site, "bob", &["ls", &server.at(path)]);
+        let ls = client(site, "bob", &["ls", &server.at(path)]);
         expect_refused(&ls, "not_found", &format!("bob's ls {path}"));
         assert!(!stdout_of(&ls).contains("secret"), "{path}: {ls:?}");
     }
     for path in ["..", "../..", "/.."] {
-        let ls = client(&site, "bob", &["ls", &server.at(path)]);
+        let ls = client(site, "bob", &["ls", &server.at(path)]);
         expect_exit(&ls, 0, &format!("bob's ls {path}: his home"));
         assert_eq!(lines(&ls), ["own.txt"], "{path}");
     }
-    // Nor get, remove or rename what is hers, nor put into her home.
+}
+
+/// Nor can he get, remove or rename what is hers, nor put into her home: those
+/// paths name places inside his own.
+fn bob_cannot_take_or_put_through_her_paths(site: &Site, server: &Server) {
+    let (alice_abs, secret_abs) = alice_paths(site);
+    let alice_abs = alice_abs.as_str();
     let dl = site.download_dir("bob");
     for path in ["../alice/secret.txt", &secret_abs, "../alice"] {
         let get = client(
-            &site,
+            site,
             "bob",
             &["get", &server.at(path), dl.to_str().unwrap()],
         );
         expect_refused(&get, "not_found", &format!("bob's get {path}"));
-        let rm = client(&site, "bob", &["rm", &server.at(path)]);
+        let rm = client(site, "bob", &["rm", &server.at(path)]);
         expect_refused(&rm, "not_found", &format!("bob's rm {path}"));
-        let mv = client(&site, "bob", &["mv", &server.at(path), "mine.txt"]);
+        let mv = client(site, "bob", &["mv", &server.at(path), "mine.txt"]);
         expect_refused(&mv, "not_found", &format!("bob's mv {path}"));
     }
     assert!(names_in(&dl).is_empty(), "{:?}", names_in(&dl));
     let mv = client(
-        &site,
+        site,
         "bob",
         &["mv", &server.at("own.txt"), "../alice/own.txt"],
     );
     expect_refused(&mv, "not_found", "bob's mv into ../alice/: his alice/");
-    let mkdir = client(&site, "bob", &["mkdir", &server.at("../alice/planted")]);
+    let mkdir = client(site, "bob", &["mkdir", &server.at("../alice/planted")]);
     expect_exit(&mkdir, 0, "bob's mkdir ../alice/planted: in his home");
     assert!(site.home("bob").join("alice/planted").is_dir());
     let mine = site.local("planted.txt", b"bob was here");
-    let put = send_as(&site, "bob", &[&mine], &server.at("../alice"));
+    let put = send_as(site, "bob", &[&mine], &server.at("../alice"));
     expect_exit(&put, 0, "bob's put into ../alice: his alice/");
     assert!(site.home("bob").join("alice/planted.txt").is_file());
     fs::remove_dir_all(site.home("bob").join("alice")).unwrap();
     // Her home's absolute path names a directory inside his own, made for the put.
-    let put = send_as(&site, "bob", &[&mine], &server.at(alice_abs));
+    let put = send_as(site, "bob", &[&mine], &server.at(alice_abs));
     expect_exit(&put, 0, "bob's put into /…/alice, inside his home");
     let inside = site.home("bob").join(alice_abs.trim_start_matches('/'));
     assert_eq!(
@@ -115,12 +139,6 @@ fn two_users_cannot_see_or_touch_each_others_files() {
             .join(alice_abs.trim_start_matches('/').split('/').next().unwrap()),
     )
     .unwrap();
-    // Bob's own home shows only his file, and hers is as she left it.
-    let ls = client(&site, "bob", &["ls", &server.addr()]);
-    expect_exit(&ls, 0, "bob's ls");
-    assert_eq!(lines(&ls), ["own.txt"]);
-    assert_eq!(snapshot(&site.home("alice")), alice_before);
-    assert!(site.home("bob").join("own.txt").exists());
 }
 
 #[test]
