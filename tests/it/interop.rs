@@ -407,12 +407,18 @@ fn xfer_client_commands_work_against_the_minimal_server() {
     write(&home.join("docs/sub/c.bin"), &pattern(300_000, 5));
     std::os::unix::fs::symlink("/etc", home.join("docs/out")).unwrap();
     let mini = MiniServer::start(ServerConfig::new("alice", Site::key_of("alice"), &home));
-    let at = |path: &str| format!("{}:{path}", mini.addr());
+    ls_lists_with_kinds_and_usage(&site, &mini);
+    get_brings_a_tree_without_its_link(&site, &mini);
+    send_mkdir_mv_and_rm_change_the_home(&site, &mini, &home);
+}
 
-    let ls = client(&site, "alice", &["ls", &mini.addr()]);
+/// `ls`, `ls --json` (a link is `other`) and `ls --usage` (no quota).
+fn ls_lists_with_kinds_and_usage(site: &Site, mini: &MiniServer) {
+    let at = |path: &str| format!("{}:{path}", mini.addr());
+    let ls = client(site, "alice", &["ls", &mini.addr()]);
     expect_exit(&ls, 0, "ls");
     assert_eq!(lines(&ls), ["a.txt", "docs"]);
-    let ls = client(&site, "alice", &["ls", "--json", &at("docs")]);
+    let ls = client(site, "alice", &["ls", "--json", &at("docs")]);
     expect_exit(&ls, 0, "ls --json docs");
     let kinds: Vec<(String, String)> = lines(&ls)
         .iter()
@@ -429,17 +435,21 @@ fn xfer_client_commands_work_against_the_minimal_server() {
         [("b.txt", "file"), ("out", "other"), ("sub", "dir")]
             .map(|(n, k)| (n.to_owned(), k.to_owned()))
     );
-    let usage = client(&site, "alice", &["ls", "--usage", &mini.addr()]);
+    let usage = client(site, "alice", &["ls", "--usage", &mini.addr()]);
     expect_exit(&usage, 0, "ls --usage");
     assert!(
         stdout_of(&usage).contains("no quota"),
         "{}",
         stdout_of(&usage)
     );
+}
 
+/// `get` of a file and a tree brings no link; a missing name is `not_found`.
+fn get_brings_a_tree_without_its_link(site: &Site, mini: &MiniServer) {
+    let at = |path: &str| format!("{}:{path}", mini.addr());
     let dl = site.download_dir("mini");
     let get = client(
-        &site,
+        site,
         "alice",
         &["get", &at("a.txt"), &at("docs"), dl.to_str().unwrap()],
     );
@@ -451,20 +461,25 @@ fn xfer_client_commands_work_against_the_minimal_server() {
     );
     assert!(!dl.join("docs/out").exists(), "no symlink offered");
     let missing = client(
-        &site,
+        site,
         "alice",
         &["get", &at("missing"), dl.to_str().unwrap()],
     );
     expect_refused(&missing, "not_found", "get of a missing file");
+}
 
+/// `mkdir`, `send` into a directory and into the home, `mv`, `rm`, and `rm` of a
+/// full directory refused.
+fn send_mkdir_mv_and_rm_change_the_home(site: &Site, mini: &MiniServer, home: &std::path::Path) {
+    let at = |path: &str| format!("{}:{path}", mini.addr());
     expect_exit(
-        &client(&site, "alice", &["mkdir", &at("in/box")]),
+        &client(site, "alice", &["mkdir", &at("in/box")]),
         0,
         "mkdir",
     );
     let up = site.local("up.bin", &pattern(100_000, 6));
     let put = client(
-        &site,
+        site,
         "alice",
         &["send", up.to_str().unwrap(), &at("in/box")],
     );
@@ -473,31 +488,23 @@ fn xfer_client_commands_work_against_the_minimal_server() {
         fs::read(home.join("in/box/up.bin")).unwrap(),
         pattern(100_000, 6)
     );
-    let put = client(
-        &site,
-        "alice",
-        &["send", up.to_str().unwrap(), &mini.addr()],
-    );
+    let put = client(site, "alice", &["send", up.to_str().unwrap(), &mini.addr()]);
     expect_exit(&put, 0, "send into the home");
     assert!(home.join("up.bin").is_file());
     expect_exit(
-        &client(
-            &site,
-            "alice",
-            &["mv", &at("in/box/up.bin"), "in/moved.bin"],
-        ),
+        &client(site, "alice", &["mv", &at("in/box/up.bin"), "in/moved.bin"]),
         0,
         "mv",
     );
     assert!(home.join("in/moved.bin").is_file());
     expect_exit(
-        &client(&site, "alice", &["rm", &at("in/moved.bin")]),
+        &client(site, "alice", &["rm", &at("in/moved.bin")]),
         0,
         "rm",
     );
     assert!(!home.join("in/moved.bin").exists());
     expect_refused(
-        &client(&site, "alice", &["rm", &at("docs")]),
+        &client(site, "alice", &["rm", &at("docs")]),
         "denied",
         "rm of a full directory",
     );
