@@ -246,6 +246,8 @@ pub(crate) struct Reporter {
     /// On a server: the user and the request (`put photos`) a session serves.
     request: Option<(String, String)>,
     bar: ProgressBar,
+    /// The bar shows nothing: [`Reporter::advance`] need not tell it.
+    bar_hidden: bool,
     started: Instant,
 }
 
@@ -263,6 +265,7 @@ impl Reporter {
             peer: None,
             request: None,
             bar: ProgressBar::hidden(),
+            bar_hidden: true,
             started: Instant::now(),
         }
     }
@@ -302,6 +305,16 @@ impl Reporter {
             || self.style.serving
             || !self.style.bar;
         self.bar = progress::transfer_bar(total, hidden);
+        self.bar_hidden = self.bar.is_hidden();
+    }
+
+    /// Moves the bar on by `bytes`, if it is shown: a hidden bar's `inc` still
+    /// reads the clock and takes its lock, which a tree of 200 000 small files
+    /// felt (1 % of the receiver's time).
+    pub(crate) fn advance(&self, bytes: u64) {
+        if !self.bar_hidden {
+            self.bar.inc(bytes);
+        }
     }
 
     /// Names the file being moved on the progress bar (escaped), if there is a bar;
@@ -321,10 +334,6 @@ impl Reporter {
             ));
             self.bar.reset_eta();
         }
-    }
-
-    pub(crate) fn bar(&self) -> &ProgressBar {
-        &self.bar
     }
 
     /// The address a listener listens on: an event with `--json`; a line unless

@@ -543,7 +543,7 @@ impl Frames {
                 hasher.update(&buffer[range.clone()]);
             }
             received += n;
-            tally.reporter().bar().inc(n);
+            tally.reporter().advance(n);
             jobs.send(Job::Write { buffer, range })
                 .map_err(|_| disk_gone())?;
         }
@@ -568,9 +568,10 @@ fn verify(
     resumed_at: Option<u64>,
 ) -> Result<Arrived, Refusal> {
     let path = item.entry.path_bytes();
-    let shown = escape(&item.entry.shown_path()).into_owned();
+    // Escaped only for a refusal: most files verify.
+    let shown = || escape(&item.entry.shown_path()).into_owned();
     let hash = shared.transfer.hash;
-    let checksum = |why: String| Refusal::new(ErrorCode::Checksum, format!("{shown}: {why}"));
+    let checksum = |why: String| Refusal::new(ErrorCode::Checksum, format!("{}: {why}", shown()));
     let offered = item.entry.size;
     if claimed.size != size || offered.is_some_and(|offered| offered != size) {
         let offered = offered.map_or("unknown".to_string(), |size| size.to_string());
@@ -595,7 +596,7 @@ fn verify(
     if !shared.transfer.verify_done(facts, &claimed.mac) {
         return Err(Refusal::new(
             ErrorCode::Mac,
-            format!("{shown}: the sender's MAC does not verify"),
+            format!("{}: the sender's MAC does not verify", shown()),
         ));
     }
     Ok(Arrived {

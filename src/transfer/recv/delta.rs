@@ -219,7 +219,7 @@ impl Building<'_, '_> {
             return Ok(());
         }
         self.hasher.update(&buffer[..used]);
-        self.tally.reporter().bar().inc(used as u64);
+        self.tally.reporter().advance(used as u64);
         self.jobs
             .send(Job::Write {
                 buffer,

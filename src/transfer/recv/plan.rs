@@ -4,7 +4,6 @@
 //! resumable data found, and (feature `delta`) the file an entry replaces chunked
 //! as its basis. Each decision goes out in the plan as soon as it is made.
 
-use std::collections::HashSet;
 use std::hash::BuildHasher;
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -12,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use anyhow::Result;
 use indicatif::HumanBytes;
 
-use super::claims::{CLAIM_KEYS, Claim};
+use super::claims::{CLAIM_KEYS, Claim, KeyedSet};
 use super::shared::{Destination, Shared};
 use crate::error::refused;
 use crate::escape::escape;
@@ -116,8 +115,10 @@ pub(crate) fn plan<'c, W: Write>(
                 within: target.identity(),
                 resolver: target.resolver(),
                 shared,
-                seen: HashSet::new(),
-                non_dirs: HashSet::new(),
+                // Sized once: a table grown step by step misses the cache as it
+                // moves (the offer was checked against its limit already).
+                seen: KeyedSet::with_capacity_and_hasher(entries.len(), Default::default()),
+                non_dirs: KeyedSet::with_capacity_and_hasher(entries.len(), Default::default()),
                 free: target.free_space(),
                 chunks_left: MAX_PLAN_CHUNKS,
                 quick_check: mirror.is_some(),
@@ -250,10 +251,10 @@ struct Decider<'s, 'c> {
     resolver: Resolver<'s>,
     shared: &'s Shared<'c>,
     /// Paths offered so far: a second entry with the same path is refused.
-    seen: HashSet<u64>,
+    seen: KeyedSet,
     /// Paths of the entries offered so far that are not directories: nothing may
     /// be offered below one.
-    non_dirs: HashSet<u64>,
+    non_dirs: KeyedSet,
     /// Bytes the accepted files may still take, if the system says.
     free: Option<u64>,
     /// Chunks the plan's signatures may still list (see `MAX_PLAN_CHUNKS`).

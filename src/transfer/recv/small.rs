@@ -129,7 +129,7 @@ impl Batch {
             }
             hasher.update(bytes);
             arena.extend_from_slice(bytes);
-            tally.reporter().bar().inc(bytes.len() as u64);
+            tally.reporter().advance(bytes.len() as u64);
         }
     }
 

@@ -863,7 +863,7 @@ impl Frames<'_> {
             outstanding.position += covered;
             outstanding.moved += len as u64;
         }
-        self.tally.reporter().bar().inc(covered);
+        self.tally.reporter().advance(covered);
         self.giver.give(buffer);
         Ok(())
     }
@@ -909,7 +909,7 @@ impl Frames<'_> {
         writer.write_message(&header)?;
         if len > 0 {
             writer.write_data_in(&mut buffer[at..at + slot(len)], len)?;
-            self.tally.reporter().bar().inc(len as u64);
+            self.tally.reporter().advance(len as u64);
         }
         writer.write_end_of_data()?;
         let done = match local_failure {
