@@ -5,12 +5,18 @@
 /// Lowercase hex of `bytes`.
 pub(crate) fn hex(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for byte in bytes {
-        out.push(DIGITS[usize::from(byte >> 4)] as char);
-        out.push(DIGITS[usize::from(byte & 0xf)] as char);
-    }
-    out
+    // Bytes, not chars: a char pushed checks its UTF-8 width every time (a hash
+    // and a MAC a file).
+    let digits = bytes
+        .iter()
+        .flat_map(|byte| {
+            [
+                DIGITS[usize::from(byte >> 4)],
+                DIGITS[usize::from(byte & 0xf)],
+            ]
+        })
+        .collect();
+    String::from_utf8(digits).expect("hex digits are ASCII")
 }
 
 /// Decodes exactly `N` bytes from exactly `2 * N` lowercase hex digits; anything
