@@ -1,15 +1,16 @@
-//! Compressed data frames (`PROTOCOL.md` section 11, feature `zstd`). A sender's
+//! zstd on the wire: compressed data frames (`docs/PROTOCOL.md` section 10, feature
+//! `zstd`) and packed list frames (section 19, feature `zstd_control`). A sender's
 //! [`Deflater`] compresses each data frame on its own and keeps the result only when
-//! it pays; a receiver's [`Inflater`] takes only a single zstd frame that declares its
-//! size, at most 16 MiB, with nothing after it, and never inflates more than that
-//! size, so a decompression bomb costs it one frame's buffer. One compression and
-//! one decompression context live for the whole connection.
+//! it pays; a [`ControlPacker`] does the same for large offers, plans and listings. A
+//! receiver's [`Inflater`] takes only a single zstd frame that declares its size, at
+//! most 16 MiB, with nothing after it, and never inflates more than that size, so a
+//! decompression bomb costs it one frame's buffer. The contexts live for the whole
+//! connection.
 
 use anyhow::Result;
 use zstd::zstd_safe;
 
 use super::buffer::grow_to;
-use super::message::MAX_DATA_FRAME;
 use crate::error::{Kind, fail};
 
 /// The level used when the user asks for compression without naming one.
@@ -95,7 +96,53 @@ impl Deflater {
     }
 }
 
-/// Decompresses data frames for one connection.
+/// Compresses large control frames (offers, plans, listings) under `zstd_control`:
+/// JSON lists of paths shrink five- to tenfold at level 1, which costs ~2 ms per MiB.
+pub(crate) struct ControlPacker {
+    context: zstd::bulk::Compressor<'static>,
+}
+
+/// Control frames shorter than this go as they are: too little to gain.
+const PACK_FROM: usize = 4096;
+/// zstd's fastest level that still finds the repeats in JSON.
+const PACK_LEVEL: i32 = 1;
+
+impl ControlPacker {
+    pub(crate) fn new() -> Result<ControlPacker> {
+        let context = zstd::bulk::Compressor::new(PACK_LEVEL)
+            .map_err(|err| anyhow::anyhow!("cannot start zstd: {err}"))?;
+        Ok(ControlPacker { context })
+    }
+
+    /// Appends `payload` packed to `dest` and returns true, or appends nothing and
+    /// returns false when it is too short or would not shrink by 3%.
+    pub(crate) fn pack(&mut self, payload: &[u8], dest: &mut Vec<u8>) -> bool {
+        if payload.len() < PACK_FROM {
+            return false;
+        }
+        let start = dest.len();
+        let limit = payload.len() * WORTH_IT_64THS / 64;
+        dest.resize(start + limit, 0);
+        match self.context.compress_to_buffer(payload, &mut dest[start..]) {
+            Ok(n) => {
+                dest.truncate(start + n);
+                true
+            }
+            Err(_) => {
+                dest.truncate(start);
+                false
+            }
+        }
+    }
+}
+
+/// Whether a control frame's payload is packed (`zstd_control`): JSON always
+/// begins with `{`, a zstd frame with its magic number.
+pub(crate) fn is_packed(payload: &[u8]) -> bool {
+    payload.starts_with(&ZSTD_MAGIC)
+}
+
+/// Decompresses data frames (and packed control frames) for one connection.
 pub(crate) struct Inflater {
     context: zstd::bulk::Decompressor<'static>,
 }
@@ -108,13 +155,18 @@ impl Inflater {
         }
     }
 
-    /// Decompresses the body of a flag-1 data frame into `dest`, which grows to the
-    /// declared size if it is shorter; returns how many bytes it holds. Anything but
-    /// exactly one zstd frame of declared size up to 16 MiB, decompressing to exactly
-    /// that size, is a protocol error (and `dest` grows only for a frame that passed
-    /// every check but the decompression itself).
-    pub(crate) fn inflate(&mut self, source: &[u8], dest: &mut Vec<u8>) -> Result<usize> {
-        let refuse = |why: &str| fail(Kind::Protocol, format!("compressed data frame: {why}"));
+    /// Decompresses `source` (the body of a flag-1 data frame, or a packed control
+    /// frame) into `dest`, which grows to the declared size if it is shorter; returns
+    /// how many bytes it holds. Anything but exactly one zstd frame of declared size up
+    /// to `most`, decompressing to exactly that size, is a protocol error (and `dest`
+    /// grows only for a frame that passed every check but the decompression itself).
+    pub(crate) fn inflate(
+        &mut self,
+        source: &[u8],
+        dest: &mut Vec<u8>,
+        most: usize,
+    ) -> Result<usize> {
+        let refuse = |why: &str| fail(Kind::Protocol, format!("compressed frame: {why}"));
         if source.get(..4) != Some(&ZSTD_MAGIC[..]) {
             return Err(refuse("not a zstd frame (a skippable frame, or no magic)"));
         }
@@ -123,9 +175,10 @@ impl Inflater {
             Ok(None) => return Err(refuse("the frame does not declare its size")),
             Err(_) => return Err(refuse("the frame header is malformed")),
         };
-        if declared > MAX_DATA_FRAME as u64 {
+        if declared > most as u64 {
             return Err(refuse(&format!(
-                "declares {declared} bytes, over the 16 MiB limit"
+                "declares {declared} bytes, over the {} MiB limit",
+                most >> 20
             )));
         }
         match zstd_safe::find_frame_compressed_size(source) {
@@ -155,6 +208,7 @@ impl Default for Inflater {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::proto::message::MAX_DATA_FRAME;
 
     fn text(len: usize) -> Vec<u8> {
         (0..len)
@@ -170,7 +224,9 @@ mod tests {
         let n = deflater.deflate(&source, &mut packed).unwrap();
         assert!(n < source.len() / 10);
         let mut out = vec![0; MAX_DATA_FRAME];
-        let got = Inflater::new().inflate(&packed[..n], &mut out).unwrap();
+        let got = Inflater::new()
+            .inflate(&packed[..n], &mut out, MAX_DATA_FRAME)
+            .unwrap();
         assert_eq!(&out[..got], &source[..]);
     }
 
@@ -207,7 +263,10 @@ mod tests {
         let mut out = vec![0; MAX_DATA_FRAME];
         let mut inflater = Inflater::new();
         let good = zstd::bulk::compress(&text(1000), 3).unwrap();
-        assert_eq!(inflater.inflate(&good, &mut out).unwrap(), 1000);
+        assert_eq!(
+            inflater.inflate(&good, &mut out, MAX_DATA_FRAME).unwrap(),
+            1000
+        );
 
         // No declared size: a streaming frame.
         let mut streamed = Vec::new();
@@ -243,7 +302,10 @@ mod tests {
             ("empty", &[][..]),
             ("truncated", &good[..good.len() - 1]),
         ] {
-            assert!(inflater.inflate(frame, &mut out).is_err(), "{name}");
+            assert!(
+                inflater.inflate(frame, &mut out, MAX_DATA_FRAME).is_err(),
+                "{name}"
+            );
         }
     }
 }

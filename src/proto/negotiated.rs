@@ -30,16 +30,20 @@ pub(crate) enum Feature {
     Delta,
     /// `--delete`, `--dry-run` and filter rules (section 17).
     Mirror,
+    /// Control frames may travel zstd-compressed (`docs/PROTOCOL.md`, "Feature
+    /// `zstd_control`"): offers, plans and listings of large trees.
+    ZstdControl,
 }
 
 impl Feature {
-    pub(crate) const ALL: [Feature; 6] = [
+    pub(crate) const ALL: [Feature; 7] = [
         Feature::Aead,
         Feature::Blake3,
         Feature::Meta,
         Feature::Mirror,
         Feature::Zstd,
         Feature::Delta,
+        Feature::ZstdControl,
     ];
 
     pub(crate) fn name(self) -> &'static str {
@@ -50,6 +54,7 @@ impl Feature {
             Feature::Delta => "delta",
             Feature::Meta => "meta",
             Feature::Mirror => "mirror",
+            Feature::ZstdControl => "zstd_control",
         }
     }
 
@@ -61,6 +66,7 @@ impl Feature {
             Feature::Meta => 8,
             Feature::Mirror => 16,
             Feature::Delta => 32,
+            Feature::ZstdControl => 128,
         }
     }
 
