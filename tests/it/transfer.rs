@@ -469,7 +469,7 @@ fn a_tree_whose_offer_needs_several_frames_goes_in_one_session_and_reruns_to_don
     let src = tempfile::tempdir().unwrap();
     let out = tempfile::tempdir().unwrap();
     // Paths of about 3 KiB (12 directories of 250-byte names), so that 600 files
-    // need an offer of several 1 MiB frames.
+    // need an offer of several frames (about 1.8 MB of JSON).
     let mut deep = src.path().join("many");
     for level in 0..12 {
         deep = deep.join(format!("{level:02}{}", "d".repeat(248)));
