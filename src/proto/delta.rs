@@ -41,6 +41,10 @@ pub(crate) const MIN_DELTA_SIZE: u64 = 64 << 10;
 /// Instruction opcodes.
 const OP_LITERAL: u8 = 0x01;
 const OP_COPY: u8 = 0x02;
+/// Feature `delta_stream`: no copy follows in this entry (section 18.6).
+pub(crate) const OP_NO_MORE_COPIES: u8 = 0x03;
+/// Most sums one `sums` frame may carry (section 18.6).
+pub(crate) const MAX_FRAME_SUMS: usize = 4096;
 /// Bytes before a literal's content: opcode and `u32be` length.
 pub(crate) const LITERAL_HEADER: usize = 5;
 /// Bytes of a copy: opcode, `u32be` first chunk, `u32be` number of chunks.
@@ -136,6 +140,17 @@ pub(crate) fn parse_sums(text: &str, count: u64) -> Option<Vec<u64>> {
             .map(|sum| u64::from_be_bytes(sum.try_into().expect("chunks of SUM_LEN")))
             .collect(),
     )
+}
+
+/// Decodes the sums of one `sums` frame (feature `delta_stream`): `None` unless it
+/// is a whole number of sums, at most [`MAX_FRAME_SUMS`], of 16 lowercase hex
+/// digits each. The length is checked before anything is allocated.
+pub(crate) fn parse_frame_sums(text: &str) -> Option<Vec<u64>> {
+    let digits = 2 * SUM_LEN;
+    if text.len() % digits != 0 || text.len() / digits > MAX_FRAME_SUMS {
+        return None;
+    }
+    parse_sums(text, (text.len() / digits) as u64)
 }
 
 /// Bytes a chunker reads ahead, besides the largest chunk.
@@ -245,32 +260,75 @@ pub(crate) fn chunk_and_sum_also<R: Read>(
     limit: u64,
     also: Option<Also<'_>>,
 ) -> io::Result<Option<Chunked>> {
-    let (stop, whole) = match also {
+    let (stop, mut whole) = match also {
         Some(Also { stop, whole }) => (Some(stop), Some(whole)),
         None => (None, None),
     };
+    let mut sums = Vec::new();
+    let on_batch = |bytes: &[u8], lens: &[usize]| {
+        if let Some(whole) = whole.as_deref_mut() {
+            whole.update(bytes);
+        }
+        sums.extend(sums_of(bytes, lens));
+    };
+    let ends = cut_and_sum(input, (chunking, limit, stop), on_batch)?;
+    Ok(ends.map(|ends| (ends, sums)))
+}
+
+/// Each chunk's sum, of chunks of `lens` bytes back to back in `bytes`.
+fn sums_of<'a>(bytes: &'a [u8], lens: &'a [usize]) -> impl Iterator<Item = u64> + 'a {
+    lens.iter().scan(0, move |at, &len| {
+        let sum = chunk_sum(&bytes[*at..*at + len]);
+        *at += len;
+        Some(sum)
+    })
+}
+
+/// Cuts `input` on this thread while another hands each batch of chunks (their
+/// bytes back to back, and their lengths) to `on_batch`; where each chunk ends,
+/// `None` past `limit` chunks.
+fn cut_and_sum<R: Read>(
+    input: R,
+    (chunking, limit, stop): (Chunking, u64, Option<&AtomicBool>),
+    mut on_batch: impl FnMut(&[u8], &[usize]) + Send,
+) -> io::Result<Option<Vec<u64>>> {
     let (batches, to_sum) = std::sync::mpsc::sync_channel::<(Vec<u8>, Vec<usize>)>(1);
     std::thread::scope(|scope| {
         let summer = scope.spawn(move || {
-            let mut whole = whole;
-            let mut sums = Vec::new();
             for (bytes, lens) in to_sum {
-                if let Some(whole) = whole.as_deref_mut() {
-                    whole.update(&bytes);
-                }
-                let mut at = 0;
-                for len in lens {
-                    sums.push(chunk_sum(&bytes[at..at + len]));
-                    at += len;
-                }
+                on_batch(&bytes, &lens);
             }
-            sums
         });
         let ends = cut_all(input, (chunking, limit, stop), &batches);
         drop(batches);
-        let sums = summer.join().expect("summing never panics");
-        Ok(ends?.map(|ends| (ends, sums)))
+        summer.join().expect("summing never panics");
+        ends
     })
+}
+
+/// Cuts and sums all of `input` as [`chunk_and_sum`] does, but hands each batch
+/// to `each` as it is summed (where its chunks end, counted from the start of
+/// `input`, and their sums) instead of keeping them: a streamed basis (feature
+/// `delta_stream`). Stops after the chunk at hand once `stop` is set, and before
+/// a chunk past `limit`; every chunk handed over is a chunk of `input` either way.
+pub(crate) fn stream_sums<R: Read>(
+    input: R,
+    chunking: Chunking,
+    (limit, stop): (u64, &AtomicBool),
+    mut each: impl FnMut(Vec<u64>, Vec<u64>) + Send,
+) -> io::Result<()> {
+    let mut end = 0;
+    let on_batch = |bytes: &[u8], lens: &[usize]| {
+        let ends = lens
+            .iter()
+            .map(|&len| {
+                end += len as u64;
+                end
+            })
+            .collect();
+        each(ends, sums_of(bytes, lens).collect());
+    };
+    cut_and_sum(input, (chunking, limit, Some(stop)), on_batch).map(drop)
 }
 
 /// Cuts `input`, handing the chunks to `batches` a few MiB at a time; the ends.
@@ -313,6 +371,8 @@ pub(crate) enum Op<'a> {
     Literal(&'a [u8]),
     /// Chunks `first .. first + count` of the basis come next.
     Copy { first: u32, count: u32 },
+    /// Feature `delta_stream`: only literals follow in this entry.
+    NoMoreCopies,
 }
 
 /// A copy instruction.
@@ -339,6 +399,7 @@ pub(crate) fn ops(frame: &[u8]) -> impl Iterator<Item = Result<Op<'_>, String>> 
         let op = match opcode {
             OP_LITERAL => literal(after),
             OP_COPY => copy(after),
+            OP_NO_MORE_COPIES => Ok((Op::NoMoreCopies, after)),
             other => Err(format!("unknown delta instruction 0x{other:02x}")),
         };
         match op {
@@ -550,7 +611,7 @@ pub(crate) mod tests {
             &[OP_LITERAL, 0, 0][..],
             &[OP_COPY, 0, 0, 0, 1, 0, 0, 0, 0][..],
             &[OP_COPY, 0, 0, 0, 1][..],
-            &[0x03][..],
+            &[0x04][..],
         ] {
             let results: Vec<_> = ops(bad).collect();
             assert_eq!(results.len(), 1, "{bad:?}");
@@ -648,6 +709,7 @@ mod vectors {
             .map(|op| match op.unwrap() {
                 Op::Literal(bytes) => format!("literal {}", bytes.len()),
                 Op::Copy { first, count } => format!("copy {first} {count}"),
+                Op::NoMoreCopies => "no more copies".into(),
             })
             .collect();
         assert_eq!(shape, ["literal 2855", "copy 1 4", "literal 7237"]);

@@ -52,12 +52,16 @@ pub(super) fn build<R: Read>(
         .basis
         .as_deref()
         .expect("the caller checked that the plan offered a basis");
-    let source = open_basis(item, basis, shared);
+    // A streamed basis is opened at the first copy: one without copies is not
+    // read at all, and may change meanwhile.
+    let source = (!basis.streamed()).then(|| open_basis(item, basis, shared));
     let mut result = Building {
         index,
         limit: item.entry.size,
         basis,
         source,
+        opening: (item, shared),
+        no_more_copies: false,
         piece: None,
         size: 0,
         moved: 0,
@@ -104,8 +108,13 @@ struct Building<'a, 'p> {
     limit: Option<u64>,
     basis: &'a Basis,
     /// The basis to copy from, or why the result cannot be kept (then instructions
-    /// are still read and checked, but nothing is built).
-    source: Result<BasisReader, Refusal>,
+    /// are still read and checked, but nothing is built); `None` until a streamed
+    /// basis is first copied from.
+    source: Option<Result<BasisReader, Refusal>>,
+    /// What opening the basis takes.
+    opening: (&'a Planned<'a>, &'a Shared<'a>),
+    /// The sender said no copy follows (feature `delta_stream`).
+    no_more_copies: bool,
     /// The pool buffer being filled, and how far.
     piece: Option<(Vec<u8>, usize)>,
     size: u64,
@@ -132,21 +141,47 @@ impl Building<'_, '_> {
                 }
             }
             Op::Copy { first, count } => {
-                let (start, len) = self.basis.range(first, count).ok_or_else(|| {
-                    fail(
-                        Kind::Protocol,
-                        format!(
-                            "entry {}: a copy of chunks {first}..+{count} of a basis of {} chunks",
-                            self.index,
-                            self.basis.chunks()
-                        ),
-                    )
-                })?;
+                let (start, len) = self.range(first, count)?;
                 self.grow(len)?;
                 self.copy(start, len)?;
             }
+            Op::NoMoreCopies => {
+                if !self.basis.streamed() || self.no_more_copies {
+                    let why = match self.no_more_copies {
+                        true => "a second end of copies (0x03)",
+                        false => "an end of copies (0x03) against a basis listed in the plan",
+                    };
+                    return Err(fail(Kind::Protocol, format!("entry {}: {why}", self.index)));
+                }
+                self.no_more_copies = true;
+                self.basis.stop_cutting();
+            }
         }
         Ok(())
+    }
+
+    /// The bytes of the basis chunks a copy names: chunks of the basis (for a
+    /// streamed one, whose sums went out already), and never after the sender
+    /// said no copy follows.
+    fn range(&self, first: u32, count: u32) -> Result<(u64, u64)> {
+        let index = self.index;
+        if self.no_more_copies {
+            return Err(fail(
+                Kind::Protocol,
+                format!("entry {index}: a copy after the end of copies (0x03)"),
+            ));
+        }
+        self.basis.range(first, count).ok_or_else(|| {
+            let chunks = self.basis.chunks();
+            let of = match self.basis.streamed() {
+                true => format!("when {chunks} sums of its basis were sent"),
+                false => format!("of a basis of {chunks} chunks"),
+            };
+            fail(
+                Kind::Protocol,
+                format!("entry {index}: a copy of chunks {first}..+{count} {of}"),
+            )
+        })
     }
 
     /// Counts `n` more bytes of result; past the offered size breaks the protocol.
@@ -167,9 +202,13 @@ impl Building<'_, '_> {
     /// Copies `len` bytes of the basis from `start` into the result.
     fn copy(&mut self, mut start: u64, len: u64) -> Result<()> {
         let end = start + len;
+        if self.source.is_none() {
+            let (item, shared) = self.opening;
+            self.source = Some(open_basis(item, self.basis, shared));
+        }
         while start < end {
             self.room()?;
-            let (Ok(source), Some((buffer, used))) = (&self.source, &mut self.piece) else {
+            let (Some(Ok(source)), Some((buffer, used))) = (&self.source, &mut self.piece) else {
                 return Ok(()); // failed already: nothing more is built
             };
             let room = &mut buffer[*used..PIECE];
@@ -177,7 +216,7 @@ impl Building<'_, '_> {
                 .len()
                 .min(usize::try_from(end - start).unwrap_or(usize::MAX));
             if let Err(refusal) = source.read_at(&mut room[..n], start) {
-                self.source = Err(refusal);
+                self.source = Some(Err(refusal));
                 return Ok(());
             }
             self.filled(n)?;
@@ -214,7 +253,7 @@ impl Building<'_, '_> {
         let Some((buffer, used)) = self.piece.take() else {
             return Ok(());
         };
-        if self.source.is_err() || used == 0 {
+        if matches!(self.source, Some(Err(_))) || used == 0 {
             self.pool.put_back(buffer);
             return Ok(());
         }
@@ -231,8 +270,9 @@ impl Building<'_, '_> {
     fn finish(mut self) -> Result<Built> {
         self.hand_over()?;
         let failure = match &self.source {
-            Ok(source) => source.check_unchanged().err(),
-            Err(refusal) => Some(refusal.clone()),
+            Some(Ok(source)) => source.check_unchanged().err(),
+            Some(Err(refusal)) => Some(refusal.clone()),
+            None => None,
         };
         Ok(Built {
             size: self.size,

@@ -15,9 +15,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 
 use super::piece::{BUFFER, CHUNK, Head, Piece, Wanted};
+use super::sums::Streams;
 use crate::fs::input::Input;
 use crate::pool::Pool;
-use crate::proto::delta::{COPY_LEN, Chunker, LITERAL_HEADER, chunk_sum, copy_op, literal_header};
+use crate::proto::delta::{
+    COPY_LEN, Chunker, LITERAL_HEADER, OP_NO_MORE_COPIES, chunk_sum, copy_op, literal_header,
+};
 use crate::proto::hash::Hasher;
 use crate::proto::wire::DATA_HEADROOM;
 
@@ -76,6 +79,9 @@ pub(super) fn send(
             }
         };
         let result = encode(input, (against, head), &mut feed, pool, pieces, stop);
+        if let Some((streams, index)) = &against.0.stream {
+            streams.done_with(*index);
+        }
         feed(&[], true);
         drop(batches);
         (result, hashing.join().expect("hashing never panics"))
@@ -98,7 +104,7 @@ fn encode(
     pieces: &mpsc::Sender<Piece>,
     stop: &AtomicBool,
 ) -> Option<(u64, Option<io::Error>)> {
-    let found = first_chunk_of(&wanted.sums);
+    let mut lookup = Lookup::of(wanted);
     let mut out = Instructions {
         frame: None,
         pool,
@@ -107,7 +113,8 @@ fn encode(
     let mut state = Matching::default();
     if let Some(head) = head {
         let buffer = &mut vec![0; wanted.chunking.max()];
-        let sent = from_head(input, head, (&found, buffer), (&mut out, &mut state), stop)?;
+        let found = &lookup.found;
+        let sent = from_head(input, head, (found, buffer), (&mut out, &mut state), stop)?;
         if let Err(err) = sent {
             out.finish(&mut state)?;
             return Some((state.sent, Some(err)));
@@ -119,14 +126,9 @@ fn encode(
         if stop.load(Ordering::SeqCst) {
             return None;
         }
-        let (next, looked_up) = if state.probes_left == 0 && state.missed >= BACKOFF_AFTER {
-            let skip = (state.missed / 2).min(MAX_SKIP);
-            state.probes_left = PROBES;
-            let skip = usize::try_from(skip).unwrap_or(usize::MAX);
-            (chunker.next_raw(skip), false)
-        } else {
-            state.probes_left = state.probes_left.saturating_sub(1);
-            (chunker.next_chunk(), true)
+        let (next, looked_up) = match state.next_step(lookup.stream.is_some()) {
+            Step::Chunk => (chunker.next_chunk(), true),
+            Step::Raw(len) => (chunker.next_raw(len), false),
         };
         let bytes = match next {
             Ok(Some(bytes)) => bytes,
@@ -137,14 +139,77 @@ fn encode(
             }
         };
         feed(bytes, false);
-        let sum = looked_up.then(|| chunk_sum(bytes));
-        match sum.and_then(|sum| found.get(&sum)) {
-            Some(&first) => out.matched(&mut state, first, bytes.len() as u64)?,
+        let found = match looked_up {
+            true => lookup.find(chunk_sum(bytes), stop)?,
+            false => None,
+        };
+        match found {
+            Some(first) => out.matched(&mut state, first, bytes.len() as u64)?,
             None => out.unmatched(&mut state, bytes)?,
+        }
+        if lookup.stream.is_some() && state.gives_up() {
+            out.no_more_copies(&mut state)?;
         }
     }
     out.finish(&mut state)?;
     Some((state.sent, None))
+}
+
+/// Bytes of a streamed basis's sums (feature `delta_stream`) held ahead of the
+/// chunk being decided, counted in chunks of its average size: a chunk moved up to
+/// this far ahead is still found.
+const LOOKAHEAD: u64 = 32 << 20;
+/// Bytes looked up without any match in a streamed basis after which a sender
+/// gives it up: an end of copies, then literals without cutting.
+const GIVE_UP_AFTER: u64 = 16 << 20;
+/// The stretch read at a time once a streamed basis was given up.
+const RAW_STRETCH: usize = 1 << 20;
+
+/// Where each sum of the basis first stands, as far as they are known: all of
+/// them at once when the plan listed them; as they arrive when streamed, at
+/// least [`LOOKAHEAD`] ahead of the chunk being decided, or all.
+struct Lookup<'a> {
+    found: HashMap<u64, u32>,
+    /// The streamed sums, this entry's index, how many arrived and whether that
+    /// was all.
+    stream: Option<(&'a Streams, u64)>,
+    known: u64,
+    ended: bool,
+    /// Chunks decided so far, and how many sums to hold ahead of them.
+    decided: u64,
+    ahead: u64,
+}
+
+impl<'a> Lookup<'a> {
+    fn of(wanted: &'a Wanted) -> Lookup<'a> {
+        Lookup {
+            found: first_chunk_of(&wanted.sums),
+            stream: (wanted.stream.as_ref()).map(|(streams, index)| (&**streams, *index)),
+            known: wanted.sums.len() as u64,
+            ended: wanted.stream.is_none(),
+            decided: 0,
+            ahead: (LOOKAHEAD / wanted.chunking.avg() as u64).max(1),
+        }
+    }
+
+    /// The first chunk of the basis with this sum, once enough sums are known to
+    /// say; `None` when the session is over.
+    fn find(&mut self, sum: u64, stop: &AtomicBool) -> Option<Option<u32>> {
+        let want = self.decided + self.ahead;
+        if let Some((streams, index)) = self.stream
+            && !self.ended
+            && self.known < want
+        {
+            let (sums, ended) = streams.take(index, want, stop)?;
+            for sum in sums {
+                self.found.entry(sum).or_insert(self.known as u32);
+                self.known += 1;
+            }
+            self.ended = ended;
+        }
+        self.decided += 1;
+        Some(self.found.get(&sum).copied())
+    }
 }
 
 /// Sends the chunks of a head: a copy for each found in the basis, the others as
@@ -230,9 +295,47 @@ pub(super) fn expected_size(
     Ok(bytes)
 }
 
+/// How the next bytes of the file are read.
+enum Step {
+    /// Cut a chunk and look it up.
+    Chunk,
+    /// Up to this many bytes, not cut: they go as literals.
+    Raw(usize),
+}
+
+impl Matching {
+    /// What comes next: a chunk, or (backing off after [`BACKOFF_AFTER`] bytes
+    /// without a match) a stretch sent without chunking. A streamed basis backs
+    /// off only once something matched (before that, it is given up), and once
+    /// given up everything goes raw.
+    fn next_step(&mut self, streamed: bool) -> Step {
+        if self.given_up {
+            return Step::Raw(RAW_STRETCH);
+        }
+        let backs_off = !streamed || self.matched_once;
+        if backs_off && self.probes_left == 0 && self.missed >= BACKOFF_AFTER {
+            let skip = (self.missed / 2).min(MAX_SKIP);
+            self.probes_left = PROBES;
+            return Step::Raw(usize::try_from(skip).unwrap_or(usize::MAX));
+        }
+        self.probes_left = self.probes_left.saturating_sub(1);
+        Step::Chunk
+    }
+
+    /// Whether a streamed basis is to be given up now: [`GIVE_UP_AFTER`] bytes
+    /// looked up and nothing found.
+    fn gives_up(&self) -> bool {
+        !self.given_up && !self.matched_once && self.missed >= GIVE_UP_AFTER
+    }
+}
+
 /// Where matching stands.
 #[derive(Default)]
 struct Matching {
+    /// Some chunk was found in the basis.
+    matched_once: bool,
+    /// An end of copies went out: the rest goes raw.
+    given_up: bool,
     /// Bytes read so far.
     sent: u64,
     /// Bytes since the last chunk found in the basis.
@@ -259,6 +362,7 @@ impl Instructions<'_> {
         state.sent += len;
         state.missed = 0;
         state.probes_left = 0;
+        state.matched_once = true;
         self.copy(state, first, len)
     }
 
@@ -358,6 +462,15 @@ impl Instructions<'_> {
         }
     }
 
+    /// Says that no copy follows (a streamed basis given up).
+    fn no_more_copies(&mut self, state: &mut Matching) -> Option<()> {
+        self.flush_run(state)?;
+        self.room(state, 1)?;
+        self.put(&[OP_NO_MORE_COPIES]);
+        state.given_up = true;
+        Some(())
+    }
+
     /// Writes out the pending run and sends the last frame.
     fn finish(&mut self, state: &mut Matching) -> Option<()> {
         self.flush_run(state)?;
@@ -413,6 +526,7 @@ mod tests {
             chunking,
             sums: old_sums,
             head,
+            stream: None,
         };
         let (mut pool, giver) = Pool::new(4, BUFFER);
         let (pieces, from_sender) = mpsc::channel();
@@ -440,6 +554,7 @@ mod tests {
                                 let end = old_ends[(first + count) as usize - 1] as usize;
                                 result.extend_from_slice(&old[start..end]);
                             }
+                            Op::NoMoreCopies => unreachable!("a basis the plan listed"),
                         }
                     }
                     giver.give(buffer);
@@ -567,6 +682,7 @@ mod tests {
             chunking,
             sums,
             head: Some(head),
+            stream: None,
         };
         let mut input = EditedDuringSend {
             file,

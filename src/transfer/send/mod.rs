@@ -12,14 +12,15 @@ mod delta;
 mod piece;
 mod precut;
 mod stream;
+mod sums;
 mod view;
 
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::io::{Read, Write};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
@@ -27,6 +28,7 @@ use indicatif::HumanBytes;
 
 use self::piece::{BUFFER, Packed, Piece, ToSend, Wanted, slot};
 use self::precut::Precut;
+use self::sums::Streams;
 use self::view::PlainView;
 use super::Tally;
 use super::consumed::consumed;
@@ -186,6 +188,7 @@ fn send<R: Read + Send, W: Write, C: Hangup + Sync>(
 ) -> Result<()> {
     let transfer = conn.negotiated.begin_transfer();
     let delta = conn.negotiated.has(Feature::Delta);
+    let streaming = delta && conn.negotiated.has(Feature::DeltaStream);
     let Connection {
         reader,
         writer,
@@ -208,23 +211,24 @@ fn send<R: Read + Send, W: Write, C: Hangup + Sync>(
     count_offer(tally, entries.len(), left_out, dry_run);
     write_offer(writer, &transfer, mirror, entries)?;
     writer.flush()?;
-    // A server answering a `get` does not cut ahead (see `precut.rs`).
-    let cut = delta && !dry_run && conn.negotiated.role() != Role::Server;
+    // No cutting ahead for a server's `get` (`precut.rs`), or when sums stream.
+    let cut = delta && !streaming && !dry_run && conn.negotiated.role() != Role::Server;
     let (plan, precut) = plan_while_cutting(reader, &transfer, outbox, (delta, cut))?;
+    let streams = Arc::new(streams_of(&plan, &transfer, dry_run)?);
+    let deltas = Deltas::of(delta, streaming, &streams);
     let mirroring = conn.negotiated.has(Feature::Mirror);
-    let (mut to_send, mut made) = follow_plan(outbox, plan, delta, tally, mirroring)?;
+    let (mut to_send, mut made) = follow_plan(outbox, plan, deltas, tally, mirroring)?;
     precut.hand_out(&mut to_send);
     let estimates = set_aside_for_dry_run(dry_run, &mut to_send, &mut made);
-
-    tally
-        .reporter_mut()
-        .start_bar(left_to_send(entries, &to_send));
+    let to_go = left_to_send(entries, &to_send);
+    tally.reporter_mut().start_bar(to_go);
     let tally = &*tally;
     let report = Report {
         transfer: &transfer,
         outbox,
         tally,
         deleting: mirror.is_some_and(|mirror| mirror.delete),
+        streams: &streams,
     };
     let work = Work {
         to_send: &to_send,
@@ -236,6 +240,50 @@ fn send<R: Read + Send, W: Write, C: Hangup + Sync>(
         estimate_deltas(outbox, &estimates, tally);
     }
     result
+}
+
+/// The plan's streamed bases (feature `delta_stream`), whose sums the answer
+/// thread will hear, in plan order; never in a dry run (section 18.6), which has
+/// no data phase to stream them in. The limits count the listed signatures too.
+fn streams_of(plan: &[Decision], transfer: &Transfer, dry_run: bool) -> Result<Streams> {
+    let mut streamed = Vec::new();
+    let mut listed = 0u64;
+    for (index, decision) in plan.iter().enumerate() {
+        let Decision::Send {
+            delta: Some(basis), ..
+        } = decision
+        else {
+            continue;
+        };
+        match basis.stream {
+            true => streamed.push(index as u64),
+            false => listed = listed.saturating_add(basis.count.unwrap_or(0)),
+        }
+    }
+    if dry_run && !streamed.is_empty() {
+        return Err(fail(
+            Kind::Protocol,
+            "the plan of a dry run streams a basis's sums",
+        ));
+    }
+    Ok(Streams::new(transfer, &streamed, listed))
+}
+
+/// What the plan's bases may be: listed (feature `delta` in force), and streamed
+/// (`delta_stream` too: their sums come from these streams).
+#[derive(Clone, Copy)]
+struct Deltas<'a> {
+    listed: bool,
+    streamed: Option<&'a Arc<Streams>>,
+}
+
+impl<'a> Deltas<'a> {
+    fn of(delta: bool, streaming: bool, streams: &'a Arc<Streams>) -> Deltas<'a> {
+        Deltas {
+            listed: delta,
+            streamed: streaming.then_some(streams),
+        }
+    }
 }
 
 /// In a dry run, section 17.4: no data, straight to `end`, and the receiver makes
@@ -347,6 +395,8 @@ pub(super) struct Report<'a> {
     tally: &'a Tally,
     /// The receiver reports what it removed before its `end` (section 17.3).
     deleting: bool,
+    /// The bases whose sums the receiver streams (feature `delta_stream`).
+    streams: &'a Streams,
 }
 
 /// The bytes still to send, if every size is known: a resumed file's prefix is
@@ -482,7 +532,7 @@ struct Work<'a> {
 fn follow_plan(
     outbox: &dyn Outbox,
     plan: Vec<Decision>,
-    delta: bool,
+    delta: Deltas<'_>,
     tally: &Tally,
     mirroring: bool,
 ) -> Result<(Vec<ToSend>, Vec<Made>)> {
@@ -623,7 +673,7 @@ fn file_to_send(
     outbox: &dyn Outbox,
     index: usize,
     (offset, prefix_hash, replaces): (u64, &Option<String>, bool),
-    (basis, delta): (Option<&Signature>, bool),
+    (basis, delta): (Option<&Signature>, Deltas<'_>),
 ) -> Result<ToSend> {
     let entry = &outbox.entries()[index];
     let fits = match entry.size {
@@ -961,13 +1011,14 @@ impl Frames<'_> {
 
 /// Decodes the basis a decision offers for entry `index` (feature `delta`): only under
 /// feature `delta`, for a file of known size planned from offset 0, with valid
-/// parameters and exactly `count` sums.
+/// parameters and exactly `count` sums; or, streamed (`delta_stream` in force too),
+/// with neither `count` nor `sums`.
 fn wanted(
     index: usize,
     entry: &Entry,
     offset: u64,
     basis: &Signature,
-    delta: bool,
+    delta: Deltas<'_>,
 ) -> Result<Box<Wanted>> {
     let refuse = |why: &str| {
         fail(
@@ -975,7 +1026,7 @@ fn wanted(
             format!("the plan's basis for entry {index} {why}"),
         )
     };
-    if !delta {
+    if !delta.listed {
         return Err(refuse("needs feature delta, which is not in force"));
     }
     if offset != 0 || entry.size.is_none() || entry.is_sparse() {
@@ -983,16 +1034,31 @@ fn wanted(
     }
     let chunking = Chunking::from_avg(basis.avg)
         .ok_or_else(|| refuse(&format!("has an average chunk size of {}", basis.avg)))?;
-    if basis.count == 0 || basis.count > MAX_CHUNKS {
-        return Err(refuse(&format!("claims {} chunks", basis.count)));
-    }
-    let sums = parse_sums(&basis.sums, basis.count)
-        .ok_or_else(|| refuse("has sums that are not its count of 16 hex digits each"))?;
+    let (sums, stream) = match (basis.stream, &basis.count, &basis.sums, delta.streamed) {
+        (true, None, None, Some(streams)) => (Vec::new(), Some((streams.clone(), index as u64))),
+        (true, ..) => {
+            return Err(refuse(
+                "is streamed with a count or sums, or without feature delta_stream",
+            ));
+        }
+        (false, Some(count), Some(sums), _) => (listed_sums(*count, sums).map_err(refuse)?, None),
+        (false, ..) => return Err(refuse("lacks its count or sums")),
+    };
     Ok(Box::new(Wanted {
         chunking,
         sums,
         head: None,
+        stream,
     }))
+}
+
+/// The sums a plan lists for a basis: `count` of them (1 … 2^18), exactly its
+/// count of 16 hex digits each.
+fn listed_sums(count: u64, sums: &str) -> Result<Vec<u64>, &'static str> {
+    if count == 0 || count > MAX_CHUNKS {
+        return Err("claims no chunks, or too many");
+    }
+    parse_sums(sums, count).ok_or("has sums that are not its count of 16 hex digits each")
 }
 
 fn thread_failed(err: std::io::Error) -> anyhow::Error {
