@@ -20,9 +20,14 @@ use crate::util::{KEY, Receiver, files_under, pattern, peer_sender, send, stderr
 
 const FEATURES: [&str; 2] = ["delta", "delta_stream"];
 
-/// The chunks of `data` as section 18.2 cuts them with average `avg`: where each
-/// starts, its length and its sum.
-fn chunks(data: &[u8], avg: u32) -> Vec<(usize, usize, [u8; 8])> {
+/// A chunk of a basis: where it starts, its length and its sum.
+type Chunk = (usize, usize, [u8; 8]);
+
+/// What a fake receiver sends once its plan is out, made from its session.
+type Frames = fn(&Peer) -> Vec<Value>;
+
+/// The chunks of `data` as section 18.2 cuts them with average `avg`.
+fn chunks(data: &[u8], avg: u32) -> Vec<Chunk> {
     use fastcdc::v2020::{FastCDC, Normalization};
     FastCDC::with_level(data, avg / 4, avg, avg * 4, Normalization::Level1)
         .map(|chunk| {
@@ -185,11 +190,7 @@ fn an_end_of_copies_stops_the_cutting_and_the_rest_goes_as_literals() {
 /// A receiver listing both features that plans `decision` for the one file it is
 /// offered, then sends `frames` (built from the session, once the plan is out);
 /// the sender's last word, if it was an error, and its exit status.
-fn sender_meets(
-    content: &[u8],
-    decision: Value,
-    frames: fn(&Peer) -> Vec<Value>,
-) -> (Option<Value>, bool) {
+fn sender_meets(content: &[u8], decision: Value, frames: Frames) -> (Option<Value>, bool) {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let fake = std::thread::spawn(move || {
@@ -234,7 +235,7 @@ fn sums_frame(index: u64, sums: &str) -> Value {
 fn hostile_sums_frames_end_the_senders_session() {
     let content = pattern(256 << 10, 86);
     let streamed = json!({"action": "send", "offset": 0, "delta": {"avg": 8192, "stream": true}});
-    let hostile: [(&str, fn(&Peer) -> Vec<Value>, &str); 6] = [
+    let hostile: [(&str, Frames, &str); 6] = [
         (
             "sums for an index not planned with stream",
             |_| vec![sums_frame(1, &"00".repeat(8))],
@@ -344,7 +345,7 @@ fn against_independent_receiver(basis: Vec<u8>, new: &[u8]) -> Heard {
 }
 
 /// Applies one data frame's instructions (section 18.3, and 18.6's end of copies).
-fn apply(frame: &[u8], (basis, chunks): (&[u8], &[(usize, usize, [u8; 8])]), heard: &mut Heard) {
+fn apply(frame: &[u8], (basis, chunks): (&[u8], &[Chunk]), heard: &mut Heard) {
     let word = |at: usize| u32::from_be_bytes(frame[at..at + 4].try_into().unwrap()) as usize;
     let mut at = 0;
     while at < frame.len() {
