@@ -29,6 +29,8 @@ fn run(invocation: Invocation) -> Result<()> {
     if quiet(&invocation) {
         report::set_quiet();
     }
+    // Before any file or socket is open: a receiver holds many (`fs::descriptors`).
+    crate::fs::descriptors::raise_limit();
     if !matches!(invocation, Invocation::Serve(_)) {
         // A `kill -HUP` meant for a server, or a closed terminal, must not cut a transfer.
         crate::net::signals::ignore_hangup()?;

@@ -8,6 +8,7 @@
 //! [`Refusal`]: the wire code and a message already safe to print.
 
 pub(crate) mod beneath;
+pub(crate) mod descriptors;
 pub(crate) mod filter;
 pub(crate) mod home;
 pub(crate) mod input;

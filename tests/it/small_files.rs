@@ -253,3 +253,59 @@ fn more_data_than_offered_amid_small_files_ends_the_session_and_keeps_only_verif
     }
     assert_eq!(files_under(out.path()).len(), 5);
 }
+
+/// `recv --serve` allowed only 128 open files (soft and hard, so it cannot raise
+/// them), six senders of 400 small files each at once: every file of every tree
+/// arrives. Each session used to hold up to a quarter of the limit in unnamed files
+/// waiting for their group's flush, so three sessions ran the process out of
+/// descriptors and most files failed "too many open files".
+#[test]
+fn concurrent_trees_of_small_files_share_a_low_open_file_limit() {
+    let Some(prlimit) = which("prlimit") else {
+        eprintln!("SKIPPED: needs prlimit(1) to lower the open-file limit");
+        return;
+    };
+    let (src, out) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut command = std::process::Command::new(prlimit);
+    command
+        .args(["--nofile=128:128", env!("CARGO_BIN_EXE_xfer")])
+        .args(["recv", "--listen", "127.0.0.1:0", "--serve", "--dir"])
+        .arg(out.path())
+        .env_remove("XFER_HASH")
+        .env("XFER_KEY", KEY);
+    let mut receiver = Receiver::spawn(command);
+    let trees: Vec<_> = (0..6)
+        .map(|t| {
+            let tree = src.path().join(format!("t{t}"));
+            fs::create_dir_all(&tree).unwrap();
+            for f in 0..400 {
+                write_in(
+                    &tree,
+                    &format!("f{f}"),
+                    &pattern(1000 + f, (t * 1000 + f) as u64),
+                );
+            }
+            tree
+        })
+        .collect();
+    let port = receiver.port;
+    let senders: Vec<_> = trees
+        .iter()
+        .cloned()
+        .map(|tree| std::thread::spawn(move || send(&[&tree], port, KEY, &[])))
+        .collect();
+    for sender in senders {
+        let output = sender.join().unwrap();
+        assert!(output.status.success(), "{}", stderr_of(&output));
+    }
+    for tree in &trees {
+        let name = tree.file_name().unwrap();
+        assert_same_tree(tree, &out.path().join(name));
+    }
+    assert!(
+        !receiver.stderr().contains("open files"),
+        "{}",
+        receiver.stderr()
+    );
+    let _ = receiver.child.kill();
+}

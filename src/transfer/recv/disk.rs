@@ -53,15 +53,10 @@ const GROUP_BYTES: u64 = 32 << 20;
 const GROUP_WAIT: Duration = Duration::from_millis(100);
 
 /// Descriptors a group may hold open (unnamed files stay open until linked in):
-/// [`GROUP_FILES`], or a quarter of what the process may open if that is less (a
-/// second group holds as many while the flushing thread commits it).
+/// [`GROUP_FILES`], or this session's share of what the process may open if that
+/// is less (`fs::descriptors`: shared by every session the process runs).
 fn group_descriptors() -> usize {
-    static BUDGET: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    *BUDGET.get_or_init(|| {
-        let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile).current;
-        let quarter = limit.map_or(usize::MAX, |limit| (limit / 4) as usize);
-        quarter.clamp(1, GROUP_FILES)
-    })
+    crate::fs::descriptors::share(GROUP_FILES)
 }
 
 /// A sparse entry being written (section 16.4): its hash so far, and where the

@@ -79,7 +79,9 @@ pub(crate) fn session<R: Read, W: Write + Send, C: Hangup>(
             && conn.negotiated.has(Feature::DeltaStream),
         mirror: conn.negotiated.has(Feature::Mirror),
     };
+    let receiving = crate::fs::descriptors::Receiving::begin();
     let result = receive(conn, &shared, tally);
+    drop(receiving);
     tally.squeezed(conn.reader.take_squeezed());
     // A refusal in place of the offer (a `get` the server would not serve) began
     // no transfer; anything else did.

@@ -138,7 +138,10 @@ impl Batch {
     pub(crate) fn push(&mut self, file: SmallFile, jobs: &mpsc::Sender<Job>) -> Result<()> {
         self.files.push(file);
         let bytes = self.arena.as_ref().map_or(0, Vec::len);
-        if self.files.len() >= BATCH_FILES || bytes >= ARENA_BYTES {
+        // Each file of a batch is made before its group can be committed: a batch
+        // holds no more descriptors than a group may (`fs::descriptors`).
+        let most = crate::fs::descriptors::share(BATCH_FILES);
+        if self.files.len() >= most || bytes >= ARENA_BYTES {
             self.flush(jobs)?;
         }
         Ok(())
