@@ -591,6 +591,70 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn a_sums_frame_holds_up_to_4096_whole_sums() {
+        assert_eq!(parse_frame_sums(""), Some(vec![]));
+        assert_eq!(
+            parse_frame_sums("0123456789abcdefffffffffffffffff"),
+            Some(vec![0x0123_4567_89ab_cdef, u64::MAX])
+        );
+        let full = "0".repeat(16 * MAX_FRAME_SUMS);
+        assert_eq!(parse_frame_sums(&full).map(|sums| sums.len()), Some(4096));
+        for bad in [
+            "0".repeat(16 * (MAX_FRAME_SUMS + 1)),
+            "0".repeat(15),
+            "0123456789ABCDEF".into(),
+            "0123456789abcdeg".into(),
+        ] {
+            assert_eq!(parse_frame_sums(&bad), None, "{bad:.20}");
+        }
+    }
+
+    #[test]
+    fn an_end_of_copies_is_one_byte_among_other_instructions() {
+        let mut frame = copy_op(0, 1).to_vec();
+        frame.push(OP_NO_MORE_COPIES);
+        frame.extend_from_slice(&literal_header(1));
+        frame.push(b'x');
+        let parsed: Vec<_> = ops(&frame).collect::<Result<_, _>>().unwrap();
+        let expected = [
+            Op::Copy { first: 0, count: 1 },
+            Op::NoMoreCopies,
+            Op::Literal(b"x"),
+        ];
+        assert_eq!(parsed, expected);
+    }
+
+    #[test]
+    fn streaming_the_sums_gives_the_chunks_cutting_all_at_once_does() {
+        let chunking = Chunking::from_avg(8192).unwrap();
+        let data = noise(5 << 20, 11);
+        let (ends, sums) = chunk_and_sum(&data[..], chunking, MAX_CHUNKS)
+            .unwrap()
+            .unwrap();
+        let (mut streamed_ends, mut streamed_sums) = (Vec::new(), Vec::new());
+        let stop = AtomicBool::new(false);
+        stream_sums(&data[..], chunking, (MAX_CHUNKS, &stop), |e, s| {
+            streamed_ends.extend(e);
+            streamed_sums.extend(s);
+        })
+        .unwrap();
+        assert_eq!((streamed_ends, streamed_sums), (ends.clone(), sums));
+        // Stopped before it began: the chunk at hand, and nothing after it.
+        let stop = AtomicBool::new(true);
+        let mut kept = Vec::new();
+        stream_sums(&data[..], chunking, (MAX_CHUNKS, &stop), |e, _| {
+            kept.extend(e)
+        })
+        .unwrap();
+        assert_eq!(kept, ends[..1]);
+        // At the limit, the chunks before it.
+        let mut kept = Vec::new();
+        let stop = AtomicBool::new(false);
+        stream_sums(&data[..], chunking, (3, &stop), |e, _| kept.extend(e)).unwrap();
+        assert!(kept.len() <= 3 && ends.starts_with(&kept), "{kept:?}");
+    }
+
+    #[test]
     fn instructions_round_trip_and_hostile_ones_are_refused() {
         let mut frame = literal_header(3).to_vec();
         frame.extend_from_slice(b"abc");
@@ -735,6 +799,67 @@ mod vectors {
         assert_eq!(
             mac.finish_hex(),
             "240f269f5811f9623c094cd44d5d760688eed6238bd478229fa5d5a79bbf5a8c"
+        );
+    }
+
+    /// Section 18.6's vectors: the same basis streamed (feature `delta_stream`).
+    const STREAMED_PLAN: &str = r#"{"type":"plan","entries":[{"action":"send","offset":0,"delta":{"avg":8192,"stream":true}}]}"#;
+
+    #[test]
+    fn the_streamed_vectors_hold() {
+        let key = crate::proto::handshake::tests::vector_session_key('A');
+        let md5 = crate::proto::hash::HashKind::Md5;
+        let t = crate::proto::negotiated::Transfer::for_tests(*key.bytes(), 0, md5);
+        let mut mac = t.plan_mac();
+        mac.frame(STREAMED_PLAN.as_bytes());
+        assert_eq!(
+            (STREAMED_PLAN.len(), mac.finish_hex().as_str()),
+            (
+                91,
+                "177b098fac99a5d74d5f3f6ad392ec56c7b9be610c71a84135d4f8f93120aa6e"
+            )
+        );
+        let sums: Vec<u64> = CHUNKS.iter().map(|chunk| chunk.2).collect();
+        let mut sums_mac = t.sums_mac(0);
+        sums_mac.sums(&sums);
+        let mac = sums_mac.finish_hex();
+        let first = crate::proto::message::Message::Sums {
+            index: 0,
+            sums: sums_hex(&sums[..4]),
+            end: false,
+            mac: None,
+        };
+        let last = crate::proto::message::Message::Sums {
+            index: 0,
+            sums: sums_hex(&sums[4..]),
+            end: true,
+            mac: Some(mac.clone()),
+        };
+        let first = crate::proto::message::encode(&first);
+        let last = crate::proto::message::encode(&last);
+        assert_eq!(
+            (
+                crate::hex::hex(&first[..4]),
+                std::str::from_utf8(&first[4..]).unwrap()
+            ),
+            (
+                "00000063".to_string(),
+                r#"{"type":"sums","index":0,"sums":"ffcb059b5eb1f7e377b5b296134d41a656479bfc68d4feb34bdab579b1c46d25"}"#
+            )
+        );
+        assert_eq!(
+            (
+                crate::hex::hex(&last[..4]),
+                std::str::from_utf8(&last[4..]).unwrap()
+            ),
+            (
+                "00000097".to_string(),
+                r#"{"type":"sums","index":0,"sums":"018171363a3a6464f97d6e863f6f0762","end":true,"mac":"6c9689c153c56cc65849455bc448fe2f7535877861f251412fd79457e241299e"}"#
+            )
+        );
+        assert_eq!(
+            mac,
+            "6c9689c153c56cc65849455bc448fe2f7535877861f251412fd79457e241299e"
         );
     }
 }
