@@ -39,7 +39,7 @@ pub(crate) const SUM_LEN: usize = 8;
 pub(crate) const MIN_DELTA_SIZE: u64 = 64 << 10;
 
 /// Instruction opcodes.
-const OP_LITERAL: u8 = 0x01;
+pub(crate) const OP_LITERAL: u8 = 0x01;
 const OP_COPY: u8 = 0x02;
 /// Feature `delta_stream`: no copy follows in this entry (section 18.6).
 pub(crate) const OP_NO_MORE_COPIES: u8 = 0x03;
@@ -202,6 +202,13 @@ impl<R: Read> Chunker<R> {
         let raw = &self.buffer[self.start..self.start + len];
         self.start += len;
         Ok(Some(raw))
+    }
+
+    /// The bytes read ahead and not yet handed out, handed out now.
+    pub(crate) fn drain(&mut self) -> &[u8] {
+        let ahead = &self.buffer[self.start..self.end];
+        self.start = self.end;
+        ahead
     }
 
     /// Reads until at least `want` bytes are buffered or the input ended.

@@ -9,6 +9,7 @@
 //! the entry fail `busy` and leaves the old file as it is.
 
 use std::io::Read;
+use std::ops::Range;
 use std::sync::mpsc;
 
 use anyhow::Result;
@@ -21,7 +22,7 @@ use crate::fs::Refusal;
 use crate::fs::path::check_path_bytes;
 use crate::fs::sink::{Basis, BasisReader};
 use crate::pool::Pool;
-use crate::proto::delta::{Op, ops};
+use crate::proto::delta::{LITERAL_HEADER, OP_LITERAL, Op, ops};
 use crate::proto::hash::{Digest, Hasher};
 use crate::proto::wire::{Data, FrameReader};
 use crate::transfer::Tally;
@@ -80,6 +81,11 @@ pub(super) fn build<R: Read>(
             Data::Bytes(range) => range,
         };
         result.moved += range.len() as u64;
+        if let Some(bytes) = lone_literal(&frame, range.clone()) {
+            // Most frames after an end of copies: handed on as they came.
+            result.pass_on(frame, bytes)?;
+            continue;
+        }
         let applied = ops(&frame[range]).try_for_each(|op| {
             let op = op.map_err(|why| fail(Kind::Protocol, format!("entry {index}: {why}")))?;
             result.apply(op)
@@ -88,6 +94,16 @@ pub(super) fn build<R: Read>(
         applied?;
     }
     result.finish()
+}
+
+/// Where the literal bytes are when a frame (its content at `range`) is one
+/// literal and nothing else.
+fn lone_literal(frame: &[u8], range: Range<usize>) -> Option<Range<usize>> {
+    let content = &frame[range.clone()];
+    let header = content.get(..LITERAL_HEADER)?;
+    let len = u32::from_be_bytes(header[1..].try_into().expect("four bytes")) as usize;
+    let whole = header[0] == OP_LITERAL && len > 0 && len == content.len() - LITERAL_HEADER;
+    whole.then(|| range.start + LITERAL_HEADER..range.end)
 }
 
 /// Opens the basis again, where the result may be built from it.
@@ -182,6 +198,24 @@ impl Building<'_, '_> {
                 format!("entry {index}: a copy of chunks {first}..+{count} {of}"),
             )
         })
+    }
+
+    /// A frame that is one literal at `bytes`: the piece being filled goes first,
+    /// then the frame itself, hashed, to the disk thread (no copy).
+    fn pass_on(&mut self, frame: Vec<u8>, bytes: Range<usize>) -> Result<()> {
+        self.grow(bytes.len() as u64)?;
+        self.hand_over()?;
+        if matches!(self.source, Some(Err(_))) {
+            self.pool.put_back(frame);
+            return Ok(());
+        }
+        self.hasher.update(&frame[bytes.clone()]);
+        self.tally.reporter().bar().inc(bytes.len() as u64);
+        let job = Job::Write {
+            buffer: frame,
+            range: bytes,
+        };
+        self.jobs.send(job).map_err(|_| disk_gone())
     }
 
     /// Counts `n` more bytes of result; past the offered size breaks the protocol.

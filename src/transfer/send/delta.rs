@@ -87,7 +87,73 @@ pub(super) fn send(
         (result, hashing.join().expect("hashing never panics"))
     });
     *hasher = whole;
-    result
+    let (sent, error, given_up) = result?;
+    if !given_up || error.is_some() {
+        return Some((sent, error));
+    }
+    let left = against.1.map_or(u64::MAX, |size| size.saturating_sub(sent));
+    send_literals(input, (sent, left), hasher, pool, pieces, stop)
+}
+
+/// The rest of a file whose basis was given up (at most `left` bytes after the
+/// `sent` so far), as one literal per data frame read straight into it and hashed
+/// on this thread: what a whole send costs, plus five bytes a frame.
+fn send_literals(
+    input: &mut dyn Input,
+    (mut sent, left): (u64, u64),
+    hasher: &mut Hasher,
+    pool: &mut Pool,
+    pieces: &mpsc::Sender<Piece>,
+    stop: &AtomicBool,
+) -> Option<(u64, Option<io::Error>)> {
+    let mut input = Read::take(input, left);
+    loop {
+        let mut buffer = pool.take()?;
+        let room = &mut buffer[DATA_HEADROOM + LITERAL_HEADER..DATA_HEADROOM + CHUNK];
+        let n = match read_full(&mut input, room, stop) {
+            Some(Ok(0)) => {
+                pool.put_back(buffer);
+                return Some((sent, None));
+            }
+            Some(Ok(n)) => n,
+            Some(Err(err)) => {
+                pool.put_back(buffer);
+                return Some((sent, Some(err)));
+            }
+            None => return None,
+        };
+        hasher.update(&room[..n]);
+        let len = u32::try_from(n).expect("a frame is far below 4 GiB");
+        buffer[DATA_HEADROOM..DATA_HEADROOM + LITERAL_HEADER].copy_from_slice(&literal_header(len));
+        sent += n as u64;
+        let piece = Piece::Chunk {
+            buffer,
+            len: LITERAL_HEADER + n,
+            covered: n as u64,
+        };
+        pieces.send(piece).ok()?;
+    }
+}
+
+/// Reads until `buf` is full or the input ends: how much; `None` once `stop` is set.
+fn read_full(
+    input: &mut impl Read,
+    buf: &mut [u8],
+    stop: &AtomicBool,
+) -> Option<io::Result<usize>> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        if stop.load(Ordering::SeqCst) {
+            return None;
+        }
+        match input.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+            Err(err) => return Some(Err(err)),
+        }
+    }
+    Some(Ok(filled))
 }
 
 /// Bytes handed to the hashing thread at a time.
@@ -95,7 +161,8 @@ const HASH_BATCH: usize = 1 << 20;
 
 /// Encodes the file as instructions: first the chunks of its head, if it has one,
 /// then the rest as it is read and cut; `feed` gets every byte read after the head,
-/// in order.
+/// in order. Returns how far it read, the read error that cut it short, and
+/// whether it gave a streamed basis up (the rest of the file then goes raw).
 fn encode(
     input: &mut dyn Input,
     ((wanted, expected), head): ((&Wanted, Option<u64>), Option<&Head>),
@@ -103,21 +170,16 @@ fn encode(
     pool: &mut Pool,
     pieces: &mpsc::Sender<Piece>,
     stop: &AtomicBool,
-) -> Option<(u64, Option<io::Error>)> {
+) -> Option<(u64, Option<io::Error>, bool)> {
     let mut lookup = Lookup::of(wanted);
-    let mut out = Instructions {
-        frame: None,
-        pool,
-        pieces,
-    };
+    let mut out = Instructions::new(pool, pieces);
     let mut state = Matching::default();
     if let Some(head) = head {
         let buffer = &mut vec![0; wanted.chunking.max()];
         let found = &lookup.found;
-        let sent = from_head(input, head, (found, buffer), (&mut out, &mut state), stop)?;
-        if let Err(err) = sent {
+        if let Err(err) = from_head(input, head, (found, buffer), (&mut out, &mut state), stop)? {
             out.finish(&mut state)?;
-            return Some((state.sent, Some(err)));
+            return Some((state.sent, Some(err), false));
         }
     }
     let left = expected.map_or(u64::MAX, |size| size.saturating_sub(state.sent));
@@ -135,7 +197,7 @@ fn encode(
             Ok(None) => break,
             Err(err) => {
                 out.finish(&mut state)?;
-                return Some((state.sent, Some(err)));
+                return Some((state.sent, Some(err), false));
             }
         };
         feed(bytes, false);
@@ -148,11 +210,15 @@ fn encode(
             None => out.unmatched(&mut state, bytes)?,
         }
         if lookup.stream.is_some() && state.gives_up() {
-            out.no_more_copies(&mut state)?;
+            // The rest goes raw (see `send_literals`), after what was read ahead.
+            let ahead = chunker.drain();
+            feed(ahead, false);
+            out.give_up(&mut state, ahead)?;
+            return Some((state.sent, None, true));
         }
     }
     out.finish(&mut state)?;
-    Some((state.sent, None))
+    Some((state.sent, None, false))
 }
 
 /// Bytes of a streamed basis's sums (feature `delta_stream`) held ahead of the
@@ -356,7 +422,15 @@ struct Instructions<'a> {
     pieces: &'a mpsc::Sender<Piece>,
 }
 
-impl Instructions<'_> {
+impl<'a> Instructions<'a> {
+    fn new(pool: &'a mut Pool, pieces: &'a mpsc::Sender<Piece>) -> Instructions<'a> {
+        Instructions {
+            frame: None,
+            pool,
+            pieces,
+        }
+    }
+
     /// A chunk of `len` bytes of the file that is chunk `first` of the basis.
     fn matched(&mut self, state: &mut Matching, first: u32, len: u64) -> Option<()> {
         state.sent += len;
@@ -462,13 +536,15 @@ impl Instructions<'_> {
         }
     }
 
-    /// Says that no copy follows (a streamed basis given up).
-    fn no_more_copies(&mut self, state: &mut Matching) -> Option<()> {
+    /// Gives a streamed basis up: says that no copy follows, then sends what was
+    /// read `ahead` as literals, and the last frame.
+    fn give_up(&mut self, state: &mut Matching, ahead: &[u8]) -> Option<()> {
         self.flush_run(state)?;
         self.room(state, 1)?;
         self.put(&[OP_NO_MORE_COPIES]);
         state.given_up = true;
-        Some(())
+        self.unmatched(state, ahead)?;
+        self.finish(state)
     }
 
     /// Writes out the pending run and sends the last frame.
