@@ -394,3 +394,26 @@ fn a_sender_ends_copies_for_a_basis_with_nothing_in_common() {
     assert!(heard.ended_copies, "an end of copies (0x03)");
     assert_eq!((heard.copies, heard.literal), (0, new.len()));
 }
+
+#[test]
+fn a_sender_without_delta_stream_gets_section_18s_plan_and_no_sums_frames() {
+    let old = pattern(1 << 20, 91);
+    let (dst, mut receiver, mut peer, decision) = offered_streamed(&old, &old, &["delta"]);
+    let count = decision["delta"]["count"].as_u64().expect("a listed count");
+    assert_eq!(
+        decision["delta"]["sums"].as_str().unwrap().len() as u64,
+        16 * count
+    );
+    assert!(decision["delta"].get("stream").is_none(), "{decision}");
+    peer.send_control(&json!({"type": "data", "index": 0, "offset": 0, "delta": true}))
+        .unwrap();
+    peer.send_frame(&copy(0, count as u32)).unwrap();
+    peer.send_frame(&[]).unwrap();
+    peer.send_control(&peer.done_frame(0, "f", &old)).unwrap();
+    // The very next frame is the answer: nothing is streamed to this peer.
+    assert_eq!(peer.read_control().unwrap()["type"], "ok");
+    peer.send_end().unwrap();
+    peer.expect("end").unwrap();
+    assert_eq!(receiver.exit_code(), 0, "{}", receiver.stderr());
+    assert!(fs::read(dst.path().join("f")).unwrap() == old);
+}

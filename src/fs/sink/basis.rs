@@ -4,6 +4,9 @@
 //! stay here. When the instructions arrive it is opened again by name
 //! ([`Resolver::open_basis`]) and only the chunks they name are read, at their
 //! offsets. A basis is never written: the result is built in a fresh temporary.
+//! Under feature `delta_stream` the plan only checks it ([`Resolver::stream_basis`]):
+//! the receiver's cutter reads it during the data phase, and its chunk ends are
+//! recorded here as their sums go out.
 //!
 //! A basis that is no longer the file that was chunked (another inode, size, mtime or
 //! ctime) when it is opened again, or once its chunks have been read, is refused
