@@ -101,7 +101,7 @@ pub fn delta_basis() -> Vec<u8> {
 }
 
 /// [`receiver_session`] with the features a current sender has in force
-/// (`blake3`, `meta`, `mirror`, `delta`; sections 16 to 18), into a receiver that
+/// (`blake3`, `meta`, `mirror`, `delta`, `zstd_control`; sections 16 to 19), into a receiver that
 /// replaces files (so `mirror`'s `delete` is allowed and [`BASIS_NAME`], there
 /// already, is offered as a basis). The same property: no panic, nothing written
 /// outside the target directory.
@@ -118,6 +118,7 @@ pub fn receive_with_features(data: &[u8], look: impl FnOnce(&Path, Result<(), St
         Feature::Meta,
         Feature::Mirror,
         Feature::Delta,
+        Feature::ZstdControl,
     ]);
     let settings = Settings {
         overwrite: true,

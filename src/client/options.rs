@@ -127,6 +127,8 @@ impl Peering {
         wanted = wanted.with(Feature::Meta);
         // Listed and chosen by every xfer; insisted on only when asked for.
         wanted = wanted.with(Feature::Mirror);
+        // No switch either: packing an offer or plan costs ~2 ms per MiB of JSON.
+        wanted = wanted.with(Feature::ZstdControl);
         if self.security.mirror {
             required = required.with(Feature::Mirror);
         }

@@ -33,10 +33,13 @@ pub(crate) enum Feature {
     /// With `delta`: the receiver streams a basis's sums beside the data instead
     /// of listing them in the plan (`docs/PROTOCOL.md`, section 18.6).
     DeltaStream,
+    /// Control frames may travel zstd-compressed (`docs/PROTOCOL.md`, "Feature
+    /// `zstd_control`"): offers, plans and listings of large trees.
+    ZstdControl,
 }
 
 impl Feature {
-    pub(crate) const ALL: [Feature; 7] = [
+    pub(crate) const ALL: [Feature; 8] = [
         Feature::Aead,
         Feature::Blake3,
         Feature::Meta,
@@ -44,6 +47,7 @@ impl Feature {
         Feature::Zstd,
         Feature::Delta,
         Feature::DeltaStream,
+        Feature::ZstdControl,
     ];
 
     pub(crate) fn name(self) -> &'static str {
@@ -55,6 +59,7 @@ impl Feature {
             Feature::Meta => "meta",
             Feature::Mirror => "mirror",
             Feature::DeltaStream => "delta_stream",
+            Feature::ZstdControl => "zstd_control",
         }
     }
 
@@ -67,6 +72,7 @@ impl Feature {
             Feature::Mirror => 16,
             Feature::Delta => 32,
             Feature::DeltaStream => 64,
+            Feature::ZstdControl => 128,
         }
     }
 
@@ -129,7 +135,7 @@ impl Features {
     }
 
     /// The names, in a fixed order (`aead`, `blake3`, `meta`, `mirror`, `zstd`, `delta`,
-    /// `delta_stream`).
+    /// `delta_stream`, `zstd_control`).
     pub(crate) fn names(self) -> Vec<String> {
         Feature::ALL
             .into_iter()

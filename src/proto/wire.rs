@@ -5,7 +5,9 @@
 //! Below the codec, and invisible to the sessions above it, sit the two layers a
 //! connection may negotiate: sealing (`aead`, `seal.rs`), which wraps every frame
 //! after the handshake, and compression (`zstd`, `compress.rs`), which applies to data
-//! frames only, before sealing. Data frames travel in caller-owned buffers laid out
+//! frames, before sealing; under `zstd_control` a large control frame (an offer, a
+//! plan, a listing) may travel compressed too, and is read back as its JSON, which
+//! is what the MACs over offers and plans cover. Data frames travel in caller-owned buffers laid out
 //! with room for the length prefix, the flag byte and the tag (see [`DATA_HEADROOM`]),
 //! so a file's bytes are read, hashed, compressed, sealed and written without copies.
 //!
@@ -19,7 +21,7 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 
 use super::buffer::grow_to;
-use super::compress::{Deflater, Inflater, Squeezed};
+use super::compress::{ControlPacker, Deflater, Inflater, Squeezed, is_packed};
 use super::message::{self, ErrorCode, LENGTH_PREFIX, MAX_CONTROL, MAX_DATA_FRAME, Message};
 use super::negotiated::{Feature, Negotiated};
 use super::seal::{Opener, Sealer, TAG_LEN};
@@ -67,6 +69,8 @@ pub(crate) struct FrameReader<R> {
     control: Vec<u8>,
     /// Where a compressed data frame is decompressed; swapped with the caller's buffer.
     spare: Vec<u8>,
+    /// Under `zstd_control`: what unpacks packed control frames, and where they land.
+    unpacker: Option<(Inflater, Vec<u8>)>,
     /// Data bytes as inflated and as they came, since [`FrameReader::take_squeezed`];
     /// `Some` once a compressed frame arrived.
     squeezed: Option<Squeezed>,
@@ -82,6 +86,7 @@ impl<R: Read> FrameReader<R> {
             inflater: None,
             control: Vec::new(),
             spare: Vec::new(),
+            unpacker: None,
             squeezed: None,
             raw: 0,
         }
@@ -108,6 +113,9 @@ impl<R: Read> FrameReader<R> {
             // Swapped with the caller's buffers: of their size, so neither grows.
             self.spare = data_buffer();
         }
+        if negotiated.has(Feature::ZstdControl) {
+            self.unpacker = Some((Inflater::new(), Vec::new()));
+        }
     }
 
     /// Reads one control frame's plaintext payload (post-authentication limits).
@@ -115,7 +123,8 @@ impl<R: Read> FrameReader<R> {
     /// # Returns
     ///
     /// `Ok(None)` when the peer closed the stream cleanly between frames; an error
-    /// when it closed inside a frame, sent too much, or sent a frame that does not open.
+    /// when it closed inside a frame, sent too much, or sent a frame that does not open
+    /// (or, packed, does not unpack to at most 16 MiB).
     pub(crate) fn read_payload(&mut self) -> Result<Option<&[u8]>> {
         let Some(len) = self.read_len(MAX_CONTROL)? else {
             return Ok(None);
@@ -126,7 +135,14 @@ impl<R: Read> FrameReader<R> {
             Some(opener) => opener.open(&mut self.control)?,
             None => len,
         };
-        Ok(Some(&self.control[..plain]))
+        let payload = &self.control[..plain];
+        match &mut self.unpacker {
+            Some((inflater, unpacked)) if is_packed(payload) => {
+                let n = inflater.inflate(payload, unpacked)?;
+                Ok(Some(&unpacked[..n]))
+            }
+            _ => Ok(Some(payload)),
+        }
     }
 
     /// Reads and decodes one control frame; see [`FrameReader::read_payload`].
@@ -225,6 +241,8 @@ pub(crate) struct FrameWriter<W: Write> {
     inner: BufWriter<W>,
     sealer: Option<Sealer>,
     deflater: Option<Deflater>,
+    /// Under `zstd_control`: packs the large control frames of [`FrameWriter::write_payload`].
+    packer: Option<ControlPacker>,
     /// A control frame being assembled: prefix, payload, tag.
     control: Vec<u8>,
     /// Where a data frame is compressed; swapped with the caller's buffer when it pays.
@@ -239,6 +257,7 @@ impl<W: Write> FrameWriter<W> {
             inner: BufWriter::with_capacity(WRITE_BUFFER, inner),
             sealer: None,
             deflater: None,
+            packer: None,
             control: Vec::new(),
             spare: Vec::new(),
             squeezed: Squeezed::default(),
@@ -268,6 +287,9 @@ impl<W: Write> FrameWriter<W> {
         if negotiated.has(Feature::Zstd) {
             self.deflater = Some(Deflater::new(compress)?);
         }
+        if negotiated.has(Feature::ZstdControl) {
+            self.packer = Some(ControlPacker::new()?);
+        }
         Ok(())
     }
 
@@ -279,12 +301,19 @@ impl<W: Write> FrameWriter<W> {
         self.send_control(message.type_name())
     }
 
-    /// Writes one control frame whose payload the caller encoded (offers and plans,
-    /// which the caller also feeds to a MAC).
+    /// Writes one control frame whose payload the caller encoded (offers, plans and
+    /// listings; the caller feeds offers and plans to a MAC as they are here, before
+    /// any packing). Under `zstd_control` a large one goes packed when that pays.
     pub(crate) fn write_payload(&mut self, payload: &[u8]) -> Result<()> {
         self.control.clear();
         self.control.extend_from_slice(&[0; LENGTH_PREFIX]);
-        self.control.extend_from_slice(payload);
+        let packed = match &mut self.packer {
+            Some(packer) => packer.pack(payload, &mut self.control),
+            None => false,
+        };
+        if !packed {
+            self.control.extend_from_slice(payload);
+        }
         self.send_control("control frame")
     }
 
@@ -765,6 +794,96 @@ mod tests {
             let err = reader_for(flipped, &initiator).read_message().unwrap_err();
             assert_eq!(kind_of(&err), Some(Kind::Verification), "bit {bit}");
         }
+    }
+
+    /// An offer-like payload of `entries` entries: JSON that repeats as paths do.
+    fn list_payload(entries: usize) -> Vec<u8> {
+        let items: Vec<String> = (0..entries)
+            .map(|i| {
+                format!(
+                    r#"{{"path":"dir{}/file{i}.txt","kind":"file","size":{i}}}"#,
+                    i / 100
+                )
+            })
+            .collect();
+        format!(r#"{{"type":"offer","entries":[{}]}}"#, items.join(",")).into_bytes()
+    }
+
+    #[test]
+    fn large_control_frames_travel_packed_and_read_back_as_written() {
+        use Feature::{Aead, ZstdControl};
+        for features in [
+            Features::of(&[ZstdControl]),
+            Features::of(&[Aead, ZstdControl]),
+        ] {
+            let (mut writer, initiator) = pair(features, None);
+            let (big, small) = (list_payload(2000), list_payload(3));
+            writer.write_payload(&big).unwrap();
+            writer.write_payload(&small).unwrap();
+            writer.flush().unwrap();
+            let bytes = writer.inner.into_inner().unwrap();
+            let overhead = 2 * (LENGTH_PREFIX + TAG_LEN);
+            assert!(
+                bytes.len() < big.len() / 4,
+                "{} of {}",
+                bytes.len(),
+                big.len()
+            );
+            assert!(
+                bytes.len() > small.len() + overhead,
+                "the small one goes raw"
+            );
+            let mut reader = reader_for(bytes, &initiator);
+            assert_eq!(reader.read_payload().unwrap().unwrap(), big);
+            assert_eq!(reader.read_payload().unwrap().unwrap(), small);
+            assert!(reader.read_payload().unwrap().is_none());
+        }
+    }
+
+    #[test]
+    fn a_packed_frame_is_refused_without_the_feature_or_when_it_would_unpack_too_far() {
+        let (mut writer, initiator) = pair(Features::of(&[Feature::ZstdControl]), None);
+        writer.write_payload(&list_payload(2000)).unwrap();
+        writer.flush().unwrap();
+        let packed = writer.inner.into_inner().unwrap();
+        // Without `zstd_control` a packed frame is not JSON.
+        let plain = Negotiated::for_tests(Role::Sender, Features::NONE, [9; 32]);
+        let err = reader_for(packed, &plain).read_message().unwrap_err();
+        assert_eq!(kind_of(&err), Some(Kind::Protocol), "{err:#}");
+        // A frame that declares 16 MiB and one byte is refused before it is unpacked.
+        let bomb = zstd::bulk::compress(&vec![b' '; MAX_CONTROL + 1], 1).unwrap();
+        let mut wire = u32::try_from(bomb.len()).unwrap().to_be_bytes().to_vec();
+        wire.extend_from_slice(&bomb);
+        let err = reader_for(wire, &initiator).read_payload().unwrap_err();
+        assert_eq!(kind_of(&err), Some(Kind::Protocol), "{err:#}");
+        assert!(
+            format!("{err:#}").contains("over the 16 MiB limit"),
+            "{err:#}"
+        );
+    }
+
+    #[test]
+    fn the_packed_offer_vector_unpacks_to_the_section_6_offer() {
+        // docs/PROTOCOL.md section 19; its MAC is section 6's, tested in negotiated.rs.
+        let packed = crate::hex::unhex_vec(concat!(
+            "28b52ffd206ced0200c246161b706b33062816204d8d8c519b9224c7d57ff193f057354d00554508",
+            "cda1414444442c1cb9aeb4eb430121d7c3d63738726da4f6ad2aa1f39324c5f72e16c0945224d012",
+            "ec9c238b50660c79d3b46ca2df8b22c4ce5561ec4c00"
+        ))
+        .unwrap();
+        assert_eq!(packed.len(), 102);
+        let mut wire = 102u32.to_be_bytes().to_vec();
+        wire.extend_from_slice(&packed);
+        let initiator =
+            Negotiated::for_tests(Role::Sender, Features::of(&[Feature::ZstdControl]), [9; 32]);
+        let offer = br#"{"type":"offer","entries":[{"path":"docs/hello.txt","kind":"file","size":13,"mode":420,"mtime":1700000000}]}"#;
+        assert_eq!(
+            reader_for(wire, &initiator)
+                .read_payload()
+                .unwrap()
+                .unwrap(),
+            offer
+        );
     }
 
     #[test]

@@ -584,7 +584,8 @@ fn a_dry_run_says_what_a_delta_would_move_and_changes_nothing() {
 }
 
 /// A relay from a sender to 127.0.0.1:`target` that holds the receiver's plan (a
-/// session in clear: the frame with a decision to send a delta) until `before_plan` has run.
+/// session in clear: the frame with a decision to send a delta, or a packed frame —
+/// `zstd_control`, which a plan with sums is large enough for) until `before_plan` has run.
 fn relay_holding_plan(target: u16, before_plan: impl FnOnce() + Send + 'static) -> u16 {
     use std::io::{Read, Write};
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -599,7 +600,9 @@ fn relay_holding_plan(target: u16, before_plan: impl FnOnce() + Send + 'static) 
         let mut buffer = vec![0; 1 << 16];
         while let Ok(read @ 1..) = receiver.read(&mut buffer) {
             let bytes = &buffer[..read];
-            if bytes.windows(9).any(|window| window == b"\"delta\":{")
+            let packed = |window: &[u8]| window == [0x28, 0xb5, 0x2f, 0xfd];
+            if (bytes.windows(9).any(|window| window == b"\"delta\":{")
+                || bytes.windows(4).any(packed))
                 && let Some(run) = before_plan.take()
             {
                 run();

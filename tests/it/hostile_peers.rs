@@ -157,25 +157,47 @@ fn garbage_before_authentication_is_refused_and_the_receiver_keeps_serving() {
     honest_transfer_works(receiver.port, out.path(), "warm-up.bin");
     let (baseline_threads, baseline_rss) = threads_and_rss(pid);
 
-    let good_nonce = "5a".repeat(32);
-    let good_mac = "00".repeat(32);
+    for (name, bytes, code) in &garbage_before_auth() {
+        assert_refused_before_auth(receiver.port, name, bytes, *code);
+    }
+    a_silent_peer_is_cut_at_the_handshake_deadline(receiver.port);
+
+    honest_transfer_works(receiver.port, out.path(), "after.bin");
+    assert!(receiver.is_running());
+    let threads = threads_settle(pid, baseline_threads, 0);
+    let (_, rss) = threads_and_rss(pid);
+    assert!(
+        threads <= baseline_threads,
+        "threads {threads}, were {baseline_threads}"
+    );
+    assert!(
+        rss < baseline_rss + 8 * 1024,
+        "RSS {rss} KiB, was {baseline_rss} KiB"
+    );
+    let log = receiver.stderr();
+    assert!(!log.contains("panicked"), "{log}");
+    assert_eq!(
+        files_under(out.path()),
+        [PathBuf::from("after.bin"), PathBuf::from("warm-up.bin")]
+    );
+}
+
+type Frame = Box<dyn Fn(&str) -> Vec<u8>>;
+/// A name, the bytes a peer sends in place of its `auth` (given the nonce of the
+/// acceptor's `hello`), and the error code the receiver must answer.
+type Case = (&'static str, Frame, Option<&'static str>);
+
+/// Every malformed or lying first frame the garbage test sends.
+fn garbage_before_auth() -> Vec<Case> {
+    let mut cases = malformed_frames();
+    cases.extend(lying_auths());
+    cases
+}
+
+/// First frames that are not frames, not JSON, or not an `auth`.
+fn malformed_frames() -> Vec<Case> {
     let deep = format!("{}{}", "[".repeat(2000), "]".repeat(2000));
-    type Frame = Box<dyn Fn(&str) -> Vec<u8>>;
-    type Case = (&'static str, Frame, Option<&'static str>);
-    let zero_mac = || "00".repeat(32);
-    // An `auth` with the good nonce and this version, role and MAC.
-    let auth = |version: u64, role: &'static str, mac: String| -> Frame {
-        let nonce = good_nonce.clone();
-        Box::new(move |_| auth_with(version, role, &nonce, &mac))
-    };
-    // A version-2 sender's `auth` (good nonce, zero MAC) with one more member.
-    let auth_and = |member: &'static str, value: Value| -> Frame {
-        let mut frame = json!({"type":"auth","version":2,"role":"sender",
-                               "nonce":good_nonce,"mac":zero_mac()});
-        frame[member] = value;
-        Box::new(move |_| length_prefixed(frame.to_string().as_bytes()))
-    };
-    let cases: Vec<Case> = vec![
+    vec![
         (
             "4 GiB length prefix",
             Box::new(|_| vec![0xff; 4]),
@@ -227,6 +249,27 @@ fn garbage_before_authentication_is_refused_and_the_receiver_keeps_serving() {
             }),
             Some("protocol"),
         ),
+    ]
+}
+
+/// `auth` frames with a bad nonce, MAC, version, role, user or features.
+fn lying_auths() -> Vec<Case> {
+    let good_nonce = "5a".repeat(32);
+    let good_mac = "00".repeat(32);
+    let zero_mac = || "00".repeat(32);
+    // An `auth` with the good nonce and this version, role and MAC.
+    let auth = |version: u64, role: &'static str, mac: String| -> Frame {
+        let nonce = good_nonce.clone();
+        Box::new(move |_| auth_with(version, role, &nonce, &mac))
+    };
+    // A version-2 sender's `auth` (good nonce, zero MAC) with one more member.
+    let auth_and = |member: &'static str, value: Value| -> Frame {
+        let mut frame = json!({"type":"auth","version":2,"role":"sender",
+                               "nonce":good_nonce,"mac":zero_mac()});
+        frame[member] = value;
+        Box::new(move |_| length_prefixed(frame.to_string().as_bytes()))
+    };
+    vec![
         // Version 2 answers a nonce that is not 64 lowercase hex digits `auth`
         // (PROTOCOL.md section 4, step 4); version 1 said `protocol`.
         (
@@ -290,34 +333,38 @@ fn garbage_before_authentication_is_refused_and_the_receiver_keeps_serving() {
             auth_and("features", json!(["AEAD"])),
             Some("protocol"),
         ),
-    ];
-    for (name, bytes, code) in &cases {
-        let reply = pre_auth(receiver.port, bytes);
-        match code {
-            Some(code) => {
-                let reply =
-                    reply.unwrap_or_else(|| panic!("{name}: closed without an error frame"));
-                assert_eq!(
-                    (reply["type"].as_str(), reply["code"].as_str()),
-                    (Some("error"), Some(*code)),
-                    "{name}: {reply}"
-                );
-                assert!(
-                    !reply["message"]
-                        .as_str()
-                        .unwrap_or("")
-                        .chars()
-                        .any(char::is_control),
-                    "{name}"
-                );
-            }
-            None => assert!(reply.is_none(), "{name}: {reply:?}"),
-        }
-    }
+    ]
+}
 
-    // A peer that connects and says nothing is cut off at the handshake deadline,
-    // without a frame.
-    let mut staller = peer_connect(receiver.port);
+/// Sends `bytes` as the first frame after `hello` and checks the answer: the
+/// error `code` with a printable message, or (no code) a close without a frame.
+fn assert_refused_before_auth(port: u16, name: &str, bytes: &Frame, code: Option<&str>) {
+    let reply = pre_auth(port, bytes);
+    match code {
+        Some(code) => {
+            let reply = reply.unwrap_or_else(|| panic!("{name}: closed without an error frame"));
+            assert_eq!(
+                (reply["type"].as_str(), reply["code"].as_str()),
+                (Some("error"), Some(code)),
+                "{name}: {reply}"
+            );
+            assert!(
+                !reply["message"]
+                    .as_str()
+                    .unwrap_or("")
+                    .chars()
+                    .any(char::is_control),
+                "{name}"
+            );
+        }
+        None => assert!(reply.is_none(), "{name}: {reply:?}"),
+    }
+}
+
+/// A peer that connects and says nothing is cut off at the handshake deadline
+/// (2 s here), without a frame.
+fn a_silent_peer_is_cut_at_the_handshake_deadline(port: u16) {
+    let mut staller = peer_connect(port);
     let started = Instant::now();
     assert_eq!(kind(&staller.read_hello().expect("hello")), "hello");
     assert_closed(staller.read_wire());
@@ -325,25 +372,6 @@ fn garbage_before_authentication_is_refused_and_the_receiver_keeps_serving() {
     assert!(
         waited >= Duration::from_millis(1500) && waited < Duration::from_secs(6),
         "{waited:?}"
-    );
-
-    honest_transfer_works(receiver.port, out.path(), "after.bin");
-    assert!(receiver.is_running());
-    let threads = threads_settle(pid, baseline_threads, 0);
-    let (_, rss) = threads_and_rss(pid);
-    assert!(
-        threads <= baseline_threads,
-        "threads {threads}, were {baseline_threads}"
-    );
-    assert!(
-        rss < baseline_rss + 8 * 1024,
-        "RSS {rss} KiB, was {baseline_rss} KiB"
-    );
-    let log = receiver.stderr();
-    assert!(!log.contains("panicked"), "{log}");
-    assert_eq!(
-        files_under(out.path()),
-        [PathBuf::from("after.bin"), PathBuf::from("warm-up.bin")]
     );
 }
 
@@ -411,6 +439,32 @@ fn lies_and_misbehaviour_after_authentication_are_refused() {
     let port = receiver.port;
     std::fs::write(out.path().join("exists"), b"old").unwrap();
 
+    sizes_that_lie(port);
+    data_out_of_place(port);
+    cuts_in_the_middle_of_a_frame(port);
+
+    std::thread::sleep(Duration::from_millis(300));
+    honest_transfer_works(port, out.path(), "honest.bin");
+    let finished: Vec<PathBuf> = files_under(out.path())
+        .into_iter()
+        .filter(|p| !p.to_string_lossy().contains(".xfer-"))
+        .collect();
+    assert_eq!(
+        finished,
+        ["exists", "honest.bin", "twice"].map(PathBuf::from),
+        "only verified files"
+    );
+    assert_eq!(std::fs::read(out.path().join("exists")).unwrap(), b"old");
+    assert!(receiver.is_running());
+    assert!(
+        !receiver.stderr().contains("panicked"),
+        "{}",
+        receiver.stderr()
+    );
+}
+
+/// Data shorter or longer than offered, absurd sizes, a frame over 16 MiB.
+fn sizes_that_lie(port: u16) {
     // Fewer bytes than offered, and a `done` that says so: that entry fails.
     let (mut peer, _) = offer_as_sender(port, json!([{"path":"short","kind":"file","size":10}]));
     peer.send_file(0, "short", b"12345", 0).unwrap();
@@ -451,7 +505,10 @@ fn lies_and_misbehaviour_after_authentication_are_refused() {
         "protocol",
         "data frame over 16 MiB",
     );
+}
 
+/// Data for entries that take none, or out of the plan's order; a path offered twice.
+fn data_out_of_place(port: u16) {
     // Data for a skipped entry, for an entry out of range, twice for one entry, and
     // (version 2: data goes in the plan's order) for a later entry first.
     let (mut peer, plan) = offer_as_sender(port, json!([{"path":"exists","kind":"file","size":3}]));
@@ -484,8 +541,10 @@ fn lies_and_misbehaviour_after_authentication_are_refused() {
     );
     assert_eq!(plan[0]["action"], "send");
     assert_eq!(plan[1]["code"], "bad_path");
+}
 
-    // A connection closed in the middle of a control frame, and one in the middle of data.
+/// Connections closed in the middle of a control frame and of a data frame.
+fn cuts_in_the_middle_of_a_frame(port: u16) {
     let (mut peer, _) = offer_as_sender(port, json!([{"path":"cut","kind":"file","size":1000}]));
     let wire = peer.seal_next(data_header(0).to_string().as_bytes());
     let _ = peer.send_wire(&wire[..10]);
@@ -495,25 +554,6 @@ fn lies_and_misbehaviour_after_authentication_are_refused() {
     let wire = peer.seal_next(&[7; 500]);
     let _ = peer.send_wire(&wire[..300]);
     drop(peer);
-
-    std::thread::sleep(Duration::from_millis(300));
-    honest_transfer_works(port, out.path(), "honest.bin");
-    let finished: Vec<PathBuf> = files_under(out.path())
-        .into_iter()
-        .filter(|p| !p.to_string_lossy().contains(".xfer-"))
-        .collect();
-    assert_eq!(
-        finished,
-        ["exists", "honest.bin", "twice"].map(PathBuf::from),
-        "only verified files"
-    );
-    assert_eq!(std::fs::read(out.path().join("exists")).unwrap(), b"old");
-    assert!(receiver.is_running());
-    assert!(
-        !receiver.stderr().contains("panicked"),
-        "{}",
-        receiver.stderr()
-    );
 }
 
 #[test]

@@ -407,12 +407,18 @@ fn xfer_client_commands_work_against_the_minimal_server() {
     write(&home.join("docs/sub/c.bin"), &pattern(300_000, 5));
     std::os::unix::fs::symlink("/etc", home.join("docs/out")).unwrap();
     let mini = MiniServer::start(ServerConfig::new("alice", Site::key_of("alice"), &home));
-    let at = |path: &str| format!("{}:{path}", mini.addr());
+    ls_lists_with_kinds_and_usage(&site, &mini);
+    get_brings_a_tree_without_its_link(&site, &mini);
+    send_mkdir_mv_and_rm_change_the_home(&site, &mini, &home);
+}
 
-    let ls = client(&site, "alice", &["ls", &mini.addr()]);
+/// `ls`, `ls --json` (a link is `other`) and `ls --usage` (no quota).
+fn ls_lists_with_kinds_and_usage(site: &Site, mini: &MiniServer) {
+    let at = |path: &str| format!("{}:{path}", mini.addr());
+    let ls = client(site, "alice", &["ls", &mini.addr()]);
     expect_exit(&ls, 0, "ls");
     assert_eq!(lines(&ls), ["a.txt", "docs"]);
-    let ls = client(&site, "alice", &["ls", "--json", &at("docs")]);
+    let ls = client(site, "alice", &["ls", "--json", &at("docs")]);
     expect_exit(&ls, 0, "ls --json docs");
     let kinds: Vec<(String, String)> = lines(&ls)
         .iter()
@@ -429,17 +435,21 @@ fn xfer_client_commands_work_against_the_minimal_server() {
         [("b.txt", "file"), ("out", "other"), ("sub", "dir")]
             .map(|(n, k)| (n.to_owned(), k.to_owned()))
     );
-    let usage = client(&site, "alice", &["ls", "--usage", &mini.addr()]);
+    let usage = client(site, "alice", &["ls", "--usage", &mini.addr()]);
     expect_exit(&usage, 0, "ls --usage");
     assert!(
         stdout_of(&usage).contains("no quota"),
         "{}",
         stdout_of(&usage)
     );
+}
 
+/// `get` of a file and a tree brings no link; a missing name is `not_found`.
+fn get_brings_a_tree_without_its_link(site: &Site, mini: &MiniServer) {
+    let at = |path: &str| format!("{}:{path}", mini.addr());
     let dl = site.download_dir("mini");
     let get = client(
-        &site,
+        site,
         "alice",
         &["get", &at("a.txt"), &at("docs"), dl.to_str().unwrap()],
     );
@@ -451,20 +461,25 @@ fn xfer_client_commands_work_against_the_minimal_server() {
     );
     assert!(!dl.join("docs/out").exists(), "no symlink offered");
     let missing = client(
-        &site,
+        site,
         "alice",
         &["get", &at("missing"), dl.to_str().unwrap()],
     );
     expect_refused(&missing, "not_found", "get of a missing file");
+}
 
+/// `mkdir`, `send` into a directory and into the home, `mv`, `rm`, and `rm` of a
+/// full directory refused.
+fn send_mkdir_mv_and_rm_change_the_home(site: &Site, mini: &MiniServer, home: &std::path::Path) {
+    let at = |path: &str| format!("{}:{path}", mini.addr());
     expect_exit(
-        &client(&site, "alice", &["mkdir", &at("in/box")]),
+        &client(site, "alice", &["mkdir", &at("in/box")]),
         0,
         "mkdir",
     );
     let up = site.local("up.bin", &pattern(100_000, 6));
     let put = client(
-        &site,
+        site,
         "alice",
         &["send", up.to_str().unwrap(), &at("in/box")],
     );
@@ -473,31 +488,23 @@ fn xfer_client_commands_work_against_the_minimal_server() {
         fs::read(home.join("in/box/up.bin")).unwrap(),
         pattern(100_000, 6)
     );
-    let put = client(
-        &site,
-        "alice",
-        &["send", up.to_str().unwrap(), &mini.addr()],
-    );
+    let put = client(site, "alice", &["send", up.to_str().unwrap(), &mini.addr()]);
     expect_exit(&put, 0, "send into the home");
     assert!(home.join("up.bin").is_file());
     expect_exit(
-        &client(
-            &site,
-            "alice",
-            &["mv", &at("in/box/up.bin"), "in/moved.bin"],
-        ),
+        &client(site, "alice", &["mv", &at("in/box/up.bin"), "in/moved.bin"]),
         0,
         "mv",
     );
     assert!(home.join("in/moved.bin").is_file());
     expect_exit(
-        &client(&site, "alice", &["rm", &at("in/moved.bin")]),
+        &client(site, "alice", &["rm", &at("in/moved.bin")]),
         0,
         "rm",
     );
     assert!(!home.join("in/moved.bin").exists());
     expect_refused(
-        &client(&site, "alice", &["rm", &at("docs")]),
+        &client(site, "alice", &["rm", &at("docs")]),
         "denied",
         "rm of a full directory",
     );
@@ -511,6 +518,35 @@ fn the_independent_client_works_against_xfer_serve() {
     let home = site.home("alice");
     let mut peer = server.login("alice");
 
+    puts_a_tree_and_makes_directories(&mut peer, &home);
+    lists_and_counts_usage(&mut peer);
+    gets_and_refused_requests_keep_t_right(&mut peer);
+    renames_and_removes_are_refused_as_section_9_says(&mut peer, &home);
+    malformed_paths_are_bad_paths(&mut peer);
+    peer.remove("in/box/d/b.bin").expect("remove a file");
+    peer.remove("in/box/d").expect("remove an empty directory");
+    assert!(!home.join("in/box/d").exists());
+    let got = peer.get(&["in/a2.txt"]).expect("a get after all that");
+    assert_eq!(got.files["a2.txt"], b"alpha\n");
+    peer.bye().expect("the server closes after bye");
+    server.wait_for_log("alice bye", 1);
+}
+
+/// What alice puts into `in/box`: a file with a mode and time, a directory, a file
+/// in it, and a name that climbs out.
+fn alices_upload() -> [SendEntry; 4] {
+    [
+        SendEntry::file("a.txt", &b"alpha\n"[..])
+            .mode(0o640)
+            .mtime(1_600_000_000),
+        SendEntry::dir("d"),
+        SendEntry::file("d/b.bin", pattern(300_000, 1)),
+        SendEntry::file("../escape", &b"no"[..]),
+    ]
+}
+
+/// `mkdir` (twice, and of a bad path), then a put whose climbing name alone is refused.
+fn puts_a_tree_and_makes_directories(peer: &mut Peer, home: &std::path::Path) {
     peer.mkdir("in/box").expect("mkdir");
     peer.mkdir("in/box")
         .expect("mkdir of an existing directory");
@@ -518,14 +554,7 @@ fn the_independent_client_works_against_xfer_serve() {
         remote_code(peer.mkdir("in/../x")).as_deref(),
         Some("bad_path")
     );
-    let upload = [
-        SendEntry::file("a.txt", &b"alpha\n"[..])
-            .mode(0o640)
-            .mtime(1_600_000_000),
-        SendEntry::dir("d"),
-        SendEntry::file("d/b.bin", pattern(300_000, 1)),
-        SendEntry::file("../escape", &b"no"[..]),
-    ];
+    let upload = alices_upload();
     let report = peer.put("in/box", &upload).expect("a put");
     assert!(
         report.delivered(0) && report.delivered(2),
@@ -546,7 +575,10 @@ fn the_independent_client_works_against_xfer_serve() {
         fs::read(home.join("in/box/d/b.bin")).unwrap(),
         pattern(300_000, 1)
     );
+}
 
+/// `list` shows what was put, with size, mode and time; `usage` counts it.
+fn lists_and_counts_usage(peer: &mut Peer) {
     let items = peer.list("in/box").expect("a listing");
     assert_eq!(item_names(&items), ["a.txt", "d"]);
     assert_eq!(
@@ -563,8 +595,10 @@ fn the_independent_client_works_against_xfer_serve() {
     assert_eq!(usage["files"], 2);
     assert_eq!(usage["quota_bytes"], 1_000_000);
     assert_eq!(usage["quota_files"], Value::Null);
+}
 
-    // A refused get begins no transfer: the next one still verifies (t is right).
+/// Refused gets and puts begin no transfer; the next ones still verify.
+fn gets_and_refused_requests_keep_t_right(peer: &mut Peer) {
     assert_eq!(
         remote_code(peer.get(&["missing"])).as_deref(),
         Some("not_found")
@@ -586,7 +620,7 @@ fn the_independent_client_works_against_xfer_serve() {
     assert_eq!(got.files["d/b.bin"], pattern(300_000, 1));
     // A refused put too.
     assert_eq!(
-        remote_code(peer.put("nowhere", &upload[..1])).as_deref(),
+        remote_code(peer.put("nowhere", &alices_upload()[..1])).as_deref(),
         Some("not_found")
     );
     let again = peer
@@ -594,9 +628,12 @@ fn the_independent_client_works_against_xfer_serve() {
         .expect("a put");
     assert!(again.delivered(0), "{:?}", again.answers);
     assert_eq!(peer.t, 3);
+}
 
+/// A rename, then renames, removes and mkdirs refused with their codes.
+fn renames_and_removes_are_refused_as_section_9_says(peer: &mut Peer, home: &std::path::Path) {
     peer.rename("in/box/a.txt", "in/a2.txt").expect("rename");
-    assert!(home.join("in/a2.txt").is_file() && !a.exists());
+    assert!(home.join("in/a2.txt").is_file() && !home.join("in/box/a.txt").exists());
     assert_eq!(
         remote_code(peer.rename("in/missing", "x")).as_deref(),
         Some("not_found")
@@ -630,7 +667,10 @@ fn the_independent_client_works_against_xfer_serve() {
         remote_code(peer.mkdir("in/a2.txt/sub")).as_deref(),
         Some("exists")
     );
-    // Malformed paths and the server's own partial files are bad paths.
+}
+
+/// Malformed paths and the server's own partial files are bad paths.
+fn malformed_paths_are_bad_paths(peer: &mut Peer) {
     for path in [
         "a//b",
         "a/./b",
@@ -652,13 +692,6 @@ fn the_independent_client_works_against_xfer_serve() {
             "{path:?}"
         );
     }
-    peer.remove("in/box/d/b.bin").expect("remove a file");
-    peer.remove("in/box/d").expect("remove an empty directory");
-    assert!(!home.join("in/box/d").exists());
-    let got = peer.get(&["in/a2.txt"]).expect("a get after all that");
-    assert_eq!(got.files["a2.txt"], b"alpha\n");
-    peer.bye().expect("the server closes after bye");
-    server.wait_for_log("alice bye", 1);
 }
 
 #[test]
@@ -1567,6 +1600,16 @@ fn a_client_lists_gets_and_puts_against_the_minimal_server() {
         .expect("authenticated");
     assert!(client.sealed() && session.hash() == HashKind::Blake3);
 
+    lists_with_kinds_and_refusals(&mut client);
+    gets_a_tree_without_its_link(&mut client);
+    puts_into_a_new_directory(&mut client, home.path());
+    renames_and_removes(&mut client, home.path());
+    client.bye().expect("the server closes");
+    drop(server);
+}
+
+/// The root, one file, and what a listing refuses.
+fn lists_with_kinds_and_refusals(client: &mut Peer) {
     let root = client.list("").expect("a listing");
     let expected = [("a.txt", "file"), ("docs", "dir"), ("link", "other")];
     assert_eq!(
@@ -1585,16 +1628,15 @@ fn a_client_lists_gets_and_puts_against_the_minimal_server() {
         ("../x", "bad_path"),
     ] {
         assert_eq!(
-            client
-                .list(path)
-                .err()
-                .and_then(|e| e.remote_code().map(str::to_owned))
-                .as_deref(),
+            remote_code(client.list(path)).as_deref(),
             Some(code),
             "{path}"
         );
     }
+}
 
+/// A get of a file and a tree (no symlink offered); refused gets begin no transfer.
+fn gets_a_tree_without_its_link(client: &mut Peer) {
     let got = client.get(&["a.txt", "docs"]).expect("a get");
     assert_eq!(client.t, 1);
     let paths: Vec<&str> = got
@@ -1616,24 +1658,20 @@ fn a_client_lists_gets_and_puts_against_the_minimal_server() {
         (&["a.txt", "x/a.txt"][..], "bad_path"),
         (&["a.txt", "missing"][..], "not_found"),
     ] {
-        let refused = client
-            .get(paths)
-            .err()
-            .and_then(|e| e.remote_code().map(str::to_owned));
+        let refused = remote_code(client.get(paths));
         assert_eq!(refused.as_deref(), Some(code), "{paths:?}");
     }
     assert_eq!(client.t, 1, "a refused get begins no transfer");
+}
 
+/// `mkdir`, a put with two bad names refused alone, and the same put again.
+fn puts_into_a_new_directory(client: &mut Peer, home: &std::path::Path) {
     client.mkdir("in/box").expect("mkdir");
     client
         .mkdir("in/box")
         .expect("mkdir of an existing directory");
     assert_eq!(
-        client
-            .mkdir("a.txt/x")
-            .err()
-            .and_then(|e| e.remote_code().map(str::to_owned))
-            .as_deref(),
+        remote_code(client.mkdir("a.txt/x")).as_deref(),
         Some("exists")
     );
     let upload = [
@@ -1656,7 +1694,7 @@ fn a_client_lists_gets_and_puts_against_the_minimal_server() {
         (report.code(3), report.code(4)),
         (Some("bad_path"), Some("bad_path"))
     );
-    let on_disk = home.path().join("in/box");
+    let on_disk = home.join("in/box");
     assert_eq!(
         fs::read(on_disk.join("y/z.bin")).expect("written"),
         compressible(300_000)
@@ -1674,42 +1712,38 @@ fn a_client_lists_gets_and_puts_against_the_minimal_server() {
         (Some("same"), Some("exists"))
     );
     assert_eq!(
-        client
-            .put("nowhere", &upload[..1])
-            .err()
-            .and_then(|e| e.remote_code().map(str::to_owned))
-            .as_deref(),
+        remote_code(client.put("nowhere", &upload[..1])).as_deref(),
         Some("not_found")
     );
     assert_eq!(client.t, 3, "a refused put begins no transfer");
+}
 
+/// Usage, a rename, and the renames and removes the server refuses.
+fn renames_and_removes(client: &mut Peer, home: &std::path::Path) {
     let usage = client.usage().expect("usage");
     assert_eq!(usage["files"], 5);
     assert_eq!(usage["quota_bytes"], Value::Null);
     client.rename("in/box/x.txt", "in/x.txt").expect("rename");
-    let code = |r: PeerResult<()>| r.err().and_then(|e| e.remote_code().map(str::to_owned));
     assert_eq!(
-        code(client.rename("in", "in/box/in")).as_deref(),
+        remote_code(client.rename("in", "in/box/in")).as_deref(),
         Some("bad_path")
     );
     assert_eq!(
-        code(client.rename("in/x.txt", "a.txt")).as_deref(),
+        remote_code(client.rename("in/x.txt", "a.txt")).as_deref(),
         Some("exists")
     );
     assert_eq!(
-        code(client.rename("link", "link2")).as_deref(),
+        remote_code(client.rename("link", "link2")).as_deref(),
         Some("denied")
     );
     assert_eq!(
-        code(client.remove("in/box")).as_deref(),
+        remote_code(client.remove("in/box")).as_deref(),
         Some("denied"),
         "not empty"
     );
-    assert_eq!(code(client.remove("")).as_deref(), Some("bad_path"));
+    assert_eq!(remote_code(client.remove("")).as_deref(), Some("bad_path"));
     client.remove("in/x.txt").expect("remove");
-    assert!(!home.path().join("in/x.txt").exists());
-    client.bye().expect("the server closes");
-    drop(server);
+    assert!(!home.join("in/x.txt").exists());
 }
 
 #[test]

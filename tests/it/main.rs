@@ -29,6 +29,7 @@ mod layering;
 mod mirror;
 mod mirror_meta;
 mod negotiation;
+mod packed_control;
 mod readme;
 mod recv_itemize;
 mod resume;

@@ -47,11 +47,29 @@ fn two_users_cannot_see_or_touch_each_others_files() {
     write(&site.home("bob").join("own.txt"), b"bob's own file\n");
     let alice_before = snapshot(&site.home("alice"));
     assert_eq!(alice_before.len(), 2);
-    let alice_abs = site.home("alice");
-    let alice_abs = alice_abs.to_str().unwrap();
-    let secret_abs = format!("{alice_abs}/secret.txt");
 
-    // Bob cannot list his way out. The client takes `..` as the shell does, never
+    bob_cannot_list_his_way_out(&site, &server);
+    bob_cannot_take_or_put_through_her_paths(&site, &server);
+
+    // Bob's own home shows only his file, and hers is as she left it.
+    let ls = client(&site, "bob", &["ls", &server.addr()]);
+    expect_exit(&ls, 0, "bob's ls");
+    assert_eq!(lines(&ls), ["own.txt"]);
+    assert_eq!(snapshot(&site.home("alice")), alice_before);
+    assert!(site.home("bob").join("own.txt").exists());
+}
+
+/// Alice's home, as an absolute path, and her secret's.
+fn alice_paths(site: &Site) -> (String, String) {
+    let alice_abs = site.home("alice").to_str().unwrap().to_string();
+    let secret_abs = format!("{alice_abs}/secret.txt");
+    (alice_abs, secret_abs)
+}
+
+/// Bob's `ls` of her paths, relative, absolute or through `..`, finds nothing.
+fn bob_cannot_list_his_way_out(site: &Site, server: &Server) {
+    let (alice_abs, secret_abs) = alice_paths(site);
+    let alice_abs = alice_abs.as_str();
     // above the home, and a leading `/` as the home (the server, strict, refuses
     // both: tests/it/interop.rs): these paths are looked for inside his home.
     for path in [
@@ -64,46 +82,52 @@ fn two_users_cannot_see_or_touch_each_others_files() {
         &secret_abs,
         "/etc",
     ] {
-        let ls = client(&site, "bob", &["ls", &server.at(path)]);
+        let ls = client(site, "bob", &["ls", &server.at(path)]);
         expect_refused(&ls, "not_found", &format!("bob's ls {path}"));
         assert!(!stdout_of(&ls).contains("secret"), "{path}: {ls:?}");
     }
     for path in ["..", "../..", "/.."] {
-        let ls = client(&site, "bob", &["ls", &server.at(path)]);
+        let ls = client(site, "bob", &["ls", &server.at(path)]);
         expect_exit(&ls, 0, &format!("bob's ls {path}: his home"));
         assert_eq!(lines(&ls), ["own.txt"], "{path}");
     }
-    // Nor get, remove or rename what is hers, nor put into her home.
+}
+
+/// Nor can he get, remove or rename what is hers, nor put into her home: those
+/// paths name places inside his own.
+fn bob_cannot_take_or_put_through_her_paths(site: &Site, server: &Server) {
+    let (alice_abs, secret_abs) = alice_paths(site);
+    let alice_abs = alice_abs.as_str();
     let dl = site.download_dir("bob");
     for path in ["../alice/secret.txt", &secret_abs, "../alice"] {
         let get = client(
-            &site,
+            site,
             "bob",
             &["get", &server.at(path), dl.to_str().unwrap()],
         );
         expect_refused(&get, "not_found", &format!("bob's get {path}"));
-        let rm = client(&site, "bob", &["rm", &server.at(path)]);
+        let rm = client(site, "bob", &["rm", &server.at(path)]);
         expect_refused(&rm, "not_found", &format!("bob's rm {path}"));
-        let mv = client(&site, "bob", &["mv", &server.at(path), "mine.txt"]);
+        let mv = client(site, "bob", &["mv", &server.at(path), "mine.txt"]);
         expect_refused(&mv, "not_found", &format!("bob's mv {path}"));
     }
     assert!(names_in(&dl).is_empty(), "{:?}", names_in(&dl));
     let mv = client(
-        &site,
+        site,
         "bob",
         &["mv", &server.at("own.txt"), "../alice/own.txt"],
     );
     expect_refused(&mv, "not_found", "bob's mv into ../alice/: his alice/");
-    let mkdir = client(&site, "bob", &["mkdir", &server.at("../alice/planted")]);
+    let mkdir = client(site, "bob", &["mkdir", &server.at("../alice/planted")]);
     expect_exit(&mkdir, 0, "bob's mkdir ../alice/planted: in his home");
     assert!(site.home("bob").join("alice/planted").is_dir());
     let mine = site.local("planted.txt", b"bob was here");
-    let put = send_as(&site, "bob", &[&mine], &server.at("../alice"));
+    let put = send_as(site, "bob", &[&mine], &server.at("../alice"));
     expect_exit(&put, 0, "bob's put into ../alice: his alice/");
     assert!(site.home("bob").join("alice/planted.txt").is_file());
     fs::remove_dir_all(site.home("bob").join("alice")).unwrap();
     // Her home's absolute path names a directory inside his own, made for the put.
-    let put = send_as(&site, "bob", &[&mine], &server.at(alice_abs));
+    let put = send_as(site, "bob", &[&mine], &server.at(alice_abs));
     expect_exit(&put, 0, "bob's put into /…/alice, inside his home");
     let inside = site.home("bob").join(alice_abs.trim_start_matches('/'));
     assert_eq!(
@@ -115,12 +139,6 @@ fn two_users_cannot_see_or_touch_each_others_files() {
             .join(alice_abs.trim_start_matches('/').split('/').next().unwrap()),
     )
     .unwrap();
-    // Bob's own home shows only his file, and hers is as she left it.
-    let ls = client(&site, "bob", &["ls", &server.addr()]);
-    expect_exit(&ls, 0, "bob's ls");
-    assert_eq!(lines(&ls), ["own.txt"]);
-    assert_eq!(snapshot(&site.home("alice")), alice_before);
-    assert!(site.home("bob").join("own.txt").exists());
 }
 
 #[test]
@@ -142,8 +160,23 @@ fn a_symlink_in_a_home_is_a_leaf_that_is_never_followed() {
     std::os::unix::fs::symlink("../../alice", bob.join("stuff/inside_link")).unwrap();
     let alice_before = snapshot(&site.home("alice"));
 
-    // Listed as links (issue 20: `name -> target`), leaves never followed.
-    let ls = client(&site, "bob", &["ls", "-l", &server.addr()]);
+    links_are_listed_as_links(&site, &server);
+    reads_never_follow_a_link(&site, &server);
+    writes_never_follow_a_link(&site, &server);
+
+    // Nothing of hers moved, and the links are still links.
+    assert_eq!(snapshot(&site.home("alice")), alice_before);
+    for name in ["to_alice", "to_alice_abs", "secret_link", "etc"] {
+        let meta = fs::symlink_metadata(bob.join(name)).unwrap();
+        assert!(meta.file_type().is_symlink(), "{name}");
+    }
+    assert!(!bob.join("stolen.txt").exists() && !bob.join("renamed").exists());
+}
+
+/// `ls -l` shows bob's links as links (issue 20: `name -> target`), `ls --json`
+/// one item for the link itself.
+fn links_are_listed_as_links(site: &Site, server: &Server) {
+    let ls = client(site, "bob", &["ls", "-l", &server.addr()]);
     expect_exit(&ls, 0, "ls -l");
     for line in lines(&ls) {
         let expected_kind = if line.ends_with(" own.txt") {
@@ -156,7 +189,7 @@ fn a_symlink_in_a_home_is_a_leaf_that_is_never_followed() {
         };
         assert!(line.starts_with(expected_kind), "{line}");
     }
-    let json = client(&site, "bob", &["ls", "--json", &server.at("to_alice")]);
+    let json = client(site, "bob", &["ls", "--json", &server.at("to_alice")]);
     expect_exit(&json, 0, "ls --json of a symlink");
     let item: Value = serde_json::from_str(lines(&json)[0].as_str()).unwrap();
     assert_eq!(
@@ -169,15 +202,18 @@ fn a_symlink_in_a_home_is_a_leaf_that_is_never_followed() {
     );
     assert_eq!(item["size"], 0);
     assert_eq!(lines(&json).len(), 1, "one item for the link itself");
+}
 
-    // Never followed: not by list, get, put, mkdir, rm or mv.
+/// Neither `ls` nor `get` follows a link; a directory with a link inside comes
+/// with the link as a link.
+fn reads_never_follow_a_link(site: &Site, server: &Server) {
     for path in [
         "to_alice/secret.txt",
         "to_alice_abs/docs",
         "etc/passwd",
         "to_alice/docs/plan.txt",
     ] {
-        let ls = client(&site, "bob", &["ls", &server.at(path)]);
+        let ls = client(site, "bob", &["ls", &server.at(path)]);
         expect_refused(&ls, "not_found", &format!("ls {path}"));
         assert!(!stdout_of(&ls).contains("plan"), "{path}");
     }
@@ -191,7 +227,7 @@ fn a_symlink_in_a_home_is_a_leaf_that_is_never_followed() {
         ("etc/passwd", "not_found"),
     ] {
         let get = client(
-            &site,
+            site,
             "bob",
             &["get", &server.at(path), dl.to_str().unwrap()],
         );
@@ -201,7 +237,7 @@ fn a_symlink_in_a_home_is_a_leaf_that_is_never_followed() {
     // A directory with a link inside: the link comes as a link (issue 20), what it
     // points at stays where it is.
     let get = client(
-        &site,
+        site,
         "bob",
         &["get", &server.at("stuff"), dl.to_str().unwrap()],
     );
@@ -213,10 +249,13 @@ fn a_symlink_in_a_home_is_a_leaf_that_is_never_followed() {
     assert!(!dl.join("stuff/inside_link/secret.txt").exists());
     fs::remove_file(dl.join("stuff/inside_link")).unwrap();
     assert_eq!(files_under(&dl), [PathBuf::from("stuff/mine.txt")]);
-    // Put through a link, or onto one.
+}
+
+/// Neither `put`, `mkdir`, `rm` nor `mv` goes through a link or replaces one.
+fn writes_never_follow_a_link(site: &Site, server: &Server) {
     let planted = site.local("planted.txt", b"bob was here");
     for dir in ["to_alice", "to_alice_abs", "to_alice/docs", "etc"] {
-        let put = send_as(&site, "bob", &[&planted], &server.at(dir));
+        let put = send_as(site, "bob", &[&planted], &server.at(dir));
         // Refused as not found, or (when the client then tries to make the
         // directory) as a link it will not follow: either way, exit 6.
         expect_exit(&put, 6, &format!("put into {dir}"));
@@ -224,14 +263,14 @@ fn a_symlink_in_a_home_is_a_leaf_that_is_never_followed() {
     // A local directory named like the link, with a file inside, into the home.
     let local_dir = site.path().join("local/as_link/to_alice");
     write(&local_dir.join("planted.txt"), b"bob was here");
-    let put = send_as(&site, "bob", &[&local_dir], &server.addr());
+    let put = send_as(site, "bob", &[&local_dir], &server.addr());
     expect_exit(&put, 6, "a directory over a symlink");
     // A file named like a link to her file.
     let same_name = site.local("named/secret_link", b"overwritten?");
-    let put = send_as(&site, "bob", &[&same_name], &server.addr());
+    let put = send_as(site, "bob", &[&same_name], &server.addr());
     expect_exit(&put, 6, "a file onto a symlink");
     for path in ["to_alice/new", "etc/new", "to_alice"] {
-        let mkdir = client(&site, "bob", &["mkdir", &server.at(path)]);
+        let mkdir = client(site, "bob", &["mkdir", &server.at(path)]);
         expect_refused(&mkdir, "exists", &format!("mkdir {path}"));
     }
     for (path, why) in [
@@ -240,7 +279,7 @@ fn a_symlink_in_a_home_is_a_leaf_that_is_never_followed() {
         ("to_alice", "denied"),
         ("secret_link", "denied"),
     ] {
-        let rm = client(&site, "bob", &["rm", &server.at(path)]);
+        let rm = client(site, "bob", &["rm", &server.at(path)]);
         expect_refused(&rm, why, &format!("rm {path}"));
     }
     for (from, to, why) in [
@@ -250,16 +289,9 @@ fn a_symlink_in_a_home_is_a_leaf_that_is_never_followed() {
         ("own.txt", "to_alice/own.txt", "not_found"),
         ("own.txt", "to_alice", "exists"),
     ] {
-        let mv = client(&site, "bob", &["mv", &server.at(from), to]);
+        let mv = client(site, "bob", &["mv", &server.at(from), to]);
         expect_refused(&mv, why, &format!("mv {from} {to}"));
     }
-    // Nothing of hers moved, and the links are still links.
-    assert_eq!(snapshot(&site.home("alice")), alice_before);
-    for name in ["to_alice", "to_alice_abs", "secret_link", "etc"] {
-        let meta = fs::symlink_metadata(bob.join(name)).unwrap();
-        assert!(meta.file_type().is_symlink(), "{name}");
-    }
-    assert!(!bob.join("stolen.txt").exists() && !bob.join("renamed").exists());
 }
 
 #[test]
