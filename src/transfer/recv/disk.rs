@@ -164,8 +164,9 @@ fn work<W: Write>(
                 return answers.commit(&mut desk.group, writer, true);
             }
         };
-        if !matches!(job, Job::Small { .. }) {
-            // Everything else after the small files before it.
+        if !matches!(job, Job::Small { .. } | Job::Sums { .. }) {
+            // Everything else after the small files before it (sums, which no
+            // file waits for, go at once).
             desk.take_helped(answers, writer, giver)?;
         }
         desk.apply(job, answers, writer, giver)?;
