@@ -1,15 +1,16 @@
-//! Compressed data frames (`PROTOCOL.md` section 11, feature `zstd`). A sender's
+//! zstd on the wire: compressed data frames (`docs/PROTOCOL.md` section 10, feature
+//! `zstd`) and packed list frames (section 19, feature `zstd_control`). A sender's
 //! [`Deflater`] compresses each data frame on its own and keeps the result only when
-//! it pays; a receiver's [`Inflater`] takes only a single zstd frame that declares its
-//! size, at most 16 MiB, with nothing after it, and never inflates more than that
-//! size, so a decompression bomb costs it one frame's buffer. One compression and
-//! one decompression context live for the whole connection.
+//! it pays; a [`ControlPacker`] does the same for large offers, plans and listings. A
+//! receiver's [`Inflater`] takes only a single zstd frame that declares its size, at
+//! most 16 MiB, with nothing after it, and never inflates more than that size, so a
+//! decompression bomb costs it one frame's buffer. The contexts live for the whole
+//! connection.
 
 use anyhow::Result;
 use zstd::zstd_safe;
 
 use super::buffer::grow_to;
-use super::message::MAX_DATA_FRAME;
 use crate::error::{Kind, fail};
 
 /// The level used when the user asks for compression without naming one.
@@ -154,12 +155,17 @@ impl Inflater {
         }
     }
 
-    /// Decompresses the body of a flag-1 data frame into `dest`, which grows to the
-    /// declared size if it is shorter; returns how many bytes it holds. Anything but
-    /// exactly one zstd frame of declared size up to 16 MiB, decompressing to exactly
-    /// that size, is a protocol error (and `dest` grows only for a frame that passed
-    /// every check but the decompression itself).
-    pub(crate) fn inflate(&mut self, source: &[u8], dest: &mut Vec<u8>) -> Result<usize> {
+    /// Decompresses `source` (the body of a flag-1 data frame, or a packed control
+    /// frame) into `dest`, which grows to the declared size if it is shorter; returns
+    /// how many bytes it holds. Anything but exactly one zstd frame of declared size up
+    /// to `most`, decompressing to exactly that size, is a protocol error (and `dest`
+    /// grows only for a frame that passed every check but the decompression itself).
+    pub(crate) fn inflate(
+        &mut self,
+        source: &[u8],
+        dest: &mut Vec<u8>,
+        most: usize,
+    ) -> Result<usize> {
         let refuse = |why: &str| fail(Kind::Protocol, format!("compressed frame: {why}"));
         if source.get(..4) != Some(&ZSTD_MAGIC[..]) {
             return Err(refuse("not a zstd frame (a skippable frame, or no magic)"));
@@ -169,9 +175,10 @@ impl Inflater {
             Ok(None) => return Err(refuse("the frame does not declare its size")),
             Err(_) => return Err(refuse("the frame header is malformed")),
         };
-        if declared > MAX_DATA_FRAME as u64 {
+        if declared > most as u64 {
             return Err(refuse(&format!(
-                "declares {declared} bytes, over the 16 MiB limit"
+                "declares {declared} bytes, over the {} MiB limit",
+                most >> 20
             )));
         }
         match zstd_safe::find_frame_compressed_size(source) {
@@ -201,6 +208,7 @@ impl Default for Inflater {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::proto::message::MAX_DATA_FRAME;
 
     fn text(len: usize) -> Vec<u8> {
         (0..len)
@@ -216,7 +224,9 @@ mod tests {
         let n = deflater.deflate(&source, &mut packed).unwrap();
         assert!(n < source.len() / 10);
         let mut out = vec![0; MAX_DATA_FRAME];
-        let got = Inflater::new().inflate(&packed[..n], &mut out).unwrap();
+        let got = Inflater::new()
+            .inflate(&packed[..n], &mut out, MAX_DATA_FRAME)
+            .unwrap();
         assert_eq!(&out[..got], &source[..]);
     }
 
@@ -253,7 +263,10 @@ mod tests {
         let mut out = vec![0; MAX_DATA_FRAME];
         let mut inflater = Inflater::new();
         let good = zstd::bulk::compress(&text(1000), 3).unwrap();
-        assert_eq!(inflater.inflate(&good, &mut out).unwrap(), 1000);
+        assert_eq!(
+            inflater.inflate(&good, &mut out, MAX_DATA_FRAME).unwrap(),
+            1000
+        );
 
         // No declared size: a streaming frame.
         let mut streamed = Vec::new();
@@ -289,7 +302,10 @@ mod tests {
             ("empty", &[][..]),
             ("truncated", &good[..good.len() - 1]),
         ] {
-            assert!(inflater.inflate(frame, &mut out).is_err(), "{name}");
+            assert!(
+                inflater.inflate(frame, &mut out, MAX_DATA_FRAME).is_err(),
+                "{name}"
+            );
         }
     }
 }

@@ -5,9 +5,9 @@
 //! Below the codec, and invisible to the sessions above it, sit the two layers a
 //! connection may negotiate: sealing (`aead`, `seal.rs`), which wraps every frame
 //! after the handshake, and compression (`zstd`, `compress.rs`), which applies to data
-//! frames, before sealing; under `zstd_control` a large control frame (an offer, a
-//! plan, a listing) may travel compressed too, and is read back as its JSON, which
-//! is what the MACs over offers and plans cover. Data frames travel in caller-owned buffers laid out
+//! frames, before sealing; under `zstd_control` a large list frame (an offer, a
+//! plan, a listing) may travel packed too, and is read back as its JSON, which is
+//! what the MACs over offers and plans cover. Data frames travel in caller-owned buffers laid out
 //! with room for the length prefix, the flag byte and the tag (see [`DATA_HEADROOM`]),
 //! so a file's bytes are read, hashed, compressed, sealed and written without copies.
 //!
@@ -44,6 +44,17 @@ pub(crate) const DATA_HEADROOM: usize = LENGTH_PREFIX + 1;
 /// zeroes in full, so four 16 MiB buffers cost 64 MiB of resident memory per
 /// upload (measured: 32 clients took a server to 978 MiB).
 const DATA_BUFFER: usize = DATA_HEADROOM + (1 << 20) + TAG_LEN;
+/// An unpacking buffer larger than this is let go before the next packed frame.
+const KEEP_UNPACKED: usize = 2 << 20;
+/// How the JSON of a packed frame begins (`docs/PROTOCOL.md` section 19): only list
+/// frames may travel packed, so a request, an answer or `end` cannot be a 16 MiB
+/// frame that crossed in a few hundred bytes.
+const PACKABLE: [&[u8]; 4] = [
+    br#"{"type":"offer","#,
+    br#"{"type":"plan","#,
+    br#"{"type":"deleted","#,
+    br#"{"type":"listing","#,
+];
 
 /// A new buffer for receiving data frames (see [`FrameReader::read_data`]).
 pub(crate) fn data_buffer() -> Vec<u8> {
@@ -69,7 +80,9 @@ pub(crate) struct FrameReader<R> {
     control: Vec<u8>,
     /// Where a compressed data frame is decompressed; swapped with the caller's buffer.
     spare: Vec<u8>,
-    /// Under `zstd_control`: what unpacks packed control frames, and where they land.
+    /// Under `zstd_control`: packed list frames are accepted, and unpacked here
+    /// (the context is made when the first one arrives).
+    unpacking: bool,
     unpacker: Option<(Inflater, Vec<u8>)>,
     /// Data bytes as inflated and as they came, since [`FrameReader::take_squeezed`];
     /// `Some` once a compressed frame arrived.
@@ -86,6 +99,7 @@ impl<R: Read> FrameReader<R> {
             inflater: None,
             control: Vec::new(),
             spare: Vec::new(),
+            unpacking: false,
             unpacker: None,
             squeezed: None,
             raw: 0,
@@ -113,9 +127,7 @@ impl<R: Read> FrameReader<R> {
             // Swapped with the caller's buffers: of their size, so neither grows.
             self.spare = data_buffer();
         }
-        if negotiated.has(Feature::ZstdControl) {
-            self.unpacker = Some((Inflater::new(), Vec::new()));
-        }
+        self.unpacking = negotiated.has(Feature::ZstdControl);
     }
 
     /// Reads one control frame's plaintext payload (post-authentication limits).
@@ -136,13 +148,23 @@ impl<R: Read> FrameReader<R> {
             None => len,
         };
         let payload = &self.control[..plain];
-        match &mut self.unpacker {
-            Some((inflater, unpacked)) if is_packed(payload) => {
-                let n = inflater.inflate(payload, unpacked)?;
-                Ok(Some(&unpacked[..n]))
-            }
-            _ => Ok(Some(payload)),
+        if !(self.unpacking && is_packed(payload)) {
+            return Ok(Some(payload));
         }
+        let (inflater, unpacked) = self.unpacker.get_or_insert_with(Default::default);
+        if unpacked.capacity() > KEEP_UNPACKED {
+            // Frames of a few bytes may unpack to 16 MiB: none holds that for long.
+            *unpacked = Vec::new();
+        }
+        let n = inflater.inflate(payload, unpacked, MAX_CONTROL)?;
+        let json = &unpacked[..n];
+        if !PACKABLE.iter().any(|opening| json.starts_with(opening)) {
+            return Err(fail(
+                Kind::Protocol,
+                "a packed frame that is not an offer, plan, deleted or listing frame",
+            ));
+        }
+        Ok(Some(json))
     }
 
     /// Reads and decodes one control frame; see [`FrameReader::read_payload`].
@@ -191,7 +213,7 @@ impl<R: Read> FrameReader<R> {
                     Ok(Data::Bytes(1..plain))
                 }
                 1 => {
-                    let n = inflater.inflate(&buffer[1..plain], &mut self.spare)?;
+                    let n = inflater.inflate(&buffer[1..plain], &mut self.spare, MAX_DATA_FRAME)?;
                     self.squeezed.get_or_insert_default().count(n, plain - 1);
                     std::mem::swap(buffer, &mut self.spare);
                     Ok(Data::Bytes(0..n))
@@ -305,6 +327,10 @@ impl<W: Write> FrameWriter<W> {
     /// listings; the caller feeds offers and plans to a MAC as they are here, before
     /// any packing). Under `zstd_control` a large one goes packed when that pays.
     pub(crate) fn write_payload(&mut self, payload: &[u8]) -> Result<()> {
+        if payload.len() > MAX_CONTROL {
+            // Checked before packing: a packed frame may not unpack past the limit.
+            return Err(too_large("control frame", payload.len()));
+        }
         self.control.clear();
         self.control.extend_from_slice(&[0; LENGTH_PREFIX]);
         let packed = match &mut self.packer {
@@ -320,10 +346,7 @@ impl<W: Write> FrameWriter<W> {
     fn send_control(&mut self, what: &str) -> Result<()> {
         let len = self.control.len() - LENGTH_PREFIX;
         if len > MAX_CONTROL {
-            // Untagged: a limit of the protocol, not the network's doing.
-            anyhow::bail!(
-                "cannot send {what}: {len} bytes exceed the protocol's 16 MiB frame limit"
-            );
+            return Err(too_large(what, len));
         }
         let wire_len = match &mut self.sealer {
             Some(sealer) => {
@@ -474,6 +497,12 @@ pub(crate) trait Hangup {
     /// file takes, which is not the receiver being idle (section 5).
     #[must_use = "the read timeout comes back when the guard is dropped"]
     fn without_read_timeout(&self) -> impl Sized + '_;
+}
+
+/// A frame over the protocol's limit, refused before it is sent. Untagged: a limit
+/// of the protocol, not the network's doing.
+fn too_large(what: &str, len: usize) -> anyhow::Error {
+    anyhow::anyhow!("cannot send {what}: {len} bytes exceed the protocol's 16 MiB frame limit")
 }
 
 /// Reads one length-prefixed, unsealed control frame of at most `max` bytes from
@@ -859,6 +888,57 @@ mod tests {
         assert!(
             format!("{err:#}").contains("over the 16 MiB limit"),
             "{err:#}"
+        );
+    }
+
+    /// One frame whose payload is `json` packed, as a peer under `zstd_control` sends it.
+    fn packed_frame(json: &[u8]) -> Vec<u8> {
+        let packed = zstd::bulk::compress(json, 1).unwrap();
+        let mut wire = u32::try_from(packed.len()).unwrap().to_be_bytes().to_vec();
+        wire.extend_from_slice(&packed);
+        wire
+    }
+
+    #[test]
+    fn only_list_frames_may_travel_packed_and_none_keeps_its_buffer() {
+        let initiator =
+            Negotiated::for_tests(Role::Sender, Features::of(&[Feature::ZstdControl]), [9; 32]);
+        // `end` padded to 16 MiB crosses in a few hundred bytes: refused, as is an
+        // offer that does not begin with its type.
+        let mut padded_end = br#"{"type":"end"}"#.to_vec();
+        padded_end.resize(MAX_CONTROL, b' ');
+        let mut spaced_offer = b"  ".to_vec();
+        spaced_offer.extend_from_slice(&list_payload(100));
+        for json in [padded_end, spaced_offer] {
+            let err = reader_for(packed_frame(&json), &initiator)
+                .read_payload()
+                .unwrap_err();
+            assert_eq!(kind_of(&err), Some(Kind::Protocol), "{err:#}");
+        }
+        // A large offer frame, then a small one: the large buffer is not kept.
+        let mut wire = packed_frame(&list_payload(40_000));
+        wire.extend(packed_frame(&list_payload(100)));
+        let mut reader = reader_for(wire, &initiator);
+        assert!(reader.read_payload().unwrap().unwrap().len() > KEEP_UNPACKED);
+        assert_eq!(reader.read_payload().unwrap().unwrap(), list_payload(100));
+        let kept = reader
+            .unpacker
+            .as_ref()
+            .map_or(0, |(_, buffer)| buffer.capacity());
+        assert!(kept <= KEEP_UNPACKED, "{kept}");
+    }
+
+    #[test]
+    fn a_payload_over_the_limit_is_refused_before_it_is_packed() {
+        let (mut writer, _) = pair(Features::of(&[Feature::ZstdControl]), None);
+        let err = writer
+            .write_payload(&vec![b' '; MAX_CONTROL + 1])
+            .unwrap_err();
+        assert!(format!("{err:#}").contains("16 MiB frame limit"), "{err:#}");
+        writer.flush().unwrap();
+        assert!(
+            writer.inner.into_inner().unwrap().is_empty(),
+            "nothing went out"
         );
     }
 

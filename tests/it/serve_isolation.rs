@@ -70,8 +70,9 @@ fn alice_paths(site: &Site) -> (String, String) {
 fn bob_cannot_list_his_way_out(site: &Site, server: &Server) {
     let (alice_abs, secret_abs) = alice_paths(site);
     let alice_abs = alice_abs.as_str();
-    // above the home, and a leading `/` as the home (the server, strict, refuses
-    // both: tests/it/interop.rs): these paths are looked for inside his home.
+    // The client takes `..` as the shell does, never above the home, and a leading
+    // `/` as the home (the server, strict, refuses both: tests/it/interop.rs):
+    // these paths are looked for inside his home.
     for path in [
         "../alice",
         "../alice/secret.txt",

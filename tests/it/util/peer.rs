@@ -259,6 +259,42 @@ pub fn password_key(password: &str, realm: &str, user: &str) -> Vec<u8> {
     hex(&out).into_bytes()
 }
 
+/// `frame` as JSON with its `type` member first, as section 19 wants a packed
+/// frame's JSON to begin (serde_json writes members in key order).
+pub fn type_first(frame: &Value) -> Vec<u8> {
+    let mut rest = frame.clone();
+    let kind = rest
+        .as_object_mut()
+        .and_then(|members| members.remove("type"))
+        .expect("a control frame has a type");
+    let rest = serde_json::to_string(&rest).expect("a Value serialises");
+    let opening = format!(r#"{{"type":{kind}"#);
+    match rest.as_str() {
+        "{}" => format!("{opening}}}"),
+        _ => format!("{opening},{}", &rest[1..]),
+    }
+    .into_bytes()
+}
+
+/// Unpacks a packed list frame as section 19 says: one zstd frame declaring at most
+/// 16 MiB, nothing after it, exactly that size, and a list frame's opening.
+pub fn unpack_list_frame(packed: &[u8]) -> Result<Vec<u8>, String> {
+    use zstd::zstd_safe;
+    let declared = match zstd_safe::get_frame_content_size(packed) {
+        Ok(Some(size)) if size <= 1 << 24 => size as usize,
+        other => return Err(format!("a packed frame declaring {other:?}")),
+    };
+    if zstd_safe::find_frame_compressed_size(packed) != Ok(packed.len()) {
+        return Err("bytes after the packed frame, or a truncated one".into());
+    }
+    let json = zstd::bulk::decompress(packed, declared).map_err(|err| err.to_string())?;
+    let openings = ["offer", "plan", "deleted", "listing"].map(|t| format!(r#"{{"type":"{t}","#));
+    match json.len() == declared && openings.iter().any(|o| json.starts_with(o.as_bytes())) {
+        true => Ok(json),
+        false => Err("a packed frame that is no list frame".into()),
+    }
+}
+
 /// `mac_offer = HMAC(Ks, "xfer/2 offer" 0x00 || u64be(t) || W)`; `W` from [`transcript_bytes`].
 pub fn mac_offer(ks: &[u8], t: u64, w: &[u8]) -> [u8; 32] {
     labelled_mac(ks, "xfer/2 offer", &[&t.to_be_bytes(), w])
@@ -1345,6 +1381,11 @@ pub struct Peer {
     pub frame_entries: usize,
     /// How data frames are encoded while `zstd` is in force.
     pub compress: Compress,
+    /// Whether offer and plan frames go packed while `zstd_control` is in force
+    /// (section 19 of docs/PROTOCOL.md).
+    pub pack_lists: bool,
+    /// Packed list frames read so far.
+    pub unpacked: usize,
 }
 
 /// Accepts one connection on `listener`, waiting at most `limit`.
@@ -1402,6 +1443,8 @@ impl Peer {
             chunk: DEFAULT_CHUNK,
             frame_entries: DEFAULT_FRAME_ENTRIES,
             compress: Compress::Auto,
+            pack_lists: false,
+            unpacked: 0,
         })
     }
 
@@ -1657,7 +1700,11 @@ impl Peer {
     /// [`PeerError::Closed`] when the peer closed; [`PeerError::Malformed`] when it is
     /// not a control frame as section 2 defines it.
     pub fn read_control_raw(&mut self) -> PeerResult<(Value, Vec<u8>)> {
-        let payload = self.read_frame()?.ok_or(PeerError::Closed)?;
+        let mut payload = self.read_frame()?.ok_or(PeerError::Closed)?;
+        if self.has("zstd_control") && payload.starts_with(&ZSTD_MAGIC) {
+            payload = unpack_list_frame(&payload).map_err(PeerError::Malformed)?;
+            self.unpacked += 1;
+        }
         let frame = parse_control(&payload).map_err(PeerError::Malformed)?;
         Ok((frame, payload))
     }
@@ -1854,7 +1901,13 @@ impl Peer {
             if i + 1 < groups.len() {
                 frame["more"] = json!(true);
             }
-            payloads.push(self.send_control(&frame)?);
+            if self.pack_lists && self.has("zstd_control") {
+                let payload = type_first(&frame);
+                self.send_frame(&zstd::bulk::compress(&payload, 3).expect("zstd packs"))?;
+                payloads.push(payload);
+            } else {
+                payloads.push(self.send_control(&frame)?);
+            }
         }
         let count: usize = groups.iter().map(Vec::len).sum();
         let mac = mac(&self.ks(), self.t, &transcript_bytes(&payloads));
