@@ -334,6 +334,38 @@ mod tests {
     }
 
     #[test]
+    fn a_streamed_basis_has_the_chunks_recorded_so_far() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("f"), noise(256 << 10, 3)).unwrap();
+        let target = TargetDir::open(dir.path()).unwrap();
+        let mut resolver = target.resolver();
+        let (basis, signature) = resolver
+            .stream_basis(&[b"f".as_slice()], 256 << 10)
+            .unwrap();
+        assert!(signature.stream && signature.count.is_none() && signature.sums.is_none());
+        assert!(basis.streamed());
+        assert_eq!((basis.chunks(), basis.range(0, 1)), (0, None));
+        basis.record(&[10_000, 25_000]);
+        assert_eq!(basis.range(0, 2), Some((0, 25_000)));
+        assert_eq!(basis.range(1, 2), None, "not sent yet");
+        assert!(!basis.stop_flag().load(Ordering::SeqCst));
+        basis.stop_cutting();
+        assert!(basis.stop_flag().load(Ordering::SeqCst));
+        // Too small a file, or none, is no basis.
+        std::fs::write(dir.path().join("small"), [0; 100]).unwrap();
+        assert!(
+            resolver
+                .stream_basis(&[b"small".as_slice()], 1 << 20)
+                .is_none()
+        );
+        assert!(
+            resolver
+                .stream_basis(&[b"none".as_slice()], 1 << 20)
+                .is_none()
+        );
+    }
+
+    #[test]
     fn runs_outside_the_basis_have_no_range() {
         let stamp = Stamp {
             device: 0,

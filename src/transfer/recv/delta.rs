@@ -316,3 +316,26 @@ impl Building<'_, '_> {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::delta::{copy_op, literal_header};
+
+    #[test]
+    fn only_a_frame_that_is_one_literal_is_handed_on_as_it_came() {
+        let mut frame = vec![0; 3];
+        frame.extend_from_slice(&literal_header(4));
+        frame.extend_from_slice(b"abcd");
+        assert_eq!(lone_literal(&frame, 3..frame.len()), Some(8..12));
+        // A literal and something after it, a shorter claim, a copy, a stub.
+        let mut more = frame.clone();
+        more.extend_from_slice(&copy_op(0, 1));
+        assert_eq!(lone_literal(&more, 3..more.len()), None);
+        assert_eq!(lone_literal(&frame, 3..frame.len() - 1), None);
+        let copy = copy_op(0, 1);
+        assert_eq!(lone_literal(&copy, 0..copy.len()), None);
+        assert_eq!(lone_literal(&[1, 0, 0], 0..3), None);
+        assert_eq!(lone_literal(&literal_header(0), 0..5), None);
+    }
+}
