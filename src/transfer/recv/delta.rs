@@ -6,7 +6,10 @@
 //!
 //! A hostile instruction (a copy past the basis, a literal longer than its frame,
 //! more bytes than the offered size) ends the session; a basis that changed makes
-//! the entry fail `busy` and leaves the old file as it is.
+//! the entry fail `busy` and leaves the old file as it is. A streamed basis (feature
+//! `delta_stream`) may be copied from only as far as its sums went out, never after
+//! the sender's end of copies (`0x03`, which also stops its cutting), and is opened
+//! only at its first copy.
 
 use std::io::Read;
 use std::ops::Range;

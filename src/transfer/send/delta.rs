@@ -8,6 +8,12 @@
 //! match, ever longer stretches go as literals without being chunked, each followed
 //! by a few probes (content-defined boundaries fall back into step after a chunk or
 //! two, wherever chunking starts again).
+//!
+//! A streamed basis (feature `delta_stream`) gets its sums from `sums.rs` as they
+//! arrive: a chunk is decided once [`LOOKAHEAD`] more of them are known, or all.
+//! With nothing found after [`GIVE_UP_AFTER`] bytes it is given up instead of backed
+//! off from: an end of copies (`0x03`), then the rest read straight into frames of
+//! one literal each, as a whole send reads ([`send_literals`]).
 
 use std::collections::HashMap;
 use std::io::{self, Read};
