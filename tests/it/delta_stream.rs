@@ -417,3 +417,34 @@ fn a_sender_without_delta_stream_gets_section_18s_plan_and_no_sums_frames() {
     assert_eq!(receiver.exit_code(), 0, "{}", receiver.stderr());
     assert!(fs::read(dst.path().join("f")).unwrap() == old);
 }
+
+#[test]
+fn a_receiver_that_never_sends_the_sums_it_promised_is_given_up_at_the_idle_timeout() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let fake = std::thread::spawn(move || {
+        let mut peer = Peer::accept(&listener).expect("accept");
+        let receiver = Acceptor::new(KEY, "receiver").features(&FEATURES);
+        peer.accept_handshake(&receiver).expect("handshake");
+        let first = peer.read_control_raw().expect("offer");
+        peer.read_offer_from(first).expect("a verified offer");
+        let streamed =
+            json!({"action": "send", "offset": 0, "delta": {"avg": 8192, "stream": true}});
+        peer.send_plan(&[vec![streamed]]).unwrap();
+        // Connected and silent: no sums, no answer, until the sender hangs up.
+        last_error(&mut peer)
+    });
+    let src = tempfile::tempdir().unwrap();
+    let file = write_in(src.path(), "f", &pattern(256 << 10, 87));
+    let started = std::time::Instant::now();
+    let sent = send(&[&file], port, KEY, &["--idle-timeout", "2"]);
+    let waited = started.elapsed();
+    assert_eq!(sent.status.code(), Some(3), "{}", stderr_of(&sent));
+    assert!(
+        stderr_of(&sent).contains("sent no sums of its old copy for 2 s"),
+        "{}",
+        stderr_of(&sent)
+    );
+    assert!(waited < std::time::Duration::from_secs(10), "{waited:?}");
+    let _ = fake.join();
+}

@@ -214,7 +214,7 @@ fn send<R: Read + Send, W: Write, C: Hangup + Sync>(
     // No cutting ahead for a server's `get` (`precut.rs`), or when sums stream.
     let cut = delta && !streaming && !dry_run && conn.negotiated.role() != Role::Server;
     let (plan, precut) = plan_while_cutting(reader, &transfer, outbox, (delta, cut))?;
-    let streams = Arc::new(streams_of(&plan, &transfer, dry_run)?);
+    let streams = streams_of(&plan, &transfer, dry_run, closer.idle_timeout())?;
     let deltas = Deltas::of(delta, streaming, &streams);
     let mirroring = conn.negotiated.has(Feature::Mirror);
     let (mut to_send, mut made) = follow_plan(outbox, plan, deltas, tally, mirroring)?;
@@ -245,7 +245,13 @@ fn send<R: Read + Send, W: Write, C: Hangup + Sync>(
 /// The plan's streamed bases (feature `delta_stream`), whose sums the answer
 /// thread will hear, in plan order; never in a dry run (section 18.6), which has
 /// no data phase to stream them in. The limits count the listed signatures too.
-fn streams_of(plan: &[Decision], transfer: &Transfer, dry_run: bool) -> Result<Streams> {
+/// Sums awaited for `idle` in vain give the receiver up.
+fn streams_of(
+    plan: &[Decision],
+    transfer: &Transfer,
+    dry_run: bool,
+    idle: Option<Duration>,
+) -> Result<Arc<Streams>> {
     let mut streamed = Vec::new();
     let mut listed = 0u64;
     for (index, decision) in plan.iter().enumerate() {
@@ -266,7 +272,7 @@ fn streams_of(plan: &[Decision], transfer: &Transfer, dry_run: bool) -> Result<S
             "the plan of a dry run streams a basis's sums",
         ));
     }
-    Ok(Streams::new(transfer, &streamed, listed))
+    Ok(Arc::new(Streams::new(transfer, &streamed, listed, idle)))
 }
 
 /// What the plan's bases may be: listed (feature `delta` in force), and streamed
@@ -447,6 +453,7 @@ fn data_and_answers<R: Read + Send, W: Write, C: Hangup + Sync>(
             Err(err) => return Err(thread_failed(err)),
         };
         let written = write_data(writer, transfer, to_send, outbox, pending, tally, scope);
+        let written = sums_came(report.streams, idle).and(written);
         let stopped_by_answers = pending.stop.swap(true, Ordering::SeqCst);
         pending.writer_stopped.store(true, Ordering::SeqCst);
         let waited = match &written {
@@ -460,9 +467,12 @@ fn data_and_answers<R: Read + Send, W: Write, C: Hangup + Sync>(
         let answered = answers
             .join()
             .unwrap_or_else(|_| Err(fail(Kind::Protocol, "the answer thread panicked")));
-        // Our idle verdict first; then the receiver's own account of a failure,
+        // Our idle verdicts first; then the receiver's own account of a failure,
         // which explains more than our broken pipe.
-        waited.and(answered).and(written)
+        match report.streams.stalled() {
+            true => written.and(waited).and(answered),
+            false => waited.and(answered).and(written),
+        }
     });
     if result.is_err() {
         tally.kept(cut_short(&pending));
@@ -498,6 +508,22 @@ fn await_answers<C: Hangup>(
             Err(mpsc::RecvTimeoutError::Timeout) => continue,
             Ok(()) | Err(mpsc::RecvTimeoutError::Disconnected) => return Ok(()),
         }
+    }
+}
+
+/// `Ok` unless the reading thread gave the receiver up, silent for `idle` while it
+/// waited for the sums of a streamed basis (it then ended early, maybe inside a
+/// file, and `end` must not go out).
+fn sums_came(streams: &Streams, idle: Option<Duration>) -> Result<()> {
+    match streams.stalled() {
+        false => Ok(()),
+        true => Err(fail(
+            Kind::Network,
+            format!(
+                "the receiver sent no sums of its old copy for {} s (the idle timeout)",
+                idle.map_or(0, |idle| idle.as_secs())
+            ),
+        )),
     }
 }
 
@@ -797,6 +823,21 @@ fn write_data<'scope, 'env, W: Write>(
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
             Err(mpsc::RecvTimeoutError::Timeout) => continue,
         }
+    }
+    write_end(writer, pending, in_file)
+}
+
+/// Sends `end` once the reading thread handed over everything; if it ended inside
+/// a file instead (it gave up waiting for sums), ends that file's data and no
+/// `end` says the transfer is complete.
+fn write_end<W: Write>(
+    writer: &mut FrameWriter<W>,
+    pending: &Pending,
+    in_file: bool,
+) -> Result<()> {
+    if in_file {
+        writer.write_end_of_data()?;
+        return Err(fail(Kind::Network, "reading stopped inside a file"));
     }
     // Before `end` leaves: a receiver's `end` can only come after it.
     pending.writer_done.store(true, Ordering::SeqCst);

@@ -8,7 +8,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Result;
 
@@ -23,6 +23,11 @@ const LOOK_UP: Duration = Duration::from_millis(50);
 pub(crate) struct Streams {
     state: Mutex<State>,
     arrived: Condvar,
+    /// How long the reading thread waits for sums before it gives the receiver up
+    /// (the session's idle timeout; none: for ever).
+    idle: Option<Duration>,
+    /// It gave the receiver up: the sums it waited for never came.
+    stalled: AtomicBool,
 }
 
 struct State {
@@ -32,6 +37,8 @@ struct State {
     entries: HashMap<u64, Stream>,
     /// Chunks the plan's signatures listed and the streamed ones so far.
     listed: u64,
+    /// When the last sums frame came (or the streams began).
+    heard: Instant,
 }
 
 /// One streamed basis.
@@ -56,8 +63,14 @@ pub(crate) struct SumsFrame<'a> {
 
 impl Streams {
     /// The streamed bases of a plan (`streamed`: their entries, in plan order),
-    /// whose listed signatures held `listed` chunks.
-    pub(crate) fn new(transfer: &Transfer, streamed: &[u64], listed: u64) -> Streams {
+    /// whose listed signatures held `listed` chunks; a receiver silent for `idle`
+    /// while sums are awaited is given up.
+    pub(crate) fn new(
+        transfer: &Transfer,
+        streamed: &[u64],
+        listed: u64,
+        idle: Option<Duration>,
+    ) -> Streams {
         let entries = streamed.iter().map(|&index| {
             let stream = Stream {
                 fresh: Vec::new(),
@@ -72,10 +85,13 @@ impl Streams {
             open: streamed.iter().copied().collect(),
             entries: entries.collect(),
             listed,
+            heard: Instant::now(),
         };
         Streams {
             state: Mutex::new(state),
             arrived: Condvar::new(),
+            idle,
+            stalled: AtomicBool::new(false),
         }
     }
 
@@ -108,6 +124,7 @@ impl Streams {
             return Err(refuse("a mac without end, or end without a mac"));
         }
         let count = parsed.len() as u64;
+        state.heard = Instant::now();
         state.listed += count;
         let listed = state.listed;
         let stream = state.entries.get_mut(&index).expect("open ones are kept");
@@ -138,7 +155,8 @@ impl Streams {
 
     /// Waits until entry `index` has had at least `want` sums in all, or its last,
     /// and takes those not taken yet, with whether they were the last; `None` once
-    /// `stop` is set (the session is over).
+    /// `stop` is set (the session is over), or when no sums came for the idle
+    /// timeout ([`Streams::stalled`] then says so).
     pub(crate) fn take(
         &self,
         index: u64,
@@ -146,13 +164,21 @@ impl Streams {
         stop: &AtomicBool,
     ) -> Option<(Vec<u64>, bool)> {
         let mut state = self.lock();
+        let waiting = Instant::now();
         loop {
             if stop.load(Ordering::SeqCst) {
                 return None;
             }
+            let silent = state.heard.max(waiting).elapsed();
             let stream = state.entries.get_mut(&index)?;
             if stream.received >= want || stream.ended {
                 return Some((std::mem::take(&mut stream.fresh), stream.ended));
+            }
+            // Waiting for a frame it needs with nothing else to send, the sender
+            // counts the receiver idle (section 5).
+            if self.idle.is_some_and(|idle| silent >= idle) {
+                self.stalled.store(true, Ordering::SeqCst);
+                return None;
             }
             state = self
                 .arrived
@@ -160,6 +186,11 @@ impl Streams {
                 .expect("no panics while holding the lock")
                 .0;
         }
+    }
+
+    /// Whether the reading thread gave the receiver up, its sums awaited in vain.
+    pub(crate) fn stalled(&self) -> bool {
+        self.stalled.load(Ordering::SeqCst)
     }
 
     /// Entry `index`'s delta is over: its sums still to come are dropped.
@@ -203,7 +234,7 @@ mod tests {
 
     #[test]
     fn sums_come_in_plan_order_and_end_with_their_mac() {
-        let streams = Streams::new(&transfer(), &[2, 5], 0);
+        let streams = Streams::new(&transfer(), &[2, 5], 0, None);
         let stop = AtomicBool::new(false);
         streams.receive(frame(2, &sums_hex(&[1, 2]), None)).unwrap();
         // Entry 5's sums may not come before entry 2's end.
@@ -230,7 +261,7 @@ mod tests {
 
     #[test]
     fn malformed_frames_and_a_bad_mac_are_refused() {
-        let streams = Streams::new(&transfer(), &[0], 0);
+        let streams = Streams::new(&transfer(), &[0], 0, None);
         for bad in ["", "0123", &"0".repeat(16 * 4097), &"A".repeat(16)] {
             let err = streams.receive(frame(0, bad, None)).unwrap_err();
             assert_eq!(
@@ -254,12 +285,12 @@ mod tests {
 
     #[test]
     fn too_many_sums_are_refused_as_they_arrive() {
-        let streams = Streams::new(&transfer(), &[0], MAX_PLAN_CHUNKS - 3);
+        let streams = Streams::new(&transfer(), &[0], MAX_PLAN_CHUNKS - 3, None);
         let err = streams
             .receive(frame(0, &sums_hex(&[1, 2, 3, 4]), None))
             .unwrap_err();
         assert!(err.to_string().contains("over"), "{err}");
-        let streams = Streams::new(&transfer(), &[0], 0);
+        let streams = Streams::new(&transfer(), &[0], 0, None);
         let full = sums_hex(&vec![5; 4096]);
         for _ in 0..MAX_CHUNKS / 4096 {
             streams.receive(frame(0, &full, None)).unwrap();
@@ -269,7 +300,7 @@ mod tests {
 
     #[test]
     fn a_waiting_reader_stops_with_the_session() {
-        let streams = Streams::new(&transfer(), &[0], 0);
+        let streams = Streams::new(&transfer(), &[0], 0, None);
         let stop = AtomicBool::new(true);
         assert_eq!(streams.take(0, 1, &stop), None);
         let stop = AtomicBool::new(false);
