@@ -141,7 +141,7 @@ impl Peering {
         }
         if !self.security.whole_file {
             // Listed by an acceptor, chosen by an initiator whenever listed.
-            wanted = wanted.with(Feature::Delta);
+            wanted = wanted.with(Feature::Delta).with(Feature::DeltaStream);
         }
         (wanted.with_all(required), required)
     }

@@ -39,8 +39,12 @@ pub(crate) const SUM_LEN: usize = 8;
 pub(crate) const MIN_DELTA_SIZE: u64 = 64 << 10;
 
 /// Instruction opcodes.
-const OP_LITERAL: u8 = 0x01;
+pub(crate) const OP_LITERAL: u8 = 0x01;
 const OP_COPY: u8 = 0x02;
+/// Feature `delta_stream`: no copy follows in this entry (section 18.6).
+pub(crate) const OP_NO_MORE_COPIES: u8 = 0x03;
+/// Most sums one `sums` frame may carry (section 18.6).
+pub(crate) const MAX_FRAME_SUMS: usize = 4096;
 /// Bytes before a literal's content: opcode and `u32be` length.
 pub(crate) const LITERAL_HEADER: usize = 5;
 /// Bytes of a copy: opcode, `u32be` first chunk, `u32be` number of chunks.
@@ -138,6 +142,17 @@ pub(crate) fn parse_sums(text: &str, count: u64) -> Option<Vec<u64>> {
     )
 }
 
+/// Decodes the sums of one `sums` frame (feature `delta_stream`): `None` unless it
+/// is a whole number of sums, at most [`MAX_FRAME_SUMS`], of 16 lowercase hex
+/// digits each. The length is checked before anything is allocated.
+pub(crate) fn parse_frame_sums(text: &str) -> Option<Vec<u64>> {
+    let digits = 2 * SUM_LEN;
+    if text.len() % digits != 0 || text.len() / digits > MAX_FRAME_SUMS {
+        return None;
+    }
+    parse_sums(text, (text.len() / digits) as u64)
+}
+
 /// Bytes a chunker reads ahead, besides the largest chunk.
 const READ_AHEAD: usize = 4 << 20;
 
@@ -187,6 +202,13 @@ impl<R: Read> Chunker<R> {
         let raw = &self.buffer[self.start..self.start + len];
         self.start += len;
         Ok(Some(raw))
+    }
+
+    /// The bytes read ahead and not yet handed out, handed out now.
+    pub(crate) fn drain(&mut self) -> &[u8] {
+        let ahead = &self.buffer[self.start..self.end];
+        self.start = self.end;
+        ahead
     }
 
     /// Reads until at least `want` bytes are buffered or the input ended.
@@ -245,32 +267,75 @@ pub(crate) fn chunk_and_sum_also<R: Read>(
     limit: u64,
     also: Option<Also<'_>>,
 ) -> io::Result<Option<Chunked>> {
-    let (stop, whole) = match also {
+    let (stop, mut whole) = match also {
         Some(Also { stop, whole }) => (Some(stop), Some(whole)),
         None => (None, None),
     };
+    let mut sums = Vec::new();
+    let on_batch = |bytes: &[u8], lens: &[usize]| {
+        if let Some(whole) = whole.as_deref_mut() {
+            whole.update(bytes);
+        }
+        sums.extend(sums_of(bytes, lens));
+    };
+    let ends = cut_and_sum(input, (chunking, limit, stop), on_batch)?;
+    Ok(ends.map(|ends| (ends, sums)))
+}
+
+/// Each chunk's sum, of chunks of `lens` bytes back to back in `bytes`.
+fn sums_of<'a>(bytes: &'a [u8], lens: &'a [usize]) -> impl Iterator<Item = u64> + 'a {
+    lens.iter().scan(0, move |at, &len| {
+        let sum = chunk_sum(&bytes[*at..*at + len]);
+        *at += len;
+        Some(sum)
+    })
+}
+
+/// Cuts `input` on this thread while another hands each batch of chunks (their
+/// bytes back to back, and their lengths) to `on_batch`; where each chunk ends,
+/// `None` past `limit` chunks.
+fn cut_and_sum<R: Read>(
+    input: R,
+    (chunking, limit, stop): (Chunking, u64, Option<&AtomicBool>),
+    mut on_batch: impl FnMut(&[u8], &[usize]) + Send,
+) -> io::Result<Option<Vec<u64>>> {
     let (batches, to_sum) = std::sync::mpsc::sync_channel::<(Vec<u8>, Vec<usize>)>(1);
     std::thread::scope(|scope| {
         let summer = scope.spawn(move || {
-            let mut whole = whole;
-            let mut sums = Vec::new();
             for (bytes, lens) in to_sum {
-                if let Some(whole) = whole.as_deref_mut() {
-                    whole.update(&bytes);
-                }
-                let mut at = 0;
-                for len in lens {
-                    sums.push(chunk_sum(&bytes[at..at + len]));
-                    at += len;
-                }
+                on_batch(&bytes, &lens);
             }
-            sums
         });
         let ends = cut_all(input, (chunking, limit, stop), &batches);
         drop(batches);
-        let sums = summer.join().expect("summing never panics");
-        Ok(ends?.map(|ends| (ends, sums)))
+        summer.join().expect("summing never panics");
+        ends
     })
+}
+
+/// Cuts and sums all of `input` as [`chunk_and_sum`] does, but hands each batch
+/// to `each` as it is summed (where its chunks end, counted from the start of
+/// `input`, and their sums) instead of keeping them: a streamed basis (feature
+/// `delta_stream`). Stops after the chunk at hand once `stop` is set, and before
+/// a chunk past `limit`; every chunk handed over is a chunk of `input` either way.
+pub(crate) fn stream_sums<R: Read>(
+    input: R,
+    chunking: Chunking,
+    (limit, stop): (u64, &AtomicBool),
+    mut each: impl FnMut(Vec<u64>, Vec<u64>) + Send,
+) -> io::Result<()> {
+    let mut end = 0;
+    let on_batch = |bytes: &[u8], lens: &[usize]| {
+        let ends = lens
+            .iter()
+            .map(|&len| {
+                end += len as u64;
+                end
+            })
+            .collect();
+        each(ends, sums_of(bytes, lens).collect());
+    };
+    cut_and_sum(input, (chunking, limit, Some(stop)), on_batch).map(drop)
 }
 
 /// Cuts `input`, handing the chunks to `batches` a few MiB at a time; the ends.
@@ -313,6 +378,8 @@ pub(crate) enum Op<'a> {
     Literal(&'a [u8]),
     /// Chunks `first .. first + count` of the basis come next.
     Copy { first: u32, count: u32 },
+    /// Feature `delta_stream`: only literals follow in this entry.
+    NoMoreCopies,
 }
 
 /// A copy instruction.
@@ -339,6 +406,7 @@ pub(crate) fn ops(frame: &[u8]) -> impl Iterator<Item = Result<Op<'_>, String>> 
         let op = match opcode {
             OP_LITERAL => literal(after),
             OP_COPY => copy(after),
+            OP_NO_MORE_COPIES => Ok((Op::NoMoreCopies, after)),
             other => Err(format!("unknown delta instruction 0x{other:02x}")),
         };
         match op {
@@ -530,6 +598,70 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn a_sums_frame_holds_up_to_4096_whole_sums() {
+        assert_eq!(parse_frame_sums(""), Some(vec![]));
+        assert_eq!(
+            parse_frame_sums("0123456789abcdefffffffffffffffff"),
+            Some(vec![0x0123_4567_89ab_cdef, u64::MAX])
+        );
+        let full = "0".repeat(16 * MAX_FRAME_SUMS);
+        assert_eq!(parse_frame_sums(&full).map(|sums| sums.len()), Some(4096));
+        for bad in [
+            "0".repeat(16 * (MAX_FRAME_SUMS + 1)),
+            "0".repeat(15),
+            "0123456789ABCDEF".into(),
+            "0123456789abcdeg".into(),
+        ] {
+            assert_eq!(parse_frame_sums(&bad), None, "{bad:.20}");
+        }
+    }
+
+    #[test]
+    fn an_end_of_copies_is_one_byte_among_other_instructions() {
+        let mut frame = copy_op(0, 1).to_vec();
+        frame.push(OP_NO_MORE_COPIES);
+        frame.extend_from_slice(&literal_header(1));
+        frame.push(b'x');
+        let parsed: Vec<_> = ops(&frame).collect::<Result<_, _>>().unwrap();
+        let expected = [
+            Op::Copy { first: 0, count: 1 },
+            Op::NoMoreCopies,
+            Op::Literal(b"x"),
+        ];
+        assert_eq!(parsed, expected);
+    }
+
+    #[test]
+    fn streaming_the_sums_gives_the_chunks_cutting_all_at_once_does() {
+        let chunking = Chunking::from_avg(8192).unwrap();
+        let data = noise(5 << 20, 11);
+        let (ends, sums) = chunk_and_sum(&data[..], chunking, MAX_CHUNKS)
+            .unwrap()
+            .unwrap();
+        let (mut streamed_ends, mut streamed_sums) = (Vec::new(), Vec::new());
+        let stop = AtomicBool::new(false);
+        stream_sums(&data[..], chunking, (MAX_CHUNKS, &stop), |e, s| {
+            streamed_ends.extend(e);
+            streamed_sums.extend(s);
+        })
+        .unwrap();
+        assert_eq!((streamed_ends, streamed_sums), (ends.clone(), sums));
+        // Stopped before it began: the chunk at hand, and nothing after it.
+        let stop = AtomicBool::new(true);
+        let mut kept = Vec::new();
+        stream_sums(&data[..], chunking, (MAX_CHUNKS, &stop), |e, _| {
+            kept.extend(e)
+        })
+        .unwrap();
+        assert_eq!(kept, ends[..1]);
+        // At the limit, the chunks before it.
+        let mut kept = Vec::new();
+        let stop = AtomicBool::new(false);
+        stream_sums(&data[..], chunking, (3, &stop), |e, _| kept.extend(e)).unwrap();
+        assert!(kept.len() <= 3 && ends.starts_with(&kept), "{kept:?}");
+    }
+
+    #[test]
     fn instructions_round_trip_and_hostile_ones_are_refused() {
         let mut frame = literal_header(3).to_vec();
         frame.extend_from_slice(b"abc");
@@ -550,7 +682,7 @@ pub(crate) mod tests {
             &[OP_LITERAL, 0, 0][..],
             &[OP_COPY, 0, 0, 0, 1, 0, 0, 0, 0][..],
             &[OP_COPY, 0, 0, 0, 1][..],
-            &[0x03][..],
+            &[0x04][..],
         ] {
             let results: Vec<_> = ops(bad).collect();
             assert_eq!(results.len(), 1, "{bad:?}");
@@ -648,6 +780,7 @@ mod vectors {
             .map(|op| match op.unwrap() {
                 Op::Literal(bytes) => format!("literal {}", bytes.len()),
                 Op::Copy { first, count } => format!("copy {first} {count}"),
+                Op::NoMoreCopies => "no more copies".into(),
             })
             .collect();
         assert_eq!(shape, ["literal 2855", "copy 1 4", "literal 7237"]);
@@ -673,6 +806,67 @@ mod vectors {
         assert_eq!(
             mac.finish_hex(),
             "240f269f5811f9623c094cd44d5d760688eed6238bd478229fa5d5a79bbf5a8c"
+        );
+    }
+
+    /// Section 18.6's vectors: the same basis streamed (feature `delta_stream`).
+    const STREAMED_PLAN: &str = r#"{"type":"plan","entries":[{"action":"send","offset":0,"delta":{"avg":8192,"stream":true}}]}"#;
+
+    #[test]
+    fn the_streamed_vectors_hold() {
+        let key = crate::proto::handshake::tests::vector_session_key('A');
+        let md5 = crate::proto::hash::HashKind::Md5;
+        let t = crate::proto::negotiated::Transfer::for_tests(*key.bytes(), 0, md5);
+        let mut mac = t.plan_mac();
+        mac.frame(STREAMED_PLAN.as_bytes());
+        assert_eq!(
+            (STREAMED_PLAN.len(), mac.finish_hex().as_str()),
+            (
+                91,
+                "177b098fac99a5d74d5f3f6ad392ec56c7b9be610c71a84135d4f8f93120aa6e"
+            )
+        );
+        let sums: Vec<u64> = CHUNKS.iter().map(|chunk| chunk.2).collect();
+        let mut sums_mac = t.sums_mac(0);
+        sums_mac.sums(&sums);
+        let mac = sums_mac.finish_hex();
+        let first = crate::proto::message::Message::Sums {
+            index: 0,
+            sums: sums_hex(&sums[..4]),
+            end: false,
+            mac: None,
+        };
+        let last = crate::proto::message::Message::Sums {
+            index: 0,
+            sums: sums_hex(&sums[4..]),
+            end: true,
+            mac: Some(mac.clone()),
+        };
+        let first = crate::proto::message::encode(&first);
+        let last = crate::proto::message::encode(&last);
+        assert_eq!(
+            (
+                crate::hex::hex(&first[..4]),
+                std::str::from_utf8(&first[4..]).unwrap()
+            ),
+            (
+                "00000063".to_string(),
+                r#"{"type":"sums","index":0,"sums":"ffcb059b5eb1f7e377b5b296134d41a656479bfc68d4feb34bdab579b1c46d25"}"#
+            )
+        );
+        assert_eq!(
+            (
+                crate::hex::hex(&last[..4]),
+                std::str::from_utf8(&last[4..]).unwrap()
+            ),
+            (
+                "00000097".to_string(),
+                r#"{"type":"sums","index":0,"sums":"018171363a3a6464f97d6e863f6f0762","end":true,"mac":"6c9689c153c56cc65849455bc448fe2f7535877861f251412fd79457e241299e"}"#
+            )
+        );
+        assert_eq!(
+            mac,
+            "6c9689c153c56cc65849455bc448fe2f7535877861f251412fd79457e241299e"
         );
     }
 }

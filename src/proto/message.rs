@@ -405,8 +405,23 @@ pub(crate) enum Decision {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Signature {
     pub(crate) avg: u64,
-    pub(crate) count: u64,
-    pub(crate) sums: String,
+    /// Absent when the sums are streamed (`stream`), else required.
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub(crate) count: Option<u64>,
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub(crate) sums: Option<String>,
+    /// Feature `delta_stream`: the sums come in `sums` frames during the data
+    /// phase (section 18.6).
+    #[serde(default, deserialize_with = "flag", skip_serializing_if = "is_false")]
+    pub(crate) stream: bool,
 }
 
 /// What a listing item is (section 9): anything but a file or a directory is `other`,
@@ -533,6 +548,21 @@ pub(crate) enum Message {
         #[serde(default, deserialize_with = "flag", skip_serializing_if = "is_false")]
         delta: bool,
     },
+    /// Feature `delta_stream`: the next sums of entry `index`'s streamed basis,
+    /// from the receiver; the last frame of a basis has `end` and the MAC over all
+    /// of them (section 18.6).
+    Sums {
+        index: u64,
+        sums: String,
+        #[serde(default, deserialize_with = "flag", skip_serializing_if = "is_false")]
+        end: bool,
+        #[serde(
+            default,
+            deserialize_with = "present",
+            skip_serializing_if = "Option::is_none"
+        )]
+        mac: Option<String>,
+    },
     /// The data of entry `index` is complete.
     Done {
         index: u64,
@@ -636,6 +666,7 @@ impl Message {
             Message::Plan { .. } => "plan",
             Message::PlanEnd { .. } => "plan_end",
             Message::Data { .. } => "data",
+            Message::Sums { .. } => "sums",
             Message::Done { .. } => "done",
             Message::Ok { .. } => "ok",
             Message::Deleted { .. } => "deleted",
@@ -1462,8 +1493,21 @@ mod tests {
                     prefix_hash: None,
                     delta: Some(Signature {
                         avg: 65536,
-                        count: 1,
-                        sums: "01".repeat(8),
+                        count: Some(1),
+                        sums: Some("01".repeat(8)),
+                        stream: false,
+                    }),
+                    replaces: true,
+                    attrs: false,
+                },
+                Decision::Send {
+                    offset: 0,
+                    prefix_hash: None,
+                    delta: Some(Signature {
+                        avg: 65536,
+                        count: None,
+                        sums: None,
+                        stream: true,
                     }),
                     replaces: true,
                     attrs: false,
@@ -1501,6 +1545,18 @@ mod tests {
             index: 1,
             offset: 0,
             delta: true,
+        });
+        round_trip(Message::Sums {
+            index: 1,
+            sums: "01".repeat(8),
+            end: false,
+            mac: None,
+        });
+        round_trip(Message::Sums {
+            index: 1,
+            sums: String::new(),
+            end: true,
+            mac: Some("dd".repeat(32)),
         });
         round_trip(Message::Done {
             index: 1,

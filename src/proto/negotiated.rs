@@ -30,19 +30,23 @@ pub(crate) enum Feature {
     Delta,
     /// `--delete`, `--dry-run` and filter rules (section 17).
     Mirror,
+    /// With `delta`: the receiver streams a basis's sums beside the data instead
+    /// of listing them in the plan (`docs/PROTOCOL.md`, section 18.6).
+    DeltaStream,
     /// Control frames may travel zstd-compressed (`docs/PROTOCOL.md`, "Feature
     /// `zstd_control`"): offers, plans and listings of large trees.
     ZstdControl,
 }
 
 impl Feature {
-    pub(crate) const ALL: [Feature; 7] = [
+    pub(crate) const ALL: [Feature; 8] = [
         Feature::Aead,
         Feature::Blake3,
         Feature::Meta,
         Feature::Mirror,
         Feature::Zstd,
         Feature::Delta,
+        Feature::DeltaStream,
         Feature::ZstdControl,
     ];
 
@@ -54,6 +58,7 @@ impl Feature {
             Feature::Delta => "delta",
             Feature::Meta => "meta",
             Feature::Mirror => "mirror",
+            Feature::DeltaStream => "delta_stream",
             Feature::ZstdControl => "zstd_control",
         }
     }
@@ -66,6 +71,7 @@ impl Feature {
             Feature::Meta => 8,
             Feature::Mirror => 16,
             Feature::Delta => 32,
+            Feature::DeltaStream => 64,
             Feature::ZstdControl => 128,
         }
     }
@@ -128,7 +134,8 @@ impl Features {
         self.0 == 0
     }
 
-    /// The names, in a fixed order (`aead`, `blake3`, `meta`, `mirror`, `zstd`, `delta`).
+    /// The names, in a fixed order (`aead`, `blake3`, `meta`, `mirror`, `zstd`, `delta`,
+    /// `delta_stream`, `zstd_control`).
     pub(crate) fn names(self) -> Vec<String> {
         Feature::ALL
             .into_iter()
@@ -380,6 +387,16 @@ impl Transfer {
         ))
     }
 
+    /// The `mac` of a basis's last `sums` frame (section 18.6), fed every sum of
+    /// entry `index` in order.
+    pub(crate) fn sums_mac(&self, index: u64) -> SumsMac {
+        SumsMac(keyed(
+            self.session_key.bytes(),
+            "xfer/2 sums",
+            &[&self.t.to_be_bytes(), &index.to_be_bytes()],
+        ))
+    }
+
     /// `mac_done`, as lowercase hex.
     pub(crate) fn done_mac(&self, facts: FileFacts<'_>) -> String {
         hex(&self.file_mac("xfer/2 done", facts).finalize().into_bytes())
@@ -428,6 +445,28 @@ impl FramesMac {
         let len = u32::try_from(payload.len()).expect("frames are capped far below 4 GiB");
         self.0.update(&len.to_be_bytes());
         self.0.update(payload);
+    }
+
+    pub(crate) fn finish_hex(self) -> String {
+        hex(&self.0.finalize().into_bytes())
+    }
+
+    pub(crate) fn verify(self, mac_hex: &str) -> bool {
+        verify(self.0, mac_hex)
+    }
+}
+
+/// The MAC over one streamed basis's sums (feature `delta_stream`), fed them as
+/// they are sent or arrive.
+#[derive(Clone)]
+pub(crate) struct SumsMac(HmacSha256);
+
+impl SumsMac {
+    /// Adds sums, each as its 8 raw big-endian bytes.
+    pub(crate) fn sums(&mut self, sums: &[u64]) {
+        for sum in sums {
+            self.0.update(&sum.to_be_bytes());
+        }
     }
 
     pub(crate) fn finish_hex(self) -> String {

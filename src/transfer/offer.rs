@@ -496,7 +496,8 @@ pub(crate) fn read_plan<R: Read>(
             else {
                 continue;
             };
-            let claimed = (basis.sums.len() as u64 / 16).max(basis.count);
+            let digits = basis.sums.as_ref().map_or(0, String::len) as u64;
+            let claimed = (digits / 16).max(basis.count.unwrap_or(0));
             listed.set(listed.get().saturating_add(claimed));
             if !delta || listed.get() > MAX_PLAN_CHUNKS {
                 return Err(fail(

@@ -250,14 +250,16 @@ fn offered_with_basis(old: &[u8], new: &[u8]) -> (tempfile::TempDir, Receiver, P
     (dst, receiver, peer, decision)
 }
 
-fn copy(first: u32, count: u32) -> Vec<u8> {
+/// A copy instruction (section 18.3).
+pub(crate) fn copy(first: u32, count: u32) -> Vec<u8> {
     let mut op = vec![2];
     op.extend_from_slice(&first.to_be_bytes());
     op.extend_from_slice(&count.to_be_bytes());
     op
 }
 
-fn literal(len: u32, bytes: &[u8]) -> Vec<u8> {
+/// A literal instruction of `len` bytes, claimed (section 18.3).
+pub(crate) fn literal(len: u32, bytes: &[u8]) -> Vec<u8> {
     let mut op = vec![1];
     op.extend_from_slice(&len.to_be_bytes());
     op.extend_from_slice(bytes);

@@ -14,6 +14,7 @@ mod client_commands;
 mod content_hash;
 mod delta;
 mod delta_meta;
+mod delta_stream;
 mod dry_run;
 mod fidelity;
 mod fidelity_names;

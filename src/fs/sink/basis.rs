@@ -4,6 +4,9 @@
 //! stay here. When the instructions arrive it is opened again by name
 //! ([`Resolver::open_basis`]) and only the chunks they name are read, at their
 //! offsets. A basis is never written: the result is built in a fresh temporary.
+//! Under feature `delta_stream` the plan only checks it ([`Resolver::stream_basis`]):
+//! the receiver's cutter reads it during the data phase, and its chunk ends are
+//! recorded here as their sums go out.
 //!
 //! A basis that is no longer the file that was chunked (another inode, size, mtime or
 //! ctime) when it is opened again, or once its chunks have been read, is refused
@@ -11,6 +14,8 @@
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use rustix::fs::{FileType, Stat};
 
@@ -42,27 +47,73 @@ impl Stamp {
     }
 }
 
-/// A chunked basis: which file it was, and where each chunk ends.
+/// A chunked basis: which file it was, and where each chunk ends. A streamed one
+/// (feature `delta_stream`) starts with no chunks: they are [`Basis::record`]ed as
+/// their sums go out, and cutting it stops once [`Basis::stop_cutting`] is said.
 #[derive(Debug)]
 pub(crate) struct Basis {
     stamp: Stamp,
-    ends: Vec<u64>,
+    /// Where each chunk ends: all of them, or those whose sums went out so far.
+    ends: Mutex<Vec<u64>>,
+    chunking: Chunking,
+    streamed: bool,
+    stop: AtomicBool,
 }
 
 impl Basis {
-    /// How many chunks the basis has.
+    fn new(stamp: Stamp, ends: Vec<u64>, chunking: Chunking, streamed: bool) -> Basis {
+        Basis {
+            stamp,
+            ends: Mutex::new(ends),
+            chunking,
+            streamed,
+            stop: AtomicBool::new(false),
+        }
+    }
+
+    fn ends(&self) -> std::sync::MutexGuard<'_, Vec<u64>> {
+        self.ends.lock().expect("no panics while holding the lock")
+    }
+
+    /// How many chunks the basis has (streamed: whose sums went out so far).
     pub(crate) fn chunks(&self) -> u64 {
-        self.ends.len() as u64
+        self.ends().len() as u64
     }
 
     /// The byte range of chunks `first .. first + count`, or `None` when that run
-    /// is not inside the basis.
+    /// is not inside the basis (streamed: not among the chunks sent so far).
     pub(crate) fn range(&self, first: u32, count: u32) -> Option<(u64, u64)> {
         let (first, count) = (first as usize, count as usize);
+        let ends = self.ends();
         let last = first.checked_add(count)?.checked_sub(1)?;
-        let end = *self.ends.get(last)?;
-        let start = if first == 0 { 0 } else { self.ends[first - 1] };
+        let end = *ends.get(last)?;
+        let start = if first == 0 { 0 } else { ends[first - 1] };
         Some((start, end - start))
+    }
+
+    /// Whether its sums are streamed during the data phase (section 18.6).
+    pub(crate) fn streamed(&self) -> bool {
+        self.streamed
+    }
+
+    pub(crate) fn chunking(&self) -> Chunking {
+        self.chunking
+    }
+
+    /// Notes the ends of the next chunks of a streamed basis, as their sums go out.
+    pub(crate) fn record(&self, ends: &[u64]) {
+        self.ends().extend_from_slice(ends);
+    }
+
+    /// Cutting a streamed basis stops after the chunk at hand: its entry needs no
+    /// more sums (its data ended, or the sender said it copies nothing more).
+    pub(crate) fn stop_cutting(&self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+
+    /// What [`Basis::stop_cutting`] sets, for the cutter to watch.
+    pub(crate) fn stop_flag(&self) -> &AtomicBool {
+        &self.stop
     }
 }
 
@@ -74,6 +125,11 @@ pub(crate) struct BasisReader {
 }
 
 impl BasisReader {
+    /// The basis file, to read it through (a streamed basis's cutter).
+    pub(crate) fn file(&self) -> &File {
+        &self.file
+    }
+
     /// Fills `buf` from `offset` on; a basis that ends early changed.
     pub(crate) fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<(), Refusal> {
         self.file.read_exact_at(buf, offset).map_err(|err| {
@@ -152,14 +208,38 @@ impl Resolver<'_> {
         }
         let signature = Signature {
             avg: chunking.avg() as u64,
-            count: ends.len() as u64,
-            sums: delta::sums_hex(&sums),
+            count: Some(ends.len() as u64),
+            sums: Some(delta::sums_hex(&sums)),
+            stream: false,
         };
-        let basis = Basis {
-            stamp: Stamp::of(&stat),
-            ends,
-        };
+        let basis = Basis::new(Stamp::of(&stat), ends, chunking, false);
         Ok(Some((basis, signature)))
+    }
+
+    /// [`Resolver::chunk_basis`] for a basis whose sums are streamed (feature
+    /// `delta_stream`): the same choice of file, but nothing is read now; the
+    /// cutter reads it during the data phase ([`Resolver::open_basis`]).
+    pub(crate) fn stream_basis(
+        &mut self,
+        components: &[&[u8]],
+        offered: u64,
+    ) -> Option<(Basis, Signature)> {
+        let (_, stat) = self.open_regular(components)?;
+        let size = stat.st_size as u64;
+        let chunking = Chunking::for_size(offered);
+        if size < MIN_DELTA_SIZE || size / chunking.avg() as u64 > MAX_CHUNKS {
+            return None;
+        }
+        let signature = Signature {
+            avg: chunking.avg() as u64,
+            count: None,
+            sums: None,
+            stream: true,
+        };
+        Some((
+            Basis::new(Stamp::of(&stat), Vec::new(), chunking, true),
+            signature,
+        ))
     }
 
     /// Opens the basis of `path` again to read its chunks; `busy` unless it is still
@@ -209,7 +289,7 @@ mod tests {
             .chunk_basis("f", &[b"f".as_slice()], (256 << 10, MAX_CHUNKS))
             .unwrap()
             .unwrap();
-        assert_eq!(signature.count, basis.chunks());
+        assert_eq!(signature.count, Some(basis.chunks()));
         let reader = resolver
             .open_basis("f", &[b"f".as_slice()], &basis)
             .unwrap();
@@ -254,17 +334,48 @@ mod tests {
     }
 
     #[test]
+    fn a_streamed_basis_has_the_chunks_recorded_so_far() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("f"), noise(256 << 10, 3)).unwrap();
+        let target = TargetDir::open(dir.path()).unwrap();
+        let mut resolver = target.resolver();
+        let (basis, signature) = resolver
+            .stream_basis(&[b"f".as_slice()], 256 << 10)
+            .unwrap();
+        assert!(signature.stream && signature.count.is_none() && signature.sums.is_none());
+        assert!(basis.streamed());
+        assert_eq!((basis.chunks(), basis.range(0, 1)), (0, None));
+        basis.record(&[10_000, 25_000]);
+        assert_eq!(basis.range(0, 2), Some((0, 25_000)));
+        assert_eq!(basis.range(1, 2), None, "not sent yet");
+        assert!(!basis.stop_flag().load(Ordering::SeqCst));
+        basis.stop_cutting();
+        assert!(basis.stop_flag().load(Ordering::SeqCst));
+        // Too small a file, or none, is no basis.
+        std::fs::write(dir.path().join("small"), [0; 100]).unwrap();
+        assert!(
+            resolver
+                .stream_basis(&[b"small".as_slice()], 1 << 20)
+                .is_none()
+        );
+        assert!(
+            resolver
+                .stream_basis(&[b"none".as_slice()], 1 << 20)
+                .is_none()
+        );
+    }
+
+    #[test]
     fn runs_outside_the_basis_have_no_range() {
-        let basis = Basis {
-            stamp: Stamp {
-                device: 0,
-                inode: 0,
-                size: 30,
-                mtime: (0, 0),
-                ctime: (0, 0),
-            },
-            ends: vec![10, 20, 30],
+        let stamp = Stamp {
+            device: 0,
+            inode: 0,
+            size: 30,
+            mtime: (0, 0),
+            ctime: (0, 0),
         };
+        let chunking = Chunking::for_size(30);
+        let basis = Basis::new(stamp, vec![10, 20, 30], chunking, false);
         assert_eq!(basis.range(0, 3), Some((0, 30)));
         assert_eq!(basis.range(1, 1), Some((10, 10)));
         assert_eq!(basis.range(2, 2), None);

@@ -63,22 +63,18 @@ fn read_all<R: Read>(
             // Anything else goes to the disk thread after the files before it.
             batch.flush(jobs)?;
         }
+        if let Start::GaveUp { index, .. }
+        | Start::Data {
+            index,
+            delta: false,
+            ..
+        } = start
+        {
+            stop_cutting(&planned[index]);
+        }
         match start {
             Start::End => return Ok(()),
-            Start::GaveUp { index, why } => {
-                // The sender could not read it: not sent, as the sender counts it.
-                let failed = FileOutcome::NotSent {
-                    path: planned[index].entry.shown_path().into_owned(),
-                    reason: why,
-                    said: false,
-                };
-                // Through the disk thread, so outcomes are reported in entry order.
-                jobs.send(Job::GaveUp {
-                    index,
-                    outcome: failed,
-                })
-                .map_err(|_| disk_gone())?;
-            }
+            Start::GaveUp { index, why } => gave_up(&planned[index], index, why, jobs)?,
             Start::Data {
                 index,
                 offset,
@@ -95,8 +91,30 @@ fn read_all<R: Read>(
                 } else {
                     receive_file(reader, &file, pool, jobs, shared, tally)?;
                 }
+                stop_cutting(&planned[index]);
             }
         }
+    }
+}
+
+/// The sender could not read entry `index` (`item`): not sent, as the sender
+/// counts it; said through the disk thread, so outcomes are reported in entry
+/// order.
+fn gave_up(item: &Planned, index: usize, why: String, jobs: &mpsc::Sender<Job>) -> Result<()> {
+    let outcome = FileOutcome::NotSent {
+        path: item.entry.shown_path().into_owned(),
+        reason: why,
+        said: false,
+    };
+    jobs.send(Job::GaveUp { index, outcome })
+        .map_err(|_| disk_gone())
+}
+
+/// Entry `item`'s data ended (or never came, or is not a delta): its streamed
+/// basis needs no more sums.
+fn stop_cutting(item: &Planned) {
+    if let Some(basis) = &item.basis {
+        basis.stop_cutting();
     }
 }
 

@@ -6,9 +6,13 @@
 //!
 //! A hostile instruction (a copy past the basis, a literal longer than its frame,
 //! more bytes than the offered size) ends the session; a basis that changed makes
-//! the entry fail `busy` and leaves the old file as it is.
+//! the entry fail `busy` and leaves the old file as it is. A streamed basis (feature
+//! `delta_stream`) may be copied from only as far as its sums went out, never after
+//! the sender's end of copies (`0x03`, which also stops its cutting), and is opened
+//! only at its first copy.
 
 use std::io::Read;
+use std::ops::Range;
 use std::sync::mpsc;
 
 use anyhow::Result;
@@ -21,7 +25,7 @@ use crate::fs::Refusal;
 use crate::fs::path::check_path_bytes;
 use crate::fs::sink::{Basis, BasisReader};
 use crate::pool::Pool;
-use crate::proto::delta::{Op, ops};
+use crate::proto::delta::{LITERAL_HEADER, OP_LITERAL, Op, ops};
 use crate::proto::hash::{Digest, Hasher};
 use crate::proto::wire::{Data, FrameReader};
 use crate::transfer::Tally;
@@ -52,12 +56,16 @@ pub(super) fn build<R: Read>(
         .basis
         .as_deref()
         .expect("the caller checked that the plan offered a basis");
-    let source = open_basis(item, basis, shared);
+    // A streamed basis is opened at the first copy: one without copies is not
+    // read at all, and may change meanwhile.
+    let source = (!basis.streamed()).then(|| open_basis(item, basis, shared));
     let mut result = Building {
         index,
         limit: item.entry.size,
         basis,
         source,
+        opening: (item, shared),
+        no_more_copies: false,
         piece: None,
         size: 0,
         moved: 0,
@@ -76,6 +84,11 @@ pub(super) fn build<R: Read>(
             Data::Bytes(range) => range,
         };
         result.moved += range.len() as u64;
+        if let Some(bytes) = lone_literal(&frame, range.clone()) {
+            // Most frames after an end of copies: handed on as they came.
+            result.pass_on(frame, bytes)?;
+            continue;
+        }
         let applied = ops(&frame[range]).try_for_each(|op| {
             let op = op.map_err(|why| fail(Kind::Protocol, format!("entry {index}: {why}")))?;
             result.apply(op)
@@ -84,6 +97,16 @@ pub(super) fn build<R: Read>(
         applied?;
     }
     result.finish()
+}
+
+/// Where the literal bytes are when a frame (its content at `range`) is one
+/// literal and nothing else.
+fn lone_literal(frame: &[u8], range: Range<usize>) -> Option<Range<usize>> {
+    let content = &frame[range.clone()];
+    let header = content.get(..LITERAL_HEADER)?;
+    let len = u32::from_be_bytes(header[1..].try_into().expect("four bytes")) as usize;
+    let whole = header[0] == OP_LITERAL && len > 0 && len == content.len() - LITERAL_HEADER;
+    whole.then(|| range.start + LITERAL_HEADER..range.end)
 }
 
 /// Opens the basis again, where the result may be built from it.
@@ -104,8 +127,13 @@ struct Building<'a, 'p> {
     limit: Option<u64>,
     basis: &'a Basis,
     /// The basis to copy from, or why the result cannot be kept (then instructions
-    /// are still read and checked, but nothing is built).
-    source: Result<BasisReader, Refusal>,
+    /// are still read and checked, but nothing is built); `None` until a streamed
+    /// basis is first copied from.
+    source: Option<Result<BasisReader, Refusal>>,
+    /// What opening the basis takes.
+    opening: (&'a Planned<'a>, &'a Shared<'a>),
+    /// The sender said no copy follows (feature `delta_stream`).
+    no_more_copies: bool,
     /// The pool buffer being filled, and how far.
     piece: Option<(Vec<u8>, usize)>,
     size: u64,
@@ -132,21 +160,65 @@ impl Building<'_, '_> {
                 }
             }
             Op::Copy { first, count } => {
-                let (start, len) = self.basis.range(first, count).ok_or_else(|| {
-                    fail(
-                        Kind::Protocol,
-                        format!(
-                            "entry {}: a copy of chunks {first}..+{count} of a basis of {} chunks",
-                            self.index,
-                            self.basis.chunks()
-                        ),
-                    )
-                })?;
+                let (start, len) = self.range(first, count)?;
                 self.grow(len)?;
                 self.copy(start, len)?;
             }
+            Op::NoMoreCopies => {
+                if !self.basis.streamed() || self.no_more_copies {
+                    let why = match self.no_more_copies {
+                        true => "a second end of copies (0x03)",
+                        false => "an end of copies (0x03) against a basis listed in the plan",
+                    };
+                    return Err(fail(Kind::Protocol, format!("entry {}: {why}", self.index)));
+                }
+                self.no_more_copies = true;
+                self.basis.stop_cutting();
+            }
         }
         Ok(())
+    }
+
+    /// The bytes of the basis chunks a copy names: chunks of the basis (for a
+    /// streamed one, whose sums went out already), and never after the sender
+    /// said no copy follows.
+    fn range(&self, first: u32, count: u32) -> Result<(u64, u64)> {
+        let index = self.index;
+        if self.no_more_copies {
+            return Err(fail(
+                Kind::Protocol,
+                format!("entry {index}: a copy after the end of copies (0x03)"),
+            ));
+        }
+        self.basis.range(first, count).ok_or_else(|| {
+            let chunks = self.basis.chunks();
+            let of = match self.basis.streamed() {
+                true => format!("when {chunks} sums of its basis were sent"),
+                false => format!("of a basis of {chunks} chunks"),
+            };
+            fail(
+                Kind::Protocol,
+                format!("entry {index}: a copy of chunks {first}..+{count} {of}"),
+            )
+        })
+    }
+
+    /// A frame that is one literal at `bytes`: the piece being filled goes first,
+    /// then the frame itself, hashed, to the disk thread (no copy).
+    fn pass_on(&mut self, frame: Vec<u8>, bytes: Range<usize>) -> Result<()> {
+        self.grow(bytes.len() as u64)?;
+        self.hand_over()?;
+        if matches!(self.source, Some(Err(_))) {
+            self.pool.put_back(frame);
+            return Ok(());
+        }
+        self.hasher.update(&frame[bytes.clone()]);
+        self.tally.reporter().bar().inc(bytes.len() as u64);
+        let job = Job::Write {
+            buffer: frame,
+            range: bytes,
+        };
+        self.jobs.send(job).map_err(|_| disk_gone())
     }
 
     /// Counts `n` more bytes of result; past the offered size breaks the protocol.
@@ -167,9 +239,13 @@ impl Building<'_, '_> {
     /// Copies `len` bytes of the basis from `start` into the result.
     fn copy(&mut self, mut start: u64, len: u64) -> Result<()> {
         let end = start + len;
+        if self.source.is_none() {
+            let (item, shared) = self.opening;
+            self.source = Some(open_basis(item, self.basis, shared));
+        }
         while start < end {
             self.room()?;
-            let (Ok(source), Some((buffer, used))) = (&self.source, &mut self.piece) else {
+            let (Some(Ok(source)), Some((buffer, used))) = (&self.source, &mut self.piece) else {
                 return Ok(()); // failed already: nothing more is built
             };
             let room = &mut buffer[*used..PIECE];
@@ -177,7 +253,7 @@ impl Building<'_, '_> {
                 .len()
                 .min(usize::try_from(end - start).unwrap_or(usize::MAX));
             if let Err(refusal) = source.read_at(&mut room[..n], start) {
-                self.source = Err(refusal);
+                self.source = Some(Err(refusal));
                 return Ok(());
             }
             self.filled(n)?;
@@ -214,7 +290,7 @@ impl Building<'_, '_> {
         let Some((buffer, used)) = self.piece.take() else {
             return Ok(());
         };
-        if self.source.is_err() || used == 0 {
+        if matches!(self.source, Some(Err(_))) || used == 0 {
             self.pool.put_back(buffer);
             return Ok(());
         }
@@ -231,8 +307,9 @@ impl Building<'_, '_> {
     fn finish(mut self) -> Result<Built> {
         self.hand_over()?;
         let failure = match &self.source {
-            Ok(source) => source.check_unchanged().err(),
-            Err(refusal) => Some(refusal.clone()),
+            Some(Ok(source)) => source.check_unchanged().err(),
+            Some(Err(refusal)) => Some(refusal.clone()),
+            None => None,
         };
         Ok(Built {
             size: self.size,
@@ -240,5 +317,28 @@ impl Building<'_, '_> {
             failure,
             moved: Some(self.moved),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::delta::{copy_op, literal_header};
+
+    #[test]
+    fn only_a_frame_that_is_one_literal_is_handed_on_as_it_came() {
+        let mut frame = vec![0; 3];
+        frame.extend_from_slice(&literal_header(4));
+        frame.extend_from_slice(b"abcd");
+        assert_eq!(lone_literal(&frame, 3..frame.len()), Some(8..12));
+        // A literal and something after it, a shorter claim, a copy, a stub.
+        let mut more = frame.clone();
+        more.extend_from_slice(&copy_op(0, 1));
+        assert_eq!(lone_literal(&more, 3..more.len()), None);
+        assert_eq!(lone_literal(&frame, 3..frame.len() - 1), None);
+        let copy = copy_op(0, 1);
+        assert_eq!(lone_literal(&copy, 0..copy.len()), None);
+        assert_eq!(lone_literal(&[1, 0, 0], 0..3), None);
+        assert_eq!(lone_literal(&literal_header(0), 0..5), None);
     }
 }

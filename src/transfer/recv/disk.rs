@@ -164,8 +164,9 @@ fn work<W: Write>(
                 return answers.commit(&mut desk.group, writer, true);
             }
         };
-        if !matches!(job, Job::Small { .. }) {
-            // Everything else after the small files before it.
+        if !matches!(job, Job::Small { .. } | Job::Sums { .. }) {
+            // Everything else after the small files before it (sums, which no
+            // file waits for, go at once).
             desk.take_helped(answers, writer, giver)?;
         }
         desk.apply(job, answers, writer, giver)?;
@@ -334,6 +335,12 @@ impl Desk<'_> {
                     answers.settle(index, Settled::Unchanged);
                 }
             }
+            Job::Sums {
+                index,
+                ends,
+                sums,
+                mac,
+            } => send_sums(writer, &answers.planned[index], index, (ends, sums), mac)?,
             Job::GaveUp { index, outcome } => {
                 answers.tally.record(outcome);
                 answers.settle(index, Settled::Unchanged);
@@ -348,6 +355,27 @@ impl Desk<'_> {
         }
         Ok(())
     }
+}
+
+/// Records the next chunks of entry `index`'s streamed basis, then sends their
+/// sums: a copy may name a chunk from the moment its sum leaves, never before.
+fn send_sums<W: Write>(
+    writer: &mut FrameWriter<W>,
+    item: &Planned,
+    index: usize,
+    (ends, sums): (Vec<u64>, Vec<u64>),
+    mac: Option<String>,
+) -> Result<()> {
+    if let Some(basis) = &item.basis {
+        basis.record(&ends);
+    }
+    writer.write_message(&Message::Sums {
+        index: index as u64,
+        sums: crate::proto::delta::sums_hex(&sums),
+        end: mac.is_some(),
+        mac,
+    })?;
+    writer.flush()
 }
 
 /// Verified files waiting to be made durable together, their bytes and the

@@ -43,6 +43,15 @@ pub(crate) enum Job {
         size: u64,
         reply: std::sync::mpsc::Sender<Option<Digest>>,
     },
+    /// The cutter's next sums of entry `index`'s streamed basis (feature
+    /// `delta_stream`), and where their chunks end: recorded, then sent in a `sums`
+    /// frame; with `mac`, the last of that basis.
+    Sums {
+        index: usize,
+        ends: Vec<u64>,
+        sums: Vec<u64>,
+        mac: Option<String>,
+    },
     /// Small files the socket thread read whole and checked (`small.rs`), their
     /// bytes back to back in `arena`, which goes back to its pool after: each is
     /// written and closed as if it had been opened, written and closed on its own.

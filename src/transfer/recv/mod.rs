@@ -8,12 +8,14 @@
 //! offer; `data.rs`, on the socket thread, reads frames and hashes as they arrive
 //! (small files whole, handed on in batches: `small.rs`); `disk.rs`, on a thread of
 //! its own, writes and acknowledges, while `flusher.rs`, on another, makes groups
-//! of files durable under their names; `delta.rs` builds a file from a delta's instructions and its basis; then
+//! of files durable under their names; `delta.rs` builds a file from a delta's instructions and its basis,
+//! whose sums `cutter.rs` streams when they were not in the plan; then
 //! `make.rs` makes the entries without data (links, special files) and `mirror.rs`
 //! removes what a mirroring sender's `--delete` asks. The filesystem is reached only
 //! through `fs::sink`.
 
 mod claims;
+mod cutter;
 mod data;
 mod delta;
 mod disk;
@@ -43,7 +45,7 @@ use super::Tally;
 use super::offer::{Offered, read_offer};
 use crate::error::{Kind, fail, said_by_peer};
 use crate::fs::quota::Account;
-use crate::fs::sink::TargetDir;
+use crate::fs::sink::{Basis, TargetDir};
 use crate::pool::Pool;
 use crate::proto::message::Message;
 use crate::proto::negotiated::Feature;
@@ -73,6 +75,8 @@ pub(crate) fn session<R: Read, W: Write + Send, C: Hangup>(
         settings,
         quota,
         delta: conn.negotiated.has(Feature::Delta),
+        delta_stream: conn.negotiated.has(Feature::Delta)
+            && conn.negotiated.has(Feature::DeltaStream),
         mirror: conn.negotiated.has(Feature::Mirror),
     };
     let receiving = crate::fs::descriptors::Receiving::begin();
@@ -150,9 +154,17 @@ fn data_phase<R: Read, W: Write + Send>(
                 );
             }
         };
+        let cutter = start_cutter(scope, planned, &jobs, shared);
         let buffers = (&mut pool, &mut batch);
         let read = data::read_entries(reader, planned, buffers, &jobs, shared, tally);
+        // Whatever is still being cut is needed no more (a failed session).
+        for basis in planned.iter().filter_map(|item| item.basis.as_deref()) {
+            basis.stop_cutting();
+        }
         drop(jobs); // the disk thread commits what is left and returns
+        if let Some(cutter) = cutter {
+            let _ = cutter.join();
+        }
         let written = disk
             .join()
             .unwrap_or_else(|_| Err(fail(Kind::Io, "the disk thread panicked")));
@@ -163,6 +175,34 @@ fn data_phase<R: Read, W: Write + Send>(
         (Err(err), _) | (Ok(()), Err(err)) => Err(err),
         (Ok(()), Ok(())) => Ok(()),
     }
+}
+
+/// Starts the cutter (`cutter.rs`) when the plan streams a basis's sums.
+fn start_cutter<'scope>(
+    scope: &'scope std::thread::Scope<'scope, '_>,
+    planned: &'scope [Planned<'_>],
+    jobs: &mpsc::Sender<disk::Job>,
+    shared: &'scope Shared<'_>,
+) -> Option<std::thread::ScopedJoinHandle<'scope, ()>> {
+    let Destination::Dir(target) = shared.destination else {
+        return None;
+    };
+    let streamed = planned.iter().filter_map(|item| item.basis.as_deref());
+    if !streamed.clone().any(|basis| basis.streamed()) {
+        return None;
+    }
+    let to_disk = jobs.clone();
+    let cutting = move || cutter::run(planned, target, &to_disk, shared);
+    let started = std::thread::Builder::new()
+        .name("cutter".into())
+        .spawn_scoped(scope, cutting);
+    if started.is_err() {
+        // No thread to cut with: every basis ends at once, without sums (the
+        // sender then sends literals).
+        streamed.for_each(Basis::stop_cutting);
+        cutter::run(planned, target, jobs, shared);
+    }
+    started.ok()
 }
 
 /// Once the files settled: links and special files made (their errors answered

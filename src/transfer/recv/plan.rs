@@ -459,6 +459,11 @@ impl<'c> Decider<'_, 'c> {
             return Ok(None);
         }
         let offered = entry.size.unwrap_or(0);
+        if self.shared.delta_stream && !self.dry_run {
+            // Cut during the data phase, its sums streamed (section 18.6); the
+            // cutter keeps to the plan's budget of chunks.
+            return Ok(self.resolver.stream_basis(components, offered));
+        }
         let limits = (offered, self.chunks_left);
         let chunked = self
             .resolver

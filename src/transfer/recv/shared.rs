@@ -57,6 +57,9 @@ pub(crate) struct Shared<'a> {
     pub(crate) quota: Option<&'a Account>,
     /// Feature `delta` is in force: files this side replaces are offered as bases.
     pub(crate) delta: bool,
+    /// Feature `delta_stream` is in force too: a basis's sums are streamed during
+    /// the data phase instead of listed in the plan (section 18.6).
+    pub(crate) delta_stream: bool,
     /// Feature `mirror` is in force: the plan may say `replaces` and `attrs`.
     pub(crate) mirror: bool,
 }

@@ -1,12 +1,14 @@
 //! The sender's answer thread: reads `ok` and per-entry `error` frames until the
 //! receiver's `end`, checks each against what is outstanding, verifies each `ok`'s
-//! MAC against what was sent, and tallies the outcome as it comes.
+//! MAC against what was sent, and tallies the outcome as it comes. Streamed sums
+//! (feature `delta_stream`) come among them and go to `sums.rs`.
 
 use std::io::Read;
 use std::sync::atomic::Ordering;
 
 use anyhow::Result;
 
+use super::sums::SumsFrame;
 use super::{Outstanding, Pending, Report, Sent};
 use crate::error::{Kind, fail, peer_error};
 use crate::escape::escape;
@@ -168,6 +170,47 @@ enum Answer {
     Refused(ErrorCode, String),
 }
 
+/// Reads the receiver's next frame that is not a `sums` frame (feature
+/// `delta_stream`: those go to the streams as they come, until the report of
+/// deleted entries, `reported`), with its payload when it is `deleted`.
+fn read_answer<R: Read>(
+    reader: &mut FrameReader<R>,
+    pending: &Pending,
+    report: &Report<'_>,
+    reported: bool,
+) -> Result<(Message, Vec<u8>)> {
+    loop {
+        let payload = reader.read_payload()?.ok_or_else(|| {
+            fail(
+                Kind::Network,
+                "the peer closed the connection while we waited for the receiver's answers",
+            )
+        })?;
+        let answer = message::decode(payload).map_err(|err| fail(Kind::Protocol, err))?;
+        pending.heard_now();
+        match answer {
+            // Feature `delta_stream`: the next sums of a streamed basis.
+            Message::Sums {
+                index,
+                sums,
+                end,
+                mac,
+            } if !reported => {
+                let mac = mac.as_deref();
+                let frame = SumsFrame {
+                    index,
+                    sums: &sums,
+                    end,
+                    mac,
+                };
+                report.streams.receive(frame)?;
+            }
+            Message::Deleted { .. } => return Ok((answer, payload.to_vec())),
+            answer => return Ok((answer, Vec::new())),
+        }
+    }
+}
+
 /// Reads the next answer and the entry it is for; `None` at the receiver's `end`,
 /// which may come only after every entry was answered.
 fn next_answer<R: Read>(
@@ -176,16 +219,8 @@ fn next_answer<R: Read>(
     report: &Report<'_>,
     removed: &mut Option<usize>,
 ) -> Result<Option<(u64, Answer)>> {
-    let payload = reader.read_payload()?.ok_or_else(|| {
-        fail(
-            Kind::Network,
-            "the peer closed the connection while we waited for the receiver's answers",
-        )
-    })?;
-    let answer = message::decode(payload).map_err(|err| fail(Kind::Protocol, err))?;
-    pending.heard_now();
+    let (answer, first) = read_answer(reader, pending, report, removed.is_some())?;
     if let Message::Deleted { .. } = answer {
-        let first = payload.to_vec();
         *removed = Some(read_report(
             reader,
             pending,
@@ -211,6 +246,12 @@ fn next_answer<R: Read>(
             message,
         } => Err(peer_error(code, &message)),
         Message::End => {
+            if let Some(index) = report.streams.unended() {
+                return Err(fail(
+                    Kind::Protocol,
+                    format!("the receiver ended the transfer before the sums of entry {index}"),
+                ));
+            }
             // Entries without data are answered only when they fail.
             let waiting = pending.lock().values().filter(|o| !o.made).count();
             if !pending.writer_done.load(Ordering::SeqCst) || waiting > 0 {

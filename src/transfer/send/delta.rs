@@ -8,6 +8,12 @@
 //! match, ever longer stretches go as literals without being chunked, each followed
 //! by a few probes (content-defined boundaries fall back into step after a chunk or
 //! two, wherever chunking starts again).
+//!
+//! A streamed basis (feature `delta_stream`) gets its sums from `sums.rs` as they
+//! arrive: a chunk is decided once [`LOOKAHEAD`] more of them are known, or all.
+//! With nothing found after [`GIVE_UP_AFTER`] bytes it is given up instead of backed
+//! off from: an end of copies (`0x03`), then the rest read straight into frames of
+//! one literal each, as a whole send reads ([`send_literals`]).
 
 use std::collections::HashMap;
 use std::io::{self, Read};
@@ -15,9 +21,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 
 use super::piece::{BUFFER, CHUNK, Head, Piece, Wanted};
+use super::sums::Streams;
 use crate::fs::input::Input;
 use crate::pool::Pool;
-use crate::proto::delta::{COPY_LEN, Chunker, LITERAL_HEADER, chunk_sum, copy_op, literal_header};
+use crate::proto::delta::{
+    COPY_LEN, Chunker, LITERAL_HEADER, OP_NO_MORE_COPIES, chunk_sum, copy_op, literal_header,
+};
 use crate::proto::hash::Hasher;
 use crate::proto::wire::DATA_HEADROOM;
 
@@ -76,12 +85,81 @@ pub(super) fn send(
             }
         };
         let result = encode(input, (against, head), &mut feed, pool, pieces, stop);
+        if let Some((streams, index)) = &against.0.stream {
+            streams.done_with(*index);
+        }
         feed(&[], true);
         drop(batches);
         (result, hashing.join().expect("hashing never panics"))
     });
     *hasher = whole;
-    result
+    let (sent, error, given_up) = result?;
+    if !given_up || error.is_some() {
+        return Some((sent, error));
+    }
+    let left = against.1.map_or(u64::MAX, |size| size.saturating_sub(sent));
+    send_literals(input, (sent, left), hasher, pool, pieces, stop)
+}
+
+/// The rest of a file whose basis was given up (at most `left` bytes after the
+/// `sent` so far), as one literal per data frame read straight into it and hashed
+/// on this thread: what a whole send costs, plus five bytes a frame.
+fn send_literals(
+    input: &mut dyn Input,
+    (mut sent, left): (u64, u64),
+    hasher: &mut Hasher,
+    pool: &mut Pool,
+    pieces: &mpsc::Sender<Piece>,
+    stop: &AtomicBool,
+) -> Option<(u64, Option<io::Error>)> {
+    let mut input = Read::take(input, left);
+    loop {
+        let mut buffer = pool.take()?;
+        let room = &mut buffer[DATA_HEADROOM + LITERAL_HEADER..DATA_HEADROOM + CHUNK];
+        let n = match read_full(&mut input, room, stop) {
+            Some(Ok(0)) => {
+                pool.put_back(buffer);
+                return Some((sent, None));
+            }
+            Some(Ok(n)) => n,
+            Some(Err(err)) => {
+                pool.put_back(buffer);
+                return Some((sent, Some(err)));
+            }
+            None => return None,
+        };
+        hasher.update(&room[..n]);
+        let len = u32::try_from(n).expect("a frame is far below 4 GiB");
+        buffer[DATA_HEADROOM..DATA_HEADROOM + LITERAL_HEADER].copy_from_slice(&literal_header(len));
+        sent += n as u64;
+        let piece = Piece::Chunk {
+            buffer,
+            len: LITERAL_HEADER + n,
+            covered: n as u64,
+        };
+        pieces.send(piece).ok()?;
+    }
+}
+
+/// Reads until `buf` is full or the input ends: how much; `None` once `stop` is set.
+fn read_full(
+    input: &mut impl Read,
+    buf: &mut [u8],
+    stop: &AtomicBool,
+) -> Option<io::Result<usize>> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        if stop.load(Ordering::SeqCst) {
+            return None;
+        }
+        match input.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+            Err(err) => return Some(Err(err)),
+        }
+    }
+    Some(Ok(filled))
 }
 
 /// Bytes handed to the hashing thread at a time.
@@ -89,7 +167,8 @@ const HASH_BATCH: usize = 1 << 20;
 
 /// Encodes the file as instructions: first the chunks of its head, if it has one,
 /// then the rest as it is read and cut; `feed` gets every byte read after the head,
-/// in order.
+/// in order. Returns how far it read, the read error that cut it short, and
+/// whether it gave a streamed basis up (the rest of the file then goes raw).
 fn encode(
     input: &mut dyn Input,
     ((wanted, expected), head): ((&Wanted, Option<u64>), Option<&Head>),
@@ -97,20 +176,16 @@ fn encode(
     pool: &mut Pool,
     pieces: &mpsc::Sender<Piece>,
     stop: &AtomicBool,
-) -> Option<(u64, Option<io::Error>)> {
-    let found = first_chunk_of(&wanted.sums);
-    let mut out = Instructions {
-        frame: None,
-        pool,
-        pieces,
-    };
+) -> Option<(u64, Option<io::Error>, bool)> {
+    let mut lookup = Lookup::of(wanted);
+    let mut out = Instructions::new(pool, pieces);
     let mut state = Matching::default();
     if let Some(head) = head {
         let buffer = &mut vec![0; wanted.chunking.max()];
-        let sent = from_head(input, head, (&found, buffer), (&mut out, &mut state), stop)?;
-        if let Err(err) = sent {
+        let found = &lookup.found;
+        if let Err(err) = from_head(input, head, (found, buffer), (&mut out, &mut state), stop)? {
             out.finish(&mut state)?;
-            return Some((state.sent, Some(err)));
+            return Some((state.sent, Some(err), false));
         }
     }
     let left = expected.map_or(u64::MAX, |size| size.saturating_sub(state.sent));
@@ -119,32 +194,100 @@ fn encode(
         if stop.load(Ordering::SeqCst) {
             return None;
         }
-        let (next, looked_up) = if state.probes_left == 0 && state.missed >= BACKOFF_AFTER {
-            let skip = (state.missed / 2).min(MAX_SKIP);
-            state.probes_left = PROBES;
-            let skip = usize::try_from(skip).unwrap_or(usize::MAX);
-            (chunker.next_raw(skip), false)
-        } else {
-            state.probes_left = state.probes_left.saturating_sub(1);
-            (chunker.next_chunk(), true)
+        let (next, looked_up) = match state.next_step(lookup.stream.is_some()) {
+            Step::Chunk => (chunker.next_chunk(), true),
+            Step::Raw(len) => (chunker.next_raw(len), false),
         };
         let bytes = match next {
             Ok(Some(bytes)) => bytes,
             Ok(None) => break,
             Err(err) => {
                 out.finish(&mut state)?;
-                return Some((state.sent, Some(err)));
+                return Some((state.sent, Some(err), false));
             }
         };
         feed(bytes, false);
-        let sum = looked_up.then(|| chunk_sum(bytes));
-        match sum.and_then(|sum| found.get(&sum)) {
-            Some(&first) => out.matched(&mut state, first, bytes.len() as u64)?,
+        let found = match looked_up {
+            true => lookup.find(chunk_sum(bytes), stop)?,
+            false => None,
+        };
+        match found {
+            Some(first) => out.matched(&mut state, first, bytes.len() as u64)?,
             None => out.unmatched(&mut state, bytes)?,
+        }
+        if lookup.stream.is_some() && state.gives_up() {
+            // The rest goes raw (see `send_literals`), after what was read ahead.
+            let ahead = chunker.drain();
+            feed(ahead, false);
+            out.give_up(&mut state, ahead)?;
+            return Some((state.sent, None, true));
         }
     }
     out.finish(&mut state)?;
-    Some((state.sent, None))
+    Some((state.sent, None, false))
+}
+
+/// Bytes of a streamed basis's sums (feature `delta_stream`) held ahead of the
+/// chunk being decided, counted in chunks of its average size: a chunk moved up to
+/// this far ahead is still found, and a shift (an insert, a deletion) of any size.
+/// The first decision of a file waits for the receiver to cut this much, and a
+/// basis given up costs it this much cutting besides [`GIVE_UP_AFTER`]: 16 MiB
+/// rather than 32 halves both (measured on 1 GiB with nothing in common, under
+/// load: CPU of both sides 1.04x, 1.21x, 0.99x a whole send against 1.14x, 1.14x,
+/// 1.09x with 32 MiB and 16 MiB).
+const LOOKAHEAD: u64 = 16 << 20;
+/// Bytes looked up without any match in a streamed basis after which a sender
+/// gives it up: an end of copies, then literals without cutting. As long as the
+/// back-off of a listed basis waits ([`BACKOFF_AFTER`]).
+const GIVE_UP_AFTER: u64 = 8 << 20;
+/// The stretch read at a time once a streamed basis was given up.
+const RAW_STRETCH: usize = 1 << 20;
+
+/// Where each sum of the basis first stands, as far as they are known: all of
+/// them at once when the plan listed them; as they arrive when streamed, at
+/// least [`LOOKAHEAD`] ahead of the chunk being decided, or all.
+struct Lookup<'a> {
+    found: HashMap<u64, u32>,
+    /// The streamed sums, this entry's index, how many arrived and whether that
+    /// was all.
+    stream: Option<(&'a Streams, u64)>,
+    known: u64,
+    ended: bool,
+    /// Chunks decided so far, and how many sums to hold ahead of them.
+    decided: u64,
+    ahead: u64,
+}
+
+impl<'a> Lookup<'a> {
+    fn of(wanted: &'a Wanted) -> Lookup<'a> {
+        Lookup {
+            found: first_chunk_of(&wanted.sums),
+            stream: (wanted.stream.as_ref()).map(|(streams, index)| (&**streams, *index)),
+            known: wanted.sums.len() as u64,
+            ended: wanted.stream.is_none(),
+            decided: 0,
+            ahead: (LOOKAHEAD / wanted.chunking.avg() as u64).max(1),
+        }
+    }
+
+    /// The first chunk of the basis with this sum, once enough sums are known to
+    /// say; `None` when the session is over.
+    fn find(&mut self, sum: u64, stop: &AtomicBool) -> Option<Option<u32>> {
+        let want = self.decided + self.ahead;
+        if let Some((streams, index)) = self.stream
+            && !self.ended
+            && self.known < want
+        {
+            let (sums, ended) = streams.take(index, want, stop)?;
+            for sum in sums {
+                self.found.entry(sum).or_insert(self.known as u32);
+                self.known += 1;
+            }
+            self.ended = ended;
+        }
+        self.decided += 1;
+        Some(self.found.get(&sum).copied())
+    }
 }
 
 /// Sends the chunks of a head: a copy for each found in the basis, the others as
@@ -230,9 +373,47 @@ pub(super) fn expected_size(
     Ok(bytes)
 }
 
+/// How the next bytes of the file are read.
+enum Step {
+    /// Cut a chunk and look it up.
+    Chunk,
+    /// Up to this many bytes, not cut: they go as literals.
+    Raw(usize),
+}
+
+impl Matching {
+    /// What comes next: a chunk, or (backing off after [`BACKOFF_AFTER`] bytes
+    /// without a match) a stretch sent without chunking. A streamed basis backs
+    /// off only once something matched (before that, it is given up), and once
+    /// given up everything goes raw.
+    fn next_step(&mut self, streamed: bool) -> Step {
+        if self.given_up {
+            return Step::Raw(RAW_STRETCH);
+        }
+        let backs_off = !streamed || self.matched_once;
+        if backs_off && self.probes_left == 0 && self.missed >= BACKOFF_AFTER {
+            let skip = (self.missed / 2).min(MAX_SKIP);
+            self.probes_left = PROBES;
+            return Step::Raw(usize::try_from(skip).unwrap_or(usize::MAX));
+        }
+        self.probes_left = self.probes_left.saturating_sub(1);
+        Step::Chunk
+    }
+
+    /// Whether a streamed basis is to be given up now: [`GIVE_UP_AFTER`] bytes
+    /// looked up and nothing found.
+    fn gives_up(&self) -> bool {
+        !self.given_up && !self.matched_once && self.missed >= GIVE_UP_AFTER
+    }
+}
+
 /// Where matching stands.
 #[derive(Default)]
 struct Matching {
+    /// Some chunk was found in the basis.
+    matched_once: bool,
+    /// An end of copies went out: the rest goes raw.
+    given_up: bool,
     /// Bytes read so far.
     sent: u64,
     /// Bytes since the last chunk found in the basis.
@@ -253,12 +434,21 @@ struct Instructions<'a> {
     pieces: &'a mpsc::Sender<Piece>,
 }
 
-impl Instructions<'_> {
+impl<'a> Instructions<'a> {
+    fn new(pool: &'a mut Pool, pieces: &'a mpsc::Sender<Piece>) -> Instructions<'a> {
+        Instructions {
+            frame: None,
+            pool,
+            pieces,
+        }
+    }
+
     /// A chunk of `len` bytes of the file that is chunk `first` of the basis.
     fn matched(&mut self, state: &mut Matching, first: u32, len: u64) -> Option<()> {
         state.sent += len;
         state.missed = 0;
         state.probes_left = 0;
+        state.matched_once = true;
         self.copy(state, first, len)
     }
 
@@ -358,6 +548,17 @@ impl Instructions<'_> {
         }
     }
 
+    /// Gives a streamed basis up: says that no copy follows, then sends what was
+    /// read `ahead` as literals, and the last frame.
+    fn give_up(&mut self, state: &mut Matching, ahead: &[u8]) -> Option<()> {
+        self.flush_run(state)?;
+        self.room(state, 1)?;
+        self.put(&[OP_NO_MORE_COPIES]);
+        state.given_up = true;
+        self.unmatched(state, ahead)?;
+        self.finish(state)
+    }
+
     /// Writes out the pending run and sends the last frame.
     fn finish(&mut self, state: &mut Matching) -> Option<()> {
         self.flush_run(state)?;
@@ -413,6 +614,7 @@ mod tests {
             chunking,
             sums: old_sums,
             head,
+            stream: None,
         };
         let (mut pool, giver) = Pool::new(4, BUFFER);
         let (pieces, from_sender) = mpsc::channel();
@@ -440,6 +642,7 @@ mod tests {
                                 let end = old_ends[(first + count) as usize - 1] as usize;
                                 result.extend_from_slice(&old[start..end]);
                             }
+                            Op::NoMoreCopies => unreachable!("a basis the plan listed"),
                         }
                     }
                     giver.give(buffer);
@@ -567,6 +770,7 @@ mod tests {
             chunking,
             sums,
             head: Some(head),
+            stream: None,
         };
         let mut input = EditedDuringSend {
             file,

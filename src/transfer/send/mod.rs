@@ -12,14 +12,15 @@ mod delta;
 mod piece;
 mod precut;
 mod stream;
+mod sums;
 mod view;
 
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::io::{Read, Write};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
@@ -27,6 +28,7 @@ use indicatif::HumanBytes;
 
 use self::piece::{BUFFER, Packed, Piece, ToSend, Wanted, slot};
 use self::precut::Precut;
+use self::sums::Streams;
 use self::view::PlainView;
 use super::Tally;
 use super::consumed::consumed;
@@ -186,6 +188,7 @@ fn send<R: Read + Send, W: Write, C: Hangup + Sync>(
 ) -> Result<()> {
     let transfer = conn.negotiated.begin_transfer();
     let delta = conn.negotiated.has(Feature::Delta);
+    let streaming = delta && conn.negotiated.has(Feature::DeltaStream);
     let Connection {
         reader,
         writer,
@@ -208,23 +211,24 @@ fn send<R: Read + Send, W: Write, C: Hangup + Sync>(
     count_offer(tally, entries.len(), left_out, dry_run);
     write_offer(writer, &transfer, mirror, entries)?;
     writer.flush()?;
-    // A server answering a `get` does not cut ahead (see `precut.rs`).
-    let cut = delta && !dry_run && conn.negotiated.role() != Role::Server;
+    // No cutting ahead for a server's `get` (`precut.rs`), or when sums stream.
+    let cut = delta && !streaming && !dry_run && conn.negotiated.role() != Role::Server;
     let (plan, precut) = plan_while_cutting(reader, &transfer, outbox, (delta, cut))?;
+    let streams = streams_of(&plan, &transfer, dry_run, closer.idle_timeout())?;
+    let deltas = Deltas::of(delta, streaming, &streams);
     let mirroring = conn.negotiated.has(Feature::Mirror);
-    let (mut to_send, mut made) = follow_plan(outbox, plan, delta, tally, mirroring)?;
+    let (mut to_send, mut made) = follow_plan(outbox, plan, deltas, tally, mirroring)?;
     precut.hand_out(&mut to_send);
     let estimates = set_aside_for_dry_run(dry_run, &mut to_send, &mut made);
-
-    tally
-        .reporter_mut()
-        .start_bar(left_to_send(entries, &to_send));
+    let to_go = left_to_send(entries, &to_send);
+    tally.reporter_mut().start_bar(to_go);
     let tally = &*tally;
     let report = Report {
         transfer: &transfer,
         outbox,
         tally,
         deleting: mirror.is_some_and(|mirror| mirror.delete),
+        streams: &streams,
     };
     let work = Work {
         to_send: &to_send,
@@ -236,6 +240,56 @@ fn send<R: Read + Send, W: Write, C: Hangup + Sync>(
         estimate_deltas(outbox, &estimates, tally);
     }
     result
+}
+
+/// The plan's streamed bases (feature `delta_stream`), whose sums the answer
+/// thread will hear, in plan order; never in a dry run (section 18.6), which has
+/// no data phase to stream them in. The limits count the listed signatures too.
+/// Sums awaited for `idle` in vain give the receiver up.
+fn streams_of(
+    plan: &[Decision],
+    transfer: &Transfer,
+    dry_run: bool,
+    idle: Option<Duration>,
+) -> Result<Arc<Streams>> {
+    let mut streamed = Vec::new();
+    let mut listed = 0u64;
+    for (index, decision) in plan.iter().enumerate() {
+        let Decision::Send {
+            delta: Some(basis), ..
+        } = decision
+        else {
+            continue;
+        };
+        match basis.stream {
+            true => streamed.push(index as u64),
+            false => listed = listed.saturating_add(basis.count.unwrap_or(0)),
+        }
+    }
+    if dry_run && !streamed.is_empty() {
+        return Err(fail(
+            Kind::Protocol,
+            "the plan of a dry run streams a basis's sums",
+        ));
+    }
+    Ok(Arc::new(Streams::new(transfer, &streamed, listed, idle)))
+}
+
+/// What the plan's bases may be: listed (feature `delta` in force), and streamed
+/// (`delta_stream` too: their sums come from these streams).
+#[derive(Clone, Copy)]
+struct Deltas<'a> {
+    listed: bool,
+    streamed: Option<&'a Arc<Streams>>,
+}
+
+impl<'a> Deltas<'a> {
+    fn of(delta: bool, streaming: bool, streams: &'a Arc<Streams>) -> Deltas<'a> {
+        Deltas {
+            listed: delta,
+            streamed: streaming.then_some(streams),
+        }
+    }
 }
 
 /// In a dry run, section 17.4: no data, straight to `end`, and the receiver makes
@@ -347,6 +401,8 @@ pub(super) struct Report<'a> {
     tally: &'a Tally,
     /// The receiver reports what it removed before its `end` (section 17.3).
     deleting: bool,
+    /// The bases whose sums the receiver streams (feature `delta_stream`).
+    streams: &'a Streams,
 }
 
 /// The bytes still to send, if every size is known: a resumed file's prefix is
@@ -397,6 +453,7 @@ fn data_and_answers<R: Read + Send, W: Write, C: Hangup + Sync>(
             Err(err) => return Err(thread_failed(err)),
         };
         let written = write_data(writer, transfer, to_send, outbox, pending, tally, scope);
+        let written = sums_came(report.streams, idle).and(written);
         let stopped_by_answers = pending.stop.swap(true, Ordering::SeqCst);
         pending.writer_stopped.store(true, Ordering::SeqCst);
         let waited = match &written {
@@ -410,9 +467,12 @@ fn data_and_answers<R: Read + Send, W: Write, C: Hangup + Sync>(
         let answered = answers
             .join()
             .unwrap_or_else(|_| Err(fail(Kind::Protocol, "the answer thread panicked")));
-        // Our idle verdict first; then the receiver's own account of a failure,
+        // Our idle verdicts first; then the receiver's own account of a failure,
         // which explains more than our broken pipe.
-        waited.and(answered).and(written)
+        match report.streams.stalled() {
+            true => written.and(waited).and(answered),
+            false => waited.and(answered).and(written),
+        }
     });
     if result.is_err() {
         tally.kept(cut_short(&pending));
@@ -451,6 +511,22 @@ fn await_answers<C: Hangup>(
     }
 }
 
+/// `Ok` unless the reading thread gave the receiver up, silent for `idle` while it
+/// waited for the sums of a streamed basis (it then ended early, maybe inside a
+/// file, and `end` must not go out).
+fn sums_came(streams: &Streams, idle: Option<Duration>) -> Result<()> {
+    match streams.stalled() {
+        false => Ok(()),
+        true => Err(fail(
+            Kind::Network,
+            format!(
+                "the receiver sent no sums of its old copy for {} s (the idle timeout)",
+                idle.map_or(0, |idle| idle.as_secs())
+            ),
+        )),
+    }
+}
+
 /// The bytes that went out of the files not answered when the session ended,
 /// whether their `done` went too or not: the receiver keeps what of them arrived
 /// for a rerun to resume. (A cut after every byte was written, while waiting
@@ -482,7 +558,7 @@ struct Work<'a> {
 fn follow_plan(
     outbox: &dyn Outbox,
     plan: Vec<Decision>,
-    delta: bool,
+    delta: Deltas<'_>,
     tally: &Tally,
     mirroring: bool,
 ) -> Result<(Vec<ToSend>, Vec<Made>)> {
@@ -623,7 +699,7 @@ fn file_to_send(
     outbox: &dyn Outbox,
     index: usize,
     (offset, prefix_hash, replaces): (u64, &Option<String>, bool),
-    (basis, delta): (Option<&Signature>, bool),
+    (basis, delta): (Option<&Signature>, Deltas<'_>),
 ) -> Result<ToSend> {
     let entry = &outbox.entries()[index];
     let fits = match entry.size {
@@ -747,6 +823,21 @@ fn write_data<'scope, 'env, W: Write>(
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
             Err(mpsc::RecvTimeoutError::Timeout) => continue,
         }
+    }
+    write_end(writer, pending, in_file)
+}
+
+/// Sends `end` once the reading thread handed over everything; if it ended inside
+/// a file instead (it gave up waiting for sums), ends that file's data and no
+/// `end` says the transfer is complete.
+fn write_end<W: Write>(
+    writer: &mut FrameWriter<W>,
+    pending: &Pending,
+    in_file: bool,
+) -> Result<()> {
+    if in_file {
+        writer.write_end_of_data()?;
+        return Err(fail(Kind::Network, "reading stopped inside a file"));
     }
     // Before `end` leaves: a receiver's `end` can only come after it.
     pending.writer_done.store(true, Ordering::SeqCst);
@@ -961,13 +1052,14 @@ impl Frames<'_> {
 
 /// Decodes the basis a decision offers for entry `index` (feature `delta`): only under
 /// feature `delta`, for a file of known size planned from offset 0, with valid
-/// parameters and exactly `count` sums.
+/// parameters and exactly `count` sums; or, streamed (`delta_stream` in force too),
+/// with neither `count` nor `sums`.
 fn wanted(
     index: usize,
     entry: &Entry,
     offset: u64,
     basis: &Signature,
-    delta: bool,
+    delta: Deltas<'_>,
 ) -> Result<Box<Wanted>> {
     let refuse = |why: &str| {
         fail(
@@ -975,7 +1067,7 @@ fn wanted(
             format!("the plan's basis for entry {index} {why}"),
         )
     };
-    if !delta {
+    if !delta.listed {
         return Err(refuse("needs feature delta, which is not in force"));
     }
     if offset != 0 || entry.size.is_none() || entry.is_sparse() {
@@ -983,16 +1075,31 @@ fn wanted(
     }
     let chunking = Chunking::from_avg(basis.avg)
         .ok_or_else(|| refuse(&format!("has an average chunk size of {}", basis.avg)))?;
-    if basis.count == 0 || basis.count > MAX_CHUNKS {
-        return Err(refuse(&format!("claims {} chunks", basis.count)));
-    }
-    let sums = parse_sums(&basis.sums, basis.count)
-        .ok_or_else(|| refuse("has sums that are not its count of 16 hex digits each"))?;
+    let (sums, stream) = match (basis.stream, &basis.count, &basis.sums, delta.streamed) {
+        (true, None, None, Some(streams)) => (Vec::new(), Some((streams.clone(), index as u64))),
+        (true, ..) => {
+            return Err(refuse(
+                "is streamed with a count or sums, or without feature delta_stream",
+            ));
+        }
+        (false, Some(count), Some(sums), _) => (listed_sums(*count, sums).map_err(refuse)?, None),
+        (false, ..) => return Err(refuse("lacks its count or sums")),
+    };
     Ok(Box::new(Wanted {
         chunking,
         sums,
         head: None,
+        stream,
     }))
+}
+
+/// The sums a plan lists for a basis: `count` of them (1 … 2^18), exactly its
+/// count of 16 hex digits each.
+fn listed_sums(count: u64, sums: &str) -> Result<Vec<u64>, &'static str> {
+    if count == 0 || count > MAX_CHUNKS {
+        return Err("claims no chunks, or too many");
+    }
+    parse_sums(sums, count).ok_or("has sums that are not its count of 16 hex digits each")
 }
 
 fn thread_failed(err: std::io::Error) -> anyhow::Error {

@@ -3,6 +3,9 @@
 //! and the [`Piece`]s of their data, in pool buffers of [`BUFFER`] bytes. Plain
 //! data, shared by `stream.rs`, `delta.rs` and the socket thread.
 
+use std::sync::Arc;
+
+use super::sums::Streams;
 use crate::fs::input::Identity;
 use crate::proto::delta::Chunking;
 use crate::proto::hash::{Digest, Hasher};
@@ -29,12 +32,15 @@ pub(crate) struct ToSend {
 }
 
 /// The receiver's basis, as the plan described it: its chunking, and every chunk's
-/// sum in basis order; and the head of our file cut the same way before the plan
+/// sum in basis order (or where they will come from, when streamed); and the head of our file cut the same way before the plan
 /// came, if there is one.
 pub(crate) struct Wanted {
     pub(crate) chunking: Chunking,
     pub(crate) sums: Vec<u64>,
     pub(crate) head: Option<Head>,
+    /// Feature `delta_stream`: the sums come during the data phase, from these
+    /// streams, under this entry's index; `sums` is empty.
+    pub(crate) stream: Option<(Arc<Streams>, u64)>,
 }
 
 /// The first chunks of a file, cut before the plan came: where each ends, its sum,

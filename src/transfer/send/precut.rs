@@ -257,6 +257,7 @@ mod tests {
                 chunking,
                 sums: vec![7],
                 head: None,
+                stream: None,
             })),
         };
         let mut to_send = [item(0, cut_with), item(1, other)];
