@@ -213,7 +213,7 @@ impl Building<'_, '_> {
             return Ok(());
         }
         self.hasher.update(&frame[bytes.clone()]);
-        self.tally.reporter().bar().inc(bytes.len() as u64);
+        self.tally.reporter().advance(bytes.len() as u64);
         let job = Job::Write {
             buffer: frame,
             range: bytes,
