@@ -448,3 +448,63 @@ fn a_receiver_that_never_sends_the_sums_it_promised_is_given_up_at_the_idle_time
     assert!(waited < std::time::Duration::from_secs(10), "{waited:?}");
     let _ = fake.join();
 }
+
+#[test]
+fn hard_linked_old_copies_are_replaced_whole_and_their_other_names_keep_them() {
+    let (src, dst) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    // Over the 32 MiB a group of files may hold: each is renamed into place as
+    // soon as it is complete, so `y`'s old copy loses a name before it is read.
+    let old = pattern(33 << 20, 88);
+    write_in(dst.path(), "x", &old);
+    fs::hard_link(dst.path().join("x"), dst.path().join("y")).unwrap();
+    fs::hard_link(dst.path().join("x"), dst.path().join("keep")).unwrap();
+    let mut news = Vec::new();
+    for (name, byte) in [("x", 1u8), ("y", 2)] {
+        let mut new = old.clone();
+        new[1000..1007].fill(byte);
+        news.push((write_in(src.path(), name, &new), new));
+    }
+    let mut receiver = Receiver::start(dst.path(), Some(KEY), &["--overwrite"]);
+    let sent = send(&[&news[0].0, &news[1].0], receiver.port, KEY, &[]);
+    assert!(sent.status.success(), "{}", stderr_of(&sent));
+    assert_eq!(receiver.exit_code(), 0, "{}", receiver.stderr());
+    for (path, new) in &news {
+        let name = path.file_name().unwrap();
+        assert!(fs::read(dst.path().join(name)).unwrap() == *new, "{name:?}");
+    }
+    assert!(
+        fs::read(dst.path().join("keep")).unwrap() == old,
+        "the third name"
+    );
+}
+
+#[test]
+fn a_sender_waiting_for_sums_has_sent_what_it_wrote() {
+    // 18.6: a sender that waits for sums has flushed every frame it wrote; here
+    // the entry's `data` header must reach a receiver that sends no sums at all.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let fake = std::thread::spawn(move || {
+        let mut peer = Peer::accept(&listener).expect("accept");
+        let receiver = Acceptor::new(KEY, "receiver").features(&FEATURES);
+        peer.accept_handshake(&receiver).expect("handshake");
+        let first = peer.read_control_raw().expect("offer");
+        peer.read_offer_from(first).expect("a verified offer");
+        let streamed =
+            json!({"action": "send", "offset": 0, "delta": {"avg": 8192, "stream": true}});
+        peer.send_plan(&[vec![streamed]]).unwrap();
+        peer.set_timeout(std::time::Duration::from_secs(2)).unwrap();
+        let header = peer.expect("data");
+        let _ = last_error(&mut peer);
+        header
+    });
+    let src = tempfile::tempdir().unwrap();
+    let file = write_in(src.path(), "f", &pattern(1 << 20, 89));
+    let sent = send(&[&file], port, KEY, &["--idle-timeout", "4"]);
+    assert_eq!(sent.status.code(), Some(3), "{}", stderr_of(&sent));
+    let header = fake.join().unwrap().expect("the data header within 2 s");
+    assert_eq!(
+        (header["index"].as_u64(), header["delta"].as_bool()),
+        (Some(0), Some(true))
+    );
+}

@@ -182,7 +182,7 @@ impl Resolver<'_> {
         components: &[&[u8]],
         (offered, budget): (u64, u64),
     ) -> Result<Option<(Basis, Signature)>, Refusal> {
-        let Some((file, stat)) = self.open_regular(components) else {
+        let Some((file, stat)) = self.basis_file(components) else {
             return Ok(None);
         };
         let size = stat.st_size as u64;
@@ -224,7 +224,7 @@ impl Resolver<'_> {
         components: &[&[u8]],
         offered: u64,
     ) -> Option<(Basis, Signature)> {
-        let (_, stat) = self.open_regular(components)?;
+        let (_, stat) = self.basis_file(components)?;
         let size = stat.st_size as u64;
         let chunking = Chunking::for_size(offered);
         if size < MIN_DELTA_SIZE || size / chunking.avg() as u64 > MAX_CHUNKS {
@@ -258,6 +258,15 @@ impl Resolver<'_> {
             }),
             _ => Err(changed(path)),
         }
+    }
+
+    /// The file at `components` if it may be a basis: regular, and with one link. A
+    /// file with other names changes its ctime whenever one of them is replaced (its
+    /// link count drops), so a tree of hard links would fail `busy` entry by entry;
+    /// such a file goes whole, which leaves its other names as they were.
+    fn basis_file(&mut self, components: &[&[u8]]) -> Option<(File, Stat)> {
+        self.open_regular(components)
+            .filter(|(_, stat)| stat.st_nlink == 1)
     }
 
     /// The regular file at `components`, opened without following a link, and what

@@ -2,8 +2,8 @@
 //! one thread per session that cuts the streamed bases in plan order during the
 //! data phase and hands their sums, a batch at a time, to the disk thread, which
 //! records where the chunks end and sends them in `sums` frames (it is the one
-//! thread that writes to the sender, so sealed frames stay in order), at least
-//! [`FRAME_SUMS`] to a frame. Each basis ends with a `sums` frame carrying `end`
+//! thread that writes to the sender, so sealed frames stay in order), a frame per
+//! [`FRAME_COVERS`] of basis (at most [`FRAME_SUMS`] sums, at least one). Each basis ends with a `sums` frame carrying `end`
 //! and the MAC over all its sums.
 //!
 //! The plan went out without waiting for any of this: the sender starts at once,
@@ -41,6 +41,7 @@ pub(super) fn run(
             sums: Vec::new(),
             mac: shared.transfer.sums_mac(index as u64),
             sent: 0,
+            per_frame: frame_sums(basis.chunking().avg() as u64),
         };
         if !basis.stop_flag().load(std::sync::atomic::Ordering::SeqCst) {
             let limit = MAX_CHUNKS.min(chunks_left);
@@ -54,10 +55,18 @@ pub(super) fn run(
     }
 }
 
-/// Sums are sent once at least this many are waiting (or the basis ends): with
-/// 64 KiB chunks, a frame per 4 MiB of basis, whose framing (about 60 bytes,
-/// more when sealed) then costs under 12% of the sums it carries.
+/// Sums are sent once they stand for this much of the basis (or it ends): the
+/// sender decides a chunk once it holds 16 MiB of sums ahead of it, so a frame must
+/// come well before that, whatever the size of the chunks.
+const FRAME_COVERS: u64 = 4 << 20;
+/// ... but never more than this many wait: with 64 KiB chunks a frame per 4 MiB,
+/// whose framing (about 60 bytes, more when sealed) costs under 12% of its sums.
 const FRAME_SUMS: usize = 64;
+
+/// Sums to a frame for chunks of `avg` bytes: 64 of 64 KiB, 1 of 4 MiB.
+fn frame_sums(avg: u64) -> usize {
+    (FRAME_COVERS / avg.max(1)).clamp(1, FRAME_SUMS as u64) as usize
+}
 
 /// The sums of one basis on their way to the disk thread.
 struct Outgoing {
@@ -67,16 +76,18 @@ struct Outgoing {
     mac: SumsMac,
     /// Sums handed over so far, the waiting ones included.
     sent: u64,
+    /// A frame goes once this many are waiting ([`frame_sums`]).
+    per_frame: usize,
 }
 
 impl Outgoing {
-    /// The next chunks; a frame goes once [`FRAME_SUMS`] are waiting.
+    /// The next chunks; a frame goes once enough are waiting (`per_frame`).
     fn push(&mut self, ends: Vec<u64>, sums: Vec<u64>, jobs: &mpsc::Sender<Job>) {
         self.mac.sums(&sums);
         self.sent += sums.len() as u64;
         self.ends.extend(ends);
         self.sums.extend(sums);
-        if self.sums.len() >= FRAME_SUMS {
+        if self.sums.len() >= self.per_frame {
             let job = Job::Sums {
                 index: self.index,
                 ends: std::mem::take(&mut self.ends),
@@ -129,4 +140,17 @@ fn cut(
     };
     // A read error ends the basis where it stopped; the chunks sent stay valid.
     let _ = stream_sums(file, basis.chunking(), (limit, basis.stop_flag()), each);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_frame_stands_for_about_4_mib_of_basis_whatever_the_chunks() {
+        assert_eq!(frame_sums(8 << 10), 64);
+        assert_eq!(frame_sums(64 << 10), 64);
+        assert_eq!(frame_sums(1 << 20), 4);
+        assert_eq!(frame_sums(4 << 20), 1);
+    }
 }

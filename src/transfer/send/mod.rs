@@ -821,7 +821,10 @@ fn write_data<'scope, 'env, W: Write>(
                 frames.write(writer, piece)?;
             }
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
-            Err(mpsc::RecvTimeoutError::Timeout) => continue,
+            // The reading thread waits (for a receiver's sums, a slow disk): what is
+            // written goes out, so that a receiver waiting for a `data` header or a
+            // `done` to move on hears it (it may be what it needs to send more sums).
+            Err(mpsc::RecvTimeoutError::Timeout) => writer.flush()?,
         }
     }
     write_end(writer, pending, in_file)
