@@ -187,10 +187,12 @@ fn an_end_of_copies_stops_the_cutting_and_the_rest_goes_as_literals() {
     assert!(fs::read(dst.path().join("f")).unwrap() == new);
 }
 
-/// A receiver listing both features that plans `decision` for the one file it is
-/// offered, then sends `frames` (built from the session, once the plan is out);
-/// the sender's last word, if it was an error, and its exit status.
-fn sender_meets(content: &[u8], decision: Value, frames: Frames) -> (Option<Value>, bool) {
+/// A receiver listing both features, on the port returned, that plans `decision`
+/// for the one file it is offered and then hands its session to `then`.
+fn fake_receiver<T: Send + 'static>(
+    decision: Value,
+    then: impl FnOnce(&mut Peer) -> T + Send + 'static,
+) -> (u16, std::thread::JoinHandle<T>) {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let fake = std::thread::spawn(move || {
@@ -200,12 +202,26 @@ fn sender_meets(content: &[u8], decision: Value, frames: Frames) -> (Option<Valu
         let first = peer.read_control_raw().expect("offer");
         peer.read_offer_from(first).expect("a verified offer");
         peer.send_plan(&[vec![decision]]).unwrap();
-        for frame in frames(&peer) {
+        then(&mut peer)
+    });
+    (port, fake)
+}
+
+/// The decision that promises a basis's sums (18.6), chunks of 8 KiB.
+fn streamed() -> Value {
+    json!({"action": "send", "offset": 0, "delta": {"avg": 8192, "stream": true}})
+}
+
+/// A [`fake_receiver`] planning `decision` that then sends `frames` (built from the
+/// session); the sender's last word, if it was an error, and its exit status.
+fn sender_meets(content: &[u8], decision: Value, frames: Frames) -> (Option<Value>, bool) {
+    let (port, fake) = fake_receiver(decision, move |peer| {
+        for frame in frames(peer) {
             if peer.send_control(&frame).is_err() {
                 break;
             }
         }
-        last_error(&mut peer)
+        last_error(peer)
     });
     let src = tempfile::tempdir().unwrap();
     let file = write_in(src.path(), "f", content);
@@ -234,7 +250,7 @@ fn sums_frame(index: u64, sums: &str) -> Value {
 #[test]
 fn hostile_sums_frames_end_the_senders_session() {
     let content = pattern(256 << 10, 86);
-    let streamed = json!({"action": "send", "offset": 0, "delta": {"avg": 8192, "stream": true}});
+    let promise = streamed();
     let hostile: [(&str, Frames, &str); 6] = [
         (
             "sums for an index not planned with stream",
@@ -276,7 +292,7 @@ fn hostile_sums_frames_end_the_senders_session() {
         ),
     ];
     for (what, frames, code) in hostile {
-        let (said, succeeded) = sender_meets(&content, streamed.clone(), frames);
+        let (said, succeeded) = sender_meets(&content, promise.clone(), frames);
         let said = said.unwrap_or_else(|| panic!("{what}: no error frame"));
         assert_eq!(said["code"], code, "{what}: {said}");
         assert!(!succeeded, "{what}: the sender failed");
@@ -420,20 +436,8 @@ fn a_sender_without_delta_stream_gets_section_18s_plan_and_no_sums_frames() {
 
 #[test]
 fn a_receiver_that_never_sends_the_sums_it_promised_is_given_up_at_the_idle_timeout() {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let fake = std::thread::spawn(move || {
-        let mut peer = Peer::accept(&listener).expect("accept");
-        let receiver = Acceptor::new(KEY, "receiver").features(&FEATURES);
-        peer.accept_handshake(&receiver).expect("handshake");
-        let first = peer.read_control_raw().expect("offer");
-        peer.read_offer_from(first).expect("a verified offer");
-        let streamed =
-            json!({"action": "send", "offset": 0, "delta": {"avg": 8192, "stream": true}});
-        peer.send_plan(&[vec![streamed]]).unwrap();
-        // Connected and silent: no sums, no answer, until the sender hangs up.
-        last_error(&mut peer)
-    });
+    // Connected and silent: no sums, no answer, until the sender hangs up.
+    let (port, fake) = fake_receiver(streamed(), last_error);
     let src = tempfile::tempdir().unwrap();
     let file = write_in(src.path(), "f", &pattern(256 << 10, 87));
     let started = std::time::Instant::now();
@@ -482,20 +486,10 @@ fn hard_linked_old_copies_are_replaced_whole_and_their_other_names_keep_them() {
 fn a_sender_waiting_for_sums_has_sent_what_it_wrote() {
     // 18.6: a sender that waits for sums has flushed every frame it wrote; here
     // the entry's `data` header must reach a receiver that sends no sums at all.
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let fake = std::thread::spawn(move || {
-        let mut peer = Peer::accept(&listener).expect("accept");
-        let receiver = Acceptor::new(KEY, "receiver").features(&FEATURES);
-        peer.accept_handshake(&receiver).expect("handshake");
-        let first = peer.read_control_raw().expect("offer");
-        peer.read_offer_from(first).expect("a verified offer");
-        let streamed =
-            json!({"action": "send", "offset": 0, "delta": {"avg": 8192, "stream": true}});
-        peer.send_plan(&[vec![streamed]]).unwrap();
+    let (port, fake) = fake_receiver(streamed(), |peer| {
         peer.set_timeout(std::time::Duration::from_secs(2)).unwrap();
         let header = peer.expect("data");
-        let _ = last_error(&mut peer);
+        let _ = last_error(peer);
         header
     });
     let src = tempfile::tempdir().unwrap();
