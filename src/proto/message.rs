@@ -775,47 +775,47 @@ pub(crate) fn encode_payload(message: &Message, out: &mut Vec<u8>) {
 /// (`false`, nothing written).
 fn encode_hot(message: &Message, out: &mut Vec<u8>) -> bool {
     let plain = |text: &str| !text.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20);
-    let parts: [(&[u8], Option<u64>, &str); 4] = match message {
+    match message {
         Message::Data {
             index,
             offset,
             delta,
-        } => [
-            (br#"{"type":"data","index":"#, Some(*index), ""),
-            (br#","offset":"#, Some(*offset), ""),
-            (if *delta { br#","delta":true}"# } else { b"}" }, None, ""),
-            (b"", None, ""),
-        ],
+        } => {
+            out.extend_from_slice(br#"{"type":"data","index":"#);
+            push_decimal(out, *index);
+            out.extend_from_slice(br#","offset":"#);
+            push_decimal(out, *offset);
+            out.extend_from_slice(if *delta { br#","delta":true}"# } else { b"}" });
+        }
         Message::Done {
             index,
             size,
             hash,
             mac,
-        } if plain(hash) && plain(mac) => [
-            (br#"{"type":"done","index":"#, Some(*index), ""),
-            (br#","size":"#, Some(*size), ""),
-            (br#","hash":""#, None, hash),
-            (br#"","mac":""#, None, mac),
-        ],
-        Message::Ok { index, mac } if plain(mac) => [
-            (br#"{"type":"ok","index":"#, Some(*index), ""),
-            (br#","mac":""#, None, mac),
-            (b"", None, ""),
-            (b"", None, ""),
-        ],
-        _ => return false,
-    };
-    for (literal, number, text) in parts {
-        out.extend_from_slice(literal);
-        if let Some(number) = number {
-            push_decimal(out, number);
+        } if plain(hash) && plain(mac) => {
+            out.extend_from_slice(br#"{"type":"done","index":"#);
+            push_decimal(out, *index);
+            out.extend_from_slice(br#","size":"#);
+            push_decimal(out, *size);
+            push_member(out, br#","hash":""#, hash);
+            push_member(out, br#"","mac":""#, mac);
+            out.extend_from_slice(b"\"}");
         }
-        out.extend_from_slice(text.as_bytes());
-    }
-    if !matches!(message, Message::Data { .. }) {
-        out.extend_from_slice(b"\"}");
+        Message::Ok { index, mac } if plain(mac) => {
+            out.extend_from_slice(br#"{"type":"ok","index":"#);
+            push_decimal(out, *index);
+            push_member(out, br#","mac":""#, mac);
+            out.extend_from_slice(b"\"}");
+        }
+        _ => return false,
     }
     true
+}
+
+/// `key` (with its quotes, colon and opening quote), then `text` as it is.
+fn push_member(out: &mut Vec<u8>, key: &[u8], text: &str) {
+    out.extend_from_slice(key);
+    out.extend_from_slice(text.as_bytes());
 }
 
 /// `number` in decimal, as serde_json writes a u64.
