@@ -271,15 +271,24 @@ pub(crate) fn chunk_and_sum_also<R: Read>(
         Some(Also { stop, whole }) => (Some(stop), Some(whole)),
         None => (None, None),
     };
-    let mut sums = Vec::new();
+    let (mut ends, mut sums, mut end) = (Vec::new(), Vec::new(), 0);
     let on_batch = |bytes: &[u8], lens: &[usize]| {
         if let Some(whole) = whole.as_deref_mut() {
             whole.update(bytes);
         }
+        ends.extend(ends_of(&mut end, lens));
         sums.extend(sums_of(bytes, lens));
     };
-    let ends = cut_and_sum(input, (chunking, limit, stop), on_batch)?;
-    Ok(ends.map(|ends| (ends, sums)))
+    let within = cut_and_sum(input, (chunking, limit, stop), on_batch)?;
+    Ok(within.then_some((ends, sums)))
+}
+
+/// Where chunks of `lens` bytes end, the first after `end`, which moves on.
+fn ends_of<'a>(end: &'a mut u64, lens: &'a [usize]) -> impl Iterator<Item = u64> + 'a {
+    lens.iter().map(move |&len| {
+        *end += len as u64;
+        *end
+    })
 }
 
 /// Each chunk's sum, of chunks of `lens` bytes back to back in `bytes`.
@@ -292,13 +301,13 @@ fn sums_of<'a>(bytes: &'a [u8], lens: &'a [usize]) -> impl Iterator<Item = u64> 
 }
 
 /// Cuts `input` on this thread while another hands each batch of chunks (their
-/// bytes back to back, and their lengths) to `on_batch`; where each chunk ends,
-/// `None` past `limit` chunks.
+/// bytes back to back, and their lengths) to `on_batch`; `false` past `limit`
+/// chunks.
 fn cut_and_sum<R: Read>(
     input: R,
     (chunking, limit, stop): (Chunking, u64, Option<&AtomicBool>),
     mut on_batch: impl FnMut(&[u8], &[usize]) + Send,
-) -> io::Result<Option<Vec<u64>>> {
+) -> io::Result<bool> {
     let (batches, to_sum) = std::sync::mpsc::sync_channel::<(Vec<u8>, Vec<usize>)>(1);
     std::thread::scope(|scope| {
         let summer = scope.spawn(move || {
@@ -306,10 +315,10 @@ fn cut_and_sum<R: Read>(
                 on_batch(&bytes, &lens);
             }
         });
-        let ends = cut_all(input, (chunking, limit, stop), &batches);
+        let within = cut_all(input, (chunking, limit, stop), &batches);
         drop(batches);
         summer.join().expect("summing never panics");
-        ends
+        within
     })
 }
 
@@ -326,34 +335,29 @@ pub(crate) fn stream_sums<R: Read>(
 ) -> io::Result<()> {
     let mut end = 0;
     let on_batch = |bytes: &[u8], lens: &[usize]| {
-        let ends = lens
-            .iter()
-            .map(|&len| {
-                end += len as u64;
-                end
-            })
-            .collect();
-        each(ends, sums_of(bytes, lens).collect());
+        each(
+            ends_of(&mut end, lens).collect(),
+            sums_of(bytes, lens).collect(),
+        );
     };
     cut_and_sum(input, (chunking, limit, Some(stop)), on_batch).map(drop)
 }
 
-/// Cuts `input`, handing the chunks to `batches` a few MiB at a time; the ends.
+/// Cuts `input`, handing the chunks to `batches` a few MiB at a time; `false` (and
+/// the chunks past the last batch kept back) once there are more than `limit`.
 fn cut_all<R: Read>(
     input: R,
     (chunking, limit, stop): (Chunking, u64, Option<&AtomicBool>),
     batches: &std::sync::mpsc::SyncSender<(Vec<u8>, Vec<usize>)>,
-) -> io::Result<Option<Vec<u64>>> {
+) -> io::Result<bool> {
     let mut chunker = Chunker::new(input, chunking);
-    let mut ends = Vec::new();
-    let mut end = 0;
+    let mut count = 0u64;
     let (mut bytes, mut lens) = (Vec::with_capacity(SUM_BATCH + chunking.max()), Vec::new());
     while let Some(chunk) = chunker.next_chunk()? {
-        if ends.len() as u64 >= limit {
-            return Ok(None);
+        if count >= limit {
+            return Ok(false);
         }
-        end += chunk.len() as u64;
-        ends.push(end);
+        count += 1;
         bytes.extend_from_slice(chunk);
         lens.push(chunk.len());
         if stop.is_some_and(|stop| stop.load(Ordering::Relaxed)) {
@@ -368,7 +372,7 @@ fn cut_all<R: Read>(
         }
     }
     let _ = batches.send((bytes, lens));
-    Ok(Some(ends))
+    Ok(true)
 }
 
 /// One instruction of a delta entry's data.
