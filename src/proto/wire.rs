@@ -880,9 +880,7 @@ mod tests {
         let err = reader_for(packed, &plain).read_message().unwrap_err();
         assert_eq!(kind_of(&err), Some(Kind::Protocol), "{err:#}");
         // A frame that declares 16 MiB and one byte is refused before it is unpacked.
-        let bomb = zstd::bulk::compress(&vec![b' '; MAX_CONTROL + 1], 1).unwrap();
-        let mut wire = u32::try_from(bomb.len()).unwrap().to_be_bytes().to_vec();
-        wire.extend_from_slice(&bomb);
+        let wire = packed_frame(&vec![b' '; MAX_CONTROL + 1]);
         let err = reader_for(wire, &initiator).read_payload().unwrap_err();
         assert_eq!(kind_of(&err), Some(Kind::Protocol), "{err:#}");
         assert!(

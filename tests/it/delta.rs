@@ -266,9 +266,9 @@ pub(crate) fn literal(len: u32, bytes: &[u8]) -> Vec<u8> {
     op
 }
 
-/// Sends entry 0 as a delta of `frames` and reads the receiver's verdict: the
-/// session-level error, or the entry's answer.
-fn send_delta(peer: &mut Peer, frames: &[Vec<u8>], result: &[u8]) -> Value {
+/// Sends entry 0 (`f`) as a delta of `frames`: its header, the frames, the empty
+/// frame and a `done` for `result` (as far as the receiver lets it).
+pub(crate) fn send_instructions(peer: &mut Peer, frames: &[Vec<u8>], result: &[u8]) {
     peer.send_control(&json!({"type": "data", "index": 0, "offset": 0, "delta": true}))
         .unwrap();
     for frame in frames {
@@ -278,6 +278,12 @@ fn send_delta(peer: &mut Peer, frames: &[Vec<u8>], result: &[u8]) -> Value {
     }
     let _ = peer.send_frame(&[]);
     let _ = peer.send_control(&peer.done_frame(0, "f", result));
+}
+
+/// [`send_instructions`], then the receiver's verdict: the session-level error, or
+/// the entry's answer.
+fn send_delta(peer: &mut Peer, frames: &[Vec<u8>], result: &[u8]) -> Value {
+    send_instructions(peer, frames, result);
     peer.read_control().unwrap()
 }
 

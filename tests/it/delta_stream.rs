@@ -14,7 +14,7 @@ use std::path::Path;
 
 use serde_json::{Value, json};
 
-use crate::delta::{copy, literal};
+use crate::delta::{copy, literal, send_instructions};
 use crate::util::peer::{Acceptor, Peer, hex, labelled_mac, parse_control, unhex};
 use crate::util::{KEY, Receiver, files_under, pattern, peer_sender, send, stderr_of, write_in};
 
@@ -76,15 +76,7 @@ fn offered_streamed(
 /// Sends entry 0 as a delta of `frames`, then the empty frame and a `done` for
 /// `result`; the receiver's verdict (skipping sums frames).
 fn send_delta(peer: &mut Peer, frames: &[Vec<u8>], result: &[u8]) -> Value {
-    peer.send_control(&json!({"type": "data", "index": 0, "offset": 0, "delta": true}))
-        .unwrap();
-    for frame in frames {
-        if peer.send_frame(frame).is_err() {
-            break;
-        }
-    }
-    let _ = peer.send_frame(&[]);
-    let _ = peer.send_control(&peer.done_frame(0, "f", result));
+    send_instructions(peer, frames, result);
     next_answer(peer)
 }
 
@@ -315,22 +307,13 @@ struct Heard {
 }
 
 fn against_independent_receiver(basis: Vec<u8>, new: &[u8]) -> Heard {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let fake = std::thread::spawn(move || {
-        let mut peer = Peer::accept(&listener).expect("accept");
-        let receiver = Acceptor::new(KEY, "receiver").features(&FEATURES);
-        peer.accept_handshake(&receiver).expect("handshake");
-        let first = peer.read_control_raw().expect("offer");
-        peer.read_offer_from(first).expect("a verified offer");
-        let plan = json!({"action": "send", "offset": 0, "delta": {"avg": 8192, "stream": true}});
-        peer.send_plan(&[vec![plan]]).unwrap();
+    let (port, fake) = fake_receiver(streamed(), move |peer| {
         let chunks = chunks(&basis, 8192);
         let sums: Vec<u8> = chunks.iter().flat_map(|chunk| chunk.2).collect();
         for part in sums.chunks(8 * 4096) {
             peer.send_control(&sums_frame(0, &hex(part))).unwrap();
         }
-        let mac = sums_mac(&peer, 0, &sums);
+        let mac = sums_mac(peer, 0, &sums);
         let end = json!({"type": "sums", "index": 0, "sums": "", "end": true, "mac": mac});
         peer.send_control(&end).unwrap();
         let header = peer.expect("data").unwrap();

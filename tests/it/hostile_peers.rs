@@ -136,15 +136,6 @@ fn data_header(index: u64) -> Value {
     json!({"type":"data","index":index,"offset":0})
 }
 
-fn assert_error(reply: Option<Value>, code: &str, case: &str) {
-    let reply = reply.unwrap_or_else(|| panic!("{case}: closed without an error frame"));
-    assert_eq!(
-        (reply["type"].as_str(), reply["code"].as_str()),
-        (Some("error"), Some(code)),
-        "{case}: {reply}"
-    );
-}
-
 #[test]
 fn garbage_before_authentication_is_refused_and_the_receiver_keeps_serving() {
     let out = tempfile::tempdir().unwrap();

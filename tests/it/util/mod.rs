@@ -111,6 +111,16 @@ pub fn summary_event(output: &Output) -> serde_json::Value {
         .unwrap_or_else(|| panic!("no summary event: {}", stderr_of(output)))
 }
 
+/// `reply` is an error frame with `code` (`case` names the check in a failure).
+pub fn assert_error(reply: Option<serde_json::Value>, code: &str, case: &str) {
+    let reply = reply.unwrap_or_else(|| panic!("{case}: closed without an error frame"));
+    assert_eq!(
+        (reply["type"].as_str(), reply["code"].as_str()),
+        (Some("error"), Some(code)),
+        "{case}: {reply}"
+    );
+}
+
 /// `xfer send FILES 127.0.0.1:PORT` with `key`, to completion.
 pub fn send(files: &[&Path], port: u16, key: &str, extra: &[&str]) -> Output {
     let mut command = xfer();
