@@ -287,6 +287,26 @@ fn send_delta(peer: &mut Peer, frames: &[Vec<u8>], result: &[u8]) -> Value {
     peer.read_control().unwrap()
 }
 
+/// `said` ended the session (`protocol`, no index), the receiver failed, and `dir`
+/// holds `f` with its `old` content and nothing else.
+pub(crate) fn assert_ended_keeping_old(
+    what: &str,
+    said: &Value,
+    receiver: &mut Receiver,
+    dir: &Path,
+    old: &[u8],
+) {
+    assert_eq!(said["type"], "error", "{what}: {said}");
+    assert_eq!(said["code"], "protocol", "{what}: {said}");
+    assert!(said.get("index").is_none(), "{what}: session-level");
+    assert_ne!(receiver.exit_code(), 0, "{what}");
+    assert!(
+        fs::read(dir.join("f")).unwrap() == old,
+        "{what}: old file kept"
+    );
+    assert_eq!(files_under(dir), [Path::new("f")], "{what}: nothing else");
+}
+
 /// Makes one hostile data frame, given the basis's chunk count.
 type Instruction = fn(u32) -> Vec<u8>;
 
@@ -305,19 +325,7 @@ fn hostile_instructions_end_the_session_and_leave_the_old_file() {
     for (what, make) in hostile {
         let (dst, mut receiver, mut peer, decision) = offered_with_basis(&old, &old);
         let said = send_delta(&mut peer, &[make(count_of(&decision))], &old);
-        assert_eq!(said["type"], "error", "{what}: {said}");
-        assert_eq!(said["code"], "protocol", "{what}: {said}");
-        assert!(said.get("index").is_none(), "{what}: session-level");
-        assert_ne!(receiver.exit_code(), 0, "{what}");
-        assert!(
-            fs::read(dst.path().join("f")).unwrap() == old,
-            "{what}: old file kept"
-        );
-        assert_eq!(
-            files_under(dst.path()),
-            [Path::new("f")],
-            "{what}: nothing else"
-        );
+        assert_ended_keeping_old(what, &said, &mut receiver, dst.path(), &old);
     }
     // More bytes than the offered size: the whole basis twice over a file offered
     // with its size.
