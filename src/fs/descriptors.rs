@@ -5,10 +5,10 @@
 //! socket and session of the process fails with "too many open files".
 //!
 //! The rule: in steady state the receiving sessions of a process hold at most half
-//! of its open-file limit in waiting files. A session holds up to four shares (the
-//! group it fills, the group being flushed, and a batch of small files on each of
-//! two threads), so a share is an eighth of the limit divided among the sessions
-//! running now. Shares follow the count as it changes, but files opened under a
+//! of its open-file limit in waiting files. A session holds up to four shares (two
+//! for the group it fills and the groups being committed, and a batch of small
+//! files on each of two threads), so a share is an eighth of the limit divided
+//! among the sessions running now. Shares follow the count as it changes, but files opened under a
 //! larger share stay open until their group commits (at most 100 ms idle, or full):
 //! when many sessions start at once the process may briefly hold more than half,
 //! never the whole limit while sessions number fewer than an eighth of it. The

@@ -3,8 +3,8 @@
 //! every name beneath it without following links and decides where each file
 //! lands; a [`PartFile`] is one file on its way, written under a temporary name and
 //! renamed only once verified and on disk; groups of them are made durable together
-//! by [`TargetDir::commit_group`]. A [`Basis`] is the older version a delta is built
-//! from (`basis.rs`). `sweep.rs` removes what no sender came back for.
+//! ([`TargetDir::flush`], [`TargetDir::name_group`]). A [`Basis`] is the older
+//! version a delta is built from (`basis.rs`). `sweep.rs` removes what no sender came back for.
 //! This file only names the parts (each in its own file) and keeps [`StdoutSink`].
 
 mod basis;
@@ -130,10 +130,11 @@ mod tests {
             "nothing under a final name before the commit"
         );
         std::fs::write(dir.path().join("b"), b"theirs").unwrap();
-        let mut unflushed = Unflushed::default();
-        let (flushed, results) = target.commit_group(parts, false, &mut unflushed);
+        let flushed = target.flush(&parts, Unflushed::default());
         assert_eq!(flushed, Ok(()));
-        assert_eq!(target.flush_names(&mut unflushed), Ok(()));
+        let mut named = Unflushed::default();
+        let results = target.name_group(parts, flushed, false, &mut named);
+        assert_eq!(target.flush(&[], named), Ok(()));
         assert!(results[0].is_ok() && results[2].is_ok(), "{results:?}");
         assert_eq!(results[1].as_ref().unwrap_err().code, ErrorCode::Exists);
         assert_eq!(std::fs::read(dir.path().join("b")).unwrap(), b"theirs");

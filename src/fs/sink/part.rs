@@ -334,7 +334,7 @@ impl PartFile {
             .map_err(|err| Refusal::io(&self.path, "cannot flush its directory", err))
     }
 
-    /// Readies a complete, verified file for [`super::TargetDir::commit_group`]: mode
+    /// Readies a complete, verified file for [`super::TargetDir::name_group`]: mode
     /// and time applied and a named file closed, so that a group of a thousand
     /// waiting files holds no descriptors (an unnamed one must stay open: see
     /// [`PartFile::holds_descriptor`]). Its durability then comes from the group's

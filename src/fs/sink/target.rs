@@ -219,43 +219,40 @@ impl TargetDir {
         Some(stat.f_bavail.saturating_mul(stat.f_frsize))
     }
 
-    /// Makes a group of sealed part files (see [`PartFile::seal`]) durable under
-    /// their final names, sharing flushes between groups: one flush per filesystem
-    /// covers both the names the previous group was given (held in `unflushed`)
-    /// and this group's data; then this group's files get their names, which the
-    /// next call (or [`TargetDir::flush_names`]) makes durable. Returns whether the
-    /// previous group's names are now durable, and each part's result in the order
-    /// of `parts` (`Ok`: under its final name, durable after the next flush).
-    pub(crate) fn commit_group(
+    /// Makes the data of sealed part files (see [`PartFile::seal`]) and the names
+    /// given before (`named`, taken) durable: one `syncfs` per filesystem, since
+    /// that flushes the whole filesystem anyway. Committing a group is a flush of
+    /// its data, then its names ([`TargetDir::name_group`]), then a flush that
+    /// covers those names (the next group's, or one with no parts).
+    pub(crate) fn flush(&self, parts: &[PartFile], named: Unflushed) -> Result<(), Errno> {
+        sync_filesystems(named.0.iter().chain(parts.iter().map(|part| &part.dir)))
+    }
+
+    /// Gives part files whose data `flushed` made durable their final names
+    /// (refused where a name was taken meanwhile), or refuses them all when that
+    /// flush failed. Returns each part's result in the order of `parts` (`Ok`:
+    /// under its final name, durable after the next flush); the directories of the
+    /// names given are added to `named`, for that flush.
+    pub(crate) fn name_group(
         &self,
         parts: Vec<PartFile>,
+        flushed: Result<(), Errno>,
         overwrite: bool,
-        unflushed: &mut Unflushed,
-    ) -> (Result<(), Errno>, Vec<Result<(), Refusal>>) {
-        let dirs = std::mem::take(&mut unflushed.0);
-        let flushed = sync_filesystems(dirs.iter().chain(parts.iter().map(|part| &part.dir)));
+        named: &mut Unflushed,
+    ) -> Vec<Result<(), Refusal>> {
         if let Err(err) = flushed {
-            let failed = parts
-                .iter()
-                .map(|part| Err(Refusal::io(&part.path, "cannot flush to disk", err)))
-                .collect();
-            return (flushed, failed);
+            let refuse =
+                |part: &PartFile| Err(Refusal::io(&part.path, "cannot flush to disk", err));
+            return parts.iter().map(refuse).collect();
         }
-        let results = parts
+        parts
             .into_iter()
             .map(|mut part| {
                 part.rename_into_place(overwrite)?;
-                unflushed.0.push(part.dir.clone());
+                named.0.push(part.dir.clone());
                 Ok(())
             })
-            .collect();
-        (flushed, results)
-    }
-
-    /// Makes the names [`TargetDir::commit_group`] gave last durable.
-    pub(crate) fn flush_names(&self, unflushed: &mut Unflushed) -> Result<(), Errno> {
-        let dirs = std::mem::take(&mut unflushed.0);
-        sync_filesystems(dirs.iter())
+            .collect()
     }
 
     /// Another handle on the same directory (for a background sweep).
@@ -294,10 +291,17 @@ impl TargetDir {
     }
 }
 
-/// The directories of files [`TargetDir::commit_group`] named whose names are
+/// The directories of files [`TargetDir::name_group`] named whose names are
 /// still to be flushed.
 #[derive(Default)]
 pub(crate) struct Unflushed(Vec<Arc<OwnedFd>>);
+
+impl Unflushed {
+    /// Adds the directories of `more`.
+    pub(crate) fn append(&mut self, mut more: Unflushed) {
+        self.0.append(&mut more.0);
+    }
+}
 
 /// One `syncfs` for each filesystem among `dirs` (a subdirectory may be another mount).
 fn sync_filesystems<'a>(dirs: impl Iterator<Item = &'a Arc<OwnedFd>>) -> Result<(), Errno> {
