@@ -26,7 +26,8 @@
 //!   the middle (also both rate-limited to 10M), 100 B inserted at its start, 10 MiB
 //!   appended, a new one with nothing in common (delta against `-W`); a tree of
 //!   10 000 files with 100 changed and 50 deleted (`--delete`); 10 000 new files of
-//!   4 KiB and 200 000 new files against tar | nc and `rsync -a`. Bytes on the wire
+//!   4 KiB and 200 000 new files against tar | nc and `rsync -a`, each of those two
+//!   also followed by `sync -f` (durable, as xfer's `ok` is). Bytes on the wire
 //!   both ways, time, CPU and peak RSS per side. About 10 GB of writes.
 //!   `sync-big` runs the rows of the 1 GiB file only. `XFER_BENCH_SYNC_ARGS` adds
 //!   arguments to xfer's `send` in those rows (e.g. `--hash blake3`).

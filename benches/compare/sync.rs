@@ -530,49 +530,78 @@ fn check_mirror(name: &str, src: &Path, mirror: &Path, expected: usize) {
 
 const X_NEW: &str = "xfer send DIR -> xfer recv --dir (empty)";
 const T_NC: &str = "tar c | nc -> nc -l | tar x, no check";
+const T_NC_SYNC: &str = "the same tar | nc, then sync -f (durable)";
 const R_NEW: &str = "rsync -a to a daemon (empty)";
+const R_NEW_SYNC: &str = "the same rsync -a, then sync -f (durable)";
 
 /// The contenders for a new tree at `tree` (named `name` in its parent): xfer,
-/// tar | nc and rsync -a, each into a fresh directory under `out`.
+/// tar | nc and rsync -a, each into a fresh directory under `out`; and the last
+/// two again followed by `sync -f` on the target, since xfer's `ok` means the file
+/// is on disk and theirs do not (what that costs them, measured alike).
 fn new_tree_contenders<'a>(tree: &'a Path, out: &'a Path) -> Vec<Contender<'a>> {
     let mut contenders: Vec<Contender> = vec![(
         X_NEW,
         Box::new(move || Some(xfer_run(tree, &fresh_dir(out), &[], &[], false).0)),
     )];
     if have("nc") && have("tar") {
-        contenders.push((
-            T_NC,
-            Box::new(move || {
-                let into = fresh_dir(out);
-                std::fs::create_dir_all(&into).unwrap();
-                let port = super::free_port();
-                let receive = format!("nc -l 127.0.0.1 {port} | tar x -C {}", into.display());
-                let (parent, name) = (tree.parent().unwrap(), tree.file_name().unwrap());
-                let send = |port| {
-                    format!(
-                        "set -o pipefail; tar c -C {} {} | nc -N 127.0.0.1 {port}",
-                        parent.display(),
-                        name.to_string_lossy()
-                    )
-                };
-                Some(pipelines(&receive, port, send, false).0)
-            }),
-        ));
+        for (name, durable) in [(T_NC, false), (T_NC_SYNC, true)] {
+            contenders.push((name, Box::new(move || Some(tar_nc(tree, out, durable)))));
+        }
     } else {
         println!("  (skipping tar | nc: nc or tar is not installed)");
     }
     if have("rsync") {
-        contenders.push((
-            R_NEW,
-            Box::new(move || {
-                let into = fresh_dir(out);
-                std::fs::create_dir_all(&into).unwrap();
-                let conf_dir = out.parent().unwrap();
-                rsync_session(conf_dir, &[tree], &into, &["-a"], false).map(|(sample, _)| sample)
-            }),
-        ));
+        for (name, durable) in [(R_NEW, false), (R_NEW_SYNC, true)] {
+            contenders.push((
+                name,
+                Box::new(move || {
+                    let into = fresh_dir(out);
+                    std::fs::create_dir_all(&into).unwrap();
+                    let conf_dir = out.parent().unwrap();
+                    let (mut sample, _) = rsync_session(conf_dir, &[tree], &into, &["-a"], false)?;
+                    if durable {
+                        // The daemon has exited: its files are all written.
+                        let started = std::time::Instant::now();
+                        sync_fs(&into);
+                        sample.seconds += started.elapsed().as_secs_f64();
+                    }
+                    Some(sample)
+                }),
+            ));
+        }
     }
     contenders
+}
+
+/// `tar c | nc` into `nc -l | tar x`, into a fresh directory under `out`; with
+/// `durable`, the receiving side ends with `sync -f` on it.
+fn tar_nc(tree: &Path, out: &Path, durable: bool) -> Sample {
+    let into = fresh_dir(out);
+    std::fs::create_dir_all(&into).unwrap();
+    let port = super::free_port();
+    let then_sync = match durable {
+        true => format!(" && sync -f {}", into.display()),
+        false => String::new(),
+    };
+    let receive = format!(
+        "nc -l 127.0.0.1 {port} | tar x -C {}{then_sync}",
+        into.display()
+    );
+    let (parent, name) = (tree.parent().unwrap(), tree.file_name().unwrap());
+    let send = |port| {
+        format!(
+            "set -o pipefail; tar c -C {} {} | nc -N 127.0.0.1 {port}",
+            parent.display(),
+            name.to_string_lossy()
+        )
+    };
+    pipelines(&receive, port, send, false).0
+}
+
+/// `sync -f DIR`: the filesystem holding `dir` flushed to disk.
+fn sync_fs(dir: &Path) {
+    let synced = Command::new("sync").arg("-f").arg(dir).status().unwrap();
+    assert!(synced.success(), "sync -f failed");
 }
 
 /// 10 000 new files of 4 KiB: at most 1.3x tar | nc, at most 0.8x rsync -a.
@@ -593,6 +622,8 @@ fn new_small_files(work: &Path, rounds: usize) {
     println!("  ratios of median times:");
     ratio(&results, X_NEW, T_NC, Some(1.3));
     ratio(&results, X_NEW, R_NEW, Some(0.8));
+    ratio(&results, X_NEW, T_NC_SYNC, None);
+    ratio(&results, X_NEW, R_NEW_SYNC, None);
     clean(&out);
     clean(&tree);
 }
@@ -612,6 +643,8 @@ fn new_tree_200k(work: &Path, rounds: usize) {
     println!("  ratios of median times:");
     ratio(&results, X_NEW, R_NEW, Some(0.8));
     ratio(&results, X_NEW, T_NC, None);
+    ratio(&results, X_NEW, R_NEW_SYNC, None);
+    ratio(&results, X_NEW, T_NC_SYNC, None);
     let peak = |name: &str| {
         let row = results.iter().find(|row| row.name == name)?;
         let side = |pick: fn(&Sample) -> Option<super::Usage>| {
