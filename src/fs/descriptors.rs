@@ -8,12 +8,13 @@
 //! of its open-file limit in waiting files. A session holds up to four shares (two
 //! for the group it fills and the groups being committed, and a batch of small
 //! files on each of two threads), so a share is an eighth of the limit divided
-//! among the sessions running now. Shares follow the count as it changes, but files opened under a
-//! larger share stay open until their group commits (at most 100 ms idle, or full):
-//! when many sessions start at once the process may briefly hold more than half,
-//! never the whole limit while sessions number fewer than an eighth of it. The
-//! limit itself is first raised to the hard one, as servers commonly do: the soft
-//! limit of 1 024 most shells and services start with is a relic of `select`.
+//! among the sessions running now. Shares follow the count as it changes, but files
+//! opened under a larger share stay open until their group commits (at most 100 ms
+//! idle, or full): when many sessions start at once the process may briefly hold
+//! more than half, never the whole limit while sessions number fewer than an
+//! eighth of it. The limit itself is first raised to the hard one, as servers
+//! commonly do: the soft limit of 1 024 most shells and services start with is a
+//! relic of `select`.
 
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};

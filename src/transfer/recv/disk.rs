@@ -102,8 +102,8 @@ pub(crate) struct Givers {
 
 /// Runs the disk thread until the socket thread hangs up, then commits what is left.
 /// An error here (standard output closed) ends the session. Groups are made durable
-/// by a flushing thread of its own (`flusher.rs`), one at a time, while this one
-/// writes the next.
+/// by flushing threads of its own (`flusher.rs`), up to [`GROUPS_IN_FLIGHT`] at a
+/// time, while this one writes the next.
 pub(crate) fn run<W: Write>(
     jobs: Receiver<Job>,
     giver: Givers,
@@ -123,11 +123,11 @@ pub(crate) fn run<W: Write>(
             Destination::Stdout => None,
         };
         let answers = Answers {
+            flusher,
             planned,
             holds: RefCell::new(holds),
             shared,
             tally,
-            flusher,
         };
         // Without a helper (standard output, or no thread to be had) the disk
         // thread makes every small file itself.
@@ -145,7 +145,7 @@ fn work<W: Write>(
     jobs: &Receiver<Job>,
     giver: &Givers,
     writer: &mut FrameWriter<W>,
-    answers: &Answers<'_, '_>,
+    answers: &Answers<'_, '_, '_>,
     helper: Option<Helper>,
 ) -> Result<()> {
     let mut desk = Desk {
@@ -228,7 +228,12 @@ impl Desk<'_> {
     }
 
     /// Opens where entry `index`'s data goes, from `offset` (or built from a delta).
-    fn open(&mut self, index: usize, start: (u64, bool), answers: &Answers<'_, '_>) -> Result<()> {
+    fn open(
+        &mut self,
+        index: usize,
+        start: (u64, bool),
+        answers: &Answers<'_, '_, '_>,
+    ) -> Result<()> {
         let item = &answers.planned[index];
         let offset = start.0;
         let mut landing = open_landing(item, start, self.resolver.as_mut(), answers.shared)?;
@@ -250,7 +255,7 @@ impl Desk<'_> {
     fn small<W: Write>(
         &mut self,
         (arena, files): (Vec<u8>, Vec<SmallFile>),
-        answers: &Answers<'_, '_>,
+        answers: &Answers<'_, '_, '_>,
         writer: &mut FrameWriter<W>,
         giver: &Givers,
     ) -> Result<()> {
@@ -274,7 +279,7 @@ impl Desk<'_> {
     /// Takes the batch the helper made, if it is making one, and places it.
     fn take_helped<W: Write>(
         &mut self,
-        answers: &Answers<'_, '_>,
+        answers: &Answers<'_, '_, '_>,
         writer: &mut FrameWriter<W>,
         giver: &Givers,
     ) -> Result<()> {
@@ -291,7 +296,7 @@ impl Desk<'_> {
     fn place<W: Write>(
         &mut self,
         made: Vec<Made>,
-        answers: &Answers<'_, '_>,
+        answers: &Answers<'_, '_, '_>,
         writer: &mut FrameWriter<W>,
     ) -> Result<()> {
         for (index, made) in made {
@@ -312,7 +317,7 @@ impl Desk<'_> {
     fn apply<W: Write>(
         &mut self,
         job: Job,
-        answers: &Answers<'_, '_>,
+        answers: &Answers<'_, '_, '_>,
         writer: &mut FrameWriter<W>,
         giver: &Givers,
     ) -> Result<()> {
@@ -400,8 +405,9 @@ struct Group {
     in_flight: VecDeque<Vec<(usize, Arrived)>>,
     /// Named files by the number of their group, oldest first.
     named: VecDeque<(usize, Vec<(usize, Arrived)>)>,
-    /// Groups answered so far (groups are numbered from 0 in the order asked).
-    answered: usize,
+    /// The number of the oldest group in flight: groups are numbered from 0 in
+    /// the order asked, and this many answers were taken.
+    numbered: usize,
 }
 
 /// What an entry holds until it is done: its claim on its path (released just
@@ -420,18 +426,20 @@ enum Settled {
 }
 
 /// Answering entries: what that needs besides the writer.
-struct Answers<'a, 'c> {
+struct Answers<'a, 'c, 's> {
+    /// Makes groups durable (none for standard output). First, so that it is
+    /// dropped first: its threads have stopped naming files before the claims on
+    /// their paths (`holds`) are let go.
+    flusher: Option<Flusher<'s>>,
     planned: &'a [Planned<'c>],
     holds: RefCell<Vec<Holds<'c>>>,
     shared: &'a Shared<'a>,
     tally: &'a Tally,
-    /// Makes groups durable (none for standard output).
-    flusher: Option<Flusher>,
 }
 
-/// The flushing thread stopped; it has nothing to say why (a panic).
+/// The flushing threads stopped; they have nothing to say why (a panic).
 fn flusher_gone() -> anyhow::Error {
-    crate::error::fail(Kind::Io, "the flushing thread stopped")
+    crate::error::fail(Kind::Io, "the flushing threads stopped")
 }
 
 /// The helper thread stopped; it has nothing to say why (a panic).
@@ -439,7 +447,7 @@ fn helper_gone() -> anyhow::Error {
     crate::error::fail(Kind::Io, "the thread making small files stopped")
 }
 
-impl Answers<'_, '_> {
+impl Answers<'_, '_, '_> {
     /// Handles a closed entry: answers a failure or a stream at once, commits a
     /// large file alone, and puts a small one in the group.
     fn close<W: Write>(
@@ -527,7 +535,7 @@ impl Answers<'_, '_> {
                 self.take_answer(group, flushed, writer)?;
             }
             while group.in_flight.len() >= GROUPS_IN_FLIGHT {
-                self.collect(group, writer)?;
+                self.collect(flusher, group, writer)?;
             }
             let (done, parts): (Vec<_>, Vec<_>) = std::mem::take(&mut group.files)
                 .into_iter()
@@ -542,7 +550,7 @@ impl Answers<'_, '_> {
         }
         if all {
             while !group.in_flight.is_empty() {
-                self.collect(group, writer)?;
+                self.collect(flusher, group, writer)?;
             }
             if !group.named.is_empty() {
                 let flushed = match flusher.ask(Flush::Names) {
@@ -557,10 +565,12 @@ impl Answers<'_, '_> {
 
     /// Waits for the oldest group the flushing threads hold (see
     /// [`Answers::take_answer`]).
-    fn collect<W: Write>(&self, group: &mut Group, writer: &mut FrameWriter<W>) -> Result<()> {
-        let Some(flusher) = &self.flusher else {
-            return Ok(());
-        };
+    fn collect<W: Write>(
+        &self,
+        flusher: &Flusher<'_>,
+        group: &mut Group,
+        writer: &mut FrameWriter<W>,
+    ) -> Result<()> {
         let flushed = flusher.answer().ok_or_else(flusher_gone)?;
         self.take_answer(group, flushed, writer)
     }
@@ -591,8 +601,8 @@ impl Answers<'_, '_> {
                 }
             }
         }
-        group.named.push_back((group.answered, named));
-        group.answered += 1;
+        group.named.push_back((group.numbered, named));
+        group.numbered += 1;
         Ok(())
     }
 
@@ -605,26 +615,22 @@ impl Answers<'_, '_> {
         named_before: usize,
         writer: &mut FrameWriter<W>,
     ) -> Result<()> {
-        while group
+        let covered = group
             .named
-            .front()
-            .is_some_and(|(number, _)| *number < named_before)
-        {
-            let Some((_, files)) = group.named.pop_front() else {
-                break;
+            .iter()
+            .take_while(|(number, _)| *number < named_before)
+            .count();
+        for (index, arrived) in group.named.drain(..covered).flat_map(|(_, files)| files) {
+            let path = &self.planned[index].entry.path;
+            let result = flushed
+                .map(|()| arrived)
+                .map_err(|err| Refusal::io(path, "cannot flush its name to disk", err));
+            let settled = match &result {
+                Ok(_) => Settled::Whole(arrived.size),
+                Err(_) => Settled::Unchanged,
             };
-            for (index, arrived) in files {
-                let path = &self.planned[index].entry.path;
-                let result = flushed
-                    .map(|()| arrived)
-                    .map_err(|err| Refusal::io(path, "cannot flush its name to disk", err));
-                let settled = match &result {
-                    Ok(_) => Settled::Whole(arrived.size),
-                    Err(_) => Settled::Unchanged,
-                };
-                self.settle(index, settled);
-                self.send(writer, index, result)?;
-            }
+            self.settle(index, settled);
+            self.send(writer, index, result)?;
         }
         Ok(())
     }

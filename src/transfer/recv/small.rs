@@ -30,7 +30,7 @@ use crate::transfer::Tally;
 
 /// Arenas in flight between the socket thread and the disk thread. 16 of 256 KiB
 /// hold about 2 000 files of 2 KiB: what arrives on loopback while the disk thread
-/// flushes a group.
+/// waits for a group to be committed.
 const ARENAS: usize = 16;
 /// Bytes of files in one arena, about: a batch is handed on once it holds this much.
 const ARENA_BYTES: usize = 256 << 10;

@@ -1,8 +1,7 @@
 //! A thread of the disk thread's that answers its requests one by one, in the
 //! order they came: the disk thread hands work over, goes on with its own, and
-//! collects each answer later (the flushing thread, `flusher.rs`, and the thread
-//! that makes every other batch of small files, `maker.rs`). It ends when its
-//! handle is dropped, which closes its queue.
+//! collects each answer later (the thread that makes every other batch of small
+//! files, `maker.rs`). It ends when its handle is dropped, which closes its queue.
 
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::thread::Scope;
