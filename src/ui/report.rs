@@ -412,7 +412,14 @@ impl Reporter {
             Change::NewDir | Change::DirAttrs => "/",
             _ => "",
         };
-        let note = note.map_or_else(String::new, |note| format!("  ({note})"));
+        // A serving process's lines of many sessions interleave, with no summary
+        // under them: each line of a dry run says it was one.
+        let note = match (note, dry_run && self.style.serving) {
+            (Some(note), true) => format!("  (dry run; {note})"),
+            (None, true) => "  (dry run)".to_string(),
+            (Some(note), false) => format!("  ({note})"),
+            (None, false) => String::new(),
+        };
         // Words line up in 9 columns; a longer one ("new hard link") keeps a space.
         let word = change.word();
         let pad = 9usize.saturating_sub(word.len()).max(1);
@@ -458,7 +465,7 @@ impl Reporter {
         }
         if let Some(dry) = summary.dry_run {
             if !self.style.quiet {
-                line(&dry_run_line(&dry, summary));
+                line(&dry_run_line(&dry, summary, what, result.is_ok()));
             }
             return;
         }
@@ -502,6 +509,11 @@ impl Reporter {
                 Ok(()) => "ok".to_string(),
                 Err(err) => format!("failed: {}", escape(&format!("{err:#}"))),
             };
+            if let Some(dry) = summary.dry_run {
+                // What it found, never `received 0 files; deleted 3`.
+                let found = dry_run_line(&dry, summary, verb, true);
+                return line(&format!("xfer: {}: {found}: {outcome}", self.whose()));
+            }
             line(&format!(
                 "xfer: {}: {verb} {}, {} in {:.2} s{}: {outcome}",
                 self.whose(),
@@ -580,17 +592,29 @@ fn file_event(outcome: &FileOutcome) -> serde_json::Value {
     }
 }
 
-/// `dry run: would send 3 new and 2 changed files (4.00 MiB), 10 same, 1 skipped,
-/// 2 to delete; nothing was sent, written or deleted` (and `, 4 with other
-/// attributes` after `same` when there are any).
-fn dry_run_line(dry: &DryRun, summary: &Summary) -> String {
+/// `dry run: would send 3 new files and 2 changed (4.00 MiB), 10 same, 1 skipped,
+/// would delete 2; nothing was sent, written or deleted` (and `, 4 with other
+/// attributes` after `same` when there are any); a receiver (`verb` `received`)
+/// says `would receive`. A dry run that failed (`ok` false: refused, cut) found
+/// nothing a real run would go by, and says only that.
+fn dry_run_line(dry: &DryRun, summary: &Summary, verb: &str, ok: bool) -> String {
+    let (would, was) = match verb {
+        "received" => ("receive", "received"),
+        _ => ("send", "sent"),
+    };
+    if !ok {
+        return format!(
+            "dry run failed (see the error), so it says nothing of a real run; nothing was \
+             {was}, written or deleted"
+        );
+    }
     let attrs = match dry.attrs {
         0 => String::new(),
         n => format!(", {n} with other attributes"),
     };
     format!(
-        "dry run: would send {} and {} changed ({}), {} same{attrs}, {} skipped, {} to \
-         delete; nothing was sent, written or deleted",
+        "dry run: would {would} {} and {} changed ({}), {} same{attrs}, {} skipped, would \
+         delete {}; nothing was {was}, written or deleted",
         plural(dry.new, "new file"),
         dry.changed,
         HumanBytes(dry.bytes),
@@ -616,7 +640,9 @@ fn summary_fields(summary: &Summary, elapsed: Duration, rate: u64) -> serde_json
     if summary.kept > 0 {
         fields["kept_bytes"] = json!(summary.kept);
     }
-    if summary.deleted > 0 || summary.not_deleted > 0 {
+    // A dry run deleted nothing: what it would delete is in its own object.
+    let dry_run = summary.dry_run.is_some();
+    if !dry_run && (summary.deleted > 0 || summary.not_deleted > 0) {
         fields["deleted"] = json!(summary.deleted);
         fields["not_deleted"] = json!(summary.not_deleted);
     }

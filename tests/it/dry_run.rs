@@ -2,6 +2,10 @@
 //! both trees (names, kinds, sizes, modes, times, contents) are the same before
 //! and after, on a plain receiver and on a server, and the lines say what would be
 //! sent (new, changed, same), deleted and skipped; exit 0.
+//!
+//! Decided: a receiver's lines and log say it was a dry run (`would receive`,
+//! `would delete N`), and a refused dry run does not end in a summary of what it
+//! would do.
 
 use std::fs;
 use std::os::unix::fs::symlink;
@@ -10,7 +14,7 @@ use std::time::Duration;
 
 use crate::util::server::{Site, client, code};
 use crate::util::tree::snapshot;
-use crate::util::{KEY, Receiver, send, stderr_of};
+use crate::util::{KEY, Receiver, events_in, send, stderr_of, summary_event};
 
 /// A source tree and a receiving directory that differ in every way a run can see.
 fn trees(root: &Path) {
@@ -132,4 +136,95 @@ fn a_dry_run_into_a_server_changes_nothing() {
     let stdout = String::from_utf8_lossy(&run.stdout);
     assert!(stdout.contains("new dir  tree/sub/"), "{stdout}");
     assert!(stdout.contains("deleted  tree/gone"), "{stdout}");
+}
+
+#[test]
+fn a_receiver_says_a_dry_run_was_one_in_its_lines_log_and_summary() {
+    let root = tempfile::tempdir().unwrap();
+    trees(root.path());
+    let before = snapshot(&root.path().join("dst"));
+    let tree = root.path().join("src/tree");
+    // Serving: each line and the log line say it; nothing was deleted.
+    let dst = root.path().join("dst");
+    let mut serving = Receiver::start(&dst, Some(KEY), &["--overwrite", "--serve", "-i"]);
+    let sent = send(&[&tree], serving.port, KEY, &["-n", "--delete"]);
+    assert_eq!(code(&sent), 0, "{}", stderr_of(&sent));
+    let log = serving.wait_for_stderr(": ok");
+    assert!(
+        log.contains("dry run: would receive 2 new files and 1 changed")
+            && log.contains("would delete 4; nothing was received, written or deleted: ok"),
+        "{log}"
+    );
+    assert!(!log.contains("deleted 4"), "{log}");
+    let stdout = serving.stdout();
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l == "deleted  tree/stale  (dry run)"),
+        "{stdout}"
+    );
+    assert_eq!(snapshot(&dst), before);
+    // One-shot, with --json: no top-level `deleted`, the count in `dry_run`.
+    let mut receiver = Receiver::start(&dst, Some(KEY), &["--overwrite", "--json"]);
+    let sent = send(&[&tree], receiver.port, KEY, &["-n", "--delete"]);
+    assert_eq!(code(&sent), 0, "{}", stderr_of(&sent));
+    assert_eq!(receiver.exit_code(), 0, "{}", receiver.stderr());
+    let events = events_in(&receiver.stdout());
+    let summary = events
+        .iter()
+        .find(|e| e["event"] == "summary")
+        .expect("a summary event");
+    assert_eq!(summary["deleted"], serde_json::Value::Null, "{summary}");
+    assert_eq!(summary["dry_run"]["deleted"], 4, "{summary}");
+    let deleted = events
+        .iter()
+        .filter(|e| e["change"] == "deleted" && e["dry_run"] == true)
+        .count();
+    assert_eq!(deleted, 4);
+    // One-shot, plain: `would receive`.
+    let mut receiver = Receiver::start(&dst, Some(KEY), &["--overwrite"]);
+    let sent = send(&[&tree], receiver.port, KEY, &["-n", "--delete", "--json"]);
+    assert_eq!(code(&sent), 0, "{}", stderr_of(&sent));
+    assert_eq!(summary_event(&sent)["deleted"], serde_json::Value::Null);
+    assert_eq!(receiver.exit_code(), 0, "{}", receiver.stderr());
+    assert!(
+        receiver
+            .stderr()
+            .contains("dry run: would receive 2 new files and 1 changed"),
+        "{}",
+        receiver.stderr()
+    );
+    assert_eq!(snapshot(&dst), before);
+}
+
+#[test]
+fn a_refused_dry_run_ends_without_a_summary_of_what_it_would_do() {
+    let root = tempfile::tempdir().unwrap();
+    trees(root.path());
+    // --delete into a receiver that replaces nothing: denied, before any plan.
+    let mut receiver = Receiver::start(&root.path().join("dst"), Some(KEY), &[]);
+    let sent = send(
+        &[&root.path().join("src/tree")],
+        receiver.port,
+        KEY,
+        &["-n", "--delete"],
+    );
+    assert_eq!(code(&sent), 6, "{}", stderr_of(&sent));
+    let _ = receiver.exit_code();
+    let stderr = stderr_of(&sent);
+    assert!(stderr.contains("denied"), "{stderr}");
+    assert!(!stderr.contains("would send"), "{stderr}");
+    assert!(
+        stderr.contains("dry run failed (see the error)"),
+        "{stderr}"
+    );
+    let receiver = Receiver::start(&root.path().join("dst"), Some(KEY), &[]);
+    let json = send(
+        &[&root.path().join("src/tree")],
+        receiver.port,
+        KEY,
+        &["-n", "--delete", "--json"],
+    );
+    assert_eq!(code(&json), 6, "{}", stderr_of(&json));
+    assert_eq!(summary_event(&json)["ok"], false);
 }
