@@ -252,7 +252,13 @@ pub(crate) fn put_on(
         dir: dir.to_string(),
         overwrite,
     };
+    let dry_run = outbox.mirror().is_some_and(|mirror| mirror.dry_run);
     let answer = match request_on(conn, &put) {
+        // A dry run makes nothing: into a directory not there yet, all is new.
+        Err(err) if peer_code(&err) == Some(ErrorCode::NotFound) && dry_run => {
+            dry_run_into_nothing(dir, outbox, tally);
+            return Ok(());
+        }
         // A directory that is not there yet is made first, as `mkdir -p` would.
         Err(err) if peer_code(&err) == Some(ErrorCode::NotFound) && !dir.is_empty() => {
             let mkdir = Message::Mkdir {
@@ -267,6 +273,22 @@ pub(crate) fn put_on(
         Message::Ack => send::session(conn, outbox, tally),
         other => Err(unexpected(conn, "ack", &other)),
     }
+}
+
+/// A dry run `put` into `dir`, which the server does not have (`not_found`): a
+/// real run would make it (see [`put_on`]), and a dry run makes nothing, so no
+/// receiver can plan; this side lists every entry as new and says why. The server
+/// was not asked about names or its quota; a real run may still refuse some.
+fn dry_run_into_nothing(dir: &str, outbox: &dyn Outbox, tally: &mut Tally) {
+    if !tally.reporter().style().quiet {
+        crate::ui::report::line(&format!(
+            "xfer: dry run: the server has no directory {} yet; a real run makes it, and \
+             everything would be new there (listed by this side alone: the server was not \
+             asked about names or its quota)",
+            crate::escape::escape(dir)
+        ));
+    }
+    send::all_new(outbox, tally);
 }
 
 /// Sends one request and reads its answer; an error frame is the server's refusal.

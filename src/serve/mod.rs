@@ -121,6 +121,24 @@ impl Server {
             Err(why) => report::line(&format!("xfer: {peer}: {user} {action}: refused: {why}")),
         }
     }
+
+    /// Logs a refusal a client is expected to go on from (a `put` into a directory
+    /// it makes next): a line in the words of `note`, silenced by `--quiet` as a
+    /// success is, or a `request` event with `ok` false, the refusal `why` and
+    /// `note` as its `detail`.
+    fn note(&self, peer: SocketAddr, user: &str, action: &str, note: &str, why: &str) {
+        if self.style.json != Json::Off {
+            let event = json!({
+                "event": "request", "peer": peer.to_string(), "user": user,
+                "action": action, "ok": false, "error": why, "detail": note,
+            });
+            return Reporter::new(self.style).event(|| event);
+        }
+        if !self.style.quiet {
+            let user = report::user_or_dash(user);
+            report::line(&format!("xfer: {peer}: {user} {action}: {note}"));
+        }
+    }
 }
 
 /// A user's connection, counted until dropped (for `max_sessions`).

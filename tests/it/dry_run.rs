@@ -3,9 +3,11 @@
 //! and after, on a plain receiver and on a server, and the lines say what would be
 //! sent (new, changed, same), deleted and skipped; exit 0.
 //!
-//! Decided: a receiver's lines and log say it was a dry run (`would receive`,
-//! `would delete N`), and a refused dry run does not end in a summary of what it
-//! would do.
+//! Decided: a dry run makes no directory either. Into a server directory not
+//! there yet (a real run makes it), the client lists everything as new on its own
+//! and says why. A receiver's lines and log say it was a dry run (`would
+//! receive`, `would delete N`), and a refused dry run does not end in a summary of
+//! what it would do.
 
 use std::fs;
 use std::os::unix::fs::symlink;
@@ -136,6 +138,55 @@ fn a_dry_run_into_a_server_changes_nothing() {
     let stdout = String::from_utf8_lossy(&run.stdout);
     assert!(stdout.contains("new dir  tree/sub/"), "{stdout}");
     assert!(stdout.contains("deleted  tree/gone"), "{stdout}");
+}
+
+#[test]
+fn a_dry_run_into_a_server_directory_not_there_yet_makes_it_not_and_lists_all_as_new() {
+    let site = Site::new();
+    site.users(&[("alice", "")]);
+    let home = site.home("alice");
+    let local = site.path().join("tree");
+    fs::create_dir_all(local.join("sub")).unwrap();
+    fs::write(local.join("a"), b"a\n").unwrap();
+    fs::write(local.join("sub/b"), b"bb\n").unwrap();
+    let server = site.serve(&[]);
+    let before = snapshot(&home);
+    let tree = local.to_str().unwrap();
+    let dry = client(
+        &site,
+        "alice",
+        &["send", tree, &server.at("new/dir"), "-n", "--delete"],
+    );
+    assert_eq!(code(&dry), 0, "{}", stderr_of(&dry));
+    assert_eq!(snapshot(&home), before, "no directory made");
+    let stdout = String::from_utf8_lossy(&dry.stdout);
+    for line in [
+        "new dir  tree/",
+        "new      tree/a",
+        "new dir  tree/sub/",
+        "new      tree/sub/b",
+    ] {
+        assert!(stdout.lines().any(|l| l == line), "{line:?} in {stdout}");
+    }
+    let stderr = stderr_of(&dry);
+    assert!(
+        stderr.contains("the server has no directory new/dir yet; a real run makes it"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("dry run: would send 2 new files and 0 changed (5 B)"),
+        "{stderr}"
+    );
+    // The real run makes it; the log does not call the first answer a failure.
+    let real = client(&site, "alice", &["send", tree, &server.at("new/dir")]);
+    assert_eq!(code(&real), 0, "{}", stderr_of(&real));
+    assert_eq!(fs::read(home.join("new/dir/tree/sub/b")).unwrap(), b"bb\n");
+    let log = server.wait_for_log("received 2 files", 1);
+    assert!(
+        log.contains("alice put new/dir: no such directory yet (answered not_found"),
+        "{log}"
+    );
+    assert!(!log.contains("refused"), "{log}");
 }
 
 #[test]

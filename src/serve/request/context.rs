@@ -29,4 +29,9 @@ impl Context<'_> {
     pub(crate) fn log(&self, action: &str, outcome: Result<String, String>) {
         self.server.log(self.peer, self.name(), action, outcome);
     }
+
+    /// Logs a refusal the client is expected to go on from, in the words of `note`.
+    pub(crate) fn note(&self, action: &str, note: &str, why: &str) {
+        self.server.note(self.peer, self.name(), action, note, why);
+    }
 }

@@ -71,6 +71,22 @@ fn refuse(
     conn.writer.flush()
 }
 
+/// Answers a request with an error frame, as [`refuse`] does, that is no failure
+/// of the client's yet (it will likely go on from it): logged as `note` says, not
+/// as `refused` (the event still says `ok` false, with the refusal).
+fn refuse_as(
+    context: &Context<'_>,
+    conn: &mut TcpConnection,
+    action: &str,
+    refusal: Refusal,
+    note: &str,
+) -> Result<()> {
+    context.note(action, note, &refusal.to_string());
+    conn.writer
+        .write_message(&Message::error(refusal.code, refusal.message))?;
+    conn.writer.flush()
+}
+
 /// A read-only user may not change anything.
 fn writable(context: &Context<'_>, what: &str) -> Result<(), Refusal> {
     if context.user.read_only {

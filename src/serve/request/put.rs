@@ -5,13 +5,20 @@
 use anyhow::Result;
 
 use super::Context;
-use super::{ack, refuse, writable};
+use super::{ack, refuse, refuse_as, writable};
 use crate::escape::escape;
 use crate::fs::path::Names;
 use crate::net::TcpConnection;
+use crate::proto::message::ErrorCode;
 use crate::transfer::Tally;
 use crate::transfer::recv::{self, Destination, Settings};
 use crate::ui::report::Reporter;
+
+/// How the log names a `put` into a directory that is not there (`not_found`): a
+/// client usually makes it and asks again (`xfer send` does), so an operator should
+/// not read it as a failure.
+const NOT_YET: &str =
+    "no such directory yet (answered not_found; a client makes it and asks again)";
 
 pub(crate) fn run(
     context: &Context<'_>,
@@ -24,6 +31,10 @@ pub(crate) fn run(
     let _held = context.ledger.hold_dir(dir);
     let target = match writable(context, "put").and_then(|()| context.home.target(dir)) {
         Ok(target) => target,
+        // xfer's client answers this with `mkdir` and asks again: no failure yet.
+        Err(refusal) if refusal.code == ErrorCode::NotFound => {
+            return refuse_as(context, conn, &action, refusal, NOT_YET);
+        }
         Err(refusal) => return refuse(context, conn, &action, refusal),
     };
     // Everything this put does to the disk is counted as it happens (`fs::quota`).

@@ -13,6 +13,7 @@ mod piece;
 mod precut;
 mod stream;
 mod sums;
+mod unplanned;
 mod view;
 
 use std::borrow::Cow;
@@ -29,6 +30,7 @@ use indicatif::HumanBytes;
 use self::piece::{BUFFER, Packed, Piece, ToSend, Wanted, slot};
 use self::precut::Precut;
 use self::sums::Streams;
+pub(crate) use self::unplanned::all_new;
 use self::view::PlainView;
 use super::Tally;
 use super::consumed::consumed;
