@@ -31,6 +31,13 @@ pub(crate) fn get(options: &GetOptions) -> Result<()> {
     crate::net::signals::interrupt_clears_the_screen()?;
     let (destination, _lock) = if options.stdout {
         (Destination::Stdout, None)
+    } else if options.settings.asked.is_some_and(|(_, dry_run)| dry_run) {
+        // A dry run makes nothing, not even the local directory.
+        let (target, lock) = TargetDir::open_for_dry_run(&options.dir, "the local directory")?;
+        if lock.is_none() && !options.style.quiet {
+            crate::ui::report::not_there_yet(&options.dir);
+        }
+        (Destination::Dir(target), lock)
     } else {
         let (target, lock) = TargetDir::make_and_lock(&options.dir, "the local directory", 0o777)?;
         (Destination::Dir(target), Some(lock))

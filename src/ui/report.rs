@@ -737,6 +737,15 @@ fn rate(bytes: u64, elapsed: Duration) -> u64 {
     }
 }
 
+/// Says that a dry run's local directory `dir` is not there: everything is new.
+pub(crate) fn not_there_yet(dir: &std::path::Path) {
+    line(&format!(
+        "xfer: dry run: {} does not exist yet; a real run makes it, and everything would \
+         be new there",
+        crate::escape::escape_path(dir)
+    ));
+}
+
 /// A user as logged: `-` for none (a single-key server's nameless user).
 pub(crate) fn user_or_dash(user: &str) -> &str {
     if user.is_empty() { "-" } else { user }

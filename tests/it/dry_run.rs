@@ -3,9 +3,10 @@
 //! and after, on a plain receiver and on a server, and the lines say what would be
 //! sent (new, changed, same), deleted and skipped; exit 0.
 //!
-//! Decided: a dry run makes no directory either. Into a server directory not
-//! there yet (a real run makes it), the client lists everything as new on its own
-//! and says why. A receiver's lines and log say it was a dry run (`would
+//! Decided: a dry run makes no directory either, on either side. Into a server
+//! directory not there yet (a real run makes it), the client lists everything as
+//! new on its own and says why; a `get` into a local directory not there yet plans
+//! into an empty stand-in. A receiver's lines and log say it was a dry run (`would
 //! receive`, `would delete N`), and a refused dry run does not end in a summary of
 //! what it would do.
 
@@ -14,9 +15,9 @@ use std::os::unix::fs::symlink;
 use std::path::Path;
 use std::time::Duration;
 
-use crate::util::server::{Site, client, code};
+use crate::util::server::{Site, as_user, client, code};
 use crate::util::tree::snapshot;
-use crate::util::{KEY, Receiver, events_in, send, stderr_of, summary_event};
+use crate::util::{KEY, Receiver, events_in, run, send, stderr_of, summary_event};
 
 /// A source tree and a receiving directory that differ in every way a run can see.
 fn trees(root: &Path) {
@@ -187,6 +188,52 @@ fn a_dry_run_into_a_server_directory_not_there_yet_makes_it_not_and_lists_all_as
         "{log}"
     );
     assert!(!log.contains("refused"), "{log}");
+}
+
+#[test]
+fn a_dry_run_get_into_a_local_directory_not_there_yet_makes_nothing() {
+    let site = Site::new();
+    site.users(&[("alice", "")]);
+    let home = site.home("alice");
+    fs::create_dir_all(home.join("tree/sub")).unwrap();
+    fs::write(home.join("tree/a"), b"a\n").unwrap();
+    fs::write(home.join("tree/sub/b"), b"b\n").unwrap();
+    let server = site.serve(&[]);
+    let local = site.path().join("dl/x");
+    let temp = site.path().join("tmp");
+    fs::create_dir(&temp).unwrap();
+    let mut get = as_user(
+        &site,
+        "alice",
+        &[
+            "get",
+            &server.at("tree"),
+            local.to_str().unwrap(),
+            "-n",
+            "--delete",
+        ],
+    );
+    let dry = run(get.env("TMPDIR", &temp));
+    assert_eq!(code(&dry), 0, "{}", stderr_of(&dry));
+    assert!(!site.path().join("dl").exists(), "no local directory made");
+    assert_eq!(
+        fs::read_dir(&temp).unwrap().count(),
+        0,
+        "nothing left behind"
+    );
+    let stdout = String::from_utf8_lossy(&dry.stdout);
+    for line in ["new dir  tree/", "new      tree/a", "new      tree/sub/b"] {
+        assert!(stdout.lines().any(|l| l == line), "{line:?} in {stdout}");
+    }
+    let stderr = stderr_of(&dry);
+    assert!(
+        stderr.contains("does not exist yet; a real run makes it"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("dry run: would receive 2 new files and 0 changed (4 B)"),
+        "{stderr}"
+    );
 }
 
 #[test]

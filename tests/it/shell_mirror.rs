@@ -126,3 +126,17 @@ fn at_a_terminal_a_missing_exclude_file_moves_nothing_and_help_names_the_flags()
     }
     shell.type_in("exit");
 }
+
+#[test]
+fn at_a_terminal_a_dry_run_get_makes_no_local_directory() {
+    let mut shell = AtThePrompt::start();
+    let there = shell.site.home("alice").join("tree");
+    fs::create_dir_all(&there).unwrap();
+    fs::write(there.join("a"), b"a\n").unwrap();
+    shell.term.type_in("get -n tree dl\r");
+    let screen = shell.term.wait_for("would receive 1 new file");
+    assert!(screen.contains("new      tree/a"), "{screen:?}");
+    assert!(screen.contains("does not exist yet"), "{screen:?}");
+    assert!(!shell.local.join("dl").exists(), "no local directory made");
+    shell.type_in("exit");
+}

@@ -64,6 +64,38 @@ fn lock_holder(fd: &OwnedFd) -> Option<u32> {
     })
 }
 
+/// A directory with nothing in it and no name (see [`TargetDir::open_for_dry_run`]).
+fn empty_stand_in() -> anyhow::Result<TargetDir> {
+    use std::os::unix::fs::DirBuilderExt;
+    let base = std::env::temp_dir();
+    let mut last = None;
+    for attempt in 0..8 {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .subsec_nanos();
+        let name = format!(".xfer-dry-run-{}-{nanos}-{attempt}", std::process::id());
+        let path = base.join(name);
+        match std::fs::DirBuilder::new().mode(0o700).create(&path) {
+            Ok(()) => {
+                let opened = TargetDir::open(&path);
+                let _ = std::fs::remove_dir(&path);
+                return opened;
+            }
+            Err(err) => last = Some(err),
+        }
+    }
+    let err = last.map_or_else(String::new, |err| err.to_string());
+    Err(fail(
+        Kind::Io,
+        format!(
+            "a dry run into a directory not there yet plans in an empty one, and none \
+             could be made in {}: {err}",
+            escape_path(&base)
+        ),
+    ))
+}
+
 impl TargetDir {
     /// Makes `dir` (and parents, with `mode` before the umask) unless it is there,
     /// then opens and locks it against a second writer: where a receiver, a
@@ -94,6 +126,31 @@ impl TargetDir {
         let target = TargetDir::open(dir)?;
         let lock = target.lock(dir)?;
         Ok((target, lock))
+    }
+
+    /// Where a dry run plans: `dir` opened and locked as [`TargetDir::make_and_lock`]
+    /// would, but never made. When it is not there (`Ok((_, None))`), a stand-in
+    /// with nothing in it and no name: a directory made in the temporary directory,
+    /// opened and removed at once, in which every name is absent and nothing can be
+    /// made. Each entry then plans as new, as it would in the directory a real run
+    /// makes.
+    pub(crate) fn open_for_dry_run(
+        dir: &Path,
+        named: &str,
+    ) -> anyhow::Result<(TargetDir, Option<DirLock>)> {
+        match std::fs::metadata(dir) {
+            Err(err) if err.kind() == io::ErrorKind::NotFound => Ok((empty_stand_in()?, None)),
+            Ok(meta) if meta.is_dir() => {
+                let target = TargetDir::open(dir)?;
+                let lock = target.lock(dir)?;
+                Ok((target, Some(lock)))
+            }
+            // A file of that name: refused as a real run would refuse it.
+            _ => {
+                let (target, lock) = TargetDir::make_and_lock(dir, named, 0o700)?;
+                Ok((target, Some(lock)))
+            }
+        }
     }
 
     /// Opens `path`, which must be an existing directory (a link to one is fine:

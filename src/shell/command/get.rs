@@ -1,7 +1,7 @@
 //! `get`: remote files and directories into a local directory, with the checks,
 //! resume and summary of `xfer get`. What the last operand means is decided here.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 use clap::Args;
@@ -11,7 +11,7 @@ use crate::error::{Kind, fail, peer_code};
 use crate::escape::escape_path;
 use crate::fs::filter::get_request;
 use crate::fs::path::Names;
-use crate::fs::sink::TargetDir;
+use crate::fs::sink::{DirLock, TargetDir};
 use crate::proto::message::ErrorCode;
 use crate::shell::command::put::ShellMirror;
 use crate::shell::session::Session;
@@ -42,12 +42,15 @@ impl Get {
         let (remote, local) = match self.operands.as_slice() {
             [first @ .., last] if !first.is_empty() && names_local_dir(session, last)? => {
                 let local = expand_home(last);
-                std::fs::create_dir_all(&local).map_err(|err| {
-                    fail(
-                        Kind::Io,
-                        format!("cannot make {}: {err}", escape_path(&local)),
-                    )
-                })?;
+                // A dry run makes nothing, not even the local directory.
+                if !dry_run {
+                    std::fs::create_dir_all(&local).map_err(|err| {
+                        fail(
+                            Kind::Io,
+                            format!("cannot make {}: {err}", escape_path(&local)),
+                        )
+                    })?;
+                }
                 (first, local)
             }
             all => (all, PathBuf::from(".")),
@@ -56,8 +59,7 @@ impl Get {
             .iter()
             .map(|path| resolve(&session.cwd, path))
             .collect::<Vec<_>>();
-        let target = TargetDir::open(&local)?;
-        let _lock = target.lock(&local)?;
+        let (target, _lock) = local_target(&local, dry_run)?;
         let destination = Destination::Dir(target);
         let settings = Settings {
             overwrite: self.force || delete,
@@ -70,6 +72,21 @@ impl Get {
             client.get(&paths, &destination, settings, tally)
         })
     }
+}
+
+/// The local directory, opened and locked; in a dry run (which makes nothing) one
+/// not there yet is said and planned into as empty.
+fn local_target(local: &Path, dry_run: bool) -> Result<(TargetDir, Option<DirLock>)> {
+    if !dry_run {
+        let target = TargetDir::open(local)?;
+        let lock = target.lock(local)?;
+        return Ok((target, Some(lock)));
+    }
+    let (target, lock) = TargetDir::open_for_dry_run(local, "the local directory")?;
+    if lock.is_none() {
+        crate::ui::report::not_there_yet(local);
+    }
+    Ok((target, lock))
 }
 
 /// Is `last`, of several `get` operands, where to put what arrives?
