@@ -410,6 +410,31 @@ fn a_mirror_spares_what_another_session_is_writing() {
     assert_eq!(fs::read(home.join("tree/a")).unwrap(), b"a\n");
 }
 
+/// "Sync, change, sync" at once into one `recv --serve`: what the first mirror
+/// wrote is older than the second session, however soon that starts, and goes
+/// when the source lost it.
+#[test]
+fn a_mirror_run_right_after_another_removes_what_the_first_one_wrote() {
+    let root = tempfile::tempdir().unwrap();
+    trees(root.path());
+    settle();
+    let receiver = Receiver::start(
+        &root.path().join("dst"),
+        Some(KEY),
+        &["--overwrite", "--serve"],
+    );
+    let tree = root.path().join("src/tree");
+    let first = send(&[&tree], receiver.port, KEY, &["--delete"]);
+    assert_eq!(code(&first), 0, "{}", stderr_of(&first));
+    assert!(root.path().join("dst/tree/a").exists());
+    fs::remove_file(tree.join("a")).unwrap();
+    let second = send(&[&tree], receiver.port, KEY, &["--delete", "-i"]);
+    assert_eq!(code(&second), 0, "{}", stderr_of(&second));
+    let listed = String::from_utf8_lossy(&second.stdout);
+    assert!(listed.contains("deleted  tree/a"), "{listed}");
+    assert_eq!(names(&root.path().join("dst")), ["beside", "tree/sub/b"]);
+}
+
 /// A receiver (the independent peer, listing `mirror`) that forges the report of
 /// what it deleted, or leaves it out, is caught by the sender: nothing it claims is
 /// shown as deleted.

@@ -5,7 +5,8 @@
 //! renamed only once verified and on disk; groups of them are made durable together
 //! ([`TargetDir::flush`], [`TargetDir::name_group`]). A [`Basis`] is the older
 //! version a delta is built from (`basis.rs`). `sweep.rs` removes what no sender
-//! came back for. This file only names the parts (each in its own file) and keeps [`StdoutSink`].
+//! came back for. This file only names the parts (each in its own file) and keeps
+//! [`StdoutSink`].
 
 mod basis;
 mod meta;

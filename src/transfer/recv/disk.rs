@@ -136,7 +136,8 @@ pub(crate) fn run<W: Write>(
             Destination::Stdout => None,
         };
         work(&jobs, &giver, writer, &answers, helper)
-        // Dropping `answers` and the helper here ends their threads.
+        // The helper went at the end of `work`, and `answers` goes here: each waits
+        // for its threads to end, before the claims in `answers` are let go.
     })
 }
 
@@ -146,7 +147,7 @@ fn work<W: Write>(
     giver: &Givers,
     writer: &mut FrameWriter<W>,
     answers: &Answers<'_, '_, '_>,
-    helper: Option<Helper>,
+    helper: Option<Helper<'_>>,
 ) -> Result<()> {
     let mut desk = Desk {
         resolver: match answers.shared.destination {
@@ -185,19 +186,19 @@ fn work<W: Write>(
 /// What the disk thread keeps between jobs: the resolver names are reached with
 /// (none for standard output), the entry being written and the group of verified
 /// files waiting to be made durable.
-struct Desk<'t> {
+struct Desk<'t, 's> {
     resolver: Option<Resolver<'t>>,
     open: Option<(usize, Landing)>,
     /// The open entry's runs, when it is sparse.
     runs: Option<Runs>,
     group: Group,
     /// Makes every other batch of small files (`maker.rs`).
-    helper: Option<Helper>,
+    helper: Option<Helper<'s>>,
     /// The helper is making a batch, which comes before any other work.
     helping: bool,
 }
 
-impl Desk<'_> {
+impl Desk<'_, '_> {
     /// Ends the open sparse entry's run and starts the next at `offset`.
     fn next_run(&mut self, offset: u64) {
         if let (Some(runs), Some((_, landing))) = (&mut self.runs, &mut self.open) {

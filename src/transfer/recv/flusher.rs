@@ -128,14 +128,24 @@ fn start_with<'scope>(
     let (requests, to_flush) = mpsc::channel::<Flush>();
     let (flushed, to_name) = mpsc::channel::<Synced>();
     let (reply, answers) = mpsc::channel::<Flushed>();
-    let (naming, gone) = (Arc::clone(&named), Arc::clone(&abandoned));
+    let (naming, gone, stopped) = (
+        Arc::clone(&named),
+        Arc::clone(&abandoned),
+        Arc::clone(&abandoned),
+    );
     let name_thread = std::thread::Builder::new()
         .name("name".into())
         .spawn_scoped(scope, move || {
             for synced in to_name {
-                let abandoned = gone.load(Ordering::Acquire);
-                let answer = name(target, synced, (overwrite, abandoned), &naming);
-                if reply.send(answer).is_err() {
+                // Nothing more is named, nor flushed: the flushing thread stops
+                // at its next request, finding this queue gone.
+                if gone.load(Ordering::Acquire) {
+                    return;
+                }
+                if reply
+                    .send(name(target, synced, overwrite, &naming))
+                    .is_err()
+                {
                     return;
                 }
             }
@@ -145,6 +155,9 @@ fn start_with<'scope>(
         .spawn_scoped(scope, move || {
             let mut failed = None;
             for request in to_flush {
+                if stopped.load(Ordering::Acquire) {
+                    return;
+                }
                 let synced = flush_for(request, &named, &mut failed, &flush);
                 if flushed.send(synced).is_err() {
                     return;
@@ -189,25 +202,14 @@ fn flush_for(
 }
 
 /// The naming thread's part of a flushed request: a group's files get their names,
-/// which it then leaves for the next flush; none once the disk thread `abandoned`
-/// the session.
-fn name(
-    target: &TargetDir,
-    synced: Synced,
-    (overwrite, abandoned): (bool, bool),
-    named: &Mutex<Named>,
-) -> Flushed {
+/// which it then leaves for the next flush.
+fn name(target: &TargetDir, synced: Synced, overwrite: bool, named: &Mutex<Named>) -> Flushed {
     let Synced {
         flush,
         before,
         named_before,
     } = synced;
     let results = match flush {
-        // Nobody reads this answer: the parts go, and unnamed files with them.
-        Flush::Group(parts) if abandoned => {
-            drop(parts);
-            Vec::new()
-        }
         Flush::Group(parts) => {
             let mut unflushed = Unflushed::default();
             let results = target.name_group(parts, before, overwrite, &mut unflushed);
@@ -229,6 +231,7 @@ fn name(
 mod tests {
     use super::*;
     use crate::proto::message::Entry;
+    use std::sync::atomic::AtomicUsize;
 
     /// A sealed part file for `name` holding `name`'s bytes, not yet named.
     fn sealed(target: &TargetDir, name: &str) -> PartFile {
@@ -311,15 +314,28 @@ mod tests {
     fn a_flusher_dropped_with_groups_queued_names_none_of_them() {
         let dir = tempfile::tempdir().unwrap();
         let target = TargetDir::open(dir.path()).unwrap();
+        let (started, finished) = (AtomicUsize::new(0), AtomicUsize::new(0));
         std::thread::scope(|scope| {
             // A slow disk: the drop comes while the first group is still flushed.
             let slow = |parts: &[PartFile], named: Unflushed| {
+                started.fetch_add(1, Ordering::SeqCst);
                 std::thread::sleep(std::time::Duration::from_millis(100));
-                target.flush(parts, named)
+                let flushed = target.flush(parts, named);
+                finished.fetch_add(1, Ordering::SeqCst);
+                flushed
             };
             let flusher = start_with(scope, &target, false, slow).unwrap();
             ask_groups(&flusher, &target, 3, 50);
+            while started.load(Ordering::SeqCst) == 0 {
+                std::thread::yield_now();
+            }
             drop(flusher); // what a session that failed does; it waits for the threads
+            let (started, finished) = (
+                started.load(Ordering::SeqCst),
+                finished.load(Ordering::SeqCst),
+            );
+            assert_eq!(started, finished, "the drop waited for the flush under way");
+            assert_eq!(started, 1, "no flush after the drop");
             let named = std::fs::read_dir(dir.path())
                 .unwrap()
                 .filter(|entry| {
@@ -358,7 +374,10 @@ mod tests {
                 assert!(failed.results.iter().all(Result::is_err));
             }
             assert!(flusher.ask(Flush::Names));
-            assert_eq!(flusher.answer().unwrap().before, Err(Errno::IO));
+            let last = flusher.answer().unwrap();
+            // Group 0's names, given before the failure, are covered by it: the
+            // disk thread answers them with the error, never ok.
+            assert_eq!((last.before, last.named_before), (Err(Errno::IO), 3));
             assert_eq!(
                 calls.load(Ordering::SeqCst),
                 2,

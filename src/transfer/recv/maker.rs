@@ -21,7 +21,7 @@ pub(crate) type Made = (usize, Result<(Arrived, PartFile), Refusal>);
 
 /// The disk thread's end of the helper thread: [`Worker::ask`] a batch (its arena
 /// and files), [`Worker::answer`] the arena back and each file's outcome in order.
-pub(crate) type Helper = Worker<(Vec<u8>, Vec<SmallFile>), (Vec<u8>, Vec<Made>)>;
+pub(crate) type Helper<'scope> = Worker<'scope, (Vec<u8>, Vec<SmallFile>), (Vec<u8>, Vec<Made>)>;
 
 /// Starts the helper thread in `scope`, making files of `planned` in `target`.
 pub(crate) fn start<'scope>(
@@ -29,7 +29,7 @@ pub(crate) fn start<'scope>(
     target: &'scope TargetDir,
     planned: &'scope [Planned<'_>],
     shared: &'scope Shared<'_>,
-) -> std::io::Result<Helper> {
+) -> std::io::Result<Helper<'scope>> {
     Worker::start(
         scope,
         "make",

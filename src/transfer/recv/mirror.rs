@@ -5,7 +5,6 @@
 
 use std::collections::HashSet;
 use std::io::Write;
-use std::time::{Duration, SystemTime};
 
 use anyhow::Result;
 
@@ -19,10 +18,6 @@ use crate::proto::wire::FrameWriter;
 use crate::transfer::Tally;
 use crate::transfer::offer::ListWriter;
 use crate::ui::report::Change;
-
-/// How far before the session's start a change still counts as older than the
-/// session: file times come from a clock that may lag a few milliseconds.
-const CLOCK_SLACK: Duration = Duration::from_millis(50);
 
 /// Checks what the sender asks: `--delete` only where files may be replaced
 /// (`--overwrite`, or a `put -f`), and only into a directory; the rules must be
@@ -108,12 +103,15 @@ impl Asked {
     }
 }
 
-/// The moment a session's deletions count from (see `fs::sink::Prune::since`).
+/// The moment a session's deletions count from (see `fs::sink::Prune::since`),
+/// read from the clock the kernel stamps files with (`CLOCK_REALTIME_COARSE`,
+/// up to a tick behind the precise one): whatever changes after it carries a
+/// `ctime` at or after it. A precise clock with a margin for the lag (50 ms, as
+/// before) spared a file a previous mirror had just written, and a quick "sync,
+/// change, sync" left it behind without a word.
 fn session_start() -> i128 {
-    let now = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap_or_default();
-    now.saturating_sub(CLOCK_SLACK).as_nanos() as i128
+    let now = rustix::time::clock_gettime(rustix::time::ClockId::RealtimeCoarse);
+    i128::from(now.tv_sec) * 1_000_000_000 + i128::from(now.tv_nsec)
 }
 
 /// Removes what the accepted directories of `planned` hold and the offer does not

@@ -4,16 +4,15 @@
 //!
 //! Per-entry problems (an unsafe name, an existing file, a full disk, a bad checksum)
 //! are answered for that entry and the session goes on; a peer that breaks the
-//! protocol ends the session, and is told why. `plan.rs` decides the
-//! offer; `data.rs`, on the socket thread, reads frames and hashes as they arrive
-//! (small files whole, handed on in batches: `small.rs`); `disk.rs`, on a thread of
-//! its own, writes and acknowledges, while `flusher.rs`, on two more, makes groups
-//! of files durable under their names; `delta.rs` builds a file from a delta's
+//! protocol ends the session, and is told why. `plan.rs` decides the offer;
+//! `data.rs`, on the socket thread, reads frames and hashes as they arrive (small
+//! files whole, handed on in batches: `small.rs`); `disk.rs`, on a thread of its
+//! own, writes and acknowledges, while `flusher.rs`, on two more, makes groups of
+//! files durable under their names; `delta.rs` builds a file from a delta's
 //! instructions and its basis, whose sums `cutter.rs` streams when they were not in
-//! the plan; then
-//! `make.rs` makes the entries without data (links, special files) and `mirror.rs`
-//! removes what a mirroring sender's `--delete` asks. The filesystem is reached only
-//! through `fs::sink`.
+//! the plan; then `make.rs` makes the entries without data (links, special files)
+//! and `mirror.rs` removes what a mirroring sender's `--delete` asks. The
+//! filesystem is reached only through `fs::sink`.
 
 mod claims;
 mod cutter;
