@@ -582,15 +582,19 @@ fn file_event(outcome: &FileOutcome) -> serde_json::Value {
 
 /// `dry run: would send 3 new and 2 changed files (4.00 MiB), 10 same, 1 skipped,
 /// 2 to delete; nothing was sent, written or deleted` (and `, 4 with other
-/// attributes` after `same` when there are any).
+/// attributes` after `same`, `, 1 refused` after `skipped` when there are any).
 fn dry_run_line(dry: &DryRun, summary: &Summary) -> String {
     let attrs = match dry.attrs {
         0 => String::new(),
         n => format!(", {n} with other attributes"),
     };
+    let refused = match summary.failed {
+        0 => String::new(),
+        n => format!(", {n} refused"),
+    };
     format!(
-        "dry run: would send {} and {} changed ({}), {} same{attrs}, {} skipped, {} to \
-         delete; nothing was sent, written or deleted",
+        "dry run: would send {} and {} changed ({}), {} same{attrs}, {} skipped{refused}, \
+         {} to delete; nothing was sent, written or deleted",
         plural(dry.new, "new file"),
         dry.changed,
         HumanBytes(dry.bytes),
