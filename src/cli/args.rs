@@ -232,6 +232,11 @@ pub(crate) struct OutputArgs {
     pub(crate) json: bool,
 }
 
+/// `get --delete`, in place of the text `send` shows.
+const GET_DELETE: &str = "Mirror: after the tree arrived and verified, remove what the local \
+     copies of the directories downloaded hold and the server's do not (never what a filter \
+     excludes); implies -f. Needs a server with the feature `mirror`";
+
 /// Keeping a copy up to date: filters, `--delete`, a dry run, itemized changes.
 #[derive(Debug, Args)]
 pub(crate) struct MirrorArgs {
@@ -522,6 +527,8 @@ Examples:
 #[command(
     override_usage = "xfer get [OPTIONS] HOST:PORT:PATH... [LOCAL_DIR]",
     after_help = format!("{GET_EXAMPLES}\n\n{EXIT_CODES}"),
+    // `send`'s words on --delete are about the receiver at the other end.
+    mut_arg("delete", |arg| arg.help(GET_DELETE)),
 )]
 pub(crate) struct GetArgs {
     /// What to download (HOST:PORT:PATH, a path of the user's home; IPv6 hosts in

@@ -256,11 +256,13 @@ impl Tally {
             )),
             Some(code) => Err(fail(
                 Kind::of_code(code),
-                format!("{} of {entries} entries not {verb}", summary.failed)
-                    + &match not_sent {
-                        0 => String::new(),
-                        n => format!(", {n} not sent"),
-                    },
+                match summary.dry_run {
+                    Some(_) => format!("{} of {entries} entries would be refused", summary.failed),
+                    None => format!("{} of {entries} entries not {verb}", summary.failed),
+                } + &match not_sent {
+                    0 => String::new(),
+                    n => format!(", {n} not sent"),
+                },
             )),
         }
     }

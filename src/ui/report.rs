@@ -594,15 +594,16 @@ fn file_event(outcome: &FileOutcome) -> serde_json::Value {
 
 /// `dry run: would send 3 new files and 2 changed (4.00 MiB), 10 same, 1 skipped,
 /// would delete 2; nothing was sent, written or deleted` (and `, 4 with other
-/// attributes` after `same` when there are any); a receiver (`verb` `received`)
-/// says `would receive`. A dry run that failed (`ok` false: refused, cut) found
-/// nothing a real run would go by, and says only that.
+/// attributes` after `same`, `, 1 refused` after `skipped` when there are any); a
+/// receiver (`verb` `received`) says `would receive`. A dry run that failed (`ok`
+/// false) with no entry refused (the whole offer refused, a cut) found nothing a
+/// real run would go by, and says only that.
 fn dry_run_line(dry: &DryRun, summary: &Summary, verb: &str, ok: bool) -> String {
     let (would, was) = match verb {
         "received" => ("receive", "received"),
         _ => ("send", "sent"),
     };
-    if !ok {
+    if !ok && summary.failed == 0 {
         return format!(
             "dry run failed (see the error), so it says nothing of a real run; nothing was \
              {was}, written or deleted"
@@ -612,9 +613,13 @@ fn dry_run_line(dry: &DryRun, summary: &Summary, verb: &str, ok: bool) -> String
         0 => String::new(),
         n => format!(", {n} with other attributes"),
     };
+    let refused = match summary.failed {
+        0 => String::new(),
+        n => format!(", {n} refused"),
+    };
     format!(
-        "dry run: would {would} {} and {} changed ({}), {} same{attrs}, {} skipped, would \
-         delete {}; nothing was {was}, written or deleted",
+        "dry run: would {would} {} and {} changed ({}), {} same{attrs}, {} skipped{refused}, \
+         would delete {}; nothing was {was}, written or deleted",
         plural(dry.new, "new file"),
         dry.changed,
         HumanBytes(dry.bytes),

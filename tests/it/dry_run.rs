@@ -87,8 +87,9 @@ fn a_dry_run_changes_nothing_on_either_side_and_says_what_would() {
         "{}",
         stderr_of(&sent)
     );
-    // Without --overwrite the changed file would be skipped, and --delete denied:
-    // without --delete the dry run shows the skip.
+    // Without --overwrite the changed file would be refused, and --delete denied:
+    // without --delete the dry run fails as the real run would (exit 6), and says
+    // which entry and why.
     let mut receiver = Receiver::start(&root.path().join("dst"), Some(KEY), &[]);
     let sent = send(
         &[&root.path().join("src/tree")],
@@ -96,16 +97,60 @@ fn a_dry_run_changes_nothing_on_either_side_and_says_what_would() {
         KEY,
         &["--dry-run", "--json"],
     );
-    assert_eq!(code(&sent), 0, "{}", stderr_of(&sent));
+    assert_eq!(code(&sent), 6, "{}", stderr_of(&sent));
     assert_eq!(receiver.exit_code(), 0, "{}", receiver.stderr());
-    let skipped = String::from_utf8_lossy(&sent.stdout)
+    let events: Vec<serde_json::Value> = String::from_utf8_lossy(&sent.stdout)
         .lines()
-        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
-        .find(|e| e["change"] == "skipped")
-        .expect("a skipped event");
-    assert_eq!(skipped["path"], "tree/changed");
-    assert_eq!(skipped["dry_run"], true);
+        .filter_map(|line| serde_json::from_str(line).ok())
+        .collect();
+    let refused = events
+        .iter()
+        .find(|e| e["status"] == "failed")
+        .expect("a failed file event");
+    assert_eq!(refused["path"], "tree/changed");
+    assert_eq!(refused["code"], "exists");
+    let summary = events.iter().find(|e| e["event"] == "summary").unwrap();
+    assert_eq!(summary["failed"], 1, "{summary}");
+    assert!(summary["dry_run"].is_object(), "{summary}");
+    assert!(
+        summary["error"]
+            .as_str()
+            .unwrap()
+            .contains("would be refused"),
+        "{summary}"
+    );
     assert_eq!(before.1, snapshot(&root.path().join("dst")));
+}
+
+/// A directory where the source now has a file (and a file where it has a
+/// directory): the receiver never replaces one with the other, and a dry run says
+/// so as the real run does, with what to do, instead of a harmless "skipped".
+#[test]
+fn a_dry_run_fails_where_a_directory_and_a_file_changed_places_as_the_real_run_does() {
+    let root = tempfile::tempdir().unwrap();
+    fs::create_dir_all(root.path().join("src/tree/was_file")).unwrap();
+    fs::write(root.path().join("src/tree/was_file/inner"), b"in\n").unwrap();
+    fs::write(root.path().join("src/tree/was_dir"), b"now a file\n").unwrap();
+    fs::create_dir_all(root.path().join("dst/tree/was_dir")).unwrap();
+    fs::write(root.path().join("dst/tree/was_dir/old"), b"old\n").unwrap();
+    fs::write(root.path().join("dst/tree/was_file"), b"a file\n").unwrap();
+    let mut outcomes = Vec::new();
+    for args in [&["--delete", "-n"][..], &["--delete"][..]] {
+        let mut receiver = Receiver::start(&root.path().join("dst"), Some(KEY), &["--overwrite"]);
+        let sent = send(&[&root.path().join("src/tree")], receiver.port, KEY, args);
+        receiver.exit_code();
+        let stderr = stderr_of(&sent);
+        assert!(
+            stderr.contains("remove it on the receiving side first"),
+            "{stderr}"
+        );
+        outcomes.push(code(&sent));
+    }
+    assert_eq!(outcomes, [6, 6], "the dry run predicts the real run's exit");
+    // Nothing replaced (the tree's own time may be brought up to the source's).
+    let dst = root.path().join("dst/tree");
+    assert_eq!(fs::read(dst.join("was_dir/old")).unwrap(), b"old\n");
+    assert_eq!(fs::read(dst.join("was_file")).unwrap(), b"a file\n");
 }
 
 #[test]

@@ -80,7 +80,7 @@ impl Resolver<'_> {
         match kind {
             FileType::Directory => Err(Refusal::new(
                 ErrorCode::Exists,
-                format!("{}: a directory of that name exists", escape(node.path)),
+                format!("{}: {}", escape(node.path), beneath::DIR_IN_THE_WAY),
             )),
             FileType::RegularFile if overwrite => Ok(Placement::Free(Some(stat.st_size as u64))),
             _ if overwrite => Ok(Placement::Free(None)),

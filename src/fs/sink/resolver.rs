@@ -88,7 +88,7 @@ impl<'a> Resolver<'a> {
         match beneath::kind(&stat) {
             FileType::Directory => Err(Refusal::new(
                 ErrorCode::Exists,
-                format!("{}: a directory of that name exists", escape(path)),
+                format!("{}: {}", escape(path), beneath::DIR_IN_THE_WAY),
             )),
             FileType::RegularFile if overwrite => Ok(Placement::Free(Some(stat.st_size as u64))),
             _ if overwrite => Ok(Placement::Free(None)),

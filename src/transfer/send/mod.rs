@@ -738,9 +738,9 @@ fn not_sent(tally: &Tally, path: &str, reason: &str, said: bool) {
 }
 
 /// Shows and counts an entry the plan skips (`code`, and whether the receiver
-/// said `attrs`): in a dry run a change to show, else a file already there (`same`,
-/// with an `attrs` change when its metadata was brought up to the offer) or a
-/// refusal.
+/// said `attrs`): a file already there (`same`, with an `attrs` change when its
+/// metadata was, or in a dry run would be, brought up to the offer), or a refusal,
+/// which fails a dry run as it would fail the real one.
 fn skipped(
     entry: &Entry,
     (code, attrs): (ErrorCode, bool),
@@ -761,10 +761,6 @@ fn skipped(
                 path: entry.shown_path().into_owned(),
                 size: entry.size,
             });
-        }
-        _ if dry_run => {
-            let note = format!("{code}: {}", escape(message));
-            tally.change(Change::Skipped, &entry.shown_path(), 0, Some(&note));
         }
         _ => tally.failed(
             &entry.shown_path(),
