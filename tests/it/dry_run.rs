@@ -371,3 +371,42 @@ fn a_refused_dry_run_ends_without_a_summary_of_what_it_would_do() {
     assert_eq!(code(&json), 6, "{}", stderr_of(&json));
     assert_eq!(summary_event(&json)["ok"], false);
 }
+
+/// The `put` into a directory not there yet, as `--quiet` and `--json` log it: not
+/// at all, and as a refusal (`ok` false) whose `detail` says what it is.
+#[test]
+fn a_put_into_a_directory_not_there_yet_is_no_failure_in_a_quiet_or_json_log() {
+    let site = Site::new();
+    site.users(&[("alice", "")]);
+    let local = site.path().join("tree");
+    fs::create_dir_all(&local).unwrap();
+    fs::write(local.join("a"), b"a\n").unwrap();
+    let tree = local.to_str().unwrap();
+    let quiet = site.serve(&["-q"]);
+    let sent = client(&site, "alice", &["send", tree, &quiet.at("q/new")]);
+    assert_eq!(code(&sent), 0, "{}", stderr_of(&sent));
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(!quiet.log().contains("q/new"), "{}", quiet.log());
+    drop(quiet);
+    let json = site.serve(&["--json"]);
+    let sent = client(&site, "alice", &["send", tree, &json.at("j/new")]);
+    assert_eq!(code(&sent), 0, "{}", stderr_of(&sent));
+    let events = json.json_events();
+    let put = events
+        .iter()
+        .find(|e| e["event"] == "request" && e["action"] == "put j/new")
+        .expect("the first put's event");
+    assert_eq!(put["ok"], false, "{put}");
+    assert!(
+        put["error"].as_str().unwrap().contains("not_found"),
+        "{put}"
+    );
+    assert!(
+        put["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("no such directory yet"),
+        "{put}"
+    );
+    assert!(site.home("alice").join("j/new/tree/a").exists());
+}
