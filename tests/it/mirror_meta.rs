@@ -269,3 +269,41 @@ fn a_dry_run_shows_what_cannot_be_sent_as_skipped_and_exits_0() {
     assert_eq!(recv_code, 10, "{recv_err}");
     assert_eq!(names(&root.path().join("dst")), ["tree/a"]);
 }
+
+/// A link that replaces a link, and a file that replaces one, are `replaced` (the
+/// plan's `replaces`), in a dry run and in a real run: a link counts nothing in a
+/// quota, but it is replaced all the same.
+#[test]
+fn what_replaces_a_link_is_said_replaced_not_new() {
+    let root = tempfile::tempdir().unwrap();
+    let tree = root.path().join("src/tree");
+    fs::create_dir_all(&tree).unwrap();
+    fs::write(tree.join("f"), b"f\n").unwrap();
+    fs::write(tree.join("was_link"), b"now a file\n").unwrap();
+    symlink("f", tree.join("l")).unwrap();
+    let dst = root.path().join("dst/tree");
+    fs::create_dir_all(&dst).unwrap();
+    fs::write(dst.join("f"), b"f\n").unwrap();
+    symlink("elsewhere", dst.join("l")).unwrap();
+    symlink("f", dst.join("was_link")).unwrap();
+    for args in [&["-n", "-i"][..], &["-i"][..]] {
+        let (out, recv_code, recv_err) = sent(root.path(), &["--overwrite", "-i"], args);
+        assert_eq!(code(&out), 0, "{}", stderr_of(&out));
+        assert_eq!(recv_code, 0, "{recv_err}");
+        let said = lines(&out);
+        let replaced = ["replaced link tree/l", "tree/was_link"];
+        assert!(said.iter().any(|l| l == replaced[0]), "{args:?}: {said:?}");
+        let file = said.iter().find(|l| l.ends_with(replaced[1])).unwrap();
+        assert!(
+            file.starts_with("changed") || file.starts_with("replaced"),
+            "{said:?}"
+        );
+    }
+    assert_eq!(fs::read_link(dst.join("l")).unwrap(), Path::new("f"));
+    assert_eq!(fs::read(dst.join("was_link")).unwrap(), b"now a file\n");
+    assert!(
+        !fs::symlink_metadata(dst.join("was_link"))
+            .unwrap()
+            .is_symlink()
+    );
+}

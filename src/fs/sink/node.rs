@@ -83,7 +83,7 @@ impl Resolver<'_> {
                 format!("{}: {}", escape(node.path), beneath::DIR_IN_THE_WAY),
             )),
             FileType::RegularFile if overwrite => Ok(Placement::Free(Some(stat.st_size as u64))),
-            _ if overwrite => Ok(Placement::Free(None)),
+            _ if overwrite => Ok(Placement::Taken),
             _ => Err(Refusal::new(
                 ErrorCode::Exists,
                 format!(

@@ -26,9 +26,12 @@ const RESOLVER_DIRS: usize = 256;
 /// What is at an offered file's final name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Placement {
-    /// Nothing, or something `--overwrite` will replace (a regular file of this
-    /// many bytes, when it is one): receive it.
+    /// Nothing, or a regular file of this many bytes that `--overwrite` will
+    /// replace: receive it.
     Free(Option<u64>),
+    /// Something else `--overwrite` will replace (a link, a special file), which
+    /// counts nothing in a quota: receive it.
+    Taken,
     /// A regular file of the offered size and time: it counts as delivered.
     Same,
 }
@@ -91,7 +94,7 @@ impl<'a> Resolver<'a> {
                 format!("{}: {}", escape(path), beneath::DIR_IN_THE_WAY),
             )),
             FileType::RegularFile if overwrite => Ok(Placement::Free(Some(stat.st_size as u64))),
-            _ if overwrite => Ok(Placement::Free(None)),
+            _ if overwrite => Ok(Placement::Taken),
             FileType::RegularFile
                 if offered.0 == Some(stat.st_size as u64)
                     && offered.1 == Some(stat.st_mtime)

@@ -701,10 +701,12 @@ impl Answers<'_, '_, '_> {
                     path: &bytes,
                 };
                 let mac = transfer.ok_mac(facts);
-                let change = match (arrived.delta, self.planned[index].replaces.files) {
+                let item = &self.planned[index];
+                let replaced = item.replaces.files > 0 || item.replaces_other;
+                let change = match (arrived.delta, replaced) {
                     (true, _) => Change::Delta,
-                    (false, 0) => Change::New,
-                    (false, _) => Change::Replaced,
+                    (false, false) => Change::New,
+                    (false, true) => Change::Replaced,
                 };
                 self.tally.change(change, &path, arrived.size, None);
                 self.tally.record(FileOutcome::Verified {

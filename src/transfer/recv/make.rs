@@ -40,7 +40,7 @@ pub(crate) fn make_all<W: Write>(
         planned[index].reservation = None;
         let path = planned[index].entry.shown_path();
         if result.is_ok() {
-            let replaces = planned[index].replaces.files > 0;
+            let replaces = planned[index].replaces.files > 0 || planned[index].replaces_other;
             let change = Change::of_node(planned[index].entry.kind, replaces);
             tally.change(change, &path, 0, None);
         }

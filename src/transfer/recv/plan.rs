@@ -45,6 +45,9 @@ pub(crate) struct Planned<'c> {
     pub(crate) reservation: Option<Box<Reservation>>,
     /// What an existing file this entry replaces holds (it counts until replaced).
     pub(crate) replaces: Footprint,
+    /// What this entry replaces is no regular file (a link, a special file): it
+    /// counts nothing, and is replaced all the same.
+    pub(crate) replaces_other: bool,
     /// The file this entry replaces, chunked, when the plan offered it as a basis.
     pub(crate) basis: Option<Box<Basis>>,
     /// An accepted entry without data (a link, a special file): made once the
@@ -72,6 +75,7 @@ impl Planned<'_> {
             claim: None,
             reservation: None,
             replaces: Footprint::default(),
+            replaces_other: false,
             basis: None,
             make: false,
             arrived: AtomicBool::new(false),
@@ -244,6 +248,17 @@ fn dry_run_change(item: &Planned, decision: &Decision, tally: &Tally) {
     tally.change(change, path, item.entry.size.unwrap_or(0), None);
 }
 
+/// What an entry accepted at `placement` replaces: a regular file's footprint, and
+/// whether something else (a link, a special file) is there; `None` for `same`.
+fn replaced(placement: Placement) -> Option<(Footprint, bool)> {
+    match placement {
+        Placement::Same => None,
+        Placement::Free(Some(bytes)) => Some((Footprint { bytes, files: 1 }, false)),
+        Placement::Free(None) => Some((Footprint::default(), false)),
+        Placement::Taken => Some((Footprint::default(), true)),
+    }
+}
+
 /// The state of deciding one offer for a directory.
 struct Decider<'s, 'c> {
     /// The target directory's identity, for claims.
@@ -277,15 +292,17 @@ impl<'c> Decider<'_, 'c> {
                 claim,
                 reservation,
                 replaces,
+                other,
             }) => {
                 let planned = Planned {
                     make: true,
                     claim: Some(claim),
                     reservation,
                     replaces,
+                    replaces_other: other,
                     ..Planned::skipped(entry)
                 };
-                (planned, send_over(replaces.files > 0))
+                (planned, send_over(replaces.files > 0 || other))
             }
             Ok(Decided::Dir { existed, attrs }) => self.dir(entry, existed, attrs, tally),
             Ok(Decided::Same { attrs }) => self.same(entry, attrs, tally),
@@ -294,16 +311,18 @@ impl<'c> Decider<'_, 'c> {
                 claim,
                 reservation,
                 replaces,
+                other,
                 basis,
             }) => {
-                let (decision, basis) =
-                    file_decision(resume_from.as_deref(), basis, replaces.files > 0);
+                let replacing = replaces.files > 0 || other;
+                let (decision, basis) = file_decision(resume_from.as_deref(), basis, replacing);
                 let planned = Planned {
                     expects_data: true,
                     resume_from,
                     claim: Some(claim),
                     reservation,
                     replaces,
+                    replaces_other: other,
                     basis,
                     ..Planned::skipped(entry)
                 };
@@ -404,13 +423,9 @@ impl<'c> Decider<'_, 'c> {
             return self.decide_other(entry, before, &shown, &components);
         }
         let claim = self.claim(entry, &shown)?;
-        let replaces = match self.placement(entry, &components)? {
-            Placement::Same => {
-                let attrs = self.refresh(entry, &components, &shown);
-                return Ok(Decided::Same { attrs });
-            }
-            Placement::Free(Some(bytes)) => Footprint { bytes, files: 1 },
-            Placement::Free(None) => Footprint::default(),
+        let Some((replaces, other)) = replaced(self.placement(entry, &components)?) else {
+            let attrs = self.refresh(entry, &components, &shown);
+            return Ok(Decided::Same { attrs });
         };
         if self.dry_run {
             let more = Footprint {
@@ -425,6 +440,7 @@ impl<'c> Decider<'_, 'c> {
                 claim,
                 reservation: None,
                 replaces,
+                other,
                 basis,
             });
         }
@@ -439,6 +455,7 @@ impl<'c> Decider<'_, 'c> {
             claim,
             reservation,
             replaces,
+            other,
             basis,
         })
     }
@@ -644,12 +661,8 @@ impl<'c> Decider<'_, 'c> {
         let placement = self
             .resolver
             .probe_node(&node, self.shared.settings.overwrite)?;
-        let replaces = match placement {
-            Placement::Same => return Ok(Decided::Same { attrs: false }),
-            Placement::Free(bytes) => Footprint {
-                bytes: bytes.unwrap_or(0),
-                files: u64::from(bytes.is_some()),
-            },
+        let Some((replaces, other)) = replaced(placement) else {
+            return Ok(Decided::Same { attrs: false });
         };
         // A hard link counts its file's bytes again, as the home's count does.
         let size = entry
@@ -676,6 +689,7 @@ impl<'c> Decider<'_, 'c> {
             claim,
             reservation,
             replaces,
+            other,
         })
     }
 
@@ -787,11 +801,13 @@ enum Decided<'c> {
     /// `existed`: it was there already (it gets its mode and time only), with
     /// other metadata when `attrs`.
     Dir { existed: bool, attrs: bool },
-    /// An entry without data, made after the files; `replaces` what is there.
+    /// An entry without data, made after the files; `replaces` what is there
+    /// (`other`: something that is no regular file).
     Make {
         claim: Claim<'c>,
         reservation: Option<Box<Reservation>>,
         replaces: Footprint,
+        other: bool,
     },
     /// There already; with other metadata when `attrs` (a real run gave it the
     /// offered ones).
@@ -801,6 +817,7 @@ enum Decided<'c> {
         claim: Claim<'c>,
         reservation: Option<Box<Reservation>>,
         replaces: Footprint,
+        other: bool,
         basis: Option<(Basis, Signature)>,
     },
 }
