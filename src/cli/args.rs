@@ -267,8 +267,9 @@ pub(crate) struct MirrorArgs {
     pub(crate) gitignore: bool,
 
     /// Only show what would be sent (new, changed with what a delta would move, same),
-    /// deleted and skipped: nothing is sent, written or deleted on either side. Needs
-    /// a peer with `mirror`
+    /// deleted and skipped: nothing is sent, written, made or deleted on either side.
+    /// Exits 6 where the receiver would refuse entries, as the real run would. Needs a
+    /// peer with `mirror`
     #[arg(long, short = 'n')]
     pub(crate) dry_run: bool,
 

@@ -20,8 +20,8 @@ pub(crate) const MAX_DEPTH: usize = 256;
 
 /// Why a file or link cannot take the place of a directory the receiver holds:
 /// a receiver replaces files, never a directory and what it holds.
-pub(crate) const DIR_IN_THE_WAY: &str = "a directory of that name exists (xfer does not replace \
-     it with a file: remove it on the receiving side first)";
+pub(crate) const DIR_IN_THE_WAY: &str = "a directory of that name exists; xfer replaces files, \
+     never a directory: remove it on the receiving side first";
 
 /// Opens the directory `name` inside `parent`, refusing to follow a link.
 pub(crate) fn open_dir(parent: impl AsFd, name: impl rustix::path::Arg) -> Result<OwnedFd, Errno> {
@@ -153,11 +153,7 @@ pub(crate) fn explain(parent: &OwnedFd, component: &[u8], shown: &str, err: Errn
         ),
         Ok(Some(stat)) if kind(&stat) != FileType::Directory => Refusal::new(
             ErrorCode::Exists,
-            format!(
-                "{}: exists and is not a directory (xfer does not replace it with one: \
-                 remove it on the receiving side first)",
-                escape(shown)
-            ),
+            format!("{}: exists and is not a directory", escape(shown)),
         ),
         _ => Refusal::io(shown, "cannot open directory", err),
     }

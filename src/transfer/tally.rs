@@ -110,8 +110,8 @@ impl Tally {
         }
     }
 
-    /// This session only plans (`--dry-run`): its changes are counted apart, and
-    /// nothing it finds is a failure.
+    /// This session only plans (`--dry-run`): its changes are counted apart; what
+    /// the other side would refuse fails it as it would fail the real run.
     pub(crate) fn dry_run(&self) {
         self.summary
             .lock()

@@ -98,7 +98,13 @@ fn a_dry_run_changes_nothing_on_either_side_and_says_what_would() {
         &["--dry-run", "--json"],
     );
     assert_eq!(code(&sent), 6, "{}", stderr_of(&sent));
-    assert_eq!(receiver.exit_code(), 0, "{}", receiver.stderr());
+    // The receiver previews its own outcome too (a `get -n` is such a receiver).
+    assert_eq!(receiver.exit_code(), 6, "{}", receiver.stderr());
+    assert!(
+        receiver.stderr().contains("would be refused"),
+        "{}",
+        receiver.stderr()
+    );
     let events: Vec<serde_json::Value> = String::from_utf8_lossy(&sent.stdout)
         .lines()
         .filter_map(|line| serde_json::from_str(line).ok())
@@ -233,6 +239,20 @@ fn a_dry_run_into_a_server_directory_not_there_yet_makes_it_not_and_lists_all_as
         "{log}"
     );
     assert!(!log.contains("refused"), "{log}");
+    // A fifo with --specials: the server keeps none, so the dry run fails as the
+    // real run would, and still makes nothing.
+    let c_path = std::ffi::CString::new(local.join("pipe").as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: a valid NUL-terminated path; mkfifo only reads it.
+    assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o644) }, 0);
+    let to = server.at("other/dir");
+    let dry = client(&site, "alice", &["send", tree, &to, "-n", "--specials"]);
+    assert_eq!(code(&dry), 6, "{}", stderr_of(&dry));
+    assert!(
+        stderr_of(&dry).contains("a server keeps no special files"),
+        "{}",
+        stderr_of(&dry)
+    );
+    assert!(!home.join("other").exists());
 }
 
 #[test]

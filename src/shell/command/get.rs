@@ -59,7 +59,7 @@ impl Get {
             .iter()
             .map(|path| resolve(&session.cwd, path))
             .collect::<Vec<_>>();
-        let (target, _lock) = local_target(&local, dry_run)?;
+        let (target, _lock) = local_target(&local, dry_run, session.style.quiet)?;
         let destination = Destination::Dir(target);
         let settings = Settings {
             overwrite: self.force || delete,
@@ -75,15 +75,15 @@ impl Get {
 }
 
 /// The local directory, opened and locked; in a dry run (which makes nothing) one
-/// not there yet is said and planned into as empty.
-fn local_target(local: &Path, dry_run: bool) -> Result<(TargetDir, Option<DirLock>)> {
+/// not there yet is said (unless `quiet`) and planned into as empty.
+fn local_target(local: &Path, dry_run: bool, quiet: bool) -> Result<(TargetDir, Option<DirLock>)> {
     if !dry_run {
         let target = TargetDir::open(local)?;
         let lock = target.lock(local)?;
         return Ok((target, Some(lock)));
     }
     let (target, lock) = TargetDir::open_for_dry_run(local, "the local directory")?;
-    if lock.is_none() {
+    if lock.is_none() && !quiet {
         crate::ui::report::not_there_yet(local);
     }
     Ok((target, lock))

@@ -357,18 +357,20 @@ impl<'c> Decider<'_, 'c> {
         (Planned::dir(entry), decision)
     }
 
-    /// An entry refused: in a dry run a change to show; an `unsent` one not sent,
-    /// as the sender counts it (exit 10 on both sides); else a failure.
+    /// An entry refused: an `unsent` one not sent, as the sender counts it (exit 10
+    /// on both sides; a dry run shows it skipped); else a failure, in a dry run as
+    /// in the real one (exit 6 on both sides), which it previews.
     fn refused(&self, entry: Entry, refusal: Refusal, tally: &Tally) -> (Planned<'c>, Decision) {
         let why = refusal.to_string();
         let path = &*entry.shown_path();
-        if self.dry_run {
-            tally.change(Change::Skipped, path, 0, Some(&why));
-        } else if entry.kind == EntryKind::Unsent && refusal.code == ErrorCode::Io {
-            let reason = entry.extra().reason.as_deref().unwrap_or_default();
-            tally.not_sent(path, reason, false);
-        } else {
-            tally.failed(path, refusal.code, why);
+        let unsent = entry.kind == EntryKind::Unsent && refusal.code == ErrorCode::Io;
+        match (unsent, self.dry_run) {
+            (true, true) => tally.change(Change::Skipped, path, 0, Some(&why)),
+            (true, false) => {
+                let reason = entry.extra().reason.as_deref().unwrap_or_default();
+                tally.not_sent(path, reason, false);
+            }
+            (false, _) => tally.failed(path, refusal.code, why),
         }
         let skip = Decision::Skip {
             code: refusal.code,

@@ -729,7 +729,7 @@ fn file_to_send(
 }
 
 /// Counts an entry this side does not send (`said`: a warning named it); a dry run
-/// shows it skipped, as every entry that would not arrive, and fails nothing.
+/// shows it skipped, and it does not change a dry run's exit code.
 fn not_sent(tally: &Tally, path: &str, reason: &str, said: bool) {
     match tally.summary().dry_run.is_some() {
         true => tally.change(Change::Skipped, path, 0, Some(reason)),

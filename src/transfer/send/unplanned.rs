@@ -5,13 +5,13 @@
 //! entries and shows only through the tally; it must not reach for the wire.
 
 use crate::fs::input::Outbox;
-use crate::proto::message::EntryKind;
+use crate::proto::message::{EntryKind, ErrorCode};
 use crate::transfer::tally::Tally;
 use crate::ui::report::Change;
 
 /// Shows and counts every entry of `outbox` as a dry run into an empty directory
-/// would: files and directories new, entries without data new, and what this side
-/// cannot send skipped with its reason.
+/// of a server would: files and directories new, links new, special files refused
+/// (a server keeps none), and what this side cannot send skipped with its reason.
 pub(crate) fn all_new(outbox: &dyn Outbox, tally: &mut Tally) {
     let entries = outbox.entries();
     tally.dry_run();
@@ -25,6 +25,18 @@ pub(crate) fn all_new(outbox: &dyn Outbox, tally: &mut Tally) {
             EntryKind::Unsent => {
                 let reason = entry.extra().reason.as_deref().unwrap_or_default();
                 tally.change(Change::Skipped, path, 0, Some(reason));
+            }
+            // A server keeps none of these: it would refuse them (`denied`).
+            EntryKind::Fifo | EntryKind::Socket | EntryKind::Char | EntryKind::Block => {
+                let why = format!(
+                    "{path}: a {}: a server keeps no special files",
+                    entry.kind.name()
+                );
+                tally.failed(
+                    path,
+                    ErrorCode::Denied,
+                    format!("refused by the receiver: {why}"),
+                );
             }
             kind => tally.change(Change::NewNode(kind), path, 0, None),
         }
