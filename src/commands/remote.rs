@@ -33,10 +33,9 @@ pub(crate) fn get(options: &GetOptions) -> Result<()> {
         (Destination::Stdout, None)
     } else if options.settings.asked.is_some_and(|(_, dry_run)| dry_run) {
         // A dry run makes nothing, not even the local directory.
-        let (target, lock) = TargetDir::open_for_dry_run(&options.dir, "the local directory")?;
-        if lock.is_none() && !options.style.quiet {
-            crate::ui::report::not_there_yet(&options.dir);
-        }
+        let quiet = options.style.quiet;
+        let (target, lock) =
+            TargetDir::open_for_dry_run(&options.dir, "the local directory", quiet)?;
         (Destination::Dir(target), lock)
     } else {
         let (target, lock) = TargetDir::make_and_lock(&options.dir, "the local directory", 0o777)?;

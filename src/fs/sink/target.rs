@@ -129,27 +129,38 @@ impl TargetDir {
     }
 
     /// Where a dry run plans: `dir` opened and locked as [`TargetDir::make_and_lock`]
-    /// would, but never made. When it is not there (`Ok((_, None))`), a stand-in
-    /// with nothing in it and no name: a directory made in the temporary directory,
-    /// opened and removed at once, in which every name is absent and nothing can be
-    /// made. Each entry then plans as new, as it would in the directory a real run
-    /// makes.
+    /// would, but never made. When it is not there (`Ok((_, None))`, said on
+    /// stderr unless `quiet`), a stand-in with nothing in it and no name: a
+    /// directory made in the temporary directory, opened and removed at once, in
+    /// which every name is absent and nothing can be made. Each entry then plans as
+    /// new, as it would in the directory a real run makes.
     pub(crate) fn open_for_dry_run(
         dir: &Path,
         named: &str,
+        quiet: bool,
     ) -> anyhow::Result<(TargetDir, Option<DirLock>)> {
         match std::fs::metadata(dir) {
-            Err(err) if err.kind() == io::ErrorKind::NotFound => Ok((empty_stand_in()?, None)),
+            Err(err) if err.kind() == io::ErrorKind::NotFound => {
+                let stand_in = empty_stand_in()?;
+                if !quiet {
+                    crate::ui::report::not_there_yet(dir);
+                }
+                Ok((stand_in, None))
+            }
             Ok(meta) if meta.is_dir() => {
                 let target = TargetDir::open(dir)?;
                 let lock = target.lock(dir)?;
                 Ok((target, Some(lock)))
             }
-            // A file of that name: refused as a real run would refuse it.
-            _ => {
-                let (target, lock) = TargetDir::make_and_lock(dir, named, 0o700)?;
-                Ok((target, Some(lock)))
-            }
+            // Refused as a real run would refuse it, without making anything.
+            Ok(_) => Err(fail(
+                Kind::Io,
+                format!("{named} {} is a file, not a directory", escape_path(dir)),
+            )),
+            Err(err) => Err(fail(
+                Kind::Io,
+                format!("cannot open {named} {}: {err}", escape_path(dir)),
+            )),
         }
     }
 

@@ -82,11 +82,7 @@ fn local_target(local: &Path, dry_run: bool, quiet: bool) -> Result<(TargetDir, 
         let lock = target.lock(local)?;
         return Ok((target, Some(lock)));
     }
-    let (target, lock) = TargetDir::open_for_dry_run(local, "the local directory")?;
-    if lock.is_none() && !quiet {
-        crate::ui::report::not_there_yet(local);
-    }
-    Ok((target, lock))
+    TargetDir::open_for_dry_run(local, "the local directory", quiet)
 }
 
 /// Is `last`, of several `get` operands, where to put what arrives?
