@@ -241,9 +241,7 @@ fn a_dry_run_into_a_server_directory_not_there_yet_makes_it_not_and_lists_all_as
     assert!(!log.contains("refused"), "{log}");
     // A fifo with --specials: the server keeps none, so the dry run fails as the
     // real run would, and still makes nothing.
-    let c_path = std::ffi::CString::new(local.join("pipe").as_os_str().as_encoded_bytes()).unwrap();
-    // SAFETY: a valid NUL-terminated path; mkfifo only reads it.
-    assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o644) }, 0);
+    crate::mirror_meta::mkfifo(&local.join("pipe"));
     let to = server.at("other/dir");
     let dry = client(&site, "alice", &["send", tree, &to, "-n", "--specials"]);
     assert_eq!(code(&dry), 6, "{}", stderr_of(&dry));
