@@ -131,11 +131,11 @@ mod tests {
             "nothing under a final name before the commit"
         );
         std::fs::write(dir.path().join("b"), b"theirs").unwrap();
-        let flushed = target.flush(&parts, Unflushed::default());
+        let flushed = target.flush(target.own_handle().as_ref(), &parts, Unflushed::default());
         assert_eq!(flushed, Ok(()));
         let mut named = Unflushed::default();
         let results = target.name_group(parts, flushed, false, &mut named);
-        assert_eq!(target.flush(&[], named), Ok(()));
+        assert_eq!(target.flush(None, &[], named), Ok(()));
         assert!(results[0].is_ok() && results[2].is_ok(), "{results:?}");
         assert_eq!(results[1].as_ref().unwrap_err().code, ErrorCode::Exists);
         assert_eq!(std::fs::read(dir.path().join("b")).unwrap(), b"theirs");

@@ -289,11 +289,33 @@ impl TargetDir {
 
     /// Makes the data of sealed part files (see [`PartFile::seal`]) and the names
     /// given before (`named`, taken) durable: one `syncfs` per filesystem, since
-    /// that flushes the whole filesystem anyway. Committing a group is a flush of
-    /// its data, then its names ([`TargetDir::name_group`]), then a flush that
-    /// covers those names (the next group's, or one with no parts).
-    pub(crate) fn flush(&self, parts: &[PartFile], named: Unflushed) -> Result<(), Errno> {
-        sync_filesystems(named.0.iter().chain(parts.iter().map(|part| &part.dir)))
+    /// that flushes the whole filesystem anyway, through the session's own handle
+    /// (`own`, see [`TargetDir::own_handle`]) for the target's filesystem.
+    /// Committing a group is a flush of its data, then its names
+    /// ([`TargetDir::name_group`]), then a flush that covers those names (the next
+    /// group's, or one with no parts).
+    pub(crate) fn flush(
+        &self,
+        own: Option<&Arc<OwnedFd>>,
+        parts: &[PartFile],
+        named: Unflushed,
+    ) -> Result<(), Errno> {
+        let dirs = named.0.iter().chain(parts.iter().map(|part| &part.dir));
+        sync_filesystems(own.into_iter().chain(dirs))
+    }
+
+    /// The target opened afresh (its own open file, not a copy of the root's), for
+    /// one session's flushes: `syncfs` tells of a lost write once per open file, to
+    /// the files opened before it happened, so the root's descriptor (opened when
+    /// the receiver started, and used by every session) may have been told already
+    /// by another session's flush, and one opened later never is. `None` where the
+    /// directory cannot be opened for reading (the flushes then go through the
+    /// directories of the files, as before).
+    pub(crate) fn own_handle(&self) -> Option<Arc<OwnedFd>> {
+        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+        rustix::fs::openat(&self.root, ".", flags, Mode::empty())
+            .ok()
+            .map(Arc::new)
     }
 
     /// Gives part files whose data `flushed` made durable their final names

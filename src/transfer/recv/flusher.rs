@@ -111,8 +111,10 @@ pub(crate) fn start<'scope>(
     target: &'scope TargetDir,
     overwrite: bool,
 ) -> std::io::Result<Flusher<'scope>> {
-    start_with(scope, target, overwrite, |parts, named| {
-        target.flush(parts, named)
+    // Opened now, before this session writes anything (see `TargetDir::own_handle`).
+    let own = target.own_handle();
+    start_with(scope, target, overwrite, move |parts, named| {
+        target.flush(own.as_ref(), parts, named)
     })
 }
 
@@ -320,7 +322,7 @@ mod tests {
             let slow = |parts: &[PartFile], named: Unflushed| {
                 started.fetch_add(1, Ordering::SeqCst);
                 std::thread::sleep(std::time::Duration::from_millis(100));
-                let flushed = target.flush(parts, named);
+                let flushed = target.flush(None, parts, named);
                 finished.fetch_add(1, Ordering::SeqCst);
                 flushed
             };
