@@ -297,6 +297,10 @@ fn a_dry_run_get_into_a_local_directory_not_there_yet_makes_nothing() {
         stderr.contains("dry run: would receive 2 new files and 0 changed (4 B)"),
         "{stderr}"
     );
+    // A temporary directory that cannot be used fails no dry run the real run passes.
+    let dry = run(get.env("TMPDIR", site.path().join("nowhere")));
+    assert_eq!(code(&dry), 0, "{}", stderr_of(&dry));
+    assert!(!site.path().join("dl").exists(), "no local directory made");
 }
 
 #[test]

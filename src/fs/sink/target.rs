@@ -66,8 +66,33 @@ fn lock_holder(fd: &OwnedFd) -> Option<u32> {
 
 /// A directory with nothing in it and no name (see [`TargetDir::open_for_dry_run`]).
 fn empty_stand_in() -> anyhow::Result<TargetDir> {
+    // `$TMPDIR` first, then the usual places, absolute ones only: a temporary
+    // directory that cannot be used (set to nowhere, full, read-only) must not fail
+    // a dry run whose real run would pass, nor a relative one put it in the user's
+    // current directory.
+    let mut bases = vec![std::env::temp_dir()];
+    bases.extend(["/tmp", "/dev/shm", "/var/tmp"].map(std::path::PathBuf::from));
+    bases.retain(|base| base.is_absolute());
+    bases.dedup();
+    let mut why = String::new();
+    for base in &bases {
+        match stand_in_at(base) {
+            Ok(target) => return Ok(target),
+            Err(err) => why = format!("{}: {err:#}", escape_path(base)),
+        }
+    }
+    Err(fail(
+        Kind::Io,
+        format!(
+            "a dry run into a directory not there yet plans in an empty one, and none \
+             could be made in a temporary directory ({why})"
+        ),
+    ))
+}
+
+/// An empty directory made in `base`, opened and removed at once.
+fn stand_in_at(base: &Path) -> anyhow::Result<TargetDir> {
     use std::os::unix::fs::DirBuilderExt;
-    let base = std::env::temp_dir();
     let mut last = None;
     for attempt in 0..8 {
         let nanos = std::time::SystemTime::now()
@@ -85,15 +110,9 @@ fn empty_stand_in() -> anyhow::Result<TargetDir> {
             Err(err) => last = Some(err),
         }
     }
-    let err = last.map_or_else(String::new, |err| err.to_string());
-    Err(fail(
-        Kind::Io,
-        format!(
-            "a dry run into a directory not there yet plans in an empty one, and none \
-             could be made in {}: {err}",
-            escape_path(&base)
-        ),
-    ))
+    Err(last
+        .unwrap_or_else(|| io::Error::other("no name left"))
+        .into())
 }
 
 impl TargetDir {
