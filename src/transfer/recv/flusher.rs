@@ -17,12 +17,13 @@
 //! after the disk thread let go of the paths and their quota.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{self, Receiver, Sender, TryRecvError};
+use std::sync::mpsc;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::thread::{Scope, ScopedJoinHandle};
+use std::thread::Scope;
 
 use rustix::io::Errno;
 
+use super::worker::Worker;
 use crate::fs::Refusal;
 use crate::fs::sink::{PartFile, TargetDir, Unflushed};
 
@@ -59,50 +60,10 @@ struct Synced {
     named_before: usize,
 }
 
-/// The disk thread's end of the flushing threads: [`Flusher::ask`] a [`Flush`],
-/// collect each [`Flushed`] in the order asked. Dropping it stops the threads
-/// without naming what is still queued, and waits for them.
-pub(crate) struct Flusher<'scope> {
-    requests: Option<Sender<Flush>>,
-    answers: Receiver<Flushed>,
-    abandoned: Arc<AtomicBool>,
-    threads: Vec<ScopedJoinHandle<'scope, ()>>,
-}
-
-impl Flusher<'_> {
-    /// Hands `flush` over; `false` when the threads are gone.
-    pub(crate) fn ask(&self, flush: Flush) -> bool {
-        self.requests
-            .as_ref()
-            .is_some_and(|requests| requests.send(flush).is_ok())
-    }
-
-    /// Waits for the oldest answer not yet collected; `None` when the threads are
-    /// gone.
-    pub(crate) fn answer(&self) -> Option<Flushed> {
-        self.answers.recv().ok()
-    }
-
-    /// The oldest answer not yet collected, if it is there already (`Ok(None)`: not
-    /// yet); `Err` when the threads are gone.
-    pub(crate) fn answer_ready(&self) -> Result<Option<Flushed>, ()> {
-        match self.answers.try_recv() {
-            Ok(flushed) => Ok(Some(flushed)),
-            Err(TryRecvError::Empty) => Ok(None),
-            Err(TryRecvError::Disconnected) => Err(()),
-        }
-    }
-}
-
-impl Drop for Flusher<'_> {
-    fn drop(&mut self) {
-        self.abandoned.store(true, Ordering::Release);
-        self.requests = None; // the flushing thread's queue ends, then the naming one's
-        for thread in self.threads.drain(..) {
-            let _ = thread.join();
-        }
-    }
-}
+/// The disk thread's end of the flushing threads: `ask` a [`Flush`], collect each
+/// [`Flushed`] in the order asked. Dropping it stops the threads without naming
+/// what is still queued, and waits for them.
+pub(crate) type Flusher<'scope> = Worker<'scope, Flush, Flushed>;
 
 /// Starts the flushing and naming threads in `scope` for files received into
 /// `target` (replacing what is there with `overwrite`).
@@ -166,12 +127,12 @@ fn start_with<'scope>(
                 }
             }
         })?;
-    Ok(Flusher {
-        requests: Some(requests),
+    Ok(Worker::of(
+        requests,
         answers,
+        vec![name_thread, flush_thread],
         abandoned,
-        threads: vec![name_thread, flush_thread],
-    })
+    ))
 }
 
 /// The flushing thread's part of `request`: one flush for a group's data and every

@@ -1,18 +1,24 @@
-//! A thread of the disk thread's that answers its requests one by one, in the
-//! order they came: the disk thread hands work over, goes on with its own, and
-//! collects each answer later (the thread that makes every other batch of small
-//! files, `maker.rs`). Dropping its handle closes its queue and waits for it to
-//! finish what it holds, so that nothing it makes outlives the session's claims
+//! Threads of the disk thread's that answer its requests one by one, in the order
+//! they came: the disk thread hands work over, goes on with its own, and collects
+//! each answer later (the thread that makes every other batch of small files,
+//! `maker.rs`; the two that commit groups of files, `flusher.rs`). Dropping the
+//! handle raises its stop flag, closes the queue and waits for the threads to
+//! finish what they hold, so that nothing they make outlives the session's claims
 //! on the paths.
 
-use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver, Sender, TryRecvError};
 use std::thread::{Scope, ScopedJoinHandle};
 
-/// The asking end of a worker thread taking `Q`s and answering `A`s.
+/// The asking end of worker threads taking `Q`s and answering `A`s.
 pub(crate) struct Worker<'scope, Q, A> {
     requests: Option<Sender<Q>>,
     answers: Receiver<A>,
-    thread: Option<ScopedJoinHandle<'scope, ()>>,
+    threads: Vec<ScopedJoinHandle<'scope, ()>>,
+    /// Raised when the handle is dropped, for threads that should stop at their
+    /// next request rather than work through the queue (see `flusher.rs`).
+    stop: Arc<AtomicBool>,
 }
 
 impl<'scope, Q: Send + 'scope, A: Send + 'scope> Worker<'scope, Q, A> {
@@ -37,14 +43,27 @@ impl<'scope, Q: Send + 'scope, A: Send + 'scope> Worker<'scope, Q, A> {
                         }
                     }
                 })?;
-        Ok(Worker {
-            requests: Some(requests),
-            answers,
-            thread: Some(thread),
-        })
+        let stop = Arc::new(AtomicBool::new(false));
+        Ok(Worker::of(requests, answers, vec![thread], stop))
     }
 
-    /// Hands `request` over; `false` when the thread is gone.
+    /// The handle of threads started elsewhere that take `requests` and answer
+    /// through `answers`, and may watch `stop`.
+    pub(crate) fn of(
+        requests: Sender<Q>,
+        answers: Receiver<A>,
+        threads: Vec<ScopedJoinHandle<'scope, ()>>,
+        stop: Arc<AtomicBool>,
+    ) -> Worker<'scope, Q, A> {
+        Worker {
+            requests: Some(requests),
+            answers,
+            threads,
+            stop,
+        }
+    }
+
+    /// Hands `request` over; `false` when the threads are gone.
     pub(crate) fn ask(&self, request: Q) -> bool {
         self.requests
             .as_ref()
@@ -52,16 +71,27 @@ impl<'scope, Q: Send + 'scope, A: Send + 'scope> Worker<'scope, Q, A> {
     }
 
     /// Waits for the answer to the oldest request not yet collected; `None` when
-    /// the thread is gone.
+    /// the threads are gone.
     pub(crate) fn answer(&self) -> Option<A> {
         self.answers.recv().ok()
+    }
+
+    /// The oldest answer not yet collected, if it is there already (`Ok(None)`: not
+    /// yet); `Err` when the threads are gone.
+    pub(crate) fn answer_ready(&self) -> Result<Option<A>, ()> {
+        match self.answers.try_recv() {
+            Ok(answer) => Ok(Some(answer)),
+            Err(TryRecvError::Empty) => Ok(None),
+            Err(TryRecvError::Disconnected) => Err(()),
+        }
     }
 }
 
 impl<Q, A> Drop for Worker<'_, Q, A> {
     fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
         self.requests = None;
-        if let Some(thread) = self.thread.take() {
+        for thread in self.threads.drain(..) {
             let _ = thread.join();
         }
     }
