@@ -30,6 +30,17 @@ const FRAME_TARGET: usize = 64 << 10;
 /// hold. Larger trees go in several sessions, or as one tar stream.
 pub(crate) const MAX_OFFER_ENTRIES: usize = 1_000_000;
 
+/// Why a server refuses an entry of `kind` whatever its name (`denied`): it keeps
+/// no special files and no device nodes; `None` for what it keeps. The plan of a
+/// `put` says it, and so does a dry run into a directory the server has not yet.
+pub(crate) fn server_keeps_no(kind: EntryKind) -> Option<&'static str> {
+    match kind {
+        EntryKind::Fifo | EntryKind::Socket => Some("a server keeps no special files"),
+        EntryKind::Char | EntryKind::Block => Some("a server keeps no device nodes"),
+        _ => None,
+    }
+}
+
 /// Writes a list (offer or plan) as frames of `{"type":TYPE,"entries":[...],"more":true}`
 /// as its items come, and the closing `*_end` frame.
 pub(crate) struct ListWriter<'a, W: Write> {

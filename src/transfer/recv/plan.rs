@@ -26,7 +26,7 @@ use crate::proto::message::{Decision, Entry, EntryKind, ErrorCode, Mirror, Signa
 use crate::proto::wire::FrameWriter;
 use crate::transfer::Tally;
 use crate::transfer::consumed::consumed;
-use crate::transfer::offer::ListWriter;
+use crate::transfer::offer::{ListWriter, server_keeps_no};
 use crate::ui::report::{Change, FileOutcome};
 
 /// One entry of the offer, decided.
@@ -701,10 +701,7 @@ impl<'c> Decider<'_, 'c> {
         let server = self.shared.quota.is_some();
         let root = rustix::process::geteuid().is_root();
         let denied = match entry.kind {
-            EntryKind::Fifo | EntryKind::Socket if server => {
-                Some("a server keeps no special files")
-            }
-            EntryKind::Char | EntryKind::Block if server => Some("a server keeps no device nodes"),
+            kind if server => server_keeps_no(kind),
             EntryKind::Char | EntryKind::Block if !root => {
                 Some("only a receiver running as root makes device nodes")
             }

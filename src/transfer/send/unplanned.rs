@@ -6,6 +6,7 @@
 
 use crate::fs::input::Outbox;
 use crate::proto::message::{EntryKind, ErrorCode};
+use crate::transfer::offer::server_keeps_no;
 use crate::transfer::tally::Tally;
 use crate::ui::report::Change;
 
@@ -26,19 +27,15 @@ pub(crate) fn all_new(outbox: &dyn Outbox, tally: &mut Tally) {
                 let reason = entry.extra().reason.as_deref().unwrap_or_default();
                 tally.change(Change::Skipped, path, 0, Some(reason));
             }
-            // A server keeps none of these: it would refuse them (`denied`).
-            EntryKind::Fifo | EntryKind::Socket | EntryKind::Char | EntryKind::Block => {
-                let why = format!(
-                    "{path}: a {}: a server keeps no special files",
-                    entry.kind.name()
-                );
-                tally.failed(
-                    path,
-                    ErrorCode::Denied,
-                    format!("refused by the receiver: {why}"),
-                );
-            }
-            kind => tally.change(Change::NewNode(kind), path, 0, None),
+            // What a server keeps none of, it would refuse (`denied`), as its plan does.
+            kind => match server_keeps_no(kind) {
+                Some(why) => {
+                    let why = format!("{path}: a {}: {why}", kind.name());
+                    let said = format!("refused by the receiver: {why}");
+                    tally.failed(path, ErrorCode::Denied, said);
+                }
+                None => tally.change(Change::NewNode(kind), path, 0, None),
+            },
         }
     }
 }
