@@ -136,8 +136,8 @@ impl Tally {
             if let Some(dry) = summary.dry_run.as_mut() {
                 match change {
                     Change::New => (dry.new, dry.bytes) = (dry.new + 1, dry.bytes + size),
-                    Change::NewNode(_) => dry.new += 1,
-                    Change::ReplacedNode(_) => dry.changed += 1,
+                    // No files: the real run's summary counts files only.
+                    Change::NewNode(_) | Change::ReplacedNode(_) => dry.other += 1,
                     Change::Changed => {
                         (dry.changed, dry.bytes) = (dry.changed + 1, dry.bytes + size);
                     }

@@ -177,6 +177,9 @@ pub(crate) struct DryRun {
     /// (counted in `same` too) and directories.
     pub(crate) attrs: usize,
     pub(crate) skipped: usize,
+    /// Links, hard links and special files that would be made or replaced: no
+    /// files (a real run's summary counts files only), so counted apart.
+    pub(crate) other: usize,
 }
 
 /// Where, if anywhere, JSON events go.
@@ -593,8 +596,8 @@ fn file_event(outcome: &FileOutcome) -> serde_json::Value {
 }
 
 /// `dry run: would send 3 new files and 2 changed (4.00 MiB), 10 same, 1 skipped,
-/// would delete 2; nothing was sent, written or deleted` (and `, 4 with other
-/// attributes` after `same`, `, 1 refused` after `skipped` when there are any); a
+/// would delete 2; nothing was sent, written or deleted` (and `, 2 links or special
+/// files` after the bytes, `, 4 with other attributes` after `same`, `, 1 refused` after `skipped` when there are any); a
 /// receiver (`verb` `received`) says `would receive`. A dry run that failed (`ok`
 /// false) with no entry refused (the whole offer refused, a cut) found nothing a
 /// real run would go by, and says only that.
@@ -617,9 +620,14 @@ fn dry_run_line(dry: &DryRun, summary: &Summary, verb: &str, ok: bool) -> String
         0 => String::new(),
         n => format!(", {n} refused"),
     };
+    let other = match dry.other {
+        0 => String::new(),
+        1 => ", 1 link or special file".to_string(),
+        n => format!(", {n} links or special files"),
+    };
     format!(
-        "dry run: would {would} {} and {} changed ({}), {} same{attrs}, {} skipped{refused}, \
-         would delete {}; nothing was {was}, written or deleted",
+        "dry run: would {would} {} and {} changed ({}){other}, {} same{attrs}, {} skipped\
+         {refused}, would delete {}; nothing was {was}, written or deleted",
         plural(dry.new, "new file"),
         dry.changed,
         HumanBytes(dry.bytes),
@@ -655,7 +663,7 @@ fn summary_fields(summary: &Summary, elapsed: Duration, rate: u64) -> serde_json
         fields["dry_run"] = json!({
             "new": dry.new, "changed": dry.changed, "bytes": dry.bytes,
             "same": dry.same, "attrs": dry.attrs, "skipped": dry.skipped,
-            "deleted": summary.deleted,
+            "other": dry.other, "deleted": summary.deleted,
         });
     }
     fields

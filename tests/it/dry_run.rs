@@ -432,3 +432,40 @@ fn a_put_into_a_directory_not_there_yet_is_no_failure_in_a_quiet_or_json_log() {
     );
     assert!(site.home("alice").join("j/new/tree/a").exists());
 }
+
+/// A fifo and a link are no files: a dry run's summary counts them apart, as the
+/// real run's `sent 1 file` does, instead of `3 new files`.
+#[test]
+fn a_dry_run_counts_links_and_special_files_apart_from_files() {
+    let root = tempfile::tempdir().unwrap();
+    let tree = root.path().join("src/tree");
+    fs::create_dir_all(&tree).unwrap();
+    fs::write(tree.join("a"), b"a\n").unwrap();
+    crate::mirror_meta::mkfifo(&tree.join("pipe"));
+    symlink("a", tree.join("link")).unwrap();
+    let dst = root.path().join("dst");
+    let mut receiver = Receiver::start(&dst, Some(KEY), &[]);
+    let sent = send(&[&tree], receiver.port, KEY, &["-n", "--specials"]);
+    assert_eq!(code(&sent), 0, "{}", stderr_of(&sent));
+    assert_eq!(receiver.exit_code(), 0, "{}", receiver.stderr());
+    let words = "1 new file and 0 changed (2 B), 2 links or special files, 0 same";
+    for (side, stderr) in [
+        ("sender", stderr_of(&sent)),
+        ("receiver", receiver.stderr()),
+    ] {
+        assert!(stderr.contains(words), "{side}: {stderr}");
+    }
+    let receiver = Receiver::start(&dst, Some(KEY), &[]);
+    let json = send(
+        &[&tree],
+        receiver.port,
+        KEY,
+        &["-n", "--specials", "--json"],
+    );
+    let dry_run = &summary_event(&json)["dry_run"];
+    assert_eq!(
+        (dry_run["new"].as_u64(), dry_run["other"].as_u64()),
+        (Some(1), Some(2))
+    );
+    assert!(!dst.join("tree").exists());
+}
