@@ -67,11 +67,11 @@ impl Tally {
 
     /// Shows and counts one entry's outcome.
     pub(crate) fn record(&self, outcome: FileOutcome) {
-        self.reporter.file(&outcome);
         let mut summary = self
             .summary
             .lock()
             .expect("no panics while holding the lock");
+        self.reporter.file(&outcome, summary.dry_run.is_some());
         match outcome {
             FileOutcome::Verified {
                 path,

@@ -350,8 +350,15 @@ impl Reporter {
     }
 
     /// One entry's outcome: failures are said at once on stderr, whatever
-    /// `--quiet` says; with `--json` every outcome is an event.
-    pub(crate) fn file(&self, outcome: &FileOutcome) {
+    /// `--quiet` says; with `--json` every outcome is an event. In a serving
+    /// process's log, where sessions interleave with no summary under them, those
+    /// of a `dry_run` say so.
+    pub(crate) fn file(&self, outcome: &FileOutcome, dry_run: bool) {
+        let marker = if dry_run && self.style.serving {
+            " (dry run)"
+        } else {
+            ""
+        };
         if let FileOutcome::NotSent {
             path,
             reason,
@@ -361,7 +368,7 @@ impl Reporter {
         {
             let text = format!("{}: not sent: {}", escape(path), escape(reason));
             self.bar.suspend(|| match self.style.serving {
-                true => warn(&format!("{}: {text}", self.whose())),
+                true => warn(&format!("{}: {text}{marker}", self.whose())),
                 false => warn(&text),
             });
         }
@@ -374,7 +381,7 @@ impl Reporter {
                 format!("{shown}: {why}")
             };
             let text = if self.style.serving {
-                format!("xfer: {}: {what}", self.whose())
+                format!("xfer: {}: {what}{marker}", self.whose())
             } else {
                 format!("xfer: {what}")
             };
@@ -384,6 +391,9 @@ impl Reporter {
             let mut event = file_event(outcome);
             if self.style.serving {
                 self.identify(&mut event);
+            }
+            if dry_run {
+                event["dry_run"] = json!(true);
             }
             event
         });

@@ -469,3 +469,37 @@ fn a_dry_run_counts_links_and_special_files_apart_from_files() {
     );
     assert!(!dst.join("tree").exists());
 }
+
+/// A server's log of a dry run: its refusals say they were a dry run's, and the
+/// `put` into a directory not there yet does not claim the client makes it.
+#[test]
+fn a_servers_log_of_a_dry_run_says_so_in_its_refusals_and_makes_no_claim_of_a_mkdir() {
+    let site = Site::new();
+    site.users(&[("alice", "")]);
+    let home = site.home("alice");
+    fs::create_dir_all(home.join("there/tree")).unwrap();
+    fs::write(home.join("there/tree/a"), b"the old one\n").unwrap();
+    let local = site.path().join("tree");
+    fs::create_dir_all(&local).unwrap();
+    fs::write(local.join("a"), b"new\n").unwrap();
+    let tree = local.to_str().unwrap();
+    let server = site.serve(&[]);
+    let before = snapshot(&home);
+    let dry = client(&site, "alice", &["send", tree, &server.at("there"), "-n"]);
+    assert_eq!(code(&dry), 6, "{}", stderr_of(&dry));
+    let log = server.wait_for_log("would be refused", 1);
+    let refusal = log
+        .lines()
+        .find(|l| l.contains("alice put there: tree/a: already exists"))
+        .unwrap_or_else(|| panic!("the refusal in {log}"));
+    assert!(refusal.ends_with("(dry run)"), "{refusal}");
+    let dry = client(&site, "alice", &["send", tree, &server.at("new"), "-n"]);
+    assert_eq!(code(&dry), 0, "{}", stderr_of(&dry));
+    let log = server.wait_for_log("alice put new: no such directory yet", 1);
+    let line = log
+        .lines()
+        .find(|l| l.contains("alice put new: no such directory yet"))
+        .unwrap();
+    assert!(line.contains("a dry run makes nothing"), "{line}");
+    assert_eq!(snapshot(&home), before);
+}

@@ -16,9 +16,11 @@ use crate::ui::report::Reporter;
 
 /// How the log names a `put` into a directory that is not there (`not_found`): a
 /// client usually makes it and asks again (`xfer send` does), so an operator should
-/// not read it as a failure.
-const NOT_YET: &str =
-    "no such directory yet (answered not_found; a client makes it and asks again)";
+/// not read it as a failure. A dry run makes nothing and stops there; the `put`
+/// does not say whether it is one (that comes with the offer), so the line covers
+/// both.
+const NOT_YET: &str = "no such directory yet (answered not_found; a client makes it and asks \
+                       again, a dry run makes nothing)";
 
 pub(crate) fn run(
     context: &Context<'_>,
