@@ -280,14 +280,13 @@ pub(crate) fn put_on(
 /// receiver can plan; this side lists every entry as new and says why. The server
 /// was not asked about names or its quota; a real run may still refuse some.
 fn dry_run_into_nothing(dir: &str, outbox: &dyn Outbox, tally: &mut Tally) {
-    if !tally.reporter().style().quiet {
-        crate::ui::report::line(&format!(
-            "xfer: dry run: the server has no directory {} yet; a real run makes it, and \
-             everything would be new there (listed by this side alone: the server was not \
-             asked about names or its quota)",
-            crate::escape::escape(dir)
-        ));
-    }
+    let message = format!(
+        "the server has no directory {} yet; a real run makes it, and everything would be \
+         new there (listed by this side alone: the server was not asked about names or its \
+         quota)",
+        crate::escape::escape(dir)
+    );
+    crate::ui::report::not_there_yet(tally.reporter().style(), "server", dir, &message);
     send::all_new(outbox, tally);
 }
 

@@ -33,9 +33,8 @@ pub(crate) fn get(options: &GetOptions) -> Result<()> {
         (Destination::Stdout, None)
     } else if options.settings.asked.is_some_and(|(_, dry_run)| dry_run) {
         // A dry run makes nothing, not even the local directory.
-        let quiet = options.style.quiet;
         let (target, lock) =
-            TargetDir::open_for_dry_run(&options.dir, "the local directory", quiet)?;
+            TargetDir::open_for_dry_run(&options.dir, "the local directory", options.style)?;
         (Destination::Dir(target), lock)
     } else {
         let (target, lock) = TargetDir::make_and_lock(&options.dir, "the local directory", 0o777)?;

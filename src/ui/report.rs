@@ -760,13 +760,28 @@ fn rate(bytes: u64, elapsed: Duration) -> u64 {
     }
 }
 
-/// Says that a dry run's local directory `dir` is not there: everything is new.
-pub(crate) fn not_there_yet(dir: &std::path::Path) {
-    line(&format!(
-        "xfer: dry run: {} does not exist yet; a real run makes it, and everything would \
-         be new there",
+/// Says that the directory `path` a dry run plans into is not there, on `side`
+/// (`local`, `server`): a line unless quiet (`message`, after `xfer: dry run: `),
+/// and with `--json` a `not_there_yet` event.
+pub(crate) fn not_there_yet(style: Style, side: &str, path: &str, message: &str) {
+    if !style.quiet {
+        line(&format!("xfer: dry run: {message}"));
+    }
+    Reporter::new(style).event(|| {
+        json!({
+            "event": "not_there_yet", "side": side, "path": path, "message": message,
+            "dry_run": true,
+        })
+    });
+}
+
+/// [`not_there_yet`] for the local directory `dir` (a `get`'s): everything is new.
+pub(crate) fn not_there_yet_locally(style: Style, dir: &std::path::Path) {
+    let message = format!(
+        "{} does not exist yet; a real run makes it, and everything would be new there",
         crate::escape::escape_path(dir)
-    ));
+    );
+    not_there_yet(style, "local", &dir.to_string_lossy(), &message);
 }
 
 /// A user as logged: `-` for none (a single-key server's nameless user).

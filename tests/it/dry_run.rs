@@ -503,3 +503,65 @@ fn a_servers_log_of_a_dry_run_says_so_in_its_refusals_and_makes_no_claim_of_a_mk
     assert!(line.contains("a dry run makes nothing"), "{line}");
     assert_eq!(snapshot(&home), before);
 }
+
+/// `--json`: a dry run into a directory not there yet (a server's, or the local one
+/// of a `get`) says so in an event too, not only in a line on stderr.
+#[test]
+fn a_dry_run_into_a_directory_not_there_yet_says_so_in_a_json_event() {
+    let site = Site::new();
+    site.users(&[("alice", "")]);
+    let home = site.home("alice");
+    fs::create_dir_all(home.join("tree")).unwrap();
+    fs::write(home.join("tree/a"), b"a\n").unwrap();
+    let local = site.path().join("tree");
+    fs::create_dir_all(&local).unwrap();
+    fs::write(local.join("b"), b"b\n").unwrap();
+    let server = site.serve(&[]);
+    let before = snapshot(&home);
+    let put = client(
+        &site,
+        "alice",
+        &[
+            "send",
+            local.to_str().unwrap(),
+            &server.at("new/dir"),
+            "-n",
+            "--json",
+        ],
+    );
+    let into = site.path().join("dl/x");
+    let get = client(
+        &site,
+        "alice",
+        &[
+            "get",
+            &server.at("tree"),
+            into.to_str().unwrap(),
+            "-n",
+            "--json",
+        ],
+    );
+    for (run, side, path) in [
+        (put, "server", "new/dir"),
+        (get, "local", into.to_str().unwrap()),
+    ] {
+        assert_eq!(code(&run), 0, "{side}: {}", stderr_of(&run));
+        let events = crate::util::stdout_events(&run);
+        let notice = events
+            .iter()
+            .find(|e| e["event"] == "not_there_yet")
+            .unwrap_or_else(|| panic!("{side}: no not_there_yet event in {events:?}"));
+        assert_eq!(notice["side"], side, "{notice}");
+        assert_eq!(notice["path"], path, "{notice}");
+        assert_eq!(notice["dry_run"], true, "{notice}");
+        assert!(
+            notice["message"]
+                .as_str()
+                .unwrap()
+                .contains("a real run makes it"),
+            "{notice}"
+        );
+    }
+    assert_eq!(snapshot(&home), before);
+    assert!(!site.path().join("dl").exists());
+}

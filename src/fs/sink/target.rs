@@ -148,22 +148,20 @@ impl TargetDir {
     }
 
     /// Where a dry run plans: `dir` opened and locked as [`TargetDir::make_and_lock`]
-    /// would, but never made. When it is not there (`Ok((_, None))`, said on
-    /// stderr unless `quiet`), a stand-in with nothing in it and no name: a
+    /// would, but never made. When it is not there (`Ok((_, None))`, said as `style`
+    /// says: a line, an event), a stand-in with nothing in it and no name: a
     /// directory made in the temporary directory, opened and removed at once, in
     /// which every name is absent and nothing can be made. Each entry then plans as
     /// new, as it would in the directory a real run makes.
     pub(crate) fn open_for_dry_run(
         dir: &Path,
         named: &str,
-        quiet: bool,
+        style: crate::ui::report::Style,
     ) -> anyhow::Result<(TargetDir, Option<DirLock>)> {
         match std::fs::metadata(dir) {
             Err(err) if err.kind() == io::ErrorKind::NotFound => {
                 let stand_in = empty_stand_in()?;
-                if !quiet {
-                    crate::ui::report::not_there_yet(dir);
-                }
+                crate::ui::report::not_there_yet_locally(style, dir);
                 Ok((stand_in, None))
             }
             Ok(meta) if meta.is_dir() => {

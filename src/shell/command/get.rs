@@ -17,6 +17,7 @@ use crate::shell::command::put::ShellMirror;
 use crate::shell::session::Session;
 use crate::shell::words::expand_home;
 use crate::transfer::recv::{Destination, Settings};
+use crate::ui::report::Style;
 
 /// download files and directories (-f: replace local files; --delete: mirror; -i: list changes)
 #[derive(Debug, Args, PartialEq, Eq)]
@@ -59,7 +60,7 @@ impl Get {
             .iter()
             .map(|path| resolve(&session.cwd, path))
             .collect::<Vec<_>>();
-        let (target, _lock) = local_target(&local, dry_run, session.style.quiet)?;
+        let (target, _lock) = local_target(&local, dry_run, session.style)?;
         let destination = Destination::Dir(target);
         let settings = Settings {
             overwrite: self.force || delete,
@@ -75,14 +76,14 @@ impl Get {
 }
 
 /// The local directory, opened and locked; in a dry run (which makes nothing) one
-/// not there yet is said (unless `quiet`) and planned into as empty.
-fn local_target(local: &Path, dry_run: bool, quiet: bool) -> Result<(TargetDir, Option<DirLock>)> {
+/// not there yet is said (as `style` says) and planned into as empty.
+fn local_target(local: &Path, dry_run: bool, style: Style) -> Result<(TargetDir, Option<DirLock>)> {
     if !dry_run {
         let target = TargetDir::open(local)?;
         let lock = target.lock(local)?;
         return Ok((target, Some(lock)));
     }
-    TargetDir::open_for_dry_run(local, "the local directory", quiet)
+    TargetDir::open_for_dry_run(local, "the local directory", style)
 }
 
 /// Is `last`, of several `get` operands, where to put what arrives?
