@@ -18,7 +18,7 @@ use crate::error::{Kind, fail, peer_code, peer_error};
 use crate::fs::input::Outbox;
 use crate::net::{self, Endpoint, Link, TcpConnection, Timeouts};
 use crate::proto::handshake::Secret;
-use crate::proto::message::{ErrorCode, Item, Message, Mirror, Role, Usage};
+use crate::proto::message::{ErrorCode, Item, ItemKind, Message, Mirror, Role, Usage};
 use crate::transfer::recv::{self, Claims, Destination, Settings};
 use crate::transfer::tell::end_session;
 use crate::transfer::{Tally, send};
@@ -129,23 +129,7 @@ impl Client {
     /// as long as its output is not read (`xfer ls | less`), and a cut would leave a
     /// partial listing on stdout.
     pub(crate) fn list(&mut self, path: &str) -> Result<Vec<Item>> {
-        let mut items = Vec::new();
-        let mut answer = self.request(&Message::List {
-            path: path.to_string(),
-        })?;
-        loop {
-            match answer {
-                Message::Listing { entries, more } => {
-                    items.extend(entries);
-                    if !more {
-                        return Ok(items);
-                    }
-                }
-                other => return Err(unexpected(&mut self.conn, "listing", &other)),
-            }
-            let next = self.conn.reader.expect_message("the rest of the listing");
-            answer = next.map_err(|err| ending(&mut self.conn, err))?;
-        }
+        list_on(&mut self.conn, path)
     }
 
     /// `usage`: bytes and files used, against the quota.
@@ -254,8 +238,19 @@ pub(crate) fn put_on(
     };
     let dry_run = outbox.mirror().is_some_and(|mirror| mirror.dry_run);
     let answer = match request_on(conn, &put) {
-        // A dry run makes nothing: into a directory not there yet, all is new.
+        // A dry run makes nothing: into a directory not there yet, all is new;
+        // where a real run could not make it, the dry run fails as that would.
         Err(err) if peer_code(&err) == Some(ErrorCode::NotFound) && dry_run => {
+            if let Some(refusal) = what_mkdir_meets(conn, dir)? {
+                if !tally.reporter().style().quiet {
+                    crate::ui::report::line(&format!(
+                        "xfer: dry run: a real run fails here: it cannot make the server's \
+                         directory {} (nothing was sent, written or deleted)",
+                        crate::escape::escape(dir)
+                    ));
+                }
+                return Err(refusal);
+            }
             dry_run_into_nothing(dir, outbox, tally);
             return Ok(());
         }
@@ -288,6 +283,60 @@ fn dry_run_into_nothing(dir: &str, outbox: &dyn Outbox, tally: &mut Tally) {
     );
     crate::ui::report::not_there_yet(tally.reporter().style(), "server", dir, &message);
     send::all_new(outbox, tally);
+}
+
+/// What the `mkdir` of `dir` a real run sends after a `put` answered `not_found`
+/// would meet, found out by `list` alone (a dry run writes nothing): `None` where
+/// it would make the directory, else the refusal the server would answer, in the
+/// server's words (`fs::home`'s `mkdir`). Each component is looked up in the
+/// listing of its parent, from the home down: a listing of the path itself cannot
+/// tell a file from a directory holding one entry of that name. A link listed as
+/// `other` (no feature `meta`) reads as any other non-directory.
+fn what_mkdir_meets(conn: &mut TcpConnection, dir: &str) -> Result<Option<anyhow::Error>> {
+    let components: Vec<&str> = dir.split('/').filter(|c| !c.is_empty()).collect();
+    for depth in 0..components.len() {
+        let parent = components[..depth].join("/");
+        let name = components[depth];
+        let Some(item) = list_on(conn, &parent)?.into_iter().find(|i| i.name == name) else {
+            return Ok(None);
+        };
+        let path = components[..=depth].join("/");
+        let shown = crate::escape::escape(&path);
+        let why = match item.kind {
+            ItemKind::Dir => continue,
+            ItemKind::Symlink => "is a symbolic link here, which xfer does not follow",
+            ItemKind::File | ItemKind::Other => "exists and is not a directory",
+        };
+        return Ok(Some(peer_error(
+            ErrorCode::Exists,
+            &format!("{shown}: {why}"),
+        )));
+    }
+    Ok(None)
+}
+
+/// `list PATH` on a request connection, read to its end.
+fn list_on(conn: &mut TcpConnection, path: &str) -> Result<Vec<Item>> {
+    let mut items = Vec::new();
+    let mut answer = request_on(
+        conn,
+        &Message::List {
+            path: path.to_string(),
+        },
+    )?;
+    loop {
+        match answer {
+            Message::Listing { entries, more } => {
+                items.extend(entries);
+                if !more {
+                    return Ok(items);
+                }
+            }
+            other => return Err(unexpected(conn, "listing", &other)),
+        }
+        let next = conn.reader.expect_message("the rest of the listing");
+        answer = next.map_err(|err| ending(conn, err))?;
+    }
 }
 
 /// Sends one request and reads its answer; an error frame is the server's refusal.

@@ -565,3 +565,65 @@ fn a_dry_run_into_a_directory_not_there_yet_says_so_in_a_json_event() {
     assert_eq!(snapshot(&home), before);
     assert!(!site.path().join("dl").exists());
 }
+
+/// A dry run `put` into a server path a real run cannot make a directory of (a
+/// file, a link, or either on the way to it): the server answers `not_found` as
+/// for a directory not there yet, but the dry run finds out without writing, and
+/// fails as the real run then does, with its message and exit code.
+#[test]
+fn a_dry_run_put_where_the_server_cannot_make_the_directory_fails_as_the_real_run() {
+    let site = Site::new();
+    site.users(&[("alice", "")]);
+    let home = site.home("alice");
+    fs::create_dir_all(home.join("d")).unwrap();
+    fs::write(home.join("d/f"), b"a file\n").unwrap();
+    let nowhere = site.path().join("nowhere");
+    symlink(&nowhere, home.join("d/dangling")).unwrap();
+    let local = site.path().join("tree");
+    fs::create_dir_all(&local).unwrap();
+    fs::write(local.join("a"), b"a\n").unwrap();
+    let tree = local.to_str().unwrap();
+    let server = site.serve(&[]);
+    let before = snapshot(&home);
+    for target in ["d/f", "d/f/x", "d/dangling", "d/dangling/x/y"] {
+        let at = server.at(target);
+        let dry = client(&site, "alice", &["send", tree, &at, "-n", "--delete"]);
+        assert_eq!(
+            snapshot(&home),
+            before,
+            "{target}: the dry run wrote nothing"
+        );
+        let real = client(&site, "alice", &["send", tree, &at, "--delete"]);
+        assert_eq!(
+            (code(&dry), code(&real)),
+            (6, 6),
+            "{target}: {}",
+            stderr_of(&dry)
+        );
+        let failure = |run: &std::process::Output| {
+            stderr_of(run)
+                .lines()
+                .find(|l| l.starts_with("xfer: the peer reported exists: d/"))
+                .map(str::to_string)
+        };
+        assert!(failure(&real).is_some(), "{target}: {}", stderr_of(&real));
+        assert_eq!(
+            failure(&dry),
+            failure(&real),
+            "{target}: {}",
+            stderr_of(&dry)
+        );
+        assert!(
+            !stderr_of(&dry).contains("a real run makes it"),
+            "{target}: {}",
+            stderr_of(&dry)
+        );
+        assert!(
+            stderr_of(&dry).contains("a real run fails"),
+            "{target}: {}",
+            stderr_of(&dry)
+        );
+    }
+    assert_eq!(snapshot(&home), before);
+    assert!(!nowhere.exists(), "nothing made through the link");
+}
