@@ -627,3 +627,58 @@ fn a_dry_run_put_where_the_server_cannot_make_the_directory_fails_as_the_real_ru
     assert_eq!(snapshot(&home), before);
     assert!(!nowhere.exists(), "nothing made through the link");
 }
+
+/// A `get -n` into a local directory a real run cannot make (a dangling link in
+/// its place or on the way, a parent the user may not write): the dry run fails
+/// as the real run does, instead of saying a real run makes it.
+#[test]
+fn a_dry_run_get_where_the_local_directory_cannot_be_made_fails_as_the_real_run() {
+    let site = Site::new();
+    site.users(&[("alice", "")]);
+    let home = site.home("alice");
+    fs::create_dir_all(home.join("tree")).unwrap();
+    fs::write(home.join("tree/a"), b"a\n").unwrap();
+    let server = site.serve(&[]);
+    let nowhere = site.path().join("nowhere");
+    symlink(&nowhere, site.path().join("dangling")).unwrap();
+    let from = server.at("tree");
+    let outcome = |command: &mut std::process::Command| {
+        let run = run(command);
+        let error = stderr_of(&run)
+            .lines()
+            .find(|l| l.starts_with("xfer: cannot create the local directory"))
+            .map(str::to_string);
+        (code(&run), error, stderr_of(&run))
+    };
+    for into in ["dangling", "dangling/sub"] {
+        let local = site.path().join(into);
+        let local = local.to_str().unwrap();
+        let dry = outcome(&mut as_user(&site, "alice", &["get", &from, local, "-n"]));
+        assert!(!dry.2.contains("a real run makes it"), "{into}: {}", dry.2);
+        let real = outcome(&mut as_user(&site, "alice", &["get", &from, local]));
+        assert!(real.1.is_some(), "{into}: {}", real.2);
+        assert_eq!((dry.0, &dry.1), (real.0, &real.1), "{into}: {}", dry.2);
+        assert!(!nowhere.exists(), "{into}: nothing made through the link");
+    }
+    // A parent its user may not write: only an unprivileged user sees it.
+    crate::util::server::chown_all(site.path());
+    let read_only = site.path().join("ro");
+    fs::create_dir(&read_only).unwrap();
+    let local = read_only.join("x");
+    let local = local.to_str().unwrap();
+    let unprivileged = |args: &[&str]| {
+        let mut command = crate::util::as_nobody(as_user(&site, "alice", args))?;
+        command.current_dir(site.path());
+        Some(command)
+    };
+    let Some(mut dry) = unprivileged(&["get", &from, local, "-n"]) else {
+        eprintln!("skipped the read-only parent: not root, or no setpriv");
+        return;
+    };
+    let dry = outcome(&mut dry);
+    let real = outcome(&mut unprivileged(&["get", &from, local]).unwrap());
+    assert!(real.1.is_some(), "read-only: {}", real.2);
+    assert_eq!((dry.0, &dry.1), (real.0, &real.1), "read-only: {}", dry.2);
+    assert!(!dry.2.contains("a real run makes it"), "{}", dry.2);
+    assert_eq!(fs::read_dir(&read_only).unwrap().count(), 0);
+}

@@ -17,7 +17,7 @@ use rustix::io::Errno;
 
 use super::part::PartFile;
 use super::sweep;
-use crate::error::{Classify, Kind, fail};
+use crate::error::{Kind, fail};
 use crate::escape::escape_path;
 use crate::fs::Refusal;
 use crate::fs::ledger::Account;
@@ -62,6 +62,35 @@ fn lock_holder(fd: &OwnedFd) -> Option<u32> {
             .then(|| fields.get(4)?.parse().ok())
             .flatten()
     })
+}
+
+/// How [`TargetDir::make_and_lock`] fails to make `dir` (`named` as there).
+fn cannot_create(dir: &Path, named: &str, err: io::Error) -> anyhow::Error {
+    let context = format!("cannot create {named} {}", escape_path(dir));
+    crate::error::tag(Kind::Io, anyhow::Error::new(err).context(context))
+}
+
+/// Why making `dir`, which is not there, with its missing parents would fail, as
+/// far as can be told without writing: the nearest thing that is there on the way
+/// is a link leading nowhere (`mkdir` meets it: `EEXIST`), or a directory this
+/// process may not add to (`access`, which also says `EROFS`). `None`: it looks
+/// makeable (a full disk, a race, remain for the real run to meet).
+fn why_it_cannot_be_made(dir: &Path) -> Option<io::Error> {
+    let mut there = dir;
+    while std::fs::symlink_metadata(there).is_err() {
+        there = match there.parent() {
+            Some(parent) if parent.as_os_str().is_empty() => Path::new("."),
+            Some(parent) => parent,
+            None => return None,
+        };
+    }
+    match std::fs::metadata(there) {
+        Err(_) => Some(io::Error::from_raw_os_error(Errno::EXIST.raw_os_error())),
+        Ok(meta) if meta.is_dir() => rustix::fs::access(there, Access::WRITE_OK | Access::EXEC_OK)
+            .err()
+            .map(io::Error::from),
+        Ok(_) => None,
+    }
 }
 
 /// A directory with nothing in it and no name (see [`TargetDir::open_for_dry_run`]).
@@ -125,7 +154,6 @@ impl TargetDir {
         named: &str,
         mode: u32,
     ) -> anyhow::Result<(TargetDir, DirLock)> {
-        use anyhow::Context;
         use std::os::unix::fs::DirBuilderExt;
         if dir.exists() && !dir.is_dir() {
             return Err(fail(
@@ -140,8 +168,7 @@ impl TargetDir {
             .recursive(true)
             .mode(mode)
             .create(dir)
-            .with_context(|| format!("cannot create {named} {}", escape_path(dir)))
-            .classify(Kind::Io)?;
+            .map_err(|err| cannot_create(dir, named, err))?;
         let target = TargetDir::open(dir)?;
         let lock = target.lock(dir)?;
         Ok((target, lock))
@@ -160,6 +187,9 @@ impl TargetDir {
     ) -> anyhow::Result<(TargetDir, Option<DirLock>)> {
         match std::fs::metadata(dir) {
             Err(err) if err.kind() == io::ErrorKind::NotFound => {
+                if let Some(err) = why_it_cannot_be_made(dir) {
+                    return Err(cannot_create(dir, named, err));
+                }
                 let stand_in = empty_stand_in()?;
                 crate::ui::report::not_there_yet_locally(style, dir);
                 Ok((stand_in, None))
