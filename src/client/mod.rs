@@ -304,13 +304,10 @@ fn what_mkdir_meets(conn: &mut TcpConnection, dir: &str) -> Result<Option<anyhow
         let shown = crate::escape::escape(&path);
         let why = match item.kind {
             ItemKind::Dir => continue,
-            ItemKind::Symlink => "is a symbolic link here, which xfer does not follow",
-            ItemKind::File | ItemKind::Other => "exists and is not a directory",
+            ItemKind::Symlink => crate::fs::beneath::link_here(&shown),
+            ItemKind::File | ItemKind::Other => format!("{shown}: exists and is not a directory"),
         };
-        return Ok(Some(peer_error(
-            ErrorCode::Exists,
-            &format!("{shown}: {why}"),
-        )));
+        return Ok(Some(peer_error(ErrorCode::Exists, &why)));
     }
     Ok(None)
 }

@@ -140,17 +140,22 @@ pub(crate) fn step_noting<C: AsRef<[u8]>>(
     }
 }
 
+/// How a link met where a directory is wanted is refused (`shown`: its path,
+/// escaped), with what to do: the same words wherever xfer meets one.
+pub(crate) fn link_here(shown: &str) -> String {
+    format!(
+        "{shown}: is a symbolic link here, which xfer does not follow (remove the link, or \
+         name the directory it leads to instead)"
+    )
+}
+
 /// Why a component could not be opened as a directory, in a user's words: a link
 /// is `bad_path` (never followed), another kind of file `exists`.
 pub(crate) fn explain(parent: &OwnedFd, component: &[u8], shown: &str, err: Errno) -> Refusal {
     match stat(parent, component) {
-        Ok(Some(stat)) if kind(&stat) == FileType::Symlink => Refusal::new(
-            ErrorCode::BadPath,
-            format!(
-                "{}: is a symbolic link here, which xfer does not follow",
-                escape(shown)
-            ),
-        ),
+        Ok(Some(stat)) if kind(&stat) == FileType::Symlink => {
+            Refusal::new(ErrorCode::BadPath, link_here(&escape(shown)))
+        }
         Ok(Some(stat)) if kind(&stat) != FileType::Directory => Refusal::new(
             ErrorCode::Exists,
             format!("{}: exists and is not a directory", escape(shown)),

@@ -24,6 +24,18 @@ pub(crate) struct Tally {
     first_failure: Mutex<Option<ErrorCode>>,
     /// How many entries the session's offer had, and what they were to be.
     offered: Mutex<(usize, &'static str)>,
+    /// Failures said among the ancestors of the entry last recorded: one beneath
+    /// them failing for the same reason (a link in place of a directory refuses
+    /// everything beneath it) is counted, not said again.
+    said: Mutex<Vec<Said>>,
+}
+
+/// A failure said on its own line, and how many entries beneath it failed for the
+/// same reason since.
+struct Said {
+    path: String,
+    why: String,
+    beneath: usize,
 }
 
 impl Tally {
@@ -37,6 +49,7 @@ impl Tally {
             }),
             first_failure: Mutex::new(None),
             offered: Mutex::new((0, "delivered")),
+            said: Mutex::new(Vec::new()),
         }
     }
 
@@ -67,11 +80,13 @@ impl Tally {
 
     /// Shows and counts one entry's outcome.
     pub(crate) fn record(&self, outcome: FileOutcome) {
+        let said_above = self.said_above(&outcome);
         let mut summary = self
             .summary
             .lock()
             .expect("no panics while holding the lock");
-        self.reporter.file(&outcome, summary.dry_run.is_some());
+        self.reporter
+            .file(&outcome, summary.dry_run.is_some(), said_above);
         match outcome {
             FileOutcome::Verified {
                 path,
@@ -107,6 +122,48 @@ impl Tally {
                     .expect("no panics while holding the lock")
                     .get_or_insert(code);
             }
+        }
+    }
+
+    /// Whether `outcome` is a failure an ancestor's line said already (same words);
+    /// one not said is remembered for what lies beneath it. Failures passed by (the
+    /// walk is depth first, parents first) say how many beneath them they covered.
+    fn said_above(&self, outcome: &FileOutcome) -> bool {
+        let path = outcome.path();
+        let mut said = self.said.lock().expect("no panics while holding the lock");
+        let passed = said
+            .iter()
+            .position(|above| !is_beneath(path, &above.path))
+            .map_or_else(Vec::new, |at| said.split_off(at));
+        let repeated = match outcome {
+            FileOutcome::Failed { why, .. } => match said.iter_mut().find(|a| a.why == *why) {
+                Some(above) => {
+                    above.beneath += 1;
+                    true
+                }
+                None => {
+                    let (path, why) = (path.to_string(), why.clone());
+                    said.push(Said {
+                        path,
+                        why,
+                        beneath: 0,
+                    });
+                    false
+                }
+            },
+            _ => false,
+        };
+        drop(said);
+        self.say_beneath(passed);
+        repeated
+    }
+
+    /// Says how many entries beneath each of `passed` failed as it did, if any.
+    fn say_beneath(&self, passed: Vec<Said>) {
+        let dry_run = self.summary().dry_run.is_some();
+        for above in passed.into_iter().filter(|above| above.beneath > 0) {
+            self.reporter
+                .failed_beneath(&above.path, above.beneath, dry_run);
         }
     }
 
@@ -269,6 +326,15 @@ impl Tally {
 
     /// Shows the summary of `result`; `what` names the session in a server's log.
     pub(crate) fn finish(&self, what: &str, result: &Result<()>) {
+        let passed =
+            std::mem::take(&mut *self.said.lock().expect("no panics while holding the lock"));
+        self.say_beneath(passed);
         self.reporter.finish(what, &self.summary(), result);
     }
+}
+
+/// Is `path` inside the directory `dir` (both as shown, `/`-separated)?
+fn is_beneath(path: &str, dir: &str) -> bool {
+    path.strip_prefix(dir)
+        .is_some_and(|rest| rest.starts_with('/'))
 }

@@ -53,6 +53,18 @@ pub(crate) enum FileOutcome {
     },
 }
 
+impl FileOutcome {
+    /// The entry's path, as shown.
+    pub(crate) fn path(&self) -> &str {
+        match self {
+            FileOutcome::Verified { path, .. }
+            | FileOutcome::Same { path, .. }
+            | FileOutcome::Failed { path, .. }
+            | FileOutcome::NotSent { path, .. } => path,
+        }
+    }
+}
+
 /// What a not-sent entry's reason counts as in the summary: its words up to the
 /// first `:` (`unreadable: Permission denied` is `unreadable`).
 pub(crate) fn not_sent_kind(reason: &str) -> &str {
@@ -353,7 +365,10 @@ impl Reporter {
     /// `--quiet` says; with `--json` every outcome is an event. In a serving
     /// process's log, where sessions interleave with no summary under them, those
     /// of a `dry_run` say so.
-    pub(crate) fn file(&self, outcome: &FileOutcome, dry_run: bool) {
+    ///
+    /// A failure `said_above` (an ancestor's line said the same words) gets no line
+    /// of its own: its event only (see [`Reporter::failed_beneath`]).
+    pub(crate) fn file(&self, outcome: &FileOutcome, dry_run: bool, said_above: bool) {
         let marker = if dry_run && self.style.serving {
             " (dry run)"
         } else {
@@ -372,7 +387,9 @@ impl Reporter {
                 false => warn(&text),
             });
         }
-        if let FileOutcome::Failed { path, why, .. } = outcome {
+        if let FileOutcome::Failed { path, why, .. } = outcome
+            && !said_above
+        {
             // A refusal's words often name the path already: say it once.
             let shown = escape(path);
             let what = if why.starts_with(&format!("{shown}:")) {
@@ -397,6 +414,22 @@ impl Reporter {
             }
             event
         });
+    }
+
+    /// Says that `count` entries beneath `path`, whose failure was said, failed for
+    /// the same reason (each has its event with `--json`).
+    pub(crate) fn failed_beneath(&self, path: &str, count: usize, dry_run: bool) {
+        let entries = if count == 1 { "entry" } else { "entries" };
+        let what = format!(
+            "{}: and {count} {entries} beneath it, refused as it was",
+            escape(path)
+        );
+        let text = match self.style.serving {
+            true if dry_run => format!("xfer: {}: {what} (dry run)", self.whose()),
+            true => format!("xfer: {}: {what}", self.whose()),
+            false => format!("xfer: {what}"),
+        };
+        self.bar.suspend(|| line(&text));
     }
 
     /// One entry's change (`--itemize`, `--dry-run`): a line on stdout, or with

@@ -26,6 +26,7 @@ mod hostile_peers;
 mod interop;
 mod itemize_attrs;
 mod layering;
+mod link_in_target;
 mod mirror;
 mod mirror_meta;
 mod negotiation;
