@@ -11,7 +11,7 @@
 //! what it would do.
 
 use std::fs;
-use std::os::unix::fs::symlink;
+use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::Path;
 use std::time::Duration;
 
@@ -681,4 +681,53 @@ fn a_dry_run_get_where_the_local_directory_cannot_be_made_fails_as_the_real_run(
     assert_eq!((dry.0, &dry.1), (real.0, &real.1), "read-only: {}", dry.2);
     assert!(!dry.2.contains("a real run makes it"), "{}", dry.2);
     assert_eq!(fs::read_dir(&read_only).unwrap().count(), 0);
+}
+
+/// A receiver that may not write where entries would arrive (a directory of its
+/// tree it does not own): the dry run refuses them as the real run fails them,
+/// with the same exit code, instead of listing `new dir` and `new`.
+#[test]
+fn a_dry_run_into_a_directory_its_receiver_may_not_write_fails_as_the_real_run() {
+    let root = tempfile::tempdir().unwrap();
+    fs::set_permissions(root.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let tree = root.path().join("src/tree");
+    fs::create_dir_all(tree.join("sub")).unwrap();
+    fs::write(tree.join("a"), b"a\n").unwrap();
+    fs::write(tree.join("sub/b"), b"b\n").unwrap();
+    symlink("a", tree.join("link")).unwrap();
+    let dst = root.path().join("dst");
+    // The receiver's own directory, holding a `tree/` that is root's (0755).
+    fs::create_dir_all(dst.join("tree")).unwrap();
+    std::os::unix::fs::lchown(&dst, Some(65534), Some(65534)).unwrap();
+    let before = snapshot(&dst);
+    let receiver = || {
+        let mut command = crate::util::xfer();
+        command
+            .args(["recv", "--listen", "127.0.0.1:0", "--overwrite", "--dir"])
+            .arg(&dst)
+            .env("XFER_KEY", KEY);
+        crate::util::as_nobody(command).map(Receiver::spawn)
+    };
+    let Some(mut dry_receiver) = receiver() else {
+        eprintln!("SKIPPED: needs root and setpriv to run the receiver unprivileged");
+        return;
+    };
+    let dry = send(&[&tree], dry_receiver.port, KEY, &["-n"]);
+    dry_receiver.exit_code();
+    let stdout = String::from_utf8_lossy(&dry.stdout);
+    assert!(!stdout.contains("new dir  tree/sub/"), "{stdout}");
+    let stderr = stderr_of(&dry);
+    for said in [
+        "tree/sub: cannot create directory: Permission denied",
+        "tree/a: cannot create a temporary file: Permission denied",
+        "tree/link: cannot make it: Permission denied",
+    ] {
+        assert!(stderr.contains(said), "{said:?} in {stderr}");
+    }
+    assert_eq!(snapshot(&dst), before);
+    let mut real_receiver = receiver().unwrap();
+    let real = send(&[&tree], real_receiver.port, KEY, &[]);
+    real_receiver.exit_code();
+    assert_ne!(code(&real), 0, "{}", stderr_of(&real));
+    assert_eq!(code(&dry), code(&real), "{stderr}\n{}", stderr_of(&real));
 }

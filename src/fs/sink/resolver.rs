@@ -126,6 +126,41 @@ impl<'a> Resolver<'a> {
         self.walk(components, true).map(|_| ())
     }
 
+    /// For a dry run, which makes nothing: whether a real run could add the entry
+    /// `components` (`making`: what the real run would fail at, `cannot create
+    /// directory`, `cannot create a temporary file`, `cannot make it`). The deepest
+    /// directory on its way that is there must let this process add names
+    /// (`faccessat`, `W_OK | X_OK`, effective ids: a read-only directory, a
+    /// read-only filesystem); where a parent is not there yet, the real run fails
+    /// at making the first missing one, and is refused in those words.
+    pub(crate) fn dry_run_may_add(
+        &mut self,
+        components: &[&[u8]],
+        making: &str,
+    ) -> Result<(), Refusal> {
+        let (parents, _) = split_last(components);
+        let mut depth = parents.len();
+        let dir = loop {
+            if let Some(dir) = self.walk(&parents[..depth], false)? {
+                break dir;
+            }
+            depth -= 1;
+        };
+        let access = rustix::fs::Access::WRITE_OK | rustix::fs::Access::EXEC_OK;
+        let Err(err) = rustix::fs::accessat(&*dir, ".", access, rustix::fs::AtFlags::EACCESS)
+        else {
+            return Ok(());
+        };
+        Err(match depth == parents.len() {
+            true => Refusal::io(&beneath::shown_path(components), making, err),
+            false => Refusal::io(
+                &beneath::shown_path(&parents[..=depth]),
+                "cannot create directory",
+                err,
+            ),
+        })
+    }
+
     /// On a server, a path deeper than the walks over a home go is `bad_path`
     /// (`fs::quota`): the server never makes what it could not count again.
     fn deep_enough(&self, path: &str, components: &[&[u8]]) -> Result<(), Refusal> {

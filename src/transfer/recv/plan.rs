@@ -430,6 +430,8 @@ impl<'c> Decider<'_, 'c> {
             return Ok(Decided::Same { attrs });
         };
         if self.dry_run {
+            let making = "cannot create a temporary file";
+            self.resolver.dry_run_may_add(&components, making)?;
             let more = Footprint {
                 bytes: entry.size.unwrap_or(0).saturating_sub(replaces.bytes),
                 files: 1 - replaces.files.min(1),
@@ -613,8 +615,13 @@ impl<'c> Decider<'_, 'c> {
         match entry.kind {
             EntryKind::Dir => {
                 let existed = self.resolver.probe_dir(components)?;
-                if !self.dry_run && !existed {
-                    self.resolver.create_dir(components)?;
+                match (self.dry_run, existed) {
+                    (_, true) => {}
+                    (true, false) => {
+                        let making = "cannot create directory";
+                        self.resolver.dry_run_may_add(components, making)?;
+                    }
+                    (false, false) => self.resolver.create_dir(components)?,
                 }
                 let attrs = existed && self.resolver.dir_differs(components, entry);
                 Ok(Decided::Dir { existed, attrs })
@@ -666,6 +673,10 @@ impl<'c> Decider<'_, 'c> {
         let Some((replaces, other)) = replaced(placement) else {
             return Ok(Decided::Same { attrs: false });
         };
+        if self.dry_run {
+            self.resolver
+                .dry_run_may_add(components, "cannot make it")?;
+        }
         // A hard link counts its file's bytes again, as the home's count does.
         let size = entry
             .extra()
