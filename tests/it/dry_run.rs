@@ -646,11 +646,15 @@ fn a_dry_run_get_where_the_local_directory_cannot_be_made_fails_as_the_real_run(
         let run = run(command);
         let error = stderr_of(&run)
             .lines()
-            .find(|l| l.starts_with("xfer: cannot create the local directory"))
+            .find(|l| {
+                l.starts_with("xfer: cannot create the local directory")
+                    || l.contains("is a file, not a directory")
+            })
             .map(str::to_string);
         (code(&run), error, stderr_of(&run))
     };
-    for into in ["dangling", "dangling/sub"] {
+    fs::write(site.path().join("a_file"), b"not a directory\n").unwrap();
+    for into in ["dangling", "dangling/sub", "a_file/sub", "a_file"] {
         let local = site.path().join(into);
         let local = local.to_str().unwrap();
         let dry = outcome(&mut as_user(&site, "alice", &["get", &from, local, "-n"]));

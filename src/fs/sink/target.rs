@@ -64,6 +64,17 @@ fn lock_holder(fd: &OwnedFd) -> Option<u32> {
     })
 }
 
+/// How [`TargetDir::make_and_lock`] refuses a `dir` that is a file.
+fn not_a_directory(dir: &Path, named: &str) -> anyhow::Error {
+    fail(
+        Kind::Io,
+        format!(
+            "{named} {} is a file, not a directory: name a directory (it is made if missing)",
+            escape_path(dir)
+        ),
+    )
+}
+
 /// How [`TargetDir::make_and_lock`] fails to make `dir` (`named` as there).
 fn cannot_create(dir: &Path, named: &str, err: io::Error) -> anyhow::Error {
     let context = format!("cannot create {named} {}", escape_path(dir));
@@ -156,13 +167,7 @@ impl TargetDir {
     ) -> anyhow::Result<(TargetDir, DirLock)> {
         use std::os::unix::fs::DirBuilderExt;
         if dir.exists() && !dir.is_dir() {
-            return Err(fail(
-                Kind::Io,
-                format!(
-                    "{named} {} is a file, not a directory: name a directory (it is made if missing)",
-                    escape_path(dir)
-                ),
-            ));
+            return Err(not_a_directory(dir, named));
         }
         std::fs::DirBuilder::new()
             .recursive(true)
@@ -200,10 +205,11 @@ impl TargetDir {
                 Ok((target, Some(lock)))
             }
             // Refused as a real run would refuse it, without making anything.
-            Ok(_) => Err(fail(
-                Kind::Io,
-                format!("{named} {} is a file, not a directory", escape_path(dir)),
-            )),
+            Ok(_) => Err(not_a_directory(dir, named)),
+            // A file on the way: what making it would meet.
+            Err(err) if err.raw_os_error() == Some(Errno::NOTDIR.raw_os_error()) => {
+                Err(cannot_create(dir, named, err))
+            }
             Err(err) => Err(fail(
                 Kind::Io,
                 format!("cannot open {named} {}: {err}", escape_path(dir)),
