@@ -160,6 +160,9 @@ impl Tally {
 
     /// Says how many entries beneath each of `passed` failed as it did, if any.
     fn say_beneath(&self, passed: Vec<Said>) {
+        if passed.iter().all(|above| above.beneath == 0) {
+            return;
+        }
         let dry_run = self.summary().dry_run.is_some();
         for above in passed.into_iter().filter(|above| above.beneath > 0) {
             self.reporter
