@@ -124,10 +124,11 @@ impl Client {
         acked_on(&mut self.conn, request)
     }
 
-    /// `list PATH`: a directory's children (sorted by name), or the one item PATH is, The listing is read to its end before anything is shown: a
-    /// reader that printed as frames arrived would hold the server's connection for
-    /// as long as its output is not read (`xfer ls | less`), and a cut would leave a
-    /// partial listing on stdout.
+    /// `list PATH`: a directory's children (sorted by name), or the one item PATH
+    /// is. The listing is read to its end before anything is shown: a reader that
+    /// printed as frames arrived would hold the server's connection for as long as
+    /// its output is not read (`xfer ls | less`), and a cut would leave a partial
+    /// listing on stdout.
     pub(crate) fn list(&mut self, path: &str) -> Result<Vec<Item>> {
         list_on(&mut self.conn, path)
     }

@@ -640,8 +640,9 @@ fn file_event(outcome: &FileOutcome) -> serde_json::Value {
 
 /// `dry run: would send 3 new files and 2 changed (4.00 MiB), 10 same, 1 skipped,
 /// would delete 2; nothing was sent, written or deleted` (and `, 2 links or special
-/// files` after the bytes, `, 4 with other attributes` after `same`, `, 1 refused` after `skipped` when there are any); a
-/// receiver (`verb` `received`) says `would receive`. A dry run that failed (`ok`
+/// files` after the bytes, `, 4 with other attributes` after `same`, `, 1 refused`
+/// after `skipped` when there are any); a receiver (`verb` `received`) says `would
+/// receive`. A dry run that failed (`ok`
 /// false) with no entry refused (the whole offer refused, a cut) found nothing a
 /// real run would go by, and says only that.
 fn dry_run_line(dry: &DryRun, summary: &Summary, verb: &str, ok: bool) -> String {
