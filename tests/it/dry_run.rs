@@ -501,6 +501,17 @@ fn a_servers_log_of_a_dry_run_says_so_in_its_refusals_and_makes_no_claim_of_a_mk
         .find(|l| l.contains("alice put new: no such directory yet"))
         .unwrap();
     assert!(line.contains("a dry run makes nothing"), "{line}");
+    drop(server);
+    // --json: the refusal's event says it too.
+    let server = site.serve(&["--json"]);
+    let dry = client(&site, "alice", &["send", tree, &server.at("there"), "-n"]);
+    assert_eq!(code(&dry), 6, "{}", stderr_of(&dry));
+    let events = server.json_events();
+    let refused = events
+        .iter()
+        .find(|e| e["event"] == "file" && e["status"] == "failed")
+        .unwrap_or_else(|| panic!("a failed file event in {events:?}"));
+    assert_eq!(refused["dry_run"], true, "{refused}");
     assert_eq!(snapshot(&home), before);
 }
 
