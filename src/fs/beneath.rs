@@ -7,7 +7,7 @@
 use std::ffi::CString;
 use std::os::fd::{AsFd, OwnedFd};
 
-use rustix::fs::{AtFlags, FileType, Mode, OFlags, Stat};
+use rustix::fs::{AtFlags, FileType, Mode, OFlags, RenameFlags, Stat};
 use rustix::io::Errno;
 
 use super::Refusal;
@@ -18,10 +18,9 @@ use crate::proto::message::ErrorCode;
 /// nothing xfer made.
 pub(crate) const MAX_DEPTH: usize = 256;
 
-/// Why a file or link cannot take the place of a directory the receiver holds:
-/// a receiver replaces files, never a directory and what it holds.
-pub(crate) const DIR_IN_THE_WAY: &str = "a directory of that name exists; xfer replaces files, \
-     never a directory: remove it on the receiving side first";
+/// Why a file or link does not take the place of a directory the receiver holds,
+/// where it replaces no files (the hint that follows says how it would).
+pub(crate) const DIR_IN_THE_WAY: &str = "a directory of that name exists";
 
 /// Opens the directory `name` inside `parent`, refusing to follow a link.
 pub(crate) fn open_dir(parent: impl AsFd, name: impl rustix::path::Arg) -> Result<OwnedFd, Errno> {
@@ -156,6 +155,35 @@ pub(crate) fn explain(parent: &OwnedFd, component: &[u8], shown: &str, err: Errn
             format!("{}: exists and is not a directory", escape(shown)),
         ),
         _ => Refusal::io(shown, "cannot open directory", err),
+    }
+}
+
+/// Renames `temp` over `name`, a directory emptied first (`TargetDir::clear`): the two
+/// are exchanged in one step (`RENAME_EXCHANGE`), so that the name holds the old
+/// directory or the new entry at every moment, a crash included, and the
+/// directory, now under `temp`, is removed; one that is not empty any more (a
+/// session wrote into it meanwhile) is exchanged back, and the error returned. On
+/// a filesystem without the exchange the directory is removed, then the name
+/// given: a crash between the two leaves neither (a cut session cannot come
+/// between them).
+pub(crate) fn rename_over_dir(dir: &OwnedFd, temp: &str, name: &[u8]) -> Result<(), Errno> {
+    match rustix::fs::renameat_with(dir, temp, dir, name, RenameFlags::EXCHANGE) {
+        Ok(()) => match rustix::fs::unlinkat(dir, temp, AtFlags::REMOVEDIR) {
+            Ok(()) => Ok(()),
+            Err(err) => {
+                let _ = rustix::fs::renameat_with(dir, temp, dir, name, RenameFlags::EXCHANGE);
+                Err(err)
+            }
+        },
+        // The directory went meanwhile: the name is free.
+        Err(Errno::NOENT) => {
+            rustix::fs::renameat_with(dir, temp, dir, name, RenameFlags::NOREPLACE)
+        }
+        Err(Errno::INVAL | Errno::NOSYS | Errno::OPNOTSUPP) => {
+            rustix::fs::unlinkat(dir, name, AtFlags::REMOVEDIR)?;
+            rustix::fs::renameat(dir, temp, dir, name)
+        }
+        Err(err) => Err(err),
     }
 }
 

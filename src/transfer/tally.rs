@@ -138,7 +138,7 @@ impl Tally {
                     Change::New => (dry.new, dry.bytes) = (dry.new + 1, dry.bytes + size),
                     Change::NewNode(_) => dry.new += 1,
                     Change::ReplacedNode(_) => dry.changed += 1,
-                    Change::Changed => {
+                    Change::Changed | Change::Replaced => {
                         (dry.changed, dry.bytes) = (dry.changed + 1, dry.bytes + size);
                     }
                     Change::Same => dry.same += 1,

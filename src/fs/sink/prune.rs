@@ -11,6 +11,10 @@
 //! the session began (`ctime`: a file another session renamed into place, a
 //! directory it added to), and on a server whatever the user's ledger says another
 //! `put` is writing; what a server removes is given back to the user's quota.
+//!
+//! The same rules empty a directory that an offered file or link replaces
+//! ([`TargetDir::clear`], a change of type as `rsync -a --delete` mirrors it), and
+//! `beneath::rename_over_dir` then puts the file in the emptied directory's place.
 
 use std::os::fd::OwnedFd;
 
@@ -18,16 +22,19 @@ use rustix::fs::{AtFlags, FileType};
 use rustix::io::Errno;
 
 use super::target::TargetDir;
+use crate::escape::escape;
+use crate::fs::Refusal;
 use crate::fs::beneath::{self, MAX_DEPTH};
 use crate::fs::path::{check_path, is_reserved_bytes};
-use crate::proto::message::{ItemKind, Removed};
+use crate::proto::message::{ErrorCode, ItemKind, Removed};
 
 /// What [`TargetDir::prune`] may remove, and how.
 pub(crate) struct Prune<'a> {
     /// Whether a path beneath the target is in the offer (or above something in it).
     pub(crate) offered: &'a dyn Fn(&str) -> bool,
-    /// Whether a path (a directory: `true`) must stay although the offer lacks it.
-    pub(crate) keep: &'a dyn Fn(&str, bool) -> bool,
+    /// Why a path (a directory: `true`) must stay although the offer lacks it, if
+    /// it must.
+    pub(crate) keep: &'a dyn Fn(&str, bool) -> Option<&'static str>,
     /// Nanoseconds since the epoch when the session began: newer changes are spared.
     pub(crate) since: i128,
     /// Only say what would go (`--dry-run`).
@@ -48,16 +55,67 @@ impl TargetDir {
             };
             // A component that is a link (or gone) is never entered.
             if let Ok(Some(fd)) = beneath::walk(&root, &components, false) {
-                let mut walk = Walk {
-                    rules,
-                    said: &mut *said,
-                    meter: self,
-                };
+                let mut walk = Walk::new(rules, &mut *said, self, None);
                 walk.children(&fd, dir, components.len());
             }
         }
     }
+
+    /// Empties the directory `components` (shown as `path`), which the offered file
+    /// or link of that path replaces: without `delete` it must be empty already;
+    /// with it, what it holds is removed (in a dry run: found) with the rules of
+    /// [`TargetDir::prune`], each removal said to `said`. `exists` if anything
+    /// stays, saying what and why. Nothing there, or no directory: `Ok`, the final
+    /// rename decides.
+    pub(crate) fn clear(
+        &self,
+        (components, path): (&[&[u8]], &str),
+        delete: bool,
+        rules: &Prune<'_>,
+        said: &mut dyn FnMut(Removed),
+    ) -> Result<(), Refusal> {
+        let root = self
+            .dup_root()
+            .map_err(|err| Refusal::io(path, "cannot open the target directory", err))?;
+        let (name, parents) = components
+            .split_last()
+            .expect("the path policy never returns an empty list");
+        let Some(parent) = beneath::walk(&root, parents, false)? else {
+            return Ok(());
+        };
+        let Ok(fd) = beneath::open_dir(&parent, *name) else {
+            return Ok(());
+        };
+        if !delete {
+            return match beneath::children(&fd).next() {
+                None => Ok(()),
+                Some(_) => Err(Refusal::new(
+                    ErrorCode::Exists,
+                    format!("{}: {}", escape(path), NOT_EMPTY),
+                )),
+            };
+        }
+        let mut walk = Walk::new(rules, said, self, Some(path));
+        if walk.children(&fd, path, components.len()) {
+            return Ok(());
+        }
+        let (kept, why) = walk.kept.unwrap_or_default();
+        Err(Refusal::new(
+            ErrorCode::Exists,
+            format!(
+                "{}: the directory of that name holds {}, which --delete keeps ({why}); \
+                 not replaced",
+                escape(path),
+                escape(&kept)
+            ),
+        ))
+    }
 }
+
+/// Why a non-empty directory stays where a file or link is offered without `--delete`.
+const NOT_EMPTY: &str = "a directory of that name holds entries the offer does not; \
+     --delete replaces it (deleting them, as it deletes whatever the offer lacks), \
+     or remove it on the receiving side first";
 
 /// When `stat`'s inode last changed, in nanoseconds since the epoch.
 fn changed_at(stat: &rustix::fs::Stat) -> i128 {
@@ -68,9 +126,36 @@ struct Walk<'a, 'b> {
     rules: &'a Prune<'a>,
     said: &'b mut dyn FnMut(Removed),
     meter: &'a TargetDir,
+    /// The path an entry of this session is being received at (a directory it
+    /// replaces is emptied): its own claim in the ledger does not count.
+    own: Option<&'a str>,
+    /// The first path that stayed, and why.
+    kept: Option<(String, &'static str)>,
 }
 
-impl Walk<'_, '_> {
+impl<'a, 'b> Walk<'a, 'b> {
+    fn new(
+        rules: &'a Prune<'a>,
+        said: &'b mut dyn FnMut(Removed),
+        meter: &'a TargetDir,
+        own: Option<&'a str>,
+    ) -> Self {
+        Walk {
+            rules,
+            said,
+            meter,
+            own,
+            kept: None,
+        }
+    }
+
+    /// Notes that `path` stays, for `why`, if it is the first.
+    fn keeps(&mut self, path: &str, why: &'static str) {
+        if self.kept.is_none() {
+            self.kept = Some((path.to_string(), why));
+        }
+    }
+
     /// Looks at each child of the directory `fd` (offered as `path`); returns
     /// whether all of them went (or, in a dry run, would).
     fn children(&mut self, fd: &OwnedFd, path: &str, depth: usize) -> bool {
@@ -81,15 +166,27 @@ impl Walk<'_, '_> {
         for (name, stat) in children {
             let Ok(name) = name.into_string() else {
                 emptied = false; // not UTF-8: no report could name it
+                self.keeps(&format!("{path}/?"), "a name that is not UTF-8");
                 continue;
             };
             let child = format!("{path}/{name}");
             let is_dir = beneath::kind(&stat) == FileType::Directory;
-            let spared = (self.rules.offered)(&child)
-                || is_reserved_bytes(name.as_bytes())
-                || (self.rules.keep)(&child, is_dir)
-                || changed_at(&stat) >= self.rules.since;
-            if spared || !self.remove(fd, &name, &child, &stat, depth) {
+            let spared = if (self.rules.offered)(&child) {
+                Some("offered")
+            } else if is_reserved_bytes(name.as_bytes()) {
+                Some("a temporary or partial file of xfer")
+            } else if let Some(why) = (self.rules.keep)(&child, is_dir) {
+                Some(why)
+            } else if changed_at(&stat) >= self.rules.since {
+                Some("changed since the session began")
+            } else {
+                None
+            };
+            if let Some(why) = spared {
+                self.keeps(&child, why);
+                emptied = false;
+            } else if !self.remove(fd, &name, &child, &stat, depth) {
+                self.keeps(&child, "it could not be removed");
                 emptied = false;
             }
         }
@@ -121,7 +218,7 @@ impl Walk<'_, '_> {
         let result = if self.rules.dry_run {
             Ok(())
         } else {
-            self.unlink(parent, name, path, stat, kind)
+            self.unlink(parent, name, path, kind)
         };
         match result {
             Ok(()) => {
@@ -146,13 +243,13 @@ impl Walk<'_, '_> {
     }
 
     /// One `unlinkat`; on a server, under the user's ledger, refused (`BUSY`) for a
-    /// path another `put` is writing, and what left the disk given back.
+    /// path another `put` is writing, and what left the disk (measured under the
+    /// lock, right before) given back.
     fn unlink(
         &self,
         parent: &OwnedFd,
         name: &str,
         path: &str,
-        stat: &rustix::fs::Stat,
         kind: ItemKind,
     ) -> Result<(), Errno> {
         let flags = match kind {
@@ -163,11 +260,16 @@ impl Walk<'_, '_> {
             return rustix::fs::unlinkat(parent, name, flags);
         };
         let mut books = account.books();
-        if books.unclaimed(&account.home_path(path)).is_err() {
+        let own = self.own.map(|own| account.home_path(own));
+        if books
+            .unclaimed_but(&account.home_path(path), own.as_deref())
+            .is_err()
+        {
             return Err(Errno::BUSY);
         }
+        let stat = beneath::stat(parent, name)?.ok_or(Errno::NOENT)?;
         rustix::fs::unlinkat(parent, name, flags)?;
-        if kind == ItemKind::File {
+        if beneath::kind(&stat) == FileType::RegularFile {
             books.shrank(stat.st_size as u64, 1);
         }
         Ok(())

@@ -1,0 +1,234 @@
+//! A change of type on the receiving side, mirrored as `rsync -a` mirrors it: where
+//! the receiver replaces files, a directory takes the place of a file, a link or a
+//! special file, and a file or link takes the place of a directory that is empty,
+//! or with `--delete` of one whose entries `--delete` would remove (a filter's
+//! exclusion keeps them, and the directory); a link planted inside leads nowhere;
+//! without the permission nothing changes; a dry run changes nothing.
+
+use std::fs;
+use std::os::unix::fs::symlink;
+use std::path::Path;
+
+use super::mirror::{mirror, names};
+use crate::util::server::code;
+use crate::util::stderr_of;
+
+/// The source `src/tree`: `x` a file, `d/f` a file in a directory.
+fn source(root: &Path) {
+    fs::create_dir_all(root.join("src/tree/d")).unwrap();
+    fs::write(root.join("src/tree/x"), b"x is a file now\n").unwrap();
+    fs::write(root.join("src/tree/d/f"), b"f\n").unwrap();
+}
+
+/// The receiver's `dst/tree`, of the other types: `x` a directory holding
+/// `inside` (when `holding`), `d` a file.
+fn other_types(root: &Path, holding: &[&str]) {
+    fs::create_dir_all(root.join("dst/tree/x")).unwrap();
+    for name in holding {
+        fs::write(root.join("dst/tree/x").join(name), b"old\n").unwrap();
+    }
+    fs::write(root.join("dst/tree/d"), b"d was a file\n").unwrap();
+}
+
+/// Every path beneath `dir` with its kind and content, to compare trees.
+fn snapshot(dir: &Path) -> Vec<(String, String)> {
+    let mut all = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(at) = stack.pop() {
+        for entry in fs::read_dir(&at).unwrap() {
+            let path = entry.unwrap().path();
+            let meta = fs::symlink_metadata(&path).unwrap();
+            let shown = path.strip_prefix(dir).unwrap().display().to_string();
+            let what = if meta.is_dir() {
+                stack.push(path.clone());
+                "dir".to_string()
+            } else if meta.file_type().is_symlink() {
+                format!("link {}", fs::read_link(&path).unwrap().display())
+            } else {
+                String::from_utf8_lossy(&fs::read(&path).unwrap()).into_owned()
+            };
+            all.push((shown, what));
+        }
+    }
+    all.sort();
+    all
+}
+
+fn lines(output: &std::process::Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+#[test]
+fn with_overwrite_a_file_replaces_an_empty_directory_and_a_directory_a_file() {
+    let root = tempfile::tempdir().unwrap();
+    source(root.path());
+    other_types(root.path(), &[]);
+    let (sent, recv_code, recv_err) = mirror(root.path(), &["--overwrite", "-i"], &["-i"]);
+    assert_eq!(code(&sent), 0, "{}", stderr_of(&sent));
+    assert_eq!(recv_code, 0, "{recv_err}");
+    let dst = root.path().join("dst/tree");
+    assert_eq!(fs::read(dst.join("x")).unwrap(), b"x is a file now\n");
+    assert_eq!(fs::read(dst.join("d/f")).unwrap(), b"f\n");
+    let stdout = lines(&sent);
+    assert!(stdout.contains("replaced tree/x\n"), "{stdout}");
+    // The sender reads the plan, where the directory is new.
+    assert!(stdout.contains("new dir  tree/d/\n"), "{stdout}");
+    assert!(
+        recv_err.is_empty() || !recv_err.contains("error"),
+        "{recv_err}"
+    );
+}
+
+#[test]
+fn without_overwrite_both_are_refused_and_nothing_changes() {
+    let root = tempfile::tempdir().unwrap();
+    source(root.path());
+    other_types(root.path(), &[]);
+    let before = snapshot(&root.path().join("dst"));
+    let (sent, _, recv_err) = mirror(root.path(), &[], &[]);
+    assert_ne!(code(&sent), 0);
+    assert_eq!(snapshot(&root.path().join("dst")), before);
+    let err = stderr_of(&sent);
+    assert!(
+        err.contains("tree/x: a directory of that name exists (") && err.contains("--overwrite"),
+        "{err}"
+    );
+    assert!(
+        err.contains("tree/d: exists and is not a directory"),
+        "{err}"
+    );
+    assert!(!recv_err.contains("panicked"), "{recv_err}");
+}
+
+#[test]
+fn a_directory_holding_entries_needs_delete_and_then_goes_with_them() {
+    let root = tempfile::tempdir().unwrap();
+    source(root.path());
+    other_types(root.path(), &["inside", "more"]);
+    fs::create_dir_all(root.path().join("dst/tree/x/deeper")).unwrap();
+    fs::write(root.path().join("dst/tree/x/deeper/o"), b"o\n").unwrap();
+    let before = snapshot(&root.path().join("dst/tree/x"));
+    let (sent, _, _) = mirror(root.path(), &["--overwrite"], &[]);
+    assert_ne!(code(&sent), 0);
+    let err = stderr_of(&sent);
+    assert!(
+        err.contains("tree/x: a directory of that name holds entries"),
+        "{err}"
+    );
+    assert!(err.contains("--delete replaces it"), "{err}");
+    assert_eq!(snapshot(&root.path().join("dst/tree/x")), before);
+
+    let (sent, recv_code, recv_err) =
+        mirror(root.path(), &["--overwrite"], &["--delete", "-i", "--json"]);
+    assert_eq!(code(&sent), 0, "{}", stderr_of(&sent));
+    assert_eq!(recv_code, 0, "{recv_err}");
+    assert_eq!(
+        names(&root.path().join("dst")),
+        ["tree/d/f", "tree/x"],
+        "the directory went with what it held"
+    );
+    let events = crate::util::stdout_events(&sent);
+    let deleted: Vec<&str> = events
+        .iter()
+        .filter(|e| e["event"] == "change" && e["change"] == "deleted")
+        .map(|e| e["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        deleted,
+        [
+            "tree/x/deeper/o",
+            "tree/x/deeper",
+            "tree/x/inside",
+            "tree/x/more"
+        ]
+    );
+    let summary = events.iter().find(|e| e["event"] == "summary").unwrap();
+    assert_eq!(summary["deleted"], 4, "{summary}");
+}
+
+#[test]
+fn an_excluded_entry_keeps_its_directory_and_the_file_is_refused_saying_why() {
+    let root = tempfile::tempdir().unwrap();
+    source(root.path());
+    other_types(root.path(), &["keep.me", "other"]);
+    let (sent, _, _) = mirror(
+        root.path(),
+        &["--overwrite"],
+        &["--delete", "--exclude", "keep.me"],
+    );
+    assert_ne!(code(&sent), 0);
+    let err = stderr_of(&sent);
+    assert!(
+        err.contains("tree/x: the directory of that name holds tree/x/keep.me, which --delete keeps (a filter excludes it"),
+        "{err}"
+    );
+    let x = root.path().join("dst/tree/x");
+    assert_eq!(fs::read(x.join("keep.me")).unwrap(), b"old\n");
+    assert!(x.is_dir());
+    // The rest of the offer went through.
+    assert_eq!(fs::read(root.path().join("dst/tree/d/f")).unwrap(), b"f\n");
+}
+
+#[test]
+fn a_link_planted_in_the_directory_is_removed_itself_and_the_outside_is_untouched() {
+    let root = tempfile::tempdir().unwrap();
+    let outside = tempfile::tempdir().unwrap();
+    fs::write(outside.path().join("precious"), b"keep me\n").unwrap();
+    source(root.path());
+    other_types(root.path(), &[]);
+    symlink(outside.path(), root.path().join("dst/tree/x/to-dir")).unwrap();
+    symlink(
+        outside.path().join("precious"),
+        root.path().join("dst/tree/x/to-file"),
+    )
+    .unwrap();
+    let (sent, recv_code, recv_err) = mirror(root.path(), &["--overwrite"], &["--delete", "-i"]);
+    assert_eq!(code(&sent), 0, "{}", stderr_of(&sent));
+    assert_eq!(recv_code, 0, "{recv_err}");
+    assert_eq!(
+        fs::read(root.path().join("dst/tree/x")).unwrap(),
+        b"x is a file now\n"
+    );
+    assert_eq!(names(outside.path()), ["precious"]);
+    assert_eq!(
+        fs::read(outside.path().join("precious")).unwrap(),
+        b"keep me\n"
+    );
+    let stdout = lines(&sent);
+    assert!(stdout.contains("deleted  tree/x/to-dir\n"), "{stdout}");
+    assert!(stdout.contains("deleted  tree/x/to-file\n"), "{stdout}");
+}
+
+#[test]
+fn a_dry_run_lists_the_changes_of_type_and_changes_nothing() {
+    let root = tempfile::tempdir().unwrap();
+    source(root.path());
+    other_types(root.path(), &["inside"]);
+    let before = snapshot(&root.path().join("dst"));
+    let (sent, recv_code, recv_err) = mirror(
+        root.path(),
+        &["--overwrite", "-i"],
+        &["--delete", "--dry-run"],
+    );
+    assert_eq!(code(&sent), 0, "{}", stderr_of(&sent));
+    assert_eq!(recv_code, 0, "{recv_err}");
+    assert_eq!(snapshot(&root.path().join("dst")), before);
+    let stdout = lines(&sent);
+    for line in [
+        "changed  tree/x",
+        "new dir  tree/d/",
+        "new      tree/d/f",
+        "deleted  tree/x/inside",
+    ] {
+        assert!(stdout.lines().any(|l| l == line), "{line:?} in {stdout}");
+    }
+    // Without --delete, the dry run refuses as the real run would.
+    let (sent, _, _) = mirror(root.path(), &["--overwrite"], &["--dry-run"]);
+    assert_ne!(code(&sent), 0);
+    assert!(
+        stderr_of(&sent).contains("holds entries"),
+        "{}",
+        stderr_of(&sent)
+    );
+    assert_eq!(snapshot(&root.path().join("dst")), before);
+}
