@@ -9,8 +9,9 @@ use std::fs;
 use std::os::unix::fs::symlink;
 use std::path::Path;
 
-use super::mirror::{mirror, names};
-use crate::util::server::code;
+use super::mirror::{mirror, names, settle};
+use crate::util::server::{Site, client, code};
+use crate::util::site::check_home;
 use crate::util::stderr_of;
 
 /// The source `src/tree`: `x` a file, `d/f` a file in a directory.
@@ -231,4 +232,154 @@ fn a_dry_run_lists_the_changes_of_type_and_changes_nothing() {
         stderr_of(&sent)
     );
     assert_eq!(snapshot(&root.path().join("dst")), before);
+}
+
+#[test]
+fn a_put_replaces_types_with_f_and_delete_and_the_quota_gets_the_room_back() {
+    const QUOTA: u64 = 1_000_000;
+    let site = Site::new();
+    site.users(&[("alice", &format!("quota = {QUOTA}"))]);
+    let home = site.home("alice");
+    fs::create_dir_all(home.join("tree/x/deeper")).unwrap();
+    fs::write(home.join("tree/x/big"), vec![7u8; 600_000]).unwrap();
+    fs::write(home.join("tree/x/deeper/o"), b"o\n").unwrap();
+    fs::write(home.join("tree/d"), vec![3u8; 1000]).unwrap();
+    let local = site.path().join("tree");
+    fs::create_dir_all(local.join("d")).unwrap();
+    fs::write(local.join("x"), vec![1u8; 300_000]).unwrap();
+    fs::write(local.join("d/f"), b"f\n").unwrap();
+    let server = site.serve(&[]);
+    settle();
+    let tree = local.to_str().unwrap();
+    let before = snapshot(&home);
+    let to = server.at("/");
+    // Without -f nothing is replaced; with -f alone the directory holding entries
+    // stays (the file is refused), and the file becomes a directory.
+    for extra in [&[][..], &["-f"][..]] {
+        let mut args = vec!["send", tree, &to];
+        args.extend_from_slice(extra);
+        let put = client(&site, "alice", &args);
+        assert_eq!(code(&put), 6, "{}", stderr_of(&put));
+        assert_eq!(
+            snapshot(&home.join("tree/x")),
+            before_of(&before, "tree/x/")
+        );
+        check_home(&site, &server, "alice", QUOTA);
+    }
+    assert_eq!(fs::read(home.join("tree/x/big")).unwrap().len(), 600_000);
+    // -f alone replaced the file with a directory, and gave its room back.
+    assert_eq!(fs::read(home.join("tree/d/f")).unwrap(), b"f\n");
+    // A dry run says what would happen and changes nothing.
+    let before = snapshot(&home);
+    let dry = client(
+        &site,
+        "alice",
+        &["send", tree, &server.at("/"), "--delete", "-n"],
+    );
+    assert_eq!(code(&dry), 0, "{}", stderr_of(&dry));
+    assert_eq!(snapshot(&home), before, "a dry run changes nothing");
+    let stdout = lines(&dry);
+    assert!(stdout.contains("deleted  tree/x/big\n"), "{stdout}");
+    let put = client(
+        &site,
+        "alice",
+        &["send", tree, &server.at("/"), "--delete", "-i"],
+    );
+    assert_eq!(code(&put), 0, "{}", stderr_of(&put));
+    assert_eq!(names(&home), ["tree/d/f", "tree/x"]);
+    assert_eq!(fs::read(home.join("tree/x")).unwrap().len(), 300_000);
+    let stdout = lines(&put);
+    assert!(stdout.contains("replaced tree/x\n"), "{stdout}");
+    assert!(stdout.contains("deleted  tree/x/deeper/o\n"), "{stdout}");
+    assert!(stderr_of(&put).contains("deleted 3"), "{}", stderr_of(&put));
+    check_home(&site, &server, "alice", QUOTA);
+}
+
+/// The entries of `snapshot` beneath `prefix`, relative to it.
+fn before_of(snapshot: &[(String, String)], prefix: &str) -> Vec<(String, String)> {
+    snapshot
+        .iter()
+        .filter_map(|(path, what)| Some((path.strip_prefix(prefix)?.to_string(), what.clone())))
+        .collect()
+}
+
+#[test]
+fn a_get_replaces_types_with_f_and_delete_and_refuses_without() {
+    let site = Site::new();
+    site.users(&[("alice", "")]);
+    let home = site.home("alice");
+    fs::create_dir_all(home.join("tree/d")).unwrap();
+    fs::write(home.join("tree/x"), b"x is a file now\n").unwrap();
+    fs::write(home.join("tree/d/f"), b"f\n").unwrap();
+    let dl = site.path().join("dl");
+    fs::create_dir_all(dl.join("tree/x")).unwrap();
+    fs::write(dl.join("tree/x/inside"), b"old\n").unwrap();
+    fs::write(dl.join("tree/d"), b"d was a file\n").unwrap();
+    let server = site.serve(&[]);
+    settle();
+    let get = |extra: &[&str]| {
+        let at = server.at("tree");
+        let mut args = vec!["get"];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&[&at, dl.to_str().unwrap()]);
+        client(&site, "alice", &args)
+    };
+    let before = snapshot(&dl);
+    let got = get(&[]);
+    assert_eq!(code(&got), 6, "{}", stderr_of(&got));
+    assert_eq!(snapshot(&dl), before, "without -f nothing changes");
+    let stderr = stderr_of(&got);
+    assert!(
+        stderr.contains("tree/x: a directory of that name exists ("),
+        "{stderr}"
+    );
+    let dry = get(&["-f", "--delete", "-n"]);
+    assert_eq!(code(&dry), 0, "{}", stderr_of(&dry));
+    assert_eq!(snapshot(&dl), before, "a dry run changes nothing");
+    let listed = lines(&dry);
+    assert!(listed.contains("replaced tree/d/\n"), "{listed}");
+    assert!(listed.contains("deleted  tree/x/inside\n"), "{listed}");
+    let got = get(&["-f"]);
+    assert_eq!(code(&got), 6, "{}", stderr_of(&got));
+    assert!(
+        stderr_of(&got).contains("--delete replaces it"),
+        "{}",
+        stderr_of(&got)
+    );
+    assert_eq!(fs::read(dl.join("tree/x/inside")).unwrap(), b"old\n");
+    fs::remove_dir_all(dl.join("tree/d")).unwrap();
+    fs::write(dl.join("tree/d"), b"d was a file\n").unwrap();
+    let got = get(&["-f", "--delete", "-i"]);
+    assert_eq!(code(&got), 0, "{}", stderr_of(&got));
+    assert_eq!(names(&dl), ["tree/d/f", "tree/x"]);
+    let stdout = lines(&got);
+    // The receiving side knows both were changes of type.
+    assert!(stderr_of(&got).contains("deleted 1"), "{}", stderr_of(&got));
+    assert!(stdout.contains("replaced tree/x\n"), "{stdout}");
+    assert!(stdout.contains("replaced tree/d/\n"), "{stdout}");
+    assert!(stdout.contains("deleted  tree/x/inside\n"), "{stdout}");
+}
+
+#[test]
+fn the_shell_puts_over_a_directory_with_delete() {
+    let site = Site::new();
+    site.users(&[("alice", "")]);
+    let home = site.home("alice");
+    fs::create_dir_all(home.join("tree/x")).unwrap();
+    fs::write(home.join("tree/x/inside"), b"old\n").unwrap();
+    let local = site.path().join("tree");
+    fs::create_dir_all(&local).unwrap();
+    fs::write(local.join("x"), b"x is a file now\n").unwrap();
+    let server = site.serve(&[]);
+    settle();
+    let script = site.path().join("script.xfer");
+    fs::write(&script, format!("put --delete {}\n", local.display())).unwrap();
+    let run = client(
+        &site,
+        "alice",
+        &["shell", &server.addr(), "-b", script.to_str().unwrap()],
+    );
+    assert_eq!(code(&run), 0, "{}", stderr_of(&run));
+    assert_eq!(names(&home), ["tree/x"]);
+    assert_eq!(fs::read(home.join("tree/x")).unwrap(), b"x is a file now\n");
 }
