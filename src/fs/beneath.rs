@@ -237,4 +237,39 @@ mod tests {
         assert!(open_file(&root, "fifo").is_err());
         assert!(open_file(&root, "file").is_ok());
     }
+
+    fn opened(dir: &std::path::Path) -> OwnedFd {
+        rustix::fs::open(
+            dir,
+            OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn a_file_takes_the_place_of_an_empty_directory_and_a_full_one_stays() {
+        let dir = tempfile::tempdir().unwrap();
+        let fd = opened(dir.path());
+        std::fs::create_dir(dir.path().join("name")).unwrap();
+        std::fs::write(dir.path().join("temp"), b"new").unwrap();
+        rename_over_dir(&fd, "temp", b"name").unwrap();
+        assert_eq!(std::fs::read(dir.path().join("name")).unwrap(), b"new");
+        assert!(!dir.path().join("temp").exists());
+
+        // Written into meanwhile: the directory is given back its name, whole.
+        std::fs::create_dir(dir.path().join("full")).unwrap();
+        std::fs::write(dir.path().join("full/late"), b"late").unwrap();
+        std::fs::write(dir.path().join("temp"), b"new").unwrap();
+        assert_eq!(rename_over_dir(&fd, "temp", b"full"), Err(Errno::NOTEMPTY));
+        assert_eq!(
+            std::fs::read(dir.path().join("full/late")).unwrap(),
+            b"late"
+        );
+        assert_eq!(std::fs::read(dir.path().join("temp")).unwrap(), b"new");
+
+        // The directory went meanwhile: the name is simply given.
+        rename_over_dir(&fd, "temp", b"gone").unwrap();
+        assert_eq!(std::fs::read(dir.path().join("gone")).unwrap(), b"new");
+    }
 }

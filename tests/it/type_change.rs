@@ -383,3 +383,70 @@ fn the_shell_puts_over_a_directory_with_delete() {
     assert_eq!(names(&home), ["tree/x"]);
     assert_eq!(fs::read(home.join("tree/x")).unwrap(), b"x is a file now\n");
 }
+
+/// A link and a large file (received as resumable partial data, committed alone)
+/// each take the place of a directory; the receiver's own `-i` says `replaced`
+/// for both changes of type, the directory with its `/`.
+#[test]
+fn a_link_and_a_large_file_replace_directories_and_the_receiver_lists_them() {
+    let root = tempfile::tempdir().unwrap();
+    source(root.path());
+    let big = crate::util::pattern(3 << 20, 7);
+    fs::write(root.path().join("src/tree/big"), &big).unwrap();
+    symlink("x", root.path().join("src/tree/link")).unwrap();
+    other_types(root.path(), &["inside"]);
+    fs::create_dir_all(root.path().join("dst/tree/big/sub")).unwrap();
+    fs::write(root.path().join("dst/tree/big/sub/s"), b"s\n").unwrap();
+    fs::create_dir_all(root.path().join("dst/tree/link")).unwrap();
+    fs::write(root.path().join("dst/tree/link/l"), b"l\n").unwrap();
+    let (sent, recv_code, recv_err) =
+        mirror(root.path(), &["--overwrite", "-i"], &["--delete", "-i"]);
+    assert_eq!(code(&sent), 0, "{}", stderr_of(&sent));
+    assert_eq!(recv_code, 0, "{recv_err}");
+    let dst = root.path().join("dst/tree");
+    assert_eq!(fs::read(dst.join("big")).unwrap(), big);
+    assert_eq!(fs::read_link(dst.join("link")).unwrap(), Path::new("x"));
+    assert_eq!(
+        names(&root.path().join("dst")),
+        ["tree/big", "tree/d/f", "tree/link", "tree/x"]
+    );
+    let stdout = lines(&sent);
+    for line in [
+        "replaced tree/big",
+        "replaced link tree/link",
+        "deleted  tree/big/sub/s",
+        "deleted  tree/link/l",
+        "deleted  tree/x/inside",
+    ] {
+        assert!(stdout.lines().any(|l| l == line), "{line:?} in {stdout}");
+    }
+    assert!(
+        stderr_of(&sent).contains("deleted 4"),
+        "{}",
+        stderr_of(&sent)
+    );
+}
+
+#[test]
+fn the_receiver_lists_a_change_of_type_as_replaced() {
+    let root = tempfile::tempdir().unwrap();
+    source(root.path());
+    other_types(root.path(), &[]);
+    settle();
+    let mut receiver = crate::util::Receiver::start(
+        &root.path().join("dst"),
+        Some(crate::util::KEY),
+        &["--overwrite", "-i"],
+    );
+    let sent = crate::util::send(
+        &[&root.path().join("src/tree")],
+        receiver.port,
+        crate::util::KEY,
+        &[],
+    );
+    assert_eq!(code(&sent), 0, "{}", stderr_of(&sent));
+    assert_eq!(receiver.exit_code(), 0);
+    let listed = receiver.stdout();
+    assert!(listed.lines().any(|l| l == "replaced tree/x"), "{listed}");
+    assert!(listed.lines().any(|l| l == "replaced tree/d/"), "{listed}");
+}

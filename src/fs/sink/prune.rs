@@ -275,3 +275,121 @@ impl<'a, 'b> Walk<'a, 'b> {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    fn rules<'a>(keep: &'a dyn Fn(&str, bool) -> Option<&'static str>, dry_run: bool) -> Prune<'a> {
+        Prune {
+            offered: &|_| false,
+            keep,
+            since: i128::MAX,
+            dry_run,
+        }
+    }
+
+    fn clear(
+        target: &TargetDir,
+        delete: bool,
+        rules: &Prune<'_>,
+    ) -> (Result<(), Refusal>, Vec<String>) {
+        let mut said = Vec::new();
+        let result = target.clear((&[b"x"], "x"), delete, rules, &mut |removed: Removed| {
+            said.push(removed.path)
+        });
+        (result, said)
+    }
+
+    #[test]
+    fn without_delete_only_an_empty_directory_gives_way() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = TargetDir::open(dir.path()).unwrap();
+        std::fs::create_dir(dir.path().join("x")).unwrap();
+        let keep_none = |_: &str, _| None;
+        assert_eq!(clear(&target, false, &rules(&keep_none, false)).0, Ok(()));
+        std::fs::write(dir.path().join("x/a"), b"a").unwrap();
+        let (result, said) = clear(&target, false, &rules(&keep_none, false));
+        let refusal = result.unwrap_err();
+        assert_eq!(refusal.code, ErrorCode::Exists);
+        assert!(
+            refusal.message.contains("--delete replaces it"),
+            "{}",
+            refusal.message
+        );
+        assert!(said.is_empty());
+        assert!(dir.path().join("x/a").exists());
+        // Nothing there, or no directory: the final rename decides.
+        std::fs::remove_dir_all(dir.path().join("x")).unwrap();
+        assert_eq!(clear(&target, false, &rules(&keep_none, false)).0, Ok(()));
+        std::fs::write(dir.path().join("x"), b"a file").unwrap();
+        assert_eq!(clear(&target, true, &rules(&keep_none, false)).0, Ok(()));
+        assert!(dir.path().join("x").is_file());
+    }
+
+    #[test]
+    fn with_delete_all_goes_deepest_first_and_links_are_removed_never_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("precious"), b"p").unwrap();
+        let target = TargetDir::open(dir.path()).unwrap();
+        std::fs::create_dir_all(dir.path().join("x/deep")).unwrap();
+        std::fs::write(dir.path().join("x/deep/o"), b"o").unwrap();
+        symlink(outside.path(), dir.path().join("x/to-dir")).unwrap();
+        let keep_none = |_: &str, _| None;
+        // A look (a dry run) removes nothing and says what would go.
+        let (result, said) = clear(&target, true, &rules(&keep_none, true));
+        assert_eq!(result, Ok(()));
+        assert_eq!(said, ["x/deep/o", "x/deep", "x/to-dir"]);
+        assert!(dir.path().join("x/deep/o").exists());
+        let (result, said) = clear(&target, true, &rules(&keep_none, false));
+        assert_eq!(result, Ok(()));
+        assert_eq!(said, ["x/deep/o", "x/deep", "x/to-dir"]);
+        assert_eq!(std::fs::read_dir(dir.path().join("x")).unwrap().count(), 0);
+        assert_eq!(
+            std::fs::read(outside.path().join("precious")).unwrap(),
+            b"p"
+        );
+    }
+
+    #[test]
+    fn what_the_rules_keep_keeps_the_directory_and_the_refusal_says_why() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = TargetDir::open(dir.path()).unwrap();
+        std::fs::create_dir_all(dir.path().join("x")).unwrap();
+        std::fs::write(dir.path().join("x/keep.me"), b"k").unwrap();
+        std::fs::write(dir.path().join("x/.xfer-0123456789abcdef.part"), b"t").unwrap();
+        let keep = |path: &str, _| path.ends_with("keep.me").then_some("a filter excludes it");
+        let (result, _) = clear(&target, true, &rules(&keep, false));
+        let refusal = result.unwrap_err();
+        assert!(
+            refusal.message.contains("holds x/.xfer-0123456789abcdef.part, which --delete keeps (a temporary or partial file of xfer)"),
+            "{}",
+            refusal.message
+        );
+        std::fs::remove_file(dir.path().join("x/.xfer-0123456789abcdef.part")).unwrap();
+        let (result, _) = clear(&target, true, &rules(&keep, false));
+        assert!(
+            result
+                .unwrap_err()
+                .message
+                .contains("holds x/keep.me, which --delete keeps (a filter excludes it)")
+        );
+        assert!(dir.path().join("x/keep.me").exists());
+        // What changed since the session began stays too.
+        let keep_none = |_: &str, _| None;
+        let since_long_ago = Prune {
+            since: 0,
+            ..rules(&keep_none, false)
+        };
+        let (result, said) = clear(&target, true, &since_long_ago);
+        assert!(
+            result
+                .unwrap_err()
+                .message
+                .contains("changed since the session began")
+        );
+        assert!(said.is_empty());
+    }
+}
