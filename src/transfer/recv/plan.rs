@@ -669,7 +669,16 @@ impl<'c> Decider<'_, 'c> {
                 })
             }
             EntryKind::Dir => {
-                let existed = self.resolver.probe_dir(components)?;
+                let existed = self.resolver.probe_dir(components).map_err(|refusal| {
+                    match refusal.code {
+                        // Where files are replaced, the directory would take its place.
+                        ErrorCode::Exists => Refusal::new(
+                            refusal.code,
+                            format!("{} ({})", refusal.message, self.target.replace_hint()),
+                        ),
+                        _ => refusal,
+                    }
+                })?;
                 if !self.dry_run && !existed {
                     self.resolver.create_dir(components)?;
                 }
