@@ -450,3 +450,45 @@ fn the_receiver_lists_a_change_of_type_as_replaced() {
     assert!(listed.lines().any(|l| l == "replaced tree/x"), "{listed}");
     assert!(listed.lines().any(|l| l == "replaced tree/d/"), "{listed}");
 }
+
+/// Another session's `put` is writing into the directory a file would replace:
+/// the directory stays, the file is refused saying why, and the other session's
+/// file arrives whole.
+#[test]
+fn a_directory_another_session_writes_into_stays() {
+    use crate::util::pattern;
+    use crate::util::peer::SendEntry;
+    use crate::util::site::{finish_put, send_part, start_put};
+    let site = Site::new();
+    site.users(&[("alice", "")]);
+    let home = site.home("alice");
+    fs::create_dir_all(home.join("tree/x")).unwrap();
+    fs::write(home.join("tree/x/busy"), b"the older copy\n").unwrap();
+    let local = site.path().join("tree");
+    fs::create_dir_all(&local).unwrap();
+    fs::write(local.join("x"), b"x is a file now\n").unwrap();
+    let server = site.serve(&[]);
+    settle();
+    let mut writer = server.login("alice");
+    let new = pattern(300_000, 3);
+    let entries = [SendEntry::file("tree/x/busy", new.clone())];
+    let plan = start_put(&mut writer, "", true, &entries);
+    assert_eq!(plan[0]["action"], "send", "{plan:?}");
+    send_part(&mut writer, 0, &new, 0, 100_000);
+    let put = client(
+        &site,
+        "alice",
+        &["send", local.to_str().unwrap(), &server.at("/"), "--delete"],
+    );
+    assert_eq!(code(&put), 6, "{}", stderr_of(&put));
+    let err = stderr_of(&put);
+    assert!(
+        err.contains("tree/x: the directory of that name holds tree/x/"),
+        "{err}"
+    );
+    assert!(err.contains("which --delete keeps ("), "{err}");
+    assert!(home.join("tree/x").is_dir());
+    let answer = finish_put(&mut writer, 0, "tree/x/busy", &new, 100_000);
+    assert_eq!(answer["type"], "ok", "{answer}");
+    assert_eq!(fs::read(home.join("tree/x/busy")).unwrap(), new);
+}

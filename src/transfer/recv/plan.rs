@@ -658,37 +658,7 @@ impl<'c> Decider<'_, 'c> {
         components: &[&[u8]],
     ) -> Result<Decided<'c>, Refusal> {
         match entry.kind {
-            EntryKind::Dir
-                if self.shared.settings.overwrite && self.resolver.non_dir_at(components)? =>
-            {
-                self.replace_non_dir(entry, shown, components)?;
-                Ok(Decided::Dir {
-                    existed: false,
-                    attrs: false,
-                    replaced: true,
-                })
-            }
-            EntryKind::Dir => {
-                let existed = self.resolver.probe_dir(components).map_err(|refusal| {
-                    match refusal.code {
-                        // Where files are replaced, the directory would take its place.
-                        ErrorCode::Exists => Refusal::new(
-                            refusal.code,
-                            format!("{} ({})", refusal.message, self.target.replace_hint()),
-                        ),
-                        _ => refusal,
-                    }
-                })?;
-                if !self.dry_run && !existed {
-                    self.resolver.create_dir(components)?;
-                }
-                let attrs = existed && self.resolver.dir_differs(components, entry);
-                Ok(Decided::Dir {
-                    existed,
-                    attrs,
-                    replaced: false,
-                })
-            }
+            EntryKind::Dir => self.decide_dir(entry, shown, components),
             EntryKind::Symlink
             | EntryKind::Hardlink
             | EntryKind::Fifo
@@ -704,6 +674,48 @@ impl<'c> Decider<'_, 'c> {
             }
             EntryKind::File => unreachable!("files are decided by decide_entry"),
         }
+    }
+
+    /// Decides a directory: made now (not in a dry run) or there already; where
+    /// files are replaced, made in place of a non-directory. That is looked for
+    /// only once the walk met something else than a directory, so a directory
+    /// there costs no more than before.
+    fn decide_dir(
+        &mut self,
+        entry: &Entry,
+        shown: &str,
+        components: &[&[u8]],
+    ) -> Result<Decided<'c>, Refusal> {
+        let overwrite = self.shared.settings.overwrite;
+        let existed = match self.resolver.probe_dir(components) {
+            Ok(existed) => existed,
+            Err(_) if overwrite && self.resolver.non_dir_at(components)? => {
+                self.replace_non_dir(entry, shown, components)?;
+                return Ok(Decided::Dir {
+                    existed: false,
+                    attrs: false,
+                    replaced: true,
+                });
+            }
+            // Where files are replaced, the directory would take its place.
+            Err(refusal) if refusal.code == ErrorCode::Exists && !overwrite => {
+                let hint = self.target.replace_hint();
+                return Err(Refusal::new(
+                    refusal.code,
+                    format!("{} ({hint})", refusal.message),
+                ));
+            }
+            Err(refusal) => return Err(refusal),
+        };
+        if !self.dry_run && !existed {
+            self.resolver.create_dir(components)?;
+        }
+        let attrs = existed && self.resolver.dir_differs(components, entry);
+        Ok(Decided::Dir {
+            existed,
+            attrs,
+            replaced: false,
+        })
     }
 
     /// Makes the directory `entry` in place of the file, link or special file
