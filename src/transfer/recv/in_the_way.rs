@@ -44,6 +44,7 @@ pub(crate) fn clear(
     (components, path): (&[&[u8]], &str),
     only_look: bool,
 ) -> Result<(), Refusal> {
+    // Set once the offer is read; a stand-in would keep everything (`since` 0).
     let default = Default::default();
     let mirroring = shared.mirroring.unwrap_or(&default);
     let within = target.identity();

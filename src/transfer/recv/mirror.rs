@@ -1,7 +1,9 @@
 //! A mirroring sender's requests on the receiving side (feature `mirror`, section 17
 //! of `docs/PROTOCOL.md`): whether `--delete` is allowed here, and, once the data
 //! phase is over, what the offered directories hold and the offer does not,
-//! removed (or in a dry run only listed) and reported in the MACed `deleted` list.
+//! removed (or in a dry run only listed) and reported in the MACed `deleted` list,
+//! after what went from directories that offered files or links replaced
+//! (`in_the_way.rs`).
 
 use std::collections::HashSet;
 use std::io::Write;
