@@ -235,14 +235,16 @@ pub(crate) struct OutputArgs {
 /// `get --delete`, in place of the text `send` shows.
 const GET_DELETE: &str = "Mirror: after the tree arrived and verified, remove what the local \
      copies of the directories downloaded hold and the server's do not (never what a filter \
-     excludes); implies -f. Needs a server with the feature `mirror`";
+     excludes), and let a file or link replace a local directory holding entries, which go \
+     with it; implies -f. Needs a server with the feature `mirror`";
 
 /// Keeping a copy up to date: filters, `--delete`, a dry run, itemized changes.
 #[derive(Debug, Args)]
 pub(crate) struct MirrorArgs {
     /// Mirror: after the tree arrived and verified, remove what the receiver's
     /// copies of the directories sent hold and the sender's do not (never what a
-    /// filter excludes). A plain receiver allows it only with `recv --overwrite`;
+    /// filter excludes), and let a file or link replace a directory holding
+    /// entries, which go with it. A plain receiver allows it only with `recv --overwrite`;
     /// into a server it implies -f. Needs a peer with the feature `mirror`
     #[arg(long)]
     pub(crate) delete: bool,
@@ -378,8 +380,10 @@ pub(crate) struct SendArgs {
     #[arg(long)]
     pub(crate) specials: bool,
 
-    /// Into a server's DIR: replace files that exist there (a plain receiver
-    /// decides for itself, with `recv --overwrite`)
+    /// Into a server's DIR: replace files that exist there, and mirror a change of
+    /// type (a directory replaces a file; a file an empty directory, or with
+    /// --delete one holding entries); a plain receiver decides for itself, with
+    /// `recv --overwrite`
     #[arg(long, short = 'f')]
     pub(crate) overwrite: bool,
 
@@ -427,7 +431,10 @@ pub(crate) struct RecvArgs {
     #[arg(long, short, value_name = "DIR", default_value = ".")]
     pub(crate) dir: PathBuf,
 
-    /// Replace existing files (atomically: readers see the old or the new file, never a mix)
+    /// Replace existing files (atomically: readers see the old or the new file, never a
+    /// mix), and mirror a change of type: a directory replaces a file or link, a file
+    /// or link replaces an empty directory (or with the sender's --delete one holding
+    /// entries, which go with it)
     #[arg(long)]
     pub(crate) overwrite: bool,
 
@@ -538,7 +545,9 @@ pub(crate) struct GetArgs {
     #[arg(value_name = "HOST:PORT:PATH... [LOCAL_DIR]", required = true, num_args = 1..)]
     pub(crate) operands: Vec<String>,
 
-    /// Replace local files that exist
+    /// Replace local files that exist, and mirror a change of type (a directory
+    /// replaces a file or link; a file or link an empty directory, or with --delete
+    /// one holding entries)
     #[arg(long, short = 'f')]
     pub(crate) overwrite: bool,
 

@@ -7,7 +7,7 @@
 use std::ffi::CString;
 use std::os::fd::{AsFd, OwnedFd};
 
-use rustix::fs::{AtFlags, FileType, Mode, OFlags, Stat};
+use rustix::fs::{AtFlags, FileType, Mode, OFlags, RenameFlags, Stat};
 use rustix::io::Errno;
 
 use super::Refusal;
@@ -18,10 +18,9 @@ use crate::proto::message::ErrorCode;
 /// nothing xfer made.
 pub(crate) const MAX_DEPTH: usize = 256;
 
-/// Why a file or link cannot take the place of a directory the receiver holds:
-/// a receiver replaces files, never a directory and what it holds.
-pub(crate) const DIR_IN_THE_WAY: &str = "a directory of that name exists; xfer replaces files, \
-     never a directory: remove it on the receiving side first";
+/// Why a file or link does not take the place of a directory the receiver holds,
+/// where it replaces no files (the hint that follows says how it would).
+pub(crate) const DIR_IN_THE_WAY: &str = "a directory of that name exists";
 
 /// Opens the directory `name` inside `parent`, refusing to follow a link.
 pub(crate) fn open_dir(parent: impl AsFd, name: impl rustix::path::Arg) -> Result<OwnedFd, Errno> {
@@ -164,6 +163,35 @@ pub(crate) fn explain(parent: &OwnedFd, component: &[u8], shown: &str, err: Errn
     }
 }
 
+/// Renames `temp` over `name`, a directory emptied first (`TargetDir::clear`): the two
+/// are exchanged in one step (`RENAME_EXCHANGE`), so that the name holds the old
+/// directory or the new entry at every moment, a crash included, and the
+/// directory, now under `temp`, is removed; one that is not empty any more (a
+/// session wrote into it meanwhile) is exchanged back, and the error returned. On
+/// a filesystem without the exchange the directory is removed, then the name
+/// given: a crash between the two leaves neither (a cut session cannot come
+/// between them).
+pub(crate) fn rename_over_dir(dir: &OwnedFd, temp: &str, name: &[u8]) -> Result<(), Errno> {
+    match rustix::fs::renameat_with(dir, temp, dir, name, RenameFlags::EXCHANGE) {
+        Ok(()) => match rustix::fs::unlinkat(dir, temp, AtFlags::REMOVEDIR) {
+            Ok(()) => Ok(()),
+            Err(err) => {
+                let _ = rustix::fs::renameat_with(dir, temp, dir, name, RenameFlags::EXCHANGE);
+                Err(err)
+            }
+        },
+        // The directory went meanwhile: the name is free.
+        Err(Errno::NOENT) => {
+            rustix::fs::renameat_with(dir, temp, dir, name, RenameFlags::NOREPLACE)
+        }
+        Err(Errno::INVAL | Errno::NOSYS | Errno::OPNOTSUPP) => {
+            rustix::fs::unlinkat(dir, name, AtFlags::REMOVEDIR)?;
+            rustix::fs::renameat(dir, temp, dir, name)
+        }
+        Err(err) => Err(err),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -213,5 +241,40 @@ mod tests {
         .unwrap();
         assert!(open_file(&root, "fifo").is_err());
         assert!(open_file(&root, "file").is_ok());
+    }
+
+    fn opened(dir: &std::path::Path) -> OwnedFd {
+        rustix::fs::open(
+            dir,
+            OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn a_file_takes_the_place_of_an_empty_directory_and_a_full_one_stays() {
+        let dir = tempfile::tempdir().unwrap();
+        let fd = opened(dir.path());
+        std::fs::create_dir(dir.path().join("name")).unwrap();
+        std::fs::write(dir.path().join("temp"), b"new").unwrap();
+        rename_over_dir(&fd, "temp", b"name").unwrap();
+        assert_eq!(std::fs::read(dir.path().join("name")).unwrap(), b"new");
+        assert!(!dir.path().join("temp").exists());
+
+        // Written into meanwhile: the directory is given back its name, whole.
+        std::fs::create_dir(dir.path().join("full")).unwrap();
+        std::fs::write(dir.path().join("full/late"), b"late").unwrap();
+        std::fs::write(dir.path().join("temp"), b"new").unwrap();
+        assert_eq!(rename_over_dir(&fd, "temp", b"full"), Err(Errno::NOTEMPTY));
+        assert_eq!(
+            std::fs::read(dir.path().join("full/late")).unwrap(),
+            b"late"
+        );
+        assert_eq!(std::fs::read(dir.path().join("temp")).unwrap(), b"new");
+
+        // The directory went meanwhile: the name is simply given.
+        rename_over_dir(&fd, "temp", b"gone").unwrap();
+        assert_eq!(std::fs::read(dir.path().join("gone")).unwrap(), b"new");
     }
 }

@@ -119,11 +119,17 @@ impl Books {
     /// `busy` if `path`, something beneath it or a directory above it is being
     /// written.
     pub(crate) fn unclaimed(&self, path: &str) -> Result<(), Refusal> {
+        self.unclaimed_but(path, None)
+    }
+
+    /// [`Books::unclaimed`], where the path `own` does not count: the entry the
+    /// caller receives itself, in place of a directory it empties.
+    pub(crate) fn unclaimed_but(&self, path: &str, own: Option<&str>) -> Result<(), Refusal> {
         let inside = |a: &str, b: &str| {
             a.len() > b.len() && a.starts_with(b) && a[b.len()..].starts_with('/')
         };
         let target = |p: &&String| p.as_str() == path || inside(p, path);
-        let written = |p: &&String| target(p) || inside(path, p);
+        let written = |p: &&String| (target(p) || inside(path, p)) && Some(p.as_str()) != own;
         match (self.writing.keys().find(written)).or_else(|| self.targets.keys().find(target)) {
             Some(p) => Err(Refusal::new(
                 ErrorCode::Busy,

@@ -198,7 +198,7 @@ impl Tally {
                     Change::New => (dry.new, dry.bytes) = (dry.new + 1, dry.bytes + size),
                     // No files: the real run's summary counts files only.
                     Change::NewNode(_) | Change::ReplacedNode(_) => dry.other += 1,
-                    Change::Changed => {
+                    Change::Changed | Change::Replaced => {
                         (dry.changed, dry.bytes) = (dry.changed + 1, dry.bytes + size);
                     }
                     Change::Same => dry.same += 1,

@@ -112,8 +112,12 @@ pub(crate) enum Change {
     New,
     /// A directory that was not on the receiver.
     NewDir,
-    /// A file that replaced the receiver's (a real run).
+    /// A file that replaced the receiver's (a real run; or what was there a
+    /// directory, which it replaced: also in a dry run, on the receiving side).
     Replaced,
+    /// A directory made in place of the receiver's file, link or special file
+    /// (a change of type, as `rsync -a` makes one): shown with a `/`.
+    ReplacedDir,
     /// A file that replaced the receiver's, built there from a delta against it
     /// (feature `delta`; a real run: a dry run says `Changed`, with what the delta
     /// would move).
@@ -155,7 +159,7 @@ impl Change {
         match self {
             Change::New => "new",
             Change::NewDir => "new dir",
-            Change::Replaced => "replaced",
+            Change::Replaced | Change::ReplacedDir => "replaced",
             Change::Delta => "delta",
             Change::Changed => "changed",
             Change::Same => "same",
@@ -455,7 +459,7 @@ impl Reporter {
             return;
         }
         let slash = match change {
-            Change::NewDir | Change::DirAttrs => "/",
+            Change::NewDir | Change::DirAttrs | Change::ReplacedDir => "/",
             _ => "",
         };
         // A serving process's lines of many sessions interleave, with no summary

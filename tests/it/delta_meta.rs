@@ -228,7 +228,8 @@ fn a_link_in_place_of_a_parent_directory_is_never_walked_for_a_basis() {
     let dst = tempfile::tempdir().unwrap();
     std::os::unix::fs::symlink(outside.path(), dst.path().join("d")).unwrap();
 
-    let mut receiver = Receiver::start(dst.path(), Some(KEY), &["--overwrite"]);
+    // A receiver that replaces no files refuses the link's name.
+    let mut receiver = Receiver::start(dst.path(), Some(KEY), &[]);
     let relay = Relay::start(receiver.port, Faults::default());
     let sent = send(&[&tree], relay.port, KEY, &[]);
     assert_eq!(sent.status.code(), Some(6), "{}", stderr_of(&sent));
@@ -246,15 +247,29 @@ fn a_link_in_place_of_a_parent_directory_is_never_walked_for_a_basis() {
         relay.both_ways()
     );
     assert!(
-        fs::read(outside.path().join("f")).unwrap() == old,
-        "untouched"
-    );
-    assert!(
         fs::symlink_metadata(dst.path().join("d"))
             .unwrap()
             .file_type()
             .is_symlink(),
         "the link is left as it is"
+    );
+    // One that replaces files replaces the link itself with a directory, as
+    // `rsync -a` does: the file arrives whole, with no basis read through the link.
+    let mut receiver = Receiver::start(dst.path(), Some(KEY), &["--overwrite"]);
+    let relay = Relay::start(receiver.port, Faults::default());
+    let sent = send(&[&tree], relay.port, KEY, &[]);
+    assert_eq!(sent.status.code(), Some(0), "{}", stderr_of(&sent));
+    assert_eq!(receiver.exit_code(), 0, "{}", receiver.stderr());
+    assert!(
+        relay.both_ways() >= SIZE as u64,
+        "{} bytes crossed",
+        relay.both_ways()
+    );
+    assert!(fs::symlink_metadata(dst.path().join("d")).unwrap().is_dir());
+    assert_eq!(fs::read(dst.path().join("d/f")).unwrap(), changed(&old));
+    assert!(
+        fs::read(outside.path().join("f")).unwrap() == old,
+        "untouched"
     );
 }
 

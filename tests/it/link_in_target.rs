@@ -2,7 +2,8 @@
 //! directory arrives, or on the way to it): xfer never follows it, and says so once
 //! for the directory, with what to do, not once per entry beneath it; those
 //! entries count as not delivered in the summary. Nothing is written through the
-//! link, point to point and into a server.
+//! link, point to point and into a server. (Where files may be replaced, the link
+//! itself is replaced by the directory, as `rsync -a` does: `type_change.rs`.)
 
 use std::fs;
 use std::os::unix::fs::symlink;
@@ -47,7 +48,7 @@ fn a_link_where_a_directory_arrives_is_refused_once_point_to_point() {
     let dst = root.path().join("dst");
     fs::create_dir_all(&dst).unwrap();
     symlink(&outside, dst.join("tree")).unwrap();
-    let mut receiver = Receiver::start(&dst, Some(KEY), &["--overwrite"]);
+    let mut receiver = Receiver::start(&dst, Some(KEY), &[]);
     let sent = send(&[&tree], receiver.port, KEY, &[]);
     assert_eq!(code(&sent), 6, "{}", stderr_of(&sent));
     assert_eq!(receiver.exit_code(), 6, "{}", receiver.stderr());
@@ -73,7 +74,7 @@ fn a_link_where_a_directory_arrives_is_refused_once_point_to_point() {
         "nothing written through the link"
     );
     // --json: every entry still has its event, and the summary counts them all.
-    let receiver = Receiver::start(&dst, Some(KEY), &["--overwrite"]);
+    let receiver = Receiver::start(&dst, Some(KEY), &[]);
     let json = send(&[&tree], receiver.port, KEY, &["--json"]);
     drop(receiver);
     let failed = stdout_events(&json)
@@ -86,7 +87,7 @@ fn a_link_where_a_directory_arrives_is_refused_once_point_to_point() {
     fs::remove_file(dst.join("tree")).unwrap();
     fs::create_dir(dst.join("tree")).unwrap();
     symlink(&outside, dst.join("tree/sub")).unwrap();
-    let mut receiver = Receiver::start(&dst, Some(KEY), &["--overwrite"]);
+    let mut receiver = Receiver::start(&dst, Some(KEY), &[]);
     let sent = send(&[&tree], receiver.port, KEY, &[]);
     assert_eq!(code(&sent), 6, "{}", stderr_of(&sent));
     receiver.exit_code();
@@ -118,7 +119,7 @@ fn a_link_where_a_directory_arrives_is_refused_once_by_a_server() {
     symlink(&outside, home.join("up/tree")).unwrap();
     let server = site.serve(&[]);
     for dry_run in [false, true] {
-        let mut args = vec!["send", tree.to_str().unwrap(), "-f"];
+        let mut args = vec!["send", tree.to_str().unwrap()];
         let at = server.at("up");
         args.push(&at);
         if dry_run {

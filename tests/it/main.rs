@@ -45,4 +45,5 @@ mod shell_mirror;
 mod small_files;
 mod tampering;
 mod transfer;
+mod type_change;
 mod unsent;

@@ -141,6 +141,9 @@ fn json_carries_each_change_and_the_count() {
     assert_eq!(summary["ok"], true);
 }
 
+/// The offered directory's name is a link on the receiver: as `rsync -a` does
+/// (without `--keep-dirlinks`), the link itself is replaced by a directory, and
+/// where it pointed is never entered.
 #[test]
 fn a_target_that_is_a_link_is_never_entered() {
     let root = tempfile::tempdir().unwrap();
@@ -150,6 +153,21 @@ fn a_target_that_is_a_link_is_never_entered() {
     fs::remove_dir_all(root.path().join("dst/tree")).unwrap();
     symlink(outside.path(), root.path().join("dst/tree")).unwrap();
     let (sent, _, _) = mirror(root.path(), &["--overwrite"], &["--delete"]);
+    assert_eq!(code(&sent), 0, "{}", stderr_of(&sent));
+    assert_eq!(names(outside.path()), ["precious"]);
+    assert!(
+        fs::symlink_metadata(root.path().join("dst/tree"))
+            .unwrap()
+            .is_dir()
+    );
+    assert_eq!(
+        names(&root.path().join("dst")),
+        ["beside", "tree/a", "tree/sub/b"]
+    );
+    // Without the permission to replace, the link stays and is refused.
+    fs::remove_dir_all(root.path().join("dst/tree")).unwrap();
+    symlink(outside.path(), root.path().join("dst/tree")).unwrap();
+    let (sent, _, _) = mirror(root.path(), &[], &[]);
     assert_eq!(code(&sent), 6, "the tree is refused: {}", stderr_of(&sent));
     assert_eq!(names(outside.path()), ["precious"]);
     assert!(

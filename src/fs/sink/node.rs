@@ -1,7 +1,8 @@
 //! Entries without data (section 16): symbolic links, hard links, fifos, sockets and
 //! device nodes. Each is made under a temporary `.xfer-<random>.part` name beside its
 //! final name, given its metadata there (never through a link), and renamed into
-//! place: over what is there only when overwriting, and never over a directory. What
+//! place: over what is there only when overwriting, and over a directory only one
+//! the plan let go and the caller emptied (a change of type, `TargetDir::clear`). What
 //! is already there and the same (a link with the same target bytes, a name that is
 //! already the file's inode, a node of the same kind and numbers) is `same`.
 //!
@@ -34,6 +35,9 @@ pub(crate) struct Node<'e> {
     pub(crate) entry: &'e Entry,
     /// A hard link's file: its final path's components.
     pub(crate) file: Option<&'e [&'e [u8]]>,
+    /// Its name may hold a directory the caller emptied (`TargetDir::clear`), which
+    /// it replaces (see `beneath::rename_over_dir`).
+    pub(crate) over_dir: bool,
 }
 
 /// A link's target bytes.
@@ -78,10 +82,8 @@ impl Resolver<'_> {
             return Ok(Placement::Same);
         }
         match kind {
-            FileType::Directory => Err(Refusal::new(
-                ErrorCode::Exists,
-                format!("{}: {}", escape(node.path), beneath::DIR_IN_THE_WAY),
-            )),
+            FileType::Directory if overwrite => Ok(Placement::Dir),
+            FileType::Directory => Err(self.dir_in_the_way(node.path)),
             FileType::RegularFile if overwrite => Ok(Placement::Free(Some(stat.st_size as u64))),
             _ if overwrite => Ok(Placement::Taken),
             _ => Err(Refusal::new(
@@ -226,8 +228,12 @@ impl Resolver<'_> {
             _ => None,
         };
         let renamed = if overwrite {
-            // Never over a directory: rename(2) of a non-directory onto one fails.
-            rustix::fs::renameat(dir, temp, dir, name)
+            // rename(2) of a non-directory onto a directory fails: only one the plan
+            // let go, emptied, is exchanged for the node.
+            match rustix::fs::renameat(dir, temp, dir, name) {
+                Err(Errno::ISDIR) if node.over_dir => beneath::rename_over_dir(dir, temp, name),
+                other => other,
+            }
         } else {
             rustix::fs::renameat_with(dir, temp, dir, name, RenameFlags::NOREPLACE)
         };

@@ -126,6 +126,9 @@ pub(crate) struct PartFile {
     /// Unnamed (`O_TMPFILE`): `temp` is empty, the file stays open until it is
     /// linked in (closing it would free it), and it has no identity to check.
     unnamed: bool,
+    /// Its name may hold a directory, emptied by `TargetDir::clear`: the file
+    /// takes its place (see [`PartFile::replaces_dir`]).
+    over_dir: bool,
     /// The permission bits an unnamed file was made with, when they are its final
     /// ones (`meta::creation_mode`).
     made_with: Option<u32>,
@@ -211,6 +214,7 @@ impl PartFile {
             writeback: true,
             meter,
             unnamed: false,
+            over_dir: false,
             made_with: None,
         })
     }
@@ -230,8 +234,17 @@ impl PartFile {
             writeback: true,
             meter: None,
             unnamed: true,
+            over_dir: false,
             made_with: None,
         }
+    }
+
+    /// Lets the verified file take the place of the empty directory its name holds
+    /// (emptied by `TargetDir::clear` once the file verified): the directory goes
+    /// only when the file is named, in one exchange (see `beneath::rename_over_dir`), so
+    /// a cut or a crash leaves the directory or the file, never a half-file.
+    pub(crate) fn replaces_dir(&mut self) {
+        self.over_dir = true;
     }
 
     /// Whether this file holds a descriptor while it waits for its group: an
@@ -426,7 +439,12 @@ impl PartFile {
         }
         let result = if overwrite {
             // rename(2) replaces the target atomically; a symlink there is replaced, not followed.
-            rustix::fs::renameat(&*self.dir, temp, &*self.dir, name)
+            match rustix::fs::renameat(&*self.dir, temp, &*self.dir, name) {
+                Err(Errno::ISDIR) if self.over_dir => {
+                    beneath::rename_over_dir(&self.dir, temp, name)
+                }
+                other => other,
+            }
         } else {
             match rustix::fs::renameat_with(
                 &*self.dir,
@@ -498,7 +516,13 @@ impl PartFile {
             }
         };
         let renamed =
-            rustix::fs::renameat(&*self.dir, temp.as_str(), &*self.dir, self.name.as_slice());
+            match rustix::fs::renameat(&*self.dir, temp.as_str(), &*self.dir, self.name.as_slice())
+            {
+                Err(Errno::ISDIR) if self.over_dir => {
+                    beneath::rename_over_dir(&self.dir, &temp, &self.name)
+                }
+                other => other,
+            };
         match renamed {
             Ok(()) => {
                 self.keep = true;

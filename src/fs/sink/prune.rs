@@ -11,6 +11,10 @@
 //! the session began (`ctime`: a file another session renamed into place, a
 //! directory it added to), and on a server whatever the user's ledger says another
 //! `put` is writing; what a server removes is given back to the user's quota.
+//!
+//! The same rules empty a directory that an offered file or link replaces
+//! ([`TargetDir::clear`], a change of type as `rsync -a --delete` mirrors it), and
+//! `beneath::rename_over_dir` then puts the file in the emptied directory's place.
 
 use std::os::fd::OwnedFd;
 
@@ -18,16 +22,19 @@ use rustix::fs::{AtFlags, FileType};
 use rustix::io::Errno;
 
 use super::target::TargetDir;
+use crate::escape::escape;
+use crate::fs::Refusal;
 use crate::fs::beneath::{self, MAX_DEPTH};
 use crate::fs::path::{check_path, is_reserved_bytes};
-use crate::proto::message::{ItemKind, Removed};
+use crate::proto::message::{ErrorCode, ItemKind, Removed};
 
 /// What [`TargetDir::prune`] may remove, and how.
 pub(crate) struct Prune<'a> {
     /// Whether a path beneath the target is in the offer (or above something in it).
     pub(crate) offered: &'a dyn Fn(&str) -> bool,
-    /// Whether a path (a directory: `true`) must stay although the offer lacks it.
-    pub(crate) keep: &'a dyn Fn(&str, bool) -> bool,
+    /// Why a path (a directory: `true`) must stay although the offer lacks it, if
+    /// it must.
+    pub(crate) keep: &'a dyn Fn(&str, bool) -> Option<&'static str>,
     /// Nanoseconds since the epoch when the session began: newer changes are spared.
     pub(crate) since: i128,
     /// Only say what would go (`--dry-run`).
@@ -48,16 +55,67 @@ impl TargetDir {
             };
             // A component that is a link (or gone) is never entered.
             if let Ok(Some(fd)) = beneath::walk(&root, &components, false) {
-                let mut walk = Walk {
-                    rules,
-                    said: &mut *said,
-                    meter: self,
-                };
+                let mut walk = Walk::new(rules, &mut *said, self, None);
                 walk.children(&fd, dir, components.len());
             }
         }
     }
+
+    /// Empties the directory `components` (shown as `path`), which the offered file
+    /// or link of that path replaces: without `delete` it must be empty already;
+    /// with it, what it holds is removed (in a dry run: found) with the rules of
+    /// [`TargetDir::prune`], each removal said to `said`. `exists` if anything
+    /// stays, saying what and why. Nothing there, or no directory: `Ok`, the final
+    /// rename decides.
+    pub(crate) fn clear(
+        &self,
+        (components, path): (&[&[u8]], &str),
+        delete: bool,
+        rules: &Prune<'_>,
+        said: &mut dyn FnMut(Removed),
+    ) -> Result<(), Refusal> {
+        let root = self
+            .dup_root()
+            .map_err(|err| Refusal::io(path, "cannot open the target directory", err))?;
+        let (name, parents) = components
+            .split_last()
+            .expect("the path policy never returns an empty list");
+        let Some(parent) = beneath::walk(&root, parents, false)? else {
+            return Ok(());
+        };
+        let Ok(fd) = beneath::open_dir(&parent, *name) else {
+            return Ok(());
+        };
+        if !delete {
+            return match beneath::children(&fd).next() {
+                None => Ok(()),
+                Some(_) => Err(Refusal::new(
+                    ErrorCode::Exists,
+                    format!("{}: {}", escape(path), NOT_EMPTY),
+                )),
+            };
+        }
+        let mut walk = Walk::new(rules, said, self, Some(path));
+        if walk.children(&fd, path, components.len()) {
+            return Ok(());
+        }
+        let (kept, why) = walk.kept.unwrap_or_default();
+        Err(Refusal::new(
+            ErrorCode::Exists,
+            format!(
+                "{}: the directory of that name holds {}, which --delete keeps ({why}); \
+                 not replaced",
+                escape(path),
+                escape(&kept)
+            ),
+        ))
+    }
 }
+
+/// Why a non-empty directory stays where a file or link is offered without `--delete`.
+const NOT_EMPTY: &str = "a directory of that name holds entries the offer does not; \
+     --delete replaces it (deleting them, as it deletes whatever the offer lacks), \
+     or remove it on the receiving side first";
 
 /// When `stat`'s inode last changed, in nanoseconds since the epoch.
 fn changed_at(stat: &rustix::fs::Stat) -> i128 {
@@ -68,9 +126,36 @@ struct Walk<'a, 'b> {
     rules: &'a Prune<'a>,
     said: &'b mut dyn FnMut(Removed),
     meter: &'a TargetDir,
+    /// The path an entry of this session is being received at (a directory it
+    /// replaces is emptied): its own claim in the ledger does not count.
+    own: Option<&'a str>,
+    /// The first path that stayed, and why.
+    kept: Option<(String, &'static str)>,
 }
 
-impl Walk<'_, '_> {
+impl<'a, 'b> Walk<'a, 'b> {
+    fn new(
+        rules: &'a Prune<'a>,
+        said: &'b mut dyn FnMut(Removed),
+        meter: &'a TargetDir,
+        own: Option<&'a str>,
+    ) -> Self {
+        Walk {
+            rules,
+            said,
+            meter,
+            own,
+            kept: None,
+        }
+    }
+
+    /// Notes that `path` stays, for `why`, if it is the first.
+    fn keeps(&mut self, path: &str, why: &'static str) {
+        if self.kept.is_none() {
+            self.kept = Some((path.to_string(), why));
+        }
+    }
+
     /// Looks at each child of the directory `fd` (offered as `path`); returns
     /// whether all of them went (or, in a dry run, would).
     fn children(&mut self, fd: &OwnedFd, path: &str, depth: usize) -> bool {
@@ -81,15 +166,27 @@ impl Walk<'_, '_> {
         for (name, stat) in children {
             let Ok(name) = name.into_string() else {
                 emptied = false; // not UTF-8: no report could name it
+                self.keeps(&format!("{path}/?"), "a name that is not UTF-8");
                 continue;
             };
             let child = format!("{path}/{name}");
             let is_dir = beneath::kind(&stat) == FileType::Directory;
-            let spared = (self.rules.offered)(&child)
-                || is_reserved_bytes(name.as_bytes())
-                || (self.rules.keep)(&child, is_dir)
-                || changed_at(&stat) >= self.rules.since;
-            if spared || !self.remove(fd, &name, &child, &stat, depth) {
+            let spared = if (self.rules.offered)(&child) {
+                Some("offered")
+            } else if is_reserved_bytes(name.as_bytes()) {
+                Some("a temporary or partial file of xfer")
+            } else if let Some(why) = (self.rules.keep)(&child, is_dir) {
+                Some(why)
+            } else if changed_at(&stat) >= self.rules.since {
+                Some("changed since the session began")
+            } else {
+                None
+            };
+            if let Some(why) = spared {
+                self.keeps(&child, why);
+                emptied = false;
+            } else if !self.remove(fd, &name, &child, &stat, depth) {
+                self.keeps(&child, "it could not be removed");
                 emptied = false;
             }
         }
@@ -121,7 +218,7 @@ impl Walk<'_, '_> {
         let result = if self.rules.dry_run {
             Ok(())
         } else {
-            self.unlink(parent, name, path, stat, kind)
+            self.unlink(parent, name, path, kind)
         };
         match result {
             Ok(()) => {
@@ -146,13 +243,13 @@ impl Walk<'_, '_> {
     }
 
     /// One `unlinkat`; on a server, under the user's ledger, refused (`BUSY`) for a
-    /// path another `put` is writing, and what left the disk given back.
+    /// path another `put` is writing, and what left the disk (measured under the
+    /// lock, right before) given back.
     fn unlink(
         &self,
         parent: &OwnedFd,
         name: &str,
         path: &str,
-        stat: &rustix::fs::Stat,
         kind: ItemKind,
     ) -> Result<(), Errno> {
         let flags = match kind {
@@ -163,13 +260,136 @@ impl Walk<'_, '_> {
             return rustix::fs::unlinkat(parent, name, flags);
         };
         let mut books = account.books();
-        if books.unclaimed(&account.home_path(path)).is_err() {
+        let own = self.own.map(|own| account.home_path(own));
+        if books
+            .unclaimed_but(&account.home_path(path), own.as_deref())
+            .is_err()
+        {
             return Err(Errno::BUSY);
         }
+        let stat = beneath::stat(parent, name)?.ok_or(Errno::NOENT)?;
         rustix::fs::unlinkat(parent, name, flags)?;
-        if kind == ItemKind::File {
+        if beneath::kind(&stat) == FileType::RegularFile {
             books.shrank(stat.st_size as u64, 1);
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    fn rules<'a>(keep: &'a dyn Fn(&str, bool) -> Option<&'static str>, dry_run: bool) -> Prune<'a> {
+        Prune {
+            offered: &|_| false,
+            keep,
+            since: i128::MAX,
+            dry_run,
+        }
+    }
+
+    fn clear(
+        target: &TargetDir,
+        delete: bool,
+        rules: &Prune<'_>,
+    ) -> (Result<(), Refusal>, Vec<String>) {
+        let mut said = Vec::new();
+        let result = target.clear((&[b"x"], "x"), delete, rules, &mut |removed: Removed| {
+            said.push(removed.path)
+        });
+        (result, said)
+    }
+
+    #[test]
+    fn without_delete_only_an_empty_directory_gives_way() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = TargetDir::open(dir.path()).unwrap();
+        std::fs::create_dir(dir.path().join("x")).unwrap();
+        let keep_none = |_: &str, _| None;
+        assert_eq!(clear(&target, false, &rules(&keep_none, false)).0, Ok(()));
+        std::fs::write(dir.path().join("x/a"), b"a").unwrap();
+        let (result, said) = clear(&target, false, &rules(&keep_none, false));
+        let refusal = result.unwrap_err();
+        assert_eq!(refusal.code, ErrorCode::Exists);
+        assert!(
+            refusal.message.contains("--delete replaces it"),
+            "{}",
+            refusal.message
+        );
+        assert!(said.is_empty());
+        assert!(dir.path().join("x/a").exists());
+        // Nothing there, or no directory: the final rename decides.
+        std::fs::remove_dir_all(dir.path().join("x")).unwrap();
+        assert_eq!(clear(&target, false, &rules(&keep_none, false)).0, Ok(()));
+        std::fs::write(dir.path().join("x"), b"a file").unwrap();
+        assert_eq!(clear(&target, true, &rules(&keep_none, false)).0, Ok(()));
+        assert!(dir.path().join("x").is_file());
+    }
+
+    #[test]
+    fn with_delete_all_goes_deepest_first_and_links_are_removed_never_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("precious"), b"p").unwrap();
+        let target = TargetDir::open(dir.path()).unwrap();
+        std::fs::create_dir_all(dir.path().join("x/deep")).unwrap();
+        std::fs::write(dir.path().join("x/deep/o"), b"o").unwrap();
+        symlink(outside.path(), dir.path().join("x/to-dir")).unwrap();
+        let keep_none = |_: &str, _| None;
+        // A look (a dry run) removes nothing and says what would go.
+        let (result, said) = clear(&target, true, &rules(&keep_none, true));
+        assert_eq!(result, Ok(()));
+        assert_eq!(said, ["x/deep/o", "x/deep", "x/to-dir"]);
+        assert!(dir.path().join("x/deep/o").exists());
+        let (result, said) = clear(&target, true, &rules(&keep_none, false));
+        assert_eq!(result, Ok(()));
+        assert_eq!(said, ["x/deep/o", "x/deep", "x/to-dir"]);
+        assert_eq!(std::fs::read_dir(dir.path().join("x")).unwrap().count(), 0);
+        assert_eq!(
+            std::fs::read(outside.path().join("precious")).unwrap(),
+            b"p"
+        );
+    }
+
+    #[test]
+    fn what_the_rules_keep_keeps_the_directory_and_the_refusal_says_why() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = TargetDir::open(dir.path()).unwrap();
+        std::fs::create_dir_all(dir.path().join("x")).unwrap();
+        std::fs::write(dir.path().join("x/keep.me"), b"k").unwrap();
+        std::fs::write(dir.path().join("x/.xfer-0123456789abcdef.part"), b"t").unwrap();
+        let keep = |path: &str, _| path.ends_with("keep.me").then_some("a filter excludes it");
+        let (result, _) = clear(&target, true, &rules(&keep, false));
+        let refusal = result.unwrap_err();
+        assert!(
+            refusal.message.contains("holds x/.xfer-0123456789abcdef.part, which --delete keeps (a temporary or partial file of xfer)"),
+            "{}",
+            refusal.message
+        );
+        std::fs::remove_file(dir.path().join("x/.xfer-0123456789abcdef.part")).unwrap();
+        let (result, _) = clear(&target, true, &rules(&keep, false));
+        assert!(
+            result
+                .unwrap_err()
+                .message
+                .contains("holds x/keep.me, which --delete keeps (a filter excludes it)")
+        );
+        assert!(dir.path().join("x/keep.me").exists());
+        // What changed since the session began stays too.
+        let keep_none = |_: &str, _| None;
+        let since_long_ago = Prune {
+            since: 0,
+            ..rules(&keep_none, false)
+        };
+        let (result, said) = clear(&target, true, &since_long_ago);
+        assert!(
+            result
+                .unwrap_err()
+                .message
+                .contains("changed since the session began")
+        );
+        assert!(said.is_empty());
     }
 }

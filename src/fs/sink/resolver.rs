@@ -34,6 +34,9 @@ pub(crate) enum Placement {
     Taken,
     /// A regular file of the offered size and time: it counts as delivered.
     Same,
+    /// A directory, which `--overwrite` replaces once it is empty (emptied with
+    /// `--delete`'s rules, see `TargetDir::clear`): it counts nothing itself.
+    Dir,
 }
 
 impl TargetDir {
@@ -53,6 +56,9 @@ pub(crate) struct Resolver<'a> {
     /// a name in one needs no look before it is planned (the final no-replace link
     /// or rename still refuses anything that appeared there since).
     made: HashSet<Vec<u8>>,
+    /// In a dry run, names whose file a directory would replace: nothing is
+    /// beneath them yet (see [`Resolver::vacate`]).
+    vacated: HashSet<Vec<u8>>,
 }
 
 impl<'a> Resolver<'a> {
@@ -61,6 +67,7 @@ impl<'a> Resolver<'a> {
             target,
             dirs: HashMap::new(),
             made: HashSet::new(),
+            vacated: HashSet::new(),
         }
     }
 
@@ -89,10 +96,8 @@ impl<'a> Resolver<'a> {
             Err(err) => return Err(Refusal::io(path, "cannot inspect the target", err)),
         };
         match beneath::kind(&stat) {
-            FileType::Directory => Err(Refusal::new(
-                ErrorCode::Exists,
-                format!("{}: {}", escape(path), beneath::DIR_IN_THE_WAY),
-            )),
+            FileType::Directory if overwrite => Ok(Placement::Dir),
+            FileType::Directory => Err(self.dir_in_the_way(path)),
             FileType::RegularFile if overwrite => Ok(Placement::Free(Some(stat.st_size as u64))),
             _ if overwrite => Ok(Placement::Taken),
             FileType::RegularFile
@@ -111,6 +116,81 @@ impl<'a> Resolver<'a> {
                 ),
             )),
         }
+    }
+
+    /// `exists` for a directory where a file or link is offered, without the
+    /// permission to replace files.
+    pub(super) fn dir_in_the_way(&self, path: &str) -> Refusal {
+        Refusal::new(
+            ErrorCode::Exists,
+            format!(
+                "{}: {} ({})",
+                escape(path),
+                beneath::DIR_IN_THE_WAY,
+                self.target.replace_hint()
+            ),
+        )
+    }
+
+    /// The directory this resolver reaches into.
+    pub(crate) fn target(&self) -> &'a TargetDir {
+        self.target
+    }
+
+    /// Whether something other than a directory (a file, a link, a special file)
+    /// is at `components`: what an offered directory replaces where files are
+    /// replaced. Refused as [`Resolver::probe_dir`] refuses, above it.
+    pub(crate) fn non_dir_at(&mut self, components: &[&[u8]]) -> Result<bool, Refusal> {
+        let path = beneath::shown_path(components);
+        self.deep_enough(&path, components)?;
+        let (parents, name) = split_last(components);
+        let Some(parent) = self.walk(parents, false)? else {
+            return Ok(false);
+        };
+        match beneath::stat(&*parent, name) {
+            Ok(Some(stat)) => Ok(beneath::kind(&stat) != FileType::Directory),
+            Ok(None) => Ok(false),
+            Err(err) => Err(Refusal::io(&path, "cannot inspect the target", err)),
+        }
+    }
+
+    /// Removes the file, link or special file at `components` (shown as `path`),
+    /// never following a link, for the directory the plan makes in its place (as
+    /// `rsync -a` does: a cut session leaves the new, empty directory). On a
+    /// server, under the ledger's lock: `busy` while a session writes the path,
+    /// and what left the disk given back.
+    pub(crate) fn remove_in_the_way(
+        &mut self,
+        path: &str,
+        components: &[&[u8]],
+    ) -> Result<(), Refusal> {
+        let (parents, name) = split_last(components);
+        let Some(parent) = self.walk(parents, false)? else {
+            return Ok(());
+        };
+        let meter = self.target.meter();
+        let mut books = meter.map(|account| account.books());
+        if let (Some(books), Some(account)) = (&books, meter) {
+            books.unclaimed(&account.home_path(path))?;
+        }
+        let stat = match beneath::stat(&*parent, name) {
+            Ok(Some(stat)) if beneath::kind(&stat) != FileType::Directory => stat,
+            _ => return Ok(()), // gone, or a directory already
+        };
+        rustix::fs::unlinkat(&*parent, name, rustix::fs::AtFlags::empty())
+            .map_err(|err| Refusal::io(path, "cannot remove what is in the way", err))?;
+        if let Some(books) = books.as_deref_mut()
+            && beneath::kind(&stat) == FileType::RegularFile
+        {
+            books.shrank(stat.st_size as u64, 1);
+        }
+        Ok(())
+    }
+
+    /// A dry run's stand-in for [`Resolver::remove_in_the_way`]: from now on this
+    /// resolver sees nothing at or beneath `components`.
+    pub(crate) fn vacate(&mut self, components: &[&[u8]]) {
+        self.vacated.insert(components.join(&b'/'));
     }
 
     /// Whether the directory `components` is there (reached without a link; a
@@ -334,6 +414,10 @@ impl<'a> Resolver<'a> {
             }
         };
         while depth < components.len() {
+            if !self.vacated.is_empty() && self.vacated.contains(&components[..=depth].join(&b'/'))
+            {
+                return Ok(None); // a dry run's directory in place of a file
+            }
             let Some((next, made)) = beneath::step_noting(&dir, components, depth, create)? else {
                 return Ok(None);
             };

@@ -25,6 +25,7 @@ use rustix::io::Errno;
 
 use super::claims::Claim;
 use super::flusher::{self, Flush, Flushed, Flusher};
+use super::in_the_way;
 pub(crate) use super::jobs::{Arrived, Job, SmallFile, disk_gone};
 use super::maker::{self, Helper, Made, make_all};
 use super::plan::Planned;
@@ -483,6 +484,11 @@ impl Answers<'_, '_, '_> {
             }
             (Ok(arrived), Landing::Part(Ok(part))) => (arrived, part),
         };
+        if let Err(refusal) = self.make_room(index, &mut part) {
+            part.discard();
+            self.settle(index, Settled::Unchanged);
+            return self.answer_now(writer, index, Err(refusal));
+        }
         if arrived.size >= GROUP_BYTES {
             // Alone: fsync of the file itself, no group to wait for.
             let result = part.commit(entry, self.shared.settings.overwrite);
@@ -494,6 +500,23 @@ impl Answers<'_, '_, '_> {
             return self.answer_now(writer, index, Err(refusal));
         }
         self.join_group(index, (arrived, part), group, writer)
+    }
+
+    /// A verified file that replaces a directory: the directory emptied now, and
+    /// replaced when the file is named (`in_the_way.rs`).
+    fn make_room(&self, index: usize, part: &mut PartFile) -> Result<(), Refusal> {
+        let item = &self.planned[index];
+        let Destination::Dir(target) = self.shared.destination else {
+            return Ok(());
+        };
+        if !item.type_change {
+            return Ok(());
+        }
+        let bytes = item.entry.path_bytes();
+        let components = check_path_bytes(&bytes, self.shared.settings.names)
+            .expect("planned paths passed the policy");
+        let at = (&components[..], &*item.entry.shown_path());
+        in_the_way::make_room(part, self.shared, target, at)
     }
 
     /// Puts a sealed file in the group, which is committed once it is full.

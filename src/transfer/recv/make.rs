@@ -9,11 +9,12 @@ use std::sync::atomic::Ordering;
 
 use anyhow::Result;
 
+use super::in_the_way;
 use super::plan::Planned;
 use super::shared::Shared;
 use crate::escape::escape;
 use crate::fs::Refusal;
-use crate::fs::path::{Names, check_path_bytes};
+use crate::fs::path::check_path_bytes;
 use crate::fs::sink::{DROPPED, Node, TargetDir};
 use crate::proto::message::{EntryKind, ErrorCode, Message};
 use crate::proto::wire::FrameWriter;
@@ -33,8 +34,7 @@ pub(crate) fn make_all<W: Write>(
         if !planned[index].make {
             continue;
         }
-        let settings = (shared.settings.overwrite, shared.settings.names);
-        let result = make_one(&mut resolver, planned, index, settings);
+        let result = make_one(&mut resolver, planned, index, (shared, target));
         // The entry is final (or failed): its path and its room are free again.
         planned[index].claim = None;
         planned[index].reservation = None;
@@ -60,8 +60,9 @@ fn make_one(
     resolver: &mut crate::fs::sink::Resolver<'_>,
     planned: &[Planned],
     index: usize,
-    (overwrite, names): (bool, Names),
+    (shared, target): (&Shared<'_>, &TargetDir),
 ) -> Result<(), Refusal> {
+    let (overwrite, names) = (shared.settings.overwrite, shared.settings.names);
     let entry = &planned[index].entry;
     let shown = escape(&entry.shown_path()).into_owned();
     let bytes = entry.path_bytes();
@@ -81,11 +82,17 @@ fn make_one(
         .as_deref()
         .map(|bytes| check_path_bytes(bytes, names).unwrap_or_default());
     debug_assert!(entry.kind != EntryKind::File);
+    let over_dir = planned[index].type_change;
+    if over_dir {
+        // The directory the plan let go, emptied now: the link takes its place.
+        in_the_way::clear(shared, target, (&components, &entry.shown_path()), false)?;
+    }
     let node = Node {
         path: &shown,
         components: &components,
         entry,
         file: file.as_deref(),
+        over_dir,
     };
     resolver.make_node(&node, overwrite)
 }

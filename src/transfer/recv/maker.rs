@@ -6,6 +6,7 @@
 //! of it left the machine's other core to wait. Everything after (groups, flushes,
 //! answers) stays on the disk thread, in entry order.
 
+use super::in_the_way;
 use super::jobs::{Arrived, SmallFile};
 use super::plan::Planned;
 use super::shared::Shared;
@@ -78,5 +79,8 @@ fn make(
         part.write_all(bytes)?;
     }
     part.seal(&item.entry)?;
+    if item.type_change {
+        in_the_way::make_room(&mut part, shared, resolver.target(), (&components, &path))?;
+    }
     Ok(part)
 }

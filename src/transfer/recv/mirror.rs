@@ -1,15 +1,19 @@
 //! A mirroring sender's requests on the receiving side (feature `mirror`, section 17
 //! of `docs/PROTOCOL.md`): whether `--delete` is allowed here, and, once the data
 //! phase is over, what the offered directories hold and the offer does not,
-//! removed (or in a dry run only listed) and reported in the MACed `deleted` list.
+//! removed (or in a dry run only listed) and reported in the MACed `deleted` list,
+//! after what went from directories that offered files or links replaced
+//! (`in_the_way.rs`).
 
 use std::collections::HashSet;
 use std::io::Write;
+use std::sync::PoisonError;
 
 use anyhow::Result;
 
+use super::in_the_way;
 use super::plan::Planned;
-use super::shared::{Destination, Shared};
+use super::shared::{Destination, Mirroring, Shared};
 use crate::error::{Kind, fail, refused};
 use crate::fs::filter::Filter;
 use crate::fs::sink::{Prune, TargetDir};
@@ -40,19 +44,14 @@ fn accept(mirror: &Mirror, shared: &Shared<'_>) -> Result<Filter> {
     Filter::from_wire(&mirror.rules).map_err(|why| fail(Kind::Protocol, why))
 }
 
-/// What the sender asked of this session, checked.
-pub(crate) struct Asked {
-    filter: Filter,
-    since: i128,
-    delete: bool,
-    /// Plan only: nothing is made, removed or applied.
-    pub(crate) dry_run: bool,
-}
-
-impl Asked {
+impl Mirroring {
     /// What the offer's `mirror` member asks, if it is allowed here (see
     /// [`accept`]); a dry run is told to the tally.
-    pub(crate) fn of(mirror: Option<&Mirror>, shared: &Shared<'_>, tally: &Tally) -> Result<Asked> {
+    pub(crate) fn of(
+        mirror: Option<&Mirror>,
+        shared: &Shared<'_>,
+        tally: &Tally,
+    ) -> Result<Mirroring> {
         let since = session_start();
         let offered = mirror.map_or((false, false), |mirror| (mirror.delete, mirror.dry_run));
         if shared.settings.asked.is_some_and(|asked| asked != offered) {
@@ -66,22 +65,21 @@ impl Asked {
             ));
         }
         let Some(mirror) = mirror else {
-            return Ok(Asked {
-                filter: Filter::default(),
+            return Ok(Mirroring {
                 since,
-                delete: false,
-                dry_run: false,
+                ..Mirroring::default()
             });
         };
         let filter = accept(mirror, shared)?;
         if mirror.dry_run {
             tally.dry_run();
         }
-        Ok(Asked {
+        Ok(Mirroring {
             filter,
             since,
             delete: mirror.delete,
             dry_run: mirror.dry_run,
+            cleared: Default::default(),
         })
     }
 
@@ -98,8 +96,10 @@ impl Asked {
         if !self.delete {
             return Ok(());
         }
+        let cleared =
+            std::mem::take(&mut *self.cleared.lock().unwrap_or_else(PoisonError::into_inner));
         let how = (&self.filter, self.since, self.dry_run);
-        prune_and_report(writer, shared, target, planned, how, tally)
+        prune_and_report(writer, shared, target, (planned, cleared), how, tally)
     }
 }
 
@@ -116,12 +116,13 @@ fn session_start() -> i128 {
 
 /// Removes what the accepted directories of `planned` hold and the offer does not
 /// (a dry run: only finds it), spares what `filter` excludes and what another
-/// session of this process is receiving, then sends the `deleted` report.
+/// session of this process is receiving, then sends the `deleted` report, which
+/// begins with what was `cleared` from directories files or links replaced.
 fn prune_and_report<W: Write>(
     writer: &mut FrameWriter<W>,
     shared: &Shared<'_>,
     target: &TargetDir,
-    planned: &[Planned],
+    (planned, cleared): (&[Planned], Vec<Removed>),
     (filter, since, dry_run): (&Filter, i128, bool),
     tally: &Tally,
 ) -> Result<()> {
@@ -142,9 +143,7 @@ fn prune_and_report<W: Write>(
         .map(|item| item.entry.path.as_str())
         .collect();
     let within = target.identity();
-    let keep = |path: &str, is_dir: bool| {
-        filter.excluded(path, is_dir) || shared.claims.claim(within, path.as_bytes()).is_none()
-    };
+    let keep = |path: &str, is_dir: bool| in_the_way::kept(filter, shared, within, path, is_dir);
     let rules = Prune {
         offered: &|path| offered.contains(path),
         keep: &keep,
@@ -153,7 +152,7 @@ fn prune_and_report<W: Write>(
     };
     let mut report = ListWriter::deleted(writer, shared.transfer);
     let mut failed = None;
-    target.prune(&dirs, &rules, &mut |removed: Removed| {
+    let mut said = |removed: Removed| {
         match &removed.error {
             None => tally.change(Change::Deleted, &removed.path, 0, None),
             Some(why) => tally.change(Change::NotDeleted, &removed.path, 0, Some(why)),
@@ -161,7 +160,9 @@ fn prune_and_report<W: Write>(
         if failed.is_none() {
             failed = report.push(&removed).err();
         }
-    });
+    };
+    cleared.into_iter().for_each(&mut said);
+    target.prune(&dirs, &rules, &mut said);
     match failed {
         Some(err) => Err(err),
         None => report.finish_deleted(),

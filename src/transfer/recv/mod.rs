@@ -20,6 +20,7 @@ mod data;
 mod delta;
 mod disk;
 mod flusher;
+mod in_the_way;
 mod jobs;
 mod make;
 mod maker;
@@ -36,10 +37,9 @@ use anyhow::Result;
 
 pub(crate) use self::claims::Claims;
 use self::disk::Givers;
-use self::mirror::Asked;
 use self::plan::Planned;
-use self::shared::Shared;
 pub(crate) use self::shared::{Destination, Settings};
+use self::shared::{Mirroring, Shared};
 use self::small::Batch;
 use super::Tally;
 use super::offer::{Offered, read_offer};
@@ -78,6 +78,7 @@ pub(crate) fn session<R: Read, W: Write + Send, C: Hangup>(
         delta_stream: conn.negotiated.has(Feature::Delta)
             && conn.negotiated.has(Feature::DeltaStream),
         mirror: conn.negotiated.has(Feature::Mirror),
+        mirroring: None,
     };
     let receiving = crate::fs::descriptors::Receiving::begin();
     let result = receive(conn, &shared, tally);
@@ -103,7 +104,11 @@ fn receive<R: Read, W: Write + Send, C>(
     let Connection { reader, writer, .. } = conn;
     let Offered { entries, mirror } = read_offer(reader, shared.transfer, mirroring)?;
     tally.offered(entries.len(), "received");
-    let asked = Asked::of(mirror.as_ref(), shared, tally)?;
+    let asked = Mirroring::of(mirror.as_ref(), shared, tally)?;
+    let shared = &Shared {
+        mirroring: Some(&asked),
+        ..*shared
+    };
     let mut planned = plan::plan(entries, writer, shared, tally, mirror.as_ref())?;
     writer.flush()?;
 
@@ -212,7 +217,7 @@ fn start_cutter<'scope>(
 fn finish_tree<W: Write>(
     planned: &mut [plan::Planned],
     target: &TargetDir,
-    asked: &Asked,
+    asked: &Mirroring,
     writer: &mut FrameWriter<W>,
     shared: &Shared<'_>,
     tally: &Tally,

@@ -12,6 +12,7 @@ use anyhow::Result;
 use indicatif::HumanBytes;
 
 use super::claims::{CLAIM_KEYS, Claim, KeyedSet};
+use super::in_the_way;
 use super::shared::{Destination, Shared};
 use crate::error::refused;
 use crate::escape::escape;
@@ -19,7 +20,7 @@ use crate::fs::Refusal;
 use crate::fs::home::Footprint;
 use crate::fs::path::check_path_bytes;
 use crate::fs::quota::Reservation;
-use crate::fs::sink::{Basis, Node, Placement, Resolver};
+use crate::fs::sink::{Basis, Node, Placement, Resolver, TargetDir};
 use crate::proto::delta::{MAX_PLAN_CHUNKS, MIN_DELTA_SIZE};
 use crate::proto::hash::Hasher;
 use crate::proto::message::{Decision, Entry, EntryKind, ErrorCode, Mirror, Signature};
@@ -45,9 +46,12 @@ pub(crate) struct Planned<'c> {
     pub(crate) reservation: Option<Box<Reservation>>,
     /// What an existing file this entry replaces holds (it counts until replaced).
     pub(crate) replaces: Footprint,
-    /// What this entry replaces is no regular file (a link, a special file): it
-    /// counts nothing, and is replaced all the same.
+    /// What this entry replaces is no regular file (a link, a special file, an
+    /// empty or emptied directory): it counts nothing, and is replaced all the same.
     pub(crate) replaces_other: bool,
+    /// A change of type (`in_the_way.rs`): a file or link in place of a directory,
+    /// emptied first; or a directory made in place of a non-directory.
+    pub(crate) type_change: bool,
     /// The file this entry replaces, chunked, when the plan offered it as a basis.
     pub(crate) basis: Option<Box<Basis>>,
     /// An accepted entry without data (a link, a special file): made once the
@@ -76,6 +80,7 @@ impl Planned<'_> {
             reservation: None,
             replaces: Footprint::default(),
             replaces_other: false,
+            type_change: false,
             basis: None,
             make: false,
             arrived: AtomicBool::new(false),
@@ -117,6 +122,7 @@ pub(crate) fn plan<'c, W: Write>(
         Destination::Dir(target) => {
             let mut decider = Decider {
                 within: target.identity(),
+                target,
                 resolver: target.resolver(),
                 shared,
                 // Sized once: a table grown step by step misses the cache as it
@@ -238,8 +244,10 @@ fn dry_run_change(item: &Planned, decision: &Decision, tally: &Tally) {
         return;
     };
     let change = match item.entry.kind {
-        EntryKind::Dir if *replaces => return,
+        // Said as it was decided (see `Decider::dir`).
+        EntryKind::Dir if *replaces || item.type_change => return,
         EntryKind::Dir => Change::NewDir,
+        EntryKind::File if item.type_change => Change::Replaced,
         EntryKind::File if *replaces => Change::Changed,
         EntryKind::File => Change::New,
         kind if *replaces => Change::ReplacedNode(kind),
@@ -255,7 +263,7 @@ fn replaced(placement: Placement) -> Option<(Footprint, bool)> {
         Placement::Same => None,
         Placement::Free(Some(bytes)) => Some((Footprint { bytes, files: 1 }, false)),
         Placement::Free(None) => Some((Footprint::default(), false)),
-        Placement::Taken => Some((Footprint::default(), true)),
+        Placement::Taken | Placement::Dir => Some((Footprint::default(), true)),
     }
 }
 
@@ -263,6 +271,7 @@ fn replaced(placement: Placement) -> Option<(Footprint, bool)> {
 struct Decider<'s, 'c> {
     /// The target directory's identity, for claims.
     within: (u64, u64),
+    target: &'s TargetDir,
     resolver: Resolver<'s>,
     shared: &'s Shared<'c>,
     /// Paths offered so far: a second entry with the same path is refused.
@@ -293,6 +302,7 @@ impl<'c> Decider<'_, 'c> {
                 reservation,
                 replaces,
                 other,
+                over_dir,
             }) => {
                 let planned = Planned {
                     make: true,
@@ -300,11 +310,16 @@ impl<'c> Decider<'_, 'c> {
                     reservation,
                     replaces,
                     replaces_other: other,
+                    type_change: over_dir,
                     ..Planned::skipped(entry)
                 };
                 (planned, send_over(replaces.files > 0 || other))
             }
-            Ok(Decided::Dir { existed, attrs }) => self.dir(entry, existed, attrs, tally),
+            Ok(Decided::Dir {
+                existed,
+                attrs,
+                replaced,
+            }) => self.dir(entry, (existed, replaced), attrs, tally),
             Ok(Decided::Same { attrs }) => self.same(entry, attrs, tally),
             Ok(Decided::File {
                 resume_from,
@@ -313,6 +328,7 @@ impl<'c> Decider<'_, 'c> {
                 replaces,
                 other,
                 basis,
+                over_dir,
             }) => {
                 let replacing = replaces.files > 0 || other;
                 let (decision, basis) = file_decision(resume_from.as_deref(), basis, replacing);
@@ -323,6 +339,7 @@ impl<'c> Decider<'_, 'c> {
                     reservation,
                     replaces,
                     replaces_other: other,
+                    type_change: over_dir,
                     basis,
                     ..Planned::skipped(entry)
                 };
@@ -332,16 +349,20 @@ impl<'c> Decider<'_, 'c> {
         }
     }
 
-    /// A directory made (in a real run: `new dir` with `--itemize`) or there
-    /// already, with `attrs` if its metadata differs from the offer's.
+    /// A directory made (in a real run: `new dir` with `--itemize`; `replaced`,
+    /// in both, in place of a non-directory) or there already, with `attrs` if its
+    /// metadata differs from the offer's. One that replaced a non-directory is new
+    /// to the plan (`replaces` says a directory exists already, section 17.3).
     fn dir(
         &self,
         entry: Entry,
-        existed: bool,
+        (existed, replaced): (bool, bool),
         attrs: bool,
         tally: &Tally,
     ) -> (Planned<'c>, Decision) {
-        if !existed && !self.dry_run {
+        if replaced {
+            tally.change(Change::ReplacedDir, &entry.shown_path(), 0, None);
+        } else if !existed && !self.dry_run {
             tally.change(Change::NewDir, &entry.shown_path(), 0, None);
         }
         if attrs {
@@ -354,7 +375,11 @@ impl<'c> Decider<'_, 'c> {
             replaces: existed,
             attrs: attrs && self.shared.mirror,
         };
-        (Planned::dir(entry), decision)
+        let planned = Planned {
+            type_change: replaced,
+            ..Planned::dir(entry)
+        };
+        (planned, decision)
     }
 
     /// An entry refused: an `unsent` one not sent, as the sender counts it (exit 10
@@ -425,7 +450,9 @@ impl<'c> Decider<'_, 'c> {
             return self.decide_other(entry, before, &shown, &components);
         }
         let claim = self.claim(entry, &shown)?;
-        let Some((replaces, other)) = replaced(self.placement(entry, &components)?) else {
+        let placement = self.placement(entry, &components)?;
+        let over_dir = self.dir_in_the_way(entry, &components, placement)?;
+        let Some((replaces, other)) = replaced(placement) else {
             let attrs = self.refresh(entry, &components, &shown);
             return Ok(Decided::Same { attrs });
         };
@@ -446,6 +473,7 @@ impl<'c> Decider<'_, 'c> {
                 replaces,
                 other,
                 basis,
+                over_dir,
             });
         }
         let resume_from = self.resume_point(entry, &components, &shown)?;
@@ -461,7 +489,26 @@ impl<'c> Decider<'_, 'c> {
             replaces,
             other,
             basis,
+            over_dir,
         })
+    }
+
+    /// Whether `placement` is a directory the file or link `entry` replaces:
+    /// checked now that it may go (empty, or with `--delete` all it holds; a dry
+    /// run finds what would go), emptied once the file verified (`disk.rs`) or
+    /// before the link is made (`make.rs`).
+    fn dir_in_the_way(
+        &mut self,
+        entry: &Entry,
+        components: &[&[u8]],
+        placement: Placement,
+    ) -> Result<bool, Refusal> {
+        if placement != Placement::Dir {
+            return Ok(false);
+        }
+        let at = (components, &*entry.shown_path());
+        in_the_way::clear(self.shared, self.target, at, true)?;
+        Ok(true)
     }
 
     /// The file `entry` will replace (`replacing`: a regular file is there, and no
@@ -613,19 +660,7 @@ impl<'c> Decider<'_, 'c> {
         components: &[&[u8]],
     ) -> Result<Decided<'c>, Refusal> {
         match entry.kind {
-            EntryKind::Dir => {
-                let existed = self.resolver.probe_dir(components)?;
-                match (self.dry_run, existed) {
-                    (_, true) => {}
-                    (true, false) => {
-                        let making = "cannot create directory";
-                        self.resolver.dry_run_may_add(components, making)?;
-                    }
-                    (false, false) => self.resolver.create_dir(components)?,
-                }
-                let attrs = existed && self.resolver.dir_differs(components, entry);
-                Ok(Decided::Dir { existed, attrs })
-            }
+            EntryKind::Dir => self.decide_dir(entry, shown, components),
             EntryKind::Symlink
             | EntryKind::Hardlink
             | EntryKind::Fifo
@@ -641,6 +676,72 @@ impl<'c> Decider<'_, 'c> {
             }
             EntryKind::File => unreachable!("files are decided by decide_entry"),
         }
+    }
+
+    /// Decides a directory: made now (not in a dry run) or there already; where
+    /// files are replaced, made in place of a non-directory. That is looked for
+    /// only once the walk met something else than a directory, so a directory
+    /// there costs no more than before.
+    fn decide_dir(
+        &mut self,
+        entry: &Entry,
+        shown: &str,
+        components: &[&[u8]],
+    ) -> Result<Decided<'c>, Refusal> {
+        let overwrite = self.shared.settings.overwrite;
+        let existed = match self.resolver.probe_dir(components) {
+            Ok(existed) => existed,
+            Err(_) if overwrite && self.resolver.non_dir_at(components)? => {
+                self.replace_non_dir(entry, shown, components)?;
+                return Ok(Decided::Dir {
+                    existed: false,
+                    attrs: false,
+                    replaced: true,
+                });
+            }
+            // Where files are replaced, the directory would take its place.
+            Err(refusal) if refusal.code == ErrorCode::Exists && !overwrite => {
+                let hint = self.target.replace_hint();
+                return Err(Refusal::new(
+                    refusal.code,
+                    format!("{} ({hint})", refusal.message),
+                ));
+            }
+            Err(refusal) => return Err(refusal),
+        };
+        match (self.dry_run, existed) {
+            (_, true) => {}
+            (true, false) => {
+                let making = "cannot create directory";
+                self.resolver.dry_run_may_add(components, making)?;
+            }
+            (false, false) => self.resolver.create_dir(components)?,
+        }
+        let attrs = existed && self.resolver.dir_differs(components, entry);
+        Ok(Decided::Dir {
+            existed,
+            attrs,
+            replaced: false,
+        })
+    }
+
+    /// Makes the directory `entry` in place of the file, link or special file
+    /// there, which goes now (a dry run: only as far as the plan can see), as
+    /// `rsync -a` replaces one; not while another session receives that path.
+    fn replace_non_dir(
+        &mut self,
+        entry: &Entry,
+        shown: &str,
+        components: &[&[u8]],
+    ) -> Result<(), Refusal> {
+        let _claim = self.claim(entry, shown)?;
+        if self.dry_run {
+            self.resolver.vacate(components);
+            return Ok(());
+        }
+        self.resolver
+            .remove_in_the_way(&entry.shown_path(), components)?;
+        self.resolver.create_dir(components)
     }
 
     /// Decides a link or special file: one this receiver may not make is `denied`,
@@ -666,10 +767,12 @@ impl<'c> Decider<'_, 'c> {
             components,
             entry,
             file: file_components.as_deref(),
+            over_dir: false,
         };
         let placement = self
             .resolver
             .probe_node(&node, self.shared.settings.overwrite)?;
+        let over_dir = self.dir_in_the_way(entry, components, placement)?;
         let Some((replaces, other)) = replaced(placement) else {
             return Ok(Decided::Same { attrs: false });
         };
@@ -677,7 +780,25 @@ impl<'c> Decider<'_, 'c> {
             self.resolver
                 .dry_run_may_add(components, "cannot make it")?;
         }
-        // A hard link counts its file's bytes again, as the home's count does.
+        let reservation = self.reserve_node(entry, before, replaces)?;
+        Ok(Decided::Make {
+            claim,
+            reservation,
+            replaces,
+            other,
+            over_dir,
+        })
+    }
+
+    /// Room in the user's quota for the link or special file `entry` (a dry run
+    /// only checks it), replacing `replaces`: a hard link counts its file's bytes
+    /// again, as the home's count does.
+    fn reserve_node(
+        &self,
+        entry: &Entry,
+        before: &[Planned<'c>],
+        replaces: Footprint,
+    ) -> Result<Option<Box<Reservation>>, Refusal> {
         let size = entry
             .extra()
             .of
@@ -686,7 +807,7 @@ impl<'c> Decider<'_, 'c> {
             bytes: size.unwrap_or(0),
             files: u64::from(entry.kind == EntryKind::Hardlink),
         };
-        let reservation = match self.shared.quota {
+        Ok(match self.shared.quota {
             Some(_) if self.dry_run => {
                 self.check_room(entry, after)?;
                 None
@@ -697,12 +818,6 @@ impl<'c> Decider<'_, 'c> {
                 after,
             )?)),
             None => None,
-        };
-        Ok(Decided::Make {
-            claim,
-            reservation,
-            replaces,
-            other,
         })
     }
 
@@ -809,8 +924,12 @@ impl<'c> Decider<'_, 'c> {
 /// What was decided for an accepted entry.
 enum Decided<'c> {
     /// `existed`: it was there already (it gets its mode and time only), with
-    /// other metadata when `attrs`.
-    Dir { existed: bool, attrs: bool },
+    /// other metadata when `attrs`; `replaced`: made in place of a non-directory.
+    Dir {
+        existed: bool,
+        attrs: bool,
+        replaced: bool,
+    },
     /// An entry without data, made after the files; `replaces` what is there
     /// (`other`: something that is no regular file).
     Make {
@@ -818,6 +937,8 @@ enum Decided<'c> {
         reservation: Option<Box<Reservation>>,
         replaces: Footprint,
         other: bool,
+        /// It replaces a directory (see [`Planned::type_change`]).
+        over_dir: bool,
     },
     /// There already; with other metadata when `attrs` (a real run gave it the
     /// offered ones).
@@ -829,5 +950,7 @@ enum Decided<'c> {
         replaces: Footprint,
         other: bool,
         basis: Option<(Basis, Signature)>,
+        /// It replaces a directory (see [`Planned::type_change`]).
+        over_dir: bool,
     },
 }

@@ -3,10 +3,14 @@
 //! ([`Shared`]). Plain data: it must not reach for the session's steps (`plan.rs`,
 //! `data.rs`, `disk.rs`), which all read it.
 
+use std::sync::Mutex;
+
 use super::claims::Claims;
+use crate::fs::filter::Filter;
 use crate::fs::path::Names;
 use crate::fs::quota::Account;
 use crate::fs::sink::TargetDir;
+use crate::proto::message::Removed;
 use crate::proto::negotiated::Transfer;
 
 /// Where received files go.
@@ -62,4 +66,25 @@ pub(crate) struct Shared<'a> {
     pub(crate) delta_stream: bool,
     /// Feature `mirror` is in force: the plan may say `replaces` and `attrs`.
     pub(crate) mirror: bool,
+    /// What the offer asked (`mirror.rs`), once it is read.
+    pub(crate) mirroring: Option<&'a Mirroring>,
+}
+
+/// What a sender's offer asks under feature `mirror` (section 17), checked
+/// (`mirror.rs`); an offer without a `mirror` member asks nothing of it.
+#[derive(Default)]
+pub(crate) struct Mirroring {
+    /// The sender's filter: what it excludes, `--delete` keeps.
+    pub(crate) filter: Filter,
+    /// When the session began, in nanoseconds since the epoch: what changed after
+    /// it is kept (see `fs::sink::Prune::since`).
+    pub(crate) since: i128,
+    /// `--delete`: what the offered directories hold and the offer does not goes,
+    /// and so does what a directory holds where a file or link is offered.
+    pub(crate) delete: bool,
+    /// Plan only: nothing is made, removed or applied.
+    pub(crate) dry_run: bool,
+    /// What was removed (in a dry run: would be) from directories that offered
+    /// files or links replaced, for the `deleted` report, in removal order.
+    pub(crate) cleared: Mutex<Vec<Removed>>,
 }

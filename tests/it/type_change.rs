@@ -1,0 +1,494 @@
+//! A change of type on the receiving side, mirrored as `rsync -a` mirrors it: where
+//! the receiver replaces files, a directory takes the place of a file, a link or a
+//! special file, and a file or link takes the place of a directory that is empty,
+//! or with `--delete` of one whose entries `--delete` would remove (a filter's
+//! exclusion keeps them, and the directory); a link planted inside leads nowhere;
+//! without the permission nothing changes; a dry run changes nothing.
+
+use std::fs;
+use std::os::unix::fs::symlink;
+use std::path::Path;
+
+use super::mirror::{mirror, names, settle};
+use crate::util::server::{Site, client, code};
+use crate::util::site::check_home;
+use crate::util::stderr_of;
+
+/// The source `src/tree`: `x` a file, `d/f` a file in a directory.
+fn source(root: &Path) {
+    fs::create_dir_all(root.join("src/tree/d")).unwrap();
+    fs::write(root.join("src/tree/x"), b"x is a file now\n").unwrap();
+    fs::write(root.join("src/tree/d/f"), b"f\n").unwrap();
+}
+
+/// The receiver's `dst/tree`, of the other types: `x` a directory holding
+/// `inside` (when `holding`), `d` a file.
+fn other_types(root: &Path, holding: &[&str]) {
+    fs::create_dir_all(root.join("dst/tree/x")).unwrap();
+    for name in holding {
+        fs::write(root.join("dst/tree/x").join(name), b"old\n").unwrap();
+    }
+    fs::write(root.join("dst/tree/d"), b"d was a file\n").unwrap();
+}
+
+/// Every path beneath `dir` with its kind and content, to compare trees.
+fn snapshot(dir: &Path) -> Vec<(String, String)> {
+    let mut all = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(at) = stack.pop() {
+        for entry in fs::read_dir(&at).unwrap() {
+            let path = entry.unwrap().path();
+            let meta = fs::symlink_metadata(&path).unwrap();
+            let shown = path.strip_prefix(dir).unwrap().display().to_string();
+            let what = if meta.is_dir() {
+                stack.push(path.clone());
+                "dir".to_string()
+            } else if meta.file_type().is_symlink() {
+                format!("link {}", fs::read_link(&path).unwrap().display())
+            } else {
+                String::from_utf8_lossy(&fs::read(&path).unwrap()).into_owned()
+            };
+            all.push((shown, what));
+        }
+    }
+    all.sort();
+    all
+}
+
+fn lines(output: &std::process::Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+#[test]
+fn with_overwrite_a_file_replaces_an_empty_directory_and_a_directory_a_file() {
+    let root = tempfile::tempdir().unwrap();
+    source(root.path());
+    other_types(root.path(), &[]);
+    let (sent, recv_code, recv_err) = mirror(root.path(), &["--overwrite", "-i"], &["-i"]);
+    assert_eq!(code(&sent), 0, "{}", stderr_of(&sent));
+    assert_eq!(recv_code, 0, "{recv_err}");
+    let dst = root.path().join("dst/tree");
+    assert_eq!(fs::read(dst.join("x")).unwrap(), b"x is a file now\n");
+    assert_eq!(fs::read(dst.join("d/f")).unwrap(), b"f\n");
+    let stdout = lines(&sent);
+    assert!(stdout.contains("replaced tree/x\n"), "{stdout}");
+    // The sender reads the plan, where the directory is new.
+    assert!(stdout.contains("new dir  tree/d/\n"), "{stdout}");
+    assert!(
+        recv_err.is_empty() || !recv_err.contains("error"),
+        "{recv_err}"
+    );
+}
+
+#[test]
+fn without_overwrite_both_are_refused_and_nothing_changes() {
+    let root = tempfile::tempdir().unwrap();
+    source(root.path());
+    other_types(root.path(), &[]);
+    let before = snapshot(&root.path().join("dst"));
+    let (sent, _, recv_err) = mirror(root.path(), &[], &[]);
+    assert_ne!(code(&sent), 0);
+    assert_eq!(snapshot(&root.path().join("dst")), before);
+    let err = stderr_of(&sent);
+    assert!(
+        err.contains("tree/x: a directory of that name exists (") && err.contains("--overwrite"),
+        "{err}"
+    );
+    assert!(
+        err.contains("tree/d: exists and is not a directory"),
+        "{err}"
+    );
+    assert!(!recv_err.contains("panicked"), "{recv_err}");
+}
+
+#[test]
+fn a_directory_holding_entries_needs_delete_and_then_goes_with_them() {
+    let root = tempfile::tempdir().unwrap();
+    source(root.path());
+    other_types(root.path(), &["inside", "more"]);
+    fs::create_dir_all(root.path().join("dst/tree/x/deeper")).unwrap();
+    fs::write(root.path().join("dst/tree/x/deeper/o"), b"o\n").unwrap();
+    let before = snapshot(&root.path().join("dst/tree/x"));
+    let (sent, _, _) = mirror(root.path(), &["--overwrite"], &[]);
+    assert_ne!(code(&sent), 0);
+    let err = stderr_of(&sent);
+    assert!(
+        err.contains("tree/x: a directory of that name holds entries"),
+        "{err}"
+    );
+    assert!(err.contains("--delete replaces it"), "{err}");
+    assert_eq!(snapshot(&root.path().join("dst/tree/x")), before);
+
+    let (sent, recv_code, recv_err) =
+        mirror(root.path(), &["--overwrite"], &["--delete", "-i", "--json"]);
+    assert_eq!(code(&sent), 0, "{}", stderr_of(&sent));
+    assert_eq!(recv_code, 0, "{recv_err}");
+    assert_eq!(
+        names(&root.path().join("dst")),
+        ["tree/d/f", "tree/x"],
+        "the directory went with what it held"
+    );
+    let events = crate::util::stdout_events(&sent);
+    let deleted: Vec<&str> = events
+        .iter()
+        .filter(|e| e["event"] == "change" && e["change"] == "deleted")
+        .map(|e| e["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        deleted,
+        [
+            "tree/x/deeper/o",
+            "tree/x/deeper",
+            "tree/x/inside",
+            "tree/x/more"
+        ]
+    );
+    let summary = events.iter().find(|e| e["event"] == "summary").unwrap();
+    assert_eq!(summary["deleted"], 4, "{summary}");
+}
+
+#[test]
+fn an_excluded_entry_keeps_its_directory_and_the_file_is_refused_saying_why() {
+    let root = tempfile::tempdir().unwrap();
+    source(root.path());
+    other_types(root.path(), &["keep.me", "other"]);
+    let (sent, _, _) = mirror(
+        root.path(),
+        &["--overwrite"],
+        &["--delete", "--exclude", "keep.me"],
+    );
+    assert_ne!(code(&sent), 0);
+    let err = stderr_of(&sent);
+    assert!(
+        err.contains("tree/x: the directory of that name holds tree/x/keep.me, which --delete keeps (a filter excludes it"),
+        "{err}"
+    );
+    let x = root.path().join("dst/tree/x");
+    assert_eq!(fs::read(x.join("keep.me")).unwrap(), b"old\n");
+    assert!(x.is_dir());
+    // The rest of the offer went through.
+    assert_eq!(fs::read(root.path().join("dst/tree/d/f")).unwrap(), b"f\n");
+}
+
+#[test]
+fn a_link_planted_in_the_directory_is_removed_itself_and_the_outside_is_untouched() {
+    let root = tempfile::tempdir().unwrap();
+    let outside = tempfile::tempdir().unwrap();
+    fs::write(outside.path().join("precious"), b"keep me\n").unwrap();
+    source(root.path());
+    other_types(root.path(), &[]);
+    symlink(outside.path(), root.path().join("dst/tree/x/to-dir")).unwrap();
+    symlink(
+        outside.path().join("precious"),
+        root.path().join("dst/tree/x/to-file"),
+    )
+    .unwrap();
+    let (sent, recv_code, recv_err) = mirror(root.path(), &["--overwrite"], &["--delete", "-i"]);
+    assert_eq!(code(&sent), 0, "{}", stderr_of(&sent));
+    assert_eq!(recv_code, 0, "{recv_err}");
+    assert_eq!(
+        fs::read(root.path().join("dst/tree/x")).unwrap(),
+        b"x is a file now\n"
+    );
+    assert_eq!(names(outside.path()), ["precious"]);
+    assert_eq!(
+        fs::read(outside.path().join("precious")).unwrap(),
+        b"keep me\n"
+    );
+    let stdout = lines(&sent);
+    assert!(stdout.contains("deleted  tree/x/to-dir\n"), "{stdout}");
+    assert!(stdout.contains("deleted  tree/x/to-file\n"), "{stdout}");
+}
+
+#[test]
+fn a_dry_run_lists_the_changes_of_type_and_changes_nothing() {
+    let root = tempfile::tempdir().unwrap();
+    source(root.path());
+    other_types(root.path(), &["inside"]);
+    let before = snapshot(&root.path().join("dst"));
+    let (sent, recv_code, recv_err) = mirror(
+        root.path(),
+        &["--overwrite", "-i"],
+        &["--delete", "--dry-run"],
+    );
+    assert_eq!(code(&sent), 0, "{}", stderr_of(&sent));
+    assert_eq!(recv_code, 0, "{recv_err}");
+    assert_eq!(snapshot(&root.path().join("dst")), before);
+    let stdout = lines(&sent);
+    for line in [
+        "changed  tree/x",
+        "new dir  tree/d/",
+        "new      tree/d/f",
+        "deleted  tree/x/inside",
+    ] {
+        assert!(stdout.lines().any(|l| l == line), "{line:?} in {stdout}");
+    }
+    // Without --delete, the dry run refuses as the real run would.
+    let (sent, _, _) = mirror(root.path(), &["--overwrite"], &["--dry-run"]);
+    assert_ne!(code(&sent), 0);
+    assert!(
+        stderr_of(&sent).contains("holds entries"),
+        "{}",
+        stderr_of(&sent)
+    );
+    assert_eq!(snapshot(&root.path().join("dst")), before);
+}
+
+#[test]
+fn a_put_replaces_types_with_f_and_delete_and_the_quota_gets_the_room_back() {
+    const QUOTA: u64 = 1_000_000;
+    let site = Site::new();
+    site.users(&[("alice", &format!("quota = {QUOTA}"))]);
+    let home = site.home("alice");
+    fs::create_dir_all(home.join("tree/x/deeper")).unwrap();
+    fs::write(home.join("tree/x/big"), vec![7u8; 600_000]).unwrap();
+    fs::write(home.join("tree/x/deeper/o"), b"o\n").unwrap();
+    fs::write(home.join("tree/d"), vec![3u8; 1000]).unwrap();
+    let local = site.path().join("tree");
+    fs::create_dir_all(local.join("d")).unwrap();
+    fs::write(local.join("x"), vec![1u8; 300_000]).unwrap();
+    fs::write(local.join("d/f"), b"f\n").unwrap();
+    let server = site.serve(&[]);
+    settle();
+    let tree = local.to_str().unwrap();
+    let before = snapshot(&home);
+    let to = server.at("/");
+    // Without -f nothing is replaced; with -f alone the directory holding entries
+    // stays (the file is refused), and the file becomes a directory.
+    for extra in [&[][..], &["-f"][..]] {
+        let mut args = vec!["send", tree, &to];
+        args.extend_from_slice(extra);
+        let put = client(&site, "alice", &args);
+        assert_eq!(code(&put), 6, "{}", stderr_of(&put));
+        assert_eq!(
+            snapshot(&home.join("tree/x")),
+            before_of(&before, "tree/x/")
+        );
+        check_home(&site, &server, "alice", QUOTA);
+    }
+    assert_eq!(fs::read(home.join("tree/x/big")).unwrap().len(), 600_000);
+    // -f alone replaced the file with a directory, and gave its room back.
+    assert_eq!(fs::read(home.join("tree/d/f")).unwrap(), b"f\n");
+    // A dry run says what would happen and changes nothing.
+    let before = snapshot(&home);
+    let dry = client(
+        &site,
+        "alice",
+        &["send", tree, &server.at("/"), "--delete", "-n"],
+    );
+    assert_eq!(code(&dry), 0, "{}", stderr_of(&dry));
+    assert_eq!(snapshot(&home), before, "a dry run changes nothing");
+    let stdout = lines(&dry);
+    assert!(stdout.contains("deleted  tree/x/big\n"), "{stdout}");
+    let put = client(
+        &site,
+        "alice",
+        &["send", tree, &server.at("/"), "--delete", "-i"],
+    );
+    assert_eq!(code(&put), 0, "{}", stderr_of(&put));
+    assert_eq!(names(&home), ["tree/d/f", "tree/x"]);
+    assert_eq!(fs::read(home.join("tree/x")).unwrap().len(), 300_000);
+    let stdout = lines(&put);
+    assert!(stdout.contains("replaced tree/x\n"), "{stdout}");
+    assert!(stdout.contains("deleted  tree/x/deeper/o\n"), "{stdout}");
+    assert!(stderr_of(&put).contains("deleted 3"), "{}", stderr_of(&put));
+    check_home(&site, &server, "alice", QUOTA);
+}
+
+/// The entries of `snapshot` beneath `prefix`, relative to it.
+fn before_of(snapshot: &[(String, String)], prefix: &str) -> Vec<(String, String)> {
+    snapshot
+        .iter()
+        .filter_map(|(path, what)| Some((path.strip_prefix(prefix)?.to_string(), what.clone())))
+        .collect()
+}
+
+#[test]
+fn a_get_replaces_types_with_f_and_delete_and_refuses_without() {
+    let site = Site::new();
+    site.users(&[("alice", "")]);
+    let home = site.home("alice");
+    fs::create_dir_all(home.join("tree/d")).unwrap();
+    fs::write(home.join("tree/x"), b"x is a file now\n").unwrap();
+    fs::write(home.join("tree/d/f"), b"f\n").unwrap();
+    let dl = site.path().join("dl");
+    fs::create_dir_all(dl.join("tree/x")).unwrap();
+    fs::write(dl.join("tree/x/inside"), b"old\n").unwrap();
+    fs::write(dl.join("tree/d"), b"d was a file\n").unwrap();
+    let server = site.serve(&[]);
+    settle();
+    let get = |extra: &[&str]| {
+        let at = server.at("tree");
+        let mut args = vec!["get"];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&[&at, dl.to_str().unwrap()]);
+        client(&site, "alice", &args)
+    };
+    let before = snapshot(&dl);
+    let got = get(&[]);
+    assert_eq!(code(&got), 6, "{}", stderr_of(&got));
+    assert_eq!(snapshot(&dl), before, "without -f nothing changes");
+    let stderr = stderr_of(&got);
+    assert!(
+        stderr.contains("tree/x: a directory of that name exists ("),
+        "{stderr}"
+    );
+    let dry = get(&["-f", "--delete", "-n"]);
+    assert_eq!(code(&dry), 0, "{}", stderr_of(&dry));
+    assert_eq!(snapshot(&dl), before, "a dry run changes nothing");
+    let listed = lines(&dry);
+    assert!(listed.contains("replaced tree/d/\n"), "{listed}");
+    assert!(listed.contains("deleted  tree/x/inside\n"), "{listed}");
+    let got = get(&["-f"]);
+    assert_eq!(code(&got), 6, "{}", stderr_of(&got));
+    assert!(
+        stderr_of(&got).contains("--delete replaces it"),
+        "{}",
+        stderr_of(&got)
+    );
+    assert_eq!(fs::read(dl.join("tree/x/inside")).unwrap(), b"old\n");
+    fs::remove_dir_all(dl.join("tree/d")).unwrap();
+    fs::write(dl.join("tree/d"), b"d was a file\n").unwrap();
+    let got = get(&["-f", "--delete", "-i"]);
+    assert_eq!(code(&got), 0, "{}", stderr_of(&got));
+    assert_eq!(names(&dl), ["tree/d/f", "tree/x"]);
+    let stdout = lines(&got);
+    // The receiving side knows both were changes of type.
+    assert!(stderr_of(&got).contains("deleted 1"), "{}", stderr_of(&got));
+    assert!(stdout.contains("replaced tree/x\n"), "{stdout}");
+    assert!(stdout.contains("replaced tree/d/\n"), "{stdout}");
+    assert!(stdout.contains("deleted  tree/x/inside\n"), "{stdout}");
+}
+
+#[test]
+fn the_shell_puts_over_a_directory_with_delete() {
+    let site = Site::new();
+    site.users(&[("alice", "")]);
+    let home = site.home("alice");
+    fs::create_dir_all(home.join("tree/x")).unwrap();
+    fs::write(home.join("tree/x/inside"), b"old\n").unwrap();
+    let local = site.path().join("tree");
+    fs::create_dir_all(&local).unwrap();
+    fs::write(local.join("x"), b"x is a file now\n").unwrap();
+    let server = site.serve(&[]);
+    settle();
+    let script = site.path().join("script.xfer");
+    fs::write(&script, format!("put --delete {}\n", local.display())).unwrap();
+    let run = client(
+        &site,
+        "alice",
+        &["shell", &server.addr(), "-b", script.to_str().unwrap()],
+    );
+    assert_eq!(code(&run), 0, "{}", stderr_of(&run));
+    assert_eq!(names(&home), ["tree/x"]);
+    assert_eq!(fs::read(home.join("tree/x")).unwrap(), b"x is a file now\n");
+}
+
+/// A link and a large file (received as resumable partial data, committed alone)
+/// each take the place of a directory; the receiver's own `-i` says `replaced`
+/// for both changes of type, the directory with its `/`.
+#[test]
+fn a_link_and_a_large_file_replace_directories_and_the_receiver_lists_them() {
+    let root = tempfile::tempdir().unwrap();
+    source(root.path());
+    let big = crate::util::pattern(3 << 20, 7);
+    fs::write(root.path().join("src/tree/big"), &big).unwrap();
+    symlink("x", root.path().join("src/tree/link")).unwrap();
+    other_types(root.path(), &["inside"]);
+    fs::create_dir_all(root.path().join("dst/tree/big/sub")).unwrap();
+    fs::write(root.path().join("dst/tree/big/sub/s"), b"s\n").unwrap();
+    fs::create_dir_all(root.path().join("dst/tree/link")).unwrap();
+    fs::write(root.path().join("dst/tree/link/l"), b"l\n").unwrap();
+    let (sent, recv_code, recv_err) =
+        mirror(root.path(), &["--overwrite", "-i"], &["--delete", "-i"]);
+    assert_eq!(code(&sent), 0, "{}", stderr_of(&sent));
+    assert_eq!(recv_code, 0, "{recv_err}");
+    let dst = root.path().join("dst/tree");
+    assert_eq!(fs::read(dst.join("big")).unwrap(), big);
+    assert_eq!(fs::read_link(dst.join("link")).unwrap(), Path::new("x"));
+    assert_eq!(
+        names(&root.path().join("dst")),
+        ["tree/big", "tree/d/f", "tree/link", "tree/x"]
+    );
+    let stdout = lines(&sent);
+    for line in [
+        "replaced tree/big",
+        "replaced link tree/link",
+        "deleted  tree/big/sub/s",
+        "deleted  tree/link/l",
+        "deleted  tree/x/inside",
+    ] {
+        assert!(stdout.lines().any(|l| l == line), "{line:?} in {stdout}");
+    }
+    assert!(
+        stderr_of(&sent).contains("deleted 4"),
+        "{}",
+        stderr_of(&sent)
+    );
+}
+
+#[test]
+fn the_receiver_lists_a_change_of_type_as_replaced() {
+    let root = tempfile::tempdir().unwrap();
+    source(root.path());
+    other_types(root.path(), &[]);
+    settle();
+    let mut receiver = crate::util::Receiver::start(
+        &root.path().join("dst"),
+        Some(crate::util::KEY),
+        &["--overwrite", "-i"],
+    );
+    let sent = crate::util::send(
+        &[&root.path().join("src/tree")],
+        receiver.port,
+        crate::util::KEY,
+        &[],
+    );
+    assert_eq!(code(&sent), 0, "{}", stderr_of(&sent));
+    assert_eq!(receiver.exit_code(), 0);
+    let listed = receiver.stdout();
+    assert!(listed.lines().any(|l| l == "replaced tree/x"), "{listed}");
+    assert!(listed.lines().any(|l| l == "replaced tree/d/"), "{listed}");
+}
+
+/// Another session's `put` is writing into the directory a file would replace:
+/// the directory stays, the file is refused saying why, and the other session's
+/// file arrives whole.
+#[test]
+fn a_directory_another_session_writes_into_stays() {
+    use crate::util::pattern;
+    use crate::util::peer::SendEntry;
+    use crate::util::site::{finish_put, send_part, start_put};
+    let site = Site::new();
+    site.users(&[("alice", "")]);
+    let home = site.home("alice");
+    fs::create_dir_all(home.join("tree/x")).unwrap();
+    fs::write(home.join("tree/x/busy"), b"the older copy\n").unwrap();
+    let local = site.path().join("tree");
+    fs::create_dir_all(&local).unwrap();
+    fs::write(local.join("x"), b"x is a file now\n").unwrap();
+    let server = site.serve(&[]);
+    settle();
+    let mut writer = server.login("alice");
+    let new = pattern(300_000, 3);
+    let entries = [SendEntry::file("tree/x/busy", new.clone())];
+    let plan = start_put(&mut writer, "", true, &entries);
+    assert_eq!(plan[0]["action"], "send", "{plan:?}");
+    send_part(&mut writer, 0, &new, 0, 100_000);
+    let put = client(
+        &site,
+        "alice",
+        &["send", local.to_str().unwrap(), &server.at("/"), "--delete"],
+    );
+    assert_eq!(code(&put), 6, "{}", stderr_of(&put));
+    let err = stderr_of(&put);
+    assert!(
+        err.contains("tree/x: the directory of that name holds tree/x/"),
+        "{err}"
+    );
+    assert!(err.contains("which --delete keeps ("), "{err}");
+    assert!(home.join("tree/x").is_dir());
+    let answer = finish_put(&mut writer, 0, "tree/x/busy", &new, 100_000);
+    assert_eq!(answer["type"], "ok", "{answer}");
+    assert_eq!(fs::read(home.join("tree/x/busy")).unwrap(), new);
+}
