@@ -129,9 +129,6 @@ pub(crate) struct PartFile {
     /// Its name may hold a directory, emptied by `TargetDir::clear`: the file
     /// takes its place (see [`PartFile::replaces_dir`]).
     over_dir: bool,
-    /// The permission bits an unnamed file was made with, when they are its final
-    /// ones (`meta::creation_mode`).
-    made_with: Option<u32>,
 }
 
 impl PartFile {
@@ -140,22 +137,19 @@ impl PartFile {
     /// created), locked against any other writer, and cut to the offset the data
     /// starts at; it survives this session unless discarded. If that name holds
     /// something that is not a regular file, or without `resume`, it is a fresh
-    /// temporary file, removed unless committed. An unnamed one is made with `mode`
-    /// (its final bits, nobody sees it before it is complete), else owner-only.
+    /// temporary file, removed unless committed.
     pub(crate) fn create(
         dir: Arc<OwnedFd>,
         path: &str,
         name: &[u8],
-        (resume, mode): (Option<Resume>, Option<u32>),
+        resume: Option<Resume>,
         meter: Option<&Account>,
     ) -> Result<PartFile, Refusal> {
         if resume.is_none()
             && meter.is_none()
-            && let Some(file) = create_unnamed(&dir, path, mode.unwrap_or(TEMPORARY_MODE))?
+            && let Some(file) = create_unnamed(&dir, path)?
         {
-            let mut part = PartFile::unnamed(dir, path, name, file);
-            part.made_with = mode;
-            return Ok(part);
+            return Ok(PartFile::unnamed(dir, path, name, file));
         }
         PartFile::create_named(dir, path, name, resume, meter)
     }
@@ -215,7 +209,6 @@ impl PartFile {
             meter,
             unnamed: false,
             over_dir: false,
-            made_with: None,
         })
     }
 
@@ -235,7 +228,6 @@ impl PartFile {
             meter: None,
             unnamed: true,
             over_dir: false,
-            made_with: None,
         }
     }
 
@@ -385,7 +377,6 @@ impl PartFile {
         let policy = meta::Policy {
             server: self.meter.is_some(),
             keep: if self.meter.is_some() { 0o600 } else { 0 },
-            has_mode: self.made_with,
         };
         meta::apply(file, entry, policy)
             .map_err(|err| Refusal::io(&self.path, "cannot set its mode or time", err))
@@ -711,7 +702,7 @@ fn lock_partial(fd: &OwnedFd, path: &str) -> Result<(), Refusal> {
 /// Creates an unnamed file in `dir` (see the module documentation); `None` where
 /// that cannot be done (a filesystem without `O_TMPFILE`, or no `/proc` to link it
 /// in through): the caller then names a temporary.
-fn create_unnamed(dir: &OwnedFd, path: &str, mode: u32) -> Result<Option<File>, Refusal> {
+fn create_unnamed(dir: &OwnedFd, path: &str) -> Result<Option<File>, Refusal> {
     static LINKABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     if !*LINKABLE.get_or_init(|| std::path::Path::new("/proc/self/fd").is_dir()) {
         return Ok(None);
@@ -720,7 +711,7 @@ fn create_unnamed(dir: &OwnedFd, path: &str, mode: u32) -> Result<Option<File>, 
         dir,
         ".",
         OFlags::TMPFILE | OFlags::RDWR | OFlags::CLOEXEC,
-        Mode::from_raw_mode(mode),
+        Mode::from_raw_mode(TEMPORARY_MODE),
     ) {
         Ok(fd) => Ok(Some(File::from(fd))),
         // Not supported here (by the filesystem or the kernel).
