@@ -720,6 +720,11 @@ fn create_unnamed(dir: &OwnedFd, path: &str) -> Result<Option<File>, Refusal> {
     }
 }
 
+/// Whether `AT_EMPTY_PATH` was refused once (see [`link_unnamed`]): then it is not
+/// tried again.
+static EMPTY_PATH_REFUSED: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
+
 /// Links the unnamed `file` into `dir` as `name`, which must be free: by its
 /// descriptor (`AT_EMPTY_PATH`) where this process may (it needs
 /// `CAP_DAC_READ_SEARCH`, which root has), else through `/proc/self/fd`, which any
@@ -727,19 +732,28 @@ fn create_unnamed(dir: &OwnedFd, path: &str) -> Result<Option<File>, Refusal> {
 /// path through `/proc`: about a twentieth of a receiver's time in a tree of small
 /// files.
 fn link_unnamed(file: &File, dir: &OwnedFd, name: &[u8]) -> Result<(), Errno> {
-    use std::os::fd::AsRawFd;
-    use std::sync::atomic::{AtomicBool, Ordering};
-    /// Whether `AT_EMPTY_PATH` was refused once: then it is not tried again.
-    static REFUSED: AtomicBool = AtomicBool::new(false);
-    if !REFUSED.load(Ordering::Relaxed) {
+    use std::sync::atomic::Ordering;
+    if !EMPTY_PATH_REFUSED.load(Ordering::Relaxed) {
         match rustix::fs::linkat(file, "", dir, name, AtFlags::EMPTY_PATH) {
-            // Refused without the capability (as ENOENT, or EPERM in newer kernels).
+            // Refused without the capability (as ENOENT, or EPERM in newer kernels),
+            // or ENOENT for a directory removed meanwhile: only the second way
+            // failing the same tells that apart, and then the first stays in use.
             Err(Errno::NOENT | Errno::PERM | Errno::INVAL) => {
-                REFUSED.store(true, Ordering::Relaxed);
+                let through_proc = link_through_proc(file, dir, name);
+                if through_proc != Err(Errno::NOENT) {
+                    EMPTY_PATH_REFUSED.store(true, Ordering::Relaxed);
+                }
+                return through_proc;
             }
             other => return other,
         }
     }
+    link_through_proc(file, dir, name)
+}
+
+/// Links the unnamed `file` into `dir` as `name` through `/proc/self/fd`.
+fn link_through_proc(file: &File, dir: &OwnedFd, name: &[u8]) -> Result<(), Errno> {
+    use std::os::fd::AsRawFd;
     let source = format!("/proc/self/fd/{}", file.as_raw_fd());
     rustix::fs::linkat(
         rustix::fs::CWD,
@@ -776,4 +790,28 @@ pub(super) fn random_bytes() -> [u8; 8] {
             .map_or(0, |d| d.as_nanos() as u64)
             .to_le_bytes()
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_directory_gone_before_the_link_does_not_stop_linking_by_descriptor() {
+        if !rustix::process::geteuid().is_root() {
+            eprintln!("SKIPPED: only root may link by descriptor");
+            return;
+        }
+        let gone = tempfile::tempdir().unwrap();
+        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+        let dir = rustix::fs::open(gone.path(), flags, Mode::empty()).unwrap();
+        let file = create_unnamed(&dir, "x").unwrap().unwrap();
+        std::fs::remove_dir(gone.path()).unwrap();
+        assert_eq!(link_unnamed(&file, &dir, b"x"), Err(Errno::NOENT));
+        let refused = EMPTY_PATH_REFUSED.load(std::sync::atomic::Ordering::Relaxed);
+        assert!(
+            !refused,
+            "a vanished directory is no refusal of AT_EMPTY_PATH"
+        );
+    }
 }
