@@ -461,10 +461,18 @@ impl Walk<'_> {
                 }
             };
             let (valid, bad) = Filter::valid_lines(&text);
-            if bad > 0 {
+            if !bad.is_empty() {
+                // Once per file, naming each line, as git skips them (silently).
+                let lines: Vec<String> = bad
+                    .iter()
+                    .map(|(number, line, why)| {
+                        format!("line {number} \"{}\" ({why})", escape(line))
+                    })
+                    .collect();
                 report::warn(&format!(
-                    "{}: {bad} lines are no valid pattern and are ignored",
-                    escape_path(&path)
+                    "{}: ignored, as git ignores them, what is no valid pattern: {}",
+                    escape_path(&path),
+                    lines.join(", ")
                 ));
             }
             lines.extend(valid);
