@@ -249,6 +249,13 @@ pub(crate) struct MirrorArgs {
     #[arg(long)]
     pub(crate) delete: bool,
 
+    /// With --delete: also delete on the receiving side what the filters exclude
+    /// (they no longer protect it), as rsync's --delete-excluded. xfer's own partial
+    /// files, what changed since the session began and what another session writes
+    /// stay. A receiver too old to know it keeps what the filters exclude
+    #[arg(long, requires = "delete")]
+    pub(crate) delete_excluded: bool,
+
     /// Leave out what matches PATTERN (gitignore syntax: `*.tmp`, `target/`,
     /// `/top-only`, `**/cache`), matched below each directory sent; repeatable
     #[arg(long, value_name = "PATTERN")]

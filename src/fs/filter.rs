@@ -113,10 +113,12 @@ pub(crate) fn get_request(
     }
     let mut filter = Filter::default();
     filter.add("", rules)?;
+    // `--delete-excluded` stays with the client, which deletes on its own side.
     Ok(Some(Mirror {
         delete,
         dry_run,
         rules: filter.wire().to_vec(),
+        delete_excluded: false,
     }))
 }
 

@@ -109,13 +109,15 @@ impl Collected {
         self.entries.is_empty()
     }
 
-    /// Asks the receiver to mirror the offer (`--delete`) and/or only to plan it
-    /// (`--dry-run`); the filter rules go along, so that it spares what they leave out.
-    pub(crate) fn mirror(&mut self, delete: bool, dry_run: bool) {
+    /// Asks the receiver to mirror the offer (`--delete`, with `delete_excluded`
+    /// also what the filters leave out) and/or only to plan it (`--dry-run`); the
+    /// filter rules go along, so that it spares what they leave out.
+    pub(crate) fn mirror(&mut self, delete: bool, dry_run: bool, delete_excluded: bool) {
         self.mirror = (delete || dry_run).then(|| Mirror {
             delete,
             dry_run,
             rules: self.filter.wire().to_vec(),
+            delete_excluded: delete && delete_excluded,
         });
     }
 

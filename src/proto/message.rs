@@ -332,9 +332,15 @@ pub(crate) struct Mirror {
     /// Plan only: no data moves, nothing is written or removed on either side.
     #[serde(default, deserialize_with = "flag", skip_serializing_if = "is_false")]
     pub(crate) dry_run: bool,
-    /// The filter rules the offer was made with: what they exclude is never removed.
+    /// The filter rules the offer was made with: what they exclude is never removed
+    /// (unless `delete_excluded`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub(crate) rules: Vec<RuleSet>,
+    /// With `delete`: what the rules exclude is no longer protected, and goes too
+    /// (`--delete-excluded`, rsync's). A receiver that does not know the member
+    /// ignores it, and keeps what they exclude: the safe side.
+    #[serde(default, deserialize_with = "flag", skip_serializing_if = "is_false")]
+    pub(crate) delete_excluded: bool,
 }
 
 /// Filter rules in gitignore syntax that hold beneath one offered directory.
@@ -1612,6 +1618,7 @@ mod tests {
                     dir: "a/b".into(),
                     lines: vec!["*.o".into(), "!keep.o".into()],
                 }],
+                delete_excluded: true,
             }),
             entries: vec![],
             more: true,

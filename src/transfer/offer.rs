@@ -801,6 +801,7 @@ mod mirror_vectors {
                 dir: String::new(),
                 lines: vec!["*.tmp".into(), "!keep.tmp".into()],
             }],
+            delete_excluded: false,
         };
         let entries = [
             entry("site", EntryKind::Dir, 0, 0o755),

@@ -523,3 +523,200 @@ fn what_the_sender_could_not_send_is_not_deleted() {
         "the rest is mirrored"
     );
 }
+
+/// Every path beneath `dir` (files, directories, links), relative, with what a
+/// link points at: what a dry run must leave exactly as it was.
+fn snapshot(dir: &Path) -> Vec<String> {
+    let mut all = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(at) = stack.pop() {
+        for entry in fs::read_dir(&at).unwrap() {
+            let path = entry.unwrap().path();
+            let shown = path
+                .strip_prefix(dir)
+                .unwrap()
+                .to_string_lossy()
+                .into_owned();
+            match fs::read_link(&path) {
+                Ok(to) => all.push(format!("{shown} -> {}", to.display())),
+                Err(_) if path.is_dir() => {
+                    all.push(format!("{shown}/"));
+                    stack.push(path);
+                }
+                Err(_) => all.push(shown),
+            }
+        }
+    }
+    all.sort();
+    all
+}
+
+/// `--delete-excluded` (rsync's): with `--delete`, what the filters exclude goes on
+/// the receiver too, a planted link itself and never what it points at; xfer's own
+/// partial file stays. A dry run lists the same as `deleted` and changes nothing.
+#[test]
+fn delete_excluded_removes_what_the_filters_exclude_but_not_a_partial_nor_through_a_link() {
+    let root = tempfile::tempdir().unwrap();
+    let outside = tempfile::tempdir().unwrap();
+    fs::write(outside.path().join("precious.tmp"), b"keep me\n").unwrap();
+    trees(root.path());
+    let dst = root.path().join("dst/tree");
+    fs::write(root.path().join("src/tree/x.tmp"), b"not sent\n").unwrap();
+    fs::create_dir_all(dst.join("cache/deep")).unwrap();
+    fs::write(dst.join("cache/deep/c"), b"c\n").unwrap();
+    fs::write(dst.join("sub/keep.tmp"), b"excluded\n").unwrap();
+    symlink(outside.path(), dst.join("cache/link")).unwrap();
+    let partial = crate::util::partial_name("tree/big", 1 << 20);
+    fs::write(dst.join(&partial), b"a partial of xfer\n").unwrap();
+    let flags = [
+        "--delete",
+        "--delete-excluded",
+        "--exclude",
+        "*.tmp",
+        "--exclude",
+        "cache/",
+    ];
+    let before = snapshot(&root.path().join("dst"));
+    let dry_flags = [&flags[..], &["-n"]].concat();
+    let (dry, recv_code, recv_err) = mirror(root.path(), &["--overwrite"], &dry_flags);
+    assert_eq!(code(&dry), 0, "{}", stderr_of(&dry));
+    assert_eq!(recv_code, 0, "{recv_err}");
+    assert_eq!(
+        snapshot(&root.path().join("dst")),
+        before,
+        "a dry run changes nothing"
+    );
+    let listed = String::from_utf8_lossy(&dry.stdout).into_owned();
+    let real_flags = [&flags[..], &["-i"]].concat();
+    let (real, recv_code, recv_err) = mirror(root.path(), &["--overwrite"], &real_flags);
+    assert_eq!(code(&real), 0, "{}", stderr_of(&real));
+    assert_eq!(recv_code, 0, "{recv_err}");
+    let done = String::from_utf8_lossy(&real.stdout).into_owned();
+    for line in [
+        "deleted  tree/cache/deep/c",
+        "deleted  tree/cache/link",
+        "deleted  tree/cache",
+        "deleted  tree/sub/keep.tmp",
+        "deleted  tree/stale",
+    ] {
+        assert!(
+            listed.lines().any(|l| l == line),
+            "dry run: {line:?} in {listed}"
+        );
+        assert!(
+            done.lines().any(|l| l == line),
+            "real run: {line:?} in {done}"
+        );
+    }
+    assert_eq!(
+        names(&root.path().join("dst")),
+        [
+            "beside".to_string(),
+            format!("tree/{partial}"),
+            "tree/a".to_string(),
+            "tree/sub/b".to_string()
+        ]
+    );
+    assert!(
+        !root.path().join("dst/tree/x.tmp").exists(),
+        "excluded: not sent"
+    );
+    assert_eq!(
+        fs::read(outside.path().join("precious.tmp")).unwrap(),
+        b"keep me\n"
+    );
+}
+
+/// Without `--delete`, `--delete-excluded` is a usage error, on `send` and `get`,
+/// before connecting (port 9 has no listener).
+#[test]
+fn delete_excluded_without_delete_is_a_usage_error() {
+    let root = tempfile::tempdir().unwrap();
+    trees(root.path());
+    let sent = send(
+        &[&root.path().join("src/tree")],
+        9,
+        KEY,
+        &["--delete-excluded", "--exclude", "*.tmp"],
+    );
+    assert_eq!(code(&sent), 2, "{}", stderr_of(&sent));
+    assert!(
+        stderr_of(&sent).contains("--delete"),
+        "{}",
+        stderr_of(&sent)
+    );
+    let mut get = crate::util::xfer();
+    get.args(["get", "127.0.0.1:9:tree", "--delete-excluded"])
+        .arg(root.path().join("dl"))
+        .env("XFER_KEY", KEY);
+    let got = crate::util::run(&mut get);
+    assert_eq!(code(&got), 2, "{}", stderr_of(&got));
+    assert!(!root.path().join("dl").exists());
+}
+
+/// Against `xfer serve`: a `put` and a `get` with `--delete --delete-excluded`
+/// remove what the filters exclude on the receiving side (a dry run first, which
+/// changes nothing); the shell's `put` does too.
+#[test]
+fn delete_excluded_into_and_from_a_server_and_in_the_shell() {
+    let site = Site::new();
+    site.users(&[("alice", "")]);
+    let home = site.home("alice");
+    fs::create_dir_all(home.join("tree")).unwrap();
+    fs::write(home.join("tree/server.tmp"), b"excluded on the server\n").unwrap();
+    let local = site.path().join("tree");
+    fs::create_dir_all(&local).unwrap();
+    fs::write(local.join("a"), b"a\n").unwrap();
+    fs::write(local.join("x.tmp"), b"not sent\n").unwrap();
+    let dl = site.path().join("dl");
+    fs::create_dir_all(dl.join("tree")).unwrap();
+    fs::write(dl.join("tree/mine.tmp"), b"excluded here\n").unwrap();
+    let server = site.serve(&[]);
+    settle();
+    let flags = ["--delete", "--delete-excluded", "--exclude", "*.tmp"];
+    let put = |extra: &[&str]| {
+        let to = server.at("/");
+        let mut args = vec!["send", local.to_str().unwrap(), &to];
+        args.extend_from_slice(&flags);
+        args.extend_from_slice(extra);
+        client(&site, "alice", &args)
+    };
+    let (home_before, dl_before) = (snapshot(&home), snapshot(&dl));
+    let dry = put(&["-n"]);
+    assert_eq!(code(&dry), 0, "{}", stderr_of(&dry));
+    assert!(String::from_utf8_lossy(&dry.stdout).contains("deleted  tree/server.tmp"));
+    assert_eq!(snapshot(&home), home_before, "a dry run changes nothing");
+    let real = put(&[]);
+    assert_eq!(code(&real), 0, "{}", stderr_of(&real));
+    assert_eq!(names(&home), ["tree/a"]);
+    let get = |extra: &[&str]| {
+        let at = server.at("tree");
+        let mut args = vec!["get", &at, dl.to_str().unwrap()];
+        args.extend_from_slice(&flags);
+        args.extend_from_slice(extra);
+        client(&site, "alice", &args)
+    };
+    let dry = get(&["-n"]);
+    assert_eq!(code(&dry), 0, "{}", stderr_of(&dry));
+    assert!(String::from_utf8_lossy(&dry.stdout).contains("deleted  tree/mine.tmp"));
+    assert_eq!(snapshot(&dl), dl_before, "a dry run changes nothing");
+    let real = get(&["-i"]);
+    assert_eq!(code(&real), 0, "{}", stderr_of(&real));
+    assert_eq!(names(&dl), ["tree/a"]);
+    // The shell's put, with an excluded file back on the server.
+    fs::write(home.join("tree/again.tmp"), b"excluded\n").unwrap();
+    settle();
+    let script = site.path().join("script.xfer");
+    let line = format!(
+        "put --delete --delete-excluded --exclude *.tmp {}\n",
+        local.display()
+    );
+    fs::write(&script, line).unwrap();
+    let run = client(
+        &site,
+        "alice",
+        &["shell", &server.addr(), "-b", script.to_str().unwrap()],
+    );
+    assert_eq!(code(&run), 0, "{}", stderr_of(&run));
+    assert_eq!(names(&home), ["tree/a"]);
+}

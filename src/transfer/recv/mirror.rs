@@ -25,7 +25,9 @@ use crate::ui::report::Change;
 
 /// Checks what the sender asks: `--delete` only where files may be replaced
 /// (`--overwrite`, or a `put -f`), and only into a directory; the rules must be
-/// valid patterns. `denied` refuses the whole offer, before anything happens.
+/// valid patterns, and `delete_excluded` comes only with `delete`. `denied`
+/// refuses the whole offer, before anything happens. The filter returned is what
+/// `--delete` spares: none with `--delete-excluded`.
 fn accept(mirror: &Mirror, shared: &Shared<'_>) -> Result<Filter> {
     if mirror.delete && !shared.settings.overwrite {
         return Err(refused(
@@ -41,7 +43,19 @@ fn accept(mirror: &Mirror, shared: &Shared<'_>) -> Result<Filter> {
             "--delete and --dry-run need a directory; the receiver writes to standard output",
         ));
     }
-    Filter::from_wire(&mirror.rules).map_err(|why| fail(Kind::Protocol, why))
+    if mirror.delete_excluded && !mirror.delete {
+        return Err(fail(Kind::Protocol, "delete_excluded without delete"));
+    }
+    let filter = Filter::from_wire(&mirror.rules).map_err(|why| fail(Kind::Protocol, why))?;
+    // A client's `get` decides for its own directory; a sender asks in its offer.
+    let unprotected = match shared.settings.asked {
+        Some(_) => shared.settings.delete_excluded,
+        None => mirror.delete_excluded,
+    };
+    Ok(match unprotected {
+        true => Filter::default(),
+        false => filter,
+    })
 }
 
 impl Mirroring {
