@@ -119,6 +119,8 @@ pub(crate) fn get_request(
         dry_run,
         rules: filter.wire().to_vec(),
         delete_excluded: false,
+        // The client is the receiver: the kept entries are its own to say.
+        report_kept: false,
     }))
 }
 

@@ -118,6 +118,7 @@ impl Collected {
             dry_run,
             rules: self.filter.wire().to_vec(),
             delete_excluded: delete && delete_excluded,
+            report_kept: delete,
         });
     }
 

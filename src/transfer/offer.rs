@@ -324,6 +324,15 @@ pub(crate) fn read_removed<R: Read>(
             .iter()
             .map(|item| item.path.len() + item.error.as_ref().map_or(0, String::len))
             .sum::<usize>();
+        if items
+            .iter()
+            .any(|item| item.error.is_some() && item.kept.is_some())
+        {
+            return Err(fail(
+                Kind::Protocol,
+                "an item of the report of removed entries both failed and was kept",
+            ));
+        }
         if removed.len() + items.len() > MAX_REMOVED || bytes > MAX_REMOVED_BYTES {
             return Err(fail(
                 Kind::Protocol,
@@ -802,6 +811,7 @@ mod mirror_vectors {
                 lines: vec!["*.tmp".into(), "!keep.tmp".into()],
             }],
             delete_excluded: false,
+            report_kept: false,
         };
         let entries = [
             entry("site", EntryKind::Dir, 0, 0o755),
@@ -834,6 +844,7 @@ mod mirror_vectors {
             path: "site/old.html".into(),
             kind: ItemKind::File,
             error: None,
+            kept: None,
         };
         list.push(&removed).unwrap();
         list.finish_deleted().unwrap();

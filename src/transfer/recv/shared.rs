@@ -88,6 +88,8 @@ pub(crate) struct Mirroring {
     pub(crate) delete: bool,
     /// Plan only: nothing is made, removed or applied.
     pub(crate) dry_run: bool,
+    /// The sender reads `kept` items in the report (`mirror.report_kept`).
+    pub(crate) report_kept: bool,
     /// What was removed (in a dry run: would be) from directories that offered
     /// files or links replaced, for the `deleted` report, in removal order.
     pub(crate) cleared: Mutex<Vec<Removed>>,
