@@ -923,3 +923,73 @@ fn an_offered_name_that_is_not_utf8_is_not_said_kept() {
         b"sent\n"
     );
 }
+
+/// The independent peer as a receiver: xfer's offer carries `delete_excluded` and
+/// `report_kept` in its `mirror` member; `kept` items of a verified report are
+/// listed as kept with their reason (a code it does not know too), and an item
+/// both failed and kept is refused.
+#[test]
+fn a_sender_reads_kept_items_of_an_independent_receiver() {
+    use crate::util::peer::{Decision, hex, mac_deleted, transcript_bytes};
+    use serde_json::json;
+    for both in [false, true] {
+        let root = tempfile::tempdir().unwrap();
+        trees(root.path());
+        let (port, fake) = peer_listening(move |mut peer| {
+            let receiver =
+                Acceptor::new(KEY, "receiver").features(&["aead", "blake3", "zstd", "mirror"]);
+            peer.accept_handshake(&receiver).expect("handshake");
+            let first = peer.read_control_raw().expect("offer");
+            let mirror = first.0["mirror"].clone();
+            let entries = peer.read_offer_from(first).expect("a verified offer");
+            let same = Decision::skip("same", "already there");
+            let plan: Vec<_> = entries.iter().map(|_| same.to_json(peer.hash())).collect();
+            peer.send_plan(&[plan]).unwrap();
+            peer.expect("end").expect("the sender's end");
+            let mut items = vec![
+                json!({"path": "tree/.xfer-0123.partial", "kind": "file", "kept": "temporary"}),
+                json!({"path": "tree/odd", "kind": "other", "kept": "some_new_reason"}),
+                json!({"path": "tree/stale", "kind": "file"}),
+            ];
+            if both {
+                items[2]["error"] = json!("cannot");
+                items[2]["kept"] = json!("busy");
+            }
+            let payload = peer
+                .send_control(&json!({"type": "deleted", "entries": items}))
+                .unwrap();
+            let ks = peer.session().unwrap().ks;
+            let mac = mac_deleted(&ks, peer.t, &transcript_bytes(&[payload]));
+            let end = json!({"type": "deleted_end", "count": 3, "mac": hex(&mac)});
+            peer.send_control(&end).unwrap();
+            let _ = peer.send_end();
+            mirror
+        });
+        let sent = send(
+            &[&root.path().join("src/tree")],
+            port,
+            KEY,
+            &["--delete", "--delete-excluded", "--exclude", "*.tmp", "-i"],
+        );
+        let mirror = fake.join().unwrap();
+        assert_eq!(mirror["delete"], true, "{mirror}");
+        assert_eq!(mirror["delete_excluded"], true, "{mirror}");
+        assert_eq!(mirror["report_kept"], true, "{mirror}");
+        let stdout = String::from_utf8_lossy(&sent.stdout);
+        if both {
+            assert_eq!(code(&sent), 8, "{}", stderr_of(&sent));
+            assert!(!stdout.contains("kept"), "{stdout}");
+            continue;
+        }
+        assert_eq!(code(&sent), 0, "{}", stderr_of(&sent));
+        for line in [
+            "kept     tree/.xfer-0123.partial  (a temporary or partial file of xfer)",
+            "kept     tree/odd  (the receiver keeps it)",
+            "deleted  tree/stale",
+        ] {
+            assert!(stdout.lines().any(|l| l == line), "{line:?} in {stdout}");
+        }
+        let said = "deleted 1, kept 2 not deleted: 1 xfer temporary, 1 for other reasons";
+        assert!(stderr_of(&sent).contains(said), "{}", stderr_of(&sent));
+    }
+}
