@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use ignore::Match;
 use ignore::gitignore::{Gitignore, GitignoreBuilder};
 
-use crate::escape::escape;
+use crate::escape::{escape, is_unprintable};
 use crate::proto::message::{Mirror, RuleSet};
 
 /// The files of a directory whose lines are rules for what lies beneath it, with
@@ -32,7 +32,7 @@ pub(crate) fn command_line_rules(
     include: &[String],
 ) -> Result<Vec<String>, String> {
     let checked = |flag: &str, pattern: &String| match pattern_problem(pattern) {
-        Some(why) => Err(format!("{flag} \"{}\": {why}", escape(pattern))),
+        Some(why) => Err(format!("{flag} \"{}\": {why}", as_typed(pattern))),
         None => Ok(pattern.clone()),
     };
     let mut rules = exclude
@@ -90,6 +90,16 @@ fn pattern_problem(pattern: &str) -> Option<String> {
         .add_line(None, pattern)
         .err()
         .map(|err| glob_error(&err))
+}
+
+/// A pattern from this side's own command line or file, shown as typed (a `\` is
+/// part of the syntax: doubling it would show another pattern), unless it holds a
+/// character that must not reach a terminal raw.
+fn as_typed(pattern: &str) -> std::borrow::Cow<'_, str> {
+    match pattern.chars().any(is_unprintable) {
+        true => escape(pattern),
+        false => pattern.into(),
+    }
 }
 
 /// What `ignore` says is wrong with a line, without its own wrapping.
@@ -338,7 +348,8 @@ mod tests {
                 "--exclude \"[abc\": unclosed character class; missing ']'",
             ),
             ("[z-a]", "--exclude \"[z-a]\": invalid range; 'z' > 'a'"),
-            ("a\\", "--exclude \"a\\\\\": dangling '\\'"),
+            ("a\\", "--exclude \"a\\\": dangling '\\'"),
+            ("a\u{1b}[", "--exclude \"a\\u{1b}[\": unclosed"),
             ("{a,b", "--exclude \"{a,b\": unclosed alternate group"),
             ("", "--exclude \"\": an empty pattern matches nothing"),
             ("  ", "--exclude \"  \": an empty pattern matches nothing"),

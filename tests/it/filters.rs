@@ -164,7 +164,7 @@ fn every_bad_pattern_form_is_a_usage_error_on_send_and_get() {
             &["--exclude", "[z-a]"],
             "--exclude \"[z-a]\": invalid range",
         ),
-        (&["--exclude", "x\\"], "--exclude \"x\\\\\": dangling '\\'"),
+        (&["--exclude", "x\\"], "--exclude \"x\\\": dangling '\\'"),
         (
             &["--exclude", ""],
             "--exclude \"\": an empty pattern matches nothing",
