@@ -55,7 +55,42 @@ pub(crate) fn command_line_rules(
     for pattern in include {
         rules.push(format!("!{}", checked("--include", pattern)?));
     }
+    for warning in shadowed_includes(&rules, include) {
+        crate::stderr::warn(&warning);
+    }
     Ok(rules)
+}
+
+/// What to say of each `--include` that can never apply because `rules` exclude a
+/// directory its own path names (`--exclude logs/ --include logs/keep.log`): an
+/// excluded directory is not entered (git's rule too). Only the literal leading
+/// components of a pattern are looked at.
+fn shadowed_includes(rules: &[String], include: &[String]) -> Vec<String> {
+    let mut filter = Filter::default();
+    if include.is_empty() || filter.add("", rules).is_err() {
+        return Vec::new();
+    }
+    let literal = |part: &&&str| !part.contains(['*', '?', '[', '{', '\\']);
+    let mut said = Vec::new();
+    for pattern in include {
+        let parts: Vec<&str> = pattern.trim_matches('/').split('/').collect();
+        let dirs = parts[..parts.len() - 1].iter().take_while(literal);
+        let mut path = String::from("operand");
+        for dir in dirs {
+            path = format!("{path}/{dir}");
+            if filter.excluded(&path, true) {
+                let shown = &path["operand/".len()..];
+                said.push(format!(
+                    "--include \"{}\" cannot apply: the directory {shown}/ is excluded, and \
+                     an excluded directory is not entered (exclude what it holds instead, \
+                     --exclude '{shown}/*')",
+                    as_typed(pattern)
+                ));
+                break;
+            }
+        }
+    }
+    said
 }
 
 /// Why the gitignore line `pattern`, given where a pattern is expected, is no
@@ -369,6 +404,30 @@ mod tests {
         // Valid ones pass, unchanged, includes after a `!`.
         let fine = rules(&["*.o", "\\#lit", "a/"], &["keep.o"]).unwrap();
         assert_eq!(fine, ["*.o", "\\#lit", "a/", "!keep.o"]);
+    }
+
+    #[test]
+    fn an_include_beneath_an_excluded_directory_is_said_to_never_apply() {
+        let rules = |exclude: &[&str], include: &[&str]| {
+            let mut all: Vec<String> = exclude.iter().map(|s| s.to_string()).collect();
+            all.extend(include.iter().map(|s| format!("!{s}")));
+            let include: Vec<String> = include.iter().map(|s| s.to_string()).collect();
+            shadowed_includes(&all, &include)
+        };
+        let said = rules(&["logs/"], &["logs/keep.log"]);
+        assert_eq!(said.len(), 1, "{said:?}");
+        assert!(
+            said[0].contains("the directory logs/ is excluded"),
+            "{said:?}"
+        );
+        assert!(said[0].contains("--exclude 'logs/*'"), "{said:?}");
+        assert_eq!(rules(&["a/b/"], &["a/b/c/d"]).len(), 1);
+        // Applies: the directory's content is excluded, not the directory; or the
+        // include takes the directory back; or nothing literal to look at.
+        assert!(rules(&["logs/*"], &["logs/keep.log"]).is_empty());
+        assert!(rules(&["logs/"], &["logs/", "logs/keep.log"]).is_empty());
+        assert!(rules(&["*.log"], &["keep.log"]).is_empty());
+        assert!(rules(&["logs/"], &["*/keep.log"]).is_empty());
     }
 
     #[test]

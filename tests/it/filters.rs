@@ -227,3 +227,29 @@ fn a_bad_line_of_a_gitignore_is_skipped_with_one_notice_and_the_rest_applies() {
         assert!(notices[0].contains(part), "{part:?} in {stderr}");
     }
 }
+
+/// `--include` of a file beneath a directory an `--exclude` leaves out can never
+/// apply (the directory is not entered): the run goes on, with a warning saying
+/// what to write instead.
+#[test]
+fn an_include_beneath_an_excluded_directory_gets_a_warning() {
+    let root = tempfile::tempdir().unwrap();
+    tree(root.path(), &["t/a", "t/logs/app.log", "t/logs/keep.log"]);
+    let dst = root.path().join("dst");
+    let mut receiver = Receiver::start(&dst, Some(KEY), &[]);
+    let flags = ["--exclude", "logs/", "--include", "logs/keep.log"];
+    let sent = send(&[&root.path().join("t")], receiver.port, KEY, &flags);
+    assert_eq!(code(&sent), 0, "{}", stderr_of(&sent));
+    assert_eq!(receiver.exit_code(), 0, "{}", receiver.stderr());
+    assert_eq!(names(&dst), ["t/a"]);
+    assert!(
+        stderr_of(&sent).contains(
+            "warning: --include \"logs/keep.log\" cannot apply: the directory logs/ is excluded"
+        ),
+        "{}",
+        stderr_of(&sent)
+    );
+    // Written as the warning says, it applies.
+    let flags = ["--exclude", "logs/*", "--include", "logs/keep.log"];
+    assert_eq!(sent_with(root.path(), &flags), ["t/a", "t/logs/keep.log"]);
+}
