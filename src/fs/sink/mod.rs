@@ -25,7 +25,7 @@ pub(crate) use self::basis::{Basis, BasisReader};
 pub(crate) use self::meta::{DROPPED, set_numeric_ids};
 pub(crate) use self::node::Node;
 pub(crate) use self::part::{PartFile, Resume};
-pub(crate) use self::prune::Prune;
+pub(crate) use self::prune::{Prune, Spare};
 pub(crate) use self::resolver::{Placement, Resolver};
 pub(crate) use self::sweep::{cutoff, in_background as sweep_in_background};
 pub(crate) use self::target::{DirLock, TargetDir, Unflushed};

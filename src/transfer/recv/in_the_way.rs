@@ -13,7 +13,8 @@ use std::sync::PoisonError;
 use super::shared::Shared;
 use crate::fs::Refusal;
 use crate::fs::filter::Filter;
-use crate::fs::sink::{PartFile, Prune, TargetDir};
+use crate::fs::sink::{PartFile, Prune, Spare, TargetDir};
+use crate::proto::message::KeptWhy;
 
 /// Why `--delete` keeps `path` (a directory: `is_dir`) although the offer lacks
 /// it: `filter` excludes it, or another session of this process is receiving it
@@ -24,12 +25,12 @@ pub(crate) fn kept(
     within: (u64, u64),
     path: &str,
     is_dir: bool,
-) -> Option<&'static str> {
+) -> Option<Spare> {
     if filter.excluded(path, is_dir) {
-        return Some("a filter excludes it, which protects it from --delete");
+        return Some(Spare::Excluded);
     }
     match shared.claims.claim(within, path.as_bytes()) {
-        None => Some("another session is receiving it"),
+        None => Some(Spare::Kept(KeptWhy::Busy)),
         Some(_) => None,
     }
 }
@@ -51,6 +52,7 @@ pub(crate) fn clear(
     let keep = |child: &str, is_dir: bool| kept(&mirroring.filter, shared, within, child, is_dir);
     let rules = Prune {
         offered: &|_| false,
+        offered_raw: &|_| false,
         keep: &keep,
         since: mirroring.since,
         dry_run: only_look,
