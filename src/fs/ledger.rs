@@ -179,7 +179,10 @@ impl Books {
             )
         } else {
             let limit = self.limits.files.unwrap_or(0);
-            let show = |n: u64| format!("{n} files");
+            let show = |n: u64| match n {
+                1 => "1 file".to_string(),
+                n => format!("{n} files"),
+            };
             (
                 show(more.files),
                 show(used.files),

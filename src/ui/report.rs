@@ -827,7 +827,9 @@ fn verdict(summary: &Summary, ok: bool) -> String {
         0 if ok && summary.verified == 0 => format!("no data moved{sealed}"),
         0 if ok => format!("all verified ({} + MAC{sealed})", summary.hash),
         0 => "not completed".to_string(),
-        n => format!("{} failed", plural(n, "file")),
+        // Directories and links fail too: entries, not files.
+        1 => "1 entry failed".to_string(),
+        n => format!("{n} entries failed"),
     }
 }
 
