@@ -480,15 +480,55 @@ fn a_directory_another_session_writes_into_stays() {
         "alice",
         &["send", local.to_str().unwrap(), &server.at("/"), "--delete"],
     );
-    assert_eq!(code(&put), 6, "{}", stderr_of(&put));
+    // `busy` (exit 3: try again later), as the ledger's rule says.
+    assert_eq!(code(&put), 3, "{}", stderr_of(&put));
     let err = stderr_of(&put);
     assert!(
-        err.contains("tree/x: the directory of that name holds tree/x/"),
+        err.contains("tree/x: tree/x/busy is being written by a session"),
         "{err}"
     );
-    assert!(err.contains("which --delete keeps ("), "{err}");
     assert!(home.join("tree/x").is_dir());
     let answer = finish_put(&mut writer, 0, "tree/x/busy", &new, 100_000);
     assert_eq!(answer["type"], "ok", "{answer}");
     assert_eq!(fs::read(home.join("tree/x/busy")).unwrap(), new);
+}
+
+/// A put planned into an empty directory (its data not sent yet) holds a claim
+/// beneath it: a change of type by another session is `busy` and the directory
+/// stays, and the first put's file arrives.
+#[test]
+fn a_directory_with_a_claim_beneath_it_is_not_replaced() {
+    use crate::util::pattern;
+    use crate::util::peer::SendEntry;
+    use crate::util::site::{finish_put, send_part, start_put};
+    let site = Site::new();
+    site.users(&[("alice", "")]);
+    let home = site.home("alice");
+    fs::create_dir_all(home.join("tree/x")).unwrap();
+    let local = site.path().join("tree");
+    fs::create_dir_all(&local).unwrap();
+    fs::write(local.join("x"), b"x is a file now\n").unwrap();
+    let server = site.serve(&[]);
+    settle();
+    let mut writer = server.login("alice");
+    let new = pattern(300_000, 5);
+    let entries = [SendEntry::file("tree/x/new", new.clone())];
+    let plan = start_put(&mut writer, "", true, &entries);
+    assert_eq!(plan[0]["action"], "send", "{plan:?}");
+    let put = client(
+        &site,
+        "alice",
+        &["send", local.to_str().unwrap(), &server.at("/"), "--delete"],
+    );
+    assert_eq!(code(&put), 3, "{}", stderr_of(&put));
+    let err = stderr_of(&put);
+    assert!(
+        err.contains("tree/x: tree/x/new is being written by a session"),
+        "{err}"
+    );
+    assert!(home.join("tree/x").is_dir());
+    send_part(&mut writer, 0, &new, 0, 0);
+    let answer = finish_put(&mut writer, 0, "tree/x/new", &new, 0);
+    assert_eq!(answer["type"], "ok", "{answer}");
+    assert_eq!(fs::read(home.join("tree/x/new")).unwrap(), new);
 }

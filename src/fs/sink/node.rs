@@ -163,6 +163,15 @@ impl Resolver<'_> {
                 },
             )?;
         }
+        if let (Some(books), Some(account)) = (&books, &meter) {
+            // A directory replaced goes under the lock, as a file's does (`part.rs`).
+            let holds_dir = beneath::stat(&*dir, name)
+                .is_ok_and(|stat| stat.is_some_and(|s| beneath::kind(&s) == FileType::Directory));
+            if node.over_dir && holds_dir {
+                let key = account.home_path(node.path);
+                books.unclaimed_but(&key, Some(&key))?;
+            }
+        }
         let temp = create_temporary(&dir, node, file.as_ref())?;
         let placed = self.finish_node(&dir, &temp, name, node, overwrite);
         if let Err(refusal) = placed {

@@ -410,11 +410,27 @@ impl PartFile {
             }
             _ => None,
         };
+        if let (Some(books), Some((_, key))) = (books.as_deref(), &self.meter) {
+            // A directory replaced goes in the same step as the name is given, under
+            // the lock: no `put` can claim a path beneath it between this check and
+            // the exchange (the ledger's rule).
+            if self.over_dir && self.holds_dir() {
+                books.unclaimed_but(key, Some(key))?;
+            }
+        }
         self.rename_checked(overwrite)?;
         if let (Some(books), Some(bytes)) = (books.as_deref_mut(), replaced) {
             books.shrank(bytes, 1);
         }
         Ok(())
+    }
+
+    /// Whether the final name holds a directory (links not followed).
+    fn holds_dir(&self) -> bool {
+        matches!(
+            beneath::stat(&*self.dir, self.name.as_slice()),
+            Ok(Some(stat)) if beneath::kind(&stat) == FileType::Directory
+        )
     }
 
     /// [`PartFile::rename_into_place`] without the counting.

@@ -65,8 +65,9 @@ impl TargetDir {
     /// or link of that path replaces: without `delete` it must be empty already;
     /// with it, what it holds is removed (in a dry run: found) with the rules of
     /// [`TargetDir::prune`], each removal said to `said`. `exists` if anything
-    /// stays, saying what and why. Nothing there, or no directory: `Ok`, the final
-    /// rename decides.
+    /// stays, saying what and why; on a server `busy` while another `put` writes
+    /// beneath it (the ledger's rule; checked again under the lock when the entry
+    /// is named). Nothing there, or no directory: `Ok`, the final rename decides.
     pub(crate) fn clear(
         &self,
         (components, path): (&[&[u8]], &str),
@@ -86,6 +87,7 @@ impl TargetDir {
         let Ok(fd) = beneath::open_dir(&parent, *name) else {
             return Ok(());
         };
+        self.unclaimed_beneath(path)?;
         if !delete {
             return match beneath::children(&fd).next() {
                 None => Ok(()),
@@ -109,6 +111,19 @@ impl TargetDir {
                 escape(&kept)
             ),
         ))
+    }
+}
+
+impl TargetDir {
+    /// On a server, `busy` if another `put` writes `path` (beneath the target),
+    /// something beneath it or a directory above it: the entry received at `path`
+    /// itself does not count.
+    fn unclaimed_beneath(&self, path: &str) -> Result<(), Refusal> {
+        let Some(account) = self.meter() else {
+            return Ok(());
+        };
+        let key = account.home_path(path);
+        account.books().unclaimed_but(&key, Some(&key))
     }
 }
 
