@@ -532,3 +532,51 @@ fn a_directory_with_a_claim_beneath_it_is_not_replaced() {
     assert_eq!(answer["type"], "ok", "{answer}");
     assert_eq!(fs::read(home.join("tree/x/new")).unwrap(), new);
 }
+
+/// The parent of a directory a file replaces is renamed, and another directory put
+/// in its place, while the file arrives: the file's own directory is emptied and
+/// replaced, and the other directory's entries are untouched.
+#[test]
+fn a_parent_swapped_during_the_transfer_does_not_lose_the_other_directory() {
+    use crate::util::relay::{Faults, Relay};
+    use crate::util::{KEY, Receiver, send};
+    use std::time::{Duration, Instant};
+    let root = tempfile::tempdir().unwrap();
+    fs::create_dir_all(root.path().join("src/tree/p")).unwrap();
+    fs::write(root.path().join("src/tree/p/x"), vec![9u8; 2_000_000]).unwrap();
+    fs::create_dir_all(root.path().join("dst/tree/p/x")).unwrap();
+    fs::write(root.path().join("dst/tree/p/x/old"), b"old\n").unwrap();
+    // The other directory, made before the session: older than it.
+    fs::create_dir_all(root.path().join("dst/other/x")).unwrap();
+    fs::write(root.path().join("dst/other/x/precious"), b"keep me\n").unwrap();
+    settle();
+    let mut receiver = Receiver::start(&root.path().join("dst"), Some(KEY), &["--overwrite"]);
+    let relay = Relay::start(
+        receiver.port,
+        Faults {
+            throttle: Some(1_000_000),
+            ..Faults::default()
+        },
+    );
+    let port = relay.port;
+    let src = root.path().join("src/tree");
+    let sender = std::thread::spawn(move || send(&[&src], port, KEY, &["--delete"]));
+    // Once data flows, the part file is open in `tree/p`.
+    let started = Instant::now();
+    while relay.forwarded() < 400_000 {
+        assert!(started.elapsed() < Duration::from_secs(20), "no data came");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let dst = root.path().join("dst");
+    fs::rename(dst.join("tree/p"), dst.join("p-old")).unwrap();
+    fs::rename(dst.join("other"), dst.join("tree/p")).unwrap();
+    let sent = sender.join().unwrap();
+    let recv_code = receiver.exit_code();
+    assert_eq!(
+        fs::read(dst.join("tree/p/x/precious")).unwrap(),
+        b"keep me\n"
+    );
+    assert_eq!(fs::read(dst.join("p-old/x")).unwrap().len(), 2_000_000);
+    assert_eq!(code(&sent), 0, "{}", stderr_of(&sent));
+    assert_eq!(recv_code, 0, "{}", receiver.stderr());
+}

@@ -247,6 +247,11 @@ impl PartFile {
         self.over_dir = true;
     }
 
+    /// The directory it is named in (see `TargetDir::clear`).
+    pub(crate) fn parent(&self) -> &OwnedFd {
+        &self.dir
+    }
+
     /// Whether this file holds a descriptor while it waits for its group: an
     /// unnamed one must (see the module documentation).
     pub(crate) fn holds_descriptor(&self) -> bool {

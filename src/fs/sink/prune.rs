@@ -68,23 +68,36 @@ impl TargetDir {
     /// stays, saying what and why; on a server `busy` while another `put` writes
     /// beneath it (the ledger's rule; checked again under the lock when the entry
     /// is named). Nothing there, or no directory: `Ok`, the final rename decides.
+    /// `parent`: the descriptor of its parent directory where the entry will be
+    /// named, so that the directory emptied is the one replaced even if a parent
+    /// was renamed meanwhile (without it, as for the plan's look, walked from the
+    /// root).
     pub(crate) fn clear(
         &self,
         (components, path): (&[&[u8]], &str),
+        parent: Option<&OwnedFd>,
         delete: bool,
         rules: &Prune<'_>,
         said: &mut dyn FnMut(Removed),
     ) -> Result<(), Refusal> {
-        let root = self
-            .dup_root()
-            .map_err(|err| Refusal::io(path, "cannot open the target directory", err))?;
         let (name, parents) = components
             .split_last()
             .expect("the path policy never returns an empty list");
-        let Some(parent) = beneath::walk(&root, parents, false)? else {
-            return Ok(());
+        let walked;
+        let parent = match parent {
+            Some(parent) => parent,
+            None => {
+                let root = self
+                    .dup_root()
+                    .map_err(|err| Refusal::io(path, "cannot open the target directory", err))?;
+                let Some(found) = beneath::walk(&root, parents, false)? else {
+                    return Ok(());
+                };
+                walked = found;
+                &walked
+            }
         };
-        let Ok(fd) = beneath::open_dir(&parent, *name) else {
+        let Ok(fd) = beneath::open_dir(parent, *name) else {
             return Ok(());
         };
         self.unclaimed_beneath(path)?;
@@ -311,9 +324,13 @@ mod tests {
         rules: &Prune<'_>,
     ) -> (Result<(), Refusal>, Vec<String>) {
         let mut said = Vec::new();
-        let result = target.clear((&[b"x"], "x"), delete, rules, &mut |removed: Removed| {
-            said.push(removed.path)
-        });
+        let result = target.clear(
+            (&[b"x"], "x"),
+            None,
+            delete,
+            rules,
+            &mut |removed: Removed| said.push(removed.path),
+        );
         (result, said)
     }
 

@@ -8,6 +8,7 @@
 //! is named). What goes from beneath such a directory is reported with what
 //! `--delete` removes (`mirror.rs`).
 
+use std::os::fd::OwnedFd;
 use std::sync::PoisonError;
 
 use super::shared::Shared;
@@ -35,13 +36,15 @@ pub(crate) fn kept(
 }
 
 /// Empties the directory at `components` (shown as `path`) that the offered file
-/// or link of that path replaces (see `TargetDir::clear`); with `only_look`, finds
-/// only whether it may (the plan's check). What goes (in a dry run, what would) is
-/// kept for the `deleted` report.
+/// or link of that path replaces (see `TargetDir::clear`), found through `parent`,
+/// the descriptor of the directory the entry is named in, where the caller holds
+/// one; with `only_look`, finds only whether it may (the plan's check). What goes
+/// (in a dry run, what would) is kept for the `deleted` report.
 pub(crate) fn clear(
     shared: &Shared<'_>,
     target: &TargetDir,
     (components, path): (&[&[u8]], &str),
+    parent: Option<&OwnedFd>,
     only_look: bool,
 ) -> Result<(), Refusal> {
     // Set once the offer is read; a stand-in would keep everything (`since` 0).
@@ -60,6 +63,7 @@ pub(crate) fn clear(
     let mut found = Vec::new();
     let result = target.clear(
         (components, path),
+        parent,
         mirroring.delete,
         &rules,
         &mut |removed| {
@@ -87,7 +91,14 @@ pub(crate) fn make_room(
     target: &TargetDir,
     (components, path): (&[&[u8]], &str),
 ) -> Result<(), Refusal> {
-    clear(shared, target, (components, path), false)?;
+    // The directory beside the part: the one its exchange replaces.
+    clear(
+        shared,
+        target,
+        (components, path),
+        Some(part.parent()),
+        false,
+    )?;
     part.replaces_dir();
     Ok(())
 }

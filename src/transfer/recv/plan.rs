@@ -507,7 +507,7 @@ impl<'c> Decider<'_, 'c> {
             return Ok(false);
         }
         let at = (components, &*entry.shown_path());
-        in_the_way::clear(self.shared, self.target, at, true)?;
+        in_the_way::clear(self.shared, self.target, at, None, true)?;
         Ok(true)
     }
 
