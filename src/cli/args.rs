@@ -431,10 +431,11 @@ pub(crate) struct RecvArgs {
     #[arg(long, short, value_name = "DIR", default_value = ".")]
     pub(crate) dir: PathBuf,
 
-    /// Replace existing files (atomically: readers see the old or the new file, never a
-    /// mix), and mirror a change of type: a directory replaces a file or link, a file
-    /// or link replaces an empty directory (or with the sender's --delete one holding
-    /// entries, which go with it)
+    /// Replace existing files that differ (atomically: readers see the old or the new
+    /// file, never a mix; one of the offered size and modification time is `same` and
+    /// stays, as rsync's quick check), and mirror a change of type: a directory replaces
+    /// a file or link, a file or link replaces an empty directory (or with the sender's
+    /// --delete one holding entries, which go with it)
     #[arg(long)]
     pub(crate) overwrite: bool,
 

@@ -16,7 +16,7 @@ use crate::util::relay::{Faults, Relay};
 use crate::util::server::{Site, client, expect_exit};
 use crate::util::{
     KEY, Receiver, files_under, pattern, peer_sender, send, stderr_of, stdout_events,
-    summary_event, write_in,
+    summary_event, write_in, write_older,
 };
 
 /// The size of the files these tests update: large enough for a thousand chunks.
@@ -78,7 +78,7 @@ fn update_point_to_point(old: &[u8], new: &[u8], send_flags: &[&str], recv_flags
     let src = tempfile::tempdir().unwrap();
     let dst = tempfile::tempdir().unwrap();
     let file = write_in(src.path(), "f", new);
-    write_in(dst.path(), "f", old);
+    write_older(dst.path(), "f", old);
     let mut flags = vec!["--overwrite"];
     flags.extend_from_slice(recv_flags);
     let mut receiver = Receiver::start(dst.path(), Some(KEY), &flags);
@@ -148,7 +148,7 @@ fn site_with(old: &[u8]) -> Site {
     let site = Site::new();
     site.users(&[("alice", "quota = \"20 MiB\"")]);
     fs::create_dir_all(site.home("alice")).unwrap();
-    fs::write(site.home("alice").join("f"), old).unwrap();
+    write_older(&site.home("alice"), "f", old);
     site
 }
 
@@ -528,7 +528,7 @@ fn dry_run_of(old: &[u8], new: &[u8]) -> (Value, u64) {
     let src = tempfile::tempdir().unwrap();
     let dst = tempfile::tempdir().unwrap();
     let file = write_in(src.path(), "f", new);
-    write_in(dst.path(), "f", old);
+    write_older(dst.path(), "f", old);
     let (dry_run, both_ways) = dry_run_against(&file, dst.path(), &["--overwrite"]);
     assert!(fs::read(dst.path().join("f")).unwrap() == old);
     assert!(fs::read(&file).unwrap() == new);
@@ -642,7 +642,7 @@ fn a_file_changed_while_the_plan_is_awaited_arrives_as_it_is_now() {
         let src = tempfile::tempdir().unwrap();
         let dst = tempfile::tempdir().unwrap();
         let file = write_in(src.path(), "f", &new);
-        write_in(dst.path(), "f", &old);
+        write_older(dst.path(), "f", &old);
         let mut receiver = Receiver::start(dst.path(), Some(KEY), &["--overwrite"]);
         let (path, dir, content) = (file.clone(), src.path().to_path_buf(), edited.clone());
         let edit = move || {

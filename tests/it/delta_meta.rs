@@ -20,7 +20,9 @@ use crate::util::peer::{Acceptor, Peer};
 use crate::util::relay::{Faults, Relay};
 use crate::util::server::{Site, client, expect_exit};
 use crate::util::tree::raw;
-use crate::util::{KEY, Receiver, files_under, pattern, send, stderr_of, summary_event};
+use crate::util::{
+    KEY, Receiver, files_under, pattern, send, stderr_of, summary_event, write_older,
+};
 
 /// The size of the files these tests update.
 const SIZE: usize = 8 << 20;
@@ -88,7 +90,12 @@ fn a_name_that_is_not_utf8_is_updated_by_a_delta() {
     fs::write(raw(&tree, name), &new).unwrap();
     let dst = tempfile::tempdir().unwrap();
     fs::create_dir(dst.path().join("tree")).unwrap();
-    fs::write(raw(&dst.path().join("tree"), name), &old).unwrap();
+    let held = raw(&dst.path().join("tree"), name);
+    fs::write(&held, &old).unwrap();
+    // An hour older, as an older version is (same size and time would be `same`).
+    let an_hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+    let handle = fs::File::options().write(true).open(&held).unwrap();
+    handle.set_modified(an_hour_ago).unwrap();
 
     let crossed = send_over(&tree, dst.path());
     assert!(
@@ -324,7 +331,7 @@ fn a_file_under_a_chunk_with_an_older_version_still_goes_as_a_delta() {
     let file = src.path().join("f");
     fs::write(&file, &new).unwrap();
     let dst = tempfile::tempdir().unwrap();
-    fs::write(dst.path().join("f"), &old).unwrap();
+    write_older(dst.path(), "f", &old);
 
     let crossed = send_over(&file, dst.path());
     assert!(

@@ -745,3 +745,48 @@ fn a_dry_run_into_a_directory_its_receiver_may_not_write_fails_as_the_real_run()
     assert_ne!(code(&real), 0, "{}", stderr_of(&real));
     assert_eq!(code(&dry), code(&real), "{stderr}\n{}", stderr_of(&real));
 }
+
+/// A new user's finding: without `--delete`, a `send` into `recv --overwrite` sent
+/// every unchanged file again (the quick check held only for a mirror's offer)
+/// while its dry run called them `same`. Now the real run skips them as the dry
+/// run says, and leaves them untouched (the same inode).
+#[test]
+fn a_plain_send_into_an_overwriting_receiver_sends_only_what_changed_as_its_dry_run_says() {
+    use std::os::unix::fs::MetadataExt;
+    let root = tempfile::tempdir().unwrap();
+    let tree = root.path().join("src/tree");
+    fs::create_dir_all(&tree).unwrap();
+    for name in ["a", "b", "c"] {
+        fs::write(tree.join(name), format!("{name}\n")).unwrap();
+    }
+    let dst = root.path().join("dst");
+    fs::create_dir_all(&dst).unwrap();
+    let mut serving = Receiver::start(&dst, Some(KEY), &["--overwrite", "--serve"]);
+    assert!(send(&[&tree], serving.port, KEY, &[]).status.success());
+    let inode = |name: &str| fs::metadata(dst.join("tree").join(name)).unwrap().ino();
+    let before = (inode("a"), inode("b"));
+    fs::write(tree.join("c"), "c, longer now\n").unwrap();
+
+    let dry = send(&[&tree], serving.port, KEY, &["-n"]);
+    let listed = String::from_utf8_lossy(&dry.stdout).into_owned();
+    assert!(
+        listed.contains("same     tree/a") && listed.contains("changed  tree/c"),
+        "{listed}"
+    );
+    let real = send(&[&tree], serving.port, KEY, &["-i"]);
+    assert!(real.status.success(), "{}", stderr_of(&real));
+    let itemized = String::from_utf8_lossy(&real.stdout).into_owned();
+    assert_eq!(itemized.trim(), "replaced tree/c", "{itemized}");
+    assert!(
+        stderr_of(&real).contains("2 already there"),
+        "{}",
+        stderr_of(&real)
+    );
+    assert_eq!(
+        (inode("a"), inode("b")),
+        before,
+        "unchanged files left alone"
+    );
+    assert_eq!(fs::read(dst.join("tree/c")).unwrap(), b"c, longer now\n");
+    drop(serving.child.kill());
+}

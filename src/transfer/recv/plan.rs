@@ -93,8 +93,9 @@ impl Planned<'_> {
     }
 }
 
-/// Decides every offered entry and sends the plan. With a `mirror` member, a file
-/// of the offered size and time is `same` even where files are replaced, and a dry
+/// Decides every offered entry and sends the plan. With `mirror` in force (every
+/// xfer peer), a file of the offered size and time is `same` even where files are
+/// replaced, as rsync's quick check; with a `mirror` member asking for it, a dry
 /// run decides as a real run would without touching the disk: it creates no
 /// directory, keeps no room, and looks for no partial data.
 pub(crate) fn plan<'c, W: Write>(
@@ -131,7 +132,9 @@ pub(crate) fn plan<'c, W: Write>(
                 non_dirs: KeyedSet::with_capacity_and_hasher(entries.len(), Default::default()),
                 free: target.free_space(),
                 chunks_left: MAX_PLAN_CHUNKS,
-                quick_check: mirror.is_some(),
+                // A dry run (a `mirror` member) and the real run after it decide
+                // `same` alike, whatever else the offer asks.
+                quick_check: shared.mirror,
                 dry_run: mirror.is_some_and(|mirror| mirror.dry_run),
             };
             for entry in consumed(entries) {
@@ -283,7 +286,7 @@ struct Decider<'s, 'c> {
     free: Option<u64>,
     /// Chunks the plan's signatures may still list (see `MAX_PLAN_CHUNKS`).
     chunks_left: u64,
-    /// `same` holds even where files are replaced (a mirroring sender's offer).
+    /// `same` holds even where files are replaced (`mirror` in force).
     quick_check: bool,
     /// Decide only: touch nothing (section 17.4).
     dry_run: bool,
@@ -608,8 +611,9 @@ impl<'c> Decider<'_, 'c> {
         Ok(())
     }
 
-    /// What is at a file entry's final name. A mirroring sender's offer is quick
-    /// checked (`same`) even where files are replaced: a mirror sends what changed.
+    /// What is at a file entry's final name. With `mirror` in force an offer is
+    /// quick checked (`same`) even where files are replaced: only what changed is
+    /// sent, as by rsync, and a dry run predicts the real run.
     fn placement(&mut self, entry: &Entry, components: &[&[u8]]) -> Result<Placement, Refusal> {
         let offered = (entry.size, entry.mtime, entry.mtime_ns.unwrap_or(0));
         let overwrite = self.shared.settings.overwrite;

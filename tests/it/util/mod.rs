@@ -360,6 +360,17 @@ pub fn write_in(dir: &Path, name: &str, content: &[u8]) -> std::path::PathBuf {
     path
 }
 
+/// Writes `content` as `name` in `dir` an hour in the past: an older version of a
+/// file, as a receiver holds one. (Written a moment before the new one, it would
+/// have its size and time: `same` to the quick check, which sends nothing.)
+pub fn write_older(dir: &Path, name: &str, content: &[u8]) -> std::path::PathBuf {
+    let path = write_in(dir, name, content);
+    let an_hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+    let file = std::fs::File::options().write(true).open(&path).unwrap();
+    file.set_modified(an_hour_ago).unwrap();
+    path
+}
+
 /// Runs `command` as the unprivileged user `nobody` (the tests run as root, who
 /// may write anything), or `None` where that is not possible.
 pub fn as_nobody(mut command: Command) -> Option<Command> {
