@@ -192,6 +192,79 @@ pub(crate) fn rename_over_dir(dir: &OwnedFd, temp: &str, name: &[u8]) -> Result<
     }
 }
 
+/// What a sweep removed: regular files (their bytes) and other entries.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Swept {
+    pub(crate) bytes: u64,
+    pub(crate) files: u64,
+    pub(crate) others: u64,
+}
+
+/// Removes the directory `name` inside `parent`, a temporary name only xfer gives
+/// (a directory left under it by a crash between the exchange and the removal of
+/// [`rename_over_dir`]), with all it holds, when it and everything in it was last
+/// modified before `cutoff` (seconds since the epoch) and `may` lets each regular
+/// file go (a server spares those a session has open): links are removed, never
+/// followed, and nothing deeper than [`MAX_DEPTH`] is entered (`depth`: the
+/// directory's, below the walk's root). What is newer stays, and so does the
+/// directory, for a later sweep. Adds what went to `swept`.
+pub(crate) fn remove_stale_dir(
+    (parent, name, depth): (&OwnedFd, &std::ffi::CStr, usize),
+    cutoff: i64,
+    may: &mut dyn FnMut(&Stat) -> bool,
+    swept: &mut Swept,
+) {
+    fn empty(
+        dir: &OwnedFd,
+        cutoff: i64,
+        may: &mut dyn FnMut(&Stat) -> bool,
+        swept: &mut Swept,
+        depth: usize,
+    ) -> bool {
+        let mut all = true;
+        for (name, stat) in children(dir) {
+            let went = stat.st_mtime < cutoff
+                && match kind(&stat) {
+                    FileType::Directory => {
+                        depth < MAX_DEPTH
+                            && open_dir(dir, name.as_c_str())
+                                .is_ok_and(|child| empty(&child, cutoff, may, swept, depth + 1))
+                            && rustix::fs::unlinkat(dir, name.as_c_str(), AtFlags::REMOVEDIR)
+                                .is_ok()
+                    }
+                    FileType::RegularFile => {
+                        may(&stat)
+                            && rustix::fs::unlinkat(dir, name.as_c_str(), AtFlags::empty()).is_ok()
+                    }
+                    _ => rustix::fs::unlinkat(dir, name.as_c_str(), AtFlags::empty()).is_ok(),
+                };
+            match (went, kind(&stat)) {
+                (false, _) => all = false,
+                (true, FileType::RegularFile) => {
+                    swept.bytes += stat.st_size as u64;
+                    swept.files += 1;
+                }
+                (true, _) => swept.others += 1,
+            }
+        }
+        all
+    }
+    let Ok(Some(stat)) = self::stat(parent, name) else {
+        return;
+    };
+    if kind(&stat) != FileType::Directory || stat.st_mtime >= cutoff {
+        return;
+    }
+    let Ok(dir) = open_dir(parent, name) else {
+        return;
+    };
+    if empty(&dir, cutoff, may, swept, depth + 1)
+        && rustix::fs::unlinkat(parent, name, AtFlags::REMOVEDIR).is_ok()
+    {
+        swept.others += 1;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -276,5 +349,37 @@ mod tests {
         // The directory went meanwhile: the name is simply given.
         rename_over_dir(&fd, "temp", b"gone").unwrap();
         assert_eq!(std::fs::read(dir.path().join("gone")).unwrap(), b"new");
+    }
+
+    #[test]
+    fn a_stale_directory_goes_with_all_it_holds_and_a_fresh_entry_keeps_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("precious"), b"p").unwrap();
+        let stale = dir.path().join("stale");
+        std::fs::create_dir_all(stale.join("deeper")).unwrap();
+        std::fs::write(stale.join("deeper/o"), b"four").unwrap();
+        std::os::unix::fs::symlink(outside.path(), stale.join("link")).unwrap();
+        let fd = opened(dir.path());
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        let mut swept = Swept::default();
+        // Everything is newer than a cutoff an hour ago: nothing goes.
+        remove_stale_dir((&fd, c"stale", 0), now - 3600, &mut |_| true, &mut swept);
+        assert_eq!(swept, Swept::default());
+        assert!(stale.join("deeper/o").exists());
+        // A file a server holds open keeps it, and the directories above it.
+        remove_stale_dir((&fd, c"stale", 0), now + 10, &mut |_| false, &mut swept);
+        assert!(stale.join("deeper/o").exists());
+        assert!(!stale.join("link").exists(), "the link itself went");
+        remove_stale_dir((&fd, c"stale", 0), now + 10, &mut |_| true, &mut swept);
+        assert!(!stale.exists());
+        assert_eq!((swept.bytes, swept.files, swept.others), (4, 1, 3));
+        assert_eq!(
+            std::fs::read(outside.path().join("precious")).unwrap(),
+            b"p"
+        );
     }
 }

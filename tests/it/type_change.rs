@@ -580,3 +580,46 @@ fn a_parent_swapped_during_the_transfer_does_not_lose_the_other_directory() {
     assert_eq!(code(&sent), 0, "{}", stderr_of(&sent));
     assert_eq!(recv_code, 0, "{}", receiver.stderr());
 }
+
+/// A directory under a temporary name, as a crash between the exchange and the
+/// removal of a change of type leaves it, two hours old: the sweep removes it with
+/// what it holds (a link itself, never what it leads to); a fresh one stays.
+#[test]
+fn a_directory_a_crash_left_under_a_temporary_name_is_swept_once_stale() {
+    use crate::util::tree::set_mtime;
+    use crate::util::{KEY, Receiver};
+    use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+    let out = tempfile::tempdir().unwrap();
+    let outside = tempfile::tempdir().unwrap();
+    fs::write(outside.path().join("precious"), b"keep me\n").unwrap();
+    let old = out.path().join("tree/.xfer-0123456789abcdef.part");
+    fs::create_dir_all(old.join("deeper")).unwrap();
+    fs::write(old.join("deeper/o"), b"o\n").unwrap();
+    symlink(outside.path(), old.join("to-outside")).unwrap();
+    let two_hours_ago = SystemTime::now() - Duration::from_secs(7200);
+    let seconds = two_hours_ago.duration_since(UNIX_EPOCH).unwrap().as_secs() as i64;
+    for path in [old.join("deeper/o"), old.join("deeper")] {
+        set_mtime(&path, seconds, 0);
+    }
+    // The link's own time (`touch -h`), then the directory's.
+    let touched = std::process::Command::new("touch")
+        .args(["-h", "-d", &format!("@{seconds}")])
+        .arg(old.join("to-outside"))
+        .status()
+        .unwrap();
+    assert!(touched.success());
+    set_mtime(&old, seconds, 0);
+    let fresh = out.path().join("tree/.xfer-fedcba9876543210.part");
+    fs::create_dir_all(&fresh).unwrap();
+    let receiver = Receiver::start(out.path(), Some(KEY), &["--keep-partial", "1"]);
+    let started = Instant::now();
+    while old.exists() && started.elapsed() < Duration::from_secs(20) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(!old.exists(), "{}", receiver.stderr());
+    assert!(fresh.is_dir());
+    assert_eq!(
+        fs::read(outside.path().join("precious")).unwrap(),
+        b"keep me\n"
+    );
+}
