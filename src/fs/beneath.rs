@@ -163,33 +163,92 @@ pub(crate) fn explain(parent: &OwnedFd, component: &[u8], shown: &str, err: Errn
     }
 }
 
+/// Why [`rename_over_dir`] did not put the entry in the directory's place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum NotOver {
+    /// Nothing changed: the name holds the directory, and `temp` the entry.
+    Failed(Errno),
+    /// The directory was written into meanwhile (its removal failed with the
+    /// error) and the exchange back failed too: the entry holds the name, and the
+    /// directory, whole, is under `temp` (the caller says so, and leaves it).
+    Stranded(Errno),
+}
+
+impl From<Errno> for NotOver {
+    fn from(err: Errno) -> Self {
+        NotOver::Failed(err)
+    }
+}
+
 /// Renames `temp` over `name`, a directory emptied first (`TargetDir::clear`): the two
 /// are exchanged in one step (`RENAME_EXCHANGE`), so that the name holds the old
 /// directory or the new entry at every moment, a crash included, and the
 /// directory, now under `temp`, is removed; one that is not empty any more (a
-/// session wrote into it meanwhile) is exchanged back, and the error returned. On
-/// a filesystem without the exchange the directory is removed, then the name
-/// given: a crash between the two leaves neither (a cut session cannot come
-/// between them).
-pub(crate) fn rename_over_dir(dir: &OwnedFd, temp: &str, name: &[u8]) -> Result<(), Errno> {
+/// session wrote into it meanwhile) is exchanged back, and the error returned
+/// (where that fails too, [`NotOver::Stranded`]). On a filesystem without the
+/// exchange the directory is removed, then the name given: a crash between the
+/// two leaves neither (a cut session cannot come between them).
+pub(crate) fn rename_over_dir(dir: &OwnedFd, temp: &str, name: &[u8]) -> Result<(), NotOver> {
     match rustix::fs::renameat_with(dir, temp, dir, name, RenameFlags::EXCHANGE) {
         Ok(()) => match rustix::fs::unlinkat(dir, temp, AtFlags::REMOVEDIR) {
             Ok(()) => Ok(()),
-            Err(err) => {
-                let _ = rustix::fs::renameat_with(dir, temp, dir, name, RenameFlags::EXCHANGE);
-                Err(err)
-            }
+            Err(err) => match exchange_back(dir, temp, name) {
+                Ok(()) => Err(NotOver::Failed(err)),
+                Err(_) => Err(NotOver::Stranded(err)),
+            },
         },
         // The directory went meanwhile: the name is free.
-        Err(Errno::NOENT) => {
-            rustix::fs::renameat_with(dir, temp, dir, name, RenameFlags::NOREPLACE)
-        }
+        Err(Errno::NOENT) => Ok(rustix::fs::renameat_with(
+            dir,
+            temp,
+            dir,
+            name,
+            RenameFlags::NOREPLACE,
+        )?),
         Err(Errno::INVAL | Errno::NOSYS | Errno::OPNOTSUPP) => {
             rustix::fs::unlinkat(dir, name, AtFlags::REMOVEDIR)?;
-            rustix::fs::renameat(dir, temp, dir, name)
+            Ok(rustix::fs::renameat(dir, temp, dir, name)?)
         }
-        Err(err) => Err(err),
+        Err(err) => Err(NotOver::Failed(err)),
     }
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Makes the next exchange back fail, as a test asks.
+    static FAIL_EXCHANGE_BACK: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// The exchange that gives a directory written into meanwhile its name back.
+fn exchange_back(dir: &OwnedFd, temp: &str, name: &[u8]) -> Result<(), Errno> {
+    #[cfg(test)]
+    if FAIL_EXCHANGE_BACK.with(|fail| fail.replace(false)) {
+        return Err(Errno::IO);
+    }
+    rustix::fs::renameat_with(dir, temp, dir, name, RenameFlags::EXCHANGE)
+}
+
+/// How a directory [`NotOver::Stranded`] is reported, for the entry `path` whose
+/// temporary was `temp`: where the directory is now, and what to do.
+pub(crate) fn stranded(path: &str, temp: &str, err: Errno) -> Refusal {
+    let parent = path.rsplit_once('/').map_or("", |(parent, _)| parent);
+    let now_at = if parent.is_empty() {
+        temp.to_string()
+    } else {
+        format!("{parent}/{temp}")
+    };
+    Refusal::new(
+        ErrorCode::Io,
+        format!(
+            "{}: a session wrote into the directory of that name while it was replaced \
+             ({}), and it could not be given its name back: the received entry holds the \
+             name, and the directory, with all it holds, is now at {} (move it back; it is \
+             swept as a temporary once all of it is older than --keep-partial)",
+            escape(path),
+            std::io::Error::from(err),
+            escape(&now_at)
+        ),
+    )
 }
 
 /// What a sweep removed: regular files (their bytes) and other entries.
@@ -339,7 +398,10 @@ mod tests {
         std::fs::create_dir(dir.path().join("full")).unwrap();
         std::fs::write(dir.path().join("full/late"), b"late").unwrap();
         std::fs::write(dir.path().join("temp"), b"new").unwrap();
-        assert_eq!(rename_over_dir(&fd, "temp", b"full"), Err(Errno::NOTEMPTY));
+        assert_eq!(
+            rename_over_dir(&fd, "temp", b"full"),
+            Err(NotOver::Failed(Errno::NOTEMPTY))
+        );
         assert_eq!(
             std::fs::read(dir.path().join("full/late")).unwrap(),
             b"late"
@@ -349,6 +411,23 @@ mod tests {
         // The directory went meanwhile: the name is simply given.
         rename_over_dir(&fd, "temp", b"gone").unwrap();
         assert_eq!(std::fs::read(dir.path().join("gone")).unwrap(), b"new");
+
+        // The exchange back fails: the directory is found, whole, under the temporary
+        // name, and the report says so.
+        std::fs::write(dir.path().join("temp"), b"new").unwrap();
+        FAIL_EXCHANGE_BACK.with(|fail| fail.set(true));
+        let result = rename_over_dir(&fd, "temp", b"full");
+        assert_eq!(result, Err(NotOver::Stranded(Errno::NOTEMPTY)));
+        assert_eq!(std::fs::read(dir.path().join("full")).unwrap(), b"new");
+        assert_eq!(
+            std::fs::read(dir.path().join("temp/late")).unwrap(),
+            b"late"
+        );
+        let said = stranded("d/full", ".xfer-00.part", Errno::NOTEMPTY).message;
+        assert!(
+            said.contains("is now at d/.xfer-00.part (move it back"),
+            "{said}"
+        );
     }
 
     #[test]

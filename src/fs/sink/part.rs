@@ -37,7 +37,7 @@ use sha2::{Digest as _, Sha256};
 use super::meta;
 use crate::escape::escape;
 use crate::fs::Refusal;
-use crate::fs::beneath;
+use crate::fs::beneath::{self, NotOver};
 use crate::fs::ledger::{Account, Books};
 use crate::fs::path::RESERVED_PREFIX;
 use crate::hex::hex;
@@ -462,7 +462,15 @@ impl PartFile {
             // rename(2) replaces the target atomically; a symlink there is replaced, not followed.
             match rustix::fs::renameat(&*self.dir, temp, &*self.dir, name) {
                 Err(Errno::ISDIR) if self.over_dir => {
-                    beneath::rename_over_dir(&self.dir, temp, name)
+                    match beneath::rename_over_dir(&self.dir, temp, name) {
+                        Err(NotOver::Stranded(err)) => {
+                            // The file holds the name now; the directory is ours to leave.
+                            self.keep = true;
+                            return Err(beneath::stranded(&self.path, temp, err));
+                        }
+                        Err(NotOver::Failed(err)) => Err(err),
+                        Ok(()) => Ok(()),
+                    }
                 }
                 other => other,
             }
@@ -540,7 +548,14 @@ impl PartFile {
             match rustix::fs::renameat(&*self.dir, temp.as_str(), &*self.dir, self.name.as_slice())
             {
                 Err(Errno::ISDIR) if self.over_dir => {
-                    beneath::rename_over_dir(&self.dir, &temp, &self.name)
+                    match beneath::rename_over_dir(&self.dir, &temp, &self.name) {
+                        Err(NotOver::Stranded(err)) => {
+                            self.keep = true;
+                            return Err(beneath::stranded(&self.path, &temp, err));
+                        }
+                        Err(NotOver::Failed(err)) => Err(err),
+                        Ok(()) => Ok(()),
+                    }
                 }
                 other => other,
             };
