@@ -623,3 +623,33 @@ fn a_directory_a_crash_left_under_a_temporary_name_is_swept_once_stale() {
         b"keep me\n"
     );
 }
+
+/// A dry run of a change of type that the real run refuses (a filter keeps an entry
+/// of the directory) refuses it too, and predicts no deletion beneath it.
+#[test]
+fn a_dry_run_refused_change_of_type_predicts_no_deletion() {
+    let root = tempfile::tempdir().unwrap();
+    source(root.path());
+    other_types(root.path(), &["a", "b.tmp"]);
+    let before = snapshot(&root.path().join("dst"));
+    for dry in [&["-n"][..], &[]] {
+        let mut args = vec!["--delete", "--exclude", "*.tmp"];
+        args.extend_from_slice(dry);
+        let (sent, _, recv_err) = mirror(root.path(), &["--overwrite"], &args);
+        assert_eq!(code(&sent), 6, "{}", stderr_of(&sent));
+        let err = stderr_of(&sent);
+        assert!(
+            err.contains(
+                "tree/x: the directory of that name holds tree/x/b.tmp, which --delete keeps"
+            ),
+            "{err}"
+        );
+        assert!(!lines(&sent).contains("tree/x/a"), "{}", lines(&sent));
+        assert!(!err.contains("would delete 1"), "{err}");
+        assert!(!recv_err.contains("would delete 1"), "{recv_err}");
+        assert_eq!(
+            before_of(&snapshot(&root.path().join("dst")), "tree/x/"),
+            before_of(&before, "tree/x/")
+        );
+    }
+}

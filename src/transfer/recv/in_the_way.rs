@@ -58,7 +58,9 @@ pub(crate) fn clear(
         since: mirroring.since,
         dry_run: only_look,
     };
-    // A real session's look finds what its commit removes, and reports then.
+    // A real session's look finds what its commit removes, and reports then; a dry
+    // run's look reports what would go only if all of it may (else it is refused,
+    // as the real run's look refuses it, and nothing goes).
     let report = !only_look || mirroring.dry_run;
     let mut found = Vec::new();
     let result = target.clear(
@@ -72,6 +74,9 @@ pub(crate) fn clear(
             }
         },
     );
+    if only_look && result.is_err() {
+        return result;
+    }
     let mut cleared = mirroring
         .cleared
         .lock()
