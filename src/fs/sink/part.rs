@@ -440,37 +440,16 @@ impl PartFile {
 
     /// [`PartFile::rename_into_place`] without the counting.
     fn rename_checked(&mut self, overwrite: bool) -> Result<(), Refusal> {
+        self.still_ours()?;
         let (temp, name) = (self.temp.as_str(), self.name.as_slice());
-        match beneath::stat(&*self.dir, temp) {
-            Ok(Some(stat))
-                if beneath::kind(&stat) == FileType::RegularFile
-                    && (stat.st_dev, stat.st_ino) == self.identity => {}
-            _ => {
-                // Not ours any more: leave whatever is there alone.
-                self.keep = true;
-                return Err(Refusal::new(
-                    ErrorCode::Io,
-                    format!(
-                        "{}: its temporary file was replaced by something else during the \
-                         transfer; not renamed",
-                        escape(&self.path)
-                    ),
-                ));
-            }
-        }
         let result = if overwrite {
             // rename(2) replaces the target atomically; a symlink there is replaced, not followed.
             match rustix::fs::renameat(&*self.dir, temp, &*self.dir, name) {
                 Err(Errno::ISDIR) if self.over_dir => {
-                    match beneath::rename_over_dir(&self.dir, temp, name) {
-                        Err(NotOver::Stranded(err)) => {
-                            // The file holds the name now; the directory is ours to leave.
-                            self.keep = true;
-                            return Err(beneath::stranded(&self.path, temp, err));
-                        }
-                        Err(NotOver::Failed(err)) => Err(err),
-                        Ok(()) => Ok(()),
-                    }
+                    let exchanged = exchange_with_dir(&self.dir, temp, name, &self.path);
+                    // A directory stranded: the file holds the name now, and stays.
+                    self.keep |= exchanged.is_err();
+                    exchanged?
                 }
                 other => other,
             }
@@ -504,6 +483,30 @@ impl PartFile {
                 ),
             )),
             Err(err) => Err(Refusal::io(&self.path, "cannot rename into place", err)),
+        }
+    }
+
+    /// Whether the temporary is still the file this session wrote; if not, it is
+    /// left alone, whatever is there, and the entry fails.
+    fn still_ours(&mut self) -> Result<(), Refusal> {
+        match beneath::stat(&*self.dir, self.temp.as_str()) {
+            Ok(Some(stat))
+                if beneath::kind(&stat) == FileType::RegularFile
+                    && (stat.st_dev, stat.st_ino) == self.identity =>
+            {
+                Ok(())
+            }
+            _ => {
+                self.keep = true;
+                Err(Refusal::new(
+                    ErrorCode::Io,
+                    format!(
+                        "{}: its temporary file was replaced by something else during the \
+                         transfer; not renamed",
+                        escape(&self.path)
+                    ),
+                ))
+            }
         }
     }
 
@@ -548,14 +551,9 @@ impl PartFile {
             match rustix::fs::renameat(&*self.dir, temp.as_str(), &*self.dir, self.name.as_slice())
             {
                 Err(Errno::ISDIR) if self.over_dir => {
-                    match beneath::rename_over_dir(&self.dir, &temp, &self.name) {
-                        Err(NotOver::Stranded(err)) => {
-                            self.keep = true;
-                            return Err(beneath::stranded(&self.path, &temp, err));
-                        }
-                        Err(NotOver::Failed(err)) => Err(err),
-                        Ok(()) => Ok(()),
-                    }
+                    let exchanged = exchange_with_dir(&self.dir, &temp, &self.name, &self.path);
+                    self.keep |= exchanged.is_err();
+                    exchanged?
                 }
                 other => other,
             };
@@ -604,6 +602,21 @@ impl Drop for PartFile {
                 self.written,
             );
         }
+    }
+}
+
+/// `beneath::rename_over_dir` for the entry `path`: `Err` where the directory
+/// was stranded under `temp` (the file then holds the name), saying where.
+fn exchange_with_dir(
+    dir: &OwnedFd,
+    temp: &str,
+    name: &[u8],
+    path: &str,
+) -> Result<Result<(), Errno>, Refusal> {
+    match beneath::rename_over_dir(dir, temp, name) {
+        Ok(()) => Ok(Ok(())),
+        Err(NotOver::Failed(err)) => Ok(Err(err)),
+        Err(NotOver::Stranded(err)) => Err(beneath::stranded(path, temp, err)),
     }
 }
 
