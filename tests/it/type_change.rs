@@ -653,3 +653,36 @@ fn a_dry_run_refused_change_of_type_predicts_no_deletion() {
         );
     }
 }
+
+/// A directory of 600 KB becomes a 500 KB file on a server with a 1 MiB quota: the
+/// room its contents free is counted (they go before the file is written), so the
+/// dry run and the real run both accept it and the home's count stays right.
+#[test]
+fn a_file_replacing_a_directory_may_use_the_room_its_contents_free() {
+    const QUOTA: u64 = 1 << 20;
+    let site = Site::new();
+    site.users(&[("alice", &format!("quota = {QUOTA}"))]);
+    let home = site.home("alice");
+    fs::create_dir_all(home.join("tree/x")).unwrap();
+    fs::write(home.join("tree/x/big"), vec![7u8; 600_000]).unwrap();
+    let local = site.path().join("tree");
+    fs::create_dir_all(&local).unwrap();
+    fs::write(local.join("x"), vec![1u8; 500_000]).unwrap();
+    let server = site.serve(&[]);
+    settle();
+    let tree = local.to_str().unwrap();
+    let to = server.at("/");
+    let before = snapshot(&home);
+    let dry = client(&site, "alice", &["send", tree, &to, "-f", "--delete", "-n"]);
+    assert_eq!(code(&dry), 0, "{}", stderr_of(&dry));
+    assert!(
+        lines(&dry).contains("deleted  tree/x/big\n"),
+        "{}",
+        lines(&dry)
+    );
+    assert_eq!(snapshot(&home), before, "a dry run changes nothing");
+    let put = client(&site, "alice", &["send", tree, &to, "-f", "--delete"]);
+    assert_eq!(code(&put), 0, "{}", stderr_of(&put));
+    assert_eq!(fs::read(home.join("tree/x")).unwrap(), vec![1u8; 500_000]);
+    check_home(&site, &server, "alice", QUOTA);
+}

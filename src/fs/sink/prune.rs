@@ -25,6 +25,7 @@ use super::target::TargetDir;
 use crate::escape::escape;
 use crate::fs::Refusal;
 use crate::fs::beneath::{self, MAX_DEPTH};
+use crate::fs::ledger::Footprint;
 use crate::fs::path::{check_path, is_reserved_bytes};
 use crate::proto::message::{ErrorCode, ItemKind, Removed};
 
@@ -65,7 +66,8 @@ impl TargetDir {
     /// or link of that path replaces: without `delete` it must be empty already;
     /// with it, what it holds is removed (in a dry run: found) with the rules of
     /// [`TargetDir::prune`], each removal said to `said`. `exists` if anything
-    /// stays, saying what and why; on a server `busy` while another `put` writes
+    /// stays, saying what and why; otherwise the regular files that went (in a dry
+    /// run: would), what the directory's contents free. On a server `busy` while another `put` writes
     /// beneath it (the ledger's rule; checked again under the lock when the entry
     /// is named). Nothing there, or no directory: `Ok`, the final rename decides.
     /// `parent`: the descriptor of its parent directory where the entry will be
@@ -79,7 +81,7 @@ impl TargetDir {
         delete: bool,
         rules: &Prune<'_>,
         said: &mut dyn FnMut(Removed),
-    ) -> Result<(), Refusal> {
+    ) -> Result<Footprint, Refusal> {
         let (name, parents) = components
             .split_last()
             .expect("the path policy never returns an empty list");
@@ -91,19 +93,19 @@ impl TargetDir {
                     .dup_root()
                     .map_err(|err| Refusal::io(path, "cannot open the target directory", err))?;
                 let Some(found) = beneath::walk(&root, parents, false)? else {
-                    return Ok(());
+                    return Ok(Footprint::default());
                 };
                 walked = found;
                 &walked
             }
         };
         let Ok(fd) = beneath::open_dir(parent, *name) else {
-            return Ok(());
+            return Ok(Footprint::default());
         };
         self.unclaimed_beneath(path)?;
         if !delete {
             return match beneath::children(&fd).next() {
-                None => Ok(()),
+                None => Ok(Footprint::default()),
                 Some(_) => Err(Refusal::new(
                     ErrorCode::Exists,
                     format!("{}: {}", escape(path), NOT_EMPTY),
@@ -112,7 +114,7 @@ impl TargetDir {
         }
         let mut walk = Walk::new(rules, said, self, Some(path));
         if walk.children(&fd, path, components.len()) {
-            return Ok(());
+            return Ok(walk.freed);
         }
         let (kept, why) = walk.kept.unwrap_or_default();
         Err(Refusal::new(
@@ -159,6 +161,8 @@ struct Walk<'a, 'b> {
     own: Option<&'a str>,
     /// The first path that stayed, and why.
     kept: Option<(String, &'static str)>,
+    /// The regular files that went (in a dry run: would).
+    freed: Footprint,
 }
 
 impl<'a, 'b> Walk<'a, 'b> {
@@ -174,6 +178,7 @@ impl<'a, 'b> Walk<'a, 'b> {
             meter,
             own,
             kept: None,
+            freed: Footprint::default(),
         }
     }
 
@@ -250,6 +255,10 @@ impl<'a, 'b> Walk<'a, 'b> {
         };
         match result {
             Ok(()) => {
+                if kind == ItemKind::File {
+                    self.freed.bytes += stat.st_size as u64;
+                    self.freed.files += 1;
+                }
                 (self.said)(Removed {
                     path: path.to_string(),
                     kind,
@@ -331,7 +340,7 @@ mod tests {
             rules,
             &mut |removed: Removed| said.push(removed.path),
         );
-        (result, said)
+        (result.map(drop), said)
     }
 
     #[test]

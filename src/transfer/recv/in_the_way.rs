@@ -14,6 +14,7 @@ use std::sync::PoisonError;
 use super::shared::Shared;
 use crate::fs::Refusal;
 use crate::fs::filter::Filter;
+use crate::fs::ledger::Footprint;
 use crate::fs::sink::{PartFile, Prune, TargetDir};
 
 /// Why `--delete` keeps `path` (a directory: `is_dir`) although the offer lacks
@@ -39,14 +40,15 @@ pub(crate) fn kept(
 /// or link of that path replaces (see `TargetDir::clear`), found through `parent`,
 /// the descriptor of the directory the entry is named in, where the caller holds
 /// one; with `only_look`, finds only whether it may (the plan's check). What goes
-/// (in a dry run, what would) is kept for the `deleted` report.
+/// (in a dry run, what would) is kept for the `deleted` report; what its regular
+/// files free is returned.
 pub(crate) fn clear(
     shared: &Shared<'_>,
     target: &TargetDir,
     (components, path): (&[&[u8]], &str),
     parent: Option<&OwnedFd>,
     only_look: bool,
-) -> Result<(), Refusal> {
+) -> Result<Footprint, Refusal> {
     // Set once the offer is read; a stand-in would keep everything (`since` 0).
     let default = Default::default();
     let mirroring = shared.mirroring.unwrap_or(&default);

@@ -454,7 +454,8 @@ impl<'c> Decider<'_, 'c> {
         }
         let claim = self.claim(entry, &shown)?;
         let placement = self.placement(entry, &components)?;
-        let over_dir = self.dir_in_the_way(entry, &components, placement)?;
+        let freed = self.dir_in_the_way(entry, &components, placement)?;
+        let over_dir = freed.is_some();
         let Some((replaces, other)) = replaced(placement) else {
             let attrs = self.refresh(entry, &components, &shown);
             return Ok(Decided::Same { attrs });
@@ -462,9 +463,11 @@ impl<'c> Decider<'_, 'c> {
         if self.dry_run {
             let making = "cannot create a temporary file";
             self.resolver.dry_run_may_add(&components, making)?;
+            // What a directory in the way holds goes first where the room is needed.
+            let gone = freed.unwrap_or_default();
             let more = Footprint {
-                bytes: entry.size.unwrap_or(0).saturating_sub(replaces.bytes),
-                files: 1 - replaces.files.min(1),
+                bytes: (entry.size.unwrap_or(0)).saturating_sub(replaces.bytes + gone.bytes),
+                files: 1u64.saturating_sub(replaces.files + gone.files),
             };
             self.check_room(entry, more)?;
             // A basis, so the sender can say what a delta would move (17.4).
@@ -481,7 +484,7 @@ impl<'c> Decider<'_, 'c> {
         }
         let resume_from = self.resume_point(entry, &components, &shown)?;
         let partial = resume_from.as_ref().map(|resume| resume.0);
-        let reservation = self.reserve_quota(entry, partial, replaces)?;
+        let reservation = self.reserve_over_dir(entry, &components, (partial, replaces), freed)?;
         // A regular file is there (no link, nothing else) and nothing is resumed.
         let replacing = replaces.files > 0 && resume_from.is_none();
         let basis = self.basis(entry, &components, replacing)?;
@@ -496,22 +499,53 @@ impl<'c> Decider<'_, 'c> {
         })
     }
 
-    /// Whether `placement` is a directory the file or link `entry` replaces:
-    /// checked now that it may go (empty, or with `--delete` all it holds; a dry
-    /// run finds what would go), emptied once the file verified (`disk.rs`) or
-    /// before the link is made (`make.rs`).
+    /// Whether `placement` is a directory the file or link `entry` replaces, with
+    /// what its regular files free: checked now that it may go (empty, or with
+    /// `--delete` all it holds; a dry run finds what would go), emptied once the
+    /// file verified (`disk.rs`) or before the link is made (`make.rs`), or now
+    /// where the quota needs the room ([`Decider::reserve_over_dir`]).
     fn dir_in_the_way(
         &mut self,
         entry: &Entry,
         components: &[&[u8]],
         placement: Placement,
-    ) -> Result<bool, Refusal> {
+    ) -> Result<Option<Footprint>, Refusal> {
         if placement != Placement::Dir {
-            return Ok(false);
+            return Ok(None);
         }
         let at = (components, &*entry.shown_path());
-        in_the_way::clear(self.shared, self.target, at, None, true)?;
-        Ok(true)
+        in_the_way::clear(self.shared, self.target, at, None, true).map(Some)
+    }
+
+    /// [`Decider::reserve_quota`] for a file that replaces a directory whose regular
+    /// files free `freed`: where the quota has no room for the file beside them,
+    /// but has once they are gone, they go now (as `rsync --delete` removes what
+    /// a directory holds before it receives into it), each removal counted under
+    /// the ledger's lock, and the file is admitted then.
+    fn reserve_over_dir(
+        &self,
+        entry: &Entry,
+        components: &[&[u8]],
+        (partial, replaces): (Option<u64>, Footprint),
+        freed: Option<Footprint>,
+    ) -> Result<Option<Box<Reservation>>, Refusal> {
+        let refusal = match self.reserve_quota(entry, partial, replaces) {
+            Err(refusal) if refusal.code == ErrorCode::Quota => refusal,
+            other => return other,
+        };
+        let (Some(freed), Some(account)) = (freed, self.shared.quota) else {
+            return Err(refusal);
+        };
+        let needs = Footprint {
+            bytes: entry.size.unwrap_or(0).saturating_sub(freed.bytes),
+            files: 1u64.saturating_sub(freed.files),
+        };
+        if account.books().check(needs, &entry.shown_path()).is_err() {
+            return Err(refusal);
+        }
+        let at = (components, &*entry.shown_path());
+        in_the_way::clear(self.shared, self.target, at, None, false)?;
+        self.reserve_quota(entry, partial, replaces)
     }
 
     /// The file `entry` will replace (`replacing`: a regular file is there, and no
@@ -776,7 +810,7 @@ impl<'c> Decider<'_, 'c> {
         let placement = self
             .resolver
             .probe_node(&node, self.shared.settings.overwrite)?;
-        let over_dir = self.dir_in_the_way(entry, components, placement)?;
+        let over_dir = self.dir_in_the_way(entry, components, placement)?.is_some();
         let Some((replaces, other)) = replaced(placement) else {
             return Ok(Decided::Same { attrs: false });
         };
