@@ -686,3 +686,28 @@ fn a_file_replacing_a_directory_may_use_the_room_its_contents_free() {
     assert_eq!(fs::read(home.join("tree/x")).unwrap(), vec![1u8; 500_000]);
     check_home(&site, &server, "alice", QUOTA);
 }
+
+/// Without `--overwrite`, a file in place of an offered directory is refused with
+/// the hint, and the entries beneath it are folded into one line, on both sides.
+#[test]
+fn entries_beneath_a_file_in_the_way_fold_into_one_line() {
+    let root = tempfile::tempdir().unwrap();
+    source(root.path());
+    for name in ["g", "h"] {
+        fs::write(root.path().join("src/tree/d").join(name), b"more\n").unwrap();
+    }
+    other_types(root.path(), &[]);
+    let (sent, _, recv_err) = mirror(root.path(), &[], &[]);
+    assert_ne!(code(&sent), 0);
+    for err in [stderr_of(&sent), recv_err] {
+        assert!(
+            err.contains("tree/d: exists and is not a directory (") && err.contains("--overwrite"),
+            "{err}"
+        );
+        assert!(
+            err.contains("tree/d: and 3 entries beneath it, refused as it was"),
+            "{err}"
+        );
+        assert!(!err.contains("tree/d/f"), "{err}");
+    }
+}
