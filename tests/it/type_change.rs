@@ -711,3 +711,25 @@ fn entries_beneath_a_file_in_the_way_fold_into_one_line() {
         assert!(!err.contains("tree/d/f"), "{err}");
     }
 }
+
+/// Without `--delete`, a directory holding only a temporary of xfer is refused
+/// saying so, without advising `--delete` (which keeps temporaries too).
+#[test]
+fn a_directory_holding_only_a_temporary_is_refused_without_advising_delete() {
+    let root = tempfile::tempdir().unwrap();
+    source(root.path());
+    other_types(root.path(), &[".xfer-0123456789abcdef.part"]);
+    let before = snapshot(&root.path().join("dst/tree/x"));
+    let (sent, _, _) = mirror(root.path(), &["--overwrite"], &[]);
+    assert_eq!(code(&sent), 6, "{}", stderr_of(&sent));
+    let err = stderr_of(&sent);
+    assert!(!err.contains("--delete replaces it"), "{err}");
+    assert!(
+        err.contains(
+            "tree/x: the directory of that name holds tree/x/.xfer-0123456789abcdef.part, \
+             which --delete keeps too (a temporary or partial file of xfer); not replaced"
+        ),
+        "{err}"
+    );
+    assert_eq!(snapshot(&root.path().join("dst/tree/x")), before);
+}

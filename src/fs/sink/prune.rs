@@ -104,9 +104,19 @@ impl TargetDir {
         };
         self.unclaimed_beneath(path)?;
         if !delete {
-            return match beneath::children(&fd).next() {
+            return match only_kept_by_name(&fd, path) {
                 None => Ok(Footprint::default()),
-                Some(_) => Err(Refusal::new(
+                // --delete would not help: say what stays, not to use it.
+                Some(Some((kept, why))) => Err(Refusal::new(
+                    ErrorCode::Exists,
+                    format!(
+                        "{}: the directory of that name holds {}, which --delete keeps too \
+                         ({why}); not replaced",
+                        escape(path),
+                        escape(&kept)
+                    ),
+                )),
+                Some(None) => Err(Refusal::new(
                     ErrorCode::Exists,
                     format!("{}: {}", escape(path), NOT_EMPTY),
                 )),
@@ -140,6 +150,28 @@ impl TargetDir {
         let key = account.home_path(path);
         account.books().unclaimed_but(&key, Some(&key))
     }
+}
+
+/// What the directory `fd` (offered as `path`) holds: `None` if nothing;
+/// `Some(Some(first and why))` where all of it is what `--delete` keeps whatever
+/// the rules (xfer's temporaries and partials, names that are not UTF-8);
+/// `Some(None)` otherwise.
+fn only_kept_by_name(fd: &OwnedFd, path: &str) -> Option<Option<(String, &'static str)>> {
+    let mut names: Vec<_> = beneath::children(fd).map(|(name, _)| name).collect();
+    names.sort();
+    let first = names.first()?;
+    let kept_by_name =
+        |name: &std::ffi::CString| is_reserved_bytes(name.as_bytes()) || name.to_str().is_err();
+    if !names.iter().all(kept_by_name) {
+        return Some(None);
+    }
+    Some(Some(match first.to_str() {
+        Ok(name) => (
+            format!("{path}/{name}"),
+            "a temporary or partial file of xfer",
+        ),
+        Err(_) => (format!("{path}/?"), "a name that is not UTF-8"),
+    }))
 }
 
 /// Why a non-empty directory stays where a file or link is offered without `--delete`.
