@@ -1,9 +1,11 @@
 //! A change of type on the receiving side, mirrored as `rsync -a` mirrors it: where
 //! the receiver replaces files, a directory takes the place of a file, a link or a
-//! special file, and a file or link takes the place of a directory that is empty,
-//! or with `--delete` of one whose entries `--delete` would remove (a filter's
-//! exclusion keeps them, and the directory); a link planted inside leads nowhere;
-//! without the permission nothing changes; a dry run changes nothing.
+//! special file, and a file, link, special file or hard link takes the place of a
+//! directory that is empty, or with `--delete` of one whose entries `--delete`
+//! would remove (a filter's exclusion keeps them, and the directory; on a server,
+//! another upload's claim beneath it makes it `busy`); a link planted inside leads
+//! nowhere; without the permission nothing changes; a dry run changes nothing and
+//! predicts what the real run does.
 
 use std::fs;
 use std::os::unix::fs::symlink;
@@ -732,4 +734,46 @@ fn a_directory_holding_only_a_temporary_is_refused_without_advising_delete() {
         "{err}"
     );
     assert_eq!(snapshot(&root.path().join("dst/tree/x")), before);
+}
+
+/// A special file and a hard link replace directories holding entries with
+/// `--delete`, as a file does (README, PROTOCOL 17.3).
+#[test]
+fn a_special_file_and_a_hard_link_replace_directories_holding_entries() {
+    use super::mirror_meta::mkfifo;
+    let root = tempfile::tempdir().unwrap();
+    let tree = root.path().join("src/tree");
+    fs::create_dir_all(&tree).unwrap();
+    fs::write(tree.join("f"), b"f\n").unwrap();
+    fs::hard_link(tree.join("f"), tree.join("g")).unwrap();
+    mkfifo(&tree.join("p"));
+    for name in ["g", "p"] {
+        let dir = root.path().join("dst/tree").join(name);
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(dir.join("inside"), b"old\n").unwrap();
+    }
+    settle();
+    let (sent, recv_code, recv_err) = mirror(
+        root.path(),
+        &["--overwrite"],
+        &["--delete", "--specials", "-i"],
+    );
+    assert_eq!(code(&sent), 0, "{}", stderr_of(&sent));
+    assert_eq!(recv_code, 0, "{recv_err}");
+    let copy = root.path().join("dst/tree");
+    let inode = |path: &Path| {
+        use std::os::unix::fs::MetadataExt;
+        fs::symlink_metadata(path).unwrap().ino()
+    };
+    assert_eq!(inode(&copy.join("f")), inode(&copy.join("g")));
+    use std::os::unix::fs::FileTypeExt;
+    assert!(
+        fs::symlink_metadata(copy.join("p"))
+            .unwrap()
+            .file_type()
+            .is_fifo()
+    );
+    let stdout = lines(&sent);
+    assert!(stdout.contains("deleted  tree/g/inside\n"), "{stdout}");
+    assert!(stdout.contains("deleted  tree/p/inside\n"), "{stdout}");
 }
