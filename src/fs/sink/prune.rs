@@ -104,23 +104,7 @@ impl TargetDir {
         };
         self.unclaimed_beneath(path)?;
         if !delete {
-            return match only_kept_by_name(&fd, path) {
-                None => Ok(Footprint::default()),
-                // --delete would not help: say what stays, not to use it.
-                Some(Some((kept, why))) => Err(Refusal::new(
-                    ErrorCode::Exists,
-                    format!(
-                        "{}: the directory of that name holds {}, which --delete keeps too \
-                         ({why}); not replaced",
-                        escape(path),
-                        escape(&kept)
-                    ),
-                )),
-                Some(None) => Err(Refusal::new(
-                    ErrorCode::Exists,
-                    format!("{}: {}", escape(path), NOT_EMPTY),
-                )),
-            };
+            return empty_already(&fd, path).map(|()| Footprint::default());
         }
         let mut walk = Walk::new(rules, said, self, Some(path));
         if walk.children(&fd, path, components.len()) {
@@ -149,6 +133,28 @@ impl TargetDir {
         };
         let key = account.home_path(path);
         account.books().unclaimed_but(&key, Some(&key))
+    }
+}
+
+/// Without `--delete`: `Ok` if the directory `fd` (offered as `path`) is empty,
+/// else `exists`, saying whether `--delete` would replace it.
+fn empty_already(fd: &OwnedFd, path: &str) -> Result<(), Refusal> {
+    match only_kept_by_name(fd, path) {
+        None => Ok(()),
+        // --delete would not help: say what stays, not to use it.
+        Some(Some((kept, why))) => Err(Refusal::new(
+            ErrorCode::Exists,
+            format!(
+                "{}: the directory of that name holds {}, which --delete keeps too \
+                 ({why}); not replaced",
+                escape(path),
+                escape(&kept)
+            ),
+        )),
+        Some(None) => Err(Refusal::new(
+            ErrorCode::Exists,
+            format!("{}: {}", escape(path), NOT_EMPTY),
+        )),
     }
 }
 
