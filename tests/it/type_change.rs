@@ -777,3 +777,36 @@ fn a_special_file_and_a_hard_link_replace_directories_holding_entries() {
     assert!(stdout.contains("deleted  tree/g/inside\n"), "{stdout}");
     assert!(stdout.contains("deleted  tree/p/inside\n"), "{stdout}");
 }
+
+/// A file too large for the quota even once the directory it replaces is gone:
+/// the dry run refuses it as the real run does, predicts no deletion, and the real
+/// run removes nothing.
+#[test]
+fn a_change_of_type_the_quota_refuses_deletes_nothing_and_the_dry_run_says_so() {
+    const QUOTA: u64 = 1 << 20;
+    let site = Site::new();
+    site.users(&[("alice", &format!("quota = {QUOTA}"))]);
+    let home = site.home("alice");
+    fs::create_dir_all(home.join("tree/x")).unwrap();
+    fs::write(home.join("tree/x/small"), vec![7u8; 100_000]).unwrap();
+    let local = site.path().join("tree");
+    fs::create_dir_all(&local).unwrap();
+    fs::write(local.join("x"), vec![1u8; 2_000_000]).unwrap();
+    let server = site.serve(&[]);
+    settle();
+    let tree = local.to_str().unwrap();
+    let to = server.at("/");
+    let before = snapshot(&home);
+    for dry in [&["-n"][..], &[]] {
+        let mut args = vec!["send", tree, &to, "-f", "--delete"];
+        args.extend_from_slice(dry);
+        let put = client(&site, "alice", &args);
+        assert_eq!(code(&put), 6, "{}", stderr_of(&put));
+        let err = stderr_of(&put);
+        assert!(err.contains("tree/x: over the quota"), "{err}");
+        assert!(!lines(&put).contains("tree/x/small"), "{}", lines(&put));
+        assert!(!err.contains("would delete 1"), "{err}");
+        assert_eq!(snapshot(&home), before);
+    }
+    check_home(&site, &server, "alice", QUOTA);
+}

@@ -454,24 +454,14 @@ impl<'c> Decider<'_, 'c> {
         }
         let claim = self.claim(entry, &shown)?;
         let placement = self.placement(entry, &components)?;
-        let freed = self.dir_in_the_way(entry, &components, placement)?;
-        let over_dir = freed.is_some();
+        let look = self.dir_in_the_way(entry, &components, placement)?;
+        let (over_dir, freed) = (look.is_some(), look.as_ref().map(|look| look.freed));
         let Some((replaces, other)) = replaced(placement) else {
             let attrs = self.refresh(entry, &components, &shown);
             return Ok(Decided::Same { attrs });
         };
         if self.dry_run {
-            let making = "cannot create a temporary file";
-            self.resolver.dry_run_may_add(&components, making)?;
-            // What a directory in the way holds goes first where the room is needed.
-            let gone = freed.unwrap_or_default();
-            let more = Footprint {
-                bytes: (entry.size.unwrap_or(0)).saturating_sub(replaces.bytes + gone.bytes),
-                files: 1u64.saturating_sub(replaces.files + gone.files),
-            };
-            self.check_room(entry, more)?;
-            // A basis, so the sender can say what a delta would move (17.4).
-            let basis = self.basis(entry, &components, replaces.files > 0)?;
+            let basis = self.dry_run_file(entry, &components, replaces, look)?;
             return Ok(Decided::File {
                 resume_from: None,
                 claim,
@@ -499,6 +489,32 @@ impl<'c> Decider<'_, 'c> {
         })
     }
 
+    /// A dry run's checks of the file `entry`, which replaces `replaces` (and the
+    /// directory of `look`, if any): that it could be added and would fit; then a
+    /// basis, so the sender can say what a delta would move (17.4).
+    fn dry_run_file(
+        &mut self,
+        entry: &Entry,
+        components: &[&[u8]],
+        replaces: Footprint,
+        look: Option<in_the_way::Look>,
+    ) -> Result<Option<(Basis, Signature)>, Refusal> {
+        let making = "cannot create a temporary file";
+        self.resolver.dry_run_may_add(components, making)?;
+        // What a directory in the way holds goes first where the room is needed.
+        let gone = look.as_ref().map(|look| look.freed).unwrap_or_default();
+        let more = Footprint {
+            bytes: (entry.size.unwrap_or(0)).saturating_sub(replaces.bytes + gone.bytes),
+            files: 1u64.saturating_sub(replaces.files + gone.files),
+        };
+        self.check_room(entry, more)?;
+        let basis = self.basis(entry, components, replaces.files > 0)?;
+        if let Some(look) = look {
+            look.accepted(self.shared);
+        }
+        Ok(basis)
+    }
+
     /// Whether `placement` is a directory the file or link `entry` replaces, with
     /// what its regular files free: checked now that it may go (empty, or with
     /// `--delete` all it holds; a dry run finds what would go), emptied once the
@@ -509,12 +525,12 @@ impl<'c> Decider<'_, 'c> {
         entry: &Entry,
         components: &[&[u8]],
         placement: Placement,
-    ) -> Result<Option<Footprint>, Refusal> {
+    ) -> Result<Option<in_the_way::Look>, Refusal> {
         if placement != Placement::Dir {
             return Ok(None);
         }
         let at = (components, &*entry.shown_path());
-        in_the_way::clear(self.shared, self.target, at, None, true).map(Some)
+        in_the_way::look(self.shared, self.target, at).map(Some)
     }
 
     /// [`Decider::reserve_quota`] for a file that replaces a directory whose regular
@@ -544,7 +560,7 @@ impl<'c> Decider<'_, 'c> {
             return Err(refusal);
         }
         let at = (components, &*entry.shown_path());
-        in_the_way::clear(self.shared, self.target, at, None, false)?;
+        in_the_way::clear(self.shared, self.target, at, None)?;
         self.reserve_quota(entry, partial, replaces)
     }
 
@@ -810,7 +826,8 @@ impl<'c> Decider<'_, 'c> {
         let placement = self
             .resolver
             .probe_node(&node, self.shared.settings.overwrite)?;
-        let over_dir = self.dir_in_the_way(entry, components, placement)?.is_some();
+        let look = self.dir_in_the_way(entry, components, placement)?;
+        let over_dir = look.is_some();
         let Some((replaces, other)) = replaced(placement) else {
             return Ok(Decided::Same { attrs: false });
         };
@@ -819,6 +836,9 @@ impl<'c> Decider<'_, 'c> {
                 .dry_run_may_add(components, "cannot make it")?;
         }
         let reservation = self.reserve_node(entry, before, replaces)?;
+        if let Some(look) = look {
+            look.accepted(self.shared);
+        }
         Ok(Decided::Make {
             claim,
             reservation,
