@@ -85,6 +85,7 @@ pub fn receiver_session(data: &[u8]) {
         resume: true,
         names: Names::Any,
         asked: None,
+        delete_excluded: false,
     };
     receive(data, Features::NONE, settings, |_| {}, |_, _| {});
 }
@@ -125,6 +126,7 @@ pub fn receive_with_features(data: &[u8], look: impl FnOnce(&Path, Result<(), St
         resume: true,
         names: Names::Any,
         asked: None,
+        delete_excluded: false,
     };
     let basis = |target: &Path| {
         std::fs::write(target.join(BASIS_NAME), delta_basis()).expect("a fresh directory");

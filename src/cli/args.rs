@@ -238,6 +238,11 @@ const GET_DELETE: &str = "Mirror: after the tree arrived and verified, remove wh
      excludes), and let a file, link or special file replace a local directory holding \
      entries, which go with it; implies -f. Needs a server with the feature `mirror`";
 
+/// `get --delete-excluded`: this side decides, whatever the server knows.
+const GET_DELETE_EXCLUDED: &str = "With --delete: also delete in the local directory what the \
+     filters exclude (they no longer protect it), as rsync's --delete-excluded. xfer's own \
+     partial files, what changed since the session began and what another session writes stay";
+
 /// Keeping a copy up to date: filters, `--delete`, a dry run, itemized changes.
 #[derive(Debug, Args)]
 pub(crate) struct MirrorArgs {
@@ -248,6 +253,13 @@ pub(crate) struct MirrorArgs {
     /// into a server it implies -f. Needs a peer with the feature `mirror`
     #[arg(long)]
     pub(crate) delete: bool,
+
+    /// With --delete: also delete on the receiving side what the filters exclude
+    /// (they no longer protect it), as rsync's --delete-excluded. xfer's own partial
+    /// files, what changed since the session began and what another session writes
+    /// stay. A receiver too old to know it keeps what the filters exclude
+    #[arg(long, requires = "delete")]
+    pub(crate) delete_excluded: bool,
 
     /// Leave out what matches PATTERN (gitignore syntax: `*.tmp`, `target/`,
     /// `/top-only`, `**/cache`), matched below each directory sent; repeatable
@@ -538,6 +550,7 @@ Examples:
     after_help = format!("{GET_EXAMPLES}\n\n{EXIT_CODES}"),
     // `send`'s words on --delete are about the receiver at the other end.
     mut_arg("delete", |arg| arg.help(GET_DELETE)),
+    mut_arg("delete_excluded", |arg| arg.help(GET_DELETE_EXCLUDED)),
 )]
 pub(crate) struct GetArgs {
     /// What to download (HOST:PORT:PATH, a path of the user's home; IPv6 hosts in

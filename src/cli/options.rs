@@ -163,6 +163,7 @@ fn send(args: SendArgs) -> Result<SendOptions, String> {
         remote_dir,
         overwrite: args.overwrite,
         delete: mirror.delete,
+        delete_excluded: mirror.delete_excluded,
         dry_run: mirror.dry_run,
         peering,
     })
@@ -243,6 +244,7 @@ fn recv(args: RecvArgs) -> Result<RecvOptions, String> {
                 Names::Any
             },
             asked: None,
+            delete_excluded: false,
         },
         keep_partial: args.keep_partial,
         numeric_ids: args.numeric_ids,
@@ -464,6 +466,7 @@ fn get(args: GetArgs) -> Result<GetOptions, String> {
             // From a server: its names passed the strict rule; keep it here too.
             names: Names::Safe,
             asked: Some((mirror.delete, mirror.dry_run)),
+            delete_excluded: mirror.delete_excluded,
         },
         style: output,
     })

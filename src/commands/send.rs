@@ -30,6 +30,8 @@ pub(crate) struct SendOptions {
     pub(crate) overwrite: bool,
     /// Remove on the receiver what the directories sent do not hold (`--delete`).
     pub(crate) delete: bool,
+    /// With `delete`: what the filters exclude goes too (`--delete-excluded`).
+    pub(crate) delete_excluded: bool,
     /// Plan only (`--dry-run`).
     pub(crate) dry_run: bool,
     pub(crate) peering: Peering,
@@ -97,7 +99,7 @@ fn collect(options: &SendOptions) -> Result<source::Collected> {
             "--delete mirrors a directory: give one (a single file has nothing to delete)",
         ));
     }
-    collected.mirror(options.delete, options.dry_run);
+    collected.mirror(options.delete, options.dry_run, options.delete_excluded);
     Ok(collected)
 }
 

@@ -12,6 +12,7 @@ use std::path::PathBuf;
 use ignore::Match;
 use ignore::gitignore::{Gitignore, GitignoreBuilder};
 
+use crate::escape::{escape, is_unprintable};
 use crate::proto::message::{Mirror, RuleSet};
 
 /// The files of a directory whose lines are rules for what lies beneath it, with
@@ -22,23 +23,126 @@ pub(crate) const IGNORE_FILES: [&str; 2] = [".gitignore", ".ignore"];
 /// or of the shell's `put` and `get`), as gitignore lines in the order they judge:
 /// every exclusion (the patterns, then each file's lines), then the re-inclusions,
 /// so that `--include` takes back what an `--exclude` left out, whatever the order.
-/// The error names a file that cannot be read.
+/// The error names a file that cannot be read, or a pattern that the filter cannot
+/// compile or that can never match (see [`pattern_problem`]); a file's blank lines
+/// and `#` comments are allowed, as gitignore allows them.
 pub(crate) fn command_line_rules(
     exclude: &[String],
     exclude_from: &[PathBuf],
     include: &[String],
 ) -> Result<Vec<String>, String> {
-    let mut rules = exclude.to_vec();
+    let checked = |flag: &str, pattern: &String| match pattern_problem(pattern) {
+        Some(why) => Err(format!("{flag} \"{}\": {why}", as_typed(pattern))),
+        None => Ok(pattern.clone()),
+    };
+    let mut rules = exclude
+        .iter()
+        .map(|pattern| checked("--exclude", pattern))
+        .collect::<Result<Vec<_>, _>>()?;
     for file in exclude_from {
         let text = std::fs::read_to_string(file)
             .map_err(|err| format!("--exclude-from {}: {err}", file.display()))?;
-        rules.extend(
-            text.lines()
-                .map(|line| line.trim_end_matches('\r').to_string()),
+        for (number, line) in text.lines().enumerate() {
+            let line = line.trim_end_matches('\r').to_string();
+            if line.trim().is_empty() || line.starts_with('#') {
+                rules.push(line);
+                continue;
+            }
+            let flag = format!("--exclude-from {}: line {}", file.display(), number + 1);
+            rules.push(checked(&flag, &line)?);
+        }
+    }
+    for pattern in include {
+        rules.push(format!("!{}", checked("--include", pattern)?));
+    }
+    for warning in shadowed_includes(&rules, include) {
+        crate::stderr::warn(&warning);
+    }
+    Ok(rules)
+}
+
+/// What to say of each `--include` that can never apply because `rules` exclude a
+/// directory its own path names (`--exclude logs/ --include logs/keep.log`): an
+/// excluded directory is not entered (git's rule too). Only the literal leading
+/// components of a pattern are looked at.
+fn shadowed_includes(rules: &[String], include: &[String]) -> Vec<String> {
+    let mut filter = Filter::default();
+    if include.is_empty() || filter.add("", rules).is_err() {
+        return Vec::new();
+    }
+    let literal = |part: &&&str| !part.contains(['*', '?', '[', '{', '\\']);
+    let mut said = Vec::new();
+    for pattern in include {
+        let parts: Vec<&str> = pattern.trim_matches('/').split('/').collect();
+        let dirs = parts[..parts.len() - 1].iter().take_while(literal);
+        let mut path = String::from("operand");
+        for dir in dirs {
+            path = format!("{path}/{dir}");
+            if filter.excluded(&path, true) {
+                let shown = &path["operand/".len()..];
+                said.push(format!(
+                    "--include \"{}\" cannot apply: the directory {shown}/ is excluded, and \
+                     an excluded directory is not entered (exclude what it holds instead, \
+                     --exclude '{shown}/*')",
+                    as_typed(pattern)
+                ));
+                break;
+            }
+        }
+    }
+    said
+}
+
+/// Why the gitignore line `pattern`, given where a pattern is expected, is no
+/// rule: the filter cannot compile it (the reason `globset` gives: an unclosed
+/// `[` class, which `ignore` would take as a literal `[` where git's own matcher
+/// never matches, an invalid range, a dangling `\`, an unclosed `{`), or it can
+/// never match anything (empty, a `#` comment, nothing but `!` and `/`).
+fn pattern_problem(pattern: &str) -> Option<String> {
+    let trimmed = match pattern.ends_with("\\ ") {
+        true => pattern,
+        false => pattern.trim_end(),
+    };
+    if trimmed.is_empty() {
+        return Some("an empty pattern matches nothing".into());
+    }
+    if trimmed.starts_with('#') {
+        return Some(
+            "a pattern beginning with # is a comment in gitignore syntax and matches \
+             nothing (write \\# for a name that begins with #)"
+                .into(),
         );
     }
-    rules.extend(include.iter().map(|pattern| format!("!{pattern}")));
-    Ok(rules)
+    let name = trimmed.strip_prefix('!').unwrap_or(trimmed);
+    if name.trim_matches('/').is_empty() {
+        return Some(
+            "it names nothing: a leading ! and leading or trailing / only qualify a name".into(),
+        );
+    }
+    let mut strict = GitignoreBuilder::new("");
+    strict.allow_unclosed_class(false);
+    strict
+        .add_line(None, pattern)
+        .err()
+        .map(|err| glob_error(&err))
+}
+
+/// A pattern from this side's own command line or file, shown as typed (a `\` is
+/// part of the syntax: doubling it would show another pattern), unless it holds a
+/// character that must not reach a terminal raw.
+fn as_typed(pattern: &str) -> std::borrow::Cow<'_, str> {
+    match pattern.chars().any(is_unprintable) {
+        true => escape(pattern),
+        false => pattern.into(),
+    }
+}
+
+/// What `ignore` says is wrong with a line, without its own wrapping.
+fn glob_error(err: &ignore::Error) -> String {
+    match err {
+        ignore::Error::Glob { err, .. } => err.clone(),
+        other => other.to_string(),
+    }
 }
 
 /// What a `get` asks the server to filter and echo (section 17.5), if anything:
@@ -54,10 +158,14 @@ pub(crate) fn get_request(
     }
     let mut filter = Filter::default();
     filter.add("", rules)?;
+    // `--delete-excluded` stays with the client, which deletes on its own side.
     Ok(Some(Mirror {
         delete,
         dry_run,
         rules: filter.wire().to_vec(),
+        delete_excluded: false,
+        // The client is the receiver: the kept entries are its own to say.
+        report_kept: false,
     }))
 }
 
@@ -98,7 +206,7 @@ impl Filter {
         for line in before.flat_map(|set| &set.lines).chain(lines) {
             builder
                 .add_line(None, line)
-                .map_err(|err| format!("filter rule {line:?}: {err}"))?;
+                .map_err(|err| format!("filter rule \"{}\": {}", escape(line), glob_error(&err)))?;
         }
         let set = builder
             .build()
@@ -116,19 +224,18 @@ impl Filter {
         Ok(())
     }
 
-    /// The lines of `text` (an ignore file's) that are valid rules, and how many
-    /// were not (git skips those too).
-    pub(crate) fn valid_lines(text: &str) -> (Vec<String>, usize) {
-        let mut bad = 0;
-        let lines = text
-            .lines()
-            .filter(|line| {
-                let valid = GitignoreBuilder::new("").add_line(None, line).is_ok();
-                bad += usize::from(!valid);
-                valid
-            })
-            .map(|line| line.trim_end_matches('\r').to_string())
-            .collect();
+    /// The lines of `text` (an ignore file's) that are valid rules, and those that
+    /// are not (git skips them too): each one's number (from 1), text and why.
+    pub(crate) fn valid_lines(text: &str) -> (Vec<String>, Vec<(usize, String, String)>) {
+        let mut bad = Vec::new();
+        let mut lines = Vec::new();
+        for (number, line) in text.lines().enumerate() {
+            let line = line.trim_end_matches('\r');
+            match GitignoreBuilder::new("").add_line(None, line) {
+                Ok(_) => lines.push(line.to_string()),
+                Err(err) => bad.push((number + 1, line.to_string(), glob_error(&err))),
+            }
+        }
         (lines, bad)
     }
 
@@ -254,6 +361,87 @@ mod tests {
         assert!(bad.unwrap_err().contains("[z-a]"));
         let (lines, bad) = Filter::valid_lines("# comment\n*.o\r\n[z-a]\n");
         assert_eq!(lines, ["# comment", "*.o"]);
-        assert_eq!(bad, 1);
+        assert_eq!(
+            bad,
+            [(
+                3,
+                "[z-a]".to_string(),
+                "invalid range; 'z' > 'a'".to_string()
+            )]
+        );
+    }
+
+    #[test]
+    fn a_command_line_pattern_that_cannot_compile_or_match_is_named_with_why() {
+        let rules = |exclude: &[&str], include: &[&str]| {
+            let owned = |list: &[&str]| list.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+            command_line_rules(&owned(exclude), &[], &owned(include))
+        };
+        let cases = [
+            (
+                "[abc",
+                "--exclude \"[abc\": unclosed character class; missing ']'",
+            ),
+            ("[z-a]", "--exclude \"[z-a]\": invalid range; 'z' > 'a'"),
+            ("a\\", "--exclude \"a\\\": dangling '\\'"),
+            ("a\u{1b}[", "--exclude \"a\\u{1b}[\": unclosed"),
+            ("{a,b", "--exclude \"{a,b\": unclosed alternate group"),
+            ("", "--exclude \"\": an empty pattern matches nothing"),
+            ("  ", "--exclude \"  \": an empty pattern matches nothing"),
+            (
+                "#x",
+                "--exclude \"#x\": a pattern beginning with # is a comment",
+            ),
+            ("/", "--exclude \"/\": it names nothing"),
+            ("!/", "--exclude \"!/\": it names nothing"),
+        ];
+        for (pattern, said) in cases {
+            let err = rules(&[pattern], &[]).unwrap_err();
+            assert!(err.starts_with(said), "{pattern:?}: {err}");
+        }
+        let err = rules(&[], &[""]).unwrap_err();
+        assert!(err.starts_with("--include \"\": an empty"), "{err}");
+        // Valid ones pass, unchanged, includes after a `!`.
+        let fine = rules(&["*.o", "\\#lit", "a/"], &["keep.o"]).unwrap();
+        assert_eq!(fine, ["*.o", "\\#lit", "a/", "!keep.o"]);
+    }
+
+    #[test]
+    fn an_include_beneath_an_excluded_directory_is_said_to_never_apply() {
+        let rules = |exclude: &[&str], include: &[&str]| {
+            let mut all: Vec<String> = exclude.iter().map(|s| s.to_string()).collect();
+            all.extend(include.iter().map(|s| format!("!{s}")));
+            let include: Vec<String> = include.iter().map(|s| s.to_string()).collect();
+            shadowed_includes(&all, &include)
+        };
+        let said = rules(&["logs/"], &["logs/keep.log"]);
+        assert_eq!(said.len(), 1, "{said:?}");
+        assert!(
+            said[0].contains("the directory logs/ is excluded"),
+            "{said:?}"
+        );
+        assert!(said[0].contains("--exclude 'logs/*'"), "{said:?}");
+        assert_eq!(rules(&["a/b/"], &["a/b/c/d"]).len(), 1);
+        // Applies: the directory's content is excluded, not the directory; or the
+        // include takes the directory back; or nothing literal to look at.
+        assert!(rules(&["logs/*"], &["logs/keep.log"]).is_empty());
+        assert!(rules(&["logs/"], &["logs/", "logs/keep.log"]).is_empty());
+        assert!(rules(&["*.log"], &["keep.log"]).is_empty());
+        assert!(rules(&["logs/"], &["*/keep.log"]).is_empty());
+    }
+
+    #[test]
+    fn an_exclude_from_file_allows_blanks_and_comments_and_names_a_bad_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("rules");
+        std::fs::write(&file, "# comment\n\n   \n*.o\r\n[abc\n").unwrap();
+        let err = command_line_rules(&[], std::slice::from_ref(&file), &[]).unwrap_err();
+        assert!(
+            err.ends_with("rules: line 5 \"[abc\": unclosed character class; missing ']'"),
+            "{err}"
+        );
+        std::fs::write(&file, "# comment\n\n*.o\r\n").unwrap();
+        let fine = command_line_rules(&[], &[file], &[]).unwrap();
+        assert_eq!(fine, ["# comment", "", "*.o"]);
     }
 }

@@ -109,13 +109,16 @@ impl Collected {
         self.entries.is_empty()
     }
 
-    /// Asks the receiver to mirror the offer (`--delete`) and/or only to plan it
-    /// (`--dry-run`); the filter rules go along, so that it spares what they leave out.
-    pub(crate) fn mirror(&mut self, delete: bool, dry_run: bool) {
+    /// Asks the receiver to mirror the offer (`--delete`, with `delete_excluded`
+    /// also what the filters leave out) and/or only to plan it (`--dry-run`); the
+    /// filter rules go along, so that it spares what they leave out.
+    pub(crate) fn mirror(&mut self, delete: bool, dry_run: bool, delete_excluded: bool) {
         self.mirror = (delete || dry_run).then(|| Mirror {
             delete,
             dry_run,
             rules: self.filter.wire().to_vec(),
+            delete_excluded: delete && delete_excluded,
+            report_kept: delete,
         });
     }
 
@@ -461,10 +464,18 @@ impl Walk<'_> {
                 }
             };
             let (valid, bad) = Filter::valid_lines(&text);
-            if bad > 0 {
+            if !bad.is_empty() {
+                // Once per file, naming each line, as git skips them (silently).
+                let lines: Vec<String> = bad
+                    .iter()
+                    .map(|(number, line, why)| {
+                        format!("line {number} \"{}\" ({why})", escape(line))
+                    })
+                    .collect();
                 report::warn(&format!(
-                    "{}: {bad} lines are no valid pattern and are ignored",
-                    escape_path(&path)
+                    "{}: ignored, as git ignores them, what is no valid pattern: {}",
+                    escape_path(&path),
+                    lines.join(", ")
                 ));
             }
             lines.extend(valid);

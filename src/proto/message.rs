@@ -332,9 +332,73 @@ pub(crate) struct Mirror {
     /// Plan only: no data moves, nothing is written or removed on either side.
     #[serde(default, deserialize_with = "flag", skip_serializing_if = "is_false")]
     pub(crate) dry_run: bool,
-    /// The filter rules the offer was made with: what they exclude is never removed.
+    /// The filter rules the offer was made with: what they exclude is never removed
+    /// (unless `delete_excluded`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub(crate) rules: Vec<RuleSet>,
+    /// With `delete`: what the rules exclude is no longer protected, and goes too
+    /// (`--delete-excluded`, rsync's). A receiver that does not know the member
+    /// ignores it, and keeps what they exclude: the safe side.
+    #[serde(default, deserialize_with = "flag", skip_serializing_if = "is_false")]
+    pub(crate) delete_excluded: bool,
+    /// With `delete`: the sender reads `kept` items in the `deleted` report (what
+    /// `delete` spares for safety, and why). Only then does a receiver write them.
+    #[serde(default, deserialize_with = "flag", skip_serializing_if = "is_false")]
+    pub(crate) report_kept: bool,
+}
+
+/// Why a mirroring receiver kept an entry the offer lacks, for safety (an item of
+/// the `deleted` report with `kept`, section 17.3). What a filter excludes is the
+/// user's wish and is never reported.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum KeptWhy {
+    /// A temporary or partial file of xfer (`.xfer-*.part`, `.xfer-*.partial`).
+    Temporary,
+    /// A name that is not UTF-8, which the offer could not name.
+    NotUtf8,
+    /// Changed (its `ctime`) since the session began.
+    Changed,
+    /// Another session is receiving or writing it.
+    Busy,
+    /// A reason this version does not know (a newer receiver).
+    #[serde(other)]
+    Unknown,
+}
+
+impl KeptWhy {
+    /// The code on the wire and in `--json`.
+    pub(crate) fn code(self) -> &'static str {
+        match self {
+            KeptWhy::Temporary => "temporary",
+            KeptWhy::NotUtf8 => "not_utf8",
+            KeptWhy::Changed => "changed",
+            KeptWhy::Busy => "busy",
+            KeptWhy::Unknown => "unknown",
+        }
+    }
+
+    /// Why, for one entry's line.
+    pub(crate) fn words(self) -> &'static str {
+        match self {
+            KeptWhy::Temporary => "a temporary or partial file of xfer",
+            KeptWhy::NotUtf8 => "a name that is not UTF-8, which --delete never removes",
+            KeptWhy::Changed => "changed since the session began",
+            KeptWhy::Busy => "another session is receiving or writing it",
+            KeptWhy::Unknown => "the receiver keeps it",
+        }
+    }
+
+    /// What a count of them is, in a summary (`2 not UTF-8`).
+    pub(crate) fn counted(self) -> &'static str {
+        match self {
+            KeptWhy::Temporary => "xfer temporary",
+            KeptWhy::NotUtf8 => "not UTF-8",
+            KeptWhy::Changed => "changed during the session",
+            KeptWhy::Busy => "in use by another session",
+            KeptWhy::Unknown => "for other reasons",
+        }
+    }
 }
 
 /// Filter rules in gitignore syntax that hold beneath one offered directory.
@@ -357,6 +421,14 @@ pub(crate) struct Removed {
         skip_serializing_if = "Option::is_none"
     )]
     pub(crate) error: Option<String>,
+    /// Set when it was kept for safety, never tried (only when the sender asked,
+    /// `report_kept`): why.
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub(crate) kept: Option<KeptWhy>,
 }
 
 /// The receiver's answer to one offered entry.
@@ -1612,6 +1684,8 @@ mod tests {
                     dir: "a/b".into(),
                     lines: vec!["*.o".into(), "!keep.o".into()],
                 }],
+                delete_excluded: true,
+                report_kept: true,
             }),
             entries: vec![],
             more: true,
@@ -1627,11 +1701,20 @@ mod tests {
             more: false,
         });
         round_trip(Message::Deleted {
-            entries: vec![Removed {
-                path: "a/x".into(),
-                kind: ItemKind::Other,
-                error: Some("busy".into()),
-            }],
+            entries: vec![
+                Removed {
+                    path: "a/x".into(),
+                    kind: ItemKind::Other,
+                    error: Some("busy".into()),
+                    kept: None,
+                },
+                Removed {
+                    path: "a/\u{fffd}".into(),
+                    kind: ItemKind::File,
+                    error: None,
+                    kept: Some(KeptWhy::NotUtf8),
+                },
+            ],
             more: true,
         });
         round_trip(Message::DeletedEnd {

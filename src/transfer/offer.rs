@@ -324,6 +324,15 @@ pub(crate) fn read_removed<R: Read>(
             .iter()
             .map(|item| item.path.len() + item.error.as_ref().map_or(0, String::len))
             .sum::<usize>();
+        if items
+            .iter()
+            .any(|item| item.error.is_some() && item.kept.is_some())
+        {
+            return Err(fail(
+                Kind::Protocol,
+                "an item of the report of removed entries both failed and was kept",
+            ));
+        }
         if removed.len() + items.len() > MAX_REMOVED || bytes > MAX_REMOVED_BYTES {
             return Err(fail(
                 Kind::Protocol,
@@ -801,6 +810,8 @@ mod mirror_vectors {
                 dir: String::new(),
                 lines: vec!["*.tmp".into(), "!keep.tmp".into()],
             }],
+            delete_excluded: false,
+            report_kept: false,
         };
         let entries = [
             entry("site", EntryKind::Dir, 0, 0o755),
@@ -833,6 +844,7 @@ mod mirror_vectors {
             path: "site/old.html".into(),
             kind: ItemKind::File,
             error: None,
+            kept: None,
         };
         list.push(&removed).unwrap();
         list.finish_deleted().unwrap();
@@ -850,6 +862,51 @@ mod mirror_vectors {
         let first = reader.read_payload().unwrap().unwrap().to_vec();
         let read = read_removed(&mut reader, &transfer(), &first).unwrap();
         assert_eq!(read, [removed]);
+    }
+
+    #[test]
+    fn a_report_with_a_kept_item_matches_the_protocol_vector() {
+        const KEPT: &str = concat!(
+            r#"{"type":"deleted","entries":[{"path":"site/old.html","kind":"file"},"#,
+            r#"{"path":"site/.xfer-0123456789abcdef.part","kind":"file","kept":"temporary"}]}"#
+        );
+        let mut writer = FrameWriter::new(Vec::new());
+        let mut list = ListWriter::deleted(&mut writer, &transfer());
+        let items = [
+            Removed {
+                path: "site/old.html".into(),
+                kind: ItemKind::File,
+                error: None,
+                kept: None,
+            },
+            Removed {
+                path: "site/.xfer-0123456789abcdef.part".into(),
+                kind: ItemKind::File,
+                error: None,
+                kept: Some(crate::proto::message::KeptWhy::Temporary),
+            },
+        ];
+        for item in &items {
+            list.push(item).unwrap();
+        }
+        list.finish_deleted().unwrap();
+        writer.flush().unwrap();
+        let bytes = writer.get_ref().clone();
+        assert_eq!(KEPT.len(), 146);
+        assert_eq!(&bytes[..4], 146u32.to_be_bytes());
+        assert_eq!(&bytes[4..4 + KEPT.len()], KEPT.as_bytes());
+        let mut mac = transfer().deleted_mac();
+        mac.frame(KEPT.as_bytes());
+        assert_eq!(
+            mac.finish_hex(),
+            "91ce80545a3e213c44826aa6ad41b46727ec3e09b08ce06b58978749c5841f00"
+        );
+        let mut reader = FrameReader::new(Cursor::new(bytes));
+        let first = reader.read_payload().unwrap().unwrap().to_vec();
+        assert_eq!(
+            read_removed(&mut reader, &transfer(), &first).unwrap(),
+            items
+        );
     }
 
     #[test]

@@ -208,6 +208,10 @@ impl Tally {
             match change {
                 Change::Deleted => summary.deleted += 1,
                 Change::NotDeleted => summary.not_deleted += 1,
+                Change::Kept(why) => match summary.kept_for.iter_mut().find(|(w, _)| *w == why) {
+                    Some((_, n)) => *n += 1,
+                    None => summary.kept_for.push((why, 1)),
+                },
                 _ => {}
             }
             if let Some(dry) = summary.dry_run.as_mut() {
@@ -233,6 +237,8 @@ impl Tally {
         let listed = match change {
             Change::Same | Change::Skipped | Change::Changed => dry_run,
             Change::NotDeleted => true,
+            // Said in the summary; listed as a deletion is.
+            Change::Kept(_) => dry_run || style.itemize || style.json != Json::Off,
             // No other event tells a JSON reader what went.
             Change::Deleted if style.json != Json::Off => true,
             _ => dry_run || style.itemize,

@@ -17,7 +17,7 @@ use super::progress;
 use crate::escape::escape;
 use crate::proto::compress::Squeezed;
 use crate::proto::hash::{Digest, HashKind};
-use crate::proto::message::{EntryKind, ErrorCode};
+use crate::proto::message::{EntryKind, ErrorCode, KeptWhy};
 
 pub(crate) use crate::stderr::{line, set_quiet, warn};
 
@@ -138,6 +138,9 @@ pub(crate) enum Change {
     Deleted,
     /// `--delete` could not remove it.
     NotDeleted,
+    /// `--delete` kept it for safety, never trying (xfer's partial file, a name
+    /// that is not UTF-8, a change since the session began, another session's).
+    Kept(KeptWhy),
     /// An entry without data (a link, a hard link, a special file) that was not on
     /// the receiver.
     NewNode(EntryKind),
@@ -166,7 +169,7 @@ impl Change {
             Change::Attrs | Change::DirAttrs => "attrs",
             Change::Skipped => "skipped",
             Change::Deleted => "deleted",
-            Change::NotDeleted => "kept",
+            Change::NotDeleted | Change::Kept(_) => "kept",
             Change::NewNode(kind) => match kind {
                 EntryKind::Symlink => "new link",
                 EntryKind::Hardlink => "new hard link",
@@ -250,6 +253,8 @@ pub(crate) struct Summary {
     /// Entries `--delete` removed (or a dry run would), and those it could not.
     pub(crate) deleted: usize,
     pub(crate) not_deleted: usize,
+    /// Entries `--delete` kept for safety, by why, in the order first met.
+    pub(crate) kept_for: Vec<(KeptWhy, usize)>,
     /// A dry run's findings (nothing moved).
     pub(crate) dry_run: Option<DryRun>,
 }
@@ -274,6 +279,28 @@ impl Summary {
     /// How many entries were not sent, of every kind.
     pub(crate) fn not_sent_total(&self) -> usize {
         self.not_sent.iter().map(|(_, n)| n).sum()
+    }
+
+    /// How many entries `--delete` kept for safety, for every reason.
+    pub(crate) fn kept_total(&self) -> usize {
+        self.kept_for.iter().map(|(_, n)| n).sum()
+    }
+
+    /// `kept 3 not deleted: 2 not UTF-8, 1 xfer temporary`, or nothing.
+    fn kept_words(&self) -> Option<String> {
+        if self.kept_for.is_empty() {
+            return None;
+        }
+        let why: Vec<String> = self
+            .kept_for
+            .iter()
+            .map(|(why, n)| format!("{n} {}", why.counted()))
+            .collect();
+        Some(format!(
+            "kept {} not deleted: {}",
+            self.kept_total(),
+            why.join(", ")
+        ))
     }
 }
 
@@ -439,6 +466,10 @@ impl Reporter {
     /// One entry's change (`--itemize`, `--dry-run`): a line on stdout, or with
     /// `--json` a `change` event; `note` says why an entry is skipped or kept.
     pub(crate) fn change(&self, change: Change, path: &str, note: Option<&str>, dry_run: bool) {
+        let note = match change {
+            Change::Kept(why) => Some(why.words()),
+            _ => note,
+        };
         if self.style.json != Json::Off {
             return self.event(|| {
                 let mut event = json!({
@@ -447,6 +478,9 @@ impl Reporter {
                 });
                 if let Some(note) = note {
                     event["message"] = json!(note);
+                }
+                if let Change::Kept(why) = change {
+                    event["reason"] = json!(why.code());
                 }
                 if self.style.serving {
                     self.identify(&mut event);
@@ -673,9 +707,12 @@ fn dry_run_line(dry: &DryRun, summary: &Summary, verb: &str, ok: bool) -> String
         1 => ", 1 link or special file".to_string(),
         n => format!(", {n} links or special files"),
     };
+    let kept = summary
+        .kept_words()
+        .map_or_else(String::new, |kept| format!(", would have {kept}"));
     format!(
         "dry run: would {would} {} and {} changed ({}){other}, {} same{attrs}, {} skipped\
-         {refused}, would delete {}; nothing was {was}, written or deleted",
+         {refused}, would delete {}{kept}; nothing was {was}, written or deleted",
         plural(dry.new, "new file"),
         dry.changed,
         HumanBytes(dry.bytes),
@@ -703,15 +740,27 @@ fn summary_fields(summary: &Summary, elapsed: Duration, rate: u64) -> serde_json
     }
     // A dry run deleted nothing: what it would delete is in its own object.
     let dry_run = summary.dry_run.is_some();
-    if !dry_run && (summary.deleted > 0 || summary.not_deleted > 0) {
+    let kept = summary.kept_total();
+    if !dry_run && (summary.deleted > 0 || summary.not_deleted > 0 || kept > 0) {
         fields["deleted"] = json!(summary.deleted);
         fields["not_deleted"] = json!(summary.not_deleted);
+    }
+    // What `--delete` kept for safety: how many, by reason.
+    let reasons: serde_json::Map<String, serde_json::Value> = summary
+        .kept_for
+        .iter()
+        .map(|(why, n)| (why.code().to_string(), json!(n)))
+        .collect();
+    if !dry_run && kept > 0 {
+        fields["kept"] = json!(kept);
+        fields["kept_reasons"] = json!(reasons);
     }
     if let Some(dry) = summary.dry_run {
         fields["dry_run"] = json!({
             "new": dry.new, "changed": dry.changed, "bytes": dry.bytes,
             "same": dry.same, "attrs": dry.attrs, "skipped": dry.skipped,
             "other": dry.other, "deleted": summary.deleted,
+            "kept": kept, "kept_reasons": reasons,
         });
     }
     fields
@@ -748,12 +797,13 @@ fn extras(summary: &Summary) -> String {
             HumanBytes(summary.kept)
         ));
     }
-    if summary.deleted > 0 || summary.not_deleted > 0 {
+    if summary.deleted > 0 || summary.not_deleted > 0 || summary.kept_total() > 0 {
         parts.push(format!("deleted {}", summary.deleted));
     }
     if summary.not_deleted > 0 {
         parts.push(format!("{} could not be deleted", summary.not_deleted));
     }
+    parts.extend(summary.kept_words());
     if parts.is_empty() {
         String::new()
     } else {

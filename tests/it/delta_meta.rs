@@ -121,7 +121,7 @@ fn a_sparse_file_over_an_older_dense_version_goes_in_runs_and_keeps_its_holes() 
     // The old version, dense; the new one holds the same first 4 MiB (a delta
     // would find them) and then 60 MiB of hole.
     let old = pattern(SIZE, 64);
-    fs::write(dst.path().join("f"), &old).unwrap();
+    write_older(dst.path(), "f", &old);
     let file = src.path().join("f");
     {
         use std::os::unix::fs::FileExt;
@@ -198,7 +198,7 @@ fn both_sides_count_a_deltas_instructions_as_the_bytes_moved() {
     let file = src.path().join("f");
     fs::write(&file, &new).unwrap();
     let dst = tempfile::tempdir().unwrap();
-    fs::write(dst.path().join("f"), &old).unwrap();
+    write_older(dst.path(), "f", &old);
     let mut receiver = Receiver::start(dst.path(), Some(KEY), &["--overwrite", "--json"]);
     let sent = send(&[&file], receiver.port, KEY, &["--json"]);
     assert!(sent.status.success(), "{}", stderr_of(&sent));

@@ -434,7 +434,7 @@ fn hard_linked_old_copies_are_replaced_whole_and_their_other_names_keep_them() {
     // Over the 32 MiB a group of files may hold: each is renamed into place as
     // soon as it is complete, so `y`'s old copy loses a name before it is read.
     let old = pattern(33 << 20, 88);
-    write_in(dst.path(), "x", &old);
+    crate::util::write_older(dst.path(), "x", &old);
     fs::hard_link(dst.path().join("x"), dst.path().join("y")).unwrap();
     fs::hard_link(dst.path().join("x"), dst.path().join("keep")).unwrap();
     let mut news = Vec::new();

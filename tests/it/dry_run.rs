@@ -709,9 +709,13 @@ fn a_dry_run_into_a_directory_its_receiver_may_not_write_fails_as_the_real_run()
     fs::write(tree.join("a"), b"a\n").unwrap();
     fs::write(tree.join("sub/b"), b"b\n").unwrap();
     symlink("a", tree.join("link")).unwrap();
+    fs::create_dir_all(tree.join("d")).unwrap();
+    fs::write(tree.join("d/f"), b"f\n").unwrap();
     let dst = root.path().join("dst");
-    // The receiver's own directory, holding a `tree/` that is root's (0755).
+    // The receiver's own directory, holding a `tree/` that is root's (0755), and
+    // in it a file `d` where a directory arrives (a change of type it may not make).
     fs::create_dir_all(dst.join("tree")).unwrap();
+    fs::write(dst.join("tree/d"), b"old\n").unwrap();
     std::os::unix::fs::lchown(&dst, Some(65534), Some(65534)).unwrap();
     let before = snapshot(&dst);
     let receiver = || {
@@ -735,6 +739,7 @@ fn a_dry_run_into_a_directory_its_receiver_may_not_write_fails_as_the_real_run()
         "tree/sub: cannot create directory: Permission denied",
         "tree/a: cannot create a temporary file: Permission denied",
         "tree/link: cannot make it: Permission denied",
+        "tree/d: cannot remove what is in the way: Permission denied",
     ] {
         assert!(stderr.contains(said), "{said:?} in {stderr}");
     }
@@ -743,6 +748,8 @@ fn a_dry_run_into_a_directory_its_receiver_may_not_write_fails_as_the_real_run()
     let real = send(&[&tree], real_receiver.port, KEY, &[]);
     real_receiver.exit_code();
     assert_ne!(code(&real), 0, "{}", stderr_of(&real));
+    let said = "tree/d: cannot remove what is in the way: Permission denied";
+    assert!(stderr_of(&real).contains(said), "{}", stderr_of(&real));
     assert_eq!(code(&dry), code(&real), "{stderr}\n{}", stderr_of(&real));
 }
 

@@ -6,6 +6,7 @@
 //! peer (the independent one, without `meta`) still gets version 2's offer, and
 //! hostile `meta` values are refused without harm.
 
+use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
@@ -442,4 +443,41 @@ fn a_link_offered_above_a_file_keeps_the_file_out_of_it() {
         std::fs::read_link(out.path().join("a")).unwrap(),
         PathBuf::from("/tmp")
     );
+}
+
+/// A receiving directory with a default ACL (which masks a new file's mode in
+/// place of the umask: here owner rwx, group and others nothing): small files and
+/// a large one still land with the modes offered. A review found a build that
+/// trusted the mode given at creation land them 0600.
+#[test]
+fn modes_arrive_exact_under_a_default_acl() {
+    let src = tempfile::tempdir().unwrap();
+    let tree = src.path().join("tree");
+    fs::create_dir(&tree).unwrap();
+    let modes = [("a", 0o644, 10), ("b", 0o640, 10), ("c", 0o755, 40 << 20)];
+    for (name, mode, size) in modes {
+        fs::write(tree.join(name), vec![b'x'; size]).unwrap();
+        fs::set_permissions(tree.join(name), fs::Permissions::from_mode(mode)).unwrap();
+    }
+    let dst = tempfile::tempdir().unwrap();
+    // system.posix_acl_default, version 2: USER_OBJ rwx, GROUP_OBJ -, OTHER -.
+    let mut acl = 2u32.to_le_bytes().to_vec();
+    for (tag, perm) in [(1u16, 7u16), (4, 0), (0x20, 0)] {
+        acl.extend(tag.to_le_bytes());
+        acl.extend(perm.to_le_bytes());
+        acl.extend(u32::MAX.to_le_bytes());
+    }
+    let flags = rustix::fs::XattrFlags::empty();
+    if let Err(err) = rustix::fs::setxattr(dst.path(), "system.posix_acl_default", &acl, flags) {
+        eprintln!("SKIPPED: this filesystem takes no default ACL ({err})");
+        return;
+    }
+    let mut receiver = Receiver::start(dst.path(), Some(KEY), &[]);
+    let sent = send(&[&tree], receiver.port, KEY, &[]);
+    assert!(sent.status.success(), "{}", stderr_of(&sent));
+    assert_eq!(receiver.exit_code(), 0);
+    for (name, mode, _) in modes {
+        let landed = fs::metadata(dst.path().join("tree").join(name)).unwrap();
+        assert_eq!(landed.permissions().mode() & 0o777, mode, "{name}");
+    }
 }

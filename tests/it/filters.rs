@@ -144,3 +144,112 @@ fn an_exclude_from_file_that_cannot_be_read_is_a_usage_error() {
         stderr_of(&sent)
     );
 }
+
+/// Each form of pattern the filter cannot compile, or that can never match, is a
+/// usage error naming the pattern and why, before connecting (port 9 has no
+/// listener), on `send` and on `get`.
+#[test]
+fn every_bad_pattern_form_is_a_usage_error_on_send_and_get() {
+    let root = tempfile::tempdir().unwrap();
+    tree(root.path(), &["t/a"]);
+    let rules = root.path().join("rules");
+    fs::write(&rules, "# a comment\n\n*.o\n[abc\n").unwrap();
+    let from = format!("{}: line 4 \"[abc\"", rules.display());
+    let cases: [(&[&str], &str); 7] = [
+        (
+            &["--exclude", "[abc"],
+            "--exclude \"[abc\": unclosed character class",
+        ),
+        (
+            &["--exclude", "[z-a]"],
+            "--exclude \"[z-a]\": invalid range",
+        ),
+        (&["--exclude", "x\\"], "--exclude \"x\\\": dangling '\\'"),
+        (
+            &["--exclude", ""],
+            "--exclude \"\": an empty pattern matches nothing",
+        ),
+        (&["--exclude", "#x"], "is a comment in gitignore syntax"),
+        (&["--include", "/"], "--include \"/\": it names nothing"),
+        (&["--exclude-from", rules.to_str().unwrap()], &from),
+    ];
+    let dl = root.path().join("dl");
+    for (flags, said) in cases {
+        let sent = send(&[&root.path().join("t")], 9, KEY, flags);
+        assert_eq!(code(&sent), 2, "{flags:?}: {}", stderr_of(&sent));
+        assert!(
+            stderr_of(&sent).contains(said),
+            "{flags:?}: {}",
+            stderr_of(&sent)
+        );
+        let mut get = crate::util::xfer();
+        get.args(["get", "127.0.0.1:9:t"])
+            .arg(&dl)
+            .args(flags)
+            .env("XFER_KEY", KEY);
+        let got = crate::util::run(&mut get);
+        assert_eq!(code(&got), 2, "get {flags:?}: {}", stderr_of(&got));
+        assert!(
+            stderr_of(&got).contains(said),
+            "get {flags:?}: {}",
+            stderr_of(&got)
+        );
+        assert!(!dl.exists(), "nothing made for {flags:?}");
+    }
+}
+
+/// A `.gitignore` with a bad line keeps git's leniency: the line is skipped, the
+/// rest still applies, and one notice names the file, the line and why.
+#[test]
+fn a_bad_line_of_a_gitignore_is_skipped_with_one_notice_and_the_rest_applies() {
+    let root = tempfile::tempdir().unwrap();
+    tree(root.path(), &["t/a.o", "t/b.c", "t/c.log"]);
+    fs::write(root.path().join("t/.gitignore"), "*.o\n[z-a]\n*.log\nx\\\n").unwrap();
+    let dst = root.path().join("dst");
+    let mut receiver = Receiver::start(&dst, Some(KEY), &[]);
+    let sent = send(
+        &[&root.path().join("t")],
+        receiver.port,
+        KEY,
+        &["--gitignore"],
+    );
+    assert_eq!(code(&sent), 0, "{}", stderr_of(&sent));
+    assert_eq!(receiver.exit_code(), 0, "{}", receiver.stderr());
+    assert_eq!(names(&dst), ["t/.gitignore", "t/b.c"]);
+    let stderr = stderr_of(&sent);
+    let notices: Vec<&str> = stderr.lines().filter(|l| l.contains("warning")).collect();
+    assert_eq!(notices.len(), 1, "{stderr}");
+    for part in [
+        "t/.gitignore: ignored, as git ignores them",
+        "line 2 \"[z-a]\" (invalid range; 'z' > 'a')",
+        "line 4 \"x\\\\\" (dangling '\\')",
+    ] {
+        assert!(notices[0].contains(part), "{part:?} in {stderr}");
+    }
+}
+
+/// `--include` of a file beneath a directory an `--exclude` leaves out can never
+/// apply (the directory is not entered): the run goes on, with a warning saying
+/// what to write instead.
+#[test]
+fn an_include_beneath_an_excluded_directory_gets_a_warning() {
+    let root = tempfile::tempdir().unwrap();
+    tree(root.path(), &["t/a", "t/logs/app.log", "t/logs/keep.log"]);
+    let dst = root.path().join("dst");
+    let mut receiver = Receiver::start(&dst, Some(KEY), &[]);
+    let flags = ["--exclude", "logs/", "--include", "logs/keep.log"];
+    let sent = send(&[&root.path().join("t")], receiver.port, KEY, &flags);
+    assert_eq!(code(&sent), 0, "{}", stderr_of(&sent));
+    assert_eq!(receiver.exit_code(), 0, "{}", receiver.stderr());
+    assert_eq!(names(&dst), ["t/a"]);
+    assert!(
+        stderr_of(&sent).contains(
+            "warning: --include \"logs/keep.log\" cannot apply: the directory logs/ is excluded"
+        ),
+        "{}",
+        stderr_of(&sent)
+    );
+    // Written as the warning says, it applies.
+    let flags = ["--exclude", "logs/*", "--include", "logs/keep.log"];
+    assert_eq!(sent_with(root.path(), &flags), ["t/a", "t/logs/keep.log"]);
+}

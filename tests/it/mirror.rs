@@ -421,7 +421,14 @@ fn a_mirror_spares_what_another_session_is_writing() {
     );
     assert_eq!(code(&mirror), 0, "{}", stderr_of(&mirror));
     let listed = String::from_utf8_lossy(&mirror.stdout);
-    assert!(!listed.contains("busy"), "{listed}");
+    assert!(!listed.contains("deleted  tree/busy"), "{listed}");
+    // Kept, and said why: the other session's file and its partial data.
+    for line in [
+        "kept     tree/busy  (another session is receiving or writing it)",
+        "  (a temporary or partial file of xfer)",
+    ] {
+        assert!(listed.contains(line), "{line:?} in {listed}");
+    }
     let answer = finish_put(&mut writer, 0, "tree/busy", &new, 100_000);
     assert_eq!(answer["type"], "ok", "{answer}");
     assert_eq!(fs::read(home.join("tree/busy")).unwrap(), new);
@@ -522,4 +529,467 @@ fn what_the_sender_could_not_send_is_not_deleted() {
         !root.path().join("dst/tree/stale").exists(),
         "the rest is mirrored"
     );
+}
+
+/// Every path beneath `dir` (files, directories, links), relative, with what a
+/// link points at: what a dry run must leave exactly as it was.
+fn snapshot(dir: &Path) -> Vec<String> {
+    let mut all = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(at) = stack.pop() {
+        for entry in fs::read_dir(&at).unwrap() {
+            let path = entry.unwrap().path();
+            let shown = path
+                .strip_prefix(dir)
+                .unwrap()
+                .to_string_lossy()
+                .into_owned();
+            match fs::read_link(&path) {
+                Ok(to) => all.push(format!("{shown} -> {}", to.display())),
+                Err(_) if path.is_dir() => {
+                    all.push(format!("{shown}/"));
+                    stack.push(path);
+                }
+                Err(_) => all.push(shown),
+            }
+        }
+    }
+    all.sort();
+    all
+}
+
+/// `--delete-excluded` (rsync's): with `--delete`, what the filters exclude goes on
+/// the receiver too, a planted link itself and never what it points at; xfer's own
+/// partial file stays. A dry run lists the same as `deleted` and changes nothing.
+#[test]
+fn delete_excluded_removes_what_the_filters_exclude_but_not_a_partial_nor_through_a_link() {
+    let root = tempfile::tempdir().unwrap();
+    let outside = tempfile::tempdir().unwrap();
+    fs::write(outside.path().join("precious.tmp"), b"keep me\n").unwrap();
+    trees(root.path());
+    let dst = root.path().join("dst/tree");
+    fs::write(root.path().join("src/tree/x.tmp"), b"not sent\n").unwrap();
+    fs::create_dir_all(dst.join("cache/deep")).unwrap();
+    fs::write(dst.join("cache/deep/c"), b"c\n").unwrap();
+    fs::write(dst.join("sub/keep.tmp"), b"excluded\n").unwrap();
+    symlink(outside.path(), dst.join("cache/link")).unwrap();
+    let partial = crate::util::partial_name("tree/big", 1 << 20);
+    fs::write(dst.join(&partial), b"a partial of xfer\n").unwrap();
+    let flags = [
+        "--delete",
+        "--delete-excluded",
+        "--exclude",
+        "*.tmp",
+        "--exclude",
+        "cache/",
+    ];
+    let before = snapshot(&root.path().join("dst"));
+    let dry_flags = [&flags[..], &["-n"]].concat();
+    let (dry, recv_code, recv_err) = mirror(root.path(), &["--overwrite"], &dry_flags);
+    assert_eq!(code(&dry), 0, "{}", stderr_of(&dry));
+    assert_eq!(recv_code, 0, "{recv_err}");
+    assert_eq!(
+        snapshot(&root.path().join("dst")),
+        before,
+        "a dry run changes nothing"
+    );
+    let listed = String::from_utf8_lossy(&dry.stdout).into_owned();
+    let real_flags = [&flags[..], &["-i"]].concat();
+    let (real, recv_code, recv_err) = mirror(root.path(), &["--overwrite"], &real_flags);
+    assert_eq!(code(&real), 0, "{}", stderr_of(&real));
+    assert_eq!(recv_code, 0, "{recv_err}");
+    let done = String::from_utf8_lossy(&real.stdout).into_owned();
+    for line in [
+        "deleted  tree/cache/deep/c",
+        "deleted  tree/cache/link",
+        "deleted  tree/cache",
+        "deleted  tree/sub/keep.tmp",
+        "deleted  tree/stale",
+    ] {
+        assert!(
+            listed.lines().any(|l| l == line),
+            "dry run: {line:?} in {listed}"
+        );
+        assert!(
+            done.lines().any(|l| l == line),
+            "real run: {line:?} in {done}"
+        );
+    }
+    assert_eq!(
+        names(&root.path().join("dst")),
+        [
+            "beside".to_string(),
+            format!("tree/{partial}"),
+            "tree/a".to_string(),
+            "tree/sub/b".to_string()
+        ]
+    );
+    assert!(
+        !root.path().join("dst/tree/x.tmp").exists(),
+        "excluded: not sent"
+    );
+    assert_eq!(
+        fs::read(outside.path().join("precious.tmp")).unwrap(),
+        b"keep me\n"
+    );
+}
+
+/// Without `--delete`, `--delete-excluded` is a usage error, on `send` and `get`,
+/// before connecting (port 9 has no listener).
+#[test]
+fn delete_excluded_without_delete_is_a_usage_error() {
+    let root = tempfile::tempdir().unwrap();
+    trees(root.path());
+    let sent = send(
+        &[&root.path().join("src/tree")],
+        9,
+        KEY,
+        &["--delete-excluded", "--exclude", "*.tmp"],
+    );
+    assert_eq!(code(&sent), 2, "{}", stderr_of(&sent));
+    assert!(
+        stderr_of(&sent).contains("--delete"),
+        "{}",
+        stderr_of(&sent)
+    );
+    let mut get = crate::util::xfer();
+    get.args(["get", "127.0.0.1:9:tree", "--delete-excluded"])
+        .arg(root.path().join("dl"))
+        .env("XFER_KEY", KEY);
+    let got = crate::util::run(&mut get);
+    assert_eq!(code(&got), 2, "{}", stderr_of(&got));
+    assert!(!root.path().join("dl").exists());
+}
+
+/// Against `xfer serve`: a `put` and a `get` with `--delete --delete-excluded`
+/// remove what the filters exclude on the receiving side (a dry run first, which
+/// changes nothing); the shell's `put` does too.
+#[test]
+fn delete_excluded_into_and_from_a_server_and_in_the_shell() {
+    let site = Site::new();
+    site.users(&[("alice", "")]);
+    let home = site.home("alice");
+    fs::create_dir_all(home.join("tree")).unwrap();
+    fs::write(home.join("tree/server.tmp"), b"excluded on the server\n").unwrap();
+    let local = site.path().join("tree");
+    fs::create_dir_all(&local).unwrap();
+    fs::write(local.join("a"), b"a\n").unwrap();
+    fs::write(local.join("x.tmp"), b"not sent\n").unwrap();
+    let dl = site.path().join("dl");
+    fs::create_dir_all(dl.join("tree")).unwrap();
+    fs::write(dl.join("tree/mine.tmp"), b"excluded here\n").unwrap();
+    let server = site.serve(&[]);
+    settle();
+    let flags = ["--delete", "--delete-excluded", "--exclude", "*.tmp"];
+    let put = |extra: &[&str]| {
+        let to = server.at("/");
+        let mut args = vec!["send", local.to_str().unwrap(), &to];
+        args.extend_from_slice(&flags);
+        args.extend_from_slice(extra);
+        client(&site, "alice", &args)
+    };
+    let (home_before, dl_before) = (snapshot(&home), snapshot(&dl));
+    let dry = put(&["-n"]);
+    assert_eq!(code(&dry), 0, "{}", stderr_of(&dry));
+    assert!(String::from_utf8_lossy(&dry.stdout).contains("deleted  tree/server.tmp"));
+    assert_eq!(snapshot(&home), home_before, "a dry run changes nothing");
+    let real = put(&[]);
+    assert_eq!(code(&real), 0, "{}", stderr_of(&real));
+    assert_eq!(names(&home), ["tree/a"]);
+    let get = |extra: &[&str]| {
+        let at = server.at("tree");
+        let mut args = vec!["get", &at, dl.to_str().unwrap()];
+        args.extend_from_slice(&flags);
+        args.extend_from_slice(extra);
+        client(&site, "alice", &args)
+    };
+    let dry = get(&["-n"]);
+    assert_eq!(code(&dry), 0, "{}", stderr_of(&dry));
+    assert!(String::from_utf8_lossy(&dry.stdout).contains("deleted  tree/mine.tmp"));
+    assert_eq!(snapshot(&dl), dl_before, "a dry run changes nothing");
+    let real = get(&["-i"]);
+    assert_eq!(code(&real), 0, "{}", stderr_of(&real));
+    assert_eq!(names(&dl), ["tree/a"]);
+    // The shell's put, with an excluded file back on the server.
+    fs::write(home.join("tree/again.tmp"), b"excluded\n").unwrap();
+    settle();
+    let script = site.path().join("script.xfer");
+    let line = format!(
+        "put --delete --delete-excluded --exclude *.tmp {}\n",
+        local.display()
+    );
+    fs::write(&script, line).unwrap();
+    let run = client(
+        &site,
+        "alice",
+        &["shell", &server.addr(), "-b", script.to_str().unwrap()],
+    );
+    assert_eq!(code(&run), 0, "{}", stderr_of(&run));
+    assert_eq!(names(&home), ["tree/a"]);
+}
+
+/// Puts, in `dir`, a file whose name is not UTF-8 (`caf\xe9`) and a partial file
+/// of xfer; returns the partial's name.
+fn plant_kept(dir: &Path) -> String {
+    use std::os::unix::ffi::OsStrExt;
+    fs::write(dir.join(std::ffi::OsStr::from_bytes(b"caf\xe9")), b"odd\n").unwrap();
+    let partial = crate::util::partial_name("tree/big", 1 << 20);
+    fs::write(dir.join(&partial), b"a partial of xfer\n").unwrap();
+    partial
+}
+
+/// `--delete` keeps a name that is not UTF-8 and xfer's partial file, and says so:
+/// `kept` lines with `-i` (and the reason), a count by reason in the summary on
+/// stderr, `change` events with `reason` and a `kept` count with `--json`; the
+/// receiver's own log counts them too.
+#[test]
+fn what_delete_keeps_for_safety_is_listed_and_counted() {
+    let root = tempfile::tempdir().unwrap();
+    trees(root.path());
+    let partial = plant_kept(&root.path().join("dst/tree"));
+    let (sent, recv_code, recv_err) = mirror(root.path(), &["--overwrite"], &["--delete", "-i"]);
+    assert_eq!(code(&sent), 0, "{}", stderr_of(&sent));
+    assert_eq!(recv_code, 0, "{recv_err}");
+    let stdout = String::from_utf8_lossy(&sent.stdout);
+    for line in [
+        format!("kept     tree/{partial}  (a temporary or partial file of xfer)"),
+        "kept     tree/caf\u{fffd}  (a name that is not UTF-8, which --delete never removes)"
+            .to_string(),
+        "deleted  tree/stale".to_string(),
+    ] {
+        assert!(stdout.lines().any(|l| l == line), "{line:?} in {stdout}");
+    }
+    let said = "deleted 4, kept 2 not deleted: 1 xfer temporary, 1 not UTF-8";
+    assert!(stderr_of(&sent).contains(said), "{}", stderr_of(&sent));
+    assert!(recv_err.contains(said), "the receiver's log: {recv_err}");
+    let dst = root.path().join("dst/tree");
+    assert!(dst.join(&partial).exists());
+    assert_eq!(
+        fs::read_dir(&dst).unwrap().count(),
+        4,
+        "a, sub, the partial, caf\\xe9"
+    );
+    // Again, with --json: the kept ones once more, nothing else to delete.
+    let (json, _, _) = mirror(root.path(), &["--overwrite"], &["--delete", "--json"]);
+    let events = stdout_events(&json);
+    let kept: Vec<_> = events
+        .iter()
+        .filter(|e| e["event"] == "change" && e["change"] == "kept")
+        .map(|e| (e["path"].as_str().unwrap(), e["reason"].as_str().unwrap()))
+        .collect();
+    let partial_path = format!("tree/{partial}");
+    assert_eq!(
+        kept,
+        [
+            (partial_path.as_str(), "temporary"),
+            ("tree/caf\u{fffd}", "not_utf8")
+        ]
+    );
+    let summary = events.iter().find(|e| e["event"] == "summary").unwrap();
+    assert_eq!(summary["kept"], 2, "{summary}");
+    assert_eq!(summary["kept_reasons"]["not_utf8"], 1, "{summary}");
+    assert_eq!(summary["deleted"], 0, "{summary}");
+    // Without -i: no line, the count only.
+    let (plain, _, _) = mirror(root.path(), &["--overwrite"], &["--delete"]);
+    assert!(
+        plain.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&plain.stdout)
+    );
+    assert!(
+        stderr_of(&plain).contains("kept 2 not deleted"),
+        "{}",
+        stderr_of(&plain)
+    );
+}
+
+/// A `get --delete` keeps the same in the local directory, and says so there; a
+/// dry run lists them and counts them in its line.
+#[test]
+fn a_get_with_delete_lists_what_it_keeps_locally() {
+    let site = Site::new();
+    site.users(&[("alice", "")]);
+    let home = site.home("alice");
+    fs::create_dir_all(home.join("tree")).unwrap();
+    fs::write(home.join("tree/a"), b"a\n").unwrap();
+    let dl = site.path().join("dl");
+    fs::create_dir_all(dl.join("tree")).unwrap();
+    let partial = plant_kept(&dl.join("tree"));
+    let server = site.serve(&[]);
+    settle();
+    let at = server.at("tree");
+    let get = |extra: &[&str]| {
+        let mut args = vec!["get", "--delete", &at, dl.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        client(&site, "alice", &args)
+    };
+    let dry = get(&["-n"]);
+    assert_eq!(code(&dry), 0, "{}", stderr_of(&dry));
+    let stdout = String::from_utf8_lossy(&dry.stdout);
+    assert!(
+        stdout.contains(&format!("kept     tree/{partial}")),
+        "{stdout}"
+    );
+    assert!(
+        stderr_of(&dry).contains("would delete 0, would have kept 2 not deleted"),
+        "{}",
+        stderr_of(&dry)
+    );
+    let real = get(&["-i"]);
+    assert_eq!(code(&real), 0, "{}", stderr_of(&real));
+    let stdout = String::from_utf8_lossy(&real.stdout);
+    assert!(stdout.contains("kept     tree/caf\u{fffd}"), "{stdout}");
+    assert!(
+        stderr_of(&real).contains("kept 2 not deleted"),
+        "{}",
+        stderr_of(&real)
+    );
+    assert_eq!(fs::read_dir(dl.join("tree")).unwrap().count(), 3);
+}
+
+/// A sender that does not ask for `kept` items (an older xfer: the independent
+/// peer, with a `mirror` member of `delete` alone) gets a report of what was
+/// removed only; the receiver still says in its own log what it kept.
+#[test]
+fn an_older_sender_gets_no_kept_items() {
+    use crate::util::peer::{SendEntry, mac_offer, transcript_bytes};
+    use crate::util::peer_sender;
+    use serde_json::json;
+    let root = tempfile::tempdir().unwrap();
+    trees(root.path());
+    plant_kept(&root.path().join("dst/tree"));
+    settle();
+    let mut receiver = Receiver::start(&root.path().join("dst"), Some(KEY), &["--overwrite"]);
+    let mut peer = peer_sender(receiver.port, &["aead", "mirror"]);
+    let entries = [SendEntry::dir("tree"), SendEntry::dir("tree/sub")];
+    let offer = json!({"type": "offer", "mirror": {"delete": true},
+        "entries": entries.iter().map(SendEntry::to_json).collect::<Vec<_>>()});
+    let payload = peer.send_control(&offer).unwrap();
+    let ks = peer.session().unwrap().ks;
+    let mac = mac_offer(&ks, peer.t, &transcript_bytes(&[payload]));
+    let end = json!({"type": "offer_end", "count": 2, "mac": crate::util::peer::hex(&mac)});
+    peer.send_control(&end).unwrap();
+    let plan = peer.read_plan(2).unwrap();
+    assert_eq!(plan[0]["action"], "send", "{plan:?}");
+    peer.send_end().unwrap();
+    let mut items = Vec::new();
+    loop {
+        let frame = peer.read_control().unwrap();
+        match frame["type"].as_str().unwrap() {
+            "deleted" => items.extend(frame["entries"].as_array().unwrap().iter().cloned()),
+            "deleted_end" => break,
+            other => panic!("{other}: {frame}"),
+        }
+    }
+    let paths: Vec<&str> = items.iter().map(|i| i["path"].as_str().unwrap()).collect();
+    assert_eq!(
+        paths,
+        [
+            "tree/old/deeper/o",
+            "tree/old/deeper",
+            "tree/old",
+            "tree/stale"
+        ],
+        "removed only: {items:?}"
+    );
+    assert!(items.iter().all(|i| i.get("kept").is_none()), "{items:?}");
+    assert_eq!(peer.read_control().unwrap()["type"], "end");
+    assert_eq!(receiver.exit_code(), 0, "{}", receiver.stderr());
+    assert!(
+        receiver.stderr().contains("kept 2 not deleted"),
+        "{}",
+        receiver.stderr()
+    );
+}
+
+/// A name that is not UTF-8 which the sender offers (as `path_hex`, under `meta`)
+/// is the offer's, not a name `--delete` keeps: no `kept` line for it.
+#[test]
+fn an_offered_name_that_is_not_utf8_is_not_said_kept() {
+    use std::os::unix::ffi::OsStrExt;
+    let root = tempfile::tempdir().unwrap();
+    trees(root.path());
+    let odd = std::ffi::OsStr::from_bytes(b"caf\xe9");
+    fs::write(root.path().join("src/tree").join(odd), b"sent\n").unwrap();
+    fs::write(root.path().join("dst/tree").join(odd), b"older\n").unwrap();
+    let (sent, recv_code, recv_err) = mirror(root.path(), &["--overwrite"], &["--delete", "-i"]);
+    assert_eq!(code(&sent), 0, "{}", stderr_of(&sent));
+    assert_eq!(recv_code, 0, "{recv_err}");
+    let stdout = String::from_utf8_lossy(&sent.stdout);
+    assert!(!stdout.contains("kept"), "{stdout}");
+    assert!(!stderr_of(&sent).contains("kept"), "{}", stderr_of(&sent));
+    assert_eq!(
+        fs::read(root.path().join("dst/tree").join(odd)).unwrap(),
+        b"sent\n"
+    );
+}
+
+/// The independent peer as a receiver: xfer's offer carries `delete_excluded` and
+/// `report_kept` in its `mirror` member; `kept` items of a verified report are
+/// listed as kept with their reason (a code it does not know too), and an item
+/// both failed and kept is refused.
+#[test]
+fn a_sender_reads_kept_items_of_an_independent_receiver() {
+    use crate::util::peer::{Decision, hex, mac_deleted, transcript_bytes};
+    use serde_json::json;
+    for both in [false, true] {
+        let root = tempfile::tempdir().unwrap();
+        trees(root.path());
+        let (port, fake) = peer_listening(move |mut peer| {
+            let receiver =
+                Acceptor::new(KEY, "receiver").features(&["aead", "blake3", "zstd", "mirror"]);
+            peer.accept_handshake(&receiver).expect("handshake");
+            let first = peer.read_control_raw().expect("offer");
+            let mirror = first.0["mirror"].clone();
+            let entries = peer.read_offer_from(first).expect("a verified offer");
+            let same = Decision::skip("same", "already there");
+            let plan: Vec<_> = entries.iter().map(|_| same.to_json(peer.hash())).collect();
+            peer.send_plan(&[plan]).unwrap();
+            peer.expect("end").expect("the sender's end");
+            let mut items = vec![
+                json!({"path": "tree/.xfer-0123.partial", "kind": "file", "kept": "temporary"}),
+                json!({"path": "tree/odd", "kind": "other", "kept": "some_new_reason"}),
+                json!({"path": "tree/stale", "kind": "file"}),
+            ];
+            if both {
+                items[2]["error"] = json!("cannot");
+                items[2]["kept"] = json!("busy");
+            }
+            let payload = peer
+                .send_control(&json!({"type": "deleted", "entries": items}))
+                .unwrap();
+            let ks = peer.session().unwrap().ks;
+            let mac = mac_deleted(&ks, peer.t, &transcript_bytes(&[payload]));
+            let end = json!({"type": "deleted_end", "count": 3, "mac": hex(&mac)});
+            peer.send_control(&end).unwrap();
+            let _ = peer.send_end();
+            mirror
+        });
+        let sent = send(
+            &[&root.path().join("src/tree")],
+            port,
+            KEY,
+            &["--delete", "--delete-excluded", "--exclude", "*.tmp", "-i"],
+        );
+        let mirror = fake.join().unwrap();
+        assert_eq!(mirror["delete"], true, "{mirror}");
+        assert_eq!(mirror["delete_excluded"], true, "{mirror}");
+        assert_eq!(mirror["report_kept"], true, "{mirror}");
+        let stdout = String::from_utf8_lossy(&sent.stdout);
+        if both {
+            assert_eq!(code(&sent), 8, "{}", stderr_of(&sent));
+            assert!(!stdout.contains("kept"), "{stdout}");
+            continue;
+        }
+        assert_eq!(code(&sent), 0, "{}", stderr_of(&sent));
+        for line in [
+            "kept     tree/.xfer-0123.partial  (a temporary or partial file of xfer)",
+            "kept     tree/odd  (the receiver keeps it)",
+            "deleted  tree/stale",
+        ] {
+            assert!(stdout.lines().any(|l| l == line), "{line:?} in {stdout}");
+        }
+        let said = "deleted 1, kept 2 not deleted: 1 xfer temporary, 1 for other reasons";
+        assert!(stderr_of(&sent).contains(said), "{}", stderr_of(&sent));
+    }
 }

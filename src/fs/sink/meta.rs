@@ -32,9 +32,6 @@ pub(crate) struct Policy {
     pub(crate) server: bool,
     /// Bits always set (the server's own access), 0 elsewhere.
     pub(crate) keep: u32,
-    /// The permission bits the file was created with, where exactly those (see
-    /// [`creation_mode`]): they need no chmod.
-    pub(crate) has_mode: Option<u32>,
 }
 
 /// What could not be applied since the counters were last taken.
@@ -74,7 +71,7 @@ pub(crate) fn apply(fd: impl AsFd, entry: &Entry, policy: Policy) -> Result<(), 
     if let Some((uid, gid)) = owner_of(entry, policy) {
         rustix::fs::fchown(&fd, Some(uid), Some(gid))?;
     }
-    if let Some(mode) = mode_of(entry, policy).filter(|&mode| policy.has_mode != Some(mode)) {
+    if let Some(mode) = mode_of(entry, policy) {
         rustix::fs::fchmod(&fd, Mode::from_raw_mode(mode))?;
         // Only set-id bits are ever dropped: without them there is nothing to look
         // at (an fstat per file saved, in a tree of small files).
@@ -119,30 +116,6 @@ pub(crate) fn apply_at(
         ))?;
     }
     Ok(())
-}
-
-/// The bits a new file for `entry` can be created with so that it needs no chmod
-/// after: its offered rwx bits, where the umask takes none of them away and there
-/// are no set-id or sticky bits (which the kernel may clear as it creates the file).
-/// A chmod less per file was about 4 % of a receiver's CPU in a tree of 10 000
-/// files of 4 KiB (medians of 9: 277 ms against 290).
-pub(crate) fn creation_mode(entry: &Entry, policy: Policy) -> Option<u32> {
-    let bits = mode_of(entry, policy)?;
-    (bits & !0o777 == 0 && bits & umask()? == 0).then_some(bits)
-}
-
-/// This process's umask, read once from `/proc` (the `umask` call reads it only by
-/// changing it, for every thread at once); `None` where it cannot be read. xfer
-/// never changes it.
-fn umask() -> Option<u32> {
-    static UMASK: OnceLock<Option<u32>> = OnceLock::new();
-    *UMASK.get_or_init(|| {
-        let status = std::fs::read_to_string("/proc/self/status").ok()?;
-        let value = status
-            .lines()
-            .find_map(|line| line.strip_prefix("Umask:"))?;
-        u32::from_str_radix(value.trim(), 8).ok()
-    })
 }
 
 /// The bits to set: `mode & 0o7777` (an entry without `meta` never has more than

@@ -25,7 +25,7 @@ pub(crate) use self::basis::{Basis, BasisReader};
 pub(crate) use self::meta::{DROPPED, set_numeric_ids};
 pub(crate) use self::node::Node;
 pub(crate) use self::part::{PartFile, Resume};
-pub(crate) use self::prune::Prune;
+pub(crate) use self::prune::{Prune, Spare};
 pub(crate) use self::resolver::{Placement, Resolver};
 pub(crate) use self::sweep::{cutoff, in_background as sweep_in_background};
 pub(crate) use self::target::{DirLock, TargetDir, Unflushed};
@@ -104,34 +104,6 @@ mod tests {
         assert_eq!(meta.mtime(), 1_000_000_000);
         let leftovers: Vec<_> = std::fs::read_dir(dir.path().join("a/b")).unwrap().collect();
         assert_eq!(leftovers.len(), 1);
-    }
-
-    #[test]
-    fn a_whole_file_lands_with_its_exact_mode_whether_made_with_it_or_changed_after() {
-        // 0o640 and 0o444 are made with their bits; 0o666 loses 0o022 to the usual
-        // umask and 0o4755 has a set-id bit: both are changed after they are made.
-        let (dir, target) = target();
-        let mut parts = Vec::new();
-        for (name, mode) in [("a", 0o640), ("b", 0o444), ("c", 0o666), ("d", 0o4755)] {
-            let entry = stamp(Some(mode), Some(1_000_000_000));
-            let mut part = target
-                .resolver()
-                .create_whole(name, &[name.as_bytes()], &entry)
-                .unwrap();
-            part.write_all(name.as_bytes()).unwrap();
-            part.seal(&entry).unwrap();
-            parts.push((part, mode));
-        }
-        for (mut part, mode) in parts {
-            part.rename_into_place(false).unwrap();
-            let landed = std::fs::metadata(dir.path().join(&part.path)).unwrap();
-            assert_eq!(
-                landed.permissions().mode() & 0o7777,
-                mode as u32,
-                "{}",
-                part.path
-            );
-        }
     }
 
     #[test]

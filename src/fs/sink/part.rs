@@ -129,9 +129,6 @@ pub(crate) struct PartFile {
     /// Its name may hold a directory, emptied by `TargetDir::clear`: the file
     /// takes its place (see [`PartFile::replaces_dir`]).
     over_dir: bool,
-    /// The permission bits an unnamed file was made with, when they are its final
-    /// ones (`meta::creation_mode`).
-    made_with: Option<u32>,
 }
 
 impl PartFile {
@@ -140,22 +137,19 @@ impl PartFile {
     /// created), locked against any other writer, and cut to the offset the data
     /// starts at; it survives this session unless discarded. If that name holds
     /// something that is not a regular file, or without `resume`, it is a fresh
-    /// temporary file, removed unless committed. An unnamed one is made with `mode`
-    /// (its final bits, nobody sees it before it is complete), else owner-only.
+    /// temporary file, removed unless committed.
     pub(crate) fn create(
         dir: Arc<OwnedFd>,
         path: &str,
         name: &[u8],
-        (resume, mode): (Option<Resume>, Option<u32>),
+        resume: Option<Resume>,
         meter: Option<&Account>,
     ) -> Result<PartFile, Refusal> {
         if resume.is_none()
             && meter.is_none()
-            && let Some(file) = create_unnamed(&dir, path, mode.unwrap_or(TEMPORARY_MODE))?
+            && let Some(file) = create_unnamed(&dir, path)?
         {
-            let mut part = PartFile::unnamed(dir, path, name, file);
-            part.made_with = mode;
-            return Ok(part);
+            return Ok(PartFile::unnamed(dir, path, name, file));
         }
         PartFile::create_named(dir, path, name, resume, meter)
     }
@@ -215,7 +209,6 @@ impl PartFile {
             meter,
             unnamed: false,
             over_dir: false,
-            made_with: None,
         })
     }
 
@@ -235,7 +228,6 @@ impl PartFile {
             meter: None,
             unnamed: true,
             over_dir: false,
-            made_with: None,
         }
     }
 
@@ -390,7 +382,6 @@ impl PartFile {
         let policy = meta::Policy {
             server: self.meter.is_some(),
             keep: if self.meter.is_some() { 0o600 } else { 0 },
-            has_mode: self.made_with,
         };
         meta::apply(file, entry, policy)
             .map_err(|err| Refusal::io(&self.path, "cannot set its mode or time", err))
@@ -760,7 +751,7 @@ fn lock_partial(fd: &OwnedFd, path: &str) -> Result<(), Refusal> {
 /// Creates an unnamed file in `dir` (see the module documentation); `None` where
 /// that cannot be done (a filesystem without `O_TMPFILE`, or no `/proc` to link it
 /// in through): the caller then names a temporary.
-fn create_unnamed(dir: &OwnedFd, path: &str, mode: u32) -> Result<Option<File>, Refusal> {
+fn create_unnamed(dir: &OwnedFd, path: &str) -> Result<Option<File>, Refusal> {
     static LINKABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     if !*LINKABLE.get_or_init(|| std::path::Path::new("/proc/self/fd").is_dir()) {
         return Ok(None);
@@ -769,7 +760,7 @@ fn create_unnamed(dir: &OwnedFd, path: &str, mode: u32) -> Result<Option<File>, 
         dir,
         ".",
         OFlags::TMPFILE | OFlags::RDWR | OFlags::CLOEXEC,
-        Mode::from_raw_mode(mode),
+        Mode::from_raw_mode(TEMPORARY_MODE),
     ) {
         Ok(fd) => Ok(Some(File::from(fd))),
         // Not supported here (by the filesystem or the kernel).
@@ -778,6 +769,11 @@ fn create_unnamed(dir: &OwnedFd, path: &str, mode: u32) -> Result<Option<File>, 
     }
 }
 
+/// Whether `AT_EMPTY_PATH` was refused once (see [`link_unnamed`]): then it is not
+/// tried again.
+static EMPTY_PATH_REFUSED: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
+
 /// Links the unnamed `file` into `dir` as `name`, which must be free: by its
 /// descriptor (`AT_EMPTY_PATH`) where this process may (it needs
 /// `CAP_DAC_READ_SEARCH`, which root has), else through `/proc/self/fd`, which any
@@ -785,19 +781,28 @@ fn create_unnamed(dir: &OwnedFd, path: &str, mode: u32) -> Result<Option<File>, 
 /// path through `/proc`: about a twentieth of a receiver's time in a tree of small
 /// files.
 fn link_unnamed(file: &File, dir: &OwnedFd, name: &[u8]) -> Result<(), Errno> {
-    use std::os::fd::AsRawFd;
-    use std::sync::atomic::{AtomicBool, Ordering};
-    /// Whether `AT_EMPTY_PATH` was refused once: then it is not tried again.
-    static REFUSED: AtomicBool = AtomicBool::new(false);
-    if !REFUSED.load(Ordering::Relaxed) {
+    use std::sync::atomic::Ordering;
+    if !EMPTY_PATH_REFUSED.load(Ordering::Relaxed) {
         match rustix::fs::linkat(file, "", dir, name, AtFlags::EMPTY_PATH) {
-            // Refused without the capability (as ENOENT, or EPERM in newer kernels).
+            // Refused without the capability (as ENOENT, or EPERM in newer kernels),
+            // or ENOENT for a directory removed meanwhile: only the second way
+            // failing the same tells that apart, and then the first stays in use.
             Err(Errno::NOENT | Errno::PERM | Errno::INVAL) => {
-                REFUSED.store(true, Ordering::Relaxed);
+                let through_proc = link_through_proc(file, dir, name);
+                if through_proc != Err(Errno::NOENT) {
+                    EMPTY_PATH_REFUSED.store(true, Ordering::Relaxed);
+                }
+                return through_proc;
             }
             other => return other,
         }
     }
+    link_through_proc(file, dir, name)
+}
+
+/// Links the unnamed `file` into `dir` as `name` through `/proc/self/fd`.
+fn link_through_proc(file: &File, dir: &OwnedFd, name: &[u8]) -> Result<(), Errno> {
+    use std::os::fd::AsRawFd;
     let source = format!("/proc/self/fd/{}", file.as_raw_fd());
     rustix::fs::linkat(
         rustix::fs::CWD,
@@ -834,4 +839,28 @@ pub(super) fn random_bytes() -> [u8; 8] {
             .map_or(0, |d| d.as_nanos() as u64)
             .to_le_bytes()
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_directory_gone_before_the_link_does_not_stop_linking_by_descriptor() {
+        if !rustix::process::geteuid().is_root() {
+            eprintln!("SKIPPED: only root may link by descriptor");
+            return;
+        }
+        let gone = tempfile::tempdir().unwrap();
+        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+        let dir = rustix::fs::open(gone.path(), flags, Mode::empty()).unwrap();
+        let file = create_unnamed(&dir, "x").unwrap().unwrap();
+        std::fs::remove_dir(gone.path()).unwrap();
+        assert_eq!(link_unnamed(&file, &dir, b"x"), Err(Errno::NOENT));
+        let refused = EMPTY_PATH_REFUSED.load(std::sync::atomic::Ordering::Relaxed);
+        assert!(
+            !refused,
+            "a vanished directory is no refusal of AT_EMPTY_PATH"
+        );
+    }
 }

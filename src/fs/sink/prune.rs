@@ -7,10 +7,11 @@
 //! link planted in the tree, or an offered directory that is a link here, leads
 //! nowhere. Spared: whatever the caller keeps (the filter's exclusions, paths another
 //! session of this process is receiving), xfer's own temporaries and partials,
-//! names that are not UTF-8 (no report could name them), anything changed since
+//! names that are not UTF-8 (the offer could not name them), anything changed since
 //! the session began (`ctime`: a file another session renamed into place, a
 //! directory it added to), and on a server whatever the user's ledger says another
-//! `put` is writing; what a server removes is given back to the user's quota.
+//! `put` is writing; what a server removes is given back to the user's quota. All
+//! but the filter's exclusions are said as `kept` items, with why.
 //!
 //! The same rules empty a directory that an offered file or link replaces
 //! ([`TargetDir::clear`], a change of type as `rsync -a --delete` mirrors it), and
@@ -27,15 +28,26 @@ use crate::fs::Refusal;
 use crate::fs::beneath::{self, MAX_DEPTH};
 use crate::fs::ledger::Footprint;
 use crate::fs::path::{check_path, is_reserved_bytes};
-use crate::proto::message::{ErrorCode, ItemKind, Removed};
+use crate::proto::message::{ErrorCode, ItemKind, KeptWhy, Removed};
+
+/// Why the caller of [`TargetDir::prune`] keeps a path the offer lacks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Spare {
+    /// A filter excludes it: the user's wish, said to nobody.
+    Excluded,
+    /// For safety: said (a `kept` item), with why.
+    Kept(KeptWhy),
+}
 
 /// What [`TargetDir::prune`] may remove, and how.
 pub(crate) struct Prune<'a> {
     /// Whether a path beneath the target is in the offer (or above something in it).
     pub(crate) offered: &'a dyn Fn(&str) -> bool,
+    /// The same for a path whose bytes are not UTF-8 (offered as `path_hex`).
+    pub(crate) offered_raw: &'a dyn Fn(&[u8]) -> bool,
     /// Why a path (a directory: `true`) must stay although the offer lacks it, if
     /// it must.
-    pub(crate) keep: &'a dyn Fn(&str, bool) -> Option<&'static str>,
+    pub(crate) keep: &'a dyn Fn(&str, bool) -> Option<Spare>,
     /// Nanoseconds since the epoch when the session began: newer changes are spared.
     pub(crate) since: i128,
     /// Only say what would go (`--dry-run`).
@@ -185,6 +197,18 @@ const NOT_EMPTY: &str = "a directory of that name holds entries the offer does n
      --delete replaces it (deleting them, as it deletes whatever the offer lacks), \
      or remove it on the receiving side first";
 
+/// Why a filter's exclusion keeps a directory that a file or link would replace.
+const EXCLUDED: &str = "a filter excludes it, which protects it from --delete";
+
+/// What a report calls an entry of `stat`'s type.
+fn item_kind(stat: &rustix::fs::Stat) -> ItemKind {
+    match beneath::kind(stat) {
+        FileType::Directory => ItemKind::Dir,
+        FileType::RegularFile => ItemKind::File,
+        _ => ItemKind::Other,
+    }
+}
+
 /// When `stat`'s inode last changed, in nanoseconds since the epoch.
 fn changed_at(stat: &rustix::fs::Stat) -> i128 {
     i128::from(stat.st_ctime) * 1_000_000_000 + i128::from(stat.st_ctime_nsec)
@@ -235,33 +259,58 @@ impl<'a, 'b> Walk<'a, 'b> {
         let mut children: Vec<_> = beneath::children(fd).collect();
         children.sort_by(|a, b| a.0.cmp(&b.0));
         for (name, stat) in children {
-            let Ok(name) = name.into_string() else {
-                emptied = false; // not UTF-8: no report could name it
-                self.keeps(&format!("{path}/?"), "a name that is not UTF-8");
-                continue;
+            let name = match name.into_string() {
+                Ok(name) => name,
+                Err(raw) => {
+                    emptied = false;
+                    let mut bytes = format!("{path}/").into_bytes();
+                    bytes.extend_from_slice(raw.into_cstring().as_bytes());
+                    if !(self.rules.offered_raw)(&bytes) {
+                        let shown = String::from_utf8_lossy(&bytes).into_owned();
+                        self.spare(shown, item_kind(&stat), KeptWhy::NotUtf8);
+                    }
+                    continue;
+                }
             };
             let child = format!("{path}/{name}");
             let is_dir = beneath::kind(&stat) == FileType::Directory;
             let spared = if (self.rules.offered)(&child) {
-                Some("offered")
+                Some(None)
             } else if is_reserved_bytes(name.as_bytes()) {
-                Some("a temporary or partial file of xfer")
-            } else if let Some(why) = (self.rules.keep)(&child, is_dir) {
-                Some(why)
+                Some(Some(KeptWhy::Temporary))
+            } else if let Some(spare) = (self.rules.keep)(&child, is_dir) {
+                Some(match spare {
+                    Spare::Excluded => {
+                        self.keeps(&child, EXCLUDED);
+                        None
+                    }
+                    Spare::Kept(why) => Some(why),
+                })
             } else if changed_at(&stat) >= self.rules.since {
-                Some("changed since the session began")
+                Some(Some(KeptWhy::Changed))
             } else {
                 None
             };
-            if let Some(why) = spared {
-                self.keeps(&child, why);
-                emptied = false;
-            } else if !self.remove(fd, &name, &child, &stat, depth) {
-                self.keeps(&child, "it could not be removed");
-                emptied = false;
+            match spared {
+                Some(Some(why)) => self.spare(child, item_kind(&stat), why),
+                Some(None) => self.keeps(&child, "offered"),
+                None if self.remove(fd, &name, &child, &stat, depth) => continue,
+                None => self.keeps(&child, "it could not be removed"),
             }
+            emptied = false;
         }
         emptied
+    }
+
+    /// Keeps `path` for safety: noted, and said as a `kept` item.
+    fn spare(&mut self, path: String, kind: ItemKind, why: KeptWhy) {
+        self.keeps(&path, why.words());
+        (self.said)(Removed {
+            path,
+            kind,
+            error: None,
+            kept: Some(why),
+        });
     }
 
     /// Removes `name` (a directory with what it holds); whether it went.
@@ -273,11 +322,7 @@ impl<'a, 'b> Walk<'a, 'b> {
         stat: &rustix::fs::Stat,
         depth: usize,
     ) -> bool {
-        let kind = match beneath::kind(stat) {
-            FileType::Directory => ItemKind::Dir,
-            FileType::RegularFile => ItemKind::File,
-            _ => ItemKind::Other,
-        };
+        let kind = item_kind(stat);
         if kind == ItemKind::Dir {
             let Ok(fd) = beneath::open_dir(parent, name) else {
                 return false;
@@ -301,16 +346,24 @@ impl<'a, 'b> Walk<'a, 'b> {
                     path: path.to_string(),
                     kind,
                     error: None,
+                    kept: None,
                 });
                 true
             }
-            // Another session wrote into it meanwhile, or is writing it: it stays.
-            Err(Errno::NOTEMPTY | Errno::EXIST | Errno::BUSY | Errno::NOENT) => false,
+            // Another `put` is writing it (the ledger's refusal): it stays, said.
+            Err(Errno::BUSY) => {
+                self.spare(path.to_string(), kind, KeptWhy::Busy);
+                false
+            }
+            // Another session wrote into it meanwhile, or removed it: it stays (or
+            // is gone), and what it holds was said.
+            Err(Errno::NOTEMPTY | Errno::EXIST | Errno::NOENT) => false,
             Err(err) => {
                 (self.said)(Removed {
                     path: path.to_string(),
                     kind,
                     error: Some(std::io::Error::from(err).to_string()),
+                    kept: None,
                 });
                 false
             }
@@ -356,9 +409,10 @@ mod tests {
     use super::*;
     use std::os::unix::fs::symlink;
 
-    fn rules<'a>(keep: &'a dyn Fn(&str, bool) -> Option<&'static str>, dry_run: bool) -> Prune<'a> {
+    fn rules<'a>(keep: &'a dyn Fn(&str, bool) -> Option<Spare>, dry_run: bool) -> Prune<'a> {
         Prune {
             offered: &|_| false,
+            offered_raw: &|_| false,
             keep,
             since: i128::MAX,
             dry_run,
@@ -376,7 +430,10 @@ mod tests {
             None,
             delete,
             rules,
-            &mut |removed: Removed| said.push(removed.path),
+            &mut |removed: Removed| match removed.kept {
+                None => said.push(removed.path),
+                Some(why) => said.push(format!("kept {} ({})", removed.path, why.code())),
+            },
         );
         (result.map(drop), said)
     }
@@ -439,8 +496,9 @@ mod tests {
         std::fs::create_dir_all(dir.path().join("x")).unwrap();
         std::fs::write(dir.path().join("x/keep.me"), b"k").unwrap();
         std::fs::write(dir.path().join("x/.xfer-0123456789abcdef.part"), b"t").unwrap();
-        let keep = |path: &str, _| path.ends_with("keep.me").then_some("a filter excludes it");
-        let (result, _) = clear(&target, true, &rules(&keep, false));
+        let keep = |path: &str, _| path.ends_with("keep.me").then_some(Spare::Excluded);
+        let (result, said) = clear(&target, true, &rules(&keep, false));
+        assert_eq!(said, ["kept x/.xfer-0123456789abcdef.part (temporary)"]);
         let refusal = result.unwrap_err();
         assert!(
             refusal.message.contains("holds x/.xfer-0123456789abcdef.part, which --delete keeps (a temporary or partial file of xfer)"),
@@ -448,13 +506,11 @@ mod tests {
             refusal.message
         );
         std::fs::remove_file(dir.path().join("x/.xfer-0123456789abcdef.part")).unwrap();
-        let (result, _) = clear(&target, true, &rules(&keep, false));
-        assert!(
-            result
-                .unwrap_err()
-                .message
-                .contains("holds x/keep.me, which --delete keeps (a filter excludes it)")
-        );
+        let (result, said) = clear(&target, true, &rules(&keep, false));
+        assert!(result.unwrap_err().message.contains(
+            "holds x/keep.me, which --delete keeps (a filter excludes it, which protects it"
+        ));
+        assert!(said.is_empty(), "an exclusion is the user's wish: {said:?}");
         assert!(dir.path().join("x/keep.me").exists());
         // What changed since the session began stays too.
         let keep_none = |_: &str, _| None;
@@ -469,6 +525,28 @@ mod tests {
                 .message
                 .contains("changed since the session began")
         );
-        assert!(said.is_empty());
+        assert_eq!(said, ["kept x/keep.me (changed)"]);
+    }
+
+    #[test]
+    fn a_name_that_is_not_utf8_is_kept_and_said_unless_offered() {
+        use std::os::unix::ffi::OsStrExt;
+        let dir = tempfile::tempdir().unwrap();
+        let target = TargetDir::open(dir.path()).unwrap();
+        std::fs::create_dir_all(dir.path().join("x")).unwrap();
+        let odd = std::ffi::OsStr::from_bytes(b"caf\xe9");
+        std::fs::write(dir.path().join("x").join(odd), b"c").unwrap();
+        std::fs::write(dir.path().join("x/plain"), b"p").unwrap();
+        let keep_none = |_: &str, _| None;
+        let (result, said) = clear(&target, true, &rules(&keep_none, true));
+        assert!(result.unwrap_err().message.contains("not UTF-8"));
+        assert_eq!(said, ["kept x/caf\u{fffd} (not_utf8)", "x/plain"]);
+        let offered = |path: &[u8]| path == b"x/caf\xe9";
+        let rules = Prune {
+            offered_raw: &offered,
+            ..rules(&keep_none, true)
+        };
+        let (_, said) = clear(&target, true, &rules);
+        assert_eq!(said, ["x/plain"], "an offered name is no news");
     }
 }

@@ -291,7 +291,6 @@ impl<'a> Resolver<'a> {
         meta::Policy {
             server,
             keep: if server { server_keeps } else { 0 },
-            has_mode: None,
         }
     }
 
@@ -364,33 +363,11 @@ impl<'a> Resolver<'a> {
         components: &[&[u8]],
         resume: Option<Resume>,
     ) -> Result<PartFile, Refusal> {
-        self.create_part_with(path, components, (resume, None))
-    }
-
-    /// [`Resolver::create_part`] for a file that arrives whole (never resumed),
-    /// made with `entry`'s final permission bits where that spares a chmod
-    /// ([`meta::creation_mode`]).
-    pub(crate) fn create_whole(
-        &mut self,
-        path: &str,
-        components: &[&[u8]],
-        entry: &Entry,
-    ) -> Result<PartFile, Refusal> {
-        let mode = meta::creation_mode(entry, self.policy(0o600));
-        self.create_part_with(path, components, (None, mode))
-    }
-
-    fn create_part_with(
-        &mut self,
-        path: &str,
-        components: &[&[u8]],
-        start: (Option<Resume>, Option<u32>),
-    ) -> Result<PartFile, Refusal> {
         let (parents, name) = split_last(components);
         let dir = self
             .walk(parents, true)?
             .expect("walk with create returns a directory");
-        PartFile::create(dir, path, name, start, self.target.meter())
+        PartFile::create(dir, path, name, resume, self.target.meter())
     }
 
     /// Opens (and with `create`, makes) the directories `components` beneath the

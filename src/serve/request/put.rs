@@ -54,6 +54,7 @@ pub(crate) fn run(
         // Names in a home are shown to other people and to shells: always strict.
         names: Names::Safe,
         asked: None,
+        delete_excluded: false,
     };
     let result = recv::session(
         conn,

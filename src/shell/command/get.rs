@@ -67,6 +67,7 @@ impl Get {
             resume: true,
             names: Names::Safe,
             asked: Some((delete, dry_run)),
+            delete_excluded: self.mirror.delete_excluded,
         };
         session.transfer("received", self.mirror.itemize, |client, tally| {
             client.asking(mirror.clone())?;

@@ -19,6 +19,9 @@ pub(crate) struct ShellMirror {
     /// Remove what the destination's copy holds and the source does not
     #[arg(long)]
     pub(crate) delete: bool,
+    /// With --delete: also delete what the filters exclude (rsync's --delete-excluded)
+    #[arg(long, requires = "delete")]
+    pub(crate) delete_excluded: bool,
     /// Leave out what matches PATTERN (gitignore syntax); repeatable
     #[arg(long, value_name = "PATTERN")]
     pub(crate) exclude: Vec<String>,
@@ -83,7 +86,8 @@ impl Put {
         if self.mirror.delete && !collected.has_dir() {
             bail!(fail(Kind::Usage, "--delete mirrors a directory: give one"));
         }
-        collected.mirror(self.mirror.delete, self.mirror.dry_run);
+        let mirror = &self.mirror;
+        collected.mirror(mirror.delete, mirror.dry_run, mirror.delete_excluded);
         let force = self.force || self.mirror.delete;
         if collected.is_stream() {
             bail!(fail(

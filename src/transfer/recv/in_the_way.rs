@@ -15,8 +15,8 @@ use super::shared::Shared;
 use crate::fs::Refusal;
 use crate::fs::filter::Filter;
 use crate::fs::ledger::Footprint;
-use crate::fs::sink::{PartFile, Prune, TargetDir};
-use crate::proto::message::Removed;
+use crate::fs::sink::{PartFile, Prune, Spare, TargetDir};
+use crate::proto::message::{KeptWhy, Removed};
 
 /// Why `--delete` keeps `path` (a directory: `is_dir`) although the offer lacks
 /// it: `filter` excludes it, or another session of this process is receiving it
@@ -27,12 +27,12 @@ pub(crate) fn kept(
     within: (u64, u64),
     path: &str,
     is_dir: bool,
-) -> Option<&'static str> {
+) -> Option<Spare> {
     if filter.excluded(path, is_dir) {
-        return Some("a filter excludes it, which protects it from --delete");
+        return Some(Spare::Excluded);
     }
     match shared.claims.claim(within, path.as_bytes()) {
-        None => Some("another session is receiving it"),
+        None => Some(Spare::Kept(KeptWhy::Busy)),
         Some(_) => None,
     }
 }
@@ -124,6 +124,7 @@ fn walk(
     let keep = |child: &str, is_dir: bool| kept(&mirroring.filter, shared, within, child, is_dir);
     let rules = Prune {
         offered: &|_| false,
+        offered_raw: &|_| false,
         keep: &keep,
         since: mirroring.since,
         dry_run: only_look,

@@ -74,7 +74,7 @@ fn make(
     let path_bytes = item.entry.path_bytes();
     let components = check_path_bytes(&path_bytes, shared.settings.names)
         .expect("planned paths passed the policy");
-    let mut part = resolver.create_whole(&path, &components, &item.entry)?;
+    let mut part = resolver.create_part(&path, &components, None)?;
     if !bytes.is_empty() {
         part.write_all(bytes)?;
     }

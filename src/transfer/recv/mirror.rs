@@ -25,7 +25,9 @@ use crate::ui::report::Change;
 
 /// Checks what the sender asks: `--delete` only where files may be replaced
 /// (`--overwrite`, or a `put -f`), and only into a directory; the rules must be
-/// valid patterns. `denied` refuses the whole offer, before anything happens.
+/// valid patterns, and `delete_excluded` comes only with `delete`. `denied`
+/// refuses the whole offer, before anything happens. The filter returned is what
+/// `--delete` spares: none with `--delete-excluded`.
 fn accept(mirror: &Mirror, shared: &Shared<'_>) -> Result<Filter> {
     if mirror.delete && !shared.settings.overwrite {
         return Err(refused(
@@ -41,7 +43,19 @@ fn accept(mirror: &Mirror, shared: &Shared<'_>) -> Result<Filter> {
             "--delete and --dry-run need a directory; the receiver writes to standard output",
         ));
     }
-    Filter::from_wire(&mirror.rules).map_err(|why| fail(Kind::Protocol, why))
+    if mirror.delete_excluded && !mirror.delete {
+        return Err(fail(Kind::Protocol, "delete_excluded without delete"));
+    }
+    let filter = Filter::from_wire(&mirror.rules).map_err(|why| fail(Kind::Protocol, why))?;
+    // A client's `get` decides for its own directory; a sender asks in its offer.
+    let unprotected = match shared.settings.asked {
+        Some(_) => shared.settings.delete_excluded,
+        None => mirror.delete_excluded,
+    };
+    Ok(match unprotected {
+        true => Filter::default(),
+        false => filter,
+    })
 }
 
 impl Mirroring {
@@ -79,6 +93,7 @@ impl Mirroring {
             since,
             delete: mirror.delete,
             dry_run: mirror.dry_run,
+            report_kept: mirror.report_kept,
             cleared: Default::default(),
         })
     }
@@ -98,8 +113,7 @@ impl Mirroring {
         }
         let cleared =
             std::mem::take(&mut *self.cleared.lock().unwrap_or_else(PoisonError::into_inner));
-        let how = (&self.filter, self.since, self.dry_run);
-        prune_and_report(writer, shared, target, (planned, cleared), how, tally)
+        prune_and_report(writer, shared, target, (planned, cleared), self, tally)
     }
 }
 
@@ -115,27 +129,21 @@ fn session_start() -> i128 {
 }
 
 /// Removes what the accepted directories of `planned` hold and the offer does not
-/// (a dry run: only finds it), spares what `filter` excludes and what another
+/// (a dry run: only finds it), spares what the filter excludes and what another
 /// session of this process is receiving, then sends the `deleted` report, which
-/// begins with what was `cleared` from directories files or links replaced.
+/// begins with what was `cleared` from directories files or links replaced. What
+/// was kept for safety is shown here, and listed in the report when the sender
+/// asked (`report_kept`).
 fn prune_and_report<W: Write>(
     writer: &mut FrameWriter<W>,
     shared: &Shared<'_>,
     target: &TargetDir,
     (planned, cleared): (&[Planned], Vec<Removed>),
-    (filter, since, dry_run): (&Filter, i128, bool),
+    mirroring: &Mirroring,
     tally: &Tally,
 ) -> Result<()> {
-    let mut offered: HashSet<&str> = HashSet::with_capacity(planned.len());
-    for item in planned {
-        // Whatever lies above an offered path stays, offered itself or not.
-        let mut path = item.entry.path.as_str();
-        offered.insert(path);
-        while let Some((up, _)) = path.rsplit_once('/') {
-            path = up;
-            offered.insert(path);
-        }
-    }
+    let (filter, since, dry_run) = (&mirroring.filter, mirroring.since, mirroring.dry_run);
+    let (offered, offered_raw) = offered_paths(planned);
     let dirs: Vec<&str> = planned
         .iter()
         // A name that is not UTF-8 (`path_hex`) is never entered, nor removed.
@@ -146,6 +154,7 @@ fn prune_and_report<W: Write>(
     let keep = |path: &str, is_dir: bool| in_the_way::kept(filter, shared, within, path, is_dir);
     let rules = Prune {
         offered: &|path| offered.contains(path),
+        offered_raw: &|path| offered_raw.contains(path),
         keep: &keep,
         since,
         dry_run,
@@ -153,9 +162,13 @@ fn prune_and_report<W: Write>(
     let mut report = ListWriter::deleted(writer, shared.transfer);
     let mut failed = None;
     let mut said = |removed: Removed| {
-        match &removed.error {
-            None => tally.change(Change::Deleted, &removed.path, 0, None),
-            Some(why) => tally.change(Change::NotDeleted, &removed.path, 0, Some(why)),
+        match (&removed.error, removed.kept) {
+            (_, Some(why)) => tally.change(Change::Kept(why), &removed.path, 0, None),
+            (None, None) => tally.change(Change::Deleted, &removed.path, 0, None),
+            (Some(why), None) => tally.change(Change::NotDeleted, &removed.path, 0, Some(why)),
+        }
+        if removed.kept.is_some() && !mirroring.report_kept {
+            return;
         }
         if failed.is_none() {
             failed = report.push(&removed).err();
@@ -167,4 +180,30 @@ fn prune_and_report<W: Write>(
         Some(err) => Err(err),
         None => report.finish_deleted(),
     }
+}
+
+/// The paths of the offer and every directory above one (whatever lies above an
+/// offered path stays, offered itself or not); apart, as bytes, the names that are
+/// not UTF-8 (`path_hex`, under `meta`) and what lies above them.
+fn offered_paths<'p>(planned: &'p [Planned]) -> (HashSet<&'p str>, HashSet<Vec<u8>>) {
+    let mut offered: HashSet<&str> = HashSet::with_capacity(planned.len());
+    let mut offered_raw: HashSet<Vec<u8>> = HashSet::new();
+    for item in planned {
+        let mut path = item.entry.path.as_str();
+        if path.is_empty() {
+            let mut raw = item.entry.path_bytes().into_owned();
+            while let Some(up) = raw.iter().rposition(|&b| b == b'/') {
+                offered_raw.insert(raw.clone());
+                raw.truncate(up);
+            }
+            offered_raw.insert(raw);
+            continue;
+        }
+        offered.insert(path);
+        while let Some((up, _)) = path.rsplit_once('/') {
+            path = up;
+            offered.insert(path);
+        }
+    }
+    (offered, offered_raw)
 }

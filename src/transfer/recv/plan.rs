@@ -790,6 +790,9 @@ impl<'c> Decider<'_, 'c> {
     ) -> Result<(), Refusal> {
         let _claim = self.claim(entry, shown)?;
         if self.dry_run {
+            // Removing it takes what adding a name takes: the real run's words.
+            let removing = "cannot remove what is in the way";
+            self.resolver.dry_run_may_add(components, removing)?;
             self.resolver.vacate(components);
             return Ok(());
         }

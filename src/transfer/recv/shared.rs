@@ -34,6 +34,9 @@ pub(crate) struct Settings {
     /// the offer must echo exactly that. `None`: a receiver takes what its sender
     /// asks, within its own rules.
     pub(crate) asked: Option<(bool, bool)>,
+    /// A client's `get --delete-excluded`: what the filters exclude is not spared
+    /// here. The user's own ask for their own directory; an offer's echo has no say.
+    pub(crate) delete_excluded: bool,
 }
 
 /// Files of at most this many bytes are never kept as partial data to resume: one
@@ -74,7 +77,8 @@ pub(crate) struct Shared<'a> {
 /// (`mirror.rs`); an offer without a `mirror` member asks nothing of it.
 #[derive(Default)]
 pub(crate) struct Mirroring {
-    /// The sender's filter: what it excludes, `--delete` keeps.
+    /// The sender's filter: what it excludes, `--delete` keeps (none at all with
+    /// `--delete-excluded`).
     pub(crate) filter: Filter,
     /// When the session began, in nanoseconds since the epoch: what changed after
     /// it is kept (see `fs::sink::Prune::since`).
@@ -84,6 +88,8 @@ pub(crate) struct Mirroring {
     pub(crate) delete: bool,
     /// Plan only: nothing is made, removed or applied.
     pub(crate) dry_run: bool,
+    /// The sender reads `kept` items in the report (`mirror.report_kept`).
+    pub(crate) report_kept: bool,
     /// What was removed (in a dry run: would be) from directories that offered
     /// files or links replaced, for the `deleted` report, in removal order.
     pub(crate) cleared: Mutex<Vec<Removed>>,

@@ -133,9 +133,12 @@ fn made_ones(report: &Report<'_>, pending: &Pending) {
 /// Shows and counts what the receiver removed (its report verified).
 fn tally_removed(tally: &Tally, removed: &[Removed]) {
     for item in removed {
-        match &item.error {
-            None => tally.change(Change::Deleted, &item.path, 0, None),
-            Some(why) => tally.change(Change::NotDeleted, &item.path, 0, Some(&escape(why))),
+        match (&item.error, item.kept) {
+            (_, Some(why)) => tally.change(Change::Kept(why), &item.path, 0, None),
+            (None, None) => tally.change(Change::Deleted, &item.path, 0, None),
+            (Some(why), None) => {
+                tally.change(Change::NotDeleted, &item.path, 0, Some(&escape(why)))
+            }
         }
     }
 }

@@ -305,6 +305,11 @@ pub fn mac_plan(ks: &[u8], t: u64, w: &[u8]) -> [u8; 32] {
     labelled_mac(ks, "xfer/2 plan", &[&t.to_be_bytes(), w])
 }
 
+/// `mac_deleted = HMAC(Ks, "xfer/2 deleted" 0x00 || u64be(t) || W)` (section 17.3).
+pub fn mac_deleted(ks: &[u8], t: u64, w: &[u8]) -> [u8; 32] {
+    labelled_mac(ks, "xfer/2 deleted", &[&t.to_be_bytes(), w])
+}
+
 /// `mac_done = HMAC(Ks, "xfer/2 done" 0x00 || u64be(t) || u64be(i) || u64be(N) || h || path)`.
 pub fn mac_done(ks: &[u8], t: u64, index: u64, size: u64, hash: &[u8], path: &str) -> [u8; 32] {
     file_mac(ks, "xfer/2 done", t, index, size, hash, path)
