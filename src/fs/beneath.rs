@@ -191,7 +191,9 @@ impl From<Errno> for NotOver {
 pub(crate) fn rename_over_dir(dir: &OwnedFd, temp: &str, name: &[u8]) -> Result<(), NotOver> {
     match rustix::fs::renameat_with(dir, temp, dir, name, RenameFlags::EXCHANGE) {
         Ok(()) => match rustix::fs::unlinkat(dir, temp, AtFlags::REMOVEDIR) {
-            Ok(()) => Ok(()),
+            // Gone already: a receiver's sweep took the empty directory, whose time
+            // was old (an empty directory nobody touched), under its temporary name.
+            Ok(()) | Err(Errno::NOENT) => Ok(()),
             Err(err) => match exchange_back(dir, temp, name) {
                 Ok(()) => Err(NotOver::Failed(err)),
                 Err(_) => Err(NotOver::Stranded(err)),
