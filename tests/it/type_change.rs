@@ -734,6 +734,20 @@ fn a_directory_holding_only_a_temporary_is_refused_without_advising_delete() {
         "{err}"
     );
     assert_eq!(snapshot(&root.path().join("dst/tree/x")), before);
+
+    // Beside other entries, deeper down: still not what --delete would replace.
+    fs::remove_file(root.path().join("dst/tree/x/.xfer-0123456789abcdef.part")).unwrap();
+    fs::write(root.path().join("dst/tree/x/a"), b"a\n").unwrap();
+    fs::create_dir(root.path().join("dst/tree/x/sub")).unwrap();
+    let partial = "dst/tree/x/sub/.xfer-00112233445566778899aabbccddeeff.partial";
+    fs::write(root.path().join(partial), b"p").unwrap();
+    let (sent, _, _) = mirror(root.path(), &["--overwrite"], &[]);
+    let err = stderr_of(&sent);
+    assert!(!err.contains("--delete replaces it"), "{err}");
+    assert!(
+        err.contains("holds tree/x/sub/.xfer-00112233445566778899aabbccddeeff.partial, which --delete keeps too"),
+        "{err}"
+    );
 }
 
 /// A special file and a hard link replace directories holding entries with

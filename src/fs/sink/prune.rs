@@ -116,7 +116,8 @@ impl TargetDir {
         };
         self.unclaimed_beneath(path)?;
         if !delete {
-            return empty_already(&fd, path).map(|()| Footprint::default());
+            return (self.empty_already(&fd, path, components.len()))
+                .map(|()| Footprint::default());
         }
         let mut walk = Walk::new(rules, said, self, Some(path));
         if walk.children(&fd, path, components.len()) {
@@ -148,13 +149,33 @@ impl TargetDir {
     }
 }
 
-/// Without `--delete`: `Ok` if the directory `fd` (offered as `path`) is empty,
-/// else `exists`, saying whether `--delete` would replace it.
-fn empty_already(fd: &OwnedFd, path: &str) -> Result<(), Refusal> {
-    match only_kept_by_name(fd, path) {
-        None => Ok(()),
-        // --delete would not help: say what stays, not to use it.
-        Some(Some((kept, why))) => Err(Refusal::new(
+impl TargetDir {
+    /// Without `--delete`: `Ok` if the directory `fd` (offered as `path`, `depth`
+    /// components below the target) is empty, else `exists`, advising `--delete`
+    /// only where it would replace the directory: not where it holds, at any depth,
+    /// what `--delete` keeps whatever the session's rules (xfer's temporaries and
+    /// partials, names that are not UTF-8), which is named instead.
+    fn empty_already(&self, fd: &OwnedFd, path: &str, depth: usize) -> Result<(), Refusal> {
+        if beneath::children(fd).next().is_none() {
+            return Ok(());
+        }
+        let by_name = Prune {
+            offered: &|_| false,
+            offered_raw: &|_| false,
+            keep: &|_, _| None,
+            since: i128::MAX,
+            dry_run: true,
+        };
+        let mut unsaid = |_| {};
+        let mut walk = Walk::new(&by_name, &mut unsaid, self, Some(path));
+        if walk.children(fd, path, depth) {
+            return Err(Refusal::new(
+                ErrorCode::Exists,
+                format!("{}: {}", escape(path), NOT_EMPTY),
+            ));
+        }
+        let (kept, why) = walk.kept.unwrap_or_default();
+        Err(Refusal::new(
             ErrorCode::Exists,
             format!(
                 "{}: the directory of that name holds {}, which --delete keeps too \
@@ -162,34 +183,8 @@ fn empty_already(fd: &OwnedFd, path: &str) -> Result<(), Refusal> {
                 escape(path),
                 escape(&kept)
             ),
-        )),
-        Some(None) => Err(Refusal::new(
-            ErrorCode::Exists,
-            format!("{}: {}", escape(path), NOT_EMPTY),
-        )),
+        ))
     }
-}
-
-/// What the directory `fd` (offered as `path`) holds: `None` if nothing;
-/// `Some(Some(first and why))` where all of it is what `--delete` keeps whatever
-/// the rules (xfer's temporaries and partials, names that are not UTF-8);
-/// `Some(None)` otherwise.
-fn only_kept_by_name(fd: &OwnedFd, path: &str) -> Option<Option<(String, &'static str)>> {
-    let mut names: Vec<_> = beneath::children(fd).map(|(name, _)| name).collect();
-    names.sort();
-    let first = names.first()?;
-    let kept_by_name =
-        |name: &std::ffi::CString| is_reserved_bytes(name.as_bytes()) || name.to_str().is_err();
-    if !names.iter().all(kept_by_name) {
-        return Some(None);
-    }
-    Some(Some(match first.to_str() {
-        Ok(name) => (
-            format!("{path}/{name}"),
-            "a temporary or partial file of xfer",
-        ),
-        Err(_) => (format!("{path}/?"), "a name that is not UTF-8"),
-    }))
 }
 
 /// Why a non-empty directory stays where a file or link is offered without `--delete`.
