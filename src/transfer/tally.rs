@@ -323,7 +323,25 @@ impl Tally {
         let summary = self.summary();
         let not_sent = summary.not_sent_total();
         match first {
-            None if not_sent == 0 => Ok(()),
+            None if not_sent == 0 && summary.not_deleted == 0 => Ok(()),
+            // A mirror that could not delete what it had to differs from its
+            // source: as rsync's exit 23, not a success (a local I/O error, on the
+            // receiver and as its `io` on the sender).
+            None if not_sent == 0 => Err(fail(
+                Kind::Io,
+                format!(
+                    "{} could not be deleted{}",
+                    match summary.not_deleted {
+                        1 => "1 entry".to_string(),
+                        n => format!("{n} entries"),
+                    },
+                    if self.reporter.style().quiet {
+                        ""
+                    } else {
+                        "; see above"
+                    }
+                ),
+            )),
             // Above, each was named (unless --quiet silenced the names).
             None => Err(fail(
                 Kind::NotSent,

@@ -16,7 +16,7 @@ use crate::util::server::{Site, client, code};
 use crate::util::site::check_home;
 use crate::util::{
     KEY, Receiver, files_under, peer_listening, receiver_without_meta, send, stderr_of,
-    stdout_events,
+    stdout_events, summary_event,
 };
 
 /// A source tree `src/tree` (a, sub/b) and a receiving directory `dst` whose copy
@@ -992,4 +992,57 @@ fn a_sender_reads_kept_items_of_an_independent_receiver() {
         let said = "deleted 1, kept 2 not deleted: 1 xfer temporary, 1 for other reasons";
         assert!(stderr_of(&sent).contains(said), "{}", stderr_of(&sent));
     }
+}
+
+/// A new user's finding: a deletion the receiver could not make (a directory it
+/// may not write) left the mirror different from its source, yet both sides
+/// exited 0 and the summary said `ok`. Now both exit 7 (a local I/O error, as
+/// rsync exits 23), the entry is named, and the rest of the mirror is done.
+#[test]
+fn a_deletion_that_fails_fails_the_run_on_both_sides() {
+    let root = tempfile::tempdir().unwrap();
+    fs::set_permissions(
+        root.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let tree = root.path().join("src/tree");
+    fs::create_dir_all(tree.join("ro")).unwrap();
+    fs::write(tree.join("a"), b"a\n").unwrap();
+    let dst = root.path().join("dst");
+    // The receiver's own directory; `tree/ro` in it is root's, and holds a file
+    // the source no longer has.
+    fs::create_dir_all(dst.join("tree/ro")).unwrap();
+    fs::write(dst.join("tree/ro/gone"), b"gone\n").unwrap();
+    fs::write(dst.join("tree/stale"), b"stale\n").unwrap();
+    for dir in [&dst, &dst.join("tree")] {
+        std::os::unix::fs::lchown(dir, Some(65534), Some(65534)).unwrap();
+    }
+    // Made well before the session (a mirror spares what changed since it began).
+    std::thread::sleep(Duration::from_millis(100));
+    let mut command = crate::util::xfer();
+    command
+        .args(["recv", "--listen", "127.0.0.1:0", "--overwrite", "--dir"])
+        .arg(&dst)
+        .env("XFER_KEY", KEY);
+    let Some(command) = crate::util::as_nobody(command) else {
+        eprintln!("SKIPPED: needs root and setpriv to run the receiver unprivileged");
+        return;
+    };
+    let mut receiver = Receiver::spawn(command);
+    let sent = send(&[&tree], receiver.port, KEY, &["--delete", "--json"]);
+    assert_eq!(code(&sent), 7, "{}", stderr_of(&sent));
+    assert!(
+        stderr_of(&sent).contains("1 entry could not be deleted"),
+        "{}",
+        stderr_of(&sent)
+    );
+    assert_eq!(summary_event(&sent)["ok"], false);
+    assert_eq!(receiver.exit_code(), 7, "{}", receiver.stderr());
+    assert!(dst.join("tree/ro/gone").exists(), "it could not go");
+    assert!(
+        !dst.join("tree/stale").exists(),
+        "the rest of the mirror was done"
+    );
+    assert_eq!(fs::read(dst.join("tree/a")).unwrap(), b"a\n");
 }
