@@ -164,9 +164,11 @@ impl Home {
         }
     }
 
-    /// `remove`: a file, a symlink-free empty directory; never the home itself.
-    /// Returns what it freed (for the user's quota).
-    pub(crate) fn remove(&self, path: &str) -> Result<Footprint, Refusal> {
+    /// `remove`: a file, a symlink-free empty directory, and with `links` (`meta`
+    /// in force, under which a home holds links) a symbolic link itself (removing
+    /// follows nothing); never the home itself. Returns what it freed (for the
+    /// user's quota: a link counts nothing).
+    pub(crate) fn remove(&self, path: &str, links: bool) -> Result<Footprint, Refusal> {
         if path.is_empty() {
             return Err(Refusal::new(
                 ErrorCode::BadPath,
@@ -184,6 +186,7 @@ impl Home {
                 },
             ),
             FileType::Directory => (AtFlags::REMOVEDIR, Footprint::default()),
+            FileType::Symlink if links => (AtFlags::empty(), Footprint::default()),
             other => return Err(denied_kind(path, other)),
         };
         match rustix::fs::unlinkat(&parent, name.as_str(), flags) {
@@ -200,8 +203,9 @@ impl Home {
         }
     }
 
-    /// `rename`: a file or directory to a name that does not exist, within the home.
-    pub(crate) fn rename(&self, from: &str, to: &str) -> Result<(), Refusal> {
+    /// `rename`: a file or directory, and with `links` (as for [`Home::remove`]) a
+    /// symbolic link itself, to a name that does not exist, within the home.
+    pub(crate) fn rename(&self, from: &str, to: &str, links: bool) -> Result<(), Refusal> {
         if from.is_empty() || to.is_empty() {
             return Err(Refusal::new(
                 ErrorCode::BadPath,
@@ -220,6 +224,7 @@ impl Home {
         match stat.map(|stat| kind(&stat)) {
             None => return Err(not_found(from)),
             Some(FileType::RegularFile | FileType::Directory) => {}
+            Some(FileType::Symlink) if links => {}
             Some(other) => return Err(denied_kind(from, other)),
         }
         let (to_dir, to_name, existing) = self.resolve(to)?;
@@ -758,12 +763,17 @@ mod tests {
         std::os::unix::fs::symlink("/etc", dir.path().join("link")).unwrap();
 
         // Anything: a parent that is missing or not a directory.
-        assert_eq!(code(home.remove("nope/x")), ErrorCode::NotFound);
-        assert_eq!(code(home.remove("f/x")), ErrorCode::NotFound);
-        assert_eq!(code(home.remove("link/passwd")), ErrorCode::NotFound);
+        assert_eq!(code(home.remove("nope/x", false)), ErrorCode::NotFound);
+        assert_eq!(code(home.remove("f/x", false)), ErrorCode::NotFound);
+        assert_eq!(code(home.remove("link/passwd", false)), ErrorCode::NotFound);
         // get/remove of a symlink: denied.
         assert_eq!(code(home.fetch(&["link".into()])), ErrorCode::Denied);
-        assert_eq!(code(home.remove("link")), ErrorCode::Denied);
+        assert_eq!(code(home.remove("link", false)), ErrorCode::Denied);
+        // Under `meta` a link itself may be renamed and removed, never followed.
+        home.rename("link", "moved", true).unwrap();
+        assert_eq!(home.remove("moved", true).unwrap(), Footprint::default());
+        assert!(std::path::Path::new("/etc/passwd").exists());
+        std::os::unix::fs::symlink("/etc", dir.path().join("link")).unwrap();
         // get: two paths with one last component, or none.
         assert_eq!(
             code(home.fetch(&["f".into(), "d/f".into()])),
@@ -781,20 +791,29 @@ mod tests {
         assert_eq!(code(home.mkdir("f/sub")), ErrorCode::Exists);
         assert_eq!(code(home.mkdir("link/sub")), ErrorCode::Exists);
         // remove: non-empty dir denied; the home bad_path.
-        assert_eq!(code(home.remove("d")), ErrorCode::Denied);
-        assert_eq!(code(home.remove("")), ErrorCode::BadPath);
-        assert_eq!(home.remove("d/new/deeper").unwrap(), Footprint::default());
+        assert_eq!(code(home.remove("d", false)), ErrorCode::Denied);
+        assert_eq!(code(home.remove("", false)), ErrorCode::BadPath);
+        assert_eq!(
+            home.remove("d/new/deeper", false).unwrap(),
+            Footprint::default()
+        );
         // rename: names first, then the disk.
-        assert_eq!(code(home.rename("", "x")), ErrorCode::BadPath);
-        assert_eq!(code(home.rename("d", "d/e/inside")), ErrorCode::BadPath);
-        assert_eq!(code(home.rename("missing", "x")), ErrorCode::NotFound);
-        assert_eq!(code(home.rename("link", "x")), ErrorCode::Denied);
-        assert_eq!(code(home.rename("f", "d")), ErrorCode::Exists);
-        home.rename("f", "d/e/g").unwrap();
+        assert_eq!(code(home.rename("", "x", false)), ErrorCode::BadPath);
+        assert_eq!(
+            code(home.rename("d", "d/e/inside", false)),
+            ErrorCode::BadPath
+        );
+        assert_eq!(
+            code(home.rename("missing", "x", false)),
+            ErrorCode::NotFound
+        );
+        assert_eq!(code(home.rename("link", "x", false)), ErrorCode::Denied);
+        assert_eq!(code(home.rename("f", "d", false)), ErrorCode::Exists);
+        home.rename("f", "d/e/g", false).unwrap();
         assert_eq!(std::fs::read(dir.path().join("d/e/g")).unwrap(), b"file");
         // Escapes are bad paths.
-        assert_eq!(code(home.remove("../x")), ErrorCode::BadPath);
-        assert_eq!(code(home.remove("/etc/passwd")), ErrorCode::BadPath);
+        assert_eq!(code(home.remove("../x", false)), ErrorCode::BadPath);
+        assert_eq!(code(home.remove("/etc/passwd", false)), ErrorCode::BadPath);
     }
 
     #[test]

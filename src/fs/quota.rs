@@ -40,24 +40,29 @@ impl Ledger {
 
     /// `remove` in `home`: `busy` while a session writes the path or beneath it;
     /// what left the disk is given back, under the lock.
-    pub(crate) fn remove(&self, home: &Home, path: &str) -> Result<(), Refusal> {
+    pub(crate) fn remove(&self, home: &Home, path: &str, links: bool) -> Result<(), Refusal> {
         let mut books = self.books();
         books.unclaimed(path)?;
-        let freed = home.remove(path)?;
+        let freed = home.remove(path, links)?;
         books.shrank(freed.bytes, freed.files);
         Ok(())
     }
 
     /// `rename` in `home`: `busy` while a session writes either path (or beneath or
     /// above it).
-    pub(crate) fn rename(&self, home: &Home, from: &str, to: &str) -> Result<(), Refusal> {
+    pub(crate) fn rename(
+        &self,
+        home: &Home,
+        (from, to): (&str, &str),
+        links: bool,
+    ) -> Result<(), Refusal> {
         let books = self.books();
         books.unclaimed(from)?;
         books.unclaimed(to)?;
         // What moves keeps its depth below the new name.
         let below = home.height(from);
         deep_enough(&vec![""; below], to)?;
-        home.rename(from, to)
+        home.rename(from, to, links)
     }
 
     /// Removes partials and temporaries of `home` last modified before `cutoff`

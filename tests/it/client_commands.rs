@@ -700,14 +700,29 @@ fn rm_r_removes_a_tree_one_entry_at_a_time_and_gives_the_room_back() {
     assert!(names_in(&home).is_empty(), "{:?}", names_in(&home));
     assert!(stderr_of(&output).contains("the home itself cannot be removed"));
     assert_eq!(usage("at last"), (0, 0));
-    // A link inside is never followed; the server removes none, so it stops rm -r.
+    // A link inside is removed itself, never followed (a new user could upload
+    // links and not remove them); mv moves one, itself.
     let outside = site.local("outside/keep.txt", b"kept");
     fs::create_dir_all(home.join("t")).unwrap();
     std::os::unix::fs::symlink(outside.parent().unwrap(), home.join("t/link")).unwrap();
+    std::os::unix::fs::symlink(outside.parent().unwrap(), home.join("t/other")).unwrap();
+    let mv = client(
+        &site,
+        "alice",
+        &["mv", &server.at("t/other"), &server.at("moved")],
+    );
+    expect_exit(&mv, 0, "mv of a link");
+    assert_eq!(
+        fs::read_link(home.join("moved")).unwrap(),
+        outside.parent().unwrap()
+    );
+    let rm = client(&site, "alice", &["rm", &server.at("moved")]);
+    expect_exit(&rm, 0, "rm of a link");
     let rm = client(&site, "alice", &["rm", "-r", &server.at("t")]);
-    expect_refused(&rm, "denied", "rm -r of a directory holding a link");
-    assert!(stderr_of(&rm).contains("t/link"), "{}", stderr_of(&rm));
+    expect_exit(&rm, 0, "rm -r of a directory holding a link");
+    assert!(names_in(&home).is_empty(), "{:?}", names_in(&home));
     assert_eq!(fs::read(&outside).unwrap(), b"kept");
+    assert_eq!(usage("after the links"), (0, 0));
 }
 
 #[test]

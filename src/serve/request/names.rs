@@ -11,6 +11,7 @@ use crate::fs::Refusal;
 use crate::fs::path::check_request_path;
 use crate::net::TcpConnection;
 use crate::proto::message::ErrorCode;
+use crate::proto::negotiated::Feature;
 
 /// The path's form, before anything else is looked at.
 fn well_formed(path: &str) -> Result<(), Refusal> {
@@ -64,7 +65,10 @@ pub(crate) fn remove(context: &Context<'_>, conn: &mut TcpConnection, path: &str
     let done = home
         .and_then(|()| well_formed(path))
         .and_then(|()| writable(context, "remove"))
-        .and_then(|()| context.ledger.remove(&context.home, path));
+        .and_then(|()| {
+            let links = conn.negotiated.has(Feature::Meta);
+            context.ledger.remove(&context.home, path, links)
+        });
     answer(context, conn, format!("remove {}", escape(path)), done)
 }
 
@@ -89,7 +93,10 @@ pub(crate) fn rename(
     };
     let done = names
         .and_then(|()| writable(context, "rename"))
-        .and_then(|()| context.ledger.rename(&context.home, from, to));
+        .and_then(|()| {
+            let links = conn.negotiated.has(Feature::Meta);
+            context.ledger.rename(&context.home, (from, to), links)
+        });
     let action = format!("rename {} {}", escape(from), escape(to));
     answer(context, conn, action, done)
 }
