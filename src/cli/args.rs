@@ -235,8 +235,8 @@ pub(crate) struct OutputArgs {
 /// `get --delete`, in place of the text `send` shows.
 const GET_DELETE: &str = "Mirror: after the tree arrived and verified, remove what the local \
      copies of the directories downloaded hold and the server's do not (never what a filter \
-     excludes), and let a file or link replace a local directory holding entries, which go \
-     with it; implies -f. Needs a server with the feature `mirror`";
+     excludes), and let a file, link or special file replace a local directory holding \
+     entries, which go with it; implies -f. Needs a server with the feature `mirror`";
 
 /// `get --delete-excluded`: this side decides, whatever the server knows.
 const GET_DELETE_EXCLUDED: &str = "With --delete: also delete in the local directory what the \
@@ -248,8 +248,8 @@ const GET_DELETE_EXCLUDED: &str = "With --delete: also delete in the local direc
 pub(crate) struct MirrorArgs {
     /// Mirror: after the tree arrived and verified, remove what the receiver's
     /// copies of the directories sent hold and the sender's do not (never what a
-    /// filter excludes), and let a file or link replace a directory holding
-    /// entries, which go with it. A plain receiver allows it only with `recv --overwrite`;
+    /// filter excludes), and let a file, link or special file replace a directory
+    /// holding entries, which go with it. A plain receiver allows it only with `recv --overwrite`;
     /// into a server it implies -f. Needs a peer with the feature `mirror`
     #[arg(long)]
     pub(crate) delete: bool,
@@ -446,7 +446,7 @@ pub(crate) struct RecvArgs {
     /// Replace existing files that differ (atomically: readers see the old or the new
     /// file, never a mix; one of the offered size and modification time is `same` and
     /// stays, as rsync's quick check), and mirror a change of type: a directory replaces
-    /// a file or link, a file or link replaces an empty directory (or with the sender's
+    /// a file, link or special file, and one of those an empty directory (or with the sender's
     /// --delete one holding entries, which go with it)
     #[arg(long)]
     pub(crate) overwrite: bool,
@@ -560,7 +560,7 @@ pub(crate) struct GetArgs {
     pub(crate) operands: Vec<String>,
 
     /// Replace local files that exist, and mirror a change of type (a directory
-    /// replaces a file or link; a file or link an empty directory, or with --delete
+    /// replaces a file, link or special file; one of those an empty directory, or with --delete
     /// one holding entries)
     #[arg(long, short = 'f')]
     pub(crate) overwrite: bool,

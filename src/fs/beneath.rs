@@ -163,32 +163,166 @@ pub(crate) fn explain(parent: &OwnedFd, component: &[u8], shown: &str, err: Errn
     }
 }
 
+/// Why [`rename_over_dir`] did not put the entry in the directory's place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum NotOver {
+    /// Nothing changed: the name holds the directory, and `temp` the entry.
+    Failed(Errno),
+    /// The directory was written into meanwhile (its removal failed with the
+    /// error) and the exchange back failed too: the entry holds the name, and the
+    /// directory, whole, is under `temp` (the caller says so, and leaves it).
+    Stranded(Errno),
+}
+
+impl From<Errno> for NotOver {
+    fn from(err: Errno) -> Self {
+        NotOver::Failed(err)
+    }
+}
+
 /// Renames `temp` over `name`, a directory emptied first (`TargetDir::clear`): the two
 /// are exchanged in one step (`RENAME_EXCHANGE`), so that the name holds the old
 /// directory or the new entry at every moment, a crash included, and the
 /// directory, now under `temp`, is removed; one that is not empty any more (a
-/// session wrote into it meanwhile) is exchanged back, and the error returned. On
-/// a filesystem without the exchange the directory is removed, then the name
-/// given: a crash between the two leaves neither (a cut session cannot come
-/// between them).
-pub(crate) fn rename_over_dir(dir: &OwnedFd, temp: &str, name: &[u8]) -> Result<(), Errno> {
+/// session wrote into it meanwhile) is exchanged back, and the error returned
+/// (where that fails too, [`NotOver::Stranded`]). On a filesystem without the
+/// exchange the directory is removed, then the name given: a crash between the
+/// two leaves neither (a cut session cannot come between them).
+pub(crate) fn rename_over_dir(dir: &OwnedFd, temp: &str, name: &[u8]) -> Result<(), NotOver> {
     match rustix::fs::renameat_with(dir, temp, dir, name, RenameFlags::EXCHANGE) {
         Ok(()) => match rustix::fs::unlinkat(dir, temp, AtFlags::REMOVEDIR) {
-            Ok(()) => Ok(()),
-            Err(err) => {
-                let _ = rustix::fs::renameat_with(dir, temp, dir, name, RenameFlags::EXCHANGE);
-                Err(err)
-            }
+            // Gone already: a receiver's sweep took the empty directory, whose time
+            // was old (an empty directory nobody touched), under its temporary name.
+            Ok(()) | Err(Errno::NOENT) => Ok(()),
+            Err(err) => match exchange_back(dir, temp, name) {
+                Ok(()) => Err(NotOver::Failed(err)),
+                Err(_) => Err(NotOver::Stranded(err)),
+            },
         },
         // The directory went meanwhile: the name is free.
-        Err(Errno::NOENT) => {
-            rustix::fs::renameat_with(dir, temp, dir, name, RenameFlags::NOREPLACE)
-        }
+        Err(Errno::NOENT) => Ok(rustix::fs::renameat_with(
+            dir,
+            temp,
+            dir,
+            name,
+            RenameFlags::NOREPLACE,
+        )?),
         Err(Errno::INVAL | Errno::NOSYS | Errno::OPNOTSUPP) => {
             rustix::fs::unlinkat(dir, name, AtFlags::REMOVEDIR)?;
-            rustix::fs::renameat(dir, temp, dir, name)
+            Ok(rustix::fs::renameat(dir, temp, dir, name)?)
         }
-        Err(err) => Err(err),
+        Err(err) => Err(NotOver::Failed(err)),
+    }
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Makes the next exchange back fail, as a test asks.
+    static FAIL_EXCHANGE_BACK: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// The exchange that gives a directory written into meanwhile its name back.
+fn exchange_back(dir: &OwnedFd, temp: &str, name: &[u8]) -> Result<(), Errno> {
+    #[cfg(test)]
+    if FAIL_EXCHANGE_BACK.with(|fail| fail.replace(false)) {
+        return Err(Errno::IO);
+    }
+    rustix::fs::renameat_with(dir, temp, dir, name, RenameFlags::EXCHANGE)
+}
+
+/// How a directory [`NotOver::Stranded`] is reported, for the entry `path` whose
+/// temporary was `temp`: where the directory is now, and what to do.
+pub(crate) fn stranded(path: &str, temp: &str, err: Errno) -> Refusal {
+    let parent = path.rsplit_once('/').map_or("", |(parent, _)| parent);
+    let now_at = if parent.is_empty() {
+        temp.to_string()
+    } else {
+        format!("{parent}/{temp}")
+    };
+    Refusal::new(
+        ErrorCode::Io,
+        format!(
+            "{}: a session wrote into the directory of that name while it was replaced \
+             ({}), and it could not be given its name back: the received entry holds the \
+             name, and the directory, with all it holds, is now at {} (move it back; it is \
+             swept as a temporary once all of it is older than --keep-partial)",
+            escape(path),
+            std::io::Error::from(err),
+            escape(&now_at)
+        ),
+    )
+}
+
+/// What a sweep removed: regular files (their bytes) and other entries.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Swept {
+    pub(crate) bytes: u64,
+    pub(crate) files: u64,
+    pub(crate) others: u64,
+}
+
+/// Removes the directory `name` inside `parent`, a temporary name only xfer gives
+/// (a directory left under it by a crash between the exchange and the removal of
+/// [`rename_over_dir`]), with all it holds, when it and everything in it was last
+/// modified before `cutoff` (seconds since the epoch) and `may` lets each regular
+/// file go (a server spares those a session has open): links are removed, never
+/// followed, and nothing deeper than [`MAX_DEPTH`] is entered (`depth`: the
+/// directory's, below the walk's root). What is newer stays, and so does the
+/// directory, for a later sweep. Adds what went to `swept`.
+pub(crate) fn remove_stale_dir(
+    (parent, name, depth): (&OwnedFd, &std::ffi::CStr, usize),
+    cutoff: i64,
+    may: &mut dyn FnMut(&Stat) -> bool,
+    swept: &mut Swept,
+) {
+    fn empty(
+        dir: &OwnedFd,
+        cutoff: i64,
+        may: &mut dyn FnMut(&Stat) -> bool,
+        swept: &mut Swept,
+        depth: usize,
+    ) -> bool {
+        let mut all = true;
+        for (name, stat) in children(dir) {
+            let went = stat.st_mtime < cutoff
+                && match kind(&stat) {
+                    FileType::Directory => {
+                        depth < MAX_DEPTH
+                            && open_dir(dir, name.as_c_str())
+                                .is_ok_and(|child| empty(&child, cutoff, may, swept, depth + 1))
+                            && rustix::fs::unlinkat(dir, name.as_c_str(), AtFlags::REMOVEDIR)
+                                .is_ok()
+                    }
+                    FileType::RegularFile => {
+                        may(&stat)
+                            && rustix::fs::unlinkat(dir, name.as_c_str(), AtFlags::empty()).is_ok()
+                    }
+                    _ => rustix::fs::unlinkat(dir, name.as_c_str(), AtFlags::empty()).is_ok(),
+                };
+            match (went, kind(&stat)) {
+                (false, _) => all = false,
+                (true, FileType::RegularFile) => {
+                    swept.bytes += stat.st_size as u64;
+                    swept.files += 1;
+                }
+                (true, _) => swept.others += 1,
+            }
+        }
+        all
+    }
+    let Ok(Some(stat)) = self::stat(parent, name) else {
+        return;
+    };
+    if kind(&stat) != FileType::Directory || stat.st_mtime >= cutoff {
+        return;
+    }
+    let Ok(dir) = open_dir(parent, name) else {
+        return;
+    };
+    if empty(&dir, cutoff, may, swept, depth + 1)
+        && rustix::fs::unlinkat(parent, name, AtFlags::REMOVEDIR).is_ok()
+    {
+        swept.others += 1;
     }
 }
 
@@ -266,7 +400,10 @@ mod tests {
         std::fs::create_dir(dir.path().join("full")).unwrap();
         std::fs::write(dir.path().join("full/late"), b"late").unwrap();
         std::fs::write(dir.path().join("temp"), b"new").unwrap();
-        assert_eq!(rename_over_dir(&fd, "temp", b"full"), Err(Errno::NOTEMPTY));
+        assert_eq!(
+            rename_over_dir(&fd, "temp", b"full"),
+            Err(NotOver::Failed(Errno::NOTEMPTY))
+        );
         assert_eq!(
             std::fs::read(dir.path().join("full/late")).unwrap(),
             b"late"
@@ -276,5 +413,54 @@ mod tests {
         // The directory went meanwhile: the name is simply given.
         rename_over_dir(&fd, "temp", b"gone").unwrap();
         assert_eq!(std::fs::read(dir.path().join("gone")).unwrap(), b"new");
+
+        // The exchange back fails: the directory is found, whole, under the temporary
+        // name, and the report says so.
+        std::fs::write(dir.path().join("temp"), b"new").unwrap();
+        FAIL_EXCHANGE_BACK.with(|fail| fail.set(true));
+        let result = rename_over_dir(&fd, "temp", b"full");
+        assert_eq!(result, Err(NotOver::Stranded(Errno::NOTEMPTY)));
+        assert_eq!(std::fs::read(dir.path().join("full")).unwrap(), b"new");
+        assert_eq!(
+            std::fs::read(dir.path().join("temp/late")).unwrap(),
+            b"late"
+        );
+        let said = stranded("d/full", ".xfer-00.part", Errno::NOTEMPTY).message;
+        assert!(
+            said.contains("is now at d/.xfer-00.part (move it back"),
+            "{said}"
+        );
+    }
+
+    #[test]
+    fn a_stale_directory_goes_with_all_it_holds_and_a_fresh_entry_keeps_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("precious"), b"p").unwrap();
+        let stale = dir.path().join("stale");
+        std::fs::create_dir_all(stale.join("deeper")).unwrap();
+        std::fs::write(stale.join("deeper/o"), b"four").unwrap();
+        std::os::unix::fs::symlink(outside.path(), stale.join("link")).unwrap();
+        let fd = opened(dir.path());
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        let mut swept = Swept::default();
+        // Everything is newer than a cutoff an hour ago: nothing goes.
+        remove_stale_dir((&fd, c"stale", 0), now - 3600, &mut |_| true, &mut swept);
+        assert_eq!(swept, Swept::default());
+        assert!(stale.join("deeper/o").exists());
+        // A file a server holds open keeps it, and the directories above it.
+        remove_stale_dir((&fd, c"stale", 0), now + 10, &mut |_| false, &mut swept);
+        assert!(stale.join("deeper/o").exists());
+        assert!(!stale.join("link").exists(), "the link itself went");
+        remove_stale_dir((&fd, c"stale", 0), now + 10, &mut |_| true, &mut swept);
+        assert!(!stale.exists());
+        assert_eq!((swept.bytes, swept.files, swept.others), (4, 1, 3));
+        assert_eq!(
+            std::fs::read(outside.path().join("precious")).unwrap(),
+            b"p"
+        );
     }
 }

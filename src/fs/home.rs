@@ -493,6 +493,14 @@ fn sweep(
 ) {
     for (name, stat) in beneath::children(&dir) {
         match kind(&stat) {
+            // Left by a crash in the middle of a change of type: see `beneath`.
+            FileType::Directory if is_reserved_bytes(name.to_bytes()) => {
+                let mut swept = beneath::Swept::default();
+                let mut may_go = |stat: &rustix::fs::Stat| may((stat.st_dev, stat.st_ino));
+                beneath::remove_stale_dir((&dir, &name, depth), cutoff, &mut may_go, &mut swept);
+                removed.bytes += swept.bytes;
+                removed.files += swept.files;
+            }
             FileType::Directory => {
                 if let Some(child) = descend(&dir, &name, depth) {
                     sweep(child, cutoff, may, removed, depth + 1);

@@ -30,6 +30,21 @@ pub(crate) struct Tally {
     said: Mutex<Vec<Said>>,
 }
 
+/// Whether `beneath` (a failure of an entry beneath the one that failed with
+/// `above`) says the same: the same words, or those of `above` without the hint in
+/// parentheses that only the entry itself carries (`(... --overwrite replaces
+/// files)`).
+fn same_reason(above: &str, beneath: &str) -> bool {
+    above == beneath
+        || above.match_indices(" (").any(|(at, _)| {
+            let (head, tail) = beneath.split_at_checked(at).unwrap_or(("", ""));
+            head == &above[..at]
+                && above.len() > beneath.len()
+                && above.ends_with(tail)
+                && above[..above.len() - tail.len()].ends_with(')')
+        })
+}
+
 /// A failure said on its own line, and how many entries beneath it failed for the
 /// same reason since.
 struct Said {
@@ -136,21 +151,23 @@ impl Tally {
             .position(|above| !is_beneath(path, &above.path))
             .map_or_else(Vec::new, |at| said.split_off(at));
         let repeated = match outcome {
-            FileOutcome::Failed { why, .. } => match said.iter_mut().find(|a| a.why == *why) {
-                Some(above) => {
-                    above.beneath += 1;
-                    true
+            FileOutcome::Failed { why, .. } => {
+                match said.iter_mut().find(|a| same_reason(&a.why, why)) {
+                    Some(above) => {
+                        above.beneath += 1;
+                        true
+                    }
+                    None => {
+                        let (path, why) = (path.to_string(), why.clone());
+                        said.push(Said {
+                            path,
+                            why,
+                            beneath: 0,
+                        });
+                        false
+                    }
                 }
-                None => {
-                    let (path, why) = (path.to_string(), why.clone());
-                    said.push(Said {
-                        path,
-                        why,
-                        beneath: 0,
-                    });
-                    false
-                }
-            },
+            }
             _ => false,
         };
         drop(said);

@@ -178,3 +178,29 @@ fn the_completions_and_man_pages_install_as_written() {
             .exists()
     );
 }
+
+/// The README says which kinds replace a directory as the code does (PROTOCOL
+/// 17.3): files, links, special files and hard links, in the `--delete` row and in
+/// "Keeping a copy up to date" (`type_change.rs` tests each).
+#[test]
+fn the_readme_names_every_kind_that_replaces_a_directory() {
+    let readme = readme();
+    let delete_row = readme
+        .lines()
+        .find(|line| line.starts_with("| `--delete` |"))
+        .expect("the --delete row");
+    assert!(
+        delete_row.contains("a file, link, special file or hard link and the receiver a directory"),
+        "{delete_row}"
+    );
+    let keeping = readme
+        .split("## Keeping a copy up to date")
+        .nth(1)
+        .expect("the section");
+    assert!(
+        keeping.contains(
+            "- a file, link, special file or hard link where the receiver holds a directory"
+        ),
+        "the section names every kind"
+    );
+}

@@ -1,9 +1,11 @@
 //! A change of type on the receiving side, mirrored as `rsync -a` mirrors it: where
 //! the receiver replaces files, a directory takes the place of a file, a link or a
-//! special file, and a file or link takes the place of a directory that is empty,
-//! or with `--delete` of one whose entries `--delete` would remove (a filter's
-//! exclusion keeps them, and the directory); a link planted inside leads nowhere;
-//! without the permission nothing changes; a dry run changes nothing.
+//! special file, and a file, link, special file or hard link takes the place of a
+//! directory that is empty, or with `--delete` of one whose entries `--delete`
+//! would remove (a filter's exclusion keeps them, and the directory; on a server,
+//! another upload's claim beneath it makes it `busy`); a link planted inside leads
+//! nowhere; without the permission nothing changes; a dry run changes nothing and
+//! predicts what the real run does.
 
 use std::fs;
 use std::os::unix::fs::symlink;
@@ -480,15 +482,345 @@ fn a_directory_another_session_writes_into_stays() {
         "alice",
         &["send", local.to_str().unwrap(), &server.at("/"), "--delete"],
     );
-    assert_eq!(code(&put), 6, "{}", stderr_of(&put));
+    // `busy` (exit 3: try again later), as the ledger's rule says.
+    assert_eq!(code(&put), 3, "{}", stderr_of(&put));
     let err = stderr_of(&put);
     assert!(
-        err.contains("tree/x: the directory of that name holds tree/x/"),
+        err.contains("tree/x: tree/x/busy is being written by a session"),
         "{err}"
     );
-    assert!(err.contains("which --delete keeps ("), "{err}");
     assert!(home.join("tree/x").is_dir());
     let answer = finish_put(&mut writer, 0, "tree/x/busy", &new, 100_000);
     assert_eq!(answer["type"], "ok", "{answer}");
     assert_eq!(fs::read(home.join("tree/x/busy")).unwrap(), new);
+}
+
+/// A put planned into an empty directory (its data not sent yet) holds a claim
+/// beneath it: a change of type by another session is `busy` and the directory
+/// stays, and the first put's file arrives.
+#[test]
+fn a_directory_with_a_claim_beneath_it_is_not_replaced() {
+    use crate::util::pattern;
+    use crate::util::peer::SendEntry;
+    use crate::util::site::{finish_put, send_part, start_put};
+    let site = Site::new();
+    site.users(&[("alice", "")]);
+    let home = site.home("alice");
+    fs::create_dir_all(home.join("tree/x")).unwrap();
+    let local = site.path().join("tree");
+    fs::create_dir_all(&local).unwrap();
+    fs::write(local.join("x"), b"x is a file now\n").unwrap();
+    let server = site.serve(&[]);
+    settle();
+    let mut writer = server.login("alice");
+    let new = pattern(300_000, 5);
+    let entries = [SendEntry::file("tree/x/new", new.clone())];
+    let plan = start_put(&mut writer, "", true, &entries);
+    assert_eq!(plan[0]["action"], "send", "{plan:?}");
+    let put = client(
+        &site,
+        "alice",
+        &["send", local.to_str().unwrap(), &server.at("/"), "--delete"],
+    );
+    assert_eq!(code(&put), 3, "{}", stderr_of(&put));
+    let err = stderr_of(&put);
+    assert!(
+        err.contains("tree/x: tree/x/new is being written by a session"),
+        "{err}"
+    );
+    assert!(home.join("tree/x").is_dir());
+    send_part(&mut writer, 0, &new, 0, 0);
+    let answer = finish_put(&mut writer, 0, "tree/x/new", &new, 0);
+    assert_eq!(answer["type"], "ok", "{answer}");
+    assert_eq!(fs::read(home.join("tree/x/new")).unwrap(), new);
+}
+
+/// The parent of a directory a file replaces is renamed, and another directory put
+/// in its place, while the file arrives: the file's own directory is emptied and
+/// replaced, and the other directory's entries are untouched.
+#[test]
+fn a_parent_swapped_during_the_transfer_does_not_lose_the_other_directory() {
+    use crate::util::relay::{Faults, Relay};
+    use crate::util::{KEY, Receiver, send};
+    use std::time::{Duration, Instant};
+    let root = tempfile::tempdir().unwrap();
+    fs::create_dir_all(root.path().join("src/tree/p")).unwrap();
+    fs::write(root.path().join("src/tree/p/x"), vec![9u8; 2_000_000]).unwrap();
+    fs::create_dir_all(root.path().join("dst/tree/p/x")).unwrap();
+    fs::write(root.path().join("dst/tree/p/x/old"), b"old\n").unwrap();
+    // The other directory, made before the session: older than it.
+    fs::create_dir_all(root.path().join("dst/other/x")).unwrap();
+    fs::write(root.path().join("dst/other/x/precious"), b"keep me\n").unwrap();
+    settle();
+    let mut receiver = Receiver::start(&root.path().join("dst"), Some(KEY), &["--overwrite"]);
+    let relay = Relay::start(
+        receiver.port,
+        Faults {
+            throttle: Some(1_000_000),
+            ..Faults::default()
+        },
+    );
+    let port = relay.port;
+    let src = root.path().join("src/tree");
+    let sender = std::thread::spawn(move || send(&[&src], port, KEY, &["--delete"]));
+    // Once data flows, the part file is open in `tree/p`.
+    let started = Instant::now();
+    while relay.forwarded() < 400_000 {
+        assert!(started.elapsed() < Duration::from_secs(20), "no data came");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let dst = root.path().join("dst");
+    fs::rename(dst.join("tree/p"), dst.join("p-old")).unwrap();
+    fs::rename(dst.join("other"), dst.join("tree/p")).unwrap();
+    let sent = sender.join().unwrap();
+    let recv_code = receiver.exit_code();
+    assert_eq!(
+        fs::read(dst.join("tree/p/x/precious")).unwrap(),
+        b"keep me\n"
+    );
+    assert_eq!(fs::read(dst.join("p-old/x")).unwrap().len(), 2_000_000);
+    assert_eq!(code(&sent), 0, "{}", stderr_of(&sent));
+    assert_eq!(recv_code, 0, "{}", receiver.stderr());
+}
+
+/// A directory under a temporary name, as a crash between the exchange and the
+/// removal of a change of type leaves it, two hours old: the sweep removes it with
+/// what it holds (a link itself, never what it leads to); a fresh one stays.
+#[test]
+fn a_directory_a_crash_left_under_a_temporary_name_is_swept_once_stale() {
+    use crate::util::tree::set_mtime;
+    use crate::util::{KEY, Receiver};
+    use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+    let out = tempfile::tempdir().unwrap();
+    let outside = tempfile::tempdir().unwrap();
+    fs::write(outside.path().join("precious"), b"keep me\n").unwrap();
+    let old = out.path().join("tree/.xfer-0123456789abcdef.part");
+    fs::create_dir_all(old.join("deeper")).unwrap();
+    fs::write(old.join("deeper/o"), b"o\n").unwrap();
+    symlink(outside.path(), old.join("to-outside")).unwrap();
+    let two_hours_ago = SystemTime::now() - Duration::from_secs(7200);
+    let seconds = two_hours_ago.duration_since(UNIX_EPOCH).unwrap().as_secs() as i64;
+    for path in [old.join("deeper/o"), old.join("deeper")] {
+        set_mtime(&path, seconds, 0);
+    }
+    // The link's own time (`touch -h`), then the directory's.
+    let touched = std::process::Command::new("touch")
+        .args(["-h", "-d", &format!("@{seconds}")])
+        .arg(old.join("to-outside"))
+        .status()
+        .unwrap();
+    assert!(touched.success());
+    set_mtime(&old, seconds, 0);
+    let fresh = out.path().join("tree/.xfer-fedcba9876543210.part");
+    fs::create_dir_all(&fresh).unwrap();
+    let receiver = Receiver::start(out.path(), Some(KEY), &["--keep-partial", "1"]);
+    let started = Instant::now();
+    while old.exists() && started.elapsed() < Duration::from_secs(20) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(!old.exists(), "{}", receiver.stderr());
+    assert!(fresh.is_dir());
+    assert_eq!(
+        fs::read(outside.path().join("precious")).unwrap(),
+        b"keep me\n"
+    );
+}
+
+/// A dry run of a change of type that the real run refuses (a filter keeps an entry
+/// of the directory) refuses it too, and predicts no deletion beneath it.
+#[test]
+fn a_dry_run_refused_change_of_type_predicts_no_deletion() {
+    let root = tempfile::tempdir().unwrap();
+    source(root.path());
+    other_types(root.path(), &["a", "b.tmp"]);
+    let before = snapshot(&root.path().join("dst"));
+    for dry in [&["-n"][..], &[]] {
+        let mut args = vec!["--delete", "--exclude", "*.tmp"];
+        args.extend_from_slice(dry);
+        let (sent, _, recv_err) = mirror(root.path(), &["--overwrite"], &args);
+        assert_eq!(code(&sent), 6, "{}", stderr_of(&sent));
+        let err = stderr_of(&sent);
+        assert!(
+            err.contains(
+                "tree/x: the directory of that name holds tree/x/b.tmp, which --delete keeps"
+            ),
+            "{err}"
+        );
+        assert!(!lines(&sent).contains("tree/x/a"), "{}", lines(&sent));
+        assert!(!err.contains("would delete 1"), "{err}");
+        assert!(!recv_err.contains("would delete 1"), "{recv_err}");
+        assert_eq!(
+            before_of(&snapshot(&root.path().join("dst")), "tree/x/"),
+            before_of(&before, "tree/x/")
+        );
+    }
+}
+
+/// A directory of 600 KB becomes a 500 KB file on a server with a 1 MiB quota: the
+/// room its contents free is counted (they go before the file is written), so the
+/// dry run and the real run both accept it and the home's count stays right.
+#[test]
+fn a_file_replacing_a_directory_may_use_the_room_its_contents_free() {
+    const QUOTA: u64 = 1 << 20;
+    let site = Site::new();
+    site.users(&[("alice", &format!("quota = {QUOTA}"))]);
+    let home = site.home("alice");
+    fs::create_dir_all(home.join("tree/x")).unwrap();
+    fs::write(home.join("tree/x/big"), vec![7u8; 600_000]).unwrap();
+    let local = site.path().join("tree");
+    fs::create_dir_all(&local).unwrap();
+    fs::write(local.join("x"), vec![1u8; 500_000]).unwrap();
+    let server = site.serve(&[]);
+    settle();
+    let tree = local.to_str().unwrap();
+    let to = server.at("/");
+    let before = snapshot(&home);
+    let dry = client(&site, "alice", &["send", tree, &to, "-f", "--delete", "-n"]);
+    assert_eq!(code(&dry), 0, "{}", stderr_of(&dry));
+    assert!(
+        lines(&dry).contains("deleted  tree/x/big\n"),
+        "{}",
+        lines(&dry)
+    );
+    assert_eq!(snapshot(&home), before, "a dry run changes nothing");
+    let put = client(&site, "alice", &["send", tree, &to, "-f", "--delete"]);
+    assert_eq!(code(&put), 0, "{}", stderr_of(&put));
+    assert_eq!(fs::read(home.join("tree/x")).unwrap(), vec![1u8; 500_000]);
+    check_home(&site, &server, "alice", QUOTA);
+}
+
+/// Without `--overwrite`, a file in place of an offered directory is refused with
+/// the hint, and the entries beneath it are folded into one line, on both sides.
+#[test]
+fn entries_beneath_a_file_in_the_way_fold_into_one_line() {
+    let root = tempfile::tempdir().unwrap();
+    source(root.path());
+    for name in ["g", "h"] {
+        fs::write(root.path().join("src/tree/d").join(name), b"more\n").unwrap();
+    }
+    other_types(root.path(), &[]);
+    let (sent, _, recv_err) = mirror(root.path(), &[], &[]);
+    assert_ne!(code(&sent), 0);
+    for err in [stderr_of(&sent), recv_err] {
+        assert!(
+            err.contains("tree/d: exists and is not a directory (") && err.contains("--overwrite"),
+            "{err}"
+        );
+        assert!(
+            err.contains("tree/d: and 3 entries beneath it, refused as it was"),
+            "{err}"
+        );
+        assert!(!err.contains("tree/d/f"), "{err}");
+    }
+}
+
+/// Without `--delete`, a directory holding only a temporary of xfer is refused
+/// saying so, without advising `--delete` (which keeps temporaries too).
+#[test]
+fn a_directory_holding_only_a_temporary_is_refused_without_advising_delete() {
+    let root = tempfile::tempdir().unwrap();
+    source(root.path());
+    other_types(root.path(), &[".xfer-0123456789abcdef.part"]);
+    let before = snapshot(&root.path().join("dst/tree/x"));
+    let (sent, _, _) = mirror(root.path(), &["--overwrite"], &[]);
+    assert_eq!(code(&sent), 6, "{}", stderr_of(&sent));
+    let err = stderr_of(&sent);
+    assert!(!err.contains("--delete replaces it"), "{err}");
+    assert!(
+        err.contains(
+            "tree/x: the directory of that name holds tree/x/.xfer-0123456789abcdef.part, \
+             which --delete keeps too (a temporary or partial file of xfer); not replaced"
+        ),
+        "{err}"
+    );
+    assert_eq!(snapshot(&root.path().join("dst/tree/x")), before);
+
+    // Beside other entries, deeper down: still not what --delete would replace.
+    fs::remove_file(root.path().join("dst/tree/x/.xfer-0123456789abcdef.part")).unwrap();
+    fs::write(root.path().join("dst/tree/x/a"), b"a\n").unwrap();
+    fs::create_dir(root.path().join("dst/tree/x/sub")).unwrap();
+    let partial = "dst/tree/x/sub/.xfer-00112233445566778899aabbccddeeff.partial";
+    fs::write(root.path().join(partial), b"p").unwrap();
+    let (sent, _, _) = mirror(root.path(), &["--overwrite"], &[]);
+    let err = stderr_of(&sent);
+    assert!(!err.contains("--delete replaces it"), "{err}");
+    assert!(
+        err.contains("holds tree/x/sub/.xfer-00112233445566778899aabbccddeeff.partial, which --delete keeps too"),
+        "{err}"
+    );
+}
+
+/// A special file and a hard link replace directories holding entries with
+/// `--delete`, as a file does (README, PROTOCOL 17.3).
+#[test]
+fn a_special_file_and_a_hard_link_replace_directories_holding_entries() {
+    use super::mirror_meta::mkfifo;
+    let root = tempfile::tempdir().unwrap();
+    let tree = root.path().join("src/tree");
+    fs::create_dir_all(&tree).unwrap();
+    fs::write(tree.join("f"), b"f\n").unwrap();
+    fs::hard_link(tree.join("f"), tree.join("g")).unwrap();
+    mkfifo(&tree.join("p"));
+    for name in ["g", "p"] {
+        let dir = root.path().join("dst/tree").join(name);
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(dir.join("inside"), b"old\n").unwrap();
+    }
+    settle();
+    let (sent, recv_code, recv_err) = mirror(
+        root.path(),
+        &["--overwrite"],
+        &["--delete", "--specials", "-i"],
+    );
+    assert_eq!(code(&sent), 0, "{}", stderr_of(&sent));
+    assert_eq!(recv_code, 0, "{recv_err}");
+    let copy = root.path().join("dst/tree");
+    let inode = |path: &Path| {
+        use std::os::unix::fs::MetadataExt;
+        fs::symlink_metadata(path).unwrap().ino()
+    };
+    assert_eq!(inode(&copy.join("f")), inode(&copy.join("g")));
+    use std::os::unix::fs::FileTypeExt;
+    assert!(
+        fs::symlink_metadata(copy.join("p"))
+            .unwrap()
+            .file_type()
+            .is_fifo()
+    );
+    let stdout = lines(&sent);
+    assert!(stdout.contains("deleted  tree/g/inside\n"), "{stdout}");
+    assert!(stdout.contains("deleted  tree/p/inside\n"), "{stdout}");
+}
+
+/// A file too large for the quota even once the directory it replaces is gone:
+/// the dry run refuses it as the real run does, predicts no deletion, and the real
+/// run removes nothing.
+#[test]
+fn a_change_of_type_the_quota_refuses_deletes_nothing_and_the_dry_run_says_so() {
+    const QUOTA: u64 = 1 << 20;
+    let site = Site::new();
+    site.users(&[("alice", &format!("quota = {QUOTA}"))]);
+    let home = site.home("alice");
+    fs::create_dir_all(home.join("tree/x")).unwrap();
+    fs::write(home.join("tree/x/small"), vec![7u8; 100_000]).unwrap();
+    let local = site.path().join("tree");
+    fs::create_dir_all(&local).unwrap();
+    fs::write(local.join("x"), vec![1u8; 2_000_000]).unwrap();
+    let server = site.serve(&[]);
+    settle();
+    let tree = local.to_str().unwrap();
+    let to = server.at("/");
+    let before = snapshot(&home);
+    for dry in [&["-n"][..], &[]] {
+        let mut args = vec!["send", tree, &to, "-f", "--delete"];
+        args.extend_from_slice(dry);
+        let put = client(&site, "alice", &args);
+        assert_eq!(code(&put), 6, "{}", stderr_of(&put));
+        let err = stderr_of(&put);
+        assert!(err.contains("tree/x: over the quota"), "{err}");
+        assert!(!lines(&put).contains("tree/x/small"), "{}", lines(&put));
+        assert!(!err.contains("would delete 1"), "{err}");
+        assert_eq!(snapshot(&home), before);
+    }
+    check_home(&site, &server, "alice", QUOTA);
 }

@@ -19,6 +19,7 @@ use rustix::io::Errno;
 use super::meta;
 use super::resolver::{Placement, Resolver, split_last};
 use crate::escape::escape;
+use crate::fs::beneath::NotOver;
 use crate::fs::path::RESERVED_PREFIX;
 use crate::fs::{Refusal, beneath};
 use crate::hex::{hex, unhex_vec};
@@ -163,6 +164,15 @@ impl Resolver<'_> {
                 },
             )?;
         }
+        if let (Some(books), Some(account)) = (&books, &meter) {
+            // A directory replaced goes under the lock, as a file's does (`part.rs`).
+            let holds_dir = beneath::stat(&*dir, name)
+                .is_ok_and(|stat| stat.is_some_and(|s| beneath::kind(&s) == FileType::Directory));
+            if node.over_dir && holds_dir {
+                let key = account.home_path(node.path);
+                books.unclaimed_but(&key, Some(&key))?;
+            }
+        }
         let temp = create_temporary(&dir, node, file.as_ref())?;
         let placed = self.finish_node(&dir, &temp, name, node, overwrite);
         if let Err(refusal) = placed {
@@ -231,7 +241,16 @@ impl Resolver<'_> {
             // rename(2) of a non-directory onto a directory fails: only one the plan
             // let go, emptied, is exchanged for the node.
             match rustix::fs::renameat(dir, temp, dir, name) {
-                Err(Errno::ISDIR) if node.over_dir => beneath::rename_over_dir(dir, temp, name),
+                Err(Errno::ISDIR) if node.over_dir => {
+                    match beneath::rename_over_dir(dir, temp, name) {
+                        // The node holds the name; the directory stays under `temp`.
+                        Err(NotOver::Stranded(err)) => {
+                            return Err(beneath::stranded(node.path, temp, err));
+                        }
+                        Err(NotOver::Failed(err)) => Err(err),
+                        Ok(()) => Ok(()),
+                    }
+                }
                 other => other,
             }
         } else {

@@ -37,7 +37,7 @@ use sha2::{Digest as _, Sha256};
 use super::meta;
 use crate::escape::escape;
 use crate::fs::Refusal;
-use crate::fs::beneath;
+use crate::fs::beneath::{self, NotOver};
 use crate::fs::ledger::{Account, Books};
 use crate::fs::path::RESERVED_PREFIX;
 use crate::hex::hex;
@@ -239,6 +239,11 @@ impl PartFile {
         self.over_dir = true;
     }
 
+    /// The directory it is named in (see `TargetDir::clear`).
+    pub(crate) fn parent(&self) -> &OwnedFd {
+        &self.dir
+    }
+
     /// Whether this file holds a descriptor while it waits for its group: an
     /// unnamed one must (see the module documentation).
     pub(crate) fn holds_descriptor(&self) -> bool {
@@ -401,6 +406,14 @@ impl PartFile {
             }
             _ => None,
         };
+        if let (Some(books), Some((_, key))) = (books.as_deref(), &self.meter) {
+            // A directory replaced goes in the same step as the name is given, under
+            // the lock: no `put` can claim a path beneath it between this check and
+            // the exchange (the ledger's rule).
+            if self.over_dir && self.holds_dir() {
+                books.unclaimed_but(key, Some(key))?;
+            }
+        }
         self.rename_checked(overwrite)?;
         if let (Some(books), Some(bytes)) = (books.as_deref_mut(), replaced) {
             books.shrank(bytes, 1);
@@ -408,31 +421,26 @@ impl PartFile {
         Ok(())
     }
 
+    /// Whether the final name holds a directory (links not followed).
+    fn holds_dir(&self) -> bool {
+        matches!(
+            beneath::stat(&*self.dir, self.name.as_slice()),
+            Ok(Some(stat)) if beneath::kind(&stat) == FileType::Directory
+        )
+    }
+
     /// [`PartFile::rename_into_place`] without the counting.
     fn rename_checked(&mut self, overwrite: bool) -> Result<(), Refusal> {
+        self.still_ours()?;
         let (temp, name) = (self.temp.as_str(), self.name.as_slice());
-        match beneath::stat(&*self.dir, temp) {
-            Ok(Some(stat))
-                if beneath::kind(&stat) == FileType::RegularFile
-                    && (stat.st_dev, stat.st_ino) == self.identity => {}
-            _ => {
-                // Not ours any more: leave whatever is there alone.
-                self.keep = true;
-                return Err(Refusal::new(
-                    ErrorCode::Io,
-                    format!(
-                        "{}: its temporary file was replaced by something else during the \
-                         transfer; not renamed",
-                        escape(&self.path)
-                    ),
-                ));
-            }
-        }
         let result = if overwrite {
             // rename(2) replaces the target atomically; a symlink there is replaced, not followed.
             match rustix::fs::renameat(&*self.dir, temp, &*self.dir, name) {
                 Err(Errno::ISDIR) if self.over_dir => {
-                    beneath::rename_over_dir(&self.dir, temp, name)
+                    let exchanged = exchange_with_dir(&self.dir, temp, name, &self.path);
+                    // A directory stranded: the file holds the name now, and stays.
+                    self.keep |= exchanged.is_err();
+                    exchanged?
                 }
                 other => other,
             }
@@ -466,6 +474,30 @@ impl PartFile {
                 ),
             )),
             Err(err) => Err(Refusal::io(&self.path, "cannot rename into place", err)),
+        }
+    }
+
+    /// Whether the temporary is still the file this session wrote; if not, it is
+    /// left alone, whatever is there, and the entry fails.
+    fn still_ours(&mut self) -> Result<(), Refusal> {
+        match beneath::stat(&*self.dir, self.temp.as_str()) {
+            Ok(Some(stat))
+                if beneath::kind(&stat) == FileType::RegularFile
+                    && (stat.st_dev, stat.st_ino) == self.identity =>
+            {
+                Ok(())
+            }
+            _ => {
+                self.keep = true;
+                Err(Refusal::new(
+                    ErrorCode::Io,
+                    format!(
+                        "{}: its temporary file was replaced by something else during the \
+                         transfer; not renamed",
+                        escape(&self.path)
+                    ),
+                ))
+            }
         }
     }
 
@@ -510,7 +542,9 @@ impl PartFile {
             match rustix::fs::renameat(&*self.dir, temp.as_str(), &*self.dir, self.name.as_slice())
             {
                 Err(Errno::ISDIR) if self.over_dir => {
-                    beneath::rename_over_dir(&self.dir, &temp, &self.name)
+                    let exchanged = exchange_with_dir(&self.dir, &temp, &self.name, &self.path);
+                    self.keep |= exchanged.is_err();
+                    exchanged?
                 }
                 other => other,
             };
@@ -559,6 +593,21 @@ impl Drop for PartFile {
                 self.written,
             );
         }
+    }
+}
+
+/// `beneath::rename_over_dir` for the entry `path`: `Err` where the directory
+/// was stranded under `temp` (the file then holds the name), saying where.
+fn exchange_with_dir(
+    dir: &OwnedFd,
+    temp: &str,
+    name: &[u8],
+    path: &str,
+) -> Result<Result<(), Errno>, Refusal> {
+    match beneath::rename_over_dir(dir, temp, name) {
+        Ok(()) => Ok(Ok(())),
+        Err(NotOver::Failed(err)) => Ok(Err(err)),
+        Err(NotOver::Stranded(err)) => Err(beneath::stranded(path, temp, err)),
     }
 }
 

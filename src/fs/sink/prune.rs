@@ -26,6 +26,7 @@ use super::target::TargetDir;
 use crate::escape::escape;
 use crate::fs::Refusal;
 use crate::fs::beneath::{self, MAX_DEPTH};
+use crate::fs::ledger::Footprint;
 use crate::fs::path::{check_path, is_reserved_bytes};
 use crate::proto::message::{ErrorCode, ItemKind, KeptWhy, Removed};
 
@@ -77,39 +78,50 @@ impl TargetDir {
     /// or link of that path replaces: without `delete` it must be empty already;
     /// with it, what it holds is removed (in a dry run: found) with the rules of
     /// [`TargetDir::prune`], each removal said to `said`. `exists` if anything
-    /// stays, saying what and why. Nothing there, or no directory: `Ok`, the final
-    /// rename decides.
+    /// stays, saying what and why; otherwise the regular files that went (in a dry
+    /// run: would), what the directory's contents free. On a server `busy` while another `put` writes
+    /// beneath it (the ledger's rule; checked again under the lock when the entry
+    /// is named). Nothing there, or no directory: `Ok`, the final rename decides.
+    /// `parent`: the descriptor of its parent directory where the entry will be
+    /// named, so that the directory emptied is the one replaced even if a parent
+    /// was renamed meanwhile (without it, as for the plan's look, walked from the
+    /// root).
     pub(crate) fn clear(
         &self,
         (components, path): (&[&[u8]], &str),
+        parent: Option<&OwnedFd>,
         delete: bool,
         rules: &Prune<'_>,
         said: &mut dyn FnMut(Removed),
-    ) -> Result<(), Refusal> {
-        let root = self
-            .dup_root()
-            .map_err(|err| Refusal::io(path, "cannot open the target directory", err))?;
+    ) -> Result<Footprint, Refusal> {
         let (name, parents) = components
             .split_last()
             .expect("the path policy never returns an empty list");
-        let Some(parent) = beneath::walk(&root, parents, false)? else {
-            return Ok(());
+        let walked;
+        let parent = match parent {
+            Some(parent) => parent,
+            None => {
+                let root = self
+                    .dup_root()
+                    .map_err(|err| Refusal::io(path, "cannot open the target directory", err))?;
+                let Some(found) = beneath::walk(&root, parents, false)? else {
+                    return Ok(Footprint::default());
+                };
+                walked = found;
+                &walked
+            }
         };
-        let Ok(fd) = beneath::open_dir(&parent, *name) else {
-            return Ok(());
+        let Ok(fd) = beneath::open_dir(parent, *name) else {
+            return Ok(Footprint::default());
         };
+        self.unclaimed_beneath(path)?;
         if !delete {
-            return match beneath::children(&fd).next() {
-                None => Ok(()),
-                Some(_) => Err(Refusal::new(
-                    ErrorCode::Exists,
-                    format!("{}: {}", escape(path), NOT_EMPTY),
-                )),
-            };
+            return (self.empty_already(&fd, path, components.len()))
+                .map(|()| Footprint::default());
         }
         let mut walk = Walk::new(rules, said, self, Some(path));
         if walk.children(&fd, path, components.len()) {
-            return Ok(());
+            return Ok(walk.freed);
         }
         let (kept, why) = walk.kept.unwrap_or_default();
         Err(Refusal::new(
@@ -117,6 +129,57 @@ impl TargetDir {
             format!(
                 "{}: the directory of that name holds {}, which --delete keeps ({why}); \
                  not replaced",
+                escape(path),
+                escape(&kept)
+            ),
+        ))
+    }
+}
+
+impl TargetDir {
+    /// On a server, `busy` if another `put` writes `path` (beneath the target),
+    /// something beneath it or a directory above it: the entry received at `path`
+    /// itself does not count.
+    fn unclaimed_beneath(&self, path: &str) -> Result<(), Refusal> {
+        let Some(account) = self.meter() else {
+            return Ok(());
+        };
+        let key = account.home_path(path);
+        account.books().unclaimed_but(&key, Some(&key))
+    }
+}
+
+impl TargetDir {
+    /// Without `--delete`: `Ok` if the directory `fd` (offered as `path`, `depth`
+    /// components below the target) is empty, else `exists`, advising `--delete`
+    /// only where it would replace the directory: not where it holds, at any depth,
+    /// what `--delete` keeps whatever the session's rules (xfer's temporaries and
+    /// partials, names that are not UTF-8), which is named instead.
+    fn empty_already(&self, fd: &OwnedFd, path: &str, depth: usize) -> Result<(), Refusal> {
+        if beneath::children(fd).next().is_none() {
+            return Ok(());
+        }
+        let by_name = Prune {
+            offered: &|_| false,
+            offered_raw: &|_| false,
+            keep: &|_, _| None,
+            since: i128::MAX,
+            dry_run: true,
+        };
+        let mut unsaid = |_| {};
+        let mut walk = Walk::new(&by_name, &mut unsaid, self, Some(path));
+        if walk.children(fd, path, depth) {
+            return Err(Refusal::new(
+                ErrorCode::Exists,
+                format!("{}: {}", escape(path), NOT_EMPTY),
+            ));
+        }
+        let (kept, why) = walk.kept.unwrap_or_default();
+        Err(Refusal::new(
+            ErrorCode::Exists,
+            format!(
+                "{}: the directory of that name holds {}, which --delete keeps too \
+                 ({why}); not replaced",
                 escape(path),
                 escape(&kept)
             ),
@@ -155,6 +218,8 @@ struct Walk<'a, 'b> {
     own: Option<&'a str>,
     /// The first path that stayed, and why.
     kept: Option<(String, &'static str)>,
+    /// The regular files that went (in a dry run: would).
+    freed: Footprint,
 }
 
 impl<'a, 'b> Walk<'a, 'b> {
@@ -170,6 +235,7 @@ impl<'a, 'b> Walk<'a, 'b> {
             meter,
             own,
             kept: None,
+            freed: Footprint::default(),
         }
     }
 
@@ -267,6 +333,10 @@ impl<'a, 'b> Walk<'a, 'b> {
         };
         match result {
             Ok(()) => {
+                if kind == ItemKind::File {
+                    self.freed.bytes += stat.st_size as u64;
+                    self.freed.files += 1;
+                }
                 (self.said)(Removed {
                     path: path.to_string(),
                     kind,
@@ -350,17 +420,17 @@ mod tests {
         rules: &Prune<'_>,
     ) -> (Result<(), Refusal>, Vec<String>) {
         let mut said = Vec::new();
-        let result =
-            target.clear(
-                (&[b"x"], "x"),
-                delete,
-                rules,
-                &mut |removed: Removed| match removed.kept {
-                    None => said.push(removed.path),
-                    Some(why) => said.push(format!("kept {} ({})", removed.path, why.code())),
-                },
-            );
-        (result, said)
+        let result = target.clear(
+            (&[b"x"], "x"),
+            None,
+            delete,
+            rules,
+            &mut |removed: Removed| match removed.kept {
+                None => said.push(removed.path),
+                Some(why) => said.push(format!("kept {} ({})", removed.path, why.code())),
+            },
+        );
+        (result.map(drop), said)
     }
 
     #[test]

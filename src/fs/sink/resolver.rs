@@ -154,6 +154,16 @@ impl<'a> Resolver<'a> {
         }
     }
 
+    /// The open directory that holds `components` (the one a node there is
+    /// named in: [`Resolver::walk`] keeps it), if it exists.
+    pub(crate) fn parent_dir(
+        &mut self,
+        components: &[&[u8]],
+    ) -> Result<Option<Arc<OwnedFd>>, Refusal> {
+        let (parents, _) = split_last(components);
+        self.walk(parents, false)
+    }
+
     /// Removes the file, link or special file at `components` (shown as `path`),
     /// never following a link, for the directory the plan makes in its place (as
     /// `rsync -a` does: a cut session leaves the new, empty directory). On a

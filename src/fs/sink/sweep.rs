@@ -1,6 +1,8 @@
 //! Removing abandoned temporaries: `.xfer-*.part` and `.xfer-*.partial` files last
 //! modified longer ago than the receiver keeps partial data, anywhere beneath the
-//! target directory, following no links. Only the receiver that holds the
+//! target directory, following no links; and a `.xfer-*.part` directory (left by a
+//! crash in the middle of a change of type) with all it holds, once it and all of
+//! that are as old (`beneath::remove_stale_dir`). Only the receiver that holds the
 //! directory's lock sweeps (see `TargetDir::lock`), so it never removes a file
 //! another live receiver is writing.
 
@@ -62,6 +64,12 @@ fn sweep_dir(dir: OwnedFd, cutoff: i64, depth: usize) -> usize {
     let mut removed = 0;
     for (name, stat) in beneath::children(&dir) {
         match beneath::kind(&stat) {
+            // Only an exchange of ours names a directory so (`beneath::rename_over_dir`).
+            FileType::Directory if is_reserved_bytes(name.to_bytes()) => {
+                let mut swept = beneath::Swept::default();
+                beneath::remove_stale_dir((&dir, &name, depth), cutoff, &mut |_| true, &mut swept);
+                removed += (swept.files + swept.others) as usize;
+            }
             FileType::Directory if depth < beneath::MAX_DEPTH => {
                 if let Ok(child) = beneath::open_dir(&dir, name.as_c_str()) {
                     removed += sweep_dir(child, cutoff, depth + 1);

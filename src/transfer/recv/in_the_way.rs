@@ -8,13 +8,15 @@
 //! is named). What goes from beneath such a directory is reported with what
 //! `--delete` removes (`mirror.rs`).
 
+use std::os::fd::OwnedFd;
 use std::sync::PoisonError;
 
 use super::shared::Shared;
 use crate::fs::Refusal;
 use crate::fs::filter::Filter;
+use crate::fs::ledger::Footprint;
 use crate::fs::sink::{PartFile, Prune, Spare, TargetDir};
-use crate::proto::message::KeptWhy;
+use crate::proto::message::{KeptWhy, Removed};
 
 /// Why `--delete` keeps `path` (a directory: `is_dir`) although the offer lacks
 /// it: `filter` excludes it, or another session of this process is receiving it
@@ -35,16 +37,86 @@ pub(crate) fn kept(
     }
 }
 
-/// Empties the directory at `components` (shown as `path`) that the offered file
-/// or link of that path replaces (see `TargetDir::clear`); with `only_look`, finds
-/// only whether it may (the plan's check). What goes (in a dry run, what would) is
-/// kept for the `deleted` report.
+/// What the plan's look at a directory in the way found: it may go.
+pub(crate) struct Look {
+    /// What its regular files free.
+    pub(crate) freed: Footprint,
+    /// In a dry run, what would go: reported only once the entry is accepted
+    /// ([`Look::accepted`]), since a refused one removes nothing.
+    found: Vec<Removed>,
+}
+
+impl Look {
+    /// The entry that replaces the directory was accepted: in a dry run, what
+    /// would go from inside is kept for the `deleted` report.
+    pub(crate) fn accepted(self, shared: &Shared<'_>) {
+        if let Some(mirroring) = shared.mirroring {
+            (mirroring.cleared.lock())
+                .unwrap_or_else(PoisonError::into_inner)
+                .extend(self.found);
+        }
+    }
+}
+
+/// The plan's check that the directory at `components` (shown as `path`), which
+/// the offered entry of that path replaces, may go (see `TargetDir::clear`):
+/// nothing is removed; a dry run finds what would.
+pub(crate) fn look(
+    shared: &Shared<'_>,
+    target: &TargetDir,
+    at: (&[&[u8]], &str),
+) -> Result<Look, Refusal> {
+    let dry_run = shared.mirroring.is_some_and(|mirroring| mirroring.dry_run);
+    let mut found = Vec::new();
+    let freed = walk(
+        shared,
+        target,
+        at,
+        None,
+        (true, &mut |removed| {
+            if dry_run {
+                found.push(removed);
+            }
+        }),
+    )?;
+    Ok(Look { freed, found })
+}
+
+/// Empties the directory at `components` (shown as `path`) that the offered entry
+/// of that path replaces (see `TargetDir::clear`), found through `parent`, the
+/// descriptor of the directory the entry is named in, where the caller holds one.
+/// What goes is kept for the `deleted` report.
 pub(crate) fn clear(
     shared: &Shared<'_>,
     target: &TargetDir,
-    (components, path): (&[&[u8]], &str),
-    only_look: bool,
+    at: (&[&[u8]], &str),
+    parent: Option<&OwnedFd>,
 ) -> Result<(), Refusal> {
+    let mut found = Vec::new();
+    let result = walk(
+        shared,
+        target,
+        at,
+        parent,
+        (false, &mut |removed| found.push(removed)),
+    );
+    if let Some(mirroring) = shared.mirroring {
+        (mirroring.cleared.lock())
+            .unwrap_or_else(PoisonError::into_inner)
+            .extend(found);
+    }
+    result.map(drop)
+}
+
+/// [`TargetDir::clear`] with `--delete`'s rules of this session; `only_look`:
+/// nothing removed. What goes (or would) is said to `said`.
+fn walk(
+    shared: &Shared<'_>,
+    target: &TargetDir,
+    at: (&[&[u8]], &str),
+    parent: Option<&OwnedFd>,
+    (only_look, said): (bool, &mut dyn FnMut(Removed)),
+) -> Result<Footprint, Refusal> {
     // Set once the offer is read; a stand-in would keep everything (`since` 0).
     let default = Default::default();
     let mirroring = shared.mirroring.unwrap_or(&default);
@@ -57,25 +129,7 @@ pub(crate) fn clear(
         since: mirroring.since,
         dry_run: only_look,
     };
-    // A real session's look finds what its commit removes, and reports then.
-    let report = !only_look || mirroring.dry_run;
-    let mut found = Vec::new();
-    let result = target.clear(
-        (components, path),
-        mirroring.delete,
-        &rules,
-        &mut |removed| {
-            if report {
-                found.push(removed);
-            }
-        },
-    );
-    let mut cleared = mirroring
-        .cleared
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner);
-    cleared.extend(found);
-    result
+    target.clear(at, parent, mirroring.delete, &rules, said)
 }
 
 /// Before the verified `part` of the file at `components` (shown as `path`) is
@@ -89,7 +143,8 @@ pub(crate) fn make_room(
     target: &TargetDir,
     (components, path): (&[&[u8]], &str),
 ) -> Result<(), Refusal> {
-    clear(shared, target, (components, path), false)?;
+    // The directory beside the part: the one its exchange replaces.
+    clear(shared, target, (components, path), Some(part.parent()))?;
     part.replaces_dir();
     Ok(())
 }

@@ -85,7 +85,10 @@ fn make_one(
     let over_dir = planned[index].type_change;
     if over_dir {
         // The directory the plan let go, emptied now: the link takes its place.
-        in_the_way::clear(shared, target, (&components, &entry.shown_path()), false)?;
+        // Through the parent the node is named in (the resolver keeps it open).
+        let parent = resolver.parent_dir(&components)?;
+        let at = (&components[..], &*entry.shown_path());
+        in_the_way::clear(shared, target, at, parent.as_deref())?;
     }
     let node = Node {
         path: &shown,

@@ -454,21 +454,14 @@ impl<'c> Decider<'_, 'c> {
         }
         let claim = self.claim(entry, &shown)?;
         let placement = self.placement(entry, &components)?;
-        let over_dir = self.dir_in_the_way(entry, &components, placement)?;
+        let look = self.dir_in_the_way(entry, &components, placement)?;
+        let (over_dir, freed) = (look.is_some(), look.as_ref().map(|look| look.freed));
         let Some((replaces, other)) = replaced(placement) else {
             let attrs = self.refresh(entry, &components, &shown);
             return Ok(Decided::Same { attrs });
         };
         if self.dry_run {
-            let making = "cannot create a temporary file";
-            self.resolver.dry_run_may_add(&components, making)?;
-            let more = Footprint {
-                bytes: entry.size.unwrap_or(0).saturating_sub(replaces.bytes),
-                files: 1 - replaces.files.min(1),
-            };
-            self.check_room(entry, more)?;
-            // A basis, so the sender can say what a delta would move (17.4).
-            let basis = self.basis(entry, &components, replaces.files > 0)?;
+            let basis = self.dry_run_file(entry, &components, replaces, look)?;
             return Ok(Decided::File {
                 resume_from: None,
                 claim,
@@ -481,7 +474,7 @@ impl<'c> Decider<'_, 'c> {
         }
         let resume_from = self.resume_point(entry, &components, &shown)?;
         let partial = resume_from.as_ref().map(|resume| resume.0);
-        let reservation = self.reserve_quota(entry, partial, replaces)?;
+        let reservation = self.reserve_over_dir(entry, &components, (partial, replaces), freed)?;
         // A regular file is there (no link, nothing else) and nothing is resumed.
         let replacing = replaces.files > 0 && resume_from.is_none();
         let basis = self.basis(entry, &components, replacing)?;
@@ -496,22 +489,79 @@ impl<'c> Decider<'_, 'c> {
         })
     }
 
-    /// Whether `placement` is a directory the file or link `entry` replaces:
-    /// checked now that it may go (empty, or with `--delete` all it holds; a dry
-    /// run finds what would go), emptied once the file verified (`disk.rs`) or
-    /// before the link is made (`make.rs`).
+    /// A dry run's checks of the file `entry`, which replaces `replaces` (and the
+    /// directory of `look`, if any): that it could be added and would fit; then a
+    /// basis, so the sender can say what a delta would move (17.4).
+    fn dry_run_file(
+        &mut self,
+        entry: &Entry,
+        components: &[&[u8]],
+        replaces: Footprint,
+        look: Option<in_the_way::Look>,
+    ) -> Result<Option<(Basis, Signature)>, Refusal> {
+        let making = "cannot create a temporary file";
+        self.resolver.dry_run_may_add(components, making)?;
+        // What a directory in the way holds goes first where the room is needed.
+        let gone = look.as_ref().map(|look| look.freed).unwrap_or_default();
+        let more = Footprint {
+            bytes: (entry.size.unwrap_or(0)).saturating_sub(replaces.bytes + gone.bytes),
+            files: 1u64.saturating_sub(replaces.files + gone.files),
+        };
+        self.check_room(entry, more)?;
+        let basis = self.basis(entry, components, replaces.files > 0)?;
+        if let Some(look) = look {
+            look.accepted(self.shared);
+        }
+        Ok(basis)
+    }
+
+    /// Whether `placement` is a directory the file or link `entry` replaces, with
+    /// what its regular files free: checked now that it may go (empty, or with
+    /// `--delete` all it holds; a dry run finds what would go), emptied once the
+    /// file verified (`disk.rs`) or before the link is made (`make.rs`), or now
+    /// where the quota needs the room ([`Decider::reserve_over_dir`]).
     fn dir_in_the_way(
         &mut self,
         entry: &Entry,
         components: &[&[u8]],
         placement: Placement,
-    ) -> Result<bool, Refusal> {
+    ) -> Result<Option<in_the_way::Look>, Refusal> {
         if placement != Placement::Dir {
-            return Ok(false);
+            return Ok(None);
         }
         let at = (components, &*entry.shown_path());
-        in_the_way::clear(self.shared, self.target, at, true)?;
-        Ok(true)
+        in_the_way::look(self.shared, self.target, at).map(Some)
+    }
+
+    /// [`Decider::reserve_quota`] for a file that replaces a directory whose regular
+    /// files free `freed`: where the quota has no room for the file beside them,
+    /// but has once they are gone, they go now (as `rsync --delete` removes what
+    /// a directory holds before it receives into it), each removal counted under
+    /// the ledger's lock, and the file is admitted then.
+    fn reserve_over_dir(
+        &self,
+        entry: &Entry,
+        components: &[&[u8]],
+        (partial, replaces): (Option<u64>, Footprint),
+        freed: Option<Footprint>,
+    ) -> Result<Option<Box<Reservation>>, Refusal> {
+        let refusal = match self.reserve_quota(entry, partial, replaces) {
+            Err(refusal) if refusal.code == ErrorCode::Quota => refusal,
+            other => return other,
+        };
+        let (Some(freed), Some(account)) = (freed, self.shared.quota) else {
+            return Err(refusal);
+        };
+        let needs = Footprint {
+            bytes: entry.size.unwrap_or(0).saturating_sub(freed.bytes),
+            files: 1u64.saturating_sub(freed.files),
+        };
+        if account.books().check(needs, &entry.shown_path()).is_err() {
+            return Err(refusal);
+        }
+        let at = (components, &*entry.shown_path());
+        in_the_way::clear(self.shared, self.target, at, None)?;
+        self.reserve_quota(entry, partial, replaces)
     }
 
     /// The file `entry` will replace (`replacing`: a regular file is there, and no
@@ -779,7 +829,8 @@ impl<'c> Decider<'_, 'c> {
         let placement = self
             .resolver
             .probe_node(&node, self.shared.settings.overwrite)?;
-        let over_dir = self.dir_in_the_way(entry, components, placement)?;
+        let look = self.dir_in_the_way(entry, components, placement)?;
+        let over_dir = look.is_some();
         let Some((replaces, other)) = replaced(placement) else {
             return Ok(Decided::Same { attrs: false });
         };
@@ -788,6 +839,9 @@ impl<'c> Decider<'_, 'c> {
                 .dry_run_may_add(components, "cannot make it")?;
         }
         let reservation = self.reserve_node(entry, before, replaces)?;
+        if let Some(look) = look {
+            look.accepted(self.shared);
+        }
         Ok(Decided::Make {
             claim,
             reservation,
