@@ -17,7 +17,7 @@ use rustix::io::Errno;
 
 use super::beneath::{self, MAX_DEPTH, kind};
 pub(crate) use super::ledger::Footprint;
-use super::path::{check_request_path, is_reserved_bytes};
+use super::path::{check_request_path, is_reserved_bytes, is_stale_exchange_dir};
 use super::sink::TargetDir;
 use super::{Refusal, path::PathRefusal};
 use crate::error::{Classify, Kind};
@@ -494,7 +494,9 @@ fn sweep(
     for (name, stat) in beneath::children(&dir) {
         match kind(&stat) {
             // Left by a crash in the middle of a change of type: see `beneath`.
-            FileType::Directory if is_reserved_bytes(name.to_bytes()) => {
+            FileType::Directory
+                if is_stale_exchange_dir(name.to_bytes(), stat.st_ctime, cutoff) =>
+            {
                 let mut swept = beneath::Swept::default();
                 let mut may_go = |stat: &rustix::fs::Stat| may((stat.st_dev, stat.st_ino));
                 beneath::remove_stale_dir((&dir, &name, depth), cutoff, &mut may_go, &mut swept);

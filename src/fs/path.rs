@@ -183,6 +183,21 @@ pub(crate) fn is_reserved(name: &str) -> bool {
     is_reserved_bytes(name.as_bytes())
 }
 
+/// Whether a directory named `name`, changed (its ctime) before `cutoff`, is one a
+/// crash left in the middle of a change of type: exactly `.xfer-` and 16 hex digits
+/// and `.part`, the name an exchange of ours gives it (`beneath::rename_over_dir`;
+/// its rename sets the ctime, which no sender can). A user's own directory that
+/// merely starts and ends so, or whose times a sender set, is never one.
+pub(crate) fn is_stale_exchange_dir(name: &[u8], ctime: i64, cutoff: i64) -> bool {
+    let Some(middle) = name
+        .strip_prefix(RESERVED_PREFIX.as_bytes())
+        .and_then(|rest| rest.strip_suffix(b".part"))
+    else {
+        return false;
+    };
+    middle.len() == 16 && middle.iter().all(u8::is_ascii_hexdigit) && ctime < cutoff
+}
+
 /// [`is_reserved`] for a name read from a directory, which need not be UTF-8.
 pub(crate) fn is_reserved_bytes(name: &[u8]) -> bool {
     name.starts_with(RESERVED_PREFIX.as_bytes())
@@ -217,6 +232,26 @@ fn is_windows_reserved(component: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn only_the_exact_name_of_an_exchange_changed_before_the_cutoff_is_a_stale_one() {
+        let name: &[u8] = b".xfer-0123456789abcdef.part";
+        assert!(is_stale_exchange_dir(name, 10, 11));
+        assert!(
+            !is_stale_exchange_dir(name, 11, 11),
+            "changed at the cutoff"
+        );
+        for other in [
+            &b".xfer-my-notes.partial"[..],
+            b".xfer-0123456789abcdef.partial",
+            b".xfer-0123456789abcde.part",
+            b".xfer-0123456789abcdeg.part",
+            b"xfer-0123456789abcdef.part",
+        ] {
+            assert!(!is_stale_exchange_dir(other, 10, 11), "{other:?}");
+        }
+    }
+
     use super::*;
 
     #[test]

@@ -1015,9 +1015,17 @@ fn a_deletion_that_fails_fails_the_run_on_both_sides() {
     fs::create_dir_all(dst.join("tree/ro")).unwrap();
     fs::write(dst.join("tree/ro/gone"), b"gone\n").unwrap();
     fs::write(dst.join("tree/stale"), b"stale\n").unwrap();
-    for dir in [&dst, &dst.join("tree")] {
+    // And one of its own it cannot even open (a review found it kept silently).
+    fs::create_dir_all(dst.join("tree/locked")).unwrap();
+    fs::write(dst.join("tree/locked/x"), b"x\n").unwrap();
+    for dir in [&dst, &dst.join("tree"), &dst.join("tree/locked")] {
         std::os::unix::fs::lchown(dir, Some(65534), Some(65534)).unwrap();
     }
+    fs::set_permissions(
+        dst.join("tree/locked"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o000),
+    )
+    .unwrap();
     // Made well before the session (a mirror spares what changed since it began).
     std::thread::sleep(Duration::from_millis(100));
     let mut command = crate::util::xfer();
@@ -1033,13 +1041,14 @@ fn a_deletion_that_fails_fails_the_run_on_both_sides() {
     let sent = send(&[&tree], receiver.port, KEY, &["--delete", "--json"]);
     assert_eq!(code(&sent), 7, "{}", stderr_of(&sent));
     assert!(
-        stderr_of(&sent).contains("1 entry could not be deleted"),
+        stderr_of(&sent).contains("2 entries could not be deleted"),
         "{}",
         stderr_of(&sent)
     );
     assert_eq!(summary_event(&sent)["ok"], false);
     assert_eq!(receiver.exit_code(), 7, "{}", receiver.stderr());
     assert!(dst.join("tree/ro/gone").exists(), "it could not go");
+    assert!(dst.join("tree/locked").exists(), "nor could that");
     assert!(
         !dst.join("tree/stale").exists(),
         "the rest of the mirror was done"

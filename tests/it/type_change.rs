@@ -584,46 +584,52 @@ fn a_parent_swapped_during_the_transfer_does_not_lose_the_other_directory() {
 }
 
 /// A directory under a temporary name, as a crash between the exchange and the
-/// removal of a change of type leaves it, two hours old: the sweep removes it with
-/// what it holds (a link itself, never what it leads to); a fresh one stays.
+/// removal of a change of type leaves it, is swept only by its own change time
+/// (the exchange's rename sets it; no sender can): one whose times a sender set two
+/// hours back stays, and so does a user's own directory that merely starts with
+/// `.xfer-` and ends in `.partial` (a review found the sweep taking such a tree).
+/// The removal itself: `fs::sink::sweep`'s unit test.
 #[test]
-fn a_directory_a_crash_left_under_a_temporary_name_is_swept_once_stale() {
+fn only_a_directory_an_exchange_left_long_ago_is_swept() {
     use crate::util::tree::set_mtime;
     use crate::util::{KEY, Receiver};
-    use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+    use std::time::{Duration, SystemTime, UNIX_EPOCH};
     let out = tempfile::tempdir().unwrap();
-    let outside = tempfile::tempdir().unwrap();
-    fs::write(outside.path().join("precious"), b"keep me\n").unwrap();
-    let old = out.path().join("tree/.xfer-0123456789abcdef.part");
-    fs::create_dir_all(old.join("deeper")).unwrap();
-    fs::write(old.join("deeper/o"), b"o\n").unwrap();
-    symlink(outside.path(), old.join("to-outside")).unwrap();
     let two_hours_ago = SystemTime::now() - Duration::from_secs(7200);
     let seconds = two_hours_ago.duration_since(UNIX_EPOCH).unwrap().as_secs() as i64;
-    for path in [old.join("deeper/o"), old.join("deeper")] {
-        set_mtime(&path, seconds, 0);
+    let ours = out.path().join("tree/.xfer-0123456789abcdef.part");
+    let users = out.path().join("tree/.xfer-my-notes.partial");
+    for dir in [&ours, &users] {
+        fs::create_dir_all(dir.join("sub")).unwrap();
+        fs::write(dir.join("sub/notes"), b"precious\n").unwrap();
+        for path in [dir.join("sub/notes"), dir.join("sub"), dir.to_path_buf()] {
+            set_mtime(&path, seconds, 0);
+        }
     }
-    // The link's own time (`touch -h`), then the directory's.
-    let touched = std::process::Command::new("touch")
-        .args(["-h", "-d", &format!("@{seconds}")])
-        .arg(old.join("to-outside"))
-        .status()
-        .unwrap();
-    assert!(touched.success());
-    set_mtime(&old, seconds, 0);
-    let fresh = out.path().join("tree/.xfer-fedcba9876543210.part");
-    fs::create_dir_all(&fresh).unwrap();
-    let receiver = Receiver::start(out.path(), Some(KEY), &["--keep-partial", "1"]);
-    let started = Instant::now();
-    while old.exists() && started.elapsed() < Duration::from_secs(20) {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    assert!(!old.exists(), "{}", receiver.stderr());
-    assert!(fresh.is_dir());
-    assert_eq!(
-        fs::read(outside.path().join("precious")).unwrap(),
-        b"keep me\n"
+    // A stale temporary file beside them, which the sweep does take: its line says
+    // the sweep ran, and took that one alone.
+    let stale = out.path().join("tree/.xfer-aaaaaaaaaaaaaaaa.part");
+    fs::write(&stale, b"left\n").unwrap();
+    set_mtime(&stale, seconds, 0);
+    let mut receiver = Receiver::start(out.path(), Some(KEY), &["--keep-partial", "1"]);
+    let src = tempfile::tempdir().unwrap();
+    let file = crate::util::write_in(src.path(), "f", b"f\n");
+    assert!(
+        crate::util::send(&[&file], receiver.port, KEY, &[])
+            .status
+            .success()
     );
+    assert_eq!(receiver.exit_code(), 0, "{}", receiver.stderr());
+    let log = receiver.stderr();
+    assert!(log.contains("removed 1 partial file"), "{log}");
+    assert!(!stale.exists());
+    for dir in [&ours, &users] {
+        assert_eq!(
+            fs::read(dir.join("sub/notes")).unwrap(),
+            b"precious\n",
+            "{dir:?}"
+        );
+    }
 }
 
 /// A dry run of a change of type that the real run refuses (a filter keeps an entry
@@ -823,4 +829,56 @@ fn a_change_of_type_the_quota_refuses_deletes_nothing_and_the_dry_run_says_so() 
         assert_eq!(snapshot(&home), before);
     }
     check_home(&site, &server, "alice", QUOTA);
+}
+
+/// A directory in the way that the receiver may not open (mode 000, its own) is no
+/// empty one: a file sent in its place is refused saying so, in the dry run as in
+/// the real run (a review found it called "appeared during the transfer", and the
+/// dry run predicting success). Nothing changes.
+#[test]
+fn a_directory_in_the_way_the_receiver_cannot_open_is_refused_alike_in_a_dry_run() {
+    use crate::util::tree::snapshot;
+    use crate::util::{KEY, Receiver, send};
+    use std::os::unix::fs::PermissionsExt;
+    let root = tempfile::tempdir().unwrap();
+    fs::set_permissions(root.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let tree = root.path().join("src/tree");
+    fs::create_dir_all(&tree).unwrap();
+    fs::write(tree.join("x"), b"now a file\n").unwrap();
+    let dst = root.path().join("dst");
+    fs::create_dir_all(dst.join("tree/x")).unwrap();
+    fs::write(dst.join("tree/x/inside"), b"inside\n").unwrap();
+    for dir in [dst.clone(), dst.join("tree"), dst.join("tree/x")] {
+        std::os::unix::fs::lchown(&dir, Some(65534), Some(65534)).unwrap();
+    }
+    fs::set_permissions(dst.join("tree/x"), fs::Permissions::from_mode(0o000)).unwrap();
+    settle();
+    let before = snapshot(&dst);
+    let receiver = || {
+        let mut command = crate::util::xfer();
+        command
+            .args(["recv", "--listen", "127.0.0.1:0", "--overwrite", "--dir"])
+            .arg(&dst)
+            .env("XFER_KEY", KEY);
+        crate::util::as_nobody(command).map(Receiver::spawn)
+    };
+    let Some(mut dry_receiver) = receiver() else {
+        eprintln!("SKIPPED: needs root and setpriv to run the receiver unprivileged");
+        return;
+    };
+    let said = "tree/x: cannot open the directory in the way: Permission denied";
+    let dry = send(&[&tree], dry_receiver.port, KEY, &["--delete", "-n"]);
+    dry_receiver.exit_code();
+    let mut real_receiver = receiver().unwrap();
+    let real = send(&[&tree], real_receiver.port, KEY, &["--delete"]);
+    real_receiver.exit_code();
+    for (run, output) in [("dry", &dry), ("real", &real)] {
+        assert_eq!(code(output), 7, "{run}: {}", stderr_of(output));
+        assert!(
+            stderr_of(output).contains(said),
+            "{run}: {}",
+            stderr_of(output)
+        );
+    }
+    assert_eq!(snapshot(&dst), before);
 }

@@ -111,8 +111,18 @@ impl TargetDir {
                 &walked
             }
         };
-        let Ok(fd) = beneath::open_dir(parent, *name) else {
-            return Ok(Footprint::default());
+        let fd = match beneath::open_dir(parent, *name) {
+            Ok(fd) => fd,
+            // Gone, or no directory (any more): nothing to empty.
+            Err(Errno::NOENT | Errno::NOTDIR | Errno::LOOP) => return Ok(Footprint::default()),
+            // One it may not open is no empty one: said as the disk says it.
+            Err(err) => {
+                return Err(Refusal::io(
+                    path,
+                    "cannot open the directory in the way",
+                    err,
+                ));
+            }
         };
         self.unclaimed_beneath(path)?;
         if !delete {
@@ -308,6 +318,25 @@ impl<'a, 'b> Walk<'a, 'b> {
         });
     }
 
+    /// Opens the directory `name` to empty it; `None` where it cannot be: gone
+    /// meanwhile (or replaced by a link, never followed), nothing to say; else it
+    /// stays and the mirror differs from its source: said, a failure.
+    fn open_to_empty(&mut self, parent: &OwnedFd, name: &str, path: &str) -> Option<OwnedFd> {
+        match beneath::open_dir(parent, name) {
+            Ok(fd) => Some(fd),
+            Err(Errno::NOENT | Errno::NOTDIR | Errno::LOOP) => None,
+            Err(err) => {
+                (self.said)(Removed {
+                    path: path.to_string(),
+                    kind: ItemKind::Dir,
+                    error: Some(std::io::Error::from(err).to_string()),
+                    kept: None,
+                });
+                None
+            }
+        }
+    }
+
     /// Removes `name` (a directory with what it holds); whether it went.
     fn remove(
         &mut self,
@@ -319,7 +348,7 @@ impl<'a, 'b> Walk<'a, 'b> {
     ) -> bool {
         let kind = item_kind(stat);
         if kind == ItemKind::Dir {
-            let Ok(fd) = beneath::open_dir(parent, name) else {
+            let Some(fd) = self.open_to_empty(parent, name, path) else {
                 return false;
             };
             if depth >= MAX_DEPTH || !self.children(&fd, path, depth + 1) {

@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use rustix::fs::{AtFlags, FileType};
 
 use crate::fs::beneath;
-use crate::fs::path::is_reserved_bytes;
+use crate::fs::path::{is_reserved_bytes, is_stale_exchange_dir};
 
 /// How often a serving receiver or the server looks for abandoned partial files.
 const SWEEP_EVERY: Duration = Duration::from_secs(3600);
@@ -65,7 +65,9 @@ fn sweep_dir(dir: OwnedFd, cutoff: i64, depth: usize) -> usize {
     for (name, stat) in beneath::children(&dir) {
         match beneath::kind(&stat) {
             // Only an exchange of ours names a directory so (`beneath::rename_over_dir`).
-            FileType::Directory if is_reserved_bytes(name.to_bytes()) => {
+            FileType::Directory
+                if is_stale_exchange_dir(name.to_bytes(), stat.st_ctime, cutoff) =>
+            {
                 let mut swept = beneath::Swept::default();
                 beneath::remove_stale_dir((&dir, &name, depth), cutoff, &mut |_| true, &mut swept);
                 removed += (swept.files + swept.others) as usize;
@@ -85,4 +87,36 @@ fn sweep_dir(dir: OwnedFd, cutoff: i64, depth: usize) -> usize {
         }
     }
     removed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_exchange_directory_goes_once_its_change_time_is_past_the_cutoff_and_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        let ours = dir.path().join(".xfer-0123456789abcdef.part");
+        let users = dir.path().join(".xfer-my-notes.partial");
+        for made in [&ours, &users] {
+            std::fs::create_dir_all(made.join("sub")).unwrap();
+            std::fs::write(made.join("sub/x"), b"x").unwrap();
+        }
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        let open = || {
+            let flags = rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::DIRECTORY;
+            rustix::fs::open(dir.path(), flags, rustix::fs::Mode::empty()).unwrap()
+        };
+        // Changed just now: not yet, whatever its times say.
+        assert_eq!(sweep(open(), now - 3600), 0);
+        assert!(ours.join("sub/x").exists());
+        // Past the cutoff: ours goes with all it holds (counted: the file, `sub` and
+        // itself); the user's stays.
+        assert_eq!(sweep(open(), now + 3600), 3);
+        assert!(!ours.exists());
+        assert!(users.join("sub/x").exists());
+    }
 }
