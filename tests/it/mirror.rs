@@ -1055,3 +1055,48 @@ fn a_deletion_that_fails_fails_the_run_on_both_sides() {
     );
     assert_eq!(fs::read(dst.join("tree/a")).unwrap(), b"a\n");
 }
+
+/// A mount point in the receiver's tree that the source lacks: its removal fails
+/// with the kernel's own EBUSY, which is no other session's claim (a review found it
+/// said "kept: another session is receiving or writing it", exit 0): it fails the
+/// run (7), naming it, and nothing of the mounted filesystem's root goes.
+#[test]
+fn a_mount_point_delete_cannot_remove_fails_the_run_and_is_not_called_busy() {
+    let root = tempfile::tempdir().unwrap();
+    let tree = root.path().join("src/tree");
+    fs::create_dir_all(&tree).unwrap();
+    fs::write(tree.join("a"), b"a\n").unwrap();
+    let dst = root.path().join("dst");
+    let mount_point = dst.join("tree/mnt");
+    fs::create_dir_all(&mount_point).unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=1m", "xfer-test"])
+        .arg(&mount_point)
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success());
+    if !mounted {
+        eprintln!("SKIPPED: needs root to mount a tmpfs");
+        return;
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    let mut receiver = Receiver::start(&dst, Some(KEY), &["--overwrite"]);
+    let sent = send(&[&tree], receiver.port, KEY, &["--delete"]);
+    let receiver_code = receiver.exit_code();
+    let unmounted = std::process::Command::new("umount")
+        .arg(&mount_point)
+        .status()
+        .unwrap();
+    assert!(unmounted.success());
+    assert_eq!(code(&sent), 7, "{}", stderr_of(&sent));
+    assert_eq!(receiver_code, 7, "{}", receiver.stderr());
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&sent.stdout),
+        stderr_of(&sent)
+    );
+    assert!(said.contains("tree/mnt") && said.contains("busy"), "{said}");
+    assert!(!said.contains("another session"), "{said}");
+    assert!(mount_point.is_dir());
+    assert_eq!(fs::read(dst.join("tree/a")).unwrap(), b"a\n");
+}

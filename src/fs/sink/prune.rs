@@ -375,14 +375,16 @@ impl<'a, 'b> Walk<'a, 'b> {
                 true
             }
             // Another `put` is writing it (the ledger's refusal): it stays, said.
-            Err(Errno::BUSY) => {
+            Err(Unlink::Claimed) => {
                 self.spare(path.to_string(), kind, KeptWhy::Busy);
                 false
             }
             // Another session wrote into it meanwhile, or removed it: it stays (or
             // is gone), and what it holds was said.
-            Err(Errno::NOTEMPTY | Errno::EXIST | Errno::NOENT) => false,
-            Err(err) => {
+            Err(Unlink::Os(Errno::NOTEMPTY | Errno::EXIST | Errno::NOENT)) => false,
+            // Anything else (the kernel's own EBUSY of a mount point among them)
+            // leaves the mirror different from its source: a failure.
+            Err(Unlink::Os(err)) => {
                 (self.said)(Removed {
                     path: path.to_string(),
                     kind,
@@ -394,22 +396,22 @@ impl<'a, 'b> Walk<'a, 'b> {
         }
     }
 
-    /// One `unlinkat`; on a server, under the user's ledger, refused (`BUSY`) for a
-    /// path another `put` is writing, and what left the disk (measured under the
-    /// lock, right before) given back.
+    /// One `unlinkat`; on a server, under the user's ledger, refused
+    /// ([`Unlink::Claimed`]) for a path another `put` is writing, and what left the
+    /// disk (measured under the lock, right before) given back.
     fn unlink(
         &self,
         parent: &OwnedFd,
         name: &str,
         path: &str,
         kind: ItemKind,
-    ) -> Result<(), Errno> {
+    ) -> Result<(), Unlink> {
         let flags = match kind {
             ItemKind::Dir => AtFlags::REMOVEDIR,
             _ => AtFlags::empty(),
         };
         let Some(account) = self.meter.meter() else {
-            return rustix::fs::unlinkat(parent, name, flags);
+            return Ok(rustix::fs::unlinkat(parent, name, flags)?);
         };
         let mut books = account.books();
         let own = self.own.map(|own| account.home_path(own));
@@ -417,7 +419,7 @@ impl<'a, 'b> Walk<'a, 'b> {
             .unclaimed_but(&account.home_path(path), own.as_deref())
             .is_err()
         {
-            return Err(Errno::BUSY);
+            return Err(Unlink::Claimed);
         }
         let stat = beneath::stat(parent, name)?.ok_or(Errno::NOENT)?;
         rustix::fs::unlinkat(parent, name, flags)?;
@@ -425,6 +427,19 @@ impl<'a, 'b> Walk<'a, 'b> {
             books.shrank(stat.st_size as u64, 1);
         }
         Ok(())
+    }
+}
+
+/// Why [`Walk::unlink`] removed nothing: another session's claim (the ledger's
+/// refusal), or the system's error, which may be its own EBUSY (a mount point).
+enum Unlink {
+    Claimed,
+    Os(Errno),
+}
+
+impl From<Errno> for Unlink {
+    fn from(err: Errno) -> Unlink {
+        Unlink::Os(err)
     }
 }
 
