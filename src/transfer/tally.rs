@@ -331,10 +331,7 @@ impl Tally {
                 Kind::Io,
                 format!(
                     "{} could not be deleted{}",
-                    match summary.not_deleted {
-                        1 => "1 entry".to_string(),
-                        n => format!("{n} entries"),
-                    },
+                    crate::ui::report::entries(summary.not_deleted),
                     if self.reporter.style().quiet {
                         ""
                     } else {

@@ -450,10 +450,10 @@ impl Reporter {
     /// Says that `count` entries beneath `path`, whose failure was said, failed for
     /// the same reason (each has its event with `--json`).
     pub(crate) fn failed_beneath(&self, path: &str, count: usize, dry_run: bool) {
-        let entries = if count == 1 { "entry" } else { "entries" };
         let what = format!(
-            "{}: and {count} {entries} beneath it, refused as it was",
-            escape(path)
+            "{}: and {} beneath it, refused as it was",
+            escape(path),
+            entries(count)
         );
         let text = match self.style.serving {
             true if dry_run => format!("xfer: {}: {what} (dry run)", self.whose()),
@@ -828,8 +828,7 @@ fn verdict(summary: &Summary, ok: bool) -> String {
         0 if ok => format!("all verified ({} + MAC{sealed})", summary.hash),
         0 => "not completed".to_string(),
         // Directories and links fail too: entries, not files.
-        1 => "1 entry failed".to_string(),
-        n => format!("{n} entries failed"),
+        n => format!("{} failed", entries(n)),
     }
 }
 
@@ -877,6 +876,15 @@ pub(crate) fn not_there_yet_locally(style: Style, dir: &std::path::Path) {
 /// A user as logged: `-` for none (a single-key server's nameless user).
 pub(crate) fn user_or_dash(user: &str) -> &str {
     if user.is_empty() { "-" } else { user }
+}
+
+/// `1 entry`, `2 entries`: an entry is anything offered (a file, a directory, a
+/// link), where [`plural`] would say `entrys`.
+pub(crate) fn entries(n: usize) -> String {
+    match n {
+        1 => "1 entry".to_string(),
+        n => format!("{n} entries"),
+    }
 }
 
 /// `1 file`, `2 files`.

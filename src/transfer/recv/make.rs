@@ -119,8 +119,10 @@ pub(crate) fn say_dropped() {
     ];
     for (count, what, why) in notes {
         if count > 0 {
-            let entries = if count == 1 { "entry" } else { "entries" };
-            report::warn(&format!("note: {what} on {count} {entries}: {why}"));
+            report::warn(&format!(
+                "note: {what} on {}: {why}",
+                report::entries(count)
+            ));
         }
     }
 }
