@@ -183,19 +183,25 @@ pub(crate) fn is_reserved(name: &str) -> bool {
     is_reserved_bytes(name.as_bytes())
 }
 
+/// The name of a fresh temporary (`.xfer-<16 hex digits>.part`) from 8 `random`
+/// bytes: a part file's, a link's or special file's being made, and so the name
+/// a directory takes when a change of type exchanges it for one.
+pub(crate) fn temporary_name(random: [u8; 8]) -> String {
+    format!("{RESERVED_PREFIX}{}.part", crate::hex::hex(&random))
+}
+
 /// Whether a directory named `name`, changed (its ctime) before `cutoff`, is one a
-/// crash left in the middle of a change of type: exactly `.xfer-` and 16 hex digits
-/// and `.part`, the name an exchange of ours gives it (`beneath::rename_over_dir`;
-/// its rename sets the ctime, which no sender can). A user's own directory that
-/// merely starts and ends so, or whose times a sender set, is never one.
+/// crash left in the middle of a change of type: exactly a [`temporary_name`], the
+/// name an exchange of ours gives it (`beneath::rename_over_dir`; its rename sets
+/// the ctime, which no sender can). A user's own directory that merely starts and
+/// ends so, or whose times a sender set, is never one.
 pub(crate) fn is_stale_exchange_dir(name: &[u8], ctime: i64, cutoff: i64) -> bool {
-    let Some(middle) = name
-        .strip_prefix(RESERVED_PREFIX.as_bytes())
-        .and_then(|rest| rest.strip_suffix(b".part"))
-    else {
-        return false;
-    };
-    middle.len() == 16 && middle.iter().all(u8::is_ascii_hexdigit) && ctime < cutoff
+    let random = std::str::from_utf8(name)
+        .ok()
+        .and_then(|name| name.strip_prefix(RESERVED_PREFIX))
+        .and_then(|rest| rest.strip_suffix(".part"))
+        .and_then(crate::hex::unhex::<8>);
+    random.is_some() && ctime < cutoff
 }
 
 /// [`is_reserved`] for a name read from a directory, which need not be UTF-8.

@@ -20,9 +20,9 @@ use super::meta;
 use super::resolver::{Placement, Resolver, split_last};
 use crate::escape::escape;
 use crate::fs::beneath::NotOver;
-use crate::fs::path::RESERVED_PREFIX;
+use crate::fs::path::temporary_name;
 use crate::fs::{Refusal, beneath};
-use crate::hex::{hex, unhex_vec};
+use crate::hex::unhex_vec;
 use crate::proto::message::{Entry, EntryKind, ErrorCode};
 
 /// Mode of a node until its own is applied.
@@ -282,10 +282,7 @@ fn create_temporary(
     file: Option<&(std::sync::Arc<OwnedFd>, Vec<u8>, u64)>,
 ) -> Result<String, Refusal> {
     loop {
-        let temp = format!(
-            "{RESERVED_PREFIX}{}.part",
-            hex(&super::part::random_bytes())
-        );
+        let temp = temporary_name(super::part::random_bytes());
         let made = match (node.entry.kind, file) {
             (EntryKind::Symlink, _) => {
                 let target = target_of(node.entry);

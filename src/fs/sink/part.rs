@@ -39,7 +39,7 @@ use crate::escape::escape;
 use crate::fs::Refusal;
 use crate::fs::beneath::{self, NotOver};
 use crate::fs::ledger::{Account, Books};
-use crate::fs::path::RESERVED_PREFIX;
+use crate::fs::path::{RESERVED_PREFIX, temporary_name};
 use crate::hex::hex;
 use crate::proto::hash::Hasher;
 use crate::proto::message::{Entry, ErrorCode};
@@ -531,7 +531,7 @@ impl PartFile {
         }
         // Replacing: a name of our own first, then one atomic rename over the old file.
         let temp = loop {
-            let temp = format!("{RESERVED_PREFIX}{}.part", hex(&random_bytes()));
+            let temp = temporary_name(random_bytes());
             match link_unnamed(&file, &self.dir, temp.as_bytes()) {
                 Ok(()) => break temp,
                 Err(Errno::EXIST) => continue,
@@ -816,7 +816,7 @@ fn link_through_proc(file: &File, dir: &OwnedFd, name: &[u8]) -> Result<(), Errn
 /// Creates a fresh `.xfer-<random>.part` in `dir`.
 fn create_temporary(dir: &OwnedFd, path: &str) -> Result<(String, File), Refusal> {
     loop {
-        let temp = format!("{RESERVED_PREFIX}{}.part", hex(&random_bytes()));
+        let temp = temporary_name(random_bytes());
         match rustix::fs::openat(
             dir,
             temp.as_str(),
