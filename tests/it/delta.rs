@@ -434,11 +434,8 @@ fn mirror_trees(root: &Path) -> Case {
     fs::create_dir_all(root.join("src/tree")).unwrap();
     // The old versions an hour older: a mirror's quick check (size and time)
     // must not find them `same` on a coarse file clock.
-    let an_hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
     for (name, old) in [("big", &case.old), ("mid", &old_mid)] {
-        let path = write_in(&root.join("dst/tree"), name, old);
-        let file = fs::File::options().write(true).open(path).unwrap();
-        file.set_modified(an_hour_ago).unwrap();
+        write_older(&root.join("dst/tree"), name, old);
     }
     write_in(&root.join("dst/tree"), "stale", b"stale\n");
     write_in(&root.join("src/tree"), "big", &case.new);
@@ -542,9 +539,7 @@ fn dry_run_against(file: &Path, dst: &Path, recv_flags: &[&str]) -> (Value, u64)
     let held = dst.join("f");
     // Older, so that a file of the same size is not taken for the same one (a dry
     // run's quick check), however close together the two were written.
-    let an_hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
-    let handle = fs::File::options().write(true).open(held).unwrap();
-    handle.set_modified(an_hour_ago).unwrap();
+    crate::util::make_older(&held);
     let mut receiver = Receiver::start(dst, Some(KEY), recv_flags);
     let relay = Relay::start(receiver.port, Faults::default());
     let sent = send(&[file], relay.port, KEY, &["-n", "--json"]);

@@ -93,9 +93,7 @@ fn a_name_that_is_not_utf8_is_updated_by_a_delta() {
     let held = raw(&dst.path().join("tree"), name);
     fs::write(&held, &old).unwrap();
     // An hour older, as an older version is (same size and time would be `same`).
-    let an_hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
-    let handle = fs::File::options().write(true).open(&held).unwrap();
-    handle.set_modified(an_hour_ago).unwrap();
+    crate::util::make_older(&held);
 
     let crossed = send_over(&tree, dst.path());
     assert!(

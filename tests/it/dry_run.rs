@@ -718,16 +718,8 @@ fn a_dry_run_into_a_directory_its_receiver_may_not_write_fails_as_the_real_run()
     fs::write(dst.join("tree/d"), b"old\n").unwrap();
     std::os::unix::fs::lchown(&dst, Some(65534), Some(65534)).unwrap();
     let before = snapshot(&dst);
-    let receiver = || {
-        let mut command = crate::util::xfer();
-        command
-            .args(["recv", "--listen", "127.0.0.1:0", "--overwrite", "--dir"])
-            .arg(&dst)
-            .env("XFER_KEY", KEY);
-        crate::util::as_nobody(command).map(Receiver::spawn)
-    };
+    let receiver = || crate::util::nobody_receiving(&dst);
     let Some(mut dry_receiver) = receiver() else {
-        eprintln!("SKIPPED: needs root and setpriv to run the receiver unprivileged");
         return;
     };
     let dry = send(&[&tree], dry_receiver.port, KEY, &["-n"]);

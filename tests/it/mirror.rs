@@ -390,8 +390,7 @@ fn the_shell_puts_and_gets_with_delete_and_filters() {
 #[test]
 fn a_mirror_spares_what_another_session_is_writing() {
     use crate::util::pattern;
-    use crate::util::peer::SendEntry;
-    use crate::util::site::{finish_put, send_part, start_put};
+    use crate::util::site::{finish_put, put_begun};
     let site = Site::new();
     site.users(&[("alice", "")]);
     let home = site.home("alice");
@@ -402,12 +401,8 @@ fn a_mirror_spares_what_another_session_is_writing() {
     fs::write(local.join("a"), b"a\n").unwrap();
     let server = site.serve(&[]);
     settle();
-    let mut writer = server.login("alice");
     let new = pattern(300_000, 3);
-    let entries = [SendEntry::file("tree/busy", new.clone())];
-    let plan = start_put(&mut writer, "", true, &entries);
-    assert_eq!(plan[0]["action"], "send", "{plan:?}");
-    send_part(&mut writer, 0, &new, 0, 100_000);
+    let mut writer = put_begun(&server, "alice", "tree/busy", &new, 100_000);
     let mirror = client(
         &site,
         "alice",
@@ -1028,16 +1023,9 @@ fn a_deletion_that_fails_fails_the_run_on_both_sides() {
     .unwrap();
     // Made well before the session (a mirror spares what changed since it began).
     std::thread::sleep(Duration::from_millis(100));
-    let mut command = crate::util::xfer();
-    command
-        .args(["recv", "--listen", "127.0.0.1:0", "--overwrite", "--dir"])
-        .arg(&dst)
-        .env("XFER_KEY", KEY);
-    let Some(command) = crate::util::as_nobody(command) else {
-        eprintln!("SKIPPED: needs root and setpriv to run the receiver unprivileged");
+    let Some(mut receiver) = crate::util::nobody_receiving(&dst) else {
         return;
     };
-    let mut receiver = Receiver::spawn(command);
     let sent = send(&[&tree], receiver.port, KEY, &["--delete", "--json"]);
     assert_eq!(code(&sent), 7, "{}", stderr_of(&sent));
     assert!(

@@ -459,8 +459,7 @@ fn the_receiver_lists_a_change_of_type_as_replaced() {
 #[test]
 fn a_directory_another_session_writes_into_stays() {
     use crate::util::pattern;
-    use crate::util::peer::SendEntry;
-    use crate::util::site::{finish_put, send_part, start_put};
+    use crate::util::site::{finish_put, put_begun};
     let site = Site::new();
     site.users(&[("alice", "")]);
     let home = site.home("alice");
@@ -471,12 +470,8 @@ fn a_directory_another_session_writes_into_stays() {
     fs::write(local.join("x"), b"x is a file now\n").unwrap();
     let server = site.serve(&[]);
     settle();
-    let mut writer = server.login("alice");
     let new = pattern(300_000, 3);
-    let entries = [SendEntry::file("tree/x/busy", new.clone())];
-    let plan = start_put(&mut writer, "", true, &entries);
-    assert_eq!(plan[0]["action"], "send", "{plan:?}");
-    send_part(&mut writer, 0, &new, 0, 100_000);
+    let mut writer = put_begun(&server, "alice", "tree/x/busy", &new, 100_000);
     let put = client(
         &site,
         "alice",
@@ -501,8 +496,7 @@ fn a_directory_another_session_writes_into_stays() {
 #[test]
 fn a_directory_with_a_claim_beneath_it_is_not_replaced() {
     use crate::util::pattern;
-    use crate::util::peer::SendEntry;
-    use crate::util::site::{finish_put, send_part, start_put};
+    use crate::util::site::{finish_put, put_begun};
     let site = Site::new();
     site.users(&[("alice", "")]);
     let home = site.home("alice");
@@ -512,11 +506,9 @@ fn a_directory_with_a_claim_beneath_it_is_not_replaced() {
     fs::write(local.join("x"), b"x is a file now\n").unwrap();
     let server = site.serve(&[]);
     settle();
-    let mut writer = server.login("alice");
+    // Planned, not one byte of its data sent yet.
     let new = pattern(300_000, 5);
-    let entries = [SendEntry::file("tree/x/new", new.clone())];
-    let plan = start_put(&mut writer, "", true, &entries);
-    assert_eq!(plan[0]["action"], "send", "{plan:?}");
+    let mut writer = put_begun(&server, "alice", "tree/x/new", &new, 0);
     let put = client(
         &site,
         "alice",
@@ -529,7 +521,6 @@ fn a_directory_with_a_claim_beneath_it_is_not_replaced() {
         "{err}"
     );
     assert!(home.join("tree/x").is_dir());
-    send_part(&mut writer, 0, &new, 0, 0);
     let answer = finish_put(&mut writer, 0, "tree/x/new", &new, 0);
     assert_eq!(answer["type"], "ok", "{answer}");
     assert_eq!(fs::read(home.join("tree/x/new")).unwrap(), new);
@@ -838,7 +829,7 @@ fn a_change_of_type_the_quota_refuses_deletes_nothing_and_the_dry_run_says_so() 
 #[test]
 fn a_directory_in_the_way_the_receiver_cannot_open_is_refused_alike_in_a_dry_run() {
     use crate::util::tree::snapshot;
-    use crate::util::{KEY, Receiver, send};
+    use crate::util::{KEY, send};
     use std::os::unix::fs::PermissionsExt;
     let root = tempfile::tempdir().unwrap();
     fs::set_permissions(root.path(), fs::Permissions::from_mode(0o755)).unwrap();
@@ -854,16 +845,8 @@ fn a_directory_in_the_way_the_receiver_cannot_open_is_refused_alike_in_a_dry_run
     fs::set_permissions(dst.join("tree/x"), fs::Permissions::from_mode(0o000)).unwrap();
     settle();
     let before = snapshot(&dst);
-    let receiver = || {
-        let mut command = crate::util::xfer();
-        command
-            .args(["recv", "--listen", "127.0.0.1:0", "--overwrite", "--dir"])
-            .arg(&dst)
-            .env("XFER_KEY", KEY);
-        crate::util::as_nobody(command).map(Receiver::spawn)
-    };
+    let receiver = || crate::util::nobody_receiving(&dst);
     let Some(mut dry_receiver) = receiver() else {
-        eprintln!("SKIPPED: needs root and setpriv to run the receiver unprivileged");
         return;
     };
     let said = "tree/x: cannot open the directory in the way: Permission denied";

@@ -365,10 +365,32 @@ pub fn write_in(dir: &Path, name: &str, content: &[u8]) -> std::path::PathBuf {
 /// have its size and time: `same` to the quick check, which sends nothing.)
 pub fn write_older(dir: &Path, name: &str, content: &[u8]) -> std::path::PathBuf {
     let path = write_in(dir, name, content);
-    let an_hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
-    let file = std::fs::File::options().write(true).open(&path).unwrap();
-    file.set_modified(an_hour_ago).unwrap();
+    make_older(&path);
     path
+}
+
+/// Sets the modification time of the file at `path` an hour back (see
+/// [`write_older`]).
+pub fn make_older(path: &Path) {
+    let an_hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+    let file = std::fs::File::options().write(true).open(path).unwrap();
+    file.set_modified(an_hour_ago).unwrap();
+}
+
+/// `recv --listen 127.0.0.1:0 --overwrite --dir DIR` run as `nobody` (see
+/// [`as_nobody`]), for what a receiver may not do on its own disk; `None` (and a
+/// line saying the test skips) where that is not possible.
+pub fn nobody_receiving(dir: &Path) -> Option<Receiver> {
+    let mut command = xfer();
+    command
+        .args(["recv", "--listen", "127.0.0.1:0", "--overwrite", "--dir"])
+        .arg(dir)
+        .env("XFER_KEY", KEY);
+    let receiver = as_nobody(command).map(Receiver::spawn);
+    if receiver.is_none() {
+        eprintln!("SKIPPED: needs root and setpriv to run the receiver unprivileged");
+    }
+    receiver
 }
 
 /// Runs `command` as the unprivileged user `nobody` (the tests run as root, who

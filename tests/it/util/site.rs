@@ -48,6 +48,18 @@ pub fn start_put(peer: &mut Peer, dir: &str, overwrite: bool, entries: &[SendEnt
     peer.read_plan(entries.len()).expect("plan")
 }
 
+/// Another session of `user`: a `put` (overwriting) of one file at `path` of the
+/// home holding `content`, planned `send` (asserted) and its first `sent` bytes
+/// written; [`finish_put`] with the same `sent` completes it.
+pub fn put_begun(server: &Server, user: &str, path: &str, content: &[u8], sent: usize) -> Peer {
+    let mut writer = server.login(user);
+    let entries = [SendEntry::file(path, content.to_vec())];
+    let plan = start_put(&mut writer, "", true, &entries);
+    assert_eq!(plan[0]["action"], "send", "{plan:?}");
+    send_part(&mut writer, 0, content, 0, sent);
+    writer
+}
+
 /// Sends `data` frames for entry `index` from `offset`: the first `sent` bytes of
 /// `rest`, and nothing more (no `done`).
 pub fn send_part(peer: &mut Peer, index: u64, rest: &[u8], offset: usize, sent: usize) {
