@@ -50,11 +50,17 @@ impl Look {
     /// The entry that replaces the directory was accepted: in a dry run, what
     /// would go from inside is kept for the `deleted` report.
     pub(crate) fn accepted(self, shared: &Shared<'_>) {
-        if let Some(mirroring) = shared.mirroring {
-            (mirroring.cleared.lock())
-                .unwrap_or_else(PoisonError::into_inner)
-                .extend(self.found);
-        }
+        keep_for_report(shared, self.found);
+    }
+}
+
+/// Keeps what went (or, in a dry run, would go) from directories in the way for the
+/// `deleted` report (`mirror.rs`), ahead of what `--delete` removes.
+fn keep_for_report(shared: &Shared<'_>, found: Vec<Removed>) {
+    if let Some(mirroring) = shared.mirroring {
+        (mirroring.cleared.lock())
+            .unwrap_or_else(PoisonError::into_inner)
+            .extend(found);
     }
 }
 
@@ -100,11 +106,7 @@ pub(crate) fn clear(
         parent,
         (false, &mut |removed| found.push(removed)),
     );
-    if let Some(mirroring) = shared.mirroring {
-        (mirroring.cleared.lock())
-            .unwrap_or_else(PoisonError::into_inner)
-            .extend(found);
-    }
+    keep_for_report(shared, found);
     result.map(drop)
 }
 
