@@ -1,4 +1,5 @@
-//! `usage`: the bytes and files in the user's home against their quota.
+//! `usage`: the bytes and entries (files, directories, links) in the user's home
+//! against their quota (the wire keeps the name `files`).
 
 use anyhow::Result;
 
