@@ -858,6 +858,39 @@ mod tests {
     }
 
     #[test]
+    fn a_sweep_gives_back_what_a_stale_exchange_directory_held_by_the_rule() {
+        let (dir, home) = home();
+        let stale = dir.path().join("d/.xfer-0123456789abcdef.part");
+        std::fs::create_dir_all(stale.join("sub")).unwrap();
+        std::fs::write(stale.join("sub/f"), b"12345").unwrap();
+        std::os::unix::fs::symlink("target", stale.join("link")).unwrap();
+        std::fs::write(dir.path().join("d/kept"), b"kept").unwrap();
+        let before = home.footprint();
+        assert_eq!(
+            before,
+            Footprint {
+                bytes: 3 * 4096 + 5 + 6 + 4,
+                files: 6
+            }
+        );
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        let removed = home.sweep(now + 3600, &mut |_| true);
+        // The directory, `sub`, its file and the link.
+        assert_eq!(
+            removed,
+            Footprint {
+                bytes: 2 * 4096 + 5 + 6,
+                files: 4
+            }
+        );
+        assert_eq!(home.footprint().bytes, before.bytes - removed.bytes);
+        assert_eq!(home.footprint().files, before.files - removed.files);
+    }
+
+    #[test]
     fn listings_are_sorted_and_never_follow_links() {
         let (dir, home) = home();
         std::fs::write(dir.path().join("b"), b"bb").unwrap();

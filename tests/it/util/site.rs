@@ -1,7 +1,8 @@
 //! What the quota, reload and partial tests do on a site of `util::server`: puts
 //! made, cut midway and finished with the independent peer of `util::peer`, and
-//! the walk of a home from outside (every file at every depth, `lstat` sizes) that
-//! each test checks against the quota and against what `usage` says.
+//! the walk of a home from outside (every entry at every depth, from `lstat`, by
+//! the quota's rule) that each test checks against the quota and against what
+//! `usage` says.
 
 #![allow(dead_code)]
 
