@@ -672,7 +672,8 @@ Users file:
   realm = \"REALM\"                the key comes from a password for REALM (`xfer passwd` writes
                                  it); must be the server's --realm
   home = \"DIR\"                   relative to --root; default: the user's name
-  quota = \"20 GiB\"               bytes, or a number with KB/MB/GB/TB or KiB/MiB/GiB/TiB
+  quota = \"20 GiB\"               bytes, or a number with KB/MB/GB/TB or KiB/MiB/GiB/TiB: the
+                                 files' sizes, 4096 per directory, each link its target's length
   max_files = 100000             entries (files, directories, links) in the home, partial
                                  files included
   read_only = true               ls and get only (default false)

@@ -21,7 +21,7 @@ pub(crate) fn run(context: &Context<'_>, conn: &mut TcpConnection) -> Result<()>
         Ok(format!(
             "{} bytes, {}",
             used.bytes,
-            crate::ui::report::plural(used.files as usize, "file")
+            crate::ui::report::entries(used.files as usize)
         )),
     );
     Ok(())
