@@ -275,3 +275,45 @@ fn two_clients_making_directories_at_once_share_one_quota() {
     check_home(&site, &server, "alice", QUOTA);
     checked_through_a_restart(&site, server, "alice", (QUOTA, 16));
 }
+
+#[test]
+fn changes_of_type_give_back_what_they_replace() {
+    let site = Site::new();
+    site.users(&[("alice", "quota = \"64 KiB\"")]);
+    let server = site.serve(&[]);
+    let home = site.home("alice");
+    // On the server: `t/a` a link, `t/b` a directory holding a directory and a link.
+    let tree = site.path().join("local/t");
+    fs::create_dir_all(tree.join("b/inner")).unwrap();
+    std::os::unix::fs::symlink("somewhere", tree.join("a")).unwrap();
+    std::os::unix::fs::symlink("x", tree.join("b/inner/l")).unwrap();
+    let put = send_as(&site, "alice", &[&tree], &server.addr());
+    expect_exit(&put, 0, "the first tree");
+    assert_eq!(on_disk(&home), (3 * DIR + 9 + 1, 5));
+    // Then `a` becomes a directory and `b` a link, with `-f --delete`.
+    fs::remove_file(tree.join("a")).unwrap();
+    fs::create_dir(tree.join("a")).unwrap();
+    fs::remove_dir_all(tree.join("b")).unwrap();
+    std::os::unix::fs::symlink("elsewhere", tree.join("b")).unwrap();
+    let args = [
+        "send",
+        "-f",
+        "--delete",
+        tree.to_str().unwrap(),
+        &server.addr(),
+    ];
+    let put = client(&site, "alice", &args);
+    expect_exit(&put, 0, "the changes of type");
+    assert!(fs::symlink_metadata(home.join("t/b")).unwrap().is_symlink());
+    assert!(home.join("t/a").is_dir());
+    assert_eq!(on_disk(&home), (2 * DIR + 9, 3));
+    check_home(&site, &server, "alice", QUOTA);
+    // And back, which fills the room freed exactly.
+    let (made, refused) = mkdir_until_refused(&server, "alice", &names(20));
+    assert_eq!((made, refused.as_deref()), (13, Some("quota")));
+    checked_through_a_restart(&site, server, "alice", (QUOTA, 16));
+}
+
+fn names(count: usize) -> Vec<String> {
+    (0..count).map(|i| format!("n{i:02}")).collect()
+}
