@@ -165,6 +165,7 @@ fn send(args: SendArgs) -> Result<SendOptions, String> {
         delete: mirror.delete,
         delete_excluded: mirror.delete_excluded,
         dry_run: mirror.dry_run,
+        ignore_times: mirror.ignore_times,
         peering,
     })
 }
@@ -245,6 +246,7 @@ fn recv(args: RecvArgs) -> Result<RecvOptions, String> {
             },
             asked: None,
             delete_excluded: false,
+            ignore_times: false,
         },
         keep_partial: args.keep_partial,
         numeric_ids: args.numeric_ids,
@@ -467,6 +469,7 @@ fn get(args: GetArgs) -> Result<GetOptions, String> {
             names: Names::Safe,
             asked: Some((mirror.delete, mirror.dry_run)),
             delete_excluded: mirror.delete_excluded,
+            ignore_times: mirror.ignore_times,
         },
         style: output,
     })

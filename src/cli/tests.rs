@@ -292,6 +292,26 @@ fn clap_definition_is_consistent() {
 }
 
 #[test]
+fn ignore_times_reaches_the_sender_and_a_get_clients_own_settings() {
+    assert!(!send(&["send", "a", "h:1"]).ignore_times);
+    assert!(send(&["send", "-I", "a", "h:1"]).ignore_times);
+    assert!(send(&["send", "--ignore-times", "-f", "a", "h:1:dir"]).ignore_times);
+    // Asking for it needs nothing of the peer (`mirror` is not insisted on).
+    assert!(!send(&["send", "-I", "a", "h:1"]).peering.security.mirror);
+    match parse(&["get", "-f", "-I", "h:1:f"]).unwrap() {
+        // The client applies it itself: nothing goes into its request.
+        Invocation::Get(get) => {
+            assert!(get.settings.ignore_times && get.client.mirror.is_none());
+        }
+        other => panic!("not get: {other:?}"),
+    }
+    assert!(
+        parse(&["recv", "--listen", "9000", "-I"]).is_err(),
+        "the sender asks"
+    );
+}
+
+#[test]
 fn whole_file_turns_delta_off_on_every_command_that_moves_files() {
     let on = send(&["send", "a", "h:1"]);
     assert!(!on.peering.security.whole_file);

@@ -812,6 +812,7 @@ mod mirror_vectors {
             }],
             delete_excluded: false,
             report_kept: false,
+            ignore_times: false,
         };
         let entries = [
             entry("site", EntryKind::Dir, 0, 0o755),

@@ -68,6 +68,7 @@ impl Get {
             names: Names::Safe,
             asked: Some((delete, dry_run)),
             delete_excluded: self.mirror.delete_excluded,
+            ignore_times: self.mirror.ignore_times,
         };
         session.transfer("received", self.mirror.itemize, |client, tally| {
             client.asking(mirror.clone())?;

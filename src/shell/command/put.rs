@@ -10,6 +10,7 @@ use crate::client::path::resolve;
 use crate::error::{Kind, fail};
 use crate::fs::filter::command_line_rules;
 use crate::fs::source::{self, WalkOptions};
+use crate::proto::message::Mirror;
 use crate::shell::session::Session;
 use crate::shell::words::expand_home;
 
@@ -34,6 +35,9 @@ pub(crate) struct ShellMirror {
     /// Only show what would happen
     #[arg(short = 'n', long)]
     pub(crate) dry_run: bool,
+    /// Send files of the same size and time too (through the delta), as rsync's -I
+    #[arg(short = 'I', long)]
+    pub(crate) ignore_times: bool,
     /// Print one line per changed entry (new, replaced, deleted, attrs, ...)
     #[arg(short = 'i', long)]
     pub(crate) itemize: bool,
@@ -87,7 +91,13 @@ impl Put {
             bail!(fail(Kind::Usage, "--delete mirrors a directory: give one"));
         }
         let mirror = &self.mirror;
-        collected.mirror(mirror.delete, mirror.dry_run, mirror.delete_excluded);
+        collected.mirror(Mirror {
+            delete: mirror.delete,
+            dry_run: mirror.dry_run,
+            delete_excluded: mirror.delete_excluded,
+            ignore_times: mirror.ignore_times,
+            ..Mirror::default()
+        });
         let force = self.force || self.mirror.delete;
         if collected.is_stream() {
             bail!(fail(

@@ -1,0 +1,283 @@
+//! `-I` / `--ignore-times` (docs/PROTOCOL.md 17.1, `ignore_times`): where the
+//! receiver replaces files, a file of the offered size and modification time is
+//! sent again instead of being skipped by the quick check, through the delta, so an
+//! unchanged file costs its chunks' sums; without `-I` it stays. Point to point,
+//! into and out of `xfer serve` (`send -f`, `get -f`, the shell's `put`/`get`), in a
+//! dry run (which predicts the real run), into a receiver that replaces nothing
+//! (which ignores it) and to a peer without `mirror` (nothing new on the wire).
+
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use crate::util::peer;
+use crate::util::relay::{Faults, Relay};
+use crate::util::server::{Site, as_user, client, expect_exit, run_with_input, stdout_of};
+use crate::util::{
+    KEY, Receiver, old_receiver_taking_all, pattern, peer_listening, receiver_without_meta, send,
+    stderr_of,
+};
+
+/// The one modification time both sides' files are given: the quick check cannot
+/// tell them apart.
+fn the_time() -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000)
+}
+
+/// Writes `content` as `dir/name` with [`the_time`] as its modification time.
+fn write_at_the_time(dir: &Path, name: &str, content: &[u8]) -> PathBuf {
+    let path = dir.join(name);
+    fs::create_dir_all(path.parent().unwrap()).unwrap();
+    fs::write(&path, content).unwrap();
+    let file = fs::File::options().write(true).open(&path).unwrap();
+    file.set_modified(the_time()).unwrap();
+    path
+}
+
+/// The sender's version and the receiver's: the same size, other bytes.
+const NEW: &[u8] = b"the sender's version\n";
+const OLD: &[u8] = b"the older receiver's\n";
+
+#[test]
+fn ignore_times_resends_a_file_of_the_same_size_and_time_that_the_quick_check_keeps() {
+    assert_eq!(NEW.len(), OLD.len());
+    let src = tempfile::tempdir().unwrap();
+    let dst = tempfile::tempdir().unwrap();
+    let file = write_at_the_time(src.path(), "f", NEW);
+    // Large enough for a delta: same size and time, one 4 KiB stretch other.
+    let big_new = pattern(256 << 10, 61);
+    let mut big_old = big_new.clone();
+    big_old[100 << 10..104 << 10].copy_from_slice(&pattern(4 << 10, 62));
+    let big = write_at_the_time(src.path(), "big", &big_new);
+    write_at_the_time(dst.path(), "f", OLD);
+    write_at_the_time(dst.path(), "big", &big_old);
+    let mut serving = Receiver::start(dst.path(), Some(KEY), &["--overwrite", "--serve"]);
+
+    let quick = send(&[&file, &big], serving.port, KEY, &["-i"]);
+    assert!(quick.status.success(), "{}", stderr_of(&quick));
+    assert_eq!(stdout_of(&quick).trim(), "", "nothing itemized");
+    assert!(
+        stderr_of(&quick).contains("2 already there"),
+        "{}",
+        stderr_of(&quick)
+    );
+    assert_eq!(
+        fs::read(dst.path().join("f")).unwrap(),
+        OLD,
+        "quick check: kept"
+    );
+    assert!(fs::read(dst.path().join("big")).unwrap() == big_old);
+
+    let forced = send(&[&file, &big], serving.port, KEY, &["-I", "-i"]);
+    assert!(forced.status.success(), "{}", stderr_of(&forced));
+    let itemized = stdout_of(&forced);
+    assert!(itemized.lines().any(|l| l == "replaced f"), "{itemized}");
+    assert!(itemized.lines().any(|l| l == "delta    big"), "{itemized}");
+    assert_eq!(
+        fs::read(dst.path().join("f")).unwrap(),
+        NEW,
+        "-I: sent again"
+    );
+    assert!(fs::read(dst.path().join("big")).unwrap() == big_new);
+    let time = fs::metadata(dst.path().join("f"))
+        .unwrap()
+        .modified()
+        .unwrap();
+    assert_eq!(time, the_time(), "the offered time applied");
+    drop(serving.child.kill());
+}
+
+/// Sends `new` as `f` over `old` (with the same time) into `recv --overwrite`
+/// through a counting relay: the bytes that crossed, both ways.
+fn crossed_for(old: &[u8], new: &[u8], flags: &[&str]) -> (u64, tempfile::TempDir) {
+    let src = tempfile::tempdir().unwrap();
+    let dst = tempfile::tempdir().unwrap();
+    let file = write_at_the_time(src.path(), "f", new);
+    write_at_the_time(dst.path(), "f", old);
+    let mut receiver = Receiver::start(dst.path(), Some(KEY), &["--overwrite"]);
+    let relay = Relay::start(receiver.port, Faults::default());
+    let sent = send(&[&file], relay.port, KEY, flags);
+    assert!(sent.status.success(), "{}", stderr_of(&sent));
+    assert_eq!(receiver.exit_code(), 0, "{}", receiver.stderr());
+    assert!(fs::read(dst.path().join("f")).unwrap() == new);
+    (relay.both_ways(), dst)
+}
+
+#[test]
+fn an_unchanged_8_mib_file_costs_a_small_fraction_of_it_with_ignore_times() {
+    const SIZE: usize = 8 << 20;
+    let content = pattern(SIZE, 63);
+    let (skipped, _) = crossed_for(&content, &content, &[]);
+    let (ignored, _) = crossed_for(&content, &content, &["-I"]);
+    let (whole, _) = crossed_for(&content, &content, &["-I", "-W"]);
+    eprintln!("8 MiB unchanged: quick check {skipped} B, -I {ignored} B, -I -W {whole} B");
+    assert!(skipped < 16 << 10, "the quick check: {skipped} bytes");
+    // About a thousand sums of 8 KiB chunks (16 KiB of hex) and one copy.
+    assert!(ignored < SIZE as u64 / 64, "-I: {ignored} bytes crossed");
+    assert!(
+        ignored > skipped,
+        "-I read and compared: {ignored} vs {skipped}"
+    );
+    assert!(whole >= SIZE as u64, "-I -W sends it whole: {whole} bytes");
+}
+
+#[test]
+fn a_dry_run_with_ignore_times_lists_the_file_and_changes_nothing() {
+    let src = tempfile::tempdir().unwrap();
+    let dst = tempfile::tempdir().unwrap();
+    let file = write_at_the_time(src.path(), "f", NEW);
+    write_at_the_time(dst.path(), "f", OLD);
+    let before = fs::metadata(dst.path().join("f")).unwrap();
+    let mut serving = Receiver::start(dst.path(), Some(KEY), &["--overwrite", "--serve"]);
+
+    let quick = send(&[&file], serving.port, KEY, &["-n"]);
+    assert!(quick.status.success(), "{}", stderr_of(&quick));
+    assert!(
+        stdout_of(&quick).contains("same     f"),
+        "{}",
+        stdout_of(&quick)
+    );
+    let dry = send(&[&file], serving.port, KEY, &["-n", "-I"]);
+    assert!(dry.status.success(), "{}", stderr_of(&dry));
+    assert!(
+        stdout_of(&dry).contains("changed  f"),
+        "{}",
+        stdout_of(&dry)
+    );
+    let said = "dry run: would send 0 new files and 1 changed";
+    assert!(stderr_of(&dry).contains(said), "{}", stderr_of(&dry));
+    let after = fs::metadata(dst.path().join("f")).unwrap();
+    assert_eq!(
+        fs::read(dst.path().join("f")).unwrap(),
+        OLD,
+        "nothing written"
+    );
+    assert_eq!((after.ino(), after.mtime()), (before.ino(), before.mtime()));
+
+    // The real run does what the dry run said.
+    let real = send(&[&file], serving.port, KEY, &["-I", "-i"]);
+    assert!(real.status.success(), "{}", stderr_of(&real));
+    assert_eq!(stdout_of(&real).trim(), "replaced f");
+    assert_eq!(fs::read(dst.path().join("f")).unwrap(), NEW);
+    drop(serving.child.kill());
+}
+
+#[test]
+fn ignore_times_into_a_receiver_that_replaces_nothing_leaves_the_file() {
+    let src = tempfile::tempdir().unwrap();
+    let dst = tempfile::tempdir().unwrap();
+    let file = write_at_the_time(src.path(), "f", NEW);
+    let other = write_at_the_time(src.path(), "g", b"longer than the receiver's g\n");
+    write_at_the_time(dst.path(), "f", OLD);
+    write_at_the_time(dst.path(), "g", b"short\n");
+    let mut serving = Receiver::start(dst.path(), Some(KEY), &["--serve"]);
+    let without = send(&[&file, &other], serving.port, KEY, &[]);
+    let with = send(&[&file, &other], serving.port, KEY, &["-I"]);
+    // The same answers as without -I: `f` same, `g` refused `exists` (exit 6).
+    assert_eq!(with.status.code(), without.status.code());
+    assert_eq!(with.status.code(), Some(6), "{}", stderr_of(&with));
+    assert!(
+        stderr_of(&with).contains("g: already exists"),
+        "{}",
+        stderr_of(&with)
+    );
+    assert!(
+        stderr_of(&with).contains("1 already there"),
+        "{}",
+        stderr_of(&with)
+    );
+    assert_eq!(fs::read(dst.path().join("f")).unwrap(), OLD);
+    assert_eq!(fs::read(dst.path().join("g")).unwrap(), b"short\n");
+    drop(serving.child.kill());
+}
+
+#[test]
+fn a_put_and_a_get_with_ignore_times_resend_files_of_the_same_size_and_time() {
+    let site = Site::new();
+    site.users(&[("alice", "")]);
+    let home = site.home("alice");
+    write_at_the_time(&home, "f", OLD);
+    let local = write_at_the_time(&site.path().join("local"), "f", NEW);
+    let server = site.serve(&[]);
+    let to = server.at("");
+    let path = local.to_str().unwrap();
+
+    let put = client(&site, "alice", &["send", "-f", path, &to]);
+    expect_exit(&put, 0, "a put -f");
+    assert_eq!(fs::read(home.join("f")).unwrap(), OLD, "quick check: kept");
+    let put = client(&site, "alice", &["send", "-f", "-I", path, &to]);
+    expect_exit(&put, 0, "a put -f -I");
+    assert_eq!(fs::read(home.join("f")).unwrap(), NEW, "-I: sent again");
+
+    // get: the client holds the other bytes now.
+    let downloads = site.download_dir("dl");
+    write_at_the_time(&downloads, "f", OLD);
+    let dl = downloads.to_str().unwrap();
+    let from = server.at("f");
+    let get = client(&site, "alice", &["get", "-f", &from, dl]);
+    expect_exit(&get, 0, "a get -f");
+    assert_eq!(
+        fs::read(downloads.join("f")).unwrap(),
+        OLD,
+        "quick check: kept"
+    );
+    let get = client(&site, "alice", &["get", "-f", "-I", "-i", &from, dl]);
+    expect_exit(&get, 0, "a get -f -I");
+    assert_eq!(stdout_of(&get).trim(), "replaced f");
+    assert_eq!(
+        fs::read(downloads.join("f")).unwrap(),
+        NEW,
+        "-I: received again"
+    );
+}
+
+#[test]
+fn the_shells_put_and_get_take_ignore_times() {
+    let site = Site::new();
+    site.users(&[("alice", "")]);
+    let home = site.home("alice");
+    write_at_the_time(&home, "f", OLD);
+    let local = site.path().join("local");
+    write_at_the_time(&local, "f", NEW);
+    let server = site.serve(&[]);
+    let mut shell = as_user(&site, "alice", &["shell", &server.addr(), "-b", "-"]);
+    shell.current_dir(&local);
+    let output = run_with_input(&mut shell, b"put -f f\nput -f -I f\n".to_vec());
+    expect_exit(&output, 0, "put -f, then put -f -I");
+    assert_eq!(fs::read(home.join("f")).unwrap(), NEW);
+
+    write_at_the_time(&local, "f", OLD);
+    let mut shell = as_user(&site, "alice", &["shell", &server.addr(), "-b", "-"]);
+    shell.current_dir(&local);
+    let output = run_with_input(&mut shell, b"get -f f\n".to_vec());
+    expect_exit(&output, 0, "get -f");
+    assert_eq!(fs::read(local.join("f")).unwrap(), OLD, "quick check: kept");
+    let mut shell = as_user(&site, "alice", &["shell", &server.addr(), "-b", "-"]);
+    shell.current_dir(&local);
+    let output = run_with_input(&mut shell, b"get -f --ignore-times f\n".to_vec());
+    expect_exit(&output, 0, "get -f --ignore-times");
+    assert_eq!(fs::read(local.join("f")).unwrap(), NEW);
+}
+
+#[test]
+fn without_mirror_the_offer_carries_nothing_new_and_an_overwriting_peer_takes_all() {
+    let src = tempfile::tempdir().unwrap();
+    let file = write_at_the_time(src.path(), "f", NEW);
+    // The first offer frame holds no `mirror` member for a peer without it.
+    let (port, first) = peer_listening(|mut peer| {
+        peer.accept_handshake(&receiver_without_meta())
+            .expect("handshake");
+        peer.read_control().expect("the first offer frame")
+    });
+    let _ = send(&[&file], port, KEY, &["-I"]);
+    let first = first.join().unwrap();
+    assert_eq!(first["type"], "offer", "{first}");
+    assert!(first.get("mirror").is_none(), "{first}");
+    // Such a peer answers `send` where it overwrites: the file arrives.
+    let (port, received) = old_receiver_taking_all();
+    let sent = send(&[&file], port, KEY, &["-I"]);
+    assert!(sent.status.success(), "{}", stderr_of(&sent));
+    let received: peer::Received = received.join().unwrap();
+    assert_eq!(received.files["f"], NEW);
+}
