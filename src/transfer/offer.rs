@@ -802,6 +802,46 @@ mod mirror_vectors {
     }
 
     #[test]
+    fn the_offer_asking_ignore_times_matches_the_protocol_vector() {
+        const IGNORE_TIMES: &str = r#"{"type":"offer","mirror":{"ignore_times":true},"entries":[{"path":"site/index.html","kind":"file","size":13,"mode":420,"mtime":1700000000}]}"#;
+        let mirror = Mirror {
+            ignore_times: true,
+            ..Mirror::default()
+        };
+        let entries = [entry("site/index.html", EntryKind::File, 13, 0o644)];
+        let mut writer = FrameWriter::new(Vec::new());
+        write_offer(&mut writer, &transfer(), Some(&mirror), &entries).unwrap();
+        writer.flush().unwrap();
+        let bytes = writer.get_ref().clone();
+        assert_eq!(IGNORE_TIMES.len(), 140);
+        assert_eq!(&bytes[..4], 140u32.to_be_bytes());
+        assert_eq!(&bytes[4..4 + IGNORE_TIMES.len()], IGNORE_TIMES.as_bytes());
+        let mut mac = transfer().offer_mac();
+        mac.frame(IGNORE_TIMES.as_bytes());
+        assert_eq!(
+            mac.finish_hex(),
+            "709d6b597c9f87bbd62fed22aa49244451fa95e38dc4ff9955e905c3aeda17ca"
+        );
+        let read = read_offer(&mut FrameReader::new(Cursor::new(bytes)), &transfer(), true);
+        assert_eq!(read.unwrap().mirror, Some(mirror));
+        // A receiver that does not know a member of `mirror` ignores it (as an
+        // xfer before `ignore_times` did): the offer reads as one without it.
+        let unknown = IGNORE_TIMES.replace("ignore_times", "a_later_member");
+        let mut frame = (unknown.len() as u32).to_be_bytes().to_vec();
+        frame.extend_from_slice(unknown.as_bytes());
+        let mut mac = transfer().offer_mac();
+        mac.frame(unknown.as_bytes());
+        let end = format!(
+            r#"{{"type":"offer_end","count":1,"mac":"{}"}}"#,
+            mac.finish_hex()
+        );
+        frame.extend_from_slice(&(end.len() as u32).to_be_bytes());
+        frame.extend_from_slice(end.as_bytes());
+        let read = read_offer(&mut FrameReader::new(Cursor::new(frame)), &transfer(), true);
+        assert_eq!(read.unwrap().mirror, Some(Mirror::default()));
+    }
+
+    #[test]
     fn the_offer_with_mirror_matches_the_protocol_vector() {
         let mirror = Mirror {
             delete: true,

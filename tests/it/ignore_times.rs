@@ -11,12 +11,15 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use crate::util::peer;
+use serde_json::Value;
+
+use crate::delta::{copy, literal, send_instructions};
+use crate::util::peer::{self, Peer, SendEntry};
 use crate::util::relay::{Faults, Relay};
 use crate::util::server::{Site, as_user, client, expect_exit, run_with_input, stdout_of};
 use crate::util::{
-    KEY, Receiver, old_receiver_taking_all, pattern, peer_listening, receiver_without_meta, send,
-    stderr_of,
+    KEY, Receiver, files_under, old_receiver_taking_all, pattern, peer_listening, peer_sender,
+    receiver_without_meta, send, stderr_of,
 };
 
 /// The one modification time both sides' files are given: the quick check cannot
@@ -88,38 +91,63 @@ fn ignore_times_resends_a_file_of_the_same_size_and_time_that_the_quick_check_ke
     drop(serving.child.kill());
 }
 
-/// Sends `new` as `f` over `old` (with the same time) into `recv --overwrite`
-/// through a counting relay: the bytes that crossed, both ways.
-fn crossed_for(old: &[u8], new: &[u8], flags: &[&str]) -> (u64, tempfile::TempDir) {
+/// What one send of `new` as `f` over `old` (with the same time) into
+/// `recv --overwrite -i` through a counting relay came to.
+struct Crossed {
+    /// Bytes that crossed, both ways.
+    bytes: u64,
+    /// Whether `f` is still the receiver's old file (its inode).
+    same_inode: bool,
+    /// What the receiver itemized.
+    itemized: String,
+}
+
+fn crossed_for(old: &[u8], new: &[u8], flags: &[&str]) -> Crossed {
     let src = tempfile::tempdir().unwrap();
     let dst = tempfile::tempdir().unwrap();
     let file = write_at_the_time(src.path(), "f", new);
-    write_at_the_time(dst.path(), "f", old);
-    let mut receiver = Receiver::start(dst.path(), Some(KEY), &["--overwrite"]);
+    let inode = fs::metadata(write_at_the_time(dst.path(), "f", old))
+        .unwrap()
+        .ino();
+    let mut receiver = Receiver::start(dst.path(), Some(KEY), &["--overwrite", "-i"]);
     let relay = Relay::start(receiver.port, Faults::default());
     let sent = send(&[&file], relay.port, KEY, flags);
     assert!(sent.status.success(), "{}", stderr_of(&sent));
     assert_eq!(receiver.exit_code(), 0, "{}", receiver.stderr());
     assert!(fs::read(dst.path().join("f")).unwrap() == new);
-    (relay.both_ways(), dst)
+    Crossed {
+        bytes: relay.both_ways(),
+        same_inode: fs::metadata(dst.path().join("f")).unwrap().ino() == inode,
+        itemized: receiver.stdout(),
+    }
 }
 
 #[test]
 fn an_unchanged_8_mib_file_costs_a_small_fraction_of_it_with_ignore_times() {
     const SIZE: usize = 8 << 20;
     let content = pattern(SIZE, 63);
-    let (skipped, _) = crossed_for(&content, &content, &[]);
-    let (ignored, _) = crossed_for(&content, &content, &["-I"]);
-    let (whole, _) = crossed_for(&content, &content, &["-I", "-W"]);
-    eprintln!("8 MiB unchanged: quick check {skipped} B, -I {ignored} B, -I -W {whole} B");
-    assert!(skipped < 16 << 10, "the quick check: {skipped} bytes");
+    let skipped = crossed_for(&content, &content, &[]);
+    let ignored = crossed_for(&content, &content, &["-I"]);
+    let whole = crossed_for(&content, &content, &["-I", "-W"]);
+    let (quick, delta, all) = (skipped.bytes, ignored.bytes, whole.bytes);
+    eprintln!("8 MiB unchanged: quick check {quick} B, -I {delta} B, -I -W {all} B");
+    assert!(quick < 16 << 10, "the quick check: {quick} bytes");
     // About a thousand sums of 8 KiB chunks (16 KiB of hex) and one copy.
-    assert!(ignored < SIZE as u64 / 64, "-I: {ignored} bytes crossed");
-    assert!(
-        ignored > skipped,
-        "-I read and compared: {ignored} vs {skipped}"
-    );
-    assert!(whole >= SIZE as u64, "-I -W sends it whole: {whole} bytes");
+    assert!(delta < SIZE as u64 / 64, "-I: {delta} bytes crossed");
+    assert!(delta > quick, "-I read and compared: {delta} vs {quick}");
+    assert!(all >= SIZE as u64, "-I -W sends it whole: {all} bytes");
+    // The delta rebuilt the old file: it stays, nothing is rewritten or itemized.
+    assert!(skipped.same_inode && ignored.same_inode, "kept");
+    assert_eq!(ignored.itemized.trim(), "", "nothing changed");
+    // Sent whole, it is received as any file: a new one in its place.
+    assert!(!whole.same_inode);
+    assert_eq!(whole.itemized.trim(), "replaced f");
+    // A file that did change is rebuilt as a new file.
+    let mut changed = content.clone();
+    changed[SIZE / 2] ^= 1;
+    let rebuilt = crossed_for(&content, &changed, &["-I"]);
+    assert!(!rebuilt.same_inode);
+    assert_eq!(rebuilt.itemized.trim(), "delta    f");
 }
 
 #[test]
@@ -280,4 +308,95 @@ fn without_mirror_the_offer_carries_nothing_new_and_an_overwriting_peer_takes_al
     assert!(sent.status.success(), "{}", stderr_of(&sent));
     let received: peer::Received = received.join().unwrap();
     assert_eq!(received.files["f"], NEW);
+}
+
+/// A receiver (`recv --overwrite -i`) holding `old` as `f`, written at
+/// [`the_time`], and the test peer as a sender with `delta` that offered `f` with
+/// `size` bytes and `mtime`: the plan's basis has `count` chunks.
+fn offered_over(old: &[u8], size: usize, mtime: u64) -> (tempfile::TempDir, Receiver, Peer, u32) {
+    let dst = tempfile::tempdir().unwrap();
+    write_at_the_time(dst.path(), "f", old);
+    let receiver = Receiver::start(dst.path(), Some(KEY), &["--overwrite", "-i"]);
+    let mut peer = peer_sender(receiver.port, &["delta"]);
+    let entry = SendEntry {
+        mtime: Some(mtime),
+        size: Some(size as u64),
+        ..SendEntry::file("f", Vec::new())
+    };
+    peer.send_offer(&[vec![entry.to_json()]]).unwrap();
+    let plan = peer.read_plan(1).unwrap();
+    let count = plan[0]["delta"]["count"].as_u64().expect("a basis") as u32;
+    (dst, receiver, peer, count)
+}
+
+/// Sends `frames` as entry 0's delta with a `done` for `result`, then `end`: the
+/// entry's answer.
+fn answered(peer: &mut Peer, frames: &[Vec<u8>], result: &[u8]) -> Value {
+    send_instructions(peer, frames, result);
+    let said = peer.read_control().unwrap();
+    peer.send_end().unwrap();
+    peer.expect("end").unwrap();
+    said
+}
+
+#[test]
+fn a_delta_that_rebuilds_the_old_file_keeps_it_and_gives_it_the_offered_time() {
+    let old = pattern(256 << 10, 64);
+    let later = 1_700_000_100;
+    let (dst, mut receiver, mut peer, count) = offered_over(&old, old.len(), later);
+    let inode = fs::metadata(dst.path().join("f")).unwrap().ino();
+    // Every chunk in order, in two copies: the old file, byte for byte.
+    let said = answered(&mut peer, &[copy(0, 1), copy(1, count - 1)], &old);
+    assert_eq!(said["type"], "ok", "{said}");
+    assert_eq!(receiver.exit_code(), 0, "{}", receiver.stderr());
+    let kept = fs::metadata(dst.path().join("f")).unwrap();
+    assert_eq!(kept.ino(), inode, "the old file stays");
+    assert_eq!(kept.mtime(), later as i64, "with the offered time");
+    assert!(fs::read(dst.path().join("f")).unwrap() == old);
+    assert_eq!(receiver.stdout().trim(), "attrs    f");
+    assert!(
+        receiver.stderr().contains("1 already there"),
+        "{}",
+        receiver.stderr()
+    );
+
+    // Its first chunks only, where the whole is offered: refused (`checksum`,
+    // which says how much arrived: where the last chunk starts), the old file kept.
+    let (dst, mut receiver, mut peer, count) = offered_over(&old, old.len(), later);
+    let said = answered(&mut peer, &[copy(0, count - 1)], &old);
+    assert_eq!(said["code"], "checksum", "{said}");
+    assert_ne!(receiver.exit_code(), 0);
+    assert!(fs::read(dst.path().join("f")).unwrap() == old);
+    assert_eq!(
+        files_under(dst.path()),
+        [Path::new("f")],
+        "nothing else left"
+    );
+    let message = said["message"].as_str().unwrap();
+    let arrived: usize = message
+        .rsplit(", ")
+        .next()
+        .and_then(|last| last.strip_suffix(" arrived"))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{message}"));
+    // Offered with that size (the same chunks: the chunk size follows the
+    // offered size, 8 KiB up to 128 MiB), the same copies build a shorter file:
+    // what was held back is written, into a new file.
+    let (dst, mut receiver, mut peer, again) = offered_over(&old, arrived, later);
+    assert_eq!(again, count);
+    let inode = fs::metadata(dst.path().join("f")).unwrap().ino();
+    let said = answered(&mut peer, &[copy(0, count - 1)], &old[..arrived]);
+    assert_eq!(said["type"], "ok", "{said}");
+    assert_eq!(receiver.exit_code(), 0, "{}", receiver.stderr());
+    assert_ne!(fs::metadata(dst.path().join("f")).unwrap().ino(), inode);
+    assert!(fs::read(dst.path().join("f")).unwrap() == old[..arrived]);
+    assert_eq!(receiver.stdout().trim(), "delta    f");
+    // The whole file and a literal after it: held back, then written.
+    let mut longer = old.clone();
+    longer.extend_from_slice(b"more");
+    let (dst, mut receiver, mut peer, count) = offered_over(&old, longer.len(), later);
+    let said = answered(&mut peer, &[copy(0, count), literal(4, b"more")], &longer);
+    assert_eq!(said["type"], "ok", "{said}");
+    assert_eq!(receiver.exit_code(), 0, "{}", receiver.stderr());
+    assert!(fs::read(dst.path().join("f")).unwrap() == longer);
 }
