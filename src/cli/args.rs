@@ -246,7 +246,7 @@ const GET_DELETE_EXCLUDED: &str = "With --delete: also delete in the local direc
 /// `get --ignore-times`: this side decides, whatever the server knows.
 const GET_IGNORE_TIMES: &str = "Download files whose size and modification time match the \
      local ones too, instead of skipping them (rsync's -I): they go through the delta, so an \
-     unchanged file costs only its chunks' sums. Only with -f or --delete";
+     unchanged file costs only its chunks' sums, and is kept as it is. Only with -f or --delete";
 
 /// Keeping a copy up to date: filters, `--delete`, a dry run, itemized changes.
 #[derive(Debug, Args)]
@@ -294,8 +294,9 @@ pub(crate) struct MirrorArgs {
 
     /// Send files whose size and modification time match the receiver's too,
     /// instead of skipping them (rsync's -I): they go through the delta, so an
-    /// unchanged file costs only its chunks' sums. Only where files are replaced
-    /// (`recv --overwrite`, -f into a server, --delete)
+    /// unchanged file costs only its chunks' sums, and the receiver keeps it as it
+    /// is. Only where files are replaced (`recv --overwrite`, -f into a server,
+    /// --delete)
     #[arg(long, short = 'I')]
     pub(crate) ignore_times: bool,
 
