@@ -400,3 +400,39 @@ fn a_delta_that_rebuilds_the_old_file_keeps_it_and_gives_it_the_offered_time() {
     assert_eq!(receiver.exit_code(), 0, "{}", receiver.stderr());
     assert!(fs::read(dst.path().join("f")).unwrap() == longer);
 }
+
+/// Found with `-I`: a file of the tree with a second name there is sent again (a
+/// new file: one with several names is never a basis), and the second name, a
+/// hard link of the old file, was `same` to the plan and stayed with the old
+/// one, the pair split until the next run. It happened without `-I` too, to a
+/// hard-linked file that changed.
+#[test]
+fn hard_links_in_the_tree_stay_linked_when_their_file_is_sent_again() {
+    let src = tempfile::tempdir().unwrap();
+    let dst = tempfile::tempdir().unwrap();
+    let tree = src.path().join("t");
+    write_at_the_time(&tree, "a", NEW);
+    fs::hard_link(tree.join("a"), tree.join("b")).unwrap();
+    let mut serving = Receiver::start(dst.path(), Some(KEY), &["--overwrite", "--serve"]);
+    let first = send(&[&tree], serving.port, KEY, &[]);
+    assert!(first.status.success(), "{}", stderr_of(&first));
+    let inode = |name: &str| fs::metadata(dst.path().join("t").join(name)).unwrap().ino();
+    assert_eq!(inode("a"), inode("b"));
+
+    let dry = send(&[&tree], serving.port, KEY, &["-I", "-n"]);
+    let listed = stdout_of(&dry);
+    assert!(listed.contains("replaced hard link t/b"), "{listed}");
+    let again = send(&[&tree], serving.port, KEY, &["-I", "-i"]);
+    assert!(again.status.success(), "{}", stderr_of(&again));
+    assert_eq!(stdout_of(&again), "replaced t/a\nreplaced hard link t/b\n");
+    assert_eq!(inode("a"), inode("b"), "still one file");
+
+    // A change, without -I: both names hold the new bytes.
+    fs::write(tree.join("a"), b"changed, and longer than before\n").unwrap();
+    let changed = send(&[&tree], serving.port, KEY, &[]);
+    assert!(changed.status.success(), "{}", stderr_of(&changed));
+    assert_eq!(inode("a"), inode("b"), "still one file");
+    let b = fs::read(dst.path().join("t/b")).unwrap();
+    assert_eq!(b, b"changed, and longer than before\n");
+    drop(serving.child.kill());
+}

@@ -833,9 +833,15 @@ impl<'s, 'c> Decider<'s, 'c> {
             file: file_components.as_deref(),
             over_dir: false,
         };
-        let placement = self
+        let mut placement = self
             .resolver
             .probe_node(&node, self.shared.settings.overwrite)?;
+        let renewed = entry.extra().of.map(|of| before[of as usize].replaces);
+        if let (Placement::Same, Some(old)) = (placement, renewed.filter(|old| old.files > 0)) {
+            // A hard link of its file as it is, which a new file replaces (under
+            // `--ignore-times`, every time): linked again once that arrived.
+            placement = Placement::Free(Some(old.bytes));
+        }
         let look = self.dir_in_the_way(entry, components, placement)?;
         let over_dir = look.is_some();
         let Some((replaces, other)) = replaced(placement) else {
