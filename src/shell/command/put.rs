@@ -35,7 +35,7 @@ pub(crate) struct ShellMirror {
     /// Only show what would happen
     #[arg(short = 'n', long)]
     pub(crate) dry_run: bool,
-    /// Send files of the same size and time too (through the delta), as rsync's -I
+    /// With -f: move files of the same size and time too (by delta), as rsync's -I
     #[arg(short = 'I', long)]
     pub(crate) ignore_times: bool,
     /// Print one line per changed entry (new, replaced, deleted, attrs, ...)
