@@ -1734,6 +1734,8 @@ mod tests {
         });
         for bad in [
             &br#"{"type":"offer","mirror":{"delete":1},"entries":[]}"#[..],
+            br#"{"type":"offer","mirror":{"ignore_times":"yes"},"entries":[]}"#,
+            br#"{"type":"offer","mirror":{"ignore_times":null},"entries":[]}"#,
             br#"{"type":"offer","mirror":null,"entries":[]}"#,
             br#"{"type":"plan","entries":[{"action":"send","offset":0,"replaces":"yes"}]}"#,
             br#"{"type":"plan","entries":[{"action":"send","offset":0,"attrs":null}]}"#,
