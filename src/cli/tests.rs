@@ -309,6 +309,18 @@ fn ignore_times_reaches_the_sender_and_a_get_clients_own_settings() {
         parse(&["recv", "--listen", "9000", "-I"]).is_err(),
         "the sender asks"
     );
+    // Where this side knows nothing is replaced, -I without -f is a usage error.
+    for args in [
+        &["send", "-I", "a", "h:1:dir"][..],
+        &["get", "-I", "h:1:f"],
+        &["get", "-I", "--stdout", "h:1:f"],
+    ] {
+        let err = parse(args).unwrap_err();
+        assert_eq!(err.exit_code(), 2, "{args:?}");
+        assert!(err.to_string().contains("add -f"), "{args:?}: {err}");
+    }
+    assert!(send(&["send", "-I", "--delete", "d", "h:1:dir"]).ignore_times);
+    assert!(parse(&["get", "-I", "--delete", "h:1:d"]).is_ok());
 }
 
 #[test]

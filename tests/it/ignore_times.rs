@@ -271,6 +271,15 @@ fn the_shells_put_and_get_take_ignore_times() {
     let server = site.serve(&[]);
     let mut shell = as_user(&site, "alice", &["shell", &server.addr(), "-b", "-"]);
     shell.current_dir(&local);
+    let output = run_with_input(&mut shell, b"put -I f\n".to_vec());
+    expect_exit(&output, 2, "put -I without -f");
+    assert!(
+        stderr_of(&output).contains("add -f"),
+        "{}",
+        stderr_of(&output)
+    );
+    let mut shell = as_user(&site, "alice", &["shell", &server.addr(), "-b", "-"]);
+    shell.current_dir(&local);
     let output = run_with_input(&mut shell, b"put -f f\nput -f -I f\n".to_vec());
     expect_exit(&output, 0, "put -f, then put -f -I");
     assert_eq!(fs::read(home.join("f")).unwrap(), NEW);

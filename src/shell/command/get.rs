@@ -38,6 +38,7 @@ impl Get {
     pub(crate) fn run(self, session: &mut Session) -> Result<()> {
         // Filters first: an --exclude-from that cannot be read makes nothing here.
         let (delete, dry_run) = (self.mirror.delete, self.mirror.dry_run);
+        self.mirror.check_ignore_times(self.force || delete)?;
         let mirror = get_request(&self.mirror.rules()?, delete, dry_run)
             .map_err(|why| fail(Kind::Usage, why))?;
         let (remote, local) = match self.operands.as_slice() {

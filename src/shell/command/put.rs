@@ -44,6 +44,19 @@ pub(crate) struct ShellMirror {
 }
 
 impl ShellMirror {
+    /// `-I` only with `-f` (or `--delete`): without them files that are there
+    /// already stay, whatever their times.
+    pub(crate) fn check_ignore_times(&self, force: bool) -> Result<()> {
+        if self.ignore_times && !force {
+            bail!(fail(
+                Kind::Usage,
+                "-I moves files that are there already again, and only -f (or --delete) \
+                 lets them replace what is there: add -f"
+            ));
+        }
+        Ok(())
+    }
+
     /// The rules as gitignore lines, as the command line makes them: exclusions
     /// (the patterns, then the files' lines), then re-inclusions.
     pub(crate) fn rules(&self) -> Result<Vec<String>> {
@@ -73,6 +86,8 @@ pub(crate) struct Put {
 
 impl Put {
     pub(crate) fn run(self, session: &mut Session) -> Result<()> {
+        let force = self.force || self.mirror.delete;
+        self.mirror.check_ignore_times(force)?;
         let operands = self.operands.as_slice();
         let (local, dir) = match operands {
             [.., last] if operands.len() > 1 && !expand_home(last).exists() => {
@@ -98,7 +113,6 @@ impl Put {
             ignore_times: mirror.ignore_times,
             ..Mirror::default()
         });
-        let force = self.force || self.mirror.delete;
         if collected.is_stream() {
             bail!(fail(
                 Kind::Usage,
