@@ -445,3 +445,60 @@ fn hard_links_in_the_tree_stay_linked_when_their_file_is_sent_again() {
     assert_eq!(b, b"changed, and longer than before\n");
     drop(serving.child.kill());
 }
+
+#[test]
+fn an_unchanged_file_put_and_got_with_ignore_times_stays_and_the_quota_holds() {
+    let site = Site::new();
+    site.users(&[("alice", "quota = \"20 MiB\"")]);
+    let home = site.home("alice");
+    let content = pattern(1 << 20, 65);
+    write_at_the_time(&home, "big", &content);
+    let local = write_at_the_time(&site.path().join("local"), "big", &content);
+    let server = site.serve(&[]);
+    let inode = |path: &Path| fs::metadata(path).unwrap().ino();
+    let before = inode(&home.join("big"));
+    let relay = Relay::start(server.port(), Faults::default());
+    let to = format!("127.0.0.1:{}:", relay.port);
+    let put = client(
+        &site,
+        "alice",
+        &["send", "-f", "-I", local.to_str().unwrap(), &to],
+    );
+    expect_exit(&put, 0, "a put -f -I of an unchanged file");
+    let said = stderr_of(&put);
+    assert!(said.contains("sent 1 file"), "not skipped: {said}");
+    assert_eq!(inode(&home.join("big")), before, "kept on the server");
+    assert!(fs::read(home.join("big")).unwrap() == content);
+    assert!(relay.both_ways() < 64 << 10, "{} bytes", relay.both_ways());
+    assert_eq!(
+        server.usage("alice"),
+        (1 << 20, 1),
+        "the quota counts it once"
+    );
+
+    let downloads = site.download_dir("dl");
+    let there = write_at_the_time(&downloads, "big", &content);
+    let before = inode(&there);
+    let from = server.at("big");
+    let dl = downloads.to_str().unwrap();
+    let dry = client(&site, "alice", &["get", "-f", "-I", "-n", &from, dl]);
+    expect_exit(&dry, 0, "a get -f -I -n");
+    assert!(
+        stdout_of(&dry).contains("changed  big"),
+        "{}",
+        stdout_of(&dry)
+    );
+    let get = client(
+        &site,
+        "alice",
+        &["get", "-f", "-I", "-i", &from, downloads.to_str().unwrap()],
+    );
+    expect_exit(&get, 0, "a get -f -I of an unchanged file");
+    assert_eq!(stdout_of(&get).trim(), "", "nothing changed here");
+    assert!(
+        stderr_of(&get).contains("1 already there"),
+        "{}",
+        stderr_of(&get)
+    );
+    assert_eq!(inode(&there), before, "kept here");
+}
