@@ -11,6 +11,7 @@ use std::path::Path;
 
 use serde_json::Value;
 
+use crate::util::peer::SendEntry;
 use crate::util::server::{Server, Site, client, expect_exit, expect_refused, send_as, stdout_of};
 use crate::util::site::{check_home, on_disk, remote_code};
 use crate::util::stderr_of;
@@ -316,4 +317,35 @@ fn changes_of_type_give_back_what_they_replace() {
 
 fn names(count: usize) -> Vec<String> {
     (0..count).map(|i| format!("n{i:02}")).collect()
+}
+
+/// An offer need not list the directories above a file (the independent peer's
+/// does not): the server makes them while planning, charged before the file is
+/// admitted, and refuses the file `quota` in the plan where they do not fit.
+#[test]
+fn directories_an_offer_does_not_list_are_charged_before_its_file() {
+    let site = Site::new();
+    site.users(&[("alice", "quota = \"64 KiB\"")]);
+    let server = site.serve(&[]);
+    let home = site.home("alice");
+    let (made, _) = mkdir_until_refused(&server, "alice", &names(15));
+    assert_eq!(made, 15);
+    let mut peer = server.login("alice");
+    let report = peer
+        .put("", &[SendEntry::file("p/q/f", b"1".to_vec())])
+        .expect("put");
+    assert_eq!(report.plan[0]["code"], "quota", "{report:?}");
+    assert!(home.join("p").is_dir() && !home.join("p/q").exists());
+    assert_eq!(on_disk(&home), (QUOTA, 16));
+    // Three directories removed: `q` and the file fit, and arrive.
+    for name in ["n00", "n01", "n02"] {
+        peer.remove(name).expect("rm");
+    }
+    let report = peer
+        .put("", &[SendEntry::file("p/q/f", b"1".to_vec())])
+        .expect("put");
+    assert!(report.delivered(0), "{report:?}");
+    assert_eq!(on_disk(&home), (14 * DIR + 1, 15));
+    assert_eq!(fs::read(home.join("p/q/f")).unwrap(), b"1");
+    check_home(&site, &server, "alice", QUOTA);
 }
