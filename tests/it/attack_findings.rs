@@ -1,0 +1,75 @@
+//! What an attack on a running `xfer serve` found (issue: "try to break `xfer
+//! serve`'s promises"): each test is a finding that fails on the code it was found
+//! on, marked `#[ignore]` with its number until it is fixed, and checks the homes
+//! from outside (the walk of `util::site::on_disk`), never only what the server says.
+
+use crate::util::pattern;
+use crate::util::peer::SendEntry;
+use crate::util::server::{Site, client, code, names_in};
+use crate::util::site::{check_home, cut_put, on_disk, put};
+
+const QUOTA: u64 = 1_000_000;
+
+/// Finding 1: a home's ledger is kept by the name the users file gives the home,
+/// across reloads, and counted only once. A reload that gives alice a home inside
+/// her old one (`alice/sub`) counts the new one fresh and charges what she writes
+/// there to it; a reload back to `alice` finds the old ledger, which never saw
+/// those bytes: `usage` says less than the disk holds, and she may write past
+/// her quota. Nobody wrote behind the server's back: every byte went through it.
+#[test]
+#[ignore = "finding 1: a home moved by reloads is counted by a stale ledger (quota overshoot)"]
+fn a_home_moved_inside_itself_and_back_by_reloads_keeps_the_quota() {
+    let site = Site::new();
+    site.users(&[("alice", &format!("quota = {QUOTA}"))]);
+    let server = site.serve(&[]);
+    assert_eq!(server.usage("alice"), (0, 0), "her home counted, empty");
+
+    site.users(&[("alice", &format!("home = \"alice/sub\"\nquota = {QUOTA}"))]);
+    server.reload(1);
+    let first = SendEntry::file("first.bin", pattern(600_000, 1));
+    let report = put(&mut server.login("alice"), "", false, &[first]).expect("a put");
+    assert!(report.delivered(0), "{report:?}");
+
+    site.users(&[("alice", &format!("quota = {QUOTA}"))]);
+    server.reload(2);
+    let second = SendEntry::file("second.bin", pattern(600_000, 2));
+    let _ = put(&mut server.login("alice"), "", false, &[second]);
+    // On the code this was found on: 1 200 000 bytes on disk against a quota of
+    // 1 000 000, and `usage` says 600 000 bytes and 1 file.
+    check_home(&site, &server, "alice", QUOTA);
+}
+
+/// Finding 2: a partial left by a cut upload is invisible to `ls`, refused by
+/// `rm` (a reserved name), and keeps its directory from `rm -r`, which answers
+/// "the directory is not empty (`rm -r` removes it with everything inside)" to
+/// the very `rm -r` it was. The README promises that `rm -r` "removes directories
+/// with everything inside ... (the quota gets the room back)"; instead the partial
+/// holds its share of the quota until `--keep-partial` (24 hours), with no way
+/// for the user to get it back. Partials of a file that changed size between cuts
+/// pile up this way (each size has its own name).
+#[test]
+#[ignore = "finding 2: rm -r cannot remove a directory holding a cut upload's partial"]
+fn rm_r_removes_a_directory_holding_a_partial_and_gives_its_room_back() {
+    let site = Site::new();
+    site.users(&[("alice", &format!("quota = {QUOTA}"))]);
+    let server = site.serve(&[]);
+    let entry = SendEntry::file("d/big.bin", pattern(400_000, 3));
+    cut_put(server.login("alice"), "", false, &[entry], 200_000);
+    server.wait_for_log("alice put .:", 1);
+    let partials = names_in(&site.home("alice").join("d"));
+    assert!(
+        partials.iter().any(|n| n.ends_with(".partial")),
+        "the cut left a partial: {partials:?}"
+    );
+
+    let removed = client(&site, "alice", &["rm", "-r", &server.at("d")]);
+    assert_eq!(
+        code(&removed),
+        0,
+        "rm -r d: {}",
+        String::from_utf8_lossy(&removed.stderr)
+    );
+    assert!(!site.home("alice").join("d").exists(), "d is gone");
+    assert_eq!(on_disk(&site.home("alice")), (0, 0));
+    check_home(&site, &server, "alice", QUOTA);
+}
