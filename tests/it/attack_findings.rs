@@ -6,7 +6,7 @@
 use crate::util::pattern;
 use crate::util::peer::SendEntry;
 use crate::util::server::{Site, client, code, names_in};
-use crate::util::site::{check_home, cut_put, on_disk, put};
+use crate::util::site::{check_home, cut_put, finish_put, on_disk, put, put_begun};
 
 const QUOTA: u64 = 1_000_000;
 
@@ -72,4 +72,29 @@ fn rm_r_removes_a_directory_holding_a_partial_and_gives_its_room_back() {
     assert!(!site.home("alice").join("d").exists(), "d is gone");
     assert_eq!(on_disk(&site.home("alice")), (0, 0));
     check_home(&site, &server, "alice", QUOTA);
+}
+
+/// Finding 3: a quota lowered by a reload does not stop an upload admitted under
+/// the old one. The README: "a changed `quota` ... applies at once", "each write
+/// is charged before it is made", "a stream that crosses the quota fails and
+/// nothing of it stays". An admin who lowers an abusive user's quota mid-upload
+/// sees the upload carry on to its end (found: 6 MiB written against a new quota
+/// of 2 MiB, 4 MiB of it after the reload).
+#[test]
+#[ignore = "finding 3: an upload admitted before a reload lowered the quota writes on past it"]
+fn a_quota_lowered_by_a_reload_stops_an_upload_in_flight() {
+    let site = Site::new();
+    site.users(&[("alice", &format!("quota = {QUOTA}"))]);
+    let server = site.serve(&[]);
+    let content = pattern(800_000, 4);
+    let mut writer = put_begun(&server, "alice", "big.bin", &content, 100_000);
+    const LOWER: u64 = 300_000;
+    site.users(&[("alice", &format!("quota = {LOWER}"))]);
+    server.reload(1);
+    // The rest of the stream crosses the new quota: it fails, and nothing of it
+    // stays.
+    let answer = finish_put(&mut writer, 0, "big.bin", &content, 100_000);
+    assert_ne!(answer["type"], "ok", "past the lowered quota: {answer}");
+    assert!(!site.home("alice").join("big.bin").exists());
+    check_home(&site, &server, "alice", LOWER);
 }
