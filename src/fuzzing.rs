@@ -86,6 +86,7 @@ pub fn receiver_session(data: &[u8]) {
         names: Names::Any,
         asked: None,
         delete_excluded: false,
+        ignore_times: false,
     };
     receive(data, Features::NONE, settings, |_| {}, |_, _| {});
 }
@@ -127,6 +128,7 @@ pub fn receive_with_features(data: &[u8], look: impl FnOnce(&Path, Result<(), St
         names: Names::Any,
         asked: None,
         delete_excluded: false,
+        ignore_times: false,
     };
     let basis = |target: &Path| {
         std::fs::write(target.join(BASIS_NAME), delta_basis()).expect("a fresh directory");

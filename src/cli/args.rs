@@ -243,6 +243,11 @@ const GET_DELETE_EXCLUDED: &str = "With --delete: also delete in the local direc
      filters exclude (they no longer protect it), as rsync's --delete-excluded. xfer's own \
      partial files, what changed since the session began and what another session writes stay";
 
+/// `get --ignore-times`: this side decides, whatever the server knows.
+const GET_IGNORE_TIMES: &str = "Download files whose size and modification time match the \
+     local ones too, instead of skipping them (rsync's -I): they go through the delta, so an \
+     unchanged file costs only its chunks' sums, and is kept as it is. Only with -f or --delete";
+
 /// Keeping a copy up to date: filters, `--delete`, a dry run, itemized changes.
 #[derive(Debug, Args)]
 pub(crate) struct MirrorArgs {
@@ -286,6 +291,14 @@ pub(crate) struct MirrorArgs {
     /// peer with `mirror`
     #[arg(long, short = 'n')]
     pub(crate) dry_run: bool,
+
+    /// Send files whose size and modification time match the receiver's too,
+    /// instead of skipping them (rsync's -I): they go through the delta, so an
+    /// unchanged file costs only its chunks' sums, and the receiver keeps it as it
+    /// is. Only where files are replaced (`recv --overwrite`, -f into a server,
+    /// --delete)
+    #[arg(long, short = 'I')]
+    pub(crate) ignore_times: bool,
 
     /// Print one line per changed entry on stdout (new, replaced, deleted, new dir,
     /// attrs: there already, with other mode, time, owner or attributes), like
@@ -551,6 +564,7 @@ Examples:
     // `send`'s words on --delete are about the receiver at the other end.
     mut_arg("delete", |arg| arg.help(GET_DELETE)),
     mut_arg("delete_excluded", |arg| arg.help(GET_DELETE_EXCLUDED)),
+    mut_arg("ignore_times", |arg| arg.help(GET_IGNORE_TIMES)),
 )]
 pub(crate) struct GetArgs {
     /// What to download (HOST:PORT:PATH, a path of the user's home; IPv6 hosts in

@@ -110,6 +110,10 @@ pub(crate) fn invocation(cli: Cli) -> Result<Invocation, String> {
     })
 }
 
+/// `-I` where this side knows files are not replaced (a server's DIR, `get`).
+const IGNORE_TIMES_WITHOUT_F: &str = "-I sends files that are there already \
+     again, and only -f (or --delete) lets them replace what is there: add -f";
+
 fn send(args: SendArgs) -> Result<SendOptions, String> {
     compress_level_apart(&args)?;
     let (to, files) = send_operands(&args)?;
@@ -117,25 +121,8 @@ fn send(args: SendArgs) -> Result<SendOptions, String> {
         Some(remote) => (Some(remote.endpoint), remote.path.as_deref().map(from_home)),
         None => (None, None),
     };
-    let stream = files.iter().any(|f| f.as_os_str() == STDIN_OPERAND);
-    if stream && files.len() > 1 {
-        return Err(
-            "`-` (standard input) is a stream of unknown length and must be sent alone".into(),
-        );
-    }
-    if stream && args.link.serve {
-        return Err(
-            "standard input can be read only once: it cannot be served to several receivers (drop --serve)"
-                .into(),
-        );
-    }
-    if args.name.is_some() && files.len() > 1 {
-        return Err("--name renames one operand; give a single file, directory or `-`".into());
-    }
+    send_checks(&args, &files, remote_dir.is_some())?;
     let mirror = &args.mirror;
-    if mirror.delete && stream {
-        return Err("--delete mirrors a directory; a stream has nothing to delete".into());
-    }
     let peering = mirroring(
         peering(
             &args.link,
@@ -165,8 +152,38 @@ fn send(args: SendArgs) -> Result<SendOptions, String> {
         delete: mirror.delete,
         delete_excluded: mirror.delete_excluded,
         dry_run: mirror.dry_run,
+        ignore_times: mirror.ignore_times,
         peering,
     })
+}
+
+/// What `send`'s operands and flags may not say together: a stream with others,
+/// served, renamed with others or mirrored; `-I` into a server without `-f`.
+fn send_checks(args: &SendArgs, files: &[PathBuf], to_server: bool) -> Result<(), String> {
+    let stream = files.iter().any(|f| f.as_os_str() == STDIN_OPERAND);
+    if stream && files.len() > 1 {
+        return Err(
+            "`-` (standard input) is a stream of unknown length and must be sent alone".into(),
+        );
+    }
+    if stream && args.link.serve {
+        return Err(
+            "standard input can be read only once: it cannot be served to several receivers (drop --serve)"
+                .into(),
+        );
+    }
+    if args.name.is_some() && files.len() > 1 {
+        return Err("--name renames one operand; give a single file, directory or `-`".into());
+    }
+    let mirror = &args.mirror;
+    if mirror.delete && stream {
+        return Err("--delete mirrors a directory; a stream has nothing to delete".into());
+    }
+    let replacing = args.overwrite || mirror.delete;
+    if to_server && mirror.ignore_times && !replacing {
+        return Err(IGNORE_TIMES_WITHOUT_F.into());
+    }
+    Ok(())
 }
 
 /// The files to send and, unless listening, the address (the last operand).
@@ -245,6 +262,7 @@ fn recv(args: RecvArgs) -> Result<RecvOptions, String> {
             },
             asked: None,
             delete_excluded: false,
+            ignore_times: false,
         },
         keep_partial: args.keep_partial,
         numeric_ids: args.numeric_ids,
@@ -446,6 +464,9 @@ fn get(args: GetArgs) -> Result<GetOptions, String> {
     if mirror.gitignore {
         return Err("--gitignore reads the tree being sent: it is for `xfer send`".into());
     }
+    if mirror.ignore_times && !(args.overwrite || mirror.delete) {
+        return Err(IGNORE_TIMES_WITHOUT_F.into());
+    }
     if (mirror.delete || mirror.dry_run) && args.stdout {
         return Err("--delete and --dry-run need a local directory, not --stdout".into());
     }
@@ -467,6 +488,7 @@ fn get(args: GetArgs) -> Result<GetOptions, String> {
             names: Names::Safe,
             asked: Some((mirror.delete, mirror.dry_run)),
             delete_excluded: mirror.delete_excluded,
+            ignore_times: mirror.ignore_times,
         },
         style: output,
     })

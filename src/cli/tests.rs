@@ -292,6 +292,38 @@ fn clap_definition_is_consistent() {
 }
 
 #[test]
+fn ignore_times_reaches_the_sender_and_a_get_clients_own_settings() {
+    assert!(!send(&["send", "a", "h:1"]).ignore_times);
+    assert!(send(&["send", "-I", "a", "h:1"]).ignore_times);
+    assert!(send(&["send", "--ignore-times", "-f", "a", "h:1:dir"]).ignore_times);
+    // Asking for it needs nothing of the peer (`mirror` is not insisted on).
+    assert!(!send(&["send", "-I", "a", "h:1"]).peering.security.mirror);
+    match parse(&["get", "-f", "-I", "h:1:f"]).unwrap() {
+        // The client applies it itself: nothing goes into its request.
+        Invocation::Get(get) => {
+            assert!(get.settings.ignore_times && get.client.mirror.is_none());
+        }
+        other => panic!("not get: {other:?}"),
+    }
+    assert!(
+        parse(&["recv", "--listen", "9000", "-I"]).is_err(),
+        "the sender asks"
+    );
+    // Where this side knows nothing is replaced, -I without -f is a usage error.
+    for args in [
+        &["send", "-I", "a", "h:1:dir"][..],
+        &["get", "-I", "h:1:f"],
+        &["get", "-I", "--stdout", "h:1:f"],
+    ] {
+        let err = parse(args).unwrap_err();
+        assert_eq!(err.exit_code(), 2, "{args:?}");
+        assert!(err.to_string().contains("add -f"), "{args:?}: {err}");
+    }
+    assert!(send(&["send", "-I", "--delete", "d", "h:1:dir"]).ignore_times);
+    assert!(parse(&["get", "-I", "--delete", "h:1:d"]).is_ok());
+}
+
+#[test]
 fn whole_file_turns_delta_off_on_every_command_that_moves_files() {
     let on = send(&["send", "a", "h:1"]);
     assert!(!on.peering.security.whole_file);

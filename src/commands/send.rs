@@ -12,7 +12,7 @@ use crate::client::options::Encryption;
 use crate::client::options::Peering;
 use crate::error::{Kind, fail};
 use crate::fs::source::{self, WalkOptions};
-use crate::proto::message::Role;
+use crate::proto::message::{Mirror, Role};
 use crate::transfer::send;
 use crate::ui::report;
 
@@ -34,6 +34,9 @@ pub(crate) struct SendOptions {
     pub(crate) delete_excluded: bool,
     /// Plan only (`--dry-run`).
     pub(crate) dry_run: bool,
+    /// A receiver that replaces files sends no file again for its size and time
+    /// alone (`--ignore-times`).
+    pub(crate) ignore_times: bool,
     pub(crate) peering: Peering,
 }
 
@@ -99,7 +102,13 @@ fn collect(options: &SendOptions) -> Result<source::Collected> {
             "--delete mirrors a directory: give one (a single file has nothing to delete)",
         ));
     }
-    collected.mirror(options.delete, options.dry_run, options.delete_excluded);
+    collected.mirror(Mirror {
+        delete: options.delete,
+        dry_run: options.dry_run,
+        delete_excluded: options.delete_excluded,
+        ignore_times: options.ignore_times,
+        ..Mirror::default()
+    });
     Ok(collected)
 }
 

@@ -166,6 +166,8 @@ pub(crate) fn get_request(
         delete_excluded: false,
         // The client is the receiver: the kept entries are its own to say.
         report_kept: false,
+        // And it quick-checks its own directory, or not (`get -I`).
+        ignore_times: false,
     }))
 }
 

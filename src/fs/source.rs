@@ -109,16 +109,25 @@ impl Collected {
         self.entries.is_empty()
     }
 
-    /// Asks the receiver to mirror the offer (`--delete`, with `delete_excluded`
-    /// also what the filters leave out) and/or only to plan it (`--dry-run`); the
-    /// filter rules go along, so that it spares what they leave out.
-    pub(crate) fn mirror(&mut self, delete: bool, dry_run: bool, delete_excluded: bool) {
-        self.mirror = (delete || dry_run).then(|| Mirror {
+    /// Asks the receiver what `asks` says: to mirror the offer (`delete`, with
+    /// `delete_excluded` also what the filters leave out), only to plan it
+    /// (`dry_run`), and/or to skip no file for its size and time (`ignore_times`).
+    /// The filter rules go along, so that it spares what they leave out; no member
+    /// at all when nothing is asked.
+    pub(crate) fn mirror(&mut self, asks: Mirror) {
+        let Mirror {
+            delete,
+            dry_run,
+            ignore_times,
+            ..
+        } = asks;
+        self.mirror = (delete || dry_run || ignore_times).then(|| Mirror {
             delete,
             dry_run,
             rules: self.filter.wire().to_vec(),
-            delete_excluded: delete && delete_excluded,
+            delete_excluded: delete && asks.delete_excluded,
             report_kept: delete,
+            ignore_times,
         });
     }
 

@@ -345,6 +345,12 @@ pub(crate) struct Mirror {
     /// `delete` spares for safety, and why). Only then does a receiver write them.
     #[serde(default, deserialize_with = "flag", skip_serializing_if = "is_false")]
     pub(crate) report_kept: bool,
+    /// Where files are replaced: no quick check, a file of the offered size and
+    /// time is sent again (through a delta where one is offered), as rsync's
+    /// `--ignore-times`. A receiver that does not know the member quick-checks as
+    /// before (it ignores unknown members); one that replaces no files ignores it.
+    #[serde(default, deserialize_with = "flag", skip_serializing_if = "is_false")]
+    pub(crate) ignore_times: bool,
 }
 
 /// Why a mirroring receiver kept an entry the offer lacks, for safety (an item of
@@ -1686,6 +1692,7 @@ mod tests {
                 }],
                 delete_excluded: true,
                 report_kept: true,
+                ignore_times: true,
             }),
             entries: vec![],
             more: true,
@@ -1727,6 +1734,8 @@ mod tests {
         });
         for bad in [
             &br#"{"type":"offer","mirror":{"delete":1},"entries":[]}"#[..],
+            br#"{"type":"offer","mirror":{"ignore_times":"yes"},"entries":[]}"#,
+            br#"{"type":"offer","mirror":{"ignore_times":null},"entries":[]}"#,
             br#"{"type":"offer","mirror":null,"entries":[]}"#,
             br#"{"type":"plan","entries":[{"action":"send","offset":0,"replaces":"yes"}]}"#,
             br#"{"type":"plan","entries":[{"action":"send","offset":0,"attrs":null}]}"#,

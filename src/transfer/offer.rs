@@ -801,6 +801,53 @@ mod mirror_vectors {
         }
     }
 
+    /// Writes the offer of `entries` with `mirror` and checks it against the
+    /// vector: the one frame's `payload` and its `mac_offer` (hex); then reads it
+    /// back, which must give the same mirror and entries.
+    fn check_offer_vector(mirror: &Mirror, entries: &[Entry], payload: &str, mac_hex: &str) {
+        let mut writer = FrameWriter::new(Vec::new());
+        write_offer(&mut writer, &transfer(), Some(mirror), entries).unwrap();
+        writer.flush().unwrap();
+        let bytes = writer.get_ref().clone();
+        assert_eq!(&bytes[..4], (payload.len() as u32).to_be_bytes());
+        assert_eq!(&bytes[4..4 + payload.len()], payload.as_bytes());
+        let mut mac = transfer().offer_mac();
+        mac.frame(payload.as_bytes());
+        assert_eq!(mac.finish_hex(), mac_hex);
+        let read = read_offer(&mut FrameReader::new(Cursor::new(bytes)), &transfer(), true);
+        let offered = read.unwrap();
+        assert_eq!(offered.mirror.as_ref(), Some(mirror));
+        assert_eq!(offered.entries, entries);
+    }
+
+    #[test]
+    fn the_offer_asking_ignore_times_matches_the_protocol_vector() {
+        const IGNORE_TIMES: &str = r#"{"type":"offer","mirror":{"ignore_times":true},"entries":[{"path":"site/index.html","kind":"file","size":13,"mode":420,"mtime":1700000000}]}"#;
+        assert_eq!(IGNORE_TIMES.len(), 140);
+        let mirror = Mirror {
+            ignore_times: true,
+            ..Mirror::default()
+        };
+        let entries = [entry("site/index.html", EntryKind::File, 13, 0o644)];
+        let mac = "709d6b597c9f87bbd62fed22aa49244451fa95e38dc4ff9955e905c3aeda17ca";
+        check_offer_vector(&mirror, &entries, IGNORE_TIMES, mac);
+        // A receiver that does not know a member of `mirror` ignores it (as an
+        // xfer before `ignore_times` did): the offer reads as one without it.
+        let unknown = IGNORE_TIMES.replace("ignore_times", "a_later_member");
+        let mut frame = (unknown.len() as u32).to_be_bytes().to_vec();
+        frame.extend_from_slice(unknown.as_bytes());
+        let mut mac = transfer().offer_mac();
+        mac.frame(unknown.as_bytes());
+        let end = format!(
+            r#"{{"type":"offer_end","count":1,"mac":"{}"}}"#,
+            mac.finish_hex()
+        );
+        frame.extend_from_slice(&(end.len() as u32).to_be_bytes());
+        frame.extend_from_slice(end.as_bytes());
+        let read = read_offer(&mut FrameReader::new(Cursor::new(frame)), &transfer(), true);
+        assert_eq!(read.unwrap().mirror, Some(Mirror::default()));
+    }
+
     #[test]
     fn the_offer_with_mirror_matches_the_protocol_vector() {
         let mirror = Mirror {
@@ -812,28 +859,15 @@ mod mirror_vectors {
             }],
             delete_excluded: false,
             report_kept: false,
+            ignore_times: false,
         };
         let entries = [
             entry("site", EntryKind::Dir, 0, 0o755),
             entry("site/index.html", EntryKind::File, 13, 0o644),
         ];
-        let mut writer = FrameWriter::new(Vec::new());
-        write_offer(&mut writer, &transfer(), Some(&mirror), &entries).unwrap();
-        writer.flush().unwrap();
-        let bytes = writer.get_ref().clone();
         assert_eq!(OFFER.len(), 253);
-        assert_eq!(&bytes[..4], 253u32.to_be_bytes());
-        assert_eq!(&bytes[4..4 + OFFER.len()], OFFER.as_bytes());
-        let mut mac = transfer().offer_mac();
-        mac.frame(OFFER.as_bytes());
-        assert_eq!(
-            mac.finish_hex(),
-            "51412f146fe480059b450246eddcf1205b120c36f888951cb7a12191906d8773"
-        );
-        let read = read_offer(&mut FrameReader::new(Cursor::new(bytes)), &transfer(), true);
-        let offered = read.unwrap();
-        assert_eq!(offered.mirror, Some(mirror));
-        assert_eq!(offered.entries, entries);
+        let mac = "51412f146fe480059b450246eddcf1205b120c36f888951cb7a12191906d8773";
+        check_offer_vector(&mirror, &entries, OFFER, mac);
     }
 
     #[test]

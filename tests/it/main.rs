@@ -24,6 +24,7 @@ mod filesystem;
 mod filters;
 mod fuzz_corpus;
 mod hostile_peers;
+mod ignore_times;
 mod interop;
 mod itemize_attrs;
 mod layering;

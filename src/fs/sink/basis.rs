@@ -19,11 +19,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use rustix::fs::{FileType, Stat};
 
+use super::meta;
 use super::resolver::{Resolver, split_last};
 use crate::escape::escape;
 use crate::fs::{Refusal, beneath};
 use crate::proto::delta::{self, Chunking, MAX_CHUNKS, MIN_DELTA_SIZE};
-use crate::proto::message::{ErrorCode, Signature};
+use crate::proto::message::{Entry, ErrorCode, Signature};
 
 /// What identifies a basis as the file that was chunked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,6 +90,12 @@ impl Basis {
         let end = *ends.get(last)?;
         let start = if first == 0 { 0 } else { ends[first - 1] };
         Some((start, end - start))
+    }
+
+    /// Its size when it was chosen: a result of this many bytes copied from it in
+    /// order is the basis itself.
+    pub(crate) fn size(&self) -> u64 {
+        self.stamp.size
     }
 
     /// Whether its sums are streamed during the data phase (section 18.6).
@@ -260,6 +267,30 @@ impl Resolver<'_> {
         }
     }
 
+    /// Keeps the basis of `path` as the entry's result, a delta having rebuilt it
+    /// byte for byte: `busy` unless it is still the file that was chunked, else it
+    /// gets the offered metadata (mode, owner, attributes, time); whether that
+    /// changed anything.
+    pub(crate) fn keep_basis(
+        &mut self,
+        path: &str,
+        components: &[&[u8]],
+        basis: &Basis,
+        entry: &Entry,
+    ) -> Result<bool, Refusal> {
+        let reader = self.open_basis(path, components, basis)?;
+        let stat = rustix::fs::fstat(&reader.file)
+            .map_err(|err| Refusal::io(path, "cannot inspect its old version", err))?;
+        // A server keeps reading and writing what it holds, as when it wrote it.
+        let policy = self.policy(0o600);
+        if !meta::differs(&reader.file, &stat, entry, policy, true) {
+            return Ok(false);
+        }
+        meta::apply(&reader.file, entry, policy)
+            .map_err(|err| Refusal::io(path, "cannot set its metadata", err))?;
+        Ok(true)
+    }
+
     /// The file at `components` if it may be a basis: regular, and with one link. A
     /// file with other names changes its ctime whenever one of them is replaced (its
     /// link count drops), so a tree of hard links would fail `busy` entry by entry;
@@ -324,6 +355,50 @@ mod tests {
             .err()
             .unwrap();
         assert_eq!(again.code, ErrorCode::Busy);
+    }
+
+    #[test]
+    fn a_basis_kept_as_the_result_gets_the_offered_metadata_unless_it_changed() {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        std::fs::write(&path, noise(256 << 10, 5)).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let inode = std::fs::metadata(&path).unwrap().ino();
+        let target = TargetDir::open(dir.path()).unwrap();
+        let mut resolver = target.resolver();
+        let at = [b"f".as_slice()];
+        let (basis, _) = resolver
+            .chunk_basis("f", &at, (256 << 10, MAX_CHUNKS))
+            .unwrap()
+            .unwrap();
+        let entry = Entry {
+            path: "f".into(),
+            size: Some(256 << 10),
+            mode: Some(0o600),
+            mtime: Some(1_700_000_000),
+            ..Entry::default()
+        };
+        assert!(resolver.keep_basis("f", &at, &basis, &entry).unwrap());
+        let kept = std::fs::metadata(&path).unwrap();
+        assert_eq!((kept.ino(), kept.mode() & 0o777), (inode, 0o600));
+        assert_eq!(kept.mtime(), 1_700_000_000);
+        // Its ctime moved, so it is no longer the file that was chunked: a second
+        // keep is refused, and so is one after a write.
+        let again = resolver.keep_basis("f", &at, &basis, &entry).unwrap_err();
+        assert_eq!(again.code, ErrorCode::Busy);
+        let (basis, _) = resolver
+            .chunk_basis("f", &at, (256 << 10, MAX_CHUNKS))
+            .unwrap()
+            .unwrap();
+        assert!(
+            !resolver.keep_basis("f", &at, &basis, &entry).unwrap(),
+            "nothing to change"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+        std::fs::write(&path, noise(256 << 10, 6)).unwrap();
+        let refusal = resolver.keep_basis("f", &at, &basis, &entry).unwrap_err();
+        assert_eq!(refusal.code, ErrorCode::Busy);
     }
 
     #[test]

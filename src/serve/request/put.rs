@@ -55,6 +55,7 @@ pub(crate) fn run(
         names: Names::Safe,
         asked: None,
         delete_excluded: false,
+        ignore_times: false,
     };
     let result = recv::session(
         conn,

@@ -38,6 +38,7 @@ impl Get {
     pub(crate) fn run(self, session: &mut Session) -> Result<()> {
         // Filters first: an --exclude-from that cannot be read makes nothing here.
         let (delete, dry_run) = (self.mirror.delete, self.mirror.dry_run);
+        self.mirror.check_ignore_times(self.force || delete)?;
         let mirror = get_request(&self.mirror.rules()?, delete, dry_run)
             .map_err(|why| fail(Kind::Usage, why))?;
         let (remote, local) = match self.operands.as_slice() {
@@ -68,6 +69,7 @@ impl Get {
             names: Names::Safe,
             asked: Some((delete, dry_run)),
             delete_excluded: self.mirror.delete_excluded,
+            ignore_times: self.mirror.ignore_times,
         };
         session.transfer("received", self.mirror.itemize, |client, tally| {
             client.asking(mirror.clone())?;

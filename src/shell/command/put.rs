@@ -10,6 +10,7 @@ use crate::client::path::resolve;
 use crate::error::{Kind, fail};
 use crate::fs::filter::command_line_rules;
 use crate::fs::source::{self, WalkOptions};
+use crate::proto::message::Mirror;
 use crate::shell::session::Session;
 use crate::shell::words::expand_home;
 
@@ -34,12 +35,28 @@ pub(crate) struct ShellMirror {
     /// Only show what would happen
     #[arg(short = 'n', long)]
     pub(crate) dry_run: bool,
+    /// With -f: move files of the same size and time too (by delta), as rsync's -I
+    #[arg(short = 'I', long)]
+    pub(crate) ignore_times: bool,
     /// Print one line per changed entry (new, replaced, deleted, attrs, ...)
     #[arg(short = 'i', long)]
     pub(crate) itemize: bool,
 }
 
 impl ShellMirror {
+    /// `-I` only with `-f` (or `--delete`): without them files that are there
+    /// already stay, whatever their times.
+    pub(crate) fn check_ignore_times(&self, force: bool) -> Result<()> {
+        if self.ignore_times && !force {
+            bail!(fail(
+                Kind::Usage,
+                "-I moves files that are there already again, and only -f (or --delete) \
+                 lets them replace what is there: add -f"
+            ));
+        }
+        Ok(())
+    }
+
     /// The rules as gitignore lines, as the command line makes them: exclusions
     /// (the patterns, then the files' lines), then re-inclusions.
     pub(crate) fn rules(&self) -> Result<Vec<String>> {
@@ -69,6 +86,8 @@ pub(crate) struct Put {
 
 impl Put {
     pub(crate) fn run(self, session: &mut Session) -> Result<()> {
+        let force = self.force || self.mirror.delete;
+        self.mirror.check_ignore_times(force)?;
         let operands = self.operands.as_slice();
         let (local, dir) = match operands {
             [.., last] if operands.len() > 1 && !expand_home(last).exists() => {
@@ -87,8 +106,13 @@ impl Put {
             bail!(fail(Kind::Usage, "--delete mirrors a directory: give one"));
         }
         let mirror = &self.mirror;
-        collected.mirror(mirror.delete, mirror.dry_run, mirror.delete_excluded);
-        let force = self.force || self.mirror.delete;
+        collected.mirror(Mirror {
+            delete: mirror.delete,
+            dry_run: mirror.dry_run,
+            delete_excluded: mirror.delete_excluded,
+            ignore_times: mirror.ignore_times,
+            ..Mirror::default()
+        });
         if collected.is_stream() {
             bail!(fail(
                 Kind::Usage,

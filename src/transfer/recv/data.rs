@@ -262,6 +262,7 @@ fn receive_file<R: Read>(
             digest,
             failure: None,
             moved: None,
+            identical: false,
         })
     };
     let data = data
@@ -299,6 +300,7 @@ fn receive_small<R: Read>(
         digest: hasher.finish(),
         failure: None,
         moved: None,
+        identical: false,
     };
     let verdict =
         claimed.and_then(|claimed| verdict_of(built, (index, item, None), &claimed, shared));
@@ -328,6 +330,7 @@ fn verdict_of(
     verify(index, item, size, digest, claimed, shared, resumed_at).map(|arrived| Arrived {
         moved: built.moved.unwrap_or(arrived.moved),
         delta: built.moved.is_some(),
+        kept: built.identical,
         ..arrived
     })
 }
@@ -419,6 +422,7 @@ fn close_runs(
                 digest: shared.transfer.hash.hasher().finish(),
                 resumed_at: None,
                 delta: false,
+                kept: false,
             }),
         },
         Err(refusal) => Err(refusal),
@@ -623,5 +627,6 @@ fn verify(
         digest,
         resumed_at,
         delta: false,
+        kept: false,
     })
 }

@@ -10,6 +10,13 @@
 //! `delta_stream`) may be copied from only as far as its sums went out, never after
 //! the sender's end of copies (`0x03`, which also stops its cutting), and is opened
 //! only at its first copy.
+//!
+//! While the instructions copy the basis from its first chunk on, in order, and
+//! nothing else, the bytes are hashed but not written: a result that is the whole
+//! basis ends up [`Built::identical`], and the disk thread keeps the old file (an
+//! `--ignore-times` run over a file that did not change). The first instruction
+//! that departs from that (or a result that is only a prefix of the basis) writes
+//! what was held back, read from the basis again, and the rest follows as usual.
 
 use std::io::Read;
 use std::ops::Range;
@@ -34,13 +41,16 @@ use crate::transfer::Tally;
 const PIECE: usize = 1 << 20;
 
 /// What building a result came to: its size, its hash, why it cannot be kept even
-/// if it verifies (the basis changed), and, for a delta, the bytes of instructions
-/// that moved (what the sender counts too; copied chunks did not move).
+/// if it verifies (the basis changed), for a delta the bytes of instructions that
+/// moved (what the sender counts too; copied chunks did not move), and whether the
+/// result is the basis itself, every chunk copied in order and nothing else
+/// (nothing of it was written: the old file stays, once it verifies).
 pub(super) struct Built {
     pub(super) size: u64,
     pub(super) digest: Digest,
     pub(super) failure: Option<Refusal>,
     pub(super) moved: Option<u64>,
+    pub(super) identical: bool,
 }
 
 /// Reads entry `index`'s instructions up to the empty frame and builds the result.
@@ -66,6 +76,7 @@ pub(super) fn build<R: Read>(
         source,
         opening: (item, shared),
         no_more_copies: false,
+        held_back: Some(0),
         piece: None,
         size: 0,
         moved: 0,
@@ -86,6 +97,7 @@ pub(super) fn build<R: Read>(
         result.moved += range.len() as u64;
         if let Some(bytes) = lone_literal(&frame, range.clone()) {
             // Most frames after an end of copies: handed on as they came.
+            result.write_held_back()?;
             result.pass_on(frame, bytes)?;
             continue;
         }
@@ -134,6 +146,10 @@ struct Building<'a, 'p> {
     opening: (&'a Planned<'a>, &'a Shared<'a>),
     /// The sender said no copy follows (feature `delta_stream`).
     no_more_copies: bool,
+    /// While the result is the basis's first bytes, copied chunk by chunk from the
+    /// first: the next chunk that keeps it so. Those bytes are hashed, not written
+    /// (see [`Building::write_held_back`]); `None` once anything else came.
+    held_back: Option<u32>,
     /// The pool buffer being filled, and how far.
     piece: Option<(Vec<u8>, usize)>,
     size: u64,
@@ -147,6 +163,13 @@ struct Building<'a, 'p> {
 
 impl Building<'_, '_> {
     fn apply(&mut self, op: Op<'_>) -> Result<()> {
+        match (&op, self.held_back) {
+            (Op::Copy { first, count }, Some(next)) if *first == next => {
+                self.held_back = Some(next.saturating_add(*count));
+            }
+            (Op::NoMoreCopies, _) => {}
+            _ => self.write_held_back()?,
+        }
         match op {
             Op::Literal(bytes) => {
                 self.grow(bytes.len() as u64)?;
@@ -285,7 +308,8 @@ impl Building<'_, '_> {
         Ok(())
     }
 
-    /// Hashes the piece and hands it to the disk thread (unless the result failed).
+    /// Hashes the piece and hands it to the disk thread (unless the result failed;
+    /// while it is the basis's first bytes, it is only hashed).
     fn hand_over(&mut self) -> Result<()> {
         let Some((buffer, used)) = self.piece.take() else {
             return Ok(());
@@ -296,6 +320,10 @@ impl Building<'_, '_> {
         }
         self.hasher.update(&buffer[..used]);
         self.tally.reporter().advance(used as u64);
+        if self.held_back.is_some() {
+            self.pool.put_back(buffer);
+            return Ok(());
+        }
         self.jobs
             .send(Job::Write {
                 buffer,
@@ -304,18 +332,58 @@ impl Building<'_, '_> {
             .map_err(|_| disk_gone())
     }
 
+    /// The result departs from the basis's first bytes (or ends before the
+    /// basis does): what was held back of it is read from the basis again and
+    /// handed to the disk thread, unhashed (it was hashed as it was copied).
+    fn write_held_back(&mut self) -> Result<()> {
+        if self.held_back.is_none() {
+            return Ok(());
+        }
+        self.hand_over()?;
+        self.held_back = None;
+        let mut start = 0;
+        while start < self.size {
+            let Some(Ok(source)) = &self.source else {
+                return Ok(()); // nothing copied, or failed already
+            };
+            let mut buffer = self.pool.take().ok_or_else(disk_gone)?;
+            let len = (self.size - start).min(PIECE as u64) as usize;
+            if buffer.len() < len {
+                buffer.resize(len, 0);
+            }
+            if let Err(refusal) = source.read_at(&mut buffer[..len], start) {
+                self.pool.put_back(buffer);
+                self.source = Some(Err(refusal));
+                return Ok(());
+            }
+            let job = Job::Write {
+                buffer,
+                range: 0..len,
+            };
+            self.jobs.send(job).map_err(|_| disk_gone())?;
+            start += len as u64;
+        }
+        Ok(())
+    }
+
     fn finish(mut self) -> Result<Built> {
+        // Only the whole basis, copied in order, is the old file itself.
+        if self.size != self.basis.size() {
+            self.write_held_back()?;
+        }
         self.hand_over()?;
         let failure = match &self.source {
             Some(Ok(source)) => source.check_unchanged().err(),
             Some(Err(refusal)) => Some(refusal.clone()),
             None => None,
         };
+        let identical = self.held_back.is_some() && matches!(self.source, Some(Ok(_)));
         Ok(Built {
             size: self.size,
             digest: self.hasher.finish(),
             failure,
             moved: Some(self.moved),
+            identical,
         })
     }
 }

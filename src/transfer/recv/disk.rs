@@ -482,6 +482,12 @@ impl Answers<'_, '_, '_> {
             (Ok(arrived), Landing::Stdout(_)) => {
                 return self.answer_now(writer, index, Ok(arrived));
             }
+            (Ok(arrived), Landing::Part(Ok(part))) if arrived.kept => {
+                part.discard(); // empty: nothing of a result that is the old file
+                let kept = self.keep_old(index).map(|()| arrived);
+                self.settle(index, Settled::Unchanged);
+                return self.answer_now(writer, index, kept);
+            }
             (Ok(arrived), Landing::Part(Ok(part))) => (arrived, part),
         };
         if let Err(refusal) = self.make_room(index, &mut part) {
@@ -500,6 +506,28 @@ impl Answers<'_, '_, '_> {
             return self.answer_now(writer, index, Err(refusal));
         }
         self.join_group(index, (arrived, part), group, writer)
+    }
+
+    /// A delta that rebuilt the old file byte for byte ([`Arrived::kept`]): the old
+    /// file stays (the same inode, durable already), given the offered metadata
+    /// (said as `attrs` where that changed it), unless it changed since it was read
+    /// (`busy`, as any basis).
+    fn keep_old(&self, index: usize) -> Result<(), Refusal> {
+        let item = &self.planned[index];
+        let Destination::Dir(target) = self.shared.destination else {
+            unreachable!("a basis is offered only for a directory");
+        };
+        let basis = item.basis.as_deref().expect("a delta has its basis");
+        let (path, bytes) = (item.entry.shown_path(), item.entry.path_bytes());
+        let components = check_path_bytes(&bytes, self.shared.settings.names)
+            .expect("planned paths passed the policy");
+        let attrs = target
+            .resolver()
+            .keep_basis(&path, &components, basis, &item.entry)?;
+        if attrs {
+            self.tally.change(Change::Attrs, &path, 0, None);
+        }
+        Ok(())
     }
 
     /// A verified file that replaces a directory: the directory emptied now, and
@@ -726,22 +754,7 @@ impl Answers<'_, '_, '_> {
                     path: &bytes,
                 };
                 let mac = transfer.ok_mac(facts);
-                let item = &self.planned[index];
-                let replaced = item.replaces.files > 0 || item.replaces_other;
-                let change = match (arrived.delta, replaced) {
-                    (true, _) => Change::Delta,
-                    (false, false) => Change::New,
-                    (false, true) => Change::Replaced,
-                };
-                self.tally.change(change, &path, arrived.size, None);
-                self.tally.record(FileOutcome::Verified {
-                    path: path.to_string(),
-                    size: arrived.size,
-                    moved: arrived.moved,
-                    digest: arrived.digest,
-                    hash: transfer.hash,
-                    resumed_at: arrived.resumed_at,
-                });
+                self.tally_arrived(index, &path, arrived);
                 Message::Ok {
                     index: index as u64,
                     mac,
@@ -762,6 +775,33 @@ impl Answers<'_, '_, '_> {
             }
         };
         writer.write_message(&reply)
+    }
+}
+
+impl Answers<'_, '_, '_> {
+    /// Tallies entry `index`, which arrived and verified: new, replaced or built by
+    /// a delta; one whose delta was the old file itself stayed, as a `same` one.
+    fn tally_arrived(&self, index: usize, path: &str, arrived: Arrived) {
+        if arrived.kept {
+            let (path, size) = (path.to_string(), Some(arrived.size));
+            return self.tally.record(FileOutcome::Same { path, size });
+        }
+        let item = &self.planned[index];
+        let replaced = item.replaces.files > 0 || item.replaces_other;
+        let change = match (arrived.delta, replaced) {
+            (true, _) => Change::Delta,
+            (false, false) => Change::New,
+            (false, true) => Change::Replaced,
+        };
+        self.tally.change(change, path, arrived.size, None);
+        self.tally.record(FileOutcome::Verified {
+            path: path.to_string(),
+            size: arrived.size,
+            moved: arrived.moved,
+            digest: arrived.digest,
+            hash: self.shared.transfer.hash,
+            resumed_at: arrived.resumed_at,
+        });
     }
 }
 

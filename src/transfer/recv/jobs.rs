@@ -83,4 +83,8 @@ pub(crate) struct Arrived {
     pub(crate) resumed_at: Option<u64>,
     /// Built from a delta's instructions against the file it replaced.
     pub(crate) delta: bool,
+    /// A delta whose result is the file it was to replace, byte for byte (every
+    /// chunk copied in order): nothing was written, and the old file stays, given
+    /// the offered metadata.
+    pub(crate) kept: bool,
 }

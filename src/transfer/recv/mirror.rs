@@ -78,9 +78,15 @@ impl Mirroring {
                 ),
             ));
         }
+        // A client's `get` decides for its own directory; a sender asks in its offer.
+        let ignore_times = match shared.settings.asked {
+            Some(_) => shared.settings.ignore_times,
+            None => mirror.is_some_and(|mirror| mirror.ignore_times),
+        };
         let Some(mirror) = mirror else {
             return Ok(Mirroring {
                 since,
+                ignore_times,
                 ..Mirroring::default()
             });
         };
@@ -94,6 +100,7 @@ impl Mirroring {
             delete: mirror.delete,
             dry_run: mirror.dry_run,
             report_kept: mirror.report_kept,
+            ignore_times,
             cleared: Default::default(),
         })
     }

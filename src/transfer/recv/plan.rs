@@ -121,22 +121,8 @@ pub(crate) fn plan<'c, W: Write>(
             }
         }
         Destination::Dir(target) => {
-            let mut decider = Decider {
-                within: target.identity(),
-                target,
-                resolver: target.resolver(),
-                shared,
-                // Sized once: a table grown step by step misses the cache as it
-                // moves (the offer was checked against its limit already).
-                seen: KeyedSet::with_capacity_and_hasher(entries.len(), Default::default()),
-                non_dirs: KeyedSet::with_capacity_and_hasher(entries.len(), Default::default()),
-                free: target.free_space(),
-                chunks_left: MAX_PLAN_CHUNKS,
-                // A dry run (a `mirror` member) and the real run after it decide
-                // `same` alike, whatever else the offer asks.
-                quick_check: shared.mirror,
-                dry_run: mirror.is_some_and(|mirror| mirror.dry_run),
-            };
+            let dry_run = mirror.is_some_and(|mirror| mirror.dry_run);
+            let mut decider = Decider::new(target, shared, entries.len(), dry_run);
             for entry in consumed(entries) {
                 let (mut item, decision) = decider.decide(entry, &planned, tally);
                 if decider.dry_run {
@@ -292,7 +278,28 @@ struct Decider<'s, 'c> {
     dry_run: bool,
 }
 
-impl<'c> Decider<'_, 'c> {
+impl<'s, 'c> Decider<'s, 'c> {
+    /// The state of deciding `count` entries into `target`.
+    fn new(target: &'s TargetDir, shared: &'s Shared<'c>, count: usize, dry_run: bool) -> Self {
+        Decider {
+            within: target.identity(),
+            target,
+            resolver: target.resolver(),
+            shared,
+            // Sized once: a table grown step by step misses the cache as it
+            // moves (the offer was checked against its limit already).
+            seen: KeyedSet::with_capacity_and_hasher(count, Default::default()),
+            non_dirs: KeyedSet::with_capacity_and_hasher(count, Default::default()),
+            free: target.free_space(),
+            chunks_left: MAX_PLAN_CHUNKS,
+            // A dry run (a `mirror` member) and the real run after it decide
+            // `same` alike, whatever else the offer asks; `--ignore-times` turns
+            // the quick check off for both.
+            quick_check: shared.mirror && !shared.mirroring.is_some_and(|asked| asked.ignore_times),
+            dry_run,
+        }
+    }
+
     fn decide(
         &mut self,
         entry: Entry,
@@ -826,9 +833,15 @@ impl<'c> Decider<'_, 'c> {
             file: file_components.as_deref(),
             over_dir: false,
         };
-        let placement = self
+        let mut placement = self
             .resolver
             .probe_node(&node, self.shared.settings.overwrite)?;
+        let renewed = entry.extra().of.map(|of| before[of as usize].replaces);
+        if let (Placement::Same, Some(old)) = (placement, renewed.filter(|old| old.files > 0)) {
+            // A hard link of its file as it is, which a new file replaces (under
+            // `--ignore-times`, every time): linked again once that arrived.
+            placement = Placement::Free(Some(old.bytes));
+        }
         let look = self.dir_in_the_way(entry, components, placement)?;
         let over_dir = look.is_some();
         let Some((replaces, other)) = replaced(placement) else {

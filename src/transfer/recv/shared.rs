@@ -37,6 +37,10 @@ pub(crate) struct Settings {
     /// A client's `get --delete-excluded`: what the filters exclude is not spared
     /// here. The user's own ask for their own directory; an offer's echo has no say.
     pub(crate) delete_excluded: bool,
+    /// A client's `get --ignore-times`: where files are replaced, a file of the
+    /// offered size and time is received again. Its own ask for its own directory,
+    /// as `delete_excluded`; a sender asks in its offer (`mirror.ignore_times`).
+    pub(crate) ignore_times: bool,
 }
 
 /// Files of at most this many bytes are never kept as partial data to resume: one
@@ -90,6 +94,9 @@ pub(crate) struct Mirroring {
     pub(crate) dry_run: bool,
     /// The sender reads `kept` items in the report (`mirror.report_kept`).
     pub(crate) report_kept: bool,
+    /// No quick check where files are replaced (`--ignore-times`): asked by the
+    /// sender's offer, or by a `get` client for its own directory.
+    pub(crate) ignore_times: bool,
     /// What was removed (in a dry run: would be) from directories that offered
     /// files or links replaced, for the `deleted` report, in removal order.
     pub(crate) cleared: Mutex<Vec<Removed>>,

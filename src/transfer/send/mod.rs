@@ -371,6 +371,9 @@ fn mirror_options(
     left_out: usize,
 ) -> Result<Option<Cow<'_, Mirror>>> {
     match asked {
+        // Without `mirror` a receiver that replaces files sends them all anyway
+        // (version 2): `--ignore-times` alone needs nothing of the peer.
+        Some(mirror) if !in_force && !mirror.delete && !mirror.dry_run => Ok(None),
         Some(_) if !in_force => Err(crate::error::refused(
             ErrorCode::Feature,
             "the peer cannot mirror (--delete, --dry-run): it lacks the feature `mirror`",
