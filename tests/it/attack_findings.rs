@@ -160,3 +160,26 @@ fn a_request_naming_many_paths_makes_a_bounded_log_line() {
     let longest = log.lines().map(str::len).max().unwrap_or(0);
     assert!(longest < 16 << 10, "a log line of {longest} bytes");
 }
+
+/// Finding 6: a write that fails (a full disk, a file-size limit: `io`, exit 7)
+/// stays charged: a part file charges each write before making it and, when it
+/// is removed, gives back only what it wrote (`PartFile::write_all` charges
+/// `bytes.len()`, `written` does not grow on the error, and `unlink_ours` gives
+/// back `written`). Found on a 6 MiB tmpfs: each upload cut by ENOSPC left
+/// 1 MiB more in `usage` than on disk, for good (until a restart), so a user
+/// whose uploads meet a full disk a few times loses their whole quota; here a
+/// file-size limit does the same.
+#[test]
+#[ignore = "finding 6: a write that fails with io stays charged to the quota for good"]
+fn a_write_that_fails_gives_its_charge_back() {
+    let site = Site::new();
+    site.users(&[("alice", &format!("quota = {QUOTA}"))]);
+    let Some(server) = site.serve_with_file_size_limit(300_000) else {
+        return;
+    };
+    let big = site.local("big.bin", &pattern(600_000, 6));
+    let sent = send_as(&site, "alice", &[&big], &server.addr());
+    assert_eq!(code(&sent), 7, "{}", String::from_utf8_lossy(&sent.stderr));
+    assert_eq!(on_disk(&site.home("alice")), (0, 0), "nothing of it stays");
+    check_home(&site, &server, "alice", QUOTA);
+}
