@@ -235,6 +235,7 @@ fn a_broken_home_does_not_block_the_removal_of_another_user() {
     assert_ne!(
         code(&alice),
         0,
-        "alice, removed from the users file, still logs in"
+        "alice, removed from the users file, still logs in: {}",
+        server.log()
     );
 }
