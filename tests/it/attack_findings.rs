@@ -239,3 +239,45 @@ fn a_broken_home_does_not_block_the_removal_of_another_user() {
         server.log()
     );
 }
+
+/// Finding 9 (fixed with this test): `--pid-file PATH` was written with
+/// `File::create`, which follows a link and truncates what it names: with the pid
+/// file in a directory others can write (`/tmp/xfer.pid`), any local account
+/// could plant `/tmp/xfer.pid -> /etc/shadow` and a server run as root replaced
+/// that file with its process id. A hard link did the same, and a FIFO there held
+/// the server's start forever. Now each is refused, naming the pid file, and
+/// what it leads to is untouched.
+#[test]
+fn a_pid_file_is_never_written_through_a_link_a_hard_link_or_into_a_fifo() {
+    let site = Site::new();
+    site.users(&[("alice", "")]);
+    let victim = site.local("victim", b"precious\n");
+    for kind in ["link", "hard link", "fifo"] {
+        let pid_file = site.path().join(format!("{}.pid", kind.replace(' ', "-")));
+        match kind {
+            "link" => std::os::unix::fs::symlink(&victim, &pid_file).expect("a link"),
+            "hard link" => std::fs::hard_link(&victim, &pid_file).expect("a hard link"),
+            _ => crate::mirror_meta::mkfifo(&pid_file),
+        }
+        let mut serve = crate::util::xfer();
+        crate::util::server::clean_env(&mut serve);
+        serve
+            .arg("serve")
+            .arg("--root")
+            .arg(site.root())
+            .args(["--listen", "127.0.0.1:0", "--users"])
+            .arg(site.users_file())
+            .arg("--pid-file")
+            .arg(&pid_file)
+            .current_dir("/");
+        let refused = crate::util::run(&mut serve);
+        let said = String::from_utf8_lossy(&refused.stderr);
+        assert_ne!(code(&refused), 0, "{kind}: {said}");
+        assert!(said.contains("cannot write the pid file"), "{kind}: {said}");
+        assert_eq!(
+            std::fs::read(&victim).expect("victim"),
+            b"precious\n",
+            "{kind}"
+        );
+    }
+}
