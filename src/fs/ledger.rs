@@ -28,8 +28,10 @@
 //!
 //! **Why it cannot drift.** [`Books::on_disk`] is changed only by the code that
 //! changes the disk, while it holds this ledger's lock, by an amount measured under
-//! that lock: a part file charges each write before making it and gives back what
-//! it charged when it unlinks itself; a commit gives back what it replaces (a file,
+//! that lock: a part file makes each write while it holds the lock and charges what
+//! reached the disk (a write that fails, for a full disk, a file-size limit or
+//! an I/O error, only the bytes it wrote before failing), and gives back what it
+//! was charged when it unlinks itself; a commit gives back what it replaces (a file,
 //! a link, an emptied directory), looked at just before the rename; a directory or
 //! a link is charged as it is made ([`Books::make`]); `remove`, `--delete`, a
 //! change of type and the sweep give back what they `lstat` just before the

@@ -172,7 +172,6 @@ fn a_request_naming_many_paths_makes_a_bounded_log_line() {
 /// same way: 20 files of 50 KiB failed under `--fsize=10000` left 1 000 KiB
 /// charged and nothing on disk.
 #[test]
-#[ignore = "finding 6: a write that fails with io stays charged to the quota for good"]
 fn a_write_that_fails_gives_its_charge_back() {
     let site = Site::new();
     site.users(&[("alice", &format!("quota = {QUOTA}"))]);

@@ -42,6 +42,7 @@ mod serve_limits;
 mod serve_partials;
 mod serve_quota;
 mod serve_quota_entries;
+mod serve_quota_live;
 mod serve_reload;
 mod serve_users;
 mod shell_mirror;

@@ -1,0 +1,73 @@
+//! Quotas of `xfer serve` while the world changes under an upload: a disk that
+//! fills mid-write, a reload that moves a home or lowers a quota, an overwrite by
+//! delta in a home more than half full. After each the home is walked from
+//! outside (`util::site`) and must hold at most the quota, exactly what `usage`
+//! says.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::util::pattern;
+use crate::util::server::{Site, code, send_as};
+use crate::util::site::{check_home, finish_put, on_disk, put_begun};
+
+const QUOTA: u64 = 10_000_000;
+
+/// A tmpfs of `bytes` mounted on a directory, unmounted when dropped.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    /// Mounts it on `dir` (made if missing, mode 0700), or says why it cannot
+    /// (not root, no `mount`) and gives `None`.
+    fn mount(dir: &Path, bytes: u64) -> Option<Tmpfs> {
+        std::fs::create_dir_all(dir).expect("the mount point");
+        let mounted = Command::new("mount")
+            .args(["-t", "tmpfs", "-o"])
+            .arg(format!("size={bytes},mode=0700"))
+            .arg("tmpfs")
+            .arg(dir)
+            .output();
+        match mounted {
+            Ok(out) if out.status.success() => Some(Tmpfs(dir.to_path_buf())),
+            Ok(out) => {
+                let why = String::from_utf8_lossy(&out.stderr);
+                eprintln!("skipped: cannot mount a tmpfs (root only): {why}");
+                None
+            }
+            Err(err) => {
+                eprintln!("skipped: no mount: {err}");
+                None
+            }
+        }
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// Finding 6 on a disk that fills (the attack's own setting): a home on a 1 MiB
+/// tmpfs; an upload admitted while it was empty meets a full disk once another
+/// session's file took the room, fails `io` with nothing of it left, and gives
+/// back every byte it was charged: `usage` says what the disk holds.
+#[test]
+fn a_write_that_meets_a_full_disk_gives_its_charge_back() {
+    let site = Site::new();
+    site.users(&[("alice", &format!("quota = {QUOTA}"))]);
+    let Some(_tmpfs) = Tmpfs::mount(&site.home("alice"), 1 << 20) else {
+        return;
+    };
+    let server = site.serve(&[]);
+    let content = pattern(600_000, 61);
+    let mut writer = put_begun(&server, "alice", "a.bin", &content, 0);
+    let other = site.local("b.bin", &pattern(600_000, 62));
+    let sent = send_as(&site, "alice", &[&other], &server.addr());
+    assert_eq!(code(&sent), 0, "{}", String::from_utf8_lossy(&sent.stderr));
+    let answer = finish_put(&mut writer, 0, "a.bin", &content, 0);
+    assert_eq!(answer["code"], "io", "past a full disk: {answer}");
+    assert!(!site.home("alice").join("a.bin").exists());
+    assert_eq!(on_disk(&site.home("alice")), (600_000, 1), "b.bin alone");
+    check_home(&site, &server, "alice", QUOTA);
+}
