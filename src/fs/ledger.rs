@@ -47,6 +47,16 @@
 //! made (and so charged) by its plan, each before the entries inside it are
 //! admitted, its parents too where the offer lists none.
 //!
+//! **A home no user has any more.** A ledger counts the home its users file
+//! named, from the first login on. A reload that moves the user elsewhere (inside
+//! the old home, say, or around it) leaves writes to the new home to another
+//! ledger, which this one never sees; so at each reload a ledger whose home is no
+//! longer any user's is forgotten ([`Ledger::forget`]): counted again from the
+//! disk at the next login to it, and a `put` begun before the reload (its
+//! session, whose home changed, ends before its next request) adds nothing more
+//! to it, refused `denied` at its next write, entry or directory; what it gives
+//! back still comes off, so the count stays true.
+//!
 //! A path being written is claimed here too: `remove` or `rename` of it, or of a
 //! directory above it, is `busy` until its entry settles.
 
@@ -139,6 +149,9 @@ pub(crate) struct Books {
     /// Directories `put`s are writing into, with how many: `busy` to rename or
     /// remove, like the paths being written.
     targets: HashMap<String, usize>,
+    /// How many times the home stopped being any user's ([`Ledger::forget`]): a
+    /// `put` begun before then adds nothing more ([`Account::may_add`]).
+    generation: u64,
 }
 
 impl Books {
@@ -318,7 +331,18 @@ impl Ledger {
             ledger: self.clone(),
             prefix: dir.trim_matches('/').to_string(),
             found: Arc::default(),
+            generation: self.books().generation,
         }
+    }
+
+    /// The home is no longer any user's (a reload moved or removed its user): it
+    /// is counted again from the disk at the next login that opens it, and the
+    /// `put`s begun before now add nothing more to it (what they give back still
+    /// comes off, so the count stays true for whoever opens it next).
+    pub(crate) fn forget(&self) {
+        let mut books = self.books();
+        books.counted = false;
+        books.generation += 1;
     }
 }
 
@@ -367,6 +391,8 @@ pub(crate) struct Account {
     /// Lengths of the partials the plan found (by path), so that a resumed entry is
     /// admitted for what it still needs.
     found: Arc<Mutex<HashMap<String, u64>>>,
+    /// The ledger's generation when the `put` began (see [`Ledger::forget`]).
+    generation: u64,
 }
 
 impl Account {
@@ -387,6 +413,27 @@ impl Account {
 
     pub(crate) fn books(&self) -> MutexGuard<'_, Books> {
         self.ledger.books()
+    }
+
+    /// `denied` once the home stopped being its user's (a reload; see
+    /// [`Ledger::forget`]): this `put` makes nothing more.
+    pub(crate) fn current(&self, books: &Books) -> Result<(), Refusal> {
+        if books.generation == self.generation {
+            return Ok(());
+        }
+        Err(Refusal::new(
+            ErrorCode::Denied,
+            "this user's home changed on the server (a reload of the users file); \
+             the upload stops",
+        ))
+    }
+
+    /// Whether `more` may be added to the disk at `key` (beneath the home) now, by
+    /// the caller that holds `books`: the `put` is current, `more` fits within
+    /// the room held for `key` and what the quota has left beside everything else.
+    pub(crate) fn may_add(&self, books: &Books, key: &str, more: Footprint) -> Result<(), Refusal> {
+        self.current(books)?;
+        books.fits(key, more)
     }
 
     /// The plan found a partial of `len` bytes for `path` (it will be resumed).
@@ -420,6 +467,7 @@ impl Account {
             files: after.files.saturating_sub(u64::from(partial.is_some())),
         };
         let mut books = self.books();
+        self.current(&books)?;
         if books.writing.contains_key(&key) {
             return Err(Refusal::new(
                 ErrorCode::Busy,
@@ -451,6 +499,7 @@ impl Reservation {
     /// `quota` if they do not fit.
     pub(crate) fn charge(&mut self, path: &str, bytes: u64) -> Result<(), Refusal> {
         let mut books = self.account.books();
+        self.account.current(&books)?;
         books.check(Footprint { bytes, files: 0 }, path)?;
         books.reserved.bytes += bytes;
         if let Some(held) = books.writing.get_mut(&self.key) {
@@ -588,6 +637,27 @@ mod tests {
         assert_eq!(at("l"), Footprint::link(b"../some/target"));
         assert_eq!(at("l"), fp(14, 1));
         assert_eq!(at("p"), fp(0, 1));
+    }
+
+    #[test]
+    fn a_forgotten_home_takes_nothing_more_from_puts_begun_before() {
+        let ledger = ledger(100, 10);
+        ledger.books().counted = true;
+        let before = ledger.account("");
+        let mut stream = before.reserve("s", fp(0, 0), fp(0, 1)).unwrap();
+        ledger.forget();
+        assert!(!ledger.books().counted, "counted again at the next login");
+        let refused = before.reserve("a", fp(0, 0), fp(1, 1)).unwrap_err();
+        assert_eq!(refused.code, ErrorCode::Denied);
+        assert_eq!(stream.charge("s", 1).unwrap_err().code, ErrorCode::Denied);
+        let books = ledger.books();
+        let more = fp(1, 0);
+        assert_eq!(
+            before.may_add(&books, "s", more).unwrap_err().code,
+            ErrorCode::Denied
+        );
+        drop(books);
+        assert!(ledger.account("").reserve("a", fp(0, 0), fp(1, 1)).is_ok());
     }
 
     #[test]

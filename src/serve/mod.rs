@@ -12,7 +12,7 @@ mod pid_file;
 mod request;
 pub(crate) mod users;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
@@ -60,8 +60,10 @@ pub(crate) struct ServerOptions {
 pub(crate) struct Server {
     root: OwnedFd,
     users: Arc<UserStore>,
-    /// One quota ledger per home, shared by all sessions of its user, kept across
-    /// reloads (`fs::quota`). This lock is held only to find a ledger.
+    /// One quota ledger per home, shared by all sessions of its user (`fs::quota`).
+    /// A reload gives each its user's new limits at once, and forgets the count of
+    /// a home that is no longer any user's ([`Server::follow_users`]). This lock is
+    /// held only to find a ledger, or by a reload to visit them.
     ledgers: Mutex<HashMap<PathBuf, Ledger>>,
     /// Connections per user, for `max_sessions`.
     sessions: Mutex<HashMap<String, usize>>,
@@ -86,6 +88,29 @@ impl Server {
         let ledger = self.ledger_of(&user.home);
         ledger.open(home, user.limits);
         ledger
+    }
+
+    /// The users changed (a reload): a home that is no user's any more is
+    /// forgotten (`Ledger::forget`): counted again from the disk when a user
+    /// logs in to it next, since what was written meanwhile in a home inside or
+    /// around it went to another ledger. A session of a user whose home changed is
+    /// ended before its next request (`connection.rs`), and a `put` it is in makes
+    /// nothing more in the forgotten home.
+    fn follow_users(&self, users: &Users) {
+        let homes: HashSet<&Path> = users
+            .all()
+            .into_iter()
+            .map(|user| user.home.as_path())
+            .collect();
+        let ledgers = self
+            .ledgers
+            .lock()
+            .expect("no panics while holding the lock");
+        for (home, ledger) in ledgers.iter() {
+            if !homes.contains(home.as_path()) {
+                ledger.forget();
+            }
+        }
     }
 
     /// Opens `user`'s home beneath the root, never through a link.
@@ -399,6 +424,7 @@ fn watch_for_reload(
                     Ok(users) => {
                         let summary = users.summary();
                         server.users.replace(users);
+                        server.follow_users(&server.users.snapshot());
                         report::line(&format!(
                             "xfer: reloaded {}: {summary}, realm {realm:?}",
                             escape_path(&file),

@@ -21,7 +21,6 @@ const QUOTA: u64 = 1_000_000;
 /// those bytes: `usage` says less than the disk holds, and she may write past
 /// her quota. Nobody wrote behind the server's back: every byte went through it.
 #[test]
-#[ignore = "finding 1: a home moved by reloads is counted by a stale ledger (quota overshoot)"]
 fn a_home_moved_inside_itself_and_back_by_reloads_keeps_the_quota() {
     let site = Site::new();
     site.users(&[("alice", &format!("quota = {QUOTA}"))]);

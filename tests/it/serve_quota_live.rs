@@ -9,7 +9,7 @@ use std::process::Command;
 
 use crate::util::pattern;
 use crate::util::server::{Site, code, send_as};
-use crate::util::site::{check_home, finish_put, on_disk, put_begun};
+use crate::util::site::{check_dir, check_home, finish_put, on_disk, put_begun};
 
 const QUOTA: u64 = 10_000_000;
 
@@ -69,5 +69,32 @@ fn a_write_that_meets_a_full_disk_gives_its_charge_back() {
     assert_eq!(answer["code"], "io", "past a full disk: {answer}");
     assert!(!site.home("alice").join("a.bin").exists());
     assert_eq!(on_disk(&site.home("alice")), (600_000, 1), "b.bin alone");
+    check_home(&site, &server, "alice", QUOTA);
+}
+
+/// Finding 1, with an upload in flight: a reload that moves alice's home inside
+/// her old one (`alice/sub`) stops the upload she began in the old home at its
+/// next write (`denied`: nothing more is made there, so the ledger of `alice/sub`,
+/// counted fresh, misses nothing), and a reload back counts `alice` again from
+/// the disk, whatever the stopped upload left.
+#[test]
+fn a_reload_that_moves_a_home_stops_an_upload_in_the_old_one() {
+    let site = Site::new();
+    site.users(&[("alice", &format!("quota = {QUOTA}"))]);
+    let server = site.serve(&[]);
+    let content = pattern(800_000, 11);
+    let mut writer = put_begun(&server, "alice", "sub/big.bin", &content, 100_000);
+    site.users(&[("alice", &format!("home = \"alice/sub\"\nquota = {QUOTA}"))]);
+    server.reload(1);
+    let answer = finish_put(&mut writer, 0, "sub/big.bin", &content, 100_000);
+    assert_eq!(answer["code"], "denied", "after the home moved: {answer}");
+    assert!(!site.home("alice").join("sub/big.bin").exists());
+    drop(writer);
+    // The session logs its put once it let go of what it wrote.
+    server.wait_for_log("alice put .:", 1);
+    check_dir(&site.home("alice").join("sub"), &server, "alice", QUOTA);
+
+    site.users(&[("alice", &format!("quota = {QUOTA}"))]);
+    server.reload(2);
     check_home(&site, &server, "alice", QUOTA);
 }

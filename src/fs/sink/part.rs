@@ -38,7 +38,7 @@ use super::meta;
 use crate::escape::escape;
 use crate::fs::Refusal;
 use crate::fs::beneath::{self, NotOver};
-use crate::fs::ledger::{Account, Books};
+use crate::fs::ledger::{Account, Books, Footprint};
 use crate::fs::path::{RESERVED_PREFIX, temporary_name};
 use crate::hex::hex;
 use crate::proto::hash::Hasher;
@@ -188,8 +188,14 @@ impl PartFile {
             let home_path = account.home_path(path);
             (account, home_path)
         });
-        if let (Some(books), Some((_, home_path))) = (books.as_deref_mut(), &meter) {
+        if let (Some(books), Some((account, home_path))) = (books.as_deref_mut(), &meter) {
             if made {
+                // A new entry: it must fit now, or it goes again at once, unseen.
+                let entry = Footprint { bytes: 0, files: 1 };
+                if let Err(refusal) = account.may_add(books, home_path, entry) {
+                    let _ = rustix::fs::unlinkat(&*dir, temp.as_str(), AtFlags::empty());
+                    return Err(refusal);
+                }
                 books.grew(home_path, 0, 1);
             }
             books.set_open(identity, true);
@@ -262,11 +268,16 @@ impl PartFile {
             .as_mut()
             .expect("a sealed part file is not written");
         let written = match &self.meter {
-            // On a server, made and charged under the ledger's lock: what
+            // On a server, checked, made and charged under the ledger's lock: what
             // reaches the disk is charged, a failed or short write no more than it
             // wrote (the ledger's rule).
             Some((account, home_path)) => {
                 let mut books = account.books();
+                let more = Footprint {
+                    bytes: bytes.len() as u64,
+                    files: 0,
+                };
+                account.may_add(&books, home_path, more)?;
                 let (wrote, failed) = write_counting(file, bytes);
                 books.grew(home_path, wrote, 0);
                 self.written += wrote;

@@ -440,7 +440,9 @@ impl<'a> Resolver<'a> {
             return Ok(Some(there));
         }
         let shown = beneath::shown_path(&components[..=depth]);
-        account.books().make(&shown, Footprint::DIR, || {
+        let mut books = account.books();
+        account.current(&books)?;
+        books.make(&shown, Footprint::DIR, || {
             let step = beneath::step_noting(dir, components, depth, true)?;
             let made = step.as_ref().is_some_and(|(_, made)| *made);
             Ok((step, made))
