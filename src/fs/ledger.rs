@@ -43,7 +43,12 @@
 //! server per root, `TargetDir::lock`). Admission keeps the sum `on_disk +
 //! reserved` within the quota: an entry is admitted only if its full new size fits
 //! beside both (a partial it resumes is on disk, so counted already), and its
-//! writes move room from its reservation to `on_disk`. A `put`'s directories are
+//! writes move room from its reservation to `on_disk`. Each write, temporary,
+//! directory and link is checked again as it is made ([`Account::may_add`])
+//! against the limits as they are then, beside what is on disk: a quota lowered
+//! by a reload (which gives every ledger its user's new limits at once) stops an
+//! entry admitted under the old one at its next write (`quota`; its data is
+//! discarded, as a stream's that crosses the quota is). A `put`'s directories are
 //! made (and so charged) by its plan, each before the entries inside it are
 //! admitted, its parents too where the offer lists none.
 //!
@@ -178,6 +183,23 @@ impl Books {
             files: more.files.saturating_sub(held.files),
         };
         self.check(extra, key)
+    }
+
+    /// Whether `more` fits within the limits beside what is on disk alone (the
+    /// room reserved for it aside): a quota lowered by a reload stops an entry
+    /// admitted under the old one at its next write (`quota`).
+    fn within_limits(&self, more: Footprint, path: &str) -> Result<(), Refusal> {
+        let over = |limit: Option<u64>, used: u64, more: u64| {
+            more > 0 && limit.is_some_and(|limit| used.saturating_add(more) > limit)
+        };
+        let bytes_over = over(self.limits.bytes, self.on_disk.bytes, more.bytes);
+        if bytes_over || over(self.limits.files, self.on_disk.files, more.files) {
+            return Err(Refusal::new(
+                ErrorCode::Quota,
+                format!("{}: {}", escape(path), self.over_by(more, bytes_over)),
+            ));
+        }
+        Ok(())
     }
 
     /// Bytes and entries left the disk.
@@ -430,10 +452,19 @@ impl Account {
 
     /// Whether `more` may be added to the disk at `key` (beneath the home) now, by
     /// the caller that holds `books`: the `put` is current, `more` fits within
-    /// the room held for `key` and what the quota has left beside everything else.
-    pub(crate) fn may_add(&self, books: &Books, key: &str, more: Footprint) -> Result<(), Refusal> {
+    /// the room held for `key` and what the quota has left beside everything else,
+    /// and within the limits as they are now beside what is on disk (a quota
+    /// lowered since the entry was admitted stops it). `path` is shown in a refusal.
+    pub(crate) fn may_add(
+        &self,
+        books: &Books,
+        key: &str,
+        more: Footprint,
+        path: &str,
+    ) -> Result<(), Refusal> {
         self.current(books)?;
-        books.fits(key, more)
+        books.fits(key, more)?;
+        books.within_limits(more, path)
     }
 
     /// The plan found a partial of `len` bytes for `path` (it will be resumed).
@@ -640,6 +671,25 @@ mod tests {
     }
 
     #[test]
+    fn a_lowered_quota_stops_what_was_admitted_under_the_old_one() {
+        let ledger = ledger(100, 10);
+        let account = ledger.account("");
+        let _admitted = account.reserve("f", fp(0, 0), fp(80, 1)).unwrap();
+        ledger.books().grew("f", 40, 1);
+        ledger.set_limits(Limits {
+            bytes: Some(50),
+            files: Some(1),
+        });
+        let books = ledger.books();
+        assert!(account.may_add(&books, "f", fp(10, 0), "f").is_ok());
+        let over = account.may_add(&books, "f", fp(11, 0), "f").unwrap_err();
+        assert_eq!(over.code, ErrorCode::Quota);
+        // An entry more (a directory, a link) is over the lowered max_files.
+        let over = account.may_add(&books, "d", fp(0, 1), "d").unwrap_err();
+        assert_eq!(over.code, ErrorCode::Quota);
+    }
+
+    #[test]
     fn a_forgotten_home_takes_nothing_more_from_puts_begun_before() {
         let ledger = ledger(100, 10);
         ledger.books().counted = true;
@@ -653,7 +703,7 @@ mod tests {
         let books = ledger.books();
         let more = fp(1, 0);
         assert_eq!(
-            before.may_add(&books, "s", more).unwrap_err().code,
+            before.may_add(&books, "s", more, "s").unwrap_err().code,
             ErrorCode::Denied
         );
         drop(books);

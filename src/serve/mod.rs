@@ -12,7 +12,7 @@ mod pid_file;
 mod request;
 pub(crate) mod users;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
@@ -90,25 +90,27 @@ impl Server {
         ledger
     }
 
-    /// The users changed (a reload): a home that is no user's any more is
+    /// The users changed (a reload): each home's ledger takes its user's limits
+    /// at once, uploads in flight included; a home that is no user's any more is
     /// forgotten (`Ledger::forget`): counted again from the disk when a user
     /// logs in to it next, since what was written meanwhile in a home inside or
     /// around it went to another ledger. A session of a user whose home changed is
     /// ended before its next request (`connection.rs`), and a `put` it is in makes
     /// nothing more in the forgotten home.
     fn follow_users(&self, users: &Users) {
-        let homes: HashSet<&Path> = users
+        let limits: HashMap<&Path, _> = users
             .all()
             .into_iter()
-            .map(|user| user.home.as_path())
+            .map(|user| (user.home.as_path(), user.limits))
             .collect();
         let ledgers = self
             .ledgers
             .lock()
             .expect("no panics while holding the lock");
         for (home, ledger) in ledgers.iter() {
-            if !homes.contains(home.as_path()) {
-                ledger.forget();
+            match limits.get(home.as_path()) {
+                Some(limits) => ledger.set_limits(*limits),
+                None => ledger.forget(),
             }
         }
     }

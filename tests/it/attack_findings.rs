@@ -84,7 +84,6 @@ fn rm_r_removes_a_directory_holding_a_partial_and_gives_its_room_back() {
 /// sees the upload carry on to its end (found: 6 MiB written against a new quota
 /// of 2 MiB, 4 MiB of it after the reload).
 #[test]
-#[ignore = "finding 3: an upload admitted before a reload lowered the quota writes on past it"]
 fn a_quota_lowered_by_a_reload_stops_an_upload_in_flight() {
     let site = Site::new();
     site.users(&[("alice", &format!("quota = {QUOTA}"))]);

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::util::pattern;
-use crate::util::server::{Site, code, send_as};
+use crate::util::server::{Site, as_user, code, eventually, send_as};
 use crate::util::site::{check_dir, check_home, finish_put, on_disk, put_begun};
 
 const QUOTA: u64 = 10_000_000;
@@ -97,4 +97,32 @@ fn a_reload_that_moves_a_home_stops_an_upload_in_the_old_one() {
     site.users(&[("alice", &format!("quota = {QUOTA}"))]);
     server.reload(2);
     check_home(&site, &server, "alice", QUOTA);
+}
+
+/// Finding 3 as a user meets it: `xfer send` (slowed by `--limit-rate`) is part
+/// way through a file when a reload lowers the quota below what the home holds;
+/// the next write is refused `quota`, the client exits 6, and nothing of the file
+/// stays, under its name or as a partial.
+#[test]
+fn a_quota_lowered_mid_upload_fails_the_client_with_quota() {
+    let site = Site::new();
+    site.users(&[("alice", "quota = 2000000")]);
+    let server = site.serve(&[]);
+    let file = site.local("big.bin", &pattern(1_200_000, 31));
+    let mut send = as_user(&site, "alice", &["send", "--limit-rate", "400K"]);
+    send.arg(&file).arg(server.addr());
+    let client = std::thread::spawn(move || crate::util::run(&mut send));
+    let home = site.home("alice");
+    eventually("a part of the file is on disk", || {
+        on_disk(&home).0 >= 200_000
+    });
+    const LOWER: u64 = 100_000;
+    site.users(&[("alice", &format!("quota = {LOWER}"))]);
+    server.reload(1);
+    let sent = client.join().expect("the client");
+    let said = String::from_utf8_lossy(&sent.stderr);
+    assert_eq!(code(&sent), 6, "{said}");
+    assert!(said.contains("over the quota"), "{said}");
+    assert_eq!(on_disk(&home), (0, 0), "nothing of it stays");
+    check_home(&site, &server, "alice", LOWER);
 }

@@ -158,7 +158,7 @@ impl Resolver<'_> {
         let mut books = meter.as_ref().map(|account| account.books());
         let charge = node_footprint(node.entry, file.as_ref().map(|(_, _, size)| *size));
         if let (Some(books), Some(account)) = (&books, &meter) {
-            account.may_add(books, &account.home_path(node.path), charge)?;
+            account.may_add(books, &account.home_path(node.path), charge, node.path)?;
             // A directory replaced goes under the lock, as a file's does (`part.rs`).
             let holds_dir = beneath::stat(&*dir, name)
                 .is_ok_and(|stat| stat.is_some_and(|s| beneath::kind(&s) == FileType::Directory));

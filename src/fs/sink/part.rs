@@ -192,7 +192,7 @@ impl PartFile {
             if made {
                 // A new entry: it must fit now, or it goes again at once, unseen.
                 let entry = Footprint { bytes: 0, files: 1 };
-                if let Err(refusal) = account.may_add(books, home_path, entry) {
+                if let Err(refusal) = account.may_add(books, home_path, entry, path) {
                     let _ = rustix::fs::unlinkat(&*dir, temp.as_str(), AtFlags::empty());
                     return Err(refusal);
                 }
@@ -277,7 +277,7 @@ impl PartFile {
                     bytes: bytes.len() as u64,
                     files: 0,
                 };
-                account.may_add(&books, home_path, more)?;
+                account.may_add(&books, home_path, more, &self.path)?;
                 let (wrote, failed) = write_counting(file, bytes);
                 books.grew(home_path, wrote, 0);
                 self.written += wrote;
