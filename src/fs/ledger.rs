@@ -21,8 +21,8 @@
 //! in any directory whatever its mode — are at most the quota plus what is in
 //! flight in the frame being written right now; and `usage` reports what is on
 //! disk. A partial's bytes are charged as they are written and stay charged until
-//! the partial is gone; an overwrite is charged the full size of the new file
-//! until the old one is replaced; a directory or link is charged, under the lock,
+//! the partial is gone; an overwrite's new file is charged as it is written,
+//! beside the old one until that is replaced; a directory or link is charged, under the lock,
 //! before it is made (`quota` if it does not fit, and then nothing is made); what
 //! an entry was charged is given back exactly once, when it leaves the disk.
 //!
@@ -43,7 +43,10 @@
 //! server per root, `TargetDir::lock`). Admission keeps the sum `on_disk +
 //! reserved` within the quota: an entry is admitted only if its full new size fits
 //! beside both (a partial it resumes is on disk, so counted already), and its
-//! writes move room from its reservation to `on_disk`. Each write, temporary,
+//! writes move room from its reservation to `on_disk`. A file rebuilt by delta
+//! from the one it replaces is admitted where the new file fits in the old one's
+//! place ([`Account::reserve_in_place`]): its temporary's bytes beyond that are
+//! charged as they are written, and past the quota it fails, the old file kept. Each write, temporary,
 //! directory and link is checked again as it is made ([`Account::may_add`])
 //! against the limits as they are then, beside what is on disk: a quota lowered
 //! by a reload (which gives every ledger its user's new limits at once) stops an
@@ -487,7 +490,6 @@ impl Account {
         _before: Footprint,
         after: Footprint,
     ) -> Result<Reservation, Refusal> {
-        let key = self.home_path(path);
         let partial = self
             .found
             .lock()
@@ -497,6 +499,26 @@ impl Account {
             bytes: after.bytes.saturating_sub(partial.unwrap_or(0)),
             files: after.files.saturating_sub(u64::from(partial.is_some())),
         };
+        self.hold(path, needs)
+    }
+
+    /// [`Account::reserve`] for a file rebuilt by delta from the regular file of
+    /// `old` that `path` holds (its basis): admitted where the new file fits in the
+    /// old one's place. Its temporary's bytes and entry beyond that are charged as
+    /// they are made, each checked then ([`Account::may_add`]): past the quota the
+    /// entry fails `quota` and the old file stays as it was.
+    pub(crate) fn reserve_in_place(
+        &self,
+        path: &str,
+        old: Footprint,
+        after: Footprint,
+    ) -> Result<Reservation, Refusal> {
+        self.hold(path, after.beyond(old))
+    }
+
+    /// Holds `needs` for the entry at `path` until it settles, and claims the path.
+    fn hold(&self, path: &str, needs: Footprint) -> Result<Reservation, Refusal> {
+        let key = self.home_path(path);
         let mut books = self.books();
         self.current(&books)?;
         if books.writing.contains_key(&key) {

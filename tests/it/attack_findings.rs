@@ -108,7 +108,6 @@ fn a_quota_lowered_by_a_reload_stops_an_upload_in_flight() {
 /// it as a whole new file beside the old one before the delta shows nothing
 /// changes. A nightly `xfer send -f -I` fails once the home passes 50%.
 #[test]
-#[ignore = "finding 4: send -f -I of an unchanged file is refused quota in a home over half full"]
 fn ignore_times_on_an_unchanged_file_needs_no_room_beside_it() {
     let site = Site::new();
     site.users(&[("alice", &format!("quota = {QUOTA}"))]);

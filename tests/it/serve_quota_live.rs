@@ -4,11 +4,12 @@
 //! outside (`util::site`) and must hold at most the quota, exactly what `usage`
 //! says.
 
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Output};
 
 use crate::util::pattern;
-use crate::util::server::{Site, as_user, code, eventually, send_as};
+use crate::util::server::{Server, Site, as_user, code, eventually, send_as};
 use crate::util::site::{check_dir, check_home, finish_put, on_disk, put_begun};
 
 const QUOTA: u64 = 10_000_000;
@@ -125,4 +126,104 @@ fn a_quota_lowered_mid_upload_fails_the_client_with_quota() {
     assert!(said.contains("over the quota"), "{said}");
     assert_eq!(on_disk(&home), (0, 0), "nothing of it stays");
     check_home(&site, &server, "alice", LOWER);
+}
+
+/// Sends `tree` into alice's home again with `flags` (`-f` and more): the output.
+fn send_again(site: &Site, server: &Server, tree: &Path, flags: &[&str]) -> Output {
+    let mut again = as_user(site, "alice", &["send"]);
+    again.args(flags).arg(tree).arg(server.addr());
+    crate::util::run(&mut again)
+}
+
+/// Finding 4's rule where the file did change: a delta over the old file is
+/// admitted in a home more than half full (the new file fits in the old one's
+/// place), its temporary is charged as it is written, and once that crosses the
+/// quota the entry fails `quota` (exit 6) and the old file stays as it was (its
+/// inode, its bytes); with room enough for the temporary the same delta goes in.
+#[test]
+fn a_delta_whose_temporary_crosses_the_quota_leaves_the_old_file() {
+    let site = Site::new();
+    site.users(&[("alice", "quota = 1000000")]);
+    let server = site.serve(&[]);
+    let old = pattern(600_000, 41);
+    let local = site.local("tree/big.bin", &old);
+    let tree = local.parent().expect("tree").to_path_buf();
+    let first = send_as(&site, "alice", &[&tree], &server.addr());
+    assert_eq!(
+        code(&first),
+        0,
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    let stored = site.home("alice").join("tree/big.bin");
+    let inode = std::fs::metadata(&stored).expect("stored").ino();
+
+    let mut changed = old.clone();
+    changed[300_000..300_010].copy_from_slice(b"0123456789");
+    std::fs::write(&local, &changed).expect("changed");
+    let again = send_again(&site, &server, &tree, &["-f"]);
+    let said = String::from_utf8_lossy(&again.stderr);
+    assert_eq!(code(&again), 6, "{said}");
+    // Admitted, then stopped as its temporary was written.
+    assert!(said.contains("over the quota"), "{said}");
+    assert!(!said.contains("refused by the receiver"), "{said}");
+    assert_eq!(std::fs::metadata(&stored).expect("kept").ino(), inode);
+    assert_eq!(std::fs::read(&stored).expect("kept"), old);
+    check_home(&site, &server, "alice", 1_000_000);
+
+    site.users(&[("alice", "quota = 1300000")]);
+    server.reload(1);
+    let again = send_again(&site, &server, &tree, &["-f"]);
+    assert_eq!(
+        code(&again),
+        0,
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    assert_eq!(std::fs::read(&stored).expect("replaced"), changed);
+    check_home(&site, &server, "alice", 1_300_000);
+}
+
+/// A whole-file overwrite (`-W`) keeps the rule of admission it had: room for
+/// the new file beside the old, so an unchanged file sent again with `-f -I -W`
+/// into a home more than half full is refused `quota` before a byte moves, and
+/// the old file stays; without `-W` (a delta that keeps the old file) it goes.
+#[test]
+fn a_whole_file_overwrite_still_needs_room_beside_the_old_file() {
+    let site = Site::new();
+    site.users(&[("alice", "quota = 1000000")]);
+    let server = site.serve(&[]);
+    let content = pattern(600_000, 42);
+    let local = site.local("tree/big.bin", &content);
+    let tree = local.parent().expect("tree").to_path_buf();
+    let first = send_as(&site, "alice", &[&tree], &server.addr());
+    assert_eq!(
+        code(&first),
+        0,
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    let stored = site.home("alice").join("tree/big.bin");
+    let inode = std::fs::metadata(&stored).expect("stored").ino();
+
+    let whole = send_again(&site, &server, &tree, &["-f", "-I", "-W"]);
+    let said = String::from_utf8_lossy(&whole.stderr);
+    assert_eq!(code(&whole), 6, "{said}");
+    assert!(
+        said.contains("refused by the receiver"),
+        "at admission: {said}"
+    );
+    assert_eq!(std::fs::metadata(&stored).expect("kept").ino(), inode);
+    check_home(&site, &server, "alice", 1_000_000);
+
+    let delta = send_again(&site, &server, &tree, &["-f", "-I"]);
+    assert_eq!(
+        code(&delta),
+        0,
+        "{}",
+        String::from_utf8_lossy(&delta.stderr)
+    );
+    assert_eq!(std::fs::metadata(&stored).expect("kept").ino(), inode);
+    assert_eq!(std::fs::read(&stored).expect("kept"), content);
+    check_home(&site, &server, "alice", 1_000_000);
 }

@@ -188,17 +188,8 @@ impl PartFile {
             let home_path = account.home_path(path);
             (account, home_path)
         });
-        if let (Some(books), Some((account, home_path))) = (books.as_deref_mut(), &meter) {
-            if made {
-                // A new entry: it must fit now, or it goes again at once, unseen.
-                let entry = Footprint { bytes: 0, files: 1 };
-                if let Err(refusal) = account.may_add(books, home_path, entry, path) {
-                    let _ = rustix::fs::unlinkat(&*dir, temp.as_str(), AtFlags::empty());
-                    return Err(refusal);
-                }
-                books.grew(home_path, 0, 1);
-            }
-            books.set_open(identity, true);
+        if let (Some(books), Some(meter)) = (books.as_deref_mut(), &meter) {
+            count_opened(books, meter, (&dir, &temp), made.then_some(path), identity)?;
         }
         drop(books);
         Ok(PartFile {
@@ -634,6 +625,28 @@ fn exchange_with_dir(
         Err(NotOver::Failed(err)) => Ok(Err(err)),
         Err(NotOver::Stranded(err)) => Err(beneath::stranded(path, temp, err)),
     }
+}
+
+/// Counts the part file `temp` of `dir` just opened, in `books` (under the lock):
+/// one just made for `made` (its entry's path) is an entry more, which must fit
+/// now, or the file goes again at once, unseen; and marks it open (for the sweep).
+fn count_opened(
+    books: &mut Books,
+    (account, home_path): &(Account, String),
+    (dir, temp): (&OwnedFd, &str),
+    made: Option<&str>,
+    identity: (u64, u64),
+) -> Result<(), Refusal> {
+    if let Some(path) = made {
+        let entry = Footprint { bytes: 0, files: 1 };
+        if let Err(refusal) = account.may_add(books, home_path, entry, path) {
+            let _ = rustix::fs::unlinkat(dir, temp, AtFlags::empty());
+            return Err(refusal);
+        }
+        books.grew(home_path, 0, 1);
+    }
+    books.set_open(identity, true);
+    Ok(())
 }
 
 /// Writes all of `bytes` to `file`, or as much as it takes before an error: how

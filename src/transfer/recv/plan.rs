@@ -482,10 +482,11 @@ impl<'s, 'c> Decider<'s, 'c> {
         self.make_parents(&components)?;
         let resume_from = self.resume_point(entry, &components, &shown)?;
         let partial = resume_from.as_ref().map(|resume| resume.0);
-        let reservation = self.reserve_over_dir(entry, &components, (partial, replaces), freed)?;
         // A regular file is there (no link, nothing else) and nothing is resumed.
         let replacing = replaces.files > 0 && resume_from.is_none();
         let basis = self.basis(entry, &components, replacing)?;
+        let room = (partial, replaces, freed);
+        let reservation = self.reserve_file(entry, &components, room, basis.as_ref())?;
         Ok(Decided::File {
             resume_from,
             claim,
@@ -539,6 +540,51 @@ impl<'s, 'c> Decider<'s, 'c> {
         }
         let at = (components, &*entry.shown_path());
         in_the_way::look(self.shared, self.target, at).map(Some)
+    }
+
+    /// Room in the user's quota for the file `entry`, resuming `partial` bytes,
+    /// replacing `replaces` (or the directory whose files free `freed`): built by
+    /// delta from the old file (`basis`), the new file in the old one's place, the
+    /// rest as its temporary is written ([`Decider::reserve_in_place`]); else the
+    /// whole new file beside the old ([`Decider::reserve_over_dir`]).
+    fn reserve_file(
+        &mut self,
+        entry: &Entry,
+        components: &[&[u8]],
+        (partial, replaces, freed): (Option<u64>, Footprint, Option<Footprint>),
+        basis: Option<&(Basis, Signature)>,
+    ) -> Result<Option<Box<Reservation>>, Refusal> {
+        let Some((basis, _)) = basis else {
+            return self.reserve_over_dir(entry, components, (partial, replaces), freed);
+        };
+        let admitted = self.reserve_in_place(entry, replaces);
+        if admitted.is_err() && !basis.streamed() {
+            // Its chunks go out in no plan: the budget gets them back.
+            self.chunks_left += basis.chunks();
+        }
+        admitted
+    }
+
+    /// Room in the user's quota for the file `entry` rebuilt by delta from the
+    /// regular file it replaces (`replaces`): admitted where the new file fits in
+    /// the old one's place; its temporary's bytes beyond that are charged, and
+    /// checked, as they are written (`Account::reserve_in_place`).
+    fn reserve_in_place(
+        &self,
+        entry: &Entry,
+        replaces: Footprint,
+    ) -> Result<Option<Box<Reservation>>, Refusal> {
+        let Some(account) = self.shared.quota else {
+            return Ok(None);
+        };
+        let after = Footprint {
+            bytes: entry.size.unwrap_or(0),
+            files: 1,
+        };
+        let shown = entry.shown_path();
+        Ok(Some(Box::new(
+            account.reserve_in_place(&shown, replaces, after)?,
+        )))
     }
 
     /// [`Decider::reserve_quota`] for a file that replaces a directory whose regular
