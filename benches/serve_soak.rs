@@ -1,8 +1,10 @@
 //! `cargo bench --bench serve_soak`: a soak of `xfer serve`'s quota accounting, not
 //! part of the test suite. Eight clients of one user, for 60 s (`XFER_SOAK_SECONDS`
-//! to shorten), put, cut puts midway (the connection dropped), overwrite, remove
-//! and rename at random against a small quota, while a watcher walks the home from
-//! outside every few milliseconds. At the end it asserts that what is on disk is
+//! to shorten), put (some into directories the offer does not list), cut puts
+//! midway (the connection dropped), overwrite, remove, rename, make and remove
+//! directories at random against a small quota, while a watcher walks the home from
+//! outside every few milliseconds (every entry by the quota's rule: 4096 bytes a
+//! directory). At the end it asserts that what is on disk is
 //! within the quota and exactly what `usage` reports, and prints the figures:
 //! operations done, refusals by code, the most ever on disk, and the final disk
 //! against `usage`.
@@ -61,10 +63,16 @@ fn operate(server: &Server, tally: &Tally) {
     let name = pick(&NAMES);
     let size = pick(&SIZES);
     let mut peer = server.login("alice");
-    let outcome = match rand::random_range(0..5) {
+    // Directories come and go beside the files: `dA/B` and so on.
+    let dir = format!("d{name}/{}", pick(&NAMES));
+    let outcome = match rand::random_range(0..7) {
         0 | 1 => {
             let overwrite = rand::random_bool(0.5);
-            let entry = SendEntry::file(name, content(name, size));
+            let path = match rand::random_bool(0.3) {
+                true => format!("{dir}/{name}"),
+                false => name.to_string(),
+            };
+            let entry = SendEntry::file(&path, content(name, size));
             let what = if overwrite { "put -f" } else { "put" };
             match util::site::put(&mut peer, "", overwrite, &[entry]) {
                 Ok(report) if report.delivered(0) => format!("{what}: ok"),
@@ -93,6 +101,16 @@ fn operate(server: &Server, tally: &Tally) {
             Ok(()) => "remove: ok".to_string(),
             Err(err) => format!("remove: {}", err.remote_code().unwrap_or("?")),
         },
+        4 => match peer.mkdir(&dir) {
+            Ok(()) => "mkdir: ok".to_string(),
+            Err(err) => format!("mkdir: {}", err.remote_code().unwrap_or("?")),
+        },
+        5 => {
+            let file = format!("{dir}/{name}");
+            let parent = dir.split('/').next().unwrap_or_default();
+            let removed = [file.as_str(), &dir, parent].map(|path| peer.remove(path).is_ok());
+            format!("remove in a directory: {removed:?}")
+        }
         _ => match peer.rename(name, pick(&NAMES)) {
             Ok(()) => "rename: ok".to_string(),
             Err(err) => format!("rename: {}", err.remote_code().unwrap_or("?")),
@@ -154,7 +172,7 @@ fn main() {
         most.load(Ordering::Relaxed)
     );
     println!(
-        "final on disk: {} bytes in {} files; usage: {} bytes in {} files",
+        "final on disk: {} bytes in {} entries; usage: {} bytes in {} entries",
         disk.0, disk.1, usage.0, usage.1
     );
     assert!(

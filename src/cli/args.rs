@@ -67,7 +67,7 @@ Examples:
   xfer ls files.example.org:9000 --user alice    # the home
   xfer ls -lh files.example.org:9000:photos      # kind, mode, size, time, name
   xfer ls -R files.example.org:9000:photos/      # and everything beneath, as paths
-  xfer ls --usage -h files.example.org:9000      # bytes and files against the quota
+  xfer ls --usage -h files.example.org:9000      # bytes and entries against the quota
   xfer ls --json files.example.org:9000:inbox    # one JSON object per entry";
 
 const MKDIR_EXAMPLES: &str = "\
@@ -617,7 +617,8 @@ pub(crate) struct LsArgs {
     #[arg(short = 'R', long, conflicts_with = "usage")]
     pub(crate) recursive: bool,
 
-    /// Show the bytes and files used against the user's quota instead
+    /// Show the bytes and entries (files, directories, links) used against the
+    /// user's quota instead
     #[arg(long)]
     pub(crate) usage: bool,
 
@@ -685,8 +686,10 @@ Users file:
   realm = \"REALM\"                the key comes from a password for REALM (`xfer passwd` writes
                                  it); must be the server's --realm
   home = \"DIR\"                   relative to --root; default: the user's name
-  quota = \"20 GiB\"               bytes, or a number with KB/MB/GB/TB or KiB/MiB/GiB/TiB
-  max_files = 100000             files in the home, partial files included
+  quota = \"20 GiB\"               bytes, or a number with KB/MB/GB/TB or KiB/MiB/GiB/TiB: the
+                                 files' sizes, 4096 per directory, each link its target's length
+  max_files = 100000             entries (files, directories, links) in the home, partial
+                                 files included
   read_only = true               ls and get only (default false)
   max_sessions = 4               connections of this user at once";
 

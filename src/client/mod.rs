@@ -133,7 +133,7 @@ impl Client {
         list_on(&mut self.conn, path)
     }
 
-    /// `usage`: bytes and files used, against the quota.
+    /// `usage`: bytes and entries (files, directories, links) used, against the quota.
     pub(crate) fn usage(&mut self) -> Result<Usage> {
         match self.request(&Message::Usage(Usage::default()))? {
             Message::Usage(usage) if usage.bytes.is_some() && usage.files.is_some() => Ok(usage),

@@ -253,14 +253,6 @@ pub(crate) fn stranded(path: &str, temp: &str, err: Errno) -> Refusal {
     )
 }
 
-/// What a sweep removed: regular files (their bytes) and other entries.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Swept {
-    pub(crate) bytes: u64,
-    pub(crate) files: u64,
-    pub(crate) others: u64,
-}
-
 /// Removes the directory `name` inside `parent`, a temporary name only xfer gives
 /// (a directory left under it by a crash between the exchange and the removal of
 /// [`rename_over_dir`]), with all it holds, when it and everything in it was last
@@ -268,48 +260,14 @@ pub(crate) struct Swept {
 /// file go (a server spares those a session has open): links are removed, never
 /// followed, and nothing deeper than [`MAX_DEPTH`] is entered (`depth`: the
 /// directory's, below the walk's root). What is newer stays, and so does the
-/// directory, for a later sweep. Adds what went to `swept`.
+/// directory, for a later sweep. `gone` hears of each entry removed, as it was
+/// just before (the directory itself last).
 pub(crate) fn remove_stale_dir(
     (parent, name, depth): (&OwnedFd, &std::ffi::CStr, usize),
     cutoff: i64,
     may: &mut dyn FnMut(&Stat) -> bool,
-    swept: &mut Swept,
+    gone: &mut dyn FnMut(&Stat),
 ) {
-    fn empty(
-        dir: &OwnedFd,
-        cutoff: i64,
-        may: &mut dyn FnMut(&Stat) -> bool,
-        swept: &mut Swept,
-        depth: usize,
-    ) -> bool {
-        let mut all = true;
-        for (name, stat) in children(dir) {
-            let went = stat.st_mtime < cutoff
-                && match kind(&stat) {
-                    FileType::Directory => {
-                        depth < MAX_DEPTH
-                            && open_dir(dir, name.as_c_str())
-                                .is_ok_and(|child| empty(&child, cutoff, may, swept, depth + 1))
-                            && rustix::fs::unlinkat(dir, name.as_c_str(), AtFlags::REMOVEDIR)
-                                .is_ok()
-                    }
-                    FileType::RegularFile => {
-                        may(&stat)
-                            && rustix::fs::unlinkat(dir, name.as_c_str(), AtFlags::empty()).is_ok()
-                    }
-                    _ => rustix::fs::unlinkat(dir, name.as_c_str(), AtFlags::empty()).is_ok(),
-                };
-            match (went, kind(&stat)) {
-                (false, _) => all = false,
-                (true, FileType::RegularFile) => {
-                    swept.bytes += stat.st_size as u64;
-                    swept.files += 1;
-                }
-                (true, _) => swept.others += 1,
-            }
-        }
-        all
-    }
     let Ok(Some(stat)) = self::stat(parent, name) else {
         return;
     };
@@ -319,11 +277,43 @@ pub(crate) fn remove_stale_dir(
     let Ok(dir) = open_dir(parent, name) else {
         return;
     };
-    if empty(&dir, cutoff, may, swept, depth + 1)
+    if empty_stale(&dir, (cutoff, depth + 1), may, gone)
         && rustix::fs::unlinkat(parent, name, AtFlags::REMOVEDIR).is_ok()
     {
-        swept.others += 1;
+        gone(&stat);
     }
+}
+
+/// Removes what the stale directory `dir` holds (see [`remove_stale_dir`]);
+/// whether all of it went.
+fn empty_stale(
+    dir: &OwnedFd,
+    (cutoff, depth): (i64, usize),
+    may: &mut dyn FnMut(&Stat) -> bool,
+    gone: &mut dyn FnMut(&Stat),
+) -> bool {
+    let mut all = true;
+    for (name, stat) in children(dir) {
+        let went = stat.st_mtime < cutoff
+            && match kind(&stat) {
+                FileType::Directory => {
+                    depth < MAX_DEPTH
+                        && open_dir(dir, name.as_c_str())
+                            .is_ok_and(|child| empty_stale(&child, (cutoff, depth + 1), may, gone))
+                        && rustix::fs::unlinkat(dir, name.as_c_str(), AtFlags::REMOVEDIR).is_ok()
+                }
+                FileType::RegularFile => {
+                    may(&stat)
+                        && rustix::fs::unlinkat(dir, name.as_c_str(), AtFlags::empty()).is_ok()
+                }
+                _ => rustix::fs::unlinkat(dir, name.as_c_str(), AtFlags::empty()).is_ok(),
+            };
+        match went {
+            true => gone(&stat),
+            false => all = false,
+        }
+    }
+    all
 }
 
 #[cfg(test)]
@@ -446,18 +436,25 @@ mod tests {
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()
             .as_secs() as i64;
-        let mut swept = Swept::default();
+        // What went: (regular files, their bytes, other entries).
+        let mut swept = (0, 0, 0);
+        let mut gone = |stat: &Stat| match kind(stat) {
+            FileType::RegularFile => {
+                swept.0 += 1;
+                swept.1 += stat.st_size;
+            }
+            _ => swept.2 += 1,
+        };
         // Everything is newer than a cutoff an hour ago: nothing goes.
-        remove_stale_dir((&fd, c"stale", 0), now - 3600, &mut |_| true, &mut swept);
-        assert_eq!(swept, Swept::default());
+        remove_stale_dir((&fd, c"stale", 0), now - 3600, &mut |_| true, &mut gone);
         assert!(stale.join("deeper/o").exists());
         // A file a server holds open keeps it, and the directories above it.
-        remove_stale_dir((&fd, c"stale", 0), now + 10, &mut |_| false, &mut swept);
+        remove_stale_dir((&fd, c"stale", 0), now + 10, &mut |_| false, &mut gone);
         assert!(stale.join("deeper/o").exists());
         assert!(!stale.join("link").exists(), "the link itself went");
-        remove_stale_dir((&fd, c"stale", 0), now + 10, &mut |_| true, &mut swept);
+        remove_stale_dir((&fd, c"stale", 0), now + 10, &mut |_| true, &mut gone);
         assert!(!stale.exists());
-        assert_eq!((swept.bytes, swept.files, swept.others), (4, 1, 3));
+        assert_eq!(swept, (1, 4, 3));
         assert_eq!(
             std::fs::read(outside.path().join("precious")).unwrap(),
             b"p"

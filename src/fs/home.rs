@@ -16,6 +16,7 @@ use rustix::fs::{AtFlags, FileType, Mode, RenameFlags, Stat};
 use rustix::io::Errno;
 
 use super::beneath::{self, MAX_DEPTH, kind};
+use super::ledger::Books;
 pub(crate) use super::ledger::Footprint;
 use super::path::{check_request_path, is_reserved_bytes, is_stale_exchange_dir};
 use super::sink::TargetDir;
@@ -144,7 +145,9 @@ impl Home {
     }
 
     /// `mkdir`: makes `path` and missing parents; an existing directory is fine.
-    pub(crate) fn mkdir(&self, path: &str) -> Result<(), Refusal> {
+    /// Each directory it makes is charged to `books` as it is made (`quota`, and
+    /// nothing more made, where one does not fit): the caller holds the lock.
+    pub(crate) fn mkdir(&self, path: &str, books: &mut Books) -> Result<(), Refusal> {
         let components = checked(path)?;
         if components.is_empty() {
             // `""` names the home only for `list` and as `put`'s directory.
@@ -153,21 +156,33 @@ impl Home {
                 "the home exists; mkdir needs a path inside it",
             ));
         }
-        let home = self.dup()?;
-        match beneath::walk(&home, &components, true) {
-            Ok(_) => Ok(()),
-            // A symlink or a file on the way: something that is not a directory.
-            Err(refusal) if refusal.code == ErrorCode::BadPath => {
-                Err(Refusal::new(ErrorCode::Exists, refusal.message))
-            }
-            Err(refusal) => Err(refusal),
+        let mut dir = self.dup()?;
+        for depth in 0..components.len() {
+            let step = |create| beneath::step_noting(&dir, &components, depth, create);
+            let next = match step(false) {
+                Ok(Some((next, _))) => Ok(next),
+                Ok(None) => {
+                    let shown = components[..=depth].join("/");
+                    books.make(&shown, Footprint::DIR, || {
+                        let made = step(true)?.expect("made, or there already");
+                        Ok(made)
+                    })
+                }
+                Err(refusal) => Err(refusal),
+            };
+            dir = next.map_err(|refusal| match refusal.code {
+                // A symlink or a file on the way: something that is not a directory.
+                ErrorCode::BadPath => Refusal::new(ErrorCode::Exists, refusal.message),
+                _ => refusal,
+            })?;
         }
+        Ok(())
     }
 
     /// `remove`: a file, a symlink-free empty directory, and with `links` (`meta`
     /// in force, under which a home holds links) a symbolic link itself (removing
-    /// follows nothing); never the home itself. Returns what it freed (for the
-    /// user's quota: a link counts nothing).
+    /// follows nothing); never the home itself. Returns what it freed: what the
+    /// entry was charged (`Footprint::of`).
     pub(crate) fn remove(&self, path: &str, links: bool) -> Result<Footprint, Refusal> {
         if path.is_empty() {
             return Err(Refusal::new(
@@ -177,18 +192,13 @@ impl Home {
         }
         let (parent, name, stat) = self.resolve(path)?;
         let stat = stat.ok_or_else(|| not_found(path))?;
-        let (flags, freed) = match kind(&stat) {
-            FileType::RegularFile => (
-                AtFlags::empty(),
-                Footprint {
-                    bytes: stat.st_size as u64,
-                    files: 1,
-                },
-            ),
-            FileType::Directory => (AtFlags::REMOVEDIR, Footprint::default()),
-            FileType::Symlink if links => (AtFlags::empty(), Footprint::default()),
+        let flags = match kind(&stat) {
+            FileType::RegularFile => AtFlags::empty(),
+            FileType::Directory => AtFlags::REMOVEDIR,
+            FileType::Symlink if links => AtFlags::empty(),
             other => return Err(denied_kind(path, other)),
         };
+        let freed = Footprint::of(&stat);
         match rustix::fs::unlinkat(&parent, name.as_str(), flags) {
             Ok(()) => Ok(freed),
             Err(Errno::NOTEMPTY | Errno::EXIST) => Err(Refusal::new(
@@ -305,7 +315,8 @@ impl Home {
     }
 
     /// Removes temporaries last modified before `cutoff` that `may` allows (by
-    /// device and inode); returns what left the disk.
+    /// device and inode), and stale exchange directories with all they hold;
+    /// returns what left the disk, as the ledger charged it.
     pub(crate) fn sweep(&self, cutoff: i64, may: &mut dyn FnMut((u64, u64)) -> bool) -> Footprint {
         let mut removed = Footprint::default();
         if let Ok(home) = self.dup() {
@@ -326,8 +337,9 @@ impl Home {
         beneath::open_dir(&parent, name.as_str()).map_or(0, |dir| height(dir, MAX_DEPTH + 1))
     }
 
-    /// Bytes and files beneath the home, partial files included, links not
-    /// followed: what a quota starts from.
+    /// Bytes and entries beneath the home, partial files included, links not
+    /// followed, each entry as `Footprint::of` charges it: what a quota starts
+    /// from.
     pub(crate) fn footprint(&self) -> Footprint {
         let mut total = Footprint::default();
         if let Ok(home) = self.dup() {
@@ -434,20 +446,16 @@ fn sorted_names(dir: &OwnedFd) -> Result<Vec<Box<str>>, Errno> {
 }
 
 /// Adds up what is beneath `dir` (`depth` components below the home), following
-/// no links. Files are counted from their `stat` (never opened); a directory that
-/// cannot be opened is logged, never skipped silently.
+/// no links: every entry from its `stat` (never opened), as the ledger charges
+/// it. A directory that cannot be opened counts itself and is logged, never
+/// skipped silently.
 fn scan(dir: OwnedFd, total: &mut Footprint, depth: usize) {
     for (name, stat) in beneath::children(&dir) {
-        match kind(&stat) {
-            FileType::RegularFile => {
-                total.bytes += stat.st_size as u64;
-                total.files += 1;
-            }
-            FileType::Directory => match descend(&dir, &name, depth) {
-                Some(child) => scan(child, total, depth + 1),
-                None => continue,
-            },
-            _ => {}
+        *total += Footprint::of(&stat);
+        if kind(&stat) == FileType::Directory
+            && let Some(child) = descend(&dir, &name, depth)
+        {
+            scan(child, total, depth + 1);
         }
     }
 }
@@ -497,11 +505,9 @@ fn sweep(
             FileType::Directory
                 if is_stale_exchange_dir(name.to_bytes(), stat.st_ctime, cutoff) =>
             {
-                let mut swept = beneath::Swept::default();
                 let mut may_go = |stat: &rustix::fs::Stat| may((stat.st_dev, stat.st_ino));
-                beneath::remove_stale_dir((&dir, &name, depth), cutoff, &mut may_go, &mut swept);
-                removed.bytes += swept.bytes;
-                removed.files += swept.files;
+                let mut gone = |stat: &rustix::fs::Stat| *removed += Footprint::of(stat);
+                beneath::remove_stale_dir((&dir, &name, depth), cutoff, &mut may_go, &mut gone);
             }
             FileType::Directory => {
                 if let Some(child) = descend(&dir, &name, depth) {
@@ -514,8 +520,7 @@ fn sweep(
                     && may((stat.st_dev, stat.st_ino))
                     && rustix::fs::unlinkat(&dir, &name, rustix::fs::AtFlags::empty()).is_ok() =>
             {
-                removed.bytes += stat.st_size as u64;
-                removed.files += 1;
+                *removed += Footprint::of(&stat);
             }
             _ => {}
         }
@@ -773,7 +778,11 @@ mod tests {
         assert_eq!(code(home.remove("link", false)), ErrorCode::Denied);
         // Under `meta` a link itself may be renamed and removed, never followed.
         home.rename("link", "moved", true).unwrap();
-        assert_eq!(home.remove("moved", true).unwrap(), Footprint::default());
+        // What a link is charged comes back: one entry, its target's length.
+        assert_eq!(
+            home.remove("moved", true).unwrap(),
+            Footprint { bytes: 4, files: 1 }
+        );
         assert!(std::path::Path::new("/etc/passwd").exists());
         std::os::unix::fs::symlink("/etc", dir.path().join("link")).unwrap();
         // get: two paths with one last component, or none.
@@ -787,18 +796,23 @@ mod tests {
         assert_eq!(code(home.target("f")), ErrorCode::NotFound);
         assert!(home.target("").is_ok());
         // mkdir: existing dir fine; something else in the way is exists.
-        home.mkdir("d").unwrap();
-        home.mkdir("d/new/deeper").unwrap();
-        assert_eq!(code(home.mkdir("f")), ErrorCode::Exists);
-        assert_eq!(code(home.mkdir("f/sub")), ErrorCode::Exists);
-        assert_eq!(code(home.mkdir("link/sub")), ErrorCode::Exists);
+        let mut books = Books::default();
+        home.mkdir("d", &mut books).unwrap();
+        home.mkdir("d/new/deeper", &mut books).unwrap();
+        assert_eq!(
+            books.on_disk,
+            Footprint {
+                bytes: 8192,
+                files: 2
+            }
+        );
+        assert_eq!(code(home.mkdir("f", &mut books)), ErrorCode::Exists);
+        assert_eq!(code(home.mkdir("f/sub", &mut books)), ErrorCode::Exists);
+        assert_eq!(code(home.mkdir("link/sub", &mut books)), ErrorCode::Exists);
         // remove: non-empty dir denied; the home bad_path.
         assert_eq!(code(home.remove("d", false)), ErrorCode::Denied);
         assert_eq!(code(home.remove("", false)), ErrorCode::BadPath);
-        assert_eq!(
-            home.remove("d/new/deeper", false).unwrap(),
-            Footprint::default()
-        );
+        assert_eq!(home.remove("d/new/deeper", false).unwrap(), Footprint::DIR);
         // rename: names first, then the disk.
         assert_eq!(code(home.rename("", "x", false)), ErrorCode::BadPath);
         assert_eq!(
@@ -816,6 +830,64 @@ mod tests {
         // Escapes are bad paths.
         assert_eq!(code(home.remove("../x", false)), ErrorCode::BadPath);
         assert_eq!(code(home.remove("/etc/passwd", false)), ErrorCode::BadPath);
+    }
+
+    #[test]
+    fn mkdir_makes_directories_while_they_fit_and_charges_each() {
+        let (dir, home) = home();
+        let mut books = Books::default();
+        books.limits.bytes = Some(3 * 4096);
+        home.mkdir("a/b", &mut books).unwrap();
+        // The third fits, the fourth does not: what was made stays, counted.
+        assert_eq!(code(home.mkdir("a/b/c/d", &mut books)), ErrorCode::Quota);
+        assert!(dir.path().join("a/b/c").is_dir());
+        assert!(!dir.path().join("a/b/c/d").exists());
+        assert_eq!(
+            books.on_disk,
+            Footprint {
+                bytes: 3 * 4096,
+                files: 3
+            }
+        );
+        assert_eq!(home.footprint(), books.on_disk);
+        // There already: nothing to make, nothing refused.
+        home.mkdir("a/b/c", &mut books).unwrap();
+        books.limits.files = Some(3);
+        books.limits.bytes = None;
+        assert_eq!(code(home.mkdir("e", &mut books)), ErrorCode::Quota);
+    }
+
+    #[test]
+    fn a_sweep_gives_back_what_a_stale_exchange_directory_held_by_the_rule() {
+        let (dir, home) = home();
+        let stale = dir.path().join("d/.xfer-0123456789abcdef.part");
+        std::fs::create_dir_all(stale.join("sub")).unwrap();
+        std::fs::write(stale.join("sub/f"), b"12345").unwrap();
+        std::os::unix::fs::symlink("target", stale.join("link")).unwrap();
+        std::fs::write(dir.path().join("d/kept"), b"kept").unwrap();
+        let before = home.footprint();
+        assert_eq!(
+            before,
+            Footprint {
+                bytes: 3 * 4096 + 5 + 6 + 4,
+                files: 6
+            }
+        );
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        let removed = home.sweep(now + 3600, &mut |_| true);
+        // The directory, `sub`, its file and the link.
+        assert_eq!(
+            removed,
+            Footprint {
+                bytes: 2 * 4096 + 5 + 6,
+                files: 4
+            }
+        );
+        assert_eq!(home.footprint().bytes, before.bytes - removed.bytes);
+        assert_eq!(home.footprint().files, before.files - removed.files);
     }
 
     #[test]
@@ -877,6 +949,13 @@ mod tests {
         let mut content = String::new();
         std::io::Read::read_to_string(&mut fetch.open(2).unwrap(), &mut content).unwrap();
         assert_eq!(content, "a");
-        assert_eq!(home.footprint(), Footprint { bytes: 2, files: 2 });
+        // Two names of one byte, two directories, a link of 11 bytes.
+        assert_eq!(
+            home.footprint(),
+            Footprint {
+                bytes: 2 + 2 * 4096 + 11,
+                files: 5
+            }
+        );
     }
 }

@@ -1,31 +1,49 @@
 //! The quota ledger of a home: one per home, shared by every session of its user,
 //! with one lock, and the only way anything beneath the home is made, grown,
 //! shrunk, renamed or removed by the server (a `put`'s part files and their
-//! commit here and in `sink`; `remove`, `rename`, `mkdir`, the sweep of stale
-//! partials and the first count in `quota.rs`).
+//! commit, its directories, links and changes of type, and `--delete`, here and in
+//! `sink`; `remove`, `rename`, `mkdir`, the sweep of stale temporaries and the
+//! first count in `quota.rs`).
 //!
-//! **The rule.** At every moment, the bytes and files on disk beneath a home —
-//! complete files, partials and temporaries, at any depth, in any directory
-//! whatever its mode — are at most the quota plus what is in flight in the frame
-//! being written right now; and `usage` reports what is on disk. A partial's bytes
-//! are charged as they are written and stay charged until the partial is gone; an
-//! overwrite is charged the full size of the new file until the old one is
-//! replaced; a file's bytes are given back exactly once, when it leaves the disk.
+//! **What counts.** Every entry beneath a home (the home itself aside) is one of
+//! its `files` (the users file's `max_files` bounds them): a regular file (each
+//! name of a hard link, partials and temporaries included), a directory, a
+//! symbolic link, a special file. Its bytes ([`Footprint::of`]): a regular file
+//! its size; a directory one block, [`DIR_BYTES`] (4096), whatever its `st_size`
+//! (which grows with its names and never shrinks on ext4, so could not be given
+//! back exactly); a symbolic link its `lstat` size, the length of its target,
+//! which never changes; a special file nothing. So a home's usage is the sum of
+//! its files' sizes, plus 4096 per directory, plus its links' target lengths —
+//! what `du`-like walks from outside count too, and what the first count adds up.
+//!
+//! **The rule.** At every moment, the bytes and entries on disk beneath a home —
+//! complete files, partials and temporaries, directories and links, at any depth,
+//! in any directory whatever its mode — are at most the quota plus what is in
+//! flight in the frame being written right now; and `usage` reports what is on
+//! disk. A partial's bytes are charged as they are written and stay charged until
+//! the partial is gone; an overwrite is charged the full size of the new file
+//! until the old one is replaced; a directory or link is charged, under the lock,
+//! before it is made (`quota` if it does not fit, and then nothing is made); what
+//! an entry was charged is given back exactly once, when it leaves the disk.
 //!
 //! **Why it cannot drift.** [`Books::on_disk`] is changed only by the code that
 //! changes the disk, while it holds this ledger's lock, by an amount measured under
 //! that lock: a part file charges each write before making it and gives back what
-//! it charged when it unlinks itself; a commit gives back the size of the file it
-//! replaces, read just before the rename; `remove` and the sweep give back what
-//! they stat just before the unlink; `rename` and `mkdir` change no bytes. Numbers
-//! from the plan (what a client offered, what was there then) only decide whether
-//! an entry is admitted ([`Reservation`]), never what is counted; so a race between
-//! sessions, a cut, a failed commit or a file removed mid-overwrite can make a
-//! refusal stricter, never the count wrong. The server is the only writer beneath
-//! its root (one server per root, `TargetDir::lock`). Admission keeps the sum
-//! `on_disk + reserved` within the quota: an entry is admitted only if its full new
-//! size fits beside both (a partial it resumes is on disk, so counted already),
-//! and its writes move room from its reservation to `on_disk`.
+//! it charged when it unlinks itself; a commit gives back what it replaces (a file,
+//! a link, an emptied directory), looked at just before the rename; a directory or
+//! a link is charged as it is made ([`Books::make`]); `remove`, `--delete`, a
+//! change of type and the sweep give back what they `lstat` just before the
+//! unlink; `rename` changes nothing. Numbers from the plan (what a client offered,
+//! what was there then) only decide whether an entry is admitted
+//! ([`Reservation`]), never what is counted; so a race between sessions, a cut, a
+//! failed commit or a file removed mid-overwrite can make a refusal stricter,
+//! never the count wrong. The server is the only writer beneath its root (one
+//! server per root, `TargetDir::lock`). Admission keeps the sum `on_disk +
+//! reserved` within the quota: an entry is admitted only if its full new size fits
+//! beside both (a partial it resumes is on disk, so counted already), and its
+//! writes move room from its reservation to `on_disk`. A `put`'s directories are
+//! made (and so charged) by its plan, each before the entries inside it are
+//! admitted, its parents too where the offer lists none.
 //!
 //! A path being written is claimed here too: `remove` or `rename` of it, or of a
 //! directory above it, is `busy` until its entry settles.
@@ -33,16 +51,65 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use rustix::fs::{FileType, Stat};
+
 use super::Refusal;
-use super::beneath::MAX_DEPTH;
+use super::beneath::{MAX_DEPTH, kind};
 use crate::escape::escape;
 use crate::proto::message::ErrorCode;
 
-/// Bytes and files in a home (partial files and temporaries included).
+/// What a directory is charged, whatever its size on disk (see the module
+/// documentation): one block.
+pub(crate) const DIR_BYTES: u64 = 4096;
+
+/// Bytes and entries in a home, or of one entry (partial files and temporaries
+/// included); `files` counts every entry, directories and links too.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct Footprint {
     pub(crate) bytes: u64,
     pub(crate) files: u64,
+}
+
+impl Footprint {
+    /// A directory's charge.
+    pub(crate) const DIR: Footprint = Footprint {
+        bytes: DIR_BYTES,
+        files: 1,
+    };
+
+    /// What the entry `stat` describes (links not followed) is charged: the rule of
+    /// the module documentation, in one place.
+    pub(crate) fn of(stat: &Stat) -> Footprint {
+        let bytes = match kind(stat) {
+            FileType::RegularFile | FileType::Symlink => stat.st_size as u64,
+            FileType::Directory => DIR_BYTES,
+            _ => 0,
+        };
+        Footprint { bytes, files: 1 }
+    }
+
+    /// A symbolic link to `target` (what its `lstat` size will be).
+    pub(crate) fn link(target: &[u8]) -> Footprint {
+        Footprint {
+            bytes: target.len() as u64,
+            files: 1,
+        }
+    }
+
+    /// What `self` needs beyond what `gone` frees, never below nothing.
+    pub(crate) fn beyond(self, gone: Footprint) -> Footprint {
+        Footprint {
+            bytes: self.bytes.saturating_sub(gone.bytes),
+            files: self.files.saturating_sub(gone.files),
+        }
+    }
+}
+
+impl std::ops::AddAssign for Footprint {
+    fn add_assign(&mut self, more: Footprint) {
+        self.bytes += more.bytes;
+        self.files += more.files;
+    }
 }
 
 /// What a user may hold; `None`: no limit.
@@ -58,7 +125,8 @@ pub(crate) struct Books {
     /// Counted from the disk yet (at the first login since the server started)?
     pub(crate) counted: bool,
     pub(crate) limits: Limits,
-    /// Bytes and files on disk beneath the home, partials and temporaries included.
+    /// Bytes and entries on disk beneath the home, partials and temporaries,
+    /// directories and links included.
     pub(crate) on_disk: Footprint,
     /// Room promised to entries being written and not yet on disk.
     reserved: Footprint,
@@ -97,10 +165,36 @@ impl Books {
         self.check(extra, key)
     }
 
-    /// Bytes and files left the disk.
+    /// Bytes and entries left the disk.
     pub(crate) fn shrank(&mut self, bytes: u64, files: u64) {
         self.on_disk.bytes = self.on_disk.bytes.saturating_sub(bytes);
         self.on_disk.files = self.on_disk.files.saturating_sub(files);
+    }
+
+    /// The entry `stat` describes (looked at under the lock, just before) left the
+    /// disk: what it was charged is given back.
+    pub(crate) fn gone(&mut self, stat: &Stat) {
+        let freed = Footprint::of(stat);
+        self.shrank(freed.bytes, freed.files);
+    }
+
+    /// Makes an entry of `more` (a directory, a link) at `path` (as the refusal
+    /// shows it) with `make`, which says whether it made it: `quota` if it does not
+    /// fit beside what is on disk and promised, and then `make` is not called;
+    /// charged once made. The caller holds the lock throughout, so nobody sees the
+    /// entry on disk and not in the books.
+    pub(crate) fn make<T>(
+        &mut self,
+        path: &str,
+        more: Footprint,
+        make: impl FnOnce() -> Result<(T, bool), Refusal>,
+    ) -> Result<T, Refusal> {
+        self.check(more, path)?;
+        let (made, new) = make()?;
+        if new {
+            self.on_disk += more;
+        }
+        Ok(made)
     }
 
     /// A part file is open for writing (or not any more).
@@ -179,10 +273,7 @@ impl Books {
             )
         } else {
             let limit = self.limits.files.unwrap_or(0);
-            let show = |n: u64| match n {
-                1 => "1 file".to_string(),
-                n => format!("{n} files"),
-            };
+            let show = |n: u64| crate::ui::report::entries(n as usize);
             (
                 show(more.files),
                 show(used.files),
@@ -447,6 +538,54 @@ mod tests {
         assert_eq!(stream.charge("s", 8).unwrap_err().code, ErrorCode::Quota);
         drop(stream);
         assert!(account.reserve("t", fp(0, 0), fp(10, 1)).is_ok());
+    }
+
+    #[test]
+    fn a_directory_is_charged_before_it_is_made_and_only_if_made() {
+        let ledger = ledger(2 * DIR_BYTES, 10);
+        let mut books = ledger.books();
+        books.make("a", Footprint::DIR, || Ok(((), true))).unwrap();
+        // There already (another name made it meanwhile): nothing charged.
+        books.make("b", Footprint::DIR, || Ok(((), false))).unwrap();
+        assert_eq!(books.on_disk, Footprint::DIR);
+        books.reserved = fp(1, 0);
+        // One byte promised to an upload: the second directory does not fit, and
+        // is not made.
+        let refused = books.make("c", Footprint::DIR, || -> Result<((), bool), Refusal> {
+            panic!("made although it does not fit")
+        });
+        assert_eq!(refused.unwrap_err().code, ErrorCode::Quota);
+    }
+
+    #[test]
+    fn every_kind_of_entry_counts_one_and_its_bytes_by_the_rule() {
+        let dir = tempfile::tempdir().unwrap();
+        let at = |name: &str| {
+            let path = dir.path().join(name);
+            rustix::fs::lstat(&path)
+                .map(|stat| Footprint::of(&stat))
+                .unwrap()
+        };
+        std::fs::write(dir.path().join("f"), b"12345").unwrap();
+        std::fs::create_dir(dir.path().join("d")).unwrap();
+        for i in 0..200 {
+            // A directory's own size grows with its names; its charge does not.
+            std::fs::write(dir.path().join(format!("d/{i:0>40}")), b"").unwrap();
+        }
+        std::os::unix::fs::symlink("../some/target", dir.path().join("l")).unwrap();
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            dir.path().join("p"),
+            FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o600),
+            0,
+        )
+        .unwrap();
+        assert_eq!(at("f"), fp(5, 1));
+        assert_eq!(at("d"), fp(4096, 1));
+        assert_eq!(at("l"), Footprint::link(b"../some/target"));
+        assert_eq!(at("l"), fp(14, 1));
+        assert_eq!(at("p"), fp(0, 1));
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! Quotas: the operations on a home that go through its [`Ledger`] (see
 //! `fs::ledger` for the accounting rule and why it cannot drift): the first count,
 //! `mkdir`, `remove`, `rename` and the sweep of stale partials, each under the
-//! ledger's lock and each giving back exactly what it measured leaving the disk.
+//! ledger's lock, each charging what it makes and giving back exactly what it
+//! measured leaving the disk.
 
 use super::Refusal;
 use super::home::Home;
@@ -31,11 +32,12 @@ impl Ledger {
         (books.on_disk, books.limits)
     }
 
-    /// `mkdir` in `home` (directories hold no bytes; the depth is checked).
+    /// `mkdir` in `home`: each directory made is charged as it is made, under the
+    /// lock (`quota` where the next does not fit: those made before it stay, as
+    /// `mkdir -p` leaves them); the depth is checked first.
     pub(crate) fn mkdir(&self, home: &Home, path: &str) -> Result<(), Refusal> {
         deep_enough(&[], path)?;
-        let _books = self.books();
-        home.mkdir(path)
+        home.mkdir(path, &mut self.books())
     }
 
     /// `remove` in `home`: `busy` while a session writes the path or beneath it;

@@ -11,7 +11,7 @@
 //! realm = "files.example.org"   # what `xfer passwd` marks a password's key with
 //! home = "alice"                # relative to --root; default: the user's name
 //! quota = "20 GiB"              # bytes, optional
-//! max_files = 100000            # optional
+//! max_files = 100000            # entries: files, directories, links; optional
 //! read_only = false
 //! max_sessions = 4              # concurrent connections of this user, optional
 //! ```

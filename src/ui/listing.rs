@@ -126,7 +126,8 @@ pub(crate) fn item_json(item: &Item) -> serde_json::Value {
     json
 }
 
-/// `used 1.2 GiB of 20 GiB (6% used), 312 files of 100000 (0% used)`.
+/// `used 1.2 GiB of 20 GiB (6% used), 312 entries of 100000 (0% used)`: every
+/// file, directory and link in the home is one of the entries `max_files` bounds.
 pub(crate) fn usage_line(usage: &Usage, human: bool) -> String {
     let bytes = |n: u64| {
         if human {
@@ -145,10 +146,7 @@ pub(crate) fn usage_line(usage: &Usage, human: bool) -> String {
         Some(quota) => format!(" of {quota} ({}% used)", percent(files, quota)),
         None => String::new(),
     };
-    let files = match files {
-        1 => "1 file".to_string(),
-        n => format!("{n} files"),
-    };
+    let files = super::report::entries(files as usize);
     format!("used {}{byte_quota}, {files}{file_quota}", bytes(used))
 }
 
@@ -211,7 +209,7 @@ mod tests {
         };
         assert_eq!(
             usage_line(&usage, false),
-            "used 512 bytes of 1024 bytes (50% used), 3 files"
+            "used 512 bytes of 1024 bytes (50% used), 3 entries"
         );
     }
 }

@@ -677,14 +677,20 @@ fn rm_r_removes_a_tree_one_entry_at_a_time_and_gives_the_room_back() {
             usage["files"].as_u64().unwrap(),
         )
     };
-    assert_eq!(usage("before").1, 5);
+    // Five files and three directories (`work`, `work/a`, `work/a/deep`).
+    assert_eq!(usage("before"), (1000 + 1 + 29 + 2 + 3 * 4096, 8));
     // Without -r a directory must be empty; with it, all inside goes.
     let plain = client(&site, "alice", &["rm", &server.at("work/a/")]);
     expect_refused(&plain, "not empty", "rm of a full directory");
     let rm = client(&site, "alice", &["rm", "-r", &server.at("work/a/")]);
     expect_exit(&rm, 0, "rm -r work/a/");
     assert_eq!(names_in(&home.join("work")), Vec::<String>::new());
-    assert_eq!(usage("after rm -r"), (2, 2), "the room is given back");
+    // `work` itself stays: two files and a directory.
+    assert_eq!(
+        usage("after rm -r"),
+        (2 + 4096, 3),
+        "the room is given back"
+    );
     // Several paths at once.
     let rm = client(
         &site,

@@ -577,7 +577,8 @@ fn puts_a_tree_and_makes_directories(peer: &mut Peer, home: &std::path::Path) {
     );
 }
 
-/// `list` shows what was put, with size, mode and time; `usage` counts it.
+/// `list` shows what was put, with size, mode and time; `usage` counts it, the
+/// directories too.
 fn lists_and_counts_usage(peer: &mut Peer) {
     let items = peer.list("in/box").expect("a listing");
     assert_eq!(item_names(&items), ["a.txt", "d"]);
@@ -590,9 +591,10 @@ fn lists_and_counts_usage(peer: &mut Peer) {
         (items[1]["kind"].as_str(), items[1]["size"].as_u64()),
         (Some("dir"), Some(0))
     );
+    // Two files, and three directories (`in`, `in/box`, `in/box/d`) of 4096 each.
     let usage = peer.usage().expect("usage");
-    assert_eq!(usage["bytes"], 300_006);
-    assert_eq!(usage["files"], 2);
+    assert_eq!(usage["bytes"], 300_006 + 3 * 4096);
+    assert_eq!(usage["files"], 5);
     assert_eq!(usage["quota_bytes"], 1_000_000);
     assert_eq!(usage["quota_files"], Value::Null);
 }

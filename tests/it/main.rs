@@ -41,6 +41,7 @@ mod serve_isolation;
 mod serve_limits;
 mod serve_partials;
 mod serve_quota;
+mod serve_quota_entries;
 mod serve_reload;
 mod serve_users;
 mod shell_mirror;

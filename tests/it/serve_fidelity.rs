@@ -137,8 +137,8 @@ fn a_server_refuses_special_files_and_plants_no_xfer_attribute() {
 #[test]
 fn hard_links_count_each_name_against_the_quota() {
     let site = Site::new();
-    // Room for the file twice over, not three times.
-    site.users(&[("alice", "quota = 2500")]);
+    // Room for the directory (4096 bytes) and the file twice over, not three times.
+    site.users(&[("alice", "quota = 6596")]);
     let server = site.serve(&[]);
     let src = tempfile::tempdir().unwrap();
     let tree = src.path().join("t");
@@ -149,7 +149,7 @@ fn hard_links_count_each_name_against_the_quota() {
     let put = send_as(&site, "alice", &[&tree], &server.at(""));
     assert_eq!(code(&put), 6, "{}", stderr_of(&put));
     assert!(stderr_of(&put).contains("quota"), "{}", stderr_of(&put));
-    check_home(&site, &server, "alice", 2500);
+    check_home(&site, &server, "alice", 6596);
     let home = site.home("alice");
     use std::os::unix::fs::MetadataExt;
     assert_eq!(std::fs::metadata(home.join("t/a")).unwrap().nlink(), 2);

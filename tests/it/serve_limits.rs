@@ -138,34 +138,35 @@ fn two_sessions_of_one_user_share_one_quota() {
 }
 
 #[test]
-fn usage_shows_bytes_and_files_against_the_quota() {
+fn usage_shows_bytes_and_entries_against_the_quota() {
     let site = Site::new();
     site.users(&[("alice", "quota = \"1 MiB\"\nmax_files = 10"), ("bob", "")]);
     let server = site.serve(&[]);
     let a = site.local("a.bin", &pattern(1000, 1));
-    let b = site.local("d/b.bin", &pattern(523_288, 2));
+    // With the directory `d` (4096 bytes), half of 1 MiB.
+    let b = site.local("d/b.bin", &pattern(519_192, 2));
     let put = send_as(&site, "alice", &[&a, b.parent().unwrap()], &server.addr());
     expect_exit(&put, 0, "alice's put");
     let usage = client(&site, "alice", &["ls", "--usage", &server.addr()]);
     expect_exit(&usage, 0, "ls --usage");
     assert_eq!(
         stdout_of(&usage),
-        "used 524288 bytes of 1048576 bytes (50% used), 2 files of 10 (20% used)\n"
+        "used 524288 bytes of 1048576 bytes (50% used), 3 entries of 10 (30% used)\n"
     );
     let human = client(&site, "alice", &["ls", "--usage", "-h", &server.addr()]);
     assert_eq!(
         stdout_of(&human),
-        "used 512.00 KiB of 1.00 MiB (50% used), 2 files of 10 (20% used)\n"
+        "used 512.00 KiB of 1.00 MiB (50% used), 3 entries of 10 (30% used)\n"
     );
     let json = client(&site, "alice", &["ls", "--usage", "--json", &server.addr()]);
     let json: Value = serde_json::from_str(stdout_of(&json).trim()).unwrap();
     assert_eq!(
         json,
-        serde_json::json!({"bytes": 524288, "files": 2, "quota_bytes": 1048576, "quota_files": 10})
+        serde_json::json!({"bytes": 524288, "files": 3, "quota_bytes": 1048576, "quota_files": 10})
     );
     // Without a quota.
     let usage = client(&site, "bob", &["ls", "--usage", &server.addr()]);
-    assert_eq!(stdout_of(&usage), "used 0 bytes (no quota), 0 files\n");
+    assert_eq!(stdout_of(&usage), "used 0 bytes (no quota), 0 entries\n");
     let json = client(&site, "bob", &["ls", "--usage", "--json", &server.addr()]);
     let json: Value = serde_json::from_str(stdout_of(&json).trim()).unwrap();
     assert_eq!(
@@ -198,33 +199,45 @@ fn removing_a_file_gives_its_room_back_to_the_quota() {
 }
 
 #[test]
-fn a_put_past_max_files_is_refused_and_directories_do_not_count() {
+fn a_put_past_max_files_is_refused_and_directories_count_too() {
     let site = Site::new();
-    site.users(&[("alice", "max_files = 2")]);
+    site.users(&[("alice", "max_files = 3")]);
     let server = site.serve(&[]);
     let dir = site.path().join("local/three");
     for name in ["a", "b", "c"] {
         write(&dir.join(name), name.as_bytes());
     }
     let put = send_as(&site, "alice", &[&dir], &server.addr());
-    expect_exit(&put, 6, "three files for a quota of two");
+    expect_exit(
+        &put,
+        6,
+        "a directory and three files for a quota of three entries",
+    );
     assert!(stderr_of(&put).contains("quota"), "{}", stderr_of(&put));
     assert_eq!(files_under(&site.home("alice")).len(), 2);
     let usage = client(&site, "alice", &["ls", "--usage", &server.addr()]);
     assert!(
-        stdout_of(&usage).ends_with(", 2 files of 2 (100% used)\n"),
+        stdout_of(&usage).ends_with(", 3 entries of 3 (100% used)\n"),
         "{}",
         stdout_of(&usage)
     );
-    // Directories are not files: mkdir still works, another file does not.
+    // A directory is an entry: mkdir is refused as a file would be, until one goes.
+    let mkdir = client(&site, "alice", &["mkdir", &server.at("more")]);
+    expect_refused(&mkdir, "quota", "a directory past max_files");
+    assert!(!site.home("alice").join("more").exists());
     expect_exit(
-        &client(&site, "alice", &["mkdir", &server.at("more/dirs")]),
+        &client(&site, "alice", &["rm", &server.at("three/b")]),
         0,
-        "mkdir",
+        "rm",
+    );
+    expect_exit(
+        &client(&site, "alice", &["mkdir", &server.at("more")]),
+        0,
+        "mkdir once a file went",
     );
     let d = site.local("d.txt", b"d");
     let put = send_as(&site, "alice", &[&d], &server.at("more"));
-    expect_refused(&put, "quota", "a third file");
+    expect_refused(&put, "quota", "a file past max_files");
 }
 
 #[test]

@@ -204,11 +204,13 @@ fn a_directory_offered_mode_0000_stays_counted_on_an_unprivileged_server() {
 
 /// Finding 5: a file deeper than the count walks was never counted again. Paths
 /// deeper than 256 components are refused `bad_path` at plan time (and by
-/// `mkdir`); 256 are kept and counted.
+/// `mkdir`); 256 are kept and counted (the directories too, 4096 bytes each).
 #[test]
 fn paths_deeper_than_the_count_are_refused_and_the_deepest_kept_are_counted() {
+    // 255 directories take 1 044 480 bytes of the quota.
+    let quota = 2_000_000;
     let site = Site::new();
-    site.users(&[("alice", &format!("quota = {QUOTA}"))]);
+    site.users(&[("alice", &format!("quota = {quota}"))]);
     let server = site.serve(&[]);
     let dirs = |n: usize| vec!["d"; n].join("/");
     let too_deep = format!("{}/f", dirs(257));
@@ -250,7 +252,7 @@ fn paths_deeper_than_the_count_are_refused_and_the_deepest_kept_are_counted() {
         .put("", &[SendEntry::file("c", pattern(800_000, 4))])
         .expect("put");
     assert!(!report.delivered(0), "800 kB more was taken: {report:?}");
-    check_home(&site, &server, "alice", QUOTA);
+    check_home(&site, &server, "alice", quota);
 }
 
 /// Finding 8: `""` names the home only for `list` and as `put`'s directory.

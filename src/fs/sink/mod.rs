@@ -23,7 +23,7 @@ use std::io::{self, Write};
 
 pub(crate) use self::basis::{Basis, BasisReader};
 pub(crate) use self::meta::{DROPPED, set_numeric_ids};
-pub(crate) use self::node::Node;
+pub(crate) use self::node::{Node, node_footprint};
 pub(crate) use self::part::{PartFile, Resume};
 pub(crate) use self::prune::{Prune, Spare};
 pub(crate) use self::resolver::{Placement, Resolver};

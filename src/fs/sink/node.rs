@@ -6,10 +6,11 @@
 //! is already there and the same (a link with the same target bytes, a name that is
 //! already the file's inode, a node of the same kind and numbers) is `same`.
 //!
-//! On a server every name made is counted under the ledger's lock, as files are: a
-//! hard link counts its file's bytes again (each name, as the first count of a home
-//! does: the safe direction), a link nothing, and what a replacement removed is
-//! given back.
+//! On a server every name made is counted under the ledger's lock, as files are,
+//! one entry each: a hard link counts its file's bytes again (each name, as the
+//! first count of a home does: the safe direction), a symbolic link its target's
+//! length, and what a replacement removed (a file, a link, an emptied directory)
+//! is given back.
 
 use std::os::fd::OwnedFd;
 
@@ -20,6 +21,7 @@ use super::meta;
 use super::resolver::{Placement, Resolver, split_last};
 use crate::escape::escape;
 use crate::fs::beneath::NotOver;
+use crate::fs::ledger::Footprint;
 use crate::fs::path::temporary_name;
 use crate::fs::{Refusal, beneath};
 use crate::hex::unhex_vec;
@@ -154,17 +156,9 @@ impl Resolver<'_> {
         let meter = self.target.meter().cloned();
         // On a server, the made name and what it replaces are counted under the lock.
         let mut books = meter.as_ref().map(|account| account.books());
-        if let (Some(books), Some(account), Some((_, _, size))) = (&books, &meter, &file) {
-            let key = account.home_path(node.path);
-            books.fits(
-                &key,
-                crate::fs::ledger::Footprint {
-                    bytes: *size,
-                    files: 1,
-                },
-            )?;
-        }
+        let charge = node_footprint(node.entry, file.as_ref().map(|(_, _, size)| *size));
         if let (Some(books), Some(account)) = (&books, &meter) {
+            books.fits(&account.home_path(node.path), charge)?;
             // A directory replaced goes under the lock, as a file's does (`part.rs`).
             let holds_dir = beneath::stat(&*dir, name)
                 .is_ok_and(|stat| stat.is_some_and(|s| beneath::kind(&s) == FileType::Directory));
@@ -181,11 +175,9 @@ impl Resolver<'_> {
         }
         let replaced = placed.unwrap_or(None);
         if let (Some(books), Some(account)) = (books.as_deref_mut(), meter.as_ref()) {
-            if let Some((_, _, size)) = &file {
-                books.grew(&account.home_path(node.path), *size, 1);
-            }
-            if let Some(bytes) = replaced {
-                books.shrank(bytes, 1);
+            books.grew(&account.home_path(node.path), charge.bytes, charge.files);
+            if let Some(stat) = replaced {
+                books.gone(&stat);
             }
         }
         Ok(())
@@ -218,7 +210,8 @@ impl Resolver<'_> {
     }
 
     /// Applies the node's metadata under its temporary name and renames it into
-    /// place; the regular file it replaced, if any, and its size.
+    /// place; what it replaced (a file, a link, the emptied directory of a change
+    /// of type), as it was just before, if anything.
     fn finish_node(
         &mut self,
         dir: &OwnedFd,
@@ -226,15 +219,13 @@ impl Resolver<'_> {
         name: &[u8],
         node: &Node,
         overwrite: bool,
-    ) -> Result<Option<u64>, Refusal> {
+    ) -> Result<Option<rustix::fs::Stat>, Refusal> {
         if node.entry.kind != EntryKind::Hardlink {
             meta::apply_at(dir, temp, node.entry, self.policy(0))
                 .map_err(|err| Refusal::io(node.path, "cannot set its metadata", err))?;
         }
         let replaced = match beneath::stat(dir, name) {
-            Ok(Some(stat)) if overwrite && beneath::kind(&stat) == FileType::RegularFile => {
-                Some(stat.st_size as u64)
-            }
+            Ok(Some(stat)) if overwrite => Some(stat),
             _ => None,
         };
         let renamed = if overwrite {
@@ -272,6 +263,19 @@ impl Resolver<'_> {
             )),
             Err(err) => Err(Refusal::io(node.path, "cannot rename into place", err)),
         }
+    }
+}
+
+/// What the node `entry` is charged in a quota: a link its target's length, a
+/// hard link its file's bytes (`file_size`) again, a special file nothing; each
+/// one entry.
+pub(crate) fn node_footprint(entry: &Entry, file_size: Option<u64>) -> Footprint {
+    match entry.kind {
+        EntryKind::Symlink => Footprint::link(&target_of(entry)),
+        _ => Footprint {
+            bytes: file_size.unwrap_or(0),
+            files: 1,
+        },
     }
 }
 

@@ -395,15 +395,14 @@ impl PartFile {
         }
         let meter = self.meter.as_ref().map(|(account, _)| account.clone());
         let mut books = meter.as_ref().map(Account::books);
-        // What the rename replaces leaves the disk: measured under the lock (and only
-        // where there are books to keep).
+        // What the rename replaces (a file, a link, the emptied directory of a change
+        // of type) leaves the disk: measured under the lock (and only where there
+        // are books to keep).
         let replaced = match books
             .as_ref()
             .map(|_| beneath::stat(&*self.dir, self.name.as_slice()))
         {
-            Some(Ok(Some(stat))) if overwrite && beneath::kind(&stat) == FileType::RegularFile => {
-                Some(stat.st_size as u64)
-            }
+            Some(Ok(Some(stat))) if overwrite => Some(stat),
             _ => None,
         };
         if let (Some(books), Some((_, key))) = (books.as_deref(), &self.meter) {
@@ -415,8 +414,8 @@ impl PartFile {
             }
         }
         self.rename_checked(overwrite)?;
-        if let (Some(books), Some(bytes)) = (books.as_deref_mut(), replaced) {
-            books.shrank(bytes, 1);
+        if let (Some(books), Some(stat)) = (books.as_deref_mut(), replaced) {
+            books.gone(&stat);
         }
         Ok(())
     }

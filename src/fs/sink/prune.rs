@@ -78,10 +78,12 @@ impl TargetDir {
     /// or link of that path replaces: without `delete` it must be empty already;
     /// with it, what it holds is removed (in a dry run: found) with the rules of
     /// [`TargetDir::prune`], each removal said to `said`. `exists` if anything
-    /// stays, saying what and why; otherwise the regular files that went (in a dry
-    /// run: would), what the directory's contents free. On a server `busy` while another `put` writes
-    /// beneath it (the ledger's rule; checked again under the lock when the entry
-    /// is named). Nothing there, or no directory: `Ok`, the final rename decides.
+    /// stays, saying what and why; otherwise what went (in a dry run: would), as
+    /// the ledger charged it: what the directory's contents free (the directory
+    /// itself goes, and is given back, when the entry takes its name). On a
+    /// server `busy` while another `put` writes beneath it (the ledger's rule;
+    /// checked again under the lock when the entry is named). Nothing there, or
+    /// no directory: `Ok`, the final rename decides.
     /// `parent`: the descriptor of its parent directory where the entry will be
     /// named, so that the directory emptied is the one replaced even if a parent
     /// was renamed meanwhile (without it, as for the plan's look, walked from the
@@ -228,7 +230,7 @@ struct Walk<'a, 'b> {
     own: Option<&'a str>,
     /// The first path that stayed, and why.
     kept: Option<(String, &'static str)>,
-    /// The regular files that went (in a dry run: would).
+    /// What went (in a dry run: would), as the ledger charged it.
     freed: Footprint,
 }
 
@@ -362,10 +364,7 @@ impl<'a, 'b> Walk<'a, 'b> {
         };
         match result {
             Ok(()) => {
-                if kind == ItemKind::File {
-                    self.freed.bytes += stat.st_size as u64;
-                    self.freed.files += 1;
-                }
+                self.freed += Footprint::of(stat);
                 (self.said)(Removed {
                     path: path.to_string(),
                     kind,
@@ -423,9 +422,7 @@ impl<'a, 'b> Walk<'a, 'b> {
         }
         let stat = beneath::stat(parent, name)?.ok_or(Errno::NOENT)?;
         rustix::fs::unlinkat(parent, name, flags)?;
-        if beneath::kind(&stat) == FileType::RegularFile {
-            books.shrank(stat.st_size as u64, 1);
-        }
+        books.gone(&stat);
         Ok(())
     }
 }

@@ -16,6 +16,7 @@ use super::meta;
 use super::part::{PartFile, Resume, is_ours, partial_name, remove_partial};
 use super::target::TargetDir;
 use crate::escape::escape;
+use crate::fs::ledger::Footprint;
 use crate::fs::{Refusal, beneath};
 use crate::proto::hash::{HashKind, Hasher};
 use crate::proto::message::{Entry, ErrorCode};
@@ -29,13 +30,14 @@ pub(crate) enum Placement {
     /// Nothing, or a regular file of this many bytes that `--overwrite` will
     /// replace: receive it.
     Free(Option<u64>),
-    /// Something else `--overwrite` will replace (a link, a special file), which
-    /// counts nothing in a quota: receive it.
+    /// Something else `--overwrite` will replace (a link, a special file): receive
+    /// it (in a quota it counts until it is replaced, as a file does).
     Taken,
     /// A regular file of the offered size and time: it counts as delivered.
     Same,
     /// A directory, which `--overwrite` replaces once it is empty (emptied with
-    /// `--delete`'s rules, see `TargetDir::clear`): it counts nothing itself.
+    /// `--delete`'s rules, see `TargetDir::clear`): in a quota it counts until it
+    /// is replaced.
     Dir,
 }
 
@@ -187,12 +189,14 @@ impl<'a> Resolver<'a> {
             Ok(Some(stat)) if beneath::kind(&stat) != FileType::Directory => stat,
             _ => return Ok(()), // gone, or a directory already
         };
+        if let Some(books) = &books {
+            // The directory must fit once this is gone: else nothing changes.
+            books.check(Footprint::DIR.beyond(Footprint::of(&stat)), path)?;
+        }
         rustix::fs::unlinkat(&*parent, name, rustix::fs::AtFlags::empty())
             .map_err(|err| Refusal::io(path, "cannot remove what is in the way", err))?;
-        if let Some(books) = books.as_deref_mut()
-            && beneath::kind(&stat) == FileType::RegularFile
-        {
-            books.shrank(stat.st_size as u64, 1);
+        if let Some(books) = books.as_deref_mut() {
+            books.gone(&stat);
         }
         Ok(())
     }
@@ -405,7 +409,7 @@ impl<'a> Resolver<'a> {
             {
                 return Ok(None); // a dry run's directory in place of a file
             }
-            let Some((next, made)) = beneath::step_noting(&dir, components, depth, create)? else {
+            let Some((next, made)) = self.step(&dir, components, depth, create)? else {
                 return Ok(None);
             };
             dir = Arc::new(next);
@@ -417,6 +421,30 @@ impl<'a> Resolver<'a> {
             self.dirs.insert(path, dir.clone());
         }
         Ok(Some(dir))
+    }
+
+    /// [`beneath::step_noting`]; on a server, a directory it makes is charged as
+    /// it is made, under the ledger's lock (`quota`, and nothing made, where it
+    /// does not fit). Elsewhere not a syscall more.
+    fn step(
+        &self,
+        dir: &OwnedFd,
+        components: &[&[u8]],
+        depth: usize,
+        create: bool,
+    ) -> Result<Option<(OwnedFd, bool)>, Refusal> {
+        let Some(account) = self.target.meter().filter(|_| create) else {
+            return beneath::step_noting(dir, components, depth, create);
+        };
+        if let Some(there) = beneath::step_noting(dir, components, depth, false)? {
+            return Ok(Some(there));
+        }
+        let shown = beneath::shown_path(&components[..=depth]);
+        account.books().make(&shown, Footprint::DIR, || {
+            let step = beneath::step_noting(dir, components, depth, true)?;
+            let made = step.as_ref().is_some_and(|(_, made)| *made);
+            Ok((step, made))
+        })
     }
 
     /// Whether this resolver made the directory `components` (see [`Resolver::made`]).

@@ -68,9 +68,8 @@ fn sweep_dir(dir: OwnedFd, cutoff: i64, depth: usize) -> usize {
             FileType::Directory
                 if is_stale_exchange_dir(name.to_bytes(), stat.st_ctime, cutoff) =>
             {
-                let mut swept = beneath::Swept::default();
-                beneath::remove_stale_dir((&dir, &name, depth), cutoff, &mut |_| true, &mut swept);
-                removed += (swept.files + swept.others) as usize;
+                let mut gone = |_: &rustix::fs::Stat| removed += 1;
+                beneath::remove_stale_dir((&dir, &name, depth), cutoff, &mut |_| true, &mut gone);
             }
             FileType::Directory if depth < beneath::MAX_DEPTH => {
                 if let Ok(child) = beneath::open_dir(&dir, name.as_c_str()) {

@@ -1,4 +1,5 @@
-//! `usage`: the bytes and files in the user's home against their quota.
+//! `usage`: the bytes and entries (files, directories, links) in the user's home
+//! against their quota (the wire keeps the name `files`).
 
 use anyhow::Result;
 
@@ -20,7 +21,7 @@ pub(crate) fn run(context: &Context<'_>, conn: &mut TcpConnection) -> Result<()>
         Ok(format!(
             "{} bytes, {}",
             used.bytes,
-            crate::ui::report::plural(used.files as usize, "file")
+            crate::ui::report::entries(used.files as usize)
         )),
     );
     Ok(())

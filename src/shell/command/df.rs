@@ -1,5 +1,6 @@
-//! `df`: the space and files the user has used, against the quota, in the line
-//! format of `crate::ui::listing` (the same as `xfer usage`).
+//! `df`: the space and entries (files, directories, links) the user has used,
+//! against the quota, in the line format of `crate::ui::listing` (the same as
+//! `xfer usage`).
 
 use anyhow::Result;
 use clap::Args;
@@ -7,7 +8,7 @@ use clap::Args;
 use crate::shell::session::Session;
 use crate::ui::listing::usage_line;
 
-/// show the space and files used against the quota
+/// show the space and entries (files, directories, links) used against the quota
 #[derive(Debug, Args, PartialEq, Eq)]
 #[command(override_usage = "df [-h]")]
 pub(crate) struct Df {

@@ -20,7 +20,7 @@ use crate::fs::Refusal;
 use crate::fs::home::Footprint;
 use crate::fs::path::check_path_bytes;
 use crate::fs::quota::Reservation;
-use crate::fs::sink::{Basis, Node, Placement, Resolver, TargetDir};
+use crate::fs::sink::{Basis, Node, Placement, Resolver, TargetDir, node_footprint};
 use crate::proto::delta::{MAX_PLAN_CHUNKS, MIN_DELTA_SIZE};
 use crate::proto::hash::Hasher;
 use crate::proto::message::{Decision, Entry, EntryKind, ErrorCode, Mirror, Signature};
@@ -479,6 +479,7 @@ impl<'s, 'c> Decider<'s, 'c> {
                 over_dir,
             });
         }
+        self.make_parents(&components)?;
         let resume_from = self.resume_point(entry, &components, &shown)?;
         let partial = resume_from.as_ref().map(|resume| resume.0);
         let reservation = self.reserve_over_dir(entry, &components, (partial, replaces), freed)?;
@@ -703,6 +704,20 @@ impl<'s, 'c> Decider<'s, 'c> {
             })
     }
 
+    /// On a server (not in a dry run), makes the directories above the file or
+    /// node `components` that are not there (an offer need not list them), so
+    /// that they are charged before the entry is admitted, as the plan's
+    /// directories are; `quota` if one does not fit. Elsewhere they are made as
+    /// the entry is written, and this costs nothing.
+    fn make_parents(&mut self, components: &[&[u8]]) -> Result<(), Refusal> {
+        match components.split_last() {
+            Some((_, parents)) if self.shared.quota.is_some() && !self.dry_run => {
+                self.resolver.create_dir(parents)
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// A dry run's quota check: whether `more` would fit, holding nothing.
     fn check_room(&self, entry: &Entry, more: Footprint) -> Result<(), Refusal> {
         match self.shared.quota {
@@ -775,6 +790,7 @@ impl<'s, 'c> Decider<'s, 'c> {
             (true, false) => {
                 let making = "cannot create directory";
                 self.resolver.dry_run_may_add(components, making)?;
+                self.check_room(entry, Footprint::DIR)?;
             }
             (false, false) => self.resolver.create_dir(components)?,
         }
@@ -851,6 +867,7 @@ impl<'s, 'c> Decider<'s, 'c> {
             self.resolver
                 .dry_run_may_add(components, "cannot make it")?;
         }
+        self.make_parents(components)?;
         let reservation = self.reserve_node(entry, before, replaces)?;
         if let Some(look) = look {
             look.accepted(self.shared);
@@ -865,8 +882,9 @@ impl<'s, 'c> Decider<'s, 'c> {
     }
 
     /// Room in the user's quota for the link or special file `entry` (a dry run
-    /// only checks it), replacing `replaces`: a hard link counts its file's bytes
-    /// again, as the home's count does.
+    /// only checks it), replacing `replaces`: one entry, and a hard link its
+    /// file's bytes again, as the home's count does, a symbolic link its target's
+    /// length (`node_footprint`).
     fn reserve_node(
         &self,
         entry: &Entry,
@@ -877,10 +895,7 @@ impl<'s, 'c> Decider<'s, 'c> {
             .extra()
             .of
             .and_then(|of| before[of as usize].entry.size);
-        let after = Footprint {
-            bytes: size.unwrap_or(0),
-            files: u64::from(entry.kind == EntryKind::Hardlink),
-        };
+        let after = node_footprint(entry, size);
         Ok(match self.shared.quota {
             Some(_) if self.dry_run => {
                 self.check_room(entry, after)?;

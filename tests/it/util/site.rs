@@ -1,7 +1,8 @@
 //! What the quota, reload and partial tests do on a site of `util::server`: puts
 //! made, cut midway and finished with the independent peer of `util::peer`, and
-//! the walk of a home from outside (every file at every depth, `lstat` sizes) that
-//! each test checks against the quota and against what `usage` says.
+//! the walk of a home from outside (every entry at every depth, from `lstat`, by
+//! the quota's rule) that each test checks against the quota and against what
+//! `usage` says.
 
 #![allow(dead_code)]
 
@@ -71,8 +72,11 @@ pub fn send_part(peer: &mut Peer, index: u64, rest: &[u8], offset: usize, sent: 
     }
 }
 
-/// Bytes and regular files beneath `dir` at every depth, from `lstat`, as root
-/// (what vanishes while it is walked is left out).
+/// What a quota counts beneath `dir` at every depth, from `lstat`, as root (what
+/// vanishes while it is walked is left out), worked out here from the rule alone:
+/// every entry is one (regular files, directories, links, special files), and its
+/// bytes are a file's size, 4096 for a directory (whatever its own size), a link's
+/// `lstat` size (its target's length), nothing for a special file.
 pub fn on_disk(dir: &Path) -> (u64, u64) {
     let mut total = (0, 0);
     let Ok(entries) = fs::read_dir(dir) else {
@@ -82,12 +86,17 @@ pub fn on_disk(dir: &Path) -> (u64, u64) {
         let Ok(meta) = fs::symlink_metadata(entry.path()) else {
             continue;
         };
-        if meta.is_dir() {
+        let kind = meta.file_type();
+        let bytes = if kind.is_dir() {
             let (bytes, files) = on_disk(&entry.path());
             total = (total.0 + bytes, total.1 + files);
-        } else if meta.is_file() {
-            total = (total.0 + meta.size(), total.1 + 1);
-        }
+            4096
+        } else if kind.is_file() || kind.is_symlink() {
+            meta.size()
+        } else {
+            0
+        };
+        total = (total.0 + bytes, total.1 + 1);
     }
     total
 }
