@@ -227,3 +227,26 @@ fn a_whole_file_overwrite_still_needs_room_beside_the_old_file() {
     assert_eq!(std::fs::read(&stored).expect("kept"), content);
     check_home(&site, &server, "alice", 1_000_000);
 }
+
+/// A sparse file put on a server (feature `meta`) is charged its size, holes
+/// included, as the quota's rule counts a file (its size): the holes are charged
+/// as the file grows over them, so `usage` says what the walk from outside says.
+#[test]
+fn a_sparse_file_is_charged_its_size_holes_included() {
+    let site = Site::new();
+    site.users(&[("alice", "quota = 100000000")]);
+    let server = site.serve(&[]);
+    let file = site.path().join("holes.img");
+    {
+        use std::os::unix::fs::FileExt;
+        let holes = std::fs::File::create(&file).expect("a sparse file");
+        holes.set_len(40_000_000).expect("its length");
+        holes
+            .write_all_at(&pattern(1 << 20, 51), 20_000_000)
+            .expect("its data");
+    }
+    let put = send_as(&site, "alice", &[&file], &server.addr());
+    assert_eq!(code(&put), 0, "{}", String::from_utf8_lossy(&put.stderr));
+    assert_eq!(on_disk(&site.home("alice")), (40_000_000, 1));
+    check_home(&site, &server, "alice", 100_000_000);
+}

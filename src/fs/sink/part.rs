@@ -114,10 +114,13 @@ pub(crate) struct PartFile {
     identity: (u64, u64),
     /// Left in place when dropped: resumable partial data, or a committed file.
     keep: bool,
-    /// Bytes in the file so far (all charged, on a server), and how far writeback
-    /// has been started.
-    written: u64,
+    /// Where the next bytes go (the bytes in the file so far, but for a sparse
+    /// entry), and how far writeback has been started.
+    at: u64,
     writeback_from: u64,
+    /// The file's length (all of it charged, on a server: a sparse entry's holes
+    /// too, as the quota counts a file's size).
+    len: u64,
     /// Whether to start writeback as it goes: not for a sparse entry, whose runs
     /// are read back for their hash (section 16.4) and best read from memory.
     writeback: bool,
@@ -200,8 +203,9 @@ impl PartFile {
             file: Some(file),
             identity,
             keep: resumable,
-            written: start,
+            at: start,
             writeback_from: start,
+            len: start,
             writeback: true,
             meter,
             unnamed: false,
@@ -219,8 +223,9 @@ impl PartFile {
             file: Some(file),
             identity: (0, 0),
             keep: false,
-            written: 0,
+            at: 0,
             writeback_from: 0,
+            len: 0,
             writeback: true,
             meter: None,
             unnamed: true,
@@ -258,34 +263,37 @@ impl PartFile {
             .file
             .as_mut()
             .expect("a sealed part file is not written");
+        let n = bytes.len() as u64;
         let written = match &self.meter {
             // On a server, checked, made and charged under the ledger's lock: what
-            // reaches the disk is charged, a failed or short write no more than it
-            // wrote (the ledger's rule).
+            // the file grows by (holes skipped before it included) is charged as it
+            // reaches the disk, a failed or short write no more than it wrote (the
+            // ledger's rule).
             Some((account, home_path)) => {
                 let mut books = account.books();
                 let more = Footprint {
-                    bytes: bytes.len() as u64,
+                    bytes: (self.at + n).saturating_sub(self.len),
                     files: 0,
                 };
                 account.may_add(&books, home_path, more, &self.path)?;
                 let (wrote, failed) = write_counting(file, bytes);
-                books.grew(home_path, wrote, 0);
-                self.written += wrote;
+                books.grew(home_path, (self.at + wrote).saturating_sub(self.len), 0);
+                self.at += wrote;
                 failed
             }
             None => {
                 let failed = file.write_all(bytes).err();
                 if failed.is_none() {
-                    self.written += bytes.len() as u64;
+                    self.at += n;
                 }
                 failed
             }
         };
+        self.len = self.len.max(self.at);
         if let Some(err) = written {
             return Err(Refusal::io(&self.path, "cannot write", err));
         }
-        let pending = self.written - self.writeback_from;
+        let pending = self.at - self.writeback_from;
         if self.writeback && pending >= WRITEBACK_WINDOW {
             // Only advice: if it fails, the final fsync does all the work.
             let _ = rustix::fs::fadvise(
@@ -294,7 +302,7 @@ impl PartFile {
                 NonZeroU64::new(pending),
                 Advice::DontNeed,
             );
-            self.writeback_from = self.written;
+            self.writeback_from = self.at;
         }
         Ok(())
     }
@@ -308,8 +316,9 @@ impl PartFile {
             .as_mut()
             .expect("a sealed part file is not written");
         file.seek(SeekFrom::Start(offset))
-            .map(drop)
-            .map_err(|err| Refusal::io(&self.path, "cannot seek", err))
+            .map_err(|err| Refusal::io(&self.path, "cannot seek", err))?;
+        self.at = offset;
+        Ok(())
     }
 
     /// Feeds bytes `range` of what was written back into `hasher`: a run's hash
@@ -335,20 +344,35 @@ impl PartFile {
         }
     }
 
-    /// Sets the length to `size`: the holes after the last run.
+    /// Sets the length to `size`: the holes after the last run. On a server, what
+    /// it grows by is checked and charged, under the ledger's lock, as a write is.
     pub(crate) fn set_len(&mut self, size: u64) -> Result<(), Refusal> {
         let file = self
             .file
             .as_ref()
             .expect("a sealed part file is not written");
+        let mut books = self.meter.as_ref().map(|(account, _)| account.books());
+        if let (Some(books), Some((account, home_path))) = (&books, &self.meter) {
+            let more = Footprint {
+                bytes: size.saturating_sub(self.len),
+                files: 0,
+            };
+            account.may_add(books, home_path, more, &self.path)?;
+        }
         file.set_len(size)
-            .map_err(|err| Refusal::io(&self.path, "cannot set its length", err))
+            .map_err(|err| Refusal::io(&self.path, "cannot set its length", err))?;
+        if let (Some(books), Some((_, home_path))) = (books.as_deref_mut(), &self.meter) {
+            books.grew(home_path, size.saturating_sub(self.len), 0);
+            books.shrank(self.len.saturating_sub(size), 0);
+        }
+        self.len = size;
+        Ok(())
     }
 
     /// The bytes this file leaves on disk if it is dropped now: its length when it
     /// is resumable partial data (kept), else nothing.
     pub(crate) fn left_behind(&self) -> Option<u64> {
-        (self.keep && self.written > 0).then_some(self.written)
+        (self.keep && self.len > 0).then_some(self.len)
     }
 
     /// Makes the file durable under its final name: mode and time applied, flushed
@@ -591,7 +615,7 @@ impl Drop for PartFile {
             return; // linked in and kept, or freed when its descriptor closes
         }
         // An empty partial file has nothing to resume from.
-        let remove = !self.keep || (self.file.is_some() && self.written == 0);
+        let remove = !self.keep || (self.file.is_some() && self.len == 0);
         let Some((account, _)) = &self.meter else {
             if remove {
                 let _ = rustix::fs::unlinkat(&*self.dir, self.temp.as_str(), AtFlags::empty());
@@ -601,13 +625,7 @@ impl Drop for PartFile {
         let mut books = account.books();
         books.set_open(self.identity, false);
         if remove {
-            unlink_ours(
-                &mut books,
-                &self.dir,
-                &self.temp,
-                self.identity,
-                self.written,
-            );
+            unlink_ours(&mut books, &self.dir, &self.temp, self.identity, self.len);
         }
     }
 }
