@@ -1,0 +1,283 @@
+//! What an attack on a running `xfer serve` found (issue: "try to break `xfer
+//! serve`'s promises"): each test is a finding that fails on the code it was found
+//! on, marked `#[ignore]` with its number until it is fixed, and checks the homes
+//! from outside (the walk of `util::site::on_disk`), never only what the server says.
+
+use crate::util::pattern;
+use crate::util::peer::SendEntry;
+use std::os::unix::fs::MetadataExt;
+
+use serde_json::json;
+
+use crate::util::server::{Site, as_user, client, code, names_in, send_as};
+use crate::util::site::{check_home, cut_put, finish_put, on_disk, put, put_begun};
+
+const QUOTA: u64 = 1_000_000;
+
+/// Finding 1: a home's ledger is kept by the name the users file gives the home,
+/// across reloads, and counted only once. A reload that gives alice a home inside
+/// her old one (`alice/sub`) counts the new one fresh and charges what she writes
+/// there to it; a reload back to `alice` finds the old ledger, which never saw
+/// those bytes: `usage` says less than the disk holds, and she may write past
+/// her quota. Nobody wrote behind the server's back: every byte went through it.
+#[test]
+#[ignore = "finding 1: a home moved by reloads is counted by a stale ledger (quota overshoot)"]
+fn a_home_moved_inside_itself_and_back_by_reloads_keeps_the_quota() {
+    let site = Site::new();
+    site.users(&[("alice", &format!("quota = {QUOTA}"))]);
+    let server = site.serve(&[]);
+    assert_eq!(server.usage("alice"), (0, 0), "her home counted, empty");
+
+    site.users(&[("alice", &format!("home = \"alice/sub\"\nquota = {QUOTA}"))]);
+    server.reload(1);
+    let first = SendEntry::file("first.bin", pattern(600_000, 1));
+    let report = put(&mut server.login("alice"), "", false, &[first]).expect("a put");
+    assert!(report.delivered(0), "{report:?}");
+
+    site.users(&[("alice", &format!("quota = {QUOTA}"))]);
+    server.reload(2);
+    let second = SendEntry::file("second.bin", pattern(600_000, 2));
+    let _ = put(&mut server.login("alice"), "", false, &[second]);
+    // On the code this was found on: 1 200 000 bytes on disk against a quota of
+    // 1 000 000, and `usage` says 600 000 bytes and 1 file.
+    check_home(&site, &server, "alice", QUOTA);
+}
+
+/// Finding 2: a partial left by a cut upload is invisible to `ls`, refused by
+/// `rm` (a reserved name), and keeps its directory from `rm -r`, which answers
+/// "the directory is not empty (`rm -r` removes it with everything inside)" to
+/// the very `rm -r` it was. The README promises that `rm -r` "removes directories
+/// with everything inside ... (the quota gets the room back)"; instead the partial
+/// holds its share of the quota until `--keep-partial` (24 hours), with no way
+/// for the user to get it back. Partials of a file that changed size between cuts
+/// pile up this way (each size has its own name).
+#[test]
+#[ignore = "finding 2: rm -r cannot remove a directory holding a cut upload's partial"]
+fn rm_r_removes_a_directory_holding_a_partial_and_gives_its_room_back() {
+    let site = Site::new();
+    site.users(&[("alice", &format!("quota = {QUOTA}"))]);
+    let server = site.serve(&[]);
+    let entry = SendEntry::file("d/big.bin", pattern(400_000, 3));
+    cut_put(server.login("alice"), "", false, &[entry], 200_000);
+    server.wait_for_log("alice put .:", 1);
+    let partials = names_in(&site.home("alice").join("d"));
+    assert!(
+        partials.iter().any(|n| n.ends_with(".partial")),
+        "the cut left a partial: {partials:?}"
+    );
+
+    let removed = client(&site, "alice", &["rm", "-r", &server.at("d")]);
+    assert_eq!(
+        code(&removed),
+        0,
+        "rm -r d: {}",
+        String::from_utf8_lossy(&removed.stderr)
+    );
+    assert!(!site.home("alice").join("d").exists(), "d is gone");
+    assert_eq!(on_disk(&site.home("alice")), (0, 0));
+    check_home(&site, &server, "alice", QUOTA);
+}
+
+/// Finding 3: a quota lowered by a reload does not stop an upload admitted under
+/// the old one. The README: "a changed `quota` ... applies at once", "each write
+/// is charged before it is made", "a stream that crosses the quota fails and
+/// nothing of it stays". An admin who lowers an abusive user's quota mid-upload
+/// sees the upload carry on to its end (found: 6 MiB written against a new quota
+/// of 2 MiB, 4 MiB of it after the reload).
+#[test]
+#[ignore = "finding 3: an upload admitted before a reload lowered the quota writes on past it"]
+fn a_quota_lowered_by_a_reload_stops_an_upload_in_flight() {
+    let site = Site::new();
+    site.users(&[("alice", &format!("quota = {QUOTA}"))]);
+    let server = site.serve(&[]);
+    let content = pattern(800_000, 4);
+    let mut writer = put_begun(&server, "alice", "big.bin", &content, 100_000);
+    const LOWER: u64 = 300_000;
+    site.users(&[("alice", &format!("quota = {LOWER}"))]);
+    server.reload(1);
+    // The rest of the stream crosses the new quota: it fails, and nothing of it
+    // stays.
+    let answer = finish_put(&mut writer, 0, "big.bin", &content, 100_000);
+    assert_ne!(answer["type"], "ok", "past the lowered quota: {answer}");
+    assert!(!site.home("alice").join("big.bin").exists());
+    check_home(&site, &server, "alice", LOWER);
+}
+
+/// Finding 4: `send -f -I` of a file that did not change is refused `quota` (exit
+/// 6) in a home more than half full, although the README says such a file "costs
+/// its chunks' fingerprints on the wire ... and the receiver keeps it as it is
+/// (the same file, not rewritten; counted as already there)": admission charges
+/// it as a whole new file beside the old one before the delta shows nothing
+/// changes. A nightly `xfer send -f -I` fails once the home passes 50%.
+#[test]
+#[ignore = "finding 4: send -f -I of an unchanged file is refused quota in a home over half full"]
+fn ignore_times_on_an_unchanged_file_needs_no_room_beside_it() {
+    let site = Site::new();
+    site.users(&[("alice", &format!("quota = {QUOTA}"))]);
+    let server = site.serve(&[]);
+    let tree = site.local("tree/big.bin", &pattern(600_000, 5));
+    let tree = tree.parent().expect("tree");
+    let first = send_as(&site, "alice", &[tree], &server.addr());
+    assert_eq!(
+        code(&first),
+        0,
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    let stored = site.home("alice").join("tree/big.bin");
+    let inode = std::fs::metadata(&stored).expect("stored").ino();
+
+    let mut again = as_user(&site, "alice", &["send", "-f", "-I"]);
+    again.arg(tree).arg(server.addr());
+    let again = crate::util::run(&mut again);
+    assert_eq!(
+        code(&again),
+        0,
+        "an unchanged file sent again with -I: {}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    assert_eq!(std::fs::metadata(&stored).expect("kept").ino(), inode);
+    check_home(&site, &server, "alice", QUOTA);
+}
+
+/// Finding 5: the server logs a request with every path it names, whole: one `get`
+/// of 200 000 names (a 1.5 MB frame; frames may be 16 MiB) is one 1.5 MB log line,
+/// and a path refused for being longer than 4096 bytes is logged twice over, in
+/// full. Any logged-in user can grow the server's log as fast as they can send.
+#[test]
+#[ignore = "finding 5: a request's paths are logged whole, so one request makes a megabyte log line"]
+fn a_request_naming_many_paths_makes_a_bounded_log_line() {
+    let site = Site::new();
+    site.users(&[("alice", &format!("quota = {QUOTA}"))]);
+    let server = site.serve(&[]);
+    let many: Vec<String> = (0..200_000).map(|i| format!("f{i}")).collect();
+    let mut peer = server.login("alice");
+    peer.send_control(&json!({"type": "get", "paths": many}))
+        .expect("the request");
+    let answer = peer.read_control().expect("an answer");
+    assert_eq!(answer["code"], "not_found", "{answer}");
+    let log = server.wait_for_log("alice get", 1);
+    let longest = log.lines().map(str::len).max().unwrap_or(0);
+    assert!(longest < 16 << 10, "a log line of {longest} bytes");
+}
+
+/// Finding 6: a write that fails (a full disk, a file-size limit: `io`, exit 7)
+/// stays charged: a part file charges each write before making it and, when it
+/// is removed, gives back only what it wrote (`PartFile::write_all` charges
+/// `bytes.len()`, `written` does not grow on the error, and `unlink_ours` gives
+/// back `written`). Found on a 6 MiB tmpfs: each upload cut by ENOSPC left
+/// 1 MiB more in `usage` than on disk, for good (until a restart), so a user
+/// whose uploads meet a full disk a few times loses their whole quota; here a
+/// file-size limit does the same. Small files (unnamed until verified) leak the
+/// same way: 20 files of 50 KiB failed under `--fsize=10000` left 1 000 KiB
+/// charged and nothing on disk.
+#[test]
+#[ignore = "finding 6: a write that fails with io stays charged to the quota for good"]
+fn a_write_that_fails_gives_its_charge_back() {
+    let site = Site::new();
+    site.users(&[("alice", &format!("quota = {QUOTA}"))]);
+    let Some(server) = site.serve_with_file_size_limit(300_000) else {
+        return;
+    };
+    let big = site.local("big.bin", &pattern(600_000, 6));
+    let sent = send_as(&site, "alice", &[&big], &server.addr());
+    assert_eq!(code(&sent), 7, "{}", String::from_utf8_lossy(&sent.stderr));
+    assert_eq!(on_disk(&site.home("alice")), (0, 0), "nothing of it stays");
+    check_home(&site, &server, "alice", QUOTA);
+}
+
+/// Finding 7 (a design question): a user without `max_sessions` in the users file
+/// (the README's example sets it for alice only) may hold every one of the
+/// server's `--max-conns` connections with idle logins (64 idle `xfer shell`s by
+/// default), and everyone else is turned away `busy` (exit 3) until the idle
+/// timeout (300 s), again and again. Strangers who never log in cannot do this
+/// (the pending limits hold); one logged-in user can.
+#[test]
+#[ignore = "finding 7: one user without max_sessions can hold every connection slot"]
+fn one_user_cannot_hold_every_connection_slot() {
+    let site = Site::new();
+    site.users(&[("alice", ""), ("bob", "")]);
+    let server = site.serve(&["--max-conns", "4"]);
+    let held: Vec<_> = (0..4).map(|_| server.login("bob")).collect();
+    let alice = client(&site, "alice", &["ls", &server.addr()]);
+    assert_eq!(
+        code(&alice),
+        0,
+        "alice while bob holds {} connections: {}",
+        held.len(),
+        String::from_utf8_lossy(&alice.stderr)
+    );
+}
+
+/// Finding 8: one home that cannot be opened (here bob's, swapped for a link by
+/// someone on the machine) makes the server refuse the whole reload ("not
+/// reloaded, keeping the users as they were: home of bob: ..."), so removing
+/// another user, or changing their key, does not happen: a revocation waits on
+/// an unrelated broken home. The README keeps the old users only for "a file
+/// that does not load"; this file loads.
+#[test]
+#[ignore = "finding 8: one unopenable home blocks every change of a reload, a revocation too"]
+fn a_broken_home_does_not_block_the_removal_of_another_user() {
+    let site = Site::new();
+    site.users(&[("alice", ""), ("bob", "")]);
+    let server = site.serve(&[]);
+    assert_eq!(code(&client(&site, "alice", &["ls", &server.addr()])), 0);
+    let elsewhere = site.path().join("elsewhere");
+    std::fs::create_dir_all(&elsewhere).expect("elsewhere");
+    std::fs::remove_dir(site.home("bob")).expect("bob's empty home");
+    std::os::unix::fs::symlink(&elsewhere, site.home("bob")).expect("a link");
+    site.users(&[("bob", "")]);
+    server.hangup();
+    crate::util::server::eventually("the reload is answered", || {
+        server.log().contains("reloaded") || server.log().contains("not reloaded")
+    });
+    let alice = client(&site, "alice", &["ls", &server.addr()]);
+    assert_ne!(
+        code(&alice),
+        0,
+        "alice, removed from the users file, still logs in: {}",
+        server.log()
+    );
+}
+
+/// Finding 9 (fixed with this test): `--pid-file PATH` was written with
+/// `File::create`, which follows a link and truncates what it names: with the pid
+/// file in a directory others can write (`/tmp/xfer.pid`), any local account
+/// could plant `/tmp/xfer.pid -> /etc/shadow` and a server run as root replaced
+/// that file with its process id. A hard link did the same, and a FIFO there held
+/// the server's start forever. Now each is refused, naming the pid file, and
+/// what it leads to is untouched.
+#[test]
+fn a_pid_file_is_never_written_through_a_link_a_hard_link_or_into_a_fifo() {
+    let site = Site::new();
+    site.users(&[("alice", "")]);
+    let victim = site.local("victim", b"precious\n");
+    for kind in ["link", "hard link", "fifo"] {
+        let pid_file = site.path().join(format!("{}.pid", kind.replace(' ', "-")));
+        match kind {
+            "link" => std::os::unix::fs::symlink(&victim, &pid_file).expect("a link"),
+            "hard link" => std::fs::hard_link(&victim, &pid_file).expect("a hard link"),
+            _ => crate::mirror_meta::mkfifo(&pid_file),
+        }
+        let mut serve = crate::util::xfer();
+        crate::util::server::clean_env(&mut serve);
+        serve
+            .arg("serve")
+            .arg("--root")
+            .arg(site.root())
+            .args(["--listen", "127.0.0.1:0", "--users"])
+            .arg(site.users_file())
+            .arg("--pid-file")
+            .arg(&pid_file)
+            .current_dir("/");
+        let refused = crate::util::run(&mut serve);
+        let said = String::from_utf8_lossy(&refused.stderr);
+        assert_ne!(code(&refused), 0, "{kind}: {said}");
+        assert!(said.contains("cannot write the pid file"), "{kind}: {said}");
+        assert_eq!(
+            std::fs::read(&victim).expect("victim"),
+            b"precious\n",
+            "{kind}"
+        );
+    }
+}
