@@ -230,7 +230,7 @@ fn accepting(server: &Arc<Server>, realm: Option<String>, options: &ServerOption
         required: Features::of(&[Feature::Aead]),
         realm,
         keys: server.users.clone(),
-        admit: Some(admit(server.clone())),
+        admit: Some(admit(server.clone(), options.admission.max_sessions)),
         compress: None,
         rate: options.limit_rate,
     }
@@ -348,24 +348,24 @@ fn make_homes(root: &OwnedFd, users: &Users) -> Result<()> {
     Ok(())
 }
 
-/// The per-user limit, checked after the user's key verified (`busy` over it).
-fn admit(server: Arc<Server>) -> net::Admit {
+/// The per-user limit, checked after the user's key verified (`busy` over it):
+/// `max_sessions`, by default half of `max_conns` (`Users::session_limit`).
+fn admit(server: Arc<Server>, max_conns: usize) -> net::Admit {
     Arc::new(move |negotiated| {
         let name = negotiated.user().unwrap_or_default().to_string();
-        let limit = server
-            .users
-            .snapshot()
-            .get(&name)
-            .and_then(|user| user.max_sessions);
+        let limit = server.users.snapshot().session_limit(&name, max_conns);
         let mut sessions = server
             .sessions
             .lock()
             .expect("no panics while holding the lock");
         let count = sessions.entry(name.clone()).or_default();
-        if limit.is_some_and(|limit| *count >= limit) {
+        if let Some(limit) = limit.filter(|limit| *count >= *limit) {
             return Err((
                 ErrorCode::Busy,
-                format!("{name} is at their limit of connections; try again later"),
+                format!(
+                    "{name} is at their limit of {} at once; try again later",
+                    report::plural(limit, "connection")
+                ),
             ));
         }
         *count += 1;

@@ -186,29 +186,6 @@ fn a_write_that_fails_gives_its_charge_back() {
     check_home(&site, &server, "alice", QUOTA);
 }
 
-/// Finding 7 (a design question): a user without `max_sessions` in the users file
-/// (the README's example sets it for alice only) may hold every one of the
-/// server's `--max-conns` connections with idle logins (64 idle `xfer shell`s by
-/// default), and everyone else is turned away `busy` (exit 3) until the idle
-/// timeout (300 s), again and again. Strangers who never log in cannot do this
-/// (the pending limits hold); one logged-in user can.
-#[test]
-#[ignore = "finding 7: one user without max_sessions can hold every connection slot"]
-fn one_user_cannot_hold_every_connection_slot() {
-    let site = Site::new();
-    site.users(&[("alice", ""), ("bob", "")]);
-    let server = site.serve(&["--max-conns", "4"]);
-    let held: Vec<_> = (0..4).map(|_| server.login("bob")).collect();
-    let alice = client(&site, "alice", &["ls", &server.addr()]);
-    assert_eq!(
-        code(&alice),
-        0,
-        "alice while bob holds {} connections: {}",
-        held.len(),
-        String::from_utf8_lossy(&alice.stderr)
-    );
-}
-
 /// Finding 8: one home that cannot be opened (here bob's, swapped for a link by
 /// someone on the machine) makes the server refuse the whole reload ("not
 /// reloaded, keeping the users as they were: home of bob: ..."), so removing

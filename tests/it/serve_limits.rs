@@ -297,6 +297,37 @@ fn max_sessions_turns_away_a_users_extra_connections_as_busy() {
     });
 }
 
+/// Finding 7 of the attack on `serve` (a design question): a user without
+/// `max_sessions` could hold every one of the server's `--max-conns` connections
+/// with idle logins, and everyone else was turned away `busy` until the idle
+/// timeout. Now such a user may hold half of them (rounded up): with `--max-conns
+/// 4`, bob holds 2, his third is `busy` (exit 3), and alice still logs in.
+#[test]
+fn one_user_cannot_hold_every_connection_slot() {
+    let site = Site::new();
+    site.users(&[("alice", ""), ("bob", "")]);
+    let server = site.serve(&["--max-conns", "4"]);
+    let held: Vec<_> = (0..2).map(|_| server.login("bob")).collect();
+    let third = client(&site, "bob", &["ls", &server.addr()]);
+    expect_exit(&third, 3, "bob's third connection");
+    assert!(
+        stderr_of(&third).contains("limit of 2 connections"),
+        "{}",
+        stderr_of(&third)
+    );
+    let alice = client(&site, "alice", &["ls", &server.addr()]);
+    expect_exit(&alice, 0, "alice while bob holds 2 of 4 connections");
+    // The users file may say otherwise: max_sessions is anything the admin sets.
+    site.users(&[("alice", ""), ("bob", "max_sessions = 3")]);
+    server.reload(1);
+    expect_exit(
+        &client(&site, "bob", &["ls", &server.addr()]),
+        0,
+        "bob's third, allowed",
+    );
+    drop(held);
+}
+
 #[test]
 fn an_idle_connection_is_closed_with_timeout() {
     let site = Site::new();
