@@ -24,7 +24,7 @@ use anyhow::{Context, Result};
 use serde_json::json;
 
 use self::users::{User, UserStore, Users};
-use crate::error::{Classify, Kind, fail};
+use crate::error::{Classify, Kind};
 use crate::escape::{escape, escape_path};
 use crate::fs::home::Home;
 use crate::fs::quota::Ledger;
@@ -182,7 +182,7 @@ pub(crate) fn run(options: &ServerOptions) -> Result<()> {
             None => net::keyless::generate_for_listener(local, Role::Server)?,
         }),
     };
-    make_homes(&root, &users)?;
+    make_homes(&root, &users);
     let _pid_file = pid_file::PidFile::write_if(options.pid_file.as_deref())?;
     say_who_may_log_in(&users, &realm_text, options);
     let server = Arc::new(Server {
@@ -325,27 +325,33 @@ fn sweep_homes(server: &Server, keep: Duration) -> usize {
 }
 
 /// Creates every user's home that does not exist yet, beneath the root (private),
-/// and warns of an existing one that other local accounts can enter.
-fn make_homes(root: &OwnedFd, users: &Users) -> Result<()> {
-    for user in users.all() {
-        if user.home != Path::new(".") {
-            let home = Home::open(root, &user.home, true).map_err(|refusal| {
-                fail(
-                    Kind::Io,
-                    format!("home of {}: {}", escape(&user.name), refusal.message),
-                )
-            })?;
-            if let Some(mode) = home.open_to_others() {
-                warn(&format!(
-                    "the home of {} ({}) is open to other local accounts (mode {mode:o}); \
-                     `chmod 700` it to keep them out",
-                    escape(&user.name),
-                    escape_path(&user.home)
-                ));
+/// and warns of an existing one that other local accounts can enter. A home that
+/// cannot be opened (a link in its place, a file) is logged, one line each, and
+/// keeps only its own user out: every login opens the home afresh and is refused
+/// until it is fixed, while everyone else is served (at start and at a reload
+/// alike, so one broken home never holds up the others' changes).
+fn make_homes(root: &OwnedFd, users: &Users) {
+    let mut all = users.all();
+    all.sort_by(|a, b| a.name.cmp(&b.name));
+    for user in all.into_iter().filter(|user| user.home != Path::new(".")) {
+        match Home::open(root, &user.home, true) {
+            Ok(home) => {
+                if let Some(mode) = home.open_to_others() {
+                    warn(&format!(
+                        "the home of {} ({}) is open to other local accounts (mode {mode:o}); \
+                         `chmod 700` it to keep them out",
+                        escape(&user.name),
+                        escape_path(&user.home)
+                    ));
+                }
             }
+            Err(refusal) => report::line(&format!(
+                "xfer: home of {name}: {}: {name} cannot log in until it is fixed",
+                refusal.message,
+                name = escape(&user.name),
+            )),
         }
     }
-    Ok(())
 }
 
 /// The per-user limit, checked after the user's key verified (`busy` over it):
@@ -376,8 +382,9 @@ fn admit(server: Arc<Server>, max_conns: usize) -> net::Admit {
     })
 }
 
-/// Reads the users file again on SIGHUP: new connections see the new users, and a
-/// bad file is reported and ignored (the old users stay).
+/// Reads the users file again on SIGHUP: new connections see the new users at
+/// once, whatever their homes (see `make_homes`), and a file that does not load
+/// is reported and ignored (the old users stay).
 fn watch_for_reload(
     server: Arc<Server>,
     file: PathBuf,
@@ -392,11 +399,10 @@ fn watch_for_reload(
                 if !flag.swap(false, Ordering::SeqCst) {
                     continue;
                 }
-                match Users::load(&file, &realm).and_then(|users| {
-                    make_homes(&server.root, &users)?;
-                    Ok(users)
-                }) {
+                match Users::load(&file, &realm) {
                     Ok(users) => {
+                        // Made before anyone can log in with the new users.
+                        make_homes(&server.root, &users);
                         let summary = users.summary();
                         server.users.replace(users);
                         report::line(&format!(
