@@ -25,7 +25,7 @@ use serde_json::json;
 
 use self::users::{User, UserStore, Users};
 use crate::error::{Classify, Kind};
-use crate::escape::{escape, escape_path};
+use crate::escape::{escape, escape_path, shortened};
 use crate::fs::home::Home;
 use crate::fs::quota::Ledger;
 use crate::fs::sink::{self, DirLock, TargetDir};
@@ -55,6 +55,11 @@ pub(crate) struct ServerOptions {
     pub(crate) pid_file: Option<PathBuf>,
     pub(crate) style: Style,
 }
+
+/// The most of a request's action, detail or refusal one log line or event keeps
+/// (bytes; cut with an ellipsis): a refusal repeats a path a user chose, of up to
+/// 4 KiB, and a log must not grow as fast as anyone can send.
+const LOGGED_TEXT: usize = 1024;
 
 /// What every connection of a server shares.
 pub(crate) struct Server {
@@ -98,8 +103,14 @@ impl Server {
         Home::open(&self.root, &user.home, false)
     }
 
-    /// Logs one line (or a `request` event) for a request.
+    /// Logs one line (or a `request` event) for a request: each part cut to
+    /// [`LOGGED_TEXT`] bytes, so no request makes a long line (the requests name
+    /// their paths in few words already: `request::shown_paths`).
     fn log(&self, peer: SocketAddr, user: &str, action: &str, outcome: Result<String, String>) {
+        let action = shortened(action, LOGGED_TEXT);
+        let outcome = outcome
+            .map(|detail| shortened(&detail, LOGGED_TEXT).into_owned())
+            .map_err(|why| shortened(&why, LOGGED_TEXT).into_owned());
         if self.style.json != Json::Off {
             let mut event = json!({
                 "event": "request", "peer": peer.to_string(), "user": user,
@@ -125,8 +136,9 @@ impl Server {
     /// Logs a refusal a client is expected to go on from (a `put` into a directory
     /// it makes next): a line in the words of `note`, silenced by `--quiet` as a
     /// success is, or a `request` event with `ok` false, the refusal `why` and
-    /// `note` as its `detail`.
+    /// `note` as its `detail` (cut as [`Server::log`] cuts them).
     fn note(&self, peer: SocketAddr, user: &str, action: &str, note: &str, why: &str) {
+        let (action, why) = (shortened(action, LOGGED_TEXT), shortened(why, LOGGED_TEXT));
         if self.style.json != Json::Off {
             let event = json!({
                 "event": "request", "peer": peer.to_string(), "user": user,

@@ -7,8 +7,6 @@ use crate::util::pattern;
 use crate::util::peer::SendEntry;
 use std::os::unix::fs::MetadataExt;
 
-use serde_json::json;
-
 use crate::util::server::{Site, as_user, client, code, names_in, send_as};
 use crate::util::site::{check_home, cut_put, finish_put, on_disk, put, put_begun};
 
@@ -138,27 +136,6 @@ fn ignore_times_on_an_unchanged_file_needs_no_room_beside_it() {
     );
     assert_eq!(std::fs::metadata(&stored).expect("kept").ino(), inode);
     check_home(&site, &server, "alice", QUOTA);
-}
-
-/// Finding 5: the server logs a request with every path it names, whole: one `get`
-/// of 200 000 names (a 1.5 MB frame; frames may be 16 MiB) is one 1.5 MB log line,
-/// and a path refused for being longer than 4096 bytes is logged twice over, in
-/// full. Any logged-in user can grow the server's log as fast as they can send.
-#[test]
-#[ignore = "finding 5: a request's paths are logged whole, so one request makes a megabyte log line"]
-fn a_request_naming_many_paths_makes_a_bounded_log_line() {
-    let site = Site::new();
-    site.users(&[("alice", &format!("quota = {QUOTA}"))]);
-    let server = site.serve(&[]);
-    let many: Vec<String> = (0..200_000).map(|i| format!("f{i}")).collect();
-    let mut peer = server.login("alice");
-    peer.send_control(&json!({"type": "get", "paths": many}))
-        .expect("the request");
-    let answer = peer.read_control().expect("an answer");
-    assert_eq!(answer["code"], "not_found", "{answer}");
-    let log = server.wait_for_log("alice get", 1);
-    let longest = log.lines().map(str::len).max().unwrap_or(0);
-    assert!(longest < 16 << 10, "a log line of {longest} bytes");
 }
 
 /// Finding 6: a write that fails (a full disk, a file-size limit: `io`, exit 7)
