@@ -7,8 +7,8 @@ use crate::util::pattern;
 use crate::util::peer::SendEntry;
 use std::os::unix::fs::MetadataExt;
 
-use crate::util::server::{Site, as_user, client, code, names_in, send_as};
-use crate::util::site::{check_home, cut_put, finish_put, on_disk, put, put_begun};
+use crate::util::server::{Site, as_user, code, send_as};
+use crate::util::site::{check_home, finish_put, on_disk, put, put_begun};
 
 const QUOTA: u64 = 1_000_000;
 
@@ -38,41 +38,6 @@ fn a_home_moved_inside_itself_and_back_by_reloads_keeps_the_quota() {
     let _ = put(&mut server.login("alice"), "", false, &[second]);
     // On the code this was found on: 1 200 000 bytes on disk against a quota of
     // 1 000 000, and `usage` says 600 000 bytes and 1 file.
-    check_home(&site, &server, "alice", QUOTA);
-}
-
-/// Finding 2: a partial left by a cut upload is invisible to `ls`, refused by
-/// `rm` (a reserved name), and keeps its directory from `rm -r`, which answers
-/// "the directory is not empty (`rm -r` removes it with everything inside)" to
-/// the very `rm -r` it was. The README promises that `rm -r` "removes directories
-/// with everything inside ... (the quota gets the room back)"; instead the partial
-/// holds its share of the quota until `--keep-partial` (24 hours), with no way
-/// for the user to get it back. Partials of a file that changed size between cuts
-/// pile up this way (each size has its own name).
-#[test]
-#[ignore = "finding 2: rm -r cannot remove a directory holding a cut upload's partial"]
-fn rm_r_removes_a_directory_holding_a_partial_and_gives_its_room_back() {
-    let site = Site::new();
-    site.users(&[("alice", &format!("quota = {QUOTA}"))]);
-    let server = site.serve(&[]);
-    let entry = SendEntry::file("d/big.bin", pattern(400_000, 3));
-    cut_put(server.login("alice"), "", false, &[entry], 200_000);
-    server.wait_for_log("alice put .:", 1);
-    let partials = names_in(&site.home("alice").join("d"));
-    assert!(
-        partials.iter().any(|n| n.ends_with(".partial")),
-        "the cut left a partial: {partials:?}"
-    );
-
-    let removed = client(&site, "alice", &["rm", "-r", &server.at("d")]);
-    assert_eq!(
-        code(&removed),
-        0,
-        "rm -r d: {}",
-        String::from_utf8_lossy(&removed.stderr)
-    );
-    assert!(!site.home("alice").join("d").exists(), "d is gone");
-    assert_eq!(on_disk(&site.home("alice")), (0, 0));
     check_home(&site, &server, "alice", QUOTA);
 }
 
