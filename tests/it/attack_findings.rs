@@ -36,8 +36,8 @@ fn a_home_moved_inside_itself_and_back_by_reloads_keeps_the_quota() {
     server.reload(2);
     let second = SendEntry::file("second.bin", pattern(600_000, 2));
     let _ = put(&mut server.login("alice"), "", false, &[second]);
-    // On the code this was found on: 1 200 000 bytes on disk against a quota of
-    // 1 000 000, and `usage` says 600 000 bytes and 1 file.
+    // On the code this was found on: 1 204 096 bytes on disk (two files and `sub`)
+    // against a quota of 1 000 000, and `usage` says about half of that.
     check_home(&site, &server, "alice", QUOTA);
 }
 
