@@ -9,7 +9,9 @@ use super::args::{
     OutputArgs, RecvArgs, SecurityArgs, SendArgs, ServeArgs, TransferArgs,
 };
 use crate::client::ClientOptions;
-use crate::client::options::{AuthOptions, Encryption, Hashing, Peering, Security};
+use crate::client::options::{
+    AuthOptions, Encryption, Hashing, IGNORE_TIMES_WITHOUT_F, Peering, Security,
+};
 use crate::client::path::from_home;
 use crate::commands::recv::RecvOptions;
 use crate::commands::remote::{Change, GetOptions, LsOptions};
@@ -111,9 +113,6 @@ pub(crate) fn invocation(cli: Cli) -> Result<Invocation, String> {
 }
 
 /// `-I` where this side knows files are not replaced (a server's DIR, `get`).
-const IGNORE_TIMES_WITHOUT_F: &str = "-I sends files that are there already \
-     again, and only -f (or --delete) lets them replace what is there: add -f";
-
 fn send(args: SendArgs) -> Result<SendOptions, String> {
     compress_level_apart(&args)?;
     let (to, files) = send_operands(&args)?;

@@ -16,6 +16,11 @@ use crate::proto::message::Role;
 use crate::proto::negotiated::{Feature, Features};
 use crate::ui::report::Style;
 
+/// The usage error for `-I` where this side knows nothing will be replaced (the
+/// command line's `get`/`send` to a server directory, and the shell's).
+pub(crate) const IGNORE_TIMES_WITHOUT_F: &str = "-I sends files that are there already \
+     again, and only -f (or --delete) lets them replace what is there: add -f";
+
 /// Who this side logs in as, and with what.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct AuthOptions {

@@ -537,13 +537,11 @@ impl Walk<'_> {
                 entry.extra_mut().group = owners.group(meta.gid());
             }
         }
-        if let Some(xattrs) = self
-            .options
-            .xattrs
-            .then(|| super::xattr::read(path))
-            .flatten()
-        {
-            entry.extra_mut().xattrs = Some(xattrs);
+        if self.options.xattrs {
+            // A file says it has none (`{}`): a receiver that keeps its old copy as
+            // a delta's result then drops what the source does not have.
+            let none = (kind == EntryKind::File).then(Default::default);
+            entry.extra_mut().xattrs = super::xattr::read(path).or(none);
         }
         entry
     }

@@ -72,6 +72,24 @@ pub(crate) fn apply(fd: impl AsFd, xattrs: &Xattrs, all: bool) -> usize {
     dropped
 }
 
+/// Removes from `fd` the attributes `all` allows that `xattrs` does not name: what a
+/// file kept in place of a new one must lose to match it. Returns how many went.
+pub(crate) fn remove_others(fd: impl AsFd, xattrs: &Xattrs, all: bool) -> usize {
+    let Ok(size) = rustix::fs::flistxattr_query(&fd) else {
+        return 0;
+    };
+    let mut names = vec![0u8; size];
+    let Ok(len) = rustix::fs::flistxattr(&fd, &mut names[..]) else {
+        return 0;
+    };
+    names[..len.min(size)]
+        .split(|b| *b == 0)
+        .filter_map(|name| std::str::from_utf8(name).ok())
+        .filter(|name| !name.is_empty() && settable(name, all) && !xattrs.contains_key(*name))
+        .filter(|name| rustix::fs::fremovexattr(&fd, *name).is_ok())
+        .count()
+}
+
 /// Whether `fd` holds each of `xattrs` that `all` allows, with the same value.
 pub(crate) fn holds(fd: impl AsFd, xattrs: &Xattrs, all: bool) -> bool {
     xattrs

@@ -269,8 +269,10 @@ impl Resolver<'_> {
 
     /// Keeps the basis of `path` as the entry's result, a delta having rebuilt it
     /// byte for byte: `busy` unless it is still the file that was chunked, else it
-    /// gets the offered metadata (mode, owner, attributes, time); whether that
-    /// changed anything.
+    /// gets the offered metadata (mode, owner, attributes, the time to the
+    /// nanosecond, as a new file would) and is flushed, since `ok` says the file is
+    /// on disk and another program may have written it a moment before; whether
+    /// the metadata changed anything.
     pub(crate) fn keep_basis(
         &mut self,
         path: &str,
@@ -283,12 +285,19 @@ impl Resolver<'_> {
             .map_err(|err| Refusal::io(path, "cannot inspect its old version", err))?;
         // A server keeps reading and writing what it holds, as when it wrote it.
         let policy = self.policy(0o600);
-        if !meta::differs(&reader.file, &stat, entry, policy, true) {
-            return Ok(false);
-        }
+        // A new file gets the offered nanoseconds exactly, none as 0: so does this
+        // one (the quick check's tolerance is for deciding `same`, not for this).
+        let here = stat.st_mtime_nsec as u32;
+        let nanos = entry.mtime.is_some() && here != 0 && entry.mtime_ns.unwrap_or(0) != here;
+        let changed = nanos || meta::differs(&reader.file, &stat, entry, policy, true);
         meta::apply(&reader.file, entry, policy)
             .map_err(|err| Refusal::io(path, "cannot set its metadata", err))?;
-        Ok(true)
+        let strays = meta::remove_other_xattrs(&reader.file, entry, policy);
+        reader
+            .file
+            .sync_all()
+            .map_err(|err| Refusal::io(path, "cannot flush it to disk", err))?;
+        Ok(changed || strays)
     }
 
     /// The file at `components` if it may be a basis: regular, and with one link. A

@@ -85,6 +85,14 @@ pub(crate) fn apply(fd: impl AsFd, entry: &Entry, policy: Policy) -> Result<(), 
     Ok(())
 }
 
+/// Removes from `fd` the extended attributes `entry` carries an object of and does
+/// not name (none where it carries no object: its sender did not send them);
+/// whether any went.
+pub(crate) fn remove_other_xattrs(fd: impl AsFd, entry: &Entry, policy: Policy) -> bool {
+    let all = is_root() && !policy.server;
+    (entry.extra().xattrs.as_ref()).is_some_and(|xattrs| xattr::remove_others(fd, xattrs, all) > 0)
+}
+
 /// Applies what `entry` says to `name` in `dir`, never following it: a link, a fifo,
 /// a socket or a device node (none of which is opened).
 pub(crate) fn apply_at(

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use anyhow::{Result, bail};
 use clap::{Args, ValueHint};
 
+use crate::client::options::IGNORE_TIMES_WITHOUT_F;
 use crate::client::path::resolve;
 use crate::error::{Kind, fail};
 use crate::fs::filter::command_line_rules;
@@ -48,11 +49,7 @@ impl ShellMirror {
     /// already stay, whatever their times.
     pub(crate) fn check_ignore_times(&self, force: bool) -> Result<()> {
         if self.ignore_times && !force {
-            bail!(fail(
-                Kind::Usage,
-                "-I moves files that are there already again, and only -f (or --delete) \
-                 lets them replace what is there: add -f"
-            ));
+            bail!(fail(Kind::Usage, IGNORE_TIMES_WITHOUT_F));
         }
         Ok(())
     }

@@ -11,12 +11,15 @@
 //! the sender's end of copies (`0x03`, which also stops its cutting), and is opened
 //! only at its first copy.
 //!
-//! While the instructions copy the basis from its first chunk on, in order, and
-//! nothing else, the bytes are hashed but not written: a result that is the whole
-//! basis ends up [`Built::identical`], and the disk thread keeps the old file (an
-//! `--ignore-times` run over a file that did not change). The first instruction
-//! that departs from that (or a result that is only a prefix of the basis) writes
-//! what was held back, read from the basis again, and the rest follows as usual.
+//! Where the offered size is the basis's, while the instructions copy the basis
+//! from its first chunk on, in order, and nothing else, the bytes are hashed but
+//! not written: a result that is the whole basis ends up [`Built::identical`], and
+//! the disk thread keeps the old file (an `--ignore-times` run over a file that did
+//! not change). The first instruction that departs from that (or a result that is
+//! only a prefix of the basis) writes what was held back, read from the basis
+//! again and hashed again from the start: the hash then covers the bytes written,
+//! so a basis changed between the two reads fails the check instead of landing
+//! unverified (a write through a shared mapping can change bytes and no time).
 
 use std::io::Read;
 use std::ops::Range;
@@ -76,7 +79,8 @@ pub(super) fn build<R: Read>(
         source,
         opening: (item, shared),
         no_more_copies: false,
-        held_back: Some(0),
+        // Only a result of the basis's size can be the basis: no other is held back.
+        held_back: (item.entry.size == Some(basis.size())).then_some(0),
         piece: None,
         size: 0,
         moved: 0,
@@ -333,14 +337,16 @@ impl Building<'_, '_> {
     }
 
     /// The result departs from the basis's first bytes (or ends before the
-    /// basis does): what was held back of it is read from the basis again and
-    /// handed to the disk thread, unhashed (it was hashed as it was copied).
+    /// basis does): what was held back of it is read from the basis again,
+    /// hashed once more from the start (the bytes written are what the hash must
+    /// cover, not the ones read before) and handed to the disk thread.
     fn write_held_back(&mut self) -> Result<()> {
         if self.held_back.is_none() {
             return Ok(());
         }
         self.hand_over()?;
         self.held_back = None;
+        self.hasher = self.hasher.kind().hasher();
         let mut start = 0;
         while start < self.size {
             let Some(Ok(source)) = &self.source else {
@@ -356,6 +362,7 @@ impl Building<'_, '_> {
                 self.source = Some(Err(refusal));
                 return Ok(());
             }
+            self.hasher.update(&buffer[..len]);
             let job = Job::Write {
                 buffer,
                 range: 0..len,
