@@ -8,6 +8,7 @@
 
 mod util;
 
+mod attack_findings;
 mod authentication;
 mod cli_messages;
 mod client_commands;

@@ -112,6 +112,22 @@ impl Site {
         Some(Server(Receiver::spawn(command)))
     }
 
+    /// `xfer serve` under `prlimit --fsize=BYTES` (a write past BYTES fails with
+    /// `EFBIG`, as a full disk fails one); `None` (with the reason printed) where
+    /// `prlimit` is missing.
+    pub fn serve_with_file_size_limit(&self, bytes: u64) -> Option<Server> {
+        if Command::new("prlimit").arg("--version").output().is_err() {
+            eprintln!("skipped: prlimit is missing, so no file-size limit can be set");
+            return None;
+        }
+        let mut prlimit = Command::new("prlimit");
+        prlimit
+            .arg(format!("--fsize={bytes}"))
+            .arg(env!("CARGO_BIN_EXE_xfer"));
+        let command = self.serve_command(prlimit, "127.0.0.1:0", &[]);
+        Some(Server(Receiver::spawn(command)))
+    }
+
     /// `command` made to run `serve` on this site (`command` is xfer, or a wrapper
     /// whose last argument is xfer).
     fn serve_command(&self, mut command: Command, listen: &str, extra: &[&str]) -> Command {
