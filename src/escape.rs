@@ -70,6 +70,19 @@ pub(crate) fn escape_path(path: &std::path::Path) -> String {
     escape(&path.to_string_lossy()).into_owned()
 }
 
+/// `text` cut to at most `max` bytes (on a character boundary) and marked with an
+/// ellipsis where it was cut: what a log keeps of text a peer chose the length of.
+pub(crate) fn shortened(text: &str, max: usize) -> Cow<'_, str> {
+    if text.len() <= max {
+        return Cow::Borrowed(text);
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    Cow::Owned(format!("{}…", &text[..end]))
+}
+
 /// What a file that is neither a regular file nor a directory is, in words.
 pub(crate) fn describe(kind: std::fs::FileType) -> &'static str {
     use std::os::unix::fs::FileTypeExt;
@@ -91,6 +104,14 @@ pub(crate) fn describe(kind: std::fs::FileType) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn long_text_is_shortened_on_a_character_boundary() {
+        assert!(matches!(shortened("short", 5), Cow::Borrowed("short")));
+        assert_eq!(shortened("abcdef", 3), "abc…");
+        // "é" is two bytes: a cut inside it moves before it.
+        assert_eq!(shortened("aéb", 2), "a…");
+    }
 
     #[test]
     fn plain_text_is_untouched() {

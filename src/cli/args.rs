@@ -691,7 +691,8 @@ Users file:
   max_files = 100000             entries (files, directories, links) in the home, partial
                                  files included
   read_only = true               ls and get only (default false)
-  max_sessions = 4               connections of this user at once";
+  max_sessions = 4               connections of this user at once (default: half of
+                                 --max-conns, rounded up)";
 
 #[derive(Debug, Args)]
 #[command(after_help = format!("{SERVE_EXAMPLES}\n\n{EXIT_CODES}"))]
@@ -726,7 +727,8 @@ pub(crate) struct ServeArgs {
     #[arg(long, value_name = "PATH", conflicts_with = "users")]
     pub(crate) key_file: Option<PathBuf>,
 
-    /// Authenticated connections at once; more are refused as busy
+    /// Authenticated connections at once; more are refused as busy. A user whose
+    /// table sets no max_sessions may hold half of them (rounded up)
     #[arg(long, value_name = "N", default_value = "64", value_parser = units::count)]
     pub(crate) max_conns: usize,
 

@@ -174,6 +174,12 @@ fn send_checks(args: &SendArgs, files: &[PathBuf], to_server: bool) -> Result<()
     if args.name.is_some() && files.len() > 1 {
         return Err("--name renames one operand; give a single file, directory or `-`".into());
     }
+    if let Some(name) = &args.name
+        && let Err(why) = crate::fs::path::check_path(name)
+    {
+        // Every receiver refuses it (`bad_path`, or a broken offer for ""): say so now.
+        return Err(format!("--name {:?}: {why}", name));
+    }
     let mirror = &args.mirror;
     if mirror.delete && stream {
         return Err("--delete mirrors a directory; a stream has nothing to delete".into());

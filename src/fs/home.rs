@@ -179,11 +179,15 @@ impl Home {
         Ok(())
     }
 
-    /// `remove`: a file, a symlink-free empty directory, and with `links` (`meta`
-    /// in force, under which a home holds links) a symbolic link itself (removing
-    /// follows nothing); never the home itself. Returns what it freed: what the
-    /// entry was charged (`Footprint::of`).
-    pub(crate) fn remove(&self, path: &str, links: bool) -> Result<Footprint, Refusal> {
+    /// `remove`: a file, a directory that holds nothing a listing shows, and with
+    /// `links` (`meta` in force, under which a home holds links) a symbolic link
+    /// itself (removing follows nothing); never the home itself. xfer's own
+    /// partials and temporaries in a directory go with it ([`clear_temporaries`]:
+    /// what `ls` shows empty is empty, so a cut upload's partial keeps no
+    /// directory from `rm` or `rm -r`). What leaves the disk is given back to
+    /// `books` as it leaves, each entry as it was charged (`Footprint::of`): the
+    /// caller holds the lock and has checked the claims.
+    pub(crate) fn remove(&self, path: &str, links: bool, books: &mut Books) -> Result<(), Refusal> {
         if path.is_empty() {
             return Err(Refusal::new(
                 ErrorCode::BadPath,
@@ -194,20 +198,19 @@ impl Home {
         let stat = stat.ok_or_else(|| not_found(path))?;
         let flags = match kind(&stat) {
             FileType::RegularFile => AtFlags::empty(),
-            FileType::Directory => AtFlags::REMOVEDIR,
+            FileType::Directory => {
+                clear_temporaries((&parent, &name), path, books)?;
+                AtFlags::REMOVEDIR
+            }
             FileType::Symlink if links => AtFlags::empty(),
             other => return Err(denied_kind(path, other)),
         };
-        let freed = Footprint::of(&stat);
         match rustix::fs::unlinkat(&parent, name.as_str(), flags) {
-            Ok(()) => Ok(freed),
-            Err(Errno::NOTEMPTY | Errno::EXIST) => Err(Refusal::new(
-                ErrorCode::Denied,
-                format!(
-                    "{}: the directory is not empty (`rm -r` removes it with everything inside)",
-                    escape(path)
-                ),
-            )),
+            Ok(()) => {
+                books.gone(&stat);
+                Ok(())
+            }
+            Err(Errno::NOTEMPTY | Errno::EXIST) => Err(not_empty(&parent, &name, path)),
             Err(Errno::NOENT) => Err(not_found(path)),
             Err(err) => Err(Refusal::io(path, "cannot remove", err)),
         }
@@ -361,6 +364,80 @@ fn not_found(path: &str) -> Refusal {
         ErrorCode::NotFound,
         format!("{}: no such file or directory", escape(path)),
     )
+}
+
+/// Whether the entry `name` (as `stat` describes it) is xfer's own: a partial or
+/// temporary file, or the directory a change of type left under a temporary name.
+fn is_ours(name: &std::ffi::CStr, stat: &Stat) -> bool {
+    match kind(stat) {
+        FileType::RegularFile => is_reserved_bytes(name.to_bytes()),
+        FileType::Directory => is_stale_exchange_dir(name.to_bytes(), stat.st_ctime, i64::MAX),
+        _ => false,
+    }
+}
+
+/// Before the directory `name` of `parent` (the request's `path`) is removed:
+/// when it holds nothing but xfer's own partials and temporaries, they go (each
+/// given back to `books` as it leaves), so that the directory can; when it holds
+/// anything else, nothing is touched (the removal then says it is not empty).
+/// `busy` if a session has one of them open: an upload into it is running.
+fn clear_temporaries(
+    (parent, name): (&OwnedFd, &str),
+    path: &str,
+    books: &mut Books,
+) -> Result<(), Refusal> {
+    let Ok(dir) = beneath::open_dir(parent, name) else {
+        return Ok(()); // The removal says why, if it fails.
+    };
+    let children: Vec<_> = beneath::children(&dir).collect();
+    if !children.iter().all(|(name, stat)| is_ours(name, stat)) {
+        return Ok(());
+    }
+    let open = |stat: &Stat| books.is_open((stat.st_dev, stat.st_ino));
+    if children.iter().any(|(_, stat)| open(stat)) {
+        return Err(Refusal::new(
+            ErrorCode::Busy,
+            format!(
+                "{}: an upload into it is being written by a session",
+                escape(path)
+            ),
+        ));
+    }
+    let depth = path.split('/').count();
+    for (child, stat) in children {
+        if kind(&stat) == FileType::Directory {
+            let mut freed = Footprint::default();
+            let mut may = |stat: &Stat| !books.is_open((stat.st_dev, stat.st_ino));
+            let mut gone = |stat: &Stat| freed += Footprint::of(stat);
+            beneath::remove_stale_dir((&dir, &child, depth), i64::MAX, &mut may, &mut gone);
+            books.shrank(freed.bytes, freed.files);
+            continue;
+        }
+        match rustix::fs::unlinkat(&dir, child.as_c_str(), AtFlags::empty()) {
+            Ok(()) => books.gone(&stat),
+            Err(Errno::NOENT) => {}
+            Err(err) => return Err(Refusal::io(path, "cannot remove a partial file in", err)),
+        }
+    }
+    Ok(())
+}
+
+/// Why the directory `name` of `parent` (the request's `path`) could not be
+/// removed: it holds what a listing shows (`rm -r` removes that), or only what
+/// none shows and xfer did not make, which no request can reach.
+fn not_empty(parent: &OwnedFd, name: &str, path: &str) -> Refusal {
+    let listed = beneath::open_dir(parent, name)
+        .ok()
+        .and_then(|dir| sorted_names(&dir).ok())
+        .is_none_or(|names| !names.is_empty());
+    let why = if listed {
+        "the directory is not empty (`rm -r` removes it with everything inside)"
+    } else {
+        "the directory holds only entries that no listing shows and xfer did not make \
+         (names that are not UTF-8, or look like xfer's temporaries); the server's \
+         administrator can remove them"
+    };
+    Refusal::new(ErrorCode::Denied, format!("{}: {why}", escape(path)))
 }
 
 fn denied_kind(path: &str, kind: FileType) -> Refusal {
@@ -757,6 +834,21 @@ mod tests {
         (dir, Home::from_fd(fd))
     }
 
+    /// `remove`, and what it gave back to the books.
+    fn removed(home: &Home, path: &str, links: bool) -> Result<Footprint, Refusal> {
+        let mut books = Books::default();
+        let before = Footprint {
+            bytes: 1 << 40,
+            files: 1 << 20,
+        };
+        books.on_disk = before;
+        home.remove(path, links, &mut books)?;
+        Ok(Footprint {
+            bytes: before.bytes - books.on_disk.bytes,
+            files: before.files - books.on_disk.files,
+        })
+    }
+
     fn code<T>(result: Result<T, Refusal>) -> ErrorCode {
         result.err().expect("a refusal").code
     }
@@ -770,17 +862,20 @@ mod tests {
         std::os::unix::fs::symlink("/etc", dir.path().join("link")).unwrap();
 
         // Anything: a parent that is missing or not a directory.
-        assert_eq!(code(home.remove("nope/x", false)), ErrorCode::NotFound);
-        assert_eq!(code(home.remove("f/x", false)), ErrorCode::NotFound);
-        assert_eq!(code(home.remove("link/passwd", false)), ErrorCode::NotFound);
+        assert_eq!(code(removed(&home, "nope/x", false)), ErrorCode::NotFound);
+        assert_eq!(code(removed(&home, "f/x", false)), ErrorCode::NotFound);
+        assert_eq!(
+            code(removed(&home, "link/passwd", false)),
+            ErrorCode::NotFound
+        );
         // get/remove of a symlink: denied.
         assert_eq!(code(home.fetch(&["link".into()])), ErrorCode::Denied);
-        assert_eq!(code(home.remove("link", false)), ErrorCode::Denied);
+        assert_eq!(code(removed(&home, "link", false)), ErrorCode::Denied);
         // Under `meta` a link itself may be renamed and removed, never followed.
         home.rename("link", "moved", true).unwrap();
         // What a link is charged comes back: one entry, its target's length.
         assert_eq!(
-            home.remove("moved", true).unwrap(),
+            removed(&home, "moved", true).unwrap(),
             Footprint { bytes: 4, files: 1 }
         );
         assert!(std::path::Path::new("/etc/passwd").exists());
@@ -810,9 +905,12 @@ mod tests {
         assert_eq!(code(home.mkdir("f/sub", &mut books)), ErrorCode::Exists);
         assert_eq!(code(home.mkdir("link/sub", &mut books)), ErrorCode::Exists);
         // remove: non-empty dir denied; the home bad_path.
-        assert_eq!(code(home.remove("d", false)), ErrorCode::Denied);
-        assert_eq!(code(home.remove("", false)), ErrorCode::BadPath);
-        assert_eq!(home.remove("d/new/deeper", false).unwrap(), Footprint::DIR);
+        assert_eq!(code(removed(&home, "d", false)), ErrorCode::Denied);
+        assert_eq!(code(removed(&home, "", false)), ErrorCode::BadPath);
+        assert_eq!(
+            removed(&home, "d/new/deeper", false).unwrap(),
+            Footprint::DIR
+        );
         // rename: names first, then the disk.
         assert_eq!(code(home.rename("", "x", false)), ErrorCode::BadPath);
         assert_eq!(
@@ -828,8 +926,61 @@ mod tests {
         home.rename("f", "d/e/g", false).unwrap();
         assert_eq!(std::fs::read(dir.path().join("d/e/g")).unwrap(), b"file");
         // Escapes are bad paths.
-        assert_eq!(code(home.remove("../x", false)), ErrorCode::BadPath);
-        assert_eq!(code(home.remove("/etc/passwd", false)), ErrorCode::BadPath);
+        assert_eq!(code(removed(&home, "../x", false)), ErrorCode::BadPath);
+        assert_eq!(
+            code(removed(&home, "/etc/passwd", false)),
+            ErrorCode::BadPath
+        );
+    }
+
+    #[test]
+    fn a_directory_holding_only_partials_is_removed_with_them_unless_one_is_open() {
+        let (dir, home) = home();
+        std::fs::create_dir_all(dir.path().join("d/e")).unwrap();
+        std::fs::write(dir.path().join("d/.xfer-00.partial"), b"12345").unwrap();
+        std::fs::write(dir.path().join("d/e/.xfer-01.part"), b"123").unwrap();
+        let exchange = dir.path().join("d/e/.xfer-0123456789abcdef.part");
+        std::fs::create_dir_all(&exchange).unwrap();
+        std::fs::write(exchange.join("old"), b"12").unwrap();
+        std::fs::write(dir.path().join("d/e/seen"), b"1").unwrap();
+        // `d/e` holds a file a listing shows: not empty, nothing in it touched.
+        let refused = removed(&home, "d/e", false).unwrap_err();
+        assert!(refused.message.contains("rm -r"), "{}", refused.message);
+        assert!(exchange.join("old").exists());
+        removed(&home, "d/e/seen", false).unwrap();
+        // A part file a session has open: busy, nothing removed.
+        let part = rustix::fs::stat(dir.path().join("d/e/.xfer-01.part")).unwrap();
+        let mut books = Books::default();
+        books.set_open((part.st_dev, part.st_ino), true);
+        assert_eq!(code(home.remove("d/e", false, &mut books)), ErrorCode::Busy);
+        assert!(dir.path().join("d/e/.xfer-01.part").exists());
+        // Closed: `e` goes with its part file and the exchange directory with
+        // what it holds, each given back as charged.
+        assert_eq!(
+            removed(&home, "d/e", false).unwrap(),
+            Footprint {
+                bytes: 3 + 4096 + 2 + 4096,
+                files: 4
+            }
+        );
+        assert_eq!(
+            removed(&home, "d", false).unwrap(),
+            Footprint {
+                bytes: 5 + 4096,
+                files: 2
+            }
+        );
+        assert_eq!(home.footprint(), Footprint::default());
+        // Only what no listing shows and xfer did not make: said so, not `rm -r`.
+        std::fs::create_dir(dir.path().join("x")).unwrap();
+        std::os::unix::fs::symlink("t", dir.path().join("x/.xfer-02.partial")).unwrap();
+        let refused = removed(&home, "x", false).unwrap_err();
+        assert_eq!(refused.code, ErrorCode::Denied);
+        assert!(
+            refused.message.contains("administrator"),
+            "{}",
+            refused.message
+        );
     }
 
     #[test]

@@ -41,13 +41,12 @@ impl Ledger {
     }
 
     /// `remove` in `home`: `busy` while a session writes the path or beneath it;
-    /// what left the disk is given back, under the lock.
+    /// what left the disk (xfer's partials in a directory removed included) is
+    /// given back, under the lock.
     pub(crate) fn remove(&self, home: &Home, path: &str, links: bool) -> Result<(), Refusal> {
         let mut books = self.books();
         books.unclaimed(path)?;
-        let freed = home.remove(path, links)?;
-        books.shrank(freed.bytes, freed.files);
-        Ok(())
+        home.remove(path, links, &mut books)
     }
 
     /// `rename` in `home`: `busy` while a session writes either path (or beneath or

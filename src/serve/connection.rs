@@ -48,7 +48,12 @@ pub(crate) fn serve(server: &Server, conn: &mut TcpConnection, peer: SocketAddr)
         Ok(home) => home,
         Err(refusal) => {
             server.log(peer, &user.name, "login", Err(refusal.to_string()));
-            return end(conn, ErrorCode::Io, "the user's home cannot be opened");
+            return end(
+                conn,
+                ErrorCode::Io,
+                "this user's home on the server cannot be opened (the server's log says why); \
+                 no login until its administrator fixes it",
+            );
         }
     };
     let ledger = server.ledger(&user, &home);

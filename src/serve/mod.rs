@@ -24,8 +24,8 @@ use anyhow::{Context, Result};
 use serde_json::json;
 
 use self::users::{User, UserStore, Users};
-use crate::error::{Classify, Kind, fail};
-use crate::escape::{escape, escape_path};
+use crate::error::{Classify, Kind};
+use crate::escape::{escape, escape_path, shortened};
 use crate::fs::home::Home;
 use crate::fs::quota::Ledger;
 use crate::fs::sink::{self, DirLock, TargetDir};
@@ -55,6 +55,11 @@ pub(crate) struct ServerOptions {
     pub(crate) pid_file: Option<PathBuf>,
     pub(crate) style: Style,
 }
+
+/// The most of a request's action, detail or refusal one log line or event keeps
+/// (bytes; cut with an ellipsis): a refusal repeats a path a user chose, of up to
+/// 4 KiB, and a log must not grow as fast as anyone can send.
+const LOGGED_TEXT: usize = 1024;
 
 /// What every connection of a server shares.
 pub(crate) struct Server {
@@ -125,8 +130,14 @@ impl Server {
         Home::open(&self.root, &user.home, false)
     }
 
-    /// Logs one line (or a `request` event) for a request.
+    /// Logs one line (or a `request` event) for a request: each part cut to
+    /// [`LOGGED_TEXT`] bytes, so no request makes a long line (the requests name
+    /// their paths in few words already: `request::shown_paths`).
     fn log(&self, peer: SocketAddr, user: &str, action: &str, outcome: Result<String, String>) {
+        let action = shortened(action, LOGGED_TEXT);
+        let outcome = outcome
+            .map(|detail| shortened(&detail, LOGGED_TEXT).into_owned())
+            .map_err(|why| shortened(&why, LOGGED_TEXT).into_owned());
         if self.style.json != Json::Off {
             let mut event = json!({
                 "event": "request", "peer": peer.to_string(), "user": user,
@@ -152,8 +163,9 @@ impl Server {
     /// Logs a refusal a client is expected to go on from (a `put` into a directory
     /// it makes next): a line in the words of `note`, silenced by `--quiet` as a
     /// success is, or a `request` event with `ok` false, the refusal `why` and
-    /// `note` as its `detail`.
+    /// `note` as its `detail` (cut as [`Server::log`] cuts them).
     fn note(&self, peer: SocketAddr, user: &str, action: &str, note: &str, why: &str) {
+        let (action, why) = (shortened(action, LOGGED_TEXT), shortened(why, LOGGED_TEXT));
         if self.style.json != Json::Off {
             let event = json!({
                 "event": "request", "peer": peer.to_string(), "user": user,
@@ -209,7 +221,7 @@ pub(crate) fn run(options: &ServerOptions) -> Result<()> {
             None => net::keyless::generate_for_listener(local, Role::Server)?,
         }),
     };
-    make_homes(&root, &users)?;
+    make_homes(&root, &users);
     let _pid_file = pid_file::PidFile::write_if(options.pid_file.as_deref())?;
     say_who_may_log_in(&users, &realm_text, options);
     let server = Arc::new(Server {
@@ -257,7 +269,7 @@ fn accepting(server: &Arc<Server>, realm: Option<String>, options: &ServerOption
         required: Features::of(&[Feature::Aead]),
         realm,
         keys: server.users.clone(),
-        admit: Some(admit(server.clone())),
+        admit: Some(admit(server.clone(), options.admission.max_sessions)),
         compress: None,
         rate: options.limit_rate,
     }
@@ -352,47 +364,53 @@ fn sweep_homes(server: &Server, keep: Duration) -> usize {
 }
 
 /// Creates every user's home that does not exist yet, beneath the root (private),
-/// and warns of an existing one that other local accounts can enter.
-fn make_homes(root: &OwnedFd, users: &Users) -> Result<()> {
-    for user in users.all() {
-        if user.home != Path::new(".") {
-            let home = Home::open(root, &user.home, true).map_err(|refusal| {
-                fail(
-                    Kind::Io,
-                    format!("home of {}: {}", escape(&user.name), refusal.message),
-                )
-            })?;
-            if let Some(mode) = home.open_to_others() {
-                warn(&format!(
-                    "the home of {} ({}) is open to other local accounts (mode {mode:o}); \
-                     `chmod 700` it to keep them out",
-                    escape(&user.name),
-                    escape_path(&user.home)
-                ));
+/// and warns of an existing one that other local accounts can enter. A home that
+/// cannot be opened (a link in its place, a file) is logged, one line each, and
+/// keeps only its own user out: every login opens the home afresh and is refused
+/// until it is fixed, while everyone else is served (at start and at a reload
+/// alike, so one broken home never holds up the others' changes).
+fn make_homes(root: &OwnedFd, users: &Users) {
+    let mut all = users.all();
+    all.sort_by(|a, b| a.name.cmp(&b.name));
+    for user in all.into_iter().filter(|user| user.home != Path::new(".")) {
+        match Home::open(root, &user.home, true) {
+            Ok(home) => {
+                if let Some(mode) = home.open_to_others() {
+                    warn(&format!(
+                        "the home of {} ({}) is open to other local accounts (mode {mode:o}); \
+                         `chmod 700` it to keep them out",
+                        escape(&user.name),
+                        escape_path(&user.home)
+                    ));
+                }
             }
+            Err(refusal) => report::line(&format!(
+                "xfer: home of {name}: {}: {name} cannot log in until it is fixed",
+                refusal.message,
+                name = escape(&user.name),
+            )),
         }
     }
-    Ok(())
 }
 
-/// The per-user limit, checked after the user's key verified (`busy` over it).
-fn admit(server: Arc<Server>) -> net::Admit {
+/// The per-user limit, checked after the user's key verified (`busy` over it):
+/// `max_sessions`, by default half of `max_conns` (`Users::session_limit`).
+fn admit(server: Arc<Server>, max_conns: usize) -> net::Admit {
     Arc::new(move |negotiated| {
         let name = negotiated.user().unwrap_or_default().to_string();
-        let limit = server
-            .users
-            .snapshot()
-            .get(&name)
-            .and_then(|user| user.max_sessions);
+        let limit = server.users.snapshot().session_limit(&name, max_conns);
         let mut sessions = server
             .sessions
             .lock()
             .expect("no panics while holding the lock");
         let count = sessions.entry(name.clone()).or_default();
-        if limit.is_some_and(|limit| *count >= limit) {
+        if let Some(limit) = limit.filter(|limit| *count >= *limit) {
             return Err((
                 ErrorCode::Busy,
-                format!("{name} is at their limit of connections; try again later"),
+                format!(
+                    "{name} is at their limit of {} at once; try again later",
+                    report::plural(limit, "connection")
+                ),
             ));
         }
         *count += 1;
@@ -403,8 +421,9 @@ fn admit(server: Arc<Server>) -> net::Admit {
     })
 }
 
-/// Reads the users file again on SIGHUP: new connections see the new users, and a
-/// bad file is reported and ignored (the old users stay).
+/// Reads the users file again on SIGHUP: new connections see the new users at
+/// once, whatever their homes (see `make_homes`), and a file that does not load
+/// is reported and ignored (the old users stay).
 fn watch_for_reload(
     server: Arc<Server>,
     file: PathBuf,
@@ -419,11 +438,10 @@ fn watch_for_reload(
                 if !flag.swap(false, Ordering::SeqCst) {
                     continue;
                 }
-                match Users::load(&file, &realm).and_then(|users| {
-                    make_homes(&server.root, &users)?;
-                    Ok(users)
-                }) {
+                match Users::load(&file, &realm) {
                     Ok(users) => {
+                        // Made before anyone can log in with the new users.
+                        make_homes(&server.root, &users);
                         let summary = users.summary();
                         server.users.replace(users);
                         server.follow_users(&server.users.snapshot());

@@ -13,7 +13,8 @@
 //! quota = "20 GiB"              # bytes, optional
 //! max_files = 100000            # entries: files, directories, links; optional
 //! read_only = false
-//! max_sessions = 4              # concurrent connections of this user, optional
+//! max_sessions = 4              # concurrent connections of this user; default:
+//!                               # half of --max-conns, rounded up
 //! ```
 
 use std::collections::{BTreeMap, HashMap};
@@ -38,7 +39,8 @@ pub(crate) struct User {
     pub(crate) home: PathBuf,
     pub(crate) limits: Limits,
     pub(crate) read_only: bool,
-    /// Connections of this user at once, if limited.
+    /// Connections of this user at once, as the users file says (see
+    /// [`Users::session_limit`] for the default).
     pub(crate) max_sessions: Option<usize>,
     /// The key was derived from a password (the entry names its realm).
     pub(crate) password: bool,
@@ -72,6 +74,20 @@ impl Users {
         match self {
             Users::Single(user) => Some(user),
             Users::Listed(users) => users.get(name),
+        }
+    }
+
+    /// How many connections `name` may hold at once, if limited: their
+    /// `max_sessions`, else half of `max_conns` (rounded up, at least 1), so that
+    /// no one user of a users file can take every connection unless the file says
+    /// so. The one key of a server without a users file is not limited.
+    pub(crate) fn session_limit(&self, name: &str, max_conns: usize) -> Option<usize> {
+        match self {
+            Users::Single(_) => None,
+            Users::Listed(users) => {
+                let user = users.get(name)?;
+                Some(user.max_sessions.unwrap_or(max_conns.div_ceil(2).max(1)))
+            }
         }
     }
 
@@ -397,6 +413,12 @@ mod tests {
         assert_eq!(alice.limits.bytes, Some(20 << 30));
         assert_eq!(alice.limits.files, Some(100_000));
         assert_eq!(alice.max_sessions, Some(4));
+        // Without max_sessions, half of --max-conns, rounded up, at least 1.
+        assert_eq!(users.session_limit("alice", 64), Some(4));
+        assert_eq!(users.session_limit("bob", 64), Some(32));
+        assert_eq!(users.session_limit("bob", 5), Some(3));
+        assert_eq!(users.session_limit("bob", 1), Some(1));
+        assert_eq!(users.session_limit("carol", 64), None);
         let bob = users.get("bob").unwrap();
         assert_eq!(bob.home, PathBuf::from("bob"));
         assert!(bob.read_only);

@@ -7,10 +7,8 @@ use crate::util::pattern;
 use crate::util::peer::SendEntry;
 use std::os::unix::fs::MetadataExt;
 
-use serde_json::json;
-
-use crate::util::server::{Site, as_user, client, code, names_in, send_as};
-use crate::util::site::{check_home, cut_put, finish_put, on_disk, put, put_begun};
+use crate::util::server::{Site, as_user, code, send_as};
+use crate::util::site::{check_home, finish_put, on_disk, put, put_begun};
 
 const QUOTA: u64 = 1_000_000;
 
@@ -39,41 +37,6 @@ fn a_home_moved_inside_itself_and_back_by_reloads_keeps_the_quota() {
     let _ = put(&mut server.login("alice"), "", false, &[second]);
     // On the code this was found on: 1 204 096 bytes on disk (two files and `sub`)
     // against a quota of 1 000 000, and `usage` says about half of that.
-    check_home(&site, &server, "alice", QUOTA);
-}
-
-/// Finding 2: a partial left by a cut upload is invisible to `ls`, refused by
-/// `rm` (a reserved name), and keeps its directory from `rm -r`, which answers
-/// "the directory is not empty (`rm -r` removes it with everything inside)" to
-/// the very `rm -r` it was. The README promises that `rm -r` "removes directories
-/// with everything inside ... (the quota gets the room back)"; instead the partial
-/// holds its share of the quota until `--keep-partial` (24 hours), with no way
-/// for the user to get it back. Partials of a file that changed size between cuts
-/// pile up this way (each size has its own name).
-#[test]
-#[ignore = "finding 2: rm -r cannot remove a directory holding a cut upload's partial"]
-fn rm_r_removes_a_directory_holding_a_partial_and_gives_its_room_back() {
-    let site = Site::new();
-    site.users(&[("alice", &format!("quota = {QUOTA}"))]);
-    let server = site.serve(&[]);
-    let entry = SendEntry::file("d/big.bin", pattern(400_000, 3));
-    cut_put(server.login("alice"), "", false, &[entry], 200_000);
-    server.wait_for_log("alice put .:", 1);
-    let partials = names_in(&site.home("alice").join("d"));
-    assert!(
-        partials.iter().any(|n| n.ends_with(".partial")),
-        "the cut left a partial: {partials:?}"
-    );
-
-    let removed = client(&site, "alice", &["rm", "-r", &server.at("d")]);
-    assert_eq!(
-        code(&removed),
-        0,
-        "rm -r d: {}",
-        String::from_utf8_lossy(&removed.stderr)
-    );
-    assert!(!site.home("alice").join("d").exists(), "d is gone");
-    assert_eq!(on_disk(&site.home("alice")), (0, 0));
     check_home(&site, &server, "alice", QUOTA);
 }
 
@@ -137,27 +100,6 @@ fn ignore_times_on_an_unchanged_file_needs_no_room_beside_it() {
     check_home(&site, &server, "alice", QUOTA);
 }
 
-/// Finding 5: the server logs a request with every path it names, whole: one `get`
-/// of 200 000 names (a 1.5 MB frame; frames may be 16 MiB) is one 1.5 MB log line,
-/// and a path refused for being longer than 4096 bytes is logged twice over, in
-/// full. Any logged-in user can grow the server's log as fast as they can send.
-#[test]
-#[ignore = "finding 5: a request's paths are logged whole, so one request makes a megabyte log line"]
-fn a_request_naming_many_paths_makes_a_bounded_log_line() {
-    let site = Site::new();
-    site.users(&[("alice", &format!("quota = {QUOTA}"))]);
-    let server = site.serve(&[]);
-    let many: Vec<String> = (0..200_000).map(|i| format!("f{i}")).collect();
-    let mut peer = server.login("alice");
-    peer.send_control(&json!({"type": "get", "paths": many}))
-        .expect("the request");
-    let answer = peer.read_control().expect("an answer");
-    assert_eq!(answer["code"], "not_found", "{answer}");
-    let log = server.wait_for_log("alice get", 1);
-    let longest = log.lines().map(str::len).max().unwrap_or(0);
-    assert!(longest < 16 << 10, "a log line of {longest} bytes");
-}
-
 /// Finding 6: a write that fails (a full disk, a file-size limit: `io`, exit 7)
 /// stays charged: a part file charges each write before making it and, when it
 /// is removed, gives back only what it wrote (`PartFile::write_all` charges
@@ -180,60 +122,6 @@ fn a_write_that_fails_gives_its_charge_back() {
     assert_eq!(code(&sent), 7, "{}", String::from_utf8_lossy(&sent.stderr));
     assert_eq!(on_disk(&site.home("alice")), (0, 0), "nothing of it stays");
     check_home(&site, &server, "alice", QUOTA);
-}
-
-/// Finding 7 (a design question): a user without `max_sessions` in the users file
-/// (the README's example sets it for alice only) may hold every one of the
-/// server's `--max-conns` connections with idle logins (64 idle `xfer shell`s by
-/// default), and everyone else is turned away `busy` (exit 3) until the idle
-/// timeout (300 s), again and again. Strangers who never log in cannot do this
-/// (the pending limits hold); one logged-in user can.
-#[test]
-#[ignore = "finding 7: one user without max_sessions can hold every connection slot"]
-fn one_user_cannot_hold_every_connection_slot() {
-    let site = Site::new();
-    site.users(&[("alice", ""), ("bob", "")]);
-    let server = site.serve(&["--max-conns", "4"]);
-    let held: Vec<_> = (0..4).map(|_| server.login("bob")).collect();
-    let alice = client(&site, "alice", &["ls", &server.addr()]);
-    assert_eq!(
-        code(&alice),
-        0,
-        "alice while bob holds {} connections: {}",
-        held.len(),
-        String::from_utf8_lossy(&alice.stderr)
-    );
-}
-
-/// Finding 8: one home that cannot be opened (here bob's, swapped for a link by
-/// someone on the machine) makes the server refuse the whole reload ("not
-/// reloaded, keeping the users as they were: home of bob: ..."), so removing
-/// another user, or changing their key, does not happen: a revocation waits on
-/// an unrelated broken home. The README keeps the old users only for "a file
-/// that does not load"; this file loads.
-#[test]
-#[ignore = "finding 8: one unopenable home blocks every change of a reload, a revocation too"]
-fn a_broken_home_does_not_block_the_removal_of_another_user() {
-    let site = Site::new();
-    site.users(&[("alice", ""), ("bob", "")]);
-    let server = site.serve(&[]);
-    assert_eq!(code(&client(&site, "alice", &["ls", &server.addr()])), 0);
-    let elsewhere = site.path().join("elsewhere");
-    std::fs::create_dir_all(&elsewhere).expect("elsewhere");
-    std::fs::remove_dir(site.home("bob")).expect("bob's empty home");
-    std::os::unix::fs::symlink(&elsewhere, site.home("bob")).expect("a link");
-    site.users(&[("bob", "")]);
-    server.hangup();
-    crate::util::server::eventually("the reload is answered", || {
-        server.log().contains("reloaded") || server.log().contains("not reloaded")
-    });
-    let alice = client(&site, "alice", &["ls", &server.addr()]);
-    assert_ne!(
-        code(&alice),
-        0,
-        "alice, removed from the users file, still logs in: {}",
-        server.log()
-    );
 }
 
 /// Finding 9 (fixed with this test): `--pid-file PATH` was written with

@@ -1,14 +1,14 @@
 //! The bounds `xfer serve` keeps per user and for itself: quotas of bytes and files
 //! (up front, for streams, shared by sessions, shown by `usage`, given back by `rm`),
-//! `--max-sessions`, the idle timeout, the server's memory under many uploads, and a
-//! client killed mid-put.
+//! `--max-sessions`, the idle timeout, the server's memory under many uploads, the
+//! length of its log lines, and a client killed mid-put.
 
 use std::fs;
 use std::path::PathBuf;
 use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use crate::util::server::*;
 use crate::util::{TIMEOUT, files_under, pattern, run, stderr_of, wait_for};
@@ -295,6 +295,86 @@ fn max_sessions_turns_away_a_users_extra_connections_as_busy() {
     eventually("alice's slot is free again", || {
         code(&client(&site, "alice", &["ls", &server.addr()])) == 0
     });
+}
+
+/// Finding 7 of the attack on `serve` (a design question): a user without
+/// `max_sessions` could hold every one of the server's `--max-conns` connections
+/// with idle logins, and everyone else was turned away `busy` until the idle
+/// timeout. Now such a user may hold half of them (rounded up): with `--max-conns
+/// 4`, bob holds 2, his third is `busy` (exit 3), and alice still logs in.
+#[test]
+fn one_user_cannot_hold_every_connection_slot() {
+    let site = Site::new();
+    site.users(&[("alice", ""), ("bob", "")]);
+    let server = site.serve(&["--max-conns", "4"]);
+    let held: Vec<_> = (0..2).map(|_| server.login("bob")).collect();
+    let third = client(&site, "bob", &["ls", &server.addr()]);
+    expect_exit(&third, 3, "bob's third connection");
+    assert!(
+        stderr_of(&third).contains("limit of 2 connections"),
+        "{}",
+        stderr_of(&third)
+    );
+    let alice = client(&site, "alice", &["ls", &server.addr()]);
+    expect_exit(&alice, 0, "alice while bob holds 2 of 4 connections");
+    // The users file may say otherwise: max_sessions is anything the admin sets.
+    site.users(&[("alice", ""), ("bob", "max_sessions = 3")]);
+    server.reload(1);
+    expect_exit(
+        &client(&site, "bob", &["ls", &server.addr()]),
+        0,
+        "bob's third, allowed",
+    );
+    drop(held);
+}
+
+/// Finding 5 of the attack on `serve`: the server logged a request with every
+/// path it names, whole: one `get` of 200 000 names was a 1.5 MB log line, and a
+/// path refused for being too long was logged twice over, in full. Now a line
+/// names the first few paths, each cut short, then how many more; and so does a
+/// `--json` event.
+#[test]
+fn a_request_naming_many_paths_makes_a_bounded_log_line() {
+    const BOUND: usize = 4 << 10; // bytes
+    let site = Site::new();
+    site.users(&[("alice", "quota = 1000000")]);
+    let long = "x".repeat(5000);
+    let many: Vec<String> = (0..200_000).map(|i| format!("f{i}")).collect();
+    for json in [false, true] {
+        let server = site.serve(if json { &["--json"] } else { &[] });
+        let mut peer = server.login("alice");
+        peer.send_control(&json!({"type": "get", "paths": many}))
+            .expect("the request");
+        let answer = peer.read_control().expect("an answer");
+        assert_eq!(answer["code"], "not_found", "{answer}");
+        let refused = peer.remove(&long).expect_err("a path too long");
+        assert!(refused.to_string().contains("bad_path"), "{refused}");
+        peer.bye().expect("closed");
+        let lines: Vec<String> = if json {
+            let events = server.json_events();
+            events.iter().map(Value::to_string).collect()
+        } else {
+            server.wait_for_log("alice remove", 1);
+            server.log().lines().map(str::to_string).collect()
+        };
+        let get = lines
+            .iter()
+            .find(|l| l.contains("get f0 f1 f2 and 199997 more"));
+        let get = get.unwrap_or_else(|| panic!("json {json}: no get named: {lines:?}"));
+        assert!(
+            get.len() < BOUND,
+            "json {json}: a get logged in {} bytes",
+            get.len()
+        );
+        let remove = lines.iter().find(|l| l.contains("remove xxxx"));
+        let remove = remove.unwrap_or_else(|| panic!("json {json}: no remove: {lines:?}"));
+        assert!(remove.contains('…'), "json {json}: {remove}");
+        assert!(
+            remove.len() < BOUND,
+            "json {json}: a remove logged in {} bytes",
+            remove.len()
+        );
+    }
 }
 
 #[test]

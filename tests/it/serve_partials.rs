@@ -2,6 +2,8 @@
 //! planted under the name of a user's next partial — a hard link to another user's
 //! file, a file the server did not make — is never offered to resume from (its
 //! length is not told), never truncated or written; a fresh temporary is used.
+//! And a partial keeps no directory from `rm` or `rm -r`: what `ls` shows empty
+//! is empty, and the partial's room comes back (unless an upload into it runs).
 
 use std::fs;
 
@@ -10,9 +12,12 @@ use sha2::{Digest, Sha256};
 use crate::util;
 use crate::util::pattern;
 use crate::util::peer::SendEntry;
-use crate::util::server::Site;
 use crate::util::server::write;
-use crate::util::site::check_home;
+use crate::util::server::{Site, client, code, names_in};
+use crate::util::site::{check_home, cut_put, on_disk, put_begun};
+use crate::util::stderr_of;
+
+const QUOTA: u64 = 1_000_000;
 
 /// The name the server keeps partial data of `name` offered with `size` bytes under.
 fn partial_name(name: &str, size: u64) -> String {
@@ -89,4 +94,77 @@ fn the_servers_own_partial_is_resumed() {
     assert!(report.delivered(0), "{report:?}");
     assert_eq!(fs::read(site.home("alice").join("f")).unwrap(), content);
     check_home(&site, &server, "alice", 1_000_000);
+}
+
+/// Finding 2 of the attack on `serve`: a partial left by a cut upload is
+/// invisible to `ls`, refused by `rm` (a reserved name), and kept its directory
+/// from `rm -r`, which answered "not empty (`rm -r` removes it ...)" to the very
+/// `rm -r` it was: the partial held its share of the quota until
+/// `--keep-partial`, with no way for the user to get it back. Now the directory
+/// goes with the partials in it, at any depth, and their room comes back.
+#[test]
+fn rm_r_removes_a_directory_holding_a_partial_and_gives_its_room_back() {
+    let site = Site::new();
+    site.users(&[("alice", &format!("quota = {QUOTA}"))]);
+    let server = site.serve(&[]);
+    for (n, path) in ["d/big.bin", "d/sub/deeper.bin"].into_iter().enumerate() {
+        let entry = SendEntry::file(path, pattern(400_000, 3 + n as u64));
+        cut_put(server.login("alice"), "", false, &[entry], 200_000);
+        server.wait_for_log("alice put .:", n + 1);
+    }
+    for dir in ["d", "d/sub"] {
+        let partials = names_in(&site.home("alice").join(dir));
+        assert!(
+            partials.iter().any(|n| n.ends_with(".partial")),
+            "the cut left a partial in {dir}: {partials:?}"
+        );
+    }
+    let removed = client(&site, "alice", &["rm", "-r", &server.at("d")]);
+    assert_eq!(code(&removed), 0, "rm -r d: {}", stderr_of(&removed));
+    assert!(!site.home("alice").join("d").exists(), "d is gone");
+    assert_eq!(on_disk(&site.home("alice")), (0, 0));
+    check_home(&site, &server, "alice", QUOTA);
+}
+
+/// Plain `rm` of a directory that `ls` shows empty removes it, with the partial
+/// of a cut upload into it (the user cannot see or name it, and removing the
+/// directory gives that upload up); one that holds a file says `rm -r` removes
+/// it, which then does. A directory an upload is being written into right now
+/// is `busy`, and keeps its partial.
+#[test]
+fn rm_of_a_directory_that_looks_empty_removes_the_partial_in_it() {
+    let site = Site::new();
+    site.users(&[("alice", &format!("quota = {QUOTA}"))]);
+    let server = site.serve(&[]);
+    let entry = SendEntry::file("d/big.bin", pattern(400_000, 5));
+    cut_put(server.login("alice"), "", false, &[entry], 200_000);
+    server.wait_for_log("alice put .:", 1);
+    let ls = client(&site, "alice", &["ls", &server.at("d")]);
+    assert_eq!(
+        String::from_utf8_lossy(&ls.stdout).trim(),
+        "",
+        "d looks empty"
+    );
+    let rm = client(&site, "alice", &["rm", &server.at("d")]);
+    assert_eq!(code(&rm), 0, "rm d: {}", stderr_of(&rm));
+    assert!(!site.home("alice").join("d").exists(), "d is gone");
+    check_home(&site, &server, "alice", QUOTA);
+
+    let content = pattern(400_000, 6);
+    let mut writer = put_begun(&server, "alice", "e/big.bin", &content, 100_000);
+    let at = server.at("e");
+    for args in [vec!["rm", &at], vec!["rm", "-r", &at]] {
+        let busy = client(&site, "alice", &args);
+        assert_ne!(code(&busy), 0, "{args:?} while an upload writes into e");
+        assert!(stderr_of(&busy).contains("busy"), "{}", stderr_of(&busy));
+    }
+    assert!(site.home("alice").join("e").is_dir(), "e stays");
+    drop(writer.bye());
+    drop(writer);
+
+    std::fs::create_dir_all(site.home("alice").join("f")).expect("f");
+    write(&site.home("alice").join("f/seen.txt"), b"seen");
+    let rm = client(&site, "alice", &["rm", &server.at("f")]);
+    assert_ne!(code(&rm), 0);
+    assert!(stderr_of(&rm).contains("rm -r"), "{}", stderr_of(&rm));
 }

@@ -6,9 +6,10 @@
 use crate::util;
 use crate::util::pattern;
 use crate::util::peer::SendEntry;
-use crate::util::server::Site;
 use crate::util::server::write;
+use crate::util::server::{Site, client, code, names_in};
 use crate::util::site::check_home;
+use crate::util::stderr_of;
 
 /// Finding 6: alice's open session kept the home it opened at login after a reload
 /// gave that directory to bob, and read and wrote his files.
@@ -75,4 +76,73 @@ fn new_limits_apply_at_once_and_a_changed_right_ends_the_session() {
     assert!(held.list("").is_err());
     server.wait_for_log("alice logout: refused: read_only changed", 1);
     check_home(&site, &server, "alice", 100_000);
+}
+
+/// Finding 8 of the attack on `serve`: one home that cannot be opened (here bob's,
+/// swapped for a link by someone on the machine) made the server refuse the whole
+/// reload, so removing another user waited on an unrelated broken home. Now the
+/// reload applies the file as written, logs one line for the broken home, and
+/// only bob is kept out, until his home is fixed (no reload needed for that).
+#[test]
+fn a_broken_home_does_not_block_the_removal_of_another_user() {
+    let site = Site::new();
+    site.users(&[("alice", ""), ("bob", "")]);
+    let server = site.serve(&[]);
+    assert_eq!(code(&client(&site, "alice", &["ls", &server.addr()])), 0);
+    let elsewhere = site.path().join("elsewhere");
+    std::fs::create_dir_all(&elsewhere).expect("elsewhere");
+    std::fs::remove_dir(site.home("bob")).expect("bob's empty home");
+    std::os::unix::fs::symlink(&elsewhere, site.home("bob")).expect("a link");
+    site.users(&[("bob", "")]);
+    server.reload(1);
+    let log = server.log();
+    let broken = log
+        .lines()
+        .find(|line| line.contains("home of bob: "))
+        .unwrap_or_else(|| panic!("no line for bob's home: {log}"));
+    assert!(
+        broken.ends_with("bob cannot log in until it is fixed"),
+        "{broken}"
+    );
+    let alice = client(&site, "alice", &["ls", &server.addr()]);
+    assert_ne!(code(&alice), 0, "alice, removed, still logs in: {log}");
+    let bob = client(&site, "bob", &["ls", &server.addr()]);
+    assert_eq!(code(&bob), 7, "{}", stderr_of(&bob));
+    assert!(
+        stderr_of(&bob).contains("home on the server cannot be opened"),
+        "{}",
+        stderr_of(&bob)
+    );
+    assert_eq!(
+        names_in(&elsewhere),
+        Vec::<String>::new(),
+        "nothing went there"
+    );
+    // Fixed: bob logs in again, without a reload.
+    std::fs::remove_file(site.home("bob")).expect("the link");
+    std::fs::create_dir(site.home("bob")).expect("bob's home again");
+    assert_eq!(code(&client(&site, "bob", &["ls", &server.addr()])), 0);
+}
+
+/// A server starts as it reloads: a home that cannot be opened is logged and
+/// keeps only its own user out.
+#[test]
+fn a_server_starts_beside_a_broken_home_and_serves_everyone_else() {
+    let site = Site::new();
+    site.users(&[("alice", ""), ("bob", "")]);
+    std::fs::create_dir_all(site.root()).expect("the root");
+    std::fs::write(site.home("bob"), b"not a directory").expect("a file");
+    let server = site.serve(&[]);
+    let log = server.log();
+    assert!(
+        log.contains("home of bob: ") && log.contains("bob cannot log in until it is fixed"),
+        "{log}"
+    );
+    assert_eq!(code(&client(&site, "alice", &["ls", &server.addr()])), 0);
+    let bob = client(&site, "bob", &["ls", &server.addr()]);
+    assert_eq!(code(&bob), 7, "{}", stderr_of(&bob));
+    assert_eq!(
+        std::fs::read(site.home("bob")).expect("kept"),
+        b"not a directory"
+    );
 }

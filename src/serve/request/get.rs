@@ -6,8 +6,7 @@
 use anyhow::Result;
 
 use super::Context;
-use super::refuse;
-use crate::escape::escape;
+use super::{refuse, shown_paths};
 use crate::net::TcpConnection;
 use crate::proto::message::Mirror;
 use crate::proto::negotiated::Feature;
@@ -20,8 +19,7 @@ pub(crate) fn run(
     paths: &[String],
     mirror: Option<Mirror>,
 ) -> Result<()> {
-    let shown: Vec<String> = paths.iter().map(|p| escape(p).into_owned()).collect();
-    let action = format!("get {}", shown.join(" "));
+    let action = format!("get {}", shown_paths(paths));
     // Without `mirror` in force the member is ignored, as an older server would.
     let mirror = mirror.filter(|_| conn.negotiated.has(Feature::Mirror));
     let fetched = context.home.fetch(paths);

@@ -5,19 +5,13 @@
 use anyhow::Result;
 
 use super::Context;
-use super::refuse;
-use crate::escape::escape;
+use super::{refuse, shown};
 use crate::fs::home::Listing;
 use crate::net::TcpConnection;
 use crate::transfer::offer::ListWriter;
 
-/// A path as logged: the home itself as `.`.
-fn shown(path: &str) -> &str {
-    if path.is_empty() { "." } else { path }
-}
-
 pub(crate) fn run(context: &Context<'_>, conn: &mut TcpConnection, path: &str) -> Result<()> {
-    let action = format!("list {}", escape(shown(path)));
+    let action = format!("list {}", shown(path));
     let listing = match context.home.list(path, conn.negotiated.meta()) {
         Ok(listing) => listing,
         Err(refusal) => return refuse(context, conn, &action, refusal),

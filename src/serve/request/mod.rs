@@ -14,9 +14,37 @@ use anyhow::Result;
 
 pub(crate) use self::context::Context;
 use crate::error::{Kind, fail};
+use crate::escape::{escape, shortened};
 use crate::fs::Refusal;
 use crate::net::TcpConnection;
 use crate::proto::message::{ErrorCode, Message};
+
+/// How much of one path a log line shows (bytes, escaped; cut with an ellipsis).
+const LOGGED_PATH: usize = 200;
+
+/// How many of a request's paths a log line names before "and N more".
+const LOGGED_PATHS: usize = 3;
+
+/// A request's path as the log shows it: escaped, the home as `.`, cut to
+/// [`LOGGED_PATH`] bytes (a path may be 4 KiB, and any user chooses it).
+fn shown(path: &str) -> String {
+    let path = if path.is_empty() { "." } else { path };
+    shortened(&escape(path), LOGGED_PATH).into_owned()
+}
+
+/// A request's paths as the log shows them: the first [`LOGGED_PATHS`], each as
+/// [`shown`], then how many more (one `get` may name 200 000).
+fn shown_paths(paths: &[String]) -> String {
+    let mut shown: Vec<String> = paths
+        .iter()
+        .take(LOGGED_PATHS)
+        .map(|p| self::shown(p))
+        .collect();
+    if paths.len() > LOGGED_PATHS {
+        shown.push(format!("and {} more", paths.len() - LOGGED_PATHS));
+    }
+    shown.join(" ")
+}
 
 /// What the connection does after a request.
 pub(crate) enum Flow {

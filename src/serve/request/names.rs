@@ -5,7 +5,7 @@
 use anyhow::Result;
 
 use super::Context;
-use super::{ack, refuse, writable};
+use super::{ack, refuse, shown, writable};
 use crate::escape::escape;
 use crate::fs::Refusal;
 use crate::fs::path::check_request_path;
@@ -50,7 +50,7 @@ pub(crate) fn mkdir(context: &Context<'_>, conn: &mut TcpConnection, path: &str)
         .and_then(|()| well_formed(path))
         .and_then(|()| writable(context, "mkdir"))
         .and_then(|()| context.ledger.mkdir(&context.home, path));
-    answer(context, conn, format!("mkdir {}", escape(path)), done)
+    answer(context, conn, format!("mkdir {}", shown(path)), done)
 }
 
 pub(crate) fn remove(context: &Context<'_>, conn: &mut TcpConnection, path: &str) -> Result<()> {
@@ -69,7 +69,7 @@ pub(crate) fn remove(context: &Context<'_>, conn: &mut TcpConnection, path: &str
             let links = conn.negotiated.has(Feature::Meta);
             context.ledger.remove(&context.home, path, links)
         });
-    answer(context, conn, format!("remove {}", escape(path)), done)
+    answer(context, conn, format!("remove {}", shown(path)), done)
 }
 
 pub(crate) fn rename(
@@ -97,6 +97,6 @@ pub(crate) fn rename(
             let links = conn.negotiated.has(Feature::Meta);
             context.ledger.rename(&context.home, (from, to), links)
         });
-    let action = format!("rename {} {}", escape(from), escape(to));
+    let action = format!("rename {} {}", shown(from), shown(to));
     answer(context, conn, action, done)
 }

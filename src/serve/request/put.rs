@@ -5,8 +5,7 @@
 use anyhow::Result;
 
 use super::Context;
-use super::{ack, refuse, refuse_as, writable};
-use crate::escape::escape;
+use super::{ack, refuse, refuse_as, shown, writable};
 use crate::fs::path::Names;
 use crate::net::TcpConnection;
 use crate::proto::message::ErrorCode;
@@ -28,7 +27,7 @@ pub(crate) fn run(
     dir: &str,
     overwrite: bool,
 ) -> Result<()> {
-    let action = format!("put {}", escape(if dir.is_empty() { "." } else { dir }));
+    let action = format!("put {}", shown(dir));
     // Held before it is opened: its name keeps naming it while the put runs.
     let _held = context.ledger.hold_dir(dir);
     let target = match writable(context, "put").and_then(|()| context.home.target(dir)) {
