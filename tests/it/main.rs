@@ -36,6 +36,7 @@ mod packed_control;
 mod readme;
 mod recv_itemize;
 mod resume;
+mod review2_findings;
 mod review_it_findings;
 mod serve_fidelity;
 mod serve_isolation;
