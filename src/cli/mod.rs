@@ -23,7 +23,20 @@ pub(crate) use self::options::Invocation;
 impl Cli {
     /// Parses and checks the process's arguments; exits with clap's usage error (2) on failure.
     pub(crate) fn parse_checked() -> Invocation {
-        Cli::try_parse_checked(std::env::args_os()).unwrap_or_else(|err| err.exit())
+        let args: Vec<OsString> = std::env::args_os().collect();
+        // Checking the options may warn (an `--include` that cannot apply): `-q`
+        // must silence that too, so it takes effect before they are checked.
+        let quiet = Cli::command()
+            .try_get_matches_from(args.iter().cloned())
+            .ok()
+            .and_then(|matches| {
+                let (_, sub) = matches.subcommand()?;
+                sub.try_get_one::<bool>("quiet").ok().flatten().copied()
+            });
+        if quiet == Some(true) {
+            crate::stderr::set_quiet();
+        }
+        Cli::try_parse_checked(args).unwrap_or_else(|err| err.exit())
     }
 
     /// Parses and checks `args` (the program name first) into what to run.

@@ -61,6 +61,8 @@ pub(crate) fn passwd(user: &str, realm: &str) -> Result<()> {
     // it at start when its own realm differs (the key could never log in).
     let realm = toml::Value::String(realm.to_string());
     let mut stdout = std::io::stdout().lock();
+    // A blank line first: `xfer passwd ... >> users.toml` starts a table of its own.
+    writeln!(stdout)?;
     writeln!(stdout, "[users.{user}]")?;
     writeln!(stdout, "key = \"{key}\"")?;
     writeln!(

@@ -40,7 +40,9 @@
 //! ([`Reservation`]), never what is counted; so a race between sessions, a cut, a
 //! failed commit or a file removed mid-overwrite can make a refusal stricter,
 //! never the count wrong. The server is the only writer beneath its root (one
-//! server per root, `TargetDir::lock`). Admission keeps the sum `on_disk +
+//! server per root, `TargetDir::lock`); what an administrator changes behind its
+//! back is caught up with when the home is counted again under the lock (at a
+//! reload, and by the hourly sweep: `fs::quota`). Admission keeps the sum `on_disk +
 //! reserved` within the quota: an entry is admitted only if its full new size fits
 //! beside both (a partial it resumes is on disk, so counted already), and its
 //! writes move room from its reservation to `on_disk`. A file rebuilt by delta

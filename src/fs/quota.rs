@@ -1,6 +1,7 @@
 //! Quotas: the operations on a home that go through its [`Ledger`] (see
-//! `fs::ledger` for the accounting rule and why it cannot drift): the first count,
-//! `mkdir`, `remove`, `rename` and the sweep of stale partials, each under the
+//! `fs::ledger` for the accounting rule and why it cannot drift): the first count
+//! and the counts made again (at a reload, and by the sweep of stale partials),
+//! `mkdir`, `remove`, `rename` and that sweep, each under the
 //! ledger's lock, each charging what it makes and giving back exactly what it
 //! measured leaving the disk.
 
@@ -19,6 +20,17 @@ impl Ledger {
             books.counted = true;
         }
         books.limits = limits;
+    }
+
+    /// Counts `home` from the disk again, if it was counted, under this ledger's
+    /// lock: what an administrator added or removed behind the server's back since
+    /// is then counted (a reload asks for it). Exact even with uploads in flight,
+    /// since every change beneath the home is made under this same lock.
+    pub(crate) fn recount(&self, home: &Home) {
+        let mut books = self.books();
+        if books.counted {
+            books.on_disk = home.footprint();
+        }
     }
 
     /// New limits (the users file was read again), applied at once.
@@ -73,7 +85,9 @@ impl Ledger {
         let counted = books.counted;
         let removed = home.sweep(cutoff, &mut |identity| !books.is_open(identity));
         if counted {
-            books.shrank(removed.bytes, removed.files);
+            // Counted again rather than shrunk by what went: an administrator's
+            // changes behind the server's back are caught up with every hour.
+            books.on_disk = home.footprint();
         }
         removed.files as usize
     }

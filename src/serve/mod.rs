@@ -120,14 +120,38 @@ impl Server {
         }
     }
 
+    /// Counts every home a user has from the disk again (a reload: an
+    /// administrator may have changed homes behind the server's back), one after
+    /// the other, each under its own ledger's lock only.
+    fn recount_homes(&self) {
+        let ledgers: Vec<(PathBuf, Ledger)> = self
+            .ledgers
+            .lock()
+            .expect("no panics while holding the lock")
+            .iter()
+            .map(|(home, ledger)| (home.clone(), ledger.clone()))
+            .collect();
+        for (path, ledger) in ledgers {
+            if let Ok(home) = self.home_at(&path) {
+                ledger.recount(&home);
+            }
+        }
+    }
+
     /// Opens `user`'s home beneath the root, never through a link.
     fn home(&self, user: &User) -> Result<Home, crate::fs::Refusal> {
-        if user.home == Path::new(".") {
+        self.home_at(&user.home)
+    }
+
+    /// Opens the home `home` (as the users file names it) beneath the root, never
+    /// through a link.
+    fn home_at(&self, home: &Path) -> Result<Home, crate::fs::Refusal> {
+        if home == Path::new(".") {
             let root = rustix::io::dup(&self.root)
                 .map_err(|err| crate::fs::Refusal::io("", "cannot open the home", err))?;
             return Ok(Home::from_fd(root));
         }
-        Home::open(&self.root, &user.home, false)
+        Home::open(&self.root, home, false)
     }
 
     /// Logs one line (or a `request` event) for a request: each part cut to
@@ -445,6 +469,7 @@ fn watch_for_reload(
                         let summary = users.summary();
                         server.users.replace(users);
                         server.follow_users(&server.users.snapshot());
+                        server.recount_homes();
                         report::line(&format!(
                             "xfer: reloaded {}: {summary}, realm {realm:?}",
                             escape_path(&file),

@@ -1,7 +1,9 @@
-//! What an attack on a running `xfer serve` found (issue: "try to break `xfer
-//! serve`'s promises"): each test is a finding that fails on the code it was found
-//! on, marked `#[ignore]` with its number until it is fixed, and checks the homes
-//! from outside (the walk of `util::site::on_disk`), never only what the server says.
+//! What an attack on a running `xfer serve` found, one test per finding that failed
+//! on the code it was found on (the rest moved to the modules of their behaviour):
+//! quotas kept across reloads that move a home or lower a quota, failed writes
+//! giving their charge back, a delta overwrite in a full home, a pid file never
+//! written through a link. Each checks the homes from outside (the walk of
+//! `util::site::on_disk`), never only what the server says.
 
 use crate::util::pattern;
 use crate::util::peer::SendEntry;

@@ -249,6 +249,18 @@ fn an_include_beneath_an_excluded_directory_gets_a_warning() {
         "{}",
         stderr_of(&sent)
     );
+    // `-q` silences it, as every warning.
+    let dst = root.path().join("quiet");
+    let mut receiver = Receiver::start(&dst, Some(KEY), &[]);
+    let quiet = ["-q", "--exclude", "logs/", "--include", "logs/keep.log"];
+    let sent = send(&[&root.path().join("t")], receiver.port, KEY, &quiet);
+    assert_eq!(code(&sent), 0, "{}", stderr_of(&sent));
+    assert_eq!(receiver.exit_code(), 0, "{}", receiver.stderr());
+    assert!(
+        !stderr_of(&sent).contains("warning"),
+        "{}",
+        stderr_of(&sent)
+    );
     // Written as the warning says, it applies.
     let flags = ["--exclude", "logs/*", "--include", "logs/keep.log"];
     assert_eq!(sent_with(root.path(), &flags), ["t/a", "t/logs/keep.log"]);

@@ -243,7 +243,6 @@ fn write_at(dir: &Path, name: &str, content: &[u8], nanos: i64) -> std::path::Pa
 /// unchanged, is refused `quota` (exit 6) though nothing would have been written.
 /// (The same sum is taken from a plain receiver's free disk space.)
 #[test]
-#[ignore = "finding 2: -I over unchanged files needs quota room for all of them at once"]
 fn ignore_times_over_unchanged_files_in_a_home_more_than_half_full_succeeds() {
     let site = Site::new();
     site.users(&[("alice", "quota = \"3 MiB\"")]);

@@ -250,3 +250,61 @@ fn a_sparse_file_is_charged_its_size_holes_included() {
     assert_eq!(on_disk(&site.home("alice")), (40_000_000, 1));
     check_home(&site, &server, "alice", 100_000_000);
 }
+
+/// An administrator drops a file into alice's home and removes another behind the
+/// server's back; alice then removes the dropped file herself, which gives back
+/// bytes the ledger never counted. A reload counts every home again from the disk:
+/// after it, `usage` is what is on disk, and the quota holds from there.
+#[test]
+fn a_reload_counts_a_home_changed_behind_the_servers_back_again() {
+    const SMALL: u64 = 200_000;
+    let site = Site::new();
+    site.users(&[("alice", &format!("quota = {SMALL}"))]);
+    let server = site.serve(&[]);
+    let home = site.home("alice");
+    let mine = home.join("mine.bin");
+    std::fs::write(home.join("old.bin"), pattern(50_000, 1)).unwrap();
+    let put = send_as(
+        &site,
+        "alice",
+        &[&write_source(&site, 90_000)],
+        &server.at("/"),
+    );
+    assert_eq!(code(&put), 0, "{}", String::from_utf8_lossy(&put.stderr));
+    // Behind the server's back: one file in, one out.
+    std::fs::write(home.join("dropped.bin"), pattern(60_000, 2)).unwrap();
+    std::fs::remove_file(home.join("old.bin")).unwrap();
+    let removed = crate::util::server::client(&site, "alice", &["rm", &server.at("dropped.bin")]);
+    assert_eq!(
+        code(&removed),
+        0,
+        "{}",
+        String::from_utf8_lossy(&removed.stderr)
+    );
+    server.reload(1);
+    check_home(&site, &server, "alice", SMALL);
+    // From the count made again: 120 000 more do not fit beside her 90 000.
+    let more = send_as(
+        &site,
+        "alice",
+        &[&write_source(&site, 120_000)],
+        &server.at("more"),
+    );
+    assert_eq!(
+        code(&more),
+        6,
+        "past the quota: {}",
+        String::from_utf8_lossy(&more.stderr)
+    );
+    check_home(&site, &server, "alice", SMALL);
+    assert!(mine.exists(), "her own upload stays");
+}
+
+/// A file of `len` bytes named `mine.bin` outside the homes, to upload.
+fn write_source(site: &Site, len: usize) -> PathBuf {
+    let dir = site.path().join(format!("src{len}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("mine.bin");
+    std::fs::write(&path, pattern(len, len as u64)).unwrap();
+    path
+}

@@ -693,8 +693,9 @@ fn a_password_key_made_for_another_realm_stops_the_server_with_its_line() {
     let site = Site::new();
     let bob = passwd_table("bob", "elsewhere.example.org", PASSWORD);
     site.write_users(&format!("[users.alice]\nkey = \"{KEY_A}\"\n\n{bob}"));
-    // bob's table starts at line 4: its realm is on line 6.
-    refuses_to_start(&site, "another realm", "line 6");
+    // `xfer passwd` starts with a blank line (for `>>`): bob's table starts at line
+    // 5, and its realm is on line 7.
+    refuses_to_start(&site, "another realm", "line 7");
     refuses_to_start(
         &site,
         "another realm",
