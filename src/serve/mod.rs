@@ -68,7 +68,7 @@ pub(crate) struct Server {
     /// One quota ledger per home, shared by all sessions of its user (`fs::quota`).
     /// A reload gives each its user's new limits at once, and forgets the count of
     /// a home that is no longer any user's ([`Server::follow_users`]). This lock is
-    /// held only to find a ledger, or by a reload to visit them.
+    /// held only to find a ledger, or by a reload to list them.
     ledgers: Mutex<HashMap<PathBuf, Ledger>>,
     /// Connections per user, for `max_sessions`.
     sessions: Mutex<HashMap<String, usize>>,
@@ -95,6 +95,18 @@ impl Server {
         ledger
     }
 
+    /// Every ledger with its home, taken out of the map: a reload then waits for
+    /// each ledger's lock (held across an upload's writes, and a whole count of
+    /// its home) without holding the map, which every login needs.
+    fn all_ledgers(&self) -> Vec<(PathBuf, Ledger)> {
+        self.ledgers
+            .lock()
+            .expect("no panics while holding the lock")
+            .iter()
+            .map(|(home, ledger)| (home.clone(), ledger.clone()))
+            .collect()
+    }
+
     /// The users changed (a reload): each home's ledger takes its user's limits
     /// at once, uploads in flight included; a home that is no user's any more is
     /// forgotten (`Ledger::forget`): counted again from the disk when a user
@@ -108,11 +120,7 @@ impl Server {
             .into_iter()
             .map(|user| (user.home.as_path(), user.limits))
             .collect();
-        let ledgers = self
-            .ledgers
-            .lock()
-            .expect("no panics while holding the lock");
-        for (home, ledger) in ledgers.iter() {
+        for (home, ledger) in self.all_ledgers() {
             match limits.get(home.as_path()) {
                 Some(limits) => ledger.set_limits(*limits),
                 None => ledger.forget(),
@@ -124,14 +132,7 @@ impl Server {
     /// administrator may have changed homes behind the server's back), one after
     /// the other, each under its own ledger's lock only.
     fn recount_homes(&self) {
-        let ledgers: Vec<(PathBuf, Ledger)> = self
-            .ledgers
-            .lock()
-            .expect("no panics while holding the lock")
-            .iter()
-            .map(|(home, ledger)| (home.clone(), ledger.clone()))
-            .collect();
-        for (path, ledger) in ledgers {
+        for (path, ledger) in self.all_ledgers() {
             if let Ok(home) = self.home_at(&path) {
                 ledger.recount(&home);
             }

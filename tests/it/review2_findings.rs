@@ -5,7 +5,7 @@
 //! checks what a user sees or what is on disk, never only the server's counters.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::util::pattern;
@@ -60,7 +60,13 @@ impl LoopMount {
 
 impl Drop for LoopMount {
     fn drop(&mut self) {
-        let _ = Command::new("fsfreeze").arg("-u").arg(&self.0).status();
+        // Thawed already, as a rule: then fsfreeze says so, which is no news.
+        let thaw = Command::new("fsfreeze")
+            .arg("-u")
+            .arg(&self.0)
+            .stderr(Stdio::null())
+            .status();
+        drop(thaw);
         let _ = Command::new("umount").arg("-l").arg(&self.0).status();
     }
 }
@@ -92,9 +98,9 @@ fn usage_within(server: &Server, user: &str, limit: Duration) -> Result<Duration
 /// that stalls mid-upload (frozen here with `fsfreeze`; an NFS home, a dying
 /// disk, writeback throttling), and then any reload, stop every login of every
 /// user, on every disk, until that disk moves again. Before the reload bob logs
-/// in at once; after it he waits for alice's disk.
+/// in at once; after it he waited for alice's disk. Fixed: a reload takes the
+/// ledgers out of the map before it waits for any of their locks.
 #[test]
-#[ignore = "finding 1: a stalled write holds alice's ledger; a reload then blocks every login"]
 fn a_stalled_disk_of_one_user_and_a_reload_stop_no_other_login() {
     let site = Site::new();
     site.users(&[("alice", "quota = 10000000"), ("bob", "quota = 10000000")]);
