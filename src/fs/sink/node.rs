@@ -149,13 +149,15 @@ impl Resolver<'_> {
                 return Ok(());
             }
         }
+        let meter = self.target.meter().cloned();
+        // On a server, the made name and what it replaces are counted under the lock,
+        // taken before a hard link's file is measured: another session of the user
+        // replacing that file meanwhile would leave the link charged its old size.
+        let mut books = meter.as_ref().map(|account| account.books());
         let file = match node.entry.kind {
             EntryKind::Hardlink => Some(self.hard_link_source(node)?),
             _ => None,
         };
-        let meter = self.target.meter().cloned();
-        // On a server, the made name and what it replaces are counted under the lock.
-        let mut books = meter.as_ref().map(|account| account.books());
         let charge = node_footprint(node.entry, file.as_ref().map(|(_, _, size)| *size));
         if let (Some(books), Some(account)) = (&books, &meter) {
             account.may_add(books, &account.home_path(node.path), charge, node.path)?;
