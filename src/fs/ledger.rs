@@ -332,11 +332,66 @@ impl Books {
 
 /// One home's ledger, shared by all sessions of its user (a cheap handle).
 #[derive(Debug, Clone, Default)]
-pub(crate) struct Ledger(Arc<Mutex<Books>>);
+pub(crate) struct Ledger(Arc<Shared>);
+
+/// The books, and what a reload asked of them while someone held them: a write
+/// holds the books' lock while it is on the disk, and a reload must not wait for a
+/// stalled disk (every later reload, a revocation too, would wait behind it).
+#[derive(Debug, Default)]
+struct Shared {
+    books: Mutex<Books>,
+    pending: Mutex<Pending>,
+}
+
+/// A reload's changes, applied by whoever takes the books next.
+#[derive(Debug, Default)]
+struct Pending {
+    limits: Option<Limits>,
+    forget: bool,
+}
 
 impl Ledger {
+    /// The books, under their lock, with what a reload asked meanwhile applied.
     pub(crate) fn books(&self) -> MutexGuard<'_, Books> {
-        self.0.lock().expect("no panics while holding the lock")
+        let mut books = self
+            .0
+            .books
+            .lock()
+            .expect("no panics while holding the lock");
+        self.apply_pending(&mut books);
+        books
+    }
+
+    /// Asks for new limits, or for the home to be forgotten ([`Ledger::forget`]),
+    /// without waiting for the books: applied now if they are free, else by the
+    /// next taker (an upload's next write, which then meets them).
+    pub(crate) fn ask(&self, limits: Option<Limits>, forget: bool) {
+        {
+            let mut pending = self.pending();
+            pending.limits = limits.or(pending.limits);
+            pending.forget |= forget;
+        }
+        if let Ok(mut books) = self.0.books.try_lock() {
+            self.apply_pending(&mut books);
+        }
+    }
+
+    fn pending(&self) -> MutexGuard<'_, Pending> {
+        self.0
+            .pending
+            .lock()
+            .expect("no panics while holding the lock")
+    }
+
+    fn apply_pending(&self, books: &mut Books) {
+        let Pending { limits, forget } = std::mem::take(&mut *self.pending());
+        if let Some(limits) = limits {
+            books.limits = limits;
+        }
+        if forget {
+            books.counted = false;
+            books.generation += 1;
+        }
     }
 
     /// Claims the directory `dir` a `put` writes into until the hold is dropped:
@@ -367,9 +422,7 @@ impl Ledger {
     /// `put`s begun before now add nothing more to it (what they give back still
     /// comes off, so the count stays true for whoever opens it next).
     pub(crate) fn forget(&self) {
-        let mut books = self.books();
-        books.counted = false;
-        books.generation += 1;
+        self.ask(None, true);
     }
 }
 

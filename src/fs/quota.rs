@@ -35,7 +35,7 @@ impl Ledger {
 
     /// New limits (the users file was read again), applied at once.
     pub(crate) fn set_limits(&self, limits: Limits) {
-        self.books().limits = limits;
+        self.ask(Some(limits), false);
     }
 
     /// What is on disk and what may be, for `usage`.

@@ -130,13 +130,16 @@ impl Server {
 
     /// Counts every home a user has from the disk again (a reload: an
     /// administrator may have changed homes behind the server's back), one after
-    /// the other, each under its own ledger's lock only.
-    fn recount_homes(&self) {
+    /// the other, each under its own ledger's lock only; how many.
+    fn recount_homes(&self) -> usize {
+        let mut counted = 0;
         for (path, ledger) in self.all_ledgers() {
             if let Ok(home) = self.home_at(&path) {
                 ledger.recount(&home);
+                counted += 1;
             }
         }
+        counted
     }
 
     /// Opens `user`'s home beneath the root, never through a link.
@@ -449,6 +452,26 @@ fn admit(server: Arc<Server>, max_conns: usize) -> net::Admit {
 /// Reads the users file again on SIGHUP: new connections see the new users at
 /// once, whatever their homes (see `make_homes`), and a file that does not load
 /// is reported and ignored (the old users stay).
+/// Counts every home again from the disk in a thread of its own (a home whose
+/// disk stalls must hold up no later reload), saying so when done.
+fn recount_in_background(server: &Arc<Server>) {
+    let server = Arc::clone(server);
+    let started = std::thread::Builder::new()
+        .name("recount".into())
+        .spawn(move || {
+            let homes = server.recount_homes();
+            report::line(&format!(
+                "xfer: counted {} again from the disk",
+                report::plural(homes, "home")
+            ));
+        });
+    if let Err(err) = started {
+        report::warn(&format!(
+            "homes not counted again: cannot start a thread: {err}"
+        ));
+    }
+}
+
 fn watch_for_reload(
     server: Arc<Server>,
     file: PathBuf,
@@ -470,11 +493,11 @@ fn watch_for_reload(
                         let summary = users.summary();
                         server.users.replace(users);
                         server.follow_users(&server.users.snapshot());
-                        server.recount_homes();
                         report::line(&format!(
                             "xfer: reloaded {}: {summary}, realm {realm:?}",
                             escape_path(&file),
                         ));
+                        recount_in_background(&server);
                     }
                     Err(err) => report::line(&format!(
                         "xfer: not reloaded, keeping the users as they were: {err:#}"

@@ -1,8 +1,9 @@
 //! Review of the server's quota ledger as changed by the attack's fixes (writes
 //! made under the ledger's lock, a reload forgetting the ledger of a home no user
-//! has, `rm -r` removing partials): each test is a finding that fails on the code
-//! it was found on, marked `#[ignore]` with its number until it is fixed, and
-//! checks what a user sees or what is on disk, never only the server's counters.
+//! has, `rm -r` removing partials): each test is a finding that failed on the code
+//! it was found on: one user's stalled disk (a frozen filesystem) holds up no other
+//! user's login and no later reload. Each checks what a user sees, never only the
+//! server's counters.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -137,7 +138,6 @@ fn a_stalled_disk_of_one_user_and_a_reload_stop_no_other_login() {
 /// is not read until alice's disk moves. Bob, removed from the users file, still
 /// logs in.
 #[test]
-#[ignore = "finding 2: one user's stalled disk holds up every later reload (a revocation too)"]
 fn a_stalled_disk_of_one_user_holds_up_no_later_reload() {
     let site = Site::new();
     site.users(&[("alice", "quota = 10000000"), ("bob", "quota = 10000000")]);

@@ -282,6 +282,7 @@ fn a_reload_counts_a_home_changed_behind_the_servers_back_again() {
         String::from_utf8_lossy(&removed.stderr)
     );
     server.reload(1);
+    server.wait_for_log("counted 1 home again from the disk", 1);
     check_home(&site, &server, "alice", SMALL);
     // From the count made again: 120 000 more do not fit beside her 90 000.
     let more = send_as(
