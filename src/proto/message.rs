@@ -648,8 +648,15 @@ pub(crate) enum Message {
         hash: String,
         mac: String,
     },
-    /// Entry `index` is verified and durable under its final name.
-    Ok { index: u64, mac: String },
+    /// Entry `index` is verified and durable under its final name; `kept`: it is
+    /// the receiver's old file, which a delta rebuilt byte for byte and which
+    /// stayed (docs/PROTOCOL.md 18.5; informational, written only when true).
+    Ok {
+        index: u64,
+        mac: String,
+        #[serde(default, deserialize_with = "flag", skip_serializing_if = "is_false")]
+        kept: bool,
+    },
     /// Part of a mirroring receiver's report of what it removed.
     Deleted {
         entries: Vec<Removed>,
@@ -879,7 +886,11 @@ fn encode_hot(message: &Message, out: &mut Vec<u8>) -> bool {
             push_member(out, br#"","mac":""#, mac);
             out.extend_from_slice(b"\"}");
         }
-        Message::Ok { index, mac } if plain(mac) => {
+        Message::Ok {
+            index,
+            mac,
+            kept: false,
+        } if plain(mac) => {
             out.extend_from_slice(br#"{"type":"ok","index":"#);
             push_decimal(out, *index);
             push_member(out, br#","mac":""#, mac);
@@ -980,7 +991,11 @@ fn decode_hot(payload: &[u8]) -> Option<Message> {
         let index = at.number()?;
         at.take(br#","mac":"#)?;
         let mac = at.hex()?;
-        Message::Ok { index, mac }
+        Message::Ok {
+            index,
+            mac,
+            kept: false,
+        }
     } else {
         at.list()?
     };
@@ -1283,6 +1298,7 @@ mod tests {
             Message::Ok {
                 index: 12_345,
                 mac: hex.clone(),
+                kept: false,
             },
         ];
         for message in hot {
@@ -1345,6 +1361,7 @@ mod tests {
             messages.push(Message::Ok {
                 index: 12_345,
                 mac: text,
+                kept: false,
             });
         }
         for message in messages {
@@ -1645,6 +1662,12 @@ mod tests {
         round_trip(Message::Ok {
             index: 1,
             mac: "cc".repeat(32),
+            kept: false,
+        });
+        round_trip(Message::Ok {
+            index: 2,
+            mac: "cc".repeat(32),
+            kept: true,
         });
         round_trip(Message::End);
         round_trip(Message::List { path: "".into() });

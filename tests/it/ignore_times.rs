@@ -100,6 +100,8 @@ struct Crossed {
     same_inode: bool,
     /// What the receiver itemized.
     itemized: String,
+    /// The sender's summary.
+    said: String,
 }
 
 fn crossed_for(old: &[u8], new: &[u8], flags: &[&str]) -> Crossed {
@@ -119,6 +121,7 @@ fn crossed_for(old: &[u8], new: &[u8], flags: &[&str]) -> Crossed {
         bytes: relay.both_ways(),
         same_inode: fs::metadata(dst.path().join("f")).unwrap().ino() == inode,
         itemized: receiver.stdout(),
+        said: stderr_of(&sent),
     }
 }
 
@@ -139,6 +142,9 @@ fn an_unchanged_8_mib_file_costs_a_small_fraction_of_it_with_ignore_times() {
     // The delta rebuilt the old file: it stays, nothing is rewritten or itemized.
     assert!(skipped.same_inode && ignored.same_inode, "kept");
     assert_eq!(ignored.itemized.trim(), "", "nothing changed");
+    // The sender hears it was kept (`kept` in the `ok`) and counts it as there.
+    assert!(ignored.said.contains("1 already there"), "{}", ignored.said);
+    assert!(!ignored.said.contains("sent 1 file"), "{}", ignored.said);
     // Sent whole, it is received as any file: a new one in its place.
     assert!(!whole.same_inode);
     assert_eq!(whole.itemized.trim(), "replaced f");
@@ -148,6 +154,7 @@ fn an_unchanged_8_mib_file_costs_a_small_fraction_of_it_with_ignore_times() {
     let rebuilt = crossed_for(&content, &changed, &["-I"]);
     assert!(!rebuilt.same_inode);
     assert_eq!(rebuilt.itemized.trim(), "delta    f");
+    assert!(rebuilt.said.contains("sent 1 file"), "{}", rebuilt.said);
 }
 
 #[test]
@@ -466,7 +473,9 @@ fn an_unchanged_file_put_and_got_with_ignore_times_stays_and_the_quota_holds() {
     );
     expect_exit(&put, 0, "a put -f -I of an unchanged file");
     let said = stderr_of(&put);
-    assert!(said.contains("sent 1 file"), "not skipped: {said}");
+    // Gone through the delta (the relay saw its fingerprints), kept, and counted as
+    // already there on both sides.
+    assert!(said.contains("1 already there"), "{said}");
     assert_eq!(inode(&home.join("big")), before, "kept on the server");
     assert!(fs::read(home.join("big")).unwrap() == content);
     assert!(relay.both_ways() < 64 << 10, "{} bytes", relay.both_ways());

@@ -754,10 +754,12 @@ impl Answers<'_, '_, '_> {
                     path: &bytes,
                 };
                 let mac = transfer.ok_mac(facts);
+                let kept = arrived.kept;
                 self.tally_arrived(index, &path, arrived);
                 Message::Ok {
                     index: index as u64,
                     mac,
+                    kept,
                 }
             }
             Err(mut refusal) => {

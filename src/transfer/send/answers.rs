@@ -38,7 +38,7 @@ pub(crate) fn read<R: Read>(
         let entry = &entries[index as usize];
         let path = &*entry.shown_path();
         match (answer, outstanding.facts) {
-            (Answer::Ok(mac), Some(sent)) => {
+            (Answer::Ok(mac, kept), Some(sent)) => {
                 let facts = FileFacts {
                     index,
                     size: sent.size,
@@ -46,13 +46,13 @@ pub(crate) fn read<R: Read>(
                     path: &entry.path_bytes(),
                 };
                 if transfer.verify_ok(facts, &mac) {
-                    verified(report, path, &outstanding, sent);
+                    verified(report, path, &outstanding, sent, kept);
                 } else {
                     let why = "the receiver's acknowledgement does not verify (forged ok?)";
                     tally.failed(path, ErrorCode::Mac, why.into());
                 }
             }
-            (Answer::Ok(_), None) => {
+            (Answer::Ok(..), None) => {
                 return Err(fail(
                     Kind::Protocol,
                     format!("ok for entry {index} before its done"),
@@ -85,7 +85,7 @@ fn outstanding(pending: &Pending, index: u64, answer: &Answer) -> Result<Option<
             format!("an answer for entry {index}, which is not waiting for one"),
         ));
     };
-    if outstanding.made && matches!(answer, Answer::Ok(_)) {
+    if outstanding.made && matches!(answer, Answer::Ok(..)) {
         return Err(fail(
             Kind::Protocol,
             format!("ok for entry {index}, which has no data"),
@@ -94,8 +94,13 @@ fn outstanding(pending: &Pending, index: u64, answer: &Answer) -> Result<Option<
     Ok((!outstanding.failed_here).then_some(outstanding))
 }
 
-/// Shows and counts a file the receiver acknowledged.
-fn verified(report: &Report<'_>, path: &str, outstanding: &Outstanding, sent: Sent) {
+/// Shows and counts a file the receiver acknowledged; one it `kept` (a delta that
+/// rebuilt its old file, which stayed) counts as already there, as it does there.
+fn verified(report: &Report<'_>, path: &str, outstanding: &Outstanding, sent: Sent, kept: bool) {
+    if kept && outstanding.delta {
+        let (path, size) = (path.to_string(), Some(sent.size));
+        return report.tally.record(FileOutcome::Same { path, size });
+    }
     let change = match (outstanding.delta, outstanding.replaces) {
         (true, _) => Change::Delta,
         (false, true) => Change::Replaced,
@@ -169,7 +174,8 @@ fn read_report<R: Read>(
 
 /// The receiver's answer for one entry: `ok` with its MAC, or an `error`.
 enum Answer {
-    Ok(String),
+    /// Its MAC, and whether the receiver kept its old file (a delta of it alone).
+    Ok(String, bool),
     Refused(ErrorCode, String),
 }
 
@@ -237,7 +243,7 @@ fn next_answer<R: Read>(
         return Err(fail(Kind::Protocol, "an answer after the deleted report"));
     }
     match answer {
-        Message::Ok { index, mac } => Ok(Some((index, Answer::Ok(mac)))),
+        Message::Ok { index, mac, kept } => Ok(Some((index, Answer::Ok(mac, kept)))),
         Message::Error {
             index: Some(index),
             code,
