@@ -280,13 +280,22 @@ fn a_server_connection_uses_blake3_unless_the_client_says_md5() {
     let local_arg = local.to_str().unwrap();
     let put = as_alice(&site, &["send", local_arg, &server.at("in")], &[]);
     assert_eq!(file_hash(&put.stdout, "f.bin"), blake3, "put");
-    // Touched, so that the put again is not `same` (the quick check).
+    // Touched, so that the put again is not `same` (the quick check), and sent
+    // whole: a delta would keep the unchanged file and verify no hash of its own.
     let touched = std::time::SystemTime::now() + std::time::Duration::from_secs(60);
     let handle = std::fs::File::options().write(true).open(&local).unwrap();
     handle.set_modified(touched).unwrap();
     let put = as_alice(
         &site,
-        &["send", "-f", "--hash", "md5", local_arg, &server.at("in")],
+        &[
+            "send",
+            "-f",
+            "-W",
+            "--hash",
+            "md5",
+            local_arg,
+            &server.at("in"),
+        ],
         &[],
     );
     assert_eq!(file_hash(&put.stdout, "f.bin"), md5, "put --hash md5");
