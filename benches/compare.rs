@@ -743,8 +743,15 @@ impl Server {
         Server { child, port, root }
     }
 
+    /// `user`'s key: an inline key in a users file must look as `xfer keygen`
+    /// prints one (64 lowercase hex digits of a random-looking value), so the
+    /// SHA-256 of the name, in hex.
     fn key(user: &str) -> String {
-        format!("benchmark key of {user}, long enough not to warn")
+        use sha2::Digest;
+        sha2::Sha256::digest(user.as_bytes())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
     }
 
     fn home(&self, user: &str) -> PathBuf {
