@@ -356,25 +356,42 @@ fn answered(peer: &mut Peer, frames: &[Vec<u8>], result: &[u8]) -> Value {
 }
 
 #[test]
-fn a_delta_that_rebuilds_the_old_file_keeps_it_and_gives_it_the_offered_time() {
+fn a_delta_that_rebuilds_the_old_file_keeps_it_where_size_and_time_are_its_own() {
     let old = pattern(256 << 10, 64);
+    let same_time = the_time()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
     let later = 1_700_000_100;
-    let (dst, mut receiver, mut peer, count) = offered_over(&old, old.len(), later);
+    let (dst, mut receiver, mut peer, count) = offered_over(&old, old.len(), same_time);
     let inode = fs::metadata(dst.path().join("f")).unwrap().ino();
     // Every chunk in order, in two copies: the old file, byte for byte.
     let said = answered(&mut peer, &[copy(0, 1), copy(1, count - 1)], &old);
     assert_eq!(said["type"], "ok", "{said}");
+    assert_eq!(said["kept"], true, "{said}");
     assert_eq!(receiver.exit_code(), 0, "{}", receiver.stderr());
     let kept = fs::metadata(dst.path().join("f")).unwrap();
     assert_eq!(kept.ino(), inode, "the old file stays");
-    assert_eq!(kept.mtime(), later as i64, "with the offered time");
+    assert_eq!(kept.mtime(), same_time as i64);
     assert!(fs::read(dst.path().join("f")).unwrap() == old);
-    assert_eq!(receiver.stdout().trim(), "attrs    f");
+    assert_eq!(receiver.stdout().trim(), "", "nothing changed");
     assert!(
         receiver.stderr().contains("1 already there"),
         "{}",
         receiver.stderr()
     );
+    // Offered with another time (only touched at the source), the same
+    // instructions are written as they are read: a new file, as rsync makes.
+    let (dst, mut receiver, mut peer, count) = offered_over(&old, old.len(), later);
+    let inode = fs::metadata(dst.path().join("f")).unwrap().ino();
+    let said = answered(&mut peer, &[copy(0, 1), copy(1, count - 1)], &old);
+    assert_eq!(said["type"], "ok", "{said}");
+    assert_eq!(receiver.exit_code(), 0, "{}", receiver.stderr());
+    let rewritten = fs::metadata(dst.path().join("f")).unwrap();
+    assert_ne!(rewritten.ino(), inode, "a new file");
+    assert_eq!(rewritten.mtime(), later as i64, "with the offered time");
+    assert!(fs::read(dst.path().join("f")).unwrap() == old);
+    assert_eq!(receiver.stdout().trim(), "delta    f");
 
     // Its first chunks only, where the whole is offered: refused (`checksum`,
     // which says how much arrived: where the last chunk starts), the old file kept.

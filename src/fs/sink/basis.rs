@@ -98,6 +98,11 @@ impl Basis {
         self.stamp.size
     }
 
+    /// Its modification time when it was chosen, whole seconds.
+    pub(crate) fn modified(&self) -> i64 {
+        self.stamp.mtime.0
+    }
+
     /// Whether its sums are streamed during the data phase (section 18.6).
     pub(crate) fn streamed(&self) -> bool {
         self.streamed

@@ -11,7 +11,7 @@
 //! the sender's end of copies (`0x03`, which also stops its cutting), and is opened
 //! only at its first copy.
 //!
-//! Where the offered size is the basis's, while the instructions copy the basis
+//! Where the offered size and time are the basis's, while the instructions copy the basis
 //! from its first chunk on, in order, and nothing else, the bytes are hashed but
 //! not written: a result that is the whole basis ends up [`Built::identical`], and
 //! the disk thread keeps the old file (an `--ignore-times` run over a file that did
@@ -79,8 +79,12 @@ pub(super) fn build<R: Read>(
         source,
         opening: (item, shared),
         no_more_copies: false,
-        // Only a result of the basis's size can be the basis: no other is held back.
-        held_back: (item.entry.size == Some(basis.size())).then_some(0),
+        // Held back only where the result is likely the basis: offered with its size
+        // and time (only `-I` sends such a file); an edited file of the same size is
+        // written as it is read, once, not read again at the first difference.
+        held_back: (item.entry.size == Some(basis.size())
+            && item.entry.mtime == Some(basis.modified()))
+        .then_some(0),
         piece: None,
         size: 0,
         moved: 0,
