@@ -79,12 +79,7 @@ pub(super) fn build<R: Read>(
         source,
         opening: (item, shared),
         no_more_copies: false,
-        // Held back only where the result is likely the basis: offered with its size
-        // and time (only `-I` sends such a file); an edited file of the same size is
-        // written as it is read, once, not read again at the first difference.
-        held_back: (item.entry.size == Some(basis.size())
-            && item.entry.mtime == Some(basis.modified()))
-        .then_some(0),
+        held_back: likely_the_basis(item, basis).then_some(0),
         piece: None,
         size: 0,
         moved: 0,
@@ -117,6 +112,13 @@ pub(super) fn build<R: Read>(
         applied?;
     }
     result.finish()
+}
+
+/// Whether the result is likely the basis itself, so worth holding back: offered
+/// with its size and time (only `-I` sends such a file). An edited file of the same
+/// size is written as it is read, once, not read again at its first difference.
+fn likely_the_basis(item: &Planned, basis: &Basis) -> bool {
+    item.entry.size == Some(basis.size()) && item.entry.mtime == Some(basis.modified())
 }
 
 /// Where the literal bytes are when a frame (its content at `range`) is one
