@@ -194,17 +194,7 @@ impl Books {
     /// room reserved for it aside): a quota lowered by a reload stops an entry
     /// admitted under the old one at its next write (`quota`).
     fn within_limits(&self, more: Footprint, path: &str) -> Result<(), Refusal> {
-        let over = |limit: Option<u64>, used: u64, more: u64| {
-            more > 0 && limit.is_some_and(|limit| used.saturating_add(more) > limit)
-        };
-        let bytes_over = over(self.limits.bytes, self.on_disk.bytes, more.bytes);
-        if bytes_over || over(self.limits.files, self.on_disk.files, more.files) {
-            return Err(Refusal::new(
-                ErrorCode::Quota,
-                format!("{}: {}", escape(path), self.over_by(more, bytes_over)),
-            ));
-        }
-        Ok(())
+        self.fits_beside(self.on_disk, more, path)
     }
 
     /// Bytes and entries left the disk.
@@ -280,17 +270,22 @@ impl Books {
     }
 
     /// Whether `more` fits beside what is on disk and reserved; `quota` if not.
-    /// Only what grows is checked: nothing added fits even at the limit.
     pub(crate) fn check(&self, more: Footprint, path: &str) -> Result<(), Refusal> {
-        let over = |limit: Option<u64>, used: u64, reserved: u64, more: u64| {
-            more > 0
-                && limit
-                    .is_some_and(|limit| used.saturating_add(reserved).saturating_add(more) > limit)
+        let promised = Footprint {
+            bytes: self.on_disk.bytes.saturating_add(self.reserved.bytes),
+            files: self.on_disk.files.saturating_add(self.reserved.files),
         };
-        let (used, reserved) = (self.on_disk, self.reserved);
-        let bytes_over = over(self.limits.bytes, used.bytes, reserved.bytes, more.bytes);
-        let files_over = over(self.limits.files, used.files, reserved.files, more.files);
-        if bytes_over || files_over {
+        self.fits_beside(promised, more, path)
+    }
+
+    /// Whether `more` fits within the limits beside `used`; `quota` if not. Only
+    /// what grows is checked: nothing added fits even at the limit.
+    fn fits_beside(&self, used: Footprint, more: Footprint, path: &str) -> Result<(), Refusal> {
+        let over = |limit: Option<u64>, used: u64, more: u64| {
+            more > 0 && limit.is_some_and(|limit| used.saturating_add(more) > limit)
+        };
+        let bytes_over = over(self.limits.bytes, used.bytes, more.bytes);
+        if bytes_over || over(self.limits.files, used.files, more.files) {
             return Err(Refusal::new(
                 ErrorCode::Quota,
                 format!("{}: {}", escape(path), self.over_by(more, bytes_over)),
