@@ -58,6 +58,11 @@ pub(crate) fn stat(parent: impl AsFd, name: impl rustix::path::Arg) -> Result<Op
     }
 }
 
+/// Whether `name` in `parent` is a directory (a link to one is not).
+pub(crate) fn holds_dir(parent: impl AsFd, name: impl rustix::path::Arg) -> bool {
+    matches!(stat(parent, name), Ok(Some(stat)) if kind(&stat) == FileType::Directory)
+}
+
 /// The children of `dir`, `.` and `..` aside, each with what it is (links not
 /// followed). One that vanished since the directory was read is left out; an
 /// unreadable directory has none.

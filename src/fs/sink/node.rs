@@ -162,9 +162,7 @@ impl Resolver<'_> {
         if let (Some(books), Some(account)) = (&books, &meter) {
             account.may_add(books, &account.home_path(node.path), charge, node.path)?;
             // A directory replaced goes under the lock, as a file's does (`part.rs`).
-            let holds_dir = beneath::stat(&*dir, name)
-                .is_ok_and(|stat| stat.is_some_and(|s| beneath::kind(&s) == FileType::Directory));
-            if node.over_dir && holds_dir {
+            if node.over_dir && beneath::holds_dir(&*dir, name) {
                 let key = account.home_path(node.path);
                 books.unclaimed_but(&key, Some(&key))?;
             }

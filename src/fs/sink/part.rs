@@ -450,7 +450,7 @@ impl PartFile {
             // A directory replaced goes in the same step as the name is given, under
             // the lock: no `put` can claim a path beneath it between this check and
             // the exchange (the ledger's rule).
-            if self.over_dir && self.holds_dir() {
+            if self.over_dir && beneath::holds_dir(&*self.dir, self.name.as_slice()) {
                 books.unclaimed_but(key, Some(key))?;
             }
         }
@@ -459,14 +459,6 @@ impl PartFile {
             books.gone(&stat);
         }
         Ok(())
-    }
-
-    /// Whether the final name holds a directory (links not followed).
-    fn holds_dir(&self) -> bool {
-        matches!(
-            beneath::stat(&*self.dir, self.name.as_slice()),
-            Ok(Some(stat)) if beneath::kind(&stat) == FileType::Directory
-        )
     }
 
     /// [`PartFile::rename_into_place`] without the counting.
