@@ -9,7 +9,7 @@ use crate::util::pattern;
 use crate::util::peer::SendEntry;
 use std::os::unix::fs::MetadataExt;
 
-use crate::util::server::{Site, as_user, code, send_as};
+use crate::util::server::{Site, as_user, code, expect_exit, send_as};
 use crate::util::site::{check_home, finish_put, on_disk, put, put_begun};
 
 const QUOTA: u64 = 1_000_000;
@@ -80,12 +80,7 @@ fn ignore_times_on_an_unchanged_file_needs_no_room_beside_it() {
     let tree = site.local("tree/big.bin", &pattern(600_000, 5));
     let tree = tree.parent().expect("tree");
     let first = send_as(&site, "alice", &[tree], &server.addr());
-    assert_eq!(
-        code(&first),
-        0,
-        "{}",
-        String::from_utf8_lossy(&first.stderr)
-    );
+    expect_exit(&first, 0, "first");
     let stored = site.home("alice").join("tree/big.bin");
     let inode = std::fs::metadata(&stored).expect("stored").ino();
 
@@ -121,7 +116,7 @@ fn a_write_that_fails_gives_its_charge_back() {
     };
     let big = site.local("big.bin", &pattern(600_000, 6));
     let sent = send_as(&site, "alice", &[&big], &server.addr());
-    assert_eq!(code(&sent), 7, "{}", String::from_utf8_lossy(&sent.stderr));
+    expect_exit(&sent, 7, "sent");
     assert_eq!(on_disk(&site.home("alice")), (0, 0), "nothing of it stays");
     check_home(&site, &server, "alice", QUOTA);
 }

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use crate::util::pattern;
-use crate::util::server::{Server, Site, as_user, code, eventually, send_as};
+use crate::util::server::{Server, Site, as_user, code, eventually, expect_exit, send_as};
 use crate::util::site::{check_dir, check_home, finish_put, on_disk, put_begun};
 
 const QUOTA: u64 = 10_000_000;
@@ -65,7 +65,7 @@ fn a_write_that_meets_a_full_disk_gives_its_charge_back() {
     let mut writer = put_begun(&server, "alice", "a.bin", &content, 0);
     let other = site.local("b.bin", &pattern(600_000, 62));
     let sent = send_as(&site, "alice", &[&other], &server.addr());
-    assert_eq!(code(&sent), 0, "{}", String::from_utf8_lossy(&sent.stderr));
+    expect_exit(&sent, 0, "sent");
     let answer = finish_put(&mut writer, 0, "a.bin", &content, 0);
     assert_eq!(answer["code"], "io", "past a full disk: {answer}");
     assert!(!site.home("alice").join("a.bin").exists());
@@ -135,6 +135,16 @@ fn send_again(site: &Site, server: &Server, tree: &Path, flags: &[&str]) -> Outp
     crate::util::run(&mut again)
 }
 
+/// alice's `tree/big.bin` holding `content`, put once: the local file, its tree
+/// and the copy in her home.
+fn put_once(site: &Site, server: &Server, content: &[u8]) -> (PathBuf, PathBuf, PathBuf) {
+    let local = site.local("tree/big.bin", content);
+    let tree = local.parent().expect("tree").to_path_buf();
+    let first = send_as(site, "alice", &[&tree], &server.addr());
+    expect_exit(&first, 0, "the first put");
+    (local, tree, site.home("alice").join("tree/big.bin"))
+}
+
 /// Finding 4's rule where the file did change: a delta over the old file is
 /// admitted in a home more than half full (the new file fits in the old one's
 /// place), its temporary is charged as it is written, and once that crosses the
@@ -146,16 +156,7 @@ fn a_delta_whose_temporary_crosses_the_quota_leaves_the_old_file() {
     site.users(&[("alice", "quota = 1000000")]);
     let server = site.serve(&[]);
     let old = pattern(600_000, 41);
-    let local = site.local("tree/big.bin", &old);
-    let tree = local.parent().expect("tree").to_path_buf();
-    let first = send_as(&site, "alice", &[&tree], &server.addr());
-    assert_eq!(
-        code(&first),
-        0,
-        "{}",
-        String::from_utf8_lossy(&first.stderr)
-    );
-    let stored = site.home("alice").join("tree/big.bin");
+    let (local, tree, stored) = put_once(&site, &server, &old);
     let inode = std::fs::metadata(&stored).expect("stored").ino();
 
     let mut changed = old.clone();
@@ -174,12 +175,7 @@ fn a_delta_whose_temporary_crosses_the_quota_leaves_the_old_file() {
     site.users(&[("alice", "quota = 1300000")]);
     server.reload(1);
     let again = send_again(&site, &server, &tree, &["-f"]);
-    assert_eq!(
-        code(&again),
-        0,
-        "{}",
-        String::from_utf8_lossy(&again.stderr)
-    );
+    expect_exit(&again, 0, "again");
     assert_eq!(std::fs::read(&stored).expect("replaced"), changed);
     check_home(&site, &server, "alice", 1_300_000);
 }
@@ -194,16 +190,7 @@ fn a_whole_file_overwrite_still_needs_room_beside_the_old_file() {
     site.users(&[("alice", "quota = 1000000")]);
     let server = site.serve(&[]);
     let content = pattern(600_000, 42);
-    let local = site.local("tree/big.bin", &content);
-    let tree = local.parent().expect("tree").to_path_buf();
-    let first = send_as(&site, "alice", &[&tree], &server.addr());
-    assert_eq!(
-        code(&first),
-        0,
-        "{}",
-        String::from_utf8_lossy(&first.stderr)
-    );
-    let stored = site.home("alice").join("tree/big.bin");
+    let (_, tree, stored) = put_once(&site, &server, &content);
     let inode = std::fs::metadata(&stored).expect("stored").ino();
 
     let whole = send_again(&site, &server, &tree, &["-f", "-I", "-W"]);
@@ -217,12 +204,7 @@ fn a_whole_file_overwrite_still_needs_room_beside_the_old_file() {
     check_home(&site, &server, "alice", 1_000_000);
 
     let delta = send_again(&site, &server, &tree, &["-f", "-I"]);
-    assert_eq!(
-        code(&delta),
-        0,
-        "{}",
-        String::from_utf8_lossy(&delta.stderr)
-    );
+    expect_exit(&delta, 0, "delta");
     assert_eq!(std::fs::metadata(&stored).expect("kept").ino(), inode);
     assert_eq!(std::fs::read(&stored).expect("kept"), content);
     check_home(&site, &server, "alice", 1_000_000);
@@ -246,7 +228,7 @@ fn a_sparse_file_is_charged_its_size_holes_included() {
             .expect("its data");
     }
     let put = send_as(&site, "alice", &[&file], &server.addr());
-    assert_eq!(code(&put), 0, "{}", String::from_utf8_lossy(&put.stderr));
+    expect_exit(&put, 0, "put");
     assert_eq!(on_disk(&site.home("alice")), (40_000_000, 1));
     check_home(&site, &server, "alice", 100_000_000);
 }
@@ -270,17 +252,12 @@ fn a_reload_counts_a_home_changed_behind_the_servers_back_again() {
         &[&write_source(&site, 90_000)],
         &server.at("/"),
     );
-    assert_eq!(code(&put), 0, "{}", String::from_utf8_lossy(&put.stderr));
+    expect_exit(&put, 0, "put");
     // Behind the server's back: one file in, one out.
     std::fs::write(home.join("dropped.bin"), pattern(60_000, 2)).unwrap();
     std::fs::remove_file(home.join("old.bin")).unwrap();
     let removed = crate::util::server::client(&site, "alice", &["rm", &server.at("dropped.bin")]);
-    assert_eq!(
-        code(&removed),
-        0,
-        "{}",
-        String::from_utf8_lossy(&removed.stderr)
-    );
+    expect_exit(&removed, 0, "removed");
     server.reload(1);
     server.wait_for_log("counted 1 home again from the disk", 1);
     check_home(&site, &server, "alice", SMALL);
