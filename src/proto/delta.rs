@@ -13,6 +13,7 @@ use std::io::{self, Read};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::hex::{hex, unhex_into};
+use crate::proto::cut;
 use crate::proto::hash::Hasher;
 
 /// Smallest average chunk, as a power of two (8 KiB).
@@ -90,21 +91,17 @@ impl Chunking {
     /// The length of the chunk that starts at `bytes[0]`, where `bytes` holds
     /// [`Chunking::max`] bytes or everything up to the end of the data.
     pub(crate) fn cut(self, bytes: &[u8]) -> usize {
-        use fastcdc::v2020::{MASKS, cut};
-        let mask_s = MASKS[(self.bits + 1) as usize];
-        let mask_l = MASKS[(self.bits - 1) as usize];
-        let bytes = &bytes[..bytes.len().min(self.max())];
-        let (_, len) = cut(
+        use fastcdc::v2020::MASKS;
+        cut::cut(
             bytes,
-            self.min(),
-            self.avg(),
-            self.max(),
-            mask_s,
-            mask_l,
-            mask_s << 1,
-            mask_l << 1,
-        );
-        len
+            cut::CutParams {
+                min: self.min(),
+                avg: self.avg(),
+                max: self.max(),
+                mask_s: MASKS[(self.bits + 1) as usize],
+                mask_l: MASKS[(self.bits - 1) as usize],
+            },
+        )
     }
 }
 

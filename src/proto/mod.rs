@@ -4,13 +4,14 @@
 //! over a stream; both size their buffers with `buffer`), [`handshake`] (mutual
 //! authentication), which yields a [`negotiated::Negotiated`]: roles, user, features,
 //! session key and the MACs of each transfer. [`hash`] is the content hash (MD5 or
-//! BLAKE3) files are verified with; [`delta`] chunks files and codes the instructions
-//! of feature `delta`.
+//! BLAKE3) files are verified with; [`delta`] chunks files (finding cuts with `cut`)
+//! and codes the instructions of feature `delta`.
 //!
 //! Nothing here touches files or the terminal.
 
 mod buffer;
 pub(crate) mod compress;
+mod cut;
 pub(crate) mod delta;
 pub(crate) mod entry;
 pub(crate) mod handshake;
