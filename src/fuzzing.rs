@@ -194,6 +194,41 @@ fn receive(
     let _ = std::fs::remove_dir_all(&parent);
 }
 
+/// Feature `delta`'s cut (`proto/cut.rs`, hashing four stretches side by side)
+/// finds every chunk boundary the `fastcdc` crate's `v2020::cut` finds, the
+/// definition docs/PROTOCOL.md 18.2 gives. The input picks an average size (8 to 64
+/// KiB), a length (up to a little past the largest chunk) and a pattern, tiled to
+/// that length with each repetition varied, so that short inputs reach long chunks.
+pub fn cut_agrees(data: &[u8]) {
+    use crate::proto::cut::{CutParams, cut};
+    use fastcdc::v2020::MASKS;
+    let (Some(&pick), Some(len), pattern) = (data.first(), data.get(1..4), data.get(4..)) else {
+        return;
+    };
+    let bits = 13 + u32::from(pick % 4);
+    let avg = 1usize << bits;
+    let p = CutParams {
+        min: avg / 4,
+        avg,
+        max: avg * 4,
+        mask_s: MASKS[(bits + 1) as usize],
+        mask_l: MASKS[(bits - 1) as usize],
+    };
+    let len = usize::from(len[0]) << 16 | usize::from(len[1]) << 8 | usize::from(len[2]);
+    let pattern = pattern.filter(|p| !p.is_empty()).unwrap_or(&[0]);
+    let bytes: Vec<u8> = (0..len % (2 * p.max + 100))
+        .map(|i| pattern[i % pattern.len()] ^ (i / pattern.len()) as u8)
+        .collect();
+    let mut at = 0;
+    while at < bytes.len() {
+        let rest = &bytes[at..bytes.len().min(at + p.max)];
+        let (s, l) = (p.mask_s, p.mask_l);
+        let expected = fastcdc::v2020::cut(rest, p.min, p.avg, p.max, s, l, s << 1, l << 1).1;
+        assert_eq!(cut(rest, p), expected, "cut at {at}, avg {avg}");
+        at += expected;
+    }
+}
+
 /// A new, empty directory under the system's temporary directory.
 fn tempfile_dir() -> std::path::PathBuf {
     use std::sync::atomic::{AtomicU64, Ordering};
@@ -217,5 +252,6 @@ mod tests {
         super::path_policy(b"docs/hello.txt");
         super::receiver_session(b"");
         super::receiver_features(b"");
+        super::cut_agrees(b"\x01\x02\x00\x00xfer");
     }
 }

@@ -11,7 +11,7 @@
 
 mod buffer;
 pub(crate) mod compress;
-mod cut;
+pub(crate) mod cut;
 pub(crate) mod delta;
 pub(crate) mod entry;
 pub(crate) mod handshake;

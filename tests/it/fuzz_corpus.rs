@@ -316,3 +316,8 @@ mod seeds {
         assert!(built == new_version(), "the delta built the new version");
     }
 }
+
+#[test]
+fn cut_corpus() {
+    replay("cut_agrees", xfer::fuzzing::cut_agrees);
+}
