@@ -1,6 +1,6 @@
 //! The cut of feature `delta` (`docs/PROTOCOL.md` 18.2: FastCDC 2020 as the
-//! `fastcdc` crate's `v2020::cut` computes it), giving the same answer in about half
-//! the time. The crate keeps one running gear hash, a chain of shifts and adds in
+//! `fastcdc` crate's `v2020::cut` computes it), giving the same answer in about two
+//! thirds of the time. The crate keeps one running gear hash, a chain of shifts and adds in
 //! which every step waits for the one before, so the core sits mostly idle; and
 //! finding cuts was the largest cost of a delta on both sides (46 % of a sender's
 //! CPU, 32 % of a receiver's, on 1 GiB). But a gear hash is `Σ GEAR[byte] << age`
@@ -18,7 +18,7 @@ use std::sync::OnceLock;
 const LANES: usize = 4;
 /// Bytes of one stretch. Shorter stretches pay the 64 bytes of warming up more
 /// often, longer ones scan further past a cut found early in a later stretch;
-/// 1 KiB measured best.
+/// of 256 B to 4 KiB, 1 KiB measured as fast as any.
 const STRETCH: usize = 1024;
 /// Bytes that decide a gear hash: older ones have shifted out of the u64.
 const HISTORY: usize = 64;
@@ -45,7 +45,9 @@ pub(crate) fn cut(src: &[u8], params: CutParams) -> usize {
     if n <= params.min {
         return n;
     }
-    // The pseudo-code steps through pairs of bytes: each loop stops at an even bound.
+    // The pseudo-code steps through pairs of bytes, so each loop stops at an even
+    // bound; at the first of a pair it holds twice the hash and tests the mask
+    // shifted left, which is the same test, as no mask has bit 63.
     let small_end = params.avg.min(n) / 2 * 2;
     let end = n / 2 * 2;
     let scan = Scan {

@@ -19,14 +19,22 @@ use crate::util::server::{Site, client, expect_exit};
 use crate::util::tree::{set_mtime, set_xattr, xattrs_of};
 use crate::util::{KEY, Receiver, pattern, peer_sender, send, stderr_of, write_in};
 
+/// The whole second `f` is set to before it is offered with [`offered_over`].
+const OFFERED_TIME: u64 = 1_700_000_000;
+
 /// A receiver (`recv --overwrite`) into `dir`, which holds `f`, and the test peer
 /// as a sender with `delta` that offered `f` with `size` bytes: the plan's chunk
-/// count.
+/// count. `f` is given [`OFFERED_TIME`] and offered with it, as `-I` offers an
+/// unchanged file, so that where `size` is `f`'s too its first bytes are held back
+/// (the case of the findings below); the later writes go through a mapping whose
+/// page is dirty already, and do not change the time again.
 fn offered_over(dir: &Path, size: usize) -> (Receiver, Peer, u32) {
+    set_mtime(&dir.join("f"), OFFERED_TIME as i64, 0);
     let receiver = Receiver::start(dir, Some(KEY), &["--overwrite", "-i"]);
     let mut peer = peer_sender(receiver.port, &["delta"]);
     let entry = SendEntry {
         size: Some(size as u64),
+        mtime: Some(OFFERED_TIME),
         ..SendEntry::file("f", Vec::new())
     };
     peer.send_offer(&[vec![entry.to_json()]]).unwrap();
@@ -217,7 +225,9 @@ fn held_back_bytes_of_a_result_of_the_basis_size_are_hashed_as_written() {
 /// the stamp does not see lands in the new file, which verifies (the hash is of
 /// the first read) and is renamed into place: `ok` for bytes nobody sent. Before
 /// d450641 every copied byte was read once, hashed and written from the same
-/// buffer. (Passes at a52407c.)
+/// buffer. (Passes at a52407c.) Since 22caf7c a result of another size than the
+/// basis is never held back, so this one is written as it is read; the test keeps
+/// that path to the same promise, and the one above holds the held-back path to it.
 #[test]
 fn bytes_held_back_and_written_later_are_the_bytes_that_were_hashed() {
     let old = pattern(256 << 10, 92);
