@@ -29,7 +29,9 @@ fn gear() -> &'static [u64; 256] {
     GEAR.get_or_init(|| fastcdc::v2020::get_gear_with_seed(0).0)
 }
 
-/// The parameters of 18.2's `cut` for one average chunk size.
+/// The parameters of 18.2's `cut` for one average chunk size. As there, `min` is
+/// even (hashing begins at it, where the pseudo-code begins at `MIN / 2 * 2`) and
+/// at most `avg`; the masks have no bit 63.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct CutParams {
     pub(crate) min: usize,
@@ -41,6 +43,10 @@ pub(crate) struct CutParams {
 
 /// 18.2's `cut(src)`: the length of the chunk that starts at `src[0]`.
 pub(crate) fn cut(src: &[u8], params: CutParams) -> usize {
+    debug_assert!(
+        params.min % 2 == 0 && params.min <= params.avg,
+        "{params:?}"
+    );
     let n = src.len().min(params.max);
     if n <= params.min {
         return n;
@@ -225,6 +231,150 @@ mod tests {
         let data = noise(3 * p.max, 9);
         for shift in (0..LANES * STRETCH).step_by(61) {
             agree_on(&data[shift..], p);
+        }
+    }
+
+    /// A xorshift generator for the differential tests below.
+    fn next(state: &mut u64) -> u64 {
+        *state ^= *state << 13;
+        *state ^= *state >> 7;
+        *state ^= *state << 17;
+        *state
+    }
+
+    /// A mask of `bits` random bits below bit 48, as the table's masks are.
+    fn sparse_mask(state: &mut u64, bits: u32) -> u64 {
+        let mut mask = 0u64;
+        while mask.count_ones() < bits {
+            mask |= 1 << (next(state) % 48);
+        }
+        mask
+    }
+
+    #[test]
+    fn cuts_as_the_crate_does_with_masks_that_hit_in_every_stretch() {
+        // Masks of 4 to 13 bits hit every 16 to 8192 positions, so most scans
+        // find a hit in several lanes at once; MIN, AVG and MAX of any size.
+        let mut state = 0x9e37_79b9_7f4a_7c15;
+        let data = noise(1 << 17, 3);
+        for trial in 0..3000 {
+            let min = 2 * (next(&mut state) % 2048) as usize;
+            let avg = min + (next(&mut state) % 20_000) as usize;
+            let max = avg + (next(&mut state) % 40_000) as usize;
+            let p = CutParams {
+                min,
+                avg,
+                max,
+                mask_s: sparse_mask(&mut state, 4 + (trial % 10)),
+                mask_l: sparse_mask(&mut state, 4 + (trial % 8)),
+            };
+            let start = (next(&mut state) % (1 << 16)) as usize;
+            let len = (next(&mut state) % (max as u64 + 100)) as usize;
+            let src = &data[start..(start + len).min(data.len())];
+            assert_eq!(
+                cut(src, p),
+                crate_cut(src, p),
+                "trial {trial}: {p:?}, {len} bytes"
+            );
+        }
+    }
+
+    #[test]
+    fn cuts_as_the_crate_does_when_every_position_hits() {
+        // A mask of no bits: every lane hits at its first position; the cut is MIN.
+        for bits in [13, 17, 22] {
+            let p = CutParams {
+                mask_s: 0,
+                mask_l: 0,
+                ..params(bits)
+            };
+            let data = noise(p.max + 1, u64::from(bits));
+            assert_eq!(cut(&data, p), crate_cut(&data, p));
+            assert_eq!(cut(&data, p), p.min);
+        }
+    }
+
+    #[test]
+    fn cuts_as_the_crate_does_on_random_lengths_and_sizes() {
+        let mut state = 0x2545_f491_4f6c_dd1d;
+        let data = noise(17 << 20, 11);
+        for _ in 0..200 {
+            let p = params(13 + (next(&mut state) % 10) as u32);
+            let len = (next(&mut state) % (p.max as u64 + 5000)) as usize;
+            let len = len.min(data.len());
+            let start = (next(&mut state) % (data.len() - len + 1) as u64) as usize;
+            let src = &data[start..start + len];
+            assert_eq!(
+                cut(src, p),
+                crate_cut(src, p),
+                "{p:?}, {len} bytes at {start}"
+            );
+        }
+    }
+
+    /// `len` bytes whose hash first clears the mask at `target` (past `p.min`):
+    /// noise with no hit before `target - 1`, and the two bytes at `target - 1`
+    /// and `target` chosen so that the first of them misses and the second hits.
+    /// Written from 18.2's definition of the hash, not from [`Scan`].
+    fn hit_at(p: CutParams, target: usize, len: usize) -> Vec<u8> {
+        let gear = gear();
+        let mask_at = |at: usize| match at < p.avg.min(len) / 2 * 2 {
+            true => p.mask_s,
+            false => p.mask_l,
+        };
+        for seed in 1.. {
+            let mut data = noise(len, seed);
+            let mut hash = 0u64;
+            let clear = (p.min..target - 1).all(|at| {
+                hash = (hash << 1).wrapping_add(gear[usize::from(data[at])]);
+                hash & mask_at(at) != 0
+            });
+            let step = |hash: u64, byte: u8| (hash << 1).wrapping_add(gear[usize::from(byte)]);
+            let pair = (0..=u8::MAX)
+                .filter(|&a| step(hash, a) & mask_at(target - 1) != 0)
+                .flat_map(|a| (0..=u8::MAX).map(move |b| (a, b)))
+                .find(|&(a, b)| step(step(hash, a), b) & mask_at(target) == 0);
+            if let (true, Some((a, b))) = (clear, pair) {
+                data[target - 1] = a;
+                data[target] = b;
+                return data;
+            }
+        }
+        unreachable!()
+    }
+
+    #[test]
+    fn cuts_as_the_crate_does_at_the_edges_of_every_lane_and_bound() {
+        // Masks of 16 bits: a scan seldom hits before the position aimed at, and
+        // two bytes chosen of 65536 pairs usually hit there. MIN itself is the
+        // test above (the pair would start before hashing does).
+        let p = CutParams {
+            mask_s: MASKS[14] | 0x3,
+            mask_l: MASKS[16],
+            ..params(13)
+        };
+        let lane_edges = |from: usize| {
+            (0..LANES).flat_map(move |lane| {
+                let start = from + lane * STRETCH;
+                [start, start + 1, start + STRETCH - 1]
+            })
+        };
+        // A hit at the last byte of an odd length is past the last pair: no cut.
+        let bounds = [p.avg - 2, p.avg - 1, p.avg, p.avg + 1, p.max - 2, p.max - 1];
+        let targets = lane_edges(p.min)
+            .skip(1)
+            .chain(lane_edges(p.avg))
+            .chain(bounds);
+        for target in targets {
+            for len in [p.max, p.max - 1, p.max + 7, p.avg + 1, p.avg - 1] {
+                if target < len.min(p.max) {
+                    let data = hit_at(p, target, len);
+                    let expected = crate_cut(&data, p);
+                    let pairs_end = len.min(p.max) / 2 * 2;
+                    assert_eq!(expected == target, target < pairs_end, "the crate's");
+                    assert_eq!(cut(&data, p), expected, "target {target}, {len} bytes");
+                }
+            }
         }
     }
 }
