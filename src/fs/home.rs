@@ -30,6 +30,21 @@ use crate::proto::message::{Entry, EntryKind, ErrorCode, Item, ItemKind, Mirror}
 /// Permission bits shown in listings and carried in offers.
 const PERMISSION_BITS: u32 = 0o777;
 
+/// Makes directory `components[depth]` of a home's path in `dir` (its parent),
+/// private to the server's account (0700), unless something is there already
+/// (which opening it then checks).
+fn make_private(dir: &OwnedFd, components: &[&str], depth: usize) -> Result<(), Refusal> {
+    let shown = beneath::shown_path(&components[..=depth]);
+    let what = match depth + 1 == components.len() {
+        true => "cannot create the home",
+        false => "cannot create directory",
+    };
+    match rustix::fs::mkdirat(dir, components[depth], Mode::from_raw_mode(0o700)) {
+        Ok(()) | Err(Errno::EXIST) => Ok(()),
+        Err(err) => Err(Refusal::io(&shown, what, err)),
+    }
+}
+
 /// A user's home, held open.
 pub(crate) struct Home {
     root: OwnedFd,
@@ -39,7 +54,8 @@ impl Home {
     /// Opens `home` beneath the server's root `root` without following links (a
     /// home swapped for a symlink is refused, not followed), creating it if asked:
     /// a new home is made private to the server's account (0700), as a user's files
-    /// are nobody else's business on the server's machine either.
+    /// are nobody else's business on the server's machine either; so are new
+    /// directories above it (`team/` for `team/bob`), whose entries are user names.
     pub(crate) fn open(root: &OwnedFd, home: &Path, create: bool) -> Result<Home, Refusal> {
         let components: Vec<&str> = home
             .components()
@@ -51,20 +67,18 @@ impl Home {
                 format!("home {} does not exist", home.display()),
             )
         };
-        let Some((last, parents)) = components.split_last() else {
+        if components.is_empty() {
             return Err(not_found());
-        };
-        let parent = beneath::walk(root, parents, create)?.ok_or_else(not_found)?;
-        if create {
-            match rustix::fs::mkdirat(&parent, *last, Mode::from_raw_mode(0o700)) {
-                Ok(()) | Err(Errno::EXIST) => {}
-                Err(err) => return Err(Refusal::io(last, "cannot create the home", err)),
-            }
         }
-        let root = beneath::step(&parent, &components, parents.len(), false)?;
-        Ok(Home {
-            root: root.ok_or_else(not_found)?,
-        })
+        let mut dir =
+            rustix::io::dup(root).map_err(|err| Refusal::io("", "cannot open the root", err))?;
+        for depth in 0..components.len() {
+            if create {
+                make_private(&dir, &components, depth)?;
+            }
+            dir = beneath::step(&dir, &components, depth, false)?.ok_or_else(not_found)?;
+        }
+        Ok(Home { root: dir })
     }
 
     /// The permission bits of the home that let other local accounts in, if any.
@@ -832,6 +846,25 @@ mod tests {
         )
         .unwrap();
         (dir, Home::from_fd(fd))
+    }
+
+    #[test]
+    fn a_new_home_and_new_directories_above_it_are_private_and_old_ones_left_alone() {
+        use std::os::unix::fs::PermissionsExt;
+        let (dir, root) = home();
+        let mode = |path: &str| {
+            let meta = std::fs::metadata(dir.path().join(path)).unwrap();
+            meta.permissions().mode() & 0o777
+        };
+        Home::open(&root.root, Path::new("team/bob"), true).unwrap();
+        assert_eq!((mode("team"), mode("team/bob")), (0o700, 0o700));
+        std::fs::create_dir(dir.path().join("open")).unwrap();
+        std::fs::set_permissions(dir.path().join("open"), PermissionsExt::from_mode(0o755))
+            .unwrap();
+        Home::open(&root.root, Path::new("open/alice"), true).unwrap();
+        assert_eq!((mode("open"), mode("open/alice")), (0o755, 0o700));
+        let missing = Home::open(&root.root, Path::new("team/carol"), false);
+        assert_eq!(code(missing.map(|_| ())), ErrorCode::NotFound);
     }
 
     /// `remove`, and what it gave back to the books.
