@@ -36,7 +36,13 @@ pub(crate) enum FileOutcome {
         resumed_at: Option<u64>,
     },
     /// The receiver already held it (same size and time): counted as delivered.
-    Same { path: String, size: Option<u64> },
+    /// `verified`: its content was hashed and matched too (a delta that rebuilt the
+    /// old file byte for byte, which stayed), with what.
+    Same {
+        path: String,
+        size: Option<u64>,
+        verified: Option<(HashKind, Digest)>,
+    },
     /// It did not make it: the wire code that says why, and the words (escaped).
     Failed {
         path: String,
@@ -663,9 +669,23 @@ fn file_event(outcome: &FileOutcome) -> serde_json::Value {
             }
             event
         }
-        FileOutcome::Same { path, size } => json!({
-            "event": "file", "path": path, "size": size, "status": "same",
-        }),
+        FileOutcome::Same {
+            path,
+            size,
+            verified,
+        } => {
+            let mut event = json!({
+                "event": "file", "path": path, "size": size, "status": "same",
+            });
+            if let Some((hash, digest)) = verified {
+                event["hash"] = json!(hash.name());
+                event["digest"] = json!(digest.to_hex());
+                if *hash == HashKind::Md5 {
+                    event["md5"] = json!(digest.to_hex());
+                }
+            }
+            event
+        }
         FileOutcome::Failed { path, code, why } => json!({
             "event": "file", "path": path, "status": "failed",
             "code": code.as_str(), "message": why,

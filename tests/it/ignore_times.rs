@@ -528,3 +528,35 @@ fn an_unchanged_file_put_and_got_with_ignore_times_stays_and_the_quota_holds() {
     );
     assert_eq!(inode(&there), before, "kept here");
 }
+
+/// The `--json` file events of `out` (one JSON object per line) for `path`.
+fn file_events(out: &str, path: &str) -> Vec<Value> {
+    out.lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .filter(|event| event["event"] == "file" && event["path"] == path)
+        .collect()
+}
+
+#[test]
+fn a_kept_file_is_reported_same_with_the_hash_it_was_verified_by_on_both_sides() {
+    let content = pattern(256 << 10, 77);
+    let (src, dst) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let file = write_at_the_time(src.path(), "f", &content);
+    write_at_the_time(dst.path(), "f", &content);
+    let mut receiver = Receiver::start(dst.path(), Some(KEY), &["--overwrite", "--json"]);
+    let sent = send(&[&file], receiver.port, KEY, &["-I", "--json"]);
+    assert!(sent.status.success(), "{}", stderr_of(&sent));
+    assert_eq!(receiver.exit_code(), 0, "{}", receiver.stderr());
+    let digest = blake3::hash(&content).to_hex().to_string();
+    for (side, out) in [
+        ("sender", stdout_of(&sent)),
+        ("receiver", receiver.stdout()),
+    ] {
+        let events = file_events(&out, "f");
+        assert_eq!(events.len(), 1, "{side}: {out}");
+        let event = &events[0];
+        assert_eq!(event["status"], "same", "{side}: {event}");
+        assert_eq!(event["hash"], "blake3", "{side}: {event}");
+        assert_eq!(event["digest"], digest.as_str(), "{side}: {event}");
+    }
+}

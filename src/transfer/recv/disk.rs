@@ -785,8 +785,11 @@ impl Answers<'_, '_, '_> {
     /// a delta; one whose delta was the old file itself stayed, as a `same` one.
     fn tally_arrived(&self, index: usize, path: &str, arrived: Arrived) {
         if arrived.kept {
-            let (path, size) = (path.to_string(), Some(arrived.size));
-            return self.tally.record(FileOutcome::Same { path, size });
+            return self.tally.record(FileOutcome::Same {
+                path: path.to_string(),
+                size: Some(arrived.size),
+                verified: Some((self.shared.transfer.hash, arrived.digest)),
+            });
         }
         let item = &self.planned[index];
         let replaced = item.replaces.files > 0 || item.replaces_other;

@@ -429,6 +429,7 @@ impl<'s, 'c> Decider<'s, 'c> {
                 tally.record(FileOutcome::Same {
                     path: entry.shown_path().into_owned(),
                     size: entry.size,
+                    verified: None,
                 });
             }
         }

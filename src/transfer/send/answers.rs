@@ -98,8 +98,11 @@ fn outstanding(pending: &Pending, index: u64, answer: &Answer) -> Result<Option<
 /// rebuilt its old file, which stayed) counts as already there, as it does there.
 fn verified(report: &Report<'_>, path: &str, outstanding: &Outstanding, sent: Sent, kept: bool) {
     if kept && outstanding.delta {
-        let (path, size) = (path.to_string(), Some(sent.size));
-        return report.tally.record(FileOutcome::Same { path, size });
+        return report.tally.record(FileOutcome::Same {
+            path: path.to_string(),
+            size: Some(sent.size),
+            verified: Some((report.transfer.hash, sent.digest)),
+        });
     }
     let change = match (outstanding.delta, outstanding.replaces) {
         (true, _) => Change::Delta,

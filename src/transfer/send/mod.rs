@@ -763,6 +763,7 @@ fn skipped(
             tally.record(FileOutcome::Same {
                 path: entry.shown_path().into_owned(),
                 size: entry.size,
+                verified: None,
             });
         }
         _ => tally.failed(
