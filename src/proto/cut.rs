@@ -144,6 +144,8 @@ impl Scan<'_> {
     }
 }
 
+/// Notes position `i` as a stretch's first cut, unless it has one already. Out of
+/// line and cold, so that the scan's loop stays small.
 #[cold]
 #[inline(never)]
 fn note(first: &mut Option<usize>, i: usize) {
