@@ -36,18 +36,21 @@ pub(crate) fn read(path: &Path) -> Option<Xattrs> {
     let mut names = vec![0u8; size];
     let len = rustix::fs::llistxattr(path, &mut names[..]).ok()?;
     let mut xattrs = Xattrs::new();
-    for name in names[..len].split(|b| *b == 0).filter(|n| !n.is_empty()) {
-        let Ok(name) = std::str::from_utf8(name) else {
-            continue;
-        };
-        if !settable(name, all) {
-            continue;
-        }
+    for name in settable_names(&names[..len.min(size)], all) {
         if let Some(value) = value_of(path, name) {
             xattrs.insert(name.to_string(), hex(&value));
         }
     }
     (!xattrs.is_empty()).then_some(xattrs)
+}
+
+/// The names in a list the system gave (each ended by a NUL) that this process may
+/// carry or change (`all`: every namespace; see [`settable`]).
+fn settable_names(listed: &[u8], all: bool) -> impl Iterator<Item = &str> {
+    listed
+        .split(|b| *b == 0)
+        .filter_map(|name| std::str::from_utf8(name).ok())
+        .filter(move |name| !name.is_empty() && settable(name, all))
 }
 
 fn value_of(path: &Path, name: &str) -> Option<Vec<u8>> {
@@ -82,10 +85,8 @@ pub(crate) fn remove_others(fd: impl AsFd, xattrs: &Xattrs, all: bool) -> usize 
     let Ok(len) = rustix::fs::flistxattr(&fd, &mut names[..]) else {
         return 0;
     };
-    names[..len.min(size)]
-        .split(|b| *b == 0)
-        .filter_map(|name| std::str::from_utf8(name).ok())
-        .filter(|name| !name.is_empty() && settable(name, all) && !xattrs.contains_key(*name))
+    settable_names(&names[..len.min(size)], all)
+        .filter(|name| !xattrs.contains_key(*name))
         .filter(|name| rustix::fs::fremovexattr(&fd, *name).is_ok())
         .count()
 }
