@@ -90,18 +90,18 @@ pub(crate) fn kind(stat: &Stat) -> FileType {
 }
 
 /// Walks `components` from `root`, each a directory opened without following
-/// links; with `create`, makes those that are missing. `Ok(None)`: one is missing.
-/// `path` names the whole request in refusals.
+/// links; with `make`, makes those that are missing with that mode (less the
+/// umask). `Ok(None)`: one is missing.
 pub(crate) fn walk<C: AsRef<[u8]>>(
     root: &OwnedFd,
     components: &[C],
-    create: bool,
+    make: Option<Mode>,
 ) -> Result<Option<OwnedFd>, Refusal> {
     let mut dir =
         rustix::io::dup(root).map_err(|err| Refusal::io("", "cannot open the root", err))?;
     for depth in 0..components.len() {
-        match step(&dir, components, depth, create)? {
-            Some(next) => dir = next,
+        match step_making(&dir, components, depth, make)? {
+            Some((next, _)) => dir = next,
             None => return Ok(None),
         }
     }
@@ -125,23 +125,37 @@ pub(crate) fn step_noting<C: AsRef<[u8]>>(
     depth: usize,
     create: bool,
 ) -> Result<Option<(OwnedFd, bool)>, Refusal> {
+    step_making(
+        dir,
+        components,
+        depth,
+        create.then_some(Mode::from_raw_mode(0o777)),
+    )
+}
+
+/// [`step_noting`], making a missing directory with the mode `make` gives.
+fn step_making<C: AsRef<[u8]>>(
+    dir: &OwnedFd,
+    components: &[C],
+    depth: usize,
+    make: Option<Mode>,
+) -> Result<Option<(OwnedFd, bool)>, Refusal> {
     let component = components[depth].as_ref();
     let shown = || shown_path(&components[..=depth]);
-    match open_dir(dir, component) {
-        Ok(next) => Ok(Some((next, false))),
-        Err(Errno::NOENT) if create => {
-            let made = match rustix::fs::mkdirat(dir, component, Mode::from_raw_mode(0o777)) {
-                Ok(()) => true,
-                Err(Errno::EXIST) => false,
-                Err(err) => return Err(Refusal::io(&shown(), "cannot create directory", err)),
-            };
-            open_dir(dir, component)
-                .map(|next| Some((next, made)))
-                .map_err(|err| explain(dir, component, &shown(), err))
-        }
-        Err(Errno::NOENT) => Ok(None),
-        Err(err) => Err(explain(dir, component, &shown(), err)),
-    }
+    let mode = match (open_dir(dir, component), make) {
+        (Ok(next), _) => return Ok(Some((next, false))),
+        (Err(Errno::NOENT), Some(mode)) => mode,
+        (Err(Errno::NOENT), None) => return Ok(None),
+        (Err(err), _) => return Err(explain(dir, component, &shown(), err)),
+    };
+    let made = match rustix::fs::mkdirat(dir, component, mode) {
+        Ok(()) => true,
+        Err(Errno::EXIST) => false,
+        Err(err) => return Err(Refusal::io(&shown(), "cannot create directory", err)),
+    };
+    open_dir(dir, component)
+        .map(|next| Some((next, made)))
+        .map_err(|err| explain(dir, component, &shown(), err))
 }
 
 /// How a link met where a directory is wanted is refused (`shown`: its path,
@@ -337,13 +351,14 @@ mod tests {
             Mode::empty(),
         )
         .unwrap();
-        assert!(walk(&root, &["a", "b"], false).unwrap().is_some());
-        assert!(walk(&root, &["a", "missing"], false).unwrap().is_none());
-        let refusal = walk(&root, &["a", "link", "x"], true).unwrap_err();
+        let make = Some(Mode::from_raw_mode(0o777));
+        assert!(walk(&root, &["a", "b"], None).unwrap().is_some());
+        assert!(walk(&root, &["a", "missing"], None).unwrap().is_none());
+        let refusal = walk(&root, &["a", "link", "x"], make).unwrap_err();
         assert_eq!(refusal.code, ErrorCode::BadPath);
         assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 0);
         assert!(
-            walk(&root, &["a", "new", "deeper"], true)
+            walk(&root, &["a", "new", "deeper"], make)
                 .unwrap()
                 .is_some()
         );

@@ -30,21 +30,6 @@ use crate::proto::message::{Entry, EntryKind, ErrorCode, Item, ItemKind, Mirror}
 /// Permission bits shown in listings and carried in offers.
 const PERMISSION_BITS: u32 = 0o777;
 
-/// Makes directory `components[depth]` of a home's path in `dir` (its parent),
-/// private to the server's account (0700), unless something is there already
-/// (which opening it then checks).
-fn make_private(dir: &OwnedFd, components: &[&str], depth: usize) -> Result<(), Refusal> {
-    let shown = beneath::shown_path(&components[..=depth]);
-    let what = match depth + 1 == components.len() {
-        true => "cannot create the home",
-        false => "cannot create directory",
-    };
-    match rustix::fs::mkdirat(dir, components[depth], Mode::from_raw_mode(0o700)) {
-        Ok(()) | Err(Errno::EXIST) => Ok(()),
-        Err(err) => Err(Refusal::io(&shown, what, err)),
-    }
-}
-
 /// A user's home, held open.
 pub(crate) struct Home {
     root: OwnedFd,
@@ -67,18 +52,22 @@ impl Home {
                 format!("home {} does not exist", home.display()),
             )
         };
-        if components.is_empty() {
+        let Some((last, parents)) = components.split_last() else {
             return Err(not_found());
-        }
-        let mut dir =
-            rustix::io::dup(root).map_err(|err| Refusal::io("", "cannot open the root", err))?;
-        for depth in 0..components.len() {
-            if create {
-                make_private(&dir, &components, depth)?;
+        };
+        let private = Mode::from_raw_mode(0o700);
+        let parent = beneath::walk(root, parents, create.then_some(private))?;
+        let parent = parent.ok_or_else(not_found)?;
+        if create {
+            match rustix::fs::mkdirat(&parent, *last, private) {
+                Ok(()) | Err(Errno::EXIST) => {}
+                Err(err) => return Err(Refusal::io(last, "cannot create the home", err)),
             }
-            dir = beneath::step(&dir, &components, depth, false)?.ok_or_else(not_found)?;
         }
-        Ok(Home { root: dir })
+        let root = beneath::step(&parent, &components, parents.len(), false)?;
+        Ok(Home {
+            root: root.ok_or_else(not_found)?,
+        })
     }
 
     /// The permission bits of the home that let other local accounts in, if any.
@@ -117,7 +106,7 @@ impl Home {
     /// a directory (a file, a symlink), is `not_found`.
     fn parent(&self, path: &str, parents: &[&str]) -> Result<OwnedFd, Refusal> {
         let home = self.dup()?;
-        match beneath::walk(&home, parents, false) {
+        match beneath::walk(&home, parents, None) {
             Ok(Some(dir)) => Ok(dir),
             Ok(None) => Err(not_found(path)),
             Err(refusal) if refusal.code != ErrorCode::Io => Err(not_found(path)),
@@ -731,7 +720,7 @@ impl Fetch {
         if entry_kind == EntryKind::Dir {
             let components = checked(path)?;
             let dir =
-                beneath::walk(&self.home, &components, false)?.ok_or_else(|| not_found(path))?;
+                beneath::walk(&self.home, &components, None)?.ok_or_else(|| not_found(path))?;
             let names = sorted_names(&dir).map_err(|err| Refusal::io(path, "cannot list", err))?;
             for child in names {
                 // One that vanished since its name was read is left out.
@@ -768,7 +757,7 @@ impl Fetch {
     fn link_entry(&self, path: &str, name: String, stat: &Stat) -> Result<Entry, Refusal> {
         let components = checked(path)?;
         let (last, parents) = components.split_last().ok_or_else(|| not_found(path))?;
-        let dir = beneath::walk(&self.home, parents, false)?.ok_or_else(|| not_found(path))?;
+        let dir = beneath::walk(&self.home, parents, None)?.ok_or_else(|| not_found(path))?;
         let target = rustix::fs::readlinkat(&dir, *last, Vec::new())
             .map_err(|err| Refusal::io(path, "cannot read the link", err))?;
         let mut entry = fetched_entry(name, EntryKind::Symlink, stat);
@@ -809,7 +798,7 @@ impl Outbox for Fetch {
         let path = &self.origins[index];
         let components = checked(path).map_err(anyhow::Error::new)?;
         let (name, parents) = components.split_last().expect("a fetched path has a name");
-        let dir = beneath::walk(&self.home, parents, false)
+        let dir = beneath::walk(&self.home, parents, None)
             .map_err(anyhow::Error::new)?
             .ok_or_else(|| anyhow::Error::new(not_found(path)))
             .classify(Kind::Io)?;

@@ -67,7 +67,7 @@ impl TargetDir {
                 continue;
             };
             // A component that is a link (or gone) is never entered.
-            if let Ok(Some(fd)) = beneath::walk(&root, &components, false) {
+            if let Ok(Some(fd)) = beneath::walk(&root, &components, None) {
                 let mut walk = Walk::new(rules, &mut *said, self, None);
                 walk.children(&fd, dir, components.len());
             }
@@ -106,7 +106,7 @@ impl TargetDir {
                 let root = self
                     .dup_root()
                     .map_err(|err| Refusal::io(path, "cannot open the target directory", err))?;
-                let Some(found) = beneath::walk(&root, parents, false)? else {
+                let Some(found) = beneath::walk(&root, parents, None)? else {
                     return Ok(Footprint::default());
                 };
                 walked = found;
