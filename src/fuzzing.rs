@@ -200,20 +200,11 @@ fn receive(
 /// KiB), a length (up to a little past the largest chunk) and a pattern, tiled to
 /// that length with each repetition varied, so that short inputs reach long chunks.
 pub fn cut_agrees(data: &[u8]) {
-    use crate::proto::cut::{CutParams, cut};
-    use fastcdc::v2020::MASKS;
+    use crate::proto::cut::{CutParams, cut, cut_by_the_crate};
     let (Some(&pick), Some(len), pattern) = (data.first(), data.get(1..4), data.get(4..)) else {
         return;
     };
-    let bits = 13 + u32::from(pick % 4);
-    let avg = 1usize << bits;
-    let p = CutParams {
-        min: avg / 4,
-        avg,
-        max: avg * 4,
-        mask_s: MASKS[(bits + 1) as usize],
-        mask_l: MASKS[(bits - 1) as usize],
-    };
+    let p = CutParams::for_avg_bits(13 + u32::from(pick % 4));
     let len = usize::from(len[0]) << 16 | usize::from(len[1]) << 8 | usize::from(len[2]);
     let pattern = pattern.filter(|p| !p.is_empty()).unwrap_or(&[0]);
     let bytes: Vec<u8> = (0..len % (2 * p.max + 100))
@@ -222,9 +213,8 @@ pub fn cut_agrees(data: &[u8]) {
     let mut at = 0;
     while at < bytes.len() {
         let rest = &bytes[at..bytes.len().min(at + p.max)];
-        let (s, l) = (p.mask_s, p.mask_l);
-        let expected = fastcdc::v2020::cut(rest, p.min, p.avg, p.max, s, l, s << 1, l << 1).1;
-        assert_eq!(cut(rest, p), expected, "cut at {at}, avg {avg}");
+        let expected = cut_by_the_crate(rest, p);
+        assert_eq!(cut(rest, p), expected, "cut at {at}, avg {}", p.avg);
         at += expected;
     }
 }

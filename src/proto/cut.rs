@@ -41,6 +41,30 @@ pub(crate) struct CutParams {
     pub(crate) mask_l: u64,
 }
 
+impl CutParams {
+    /// 18.2's parameters for `avg` = 2^`bits`: `MIN` a quarter of it, `MAX` four
+    /// times, `MASK_S` = `MASKS[bits + 1]`, `MASK_L` = `MASKS[bits − 1]`.
+    pub(crate) fn for_avg_bits(bits: u32) -> CutParams {
+        use fastcdc::v2020::MASKS;
+        let avg = 1 << bits;
+        CutParams {
+            min: avg / 4,
+            avg,
+            max: avg * 4,
+            mask_s: MASKS[(bits + 1) as usize],
+            mask_l: MASKS[(bits - 1) as usize],
+        }
+    }
+}
+
+/// The cut as the `fastcdc` crate computes it, which 18.2 names: what [`cut`] must
+/// give, for the tests and the fuzz target to hold it to.
+pub(crate) fn cut_by_the_crate(src: &[u8], p: CutParams) -> usize {
+    let src = &src[..src.len().min(p.max)];
+    let (s, l) = (p.mask_s, p.mask_l);
+    fastcdc::v2020::cut(src, p.min, p.avg, p.max, s, l, s << 1, l << 1).1
+}
+
 /// 18.2's `cut(src)`: the length of the chunk that starts at `src[0]`.
 pub(crate) fn cut(src: &[u8], params: CutParams) -> usize {
     debug_assert!(
@@ -159,20 +183,7 @@ mod tests {
     use fastcdc::v2020::MASKS;
 
     fn params(bits: u32) -> CutParams {
-        let avg = 1 << bits;
-        CutParams {
-            min: avg / 4,
-            avg,
-            max: avg * 4,
-            mask_s: MASKS[(bits + 1) as usize],
-            mask_l: MASKS[(bits - 1) as usize],
-        }
-    }
-
-    fn crate_cut(src: &[u8], p: CutParams) -> usize {
-        let src = &src[..src.len().min(p.max)];
-        let (s, l) = (p.mask_s, p.mask_l);
-        fastcdc::v2020::cut(src, p.min, p.avg, p.max, s, l, s << 1, l << 1).1
+        CutParams::for_avg_bits(bits)
     }
 
     /// Cuts `data` from its start as a file is cut, checking every cut against the
@@ -180,7 +191,7 @@ mod tests {
     fn agree_on(data: &[u8], p: CutParams) -> usize {
         let (mut at, mut chunks) = (0, 0);
         while at < data.len() {
-            let expected = crate_cut(&data[at..], p);
+            let expected = cut_by_the_crate(&data[at..], p);
             assert_eq!(cut(&data[at..], p), expected, "at {at} of {}", data.len());
             at += expected;
             chunks += 1;
@@ -221,7 +232,7 @@ mod tests {
             .flat_map(near)
         {
             let src = &data[..len.min(data.len())];
-            assert_eq!(cut(src, p), crate_cut(src, p), "length {len}");
+            assert_eq!(cut(src, p), cut_by_the_crate(src, p), "length {len}");
         }
     }
 
@@ -275,7 +286,7 @@ mod tests {
             let src = &data[start..(start + len).min(data.len())];
             assert_eq!(
                 cut(src, p),
-                crate_cut(src, p),
+                cut_by_the_crate(src, p),
                 "trial {trial}: {p:?}, {len} bytes"
             );
         }
@@ -291,7 +302,7 @@ mod tests {
                 ..params(bits)
             };
             let data = noise(p.max + 1, u64::from(bits));
-            assert_eq!(cut(&data, p), crate_cut(&data, p));
+            assert_eq!(cut(&data, p), cut_by_the_crate(&data, p));
             assert_eq!(cut(&data, p), p.min);
         }
     }
@@ -308,7 +319,7 @@ mod tests {
             let src = &data[start..start + len];
             assert_eq!(
                 cut(src, p),
-                crate_cut(src, p),
+                cut_by_the_crate(src, p),
                 "{p:?}, {len} bytes at {start}"
             );
         }
@@ -371,7 +382,7 @@ mod tests {
             for len in [p.max, p.max - 1, p.max + 7, p.avg + 1, p.avg - 1] {
                 if target < len.min(p.max) {
                     let data = hit_at(p, target, len);
-                    let expected = crate_cut(&data, p);
+                    let expected = cut_by_the_crate(&data, p);
                     let pairs_end = len.min(p.max) / 2 * 2;
                     assert_eq!(expected == target, target < pairs_end, "the crate's");
                     assert_eq!(cut(&data, p), expected, "target {target}, {len} bytes");

@@ -80,28 +80,18 @@ impl Chunking {
         1 << self.bits
     }
 
-    pub(crate) fn min(self) -> usize {
-        self.avg() / 4
+    pub(crate) fn max(self) -> usize {
+        self.cut_params().max
     }
 
-    pub(crate) fn max(self) -> usize {
-        self.avg() * 4
+    fn cut_params(self) -> cut::CutParams {
+        cut::CutParams::for_avg_bits(self.bits)
     }
 
     /// The length of the chunk that starts at `bytes[0]`, where `bytes` holds
     /// [`Chunking::max`] bytes or everything up to the end of the data.
     pub(crate) fn cut(self, bytes: &[u8]) -> usize {
-        use fastcdc::v2020::MASKS;
-        cut::cut(
-            bytes,
-            cut::CutParams {
-                min: self.min(),
-                avg: self.avg(),
-                max: self.max(),
-                mask_s: MASKS[(self.bits + 1) as usize],
-                mask_l: MASKS[(self.bits - 1) as usize],
-            },
-        )
+        cut::cut(bytes, self.cut_params())
     }
 }
 
@@ -558,7 +548,7 @@ pub(crate) mod tests {
         assert!(
             sizes[..sizes.len() - 1]
                 .iter()
-                .all(|&n| n >= chunking.min())
+                .all(|&n| n >= chunking.cut_params().min)
         );
         let mut inserted = vec![9; 100];
         inserted.extend_from_slice(&data);
