@@ -647,6 +647,16 @@ impl Reporter {
     }
 }
 
+/// What verified a file, in its event: `hash` and `digest`, and under MD5 `md5`
+/// as well.
+fn add_hash(event: &mut serde_json::Value, hash: HashKind, digest: &Digest) {
+    event["hash"] = json!(hash.name());
+    event["digest"] = json!(digest.to_hex());
+    if hash == HashKind::Md5 {
+        event["md5"] = json!(digest.to_hex());
+    }
+}
+
 fn file_event(outcome: &FileOutcome) -> serde_json::Value {
     match outcome {
         FileOutcome::Verified {
@@ -659,11 +669,8 @@ fn file_event(outcome: &FileOutcome) -> serde_json::Value {
         } => {
             let mut event = json!({
                 "event": "file", "path": path, "size": size, "status": "ok",
-                "hash": hash.name(), "digest": digest.to_hex(),
             });
-            if *hash == HashKind::Md5 {
-                event["md5"] = json!(digest.to_hex());
-            }
+            add_hash(&mut event, *hash, digest);
             if let Some(at) = resumed_at {
                 event["resumed_at"] = json!(at);
             }
@@ -678,11 +685,7 @@ fn file_event(outcome: &FileOutcome) -> serde_json::Value {
                 "event": "file", "path": path, "size": size, "status": "same",
             });
             if let Some((hash, digest)) = verified {
-                event["hash"] = json!(hash.name());
-                event["digest"] = json!(digest.to_hex());
-                if *hash == HashKind::Md5 {
-                    event["md5"] = json!(digest.to_hex());
-                }
+                add_hash(&mut event, *hash, digest);
             }
             event
         }
