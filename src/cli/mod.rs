@@ -23,29 +23,40 @@ pub(crate) use self::options::Invocation;
 impl Cli {
     /// Parses and checks the process's arguments; exits with clap's usage error (2) on failure.
     pub(crate) fn parse_checked() -> Invocation {
-        let args: Vec<OsString> = std::env::args_os().collect();
         // Checking the options may warn (an `--include` that cannot apply): `-q`
         // must silence that too, so it takes effect before they are checked.
-        let quiet = Cli::command()
-            .try_get_matches_from(args.iter().cloned())
-            .ok()
-            .and_then(|matches| {
-                let (_, sub) = matches.subcommand()?;
-                sub.try_get_one::<bool>("quiet").ok().flatten().copied()
-            });
-        if quiet == Some(true) {
-            crate::stderr::set_quiet();
-        }
-        Cli::try_parse_checked(args).unwrap_or_else(|err| err.exit())
+        let quiet_first = |matches: &clap::ArgMatches| {
+            let quiet = matches
+                .subcommand()
+                .and_then(|(_, sub)| sub.try_get_one::<bool>("quiet").ok().flatten().copied());
+            if quiet == Some(true) {
+                crate::stderr::set_quiet();
+            }
+        };
+        Cli::parse_then_check(std::env::args_os(), quiet_first).unwrap_or_else(|err| err.exit())
     }
 
     /// Parses and checks `args` (the program name first) into what to run.
+    #[cfg(test)]
     pub(crate) fn try_parse_checked<I, T>(args: I) -> Result<Invocation, clap::Error>
     where
         I: IntoIterator<Item = T>,
         T: Into<OsString> + Clone,
     {
+        Cli::parse_then_check(args, |_| {})
+    }
+
+    /// [`Cli::try_parse_checked`], showing `parsed` the arguments before the checks.
+    fn parse_then_check<I, T>(
+        args: I,
+        parsed: impl FnOnce(&clap::ArgMatches),
+    ) -> Result<Invocation, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<OsString> + Clone,
+    {
         let matches = Cli::command().try_get_matches_from(args)?;
+        parsed(&matches);
         let cli = Cli::from_arg_matches(&matches)?;
         let subcommand = matches.subcommand_name().map(str::to_string);
         options::invocation(cli).map_err(|message| {
