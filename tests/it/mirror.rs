@@ -430,6 +430,55 @@ fn a_mirror_spares_what_another_session_is_writing() {
     assert_eq!(fs::read(home.join("tree/a")).unwrap(), b"a\n");
 }
 
+/// A file another session replaces while a mirror is removing the rest of its
+/// directory (after the mirror listed the directory, before it came to that name)
+/// is that session's new file, made since the mirror began: it stays, whole, and
+/// the quota still matches the disk.
+#[test]
+fn a_file_replaced_while_a_mirror_deletes_beside_it_stays() {
+    use crate::util::peer::SendEntry;
+    use crate::util::server::{as_user, eventually};
+    use crate::util::site::put;
+    let site = Site::new();
+    site.users(&[("alice", "")]);
+    let stale = site.home("alice").join("tree");
+    fs::create_dir_all(&stale).unwrap();
+    // Enough stale files that removing them outlasts another session's whole put.
+    for i in 0..20_000 {
+        fs::write(stale.join(format!("f{i:05}")), b"stale\n").unwrap();
+    }
+    fs::write(stale.join("zzz"), b"the older copy\n").unwrap();
+    let local = site.path().join("tree");
+    fs::create_dir_all(&local).unwrap();
+    fs::write(local.join("a"), b"a\n").unwrap();
+    let server = site.serve(&[]);
+    settle();
+    let mut command = as_user(&site, "alice", &["send", "--delete", "-q"]);
+    command.arg(&local).arg(server.at("/"));
+    let mirror = std::thread::spawn(move || crate::util::run(&mut command));
+    // The mirror listed the directory and is removing what it found.
+    eventually("the mirror deletes", || !stale.join("f00000").exists());
+    let new = b"the other session's copy\n".to_vec();
+    let mut other = server.login("alice");
+    let report = put(
+        &mut other,
+        "tree",
+        true,
+        &[SendEntry::file("zzz", new.clone())],
+    )
+    .expect("the other put");
+    assert!(report.delivered(0), "{report:?}");
+    let mirror = mirror.join().unwrap();
+    assert_eq!(code(&mirror), 0, "{}", stderr_of(&mirror));
+    assert!(!stale.join("f19999").exists(), "the mirror ran to its end");
+    assert_eq!(
+        fs::read(stale.join("zzz")).unwrap(),
+        new,
+        "the other session's file"
+    );
+    check_home(&site, &server, "alice", u64::MAX);
+}
+
 /// "Sync, change, sync" at once into one `recv --serve`: what the first mirror
 /// wrote is older than the second session, however soon that starts, and goes
 /// when the source lost it.

@@ -360,7 +360,7 @@ impl<'a, 'b> Walk<'a, 'b> {
         let result = if self.rules.dry_run {
             Ok(())
         } else {
-            self.unlink(parent, name, path, kind)
+            self.unlink(parent, (name, stat), path, kind)
         };
         match result {
             Ok(()) => {
@@ -376,6 +376,11 @@ impl<'a, 'b> Walk<'a, 'b> {
             // Another `put` is writing it (the ledger's refusal): it stays, said.
             Err(Unlink::Claimed) => {
                 self.spare(path.to_string(), kind, KeptWhy::Busy);
+                false
+            }
+            // Replaced or changed since the directory was listed: it stays, said.
+            Err(Unlink::Changed) => {
+                self.spare(path.to_string(), kind, KeptWhy::Changed);
                 false
             }
             // Another session wrote into it meanwhile, or removed it: it stays (or
@@ -395,13 +400,17 @@ impl<'a, 'b> Walk<'a, 'b> {
         }
     }
 
-    /// One `unlinkat`; on a server, under the user's ledger, refused
-    /// ([`Unlink::Claimed`]) for a path another `put` is writing, and what left the
-    /// disk (measured under the lock, right before) given back.
+    /// One `unlinkat` of `name`, found as `listed` when its directory was listed;
+    /// on a server, under the user's ledger, refused ([`Unlink::Claimed`]) for a
+    /// path another `put` is writing, and what left the disk (measured under the
+    /// lock, right before) given back. Refused ([`Unlink::Changed`]) where the
+    /// name no longer holds what was listed: another session's file, renamed into
+    /// place while this one removed what the directory held before it (on a
+    /// server that rename takes the same lock, so nothing slips in between).
     fn unlink(
         &self,
         parent: &OwnedFd,
-        name: &str,
+        (name, listed): (&str, &rustix::fs::Stat),
         path: &str,
         kind: ItemKind,
     ) -> Result<(), Unlink> {
@@ -410,6 +419,7 @@ impl<'a, 'b> Walk<'a, 'b> {
             _ => AtFlags::empty(),
         };
         let Some(account) = self.meter.meter() else {
+            self.as_listed(parent, name, listed, kind)?;
             return Ok(rustix::fs::unlinkat(parent, name, flags)?);
         };
         let mut books = account.books();
@@ -420,17 +430,45 @@ impl<'a, 'b> Walk<'a, 'b> {
         {
             return Err(Unlink::Claimed);
         }
-        let stat = beneath::stat(parent, name)?.ok_or(Errno::NOENT)?;
+        let stat = self.as_listed(parent, name, listed, kind)?;
         rustix::fs::unlinkat(parent, name, flags)?;
         books.gone(&stat);
         Ok(())
     }
+
+    /// `name` of `parent` as it is now, unless it changed since it was `listed`
+    /// and since the session began: another inode under the name, or the same
+    /// one changed (not by the removal of another of its names, which lowers its
+    /// link count). A directory is left to `unlinkat`, which removes only an
+    /// empty one (emptying it changed it).
+    fn as_listed(
+        &self,
+        parent: &OwnedFd,
+        name: &str,
+        listed: &rustix::fs::Stat,
+        kind: ItemKind,
+    ) -> Result<rustix::fs::Stat, Unlink> {
+        let stat = beneath::stat(parent, name)?.ok_or(Errno::NOENT)?;
+        if kind == ItemKind::Dir {
+            return Ok(stat);
+        }
+        let replaced = (stat.st_dev, stat.st_ino) != (listed.st_dev, listed.st_ino);
+        let changed = changed_at(&stat) != changed_at(listed)
+            && changed_at(&stat) >= self.rules.since
+            && stat.st_nlink >= listed.st_nlink;
+        if replaced || changed {
+            return Err(Unlink::Changed);
+        }
+        Ok(stat)
+    }
 }
 
 /// Why [`Walk::unlink`] removed nothing: another session's claim (the ledger's
-/// refusal), or the system's error, which may be its own EBUSY (a mount point).
+/// refusal), a change since the directory was listed, or the system's error,
+/// which may be its own EBUSY (a mount point).
 enum Unlink {
     Claimed,
+    Changed,
     Os(Errno),
 }
 
