@@ -115,6 +115,29 @@ fn delete_removes_what_the_source_lacks_and_nothing_outside_the_tree() {
     assert_eq!(summary["files"], 0, "{summary}");
 }
 
+/// Stale names of one file in two directories of the tree both go in one run:
+/// removing the first changes the file's `ctime`, which is the mirror's own doing,
+/// not another session's change.
+#[test]
+fn every_stale_name_of_a_hard_linked_file_goes_in_one_run() {
+    let root = tempfile::tempdir().unwrap();
+    trees(root.path());
+    let dst = root.path().join("dst/tree");
+    fs::hard_link(dst.join("stale"), dst.join("sub/twin")).unwrap();
+    fs::hard_link(dst.join("old/deeper/o"), dst.join("zz-twin")).unwrap();
+    fs::create_dir(dst.join("pp")).unwrap();
+    fs::hard_link(dst.join("old/deeper/o"), dst.join("pp/twin")).unwrap();
+    let (sent, recv_code, recv_err) = mirror(root.path(), &["--overwrite"], &["--delete", "-i"]);
+    assert_eq!(code(&sent), 0, "{}", stderr_of(&sent));
+    assert_eq!(recv_code, 0, "{recv_err}");
+    let stdout = String::from_utf8_lossy(&sent.stdout);
+    assert!(!stdout.contains("kept"), "{stdout}");
+    assert_eq!(
+        names(&root.path().join("dst")),
+        ["beside", "tree/a", "tree/sub/b"]
+    );
+}
+
 #[test]
 fn json_carries_each_change_and_the_count() {
     let root = tempfile::tempdir().unwrap();

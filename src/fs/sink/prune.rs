@@ -17,6 +17,7 @@
 //! ([`TargetDir::clear`], a change of type as `rsync -a --delete` mirrors it), and
 //! `beneath::rename_over_dir` then puts the file in the emptied directory's place.
 
+use std::collections::HashSet;
 use std::os::fd::OwnedFd;
 
 use rustix::fs::{AtFlags, FileType};
@@ -62,13 +63,14 @@ impl TargetDir {
         let Ok(root) = self.dup_root() else {
             return;
         };
+        // One walk for all of them: a file with names in two of them is one file.
+        let mut walk = Walk::new(rules, said, self, None);
         for dir in dirs {
             let Ok(components) = check_path(dir) else {
                 continue;
             };
             // A component that is a link (or gone) is never entered.
             if let Ok(Some(fd)) = beneath::walk(&root, &components, None) {
-                let mut walk = Walk::new(rules, &mut *said, self, None);
                 walk.children(&fd, dir, components.len());
             }
         }
@@ -232,6 +234,9 @@ struct Walk<'a, 'b> {
     kept: Option<(String, &'static str)>,
     /// What went (in a dry run: would), as the ledger charged it.
     freed: Footprint,
+    /// Files (device, inode) with more names, one of which this walk removed: the
+    /// change of their `ctime` is its own doing, not another session's.
+    unlinked: HashSet<(u64, u64)>,
 }
 
 impl<'a, 'b> Walk<'a, 'b> {
@@ -248,6 +253,7 @@ impl<'a, 'b> Walk<'a, 'b> {
             own,
             kept: None,
             freed: Footprint::default(),
+            unlinked: HashSet::new(),
         }
     }
 
@@ -293,7 +299,7 @@ impl<'a, 'b> Walk<'a, 'b> {
                     }
                     Spare::Kept(why) => Some(why),
                 })
-            } else if changed_at(&stat) >= self.rules.since {
+            } else if self.changed_since(&stat) {
                 Some(Some(KeptWhy::Changed))
             } else {
                 None
@@ -364,13 +370,7 @@ impl<'a, 'b> Walk<'a, 'b> {
         };
         match result {
             Ok(()) => {
-                self.freed += Footprint::of(stat);
-                (self.said)(Removed {
-                    path: path.to_string(),
-                    kind,
-                    error: None,
-                    kept: None,
-                });
+                self.went(path, kind, stat);
                 true
             }
             // Another `put` is writing it (the ledger's refusal): it stays, said.
@@ -398,6 +398,20 @@ impl<'a, 'b> Walk<'a, 'b> {
                 false
             }
         }
+    }
+
+    /// Notes that `path` (found as `stat`) went (in a dry run: would), and says so.
+    fn went(&mut self, path: &str, kind: ItemKind, stat: &rustix::fs::Stat) {
+        if kind != ItemKind::Dir && stat.st_nlink > 1 && !self.rules.dry_run {
+            self.unlinked.insert(identity(stat));
+        }
+        self.freed += Footprint::of(stat);
+        (self.said)(Removed {
+            path: path.to_string(),
+            kind,
+            error: None,
+            kept: None,
+        });
     }
 
     /// One `unlinkat` of `name`, found as `listed` when its directory was listed;
@@ -436,11 +450,10 @@ impl<'a, 'b> Walk<'a, 'b> {
         Ok(())
     }
 
-    /// `name` of `parent` as it is now, unless it changed since it was `listed`
-    /// and since the session began: another inode under the name, or the same
-    /// one changed (not by the removal of another of its names, which lowers its
-    /// link count). A directory is left to `unlinkat`, which removes only an
-    /// empty one (emptying it changed it).
+    /// `name` of `parent` as it is now, unless it changed since it was `listed`:
+    /// another inode under the name, or the same one changed since then and
+    /// since the session began (see [`Walk::changed_since`]). A directory is left
+    /// to `unlinkat`, which removes only an empty one (emptying it changed it).
     fn as_listed(
         &self,
         parent: &OwnedFd,
@@ -452,15 +465,25 @@ impl<'a, 'b> Walk<'a, 'b> {
         if kind == ItemKind::Dir {
             return Ok(stat);
         }
-        let replaced = (stat.st_dev, stat.st_ino) != (listed.st_dev, listed.st_ino);
-        let changed = changed_at(&stat) != changed_at(listed)
-            && changed_at(&stat) >= self.rules.since
-            && stat.st_nlink >= listed.st_nlink;
-        if replaced || changed {
+        let replaced = identity(&stat) != identity(listed);
+        if replaced || (changed_at(&stat) != changed_at(listed) && self.changed_since(&stat)) {
             return Err(Unlink::Changed);
         }
         Ok(stat)
     }
+}
+
+impl Walk<'_, '_> {
+    /// Whether `stat`'s inode changed since the session began, other than by this
+    /// walk's removal of another of its names.
+    fn changed_since(&self, stat: &rustix::fs::Stat) -> bool {
+        changed_at(stat) >= self.rules.since && !self.unlinked.contains(&identity(stat))
+    }
+}
+
+/// The device and inode of `stat`.
+fn identity(stat: &rustix::fs::Stat) -> (u64, u64) {
+    (stat.st_dev, stat.st_ino)
 }
 
 /// Why [`Walk::unlink`] removed nothing: another session's claim (the ledger's
