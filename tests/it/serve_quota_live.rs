@@ -9,7 +9,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use crate::util::pattern;
-use crate::util::server::{Server, Site, as_user, code, eventually, expect_exit, send_as};
+use crate::util::server::{
+    Server, Site, as_user, code, eventually, expect_exit, names_in, send_as,
+};
 use crate::util::site::{check_dir, check_home, finish_put, on_disk, put_begun};
 
 const QUOTA: u64 = 10_000_000;
@@ -98,6 +100,46 @@ fn a_reload_that_moves_a_home_stops_an_upload_in_the_old_one() {
     site.users(&[("alice", &format!("quota = {QUOTA}"))]);
     server.reload(2);
     check_home(&site, &server, "alice", QUOTA);
+}
+
+/// A `put --delete` in flight when a reload moves its user's home away removes
+/// nothing from the old home, which is no longer hers: its upload stops at the
+/// next write (`denied`), and so does every removal the mirror would make after
+/// it; the stale files of the old home stay.
+#[test]
+fn a_reload_that_moves_a_home_stops_a_mirror_deleting_in_the_old_one() {
+    let site = Site::new();
+    site.users(&[("alice", "")]);
+    let old_tree = site.home("alice").join("tree");
+    for stale in ["stale1", "stale2", "stale3"] {
+        crate::util::server::write(&old_tree.join(stale), b"stale\n");
+    }
+    let local = site.local("tree/big.bin", &pattern(2_000_000, 12));
+    let tree = local.parent().expect("tree").to_path_buf();
+    let server = site.serve(&[]);
+    crate::mirror::settle();
+    let mut command = as_user(
+        &site,
+        "alice",
+        &["send", "--delete", "--limit-rate", "500K"],
+    );
+    command.arg(&tree).arg(server.addr());
+    let mirror = std::thread::spawn(move || crate::util::run(&mut command));
+    eventually("the upload begins", || {
+        names_in(&old_tree)
+            .iter()
+            .any(|name| name.starts_with(".xfer-"))
+    });
+    site.users(&[("alice", "home = \"moved\"")]);
+    server.reload(1);
+    let mirror = mirror.join().expect("the mirror");
+    let said = String::from_utf8_lossy(&mirror.stderr);
+    assert_eq!(code(&mirror), 6, "{said}");
+    let left: Vec<String> = names_in(&old_tree)
+        .into_iter()
+        .filter(|name| !name.starts_with(".xfer-"))
+        .collect();
+    assert_eq!(left, ["stale1", "stale2", "stale3"], "{said}");
 }
 
 /// Finding 3 as a user meets it: `xfer send` (slowed by `--limit-rate`) is part

@@ -10,8 +10,9 @@
 //! names that are not UTF-8 (the offer could not name them), anything changed since
 //! the session began (`ctime`: a file another session renamed into place, a
 //! directory it added to), and on a server whatever the user's ledger says another
-//! `put` is writing; what a server removes is given back to the user's quota. All
-//! but the filter's exclusions are said as `kept` items, with why.
+//! `put` is writing; what a server removes is given back to the user's quota, and
+//! once a reload took the home from its user it removes nothing more. All but the
+//! filter's exclusions are said as `kept` items, with why.
 //!
 //! The same rules empty a directory that an offered file or link replaces
 //! ([`TargetDir::clear`], a change of type as `rsync -a --delete` mirrors it), and
@@ -137,16 +138,7 @@ impl TargetDir {
         if walk.children(&fd, path, components.len()) {
             return Ok(walk.freed);
         }
-        let (kept, why) = walk.kept.unwrap_or_default();
-        Err(Refusal::new(
-            ErrorCode::Exists,
-            format!(
-                "{}: the directory of that name holds {}, which --delete keeps ({why}); \
-                 not replaced",
-                escape(path),
-                escape(&kept)
-            ),
-        ))
+        Err(walk.not_emptied(path))
     }
 }
 
@@ -237,6 +229,9 @@ struct Walk<'a, 'b> {
     /// Files (device, inode) with more names, one of which this walk removed: the
     /// change of their `ctime` is its own doing, not another session's.
     unlinked: HashSet<(u64, u64)>,
+    /// Why the walk stopped, removing nothing more: the home stopped being its
+    /// user's (a reload; `Account::current`).
+    stopped: Option<Refusal>,
 }
 
 impl<'a, 'b> Walk<'a, 'b> {
@@ -254,6 +249,7 @@ impl<'a, 'b> Walk<'a, 'b> {
             kept: None,
             freed: Footprint::default(),
             unlinked: HashSet::new(),
+            stopped: None,
         }
     }
 
@@ -272,6 +268,9 @@ impl<'a, 'b> Walk<'a, 'b> {
         let mut children: Vec<_> = beneath::children(fd).collect();
         children.sort_by(|a, b| a.0.cmp(&b.0));
         for (name, stat) in children {
+            if self.stopped.is_some() {
+                return false;
+            }
             let name = match name.into_string() {
                 Ok(name) => name,
                 Err(raw) => {
@@ -373,22 +372,40 @@ impl<'a, 'b> Walk<'a, 'b> {
                 self.went(path, kind, stat);
                 true
             }
+            Err(why) => self.not_removed(path, kind, why),
+        }
+    }
+
+    /// Says why `path` did not go, where that is news; always `false`.
+    fn not_removed(&mut self, path: &str, kind: ItemKind, why: Unlink) -> bool {
+        match why {
             // Another `put` is writing it (the ledger's refusal): it stays, said.
-            Err(Unlink::Claimed) => {
+            Unlink::Claimed => {
                 self.spare(path.to_string(), kind, KeptWhy::Busy);
                 false
             }
             // Replaced or changed since the directory was listed: it stays, said.
-            Err(Unlink::Changed) => {
+            Unlink::Changed => {
                 self.spare(path.to_string(), kind, KeptWhy::Changed);
+                false
+            }
+            // The home is no longer the user's: nothing more goes, said once.
+            Unlink::Stopped(refusal) => {
+                (self.said)(Removed {
+                    path: path.to_string(),
+                    kind,
+                    error: Some(refusal.message.clone()),
+                    kept: None,
+                });
+                self.stopped = Some(refusal);
                 false
             }
             // Another session wrote into it meanwhile, or removed it: it stays (or
             // is gone), and what it holds was said.
-            Err(Unlink::Os(Errno::NOTEMPTY | Errno::EXIST | Errno::NOENT)) => false,
+            Unlink::Os(Errno::NOTEMPTY | Errno::EXIST | Errno::NOENT) => false,
             // Anything else (the kernel's own EBUSY of a mount point among them)
             // leaves the mirror different from its source: a failure.
-            Err(Unlink::Os(err)) => {
+            Unlink::Os(err) => {
                 (self.said)(Removed {
                     path: path.to_string(),
                     kind,
@@ -398,6 +415,24 @@ impl<'a, 'b> Walk<'a, 'b> {
                 false
             }
         }
+    }
+
+    /// Why the directory `path` a file or link replaces was not emptied: the
+    /// home was taken from its user, or what stays (the first of it), and why.
+    fn not_emptied(self, path: &str) -> Refusal {
+        if let Some(refusal) = self.stopped {
+            return refusal;
+        }
+        let (kept, why) = self.kept.unwrap_or_default();
+        Refusal::new(
+            ErrorCode::Exists,
+            format!(
+                "{}: the directory of that name holds {}, which --delete keeps ({why}); \
+                 not replaced",
+                escape(path),
+                escape(&kept)
+            ),
+        )
     }
 
     /// Notes that `path` (found as `stat`) went (in a dry run: would), and says so.
@@ -415,9 +450,10 @@ impl<'a, 'b> Walk<'a, 'b> {
     }
 
     /// One `unlinkat` of `name`, found as `listed` when its directory was listed;
-    /// on a server, under the user's ledger, refused ([`Unlink::Claimed`]) for a
-    /// path another `put` is writing, and what left the disk (measured under the
-    /// lock, right before) given back. Refused ([`Unlink::Changed`]) where the
+    /// on a server, under the user's ledger, refused ([`Unlink::Stopped`]) once
+    /// the home is no longer the user's, as the `put`'s writes are, and
+    /// ([`Unlink::Claimed`]) for a path another `put` is writing, and what left the
+    /// disk (measured under the lock, right before) given back. Refused ([`Unlink::Changed`]) where the
     /// name no longer holds what was listed: another session's file, renamed into
     /// place while this one removed what the directory held before it (on a
     /// server that rename takes the same lock, so nothing slips in between).
@@ -437,6 +473,7 @@ impl<'a, 'b> Walk<'a, 'b> {
             return Ok(rustix::fs::unlinkat(parent, name, flags)?);
         };
         let mut books = account.books();
+        account.current(&books).map_err(Unlink::Stopped)?;
         let own = self.own.map(|own| account.home_path(own));
         if books
             .unclaimed_but(&account.home_path(path), own.as_deref())
@@ -487,11 +524,12 @@ fn identity(stat: &rustix::fs::Stat) -> (u64, u64) {
 }
 
 /// Why [`Walk::unlink`] removed nothing: another session's claim (the ledger's
-/// refusal), a change since the directory was listed, or the system's error,
-/// which may be its own EBUSY (a mount point).
+/// refusal), a change since the directory was listed, a home that is no longer
+/// the user's, or the system's error, which may be its own EBUSY (a mount point).
 enum Unlink {
     Claimed,
     Changed,
+    Stopped(Refusal),
     Os(Errno),
 }
 
