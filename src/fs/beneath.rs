@@ -58,6 +58,15 @@ pub(crate) fn stat(parent: impl AsFd, name: impl rustix::path::Arg) -> Result<Op
     }
 }
 
+/// Whether `name` in `parent` still names the file `fd` was opened from (not
+/// renamed away or replaced since).
+pub(crate) fn still_at(parent: impl AsFd, name: impl rustix::path::Arg, fd: impl AsFd) -> bool {
+    match (stat(parent, name), rustix::fs::fstat(fd)) {
+        (Ok(Some(now)), Ok(opened)) => (now.st_dev, now.st_ino) == (opened.st_dev, opened.st_ino),
+        _ => false,
+    }
+}
+
 /// Whether `name` in `parent` is a directory (a link to one is not).
 pub(crate) fn holds_dir(parent: impl AsFd, name: impl rustix::path::Arg) -> bool {
     matches!(stat(parent, name), Ok(Some(stat)) if kind(&stat) == FileType::Directory)

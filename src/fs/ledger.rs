@@ -490,6 +490,12 @@ impl Account {
         self.ledger.books()
     }
 
+    /// [`Ledger::hold_dir`] for the directory `path` (relative to the put's
+    /// directory): a mirror emptying it keeps it where it is meanwhile.
+    pub(crate) fn hold_dir(&self, path: &str) -> DirHold {
+        self.ledger.hold_dir(&self.home_path(path))
+    }
+
     /// `denied` once the home stopped being its user's (a reload; see
     /// [`Ledger::forget`]): this `put` makes nothing more.
     pub(crate) fn current(&self, books: &Books) -> Result<(), Refusal> {

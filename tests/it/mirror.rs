@@ -502,6 +502,39 @@ fn a_file_replaced_while_a_mirror_deletes_beside_it_stays() {
     check_home(&site, &server, "alice", u64::MAX);
 }
 
+/// While a mirror empties a stale directory on a server, another session may not
+/// move that directory (or one above it) out of the tree: the `mv` is `busy`, so
+/// the mirror never goes on removing what has become a path outside its tree.
+#[test]
+fn a_directory_a_mirror_is_emptying_cannot_be_moved_out_from_under_it() {
+    use crate::util::server::{as_user, eventually};
+    let site = Site::new();
+    site.users(&[("alice", "")]);
+    let old = site.home("alice").join("tree/old");
+    fs::create_dir_all(&old).unwrap();
+    for i in 0..20_000 {
+        fs::write(old.join(format!("f{i:05}")), b"stale\n").unwrap();
+    }
+    let local = site.path().join("tree");
+    fs::create_dir_all(&local).unwrap();
+    fs::write(local.join("a"), b"a\n").unwrap();
+    let server = site.serve(&[]);
+    settle();
+    let mut command = as_user(&site, "alice", &["send", "--delete", "-q"]);
+    command.arg(&local).arg(server.at("/"));
+    let mirror = std::thread::spawn(move || crate::util::run(&mut command));
+    eventually("the mirror deletes", || !old.join("f00000").exists());
+    for from in ["tree/old", "tree"] {
+        let moved = client(&site, "alice", &["mv", &server.at(from), "kept"]);
+        assert_eq!(code(&moved), 3, "mv {from}: {}", stderr_of(&moved));
+        assert!(stderr_of(&moved).contains("busy"), "{}", stderr_of(&moved));
+    }
+    let mirror = mirror.join().unwrap();
+    assert_eq!(code(&mirror), 0, "{}", stderr_of(&mirror));
+    assert_eq!(names(&site.home("alice")), ["tree/a"]);
+    check_home(&site, &server, "alice", u64::MAX);
+}
+
 /// "Sync, change, sync" at once into one `recv --serve`: what the first mirror
 /// wrote is older than the second session, however soon that starts, and goes
 /// when the source lost it.

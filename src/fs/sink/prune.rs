@@ -28,7 +28,7 @@ use super::target::TargetDir;
 use crate::escape::escape;
 use crate::fs::Refusal;
 use crate::fs::beneath::{self, MAX_DEPTH};
-use crate::fs::ledger::Footprint;
+use crate::fs::ledger::{DirHold, Footprint};
 use crate::fs::path::{check_path, is_reserved_bytes};
 use crate::proto::message::{ErrorCode, ItemKind, KeptWhy, Removed};
 
@@ -70,6 +70,7 @@ impl TargetDir {
             let Ok(components) = check_path(dir) else {
                 continue;
             };
+            let _held = self.hold(dir);
             // A component that is a link (or gone) is never entered.
             if let Ok(Some(fd)) = beneath::walk(&root, &components, None) {
                 walk.children(&fd, dir, components.len());
@@ -130,6 +131,11 @@ impl TargetDir {
             }
         };
         self.unclaimed_beneath(path)?;
+        // Held from here (checked still in place): what goes is beneath the tree.
+        let _held = self.hold(path);
+        if !beneath::still_at(parent, *name, &fd) {
+            return Ok(Footprint::default());
+        }
         if !delete {
             return (self.empty_already(&fd, path, components.len()))
                 .map(|()| Footprint::default());
@@ -143,6 +149,14 @@ impl TargetDir {
 }
 
 impl TargetDir {
+    /// On a server, the directory `path` (beneath the target), which a mirror is
+    /// about to open and empty, held until the hold is dropped: another session's
+    /// `mv` or `rm` of it, or of a directory above it, is `busy` meanwhile, so
+    /// what the mirror removes through its descriptor is still beneath the tree.
+    fn hold(&self, path: &str) -> Option<DirHold> {
+        self.meter().map(|account| account.hold_dir(path))
+    }
+
     /// On a server, `busy` if another `put` writes `path` (beneath the target),
     /// something beneath it or a directory above it: the entry received at `path`
     /// itself does not count.
@@ -354,13 +368,8 @@ impl<'a, 'b> Walk<'a, 'b> {
         depth: usize,
     ) -> bool {
         let kind = item_kind(stat);
-        if kind == ItemKind::Dir {
-            let Some(fd) = self.open_to_empty(parent, name, path) else {
-                return false;
-            };
-            if depth >= MAX_DEPTH || !self.children(&fd, path, depth + 1) {
-                return false; // something stays inside: so does the directory
-            }
+        if kind == ItemKind::Dir && !self.emptied(parent, name, path, depth) {
+            return false; // something stays inside: so does the directory
         }
         let result = if self.rules.dry_run {
             Ok(())
@@ -374,6 +383,17 @@ impl<'a, 'b> Walk<'a, 'b> {
             }
             Err(why) => self.not_removed(path, kind, why),
         }
+    }
+
+    /// Empties the directory `name` of `parent` (shown as `path`, `depth` below the
+    /// target), held meanwhile (see `TargetDir::hold`; let go before the
+    /// directory itself goes); whether it is empty now (in a dry run: would be).
+    fn emptied(&mut self, parent: &OwnedFd, name: &str, path: &str, depth: usize) -> bool {
+        let _held = self.meter.hold(path);
+        let Some(fd) = self.open_to_empty(parent, name, path) else {
+            return false;
+        };
+        depth < MAX_DEPTH && self.children(&fd, path, depth + 1)
     }
 
     /// Says why `path` did not go, where that is news; always `false`.
