@@ -46,7 +46,8 @@
 //! reserved` within the quota: an entry is admitted only if its full new size fits
 //! beside both (a partial it resumes is on disk, so counted already), and its
 //! writes move room from its reservation to `on_disk`. A file rebuilt by delta
-//! from the one it replaces is admitted where the new file fits in the old one's
+//! from the one it replaces, offered with its size and time (it may turn out to
+//! be that file, kept), is admitted where the new file fits in the old one's
 //! place ([`Account::reserve_in_place`]): its temporary's bytes beyond that are
 //! charged as they are written, and past the quota it fails, the old file kept. Each write, temporary,
 //! directory and link is checked again as it is made ([`Account::may_add`])

@@ -187,11 +187,12 @@ fn put_once(site: &Site, server: &Server, content: &[u8]) -> (PathBuf, PathBuf, 
     (local, tree, site.home("alice").join("tree/big.bin"))
 }
 
-/// Finding 4's rule where the file did change: a delta over the old file is
-/// admitted in a home more than half full (the new file fits in the old one's
-/// place), its temporary is charged as it is written, and once that crosses the
-/// quota the entry fails `quota` (exit 6) and the old file stays as it was (its
-/// inode, its bytes); with room enough for the temporary the same delta goes in.
+/// Finding 4's rule where the file did change: a delta over the old file, offered
+/// with its size and time (an edit within the same second, sent with `-I`), is admitted in a home
+/// more than half full (the new file fits in the old one's place), its temporary
+/// is charged as it is written, and once that crosses the quota the entry fails
+/// `quota` (exit 6) and the old file stays as it was (its inode, its bytes); with
+/// room enough for the temporary the same delta goes in.
 #[test]
 fn a_delta_whose_temporary_crosses_the_quota_leaves_the_old_file() {
     let site = Site::new();
@@ -204,7 +205,13 @@ fn a_delta_whose_temporary_crosses_the_quota_leaves_the_old_file() {
     let mut changed = old.clone();
     changed[300_000..300_010].copy_from_slice(b"0123456789");
     std::fs::write(&local, &changed).expect("changed");
-    let again = send_again(&site, &server, &tree, &["-f"]);
+    let stored_time = std::fs::metadata(&stored).and_then(|m| m.modified());
+    std::fs::File::options()
+        .write(true)
+        .open(&local)
+        .and_then(|file| file.set_modified(stored_time?))
+        .expect("the time it had");
+    let again = send_again(&site, &server, &tree, &["-f", "-I"]);
     let said = String::from_utf8_lossy(&again.stderr);
     assert_eq!(code(&again), 6, "{said}");
     // Admitted, then stopped as its temporary was written.
@@ -216,10 +223,50 @@ fn a_delta_whose_temporary_crosses_the_quota_leaves_the_old_file() {
 
     site.users(&[("alice", "quota = 1300000")]);
     server.reload(1);
-    let again = send_again(&site, &server, &tree, &["-f"]);
+    let again = send_again(&site, &server, &tree, &["-f", "-I"]);
     expect_exit(&again, 0, "again");
     assert_eq!(std::fs::read(&stored).expect("replaced"), changed);
     check_home(&site, &server, "alice", 1_300_000);
+}
+
+/// A delta over a file of another size (or time) cannot end as the old file: its
+/// temporary is written whole beside it, as a whole file's is. Where the home has
+/// no room for that, the file is refused at admission (`quota` before a byte
+/// moves), and a dry run says so too, rather than admitted and stopped once most
+/// of it crossed; the old file stays, grown or shrunk alike. A dry run of a
+/// whole-file overwrite (`-W`) finds the refusal its real run meets.
+#[test]
+fn a_delta_of_another_size_is_refused_at_admission_where_it_cannot_fit_beside() {
+    let site = Site::new();
+    site.users(&[("alice", "quota = 1000000")]);
+    let server = site.serve(&[]);
+    let old = pattern(600_000, 43);
+    let (local, tree, stored) = put_once(&site, &server, &old);
+    let grown = [&old[..], &pattern(50_000, 44)].concat();
+    for new in [grown, old[..500_000].to_vec()] {
+        std::fs::write(&local, &new).expect("changed");
+        let dry = send_again(&site, &server, &tree, &["-f", "-n"]);
+        let said = String::from_utf8_lossy(&dry.stderr);
+        assert_eq!(code(&dry), 6, "a dry run: {said}");
+        assert!(said.contains("over the quota"), "{said}");
+        let again = send_again(&site, &server, &tree, &["-f"]);
+        let said = String::from_utf8_lossy(&again.stderr);
+        assert_eq!(code(&again), 6, "{said}");
+        assert!(
+            said.contains("refused by the receiver"),
+            "at admission: {said}"
+        );
+        assert_eq!(std::fs::read(&stored).expect("kept"), old);
+        check_home(&site, &server, "alice", 1_000_000);
+    }
+    // A whole-file overwrite of the same size: a dry run says the refusal too.
+    let mut edited = old.clone();
+    edited[300_000..300_010].copy_from_slice(b"0123456789");
+    std::fs::write(&local, &edited).expect("edited");
+    let dry = send_again(&site, &server, &tree, &["-f", "-W", "-n"]);
+    let said = String::from_utf8_lossy(&dry.stderr);
+    assert_eq!(code(&dry), 6, "a dry run of -W: {said}");
+    assert!(said.contains("over the quota"), "{said}");
 }
 
 /// A whole-file overwrite (`-W`) keeps the rule of admission it had: room for

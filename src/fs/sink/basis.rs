@@ -103,6 +103,14 @@ impl Basis {
         self.stamp.mtime.0
     }
 
+    /// Whether a file offered with `size` and `mtime` (whole seconds) may turn out
+    /// to be this basis itself, and so be kept rather than written (section 18.5):
+    /// offered with its size and time (only `-I` sends such a file). Any other
+    /// result is written whole into a temporary beside it.
+    pub(crate) fn may_be(&self, size: Option<u64>, mtime: Option<i64>) -> bool {
+        size == Some(self.size()) && mtime == Some(self.modified())
+    }
+
     /// Whether its sums are streamed during the data phase (section 18.6).
     pub(crate) fn streamed(&self) -> bool {
         self.streamed

@@ -118,7 +118,7 @@ pub(super) fn build<R: Read>(
 /// with its size and time (only `-I` sends such a file). An edited file of the same
 /// size is written as it is read, once, not read again at its first difference.
 fn likely_the_basis(item: &Planned, basis: &Basis) -> bool {
-    item.entry.size == Some(basis.size()) && item.entry.mtime == Some(basis.modified())
+    basis.may_be(item.entry.size, item.entry.mtime)
 }
 
 /// Where the literal bytes are when a frame (its content at `range`) is one

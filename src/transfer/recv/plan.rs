@@ -500,8 +500,9 @@ impl<'s, 'c> Decider<'s, 'c> {
     }
 
     /// A dry run's checks of the file `entry`, which replaces `replaces` (and the
-    /// directory of `look`, if any): that it could be added and would fit; then a
-    /// basis, so the sender can say what a delta would move (17.4).
+    /// directory of `look`, if any): that it could be added and would fit, by the
+    /// rule a real run admits it by ([`Decider::reserve_file`]); and a basis, so
+    /// the sender can say what a delta would move (17.4).
     fn dry_run_file(
         &mut self,
         entry: &Entry,
@@ -511,18 +512,52 @@ impl<'s, 'c> Decider<'s, 'c> {
     ) -> Result<Option<(Basis, Signature)>, Refusal> {
         let making = "cannot create a temporary file";
         self.resolver.dry_run_may_add(components, making)?;
-        // What a directory in the way holds goes first where the room is needed.
-        let gone = look.as_ref().map(|look| look.freed).unwrap_or_default();
-        let more = Footprint {
-            bytes: (entry.size.unwrap_or(0)).saturating_sub(replaces.bytes + gone.bytes),
-            files: 1u64.saturating_sub(replaces.files + gone.files),
-        };
-        self.check_room(entry, more)?;
         let basis = self.basis(entry, components, replaces.files > 0)?;
+        let more = self.dry_run_needs(entry, components, replaces, look.as_ref(), basis.as_ref());
+        if let Err(refusal) = more.and_then(|more| self.check_room(entry, more)) {
+            if let Some((basis, _)) = &basis {
+                // Its chunks go out in no plan: the budget gets them back.
+                self.chunks_left += basis.chunks();
+            }
+            return Err(refusal);
+        }
         if let Some(look) = look {
             look.accepted(self.shared);
         }
         Ok(basis)
+    }
+
+    /// What a dry run finds the file `entry` needs in the quota: built by delta
+    /// from an old file it may turn out to be, the new file in its place; else the
+    /// new file beside the old, less the partial data a real run would resume from.
+    /// What a directory in the way (`look`) holds goes first where the room is
+    /// needed.
+    fn dry_run_needs(
+        &mut self,
+        entry: &Entry,
+        components: &[&[u8]],
+        replaces: Footprint,
+        look: Option<&in_the_way::Look>,
+        basis: Option<&(Basis, Signature)>,
+    ) -> Result<Footprint, Refusal> {
+        let size = entry.size.unwrap_or(0);
+        let in_place = basis.is_some_and(|(basis, _)| basis.may_be(entry.size, entry.mtime));
+        let mut gone = look.map(|look| look.freed).unwrap_or_default();
+        if in_place {
+            gone += replaces;
+        } else if self.shared.settings.resumes(size) && !entry.is_sparse() {
+            let shown = entry.shown_path();
+            if let Some(len) = self.resolver.partial_len(&shown, components, size)? {
+                gone += Footprint {
+                    bytes: len,
+                    files: 1,
+                };
+            }
+        }
+        Ok(Footprint {
+            bytes: size.saturating_sub(gone.bytes),
+            files: 1u64.saturating_sub(gone.files),
+        })
     }
 
     /// Whether `placement` is a directory the file or link `entry` replaces, with
@@ -545,9 +580,11 @@ impl<'s, 'c> Decider<'s, 'c> {
 
     /// Room in the user's quota for the file `entry`, resuming `partial` bytes,
     /// replacing `replaces` (or the directory whose files free `freed`): built by
-    /// delta from the old file (`basis`), the new file in the old one's place, the
-    /// rest as its temporary is written ([`Decider::reserve_in_place`]); else the
-    /// whole new file beside the old ([`Decider::reserve_over_dir`]).
+    /// delta from the old file (`basis`) that it may turn out to be (its size and
+    /// time), the new file in the old one's place, the rest as its temporary is
+    /// written ([`Decider::reserve_in_place`]); else the whole new file beside the
+    /// old ([`Decider::reserve_over_dir`]), as any other delta writes it: where
+    /// that cannot fit, refused now rather than once most of it crossed.
     fn reserve_file(
         &mut self,
         entry: &Entry,
@@ -558,7 +595,11 @@ impl<'s, 'c> Decider<'s, 'c> {
         let Some((basis, _)) = basis else {
             return self.reserve_over_dir(entry, components, (partial, replaces), freed);
         };
-        let admitted = self.reserve_in_place(entry, replaces);
+        let admitted = if basis.may_be(entry.size, entry.mtime) {
+            self.reserve_in_place(entry, replaces)
+        } else {
+            self.reserve_quota(entry, None, replaces)
+        };
         if admitted.is_err() && !basis.streamed() {
             // Its chunks go out in no plan: the budget gets them back.
             self.chunks_left += basis.chunks();
