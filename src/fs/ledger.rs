@@ -160,9 +160,12 @@ pub(crate) struct Books {
     /// Directories `put`s are writing into, with how many: `busy` to rename or
     /// remove, like the paths being written.
     targets: HashMap<String, usize>,
-    /// How many times the home stopped being any user's ([`Ledger::forget`]): a
-    /// `put` begun before then adds nothing more ([`Account::may_add`]).
+    /// How many times the home stopped being any user's ([`Ledger::forget`]), or
+    /// its user's rights or key changed ([`Ledger::stop_puts`]): a `put` begun
+    /// before then adds nothing more ([`Account::may_add`]).
     generation: u64,
+    /// Why the last of those happened, as a refused `put` is told.
+    stopped: &'static str,
 }
 
 impl Books {
@@ -344,7 +347,13 @@ struct Shared {
 struct Pending {
     limits: Option<Limits>,
     forget: bool,
+    /// Stop the `put`s begun before now, for this reason ([`Ledger::stop_puts`]).
+    stop: Option<&'static str>,
 }
+
+/// Why a `put` stops when its home is no longer its user's.
+const HOME_CHANGED: &str =
+    "this user's home changed on the server (a reload of the users file); the upload stops";
 
 impl Ledger {
     /// The books, under their lock, with what a reload asked meanwhile applied.
@@ -380,13 +389,30 @@ impl Ledger {
     }
 
     fn apply_pending(&self, books: &mut Books) {
-        let Pending { limits, forget } = std::mem::take(&mut *self.pending());
+        let Pending {
+            limits,
+            forget,
+            stop,
+        } = std::mem::take(&mut *self.pending());
         if let Some(limits) = limits {
             books.limits = limits;
         }
         if forget {
             books.counted = false;
+        }
+        if let Some(why) = forget.then_some(HOME_CHANGED).or(stop) {
             books.generation += 1;
+            books.stopped = why;
+        }
+    }
+
+    /// Stops the `put`s begun before now at their next write or removal, told
+    /// `why`: their user may no longer write as they did (a reload changed the
+    /// user's key or made them read-only). The count stays.
+    pub(crate) fn stop_puts(&self, why: &'static str) {
+        self.pending().stop = Some(why);
+        if let Ok(mut books) = self.0.books.try_lock() {
+            self.apply_pending(&mut books);
         }
     }
 
@@ -497,17 +523,14 @@ impl Account {
         self.ledger.hold_dir(&self.home_path(path))
     }
 
-    /// `denied` once the home stopped being its user's (a reload; see
-    /// [`Ledger::forget`]): this `put` makes nothing more.
+    /// `denied` once the home stopped being its user's, or its user's rights or
+    /// key changed (a reload; see [`Ledger::forget`], [`Ledger::stop_puts`]):
+    /// this `put` makes nothing more.
     pub(crate) fn current(&self, books: &Books) -> Result<(), Refusal> {
         if books.generation == self.generation {
             return Ok(());
         }
-        Err(Refusal::new(
-            ErrorCode::Denied,
-            "this user's home changed on the server (a reload of the users file); \
-             the upload stops",
-        ))
+        Err(Refusal::new(ErrorCode::Denied, books.stopped))
     }
 
     /// Whether `more` may be added to the disk at `key` (beneath the home) now, by

@@ -113,17 +113,27 @@ impl Server {
     /// logs in to it next, since what was written meanwhile in a home inside or
     /// around it went to another ledger. A session of a user whose home changed is
     /// ended before its next request (`connection.rs`), and a `put` it is in makes
-    /// nothing more in the forgotten home.
-    fn follow_users(&self, users: &Users) {
+    /// nothing more in the forgotten home; nor does one of a user whose key
+    /// changed or who may only read now (`before`: the users until now), in a
+    /// home that stays theirs.
+    fn follow_users(&self, before: &Users, users: &Users) {
         let limits: HashMap<&Path, _> = users
             .all()
             .into_iter()
             .map(|user| (user.home.as_path(), user.limits))
             .collect();
+        let stopped: HashMap<&Path, _> = before
+            .all()
+            .into_iter()
+            .filter_map(|was| Some((was.home.as_path(), no_longer_writes(was, users)?)))
+            .collect();
         for (home, ledger) in self.all_ledgers() {
             match limits.get(home.as_path()) {
                 Some(limits) => ledger.set_limits(*limits),
                 None => ledger.forget(),
+            }
+            if let Some(why) = stopped.get(home.as_path()) {
+                ledger.stop_puts(why);
             }
         }
     }
@@ -472,6 +482,23 @@ fn recount_in_background(server: &Arc<Server>) {
     }
 }
 
+/// Why the `put`s of `was` must stop now that the users are `now`, where their
+/// home stays theirs but they may not write as before: their key (or password)
+/// changed, or they may only read. A home that changed is forgotten instead.
+fn no_longer_writes(was: &User, now: &Users) -> Option<&'static str> {
+    let now = now.get(&was.name).filter(|now| now.home == was.home)?;
+    if now.key.bytes() != was.key.bytes() {
+        Some(
+            "this user's key or password changed on the server (a reload of the users \
+             file); the upload stops",
+        )
+    } else if now.read_only && !was.read_only {
+        Some("this user may only read now (a reload of the users file); the upload stops")
+    } else {
+        None
+    }
+}
+
 fn watch_for_reload(
     server: Arc<Server>,
     file: PathBuf,
@@ -491,8 +518,9 @@ fn watch_for_reload(
                         // Made before anyone can log in with the new users.
                         make_homes(&server.root, &users);
                         let summary = users.summary();
+                        let before = server.users.snapshot();
                         server.users.replace(users);
-                        server.follow_users(&server.users.snapshot());
+                        server.follow_users(&before, &server.users.snapshot());
                         report::line(&format!(
                             "xfer: reloaded {}: {summary}, realm {realm:?}",
                             escape_path(&file),

@@ -102,6 +102,34 @@ fn a_reload_that_moves_a_home_stops_an_upload_in_the_old_one() {
     check_home(&site, &server, "alice", QUOTA);
 }
 
+/// A `put --delete` of alice's `tree` (a 2 MB file, slowed to 500 KB/s, and
+/// stale files in her home), with `change` (a reload) made once the upload
+/// began: the client's output, and the names left in the home's `tree`.
+fn mirror_across(site: &Site, server: &Server, change: impl FnOnce()) -> (Output, Vec<String>) {
+    let old_tree = site.home("alice").join("tree");
+    for stale in ["stale1", "stale2", "stale3"] {
+        crate::util::server::write(&old_tree.join(stale), b"stale\n");
+    }
+    let local = site.local("tree/big.bin", &pattern(2_000_000, 12));
+    let tree = local.parent().expect("tree").to_path_buf();
+    crate::mirror::settle();
+    let mut command = as_user(site, "alice", &["send", "--delete", "--limit-rate", "500K"]);
+    command.arg(&tree).arg(server.addr());
+    let mirror = std::thread::spawn(move || crate::util::run(&mut command));
+    eventually("the upload begins", || {
+        names_in(&old_tree)
+            .iter()
+            .any(|name| name.starts_with(".xfer-"))
+    });
+    change();
+    let mirror = mirror.join().expect("the mirror");
+    let left = names_in(&old_tree)
+        .into_iter()
+        .filter(|name| !name.starts_with(".xfer-"))
+        .collect();
+    (mirror, left)
+}
+
 /// A `put --delete` in flight when a reload moves its user's home away removes
 /// nothing from the old home, which is no longer hers: its upload stops at the
 /// next write (`denied`), and so does every removal the mirror would make after
@@ -110,36 +138,53 @@ fn a_reload_that_moves_a_home_stops_an_upload_in_the_old_one() {
 fn a_reload_that_moves_a_home_stops_a_mirror_deleting_in_the_old_one() {
     let site = Site::new();
     site.users(&[("alice", "")]);
-    let old_tree = site.home("alice").join("tree");
-    for stale in ["stale1", "stale2", "stale3"] {
-        crate::util::server::write(&old_tree.join(stale), b"stale\n");
-    }
-    let local = site.local("tree/big.bin", &pattern(2_000_000, 12));
-    let tree = local.parent().expect("tree").to_path_buf();
     let server = site.serve(&[]);
-    crate::mirror::settle();
-    let mut command = as_user(
-        &site,
-        "alice",
-        &["send", "--delete", "--limit-rate", "500K"],
-    );
-    command.arg(&tree).arg(server.addr());
-    let mirror = std::thread::spawn(move || crate::util::run(&mut command));
-    eventually("the upload begins", || {
-        names_in(&old_tree)
-            .iter()
-            .any(|name| name.starts_with(".xfer-"))
+    let (mirror, left) = mirror_across(&site, &server, || {
+        site.users(&[("alice", "home = \"moved\"")]);
+        server.reload(1);
     });
-    site.users(&[("alice", "home = \"moved\"")]);
-    server.reload(1);
-    let mirror = mirror.join().expect("the mirror");
     let said = String::from_utf8_lossy(&mirror.stderr);
     assert_eq!(code(&mirror), 6, "{said}");
-    let left: Vec<String> = names_in(&old_tree)
-        .into_iter()
-        .filter(|name| !name.starts_with(".xfer-"))
-        .collect();
     assert_eq!(left, ["stale1", "stale2", "stale3"], "{said}");
+}
+
+/// A reload that makes alice read-only, or changes her key, stops a `put
+/// --delete` she has in flight at its next write (`denied`, saying why), as a
+/// home that moved does: nothing more is written or removed in her home, though
+/// the request began before.
+#[test]
+fn a_reload_that_takes_a_users_rights_or_key_stops_a_mirror_in_flight() {
+    for (change, why) in [
+        ("read_only = true", "may only read"),
+        (
+            "key = \"0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef\"",
+            "key",
+        ),
+    ] {
+        let site = Site::new();
+        site.users(&[("alice", "")]);
+        let server = site.serve(&[]);
+        let (mirror, left) = mirror_across(&site, &server, || {
+            let users = if change.starts_with("key") {
+                format!("[users.alice]\n{change}\n")
+            } else {
+                format!("[users.alice]\nkey_file = \"keys/alice.key\"\n{change}\n")
+            };
+            site.write_users(&users);
+            server.reload(1);
+        });
+        let said = String::from_utf8_lossy(&mirror.stderr);
+        assert_eq!(code(&mirror), 6, "{change}: {said}");
+        assert!(said.contains(why), "{change}: {said}");
+        assert_eq!(left, ["stale1", "stale2", "stale3"], "{change}: {said}");
+        assert!(
+            !site.home("alice").join("tree/big.bin").exists(),
+            "{change}"
+        );
+        if !change.starts_with("key") {
+            check_home(&site, &server, "alice", u64::MAX);
+        }
+    }
 }
 
 /// Finding 3 as a user meets it: `xfer send` (slowed by `--limit-rate`) is part
