@@ -18,7 +18,9 @@ use rustix::io::Errno;
 use super::beneath::{self, MAX_DEPTH, kind};
 use super::ledger::Books;
 pub(crate) use super::ledger::Footprint;
-use super::path::{check_request_path, is_reserved_bytes, is_stale_exchange_dir};
+use super::path::{
+    check_request_path, is_reserved_bytes, is_stale_exchange_dir, is_temporary_name,
+};
 use super::sink::TargetDir;
 use super::{Refusal, path::PathRefusal};
 use crate::error::{Classify, Kind};
@@ -320,9 +322,10 @@ impl Home {
         Ok(fetch)
     }
 
-    /// Removes temporaries last modified before `cutoff` that `may` allows (by
-    /// device and inode), and stale exchange directories with all they hold;
-    /// returns what left the disk, as the ledger charged it.
+    /// Removes partials last modified before `cutoff` and temporaries of any age
+    /// that `may` allows (by device and inode: none a session has open), and stale
+    /// exchange directories with all they hold; returns what left the disk, as the
+    /// ledger charged it.
     pub(crate) fn sweep(&self, cutoff: i64, may: &mut dyn FnMut((u64, u64)) -> bool) -> Footprint {
         let mut removed = Footprint::default();
         if let Ok(home) = self.dup() {
@@ -594,9 +597,12 @@ fn sweep(
                     sweep(child, cutoff, may, removed, depth + 1);
                 }
             }
+            // A temporary no session has open (`may`) is left by a server that
+            // stopped (killed in the middle of a delta): nothing resumes it, so it
+            // goes whatever its age; a partial a client may resume, once stale.
             FileType::RegularFile
                 if is_reserved_bytes(name.to_bytes())
-                    && stat.st_mtime < cutoff
+                    && (stat.st_mtime < cutoff || is_temporary_name(name.to_bytes()))
                     && may((stat.st_dev, stat.st_ino))
                     && rustix::fs::unlinkat(&dir, &name, rustix::fs::AtFlags::empty()).is_ok() =>
             {

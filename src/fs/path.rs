@@ -196,12 +196,18 @@ pub(crate) fn temporary_name(random: [u8; 8]) -> String {
 /// the ctime, which no sender can). A user's own directory that merely starts and
 /// ends so, or whose times a sender set, is never one.
 pub(crate) fn is_stale_exchange_dir(name: &[u8], ctime: i64, cutoff: i64) -> bool {
-    let random = std::str::from_utf8(name)
+    is_temporary_name(name) && ctime < cutoff
+}
+
+/// Whether `name` is exactly a [`temporary_name`]: never a partial a client may
+/// resume (`.xfer-*.partial`), only what a receiver holds while it writes it.
+pub(crate) fn is_temporary_name(name: &[u8]) -> bool {
+    std::str::from_utf8(name)
         .ok()
         .and_then(|name| name.strip_prefix(RESERVED_PREFIX))
         .and_then(|rest| rest.strip_suffix(".part"))
-        .and_then(crate::hex::unhex::<8>);
-    random.is_some() && ctime < cutoff
+        .and_then(crate::hex::unhex::<8>)
+        .is_some()
 }
 
 /// [`is_reserved`] for a name read from a directory, which need not be UTF-8.

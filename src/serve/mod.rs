@@ -368,8 +368,9 @@ fn nothing_to_reload(flag: Arc<std::sync::atomic::AtomicBool>) -> Result<()> {
     Ok(())
 }
 
-/// Removes partial files of cut uploads no client came back for, at start and
-/// every hour, home by home, each through its ledger (what leaves is given back).
+/// Removes partial files of cut uploads no client came back for, and the
+/// temporaries a server that stopped left (`Home::sweep`), at start and every
+/// hour, home by home, each through its ledger (what leaves is given back).
 /// Homes of users no longer in the users file are left as they are.
 fn sweep_partials(server: Arc<Server>, keep: Duration) -> Result<()> {
     sink::sweep_in_background(
@@ -377,7 +378,8 @@ fn sweep_partials(server: Arc<Server>, keep: Duration) -> Result<()> {
         move || sweep_homes(&server, keep),
         move |removed| {
             report::line(&format!(
-                "xfer: removed {} older than {} h that no client came back for",
+                "xfer: removed {} (partials older than {} h that no client came back for, \
+                 or temporaries a stopped server left)",
                 report::plural(removed, "partial file"),
                 keep.as_secs() / 3600
             ))

@@ -168,3 +168,55 @@ fn rm_of_a_directory_that_looks_empty_removes_the_partial_in_it() {
     assert_ne!(code(&rm), 0);
     assert!(stderr_of(&rm).contains("rm -r"), "{}", stderr_of(&rm));
 }
+
+/// A server killed in the middle of a delta leaves its temporary (a
+/// `.xfer-<random>.part`, which nothing ever resumes) in the home, counted in the
+/// quota. The server started again removes it at once, whatever its age (no
+/// session of the new server has it open): the quota gets its room back, and the
+/// partial data of a cut whole upload, which a client may resume, stays.
+#[test]
+fn a_restarted_server_removes_the_temporaries_a_killed_one_left() {
+    let site = Site::new();
+    site.users(&[("alice", "")]);
+    let old = pattern(3_000_000, 61);
+    let local = site.local("big.bin", &old);
+    let mut server = site.serve(&[]);
+    let first = client(
+        &site,
+        "alice",
+        &["send", local.to_str().unwrap(), &server.addr()],
+    );
+    assert_eq!(code(&first), 0, "{}", stderr_of(&first));
+    // A resumable partial of another file, as a cut upload leaves it.
+    let home = site.home("alice");
+    let resumable = home.join(partial_name("other.bin", 400_000));
+    fs::write(&resumable, pattern(100_000, 62)).unwrap();
+    let changed = [&old[..1_000_000], &pattern(2_000_000, 63)[..]].concat();
+    fs::write(&local, &changed).unwrap();
+    let mut delta = crate::util::server::as_user(&site, "alice", &["send", "-f"]);
+    delta
+        .args(["--limit-rate", "200K"])
+        .arg(&local)
+        .arg(server.addr());
+    let mut delta = delta.spawn().unwrap();
+    let temporary = || {
+        names_in(&home)
+            .into_iter()
+            .find(|name| name.ends_with(".part"))
+    };
+    crate::util::server::eventually("the delta's temporary", || temporary().is_some());
+    server.0.child.kill().unwrap();
+    let _ = server.0.child.wait();
+    let _ = delta.kill();
+    let _ = delta.wait();
+    assert!(
+        temporary().is_some(),
+        "the killed server left its temporary"
+    );
+
+    let server = site.serve(&[]);
+    crate::util::server::eventually("the temporary removed", || temporary().is_none());
+    assert!(resumable.exists(), "a resumable partial stays");
+    assert_eq!(fs::read(home.join("big.bin")).unwrap(), old);
+    check_home(&site, &server, "alice", u64::MAX);
+}
