@@ -197,6 +197,35 @@ mod tests {
         );
     }
 
+    /// A partial the plan resumed from, removed before the file is made (by `rm`
+    /// from another session, or the sweep): the entry fails, and the empty partial
+    /// made in its place goes again, so nothing is left to hold room.
+    #[test]
+    fn a_partial_gone_between_the_plan_and_the_write_fails_the_entry_and_leaves_nothing() {
+        let (dir, target) = target();
+        let resume = Resume { size: 8, offset: 0 };
+        let mut part = target
+            .resolver()
+            .create_part("gone", &[&b"gone"[..]], Some(resume))
+            .unwrap();
+        part.write_all(b"half").unwrap();
+        drop(part); // cut: the plan of the next session saw these 4 bytes
+        for entry in std::fs::read_dir(dir.path()).unwrap() {
+            std::fs::remove_file(entry.unwrap().path()).unwrap();
+        }
+        let resume = Resume { size: 8, offset: 4 };
+        let refusal = target
+            .resolver()
+            .create_part("gone", &[&b"gone"[..]], Some(resume))
+            .map(drop)
+            .unwrap_err();
+        assert!(
+            refusal.to_string().contains("shrank since the plan"),
+            "{refusal}"
+        );
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
     #[test]
     fn same_size_and_time_is_same_and_anything_else_exists() {
         let (dir, target) = target();

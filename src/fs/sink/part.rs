@@ -181,8 +181,14 @@ impl PartFile {
                 (temp, file, true)
             }
         };
-        let stat = rustix::fs::fstat(&file)
-            .map_err(|err| Refusal::io(path, "cannot inspect its temporary file", err))?;
+        let stat = rustix::fs::fstat(&file).map_err(|err| {
+            // A temporary made just now is not left behind (a resumed partial is
+            // the user's, and stays); nothing counted it yet.
+            if made {
+                let _ = rustix::fs::unlinkat(&dir, temp.as_str(), AtFlags::empty());
+            }
+            Refusal::io(path, "cannot inspect its temporary file", err)
+        })?;
         let identity = (stat.st_dev, stat.st_ino);
         let start = resume
             .filter(|_| resumable)
