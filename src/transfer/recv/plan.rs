@@ -733,22 +733,29 @@ impl<'s, 'c> Decider<'s, 'c> {
             .probe_file(path, components, overwrite, offered)
     }
 
-    /// Whether a `same` file holds other metadata than offered, and (not in a dry
-    /// run) gives it the offered ones. Only where the sender may replace files
-    /// (`--overwrite`, a `put -f` or `get -f`, a mirror's `--delete`): a receiver
-    /// that keeps what it holds keeps its modes and owners too. What cannot be
-    /// applied (a file of another owner, for a receiver that is not root) is said
-    /// and leaves the file `same`: its content is delivered either way.
+    /// Whether a `same` file, link or special file holds other metadata than
+    /// offered, and (not in a dry run) gives it the offered ones. Only where the
+    /// sender may replace files (`--overwrite`, a `put -f` or `get -f`, a mirror's
+    /// `--delete`): a receiver that keeps what it holds keeps its modes and owners
+    /// too. What cannot be applied (a file of another owner, for a receiver that is
+    /// not root) is said and leaves the entry `same`: it is delivered either way.
     fn refresh(&mut self, entry: &Entry, components: &[&[u8]], shown: &str) -> bool {
         if !self.shared.settings.overwrite {
             return false;
         }
-        self.resolver
-            .refresh_same_file(shown, components, entry, self.dry_run)
-            .unwrap_or_else(|refusal| {
-                crate::ui::report::warn(&escape(&refusal.message));
-                false
-            })
+        let refreshed = match entry.kind {
+            EntryKind::File => {
+                self.resolver
+                    .refresh_same_file(shown, components, entry, self.dry_run)
+            }
+            _ => self
+                .resolver
+                .refresh_same_node(shown, components, entry, self.dry_run),
+        };
+        refreshed.unwrap_or_else(|refusal| {
+            crate::ui::report::warn(&escape(&refusal.message));
+            false
+        })
     }
 
     /// On a server (not in a dry run), makes the directories above the file or
@@ -908,7 +915,8 @@ impl<'s, 'c> Decider<'s, 'c> {
         let look = self.dir_in_the_way(entry, components, placement)?;
         let over_dir = look.is_some();
         let Some((replaces, other)) = replaced(placement) else {
-            return Ok(Decided::Same { attrs: false });
+            let attrs = self.refresh(entry, components, shown);
+            return Ok(Decided::Same { attrs });
         };
         if self.dry_run {
             self.resolver

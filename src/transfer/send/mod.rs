@@ -741,7 +741,7 @@ fn not_sent(tally: &Tally, path: &str, reason: &str, said: bool) {
 }
 
 /// Shows and counts an entry the plan skips (`code`, and whether the receiver
-/// said `attrs`): a file already there (`same`, with an `attrs` change when its
+/// said `attrs`): an entry already there (`same`, with an `attrs` change when its
 /// metadata was, or in a dry run would be, brought up to the offer), or a refusal,
 /// which fails a dry run as it would fail the real one.
 fn skipped(
@@ -751,8 +751,9 @@ fn skipped(
     tally: &Tally,
     dry_run: bool,
 ) {
-    // `attrs` counts only on a file's `same` (section 17.3).
-    let attrs = attrs && entry.kind == EntryKind::File;
+    // `attrs` counts only on the `same` of a file, link or special file (section
+    // 17.3): a hard link's metadata is its file's.
+    let attrs = attrs && !matches!(entry.kind, EntryKind::Dir | EntryKind::Hardlink);
     let same = [Change::Same, Change::Attrs][usize::from(attrs)];
     match code {
         ErrorCode::Same if dry_run => tally.change(same, &entry.shown_path(), 0, None),
