@@ -396,16 +396,18 @@ impl<'s, 'c> Decider<'s, 'c> {
     /// on both sides; a dry run shows it skipped); else a failure, in a dry run as
     /// in the real one (exit 6 on both sides), which it previews.
     fn refused(&self, entry: Entry, refusal: Refusal, tally: &Tally) -> (Planned<'c>, Decision) {
-        let why = refusal.to_string();
         let path = &*entry.shown_path();
         let unsent = entry.kind == EntryKind::Unsent && refusal.code == ErrorCode::Io;
+        // An unsent entry is shown with the sender's reason, as the sender shows it
+        // (a peer that gave none: the refusal).
+        let reason = entry.extra().reason.as_deref().unwrap_or_default();
         match (unsent, self.dry_run) {
-            (true, true) => tally.change(Change::Skipped, path, 0, Some(&why)),
-            (true, false) => {
-                let reason = entry.extra().reason.as_deref().unwrap_or_default();
-                tally.not_sent(path, reason, false);
+            (true, true) if reason.is_empty() => {
+                tally.change(Change::Skipped, path, 0, Some(&refusal.to_string()));
             }
-            (false, _) => tally.failed(path, refusal.code, why),
+            (true, true) => tally.change(Change::Skipped, path, 0, Some(reason)),
+            (true, false) => tally.not_sent(path, reason, false),
+            (false, _) => tally.failed(path, refusal.code, refusal.to_string()),
         }
         let skip = Decision::Skip {
             code: refusal.code,
