@@ -834,3 +834,43 @@ fn a_skipped_entry_says_the_same_reason_on_both_sides() {
     );
     assert_eq!(skipped(&receiver.stdout()), Some(reason.into()));
 }
+
+/// A file the receiver's disk has no room for is refused by a dry run as by the
+/// real run (`too_large`, exit 6 on both sides, the file named): a dry run used to
+/// say it would send it and exit 0.
+#[test]
+fn a_dry_run_refuses_what_the_disk_has_no_room_for_as_the_real_run() {
+    let root = tempfile::tempdir().unwrap();
+    let small = root.path().join("small");
+    fs::create_dir(&small).unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=1m", "xfer-test"])
+        .arg(&small)
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success());
+    if !mounted {
+        eprintln!("skipped: needs root to mount a tmpfs");
+        return;
+    }
+    let tree = root.path().join("t");
+    fs::create_dir(&tree).unwrap();
+    fs::write(tree.join("big"), crate::util::pattern(2 << 20, 7)).unwrap();
+    let mut runs = Vec::new();
+    for flags in [&["-n"][..], &[][..]] {
+        let mut receiver = Receiver::start(&small, Some(KEY), &[]);
+        let sent = send(&[&tree], receiver.port, KEY, flags);
+        runs.push((flags, code(&sent), receiver.exit_code(), stderr_of(&sent)));
+    }
+    let held = small.join("t/big").exists();
+    let unmounted = std::process::Command::new("umount").arg(&small).status();
+    assert!(unmounted.is_ok_and(|status| status.success()));
+    for (flags, sent, received, said) in runs {
+        assert_eq!((sent, received), (6, 6), "{flags:?}: {said}");
+        assert!(
+            said.contains("t/big: needs 2.00 MiB, the receiver has"),
+            "{flags:?}: {said}"
+        );
+    }
+    assert!(!held);
+}

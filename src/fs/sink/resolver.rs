@@ -300,14 +300,15 @@ impl<'a> Resolver<'a> {
 
     /// Data a cut transfer of `path` (offered with `size` bytes) left behind: its
     /// length and the hash state after it, or `None`. Useless leftovers (empty, or
-    /// longer than the file) are removed; a name that is not a regular file is left
-    /// alone and never read.
+    /// longer than the file) are removed, but in a dry run (`dry_run`), which changes
+    /// nothing and tells a server's account nothing; a name that is not a regular
+    /// file is left alone and never read.
     pub(crate) fn find_partial(
         &mut self,
         path: &str,
         components: &[&[u8]],
-        size: u64,
-        hash: HashKind,
+        (size, hash): (u64, HashKind),
+        dry_run: bool,
     ) -> Result<Option<(u64, Hasher)>, Refusal> {
         let (parents, name) = split_last(components);
         if self.made_here(parents) {
@@ -335,7 +336,9 @@ impl<'a> Resolver<'a> {
         }
         let len = stat.st_size as u64;
         if len == 0 || len > size {
-            remove_partial(&dir, &partial, self.target.meter());
+            if !dry_run {
+                remove_partial(&dir, &partial, self.target.meter());
+            }
             return Ok(None);
         }
         let mut hasher = hash.hasher();
@@ -345,7 +348,7 @@ impl<'a> Resolver<'a> {
         if hashed != len {
             return Ok(None);
         }
-        if let Some(account) = self.target.meter() {
+        if let Some(account) = self.target.meter().filter(|_| !dry_run) {
             account.found_partial(path, len);
         }
         Ok(Some((len, hasher)))

@@ -113,7 +113,7 @@ pub(crate) fn plan<'c, W: Write>(
     match shared.destination {
         Destination::Stdout => {
             for entry in entries {
-                decisions.push(&send_from(0, None))?;
+                decisions.push(&send_from(0, None, false))?;
                 planned.push(Planned {
                     expects_data: true,
                     ..Planned::skipped(entry)
@@ -168,8 +168,8 @@ fn file_decision(
     replaces: bool,
 ) -> (Decision, Option<Box<Basis>>) {
     let mut decision = match resume_from {
-        Some(resume) => send_from(resume.0, Some(&resume.1)),
-        None => send_over(replaces),
+        Some(resume) => send_from(resume.0, Some(&resume.1), replaces),
+        None => send_from(0, None, replaces),
     };
     let basis = basis.map(|(basis, signature)| {
         if let Decision::Send { delta, .. } = &mut decision {
@@ -205,21 +205,13 @@ fn check_stdout_offer(entries: &[Entry]) -> Result<()> {
     ))
 }
 
-fn send_from(offset: u64, prefix: Option<&Hasher>) -> Decision {
+/// `send`, from `offset` (a resume's, after the prefix `prefix` hashed), in place of
+/// something already there when `replaces`: a resumed file replaces the old
+/// version as a whole one does.
+fn send_from(offset: u64, prefix: Option<&Hasher>, replaces: bool) -> Decision {
     Decision::Send {
         offset,
         prefix_hash: prefix.map(|hasher| hasher.peek().to_hex()),
-        delta: None,
-        replaces: false,
-        attrs: false,
-    }
-}
-
-/// `send_from(0)` for what replaces, or stands beside, something already there.
-fn send_over(replaces: bool) -> Decision {
-    Decision::Send {
-        offset: 0,
-        prefix_hash: None,
         delta: None,
         replaces,
         attrs: false,
@@ -323,7 +315,7 @@ impl<'s, 'c> Decider<'s, 'c> {
                     type_change: over_dir,
                     ..Planned::skipped(entry)
                 };
-                (planned, send_over(replaces.files > 0 || other))
+                (planned, send_from(0, None, replaces.files > 0 || other))
             }
             Ok(Decided::Dir {
                 existed,
@@ -471,9 +463,13 @@ impl<'s, 'c> Decider<'s, 'c> {
             return Ok(Decided::Same { attrs });
         };
         if self.dry_run {
-            let basis = self.dry_run_file(entry, &components, replaces, look)?;
+            // As the real run: resumed where a partial allows (its room checked),
+            // else built by delta where an old version allows.
+            let resume_from = self.resume_point(entry, &components, &shown)?;
+            let by_delta = resume_from.is_none();
+            let basis = self.dry_run_file(entry, &components, (replaces, by_delta), look)?;
             return Ok(Decided::File {
-                resume_from: None,
+                resume_from,
                 claim,
                 reservation: None,
                 replaces,
@@ -502,13 +498,14 @@ impl<'s, 'c> Decider<'s, 'c> {
     }
 
     /// A dry run's checks of the file `entry`, which replaces `replaces` (and the
-    /// directory of `look`, if any): that it could be added and would fit; then a
-    /// basis, so the sender can say what a delta would move (17.4).
+    /// directory of `look`, if any): that it could be added and would fit; then,
+    /// unless `!by_delta` (it resumes), a basis, so the sender can say what a delta
+    /// would move (17.4).
     fn dry_run_file(
         &mut self,
         entry: &Entry,
         components: &[&[u8]],
-        replaces: Footprint,
+        (replaces, by_delta): (Footprint, bool),
         look: Option<in_the_way::Look>,
     ) -> Result<Option<(Basis, Signature)>, Refusal> {
         let making = "cannot create a temporary file";
@@ -520,7 +517,7 @@ impl<'s, 'c> Decider<'s, 'c> {
             files: 1u64.saturating_sub(replaces.files + gone.files),
         };
         self.check_room(entry, more)?;
-        let basis = self.basis(entry, components, replaces.files > 0)?;
+        let basis = self.basis(entry, components, by_delta && replaces.files > 0)?;
         if let Some(look) = look {
             look.accepted(self.shared);
         }
@@ -653,8 +650,9 @@ impl<'s, 'c> Decider<'s, 'c> {
     }
 
     /// Where a file's data starts: after resumable data found under its name (a
-    /// sparse file never resumes, section 16.4; other partial data is discarded),
-    /// with the room the rest needs counted against the disk's free space.
+    /// sparse file never resumes, section 16.4; other partial data is discarded,
+    /// but in a dry run), with the room the rest needs counted against the disk's
+    /// free space (in a dry run too, which refuses what the real run would).
     fn resume_point(
         &mut self,
         entry: &Entry,
@@ -666,16 +664,12 @@ impl<'s, 'c> Decider<'s, 'c> {
             // A sparse entry is never resumed (section 16.4).
             let settings = &self.shared.settings;
             if settings.resumes(size) && !entry.is_sparse() {
+                let (path, hash) = (&entry.shown_path(), self.shared.transfer.hash);
                 resume_from = self
                     .resolver
-                    .find_partial(
-                        &entry.shown_path(),
-                        components,
-                        size,
-                        self.shared.transfer.hash,
-                    )?
+                    .find_partial(path, components, (size, hash), self.dry_run)?
                     .map(Box::new);
-            } else if !settings.resume {
+            } else if !settings.resume && !self.dry_run {
                 // Small files never have partials: nothing to look for or discard.
                 self.resolver.discard_partial(components, size);
             }
