@@ -78,7 +78,7 @@ fn shadowed_includes(rules: &[String], include: &[String]) -> Vec<String> {
         let mut path = String::from("operand");
         for dir in dirs {
             path = format!("{path}/{dir}");
-            if filter.excluded(&path, true) {
+            if filter.excluded(path.as_bytes(), true) {
                 let shown = &path["operand/".len()..];
                 said.push(format!(
                     "--include \"{}\" cannot apply: the directory {shown}/ is excluded, and \
@@ -251,21 +251,24 @@ impl Filter {
     /// first (matched against the path below the operand's name); then the rule
     /// set of the nearest directory above `path` that has one and matches it. A
     /// path that nothing matches is kept. A directory that is left out takes
-    /// everything beneath it along: callers do not look inside.
-    pub(crate) fn excluded(&self, path: &str, is_dir: bool) -> bool {
+    /// everything beneath it along: callers do not look inside. Names are matched
+    /// as their bytes, as git and rsync match them: a name that is not UTF-8 is
+    /// not read as U+FFFD, whose three bytes `?` would not match (nor `???` match
+    /// one byte).
+    pub(crate) fn excluded(&self, path: &[u8], is_dir: bool) -> bool {
         if self.sets.is_empty() {
             return false;
         }
-        let Some((_, below)) = path.split_once('/') else {
+        let Some(slash) = path.iter().position(|&byte| byte == b'/') else {
             return false;
         };
-        if let Some(verdict) = self.verdict("", below, is_dir) {
+        if let Some(verdict) = self.verdict(b"", &path[slash + 1..], is_dir) {
             return verdict;
         }
         let mut dir = path;
-        while let Some((up, _)) = dir.rsplit_once('/') {
-            dir = up;
-            if let Some(verdict) = self.verdict(dir, &path[dir.len() + 1..], is_dir) {
+        while let Some(up) = dir.iter().rposition(|&byte| byte == b'/') {
+            dir = &path[..up];
+            if let Some(verdict) = self.verdict(dir, &path[up + 1..], is_dir) {
                 return verdict;
             }
         }
@@ -273,8 +276,11 @@ impl Filter {
     }
 
     /// What the set beneath `dir` says of `relative`: left out, kept, or nothing.
-    fn verdict(&self, dir: &str, relative: &str, is_dir: bool) -> Option<bool> {
-        match self.sets.get(dir)?.matched(relative, is_dir) {
+    /// Sets are keyed by the directory's name as text (`RuleSet::dir`).
+    fn verdict(&self, dir: &[u8], relative: &[u8], is_dir: bool) -> Option<bool> {
+        use std::os::unix::ffi::OsStrExt;
+        let set = self.sets.get(&*String::from_utf8_lossy(dir))?;
+        match set.matched(std::ffi::OsStr::from_bytes(relative), is_dir) {
             Match::Ignore(_) => Some(true),
             Match::Whitelist(_) => Some(false),
             Match::None => None,
@@ -325,7 +331,11 @@ mod tests {
             ("a.tmp", false, false), // an operand itself is never left out
         ];
         for (path, is_dir, expected) in cases {
-            assert_eq!(f.excluded(path, is_dir), expected, "{path} dir={is_dir}");
+            assert_eq!(
+                f.excluded(path.as_bytes(), is_dir),
+                expected,
+                "{path} dir={is_dir}"
+            );
         }
     }
 
@@ -336,26 +346,26 @@ mod tests {
             ("p", &["*.log", "build/"]),
             ("p/sub", &["!*.log"]),
         ]);
-        assert!(f.excluded("p/a.log", false));
-        assert!(f.excluded("p/x/a.log", false));
+        assert!(f.excluded(b"p/a.log", false));
+        assert!(f.excluded(b"p/x/a.log", false));
         assert!(
-            !f.excluded("p/sub/a.log", false),
+            !f.excluded(b"p/sub/a.log", false),
             "the deeper file re-includes"
         );
         assert!(
-            !f.excluded("p/important.log", false),
+            !f.excluded(b"p/important.log", false),
             "the command line first"
         );
-        assert!(f.excluded("p/build", true));
-        assert!(!f.excluded("q/a.log", false), "another operand's rules");
+        assert!(f.excluded(b"p/build", true));
+        assert!(!f.excluded(b"q/a.log", false), "another operand's rules");
     }
 
     #[test]
     fn rules_round_trip_through_the_wire_form_and_bad_ones_are_named() {
         let f = filter(&[("", &["*.o"]), ("p/s", &["x"]), ("p/s", &["!x"])]);
         let again = Filter::from_wire(f.wire()).unwrap();
-        assert!(again.excluded("p/a.o", false));
-        assert!(!again.excluded("p/s/x", false), "the later set wins");
+        assert!(again.excluded(b"p/a.o", false));
+        assert!(!again.excluded(b"p/s/x", false), "the later set wins");
         let bad = Filter::from_wire(&[RuleSet {
             dir: "".into(),
             lines: vec!["[z-a]".into()],

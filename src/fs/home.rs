@@ -659,7 +659,7 @@ impl Fetch {
                     .is_some_and(|rest| rest.starts_with('/'))
             };
             let out = left_out.as_ref().is_some_and(below)
-                || filter.excluded(&entry.path, entry.kind == EntryKind::Dir);
+                || filter.excluded(entry.path.as_bytes(), entry.kind == EntryKind::Dir);
             if out && entry.kind == EntryKind::Dir && !left_out.as_ref().is_some_and(below) {
                 left_out = Some(entry.path.clone());
             }

@@ -560,13 +560,12 @@ impl Walk<'_> {
             let path = child.path();
             // A name need not be UTF-8: it travels as bytes (`path_hex`) under `meta`.
             let child_name = [name, b"/", child.file_name().as_bytes()].concat();
-            // Rules match names as text: bytes that are not UTF-8 read as U+FFFD. A
-            // name left out is neither offered nor unsent (even one that cannot be
-            // looked at); a file left out is not remembered as the first of its hard
-            // links, so a later name that is kept is offered as the file itself.
-            let offered = String::from_utf8_lossy(&child_name);
+            // Rules match names as their bytes, as git's do. A name left out is
+            // neither offered nor unsent (even one that cannot be looked at); a file
+            // left out is not remembered as the first of its hard links, so a later
+            // name that is kept is offered as the file itself.
             let is_dir = child.file_type().is_ok_and(|kind| kind.is_dir());
-            if self.collected.filter.excluded(&offered, is_dir) {
+            if self.collected.filter.excluded(&child_name, is_dir) {
                 self.collected.filtered += 1;
                 continue;
             }

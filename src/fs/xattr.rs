@@ -106,15 +106,16 @@ pub(crate) fn holds(fd: impl AsFd, xattrs: &Xattrs, all: bool) -> bool {
 
 /// Sets attributes on the link `name` in directory `dir` itself (never what it
 /// points at), through `/proc/self/fd`; returns how many were not set.
-pub(crate) fn apply_to_link(dir: impl AsFd, name: &str, xattrs: &Xattrs, all: bool) -> usize {
+pub(crate) fn apply_to_link(dir: impl AsFd, name: &[u8], xattrs: &Xattrs, all: bool) -> usize {
     use std::os::fd::AsRawFd;
-    let path = format!("/proc/self/fd/{}/{name}", dir.as_fd().as_raw_fd());
+    let mut path = format!("/proc/self/fd/{}/", dir.as_fd().as_raw_fd()).into_bytes();
+    path.extend_from_slice(name);
     let mut dropped = 0;
     for (attr, value) in xattrs {
         let value = unhex_vec(value).unwrap_or_default();
         let set = settable(attr, all)
             && rustix::fs::lsetxattr(
-                path.as_str(),
+                path.as_slice(),
                 attr.as_str(),
                 &value,
                 rustix::fs::XattrFlags::empty(),

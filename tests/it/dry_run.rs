@@ -789,3 +789,88 @@ fn a_plain_send_into_an_overwriting_receiver_sends_only_what_changed_as_its_dry_
     assert_eq!(fs::read(dst.join("tree/c")).unwrap(), b"c, longer now\n");
     drop(serving.child.kill());
 }
+
+/// An entry the sender cannot send is `skipped` in a dry run with the same reason
+/// on both sides (the receiver's line once repeated the path and ended in the
+/// refusal's code: `skipped  t/fifo  (t/fifo: not sent: named pipe: ... (io))`),
+/// in `--json` too.
+#[test]
+fn a_skipped_entry_says_the_same_reason_on_both_sides() {
+    let root = tempfile::tempdir().unwrap();
+    let tree = root.path().join("t");
+    fs::create_dir_all(&tree).unwrap();
+    fs::write(tree.join("a"), b"a").unwrap();
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        tree.join("fifo"),
+        rustix::fs::FileType::Fifo,
+        rustix::fs::Mode::from_raw_mode(0o644),
+        0,
+    )
+    .unwrap();
+    let line = "skipped  t/fifo  (named pipe: --specials sends fifos, sockets and devices)";
+    let dst = root.path().join("dst");
+    let mut receiver = Receiver::start(&dst, Some(KEY), &["-i"]);
+    let sent = send(&[&tree], receiver.port, KEY, &["-n"]);
+    assert_eq!(code(&sent), 0, "{}", stderr_of(&sent));
+    assert_eq!(receiver.exit_code(), 0, "{}", receiver.stderr());
+    let sender_said = String::from_utf8_lossy(&sent.stdout).into_owned();
+    assert!(sender_said.lines().any(|l| l == line), "{sender_said}");
+    let receiver_said = receiver.stdout();
+    assert!(receiver_said.lines().any(|l| l == line), "{receiver_said}");
+    let mut receiver = Receiver::start(&dst, Some(KEY), &["--json"]);
+    let sent = send(&[&tree], receiver.port, KEY, &["-n", "--json"]);
+    assert_eq!(receiver.exit_code(), 0, "{}", receiver.stderr());
+    let skipped = |text: &str| {
+        events_in(text)
+            .into_iter()
+            .find(|e| e["event"] == "change" && e["change"] == "skipped")
+            .map(|e| e["message"].clone())
+    };
+    let reason = "named pipe: --specials sends fifos, sockets and devices";
+    assert_eq!(
+        skipped(&String::from_utf8_lossy(&sent.stdout)),
+        Some(reason.into())
+    );
+    assert_eq!(skipped(&receiver.stdout()), Some(reason.into()));
+}
+
+/// A file the receiver's disk has no room for is refused by a dry run as by the
+/// real run (`too_large`, exit 6 on both sides, the file named): a dry run used to
+/// say it would send it and exit 0.
+#[test]
+fn a_dry_run_refuses_what_the_disk_has_no_room_for_as_the_real_run() {
+    let root = tempfile::tempdir().unwrap();
+    let small = root.path().join("small");
+    fs::create_dir(&small).unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=1m", "xfer-test"])
+        .arg(&small)
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success());
+    if !mounted {
+        eprintln!("skipped: needs root to mount a tmpfs");
+        return;
+    }
+    let tree = root.path().join("t");
+    fs::create_dir(&tree).unwrap();
+    fs::write(tree.join("big"), crate::util::pattern(2 << 20, 7)).unwrap();
+    let mut runs = Vec::new();
+    for flags in [&["-n"][..], &[][..]] {
+        let mut receiver = Receiver::start(&small, Some(KEY), &[]);
+        let sent = send(&[&tree], receiver.port, KEY, flags);
+        runs.push((flags, code(&sent), receiver.exit_code(), stderr_of(&sent)));
+    }
+    let held = small.join("t/big").exists();
+    let unmounted = std::process::Command::new("umount").arg(&small).status();
+    assert!(unmounted.is_ok_and(|status| status.success()));
+    for (flags, sent, received, said) in runs {
+        assert_eq!((sent, received), (6, 6), "{flags:?}: {said}");
+        assert!(
+            said.contains("t/big: needs 2.00 MiB, the receiver has"),
+            "{flags:?}: {said}"
+        );
+    }
+    assert!(!held);
+}

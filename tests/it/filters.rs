@@ -265,3 +265,41 @@ fn an_include_beneath_an_excluded_directory_gets_a_warning() {
     let flags = ["--exclude", "logs/*", "--include", "logs/keep.log"];
     assert_eq!(sent_with(root.path(), &flags), ["t/a", "t/logs/keep.log"]);
 }
+
+/// A name that is not UTF-8 is matched as its bytes, as git and rsync match it: `?`
+/// is one byte (`caf?` leaves out `caf\xe9`), and the name is never read as the
+/// three bytes of U+FFFD (`caf???` must not match it).
+#[test]
+fn a_name_that_is_not_utf8_is_matched_as_its_bytes() {
+    let root = tempfile::tempdir().unwrap();
+    let t = root.path().join("t");
+    tree(root.path(), &["t/cafe", "t/other"]);
+    for name in [&b"caf\xe9"[..], b"caf\xe9\xe9"] {
+        fs::write(crate::util::tree::raw(&t, name), b"x").unwrap();
+    }
+    let one = "caf\u{fffd}";
+    let two = "caf\u{fffd}\u{fffd}";
+    assert_eq!(
+        sent_with(root.path(), &["--exclude", "caf?"]),
+        [format!("t/{two}"), "t/other".into()]
+    );
+    assert_eq!(
+        sent_with(root.path(), &["--exclude", "caf???"]),
+        [
+            "t/cafe".to_string(),
+            format!("t/{one}"),
+            format!("t/{two}"),
+            "t/other".into()
+        ]
+    );
+    fs::write(t.join(".gitignore"), "caf??\n").unwrap();
+    assert_eq!(
+        sent_with(root.path(), &["--gitignore"]),
+        [
+            "t/.gitignore".to_string(),
+            "t/cafe".into(),
+            format!("t/{one}"),
+            "t/other".into()
+        ]
+    );
+}

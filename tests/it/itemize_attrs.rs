@@ -369,12 +369,80 @@ fn a_same_file_whose_mode_cannot_be_set_stays_same_with_a_warning() {
     assert_eq!(mode(&dst.join("tree/a")), 0o644);
 }
 
+/// `(seconds, nanoseconds)` of the modification time of `path` itself.
+fn own_mtime(path: &Path) -> (i64, i64) {
+    let meta = fs::symlink_metadata(path).unwrap();
+    (meta.mtime(), meta.mtime_nsec())
+}
+
+/// A link whose target is the same but whose own time differs, and a FIFO of
+/// another mode, are made the sender's and itemized `attrs` on both sides, as
+/// `rsync -a` does (`.L..t......`); a dry run says so and changes nothing, and a
+/// rerun then has nothing to say.
 #[test]
-fn a_sender_ignores_attrs_on_a_new_directory_and_a_same_link() {
+fn a_same_link_or_special_file_with_other_metadata_is_fixed_and_itemized() {
+    let root = tempfile::tempdir().unwrap();
+    let root = root.path();
+    let src = root.join("src/tree");
+    fs::create_dir_all(&src).unwrap();
+    fs::create_dir_all(root.join("dst")).unwrap();
+    std::os::unix::fs::symlink("a", src.join("ln")).unwrap();
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        src.join("pipe"),
+        rustix::fs::FileType::Fifo,
+        rustix::fs::Mode::from_raw_mode(0o644),
+        0,
+    )
+    .unwrap();
+    set_mode(&src.join("pipe"), 0o644);
+    let flags = ["-i", "--delete", "--specials"];
+    let (first, _, recv_err) = mirror(root, OVERWRITE, &flags);
+    assert_eq!(code(&first), 0, "{}{recv_err}", stderr_of(&first));
+    set_mtime(&src.join("ln"), 1_600_000_000, 5);
+    set_mtime(&src.join("pipe"), 1_600_000_000, 0);
+    set_mode(&src.join("pipe"), 0o600);
+    set_mtime(&src, 1_600_000_000, 0);
+    let (ln, pipe) = (root.join("dst/tree/ln"), root.join("dst/tree/pipe"));
+    let before = (own_mtime(&ln), own_mtime(&pipe), mode(&pipe));
+
+    let (dry, _, _) = mirror(root, OVERWRITE, &["-i", "--delete", "--specials", "-n"]);
+    assert_eq!(code(&dry), 0, "{}", stderr_of(&dry));
+    let lines = stdout_lines(&dry);
+    assert!(lines.iter().any(|l| l == "attrs    tree/ln"), "{lines:?}");
+    assert!(lines.iter().any(|l| l == "attrs    tree/pipe"), "{lines:?}");
+    assert_eq!(
+        (own_mtime(&ln), own_mtime(&pipe), mode(&pipe)),
+        before,
+        "a dry run changes nothing"
+    );
+
+    let mut receiver = Receiver::start(&root.join("dst"), Some(KEY), &["--overwrite", "-i"]);
+    let sent = crate::util::send(&[&src], receiver.port, KEY, &flags);
+    assert_eq!(code(&sent), 0, "{}", stderr_of(&sent));
+    assert_eq!(receiver.exit_code(), 0, "{}", receiver.stderr());
+    let expected = ["attrs    tree/", "attrs    tree/ln", "attrs    tree/pipe"];
+    assert_eq!(stdout_lines(&sent), expected);
+    let mut received: Vec<String> = receiver.stdout().lines().map(str::to_string).collect();
+    received.sort();
+    assert_eq!(received, expected);
+    assert_eq!(fs::read_link(&ln).unwrap(), Path::new("a"));
+    assert_eq!(own_mtime(&ln), (1_600_000_000, 5));
+    assert_eq!(own_mtime(&pipe), (1_600_000_000, 0));
+    assert_eq!(mode(&pipe), 0o600);
+
+    let (again, _, _) = mirror(root, OVERWRITE, &flags);
+    assert_eq!(code(&again), 0, "{}", stderr_of(&again));
+    assert_eq!(stdout_lines(&again), Vec::<String>::new());
+}
+
+#[test]
+fn a_sender_ignores_attrs_on_a_new_directory_and_a_same_hard_link() {
     let src = tempfile::tempdir().unwrap();
     let tree = src.path().join("t");
     fs::create_dir(&tree).unwrap();
-    std::os::unix::fs::symlink("x", tree.join("link")).unwrap();
+    fs::write(tree.join("f"), b"f").unwrap();
+    fs::hard_link(tree.join("f"), tree.join("g")).unwrap();
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let peer_side = std::thread::spawn(move || {
@@ -383,11 +451,14 @@ fn a_sender_ignores_attrs_on_a_new_directory_and_a_same_link() {
         peer.accept_handshake(&Acceptor::new(KEY, "receiver").features(&features))
             .unwrap();
         while peer.read_control().unwrap()["type"] == "offer" {}
-        // Section 17.3: `attrs` counts only on a directory that exists and on a
-        // file's `same`; a hostile or confused receiver writes it elsewhere.
+        // Section 17.3: `attrs` counts only on a directory that exists and on the
+        // `same` of a file, link or special file (a hard link's metadata is its
+        // file's); a hostile or confused receiver writes it elsewhere.
         let new_dir = json!({"action":"send","offset":0,"attrs":true});
+        let same_file = json!({"action":"skip","code":"same","message":"there"});
         let same_link = json!({"action":"skip","code":"same","message":"there","attrs":true});
-        peer.send_plan(&[vec![new_dir, same_link]]).unwrap();
+        peer.send_plan(&[vec![new_dir, same_file, same_link]])
+            .unwrap();
         assert_eq!(peer.read_control().unwrap()["type"], "end");
         peer.send_end().unwrap();
     });

@@ -526,3 +526,67 @@ fn a_cut_says_a_rerun_resumes_it_and_the_rerun_counts_only_the_bytes_it_moved() 
         pattern(size as usize, 7)
     );
 }
+
+/// Partial data of a new version cut while it replaced an old one: a rerun resumes
+/// it, and says `replaced` on both sides (the sender said `new`, as if nothing had
+/// been there); a dry run before it says what the rerun does (`resumes at`, the
+/// rest in its total) instead of a delta against the old version that the rerun
+/// does not make, and leaves the partial data where it is.
+#[test]
+fn a_resume_over_an_old_version_is_replaced_and_a_dry_run_predicts_it() {
+    let src = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let size = 20 << 20;
+    let file = src.path().join("resume.bin");
+    fs::write(&file, pattern(size, 42)).unwrap();
+    let old = out.path().join("resume.bin");
+    fs::write(&old, pattern(size, 43)).unwrap();
+    make_older(&old);
+
+    let mut receiver = Receiver::start(out.path(), Some(KEY), &["--overwrite"]);
+    let relay = Relay::start(receiver.port, Faults::cut_after(7 << 20));
+    let cut = send(&[&file], relay.port, KEY, &["-W"]);
+    assert_eq!(code(&cut), 3, "{}", stderr_of(&cut));
+    assert_eq!(receiver.exit_code(), 3, "{}", receiver.stderr());
+    let partial = || {
+        fs::read_dir(out.path())
+            .unwrap()
+            .map(|e| e.unwrap())
+            .find(|e| e.file_name().to_string_lossy().ends_with(".partial"))
+            .map(|e| e.metadata().unwrap().len())
+    };
+    let kept = partial().expect("partial data kept");
+    assert!(kept > 0 && kept < size as u64);
+    let mib = |bytes: u64| format!("{:.2} MiB", bytes as f64 / (1 << 20) as f64);
+
+    let mut receiver = Receiver::start(out.path(), Some(KEY), &["--overwrite"]);
+    let dry = send(&[&file], receiver.port, KEY, &["-n"]);
+    assert_eq!(code(&dry), 0, "{}", stderr_of(&dry));
+    assert_eq!(receiver.exit_code(), 0, "{}", receiver.stderr());
+    let said = String::from_utf8_lossy(&dry.stdout).into_owned();
+    let line = format!(
+        "changed  resume.bin  (resumes at {} of 20.00 MiB)",
+        mib(kept)
+    );
+    assert_eq!(said.lines().collect::<Vec<_>>(), [line.as_str()], "{said}");
+    let total = format!("1 changed ({})", mib(size as u64 - kept));
+    assert!(stderr_of(&dry).contains(&total), "{}", stderr_of(&dry));
+    assert_eq!(partial(), Some(kept), "a dry run leaves the partial data");
+
+    let mut receiver = Receiver::start(out.path(), Some(KEY), &["--overwrite", "-i"]);
+    let rerun = send(&[&file], receiver.port, KEY, &["-i"]);
+    assert_eq!(code(&rerun), 0, "{}", stderr_of(&rerun));
+    assert_eq!(receiver.exit_code(), 0, "{}", receiver.stderr());
+    assert_eq!(
+        String::from_utf8_lossy(&rerun.stdout),
+        "replaced resume.bin\n"
+    );
+    assert_eq!(receiver.stdout(), "replaced resume.bin\n");
+    assert!(
+        stderr_of(&rerun).contains("1 resumed"),
+        "{}",
+        stderr_of(&rerun)
+    );
+    assert_eq!(fs::read(&old).unwrap(), pattern(size, 42));
+    assert_eq!(partial(), None);
+}

@@ -11,7 +11,7 @@ use std::os::fd::AsFd;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use rustix::fs::{AtFlags, Gid, Mode, Timespec, Timestamps, Uid};
+use rustix::fs::{AtFlags, FileType, Gid, Mode, OFlags, Timespec, Timestamps, Uid};
 use rustix::io::Errno;
 
 use crate::fs::owners::Owners;
@@ -94,14 +94,14 @@ pub(crate) fn remove_other_xattrs(fd: impl AsFd, entry: &Entry, policy: Policy) 
 }
 
 /// Applies what `entry` says to `name` in `dir`, never following it: a link, a fifo,
-/// a socket or a device node (none of which is opened).
+/// a socket or a device node (none of which is opened), one made just now under a
+/// temporary name or one found `same` under its final name.
 pub(crate) fn apply_at(
     dir: impl AsFd,
-    name: &str,
+    name: &[u8],
     entry: &Entry,
     policy: Policy,
 ) -> Result<(), Errno> {
-    let link = entry.extra().target.is_some() || entry.extra().target_hex.is_some();
     if let Some(xattrs) = &entry.extra().xattrs {
         let dropped = xattr::apply_to_link(&dir, name, xattrs, is_root() && !policy.server);
         DROPPED.xattrs.fetch_add(dropped, Ordering::Relaxed);
@@ -110,8 +110,8 @@ pub(crate) fn apply_at(
         rustix::fs::chownat(&dir, name, Some(uid), Some(gid), AtFlags::SYMLINK_NOFOLLOW)?;
     }
     // A link has no mode of its own; chmod would follow it.
-    if let (false, Some(mode)) = (link, mode_of(entry, policy)) {
-        rustix::fs::chmodat(&dir, name, Mode::from_raw_mode(mode), AtFlags::empty())?;
+    if let (false, Some(mode)) = (is_link(entry), mode_of(entry, policy)) {
+        chmod_not_following(&dir, name, mode)?;
         let stat = rustix::fs::statat(&dir, name, AtFlags::SYMLINK_NOFOLLOW);
         count_dropped_bits(stat.map(|stat| stat.st_mode), mode);
     }
@@ -124,6 +124,20 @@ pub(crate) fn apply_at(
         ))?;
     }
     Ok(())
+}
+
+/// chmod(2) of what `name` in `dir` is, never of what a link put in its place
+/// points at: through an `O_PATH` descriptor of it, checked not to be a link
+/// (`fchmodat` has no flag for that that Linux honours before 6.6).
+fn chmod_not_following(dir: impl AsFd, name: &[u8], mode: u32) -> Result<(), Errno> {
+    use std::os::fd::AsRawFd;
+    let flags = OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let node = rustix::fs::openat(&dir, name, flags, Mode::empty())?;
+    if FileType::from_raw_mode(rustix::fs::fstat(&node)?.st_mode) == FileType::Symlink {
+        return Err(Errno::LOOP);
+    }
+    let path = format!("/proc/self/fd/{}", node.as_raw_fd());
+    rustix::fs::chmod(path.as_str(), Mode::from_raw_mode(mode))
 }
 
 /// The bits to set: `mode & 0o7777` (an entry without `meta` never has more than
@@ -209,21 +223,45 @@ pub(crate) fn differs(
     times: bool,
 ) -> bool {
     let mode = mode_of(entry, policy).is_some_and(|mode| stat.st_mode & 0o7777 != mode);
-    let owner = !policy.server
-        && is_root()
-        && local_owner(entry)
-            .is_some_and(|(uid, gid)| (stat.st_uid, stat.st_gid) != (uid.as_raw(), gid.as_raw()));
-    let time = times
-        && entry.mtime.is_some_and(|mtime| {
-            let nanos = entry.mtime_ns.unwrap_or(0);
-            mtime != stat.st_mtime || !same_nanos(nanos, stat.st_mtime_nsec as u32)
-        });
+    let time = times && time_differs(stat, entry);
     let xattrs = entry
         .extra()
         .xattrs
         .as_ref()
         .is_some_and(|xattrs| !xattr::holds(&fd, xattrs, is_root() && !policy.server));
-    mode || owner || time || xattrs
+    mode || owner_differs(stat, entry, policy) || time || xattrs
+}
+
+/// Whether the link or special file `stat` describes differs from what
+/// [`apply_at`] would give it under `policy`: its modification time, its owner
+/// (only where it would be applied) and, but for a link, which has none, its
+/// mode. Extended attributes are not compared: Linux keeps no `user.*` ones on
+/// links and special files.
+pub(crate) fn node_differs(stat: &rustix::fs::Stat, entry: &Entry, policy: Policy) -> bool {
+    let mode =
+        !is_link(entry) && mode_of(entry, policy).is_some_and(|mode| stat.st_mode & 0o7777 != mode);
+    mode || owner_differs(stat, entry, policy) || time_differs(stat, entry)
+}
+
+/// Whether an owner would be applied (as root, not on a server) and differs.
+fn owner_differs(stat: &rustix::fs::Stat, entry: &Entry, policy: Policy) -> bool {
+    !policy.server
+        && is_root()
+        && local_owner(entry)
+            .is_some_and(|(uid, gid)| (stat.st_uid, stat.st_gid) != (uid.as_raw(), gid.as_raw()))
+}
+
+/// Whether the offered modification time differs (a side without nanoseconds
+/// matches any).
+fn time_differs(stat: &rustix::fs::Stat, entry: &Entry) -> bool {
+    entry.mtime.is_some_and(|mtime| {
+        let nanos = entry.mtime_ns.unwrap_or(0);
+        mtime != stat.st_mtime || !same_nanos(nanos, stat.st_mtime_nsec as u32)
+    })
+}
+
+fn is_link(entry: &Entry) -> bool {
+    entry.extra().target.is_some() || entry.extra().target_hex.is_some()
 }
 
 /// Section 16: nanoseconds agree when equal, or when either side has none (a

@@ -285,7 +285,12 @@ mod tests {
         let components = [&b"x"[..]];
         let found = target
             .resolver()
-            .find_partial("x", &components, 3, crate::proto::hash::HashKind::Md5)
+            .find_partial(
+                "x",
+                &components,
+                (3, crate::proto::hash::HashKind::Md5),
+                false,
+            )
             .unwrap();
         assert!(found.is_none());
         let resume = Resume { size: 3, offset: 0 };

@@ -221,7 +221,7 @@ impl Resolver<'_> {
         overwrite: bool,
     ) -> Result<Option<rustix::fs::Stat>, Refusal> {
         if node.entry.kind != EntryKind::Hardlink {
-            meta::apply_at(dir, temp, node.entry, self.policy(0))
+            meta::apply_at(dir, temp.as_bytes(), node.entry, self.policy(0))
                 .map_err(|err| Refusal::io(node.path, "cannot set its metadata", err))?;
         }
         let replaced = match beneath::stat(dir, name) {

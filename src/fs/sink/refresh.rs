@@ -1,17 +1,18 @@
-//! Entries the receiver holds already (a `same` file, a directory that exists)
-//! whose metadata differs from the offer's: found while planning, so that
-//! `--itemize` can say `attrs` (rsync's `.f...p...`), and for a file brought up to
-//! the offer at once, as `rsync -a` does; a directory gets its metadata at the end
-//! of the session anyway. Never follows a link; a file this process cannot open is
+//! Entries the receiver holds already (a `same` file, link or special file, a
+//! directory that exists) whose metadata differs from the offer's: found while
+//! planning, so that `--itemize` can say `attrs` (rsync's `.f...p...`,
+//! `.L..t......`), and for a file, link or special file brought up to the offer
+//! at once, as `rsync -a` does; a directory gets its metadata at the end of the
+//! session anyway. Never follows a link; a file this process cannot open is
 //! left as it is, and so is one with more than one link: changing it in place would
 //! change every link, maybe one outside the target (a hard link to another tree, a
 //! `cp -al` snapshot). Whether to refresh at all is the caller's choice: only where
 //! the receiver lets its sender replace files.
 
 use super::meta;
-use super::resolver::Resolver;
-use crate::fs::Refusal;
-use crate::proto::message::Entry;
+use super::resolver::{Resolver, split_last};
+use crate::fs::{Refusal, beneath};
+use crate::proto::message::{Entry, EntryKind};
 
 impl Resolver<'_> {
     /// Whether the regular file at `components`, found the same as `entry` (size
@@ -41,6 +42,39 @@ impl Resolver<'_> {
         }
         if !dry_run {
             meta::apply(&file, entry, policy)
+                .map_err(|err| Refusal::io(path, "cannot set its metadata", err))?;
+        }
+        Ok(true)
+    }
+
+    /// Whether the link or special file at `components`, found the same as `entry`
+    /// (a link to the same target, a node of its kind and numbers), holds another
+    /// time, owner or (but a link) mode than offered; unless `dry_run`, gives it the
+    /// offered ones there, never through a link (`meta::apply_at`). A hard link's
+    /// metadata is its file's: nothing to do here.
+    pub(crate) fn refresh_same_node(
+        &mut self,
+        path: &str,
+        components: &[&[u8]],
+        entry: &Entry,
+        dry_run: bool,
+    ) -> Result<bool, Refusal> {
+        if entry.kind == EntryKind::Hardlink {
+            return Ok(false);
+        }
+        let (parents, name) = split_last(components);
+        let Ok(Some(dir)) = self.walk(parents, false) else {
+            return Ok(false);
+        };
+        let Ok(Some(stat)) = beneath::stat(&*dir, name) else {
+            return Ok(false);
+        };
+        let policy = self.policy(0);
+        if !meta::node_differs(&stat, entry, policy) {
+            return Ok(false);
+        }
+        if !dry_run {
+            meta::apply_at(&*dir, name, entry, policy)
                 .map_err(|err| Refusal::io(path, "cannot set its metadata", err))?;
         }
         Ok(true)

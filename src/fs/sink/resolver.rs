@@ -63,15 +63,6 @@ pub(crate) struct Resolver<'a> {
     vacated: HashSet<Vec<u8>>,
 }
 
-/// Partial data of ours, opened ([`Resolver::find_partial`]).
-struct OurPartial {
-    /// The directory it is in, and its name there.
-    dir: Arc<OwnedFd>,
-    name: String,
-    fd: OwnedFd,
-    len: u64,
-}
-
 impl<'a> Resolver<'a> {
     pub(super) fn new(target: &'a TargetDir) -> Self {
         Resolver {
@@ -309,58 +300,16 @@ impl<'a> Resolver<'a> {
 
     /// Data a cut transfer of `path` (offered with `size` bytes) left behind: its
     /// length and the hash state after it, or `None`. Useless leftovers (empty, or
-    /// longer than the file) are removed; a name that is not a regular file is left
-    /// alone and never read.
+    /// longer than the file) are removed, but in a dry run (`dry_run`), which changes
+    /// nothing and tells a server's account nothing; a name that is not a regular
+    /// file is left alone and never read.
     pub(crate) fn find_partial(
         &mut self,
         path: &str,
         components: &[&[u8]],
-        size: u64,
-        hash: HashKind,
+        (size, hash): (u64, HashKind),
+        dry_run: bool,
     ) -> Result<Option<(u64, Hasher)>, Refusal> {
-        let Some(OurPartial { dir, name, fd, len }) = self.our_partial(path, components, size)?
-        else {
-            return Ok(None);
-        };
-        if len == 0 || len > size {
-            remove_partial(&dir, &name, self.target.meter());
-            return Ok(None);
-        }
-        let mut hasher = hash.hasher();
-        let hashed = hasher
-            .update_from(&mut File::from(fd), len)
-            .map_err(|err| Refusal::io(path, "cannot read its partial data", err))?;
-        if hashed != len {
-            return Ok(None);
-        }
-        if let Some(account) = self.target.meter() {
-            account.found_partial(path, len);
-        }
-        Ok(Some((len, hasher)))
-    }
-
-    /// The length of what [`Resolver::find_partial`] would resume from, looked at
-    /// only (a dry run): nothing read, removed or noted.
-    pub(crate) fn partial_len(
-        &mut self,
-        path: &str,
-        components: &[&[u8]],
-        size: u64,
-    ) -> Result<Option<u64>, Refusal> {
-        let found = self.our_partial(path, components, size)?;
-        Ok(found
-            .map(|found| found.len)
-            .filter(|&len| len > 0 && len <= size))
-    }
-
-    /// The partial data of `path` (offered with `size` bytes), opened, if it is
-    /// ours.
-    fn our_partial(
-        &mut self,
-        path: &str,
-        components: &[&[u8]],
-        size: u64,
-    ) -> Result<Option<OurPartial>, Refusal> {
         let (parents, name) = split_last(components);
         if self.made_here(parents) {
             return Ok(None);
@@ -385,12 +334,24 @@ impl<'a> Resolver<'a> {
         if !is_ours(&fd, &stat, self.target.meter().is_some()) {
             return Ok(None); // not ours: its length is nobody's business
         }
-        Ok(Some(OurPartial {
-            dir,
-            name: partial,
-            fd,
-            len: stat.st_size as u64,
-        }))
+        let len = stat.st_size as u64;
+        if len == 0 || len > size {
+            if !dry_run {
+                remove_partial(&dir, &partial, self.target.meter());
+            }
+            return Ok(None);
+        }
+        let mut hasher = hash.hasher();
+        let hashed = hasher
+            .update_from(&mut File::from(fd), len)
+            .map_err(|err| Refusal::io(path, "cannot read its partial data", err))?;
+        if hashed != len {
+            return Ok(None);
+        }
+        if let Some(account) = self.target.meter().filter(|_| !dry_run) {
+            account.found_partial(path, len);
+        }
+        Ok(Some((len, hasher)))
     }
 
     /// Removes what a cut transfer of `path` left behind (for `--no-resume`).

@@ -28,7 +28,7 @@ pub(crate) fn kept(
     path: &str,
     is_dir: bool,
 ) -> Option<Spare> {
-    if filter.excluded(path, is_dir) {
+    if filter.excluded(path.as_bytes(), is_dir) {
         return Some(Spare::Excluded);
     }
     match shared.claims.claim(within, path.as_bytes()) {

@@ -113,7 +113,7 @@ pub(crate) fn plan<'c, W: Write>(
     match shared.destination {
         Destination::Stdout => {
             for entry in entries {
-                decisions.push(&send_from(0, None))?;
+                decisions.push(&send_from(0, None, false))?;
                 planned.push(Planned {
                     expects_data: true,
                     ..Planned::skipped(entry)
@@ -168,8 +168,8 @@ fn file_decision(
     replaces: bool,
 ) -> (Decision, Option<Box<Basis>>) {
     let mut decision = match resume_from {
-        Some(resume) => send_from(resume.0, Some(&resume.1)),
-        None => send_over(replaces),
+        Some(resume) => send_from(resume.0, Some(&resume.1), replaces),
+        None => send_from(0, None, replaces),
     };
     let basis = basis.map(|(basis, signature)| {
         if let Decision::Send { delta, .. } = &mut decision {
@@ -205,21 +205,13 @@ fn check_stdout_offer(entries: &[Entry]) -> Result<()> {
     ))
 }
 
-fn send_from(offset: u64, prefix: Option<&Hasher>) -> Decision {
+/// `send`, from `offset` (a resume's, after the prefix `prefix` hashed), in place of
+/// something already there when `replaces`: a resumed file replaces the old
+/// version as a whole one does.
+fn send_from(offset: u64, prefix: Option<&Hasher>, replaces: bool) -> Decision {
     Decision::Send {
         offset,
         prefix_hash: prefix.map(|hasher| hasher.peek().to_hex()),
-        delta: None,
-        replaces: false,
-        attrs: false,
-    }
-}
-
-/// `send_from(0)` for what replaces, or stands beside, something already there.
-fn send_over(replaces: bool) -> Decision {
-    Decision::Send {
-        offset: 0,
-        prefix_hash: None,
         delta: None,
         replaces,
         attrs: false,
@@ -323,7 +315,7 @@ impl<'s, 'c> Decider<'s, 'c> {
                     type_change: over_dir,
                     ..Planned::skipped(entry)
                 };
-                (planned, send_over(replaces.files > 0 || other))
+                (planned, send_from(0, None, replaces.files > 0 || other))
             }
             Ok(Decided::Dir {
                 existed,
@@ -396,16 +388,18 @@ impl<'s, 'c> Decider<'s, 'c> {
     /// on both sides; a dry run shows it skipped); else a failure, in a dry run as
     /// in the real one (exit 6 on both sides), which it previews.
     fn refused(&self, entry: Entry, refusal: Refusal, tally: &Tally) -> (Planned<'c>, Decision) {
-        let why = refusal.to_string();
         let path = &*entry.shown_path();
         let unsent = entry.kind == EntryKind::Unsent && refusal.code == ErrorCode::Io;
+        // An unsent entry is shown with the sender's reason, as the sender shows it
+        // (a peer that gave none: the refusal).
+        let reason = entry.extra().reason.as_deref().unwrap_or_default();
         match (unsent, self.dry_run) {
-            (true, true) => tally.change(Change::Skipped, path, 0, Some(&why)),
-            (true, false) => {
-                let reason = entry.extra().reason.as_deref().unwrap_or_default();
-                tally.not_sent(path, reason, false);
+            (true, true) if reason.is_empty() => {
+                tally.change(Change::Skipped, path, 0, Some(&refusal.to_string()));
             }
-            (false, _) => tally.failed(path, refusal.code, why),
+            (true, true) => tally.change(Change::Skipped, path, 0, Some(reason)),
+            (true, false) => tally.not_sent(path, reason, false),
+            (false, _) => tally.failed(path, refusal.code, refusal.to_string()),
         }
         let skip = Decision::Skip {
             code: refusal.code,
@@ -469,9 +463,13 @@ impl<'s, 'c> Decider<'s, 'c> {
             return Ok(Decided::Same { attrs });
         };
         if self.dry_run {
-            let basis = self.dry_run_file(entry, &components, replaces, look)?;
+            // As the real run: resumed where a partial allows (its room checked),
+            // else built by delta where an old version allows.
+            let resume_from = self.resume_point(entry, &components, &shown)?;
+            let partial = resume_from.as_ref().map(|resume| resume.0);
+            let basis = self.dry_run_file(entry, &components, (replaces, partial), look)?;
             return Ok(Decided::File {
-                resume_from: None,
+                resume_from,
                 claim,
                 reservation: None,
                 replaces,
@@ -500,21 +498,23 @@ impl<'s, 'c> Decider<'s, 'c> {
     }
 
     /// A dry run's checks of the file `entry`, which replaces `replaces` (and the
-    /// directory of `look`, if any): that it could be added and would fit, by the
-    /// rule a real run admits it by ([`Decider::reserve_file`]); and a basis, so
-    /// the sender can say what a delta would move (17.4).
+    /// directory of `look`, if any), resuming `partial` bytes if any: that it
+    /// could be added and would fit, by the rule a real run admits it by
+    /// ([`Decider::reserve_file`]); and unless it resumes, a basis, so the sender
+    /// can say what a delta would move (17.4).
     fn dry_run_file(
         &mut self,
         entry: &Entry,
         components: &[&[u8]],
-        replaces: Footprint,
+        (replaces, partial): (Footprint, Option<u64>),
         look: Option<in_the_way::Look>,
     ) -> Result<Option<(Basis, Signature)>, Refusal> {
         let making = "cannot create a temporary file";
         self.resolver.dry_run_may_add(components, making)?;
-        let basis = self.basis(entry, components, replaces.files > 0)?;
-        let more = self.dry_run_needs(entry, components, replaces, look.as_ref(), basis.as_ref());
-        if let Err(refusal) = more.and_then(|more| self.check_room(entry, more)) {
+        let by_delta = partial.is_none() && replaces.files > 0;
+        let basis = self.basis(entry, components, by_delta)?;
+        let more = dry_run_needs(entry, (replaces, partial), look.as_ref(), basis.as_ref());
+        if let Err(refusal) = self.check_room(entry, more) {
             if let Some((basis, _)) = &basis {
                 // Its chunks go out in no plan: the budget gets them back.
                 self.chunks_left += basis.chunks();
@@ -525,39 +525,6 @@ impl<'s, 'c> Decider<'s, 'c> {
             look.accepted(self.shared);
         }
         Ok(basis)
-    }
-
-    /// What a dry run finds the file `entry` needs in the quota: built by delta
-    /// from an old file it may turn out to be, the new file in its place; else the
-    /// new file beside the old, less the partial data a real run would resume from.
-    /// What a directory in the way (`look`) holds goes first where the room is
-    /// needed.
-    fn dry_run_needs(
-        &mut self,
-        entry: &Entry,
-        components: &[&[u8]],
-        replaces: Footprint,
-        look: Option<&in_the_way::Look>,
-        basis: Option<&(Basis, Signature)>,
-    ) -> Result<Footprint, Refusal> {
-        let size = entry.size.unwrap_or(0);
-        let in_place = basis.is_some_and(|(basis, _)| basis.may_be(entry.size, entry.mtime));
-        let mut gone = look.map(|look| look.freed).unwrap_or_default();
-        if in_place {
-            gone += replaces;
-        } else if self.shared.settings.resumes(size) && !entry.is_sparse() {
-            let shown = entry.shown_path();
-            if let Some(len) = self.resolver.partial_len(&shown, components, size)? {
-                gone += Footprint {
-                    bytes: len,
-                    files: 1,
-                };
-            }
-        }
-        Ok(Footprint {
-            bytes: size.saturating_sub(gone.bytes),
-            files: 1u64.saturating_sub(gone.files),
-        })
     }
 
     /// Whether `placement` is a directory the file or link `entry` replaces, with
@@ -692,8 +659,9 @@ impl<'s, 'c> Decider<'s, 'c> {
     }
 
     /// Where a file's data starts: after resumable data found under its name (a
-    /// sparse file never resumes, section 16.4; other partial data is discarded),
-    /// with the room the rest needs counted against the disk's free space.
+    /// sparse file never resumes, section 16.4; other partial data is discarded,
+    /// but in a dry run), with the room the rest needs counted against the disk's
+    /// free space (in a dry run too, which refuses what the real run would).
     fn resume_point(
         &mut self,
         entry: &Entry,
@@ -705,16 +673,12 @@ impl<'s, 'c> Decider<'s, 'c> {
             // A sparse entry is never resumed (section 16.4).
             let settings = &self.shared.settings;
             if settings.resumes(size) && !entry.is_sparse() {
+                let (path, hash) = (&entry.shown_path(), self.shared.transfer.hash);
                 resume_from = self
                     .resolver
-                    .find_partial(
-                        &entry.shown_path(),
-                        components,
-                        size,
-                        self.shared.transfer.hash,
-                    )?
+                    .find_partial(path, components, (size, hash), self.dry_run)?
                     .map(Box::new);
-            } else if !settings.resume {
+            } else if !settings.resume && !self.dry_run {
                 // Small files never have partials: nothing to look for or discard.
                 self.resolver.discard_partial(components, size);
             }
@@ -774,22 +738,29 @@ impl<'s, 'c> Decider<'s, 'c> {
             .probe_file(path, components, overwrite, offered)
     }
 
-    /// Whether a `same` file holds other metadata than offered, and (not in a dry
-    /// run) gives it the offered ones. Only where the sender may replace files
-    /// (`--overwrite`, a `put -f` or `get -f`, a mirror's `--delete`): a receiver
-    /// that keeps what it holds keeps its modes and owners too. What cannot be
-    /// applied (a file of another owner, for a receiver that is not root) is said
-    /// and leaves the file `same`: its content is delivered either way.
+    /// Whether a `same` file, link or special file holds other metadata than
+    /// offered, and (not in a dry run) gives it the offered ones. Only where the
+    /// sender may replace files (`--overwrite`, a `put -f` or `get -f`, a mirror's
+    /// `--delete`): a receiver that keeps what it holds keeps its modes and owners
+    /// too. What cannot be applied (a file of another owner, for a receiver that is
+    /// not root) is said and leaves the entry `same`: it is delivered either way.
     fn refresh(&mut self, entry: &Entry, components: &[&[u8]], shown: &str) -> bool {
         if !self.shared.settings.overwrite {
             return false;
         }
-        self.resolver
-            .refresh_same_file(shown, components, entry, self.dry_run)
-            .unwrap_or_else(|refusal| {
-                crate::ui::report::warn(&escape(&refusal.message));
-                false
-            })
+        let refreshed = match entry.kind {
+            EntryKind::File => {
+                self.resolver
+                    .refresh_same_file(shown, components, entry, self.dry_run)
+            }
+            _ => self
+                .resolver
+                .refresh_same_node(shown, components, entry, self.dry_run),
+        };
+        refreshed.unwrap_or_else(|refusal| {
+            crate::ui::report::warn(&escape(&refusal.message));
+            false
+        })
     }
 
     /// On a server (not in a dry run), makes the directories above the file or
@@ -949,7 +920,8 @@ impl<'s, 'c> Decider<'s, 'c> {
         let look = self.dir_in_the_way(entry, components, placement)?;
         let over_dir = look.is_some();
         let Some((replaces, other)) = replaced(placement) else {
-            return Ok(Decided::Same { attrs: false });
+            let attrs = self.refresh(entry, components, shown);
+            return Ok(Decided::Same { attrs });
         };
         if self.dry_run {
             self.resolver
@@ -1095,6 +1067,33 @@ impl<'s, 'c> Decider<'s, 'c> {
             before,
             after,
         )?)))
+    }
+}
+
+/// What a dry run finds the file `entry` needs in the quota, as a real run admits
+/// it: built by delta from an old file (`basis`) it may turn out to be, the new
+/// file in its place; else the new file beside the old, less the `partial` bytes
+/// it resumes from. What a directory in the way (`look`) holds goes first where
+/// the room is needed.
+fn dry_run_needs(
+    entry: &Entry,
+    (replaces, partial): (Footprint, Option<u64>),
+    look: Option<&in_the_way::Look>,
+    basis: Option<&(Basis, Signature)>,
+) -> Footprint {
+    let size = entry.size.unwrap_or(0);
+    let mut gone = look.map(|look| look.freed).unwrap_or_default();
+    if basis.is_some_and(|(basis, _)| basis.may_be(entry.size, entry.mtime)) {
+        gone += replaces;
+    } else if let Some(len) = partial {
+        gone += Footprint {
+            bytes: len,
+            files: 1,
+        };
+    }
+    Footprint {
+        bytes: size.saturating_sub(gone.bytes),
+        files: 1u64.saturating_sub(gone.files),
     }
 }
 

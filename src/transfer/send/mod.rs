@@ -41,7 +41,7 @@ use crate::fs::input::Outbox;
 use crate::fs::input::UNREADABLE;
 use crate::pool::{Giver, Pool};
 use crate::proto::delta::{Chunking, MAX_CHUNKS, parse_sums};
-use crate::proto::hash::Digest;
+use crate::proto::hash::{Digest, HashKind};
 use crate::proto::message::{
     Decision, Entry, EntryKind, ErrorCode, Message, Mirror, Role, Signature,
 };
@@ -239,7 +239,7 @@ fn send<R: Read + Send, W: Write, C: Hangup + Sync>(
     let result = data_and_answers(reader, writer, closer, &report, work);
     tally.squeezed(writer.take_squeezed());
     if result.is_ok() {
-        estimate_deltas(outbox, &estimates, tally);
+        estimate_deltas(outbox, &estimates, tally, transfer.hash);
     }
     result
 }
@@ -307,15 +307,15 @@ fn set_aside_for_dry_run(
     }
     made.clear();
     let mut estimates = std::mem::take(to_send);
-    estimates.retain(|item| item.delta.is_some());
+    estimates.retain(|item| item.delta.is_some() || item.offset > 0);
     estimates
 }
 
 /// Shows what a delta of each of `estimates` would move: the files read and cut
 /// after `end`, so the receiver, done, waits for nothing while they are.
-fn estimate_deltas(outbox: &dyn Outbox, estimates: &[ToSend], tally: &Tally) {
+fn estimate_deltas(outbox: &dyn Outbox, estimates: &[ToSend], tally: &Tally, hash: HashKind) {
     for item in estimates {
-        dry_run_file(outbox, item, tally);
+        dry_run_file(outbox, item, tally, Some(hash));
     }
 }
 
@@ -598,9 +598,9 @@ fn follow_plan(
             EntryKind::File => {
                 let planned = (offset, prefix_hash, replaces);
                 let item = file_to_send(outbox, index, planned, (basis.as_ref(), delta))?;
-                // A delta is estimated after `end` (see `estimate_deltas`).
-                if dry_run && item.delta.is_none() {
-                    dry_run_file(outbox, &item, tally);
+                // A delta or a resume is estimated after `end` (`estimate_deltas`).
+                if dry_run && item.delta.is_none() && item.offset == 0 {
+                    dry_run_file(outbox, &item, tally, None);
                 }
                 to_send.push(item);
             }
@@ -676,24 +676,33 @@ fn not_for_data(entry: &Entry, decision: &Decision, index: usize, tally: &Tally)
 
 /// What a dry run shows of a file it would send: new, or changed; where the plan
 /// offers a basis, with the bytes a delta against it would move (the file read and
-/// cut as the delta would; counted in the summary instead of the file's size).
-fn dry_run_file(outbox: &dyn Outbox, item: &ToSend, tally: &Tally) {
+/// cut as the delta would; counted in the summary instead of the file's size);
+/// where it resumes partial data whose prefix matches ours (hashed with `hash`, as
+/// the real run checks it; given for such a file), with the rest.
+fn dry_run_file(outbox: &dyn Outbox, item: &ToSend, tally: &Tally, hash: Option<HashKind>) {
     let position = item.index as usize;
     let entry = &outbox.entries()[position];
     let (path, size) = (entry.shown_path(), entry.size.unwrap_or(0));
+    let change = [Change::New, Change::Changed][usize::from(item.replaces)];
     let expected = item.delta.as_deref().and_then(|wanted| {
         let mut input = outbox.open(position).ok()?;
         delta::expected_size(&mut *input, wanted, entry.size).ok()
     });
-    match expected {
-        Some(bytes) => {
+    let resumed = hash
+        .filter(|_| item.offset > 0)
+        .and_then(|hash| stream::open_at_resume_point(outbox, item, &mut hash.hasher()).ok())
+        .map(|(_, start)| start)
+        .filter(|start| *start > 0);
+    match (expected, resumed) {
+        (Some(bytes), _) => {
             let note = format!("delta {} of {}", HumanBytes(bytes), HumanBytes(size));
             tally.change(Change::Changed, &path, bytes, Some(&note));
         }
-        None => {
-            let change = [Change::New, Change::Changed][usize::from(item.replaces)];
-            tally.change(change, &path, size, None);
+        (None, Some(start)) => {
+            let note = format!("resumes at {} of {}", HumanBytes(start), HumanBytes(size));
+            tally.change(change, &path, size - start, Some(&note));
         }
+        (None, None) => tally.change(change, &path, size, None),
     }
 }
 
@@ -741,7 +750,7 @@ fn not_sent(tally: &Tally, path: &str, reason: &str, said: bool) {
 }
 
 /// Shows and counts an entry the plan skips (`code`, and whether the receiver
-/// said `attrs`): a file already there (`same`, with an `attrs` change when its
+/// said `attrs`): an entry already there (`same`, with an `attrs` change when its
 /// metadata was, or in a dry run would be, brought up to the offer), or a refusal,
 /// which fails a dry run as it would fail the real one.
 fn skipped(
@@ -751,8 +760,9 @@ fn skipped(
     tally: &Tally,
     dry_run: bool,
 ) {
-    // `attrs` counts only on a file's `same` (section 17.3).
-    let attrs = attrs && entry.kind == EntryKind::File;
+    // `attrs` counts only on the `same` of a file, link or special file (section
+    // 17.3): a hard link's metadata is its file's.
+    let attrs = attrs && !matches!(entry.kind, EntryKind::Dir | EntryKind::Hardlink);
     let same = [Change::Same, Change::Attrs][usize::from(attrs)];
     match code {
         ErrorCode::Same if dry_run => tally.change(same, &entry.shown_path(), 0, None),

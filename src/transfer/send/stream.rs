@@ -404,7 +404,7 @@ fn final_size(
 
 /// Opens a source where its data should start: after the receiver's prefix if that
 /// matches ours (the prefix then already in `hasher`), else at 0.
-fn open_at_resume_point(
+pub(super) fn open_at_resume_point(
     outbox: &dyn Outbox,
     item: &ToSend,
     hasher: &mut Hasher,
