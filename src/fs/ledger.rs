@@ -352,7 +352,7 @@ struct Pending {
 }
 
 /// Why a `put` stops when its home is no longer its user's.
-const HOME_CHANGED: &str =
+pub(crate) const HOME_CHANGED: &str =
     "this user's home changed on the server (a reload of the users file); the upload stops";
 
 impl Ledger {

@@ -8,7 +8,7 @@
 use super::Refusal;
 use super::home::Home;
 use super::ledger::deep_enough;
-pub(crate) use super::ledger::{Account, Footprint, Ledger, Limits, Reservation};
+pub(crate) use super::ledger::{Account, Footprint, HOME_CHANGED, Ledger, Limits, Reservation};
 
 impl Ledger {
     /// Counts `home` from the disk if it was not yet, under this ledger's lock

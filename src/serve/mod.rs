@@ -27,7 +27,7 @@ use self::users::{User, UserStore, Users};
 use crate::error::{Classify, Kind};
 use crate::escape::{escape, escape_path, shortened};
 use crate::fs::home::Home;
-use crate::fs::quota::Ledger;
+use crate::fs::quota::{HOME_CHANGED, Ledger};
 use crate::fs::sink::{self, DirLock, TargetDir};
 use crate::key;
 use crate::net::{self, Accepting, Admission, Handler, ListenAddr, listen, signals};
@@ -113,9 +113,9 @@ impl Server {
     /// logs in to it next, since what was written meanwhile in a home inside or
     /// around it went to another ledger. A session of a user whose home changed is
     /// ended before its next request (`connection.rs`), and a `put` it is in makes
-    /// nothing more in the forgotten home; nor does one of a user whose key
-    /// changed or who may only read now (`before`: the users until now), in a
-    /// home that stays theirs.
+    /// nothing more in the forgotten home; nor does one of a user removed, whose
+    /// home moved (though the old one is another user's now), whose key changed
+    /// or who may only read now (`before`: the users until now).
     fn follow_users(&self, before: &Users, users: &Users) {
         let limits: HashMap<&Path, _> = users
             .all()
@@ -484,12 +484,20 @@ fn recount_in_background(server: &Arc<Server>) {
     }
 }
 
-/// Why the `put`s of `was` must stop now that the users are `now`, where their
-/// home stays theirs but they may not write as before: their key (or password)
-/// changed, or they may only read. A home that changed is forgotten instead.
+/// Why the `put`s of `was` (in their home until now) must stop now that the
+/// users are `now`: they were removed, their home moved (the old one may be
+/// another user's now, or nobody's, and then forgotten as well), their key (or
+/// password) changed, or they may only read.
 fn no_longer_writes(was: &User, now: &Users) -> Option<&'static str> {
-    let now = now.get(&was.name).filter(|now| now.home == was.home)?;
-    if now.key.bytes() != was.key.bytes() {
+    let Some(now) = now.get(&was.name) else {
+        return Some(
+            "this user was removed from the server (a reload of the users file); \
+             the upload stops",
+        );
+    };
+    if now.home != was.home {
+        Some(HOME_CHANGED)
+    } else if now.key.bytes() != was.key.bytes() {
         Some(
             "this user's key or password changed on the server (a reload of the users \
              file); the upload stops",

@@ -133,19 +133,31 @@ fn mirror_across(site: &Site, server: &Server, change: impl FnOnce()) -> (Output
 /// A `put --delete` in flight when a reload moves its user's home away removes
 /// nothing from the old home, which is no longer hers: its upload stops at the
 /// next write (`denied`), and so does every removal the mirror would make after
-/// it; the stale files of the old home stay.
+/// it; the stale files of the old home stay. So too where the old home becomes
+/// another user's (bob's), or where alice is removed and bob gets her home.
 #[test]
 fn a_reload_that_moves_a_home_stops_a_mirror_deleting_in_the_old_one() {
-    let site = Site::new();
-    site.users(&[("alice", "")]);
-    let server = site.serve(&[]);
-    let (mirror, left) = mirror_across(&site, &server, || {
-        site.users(&[("alice", "home = \"moved\"")]);
-        server.reload(1);
-    });
-    let said = String::from_utf8_lossy(&mirror.stderr);
-    assert_eq!(code(&mirror), 6, "{said}");
-    assert_eq!(left, ["stale1", "stale2", "stale3"], "{said}");
+    let cases: [&[(&str, &str)]; 3] = [
+        &[("alice", "home = \"moved\"")],
+        &[("alice", "home = \"moved\""), ("bob", "home = \"alice\"")],
+        &[("bob", "home = \"alice\"")],
+    ];
+    for users in cases {
+        let site = Site::new();
+        site.users(&[("alice", ""), ("bob", "")]);
+        let server = site.serve(&[]);
+        let (mirror, left) = mirror_across(&site, &server, || {
+            site.users(users);
+            server.reload(1);
+        });
+        let said = String::from_utf8_lossy(&mirror.stderr);
+        assert_eq!(code(&mirror), 6, "{users:?}: {said}");
+        assert_eq!(left, ["stale1", "stale2", "stale3"], "{users:?}: {said}");
+        assert!(
+            !site.home("alice").join("tree/big.bin").exists(),
+            "{users:?}"
+        );
+    }
 }
 
 /// A reload that makes alice read-only, or changes her key, stops a `put
