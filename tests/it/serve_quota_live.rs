@@ -160,6 +160,32 @@ fn a_reload_that_moves_a_home_stops_a_mirror_deleting_in_the_old_one() {
     }
 }
 
+/// A file whose bytes all arrived before a reload moved its user's home away is
+/// not named after it: the old home (bob's now) gets nothing of it, neither the
+/// new file nor the loss of the old one it would replace.
+#[test]
+fn a_file_completed_after_a_reload_moved_its_home_is_not_named_there() {
+    let site = Site::new();
+    site.users(&[("alice", ""), ("bob", "")]);
+    let home = site.home("alice");
+    crate::util::server::write(&home.join("f"), b"bob's now\n");
+    let server = site.serve(&[]);
+    let content = pattern(200_000, 13);
+    let mut writer = put_begun(&server, "alice", "f", &content, content.len());
+    site.users(&[("alice", "home = \"moved\""), ("bob", "home = \"alice\"")]);
+    server.reload(1);
+    let answer = finish_put(&mut writer, 0, "f", &content, content.len());
+    assert_eq!(answer["code"], "denied", "after the home moved: {answer}");
+    assert_eq!(std::fs::read(home.join("f")).unwrap(), b"bob's now\n");
+    drop(writer);
+    server.wait_for_log("alice put .:", 1);
+    assert_eq!(
+        names_in(&home),
+        ["f"],
+        "nothing of alice's upload stays in bob's home"
+    );
+}
+
 /// A reload that makes alice read-only, or changes her key, stops a `put
 /// --delete` she has in flight at its next write (`denied`, saying why), as a
 /// home that moved does: nothing more is written or removed in her home, though

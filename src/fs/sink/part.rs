@@ -452,7 +452,10 @@ impl PartFile {
             Some(Ok(Some(stat))) if overwrite => Some(stat),
             _ => None,
         };
-        if let (Some(books), Some((_, key))) = (books.as_deref(), &self.meter) {
+        if let (Some(books), Some((account, key))) = (books.as_deref(), &self.meter) {
+            // Nothing is named in a home that stopped being the user's since the
+            // last write (a reload), nor for a user who may no longer write.
+            account.current(books)?;
             // A directory replaced goes in the same step as the name is given, under
             // the lock: no `put` can claim a path beneath it between this check and
             // the exchange (the ledger's rule).

@@ -183,6 +183,7 @@ impl<'a> Resolver<'a> {
         let meter = self.target.meter();
         let mut books = meter.map(|account| account.books());
         if let (Some(books), Some(account)) = (&books, meter) {
+            account.current(books)?;
             books.unclaimed(&account.home_path(path))?;
         }
         let stat = match beneath::stat(&*parent, name) {
