@@ -67,6 +67,16 @@ pub(crate) fn still_at(parent: impl AsFd, name: impl rustix::path::Arg, fd: impl
     }
 }
 
+/// Whether this process may add and remove names in `dir` (`faccessat`, `W_OK |
+/// X_OK`, effective ids), else the error a real `openat`, `mkdirat` or `unlinkat`
+/// there would meet: a directory it may not write, an immutable one, a read-only
+/// filesystem. For a dry run, which tries none of them; the sticky bit's rule (only
+/// an owner removes) is not looked at.
+pub(crate) fn may_change_names(dir: impl AsFd) -> Result<(), Errno> {
+    let access = rustix::fs::Access::WRITE_OK | rustix::fs::Access::EXEC_OK;
+    rustix::fs::accessat(dir, ".", access, AtFlags::EACCESS)
+}
+
 /// Whether `name` in `parent` is a directory (a link to one is not).
 pub(crate) fn holds_dir(parent: impl AsFd, name: impl rustix::path::Arg) -> bool {
     matches!(stat(parent, name), Ok(Some(stat)) if kind(&stat) == FileType::Directory)

@@ -702,16 +702,17 @@ fn file_event(outcome: &FileOutcome) -> serde_json::Value {
 /// `dry run: would send 3 new files and 2 changed (4.00 MiB), 10 same, 1 skipped,
 /// would delete 2; nothing was sent, written or deleted` (and `, 2 links or special
 /// files` after the bytes, `, 4 with other attributes` after `same`, `, 1 refused`
-/// after `skipped` when there are any); a receiver (`verb` `received`) says `would
-/// receive`. A dry run that failed (`ok`
-/// false) with no entry refused (the whole offer refused, a cut) found nothing a
-/// real run would go by, and says only that.
+/// after `skipped`, `, 1 could not be deleted` after `would delete` when there
+/// are any); a receiver (`verb` `received`) says `would receive`. A dry run that
+/// failed (`ok` false) with no entry refused and nothing `--delete` could not
+/// remove (the whole offer refused, a cut) found nothing a real run would go by,
+/// and says only that.
 fn dry_run_line(dry: &DryRun, summary: &Summary, verb: &str, ok: bool) -> String {
     let (would, was) = match verb {
         "received" => ("receive", "received"),
         _ => ("send", "sent"),
     };
-    if !ok && summary.failed == 0 {
+    if !ok && summary.failed == 0 && summary.not_deleted == 0 {
         return format!(
             "dry run failed (see the error), so it says nothing of a real run; nothing was \
              {was}, written or deleted"
@@ -733,9 +734,14 @@ fn dry_run_line(dry: &DryRun, summary: &Summary, verb: &str, ok: bool) -> String
     let kept = summary
         .kept_words()
         .map_or_else(String::new, |kept| format!(", would have {kept}"));
+    let not_deleted = match summary.not_deleted {
+        0 => String::new(),
+        n => format!(", {n} could not be deleted"),
+    };
     format!(
         "dry run: would {would} {} and {} changed ({}){other}, {} same{attrs}, {} skipped\
-         {refused}, would delete {}{kept}; nothing was {was}, written or deleted",
+         {refused}, would delete {}{not_deleted}{kept}; nothing was {was}, written or \
+         deleted",
         plural(dry.new, "new file"),
         dry.changed,
         HumanBytes(dry.bytes),
@@ -783,7 +789,7 @@ fn summary_fields(summary: &Summary, elapsed: Duration, rate: u64) -> serde_json
             "new": dry.new, "changed": dry.changed, "bytes": dry.bytes,
             "same": dry.same, "attrs": dry.attrs, "skipped": dry.skipped,
             "other": dry.other, "deleted": summary.deleted,
-            "kept": kept, "kept_reasons": reasons,
+            "not_deleted": summary.not_deleted, "kept": kept, "kept_reasons": reasons,
         });
     }
     fields

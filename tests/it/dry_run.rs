@@ -874,3 +874,61 @@ fn a_dry_run_refuses_what_the_disk_has_no_room_for_as_the_real_run() {
     }
     assert!(!held);
 }
+
+/// What `--delete` could not remove in the real run (a directory of the tree its
+/// receiver may not write) is what its dry run says it could not remove, with the
+/// same exit code (7): the dry run used to list it `deleted` and exit 0.
+#[test]
+fn a_dry_run_says_what_delete_could_not_remove_as_the_real_run() {
+    let root = tempfile::tempdir().unwrap();
+    fs::set_permissions(root.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let tree = root.path().join("src/tree");
+    fs::create_dir_all(&tree).unwrap();
+    fs::write(tree.join("a"), b"a\n").unwrap();
+    let dst = root.path().join("dst");
+    // The receiver's own tree, but `tree/ro` is root's and holds a file the source
+    // lacks.
+    fs::create_dir_all(dst.join("tree/ro")).unwrap();
+    fs::write(dst.join("tree/ro/gone"), b"gone\n").unwrap();
+    fs::write(dst.join("tree/stale"), b"stale\n").unwrap();
+    for dir in [&dst, &dst.join("tree")] {
+        std::os::unix::fs::lchown(dir, Some(65534), Some(65534)).unwrap();
+    }
+    // Made well before the session (a mirror spares what changed since it began).
+    std::thread::sleep(Duration::from_millis(100));
+    let before = snapshot(&dst);
+    let Some(mut dry_receiver) = crate::util::nobody_receiving(&dst) else {
+        return;
+    };
+    let dry = send(&[&tree], dry_receiver.port, KEY, &["-n", "-i", "--delete"]);
+    assert_eq!(dry_receiver.exit_code(), 7, "{}", dry_receiver.stderr());
+    assert_eq!(snapshot(&dst), before);
+    let mut real_receiver = crate::util::nobody_receiving(&dst).unwrap();
+    let real = send(&[&tree], real_receiver.port, KEY, &["-i", "--delete"]);
+    assert_eq!(real_receiver.exit_code(), 7, "{}", real_receiver.stderr());
+    assert_eq!(code(&real), 7, "{}", stderr_of(&real));
+    assert_eq!(code(&dry), 7, "{}", stderr_of(&dry));
+    let lines = |output: &std::process::Output| -> Vec<String> {
+        let text = String::from_utf8_lossy(&output.stdout).into_owned();
+        let mut lines: Vec<String> = (text.lines())
+            .filter(|l| l.starts_with("deleted") || l.starts_with("kept"))
+            .map(str::to_string)
+            .collect();
+        lines.sort();
+        lines
+    };
+    assert_eq!(
+        lines(&real),
+        [
+            "deleted  tree/stale",
+            "kept     tree/ro/gone  (Permission denied (os error 13))"
+        ]
+    );
+    assert_eq!(lines(&dry), lines(&real), "{}", stderr_of(&dry));
+    assert!(
+        stderr_of(&dry).contains("would delete 1, 1 could not be deleted;"),
+        "{}",
+        stderr_of(&dry)
+    );
+    assert!(dst.join("tree/ro/gone").exists());
+}

@@ -371,10 +371,10 @@ impl<'a, 'b> Walk<'a, 'b> {
         if kind == ItemKind::Dir && !self.emptied(parent, name, path, depth) {
             return false; // something stays inside: so does the directory
         }
-        let result = if self.rules.dry_run {
-            Ok(())
-        } else {
-            self.unlink(parent, (name, stat), path, kind)
+        let result = match self.rules.dry_run {
+            // What the real run's unlinkat would be refused for want of rights.
+            true => beneath::may_change_names(parent).map_err(Unlink::Os),
+            false => self.unlink(parent, (name, stat), path, kind),
         };
         match result {
             Ok(()) => {

@@ -241,9 +241,7 @@ impl<'a> Resolver<'a> {
             }
             depth -= 1;
         };
-        let access = rustix::fs::Access::WRITE_OK | rustix::fs::Access::EXEC_OK;
-        let Err(err) = rustix::fs::accessat(&*dir, ".", access, rustix::fs::AtFlags::EACCESS)
-        else {
+        let Err(err) = beneath::may_change_names(&*dir) else {
             return Ok(());
         };
         Err(match depth == parents.len() {
