@@ -70,7 +70,7 @@ impl TargetDir {
             let Ok(components) = check_path(dir) else {
                 continue;
             };
-            let _held = self.hold(dir);
+            let _held = self.hold(dir, rules.dry_run);
             // A component that is a link (or gone) is never entered.
             if let Ok(Some(fd)) = beneath::walk(&root, &components, None) {
                 walk.children(&fd, dir, components.len());
@@ -132,7 +132,7 @@ impl TargetDir {
         };
         self.unclaimed_beneath(path)?;
         // Held from here (checked still in place): what goes is beneath the tree.
-        let _held = self.hold(path);
+        let _held = self.hold(path, rules.dry_run);
         if !beneath::still_at(parent, *name, &fd) {
             return Ok(Footprint::default());
         }
@@ -153,8 +153,12 @@ impl TargetDir {
     /// about to open and empty, held until the hold is dropped: another session's
     /// `mv` or `rm` of it, or of a directory above it, is `busy` meanwhile, so
     /// what the mirror removes through its descriptor is still beneath the tree.
-    fn hold(&self, path: &str) -> Option<DirHold> {
-        self.meter().map(|account| account.hold_dir(path))
+    /// A dry run (`dry_run`), which removes nothing, holds nothing: it would keep
+    /// another session from moving, or a real mirror from removing, what it only
+    /// looks through.
+    fn hold(&self, path: &str, dry_run: bool) -> Option<DirHold> {
+        let account = self.meter().filter(|_| !dry_run)?;
+        Some(account.hold_dir(path))
     }
 
     /// On a server, `busy` if another `put` writes `path` (beneath the target),
@@ -368,7 +372,7 @@ impl<'a, 'b> Walk<'a, 'b> {
         depth: usize,
     ) -> bool {
         let kind = item_kind(stat);
-        if kind == ItemKind::Dir && !self.emptied(parent, name, path, depth) {
+        if kind == ItemKind::Dir && !self.emptied(parent, (name, stat), path, depth) {
             return false; // something stays inside: so does the directory
         }
         let result = match self.rules.dry_run {
@@ -386,13 +390,26 @@ impl<'a, 'b> Walk<'a, 'b> {
     }
 
     /// Empties the directory `name` of `parent` (shown as `path`, `depth` below the
-    /// target), held meanwhile (see `TargetDir::hold`; let go before the
-    /// directory itself goes); whether it is empty now (in a dry run: would be).
-    fn emptied(&mut self, parent: &OwnedFd, name: &str, path: &str, depth: usize) -> bool {
-        let _held = self.meter.hold(path);
+    /// target), found as `listed` when `parent` was listed, held meanwhile (see
+    /// `TargetDir::hold`; let go before the directory itself goes); whether it is
+    /// empty now (in a dry run: would be). One that another session put in its
+    /// place since the listing (removed, and another moved in) stays whole, said
+    /// as changed: its entries' own ctimes would not tell.
+    fn emptied(
+        &mut self,
+        parent: &OwnedFd,
+        (name, listed): (&str, &rustix::fs::Stat),
+        path: &str,
+        depth: usize,
+    ) -> bool {
+        let _held = self.meter.hold(path, self.rules.dry_run);
         let Some(fd) = self.open_to_empty(parent, name, path) else {
             return false;
         };
+        if rustix::fs::fstat(&fd).is_ok_and(|opened| self.not_as_listed(&opened, listed)) {
+            self.spare(path.to_string(), ItemKind::Dir, KeptWhy::Changed);
+            return false;
+        }
         depth < MAX_DEPTH && self.children(&fd, path, depth + 1)
     }
 
@@ -522,8 +539,7 @@ impl<'a, 'b> Walk<'a, 'b> {
         if kind == ItemKind::Dir {
             return Ok(stat);
         }
-        let replaced = identity(&stat) != identity(listed);
-        if replaced || (changed_at(&stat) != changed_at(listed) && self.changed_since(&stat)) {
+        if self.not_as_listed(&stat, listed) {
             return Err(Unlink::Changed);
         }
         Ok(stat)
@@ -535,6 +551,14 @@ impl Walk<'_, '_> {
     /// walk's removal of another of its names.
     fn changed_since(&self, stat: &rustix::fs::Stat) -> bool {
         changed_at(stat) >= self.rules.since && !self.unlinked.contains(&identity(stat))
+    }
+
+    /// Whether `now`, what a name holds, is not what the listing of its directory
+    /// found (`listed`): another inode, or the same one changed since then and
+    /// since the session began.
+    fn not_as_listed(&self, now: &rustix::fs::Stat, listed: &rustix::fs::Stat) -> bool {
+        identity(now) != identity(listed)
+            || (changed_at(now) != changed_at(listed) && self.changed_since(now))
     }
 }
 
@@ -681,6 +705,89 @@ mod tests {
                 .contains("changed since the session began")
         );
         assert_eq!(said, ["kept x/keep.me (changed)"]);
+    }
+
+    /// Runs `prune` of the offered directory `d` of `target` with no other
+    /// rules than `keep`; what was said.
+    fn prune_d(
+        target: &TargetDir,
+        keep: &dyn Fn(&str, bool) -> Option<Spare>,
+        dry_run: bool,
+    ) -> Vec<String> {
+        let mut said = Vec::new();
+        target.prune(&["d"], &rules(keep, dry_run), &mut |removed: Removed| {
+            said.push(match removed.kept {
+                None => removed.path,
+                Some(why) => format!("kept {} ({})", removed.path, why.code()),
+            })
+        });
+        said
+    }
+
+    /// A directory the listing found stale, removed by another session and
+    /// replaced by one moved into its name before the walk reached it: what that
+    /// one holds was never in the listing (its entries' own ctimes are old), so
+    /// it is kept, said as changed, not emptied.
+    #[test]
+    fn a_directory_moved_into_a_stale_name_after_the_listing_is_kept_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = TargetDir::open(dir.path()).unwrap();
+        let d = dir.path().join("d");
+        std::fs::create_dir_all(d.join("stale")).unwrap();
+        std::fs::write(d.join("a"), b"a").unwrap();
+        std::fs::create_dir(dir.path().join("precious")).unwrap();
+        std::fs::write(dir.path().join("precious/keep.txt"), b"mine").unwrap();
+        // Asked of `d/a`, which sorts before `d/stale`: the other session's turn.
+        let keep = |path: &str, _| {
+            if path == "d/a" {
+                std::fs::remove_dir_all(d.join("stale")).unwrap();
+                std::fs::rename(dir.path().join("precious"), d.join("stale")).unwrap();
+            }
+            Some(Spare::Excluded)
+        };
+        let keep_a = |path: &str, is_dir| {
+            if path == "d/a" {
+                keep(path, is_dir)
+            } else {
+                None
+            }
+        };
+        let said = prune_d(&target, &keep_a, false);
+        assert_eq!(said, ["kept d/stale (changed)"]);
+        assert_eq!(std::fs::read(d.join("stale/keep.txt")).unwrap(), b"mine");
+    }
+
+    /// A dry run removes nothing, so it holds nothing against another session's
+    /// `mv` or `rm` (or a real mirror's removal) of what it looks through.
+    #[test]
+    fn a_dry_run_holds_no_directory_in_the_ledger() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("d/sub")).unwrap();
+        std::fs::write(dir.path().join("d/sub/f"), b"f").unwrap();
+        let ledger = crate::fs::ledger::Ledger::default();
+        let target = TargetDir::open(dir.path())
+            .unwrap()
+            .metered(ledger.account(""));
+        let busy = std::cell::RefCell::new(Vec::new());
+        let keep = |path: &str, _| {
+            for held in ["d", "d/sub"] {
+                if ledger.books().unclaimed(held).is_err() {
+                    busy.borrow_mut().push(format!("{held} at {path}"));
+                }
+            }
+            None
+        };
+        let said = prune_d(&target, &keep, true);
+        assert_eq!(said, ["d/sub/f", "d/sub"]);
+        assert_eq!(*busy.borrow(), Vec::<String>::new());
+        // The real run holds them, as it must.
+        let said = prune_d(&target, &keep, false);
+        assert_eq!(said, ["d/sub/f", "d/sub"]);
+        assert_eq!(
+            *busy.borrow(),
+            ["d at d/sub", "d at d/sub/f", "d/sub at d/sub/f"]
+        );
+        assert!(!dir.path().join("d/sub").exists());
     }
 
     #[test]
