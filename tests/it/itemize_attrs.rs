@@ -467,3 +467,54 @@ fn a_sender_ignores_attrs_on_a_new_directory_and_a_same_hard_link() {
     assert_eq!(code(&sent), 0, "{}", stderr_of(&sent));
     assert_eq!(stdout_lines(&sent), ["new dir  t/"]);
 }
+
+/// A `same` link or special file with another name outside the tree (a `cp -al`
+/// snapshot hard-links links and special files too) is left as it is, as a
+/// `same` file with more than one link is: its metadata is the snapshot's too.
+#[test]
+fn a_same_link_or_special_file_with_more_than_one_name_is_left_as_it_is() {
+    let root = tempfile::tempdir().unwrap();
+    let root = root.path();
+    let src = root.join("src/tree");
+    fs::create_dir_all(&src).unwrap();
+    fs::create_dir_all(root.join("dst")).unwrap();
+    fs::create_dir_all(root.join("snapshot")).unwrap();
+    std::os::unix::fs::symlink("a", src.join("ln")).unwrap();
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        src.join("pipe"),
+        rustix::fs::FileType::Fifo,
+        rustix::fs::Mode::from_raw_mode(0o644),
+        0,
+    )
+    .unwrap();
+    set_mode(&src.join("pipe"), 0o644);
+    let flags = ["-i", "--delete", "--specials"];
+    let (first, _, recv_err) = mirror(root, OVERWRITE, &flags);
+    assert_eq!(code(&first), 0, "{}{recv_err}", stderr_of(&first));
+    // link(2) of a link is of the link itself, as `cp -al` makes it.
+    let (ln, pipe) = (root.join("dst/tree/ln"), root.join("dst/tree/pipe"));
+    let (snap_ln, snap_pipe) = (root.join("snapshot/ln"), root.join("snapshot/pipe"));
+    fs::hard_link(&ln, &snap_ln).unwrap();
+    fs::hard_link(&pipe, &snap_pipe).unwrap();
+    assert!(fs::symlink_metadata(&snap_ln).unwrap().is_symlink());
+    set_mtime(&src.join("ln"), 1_600_000_000, 5);
+    set_mtime(&src.join("pipe"), 1_600_000_000, 0);
+    set_mode(&src.join("pipe"), 0o600);
+    let before = (own_mtime(&snap_ln), own_mtime(&snap_pipe), mode(&snap_pipe));
+
+    let (again, _, recv_err) = mirror(root, OVERWRITE, &flags);
+    assert_eq!(code(&again), 0, "{}{recv_err}", stderr_of(&again));
+    let lines = stdout_lines(&again);
+    assert!(
+        !lines
+            .iter()
+            .any(|l| l.ends_with("tree/ln") || l.ends_with("tree/pipe")),
+        "{lines:?}"
+    );
+    assert_eq!(
+        (own_mtime(&snap_ln), own_mtime(&snap_pipe), mode(&snap_pipe)),
+        before,
+        "the snapshot's names keep their metadata"
+    );
+}

@@ -50,8 +50,9 @@ impl Resolver<'_> {
     /// Whether the link or special file at `components`, found the same as `entry`
     /// (a link to the same target, a node of its kind and numbers), holds another
     /// time, owner or (but a link) mode than offered; unless `dry_run`, gives it the
-    /// offered ones there, never through a link (`meta::apply_at`). A hard link's
-    /// metadata is its file's: nothing to do here.
+    /// offered ones there, never through a link (`meta::apply_at`); not one with
+    /// more than one name, like a file. A hard link's metadata is its file's:
+    /// nothing to do here.
     pub(crate) fn refresh_same_node(
         &mut self,
         path: &str,
@@ -66,9 +67,14 @@ impl Resolver<'_> {
         let Ok(Some(dir)) = self.walk(parents, false) else {
             return Ok(false);
         };
+        // One with more names is left as it is, as a file is: `cp -al` and
+        // `--link-dest` snapshots hard-link links and special files too.
         let Ok(Some(stat)) = beneath::stat(&*dir, name) else {
             return Ok(false);
         };
+        if stat.st_nlink != 1 {
+            return Ok(false);
+        }
         let policy = self.policy(0);
         if !meta::node_differs(&stat, entry, policy) {
             return Ok(false);
