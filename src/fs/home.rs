@@ -322,14 +322,19 @@ impl Home {
         Ok(fetch)
     }
 
-    /// Removes partials last modified before `cutoff` and temporaries of any age
-    /// that `may` allows (by device and inode: none a session has open), and stale
-    /// exchange directories with all they hold; returns what left the disk, as the
-    /// ledger charged it.
-    pub(crate) fn sweep(&self, cutoff: i64, may: &mut dyn FnMut((u64, u64)) -> bool) -> Footprint {
+    /// Removes partials last modified before `cutoff` (seconds since the epoch),
+    /// temporaries last changed before it or before `started` (nanoseconds since
+    /// the epoch: when this server started), each only where `may` allows (by device
+    /// and inode: none a session has open), and stale exchange directories with
+    /// all they hold; returns what left the disk, as the ledger charged it.
+    pub(crate) fn sweep(
+        &self,
+        (cutoff, started): (i64, i128),
+        may: &mut dyn FnMut((u64, u64)) -> bool,
+    ) -> Footprint {
         let mut removed = Footprint::default();
         if let Ok(home) = self.dup() {
-            sweep(home, cutoff, may, &mut removed, 0);
+            sweep(home, (cutoff, started), may, &mut removed, 0);
         }
         removed
     }
@@ -573,11 +578,11 @@ fn descend(dir: &OwnedFd, name: &std::ffi::CStr, depth: usize) -> Option<OwnedFd
     }
 }
 
-/// Removes xfer's own temporaries beneath `dir` last modified before `cutoff`,
+/// Removes xfer's own temporaries beneath `dir` by the rules of [`Home::sweep`],
 /// for which `may` says yes (by device and inode); adds up what it removed.
 fn sweep(
     dir: OwnedFd,
-    cutoff: i64,
+    (cutoff, started): (i64, i128),
     may: &mut dyn FnMut((u64, u64)) -> bool,
     removed: &mut Footprint,
     depth: usize,
@@ -594,15 +599,12 @@ fn sweep(
             }
             FileType::Directory => {
                 if let Some(child) = descend(&dir, &name, depth) {
-                    sweep(child, cutoff, may, removed, depth + 1);
+                    sweep(child, (cutoff, started), may, removed, depth + 1);
                 }
             }
-            // A temporary no session has open (`may`) is left by a server that
-            // stopped (killed in the middle of a delta): nothing resumes it, so it
-            // goes whatever its age; a partial a client may resume, once stale.
+            // Not one a session of this server has open (`may`).
             FileType::RegularFile
-                if is_reserved_bytes(name.to_bytes())
-                    && (stat.st_mtime < cutoff || is_temporary_name(name.to_bytes()))
+                if left_behind(name.to_bytes(), &stat, (cutoff, started))
                     && may((stat.st_dev, stat.st_ino))
                     && rustix::fs::unlinkat(&dir, &name, rustix::fs::AtFlags::empty()).is_ok() =>
             {
@@ -611,6 +613,27 @@ fn sweep(
             _ => {}
         }
     }
+}
+
+/// Whether xfer's own file `name` (found as `stat`) is left behind, by the rules
+/// of [`Home::sweep`]. A temporary unchanged since before this server started is
+/// left by one that stopped (killed in the middle of a delta): nothing resumes it,
+/// so it goes whatever its age. One changed since may be another process's,
+/// writing it now (a server whose root lies in this home, a `recv` where
+/// `O_TMPFILE` is missing): it goes once unchanged for the partials' time. Its
+/// ctime says so, which its writes move and no sender sets (its mtime may be the
+/// sender's, set before the rename). A partial a client may resume goes once stale.
+fn left_behind(name: &[u8], stat: &Stat, (cutoff, started): (i64, i128)) -> bool {
+    if is_temporary_name(name) {
+        stat.st_ctime < cutoff || changed_at(stat) < started
+    } else {
+        is_reserved_bytes(name) && stat.st_mtime < cutoff
+    }
+}
+
+/// When `stat`'s inode last changed, in nanoseconds since the epoch.
+fn changed_at(stat: &Stat) -> i128 {
+    i128::from(stat.st_ctime) * 1_000_000_000 + i128::from(stat.st_ctime_nsec)
 }
 
 /// How many levels of entries lie below `dir` (0: none), up to the limit.
@@ -1056,7 +1079,7 @@ mod tests {
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()
             .as_secs() as i64;
-        let removed = home.sweep(now + 3600, &mut |_| true);
+        let removed = home.sweep((now + 3600, 0), &mut |_| true);
         // The directory, `sub`, its file and the link.
         assert_eq!(
             removed,
@@ -1067,6 +1090,39 @@ mod tests {
         );
         assert_eq!(home.footprint().bytes, before.bytes - removed.bytes);
         assert_eq!(home.footprint().files, before.files - removed.files);
+    }
+
+    /// A temporary changed since this server started may be another process's
+    /// at work (a server whose root lies in this home, a `recv` without
+    /// `O_TMPFILE`), which this server's books know nothing of: it stays, of any
+    /// mtime (a sender's time may be set on it). One unchanged since goes, as a
+    /// server killed before this one left it; a partial only once stale.
+    #[test]
+    fn a_sweep_leaves_a_temporary_changed_since_the_server_started() {
+        let (dir, home) = home();
+        let temp = dir.path().join(".xfer-0123456789abcdef.part");
+        std::fs::write(&temp, b"being written").unwrap();
+        let old = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000_000);
+        std::fs::File::options()
+            .write(true)
+            .open(&temp)
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+        std::fs::write(dir.path().join(".xfer-00.partial"), b"resumable").unwrap();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap();
+        let (secs, nanos) = (now.as_secs() as i64, now.as_nanos() as i128);
+        let a_minute_ago = nanos - 60_000_000_000;
+        let removed = home.sweep((secs - 3600, a_minute_ago), &mut |_| true);
+        assert_eq!(removed, Footprint::default());
+        assert!(temp.exists());
+        let in_a_second = nanos + 1_000_000_000;
+        let removed = home.sweep((secs - 3600, in_a_second), &mut |_| true);
+        assert_eq!(removed.files, 1);
+        assert!(!temp.exists());
+        assert!(dir.path().join(".xfer-00.partial").exists());
     }
 
     #[test]

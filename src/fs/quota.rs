@@ -78,12 +78,14 @@ impl Ledger {
         home.rename(from, to, links)
     }
 
-    /// Removes partials and temporaries of `home` last modified before `cutoff`
-    /// (seconds since the epoch) that no session has open; what left is given back.
-    pub(crate) fn sweep(&self, home: &Home, cutoff: i64) -> usize {
+    /// Removes partials of `home` last modified before `cutoff` (seconds since the
+    /// epoch) and temporaries unchanged since the server `started` (nanoseconds
+    /// since the epoch) that no session has open ([`Home::sweep`]); what left is
+    /// given back.
+    pub(crate) fn sweep(&self, home: &Home, (cutoff, started): (i64, i128)) -> usize {
         let mut books = self.books();
         let counted = books.counted;
-        let removed = home.sweep(cutoff, &mut |identity| !books.is_open(identity));
+        let removed = home.sweep((cutoff, started), &mut |identity| !books.is_open(identity));
         if counted {
             // Counted again rather than shrunk by what went: an administrator's
             // changes behind the server's back are caught up with every hour.

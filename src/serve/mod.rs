@@ -373,9 +373,14 @@ fn nothing_to_reload(flag: Arc<std::sync::atomic::AtomicBool>) -> Result<()> {
 /// hour, home by home, each through its ledger (what leaves is given back).
 /// Homes of users no longer in the users file are left as they are.
 fn sweep_partials(server: Arc<Server>, keep: Duration) -> Result<()> {
+    // Before any session: a temporary changed since is this server's, or another
+    // process's at work (`Home::sweep`).
+    let started = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| since.as_nanos() as i128);
     sink::sweep_in_background(
         true,
-        move || sweep_homes(&server, keep),
+        move || sweep_homes(&server, (keep, started)),
         move |removed| {
             report::line(&format!(
                 "xfer: removed {} (partials older than {} h that no client came back for, \
@@ -388,7 +393,7 @@ fn sweep_partials(server: Arc<Server>, keep: Duration) -> Result<()> {
 }
 
 /// One sweep over every user's home; how many files it removed.
-fn sweep_homes(server: &Server, keep: Duration) -> usize {
+fn sweep_homes(server: &Server, (keep, started): (Duration, i128)) -> usize {
     let Some(cutoff) = sink::cutoff(keep) else {
         return 0;
     };
@@ -399,7 +404,7 @@ fn sweep_homes(server: &Server, keep: Duration) -> usize {
     homes
         .into_iter()
         .filter_map(|user| Some((server.home(user).ok()?, server.ledger_of(&user.home))))
-        .map(|(home, ledger)| ledger.sweep(&home, cutoff))
+        .map(|(home, ledger)| ledger.sweep(&home, (cutoff, started)))
         .sum()
 }
 
