@@ -54,6 +54,10 @@ pub(crate) struct Prune<'a> {
     pub(crate) since: i128,
     /// Only say what would go (`--dry-run`).
     pub(crate) dry_run: bool,
+    /// For [`TargetDir::clear`] with `--delete`: the directory in the way as the
+    /// plan saw it ([`TargetDir::dir_identity`]). Another one there now (moved
+    /// into the name since, whose entries keep their old times) is kept whole.
+    pub(crate) seen: Option<(u64, u64)>,
 }
 
 impl TargetDir {
@@ -140,6 +144,7 @@ impl TargetDir {
             return (self.empty_already(&fd, path, components.len()))
                 .map(|()| Footprint::default());
         }
+        the_one_seen(&fd, rules.seen, path, said)?;
         let mut walk = Walk::new(rules, said, self, Some(path));
         if walk.children(&fd, path, components.len()) {
             return Ok(walk.freed);
@@ -148,7 +153,53 @@ impl TargetDir {
     }
 }
 
+/// Whether the directory `fd` in the way at `path` is the one the plan saw there
+/// (`seen`, where known). Another one, moved into the name since, holds what the
+/// plan never let go: it is kept whole (said to `said`) and the entry refused.
+fn the_one_seen(
+    fd: &OwnedFd,
+    seen: Option<(u64, u64)>,
+    path: &str,
+    said: &mut dyn FnMut(Removed),
+) -> Result<(), Refusal> {
+    let Some(seen) = seen else {
+        return Ok(());
+    };
+    if rustix::fs::fstat(fd).is_ok_and(|now| identity(&now) == seen) {
+        return Ok(());
+    }
+    said(Removed {
+        path: path.to_string(),
+        kind: ItemKind::Dir,
+        error: None,
+        kept: Some(KeptWhy::Changed),
+    });
+    Err(Refusal::new(
+        ErrorCode::Exists,
+        format!(
+            "{}: another directory took that name during the transfer; kept whole, not \
+             replaced",
+            escape(path)
+        ),
+    ))
+}
+
 impl TargetDir {
+    /// The directory at `components` beneath the target as it is now, its device
+    /// and inode, or `(0, 0)` where none is: what a later [`TargetDir::clear`] is
+    /// held to ([`Prune::seen`]).
+    pub(crate) fn dir_identity(&self, components: &[&[u8]]) -> (u64, u64) {
+        let Some((name, parents)) = components.split_last() else {
+            return (0, 0);
+        };
+        let root = self.dup_root().ok();
+        let parent = root.and_then(|root| beneath::walk(&root, parents, None).ok().flatten());
+        match parent.and_then(|parent| beneath::stat(&parent, *name).ok().flatten()) {
+            Some(stat) if beneath::kind(&stat) == FileType::Directory => identity(&stat),
+            _ => (0, 0),
+        }
+    }
+
     /// On a server, the directory `path` (beneath the target), which a mirror is
     /// about to open and empty, held until the hold is dropped: another session's
     /// `mv` or `rm` of it, or of a directory above it, is `busy` meanwhile, so
@@ -189,6 +240,7 @@ impl TargetDir {
             keep: &|_, _| None,
             since: i128::MAX,
             dry_run: true,
+            seen: None,
         };
         let mut unsaid = |_| {};
         let mut walk = Walk::new(&by_name, &mut unsaid, self, Some(path));
@@ -595,6 +647,7 @@ mod tests {
             keep,
             since: i128::MAX,
             dry_run,
+            seen: None,
         }
     }
 
@@ -705,6 +758,48 @@ mod tests {
                 .contains("changed since the session began")
         );
         assert_eq!(said, ["kept x/keep.me (changed)"]);
+    }
+
+    /// The directory in the way when the plan looked, replaced before the entry's
+    /// turn by another moved into its name (by a local process; on a server the
+    /// entry's claim makes that `rm` and `mv` busy): the entries of the other keep
+    /// their old times, and are not what the plan let go. Kept whole, refused; as
+    /// is a directory where the plan saw none.
+    #[test]
+    fn a_directory_moved_into_the_way_after_the_plan_looked_is_kept_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = TargetDir::open(dir.path()).unwrap();
+        std::fs::create_dir(dir.path().join("x")).unwrap();
+        std::fs::write(dir.path().join("x/stale"), b"s").unwrap();
+        std::fs::create_dir(dir.path().join("precious")).unwrap();
+        std::fs::write(dir.path().join("precious/keep.txt"), b"mine").unwrap();
+        let keep_none = |_: &str, _| None;
+        let held_to = |seen| Prune {
+            seen: Some(seen),
+            ..rules(&keep_none, false)
+        };
+        let seen = target.dir_identity(&[b"x"]);
+        std::fs::remove_dir_all(dir.path().join("x")).unwrap();
+        std::fs::rename(dir.path().join("precious"), dir.path().join("x")).unwrap();
+        let (result, said) = clear(&target, true, &held_to(seen));
+        let refusal = result.unwrap_err();
+        assert!(
+            refusal.message.contains("another directory took that name"),
+            "{refusal}"
+        );
+        assert_eq!(said, ["kept x (changed)"]);
+        assert_eq!(
+            std::fs::read(dir.path().join("x/keep.txt")).unwrap(),
+            b"mine"
+        );
+        // Where the plan saw no directory, one there now is kept as well.
+        let (result, said) = clear(&target, true, &held_to((0, 0)));
+        assert!(result.is_err());
+        assert_eq!(said, ["kept x (changed)"]);
+        // The directory as a plan sees it now is emptied, as before.
+        let seen = target.dir_identity(&[b"x"]);
+        let (result, said) = clear(&target, true, &held_to(seen));
+        assert_eq!((result, said), (Ok(()), vec!["x/keep.txt".to_string()]));
     }
 
     /// Runs `prune` of the offered directory `d` of `target` with no other

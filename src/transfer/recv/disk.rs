@@ -544,7 +544,7 @@ impl Answers<'_, '_, '_> {
         let components = check_path_bytes(&bytes, self.shared.settings.names)
             .expect("planned paths passed the policy");
         let at = (&components[..], &*item.entry.shown_path());
-        in_the_way::make_room(part, self.shared, target, at)
+        in_the_way::make_room(part, self.shared, target, at, item.dir_seen)
     }
 
     /// Puts a sealed file in the group, which is committed once it is full.

@@ -41,6 +41,9 @@ pub(crate) fn kept(
 pub(crate) struct Look {
     /// What its regular files free.
     pub(crate) freed: Footprint,
+    /// Which directory it was (see `TargetDir::dir_identity`): the only one the
+    /// entry may replace later.
+    pub(crate) seen: (u64, u64),
     /// In a dry run, what would go: reported only once the entry is accepted
     /// ([`Look::accepted`]), since a refused one removes nothing.
     found: Vec<Removed>,
@@ -73,37 +76,40 @@ pub(crate) fn look(
     at: (&[&[u8]], &str),
 ) -> Result<Look, Refusal> {
     let dry_run = shared.mirroring.is_some_and(|mirroring| mirroring.dry_run);
+    // Taken first: a directory swapped in while it is looked at is not this one.
+    let seen = target.dir_identity(at.0);
     let mut found = Vec::new();
     let freed = walk(
         shared,
         target,
         at,
-        None,
+        (None, None),
         (true, &mut |removed| {
             if dry_run {
                 found.push(removed);
             }
         }),
     )?;
-    Ok(Look { freed, found })
+    Ok(Look { freed, seen, found })
 }
 
 /// Empties the directory at `components` (shown as `path`) that the offered entry
 /// of that path replaces (see `TargetDir::clear`), found through `parent`, the
 /// descriptor of the directory the entry is named in, where the caller holds one.
-/// What goes is kept for the `deleted` report.
+/// With `--delete`, only the directory the plan saw (`seen`, where known) is
+/// emptied. What goes is kept for the `deleted` report.
 pub(crate) fn clear(
     shared: &Shared<'_>,
     target: &TargetDir,
     at: (&[&[u8]], &str),
-    parent: Option<&OwnedFd>,
+    (parent, seen): (Option<&OwnedFd>, Option<(u64, u64)>),
 ) -> Result<(), Refusal> {
     let mut found = Vec::new();
     let result = walk(
         shared,
         target,
         at,
-        parent,
+        (parent, seen),
         (false, &mut |removed| found.push(removed)),
     );
     keep_for_report(shared, found);
@@ -116,7 +122,7 @@ fn walk(
     shared: &Shared<'_>,
     target: &TargetDir,
     at: (&[&[u8]], &str),
-    parent: Option<&OwnedFd>,
+    (parent, seen): (Option<&OwnedFd>, Option<(u64, u64)>),
     (only_look, said): (bool, &mut dyn FnMut(Removed)),
 ) -> Result<Footprint, Refusal> {
     // Set once the offer is read; a stand-in would keep everything (`since` 0).
@@ -130,6 +136,7 @@ fn walk(
         keep: &keep,
         since: mirroring.since,
         dry_run: only_look,
+        seen,
     };
     target.clear(at, parent, mirroring.delete, &rules, said)
 }
@@ -144,9 +151,15 @@ pub(crate) fn make_room(
     shared: &Shared<'_>,
     target: &TargetDir,
     (components, path): (&[&[u8]], &str),
+    seen: Option<(u64, u64)>,
 ) -> Result<(), Refusal> {
     // The directory beside the part: the one its exchange replaces.
-    clear(shared, target, (components, path), Some(part.parent()))?;
+    clear(
+        shared,
+        target,
+        (components, path),
+        (Some(part.parent()), seen),
+    )?;
     part.replaces_dir();
     Ok(())
 }

@@ -88,7 +88,8 @@ fn make_one(
         // Through the parent the node is named in (the resolver keeps it open).
         let parent = resolver.parent_dir(&components)?;
         let at = (&components[..], &*entry.shown_path());
-        in_the_way::clear(shared, target, at, parent.as_deref())?;
+        let seen = planned[index].dir_seen;
+        in_the_way::clear(shared, target, at, (parent.as_deref(), seen))?;
     }
     let node = Node {
         path: &shown,

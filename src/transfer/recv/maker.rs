@@ -80,7 +80,8 @@ fn make(
     }
     part.seal(&item.entry)?;
     if item.type_change {
-        in_the_way::make_room(&mut part, shared, resolver.target(), (&components, &path))?;
+        let at = (&components[..], &*path);
+        in_the_way::make_room(&mut part, shared, resolver.target(), at, item.dir_seen)?;
     }
     Ok(part)
 }

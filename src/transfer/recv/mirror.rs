@@ -165,6 +165,7 @@ fn prune_and_report<W: Write>(
         keep: &keep,
         since,
         dry_run,
+        seen: None,
     };
     let mut report = ListWriter::deleted(writer, shared.transfer);
     let mut failed = None;

@@ -52,6 +52,9 @@ pub(crate) struct Planned<'c> {
     /// A change of type (`in_the_way.rs`): a file or link in place of a directory,
     /// emptied first; or a directory made in place of a non-directory.
     pub(crate) type_change: bool,
+    /// For a file or link in place of a directory: which directory the plan saw
+    /// there (`TargetDir::dir_identity`), the only one it may empty later.
+    pub(crate) dir_seen: Option<(u64, u64)>,
     /// The file this entry replaces, chunked, when the plan offered it as a basis.
     pub(crate) basis: Option<Box<Basis>>,
     /// An accepted entry without data (a link, a special file): made once the
@@ -81,6 +84,7 @@ impl Planned<'_> {
             replaces: Footprint::default(),
             replaces_other: false,
             type_change: false,
+            dir_seen: None,
             basis: None,
             make: false,
             arrived: AtomicBool::new(false),
@@ -312,7 +316,8 @@ impl<'s, 'c> Decider<'s, 'c> {
                     reservation,
                     replaces,
                     replaces_other: other,
-                    type_change: over_dir,
+                    type_change: over_dir.is_some(),
+                    dir_seen: over_dir,
                     ..Planned::skipped(entry)
                 };
                 (planned, send_from(0, None, replaces.files > 0 || other))
@@ -341,7 +346,8 @@ impl<'s, 'c> Decider<'s, 'c> {
                     reservation,
                     replaces,
                     replaces_other: other,
-                    type_change: over_dir,
+                    type_change: over_dir.is_some(),
+                    dir_seen: over_dir,
                     basis,
                     ..Planned::skipped(entry)
                 };
@@ -457,7 +463,8 @@ impl<'s, 'c> Decider<'s, 'c> {
         let claim = self.claim(entry, &shown)?;
         let placement = self.placement(entry, &components)?;
         let look = self.dir_in_the_way(entry, &components, placement)?;
-        let (over_dir, freed) = (look.is_some(), look.as_ref().map(|look| look.freed));
+        let over_dir = look.as_ref().map(|look| look.seen);
+        let freed = look.as_ref().map(|look| look.freed);
         let Some((replaces, other)) = replaced(placement) else {
             let attrs = self.refresh(entry, &components, &shown);
             return Ok(Decided::Same { attrs });
@@ -623,7 +630,8 @@ impl<'s, 'c> Decider<'s, 'c> {
             return Err(refusal);
         }
         let at = (components, &*entry.shown_path());
-        in_the_way::clear(self.shared, self.target, at, None)?;
+        // The plan's own look at it came a moment ago: no identity to hold it to.
+        in_the_way::clear(self.shared, self.target, at, (None, None))?;
         self.reserve_quota(entry, partial, replaces)
     }
 
@@ -918,7 +926,7 @@ impl<'s, 'c> Decider<'s, 'c> {
             placement = Placement::Free(Some(old.bytes));
         }
         let look = self.dir_in_the_way(entry, components, placement)?;
-        let over_dir = look.is_some();
+        let over_dir = look.as_ref().map(|look| look.seen);
         let Some((replaces, other)) = replaced(placement) else {
             let attrs = self.refresh(entry, components, shown);
             return Ok(Decided::Same { attrs });
@@ -1113,8 +1121,8 @@ enum Decided<'c> {
         reservation: Option<Box<Reservation>>,
         replaces: Footprint,
         other: bool,
-        /// It replaces a directory (see [`Planned::type_change`]).
-        over_dir: bool,
+        /// It replaces this directory (see [`Planned::dir_seen`]).
+        over_dir: Option<(u64, u64)>,
     },
     /// There already; with other metadata when `attrs` (a real run gave it the
     /// offered ones).
@@ -1126,7 +1134,7 @@ enum Decided<'c> {
         replaces: Footprint,
         other: bool,
         basis: Option<(Basis, Signature)>,
-        /// It replaces a directory (see [`Planned::type_change`]).
-        over_dir: bool,
+        /// It replaces this directory (see [`Planned::dir_seen`]).
+        over_dir: Option<(u64, u64)>,
     },
 }
