@@ -77,6 +77,17 @@ pub(crate) fn may_change_names(dir: impl AsFd) -> Result<(), Errno> {
     rustix::fs::accessat(dir, ".", access, AtFlags::EACCESS)
 }
 
+/// [`may_change_names`] for taking a name away: an append-only directory
+/// (`chattr +a`) takes new names but lets none go, not even for root, which
+/// `faccessat` does not say (`unlinkat` meets EPERM).
+pub(crate) fn may_remove_names(dir: impl AsFd) -> Result<(), Errno> {
+    may_change_names(&dir)?;
+    match rustix::fs::ioctl_getflags(&dir) {
+        Ok(flags) if flags.contains(rustix::fs::IFlags::APPEND) => Err(Errno::PERM),
+        _ => Ok(()),
+    }
+}
+
 /// Whether `name` in `parent` is a directory (a link to one is not).
 pub(crate) fn holds_dir(parent: impl AsFd, name: impl rustix::path::Arg) -> bool {
     matches!(stat(parent, name), Ok(Some(stat)) if kind(&stat) == FileType::Directory)

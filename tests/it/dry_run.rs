@@ -875,6 +875,69 @@ fn a_dry_run_refuses_what_the_disk_has_no_room_for_as_the_real_run() {
     assert!(!held);
 }
 
+/// An append-only directory (`chattr +a`) takes new names but lets none go, not
+/// even for root, which the permission bits do not say: the dry run says `kept`
+/// with the real run's error, and exits 7 as it does.
+#[test]
+fn a_dry_run_sees_that_an_append_only_directory_lets_nothing_go() {
+    let root = tempfile::tempdir().unwrap();
+    let tree = root.path().join("src/tree");
+    fs::create_dir_all(&tree).unwrap();
+    fs::write(tree.join("a"), b"a\n").unwrap();
+    let dst = root.path().join("dst");
+    let append_only = dst.join("tree/ao");
+    fs::create_dir_all(&append_only).unwrap();
+    fs::write(append_only.join("gone"), b"gone\n").unwrap();
+    let chattr = |flag: &str, dir: &Path| {
+        std::process::Command::new("chattr")
+            .arg(flag)
+            .arg(dir)
+            .status()
+            .is_ok_and(|status| status.success())
+    };
+    if !chattr("+a", &append_only) {
+        eprintln!("SKIPPED: needs chattr, root and a filesystem with append-only directories");
+        return;
+    }
+    // Lifted again whatever happens, or the temporary directory could not go.
+    struct Lift<'a>(&'a Path);
+    impl Drop for Lift<'_> {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("chattr")
+                .arg("-a")
+                .arg(self.0)
+                .status();
+        }
+    }
+    let _lift = Lift(&append_only);
+    // Made well before the session (a mirror spares what changed since it began).
+    std::thread::sleep(Duration::from_millis(100));
+    let before = snapshot(&dst);
+    let mut outcomes = Vec::new();
+    for flags in [&["-n", "-i", "--delete"][..], &["-i", "--delete"]] {
+        let mut receiver = Receiver::start(&dst, Some(KEY), &["--overwrite"]);
+        let sent = send(&[&tree], receiver.port, KEY, flags);
+        assert_eq!(receiver.exit_code(), 7, "{}", receiver.stderr());
+        let text = String::from_utf8_lossy(&sent.stdout).into_owned();
+        let kept: Vec<String> = (text.lines())
+            .filter(|line| line.starts_with("kept"))
+            .map(str::to_string)
+            .collect();
+        outcomes.push((code(&sent), kept));
+        if flags[0] == "-n" {
+            assert_eq!(snapshot(&dst), before, "a dry run changes nothing");
+        }
+    }
+    let expected =
+        vec!["kept     tree/ao/gone  (Operation not permitted (os error 1))".to_string()];
+    assert_eq!(outcomes[1], (7, expected), "the real run");
+    assert_eq!(
+        outcomes[0], outcomes[1],
+        "the dry run says what the real run does"
+    );
+    assert!(append_only.join("gone").exists());
+}
+
 /// What `--delete` could not remove in the real run (a directory of the tree its
 /// receiver may not write) is what its dry run says it could not remove, with the
 /// same exit code (7): the dry run used to list it `deleted` and exit 0.

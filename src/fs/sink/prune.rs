@@ -429,7 +429,7 @@ impl<'a, 'b> Walk<'a, 'b> {
         }
         let result = match self.rules.dry_run {
             // What the real run's unlinkat would be refused for want of rights.
-            true => beneath::may_change_names(parent).map_err(Unlink::Os),
+            true => beneath::may_remove_names(parent).map_err(Unlink::Os),
             false => self.unlink(parent, (name, stat), path, kind),
         };
         match result {
