@@ -88,6 +88,20 @@ pub(crate) fn may_remove_names(dir: impl AsFd) -> Result<(), Errno> {
     }
 }
 
+/// When `stat`'s inode last changed, in nanoseconds since the epoch.
+pub(crate) fn changed_at(stat: &Stat) -> i128 {
+    i128::from(stat.st_ctime) * 1_000_000_000 + i128::from(stat.st_ctime_nsec)
+}
+
+/// Now, read from the clock the kernel stamps changes with
+/// (`CLOCK_REALTIME_COARSE`, up to a tick behind the precise one): whatever
+/// changes after it carries a [`changed_at`] at or after it. The precise clock
+/// can be ahead of a change made just after it was read.
+pub(crate) fn change_clock() -> i128 {
+    let now = rustix::time::clock_gettime(rustix::time::ClockId::RealtimeCoarse);
+    i128::from(now.tv_sec) * 1_000_000_000 + i128::from(now.tv_nsec)
+}
+
 /// Whether `name` in `parent` is a directory (a link to one is not).
 pub(crate) fn holds_dir(parent: impl AsFd, name: impl rustix::path::Arg) -> bool {
     matches!(stat(parent, name), Ok(Some(stat)) if kind(&stat) == FileType::Directory)

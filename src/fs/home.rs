@@ -625,15 +625,10 @@ fn sweep(
 /// sender's, set before the rename). A partial a client may resume goes once stale.
 fn left_behind(name: &[u8], stat: &Stat, (cutoff, started): (i64, i128)) -> bool {
     if is_temporary_name(name) {
-        stat.st_ctime < cutoff || changed_at(stat) < started
+        stat.st_ctime < cutoff || beneath::changed_at(stat) < started
     } else {
         is_reserved_bytes(name) && stat.st_mtime < cutoff
     }
-}
-
-/// When `stat`'s inode last changed, in nanoseconds since the epoch.
-fn changed_at(stat: &Stat) -> i128 {
-    i128::from(stat.st_ctime) * 1_000_000_000 + i128::from(stat.st_ctime_nsec)
 }
 
 /// How many levels of entries lie below `dir` (0: none), up to the limit.

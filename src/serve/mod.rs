@@ -374,10 +374,8 @@ fn nothing_to_reload(flag: Arc<std::sync::atomic::AtomicBool>) -> Result<()> {
 /// Homes of users no longer in the users file are left as they are.
 fn sweep_partials(server: Arc<Server>, keep: Duration) -> Result<()> {
     // Before any session: a temporary changed since is this server's, or another
-    // process's at work (`Home::sweep`).
-    let started = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |since| since.as_nanos() as i128);
+    // process's at work (`Home::sweep`), by its ctime, whose clock this is.
+    let started = crate::fs::beneath::change_clock();
     sink::sweep_in_background(
         true,
         move || sweep_homes(&server, (keep, started)),

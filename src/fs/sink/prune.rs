@@ -280,11 +280,6 @@ fn item_kind(stat: &rustix::fs::Stat) -> ItemKind {
     }
 }
 
-/// When `stat`'s inode last changed, in nanoseconds since the epoch.
-fn changed_at(stat: &rustix::fs::Stat) -> i128 {
-    i128::from(stat.st_ctime) * 1_000_000_000 + i128::from(stat.st_ctime_nsec)
-}
-
 struct Walk<'a, 'b> {
     rules: &'a Prune<'a>,
     said: &'b mut dyn FnMut(Removed),
@@ -602,7 +597,7 @@ impl Walk<'_, '_> {
     /// Whether `stat`'s inode changed since the session began, other than by this
     /// walk's removal of another of its names.
     fn changed_since(&self, stat: &rustix::fs::Stat) -> bool {
-        changed_at(stat) >= self.rules.since && !self.unlinked.contains(&identity(stat))
+        beneath::changed_at(stat) >= self.rules.since && !self.unlinked.contains(&identity(stat))
     }
 
     /// Whether `now`, what a name holds, is not what the listing of its directory
@@ -610,7 +605,7 @@ impl Walk<'_, '_> {
     /// since the session began.
     fn not_as_listed(&self, now: &rustix::fs::Stat, listed: &rustix::fs::Stat) -> bool {
         identity(now) != identity(listed)
-            || (changed_at(now) != changed_at(listed) && self.changed_since(now))
+            || (beneath::changed_at(now) != beneath::changed_at(listed) && self.changed_since(now))
     }
 }
 

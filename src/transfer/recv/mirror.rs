@@ -125,14 +125,12 @@ impl Mirroring {
 }
 
 /// The moment a session's deletions count from (see `fs::sink::Prune::since`),
-/// read from the clock the kernel stamps files with (`CLOCK_REALTIME_COARSE`,
-/// up to a tick behind the precise one): whatever changes after it carries a
-/// `ctime` at or after it. A precise clock with a margin for the lag (50 ms, as
-/// before) spared a file a previous mirror had just written, and a quick "sync,
-/// change, sync" left it behind without a word.
+/// on the clock the kernel stamps changes with (`beneath::change_clock`). A
+/// precise clock with a margin for the lag (50 ms, as before) spared a file a
+/// previous mirror had just written, and a quick "sync, change, sync" left it
+/// behind without a word.
 fn session_start() -> i128 {
-    let now = rustix::time::clock_gettime(rustix::time::ClockId::RealtimeCoarse);
-    i128::from(now.tv_sec) * 1_000_000_000 + i128::from(now.tv_nsec)
+    crate::fs::beneath::change_clock()
 }
 
 /// Removes what the accepted directories of `planned` hold and the offer does not
