@@ -9,10 +9,11 @@ use std::fs;
 use std::os::unix::fs::symlink;
 use std::path::Path;
 use std::process::Output;
+use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crate::util::peer::Acceptor;
-use crate::util::server::{Site, client, code};
+use crate::util::server::{Server, Site, client, code};
 use crate::util::site::check_home;
 use crate::util::{
     KEY, Receiver, files_under, peer_listening, receiver_without_meta, send, stderr_of,
@@ -453,6 +454,29 @@ fn a_mirror_spares_what_another_session_is_writing() {
     assert_eq!(fs::read(home.join("tree/a")).unwrap(), b"a\n");
 }
 
+/// Alice's `send --delete` of a one-file `tree` (just `a`) into her home on a
+/// server of `site`, run in a thread, returned once it is removing the 20 000
+/// stale files it found in `stale` (made here: enough that removing them outlasts
+/// another session's whole request): the server, and the mirror's thread.
+fn mirror_under_way(site: &Site, stale: &Path) -> (Server, JoinHandle<Output>) {
+    use crate::util::server::{as_user, eventually};
+    fs::create_dir_all(stale).unwrap();
+    for i in 0..20_000 {
+        fs::write(stale.join(format!("f{i:05}")), b"stale\n").unwrap();
+    }
+    let local = site.path().join("tree");
+    fs::create_dir_all(&local).unwrap();
+    fs::write(local.join("a"), b"a\n").unwrap();
+    let server = site.serve(&[]);
+    settle();
+    let mut command = as_user(site, "alice", &["send", "--delete", "-q"]);
+    command.arg(&local).arg(server.at("/"));
+    let mirror = std::thread::spawn(move || crate::util::run(&mut command));
+    // The mirror listed the directory and is removing what it found.
+    eventually("the mirror deletes", || !stale.join("f00000").exists());
+    (server, mirror)
+}
+
 /// A file another session replaces while a mirror is removing the rest of its
 /// directory (after the mirror listed the directory, before it came to that name)
 /// is that session's new file, made since the mirror began: it stays, whole, and
@@ -460,27 +484,13 @@ fn a_mirror_spares_what_another_session_is_writing() {
 #[test]
 fn a_file_replaced_while_a_mirror_deletes_beside_it_stays() {
     use crate::util::peer::SendEntry;
-    use crate::util::server::{as_user, eventually};
     use crate::util::site::put;
     let site = Site::new();
     site.users(&[("alice", "")]);
     let stale = site.home("alice").join("tree");
     fs::create_dir_all(&stale).unwrap();
-    // Enough stale files that removing them outlasts another session's whole put.
-    for i in 0..20_000 {
-        fs::write(stale.join(format!("f{i:05}")), b"stale\n").unwrap();
-    }
     fs::write(stale.join("zzz"), b"the older copy\n").unwrap();
-    let local = site.path().join("tree");
-    fs::create_dir_all(&local).unwrap();
-    fs::write(local.join("a"), b"a\n").unwrap();
-    let server = site.serve(&[]);
-    settle();
-    let mut command = as_user(&site, "alice", &["send", "--delete", "-q"]);
-    command.arg(&local).arg(server.at("/"));
-    let mirror = std::thread::spawn(move || crate::util::run(&mut command));
-    // The mirror listed the directory and is removing what it found.
-    eventually("the mirror deletes", || !stale.join("f00000").exists());
+    let (server, mirror) = mirror_under_way(&site, &stale);
     let new = b"the other session's copy\n".to_vec();
     let mut other = server.login("alice");
     let report = put(
@@ -507,23 +517,9 @@ fn a_file_replaced_while_a_mirror_deletes_beside_it_stays() {
 /// the mirror never goes on removing what has become a path outside its tree.
 #[test]
 fn a_directory_a_mirror_is_emptying_cannot_be_moved_out_from_under_it() {
-    use crate::util::server::{as_user, eventually};
     let site = Site::new();
     site.users(&[("alice", "")]);
-    let old = site.home("alice").join("tree/old");
-    fs::create_dir_all(&old).unwrap();
-    for i in 0..20_000 {
-        fs::write(old.join(format!("f{i:05}")), b"stale\n").unwrap();
-    }
-    let local = site.path().join("tree");
-    fs::create_dir_all(&local).unwrap();
-    fs::write(local.join("a"), b"a\n").unwrap();
-    let server = site.serve(&[]);
-    settle();
-    let mut command = as_user(&site, "alice", &["send", "--delete", "-q"]);
-    command.arg(&local).arg(server.at("/"));
-    let mirror = std::thread::spawn(move || crate::util::run(&mut command));
-    eventually("the mirror deletes", || !old.join("f00000").exists());
+    let (server, mirror) = mirror_under_way(&site, &site.home("alice").join("tree/old"));
     for from in ["tree/old", "tree"] {
         let moved = client(&site, "alice", &["mv", &server.at(from), "kept"]);
         assert_eq!(code(&moved), 3, "mv {from}: {}", stderr_of(&moved));
