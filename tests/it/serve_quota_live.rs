@@ -288,12 +288,8 @@ fn a_delta_whose_temporary_crosses_the_quota_leaves_the_old_file() {
     let mut changed = old.clone();
     changed[300_000..300_010].copy_from_slice(b"0123456789");
     std::fs::write(&local, &changed).expect("changed");
-    let stored_time = std::fs::metadata(&stored).and_then(|m| m.modified());
-    std::fs::File::options()
-        .write(true)
-        .open(&local)
-        .and_then(|file| file.set_modified(stored_time?))
-        .expect("the time it had");
+    let had = std::fs::metadata(&stored).expect("stored");
+    crate::util::tree::set_mtime(&local, had.mtime(), had.mtime_nsec());
     let again = send_again(&site, &server, &tree, &["-f", "-I"]);
     let said = String::from_utf8_lossy(&again.stderr);
     assert_eq!(code(&again), 6, "{said}");
