@@ -375,14 +375,9 @@ fn own_mtime(path: &Path) -> (i64, i64) {
     (meta.mtime(), meta.mtime_nsec())
 }
 
-/// A link whose target is the same but whose own time differs, and a FIFO of
-/// another mode, are made the sender's and itemized `attrs` on both sides, as
-/// `rsync -a` does (`.L..t......`); a dry run says so and changes nothing, and a
-/// rerun then has nothing to say.
-#[test]
-fn a_same_link_or_special_file_with_other_metadata_is_fixed_and_itemized() {
-    let root = tempfile::tempdir().unwrap();
-    let root = root.path();
+/// A tree `src/tree` of a link `ln` (to `a`) and a FIFO `pipe` (0644) under
+/// `root`, mirrored once into `dst` (with `-i --delete --specials`): the tree.
+fn link_and_pipe_mirrored(root: &Path) -> PathBuf {
     let src = root.join("src/tree");
     fs::create_dir_all(&src).unwrap();
     fs::create_dir_all(root.join("dst")).unwrap();
@@ -396,9 +391,21 @@ fn a_same_link_or_special_file_with_other_metadata_is_fixed_and_itemized() {
     )
     .unwrap();
     set_mode(&src.join("pipe"), 0o644);
-    let flags = ["-i", "--delete", "--specials"];
-    let (first, _, recv_err) = mirror(root, OVERWRITE, &flags);
+    let (first, _, recv_err) = mirror(root, OVERWRITE, &["-i", "--delete", "--specials"]);
     assert_eq!(code(&first), 0, "{}{recv_err}", stderr_of(&first));
+    src
+}
+
+/// A link whose target is the same but whose own time differs, and a FIFO of
+/// another mode, are made the sender's and itemized `attrs` on both sides, as
+/// `rsync -a` does (`.L..t......`); a dry run says so and changes nothing, and a
+/// rerun then has nothing to say.
+#[test]
+fn a_same_link_or_special_file_with_other_metadata_is_fixed_and_itemized() {
+    let root = tempfile::tempdir().unwrap();
+    let root = root.path();
+    let src = link_and_pipe_mirrored(root);
+    let flags = ["-i", "--delete", "--specials"];
     set_mtime(&src.join("ln"), 1_600_000_000, 5);
     set_mtime(&src.join("pipe"), 1_600_000_000, 0);
     set_mode(&src.join("pipe"), 0o600);
@@ -475,23 +482,9 @@ fn a_sender_ignores_attrs_on_a_new_directory_and_a_same_hard_link() {
 fn a_same_link_or_special_file_with_more_than_one_name_is_left_as_it_is() {
     let root = tempfile::tempdir().unwrap();
     let root = root.path();
-    let src = root.join("src/tree");
-    fs::create_dir_all(&src).unwrap();
-    fs::create_dir_all(root.join("dst")).unwrap();
     fs::create_dir_all(root.join("snapshot")).unwrap();
-    std::os::unix::fs::symlink("a", src.join("ln")).unwrap();
-    rustix::fs::mknodat(
-        rustix::fs::CWD,
-        src.join("pipe"),
-        rustix::fs::FileType::Fifo,
-        rustix::fs::Mode::from_raw_mode(0o644),
-        0,
-    )
-    .unwrap();
-    set_mode(&src.join("pipe"), 0o644);
+    let src = link_and_pipe_mirrored(root);
     let flags = ["-i", "--delete", "--specials"];
-    let (first, _, recv_err) = mirror(root, OVERWRITE, &flags);
-    assert_eq!(code(&first), 0, "{}{recv_err}", stderr_of(&first));
     // link(2) of a link is of the link itself, as `cp -al` makes it.
     let (ln, pipe) = (root.join("dst/tree/ln"), root.join("dst/tree/pipe"));
     let (snap_ln, snap_pipe) = (root.join("snapshot/ln"), root.join("snapshot/pipe"));
