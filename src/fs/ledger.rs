@@ -517,6 +517,14 @@ impl Account {
         self.ledger.books()
     }
 
+    /// The books, for a change this `put` makes to the home: `denied` once it may
+    /// make none ([`Account::current`]).
+    pub(crate) fn books_to_change(&self) -> Result<MutexGuard<'_, Books>, Refusal> {
+        let books = self.books();
+        self.current(&books)?;
+        Ok(books)
+    }
+
     /// [`Ledger::hold_dir`] for the directory `path` (relative to the put's
     /// directory): a mirror emptying it keeps it where it is meanwhile.
     pub(crate) fn hold_dir(&self, path: &str) -> DirHold {
@@ -599,8 +607,7 @@ impl Account {
     /// Holds `needs` for the entry at `path` until it settles, and claims the path.
     fn hold(&self, path: &str, needs: Footprint) -> Result<Reservation, Refusal> {
         let key = self.home_path(path);
-        let mut books = self.books();
-        self.current(&books)?;
+        let mut books = self.books_to_change()?;
         if books.writing.contains_key(&key) {
             return Err(Refusal::new(
                 ErrorCode::Busy,
@@ -631,8 +638,7 @@ impl Reservation {
     /// Holds `bytes` more for a stream of unknown size, before they are written;
     /// `quota` if they do not fit.
     pub(crate) fn charge(&mut self, path: &str, bytes: u64) -> Result<(), Refusal> {
-        let mut books = self.account.books();
-        self.account.current(&books)?;
+        let mut books = self.account.books_to_change()?;
         books.check(Footprint { bytes, files: 0 }, path)?;
         books.reserved.bytes += bytes;
         if let Some(held) = books.writing.get_mut(&self.key) {

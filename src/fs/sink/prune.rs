@@ -556,8 +556,7 @@ impl<'a, 'b> Walk<'a, 'b> {
             self.as_listed(parent, name, listed, kind)?;
             return Ok(rustix::fs::unlinkat(parent, name, flags)?);
         };
-        let mut books = account.books();
-        account.current(&books).map_err(Unlink::Stopped)?;
+        let mut books = account.books_to_change().map_err(Unlink::Stopped)?;
         let own = self.own.map(|own| account.home_path(own));
         if books
             .unclaimed_but(&account.home_path(path), own.as_deref())

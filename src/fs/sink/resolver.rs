@@ -442,8 +442,7 @@ impl<'a> Resolver<'a> {
             return Ok(Some(there));
         }
         let shown = beneath::shown_path(&components[..=depth]);
-        let mut books = account.books();
-        account.current(&books)?;
+        let mut books = account.books_to_change()?;
         books.make(&shown, Footprint::DIR, || {
             let step = beneath::step_noting(dir, components, depth, true)?;
             let made = step.as_ref().is_some_and(|(_, made)| *made);
