@@ -311,7 +311,7 @@ pub(crate) fn read_removed<R: Read>(
 ) -> Result<Vec<Removed>> {
     let mut mac = transfer.deleted_mac();
     let mut removed = Vec::new();
-    let mut bytes = 0;
+    let mut bytes = 0usize;
     let mut payload = first.to_vec();
     loop {
         mac.frame(&payload);
@@ -320,26 +320,9 @@ pub(crate) fn read_removed<R: Read>(
                 Message::Deleted { entries, more } => (entries, more),
                 other => return Err(unexpected("a deleted frame", &other)),
             };
-        bytes += items
-            .iter()
-            .map(|item| item.path.len() + item.error.as_ref().map_or(0, String::len))
-            .sum::<usize>();
-        if items
-            .iter()
-            .any(|item| item.error.is_some() && item.kept.is_some())
-        {
-            return Err(fail(
-                Kind::Protocol,
-                "an item of the report of removed entries both failed and was kept",
-            ));
-        }
-        if removed.len() + items.len() > MAX_REMOVED || bytes > MAX_REMOVED_BYTES {
-            return Err(fail(
-                Kind::Protocol,
-                format!(
-                    "the report of removed entries is over {MAX_REMOVED} items or {MAX_REMOVED_BYTES} bytes"
-                ),
-            ));
+        bytes += removed_report_bytes(&items, removed.len())?;
+        if bytes > MAX_REMOVED_BYTES {
+            return Err(removed_over_limits());
         }
         removed.extend(items);
         if !more {
@@ -496,6 +479,36 @@ fn check_hard_links(entries: &[Entry]) -> Result<()> {
     Ok(())
 }
 
+/// The bytes `items` add to a report of removed entries of which `so_far` items came
+/// before; an item both failed and kept, or a report over its limits, is refused.
+fn removed_report_bytes(items: &[Removed], so_far: usize) -> Result<usize> {
+    if items
+        .iter()
+        .any(|item| item.error.is_some() && item.kept.is_some())
+    {
+        return Err(fail(
+            Kind::Protocol,
+            "an item of the report of removed entries both failed and was kept",
+        ));
+    }
+    if so_far + items.len() > MAX_REMOVED {
+        return Err(removed_over_limits());
+    }
+    Ok(items
+        .iter()
+        .map(|item| item.path.len() + item.error.as_ref().map_or(0, String::len))
+        .sum())
+}
+
+fn removed_over_limits() -> anyhow::Error {
+    fail(
+        Kind::Protocol,
+        format!(
+            "the report of removed entries is over {MAX_REMOVED} items or {MAX_REMOVED_BYTES} bytes"
+        ),
+    )
+}
+
 /// Reads a plan of `offered` decisions: its frames, then `plan_end`, whose MAC and
 /// count must hold before any decision is returned. An error frame in its place is
 /// the receiver refusing the whole offer.
@@ -505,32 +518,9 @@ pub(crate) fn read_plan<R: Read>(
     offered: usize,
     delta: bool,
 ) -> Result<Vec<Decision>> {
-    // Feature `delta`: the signatures of one plan list at most MAX_PLAN_CHUNKS chunks,
-    // checked frame by frame, so a hostile plan cannot make us hold more.
     let listed = std::cell::Cell::new(0u64);
-    let within_budget = |decisions: &[Decision]| {
-        for decision in decisions {
-            let Decision::Send {
-                delta: Some(basis), ..
-            } = decision
-            else {
-                continue;
-            };
-            let digits = basis.sums.as_ref().map_or(0, String::len) as u64;
-            let claimed = (digits / 16).max(basis.count.unwrap_or(0));
-            listed.set(listed.get().saturating_add(claimed));
-            if !delta || listed.get() > MAX_PLAN_CHUNKS {
-                return Err(fail(
-                    Kind::Protocol,
-                    format!(
-                        "the plan's signatures list over {MAX_PLAN_CHUNKS} chunks \
-                         (or feature delta is not in force)"
-                    ),
-                ));
-            }
-        }
-        Ok(())
-    };
+    let within_budget =
+        |decisions: &[Decision]| signatures_within_budget(decisions, &listed, delta);
     let too_many = || {
         fail(
             Kind::Protocol,
@@ -562,6 +552,36 @@ pub(crate) fn read_plan<R: Read>(
         ));
     }
     Ok(decisions)
+}
+
+/// Feature `delta`: the signatures of one plan list at most MAX_PLAN_CHUNKS chunks,
+/// checked frame by frame (`listed` so far), so a hostile plan cannot make us hold more.
+fn signatures_within_budget(
+    decisions: &[Decision],
+    listed: &std::cell::Cell<u64>,
+    delta: bool,
+) -> Result<()> {
+    for decision in decisions {
+        let Decision::Send {
+            delta: Some(basis), ..
+        } = decision
+        else {
+            continue;
+        };
+        let digits = basis.sums.as_ref().map_or(0, String::len) as u64;
+        let claimed = (digits / 16).max(basis.count.unwrap_or(0));
+        listed.set(listed.get().saturating_add(claimed));
+        if !delta || listed.get() > MAX_PLAN_CHUNKS {
+            return Err(fail(
+                Kind::Protocol,
+                format!(
+                    "the plan's signatures list over {MAX_PLAN_CHUNKS} chunks \
+                     (or feature delta is not in force)"
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn closed(waiting_for: &str) -> anyhow::Error {
