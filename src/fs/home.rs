@@ -23,7 +23,7 @@ use super::path::{
 };
 use super::sink::TargetDir;
 use super::{Refusal, path::PathRefusal};
-use crate::error::{Classify, Kind};
+use crate::error::{Classify, Kind, refused};
 use crate::escape::escape;
 use crate::fs::filter::Filter;
 use crate::fs::input::{Input, Outbox};
@@ -314,6 +314,7 @@ impl Home {
             origins: Vec::new(),
             first_names: std::collections::HashMap::new(),
             mirror: None,
+            entitled: None,
         };
         for (path, stat) in roots {
             let name = path.rsplit('/').next().unwrap_or(&path).to_string();
@@ -655,9 +656,23 @@ pub(crate) struct Fetch {
     first_names: std::collections::HashMap<(u64, u64), u64>,
     /// What the client's `get` asked (section 17.5), echoed in the offer.
     mirror: Option<Mirror>,
+    /// Whether the home is still its user's, asked before each file is opened.
+    entitled: Option<Entitled>,
 }
 
+/// Whether the user a [`Fetch`] serves may still read its home: a reload may have
+/// given the home to someone else since the `get` began.
+pub(crate) type Entitled = Box<dyn Fn() -> Result<(), Refusal> + Send + Sync>;
+
 impl Fetch {
+    /// Opens nothing more once `entitled` says no: each file not yet opened is then
+    /// given up with its refusal, never read from a home that is now another
+    /// user's. A file already open is the one its user could read when it opened.
+    pub(crate) fn while_entitled(mut self, entitled: Entitled) -> Fetch {
+        self.entitled = Some(entitled);
+        self
+    }
+
     /// Leaves out what `mirror`'s rules exclude (a directory with all inside), and
     /// keeps `mirror` to echo in the offer. A rule that is no valid pattern is the
     /// client's fault: `protocol`.
@@ -820,6 +835,9 @@ impl Outbox for Fetch {
 
     fn open(&self, index: usize) -> Result<Box<dyn Input>> {
         let path = &self.origins[index];
+        if let Some(entitled) = &self.entitled {
+            entitled().map_err(|refusal| refused(refusal.code, refusal.message))?;
+        }
         let components = checked(path).map_err(anyhow::Error::new)?;
         let (name, parents) = components.split_last().expect("a fetched path has a name");
         let dir = beneath::walk(&self.home, parents, None)

@@ -152,6 +152,17 @@ impl Server {
         counted
     }
 
+    /// Asks, each time it is called, whether `user` still reads the home their
+    /// session opened (see [`no_longer_reads`]): a `get` opens no file after a
+    /// reload gave that home to someone else.
+    fn entitled(&self, user: &User) -> crate::fs::home::Entitled {
+        let (users, was) = (Arc::clone(&self.users), user.clone());
+        Box::new(move || match no_longer_reads(&was, &users.snapshot()) {
+            None => Ok(()),
+            Some(why) => Err(crate::fs::Refusal::new(ErrorCode::Denied, why)),
+        })
+    }
+
     /// Opens `user`'s home beneath the root, never through a link.
     fn home(&self, user: &User) -> Result<Home, crate::fs::Refusal> {
         self.home_at(&user.home)
@@ -491,6 +502,22 @@ fn recount_in_background(server: &Arc<Server>) {
 /// users are `now`: they were removed, their home moved (the old one may be
 /// another user's now, or nobody's, and then forgotten as well), their key (or
 /// password) changed, or they may only read.
+/// Why `was` may no longer read what their session opened as their home: removed,
+/// given another home, or another key (whoever holds the session may not be them).
+/// A user made read-only still reads.
+fn no_longer_reads(was: &User, now: &Users) -> Option<&'static str> {
+    match now.get(&was.name) {
+        None => Some("this user was removed from the server (a reload of the users file)"),
+        Some(now) if now.home != was.home => {
+            Some("this user's home changed on the server (a reload of the users file)")
+        }
+        Some(now) if now.key.bytes() != was.key.bytes() => {
+            Some("this user's key or password changed on the server (a reload of the users file)")
+        }
+        Some(_) => None,
+    }
+}
+
 fn no_longer_writes(was: &User, now: &Users) -> Option<&'static str> {
     let Some(now) = now.get(&was.name) else {
         return Some(

@@ -146,3 +146,57 @@ fn a_server_starts_beside_a_broken_home_and_serves_everyone_else() {
         b"not a directory"
     );
 }
+
+/// A `get` in flight when a reload gives its user's home to someone else opens
+/// nothing more there: alice's files were offered, then (while she planned) the
+/// home became bob's and bob put his own file under one of her names; each file is
+/// given up `denied`, saying why, and none of bob's bytes reach alice. A reload
+/// that only makes her read-only lets her `get` go on.
+#[test]
+fn a_get_in_flight_reads_nothing_from_a_home_a_reload_gave_away() {
+    use crate::util::peer::Decision;
+    let site = Site::new();
+    site.users(&[("alice", ""), ("bob", "")]);
+    let server = site.serve(&[]);
+    let tree = site.home("alice").join("tree");
+    write(&tree.join("a.txt"), b"alice's a\n");
+    write(&tree.join("b.txt"), b"alice's b\n");
+    let mut alice = server.login("alice");
+    let mut reloaded = false;
+    let received = alice
+        .get_into(&["tree"], &mut |_: u64, _: &serde_json::Value| {
+            if !reloaded {
+                reloaded = true;
+                site.users(&[("alice", "home = \"moved\""), ("bob", "home = \"alice\"")]);
+                server.reload(1);
+                write(&tree.join("b.txt"), b"bob's secret\n");
+            }
+            Decision::Send
+        })
+        .expect("the transfer ends orderly");
+    assert!(received.files.is_empty(), "{:?}", received.files);
+    assert_eq!(received.failed.len(), 2, "{:?}", received.failed);
+    for failed in received.failed.values() {
+        assert_eq!(failed["code"], "denied", "{failed}");
+        let said = failed["message"].as_str().unwrap_or_default();
+        assert!(said.contains("home changed"), "{said}");
+    }
+
+    site.users(&[("alice", "read_only = true"), ("bob", "")]);
+    server.reload(2);
+    let mut alice = server.login("alice");
+    let mut reloaded = false;
+    let received = alice
+        .get_into(&["tree"], &mut |_: u64, _: &serde_json::Value| {
+            if !reloaded {
+                reloaded = true;
+                site.users(&[("alice", "read_only = false"), ("bob", "")]);
+                server.reload(3);
+            }
+            Decision::Send
+        })
+        .expect("the transfer ends orderly");
+    assert!(received.failed.is_empty(), "{:?}", received.failed);
+    assert_eq!(received.files["tree/a.txt"], b"alice's a\n");
+    assert_eq!(received.files["tree/b.txt"], b"bob's secret\n");
+}

@@ -24,7 +24,7 @@ pub(crate) fn run(
     let mirror = mirror.filter(|_| conn.negotiated.has(Feature::Mirror));
     let fetched = context.home.fetch(paths);
     let fetch = match fetched.and_then(|fetch| fetch.filtered(mirror)) {
-        Ok(fetch) => fetch,
+        Ok(fetch) => fetch.while_entitled(context.server.entitled(&context.user)),
         Err(refusal) => return refuse(context, conn, &action, refusal),
     };
     let reporter = Reporter::new(context.server.style)

@@ -953,14 +953,18 @@ impl Frames<'_> {
                 self.giver.give(buffer);
                 Ok(())
             }
-            Piece::GaveUp { index, why } => {
+            Piece::GaveUp { index, why, code } => {
                 // Not sent, like a file the walk could not read: exit 10, not 7.
                 let path = &*self.entries[index as usize].shown_path();
                 self.tally
                     .not_sent(path, &format!("{UNREADABLE}: {why}"), false);
+                let message = match code {
+                    ErrorCode::Io => format!("the sender cannot read it: {why}"),
+                    _ => why,
+                };
                 writer.write_message(&Message::Error {
-                    code: ErrorCode::Io,
-                    message: format!("the sender cannot read it: {why}"),
+                    code,
+                    message,
                     index: Some(index),
                 })
             }

@@ -6,9 +6,11 @@
 use std::sync::Arc;
 
 use super::sums::Streams;
+use crate::error::wire_code;
 use crate::fs::input::Identity;
 use crate::proto::delta::Chunking;
 use crate::proto::hash::{Digest, Hasher};
+use crate::proto::message::ErrorCode;
 use crate::proto::seal::TAG_LEN;
 use crate::proto::wire::DATA_HEADROOM;
 
@@ -83,14 +85,30 @@ pub(crate) enum Piece {
         digest: Digest,
         local_failure: Option<String>,
     },
-    /// The entry could not be opened: it is given up in place of its data.
-    GaveUp { index: u64, why: String },
+    /// The entry could not be opened: it is given up in place of its data, with
+    /// the code it was refused with (`io` where nobody refused it).
+    GaveUp {
+        index: u64,
+        why: String,
+        code: ErrorCode,
+    },
     /// Whole entries that each fit one chunk (never a delta), read into one
     /// buffer back to back, each in a slot of its own (see [`slot`]): handed over
     /// at once, so that a tree of small files wakes the socket thread once per
     /// buffer, not three times per file, and the reading thread can run a few
     /// hundred files ahead of it, not four.
     Packed { buffer: Vec<u8>, files: Vec<Packed> },
+}
+
+impl Piece {
+    /// Entry `index` given up because opening it failed with `err`.
+    pub(crate) fn gave_up(index: u64, err: &anyhow::Error) -> Piece {
+        Piece::GaveUp {
+            index,
+            why: format!("{err:#}"),
+            code: wire_code(err).unwrap_or(ErrorCode::Io),
+        }
+    }
 }
 
 /// One entry of a [`Piece::Packed`]: what [`Piece::Start`], a [`Piece::Chunk`] (if

@@ -80,10 +80,7 @@ fn read_file(item: &ToSend, outbox: &dyn Outbox, hash: HashKind, out: &mut Out<'
     let mut hasher = hash.hasher();
     let (mut input, start) = match open_at_resume_point(outbox, item, &mut hasher) {
         Ok(opened) => opened,
-        Err(err) => {
-            let why = format!("{err:#}");
-            return out.send(Piece::GaveUp { index, why });
-        }
+        Err(err) => return out.send(Piece::gave_up(index, &err)),
     };
     let delta = item.delta.as_deref().filter(|_| start == 0);
     if let (None, Some(size)) = (delta, expected)
@@ -165,10 +162,7 @@ fn read_runs(
     let position = index as usize;
     let mut input = match outbox.open(position) {
         Ok(input) => input,
-        Err(err) => {
-            let why = format!("{err:#}");
-            return pieces.send(Piece::GaveUp { index, why }).ok();
-        }
+        Err(err) => return pieces.send(Piece::gave_up(index, &err)).ok(),
     };
     let mut hasher = hash.hasher();
     let read_error = send_runs(item, size, &mut *input, &mut hasher, pool, pieces, stop)?;
