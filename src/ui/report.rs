@@ -350,9 +350,12 @@ impl Reporter {
     }
 
     /// Shows a progress bar for `total` bytes (a spinner when unknown), if the
-    /// style and the terminal allow one.
+    /// style and the terminal allow one and there are bytes to move: a dry run,
+    /// or a mirror that only deletes, would redraw an empty `0 B/0 B` bar under
+    /// each line it prints.
     pub(crate) fn start_bar(&mut self, total: Option<u64>) {
-        let hidden = self.style.quiet
+        let hidden = total == Some(0)
+            || self.style.quiet
             || self.style.json != Json::Off
             || self.style.serving
             || !self.style.bar;

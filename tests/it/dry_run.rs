@@ -995,3 +995,37 @@ fn a_dry_run_says_what_delete_could_not_remove_as_the_real_run() {
     );
     assert!(dst.join("tree/ro/gone").exists());
 }
+
+/// At a terminal a dry run prints its lines and draws no progress bar: it moves
+/// no bytes, and an empty `100% 0 B/0 B` bar was redrawn under every line.
+#[test]
+fn a_dry_run_at_a_terminal_draws_no_empty_progress_bar() {
+    use crate::util::terminal::Terminal;
+    use crate::util::{TIMEOUT, wait_for};
+    let site = Site::new();
+    site.users(&[("alice", "")]);
+    let home = site.home("alice");
+    for stale in ["s1", "s2", "s3"] {
+        crate::util::server::write(&home.join("tree").join(stale), b"stale\n");
+    }
+    let local = site.path().join("tree");
+    crate::util::server::write(&local.join("new.txt"), b"new\n");
+    let server = site.serve(&[]);
+    let key_file = site.key_file("alice");
+    let args = [
+        "send",
+        "-n",
+        "--delete",
+        local.to_str().unwrap(),
+        &server.at("/"),
+        "--user",
+        "alice",
+        "--key-file",
+        key_file.to_str().unwrap(),
+    ];
+    let mut term = Terminal::spawn(env!("CARGO_BIN_EXE_xfer"), &args, &[], site.path());
+    assert!(wait_for(&mut term.child, TIMEOUT).success());
+    let screen = term.wait_for("would delete 3");
+    assert!(screen.contains("deleted  tree/s3"), "{screen:?}");
+    assert!(!screen.contains("0 B/0 B"), "{screen:?}");
+}
