@@ -206,7 +206,7 @@ impl Tally {
                 .lock()
                 .expect("no panics while holding the lock");
             match change {
-                Change::Deleted => summary.deleted += 1,
+                Change::Deleted | Change::DeletedDir => summary.deleted += 1,
                 Change::NotDeleted => summary.not_deleted += 1,
                 Change::Kept(why) => match summary.kept_for.iter_mut().find(|(w, _)| *w == why) {
                     Some((_, n)) => *n += 1,
@@ -240,7 +240,7 @@ impl Tally {
             // Said in the summary; listed as a deletion is.
             Change::Kept(_) => dry_run || style.itemize || style.json != Json::Off,
             // No other event tells a JSON reader what went.
-            Change::Deleted if style.json != Json::Off => true,
+            Change::Deleted | Change::DeletedDir if style.json != Json::Off => true,
             _ => dry_run || style.itemize,
         };
         if listed {

@@ -17,7 +17,7 @@ use super::progress;
 use crate::escape::escape;
 use crate::proto::compress::Squeezed;
 use crate::proto::hash::{Digest, HashKind};
-use crate::proto::message::{EntryKind, ErrorCode, KeptWhy};
+use crate::proto::message::{EntryKind, ErrorCode, ItemKind, KeptWhy};
 
 pub(crate) use crate::stderr::{line, set_quiet, warn};
 
@@ -142,6 +142,8 @@ pub(crate) enum Change {
     Skipped,
     /// Removed by `--delete` (or, in a dry run, it would be).
     Deleted,
+    /// A directory removed so (shown with a `/`, as `new dir` is).
+    DeletedDir,
     /// `--delete` could not remove it.
     NotDeleted,
     /// `--delete` kept it for safety, never trying (xfer's partial file, a name
@@ -156,6 +158,14 @@ pub(crate) enum Change {
 }
 
 impl Change {
+    /// What removing an item of `kind` was.
+    pub(crate) fn deleted(kind: ItemKind) -> Change {
+        match kind {
+            ItemKind::Dir => Change::DeletedDir,
+            _ => Change::Deleted,
+        }
+    }
+
     /// An entry without data of `kind` made on the receiver, new or `replaces`.
     pub(crate) fn of_node(kind: EntryKind, replaces: bool) -> Change {
         match replaces {
@@ -174,7 +184,7 @@ impl Change {
             Change::Same => "same",
             Change::Attrs | Change::DirAttrs => "attrs",
             Change::Skipped => "skipped",
-            Change::Deleted => "deleted",
+            Change::Deleted | Change::DeletedDir => "deleted",
             Change::NotDeleted | Change::Kept(_) => "kept",
             Change::NewNode(kind) => match kind {
                 EntryKind::Symlink => "new link",
@@ -502,7 +512,7 @@ impl Reporter {
             return;
         }
         let slash = match change {
-            Change::NewDir | Change::DirAttrs | Change::ReplacedDir => "/",
+            Change::NewDir | Change::DirAttrs | Change::ReplacedDir | Change::DeletedDir => "/",
             _ => "",
         };
         // A serving process's lines of many sessions interleave, with no summary

@@ -77,7 +77,7 @@ fn a_dry_run_changes_nothing_on_either_side_and_says_what_would() {
         "new      tree/newdir/f",
         "deleted  tree/stale",
         "deleted  tree/gone/x",
-        "deleted  tree/gone",
+        "deleted  tree/gone/",
         "deleted  tree/link",
     ] {
         assert!(stdout.lines().any(|l| l == line), "{line:?} in {stdout}");

@@ -92,8 +92,8 @@ fn delete_removes_what_the_source_lacks_and_nothing_outside_the_tree() {
         "new      tree/sub/b",
         "deleted  tree/stale",
         "deleted  tree/old/deeper/o",
-        "deleted  tree/old/deeper",
-        "deleted  tree/old",
+        "deleted  tree/old/deeper/",
+        "deleted  tree/old/",
         "deleted  tree/link-to-dir",
         "deleted  tree/sub/link",
     ] {
@@ -101,7 +101,7 @@ fn delete_removes_what_the_source_lacks_and_nothing_outside_the_tree() {
     }
     // Deepest first: the file before its directories.
     let at = |needle: &str| stdout.find(needle).unwrap();
-    assert!(at("deleted  tree/old/deeper/o") < at("deleted  tree/old\n"));
+    assert!(at("deleted  tree/old/deeper/o") < at("deleted  tree/old/\n"));
     assert!(
         stderr_of(&sent).contains("deleted 6"),
         "{}",
@@ -368,7 +368,7 @@ fn a_get_with_delete_and_filters_mirrors_the_server_into_a_local_directory() {
         ["beside", "tree/a", "tree/mine.tmp", "tree/sub/b"]
     );
     let stdout = String::from_utf8_lossy(&real.stdout);
-    assert!(stdout.contains("deleted  tree/old\n"), "{stdout}");
+    assert!(stdout.contains("deleted  tree/old/\n"), "{stdout}");
 }
 
 #[test]
@@ -698,7 +698,7 @@ fn delete_excluded_removes_what_the_filters_exclude_but_not_a_partial_nor_throug
     for line in [
         "deleted  tree/cache/deep/c",
         "deleted  tree/cache/link",
-        "deleted  tree/cache",
+        "deleted  tree/cache/",
         "deleted  tree/sub/keep.tmp",
         "deleted  tree/stale",
     ] {

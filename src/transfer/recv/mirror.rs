@@ -170,7 +170,7 @@ fn prune_and_report<W: Write>(
     let mut said = |removed: Removed| {
         match (&removed.error, removed.kept) {
             (_, Some(why)) => tally.change(Change::Kept(why), &removed.path, 0, None),
-            (None, None) => tally.change(Change::Deleted, &removed.path, 0, None),
+            (None, None) => tally.change(Change::deleted(removed.kind), &removed.path, 0, None),
             (Some(why), None) => tally.change(Change::NotDeleted, &removed.path, 0, Some(why)),
         }
         if removed.kept.is_some() && !mirroring.report_kept {

@@ -143,7 +143,7 @@ fn tally_removed(tally: &Tally, removed: &[Removed]) {
     for item in removed {
         match (&item.error, item.kept) {
             (_, Some(why)) => tally.change(Change::Kept(why), &item.path, 0, None),
-            (None, None) => tally.change(Change::Deleted, &item.path, 0, None),
+            (None, None) => tally.change(Change::deleted(item.kind), &item.path, 0, None),
             (Some(why), None) => {
                 tally.change(Change::NotDeleted, &item.path, 0, Some(&escape(why)))
             }
