@@ -244,7 +244,11 @@ impl Tally {
             _ => dry_run || style.itemize,
         };
         if listed {
-            self.reporter.change(change, path, note, dry_run);
+            // What a dry run would move of a file, as a number for scripts (the
+            // note says it in words).
+            let moves = matches!(change, Change::New | Change::Changed | Change::Replaced);
+            let bytes = (dry_run && moves).then_some(size);
+            self.reporter.change(change, path, (note, bytes), dry_run);
         }
     }
 

@@ -483,8 +483,15 @@ impl Reporter {
     }
 
     /// One entry's change (`--itemize`, `--dry-run`): a line on stdout, or with
-    /// `--json` a `change` event; `note` says why an entry is skipped or kept.
-    pub(crate) fn change(&self, change: Change, path: &str, note: Option<&str>, dry_run: bool) {
+    /// `--json` a `change` event; `note` says why an entry is skipped or kept, and
+    /// `bytes` what a dry run would move of a file (its event's `bytes`).
+    pub(crate) fn change(
+        &self,
+        change: Change,
+        path: &str,
+        (note, bytes): (Option<&str>, Option<u64>),
+        dry_run: bool,
+    ) {
         let note = match change {
             Change::Kept(why) => Some(why.words()),
             _ => note,
@@ -497,6 +504,9 @@ impl Reporter {
                 });
                 if let Some(note) = note {
                     event["message"] = json!(note);
+                }
+                if let Some(bytes) = bytes {
+                    event["bytes"] = json!(bytes);
                 }
                 if let Change::Kept(why) = change {
                     event["reason"] = json!(why.code());

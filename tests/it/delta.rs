@@ -485,6 +485,27 @@ fn a_mirror_updates_by_delta_and_deletes_in_one_run() {
         "{dry}"
     );
     assert!(crossed < 64 << 10, "a dry run moved {crossed} bytes");
+    // With --json the same, with what each file would move as a number.
+    let (dry_json, _) = mirror_through_relay(root.path(), &["--dry-run", "--json"]);
+    let moves = |path: &str| {
+        let events = crate::util::events_in(&dry_json);
+        let event = events
+            .iter()
+            .find(|e| e["event"] == "change" && e["path"] == path)
+            .unwrap_or_else(|| panic!("no change event for {path} in {dry_json}"));
+        event["bytes"].as_u64().expect("bytes, a number")
+    };
+    let big = fs::metadata(root.path().join("src/tree/big"))
+        .unwrap()
+        .len();
+    assert!(
+        moves("tree/big") > 0 && moves("tree/big") < big / 10,
+        "{dry_json}"
+    );
+    let small = fs::metadata(root.path().join("src/tree/small"))
+        .unwrap()
+        .len();
+    assert_eq!(moves("tree/small"), small);
     assert!(fs::read(dst.join("tree/big")).unwrap() == case.old);
     assert!(dst.join("tree/stale").exists());
     // The real run: both changed files go as deltas (`mid` fits one data frame,
