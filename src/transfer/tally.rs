@@ -132,6 +132,7 @@ impl Tally {
             }
             FileOutcome::Failed { code, .. } => {
                 summary.failed += 1;
+                summary.over_quota += usize::from(code == ErrorCode::Quota);
                 self.first_failure
                     .lock()
                     .expect("no panics while holding the lock")

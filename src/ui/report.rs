@@ -258,6 +258,8 @@ pub(crate) struct Summary {
     /// Files the receiver already had.
     pub(crate) same: usize,
     pub(crate) failed: usize,
+    /// Of the failed files, those refused over the receiver's quota.
+    pub(crate) over_quota: usize,
     /// Entries the sender did not send, by kind (see [`not_sent_kind`]), in the
     /// order first met.
     pub(crate) not_sent: Vec<(String, usize)>,
@@ -603,6 +605,20 @@ impl Reporter {
             for (path, digest) in &summary.listed {
                 line(&format!("  {}  {}", digest.to_hex(), escape(path)));
             }
+        }
+        if summary.over_quota > 0 && summary.deleted > 0 {
+            // A mirror deletes only after the rest arrived: what did not fit may now.
+            line(&format!(
+                "xfer: {} refused over the quota before --delete made room (it removes \
+                 what the source lacks once the rest arrived): run the same command again \
+                 to send {}",
+                plural(summary.over_quota, "file"),
+                if summary.over_quota == 1 {
+                    "it"
+                } else {
+                    "them"
+                }
+            ));
         }
     }
 

@@ -309,3 +309,45 @@ fn counting_a_large_home_holds_up_only_its_own_user() {
     check_home(&site, &server, "alice", QUOTA);
     assert_eq!(server.usage("bob"), on_disk(&site.home("bob")));
 }
+
+/// A mirror whose new file fits the quota only once its stale files are gone: the
+/// file is refused (`--delete` removes what the source lacks only after the rest
+/// arrived), the stale file goes, and the client says to run it again, which then
+/// completes; the home never holds more than the quota.
+#[test]
+fn a_mirror_that_fits_only_after_its_deletions_says_to_run_again() {
+    let site = Site::new();
+    site.users(&[("alice", "quota = 1000000")]);
+    let home = site.home("alice");
+    write(&home.join("tree/stale"), &pattern(700_000, 1));
+    let local = site.local("tree/new", &pattern(500_000, 2));
+    let tree = local.parent().unwrap().to_str().unwrap().to_string();
+    let server = site.serve(&[]);
+    let mirror = || {
+        let args = ["send", "--delete", &tree, &server.at("/")];
+        crate::util::server::client(&site, "alice", &args)
+    };
+    let first = mirror();
+    let said = util::stderr_of(&first);
+    assert_eq!(first.status.code(), Some(6), "{said}");
+    assert!(said.contains("over the quota"), "{said}");
+    assert!(
+        said.contains("1 file refused over the quota before --delete made room")
+            && said.contains("run the same command again to send it"),
+        "{said}"
+    );
+    assert_eq!(
+        crate::util::server::names_in(&home.join("tree")),
+        Vec::<String>::new()
+    );
+    let second = mirror();
+    assert_eq!(
+        second.status.code(),
+        Some(0),
+        "{}",
+        util::stderr_of(&second)
+    );
+    assert!(!util::stderr_of(&second).contains("run the same command again"));
+    assert_eq!(crate::util::server::names_in(&home.join("tree")), ["new"]);
+    check_home(&site, &server, "alice", 1_000_000);
+}
