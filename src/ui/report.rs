@@ -606,20 +606,7 @@ impl Reporter {
                 line(&format!("  {}  {}", digest.to_hex(), escape(path)));
             }
         }
-        if summary.over_quota > 0 && summary.deleted > 0 {
-            // A mirror deletes only after the rest arrived: what did not fit may now.
-            line(&format!(
-                "xfer: {} refused over the quota before --delete made room (it removes \
-                 what the source lacks once the rest arrived): run the same command again \
-                 to send {}",
-                plural(summary.over_quota, "file"),
-                if summary.over_quota == 1 {
-                    "it"
-                } else {
-                    "them"
-                }
-            ));
-        }
+        say_to_run_again(summary);
     }
 
     fn session_line(
@@ -832,6 +819,24 @@ fn summary_fields(summary: &Summary, elapsed: Duration, rate: u64) -> serde_json
         });
     }
     fields
+}
+
+/// A mirror deletes only after the rest arrived: files refused over the quota in a
+/// run that deleted may fit now, which the user is told.
+fn say_to_run_again(summary: &Summary) {
+    if summary.over_quota > 0 && summary.deleted > 0 {
+        let them = if summary.over_quota == 1 {
+            "it"
+        } else {
+            "them"
+        };
+        line(&format!(
+            "xfer: {} refused over the quota before --delete made room (it removes \
+             what the source lacks once the rest arrived): run the same command again \
+             to send {them}",
+            plural(summary.over_quota, "file"),
+        ));
+    }
 }
 
 /// `; 2 already there (same size and time), 1 resumed (171.00 MiB kept)`, or nothing.
