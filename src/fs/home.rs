@@ -834,20 +834,13 @@ impl Outbox for Fetch {
     }
 
     fn open(&self, index: usize) -> Result<Box<dyn Input>> {
-        let path = &self.origins[index];
+        let opened = self.open_beneath(index);
+        // Asked once the file is open, not before: a reload that gave the home away
+        // in between is seen, and a file opened before it was its user's then.
         if let Some(entitled) = &self.entitled {
             entitled().map_err(|refusal| refused(refusal.code, refusal.message))?;
         }
-        let components = checked(path).map_err(anyhow::Error::new)?;
-        let (name, parents) = components.split_last().expect("a fetched path has a name");
-        let dir = beneath::walk(&self.home, parents, None)
-            .map_err(anyhow::Error::new)?
-            .ok_or_else(|| anyhow::Error::new(not_found(path)))
-            .classify(Kind::Io)?;
-        let fd = beneath::open_file(&dir, *name)
-            .map_err(|err| anyhow::Error::new(Refusal::io(path, "cannot open", err)))
-            .classify(Kind::Io)?;
-        Ok(Box::new(File::from(fd)))
+        opened
     }
 
     fn rereadable(&self, _index: usize) -> bool {
@@ -860,6 +853,23 @@ impl Outbox for Fetch {
 
     fn shown(&self, index: usize) -> String {
         escape(&self.origins[index]).into_owned()
+    }
+}
+
+impl Fetch {
+    /// Opens entry `index`'s file beneath the home, never through a link.
+    fn open_beneath(&self, index: usize) -> Result<Box<dyn Input>> {
+        let path = &self.origins[index];
+        let components = checked(path).map_err(anyhow::Error::new)?;
+        let (name, parents) = components.split_last().expect("a fetched path has a name");
+        let dir = beneath::walk(&self.home, parents, None)
+            .map_err(anyhow::Error::new)?
+            .ok_or_else(|| anyhow::Error::new(not_found(path)))
+            .classify(Kind::Io)?;
+        let fd = beneath::open_file(&dir, *name)
+            .map_err(|err| anyhow::Error::new(Refusal::io(path, "cannot open", err)))
+            .classify(Kind::Io)?;
+        Ok(Box::new(File::from(fd)))
     }
 }
 
