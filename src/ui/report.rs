@@ -40,6 +40,9 @@ pub(crate) enum FileOutcome {
     /// old file byte for byte, which stayed), with what.
     Same {
         path: String,
+        /// What it is: a link or special file said `same` is no file, which its
+        /// event says (`kind`).
+        kind: EntryKind,
         size: Option<u64>,
         verified: Option<(HashKind, Digest)>,
     },
@@ -704,12 +707,16 @@ fn file_event(outcome: &FileOutcome) -> serde_json::Value {
         }
         FileOutcome::Same {
             path,
+            kind,
             size,
             verified,
         } => {
             let mut event = json!({
                 "event": "file", "path": path, "size": size, "status": "same",
             });
+            if *kind != EntryKind::File {
+                event["kind"] = json!(kind.name());
+            }
             if let Some((hash, digest)) = verified {
                 add_hash(&mut event, *hash, digest);
             }

@@ -481,3 +481,37 @@ fn modes_arrive_exact_under_a_default_acl() {
         assert_eq!(landed.permissions().mode() & 0o777, mode, "{name}");
     }
 }
+
+/// A second run's `file` events with status `same` say what is not a file: a
+/// link and a hard link are `kind` `symlink` and `hardlink` (a file has no `kind`).
+#[test]
+fn same_events_say_which_entries_are_links() {
+    let src = tempfile::tempdir().unwrap();
+    let tree = src.path().join("tree");
+    fs::create_dir(&tree).unwrap();
+    fs::write(tree.join("a"), b"hello\n").unwrap();
+    std::os::unix::fs::symlink("a", tree.join("l")).unwrap();
+    fs::hard_link(tree.join("a"), tree.join("h")).unwrap();
+    let out = tempfile::tempdir().unwrap();
+    for run in 0..2 {
+        let mut receiver = Receiver::start(out.path(), Some(KEY), &[]);
+        let sent = send(&[&tree], receiver.port, KEY, &["--json"]);
+        assert!(sent.status.success(), "{}", stderr_of(&sent));
+        assert_eq!(receiver.exit_code(), 0, "{}", receiver.stderr());
+        if run == 0 {
+            continue;
+        }
+        let events = crate::util::stdout_events(&sent);
+        let kind_of = |path: &str| {
+            let event = events
+                .iter()
+                .find(|e| e["event"] == "file" && e["path"] == path)
+                .unwrap_or_else(|| panic!("no file event for {path}: {events:?}"));
+            assert_eq!(event["status"], "same", "{event}");
+            event.get("kind").cloned()
+        };
+        assert_eq!(kind_of("tree/a"), None);
+        assert_eq!(kind_of("tree/l"), Some(json!("symlink")));
+        assert_eq!(kind_of("tree/h"), Some(json!("hardlink")));
+    }
+}

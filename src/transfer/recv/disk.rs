@@ -39,7 +39,7 @@ use crate::fs::quota::Reservation;
 use crate::fs::sink::{PartFile, Resolver, Resume, StdoutSink, TargetDir};
 use crate::pool::Giver;
 use crate::proto::hash::{Digest, Hasher};
-use crate::proto::message::{ErrorCode, Message};
+use crate::proto::message::{EntryKind, ErrorCode, Message};
 use crate::proto::negotiated::FileFacts;
 use crate::proto::wire::FrameWriter;
 use crate::transfer::Tally;
@@ -787,6 +787,7 @@ impl Answers<'_, '_, '_> {
         if arrived.kept {
             return self.tally.record(FileOutcome::Same {
                 path: path.to_string(),
+                kind: EntryKind::File,
                 size: Some(arrived.size),
                 verified: Some((self.shared.transfer.hash, arrived.digest)),
             });

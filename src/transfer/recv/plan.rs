@@ -428,6 +428,7 @@ impl<'s, 'c> Decider<'s, 'c> {
                 }
                 tally.record(FileOutcome::Same {
                     path: entry.shown_path().into_owned(),
+                    kind: entry.kind,
                     size: entry.size,
                     verified: None,
                 });

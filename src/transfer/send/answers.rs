@@ -12,7 +12,7 @@ use super::sums::SumsFrame;
 use super::{Outstanding, Pending, Report, Sent};
 use crate::error::{Kind, fail, peer_error};
 use crate::escape::escape;
-use crate::proto::message::{self, ErrorCode, Message, Removed};
+use crate::proto::message::{self, EntryKind, ErrorCode, Message, Removed};
 use crate::proto::negotiated::FileFacts;
 use crate::proto::wire::FrameReader;
 use crate::transfer::Tally;
@@ -100,6 +100,7 @@ fn verified(report: &Report<'_>, path: &str, outstanding: &Outstanding, sent: Se
     if kept && outstanding.delta {
         return report.tally.record(FileOutcome::Same {
             path: path.to_string(),
+            kind: EntryKind::File,
             size: Some(sent.size),
             verified: Some((report.transfer.hash, sent.digest)),
         });

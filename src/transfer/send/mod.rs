@@ -772,6 +772,7 @@ fn skipped(
             }
             tally.record(FileOutcome::Same {
                 path: entry.shown_path().into_owned(),
+                kind: entry.kind,
                 size: entry.size,
                 verified: None,
             });
