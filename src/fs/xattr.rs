@@ -74,12 +74,16 @@ static MEASURED: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// Sets on `fd` those of `xattrs` that `all` allows; returns how many were not set
 /// (refused by the rule or by the system). With a `cap` (a server's: see
-/// [`SERVER_BYTES`]), the entry's settable attributes, those it holds already
-/// included, stay within `cap` bytes of names and values: each offered one (in
-/// name order) is set only if it fits beside them, else not set.
+/// [`SERVER_BYTES`]), the entry keeps only the offered attributes (the offer
+/// lists all its sender's: an entry refreshed keeps none it lost there), within
+/// `cap` bytes of names and values: each (in name order) is set only if it fits
+/// beside those set before it, else not set.
 pub(crate) fn apply(fd: impl AsFd, xattrs: &Xattrs, all: bool, cap: Option<usize>) -> usize {
     let _measuring = cap.map(|_| MEASURED.lock().unwrap_or_else(|held| held.into_inner()));
     let mut held = cap.map(|_| holding(&fd, all)).unwrap_or_default();
+    held.retain(|name, _| {
+        xattrs.contains_key(name) || rustix::fs::fremovexattr(&fd, name.as_str()).is_err()
+    });
     let mut total: usize = held.values().sum();
     let mut dropped = 0;
     for (name, value) in xattrs {
