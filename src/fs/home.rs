@@ -340,16 +340,17 @@ impl Home {
         removed
     }
 
-    /// How many levels of entries lie below `path` (0: a file, an empty directory
-    /// or nothing there).
-    pub(crate) fn height(&self, path: &str) -> usize {
+    /// How far entries lie below `path`: how many levels (0: a file, an empty
+    /// directory or nothing there), and the bytes of the longest path beneath it,
+    /// with its leading `/` (what moving it adds to a path's length).
+    pub(crate) fn height(&self, path: &str) -> (usize, usize) {
         let Ok((parent, name, Some(stat))) = self.resolve(path) else {
-            return 0;
+            return (0, 0);
         };
         if kind(&stat) != FileType::Directory {
-            return 0;
+            return (0, 0);
         }
-        beneath::open_dir(&parent, name.as_str()).map_or(0, |dir| height(dir, MAX_DEPTH + 1))
+        beneath::open_dir(&parent, name.as_str()).map_or((0, 0), |dir| height(dir, MAX_DEPTH + 1))
     }
 
     /// Bytes and entries beneath the home, partial files included, links not
@@ -632,16 +633,19 @@ fn left_behind(name: &[u8], stat: &Stat, (cutoff, started): (i64, i128)) -> bool
     }
 }
 
-/// How many levels of entries lie below `dir` (0: none), up to the limit.
-fn height(dir: OwnedFd, limit: usize) -> usize {
-    let mut most = 0;
+/// How many levels of entries lie below `dir` (0: none), up to the limit, and
+/// the bytes of the longest path beneath it, each name with its `/`.
+fn height(dir: OwnedFd, limit: usize) -> (usize, usize) {
+    let mut most = (0, 0);
     for (name, stat) in beneath::children(&dir) {
         let below = if kind(&stat) == FileType::Directory && limit > 1 {
-            beneath::open_dir(&dir, name.as_c_str()).map_or(0, |child| height(child, limit - 1))
+            beneath::open_dir(&dir, name.as_c_str())
+                .map_or((0, 0), |child| height(child, limit - 1))
         } else {
-            0
+            (0, 0)
         };
-        most = most.max(1 + below);
+        most.0 = most.0.max(1 + below.0);
+        most.1 = most.1.max(1 + name.to_bytes().len() + below.1);
     }
     most
 }

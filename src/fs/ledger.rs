@@ -78,6 +78,7 @@ use rustix::fs::{FileType, Stat};
 
 use super::Refusal;
 use super::beneath::{MAX_DEPTH, kind};
+use super::path::MAX_PATH;
 use crate::escape::escape;
 use crate::proto::message::ErrorCode;
 
@@ -483,6 +484,29 @@ pub(crate) fn deep_enough(prefix: &[&str], path: &str) -> Result<(), Refusal> {
     Ok(())
 }
 
+/// A path beneath a home longer than [`MAX_PATH`] bytes is `bad_path`: no request
+/// could name it again, to list, get, remove or rename it. The path is `bytes`
+/// long beneath `prefix` (a directory of the home, `""`: the home), shown as
+/// `shown` in the refusal.
+pub(crate) fn nameable(prefix: &str, bytes: usize, shown: &str) -> Result<(), Refusal> {
+    let above = if prefix.is_empty() {
+        0
+    } else {
+        prefix.len() + 1
+    };
+    if above + bytes > MAX_PATH {
+        return Err(Refusal::new(
+            ErrorCode::BadPath,
+            format!(
+                "{}: a path in the home would be longer than {MAX_PATH} bytes, which no \
+                 request could name again",
+                escape(shown)
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// One `put`'s view of its user's [`Ledger`]: paths relative to the directory it
 /// puts into.
 #[derive(Debug, Clone)]
@@ -505,6 +529,11 @@ impl Account {
         } else {
             format!("{}/{path}", self.prefix)
         }
+    }
+
+    /// [`nameable`] for a path of `bytes` beneath the put's directory.
+    pub(crate) fn nameable(&self, bytes: usize, shown: &str) -> Result<(), Refusal> {
+        nameable(&self.prefix, bytes, shown)
     }
 
     /// How many components a path beneath the put's directory may have.

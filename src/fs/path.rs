@@ -15,7 +15,7 @@ use std::fmt;
 use crate::escape::is_format;
 
 /// Longest path accepted, in bytes.
-const MAX_PATH: usize = 4096;
+pub(crate) const MAX_PATH: usize = 4096;
 /// Longest path component accepted, in bytes.
 const MAX_COMPONENT: usize = 255;
 /// Why an offered path is refused.

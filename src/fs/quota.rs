@@ -7,8 +7,8 @@
 
 use super::Refusal;
 use super::home::Home;
-use super::ledger::deep_enough;
 pub(crate) use super::ledger::{Account, Footprint, HOME_CHANGED, Ledger, Limits, Reservation};
+use super::ledger::{deep_enough, nameable};
 
 impl Ledger {
     /// Counts `home` from the disk if it was not yet, under this ledger's lock
@@ -62,7 +62,8 @@ impl Ledger {
     }
 
     /// `rename` in `home`: `busy` while a session writes either path (or beneath or
-    /// above it).
+    /// above it); `bad_path` where what moves would lie deeper, or at a longer path,
+    /// than the server keeps.
     pub(crate) fn rename(
         &self,
         home: &Home,
@@ -72,9 +73,10 @@ impl Ledger {
         let books = self.books();
         books.unclaimed(from)?;
         books.unclaimed(to)?;
-        // What moves keeps its depth below the new name.
-        let below = home.height(from);
+        // What moves keeps its depth and its paths below the new name.
+        let (below, bytes) = home.height(from);
         deep_enough(&vec![""; below], to)?;
+        nameable("", to.len() + bytes, to)?;
         home.rename(from, to, links)
     }
 

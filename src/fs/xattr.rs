@@ -61,18 +61,68 @@ fn value_of(path: &Path, name: &str) -> Option<Vec<u8>> {
     Some(value)
 }
 
+/// Most bytes of extended attributes (names and values) a server lets one entry
+/// hold: what ext4 keeps in an inode's one block. A quota counts none of them
+/// (`fs::ledger`), and XFS, btrfs or tmpfs would take 64 KiB each without end, on
+/// an entry that costs nothing (an empty file): this keeps them within 4 KiB per
+/// entry that `max_files` allows.
+pub(crate) const SERVER_BYTES: usize = 4096;
+
+/// Held while a server measures an entry's attributes and sets more, so that two
+/// sessions refreshing one entry at once cannot both fill it to [`SERVER_BYTES`].
+static MEASURED: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// Sets on `fd` those of `xattrs` that `all` allows; returns how many were not set
-/// (refused by the rule or by the system).
-pub(crate) fn apply(fd: impl AsFd, xattrs: &Xattrs, all: bool) -> usize {
+/// (refused by the rule or by the system). With a `cap` (a server's: see
+/// [`SERVER_BYTES`]), the entry keeps only the offered attributes (the offer
+/// lists all its sender's: an entry refreshed keeps none it lost there), within
+/// `cap` bytes of names and values: each (in name order) is set only if it fits
+/// beside those set before it, else not set.
+pub(crate) fn apply(fd: impl AsFd, xattrs: &Xattrs, all: bool, cap: Option<usize>) -> usize {
+    let _measuring = cap.map(|_| MEASURED.lock().unwrap_or_else(|held| held.into_inner()));
+    let mut held = cap.map(|_| holding(&fd, all)).unwrap_or_default();
+    held.retain(|name, _| {
+        xattrs.contains_key(name) || rustix::fs::fremovexattr(&fd, name.as_str()).is_err()
+    });
+    let mut total: usize = held.values().sum();
     let mut dropped = 0;
     for (name, value) in xattrs {
         let value = unhex_vec(value).unwrap_or_default();
+        let (cost, was) = (
+            name.len() + value.len(),
+            held.get(name).copied().unwrap_or(0),
+        );
+        let fits = cap.is_none_or(|cap| total - was + cost <= cap);
         let set = settable(name, all)
+            && fits
             && rustix::fs::fsetxattr(&fd, name.as_str(), &value, rustix::fs::XattrFlags::empty())
                 .is_ok();
+        if set && cap.is_some() {
+            total = total - was + cost;
+            held.insert(name.clone(), cost);
+        }
         dropped += usize::from(!set);
     }
     dropped
+}
+
+/// The attributes `fd` holds that `all` allows to set, each with the bytes of its
+/// name and value (what [`SERVER_BYTES`] bounds). One that cannot be read counts
+/// the most a value may be, so that it is never taken for nothing.
+fn holding(fd: impl AsFd, all: bool) -> std::collections::HashMap<String, usize> {
+    let Ok(size) = rustix::fs::flistxattr_query(&fd) else {
+        return Default::default();
+    };
+    let mut names = vec![0u8; size];
+    let Ok(len) = rustix::fs::flistxattr(&fd, &mut names[..]) else {
+        return Default::default();
+    };
+    settable_names(&names[..len.min(size)], all)
+        .map(|name| {
+            let value = rustix::fs::fgetxattr_query(&fd, name).unwrap_or(64 << 10);
+            (name.to_string(), name.len() + value)
+        })
+        .collect()
 }
 
 /// Removes from `fd` the attributes `all` allows that `xattrs` does not name: what a

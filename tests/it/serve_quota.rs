@@ -255,6 +255,120 @@ fn paths_deeper_than_the_count_are_refused_and_the_deepest_kept_are_counted() {
     check_home(&site, &server, "alice", quota);
 }
 
+/// The bytes of the longest path beneath `dir`, as `find` walks it (it reaches
+/// paths longer than a system call takes; `std::fs` by path would skip them).
+fn longest_path(dir: &std::path::Path) -> usize {
+    let found = std::process::Command::new("find")
+        .arg(dir)
+        .args(["-mindepth", "1", "-printf", "%P\\n"])
+        .output()
+        .expect("find");
+    let listed = String::from_utf8(found.stdout).expect("UTF-8 names");
+    listed.lines().map(str::len).max().unwrap_or(0)
+}
+
+/// A `put` into a directory whose path was near 4096 bytes made paths in the home
+/// longer than any request may name: `ls -R`, `get` and `rm -r` of the tree then
+/// failed `bad_path`, and the files (and their room in the quota) could be reached
+/// or removed by nobody but the administrator; so could what a `rename` moved
+/// below such a directory. Both are refused `bad_path` now, and everything kept
+/// stays nameable, so removable.
+#[test]
+fn paths_longer_than_a_request_may_name_are_never_made() {
+    let site = Site::new();
+    site.users(&[("alice", &format!("quota = {QUOTA}"))]);
+    let server = site.serve(&[]);
+    let name = "n".repeat(250);
+    let near = vec![name.as_str(); 16].join("/"); // 4 015 bytes
+    let mut peer = server.login("alice");
+    peer.mkdir(&near).expect("mkdir");
+    let too_long = format!("{name}/f");
+    let entries = [
+        SendEntry::file("short", b"fits".to_vec()),
+        SendEntry::file(&too_long, b"too long".to_vec()),
+    ];
+    let report = peer.put(&near, &entries).expect("put");
+    assert!(report.delivered(0), "{report:?}");
+    assert_eq!(report.plan[1]["code"], "bad_path", "{report:?}");
+    let tree = format!("t/{name}/f");
+    let report = peer
+        .put("", &[SendEntry::file(&tree, b"moved".to_vec())])
+        .expect("put");
+    assert!(report.delivered(0), "{report:?}");
+    let moved = peer.rename("t", &format!("{near}/t"));
+    assert_eq!(remote_code(moved).as_deref(), Some("bad_path"));
+    assert_eq!(fs::read(site.home("alice").join(&tree)).unwrap(), b"moved");
+    let longest = longest_path(&site.home("alice"));
+    assert!(longest <= 4096, "a path of {longest} bytes in the home");
+    for path in [
+        tree.clone(),
+        format!("t/{name}"),
+        "t".into(),
+        format!("{near}/short"),
+    ] {
+        peer.remove(&path)
+            .expect("every entry kept can be removed by request");
+    }
+    check_home(&site, &server, "alice", QUOTA);
+}
+
+/// Links and hard links were not held to the depth and length files are: a hard
+/// link 257 components deep was made and charged, but no count made again (at a
+/// reload, by the hourly sweep) reaches that deep, so its file's bytes left the
+/// count: 1.5 MB beyond what `usage` said after one reload, and as much again at
+/// each round of hard link, `rm` of the file and reload. Both kinds are refused
+/// `bad_path` there now, and at a path longer than a request may name.
+#[test]
+fn links_and_hard_links_are_held_to_the_depth_and_length_files_are() {
+    let quota = 10_000_000;
+    let site = Site::new();
+    site.users(&[("alice", &format!("quota = {quota}"))]);
+    let server = site.serve(&[]);
+    let deep = vec!["d"; 253].join("/");
+    let name = "n".repeat(250);
+    let near = vec![name.as_str(); 16].join("/"); // 4 015 bytes
+    let mut peer = server.login("alice");
+    peer.mkdir(&deep).expect("mkdir");
+    peer.mkdir(&near).expect("mkdir");
+    let big = site.local("tree/big", &pattern(1_500_000, 7));
+    let tree = big.parent().expect("tree").to_path_buf();
+    fs::create_dir_all(tree.join("z/y")).unwrap();
+    fs::hard_link(&big, tree.join("z/y/h")).unwrap();
+    std::os::unix::fs::symlink("target", tree.join("z/y/l")).unwrap();
+    std::os::unix::fs::symlink("target", tree.join("k".repeat(250))).unwrap();
+    let deeper = util::server::send_as(&site, "alice", &[&tree], &server.at(&deep));
+    let longer = util::server::send_as(&site, "alice", &[&tree], &server.at(&near));
+    peer.remove(&format!("{deep}/tree/big")).expect("rm");
+    server.reload(1);
+    server.wait_for_log("counted", 1);
+    check_home(&site, &server, "alice", quota);
+    util::server::expect_exit(&deeper, 6, "the links 257 deep refused");
+    util::server::expect_exit(&longer, 6, "the entries past 4096 bytes refused");
+    let home = site.home("alice");
+    assert_eq!(
+        depth_below(&home),
+        256,
+        "nothing deeper than the count walks"
+    );
+    let longest = longest_path(&home);
+    assert!(longest <= 4096, "a path of {longest} bytes in the home");
+}
+
+/// How many components the deepest entry beneath `dir` has.
+fn depth_below(dir: &std::path::Path) -> usize {
+    let found = std::process::Command::new("find")
+        .arg(dir)
+        .args(["-mindepth", "1", "-printf", "%d\\n"])
+        .output()
+        .expect("find");
+    let listed = String::from_utf8(found.stdout).expect("digits");
+    listed
+        .lines()
+        .filter_map(|d| d.parse().ok())
+        .max()
+        .unwrap_or(0)
+}
+
 /// Finding 8: `""` names the home only for `list` and as `put`'s directory.
 #[test]
 fn mkdir_of_the_empty_path_is_a_bad_path() {

@@ -454,3 +454,77 @@ fn write_source(site: &Site, len: usize) -> PathBuf {
     std::fs::write(&path, pattern(len, len as u64)).unwrap();
     path
 }
+
+/// The bytes of names and values of the `user.*` attributes `path` holds.
+fn xattr_bytes(path: &Path) -> usize {
+    crate::util::tree::xattrs_of(path)
+        .iter()
+        .filter(|(name, _)| name.starts_with(b"user."))
+        .map(|(name, value)| name.len() + value.len())
+        .sum()
+}
+
+/// A quota counts no extended attributes, so a server keeps at most 4 KiB of them
+/// (names and values) on an entry, what ext4 holds anyway. Found on a tmpfs (XFS
+/// and btrfs alike), which takes 64 KiB an attribute: one `put -X` of an empty
+/// file left 240 KB beside a usage of 4 KiB (its directory), and each `put -f -X`
+/// of the file unchanged (its attributes refreshed) and of its directory added as
+/// much again, without end. What fits is still kept, and an attribute the sender
+/// no longer has goes (else it would take the room of the one that replaced it).
+#[test]
+fn extended_attributes_a_quota_does_not_count_stay_within_4_kib_an_entry() {
+    use crate::util::tree::{set_mtime, set_xattr, xattrs_of};
+    let site = Site::new();
+    site.users(&[("alice", "quota = 100000\nmax_files = 10")]);
+    let Some(_home) = Tmpfs::mount(&site.home("alice"), 64 << 20) else {
+        return;
+    };
+    let Some(_source) = Tmpfs::mount(&site.path().join("source"), 64 << 20) else {
+        return;
+    };
+    let tree = site.path().join("source/tree");
+    let file = tree.join("f");
+    crate::util::server::write(&file, b"");
+    if set_xattr(&file, "user.probe", &[0; 60_000]).is_err() {
+        eprintln!("skipped: this tmpfs keeps no large user.* attributes (Linux before 6.6)");
+        return;
+    }
+    let server = site.serve(&[]);
+    for round in 0..3u8 {
+        for path in [&tree, &file] {
+            for name in xattrs_of(path).keys() {
+                let name = String::from_utf8(name.clone()).unwrap();
+                let _ = rustix::fs::lremovexattr(path.as_path(), name.as_str());
+            }
+            for i in 0..4 {
+                let name = format!("user.r{round}.{i}");
+                set_xattr(path, &name, &[round; 60_000]).expect("a large attribute");
+            }
+            set_xattr(path, "user.small", b"kept").expect("a small attribute");
+            let changed = format!("user.s{round}");
+            set_xattr(path, &changed, &[round; 2000]).expect("an attribute of this round");
+        }
+        set_mtime(&file, 1_000_000_000, 0);
+        let mut command = as_user(&site, "alice", &["send", "-f", "-X"]);
+        let sent = crate::util::run(command.arg(&tree).arg(server.addr()));
+        expect_exit(&sent, 0, "sent");
+        for entry in [
+            site.home("alice").join("tree"),
+            site.home("alice").join("tree/f"),
+        ] {
+            let held = xattr_bytes(&entry);
+            assert!(
+                held <= 4096,
+                "round {round}: {entry:?} holds {held} bytes of attributes"
+            );
+            let kept: Vec<Vec<u8>> = xattrs_of(&entry).into_keys().collect();
+            let changed = format!("user.s{round}").into_bytes();
+            let wanted = vec![changed, b"user.small".to_vec()];
+            assert_eq!(
+                kept, wanted,
+                "round {round}: {entry:?} keeps what fits, as sent"
+            );
+        }
+    }
+    check_home(&site, &server, "alice", 100_000);
+}

@@ -65,7 +65,8 @@ fn is_root() -> bool {
 /// Applies everything `entry` says to the open file or directory `fd`.
 pub(crate) fn apply(fd: impl AsFd, entry: &Entry, policy: Policy) -> Result<(), Errno> {
     if let Some(xattrs) = &entry.extra().xattrs {
-        let dropped = xattr::apply(&fd, xattrs, is_root() && !policy.server);
+        let cap = policy.server.then_some(xattr::SERVER_BYTES);
+        let dropped = xattr::apply(&fd, xattrs, is_root() && !policy.server, cap);
         DROPPED.xattrs.fetch_add(dropped, Ordering::Relaxed);
     }
     if let Some((uid, gid)) = owner_of(entry, policy) {

@@ -71,6 +71,10 @@ impl Resolver<'_> {
         node: &Node,
         overwrite: bool,
     ) -> Result<Placement, Refusal> {
+        // A link or hard link is an entry as a file is: never deeper or at a longer
+        // path than the server keeps (a hard link there held its file's bytes
+        // beyond every count made again).
+        self.deep_enough(node.path, node.components)?;
         let (parents, name) = split_last(node.components);
         let Some(dir) = self.walk(parents, false)? else {
             return Ok(Placement::Free(None));

@@ -255,8 +255,13 @@ impl<'a> Resolver<'a> {
     }
 
     /// On a server, a path deeper than the walks over a home go is `bad_path`
-    /// (`fs::quota`): the server never makes what it could not count again.
-    fn deep_enough(&self, path: &str, components: &[&[u8]]) -> Result<(), Refusal> {
+    /// (`fs::quota`): the server never makes what it could not count again; nor
+    /// one longer than a request may name (`ledger::nameable`).
+    pub(super) fn deep_enough(&self, path: &str, components: &[&[u8]]) -> Result<(), Refusal> {
+        if let Some(account) = self.target.meter() {
+            let bytes = components.iter().map(|c| c.len() + 1).sum::<usize>();
+            account.nameable(bytes.saturating_sub(1), path)?;
+        }
         match self.target.meter() {
             Some(account) if components.len() > account.depth_left() => Err(Refusal::new(
                 ErrorCode::BadPath,
