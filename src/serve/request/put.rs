@@ -40,6 +40,9 @@ pub(crate) fn run(
     };
     // Everything this put does to the disk is counted as it happens (`fs::quota`).
     let account = context.ledger.account(dir);
+    if let Err(refusal) = context.server.still_writes(&context.user) {
+        return refuse(context, conn, &action, refusal);
+    }
     let target = target.metered(account.clone());
     ack(conn)?;
     let reporter = Reporter::new(context.server.style)
