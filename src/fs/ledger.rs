@@ -170,6 +170,16 @@ pub(crate) struct Books {
 }
 
 impl Books {
+    /// `denied` if a reload stopped this home's sessions since `since` (a
+    /// [`Ledger::generation`]): a request checked against the users before it
+    /// changes nothing (the home may be another user's now).
+    pub(crate) fn still(&self, since: u64) -> Result<(), Refusal> {
+        if self.generation == since {
+            return Ok(());
+        }
+        Err(Refusal::new(ErrorCode::Denied, self.stopped))
+    }
+
     /// Something of `bytes` and `files` appeared or grew on disk at `path`
     /// (beneath the home): charged, out of the room reserved for it first.
     pub(crate) fn grew(&mut self, path: &str, bytes: u64, files: u64) {
@@ -407,6 +417,12 @@ impl Ledger {
         }
     }
 
+    /// How many times a reload stopped this home's sessions so far (see
+    /// [`Books::still`]): taken before a request is checked against the users.
+    pub(crate) fn generation(&self) -> u64 {
+        self.books().generation
+    }
+
     /// Stops the `put`s begun before now at their next write or removal, told
     /// `why`: their user may no longer write as they did (a reload changed the
     /// user's key or made them read-only). The count stays.
@@ -564,10 +580,17 @@ impl Account {
     /// key changed (a reload; see [`Ledger::forget`], [`Ledger::stop_puts`]):
     /// this `put` makes nothing more.
     pub(crate) fn current(&self, books: &Books) -> Result<(), Refusal> {
-        if books.generation == self.generation {
-            return Ok(());
+        books.still(self.generation)
+    }
+
+    /// `denied` if a reload stopped the home's sessions between `since` (taken
+    /// before the request was checked against the users) and this account: the
+    /// `put` then begins nothing in a home that may be another user's now.
+    pub(crate) fn begun_since(&self, since: u64) -> Result<(), Refusal> {
+        match self.generation == since {
+            true => Ok(()),
+            false => Err(Refusal::new(ErrorCode::Denied, self.ledger.books().stopped)),
         }
-        Err(Refusal::new(ErrorCode::Denied, books.stopped))
     }
 
     /// Whether `more` may be added to the disk at `key` (beneath the home) now, by
@@ -706,6 +729,28 @@ mod tests {
             files: Some(files),
         };
         ledger
+    }
+
+    /// A request checked against the users before a reload changes nothing after
+    /// it: `mkdir`, `remove` and `rename` compare the generation taken before that
+    /// check under the lock (`Books::still`), a `put` its account's (`begun_since`);
+    /// one checked after the reload goes on.
+    #[test]
+    fn a_request_checked_before_a_reload_changes_nothing_after_it() {
+        let ledger = ledger(100, 3);
+        let checked = ledger.generation();
+        assert!(ledger.books().still(checked).is_ok());
+        assert!(ledger.account("").begun_since(checked).is_ok());
+        ledger.stop_puts("this user may only read now");
+        let stopped = ledger.books().still(checked).unwrap_err();
+        assert_eq!(stopped.code, ErrorCode::Denied);
+        assert!(stopped.message.contains("may only read now"), "{stopped}");
+        let put = ledger.account("").begun_since(checked).unwrap_err();
+        assert_eq!(put.code, ErrorCode::Denied);
+        ledger.forget();
+        let checked = ledger.generation();
+        assert!(ledger.books().still(checked).is_ok());
+        assert!(ledger.account("").begun_since(checked).is_ok());
     }
 
     #[test]

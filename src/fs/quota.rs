@@ -46,17 +46,27 @@ impl Ledger {
 
     /// `mkdir` in `home`: each directory made is charged as it is made, under the
     /// lock (`quota` where the next does not fit: those made before it stay, as
-    /// `mkdir -p` leaves them); the depth is checked first.
-    pub(crate) fn mkdir(&self, home: &Home, path: &str) -> Result<(), Refusal> {
+    /// `mkdir -p` leaves them); the depth is checked first. Each of `mkdir`,
+    /// `remove` and `rename` is `denied` where a reload stopped the home's sessions
+    /// since `since` ([`Books::still`]).
+    pub(crate) fn mkdir(&self, home: &Home, path: &str, since: u64) -> Result<(), Refusal> {
         deep_enough(&[], path)?;
-        home.mkdir(path, &mut self.books())
+        let mut books = self.books();
+        books.still(since)?;
+        home.mkdir(path, &mut books)
     }
 
     /// `remove` in `home`: `busy` while a session writes the path or beneath it;
     /// what left the disk (xfer's partials in a directory removed included) is
     /// given back, under the lock.
-    pub(crate) fn remove(&self, home: &Home, path: &str, links: bool) -> Result<(), Refusal> {
+    pub(crate) fn remove(
+        &self,
+        home: &Home,
+        path: &str,
+        (links, since): (bool, u64),
+    ) -> Result<(), Refusal> {
         let mut books = self.books();
+        books.still(since)?;
         books.unclaimed(path)?;
         home.remove(path, links, &mut books)
     }
@@ -68,9 +78,10 @@ impl Ledger {
         &self,
         home: &Home,
         (from, to): (&str, &str),
-        links: bool,
+        (links, since): (bool, u64),
     ) -> Result<(), Refusal> {
         let books = self.books();
+        books.still(since)?;
         books.unclaimed(from)?;
         books.unclaimed(to)?;
         // What moves keeps its depth and its paths below the new name.

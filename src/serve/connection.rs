@@ -57,17 +57,25 @@ pub(crate) fn serve(server: &Server, conn: &mut TcpConnection, peer: SocketAddr)
         }
     };
     let ledger = server.ledger(&user, &home);
+    let checked_at = ledger.generation();
     let mut context = Context {
         server,
         peer,
         user,
         home,
         ledger,
+        checked_at,
     };
     context.log(
         "login",
         Ok(format!("logged in ({})", conn.negotiated.features())),
     );
+    serve_requests(&mut context, conn, &name)
+}
+
+/// Serves the requests of `context`'s user one at a time, each after the users
+/// were read again (`follow_reload`).
+fn serve_requests(context: &mut Context<'_>, conn: &mut TcpConnection, name: &str) -> Result<()> {
     loop {
         let message = match conn.reader.read_message() {
             Ok(Some(message)) => message,
@@ -78,10 +86,10 @@ pub(crate) fn serve(server: &Server, conn: &mut TcpConnection, peer: SocketAddr)
                 return Err(err);
             }
         };
-        if let Err(why) = follow_reload(&mut context, &name) {
+        if let Err(why) = follow_reload(context, name) {
             return end(conn, ErrorCode::Auth, &why);
         }
-        match request::handle(&mut context, conn, message) {
+        match request::handle(context, conn, message) {
             Ok(Flow::Next) => {}
             Ok(Flow::Close) => return Ok(()),
             Err(err) => {
@@ -99,6 +107,9 @@ pub(crate) fn serve(server: &Server, conn: &mut TcpConnection, peer: SocketAddr)
 /// it waited (a home that moved is never used from the old descriptor): `Err` with
 /// what to tell them, the reason logged. New limits apply at once.
 fn follow_reload(context: &mut Context<'_>, name: &str) -> Result<(), String> {
+    // Taken before the users are read: a reload after this point is seen either
+    // by that reading or by the ledger (`Books::still`).
+    context.checked_at = context.ledger.generation();
     let now = context.server.users.snapshot();
     let user = now.get(name);
     if let Some(reason) = reason_to_end(&context.user, user) {

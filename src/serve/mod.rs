@@ -163,18 +163,6 @@ impl Server {
         })
     }
 
-    /// Whether `user` may still write as their session did (see [`no_longer_writes`]).
-    /// Asked by a `put` once its account took the ledger's generation: a reload
-    /// replaces the users before it stops the puts of the old ones, so one that
-    /// landed after the request was checked is seen here, and one after this is
-    /// seen by the account.
-    fn still_writes(&self, user: &User) -> Result<(), crate::fs::Refusal> {
-        match no_longer_writes(user, &self.users.snapshot()) {
-            None => Ok(()),
-            Some(why) => Err(crate::fs::Refusal::new(ErrorCode::Denied, why)),
-        }
-    }
-
     /// Opens `user`'s home beneath the root, never through a link.
     fn home(&self, user: &User) -> Result<Home, crate::fs::Refusal> {
         self.home_at(&user.home)

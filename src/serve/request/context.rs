@@ -18,6 +18,9 @@ pub(crate) struct Context<'a> {
     pub(crate) home: Home,
     /// The quota ledger of the home, through which every change to it goes.
     pub(crate) ledger: Ledger,
+    /// The ledger's generation taken before this request was checked against the
+    /// users: a reload since then stops what the request would change.
+    pub(crate) checked_at: u64,
 }
 
 impl Context<'_> {

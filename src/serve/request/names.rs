@@ -49,7 +49,11 @@ pub(crate) fn mkdir(context: &Context<'_>, conn: &mut TcpConnection, path: &str)
     let done = named
         .and_then(|()| well_formed(path))
         .and_then(|()| writable(context, "mkdir"))
-        .and_then(|()| context.ledger.mkdir(&context.home, path));
+        .and_then(|()| {
+            context
+                .ledger
+                .mkdir(&context.home, path, context.checked_at)
+        });
     answer(context, conn, format!("mkdir {}", shown(path)), done)
 }
 
@@ -67,7 +71,7 @@ pub(crate) fn remove(context: &Context<'_>, conn: &mut TcpConnection, path: &str
         .and_then(|()| writable(context, "remove"))
         .and_then(|()| {
             let links = conn.negotiated.has(Feature::Meta);
-            context.ledger.remove(&context.home, path, links)
+            (context.ledger).remove(&context.home, path, (links, context.checked_at))
         });
     answer(context, conn, format!("remove {}", shown(path)), done)
 }
@@ -95,7 +99,8 @@ pub(crate) fn rename(
         .and_then(|()| writable(context, "rename"))
         .and_then(|()| {
             let links = conn.negotiated.has(Feature::Meta);
-            context.ledger.rename(&context.home, (from, to), links)
+            let at = (links, context.checked_at);
+            context.ledger.rename(&context.home, (from, to), at)
         });
     let action = format!("rename {} {}", shown(from), shown(to));
     answer(context, conn, action, done)

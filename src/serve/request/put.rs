@@ -40,7 +40,7 @@ pub(crate) fn run(
     };
     // Everything this put does to the disk is counted as it happens (`fs::quota`).
     let account = context.ledger.account(dir);
-    if let Err(refusal) = context.server.still_writes(&context.user) {
+    if let Err(refusal) = account.begun_since(context.checked_at) {
         return refuse(context, conn, &action, refusal);
     }
     let target = target.metered(account.clone());
