@@ -672,9 +672,13 @@ impl Fetch {
     /// Opens nothing more once `entitled` says no: each file not yet opened is then
     /// given up with its refusal, never read from a home that is now another
     /// user's. A file already open is the one its user could read when it opened.
-    pub(crate) fn while_entitled(mut self, entitled: Entitled) -> Fetch {
+    /// Asked at once as well: the walk that listed the entries (their names, sizes,
+    /// link targets, what the offer tells) came before, and a reload may have
+    /// given the home away while it went (the whole `get` is then refused).
+    pub(crate) fn while_entitled(mut self, entitled: Entitled) -> Result<Fetch, Refusal> {
+        entitled()?;
         self.entitled = Some(entitled);
-        self
+        Ok(self)
     }
 
     /// Leaves out what `mirror`'s rules exclude (a directory with all inside), and
@@ -929,6 +933,22 @@ mod tests {
 
     fn code<T>(result: Result<T, Refusal>) -> ErrorCode {
         result.err().expect("a refusal").code
+    }
+
+    /// A reload may give the home away while a `get` walks it: what the walk found
+    /// (names, sizes, link targets) may be another user's by then, and is never
+    /// offered.
+    #[test]
+    fn a_fetch_whose_user_lost_the_home_during_the_walk_offers_nothing() {
+        let (dir, home) = home();
+        std::fs::create_dir(dir.path().join("tree")).unwrap();
+        std::os::unix::fs::symlink("bob's secret", dir.path().join("tree/l")).unwrap();
+        let fetch = home.fetch(&["tree".to_string()]).unwrap();
+        let gone: Entitled = Box::new(|| Err(Refusal::new(ErrorCode::Denied, "home changed")));
+        assert_eq!(code(fetch.while_entitled(gone)), ErrorCode::Denied);
+        let fetch = home.fetch(&["tree".to_string()]).unwrap();
+        let kept: Entitled = Box::new(|| Ok(()));
+        assert_eq!(fetch.while_entitled(kept).unwrap().entries().len(), 2);
     }
 
     #[test]

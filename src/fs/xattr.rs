@@ -73,51 +73,64 @@ pub(crate) const SERVER_BYTES: usize = 4096;
 static MEASURED: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// Sets on `fd` those of `xattrs` that `all` allows; returns how many were not set
-/// (refused by the rule or by the system). With a `cap` (a server's: see
-/// [`SERVER_BYTES`]), the entry keeps only the offered attributes (the offer
-/// lists all its sender's: an entry refreshed keeps none it lost there), within
-/// `cap` bytes of names and values: each (in name order) is set only if it fits
-/// beside those set before it, else not set.
+/// (refused by the rule, left out by the `cap` or refused by the system). With a
+/// `cap` (a server's: see [`SERVER_BYTES`]), the entry keeps only what [`kept`]
+/// says (the offer lists all its sender's attributes: an entry refreshed keeps
+/// none it lost there, nor an old value of one left out).
 pub(crate) fn apply(fd: impl AsFd, xattrs: &Xattrs, all: bool, cap: Option<usize>) -> usize {
+    let mut kept = kept(xattrs, all, cap);
     let _measuring = cap.map(|_| MEASURED.lock().unwrap_or_else(|held| held.into_inner()));
-    let mut held = cap.map(|_| holding(&fd, all)).unwrap_or_default();
-    held.retain(|name, _| {
-        xattrs.contains_key(name) || rustix::fs::fremovexattr(&fd, name.as_str()).is_err()
-    });
-    let mut total: usize = held.values().sum();
-    let mut dropped = 0;
-    for (name, value) in xattrs {
-        let value = unhex_vec(value).unwrap_or_default();
-        let (cost, was) = (
-            name.len() + value.len(),
-            held.get(name).copied().unwrap_or(0),
-        );
-        let fits = cap.is_none_or(|cap| total - was + cost <= cap);
-        let set = settable(name, all)
-            && fits
-            && rustix::fs::fsetxattr(&fd, name.as_str(), &value, rustix::fs::XattrFlags::empty())
-                .is_ok();
-        if set && cap.is_some() {
-            total = total - was + cost;
-            held.insert(name.clone(), cost);
-        }
-        dropped += usize::from(!set);
+    if cap.is_some() {
+        make_room(&fd, &mut kept, all);
     }
-    dropped
+    let set = kept
+        .iter()
+        .filter(|(name, value)| {
+            rustix::fs::fsetxattr(&fd, *name, value, rustix::fs::XattrFlags::empty()).is_ok()
+        })
+        .count();
+    xattrs.len() - set
+}
+
+/// Those of `xattrs` that `all` allows, with their values, in name order; with a
+/// `cap`, only each that fits in it beside those kept before it. What an entry
+/// keeps follows from the offer alone, not from what it held: a second run finds
+/// it as the first left it ([`holds`]).
+fn kept(xattrs: &Xattrs, all: bool, cap: Option<usize>) -> Vec<(&str, Vec<u8>)> {
+    let mut room = cap.unwrap_or(usize::MAX);
+    let settable = xattrs.iter().filter(|(name, _)| settable(name, all));
+    settable
+        .filter_map(|(name, value)| {
+            let value = unhex_vec(value).unwrap_or_default();
+            let cost = name.len() + value.len();
+            let fits = cost <= room;
+            room -= if fits { cost } else { 0 };
+            fits.then_some((name.as_str(), value))
+        })
+        .collect()
+}
+
+/// Removes from `fd` the attributes `all` allows that are not `kept` (in name
+/// order), and orders `kept` so that those that shrink are set before those that
+/// grow: the entry never holds more than before or after.
+fn make_room(fd: impl AsFd, kept: &mut [(&str, Vec<u8>)], all: bool) {
+    let held = holding(&fd, all);
+    for name in held.keys() {
+        if kept.binary_search_by(|(k, _)| (*k).cmp(name)).is_err() {
+            let _ = rustix::fs::fremovexattr(&fd, name.as_str());
+        }
+    }
+    kept.sort_by_key(|(name, value)| {
+        name.len() + value.len() > held.get(*name).copied().unwrap_or(0)
+    });
 }
 
 /// The attributes `fd` holds that `all` allows to set, each with the bytes of its
-/// name and value (what [`SERVER_BYTES`] bounds). One that cannot be read counts
-/// the most a value may be, so that it is never taken for nothing.
+/// name and value. One whose value cannot be measured counts the most a value may
+/// be (it is set after those that shrink).
 fn holding(fd: impl AsFd, all: bool) -> std::collections::HashMap<String, usize> {
-    let Ok(size) = rustix::fs::flistxattr_query(&fd) else {
-        return Default::default();
-    };
-    let mut names = vec![0u8; size];
-    let Ok(len) = rustix::fs::flistxattr(&fd, &mut names[..]) else {
-        return Default::default();
-    };
-    settable_names(&names[..len.min(size)], all)
+    let listed = listed(&fd);
+    settable_names(&listed, all)
         .map(|name| {
             let value = rustix::fs::fgetxattr_query(&fd, name).unwrap_or(64 << 10);
             (name.to_string(), name.len() + value)
@@ -125,33 +138,35 @@ fn holding(fd: impl AsFd, all: bool) -> std::collections::HashMap<String, usize>
         .collect()
 }
 
+/// The names of the attributes `fd` holds, each ended by a NUL (none where they
+/// cannot be listed).
+fn listed(fd: impl AsFd) -> Vec<u8> {
+    let Ok(size) = rustix::fs::flistxattr_query(&fd) else {
+        return Vec::new();
+    };
+    let mut names = vec![0u8; size];
+    let len = rustix::fs::flistxattr(&fd, &mut names[..]).unwrap_or(0);
+    names.truncate(len.min(size));
+    names
+}
+
 /// Removes from `fd` the attributes `all` allows that `xattrs` does not name: what a
 /// file kept in place of a new one must lose to match it. Returns how many went.
 pub(crate) fn remove_others(fd: impl AsFd, xattrs: &Xattrs, all: bool) -> usize {
-    let Ok(size) = rustix::fs::flistxattr_query(&fd) else {
-        return 0;
-    };
-    let mut names = vec![0u8; size];
-    let Ok(len) = rustix::fs::flistxattr(&fd, &mut names[..]) else {
-        return 0;
-    };
-    settable_names(&names[..len.min(size)], all)
+    let listed = listed(&fd);
+    settable_names(&listed, all)
         .filter(|name| !xattrs.contains_key(*name))
         .filter(|name| rustix::fs::fremovexattr(&fd, *name).is_ok())
         .count()
 }
 
-/// Whether `fd` holds each of `xattrs` that `all` allows, with the same value.
-pub(crate) fn holds(fd: impl AsFd, xattrs: &Xattrs, all: bool) -> bool {
-    xattrs
-        .iter()
-        .filter(|(name, _)| settable(name, all))
-        .all(|(name, value)| {
-            let wanted = unhex_vec(value).unwrap_or_default();
-            let mut here = vec![0u8; wanted.len() + 1];
-            rustix::fs::fgetxattr(&fd, name.as_str(), &mut here[..])
-                .is_ok_and(|len| here[..len] == wanted[..])
-        })
+/// Whether `fd` holds each of `xattrs` that [`apply`] would set with `all` and
+/// `cap`, with the same value.
+pub(crate) fn holds(fd: impl AsFd, xattrs: &Xattrs, all: bool, cap: Option<usize>) -> bool {
+    kept(xattrs, all, cap).iter().all(|(name, wanted)| {
+        let mut here = vec![0u8; wanted.len() + 1];
+        rustix::fs::fgetxattr(&fd, *name, &mut here[..]).is_ok_and(|len| here[..len] == wanted[..])
+    })
 }
 
 /// Sets attributes on the link `name` in directory `dir` itself (never what it

@@ -498,10 +498,6 @@ fn recount_in_background(server: &Arc<Server>) {
     }
 }
 
-/// Why the `put`s of `was` (in their home until now) must stop now that the
-/// users are `now`: they were removed, their home moved (the old one may be
-/// another user's now, or nobody's, and then forgotten as well), their key (or
-/// password) changed, or they may only read.
 /// Why `was` may no longer read what their session opened as their home: removed,
 /// given another home, or another key (whoever holds the session may not be them).
 /// A user made read-only still reads.
@@ -518,6 +514,10 @@ fn no_longer_reads(was: &User, now: &Users) -> Option<&'static str> {
     }
 }
 
+/// Why the `put`s of `was` (in their home until now) must stop now that the
+/// users are `now`: they were removed, their home moved (the old one may be
+/// another user's now, or nobody's, and then forgotten as well), their key (or
+/// password) changed, or they may only read.
 fn no_longer_writes(was: &User, now: &Users) -> Option<&'static str> {
     let Some(now) = now.get(&was.name) else {
         return Some(

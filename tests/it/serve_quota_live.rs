@@ -528,3 +528,56 @@ fn extended_attributes_a_quota_does_not_count_stay_within_4_kib_an_entry() {
     }
     check_home(&site, &server, "alice", 100_000);
 }
+
+/// What a server keeps of an entry's attributes follows from the offer alone, so
+/// that a second run finds it as the first left it. Found two ways: a sender's
+/// `user.z` shrunk from 4000 bytes to 5 and a new 1000-byte `user.a` beside it
+/// (1 KiB in all) left the server without `user.a`, measured against the old
+/// `user.z` still there; and an entry offered more than 4 KiB was said `attrs`
+/// (and set again) at every run, since the attributes left out were never there.
+#[test]
+fn attributes_kept_within_4_kib_follow_the_offer_and_a_second_run_finds_them_same() {
+    use crate::util::tree::{set_mtime, set_xattr, xattrs_of};
+    let site = Site::new();
+    site.users(&[("alice", "")]);
+    let Some(_home) = Tmpfs::mount(&site.home("alice"), 16 << 20) else {
+        return;
+    };
+    let Some(_source) = Tmpfs::mount(&site.path().join("source"), 16 << 20) else {
+        return;
+    };
+    let tree = site.path().join("source/tree");
+    let file = tree.join("f");
+    crate::util::server::write(&file, b"");
+    set_xattr(&file, "user.z", &[1; 4000]).expect("an attribute of 4000 bytes");
+    set_mtime(&file, 1_000_000_000, 0);
+    let server = site.serve(&[]);
+    let send = || {
+        let mut command = as_user(&site, "alice", &["send", "-f", "-X", "-i"]);
+        let sent = crate::util::run(command.arg(&tree).arg(server.addr()));
+        expect_exit(&sent, 0, "sent");
+        String::from_utf8_lossy(&sent.stdout).into_owned()
+    };
+    send();
+    let landed = site.home("alice").join("tree/f");
+    assert_eq!(xattrs_of(&landed)[&b"user.z".to_vec()].len(), 4000);
+
+    set_xattr(&file, "user.z", b"small").expect("a smaller user.z");
+    set_xattr(&file, "user.a", &[2; 1000]).expect("a new user.a");
+    set_mtime(&file, 1_000_000_000, 0);
+    send();
+    let names: Vec<Vec<u8>> = xattrs_of(&landed).into_keys().collect();
+    assert_eq!(names, [b"user.a".to_vec(), b"user.z".to_vec()], "both fit");
+
+    // 1006 + 3506 + 11 bytes: `user.b` does not fit beside `user.a`, `user.z` does.
+    set_xattr(&file, "user.b", &[3; 3500]).expect("a large user.b");
+    set_mtime(&file, 1_000_000_000, 0);
+    for run in 0..2 {
+        let listed = send();
+        let names: Vec<Vec<u8>> = xattrs_of(&landed).into_keys().collect();
+        assert_eq!(names, [b"user.a".to_vec(), b"user.z".to_vec()], "run {run}");
+        if run == 1 {
+            assert!(!listed.contains("attrs"), "nothing changed: {listed}");
+        }
+    }
+}

@@ -182,7 +182,7 @@ fn a_get_in_flight_reads_nothing_from_a_home_a_reload_gave_away() {
         assert!(said.contains("home changed"), "{said}");
     }
 
-    site.users(&[("alice", "read_only = true"), ("bob", "")]);
+    site.users(&[("alice", ""), ("bob", "")]);
     server.reload(2);
     let mut alice = server.login("alice");
     let mut reloaded = false;
@@ -190,7 +190,7 @@ fn a_get_in_flight_reads_nothing_from_a_home_a_reload_gave_away() {
         .get_into(&["tree"], &mut |_: u64, _: &serde_json::Value| {
             if !reloaded {
                 reloaded = true;
-                site.users(&[("alice", "read_only = false"), ("bob", "")]);
+                site.users(&[("alice", "read_only = true"), ("bob", "")]);
                 server.reload(3);
             }
             Decision::Send

@@ -62,11 +62,16 @@ fn is_root() -> bool {
     rustix::process::geteuid().is_root()
 }
 
+/// The most bytes of extended attributes an entry keeps: a server's cap, so that
+/// [`apply`] and [`differs`] agree on what an entry should hold.
+fn xattr_cap(policy: Policy) -> Option<usize> {
+    policy.server.then_some(xattr::SERVER_BYTES)
+}
+
 /// Applies everything `entry` says to the open file or directory `fd`.
 pub(crate) fn apply(fd: impl AsFd, entry: &Entry, policy: Policy) -> Result<(), Errno> {
     if let Some(xattrs) = &entry.extra().xattrs {
-        let cap = policy.server.then_some(xattr::SERVER_BYTES);
-        let dropped = xattr::apply(&fd, xattrs, is_root() && !policy.server, cap);
+        let dropped = xattr::apply(&fd, xattrs, is_root() && !policy.server, xattr_cap(policy));
         DROPPED.xattrs.fetch_add(dropped, Ordering::Relaxed);
     }
     if let Some((uid, gid)) = owner_of(entry, policy) {
@@ -225,11 +230,9 @@ pub(crate) fn differs(
 ) -> bool {
     let mode = mode_of(entry, policy).is_some_and(|mode| stat.st_mode & 0o7777 != mode);
     let time = times && time_differs(stat, entry);
-    let xattrs = entry
-        .extra()
-        .xattrs
-        .as_ref()
-        .is_some_and(|xattrs| !xattr::holds(&fd, xattrs, is_root() && !policy.server));
+    let xattrs = entry.extra().xattrs.as_ref().is_some_and(|xattrs| {
+        !xattr::holds(&fd, xattrs, is_root() && !policy.server, xattr_cap(policy))
+    });
     mode || owner_differs(stat, entry, policy) || time || xattrs
 }
 

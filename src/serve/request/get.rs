@@ -23,8 +23,12 @@ pub(crate) fn run(
     // Without `mirror` in force the member is ignored, as an older server would.
     let mirror = mirror.filter(|_| conn.negotiated.has(Feature::Mirror));
     let fetched = context.home.fetch(paths);
-    let fetch = match fetched.and_then(|fetch| fetch.filtered(mirror)) {
-        Ok(fetch) => fetch.while_entitled(context.server.entitled(&context.user)),
+    let entitled = context.server.entitled(&context.user);
+    let fetch = fetched
+        .and_then(|fetch| fetch.filtered(mirror))
+        .and_then(|fetch| fetch.while_entitled(entitled));
+    let fetch = match fetch {
+        Ok(fetch) => fetch,
         Err(refusal) => return refuse(context, conn, &action, refusal),
     };
     let reporter = Reporter::new(context.server.style)
