@@ -482,6 +482,7 @@ fn item(dir: &OwnedFd, name: &str, stat: &Stat, meta: bool) -> Item {
         size,
         mode: Some(u64::from(stat.st_mode & PERMISSION_BITS)),
         mtime: u64::try_from(stat.st_mtime).ok(),
+        mtime_signed: (meta && stat.st_mtime < 0).then_some(stat.st_mtime),
         target,
     }
 }
