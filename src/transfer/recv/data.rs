@@ -15,7 +15,7 @@ use super::plan::Planned;
 use super::shared::Shared;
 use super::small::Batch;
 use crate::error::{Kind, fail, kind_of, peer_error};
-use crate::escape::escape;
+use crate::escape::{escape, escape_said};
 use crate::fs::Refusal;
 use crate::pool::Pool;
 use crate::proto::hash::{Digest, Hasher};
@@ -165,7 +165,7 @@ fn read_start<R: Read>(reader: &mut FrameReader<R>, next: Option<usize>) -> Resu
             why: format!(
                 "{}: the sender gave up on it: {}",
                 crate::fs::input::UNREADABLE,
-                escape(&message)
+                escape_said(&message)
             ),
         }),
         (
@@ -477,7 +477,7 @@ fn done_or_given_up(message: Message, index: usize) -> Result<Result<Claimed, Re
             } else {
                 code
             };
-            let why = format!("the sender gave up on it: {}", escape(&message));
+            let why = format!("the sender gave up on it: {}", escape_said(&message));
             Ok(Err(Refusal::new(code, why)))
         }
         Message::Error {
