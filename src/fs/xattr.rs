@@ -78,17 +78,33 @@ pub(crate) fn apply(fd: impl AsFd, xattrs: &Xattrs, all: bool) -> usize {
 /// Removes from `fd` the attributes `all` allows that `xattrs` does not name: what a
 /// file kept in place of a new one must lose to match it. Returns how many went.
 pub(crate) fn remove_others(fd: impl AsFd, xattrs: &Xattrs, all: bool) -> usize {
-    let Ok(size) = rustix::fs::flistxattr_query(&fd) else {
-        return 0;
-    };
-    let mut names = vec![0u8; size];
-    let Ok(len) = rustix::fs::flistxattr(&fd, &mut names[..]) else {
-        return 0;
-    };
-    settable_names(&names[..len.min(size)], all)
+    let names = listed(&fd);
+    settable_names(&names, all)
         .filter(|name| !xattrs.contains_key(*name))
         .filter(|name| rustix::fs::fremovexattr(&fd, *name).is_ok())
         .count()
+}
+
+/// Whether `fd` holds an attribute `all` allows that `xattrs` does not name: one
+/// [`remove_others`] would remove.
+pub(crate) fn has_others(fd: impl AsFd, xattrs: &Xattrs, all: bool) -> bool {
+    let names = listed(&fd);
+    settable_names(&names, all).any(|name| !xattrs.contains_key(name))
+}
+
+/// The names `fd` holds, each ended by a NUL; none when they cannot be listed.
+fn listed(fd: impl AsFd) -> Vec<u8> {
+    let Ok(size) = rustix::fs::flistxattr_query(&fd) else {
+        return Vec::new();
+    };
+    let mut names = vec![0u8; size];
+    match rustix::fs::flistxattr(&fd, &mut names[..]) {
+        Ok(len) => {
+            names.truncate(len.min(size));
+            names
+        }
+        Err(_) => Vec::new(),
+    }
 }
 
 /// Whether `fd` holds each of `xattrs` that `all` allows, with the same value.
