@@ -80,7 +80,7 @@ pub(crate) fn apply(fd: impl AsFd, xattrs: &Xattrs, all: bool) -> usize {
 pub(crate) fn remove_others(fd: impl AsFd, xattrs: &Xattrs, all: bool) -> usize {
     let names = listed(&fd);
     settable_names(&names, all)
-        .filter(|name| !xattrs.contains_key(*name))
+        .filter(|name| removable(name) && !xattrs.contains_key(*name))
         .filter(|name| rustix::fs::fremovexattr(&fd, *name).is_ok())
         .count()
 }
@@ -89,7 +89,15 @@ pub(crate) fn remove_others(fd: impl AsFd, xattrs: &Xattrs, all: bool) -> usize 
 /// [`remove_others`] would remove.
 pub(crate) fn has_others(fd: impl AsFd, xattrs: &Xattrs, all: bool) -> bool {
     let names = listed(&fd);
-    settable_names(&names, all).any(|name| !xattrs.contains_key(name))
+    settable_names(&names, all).any(|name| removable(name) && !xattrs.contains_key(name))
+}
+
+/// Whether an attribute the source lacks may go: never a security label or an ACL
+/// (`security.*`, `system.*`), which the receiving system gave the file and may
+/// rely on (a file without its SELinux label may be denied to everyone), and which
+/// a source on another filesystem may simply not have.
+fn removable(name: &str) -> bool {
+    !name.starts_with("security.") && !name.starts_with("system.")
 }
 
 /// The names `fd` holds, each ended by a NUL; none when they cannot be listed.
@@ -152,5 +160,31 @@ mod tests {
         assert!(settable("user.comment", false));
         assert!(!settable("trusted.x", false));
         assert!(settable("trusted.x", true));
+    }
+
+    #[test]
+    fn labels_and_acls_the_source_lacks_stay() {
+        assert!(removable("user.comment") && removable("trusted.x"));
+        assert!(!removable("security.selinux") && !removable("system.posix_acl_access"));
+        let dir = tempfile::tempdir().unwrap();
+        let file = std::fs::File::create(dir.path().join("f")).unwrap();
+        let set = |name: &str| {
+            rustix::fs::fsetxattr(&file, name, b"1", rustix::fs::XattrFlags::empty()).is_ok()
+        };
+        if !all_namespaces() || !set("user.gone") || !set("security.xfer_test") {
+            eprintln!("skipped: needs root and a filesystem with user.* and security.*");
+            return;
+        }
+        let none = Xattrs::new();
+        assert!(has_others(&file, &none, true));
+        assert_eq!(remove_others(&file, &none, true), 1);
+        assert!(!has_others(&file, &none, true));
+        let mut left = vec![0u8; 256];
+        let len = rustix::fs::flistxattr(&file, &mut left[..]).unwrap();
+        assert!(
+            left[..len].starts_with(b"security.xfer_test"),
+            "{:?}",
+            &left[..len]
+        );
     }
 }
