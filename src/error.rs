@@ -12,7 +12,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::escape::escape;
+use crate::escape::escape_said;
 
 /// The error codes of `PROTOCOL.md` section 3.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -262,7 +262,7 @@ pub(crate) fn said_by_peer(err: &anyhow::Error) -> bool {
 
 /// The error a peer's session-level `error` frame reports, its text escaped.
 pub(crate) fn peer_error(code: ErrorCode, message: &str) -> anyhow::Error {
-    let said = escape(message);
+    let said = escape_said(message);
     let text = match code {
         ErrorCode::Busy => {
             let said = said.trim_end_matches("; try again later");

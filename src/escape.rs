@@ -65,6 +65,26 @@ pub(crate) fn escape(text: &str) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
+/// A message a peer said, made safe to print: every control and format character
+/// written as `\u{..}`, backslashes left as they are. The peer escaped the names in
+/// it already (an xfer says `new\u{a}line`), and doubling its backslashes would show
+/// that as `new\\u{a}line`; what it says is its own words anyway, so an escape it
+/// forges there misleads no more than any other text it chooses.
+pub(crate) fn escape_said(text: &str) -> Cow<'_, str> {
+    if !text.chars().any(is_unprintable) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if is_unprintable(c) {
+            write!(out, "\\u{{{:x}}}", c as u32).expect("writing to a String cannot fail");
+        } else {
+            out.push(c);
+        }
+    }
+    Cow::Owned(out)
+}
+
 /// Escapes a local path for printing, marking bytes that are not UTF-8.
 pub(crate) fn escape_path(path: &std::path::Path) -> String {
     escape(&path.to_string_lossy()).into_owned()
@@ -126,5 +146,14 @@ mod tests {
         assert_eq!(escape("zero\u{200B}width"), "zero\\u{200b}width");
         assert_eq!(escape("c1\u{9b}"), "c1\\u{9b}");
         assert_eq!(escape("back\\u{1b}slash"), "back\\\\u{1b}slash");
+    }
+
+    #[test]
+    fn a_peer_message_is_escaped_without_doubling_its_escapes() {
+        assert!(matches!(
+            escape_said("a/new\\u{a}line: bad"),
+            Cow::Borrowed(_)
+        ));
+        assert_eq!(escape_said("a\x1b[31m\\n"), "a\\u{1b}[31m\\n");
     }
 }

@@ -47,7 +47,7 @@ pub(crate) fn run_link(
     };
     let result = match &peering.link {
         Link::Connect { to, wait } => {
-            net::signals::interrupt_clears_the_screen()?;
+            net::signals::interrupt_clears_the_screen(role == Role::Receiver)?;
             peering
                 .initiating(role, compress)
                 .and_then(|initiating| net::connect(to, *wait, peering.timeouts, &initiating))

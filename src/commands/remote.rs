@@ -28,7 +28,7 @@ pub(crate) struct GetOptions {
 }
 
 pub(crate) fn get(options: &GetOptions) -> Result<()> {
-    crate::net::signals::interrupt_clears_the_screen()?;
+    crate::net::signals::interrupt_clears_the_screen(true)?;
     let (destination, _lock) = if options.stdout {
         (Destination::Stdout, None)
     } else if options.settings.asked.is_some_and(|(_, dry_run)| dry_run) {

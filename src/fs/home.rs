@@ -483,6 +483,7 @@ fn item(dir: &OwnedFd, name: &str, stat: &Stat, meta: bool) -> Item {
         size,
         mode: Some(u64::from(stat.st_mode & PERMISSION_BITS)),
         mtime: u64::try_from(stat.st_mtime).ok(),
+        mtime_signed: (meta && stat.st_mtime < 0).then_some(stat.st_mtime),
         target,
     }
 }
@@ -832,6 +833,11 @@ fn fetched_entry(name: String, kind: EntryKind, stat: &Stat) -> Entry {
         mode: (kind != EntryKind::Symlink).then_some(u64::from(stat.st_mode & 0o7777)),
         mtime: Some(stat.st_mtime),
         mtime_ns: u32::try_from(stat.st_mtime_nsec).ok().filter(|ns| *ns != 0),
+        // Fewer blocks than bytes: it has holes, sent as runs (dense to a client
+        // without `meta`), so a `get` keeps them as a `send` does.
+        sparse: (kind == EntryKind::File
+            && (stat.st_blocks as u64).saturating_mul(512) < stat.st_size as u64)
+            .then_some(true),
         ..Entry::default()
     }
 }

@@ -538,9 +538,10 @@ impl Walk<'_> {
             }
         }
         if self.options.xattrs {
-            // A file says it has none (`{}`): a receiver that keeps its old copy as
-            // a delta's result then drops what the source does not have.
-            let none = (kind == EntryKind::File).then(Default::default);
+            // A file or directory says it has none (`{}`): a receiver that keeps
+            // its old copy (found the same, or a delta's result) or directory then
+            // drops what the source does not have.
+            let none = matches!(kind, EntryKind::File | EntryKind::Dir).then(Default::default);
             entry.extra_mut().xattrs = super::xattr::read(path).or(none);
         }
         entry

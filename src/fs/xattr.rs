@@ -155,7 +155,7 @@ fn listed(fd: impl AsFd) -> Vec<u8> {
 pub(crate) fn remove_others(fd: impl AsFd, xattrs: &Xattrs, all: bool) -> usize {
     let listed = listed(&fd);
     settable_names(&listed, all)
-        .filter(|name| !xattrs.contains_key(*name))
+        .filter(|name| removable(name) && !xattrs.contains_key(*name))
         .filter(|name| rustix::fs::fremovexattr(&fd, *name).is_ok())
         .count()
 }
@@ -167,6 +167,21 @@ pub(crate) fn holds(fd: impl AsFd, xattrs: &Xattrs, all: bool, cap: Option<usize
         let mut here = vec![0u8; wanted.len() + 1];
         rustix::fs::fgetxattr(&fd, *name, &mut here[..]).is_ok_and(|len| here[..len] == wanted[..])
     })
+}
+
+/// Whether `fd` holds an attribute `all` allows that `xattrs` does not name: one
+/// [`remove_others`] would remove.
+pub(crate) fn has_others(fd: impl AsFd, xattrs: &Xattrs, all: bool) -> bool {
+    let listed = listed(&fd);
+    settable_names(&listed, all).any(|name| removable(name) && !xattrs.contains_key(name))
+}
+
+/// Whether an attribute the source lacks may go: never a security label or an ACL
+/// (`security.*`, `system.*`), which the receiving system gave the file and may
+/// rely on (a file without its SELinux label may be denied to everyone), and which
+/// a source on another filesystem may simply not have.
+fn removable(name: &str) -> bool {
+    !name.starts_with("security.") && !name.starts_with("system.")
 }
 
 /// Sets attributes on the link `name` in directory `dir` itself (never what it
@@ -201,5 +216,31 @@ mod tests {
         assert!(settable("user.comment", false));
         assert!(!settable("trusted.x", false));
         assert!(settable("trusted.x", true));
+    }
+
+    #[test]
+    fn labels_and_acls_the_source_lacks_stay() {
+        assert!(removable("user.comment") && removable("trusted.x"));
+        assert!(!removable("security.selinux") && !removable("system.posix_acl_access"));
+        let dir = tempfile::tempdir().unwrap();
+        let file = std::fs::File::create(dir.path().join("f")).unwrap();
+        let set = |name: &str| {
+            rustix::fs::fsetxattr(&file, name, b"1", rustix::fs::XattrFlags::empty()).is_ok()
+        };
+        if !all_namespaces() || !set("user.gone") || !set("security.xfer_test") {
+            eprintln!("skipped: needs root and a filesystem with user.* and security.*");
+            return;
+        }
+        let none = Xattrs::new();
+        assert!(has_others(&file, &none, true));
+        assert_eq!(remove_others(&file, &none, true), 1);
+        assert!(!has_others(&file, &none, true));
+        let mut left = vec![0u8; 256];
+        let len = rustix::fs::flistxattr(&file, &mut left[..]).unwrap();
+        assert!(
+            left[..len].starts_with(b"security.xfer_test"),
+            "{:?}",
+            &left[..len]
+        );
     }
 }

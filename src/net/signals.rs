@@ -56,8 +56,9 @@ pub(crate) fn ignore_hangup() -> Result<()> {
 
 /// For a command that connects: on SIGINT or SIGTERM, clear the progress bar, say
 /// what is kept, and exit 130 (the shell's code for an interrupt), instead of dying
-/// with a half-drawn bar on the screen.
-pub(crate) fn interrupt_clears_the_screen() -> Result<()> {
+/// with a half-drawn bar on the screen. The side that receives (`get`, `recv
+/// HOST:PORT`) keeps the partial data itself; a sender's peer keeps it.
+pub(crate) fn interrupt_clears_the_screen(receiving: bool) -> Result<()> {
     use signal_hook::consts::{SIGINT, SIGTERM};
     let mut signals =
         signal_hook::iterator::Signals::new([SIGINT, SIGTERM]).context("cannot handle signals")?;
@@ -66,10 +67,13 @@ pub(crate) fn interrupt_clears_the_screen() -> Result<()> {
         .spawn(move || {
             if signals.forever().next().is_some() {
                 crate::ui::progress::clear_on_exit();
-                crate::ui::report::line(
+                crate::ui::report::line(if receiving {
+                    "xfer: interrupted; what arrived of files not yet verified is kept here \
+                     as partial data: rerun the same command to resume"
+                } else {
                     "xfer: interrupted; the peer keeps what arrived of files not yet \
-                     acknowledged: rerun the same command to resume",
-                );
+                     acknowledged: rerun the same command to resume"
+                });
                 std::process::exit(130);
             }
         })

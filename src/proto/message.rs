@@ -531,6 +531,14 @@ pub(crate) struct Item {
         skip_serializing_if = "Option::is_none"
     )]
     pub(crate) mtime: Option<u64>,
+    /// Under `meta`, a time before the epoch (negative seconds), which `mtime`
+    /// cannot carry (section 2: no negative numbers); a client without it shows none.
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub(crate) mtime_signed: Option<i64>,
     /// A link's target, when UTF-8 (`symlink` items only, under `meta`).
     #[serde(
         default,
@@ -538,6 +546,15 @@ pub(crate) struct Item {
         skip_serializing_if = "Option::is_none"
     )]
     pub(crate) target: Option<String>,
+}
+
+impl Item {
+    /// Its time in seconds since the epoch, before it too, if it has one.
+    pub(crate) fn seconds(&self) -> Option<i64> {
+        self.mtime
+            .and_then(|mtime| i64::try_from(mtime).ok())
+            .or(self.mtime_signed)
+    }
 }
 
 /// Every control frame.
@@ -1678,9 +1695,22 @@ mod tests {
                 size: 0,
                 mode: None,
                 mtime: Some(5),
+                mtime_signed: None,
                 target: None,
             }],
             more: true,
+        });
+        round_trip(Message::Listing {
+            entries: vec![Item {
+                name: "old".into(),
+                kind: ItemKind::File,
+                size: 4,
+                mode: Some(0o644),
+                mtime: None,
+                mtime_signed: Some(-625_776_833),
+                target: None,
+            }],
+            more: false,
         });
         round_trip(Message::Usage(Usage::default()));
         round_trip(Message::Usage(Usage {

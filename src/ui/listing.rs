@@ -25,7 +25,7 @@ pub(crate) fn long_line(item: &Item, human: bool) -> String {
     } else {
         item.size.to_string()
     };
-    let time = item.mtime.map_or_else(|| "-".repeat(16), date_time);
+    let time = item.seconds().map_or_else(|| "-".repeat(16), date_time);
     let target = match &item.target {
         Some(target) => format!(" -> {}", escape(target)),
         None => String::new(),
@@ -81,6 +81,7 @@ pub(crate) fn local_item(name: String, metadata: &std::fs::Metadata) -> Item {
         },
         mode: Some(u64::from(metadata.mode() & 0o7777)),
         mtime: u64::try_from(metadata.mtime()).ok(),
+        mtime_signed: (metadata.mtime() < 0).then_some(metadata.mtime()),
         target: None,
     }
 }
@@ -98,15 +99,12 @@ fn permissions(mode: u32) -> String {
         .collect()
 }
 
-/// `YYYY-MM-DD HH:MM` in UTC for seconds since the epoch.
-pub(crate) fn date_time(seconds: u64) -> String {
-    i64::try_from(seconds)
-        .ok()
-        .and_then(|seconds| jiff::Timestamp::from_second(seconds).ok())
-        .map_or_else(
-            || "-".repeat(16),
-            |time| time.strftime("%Y-%m-%d %H:%M").to_string(),
-        )
+/// `YYYY-MM-DD HH:MM` in UTC for seconds since the epoch (negative before it).
+pub(crate) fn date_time(seconds: i64) -> String {
+    jiff::Timestamp::from_second(seconds).ok().map_or_else(
+        || "-".repeat(16),
+        |time| time.strftime("%Y-%m-%d %H:%M").to_string(),
+    )
 }
 
 pub(crate) fn item_json(item: &Item) -> serde_json::Value {
@@ -118,7 +116,7 @@ pub(crate) fn item_json(item: &Item) -> serde_json::Value {
             ItemKind::Other => "other",
             ItemKind::Symlink => "symlink",
         },
-        "size": item.size, "mode": item.mode, "mtime": item.mtime,
+        "size": item.size, "mode": item.mode, "mtime": item.seconds(),
     });
     if let Some(target) = &item.target {
         json["target"] = json!(target);
@@ -175,7 +173,8 @@ mod tests {
         assert_eq!(date_time(0), "1970-01-01 00:00");
         assert_eq!(date_time(1_700_000_000), "2023-11-14 22:13");
         assert_eq!(date_time(951_782_400), "2000-02-29 00:00");
-        assert_eq!(date_time(u64::MAX), "-".repeat(16));
+        assert_eq!(date_time(-625_776_833), "1950-03-04 05:06");
+        assert_eq!(date_time(i64::MAX), "-".repeat(16));
         assert_eq!(permissions(0o754), "rwxr-xr--");
         let item = Item {
             name: "a\u{1b}b".into(),
@@ -183,6 +182,7 @@ mod tests {
             size: 2048,
             mode: Some(0o644),
             mtime: Some(1_700_000_000),
+            mtime_signed: None,
             target: None,
         };
         assert_eq!(
@@ -195,6 +195,7 @@ mod tests {
             size: 0,
             mode: Some(0o777),
             mtime: Some(1_700_000_000),
+            mtime_signed: None,
             target: Some("lib.so.1\n".into()),
         };
         assert_eq!(

@@ -814,3 +814,37 @@ fn the_shell_reconnects_after_an_idle_timeout_without_asking_for_the_password_ag
     term.type_in("\x04");
     assert!(wait_for(&mut term.child, TIMEOUT).success());
 }
+
+/// A file from before 1970 is listed with its date, by `ls -l`, `ls --json` (negative
+/// seconds) and the shell's `lls -l`, not with a row of dashes as if it had none.
+#[test]
+fn listings_show_a_time_before_1970() {
+    let site = Site::new();
+    site.users(&[("alice", "")]);
+    let server = site.serve(&[]);
+    let old = site.home("alice").join("old.txt");
+    write(&old, b"1950");
+    // 1950-03-04 05:06:07 UTC
+    util::tree::set_mtime(&old, -625_776_833, 0);
+    let ls = client(&site, "alice", &["ls", "-l", &server.addr()]);
+    expect_exit(&ls, 0, "ls -l");
+    assert_eq!(
+        lines(&ls),
+        [format!("-rw-r--r-- {:>12} 1950-03-04 05:06 old.txt", 4)]
+    );
+    let json = client(&site, "alice", &["ls", "--json", &server.addr()]);
+    let item: Value = serde_json::from_str(stdout_of(&json).trim()).unwrap();
+    assert_eq!(item["mtime"], -625_776_833, "{item}");
+
+    let local = site.local("here/old.txt", b"1950");
+    util::tree::set_mtime(&local, -625_776_833, 0);
+    let mut shell = as_user(&site, "alice", &["shell", &server.addr(), "-b", "-"]);
+    shell.current_dir(local.parent().unwrap());
+    let output = run_with_input(&mut shell, b"lls -l\n".to_vec());
+    expect_exit(&output, 0, "lls -l");
+    assert!(
+        stdout_of(&output).contains(" 1950-03-04 05:06 old.txt"),
+        "{}",
+        stdout_of(&output)
+    );
+}

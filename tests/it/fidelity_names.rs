@@ -151,3 +151,26 @@ fn a_peer_without_meta_gets_the_utf8_names_and_the_sender_counts_the_rest() {
         stderr_of(&sent)
     );
 }
+
+/// The receiver's refusal names the path escaped once, as every message does: the
+/// sender does not escape that escape again (`new\\u{a}line`).
+#[test]
+fn a_refusal_from_the_receiver_is_shown_escaped_once() {
+    let src = tempfile::tempdir().unwrap();
+    let tree = odd_tree(src.path());
+    let out = tempfile::tempdir().unwrap();
+    let mut receiver = Receiver::start(out.path(), Some(KEY), &["--safe-names"]);
+    let sent = send(&[&tree], receiver.port, KEY, &[]);
+    assert_eq!(sent.status.code(), Some(6), "{}", stderr_of(&sent));
+    assert_eq!(receiver.exit_code(), 6, "{}", receiver.stderr());
+    let said = stderr_of(&sent);
+    let line = said
+        .lines()
+        .find(|line| line.contains("control character U+000A"))
+        .unwrap_or_else(|| panic!("{said}"));
+    assert!(
+        line.contains("refused by the receiver: names/new\\u{a}line: control"),
+        "{line}"
+    );
+    assert!(!line.contains("\\\\"), "{line}");
+}

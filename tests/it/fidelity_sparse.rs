@@ -311,3 +311,37 @@ fn runs_that_lie_are_protocol_and_leave_nothing() {
     assert!(receiver.is_running());
     assert_eq!(files_under(out.path()), Vec::<std::path::PathBuf>::new());
 }
+
+/// A `get` from a server sends a sparse file as runs too: its holes stay holes in
+/// the local copy and cost nothing on the wire, as they do for a `send`.
+#[test]
+fn a_sparse_file_got_from_a_server_keeps_its_holes() {
+    let site = Site::new();
+    site.users(&[("alice", "")]);
+    let server = site.serve(&[]);
+    let home = site.home("alice");
+    std::fs::create_dir_all(&home).unwrap();
+    if !keeps_holes(&home) {
+        eprintln!("skipped: the site's filesystem keeps no holes");
+        return;
+    }
+    let stored = home.join("disk.img");
+    sparse_file(&stored, GIB, 512 * MIB, &pattern(MIB as usize, 6));
+    let local = site.download_dir("holes");
+    let got = client(
+        &site,
+        "alice",
+        &[
+            "get",
+            &server.at("disk.img"),
+            local.to_str().unwrap(),
+            "--json",
+        ],
+    );
+    expect_exit(&got, 0, "a sparse get");
+    let copy = local.join("disk.img");
+    assert!(same_bytes(&stored, &copy), "the bytes differ");
+    assert!(allocated(&copy) < 2 * MIB, "{} allocated", allocated(&copy));
+    let bytes = summary_event(&got)["bytes"].as_u64().unwrap();
+    assert!(bytes < 2 * MIB, "{bytes} bytes moved for 1 MiB of data");
+}

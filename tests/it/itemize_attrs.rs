@@ -511,3 +511,71 @@ fn a_same_link_or_special_file_with_more_than_one_name_is_left_as_it_is() {
         "the snapshot's names keep their metadata"
     );
 }
+
+/// An attribute the source no longer has goes from the receiver's copy too, as
+/// with `rsync -aX`: from a file found the same (a dry run says `attrs` first and
+/// removes nothing), from one whose source has no attribute left, and from a
+/// directory.
+#[test]
+fn an_attribute_the_source_dropped_goes_from_the_copy_too() {
+    let root = tempfile::tempdir().unwrap();
+    let root = root.path();
+    synced(root);
+    let (src, dst) = (root.join("src/tree"), root.join("dst/tree"));
+    for path in [src.join("a"), src.join("sub/b"), src.join("sub")] {
+        if let Err(err) = set_xattr(&path, "user.keep", b"1") {
+            eprintln!("skipped: this filesystem takes no user.* attributes ({err})");
+            return;
+        }
+        set_xattr(&path, "user.gone", b"2").unwrap();
+    }
+    let (sent, _, recv_err) = mirror(root, OVERWRITE, &["-X", "--delete"]);
+    assert_eq!(code(&sent), 0, "{}{recv_err}", stderr_of(&sent));
+    assert_eq!(xattrs_of(&dst.join("sub/b")).len(), 2);
+    for path in [src.join("a"), src.join("sub")] {
+        remove_xattr(&path, "user.gone");
+    }
+    remove_xattr(&src.join("sub/b"), "user.gone");
+    remove_xattr(&src.join("sub/b"), "user.keep");
+
+    let (dry, _, _) = mirror(root, OVERWRITE, &["-i", "-X", "--delete", "-n"]);
+    assert_eq!(code(&dry), 0, "{}", stderr_of(&dry));
+    let said = stdout_lines(&dry);
+    for line in [
+        "attrs    tree/a",
+        "attrs    tree/sub/b",
+        "attrs    tree/sub/",
+    ] {
+        assert!(said.iter().any(|l| l == line), "{line} in {said:?}");
+    }
+    assert_eq!(
+        xattrs_of(&dst.join("a")).len(),
+        2,
+        "a dry run removes nothing"
+    );
+
+    let (sent, recv_code, recv_err) = mirror(root, OVERWRITE, &["-i", "-X", "--delete"]);
+    assert_eq!(code(&sent), 0, "{}", stderr_of(&sent));
+    assert_eq!(recv_code, 0, "{recv_err}");
+    let only_keep: Vec<Vec<u8>> = vec![b"user.keep".to_vec()];
+    assert_eq!(
+        xattrs_of(&dst.join("a")).into_keys().collect::<Vec<_>>(),
+        only_keep
+    );
+    assert_eq!(
+        xattrs_of(&dst.join("sub")).into_keys().collect::<Vec<_>>(),
+        only_keep
+    );
+    assert!(
+        xattrs_of(&dst.join("sub/b")).is_empty(),
+        "{:?}",
+        xattrs_of(&dst.join("sub/b"))
+    );
+    // Then the copy is the source's: nothing more to do.
+    let (again, _, _) = mirror(root, OVERWRITE, &["-i", "-X", "--delete"]);
+    assert_eq!(stdout_lines(&again), Vec::<String>::new());
+}
+
+fn remove_xattr(path: &Path, name: &str) {
+    rustix::fs::lremovexattr(path, name).unwrap();
+}

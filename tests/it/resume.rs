@@ -590,3 +590,83 @@ fn a_resume_over_an_old_version_is_replaced_and_a_dry_run_predicts_it() {
     assert_eq!(fs::read(&old).unwrap(), pattern(size, 42));
     assert_eq!(partial(), None);
 }
+
+/// Waits until a `.partial` is under `dir`, then sends SIGINT to `child`; what it
+/// said on stderr, and its exit code.
+fn interrupt_once_partial(child: &mut std::process::Child, dir: &Path) -> (String, Option<i32>) {
+    let started = Instant::now();
+    while !files_under(dir)
+        .iter()
+        .any(|p| p.to_string_lossy().ends_with(".partial"))
+    {
+        assert!(started.elapsed() < TIMEOUT, "no partial data arrived");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(child.id() as i32).unwrap(),
+        rustix::process::Signal::INT,
+    )
+    .unwrap();
+    let status = wait_for(child, TIMEOUT);
+    let mut said = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut said)
+        .unwrap();
+    (said, status.code())
+}
+
+/// A receiving side stopped with Ctrl-C (a `get`, a `recv HOST:PORT`) keeps the
+/// partial data itself, and says so: not that "the peer" keeps it.
+#[test]
+fn an_interrupted_receiving_side_says_it_keeps_the_partial_data_itself() {
+    let site = Site::new();
+    site.users(&[("alice", "")]);
+    let server = site.serve(&[]);
+    write(&site.home("alice").join("big.bin"), &pattern(8 << 20, 9));
+    let dl = site.download_dir("alice");
+    let mut get = as_user(
+        &site,
+        "alice",
+        &["get", &server.at("big.bin"), dl.to_str().unwrap()],
+    );
+    let mut get = get
+        .args(["--limit-rate", "1M"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn xfer get");
+    let (said, code) = interrupt_once_partial(&mut get, &dl);
+    assert_eq!(code, Some(130), "{said}");
+    assert!(said.contains("kept here"), "{said}");
+    assert!(!said.contains("the peer keeps"), "{said}");
+
+    let src = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let file = src.path().join("slow.bin");
+    std::fs::write(&file, pattern(8 << 20, 4)).unwrap();
+    let mut sender = xfer()
+        .args(["send", file.to_str().unwrap(), "--listen", "127.0.0.1:0"])
+        .args(["--limit-rate", "1M", "-q"])
+        .env("XFER_KEY", KEY)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn xfer send --listen");
+    let mut first = String::new();
+    let mut stderr = std::io::BufReader::new(sender.stderr.take().unwrap());
+    std::io::BufRead::read_line(&mut stderr, &mut first).unwrap();
+    let port = first.trim().rsplit(':').next().unwrap().to_string();
+    let mut recv = xfer()
+        .args(["recv", &format!("127.0.0.1:{port}"), "--dir"])
+        .arg(out.path())
+        .env("XFER_KEY", KEY)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn xfer recv HOST:PORT");
+    let (said, code) = interrupt_once_partial(&mut recv, out.path());
+    assert_eq!(code, Some(130), "{said}");
+    assert!(said.contains("kept here"), "{said}");
+    let _ = sender.kill();
+    let _ = sender.wait();
+}

@@ -425,3 +425,33 @@ fn a_plan_offset_past_the_end_of_the_file_is_a_protocol_error_not_a_panic() {
     let told = liar.join().unwrap().expect("the sender said why");
     assert_eq!(told["code"], "protocol");
 }
+
+/// A `done` whose size is not the offered one, under a MAC that verifies, is the
+/// sender's own word that its file changed (or could not be read) while it was
+/// sent: still a per-entry `checksum`, as the protocol says, but the receiver says
+/// what happened rather than only "size mismatch", which reads as damage.
+#[test]
+fn an_authentic_done_of_another_size_says_the_senders_file_changed() {
+    let out = tempfile::tempdir().unwrap();
+    let mut receiver = crate::util::Receiver::start(out.path(), Some(crate::util::KEY), &[]);
+    let mut peer = crate::util::peer_sender(receiver.port, &["aead"]);
+    let entry = serde_json::json!({"path": "grew", "kind": "file", "size": 4, "mode": 420});
+    peer.send_offer(&[vec![entry]]).unwrap();
+    peer.read_plan(1).expect("plan");
+    peer.send_control(&serde_json::json!({"type": "data", "index": 0, "offset": 0}))
+        .unwrap();
+    peer.send_frame(b"abcd").unwrap();
+    peer.send_frame(b"").unwrap();
+    peer.send_control(&peer.done_frame(0, "grew", b"abcde"))
+        .unwrap();
+    let answer = peer.read_control().expect("an answer");
+    assert_eq!(answer["code"], "checksum", "{answer}");
+    peer.send_end().unwrap();
+    let _ = receiver.exit_code();
+    let said = receiver.stderr();
+    assert!(
+        said.contains("grew: the sender ended it at 5 bytes, not the 4 offered"),
+        "{said}"
+    );
+    assert!(crate::util::files_under(out.path()).is_empty());
+}

@@ -216,9 +216,10 @@ fn local_owner(entry: &Entry) -> Option<(Uid, Gid)> {
     Some((Uid::from_raw(uid), Gid::from_raw(gid)))
 }
 
-/// Whether what is at `fd` (described by `stat`) differs from what [`apply`] would
-/// give it under `policy`: its mode, its owner (only where it would be applied),
-/// an offered extended attribute it lacks or holds otherwise, and, with `times`,
+/// Whether what is at `fd` (described by `stat`) differs from what [`apply`] and
+/// [`remove_other_xattrs`] would give it under `policy`: its mode, its owner (only
+/// where it would be applied), an offered extended attribute it lacks or holds
+/// otherwise, or one it holds that an offered object does not name, and, with `times`,
 /// its modification time (a side without nanoseconds matches any). Changes nothing
 /// and counts nothing.
 pub(crate) fn differs(
@@ -231,7 +232,8 @@ pub(crate) fn differs(
     let mode = mode_of(entry, policy).is_some_and(|mode| stat.st_mode & 0o7777 != mode);
     let time = times && time_differs(stat, entry);
     let xattrs = entry.extra().xattrs.as_ref().is_some_and(|xattrs| {
-        !xattr::holds(&fd, xattrs, is_root() && !policy.server, xattr_cap(policy))
+        let all = is_root() && !policy.server;
+        !xattr::holds(&fd, xattrs, all, xattr_cap(policy)) || xattr::has_others(&fd, xattrs, all)
     });
     mode || owner_differs(stat, entry, policy) || time || xattrs
 }

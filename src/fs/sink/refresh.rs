@@ -43,6 +43,7 @@ impl Resolver<'_> {
         if !dry_run {
             meta::apply(&file, entry, policy)
                 .map_err(|err| Refusal::io(path, "cannot set its metadata", err))?;
+            meta::remove_other_xattrs(&file, entry, policy);
         }
         Ok(true)
     }

@@ -289,7 +289,9 @@ impl<'a> Resolver<'a> {
             )
         })?;
         // A server keeps reading, writing and searching what it holds.
-        meta::apply(&*dir, entry, self.policy(0o700))
+        let policy = self.policy(0o700);
+        meta::remove_other_xattrs(&*dir, entry, policy);
+        meta::apply(&*dir, entry, policy)
             .map_err(|err| Refusal::io(path, "cannot set its metadata", err))
     }
 

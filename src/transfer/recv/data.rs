@@ -15,7 +15,7 @@ use super::plan::Planned;
 use super::shared::Shared;
 use super::small::Batch;
 use crate::error::{Kind, fail, kind_of, peer_error};
-use crate::escape::escape;
+use crate::escape::{escape, escape_said};
 use crate::fs::Refusal;
 use crate::pool::Pool;
 use crate::proto::hash::{Digest, Hasher};
@@ -165,7 +165,7 @@ fn read_start<R: Read>(reader: &mut FrameReader<R>, next: Option<usize>) -> Resu
             why: format!(
                 "{}: the sender gave up on it: {}",
                 crate::fs::input::UNREADABLE,
-                escape(&message)
+                escape_said(&message)
             ),
         }),
         (
@@ -477,7 +477,7 @@ fn done_or_given_up(message: Message, index: usize) -> Result<Result<Claimed, Re
             } else {
                 code
             };
-            let why = format!("the sender gave up on it: {}", escape(&message));
+            let why = format!("the sender gave up on it: {}", escape_said(&message));
             Ok(Err(Refusal::new(code, why)))
         }
         Message::Error {
@@ -572,6 +572,44 @@ impl Frames {
     }
 }
 
+/// Why a file whose `done` names another size than arrived or was offered is
+/// refused (`checksum`, as the protocol says). A `done` whose MAC verifies is the
+/// sender's own word: its file changed or could not be read while it was sent
+/// (xfer's sender says so, and why), which is no damage on the way.
+fn size_mismatch(
+    index: usize,
+    item: &Planned,
+    size: u64,
+    claimed: &Claimed,
+    shared: &Shared<'_>,
+) -> String {
+    let offered = item.entry.size;
+    let authentic = || {
+        let digest = shared.transfer.hash.parse(&claimed.hash)?;
+        let path = item.entry.path_bytes();
+        let facts = FileFacts {
+            index: index as u64,
+            size: claimed.size,
+            hash: &digest,
+            path: &path,
+        };
+        Some(shared.transfer.verify_done(facts, &claimed.mac))
+    };
+    match offered {
+        Some(offered) if claimed.size != offered && authentic() == Some(true) => format!(
+            "the sender ended it at {} bytes, not the {offered} offered: its file changed \
+             or could not be read while it was sent (the sender says why); nothing \
+             kept, send it again",
+            claimed.size
+        ),
+        _ => format!(
+            "size mismatch: offered {}, the sender says {}, {size} arrived",
+            offered.map_or("unknown".to_string(), |size| size.to_string()),
+            claimed.size
+        ),
+    }
+}
+
 /// What the sender's `done` says.
 struct Claimed {
     size: u64,
@@ -596,11 +634,7 @@ fn verify(
     let checksum = |why: String| Refusal::new(ErrorCode::Checksum, format!("{}: {why}", shown()));
     let offered = item.entry.size;
     if claimed.size != size || offered.is_some_and(|offered| offered != size) {
-        let offered = offered.map_or("unknown".to_string(), |size| size.to_string());
-        return Err(checksum(format!(
-            "size mismatch: offered {offered}, the sender says {}, {size} arrived",
-            claimed.size
-        )));
+        return Err(checksum(size_mismatch(index, item, size, claimed, shared)));
     }
     if hash.parse(&claimed.hash) != Some(digest) {
         return Err(checksum(format!(

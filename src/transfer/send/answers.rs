@@ -11,7 +11,7 @@ use anyhow::Result;
 use super::sums::SumsFrame;
 use super::{Outstanding, Pending, Report, Sent};
 use crate::error::{Kind, fail, peer_error};
-use crate::escape::escape;
+use crate::escape::escape_said;
 use crate::proto::message::{self, EntryKind, ErrorCode, Message, Removed};
 use crate::proto::negotiated::FileFacts;
 use crate::proto::wire::FrameReader;
@@ -61,7 +61,7 @@ pub(crate) fn read<R: Read>(
             (Answer::Refused(code, message), _) => tally.failed(
                 path,
                 code,
-                format!("the receiver reported {code}: {}", escape(&message)),
+                format!("the receiver reported {code}: {}", escape_said(&message)),
             ),
         }
     }
@@ -146,7 +146,7 @@ fn tally_removed(tally: &Tally, removed: &[Removed]) {
             (_, Some(why)) => tally.change(Change::Kept(why), &item.path, 0, None),
             (None, None) => tally.change(Change::deleted(item.kind), &item.path, 0, None),
             (Some(why), None) => {
-                tally.change(Change::NotDeleted, &item.path, 0, Some(&escape(why)))
+                tally.change(Change::NotDeleted, &item.path, 0, Some(&escape_said(why)))
             }
         }
     }

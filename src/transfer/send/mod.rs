@@ -36,7 +36,7 @@ use super::Tally;
 use super::consumed::consumed;
 use super::offer::{read_plan, write_offer};
 use crate::error::{Kind, fail};
-use crate::escape::escape;
+use crate::escape::escape_said;
 use crate::fs::input::Outbox;
 use crate::fs::input::UNREADABLE;
 use crate::pool::{Giver, Pool};
@@ -780,7 +780,7 @@ fn skipped(
         _ => tally.failed(
             &entry.shown_path(),
             code,
-            format!("refused by the receiver: {}", escape(message)),
+            format!("refused by the receiver: {}", escape_said(message)),
         ),
     }
 }
