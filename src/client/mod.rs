@@ -19,6 +19,7 @@ use crate::fs::input::Outbox;
 use crate::net::{self, Endpoint, Link, TcpConnection, Timeouts};
 use crate::proto::handshake::Secret;
 use crate::proto::message::{ErrorCode, Item, ItemKind, Message, Mirror, Role, Usage};
+use crate::proto::negotiated::Feature;
 use crate::transfer::recv::{self, Claims, Destination, Settings};
 use crate::transfer::tell::end_session;
 use crate::transfer::{Tally, send};
@@ -180,9 +181,13 @@ impl Client {
         settings: Settings,
         tally: &mut Tally,
     ) -> Result<()> {
+        // Runs are hashed as written (16.4): standard output cannot take them.
+        let sparse =
+            self.conn.negotiated.has(Feature::Meta) && matches!(destination, Destination::Dir(_));
         self.conn.writer.write_message(&Message::Get {
             paths: paths.to_vec(),
             mirror: self.mirror.clone(),
+            sparse: sparse.then_some(true),
         })?;
         self.conn.writer.flush()?;
         // The answer is the transfer itself (its offer), or an error frame, which

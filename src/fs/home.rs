@@ -682,6 +682,15 @@ impl Fetch {
         Ok(self)
     }
 
+    /// Offers every file dense, for a client that did not ask for runs (its `get`
+    /// has no `sparse`: it writes to standard output, or is older).
+    pub(crate) fn dense(mut self) -> Fetch {
+        for entry in &mut self.entries {
+            entry.sparse = None;
+        }
+        self
+    }
+
     /// Leaves out what `mirror`'s rules exclude (a directory with all inside), and
     /// keeps `mirror` to echo in the offer. A rule that is no valid pattern is the
     /// client's fault: `protocol`.
@@ -834,7 +843,8 @@ fn fetched_entry(name: String, kind: EntryKind, stat: &Stat) -> Entry {
         mtime: Some(stat.st_mtime),
         mtime_ns: u32::try_from(stat.st_mtime_nsec).ok().filter(|ns| *ns != 0),
         // Fewer blocks than bytes: it has holes, sent as runs (dense to a client
-        // without `meta`), so a `get` keeps them as a `send` does.
+        // without `meta` or that did not ask for runs: `Fetch::dense`), so a `get`
+        // keeps them as a `send` does.
         sparse: (kind == EntryKind::File
             && (stat.st_blocks as u64).saturating_mul(512) < stat.st_size as u64)
             .then_some(true),

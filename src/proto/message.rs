@@ -718,6 +718,16 @@ pub(crate) enum Message {
             skip_serializing_if = "Option::is_none"
         )]
         mirror: Option<Mirror>,
+        /// Under `meta`, `true`: the client takes sparse files as runs (16.4).
+        /// Without it the server sends every file dense, as an older one does: a
+        /// client writing to standard output cannot hash runs, nor can an older
+        /// client that has `meta` take them there.
+        #[serde(
+            default,
+            deserialize_with = "present",
+            skip_serializing_if = "Option::is_none"
+        )]
+        sparse: Option<bool>,
     },
     /// A request succeeded.
     Ack,
@@ -1732,6 +1742,12 @@ mod tests {
         round_trip(Message::Get {
             mirror: None,
             paths: vec!["x".into()],
+            sparse: None,
+        });
+        round_trip(Message::Get {
+            mirror: None,
+            paths: vec!["x".into()],
+            sparse: Some(true),
         });
         round_trip(Message::Ack);
         round_trip(Message::Bye);
@@ -1784,6 +1800,7 @@ mod tests {
         round_trip(Message::Get {
             paths: vec!["x".into()],
             mirror: Some(Mirror::default()),
+            sparse: None,
         });
         for bad in [
             &br#"{"type":"offer","mirror":{"delete":1},"entries":[]}"#[..],

@@ -345,3 +345,35 @@ fn a_sparse_file_got_from_a_server_keeps_its_holes() {
     let bytes = summary_event(&got)["bytes"].as_u64().unwrap();
     assert!(bytes < 2 * MIB, "{bytes} bytes moved for 1 MiB of data");
 }
+
+/// `get --stdout` takes a sparse file of a server as it took any file before
+/// `get` sent runs: dense, every byte on standard output (a receiver writing there
+/// cannot hash runs, so the server must not send them), not refused as "a sparse
+/// file" with advice for `send`.
+#[test]
+fn a_sparse_file_got_to_standard_output_comes_whole() {
+    let site = Site::new();
+    site.users(&[("alice", "")]);
+    let server = site.serve(&[]);
+    let home = site.home("alice");
+    std::fs::create_dir_all(&home).unwrap();
+    if !keeps_holes(&home) {
+        eprintln!("skipped: the site's filesystem keeps no holes");
+        return;
+    }
+    let stored = home.join("holey.img");
+    let data = pattern(MIB as usize, 7);
+    sparse_file(&stored, 8 * MIB, 3 * MIB, &data);
+    let got = client(
+        &site,
+        "alice",
+        &["get", &server.at("holey.img"), "--stdout"],
+    );
+    expect_exit(&got, 0, "a sparse get --stdout");
+    assert_eq!(got.stdout.len() as u64, 8 * MIB);
+    assert_eq!(
+        got.stdout,
+        std::fs::read(&stored).unwrap(),
+        "the bytes differ"
+    );
+}

@@ -18,6 +18,7 @@ pub(crate) fn run(
     conn: &mut TcpConnection,
     paths: &[String],
     mirror: Option<Mirror>,
+    sparse: bool,
 ) -> Result<()> {
     let action = format!("get {}", shown_paths(paths));
     // Without `mirror` in force the member is ignored, as an older server would.
@@ -26,7 +27,8 @@ pub(crate) fn run(
     let entitled = context.server.entitled(&context.user);
     let fetch = fetched
         .and_then(|fetch| fetch.filtered(mirror))
-        .and_then(|fetch| fetch.while_entitled(entitled));
+        .and_then(|fetch| fetch.while_entitled(entitled))
+        .map(|fetch| if sparse { fetch } else { fetch.dense() });
     let fetch = match fetch {
         Ok(fetch) => fetch,
         Err(refusal) => return refuse(context, conn, &action, refusal),

@@ -65,7 +65,11 @@ pub(crate) fn handle(
         Message::Remove { path } => names::remove(context, conn, &path),
         Message::Rename { from, to } => names::rename(context, conn, &from, &to),
         Message::Put { dir, overwrite } => put::run(context, conn, &dir, overwrite),
-        Message::Get { paths, mirror } => get::run(context, conn, &paths, mirror),
+        Message::Get {
+            paths,
+            mirror,
+            sparse,
+        } => get::run(context, conn, &paths, mirror, sparse == Some(true)),
         Message::Bye => {
             context.log("bye", Ok("closed".into()));
             return Ok(Flow::Close);
