@@ -10,6 +10,7 @@ use anyhow::Result;
 
 use crate::client::options::{Encryption, Peering};
 use crate::key;
+use crate::net::signals::Kept;
 use crate::net::{self, Handler, Link, TcpConnection, listen};
 use crate::proto::message::Role;
 use crate::proto::negotiated::{Feature, Negotiated};
@@ -21,12 +22,13 @@ pub(crate) type Session = Arc<dyn Fn(&mut TcpConnection, &mut Tally) -> Result<(
 
 /// Meets the peer as `peering.link` says and runs `session` on each authenticated
 /// connection (one, unless serving), reporting each; `verb` names what happened
-/// (`sent`, `received`).
+/// (`sent`, `received`); an interrupted connecting side says what is `kept`.
 pub(crate) fn run_link(
     peering: &Peering,
     role: Role,
     compress: Option<i32>,
     verb: &'static str,
+    kept: Kept,
     session: Session,
 ) -> Result<()> {
     let style = peering.style;
@@ -47,7 +49,7 @@ pub(crate) fn run_link(
     };
     let result = match &peering.link {
         Link::Connect { to, wait } => {
-            net::signals::interrupt_clears_the_screen(role == Role::Receiver)?;
+            net::signals::interrupt_clears_the_screen(kept)?;
             peering
                 .initiating(role, compress)
                 .and_then(|initiating| net::connect(to, *wait, peering.timeouts, &initiating))

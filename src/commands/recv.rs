@@ -11,7 +11,7 @@ use super::link::{Session, run_link};
 use crate::client::options::Peering;
 use crate::error::{Classify, Kind};
 use crate::fs::sink::TargetDir;
-use crate::net::signals;
+use crate::net::signals::{self, Kept};
 use crate::proto::message::Role;
 use crate::transfer::recv::{self, Claims, Destination, Settings};
 use crate::ui::report;
@@ -59,7 +59,19 @@ pub(crate) fn run(options: &RecvOptions) -> Result<()> {
         recv::session(conn, &destination, &claims, settings, None, tally)?;
         tally.verdict()
     });
-    let result = run_link(&options.peering, Role::Receiver, None, "received", session);
+    let kept = if options.stdout {
+        Kept::Nothing
+    } else {
+        Kept::Here
+    };
+    let result = run_link(
+        &options.peering,
+        Role::Receiver,
+        None,
+        "received",
+        kept,
+        session,
+    );
     drop(lock);
     result
 }

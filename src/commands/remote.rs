@@ -28,10 +28,16 @@ pub(crate) struct GetOptions {
 }
 
 pub(crate) fn get(options: &GetOptions) -> Result<()> {
-    crate::net::signals::interrupt_clears_the_screen(true)?;
+    use crate::net::signals::{Kept, interrupt_clears_the_screen};
+    let dry_run = options.settings.asked.is_some_and(|(_, dry_run)| dry_run);
+    interrupt_clears_the_screen(if options.stdout || dry_run {
+        Kept::Nothing
+    } else {
+        Kept::Here
+    })?;
     let (destination, _lock) = if options.stdout {
         (Destination::Stdout, None)
-    } else if options.settings.asked.is_some_and(|(_, dry_run)| dry_run) {
+    } else if dry_run {
         // A dry run makes nothing, not even the local directory.
         let (target, lock) =
             TargetDir::open_for_dry_run(&options.dir, "the local directory", options.style)?;

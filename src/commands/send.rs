@@ -12,6 +12,7 @@ use crate::client::options::Encryption;
 use crate::client::options::Peering;
 use crate::error::{Kind, fail};
 use crate::fs::source::{self, WalkOptions};
+use crate::net::signals::Kept;
 use crate::proto::message::{Mirror, Role};
 use crate::transfer::send;
 use crate::ui::report;
@@ -86,7 +87,19 @@ pub(crate) fn run(options: &SendOptions) -> Result<()> {
         Some(_) => Role::Client,
         None => Role::Sender,
     };
-    run_link(&options.peering, role, options.compress, "sent", session)
+    let kept = if options.dry_run {
+        Kept::Nothing
+    } else {
+        Kept::ByThePeer
+    };
+    run_link(
+        &options.peering,
+        role,
+        options.compress,
+        "sent",
+        kept,
+        session,
+    )
 }
 
 /// The operands walked into an offer, with what a mirror asks of the receiver:

@@ -54,11 +54,22 @@ pub(crate) fn ignore_hangup() -> Result<()> {
     Ok(())
 }
 
+/// What an interrupted command has kept of its transfer, to say so.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kept {
+    /// A sender's: its peer keeps what arrived.
+    ByThePeer,
+    /// A receiver's into a directory (`get`, `recv HOST:PORT`): the partial data
+    /// is here.
+    Here,
+    /// A receiver's to standard output, or a dry run's: nothing to resume from.
+    Nothing,
+}
+
 /// For a command that connects: on SIGINT or SIGTERM, clear the progress bar, say
-/// what is kept, and exit 130 (the shell's code for an interrupt), instead of dying
-/// with a half-drawn bar on the screen. The side that receives (`get`, `recv
-/// HOST:PORT`) keeps the partial data itself; a sender's peer keeps it.
-pub(crate) fn interrupt_clears_the_screen(receiving: bool) -> Result<()> {
+/// what is `kept`, and exit 130 (the shell's code for an interrupt), instead of
+/// dying with a half-drawn bar on the screen.
+pub(crate) fn interrupt_clears_the_screen(kept: Kept) -> Result<()> {
     use signal_hook::consts::{SIGINT, SIGTERM};
     let mut signals =
         signal_hook::iterator::Signals::new([SIGINT, SIGTERM]).context("cannot handle signals")?;
@@ -67,12 +78,16 @@ pub(crate) fn interrupt_clears_the_screen(receiving: bool) -> Result<()> {
         .spawn(move || {
             if signals.forever().next().is_some() {
                 crate::ui::progress::clear_on_exit();
-                crate::ui::report::line(if receiving {
-                    "xfer: interrupted; what arrived of files not yet verified is kept here \
-                     as partial data: rerun the same command to resume"
-                } else {
-                    "xfer: interrupted; the peer keeps what arrived of files not yet \
-                     acknowledged: rerun the same command to resume"
+                crate::ui::report::line(match kept {
+                    Kept::Here => {
+                        "xfer: interrupted; what arrived of files not yet verified is kept \
+                         here as partial data: rerun the same command to resume"
+                    }
+                    Kept::ByThePeer => {
+                        "xfer: interrupted; the peer keeps what arrived of files not yet \
+                         acknowledged: rerun the same command to resume"
+                    }
+                    Kept::Nothing => "xfer: interrupted; nothing is kept to resume from",
                 });
                 std::process::exit(130);
             }

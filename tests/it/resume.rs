@@ -670,3 +670,42 @@ fn an_interrupted_receiving_side_says_it_keeps_the_partial_data_itself() {
     let _ = sender.kill();
     let _ = sender.wait();
 }
+
+/// A `get --stdout` stopped with Ctrl-C keeps nothing to resume from (what it
+/// wrote went to standard output): it does not promise partial data "kept here"
+/// that a rerun would resume.
+#[test]
+fn an_interrupted_get_to_standard_output_promises_no_partial_data() {
+    let site = Site::new();
+    site.users(&[("alice", "")]);
+    let server = site.serve(&[]);
+    write(&site.home("alice").join("big.bin"), &pattern(8 << 20, 3));
+    let mut get = as_user(&site, "alice", &["get", &server.at("big.bin"), "--stdout"]);
+    let mut get = get
+        .args(["--limit-rate", "1M"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn xfer get --stdout");
+    let mut stdout = get.stdout.take().unwrap();
+    let mut first = [0u8; 4096];
+    stdout.read_exact(&mut first).expect("some data on stdout");
+    let drain = std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(get.id() as i32).unwrap(),
+        rustix::process::Signal::INT,
+    )
+    .unwrap();
+    let status = wait_for(&mut get, TIMEOUT);
+    let _ = drain.join();
+    let mut said = String::new();
+    get.stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut said)
+        .unwrap();
+    assert_eq!(status.code(), Some(130), "{said}");
+    assert!(said.contains("interrupted"), "{said}");
+    assert!(!said.contains("kept here"), "{said}");
+    assert!(!said.contains("rerun"), "{said}");
+}
