@@ -579,3 +579,49 @@ fn an_attribute_the_source_dropped_goes_from_the_copy_too() {
 fn remove_xattr(path: &Path, name: &str) {
     rustix::fs::lremovexattr(path, name).unwrap();
 }
+
+/// A receiver that is not root may change an attribute of a file only while the
+/// file is writable to it (the kernel's rule for `user.*`): a read-only copy found
+/// the same still loses one its source dropped and takes a changed one, and the
+/// next run finds it the same, instead of saying `attrs` for it every time.
+#[test]
+fn a_read_only_copy_at_an_unprivileged_receiver_follows_its_source_s_attributes() {
+    let root = tempfile::tempdir().unwrap();
+    fs::set_permissions(root.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let (src, dst) = (root.path().join("src/tree"), root.path().join("dst"));
+    fs::create_dir_all(&src).unwrap();
+    fs::create_dir_all(&dst).unwrap();
+    std::os::unix::fs::lchown(&dst, Some(65534), Some(65534)).unwrap();
+    let file = src.join("ro");
+    fs::write(&file, b"read only\n").unwrap();
+    if let Err(err) = set_xattr(&file, "user.keep", b"1") {
+        eprintln!("skipped: this filesystem takes no user.* attributes ({err})");
+        return;
+    }
+    set_xattr(&file, "user.gone", b"2").unwrap();
+    set_mode(&file, 0o444);
+    let run_once = |extra: &[&str]| {
+        let mut receiver = crate::util::nobody_receiving(&dst)?;
+        let sent = crate::util::send(&[&src], receiver.port, KEY, extra);
+        assert_eq!(code(&sent), 0, "{}", stderr_of(&sent));
+        assert_eq!(receiver.exit_code(), 0, "{}", receiver.stderr());
+        Some(sent)
+    };
+    if run_once(&["-X"]).is_none() {
+        return;
+    }
+    let copy = dst.join("tree/ro");
+    assert_eq!(xattrs_of(&copy).len(), 2);
+    assert_eq!(fs::metadata(&copy).unwrap().mode() & 0o777, 0o444);
+
+    rustix::fs::lremovexattr(&file, "user.gone").unwrap();
+    set_xattr(&file, "user.keep", b"changed").unwrap();
+    let again = run_once(&["-X", "-i"]).unwrap();
+    assert_eq!(stdout_lines(&again), ["attrs    tree/ro"]);
+    let held = xattrs_of(&copy);
+    assert_eq!(held.keys().collect::<Vec<_>>(), [&b"user.keep".to_vec()]);
+    assert_eq!(held[&b"user.keep".to_vec()], b"changed");
+    assert_eq!(fs::metadata(&copy).unwrap().mode() & 0o777, 0o444);
+    let third = run_once(&["-X", "-i"]).unwrap();
+    assert_eq!(stdout_lines(&third), Vec::<String>::new());
+}

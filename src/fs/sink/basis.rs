@@ -303,9 +303,8 @@ impl Resolver<'_> {
         let here = stat.st_mtime_nsec as u32;
         let nanos = entry.mtime.is_some() && here != 0 && entry.mtime_ns.unwrap_or(0) != here;
         let changed = nanos || meta::differs(&reader.file, &stat, entry, policy, true);
-        meta::apply(&reader.file, entry, policy)
+        let strays = meta::apply_in_place(&reader.file, entry, policy)
             .map_err(|err| Refusal::io(path, "cannot set its metadata", err))?;
-        let strays = meta::remove_other_xattrs(&reader.file, entry, policy);
         reader
             .file
             .sync_all()

@@ -91,10 +91,44 @@ pub(crate) fn apply(fd: impl AsFd, entry: &Entry, policy: Policy) -> Result<(), 
     Ok(())
 }
 
+/// Applies everything `entry` says to what `fd` holds in place of a new file or
+/// directory (one found the same, a delta's basis kept, a directory that exists),
+/// removing first the extended attributes it carries an object of and does not
+/// name (none where it carries no object: its sender did not send them); whether
+/// any went. The kernel lets a process that is not root change `user.*` attributes
+/// only of what it may write: a read-only one of its own is made writable to its
+/// owner for that moment, and gets the offered mode (or its own back) after.
+pub(crate) fn apply_in_place(fd: impl AsFd, entry: &Entry, policy: Policy) -> Result<bool, Errno> {
+    let was = writable_for_xattrs(&fd, entry);
+    let removed = remove_other_xattrs(&fd, entry, policy);
+    let applied = apply(&fd, entry, policy);
+    if let Some(mode) = was.filter(|_| applied.is_err() || mode_of(entry, policy).is_none()) {
+        let _ = rustix::fs::fchmod(&fd, mode);
+    }
+    applied.map(|()| removed)
+}
+
+/// Gives its owner write permission on what `fd` holds, when extended attributes
+/// are to change there and this process, not root, owns it without it; its mode
+/// before, if it changed it.
+fn writable_for_xattrs(fd: impl AsFd, entry: &Entry) -> Option<Mode> {
+    const OWNER_WRITE: u32 = 0o200;
+    if entry.extra().xattrs.is_none() || is_root() {
+        return None;
+    }
+    let stat = rustix::fs::fstat(&fd).ok()?;
+    let mine = stat.st_uid == rustix::process::geteuid().as_raw();
+    if !mine || stat.st_mode & OWNER_WRITE != 0 {
+        return None;
+    }
+    let mode = stat.st_mode & PERMISSION_BITS as u32;
+    rustix::fs::fchmod(&fd, Mode::from_raw_mode(mode | OWNER_WRITE)).ok()?;
+    Some(Mode::from_raw_mode(mode))
+}
+
 /// Removes from `fd` the extended attributes `entry` carries an object of and does
-/// not name (none where it carries no object: its sender did not send them);
-/// whether any went.
-pub(crate) fn remove_other_xattrs(fd: impl AsFd, entry: &Entry, policy: Policy) -> bool {
+/// not name; whether any went.
+fn remove_other_xattrs(fd: impl AsFd, entry: &Entry, policy: Policy) -> bool {
     let all = is_root() && !policy.server;
     (entry.extra().xattrs.as_ref()).is_some_and(|xattrs| xattr::remove_others(fd, xattrs, all) > 0)
 }
@@ -216,8 +250,8 @@ fn local_owner(entry: &Entry) -> Option<(Uid, Gid)> {
     Some((Uid::from_raw(uid), Gid::from_raw(gid)))
 }
 
-/// Whether what is at `fd` (described by `stat`) differs from what [`apply`] and
-/// [`remove_other_xattrs`] would give it under `policy`: its mode, its owner (only
+/// Whether what is at `fd` (described by `stat`) differs from what
+/// [`apply_in_place`] would give it under `policy`: its mode, its owner (only
 /// where it would be applied), an offered extended attribute it lacks or holds
 /// otherwise, or one it holds that an offered object does not name, and, with `times`,
 /// its modification time (a side without nanoseconds matches any). Changes nothing

@@ -41,9 +41,8 @@ impl Resolver<'_> {
             return Ok(false);
         }
         if !dry_run {
-            meta::apply(&file, entry, policy)
+            meta::apply_in_place(&file, entry, policy)
                 .map_err(|err| Refusal::io(path, "cannot set its metadata", err))?;
-            meta::remove_other_xattrs(&file, entry, policy);
         }
         Ok(true)
     }

@@ -290,8 +290,8 @@ impl<'a> Resolver<'a> {
         })?;
         // A server keeps reading, writing and searching what it holds.
         let policy = self.policy(0o700);
-        meta::remove_other_xattrs(&*dir, entry, policy);
-        meta::apply(&*dir, entry, policy)
+        meta::apply_in_place(&*dir, entry, policy)
+            .map(|_| ())
             .map_err(|err| Refusal::io(path, "cannot set its metadata", err))
     }
 
