@@ -169,11 +169,15 @@ pub(crate) fn holds(fd: impl AsFd, xattrs: &Xattrs, all: bool, cap: Option<usize
     })
 }
 
-/// Whether `fd` holds an attribute `all` allows that `xattrs` does not name: one
-/// [`remove_others`] would remove.
-pub(crate) fn has_others(fd: impl AsFd, xattrs: &Xattrs, all: bool) -> bool {
+/// Whether `fd` holds an attribute `all` allows that [`apply`] with `cap` would not
+/// keep: one `xattrs` does not name, which [`remove_others`] removes, or, with a
+/// `cap`, one it names that the cap leaves out, which [`make_room`] removes (an
+/// entry over the cap that holds each kept one is not the same).
+pub(crate) fn has_others(fd: impl AsFd, xattrs: &Xattrs, all: bool, cap: Option<usize>) -> bool {
+    let kept = kept(xattrs, all, cap);
     let listed = listed(&fd);
-    settable_names(&listed, all).any(|name| removable(name) && !xattrs.contains_key(name))
+    settable_names(&listed, all)
+        .any(|name| removable(name) && kept.binary_search_by(|(k, _)| (*k).cmp(name)).is_err())
 }
 
 /// Whether an attribute the source lacks may go: never a security label or an ACL
@@ -232,9 +236,9 @@ mod tests {
             return;
         }
         let none = Xattrs::new();
-        assert!(has_others(&file, &none, true));
+        assert!(has_others(&file, &none, true, None));
         assert_eq!(remove_others(&file, &none, true), 1);
-        assert!(!has_others(&file, &none, true));
+        assert!(!has_others(&file, &none, true, None));
         let mut left = vec![0u8; 256];
         let len = rustix::fs::flistxattr(&file, &mut left[..]).unwrap();
         assert!(

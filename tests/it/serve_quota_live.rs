@@ -581,3 +581,43 @@ fn attributes_kept_within_4_kib_follow_the_offer_and_a_second_run_finds_them_sam
         }
     }
 }
+
+/// An entry that holds more than a server's 4 KiB of attributes (from a server
+/// before the cap, or set beside it) is not found the same for holding each
+/// attribute the offer names that the cap keeps: the ones the cap leaves out go,
+/// and a second run finds it the same.
+#[test]
+fn an_entry_over_4_kib_of_attributes_is_brought_within_it_though_each_kept_one_is_there() {
+    use crate::util::tree::{set_mtime, set_xattr, xattrs_of};
+    let site = Site::new();
+    site.users(&[("alice", "")]);
+    let Some(_home) = Tmpfs::mount(&site.home("alice"), 16 << 20) else {
+        return;
+    };
+    let Some(_source) = Tmpfs::mount(&site.path().join("source"), 16 << 20) else {
+        return;
+    };
+    let tree = site.path().join("source/tree");
+    let file = tree.join("f");
+    crate::util::server::write(&file, b"f");
+    let landed = site.home("alice").join("tree/f");
+    crate::util::server::write(&landed, b"f");
+    for path in [&file, &landed] {
+        set_xattr(path, "user.a", &[1; 3000]).expect("an attribute of 3000 bytes");
+        set_xattr(path, "user.b", &[2; 3000]).expect("another");
+        set_mtime(path, 1_000_000_000, 0);
+    }
+    let server = site.serve(&[]);
+    let send = || {
+        let mut command = as_user(&site, "alice", &["send", "-f", "-X", "-i"]);
+        let sent = crate::util::run(command.arg(&tree).arg(server.addr()));
+        expect_exit(&sent, 0, "sent");
+        String::from_utf8_lossy(&sent.stdout).into_owned()
+    };
+    let first = send();
+    assert!(first.contains("attrs    tree/f"), "{first}");
+    let names: Vec<Vec<u8>> = xattrs_of(&landed).into_keys().collect();
+    assert_eq!(names, [b"user.a".to_vec()], "within 4 KiB");
+    let second = send();
+    assert!(!second.contains("tree/f"), "nothing changed: {second}");
+}

@@ -267,7 +267,8 @@ pub(crate) fn differs(
     let time = times && time_differs(stat, entry);
     let xattrs = entry.extra().xattrs.as_ref().is_some_and(|xattrs| {
         let all = is_root() && !policy.server;
-        !xattr::holds(&fd, xattrs, all, xattr_cap(policy)) || xattr::has_others(&fd, xattrs, all)
+        let cap = xattr_cap(policy);
+        !xattr::holds(&fd, xattrs, all, cap) || xattr::has_others(&fd, xattrs, all, cap)
     });
     mode || owner_differs(stat, entry, policy) || time || xattrs
 }
