@@ -59,7 +59,8 @@ pub(crate) fn run(options: &RecvOptions) -> Result<()> {
         recv::session(conn, &destination, &claims, settings, None, tally)?;
         tally.verdict()
     });
-    let kept = if options.stdout {
+    // Without resume a file lands in an unnamed temporary: nothing of it stays.
+    let kept = if options.stdout || !settings.resume {
         Kept::Nothing
     } else {
         Kept::Here

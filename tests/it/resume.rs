@@ -709,3 +709,42 @@ fn an_interrupted_get_to_standard_output_promises_no_partial_data() {
     assert!(!said.contains("kept here"), "{said}");
     assert!(!said.contains("rerun"), "{said}");
 }
+
+/// `get --no-resume` keeps nothing of an interrupted file (it lands in an unnamed
+/// temporary), so Ctrl-C does not promise a rerun that resumes, and leaves nothing.
+#[test]
+fn an_interrupted_get_without_resume_promises_no_partial_data() {
+    let site = Site::new();
+    site.users(&[("alice", "")]);
+    let server = site.serve(&[]);
+    write(&site.home("alice").join("big.bin"), &pattern(8 << 20, 4));
+    let into = site.path().join("into");
+    fs::create_dir(&into).unwrap();
+    let mut get = as_user(&site, "alice", &["get", &server.at("big.bin")]);
+    let mut get = get
+        .arg(&into)
+        .args(["--limit-rate", "1M", "--no-resume"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn xfer get --no-resume");
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(get.id() as i32).unwrap(),
+        rustix::process::Signal::INT,
+    )
+    .unwrap();
+    let status = wait_for(&mut get, TIMEOUT);
+    let mut said = String::new();
+    get.stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut said)
+        .unwrap();
+    assert_eq!(status.code(), Some(130), "{said}");
+    assert!(said.contains("nothing is kept to resume from"), "{said}");
+    assert_eq!(
+        fs::read_dir(&into).unwrap().count(),
+        0,
+        "nothing left in {into:?}"
+    );
+}
