@@ -360,6 +360,9 @@ struct Pending {
     forget: bool,
     /// Stop the `put`s begun before now, for this reason ([`Ledger::stop_puts`]).
     stop: Option<&'static str>,
+    /// How many stops and forgets were asked so far, applied or not: the
+    /// generation the books have once all are applied ([`Ledger::generation`]).
+    asked: u64,
 }
 
 /// Why a `put` stops when its home is no longer its user's.
@@ -386,6 +389,7 @@ impl Ledger {
             let mut pending = self.pending();
             pending.limits = limits.or(pending.limits);
             pending.forget |= forget;
+            pending.asked += u64::from(forget);
         }
         if let Ok(mut books) = self.0.books.try_lock() {
             self.apply_pending(&mut books);
@@ -400,11 +404,13 @@ impl Ledger {
     }
 
     fn apply_pending(&self, books: &mut Books) {
-        let Pending {
-            limits,
-            forget,
-            stop,
-        } = std::mem::take(&mut *self.pending());
+        let (limits, forget, stop, asked) = {
+            let mut pending = self.pending();
+            let asked = pending.asked;
+            let taken = std::mem::take(&mut *pending);
+            pending.asked = asked;
+            (taken.limits, taken.forget, taken.stop, asked)
+        };
         if let Some(limits) = limits {
             books.limits = limits;
         }
@@ -412,22 +418,29 @@ impl Ledger {
             books.counted = false;
         }
         if let Some(why) = forget.then_some(HOME_CHANGED).or(stop) {
-            books.generation += 1;
+            books.generation = asked;
             books.stopped = why;
         }
     }
 
     /// How many times a reload stopped this home's sessions so far (see
     /// [`Books::still`]): taken before a request is checked against the users.
+    /// Read beside the books, never waiting for them: every request takes it (a
+    /// `list` or `get` too), and the books may be held by a write on a stalled
+    /// disk or a whole count of the home (a reload counts every home again).
     pub(crate) fn generation(&self) -> u64 {
-        self.books().generation
+        self.pending().asked
     }
 
     /// Stops the `put`s begun before now at their next write or removal, told
     /// `why`: their user may no longer write as they did (a reload changed the
     /// user's key or made them read-only). The count stays.
     pub(crate) fn stop_puts(&self, why: &'static str) {
-        self.pending().stop = Some(why);
+        {
+            let mut pending = self.pending();
+            pending.stop = Some(why);
+            pending.asked += 1;
+        }
         if let Ok(mut books) = self.0.books.try_lock() {
             self.apply_pending(&mut books);
         }
@@ -751,6 +764,30 @@ mod tests {
         let checked = ledger.generation();
         assert!(ledger.books().still(checked).is_ok());
         assert!(ledger.account("").begun_since(checked).is_ok());
+    }
+
+    /// Every request takes the generation before it reads the users (a `list` or a
+    /// `get` too): it never waits for the books, which a write on a stalled disk or
+    /// a reload's count of the whole home may hold for long; a stop asked while
+    /// they are held is in it at once, and in the books once they are taken.
+    #[test]
+    fn the_generation_is_read_without_waiting_for_the_books() {
+        let ledger = ledger(100, 3);
+        let held = ledger.books();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let other = ledger.clone();
+        std::thread::spawn(move || {
+            let before = other.generation();
+            other.stop_puts("this user may only read now");
+            tx.send((before, other.generation())).unwrap();
+        });
+        let read = rx.recv_timeout(std::time::Duration::from_secs(5));
+        let (before, after) = read.expect("the generation waited for the books");
+        assert_eq!(after, before + 1);
+        drop(held);
+        assert!(ledger.books().still(before).is_err());
+        assert!(ledger.books().still(after).is_ok());
+        assert!(ledger.account("").begun_since(after).is_ok());
     }
 
     #[test]

@@ -200,3 +200,31 @@ fn a_get_in_flight_reads_nothing_from_a_home_a_reload_gave_away() {
     assert_eq!(received.files["tree/a.txt"], b"alice's a\n");
     assert_eq!(received.files["tree/b.txt"], b"bob's secret\n");
 }
+
+/// A reload that only changes alice's quota (and another user's) stops nothing of
+/// hers: an upload in flight completes, and her session goes on to make, rename
+/// and remove directories and to download; each is on the disk as it says.
+#[test]
+fn a_reload_that_only_changes_a_quota_stops_nothing() {
+    use crate::util::site::{finish_put, put_begun};
+    let site = Site::new();
+    site.users(&[("alice", "quota = 5000000"), ("bob", "")]);
+    let server = site.serve(&[]);
+    let content = pattern(300_000, 3);
+    let mut writer = put_begun(&server, "alice", "big.bin", &content, 100_000);
+    let mut other = server.login("alice");
+    other.mkdir("d1").unwrap();
+    site.users(&[("alice", "quota = 6000000"), ("bob", "quota = 10")]);
+    server.reload(1);
+    let answer = finish_put(&mut writer, 0, "big.bin", &content, 100_000);
+    assert_eq!(answer["type"], "ok", "{answer}");
+    other.mkdir("d2").unwrap();
+    other.rename("d1", "d3").unwrap();
+    other.remove("d2").unwrap();
+    let got = other.get(&["big.bin"]).unwrap();
+    assert_eq!(got.files["big.bin"], content);
+    let home = site.home("alice");
+    assert_eq!(std::fs::read(home.join("big.bin")).unwrap(), content);
+    assert_eq!(names_in(&home), ["big.bin", "d3"]);
+    check_home(&site, &server, "alice", 6_000_000);
+}
