@@ -149,6 +149,8 @@ pub(crate) struct Books {
     /// Counted from the disk yet (at the first login since the server started)?
     pub(crate) counted: bool,
     pub(crate) limits: Limits,
+    /// The version of the users `limits` came from ([`Books::take_limits`]).
+    limits_from: u64,
     /// Bytes and entries on disk beneath the home, partials and temporaries,
     /// directories and links included.
     pub(crate) on_disk: Footprint,
@@ -170,6 +172,16 @@ pub(crate) struct Books {
 }
 
 impl Books {
+    /// Takes `limits` from the users of version `from`, unless the books hold
+    /// limits of newer users already (a session that read the users just before a
+    /// reload must not put the old quota back after it).
+    pub(crate) fn take_limits(&mut self, limits: Limits, from: u64) {
+        if from >= self.limits_from {
+            self.limits = limits;
+            self.limits_from = from;
+        }
+    }
+
     /// `denied` if a reload stopped this home's sessions since `since` (a
     /// [`Ledger::generation`]): a request checked against the users before it
     /// changes nothing (the home may be another user's now).
@@ -356,7 +368,8 @@ struct Shared {
 /// A reload's changes, applied by whoever takes the books next.
 #[derive(Debug, Default)]
 struct Pending {
-    limits: Option<Limits>,
+    /// New limits, with the version of the users they came from.
+    limits: Option<(Limits, u64)>,
     forget: bool,
     /// Stop the `put`s begun before now, for this reason ([`Ledger::stop_puts`]).
     stop: Option<&'static str>,
@@ -384,10 +397,14 @@ impl Ledger {
     /// Asks for new limits, or for the home to be forgotten ([`Ledger::forget`]),
     /// without waiting for the books: applied now if they are free, else by the
     /// next taker (an upload's next write, which then meets them).
-    pub(crate) fn ask(&self, limits: Option<Limits>, forget: bool) {
+    pub(crate) fn ask(&self, limits: Option<(Limits, u64)>, forget: bool) {
         {
             let mut pending = self.pending();
-            pending.limits = limits.or(pending.limits);
+            // Of two asked before the books took either, the newer users' limits.
+            pending.limits = match (pending.limits, limits) {
+                (Some(held), Some(asked)) if held.1 > asked.1 => Some(held),
+                (held, asked) => asked.or(held),
+            };
             pending.forget |= forget;
             pending.asked += u64::from(forget);
         }
@@ -411,8 +428,8 @@ impl Ledger {
             pending.asked = asked;
             (taken.limits, taken.forget, taken.stop, asked)
         };
-        if let Some(limits) = limits {
-            books.limits = limits;
+        if let Some((limits, from)) = limits {
+            books.take_limits(limits, from);
         }
         if forget {
             books.counted = false;
@@ -790,6 +807,37 @@ mod tests {
         assert!(ledger.account("").begun_since(after).is_ok());
     }
 
+    /// Limits of older users never overwrite those of newer ones: a session that
+    /// read the users just before a reload, or a login waiting behind a reload's
+    /// count, sets its limits after the reload set the new ones.
+    #[test]
+    fn limits_of_older_users_never_overwrite_newer_ones() {
+        let ledger = ledger(100, 3);
+        let (old, new) = (
+            Limits {
+                bytes: Some(100),
+                files: Some(3),
+            },
+            Limits {
+                bytes: Some(10),
+                files: Some(1),
+            },
+        );
+        ledger.set_limits(new, 2);
+        ledger.set_limits(old, 1);
+        assert_eq!(ledger.usage().1, new);
+        // The same while the books are held: both wait as pending changes.
+        let held = ledger.books();
+        ledger.set_limits(old, 1);
+        ledger.set_limits(new, 3);
+        ledger.set_limits(old, 2);
+        drop(held);
+        assert_eq!(ledger.usage().1, new);
+        // A newer one goes on applying.
+        ledger.set_limits(old, 4);
+        assert_eq!(ledger.usage().1, old);
+    }
+
     #[test]
     fn an_entry_is_admitted_for_its_whole_size_and_charged_as_written() {
         let ledger = ledger(100, 3);
@@ -895,10 +943,11 @@ mod tests {
         let account = ledger.account("");
         let _admitted = account.reserve("f", fp(0, 0), fp(80, 1)).unwrap();
         ledger.books().grew("f", 40, 1);
-        ledger.set_limits(Limits {
+        let lowered = Limits {
             bytes: Some(50),
             files: Some(1),
-        });
+        };
+        ledger.set_limits(lowered, 1);
         let books = ledger.books();
         assert!(account.may_add(&books, "f", fp(10, 0), "f").is_ok());
         let over = account.may_add(&books, "f", fp(11, 0), "f").unwrap_err();

@@ -12,14 +12,15 @@ use super::ledger::{deep_enough, nameable};
 
 impl Ledger {
     /// Counts `home` from the disk if it was not yet, under this ledger's lock
-    /// only (other users' logins do not wait for it), and takes `limits`.
-    pub(crate) fn open(&self, home: &Home, limits: Limits) {
+    /// only (other users' logins do not wait for it), and takes `limits` (from the
+    /// users of version `from`: never over those of newer users).
+    pub(crate) fn open(&self, home: &Home, (limits, from): (Limits, u64)) {
         let mut books = self.books();
         if !books.counted {
             books.on_disk = home.footprint();
             books.counted = true;
         }
-        books.limits = limits;
+        books.take_limits(limits, from);
     }
 
     /// Counts `home` from the disk again, if it was counted, under this ledger's
@@ -33,9 +34,10 @@ impl Ledger {
         }
     }
 
-    /// New limits (the users file was read again), applied at once.
-    pub(crate) fn set_limits(&self, limits: Limits) {
-        self.ask(Some(limits), false);
+    /// New limits (the users file was read again), of the users of version `from`,
+    /// applied at once unless the ledger holds newer users' already.
+    pub(crate) fn set_limits(&self, limits: Limits, from: u64) {
+        self.ask(Some((limits, from)), false);
     }
 
     /// What is on disk and what may be, for `usage`.

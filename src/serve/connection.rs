@@ -36,7 +36,7 @@ fn reason_to_end(was: &User, now: Option<&User>) -> Option<&'static str> {
 /// Serves `conn`'s requests.
 pub(crate) fn serve(server: &Server, conn: &mut TcpConnection, peer: SocketAddr) -> Result<()> {
     let name = conn.negotiated.user().unwrap_or_default().to_string();
-    let users = server.users.snapshot();
+    let (from, users) = server.users.versioned();
     let Some(user) = users.get(&name).cloned() else {
         return end(
             conn,
@@ -56,7 +56,7 @@ pub(crate) fn serve(server: &Server, conn: &mut TcpConnection, peer: SocketAddr)
             );
         }
     };
-    let ledger = server.ledger(&user, &home);
+    let ledger = server.ledger(&user, &home, from);
     let checked_at = ledger.generation();
     let mut context = Context {
         server,
@@ -110,7 +110,7 @@ fn follow_reload(context: &mut Context<'_>, name: &str) -> Result<(), String> {
     // Taken before the users are read: a reload after this point is seen either
     // by that reading or by the ledger (`Books::still`).
     context.checked_at = context.ledger.generation();
-    let now = context.server.users.snapshot();
+    let (from, now) = context.server.users.versioned();
     let user = now.get(name);
     if let Some(reason) = reason_to_end(&context.user, user) {
         context.log("logout", Err(reason.into()));
@@ -121,7 +121,7 @@ fn follow_reload(context: &mut Context<'_>, name: &str) -> Result<(), String> {
     }
     if let Some(user) = user {
         context.user = user.clone();
-        context.ledger.set_limits(user.limits);
+        context.ledger.set_limits(user.limits, from);
     }
     Ok(())
 }

@@ -89,9 +89,10 @@ impl Server {
 
     /// The ledger of `user`'s home, counted from the disk the first time under its
     /// own lock (a large home delays only its own user's first login).
-    fn ledger(&self, user: &User, home: &Home) -> Ledger {
+    /// `from`: the version of the users `user` was read from.
+    fn ledger(&self, user: &User, home: &Home, from: u64) -> Ledger {
         let ledger = self.ledger_of(&user.home);
-        ledger.open(home, user.limits);
+        ledger.open(home, (user.limits, from));
         ledger
     }
 
@@ -116,7 +117,7 @@ impl Server {
     /// nothing more in the forgotten home; nor does one of a user removed, whose
     /// home moved (though the old one is another user's now), whose key changed
     /// or who may only read now (`before`: the users until now).
-    fn follow_users(&self, before: &Users, users: &Users) {
+    fn follow_users(&self, before: &Users, (from, users): (u64, &Users)) {
         let limits: HashMap<&Path, _> = users
             .all()
             .into_iter()
@@ -129,7 +130,7 @@ impl Server {
             .collect();
         for (home, ledger) in self.all_ledgers() {
             match limits.get(home.as_path()) {
-                Some(limits) => ledger.set_limits(*limits),
+                Some(limits) => ledger.set_limits(*limits, from),
                 None => ledger.forget(),
             }
             if let Some(why) = stopped.get(home.as_path()) {
@@ -560,7 +561,8 @@ fn watch_for_reload(
                         let summary = users.summary();
                         let before = server.users.snapshot();
                         server.users.replace(users);
-                        server.follow_users(&before, &server.users.snapshot());
+                        let (from, now) = server.users.versioned();
+                        server.follow_users(&before, (from, &now));
                         report::line(&format!(
                             "xfer: reloaded {}: {summary}, realm {realm:?}",
                             escape_path(&file),

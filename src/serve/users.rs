@@ -337,23 +337,29 @@ impl Lines<'_> {
 }
 
 /// The users a running server knows, swapped whole when SIGHUP reloads the file:
-/// a connection keeps the snapshot it started with.
-pub(crate) struct UserStore(RwLock<Arc<Users>>);
+/// a connection keeps the snapshot it started with. Each set of users has a
+/// version, counted from 0 by the reloads: limits taken from an older one never
+/// overwrite those of a newer one (`Ledger::set_limits`).
+pub(crate) struct UserStore(RwLock<(u64, Arc<Users>)>);
 
 impl UserStore {
     pub(crate) fn new(users: Users) -> UserStore {
-        UserStore(RwLock::new(Arc::new(users)))
+        UserStore(RwLock::new((0, Arc::new(users))))
     }
 
     pub(crate) fn snapshot(&self) -> Arc<Users> {
-        self.0
-            .read()
-            .expect("no panics while holding the lock")
-            .clone()
+        self.versioned().1
+    }
+
+    /// The users and their version.
+    pub(crate) fn versioned(&self) -> (u64, Arc<Users>) {
+        let held = self.0.read().expect("no panics while holding the lock");
+        (held.0, held.1.clone())
     }
 
     pub(crate) fn replace(&self, users: Users) {
-        *self.0.write().expect("no panics while holding the lock") = Arc::new(users);
+        let mut held = self.0.write().expect("no panics while holding the lock");
+        *held = (held.0 + 1, Arc::new(users));
     }
 }
 
