@@ -846,8 +846,8 @@ fn fetched_entry(name: String, kind: EntryKind, stat: &Stat) -> Entry {
         // without `meta` or that did not ask for runs: `Fetch::dense`), so a `get`
         // keeps them as a `send` does.
         sparse: (kind == EntryKind::File
-            && (stat.st_blocks as u64).saturating_mul(512) < stat.st_size as u64)
-            .then_some(true),
+            && super::has_holes(stat.st_blocks as u64, stat.st_size as u64))
+        .then_some(true),
         ..Entry::default()
     }
 }

@@ -28,6 +28,14 @@ use rustix::io::Errno;
 use crate::escape::escape;
 use crate::proto::message::ErrorCode;
 
+/// Whether a regular file of `size` bytes that takes `blocks` 512-byte blocks is
+/// sent as runs (`sparse`): fewer blocks than bytes, so it has holes (or is
+/// compressed, and then reads as one run). The walk of `send` and a server's `get`
+/// both judge by this.
+pub(crate) fn has_holes(blocks: u64, size: u64) -> bool {
+    blocks.saturating_mul(512) < size
+}
+
 /// Why an entry or a request was not (or could not be) carried out: the code for
 /// the peer and a message, already escaped.
 #[derive(Debug, Clone, PartialEq, Eq)]

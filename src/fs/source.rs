@@ -652,7 +652,7 @@ fn entry_at(kind: EntryKind, meta: &Metadata) -> Entry {
         mtime_ns: u32::try_from(meta.mtime_nsec()).ok().filter(|ns| *ns != 0),
         // Fewer blocks than bytes: it has holes (or is compressed, which then
         // reads as one run). Sent as runs under `meta`, dense otherwise.
-        sparse: (kind == EntryKind::File && meta.blocks().saturating_mul(512) < meta.len())
+        sparse: (kind == EntryKind::File && super::has_holes(meta.blocks(), meta.len()))
             .then_some(true),
         ..Entry::default()
     }
