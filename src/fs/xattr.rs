@@ -116,7 +116,7 @@ fn kept(xattrs: &Xattrs, all: bool, cap: Option<usize>) -> Vec<(&str, Vec<u8>)> 
 fn make_room(fd: impl AsFd, kept: &mut [(&str, Vec<u8>)], all: bool) {
     let held = holding(&fd, all);
     for name in held.keys() {
-        if kept.binary_search_by(|(k, _)| (*k).cmp(name)).is_err() {
+        if stray(name, kept) {
             let _ = rustix::fs::fremovexattr(&fd, name.as_str());
         }
     }
@@ -153,9 +153,9 @@ fn listed(fd: impl AsFd) -> Vec<u8> {
 /// Removes from `fd` the attributes `all` allows that `xattrs` does not name: what a
 /// file kept in place of a new one must lose to match it. Returns how many went.
 pub(crate) fn remove_others(fd: impl AsFd, xattrs: &Xattrs, all: bool) -> usize {
-    let listed = listed(&fd);
+    let (listed, kept) = (listed(&fd), kept(xattrs, all, None));
     settable_names(&listed, all)
-        .filter(|name| removable(name) && !xattrs.contains_key(*name))
+        .filter(|name| stray(name, &kept))
         .filter(|name| rustix::fs::fremovexattr(&fd, *name).is_ok())
         .count()
 }
@@ -174,10 +174,14 @@ pub(crate) fn holds(fd: impl AsFd, xattrs: &Xattrs, all: bool, cap: Option<usize
 /// `cap`, one it names that the cap leaves out, which [`make_room`] removes (an
 /// entry over the cap that holds each kept one is not the same).
 pub(crate) fn has_others(fd: impl AsFd, xattrs: &Xattrs, all: bool, cap: Option<usize>) -> bool {
-    let kept = kept(xattrs, all, cap);
-    let listed = listed(&fd);
-    settable_names(&listed, all)
-        .any(|name| removable(name) && kept.binary_search_by(|(k, _)| (*k).cmp(name)).is_err())
+    let (listed, kept) = (listed(&fd), kept(xattrs, all, cap));
+    settable_names(&listed, all).any(|name| stray(name, &kept))
+}
+
+/// Whether the attribute `name` an entry holds goes, being none of `kept` (in name
+/// order): every one that is not [`kept`] but a label or an ACL ([`removable`]).
+fn stray(name: &str, kept: &[(&str, Vec<u8>)]) -> bool {
+    removable(name) && kept.binary_search_by(|(k, _)| (*k).cmp(name)).is_err()
 }
 
 /// Whether an attribute the source lacks may go: never a security label or an ACL
