@@ -499,19 +499,46 @@ fn recount_in_background(server: &Arc<Server>) {
     }
 }
 
+/// What a reload took from a user that their sessions rely on.
+#[derive(Debug, Clone, Copy)]
+enum Lost {
+    /// They are no user any more.
+    Account,
+    /// Their home is another directory (the old one may be another user's now).
+    Home,
+    /// Their key or password changed: whoever holds the session may not be them.
+    Key,
+    /// They may only read now.
+    Writing,
+}
+
+/// What `was` lost now that the users are `now`, if anything.
+fn lost(was: &User, now: &Users) -> Option<Lost> {
+    let Some(now) = now.get(&was.name) else {
+        return Some(Lost::Account);
+    };
+    if now.home != was.home {
+        Some(Lost::Home)
+    } else if now.key.bytes() != was.key.bytes() {
+        Some(Lost::Key)
+    } else if now.read_only && !was.read_only {
+        Some(Lost::Writing)
+    } else {
+        None
+    }
+}
+
 /// Why `was` may no longer read what their session opened as their home: removed,
 /// given another home, or another key (whoever holds the session may not be them).
 /// A user made read-only still reads.
 fn no_longer_reads(was: &User, now: &Users) -> Option<&'static str> {
-    match now.get(&was.name) {
-        None => Some("this user was removed from the server (a reload of the users file)"),
-        Some(now) if now.home != was.home => {
-            Some("this user's home changed on the server (a reload of the users file)")
-        }
-        Some(now) if now.key.bytes() != was.key.bytes() => {
+    match lost(was, now)? {
+        Lost::Account => Some("this user was removed from the server (a reload of the users file)"),
+        Lost::Home => Some("this user's home changed on the server (a reload of the users file)"),
+        Lost::Key => {
             Some("this user's key or password changed on the server (a reload of the users file)")
         }
-        Some(_) => None,
+        Lost::Writing => None,
     }
 }
 
@@ -520,24 +547,19 @@ fn no_longer_reads(was: &User, now: &Users) -> Option<&'static str> {
 /// another user's now, or nobody's, and then forgotten as well), their key (or
 /// password) changed, or they may only read.
 fn no_longer_writes(was: &User, now: &Users) -> Option<&'static str> {
-    let Some(now) = now.get(&was.name) else {
-        return Some(
-            "this user was removed from the server (a reload of the users file); \
-             the upload stops",
-        );
-    };
-    if now.home != was.home {
-        Some(HOME_CHANGED)
-    } else if now.key.bytes() != was.key.bytes() {
-        Some(
+    Some(match lost(was, now)? {
+        Lost::Account => {
+            "this user was removed from the server (a reload of the users file); the upload stops"
+        }
+        Lost::Home => HOME_CHANGED,
+        Lost::Key => {
             "this user's key or password changed on the server (a reload of the users \
-             file); the upload stops",
-        )
-    } else if now.read_only && !was.read_only {
-        Some("this user may only read now (a reload of the users file); the upload stops")
-    } else {
-        None
-    }
+             file); the upload stops"
+        }
+        Lost::Writing => {
+            "this user may only read now (a reload of the users file); the upload stops"
+        }
+    })
 }
 
 fn watch_for_reload(
