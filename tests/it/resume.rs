@@ -602,6 +602,12 @@ fn interrupt_once_partial(child: &mut std::process::Child, dir: &Path) -> (Strin
         assert!(started.elapsed() < TIMEOUT, "no partial data arrived");
         std::thread::sleep(Duration::from_millis(20));
     }
+    interrupt(child)
+}
+
+/// Sends SIGINT to `child` and waits for it: what it said on stderr, and its exit
+/// code.
+fn interrupt(child: &mut std::process::Child) -> (String, Option<i32>) {
     rustix::process::kill_process(
         rustix::process::Pid::from_raw(child.id() as i32).unwrap(),
         rustix::process::Signal::INT,
@@ -691,20 +697,9 @@ fn an_interrupted_get_to_standard_output_promises_no_partial_data() {
     let mut first = [0u8; 4096];
     stdout.read_exact(&mut first).expect("some data on stdout");
     let drain = std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
-    rustix::process::kill_process(
-        rustix::process::Pid::from_raw(get.id() as i32).unwrap(),
-        rustix::process::Signal::INT,
-    )
-    .unwrap();
-    let status = wait_for(&mut get, TIMEOUT);
+    let (said, code) = interrupt(&mut get);
     let _ = drain.join();
-    let mut said = String::new();
-    get.stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut said)
-        .unwrap();
-    assert_eq!(status.code(), Some(130), "{said}");
+    assert_eq!(code, Some(130), "{said}");
     assert!(said.contains("interrupted"), "{said}");
     assert!(!said.contains("kept here"), "{said}");
     assert!(!said.contains("rerun"), "{said}");
@@ -728,19 +723,8 @@ fn an_interrupted_get_without_resume_promises_no_partial_data() {
         .spawn()
         .expect("spawn xfer get --no-resume");
     std::thread::sleep(std::time::Duration::from_millis(1500));
-    rustix::process::kill_process(
-        rustix::process::Pid::from_raw(get.id() as i32).unwrap(),
-        rustix::process::Signal::INT,
-    )
-    .unwrap();
-    let status = wait_for(&mut get, TIMEOUT);
-    let mut said = String::new();
-    get.stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut said)
-        .unwrap();
-    assert_eq!(status.code(), Some(130), "{said}");
+    let (said, code) = interrupt(&mut get);
+    assert_eq!(code, Some(130), "{said}");
     assert!(said.contains("nothing is kept to resume from"), "{said}");
     assert_eq!(
         fs::read_dir(&into).unwrap().count(),

@@ -5,7 +5,7 @@
 
 use crate::util;
 use crate::util::pattern;
-use crate::util::peer::SendEntry;
+use crate::util::peer::{Decision, Received, SendEntry};
 use crate::util::server::write;
 use crate::util::server::{Site, client, code, names_in};
 use crate::util::site::check_home;
@@ -147,6 +147,21 @@ fn a_server_starts_beside_a_broken_home_and_serves_everyone_else() {
     );
 }
 
+/// Alice's `get` of her `tree`, with `change` made once it was offered (while
+/// she plans, before any file is opened): what she received.
+fn get_across(server: &crate::util::server::Server, change: impl FnOnce()) -> Received {
+    let mut change = Some(change);
+    let mut alice = server.login("alice");
+    alice
+        .get_into(&["tree"], &mut |_: u64, _: &serde_json::Value| {
+            if let Some(change) = change.take() {
+                change();
+            }
+            Decision::Send
+        })
+        .expect("the transfer ends orderly")
+}
+
 /// A `get` in flight when a reload gives its user's home to someone else opens
 /// nothing more there: alice's files were offered, then (while she planned) the
 /// home became bob's and bob put his own file under one of her names; each file is
@@ -154,26 +169,17 @@ fn a_server_starts_beside_a_broken_home_and_serves_everyone_else() {
 /// that only makes her read-only lets her `get` go on.
 #[test]
 fn a_get_in_flight_reads_nothing_from_a_home_a_reload_gave_away() {
-    use crate::util::peer::Decision;
     let site = Site::new();
     site.users(&[("alice", ""), ("bob", "")]);
     let server = site.serve(&[]);
     let tree = site.home("alice").join("tree");
     write(&tree.join("a.txt"), b"alice's a\n");
     write(&tree.join("b.txt"), b"alice's b\n");
-    let mut alice = server.login("alice");
-    let mut reloaded = false;
-    let received = alice
-        .get_into(&["tree"], &mut |_: u64, _: &serde_json::Value| {
-            if !reloaded {
-                reloaded = true;
-                site.users(&[("alice", "home = \"moved\""), ("bob", "home = \"alice\"")]);
-                server.reload(1);
-                write(&tree.join("b.txt"), b"bob's secret\n");
-            }
-            Decision::Send
-        })
-        .expect("the transfer ends orderly");
+    let received = get_across(&server, || {
+        site.users(&[("alice", "home = \"moved\""), ("bob", "home = \"alice\"")]);
+        server.reload(1);
+        write(&tree.join("b.txt"), b"bob's secret\n");
+    });
     assert!(received.files.is_empty(), "{:?}", received.files);
     assert_eq!(received.failed.len(), 2, "{:?}", received.failed);
     for failed in received.failed.values() {
@@ -184,18 +190,10 @@ fn a_get_in_flight_reads_nothing_from_a_home_a_reload_gave_away() {
 
     site.users(&[("alice", ""), ("bob", "")]);
     server.reload(2);
-    let mut alice = server.login("alice");
-    let mut reloaded = false;
-    let received = alice
-        .get_into(&["tree"], &mut |_: u64, _: &serde_json::Value| {
-            if !reloaded {
-                reloaded = true;
-                site.users(&[("alice", "read_only = true"), ("bob", "")]);
-                server.reload(3);
-            }
-            Decision::Send
-        })
-        .expect("the transfer ends orderly");
+    let received = get_across(&server, || {
+        site.users(&[("alice", "read_only = true"), ("bob", "")]);
+        server.reload(3);
+    });
     assert!(received.failed.is_empty(), "{:?}", received.failed);
     assert_eq!(received.files["tree/a.txt"], b"alice's a\n");
     assert_eq!(received.files["tree/b.txt"], b"bob's secret\n");
