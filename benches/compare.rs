@@ -44,7 +44,8 @@
 //! Environment: `XFER_BENCH_ROUNDS` (default 5; `tree200k` does at most 3, without
 //! the unmeasured warm-up round of the others),
 //! `XFER_BENCH_ONLY`, `XFER_BENCH_SYNC_ROWS` (some rows of `sync`: `big`, `tree_update`,
-//! `new_small_files`, `new_tree_200k`, comma-separated), `XFER_BENCH_SEND_ARGS` (more
+//! `new_small_files`, `new_tree_200k`, comma-separated; `nothing_in_common` runs that row of
+//! `big` alone), `XFER_BENCH_SEND_ARGS` (more
 //! flags for every `xfer send` of `xfer_session`, e.g. `--hash blake3`), `XFER_BENCH_BIN` (another xfer binary to measure, e.g. the
 //! build before a change), `XFER_BENCH_SKIP_10G=1` to skip the 10 GiB run (about a minute),
 //! `XFER_BENCH_DIR` for the scratch directory (default: the system's temporary

@@ -218,7 +218,7 @@ pub(crate) fn read_offer<R: Read>(
         reader,
         transfer.offer_mac(),
         "offer",
-        (MAX_OFFER_ENTRIES, &too_many),
+        (MAX_OFFER_ENTRIES, 0, &too_many),
         |message| match message {
             Message::Offer {
                 entries,
@@ -359,16 +359,18 @@ pub(crate) fn read_removed<R: Read>(
 /// Reads a list of frames (an offer or a plan) and its closing frame: at most
 /// `limit` items (more is `too_many`), each frame fed to `mac`, which must verify,
 /// and a count that must match. `items` and `end` take the list's frames apart.
+/// Room for `expected` items is made at once (a plan has one decision per offered
+/// entry), not by doubling, which copies and touches fresh pages twice over.
 fn read_list<R: Read, T>(
     reader: &mut FrameReader<R>,
     mut mac: FramesMac,
     name: &str,
-    (limit, too_many): (usize, &dyn Fn() -> anyhow::Error),
+    (limit, expected, too_many): (usize, usize, &dyn Fn() -> anyhow::Error),
     items: impl Fn(Message) -> Result<(Vec<T>, bool), Message>,
     check: impl Fn(&[T]) -> Result<()>,
     end: impl Fn(Message) -> Result<(u64, String), Message>,
 ) -> Result<Vec<T>> {
-    let mut list = Vec::new();
+    let mut list = Vec::with_capacity(expected);
     loop {
         let payload = reader
             .read_payload()?
@@ -531,7 +533,7 @@ pub(crate) fn read_plan<R: Read>(
         reader,
         transfer.plan_mac(),
         "plan",
-        (offered, &too_many),
+        (offered, offered, &too_many),
         |message| match message {
             Message::Plan { entries, more } => Ok((entries, more)),
             other => Err(other),
