@@ -6,30 +6,27 @@ use std::net::SocketAddr;
 
 use anyhow::Result;
 
-use super::Server;
 use super::request::{self, Context, Flow};
 use super::users::User;
+use super::{Lost, Server};
 use crate::error::{Kind, kind_of};
 use crate::net::TcpConnection;
 use crate::proto::message::{ErrorCode, Message};
 use crate::proto::wire::Hangup;
 use crate::transfer::end_session;
 
-/// Why a reload ends a connection of `was`: the user is gone, or something that
-/// decides who they are or what they may reach changed. `None`: they stay (new
-/// limits are applied at once by the caller).
+/// Why a reload ends a connection of `was`: what it took from them (`lost`), or
+/// `read_only` lifted, which the session, opened read-only, would not see.
+/// `None`: they stay (new limits are applied at once by the caller).
 fn reason_to_end(was: &User, now: Option<&User>) -> Option<&'static str> {
-    let Some(now) = now else {
-        return Some("removed from the users file");
-    };
-    if now.home != was.home {
-        Some("home changed")
-    } else if now.key.bytes() != was.key.bytes() {
-        Some("key or password changed")
-    } else if now.read_only != was.read_only {
-        Some("read_only changed")
-    } else {
-        None
+    let lifted = now.is_some_and(|now| was.read_only && !now.read_only);
+    match super::lost_as(was, now) {
+        Some(Lost::Account) => Some("removed from the users file"),
+        Some(Lost::Home) => Some("home changed"),
+        Some(Lost::Key) => Some("key or password changed"),
+        Some(Lost::Writing) => Some("read_only changed"),
+        None if lifted => Some("read_only changed"),
+        None => None,
     }
 }
 

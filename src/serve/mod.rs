@@ -514,7 +514,12 @@ enum Lost {
 
 /// What `was` lost now that the users are `now`, if anything.
 fn lost(was: &User, now: &Users) -> Option<Lost> {
-    let Some(now) = now.get(&was.name) else {
+    lost_as(was, now.get(&was.name))
+}
+
+/// What `was` lost now that their entry in the users is `now` (`None`: removed).
+fn lost_as(was: &User, now: Option<&User>) -> Option<Lost> {
+    let Some(now) = now else {
         return Some(Lost::Account);
     };
     if now.home != was.home {

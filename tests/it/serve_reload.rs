@@ -78,6 +78,30 @@ fn new_limits_apply_at_once_and_a_changed_right_ends_the_session() {
     check_home(&site, &server, "alice", 100_000);
 }
 
+/// `read_only` lifted by a reload ends a session opened read-only too: it would
+/// go on refusing every write, and a new login may write.
+#[test]
+fn a_lifted_read_only_ends_the_session_and_a_new_login_writes() {
+    let site = Site::new();
+    site.users(&[("alice", "read_only = true")]);
+    let server = site.serve(&[]);
+    let mut held = server.login("alice");
+    assert!(held.list("").is_ok());
+    site.users(&[("alice", "")]);
+    server.reload(1);
+    assert!(held.list("").is_err());
+    server.wait_for_log("alice logout: refused: read_only changed", 1);
+    let report = server
+        .login("alice")
+        .put("", &[SendEntry::file("a", pattern(1_000, 1))])
+        .expect("put");
+    assert!(report.delivered(0), "{report:?}");
+    assert_eq!(
+        std::fs::read(site.home("alice").join("a")).unwrap(),
+        pattern(1_000, 1)
+    );
+}
+
 /// Finding 8 of the attack on `serve`: one home that cannot be opened (here bob's,
 /// swapped for a link by someone on the machine) made the server refuse the whole
 /// reload, so removing another user waited on an unrelated broken home. Now the
