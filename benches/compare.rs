@@ -49,7 +49,10 @@
 //! flags for every `xfer send` of `xfer_session`, e.g. `--hash blake3`), `XFER_BENCH_BIN` (another xfer binary to measure, e.g. the
 //! build before a change), `XFER_BENCH_SKIP_10G=1` to skip the 10 GiB run (about a minute),
 //! `XFER_BENCH_DIR` for the scratch directory (default: the system's temporary
-//! directory; it needs about 4 GiB).
+//! directory; it needs about 4 GiB). The rows of many new files want a filesystem
+//! made for the run: ext4 slows every file it creates for minutes after a mass delete
+//! (`recently_deleted` in the kernel's profile), which narrows every ratio, and the
+//! other sections delete what they wrote.
 
 #[path = "compare/sync.rs"]
 mod sync;
