@@ -5,6 +5,7 @@
 //! exits 0. An older receiver that sends no counts leaves it silent; hostile counts
 //! are `protocol`, never a panic; two sessions of one listener each hear their own.
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Output;
 
@@ -196,4 +197,36 @@ fn hostile_counts_from_a_receiver_are_a_protocol_error_not_a_panic() {
         let sent = against_a_receiver_ending_with(end.to_string());
         assert_eq!(sent.status.code(), Some(8), "{end}: {}", stderr_of(&sent));
     }
+}
+
+#[test]
+fn a_directory_the_receiver_may_not_change_is_told_to_the_sender() {
+    let out = tempfile::tempdir().unwrap();
+    let Some(mut receiver) = nobody_receiver(out.path()) else {
+        eprintln!("skipped: needs root and setpriv to run a receiver as nobody");
+        return;
+    };
+    // Root's directory, there already: nobody may merge into it (it is writable
+    // to all) but not change its mode or time.
+    let theirs = out.path().join("d");
+    std::fs::create_dir(&theirs).unwrap();
+    std::fs::set_permissions(&theirs, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let src = tempfile::tempdir().unwrap();
+    let tree = src.path().join("d");
+    std::fs::create_dir(&tree).unwrap();
+    std::fs::set_permissions(&tree, std::fs::Permissions::from_mode(0o750)).unwrap();
+    let sent = send(&[&tree], receiver.port, KEY, &["--json"]);
+    assert!(sent.status.success(), "{}", stderr_of(&sent));
+    let heard = stderr_of(&sent);
+    let note = "note: the receiver could not set the metadata on 1 entry";
+    assert_eq!(heard.matches(note).count(), 1, "{heard}");
+    assert_eq!(not_kept(&sent)[0]["metadata"], 1, "{heard}");
+    let mode = std::fs::metadata(&theirs).unwrap().permissions().mode() & 0o7777;
+    assert_eq!(mode, 0o777, "left as it was");
+    assert!(
+        receiver.stderr().contains("cannot set its metadata"),
+        "{}",
+        receiver.stderr()
+    );
+    receiver.child.kill().unwrap();
 }
