@@ -682,8 +682,16 @@ pub(crate) enum Message {
     },
     /// The report is complete: how many items, and its MAC.
     DeletedEnd { count: u64, mac: String },
-    /// No more from this side.
-    End,
+    /// No more from this side; a receiver's may say what it could not apply
+    /// (docs/PROTOCOL.md 16.3), which an older sender ignores.
+    End {
+        #[serde(
+            default,
+            deserialize_with = "dropped_counts",
+            skip_serializing_if = "Option::is_none"
+        )]
+        dropped: Option<Dropped>,
+    },
     /// Request: list a directory (or describe one path).
     List { path: String },
     /// Answer to `list`; `more` says another listing frame follows.
@@ -735,6 +743,45 @@ pub(crate) enum Message {
     Bye,
 }
 
+/// What a receiver could not apply, in entries per kind (docs/PROTOCOL.md 16.3):
+/// absent members are 0, and unknown ones (kinds added later) are ignored.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub(crate) struct Dropped {
+    /// Entries whose offered owner it did not apply.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub(crate) owners: u64,
+    /// Entries whose setuid/setgid bits did not stay.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub(crate) set_id: u64,
+    /// Entries with an offered extended attribute it did not set.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub(crate) xattrs: u64,
+    /// Entries whose time its filesystem cannot hold.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub(crate) times: u64,
+    /// Entries it held already whose metadata it could not set at all.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub(crate) metadata: u64,
+}
+
+impl Dropped {
+    /// The counts by member name, in the order they are said.
+    pub(crate) fn kinds(&self) -> [(&'static str, u64); 5] {
+        [
+            ("set_id", self.set_id),
+            ("owners", self.owners),
+            ("xattrs", self.xattrs),
+            ("times", self.times),
+            ("metadata", self.metadata),
+        ]
+    }
+
+    /// Whether anything was dropped at all.
+    pub(crate) fn any(&self) -> bool {
+        self.kinds().iter().any(|(_, count)| *count > 0)
+    }
+}
+
 /// The fields of a `usage` frame: none in the request, all in the answer.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Usage {
@@ -783,7 +830,7 @@ impl Message {
             Message::Ok { .. } => "ok",
             Message::Deleted { .. } => "deleted",
             Message::DeletedEnd { .. } => "deleted_end",
-            Message::End => "end",
+            Message::End { .. } => "end",
             Message::List { .. } => "list",
             Message::Listing { .. } => "listing",
             Message::Usage(_) => "usage",
@@ -813,6 +860,10 @@ impl fmt::Display for Message {
     }
 }
 
+fn is_zero(value: &u64) -> bool {
+    *value == 0
+}
+
 fn is_false(value: &bool) -> bool {
     !value
 }
@@ -820,6 +871,26 @@ fn is_false(value: &bool) -> bool {
 /// An optional field that, when present, must hold a value of its type (not `null`).
 fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<T>, D::Error> {
     T::deserialize(d).map(Some)
+}
+
+/// A receiver's `dropped` counts: an object (serde's derive would take an array
+/// for a struct too), each known member a u64, unknown members ignored.
+fn dropped_counts<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Dropped>, D::Error> {
+    use serde::de::Error;
+    let members = serde_json::Map::<String, serde_json::Value>::deserialize(d)?;
+    let count = |name: &str| match members.get(name) {
+        None => Ok(0),
+        Some(value) => value
+            .as_u64()
+            .ok_or_else(|| D::Error::custom(format!("dropped.{name} is not a count"))),
+    };
+    Ok(Some(Dropped {
+        owners: count("owners")?,
+        set_id: count("set_id")?,
+        xattrs: count("xattrs")?,
+        times: count("times")?,
+        metadata: count("metadata")?,
+    }))
 }
 
 /// A field that must be present and may be `null`.
@@ -1280,6 +1351,41 @@ mod tests {
         assert_eq!(serde_json::to_string(&entry).unwrap(), rare);
     }
 
+    #[test]
+    fn a_receivers_dropped_counts_are_an_object_of_counts_and_zeros_are_left_out() {
+        let end = Message::End {
+            dropped: Some(Dropped {
+                set_id: 2,
+                metadata: 1,
+                ..Dropped::default()
+            }),
+        };
+        let json = String::from_utf8(encode(&end)[4..].to_vec()).unwrap();
+        assert_eq!(
+            json,
+            r#"{"type":"end","dropped":{"set_id":2,"metadata":1}}"#
+        );
+        let later = br#"{"type":"end","dropped":{"owners":1,"acls":5}}"#;
+        let Message::End {
+            dropped: Some(dropped),
+        } = decode(later).unwrap()
+        else {
+            panic!("an end with counts");
+        };
+        assert_eq!(dropped.kinds()[1], ("owners", 1));
+        for hostile in [
+            r#"{"type":"end","dropped":[1]}"#,
+            r#"{"type":"end","dropped":null}"#,
+            r#"{"type":"end","dropped":{"owners":-1}}"#,
+            r#"{"type":"end","dropped":{"owners":2.0}}"#,
+            r#"{"type":"end","dropped":{"owners":"2"}}"#,
+            r#"{"type":"end","dropped":{"owners":18446744073709551616}}"#,
+            r#"{"type":"end","dropped":{"owners":1,"owners":1}}"#,
+        ] {
+            assert!(decode(hostile.as_bytes()).is_err(), "{hostile}");
+        }
+    }
+
     fn round_trip(message: Message) {
         let bytes = encode(&message);
         let len = u32::from_be_bytes(bytes[..4].try_into().unwrap()) as usize;
@@ -1696,7 +1802,14 @@ mod tests {
             mac: "cc".repeat(32),
             kept: true,
         });
-        round_trip(Message::End);
+        round_trip(Message::End { dropped: None });
+        round_trip(Message::End {
+            dropped: Some(Dropped {
+                owners: 3,
+                times: u64::MAX,
+                ..Dropped::default()
+            }),
+        });
         round_trip(Message::List { path: "".into() });
         round_trip(Message::Listing {
             entries: vec![Item {
@@ -1871,7 +1984,8 @@ mod tests {
         );
         let usage = String::from_utf8(encode(&Message::Usage(Usage::default()))[4..].to_vec());
         assert_eq!(usage.unwrap(), r#"{"type":"usage"}"#);
-        let json = String::from_utf8(encode(&Message::End)[4..].to_vec()).unwrap();
+        let json =
+            String::from_utf8(encode(&Message::End { dropped: None })[4..].to_vec()).unwrap();
         assert_eq!(json, r#"{"type":"end"}"#);
         let stream = Message::Offer {
             mirror: None,

@@ -684,7 +684,9 @@ mod tests {
         let mut buffer = data(b"x");
         writer.write_data(&mut buffer, 1).unwrap();
         writer.write_end_of_data().unwrap();
-        writer.write_message(&Message::End).unwrap();
+        writer
+            .write_message(&Message::End { dropped: None })
+            .unwrap();
         writer.flush().unwrap();
         let bytes = writer.inner.into_inner().unwrap();
         if features.has(Feature::Aead) {
@@ -710,7 +712,10 @@ mod tests {
         };
         assert_eq!(&buffer[range], b"x");
         assert_eq!(reader.read_data(&mut buffer).unwrap(), Data::End);
-        assert_eq!(reader.read_message().unwrap(), Some(Message::End));
+        assert_eq!(
+            reader.read_message().unwrap(),
+            Some(Message::End { dropped: None })
+        );
         assert_eq!(reader.read_message().unwrap(), None, "clean close");
     }
 
@@ -758,7 +763,7 @@ mod tests {
 
     #[test]
     fn a_close_inside_a_frame_is_a_network_error() {
-        let bytes = wire(&[Message::End]);
+        let bytes = wire(&[Message::End { dropped: None }]);
         for cut in 1..bytes.len() {
             let mut reader = FrameReader::new(Cursor::new(bytes[..cut].to_vec()));
             let err = reader.read_message().unwrap_err();
@@ -814,7 +819,9 @@ mod tests {
     #[test]
     fn a_flipped_bit_in_a_sealed_frame_is_a_verification_error() {
         let (mut writer, initiator) = pair(Features::of(&[Feature::Aead]), None);
-        writer.write_message(&Message::End).unwrap();
+        writer
+            .write_message(&Message::End { dropped: None })
+            .unwrap();
         writer.flush().unwrap();
         let bytes = writer.inner.into_inner().unwrap();
         for bit in (LENGTH_PREFIX * 8)..(bytes.len() * 8) {

@@ -17,7 +17,7 @@ use super::progress;
 use crate::escape::escape;
 use crate::proto::compress::Squeezed;
 use crate::proto::hash::{Digest, HashKind};
-use crate::proto::message::{EntryKind, ErrorCode, ItemKind, KeptWhy};
+use crate::proto::message::{Dropped, EntryKind, ErrorCode, ItemKind, KeptWhy};
 
 pub(crate) use crate::stderr::{line, set_quiet, warn};
 
@@ -548,6 +548,34 @@ impl Reporter {
         });
     }
 
+    /// What the receiver said on its `end` it could not apply (docs/PROTOCOL.md
+    /// 16.3): a note per kind, unless quiet, and with `--json` one `not_kept` event.
+    /// A server's `get` says nothing: its client, the receiver, said it itself.
+    pub(crate) fn not_kept(&self, dropped: &Dropped) {
+        if self.request.is_some() || !dropped.any() {
+            return;
+        }
+        for (kind, count) in dropped.kinds().into_iter().filter(|(_, n)| *n > 0) {
+            let (what, why) = not_kept_words(kind);
+            let shown = entries(usize::try_from(count).unwrap_or(usize::MAX));
+            let text = format!("note: the receiver {what} on {shown}: {why}");
+            self.bar.suspend(|| match self.style.serving {
+                true => warn(&format!("{}: {text}", self.whose())),
+                false => warn(&text),
+            });
+        }
+        self.event(|| {
+            let mut event = json!({"event": "not_kept", "side": "receiver"});
+            for (kind, count) in dropped.kinds() {
+                event[kind] = json!(count);
+            }
+            if self.style.serving {
+                self.identify(&mut event);
+            }
+            event
+        });
+    }
+
     /// Adds who a serving process's event concerns.
     fn identify(&self, event: &mut serde_json::Value) {
         if let Some(peer) = self.peer {
@@ -951,6 +979,23 @@ pub(crate) fn not_there_yet_locally(style: Style, dir: &std::path::Path) {
         crate::escape::escape_path(dir)
     );
     not_there_yet(style, "local", &dir.to_string_lossy(), &message);
+}
+
+/// What the receiver did not do, and the likely why, for a kind of [`Dropped`].
+fn not_kept_words(kind: &str) -> (&'static str, &'static str) {
+    match kind {
+        "set_id" => ("did not keep setuid/setgid", "not root, or a server"),
+        "owners" => ("did not keep owners", "not root, or a server"),
+        "xattrs" => (
+            "did not set extended attributes",
+            "not allowed there, or over a server's 4 KiB",
+        ),
+        "times" => ("did not keep times", "its filesystem cannot hold them"),
+        _ => (
+            "could not set the metadata",
+            "held there already and not its own",
+        ),
+    }
 }
 
 /// A user as logged: `-` for none (a single-key server's nameless user).

@@ -133,6 +133,12 @@ fn a_receiver_that_is_not_root_keeps_what_it_may_and_says_once_what_it_dropped()
     assert_eq!(said.matches("note: owners not kept").count(), 1, "{said}");
     assert!(said.contains("not root"), "{said}");
     assert_faithful(&tree, &out.path().join("tree"), &Check::archive().xattrs());
+    // Every entry but the three hard links carried an owner: the sender, whose
+    // data all arrived (exit 0), hears it from the receiver, once.
+    let heard = stderr_of(&sent);
+    let owners = "note: the receiver did not keep owners on 14 entries: not root, or a server";
+    assert_eq!(heard.matches(owners).count(), 1, "{heard}");
+    assert_eq!(heard.matches("note: the receiver").count(), 1, "{heard}");
 }
 
 #[test]

@@ -50,6 +50,7 @@ mod serve_users;
 mod shell_mirror;
 mod small_files;
 mod tampering;
+mod told_dropped;
 mod transfer;
 mod type_change;
 mod unsent;

@@ -38,6 +38,15 @@ fn a_tree_put_into_a_home_keeps_what_the_server_allows_and_comes_back_by_get() {
     let tree_arg = tree.to_str().unwrap();
     let put = client(&site, "alice", &["send", "-a", tree_arg, &server.at("")]);
     assert_eq!(code(&put), 0, "{}", stderr_of(&put));
+    // What the server did not keep, its client hears (the server's log is not the
+    // user's): the two set-id entries, and as root every owner sent.
+    let heard = stderr_of(&put);
+    let set_id = "note: the receiver did not keep setuid/setgid on 2 entries";
+    assert_eq!(heard.matches(set_id).count(), 1, "{heard}");
+    if rustix::process::geteuid().is_root() {
+        let owners = "note: the receiver did not keep owners on 14 entries";
+        assert_eq!(heard.matches(owners).count(), 1, "{heard}");
+    }
     let stored = site.home("alice").join("tree");
     assert_faithful(&tree, &stored, &served());
     use std::os::unix::fs::PermissionsExt;
@@ -66,6 +75,12 @@ fn a_tree_put_into_a_home_keeps_what_the_server_allows_and_comes_back_by_get() {
     assert_eq!(code(&again), 0, "{}", stderr_of(&again));
     let summary = crate::util::summary_event(&again);
     assert_eq!(summary["bytes"], 0, "{summary}");
+    // The files are the same and left alone; the directories get their metadata
+    // again, the setgid one without its bit.
+    let events = crate::util::stdout_events(&again);
+    let not_kept: Vec<_> = events.iter().filter(|e| e["event"] == "not_kept").collect();
+    assert_eq!(not_kept.len(), 1, "{events:?}");
+    assert_eq!(not_kept[0]["set_id"], 1, "{events:?}");
     check_home(&site, &server, "alice", QUOTA);
 
     let ls = client(&site, "alice", &["ls", "-l", &server.at("tree/links")]);

@@ -4,8 +4,9 @@
 //! a server) and the extended attributes, through a descriptor, or for what cannot
 //! be opened (links, fifos, devices) through its directory without following it.
 //!
-//! What this process may not apply is counted in [`DROPPED`], for the receiver to
-//! say once per session, not once per file.
+//! What may not be applied is counted per entry in the session's [`Dropped`] (a
+//! listener runs sessions at once: each says, and tells its sender, only its own),
+//! for the receiver to say once per session, not once per file.
 
 use std::os::fd::AsFd;
 use std::sync::OnceLock;
@@ -24,30 +25,44 @@ const PERMISSION_BITS: u64 = 0o7777;
 /// for the server's user).
 const SET_ID_BITS: u32 = 0o6000;
 
-/// Who applies, and with which rights.
+/// Who applies, with which rights, and where what it may not apply is counted.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct Policy {
+pub(crate) struct Policy<'a> {
     /// A server's: its own access bits (0o700 for a directory, 0o600 for a file),
     /// no set-id bits, no owners, `user.*` attributes only.
     pub(crate) server: bool,
     /// Bits always set (the server's own access), 0 elsewhere.
     pub(crate) keep: u32,
+    /// The session's counts of what was not applied.
+    pub(crate) dropped: &'a Dropped,
 }
 
-/// What could not be applied since the counters were last taken.
+/// What one session could not apply, in entries per kind: counted by the threads
+/// that apply it, taken once at the end of the session.
+#[derive(Debug, Default)]
 pub(crate) struct Dropped {
+    /// Entries whose setuid/setgid bits did not stay (not root; a server).
     pub(crate) set_id: AtomicUsize,
+    /// Entries whose offered owner was not applied (not root; a server).
     pub(crate) owners: AtomicUsize,
+    /// Entries with an offered extended attribute not set.
     pub(crate) xattrs: AtomicUsize,
+    /// Entries whose time the filesystem cannot hold.
     pub(crate) times: AtomicUsize,
+    /// Entries there already whose metadata could not be set at all (a warning).
+    pub(crate) metadata: AtomicUsize,
 }
 
-pub(crate) static DROPPED: Dropped = Dropped {
-    set_id: AtomicUsize::new(0),
-    owners: AtomicUsize::new(0),
-    xattrs: AtomicUsize::new(0),
-    times: AtomicUsize::new(0),
-};
+impl Dropped {
+    fn count(counter: &AtomicUsize) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// An entry there already whose metadata could not be set.
+    pub(crate) fn metadata_not_set(&self) {
+        Dropped::count(&self.metadata);
+    }
+}
 
 /// Owners are mapped by name unless `--numeric-ids` said otherwise.
 static NUMERIC_IDS: OnceLock<bool> = OnceLock::new();
@@ -72,7 +87,9 @@ fn xattr_cap(policy: Policy) -> Option<usize> {
 pub(crate) fn apply(fd: impl AsFd, entry: &Entry, policy: Policy) -> Result<(), Errno> {
     if let Some(xattrs) = &entry.extra().xattrs {
         let dropped = xattr::apply(&fd, xattrs, is_root() && !policy.server, xattr_cap(policy));
-        DROPPED.xattrs.fetch_add(dropped, Ordering::Relaxed);
+        if dropped > 0 {
+            Dropped::count(&policy.dropped.xattrs);
+        }
     }
     if let Some((uid, gid)) = owner_of(entry, policy) {
         rustix::fs::fchown(&fd, Some(uid), Some(gid))?;
@@ -81,12 +98,13 @@ pub(crate) fn apply(fd: impl AsFd, entry: &Entry, policy: Policy) -> Result<(), 
         rustix::fs::fchmod(&fd, Mode::from_raw_mode(mode))?;
         // Only set-id bits are ever dropped: without them there is nothing to look
         // at (an fstat per file saved, in a tree of small files).
-        if mode & SET_ID_BITS != 0 {
-            count_dropped_bits(rustix::fs::fstat(&fd).map(|stat| stat.st_mode), mode);
+        if wanted_set_id(entry) != 0 {
+            let now = rustix::fs::fstat(&fd).map(|stat| stat.st_mode);
+            count_dropped_bits(now, entry, policy);
         }
     }
     if let Some(times) = timestamps(entry) {
-        count_times(rustix::fs::futimens(&fd, &times))?;
+        count_times(rustix::fs::futimens(&fd, &times), policy)?;
     }
     Ok(())
 }
@@ -144,7 +162,9 @@ pub(crate) fn apply_at(
 ) -> Result<(), Errno> {
     if let Some(xattrs) = &entry.extra().xattrs {
         let dropped = xattr::apply_to_link(&dir, name, xattrs, is_root() && !policy.server);
-        DROPPED.xattrs.fetch_add(dropped, Ordering::Relaxed);
+        if dropped > 0 {
+            Dropped::count(&policy.dropped.xattrs);
+        }
     }
     if let Some((uid, gid)) = owner_of(entry, policy) {
         rustix::fs::chownat(&dir, name, Some(uid), Some(gid), AtFlags::SYMLINK_NOFOLLOW)?;
@@ -153,15 +173,11 @@ pub(crate) fn apply_at(
     if let (false, Some(mode)) = (is_link(entry), mode_of(entry, policy)) {
         chmod_not_following(&dir, name, mode)?;
         let stat = rustix::fs::statat(&dir, name, AtFlags::SYMLINK_NOFOLLOW);
-        count_dropped_bits(stat.map(|stat| stat.st_mode), mode);
+        count_dropped_bits(stat.map(|stat| stat.st_mode), entry, policy);
     }
     if let Some(times) = timestamps(entry) {
-        count_times(rustix::fs::utimensat(
-            &dir,
-            name,
-            &times,
-            AtFlags::SYMLINK_NOFOLLOW,
-        ))?;
+        let set = rustix::fs::utimensat(&dir, name, &times, AtFlags::SYMLINK_NOFOLLOW);
+        count_times(set, policy)?;
     }
     Ok(())
 }
@@ -190,21 +206,26 @@ fn mode_of(entry: &Entry, policy: Policy) -> Option<u32> {
     Some(bits | policy.keep)
 }
 
+/// The setuid/setgid bits `entry` offers.
+fn wanted_set_id(entry: &Entry) -> u32 {
+    entry.mode.map_or(0, |mode| mode as u32 & SET_ID_BITS)
+}
+
 /// The kernel clears setuid/setgid it will not let us set (not root, not in the
-/// group): count them, to say so once.
-fn count_dropped_bits(now: Result<u32, Errno>, wanted: u32) {
+/// group), and a server never sets them: count the entry, to say so once.
+fn count_dropped_bits(now: Result<u32, Errno>, entry: &Entry, policy: Policy) {
     if let Ok(now) = now {
-        if wanted & SET_ID_BITS & !now != 0 {
-            DROPPED.set_id.fetch_add(1, Ordering::Relaxed);
+        if wanted_set_id(entry) & !now != 0 {
+            Dropped::count(&policy.dropped.set_id);
         }
     }
 }
 
 /// A time the filesystem cannot hold is counted and said, not replaced.
-fn count_times(result: Result<(), Errno>) -> Result<(), Errno> {
+fn count_times(result: Result<(), Errno>, policy: Policy) -> Result<(), Errno> {
     match result {
         Err(Errno::INVAL | Errno::OVERFLOW | Errno::RANGE) => {
-            DROPPED.times.fetch_add(1, Ordering::Relaxed);
+            Dropped::count(&policy.dropped.times);
             Ok(())
         }
         other => other,
@@ -212,14 +233,12 @@ fn count_times(result: Result<(), Errno>) -> Result<(), Errno> {
 }
 
 /// The owner to give, as root and not on a server: the local number of the sent
-/// name where there is one (unless `--numeric-ids`), else the sent number.
+/// name where there is one (unless `--numeric-ids`), else the sent number. One
+/// sent and not given is counted (a server keeps none: its sender hears it).
 fn owner_of(entry: &Entry, policy: Policy) -> Option<(Uid, Gid)> {
     let _ = (entry.extra().uid?, entry.extra().gid?);
-    if policy.server {
-        return None;
-    }
-    if !is_root() {
-        DROPPED.owners.fetch_add(1, Ordering::Relaxed);
+    if policy.server || !is_root() {
+        Dropped::count(&policy.dropped.owners);
         return None;
     }
     local_owner(entry)

@@ -22,7 +22,7 @@ use std::fs::File;
 use std::io::{self, Write};
 
 pub(crate) use self::basis::{Basis, BasisReader};
-pub(crate) use self::meta::{DROPPED, set_numeric_ids};
+pub(crate) use self::meta::set_numeric_ids;
 pub(crate) use self::node::{Node, node_footprint};
 pub(crate) use self::part::{PartFile, Resume};
 pub(crate) use self::prune::{Prune, Spare};

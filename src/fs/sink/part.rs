@@ -34,7 +34,7 @@ use rustix::fs::{Advice, AtFlags, FileType, FlockOperation, Mode, OFlags, Rename
 use rustix::io::Errno;
 use sha2::{Digest as _, Sha256};
 
-use super::meta;
+use super::meta::{self, Dropped};
 use crate::escape::escape;
 use crate::fs::Refusal;
 use crate::fs::beneath::{self, NotOver};
@@ -106,7 +106,7 @@ pub(crate) fn partial_name(name: &[u8], size: u64) -> String {
 pub(crate) struct PartFile {
     pub(super) dir: Arc<OwnedFd>,
     temp: String,
-    name: Vec<u8>,
+    name: Box<[u8]>,
     pub(super) path: String,
     /// Open until sealed (see [`PartFile::seal`]).
     file: Option<File>,
@@ -126,6 +126,8 @@ pub(crate) struct PartFile {
     writeback: bool,
     /// A server's: the user's ledger, and this file's path beneath the home.
     meter: Option<(Account, String)>,
+    /// Where the session counts what it could not apply to this file.
+    dropped: Arc<Dropped>,
     /// Unnamed (`O_TMPFILE`): `temp` is empty, the file stays open until it is
     /// linked in (closing it would free it), and it has no identity to check.
     unnamed: bool,
@@ -146,15 +148,16 @@ impl PartFile {
         path: &str,
         name: &[u8],
         resume: Option<Resume>,
-        meter: Option<&Account>,
+        (meter, dropped): (Option<&Account>, Arc<Dropped>),
     ) -> Result<PartFile, Refusal> {
         if resume.is_none()
             && meter.is_none()
             && let Some(file) = create_unnamed(&dir, path)?
         {
-            return Ok(PartFile::unnamed(dir, path, name, file));
+            return Ok(PartFile::unnamed(dir, path, name, file).counting(dropped));
         }
-        PartFile::create_named(dir, path, name, resume, meter)
+        let part = PartFile::create_named(dir, path, name, resume, meter)?;
+        Ok(part.counting(dropped))
     }
 
     /// [`PartFile::create`] of a named temporary: a partial, or a `.part`.
@@ -182,8 +185,7 @@ impl PartFile {
             }
         };
         let stat = rustix::fs::fstat(&file).map_err(|err| {
-            // A temporary made just now is not left behind (a resumed partial is
-            // the user's, and stays); nothing counted it yet.
+            // A temporary made just now goes, not counted yet (a resumed partial stays).
             if made {
                 let _ = rustix::fs::unlinkat(&dir, temp.as_str(), AtFlags::empty());
             }
@@ -204,7 +206,7 @@ impl PartFile {
         Ok(PartFile {
             dir,
             temp,
-            name: name.to_vec(),
+            name: name.into(),
             path: path.to_string(),
             file: Some(file),
             identity,
@@ -214,6 +216,7 @@ impl PartFile {
             len: start,
             writeback: true,
             meter,
+            dropped: Arc::default(),
             unnamed: false,
             over_dir: false,
         })
@@ -224,7 +227,7 @@ impl PartFile {
         PartFile {
             dir,
             temp: String::new(),
-            name: name.to_vec(),
+            name: name.into(),
             path: path.to_string(),
             file: Some(file),
             identity: (0, 0),
@@ -234,9 +237,16 @@ impl PartFile {
             len: 0,
             writeback: true,
             meter: None,
+            dropped: Arc::default(),
             unnamed: true,
             over_dir: false,
         }
+    }
+
+    /// This file, what it could not be given counted in `dropped`.
+    fn counting(mut self, dropped: Arc<Dropped>) -> PartFile {
+        self.dropped = dropped;
+        self
     }
 
     /// Lets the verified file take the place of the empty directory its name holds
@@ -429,6 +439,7 @@ impl PartFile {
         let policy = meta::Policy {
             server: self.meter.is_some(),
             keep: if self.meter.is_some() { 0o600 } else { 0 },
+            dropped: &self.dropped,
         };
         meta::apply(file, entry, policy)
             .map_err(|err| Refusal::io(&self.path, "cannot set its mode or time", err))
@@ -447,7 +458,7 @@ impl PartFile {
         // are books to keep).
         let replaced = match books
             .as_ref()
-            .map(|_| beneath::stat(&*self.dir, self.name.as_slice()))
+            .map(|_| beneath::stat(&*self.dir, &self.name[..]))
         {
             Some(Ok(Some(stat))) if overwrite => Some(stat),
             _ => None,
@@ -459,7 +470,7 @@ impl PartFile {
             // A directory replaced goes in the same step as the name is given, under
             // the lock: no `put` can claim a path beneath it between this check and
             // the exchange (the ledger's rule).
-            if self.over_dir && beneath::holds_dir(&*self.dir, self.name.as_slice()) {
+            if self.over_dir && beneath::holds_dir(&*self.dir, &self.name[..]) {
                 books.unclaimed_but(key, Some(key))?;
             }
         }
@@ -473,7 +484,7 @@ impl PartFile {
     /// [`PartFile::rename_into_place`] without the counting.
     fn rename_checked(&mut self, overwrite: bool) -> Result<(), Refusal> {
         self.still_ours()?;
-        let (temp, name) = (self.temp.as_str(), self.name.as_slice());
+        let (temp, name) = (self.temp.as_str(), &self.name[..]);
         let result = if overwrite {
             // rename(2) replaces the target atomically; a symlink there is replaced, not followed.
             match rustix::fs::renameat(&*self.dir, temp, &*self.dir, name) {
@@ -580,8 +591,7 @@ impl PartFile {
             }
         };
         let renamed =
-            match rustix::fs::renameat(&*self.dir, temp.as_str(), &*self.dir, self.name.as_slice())
-            {
+            match rustix::fs::renameat(&*self.dir, temp.as_str(), &*self.dir, &self.name[..]) {
                 Err(Errno::ISDIR) if self.over_dir => {
                     let exchanged = exchange_with_dir(&self.dir, &temp, &self.name, &self.path);
                     self.keep |= exchanged.is_err();

@@ -296,11 +296,12 @@ impl<'a> Resolver<'a> {
     }
 
     /// How metadata is applied here: a server keeps `server_keeps` for itself.
-    pub(super) fn policy(&self, server_keeps: u32) -> meta::Policy {
+    pub(super) fn policy(&self, server_keeps: u32) -> meta::Policy<'a> {
         let server = self.target.meter().is_some();
         meta::Policy {
             server,
             keep: if server { server_keeps } else { 0 },
+            dropped: self.target.dropped(),
         }
     }
 
@@ -380,7 +381,8 @@ impl<'a> Resolver<'a> {
         let dir = self
             .walk(parents, true)?
             .expect("walk with create returns a directory");
-        PartFile::create(dir, path, name, resume, self.target.meter())
+        let counts = self.target.dropped().clone();
+        PartFile::create(dir, path, name, resume, (self.target.meter(), counts))
     }
 
     /// Opens (and with `create`, makes) the directories `components` beneath the

@@ -15,6 +15,7 @@ use std::time::Duration;
 use rustix::fs::{Access, AtFlags, FlockOperation, Mode, OFlags};
 use rustix::io::Errno;
 
+use super::meta::Dropped;
 use super::part::PartFile;
 use super::sweep;
 use crate::error::{Kind, fail};
@@ -32,6 +33,8 @@ pub(crate) struct TargetDir {
     meter: Option<Account>,
     /// How whoever decides replaces an existing file, said when one is refused.
     replace_hint: &'static str,
+    /// What the session writing here could not apply (see [`TargetDir::for_session`]).
+    dropped: Arc<Dropped>,
 }
 
 /// The `exists` hint where the user who sees it is the one who replaces files
@@ -244,6 +247,7 @@ impl TargetDir {
             root,
             meter: None,
             replace_hint: REPLACE_HINT,
+            dropped: Arc::default(),
         }
     }
 
@@ -404,7 +408,23 @@ impl TargetDir {
             root: self.dup_root()?,
             meter: self.meter.clone(),
             replace_hint: self.replace_hint,
+            dropped: self.dropped.clone(),
         })
+    }
+
+    /// Another handle on the same directory for one session, counting what that
+    /// session could not apply apart from any other session writing here at once
+    /// (a listener's, a server's).
+    pub(crate) fn for_session(&self) -> io::Result<TargetDir> {
+        Ok(TargetDir {
+            dropped: Arc::default(),
+            ..self.try_clone()?
+        })
+    }
+
+    /// What the session writing here could not apply so far.
+    pub(crate) fn dropped(&self) -> &Arc<Dropped> {
+        &self.dropped
     }
 
     pub(crate) fn dup_root(&self) -> io::Result<OwnedFd> {

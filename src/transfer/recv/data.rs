@@ -140,7 +140,7 @@ fn read_start<R: Read>(reader: &mut FrameReader<R>, next: Option<usize>) -> Resu
         None => "the sender's end".to_string(),
     };
     match (reader.expect_message(&waiting_for)?, next) {
-        (Message::End, None) => Ok(Start::End),
+        (Message::End { .. }, None) => Ok(Start::End),
         (
             Message::Data {
                 index,

@@ -5,7 +5,7 @@
 //! sender counts as failed.
 
 use std::io::Write;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use anyhow::Result;
 
@@ -15,8 +15,8 @@ use super::shared::Shared;
 use crate::escape::escape;
 use crate::fs::Refusal;
 use crate::fs::path::check_path_bytes;
-use crate::fs::sink::{DROPPED, Node, TargetDir};
-use crate::proto::message::{EntryKind, ErrorCode, Message};
+use crate::fs::sink::{Node, TargetDir};
+use crate::proto::message::{Dropped, EntryKind, ErrorCode, Message};
 use crate::proto::wire::FrameWriter;
 use crate::transfer::Tally;
 use crate::ui::report::{self, Change};
@@ -101,19 +101,34 @@ fn make_one(
     resolver.make_node(&node, overwrite)
 }
 
-/// Says once, at the end of a session, what this receiver could not apply.
-pub(crate) fn say_dropped() {
-    let take = |counter: &std::sync::atomic::AtomicUsize| counter.swap(0, Ordering::Relaxed);
+/// What the session writing into `target` could not apply, in entries per kind,
+/// none above the `offered` entries (docs/PROTOCOL.md 16.3), for its `end`.
+pub(crate) fn dropped(target: &TargetDir, offered: usize) -> Dropped {
+    let counts = target.dropped();
+    let most = offered as u64;
+    let load = |counter: &AtomicUsize| (counter.load(Ordering::Relaxed) as u64).min(most);
+    Dropped {
+        owners: load(&counts.owners),
+        set_id: load(&counts.set_id),
+        xattrs: load(&counts.xattrs),
+        times: load(&counts.times),
+        metadata: load(&counts.metadata),
+    }
+}
+
+/// Says once, at the end of a session, what this receiver could not apply (each
+/// entry whose metadata it could not set at all was warned of already).
+pub(crate) fn say_dropped(dropped: &Dropped) {
     let notes = [
-        (take(&DROPPED.set_id), "setuid/setgid not kept", "not root"),
-        (take(&DROPPED.owners), "owners not kept", "not root"),
+        (dropped.set_id, "setuid/setgid not kept", "not root"),
+        (dropped.owners, "owners not kept", "not root"),
         (
-            take(&DROPPED.xattrs),
+            dropped.xattrs,
             "extended attributes not set",
             "not allowed here",
         ),
         (
-            take(&DROPPED.times),
+            dropped.times,
             "times not kept",
             "the filesystem cannot hold them",
         ),
@@ -122,7 +137,7 @@ pub(crate) fn say_dropped() {
         if count > 0 {
             report::warn(&format!(
                 "note: {what} on {}: {why}",
-                report::entries(count)
+                report::entries(count as usize)
             ));
         }
     }

@@ -43,11 +43,11 @@ use self::shared::{Mirroring, Shared};
 use self::small::Batch;
 use super::Tally;
 use super::offer::{Offered, read_offer};
-use crate::error::{Kind, fail, said_by_peer};
+use crate::error::{Classify, Kind, fail, said_by_peer};
 use crate::fs::quota::Account;
 use crate::fs::sink::{Basis, TargetDir};
 use crate::pool::Pool;
-use crate::proto::message::Message;
+use crate::proto::message::{Dropped, Message};
 use crate::proto::negotiated::Feature;
 use crate::proto::wire::{Connection, FrameReader, FrameWriter, Hangup, data_buffer};
 
@@ -68,6 +68,15 @@ pub(crate) fn session<R: Read, W: Write + Send, C: Hangup>(
     tally: &mut Tally,
 ) -> Result<()> {
     let transfer = conn.negotiated.upcoming_transfer();
+    // A session of its own on the directory: what it cannot apply is counted apart
+    // from any other session writing there at once, and told to its own sender.
+    let own = match destination {
+        Destination::Dir(target) => {
+            Some(Destination::Dir(target.for_session().classify(Kind::Io)?))
+        }
+        Destination::Stdout => None,
+    };
+    let destination = own.as_ref().unwrap_or(destination);
     let shared = Shared {
         transfer: &transfer,
         destination,
@@ -119,10 +128,12 @@ fn receive<R: Read, W: Write + Send, C>(
         .sum::<Option<u64>>();
     tally.reporter_mut().start_bar(total);
     data_phase(reader, writer, &mut planned, shared, tally)?;
+    let mut dropped = None;
     if let Destination::Dir(target) = shared.destination {
         finish_tree(&mut planned, target, &asked, writer, shared, tally)?;
+        dropped = Some(make::dropped(target, planned.len())).filter(Dropped::any);
     }
-    writer.write_message(&Message::End)?;
+    writer.write_message(&Message::End { dropped })?;
     writer.flush()
 }
 
@@ -229,7 +240,7 @@ fn finish_tree<W: Write>(
     if !asked.dry_run {
         disk::finish_dirs(planned, target, shared.settings.names);
         if shared.quota.is_none() {
-            make::say_dropped();
+            make::say_dropped(&make::dropped(target, planned.len()));
         }
     }
     Ok(())

@@ -768,6 +768,9 @@ impl<'s, 'c> Decider<'s, 'c> {
         };
         refreshed.unwrap_or_else(|refusal| {
             crate::ui::report::warn(&escape(&refusal.message));
+            if let Destination::Dir(target) = self.shared.destination {
+                target.dropped().metadata_not_set();
+            }
             false
         })
     }

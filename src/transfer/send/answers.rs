@@ -243,7 +243,7 @@ fn next_answer<R: Read>(
         )?);
         return next_answer(reader, pending, report, removed);
     }
-    if removed.is_some() && answer != Message::End {
+    if removed.is_some() && !matches!(answer, Message::End { .. }) {
         return Err(fail(Kind::Protocol, "an answer after the deleted report"));
     }
     match answer {
@@ -258,29 +258,49 @@ fn next_answer<R: Read>(
             code,
             message,
         } => Err(peer_error(code, &message)),
-        Message::End => {
-            if let Some(index) = report.streams.unended() {
-                return Err(fail(
-                    Kind::Protocol,
-                    format!("the receiver ended the transfer before the sums of entry {index}"),
-                ));
-            }
-            // Entries without data are answered only when they fail.
-            let waiting = pending.lock().values().filter(|o| !o.made).count();
-            if !pending.writer_done.load(Ordering::SeqCst) || waiting > 0 {
-                return Err(fail(
-                    Kind::Protocol,
-                    format!(
-                        "the receiver ended the transfer with {} unanswered",
-                        crate::ui::report::plural(waiting, "file")
-                    ),
-                ));
-            }
-            Ok(None)
-        }
+        Message::End { dropped } => ended(pending, report, dropped),
         other => Err(fail(
             Kind::Protocol,
             format!("unexpected frame from the receiver: {other}"),
         )),
     }
+}
+
+/// The receiver's `end`, which may come only once every entry was answered and
+/// every streamed basis ended; what it says it could not apply is said here.
+fn ended(
+    pending: &Pending,
+    report: &Report<'_>,
+    dropped: Option<message::Dropped>,
+) -> Result<Option<(u64, Answer)>> {
+    if let Some(index) = report.streams.unended() {
+        return Err(fail(
+            Kind::Protocol,
+            format!("the receiver ended the transfer before the sums of entry {index}"),
+        ));
+    }
+    // Entries without data are answered only when they fail.
+    let waiting = pending.lock().values().filter(|o| !o.made).count();
+    if !pending.writer_done.load(Ordering::SeqCst) || waiting > 0 {
+        return Err(fail(
+            Kind::Protocol,
+            format!(
+                "the receiver ended the transfer with {} unanswered",
+                crate::ui::report::plural(waiting, "file")
+            ),
+        ));
+    }
+    if let Some(dropped) = dropped {
+        let offered = report.outbox.entries().len() as u64;
+        if let Some((kind, count)) = dropped.kinds().into_iter().find(|(_, n)| *n > offered) {
+            return Err(fail(
+                Kind::Protocol,
+                format!(
+                    "the receiver says {kind} of {count} entries were not kept, of {offered} offered"
+                ),
+            ));
+        }
+        report.tally.reporter().not_kept(&dropped);
+    }
+    Ok(None)
 }

@@ -866,7 +866,7 @@ fn write_end<W: Write>(
     }
     // Before `end` leaves: a receiver's `end` can only come after it.
     pending.writer_done.store(true, Ordering::SeqCst);
-    writer.write_message(&Message::End)?;
+    writer.write_message(&Message::End { dropped: None })?;
     writer.flush()
 }
 

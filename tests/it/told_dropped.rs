@@ -1,0 +1,232 @@
+//! What a receiver could not apply (owners, setuid/setgid, attributes, times, the
+//! metadata of what it held already) reaches the person who ran `xfer send`: the
+//! receiver's `end` carries the counts (docs/PROTOCOL.md 16.3), and the sender says
+//! a note per kind, a `not_kept` event with `--json`, nothing with `-q`, and still
+//! exits 0. An older receiver that sends no counts leaves it silent; hostile counts
+//! are `protocol`, never a panic; two sessions of one listener each hear their own.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::Output;
+
+use serde_json::{Value, json};
+
+use crate::util::peer::{Acceptor, Peer};
+use crate::util::{KEY, Receiver, peer_sender, send, stderr_of, stdout_events};
+
+/// A receiver listening as nobody (`--serve`) into a directory of nobody's, or
+/// `None` where the test cannot run one (not root, no setpriv).
+fn nobody_receiver(out: &Path) -> Option<Receiver> {
+    let mut command = crate::util::xfer();
+    command
+        .args(["recv", "--listen", "127.0.0.1:0", "--serve", "--dir"])
+        .arg(out)
+        .env("XFER_KEY", KEY);
+    let command = crate::util::as_nobody(command)?;
+    std::os::unix::fs::chown(out, Some(65534), Some(65534)).unwrap();
+    Some(Receiver::spawn(command))
+}
+
+/// `root/NAME`: a directory holding a file, the two sent with their owners.
+fn small_tree(root: &Path, name: &str) -> std::path::PathBuf {
+    let tree = root.join(name);
+    std::fs::create_dir(&tree).unwrap();
+    std::fs::write(tree.join("x"), b"x").unwrap();
+    tree
+}
+
+fn not_kept(output: &Output) -> Vec<Value> {
+    let events = stdout_events(output);
+    events
+        .into_iter()
+        .filter(|event| event["event"] == "not_kept")
+        .collect()
+}
+
+#[test]
+fn a_sender_hears_what_a_receiver_that_is_not_root_dropped_as_an_event_and_not_under_quiet() {
+    let out = tempfile::tempdir().unwrap();
+    let Some(mut receiver) = nobody_receiver(out.path()) else {
+        eprintln!("skipped: needs root and setpriv to run a receiver as nobody");
+        return;
+    };
+    let src = tempfile::tempdir().unwrap();
+    let tree = small_tree(src.path(), "a");
+    let sent = send(&[&tree], receiver.port, KEY, &["--owner", "--json"]);
+    assert!(sent.status.success(), "{}", stderr_of(&sent));
+    let events = not_kept(&sent);
+    assert_eq!(events.len(), 1, "{events:?}");
+    let event = &events[0];
+    assert_eq!(event["side"], "receiver", "{event}");
+    assert_eq!(event["owners"], 2, "{event}");
+    assert_eq!(event["set_id"], 0, "{event}");
+    let heard = stderr_of(&sent);
+    let note = "note: the receiver did not keep owners on 2 entries";
+    assert_eq!(heard.matches(note).count(), 1, "{heard}");
+
+    let tree = small_tree(src.path(), "b");
+    let quiet = send(&[&tree], receiver.port, KEY, &["--owner", "-q"]);
+    assert!(quiet.status.success(), "{}", stderr_of(&quiet));
+    assert!(
+        !stderr_of(&quiet).contains("note:"),
+        "{}",
+        stderr_of(&quiet)
+    );
+    receiver.child.kill().unwrap();
+}
+
+#[test]
+fn two_sessions_into_one_listener_are_each_told_only_their_own() {
+    let out = tempfile::tempdir().unwrap();
+    let Some(mut receiver) = nobody_receiver(out.path()) else {
+        eprintln!("skipped: needs root and setpriv to run a receiver as nobody");
+        return;
+    };
+    // The first session: one file with an owner, applied (and dropped) before its
+    // `ok`; the session then waits, its `end` not sent yet.
+    let mut first = peer_sender(receiver.port, &["aead", "meta"]);
+    let file = json!({"path":"f","kind":"file","size":1,"mode":420,"mtime":1_700_000_000,
+        "uid":12345,"gid":12345});
+    first.send_offer(&[vec![file]]).unwrap();
+    let plan = first.read_plan(1).unwrap();
+    assert_eq!(plan[0]["action"], "send", "{plan:?}");
+    first.send_file(0, "f", b"f", 0).unwrap();
+    assert_eq!(first.read_control().unwrap()["type"], "ok");
+
+    // The second session, all of it meanwhile: two entries with owners.
+    let src = tempfile::tempdir().unwrap();
+    let tree = small_tree(src.path(), "b");
+    let second = send(&[&tree], receiver.port, KEY, &["--owner", "--json"]);
+    assert!(second.status.success(), "{}", stderr_of(&second));
+    let events = not_kept(&second);
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0]["owners"], 2, "{events:?}");
+
+    first.send_end().unwrap();
+    let end = first.read_control().unwrap();
+    assert_eq!(end["type"], "end", "{end}");
+    assert_eq!(end["dropped"], json!({"owners": 1}), "{end}");
+    receiver.child.kill().unwrap();
+}
+
+/// A `send -a` of a directory holding a link (no data) to the independent peer as
+/// the receiver, which plans everything and answers the sender's `end` with `end`
+/// (the frame's bytes as given).
+fn against_a_receiver_ending_with(end: String) -> Output {
+    let src = tempfile::tempdir().unwrap();
+    let tree = src.path().join("t");
+    std::fs::create_dir(&tree).unwrap();
+    std::os::unix::fs::symlink("x", tree.join("link")).unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let peer_side = std::thread::spawn(move || {
+        let mut peer = Peer::accept(&listener).unwrap();
+        peer.accept_handshake(&Acceptor::new(KEY, "receiver").features(&["aead", "meta"]))
+            .unwrap();
+        let mut offered = 0;
+        loop {
+            let frame = peer.read_control().unwrap();
+            match frame["type"].as_str() {
+                Some("offer") => offered += frame["entries"].as_array().unwrap().len(),
+                _ => break,
+            }
+        }
+        let send = json!({"action":"send","offset":0});
+        peer.send_plan(&[vec![send; offered]]).unwrap();
+        assert_eq!(peer.read_control().unwrap()["type"], "end");
+        peer.send_frame(end.as_bytes()).unwrap();
+        // What the sender says back (a `protocol` error), if anything.
+        let _ = peer.read_control();
+    });
+    let sent = send(&[&tree], port, KEY, &["-a", "--json"]);
+    peer_side.join().unwrap();
+    sent
+}
+
+#[test]
+fn an_older_receiver_that_sends_no_counts_leaves_the_sender_silent() {
+    let sent = against_a_receiver_ending_with(json!({"type":"end"}).to_string());
+    assert!(sent.status.success(), "{}", stderr_of(&sent));
+    assert!(not_kept(&sent).is_empty(), "{}", stderr_of(&sent));
+    assert!(!stderr_of(&sent).contains("note:"), "{}", stderr_of(&sent));
+}
+
+#[test]
+fn counts_of_kinds_a_sender_does_not_know_are_ignored_and_the_others_said() {
+    let end = json!({"type":"end","dropped":{"times":2,"owners":0,"later_kind":99,
+        "nested":{"a":[1]}}});
+    let sent = against_a_receiver_ending_with(end.to_string());
+    assert!(sent.status.success(), "{}", stderr_of(&sent));
+    let heard = stderr_of(&sent);
+    let note = "note: the receiver did not keep times on 2 entries";
+    assert_eq!(heard.matches(note).count(), 1, "{heard}");
+    assert_eq!(heard.matches("note:").count(), 1, "{heard}");
+    let events = not_kept(&sent);
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0]["times"], 2, "{events:?}");
+    assert!(events[0].get("later_kind").is_none(), "{events:?}");
+}
+
+#[test]
+fn hostile_counts_from_a_receiver_are_a_protocol_error_not_a_panic() {
+    let hostile = [
+        json!({"owners": 3}), // more than the 2 entries offered
+        json!({"owners": 18_446_744_073_709_551_615_u64}),
+        json!({"owners": -1}),
+        json!({"owners": 1.0}),
+        json!({"owners": "1"}),
+        json!({"owners": null}),
+        json!(7),
+        json!([1]),
+        Value::Null,
+    ];
+    for dropped in hostile {
+        let end = json!({"type":"end","dropped":dropped}).to_string();
+        let sent = against_a_receiver_ending_with(end);
+        let heard = stderr_of(&sent);
+        assert_eq!(sent.status.code(), Some(8), "{dropped}: {heard}");
+        assert!(!heard.contains("panicked"), "{dropped}: {heard}");
+        assert!(!heard.contains("note:"), "{dropped}: {heard}");
+        assert!(not_kept(&sent).is_empty(), "{dropped}: {heard}");
+    }
+    // A number beyond u64, and a key twice, written by hand.
+    for end in [
+        r#"{"type":"end","dropped":{"owners":18446744073709551616}}"#,
+        r#"{"type":"end","dropped":{"owners":1,"owners":1}}"#,
+    ] {
+        let sent = against_a_receiver_ending_with(end.to_string());
+        assert_eq!(sent.status.code(), Some(8), "{end}: {}", stderr_of(&sent));
+    }
+}
+
+#[test]
+fn a_directory_the_receiver_may_not_change_is_told_to_the_sender() {
+    let out = tempfile::tempdir().unwrap();
+    let Some(mut receiver) = nobody_receiver(out.path()) else {
+        eprintln!("skipped: needs root and setpriv to run a receiver as nobody");
+        return;
+    };
+    // Root's directory, there already: nobody may merge into it (it is writable
+    // to all) but not change its mode or time.
+    let theirs = out.path().join("d");
+    std::fs::create_dir(&theirs).unwrap();
+    std::fs::set_permissions(&theirs, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let src = tempfile::tempdir().unwrap();
+    let tree = src.path().join("d");
+    std::fs::create_dir(&tree).unwrap();
+    std::fs::set_permissions(&tree, std::fs::Permissions::from_mode(0o750)).unwrap();
+    let sent = send(&[&tree], receiver.port, KEY, &["--json"]);
+    assert!(sent.status.success(), "{}", stderr_of(&sent));
+    let heard = stderr_of(&sent);
+    let note = "note: the receiver could not set the metadata on 1 entry";
+    assert_eq!(heard.matches(note).count(), 1, "{heard}");
+    assert_eq!(not_kept(&sent)[0]["metadata"], 1, "{heard}");
+    let mode = std::fs::metadata(&theirs).unwrap().permissions().mode() & 0o7777;
+    assert_eq!(mode, 0o777, "left as it was");
+    assert!(
+        receiver.stderr().contains("cannot set its metadata"),
+        "{}",
+        receiver.stderr()
+    );
+    receiver.child.kill().unwrap();
+}
