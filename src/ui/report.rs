@@ -558,11 +558,7 @@ impl Reporter {
         for (kind, count) in dropped.kinds().into_iter().filter(|(_, n)| *n > 0) {
             let (what, why) = not_kept_words(kind);
             let shown = entries(usize::try_from(count).unwrap_or(usize::MAX));
-            let text = format!("note: the receiver {what} on {shown}: {why}");
-            self.bar.suspend(|| match self.style.serving {
-                true => warn(&format!("{}: {text}", self.whose())),
-                false => warn(&text),
-            });
+            self.note(&format!("note: the receiver {what} on {shown}: {why}"));
         }
         self.event(|| {
             let mut event = json!({"event": "not_kept", "side": "receiver"});
@@ -573,6 +569,15 @@ impl Reporter {
                 self.identify(&mut event);
             }
             event
+        });
+    }
+
+    /// A warning of this session's (a note of what was not kept), unless quiet: a
+    /// serving process, whose sessions' lines interleave, says whose it is.
+    pub(crate) fn note(&self, text: &str) {
+        self.bar.suspend(|| match self.style.serving {
+            true => warn(&format!("{}: {text}", self.whose())),
+            false => warn(text),
         });
     }
 

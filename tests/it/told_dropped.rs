@@ -230,3 +230,25 @@ fn a_directory_the_receiver_may_not_change_is_told_to_the_sender() {
     );
     receiver.child.kill().unwrap();
 }
+
+#[test]
+fn a_serving_receiver_names_the_session_whose_notes_it_says() {
+    let out = tempfile::tempdir().unwrap();
+    let Some(mut receiver) = nobody_receiver(out.path()) else {
+        eprintln!("skipped: needs root and setpriv to run a receiver as nobody");
+        return;
+    };
+    let src = tempfile::tempdir().unwrap();
+    let tree = small_tree(src.path(), "a");
+    let sent = send(&[&tree], receiver.port, KEY, &["--owner"]);
+    assert!(sent.status.success(), "{}", stderr_of(&sent));
+    let log = receiver.wait_for_stderr("owners not kept");
+    let note = log
+        .lines()
+        .find(|line| line.contains("note: owners not kept on 2 entries"))
+        .unwrap_or_else(|| panic!("{log}"));
+    // Sessions of a listener run at once: its note says whose it is, as its other
+    // lines of a session do.
+    assert!(note.starts_with("xfer: warning: 127.0.0.1:"), "{log}");
+    receiver.child.kill().unwrap();
+}

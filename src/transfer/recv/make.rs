@@ -117,8 +117,9 @@ pub(crate) fn dropped(target: &TargetDir, offered: usize) -> Dropped {
 }
 
 /// Says once, at the end of a session, what this receiver could not apply (each
-/// entry whose metadata it could not set at all was warned of already).
-pub(crate) fn say_dropped(dropped: &Dropped) {
+/// entry whose metadata it could not set at all was warned of already), as the
+/// session's own: a listener's sessions run at once.
+pub(crate) fn say_dropped(dropped: &Dropped, tally: &Tally) {
     let notes = [
         (dropped.set_id, "setuid/setgid not kept", "not root"),
         (dropped.owners, "owners not kept", "not root"),
@@ -135,10 +136,10 @@ pub(crate) fn say_dropped(dropped: &Dropped) {
     ];
     for (count, what, why) in notes {
         if count > 0 {
-            report::warn(&format!(
-                "note: {what} on {}: {why}",
-                report::entries(count as usize)
-            ));
+            let shown = report::entries(usize::try_from(count).unwrap_or(usize::MAX));
+            tally
+                .reporter()
+                .note(&format!("note: {what} on {shown}: {why}"));
         }
     }
 }

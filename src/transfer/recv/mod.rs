@@ -240,7 +240,7 @@ fn finish_tree<W: Write>(
     if !asked.dry_run {
         disk::finish_dirs(planned, target, shared.settings.names);
         if shared.quota.is_none() {
-            make::say_dropped(&make::dropped(target, planned.len()));
+            make::say_dropped(&make::dropped(target, planned.len()), tally);
         }
     }
     Ok(())
