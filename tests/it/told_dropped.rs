@@ -252,3 +252,29 @@ fn a_serving_receiver_names_the_session_whose_notes_it_says() {
     assert!(note.starts_with("xfer: warning: 127.0.0.1:"), "{log}");
     receiver.child.kill().unwrap();
 }
+
+/// An owner the receiver could not give but that what it made has already (a user's
+/// own files sent to their own account elsewhere) was not lost: only the others count.
+#[test]
+fn an_owner_the_receiver_gives_by_being_it_is_not_counted_as_dropped() {
+    let out = tempfile::tempdir().unwrap();
+    let Some(mut receiver) = nobody_receiver(out.path()) else {
+        eprintln!("skipped: needs root and setpriv to run a receiver as nobody");
+        return;
+    };
+    let src = tempfile::tempdir().unwrap();
+    let tree = small_tree(src.path(), "mine");
+    std::fs::write(tree.join("roots"), b"r").unwrap();
+    for own in [tree.as_path(), &tree.join("x")] {
+        std::os::unix::fs::lchown(own, Some(65534), Some(65534)).unwrap();
+    }
+    let sent = send(&[&tree], receiver.port, KEY, &["--owner", "--json"]);
+    assert!(sent.status.success(), "{}", stderr_of(&sent));
+    let events = not_kept(&sent);
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0]["owners"], 1, "only root's file: {events:?}");
+    let heard = stderr_of(&sent);
+    let note = "note: the receiver did not keep owners on 1 entry";
+    assert_eq!(heard.matches(note).count(), 1, "{heard}");
+    receiver.child.kill().unwrap();
+}

@@ -91,7 +91,7 @@ pub(crate) fn apply(fd: impl AsFd, entry: &Entry, policy: Policy) -> Result<(), 
             Dropped::count(&policy.dropped.xattrs);
         }
     }
-    if let Some((uid, gid)) = owner_of(entry, policy) {
+    if let Some((uid, gid)) = owner_of(entry, policy, || owner_at_fd(&fd)) {
         rustix::fs::fchown(&fd, Some(uid), Some(gid))?;
     }
     if let Some(mode) = mode_of(entry, policy) {
@@ -166,7 +166,11 @@ pub(crate) fn apply_at(
             Dropped::count(&policy.dropped.xattrs);
         }
     }
-    if let Some((uid, gid)) = owner_of(entry, policy) {
+    let holds = || {
+        let stat = rustix::fs::statat(&dir, name, AtFlags::SYMLINK_NOFOLLOW).ok()?;
+        Some((stat.st_uid, stat.st_gid))
+    };
+    if let Some((uid, gid)) = owner_of(entry, policy, holds) {
         rustix::fs::chownat(&dir, name, Some(uid), Some(gid), AtFlags::SYMLINK_NOFOLLOW)?;
     }
     // A link has no mode of its own; chmod would follow it.
@@ -234,14 +238,28 @@ fn count_times(result: Result<(), Errno>, policy: Policy) -> Result<(), Errno> {
 
 /// The owner to give, as root and not on a server: the local number of the sent
 /// name where there is one (unless `--numeric-ids`), else the sent number. One
-/// sent and not given is counted (a server keeps none: its sender hears it).
-fn owner_of(entry: &Entry, policy: Policy) -> Option<(Uid, Gid)> {
-    let _ = (entry.extra().uid?, entry.extra().gid?);
+/// sent and not given is counted (a server keeps none: its sender hears it), unless
+/// what is there has that owner already (`holds`: a user's own files sent to their
+/// own account elsewhere lose nothing).
+fn owner_of(
+    entry: &Entry,
+    policy: Policy,
+    holds: impl FnOnce() -> Option<(u32, u32)>,
+) -> Option<(Uid, Gid)> {
+    let (uid, gid) = local_owner(entry)?;
     if policy.server || !is_root() {
-        Dropped::count(&policy.dropped.owners);
+        if holds() != Some((uid.as_raw(), gid.as_raw())) {
+            Dropped::count(&policy.dropped.owners);
+        }
         return None;
     }
-    local_owner(entry)
+    Some((uid, gid))
+}
+
+/// The owner of what is at `fd`, if it can be read.
+fn owner_at_fd(fd: impl AsFd) -> Option<(u32, u32)> {
+    let stat = rustix::fs::fstat(fd).ok()?;
+    Some((stat.st_uid, stat.st_gid))
 }
 
 /// The local numbers of the owner `entry` names (see [`owner_of`]).
