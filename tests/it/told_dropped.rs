@@ -278,3 +278,29 @@ fn an_owner_the_receiver_gives_by_being_it_is_not_counted_as_dropped() {
     assert_eq!(heard.matches(note).count(), 1, "{heard}");
     receiver.child.kill().unwrap();
 }
+
+/// A session cut after some files arrived still says what it could not apply to
+/// them (they were applied and stay): the receiver's note comes without an `end`.
+#[test]
+fn a_cut_session_still_says_what_it_could_not_apply_to_what_arrived() {
+    let out = tempfile::tempdir().unwrap();
+    let Some(mut receiver) = nobody_receiver(out.path()) else {
+        eprintln!("skipped: needs root and setpriv to run a receiver as nobody");
+        return;
+    };
+    let mut sender = peer_sender(receiver.port, &["aead", "meta"]);
+    let owned = |path: &str| {
+        json!({"path":path,"kind":"file","size":1,"mode":420,"mtime":1_700_000_000,
+            "uid":12345,"gid":12345})
+    };
+    sender.send_offer(&[vec![owned("f"), owned("g")]]).unwrap();
+    let plan = sender.read_plan(2).unwrap();
+    assert_eq!(plan[0]["action"], "send", "{plan:?}");
+    sender.send_file(0, "f", b"f", 0).unwrap();
+    assert_eq!(sender.read_control().unwrap()["type"], "ok");
+    drop(sender); // cut before the second file
+    let said = receiver.wait_for_stderr("note: owners not kept on 1 entry");
+    assert!(said.contains("not root"), "{said}");
+    assert_eq!(std::fs::read(out.path().join("f")).unwrap(), b"f");
+    receiver.child.kill().unwrap();
+}

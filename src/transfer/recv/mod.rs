@@ -92,6 +92,12 @@ pub(crate) fn session<R: Read, W: Write + Send, C: Hangup>(
     let receiving = crate::fs::descriptors::Receiving::begin();
     let result = receive(conn, &shared, tally);
     drop(receiving);
+    // What it could not apply is said whether or not the session completed: the
+    // files of a cut session that arrived were applied (and kept) all the same. A
+    // server's sessions say nothing: their clients are told (or were cut).
+    if let (Destination::Dir(target), None) = (destination, quota) {
+        make::say_dropped(&make::dropped(target, usize::MAX), tally);
+    }
     tally.squeezed(conn.reader.take_squeezed());
     // A refusal in place of the offer (a `get` the server would not serve) began
     // no transfer; anything else did.
@@ -223,8 +229,8 @@ fn start_cutter<'scope>(
 
 /// Once the files settled: links and special files made (their errors answered
 /// before the `deleted` report, so that no entry is outstanding when it comes),
-/// then what `--delete` removes, then directory modes and times; what could not be
-/// applied said once. A dry run makes, removes and applies nothing.
+/// then what `--delete` removes, then directory modes and times (what could not be
+/// applied is said by `session`). A dry run makes, removes and applies nothing.
 fn finish_tree<W: Write>(
     planned: &mut [plan::Planned],
     target: &TargetDir,
@@ -239,9 +245,6 @@ fn finish_tree<W: Write>(
     asked.prune(writer, shared, target, planned, tally)?;
     if !asked.dry_run {
         disk::finish_dirs(planned, target, shared.settings.names);
-        if shared.quota.is_none() {
-            make::say_dropped(&make::dropped(target, planned.len()), tally);
-        }
     }
     Ok(())
 }
