@@ -208,8 +208,9 @@ impl OldCopy<'_> {
     }
 }
 
-/// One update of the 1 GiB file: xfer (delta) against rsync, bytes and time.
-fn big_updates(work: &Path, rounds: usize, flags: &Flags) {
+/// Runs `rows` with the receiver's old copy (a 1 GiB `base.bin` under `work`) and
+/// where the new version goes (`src/big.bin`), then removes both.
+fn with_old_copy(work: &Path, rows: impl FnOnce(&OldCopy<'_>, &Path)) {
     let base = work.join("base.bin");
     make_file(&base, GIB, 11);
     let new = work.join("src").join("big.bin");
@@ -218,6 +219,18 @@ fn big_updates(work: &Path, rounds: usize, flags: &Flags) {
         base: &base,
         out: work.join("out"),
     };
+    rows(&old, &new);
+    clean(&base);
+    clean(new.parent().unwrap());
+}
+
+/// One update of the 1 GiB file: xfer (delta) against rsync, bytes and time.
+fn big_updates(work: &Path, rounds: usize, flags: &Flags) {
+    with_old_copy(work, |old, new| updates(old, new, rounds, flags));
+}
+
+/// The rows of [`big_updates`].
+fn updates(old: &OldCopy<'_>, new: &Path, rounds: usize, flags: &Flags) {
     let mib_at = |at: u64| {
         move |new: &Path| {
             std::fs::copy(base_of(new), new).unwrap();
@@ -228,8 +241,8 @@ fn big_updates(work: &Path, rounds: usize, flags: &Flags) {
     };
     update(
         "a 1 GiB file with 1 MiB overwritten in the middle",
-        &old,
-        &new,
+        old,
+        new,
         mib_at(GIB / 2),
         rounds,
         flags,
@@ -241,8 +254,8 @@ fn big_updates(work: &Path, rounds: usize, flags: &Flags) {
     );
     update(
         "100 bytes inserted at the start of the 1 GiB file",
-        &old,
-        &new,
+        old,
+        new,
         |new: &Path| {
             let mut file = std::fs::File::create(new).unwrap();
             file.write_all(&super::pattern(100, 6)).unwrap();
@@ -268,8 +281,8 @@ fn big_updates(work: &Path, rounds: usize, flags: &Flags) {
     );
     update(
         "10 MiB appended to the 1 GiB file",
-        &old,
-        &new,
+        old,
+        new,
         |new: &Path| {
             std::fs::copy(base_of(new), new).unwrap();
             let mut file = std::fs::File::options().append(true).open(new).unwrap();
@@ -283,24 +296,12 @@ fn big_updates(work: &Path, rounds: usize, flags: &Flags) {
             ratio(results, X_DELTA, R_DELTA, Some(1.0));
         },
     );
-    nothing_in_common(&old, &new, rounds, flags);
-    clean(&base);
-    clean(new.parent().unwrap());
+    nothing_in_common(old, new, rounds, flags);
 }
 
 /// The row of a new file with nothing in common, without the other rows of `big`.
 fn nothing_in_common_alone(work: &Path, rounds: usize, flags: &Flags) {
-    let base = work.join("base.bin");
-    make_file(&base, GIB, 11);
-    let new = work.join("src").join("big.bin");
-    std::fs::create_dir_all(new.parent().unwrap()).unwrap();
-    let old = OldCopy {
-        base: &base,
-        out: work.join("out"),
-    };
-    nothing_in_common(&old, &new, rounds, flags);
-    clean(&base);
-    clean(new.parent().unwrap());
+    with_old_copy(work, |old, new| nothing_in_common(old, new, rounds, flags));
 }
 
 /// The base file a new version is made from (`base.bin` beside `src/`).
