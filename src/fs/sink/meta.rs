@@ -4,7 +4,7 @@
 //! a server) and the extended attributes, through a descriptor, or for what cannot
 //! be opened (links, fifos, devices) through its directory without following it.
 //!
-//! What may not be applied is counted per entry in the session's [`Dropped`] (a
+//! What may not be applied is counted per entry in the session's [`Unapplied`] (a
 //! listener runs sessions at once: each says, and tells its sender, only its own),
 //! for the receiver to say once per session, not once per file.
 
@@ -17,7 +17,7 @@ use rustix::io::Errno;
 
 use crate::fs::owners::Owners;
 use crate::fs::xattr;
-use crate::proto::message::Entry;
+use crate::proto::message::{Dropped, Entry};
 
 /// Permission bits a receiver may set: setuid, setgid, sticky and rwx.
 const PERMISSION_BITS: u64 = 0o7777;
@@ -34,13 +34,13 @@ pub(crate) struct Policy<'a> {
     /// Bits always set (the server's own access), 0 elsewhere.
     pub(crate) keep: u32,
     /// The session's counts of what was not applied.
-    pub(crate) dropped: &'a Dropped,
+    pub(crate) dropped: &'a Unapplied,
 }
 
 /// What one session could not apply, in entries per kind: counted by the threads
 /// that apply it, taken once at the end of the session.
 #[derive(Debug, Default)]
-pub(crate) struct Dropped {
+pub(crate) struct Unapplied {
     /// Entries whose setuid/setgid bits did not stay (not root; a server).
     pub(crate) set_id: AtomicUsize,
     /// Entries whose offered owner was not applied (not root; a server).
@@ -53,14 +53,27 @@ pub(crate) struct Dropped {
     pub(crate) metadata: AtomicUsize,
 }
 
-impl Dropped {
+impl Unapplied {
     fn count(counter: &AtomicUsize) {
         counter.fetch_add(1, Ordering::Relaxed);
     }
 
     /// An entry there already whose metadata could not be set.
     pub(crate) fn metadata_not_set(&self) {
-        Dropped::count(&self.metadata);
+        Unapplied::count(&self.metadata);
+    }
+
+    /// The counts so far, as a receiver's `end` carries them (docs/PROTOCOL.md
+    /// 16.3), none above `most` (the entries offered).
+    pub(crate) fn counts(&self, most: usize) -> Dropped {
+        let load = |counter: &AtomicUsize| counter.load(Ordering::Relaxed).min(most) as u64;
+        Dropped {
+            owners: load(&self.owners),
+            set_id: load(&self.set_id),
+            xattrs: load(&self.xattrs),
+            times: load(&self.times),
+            metadata: load(&self.metadata),
+        }
     }
 }
 
@@ -88,7 +101,7 @@ pub(crate) fn apply(fd: impl AsFd, entry: &Entry, policy: Policy) -> Result<(), 
     if let Some(xattrs) = &entry.extra().xattrs {
         let dropped = xattr::apply(&fd, xattrs, is_root() && !policy.server, xattr_cap(policy));
         if dropped > 0 {
-            Dropped::count(&policy.dropped.xattrs);
+            Unapplied::count(&policy.dropped.xattrs);
         }
     }
     if let Some((uid, gid)) = owner_of(entry, policy, || owner_at_fd(&fd)) {
@@ -163,7 +176,7 @@ pub(crate) fn apply_at(
     if let Some(xattrs) = &entry.extra().xattrs {
         let dropped = xattr::apply_to_link(&dir, name, xattrs, is_root() && !policy.server);
         if dropped > 0 {
-            Dropped::count(&policy.dropped.xattrs);
+            Unapplied::count(&policy.dropped.xattrs);
         }
     }
     let holds = || {
@@ -220,7 +233,7 @@ fn wanted_set_id(entry: &Entry) -> u32 {
 fn count_dropped_bits(now: Result<u32, Errno>, entry: &Entry, policy: Policy) {
     if let Ok(now) = now {
         if wanted_set_id(entry) & !now != 0 {
-            Dropped::count(&policy.dropped.set_id);
+            Unapplied::count(&policy.dropped.set_id);
         }
     }
 }
@@ -229,7 +242,7 @@ fn count_dropped_bits(now: Result<u32, Errno>, entry: &Entry, policy: Policy) {
 fn count_times(result: Result<(), Errno>, policy: Policy) -> Result<(), Errno> {
     match result {
         Err(Errno::INVAL | Errno::OVERFLOW | Errno::RANGE) => {
-            Dropped::count(&policy.dropped.times);
+            Unapplied::count(&policy.dropped.times);
             Ok(())
         }
         other => other,
@@ -249,7 +262,7 @@ fn owner_of(
     let (uid, gid) = local_owner(entry)?;
     if policy.server || !is_root() {
         if holds() != Some((uid.as_raw(), gid.as_raw())) {
-            Dropped::count(&policy.dropped.owners);
+            Unapplied::count(&policy.dropped.owners);
         }
         return None;
     }

@@ -34,7 +34,7 @@ use rustix::fs::{Advice, AtFlags, FileType, FlockOperation, Mode, OFlags, Rename
 use rustix::io::Errno;
 use sha2::{Digest as _, Sha256};
 
-use super::meta::{self, Dropped};
+use super::meta::{self, Unapplied};
 use crate::escape::escape;
 use crate::fs::Refusal;
 use crate::fs::beneath::{self, NotOver};
@@ -127,7 +127,7 @@ pub(crate) struct PartFile {
     /// A server's: the user's ledger, and this file's path beneath the home.
     meter: Option<(Account, String)>,
     /// Where the session counts what it could not apply to this file.
-    dropped: Arc<Dropped>,
+    dropped: Arc<Unapplied>,
     /// Unnamed (`O_TMPFILE`): `temp` is empty, the file stays open until it is
     /// linked in (closing it would free it), and it has no identity to check.
     unnamed: bool,
@@ -148,7 +148,7 @@ impl PartFile {
         path: &str,
         name: &[u8],
         resume: Option<Resume>,
-        (meter, dropped): (Option<&Account>, Arc<Dropped>),
+        (meter, dropped): (Option<&Account>, Arc<Unapplied>),
     ) -> Result<PartFile, Refusal> {
         if resume.is_none()
             && meter.is_none()
@@ -244,7 +244,7 @@ impl PartFile {
     }
 
     /// This file, what it could not be given counted in `dropped`.
-    fn counting(mut self, dropped: Arc<Dropped>) -> PartFile {
+    fn counting(mut self, dropped: Arc<Unapplied>) -> PartFile {
         self.dropped = dropped;
         self
     }

@@ -301,7 +301,7 @@ impl<'a> Resolver<'a> {
         meta::Policy {
             server,
             keep: if server { server_keeps } else { 0 },
-            dropped: self.target.dropped(),
+            dropped: self.target.unapplied(),
         }
     }
 
@@ -381,7 +381,7 @@ impl<'a> Resolver<'a> {
         let dir = self
             .walk(parents, true)?
             .expect("walk with create returns a directory");
-        let counts = self.target.dropped().clone();
+        let counts = self.target.unapplied().clone();
         PartFile::create(dir, path, name, resume, (self.target.meter(), counts))
     }
 

@@ -15,7 +15,7 @@ use std::time::Duration;
 use rustix::fs::{Access, AtFlags, FlockOperation, Mode, OFlags};
 use rustix::io::Errno;
 
-use super::meta::Dropped;
+use super::meta::Unapplied;
 use super::part::PartFile;
 use super::sweep;
 use crate::error::{Kind, fail};
@@ -34,7 +34,7 @@ pub(crate) struct TargetDir {
     /// How whoever decides replaces an existing file, said when one is refused.
     replace_hint: &'static str,
     /// What the session writing here could not apply (see [`TargetDir::for_session`]).
-    dropped: Arc<Dropped>,
+    dropped: Arc<Unapplied>,
 }
 
 /// The `exists` hint where the user who sees it is the one who replaces files
@@ -423,7 +423,7 @@ impl TargetDir {
     }
 
     /// What the session writing here could not apply so far.
-    pub(crate) fn dropped(&self) -> &Arc<Dropped> {
+    pub(crate) fn unapplied(&self) -> &Arc<Unapplied> {
         &self.dropped
     }
 

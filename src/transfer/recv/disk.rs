@@ -920,7 +920,7 @@ pub(crate) fn finish_dirs(planned: &[Planned], target: &TargetDir, names: Names)
             resolver.finish_dir(&item.entry.shown_path(), &components, &item.entry)
         {
             report::warn(&escape(&refusal.message));
-            target.dropped().metadata_not_set();
+            target.unapplied().metadata_not_set();
         }
     }
 }

@@ -5,7 +5,7 @@
 //! sender counts as failed.
 
 use std::io::Write;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 
 use anyhow::Result;
 
@@ -99,21 +99,6 @@ fn make_one(
         over_dir,
     };
     resolver.make_node(&node, overwrite)
-}
-
-/// What the session writing into `target` could not apply, in entries per kind,
-/// none above the `offered` entries (docs/PROTOCOL.md 16.3), for its `end`.
-pub(crate) fn dropped(target: &TargetDir, offered: usize) -> Dropped {
-    let counts = target.dropped();
-    let most = offered as u64;
-    let load = |counter: &AtomicUsize| (counter.load(Ordering::Relaxed) as u64).min(most);
-    Dropped {
-        owners: load(&counts.owners),
-        set_id: load(&counts.set_id),
-        xattrs: load(&counts.xattrs),
-        times: load(&counts.times),
-        metadata: load(&counts.metadata),
-    }
 }
 
 /// Says once, at the end of a session, what this receiver could not apply (each

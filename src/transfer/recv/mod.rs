@@ -96,7 +96,7 @@ pub(crate) fn session<R: Read, W: Write + Send, C: Hangup>(
     // files of a cut session that arrived were applied (and kept) all the same. A
     // server's sessions say nothing: their clients are told (or were cut).
     if let (Destination::Dir(target), None) = (destination, quota) {
-        make::say_dropped(&make::dropped(target, usize::MAX), tally);
+        make::say_dropped(&target.unapplied().counts(usize::MAX), tally);
     }
     tally.squeezed(conn.reader.take_squeezed());
     // A refusal in place of the offer (a `get` the server would not serve) began
@@ -137,7 +137,7 @@ fn receive<R: Read, W: Write + Send, C>(
     let mut dropped = None;
     if let Destination::Dir(target) = shared.destination {
         finish_tree(&mut planned, target, &asked, writer, shared, tally)?;
-        dropped = Some(make::dropped(target, planned.len())).filter(Dropped::any);
+        dropped = Some(target.unapplied().counts(planned.len())).filter(Dropped::any);
     }
     writer.write_message(&Message::End { dropped })?;
     writer.flush()

@@ -769,7 +769,7 @@ impl<'s, 'c> Decider<'s, 'c> {
         refreshed.unwrap_or_else(|refusal| {
             crate::ui::report::warn(&escape(&refusal.message));
             if let Destination::Dir(target) = self.shared.destination {
-                target.dropped().metadata_not_set();
+                target.unapplied().metadata_not_set();
             }
             false
         })
