@@ -49,20 +49,7 @@ pub(crate) fn is_unprintable(c: char) -> bool {
 /// `text` with every control and format character written as `\u{..}`, and
 /// backslashes doubled so that an escape cannot be forged.
 pub(crate) fn escape(text: &str) -> Cow<'_, str> {
-    if !text.chars().any(|c| is_unprintable(c) || c == '\\') {
-        return Cow::Borrowed(text);
-    }
-    let mut out = String::with_capacity(text.len() + 8);
-    for c in text.chars() {
-        if c == '\\' {
-            out.push_str("\\\\");
-        } else if is_unprintable(c) {
-            write!(out, "\\u{{{:x}}}", c as u32).expect("writing to a String cannot fail");
-        } else {
-            out.push(c);
-        }
-    }
-    Cow::Owned(out)
+    escape_with(text, true)
 }
 
 /// A message a peer said, made safe to print: every control and format character
@@ -71,12 +58,20 @@ pub(crate) fn escape(text: &str) -> Cow<'_, str> {
 /// that as `new\\u{a}line`; what it says is its own words anyway, so an escape it
 /// forges there misleads no more than any other text it chooses.
 pub(crate) fn escape_said(text: &str) -> Cow<'_, str> {
-    if !text.chars().any(is_unprintable) {
+    escape_with(text, false)
+}
+
+/// [`escape`], doubling backslashes only with `backslashes`.
+fn escape_with(text: &str, backslashes: bool) -> Cow<'_, str> {
+    let doubled = |c: char| backslashes && c == '\\';
+    if !text.chars().any(|c| is_unprintable(c) || doubled(c)) {
         return Cow::Borrowed(text);
     }
     let mut out = String::with_capacity(text.len() + 8);
     for c in text.chars() {
-        if is_unprintable(c) {
+        if doubled(c) {
+            out.push_str("\\\\");
+        } else if is_unprintable(c) {
             write!(out, "\\u{{{:x}}}", c as u32).expect("writing to a String cannot fail");
         } else {
             out.push(c);

@@ -59,12 +59,7 @@ pub(crate) fn run(options: &RecvOptions) -> Result<()> {
         recv::session(conn, &destination, &claims, settings, None, tally)?;
         tally.verdict()
     });
-    // Without resume a file lands in an unnamed temporary: nothing of it stays.
-    let kept = if options.stdout || !settings.resume {
-        Kept::Nothing
-    } else {
-        Kept::Here
-    };
+    let kept = Kept::receiving(!options.stdout, settings.resume);
     let result = run_link(
         &options.peering,
         Role::Receiver,

@@ -30,9 +30,8 @@ pub(crate) struct GetOptions {
 pub(crate) fn get(options: &GetOptions) -> Result<()> {
     use crate::net::signals::{Kept, interrupt_clears_the_screen};
     let dry_run = options.settings.asked.is_some_and(|(_, dry_run)| dry_run);
-    // Without resume a file lands in an unnamed temporary: nothing of it stays.
-    let keeps = options.settings.resume && !options.stdout && !dry_run;
-    interrupt_clears_the_screen(if !keeps { Kept::Nothing } else { Kept::Here })?;
+    let to_disk = !options.stdout && !dry_run;
+    interrupt_clears_the_screen(Kept::receiving(to_disk, options.settings.resume))?;
     let (destination, _lock) = if options.stdout {
         (Destination::Stdout, None)
     } else if dry_run {

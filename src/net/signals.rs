@@ -66,6 +66,18 @@ pub(crate) enum Kept {
     Nothing,
 }
 
+impl Kept {
+    /// A receiver's: partial data here only where it writes files (`to_disk`: not
+    /// standard output, not a dry run) and keeps partials (`resume`); without
+    /// resume a file lands in an unnamed temporary, and nothing of it stays.
+    pub(crate) fn receiving(to_disk: bool, resume: bool) -> Kept {
+        match to_disk && resume {
+            true => Kept::Here,
+            false => Kept::Nothing,
+        }
+    }
+}
+
 /// For a command that connects: on SIGINT or SIGTERM, clear the progress bar, say
 /// what is `kept`, and exit 130 (the shell's code for an interrupt), instead of
 /// dying with a half-drawn bar on the screen.
