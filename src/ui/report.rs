@@ -556,7 +556,7 @@ impl Reporter {
             return;
         }
         for (kind, count) in dropped.kinds().into_iter().filter(|(_, n)| *n > 0) {
-            let (what, why) = not_kept_words(kind);
+            let (what, why) = dropped_words(kind, false);
             let shown = entries(usize::try_from(count).unwrap_or(usize::MAX));
             self.note(&format!("note: the receiver {what} on {shown}: {why}"));
         }
@@ -570,6 +570,18 @@ impl Reporter {
             }
             event
         });
+    }
+
+    /// What this receiver could not apply, said once at the end of its session, a
+    /// note per kind (an entry whose metadata it could not set at all was warned
+    /// of already).
+    pub(crate) fn not_applied_here(&self, dropped: &Dropped) {
+        let kinds = dropped.kinds().into_iter();
+        for (kind, count) in kinds.filter(|(kind, n)| *n > 0 && *kind != "metadata") {
+            let (what, why) = dropped_words(kind, true);
+            let shown = entries(usize::try_from(count).unwrap_or(usize::MAX));
+            self.note(&format!("note: {what} on {shown}: {why}"));
+        }
     }
 
     /// A warning of this session's (a note of what was not kept), unless quiet: a
@@ -986,16 +998,21 @@ pub(crate) fn not_there_yet_locally(style: Style, dir: &std::path::Path) {
     not_there_yet(style, "local", &dir.to_string_lossy(), &message);
 }
 
-/// What the receiver did not do, and the likely why, for a kind of [`Dropped`].
-fn not_kept_words(kind: &str) -> (&'static str, &'static str) {
-    match kind {
-        "set_id" => ("did not keep setuid/setgid", "not root, or a server"),
-        "owners" => ("did not keep owners", "not root, or a server"),
-        "xattrs" => (
+/// What was not applied of a kind of [`Dropped`], and the likely why: as a
+/// receiver says it of itself (`here`), or as its sender says it of the receiver.
+fn dropped_words(kind: &str, here: bool) -> (&'static str, &'static str) {
+    match (kind, here) {
+        ("set_id", true) => ("setuid/setgid not kept", "not root"),
+        ("set_id", false) => ("did not keep setuid/setgid", "not root, or a server"),
+        ("owners", true) => ("owners not kept", "not root"),
+        ("owners", false) => ("did not keep owners", "not root, or a server"),
+        ("xattrs", true) => ("extended attributes not set", "not allowed here"),
+        ("xattrs", false) => (
             "did not set extended attributes",
             "not allowed there, or over a server's 4 KiB",
         ),
-        "times" => ("did not keep times", "its filesystem cannot hold them"),
+        ("times", true) => ("times not kept", "the filesystem cannot hold them"),
+        ("times", false) => ("did not keep times", "its filesystem cannot hold them"),
         _ => (
             "could not set the metadata",
             "held there already and not its own",

@@ -31,7 +31,6 @@ use super::maker::{self, Helper, Made, make_all};
 use super::plan::Planned;
 use super::shared::{Destination, Shared};
 use crate::error::{Classify, Kind};
-use crate::escape::escape;
 use crate::fs::Refusal;
 use crate::fs::home::Footprint;
 use crate::fs::path::{Names, check_path_bytes};
@@ -43,7 +42,7 @@ use crate::proto::message::{EntryKind, ErrorCode, Message};
 use crate::proto::negotiated::FileFacts;
 use crate::proto::wire::FrameWriter;
 use crate::transfer::Tally;
-use crate::ui::report::{self, Change, FileOutcome};
+use crate::ui::report::{Change, FileOutcome};
 
 /// Files made durable together, at most. Measured with 10 000 files of 4 KiB:
 /// each group costs two filesystem flushes (about 3 ms here), and 256 per group
@@ -919,8 +918,7 @@ pub(crate) fn finish_dirs(planned: &[Planned], target: &TargetDir, names: Names)
         if let Err(refusal) =
             resolver.finish_dir(&item.entry.shown_path(), &components, &item.entry)
         {
-            report::warn(&escape(&refusal.message));
-            target.unapplied().metadata_not_set();
+            super::make::metadata_not_set(target, &refusal);
         }
     }
 }

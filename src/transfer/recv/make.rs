@@ -16,7 +16,7 @@ use crate::escape::escape;
 use crate::fs::Refusal;
 use crate::fs::path::check_path_bytes;
 use crate::fs::sink::{Node, TargetDir};
-use crate::proto::message::{Dropped, EntryKind, ErrorCode, Message};
+use crate::proto::message::{EntryKind, ErrorCode, Message};
 use crate::proto::wire::FrameWriter;
 use crate::transfer::Tally;
 use crate::ui::report::{self, Change};
@@ -101,30 +101,10 @@ fn make_one(
     resolver.make_node(&node, overwrite)
 }
 
-/// Says once, at the end of a session, what this receiver could not apply (each
-/// entry whose metadata it could not set at all was warned of already), as the
-/// session's own: a listener's sessions run at once.
-pub(crate) fn say_dropped(dropped: &Dropped, tally: &Tally) {
-    let notes = [
-        (dropped.set_id, "setuid/setgid not kept", "not root"),
-        (dropped.owners, "owners not kept", "not root"),
-        (
-            dropped.xattrs,
-            "extended attributes not set",
-            "not allowed here",
-        ),
-        (
-            dropped.times,
-            "times not kept",
-            "the filesystem cannot hold them",
-        ),
-    ];
-    for (count, what, why) in notes {
-        if count > 0 {
-            let shown = report::entries(usize::try_from(count).unwrap_or(usize::MAX));
-            tally
-                .reporter()
-                .note(&format!("note: {what} on {shown}: {why}"));
-        }
-    }
+/// An entry there already whose metadata could not be set (a refresh of a `same`
+/// entry, a directory's mode and time at the end): warned at once, and counted
+/// for the sender (`dropped.metadata`).
+pub(crate) fn metadata_not_set(target: &TargetDir, refusal: &Refusal) {
+    report::warn(&escape(&refusal.message));
+    target.unapplied().metadata_not_set();
 }

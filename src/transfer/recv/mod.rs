@@ -96,7 +96,9 @@ pub(crate) fn session<R: Read, W: Write + Send, C: Hangup>(
     // files of a cut session that arrived were applied (and kept) all the same. A
     // server's sessions say nothing: their clients are told (or were cut).
     if let (Destination::Dir(target), None) = (destination, quota) {
-        make::say_dropped(&target.unapplied().counts(usize::MAX), tally);
+        tally
+            .reporter()
+            .not_applied_here(&target.unapplied().counts(usize::MAX));
     }
     tally.squeezed(conn.reader.take_squeezed());
     // A refusal in place of the offer (a `get` the server would not serve) began

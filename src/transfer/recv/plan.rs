@@ -767,9 +767,8 @@ impl<'s, 'c> Decider<'s, 'c> {
                 .refresh_same_node(shown, components, entry, self.dry_run),
         };
         refreshed.unwrap_or_else(|refusal| {
-            crate::ui::report::warn(&escape(&refusal.message));
             if let Destination::Dir(target) = self.shared.destination {
-                target.unapplied().metadata_not_set();
+                super::make::metadata_not_set(target, &refusal);
             }
             false
         })
