@@ -35,6 +35,27 @@ fn small_tree(root: &Path, name: &str) -> std::path::PathBuf {
     tree
 }
 
+/// A session of the independent peer that offers files of one byte named `paths`,
+/// each with an owner (uid and gid 12345), sends the first (its name as its
+/// bytes) and reads its `ok`: the session then waits, its `end` not sent.
+fn first_of_owned_files(port: u16, paths: &[&str]) -> Peer {
+    let mut sender = peer_sender(port, &["aead", "meta"]);
+    let owned = |path: &&str| {
+        json!({"path":path,"kind":"file","size":1,"mode":420,"mtime":1_700_000_000,
+            "uid":12345,"gid":12345})
+    };
+    sender
+        .send_offer(&[paths.iter().map(owned).collect()])
+        .unwrap();
+    let plan = sender.read_plan(paths.len()).unwrap();
+    assert_eq!(plan[0]["action"], "send", "{plan:?}");
+    sender
+        .send_file(0, paths[0], &paths[0].as_bytes()[..1], 0)
+        .unwrap();
+    assert_eq!(sender.read_control().unwrap()["type"], "ok");
+    sender
+}
+
 fn not_kept(output: &Output) -> Vec<Value> {
     let events = stdout_events(output);
     events
@@ -84,14 +105,7 @@ fn two_sessions_into_one_listener_are_each_told_only_their_own() {
     };
     // The first session: one file with an owner, applied (and dropped) before its
     // `ok`; the session then waits, its `end` not sent yet.
-    let mut first = peer_sender(receiver.port, &["aead", "meta"]);
-    let file = json!({"path":"f","kind":"file","size":1,"mode":420,"mtime":1_700_000_000,
-        "uid":12345,"gid":12345});
-    first.send_offer(&[vec![file]]).unwrap();
-    let plan = first.read_plan(1).unwrap();
-    assert_eq!(plan[0]["action"], "send", "{plan:?}");
-    first.send_file(0, "f", b"f", 0).unwrap();
-    assert_eq!(first.read_control().unwrap()["type"], "ok");
+    let mut first = first_of_owned_files(receiver.port, &["f"]);
 
     // The second session, all of it meanwhile: two entries with owners.
     let src = tempfile::tempdir().unwrap();
@@ -288,16 +302,7 @@ fn a_cut_session_still_says_what_it_could_not_apply_to_what_arrived() {
         eprintln!("skipped: needs root and setpriv to run a receiver as nobody");
         return;
     };
-    let mut sender = peer_sender(receiver.port, &["aead", "meta"]);
-    let owned = |path: &str| {
-        json!({"path":path,"kind":"file","size":1,"mode":420,"mtime":1_700_000_000,
-            "uid":12345,"gid":12345})
-    };
-    sender.send_offer(&[vec![owned("f"), owned("g")]]).unwrap();
-    let plan = sender.read_plan(2).unwrap();
-    assert_eq!(plan[0]["action"], "send", "{plan:?}");
-    sender.send_file(0, "f", b"f", 0).unwrap();
-    assert_eq!(sender.read_control().unwrap()["type"], "ok");
+    let sender = first_of_owned_files(receiver.port, &["f", "g"]);
     drop(sender); // cut before the second file
     let said = receiver.wait_for_stderr("note: owners not kept on 1 entry");
     assert!(said.contains("not root"), "{said}");
