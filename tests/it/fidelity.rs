@@ -14,7 +14,9 @@ use serde_json::{Value, json};
 
 use crate::util::peer::{Acceptor, Decision, Peer};
 use crate::util::tree::{Check, assert_faithful, set_mtime, set_xattr, xattrs_of};
-use crate::util::{KEY, Receiver, files_under, peer_sender, send, stderr_of};
+use crate::util::{
+    KEY, Receiver, files_under, link_tree_to_meta_peer, peer_sender, send, stderr_of,
+};
 
 /// 1901-06-01T00:00:00Z, 1969-12-31T23:59:59.5Z and 2100-01-01T00:00:00Z.
 const Y1901: i64 = -2_163_801_600;
@@ -393,25 +395,7 @@ fn a_hard_link_whose_file_did_not_arrive_is_answered_not_found_before_end() {
 
 #[test]
 fn a_sender_counts_a_link_the_receiver_could_not_make_as_failed() {
-    let src = tempfile::tempdir().unwrap();
-    let tree = src.path().join("t");
-    std::fs::create_dir(&tree).unwrap();
-    std::os::unix::fs::symlink("x", tree.join("link")).unwrap();
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let peer_side = std::thread::spawn(move || {
-        let mut peer = Peer::accept(&listener).unwrap();
-        peer.accept_handshake(&Acceptor::new(KEY, "receiver").features(&["aead", "meta"]))
-            .unwrap();
-        // The independent peer knows no `meta` kinds: the offer is read raw here.
-        let mut offer = Vec::new();
-        loop {
-            let frame = peer.read_control().unwrap();
-            match frame["type"].as_str() {
-                Some("offer") => offer.extend(frame["entries"].as_array().unwrap().clone()),
-                _ => break,
-            }
-        }
+    let (sent, offer) = link_tree_to_meta_peer(&[], |peer, offer| {
         let send = json!({"action":"send","offset":0});
         peer.send_plan(&[vec![send; offer.len()]]).unwrap();
         peer.send_control(&json!({"type":"error","index":1,"code":"denied","message":"not here"}))
@@ -420,8 +404,6 @@ fn a_sender_counts_a_link_the_receiver_could_not_make_as_failed() {
         peer.send_end().unwrap();
         offer
     });
-    let sent = send(&[&tree], port, KEY, &[]);
-    let offer = peer_side.join().unwrap();
     assert_eq!(offer[1]["kind"], "symlink", "{offer:?}");
     assert_eq!(sent.status.code(), Some(6), "{}", stderr_of(&sent));
     assert!(

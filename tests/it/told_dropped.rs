@@ -11,8 +11,10 @@ use std::process::Output;
 
 use serde_json::{Value, json};
 
-use crate::util::peer::{Acceptor, Peer};
-use crate::util::{KEY, Receiver, peer_sender, send, stderr_of, stdout_events};
+use crate::util::peer::Peer;
+use crate::util::{
+    KEY, Receiver, link_tree_to_meta_peer, peer_sender, send, stderr_of, stdout_events,
+};
 
 /// A receiver listening as nobody (`--serve`) into a directory of nobody's, or
 /// `None` where the test cannot run one (not root, no setpriv).
@@ -127,34 +129,15 @@ fn two_sessions_into_one_listener_are_each_told_only_their_own() {
 /// the receiver, which plans everything and answers the sender's `end` with `end`
 /// (the frame's bytes as given).
 fn against_a_receiver_ending_with(end: String) -> Output {
-    let src = tempfile::tempdir().unwrap();
-    let tree = src.path().join("t");
-    std::fs::create_dir(&tree).unwrap();
-    std::os::unix::fs::symlink("x", tree.join("link")).unwrap();
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let peer_side = std::thread::spawn(move || {
-        let mut peer = Peer::accept(&listener).unwrap();
-        peer.accept_handshake(&Acceptor::new(KEY, "receiver").features(&["aead", "meta"]))
-            .unwrap();
-        let mut offered = 0;
-        loop {
-            let frame = peer.read_control().unwrap();
-            match frame["type"].as_str() {
-                Some("offer") => offered += frame["entries"].as_array().unwrap().len(),
-                _ => break,
-            }
-        }
+    let answer = move |peer: &mut Peer, offer: Vec<Value>| {
         let send = json!({"action":"send","offset":0});
-        peer.send_plan(&[vec![send; offered]]).unwrap();
+        peer.send_plan(&[vec![send; offer.len()]]).unwrap();
         assert_eq!(peer.read_control().unwrap()["type"], "end");
         peer.send_frame(end.as_bytes()).unwrap();
         // What the sender says back (a `protocol` error), if anything.
         let _ = peer.read_control();
-    });
-    let sent = send(&[&tree], port, KEY, &["-a", "--json"]);
-    peer_side.join().unwrap();
-    sent
+    };
+    link_tree_to_meta_peer(&["-a", "--json"], answer).0
 }
 
 #[test]

@@ -332,6 +332,38 @@ pub fn peer_sender(port: u16, features: &[&str]) -> Peer {
     peer
 }
 
+/// `xfer send` with `args` of a directory holding one link (an entry without
+/// data) to the independent peer as a receiver with `meta`; `answer` gets the
+/// peer once the offer was read (raw: the peer knows no `meta` kinds), and what it
+/// returns comes back beside the sender's output.
+pub fn link_tree_to_meta_peer<T: Send + 'static>(
+    args: &[&str],
+    answer: impl FnOnce(&mut Peer, Vec<serde_json::Value>) -> T + Send + 'static,
+) -> (Output, T) {
+    let src = tempfile::tempdir().unwrap();
+    let tree = src.path().join("t");
+    std::fs::create_dir(&tree).unwrap();
+    std::os::unix::fs::symlink("x", tree.join("link")).unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let peer_side = std::thread::spawn(move || {
+        let mut peer = Peer::accept(&listener).unwrap();
+        let acceptor = peer::Acceptor::new(KEY, "receiver").features(&["aead", "meta"]);
+        peer.accept_handshake(&acceptor).unwrap();
+        let mut offer = Vec::new();
+        loop {
+            let frame = peer.read_control().unwrap();
+            match frame["type"].as_str() {
+                Some("offer") => offer.extend(frame["entries"].as_array().unwrap().clone()),
+                _ => break,
+            }
+        }
+        answer(&mut peer, offer)
+    });
+    let sent = send(&[&tree], port, KEY, args);
+    (sent, peer_side.join().unwrap())
+}
+
 /// A TCP connection to 127.0.0.1:`port` from the loopback address `source` (any of
 /// 127.0.0.0/8 works on Linux), so that a test can stand for many hosts: a listener
 /// bounds connections in the handshake per address.
