@@ -455,6 +455,17 @@ fn write_source(site: &Site, len: usize) -> PathBuf {
     path
 }
 
+/// Alice's home and a source directory, each on a tmpfs of `bytes` (which keeps
+/// large attributes, as XFS and btrfs do), and the source's `tree/f` holding
+/// `content`: `None` where no tmpfs can be mounted here.
+fn on_tmpfs(site: &Site, bytes: u64, content: &[u8]) -> Option<(Tmpfs, Tmpfs, PathBuf)> {
+    let home = Tmpfs::mount(&site.home("alice"), bytes)?;
+    let source = Tmpfs::mount(&site.path().join("source"), bytes)?;
+    let file = site.path().join("source/tree/f");
+    crate::util::server::write(&file, content);
+    Some((home, source, file))
+}
+
 /// The bytes of names and values of the `user.*` attributes `path` holds.
 fn xattr_bytes(path: &Path) -> usize {
     crate::util::tree::xattrs_of(path)
@@ -476,15 +487,10 @@ fn extended_attributes_a_quota_does_not_count_stay_within_4_kib_an_entry() {
     use crate::util::tree::{set_mtime, set_xattr, xattrs_of};
     let site = Site::new();
     site.users(&[("alice", "quota = 100000\nmax_files = 10")]);
-    let Some(_home) = Tmpfs::mount(&site.home("alice"), 64 << 20) else {
+    let Some((_home, _source, file)) = on_tmpfs(&site, 64 << 20, b"") else {
         return;
     };
-    let Some(_source) = Tmpfs::mount(&site.path().join("source"), 64 << 20) else {
-        return;
-    };
-    let tree = site.path().join("source/tree");
-    let file = tree.join("f");
-    crate::util::server::write(&file, b"");
+    let tree = file.parent().unwrap().to_path_buf();
     if set_xattr(&file, "user.probe", &[0; 60_000]).is_err() {
         eprintln!("skipped: this tmpfs keeps no large user.* attributes (Linux before 6.6)");
         return;
@@ -540,15 +546,10 @@ fn attributes_kept_within_4_kib_follow_the_offer_and_a_second_run_finds_them_sam
     use crate::util::tree::{set_mtime, set_xattr, xattrs_of};
     let site = Site::new();
     site.users(&[("alice", "")]);
-    let Some(_home) = Tmpfs::mount(&site.home("alice"), 16 << 20) else {
+    let Some((_home, _source, file)) = on_tmpfs(&site, 16 << 20, b"") else {
         return;
     };
-    let Some(_source) = Tmpfs::mount(&site.path().join("source"), 16 << 20) else {
-        return;
-    };
-    let tree = site.path().join("source/tree");
-    let file = tree.join("f");
-    crate::util::server::write(&file, b"");
+    let tree = file.parent().unwrap().to_path_buf();
     set_xattr(&file, "user.z", &[1; 4000]).expect("an attribute of 4000 bytes");
     set_mtime(&file, 1_000_000_000, 0);
     let server = site.serve(&[]);
@@ -591,15 +592,10 @@ fn an_entry_over_4_kib_of_attributes_is_brought_within_it_though_each_kept_one_i
     use crate::util::tree::{set_mtime, set_xattr, xattrs_of};
     let site = Site::new();
     site.users(&[("alice", "")]);
-    let Some(_home) = Tmpfs::mount(&site.home("alice"), 16 << 20) else {
+    let Some((_home, _source, file)) = on_tmpfs(&site, 16 << 20, b"f") else {
         return;
     };
-    let Some(_source) = Tmpfs::mount(&site.path().join("source"), 16 << 20) else {
-        return;
-    };
-    let tree = site.path().join("source/tree");
-    let file = tree.join("f");
-    crate::util::server::write(&file, b"f");
+    let tree = file.parent().unwrap().to_path_buf();
     let landed = site.home("alice").join("tree/f");
     crate::util::server::write(&landed, b"f");
     for path in [&file, &landed] {
