@@ -11,7 +11,7 @@ use std::process::Command;
 use serde_json::{Value, json};
 
 use crate::util::peer::{HashKind, Peer, hex, kind, mac_done, parse_control};
-use crate::util::server::{Site, client, expect_exit, send_as};
+use crate::util::server::{Server, Site, client, expect_exit, send_as};
 use crate::util::{
     KEY, Receiver, files_under, old_receiver_taking_all, partial_name, pattern, peer_sender, send,
     stderr_of, summary_event,
@@ -312,10 +312,9 @@ fn runs_that_lie_are_protocol_and_leave_nothing() {
     assert_eq!(files_under(out.path()), Vec::<std::path::PathBuf>::new());
 }
 
-/// A `get` from a server sends a sparse file as runs too: its holes stay holes in
-/// the local copy and cost nothing on the wire, as they do for a `send`.
-#[test]
-fn a_sparse_file_got_from_a_server_keeps_its_holes() {
+/// A server with one user, alice, and her home, where its filesystem keeps holes
+/// (`None`, said, where it does not).
+fn alice_served_with_holes() -> Option<(Site, Server, std::path::PathBuf)> {
     let site = Site::new();
     site.users(&[("alice", "")]);
     let server = site.serve(&[]);
@@ -323,8 +322,18 @@ fn a_sparse_file_got_from_a_server_keeps_its_holes() {
     std::fs::create_dir_all(&home).unwrap();
     if !keeps_holes(&home) {
         eprintln!("skipped: the site's filesystem keeps no holes");
-        return;
+        return None;
     }
+    Some((site, server, home))
+}
+
+/// A `get` from a server sends a sparse file as runs too: its holes stay holes in
+/// the local copy and cost nothing on the wire, as they do for a `send`.
+#[test]
+fn a_sparse_file_got_from_a_server_keeps_its_holes() {
+    let Some((site, server, home)) = alice_served_with_holes() else {
+        return;
+    };
     let stored = home.join("disk.img");
     sparse_file(&stored, GIB, 512 * MIB, &pattern(MIB as usize, 6));
     let local = site.download_dir("holes");
@@ -352,15 +361,9 @@ fn a_sparse_file_got_from_a_server_keeps_its_holes() {
 /// file" with advice for `send`.
 #[test]
 fn a_sparse_file_got_to_standard_output_comes_whole() {
-    let site = Site::new();
-    site.users(&[("alice", "")]);
-    let server = site.serve(&[]);
-    let home = site.home("alice");
-    std::fs::create_dir_all(&home).unwrap();
-    if !keeps_holes(&home) {
-        eprintln!("skipped: the site's filesystem keeps no holes");
+    let Some((site, server, home)) = alice_served_with_holes() else {
         return;
-    }
+    };
     let stored = home.join("holey.img");
     let data = pattern(MIB as usize, 7);
     sparse_file(&stored, 8 * MIB, 3 * MIB, &data);
