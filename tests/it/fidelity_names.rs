@@ -67,8 +67,9 @@ fn odd_names_arrive_point_to_point_and_a_rerun_sends_nothing() {
     assert_faithful(&tree, &out.path().join("names"), &names_and_bytes());
 }
 
-#[test]
-fn safe_names_refuses_them_and_both_sides_say_bad_path() {
+/// The odd tree sent to a receiver with `--safe-names`: both exit 6 (refused); the
+/// sender's output, the receiver (exited) and its directory.
+fn sent_to_safe_names() -> (std::process::Output, Receiver, tempfile::TempDir) {
     let src = tempfile::tempdir().unwrap();
     let tree = odd_tree(src.path());
     let out = tempfile::tempdir().unwrap();
@@ -76,6 +77,12 @@ fn safe_names_refuses_them_and_both_sides_say_bad_path() {
     let sent = send(&[&tree], receiver.port, KEY, &[]);
     assert_eq!(sent.status.code(), Some(6), "{}", stderr_of(&sent));
     assert_eq!(receiver.exit_code(), 6, "{}", receiver.stderr());
+    (sent, receiver, out)
+}
+
+#[test]
+fn safe_names_refuses_them_and_both_sides_say_bad_path() {
+    let (sent, receiver, out) = sent_to_safe_names();
     for said in [stderr_of(&sent), receiver.stderr()] {
         assert!(
             said.contains("bad_path") || said.contains("backslash"),
@@ -156,13 +163,7 @@ fn a_peer_without_meta_gets_the_utf8_names_and_the_sender_counts_the_rest() {
 /// sender does not escape that escape again (`new\\u{a}line`).
 #[test]
 fn a_refusal_from_the_receiver_is_shown_escaped_once() {
-    let src = tempfile::tempdir().unwrap();
-    let tree = odd_tree(src.path());
-    let out = tempfile::tempdir().unwrap();
-    let mut receiver = Receiver::start(out.path(), Some(KEY), &["--safe-names"]);
-    let sent = send(&[&tree], receiver.port, KEY, &[]);
-    assert_eq!(sent.status.code(), Some(6), "{}", stderr_of(&sent));
-    assert_eq!(receiver.exit_code(), 6, "{}", receiver.stderr());
+    let (sent, _receiver, _out) = sent_to_safe_names();
     let said = stderr_of(&sent);
     let line = said
         .lines()
