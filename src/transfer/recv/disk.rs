@@ -918,7 +918,7 @@ pub(crate) fn finish_dirs(planned: &[Planned], target: &TargetDir, names: Names)
         if let Err(refusal) =
             resolver.finish_dir(&item.entry.shown_path(), &components, &item.entry)
         {
-            super::make::metadata_not_set(target, &refusal);
+            super::shared::metadata_not_set(target, &refusal);
         }
     }
 }

@@ -19,7 +19,7 @@ use crate::fs::sink::{Node, TargetDir};
 use crate::proto::message::{EntryKind, ErrorCode, Message};
 use crate::proto::wire::FrameWriter;
 use crate::transfer::Tally;
-use crate::ui::report::{self, Change};
+use crate::ui::report::Change;
 
 /// Makes every accepted entry without data, in offer order.
 pub(crate) fn make_all<W: Write>(
@@ -99,12 +99,4 @@ fn make_one(
         over_dir,
     };
     resolver.make_node(&node, overwrite)
-}
-
-/// An entry there already whose metadata could not be set (a refresh of a `same`
-/// entry, a directory's mode and time at the end): warned at once, and counted
-/// for the sender (`dropped.metadata`).
-pub(crate) fn metadata_not_set(target: &TargetDir, refusal: &Refusal) {
-    report::warn(&escape(&refusal.message));
-    target.unapplied().metadata_not_set();
 }

@@ -768,7 +768,7 @@ impl<'s, 'c> Decider<'s, 'c> {
         };
         refreshed.unwrap_or_else(|refusal| {
             if let Destination::Dir(target) = self.shared.destination {
-                super::make::metadata_not_set(target, &refusal);
+                super::shared::metadata_not_set(target, &refusal);
             }
             false
         })

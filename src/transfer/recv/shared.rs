@@ -6,12 +6,15 @@
 use std::sync::Mutex;
 
 use super::claims::Claims;
+use crate::escape::escape;
+use crate::fs::Refusal;
 use crate::fs::filter::Filter;
 use crate::fs::path::Names;
 use crate::fs::quota::Account;
 use crate::fs::sink::TargetDir;
 use crate::proto::message::Removed;
 use crate::proto::negotiated::Transfer;
+use crate::ui::report;
 
 /// Where received files go.
 pub(crate) enum Destination {
@@ -100,4 +103,12 @@ pub(crate) struct Mirroring {
     /// What was removed (in a dry run: would be) from directories that offered
     /// files or links replaced, for the `deleted` report, in removal order.
     pub(crate) cleared: Mutex<Vec<Removed>>,
+}
+
+/// An entry there already whose metadata could not be set (a refresh of a `same`
+/// entry, a directory's mode and time at the end): warned at once, and counted
+/// for the sender (`dropped.metadata`).
+pub(crate) fn metadata_not_set(target: &TargetDir, refusal: &Refusal) {
+    report::warn(&escape(&refusal.message));
+    target.unapplied().metadata_not_set();
 }
