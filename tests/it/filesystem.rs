@@ -1,8 +1,9 @@
 //! The receiver's filesystem: links planted in the target or swapped in mid-transfer
 //! never redirect a write, a full disk and a file size limit are I/O errors that
 //! leave the receiver serving, a second receiver on the same directory is
-//! refused, naming the first, and on the sending side a file swapped for a named
-//! pipe after the walk is given up instead of blocking the session.
+//! refused, naming the first, a large file received leaves the page cache once it
+//! is on disk, and on the sending side a file swapped for a named pipe after the
+//! walk is given up instead of blocking the session.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -11,7 +12,7 @@ use std::time::Duration;
 use crate::util::relay::{Faults, Relay};
 use crate::util::tree::{Check, assert_faithful, differences, set_mtime, snapshot};
 use crate::util::{
-    KEY, Receiver, TIMEOUT, files_under, pattern, run, send, stderr_of, wait_for, xfer,
+    KEY, Receiver, TIMEOUT, files_under, pattern, run, send, stderr_of, wait_for, write_in, xfer,
 };
 
 /// Runs `script` in a private mount namespace (`unshare -m`), or says why it cannot.
@@ -335,4 +336,74 @@ fn a_file_swapped_for_a_named_pipe_after_the_walk_fails_alone_instead_of_blockin
         b"still sent"
     );
     assert!(!out.path().join("tree/big").exists());
+}
+
+/// How many of `path`'s pages are in the page cache (`mincore` of a mapping).
+fn cached_pages(path: &Path) -> usize {
+    use std::os::fd::AsRawFd;
+    let file = std::fs::File::open(path).unwrap();
+    let len = file.metadata().unwrap().len() as usize;
+    let page = 4096;
+    let mut resident = vec![0u8; len.div_ceil(page)];
+    // SAFETY: a private read-only mapping of a file this test alone holds open,
+    // unmapped before returning; `resident` has one byte per page of it.
+    unsafe {
+        let map = libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ,
+            libc::MAP_PRIVATE,
+            file.as_raw_fd(),
+            0,
+        );
+        assert_ne!(map, libc::MAP_FAILED);
+        assert_eq!(libc::mincore(map, len, resident.as_mut_ptr()), 0);
+        libc::munmap(map, len);
+    }
+    resident.iter().filter(|&&byte| byte & 1 == 1).count()
+}
+
+/// Whether `path` is on a tmpfs, whose pages are the file itself and never leave.
+fn on_tmpfs(path: &Path) -> bool {
+    const TMPFS_MAGIC: i64 = 0x0102_1994;
+    let name = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: `stat` is a plain struct the call fills; `name` is a C string.
+    let mut stat: libc::statfs = unsafe { std::mem::zeroed() };
+    assert_eq!(unsafe { libc::statfs(name.as_ptr(), &mut stat) }, 0);
+    stat.f_type as i64 == TMPFS_MAGIC
+}
+
+#[test]
+fn a_large_file_received_leaves_the_page_cache_and_a_small_one_stays() {
+    let src = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    if on_tmpfs(out.path()) {
+        eprintln!("skipped: the page cache of a tmpfs is the file itself");
+        return;
+    }
+    let big = write_in(src.path(), "big", &pattern(40 << 20, 3));
+    let small = write_in(src.path(), "small", &pattern(1 << 20, 4));
+    let mut receiver = Receiver::start(out.path(), Some(KEY), &["--overwrite", "--serve"]);
+    let sent = send(&[&big, &small], receiver.port, KEY, &[]);
+    assert!(sent.status.success(), "{}", stderr_of(&sent));
+    // An update of the big one travels as a delta: its result leaves the cache too.
+    let mut changed = pattern(40 << 20, 3);
+    changed[20 << 20..(20 << 20) + 4096].fill(7);
+    std::fs::write(&big, &changed).unwrap();
+    let sent = send(&[&big], receiver.port, KEY, &["-i"]);
+    assert!(sent.status.success(), "{}", stderr_of(&sent));
+    let said = String::from_utf8_lossy(&sent.stdout);
+    assert!(said.lines().any(|line| line == "delta    big"), "{said}");
+    receiver.child.kill().unwrap();
+    // Counted before anything else reads them: 40 MiB is 10 240 pages, 1 MiB 256.
+    let (big_cached, small_cached) = (
+        cached_pages(&out.path().join("big")),
+        cached_pages(&out.path().join("small")),
+    );
+    assert_eq!(
+        big_cached, 0,
+        "pages of the received 40 MiB file still cached"
+    );
+    assert_eq!(small_cached, 256, "a small file's pages stay cached");
+    assert_eq!(std::fs::read(out.path().join("big")).unwrap(), changed);
 }

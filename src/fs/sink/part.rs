@@ -274,6 +274,16 @@ impl PartFile {
     /// disk (`posix_fadvise(DONTNEED)` does that on Linux, asynchronously), so the
     /// fsync before the `ok` waits for the last window only, not the whole file:
     /// measured on a 1 GiB loopback transfer here, 3.9 s without and 3.3 s with.
+    ///
+    /// The same advice covers everything written before the window, which drops
+    /// the pages that reached the disk since the last call: a file being received
+    /// keeps about two windows in the page cache, not all of it, and none once it
+    /// is committed ([`PartFile::commit`]). Receiving 100 GiB
+    /// then does not push the machine's working set out of memory, and the next
+    /// window is written into pages just freed, not into pages nobody touched for
+    /// a while — which a virtual machine's host may have taken back (free page
+    /// reporting) and backs again at ~10 µs a page on first touch: a 1 GiB receive
+    /// here took 2.5 s without and 0.75 s with (median of 4 each, 3 s idle first).
     pub(crate) fn write_all(&mut self, bytes: &[u8]) -> Result<(), Refusal> {
         let file = self
             .file
@@ -312,12 +322,7 @@ impl PartFile {
         let pending = self.at - self.writeback_from;
         if self.writeback && pending >= WRITEBACK_WINDOW {
             // Only advice: if it fails, the final fsync does all the work.
-            let _ = rustix::fs::fadvise(
-                &*file,
-                self.writeback_from,
-                NonZeroU64::new(pending),
-                Advice::DontNeed,
-            );
+            let _ = rustix::fs::fadvise(&*file, 0, NonZeroU64::new(self.at), Advice::DontNeed);
             self.writeback_from = self.at;
         }
         Ok(())
@@ -400,6 +405,10 @@ impl PartFile {
         if let Err(err) = file.sync_all() {
             self.keep = false;
             return Err(Refusal::io(&self.path, "cannot flush to disk", err));
+        }
+        if self.writeback && self.at >= WRITEBACK_WINDOW {
+            // On disk now: its last window leaves the page cache too (`write_all`).
+            let _ = rustix::fs::fadvise(file, 0, None, Advice::DontNeed);
         }
         if !self.unnamed {
             self.file = None;
