@@ -42,7 +42,7 @@ use crate::proto::message::{EntryKind, ErrorCode, Message};
 use crate::proto::negotiated::FileFacts;
 use crate::proto::wire::FrameWriter;
 use crate::transfer::Tally;
-use crate::ui::report::{Change, FileOutcome};
+use crate::ui::report::{Change, FileOutcome, Reporter};
 
 /// Files made durable together, at most. Measured with 10 000 files of 4 KiB:
 /// each group costs two filesystem flushes (about 3 ms here), and 256 per group
@@ -907,7 +907,12 @@ fn settled_by(result: &Result<(), Refusal>, size: u64) -> Settled {
 
 /// Directory modes and times last: writing their contents changed the times, and a
 /// read-only mode would have stopped the writing. Deepest first.
-pub(crate) fn finish_dirs(planned: &[Planned], target: &TargetDir, names: Names) {
+pub(crate) fn finish_dirs(
+    planned: &[Planned],
+    target: &TargetDir,
+    names: Names,
+    reporter: &Reporter,
+) {
     let mut resolver = target.resolver();
     let dirs = planned.iter().rev().filter(|p| p.accepted_dir);
     for item in dirs {
@@ -918,7 +923,7 @@ pub(crate) fn finish_dirs(planned: &[Planned], target: &TargetDir, names: Names)
         if let Err(refusal) =
             resolver.finish_dir(&item.entry.shown_path(), &components, &item.entry)
         {
-            super::shared::metadata_not_set(target, &refusal);
+            super::shared::metadata_not_set(target, &refusal, reporter);
         }
     }
 }

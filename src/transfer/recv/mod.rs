@@ -246,7 +246,7 @@ fn finish_tree<W: Write>(
     }
     asked.prune(writer, shared, target, planned, tally)?;
     if !asked.dry_run {
-        disk::finish_dirs(planned, target, shared.settings.names);
+        disk::finish_dirs(planned, target, shared.settings.names, tally.reporter());
     }
     Ok(())
 }

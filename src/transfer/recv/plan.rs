@@ -28,7 +28,7 @@ use crate::proto::wire::FrameWriter;
 use crate::transfer::Tally;
 use crate::transfer::consumed::consumed;
 use crate::transfer::offer::{ListWriter, server_keeps_no};
-use crate::ui::report::{Change, FileOutcome};
+use crate::ui::report::{Change, FileOutcome, Reporter};
 
 /// One entry of the offer, decided.
 pub(crate) struct Planned<'c> {
@@ -126,7 +126,8 @@ pub(crate) fn plan<'c, W: Write>(
         }
         Destination::Dir(target) => {
             let dry_run = mirror.is_some_and(|mirror| mirror.dry_run);
-            let mut decider = Decider::new(target, shared, entries.len(), dry_run);
+            let mut decider =
+                Decider::new((target, tally.reporter()), shared, entries.len(), dry_run);
             for entry in consumed(entries) {
                 let (mut item, decision) = decider.decide(entry, &planned, tally);
                 if decider.dry_run {
@@ -259,6 +260,8 @@ struct Decider<'s, 'c> {
     target: &'s TargetDir,
     resolver: Resolver<'s>,
     shared: &'s Shared<'c>,
+    /// The session's voice, for what it says as it decides.
+    reporter: &'s Reporter,
     /// Paths offered so far: a second entry with the same path is refused.
     seen: KeyedSet,
     /// Paths of the entries offered so far that are not directories: nothing may
@@ -276,12 +279,18 @@ struct Decider<'s, 'c> {
 
 impl<'s, 'c> Decider<'s, 'c> {
     /// The state of deciding `count` entries into `target`.
-    fn new(target: &'s TargetDir, shared: &'s Shared<'c>, count: usize, dry_run: bool) -> Self {
+    fn new(
+        (target, reporter): (&'s TargetDir, &'s Reporter),
+        shared: &'s Shared<'c>,
+        count: usize,
+        dry_run: bool,
+    ) -> Self {
         Decider {
             within: target.identity(),
             target,
             resolver: target.resolver(),
             shared,
+            reporter,
             // Sized once: a table grown step by step misses the cache as it
             // moves (the offer was checked against its limit already).
             seen: KeyedSet::with_capacity_and_hasher(count, Default::default()),
@@ -768,7 +777,7 @@ impl<'s, 'c> Decider<'s, 'c> {
         };
         refreshed.unwrap_or_else(|refusal| {
             if let Destination::Dir(target) = self.shared.destination {
-                super::shared::metadata_not_set(target, &refusal);
+                super::shared::metadata_not_set(target, &refusal, self.reporter);
             }
             false
         })

@@ -14,7 +14,7 @@ use crate::fs::quota::Account;
 use crate::fs::sink::TargetDir;
 use crate::proto::message::Removed;
 use crate::proto::negotiated::Transfer;
-use crate::ui::report;
+use crate::ui::report::Reporter;
 
 /// Where received files go.
 pub(crate) enum Destination {
@@ -106,9 +106,10 @@ pub(crate) struct Mirroring {
 }
 
 /// An entry there already whose metadata could not be set (a refresh of a `same`
-/// entry, a directory's mode and time at the end): warned at once, and counted
-/// for the sender (`dropped.metadata`).
-pub(crate) fn metadata_not_set(target: &TargetDir, refusal: &Refusal) {
-    report::warn(&escape(&refusal.message));
+/// entry, a directory's mode and time at the end): warned at once, naming the
+/// session's peer where a listener serves several, and counted for the sender
+/// (`dropped.metadata`).
+pub(crate) fn metadata_not_set(target: &TargetDir, refusal: &Refusal, reporter: &Reporter) {
+    reporter.note(&escape(&refusal.message));
     target.unapplied().metadata_not_set();
 }
