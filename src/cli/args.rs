@@ -587,6 +587,12 @@ pub(crate) struct GetArgs {
     #[arg(long)]
     pub(crate) no_resume: bool,
 
+    /// Bring back extended attributes (`user.*`, all a server keeps of `send -X`):
+    /// each file and directory gets those of its copy on the server; a server too
+    /// old to send them is said once
+    #[arg(long, short = 'X', conflicts_with = "stdout")]
+    pub(crate) xattrs: bool,
+
     #[command(flatten)]
     pub(crate) mirror: MirrorArgs,
 
