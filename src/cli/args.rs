@@ -772,7 +772,7 @@ pub(crate) struct ServeArgs {
 fn shell_help() -> String {
     let mut text = String::from("Commands at the prompt:\n");
     for (_, usage, what) in crate::shell::COMMANDS {
-        text.push_str(&format!("  {usage:<26} {what}\n"));
+        text.push_str(&format!("  {usage:<29} {what}\n"));
     }
     text.push_str(
         "\nExamples:\n  xfer shell files.example.org:9000 --user alice\n  \
