@@ -87,6 +87,7 @@ pub fn receiver_session(data: &[u8]) {
         asked: None,
         delete_excluded: false,
         ignore_times: false,
+        xattrs: false,
     };
     receive(data, Features::NONE, settings, |_| {}, |_, _| {});
 }
@@ -129,6 +130,7 @@ pub fn receive_with_features(data: &[u8], look: impl FnOnce(&Path, Result<(), St
         asked: None,
         delete_excluded: false,
         ignore_times: false,
+        xattrs: false,
     };
     let basis = |target: &Path| {
         std::fs::write(target.join(BASIS_NAME), delta_basis()).expect("a fresh directory");

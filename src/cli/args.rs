@@ -587,6 +587,12 @@ pub(crate) struct GetArgs {
     #[arg(long)]
     pub(crate) no_resume: bool,
 
+    /// Bring back extended attributes (`user.*`, all a server keeps of `send -X`):
+    /// each file and directory gets those of its copy on the server; a server too
+    /// old to send them is said once
+    #[arg(long, short = 'X', conflicts_with = "stdout")]
+    pub(crate) xattrs: bool,
+
     #[command(flatten)]
     pub(crate) mirror: MirrorArgs,
 
@@ -766,7 +772,7 @@ pub(crate) struct ServeArgs {
 fn shell_help() -> String {
     let mut text = String::from("Commands at the prompt:\n");
     for (_, usage, what) in crate::shell::COMMANDS {
-        text.push_str(&format!("  {usage:<26} {what}\n"));
+        text.push_str(&format!("  {usage:<29} {what}\n"));
     }
     text.push_str(
         "\nExamples:\n  xfer shell files.example.org:9000 --user alice\n  \

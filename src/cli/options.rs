@@ -268,6 +268,7 @@ fn recv(args: RecvArgs) -> Result<RecvOptions, String> {
             asked: None,
             delete_excluded: false,
             ignore_times: false,
+            xattrs: false,
         },
         keep_partial: args.keep_partial,
         numeric_ids: args.numeric_ids,
@@ -494,6 +495,7 @@ fn get(args: GetArgs) -> Result<GetOptions, String> {
             asked: Some((mirror.delete, mirror.dry_run)),
             delete_excluded: mirror.delete_excluded,
             ignore_times: mirror.ignore_times,
+            xattrs: args.xattrs,
         },
         style: output,
     })

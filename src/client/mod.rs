@@ -182,12 +182,15 @@ impl Client {
         tally: &mut Tally,
     ) -> Result<()> {
         // Runs are hashed as written (16.4): standard output cannot take them.
-        let sparse =
-            self.conn.negotiated.has(Feature::Meta) && matches!(destination, Destination::Dir(_));
+        let meta = self.conn.negotiated.has(Feature::Meta);
+        let sparse = meta && matches!(destination, Destination::Dir(_));
+        // Without `meta` no entry can carry them: the offer then shows none came.
+        let xattrs = meta && settings.xattrs;
         self.conn.writer.write_message(&Message::Get {
             paths: paths.to_vec(),
             mirror: self.mirror.clone(),
             sparse: sparse.then_some(true),
+            xattrs: xattrs.then_some(true),
         })?;
         self.conn.writer.flush()?;
         // The answer is the transfer itself (its offer), or an error frame, which

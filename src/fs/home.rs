@@ -280,7 +280,7 @@ impl Home {
     /// `get`: the paths, checked whole before anything is offered (two with the
     /// same last component, or none, is `bad_path`; a symlink or other special file
     /// is `denied`), then walked: each under its last component, a directory with
-    /// everything inside it but symlinks and special files.
+    /// everything inside it but special files (a link offered as a link).
     pub(crate) fn fetch(&self, paths: &[String]) -> Result<Fetch, Refusal> {
         if paths.is_empty() {
             return Err(Refusal::new(ErrorCode::BadPath, "get names no path"));
@@ -721,6 +721,25 @@ impl Fetch {
         Ok(self)
     }
 
+    /// Gives every regular file and directory offered its `user.*` attributes but
+    /// xfer's own, `{}` when it has none (a `get` that asks `xattrs`, 16.4), each
+    /// read through a descriptor opened beneath the home, never through a link. A
+    /// hard link carries none: its first name does. One that cannot be opened now
+    /// (gone since the walk) carries none: its data cannot be sent either.
+    pub(crate) fn with_xattrs(mut self) -> Fetch {
+        // The directory the last file was opened in, kept for its siblings.
+        let mut parent: Option<(String, OwnedFd)> = None;
+        for (entry, origin) in self.entries.iter_mut().zip(&self.origins) {
+            let fd = match entry.kind {
+                EntryKind::Dir => open_dir_beneath(&self.home, origin),
+                EntryKind::File => open_file_beneath(&self.home, origin, &mut parent),
+                _ => continue,
+            };
+            entry.extra_mut().xattrs = fd.map(crate::fs::xattr::read_user);
+        }
+        self
+    }
+
     /// Keeps the entries `keep` marks, renumbering hard links. A hard link whose
     /// file was left out takes that file's place (the filter judges names, and this
     /// name was kept): its first kept name is offered as the file, and later kept
@@ -826,6 +845,32 @@ impl Fetch {
         }
         Ok(entry)
     }
+}
+
+/// The directory `path` beneath `home`, never through a link; `None` if it cannot
+/// be opened.
+fn open_dir_beneath(home: &OwnedFd, path: &str) -> Option<OwnedFd> {
+    let components = checked(path).ok()?;
+    beneath::walk(home, &components, None).ok()?
+}
+
+/// The regular file `path` beneath `home`, opened for reading, never through a
+/// link; `None` if it cannot be. `parent` keeps the directory it was opened in,
+/// which the next file of the same directory is opened in without a new walk.
+fn open_file_beneath(
+    home: &OwnedFd,
+    path: &str,
+    parent: &mut Option<(String, OwnedFd)>,
+) -> Option<OwnedFd> {
+    let components = checked(path).ok()?;
+    let (name, parents) = components.split_last()?;
+    let key = parents.join("/");
+    if parent.as_ref().is_none_or(|(held, _)| *held != key) {
+        let dir = beneath::walk(home, parents, None).ok().flatten();
+        *parent = dir.map(|fd| (key, fd));
+    }
+    let (_, dir) = parent.as_ref()?;
+    beneath::open_file(dir, *name).ok()
 }
 
 /// An entry for what `stat` describes beneath a home: signed times to the

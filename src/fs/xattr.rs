@@ -1,5 +1,6 @@
 //! Extended attributes: which a side may read and set, read from a path without
-//! following a link, and set on a descriptor (or a link through its directory).
+//! following a link (a sender's) or from a descriptor (a server's, opened beneath
+//! a home), and set on a descriptor (or a link through its directory).
 //! Values travel as lowercase hex (section 16). `user.xfer.*` is xfer's own (the
 //! partial mark), never sent and never set from an offer.
 
@@ -7,6 +8,7 @@ use std::os::fd::AsFd;
 use std::path::Path;
 
 use crate::hex::{hex, unhex_vec};
+use crate::proto::entry::{MAX_XATTR_TOTAL, MAX_XATTR_VALUE};
 use crate::proto::message::Xattrs;
 
 /// The prefix of xfer's own attributes.
@@ -25,23 +27,85 @@ pub(crate) fn settable(name: &str, all: bool) -> bool {
     !name.starts_with(OWN_PREFIX) && (all || name.starts_with(USER_PREFIX))
 }
 
-/// The attributes of `path` (not following a link) that this process may carry;
-/// `None` when there are none or they cannot be listed.
+/// The attributes of `path` (not following a link) that this process may carry
+/// (see [`carried`]); `None` when there are none or they cannot be listed.
 pub(crate) fn read(path: &Path) -> Option<Xattrs> {
-    let all = all_namespaces();
-    let size = rustix::fs::llistxattr_query(path).ok()?;
-    if size == 0 {
-        return None;
+    let xattrs = carried(Holder::Path(path), all_namespaces());
+    (!xattrs.is_empty()).then_some(xattrs)
+}
+
+/// The `user.*` attributes of `fd` but xfer's own, whatever namespaces this process
+/// may read (see [`carried`]): what `xfer serve` offers a `get` that asks for them,
+/// `{}` when there are none.
+pub(crate) fn read_user(fd: impl AsFd) -> Xattrs {
+    carried(Holder::Fd(fd.as_fd()), false)
+}
+
+/// Where attributes are read from: a path itself (a link is not followed), or an
+/// open descriptor (one opened beneath a home, never through a link).
+#[derive(Clone, Copy)]
+enum Holder<'a> {
+    Path(&'a Path),
+    Fd(std::os::fd::BorrowedFd<'a>),
+}
+
+impl Holder<'_> {
+    /// The names it holds, each ended by a NUL (none where they cannot be listed).
+    fn listed(self) -> Vec<u8> {
+        let size = match self {
+            Holder::Path(path) => rustix::fs::llistxattr_query(path),
+            Holder::Fd(fd) => rustix::fs::flistxattr_query(fd),
+        };
+        let Ok(size) = size else {
+            return Vec::new();
+        };
+        let mut names = vec![0u8; size];
+        let len = match self {
+            Holder::Path(path) => rustix::fs::llistxattr(path, &mut names[..]),
+            Holder::Fd(fd) => rustix::fs::flistxattr(fd, &mut names[..]),
+        };
+        names.truncate(len.unwrap_or(0).min(size));
+        names
     }
-    let mut names = vec![0u8; size];
-    let len = rustix::fs::llistxattr(path, &mut names[..]).ok()?;
+
+    /// The value of `name`, unless it is over [`MAX_XATTR_VALUE`] (which no value
+    /// offered may be) or cannot be read (gone, or grown since it was measured).
+    fn value(self, name: &str) -> Option<Vec<u8>> {
+        let size = match self {
+            Holder::Path(path) => rustix::fs::lgetxattr_query(path, name),
+            Holder::Fd(fd) => rustix::fs::fgetxattr_query(fd, name),
+        };
+        let size = size.ok().filter(|size| *size <= MAX_XATTR_VALUE)?;
+        let mut value = vec![0u8; size];
+        let len = match self {
+            Holder::Path(path) => rustix::fs::lgetxattr(path, name, &mut value[..]),
+            Holder::Fd(fd) => rustix::fs::fgetxattr(fd, name, &mut value[..]),
+        };
+        value.truncate(len.ok()?);
+        Some(value)
+    }
+}
+
+/// The attributes `holder` has that may be carried (`all`: every namespace; see
+/// [`settable`]), within what an offer may hold (section 16.1): in name order,
+/// each whose value is at most [`MAX_XATTR_VALUE`] bytes while the values stay
+/// within [`MAX_XATTR_TOTAL`] bytes; the others are left out.
+fn carried(holder: Holder<'_>, all: bool) -> Xattrs {
+    let listed = holder.listed();
+    let mut names: Vec<&str> = settable_names(&listed, all).collect();
+    names.sort_unstable();
+    let mut room = MAX_XATTR_TOTAL;
     let mut xattrs = Xattrs::new();
-    for name in settable_names(&names[..len.min(size)], all) {
-        if let Some(value) = value_of(path, name) {
-            xattrs.insert(name.to_string(), hex(&value));
+    for name in names {
+        match holder.value(name) {
+            Some(value) if value.len() <= room => {
+                room -= value.len();
+                xattrs.insert(name.to_string(), hex(&value));
+            }
+            _ => {}
         }
     }
-    (!xattrs.is_empty()).then_some(xattrs)
+    xattrs
 }
 
 /// The names in a list the system gave (each ended by a NUL) that this process may
@@ -51,14 +115,6 @@ fn settable_names(listed: &[u8], all: bool) -> impl Iterator<Item = &str> {
         .split(|b| *b == 0)
         .filter_map(|name| std::str::from_utf8(name).ok())
         .filter(move |name| !name.is_empty() && settable(name, all))
-}
-
-fn value_of(path: &Path, name: &str) -> Option<Vec<u8>> {
-    let size = rustix::fs::lgetxattr_query(path, name).ok()?;
-    let mut value = vec![0u8; size];
-    let len = rustix::fs::lgetxattr(path, name, &mut value[..]).ok()?;
-    value.truncate(len);
-    Some(value)
 }
 
 /// Most bytes of extended attributes (names and values) a server lets one entry
@@ -141,13 +197,7 @@ fn holding(fd: impl AsFd, all: bool) -> std::collections::HashMap<String, usize>
 /// The names of the attributes `fd` holds, each ended by a NUL (none where they
 /// cannot be listed).
 fn listed(fd: impl AsFd) -> Vec<u8> {
-    let Ok(size) = rustix::fs::flistxattr_query(&fd) else {
-        return Vec::new();
-    };
-    let mut names = vec![0u8; size];
-    let len = rustix::fs::flistxattr(&fd, &mut names[..]).unwrap_or(0);
-    names.truncate(len.min(size));
-    names
+    Holder::Fd(fd.as_fd()).listed()
 }
 
 /// Removes from `fd` the attributes `all` allows that `xattrs` does not name: what a

@@ -736,6 +736,15 @@ pub(crate) enum Message {
             skip_serializing_if = "Option::is_none"
         )]
         sparse: Option<bool>,
+        /// Under `meta`, `true`: the client asks for the `user.*` extended
+        /// attributes of each regular file and directory (16.4). Without it the
+        /// server sends none, as an older one does, which ignores the member.
+        #[serde(
+            default,
+            deserialize_with = "present",
+            skip_serializing_if = "Option::is_none"
+        )]
+        xattrs: Option<bool>,
     },
     /// A request succeeded.
     Ack,
@@ -1386,6 +1395,27 @@ mod tests {
         }
     }
 
+    /// The member of 16.4 exactly as PROTOCOL.md spells it; absent is `None`, and
+    /// `null` is no boolean.
+    #[test]
+    fn a_get_asks_for_extended_attributes_with_one_member() {
+        let get = |xattrs| Message::Get {
+            paths: vec!["t".into()],
+            mirror: None,
+            sparse: Some(true),
+            xattrs,
+        };
+        let text = String::from_utf8(encode(&get(Some(true)))[4..].to_vec()).unwrap();
+        assert_eq!(
+            text,
+            r#"{"type":"get","paths":["t"],"sparse":true,"xattrs":true}"#
+        );
+        let older = br#"{"type":"get","paths":["t"],"sparse":true}"#;
+        assert_eq!(decode(older).unwrap(), get(None));
+        assert!(decode(br#"{"type":"get","paths":["t"],"xattrs":null}"#).is_err());
+        assert!(decode(br#"{"type":"get","paths":["t"],"xattrs":1}"#).is_err());
+    }
+
     fn round_trip(message: Message) {
         let bytes = encode(&message);
         let len = u32::from_be_bytes(bytes[..4].try_into().unwrap()) as usize;
@@ -1856,11 +1886,13 @@ mod tests {
             mirror: None,
             paths: vec!["x".into()],
             sparse: None,
+            xattrs: None,
         });
         round_trip(Message::Get {
             mirror: None,
             paths: vec!["x".into()],
             sparse: Some(true),
+            xattrs: Some(true),
         });
         round_trip(Message::Ack);
         round_trip(Message::Bye);
@@ -1914,6 +1946,7 @@ mod tests {
             paths: vec!["x".into()],
             mirror: Some(Mirror::default()),
             sparse: None,
+            xattrs: Some(false),
         });
         for bad in [
             &br#"{"type":"offer","mirror":{"delete":1},"entries":[]}"#[..],

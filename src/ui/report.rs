@@ -572,6 +572,17 @@ impl Reporter {
         });
     }
 
+    /// A `get -X` whose offer carries no extended attributes: the server did not
+    /// hear the ask (docs/PROTOCOL.md 16.4; an older one ignores it), so nothing
+    /// that arrives has them. Said once, unless quiet, and with `--json` one
+    /// `no_xattrs` event.
+    pub(crate) fn no_xattrs_sent(&self) {
+        const SAID: &str = "the server sent no extended attributes (an older server \
+             ignores -X): what arrives has none";
+        self.note(SAID);
+        self.event(|| json!({"event": "no_xattrs", "side": "server", "message": SAID}));
+    }
+
     /// What this receiver could not apply, said once at the end of its session, a
     /// note per kind (an entry whose metadata it could not set at all was warned
     /// of already).

@@ -492,7 +492,7 @@ fn commands_from_standard_input_are_a_script_too() {
         .unwrap()
         .read_to_string(&mut out)
         .unwrap();
-    assert!(out.contains("get [-f] PATH... [LOCAL]"), "{out}");
+    assert!(out.contains("get [-f] [-X] PATH... [LOCAL]"), "{out}");
     assert!(!out.contains("> ls"), "exit ends the script: {out}");
     assert_eq!(
         std::fs::read(local.path().join("d/f.txt")).unwrap(),
@@ -505,7 +505,7 @@ const SHELL_COMMANDS: [&str; 14] = [
     "ls [-l] [-h] [-R] [PATH]",
     "cd PATH",
     "pwd",
-    "get [-f] PATH... [LOCAL]",
+    "get [-f] [-X] PATH... [LOCAL]",
     "put [-f] FILE... [DIR]",
     "mkdir PATH",
     "rm [-r] PATH...",

@@ -2,16 +2,19 @@
 //! rules allow (links stored as links, even one whose target leaves the home;
 //! setuid and setgid stripped, sticky kept; hard links kept; `user.*` attributes
 //! kept; owners ignored; fifos and devices refused `denied`), `ls -l` shows links as
-//! links, a `get` brings the tree back as it is stored (links and hard links; no
-//! attributes), a rerun sends nothing, and the quota counts exactly what is on disk.
+//! links, a `get` brings the tree back as it is stored (links and hard links; its
+//! `user.*` attributes with `get -X` alone, never xfer's own, and said when an
+//! older server sends none), a rerun sends nothing, and the quota counts exactly
+//! what is on disk.
 
 use std::path::Path;
 
 use crate::fidelity::rich_tree;
-use crate::util::server::{Site, client, code, send_as};
+use crate::util::peer::server::{MiniServer, ServerConfig};
+use crate::util::server::{Server, Site, as_user, client, code, run_with_input, send_as};
 use crate::util::site::check_home;
 use crate::util::stderr_of;
-use crate::util::tree::{Check, assert_faithful, xattrs_of};
+use crate::util::tree::{Check, assert_faithful, set_xattr, xattrs_of};
 
 const QUOTA: u64 = 10 << 20;
 
@@ -101,7 +104,7 @@ fn a_tree_put_into_a_home_keeps_what_the_server_allows_and_comes_back_by_get() {
         &["get", &server.at("tree"), dl.to_str().unwrap()],
     );
     assert_eq!(code(&get), 0, "{}", stderr_of(&get));
-    // A get carries no attributes (it has no -X): links, hard links, modes and times.
+    // A get without -X carries no attributes: links, hard links, modes and times.
     assert_faithful(&stored, &dl.join("tree"), &Check::archive());
     let again = client(
         &site,
@@ -170,4 +173,181 @@ fn hard_links_count_each_name_against_the_quota() {
     let home = site.home("alice");
     use std::os::unix::fs::MetadataExt;
     assert_eq!(std::fs::metadata(home.join("t/a")).unwrap().nlink(), 2);
+}
+
+/// What `get -X` says when the offer carries no attributes (an older server).
+const NONE_SENT: &str = "the server sent no extended attributes";
+
+/// Names and values of extended attributes.
+type Attributes = &'static [(&'static str, &'static [u8])];
+
+/// The attributes a put with -X stores and a `get -X` brings back, by path below
+/// the tree `t` (`""` is `t` itself); `plain` has none.
+const ATTRIBUTES: [(&str, Attributes); 5] = [
+    ("", &[("user.top", b"1")]),
+    (
+        "a",
+        &[("user.colour", b"blue"), ("user.bytes", b"\x00\xff")],
+    ),
+    ("plain", &[]),
+    ("sub", &[("user.purpose", b"scratch")]),
+    ("sub/b", &[("user.note", b"")]),
+];
+
+/// `alice`'s tree `t` put with -X into a served home (`a` also named `a-again`), or
+/// `None` where the filesystem takes no `user.*` attributes.
+fn served_with_attributes() -> Option<(Site, Server, tempfile::TempDir)> {
+    let site = Site::new();
+    site.users(&[("alice", &format!("quota = {QUOTA}"))]);
+    let server = site.serve(&[]);
+    let src = tempfile::tempdir().unwrap();
+    let tree = src.path().join("t");
+    std::fs::create_dir_all(tree.join("sub")).unwrap();
+    for name in ["a", "plain", "sub/b"] {
+        std::fs::write(tree.join(name), name.as_bytes()).unwrap();
+    }
+    std::fs::hard_link(tree.join("a"), tree.join("a-again")).unwrap();
+    for (path, attributes) in ATTRIBUTES {
+        for (name, value) in attributes {
+            if let Err(err) = set_xattr(&tree.join(path), name, value) {
+                eprintln!("skipped: this filesystem takes no user.* attributes ({err})");
+                return None;
+            }
+        }
+    }
+    let put = client(
+        &site,
+        "alice",
+        &["send", "-X", tree.to_str().unwrap(), &server.at("")],
+    );
+    assert_eq!(code(&put), 0, "{}", stderr_of(&put));
+    Some((site, server, src))
+}
+
+/// `alice`'s `get ARGS t DIR` of the tree into a fresh download directory, which it
+/// returns (after checking that it exited 0).
+fn got(site: &Site, server: &Server, args: &[&str], dir: &str) -> (std::path::PathBuf, String) {
+    let dl = site.download_dir(dir);
+    let mut command = vec!["get"];
+    command.extend_from_slice(args);
+    let (at, to) = (server.at("t"), dl.to_str().unwrap().to_string());
+    command.extend([at.as_str(), to.as_str()]);
+    let get = client(site, "alice", &command);
+    assert_eq!(code(&get), 0, "{}", stderr_of(&get));
+    (dl.join("t"), stderr_of(&get))
+}
+
+/// The attributes `ATTRIBUTES` gives `path`, as `xattrs_of` reads them.
+fn expected(path: &str) -> std::collections::BTreeMap<Vec<u8>, Vec<u8>> {
+    let (_, attributes) = ATTRIBUTES.iter().find(|(p, _)| *p == path).unwrap();
+    attributes
+        .iter()
+        .map(|(name, value)| (name.as_bytes().to_vec(), value.to_vec()))
+        .collect()
+}
+
+#[test]
+fn get_x_brings_back_the_attributes_a_put_with_x_stored_and_get_alone_none() {
+    let Some((site, server, _src)) = served_with_attributes() else {
+        return;
+    };
+    let (copy, said) = got(&site, &server, &["-X"], "with");
+    assert!(!said.contains(NONE_SENT), "{said}");
+    for (path, _) in ATTRIBUTES {
+        assert_eq!(xattrs_of(&copy.join(path)), expected(path), "{path:?}");
+    }
+    // The second name of `a` is the same file, with the same attributes.
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(std::fs::metadata(copy.join("a-again")).unwrap().nlink(), 2);
+    assert_eq!(xattrs_of(&copy.join("a-again")), expected("a"));
+    // Got again over what it holds (-f): a kept file and a directory lose one the
+    // server's copy lacks, as after any transfer with -X (`a`, with two names, is
+    // left as it is: refresh.rs).
+    for path in ["", "sub", "plain", "sub/b"] {
+        set_xattr(&copy.join(path), "user.stray", b"local").unwrap();
+    }
+    let (copy, said) = got(&site, &server, &["-X", "-f"], "with");
+    assert!(!said.contains(NONE_SENT), "{said}");
+    for (path, _) in ATTRIBUTES {
+        assert_eq!(xattrs_of(&copy.join(path)), expected(path), "{path:?}");
+    }
+
+    let (copy, _) = got(&site, &server, &[], "without");
+    for path in ["", "a", "a-again", "plain", "sub", "sub/b"] {
+        assert!(xattrs_of(&copy.join(path)).is_empty(), "{path:?}");
+    }
+}
+
+#[test]
+fn get_x_never_brings_xfer_s_own_attributes() {
+    let Some((site, server, _src)) = served_with_attributes() else {
+        return;
+    };
+    let stored = site.home("alice").join("t/a");
+    set_xattr(&stored, "user.xfer.partial", b"1").unwrap();
+    set_xattr(&site.home("alice").join("t/sub"), "user.xfer.mark", b"2").unwrap();
+    let (copy, said) = got(&site, &server, &["-X"], "dl");
+    // Never offered: the client, which would not set them either, had none to drop.
+    assert!(!said.contains("extended attributes not set"), "{said}");
+    assert_eq!(xattrs_of(&copy.join("a")), expected("a"));
+    assert_eq!(xattrs_of(&copy.join("sub")), expected("sub"));
+    assert!(xattrs_of(&stored).contains_key(&b"user.xfer.partial"[..]));
+}
+
+#[test]
+fn the_shell_s_get_x_brings_back_the_attributes() {
+    let Some((site, server, _src)) = served_with_attributes() else {
+        return;
+    };
+    let dl = site.download_dir("shell");
+    let script = format!(
+        "get -X t/sub/b {}\nget t/a {}\n",
+        dl.display(),
+        dl.display()
+    );
+    let mut shell = as_user(&site, "alice", &["shell", &server.addr()]);
+    let ran = run_with_input(&mut shell, script.into_bytes());
+    assert_eq!(code(&ran), 0, "{}", stderr_of(&ran));
+    assert_eq!(xattrs_of(&dl.join("b")), expected("sub/b"));
+    assert_eq!(std::fs::read(dl.join("a")).unwrap(), b"a");
+    assert!(
+        xattrs_of(&dl.join("a")).is_empty(),
+        "a get without -X sets none"
+    );
+}
+
+/// A server that does not know the member (the independent one, with `meta`, as
+/// an older xfer has it) ignores it: the tree arrives without attributes, and the
+/// client says so once (not with -q; a `no_xattrs` event with --json), exit 0.
+#[test]
+fn get_x_from_a_server_that_ignores_the_ask_says_none_came() {
+    let site = Site::new();
+    let home = site.path().join("mini-home");
+    crate::util::server::write(&home.join("t/a"), b"alpha\n");
+    let mut config = ServerConfig::new("alice", Site::key_of("alice"), &home);
+    config.features.push("meta".into());
+    let mini = MiniServer::start(config);
+    let at = format!("{}:t", mini.addr());
+    let get = |args: &[&str], dir: &str| {
+        let dl = site.download_dir(dir);
+        let mut command = vec!["get"];
+        command.extend_from_slice(args);
+        command.extend([at.as_str(), dl.to_str().unwrap()]);
+        let get = client(&site, "alice", &command);
+        assert_eq!(code(&get), 0, "{}", stderr_of(&get));
+        assert_eq!(std::fs::read(dl.join("t/a")).unwrap(), b"alpha\n");
+        get
+    };
+    let said = stderr_of(&get(&["-X"], "x"));
+    assert_eq!(said.matches(NONE_SENT).count(), 1, "{said}");
+    assert!(!stderr_of(&get(&[], "plain")).contains(NONE_SENT));
+    assert!(!stderr_of(&get(&["-X", "-q"], "quiet")).contains(NONE_SENT));
+    let json = get(&["-X", "--json"], "json");
+    let events = crate::util::stdout_events(&json);
+    let none: Vec<_> = events
+        .iter()
+        .filter(|e| e["event"] == "no_xattrs")
+        .collect();
+    assert_eq!(none.len(), 1, "{events:?}");
+    assert!(none[0]["message"].as_str().unwrap().contains(NONE_SENT));
 }

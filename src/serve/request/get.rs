@@ -1,7 +1,8 @@
 //! `get`: the server sends paths of the home, each under its last component, a
-//! directory with everything inside it but symlinks and special files. The whole
-//! request is checked before anything is offered; then the transfer of section 5
-//! runs with the server as sender.
+//! directory with everything inside it but special files (links as links, under
+//! `meta`), each regular file and directory with its `user.*` attributes when the
+//! client asks. The whole request is checked before anything is offered; then the
+//! transfer of section 5 runs with the server as sender.
 
 use anyhow::Result;
 
@@ -19,14 +20,19 @@ pub(crate) fn run(
     paths: &[String],
     mirror: Option<Mirror>,
     sparse: bool,
+    xattrs: bool,
 ) -> Result<()> {
     let action = format!("get {}", shown_paths(paths));
     // Without `mirror` in force the member is ignored, as an older server would.
     let mirror = mirror.filter(|_| conn.negotiated.has(Feature::Mirror));
+    // Without `meta` no entry carries attributes: the member is ignored.
+    let xattrs = xattrs && conn.negotiated.has(Feature::Meta);
     let fetched = context.home.fetch(paths);
     let entitled = context.server.entitled(&context.user);
     let fetch = fetched
         .and_then(|fetch| fetch.filtered(mirror))
+        // Read with the walk, before the home is known to be still the user's.
+        .map(|fetch| if xattrs { fetch.with_xattrs() } else { fetch })
         .and_then(|fetch| fetch.while_entitled(entitled))
         .map(|fetch| if sparse { fetch } else { fetch.dense() });
     let fetch = match fetch {

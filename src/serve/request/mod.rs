@@ -69,7 +69,11 @@ pub(crate) fn handle(
             paths,
             mirror,
             sparse,
-        } => get::run(context, conn, &paths, mirror, sparse == Some(true)),
+            xattrs,
+        } => {
+            let (sparse, xattrs) = (sparse == Some(true), xattrs == Some(true));
+            get::run(context, conn, &paths, mirror, sparse, xattrs)
+        }
         Message::Bye => {
             context.log("bye", Ok("closed".into()));
             return Ok(Flow::Close);

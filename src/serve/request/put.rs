@@ -58,6 +58,7 @@ pub(crate) fn run(
         asked: None,
         delete_excluded: false,
         ignore_times: false,
+        xattrs: false,
     };
     let result = recv::session(
         conn,

@@ -19,13 +19,17 @@ use crate::shell::words::expand_home;
 use crate::transfer::recv::{Destination, Settings};
 use crate::ui::report::Style;
 
-/// download files and directories (-f: replace local files; --delete: mirror; -i: list changes)
+/// download files and directories (-f: replace local files; -X: with extended attributes;
+/// --delete: mirror; -i: list changes)
 #[derive(Debug, Args, PartialEq, Eq)]
-#[command(override_usage = "get [-f] PATH... [LOCAL]")]
+#[command(override_usage = "get [-f] [-X] PATH... [LOCAL]")]
 pub(crate) struct Get {
     /// Replace local files of the same name
     #[arg(short = 'f')]
     pub(crate) force: bool,
+    /// Bring back extended attributes (`user.*`, all a server keeps)
+    #[arg(short = 'X', long)]
+    pub(crate) xattrs: bool,
     #[command(flatten)]
     pub(crate) mirror: ShellMirror,
     /// What to download; of several, the last is the local directory when it is
@@ -70,6 +74,7 @@ impl Get {
             asked: Some((delete, dry_run)),
             delete_excluded: self.mirror.delete_excluded,
             ignore_times: self.mirror.ignore_times,
+            xattrs: self.xattrs,
         };
         session.transfer("received", self.mirror.itemize, |client, tally| {
             client.asking(mirror.clone())?;

@@ -30,7 +30,7 @@ impl Help {
         match self.command {
             None => {
                 for (_, usage, what) in summary(shell) {
-                    writeln!(out, "  {usage:<26} {what}")?;
+                    writeln!(out, "  {usage:<29} {what}")?;
                 }
                 writeln!(out, "{AFTER_LIST}")?;
             }

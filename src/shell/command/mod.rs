@@ -297,18 +297,24 @@ mod tests {
 
     #[test]
     fn get_and_put_take_force_and_several_operands() {
-        let get = |force, operands: &[&str]| {
+        let get = |force, xattrs, operands: &[&str]| {
             Command::Get(get::Get {
                 force,
+                xattrs,
                 mirror: Default::default(),
                 operands: operands.iter().map(|s| s.to_string()).collect(),
             })
         };
-        assert_eq!(parsed("get a"), get(false, &["a"]));
-        assert_eq!(parsed("get -f a b local"), get(true, &["a", "b", "local"]));
+        assert_eq!(parsed("get a"), get(false, false, &["a"]));
+        assert_eq!(
+            parsed("get -f a b local"),
+            get(true, false, &["a", "b", "local"])
+        );
+        assert_eq!(parsed("get -X a"), get(false, true, &["a"]));
+        assert_eq!(parsed("get --xattrs -f a"), get(true, true, &["a"]));
         assert_eq!(
             refused("get"),
-            "usage: get [-f] PATH... [LOCAL]; `help get` explains"
+            "usage: get [-f] [-X] PATH... [LOCAL]; `help get` explains"
         );
         assert_eq!(
             refused("get -l a"),
@@ -453,7 +459,7 @@ mod tests {
             assert!(shown.contains(line), "{line}: {shown}");
         }
         assert!(help_of("mv a --help").contains("Usage: rename OLD NEW"));
-        assert!(help_of("get -f --help").contains("Usage: get [-f] PATH... [LOCAL]"));
+        assert!(help_of("get -f --help").contains("Usage: get [-f] [-X] PATH... [LOCAL]"));
     }
 
     #[test]

@@ -121,6 +121,9 @@ fn receive<R: Read, W: Write + Send, C>(
     let Connection { reader, writer, .. } = conn;
     let Offered { entries, mirror } = read_offer(reader, shared.transfer, mirroring)?;
     tally.offered(entries.len(), "received");
+    if shared.settings.xattrs_unheard(&entries) {
+        tally.reporter().no_xattrs_sent();
+    }
     let asked = Mirroring::of(mirror.as_ref(), shared, tally)?;
     let shared = &Shared {
         mirroring: Some(&asked),

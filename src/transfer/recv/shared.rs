@@ -12,7 +12,7 @@ use crate::fs::filter::Filter;
 use crate::fs::path::Names;
 use crate::fs::quota::Account;
 use crate::fs::sink::TargetDir;
-use crate::proto::message::Removed;
+use crate::proto::message::{Entry, EntryKind, Removed};
 use crate::proto::negotiated::Transfer;
 use crate::ui::report::Reporter;
 
@@ -44,6 +44,9 @@ pub(crate) struct Settings {
     /// offered size and time is received again. Its own ask for its own directory,
     /// as `delete_excluded`; a sender asks in its offer (`mirror.ignore_times`).
     pub(crate) ignore_times: bool,
+    /// A client's `get -X`: it asks the server for extended attributes, and says
+    /// once when the offer carries none (an older server ignores the ask).
+    pub(crate) xattrs: bool,
 }
 
 /// Files of at most this many bytes are never kept as partial data to resume: one
@@ -58,6 +61,19 @@ impl Settings {
     /// data, and looked for as such when planning.
     pub(crate) fn resumes(&self, size: u64) -> bool {
         self.resume && size > SMALL_FILE
+    }
+
+    /// Whether this side asked for extended attributes (`get -X`) and `entries`, an
+    /// offer with a regular file or directory, carries them on none: the server
+    /// did not hear the ask (it is older, or has no `meta`). A server that did
+    /// gives each an object, `{}` when it has none; an offer of neither says
+    /// nothing either way.
+    pub(crate) fn xattrs_unheard(&self, entries: &[Entry]) -> bool {
+        let mut held = entries
+            .iter()
+            .filter(|entry| matches!(entry.kind, EntryKind::File | EntryKind::Dir))
+            .peekable();
+        self.xattrs && held.peek().is_some() && held.all(|entry| entry.extra().xattrs.is_none())
     }
 }
 
@@ -112,4 +128,59 @@ pub(crate) struct Mirroring {
 pub(crate) fn metadata_not_set(target: &TargetDir, refusal: &Refusal, reporter: &Reporter) {
     reporter.note(&escape(&refusal.message));
     target.unapplied().metadata_not_set();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn asking(xattrs: bool) -> Settings {
+        Settings {
+            overwrite: false,
+            resume: true,
+            names: Names::Safe,
+            asked: Some((false, false)),
+            delete_excluded: false,
+            ignore_times: false,
+            xattrs,
+        }
+    }
+
+    fn entry(kind: EntryKind, xattrs: Option<&str>) -> Entry {
+        let mut entry = Entry {
+            path: "e".into(),
+            kind,
+            ..Entry::default()
+        };
+        entry.extra_mut().xattrs = xattrs.map(|name| {
+            (!name.is_empty())
+                .then(|| (name.to_string(), "31".to_string()))
+                .into_iter()
+                .collect()
+        });
+        entry
+    }
+
+    #[test]
+    fn no_attributes_came_only_when_asked_and_no_file_or_directory_has_an_object() {
+        let none = [entry(EntryKind::Dir, None), entry(EntryKind::File, None)];
+        assert!(asking(true).xattrs_unheard(&none));
+        assert!(!asking(false).xattrs_unheard(&none));
+        // `{}` is an answer: the server heard, and the entry has none.
+        let empty = [
+            entry(EntryKind::Dir, Some("")),
+            entry(EntryKind::File, None),
+        ];
+        assert!(!asking(true).xattrs_unheard(&empty));
+        let some = [
+            entry(EntryKind::File, None),
+            entry(EntryKind::File, Some("user.a")),
+        ];
+        assert!(!asking(true).xattrs_unheard(&some));
+        // Links and hard links carry none from a server; an offer of only them
+        // tells nothing.
+        let links = [entry(EntryKind::Symlink, None), Entry::hard_link(0)];
+        assert!(!asking(true).xattrs_unheard(&links));
+        assert!(!asking(true).xattrs_unheard(&[]));
+    }
 }
