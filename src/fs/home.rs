@@ -315,6 +315,7 @@ impl Home {
             first_names: std::collections::HashMap::new(),
             mirror: None,
             entitled: None,
+            xattrs_left_out: 0,
         };
         for (path, stat) in roots {
             let name = path.rsplit('/').next().unwrap_or(&path).to_string();
@@ -663,6 +664,8 @@ pub(crate) struct Fetch {
     mirror: Option<Mirror>,
     /// Whether the home is still its user's, asked before each file is opened.
     entitled: Option<Entitled>,
+    /// Entries some of whose attributes were left out (more than an entry carries).
+    xattrs_left_out: usize,
 }
 
 /// Whether the user a [`Fetch`] serves may still read its home: a reload may have
@@ -735,9 +738,18 @@ impl Fetch {
                 EntryKind::File => open_file_beneath(&self.home, origin, &mut parent),
                 _ => continue,
             };
-            entry.extra_mut().xattrs = fd.map(crate::fs::xattr::read_user);
+            let Some((xattrs, left_out)) = fd.map(crate::fs::xattr::read_user) else {
+                continue;
+            };
+            entry.extra_mut().xattrs = Some(xattrs);
+            self.xattrs_left_out += usize::from(left_out > 0);
         }
         self
+    }
+
+    /// How many entries [`Fetch::with_xattrs`] could not give all their attributes.
+    pub(crate) fn xattrs_left_out(&self) -> usize {
+        self.xattrs_left_out
     }
 
     /// Keeps the entries `keep` marks, renumbering hard links. A hard link whose

@@ -7,6 +7,7 @@
 use std::os::fd::AsFd;
 use std::path::Path;
 
+use crate::escape::escape_path;
 use crate::hex::{hex, unhex_vec};
 use crate::proto::entry::{MAX_XATTR_TOTAL, MAX_XATTR_VALUE};
 use crate::proto::message::Xattrs;
@@ -28,16 +29,24 @@ pub(crate) fn settable(name: &str, all: bool) -> bool {
 }
 
 /// The attributes of `path` (not following a link) that this process may carry
-/// (see [`carried`]); `None` when there are none or they cannot be listed.
+/// (see [`carried`]); `None` when there are none or they cannot be listed. Those
+/// left out (more than an entry carries) are warned of, naming the file.
 pub(crate) fn read(path: &Path) -> Option<Xattrs> {
-    let xattrs = carried(Holder::Path(path), all_namespaces());
+    let (xattrs, left_out) = carried(Holder::Path(path), all_namespaces());
+    if left_out > 0 {
+        crate::stderr::warn(&format!(
+            "{}: {left_out} extended attributes not sent: an entry carries at most \
+             1 MiB of them",
+            escape_path(path)
+        ));
+    }
     (!xattrs.is_empty()).then_some(xattrs)
 }
 
 /// The `user.*` attributes of `fd` but xfer's own, whatever namespaces this process
 /// may read (see [`carried`]): what `xfer serve` offers a `get` that asks for them,
-/// `{}` when there are none.
-pub(crate) fn read_user(fd: impl AsFd) -> Xattrs {
+/// `{}` when there are none; and how many were left out.
+pub(crate) fn read_user(fd: impl AsFd) -> (Xattrs, usize) {
     carried(Holder::Fd(fd.as_fd()), false)
 }
 
@@ -68,44 +77,50 @@ impl Holder<'_> {
         names
     }
 
-    /// The value of `name`, unless it is over [`MAX_XATTR_VALUE`] (which no value
-    /// offered may be) or cannot be read (gone, or grown since it was measured).
-    fn value(self, name: &str) -> Option<Vec<u8>> {
+    /// The value of `name`: `Err` with its size if that is over [`MAX_XATTR_VALUE`]
+    /// (which no value offered may be), `None` if it cannot be read (gone, or grown
+    /// since it was measured).
+    fn value(self, name: &str) -> Option<Result<Vec<u8>, usize>> {
         let size = match self {
             Holder::Path(path) => rustix::fs::lgetxattr_query(path, name),
             Holder::Fd(fd) => rustix::fs::fgetxattr_query(fd, name),
         };
-        let size = size.ok().filter(|size| *size <= MAX_XATTR_VALUE)?;
+        let size = size.ok()?;
+        if size > MAX_XATTR_VALUE {
+            return Some(Err(size));
+        }
         let mut value = vec![0u8; size];
         let len = match self {
             Holder::Path(path) => rustix::fs::lgetxattr(path, name, &mut value[..]),
             Holder::Fd(fd) => rustix::fs::fgetxattr(fd, name, &mut value[..]),
         };
         value.truncate(len.ok()?);
-        Some(value)
+        Some(Ok(value))
     }
 }
 
 /// The attributes `holder` has that may be carried (`all`: every namespace; see
 /// [`settable`]), within what an offer may hold (section 16.1): in name order,
 /// each whose value is at most [`MAX_XATTR_VALUE`] bytes while the values stay
-/// within [`MAX_XATTR_TOTAL`] bytes; the others are left out.
-fn carried(holder: Holder<'_>, all: bool) -> Xattrs {
+/// within [`MAX_XATTR_TOTAL`] bytes; the others are left out, and counted.
+fn carried(holder: Holder<'_>, all: bool) -> (Xattrs, usize) {
     let listed = holder.listed();
     let mut names: Vec<&str> = settable_names(&listed, all).collect();
     names.sort_unstable();
     let mut room = MAX_XATTR_TOTAL;
     let mut xattrs = Xattrs::new();
+    let mut left_out = 0;
     for name in names {
         match holder.value(name) {
-            Some(value) if value.len() <= room => {
+            Some(Ok(value)) if value.len() <= room => {
                 room -= value.len();
                 xattrs.insert(name.to_string(), hex(&value));
             }
-            _ => {}
+            Some(_) => left_out += 1,
+            None => {} // gone since it was listed
         }
     }
-    xattrs
+    (xattrs, left_out)
 }
 
 /// The names in a list the system gave (each ended by a NUL) that this process may

@@ -3,8 +3,9 @@
 //! 4755, 2775 and 1777, two hard-link groups, `user.*` attributes and (as root) a
 //! fifo, a device and a foreign owner arrives as it left, checked from outside by
 //! `util::tree` (an `lstat` walk of both trees); a rerun sends nothing. An older
-//! peer (the independent one, without `meta`) still gets version 2's offer, and
-//! hostile `meta` values are refused without harm.
+//! peer (the independent one, without `meta`) still gets version 2's offer,
+//! hostile `meta` values are refused without harm, and attributes beyond what an
+//! entry carries are left out and said.
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
@@ -15,7 +16,8 @@ use serde_json::{Value, json};
 use crate::util::peer::{Acceptor, Decision, Peer};
 use crate::util::tree::{Check, assert_faithful, set_mtime, set_xattr, xattrs_of};
 use crate::util::{
-    KEY, Receiver, files_under, link_tree_to_meta_peer, peer_sender, send, stderr_of,
+    KEY, Receiver, Tmpfs, files_under, link_tree_to_meta_peer, peer_sender, send, stderr_of,
+    write_in,
 };
 
 /// 1901-06-01T00:00:00Z, 1969-12-31T23:59:59.5Z and 2100-01-01T00:00:00Z.
@@ -502,4 +504,45 @@ fn same_events_say_which_entries_are_links() {
         assert_eq!(kind_of("tree/l"), Some(json!("symlink")));
         assert_eq!(kind_of("tree/h"), Some(json!("hardlink")));
     }
+}
+
+/// A file holding more attributes than an entry may carry (section 16.1: 1 MiB of
+/// values): 20 of 64 KiB, on a tmpfs, which takes them. The session goes on, the
+/// first 16 by name arrive whole, and the sender says how many it left out. (It
+/// used to offer all 20, and the receiver refused the whole offer as `protocol`.)
+#[test]
+fn attributes_beyond_what_an_entry_carries_are_left_out_and_said() {
+    let root = tempfile::tempdir().unwrap();
+    let (src, out) = (root.path().join("src"), root.path().join("out"));
+    let Some(_src_mount) = Tmpfs::mount(&src, 16 << 20) else {
+        return;
+    };
+    let Some(_out_mount) = Tmpfs::mount(&out, 16 << 20) else {
+        return;
+    };
+    let file = write_in(&src, "f", b"data");
+    let value = |i: u8| vec![i; 65_536];
+    for i in 0..20u8 {
+        if let Err(err) = set_xattr(&file, &format!("user.a{i:02}"), &value(i)) {
+            eprintln!("skipped: this tmpfs takes no 20 attributes of 64 KiB: {err}");
+            return;
+        }
+    }
+    let mut receiver = Receiver::start(&out, Some(KEY), &[]);
+    let sent = send(&[&file], receiver.port, KEY, &["-X"]);
+    assert!(sent.status.success(), "{}", stderr_of(&sent));
+    assert!(
+        stderr_of(&sent)
+            .contains("f: 4 extended attributes not sent: an entry carries at most 1 MiB"),
+        "{}",
+        stderr_of(&sent)
+    );
+    assert_eq!(receiver.exit_code(), 0, "{}", receiver.stderr());
+    let expected: std::collections::BTreeMap<Vec<u8>, Vec<u8>> = (0..16u8)
+        .map(|i| (format!("user.a{i:02}").into_bytes(), value(i)))
+        .collect();
+    assert!(
+        xattrs_of(&out.join("f")) == expected,
+        "the first 16 by name, whole"
+    );
 }

@@ -13,8 +13,8 @@ use crate::fidelity::rich_tree;
 use crate::util::peer::server::{MiniServer, ServerConfig};
 use crate::util::server::{Server, Site, as_user, client, code, run_with_input, send_as};
 use crate::util::site::check_home;
-use crate::util::stderr_of;
 use crate::util::tree::{Check, assert_faithful, set_xattr, xattrs_of};
+use crate::util::{Tmpfs, stderr_of};
 
 const QUOTA: u64 = 10 << 20;
 
@@ -350,4 +350,43 @@ fn get_x_from_a_server_that_ignores_the_ask_says_none_came() {
         .collect();
     assert_eq!(none.len(), 1, "{events:?}");
     assert!(none[0]["message"].as_str().unwrap().contains(NONE_SENT));
+}
+
+/// Attributes set in a home by other means than a put (which keeps 4 096 bytes an
+/// entry) can be more than an entry carries (1 MiB, section 16.1): a `get -X` gets
+/// the first by name that fit, and the server's log says how many entries lost some.
+#[test]
+fn attributes_in_a_home_beyond_what_an_entry_carries_are_left_out_and_logged() {
+    let site = Site::new();
+    site.users(&[("alice", &format!("quota = {QUOTA}"))]);
+    let Some(_home) = Tmpfs::mount(&site.home("alice"), 16 << 20) else {
+        return;
+    };
+    let stored = site.home("alice").join("t/f");
+    crate::util::server::write(&stored, b"data");
+    let value = |i: u8| vec![i; 65_536];
+    for i in 0..20u8 {
+        if let Err(err) = set_xattr(&stored, &format!("user.a{i:02}"), &value(i)) {
+            eprintln!("skipped: this tmpfs takes no 20 attributes of 64 KiB: {err}");
+            return;
+        }
+    }
+    let server = site.serve(&[]);
+    // The client's directory must take 1 MiB of them too.
+    let Some(_dl) = Tmpfs::mount(&site.download_dir("dl"), 16 << 20) else {
+        return;
+    };
+    let (copy, _) = got(&site, &server, &["-X"], "dl");
+    let expected: std::collections::BTreeMap<Vec<u8>, Vec<u8>> = (0..16u8)
+        .map(|i| (format!("user.a{i:02}").into_bytes(), value(i)))
+        .collect();
+    assert!(
+        xattrs_of(&copy.join("f")) == expected,
+        "the first 16 by name, whole"
+    );
+    let log = server.log();
+    assert!(
+        log.contains("entries whose extended attributes were not all sent: 1"),
+        "{log}"
+    );
 }

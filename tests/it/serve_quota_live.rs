@@ -6,50 +6,15 @@
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
-use crate::util::pattern;
 use crate::util::server::{
     Server, Site, as_user, code, eventually, expect_exit, names_in, send_as,
 };
 use crate::util::site::{check_dir, check_home, finish_put, on_disk, put_begun};
+use crate::util::{Tmpfs, pattern};
 
 const QUOTA: u64 = 10_000_000;
-
-/// A tmpfs of `bytes` mounted on a directory, unmounted when dropped.
-struct Tmpfs(PathBuf);
-
-impl Tmpfs {
-    /// Mounts it on `dir` (made if missing, mode 0700), or says why it cannot
-    /// (not root, no `mount`) and gives `None`.
-    fn mount(dir: &Path, bytes: u64) -> Option<Tmpfs> {
-        std::fs::create_dir_all(dir).expect("the mount point");
-        let mounted = Command::new("mount")
-            .args(["-t", "tmpfs", "-o"])
-            .arg(format!("size={bytes},mode=0700"))
-            .arg("tmpfs")
-            .arg(dir)
-            .output();
-        match mounted {
-            Ok(out) if out.status.success() => Some(Tmpfs(dir.to_path_buf())),
-            Ok(out) => {
-                let why = String::from_utf8_lossy(&out.stderr);
-                eprintln!("skipped: cannot mount a tmpfs (root only): {why}");
-                None
-            }
-            Err(err) => {
-                eprintln!("skipped: no mount: {err}");
-                None
-            }
-        }
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-    }
-}
 
 /// Finding 6 on a disk that fills (the attack's own setting): a home on a 1 MiB
 /// tmpfs; an upload admitted while it was empty meets a full disk once another

@@ -42,6 +42,15 @@ pub(crate) fn run(
     let reporter = Reporter::new(context.server.style)
         .for_peer(context.peer)
         .for_request(context.name(), &action);
+    if fetch.xattrs_left_out() > 0 {
+        // Only attributes set in the home by other means can be that many: a put
+        // keeps at most 4 096 bytes of them on an entry.
+        reporter.note(&format!(
+            "entries whose extended attributes were not all sent: {} (an entry carries \
+             at most 1 MiB of them)",
+            fetch.xattrs_left_out()
+        ));
+    }
     let mut tally = Tally::new(reporter, &conn.negotiated);
     let result = send::session(conn, &fetch, &mut tally);
     // The log line says how the transfer went; only a session-level failure (the

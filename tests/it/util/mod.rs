@@ -485,3 +485,38 @@ pub fn strip_ansi(text: &str) -> String {
     }
     out
 }
+
+/// A tmpfs of `bytes` mounted on a directory, unmounted when dropped.
+pub struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    /// Mounts it on `dir` (made if missing, mode 0700), or says why it cannot
+    /// (not root, no `mount`) and gives `None`.
+    pub fn mount(dir: &Path, bytes: u64) -> Option<Tmpfs> {
+        std::fs::create_dir_all(dir).expect("the mount point");
+        let mounted = Command::new("mount")
+            .args(["-t", "tmpfs", "-o"])
+            .arg(format!("size={bytes},mode=0700"))
+            .arg("tmpfs")
+            .arg(dir)
+            .output();
+        match mounted {
+            Ok(out) if out.status.success() => Some(Tmpfs(dir.to_path_buf())),
+            Ok(out) => {
+                let why = String::from_utf8_lossy(&out.stderr);
+                eprintln!("skipped: cannot mount a tmpfs (root only): {why}");
+                None
+            }
+            Err(err) => {
+                eprintln!("skipped: no mount: {err}");
+                None
+            }
+        }
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
