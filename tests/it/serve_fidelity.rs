@@ -393,9 +393,10 @@ fn attributes_in_a_home_beyond_what_an_entry_carries_are_left_out_and_logged() {
 
 /// A `get -X` holds every attribute it offers before the offer goes: each path it
 /// names is walked whole, so one naming a chain of nested directories (`d00`,
-/// `d00/d01`, ...) offers the deepest of them once per path, and a few hundred
-/// entries of 4 KiB of attributes (what a put keeps) would take the server
-/// gigabytes. Past 64 MiB the get is refused `too_large`, before anything is sent.
+/// `d00/d01`, ...) offers the deepest of them once per path: a chain of 100 with
+/// 4 KiB of attributes (what a put keeps) on each directory and file offers 10 100
+/// of them, and what the server holds grows with the square of the chain. Past
+/// 64 MiB the get is refused `too_large`, before anything is sent.
 #[test]
 fn a_get_x_whose_attributes_pass_64_mib_is_refused_before_the_offer() {
     let site = Site::new();
