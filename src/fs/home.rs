@@ -668,6 +668,17 @@ pub(crate) struct Fetch {
     xattrs_left_out: usize,
 }
 
+/// Most bytes of extended attributes a `get` holds for its offer (16.4), each
+/// attribute counted as its name, its value in hex and [`XATTR_OVERHEAD`]: about
+/// what holding them takes. A put keeps at most 4 KiB on an entry, so 8 000 such
+/// entries fit, and 200 000 with a short attribute each.
+const GET_XATTR_BYTES: usize = 64 << 20;
+
+/// What holding one attribute takes beside its bytes: its two strings and its place
+/// in a map (measured: 20 000 files of 207 attributes of a few bytes each took a
+/// server 520 MB, about 130 bytes an attribute).
+const XATTR_OVERHEAD: usize = 128;
+
 /// Whether the user a [`Fetch`] serves may still read its home: a reload may have
 /// given the home to someone else since the `get` began.
 pub(crate) type Entitled = Box<dyn Fn() -> Result<(), Refusal> + Send + Sync>;
@@ -729,9 +740,14 @@ impl Fetch {
     /// read through a descriptor opened beneath the home, never through a link. A
     /// hard link carries none: its first name does. One that cannot be opened now
     /// (gone since the walk) carries none: its data cannot be sent either.
-    pub(crate) fn with_xattrs(mut self) -> Fetch {
+    ///
+    /// All of them are held until the offer goes, so a get whose attributes pass
+    /// [`GET_XATTR_BYTES`] is refused `too_large` (each path is walked whole, and
+    /// paths nested in one another offer what is deepest once per path).
+    pub(crate) fn with_xattrs(mut self) -> Result<Fetch, Refusal> {
         // The directory the last file was opened in, kept for its siblings.
         let mut parent: Option<(String, OwnedFd)> = None;
+        let mut held = 0;
         for (entry, origin) in self.entries.iter_mut().zip(&self.origins) {
             let fd = match entry.kind {
                 EntryKind::Dir => open_dir_beneath(&self.home, origin),
@@ -741,10 +757,21 @@ impl Fetch {
             let Some((xattrs, left_out)) = fd.map(crate::fs::xattr::read_user) else {
                 continue;
             };
+            held += xattrs
+                .iter()
+                .map(|(name, value)| name.len() + value.len() + XATTR_OVERHEAD)
+                .sum::<usize>();
+            if held > GET_XATTR_BYTES {
+                return Err(Refusal::new(
+                    ErrorCode::TooLarge,
+                    "the extended attributes of what this get names take over 64 MiB \
+                     to hold; get fewer paths at a time, or without -X",
+                ));
+            }
             entry.extra_mut().xattrs = Some(xattrs);
             self.xattrs_left_out += usize::from(left_out > 0);
         }
-        self
+        Ok(self)
     }
 
     /// How many entries [`Fetch::with_xattrs`] could not give all their attributes.

@@ -390,3 +390,60 @@ fn attributes_in_a_home_beyond_what_an_entry_carries_are_left_out_and_logged() {
         "{log}"
     );
 }
+
+/// A `get -X` holds every attribute it offers before the offer goes: each path it
+/// names is walked whole, so one naming a chain of nested directories (`d00`,
+/// `d00/d01`, ...) offers the deepest of them once per path: a chain of 100 with
+/// 4 KiB of attributes (what a put keeps) on each directory and file offers 10 100
+/// of them, and what the server holds grows with the square of the chain. Past
+/// 64 MiB the get is refused `too_large`, before anything is sent.
+#[test]
+fn a_get_x_whose_attributes_pass_64_mib_is_refused_before_the_offer() {
+    let site = Site::new();
+    site.users(&[("alice", "")]);
+    let home = site.home("alice");
+    let value = vec![b'v'; 3_900];
+    let (mut dir, mut paths) = (home.clone(), Vec::new());
+    for depth in 0..100 {
+        let name = format!("d{depth:02}");
+        dir = dir.join(&name);
+        crate::util::server::write(&dir.join("f"), b"x");
+        for path in [dir.clone(), dir.join("f")] {
+            if let Err(err) = set_xattr(&path, "user.v", &value) {
+                eprintln!("skipped: this filesystem takes no 4 KiB attribute ({err})");
+                return;
+            }
+        }
+        let below = paths
+            .last()
+            .map_or(String::new(), |p: &String| format!("{p}/"));
+        paths.push(format!("{below}{name}"));
+    }
+    let server = site.serve(&[]);
+    let dl = site.download_dir("dl");
+    let get = |args: &[&str], paths: &[String]| {
+        let mut command: Vec<String> = ["get"].iter().chain(args).map(|a| a.to_string()).collect();
+        command.extend(paths.iter().map(|path| server.at(path)));
+        command.push(dl.to_str().unwrap().to_string());
+        let command: Vec<&str> = command.iter().map(String::as_str).collect();
+        client(&site, "alice", &command)
+    };
+    // 5 050 directories and as many files of 7.8 KiB of hex each: 79 MB.
+    let refused = get(&["-X"], &paths);
+    let said = stderr_of(&refused);
+    assert_ne!(code(&refused), 0, "{said}");
+    assert!(said.contains("64 MiB"), "{said}");
+    assert_eq!(
+        std::fs::read_dir(&dl).unwrap().count(),
+        0,
+        "nothing arrived"
+    );
+    assert!(server.log().contains("64 MiB"), "{}", server.log());
+    // One of the paths is well within it, attributes and all.
+    let one = get(&["-X"], &paths[99..]);
+    assert_eq!(code(&one), 0, "{}", stderr_of(&one));
+    assert_eq!(
+        xattrs_of(&dl.join("d99/f")).get(&b"user.v"[..]),
+        Some(&value)
+    );
+}

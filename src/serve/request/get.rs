@@ -32,7 +32,13 @@ pub(crate) fn run(
     let fetch = fetched
         .and_then(|fetch| fetch.filtered(mirror))
         // Read with the walk, before the home is known to be still the user's.
-        .map(|fetch| if xattrs { fetch.with_xattrs() } else { fetch })
+        .and_then(|fetch| {
+            if xattrs {
+                fetch.with_xattrs()
+            } else {
+                Ok(fetch)
+            }
+        })
         .and_then(|fetch| fetch.while_entitled(entitled))
         .map(|fetch| if sparse { fetch } else { fetch.dense() });
     let fetch = match fetch {
