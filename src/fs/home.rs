@@ -27,6 +27,7 @@ use crate::error::{Classify, Kind, refused};
 use crate::escape::escape;
 use crate::fs::filter::Filter;
 use crate::fs::input::{Input, Outbox};
+use crate::proto::entry::MAX_OFFER_ENTRIES;
 use crate::proto::message::{Entry, EntryKind, ErrorCode, Item, ItemKind, Mirror};
 
 /// Permission bits shown in listings and carried in offers.
@@ -286,6 +287,7 @@ impl Home {
             return Err(Refusal::new(ErrorCode::BadPath, "get names no path"));
         }
         let mut names = std::collections::HashSet::new();
+        let mut nested = Vec::new();
         let mut roots = Vec::new();
         for path in paths {
             let components = checked(path)?;
@@ -301,6 +303,7 @@ impl Home {
                     format!("two paths end in {}", escape(last)),
                 ));
             }
+            nested.push(components.iter().map(|c| c.to_string()).collect::<Vec<_>>());
             let (_, _, stat) = self.resolve(path)?;
             let stat = stat.ok_or_else(|| not_found(path))?;
             match kind(&stat) {
@@ -308,6 +311,7 @@ impl Home {
                 other => return Err(denied_kind(path, other)),
             }
         }
+        none_inside_another(nested)?;
         let mut fetch = Fetch {
             home: self.dup()?,
             entries: Vec::new(),
@@ -652,6 +656,32 @@ fn height(dir: OwnedFd, limit: usize) -> (usize, usize) {
     most
 }
 
+/// Refuses a `get` that names a path inside another it names (`photos` and
+/// `photos/2024`): each is walked whole, so the inner one would be offered twice,
+/// and a chain of them (`d`, `d/d`, `d/d/d`, ...) would make the server build an
+/// offer growing with the square of the chain from a home holding little.
+fn none_inside_another(mut paths: Vec<Vec<String>>) -> Result<(), Refusal> {
+    // Sorted, a path inside another follows it with only paths inside it between.
+    paths.sort_unstable();
+    let mut outer: Option<&Vec<String>> = None;
+    for path in &paths {
+        match outer {
+            Some(outer) if path.starts_with(outer) => {
+                return Err(Refusal::new(
+                    ErrorCode::BadPath,
+                    format!(
+                        "{} lies inside {}, which this get names too: name one of them",
+                        escape(&path.join("/")),
+                        escape(&outer.join("/"))
+                    ),
+                ));
+            }
+            _ => outer = Some(path),
+        }
+    }
+    Ok(())
+}
+
 /// What a `get` offers: entries read from beneath the home, never through a link.
 pub(crate) struct Fetch {
     home: OwnedFd,
@@ -819,6 +849,15 @@ impl Fetch {
     /// are left out (a server keeps none). A peer without `meta` gets version 2's
     /// offer of this (`transfer::send::view`).
     fn add(&mut self, path: &str, name: String, stat: &Stat) -> Result<(), Refusal> {
+        if self.entries.len() >= MAX_OFFER_ENTRIES {
+            return Err(Refusal::new(
+                ErrorCode::TooLarge,
+                format!(
+                    "what this get names holds over {MAX_OFFER_ENTRIES} entries, more than \
+                     one transfer carries; get its parts one at a time"
+                ),
+            ));
+        }
         let entry_kind = match kind(stat) {
             FileType::RegularFile => EntryKind::File,
             FileType::Directory => EntryKind::Dir,

@@ -19,6 +19,11 @@ pub(crate) const MAX_XATTR_NAME: usize = 255;
 pub(crate) const MAX_XATTR_VALUE: usize = 65_536;
 /// Most bytes of xattr values one entry may carry.
 pub(crate) const MAX_XATTR_TOTAL: usize = 1 << 20;
+/// Most entries a receiver takes in one offer. A tree of 200 000 entries costs a
+/// receiver about 40 MiB here; a million is the ceiling a hostile sender can make it
+/// hold (and a server builds no larger offer for a `get`). Larger trees go in
+/// several sessions, or as one tar stream.
+pub(crate) const MAX_OFFER_ENTRIES: usize = 1_000_000;
 /// Longest `reason`, and longest owner or group name, in bytes.
 pub(crate) const MAX_REASON: usize = 200;
 pub(crate) const MAX_OWNER_NAME: usize = 255;

@@ -25,10 +25,7 @@ use crate::proto::wire::{FrameReader, FrameWriter};
 /// that the reading side decodes one frame while the next is written (10 000
 /// entries were one frame of 1 MiB, decoded only once all of it had come).
 const FRAME_TARGET: usize = 64 << 10;
-/// Most entries a receiver takes in one offer. A tree of 200 000 entries costs a
-/// receiver about 40 MiB here; a million is the ceiling a hostile sender can make it
-/// hold. Larger trees go in several sessions, or as one tar stream.
-pub(crate) const MAX_OFFER_ENTRIES: usize = 1_000_000;
+pub(crate) use crate::proto::entry::MAX_OFFER_ENTRIES;
 
 /// Why a server refuses an entry of `kind` whatever its name (`denied`): it keeps
 /// no special files and no device nodes; `None` for what it keeps. The plan of a
