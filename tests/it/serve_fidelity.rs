@@ -352,6 +352,42 @@ fn get_x_from_a_server_that_ignores_the_ask_says_none_came() {
     assert!(none[0]["message"].as_str().unwrap().contains(NONE_SENT));
 }
 
+/// A server that offers attributes unasked (the independent one, with `meta`,
+/// made to): a `get` without `-X` sets none of them on the client's files; with
+/// `-X` they arrive. A root client would otherwise let any server set or remove
+/// attributes of every namespace, `security.capability` too, on a plain get.
+#[test]
+fn a_get_without_x_sets_no_attribute_a_server_offers_unasked() {
+    let site = Site::new();
+    let home = site.path().join("mini-home");
+    crate::util::server::write(&home.join("t/a"), b"alpha\n");
+    let mut config = ServerConfig::new("alice", Site::key_of("alice"), &home);
+    config.features.push("meta".into());
+    config.xattrs = Some(serde_json::json!({"user.planted": "7a"}));
+    let mini = MiniServer::start(config);
+    let at = format!("{}:t", mini.addr());
+    let get = |args: &[&str], dir: &str| {
+        let dl = site.download_dir(dir);
+        let mut command = vec!["get"];
+        command.extend_from_slice(args);
+        command.extend([at.as_str(), dl.to_str().unwrap()]);
+        let get = client(&site, "alice", &command);
+        assert_eq!(code(&get), 0, "{}", stderr_of(&get));
+        dl.join("t")
+    };
+    let asked = get(&["-X"], "asked");
+    let planted = |path: &Path| xattrs_of(path).get(&b"user.planted"[..]).cloned();
+    if planted(&asked.join("a")).is_none() {
+        eprintln!("skipped: this filesystem takes no user.* attributes");
+        return;
+    }
+    assert_eq!(planted(&asked), Some(b"z".to_vec()), "the directory too");
+    let plain = get(&[], "plain");
+    assert_eq!(std::fs::read(plain.join("a")).unwrap(), b"alpha\n");
+    assert_eq!(planted(&plain.join("a")), None, "set without -X");
+    assert_eq!(planted(&plain), None, "set on the directory without -X");
+}
+
 /// Attributes set in a home by other means than a put (which keeps 4 096 bytes an
 /// entry) can be more than an entry carries (1 MiB, section 16.1): a `get -X` gets
 /// the first by name that fit, and the server's log says how many entries lost some.

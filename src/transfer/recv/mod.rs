@@ -119,8 +119,12 @@ fn receive<R: Read, W: Write + Send, C>(
 ) -> Result<()> {
     let mirroring = conn.negotiated.has(Feature::Mirror);
     let Connection { reader, writer, .. } = conn;
-    let Offered { entries, mirror } = read_offer(reader, shared.transfer, mirroring)?;
+    let Offered {
+        mut entries,
+        mirror,
+    } = read_offer(reader, shared.transfer, mirroring)?;
     tally.offered(entries.len(), "received");
+    shared.settings.drop_unasked_xattrs(&mut entries);
     if shared.settings.xattrs_unheard(&entries) {
         tally.reporter().no_xattrs_sent();
     }

@@ -63,6 +63,22 @@ impl Settings {
         self.resume && size > SMALL_FILE
     }
 
+    /// Leaves out of `entries` the attributes a client's `get` did not ask for
+    /// (no `-X`): a server sends them only when asked, so only a faulty or hostile
+    /// one offers them unasked, and a root client would set or remove any namespace
+    /// (`security.capability` too) on its own files. A receiver that is not a `get`
+    /// takes what its sender offers, as ever.
+    pub(crate) fn drop_unasked_xattrs(&self, entries: &mut [Entry]) {
+        if self.asked.is_none() || self.xattrs {
+            return;
+        }
+        for entry in entries {
+            if entry.extra().xattrs.is_some() {
+                entry.extra_mut().xattrs = None;
+            }
+        }
+    }
+
     /// Whether this side asked for extended attributes (`get -X`) and `entries`, an
     /// offer with a regular file or directory, carries them on none: the server
     /// did not hear the ask (it is older, or has no `meta`). A server that did

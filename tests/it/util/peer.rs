@@ -1185,6 +1185,8 @@ pub struct SendEntry {
     pub content: Vec<u8>,
     /// When set, the sender gives this file up (`error` code `io`) instead of sending it.
     pub unreadable: bool,
+    /// `xattrs`, left out when `None`.
+    pub xattrs: Option<Value>,
 }
 
 impl SendEntry {
@@ -1199,6 +1201,7 @@ impl SendEntry {
             mtime: None,
             content,
             unreadable: false,
+            xattrs: None,
         }
     }
 
@@ -1249,6 +1252,9 @@ impl SendEntry {
         }
         if let Some(mtime) = self.mtime {
             entry["mtime"] = json!(mtime);
+        }
+        if let Some(xattrs) = &self.xattrs {
+            entry["xattrs"] = xattrs.clone();
         }
         entry
     }

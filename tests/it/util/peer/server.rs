@@ -48,6 +48,9 @@ pub struct ServerConfig {
     pub idle: Duration,
     /// Entries per listing, offer or plan frame the server sends.
     pub frame_entries: usize,
+    /// When set, every file and directory a `get` offers carries this `xattrs`
+    /// object, asked or not (a faulty or hostile server).
+    pub xattrs: Option<Value>,
 }
 
 impl ServerConfig {
@@ -62,6 +65,7 @@ impl ServerConfig {
             realm: None,
             idle: DEFAULT_IDLE,
             frame_entries: DEFAULT_FRAME_ENTRIES,
+            xattrs: None,
         }
     }
 }
@@ -545,10 +549,13 @@ fn get(peer: &mut Peer, config: &ServerConfig, request: &Value) -> PeerResult<()
     let Some(paths) = paths else {
         return Err(peer.close_with_error("protocol", "paths is not a list of strings"));
     };
-    let entries = match offer_for(&config.home, &paths) {
+    let mut entries = match offer_for(&config.home, &paths) {
         Ok(entries) => entries,
         Err(refusal) => return peer.send_error(None, &refusal.code, &refusal.message),
     };
+    for entry in &mut entries {
+        entry.xattrs.clone_from(&config.xattrs);
+    }
     peer.send_transfer(&entries).map(drop)
 }
 
