@@ -38,10 +38,10 @@ pub(crate) fn get(options: &GetOptions) -> Result<()> {
         // A dry run makes nothing, not even the local directory.
         let (target, lock) =
             TargetDir::open_for_dry_run(&options.dir, "the local directory", options.style)?;
-        (Destination::Dir(target), lock)
+        (Destination::Dir(target.for_a_get()), lock)
     } else {
         let (target, lock) = TargetDir::make_and_lock(&options.dir, "the local directory", 0o777)?;
-        (Destination::Dir(target), Some(lock))
+        (Destination::Dir(target.for_a_get()), Some(lock))
     };
     let mut client = connect(&options.client, options.style, "received")?;
     let mut tally = Tally::new(Reporter::new(options.style), client.negotiated());

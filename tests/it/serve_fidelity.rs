@@ -352,6 +352,44 @@ fn get_x_from_a_server_that_ignores_the_ask_says_none_came() {
     assert!(none[0]["message"].as_str().unwrap().contains(NONE_SENT));
 }
 
+/// A server keeps no attributes but `user.*`, so a `get -X -f` over local copies it
+/// keeps (a directory, a file found the same) makes their `user.*` ones the
+/// server's and leaves the others alone: a root client's `trusted.*` stay (they
+/// used to go, the server's copy not naming them).
+#[test]
+fn a_get_x_over_local_copies_changes_only_their_user_attributes() {
+    let Some((site, server, _src)) = served_with_attributes() else {
+        return;
+    };
+    let (copy, _) = got(&site, &server, &["-X"], "over");
+    let (file, dir) = (copy.join("plain"), copy.join("sub"));
+    for path in [&file, &dir] {
+        if set_xattr(path, "trusted.keep", b"1").is_err() {
+            eprintln!("skipped: needs root to set trusted.* attributes");
+            return;
+        }
+        set_xattr(path, "user.stale", b"old").unwrap();
+    }
+    // Both are found the same (size and time) and refreshed in place: a file the
+    // get replaces is a new file, with only what was offered, as with rsync -X.
+    let (again, _) = got(&site, &server, &["-X", "-f"], "over");
+    assert_eq!(again, copy);
+    for (path, entry) in [(&file, "plain"), (&dir, "sub")] {
+        let now = xattrs_of(path);
+        assert_eq!(
+            now.get(&b"trusted.keep"[..]),
+            Some(&b"1".to_vec()),
+            "{entry}"
+        );
+        assert!(!now.contains_key(&b"user.stale"[..]), "{entry}: {now:?}");
+        let user: std::collections::BTreeMap<_, _> = now
+            .into_iter()
+            .filter(|(name, _)| name.starts_with(b"user."))
+            .collect();
+        assert_eq!(user, expected(entry), "{entry}");
+    }
+}
+
 /// A server that offers attributes unasked (the independent one, with `meta`,
 /// made to): a `get` without `-X` sets none of them on the client's files; with
 /// `-X` they arrive. A root client would otherwise let any server set or remove

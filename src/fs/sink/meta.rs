@@ -35,6 +35,17 @@ pub(crate) struct Policy<'a> {
     pub(crate) keep: u32,
     /// The session's counts of what was not applied.
     pub(crate) dropped: &'a Unapplied,
+    /// Only `user.*` attributes are the sender's to set or remove (a `get`'s: a
+    /// server keeps no others), even as root.
+    pub(crate) user_xattrs: bool,
+}
+
+impl Policy<'_> {
+    /// Whether attributes of every namespace are set and removed, not only
+    /// `user.*`: as root, but for a server and a `get`.
+    fn all_namespaces(self) -> bool {
+        is_root() && !self.server && !self.user_xattrs
+    }
 }
 
 /// What one session could not apply, in entries per kind: counted by the threads
@@ -99,7 +110,7 @@ fn xattr_cap(policy: Policy) -> Option<usize> {
 /// Applies everything `entry` says to the open file or directory `fd`.
 pub(crate) fn apply(fd: impl AsFd, entry: &Entry, policy: Policy) -> Result<(), Errno> {
     if let Some(xattrs) = &entry.extra().xattrs {
-        let dropped = xattr::apply(&fd, xattrs, is_root() && !policy.server, xattr_cap(policy));
+        let dropped = xattr::apply(&fd, xattrs, policy.all_namespaces(), xattr_cap(policy));
         if dropped > 0 {
             Unapplied::count(&policy.dropped.xattrs);
         }
@@ -160,7 +171,7 @@ fn writable_for_xattrs(fd: impl AsFd, entry: &Entry) -> Option<Mode> {
 /// Removes from `fd` the extended attributes `entry` carries an object of and does
 /// not name; whether any went.
 fn remove_other_xattrs(fd: impl AsFd, entry: &Entry, policy: Policy) -> bool {
-    let all = is_root() && !policy.server;
+    let all = policy.all_namespaces();
     (entry.extra().xattrs.as_ref()).is_some_and(|xattrs| xattr::remove_others(fd, xattrs, all) > 0)
 }
 
@@ -174,7 +185,7 @@ pub(crate) fn apply_at(
     policy: Policy,
 ) -> Result<(), Errno> {
     if let Some(xattrs) = &entry.extra().xattrs {
-        let dropped = xattr::apply_to_link(&dir, name, xattrs, is_root() && !policy.server);
+        let dropped = xattr::apply_to_link(&dir, name, xattrs, policy.all_namespaces());
         if dropped > 0 {
             Unapplied::count(&policy.dropped.xattrs);
         }
@@ -316,7 +327,7 @@ pub(crate) fn differs(
     let mode = mode_of(entry, policy).is_some_and(|mode| stat.st_mode & 0o7777 != mode);
     let time = times && time_differs(stat, entry);
     let xattrs = entry.extra().xattrs.as_ref().is_some_and(|xattrs| {
-        let all = is_root() && !policy.server;
+        let all = policy.all_namespaces();
         let cap = xattr_cap(policy);
         !xattr::holds(&fd, xattrs, all, cap) || xattr::has_others(&fd, xattrs, all, cap)
     });

@@ -105,7 +105,7 @@ pub(crate) fn partial_name(name: &[u8], size: u64) -> String {
 /// A file being received.
 pub(crate) struct PartFile {
     pub(super) dir: Arc<OwnedFd>,
-    temp: String,
+    temp: Box<str>,
     name: Box<[u8]>,
     pub(super) path: String,
     /// Open until sealed (see [`PartFile::seal`]).
@@ -128,6 +128,8 @@ pub(crate) struct PartFile {
     meter: Option<(Account, String)>,
     /// Where the session counts what it could not apply to this file.
     dropped: Arc<Unapplied>,
+    /// A `get`'s file: only `user.*` attributes are set or removed on it.
+    user_xattrs: bool,
     /// Unnamed (`O_TMPFILE`): `temp` is empty, the file stays open until it is
     /// linked in (closing it would free it), and it has no identity to check.
     unnamed: bool,
@@ -148,7 +150,7 @@ impl PartFile {
         path: &str,
         name: &[u8],
         resume: Option<Resume>,
-        (meter, dropped): (Option<&Account>, Arc<Unapplied>),
+        (meter, dropped): (Option<&Account>, (Arc<Unapplied>, bool)),
     ) -> Result<PartFile, Refusal> {
         if resume.is_none()
             && meter.is_none()
@@ -179,10 +181,7 @@ impl PartFile {
         let resumable = opened.is_some();
         let (temp, file, made) = match opened {
             Some(opened) => opened,
-            None => {
-                let (temp, file) = create_temporary(&dir, path)?;
-                (temp, file, true)
-            }
+            None => create_temporary(&dir, path).map(|(temp, file)| (temp, file, true))?,
         };
         let stat = rustix::fs::fstat(&file).map_err(|err| {
             // A temporary made just now goes, not counted yet (a resumed partial stays).
@@ -205,7 +204,7 @@ impl PartFile {
         drop(books);
         Ok(PartFile {
             dir,
-            temp,
+            temp: temp.into(),
             name: name.into(),
             path: path.to_string(),
             file: Some(file),
@@ -217,6 +216,7 @@ impl PartFile {
             writeback: true,
             meter,
             dropped: Arc::default(),
+            user_xattrs: false,
             unnamed: false,
             over_dir: false,
         })
@@ -226,7 +226,7 @@ impl PartFile {
     fn unnamed(dir: Arc<OwnedFd>, path: &str, name: &[u8], file: File) -> PartFile {
         PartFile {
             dir,
-            temp: String::new(),
+            temp: Box::default(),
             name: name.into(),
             path: path.to_string(),
             file: Some(file),
@@ -238,14 +238,17 @@ impl PartFile {
             writeback: true,
             meter: None,
             dropped: Arc::default(),
+            user_xattrs: false,
             unnamed: true,
             over_dir: false,
         }
     }
 
-    /// This file, what it could not be given counted in `dropped`.
-    fn counting(mut self, dropped: Arc<Unapplied>) -> PartFile {
+    /// This file, what it could not be given counted in `dropped`, and whether only
+    /// its `user.*` attributes are the sender's (a `get`'s: see `TargetDir::for_a_get`).
+    fn counting(mut self, (dropped, user_xattrs): (Arc<Unapplied>, bool)) -> PartFile {
         self.dropped = dropped;
+        self.user_xattrs = user_xattrs;
         self
     }
 
@@ -449,6 +452,7 @@ impl PartFile {
             server: self.meter.is_some(),
             keep: if self.meter.is_some() { 0o600 } else { 0 },
             dropped: &self.dropped,
+            user_xattrs: self.user_xattrs,
         };
         meta::apply(file, entry, policy)
             .map_err(|err| Refusal::io(&self.path, "cannot set its mode or time", err))
@@ -493,7 +497,7 @@ impl PartFile {
     /// [`PartFile::rename_into_place`] without the counting.
     fn rename_checked(&mut self, overwrite: bool) -> Result<(), Refusal> {
         self.still_ours()?;
-        let (temp, name) = (self.temp.as_str(), &self.name[..]);
+        let (temp, name) = (&*self.temp, &self.name[..]);
         let result = if overwrite {
             // rename(2) replaces the target atomically; a symlink there is replaced, not followed.
             match rustix::fs::renameat(&*self.dir, temp, &*self.dir, name) {
@@ -541,7 +545,7 @@ impl PartFile {
     /// Whether the temporary is still the file this session wrote; if not, it is
     /// left alone, whatever is there, and the entry fails.
     fn still_ours(&mut self) -> Result<(), Refusal> {
-        match beneath::stat(&*self.dir, self.temp.as_str()) {
+        match beneath::stat(&*self.dir, &*self.temp) {
             Ok(Some(stat))
                 if beneath::kind(&stat) == FileType::RegularFile
                     && (stat.st_dev, stat.st_ino) == self.identity =>
@@ -638,7 +642,7 @@ impl Drop for PartFile {
         let remove = !self.keep || (self.file.is_some() && self.len == 0);
         let Some((account, _)) = &self.meter else {
             if remove {
-                let _ = rustix::fs::unlinkat(&*self.dir, self.temp.as_str(), AtFlags::empty());
+                let _ = rustix::fs::unlinkat(&*self.dir, &*self.temp, AtFlags::empty());
             }
             return;
         };

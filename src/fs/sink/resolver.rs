@@ -302,6 +302,7 @@ impl<'a> Resolver<'a> {
             server,
             keep: if server { server_keeps } else { 0 },
             dropped: self.target.unapplied(),
+            user_xattrs: self.target.user_xattrs_only(),
         }
     }
 
@@ -381,7 +382,10 @@ impl<'a> Resolver<'a> {
         let dir = self
             .walk(parents, true)?
             .expect("walk with create returns a directory");
-        let counts = self.target.unapplied().clone();
+        let counts = (
+            self.target.unapplied().clone(),
+            self.target.user_xattrs_only(),
+        );
         PartFile::create(dir, path, name, resume, (self.target.meter(), counts))
     }
 

@@ -35,6 +35,9 @@ pub(crate) struct TargetDir {
     replace_hint: &'static str,
     /// What the session writing here could not apply (see [`TargetDir::for_session`]).
     dropped: Arc<Unapplied>,
+    /// A client's `get`: its server speaks for `user.*` attributes only, so only
+    /// those are set or removed here (see [`TargetDir::for_a_get`]).
+    user_xattrs: bool,
 }
 
 /// The `exists` hint where the user who sees it is the one who replaces files
@@ -248,6 +251,7 @@ impl TargetDir {
             meter: None,
             replace_hint: REPLACE_HINT,
             dropped: Arc::default(),
+            user_xattrs: false,
         }
     }
 
@@ -268,6 +272,21 @@ impl TargetDir {
     pub(crate) fn with_replace_hint(mut self, hint: &'static str) -> Self {
         self.replace_hint = hint;
         self
+    }
+
+    /// This directory as a `get`'s: a server keeps no attributes but `user.*`, so
+    /// the others a local file holds are not its to remove (a root client's
+    /// `trusted.*` stay); `user.*` ones follow the server's copy.
+    pub(crate) fn for_a_get(self) -> Self {
+        TargetDir {
+            user_xattrs: true,
+            ..self
+        }
+    }
+
+    /// Whether only `user.*` attributes are set or removed here (a `get`'s).
+    pub(crate) fn user_xattrs_only(&self) -> bool {
+        self.user_xattrs
     }
 
     /// How whoever decides replaces an existing file (see [`Self::with_replace_hint`]).
@@ -409,6 +428,7 @@ impl TargetDir {
             meter: self.meter.clone(),
             replace_hint: self.replace_hint,
             dropped: self.dropped.clone(),
+            user_xattrs: self.user_xattrs,
         })
     }
 

@@ -87,11 +87,12 @@ impl Get {
 /// not there yet is said (as `style` says) and planned into as empty.
 fn local_target(local: &Path, dry_run: bool, style: Style) -> Result<(TargetDir, Option<DirLock>)> {
     if !dry_run {
-        let target = TargetDir::open(local)?;
+        let target = TargetDir::open(local)?.for_a_get();
         let lock = target.lock(local)?;
         return Ok((target, Some(lock)));
     }
-    TargetDir::open_for_dry_run(local, "the local directory", style)
+    let (target, lock) = TargetDir::open_for_dry_run(local, "the local directory", style)?;
+    Ok((target.for_a_get(), lock))
 }
 
 /// Is `last`, of several `get` operands, where to put what arrives?
