@@ -279,13 +279,21 @@ impl Home {
     }
 
     /// `get`: the paths, checked whole before anything is offered (two with the
-    /// same last component, or none, is `bad_path`; a symlink or other special file
-    /// is `denied`), then walked: each under its last component, a directory with
-    /// everything inside it but special files (a link offered as a link).
-    pub(crate) fn fetch(&self, paths: &[String]) -> Result<Fetch, Refusal> {
+    /// same last component, one inside another, or none, is `bad_path`; a symlink
+    /// or other special file is `denied`), then walked: each under its last
+    /// component, a directory with everything inside it but special files (a link
+    /// offered as a link) and what `mirror`'s rules exclude (section 17.5), which
+    /// is kept to echo in the offer.
+    pub(crate) fn fetch(&self, paths: &[String], mirror: Option<Mirror>) -> Result<Fetch, Refusal> {
         if paths.is_empty() {
             return Err(Refusal::new(ErrorCode::BadPath, "get names no path"));
         }
+        // A rule that is no valid pattern is the client's fault: `protocol`.
+        let filter = (mirror
+            .as_ref()
+            .map(|mirror| Filter::from_wire(&mirror.rules)))
+        .transpose()
+        .map_err(|why| Refusal::new(ErrorCode::Protocol, why))?;
         let mut names = std::collections::HashSet::new();
         let mut nested = Vec::new();
         let mut roots = Vec::new();
@@ -317,13 +325,13 @@ impl Home {
             entries: Vec::new(),
             origins: Vec::new(),
             first_names: std::collections::HashMap::new(),
-            mirror: None,
+            mirror,
             entitled: None,
             xattrs_left_out: 0,
         };
         for (path, stat) in roots {
             let name = path.rsplit('/').next().unwrap_or(&path).to_string();
-            fetch.add(&path, name, &stat)?;
+            fetch.add(&path, name, &stat, filter.as_ref())?;
         }
         Ok(fetch)
     }
@@ -735,36 +743,6 @@ impl Fetch {
         self
     }
 
-    /// Leaves out what `mirror`'s rules exclude (a directory with all inside), and
-    /// keeps `mirror` to echo in the offer. A rule that is no valid pattern is the
-    /// client's fault: `protocol`.
-    pub(crate) fn filtered(mut self, mirror: Option<Mirror>) -> Result<Fetch, Refusal> {
-        let Some(mirror) = mirror else {
-            return Ok(self);
-        };
-        let filter = Filter::from_wire(&mirror.rules)
-            .map_err(|why| Refusal::new(ErrorCode::Protocol, why))?;
-        let mut left_out: Option<String> = None;
-        let mut keep = Vec::with_capacity(self.entries.len());
-        for entry in &self.entries {
-            let below = |dir: &String| {
-                entry
-                    .path
-                    .strip_prefix(dir.as_str())
-                    .is_some_and(|rest| rest.starts_with('/'))
-            };
-            let out = left_out.as_ref().is_some_and(below)
-                || filter.excluded(entry.path.as_bytes(), entry.kind == EntryKind::Dir);
-            if out && entry.kind == EntryKind::Dir && !left_out.as_ref().is_some_and(below) {
-                left_out = Some(entry.path.clone());
-            }
-            keep.push(!out);
-        }
-        self.keep_only(&keep);
-        self.mirror = Some(mirror);
-        Ok(self)
-    }
-
     /// Gives every regular file and directory offered its `user.*` attributes but
     /// xfer's own, `{}` when it has none (a `get` that asks `xattrs`, 16.4), each
     /// read through a descriptor opened beneath the home, never through a link. A
@@ -772,8 +750,8 @@ impl Fetch {
     /// (gone since the walk) carries none: its data cannot be sent either.
     ///
     /// All of them are held until the offer goes, so a get whose attributes pass
-    /// [`GET_XATTR_BYTES`] is refused `too_large` (each path is walked whole, and
-    /// paths nested in one another offer what is deepest once per path).
+    /// [`GET_XATTR_BYTES`] is refused `too_large` (a home's entries may each carry
+    /// 4 KiB of them).
     pub(crate) fn with_xattrs(mut self) -> Result<Fetch, Refusal> {
         // The directory the last file was opened in, kept for its siblings.
         let mut parent: Option<(String, OwnedFd)> = None;
@@ -809,46 +787,30 @@ impl Fetch {
         self.xattrs_left_out
     }
 
-    /// Keeps the entries `keep` marks, renumbering hard links. A hard link whose
-    /// file was left out takes that file's place (the filter judges names, and this
-    /// name was kept): its first kept name is offered as the file, and later kept
-    /// names link to it, so no hard link points at an entry that is not offered.
-    fn keep_only(&mut self, keep: &[bool]) {
-        let entries = std::mem::take(&mut self.entries);
-        let origins = std::mem::take(&mut self.origins);
-        // For each old index, where its file now is (the entry itself, or the name
-        // that took its place).
-        let mut moved: Vec<Option<u64>> = vec![None; entries.len()];
-        for (old, (mut entry, origin)) in entries.iter().cloned().zip(origins).enumerate() {
-            if !keep[old] {
-                continue;
-            }
-            let next = self.entries.len() as u64;
-            if let (EntryKind::Hardlink, Some(of)) = (entry.kind, entry.extra().of) {
-                let of = of as usize;
-                match moved[of] {
-                    Some(now) => entry.extra_mut().of = Some(now),
-                    None => {
-                        entry = Entry {
-                            path: entry.path,
-                            ..entries[of].clone()
-                        };
-                        moved[of] = Some(next);
-                    }
-                }
-            }
-            moved[old] = Some(next);
-            self.entries.push(entry);
-            self.origins.push(origin);
-        }
-    }
-
     /// Adds `path` (beneath the home, already looked at: `stat`) as `name`, walking
     /// into directories. A link is offered as a link (its target read, never
     /// followed), a later name of a file as a hard link of the first; special files
     /// are left out (a server keeps none). A peer without `meta` gets version 2's
     /// offer of this (`transfer::send::view`).
-    fn add(&mut self, path: &str, name: String, stat: &Stat) -> Result<(), Refusal> {
+    fn add(
+        &mut self,
+        path: &str,
+        name: String,
+        stat: &Stat,
+        filter: Option<&Filter>,
+    ) -> Result<(), Refusal> {
+        let entry_kind = match kind(stat) {
+            FileType::RegularFile => EntryKind::File,
+            FileType::Directory => EntryKind::Dir,
+            FileType::Symlink => EntryKind::Symlink,
+            _ => return Ok(()),
+        };
+        // What the get's rules exclude is never walked: a directory goes with all
+        // inside, and a hard link's first name left out leaves the next name the file.
+        let is_dir = entry_kind == EntryKind::Dir;
+        if filter.is_some_and(|filter| filter.excluded(name.as_bytes(), is_dir)) {
+            return Ok(());
+        }
         if self.entries.len() >= MAX_OFFER_ENTRIES {
             return Err(Refusal::new(
                 ErrorCode::TooLarge,
@@ -858,12 +820,6 @@ impl Fetch {
                 ),
             ));
         }
-        let entry_kind = match kind(stat) {
-            FileType::RegularFile => EntryKind::File,
-            FileType::Directory => EntryKind::Dir,
-            FileType::Symlink => EntryKind::Symlink,
-            _ => return Ok(()),
-        };
         let entry = match entry_kind {
             EntryKind::File => self.file_entry(name.clone(), stat),
             EntryKind::Symlink => self.link_entry(path, name.clone(), stat)?,
@@ -879,7 +835,8 @@ impl Fetch {
             for child in names {
                 // One that vanished since its name was read is left out.
                 if let Ok(Some(stat)) = beneath::stat(&dir, &*child) {
-                    self.add(&format!("{path}/{child}"), format!("{name}/{child}"), &stat)?;
+                    let child_name = format!("{name}/{child}");
+                    self.add(&format!("{path}/{child}"), child_name, &stat, filter)?;
                 }
             }
         }
@@ -1082,10 +1039,10 @@ mod tests {
         let (dir, home) = home();
         std::fs::create_dir(dir.path().join("tree")).unwrap();
         std::os::unix::fs::symlink("bob's secret", dir.path().join("tree/l")).unwrap();
-        let fetch = home.fetch(&["tree".to_string()]).unwrap();
+        let fetch = home.fetch(&["tree".to_string()], None).unwrap();
         let gone: Entitled = Box::new(|| Err(Refusal::new(ErrorCode::Denied, "home changed")));
         assert_eq!(code(fetch.while_entitled(gone)), ErrorCode::Denied);
-        let fetch = home.fetch(&["tree".to_string()]).unwrap();
+        let fetch = home.fetch(&["tree".to_string()], None).unwrap();
         let kept: Entitled = Box::new(|| Ok(()));
         assert_eq!(fetch.while_entitled(kept).unwrap().entries().len(), 2);
     }
@@ -1106,7 +1063,7 @@ mod tests {
             ErrorCode::NotFound
         );
         // get/remove of a symlink: denied.
-        assert_eq!(code(home.fetch(&["link".into()])), ErrorCode::Denied);
+        assert_eq!(code(home.fetch(&["link".into()], None)), ErrorCode::Denied);
         assert_eq!(code(removed(&home, "link", false)), ErrorCode::Denied);
         // Under `meta` a link itself may be renamed and removed, never followed.
         home.rename("link", "moved", true).unwrap();
@@ -1119,10 +1076,10 @@ mod tests {
         std::os::unix::fs::symlink("/etc", dir.path().join("link")).unwrap();
         // get: two paths with one last component, or none.
         assert_eq!(
-            code(home.fetch(&["f".into(), "d/f".into()])),
+            code(home.fetch(&["f".into(), "d/f".into()], None)),
             ErrorCode::BadPath
         );
-        assert_eq!(code(home.fetch(&[])), ErrorCode::BadPath);
+        assert_eq!(code(home.fetch(&[], None)), ErrorCode::BadPath);
         // put into a missing directory or a file.
         assert_eq!(code(home.target("nope")), ErrorCode::NotFound);
         assert_eq!(code(home.target("f")), ErrorCode::NotFound);
@@ -1345,7 +1302,7 @@ mod tests {
         )
         .unwrap();
         std::os::unix::fs::symlink("/etc/passwd", dir.path().join("photos/pw")).unwrap();
-        let fetch = home.fetch(&["photos".into()]).unwrap();
+        let fetch = home.fetch(&["photos".into()], None).unwrap();
         let names: Vec<_> = fetch
             .entries()
             .iter()

@@ -27,10 +27,9 @@ pub(crate) fn run(
     let mirror = mirror.filter(|_| conn.negotiated.has(Feature::Mirror));
     // Without `meta` no entry carries attributes: the member is ignored.
     let xattrs = xattrs && conn.negotiated.has(Feature::Meta);
-    let fetched = context.home.fetch(paths);
+    let fetched = context.home.fetch(paths, mirror);
     let entitled = context.server.entitled(&context.user);
     let fetch = fetched
-        .and_then(|fetch| fetch.filtered(mirror))
         // Read with the walk, before the home is known to be still the user's.
         .and_then(|fetch| {
             if xattrs {
