@@ -7,13 +7,16 @@
 //! older server sends none), a rerun sends nothing, and the quota counts exactly
 //! what is on disk.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::process::Output;
 
 use crate::fidelity::rich_tree;
 use crate::util::peer::server::{MiniServer, ServerConfig};
 use crate::util::server::{Server, Site, as_user, client, code, run_with_input, send_as};
 use crate::util::site::check_home;
-use crate::util::tree::{Check, assert_faithful, set_xattr, xattrs_of};
+use crate::util::tree::{
+    Check, assert_faithful, more_xattrs_than_an_entry_carries, set_xattr, xattrs_of,
+};
 use crate::util::{Tmpfs, stderr_of};
 
 const QUOTA: u64 = 10 << 20;
@@ -23,7 +26,7 @@ fn served() -> Check {
     Check::archive().xattrs().mode_mask(0o1777)
 }
 
-fn without_specials(root: &Path) -> std::path::PathBuf {
+fn without_specials(root: &Path) -> PathBuf {
     let tree = rich_tree(root);
     for special in ["fifo", "null"] {
         let _ = std::fs::remove_file(tree.join(special));
@@ -226,15 +229,35 @@ fn served_with_attributes() -> Option<(Site, Server, tempfile::TempDir)> {
 
 /// `alice`'s `get ARGS t DIR` of the tree into a fresh download directory, which it
 /// returns (after checking that it exited 0).
-fn got(site: &Site, server: &Server, args: &[&str], dir: &str) -> (std::path::PathBuf, String) {
+fn got(site: &Site, server: &Server, args: &[&str], dir: &str) -> (PathBuf, String) {
+    let (copy, get) = got_from(site, &server.at("t"), args, dir);
+    (copy, stderr_of(&get))
+}
+
+/// [`got`] from any server: `alice`'s `get ARGS AT DIR`, which must exit 0; where
+/// `t` arrived, and what the client said.
+fn got_from(site: &Site, at: &str, args: &[&str], dir: &str) -> (PathBuf, Output) {
     let dl = site.download_dir(dir);
     let mut command = vec!["get"];
     command.extend_from_slice(args);
-    let (at, to) = (server.at("t"), dl.to_str().unwrap().to_string());
-    command.extend([at.as_str(), to.as_str()]);
+    command.extend([at, dl.to_str().unwrap()]);
     let get = client(site, "alice", &command);
     assert_eq!(code(&get), 0, "{}", stderr_of(&get));
-    (dl.join("t"), stderr_of(&get))
+    (dl.join("t"), get)
+}
+
+/// The independent server, with `meta`, serving `alice` a home holding `t/a`
+/// ("alpha\n"), its offers' entries carrying `xattrs` (asked or not) when given;
+/// and where `t` is on it.
+fn mini_serving_t(site: &Site, xattrs: Option<serde_json::Value>) -> (MiniServer, String) {
+    let home = site.path().join("mini-home");
+    crate::util::server::write(&home.join("t/a"), b"alpha\n");
+    let mut config = ServerConfig::new("alice", Site::key_of("alice"), &home);
+    config.features.push("meta".into());
+    config.xattrs = xattrs;
+    let mini = MiniServer::start(config);
+    let at = format!("{}:t", mini.addr());
+    (mini, at)
 }
 
 /// The attributes `ATTRIBUTES` gives `path`, as `xattrs_of` reads them.
@@ -322,20 +345,10 @@ fn the_shell_s_get_x_brings_back_the_attributes() {
 #[test]
 fn get_x_from_a_server_that_ignores_the_ask_says_none_came() {
     let site = Site::new();
-    let home = site.path().join("mini-home");
-    crate::util::server::write(&home.join("t/a"), b"alpha\n");
-    let mut config = ServerConfig::new("alice", Site::key_of("alice"), &home);
-    config.features.push("meta".into());
-    let mini = MiniServer::start(config);
-    let at = format!("{}:t", mini.addr());
+    let (_mini, at) = mini_serving_t(&site, None);
     let get = |args: &[&str], dir: &str| {
-        let dl = site.download_dir(dir);
-        let mut command = vec!["get"];
-        command.extend_from_slice(args);
-        command.extend([at.as_str(), dl.to_str().unwrap()]);
-        let get = client(&site, "alice", &command);
-        assert_eq!(code(&get), 0, "{}", stderr_of(&get));
-        assert_eq!(std::fs::read(dl.join("t/a")).unwrap(), b"alpha\n");
+        let (copy, get) = got_from(&site, &at, args, dir);
+        assert_eq!(std::fs::read(copy.join("a")).unwrap(), b"alpha\n");
         get
     };
     let said = stderr_of(&get(&["-X"], "x"));
@@ -397,22 +410,9 @@ fn a_get_x_over_local_copies_changes_only_their_user_attributes() {
 #[test]
 fn a_get_without_x_sets_no_attribute_a_server_offers_unasked() {
     let site = Site::new();
-    let home = site.path().join("mini-home");
-    crate::util::server::write(&home.join("t/a"), b"alpha\n");
-    let mut config = ServerConfig::new("alice", Site::key_of("alice"), &home);
-    config.features.push("meta".into());
-    config.xattrs = Some(serde_json::json!({"user.planted": "7a"}));
-    let mini = MiniServer::start(config);
-    let at = format!("{}:t", mini.addr());
-    let get = |args: &[&str], dir: &str| {
-        let dl = site.download_dir(dir);
-        let mut command = vec!["get"];
-        command.extend_from_slice(args);
-        command.extend([at.as_str(), dl.to_str().unwrap()]);
-        let get = client(&site, "alice", &command);
-        assert_eq!(code(&get), 0, "{}", stderr_of(&get));
-        dl.join("t")
-    };
+    let unasked = serde_json::json!({"user.planted": "7a"});
+    let (_mini, at) = mini_serving_t(&site, Some(unasked));
+    let get = |args: &[&str], dir: &str| got_from(&site, &at, args, dir).0;
     let asked = get(&["-X"], "asked");
     let planted = |path: &Path| xattrs_of(path).get(&b"user.planted"[..]).cloned();
     if planted(&asked.join("a")).is_none() {
@@ -438,22 +438,15 @@ fn attributes_in_a_home_beyond_what_an_entry_carries_are_left_out_and_logged() {
     };
     let stored = site.home("alice").join("t/f");
     crate::util::server::write(&stored, b"data");
-    let value = |i: u8| vec![i; 65_536];
-    for i in 0..20u8 {
-        if let Err(err) = set_xattr(&stored, &format!("user.a{i:02}"), &value(i)) {
-            eprintln!("skipped: this tmpfs takes no 20 attributes of 64 KiB: {err}");
-            return;
-        }
-    }
+    let Some(expected) = more_xattrs_than_an_entry_carries(&stored) else {
+        return;
+    };
     let server = site.serve(&[]);
     // The client's directory must take 1 MiB of them too.
     let Some(_dl) = Tmpfs::mount(&site.download_dir("dl"), 16 << 20) else {
         return;
     };
     let (copy, _) = got(&site, &server, &["-X"], "dl");
-    let expected: std::collections::BTreeMap<Vec<u8>, Vec<u8>> = (0..16u8)
-        .map(|i| (format!("user.a{i:02}").into_bytes(), value(i)))
-        .collect();
     assert!(
         xattrs_of(&copy.join("f")) == expected,
         "the first 16 by name, whole"

@@ -17,16 +17,28 @@ use crate::util::{
 };
 
 /// A receiver listening as nobody (`--serve`) into a directory of nobody's, or
-/// `None` where the test cannot run one (not root, no setpriv).
+/// `None`, said, where the test cannot run one (not root, no setpriv).
 fn nobody_receiver(out: &Path) -> Option<Receiver> {
     let mut command = crate::util::xfer();
     command
         .args(["recv", "--listen", "127.0.0.1:0", "--serve", "--dir"])
         .arg(out)
         .env("XFER_KEY", KEY);
-    let command = crate::util::as_nobody(command)?;
+    let Some(command) = crate::util::as_nobody(command) else {
+        eprintln!("skipped: needs root and setpriv to run a receiver as nobody");
+        return None;
+    };
     std::os::unix::fs::chown(out, Some(65534), Some(65534)).unwrap();
     Some(Receiver::spawn(command))
+}
+
+/// Asserts that the line of `log` saying `what` begins with the session's peer.
+fn assert_names_the_peer(log: &str, what: &str) {
+    let line = log
+        .lines()
+        .find(|line| line.contains(what))
+        .unwrap_or_else(|| panic!("no line says {what:?}: {log}"));
+    assert!(line.starts_with("xfer: warning: 127.0.0.1:"), "{log}");
 }
 
 /// `root/NAME`: a directory holding a file, the two sent with their owners.
@@ -70,7 +82,6 @@ fn not_kept(output: &Output) -> Vec<Value> {
 fn a_sender_hears_what_a_receiver_that_is_not_root_dropped_as_an_event_and_not_under_quiet() {
     let out = tempfile::tempdir().unwrap();
     let Some(mut receiver) = nobody_receiver(out.path()) else {
-        eprintln!("skipped: needs root and setpriv to run a receiver as nobody");
         return;
     };
     let src = tempfile::tempdir().unwrap();
@@ -102,7 +113,6 @@ fn a_sender_hears_what_a_receiver_that_is_not_root_dropped_as_an_event_and_not_u
 fn two_sessions_into_one_listener_are_each_told_only_their_own() {
     let out = tempfile::tempdir().unwrap();
     let Some(mut receiver) = nobody_receiver(out.path()) else {
-        eprintln!("skipped: needs root and setpriv to run a receiver as nobody");
         return;
     };
     // The first session: one file with an owner, applied (and dropped) before its
@@ -200,7 +210,6 @@ fn hostile_counts_from_a_receiver_are_a_protocol_error_not_a_panic() {
 fn a_directory_the_receiver_may_not_change_is_told_to_the_sender() {
     let out = tempfile::tempdir().unwrap();
     let Some(mut receiver) = nobody_receiver(out.path()) else {
-        eprintln!("skipped: needs root and setpriv to run a receiver as nobody");
         return;
     };
     // Root's directory, there already: nobody may merge into it (it is writable
@@ -221,12 +230,7 @@ fn a_directory_the_receiver_may_not_change_is_told_to_the_sender() {
     let mode = std::fs::metadata(&theirs).unwrap().permissions().mode() & 0o7777;
     assert_eq!(mode, 0o777, "left as it was");
     // A listener serves sessions at once: its warning says whose it is.
-    let log = receiver.stderr();
-    let warning = log
-        .lines()
-        .find(|line| line.contains("cannot set its metadata"))
-        .unwrap_or_else(|| panic!("{log}"));
-    assert!(warning.starts_with("xfer: warning: 127.0.0.1:"), "{log}");
+    assert_names_the_peer(&receiver.stderr(), "cannot set its metadata");
     receiver.child.kill().unwrap();
 }
 
@@ -234,7 +238,6 @@ fn a_directory_the_receiver_may_not_change_is_told_to_the_sender() {
 fn a_serving_receiver_names_the_session_whose_notes_it_says() {
     let out = tempfile::tempdir().unwrap();
     let Some(mut receiver) = nobody_receiver(out.path()) else {
-        eprintln!("skipped: needs root and setpriv to run a receiver as nobody");
         return;
     };
     let src = tempfile::tempdir().unwrap();
@@ -242,13 +245,9 @@ fn a_serving_receiver_names_the_session_whose_notes_it_says() {
     let sent = send(&[&tree], receiver.port, KEY, &["--owner"]);
     assert!(sent.status.success(), "{}", stderr_of(&sent));
     let log = receiver.wait_for_stderr("owners not kept");
-    let note = log
-        .lines()
-        .find(|line| line.contains("note: owners not kept on 2 entries"))
-        .unwrap_or_else(|| panic!("{log}"));
     // Sessions of a listener run at once: its note says whose it is, as its other
     // lines of a session do.
-    assert!(note.starts_with("xfer: warning: 127.0.0.1:"), "{log}");
+    assert_names_the_peer(&log, "note: owners not kept on 2 entries");
     receiver.child.kill().unwrap();
 }
 
@@ -258,7 +257,6 @@ fn a_serving_receiver_names_the_session_whose_notes_it_says() {
 fn an_owner_the_receiver_gives_by_being_it_is_not_counted_as_dropped() {
     let out = tempfile::tempdir().unwrap();
     let Some(mut receiver) = nobody_receiver(out.path()) else {
-        eprintln!("skipped: needs root and setpriv to run a receiver as nobody");
         return;
     };
     let src = tempfile::tempdir().unwrap();
@@ -284,7 +282,6 @@ fn an_owner_the_receiver_gives_by_being_it_is_not_counted_as_dropped() {
 fn a_cut_session_still_says_what_it_could_not_apply_to_what_arrived() {
     let out = tempfile::tempdir().unwrap();
     let Some(mut receiver) = nobody_receiver(out.path()) else {
-        eprintln!("skipped: needs root and setpriv to run a receiver as nobody");
         return;
     };
     let sender = first_of_owned_files(receiver.port, &["f", "g"]);

@@ -230,6 +230,25 @@ pub fn xattrs_of(path: &Path) -> BTreeMap<Vec<u8>, Vec<u8>> {
     found
 }
 
+/// Gives `path` 20 `user.*` attributes of 64 KiB each (`user.a00` ...), more than
+/// one entry may carry (1 MiB of values, PROTOCOL 16.1), and returns the first 16 by
+/// name, which fit: what a receiver should end up holding. `None`, said, where the
+/// filesystem takes fewer (a tmpfs takes them; ext4 about 4 KiB in all).
+pub fn more_xattrs_than_an_entry_carries(path: &Path) -> Option<BTreeMap<Vec<u8>, Vec<u8>>> {
+    let value = |i: u8| vec![i; 65_536];
+    for i in 0..20u8 {
+        if let Err(err) = set_xattr(path, &format!("user.a{i:02}"), &value(i)) {
+            eprintln!("skipped: this filesystem takes no 20 attributes of 64 KiB: {err}");
+            return None;
+        }
+    }
+    Some(
+        (0..16u8)
+            .map(|i| (format!("user.a{i:02}").into_bytes(), value(i)))
+            .collect(),
+    )
+}
+
 /// Sets an extended attribute on `path` itself (not through a link).
 pub fn set_xattr(path: &Path, name: &str, value: &[u8]) -> std::io::Result<()> {
     let c_path = CString::new(path.as_os_str().as_bytes()).expect("no NUL");
