@@ -8,7 +8,7 @@
 //! starts from, and the request operations `mkdir`, `remove` and `rename`.
 
 use std::fs::File;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
 
 use anyhow::Result;
@@ -283,8 +283,13 @@ impl Home {
     /// or other special file is `denied`), then walked: each under its last
     /// component, a directory with everything inside it but special files (a link
     /// offered as a link) and what `mirror`'s rules exclude (section 17.5), which
-    /// is kept to echo in the offer.
-    pub(crate) fn fetch(&self, paths: &[String], mirror: Option<Mirror>) -> Result<Fetch, Refusal> {
+    /// is kept to echo in the offer; with `xattrs`, each regular file and directory
+    /// with its attributes (see [`Fetch::take_xattrs`]).
+    pub(crate) fn fetch(
+        &self,
+        paths: &[String],
+        (mirror, xattrs): (Option<Mirror>, bool),
+    ) -> Result<Fetch, Refusal> {
         if paths.is_empty() {
             return Err(Refusal::new(ErrorCode::BadPath, "get names no path"));
         }
@@ -327,11 +332,13 @@ impl Home {
             first_names: std::collections::HashMap::new(),
             mirror,
             entitled: None,
+            filter,
+            xattrs_held: xattrs.then_some(0),
             xattrs_left_out: 0,
         };
         for (path, stat) in roots {
             let name = path.rsplit('/').next().unwrap_or(&path).to_string();
-            fetch.add(&path, name, &stat, filter.as_ref())?;
+            fetch.add(&path, name, &stat, None)?;
         }
         Ok(fetch)
     }
@@ -702,6 +709,10 @@ pub(crate) struct Fetch {
     mirror: Option<Mirror>,
     /// Whether the home is still its user's, asked before each file is opened.
     entitled: Option<Entitled>,
+    /// The get's rules (from `mirror`), applied as the home is walked.
+    filter: Option<Filter>,
+    /// Under a get that asks for attributes: the bytes of them held so far.
+    xattrs_held: Option<usize>,
     /// Entries some of whose attributes were left out (more than an entry carries).
     xattrs_left_out: usize,
 }
@@ -743,46 +754,39 @@ impl Fetch {
         self
     }
 
-    /// Gives every regular file and directory offered its `user.*` attributes but
-    /// xfer's own, `{}` when it has none (a `get` that asks `xattrs`, 16.4), each
-    /// read through a descriptor opened beneath the home, never through a link. A
-    /// hard link carries none: its first name does. One that cannot be opened now
-    /// (gone since the walk) carries none: its data cannot be sent either.
+    /// Gives entry `index` (a regular file or directory, read through `fd`, opened
+    /// beneath the home and never through a link) its `user.*` attributes but
+    /// xfer's own, `{}` when it has none, if the get asks for them (16.4). A hard
+    /// link carries none: its first name does. One that could not be opened (gone
+    /// since it was listed) carries none: its data cannot be sent either.
     ///
     /// All of them are held until the offer goes, so a get whose attributes pass
     /// [`GET_XATTR_BYTES`] is refused `too_large` (a home's entries may each carry
     /// 4 KiB of them).
-    pub(crate) fn with_xattrs(mut self) -> Result<Fetch, Refusal> {
-        // The directory the last file was opened in, kept for its siblings.
-        let mut parent: Option<(String, OwnedFd)> = None;
-        let mut held = 0;
-        for (entry, origin) in self.entries.iter_mut().zip(&self.origins) {
-            let fd = match entry.kind {
-                EntryKind::Dir => open_dir_beneath(&self.home, origin),
-                EntryKind::File => open_file_beneath(&self.home, origin, &mut parent),
-                _ => continue,
-            };
-            let Some((xattrs, left_out)) = fd.map(crate::fs::xattr::read_user) else {
-                continue;
-            };
-            held += xattrs
+    fn take_xattrs(&mut self, index: usize, fd: Option<impl AsFd>) -> Result<(), Refusal> {
+        let (Some(held), Some(fd)) = (self.xattrs_held, fd) else {
+            return Ok(());
+        };
+        let (xattrs, left_out) = crate::fs::xattr::read_user(fd);
+        let held = held
+            + xattrs
                 .iter()
                 .map(|(name, value)| name.len() + value.len() + XATTR_OVERHEAD)
                 .sum::<usize>();
-            if held > GET_XATTR_BYTES {
-                return Err(Refusal::new(
-                    ErrorCode::TooLarge,
-                    "the extended attributes of what this get names take over 64 MiB \
-                     to hold; get fewer paths at a time, or without -X",
-                ));
-            }
-            entry.extra_mut().xattrs = Some(xattrs);
-            self.xattrs_left_out += usize::from(left_out > 0);
+        if held > GET_XATTR_BYTES {
+            return Err(Refusal::new(
+                ErrorCode::TooLarge,
+                "the extended attributes of what this get names take over 64 MiB \
+                 to hold; get fewer paths at a time, or without -X",
+            ));
         }
-        Ok(self)
+        self.xattrs_held = Some(held);
+        self.entries[index].extra_mut().xattrs = Some(xattrs);
+        self.xattrs_left_out += usize::from(left_out > 0);
+        Ok(())
     }
 
-    /// How many entries [`Fetch::with_xattrs`] could not give all their attributes.
+    /// How many entries [`Fetch::take_xattrs`] could not give all their attributes.
     pub(crate) fn xattrs_left_out(&self) -> usize {
         self.xattrs_left_out
     }
@@ -791,13 +795,14 @@ impl Fetch {
     /// into directories. A link is offered as a link (its target read, never
     /// followed), a later name of a file as a hard link of the first; special files
     /// are left out (a server keeps none). A peer without `meta` gets version 2's
-    /// offer of this (`transfer::send::view`).
+    /// offer of this (`transfer::send::view`). `parent`: the directory it was
+    /// listed in, open (none for a path the get names).
     fn add(
         &mut self,
         path: &str,
         name: String,
         stat: &Stat,
-        filter: Option<&Filter>,
+        parent: Option<&OwnedFd>,
     ) -> Result<(), Refusal> {
         let entry_kind = match kind(stat) {
             FileType::RegularFile => EntryKind::File,
@@ -808,7 +813,7 @@ impl Fetch {
         // What the get's rules exclude is never walked: a directory goes with all
         // inside, and a hard link's first name left out leaves the next name the file.
         let is_dir = entry_kind == EntryKind::Dir;
-        if filter.is_some_and(|filter| filter.excluded(name.as_bytes(), is_dir)) {
+        if (self.filter.as_ref()).is_some_and(|filter| filter.excluded(name.as_bytes(), is_dir)) {
             return Ok(());
         }
         if self.entries.len() >= MAX_OFFER_ENTRIES {
@@ -825,22 +830,46 @@ impl Fetch {
             EntryKind::Symlink => self.link_entry(path, name.clone(), stat)?,
             _ => fetched_entry(name.clone(), entry_kind, stat),
         };
+        let index = self.entries.len();
+        let is_file = entry.kind == EntryKind::File; // not a hard link
         self.entries.push(entry);
         self.origins.push(path.to_string());
-        if entry_kind == EntryKind::Dir {
-            let components = checked(path)?;
-            let dir =
-                beneath::walk(&self.home, &components, None)?.ok_or_else(|| not_found(path))?;
-            let names = sorted_names(&dir).map_err(|err| Refusal::io(path, "cannot list", err))?;
-            for child in names {
-                // One that vanished since its name was read is left out.
-                if let Ok(Some(stat)) = beneath::stat(&dir, &*child) {
-                    let child_name = format!("{name}/{child}");
-                    self.add(&format!("{path}/{child}"), child_name, &stat, filter)?;
-                }
+        if is_file && self.xattrs_held.is_some() {
+            let file = self.file_beneath(path, parent).ok();
+            self.take_xattrs(index, file)?;
+        }
+        if !is_dir {
+            return Ok(());
+        }
+        let components = checked(path)?;
+        let dir = beneath::walk(&self.home, &components, None)?.ok_or_else(|| not_found(path))?;
+        self.take_xattrs(index, Some(&dir))?;
+        let names = sorted_names(&dir).map_err(|err| Refusal::io(path, "cannot list", err))?;
+        for child in names {
+            // One that vanished since its name was read is left out.
+            if let Ok(Some(stat)) = beneath::stat(&dir, &*child) {
+                let child_name = format!("{name}/{child}");
+                self.add(&format!("{path}/{child}"), child_name, &stat, Some(&dir))?;
             }
         }
         Ok(())
+    }
+
+    /// The regular file `path`, for reading, from `parent` (the directory it was
+    /// listed in) or else from the home; never through a link.
+    fn file_beneath(&self, path: &str, parent: Option<&OwnedFd>) -> Result<OwnedFd, Refusal> {
+        let components = checked(path)?;
+        let (name, parents) = components.split_last().ok_or_else(|| not_found(path))?;
+        let walked;
+        let dir = match parent {
+            Some(dir) => dir,
+            None => {
+                walked =
+                    beneath::walk(&self.home, parents, None)?.ok_or_else(|| not_found(path))?;
+                &walked
+            }
+        };
+        beneath::open_file(dir, *name).map_err(|err| Refusal::io(path, "cannot open", err))
     }
 }
 
@@ -880,32 +909,6 @@ impl Fetch {
         }
         Ok(entry)
     }
-}
-
-/// The directory `path` beneath `home`, never through a link; `None` if it cannot
-/// be opened.
-fn open_dir_beneath(home: &OwnedFd, path: &str) -> Option<OwnedFd> {
-    let components = checked(path).ok()?;
-    beneath::walk(home, &components, None).ok()?
-}
-
-/// The regular file `path` beneath `home`, opened for reading, never through a
-/// link; `None` if it cannot be. `parent` keeps the directory it was opened in,
-/// which the next file of the same directory is opened in without a new walk.
-fn open_file_beneath(
-    home: &OwnedFd,
-    path: &str,
-    parent: &mut Option<(String, OwnedFd)>,
-) -> Option<OwnedFd> {
-    let components = checked(path).ok()?;
-    let (name, parents) = components.split_last()?;
-    let key = parents.join("/");
-    if parent.as_ref().is_none_or(|(held, _)| *held != key) {
-        let dir = beneath::walk(home, parents, None).ok().flatten();
-        *parent = dir.map(|fd| (key, fd));
-    }
-    let (_, dir) = parent.as_ref()?;
-    beneath::open_file(dir, *name).ok()
 }
 
 /// An entry for what `stat` describes beneath a home: signed times to the
@@ -963,15 +966,9 @@ impl Outbox for Fetch {
 impl Fetch {
     /// Opens entry `index`'s file beneath the home, never through a link.
     fn open_beneath(&self, index: usize) -> Result<Box<dyn Input>> {
-        let path = &self.origins[index];
-        let components = checked(path).map_err(anyhow::Error::new)?;
-        let (name, parents) = components.split_last().expect("a fetched path has a name");
-        let dir = beneath::walk(&self.home, parents, None)
-            .map_err(anyhow::Error::new)?
-            .ok_or_else(|| anyhow::Error::new(not_found(path)))
-            .classify(Kind::Io)?;
-        let fd = beneath::open_file(&dir, *name)
-            .map_err(|err| anyhow::Error::new(Refusal::io(path, "cannot open", err)))
+        let fd = self
+            .file_beneath(&self.origins[index], None)
+            .map_err(anyhow::Error::new)
             .classify(Kind::Io)?;
         Ok(Box::new(File::from(fd)))
     }
@@ -1039,10 +1036,10 @@ mod tests {
         let (dir, home) = home();
         std::fs::create_dir(dir.path().join("tree")).unwrap();
         std::os::unix::fs::symlink("bob's secret", dir.path().join("tree/l")).unwrap();
-        let fetch = home.fetch(&["tree".to_string()], None).unwrap();
+        let fetch = home.fetch(&["tree".to_string()], (None, false)).unwrap();
         let gone: Entitled = Box::new(|| Err(Refusal::new(ErrorCode::Denied, "home changed")));
         assert_eq!(code(fetch.while_entitled(gone)), ErrorCode::Denied);
-        let fetch = home.fetch(&["tree".to_string()], None).unwrap();
+        let fetch = home.fetch(&["tree".to_string()], (None, false)).unwrap();
         let kept: Entitled = Box::new(|| Ok(()));
         assert_eq!(fetch.while_entitled(kept).unwrap().entries().len(), 2);
     }
@@ -1063,7 +1060,10 @@ mod tests {
             ErrorCode::NotFound
         );
         // get/remove of a symlink: denied.
-        assert_eq!(code(home.fetch(&["link".into()], None)), ErrorCode::Denied);
+        assert_eq!(
+            code(home.fetch(&["link".into()], (None, false))),
+            ErrorCode::Denied
+        );
         assert_eq!(code(removed(&home, "link", false)), ErrorCode::Denied);
         // Under `meta` a link itself may be renamed and removed, never followed.
         home.rename("link", "moved", true).unwrap();
@@ -1076,10 +1076,10 @@ mod tests {
         std::os::unix::fs::symlink("/etc", dir.path().join("link")).unwrap();
         // get: two paths with one last component, or none.
         assert_eq!(
-            code(home.fetch(&["f".into(), "d/f".into()], None)),
+            code(home.fetch(&["f".into(), "d/f".into()], (None, false))),
             ErrorCode::BadPath
         );
-        assert_eq!(code(home.fetch(&[], None)), ErrorCode::BadPath);
+        assert_eq!(code(home.fetch(&[], (None, false))), ErrorCode::BadPath);
         // put into a missing directory or a file.
         assert_eq!(code(home.target("nope")), ErrorCode::NotFound);
         assert_eq!(code(home.target("f")), ErrorCode::NotFound);
@@ -1302,7 +1302,7 @@ mod tests {
         )
         .unwrap();
         std::os::unix::fs::symlink("/etc/passwd", dir.path().join("photos/pw")).unwrap();
-        let fetch = home.fetch(&["photos".into()], None).unwrap();
+        let fetch = home.fetch(&["photos".into()], (None, false)).unwrap();
         let names: Vec<_> = fetch
             .entries()
             .iter()

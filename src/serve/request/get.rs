@@ -27,17 +27,11 @@ pub(crate) fn run(
     let mirror = mirror.filter(|_| conn.negotiated.has(Feature::Mirror));
     // Without `meta` no entry carries attributes: the member is ignored.
     let xattrs = xattrs && conn.negotiated.has(Feature::Meta);
-    let fetched = context.home.fetch(paths, mirror);
+    // Attributes are read with the walk, before the home is known to be still the
+    // user's: `while_entitled` then refuses the whole get if it no longer is.
+    let fetched = context.home.fetch(paths, (mirror, xattrs));
     let entitled = context.server.entitled(&context.user);
     let fetch = fetched
-        // Read with the walk, before the home is known to be still the user's.
-        .and_then(|fetch| {
-            if xattrs {
-                fetch.with_xattrs()
-            } else {
-                Ok(fetch)
-            }
-        })
         .and_then(|fetch| fetch.while_entitled(entitled))
         .map(|fetch| if sparse { fetch } else { fetch.dense() });
     let fetch = match fetch {
