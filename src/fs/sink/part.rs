@@ -144,22 +144,24 @@ impl PartFile {
     /// created), locked against any other writer, and cut to the offset the data
     /// starts at; it survives this session unless discarded. If that name holds
     /// something that is not a regular file, or without `resume`, it is a fresh
-    /// temporary file, removed unless committed.
+    /// temporary file, removed unless committed. The session's: a server's ledger,
+    /// where it counts what it could not apply, and whether only `user.*`
+    /// attributes are the sender's (see [`PartFile::counting`]).
     pub(crate) fn create(
         dir: Arc<OwnedFd>,
         path: &str,
         name: &[u8],
         resume: Option<Resume>,
-        (meter, dropped): (Option<&Account>, (Arc<Unapplied>, bool)),
+        (meter, dropped, user_xattrs): (Option<&Account>, Arc<Unapplied>, bool),
     ) -> Result<PartFile, Refusal> {
         if resume.is_none()
             && meter.is_none()
             && let Some(file) = create_unnamed(&dir, path)?
         {
-            return Ok(PartFile::unnamed(dir, path, name, file).counting(dropped));
+            return Ok(PartFile::unnamed(dir, path, name, file).counting(dropped, user_xattrs));
         }
         let part = PartFile::create_named(dir, path, name, resume, meter)?;
-        Ok(part.counting(dropped))
+        Ok(part.counting(dropped, user_xattrs))
     }
 
     /// [`PartFile::create`] of a named temporary: a partial, or a `.part`.
@@ -246,7 +248,7 @@ impl PartFile {
 
     /// This file, what it could not be given counted in `dropped`, and whether only
     /// its `user.*` attributes are the sender's (a `get`'s: see `TargetDir::for_a_get`).
-    fn counting(mut self, (dropped, user_xattrs): (Arc<Unapplied>, bool)) -> PartFile {
+    fn counting(mut self, dropped: Arc<Unapplied>, user_xattrs: bool) -> PartFile {
         self.dropped = dropped;
         self.user_xattrs = user_xattrs;
         self

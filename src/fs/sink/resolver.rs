@@ -382,11 +382,12 @@ impl<'a> Resolver<'a> {
         let dir = self
             .walk(parents, true)?
             .expect("walk with create returns a directory");
-        let counts = (
+        let session = (
+            self.target.meter(),
             self.target.unapplied().clone(),
             self.target.user_xattrs_only(),
         );
-        PartFile::create(dir, path, name, resume, (self.target.meter(), counts))
+        PartFile::create(dir, path, name, resume, session)
     }
 
     /// Opens (and with `create`, makes) the directories `components` beneath the
