@@ -555,11 +555,7 @@ impl Reporter {
         if self.request.is_some() || !dropped.any() {
             return;
         }
-        for (kind, count) in dropped.kinds().into_iter().filter(|(_, n)| *n > 0) {
-            let (what, why) = dropped_words(kind, false);
-            let shown = entries(usize::try_from(count).unwrap_or(usize::MAX));
-            self.note(&format!("note: the receiver {what} on {shown}: {why}"));
-        }
+        self.note_each(dropped, false);
         self.event(|| {
             let mut event = json!({"event": "not_kept", "side": "receiver"});
             for (kind, count) in dropped.kinds() {
@@ -587,9 +583,18 @@ impl Reporter {
     /// note per kind (an entry whose metadata it could not set at all was warned
     /// of already).
     pub(crate) fn not_applied_here(&self, dropped: &Dropped) {
-        let kinds = dropped.kinds().into_iter();
-        for (kind, count) in kinds.filter(|(kind, n)| *n > 0 && *kind != "metadata") {
-            let (what, why) = dropped_words(kind, true);
+        self.note_each(dropped, true);
+    }
+
+    /// A note per kind of `dropped` with a count, in [`dropped_words`]: as the
+    /// receiver says it of itself (`here`, but for `metadata`, each entry of which
+    /// it warned of already), or as its sender says it of the receiver.
+    fn note_each(&self, dropped: &Dropped, here: bool) {
+        for (kind, count) in dropped.kinds() {
+            if count == 0 || (here && kind == "metadata") {
+                continue;
+            }
+            let (what, why) = dropped_words(kind, here);
             let shown = entries(usize::try_from(count).unwrap_or(usize::MAX));
             self.note(&format!("note: {what} on {shown}: {why}"));
         }
@@ -1014,18 +1019,24 @@ pub(crate) fn not_there_yet_locally(style: Style, dir: &std::path::Path) {
 fn dropped_words(kind: &str, here: bool) -> (&'static str, &'static str) {
     match (kind, here) {
         ("set_id", true) => ("setuid/setgid not kept", "not root"),
-        ("set_id", false) => ("did not keep setuid/setgid", "not root, or a server"),
+        ("set_id", false) => (
+            "the receiver did not keep setuid/setgid",
+            "not root, or a server",
+        ),
         ("owners", true) => ("owners not kept", "not root"),
-        ("owners", false) => ("did not keep owners", "not root, or a server"),
+        ("owners", false) => ("the receiver did not keep owners", "not root, or a server"),
         ("xattrs", true) => ("extended attributes not set", "not allowed here"),
         ("xattrs", false) => (
-            "did not set extended attributes",
+            "the receiver did not set extended attributes",
             "not allowed there, or over a server's 4 KiB",
         ),
         ("times", true) => ("times not kept", "the filesystem cannot hold them"),
-        ("times", false) => ("did not keep times", "its filesystem cannot hold them"),
+        ("times", false) => (
+            "the receiver did not keep times",
+            "its filesystem cannot hold them",
+        ),
         _ => (
-            "could not set the metadata",
+            "the receiver could not set the metadata",
             "held there already and not its own",
         ),
     }
