@@ -47,7 +47,7 @@ use crate::proto::message::{
 };
 use crate::proto::negotiated::{Feature, FileFacts, Transfer};
 use crate::proto::wire::{Connection, FrameReader, FrameWriter, Hangup};
-use crate::ui::report::{Change, FileOutcome};
+use crate::ui::report::{Change, FileOutcome, Reporter};
 
 /// Buffers in flight between the reading thread and the socket: 8 measured 3.45 s
 /// against 3.48 s for 4, not worth twice the memory.
@@ -216,7 +216,8 @@ fn send<R: Read + Send, W: Write, C: Hangup + Sync>(
     let left_out = view.as_ref().map_or(&[][..], |view| &view.left_out[..]);
     let outbox: &dyn Outbox = view.as_ref().map_or(outbox, |view| view);
     let entries = outbox.entries();
-    let mirror = mirror_options(asked, conn.negotiated.has(Feature::Mirror), left_out.len())?;
+    let mirroring = conn.negotiated.has(Feature::Mirror);
+    let mirror = mirror_options(asked, mirroring, left_out.len(), tally.reporter())?;
     let mirror = mirror.as_deref();
     let dry_run = mirror.is_some_and(|mirror| mirror.dry_run);
     count_offer(tally, entries.len(), left_out, dry_run);
@@ -227,7 +228,6 @@ fn send<R: Read + Send, W: Write, C: Hangup + Sync>(
     let (plan, precut) = plan_while_cutting(reader, &transfer, outbox, (delta, cut))?;
     let streams = streams_of(&plan, &transfer, dry_run, closer.idle_timeout())?;
     let deltas = Deltas::of(delta, streaming, &streams);
-    let mirroring = conn.negotiated.has(Feature::Mirror);
     let (mut to_send, mut made) = follow_plan(outbox, plan, deltas, tally, mirroring)?;
     precut.hand_out(&mut to_send);
     let estimates = set_aside_for_dry_run(dry_run, &mut to_send, &mut made);
@@ -373,12 +373,14 @@ fn count_offer(
 /// What the outbox asks of a mirroring receiver, if the peer can take it: one
 /// that cannot was refused in the handshake already (the feature is required then),
 /// so this only guards against doing less than asked.
-/// `--delete` is withheld when `left_out` entries cannot be offered to this peer.
-fn mirror_options(
-    asked: Option<&Mirror>,
+/// `--delete` is withheld when `left_out` entries cannot be offered to this peer
+/// (said through `reporter`, which names the peer where this process serves several).
+fn mirror_options<'m>(
+    asked: Option<&'m Mirror>,
     in_force: bool,
     left_out: usize,
-) -> Result<Option<Cow<'_, Mirror>>> {
+    reporter: &Reporter,
+) -> Result<Option<Cow<'m, Mirror>>> {
     match asked {
         // Without `mirror` a receiver that replaces files sends them all anyway
         // (version 2): `--ignore-times` alone needs nothing of the peer.
@@ -388,7 +390,7 @@ fn mirror_options(
             "the peer cannot mirror (--delete, --dry-run): it lacks the feature `mirror`",
         )),
         Some(mirror) if mirror.delete && left_out > 0 => {
-            Ok(Some(Cow::Owned(without_delete(mirror, left_out))))
+            Ok(Some(Cow::Owned(without_delete(mirror, left_out, reporter))))
         }
         mirror => Ok(mirror.map(Cow::Borrowed)),
     }
@@ -397,8 +399,8 @@ fn mirror_options(
 /// `--delete` withheld, said once: `left_out` entries cannot be offered to this
 /// peer, and their copies on the receiver would go (rsync also deletes nothing
 /// after an I/O error on the sending side).
-fn without_delete(mirror: &Mirror, left_out: usize) -> Mirror {
-    crate::ui::report::warn(&format!(
+fn without_delete(mirror: &Mirror, left_out: usize, reporter: &Reporter) -> Mirror {
+    reporter.note(&format!(
         "not deleting anything: {left_out} entries cannot be offered to this peer, and \
          their copies on the receiver would be lost"
     ));
@@ -1165,5 +1167,49 @@ mod tests {
         // A frame of one literal, and a whole file's frame.
         assert!(!goes_at_once(1 << 20, (1 << 20) - LITERAL_HEADER as u64));
         assert!(!goes_at_once(4096, 4096));
+    }
+
+    /// What `mirror_options` makes of `asked` for a peer with the feature `mirror`
+    /// or without (`in_force`), with `left_out` entries it cannot be offered.
+    fn options_for(asked: &Mirror, in_force: bool, left_out: usize) -> Result<Option<Mirror>> {
+        let style = crate::ui::report::Style {
+            quiet: true,
+            json: crate::ui::report::Json::Off,
+            serving: false,
+            bar: false,
+            itemize: false,
+        };
+        let reporter = Reporter::new(style);
+        let options = mirror_options(Some(asked), in_force, left_out, &reporter)?;
+        Ok(options.map(Cow::into_owned))
+    }
+
+    #[test]
+    fn delete_is_withheld_when_entries_cannot_be_offered_and_nothing_else_changes() {
+        let asked = Mirror {
+            delete: true,
+            delete_excluded: true,
+            ..Mirror::default()
+        };
+        let kept = options_for(&asked, true, 0).unwrap().unwrap();
+        assert_eq!(kept, asked);
+        let withheld = options_for(&asked, true, 3).unwrap().unwrap();
+        assert!(!withheld.delete);
+        assert_eq!(
+            Mirror {
+                delete: true,
+                ..withheld
+            },
+            asked
+        );
+        // A peer that cannot mirror is refused a delete, not sent a plain copy.
+        assert!(options_for(&asked, false, 0).is_err());
+        let dry_run = Mirror {
+            dry_run: true,
+            ..Mirror::default()
+        };
+        assert!(options_for(&dry_run, false, 0).is_err());
+        // What needs nothing of the peer goes to one without the feature as a copy.
+        assert_eq!(options_for(&Mirror::default(), false, 5).unwrap(), None);
     }
 }
