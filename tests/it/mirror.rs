@@ -12,12 +12,12 @@ use std::process::Output;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use crate::util::peer::Acceptor;
+use crate::util::peer::{Acceptor, Decision};
 use crate::util::server::{Server, Site, client, code};
 use crate::util::site::check_home;
 use crate::util::{
-    KEY, Receiver, files_under, peer_listening, receiver_without_meta, send, stderr_of,
-    stdout_events, summary_event,
+    KEY, LISTENER_FEATURES, Receiver, files_under, peer_listening, receiver_without_meta, send,
+    stderr_of, stdout_events, summary_event,
 };
 
 /// A source tree `src/tree` (a, sub/b) and a receiving directory `dst` whose copy
@@ -273,6 +273,42 @@ fn a_peer_without_mirror_is_refused_before_anything_happens() {
         assert!(stderr_of(&sent).contains("mirror"), "{}", stderr_of(&sent));
         assert!(old.join().unwrap(), "the old peer saw no transfer");
     }
+}
+
+#[test]
+fn a_peer_that_cannot_be_offered_every_entry_is_not_asked_to_delete() {
+    let root = tempfile::tempdir().unwrap();
+    trees(root.path());
+    // A link: a peer without `meta` cannot be offered it, and would lose its copy.
+    symlink("a", root.path().join("src/tree/link")).unwrap();
+    let (port, peer) = peer_listening(|mut peer| {
+        let features = [LISTENER_FEATURES, &["mirror"]].concat();
+        let receiver = Acceptor::new(KEY, "receiver").features(&features);
+        peer.accept_handshake(&receiver).expect("handshake");
+        peer.receive_transfer(|_, _| Decision::Send)
+            .expect("a transfer")
+    });
+    let sent = send(&[&root.path().join("src/tree")], port, KEY, &["--delete"]);
+    let received = peer.join().unwrap();
+    let mirror = received
+        .mirror
+        .expect("the offer still says what it mirrors");
+    assert_ne!(
+        mirror.get("delete"),
+        Some(&serde_json::json!(true)),
+        "{mirror}"
+    );
+    let stderr = stderr_of(&sent);
+    assert!(
+        stderr.contains("not deleting anything: 1 entries cannot be offered to this peer"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("link"), "the link is said: {stderr}");
+    assert!(
+        received.files.contains_key("tree/a"),
+        "{:?}",
+        received.files
+    );
 }
 
 #[test]

@@ -1352,6 +1352,8 @@ pub struct Received {
     pub files: BTreeMap<String, Vec<u8>>,
     /// Each entry that failed: the sender's error frame, or the one this side sent.
     pub failed: BTreeMap<u64, Value>,
+    /// The first offer frame's `mirror` member (section 17.1), if it had one.
+    pub mirror: Option<Value>,
 }
 
 // ---- The connection ------------------------------------------------------------
@@ -2204,6 +2206,7 @@ impl Peer {
         first: (Value, Vec<u8>),
         store: &mut dyn Store,
     ) -> PeerResult<Received> {
+        let mirror = first.0.get("mirror").cloned();
         let entries = self.read_offer_from(first)?;
         let hash = self.hash();
         let decisions: Vec<Decision> = entries
@@ -2231,6 +2234,7 @@ impl Peer {
         let mut received = Received {
             entries: entries.clone(),
             plan,
+            mirror,
             ..Received::default()
         };
         loop {
