@@ -310,13 +310,13 @@ impl Home {
                     "the home itself has no name to send it under; get what is in it",
                 ));
             };
-            if !names.insert(last.to_string()) {
+            if !names.insert(*last) {
                 return Err(Refusal::new(
                     ErrorCode::BadPath,
                     format!("two paths end in {}", escape(last)),
                 ));
             }
-            nested.push(components.iter().map(|c| c.to_string()).collect::<Vec<_>>());
+            nested.push(components);
             let (_, _, stat) = self.resolve(path)?;
             let stat = stat.ok_or_else(|| not_found(path))?;
             match kind(&stat) {
@@ -675,10 +675,10 @@ fn height(dir: OwnedFd, limit: usize) -> (usize, usize) {
 /// `photos/2024`): each is walked whole, so the inner one would be offered twice,
 /// and a chain of them (`d`, `d/d`, `d/d/d`, ...) would make the server build an
 /// offer growing with the square of the chain from a home holding little.
-fn none_inside_another(mut paths: Vec<Vec<String>>) -> Result<(), Refusal> {
+fn none_inside_another(mut paths: Vec<Vec<&str>>) -> Result<(), Refusal> {
     // Sorted, a path inside another follows it with only paths inside it between.
     paths.sort_unstable();
-    let mut outer: Option<&Vec<String>> = None;
+    let mut outer: Option<&Vec<&str>> = None;
     for path in &paths {
         match outer {
             Some(outer) if path.starts_with(outer) => {
