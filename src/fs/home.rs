@@ -841,8 +841,7 @@ impl Fetch {
         if !is_dir {
             return Ok(());
         }
-        let components = checked(path)?;
-        let dir = beneath::walk(&self.home, &components, None)?.ok_or_else(|| not_found(path))?;
+        let dir = self.dir_beneath(path, parent)?;
         self.take_xattrs(index, Some(&dir))?;
         let names = sorted_names(&dir).map_err(|err| Refusal::io(path, "cannot list", err))?;
         for child in names {
@@ -853,6 +852,18 @@ impl Fetch {
             }
         }
         Ok(())
+    }
+
+    /// The directory `path`, opened from `parent` (the directory it was listed in:
+    /// one name, where walking from the home would open every directory above it
+    /// again) or else from the home; never through a link.
+    fn dir_beneath(&self, path: &str, parent: Option<&OwnedFd>) -> Result<OwnedFd, Refusal> {
+        let components = checked(path)?;
+        let opened = match (parent, components.len().checked_sub(1)) {
+            (Some(parent), Some(last)) => beneath::step(parent, &components, last, false)?,
+            _ => beneath::walk(&self.home, &components, None)?,
+        };
+        opened.ok_or_else(|| not_found(path))
     }
 
     /// The regular file `path`, for reading, from `parent` (the directory it was
