@@ -776,9 +776,7 @@ impl<'s, 'c> Decider<'s, 'c> {
                 .refresh_same_node(shown, components, entry, self.dry_run),
         };
         refreshed.unwrap_or_else(|refusal| {
-            if let Destination::Dir(target) = self.shared.destination {
-                super::shared::metadata_not_set(target, &refusal, self.reporter);
-            }
+            super::shared::metadata_not_set(self.target, &refusal, self.reporter);
             false
         })
     }
