@@ -771,9 +771,7 @@ pub(crate) struct ServeArgs {
 /// `xfer shell --help` ends with every command the shell takes.
 fn shell_help() -> String {
     let mut text = String::from("Commands at the prompt:\n");
-    for (_, usage, what) in crate::shell::COMMANDS {
-        text.push_str(&format!("  {usage:<29} {what}\n"));
-    }
+    text.push_str(&crate::shell::COMMANDS.listed());
     text.push_str(
         "\nExamples:\n  xfer shell files.example.org:9000 --user alice\n  \
          xfer shell host:9000:photos --user alice               # starts in photos/\n  \

@@ -29,9 +29,7 @@ impl Help {
         let mut out = std::io::stdout().lock();
         match self.command {
             None => {
-                for (_, usage, what) in summary(shell) {
-                    writeln!(out, "  {usage:<29} {what}")?;
-                }
+                write!(out, "{}", listed(&summary(shell)))?;
                 writeln!(out, "{AFTER_LIST}")?;
             }
             Some(name) => {
@@ -53,6 +51,18 @@ pub(crate) fn usage_of(cmd: &mut clap::Command) -> String {
         .unwrap_or(&usage)
         .trim()
         .to_string()
+}
+
+/// `commands` (see [`summary`]) a line each, their usages in a column as wide as the
+/// longest: a flag added to a usage widens it, here and in `xfer shell --help`.
+pub(crate) fn listed(commands: &[(String, String, String)]) -> String {
+    let width = (commands.iter())
+        .map(|(_, usage, _)| usage.chars().count())
+        .max()
+        .unwrap_or(0);
+    (commands.iter())
+        .map(|(_, usage, what)| format!("  {usage:<width$} {what}\n"))
+        .collect()
 }
 
 /// Every command of `shell`: its name, usage and what it does.

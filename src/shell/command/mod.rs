@@ -190,12 +190,20 @@ pub(crate) fn operands(name: &str) -> Option<Operands> {
 }
 
 /// Every command's name, usage and what it does, for `xfer shell --help`:
-/// `for (name, usage, what) in COMMANDS` (read from the clap definition each time).
+/// `COMMANDS.listed()`, or `for (name, usage, what) in COMMANDS` (read from the
+/// clap definition each time).
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Commands;
 
 /// The list of the shell's commands (see [`Commands`]).
 pub(crate) const COMMANDS: Commands = Commands;
+
+impl Commands {
+    /// Every command a line, as `help` lists them.
+    pub(crate) fn listed(self) -> String {
+        help::listed(&help::summary(&mut shell()))
+    }
+}
 
 impl IntoIterator for Commands {
     type Item = (String, String, String);
