@@ -15,7 +15,7 @@ use crate::proto::negotiated::{Feature, Features, Negotiated};
 use crate::proto::wire::{Connection, FrameReader};
 use crate::transfer::Tally;
 use crate::transfer::recv::{self, Claims, Destination, Settings};
-use crate::ui::report::{Json, Reporter, Style};
+use crate::ui::report::{Reporter, Style};
 
 /// Reading frames from arbitrary bytes returns messages or errors, never panics,
 /// and never allocates past the cap (a 4 GiB length would abort the process).
@@ -164,14 +164,7 @@ fn receive(
         Closer::none(),
     )
     .expect("no compression, nothing to fail");
-    let style = Style {
-        quiet: true,
-        json: Json::Off,
-        serving: false,
-        bar: false,
-        itemize: false,
-    };
-    let mut tally = Tally::new(Reporter::new(style), &negotiated);
+    let mut tally = Tally::new(Reporter::new(Style::quiet()), &negotiated);
     let ended = recv::session(
         &mut conn,
         &Destination::Dir(target),

@@ -243,6 +243,20 @@ pub(crate) struct Style {
     pub(crate) itemize: bool,
 }
 
+impl Style {
+    /// Saying nothing but warnings and errors: no events, no bar, no list (what a
+    /// fuzz target or a unit test reports with).
+    pub(crate) fn quiet() -> Style {
+        Style {
+            quiet: true,
+            json: Json::Off,
+            serving: false,
+            bar: false,
+            itemize: false,
+        }
+    }
+}
+
 /// What a finished session adds up to, for its summary.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Summary {

@@ -1172,14 +1172,7 @@ mod tests {
     /// What `mirror_options` makes of `asked` for a peer with the feature `mirror`
     /// or without (`in_force`), with `left_out` entries it cannot be offered.
     fn options_for(asked: &Mirror, in_force: bool, left_out: usize) -> Result<Option<Mirror>> {
-        let style = crate::ui::report::Style {
-            quiet: true,
-            json: crate::ui::report::Json::Off,
-            serving: false,
-            bar: false,
-            itemize: false,
-        };
-        let reporter = Reporter::new(style);
+        let reporter = Reporter::new(crate::ui::report::Style::quiet());
         let options = mirror_options(Some(asked), in_force, left_out, &reporter)?;
         Ok(options.map(Cow::into_owned))
     }
