@@ -144,6 +144,12 @@ pub(crate) trait Outbox: Sync {
     fn mirror(&self) -> Option<&Mirror> {
         None
     }
+    /// Whether the entries' `xattrs` objects name attributes of every namespace
+    /// (read as root), not only `user.*`: only then may a receiver remove the
+    /// others an entry it keeps holds and an object does not name.
+    fn xattrs_all(&self) -> bool {
+        false
+    }
     /// Whether entry `index` can be read again from the start (a stream cannot,
     /// so it never resumes).
     fn rereadable(&self, index: usize) -> bool;

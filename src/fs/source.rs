@@ -99,6 +99,8 @@ pub(crate) struct Collected {
     pub(crate) filtered: usize,
     /// What a mirroring sender asks of the receiver.
     mirror: Option<Mirror>,
+    /// Attributes were read of every namespace (`-X` as root), not only `user.*`.
+    xattrs_all: bool,
     /// The directory the last file was opened in, held open: the files of a tree
     /// are opened one after another in the same directory, each by its name alone.
     last_dir: std::sync::Mutex<Option<(PathBuf, Arc<OwnedFd>)>>,
@@ -228,6 +230,10 @@ impl Outbox for Collected {
         self.mirror.as_ref()
     }
 
+    fn xattrs_all(&self) -> bool {
+        self.xattrs_all
+    }
+
     fn rereadable(&self, index: usize) -> bool {
         self.roots[self.origin[index] as usize].stream == Stream::No
     }
@@ -254,6 +260,7 @@ pub(crate) fn collect(operands: &[PathBuf], options: &WalkOptions) -> Result<Col
     }
     let mut collected = Collected {
         owners: (options.owner && !options.numeric_ids).then(Owners::load),
+        xattrs_all: options.xattrs && super::xattr::all_namespaces(),
         ..Collected::default()
     };
     collected

@@ -621,6 +621,11 @@ pub(crate) enum Message {
             skip_serializing_if = "Option::is_none"
         )]
         mirror: Option<Mirror>,
+        /// Only in the first frame, under `meta`: the entries' `xattrs` objects name
+        /// attributes of every namespace (their sender read them as root), not only
+        /// `user.*` (docs/PROTOCOL.md 16.3).
+        #[serde(default, deserialize_with = "flag", skip_serializing_if = "is_false")]
+        xattrs_all: bool,
         entries: Vec<Entry>,
         #[serde(default, deserialize_with = "flag", skip_serializing_if = "is_false")]
         more: bool,
@@ -914,7 +919,7 @@ fn nullable_present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
     Option::<T>::deserialize(d).map(Some)
 }
 
-/// `more`: a boolean when present.
+/// `more`, `xattrs_all`: a boolean when present.
 fn flag<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
     bool::deserialize(d)
 }
@@ -1167,6 +1172,7 @@ impl Canonical<'_> {
             let more = self.take(br#","more":true"#).is_some();
             return Some(Message::Offer {
                 mirror: None,
+                xattrs_all: false,
                 entries,
                 more,
             });
@@ -1573,16 +1579,19 @@ mod tests {
         let lists = [
             Message::Offer {
                 mirror: None,
+                xattrs_all: false,
                 entries: plain_entries(),
                 more: true,
             },
             Message::Offer {
                 mirror: None,
+                xattrs_all: false,
                 entries: vec![entry("only", Some(1))],
                 more: false,
             },
             Message::Offer {
                 mirror: None,
+                xattrs_all: false,
                 entries: Vec::new(),
                 more: false,
             },
@@ -1727,6 +1736,7 @@ mod tests {
         });
         round_trip(Message::Offer {
             mirror: None,
+            xattrs_all: false,
             entries: vec![
                 entry("docs/hello.txt", Some(u64::MAX)),
                 entry("stdin", None),
@@ -1908,6 +1918,7 @@ mod tests {
                 report_kept: true,
                 ignore_times: true,
             }),
+            xattrs_all: true,
             entries: vec![],
             more: true,
         });
@@ -1984,6 +1995,7 @@ mod tests {
     fn wire_shape_matches_the_protocol_text() {
         let offer = Message::Offer {
             mirror: None,
+            xattrs_all: false,
             entries: vec![Entry {
                 path: "docs/hello.txt".into(),
                 kind: EntryKind::File,
@@ -2022,6 +2034,7 @@ mod tests {
         assert_eq!(json, r#"{"type":"end"}"#);
         let stream = Message::Offer {
             mirror: None,
+            xattrs_all: false,
             entries: vec![Entry {
                 path: "x".into(),
                 kind: EntryKind::File,

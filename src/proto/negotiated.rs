@@ -615,6 +615,7 @@ mod tests {
             entries,
             more: false,
             mirror: None,
+            xattrs_all: false,
         });
         assert_eq!(
             u32::from_be_bytes(frame[..4].try_into().unwrap()),

@@ -150,15 +150,21 @@ impl<'a, W: Write> ListWriter<'a, W> {
 pub(crate) fn write_offer<'e, W: Write>(
     writer: &mut FrameWriter<W>,
     transfer: &Transfer,
-    mirror: Option<&Mirror>,
+    head: Head<'_>,
     entries: impl IntoIterator<Item = &'e Entry>,
 ) -> Result<()> {
     let mut list = ListWriter::new(writer, "offer", Some(transfer.offer_mac()));
-    if let Some(mirror) = mirror {
-        // The first frame is opened already; open it again with the member in it.
-        let mut opening = br#""mirror":"#.to_vec();
-        serde_json::to_writer(&mut opening, mirror).expect("mirror options serialise");
-        opening.push(b',');
+    if head.mirror.is_some() || head.xattrs_all {
+        // The first frame is opened already; open it again with the members in it.
+        let mut opening = Vec::new();
+        if let Some(mirror) = head.mirror {
+            opening.extend_from_slice(br#""mirror":"#);
+            serde_json::to_writer(&mut opening, mirror).expect("mirror options serialise");
+            opening.push(b',');
+        }
+        if head.xattrs_all {
+            opening.extend_from_slice(br#""xattrs_all":true,"#);
+        }
         list.opening = Some(opening);
         list.open_frame();
     }
@@ -166,6 +172,22 @@ pub(crate) fn write_offer<'e, W: Write>(
         list.push(entry)?;
     }
     list.finish(|count, mac| Message::OfferEnd { count, mac })
+}
+
+/// What an offer's first frame says besides its entries.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct Head<'a> {
+    /// What a mirroring sender asks (section 17).
+    pub(crate) mirror: Option<&'a Mirror>,
+    /// Under `meta`: the entries' `xattrs` objects name attributes of every
+    /// namespace, not only `user.*` (docs/PROTOCOL.md 16.1.1).
+    pub(crate) xattrs_all: bool,
+}
+
+impl<'a> Head<'a> {
+    pub(crate) fn new(mirror: Option<&'a Mirror>, xattrs_all: bool) -> Self {
+        Head { mirror, xattrs_all }
+    }
 }
 
 /// Sends the plan of `decisions` for `transfer` (the receiver's plan goes out
@@ -183,52 +205,42 @@ pub(crate) fn write_plan<'d, W: Write>(
     list.finish_plan()
 }
 
-/// An offer as read: its entries, and what a mirroring sender asks (section 17).
+/// An offer as read: its entries, what a mirroring sender asks (section 17), and
+/// whether its attributes are of every namespace (`xattrs_all`, under `meta`).
 #[derive(Debug)]
 pub(crate) struct Offered {
     pub(crate) entries: Vec<Entry>,
     pub(crate) mirror: Option<Mirror>,
+    pub(crate) xattrs_all: bool,
 }
 
 /// Reads an offer: its frames, then `offer_end`, whose MAC and count must hold
 /// before any entry is returned; then the rules on what an offer may contain.
 /// A whole-offer error frame from the sender ends it. A `mirror` member counts
-/// only with `mirroring` (the feature in force) and only in the first frame.
+/// only with `mirroring` (the feature in force), `xattrs_all` only under `meta`,
+/// and either only in the first frame.
 pub(crate) fn read_offer<R: Read>(
     reader: &mut FrameReader<R>,
     transfer: &Transfer,
     mirroring: bool,
 ) -> Result<Offered> {
-    let frames = std::cell::Cell::new(0u64);
-    let mirror = std::cell::RefCell::new(None);
-    let misplaced = std::cell::Cell::new(false);
-    let too_many = || {
-        refused(
-            ErrorCode::TooLarge,
-            format!(
-                "the offer has over {MAX_OFFER_ENTRIES} entries; send the tree in parts, \
-                 or as one stream: tar c DIR | xfer send - HOST:PORT"
-            ),
-        )
-    };
+    let heard = std::cell::RefCell::new(Heard::default());
     let mut entries = read_list(
         reader,
         transfer.offer_mac(),
         "offer",
-        (MAX_OFFER_ENTRIES, 0, &too_many),
+        (MAX_OFFER_ENTRIES, 0, &too_many_entries),
         |message| match message {
             Message::Offer {
                 entries,
                 more,
-                mirror: asked,
+                mirror,
+                xattrs_all,
             } => {
-                frames.set(frames.get() + 1);
-                if asked.is_some() && mirroring {
-                    if frames.get() > 1 {
-                        misplaced.set(true);
-                    }
-                    *mirror.borrow_mut() = asked;
-                }
+                let mirror = mirror.filter(|_| mirroring);
+                heard
+                    .borrow_mut()
+                    .frame(mirror, xattrs_all && transfer.meta);
                 Ok((entries, more))
             }
             other => Err(other),
@@ -239,18 +251,55 @@ pub(crate) fn read_offer<R: Read>(
             other => Err(other),
         },
     )?;
-    if misplaced.get() {
+    let heard = heard.into_inner();
+    if heard.misplaced {
         return Err(fail(
             Kind::Protocol,
-            "`mirror` is allowed in the first offer frame only",
+            "`mirror` and `xattrs_all` are allowed in the first offer frame only",
         ));
     }
     check_offer(&mut entries, transfer.meta)?;
-    let mirror = mirror.into_inner();
-    if let Some(mirror) = &mirror {
+    if let Some(mirror) = &heard.mirror {
         check_mirror(mirror, &entries)?;
     }
-    Ok(Offered { entries, mirror })
+    Ok(Offered {
+        entries,
+        mirror: heard.mirror,
+        xattrs_all: heard.xattrs_all,
+    })
+}
+
+/// What an offer's frames said besides their entries, as they are read: a member
+/// that counts only in the first frame found in a later one makes it `misplaced`.
+#[derive(Default)]
+struct Heard {
+    frames: u64,
+    mirror: Option<Mirror>,
+    xattrs_all: bool,
+    misplaced: bool,
+}
+
+impl Heard {
+    /// One more frame, with the members that count (see [`read_offer`]).
+    fn frame(&mut self, mirror: Option<Mirror>, xattrs_all: bool) {
+        self.frames += 1;
+        self.misplaced |= (mirror.is_some() || xattrs_all) && self.frames > 1;
+        if mirror.is_some() {
+            self.mirror = mirror;
+        }
+        self.xattrs_all |= xattrs_all;
+    }
+}
+
+/// The refusal of an offer over [`MAX_OFFER_ENTRIES`].
+fn too_many_entries() -> anyhow::Error {
+    refused(
+        ErrorCode::TooLarge,
+        format!(
+            "the offer has over {MAX_OFFER_ENTRIES} entries; send the tree in parts, \
+             or as one stream: tar c DIR | xfer send - HOST:PORT"
+        ),
+    )
 }
 
 /// Most filter rule sets, and rule lines in all, an offer may carry: a tree with a
@@ -630,7 +679,7 @@ mod tests {
 
     fn written(entries: &[Entry]) -> Vec<u8> {
         let mut writer = FrameWriter::new(Vec::new());
-        write_offer(&mut writer, &transfer(), None, entries).unwrap();
+        write_offer(&mut writer, &transfer(), Head::default(), entries).unwrap();
         writer.flush().unwrap();
         writer.get_ref().clone()
     }
@@ -690,7 +739,7 @@ mod tests {
         let mut t = transfer();
         t.meta = true;
         let mut writer = FrameWriter::new(Vec::new());
-        write_offer(&mut writer, &t, None, entries).unwrap();
+        write_offer(&mut writer, &t, Head::default(), entries).unwrap();
         writer.flush().unwrap();
         read_offer(
             &mut FrameReader::new(Cursor::new(writer.get_ref().clone())),
@@ -825,7 +874,11 @@ mod mirror_vectors {
     /// back, which must give the same mirror and entries.
     fn check_offer_vector(mirror: &Mirror, entries: &[Entry], payload: &str, mac_hex: &str) {
         let mut writer = FrameWriter::new(Vec::new());
-        write_offer(&mut writer, &transfer(), Some(mirror), entries).unwrap();
+        let head = Head {
+            mirror: Some(mirror),
+            ..Head::default()
+        };
+        write_offer(&mut writer, &transfer(), head, entries).unwrap();
         writer.flush().unwrap();
         let bytes = writer.get_ref().clone();
         assert_eq!(&bytes[..4], (payload.len() as u32).to_be_bytes());
@@ -983,6 +1036,19 @@ mod mirror_vectors {
             r#"{"type":"offer","entries":[],"more":true}"#,
             r#"{"type":"offer","mirror":{"delete":true},"entries":[]}"#,
         ];
+        let bytes = offer_bytes(&t, &frames);
+        let read = read_offer(&mut FrameReader::new(Cursor::new(bytes.clone())), &t, true);
+        assert_eq!(
+            crate::error::kind_of(&read.unwrap_err()),
+            Some(Kind::Protocol)
+        );
+        // Without the feature in force the member is ignored, as by an older peer.
+        let read = read_offer(&mut FrameReader::new(Cursor::new(bytes)), &t, false);
+        assert_eq!(read.unwrap().mirror, None);
+    }
+
+    /// The offer frames `frames`, MAC'd for `t` and closed.
+    fn offer_bytes(t: &Transfer, frames: &[&str]) -> Vec<u8> {
         let mut mac = t.offer_mac();
         let mut writer = FrameWriter::new(Vec::new());
         for frame in frames {
@@ -995,15 +1061,42 @@ mod mirror_vectors {
         };
         writer.write_message(&end).unwrap();
         writer.flush().unwrap();
-        let bytes = writer.get_ref().clone();
-        let read = read_offer(&mut FrameReader::new(Cursor::new(bytes.clone())), &t, true);
-        assert_eq!(
-            crate::error::kind_of(&read.unwrap_err()),
-            Some(Kind::Protocol)
+        writer.get_ref().clone()
+    }
+
+    #[test]
+    fn xattrs_all_counts_under_meta_in_the_first_frame_only() {
+        let mut meta = transfer();
+        meta.meta = true;
+        let read = |t: &Transfer, bytes: Vec<u8>| {
+            read_offer(&mut FrameReader::new(Cursor::new(bytes)), t, true)
+        };
+        let mut writer = FrameWriter::new(Vec::new());
+        let head = Head {
+            xattrs_all: true,
+            ..Head::default()
+        };
+        write_offer(&mut writer, &meta, head, []).unwrap();
+        writer.flush().unwrap();
+        let written = writer.get_ref().clone();
+        assert!(
+            String::from_utf8_lossy(&written)
+                .contains(r#"{"type":"offer","xattrs_all":true,"entries":[]}"#)
         );
-        // Without the feature in force the member is ignored, as by an older peer.
-        let read = read_offer(&mut FrameReader::new(Cursor::new(bytes)), &t, false);
-        assert_eq!(read.unwrap().mirror, None);
+        assert!(read(&meta, written.clone()).unwrap().xattrs_all);
+        // Without `meta` it is an unknown member; absent, it is `false`.
+        assert!(!read(&transfer(), written).unwrap().xattrs_all);
+        let plain = offer_bytes(&meta, &[r#"{"type":"offer","entries":[]}"#]);
+        assert!(!read(&meta, plain).unwrap().xattrs_all);
+        let second = [
+            r#"{"type":"offer","entries":[],"more":true}"#,
+            r#"{"type":"offer","xattrs_all":true,"entries":[]}"#,
+        ];
+        let err = read(&meta, offer_bytes(&meta, &second)).unwrap_err();
+        assert_eq!(crate::error::kind_of(&err), Some(Kind::Protocol));
+        let not_a_flag = [r#"{"type":"offer","xattrs_all":null,"entries":[]}"#];
+        let err = read(&meta, offer_bytes(&meta, &not_a_flag)).unwrap_err();
+        assert_eq!(crate::error::kind_of(&err), Some(Kind::Protocol));
     }
 
     #[test]

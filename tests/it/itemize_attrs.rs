@@ -576,6 +576,90 @@ fn an_attribute_the_source_dropped_goes_from_the_copy_too() {
     assert_eq!(stdout_lines(&again), Vec::<String>::new());
 }
 
+/// A root receiver removes an attribute of a namespace other than `user.*` that its
+/// copy holds and the offer does not name only when the sender read every
+/// namespace (root, saying `xattrs_all`): a sender that is not root sees `user.*`
+/// alone and cannot say that its source lacks a `trusted.*` one (such a sender used
+/// to have them removed). `user.*` strays go either way.
+#[test]
+fn only_a_sender_that_read_every_namespace_has_trusted_attributes_removed() {
+    let root = tempfile::tempdir().unwrap();
+    fs::set_permissions(root.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let root = root.path();
+    synced(root);
+    let (copy, dir) = (root.join("dst/tree/a"), root.join("dst/tree/sub"));
+    for path in [&copy, &dir] {
+        if set_xattr(path, "trusted.keep", b"1").is_err() {
+            eprintln!("skipped: needs root to set trusted.* attributes");
+            return;
+        }
+        set_xattr(path, "user.stale", b"1").unwrap();
+    }
+    let names = |path: &Path| xattrs_of(path).into_keys().collect::<Vec<_>>();
+    let receiving = || Receiver::start(&root.join("dst"), Some(KEY), OVERWRITE);
+
+    let mut receiver = receiving();
+    let mut command = crate::util::xfer();
+    command
+        .arg("send")
+        .arg(root.join("src/tree"))
+        .arg(format!("127.0.0.1:{}", receiver.port))
+        .args(["-X", "-i"])
+        .env("XFER_KEY", KEY);
+    let Some(mut unprivileged) = crate::util::as_nobody(command) else {
+        eprintln!("skipped: needs root and setpriv to run the sender as nobody");
+        return;
+    };
+    let sent = run(&mut unprivileged);
+    assert_eq!(code(&sent), 0, "{}", stderr_of(&sent));
+    assert_eq!(receiver.exit_code(), 0, "{}", receiver.stderr());
+    assert_eq!(
+        stdout_lines(&sent),
+        ["attrs    tree/a", "attrs    tree/sub/"]
+    );
+    for path in [&copy, &dir] {
+        assert_eq!(names(path), [b"trusted.keep".to_vec()], "{path:?}");
+    }
+
+    let mut receiver = receiving();
+    let sent = crate::util::send(&[&root.join("src/tree")], receiver.port, KEY, &["-X"]);
+    assert_eq!(code(&sent), 0, "{}", stderr_of(&sent));
+    assert_eq!(receiver.exit_code(), 0, "{}", receiver.stderr());
+    for path in [&copy, &dir] {
+        assert!(names(path).is_empty(), "{path:?}: {:?}", names(path));
+    }
+}
+
+/// An offer that does not say `xattrs_all` (an older or an independent sender's)
+/// still has a root receiver set every attribute it names: only what it removes
+/// keeps to `user.*`.
+#[test]
+fn an_offer_without_xattrs_all_still_sets_every_attribute_it_names() {
+    let out = tempfile::tempdir().unwrap();
+    let there = out.path().join("d");
+    fs::create_dir(&there).unwrap();
+    if set_xattr(&there, "trusted.old", b"1").is_err() {
+        eprintln!("skipped: needs root to set trusted.* attributes");
+        return;
+    }
+    set_xattr(&there, "user.stale", b"1").unwrap();
+    let mut receiver = Receiver::start(out.path(), Some(KEY), OVERWRITE);
+    let mut peer = peer_sender(receiver.port, &["aead", "meta", "mirror"]);
+    let xattrs = json!({"trusted.new": "32", "user.keep": "33"});
+    let entry = json!({"path":"d","kind":"dir","size":0,"mode":0o755,"mtime":1_700_000_000,
+        "xattrs": xattrs});
+    peer.send_offer(&[vec![entry]]).unwrap();
+    let decision = peer.read_plan(1).expect("a plan").remove(0);
+    assert_eq!(decision["action"], "send", "{decision}");
+    peer.send_end().unwrap();
+    drop(peer);
+    assert_eq!(receiver.exit_code(), 0, "{}", receiver.stderr());
+    let held = xattrs_of(&there);
+    let names: Vec<&[u8]> = held.keys().map(Vec::as_slice).collect();
+    assert_eq!(names, [&b"trusted.new"[..], b"trusted.old", b"user.keep"]);
+    assert_eq!(held[&b"trusted.new".to_vec()], b"2");
+}
+
 fn remove_xattr(path: &Path, name: &str) {
     rustix::fs::lremovexattr(path, name).unwrap();
 }

@@ -38,13 +38,23 @@ pub(crate) struct Policy<'a> {
     /// Only `user.*` attributes are the sender's to set or remove (a `get`'s: a
     /// server keeps no others), even as root.
     pub(crate) user_xattrs: bool,
+    /// Only `user.*` attributes an entry holds are the sender's to remove: its
+    /// offer named no others (docs/PROTOCOL.md 16.1.1).
+    pub(crate) user_strays: bool,
 }
 
 impl Policy<'_> {
-    /// Whether attributes of every namespace are set and removed, not only
-    /// `user.*`: as root, but for a server and a `get`.
+    /// Whether attributes of every namespace are set, not only `user.*`: as root,
+    /// but for a server and a `get`.
     fn all_namespaces(self) -> bool {
         is_root() && !self.server && !self.user_xattrs
+    }
+
+    /// Whether attributes of every namespace that an entry holds and its offer
+    /// does not name are removed, not only `user.*` ones: where they are set, and
+    /// the offer named them all.
+    fn removes_all_namespaces(self) -> bool {
+        self.all_namespaces() && !self.user_strays
     }
 }
 
@@ -171,7 +181,7 @@ fn writable_for_xattrs(fd: impl AsFd, entry: &Entry) -> Option<Mode> {
 /// Removes from `fd` the extended attributes `entry` carries an object of and does
 /// not name; whether any went.
 fn remove_other_xattrs(fd: impl AsFd, entry: &Entry, policy: Policy) -> bool {
-    let all = policy.all_namespaces();
+    let all = policy.removes_all_namespaces();
     (entry.extra().xattrs.as_ref()).is_some_and(|xattrs| xattr::remove_others(fd, xattrs, all) > 0)
 }
 
@@ -327,9 +337,9 @@ pub(crate) fn differs(
     let mode = mode_of(entry, policy).is_some_and(|mode| stat.st_mode & 0o7777 != mode);
     let time = times && time_differs(stat, entry);
     let xattrs = entry.extra().xattrs.as_ref().is_some_and(|xattrs| {
-        let all = policy.all_namespaces();
         let cap = xattr_cap(policy);
-        !xattr::holds(&fd, xattrs, all, cap) || xattr::has_others(&fd, xattrs, all, cap)
+        let (set, remove) = (policy.all_namespaces(), policy.removes_all_namespaces());
+        !xattr::holds(&fd, xattrs, set, cap) || xattr::has_others(&fd, xattrs, remove, cap)
     });
     mode || owner_differs(stat, entry, policy) || time || xattrs
 }

@@ -455,6 +455,9 @@ impl PartFile {
             keep: if self.meter.is_some() { 0o600 } else { 0 },
             dropped: &self.dropped,
             user_xattrs: self.user_xattrs,
+            // A new file holds no attributes to remove (but a server's, which
+            // keeps to `user.*`).
+            user_strays: false,
         };
         meta::apply(file, entry, policy)
             .map_err(|err| Refusal::io(&self.path, "cannot set its mode or time", err))

@@ -303,6 +303,7 @@ impl<'a> Resolver<'a> {
             keep: if server { server_keeps } else { 0 },
             dropped: self.target.unapplied(),
             user_xattrs: self.target.user_xattrs_only(),
+            user_strays: self.target.removes_user_xattrs_only(),
         }
     }
 

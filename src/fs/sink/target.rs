@@ -10,6 +10,7 @@ use std::io;
 use std::os::fd::OwnedFd;
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use rustix::fs::{Access, AtFlags, FlockOperation, Mode, OFlags};
@@ -38,6 +39,9 @@ pub(crate) struct TargetDir {
     /// A client's `get`: its server speaks for `user.*` attributes only, so only
     /// those are set or removed here (see [`TargetDir::for_a_get`]).
     user_xattrs: bool,
+    /// The offer being received names no attributes but `user.*`, so only those
+    /// are removed here (see [`TargetDir::offer_names_user_xattrs_only`]).
+    user_strays: AtomicBool,
 }
 
 /// The `exists` hint where the user who sees it is the one who replaces files
@@ -252,6 +256,7 @@ impl TargetDir {
             replace_hint: REPLACE_HINT,
             dropped: Arc::default(),
             user_xattrs: false,
+            user_strays: AtomicBool::new(false),
         }
     }
 
@@ -287,6 +292,19 @@ impl TargetDir {
     /// Whether only `user.*` attributes are set or removed here (a `get`'s).
     pub(crate) fn user_xattrs_only(&self) -> bool {
         self.user_xattrs
+    }
+
+    /// Says that the offer being received names no attributes but `user.*` (its
+    /// sender did not say `xattrs_all`, docs/PROTOCOL.md 16.1.1: not root, it read
+    /// no others): the others an entry here holds are not its to remove (a root
+    /// receiver's `trusted.*` stay), though it may still set any it names.
+    pub(crate) fn offer_names_user_xattrs_only(&self) {
+        self.user_strays.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether only `user.*` attributes an entry holds are removed here.
+    pub(crate) fn removes_user_xattrs_only(&self) -> bool {
+        self.user_xattrs || self.user_strays.load(Ordering::Relaxed)
     }
 
     /// How whoever decides replaces an existing file (see [`Self::with_replace_hint`]).
@@ -429,6 +447,7 @@ impl TargetDir {
             replace_hint: self.replace_hint,
             dropped: self.dropped.clone(),
             user_xattrs: self.user_xattrs,
+            user_strays: AtomicBool::new(self.removes_user_xattrs_only()),
         })
     }
 

@@ -122,8 +122,12 @@ fn receive<R: Read, W: Write + Send, C>(
     let Offered {
         mut entries,
         mirror,
+        xattrs_all,
     } = read_offer(reader, shared.transfer, mirroring)?;
     tally.offered(entries.len(), "received");
+    if let (Destination::Dir(target), false) = (shared.destination, xattrs_all) {
+        target.offer_names_user_xattrs_only();
+    }
     shared.settings.drop_unasked_xattrs(&mut entries);
     if shared.settings.xattrs_unheard(&entries) {
         tally.reporter().no_xattrs_sent();

@@ -34,7 +34,7 @@ pub(crate) use self::unplanned::all_new;
 use self::view::PlainView;
 use super::Tally;
 use super::consumed::consumed;
-use super::offer::{read_plan, write_offer};
+use super::offer::{Head, read_plan, write_offer};
 use crate::error::{Kind, fail};
 use crate::escape::escape_said;
 use crate::fs::input::Outbox;
@@ -209,10 +209,7 @@ fn send<R: Read + Send, W: Write, C: Hangup + Sync>(
     let closer = &*closer;
     let asked = outbox.mirror();
     // A peer without `meta` is offered what version 2 carries; the rest is said.
-    let view = match transfer.meta {
-        true => None,
-        false => PlainView::of(outbox),
-    };
+    let view = (!transfer.meta).then(|| PlainView::of(outbox)).flatten();
     let left_out = view.as_ref().map_or(&[][..], |view| &view.left_out[..]);
     let outbox: &dyn Outbox = view.as_ref().map_or(outbox, |view| view);
     let entries = outbox.entries();
@@ -221,7 +218,9 @@ fn send<R: Read + Send, W: Write, C: Hangup + Sync>(
     let mirror = mirror.as_deref();
     let dry_run = mirror.is_some_and(|mirror| mirror.dry_run);
     count_offer(tally, entries.len(), left_out, dry_run);
-    write_offer(writer, &transfer, mirror, entries)?;
+    // Only a peer with `meta` hears of attributes (a `PlainView` has none).
+    let head = Head::new(mirror, outbox.xattrs_all());
+    write_offer(writer, &transfer, head, entries)?;
     writer.flush()?;
     // No cutting ahead for a server's `get` (`precut.rs`), or when sums stream.
     let cut = delta && !streaming && !dry_run && conn.negotiated.role() != Role::Server;
