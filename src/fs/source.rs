@@ -99,7 +99,8 @@ pub(crate) struct Collected {
     pub(crate) filtered: usize,
     /// What a mirroring sender asks of the receiver.
     mirror: Option<Mirror>,
-    /// Attributes were read of every namespace (`-X` as root), not only `user.*`.
+    /// Attributes were read of every namespace (`-X` as root with `CAP_SYS_ADMIN`),
+    /// not only `user.*`.
     xattrs_all: bool,
     /// The directory the last file was opened in, held open: the files of a tree
     /// are opened one after another in the same directory, each by its name alone.
@@ -260,7 +261,7 @@ pub(crate) fn collect(operands: &[PathBuf], options: &WalkOptions) -> Result<Col
     }
     let mut collected = Collected {
         owners: (options.owner && !options.numeric_ids).then(Owners::load),
-        xattrs_all: options.xattrs && super::xattr::all_namespaces(),
+        xattrs_all: options.xattrs && super::xattr::reads_every_namespace(),
         ..Collected::default()
     };
     collected

@@ -22,6 +22,27 @@ pub(crate) fn all_namespaces() -> bool {
     rustix::process::geteuid().is_root()
 }
 
+/// Whether this process reads the attributes of every namespace, so that what it
+/// reads of an entry is all the entry has (a sender's `xattrs_all`, section
+/// 16.1.1). Root is not enough: Linux shows `trusted.*` only to a process with
+/// `CAP_SYS_ADMIN` in the first user namespace, which root in a container that
+/// drops it, or euid 0 in a user namespace of its own, does not have.
+pub(crate) fn reads_every_namespace() -> bool {
+    let sys_admin = rustix::thread::capabilities(None)
+        .is_ok_and(|sets| (sets.effective).contains(rustix::thread::CapabilitySet::SYS_ADMIN));
+    all_namespaces() && sys_admin && in_first_user_namespace()
+}
+
+/// Whether this process's user namespace is the first one: its `uid_map` maps
+/// every id to itself (`0 0 4294967295`). Unreadable counts as no.
+fn in_first_user_namespace() -> bool {
+    let Ok(map) = std::fs::read_to_string("/proc/self/uid_map") else {
+        return false;
+    };
+    let numbers: Vec<&str> = map.split_whitespace().collect();
+    numbers == ["0", "0", "4294967295"]
+}
+
 /// Whether an attribute of this name may be set here: never xfer's own; `user.*`
 /// always, the others only as root and when the receiver allows them.
 pub(crate) fn settable(name: &str, all: bool) -> bool {

@@ -1165,7 +1165,7 @@ impl Canonical<'_> {
 
     /// An `offer` or a `plan` frame after its type, up to its closing brace: the
     /// lists that open a transfer, an item at a time (an offer that carries
-    /// `mirror` goes the general way).
+    /// `mirror` or `xattrs_all` goes the general way).
     fn list(&mut self) -> Option<Message> {
         if self.take(br#"offer","entries":["#).is_some() {
             let entries = self.items(Canonical::entry)?;

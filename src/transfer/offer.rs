@@ -921,6 +921,39 @@ mod mirror_vectors {
     }
 
     #[test]
+    fn the_offer_saying_xattrs_all_matches_the_protocol_vector() {
+        const XATTRS_ALL: &str = r#"{"type":"offer","mirror":{"delete":true},"xattrs_all":true,"entries":[{"path":"v","kind":"dir","size":0,"mode":493,"mtime":1700000000,"xattrs":{"trusted.x":"31"}}]}"#;
+        const MAC: &str = "26305df8eeb9a18ad050627d921867d431c008fa81cfcc2c3b91060f91d0a3b0";
+        let mut meta = transfer();
+        meta.meta = true;
+        let mirror = Mirror {
+            delete: true,
+            ..Mirror::default()
+        };
+        let mut dir = entry("v", EntryKind::Dir, 0, 0o755);
+        dir.extra_mut().xattrs = Some([("trusted.x".to_string(), "31".to_string())].into());
+        let mut writer = FrameWriter::new(Vec::new());
+        let head = Head::new(Some(&mirror), true);
+        write_offer(&mut writer, &meta, head, [&dir]).unwrap();
+        writer.flush().unwrap();
+        let bytes = writer.get_ref().clone();
+        let len = u32::from_be_bytes(bytes[..4].try_into().unwrap()) as usize;
+        let payload = std::str::from_utf8(&bytes[4..4 + len]).unwrap();
+        let mut mac = meta.offer_mac();
+        mac.frame(payload.as_bytes());
+        let mac = mac.finish_hex();
+        assert_eq!((payload, &mac[..]), (XATTRS_ALL, MAC));
+        let read = read_offer(&mut FrameReader::new(Cursor::new(bytes)), &meta, true);
+        let offered = read.unwrap();
+        assert!(offered.xattrs_all);
+        assert_eq!((offered.mirror, offered.entries), (Some(mirror), vec![dir]));
+        let document = include_str!("../../docs/PROTOCOL.md");
+        for value in [XATTRS_ALL, MAC, &format!("{len:08x}")] {
+            assert!(document.contains(value), "{value} is in section 16.1.1");
+        }
+    }
+
+    #[test]
     fn the_offer_with_mirror_matches_the_protocol_vector() {
         let mirror = Mirror {
             delete: true,
@@ -1094,6 +1127,10 @@ mod mirror_vectors {
         ];
         let err = read(&meta, offer_bytes(&meta, &second)).unwrap_err();
         assert_eq!(crate::error::kind_of(&err), Some(Kind::Protocol));
+        // `false` is absent, wherever it is.
+        let second = second.map(|frame| frame.replace("true,\"entries", "false,\"entries"));
+        let second = [second[0].as_str(), second[1].as_str()];
+        assert!(!read(&meta, offer_bytes(&meta, &second)).unwrap().xattrs_all);
         let not_a_flag = [r#"{"type":"offer","xattrs_all":null,"entries":[]}"#];
         let err = read(&meta, offer_bytes(&meta, &not_a_flag)).unwrap_err();
         assert_eq!(crate::error::kind_of(&err), Some(Kind::Protocol));

@@ -455,9 +455,9 @@ impl PartFile {
             keep: if self.meter.is_some() { 0o600 } else { 0 },
             dropped: &self.dropped,
             user_xattrs: self.user_xattrs,
-            // A new file holds no attributes to remove (but a server's, which
-            // keeps to `user.*`).
-            user_strays: false,
+            // A new file holds only what is set (a server's aside, which keeps
+            // to `user.*`): nothing is removed, and were it, `user.*` only.
+            user_strays: true,
         };
         meta::apply(file, entry, policy)
             .map_err(|err| Refusal::io(&self.path, "cannot set its mode or time", err))

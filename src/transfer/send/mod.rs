@@ -218,8 +218,8 @@ fn send<R: Read + Send, W: Write, C: Hangup + Sync>(
     let mirror = mirror.as_deref();
     let dry_run = mirror.is_some_and(|mirror| mirror.dry_run);
     count_offer(tally, entries.len(), left_out, dry_run);
-    // Only a peer with `meta` hears of attributes (a `PlainView` has none).
-    let head = Head::new(mirror, outbox.xattrs_all());
+    // Only a peer with `meta` hears of attributes.
+    let head = Head::new(mirror, transfer.meta && outbox.xattrs_all());
     write_offer(writer, &transfer, head, entries)?;
     writer.flush()?;
     // No cutting ahead for a server's `get` (`precut.rs`), or when sums stream.

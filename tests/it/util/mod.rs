@@ -427,12 +427,30 @@ pub fn nobody_receiving(dir: &Path) -> Option<Receiver> {
 
 /// Runs `command` as the unprivileged user `nobody` (the tests run as root, who
 /// may write anything), or `None` where that is not possible.
-pub fn as_nobody(mut command: Command) -> Option<Command> {
+pub fn as_nobody(command: Command) -> Option<Command> {
+    setpriv(
+        &["--reuid=65534", "--regid=65534", "--clear-groups"],
+        command,
+    )
+}
+
+/// Runs `command` as root without `CAP_SYS_ADMIN` (as in a container that drops
+/// it: `trusted.*` attributes are hidden from it), or `None` where that is not
+/// possible.
+pub fn without_sys_admin(command: Command) -> Option<Command> {
+    setpriv(
+        &["--inh-caps=-sys_admin", "--bounding-set=-sys_admin"],
+        command,
+    )
+}
+
+/// `command` run through `setpriv` with `options`, as root only.
+fn setpriv(options: &[&str], mut command: Command) -> Option<Command> {
     if !rustix::process::geteuid().is_root() || which("setpriv").is_none() {
         return None;
     }
     let mut wrapped = Command::new("setpriv");
-    wrapped.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"]);
+    wrapped.args(options).arg("--");
     wrapped.arg(command.get_program()).args(command.get_args());
     for (key, value) in command.get_envs() {
         match value {
