@@ -630,6 +630,52 @@ fn only_a_sender_that_read_every_namespace_has_trusted_attributes_removed() {
     }
 }
 
+/// A delta that rebuilds its basis byte for byte (`--ignore-times` over a file that
+/// did not change) keeps the basis, the same inode, and fixes its attributes in
+/// place, as for a file found the same: from a sender that cannot read `trusted.*`,
+/// the basis keeps its own.
+#[test]
+fn a_kept_basis_keeps_the_trusted_attributes_its_sender_could_not_see() {
+    let root = tempfile::tempdir().unwrap();
+    fs::set_permissions(root.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let (src, dst) = (root.path().join("src"), root.path().join("dst"));
+    fs::create_dir_all(&src).unwrap();
+    fs::create_dir_all(&dst).unwrap();
+    let bytes: Vec<u8> = (0..256u32 << 10).map(|i| (i * 7919 % 251) as u8).collect();
+    let (file, copy) = (src.join("big"), dst.join("big"));
+    fs::write(&file, &bytes).unwrap();
+    fs::write(&copy, &bytes).unwrap();
+    set_mode(&file, 0o644);
+    if set_xattr(&copy, "trusted.keep", b"1").is_err() {
+        eprintln!("skipped: needs root to set trusted.* attributes");
+        return;
+    }
+    set_xattr(&copy, "user.stale", b"1").unwrap();
+    set_xattr(&file, "user.a", b"1").unwrap();
+    set_mtime(&file, 1_700_000_000, 0);
+    set_mtime(&copy, 1_700_000_000, 0);
+    let inode = fs::metadata(&copy).unwrap().ino();
+    let mut receiver = Receiver::start(&dst, Some(KEY), OVERWRITE);
+    let mut command = crate::util::xfer();
+    command
+        .arg("send")
+        .arg(&file)
+        .arg(format!("127.0.0.1:{}", receiver.port))
+        .args(["-X", "-I", "-i"])
+        .env("XFER_KEY", KEY);
+    let Some(mut unprivileged) = crate::util::as_nobody(command) else {
+        eprintln!("skipped: needs root and setpriv to run the sender as nobody");
+        return;
+    };
+    let sent = run(&mut unprivileged);
+    assert_eq!(code(&sent), 0, "{}", stderr_of(&sent));
+    assert_eq!(receiver.exit_code(), 0, "{}", receiver.stderr());
+    let kept = fs::metadata(&copy).unwrap().ino() == inode;
+    assert!(kept, "the basis was kept: {:?}", stdout_lines(&sent));
+    let names: Vec<Vec<u8>> = xattrs_of(&copy).into_keys().collect();
+    assert_eq!(names, [b"trusted.keep".to_vec(), b"user.a".to_vec()]);
+}
+
 /// An offer that does not say `xattrs_all` (an older or an independent sender's)
 /// still has a root receiver set every attribute it names: only what it removes
 /// keeps to `user.*`.
