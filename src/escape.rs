@@ -80,6 +80,48 @@ fn escape_with(text: &str, backslashes: bool) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
+/// A name as reports give it: `text` for people (bytes that are not UTF-8 as
+/// U+FFFD, still to be escaped where printed) and, only when the name is not UTF-8,
+/// its `bytes`, which `--json` adds as `path_hex`: a script can find the file that
+/// the text cannot name.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Named {
+    pub(crate) text: String,
+    pub(crate) bytes: Option<Vec<u8>>,
+}
+
+impl Named {
+    /// The name of these raw bytes.
+    pub(crate) fn of_bytes(bytes: &[u8]) -> Named {
+        match std::str::from_utf8(bytes) {
+            Ok(text) => Named::from(text),
+            Err(_) => Named {
+                text: String::from_utf8_lossy(bytes).into_owned(),
+                bytes: Some(bytes.to_vec()),
+            },
+        }
+    }
+}
+
+impl From<String> for Named {
+    fn from(text: String) -> Named {
+        Named { text, bytes: None }
+    }
+}
+
+impl From<&str> for Named {
+    fn from(text: &str) -> Named {
+        Named::from(text.to_string())
+    }
+}
+
+impl std::ops::Deref for Named {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.text
+    }
+}
+
 /// Escapes a local path for printing, marking bytes that are not UTF-8.
 pub(crate) fn escape_path(path: &std::path::Path) -> String {
     escape(&path.to_string_lossy()).into_owned()

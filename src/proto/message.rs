@@ -299,6 +299,15 @@ impl Entry {
         }
     }
 
+    /// The path as reports give it: [`Entry::shown_path`], with the bytes when they
+    /// are not UTF-8 (`--json`'s `path_hex`).
+    pub(crate) fn named(&self) -> crate::escape::Named {
+        match &self.extra().path_hex {
+            Some(_) => crate::escape::Named::of_bytes(&self.path_bytes()),
+            None => crate::escape::Named::from(self.path.as_str()),
+        }
+    }
+
     /// The entry named by raw `bytes`: `path` when they are UTF-8, else `path_hex`
     /// (section 16.3: one spelling per name).
     pub(crate) fn set_path_bytes(&mut self, bytes: Vec<u8>) {

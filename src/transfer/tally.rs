@@ -9,6 +9,7 @@ use anyhow::Result;
 use indicatif::HumanBytes;
 
 use crate::error::{ErrorCode, Kind, fail, kind_of};
+use crate::escape::Named;
 use crate::proto::compress::Squeezed;
 use crate::proto::negotiated::{Feature, Negotiated};
 use crate::ui::report::{
@@ -119,7 +120,7 @@ impl Tally {
                 summary.resumed += usize::from(resumed_at.is_some());
                 summary.resumed_bytes += kept;
                 if summary.listed.len() < LIST_FILES_UP_TO {
-                    summary.listed.push((path, digest));
+                    summary.listed.push((path.text, digest));
                 }
             }
             FileOutcome::Same { .. } => summary.same += 1,
@@ -200,7 +201,7 @@ impl Tally {
     /// Shows and counts one entry's change: every one in a dry run; in a real run,
     /// with `--itemize`, those that change the receiver. `size` is what a file to
     /// send holds; `note` says why an entry is skipped or kept.
-    pub(crate) fn change(&self, change: Change, path: &str, size: u64, note: Option<&str>) {
+    pub(crate) fn change(&self, change: Change, path: &Named, size: u64, note: Option<&str>) {
         let dry_run = {
             let mut summary = self
                 .summary
@@ -289,18 +290,18 @@ impl Tally {
     }
 
     /// An entry the sender did not send; `said`: a warning named it already.
-    pub(crate) fn not_sent(&self, path: &str, reason: &str, said: bool) {
+    pub(crate) fn not_sent(&self, path: &Named, reason: &str, said: bool) {
         self.record(FileOutcome::NotSent {
-            path: path.to_string(),
+            path: path.clone(),
             reason: reason.to_string(),
             said,
         });
     }
 
     /// A failed entry.
-    pub(crate) fn failed(&self, path: &str, code: ErrorCode, why: String) {
+    pub(crate) fn failed(&self, path: &Named, code: ErrorCode, why: String) {
         self.record(FileOutcome::Failed {
-            path: path.to_string(),
+            path: path.clone(),
             code,
             why,
         });

@@ -14,7 +14,7 @@ use indicatif::{HumanBytes, ProgressBar};
 use serde_json::json;
 
 use super::progress;
-use crate::escape::escape;
+use crate::escape::{Named, escape};
 use crate::proto::compress::Squeezed;
 use crate::proto::hash::{Digest, HashKind};
 use crate::proto::message::{Dropped, EntryKind, ErrorCode, ItemKind, KeptWhy};
@@ -26,7 +26,7 @@ pub(crate) use crate::stderr::{line, set_quiet, warn};
 pub(crate) enum FileOutcome {
     /// It arrived and verified; `resumed_at` is where this session's data began.
     Verified {
-        path: String,
+        path: Named,
         size: u64,
         /// Bytes that moved in this session: not a resumed prefix, not the holes
         /// of a sparse file.
@@ -39,7 +39,7 @@ pub(crate) enum FileOutcome {
     /// `verified`: its content was hashed and matched too (a delta that rebuilt the
     /// old file byte for byte, which stayed), with what.
     Same {
-        path: String,
+        path: Named,
         /// What it is: a link or special file said `same` is no file, which its
         /// event says (`kind`).
         kind: EntryKind,
@@ -48,7 +48,7 @@ pub(crate) enum FileOutcome {
     },
     /// It did not make it: the wire code that says why, and the words (escaped).
     Failed {
-        path: String,
+        path: Named,
         code: ErrorCode,
         why: String,
     },
@@ -56,7 +56,7 @@ pub(crate) enum FileOutcome {
     /// cannot take): `reason` for people, its kind before the first `:`. `said`:
     /// a warning named it already (the sender's walk).
     NotSent {
-        path: String,
+        path: Named,
         reason: String,
         said: bool,
     },
@@ -65,6 +65,11 @@ pub(crate) enum FileOutcome {
 impl FileOutcome {
     /// The entry's path, as shown.
     pub(crate) fn path(&self) -> &str {
+        self.named()
+    }
+
+    /// The entry's path, with its bytes where they are not UTF-8.
+    pub(crate) fn named(&self) -> &Named {
         match self {
             FileOutcome::Verified { path, .. }
             | FileOutcome::Same { path, .. }
@@ -507,7 +512,7 @@ impl Reporter {
     pub(crate) fn change(
         &self,
         change: Change,
-        path: &str,
+        path: &Named,
         (note, bytes): (Option<&str>, Option<u64>),
         dry_run: bool,
     ) {
@@ -518,9 +523,9 @@ impl Reporter {
         if self.style.json != Json::Off {
             return self.event(|| {
                 let mut event = json!({
-                    "event": "change", "change": change.word(), "path": path,
-                    "dry_run": dry_run,
+                    "event": "change", "change": change.word(), "dry_run": dry_run,
                 });
+                name_members(&mut event, path);
                 if let Some(note) = note {
                     event["message"] = json!(note);
                 }
@@ -762,18 +767,15 @@ fn add_hash(event: &mut serde_json::Value, hash: HashKind, digest: &Digest) {
 }
 
 fn file_event(outcome: &FileOutcome) -> serde_json::Value {
-    match outcome {
+    let mut event = match outcome {
         FileOutcome::Verified {
-            path,
             size,
             digest,
             hash,
             resumed_at,
             ..
         } => {
-            let mut event = json!({
-                "event": "file", "path": path, "size": size, "status": "ok",
-            });
+            let mut event = json!({"event": "file", "size": size, "status": "ok"});
             add_hash(&mut event, *hash, digest);
             if let Some(at) = resumed_at {
                 event["resumed_at"] = json!(at);
@@ -781,14 +783,12 @@ fn file_event(outcome: &FileOutcome) -> serde_json::Value {
             event
         }
         FileOutcome::Same {
-            path,
             kind,
             size,
             verified,
+            ..
         } => {
-            let mut event = json!({
-                "event": "file", "path": path, "size": size, "status": "same",
-            });
+            let mut event = json!({"event": "file", "size": size, "status": "same"});
             if *kind != EntryKind::File {
                 event["kind"] = json!(kind.name());
             }
@@ -797,13 +797,24 @@ fn file_event(outcome: &FileOutcome) -> serde_json::Value {
             }
             event
         }
-        FileOutcome::Failed { path, code, why } => json!({
-            "event": "file", "path": path, "status": "failed",
+        FileOutcome::Failed { code, why, .. } => json!({
+            "event": "file", "status": "failed",
             "code": code.as_str(), "message": why,
         }),
-        FileOutcome::NotSent { path, reason, .. } => json!({
-            "event": "skip", "path": path, "reason": reason,
+        FileOutcome::NotSent { reason, .. } => json!({
+            "event": "skip", "reason": reason,
         }),
+    };
+    name_members(&mut event, outcome.named());
+    event
+}
+
+/// `path` and, for a name that is not UTF-8, `path_hex` (its bytes in lowercase
+/// hex, as the protocol spells such a name): the text alone cannot name the file.
+fn name_members(event: &mut serde_json::Value, path: &Named) {
+    event["path"] = json!(path.text);
+    if let Some(bytes) = &path.bytes {
+        event["path_hex"] = json!(crate::hex::hex(bytes));
     }
 }
 

@@ -7,7 +7,9 @@ use std::path::Path;
 
 use crate::util::server::{Site, expect_exit, send_as};
 use crate::util::tree::{Check, assert_faithful, raw};
-use crate::util::{KEY, Receiver, old_receiver_taking_all, send, stderr_of};
+use crate::util::{
+    KEY, Receiver, events_in, old_receiver_taking_all, send, stderr_of, stdout_events,
+};
 
 /// The odd names, as raw bytes, each a file holding its own name.
 const ODD: &[&[u8]] = &[
@@ -117,6 +119,47 @@ fn a_server_always_refuses_them() {
     assert_eq!(landed, ["plain.txt"], "only the plain name arrived");
 }
 
+/// `--json` events name a path that is not UTF-8 by its bytes too (`path_hex`, as
+/// the protocol does): `path` alone, with U+FFFD where the bytes were, cannot find
+/// the file. On both sides, for each kind of event that names an entry.
+#[test]
+fn json_events_give_the_bytes_of_a_name_that_is_not_utf8() {
+    let src = tempfile::tempdir().unwrap();
+    let tree = odd_tree(src.path());
+    let out = tempfile::tempdir().unwrap();
+    let mut receiver = Receiver::start(out.path(), Some(KEY), &["--json", "-i"]);
+    let sent = send(&[&tree], receiver.port, KEY, &["--json", "-i"]);
+    assert!(sent.status.success(), "{}", stderr_of(&sent));
+    assert_eq!(receiver.exit_code(), 0, "{}", receiver.stderr());
+    let mut received = String::new();
+    let stdout = receiver.child.stdout.as_mut().unwrap();
+    std::io::Read::read_to_string(stdout, &mut received).unwrap();
+    let received = events_in(&received);
+    let latin = hex(b"names/caf\xe9 latin-1");
+    let dir = hex(b"names/dir\xff");
+    for (side, events) in [("sender", stdout_events(&sent)), ("receiver", received)] {
+        let named = |kind: &str, hex: &str| {
+            events.iter().any(|event| {
+                event["event"] == kind
+                    && event["path_hex"] == hex
+                    && event["path"].as_str().unwrap().contains('\u{FFFD}')
+            })
+        };
+        assert!(named("change", &latin), "{side}: {events:?}");
+        assert!(named("file", &latin), "{side}: {events:?}");
+        assert!(named("change", &dir), "{side}: {events:?}");
+        let plain = events
+            .iter()
+            .find(|event| event["event"] == "file" && event["path"] == "names/plain.txt")
+            .unwrap_or_else(|| panic!("{side}: {events:?}"));
+        assert!(plain.get("path_hex").is_none(), "{side}: {plain}");
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 #[test]
 fn a_peer_without_meta_gets_the_utf8_names_and_the_sender_counts_the_rest() {
     let src = tempfile::tempdir().unwrap();
@@ -151,6 +194,10 @@ fn a_peer_without_meta_gets_the_utf8_names_and_the_sender_counts_the_rest() {
             .unwrap()
             .starts_with("name not UTF-8")),
         "{skips:?}"
+    );
+    assert!(
+        skips.iter().all(|skip| skip["path_hex"].is_string()),
+        "each names its bytes: {skips:?}"
     );
     assert!(
         stderr_of(&sent).contains("3 of 10 entries not sent: 3 names not UTF-8"),

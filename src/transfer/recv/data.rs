@@ -102,12 +102,15 @@ fn read_all<R: Read>(
 /// order.
 fn gave_up(item: &Planned, index: usize, why: String, jobs: &mpsc::Sender<Job>) -> Result<()> {
     let outcome = FileOutcome::NotSent {
-        path: item.entry.shown_path().into_owned(),
+        path: item.entry.named(),
         reason: why,
         said: false,
     };
-    jobs.send(Job::GaveUp { index, outcome })
-        .map_err(|_| disk_gone())
+    jobs.send(Job::GaveUp {
+        index,
+        outcome: Box::new(outcome),
+    })
+    .map_err(|_| disk_gone())
 }
 
 /// Entry `item`'s data ended (or never came, or is not a delta): its streamed

@@ -31,6 +31,7 @@ use super::maker::{self, Helper, Made, make_all};
 use super::plan::Planned;
 use super::shared::{Destination, Shared};
 use crate::error::{Classify, Kind};
+use crate::escape::Named;
 use crate::fs::Refusal;
 use crate::fs::home::Footprint;
 use crate::fs::path::{Names, check_path_bytes};
@@ -359,7 +360,7 @@ impl Desk<'_, '_> {
                 mac,
             } => send_sums(writer, &answers.planned[index], index, (ends, sums), mac)?,
             Job::GaveUp { index, outcome } => {
-                answers.tally.record(outcome);
+                answers.tally.record(*outcome);
                 answers.settle(index, Settled::Unchanged);
             }
             Job::Close { index, verdict } => {
@@ -517,7 +518,7 @@ impl Answers<'_, '_, '_> {
             unreachable!("a basis is offered only for a directory");
         };
         let basis = item.basis.as_deref().expect("a delta has its basis");
-        let (path, bytes) = (item.entry.shown_path(), item.entry.path_bytes());
+        let (path, bytes) = (item.entry.named(), item.entry.path_bytes());
         let components = check_path_bytes(&bytes, self.shared.settings.names)
             .expect("planned paths passed the policy");
         let attrs = target
@@ -738,7 +739,7 @@ impl Answers<'_, '_, '_> {
         outcome: Result<Arrived, Refusal>,
     ) -> Result<()> {
         let entry = &self.planned[index].entry;
-        let (path, bytes) = (entry.shown_path(), entry.path_bytes());
+        let (path, bytes) = (entry.named(), entry.path_bytes());
         // The file is final (or gone) now: another session may take its path, and
         // whoever sees this acknowledgement finds it there.
         self.holds.borrow_mut()[index].0 = None;
@@ -782,10 +783,10 @@ impl Answers<'_, '_, '_> {
 impl Answers<'_, '_, '_> {
     /// Tallies entry `index`, which arrived and verified: new, replaced or built by
     /// a delta; one whose delta was the old file itself stayed, as a `same` one.
-    fn tally_arrived(&self, index: usize, path: &str, arrived: Arrived) {
+    fn tally_arrived(&self, index: usize, path: &Named, arrived: Arrived) {
         if arrived.kept {
             return self.tally.record(FileOutcome::Same {
-                path: path.to_string(),
+                path: path.clone(),
                 kind: EntryKind::File,
                 size: Some(arrived.size),
                 verified: Some((self.shared.transfer.hash, arrived.digest)),
@@ -800,7 +801,7 @@ impl Answers<'_, '_, '_> {
         };
         self.tally.change(change, path, arrived.size, None);
         self.tally.record(FileOutcome::Verified {
-            path: path.to_string(),
+            path: path.clone(),
             size: arrived.size,
             moved: arrived.moved,
             digest: arrived.digest,

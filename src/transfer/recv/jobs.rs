@@ -33,8 +33,11 @@ pub(crate) enum Job {
     /// remove it, partial data included. The session ends after this.
     Discard,
     /// The sender gave up entry `index` before its data: report it (it gets no
-    /// answer); nothing changed on disk.
-    GaveUp { index: usize, outcome: FileOutcome },
+    /// answer); nothing changed on disk. (Boxed: the rarest job, and the largest.)
+    GaveUp {
+        index: usize,
+        outcome: Box<FileOutcome>,
+    },
     /// The open sparse entry's run is complete; the next starts at `offset`.
     Run { offset: u64 },
     /// The open sparse entry's runs are complete: set its length to `size` and

@@ -38,7 +38,7 @@ pub(crate) fn make_all<W: Write>(
         // The entry is final (or failed): its path and its room are free again.
         planned[index].claim = None;
         planned[index].reservation = None;
-        let path = planned[index].entry.shown_path();
+        let path = planned[index].entry.named();
         if result.is_ok() {
             let replaces = planned[index].replaces.files > 0 || planned[index].replaces_other;
             let change = Change::of_node(planned[index].entry.kind, replaces);

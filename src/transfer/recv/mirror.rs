@@ -15,6 +15,7 @@ use super::in_the_way;
 use super::plan::Planned;
 use super::shared::{Destination, Mirroring, Shared};
 use crate::error::{Kind, fail, refused};
+use crate::escape::Named;
 use crate::fs::filter::Filter;
 use crate::fs::sink::{Prune, TargetDir};
 use crate::proto::message::{ErrorCode, Mirror, Removed};
@@ -168,10 +169,11 @@ fn prune_and_report<W: Write>(
     let mut report = ListWriter::deleted(writer, shared.transfer);
     let mut failed = None;
     let mut said = |removed: Removed| {
+        let path = Named::from(removed.path.as_str());
         match (&removed.error, removed.kept) {
-            (_, Some(why)) => tally.change(Change::Kept(why), &removed.path, 0, None),
-            (None, None) => tally.change(Change::deleted(removed.kind), &removed.path, 0, None),
-            (Some(why), None) => tally.change(Change::NotDeleted, &removed.path, 0, Some(why)),
+            (_, Some(why)) => tally.change(Change::Kept(why), &path, 0, None),
+            (None, None) => tally.change(Change::deleted(removed.kind), &path, 0, None),
+            (Some(why), None) => tally.change(Change::NotDeleted, &path, 0, Some(why)),
         }
         if removed.kept.is_some() && !mirroring.report_kept {
             return;

@@ -225,7 +225,7 @@ fn send_from(offset: u64, prefix: Option<&Hasher>, replaces: bool) -> Decision {
 
 /// What a dry run shows of one decision on this side (refusals were tallied).
 fn dry_run_change(item: &Planned, decision: &Decision, tally: &Tally) {
-    let path = &item.entry.shown_path();
+    let path = &item.entry.named();
     let Decision::Send { replaces, .. } = decision else {
         return;
     };
@@ -377,13 +377,14 @@ impl<'s, 'c> Decider<'s, 'c> {
         attrs: bool,
         tally: &Tally,
     ) -> (Planned<'c>, Decision) {
+        let path = entry.named();
         if replaced {
-            tally.change(Change::ReplacedDir, &entry.shown_path(), 0, None);
+            tally.change(Change::ReplacedDir, &path, 0, None);
         } else if !existed && !self.dry_run {
-            tally.change(Change::NewDir, &entry.shown_path(), 0, None);
+            tally.change(Change::NewDir, &path, 0, None);
         }
         if attrs {
-            tally.change(Change::DirAttrs, &entry.shown_path(), 0, None);
+            tally.change(Change::DirAttrs, &path, 0, None);
         }
         let decision = Decision::Send {
             offset: 0,
@@ -403,7 +404,7 @@ impl<'s, 'c> Decider<'s, 'c> {
     /// on both sides; a dry run shows it skipped); else a failure, in a dry run as
     /// in the real one (exit 6 on both sides), which it previews.
     fn refused(&self, entry: Entry, refusal: Refusal, tally: &Tally) -> (Planned<'c>, Decision) {
-        let path = &*entry.shown_path();
+        let path = &entry.named();
         let unsent = entry.kind == EntryKind::Unsent && refusal.code == ErrorCode::Io;
         // An unsent entry is shown with the sender's reason, as the sender shows it
         // (a peer that gave none: the refusal).
@@ -429,14 +430,15 @@ impl<'s, 'c> Decider<'s, 'c> {
     /// be) brought up to the offer; in a dry run, a change to show.
     fn same(&self, entry: Entry, attrs: bool, tally: &Tally) -> (Planned<'c>, Decision) {
         let change = [Change::Same, Change::Attrs][usize::from(attrs)];
+        let path = entry.named();
         match self.dry_run {
-            true => tally.change(change, &entry.shown_path(), 0, None),
+            true => tally.change(change, &path, 0, None),
             false => {
                 if attrs {
-                    tally.change(change, &entry.shown_path(), 0, None);
+                    tally.change(change, &path, 0, None);
                 }
                 tally.record(FileOutcome::Same {
-                    path: entry.shown_path().into_owned(),
+                    path,
                     kind: entry.kind,
                     size: entry.size,
                     verified: None,

@@ -11,7 +11,7 @@ use anyhow::Result;
 use super::sums::SumsFrame;
 use super::{Outstanding, Pending, Report, Sent};
 use crate::error::{Kind, fail, peer_error};
-use crate::escape::escape_said;
+use crate::escape::{Named, escape_said};
 use crate::proto::message::{self, EntryKind, ErrorCode, Message, Removed};
 use crate::proto::negotiated::FileFacts;
 use crate::proto::wire::FrameReader;
@@ -36,7 +36,7 @@ pub(crate) fn read<R: Read>(
             continue; // counted when it failed here; the refusal was expected
         };
         let entry = &entries[index as usize];
-        let path = &*entry.shown_path();
+        let path = &entry.named();
         match (answer, outstanding.facts) {
             (Answer::Ok(mac, kept), Some(sent)) => {
                 let facts = FileFacts {
@@ -96,10 +96,10 @@ fn outstanding(pending: &Pending, index: u64, answer: &Answer) -> Result<Option<
 
 /// Shows and counts a file the receiver acknowledged; one it `kept` (a delta that
 /// rebuilt its old file, which stayed) counts as already there, as it does there.
-fn verified(report: &Report<'_>, path: &str, outstanding: &Outstanding, sent: Sent, kept: bool) {
+fn verified(report: &Report<'_>, path: &Named, outstanding: &Outstanding, sent: Sent, kept: bool) {
     if kept && outstanding.delta {
         return report.tally.record(FileOutcome::Same {
-            path: path.to_string(),
+            path: path.clone(),
             kind: EntryKind::File,
             size: Some(sent.size),
             verified: Some((report.transfer.hash, sent.digest)),
@@ -112,7 +112,7 @@ fn verified(report: &Report<'_>, path: &str, outstanding: &Outstanding, sent: Se
     };
     report.tally.change(change, path, sent.size, None);
     report.tally.record(FileOutcome::Verified {
-        path: path.to_string(),
+        path: path.clone(),
         size: sent.size,
         moved: outstanding.moved,
         digest: sent.digest,
@@ -135,18 +135,19 @@ fn made_ones(report: &Report<'_>, pending: &Pending) {
     for (index, replaces) in made {
         let entry = &entries[index as usize];
         let change = Change::of_node(entry.kind, replaces);
-        report.tally.change(change, &entry.shown_path(), 0, None);
+        report.tally.change(change, &entry.named(), 0, None);
     }
 }
 
 /// Shows and counts what the receiver removed (its report verified).
 fn tally_removed(tally: &Tally, removed: &[Removed]) {
     for item in removed {
+        let path = Named::from(item.path.as_str());
         match (&item.error, item.kept) {
-            (_, Some(why)) => tally.change(Change::Kept(why), &item.path, 0, None),
-            (None, None) => tally.change(Change::deleted(item.kind), &item.path, 0, None),
+            (_, Some(why)) => tally.change(Change::Kept(why), &path, 0, None),
+            (None, None) => tally.change(Change::deleted(item.kind), &path, 0, None),
             (Some(why), None) => {
-                tally.change(Change::NotDeleted, &item.path, 0, Some(&escape_said(why)))
+                tally.change(Change::NotDeleted, &path, 0, Some(&escape_said(why)))
             }
         }
     }

@@ -36,7 +36,7 @@ use super::Tally;
 use super::consumed::consumed;
 use super::offer::{Head, read_plan, write_offer};
 use crate::error::{Kind, fail};
-use crate::escape::escape_said;
+use crate::escape::{Named, escape_said};
 use crate::fs::input::Outbox;
 use crate::fs::input::UNREADABLE;
 use crate::pool::{Giver, Pool};
@@ -357,7 +357,7 @@ fn plan_while_cutting<R: Read>(
 fn count_offer(
     tally: &mut Tally,
     offered: usize,
-    left_out: &[(String, String, bool)],
+    left_out: &[(Named, String, bool)],
     dry_run: bool,
 ) {
     if dry_run {
@@ -603,7 +603,7 @@ fn follow_plan(
                 attrs,
             } => (*offset, prefix_hash, (basis, *replaces, *attrs)),
         };
-        let path = &*entry.shown_path();
+        let path = &entry.named();
         match entry.kind {
             EntryKind::File => {
                 let planned = (offset, prefix_hash, replaces);
@@ -633,7 +633,7 @@ fn follow_plan(
 
 /// Shows what the plan says of a directory under `mirror`: that it is new, or
 /// there already with other metadata (`attrs`; ignored on a new one, section 17.3).
-fn planned_dir(path: &str, mirroring: bool, (replaces, attrs): (bool, bool), tally: &Tally) {
+fn planned_dir(path: &Named, mirroring: bool, (replaces, attrs): (bool, bool), tally: &Tally) {
     if mirroring && !replaces {
         tally.change(Change::NewDir, path, 0, None);
     }
@@ -672,7 +672,7 @@ fn not_for_data(entry: &Entry, decision: &Decision, index: usize, tally: &Tally)
             ));
         }
         let reason = entry.extra().reason.as_deref().unwrap_or_default();
-        not_sent(tally, &entry.shown_path(), reason, true);
+        not_sent(tally, &entry.named(), reason, true);
         return Ok(true);
     }
     if entry.is_sparse() && matches!(decision, Decision::Send { offset, .. } if *offset > 0) {
@@ -692,7 +692,7 @@ fn not_for_data(entry: &Entry, decision: &Decision, index: usize, tally: &Tally)
 fn dry_run_file(outbox: &dyn Outbox, item: &ToSend, tally: &Tally, hash: Option<HashKind>) {
     let position = item.index as usize;
     let entry = &outbox.entries()[position];
-    let (path, size) = (entry.shown_path(), entry.size.unwrap_or(0));
+    let (path, size) = (entry.named(), entry.size.unwrap_or(0));
     let change = [Change::New, Change::Changed][usize::from(item.replaces)];
     let expected = item.delta.as_deref().and_then(|wanted| {
         let mut input = outbox.open(position).ok()?;
@@ -752,7 +752,7 @@ fn file_to_send(
 
 /// Counts an entry this side does not send (`said`: a warning named it); a dry run
 /// shows it skipped, and it does not change a dry run's exit code.
-fn not_sent(tally: &Tally, path: &str, reason: &str, said: bool) {
+fn not_sent(tally: &Tally, path: &Named, reason: &str, said: bool) {
     match tally.summary().dry_run.is_some() {
         true => tally.change(Change::Skipped, path, 0, Some(reason)),
         false => tally.not_sent(path, reason, said),
@@ -774,21 +774,22 @@ fn skipped(
     // 17.3): a hard link's metadata is its file's.
     let attrs = attrs && !matches!(entry.kind, EntryKind::Dir | EntryKind::Hardlink);
     let same = [Change::Same, Change::Attrs][usize::from(attrs)];
+    let path = entry.named();
     match code {
-        ErrorCode::Same if dry_run => tally.change(same, &entry.shown_path(), 0, None),
+        ErrorCode::Same if dry_run => tally.change(same, &path, 0, None),
         ErrorCode::Same => {
             if attrs {
-                tally.change(same, &entry.shown_path(), 0, None);
+                tally.change(same, &path, 0, None);
             }
             tally.record(FileOutcome::Same {
-                path: entry.shown_path().into_owned(),
+                path,
                 kind: entry.kind,
                 size: entry.size,
                 verified: None,
             });
         }
         _ => tally.failed(
-            &entry.shown_path(),
+            &path,
             code,
             format!("refused by the receiver: {}", escape_said(message)),
         ),
@@ -966,7 +967,7 @@ impl Frames<'_> {
             }
             Piece::GaveUp { index, why, code } => {
                 // Not sent, like a file the walk could not read: exit 10, not 7.
-                let path = &*self.entries[index as usize].shown_path();
+                let path = &self.entries[index as usize].named();
                 self.tally
                     .not_sent(path, &format!("{UNREADABLE}: {why}"), false);
                 let message = match code {
@@ -1059,7 +1060,7 @@ impl Frames<'_> {
     /// failed the entry, which it may do early).
     fn done(&self, index: u64, sent: Sent, local_failure: Option<String>) -> Message {
         let entry = &self.entries[index as usize];
-        let path = &*entry.shown_path();
+        let path = &entry.named();
         let waiting = match self.pending.lock().get_mut(&index) {
             Some(outstanding) => {
                 outstanding.facts = Some(sent);

@@ -18,7 +18,7 @@ pub(crate) fn all_new(outbox: &dyn Outbox, tally: &mut Tally) {
     tally.dry_run();
     tally.offered(entries.len(), "delivered");
     for entry in entries {
-        let path = &*entry.shown_path();
+        let path = &entry.named();
         match entry.kind {
             EntryKind::File => tally.change(Change::New, path, entry.size.unwrap_or(0), None),
             EntryKind::Dir => tally.change(Change::NewDir, path, 0, None),
@@ -30,7 +30,7 @@ pub(crate) fn all_new(outbox: &dyn Outbox, tally: &mut Tally) {
             // What a server keeps none of, it would refuse (`denied`), as its plan does.
             kind => match server_keeps_no(kind) {
                 Some(why) => {
-                    let why = format!("{path}: a {}: {why}", kind.name());
+                    let why = format!("{}: a {}: {why}", path.text, kind.name());
                     let said = format!("refused by the receiver: {why}");
                     tally.failed(path, ErrorCode::Denied, said);
                 }

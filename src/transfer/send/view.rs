@@ -6,6 +6,7 @@
 
 use anyhow::Result;
 
+use crate::escape::Named;
 use crate::fs::input::{Input, Outbox};
 use crate::proto::message::{Entry, EntryKind};
 
@@ -21,7 +22,7 @@ pub(crate) struct PlainView<'a> {
     origin: Vec<usize>,
     /// What was left out: its path for people, why, and whether a warning named
     /// it already (an unsent entry, which the walk warned about).
-    pub(crate) left_out: Vec<(String, String, bool)>,
+    pub(crate) left_out: Vec<(Named, String, bool)>,
 }
 
 /// Whether a peer without `meta` can take `entry` as it is.
@@ -99,11 +100,10 @@ impl<'a> PlainView<'a> {
         };
         for (index, entry) in outbox.entries().iter().enumerate() {
             match left_out_because(entry) {
-                Some(why) => view.left_out.push((
-                    entry.shown_path().into_owned(),
-                    why,
-                    entry.kind == EntryKind::Unsent,
-                )),
+                Some(why) => {
+                    view.left_out
+                        .push((entry.named(), why, entry.kind == EntryKind::Unsent))
+                }
                 None => {
                     view.entries.push(plain(entry, outbox.entries()));
                     view.origin.push(index);
@@ -212,6 +212,7 @@ mod tests {
         assert!(why[0].starts_with("socket: "), "{why:?}");
         assert!(why[1].starts_with("name not UTF-8: "), "{why:?}");
         assert_eq!(why[2], "unreadable: Permission denied");
-        assert_eq!(view.left_out[1].0, "caf\u{FFFD}");
+        assert_eq!(&*view.left_out[1].0, "caf\u{FFFD}");
+        assert_eq!(view.left_out[1].0.bytes.as_deref(), Some(&b"caf\xe9"[..]));
     }
 }
