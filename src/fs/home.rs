@@ -771,6 +771,7 @@ impl Fetch {
         let held = held
             + xattrs
                 .iter()
+                .flatten()
                 .map(|(name, value)| name.len() + value.len() + XATTR_OVERHEAD)
                 .sum::<usize>();
         if held > GET_XATTR_BYTES {
@@ -781,7 +782,7 @@ impl Fetch {
             ));
         }
         self.xattrs_held = Some(held);
-        self.entries[index].extra_mut().xattrs = Some(xattrs);
+        self.entries[index].extra_mut().xattrs = xattrs;
         self.xattrs_left_out += usize::from(left_out > 0);
         Ok(())
     }

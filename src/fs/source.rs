@@ -548,9 +548,11 @@ impl Walk<'_> {
         if self.options.xattrs {
             // A file or directory says it has none (`{}`): a receiver that keeps
             // its old copy (found the same, or a delta's result) or directory then
-            // drops what the source does not have.
-            let none = matches!(kind, EntryKind::File | EntryKind::Dir).then(Default::default);
-            entry.extra_mut().xattrs = super::xattr::read(path).or(none);
+            // drops what the source does not have. One whose attributes cannot be
+            // listed says nothing (and is warned of).
+            let says_none = matches!(kind, EntryKind::File | EntryKind::Dir);
+            entry.extra_mut().xattrs =
+                super::xattr::read(path).filter(|xattrs| !xattrs.is_empty() || says_none);
         }
         entry
     }

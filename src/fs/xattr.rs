@@ -7,6 +7,8 @@
 use std::os::fd::AsFd;
 use std::path::Path;
 
+use rustix::io::Errno;
+
 use crate::escape::escape_path;
 use crate::hex::{hex, unhex_vec};
 use crate::proto::entry::{MAX_XATTR_TOTAL, MAX_XATTR_VALUE};
@@ -50,10 +52,22 @@ pub(crate) fn settable(name: &str, all: bool) -> bool {
 }
 
 /// The attributes of `path` (not following a link) that this process may carry
-/// (see [`carried`]); `None` when there are none or they cannot be listed. Those
-/// left out (more than an entry carries) are warned of, naming the file.
+/// (see [`carried`]), empty when it has none; `None`, with a warning naming the
+/// file, when they cannot be listed: the entry then says nothing of them, where an
+/// empty object would have its receiver remove those its copy holds. Those left
+/// out (more than an entry carries) are warned of, naming the file.
 pub(crate) fn read(path: &Path) -> Option<Xattrs> {
-    let (xattrs, left_out) = carried(Holder::Path(path), all_namespaces());
+    let (xattrs, left_out) = match carried(Holder::Path(path), all_namespaces()) {
+        Ok(carried) => carried,
+        Err(err) => {
+            crate::stderr::warn(&format!(
+                "{}: extended attributes not sent: cannot list them: {}",
+                escape_path(path),
+                std::io::Error::from(err)
+            ));
+            return None;
+        }
+    };
     if left_out > 0 {
         crate::stderr::warn(&format!(
             "{}: {left_out} extended attributes not sent: an entry carries at most \
@@ -61,14 +75,18 @@ pub(crate) fn read(path: &Path) -> Option<Xattrs> {
             escape_path(path)
         ));
     }
-    (!xattrs.is_empty()).then_some(xattrs)
+    Some(xattrs)
 }
 
 /// The `user.*` attributes of `fd` but xfer's own, whatever namespaces this process
 /// may read (see [`carried`]): what `xfer serve` offers a `get` that asks for them,
-/// `{}` when there are none; and how many were left out.
-pub(crate) fn read_user(fd: impl AsFd) -> (Xattrs, usize) {
-    carried(Holder::Fd(fd.as_fd()), false)
+/// `{}` when there are none, `None` when they cannot be listed; and how many were
+/// left out.
+pub(crate) fn read_user(fd: impl AsFd) -> (Option<Xattrs>, usize) {
+    match carried(Holder::Fd(fd.as_fd()), false) {
+        Ok((xattrs, left_out)) => (Some(xattrs), left_out),
+        Err(_) => (None, 0),
+    }
 }
 
 /// Where attributes are read from: a path itself (a link is not followed), or an
@@ -80,22 +98,35 @@ enum Holder<'a> {
 }
 
 impl Holder<'_> {
-    /// The names it holds, each ended by a NUL (none where they cannot be listed).
-    fn listed(self) -> Vec<u8> {
-        let size = match self {
-            Holder::Path(path) => rustix::fs::llistxattr_query(path),
-            Holder::Fd(fd) => rustix::fs::flistxattr_query(fd),
-        };
-        let Ok(size) = size else {
-            return Vec::new();
-        };
-        let mut names = vec![0u8; size];
-        let len = match self {
-            Holder::Path(path) => rustix::fs::llistxattr(path, &mut names[..]),
-            Holder::Fd(fd) => rustix::fs::flistxattr(fd, &mut names[..]),
-        };
-        names.truncate(len.unwrap_or(0).min(size));
-        names
+    /// The names it holds, each ended by a NUL: none on a filesystem without
+    /// attributes; an error when they cannot be listed (a list that keeps growing
+    /// between measuring and reading it, three times, is one).
+    fn listed(self) -> Result<Vec<u8>, Errno> {
+        let mut tries = 0;
+        loop {
+            let size = match self {
+                Holder::Path(path) => rustix::fs::llistxattr_query(path),
+                Holder::Fd(fd) => rustix::fs::flistxattr_query(fd),
+            };
+            let size = match size {
+                Ok(size) => size,
+                Err(Errno::NOTSUP) => return Ok(Vec::new()),
+                Err(err) => return Err(err),
+            };
+            let mut names = vec![0u8; size];
+            let len = match self {
+                Holder::Path(path) => rustix::fs::llistxattr(path, &mut names[..]),
+                Holder::Fd(fd) => rustix::fs::flistxattr(fd, &mut names[..]),
+            };
+            match len {
+                Ok(len) => {
+                    names.truncate(len.min(size));
+                    return Ok(names);
+                }
+                Err(Errno::RANGE) if tries < 2 => tries += 1,
+                Err(err) => return Err(err),
+            }
+        }
     }
 
     /// The value of `name`: `Err` with its size if that is over [`MAX_XATTR_VALUE`]
@@ -124,8 +155,8 @@ impl Holder<'_> {
 /// [`settable`]), within what an offer may hold (section 16.1): in name order,
 /// each whose value is at most [`MAX_XATTR_VALUE`] bytes while the values stay
 /// within [`MAX_XATTR_TOTAL`] bytes; the others are left out, and counted.
-fn carried(holder: Holder<'_>, all: bool) -> (Xattrs, usize) {
-    let listed = holder.listed();
+fn carried(holder: Holder<'_>, all: bool) -> Result<(Xattrs, usize), Errno> {
+    let listed = holder.listed()?;
     let mut names: Vec<&str> = settable_names(&listed, all).collect();
     names.sort_unstable();
     let mut room = MAX_XATTR_TOTAL;
@@ -141,7 +172,7 @@ fn carried(holder: Holder<'_>, all: bool) -> (Xattrs, usize) {
             None => {} // gone since it was listed
         }
     }
-    (xattrs, left_out)
+    Ok((xattrs, left_out))
 }
 
 /// The names in a list the system gave (each ended by a NUL) that this process may
@@ -233,7 +264,7 @@ fn holding(fd: impl AsFd, all: bool) -> std::collections::HashMap<String, usize>
 /// The names of the attributes `fd` holds, each ended by a NUL (none where they
 /// cannot be listed).
 fn listed(fd: impl AsFd) -> Vec<u8> {
-    Holder::Fd(fd.as_fd()).listed()
+    Holder::Fd(fd.as_fd()).listed().unwrap_or_default()
 }
 
 /// Removes from `fd` the attributes `all` allows that `xattrs` does not name: what a
@@ -310,6 +341,23 @@ mod tests {
         assert!(settable("user.comment", false));
         assert!(!settable("trusted.x", false));
         assert!(settable("trusted.x", true));
+    }
+
+    #[test]
+    fn attributes_that_cannot_be_listed_are_not_said_to_be_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("f");
+        std::fs::write(&file, b"x").unwrap();
+        // None: an empty object, which a receiver goes by.
+        assert_eq!(read(&file), Some(Xattrs::new()));
+        // Gone since the walk saw it: nothing said (and a warning).
+        assert_eq!(read(&dir.path().join("gone")), None);
+        let opened = std::fs::File::open(&file).unwrap();
+        assert_eq!(read_user(&opened), (Some(Xattrs::new()), 0));
+        if rustix::fs::fsetxattr(&opened, "user.a", b"1", rustix::fs::XattrFlags::empty()).is_ok() {
+            let held = read(&file).unwrap();
+            assert_eq!(held.get("user.a").map(String::as_str), Some("31"));
+        }
     }
 
     #[test]
