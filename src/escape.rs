@@ -163,6 +163,16 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_name_keeps_its_bytes_only_when_they_are_not_utf8() {
+        let plain = Named::of_bytes("caf\u{e9}".as_bytes());
+        assert_eq!((plain.text.as_str(), plain.bytes), ("caf\u{e9}", None));
+        let latin = Named::of_bytes(b"caf\xe9");
+        assert_eq!(latin.text, "caf\u{FFFD}");
+        assert_eq!(latin.bytes.as_deref(), Some(&b"caf\xe9"[..]));
+        assert_eq!(&*Named::from("a/b"), "a/b");
+    }
+
+    #[test]
     fn long_text_is_shortened_on_a_character_boundary() {
         assert!(matches!(shortened("short", 5), Cow::Borrowed("short")));
         assert_eq!(shortened("abcdef", 3), "abc…");

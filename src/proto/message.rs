@@ -444,6 +444,10 @@ pub(crate) struct Removed {
         skip_serializing_if = "Option::is_none"
     )]
     pub(crate) kept: Option<KeptWhy>,
+    /// Never on the wire: the name's bytes where they are not UTF-8 (`path` shows
+    /// them as U+FFFD), which the receiver's own `--json` events give.
+    #[serde(skip)]
+    pub(crate) bytes: Option<Vec<u8>>,
 }
 
 /// The receiver's answer to one offered entry.
@@ -1948,12 +1952,14 @@ mod tests {
                     kind: ItemKind::Other,
                     error: Some("busy".into()),
                     kept: None,
+                    bytes: None,
                 },
                 Removed {
                     path: "a/\u{fffd}".into(),
                     kind: ItemKind::File,
                     error: None,
                     kept: Some(KeptWhy::NotUtf8),
+                    bytes: None,
                 },
             ],
             more: true,

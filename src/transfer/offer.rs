@@ -984,6 +984,7 @@ mod mirror_vectors {
             kind: ItemKind::File,
             error: None,
             kept: None,
+            bytes: None,
         };
         list.push(&removed).unwrap();
         list.finish_deleted().unwrap();
@@ -1017,12 +1018,14 @@ mod mirror_vectors {
                 kind: ItemKind::File,
                 error: None,
                 kept: None,
+                bytes: None,
             },
             Removed {
                 path: "site/.xfer-0123456789abcdef.part".into(),
                 kind: ItemKind::File,
                 error: None,
                 kept: Some(crate::proto::message::KeptWhy::Temporary),
+                bytes: None,
             },
         ];
         for item in &items {

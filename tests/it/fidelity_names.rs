@@ -121,39 +121,112 @@ fn a_server_always_refuses_them() {
 
 /// `--json` events name a path that is not UTF-8 by its bytes too (`path_hex`, as
 /// the protocol does): `path` alone, with U+FFFD where the bytes were, cannot find
-/// the file. On both sides, for each kind of event that names an entry.
+/// the file. On both sides, in a first run (new), a rerun (same), a dry run, and for
+/// what `--delete` keeps because its name is not UTF-8; never on a UTF-8 name.
 #[test]
 fn json_events_give_the_bytes_of_a_name_that_is_not_utf8() {
     let src = tempfile::tempdir().unwrap();
     let tree = odd_tree(src.path());
     let out = tempfile::tempdir().unwrap();
-    let mut receiver = Receiver::start(out.path(), Some(KEY), &["--json", "-i"]);
-    let sent = send(&[&tree], receiver.port, KEY, &["--json", "-i"]);
-    assert!(sent.status.success(), "{}", stderr_of(&sent));
-    assert_eq!(receiver.exit_code(), 0, "{}", receiver.stderr());
+    let run = |sender: &[&str], receiver: &[&str]| {
+        let mut receiving = vec!["--json", "-i"];
+        receiving.extend_from_slice(receiver);
+        let mut receiver = Receiver::start(out.path(), Some(KEY), &receiving);
+        let mut sending = vec!["--json", "-i"];
+        sending.extend_from_slice(sender);
+        let sent = send(&[&tree], receiver.port, KEY, &sending);
+        assert!(sent.status.success(), "{}", stderr_of(&sent));
+        assert_eq!(receiver.exit_code(), 0, "{}", receiver.stderr());
+        let mut received = String::new();
+        let stdout = receiver.child.stdout.as_mut().unwrap();
+        std::io::Read::read_to_string(stdout, &mut received).unwrap();
+        [stdout_events(&sent), events_in(&received)]
+    };
+    let latin = named_events(&run(&[], &[]), "first run");
+    assert_eq!(latin["change"], ["new", "new", "new dir"], "first run");
+    assert_eq!(latin["file"], ["ok", "ok"], "first run");
+    let again = named_events(&run(&[], &[]), "rerun");
+    assert_eq!(again["file"], ["same", "same"], "rerun");
+    std::fs::write(raw(&tree, b"caf\xe9 latin-1"), b"changed, and longer").unwrap();
+    let dry = named_events(&run(&["-n"], &["--overwrite"]), "dry run");
+    assert_eq!(dry["change"], ["changed", "same"], "dry run");
+    std::fs::write(raw(&out.path().join("names"), b"extra\xfe"), b"x").unwrap();
+    let mirrored = named_events(&run(&["--delete"], &["--overwrite"]), "--delete");
+    assert!(
+        mirrored["change"].contains(&"kept".to_string()),
+        "{mirrored:?}"
+    );
+}
+
+/// What a receiver refuses (`--safe-names`) is a `failed` file event on both sides:
+/// one of a name that is not UTF-8 names its bytes.
+#[test]
+fn a_refused_name_that_is_not_utf8_is_named_by_its_bytes_in_failed_events() {
+    let src = tempfile::tempdir().unwrap();
+    let tree = odd_tree(src.path());
+    let out = tempfile::tempdir().unwrap();
+    let mut receiver = Receiver::start(out.path(), Some(KEY), &["--safe-names", "--json"]);
+    let sent = send(&[&tree], receiver.port, KEY, &["--json"]);
+    assert_eq!(sent.status.code(), Some(6), "{}", stderr_of(&sent));
+    assert_eq!(receiver.exit_code(), 6, "{}", receiver.stderr());
     let mut received = String::new();
     let stdout = receiver.child.stdout.as_mut().unwrap();
     std::io::Read::read_to_string(stdout, &mut received).unwrap();
-    let received = events_in(&received);
-    let latin = hex(b"names/caf\xe9 latin-1");
-    let dir = hex(b"names/dir\xff");
-    for (side, events) in [("sender", stdout_events(&sent)), ("receiver", received)] {
-        let named = |kind: &str, hex: &str| {
-            events.iter().any(|event| {
-                event["event"] == kind
-                    && event["path_hex"] == hex
-                    && event["path"].as_str().unwrap().contains('\u{FFFD}')
-            })
-        };
-        assert!(named("change", &latin), "{side}: {events:?}");
-        assert!(named("file", &latin), "{side}: {events:?}");
-        assert!(named("change", &dir), "{side}: {events:?}");
-        let plain = events
-            .iter()
-            .find(|event| event["event"] == "file" && event["path"] == "names/plain.txt")
-            .unwrap_or_else(|| panic!("{side}: {events:?}"));
-        assert!(plain.get("path_hex").is_none(), "{side}: {plain}");
+    let said = named_events(&[stdout_events(&sent), events_in(&received)], "refused");
+    // The latin-1 file, the directory and what is inside it.
+    assert_eq!(said["file"], ["failed", "failed", "failed"], "{said:?}");
+}
+
+/// Checks every `file`, `skip` and `change` event of `sides` (the sender's, the
+/// receiver's): one whose `path` holds U+FFFD carries the `path_hex` of the name it
+/// stands for (but the sender's `deleted` and `kept`), and only such a one has
+/// `path_hex`. Returns, per event kind, what
+/// the receiver's events of names that are not UTF-8 said (`change`, or `status`).
+fn named_events(
+    sides: &[Vec<serde_json::Value>; 2],
+    round: &str,
+) -> std::collections::HashMap<String, Vec<String>> {
+    let names: std::collections::HashMap<String, String> = [
+        &b"names/caf\xe9 latin-1"[..],
+        b"names/dir\xff",
+        b"names/dir\xff/inside",
+        b"names/extra\xfe",
+    ]
+    .iter()
+    .map(|bytes| (String::from_utf8_lossy(bytes).into_owned(), hex(bytes)))
+    .collect();
+    let mut said = std::collections::HashMap::<String, Vec<String>>::new();
+    for (side, events) in ["sender", "receiver"].iter().zip(sides) {
+        for event in events {
+            let kind = event["event"].as_str().unwrap_or_default();
+            if !["file", "skip", "change"].contains(&kind) {
+                continue;
+            }
+            let path = event["path"].as_str().unwrap();
+            // The sender names what the receiver removed or kept as its report
+            // does: as text.
+            let change = event["change"].as_str().unwrap_or_default();
+            let reported = *side == "sender" && ["deleted", "kept"].contains(&change);
+            let expected = names.get(path).map(String::as_str).filter(|_| !reported);
+            assert_eq!(
+                event["path_hex"].as_str(),
+                expected,
+                "{round}, {side}: {event}"
+            );
+            if expected.is_some() && *side == "receiver" {
+                let word = match kind {
+                    "change" => &event["change"],
+                    _ => &event["status"],
+                };
+                let word = word.as_str().unwrap_or(kind).to_string();
+                said.entry(kind.to_string()).or_default().push(word);
+            }
+        }
     }
+    for words in said.values_mut() {
+        words.sort();
+    }
+    said
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -195,10 +268,18 @@ fn a_peer_without_meta_gets_the_utf8_names_and_the_sender_counts_the_rest() {
             .starts_with("name not UTF-8")),
         "{skips:?}"
     );
-    assert!(
-        skips.iter().all(|skip| skip["path_hex"].is_string()),
-        "each names its bytes: {skips:?}"
-    );
+    let mut named: Vec<&str> = skips
+        .iter()
+        .filter_map(|skip| skip["path_hex"].as_str())
+        .collect();
+    named.sort_unstable();
+    let mut expected = [
+        hex(b"names/caf\xe9 latin-1"),
+        hex(b"names/dir\xff"),
+        hex(b"names/dir\xff/inside"),
+    ];
+    expected.sort_unstable();
+    assert_eq!(named, expected, "each names its bytes: {skips:?}");
     assert!(
         stderr_of(&sent).contains("3 of 10 entries not sent: 3 names not UTF-8"),
         "{}",

@@ -25,7 +25,7 @@ use rustix::fs::{AtFlags, FileType};
 use rustix::io::Errno;
 
 use super::target::TargetDir;
-use crate::escape::escape;
+use crate::escape::{Named, escape};
 use crate::fs::Refusal;
 use crate::fs::beneath::{self, MAX_DEPTH};
 use crate::fs::ledger::{DirHold, Footprint};
@@ -173,6 +173,7 @@ fn the_one_seen(
         kind: ItemKind::Dir,
         error: None,
         kept: Some(KeptWhy::Changed),
+        bytes: None,
     });
     Err(Refusal::new(
         ErrorCode::Exists,
@@ -343,8 +344,8 @@ impl<'a, 'b> Walk<'a, 'b> {
                     let mut bytes = format!("{path}/").into_bytes();
                     bytes.extend_from_slice(raw.into_cstring().as_bytes());
                     if !(self.rules.offered_raw)(&bytes) {
-                        let shown = String::from_utf8_lossy(&bytes).into_owned();
-                        self.spare(shown, item_kind(&stat), KeptWhy::NotUtf8);
+                        let named = Named::of_bytes(&bytes);
+                        self.spare_named(named, item_kind(&stat), KeptWhy::NotUtf8);
                     }
                     continue;
                 }
@@ -381,12 +382,19 @@ impl<'a, 'b> Walk<'a, 'b> {
 
     /// Keeps `path` for safety: noted, and said as a `kept` item.
     fn spare(&mut self, path: String, kind: ItemKind, why: KeptWhy) {
+        self.spare_named(Named::from(path), kind, why);
+    }
+
+    /// [`Self::spare`] of a name that may not be UTF-8 (its bytes kept for the
+    /// receiver's own report).
+    fn spare_named(&mut self, path: Named, kind: ItemKind, why: KeptWhy) {
         self.keeps(&path, why.words());
         (self.said)(Removed {
-            path,
+            path: path.text,
             kind,
             error: None,
             kept: Some(why),
+            bytes: path.bytes,
         });
     }
 
@@ -403,6 +411,7 @@ impl<'a, 'b> Walk<'a, 'b> {
                     kind: ItemKind::Dir,
                     error: Some(std::io::Error::from(err).to_string()),
                     kept: None,
+                    bytes: None,
                 });
                 None
             }
@@ -480,6 +489,7 @@ impl<'a, 'b> Walk<'a, 'b> {
                     kind,
                     error: Some(refusal.message.clone()),
                     kept: None,
+                    bytes: None,
                 });
                 self.stopped = Some(refusal);
                 false
@@ -495,6 +505,7 @@ impl<'a, 'b> Walk<'a, 'b> {
                     kind,
                     error: Some(std::io::Error::from(err).to_string()),
                     kept: None,
+                    bytes: None,
                 });
                 false
             }
@@ -530,6 +541,7 @@ impl<'a, 'b> Walk<'a, 'b> {
             kind,
             error: None,
             kept: None,
+            bytes: None,
         });
     }
 

@@ -755,7 +755,7 @@ impl Answers<'_, '_, '_> {
                 };
                 let mac = transfer.ok_mac(facts);
                 let kept = arrived.kept;
-                self.tally_arrived(index, &path, arrived);
+                self.tally_arrived(index, path, arrived);
                 Message::Ok {
                     index: index as u64,
                     mac,
@@ -783,10 +783,10 @@ impl Answers<'_, '_, '_> {
 impl Answers<'_, '_, '_> {
     /// Tallies entry `index`, which arrived and verified: new, replaced or built by
     /// a delta; one whose delta was the old file itself stayed, as a `same` one.
-    fn tally_arrived(&self, index: usize, path: &Named, arrived: Arrived) {
+    fn tally_arrived(&self, index: usize, path: Named, arrived: Arrived) {
         if arrived.kept {
             return self.tally.record(FileOutcome::Same {
-                path: path.clone(),
+                path,
                 kind: EntryKind::File,
                 size: Some(arrived.size),
                 verified: Some((self.shared.transfer.hash, arrived.digest)),
@@ -799,9 +799,9 @@ impl Answers<'_, '_, '_> {
             (false, false) => Change::New,
             (false, true) => Change::Replaced,
         };
-        self.tally.change(change, path, arrived.size, None);
+        self.tally.change(change, &path, arrived.size, None);
         self.tally.record(FileOutcome::Verified {
-            path: path.clone(),
+            path,
             size: arrived.size,
             moved: arrived.moved,
             digest: arrived.digest,

@@ -169,7 +169,10 @@ fn prune_and_report<W: Write>(
     let mut report = ListWriter::deleted(writer, shared.transfer);
     let mut failed = None;
     let mut said = |removed: Removed| {
-        let path = Named::from(removed.path.as_str());
+        let path = Named {
+            text: removed.path.clone(),
+            bytes: removed.bytes.clone(),
+        };
         match (&removed.error, removed.kept) {
             (_, Some(why)) => tally.change(Change::Kept(why), &path, 0, None),
             (None, None) => tally.change(Change::deleted(removed.kind), &path, 0, None),

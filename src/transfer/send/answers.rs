@@ -36,7 +36,7 @@ pub(crate) fn read<R: Read>(
             continue; // counted when it failed here; the refusal was expected
         };
         let entry = &entries[index as usize];
-        let path = &entry.named();
+        let path = entry.named();
         match (answer, outstanding.facts) {
             (Answer::Ok(mac, kept), Some(sent)) => {
                 let facts = FileFacts {
@@ -49,7 +49,7 @@ pub(crate) fn read<R: Read>(
                     verified(report, path, &outstanding, sent, kept);
                 } else {
                     let why = "the receiver's acknowledgement does not verify (forged ok?)";
-                    tally.failed(path, ErrorCode::Mac, why.into());
+                    tally.failed(&path, ErrorCode::Mac, why.into());
                 }
             }
             (Answer::Ok(..), None) => {
@@ -59,7 +59,7 @@ pub(crate) fn read<R: Read>(
                 ));
             }
             (Answer::Refused(code, message), _) => tally.failed(
-                path,
+                &path,
                 code,
                 format!("the receiver reported {code}: {}", escape_said(&message)),
             ),
@@ -96,10 +96,10 @@ fn outstanding(pending: &Pending, index: u64, answer: &Answer) -> Result<Option<
 
 /// Shows and counts a file the receiver acknowledged; one it `kept` (a delta that
 /// rebuilt its old file, which stayed) counts as already there, as it does there.
-fn verified(report: &Report<'_>, path: &Named, outstanding: &Outstanding, sent: Sent, kept: bool) {
+fn verified(report: &Report<'_>, path: Named, outstanding: &Outstanding, sent: Sent, kept: bool) {
     if kept && outstanding.delta {
         return report.tally.record(FileOutcome::Same {
-            path: path.clone(),
+            path,
             kind: EntryKind::File,
             size: Some(sent.size),
             verified: Some((report.transfer.hash, sent.digest)),
@@ -110,9 +110,9 @@ fn verified(report: &Report<'_>, path: &Named, outstanding: &Outstanding, sent: 
         (false, true) => Change::Replaced,
         (false, false) => Change::New,
     };
-    report.tally.change(change, path, sent.size, None);
+    report.tally.change(change, &path, sent.size, None);
     report.tally.record(FileOutcome::Verified {
-        path: path.clone(),
+        path,
         size: sent.size,
         moved: outstanding.moved,
         digest: sent.digest,

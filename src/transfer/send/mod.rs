@@ -603,7 +603,6 @@ fn follow_plan(
                 attrs,
             } => (*offset, prefix_hash, (basis, *replaces, *attrs)),
         };
-        let path = &entry.named();
         match entry.kind {
             EntryKind::File => {
                 let planned = (offset, prefix_hash, replaces);
@@ -617,6 +616,7 @@ fn follow_plan(
             kind => {
                 let prefix = prefix_hash.is_some() || basis.is_some();
                 without_data(kind, index, offset, prefix)?;
+                let path = &entry.named();
                 if kind == EntryKind::Dir {
                     planned_dir(path, mirroring, (replaces, attrs), tally);
                 } else {
@@ -1059,8 +1059,6 @@ impl Frames<'_> {
     /// it leaves, so its answer always finds them (unless the receiver already
     /// failed the entry, which it may do early).
     fn done(&self, index: u64, sent: Sent, local_failure: Option<String>) -> Message {
-        let entry = &self.entries[index as usize];
-        let path = &entry.named();
         let waiting = match self.pending.lock().get_mut(&index) {
             Some(outstanding) => {
                 outstanding.facts = Some(sent);
@@ -1072,7 +1070,8 @@ impl Frames<'_> {
         if let (Some(why), true) = (local_failure, waiting) {
             // The receiver will refuse this `done` (its size is not the offered
             // one); our own reason is the one worth showing.
-            self.tally.failed(path, ErrorCode::Io, why);
+            let path = self.entries[index as usize].named();
+            self.tally.failed(&path, ErrorCode::Io, why);
         }
         self.done_message(index, sent)
     }
