@@ -72,8 +72,13 @@ type Check = fn(&Path);
 #[test]
 fn the_featured_receiver_seeds_reach_what_they_were_made_for() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/receiver_features");
-    let seeds: [(&str, Vec<u8>, Check); 4] = [
+    let seeds: [(&str, Vec<u8>, Check); 5] = [
         ("seed-meta-tree", seeds::meta_tree(), seeds::check_meta_tree),
+        (
+            "seed-xattrs-all",
+            seeds::xattrs_all(),
+            seeds::check_xattrs_all,
+        ),
         (
             "seed-mirror-delete",
             seeds::mirror_delete(),
@@ -127,11 +132,17 @@ mod seeds {
     impl Stream {
         /// One offer frame of `entries` (with `mirror` if given) and its `offer_end`.
         fn offer(entries: Vec<Value>, mirror: Option<Value>) -> Stream {
+            let members = mirror.map(|mirror| json!({"mirror": mirror}));
+            Stream::offer_with(entries, members.unwrap_or(json!({})))
+        }
+
+        /// One offer frame of `entries` and the first frame's other `members` (an
+        /// object), and its `offer_end`.
+        fn offer_with(entries: Vec<Value>, members: Value) -> Stream {
             let count = entries.len();
-            let mut offer = json!({"type": "offer", "entries": entries});
-            if let Some(mirror) = mirror {
-                offer["mirror"] = mirror;
-            }
+            let mut offer = members;
+            offer["type"] = json!("offer");
+            offer["entries"] = Value::Array(entries);
             let payload = serde_json::to_vec(&offer).unwrap();
             let mut stream = Stream(frame_bytes(&payload));
             let mac = mac_offer(&KS, T, &frame_bytes(&payload));
@@ -241,6 +252,30 @@ mod seeds {
                 .is_fifo()
         );
         assert!(!v.join("sock").exists());
+    }
+
+    /// An offer saying `xattrs_all` (docs/PROTOCOL.md 16.1.1): a directory and a
+    /// file, each with a `user.*` attribute.
+    pub(super) fn xattrs_all() -> Vec<u8> {
+        let entries = vec![
+            json!({"path": "x", "kind": "dir", "size": 0, "mode": 493, "mtime": MTIME,
+                   "xattrs": {"user.a": "31"}}),
+            json!({"path": "x/f", "kind": "file", "size": 2, "mode": 420, "mtime": MTIME,
+                   "xattrs": {"user.b": "32"}}),
+        ];
+        let mut stream = Stream::offer_with(entries, json!({"xattrs_all": true}));
+        stream.file(1, b"x/f", b"hi");
+        stream.end()
+    }
+
+    pub(super) fn check_xattrs_all(target: &Path) {
+        let file = target.join("x/f");
+        assert_eq!(fs::read(&file).unwrap(), b"hi");
+        let mut value = [0u8; 8];
+        // Where the filesystem keeps `user.*` attributes, the file has its own.
+        if let Ok(len) = rustix::fs::getxattr(&file, "user.b", &mut value) {
+            assert_eq!(&value[..len], b"2");
+        }
     }
 
     /// A `mirror` offer: `delete` with a rule, a directory and a file in it.
