@@ -335,6 +335,7 @@ impl Home {
             filter,
             xattrs_held: xattrs.then_some(0),
             xattrs_left_out: 0,
+            xattrs_unlisted: 0,
         };
         for (path, stat) in roots {
             let name = path.rsplit('/').next().unwrap_or(&path).to_string();
@@ -715,6 +716,8 @@ pub(crate) struct Fetch {
     xattrs_held: Option<usize>,
     /// Entries some of whose attributes were left out (more than an entry carries).
     xattrs_left_out: usize,
+    /// Entries whose attributes could not be listed (offered without an object).
+    xattrs_unlisted: usize,
 }
 
 /// Most bytes of extended attributes a `get` holds for its offer (16.4), each
@@ -784,12 +787,18 @@ impl Fetch {
         self.xattrs_held = Some(held);
         self.entries[index].extra_mut().xattrs = xattrs;
         self.xattrs_left_out += usize::from(left_out > 0);
+        self.xattrs_unlisted += usize::from(self.entries[index].extra().xattrs.is_none());
         Ok(())
     }
 
     /// How many entries [`Fetch::take_xattrs`] could not give all their attributes.
     pub(crate) fn xattrs_left_out(&self) -> usize {
         self.xattrs_left_out
+    }
+
+    /// How many entries [`Fetch::take_xattrs`] could not list the attributes of.
+    pub(crate) fn xattrs_unlisted(&self) -> usize {
+        self.xattrs_unlisted
     }
 
     /// Adds `path` (beneath the home, already looked at: `stat`) as `name`, walking

@@ -545,7 +545,10 @@ impl Walk<'_> {
                 entry.extra_mut().group = owners.group(meta.gid());
             }
         }
-        if self.options.xattrs {
+        // Only these kinds carry attributes (section 16.1: on a fifo, a socket or a
+        // device an offer is refused whole).
+        let carries = matches!(kind, EntryKind::File | EntryKind::Dir | EntryKind::Symlink);
+        if self.options.xattrs && carries {
             // A file or directory says it has none (`{}`): a receiver that keeps
             // its old copy (found the same, or a delta's result) or directory then
             // drops what the source does not have. One whose attributes cannot be

@@ -252,7 +252,8 @@ fn make_room(fd: impl AsFd, kept: &mut [(&str, Vec<u8>)], all: bool) {
 /// name and value. One whose value cannot be measured counts the most a value may
 /// be (it is set after those that shrink).
 fn holding(fd: impl AsFd, all: bool) -> std::collections::HashMap<String, usize> {
-    let listed = listed(&fd);
+    // One that cannot be listed holds none this can see, so none to remove.
+    let listed = listed(&fd).unwrap_or_default();
     settable_names(&listed, all)
         .map(|name| {
             let value = rustix::fs::fgetxattr_query(&fd, name).unwrap_or(64 << 10);
@@ -261,20 +262,22 @@ fn holding(fd: impl AsFd, all: bool) -> std::collections::HashMap<String, usize>
         .collect()
 }
 
-/// The names of the attributes `fd` holds, each ended by a NUL (none where they
-/// cannot be listed).
-fn listed(fd: impl AsFd) -> Vec<u8> {
-    Holder::Fd(fd.as_fd()).listed().unwrap_or_default()
+/// The names of the attributes `fd` holds, each ended by a NUL (see
+/// [`Holder::listed`]).
+fn listed(fd: impl AsFd) -> Result<Vec<u8>, Errno> {
+    Holder::Fd(fd.as_fd()).listed()
 }
 
 /// Removes from `fd` the attributes `all` allows that `xattrs` does not name: what a
-/// file kept in place of a new one must lose to match it. Returns how many went.
-pub(crate) fn remove_others(fd: impl AsFd, xattrs: &Xattrs, all: bool) -> usize {
-    let (listed, kept) = (listed(&fd), kept(xattrs, all, None));
-    settable_names(&listed, all)
+/// file kept in place of a new one must lose to match it. Returns how many went, or
+/// the error when they cannot be listed (the copy may keep some it should lose).
+pub(crate) fn remove_others(fd: impl AsFd, xattrs: &Xattrs, all: bool) -> Result<usize, Errno> {
+    let (listed, kept) = (listed(&fd)?, kept(xattrs, all, None));
+    let removed = settable_names(&listed, all)
         .filter(|name| stray(name, &kept))
         .filter(|name| rustix::fs::fremovexattr(&fd, *name).is_ok())
-        .count()
+        .count();
+    Ok(removed)
 }
 
 /// Whether `fd` holds each of `xattrs` that [`apply`] would set with `all` and
@@ -291,7 +294,12 @@ pub(crate) fn holds(fd: impl AsFd, xattrs: &Xattrs, all: bool, cap: Option<usize
 /// `cap`, one it names that the cap leaves out, which [`make_room`] removes (an
 /// entry over the cap that holds each kept one is not the same).
 pub(crate) fn has_others(fd: impl AsFd, xattrs: &Xattrs, all: bool, cap: Option<usize>) -> bool {
-    let (listed, kept) = (listed(&fd), kept(xattrs, all, cap));
+    // One that cannot be listed may: it is refreshed (and what cannot be removed
+    // counted) rather than found the same.
+    let Ok(listed) = listed(&fd) else {
+        return true;
+    };
+    let kept = kept(xattrs, all, cap);
     settable_names(&listed, all).any(|name| stray(name, &kept))
 }
 
@@ -348,12 +356,26 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("f");
         std::fs::write(&file, b"x").unwrap();
-        // None: an empty object, which a receiver goes by.
-        assert_eq!(read(&file), Some(Xattrs::new()));
+        // None: an empty object, which a receiver goes by (as root, a label the
+        // system gives every file, `security.selinux`, may be there: not counted).
+        let user = |xattrs: Xattrs| -> Xattrs {
+            xattrs
+                .into_iter()
+                .filter(|(name, _)| name.starts_with(USER_PREFIX))
+                .collect()
+        };
+        assert_eq!(read(&file).map(user), Some(Xattrs::new()));
         // Gone since the walk saw it: nothing said (and a warning).
         assert_eq!(read(&dir.path().join("gone")), None);
         let opened = std::fs::File::open(&file).unwrap();
         assert_eq!(read_user(&opened), (Some(Xattrs::new()), 0));
+        // A descriptor whose attributes cannot be listed (`O_PATH`: EBADF) is
+        // refreshed, not found the same, and what cannot be removed is said.
+        let path_only =
+            rustix::fs::open(&file, rustix::fs::OFlags::PATH, rustix::fs::Mode::empty()).unwrap();
+        assert_eq!(read_user(&path_only), (None, 0));
+        assert!(has_others(&path_only, &Xattrs::new(), false, None));
+        assert!(remove_others(&path_only, &Xattrs::new(), false).is_err());
         if rustix::fs::fsetxattr(&opened, "user.a", b"1", rustix::fs::XattrFlags::empty()).is_ok() {
             let held = read(&file).unwrap();
             assert_eq!(held.get("user.a").map(String::as_str), Some("31"));
@@ -375,7 +397,7 @@ mod tests {
         }
         let none = Xattrs::new();
         assert!(has_others(&file, &none, true, None));
-        assert_eq!(remove_others(&file, &none, true), 1);
+        assert_eq!(remove_others(&file, &none, true), Ok(1));
         assert!(!has_others(&file, &none, true, None));
         let mut left = vec![0u8; 256];
         let len = rustix::fs::flistxattr(&file, &mut left[..]).unwrap();

@@ -113,6 +113,31 @@ fn a_tree_arrives_as_it_left_and_a_rerun_sends_nothing() {
     receiver.child.kill().unwrap();
 }
 
+/// A fifo carries no attributes in an offer (section 16.1 refuses the member on
+/// one, and the offer with it): one that has some (as root, `trusted.*`, or the
+/// label SELinux gives every file) is still sent with `-a -X`, without them. It
+/// used to make the receiver refuse the whole offer.
+#[test]
+fn a_fifo_with_attributes_is_sent_without_them() {
+    let src = tempfile::tempdir().unwrap();
+    let tree = src.path().join("t");
+    fs::create_dir(&tree).unwrap();
+    fs::write(tree.join("f"), b"file").unwrap();
+    crate::mirror_meta::mkfifo(&tree.join("pipe"));
+    if set_xattr(&tree.join("pipe"), "trusted.x", b"1").is_err() {
+        eprintln!("skipped: needs root to set trusted.* attributes");
+        return;
+    }
+    let out = tempfile::tempdir().unwrap();
+    let mut receiver = Receiver::start(out.path(), Some(KEY), &[]);
+    let sent = send(&[&tree], receiver.port, KEY, &["-a", "-X"]);
+    assert!(sent.status.success(), "{}", stderr_of(&sent));
+    assert_eq!(receiver.exit_code(), 0, "{}", receiver.stderr());
+    let pipe = fs::symlink_metadata(out.path().join("t/pipe")).unwrap();
+    assert!(std::os::unix::fs::FileTypeExt::is_fifo(&pipe.file_type()));
+    assert_eq!(fs::read(out.path().join("t/f")).unwrap(), b"file");
+}
+
 #[test]
 fn a_receiver_that_is_not_root_keeps_what_it_may_and_says_once_what_it_dropped() {
     let src = tempfile::tempdir().unwrap();

@@ -271,10 +271,16 @@ mod seeds {
     pub(super) fn check_xattrs_all(target: &Path) {
         let file = target.join("x/f");
         assert_eq!(fs::read(&file).unwrap(), b"hi");
-        let mut value = [0u8; 8];
-        // Where the filesystem keeps `user.*` attributes, the file has its own.
-        if let Ok(len) = rustix::fs::getxattr(&file, "user.b", &mut value) {
-            assert_eq!(&value[..len], b"2");
+        // Where this filesystem keeps `user.*` attributes, both arrived.
+        let flags = rustix::fs::XattrFlags::empty();
+        if rustix::fs::setxattr(target, "user.probe", b"1", flags).is_err() {
+            return;
+        }
+        rustix::fs::removexattr(target, "user.probe").unwrap();
+        for (path, name, value) in [(target.join("x"), "user.a", b"1"), (file, "user.b", b"2")] {
+            let mut held = [0u8; 8];
+            let len = rustix::fs::getxattr(&path, name, &mut held[..]).unwrap();
+            assert_eq!(&held[..len], value, "{name}");
         }
     }
 

@@ -182,7 +182,17 @@ fn writable_for_xattrs(fd: impl AsFd, entry: &Entry) -> Option<Mode> {
 /// not name; whether any went.
 fn remove_other_xattrs(fd: impl AsFd, entry: &Entry, policy: Policy) -> bool {
     let all = policy.removes_all_namespaces();
-    (entry.extra().xattrs.as_ref()).is_some_and(|xattrs| xattr::remove_others(fd, xattrs, all) > 0)
+    let Some(xattrs) = &entry.extra().xattrs else {
+        return false;
+    };
+    match xattr::remove_others(fd, xattrs, all) {
+        Ok(removed) => removed > 0,
+        Err(_) => {
+            // Those it holds cannot be listed: some the source lacks may stay.
+            Unapplied::count(&policy.dropped.xattrs);
+            false
+        }
+    }
 }
 
 /// Applies what `entry` says to `name` in `dir`, never following it: a link, a fifo,

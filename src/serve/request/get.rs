@@ -50,6 +50,13 @@ pub(crate) fn run(
             fetch.xattrs_left_out()
         ));
     }
+    if fetch.xattrs_unlisted() > 0 {
+        reporter.note(&format!(
+            "entries sent without their extended attributes, which could not be \
+             listed: {}",
+            fetch.xattrs_unlisted()
+        ));
+    }
     let mut tally = Tally::new(reporter, &conn.negotiated);
     let result = send::session(conn, &fetch, &mut tally);
     // The log line says how the transfer went; only a session-level failure (the

@@ -82,8 +82,8 @@ impl Settings {
     /// Whether this side asked for extended attributes (`get -X`) and `entries`, an
     /// offer with a regular file or directory, carries them on none: the server
     /// did not hear the ask (it is older, or has no `meta`). A server that did
-    /// gives each an object, `{}` when it has none; an offer of neither says
-    /// nothing either way.
+    /// gives each an object, `{}` when it has none (but one whose attributes it
+    /// could not list, which it logs); an offer of neither says nothing either way.
     pub(crate) fn xattrs_unheard(&self, entries: &[Entry]) -> bool {
         let mut held = entries
             .iter()
