@@ -1056,6 +1056,40 @@ fn an_offered_name_that_is_not_utf8_is_not_said_kept() {
     );
 }
 
+/// A directory whose name is not UTF-8 is never looked into to remove anything (a
+/// mirror reads paths as text), but what it holds beyond the offer is not kept in
+/// silence: each is said `kept` on both sides, counted, and stays.
+#[test]
+fn what_a_directory_named_not_in_utf8_holds_beyond_the_offer_is_said_kept() {
+    use std::os::unix::ffi::OsStrExt;
+    let root = tempfile::tempdir().unwrap();
+    trees(root.path());
+    let odd = std::ffi::OsStr::from_bytes(b"dir\xff");
+    fs::create_dir(root.path().join("src/tree").join(odd)).unwrap();
+    fs::write(root.path().join("src/tree").join(odd).join("in"), b"in\n").unwrap();
+    let (sent, _, _) = mirror(root.path(), &["--overwrite"], &[]);
+    assert_eq!(code(&sent), 0, "{}", stderr_of(&sent));
+    let there = root.path().join("dst/tree").join(odd);
+    fs::write(there.join("extra"), b"stale\n").unwrap();
+    fs::create_dir(there.join("sub")).unwrap();
+    let (sent, recv_code, recv_err) = mirror(root.path(), &["--overwrite"], &["--delete", "-i"]);
+    assert_eq!(code(&sent), 0, "{}", stderr_of(&sent));
+    assert_eq!(recv_code, 0, "{recv_err}");
+    let stdout = String::from_utf8_lossy(&sent.stdout);
+    for name in ["tree/dir\u{FFFD}/extra", "tree/dir\u{FFFD}/sub"] {
+        let line = format!("kept     {name}  (a name that is not UTF-8");
+        assert!(stdout.contains(&line), "{line} in {stdout}");
+    }
+    assert!(
+        stderr_of(&sent).contains("kept 2 not deleted"),
+        "{}",
+        stderr_of(&sent)
+    );
+    assert!(recv_err.contains("kept 2 not deleted"), "{recv_err}");
+    assert!(there.join("extra").exists() && there.join("sub").is_dir());
+    assert!(there.join("in").exists());
+}
+
 /// The independent peer as a receiver: xfer's offer carries `delete_excluded` and
 /// `report_kept` in its `mirror` member; `kept` items of a verified report are
 /// listed as kept with their reason (a code it does not know too), and an item

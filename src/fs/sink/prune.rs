@@ -82,6 +82,46 @@ impl TargetDir {
         }
     }
 
+    /// Says, as kept for safety, what the offered directory `dir` (its path's bytes,
+    /// which are not UTF-8) holds and the offer does not: a mirror never looks
+    /// beneath such a name to remove anything (the rules and claims it goes by
+    /// read paths as text), but it does not keep that silently. xfer's own partial
+    /// files are kept as such. Nothing is removed.
+    pub(crate) fn spare_beneath_raw(
+        &self,
+        dir: &[u8],
+        rules: &Prune<'_>,
+        said: &mut dyn FnMut(Removed),
+    ) {
+        let components: Vec<&[u8]> = dir.split(|&b| b == b'/').collect();
+        let Ok(root) = self.dup_root() else {
+            return;
+        };
+        let Ok(Some(fd)) = beneath::walk(&root, &components, None) else {
+            return;
+        };
+        let mut children: Vec<_> = beneath::children(&fd).collect();
+        children.sort_by(|a, b| a.0.cmp(&b.0));
+        for (name, stat) in children {
+            let path = [dir, b"/", name.as_bytes()].concat();
+            if (rules.offered_raw)(&path) {
+                continue;
+            }
+            let why = match is_reserved_bytes(name.as_bytes()) {
+                true => KeptWhy::Temporary,
+                false => KeptWhy::NotUtf8,
+            };
+            let named = Named::of_bytes(&path);
+            said(Removed {
+                path: named.text,
+                kind: item_kind(&stat),
+                error: None,
+                kept: Some(why),
+                bytes: named.bytes,
+            });
+        }
+    }
+
     /// Empties the directory `components` (shown as `path`), which the offered file
     /// or link of that path replaces: without `delete` it must be empty already;
     /// with it, what it holds is removed (in a dry run: found) with the rules of

@@ -152,7 +152,8 @@ fn prune_and_report<W: Write>(
     let (offered, offered_raw) = offered_paths(planned);
     let dirs: Vec<&str> = planned
         .iter()
-        // A name that is not UTF-8 (`path_hex`) is never entered, nor removed.
+        // A name that is not UTF-8 (`path_hex`) is never entered, nor removed: what
+        // it holds beyond the offer is said kept (`spare_beneath_raw`).
         .filter(|item| item.accepted_dir && !item.entry.path.is_empty())
         .map(|item| item.entry.path.as_str())
         .collect();
@@ -187,6 +188,12 @@ fn prune_and_report<W: Write>(
     };
     cleared.into_iter().for_each(&mut said);
     target.prune(&dirs, &rules, &mut said);
+    for item in planned
+        .iter()
+        .filter(|item| item.accepted_dir && item.entry.path.is_empty())
+    {
+        target.spare_beneath_raw(&item.entry.path_bytes(), &rules, &mut said);
+    }
     match failed {
         Some(err) => Err(err),
         None => report.finish_deleted(),
