@@ -55,9 +55,10 @@ pub(crate) fn settable(name: &str, all: bool) -> bool {
 /// (see [`carried`]), empty when it has none; `None`, with a warning naming the
 /// file, when they cannot be listed: the entry then says nothing of them, where an
 /// empty object would have its receiver remove those its copy holds. Those left
-/// out (more than an entry carries) are warned of, naming the file.
+/// out (more than an entry carries, or named in bytes that are not UTF-8) are
+/// warned of, naming the file.
 pub(crate) fn read(path: &Path) -> Option<Xattrs> {
-    let (xattrs, left_out) = match carried(Holder::Path(path), all_namespaces()) {
+    let carried = match carried(Holder::Path(path), all_namespaces()) {
         Ok(carried) => carried,
         Err(err) => {
             crate::stderr::warn(&format!(
@@ -68,14 +69,22 @@ pub(crate) fn read(path: &Path) -> Option<Xattrs> {
             return None;
         }
     };
-    if left_out > 0 {
+    let shown = escape_path(path);
+    if carried.left_out > 0 {
         crate::stderr::warn(&format!(
-            "{}: {left_out} extended attributes not sent: an entry carries at most \
-             1 MiB of them",
-            escape_path(path)
+            "{shown}: {} extended attributes not sent: an entry carries at most 1 MiB \
+             of them",
+            carried.left_out
         ));
     }
-    Some(xattrs)
+    if carried.not_utf8 > 0 {
+        crate::stderr::warn(&format!(
+            "{shown}: {} extended attributes not sent: their names are not UTF-8, \
+             which an offer cannot carry",
+            carried.not_utf8
+        ));
+    }
+    Some(carried.xattrs)
 }
 
 /// The `user.*` attributes of `fd` but xfer's own, whatever namespaces this process
@@ -84,7 +93,7 @@ pub(crate) fn read(path: &Path) -> Option<Xattrs> {
 /// left out.
 pub(crate) fn read_user(fd: impl AsFd) -> (Option<Xattrs>, usize) {
     match carried(Holder::Fd(fd.as_fd()), false) {
-        Ok((xattrs, left_out)) => (Some(xattrs), left_out),
+        Ok(carried) => (Some(carried.xattrs), carried.left_out + carried.not_utf8),
         Err(_) => (None, 0),
     }
 }
@@ -155,8 +164,9 @@ impl Holder<'_> {
 /// [`settable`]), within what an offer may hold (section 16.1): in name order,
 /// each whose value is at most [`MAX_XATTR_VALUE`] bytes while the values stay
 /// within [`MAX_XATTR_TOTAL`] bytes; the others are left out, and counted.
-fn carried(holder: Holder<'_>, all: bool) -> Result<(Xattrs, usize), Errno> {
+fn carried(holder: Holder<'_>, all: bool) -> Result<Carried, Errno> {
     let listed = holder.listed()?;
+    let not_utf8 = unnamable(&listed, all);
     let mut names: Vec<&str> = settable_names(&listed, all).collect();
     names.sort_unstable();
     let mut room = MAX_XATTR_TOTAL;
@@ -172,7 +182,30 @@ fn carried(holder: Holder<'_>, all: bool) -> Result<(Xattrs, usize), Errno> {
             None => {} // gone since it was listed
         }
     }
-    Ok((xattrs, left_out))
+    Ok(Carried {
+        xattrs,
+        left_out,
+        not_utf8,
+    })
+}
+
+/// What [`carried`] found: the attributes an entry carries, how many it left out
+/// for the limits, and how many it cannot carry at all, their names not being
+/// UTF-8 (an offer names them as JSON text).
+struct Carried {
+    xattrs: Xattrs,
+    left_out: usize,
+    not_utf8: usize,
+}
+
+/// How many names in a list the system gave are not UTF-8, in a namespace this
+/// process would otherwise carry (`all`, or `user.`).
+fn unnamable(listed: &[u8], all: bool) -> usize {
+    listed
+        .split(|b| *b == 0)
+        .filter(|name| std::str::from_utf8(name).is_err())
+        .filter(|name| all || name.starts_with(USER_PREFIX.as_bytes()))
+        .count()
 }
 
 /// The names in a list the system gave (each ended by a NUL) that this process may
@@ -380,6 +413,12 @@ mod tests {
             let held = read(&file).unwrap();
             assert_eq!(held.get("user.a").map(String::as_str), Some("31"));
         }
+    }
+
+    #[test]
+    fn names_that_are_not_utf8_are_counted_in_the_namespaces_carried() {
+        let listed = b"user.a\0user.\xff\0trusted.\xfe\0\0";
+        assert_eq!((unnamable(listed, false), unnamable(listed, true)), (1, 2));
     }
 
     #[test]

@@ -138,6 +138,36 @@ fn a_fifo_with_attributes_is_sent_without_them() {
     assert_eq!(fs::read(out.path().join("t/f")).unwrap(), b"file");
 }
 
+/// An attribute whose name is not UTF-8 cannot travel (an offer names attributes
+/// as JSON text): the sender says so, naming the file, instead of dropping it in
+/// silence; the file and its other attributes arrive.
+#[test]
+fn an_attribute_named_in_bytes_that_are_not_utf8_is_said_not_sent() {
+    let src = tempfile::tempdir().unwrap();
+    let tree = src.path().join("t");
+    fs::create_dir(&tree).unwrap();
+    let file = tree.join("a");
+    fs::write(&file, b"a").unwrap();
+    let flags = rustix::fs::XattrFlags::empty();
+    if rustix::fs::setxattr(&file, &b"user.\xff\xfe"[..], b"v", flags).is_err() {
+        eprintln!("skipped: this filesystem takes no user.* attributes");
+        return;
+    }
+    set_xattr(&file, "user.ok", b"1").unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let mut receiver = Receiver::start(out.path(), Some(KEY), &[]);
+    let sent = send(&[&tree], receiver.port, KEY, &["-X"]);
+    assert!(sent.status.success(), "{}", stderr_of(&sent));
+    assert_eq!(receiver.exit_code(), 0, "{}", receiver.stderr());
+    assert!(
+        stderr_of(&sent).contains("t/a: 1 extended attributes not sent: their names are not UTF-8"),
+        "{}",
+        stderr_of(&sent)
+    );
+    let held = xattrs_of(&out.path().join("t/a"));
+    assert_eq!(held.keys().collect::<Vec<_>>(), [&b"user.ok".to_vec()]);
+}
+
 #[test]
 fn a_receiver_that_is_not_root_keeps_what_it_may_and_says_once_what_it_dropped() {
     let src = tempfile::tempdir().unwrap();
