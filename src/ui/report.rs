@@ -1062,7 +1062,7 @@ fn dropped_words(kind: &str, here: bool) -> (&'static str, &'static str) {
         ),
         _ => (
             "the receiver could not set the metadata",
-            "held there already and not its own",
+            "held there already: not its own, or with other names (hard links)",
         ),
     }
 }

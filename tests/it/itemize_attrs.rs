@@ -307,6 +307,16 @@ fn a_same_file_with_another_link_is_left_as_it_is() {
     // `tree/` itself got a new time when `a` was replaced by the link.
     assert_eq!(stdout_lines(&sent), ["attrs    tree/"]);
     assert_eq!(mode(&secret), 0o600, "the file outside keeps its mode");
+    // Not in silence: the receiver names it, the sender is told.
+    assert!(
+        recv_err.contains("tree/a: its mode, owner, time or attributes are left"),
+        "{recv_err}"
+    );
+    assert!(
+        stderr_of(&sent).contains("could not set the metadata on 1 entry"),
+        "{}",
+        stderr_of(&sent)
+    );
     assert_eq!(fs::read(&secret).unwrap(), b"a\n");
 }
 

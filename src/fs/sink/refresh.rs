@@ -6,7 +6,8 @@
 //! session anyway. Never follows a link; a file this process cannot open is
 //! left as it is, and so is one with more than one link: changing it in place would
 //! change every link, maybe one outside the target (a hard link to another tree, a
-//! `cp -al` snapshot). Whether to refresh at all is the caller's choice: only where
+//! `cp -al` snapshot); one of those whose metadata differs is said, not skipped in
+//! silence. Whether to refresh at all is the caller's choice: only where
 //! the receiver lets its sender replace files.
 
 use super::meta;
@@ -32,13 +33,16 @@ impl Resolver<'_> {
         let still_same = entry.size == Some(stat.st_size as u64)
             && entry.mtime == Some(stat.st_mtime)
             && meta::same_nanos(entry.mtime_ns.unwrap_or(0), stat.st_mtime_nsec as u32);
-        if !still_same || stat.st_nlink != 1 {
+        if !still_same {
             return Ok(false);
         }
         // A server keeps reading and writing what it holds, as when it wrote it.
         let policy = self.policy(0o600);
         if !meta::differs(&file, &stat, entry, policy, false) {
             return Ok(false);
+        }
+        if stat.st_nlink != 1 {
+            return Err(other_names(path, stat.st_nlink));
         }
         if !dry_run {
             meta::apply_in_place(&file, entry, policy)
@@ -72,12 +76,12 @@ impl Resolver<'_> {
         let Ok(Some(stat)) = beneath::stat(&*dir, name) else {
             return Ok(false);
         };
-        if stat.st_nlink != 1 {
-            return Ok(false);
-        }
         let policy = self.policy(0);
         if !meta::node_differs(&stat, entry, policy) {
             return Ok(false);
+        }
+        if stat.st_nlink != 1 {
+            return Err(other_names(path, stat.st_nlink));
         }
         if !dry_run {
             meta::apply_at(&*dir, name, entry, policy)
@@ -97,4 +101,17 @@ impl Resolver<'_> {
         };
         meta::differs(&*dir, &stat, entry, self.policy(0o700), true)
     }
+}
+
+/// Why an entry with other metadata than offered keeps its own: it has `names`
+/// names, and each would change (not said in silence: the caller warns and the
+/// sender is told, as for metadata that cannot be set).
+fn other_names(path: &str, names: u64) -> Refusal {
+    Refusal::new(
+        crate::proto::message::ErrorCode::Io,
+        format!(
+            "{path}: its mode, owner, time or attributes are left as they are: it has \
+             {names} names (hard links), and each would change (-I replaces it)"
+        ),
+    )
 }
