@@ -575,6 +575,11 @@ impl Reporter {
             return;
         }
         self.note_each(dropped, false);
+        self.not_kept_event(dropped);
+    }
+
+    /// The `not_kept` event of what a receiver could not apply, on either side.
+    fn not_kept_event(&self, dropped: &Dropped) {
         self.event(|| {
             let mut event = json!({"event": "not_kept", "side": "receiver"});
             for (kind, count) in dropped.kinds() {
@@ -603,6 +608,9 @@ impl Reporter {
     /// of already).
     pub(crate) fn not_applied_here(&self, dropped: &Dropped) {
         self.note_each(dropped, true);
+        if dropped.any() {
+            self.not_kept_event(dropped);
+        }
     }
 
     /// A note per kind of `dropped` with a count, in [`dropped_words`]: as the

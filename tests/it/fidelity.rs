@@ -178,7 +178,7 @@ fn a_receiver_that_is_not_root_keeps_what_it_may_and_says_once_what_it_dropped()
     let out = tempfile::tempdir().unwrap();
     let mut command = crate::util::xfer();
     command
-        .args(["recv", "--listen", "127.0.0.1:0", "--dir"])
+        .args(["recv", "--listen", "127.0.0.1:0", "--json", "--dir"])
         .arg(out.path())
         .env("XFER_KEY", KEY);
     let Some(command) = crate::util::as_nobody(command) else {
@@ -200,6 +200,17 @@ fn a_receiver_that_is_not_root_keeps_what_it_may_and_says_once_what_it_dropped()
     let owners = "note: the receiver did not keep owners on 14 entries: not root, or a server";
     assert_eq!(heard.matches(owners).count(), 1, "{heard}");
     assert_eq!(heard.matches("note: the receiver").count(), 1, "{heard}");
+    // With `--json` the receiver says it as the sender does: one `not_kept` event.
+    let mut printed = String::new();
+    let stdout = receiver.child.stdout.as_mut().unwrap();
+    std::io::Read::read_to_string(stdout, &mut printed).unwrap();
+    let events = crate::util::events_in(&printed);
+    let not_kept: Vec<_> = events.iter().filter(|e| e["event"] == "not_kept").collect();
+    assert_eq!(not_kept.len(), 1, "{events:?}");
+    assert_eq!(
+        (&not_kept[0]["side"], &not_kept[0]["owners"]),
+        (&"receiver".into(), &14.into())
+    );
 }
 
 #[test]
