@@ -70,9 +70,12 @@ impl fmt::Display for PathRefusal {
                 "a name xfer reserves for its own temporary and partial files \
                  (.xfer-*.part, .xfer-*.partial)",
             ),
-            PathRefusal::NotUtf8 => {
-                f.write_str("a name that is not UTF-8, which this receiver refuses (--safe-names)")
-            }
+            // Said by `recv --safe-names` and by every `xfer serve`, which has no such
+            // switch: the words fit both.
+            PathRefusal::NotUtf8 => f.write_str(
+                "a name that is not UTF-8, which this receiver refuses (a server always \
+                 does; a receiver with --safe-names)",
+            ),
         }
     }
 }

@@ -110,6 +110,8 @@ fn a_server_always_refuses_them() {
     expect_exit(&put, 6, "odd names into a home");
     let said = stderr_of(&put);
     assert!(said.contains("not UTF-8"), "{said}");
+    // It points at no switch the server's user could turn.
+    assert!(said.contains("(a server always does;"), "{said}");
     assert!(said.contains("control character U+000A"), "{said}");
     let home = site.home("alice").join("names");
     let landed: Vec<_> = std::fs::read_dir(home)
