@@ -97,28 +97,8 @@ impl TargetDir {
         let Ok(root) = self.dup_root() else {
             return;
         };
-        let Ok(Some(fd)) = beneath::walk(&root, &components, None) else {
-            return;
-        };
-        let mut children: Vec<_> = beneath::children(&fd).collect();
-        children.sort_by(|a, b| a.0.cmp(&b.0));
-        for (name, stat) in children {
-            let path = [dir, b"/", name.as_bytes()].concat();
-            if (rules.offered_raw)(&path) {
-                continue;
-            }
-            let why = match is_reserved_bytes(name.as_bytes()) {
-                true => KeptWhy::Temporary,
-                false => KeptWhy::NotUtf8,
-            };
-            let named = Named::of_bytes(&path);
-            said(Removed {
-                path: named.text,
-                kind: item_kind(&stat),
-                error: None,
-                kept: Some(why),
-                bytes: named.bytes,
-            });
+        if let Ok(Some(fd)) = beneath::walk(&root, &components, None) {
+            Walk::new(rules, said, self, None).spare_raw_children(&fd, dir);
         }
     }
 
@@ -313,6 +293,14 @@ const NOT_EMPTY: &str = "a directory of that name holds entries the offer does n
 const EXCLUDED: &str = "a filter excludes it, which protects it from --delete";
 
 /// What a report calls an entry of `stat`'s type.
+/// The children of the directory `fd` in name order, so that a report reads the
+/// same on every run.
+fn sorted_children(fd: &OwnedFd) -> Vec<(std::ffi::CString, rustix::fs::Stat)> {
+    let mut children: Vec<_> = beneath::children(fd).collect();
+    children.sort_by(|a, b| a.0.cmp(&b.0));
+    children
+}
+
 fn item_kind(stat: &rustix::fs::Stat) -> ItemKind {
     match beneath::kind(stat) {
         FileType::Directory => ItemKind::Dir,
@@ -370,10 +358,7 @@ impl<'a, 'b> Walk<'a, 'b> {
     /// whether all of them went (or, in a dry run, would).
     fn children(&mut self, fd: &OwnedFd, path: &str, depth: usize) -> bool {
         let mut emptied = true;
-        // In name order, so that a report reads the same on every run.
-        let mut children: Vec<_> = beneath::children(fd).collect();
-        children.sort_by(|a, b| a.0.cmp(&b.0));
-        for (name, stat) in children {
+        for (name, stat) in sorted_children(fd) {
             if self.stopped.is_some() {
                 return false;
             }
@@ -418,6 +403,23 @@ impl<'a, 'b> Walk<'a, 'b> {
             emptied = false;
         }
         emptied
+    }
+
+    /// Keeps, as said items, each child of the directory `fd` (offered as the bytes
+    /// `dir`, which are not UTF-8) that the offer does not hold: see
+    /// [`TargetDir::spare_beneath_raw`].
+    fn spare_raw_children(&mut self, fd: &OwnedFd, dir: &[u8]) {
+        for (name, stat) in sorted_children(fd) {
+            let path = [dir, b"/", name.as_bytes()].concat();
+            if (self.rules.offered_raw)(&path) {
+                continue;
+            }
+            let why = match is_reserved_bytes(name.as_bytes()) {
+                true => KeptWhy::Temporary,
+                false => KeptWhy::NotUtf8,
+            };
+            self.spare_named(Named::of_bytes(&path), item_kind(&stat), why);
+        }
     }
 
     /// Keeps `path` for safety: noted, and said as a `kept` item.
