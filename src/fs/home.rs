@@ -785,9 +785,9 @@ impl Fetch {
             ));
         }
         self.xattrs_held = Some(held);
-        self.entries[index].extra_mut().xattrs = xattrs;
         self.xattrs_left_out += usize::from(left_out > 0);
-        self.xattrs_unlisted += usize::from(self.entries[index].extra().xattrs.is_none());
+        self.xattrs_unlisted += usize::from(xattrs.is_none());
+        self.entries[index].extra_mut().xattrs = xattrs;
         Ok(())
     }
 

@@ -294,7 +294,7 @@ impl Entry {
     /// shown (`escape::escape_path`); still to be escaped where printed.
     pub(crate) fn shown_path(&self) -> Cow<'_, str> {
         match &self.extra().path_hex {
-            Some(_) => Cow::Owned(String::from_utf8_lossy(&self.path_bytes()).into_owned()),
+            Some(_) => Cow::Owned(self.named().text),
             None => Cow::Borrowed(&self.path),
         }
     }
