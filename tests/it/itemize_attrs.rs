@@ -607,19 +607,14 @@ fn only_a_sender_that_read_every_namespace_has_trusted_attributes_removed() {
         set_xattr(path, "user.stale", b"1").unwrap();
     }
     let names = |path: &Path| xattrs_of(path).into_keys().collect::<Vec<_>>();
-    let send_as = |wrap: fn(std::process::Command) -> Option<std::process::Command>| {
-        let mut receiver = Receiver::start(&root.join("dst"), Some(KEY), OVERWRITE);
-        let mut command = crate::util::xfer();
-        command
-            .arg("send")
-            .arg(root.join("src/tree"))
-            .arg(format!("127.0.0.1:{}", receiver.port))
-            .args(["-X", "-i"])
-            .env("XFER_KEY", KEY);
-        let sent = run(&mut wrap(command)?);
-        assert_eq!(code(&sent), 0, "{}", stderr_of(&sent));
-        assert_eq!(receiver.exit_code(), 0, "{}", receiver.stderr());
-        Some(stdout_lines(&sent))
+    let send_as = |wrap: Wrap| {
+        let sent = sent_through(
+            wrap,
+            &root.join("src/tree"),
+            &root.join("dst"),
+            &["-X", "-i"],
+        );
+        sent.map(|sent| stdout_lines(&sent))
     };
     let Some(said) = send_as(crate::util::as_nobody) else {
         eprintln!("skipped: needs root and setpriv to run the sender as nobody");
@@ -638,6 +633,28 @@ fn only_a_sender_that_read_every_namespace_has_trusted_attributes_removed() {
     for path in [&copy, &dir] {
         assert!(names(path).is_empty(), "{path:?}: {:?}", names(path));
     }
+}
+
+/// How a command is run as someone else (`util::as_nobody`, `util::without_sys_admin`,
+/// or `Some` for as it is), `None` where that is not possible here.
+type Wrap = fn(std::process::Command) -> Option<std::process::Command>;
+
+/// `xfer send -X`-like: `what` sent with `args` by a sender run through `wrap` to a
+/// receiver into `dst` that replaces files; both must succeed. `None` where the
+/// sender cannot be run so.
+fn sent_through(wrap: Wrap, what: &Path, dst: &Path, args: &[&str]) -> Option<Output> {
+    let mut receiver = Receiver::start(dst, Some(KEY), OVERWRITE);
+    let mut command = crate::util::xfer();
+    command
+        .arg("send")
+        .arg(what)
+        .arg(format!("127.0.0.1:{}", receiver.port))
+        .args(args)
+        .env("XFER_KEY", KEY);
+    let sent = run(&mut wrap(command)?);
+    assert_eq!(code(&sent), 0, "{}", stderr_of(&sent));
+    assert_eq!(receiver.exit_code(), 0, "{}", receiver.stderr());
+    Some(sent)
 }
 
 /// A delta that rebuilds its basis byte for byte (`--ignore-times` over a file that
@@ -665,21 +682,11 @@ fn a_kept_basis_keeps_the_trusted_attributes_its_sender_could_not_see() {
     set_mtime(&file, 1_700_000_000, 0);
     set_mtime(&copy, 1_700_000_000, 0);
     let inode = fs::metadata(&copy).unwrap().ino();
-    let mut receiver = Receiver::start(&dst, Some(KEY), OVERWRITE);
-    let mut command = crate::util::xfer();
-    command
-        .arg("send")
-        .arg(&file)
-        .arg(format!("127.0.0.1:{}", receiver.port))
-        .args(["-X", "-I", "-i"])
-        .env("XFER_KEY", KEY);
-    let Some(mut unprivileged) = crate::util::as_nobody(command) else {
+    let args = ["-X", "-I", "-i"];
+    let Some(sent) = sent_through(crate::util::as_nobody, &file, &dst, &args) else {
         eprintln!("skipped: needs root and setpriv to run the sender as nobody");
         return;
     };
-    let sent = run(&mut unprivileged);
-    assert_eq!(code(&sent), 0, "{}", stderr_of(&sent));
-    assert_eq!(receiver.exit_code(), 0, "{}", receiver.stderr());
     let kept = fs::metadata(&copy).unwrap().ino() == inode;
     assert!(kept, "the basis was kept: {:?}", stdout_lines(&sent));
     let names: Vec<Vec<u8>> = xattrs_of(&copy).into_keys().collect();
