@@ -33,6 +33,7 @@ mod mirror;
 mod mirror_meta;
 mod negotiation;
 mod packed_control;
+mod read_only_dirs;
 mod readme;
 mod recv_itemize;
 mod resume;

@@ -9,6 +9,7 @@
 //! [`StdoutSink`].
 
 mod basis;
+mod loosen;
 mod meta;
 mod node;
 mod part;

@@ -473,10 +473,20 @@ impl<'a, 'b> Walk<'a, 'b> {
         if kind == ItemKind::Dir && !self.emptied(parent, (name, stat), path, depth) {
             return false; // something stays inside: so does the directory
         }
+        // A read-only directory of this user's is given its owner's bits first.
+        let parent_path = path.rsplit_once('/').map_or("", |(parent, _)| parent);
         let result = match self.rules.dry_run {
             // What the real run's unlinkat would be refused for want of rights.
-            true => beneath::may_remove_names(parent).map_err(Unlink::Os),
-            false => self.unlink(parent, (name, stat), path, kind),
+            true => match beneath::may_remove_names(parent) {
+                Err(Errno::ACCESS) if self.meter.would_loosen(parent, parent_path.as_bytes()) => {
+                    Ok(())
+                }
+                other => other.map_err(Unlink::Os),
+            },
+            false => {
+                self.meter.loosen(parent, parent_path.as_bytes());
+                self.unlink(parent, (name, stat), path, kind)
+            }
         };
         match result {
             Ok(()) => {

@@ -61,6 +61,8 @@ pub(crate) struct Resolver<'a> {
     /// In a dry run, names whose file a directory would replace: nothing is
     /// beneath them yet (see [`Resolver::vacate`]).
     vacated: HashSet<Vec<u8>>,
+    /// Directories [`Resolver::let_in`] looked at (`loosen.rs`).
+    looked: HashSet<Vec<u8>>,
 }
 
 impl<'a> Resolver<'a> {
@@ -70,6 +72,7 @@ impl<'a> Resolver<'a> {
             dirs: HashMap::new(),
             made: HashSet::new(),
             vacated: HashSet::new(),
+            looked: HashSet::new(),
         }
     }
 
@@ -244,6 +247,13 @@ impl<'a> Resolver<'a> {
         let Err(err) = beneath::may_change_names(&*dir) else {
             return Ok(());
         };
+        // The real run gives a directory of its own user its owner's bits.
+        if self
+            .target
+            .would_loosen(&dir, &parents[..depth].join(&b'/'))
+        {
+            return Ok(());
+        }
         Err(match depth == parents.len() {
             true => Refusal::io(&beneath::shown_path(components), making, err),
             false => Refusal::io(
@@ -466,8 +476,13 @@ impl<'a> Resolver<'a> {
     }
 
     /// Whether this resolver made the directory `components` (see [`Resolver::made`]).
-    fn made_here(&self, components: &[&[u8]]) -> bool {
+    pub(super) fn made_here(&self, components: &[&[u8]]) -> bool {
         !self.made.is_empty() && self.made.contains(&components.join(&b'/'))
+    }
+
+    /// Whether this is the first time [`Resolver::let_in`] looks at `path`.
+    pub(super) fn first_look(&mut self, path: &[u8]) -> bool {
+        self.looked.insert(path.to_vec())
     }
 }
 

@@ -9,8 +9,8 @@ use std::collections::HashSet;
 use std::io;
 use std::os::fd::OwnedFd;
 use std::path::Path;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rustix::fs::{Access, AtFlags, FlockOperation, Mode, OFlags};
@@ -42,7 +42,21 @@ pub(crate) struct TargetDir {
     /// The offer being received names no attributes but `user.*`, so only those
     /// are removed here (see [`TargetDir::offer_names_user_xattrs_only`]).
     user_strays: AtomicBool,
+    /// The directories the session writing here gave their owner's bits, to be
+    /// given their modes back (`loosen.rs`).
+    loosened: Arc<LoosenedDirs>,
 }
+
+/// A directory given its owner's `rwx` by a session (`loosen.rs`): which one,
+/// where beneath the root, and the mode it had.
+pub(super) struct Loosened {
+    pub(super) identity: (u64, u64),
+    pub(super) path: Vec<u8>,
+    pub(super) mode: u32,
+}
+
+/// The directories a session loosened, in the order it did.
+pub(super) type LoosenedDirs = Mutex<Vec<Loosened>>;
 
 /// The `exists` hint where the user who sees it is the one who replaces files
 /// (`get -f`, a server's `put -f`).
@@ -257,6 +271,7 @@ impl TargetDir {
             dropped: Arc::default(),
             user_xattrs: false,
             user_strays: AtomicBool::new(false),
+            loosened: Arc::default(),
         }
     }
 
@@ -448,6 +463,7 @@ impl TargetDir {
             dropped: self.dropped.clone(),
             user_xattrs: self.user_xattrs,
             user_strays: AtomicBool::new(self.removes_user_xattrs_only()),
+            loosened: self.loosened.clone(),
         })
     }
 
@@ -457,6 +473,7 @@ impl TargetDir {
     pub(crate) fn for_session(&self) -> io::Result<TargetDir> {
         Ok(TargetDir {
             dropped: Arc::default(),
+            loosened: Arc::default(),
             ..self.try_clone()?
         })
     }
@@ -464,6 +481,11 @@ impl TargetDir {
     /// What the session writing here could not apply so far.
     pub(crate) fn unapplied(&self) -> &Arc<Unapplied> {
         &self.dropped
+    }
+
+    /// The directories the session writing here loosened (`loosen.rs`).
+    pub(super) fn loosened_dirs(&self) -> &LoosenedDirs {
+        &self.loosened
     }
 
     pub(crate) fn dup_root(&self) -> io::Result<OwnedFd> {

@@ -92,6 +92,10 @@ pub(crate) fn session<R: Read, W: Write + Send, C: Hangup>(
     let receiving = crate::fs::descriptors::Receiving::begin();
     let result = receive(conn, &shared, tally);
     drop(receiving);
+    if let Destination::Dir(target) = destination {
+        // A failed session gives back what it loosened too (`fs::sink::loosen`).
+        target.restore_loosened();
+    }
     // What it could not apply is said whether or not the session completed: the
     // files of a cut session that arrived were applied (and kept) all the same. A
     // server's sessions say nothing: their clients are told (or were cut).
@@ -257,6 +261,8 @@ fn finish_tree<W: Write>(
     }
     asked.prune(writer, shared, target, planned, tally)?;
     if !asked.dry_run {
+        // Their own modes first, then the offered ones where there are.
+        target.restore_loosened();
         disk::finish_dirs(planned, target, shared.settings.names, tally.reporter());
     }
     Ok(())

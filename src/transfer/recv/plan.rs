@@ -787,13 +787,16 @@ impl<'s, 'c> Decider<'s, 'c> {
     /// node `components` that are not there (an offer need not list them), so
     /// that they are charged before the entry is admitted, as the plan's
     /// directories are; `quota` if one does not fit. Elsewhere they are made as
-    /// the entry is written, and this costs nothing.
+    /// the entry is written, in the deepest directory there, which is let in
+    /// first (`Resolver::let_in`: a read-only directory of this user's).
     fn make_parents(&mut self, components: &[&[u8]]) -> Result<(), Refusal> {
         match components.split_last() {
-            Some((_, parents)) if self.shared.quota.is_some() && !self.dry_run => {
-                self.resolver.create_dir(parents)
+            _ if self.dry_run => Ok(()),
+            Some((_, parents)) if self.shared.quota.is_some() => self.resolver.create_dir(parents),
+            _ => {
+                self.resolver.let_in(components);
+                Ok(())
             }
-            _ => Ok(()),
         }
     }
 
@@ -871,7 +874,10 @@ impl<'s, 'c> Decider<'s, 'c> {
                 self.resolver.dry_run_may_add(components, making)?;
                 self.check_room(entry, Footprint::DIR)?;
             }
-            (false, false) => self.resolver.create_dir(components)?,
+            (false, false) => {
+                self.resolver.let_in(components);
+                self.resolver.create_dir(components)?;
+            }
         }
         let attrs = existed && self.resolver.dir_differs(components, entry);
         Ok(Decided::Dir {
@@ -898,6 +904,7 @@ impl<'s, 'c> Decider<'s, 'c> {
             self.resolver.vacate(components);
             return Ok(());
         }
+        self.resolver.let_in(components);
         self.resolver
             .remove_in_the_way(&entry.shown_path(), components)?;
         self.resolver.create_dir(components)
