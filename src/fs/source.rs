@@ -70,6 +70,8 @@ struct Root {
     local: PathBuf,
     name: String,
     stream: Stream,
+    /// A directory (what `--delete` mirrors).
+    dir: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -93,6 +95,8 @@ pub(crate) struct Collected {
     first_names: HashMap<(u64, u64), u64>,
     /// While walking: names of owners and groups, looked up once.
     owners: Option<Owners>,
+    /// While walking: how many entries went to the walk's `found` so far.
+    handed: usize,
     /// The rules the walk left entries out by.
     filter: Filter,
     /// Entries the rules left out (not failures).
@@ -108,10 +112,6 @@ pub(crate) struct Collected {
 }
 
 impl Collected {
-    pub(crate) fn is_empty(&self) -> bool {
-        self.entries.is_empty()
-    }
-
     /// Asks the receiver what `asks` says: to mirror the offer (`delete`, with
     /// `delete_excluded` also what the filters leave out), only to plan it
     /// (`dry_run`), and/or to skip no file for its size and time (`ignore_times`).
@@ -247,12 +247,28 @@ impl Outbox for Collected {
     }
 }
 
-/// Turns `xfer send` operands into offer entries. A file or directory named on the
-/// command line travels under its last component (or `--name`); a link named there
-/// is followed (the user pointed at it). A stream (`-`, a named pipe) must come
-/// alone. Operands that contradict each other are usage errors; one that cannot be
-/// read is an I/O error, before anything is sent.
+/// Turns `xfer send` operands into offer entries: [`look_at`], then
+/// [`Operands::walk`].
 pub(crate) fn collect(operands: &[PathBuf], options: &WalkOptions) -> Result<Collected> {
+    look_at(operands, options)?.walk(options, &mut |_| {})
+}
+
+/// Operands looked at and not yet walked: every check made before anything is
+/// sent passed.
+pub(crate) struct Operands {
+    collected: Collected,
+}
+
+/// Entries the walk hands on at a time (see [`Operands::walk`]): a frame of the
+/// offer holds a few hundred, and the hand-over costs a channel message.
+const HAND_OUT: usize = 128;
+
+/// Looks at `xfer send` operands before they are walked. A file or directory named
+/// on the command line travels under its last component (or `--name`); a link
+/// named there is followed (the user pointed at it). A stream (`-`, a named pipe)
+/// must come alone. Operands that contradict each other are usage errors; one that
+/// cannot be read is an I/O error, before anything is sent.
+pub(crate) fn look_at(operands: &[PathBuf], options: &WalkOptions) -> Result<Operands> {
     if options.name.is_some() && operands.len() > 1 {
         return Err(fail(
             Kind::Usage,
@@ -293,13 +309,47 @@ pub(crate) fn collect(operands: &[PathBuf], options: &WalkOptions) -> Result<Col
                 ),
             ));
         }
+        check_root(&root)?;
         collected.roots.push(root);
-        let index = collected.roots.len() - 1;
-        add_root(&mut collected, index, options)?;
     }
-    collected.first_names = HashMap::new();
-    collected.owners = None;
-    Ok(collected)
+    Ok(Operands { collected })
+}
+
+impl Operands {
+    /// Whether a directory is among the operands (what `--delete` mirrors).
+    pub(crate) fn has_dir(&self) -> bool {
+        self.collected.roots.iter().any(|root| root.dir)
+    }
+
+    /// Whether the offer is one stream of unknown length.
+    pub(crate) fn is_stream(&self) -> bool {
+        self.collected.is_stream()
+    }
+
+    /// Whether attributes will be read of every namespace (see
+    /// `Outbox::xattrs_all`).
+    pub(crate) fn xattrs_all(&self) -> bool {
+        self.collected.xattrs_all
+    }
+
+    /// Walks the operands into offer entries, handing `found` each few of them (in
+    /// offer order, every one once) as they are added: `xfer send` offers them
+    /// while it walks. Fails only where an operand changed since it was looked at.
+    pub(crate) fn walk(
+        self,
+        options: &WalkOptions,
+        found: &mut dyn FnMut(&[Entry]),
+    ) -> Result<Collected> {
+        let mut collected = self.collected;
+        for index in 0..collected.roots.len() {
+            add_root(&mut collected, index, options, found)?;
+        }
+        found(&collected.entries[collected.handed..]);
+        collected.handed = collected.entries.len();
+        collected.first_names = HashMap::new();
+        collected.owners = None;
+        Ok(collected)
+    }
 }
 
 /// Looks at one operand: its name, and whether it is a stream.
@@ -309,6 +359,7 @@ fn root_of(operand: &Path, options: &WalkOptions) -> Result<Root> {
             local: operand.to_path_buf(),
             name: options.name.clone().unwrap_or_else(|| STDIN_NAME.into()),
             stream: Stream::Stdin,
+            dir: false,
         });
     }
     let meta = std::fs::metadata(operand)
@@ -336,6 +387,7 @@ fn root_of(operand: &Path, options: &WalkOptions) -> Result<Root> {
         local: operand.to_path_buf(),
         name,
         stream,
+        dir: meta.is_dir(),
     })
 }
 
@@ -346,47 +398,69 @@ fn is_descriptor_path(path: &Path) -> bool {
     matches!(parent, Some("/dev/fd" | "/proc/self/fd"))
 }
 
-fn add_root(collected: &mut Collected, index: usize, options: &WalkOptions) -> Result<()> {
-    let root = &collected.roots[index];
-    let (local, name) = (root.local.clone(), root.name.clone());
-    let origin = index as u32;
+/// What [`look_at`] asks of an operand that is no stream: a directory, or a file
+/// it may read (said now, not after the handshake).
+fn check_root(root: &Root) -> Result<()> {
     if root.stream != Stream::No {
-        collected.entries.push(Entry {
-            path: name,
-            kind: EntryKind::File,
-            size: None,
-            mode: None,
-            mtime: None,
-            ..Entry::default()
-        });
-        collected.origin.push(origin);
         return Ok(());
     }
-    let meta = std::fs::metadata(&local)
-        .with_context(|| format!("cannot read {}", escape_path(&local)))
+    let local = &root.local;
+    let meta = std::fs::metadata(local)
+        .with_context(|| format!("cannot read {}", escape_path(local)))
         .classify(Kind::Io)?;
     if meta.is_file() {
-        // Say so now, not after the handshake, when the one file cannot be read.
-        File::open(&local)
-            .with_context(|| format!("cannot read {}", escape_path(&local)))
+        File::open(local)
+            .with_context(|| format!("cannot read {}", escape_path(local)))
             .classify(Kind::Io)?;
     } else if !meta.is_dir() {
         return Err(fail(
             Kind::Io,
             format!(
                 "{} is {}; only files, directories and streams are sent",
-                escape_path(&local),
+                escape_path(local),
                 crate::escape::describe(meta.file_type())
             ),
         ));
     }
+    Ok(())
+}
+
+/// Walks operand `index` (see [`Operands::walk`]).
+fn add_root(
+    collected: &mut Collected,
+    index: usize,
+    options: &WalkOptions,
+    found: &mut dyn FnMut(&[Entry]),
+) -> Result<()> {
+    let root = &collected.roots[index];
+    let (local, name) = (root.local.clone(), root.name.clone());
+    let stream = root.stream != Stream::No;
+    let meta = match stream {
+        true => None,
+        false => Some(
+            std::fs::metadata(&local)
+                .with_context(|| format!("cannot read {}", escape_path(&local)))
+                .classify(Kind::Io)?,
+        ),
+    };
     let mut walk = Walk {
         options,
         collected,
-        origin,
+        origin: index as u32,
         ancestors: HashSet::new(),
+        found,
     };
-    walk.visit(&local, name.into_bytes(), &meta);
+    match meta {
+        Some(meta) => walk.visit(&local, name.into_bytes(), &meta),
+        None => walk.push(Entry {
+            path: name,
+            kind: EntryKind::File,
+            size: None,
+            mode: None,
+            mtime: None,
+            ..Entry::default()
+        }),
+    }
     Ok(())
 }
 
@@ -396,6 +470,8 @@ struct Walk<'a> {
     origin: u32,
     /// (device, inode) of the directories on the current path, to detect loops.
     ancestors: HashSet<(u64, u64)>,
+    /// Takes the entries as they are added (see [`Operands::walk`]).
+    found: &'a mut dyn FnMut(&[Entry]),
 }
 
 impl Walk<'_> {
@@ -561,8 +637,13 @@ impl Walk<'_> {
     }
 
     fn push(&mut self, entry: Entry) {
-        self.collected.entries.push(entry);
-        self.collected.origin.push(self.origin);
+        let collected = &mut *self.collected;
+        collected.entries.push(entry);
+        collected.origin.push(self.origin);
+        if collected.entries.len() - collected.handed >= HAND_OUT {
+            (self.found)(&collected.entries[collected.handed..]);
+            collected.handed = collected.entries.len();
+        }
     }
 
     fn visit_children(&mut self, mut children: Vec<std::fs::DirEntry>, name: &[u8]) {

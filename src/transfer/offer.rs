@@ -5,6 +5,7 @@
 //! crossed the wire. The reading side checks the MAC and the count before it acts on
 //! anything the list says.
 
+use std::borrow::Borrow;
 use std::collections::HashMap;
 use std::io::{Read, Write};
 
@@ -111,11 +112,14 @@ impl<'a, W: Write> ListWriter<'a, W> {
         Ok(())
     }
 
+    /// Sends the frame at once: its reader decodes it while the next is made (an
+    /// offer's while the walk goes on, `send/walking.rs`).
     fn send_frame(&mut self) -> Result<()> {
         if let Some(mac) = &mut self.mac {
             mac.frame(&self.payload);
         }
-        self.writer.write_payload(&self.payload)
+        self.writer.write_payload(&self.payload)?;
+        self.writer.flush()
     }
 
     /// Ends a plan: its last frame and `plan_end`.
@@ -147,11 +151,11 @@ impl<'a, W: Write> ListWriter<'a, W> {
 
 /// Sends the offer of `entries` for `transfer`, with what a mirroring sender asks
 /// (`mirror`, section 17) in its first frame.
-pub(crate) fn write_offer<'e, W: Write>(
+pub(crate) fn write_offer<W: Write>(
     writer: &mut FrameWriter<W>,
     transfer: &Transfer,
     head: Head<'_>,
-    entries: impl IntoIterator<Item = &'e Entry>,
+    entries: impl IntoIterator<Item = impl Borrow<Entry>>,
 ) -> Result<()> {
     let mut list = ListWriter::new(writer, "offer", Some(transfer.offer_mac()));
     if head.mirror.is_some() || head.xattrs_all {
@@ -169,7 +173,7 @@ pub(crate) fn write_offer<'e, W: Write>(
         list.open_frame();
     }
     for entry in entries {
-        list.push(entry)?;
+        list.push(entry.borrow())?;
     }
     list.finish(|count, mac| Message::OfferEnd { count, mac })
 }
@@ -1112,7 +1116,7 @@ mod mirror_vectors {
             xattrs_all: true,
             ..Head::default()
         };
-        write_offer(&mut writer, &meta, head, []).unwrap();
+        write_offer(&mut writer, &meta, head, std::iter::empty::<Entry>()).unwrap();
         writer.flush().unwrap();
         let written = writer.get_ref().clone();
         assert!(

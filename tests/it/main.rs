@@ -32,6 +32,7 @@ mod link_in_target;
 mod mirror;
 mod mirror_meta;
 mod negotiation;
+mod offer_while_walking;
 mod packed_control;
 mod read_only_dirs;
 mod readme;

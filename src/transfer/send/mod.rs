@@ -15,6 +15,7 @@ mod stream;
 mod sums;
 mod unplanned;
 mod view;
+mod walking;
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -32,6 +33,7 @@ use self::precut::Precut;
 use self::sums::Streams;
 pub(crate) use self::unplanned::all_new;
 use self::view::PlainView;
+pub(crate) use self::walking::{Offering, Walking};
 use super::Tally;
 use super::consumed::consumed;
 use super::offer::{Head, read_plan, write_offer};
@@ -185,7 +187,24 @@ pub(crate) fn session<R: Read + Send, W: Write, C: Hangup + Sync>(
     outbox: &dyn Outbox,
     tally: &mut Tally,
 ) -> Result<()> {
-    let result = send(conn, outbox, tally);
+    offering_session(conn, Offering::Walked(outbox), tally)
+}
+
+/// [`session`] for an offer whose walk is still under way (`walking.rs`).
+pub(crate) fn session_walking<R: Read + Send, W: Write, C: Hangup + Sync>(
+    conn: &mut Connection<R, W, C>,
+    walking: &dyn Walking,
+    tally: &mut Tally,
+) -> Result<()> {
+    offering_session(conn, Offering::Walking(walking), tally)
+}
+
+fn offering_session<R: Read + Send, W: Write, C: Hangup + Sync>(
+    conn: &mut Connection<R, W, C>,
+    offering: Offering<'_>,
+    tally: &mut Tally,
+) -> Result<()> {
+    let result = send(conn, offering, tally);
     if let Err(err) = &result {
         super::tell::end_session(conn, err);
     }
@@ -194,7 +213,7 @@ pub(crate) fn session<R: Read + Send, W: Write, C: Hangup + Sync>(
 
 fn send<R: Read + Send, W: Write, C: Hangup + Sync>(
     conn: &mut Connection<R, W, C>,
-    outbox: &dyn Outbox,
+    offering: Offering<'_>,
     tally: &mut Tally,
 ) -> Result<()> {
     let transfer = conn.negotiated.begin_transfer();
@@ -206,7 +225,8 @@ fn send<R: Read + Send, W: Write, C: Hangup + Sync>(
         closer,
         ..
     } = conn;
-    let closer = &*closer;
+    let mut walked = None;
+    let (outbox, offered) = walking::walk_and_offer(offering, writer, &transfer, &mut walked)?;
     let asked = outbox.mirror();
     // A peer without `meta` is offered what version 2 carries; the rest is said.
     let view = (!transfer.meta).then(|| PlainView::of(outbox)).flatten();
@@ -218,9 +238,9 @@ fn send<R: Read + Send, W: Write, C: Hangup + Sync>(
     let mirror = mirror.as_deref();
     let dry_run = mirror.is_some_and(|mirror| mirror.dry_run);
     count_offer(tally, entries.len(), left_out, dry_run);
-    // Only a peer with `meta` hears of attributes.
-    let head = Head::new(mirror, transfer.meta && outbox.xattrs_all());
-    write_offer(writer, &transfer, head, entries)?;
+    if !offered {
+        offer(writer, &transfer, outbox, mirror)?;
+    }
     writer.flush()?;
     // No cutting ahead for a server's `get` (`precut.rs`), or when sums stream.
     let cut = delta && !streaming && !dry_run && conn.negotiated.role() != Role::Server;
@@ -244,12 +264,24 @@ fn send<R: Read + Send, W: Write, C: Hangup + Sync>(
         to_send: &to_send,
         made: &made,
     };
-    let result = data_and_answers(reader, writer, closer, &report, work);
+    let result = data_and_answers(reader, writer, &*closer, &report, work);
     tally.squeezed(writer.take_squeezed());
     if result.is_ok() {
         estimate_deltas(outbox, &estimates, tally, transfer.hash);
     }
     result
+}
+
+/// Offers every entry of `outbox`, with what a mirroring sender asks (`mirror`).
+fn offer<W: Write>(
+    writer: &mut FrameWriter<W>,
+    transfer: &Transfer,
+    outbox: &dyn Outbox,
+    mirror: Option<&Mirror>,
+) -> Result<()> {
+    // Only a peer with `meta` hears of attributes.
+    let head = Head::new(mirror, transfer.meta && outbox.xattrs_all());
+    write_offer(writer, transfer, head, outbox.entries())
 }
 
 /// The plan's streamed bases (feature `delta_stream`), whose sums the answer

@@ -1,0 +1,113 @@
+//! `xfer send` to a receiver it connects to walks its operands while it connects
+//! and offers each entry as the walk finds it. What the walk may run ahead of the
+//! session is bounded, so a tree larger than that must still arrive whole when the
+//! receiver is late, when the receiver is an older peer (offered only once the
+//! walk ended), and with a mirror (whose first frame waits for the whole walk).
+
+use std::fs;
+use std::path::Path;
+use std::time::Duration;
+
+use crate::util::{
+    KEY, Receiver, TIMEOUT, old_receiver_taking_all, send, stderr_of, wait_for, xfer,
+};
+
+/// More entries than the walk may hand on before the session takes them (64
+/// batches of 128): the walk must wait for the session, not hold it all twice.
+const ENTRIES: usize = 9000;
+
+/// `tree/dNN/fNNNN`: [`ENTRIES`] empty files in 30 directories, and `tree/last`
+/// holding the only bytes, found last.
+fn big_tree(root: &Path) -> std::path::PathBuf {
+    let tree = root.join("tree");
+    for index in 0..ENTRIES {
+        let dir = tree.join(format!("d{:02}", index % 30));
+        if index < 30 {
+            fs::create_dir_all(&dir).unwrap();
+        }
+        fs::write(dir.join(format!("f{index:04}")), b"").unwrap();
+    }
+    fs::write(tree.join("last"), b"the last entry the walk finds\n").unwrap();
+    tree
+}
+
+fn count_files(dir: &Path) -> usize {
+    fs::read_dir(dir)
+        .unwrap()
+        .map(|entry| {
+            let path = entry.unwrap().path();
+            match path.is_dir() {
+                true => count_files(&path),
+                false => 1,
+            }
+        })
+        .sum()
+}
+
+#[test]
+fn a_large_tree_arrives_whole_when_the_receiver_listens_only_after_the_walk() {
+    let root = tempfile::tempdir().unwrap();
+    let tree = big_tree(root.path());
+    let out = root.path().join("out");
+    fs::create_dir(&out).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut sender = xfer()
+        .args(["send", "-q", "--wait", "30"])
+        .arg(&tree)
+        .arg(format!("127.0.0.1:{port}"))
+        .env("XFER_KEY", KEY)
+        .spawn()
+        .unwrap();
+    // Long enough for the walk to fill what it may hand on, and wait.
+    std::thread::sleep(Duration::from_millis(1500));
+    let mut command = xfer();
+    command
+        .args(["recv", "--listen", &format!("127.0.0.1:{port}"), "--dir"])
+        .arg(&out)
+        .env("XFER_KEY", KEY);
+    let mut receiver = Receiver::spawn(command);
+    assert!(wait_for(&mut sender, TIMEOUT).success());
+    assert_eq!(receiver.exit_code(), 0, "{}", receiver.stderr());
+    assert_eq!(count_files(&out.join("tree")), ENTRIES + 1);
+    assert_eq!(
+        fs::read(out.join("tree/last")).unwrap(),
+        b"the last entry the walk finds\n"
+    );
+}
+
+#[test]
+fn a_large_tree_goes_whole_to_a_receiver_without_meta() {
+    let root = tempfile::tempdir().unwrap();
+    let tree = big_tree(root.path());
+    let (port, received) = old_receiver_taking_all();
+    let sent = send(&[&tree], port, KEY, &["-q"]);
+    assert!(sent.status.success(), "{}", stderr_of(&sent));
+    let received = received.join().unwrap();
+    // The 30 directories, the files, `tree` itself and `last`.
+    assert_eq!(received.entries.len(), ENTRIES + 32);
+    assert_eq!(received.entries[0]["path"], "tree");
+    assert_eq!(
+        received.files["tree/last"],
+        b"the last entry the walk finds\n"
+    );
+}
+
+#[test]
+fn a_mirror_of_a_large_tree_is_offered_once_walked_and_deletes_what_the_source_lacks() {
+    let root = tempfile::tempdir().unwrap();
+    let tree = big_tree(root.path());
+    let out = root.path().join("out");
+    fs::create_dir_all(out.join("tree/d00")).unwrap();
+    fs::write(out.join("tree/d00/stale"), b"stale\n").unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    let mut receiver = Receiver::start(&out, Some(KEY), &["--overwrite", "-q"]);
+    let sent = send(&[&tree], receiver.port, KEY, &["--delete", "-q"]);
+    assert!(sent.status.success(), "{}", stderr_of(&sent));
+    assert_eq!(receiver.exit_code(), 0, "{}", receiver.stderr());
+    assert!(!out.join("tree/d00/stale").exists());
+    assert_eq!(count_files(&out.join("tree")), ENTRIES + 1);
+}
