@@ -317,6 +317,8 @@ fn stop_gracefully(
     }
     let cut = shared.sessions.load(Ordering::SeqCst);
     if cut > 0 {
+        // The process exits with them running: what they lent themselves goes back.
+        crate::fs::sink::give_back_all();
         return Err(fail(
             Kind::Network,
             format!(

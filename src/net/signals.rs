@@ -101,6 +101,7 @@ pub(crate) fn interrupt_clears_the_screen(kept: Kept) -> Result<()> {
                     }
                     Kept::Nothing => "xfer: interrupted; nothing is kept to resume from",
                 });
+                crate::fs::sink::give_back_all();
                 std::process::exit(130);
             }
         })

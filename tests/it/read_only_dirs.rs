@@ -91,6 +91,19 @@ fn mirror(site: &Path, extra: &[&str]) -> Option<(Output, i32)> {
     Some((sent, receiver.exit_code()))
 }
 
+/// The first copy of `tree` into `dst` (it must succeed), or `None` where a
+/// receiver cannot run as `nobody` (said).
+fn first_copy(site: &Path) -> Option<Output> {
+    let (first, code) = mirror(site, &[])?;
+    assert_eq!(
+        (code, first.status.code()),
+        (0, Some(0)),
+        "{}",
+        stderr_of(&first)
+    );
+    Some(first)
+}
+
 /// A dry run with `extra`, which must change nothing, then the real run; both
 /// must succeed on both sides. Their outputs, dry first.
 fn dry_then_real(site: &Path, extra: &[&str]) -> (Output, Output) {
@@ -128,8 +141,8 @@ fn lines_starting(output: &Output, kinds: &[&str]) -> Vec<String> {
 #[test]
 fn new_files_arrive_in_read_only_directories_of_the_receivers_own_which_keep_their_modes() {
     let site = site();
-    let Some((first, 0)) = mirror(site.path(), &[]) else {
-        return; // skipped (said), or failed: the next assertion says how
+    let Some(first) = first_copy(site.path()) else {
+        return;
     };
     let locked = site.path().join("dst/tree/locked");
     assert_eq!((mode(&locked), mode(&locked.join("sub"))), (0o555, 0o555));
@@ -151,9 +164,9 @@ fn new_files_arrive_in_read_only_directories_of_the_receivers_own_which_keep_the
 #[test]
 fn delete_removes_from_read_only_directories_of_its_own_as_its_dry_run_says() {
     let site = site();
-    let Some((_, 0)) = mirror(site.path(), &[]) else {
+    if first_copy(site.path()).is_none() {
         return;
-    };
+    }
     let source = site.path().join("tree/locked");
     inside(&source, |dir| fs::remove_file(dir.join("a")).unwrap());
     // On the receiver, a read-only directory the source never had, holding more.
@@ -184,9 +197,9 @@ fn delete_removes_from_read_only_directories_of_its_own_as_its_dry_run_says() {
 #[test]
 fn a_session_cut_in_a_read_only_directory_gives_it_its_mode_back() {
     let site = site();
-    let Some((_, 0)) = mirror(site.path(), &[]) else {
+    if first_copy(site.path()).is_none() {
         return;
-    };
+    }
     let source = site.path().join("tree/locked");
     let big: Vec<u8> = (0..8u32 << 20).map(|i| (i % 251) as u8).collect();
     inside(&source, |dir| fs::write(dir.join("big"), &big).unwrap());
@@ -263,9 +276,9 @@ fn a_read_only_target_directory_is_not_loosened() {
 #[test]
 fn a_read_only_directory_of_another_user_is_not_loosened() {
     let site = site();
-    let Some((_, 0)) = mirror(site.path(), &[]) else {
+    if first_copy(site.path()).is_none() {
         return;
-    };
+    }
     let dst = site.path().join("dst/tree/locked");
     std::os::unix::fs::lchown(&dst, Some(0), Some(0)).unwrap();
     let source = site.path().join("tree/locked");
@@ -276,4 +289,163 @@ fn a_read_only_directory_of_another_user_is_not_loosened() {
     assert!(stderr_of(&real).contains(said), "{}", stderr_of(&real));
     assert_eq!(mode(&dst), 0o555);
     assert!(!dst.join("b").exists());
+}
+
+/// `recv --listen 127.0.0.1:0 EXTRA --dir dst` as `nobody` (where a test that
+/// needs it got this far, that works).
+fn nobody_listening(site: &Path, extra: &[&str]) -> crate::util::Receiver {
+    let mut command = xfer();
+    command
+        .args(["recv", "--listen", "127.0.0.1:0"])
+        .args(extra)
+        .arg("--dir")
+        .arg(site.join("dst"))
+        .env("XFER_KEY", KEY);
+    crate::util::Receiver::spawn(crate::util::as_nobody(command).unwrap())
+}
+
+/// `xfer send` of `what` to 127.0.0.1:`port`, paced so that it takes a while.
+fn slow_send(what: &[&Path], port: u16, extra: &[&str]) -> std::process::Child {
+    xfer()
+        .arg("send")
+        .args(what)
+        .arg(format!("127.0.0.1:{port}"))
+        .args(["--limit-rate", "1M", "-q"])
+        .args(extra)
+        .env("XFER_KEY", KEY)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Two sessions of one serving receiver write into the same read-only directory
+/// at once: the first to end must not give it its mode back while the other
+/// still writes there (the other failed `cannot rename into place`).
+#[test]
+fn two_sessions_in_one_read_only_directory_both_arrive_and_the_last_gives_its_mode_back() {
+    let site = site();
+    if first_copy(site.path()).is_none() {
+        return;
+    }
+    let source = site.path().join("tree/locked");
+    let small: Vec<u8> = (0..(2u32 << 20)).map(|i| (i % 241) as u8).collect();
+    let large: Vec<u8> = (0..(4u32 << 20)).map(|i| (i % 239) as u8).collect();
+    inside(&source, |dir| fs::write(dir.join("large"), &large).unwrap());
+    fs::write(site.path().join("small"), &small).unwrap();
+    let receiver = nobody_listening(site.path(), &["--serve", "--overwrite"]);
+    // The first names no directory (only the file, into `locked`); the second
+    // offers `locked` with its mode.
+    let name = ["--name", "tree/locked/small"];
+    let mut first = slow_send(&[&site.path().join("small")], receiver.port, &name);
+    std::thread::sleep(Duration::from_millis(500));
+    let mut second = slow_send(&[&site.path().join("tree")], receiver.port, &[]);
+    for sender in [&mut first, &mut second] {
+        let status = wait_for(sender, TIMEOUT);
+        let mut said = String::new();
+        std::io::Read::read_to_string(sender.stderr.as_mut().unwrap(), &mut said).unwrap();
+        assert!(status.success(), "{said}\n{}", receiver.stderr());
+    }
+    let dst = site.path().join("dst/tree/locked");
+    assert_eq!(fs::read(dst.join("small")).unwrap(), small);
+    assert_eq!(fs::read(dst.join("large")).unwrap(), large);
+    assert_eq!(mode(&dst), 0o555, "{}", receiver.stderr());
+    assert!(!has_partial(&dst));
+}
+
+/// A receiver interrupted (SIGINT) in the middle of a file in a read-only
+/// directory gives it its mode back before it exits 130.
+#[test]
+fn an_interrupted_receiver_gives_read_only_directories_their_modes_back() {
+    let site = site();
+    if first_copy(site.path()).is_none() {
+        return;
+    }
+    let source = site.path().join("tree/locked");
+    let big: Vec<u8> = (0..(8u32 << 20)).map(|i| (i % 251) as u8).collect();
+    inside(&source, |dir| fs::write(dir.join("big"), &big).unwrap());
+    let mut sender = xfer()
+        .args(["send", "--listen", "127.0.0.1:0", "--limit-rate", "512K"])
+        .arg(site.path().join("tree"))
+        .env("XFER_KEY", KEY)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Its first line says where it listens.
+    let mut first = String::new();
+    let mut said = std::io::BufReader::new(sender.stderr.take().unwrap());
+    std::io::BufRead::read_line(&mut said, &mut first).unwrap();
+    let port = first.trim().rsplit(':').next().unwrap().to_string();
+    let mut command = xfer();
+    command
+        .args(["recv", &format!("127.0.0.1:{port}"), "--overwrite", "--dir"])
+        .arg(site.path().join("dst"))
+        .env("XFER_KEY", KEY)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let mut receiver = crate::util::as_nobody(command).unwrap().spawn().unwrap();
+    let dst = site.path().join("dst/tree/locked");
+    let started = Instant::now();
+    while !has_partial(&dst) && started.elapsed() < TIMEOUT {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(
+        mode(&dst) & 0o700,
+        0o700,
+        "given its owner's bits meanwhile"
+    );
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(receiver.id() as i32).unwrap(),
+        rustix::process::Signal::INT,
+    )
+    .unwrap();
+    assert_eq!(wait_for(&mut receiver, TIMEOUT).code(), Some(130));
+    assert_eq!(mode(&dst), 0o555);
+    let _ = sender.kill();
+    wait_for(&mut sender, TIMEOUT);
+}
+
+/// A read-only setgid directory whose group its owner is not in: a change of mode
+/// would lose the setgid bit for good, so it is not loosened, and what would go
+/// in it fails as before.
+#[test]
+fn a_setgid_directory_of_a_group_its_owner_is_not_in_is_not_loosened() {
+    let site = site();
+    if first_copy(site.path()).is_none() {
+        return;
+    }
+    let dst = site.path().join("dst/tree/locked");
+    std::os::unix::fs::lchown(&dst, Some(NOBODY), Some(0)).unwrap();
+    set_mode(&dst, 0o2555);
+    // Only the file, into `locked`: the offer says nothing of the directory's mode.
+    let file = site.path().join("b");
+    fs::write(&file, b"b\n").unwrap();
+    let mut receiver = nobody_receiving(&site.path().join("dst")).unwrap();
+    let sent = send(&[&file], receiver.port, KEY, &["--name", "tree/locked/b"]);
+    assert_ne!(receiver.exit_code(), 0);
+    let said = "tree/locked/b: cannot create a temporary file: Permission denied";
+    assert!(stderr_of(&sent).contains(said), "{}", stderr_of(&sent));
+    assert_eq!(mode(&dst), 0o2555);
+}
+
+/// The sweep of partial files no sender came back for reaches into read-only
+/// directories of the receiver's own too, and leaves their modes as they were.
+#[test]
+fn a_stale_partial_in_a_read_only_directory_is_swept() {
+    let site = site();
+    if first_copy(site.path()).is_none() {
+        return;
+    }
+    let dst = site.path().join("dst/tree/locked");
+    let partial = dst.join(crate::util::partial_name("gone", 5 << 20));
+    inside(&dst, |_| {
+        fs::write(&partial, b"left behind").unwrap();
+        crate::util::make_older(&partial);
+    });
+    let receiver = nobody_listening(site.path(), &["--keep-partial", "0"]);
+    let said = receiver.wait_for_stderr("removed 1 partial file");
+    assert!(said.contains("removed 1 partial file"), "{said}");
+    assert!(!partial.exists());
+    assert_eq!(mode(&dst), 0o555);
 }

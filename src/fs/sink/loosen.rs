@@ -2,61 +2,74 @@
 //! with its read-only directories (a Go module cache, a `chmod -R a-w` archive)
 //! arrives the first time, since its directories get their modes only at the
 //! end, and the next run must add or remove names in them. As `rsync` does, such
-//! a directory is given its owner's `rwx` just before this session changes a
-//! name in it, and its own mode back before the offered modes are applied, or
-//! when the session fails. Never the target itself (where the user said to
+//! a directory is given its owner's `rwx` just before a session changes a name in
+//! it, and its own mode back once no session of this process uses it any more:
+//! before the offered modes are applied, when a session fails, and before the
+//! process exits on a signal. Never the target itself (where the user said to
 //! write), never on a server (its directories always keep its own access), never
 //! where access is denied for another reason (another owner, a read-only
-//! filesystem) or root, who needs no permission. A dry run changes nothing and
+//! filesystem), for root, who needs no permission, nor where the kernel would drop
+//! a setgid bit its owner could not give back. A dry run changes nothing and
 //! counts such a directory as one the real run could write in.
+//!
+//! The rule this keeps: a directory is given back the mode it had (or, when a
+//! session applied the offered mode meanwhile, that one) by the last session of
+//! the process that used it, and only if nobody changed its mode since.
 
 use std::os::fd::OwnedFd;
-use std::sync::PoisonError;
+use std::sync::{Arc, PoisonError};
 
-use rustix::fs::{Mode, Stat};
-use rustix::io::Errno;
+use rustix::fs::Mode;
 
-use super::resolver::Resolver;
-use super::target::{Loosened, TargetDir};
-use crate::fs::beneath;
-
-/// The owner's read, write and search bits.
-const OWNER_RWX: u32 = 0o700;
-
-/// `dir`'s status, if this process may not change names in it now only for want
-/// of its owner's bits: the permission is what is missing (`EACCES`), it owns the
-/// directory, and the owner's bits lack some of `rwx`.
-fn loosenable(dir: &OwnedFd) -> Option<Stat> {
-    if beneath::may_change_names(dir) != Err(Errno::ACCESS) {
-        return None;
-    }
-    let stat = rustix::fs::fstat(dir).ok()?;
-    let mine = stat.st_uid == rustix::process::geteuid().as_raw();
-    (mine && stat.st_mode & OWNER_RWX != OWNER_RWX).then_some(stat)
-}
+use super::lent::{Loan, OWNER_RWX, give_back, identity, loans, loosenable};
+use super::target::TargetDir;
+use crate::proto::message::Entry;
 
 impl TargetDir {
-    /// Gives `dir` (`path` beneath the root, not the root) its owner's `rwx` if
-    /// this session may not change names in it only for want of them (see the
-    /// module), noting it for [`TargetDir::restore_loosened`]. Where that fails,
-    /// the change of name that needed it fails as it would have.
+    /// Before this session changes a name in `dir` (`path` beneath the root, not
+    /// the root): given its owner's `rwx` if it needs them and may (see the module),
+    /// or counted as used where another session lent it already. Where that fails,
+    /// the change of name fails as it would have.
     pub(crate) fn loosen(&self, dir: &OwnedFd, path: &[u8]) {
         if path.is_empty() || self.meter().is_some() {
+            return;
+        }
+        let Ok(stat) = rustix::fs::fstat(dir) else {
+            return;
+        };
+        let mut taken = self.taken().lock().unwrap_or_else(PoisonError::into_inner);
+        let mut loans = loans();
+        if let Some(loan) = loans
+            .iter_mut()
+            .find(|loan| loan.identity == identity(&stat))
+        {
+            if !taken.used.contains(&loan.identity) {
+                loan.users += 1;
+                taken.used.push(loan.identity);
+            }
             return;
         }
         let Some(stat) = loosenable(dir) else {
             return;
         };
-        let mode = stat.st_mode & 0o7777;
-        if rustix::fs::fchmod(dir, Mode::from_raw_mode(mode | OWNER_RWX)).is_ok() {
-            self.loosened_dirs()
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .push(Loosened {
-                    identity: (stat.st_dev, stat.st_ino),
-                    path: path.to_vec(),
-                    mode,
-                });
+        let (mode, loose) = (stat.st_mode & 0o7777, (stat.st_mode & 0o7777) | OWNER_RWX);
+        let root = match &taken.root {
+            Some(root) => root.clone(),
+            None => match self.dup_root() {
+                Ok(root) => taken.root.insert(Arc::new(root)).clone(),
+                Err(_) => return,
+            },
+        };
+        if rustix::fs::fchmod(dir, Mode::from_raw_mode(loose)).is_ok() {
+            loans.push(Loan {
+                identity: identity(&stat),
+                root,
+                path: path.to_vec(),
+                mode,
+                loose,
+                users: 1,
+            });
+            taken.used.push(identity(&stat));
         }
     }
 
@@ -66,38 +79,58 @@ impl TargetDir {
         !path.is_empty() && self.meter().is_none() && loosenable(dir).is_some()
     }
 
-    /// Gives every directory [`TargetDir::loosen`] changed its mode back, the last
-    /// loosened first (so that a directory is reached before its parent loses
-    /// its owner's bits again). One no longer there (`--delete` removed it), or
-    /// another directory in its place, is left alone.
+    /// This session uses none of the directories it took any more: the last user
+    /// of each gives it its mode back (see [`give_back`]).
     pub(crate) fn restore_loosened(&self) {
-        let loosened = std::mem::take(
-            &mut *self
-                .loosened_dirs()
+        let used = std::mem::take(
+            &mut self
+                .taken()
                 .lock()
-                .unwrap_or_else(PoisonError::into_inner),
+                .unwrap_or_else(PoisonError::into_inner)
+                .used,
         );
-        let mut resolver = self.resolver();
-        for dir in loosened.into_iter().rev() {
-            let components: Vec<&[u8]> = dir.path.split(|&byte| byte == b'/').collect();
-            let Ok(Some(fd)) = resolver.walk(&components, false) else {
+        let mut loans = loans();
+        for identity in used {
+            let Some(at) = loans.iter().position(|loan| loan.identity == identity) else {
                 continue;
             };
-            let same =
-                rustix::fs::fstat(&*fd).is_ok_and(|now| (now.st_dev, now.st_ino) == dir.identity);
-            if same {
-                // Nothing to say where it fails: the directory keeps its owner's
-                // bits, which hides nothing from anyone else.
-                let _ = rustix::fs::fchmod(&*fd, Mode::from_raw_mode(dir.mode));
+            loans[at].users -= 1;
+            if loans[at].users == 0 {
+                give_back(&loans.swap_remove(at));
             }
         }
     }
+
+    /// The offered metadata for directory `dir`, as applied now: where another
+    /// session still uses it, with its owner's `rwx` kept, the offered mode being
+    /// what the last user gives it back.
+    pub(crate) fn offered_while_lent<'e>(
+        &self,
+        dir: &OwnedFd,
+        entry: &'e Entry,
+    ) -> std::borrow::Cow<'e, Entry> {
+        let (Ok(stat), Some(offered)) = (rustix::fs::fstat(dir), entry.mode) else {
+            return std::borrow::Cow::Borrowed(entry);
+        };
+        let mut loans = loans();
+        let Some(loan) = loans
+            .iter_mut()
+            .find(|loan| loan.identity == identity(&stat))
+        else {
+            return std::borrow::Cow::Borrowed(entry);
+        };
+        let offered = (offered & 0o7777) as u32;
+        (loan.mode, loan.loose) = (offered, offered | OWNER_RWX);
+        let mut kept_open = entry.clone();
+        kept_open.mode = Some(u64::from(loan.loose));
+        std::borrow::Cow::Owned(kept_open)
+    }
 }
 
-impl Resolver<'_> {
+impl super::resolver::Resolver<'_> {
     /// Before the plan has a name added or replaced at `components`: the deepest
     /// directory on its way that is there is loosened if need be (see the module).
-    /// One this resolver made, or loosened already, costs a lookup in memory.
+    /// One this resolver made, or looked at already, costs a lookup in memory.
     pub(crate) fn let_in(&mut self, components: &[&[u8]]) {
         let Some((_, parents)) = components.split_last() else {
             return;

@@ -9,6 +9,7 @@
 //! [`StdoutSink`].
 
 mod basis;
+mod lent;
 mod loosen;
 mod meta;
 mod node;
@@ -23,6 +24,7 @@ use std::fs::File;
 use std::io::{self, Write};
 
 pub(crate) use self::basis::{Basis, BasisReader};
+pub(crate) use self::lent::give_back_all;
 pub(crate) use self::meta::set_numeric_ids;
 pub(crate) use self::node::{Node, node_footprint};
 pub(crate) use self::part::{PartFile, Resume};

@@ -312,7 +312,7 @@ fn item_kind(stat: &rustix::fs::Stat) -> ItemKind {
 struct Walk<'a, 'b> {
     rules: &'a Prune<'a>,
     said: &'b mut dyn FnMut(Removed),
-    meter: &'a TargetDir,
+    target: &'a TargetDir,
     /// The path an entry of this session is being received at (a directory it
     /// replaces is emptied): its own claim in the ledger does not count.
     own: Option<&'a str>,
@@ -332,13 +332,13 @@ impl<'a, 'b> Walk<'a, 'b> {
     fn new(
         rules: &'a Prune<'a>,
         said: &'b mut dyn FnMut(Removed),
-        meter: &'a TargetDir,
+        target: &'a TargetDir,
         own: Option<&'a str>,
     ) -> Self {
         Walk {
             rules,
             said,
-            meter,
+            target,
             own,
             kept: None,
             freed: Footprint::default(),
@@ -478,13 +478,13 @@ impl<'a, 'b> Walk<'a, 'b> {
         let result = match self.rules.dry_run {
             // What the real run's unlinkat would be refused for want of rights.
             true => match beneath::may_remove_names(parent) {
-                Err(Errno::ACCESS) if self.meter.would_loosen(parent, parent_path.as_bytes()) => {
+                Err(Errno::ACCESS) if self.target.would_loosen(parent, parent_path.as_bytes()) => {
                     Ok(())
                 }
                 other => other.map_err(Unlink::Os),
             },
             false => {
-                self.meter.loosen(parent, parent_path.as_bytes());
+                self.target.loosen(parent, parent_path.as_bytes());
                 self.unlink(parent, (name, stat), path, kind)
             }
         };
@@ -510,7 +510,7 @@ impl<'a, 'b> Walk<'a, 'b> {
         path: &str,
         depth: usize,
     ) -> bool {
-        let _held = self.meter.hold(path, self.rules.dry_run);
+        let _held = self.target.hold(path, self.rules.dry_run);
         let Some(fd) = self.open_to_empty(parent, name, path) else {
             return false;
         };
@@ -616,7 +616,7 @@ impl<'a, 'b> Walk<'a, 'b> {
             ItemKind::Dir => AtFlags::REMOVEDIR,
             _ => AtFlags::empty(),
         };
-        let Some(account) = self.meter.meter() else {
+        let Some(account) = self.target.meter() else {
             self.as_listed(parent, name, listed, kind)?;
             return Ok(rustix::fs::unlinkat(parent, name, flags)?);
         };

@@ -300,7 +300,8 @@ impl<'a> Resolver<'a> {
         })?;
         // A server keeps reading, writing and searching what it holds.
         let policy = self.policy(0o700);
-        meta::apply_in_place(&*dir, entry, policy)
+        let entry = self.target.offered_while_lent(&dir, entry);
+        meta::apply_in_place(&*dir, &entry, policy)
             .map(|_| ())
             .map_err(|err| Refusal::io(path, "cannot set its metadata", err))
     }

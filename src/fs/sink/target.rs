@@ -42,21 +42,18 @@ pub(crate) struct TargetDir {
     /// The offer being received names no attributes but `user.*`, so only those
     /// are removed here (see [`TargetDir::offer_names_user_xattrs_only`]).
     user_strays: AtomicBool,
-    /// The directories the session writing here gave their owner's bits, to be
-    /// given their modes back (`loosen.rs`).
-    loosened: Arc<LoosenedDirs>,
+    /// The directories the session writing here uses with their owner's bits
+    /// (`loosen.rs`).
+    taken: Arc<Mutex<Taken>>,
 }
 
-/// A directory given its owner's `rwx` by a session (`loosen.rs`): which one,
-/// where beneath the root, and the mode it had.
-pub(super) struct Loosened {
-    pub(super) identity: (u64, u64),
-    pub(super) path: Vec<u8>,
-    pub(super) mode: u32,
+/// What a session took of the directories lent to it (`loosen.rs`): the target's
+/// root, held once for all of them, and the directories it uses, by identity.
+#[derive(Default)]
+pub(super) struct Taken {
+    pub(super) root: Option<Arc<OwnedFd>>,
+    pub(super) used: Vec<(u64, u64)>,
 }
-
-/// The directories a session loosened, in the order it did.
-pub(super) type LoosenedDirs = Mutex<Vec<Loosened>>;
 
 /// The `exists` hint where the user who sees it is the one who replaces files
 /// (`get -f`, a server's `put -f`).
@@ -271,7 +268,7 @@ impl TargetDir {
             dropped: Arc::default(),
             user_xattrs: false,
             user_strays: AtomicBool::new(false),
-            loosened: Arc::default(),
+            taken: Arc::default(),
         }
     }
 
@@ -463,7 +460,7 @@ impl TargetDir {
             dropped: self.dropped.clone(),
             user_xattrs: self.user_xattrs,
             user_strays: AtomicBool::new(self.removes_user_xattrs_only()),
-            loosened: self.loosened.clone(),
+            taken: self.taken.clone(),
         })
     }
 
@@ -473,7 +470,7 @@ impl TargetDir {
     pub(crate) fn for_session(&self) -> io::Result<TargetDir> {
         Ok(TargetDir {
             dropped: Arc::default(),
-            loosened: Arc::default(),
+            taken: Arc::default(),
             ..self.try_clone()?
         })
     }
@@ -483,9 +480,9 @@ impl TargetDir {
         &self.dropped
     }
 
-    /// The directories the session writing here loosened (`loosen.rs`).
-    pub(super) fn loosened_dirs(&self) -> &LoosenedDirs {
-        &self.loosened
+    /// The directories the session writing here uses lent (`loosen.rs`).
+    pub(super) fn taken(&self) -> &Mutex<Taken> {
+        &self.taken
     }
 
     pub(crate) fn dup_root(&self) -> io::Result<OwnedFd> {

@@ -90,12 +90,12 @@ pub(crate) fn session<R: Read, W: Write + Send, C: Hangup>(
         mirroring: None,
     };
     let receiving = crate::fs::descriptors::Receiving::begin();
+    let giving_back = GiveBack(match destination {
+        Destination::Dir(target) => Some(target),
+        Destination::Stdout => None,
+    });
     let result = receive(conn, &shared, tally);
-    drop(receiving);
-    if let Destination::Dir(target) = destination {
-        // A failed session gives back what it loosened too (`fs::sink::loosen`).
-        target.restore_loosened();
-    }
+    drop((receiving, giving_back));
     // What it could not apply is said whether or not the session completed: the
     // files of a cut session that arrived were applied (and kept) all the same. A
     // server's sessions say nothing: their clients are told (or were cut).
@@ -114,6 +114,18 @@ pub(crate) fn session<R: Read, W: Write + Send, C: Hangup>(
         super::tell::end_session(conn, err);
     }
     result.map_err(|err| tally.resumable(err, "kept"))
+}
+
+/// Gives back the directories its session's target lent it (`fs::sink::loosen`)
+/// however the session ends: failed, or unwinding from a panic.
+struct GiveBack<'t>(Option<&'t TargetDir>);
+
+impl Drop for GiveBack<'_> {
+    fn drop(&mut self) {
+        if let Some(target) = self.0 {
+            target.restore_loosened();
+        }
+    }
 }
 
 fn receive<R: Read, W: Write + Send, C>(
