@@ -21,6 +21,7 @@ use crate::proto::handshake::Secret;
 use crate::proto::message::{ErrorCode, Item, ItemKind, Message, Mirror, Role, Usage};
 use crate::proto::negotiated::Feature;
 use crate::transfer::recv::{self, Claims, Destination, Settings};
+use crate::transfer::send::Offering;
 use crate::transfer::tell::end_session;
 use crate::transfer::{Tally, send};
 use crate::ui::report::Style;
@@ -170,7 +171,13 @@ impl Client {
         outbox: &dyn Outbox,
         tally: &mut Tally,
     ) -> Result<()> {
-        put_on(&mut self.conn, dir, overwrite, outbox, tally)
+        put_on(
+            &mut self.conn,
+            dir,
+            overwrite,
+            Offering::Walked(outbox),
+            tally,
+        )
     }
 
     /// `get PATHS`: receives them into `destination`.
@@ -233,23 +240,30 @@ impl Client {
 }
 
 /// `put DIR` on a request connection: the request, its `ack`, then the transfer
-/// with this side as sender.
+/// with this side as sender, of `offering` (a walk under way never asks for a dry
+/// run: see `send::Walking`).
 pub(crate) fn put_on(
     conn: &mut TcpConnection,
     dir: &str,
     overwrite: bool,
-    outbox: &dyn Outbox,
+    offering: Offering<'_>,
     tally: &mut Tally,
 ) -> Result<()> {
     let put = Message::Put {
         dir: dir.to_string(),
         overwrite,
     };
-    let dry_run = outbox.mirror().is_some_and(|mirror| mirror.dry_run);
+    let dry_run = match offering {
+        Offering::Walked(outbox) => outbox
+            .mirror()
+            .filter(|mirror| mirror.dry_run)
+            .map(|_| outbox),
+        Offering::Walking(_) => None,
+    };
     let answer = match request_on(conn, &put) {
         // A dry run makes nothing: into a directory not there yet, all is new;
         // where a real run could not make it, the dry run fails as that would.
-        Err(err) if peer_code(&err) == Some(ErrorCode::NotFound) && dry_run => {
+        Err(err) if peer_code(&err) == Some(ErrorCode::NotFound) && dry_run.is_some() => {
             if let Some(refusal) = what_mkdir_meets(conn, dir)? {
                 if !tally.reporter().style().quiet {
                     crate::ui::report::line(&format!(
@@ -260,7 +274,7 @@ pub(crate) fn put_on(
                 }
                 return Err(refusal);
             }
-            dry_run_into_nothing(dir, outbox, tally);
+            dry_run_into_nothing(dir, dry_run.expect("a dry run"), tally);
             return Ok(());
         }
         // A directory that is not there yet is made first, as `mkdir -p` would.
@@ -274,7 +288,7 @@ pub(crate) fn put_on(
         answer => answer?,
     };
     match answer {
-        Message::Ack => send::session(conn, outbox, tally),
+        Message::Ack => send::offering_session(conn, offering, tally),
         other => Err(unexpected(conn, "ack", &other)),
     }
 }

@@ -17,7 +17,7 @@ use crate::fs::input::Outbox;
 use crate::fs::source::{self, WalkOptions};
 use crate::net::signals::Kept;
 use crate::proto::message::{Entry, Mirror, Role};
-use crate::transfer::send::{self, Walking};
+use crate::transfer::send;
 use crate::ui::report;
 
 /// What `xfer send` was asked to do.
@@ -93,8 +93,7 @@ fn session(options: &SendOptions, offer: Offer) -> Session {
                 if encryption == Encryption::Off {
                     report::warn("a server always encrypts: --no-encrypt has no effect here");
                 }
-                let outbox = offer.walked()?;
-                client::put_on(conn, dir.unwrap_or(""), overwrite, &*outbox, tally)?;
+                client::put_on(conn, dir.unwrap_or(""), overwrite, offer.offering(), tally)?;
             }
             (false, Some(dir)) => return Err(no_dir_at_a_receiver(dir)),
             (false, None) => {
@@ -104,10 +103,7 @@ fn session(options: &SendOptions, offer: Offer) -> Session {
                          (`xfer recv --overwrite`): -f has no effect here",
                     );
                 }
-                match &offer {
-                    Offer::Walked(collected) => send::session(conn, &**collected, tally)?,
-                    Offer::Walking(walking) => send::session_walking(conn, &**walking, tally)?,
-                }
+                send::offering_session(conn, offer.offering(), tally)?;
             }
         }
         tally.verdict()
@@ -156,11 +152,10 @@ enum Offer {
 }
 
 impl Offer {
-    /// The whole walk, waiting for it to end.
-    fn walked(&self) -> Result<Arc<dyn Outbox>> {
+    fn offering(&self) -> send::Offering<'_> {
         match self {
-            Offer::Walked(collected) => Ok(collected.clone()),
-            Offer::Walking(walking) => Ok(Arc::from(walking.walked()?)),
+            Offer::Walked(collected) => send::Offering::Walked(&**collected),
+            Offer::Walking(walking) => send::Offering::Walking(&**walking),
         }
     }
 }

@@ -60,6 +60,31 @@ impl<'a, W: Write> ListWriter<'a, W> {
         ListWriter::new(writer, "plan", Some(transfer.plan_mac()))
     }
 
+    /// An offer for `transfer` whose first frame says `head`, entry by entry; see
+    /// [`ListWriter::finish_offer`].
+    pub(crate) fn offer(
+        writer: &'a mut FrameWriter<W>,
+        transfer: &Transfer,
+        head: Head<'_>,
+    ) -> Self {
+        let mut list = ListWriter::new(writer, "offer", Some(transfer.offer_mac()));
+        if head.mirror.is_some() || head.xattrs_all {
+            // The first frame is opened already; open it again with the members in it.
+            let mut opening = Vec::new();
+            if let Some(mirror) = head.mirror {
+                opening.extend_from_slice(br#""mirror":"#);
+                serde_json::to_writer(&mut opening, mirror).expect("mirror options serialise");
+                opening.push(b',');
+            }
+            if head.xattrs_all {
+                opening.extend_from_slice(br#""xattrs_all":true,"#);
+            }
+            list.opening = Some(opening);
+            list.open_frame();
+        }
+        list
+    }
+
     /// A listing (section 9), item by item; see [`ListWriter::finish_listing`].
     pub(crate) fn listing(writer: &'a mut FrameWriter<W>) -> Self {
         ListWriter::new(writer, "listing", None)
@@ -122,6 +147,11 @@ impl<'a, W: Write> ListWriter<'a, W> {
         self.writer.flush()
     }
 
+    /// Ends an offer: its last frame and `offer_end`.
+    pub(crate) fn finish_offer(self) -> Result<()> {
+        self.finish(|count, mac| Message::OfferEnd { count, mac })
+    }
+
     /// Ends a plan: its last frame and `plan_end`.
     pub(crate) fn finish_plan(self) -> Result<()> {
         self.finish(|count, mac| Message::PlanEnd { count, mac })
@@ -157,25 +187,11 @@ pub(crate) fn write_offer<W: Write>(
     head: Head<'_>,
     entries: impl IntoIterator<Item = impl Borrow<Entry>>,
 ) -> Result<()> {
-    let mut list = ListWriter::new(writer, "offer", Some(transfer.offer_mac()));
-    if head.mirror.is_some() || head.xattrs_all {
-        // The first frame is opened already; open it again with the members in it.
-        let mut opening = Vec::new();
-        if let Some(mirror) = head.mirror {
-            opening.extend_from_slice(br#""mirror":"#);
-            serde_json::to_writer(&mut opening, mirror).expect("mirror options serialise");
-            opening.push(b',');
-        }
-        if head.xattrs_all {
-            opening.extend_from_slice(br#""xattrs_all":true,"#);
-        }
-        list.opening = Some(opening);
-        list.open_frame();
-    }
+    let mut list = ListWriter::offer(writer, transfer, head);
     for entry in entries {
         list.push(entry.borrow())?;
     }
-    list.finish(|count, mac| Message::OfferEnd { count, mac })
+    list.finish_offer()
 }
 
 /// What an offer's first frame says besides its entries.

@@ -111,3 +111,22 @@ fn a_mirror_of_a_large_tree_is_offered_once_walked_and_deletes_what_the_source_l
     assert!(!out.join("tree/d00/stale").exists());
     assert_eq!(count_files(&out.join("tree")), ENTRIES + 1);
 }
+
+/// `xfer send TREE HOST:PORT` that meets a server (a `put` into the home, no
+/// `:DIR`): the offer goes out as the walk finds it there too, and arrives whole.
+#[test]
+fn a_large_tree_put_into_a_home_without_a_directory_arrives_whole() {
+    use crate::util::server::{Site, send_as};
+    let site = Site::new();
+    site.users(&[("alice", "")]);
+    let server = site.serve(&[]);
+    let tree = big_tree(site.path());
+    let sent = send_as(&site, "alice", &[&tree], &server.addr());
+    assert!(sent.status.success(), "{}", stderr_of(&sent));
+    let home = site.home("alice");
+    assert_eq!(count_files(&home.join("tree")), ENTRIES + 1);
+    assert_eq!(
+        fs::read(home.join("tree/last")).unwrap(),
+        b"the last entry the walk finds\n"
+    );
+}

@@ -449,3 +449,38 @@ fn a_stale_partial_in_a_read_only_directory_is_swept() {
     assert!(!partial.exists());
     assert_eq!(mode(&dst), 0o555);
 }
+
+/// The same, where the read-only directory is new: the session that made it and
+/// another one writing into it too, each offering its read-only mode. The first
+/// to end must not apply that mode while the other still writes there.
+#[test]
+fn two_sessions_making_the_same_read_only_directory_both_arrive() {
+    let site = site();
+    let source = site.path().join("tree/locked");
+    let large: Vec<u8> = (0..(4u32 << 20)).map(|i| (i % 239) as u8).collect();
+    inside(&source, |dir| fs::write(dir.join("large"), &large).unwrap());
+    // A second source tree with the same names, `tree/locked/` read-only too.
+    let other = site.path().join("other/tree/locked");
+    fs::create_dir_all(&other).unwrap();
+    fs::write(other.join("o"), b"o\n").unwrap();
+    chown_all(&site.path().join("other"));
+    set_mode(&other, 0o555);
+    if crate::util::as_nobody(xfer()).is_none() {
+        return;
+    }
+    let receiver = nobody_listening(site.path(), &["--serve", "--overwrite"]);
+    let mut first = slow_send(&[&site.path().join("tree")], receiver.port, &[]);
+    std::thread::sleep(Duration::from_millis(700));
+    let mut second = slow_send(&[&site.path().join("other/tree")], receiver.port, &[]);
+    for sender in [&mut second, &mut first] {
+        let status = wait_for(sender, TIMEOUT);
+        let mut said = String::new();
+        std::io::Read::read_to_string(sender.stderr.as_mut().unwrap(), &mut said).unwrap();
+        assert!(status.success(), "{said}\n{}", receiver.stderr());
+    }
+    let dst = site.path().join("dst/tree/locked");
+    assert_eq!(fs::read(dst.join("large")).unwrap(), large);
+    assert_eq!(fs::read(dst.join("o")).unwrap(), b"o\n");
+    assert_eq!(mode(&dst), 0o555, "{}", receiver.stderr());
+    assert!(!has_partial(&dst));
+}

@@ -1,11 +1,15 @@
-//! The directories this process lent itself (see `loosen.rs`, which decides when):
-//! the registry of them, by identity, with how many sessions use each and the mode
-//! each gets back; what a directory must be to be lent; and giving back, one or
-//! all (the process exiting on a signal). Below the target directory and the
-//! resolver, so that the sweep of stale partials can lend itself a directory too.
+//! The directories sessions of this process are changing names in (see
+//! `loosen.rs`, which decides when one is taken): the registry of them, by
+//! identity, with how many sessions use each, the mode each had and the one it
+//! has while used; what a directory must be to be given its owner's bits; and
+//! giving modes back, one or all (the process exiting on a signal). Below the
+//! target directory and the resolver, so that the sweep of stale partials can
+//! lend itself a directory too.
 
+use std::collections::HashMap;
 use std::os::fd::OwnedFd;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, LazyLock, Mutex, MutexGuard, PoisonError};
 
 use rustix::fs::{Mode, Stat};
 use rustix::io::Errno;
@@ -15,24 +19,35 @@ use crate::fs::beneath;
 /// The owner's read, write and search bits.
 pub(super) const OWNER_RWX: u32 = 0o700;
 
-/// A directory some sessions of this process gave their owner's `rwx`.
+/// A directory sessions of this process change names in.
 pub(super) struct Loan {
-    pub(super) identity: (u64, u64),
     /// Where it is: beneath this target directory, at this path.
     pub(super) root: Arc<OwnedFd>,
     pub(super) path: Vec<u8>,
-    /// The mode it gets back, and the one it has while lent.
+    /// The mode it gets back once no session uses it, and the one it has
+    /// meanwhile: the same, unless it was given its owner's bits, or a session
+    /// applied the offered mode while another still used it.
     pub(super) mode: u32,
     pub(super) loose: u32,
     /// The sessions using it.
     pub(super) users: usize,
 }
 
-/// Every directory this process lent itself and has not given back.
-static LOANS: Mutex<Vec<Loan>> = Mutex::new(Vec::new());
+/// Every directory in use, by (device, inode).
+pub(super) type Loans = HashMap<(u64, u64), Loan>;
 
-pub(super) fn loans() -> std::sync::MutexGuard<'static, Vec<Loan>> {
+static LOANS: LazyLock<Mutex<Loans>> = LazyLock::new(Mutex::default);
+
+/// Set once the process gives every mode back to exit: no more are lent.
+static CLOSING: AtomicBool = AtomicBool::new(false);
+
+pub(super) fn loans() -> MutexGuard<'static, Loans> {
     LOANS.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Whether the process is giving every mode back to exit (see [`give_back_all`]).
+pub(super) fn closing() -> bool {
+    CLOSING.load(Ordering::SeqCst)
 }
 
 /// `dir`'s status, if this process may not change names in it now only for want
@@ -60,12 +75,16 @@ pub(super) fn identity(stat: &Stat) -> (u64, u64) {
     (stat.st_dev, stat.st_ino)
 }
 
-/// Gives `loan`'s directory its mode back: reached from its target's root without
-/// following links, and only if it is still the same directory with the mode it
-/// was lent with (else someone else changed it since, and that stands). Nothing
-/// to say where it fails: the directory keeps its owner's bits, which hides
-/// nothing from anyone else.
-pub(super) fn give_back(loan: &Loan) {
+/// Gives the directory of `loan` (found as `identity`) the mode it gets back, if
+/// it has another meanwhile: reached from its target's root without following
+/// links, and only if it is still that directory with the mode it was given
+/// (else someone else changed it since, and that stands). Nothing to say where
+/// it fails: the directory keeps its owner's bits, which hides nothing from
+/// anyone else.
+pub(super) fn give_back(identity_was: (u64, u64), loan: &Loan) {
+    if loan.mode == loan.loose {
+        return;
+    }
     let mut dir = None;
     for name in loan.path.split(|&byte| byte == b'/') {
         let parent = dir.as_ref().unwrap_or(&*loan.root);
@@ -78,28 +97,29 @@ pub(super) fn give_back(loan: &Loan) {
         return;
     };
     let unchanged = rustix::fs::fstat(&dir)
-        .is_ok_and(|now| identity(&now) == loan.identity && now.st_mode & 0o7777 == loan.loose);
+        .is_ok_and(|now| identity(&now) == identity_was && now.st_mode & 0o7777 == loan.loose);
     if unchanged {
         let _ = rustix::fs::fchmod(&dir, Mode::from_raw_mode(loan.mode));
     }
 }
 
-/// Gives every directory this process lent itself its mode back, whoever uses it:
-/// the process is about to exit (on a signal) and cut its sessions.
+/// Gives every directory in use the mode it gets back, whoever uses it, and lends
+/// none after: the process is about to exit (on a signal) and cut its sessions.
 pub(crate) fn give_back_all() {
-    for loan in std::mem::take(&mut *loans()) {
-        give_back(&loan);
+    let mut loans = loans();
+    CLOSING.store(true, Ordering::SeqCst);
+    for (identity, loan) in loans.drain() {
+        give_back(identity, &loan);
     }
 }
 
 /// Runs `change` of names in `dir` (a sweep's removal of a stale partial), with
-/// its owner's `rwx` for the time of it if it needs them (see the module), unless
-/// a session lent it already.
-pub(crate) fn briefly_loosened<T>(dir: &OwnedFd, change: impl FnOnce() -> T) -> T {
+/// its owner's `rwx` for the time of it if it needs them, unless a session uses
+/// the directory (and gave it those already).
+pub(super) fn briefly_loosened<T>(dir: &OwnedFd, change: impl FnOnce() -> T) -> T {
     let loans = loans();
-    let lent = rustix::fs::fstat(dir)
-        .is_ok_and(|stat| loans.iter().any(|loan| loan.identity == identity(&stat)));
-    let Some(stat) = loosenable(dir).filter(|_| !lent) else {
+    let in_use = rustix::fs::fstat(dir).is_ok_and(|stat| loans.contains_key(&identity(&stat)));
+    let Some(stat) = loosenable(dir).filter(|_| !in_use && !closing()) else {
         return change();
     };
     let mode = stat.st_mode & 0o7777;

@@ -12,47 +12,46 @@
 //! a setgid bit its owner could not give back. A dry run changes nothing and
 //! counts such a directory as one the real run could write in.
 //!
-//! The rule this keeps: a directory is given back the mode it had (or, when a
-//! session applied the offered mode meanwhile, that one) by the last session of
-//! the process that used it, and only if nobody changed its mode since.
+//! The rule this keeps: while any session of the process changes names in a
+//! directory, it keeps the mode that lets it (`lent.rs` counts the sessions of
+//! every directory they enter, writable or not); the last one to leave gives it
+//! the mode it had, or the offered one when a session applied that meanwhile, and
+//! only if nobody changed its mode since.
 
 use std::os::fd::OwnedFd;
 use std::sync::{Arc, PoisonError};
 
 use rustix::fs::Mode;
+use rustix::io::Errno;
 
-use super::lent::{Loan, OWNER_RWX, give_back, identity, loans, loosenable};
+use super::lent::{Loan, OWNER_RWX, closing, give_back, identity, loans, loosenable};
+use super::resolver::Resolver;
 use super::target::TargetDir;
 use crate::proto::message::Entry;
 
 impl TargetDir {
     /// Before this session changes a name in `dir` (`path` beneath the root, not
-    /// the root): given its owner's `rwx` if it needs them and may (see the module),
-    /// or counted as used where another session lent it already. Where that fails,
-    /// the change of name fails as it would have.
-    pub(crate) fn loosen(&self, dir: &OwnedFd, path: &[u8]) {
-        if path.is_empty() || self.meter().is_some() {
+    /// the root): counted among the directory's users, and given its owner's `rwx`
+    /// if it needs them and may (see the module). Where that fails, the change of
+    /// name fails as it would have.
+    pub(crate) fn enter_dir(&self, dir: &OwnedFd, path: &[u8]) {
+        if path.is_empty() || self.meter().is_some() || closing() {
             return;
         }
         let Ok(stat) = rustix::fs::fstat(dir) else {
             return;
         };
         let mut taken = self.taken().lock().unwrap_or_else(PoisonError::into_inner);
-        let mut loans = loans();
-        if let Some(loan) = loans
-            .iter_mut()
-            .find(|loan| loan.identity == identity(&stat))
-        {
-            if !taken.used.contains(&loan.identity) {
-                loan.users += 1;
-                taken.used.push(loan.identity);
-            }
+        let key = identity(&stat);
+        if taken.used.contains(&key) {
             return;
         }
-        let Some(stat) = loosenable(dir) else {
+        let mut loans = loans();
+        if let Some(loan) = loans.get_mut(&key) {
+            loan.users += 1;
+            taken.used.push(key);
             return;
-        };
-        let (mode, loose) = (stat.st_mode & 0o7777, (stat.st_mode & 0o7777) | OWNER_RWX);
+        }
         let root = match &taken.root {
             Some(root) => root.clone(),
             None => match self.dup_root() {
@@ -60,84 +59,88 @@ impl TargetDir {
                 Err(_) => return,
             },
         };
-        if rustix::fs::fchmod(dir, Mode::from_raw_mode(loose)).is_ok() {
-            loans.push(Loan {
-                identity: identity(&stat),
-                root,
-                path: path.to_vec(),
-                mode,
-                loose,
-                users: 1,
-            });
-            taken.used.push(identity(&stat));
-        }
+        let mode = stat.st_mode & 0o7777;
+        let loose = match loosenable(dir) {
+            Some(_) if rustix::fs::fchmod(dir, Mode::from_raw_mode(mode | OWNER_RWX)).is_ok() => {
+                mode | OWNER_RWX
+            }
+            _ => mode,
+        };
+        let path = path.to_vec();
+        let loan = Loan {
+            root,
+            path,
+            mode,
+            loose,
+            users: 1,
+        };
+        loans.insert(key, loan);
+        taken.used.push(key);
     }
 
-    /// For a dry run: whether [`TargetDir::loosen`] would let this process change
-    /// names in `dir` (`path` beneath the root), where it may not now.
+    /// For a dry run: whether [`TargetDir::enter_dir`] would let this process
+    /// change names in `dir` (`path` beneath the root), where it may not now.
     pub(crate) fn would_loosen(&self, dir: &OwnedFd, path: &[u8]) -> bool {
         !path.is_empty() && self.meter().is_none() && loosenable(dir).is_some()
     }
 
-    /// This session uses none of the directories it took any more: the last user
-    /// of each gives it its mode back (see [`give_back`]).
-    pub(crate) fn restore_loosened(&self) {
-        let used = std::mem::take(
-            &mut self
-                .taken()
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .used,
-        );
+    /// This session changes names in none of the directories it entered any more:
+    /// the last user of each gives it the mode it gets back (see the module).
+    pub(crate) fn leave_dirs(&self) {
+        let mut taken = self.taken().lock().unwrap_or_else(PoisonError::into_inner);
         let mut loans = loans();
-        for identity in used {
-            let Some(at) = loans.iter().position(|loan| loan.identity == identity) else {
-                continue;
+        for key in std::mem::take(&mut taken.used) {
+            let Some(loan) = loans.get_mut(&key) else {
+                continue; // given back already: the process is exiting
             };
-            loans[at].users -= 1;
-            if loans[at].users == 0 {
-                give_back(&loans.swap_remove(at));
+            loan.users -= 1;
+            if loan.users == 0 {
+                let loan = loans.remove(&key).expect("just found");
+                give_back(key, &loan);
             }
         }
     }
 
-    /// The offered metadata for directory `dir`, as applied now: where another
-    /// session still uses it, with its owner's `rwx` kept, the offered mode being
-    /// what the last user gives it back.
-    pub(crate) fn offered_while_lent<'e>(
+    /// Applies the offered metadata (`apply`, with `entry`) to directory `dir`.
+    /// Where another session still changes names there, with its owner's `rwx`
+    /// kept on: the offered mode is what the last user gives it. Under the
+    /// registry's lock, so that no session enters it in between.
+    pub(crate) fn apply_offered<T>(
         &self,
         dir: &OwnedFd,
-        entry: &'e Entry,
-    ) -> std::borrow::Cow<'e, Entry> {
-        let (Ok(stat), Some(offered)) = (rustix::fs::fstat(dir), entry.mode) else {
-            return std::borrow::Cow::Borrowed(entry);
-        };
+        entry: &Entry,
+        apply: impl FnOnce(&Entry) -> Result<T, Errno>,
+    ) -> Result<T, Errno> {
         let mut loans = loans();
-        let Some(loan) = loans
-            .iter_mut()
-            .find(|loan| loan.identity == identity(&stat))
-        else {
-            return std::borrow::Cow::Borrowed(entry);
+        let loan = rustix::fs::fstat(dir)
+            .ok()
+            .and_then(|stat| loans.get_mut(&identity(&stat)));
+        let (Some(loan), Some(offered)) = (loan, entry.mode) else {
+            return apply(entry);
         };
         let offered = (offered & 0o7777) as u32;
-        (loan.mode, loan.loose) = (offered, offered | OWNER_RWX);
         let mut kept_open = entry.clone();
-        kept_open.mode = Some(u64::from(loan.loose));
-        std::borrow::Cow::Owned(kept_open)
+        kept_open.mode = Some(u64::from(offered | OWNER_RWX));
+        let applied = apply(&kept_open);
+        // What the kernel made of it (it may drop a setgid bit) is what is given back from.
+        if let Ok(now) = rustix::fs::fstat(dir) {
+            (loan.mode, loan.loose) = (offered, now.st_mode & 0o7777);
+        }
+        applied
     }
 }
 
-impl super::resolver::Resolver<'_> {
+impl Resolver<'_> {
     /// Before the plan has a name added or replaced at `components`: the deepest
-    /// directory on its way that is there is loosened if need be (see the module).
-    /// One this resolver made, or looked at already, costs a lookup in memory.
+    /// directory on its way that is there is entered (see the module), once per
+    /// resolver.
     pub(crate) fn let_in(&mut self, components: &[&[u8]]) {
         let Some((_, parents)) = components.split_last() else {
             return;
         };
         let mut depth = parents.len();
         let dir = loop {
-            if depth == 0 || self.made_here(&parents[..depth]) {
+            if depth == 0 {
                 return;
             }
             match self.walk(&parents[..depth], false) {
@@ -148,7 +151,7 @@ impl super::resolver::Resolver<'_> {
         };
         let path = parents[..depth].join(&b'/');
         if self.first_look(&path) {
-            self.target.loosen(&dir, &path);
+            self.target.enter_dir(&dir, &path);
         }
     }
 }

@@ -484,7 +484,7 @@ impl<'a, 'b> Walk<'a, 'b> {
                 other => other.map_err(Unlink::Os),
             },
             false => {
-                self.target.loosen(parent, parent_path.as_bytes());
+                self.target.enter_dir(parent, parent_path.as_bytes());
                 self.unlink(parent, (name, stat), path, kind)
             }
         };

@@ -300,8 +300,10 @@ impl<'a> Resolver<'a> {
         })?;
         // A server keeps reading, writing and searching what it holds.
         let policy = self.policy(0o700);
-        let entry = self.target.offered_while_lent(&dir, entry);
-        meta::apply_in_place(&*dir, &entry, policy)
+        self.target
+            .apply_offered(&dir, entry, |entry| {
+                meta::apply_in_place(&*dir, entry, policy)
+            })
             .map(|_| ())
             .map_err(|err| Refusal::io(path, "cannot set its metadata", err))
     }
@@ -477,7 +479,7 @@ impl<'a> Resolver<'a> {
     }
 
     /// Whether this resolver made the directory `components` (see [`Resolver::made`]).
-    pub(super) fn made_here(&self, components: &[&[u8]]) -> bool {
+    fn made_here(&self, components: &[&[u8]]) -> bool {
         !self.made.is_empty() && self.made.contains(&components.join(&b'/'))
     }
 

@@ -123,7 +123,7 @@ struct GiveBack<'t>(Option<&'t TargetDir>);
 impl Drop for GiveBack<'_> {
     fn drop(&mut self) {
         if let Some(target) = self.0 {
-            target.restore_loosened();
+            target.leave_dirs();
         }
     }
 }
@@ -274,7 +274,7 @@ fn finish_tree<W: Write>(
     asked.prune(writer, shared, target, planned, tally)?;
     if !asked.dry_run {
         // Their own modes first, then the offered ones where there are.
-        target.restore_loosened();
+        target.leave_dirs();
         disk::finish_dirs(planned, target, shared.settings.names, tally.reporter());
     }
     Ok(())

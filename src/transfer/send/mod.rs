@@ -190,16 +190,8 @@ pub(crate) fn session<R: Read + Send, W: Write, C: Hangup + Sync>(
     offering_session(conn, Offering::Walked(outbox), tally)
 }
 
-/// [`session`] for an offer whose walk is still under way (`walking.rs`).
-pub(crate) fn session_walking<R: Read + Send, W: Write, C: Hangup + Sync>(
-    conn: &mut Connection<R, W, C>,
-    walking: &dyn Walking,
-    tally: &mut Tally,
-) -> Result<()> {
-    offering_session(conn, Offering::Walking(walking), tally)
-}
-
-fn offering_session<R: Read + Send, W: Write, C: Hangup + Sync>(
+/// [`session`] of what `offering` says: a walk done, or one under way.
+pub(crate) fn offering_session<R: Read + Send, W: Write, C: Hangup + Sync>(
     conn: &mut Connection<R, W, C>,
     offering: Offering<'_>,
     tally: &mut Tally,

@@ -12,13 +12,14 @@ use std::io::Write;
 
 use anyhow::Result;
 
-use super::super::offer::{Head, write_offer};
+use super::super::offer::{Head, ListWriter};
 use crate::fs::input::Outbox;
 use crate::proto::message::Entry;
 use crate::proto::negotiated::Transfer;
 use crate::proto::wire::FrameWriter;
 
-/// A walk under way (see the module).
+/// A walk under way (see the module). Never one whose offer asks for a mirror:
+/// its first frame is written before the walk ends.
 pub(crate) trait Walking: Sync {
     /// The entries found since last asked, in offer order, once there are some;
     /// `None` once the walk ended and every entry was given.
@@ -51,11 +52,19 @@ pub(super) fn walk_and_offer<'a, W: Write>(
         Offering::Walked(outbox) => return Ok((outbox, false)),
         Offering::Walking(walking) => walking,
     };
-    let streamed = transfer.meta;
-    if streamed {
-        let head = Head::new(None, walking.xattrs_all());
-        let found = std::iter::from_fn(|| walking.more()).flatten();
-        write_offer(writer, transfer, head, found)?;
+    if !transfer.meta {
+        return Ok((&**walked.insert(walking.walked()?), false));
     }
-    Ok((&**walked.insert(walking.walked()?), streamed))
+    let head = Head::new(None, walking.xattrs_all());
+    let mut offer = ListWriter::offer(writer, transfer, head);
+    while let Some(entries) = walking.more() {
+        for entry in &entries {
+            offer.push(entry)?;
+        }
+    }
+    // A walk that failed (an operand gone since it was looked at) ends no offer:
+    // the receiver plans nothing of it.
+    let outbox = walked.insert(walking.walked()?);
+    offer.finish_offer()?;
+    Ok((&**outbox, true))
 }
