@@ -133,25 +133,25 @@ impl TargetDir {
 impl Resolver<'_> {
     /// Before the plan has a name added or replaced at `components`: the deepest
     /// directory on its way that is there is entered (see the module), once per
-    /// resolver.
+    /// parent and resolver.
     pub(crate) fn let_in(&mut self, components: &[&[u8]]) {
         let Some((_, parents)) = components.split_last() else {
             return;
         };
+        // Once per parent: the files of one directory cost a lookup in memory.
+        if parents.is_empty() || !self.first_look(&parents.join(&b'/')) {
+            return;
+        }
         let mut depth = parents.len();
         let dir = loop {
-            if depth == 0 {
-                return;
-            }
             match self.walk(&parents[..depth], false) {
                 Ok(Some(dir)) => break dir,
-                Ok(None) => depth -= 1,
-                Err(_) => return, // refused on its way: the entry is, as before
+                Ok(None) if depth > 1 => depth -= 1,
+                // Not there below the root, or refused on its way (the entry is,
+                // as before).
+                _ => return,
             }
         };
-        let path = parents[..depth].join(&b'/');
-        if self.first_look(&path) {
-            self.target.enter_dir(&dir, &path);
-        }
+        self.target.enter_dir(&dir, &parents[..depth].join(&b'/'));
     }
 }
