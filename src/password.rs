@@ -35,6 +35,11 @@ impl Password {
         Ok(Password(text))
     }
 
+    /// Whether [`Password::from_env_or_prompt`] would ask on the terminal.
+    pub(crate) fn will_prompt() -> bool {
+        std::env::var_os(PASSWORD_ENV).is_none()
+    }
+
     /// The password from `$XFER_PASSWORD`, else asked for on the terminal.
     pub(crate) fn from_env_or_prompt(user: &str) -> Result<Password> {
         match std::env::var(PASSWORD_ENV) {

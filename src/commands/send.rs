@@ -122,9 +122,10 @@ fn look_at(options: &SendOptions) -> Result<source::Operands> {
     Ok(operands)
 }
 
-/// What the sessions offer. Sent to one receiver it connects to, without a mirror,
-/// the operands are walked on a thread of their own while the connection is made,
-/// and offered as they are found (`transfer::send::Walking`); else walked now.
+/// What the sessions offer. Sent to the one peer it connects to (a receiver, or a
+/// server's home), without a mirror and without a password to ask for, the
+/// operands are walked on a thread of their own while the connection is made, and
+/// offered as they are found (`transfer::send::Walking`); else walked now.
 fn offer(options: &SendOptions, operands: source::Operands) -> Result<Offer> {
     let asks = Mirror {
         delete: options.delete,
@@ -135,7 +136,9 @@ fn offer(options: &SendOptions, operands: source::Operands) -> Result<Offer> {
     };
     let connecting = matches!(&options.peering.link, crate::net::Link::Connect { .. });
     let plain = !(asks.delete || asks.dry_run || asks.ignore_times);
-    if connecting && plain && options.remote_dir.is_none() && !operands.is_stream() {
+    // The walk's warnings would come in the middle of a password's prompt.
+    let prompts = options.peering.auth.password && crate::password::Password::will_prompt();
+    if connecting && plain && !prompts && !operands.is_stream() {
         let walking = WalkOnThread::start(operands, options.walk.clone());
         return Ok(Offer::Walking(Arc::new(walking)));
     }
@@ -178,7 +181,8 @@ impl WalkOnThread {
         let (hand, found) = mpsc::sync_channel(BATCHES_AHEAD);
         let xattrs_all = operands.xattrs_all();
         let walk = std::thread::spawn(move || {
-            // A session gone (it failed) takes no more: the walk just ends.
+            // A session gone (it failed) takes no more: the walk goes on to its end
+            // (the process exits meanwhile), what it finds dropped.
             operands.walk(&options, &mut |entries| {
                 let _ = hand.send(entries.to_vec());
             })

@@ -130,3 +130,79 @@ fn a_large_tree_put_into_a_home_without_a_directory_arrives_whole() {
         b"the last entry the walk finds\n"
     );
 }
+
+/// The offer goes out while the walk is still under way: a walk held up in the
+/// middle (an ignore file that is a named pipe, read with `--gitignore`, holds it
+/// until something is written there) has already offered the entries found before,
+/// and the receiver reads them in a frame; the rest comes once the walk goes on.
+#[test]
+fn entries_found_before_a_stalled_walk_are_offered_before_it_goes_on() {
+    use crate::util::peer::{self, Peer};
+    let root = tempfile::tempdir().unwrap();
+    let tree = root.path().join("t");
+    // 2 000 names first (more than a frame of the offer holds), then `z`, whose
+    // ignore file stalls the walk.
+    fs::create_dir_all(tree.join("a")).unwrap();
+    for index in 0..2000 {
+        fs::write(tree.join(format!("a/f{index:04}")), b"").unwrap();
+    }
+    fs::create_dir_all(tree.join("z")).unwrap();
+    let fifo = tree.join("z/.gitignore");
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        &fifo,
+        rustix::fs::FileType::Fifo,
+        rustix::fs::Mode::from_raw_mode(0o644),
+        0,
+    )
+    .unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (first_frame, first) = std::sync::mpsc::channel();
+    let peer_side = std::thread::spawn(move || {
+        let mut peer = Peer::accept(&listener).unwrap();
+        let acceptor = peer::Acceptor::new(KEY, "receiver").features(&["aead", "meta"]);
+        peer.accept_handshake(&acceptor).unwrap();
+        let frame = peer.read_control().unwrap();
+        first_frame.send(frame.clone()).unwrap();
+        let mut offered = frame["entries"].as_array().unwrap().len();
+        loop {
+            let frame = peer.read_control().unwrap();
+            match frame["type"].as_str() {
+                Some("offer") => offered += frame["entries"].as_array().unwrap().len(),
+                _ => return (frame, offered),
+            }
+        }
+    });
+    let sender = xfer()
+        .args(["send", "-q", "--gitignore"])
+        .arg(&tree)
+        .arg(format!("127.0.0.1:{port}"))
+        .env("XFER_KEY", KEY)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Stopped however the test ends: a walk that never offers waits on the pipe.
+    let mut sender = KilledWhenDropped(sender);
+    let frame = first.recv_timeout(Duration::from_secs(10));
+    let frame = frame.expect("an offer frame while the walk waits");
+    assert_eq!(frame["type"], "offer", "{frame}");
+    assert_eq!(frame["more"], true, "{frame}");
+    std::fs::write(&fifo, b"# nothing ignored\n").unwrap();
+    let (end, offered) = peer_side.join().unwrap();
+    assert_eq!(end["type"], "offer_end", "{end}");
+    // `t`, `a`, its 2 000 files, `z` and its ignore file (not sent: not a file).
+    assert_eq!(offered, 2004);
+    assert!(wait_for(&mut sender.0, TIMEOUT).code().is_some());
+}
+
+/// A child process killed when this goes, so that a failed test leaves none behind.
+struct KilledWhenDropped(std::process::Child);
+
+impl Drop for KilledWhenDropped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 use std::os::fd::OwnedFd;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, Mutex, MutexGuard, PoisonError};
 
 use rustix::fs::{Mode, Stat};
@@ -31,6 +31,26 @@ pub(super) struct Loan {
     pub(super) loose: u32,
     /// The sessions using it.
     pub(super) users: usize,
+    /// Which loan this is: a directory removed and another made with its inode
+    /// number gets another one.
+    pub(super) serial: u64,
+}
+
+impl Loan {
+    /// A loan of the directory at `path` beneath `root`, with the mode it gets back
+    /// and the one it has meanwhile, to its first user.
+    pub(super) fn new(root: Arc<OwnedFd>, path: Vec<u8>, (mode, loose): (u32, u32)) -> Self {
+        static SERIAL: AtomicU64 = AtomicU64::new(0);
+        let serial = SERIAL.fetch_add(1, Ordering::Relaxed);
+        Loan {
+            root,
+            path,
+            mode,
+            loose,
+            users: 1,
+            serial,
+        }
+    }
 }
 
 /// Every directory in use, by (device, inode).
@@ -50,18 +70,17 @@ pub(super) fn closing() -> bool {
     CLOSING.load(Ordering::SeqCst)
 }
 
-/// `dir`'s status, if this process may not change names in it now only for want
-/// of its owner's bits: the permission is what is missing (`EACCES`), it owns the
-/// directory, the owner's bits lack some of `rwx`, and a change of mode would keep
-/// a setgid bit (the kernel drops it for an owner outside the directory's group).
-pub(super) fn loosenable(dir: &OwnedFd) -> Option<Stat> {
-    if beneath::may_change_names(dir) != Err(Errno::ACCESS) {
-        return None;
-    }
-    let stat = rustix::fs::fstat(dir).ok()?;
+/// Whether this process may not change names in `dir` (found as `stat`) only for
+/// want of its owner's bits: it owns the directory, the owner's bits lack some of
+/// `rwx`, a change of mode would keep a setgid bit (the kernel drops it for an
+/// owner outside the directory's group), and the permission is what is missing
+/// (`EACCES`; asked last, a system call).
+pub(super) fn loosenable(dir: &OwnedFd, stat: &Stat) -> bool {
     let mine = stat.st_uid == rustix::process::geteuid().as_raw();
     let keeps_setgid = stat.st_mode & 0o2000 == 0 || in_group(stat.st_gid);
-    (mine && keeps_setgid && stat.st_mode & OWNER_RWX != OWNER_RWX).then_some(stat)
+    mine && keeps_setgid
+        && stat.st_mode & OWNER_RWX != OWNER_RWX
+        && beneath::may_change_names(dir) == Err(Errno::ACCESS)
 }
 
 /// Whether this process is in group `gid` (effective or supplementary).
@@ -118,10 +137,13 @@ pub(crate) fn give_back_all() {
 /// the directory (and gave it those already).
 pub(super) fn briefly_loosened<T>(dir: &OwnedFd, change: impl FnOnce() -> T) -> T {
     let loans = loans();
-    let in_use = rustix::fs::fstat(dir).is_ok_and(|stat| loans.contains_key(&identity(&stat)));
-    let Some(stat) = loosenable(dir).filter(|_| !in_use && !closing()) else {
+    let Ok(stat) = rustix::fs::fstat(dir) else {
         return change();
     };
+    let in_use = loans.contains_key(&identity(&stat));
+    if in_use || closing() || !loosenable(dir, &stat) {
+        return change();
+    }
     let mode = stat.st_mode & 0o7777;
     if rustix::fs::fchmod(dir, Mode::from_raw_mode(mode | OWNER_RWX)).is_err() {
         return change();

@@ -19,7 +19,7 @@
 //! only if nobody changed its mode since.
 
 use std::os::fd::OwnedFd;
-use std::sync::{Arc, PoisonError};
+use std::sync::PoisonError;
 
 use rustix::fs::Mode;
 use rustix::io::Errno;
@@ -35,53 +35,53 @@ impl TargetDir {
     /// if it needs them and may (see the module). Where that fails, the change of
     /// name fails as it would have.
     pub(crate) fn enter_dir(&self, dir: &OwnedFd, path: &[u8]) {
-        if path.is_empty() || self.meter().is_some() || closing() {
+        if path.is_empty() || self.meter().is_some() {
             return;
         }
-        let Ok(stat) = rustix::fs::fstat(dir) else {
+        let mut taken = self.taken().lock().unwrap_or_else(PoisonError::into_inner);
+        let mut loans = loans();
+        // Looked at under the lock: no session applies a mode or gives one back
+        // meanwhile, and none is lent once the process gives every mode back.
+        let Some(stat) = rustix::fs::fstat(dir).ok().filter(|_| !closing()) else {
             return;
         };
-        let mut taken = self.taken().lock().unwrap_or_else(PoisonError::into_inner);
         let key = identity(&stat);
-        if taken.used.contains(&key) {
-            return;
+        match loans.get_mut(&key) {
+            Some(loan) if taken.used.get(&key) == Some(&loan.serial) => return,
+            Some(loan) => {
+                loan.users += 1;
+                taken.used.insert(key, loan.serial);
+                return;
+            }
+            None => {}
         }
-        let mut loans = loans();
-        if let Some(loan) = loans.get_mut(&key) {
-            loan.users += 1;
-            taken.used.push(key);
+        let Some(root) = taken.root(self) else {
             return;
-        }
-        let root = match &taken.root {
-            Some(root) => root.clone(),
-            None => match self.dup_root() {
-                Ok(root) => taken.root.insert(Arc::new(root)).clone(),
-                Err(_) => return,
-            },
         };
         let mode = stat.st_mode & 0o7777;
-        let loose = match loosenable(dir) {
-            Some(_) if rustix::fs::fchmod(dir, Mode::from_raw_mode(mode | OWNER_RWX)).is_ok() => {
+        let loose = match loosenable(dir, &stat) {
+            true if rustix::fs::fchmod(dir, Mode::from_raw_mode(mode | OWNER_RWX)).is_ok() => {
                 mode | OWNER_RWX
             }
             _ => mode,
         };
-        let path = path.to_vec();
-        let loan = Loan {
-            root,
-            path,
-            mode,
-            loose,
-            users: 1,
-        };
+        let loan = Loan::new(root, path.to_vec(), (mode, loose));
+        taken.used.insert(key, loan.serial);
         loans.insert(key, loan);
-        taken.used.push(key);
     }
 
     /// For a dry run: whether [`TargetDir::enter_dir`] would let this process
     /// change names in `dir` (`path` beneath the root), where it may not now.
     pub(crate) fn would_loosen(&self, dir: &OwnedFd, path: &[u8]) -> bool {
-        !path.is_empty() && self.meter().is_none() && loosenable(dir).is_some()
+        let stat = rustix::fs::fstat(dir);
+        !path.is_empty() && self.meter().is_none() && stat.is_ok_and(|stat| loosenable(dir, &stat))
+    }
+
+    /// The directory `stat` describes was removed (`--delete`, or a file took its
+    /// place): its loan, if any, goes without giving anything back, so that a
+    /// directory made later with the same inode number is not taken for it.
+    pub(crate) fn forget_dir(&self, stat: &rustix::fs::Stat) {
+        loans().remove(&identity(stat));
     }
 
     /// This session changes names in none of the directories it entered any more:
@@ -89,15 +89,21 @@ impl TargetDir {
     pub(crate) fn leave_dirs(&self) {
         let mut taken = self.taken().lock().unwrap_or_else(PoisonError::into_inner);
         let mut loans = loans();
-        for key in std::mem::take(&mut taken.used) {
-            let Some(loan) = loans.get_mut(&key) else {
-                continue; // given back already: the process is exiting
+        for (key, serial) in std::mem::take(&mut taken.used) {
+            // Gone already: given back (the process is exiting), or removed and
+            // perhaps another directory's now.
+            let Some(loan) = loans.get_mut(&key).filter(|loan| loan.serial == serial) else {
+                continue;
             };
             loan.users -= 1;
             if loan.users == 0 {
                 let loan = loans.remove(&key).expect("just found");
                 give_back(key, &loan);
             }
+        }
+        if loans.is_empty() {
+            // A long-running receiver keeps no room for its largest session's.
+            loans.shrink_to_fit();
         }
     }
 
@@ -138,6 +144,9 @@ impl Resolver<'_> {
         let Some((_, parents)) = components.split_last() else {
             return;
         };
+        if self.target.meter().is_some() {
+            return; // a server lends itself nothing
+        }
         // Once per parent: the files of one directory cost a lookup in memory.
         if parents.is_empty() || !self.first_look(&parents.join(&b'/')) {
             return;
@@ -153,5 +162,31 @@ impl Resolver<'_> {
             }
         };
         self.target.enter_dir(&dir, &parents[..depth].join(&b'/'));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fs::beneath;
+
+    #[test]
+    fn a_session_leaving_a_removed_directory_leaves_the_loan_of_its_successor_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("d")).unwrap();
+        let root = TargetDir::open(dir.path()).unwrap();
+        let (first, second) = (root.for_session().unwrap(), root.for_session().unwrap());
+        let fd = beneath::open_dir(root.dup_root().unwrap(), "d").unwrap();
+        let stat = rustix::fs::fstat(&fd).unwrap();
+        first.enter_dir(&fd, b"d");
+        // Removed by the first session's `--delete`; a directory made since has
+        // the same inode number (here: the same directory, entered again).
+        first.forget_dir(&stat);
+        second.enter_dir(&fd, b"d");
+        first.leave_dirs();
+        let users = |stat| loans().get(&identity(stat)).map(|loan| loan.users);
+        assert_eq!(users(&stat), Some(1), "the second session's loan stands");
+        second.leave_dirs();
+        assert_eq!(users(&stat), None);
     }
 }

@@ -587,6 +587,9 @@ impl<'a, 'b> Walk<'a, 'b> {
         if kind != ItemKind::Dir && stat.st_nlink > 1 && !self.rules.dry_run {
             self.unlinked.insert(identity(stat));
         }
+        if kind == ItemKind::Dir && !self.rules.dry_run {
+            self.target.forget_dir(stat);
+        }
         self.freed += Footprint::of(stat);
         (self.said)(Removed {
             path: path.to_string(),

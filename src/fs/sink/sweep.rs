@@ -82,8 +82,11 @@ fn sweep_dir(dir: OwnedFd, cutoff: i64, depth: usize) -> usize {
                 // A partial being written now has a fresh mtime; this one was left behind.
                 let unlink = || rustix::fs::unlinkat(&dir, &name, AtFlags::empty());
                 let gone = match unlink() {
-                    // In a read-only directory of this user's (`loosen.rs`).
-                    Err(rustix::io::Errno::ACCESS) => super::lent::briefly_loosened(&dir, unlink),
+                    // In a read-only directory of this user's (`loosen.rs`), never
+                    // the target itself.
+                    Err(rustix::io::Errno::ACCESS) if depth > 0 => {
+                        super::lent::briefly_loosened(&dir, unlink)
+                    }
                     other => other,
                 };
                 removed += usize::from(gone.is_ok());

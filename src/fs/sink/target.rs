@@ -5,7 +5,7 @@
 //! which also holds [`TargetDir::resolver`]); this file must not resolve names
 //! itself, nor reach for anything above `fs`.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::io;
 use std::os::fd::OwnedFd;
 use std::path::Path;
@@ -51,8 +51,19 @@ pub(crate) struct TargetDir {
 /// root, held once for all of them, and the directories it uses, by identity.
 #[derive(Default)]
 pub(super) struct Taken {
-    pub(super) root: Option<Arc<OwnedFd>>,
-    pub(super) used: Vec<(u64, u64)>,
+    root: Option<Arc<OwnedFd>>,
+    /// By identity, which loan of it (`lent.rs`).
+    pub(super) used: HashMap<(u64, u64), u64>,
+}
+
+impl Taken {
+    /// The target's root, for the loans of this session (one descriptor for all).
+    pub(super) fn root(&mut self, target: &TargetDir) -> Option<Arc<OwnedFd>> {
+        if self.root.is_none() {
+            self.root = Some(Arc::new(target.dup_root().ok()?));
+        }
+        self.root.clone()
+    }
 }
 
 /// The `exists` hint where the user who sees it is the one who replaces files

@@ -1,5 +1,6 @@
-//! An offer whose walk is still under way. `xfer send` to a receiver it connects
-//! to walks its operands on a thread of its own while it connects, and offers
+//! An offer whose walk is still under way. `xfer send` to a receiver (or a
+//! server's home) it connects to walks its operands on a thread of its own while
+//! it connects, and offers
 //! each entry as the walk finds it: the receiver reads and checks the offer while
 //! the tree is still being walked, instead of after it (10 000 files: the walk
 //! took 17-25 ms before the first frame went, and reading the offer 4-5 ms after
