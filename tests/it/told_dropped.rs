@@ -291,3 +291,42 @@ fn a_cut_session_still_says_what_it_could_not_apply_to_what_arrived() {
     assert_eq!(std::fs::read(out.path().join("f")).unwrap(), b"f");
     receiver.child.kill().unwrap();
 }
+
+/// A time the target filesystem cannot hold is clamped by the kernel without an
+/// error (ext4: up to 2446 with large inodes, 2038 with small ones): the copy does
+/// not have it, and both sides say so (it used to go unsaid, and arrive again on
+/// every run). Sent from tmpfs, which holds it, into the test's temporary directory.
+#[test]
+fn a_time_the_target_filesystem_clamps_is_said_on_both_sides() {
+    let Ok(src) = tempfile::tempdir_in("/dev/shm") else {
+        eprintln!("skipped: no /dev/shm to hold a time past 2446");
+        return;
+    };
+    let file = src.path().join("far");
+    std::fs::write(&file, b"far\n").unwrap();
+    // 2500-01-01, which tmpfs holds.
+    let far = std::time::UNIX_EPOCH + std::time::Duration::from_secs(16_725_225_600);
+    std::fs::File::options()
+        .write(true)
+        .open(&file)
+        .unwrap()
+        .set_modified(far)
+        .unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let mut receiver = Receiver::start(out.path(), Some(KEY), &[]);
+    let sent = send(&[&file], receiver.port, KEY, &[]);
+    assert_eq!(receiver.exit_code(), 0, "{}", receiver.stderr());
+    assert!(sent.status.success(), "{}", stderr_of(&sent));
+    let kept = std::fs::metadata(out.path().join("far"))
+        .unwrap()
+        .modified()
+        .unwrap();
+    if kept == far {
+        eprintln!("skipped: the target filesystem holds 2500 (no clamp to see)");
+        return;
+    }
+    let said = "note: times not kept on 1 entry: the filesystem cannot hold them";
+    assert!(receiver.stderr().contains(said), "{}", receiver.stderr());
+    let told = "the receiver did not keep times on 1 entry";
+    assert!(stderr_of(&sent).contains(told), "{}", stderr_of(&sent));
+}

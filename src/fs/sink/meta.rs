@@ -139,8 +139,31 @@ pub(crate) fn apply(fd: impl AsFd, entry: &Entry, policy: Policy) -> Result<(), 
     }
     if let Some(times) = timestamps(entry) {
         count_times(rustix::fs::futimens(&fd, &times), policy)?;
+        // Only a time past what every filesystem holds can have been clamped:
+        // without one there is nothing to look at (an fstat per file saved).
+        if beyond_every_filesystem(entry) {
+            let now = rustix::fs::fstat(&fd).map(|stat| stat.st_mtime);
+            count_clamped(now, entry, policy);
+        }
     }
     Ok(())
+}
+
+/// Whether `entry`'s time lies outside the 32-bit seconds every filesystem with
+/// times holds (1901-12-13 to 2038-01-19): one that holds less (ext4 with small
+/// inodes, up to 2038; with large ones, up to 2446) clamps it without an error.
+fn beyond_every_filesystem(entry: &Entry) -> bool {
+    entry
+        .mtime
+        .is_some_and(|mtime| i32::try_from(mtime).is_err())
+}
+
+/// A time the filesystem clamped (it says nothing) is counted and said, as one it
+/// refused: the copy does not have it, and the next run finds it changed.
+fn count_clamped(now: Result<i64, Errno>, entry: &Entry, policy: Policy) {
+    if now.is_ok_and(|now| Some(now) != entry.mtime) {
+        Unapplied::count(&policy.dropped.times);
+    }
 }
 
 /// Applies everything `entry` says to what `fd` holds in place of a new file or
@@ -226,6 +249,10 @@ pub(crate) fn apply_at(
     if let Some(times) = timestamps(entry) {
         let set = rustix::fs::utimensat(&dir, name, &times, AtFlags::SYMLINK_NOFOLLOW);
         count_times(set, policy)?;
+        if beyond_every_filesystem(entry) {
+            let now = rustix::fs::statat(&dir, name, AtFlags::SYMLINK_NOFOLLOW);
+            count_clamped(now.map(|stat| stat.st_mtime), entry, policy);
+        }
     }
     Ok(())
 }
