@@ -607,3 +607,37 @@ fn attributes_beyond_what_an_entry_carries_are_left_out_and_said() {
         "the first 16 by name, whole"
     );
 }
+
+/// A second run of the same send changes nothing, so it touches nothing: the
+/// directories it finds as offered keep their change times (each got its mode and
+/// time again on every run, which a backup that goes by change times took for a
+/// change of every directory).
+#[test]
+fn a_run_that_changes_nothing_leaves_the_directories_change_times_alone() {
+    use std::os::unix::fs::MetadataExt;
+    let root = tempfile::tempdir().unwrap();
+    let tree = root.path().join("tree");
+    std::fs::create_dir_all(tree.join("sub/deeper")).unwrap();
+    std::fs::write(tree.join("sub/deeper/f"), b"f\n").unwrap();
+    std::fs::set_permissions(tree.join("sub"), std::fs::Permissions::from_mode(0o750)).unwrap();
+    let out = root.path().join("out");
+    std::fs::create_dir(&out).unwrap();
+    let run = || {
+        let mut receiver = crate::util::Receiver::start(&out, Some(crate::util::KEY), &[]);
+        let sent = crate::util::send(&[&tree], receiver.port, crate::util::KEY, &[]);
+        assert_eq!(receiver.exit_code(), 0, "{}", receiver.stderr());
+        assert!(sent.status.success());
+    };
+    run();
+    let changed = || {
+        ["tree", "tree/sub", "tree/sub/deeper"].map(|dir| {
+            let meta = std::fs::metadata(out.join(dir)).unwrap();
+            (meta.ctime(), meta.ctime_nsec(), meta.mode(), meta.mtime())
+        })
+    };
+    let before = changed();
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    run();
+    assert_eq!(changed(), before);
+    assert_eq!(before[1].2 & 0o7777, 0o750);
+}

@@ -381,6 +381,25 @@ pub(crate) fn differs(
     mode || owner_differs(stat, entry, policy) || time || xattrs
 }
 
+/// Whether the directory `fd` (found as `stat`) holds all `entry` says already:
+/// then nothing is applied and its change time stays as it was (a run that
+/// changes nothing changes nothing, as rsync's; a backup that goes by change times
+/// sees nothing). An owner this process could not give is counted as [`apply`]
+/// would. Never where attributes came: what of them cannot be set is counted only
+/// as they are applied.
+pub(crate) fn dir_holds_already(
+    fd: impl AsFd,
+    stat: &rustix::fs::Stat,
+    entry: &Entry,
+    policy: Policy,
+) -> bool {
+    if entry.extra().xattrs.is_some() || differs(&fd, stat, entry, policy, true) {
+        return false;
+    }
+    let _ = owner_of(entry, policy, || Some((stat.st_uid, stat.st_gid)));
+    true
+}
+
 /// Whether the link or special file `stat` describes differs from what
 /// [`apply_at`] would give it under `policy`: its modification time, its owner
 /// (only where it would be applied) and, but for a link, which has none, its

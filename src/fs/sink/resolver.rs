@@ -300,6 +300,10 @@ impl<'a> Resolver<'a> {
         })?;
         // A server keeps reading, writing and searching what it holds.
         let policy = self.policy(0o700);
+        let stat = rustix::fs::fstat(&*dir);
+        if stat.is_ok_and(|stat| meta::dir_holds_already(&*dir, &stat, entry, policy)) {
+            return Ok(());
+        }
         self.target
             .apply_offered(&dir, entry, |entry| {
                 meta::apply_in_place(&*dir, entry, policy)
