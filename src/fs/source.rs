@@ -398,8 +398,8 @@ fn is_descriptor_path(path: &Path) -> bool {
     matches!(parent, Some("/dev/fd" | "/proc/self/fd"))
 }
 
-/// What [`look_at`] asks of an operand that is no stream: a directory, or a file
-/// it may read (said now, not after the handshake).
+/// What [`look_at`] asks of an operand that is no stream: a directory it may list,
+/// or a file it may read (said now, not after the handshake).
 fn check_root(root: &Root) -> Result<()> {
     if root.stream != Stream::No {
         return Ok(());
@@ -412,7 +412,12 @@ fn check_root(root: &Root) -> Result<()> {
         File::open(local)
             .with_context(|| format!("cannot read {}", escape_path(local)))
             .classify(Kind::Io)?;
-    } else if !meta.is_dir() {
+    } else if meta.is_dir() {
+        // Unlisted, not even the directory itself would be offered.
+        std::fs::read_dir(local)
+            .with_context(|| format!("cannot read {}", escape_path(local)))
+            .classify(Kind::Io)?;
+    } else {
         return Err(fail(
             Kind::Io,
             format!(

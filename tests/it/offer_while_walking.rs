@@ -206,3 +206,34 @@ impl Drop for KilledWhenDropped {
         let _ = self.0.wait();
     }
 }
+
+/// A directory named on the command line that cannot be listed is said at once,
+/// before any connection (exit 7), as an unreadable file is: the send used to
+/// connect, offer it as not sent and exit 10 (or 3 where nobody listened).
+#[test]
+fn a_directory_operand_that_cannot_be_listed_fails_before_connecting() {
+    use std::os::unix::fs::PermissionsExt;
+    let root = tempfile::tempdir().unwrap();
+    fs::set_permissions(root.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let secret = root.path().join("secret");
+    fs::create_dir_all(secret.join("deep")).unwrap();
+    fs::set_permissions(&secret, fs::Permissions::from_mode(0o000)).unwrap();
+    let mut command = xfer();
+    command
+        .arg("send")
+        .arg(&secret)
+        .arg("127.0.0.1:1") // nobody listens: a connection attempt would say so
+        .env("XFER_KEY", KEY);
+    let Some(mut command) = crate::util::as_nobody(command) else {
+        eprintln!("SKIPPED: needs root and setpriv to read as nobody");
+        return;
+    };
+    let refused = crate::util::run(&mut command);
+    let said = stderr_of(&refused);
+    assert_eq!(refused.status.code(), Some(7), "{said}");
+    assert!(
+        said.contains("cannot read") && said.contains("Permission denied"),
+        "{said}"
+    );
+    assert!(!said.contains("connect"), "{said}");
+}
