@@ -719,3 +719,37 @@ fn the_readme_one_liner_prints_whole_lines_one_process_at_a_time() {
     );
     assert!(lines[1].ends_with("  README.md"), "{log}");
 }
+
+/// A sender that gives up itself, on a receiver that stopped taking what it
+/// writes (`--idle-timeout`), says that it timed out (exit 3), not that the peer
+/// closed the connection while it waited for answers (it had closed it itself,
+/// and was still writing).
+#[test]
+fn a_sender_whose_writes_time_out_says_so() {
+    let root = tempfile::tempdir().unwrap();
+    let file = root.path().join("big");
+    std::fs::write(&file, vec![0u8; 48 << 20]).unwrap();
+    let out = root.path().join("out");
+    std::fs::create_dir(&out).unwrap();
+    let receiver = Receiver::start(&out, Some(KEY), &["--no-resume"]);
+    let pid = rustix::process::Pid::from_raw(receiver.child.id() as i32).unwrap();
+    let mut sender = xfer()
+        .arg("send")
+        .arg(&file)
+        .arg(format!("127.0.0.1:{}", receiver.port))
+        .args(["--limit-rate", "8M", "--idle-timeout", "2"])
+        .env("XFER_KEY", KEY)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(700));
+    rustix::process::kill_process(pid, rustix::process::Signal::STOP).unwrap();
+    let status = wait_for(&mut sender, TIMEOUT);
+    let _ = rustix::process::kill_process(pid, rustix::process::Signal::CONT);
+    let mut said = String::new();
+    std::io::Read::read_to_string(sender.stderr.as_mut().unwrap(), &mut said).unwrap();
+    assert_eq!(status.code(), Some(3), "{said}");
+    assert!(said.contains("timed out"), "{said}");
+    assert!(!said.contains("the peer closed the connection"), "{said}");
+}

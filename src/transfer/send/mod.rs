@@ -506,17 +506,32 @@ fn data_and_answers<R: Read + Send, W: Write, C: Hangup + Sync>(
         let answered = answers
             .join()
             .unwrap_or_else(|_| Err(fail(Kind::Protocol, "the answer thread panicked")));
-        // Our idle verdicts first; then the receiver's own account of a failure,
-        // which explains more than our broken pipe.
-        match report.streams.stalled() {
-            true => written.and(waited).and(answered),
-            false => waited.and(answered).and(written),
-        }
+        first_failure(written, waited, answered, report.streams.stalled())
     });
     if result.is_err() {
         tally.kept(cut_short(&pending));
     }
     result
+}
+
+/// Which failure of the data phase the session reports: of what was `written`, the
+/// wait for the answers and the answers: our idle verdicts first (sums that
+/// `stalled`, or a receiver that took nothing we wrote: the answer thread then
+/// only saw us close); then the receiver's own account of a failure, which
+/// explains more than our broken pipe.
+fn first_failure(
+    written: Result<()>,
+    waited: Result<()>,
+    answered: Result<()>,
+    stalled: bool,
+) -> Result<()> {
+    let timed_out = written
+        .as_ref()
+        .is_err_and(|err| crate::error::wire_code(err) == Some(ErrorCode::Timeout));
+    match stalled || timed_out {
+        true => written.and(waited).and(answered),
+        false => waited.and(answered).and(written),
+    }
 }
 
 /// Waits for the answer thread to finish; with an idle timeout, a receiver that
