@@ -104,15 +104,8 @@ pub(super) fn give_back(identity_was: (u64, u64), loan: &Loan) {
     if loan.mode == loan.loose {
         return;
     }
-    let mut dir = None;
-    for name in loan.path.split(|&byte| byte == b'/') {
-        let parent = dir.as_ref().unwrap_or(&*loan.root);
-        match beneath::open_dir(parent, name) {
-            Ok(next) => dir = Some(next),
-            Err(_) => return,
-        }
-    }
-    let Some(dir) = dir else {
+    let components: Vec<&[u8]> = loan.path.split(|&byte| byte == b'/').collect();
+    let Ok(Some(dir)) = beneath::walk(&loan.root, &components, None) else {
         return;
     };
     let unchanged = rustix::fs::fstat(&dir)

@@ -71,10 +71,11 @@ impl TargetDir {
     }
 
     /// For a dry run: whether [`TargetDir::enter_dir`] would let this process
-    /// change names in `dir` (`path` beneath the root), where it may not now.
-    pub(crate) fn would_loosen(&self, dir: &OwnedFd, path: &[u8]) -> bool {
+    /// change names in `dir` (`below_root`: not the root itself), where it may not
+    /// now.
+    pub(crate) fn would_loosen(&self, dir: &OwnedFd, below_root: bool) -> bool {
         let stat = rustix::fs::fstat(dir);
-        !path.is_empty() && self.meter().is_none() && stat.is_ok_and(|stat| loosenable(dir, &stat))
+        below_root && self.meter().is_none() && stat.is_ok_and(|stat| loosenable(dir, &stat))
     }
 
     /// The directory `stat` describes was removed (`--delete`, or a file took its

@@ -478,7 +478,7 @@ impl<'a, 'b> Walk<'a, 'b> {
         let result = match self.rules.dry_run {
             // What the real run's unlinkat would be refused for want of rights.
             true => match beneath::may_remove_names(parent) {
-                Err(Errno::ACCESS) if self.target.would_loosen(parent, parent_path.as_bytes()) => {
+                Err(Errno::ACCESS) if self.target.would_loosen(parent, !parent_path.is_empty()) => {
                     Ok(())
                 }
                 other => other.map_err(Unlink::Os),
