@@ -753,3 +753,36 @@ fn a_sender_whose_writes_time_out_says_so() {
     assert!(said.contains("timed out"), "{said}");
     assert!(!said.contains("the peer closed the connection"), "{said}");
 }
+
+/// A stream cannot be read again: one cut by its receiver's idle timeout (the
+/// producer stalled) is not said to be kept for a rerun to resume, as a file's
+/// data is, and the receiver indeed keeps nothing of it.
+#[test]
+fn a_stalled_stream_cut_short_promises_no_resume() {
+    let root = tempfile::tempdir().unwrap();
+    let out = root.path().join("out");
+    std::fs::create_dir(&out).unwrap();
+    let receiver = Receiver::start(&out, Some(KEY), &["--idle-timeout", "2"]);
+    let mut sender = xfer()
+        .args(["send", "-"])
+        .arg(format!("127.0.0.1:{}", receiver.port))
+        .env("XFER_KEY", KEY)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Written, then the pipe stays open and silent until the sender gives up.
+    let mut producer = sender.stdin.take().unwrap();
+    std::io::Write::write_all(&mut producer, &vec![7u8; 100_000]).unwrap();
+    let status = wait_for(&mut sender, TIMEOUT);
+    drop(producer);
+    let mut said = String::new();
+    std::io::Read::read_to_string(sender.stderr.as_mut().unwrap(), &mut said).unwrap();
+    assert_eq!(status.code(), Some(3), "{said}");
+    assert!(said.contains("timed out"), "{said}");
+    assert!(!said.contains("resume"), "{said}");
+    assert!(!said.contains("kept"), "{said}");
+    let left: Vec<_> = std::fs::read_dir(&out).unwrap().collect();
+    assert!(left.is_empty(), "{left:?}");
+}

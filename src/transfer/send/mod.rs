@@ -509,7 +509,7 @@ fn data_and_answers<R: Read + Send, W: Write, C: Hangup + Sync>(
         first_failure(written, waited, answered, report.streams.stalled())
     });
     if result.is_err() {
-        tally.kept(cut_short(&pending));
+        tally.kept(cut_short(&pending, outbox));
     }
     result
 }
@@ -585,10 +585,14 @@ fn sums_came(streams: &Streams, idle: Option<Duration>) -> Result<()> {
 /// whether their `done` went too or not: the receiver keeps what of them arrived
 /// for a rerun to resume. (A cut after every byte was written, while waiting
 /// for the answers, leaves as much to resume as one in the middle.)
-fn cut_short(pending: &Pending) -> u64 {
+fn cut_short(pending: &Pending, outbox: &dyn Outbox) -> u64 {
     pending
         .lock()
-        .values()
+        .iter()
+        // A stream (standard input, a pipe) cannot be read again: its receiver
+        // keeps nothing of it to resume from, and a rerun could not send the rest.
+        .filter(|(index, _)| outbox.rereadable(**index as usize))
+        .map(|(_, outstanding)| outstanding)
         .filter(|outstanding| !outstanding.failed_here && !outstanding.delta)
         .map(|outstanding| outstanding.position)
         .sum()
