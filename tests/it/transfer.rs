@@ -786,3 +786,48 @@ fn a_stalled_stream_cut_short_promises_no_resume() {
     let left: Vec<_> = std::fs::read_dir(&out).unwrap().collect();
     assert!(left.is_empty(), "{left:?}");
 }
+
+/// The README's exit codes for a one-shot listener stopped by a signal: 1 before
+/// its session began; 3 when its session was running and cut after the grace
+/// (its partial data kept), as for a serving listener.
+#[test]
+fn a_one_shot_listener_stopped_by_a_signal_exits_as_the_readme_says() {
+    let term = |receiver: &Receiver| {
+        let pid = rustix::process::Pid::from_raw(receiver.child.id() as i32).unwrap();
+        rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+    };
+    let idle_out = tempfile::tempdir().unwrap();
+    let mut idle = Receiver::start(idle_out.path(), Some(KEY), &[]);
+    term(&idle);
+    assert_eq!(idle.exit_code(), 1, "{}", idle.stderr());
+    assert!(
+        idle.stderr().contains("before any session"),
+        "{}",
+        idle.stderr()
+    );
+
+    let src = tempfile::tempdir().unwrap();
+    let file = src.path().join("slow.bin");
+    std::fs::write(&file, pattern(16 << 20, 3)).unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let mut busy = Receiver::start(out.path(), Some(KEY), &["--limit-rate", "1M"]);
+    let mut sender = xfer()
+        .arg("send")
+        .arg(&file)
+        .arg(format!("127.0.0.1:{}", busy.port))
+        .env("XFER_KEY", KEY)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(800));
+    term(&busy);
+    let code = busy.exit_code();
+    let _ = wait_for(&mut sender, TIMEOUT);
+    assert_eq!(code, 3, "{}", busy.stderr());
+    assert!(
+        busy.stderr().contains("1 running session cut"),
+        "{}",
+        busy.stderr()
+    );
+}
