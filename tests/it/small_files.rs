@@ -312,3 +312,51 @@ fn concurrent_trees_of_small_files_share_a_low_open_file_limit() {
     );
     let _ = receiver.child.kill();
 }
+
+/// A receiver whose sender vanishes while files are on their way still commits
+/// what arrived whole and verified, and its summary counts every file it left
+/// on disk: answers it can no longer write do not stop the counting (it said
+/// 1 111 received of 1 876 on disk before).
+#[test]
+fn a_receiver_cut_off_counts_every_file_it_left_on_disk() {
+    let src = tempfile::tempdir().unwrap();
+    let tree = src.path().join("many");
+    fs::create_dir(&tree).unwrap();
+    for i in 0..4000 {
+        write_in(&tree, &format!("{i:05}"), &pattern(4096, i));
+    }
+    let out = tempfile::tempdir().unwrap();
+    let mut receiver = Receiver::start(out.path(), Some(KEY), &[]);
+    let mut sender = xfer()
+        .args(["send", "--limit-rate", "4M"])
+        .arg(&tree)
+        .arg(format!("127.0.0.1:{}", receiver.port))
+        .env("XFER_KEY", KEY)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    sender.kill().unwrap();
+    let _ = wait_for(&mut sender, TIMEOUT);
+    assert_ne!(receiver.exit_code(), 0);
+    let said = format!("{}{}", receiver.stdout(), receiver.stderr());
+    let counted: usize = said
+        .split("received ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|number| number.parse().ok())
+        .unwrap_or_else(|| panic!("no count of received files in: {said}"));
+    let on_disk = files_under(out.path());
+    assert!(
+        on_disk.len() > 100 && on_disk.len() < 4000,
+        "{}",
+        on_disk.len()
+    );
+    assert_eq!(counted, on_disk.len(), "{said}");
+    for file in on_disk {
+        let i: u64 = file.file_name().unwrap().to_str().unwrap().parse().unwrap();
+        let content = fs::read(out.path().join(&file)).unwrap();
+        assert_eq!(content, pattern(4096, i), "{}", file.display());
+    }
+}

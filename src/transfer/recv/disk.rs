@@ -131,6 +131,7 @@ pub(crate) fn run<W: Write>(
             holds: RefCell::new(holds),
             shared,
             tally,
+            lost: RefCell::new(None),
         };
         // Without a helper (standard output, or no thread to be had) the disk
         // thread makes every small file itself.
@@ -138,7 +139,9 @@ pub(crate) fn run<W: Write>(
             Destination::Dir(target) => maker::start(scope, target, planned, shared).ok(),
             Destination::Stdout => None,
         };
-        work(&jobs, &giver, writer, &answers, helper)
+        let worked = work(&jobs, &giver, writer, &answers, helper);
+        let lost = answers.lost.borrow_mut().take();
+        worked.and(lost.map_or(Ok(()), Err))
         // The helper went at the end of `work`, and `answers` goes here: each waits
         // for its threads to end, before the claims in `answers` are let go.
     })
@@ -358,7 +361,12 @@ impl Desk<'_, '_> {
                 ends,
                 sums,
                 mac,
-            } => send_sums(writer, &answers.planned[index], index, (ends, sums), mac)?,
+            } => {
+                let item = &answers.planned[index];
+                answers.write(writer, |writer| {
+                    send_sums(writer, item, index, (ends, sums), mac)
+                });
+            }
             Job::GaveUp { index, outcome } => {
                 answers.tally.record(*outcome);
                 answers.settle(index, Settled::Unchanged);
@@ -439,6 +447,9 @@ struct Answers<'a, 'c, 's> {
     holds: RefCell<Vec<Holds<'c>>>,
     shared: &'a Shared<'a>,
     tally: &'a Tally,
+    /// Why answers could not be written (the connection failed): kept for the
+    /// end, while what arrived whole is still committed and counted.
+    lost: RefCell<Option<anyhow::Error>>,
 }
 
 /// The flushing threads stopped; they have nothing to say why (a panic).
@@ -614,7 +625,8 @@ impl Answers<'_, '_, '_> {
                 self.answer_named(group, flushed.before, flushed.named_before, writer)?;
             }
         }
-        writer.flush()
+        self.write(writer, FrameWriter::flush);
+        Ok(())
     }
 
     /// Waits for the oldest group the flushing threads hold (see
@@ -728,7 +740,8 @@ impl Answers<'_, '_, '_> {
         outcome: Result<Arrived, Refusal>,
     ) -> Result<()> {
         self.send(writer, index, outcome)?;
-        writer.flush()
+        self.write(writer, FrameWriter::flush);
+        Ok(())
     }
 
     /// Sends entry `index`'s `ok` (with its MAC) or `error`, and tallies it.
@@ -776,7 +789,24 @@ impl Answers<'_, '_, '_> {
                 }
             }
         };
-        writer.write_message(&reply)
+        self.write(writer, |writer| writer.write_message(&reply));
+        Ok(())
+    }
+
+    /// Writes to the sender unless writing failed before; a failure is kept (see
+    /// `lost`) and nothing more is written: the files that arrived whole are still
+    /// committed and counted, so that the summary says what is on disk.
+    fn write<W: Write>(
+        &self,
+        writer: &mut FrameWriter<W>,
+        write: impl FnOnce(&mut FrameWriter<W>) -> Result<()>,
+    ) {
+        let mut lost = self.lost.borrow_mut();
+        if lost.is_none()
+            && let Err(err) = write(writer)
+        {
+            *lost = Some(err);
+        }
     }
 }
 
