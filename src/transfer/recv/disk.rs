@@ -663,7 +663,7 @@ impl Answers<'_, '_, '_> {
                 Ok(()) => named.push((index, arrived)),
                 Err(refusal) => {
                     self.settle(index, Settled::Unchanged);
-                    self.send(writer, index, Err(refusal))?;
+                    self.send(writer, index, Err(refusal));
                 }
             }
         }
@@ -696,7 +696,7 @@ impl Answers<'_, '_, '_> {
                 Err(_) => Settled::Unchanged,
             };
             self.settle(index, settled);
-            self.send(writer, index, result)?;
+            self.send(writer, index, result);
         }
         Ok(())
     }
@@ -733,24 +733,27 @@ impl Answers<'_, '_, '_> {
         }
     }
 
+    /// Answers entry `index` and flushes; `Ok` whatever the writing did (see
+    /// [`Answers::write`]), so that a caller can return it.
     fn answer_now<W: Write>(
         &self,
         writer: &mut FrameWriter<W>,
         index: usize,
         outcome: Result<Arrived, Refusal>,
     ) -> Result<()> {
-        self.send(writer, index, outcome)?;
+        self.send(writer, index, outcome);
         self.write(writer, FrameWriter::flush);
         Ok(())
     }
 
-    /// Sends entry `index`'s `ok` (with its MAC) or `error`, and tallies it.
+    /// Tallies entry `index` and sends its `ok` (with its MAC) or `error`, unless
+    /// writing failed before (see [`Answers::write`]).
     fn send<W: Write>(
         &self,
         writer: &mut FrameWriter<W>,
         index: usize,
         outcome: Result<Arrived, Refusal>,
-    ) -> Result<()> {
+    ) {
         let entry = &self.planned[index].entry;
         let (path, bytes) = (entry.named(), entry.path_bytes());
         // The file is final (or gone) now: another session may take its path, and
@@ -790,7 +793,6 @@ impl Answers<'_, '_, '_> {
             }
         };
         self.write(writer, |writer| writer.write_message(&reply));
-        Ok(())
     }
 
     /// Writes to the sender unless writing failed before; a failure is kept (see
