@@ -11,7 +11,7 @@
 //! connection younger than that is the newcomer told `busy`. Authenticated
 //! sessions have their own limit (`--max-conns`).
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
@@ -33,6 +33,9 @@ use crate::ui::report;
 pub(crate) const SHED_AFTER: Duration = Duration::from_secs(1);
 /// How long running sessions may go on after SIGINT or SIGTERM.
 const GRACE: Duration = Duration::from_secs(5);
+/// How long sessions cut after the grace may take to end and say what they kept
+/// (a receiver commits what arrived whole first).
+const CUT_WAIT: Duration = Duration::from_secs(2);
 /// How often the accept loop looks up from `poll` to see whether it should stop.
 const STOP_CHECK: Duration = Duration::from_millis(200);
 
@@ -53,6 +56,8 @@ struct Listening {
     next_id: AtomicU64,
     /// Authenticated sessions running.
     sessions: AtomicUsize,
+    /// A handle to cut each running session's connection with, by its id.
+    running: Mutex<HashMap<u64, TcpStream>>,
     /// Set by SIGINT or SIGTERM: accept no more.
     stop: Arc<AtomicBool>,
     /// A one-shot listener's session has started.
@@ -86,6 +91,18 @@ impl Listening {
             stream: handle,
         });
         Some(id)
+    }
+
+    /// Cuts every running session's connection: each then ends as one whose peer
+    /// went, saying what it kept.
+    fn cut_running(&self) {
+        let running = self
+            .running
+            .lock()
+            .expect("no panics while holding the lock");
+        for stream in running.values() {
+            let _ = stream.shutdown(Shutdown::Both);
+        }
     }
 
     /// The stranger `id` authenticated or left.
@@ -265,7 +282,17 @@ fn connection(
         }
         // `held` (this session's slots) lasts as long as the session.
         Ok((conn, held)) => {
+            let running = || {
+                shared
+                    .running
+                    .lock()
+                    .expect("no panics while holding the lock")
+            };
+            if let Ok(handle) = stream.try_clone() {
+                running().insert(id, handle);
+            }
             let result = handler(conn, peer);
+            running().remove(&id);
             drop(held);
             if options.once {
                 let _ = finished.send(result);
@@ -317,7 +344,14 @@ fn stop_gracefully(
     }
     let cut = shared.sessions.load(Ordering::SeqCst);
     if cut > 0 {
-        // The process exits with them running: what they lent themselves goes back.
+        // Cut, each session ends as one whose peer went: it commits what arrived
+        // whole and says what it kept, in its summary, before the process exits.
+        shared.cut_running();
+        let until = Instant::now() + CUT_WAIT;
+        while shared.sessions.load(Ordering::SeqCst) > 0 && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // What they lent themselves goes back (sessions still running included).
         crate::fs::sink::give_back_all();
         return Err(fail(
             Kind::Network,

@@ -732,3 +732,51 @@ fn an_interrupted_get_without_resume_promises_no_partial_data() {
         "nothing left in {into:?}"
     );
 }
+
+/// A listener stopped by a signal whose session outlasts the grace cuts it, and
+/// the session still ends as any cut one does: its summary (text and `--json`)
+/// says what it kept, exactly what lies on disk, before the listener exits 3.
+/// Before, the process exited with the session running and said nothing of it.
+#[test]
+fn a_session_a_stopped_listener_cuts_says_what_it_kept() {
+    let src = tempfile::tempdir().unwrap();
+    let file = write_in(src.path(), "big.bin", &pattern(40 << 20, 5));
+    let out = tempfile::tempdir().unwrap();
+    let mut receiver = Receiver::start(out.path(), Some(KEY), &["--json"]);
+    let mut sender = xfer()
+        .args(["send", "--limit-rate", "4M"])
+        .arg(&file)
+        .arg(format!("127.0.0.1:{}", receiver.port))
+        .env("XFER_KEY", KEY)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(receiver.child.id() as i32).unwrap(),
+        rustix::process::Signal::INT,
+    )
+    .unwrap();
+    assert_eq!(receiver.exit_code(), 3, "{}", receiver.stderr());
+    let _ = wait_for(&mut sender, TIMEOUT);
+    assert!(
+        receiver.stderr().contains("1 running session cut"),
+        "{}",
+        receiver.stderr()
+    );
+    let events = events_in(&receiver.stdout());
+    let summary = events
+        .iter()
+        .find(|event| event["event"] == "summary")
+        .unwrap_or_else(|| panic!("no summary in {events:?}"));
+    let partials: Vec<u64> = files_under(out.path())
+        .iter()
+        .filter(|path| path.to_string_lossy().ends_with(".partial"))
+        .map(|path| fs::metadata(out.path().join(path)).unwrap().len())
+        .collect();
+    assert_eq!(partials.len(), 1, "{partials:?}");
+    assert!(partials[0] > 0, "{partials:?}");
+    assert_eq!(summary["kept_bytes"], partials[0], "{summary}");
+    assert_eq!(summary["ok"], false, "{summary}");
+}
