@@ -281,11 +281,13 @@ fn sigint_mid_transfer_keeps_the_partial_and_exits_3() {
     let file = src.path().join("slow.bin");
     std::fs::write(&file, pattern(8 << 20, 3)).unwrap();
     let mut receiver = Receiver::start(out.path(), Some(KEY), &["--serve"]);
-    // A relay that cuts after 1 MiB and then holds the connection open: a stalled transfer.
+    // A relay that stalls after 3 MiB and then holds the connection open: a
+    // stalled transfer, with whole frames of data to keep (the session, cut after
+    // the grace, keeps them; an empty partial would be removed).
     let relay = Relay::start(
         receiver.port,
         Faults {
-            stall_after: Some(1 << 20),
+            stall_after: Some(3 << 20),
             ..Faults::default()
         },
     );
@@ -294,7 +296,7 @@ fn sigint_mid_transfer_keeps_the_partial_and_exits_3() {
     let sender =
         std::thread::spawn(move || send(&[&file_for_sender], port, KEY, &["--timeout", "30"]));
     let started = Instant::now();
-    while relay.forwarded() < 1 << 20 && started.elapsed() < TIMEOUT {
+    while relay.forwarded() < 3 << 20 && started.elapsed() < TIMEOUT {
         std::thread::sleep(Duration::from_millis(20));
     }
     rustix::process::kill_process(
@@ -310,6 +312,7 @@ fn sigint_mid_transfer_keeps_the_partial_and_exits_3() {
         matches!(left.as_slice(), [p] if p.to_string_lossy().ends_with(".partial")),
         "{left:?}"
     );
+    assert!(fs::metadata(out.path().join(&left[0])).unwrap().len() > 0);
     drop(relay);
     let sent = sender.join().unwrap();
     assert_eq!(sent.status.code(), Some(3), "{}", stderr_of(&sent));
@@ -779,4 +782,35 @@ fn a_session_a_stopped_listener_cuts_says_what_it_kept() {
     assert!(partials[0] > 0, "{partials:?}");
     assert_eq!(summary["kept_bytes"], partials[0], "{summary}");
     assert_eq!(summary["ok"], false, "{summary}");
+}
+
+/// A resumed file cut again: the sender's advice counts the prefix an earlier run
+/// left as well as what went out in this one, and says so, instead of calling it
+/// all "sent" (it said "10.00 MiB sent" when this run moved 5).
+#[test]
+fn a_resumed_file_cut_again_is_not_said_to_be_sent_whole_in_this_run() {
+    let src = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let size: u64 = 16 << 20;
+    let file = src.path().join("twice.bin");
+    fs::write(&file, pattern(size as usize, 8)).unwrap();
+    let (_, _, first) = cut_at_5_mib(&file, size, out.path());
+    let (said, _, second) = cut_at_5_mib(&file, size, out.path());
+    assert!(second > first, "{first} then {second}");
+    // What went out may exceed what the receiver kept (the relay cut it short).
+    let advice = said
+        .split("rerun the same command to resume: ")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no advice in {said}"));
+    let went: f64 = advice.split(' ').next().unwrap().parse().unwrap();
+    assert!(went * 1048576.0 >= second as f64, "{said}");
+    assert!(
+        advice.contains(
+            " MiB of files not yet acknowledged went to the receiver (in this run or earlier ones)"
+        ),
+        "{said}"
+    );
+    assert!(!said.contains(" sent;"), "{said}");
+    // Cut in the middle of its data: not "while we waited for the answers".
+    assert!(!said.contains("while we waited"), "{said}");
 }

@@ -195,9 +195,13 @@ fn read_answer<R: Read>(
 ) -> Result<(Message, Vec<u8>)> {
     loop {
         let payload = reader.read_payload()?.ok_or_else(|| {
+            let when = match pending.writer_done.load(Ordering::SeqCst) {
+                true => "while we waited for the receiver's answers",
+                false => "while we were sending",
+            };
             fail(
                 Kind::Network,
-                "the peer closed the connection while we waited for the receiver's answers",
+                format!("the peer closed the connection {when}"),
             )
         })?;
         let answer = message::decode(payload).map_err(|err| fail(Kind::Protocol, err))?;

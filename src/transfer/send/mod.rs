@@ -200,7 +200,11 @@ pub(crate) fn offering_session<R: Read + Send, W: Write, C: Hangup + Sync>(
     if let Err(err) = &result {
         super::tell::end_session(conn, err);
     }
-    result.map_err(|err| tally.resumable(err, "sent; the receiver keeps what of it arrived"))
+    // What went out of unanswered files, counting what an earlier run left at the
+    // receiver of a resumed one: not all of it went out in this run.
+    const AT_THE_RECEIVER: &str = "of files not yet acknowledged went to the receiver \
+        (in this run or earlier ones), which keeps what of it arrived";
+    result.map_err(|err| tally.resumable(err, AT_THE_RECEIVER))
 }
 
 fn send<R: Read + Send, W: Write, C: Hangup + Sync>(
