@@ -189,7 +189,7 @@ impl Books {
         if self.generation == since {
             return Ok(());
         }
-        Err(Refusal::new(ErrorCode::Denied, self.stopped))
+        Err(Refusal::ending(ErrorCode::Denied, self.stopped))
     }
 
     /// Something of `bytes` and `files` appeared or grew on disk at `path`
@@ -619,7 +619,10 @@ impl Account {
     pub(crate) fn begun_since(&self, since: u64) -> Result<(), Refusal> {
         match self.generation == since {
             true => Ok(()),
-            false => Err(Refusal::new(ErrorCode::Denied, self.ledger.books().stopped)),
+            false => Err(Refusal::ending(
+                ErrorCode::Denied,
+                self.ledger.books().stopped,
+            )),
         }
     }
 

@@ -42,6 +42,10 @@ pub(crate) fn has_holes(blocks: u64, size: u64) -> bool {
 pub(crate) struct Refusal {
     pub(crate) code: ErrorCode,
     pub(crate) message: String,
+    /// Nothing more of the session can succeed (a reload took its user's rights
+    /// to the home): its receiver answers this entry, then ends the session, so
+    /// that the sender stops instead of sending the rest to be refused.
+    pub(crate) ends_session: bool,
 }
 
 impl Refusal {
@@ -49,6 +53,16 @@ impl Refusal {
         Refusal {
             code,
             message: message.into(),
+            ends_session: false,
+        }
+    }
+
+    /// A refusal after which the session can make nothing more (see
+    /// `ends_session`).
+    pub(crate) fn ending(code: ErrorCode, message: impl Into<String>) -> Self {
+        Refusal {
+            ends_session: true,
+            ..Refusal::new(code, message)
         }
     }
 

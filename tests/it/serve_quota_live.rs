@@ -582,3 +582,41 @@ fn an_entry_over_4_kib_of_attributes_is_brought_within_it_though_each_kept_one_i
     let second = send();
     assert!(!second.contains("tree/f"), "nothing changed: {second}");
 }
+
+/// A reload that moves alice's home while she uploads a tree ends her session at
+/// the first file it refuses: the client hears `denied` (why, once) and stops,
+/// instead of sending every file left only to have each refused (it used to go
+/// on to the end of a 12-second upload, one refusal per file).
+#[test]
+fn a_reload_that_moves_a_home_stops_the_client_of_an_upload_at_once() {
+    let site = Site::new();
+    site.users(&[("alice", "")]);
+    let server = site.serve(&[]);
+    for i in 0..60 {
+        site.local(&format!("tree/f{i:02}"), &pattern(100_000, i));
+    }
+    let tree = site.local("tree/f00", &pattern(100_000, 0));
+    let tree = tree.parent().expect("tree").to_path_buf();
+    let mut command = as_user(&site, "alice", &["send", "--limit-rate", "500K"]);
+    command.arg(&tree).arg(server.addr());
+    let upload = std::thread::spawn(move || crate::util::run(&mut command));
+    let old_tree = site.home("alice").join("tree");
+    eventually("the upload begins", || {
+        old_tree.exists() && names_in(&old_tree).iter().any(|name| name.starts_with('f'))
+    });
+    site.users(&[("alice", "home = \"moved\"")]);
+    server.reload(1);
+    let reloaded = std::time::Instant::now();
+    let upload = upload.join().expect("the upload");
+    let said = String::from_utf8_lossy(&upload.stderr);
+    assert_eq!(code(&upload), 6, "{said}");
+    assert!(said.contains("home changed"), "{said}");
+    // The rest of the tree (some 10 s at this rate) is not sent.
+    assert!(
+        reloaded.elapsed().as_secs() < 5,
+        "{:?}: {said}",
+        reloaded.elapsed()
+    );
+    let refusals = said.matches("home changed").count();
+    assert!(refusals <= 3, "{refusals} refusals: {said}");
+}

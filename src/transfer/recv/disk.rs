@@ -132,6 +132,7 @@ pub(crate) fn run<W: Write>(
             shared,
             tally,
             lost: RefCell::new(None),
+            ending: RefCell::new(None),
         };
         // Without a helper (standard output, or no thread to be had) the disk
         // thread makes every small file itself.
@@ -186,6 +187,7 @@ fn work<W: Write>(
             desk.take_helped(answers, writer, giver)?;
         }
         desk.apply(job, answers, writer, giver)?;
+        answers.end_if_refused_for_good()?;
     }
 }
 
@@ -450,6 +452,9 @@ struct Answers<'a, 'c, 's> {
     /// Why answers could not be written (the connection failed): kept for the
     /// end, while what arrived whole is still committed and counted.
     lost: RefCell<Option<anyhow::Error>>,
+    /// A refusal after which nothing of the session can succeed, answered
+    /// already: the session ends with it after the job at hand.
+    ending: RefCell<Option<Refusal>>,
 }
 
 /// The flushing threads stopped; they have nothing to say why (a panic).
@@ -779,6 +784,11 @@ impl Answers<'_, '_, '_> {
                 }
             }
             Err(mut refusal) => {
+                if refusal.ends_session {
+                    self.ending
+                        .borrow_mut()
+                        .get_or_insert_with(|| refusal.clone());
+                }
                 if matches!(self.shared.destination, Destination::Stdout) {
                     refusal.message.push_str(
                         "; the bytes already written to standard output are NOT verified: discard them",
@@ -793,6 +803,18 @@ impl Answers<'_, '_, '_> {
             }
         };
         self.write(writer, |writer| writer.write_message(&reply));
+    }
+
+    /// Ends the session after a refusal that leaves it nothing to do (a reload
+    /// took its user's rights to the home): the entry was answered; the session's
+    /// error frame then stops the sender, which would otherwise send everything
+    /// left only to have each file refused. What waits in the group is not named:
+    /// naming it would be a write the reload forbids.
+    fn end_if_refused_for_good(&self) -> Result<()> {
+        match self.ending.borrow_mut().take() {
+            Some(refusal) => Err(crate::error::refused(refusal.code, refusal.message)),
+            None => Ok(()),
+        }
     }
 
     /// Writes to the sender unless writing failed before; a failure is kept (see

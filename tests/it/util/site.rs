@@ -126,20 +126,29 @@ pub fn check_dir(dir: &Path, server: &Server, user: &str, quota: u64) {
 
 /// Sends the rest of entry `index` (after the first `sent` bytes, all of `content`
 /// in this transfer), its `done`, and `end`; returns the receiver's answer for it.
+/// A receiver that refused it for good (a reload took the home) then ends the
+/// session with an error frame of its own and closes: what is still sent after
+/// may find the connection gone.
 pub fn finish_put(peer: &mut Peer, index: u64, path: &str, content: &[u8], sent: usize) -> Value {
     for piece in content[sent..].chunks(64 << 10) {
         let payload = peer.data_payload(piece);
-        peer.send_frame(&payload).expect("a data frame");
+        let _ = peer.send_frame(&payload);
     }
-    peer.send_frame(&[]).expect("the empty frame");
+    let _ = peer.send_frame(&[]);
     let done = peer.done_frame(index, path, content);
-    peer.send_control(&done).expect("done");
-    peer.send_end().expect("end");
+    let _ = peer.send_control(&done);
+    let _ = peer.send_end();
     let mut answer = Value::Null;
     loop {
-        let frame = peer.read_control().expect("an answer");
-        match frame["type"].as_str() {
-            Some("end") => return answer,
+        let frame = match peer.read_control() {
+            Ok(frame) => frame,
+            Err(_) if !answer.is_null() => return answer,
+            Err(err) => panic!("no answer: {err:?}"),
+        };
+        match (frame["type"].as_str(), frame.get("index")) {
+            (Some("end"), _) => return answer,
+            // The session's own last word, after the entry's answer.
+            (Some("error"), None) if !answer.is_null() => return answer,
             _ => answer = frame,
         }
     }
