@@ -13,9 +13,15 @@ use anyhow::Result;
 use crate::client::{Client, ClientOptions};
 use crate::error::{Kind, kind_of};
 use crate::proto::handshake::Secret;
-use crate::proto::message::Item;
+use crate::proto::message::{ErrorCode, Item};
 use crate::transfer::Tally;
-use crate::ui::report::{Reporter, Style};
+use crate::ui::report::{self, Reporter, Style};
+
+/// Whether the server ended the session after login (`auth`: a reload of its
+/// users changed or removed this one), not a refusal of one request.
+fn ended_by_server(err: &anyhow::Error) -> bool {
+    crate::error::peer_code(err) == Some(ErrorCode::Auth)
+}
 
 /// A connection that can be cut from another thread (Ctrl-C during a transfer).
 pub(crate) type Interrupter = Arc<Mutex<Option<TcpStream>>>;
@@ -83,7 +89,10 @@ impl Session {
 
     /// Runs `request` on the connection. If the server had closed it while the user
     /// was idle (the request meets a closed connection, or the server's `timeout`),
-    /// logs in again once, transparently, and runs it again.
+    /// logs in again once, transparently, and runs it again. So too where a reload
+    /// of the server's users ended the session (its home moved, it may only read
+    /// now): the login says whether the user still may; the user is then in their
+    /// home, which may be another directory than before.
     pub(crate) fn run<T>(
         &mut self,
         mut request: impl FnMut(&mut Client) -> Result<T>,
@@ -94,9 +103,14 @@ impl Session {
             Err(err)
                 if !fresh
                     && self.client.is_none()
-                    && kind_of(&err) == Some(Kind::Network)
+                    && (kind_of(&err) == Some(Kind::Network) || ended_by_server(&err))
                     && !self.interrupted.load(Ordering::SeqCst) =>
             {
+                if ended_by_server(&err) {
+                    self.cwd.clear();
+                    self.listings.clear();
+                    report::line(&format!("xfer: {err:#}; logging in again, into the home"));
+                }
                 self.attempt(&mut request)
             }
             other => other,
@@ -114,10 +128,10 @@ impl Session {
             .lock()
             .expect("no panics while holding the lock") = None;
         if let Err(err) = &result
-            && matches!(
+            && (matches!(
                 kind_of(err),
                 Some(Kind::Network | Kind::Protocol | Kind::Verification)
-            )
+            ) || ended_by_server(err))
         {
             // The connection is gone (or not to be trusted): the next command logs in again.
             self.client = None;

@@ -327,9 +327,11 @@ fn a_user_removed_by_a_reload_loses_their_open_connections() {
 }
 
 /// A shell whose session a reload ended hears the server's reason, not "wrong key"
-/// (found in the second new-user trial).
+/// (found in the second new-user trial), and logs in again on its next command,
+/// as after any connection the server closed while it was idle: the user still
+/// may, into the home the reload gave them (it ended the shell with exit 4 before).
 #[test]
-fn a_shell_ended_by_a_reload_says_why_not_wrong_key() {
+fn a_shell_ended_by_a_reload_says_why_and_logs_in_again_into_the_new_home() {
     let site = Site::new();
     site.users(&[("alice", "")]);
     let server = site.serve(&[]);
@@ -352,6 +354,7 @@ fn a_shell_ended_by_a_reload_says_why_not_wrong_key() {
         }
         seen.push(byte[0]);
     }
+    write(&site.root().join("elsewhere/moved.txt"), b"here\n");
     site.users(&[("alice", "home = \"elsewhere\"")]);
     server.hangup();
     server.wait_for_log("reloaded", 1);
@@ -365,12 +368,18 @@ fn a_shell_ended_by_a_reload_says_why_not_wrong_key() {
         .unwrap()
         .read_to_string(&mut stderr)
         .unwrap();
-    assert_eq!(status.code(), Some(4), "{stderr}");
+    let mut listed = String::from_utf8_lossy(&seen).to_string();
+    stdout.read_to_string(&mut listed).unwrap();
+    // Said why (not "wrong key"), logged in again, and listed the new home.
+    assert_eq!(status.code(), Some(0), "{stderr}");
     assert!(
-        stderr.contains("the server ended this session") && stderr.contains("home changed"),
+        stderr.contains("the server ended this session")
+            && stderr.contains("home changed")
+            && stderr.contains("logging in again"),
         "{stderr}"
     );
     assert!(!stderr.contains("wrong key"), "{stderr}");
+    assert!(listed.contains("moved.txt"), "{listed}");
 }
 
 #[test]
