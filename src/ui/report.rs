@@ -911,6 +911,10 @@ fn summary_fields(summary: &Summary, elapsed: Duration, rate: u64) -> serde_json
         fields["kept"] = json!(kept);
         fields["kept_reasons"] = json!(reasons);
     }
+    // What the text says in `say_to_run_again`, for a script to act on.
+    if summary.over_quota > 0 && summary.deleted > 0 {
+        fields["run_again"] = json!(summary.over_quota);
+    }
     if let Some(dry) = summary.dry_run {
         fields["dry_run"] = json!({
             "new": dry.new, "changed": dry.changed, "bytes": dry.bytes,

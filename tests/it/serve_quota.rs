@@ -465,3 +465,33 @@ fn a_mirror_that_fits_only_after_its_deletions_says_to_run_again() {
     assert_eq!(crate::util::server::names_in(&home.join("tree")), ["new"]);
     check_home(&site, &server, "alice", 1_000_000);
 }
+
+/// The same mirror with `--json`: the summary event says how many files a run
+/// again would send (`run_again`), as the text does in words; the second run's
+/// has none.
+#[test]
+fn a_mirror_that_fits_only_after_its_deletions_says_run_again_in_json() {
+    let site = Site::new();
+    site.users(&[("alice", "quota = 1000000")]);
+    write(&site.home("alice").join("tree/stale"), &pattern(700_000, 1));
+    let local = site.local("tree/new", &pattern(500_000, 2));
+    let tree = local.parent().unwrap().to_str().unwrap().to_string();
+    let server = site.serve(&[]);
+    let mirror = || {
+        let args = ["send", "--json", "--delete", &tree, &server.at("/")];
+        crate::util::server::client(&site, "alice", &args)
+    };
+    let first = mirror();
+    assert_eq!(first.status.code(), Some(6), "{}", util::stderr_of(&first));
+    let summary = util::summary_event(&first);
+    assert_eq!(summary["run_again"], 1, "{summary}");
+    let second = mirror();
+    assert_eq!(
+        second.status.code(),
+        Some(0),
+        "{}",
+        util::stderr_of(&second)
+    );
+    let summary = util::summary_event(&second);
+    assert!(summary.get("run_again").is_none(), "{summary}");
+}
