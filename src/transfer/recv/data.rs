@@ -5,6 +5,7 @@
 //! thread; then the sender's `end`.
 
 use std::io::Read;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 
 use anyhow::Result;
@@ -36,8 +37,16 @@ pub(crate) fn read_entries<R: Read>(
     jobs: &mpsc::Sender<Job>,
     shared: &Shared<'_>,
     tally: &Tally,
+    unanswered: &AtomicBool,
 ) -> Result<()> {
-    let read = read_all(reader, planned, (pool, batch), jobs, shared, tally);
+    let read = read_all(
+        reader,
+        planned,
+        (pool, batch),
+        (jobs, unanswered),
+        shared,
+        tally,
+    );
     let flushed = batch.flush(jobs);
     read.and(flushed)
 }
@@ -47,12 +56,16 @@ fn read_all<R: Read>(
     reader: &mut FrameReader<R>,
     planned: &[Planned],
     (pool, batch): (&mut Pool, &mut Batch),
-    jobs: &mpsc::Sender<Job>,
+    (jobs, unanswered): (&mpsc::Sender<Job>, &AtomicBool),
     shared: &Shared<'_>,
     tally: &Tally,
 ) -> Result<()> {
     let mut expected = (0..planned.len()).filter(|&i| planned[i].expects_data);
     loop {
+        if unanswered.load(Ordering::SeqCst) {
+            // The disk thread could not answer (it says why): read no more.
+            return Ok(());
+        }
         if reader.buffered() == 0 {
             // The next frame waits on the sender: the disk thread need not.
             batch.flush(jobs)?;

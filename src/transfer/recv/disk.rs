@@ -16,7 +16,8 @@
 use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::io::Write;
-use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::Duration;
 
@@ -97,10 +98,13 @@ struct Waiting {
     arrived: Arrived,
 }
 
-/// What goes back to the socket thread's pools: data buffers and small-file arenas.
+/// What goes back to the socket thread: data buffers and small-file arenas for its
+/// pools, and word that answers can no longer be written (the sender takes none:
+/// gone, or stalled past the idle timeout), on which it stops reading.
 pub(crate) struct Givers {
     pub(crate) buffers: Giver,
     pub(crate) arenas: Giver,
+    pub(crate) unanswered: Arc<AtomicBool>,
 }
 
 /// Runs the disk thread until the socket thread hangs up, then commits what is left.
@@ -133,6 +137,7 @@ pub(crate) fn run<W: Write>(
             tally,
             lost: RefCell::new(None),
             ending: RefCell::new(None),
+            unanswered: &giver.unanswered,
         };
         // Without a helper (standard output, or no thread to be had) the disk
         // thread makes every small file itself.
@@ -455,6 +460,8 @@ struct Answers<'a, 'c, 's> {
     /// A refusal after which nothing of the session can succeed, answered
     /// already: the session ends with it after the job at hand.
     ending: RefCell<Option<Refusal>>,
+    /// Set with `lost`: the socket thread stops reading (see [`Givers`]).
+    unanswered: &'a AtomicBool,
 }
 
 /// The flushing threads stopped; they have nothing to say why (a panic).
@@ -830,6 +837,8 @@ impl Answers<'_, '_, '_> {
             && let Err(err) = write(writer)
         {
             *lost = Some(err);
+            // A sender that takes no answers gets no more of our time either.
+            self.unanswered.store(true, Ordering::SeqCst);
         }
     }
 }

@@ -31,7 +31,8 @@ mod small;
 mod worker;
 
 use std::io::{Read, Write};
-use std::sync::mpsc;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, mpsc};
 
 use anyhow::Result;
 
@@ -189,7 +190,12 @@ fn data_phase<R: Read, W: Write + Send>(
     let (read_result, disk_result) = std::thread::scope(|scope| {
         let (mut pool, buffers) = Pool::with(POOL_BUFFERS, data_buffer);
         let (mut batch, arenas) = Batch::new();
-        let givers = Givers { buffers, arenas };
+        let unanswered = Arc::new(AtomicBool::new(false));
+        let givers = Givers {
+            buffers,
+            arenas,
+            unanswered: unanswered.clone(),
+        };
         let (jobs, queue) = mpsc::channel();
         let disk = std::thread::Builder::new()
             .name("disk".into())
@@ -207,7 +213,7 @@ fn data_phase<R: Read, W: Write + Send>(
         };
         let cutter = start_cutter(scope, planned, &jobs, shared);
         let buffers = (&mut pool, &mut batch);
-        let read = data::read_entries(reader, planned, buffers, &jobs, shared, tally);
+        let read = data::read_entries(reader, planned, buffers, &jobs, shared, tally, &unanswered);
         // Whatever is still being cut is needed no more (a failed session).
         for basis in planned.iter().filter_map(|item| item.basis.as_deref()) {
             basis.stop_cutting();
@@ -221,11 +227,22 @@ fn data_phase<R: Read, W: Write + Send>(
             .unwrap_or_else(|_| Err(fail(Kind::Io, "the disk thread panicked")));
         (read, written)
     });
-    // Why the disk thread stopped (standard output closed) explains why we did.
+    // Why the disk thread stopped (standard output closed, answers that could not
+    // be written) explains why we did; but where the sender went, what the reader
+    // heard says more than our broken pipe: the sender's own error frame, or how
+    // the connection ended.
     match (disk_result, read_result) {
+        (Err(unwritten), Err(heard)) if peer_went(&unwritten) => Err(heard),
         (Err(err), _) | (Ok(()), Err(err)) => Err(err),
         (Ok(()), Ok(())) => Ok(()),
     }
+}
+
+/// Whether `err` is a write to the peer that failed because the peer went, not our
+/// own idle timeout (a verdict of ours, said as such).
+fn peer_went(err: &anyhow::Error) -> bool {
+    crate::error::kind_of(err) == Some(Kind::Network)
+        && crate::error::wire_code(err) != Some(crate::proto::message::ErrorCode::Timeout)
 }
 
 /// Starts the cutter (`cutter.rs`) when the plan streams a basis's sums.
