@@ -380,3 +380,30 @@ fn a_sparse_file_got_to_standard_output_comes_whole() {
         "the bytes differ"
     );
 }
+
+/// A sparse file cut on its way: its receiver keeps nothing of it (a sparse entry
+/// is never resumed), and the sender says nothing is kept for a rerun either (it
+/// said "64.00 MiB kept as partial data", holes counted as sent).
+#[test]
+fn a_sparse_file_cut_on_its_way_is_not_said_to_be_kept() {
+    let src = tempfile::tempdir().unwrap();
+    if !keeps_holes(src.path()) {
+        eprintln!("skipped: the temporary filesystem keeps no holes");
+        return;
+    }
+    let file = src.path().join("holes.bin");
+    sparse_file(&file, 64 * MIB, 0, &pattern(12 << 20, 5));
+    let out = tempfile::tempdir().unwrap();
+    let mut receiver = Receiver::start(out.path(), Some(KEY), &[]);
+    let relay = crate::util::relay::Relay::start(
+        receiver.port,
+        crate::util::relay::Faults::cut_after(5 * MIB),
+    );
+    let cut = send(&[&file], relay.port, KEY, &[]);
+    let said = stderr_of(&cut);
+    assert_eq!(cut.status.code(), Some(3), "{said}");
+    assert_eq!(receiver.exit_code(), 3, "{}", receiver.stderr());
+    assert!(!said.contains("kept"), "{said}");
+    assert!(!said.contains("resume"), "{said}");
+    assert_eq!(files_under(out.path()), Vec::<std::path::PathBuf>::new());
+}

@@ -595,7 +595,11 @@ fn cut_short(pending: &Pending, outbox: &dyn Outbox) -> u64 {
         .iter()
         // A stream (standard input, a pipe) cannot be read again: its receiver
         // keeps nothing of it to resume from, and a rerun could not send the rest.
-        .filter(|(index, _)| outbox.rereadable(**index as usize))
+        // Nor does a receiver keep a sparse file's runs (its holes never travel).
+        .filter(|(index, _)| {
+            let index = **index as usize;
+            outbox.rereadable(index) && !outbox.entries()[index].is_sparse()
+        })
         .map(|(_, outstanding)| outstanding)
         .filter(|outstanding| !outstanding.failed_here && !outstanding.delta)
         .map(|outstanding| outstanding.position)
