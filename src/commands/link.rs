@@ -42,7 +42,7 @@ pub(crate) fn run_link(
             warn_if_clear(&conn.negotiated, encryption, &reporter);
             let mut tally = Tally::new(reporter, &conn.negotiated);
             // A session that fails tells the peer and lingers itself (`transfer::tell`).
-            let result = session(&mut conn, &mut tally);
+            let result = session(&mut conn, &mut tally).map_err(listen::cut_by_us);
             tally.finish(verb, &result);
             result
         })

@@ -10,6 +10,10 @@
 //! address is handshaking within moments. Only when every slot is held by a
 //! connection younger than that is the newcomer told `busy`. Authenticated
 //! sessions have their own limit (`--max-conns`).
+//!
+//! On SIGINT or SIGTERM it accepts nothing more, lets running sessions finish for
+//! a grace, then cuts the rest: each ends as a cut session does, committing what
+//! arrived whole and saying what it kept, before the process exits.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -28,6 +32,22 @@ use crate::error::{Classify, Kind, fail};
 use crate::escape::escape;
 use crate::proto::message::ErrorCode;
 use crate::ui::report;
+
+/// Set once a listener of this process cut its sessions after a stop's grace.
+static CUT: AtomicBool = AtomicBool::new(false);
+
+/// What a failed session says of how it ended: a listener of this process that
+/// cut it after a stop's grace says so, instead of the connection's end (which
+/// reads as the peer leaving); anything else as it is.
+pub(crate) fn cut_by_us(err: anyhow::Error) -> anyhow::Error {
+    match CUT.load(Ordering::SeqCst) {
+        true => fail(
+            Kind::Network,
+            "cut: this side was stopped (SIGINT or SIGTERM) and the session outlasted its grace",
+        ),
+        false => err,
+    }
+}
 
 /// An unauthenticated connection this old may be cut to make room for a newcomer.
 pub(crate) const SHED_AFTER: Duration = Duration::from_secs(1);
@@ -93,14 +113,17 @@ impl Listening {
         Some(id)
     }
 
-    /// Cuts every running session's connection: each then ends as one whose peer
-    /// went, saying what it kept.
-    fn cut_running(&self) {
-        let running = self
-            .running
+    fn running(&self) -> std::sync::MutexGuard<'_, HashMap<u64, TcpStream>> {
+        self.running
             .lock()
-            .expect("no panics while holding the lock");
-        for stream in running.values() {
+            .expect("no panics while holding the lock")
+    }
+
+    /// Cuts every running session's connection: each then ends as one whose peer
+    /// went, saying what it kept, and says that we cut it ([`cut_by_us`]).
+    fn cut_running(&self) {
+        CUT.store(true, Ordering::SeqCst);
+        for stream in self.running().values() {
             let _ = stream.shutdown(Shutdown::Both);
         }
     }
@@ -253,9 +276,15 @@ fn connection(
     shared: &Arc<Listening>,
     finished: &mpsc::Sender<Result<()>>,
 ) {
+    // A handle to cut the session with after a stop's grace (see `SessionSlot`).
+    let handle = stream.try_clone().ok();
     let authenticated = super::accept_on(&mut stream, accepting, options.timeouts, || {
+        // A handshake that ends after a stop begins no session.
+        if shared.stop.load(Ordering::SeqCst) {
+            return Err((ErrorCode::Busy, "the listener is stopping".into()));
+        }
         // Counted before `auth_ok` goes out, so the limit is never overshot.
-        let slot = SessionSlot::take(shared.clone());
+        let slot = SessionSlot::take(shared.clone(), id, handle);
         if slot.running > options.max_sessions {
             return Err((
                 ErrorCode::Busy,
@@ -282,17 +311,7 @@ fn connection(
         }
         // `held` (this session's slots) lasts as long as the session.
         Ok((conn, held)) => {
-            let running = || {
-                shared
-                    .running
-                    .lock()
-                    .expect("no panics while holding the lock")
-            };
-            if let Ok(handle) = stream.try_clone() {
-                running().insert(id, handle);
-            }
             let result = handler(conn, peer);
-            running().remove(&id);
             drop(held);
             if options.once {
                 let _ = finished.send(result);
@@ -301,27 +320,39 @@ fn connection(
     }
 }
 
-/// A running session, counted until dropped.
+/// A running session, counted, and its connection listed to be cut after a stop's
+/// grace ([`Listening::cut_running`]), until dropped (a session that panics too).
 struct SessionSlot {
     shared: Arc<Listening>,
+    id: u64,
     /// Sessions running, this one included.
     running: usize,
 }
 
 impl SessionSlot {
-    fn take(shared: Arc<Listening>) -> SessionSlot {
+    fn take(shared: Arc<Listening>, id: u64, handle: Option<TcpStream>) -> SessionSlot {
         let running = shared.sessions.fetch_add(1, Ordering::SeqCst) + 1;
-        SessionSlot { shared, running }
+        if let Some(handle) = handle {
+            shared.running().insert(id, handle);
+        }
+        SessionSlot {
+            shared,
+            id,
+            running,
+        }
     }
 }
 
 impl Drop for SessionSlot {
     fn drop(&mut self) {
+        self.shared.running().remove(&self.id);
         self.shared.sessions.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
-/// After a stop request: no more connections; give running sessions [`GRACE`].
+/// After a stop request: no more connections; give running sessions [`GRACE`],
+/// then cut those still running and give them [`CUT_WAIT`] to end and say what
+/// they kept (each says it was cut: [`cut_by_us`]).
 fn stop_gracefully(
     shared: &Listening,
     once: bool,
@@ -363,7 +394,7 @@ fn stop_gracefully(
     }
     if once {
         return Err(anyhow::anyhow!(
-            "stopped by a signal before any session completed"
+            "stopped by a signal before its session began"
         ));
     }
     report::line("xfer: stopped");

@@ -782,6 +782,9 @@ fn a_session_a_stopped_listener_cuts_says_what_it_kept() {
     assert!(partials[0] > 0, "{partials:?}");
     assert_eq!(summary["kept_bytes"], partials[0], "{summary}");
     assert_eq!(summary["ok"], false, "{summary}");
+    // Cut by this side, which it says, not that the peer closed the connection.
+    let error = summary["error"].as_str().unwrap_or_default();
+    assert!(error.starts_with("cut: this side was stopped"), "{summary}");
 }
 
 /// A resumed file cut again: the sender's advice counts the prefix an earlier run

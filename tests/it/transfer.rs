@@ -801,7 +801,7 @@ fn a_one_shot_listener_stopped_by_a_signal_exits_as_the_readme_says() {
     term(&idle);
     assert_eq!(idle.exit_code(), 1, "{}", idle.stderr());
     assert!(
-        idle.stderr().contains("before any session"),
+        idle.stderr().contains("before its session began"),
         "{}",
         idle.stderr()
     );

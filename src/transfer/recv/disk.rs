@@ -320,7 +320,7 @@ impl Desk<'_, '_> {
                 }
                 Err(refusal) => {
                     answers.settle(index, Settled::Unchanged);
-                    answers.answer_now(writer, index, Err(refusal))?;
+                    answers.answer_now(writer, index, Err(refusal));
                 }
             }
         }
@@ -496,37 +496,44 @@ impl Answers<'_, '_, '_> {
                 } else {
                     self.settle(index, landing.left_behind());
                 }
-                return self.answer_now(writer, index, Err(refusal));
+                self.answer_now(writer, index, Err(refusal));
+                return Ok(());
             }
             (Ok(_), Landing::Part(Err(refusal))) => {
                 self.settle(index, Settled::Unchanged);
-                return self.answer_now(writer, index, Err(refusal));
+                self.answer_now(writer, index, Err(refusal));
+                return Ok(());
             }
             (Ok(arrived), Landing::Stdout(_)) => {
-                return self.answer_now(writer, index, Ok(arrived));
+                self.answer_now(writer, index, Ok(arrived));
+                return Ok(());
             }
             (Ok(arrived), Landing::Part(Ok(part))) if arrived.kept => {
                 part.discard(); // empty: nothing of a result that is the old file
                 let kept = self.keep_old(index).map(|()| arrived);
                 self.settle(index, Settled::Unchanged);
-                return self.answer_now(writer, index, kept);
+                self.answer_now(writer, index, kept);
+                return Ok(());
             }
             (Ok(arrived), Landing::Part(Ok(part))) => (arrived, part),
         };
         if let Err(refusal) = self.make_room(index, &mut part) {
             part.discard();
             self.settle(index, Settled::Unchanged);
-            return self.answer_now(writer, index, Err(refusal));
+            self.answer_now(writer, index, Err(refusal));
+            return Ok(());
         }
         if arrived.size >= GROUP_BYTES {
             // Alone: fsync of the file itself, no group to wait for.
             let result = part.commit(entry, self.shared.settings.overwrite);
             self.settle(index, settled_by(&result, arrived.size));
-            return self.answer_now(writer, index, result.map(|()| arrived));
+            self.answer_now(writer, index, result.map(|()| arrived));
+            return Ok(());
         }
         if let Err(refusal) = part.seal(entry) {
             self.settle(index, Settled::Unchanged);
-            return self.answer_now(writer, index, Err(refusal));
+            self.answer_now(writer, index, Err(refusal));
+            return Ok(());
         }
         self.join_group(index, (arrived, part), group, writer)
     }
@@ -745,17 +752,16 @@ impl Answers<'_, '_, '_> {
         }
     }
 
-    /// Answers entry `index` and flushes; `Ok` whatever the writing did (see
-    /// [`Answers::write`]), so that a caller can return it.
+    /// Answers entry `index` and flushes (see [`Answers::write`] for a write that
+    /// fails).
     fn answer_now<W: Write>(
         &self,
         writer: &mut FrameWriter<W>,
         index: usize,
         outcome: Result<Arrived, Refusal>,
-    ) -> Result<()> {
+    ) {
         self.send(writer, index, outcome);
         self.write(writer, FrameWriter::flush);
-        Ok(())
     }
 
     /// Tallies entry `index` and sends its `ok` (with its MAC) or `error`, unless

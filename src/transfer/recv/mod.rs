@@ -227,11 +227,16 @@ fn data_phase<R: Read, W: Write + Send>(
             .unwrap_or_else(|_| Err(fail(Kind::Io, "the disk thread panicked")));
         (read, written)
     });
-    // Why the disk thread stopped (standard output closed, answers that could not
-    // be written) explains why we did; but where the sender went, what the reader
-    // heard says more than our broken pipe: the sender's own error frame, or how
-    // the connection ended.
-    match (disk_result, read_result) {
+    first_failure(disk_result, read_result)
+}
+
+/// Why the data phase failed, of what the disk thread and the socket thread say:
+/// why the disk thread stopped (standard output closed, answers that could not
+/// be written) explains why we did; but where the sender went, what the reader
+/// heard says more than our broken pipe: the sender's own error frame, or how
+/// the connection ended.
+fn first_failure(written: Result<()>, read: Result<()>) -> Result<()> {
+    match (written, read) {
         (Err(unwritten), Err(heard)) if peer_went(&unwritten) => Err(heard),
         (Err(err), _) | (Ok(()), Err(err)) => Err(err),
         (Ok(()), Ok(())) => Ok(()),
