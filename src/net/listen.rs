@@ -36,11 +36,14 @@ use crate::ui::report;
 /// Set once a listener of this process cut its sessions after a stop's grace.
 static CUT: AtomicBool = AtomicBool::new(false);
 
-/// What a failed session says of how it ended: a listener of this process that
-/// cut it after a stop's grace says so, instead of the connection's end (which
-/// reads as the peer leaving); anything else as it is.
+/// What a failed session says of how it ended: one whose connection ended after
+/// a listener of this process cut it (a stop's grace ran out) says so, instead of
+/// the connection's end (which reads as the peer leaving). A session that failed
+/// for a reason of its own (a frame of the peer's, a timeout, a check) says that.
 pub(crate) fn cut_by_us(err: anyhow::Error) -> anyhow::Error {
-    match CUT.load(Ordering::SeqCst) {
+    let connection_lost = crate::error::kind_of(&err) == Some(Kind::Network)
+        && crate::error::wire_code(&err).is_none();
+    match CUT.load(Ordering::SeqCst) && connection_lost {
         true => fail(
             Kind::Network,
             "cut: this side was stopped (SIGINT or SIGTERM) and the session outlasted its grace",
@@ -113,6 +116,7 @@ impl Listening {
         Some(id)
     }
 
+    /// The running sessions' connections, by id.
     fn running(&self) -> std::sync::MutexGuard<'_, HashMap<u64, TcpStream>> {
         self.running
             .lock()
@@ -312,10 +316,12 @@ fn connection(
         // `held` (this session's slots) lasts as long as the session.
         Ok((conn, held)) => {
             let result = handler(conn, peer);
-            drop(held);
+            // The result goes before the slot: a stop's grace that sees no session
+            // running must find a one-shot's result waiting.
             if options.once {
                 let _ = finished.send(result);
             }
+            drop(held);
         }
     }
 }

@@ -15,7 +15,7 @@ use crate::error::{Kind, kind_of};
 use crate::proto::handshake::Secret;
 use crate::proto::message::{ErrorCode, Item};
 use crate::transfer::Tally;
-use crate::ui::report::{self, Reporter, Style};
+use crate::ui::report::{Reporter, Style};
 
 /// Whether the server ended the session after login (`auth`: a reload of its
 /// users changed or removed this one), not a refusal of one request.
@@ -89,10 +89,9 @@ impl Session {
 
     /// Runs `request` on the connection. If the server had closed it while the user
     /// was idle (the request meets a closed connection, or the server's `timeout`),
-    /// logs in again once, transparently, and runs it again. So too where a reload
-    /// of the server's users ended the session (its home moved, it may only read
-    /// now): the login says whether the user still may; the user is then in their
-    /// home, which may be another directory than before.
+    /// logs in again once, transparently, and runs it again. Where the server
+    /// ended the session itself (a reload of its users changed this one), the
+    /// command is not run again: see [`Session::log_in_again_after`].
     pub(crate) fn run<T>(
         &mut self,
         mut request: impl FnMut(&mut Client) -> Result<T>,
@@ -100,20 +99,40 @@ impl Session {
         let fresh = self.client.is_none();
         let first = self.attempt(&mut request);
         match first {
+            Err(err) if !fresh && self.client.is_none() && ended_by_server(&err) => {
+                Err(self.log_in_again_after(err))
+            }
             Err(err)
                 if !fresh
                     && self.client.is_none()
-                    && (kind_of(&err) == Some(Kind::Network) || ended_by_server(&err))
+                    && kind_of(&err) == Some(Kind::Network)
                     && !self.interrupted.load(Ordering::SeqCst) =>
             {
-                if ended_by_server(&err) {
-                    self.cwd.clear();
-                    self.listings.clear();
-                    report::line(&format!("xfer: {err:#}; logging in again, into the home"));
-                }
                 self.attempt(&mut request)
             }
             other => other,
+        }
+    }
+
+    /// After the server ended the session (`err`: a reload moved this user's home,
+    /// or changed their rights): the user is put at the top of the home, which may
+    /// be another directory now, and logged in again at once, so that the next
+    /// command runs there. This one is not run again: its paths were worked out
+    /// from where the user was, in a home that may be gone (an `rm` would remove
+    /// what they never saw). A login that fails (a removed user, a changed key or
+    /// password) is the error, and a password is asked for again next time.
+    fn log_in_again_after(&mut self, err: anyhow::Error) -> anyhow::Error {
+        self.cwd.clear();
+        self.listings.clear();
+        match self.client() {
+            Ok(_) => crate::error::fail(
+                Kind::Network,
+                format!("{err:#}; logged in again, into the home: the command did not run"),
+            ),
+            Err(login) => {
+                self.secret = None;
+                login
+            }
         }
     }
 

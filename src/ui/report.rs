@@ -316,6 +316,13 @@ pub(crate) struct Reporter {
 }
 
 impl Summary {
+    /// Files refused over the quota before `--delete` made room, which the same
+    /// command run again sends (a real run's: a dry run deleted nothing).
+    pub(crate) fn run_again(&self) -> Option<usize> {
+        let deleted = self.dry_run.is_none() && self.deleted > 0;
+        (self.over_quota > 0 && deleted).then_some(self.over_quota)
+    }
+
     /// How many entries were not sent, of every kind.
     pub(crate) fn not_sent_total(&self) -> usize {
         self.not_sent.iter().map(|(_, n)| n).sum()
@@ -912,8 +919,8 @@ fn summary_fields(summary: &Summary, elapsed: Duration, rate: u64) -> serde_json
         fields["kept_reasons"] = json!(reasons);
     }
     // What the text says in `say_to_run_again`, for a script to act on.
-    if summary.over_quota > 0 && summary.deleted > 0 {
-        fields["run_again"] = json!(summary.over_quota);
+    if let Some(files) = summary.run_again() {
+        fields["run_again"] = json!(files);
     }
     if let Some(dry) = summary.dry_run {
         fields["dry_run"] = json!({
@@ -929,17 +936,13 @@ fn summary_fields(summary: &Summary, elapsed: Duration, rate: u64) -> serde_json
 /// A mirror deletes only after the rest arrived: files refused over the quota in a
 /// run that deleted may fit now, which the user is told.
 fn say_to_run_again(summary: &Summary) {
-    if summary.over_quota > 0 && summary.deleted > 0 {
-        let them = if summary.over_quota == 1 {
-            "it"
-        } else {
-            "them"
-        };
+    if let Some(files) = summary.run_again() {
+        let them = if files == 1 { "it" } else { "them" };
         line(&format!(
             "xfer: {} refused over the quota before --delete made room (it removes \
              what the source lacks once the rest arrived): run the same command again \
              to send {them}",
-            plural(summary.over_quota, "file"),
+            plural(files, "file"),
         ));
     }
 }

@@ -477,15 +477,24 @@ fn a_mirror_that_fits_only_after_its_deletions_says_run_again_in_json() {
     let local = site.local("tree/new", &pattern(500_000, 2));
     let tree = local.parent().unwrap().to_str().unwrap().to_string();
     let server = site.serve(&[]);
-    let mirror = || {
-        let args = ["send", "--json", "--delete", &tree, &server.at("/")];
+    let mirror = |dry: bool| {
+        let mut args = vec!["send", "--json", "--delete", &tree];
+        if dry {
+            args.push("-n");
+        }
+        let at = server.at("/");
+        args.push(&at);
         crate::util::server::client(&site, "alice", &args)
     };
-    let first = mirror();
+    // A dry run deletes nothing: nothing to run again for.
+    let dry = mirror(true);
+    let summary = util::summary_event(&dry);
+    assert!(summary.get("run_again").is_none(), "{summary}");
+    let first = mirror(false);
     assert_eq!(first.status.code(), Some(6), "{}", util::stderr_of(&first));
     let summary = util::summary_event(&first);
     assert_eq!(summary["run_again"], 1, "{summary}");
-    let second = mirror();
+    let second = mirror(false);
     assert_eq!(
         second.status.code(),
         Some(0),

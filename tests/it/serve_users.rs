@@ -327,11 +327,11 @@ fn a_user_removed_by_a_reload_loses_their_open_connections() {
 }
 
 /// A shell whose session a reload ended hears the server's reason, not "wrong key"
-/// (found in the second new-user trial), and logs in again on its next command,
-/// as after any connection the server closed while it was idle: the user still
-/// may, into the home the reload gave them (it ended the shell with exit 4 before).
+/// (found in the second new-user trial), and logs in again at once, into the home
+/// the reload gave the user (it ended the shell with exit 4, "authentication
+/// failed", before); the command is not run again there.
 #[test]
-fn a_shell_ended_by_a_reload_says_why_and_logs_in_again_into_the_new_home() {
+fn a_shell_ended_by_a_reload_says_why_and_logs_in_again_without_running_the_command() {
     let site = Site::new();
     site.users(&[("alice", "")]);
     let server = site.serve(&[]);
@@ -370,16 +370,67 @@ fn a_shell_ended_by_a_reload_says_why_and_logs_in_again_into_the_new_home() {
         .unwrap();
     let mut listed = String::from_utf8_lossy(&seen).to_string();
     stdout.read_to_string(&mut listed).unwrap();
-    // Said why (not "wrong key"), logged in again, and listed the new home.
-    assert_eq!(status.code(), Some(0), "{stderr}");
+    // Said why (not "wrong key"), logged in again into the new home, and did not
+    // run the `ls` there, whose path was worked out in the old one: the script
+    // stops (exit 3); the next command would run in the new home.
+    assert_eq!(status.code(), Some(3), "{stderr}");
     assert!(
         stderr.contains("the server ended this session")
             && stderr.contains("home changed")
-            && stderr.contains("logging in again"),
+            && stderr.contains("logged in again, into the home: the command did not run"),
         "{stderr}"
     );
     assert!(!stderr.contains("wrong key"), "{stderr}");
-    assert!(listed.contains("moved.txt"), "{listed}");
+    assert!(!listed.contains("moved.txt"), "{listed}");
+    server.wait_for_log("alice login", 2);
+}
+
+/// The dangerous case of the above (reviewer helper-76): `cd sub`, a reload that
+/// moves the home to one that has a `sub/f` too, then `rm f`. The `rm`, its path
+/// worked out in the old home, is not run in the new one (it removed
+/// `elsewhere/sub/f` when the shell ran it again there), nor in the old.
+#[test]
+fn a_shell_ended_by_a_reload_does_not_run_the_command_again_in_the_new_home() {
+    let site = Site::new();
+    site.users(&[("alice", "")]);
+    write(&site.home("alice").join("sub/f"), b"old home\n");
+    write(&site.root().join("elsewhere/sub/f"), b"new home\n");
+    let server = site.serve(&[]);
+    let mut shell = as_user(&site, "alice", &["shell", &server.addr(), "-b", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn xfer shell");
+    let mut input = shell.stdin.take().expect("piped");
+    input.write_all(b"cd sub\npwd\n").unwrap();
+    let mut stdout = shell.stdout.take().expect("piped");
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + TIMEOUT;
+    while !String::from_utf8_lossy(&seen).contains("/sub\n") && Instant::now() < deadline {
+        let mut byte = [0; 1];
+        if stdout.read(&mut byte).unwrap_or(0) == 0 {
+            break;
+        }
+        seen.push(byte[0]);
+    }
+    site.users(&[("alice", "home = \"elsewhere\"")]);
+    server.hangup();
+    server.wait_for_log("reloaded", 1);
+    input.write_all(b"rm f\n").unwrap();
+    drop(input);
+    let status = wait_for(&mut shell, TIMEOUT);
+    let mut stderr = String::new();
+    shell
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert_eq!(status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains("the command did not run"), "{stderr}");
+    assert!(site.root().join("elsewhere/sub/f").exists(), "{stderr}");
+    assert!(site.home("alice").join("sub/f").exists(), "{stderr}");
 }
 
 #[test]

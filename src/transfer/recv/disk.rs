@@ -192,7 +192,10 @@ fn work<W: Write>(
             desk.take_helped(answers, writer, giver)?;
         }
         desk.apply(job, answers, writer, giver)?;
-        answers.end_if_refused_for_good()?;
+        let ending = answers.ending.borrow_mut().take();
+        if let Some(refusal) = ending {
+            return desk.end_for_good(refusal, answers, writer, giver);
+        }
     }
 }
 
@@ -212,6 +215,24 @@ struct Desk<'t, 's> {
 }
 
 impl Desk<'_, '_> {
+    /// Ends the session after `refusal`, which leaves it nothing to do (a reload
+    /// took its user's rights to the home): the files received so far are
+    /// committed as ever (naming one after the reload is refused, as a write is)
+    /// and answered, then the session's error frame, `auth` as for a request after
+    /// a reload, stops the sender, which would otherwise send everything left only
+    /// to have each file refused.
+    fn end_for_good<W: Write>(
+        &mut self,
+        refusal: Refusal,
+        answers: &Answers<'_, '_, '_>,
+        writer: &mut FrameWriter<W>,
+        giver: &Givers,
+    ) -> Result<()> {
+        self.take_helped(answers, writer, giver)?;
+        answers.commit(&mut self.group, writer, true)?;
+        Err(crate::error::refused(ErrorCode::Auth, refusal.message))
+    }
+
     /// Ends the open sparse entry's run and starts the next at `offset`.
     fn next_run(&mut self, offset: u64) {
         if let (Some(runs), Some((_, landing))) = (&mut self.runs, &mut self.open) {
@@ -816,18 +837,6 @@ impl Answers<'_, '_, '_> {
             }
         };
         self.write(writer, |writer| writer.write_message(&reply));
-    }
-
-    /// Ends the session after a refusal that leaves it nothing to do (a reload
-    /// took its user's rights to the home): the entry was answered; the session's
-    /// error frame then stops the sender, which would otherwise send everything
-    /// left only to have each file refused. What waits in the group is not named:
-    /// naming it would be a write the reload forbids.
-    fn end_if_refused_for_good(&self) -> Result<()> {
-        match self.ending.borrow_mut().take() {
-            Some(refusal) => Err(crate::error::refused(refusal.code, refusal.message)),
-            None => Ok(()),
-        }
     }
 
     /// Writes to the sender unless writing failed before; a failure is kept (see

@@ -595,7 +595,7 @@ fn cut_short(pending: &Pending, outbox: &dyn Outbox) -> u64 {
         .iter()
         // A stream (standard input, a pipe) cannot be read again: its receiver
         // keeps nothing of it to resume from, and a rerun could not send the rest.
-        // Nor does a receiver keep a sparse file's runs (its holes never travel).
+        // Nor is a sparse file resumed (section 16.4): its receiver keeps nothing.
         .filter(|(index, _)| {
             let index = **index as usize;
             outbox.rereadable(index) && !outbox.entries()[index].is_sparse()

@@ -125,33 +125,52 @@ pub fn check_dir(dir: &Path, server: &Server, user: &str, quota: u64) {
 }
 
 /// Sends the rest of entry `index` (after the first `sent` bytes, all of `content`
-/// in this transfer), its `done`, and `end`; returns the receiver's answer for it.
-/// A receiver that refused it for good (a reload took the home) then ends the
-/// session with an error frame of its own and closes: what is still sent after
-/// may find the connection gone.
+/// in this transfer), its `done`, and `end`; returns the receiver's answer for it,
+/// which must be followed by the receiver's `end`.
 pub fn finish_put(peer: &mut Peer, index: u64, path: &str, content: &[u8], sent: usize) -> Value {
-    for piece in content[sent..].chunks(64 << 10) {
-        let payload = peer.data_payload(piece);
-        let _ = peer.send_frame(&payload);
-    }
-    let _ = peer.send_frame(&[]);
-    let done = peer.done_frame(index, path, content);
-    let _ = peer.send_control(&done);
-    let _ = peer.send_end();
+    send_rest(peer, index, path, content, sent).expect("the rest of the entry");
     let mut answer = Value::Null;
     loop {
-        let frame = match peer.read_control() {
-            Ok(frame) => frame,
-            Err(_) if !answer.is_null() => return answer,
-            Err(err) => panic!("no answer: {err:?}"),
-        };
-        match (frame["type"].as_str(), frame.get("index")) {
-            (Some("end"), _) => return answer,
-            // The session's own last word, after the entry's answer.
-            (Some("error"), None) if !answer.is_null() => return answer,
+        let frame = peer.read_control().expect("an answer");
+        match frame["type"].as_str() {
+            Some("end") => return answer,
             _ => answer = frame,
         }
     }
+}
+
+/// [`finish_put`] where a reload ends the session: the receiver answers the entry,
+/// then ends the session with an error frame of its own (`auth`) and closes, so
+/// what is still sent after may find the connection gone. Returns the entry's
+/// answer and the session's error frame.
+pub fn finish_put_ended(
+    peer: &mut Peer,
+    index: u64,
+    path: &str,
+    content: &[u8],
+    sent: usize,
+) -> (Value, Value) {
+    let _ = send_rest(peer, index, path, content, sent);
+    let answer = peer.read_control().expect("an answer");
+    let ended = peer.read_control().expect("the session's error frame");
+    (answer, ended)
+}
+
+fn send_rest(
+    peer: &mut Peer,
+    index: u64,
+    path: &str,
+    content: &[u8],
+    sent: usize,
+) -> crate::util::peer::PeerResult<()> {
+    for piece in content[sent..].chunks(64 << 10) {
+        let payload = peer.data_payload(piece);
+        peer.send_frame(&payload)?;
+    }
+    peer.send_frame(&[])?;
+    let done = peer.done_frame(index, path, content);
+    peer.send_control(&done)?;
+    peer.send_end()
 }
 
 /// The code of the error frame a request was answered with, if any.
