@@ -746,15 +746,7 @@ fn a_session_a_stopped_listener_cuts_says_what_it_kept() {
     let file = write_in(src.path(), "big.bin", &pattern(40 << 20, 5));
     let out = tempfile::tempdir().unwrap();
     let mut receiver = Receiver::start(out.path(), Some(KEY), &["--json"]);
-    let mut sender = xfer()
-        .args(["send", "--limit-rate", "4M"])
-        .arg(&file)
-        .arg(format!("127.0.0.1:{}", receiver.port))
-        .env("XFER_KEY", KEY)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut sender = send_paced(&file, receiver.port, "4M");
     std::thread::sleep(Duration::from_millis(1500));
     rustix::process::kill_process(
         rustix::process::Pid::from_raw(receiver.child.id() as i32).unwrap(),

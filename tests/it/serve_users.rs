@@ -326,6 +326,48 @@ fn a_user_removed_by_a_reload_loses_their_open_connections() {
     );
 }
 
+/// A scripted `xfer shell` of alice's: runs `before`, waits until its output holds
+/// `shown` (the session is open), lets `reload` change the users and reloads the
+/// server, then runs `after`; its exit code, standard output and standard error.
+fn shell_across_a_reload(
+    site: &Site,
+    server: &crate::util::server::Server,
+    (before, shown): (&str, &str),
+    reload: impl FnOnce(),
+    after: &str,
+) -> (Option<i32>, String, String) {
+    let mut shell = as_user(site, "alice", &["shell", &server.addr(), "-b", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn xfer shell");
+    let mut input = shell.stdin.take().expect("piped");
+    input.write_all(before.as_bytes()).unwrap();
+    let mut stdout = shell.stdout.take().expect("piped");
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + TIMEOUT;
+    while !String::from_utf8_lossy(&seen).contains(shown) && Instant::now() < deadline {
+        let mut byte = [0; 1];
+        if stdout.read(&mut byte).unwrap_or(0) == 0 {
+            break;
+        }
+        seen.push(byte[0]);
+    }
+    reload();
+    server.hangup();
+    server.wait_for_log("reloaded", 1);
+    input.write_all(after.as_bytes()).unwrap();
+    drop(input);
+    let status = wait_for(&mut shell, TIMEOUT);
+    let mut said = String::from_utf8_lossy(&seen).to_string();
+    stdout.read_to_string(&mut said).unwrap();
+    let mut stderr = String::new();
+    let mut err = shell.stderr.take().unwrap();
+    err.read_to_string(&mut stderr).unwrap();
+    (status.code(), said, stderr)
+}
+
 /// A shell whose session a reload ended hears the server's reason, not "wrong key"
 /// (found in the second new-user trial), and logs in again at once, into the home
 /// the reload gave the user (it ended the shell with exit 4, "authentication
@@ -335,45 +377,16 @@ fn a_shell_ended_by_a_reload_says_why_and_logs_in_again_without_running_the_comm
     let site = Site::new();
     site.users(&[("alice", "")]);
     let server = site.serve(&[]);
-    let mut shell = as_user(&site, "alice", &["shell", &server.addr(), "-b", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn xfer shell");
-    let mut input = shell.stdin.take().expect("piped");
-    input.write_all(b"pwd\n").unwrap();
-    // The session is open once the first command answered.
-    let mut stdout = shell.stdout.take().expect("piped");
-    let mut seen = Vec::new();
-    let deadline = Instant::now() + TIMEOUT;
-    while !String::from_utf8_lossy(&seen).contains("/\n") && Instant::now() < deadline {
-        let mut byte = [0; 1];
-        if stdout.read(&mut byte).unwrap_or(0) == 0 {
-            break;
-        }
-        seen.push(byte[0]);
-    }
-    write(&site.root().join("elsewhere/moved.txt"), b"here\n");
-    site.users(&[("alice", "home = \"elsewhere\"")]);
-    server.hangup();
-    server.wait_for_log("reloaded", 1);
-    input.write_all(b"ls\n").unwrap();
-    drop(input);
-    let status = wait_for(&mut shell, TIMEOUT);
-    let mut stderr = String::new();
-    shell
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut stderr)
-        .unwrap();
-    let mut listed = String::from_utf8_lossy(&seen).to_string();
-    stdout.read_to_string(&mut listed).unwrap();
+    let moved = || {
+        write(&site.root().join("elsewhere/moved.txt"), b"here\n");
+        site.users(&[("alice", "home = \"elsewhere\"")]);
+    };
+    let (code, listed, stderr) =
+        shell_across_a_reload(&site, &server, ("pwd\n", "/\n"), moved, "ls\n");
     // Said why (not "wrong key"), logged in again into the new home, and did not
     // run the `ls` there, whose path was worked out in the old one: the script
     // stops (exit 3); the next command would run in the new home.
-    assert_eq!(status.code(), Some(3), "{stderr}");
+    assert_eq!(code, Some(3), "{stderr}");
     assert!(
         stderr.contains("the server ended this session")
             && stderr.contains("home changed")
@@ -396,38 +409,12 @@ fn a_shell_ended_by_a_reload_does_not_run_the_command_again_in_the_new_home() {
     write(&site.home("alice").join("sub/f"), b"old home\n");
     write(&site.root().join("elsewhere/sub/f"), b"new home\n");
     let server = site.serve(&[]);
-    let mut shell = as_user(&site, "alice", &["shell", &server.addr(), "-b", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn xfer shell");
-    let mut input = shell.stdin.take().expect("piped");
-    input.write_all(b"cd sub\npwd\n").unwrap();
-    let mut stdout = shell.stdout.take().expect("piped");
-    let mut seen = Vec::new();
-    let deadline = Instant::now() + TIMEOUT;
-    while !String::from_utf8_lossy(&seen).contains("/sub\n") && Instant::now() < deadline {
-        let mut byte = [0; 1];
-        if stdout.read(&mut byte).unwrap_or(0) == 0 {
-            break;
-        }
-        seen.push(byte[0]);
-    }
-    site.users(&[("alice", "home = \"elsewhere\"")]);
-    server.hangup();
-    server.wait_for_log("reloaded", 1);
-    input.write_all(b"rm f\n").unwrap();
-    drop(input);
-    let status = wait_for(&mut shell, TIMEOUT);
-    let mut stderr = String::new();
-    shell
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut stderr)
-        .unwrap();
-    assert_eq!(status.code(), Some(3), "{stderr}");
+    let moved = || {
+        site.users(&[("alice", "home = \"elsewhere\"")]);
+    };
+    let (code, _, stderr) =
+        shell_across_a_reload(&site, &server, ("cd sub\npwd\n", "/sub\n"), moved, "rm f\n");
+    assert_eq!(code, Some(3), "{stderr}");
     assert!(stderr.contains("the command did not run"), "{stderr}");
     assert!(site.root().join("elsewhere/sub/f").exists(), "{stderr}");
     assert!(site.home("alice").join("sub/f").exists(), "{stderr}");

@@ -327,15 +327,7 @@ fn a_receiver_cut_off_counts_every_file_it_left_on_disk() {
     }
     let out = tempfile::tempdir().unwrap();
     let mut receiver = Receiver::start(out.path(), Some(KEY), &[]);
-    let mut sender = xfer()
-        .args(["send", "--limit-rate", "4M"])
-        .arg(&tree)
-        .arg(format!("127.0.0.1:{}", receiver.port))
-        .env("XFER_KEY", KEY)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut sender = send_paced(&tree, receiver.port, "4M");
     std::thread::sleep(Duration::from_millis(1500));
     sender.kill().unwrap();
     let _ = wait_for(&mut sender, TIMEOUT);

@@ -811,15 +811,7 @@ fn a_one_shot_listener_stopped_by_a_signal_exits_as_the_readme_says() {
     std::fs::write(&file, pattern(16 << 20, 3)).unwrap();
     let out = tempfile::tempdir().unwrap();
     let mut busy = Receiver::start(out.path(), Some(KEY), &["--limit-rate", "1M"]);
-    let mut sender = xfer()
-        .arg("send")
-        .arg(&file)
-        .arg(format!("127.0.0.1:{}", busy.port))
-        .env("XFER_KEY", KEY)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut sender = send_paced(&file, busy.port, "8M");
     std::thread::sleep(Duration::from_millis(800));
     term(&busy);
     let code = busy.exit_code();

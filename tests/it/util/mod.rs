@@ -133,6 +133,20 @@ pub fn send(files: &[&Path], port: u16, key: &str, extra: &[&str]) -> Output {
     run(&mut command)
 }
 
+/// `xfer send PATH 127.0.0.1:PORT --limit-rate RATE` with [`KEY`], running (its
+/// output dropped): a transfer slow enough to be cut in the middle.
+pub fn send_paced(path: &Path, port: u16, rate: &str) -> Child {
+    xfer()
+        .args(["send", "--limit-rate", rate])
+        .arg(path)
+        .arg(format!("127.0.0.1:{port}"))
+        .env("XFER_KEY", KEY)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn xfer send")
+}
+
 /// A running `xfer recv --listen 127.0.0.1:0`, its port, and its stderr so far.
 pub struct Receiver {
     pub child: Child,
