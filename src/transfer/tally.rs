@@ -273,11 +273,38 @@ impl Tally {
             .kept += bytes;
     }
 
+    /// Counts the files of a cut session that went out whole, unanswered.
+    pub(crate) fn unacknowledged(&self, files: usize) {
+        self.summary
+            .lock()
+            .expect("no panics while holding the lock")
+            .unacknowledged += files;
+    }
+
     /// A connection lost while data of a file had moved: the error says so, and that
-    /// a rerun resumes it from the `moved` bytes (`kept`, or what went out).
+    /// a rerun resumes it from the `moved` bytes (`kept`, or what went out); one
+    /// lost (or timed out) after files went out whole but unanswered, that a rerun
+    /// finishes the job.
     pub(crate) fn resumable(&self, err: anyhow::Error, moved: &str) -> anyhow::Error {
-        let kept = self.summary().kept;
-        if kept == 0 || kind_of(&err) != Some(Kind::Network) {
+        let Summary {
+            kept,
+            unacknowledged,
+            ..
+        } = self.summary();
+        if kind_of(&err) != Some(Kind::Network) {
+            return err;
+        }
+        if kept == 0 && unacknowledged > 0 {
+            return fail(
+                Kind::Network,
+                format!(
+                    "{err:#}; rerun the same command to finish: {} went out whole, \
+                     unacknowledged (a rerun finds those that arrived already there)",
+                    crate::ui::report::plural(unacknowledged, "file")
+                ),
+            );
+        }
+        if kept == 0 {
             return err;
         }
         fail(

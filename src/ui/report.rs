@@ -277,6 +277,9 @@ pub(crate) struct Summary {
     pub(crate) compression: Option<Squeezed>,
     /// Bytes of a cut file kept as partial data, for a rerun to resume from.
     pub(crate) kept: u64,
+    /// Files of a cut session whose data all went out (their `done` too) and which
+    /// the receiver never answered: a rerun finds those that arrived.
+    pub(crate) unacknowledged: usize,
     /// Files the receiver already had.
     pub(crate) same: usize,
     pub(crate) failed: usize,

@@ -823,3 +823,47 @@ fn a_one_shot_listener_stopped_by_a_signal_exits_as_the_readme_says() {
         busy.stderr()
     );
 }
+
+/// A sender that gave up waiting for the answers of a receiver that stopped (its
+/// idle timeout, all data out) says that a rerun finishes the job, and how many
+/// files went out unanswered: it said only "timed out" (tester helper-73). The
+/// rerun then finds every file there.
+#[test]
+fn a_sender_that_times_out_waiting_for_answers_says_a_rerun_finishes() {
+    let src = tempfile::tempdir().unwrap();
+    let tree = src.path().join("t");
+    std::fs::create_dir(&tree).unwrap();
+    for i in 0..300 {
+        std::fs::write(tree.join(format!("f{i:03}")), pattern(4096, i)).unwrap();
+    }
+    let out = tempfile::tempdir().unwrap();
+    let mut receiver = Receiver::start(out.path(), Some(KEY), &[]);
+    let pid = rustix::process::Pid::from_raw(receiver.child.id() as i32).unwrap();
+    let mut sender = xfer()
+        .args(["send", "--limit-rate", "1M", "--idle-timeout", "2"])
+        .arg(&tree)
+        .arg(format!("127.0.0.1:{}", receiver.port))
+        .env("XFER_KEY", KEY)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(600));
+    rustix::process::kill_process(pid, rustix::process::Signal::STOP).unwrap();
+    let status = wait_for(&mut sender, TIMEOUT);
+    rustix::process::kill_process(pid, rustix::process::Signal::CONT).unwrap();
+    let mut said = String::new();
+    std::io::Read::read_to_string(sender.stderr.as_mut().unwrap(), &mut said).unwrap();
+    assert_eq!(status.code(), Some(3), "{said}");
+    assert!(said.contains("timed out"), "{said}");
+    assert!(
+        said.contains("rerun the same command to finish: ") && said.contains("unacknowledged"),
+        "{said}"
+    );
+    let _ = receiver.exit_code();
+    let mut again = Receiver::start(out.path(), Some(KEY), &[]);
+    let rerun = send(&[&tree], again.port, KEY, &[]);
+    assert!(rerun.status.success(), "{}", stderr_of(&rerun));
+    assert_eq!(again.exit_code(), 0);
+    assert_eq!(files_under(out.path()).len(), 300);
+}

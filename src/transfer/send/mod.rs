@@ -514,6 +514,7 @@ fn data_and_answers<R: Read + Send, W: Write, C: Hangup + Sync>(
     });
     if result.is_err() {
         tally.kept(cut_short(&pending, outbox));
+        tally.unacknowledged(went_whole(&pending));
     }
     result
 }
@@ -604,6 +605,16 @@ fn cut_short(pending: &Pending, outbox: &dyn Outbox) -> u64 {
         .filter(|outstanding| !outstanding.failed_here && !outstanding.delta)
         .map(|outstanding| outstanding.position)
         .sum()
+}
+
+/// The files not answered when the session ended whose data and `done` all went
+/// out: the receiver may hold them whole, and a rerun finds them there.
+fn went_whole(pending: &Pending) -> usize {
+    pending
+        .lock()
+        .values()
+        .filter(|outstanding| outstanding.facts.is_some() && !outstanding.failed_here)
+        .count()
 }
 
 /// What the data phase does: send these files' data, and hear whether these entries
