@@ -214,6 +214,13 @@ impl<T, E: Into<anyhow::Error>> Classify<T> for Result<T, E> {
     }
 }
 
+/// Whether `err` is a connection that ended with nothing said: the network's own
+/// failure (a reset, an end of file, a write to a peer that went), not a frame of
+/// the peer's, nor a verdict of ours (an idle timeout carries its code).
+pub(crate) fn connection_lost(err: &anyhow::Error) -> bool {
+    kind_of(err) == Some(Kind::Network) && wire_code(err).is_none()
+}
+
 /// The kind an error was tagged with, the innermost tag winning: the place that
 /// saw the failure knows best what it was, outer layers only add context.
 pub(crate) fn kind_of(err: &anyhow::Error) -> Option<Kind> {

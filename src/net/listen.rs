@@ -41,9 +41,7 @@ static CUT: AtomicBool = AtomicBool::new(false);
 /// the connection's end (which reads as the peer leaving). A session that failed
 /// for a reason of its own (a frame of the peer's, a timeout, a check) says that.
 pub(crate) fn cut_by_us(err: anyhow::Error) -> anyhow::Error {
-    let connection_lost = crate::error::kind_of(&err) == Some(Kind::Network)
-        && crate::error::wire_code(&err).is_none();
-    match CUT.load(Ordering::SeqCst) && connection_lost {
+    match CUT.load(Ordering::SeqCst) && crate::error::connection_lost(&err) {
         true => fail(
             Kind::Network,
             "cut: this side was stopped (SIGINT or SIGTERM) and the session outlasted its grace",

@@ -286,34 +286,29 @@ impl Tally {
     /// lost (or timed out) after files went out whole but unanswered, that a rerun
     /// finishes the job.
     pub(crate) fn resumable(&self, err: anyhow::Error, moved: &str) -> anyhow::Error {
-        let Summary {
-            kept,
-            unacknowledged,
-            ..
-        } = self.summary();
         if kind_of(&err) != Some(Kind::Network) {
             return err;
         }
-        if kept == 0 && unacknowledged > 0 {
-            return fail(
-                Kind::Network,
-                format!(
-                    "{err:#}; rerun the same command to finish: {} went out whole, \
-                     unacknowledged (a rerun finds those that arrived already there)",
-                    crate::ui::report::plural(unacknowledged, "file")
-                ),
-            );
-        }
-        if kept == 0 {
-            return err;
-        }
-        fail(
-            Kind::Network,
-            format!(
+        let (kept, unacknowledged) = {
+            let summary = self
+                .summary
+                .lock()
+                .expect("no panics while holding the lock");
+            (summary.kept, summary.unacknowledged)
+        };
+        let advice = match (kept, unacknowledged) {
+            (0, 0) => return err,
+            (0, files) => format!(
+                "{err:#}; rerun the same command to finish: {} went out whole, \
+                 unacknowledged (a rerun finds those that arrived already there)",
+                crate::ui::report::plural(files, "file")
+            ),
+            (kept, _) => format!(
                 "connection lost ({err:#}); rerun the same command to resume: {} {moved}",
                 HumanBytes(kept)
             ),
-        )
+        };
+        fail(Kind::Network, advice)
     }
 
     /// An entry the sender did not send; `said`: a warning named it already.

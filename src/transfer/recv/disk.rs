@@ -339,10 +339,7 @@ impl Desk<'_, '_> {
                 Ok((arrived, part)) => {
                     answers.join_group(index, (arrived, part), &mut self.group, writer)?;
                 }
-                Err(refusal) => {
-                    answers.settle(index, Settled::Unchanged);
-                    answers.answer_now(writer, index, Err(refusal));
-                }
+                Err(refusal) => answers.refuse(index, refusal, writer)?,
             }
         }
         Ok(())
@@ -496,8 +493,8 @@ fn helper_gone() -> anyhow::Error {
 }
 
 impl Answers<'_, '_, '_> {
-    /// Handles a closed entry: answers a failure or a stream at once, commits a
-    /// large file alone, and puts a small one in the group.
+    /// Handles a closed entry: answers a failure or a stream at once, and places a
+    /// file that arrived (see [`Answers::place_arrived`]).
     fn close<W: Write>(
         &self,
         index: usize,
@@ -506,8 +503,7 @@ impl Answers<'_, '_, '_> {
         group: &mut Group,
         writer: &mut FrameWriter<W>,
     ) -> Result<()> {
-        let entry = &self.planned[index].entry;
-        let (arrived, mut part) = match (verdict, landing) {
+        let answer = match (verdict, landing) {
             (Err(refusal), landing) => {
                 // What failed verification is removed; what the sender gave up on
                 // is kept for a later session to resume.
@@ -517,32 +513,37 @@ impl Answers<'_, '_, '_> {
                 } else {
                     self.settle(index, landing.left_behind());
                 }
-                self.answer_now(writer, index, Err(refusal));
-                return Ok(());
+                Err(refusal)
             }
-            (Ok(_), Landing::Part(Err(refusal))) => {
-                self.settle(index, Settled::Unchanged);
-                self.answer_now(writer, index, Err(refusal));
-                return Ok(());
-            }
-            (Ok(arrived), Landing::Stdout(_)) => {
-                self.answer_now(writer, index, Ok(arrived));
-                return Ok(());
-            }
+            (Ok(_), Landing::Part(Err(refusal))) => return self.refuse(index, refusal, writer),
+            (Ok(arrived), Landing::Stdout(_)) => Ok(arrived),
             (Ok(arrived), Landing::Part(Ok(part))) if arrived.kept => {
                 part.discard(); // empty: nothing of a result that is the old file
                 let kept = self.keep_old(index).map(|()| arrived);
                 self.settle(index, Settled::Unchanged);
-                self.answer_now(writer, index, kept);
-                return Ok(());
+                kept
             }
-            (Ok(arrived), Landing::Part(Ok(part))) => (arrived, part),
+            (Ok(arrived), Landing::Part(Ok(part))) => {
+                return self.place_arrived(index, (arrived, part), group, writer);
+            }
         };
+        self.answer_now(writer, index, answer);
+        Ok(())
+    }
+
+    /// Places a file that arrived whole and verified: commits a large one alone and
+    /// answers it, puts a small one in the group; answers at once why it could not.
+    fn place_arrived<W: Write>(
+        &self,
+        index: usize,
+        (arrived, mut part): (Arrived, PartFile),
+        group: &mut Group,
+        writer: &mut FrameWriter<W>,
+    ) -> Result<()> {
+        let entry = &self.planned[index].entry;
         if let Err(refusal) = self.make_room(index, &mut part) {
             part.discard();
-            self.settle(index, Settled::Unchanged);
-            self.answer_now(writer, index, Err(refusal));
-            return Ok(());
+            return self.refuse(index, refusal, writer);
         }
         if arrived.size >= GROUP_BYTES {
             // Alone: fsync of the file itself, no group to wait for.
@@ -552,11 +553,22 @@ impl Answers<'_, '_, '_> {
             return Ok(());
         }
         if let Err(refusal) = part.seal(entry) {
-            self.settle(index, Settled::Unchanged);
-            self.answer_now(writer, index, Err(refusal));
-            return Ok(());
+            return self.refuse(index, refusal, writer);
         }
         self.join_group(index, (arrived, part), group, writer)
+    }
+
+    /// Answers entry `index` with `refusal` at once, having changed nothing of its
+    /// quota's; `Ok` so that a caller can return it.
+    fn refuse<W: Write>(
+        &self,
+        index: usize,
+        refusal: Refusal,
+        writer: &mut FrameWriter<W>,
+    ) -> Result<()> {
+        self.settle(index, Settled::Unchanged);
+        self.answer_now(writer, index, Err(refusal));
+        Ok(())
     }
 
     /// A delta that rebuilt the old file byte for byte ([`Arrived::kept`]): the old

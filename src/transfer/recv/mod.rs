@@ -232,22 +232,15 @@ fn data_phase<R: Read, W: Write + Send>(
 
 /// Why the data phase failed, of what the disk thread and the socket thread say:
 /// why the disk thread stopped (standard output closed, answers that could not
-/// be written) explains why we did; but where the sender went, what the reader
-/// heard says more than our broken pipe: the sender's own error frame, or how
-/// the connection ended.
+/// be written) explains why we did; but where the sender went (the write found the
+/// connection lost, not our own timeout), what the reader heard says more than our
+/// broken pipe: the sender's own error frame, or how the connection ended.
 fn first_failure(written: Result<()>, read: Result<()>) -> Result<()> {
     match (written, read) {
-        (Err(unwritten), Err(heard)) if peer_went(&unwritten) => Err(heard),
+        (Err(unwritten), Err(heard)) if crate::error::connection_lost(&unwritten) => Err(heard),
         (Err(err), _) | (Ok(()), Err(err)) => Err(err),
         (Ok(()), Ok(())) => Ok(()),
     }
-}
-
-/// Whether `err` is a write to the peer that failed because the peer went, not our
-/// own idle timeout (a verdict of ours, said as such).
-fn peer_went(err: &anyhow::Error) -> bool {
-    crate::error::kind_of(err) == Some(Kind::Network)
-        && crate::error::wire_code(err) != Some(crate::proto::message::ErrorCode::Timeout)
 }
 
 /// Starts the cutter (`cutter.rs`) when the plan streams a basis's sums.

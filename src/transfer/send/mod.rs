@@ -513,8 +513,9 @@ fn data_and_answers<R: Read + Send, W: Write, C: Hangup + Sync>(
         first_failure(written, waited, answered, report.streams.stalled())
     });
     if result.is_err() {
-        tally.kept(cut_short(&pending, outbox));
-        tally.unacknowledged(went_whole(&pending));
+        let (kept, whole) = cut_short(&pending, outbox);
+        tally.kept(kept);
+        tally.unacknowledged(whole);
     }
     result
 }
@@ -586,35 +587,28 @@ fn sums_came(streams: &Streams, idle: Option<Duration>) -> Result<()> {
     }
 }
 
-/// The bytes that went out of the files not answered when the session ended,
-/// whether their `done` went too or not: the receiver keeps what of them arrived
-/// for a rerun to resume. (A cut after every byte was written, while waiting
-/// for the answers, leaves as much to resume as one in the middle.)
-fn cut_short(pending: &Pending, outbox: &dyn Outbox) -> u64 {
-    pending
-        .lock()
+/// What the files not answered when the session ended left at the receiver: the
+/// bytes of theirs that went out, whether their `done` went too or not, which the
+/// receiver keeps for a rerun to resume (a cut after every byte was written, while
+/// waiting for the answers, leaves as much to resume as one in the middle); and
+/// how many went out whole, `done` and all, which a rerun may find there.
+fn cut_short(pending: &Pending, outbox: &dyn Outbox) -> (u64, usize) {
+    let pending = pending.lock();
+    let unanswered = pending
         .iter()
+        .filter(|(_, outstanding)| !outstanding.failed_here);
+    let (mut kept, mut whole) = (0, 0);
+    for (&index, outstanding) in unanswered {
         // A stream (standard input, a pipe) cannot be read again: its receiver
         // keeps nothing of it to resume from, and a rerun could not send the rest.
-        // Nor is a sparse file resumed (section 16.4): its receiver keeps nothing.
-        .filter(|(index, _)| {
-            let index = **index as usize;
-            outbox.rereadable(index) && !outbox.entries()[index].is_sparse()
-        })
-        .map(|(_, outstanding)| outstanding)
-        .filter(|outstanding| !outstanding.failed_here && !outstanding.delta)
-        .map(|outstanding| outstanding.position)
-        .sum()
-}
-
-/// The files not answered when the session ended whose data and `done` all went
-/// out: the receiver may hold them whole, and a rerun finds them there.
-fn went_whole(pending: &Pending) -> usize {
-    pending
-        .lock()
-        .values()
-        .filter(|outstanding| outstanding.facts.is_some() && !outstanding.failed_here)
-        .count()
+        // Nor is a sparse file resumed (section 16.4), nor a delta kept.
+        let index = index as usize;
+        if outbox.rereadable(index) && !outbox.entries()[index].is_sparse() && !outstanding.delta {
+            kept += outstanding.position;
+        }
+        whole += usize::from(outstanding.facts.is_some());
+    }
+    (kept, whole)
 }
 
 /// What the data phase does: send these files' data, and hear whether these entries

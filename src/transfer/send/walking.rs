@@ -1,10 +1,9 @@
 //! An offer whose walk is still under way. `xfer send` to a receiver (or a
 //! server's home) it connects to walks its operands on a thread of its own while
-//! it connects, and offers
-//! each entry as the walk finds it: the receiver reads and checks the offer while
-//! the tree is still being walked, instead of after it (10 000 files: the walk
-//! took 17-25 ms before the first frame went, and reading the offer 4-5 ms after
-//! the last). Only to a peer with `meta`, to whom no entry is left out of the
+//! it connects, and offers each entry as the walk finds it: the receiver reads
+//! and checks the offer while the tree is still being walked, instead of after it
+//! (10 000 files: the walk took 17-25 ms before the first frame went, and reading
+//! the offer 4-5 ms after the last). Only to a peer with `meta`, to whom no entry is left out of the
 //! offer, and without a mirror (`--delete`, `--dry-run`, `--ignore-times`),
 //! whose first frame names rules the walk is still finding in ignore files;
 //! otherwise the session waits for the whole walk and offers it as before.
