@@ -586,31 +586,50 @@ fn an_entry_over_4_kib_of_attributes_is_brought_within_it_though_each_kept_one_i
     assert!(!second.contains("tree/f"), "nothing changed: {second}");
 }
 
+/// alice uploads a `tree` of `files` files of `size` bytes at `rate`; once `named`
+/// of them have their names in her home, a reload moves it away. The client's
+/// output, when the reload was, and the old home's `tree` (with the site and the
+/// server, which must outlive what is checked).
+fn upload_across_a_move(
+    (files, size): (u64, usize),
+    rate: &str,
+    named: usize,
+) -> (Output, std::time::Instant, PathBuf, (Site, Server)) {
+    let site = Site::new();
+    site.users(&[("alice", "")]);
+    let server = site.serve(&[]);
+    for i in 0..files {
+        site.local(&format!("tree/f{i:04}"), &pattern(size, i));
+    }
+    let tree = site.local("tree/f0000", &pattern(size, 0));
+    let tree = tree.parent().expect("tree").to_path_buf();
+    let mut command = as_user(&site, "alice", &["send", "--limit-rate", rate]);
+    command.arg(&tree).arg(server.addr());
+    let upload = std::thread::spawn(move || crate::util::run(&mut command));
+    let old_tree = site.home("alice").join("tree");
+    let names = |tree: &Path| {
+        let names = if tree.exists() {
+            names_in(tree)
+        } else {
+            Vec::new()
+        };
+        names.iter().filter(|name| name.starts_with('f')).count()
+    };
+    eventually("files are named", || names(&old_tree) >= named);
+    site.users(&[("alice", "home = \"moved\"")]);
+    server.reload(1);
+    let reloaded = std::time::Instant::now();
+    let upload = upload.join().expect("the upload");
+    (upload, reloaded, old_tree, (site, server))
+}
+
 /// A reload that moves alice's home while she uploads a tree ends her session at
 /// the first file it refuses: the client hears `denied` (why, once) and stops,
 /// instead of sending every file left only to have each refused (it used to go
 /// on to the end of a 12-second upload, one refusal per file).
 #[test]
 fn a_reload_that_moves_a_home_stops_the_client_of_an_upload_at_once() {
-    let site = Site::new();
-    site.users(&[("alice", "")]);
-    let server = site.serve(&[]);
-    for i in 0..60 {
-        site.local(&format!("tree/f{i:02}"), &pattern(100_000, i));
-    }
-    let tree = site.local("tree/f00", &pattern(100_000, 0));
-    let tree = tree.parent().expect("tree").to_path_buf();
-    let mut command = as_user(&site, "alice", &["send", "--limit-rate", "500K"]);
-    command.arg(&tree).arg(server.addr());
-    let upload = std::thread::spawn(move || crate::util::run(&mut command));
-    let old_tree = site.home("alice").join("tree");
-    eventually("the upload begins", || {
-        old_tree.exists() && names_in(&old_tree).iter().any(|name| name.starts_with('f'))
-    });
-    site.users(&[("alice", "home = \"moved\"")]);
-    server.reload(1);
-    let reloaded = std::time::Instant::now();
-    let upload = upload.join().expect("the upload");
+    let (upload, reloaded, _, _running) = upload_across_a_move((60, 100_000), "500K", 1);
     let said = String::from_utf8_lossy(&upload.stderr);
     assert_eq!(code(&upload), 4, "{said}");
     assert!(said.contains("home changed"), "{said}");
@@ -630,24 +649,7 @@ fn a_reload_that_moves_a_home_stops_the_client_of_an_upload_at_once() {
 /// already named).
 #[test]
 fn files_named_before_a_reload_ended_the_upload_are_counted() {
-    let site = Site::new();
-    site.users(&[("alice", "")]);
-    let server = site.serve(&[]);
-    for i in 0..8000 {
-        site.local(&format!("tree/f{i:04}"), &pattern(2000, i));
-    }
-    let tree = site.local("tree/f0000", &pattern(2000, 0));
-    let tree = tree.parent().expect("tree").to_path_buf();
-    let mut command = as_user(&site, "alice", &["send", "--limit-rate", "4M"]);
-    command.arg(&tree).arg(server.addr());
-    let upload = std::thread::spawn(move || crate::util::run(&mut command));
-    let old_tree = site.home("alice").join("tree");
-    eventually("some files are named", || {
-        old_tree.exists() && names_in(&old_tree).len() > 1000
-    });
-    site.users(&[("alice", "home = \"moved\"")]);
-    server.reload(1);
-    let upload = upload.join().expect("the upload");
+    let (upload, _, old_tree, (_site, server)) = upload_across_a_move((8000, 2000), "4M", 1000);
     let said = String::from_utf8_lossy(&upload.stderr);
     assert_eq!(code(&upload), 4, "{said}");
     let on_disk = names_in(&old_tree)
