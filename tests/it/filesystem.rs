@@ -1,12 +1,13 @@
 //! The receiver's filesystem: links planted in the target or swapped in mid-transfer
 //! never redirect a write, a full disk and a file size limit are I/O errors that
-//! leave the receiver serving, a second receiver on the same directory is
+//! leave the receiver serving (and stop the sender sending that file there and
+//! then), a second receiver on the same directory is
 //! refused, naming the first, a large file received leaves the page cache once it
 //! is on disk, and on the sending side a file swapped for a named pipe after the
 //! walk is given up instead of blocking the session.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, ExitStatus};
 use std::time::Duration;
 
 use crate::util::relay::{Faults, Relay};
@@ -126,6 +127,22 @@ fn a_target_swapped_for_a_link_mid_transfer_keeps_writes_in_the_opened_directory
     assert_eq!(files_under(&base.path().join("moved")).len(), 3);
 }
 
+/// Sends `stdin` as a stream named `name` to the receiver on `port`: how the
+/// sender exited, and what it said.
+fn send_stream(port: u16, name: &str, stdin: std::fs::File) -> (ExitStatus, String) {
+    let mut sender = xfer()
+        .args(["send", "-", &format!("127.0.0.1:{port}"), "--name", name])
+        .env("XFER_KEY", KEY)
+        .stdin(stdin)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let status = wait_for(&mut sender, TIMEOUT);
+    let mut told = String::new();
+    std::io::Read::read_to_string(sender.stderr.as_mut().unwrap(), &mut told).unwrap();
+    (status, told)
+}
+
 #[test]
 fn a_full_disk_is_an_io_error_and_the_receiver_keeps_serving() {
     let dir = tempfile::tempdir().unwrap();
@@ -151,22 +168,8 @@ fn a_full_disk_is_an_io_error_and_the_receiver_keeps_serving() {
     std::fs::write(&big, pattern(3 << 20, 8)).unwrap();
     // The offer fits the free-space check only if the receiver cannot know: so send a
     // stream of unknown size, which must fail while writing.
-    let mut sender = xfer()
-        .args([
-            "send",
-            "-",
-            &format!("127.0.0.1:{}", receiver.port),
-            "--name",
-            "too-big.bin",
-        ])
-        .env("XFER_KEY", KEY)
-        .stdin(std::fs::File::open(&big).unwrap())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let status = wait_for(&mut sender, TIMEOUT);
-    let mut told = String::new();
-    std::io::Read::read_to_string(sender.stderr.as_mut().unwrap(), &mut told).unwrap();
+    let stdin = std::fs::File::open(&big).unwrap();
+    let (status, told) = send_stream(receiver.port, "too-big.bin", stdin);
     assert_eq!(status.code(), Some(7), "{told}");
     assert!(told.contains("no space left"), "{told}");
     let left: Vec<_> = std::fs::read_dir(&inside).unwrap().collect();
@@ -196,17 +199,7 @@ fn a_full_disk_is_an_io_error_and_the_receiver_keeps_serving() {
 #[test]
 fn a_file_size_limit_is_an_io_error_and_the_receiver_keeps_serving() {
     let out = tempfile::tempdir().unwrap();
-    // bash counts `ulimit -f` in 1024-byte blocks: 1 MiB.
-    let mut command = Command::new("bash");
-    command
-        .args([
-            "-c",
-            "ulimit -f 1024 && exec \"$XFER\" recv --listen 127.0.0.1:0 --serve --dir \"$OUT\"",
-        ])
-        .env("XFER", env!("CARGO_BIN_EXE_xfer"))
-        .env("OUT", out.path())
-        .env("XFER_KEY", KEY);
-    let mut receiver = Receiver::spawn(command);
+    let mut receiver = receiver_limited_to_one_mib(out.path());
     let src = tempfile::tempdir().unwrap();
     let big = src.path().join("over-limit.bin");
     std::fs::write(&big, pattern(3 << 20, 9)).unwrap();
@@ -229,6 +222,73 @@ fn a_file_size_limit_is_an_io_error_and_the_receiver_keeps_serving() {
     assert_eq!(
         std::fs::read(out.path().join("under.txt")).unwrap(),
         b"fine"
+    );
+}
+
+/// A receiver that may write files of at most 1 MiB (`ulimit -f`), serving.
+fn receiver_limited_to_one_mib(out: &Path) -> Receiver {
+    // bash counts `ulimit -f` in 1024-byte blocks.
+    let mut command = Command::new("bash");
+    command
+        .args([
+            "-c",
+            "ulimit -f 1024 && exec \"$XFER\" recv --listen 127.0.0.1:0 --serve --dir \"$OUT\"",
+        ])
+        .env("XFER", env!("CARGO_BIN_EXE_xfer"))
+        .env("OUT", out)
+        .env("XFER_KEY", KEY);
+    Receiver::spawn(command)
+}
+
+#[test]
+fn a_stream_the_receiver_refuses_mid_way_is_read_no_further() {
+    let out = tempfile::tempdir().unwrap();
+    let receiver = receiver_limited_to_one_mib(out.path());
+    // A stream that never ends: a sender that read on after the refusal would
+    // never finish.
+    let stdin = std::fs::File::open("/dev/zero").unwrap();
+    let (status, told) = send_stream(receiver.port, "endless.bin", stdin);
+    assert_eq!(status.code(), Some(7), "{told}");
+    assert!(told.contains("too large"), "{told}");
+    assert!(
+        files_under(out.path()).is_empty(),
+        "{:?}",
+        files_under(out.path())
+    );
+}
+
+#[test]
+fn a_file_the_receiver_refuses_mid_way_is_not_sent_to_its_end_and_the_next_one_arrives() {
+    let out = tempfile::tempdir().unwrap();
+    let receiver = receiver_limited_to_one_mib(out.path());
+    // At 32 MiB/s the whole file would take three seconds to go: a refusal that
+    // takes its time to reach the sender still leaves most of it unsent.
+    let throttled = Faults {
+        throttle: Some(32 << 20),
+        ..Faults::default()
+    };
+    let relay = Relay::start(receiver.port, throttled);
+    let src = tempfile::tempdir().unwrap();
+    let big = write_in(src.path(), "a-big.bin", &pattern(96 << 20, 11));
+    let small = write_in(src.path(), "b-small.txt", b"still sent");
+    let sent = send(&[&big, &small], relay.port, KEY, &[]);
+    assert_eq!(sent.status.code(), Some(7), "{}", stderr_of(&sent));
+    assert!(
+        stderr_of(&sent).contains("too large"),
+        "{}",
+        stderr_of(&sent)
+    );
+    // The refusal came after 1 MiB: what went after it is what was under way (the
+    // socket's buffers, the chunks read ahead), not the other 95 MiB.
+    let forwarded = relay.forwarded();
+    assert!(
+        forwarded < 48 << 20,
+        "{forwarded} bytes went to the receiver"
+    );
+    assert_eq!(files_under(out.path()), vec![PathBuf::from("b-small.txt")]);
+    assert_eq!(
+        std::fs::read(out.path().join("b-small.txt")).unwrap(),
+        b"still sent"
     );
 }
 

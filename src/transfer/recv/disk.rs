@@ -233,6 +233,50 @@ impl Desk<'_, '_> {
         Err(crate::error::refused(ErrorCode::Auth, refusal.message))
     }
 
+    /// Writes the next bytes of the open entry, charged to its quota first if it
+    /// is a stream.
+    fn write(&mut self, bytes: &[u8], answers: &Answers<'_, '_, '_>) -> Result<()> {
+        let Some((index, landing)) = &mut self.open else {
+            return Ok(());
+        };
+        answers.charge_stream(*index, landing, bytes.len() as u64);
+        if let Some(runs) = &mut self.runs {
+            runs.at += bytes.len() as u64;
+        }
+        landing.write(bytes)
+    }
+
+    /// Drops the open entry's data, which must not be kept (the socket thread
+    /// found its data untrustworthy); one answered already was settled then.
+    fn discard(&mut self, answers: &Answers<'_, '_, '_>) {
+        self.runs = None;
+        if let Some((index, landing)) = self.open.take()
+            && !matches!(landing, Landing::Refused)
+        {
+            landing.discard();
+            answers.settle(index, Settled::Unchanged);
+        }
+    }
+
+    /// Answers the open entry at once if its part file could not be made or
+    /// written (a full disk, a file size limit, a quota a stream outgrew): its data
+    /// is dropped from here on, and a sender that hears this early stops sending it
+    /// (section 5 lets a receiver answer before `done`), where it would otherwise
+    /// stream the rest of a file of any size for nothing.
+    fn answer_failed<W: Write>(
+        &mut self,
+        answers: &Answers<'_, '_, '_>,
+        writer: &mut FrameWriter<W>,
+    ) -> Result<()> {
+        match &mut self.open {
+            Some((index, landing)) => match landing.answered() {
+                Some(refusal) => answers.refuse(*index, refusal, writer),
+                None => Ok(()),
+            },
+            None => Ok(()),
+        }
+    }
+
     /// Ends the open sparse entry's run and starts the next at `offset`.
     fn next_run(&mut self, offset: u64) {
         if let (Some(runs), Some((_, landing))) = (&mut self.runs, &mut self.open) {
@@ -358,29 +402,24 @@ impl Desk<'_, '_> {
                 index,
                 offset,
                 delta,
-            } => self.open(index, (offset, delta), answers)?,
+            } => {
+                self.open(index, (offset, delta), answers)?;
+                self.answer_failed(answers, writer)?;
+            }
             Job::Write { buffer, range } => {
-                if let Some((index, landing)) = &mut self.open {
-                    answers.charge_stream(*index, landing, range.len() as u64);
-                    if let Some(runs) = &mut self.runs {
-                        runs.at += range.len() as u64;
-                    }
-                    landing.write(&buffer[range])?;
-                }
+                self.write(&buffer[range], answers)?;
                 giver.buffers.give(buffer);
+                self.answer_failed(answers, writer)?;
             }
             Job::Small { arena, files } => self.small((arena, files), answers, writer, giver)?,
-            Job::Run { offset } => self.next_run(offset),
+            Job::Run { offset } => {
+                self.next_run(offset);
+                self.answer_failed(answers, writer)?;
+            }
             Job::Seal { size, reply } => {
                 let _ = reply.send(self.seal_runs(size));
             }
-            Job::Discard => {
-                self.runs = None;
-                if let Some((index, landing)) = self.open.take() {
-                    landing.discard();
-                    answers.settle(index, Settled::Unchanged);
-                }
-            }
+            Job::Discard => self.discard(answers),
             Job::Sums {
                 index,
                 ends,
@@ -504,6 +543,8 @@ impl Answers<'_, '_, '_> {
         writer: &mut FrameWriter<W>,
     ) -> Result<()> {
         let answer = match (verdict, landing) {
+            // Answered when it failed; what the sender sent after that is dropped.
+            (_, Landing::Refused) => return Ok(()),
             (Err(refusal), landing) => {
                 // What failed verification is removed; what the sender gave up on
                 // is kept for a later session to resume.
@@ -938,6 +979,9 @@ enum Landing {
     Part(Result<PartFile, Refusal>),
     /// Standard output: a write failure there ends the session.
     Stdout(StdoutSink),
+    /// A part file that failed and whose entry is answered already (see
+    /// `Desk::answer_failed`): the rest of its data is read and dropped.
+    Refused,
 }
 
 impl Landing {
@@ -953,11 +997,23 @@ impl Landing {
                 }
                 Ok(())
             }
-            Landing::Part(Err(_)) => Ok(()),
+            Landing::Part(Err(_)) | Landing::Refused => Ok(()),
             Landing::Stdout(out) => out
                 .write_all(bytes)
                 .context("cannot write to standard output")
                 .classify(Kind::Io),
+        }
+    }
+
+    /// The refusal of a part file that failed, which is to be answered now: the
+    /// landing is [`Landing::Refused`] from here on. `None` for any other landing.
+    fn answered(&mut self) -> Option<Refusal> {
+        if !matches!(self, Landing::Part(Err(_))) {
+            return None;
+        }
+        match std::mem::replace(self, Landing::Refused) {
+            Landing::Part(Err(refusal)) => Some(refusal),
+            _ => None,
         }
     }
 

@@ -35,6 +35,11 @@ pub(crate) fn read<R: Read>(
         let Some(outstanding) = outstanding(pending, index, &answer)? else {
             continue; // counted when it failed here; the refusal was expected
         };
+        if matches!(answer, Answer::Refused(..)) && outstanding.facts.is_none() && !outstanding.made
+        {
+            // Refused while its data goes out: the rest of it stays here.
+            pending.refused.fetch_max(index + 1, Ordering::SeqCst);
+        }
         let entry = &entries[index as usize];
         let path = entry.named();
         match (answer, outstanding.facts) {

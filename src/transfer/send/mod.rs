@@ -20,7 +20,7 @@ mod walking;
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::io::{Read, Write};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -107,6 +107,9 @@ struct Pending {
     writer_done: AtomicBool,
     /// The session is over (an error on either side): the other threads stop.
     stop: AtomicBool,
+    /// One more than the index of the last file the receiver refused while its
+    /// data was going out (0: none): the rest of it is neither read nor written.
+    refused: AtomicU64,
     /// The writer returned (done, or stopped): it no longer writes, so the answer
     /// thread may leave the connection to the session's last word.
     writer_stopped: AtomicBool,
@@ -870,7 +873,8 @@ fn write_data<'scope, 'env, W: Write>(
     std::thread::Builder::new()
         .name("read files".into())
         .spawn_scoped(scope, move || {
-            stream::read_files(to_send, outbox, transfer.hash, &mut pool, &pieces, stop)
+            let halt = (stop, &pending.refused);
+            stream::read_files(to_send, outbox, transfer.hash, &mut pool, &pieces, halt)
         })
         .map_err(thread_failed)?;
     let frames = Frames {
@@ -879,7 +883,7 @@ fn write_data<'scope, 'env, W: Write>(
         pending,
         tally,
         giver,
-        current: std::cell::Cell::new(0),
+        current: std::cell::Cell::new((0, false)),
     };
     let mut in_file = false;
     loop {
@@ -947,8 +951,10 @@ struct Frames<'a> {
     pending: &'a Pending,
     tally: &'a Tally,
     giver: Giver,
-    /// The entry whose data is going out.
-    current: std::cell::Cell<u64>,
+    /// The entry whose data is going out, and whether its data frames are dropped
+    /// once the receiver refused it (plain data; a delta's or a sparse entry's
+    /// frames are what the receiver parses even to drop them).
+    current: std::cell::Cell<(u64, bool)>,
 }
 
 impl Frames<'_> {
@@ -964,7 +970,8 @@ impl Frames<'_> {
         let resumed_at = resumed.then_some(offset);
         let path = &*self.entries[index as usize].shown_path();
         self.tally.reporter().current_file(path, resumed_at);
-        self.current.set(index);
+        let plain = !delta && !self.entries[index as usize].is_sparse();
+        self.current.set((index, plain));
         let outstanding = Outstanding {
             replaces,
             delta,
@@ -1047,11 +1054,18 @@ impl Frames<'_> {
         len: usize,
         covered: u64,
     ) -> Result<()> {
+        let (index, plain) = self.current.get();
+        if plain && self.pending.refused.load(Ordering::SeqCst) == index + 1 {
+            // Refused already: the reading thread stops, and what it read ahead
+            // stays here.
+            self.giver.give(buffer);
+            return Ok(());
+        }
         writer.write_data(&mut buffer, len)?;
         if goes_at_once(len, covered) {
             writer.flush()?;
         }
-        if let Some(outstanding) = self.pending.lock().get_mut(&self.current.get()) {
+        if let Some(outstanding) = self.pending.lock().get_mut(&index) {
             outstanding.position += covered;
             outstanding.moved += len as u64;
         }
@@ -1083,7 +1097,7 @@ impl Frames<'_> {
         let resumed_at = (offset > 0).then_some(offset);
         let path = &*self.entries[index as usize].shown_path();
         self.tally.reporter().current_file(path, resumed_at);
-        self.current.set(index);
+        self.current.set((index, false));
         let sent = Sent { size, digest };
         let read = local_failure.is_none();
         let outstanding = Outstanding {

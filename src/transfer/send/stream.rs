@@ -5,12 +5,12 @@
 //! receiver holds an older version of goes as a delta (`delta.rs`).
 
 use std::io;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::time::Duration;
 
 use super::delta;
-use super::piece::{BUFFER, CHUNK, Packed, Piece, ToSend, slot};
+use super::piece::{BUFFER, CHUNK, Packed, Piece, ToSend, Wanted, slot};
 use crate::fs::input::{Input, Outbox};
 use crate::pool::Pool;
 use crate::proto::hash::{HashKind, Hasher};
@@ -21,20 +21,22 @@ use crate::proto::wire::DATA_HEADROOM;
 const LOOK_UP: Duration = Duration::from_millis(200);
 
 /// Reads every entry of `to_send` into `pieces`; stops early when the socket thread
-/// hangs up or `stop` is set (the session ended).
+/// hangs up or `stop` is set (the session ended), and stops reading a file once
+/// `refused` names it (see [`Halt`]).
 pub(crate) fn read_files(
     to_send: &[ToSend],
     outbox: &dyn Outbox,
     hash: HashKind,
     pool: &mut Pool,
     pieces: &mpsc::Sender<Piece>,
-    stop: &AtomicBool,
+    (stop, refused): (&AtomicBool, &AtomicU64),
 ) {
     let mut packer = Packer::default();
     let mut out = Out {
         pool,
         pieces,
         stop,
+        refused,
         packer: &mut packer,
     };
     for item in to_send {
@@ -51,7 +53,28 @@ struct Out<'a> {
     pool: &'a mut Pool,
     pieces: &'a mpsc::Sender<Piece>,
     stop: &'a AtomicBool,
+    /// One more than the index of the last entry the receiver refused while its
+    /// data was going out (0: none), set by the answer thread.
+    refused: &'a AtomicU64,
     packer: &'a mut Packer,
+}
+
+/// When a file's reading stops before its end: the session is over (`stop`), or
+/// the receiver refused the file already (`refused` holds its index plus one), as
+/// it may mid-file (a full disk, a file size limit, a quota a stream outgrew).
+/// Then the rest is neither read nor sent: a file of any size, or a stream that
+/// never ends, is not read through for nothing.
+#[derive(Clone, Copy)]
+struct Halt<'a> {
+    stop: &'a AtomicBool,
+    refused: Option<(&'a AtomicU64, u64)>,
+}
+
+impl Halt<'_> {
+    fn refused(&self) -> bool {
+        self.refused
+            .is_some_and(|(refused, index)| refused.load(Ordering::SeqCst) == index + 1)
+    }
 }
 
 impl Out<'_> {
@@ -98,27 +121,46 @@ fn read_file(item: &ToSend, outbox: &dyn Outbox, hash: HashKind, out: &mut Out<'
         replaces: item.replaces,
     };
     out.send(start_piece)?;
-    let Out {
-        pool, pieces, stop, ..
-    } = out;
-    let read = match delta {
-        Some(wanted) => {
-            let against = (wanted, expected);
-            delta::send(&mut *input, against, &mut hasher, pool, pieces, stop)?
-        }
-        None => send_chunks(
-            &mut *input,
-            expected,
-            start,
-            &mut hasher,
-            pool,
-            pieces,
-            stop,
-        )?,
-    };
     let shown = || outbox.shown(position);
-    let end = end_piece(index, &mut *input, expected, read, hasher, stop, shown);
-    pieces.send(end).ok()
+    out.send_data(&mut *input, (index, expected, start), delta, hasher, shown)
+}
+
+impl Out<'_> {
+    /// Reads entry `index`'s data after its [`Piece::Start`] (from `start`, or as
+    /// a delta against the basis `delta` wants) and hands it on, then its
+    /// [`Piece::End`]; `None` when the session is over.
+    fn send_data(
+        &mut self,
+        input: &mut dyn Input,
+        (index, expected, start): (u64, Option<u64>, u64),
+        delta: Option<&Wanted>,
+        mut hasher: Hasher,
+        shown: impl Fn() -> String,
+    ) -> Option<()> {
+        let (pool, pieces, stop) = (&mut *self.pool, self.pieces, self.stop);
+        let halt = Halt {
+            stop,
+            refused: Some((self.refused, index)),
+        };
+        let read = match delta {
+            Some(wanted) => {
+                let against = (wanted, expected);
+                delta::send(input, against, &mut hasher, pool, pieces, stop)?
+            }
+            None => send_chunks(input, expected, start, &mut hasher, pool, pieces, halt)?,
+        };
+        let end = match halt.refused() {
+            // What went out is the receiver's to drop: a `done` of it ends the entry.
+            true => Piece::End {
+                index,
+                size: read.0,
+                digest: hasher.finish(),
+                local_failure: None,
+            },
+            false => end_piece(index, input, expected, read, hasher, stop, shown),
+        };
+        pieces.send(end).ok()
+    }
 }
 
 /// The [`Piece::End`] of entry `index`, read to `sent` or cut short by
@@ -227,8 +269,12 @@ fn send_runs(
         pieces.send(header).ok()?;
         first = false;
         hasher.run_header(offset, run.end - offset);
+        let halt = Halt {
+            stop,
+            refused: None,
+        };
         let (end, read_error) =
-            send_chunks(input, Some(run.end), offset, hasher, pool, pieces, stop)?;
+            send_chunks(input, Some(run.end), offset, hasher, pool, pieces, halt)?;
         // A read error; or it shrank while read (the hash said a longer run); or
         // it was all hole.
         if read_error.is_some() || end < run.end || run.is_empty() {
@@ -239,8 +285,9 @@ fn send_runs(
 }
 
 /// Sends a file's bytes from `sent` on, one chunk at a time, hashing each; never
-/// past the offered size (`expected`). Returns how far it read and the read error
-/// that cut it short, if one did; `None` when the session is over.
+/// past the offered size (`expected`), nor once the receiver refused it (`halt`).
+/// Returns how far it read and the read error that cut it short, if one did;
+/// `None` when the session is over.
 fn send_chunks(
     input: &mut dyn Input,
     expected: Option<u64>,
@@ -248,9 +295,12 @@ fn send_chunks(
     hasher: &mut Hasher,
     pool: &mut Pool,
     pieces: &mpsc::Sender<Piece>,
-    stop: &AtomicBool,
+    halt: Halt<'_>,
 ) -> Option<(u64, Option<io::Error>)> {
     loop {
+        if halt.refused() {
+            return Some((sent, None));
+        }
         let mut buffer = pool.take()?;
         debug_assert_eq!(buffer.len(), BUFFER);
         let room = &mut buffer[DATA_HEADROOM..DATA_HEADROOM + CHUNK];
@@ -261,7 +311,7 @@ fn send_chunks(
                 .min(usize::try_from(size - sent).unwrap_or(usize::MAX)),
             None => room.len(),
         };
-        let n = match fill(input, &mut room[..limit], stop) {
+        let n = match fill(input, &mut room[..limit], halt.stop) {
             Ok(Some(0)) => {
                 pool.put_back(buffer);
                 return Some((sent, None));
