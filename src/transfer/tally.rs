@@ -273,12 +273,15 @@ impl Tally {
             .kept += bytes;
     }
 
-    /// Counts the files of a cut session that went out whole, unanswered.
-    pub(crate) fn unacknowledged(&self, files: usize) {
-        self.summary
+    /// Counts the files of a session that ended early which went out whole,
+    /// unanswered, and all it left unanswered (those, partly sent, not begun).
+    pub(crate) fn left_over(&self, unacknowledged: usize, unfinished: usize) {
+        let mut summary = self
+            .summary
             .lock()
-            .expect("no panics while holding the lock")
-            .unacknowledged += files;
+            .expect("no panics while holding the lock");
+        summary.unacknowledged += unacknowledged;
+        summary.unfinished += unfinished;
     }
 
     /// A connection lost while data of a file had moved: the error says so, and that

@@ -280,6 +280,10 @@ pub(crate) struct Summary {
     /// Files of a cut session whose data all went out (their `done` too) and which
     /// the receiver never answered: a rerun finds those that arrived.
     pub(crate) unacknowledged: usize,
+    /// Files the plan asked for that the receiver had not answered when the
+    /// session ended (a cut, a receiver or server that ended it): sent whole,
+    /// partly or not at all; the [`Summary::unacknowledged`] are among them.
+    pub(crate) unfinished: usize,
     /// Files the receiver already had.
     pub(crate) same: usize,
     pub(crate) failed: usize,
@@ -689,6 +693,7 @@ impl Reporter {
             && summary.same == 0
             && summary.failed == 0
             && summary.kept == 0
+            && summary.unfinished == 0
             && summary.not_sent.is_empty();
         if self.style.quiet || (nothing && result.is_err()) {
             return;
@@ -904,6 +909,13 @@ fn summary_fields(summary: &Summary, elapsed: Duration, rate: u64) -> serde_json
     if summary.kept > 0 {
         fields["kept_bytes"] = json!(summary.kept);
     }
+    // A session that ended early: what a rerun still has to send.
+    if summary.unacknowledged > 0 {
+        fields["unacknowledged"] = json!(summary.unacknowledged);
+    }
+    if summary.unfinished > 0 {
+        fields["unfinished"] = json!(summary.unfinished);
+    }
     // A dry run deleted nothing: what it would delete is in its own object.
     let dry_run = summary.dry_run.is_some();
     let kept = summary.kept_total();
@@ -979,6 +991,12 @@ fn extras(summary: &Summary) -> String {
         parts.push(format!(
             "{} kept as partial data, for a rerun to resume",
             HumanBytes(summary.kept)
+        ));
+    }
+    if summary.unfinished > 0 {
+        parts.push(format!(
+            "{} unfinished: the session ended first",
+            plural(summary.unfinished, "file")
         ));
     }
     if summary.deleted > 0 || summary.not_deleted > 0 || summary.kept_total() > 0 {

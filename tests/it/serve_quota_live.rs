@@ -641,6 +641,21 @@ fn a_reload_that_moves_a_home_stops_the_client_of_an_upload_at_once() {
     );
     let refusals = said.matches("home changed").count();
     assert!(refusals <= 3, "{refusals} refusals: {said}");
+    // Every file of the tree is accounted for: sent, refused, or left unfinished.
+    // The number just before `words` in the summary line (0 when it is not there).
+    let figure = |words: &str| -> usize {
+        let line = said
+            .lines()
+            .find(|line| line.starts_with("sent "))
+            .unwrap_or("");
+        let before = line.find(words).map_or("", |at| &line[..at]);
+        let before = before.trim_end_matches(" files").trim_end_matches(" file");
+        before.rsplit(' ').next().unwrap_or("").parse().unwrap_or(0)
+    };
+    let (sent, failed) = (figure(" file"), figure(" entr"));
+    let unfinished = figure(" unfinished: the session ended first");
+    assert_eq!(sent + failed + unfinished, 60, "{said}");
+    assert!(unfinished > 0, "{said}");
 }
 
 /// The files of a tree that arrived and were named before a reload moved the home

@@ -824,6 +824,36 @@ fn a_one_shot_listener_stopped_by_a_signal_exits_as_the_readme_says() {
     );
 }
 
+/// A session cut mid-tree accounts in its summary for every file it was to send:
+/// those acknowledged, and those it left unfinished (sent whole and unanswered,
+/// partly, or not begun), where it said nothing of the ones it never began.
+#[test]
+fn a_cut_session_accounts_for_every_file_in_its_summary() {
+    let src = tempfile::tempdir().unwrap();
+    let tree = src.path().join("t");
+    std::fs::create_dir(&tree).unwrap();
+    for i in 0..300 {
+        std::fs::write(tree.join(format!("f{i:03}")), pattern(100_000, i)).unwrap();
+    }
+    let out = tempfile::tempdir().unwrap();
+    let receiver = Receiver::start(out.path(), Some(KEY), &[]);
+    let relay = Relay::start(receiver.port, Faults::cut_after(10 << 20));
+    let sent = send(&[&tree], relay.port, KEY, &["--json"]);
+    assert_eq!(sent.status.code(), Some(3), "{}", stderr_of(&sent));
+    let events = events_in(&String::from_utf8_lossy(&sent.stdout));
+    let summary = events.last().unwrap();
+    assert_eq!(summary["event"], "summary", "{summary}");
+    let figure = |name: &str| summary[name].as_u64().unwrap_or(0);
+    let unfinished = figure("unfinished");
+    assert!(unfinished > 0, "{summary}");
+    assert!(figure("unacknowledged") <= unfinished, "{summary}");
+    assert_eq!(
+        figure("files") + figure("failed") + unfinished,
+        300,
+        "{summary}"
+    );
+}
+
 /// A sender that gave up waiting for the answers of a receiver that stopped (its
 /// idle timeout, all data out) says that a rerun finishes the job, and how many
 /// files went out unanswered: it said only "timed out" (tester helper-73). The

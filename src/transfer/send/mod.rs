@@ -20,7 +20,7 @@ mod walking;
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::io::{Read, Write};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -110,6 +110,8 @@ struct Pending {
     /// One more than the index of the last file the receiver refused while its
     /// data was going out (0: none): the rest of it is neither read nor written.
     refused: AtomicU64,
+    /// Files to send whose data header (or the error giving one up) went out.
+    started: AtomicUsize,
     /// The writer returned (done, or stopped): it no longer writes, so the answer
     /// thread may leave the connection to the session's last word.
     writer_stopped: AtomicBool,
@@ -516,9 +518,12 @@ fn data_and_answers<R: Read + Send, W: Write, C: Hangup + Sync>(
         first_failure(written, waited, answered, report.streams.stalled())
     });
     if result.is_err() {
-        let (kept, whole) = cut_short(&pending, outbox);
+        let (kept, whole, in_flight) = cut_short(&pending, outbox);
+        let unstarted = to_send
+            .len()
+            .saturating_sub(pending.started.load(Ordering::SeqCst));
         tally.kept(kept);
-        tally.unacknowledged(whole);
+        tally.left_over(whole, in_flight + unstarted);
     }
     result
 }
@@ -595,13 +600,14 @@ fn sums_came(streams: &Streams, idle: Option<Duration>) -> Result<()> {
 /// receiver keeps for a rerun to resume (a cut after every byte was written, while
 /// waiting for the answers, leaves as much to resume as one in the middle); and
 /// how many went out whole, `done` and all, which a rerun may find there.
-fn cut_short(pending: &Pending, outbox: &dyn Outbox) -> (u64, usize) {
+fn cut_short(pending: &Pending, outbox: &dyn Outbox) -> (u64, usize, usize) {
     let pending = pending.lock();
     let unanswered = pending
         .iter()
-        .filter(|(_, outstanding)| !outstanding.failed_here);
-    let (mut kept, mut whole) = (0, 0);
+        .filter(|(_, outstanding)| !outstanding.failed_here && !outstanding.made);
+    let (mut kept, mut whole, mut in_flight) = (0, 0, 0);
     for (&index, outstanding) in unanswered {
+        in_flight += 1;
         // A stream (standard input, a pipe) cannot be read again: its receiver
         // keeps nothing of it to resume from, and a rerun could not send the rest.
         // Nor is a sparse file resumed (section 16.4), nor a delta kept.
@@ -611,7 +617,7 @@ fn cut_short(pending: &Pending, outbox: &dyn Outbox) -> (u64, usize) {
         }
         whole += usize::from(outstanding.facts.is_some());
     }
-    (kept, whole)
+    (kept, whole, in_flight)
 }
 
 /// What the data phase does: send these files' data, and hear whether these entries
@@ -972,6 +978,7 @@ impl Frames<'_> {
         self.tally.reporter().current_file(path, resumed_at);
         let plain = !delta && !self.entries[index as usize].is_sparse();
         self.current.set((index, plain));
+        self.pending.started.fetch_add(1, Ordering::SeqCst);
         let outstanding = Outstanding {
             replaces,
             delta,
@@ -1028,22 +1035,32 @@ impl Frames<'_> {
                 self.giver.give(buffer);
                 Ok(())
             }
-            Piece::GaveUp { index, why, code } => {
-                // Not sent, like a file the walk could not read: exit 10, not 7.
-                let path = &self.entries[index as usize].named();
-                self.tally
-                    .not_sent(path, &format!("{UNREADABLE}: {why}"), false);
-                let message = match code {
-                    ErrorCode::Io => format!("the sender cannot read it: {why}"),
-                    _ => why,
-                };
-                writer.write_message(&Message::Error {
-                    code,
-                    message,
-                    index: Some(index),
-                })
-            }
+            Piece::GaveUp { index, why, code } => self.gave_up(writer, index, why, code),
         }
+    }
+
+    /// The `error` that gives entry `index` up: the file could not be read.
+    fn gave_up<W: Write>(
+        &self,
+        writer: &mut FrameWriter<W>,
+        index: u64,
+        why: String,
+        code: ErrorCode,
+    ) -> Result<()> {
+        self.pending.started.fetch_add(1, Ordering::SeqCst);
+        // Not sent, like a file the walk could not read: exit 10, not 7.
+        let path = &self.entries[index as usize].named();
+        self.tally
+            .not_sent(path, &format!("{UNREADABLE}: {why}"), false);
+        let message = match code {
+            ErrorCode::Io => format!("the sender cannot read it: {why}"),
+            _ => why,
+        };
+        writer.write_message(&Message::Error {
+            code,
+            message,
+            index: Some(index),
+        })
     }
 
     /// Writes one data frame of `len` bytes, standing for `covered` bytes of the file.
@@ -1098,6 +1115,7 @@ impl Frames<'_> {
         let path = &*self.entries[index as usize].shown_path();
         self.tally.reporter().current_file(path, resumed_at);
         self.current.set((index, false));
+        self.pending.started.fetch_add(1, Ordering::SeqCst);
         let sent = Sent { size, digest };
         let read = local_failure.is_none();
         let outstanding = Outstanding {
