@@ -31,6 +31,9 @@ fn run(invocation: Invocation) -> Result<()> {
     }
     // Before any file or socket is open: a receiver holds many (`fs::descriptors`).
     crate::fs::descriptors::raise_limit();
+    // Every command that writes files (`recv`, `get`, the shell, `serve`) refuses
+    // the one file a size limit stops, instead of dying of SIGXFSZ.
+    crate::net::signals::survive_file_size_limit()?;
     if !matches!(invocation, Invocation::Serve(_)) {
         // A `kill -HUP` meant for a server, or a closed terminal, must not cut a transfer.
         crate::net::signals::ignore_hangup()?;

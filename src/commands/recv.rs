@@ -11,7 +11,7 @@ use super::link::{Session, run_link};
 use crate::client::options::Peering;
 use crate::error::{Classify, Kind};
 use crate::fs::sink::TargetDir;
-use crate::net::signals::{self, Kept};
+use crate::net::signals::Kept;
 use crate::proto::message::Role;
 use crate::transfer::recv::{self, Claims, Destination, Settings};
 use crate::ui::report;
@@ -31,7 +31,6 @@ pub(crate) struct RecvOptions {
 }
 
 pub(crate) fn run(options: &RecvOptions) -> Result<()> {
-    signals::survive_file_size_limit()?;
     if options.numeric_ids {
         crate::fs::sink::set_numeric_ids();
     }

@@ -251,7 +251,6 @@ impl Drop for UserSlot {
 
 /// `xfer serve`.
 pub(crate) fn run(options: &ServerOptions) -> Result<()> {
-    signals::survive_file_size_limit()?;
     let stop = signals::stop_on_signals()?;
     let reload = signals::flag_on_hangup()?;
     let realm = announced_realm(options);

@@ -1,5 +1,5 @@
 //! The client's commands against `xfer serve`, one-shot and in `xfer shell`: `get`
-//! (local files kept unless forced), `send HOST:PORT[:DIR]` into missing directories,
+//! (local files kept unless forced, a file past a size limit failed alone), `send HOST:PORT[:DIR]` into missing directories,
 //! awkward operands (spaces, quotes, colons), IPv6 addresses, long and JSON listings,
 //! and the shell at a terminal, in a script and from standard input.
 
@@ -846,4 +846,37 @@ fn listings_show_a_time_before_1970() {
         "{}",
         stdout_of(&output)
     );
+}
+
+/// `xfer get` past a file size limit (`ulimit -f`) fails that file with `io` and
+/// goes on, as a receiver does, instead of dying of SIGXFSZ (reviewer helper-77:
+/// exit 153, the handler was installed for `recv` and `serve` only).
+#[test]
+fn a_get_past_a_file_size_limit_fails_that_file_and_goes_on() {
+    let site = Site::new();
+    site.users(&[("alice", "")]);
+    let dir = site.home("alice").join("d");
+    fs::create_dir_all(&dir).unwrap();
+    fs::write(dir.join("big.bin"), pattern(3 << 20, 21)).unwrap();
+    fs::write(dir.join("small.txt"), b"fits").unwrap();
+    let server = site.serve(&[]);
+    let dl = site.download_dir("limited");
+    let mut get = as_user(&site, "alice", &["get", &server.at("d")]);
+    get.arg(&dl);
+    // SAFETY: `setrlimit` is async-signal-safe, all a child may call before exec.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut get, || {
+            let limit = rustix::process::Rlimit {
+                current: Some(1 << 20),
+                maximum: Some(1 << 20),
+            };
+            rustix::process::setrlimit(rustix::process::Resource::Fsize, limit)
+                .map_err(std::io::Error::from)
+        });
+    }
+    let got = run(&mut get);
+    expect_exit(&got, 7, "get past the limit");
+    assert!(stderr_of(&got).contains("too large"), "{}", stderr_of(&got));
+    assert_eq!(fs::read(dl.join("d/small.txt")).unwrap(), b"fits");
+    assert!(!dl.join("d/big.bin").exists());
 }

@@ -269,7 +269,7 @@ impl Desk<'_, '_> {
         writer: &mut FrameWriter<W>,
     ) -> Result<()> {
         match &mut self.open {
-            Some((index, landing)) => match landing.answered() {
+            Some((index, landing)) => match landing.take_refusal() {
                 Some(refusal) => answers.refuse(*index, refusal, writer),
                 None => Ok(()),
             },
@@ -1007,7 +1007,7 @@ impl Landing {
 
     /// The refusal of a part file that failed, which is to be answered now: the
     /// landing is [`Landing::Refused`] from here on. `None` for any other landing.
-    fn answered(&mut self) -> Option<Refusal> {
+    fn take_refusal(&mut self) -> Option<Refusal> {
         if !matches!(self, Landing::Part(Err(_))) {
             return None;
         }

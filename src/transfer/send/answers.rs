@@ -35,9 +35,10 @@ pub(crate) fn read<R: Read>(
         let Some(outstanding) = outstanding(pending, index, &answer)? else {
             continue; // counted when it failed here; the refusal was expected
         };
-        if matches!(answer, Answer::Refused(..)) && outstanding.facts.is_none() && !outstanding.made
-        {
-            // Refused while its data goes out: the rest of it stays here.
+        let sending = outstanding.facts.is_none() && !outstanding.made && !outstanding.delta;
+        if matches!(answer, Answer::Refused(..)) && sending {
+            // Refused while its data goes out: the rest of it stays here (a delta's
+            // instructions go on: the receiver parses them even to drop them).
             pending.refused.fetch_max(index + 1, Ordering::SeqCst);
         }
         let entry = &entries[index as usize];

@@ -108,7 +108,8 @@ struct Pending {
     /// The session is over (an error on either side): the other threads stop.
     stop: AtomicBool,
     /// One more than the index of the last file the receiver refused while its
-    /// data was going out (0: none): the rest of it is neither read nor written.
+    /// data was going out (0: none; never a delta): the rest of it is neither
+    /// read nor written.
     refused: AtomicU64,
     /// Files to send whose data header (or the error giving one up) went out.
     started: AtomicUsize,
@@ -958,8 +959,8 @@ struct Frames<'a> {
     tally: &'a Tally,
     giver: Giver,
     /// The entry whose data is going out, and whether its data frames are dropped
-    /// once the receiver refused it (plain data; a delta's or a sparse entry's
-    /// frames are what the receiver parses even to drop them).
+    /// once the receiver refused it (not a delta's, whose instructions the
+    /// receiver parses even to drop them).
     current: std::cell::Cell<(u64, bool)>,
 }
 
@@ -976,8 +977,7 @@ impl Frames<'_> {
         let resumed_at = resumed.then_some(offset);
         let path = &*self.entries[index as usize].shown_path();
         self.tally.reporter().current_file(path, resumed_at);
-        let plain = !delta && !self.entries[index as usize].is_sparse();
-        self.current.set((index, plain));
+        self.current.set((index, !delta));
         self.pending.started.fetch_add(1, Ordering::SeqCst);
         let outstanding = Outstanding {
             replaces,
@@ -1071,8 +1071,8 @@ impl Frames<'_> {
         len: usize,
         covered: u64,
     ) -> Result<()> {
-        let (index, plain) = self.current.get();
-        if plain && self.pending.refused.load(Ordering::SeqCst) == index + 1 {
+        let (index, droppable) = self.current.get();
+        if droppable && self.pending.refused.load(Ordering::SeqCst) == index + 1 {
             // Refused already: the reading thread stops, and what it read ahead
             // stays here.
             self.giver.give(buffer);

@@ -70,14 +70,22 @@ struct Halt<'a> {
     refused: Option<(&'a AtomicU64, u64)>,
 }
 
-impl Halt<'_> {
+impl<'a> Halt<'a> {
+    /// Only when the session is over: for what is read whole or not at all.
+    fn only(stop: &'a AtomicBool) -> Halt<'a> {
+        Halt {
+            stop,
+            refused: None,
+        }
+    }
+
     fn refused(&self) -> bool {
         self.refused
             .is_some_and(|(refused, index)| refused.load(Ordering::SeqCst) == index + 1)
     }
 }
 
-impl Out<'_> {
+impl<'a> Out<'a> {
     /// Hands on the packed files, if any, before anything else goes.
     fn flush(&mut self) -> Option<()> {
         self.packer.flush(self.pool, self.pieces)
@@ -89,6 +97,47 @@ impl Out<'_> {
         self.flush()?;
         self.pieces.send(piece).ok()
     }
+
+    /// When reading entry `index` stops early.
+    fn halt(&self, index: u64) -> Halt<'a> {
+        Halt {
+            stop: self.stop,
+            refused: Some((self.refused, index)),
+        }
+    }
+
+    /// Reads entry `index`'s data after its [`Piece::Start`] (from `start`, or as
+    /// a delta against the basis `delta` wants) and hands it on, then its
+    /// [`Piece::End`]; `None` when the session is over.
+    fn send_data(
+        &mut self,
+        input: &mut dyn Input,
+        (index, expected, start): (u64, Option<u64>, u64),
+        delta: Option<&Wanted>,
+        mut hasher: Hasher,
+        shown: impl Fn() -> String,
+    ) -> Option<()> {
+        let halt = self.halt(index);
+        let (pool, pieces, stop) = (&mut *self.pool, self.pieces, self.stop);
+        let read = match delta {
+            Some(wanted) => {
+                let against = (wanted, expected);
+                delta::send(input, against, &mut hasher, pool, pieces, stop)?
+            }
+            None => send_chunks(input, expected, start, &mut hasher, pool, pieces, halt)?,
+        };
+        let end = match halt.refused() {
+            // What went out is the receiver's to drop: a `done` of it ends the entry.
+            true => Piece::End {
+                index,
+                size: read.0,
+                digest: hasher.finish(),
+                local_failure: None,
+            },
+            false => end_piece(index, input, expected, read, hasher, stop, shown),
+        };
+        pieces.send(end).ok()
+    }
 }
 
 /// Reads one file into `out`; `None` when the session is over.
@@ -97,7 +146,8 @@ fn read_file(item: &ToSend, outbox: &dyn Outbox, hash: HashKind, out: &mut Out<'
     let entry = &outbox.entries()[position];
     if let (true, Some(size)) = (entry.is_sparse(), entry.size) {
         out.flush()?;
-        return read_runs(item, size, outbox, hash, out.pool, out.pieces, out.stop);
+        let halt = out.halt(item.index);
+        return read_runs(item, size, outbox, hash, out.pool, out.pieces, halt);
     }
     let expected = entry.size;
     let mut hasher = hash.hasher();
@@ -123,44 +173,6 @@ fn read_file(item: &ToSend, outbox: &dyn Outbox, hash: HashKind, out: &mut Out<'
     out.send(start_piece)?;
     let shown = || outbox.shown(position);
     out.send_data(&mut *input, (index, expected, start), delta, hasher, shown)
-}
-
-impl Out<'_> {
-    /// Reads entry `index`'s data after its [`Piece::Start`] (from `start`, or as
-    /// a delta against the basis `delta` wants) and hands it on, then its
-    /// [`Piece::End`]; `None` when the session is over.
-    fn send_data(
-        &mut self,
-        input: &mut dyn Input,
-        (index, expected, start): (u64, Option<u64>, u64),
-        delta: Option<&Wanted>,
-        mut hasher: Hasher,
-        shown: impl Fn() -> String,
-    ) -> Option<()> {
-        let (pool, pieces, stop) = (&mut *self.pool, self.pieces, self.stop);
-        let halt = Halt {
-            stop,
-            refused: Some((self.refused, index)),
-        };
-        let read = match delta {
-            Some(wanted) => {
-                let against = (wanted, expected);
-                delta::send(input, against, &mut hasher, pool, pieces, stop)?
-            }
-            None => send_chunks(input, expected, start, &mut hasher, pool, pieces, halt)?,
-        };
-        let end = match halt.refused() {
-            // What went out is the receiver's to drop: a `done` of it ends the entry.
-            true => Piece::End {
-                index,
-                size: read.0,
-                digest: hasher.finish(),
-                local_failure: None,
-            },
-            false => end_piece(index, input, expected, read, hasher, stop, shown),
-        };
-        pieces.send(end).ok()
-    }
 }
 
 /// The [`Piece::End`] of entry `index`, read to `sent` or cut short by
@@ -198,7 +210,7 @@ fn read_runs(
     hash: HashKind,
     pool: &mut Pool,
     pieces: &mpsc::Sender<Piece>,
-    stop: &AtomicBool,
+    halt: Halt<'_>,
 ) -> Option<()> {
     let index = item.index;
     let position = index as usize;
@@ -207,9 +219,11 @@ fn read_runs(
         Err(err) => return pieces.send(Piece::gave_up(index, &err)).ok(),
     };
     let mut hasher = hash.hasher();
-    let read_error = send_runs(item, size, &mut *input, &mut hasher, pool, pieces, stop)?;
+    let read_error = send_runs(item, size, &mut *input, &mut hasher, pool, pieces, halt)?;
     hasher.runs_end(size);
     let local_failure = match read_error {
+        // Refused: what went out is the receiver's to drop.
+        _ if halt.refused() => None,
         Some(err) => Some(format!("cannot read {}: {err}", outbox.shown(position))),
         None if input.len_now().is_some_and(|now| now != size) => Some(format!(
             "{} changed size while it was being sent; send it again",
@@ -234,7 +248,7 @@ fn read_runs(
 
 /// Sends `item`'s runs, each header and its data, hashing as section 16.4 says;
 /// returns the read error that cut them short, if one did; `None` when the session
-/// is over.
+/// is over. A refusal (`halt`) ends them where they are.
 fn send_runs(
     item: &ToSend,
     size: u64,
@@ -242,7 +256,7 @@ fn send_runs(
     hasher: &mut Hasher,
     pool: &mut Pool,
     pieces: &mpsc::Sender<Piece>,
-    stop: &AtomicBool,
+    halt: Halt<'_>,
 ) -> Option<Option<io::Error>> {
     let index = item.index;
     let mut at = 0;
@@ -269,14 +283,10 @@ fn send_runs(
         pieces.send(header).ok()?;
         first = false;
         hasher.run_header(offset, run.end - offset);
-        let halt = Halt {
-            stop,
-            refused: None,
-        };
         let (end, read_error) =
             send_chunks(input, Some(run.end), offset, hasher, pool, pieces, halt)?;
-        // A read error; or it shrank while read (the hash said a longer run); or
-        // it was all hole.
+        // A read error; or it shrank while read (the hash said a longer run), or
+        // was refused; or it was all hole.
         if read_error.is_some() || end < run.end || run.is_empty() {
             return Some(read_error);
         }
@@ -311,7 +321,7 @@ fn send_chunks(
                 .min(usize::try_from(size - sent).unwrap_or(usize::MAX)),
             None => room.len(),
         };
-        let n = match fill(input, &mut room[..limit], halt.stop) {
+        let n = match fill(input, &mut room[..limit], halt) {
             Ok(Some(0)) => {
                 pool.put_back(buffer);
                 return Some((sent, None));
@@ -387,7 +397,7 @@ impl Out<'_> {
         let (at, stop) = (self.packer.used, self.stop);
         let buffer = self.packer.buffer.as_mut().expect("just taken");
         let room = &mut buffer[at + DATA_HEADROOM..at + DATA_HEADROOM + want];
-        let (n, error) = match fill(input, room, stop) {
+        let (n, error) = match fill(input, room, Halt::only(stop)) {
             Ok(Some(n)) => (n, None),
             Ok(None) => return None,
             Err(err) => (0, Some(err)),
@@ -428,7 +438,7 @@ fn final_size(
 ) -> (u64, Option<String>) {
     match expected {
         Some(size) if size == sent => {
-            if fill(input, &mut [0; 1], stop).is_ok_and(|n| n > Some(0)) {
+            if fill(input, &mut [0; 1], Halt::only(stop)).is_ok_and(|n| n > Some(0)) {
                 let why = format!("{} grew while it was being sent; send it again", shown());
                 (sent + 1, Some(why))
             } else {
@@ -470,11 +480,15 @@ pub(super) fn open_at_resume_point(
 /// Reads into `buf`: until it is full or the input ends for a file, so frames stay
 /// full-sized; for a stream, what is there once bytes come, so that a producer that
 /// pauses (for hours, as with `nc`) does not hold back what it already wrote.
-/// `Ok(None)`: the session ended while the stream was silent.
-fn fill(input: &mut dyn Input, buf: &mut [u8], stop: &AtomicBool) -> io::Result<Option<usize>> {
+/// `Ok(None)`: the session ended while the stream was silent; `Ok(Some(0))` for
+/// one the receiver refused meanwhile, as at its end (the caller asks `halt` which).
+fn fill(input: &mut dyn Input, buf: &mut [u8], halt: Halt<'_>) -> io::Result<Option<usize>> {
     while !input.ready(LOOK_UP) {
-        if stop.load(Ordering::SeqCst) {
+        if halt.stop.load(Ordering::SeqCst) {
             return Ok(None);
+        }
+        if halt.refused() {
+            return Ok(Some(0));
         }
     }
     let mut filled = 0;
