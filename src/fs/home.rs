@@ -628,7 +628,7 @@ fn sweep(
             }
             // Not one a session of this server has open (`may`).
             FileType::RegularFile
-                if left_behind(name.to_bytes(), &stat, (cutoff, started))
+                if left_behind((&dir, &name), &stat, (cutoff, started))
                     && may((stat.st_dev, stat.st_ino))
                     && rustix::fs::unlinkat(&dir, &name, rustix::fs::AtFlags::empty()).is_ok() =>
             {
@@ -646,12 +646,23 @@ fn sweep(
 /// writing it now (a server whose root lies in this home, a `recv` where
 /// `O_TMPFILE` is missing): it goes once unchanged for the partials' time. Its
 /// ctime says so, which its writes move and no sender sets (its mtime may be the
-/// sender's, set before the rename). A partial a client may resume goes once stale.
-fn left_behind(name: &[u8], stat: &Stat, (cutoff, started): (i64, i128)) -> bool {
-    if is_temporary_name(name) {
+/// sender's, set before the rename). A partial a client may resume goes once stale;
+/// one of ours no longer marked, unchanged since before this server started, goes
+/// at once: a complete file, sealed (its mark taken off) by a server killed before
+/// it could name it, which nothing resumes either.
+fn left_behind(
+    (dir, name): (&OwnedFd, &std::ffi::CStr),
+    stat: &Stat,
+    (cutoff, started): (i64, i128),
+) -> bool {
+    let bytes = name.to_bytes();
+    if is_temporary_name(bytes) {
         stat.st_ctime < cutoff || beneath::changed_at(stat) < started
+    } else if is_reserved_bytes(bytes) {
+        stat.st_mtime < cutoff
+            || (beneath::changed_at(stat) < started && super::sink::is_unmarked_partial(dir, name))
     } else {
-        is_reserved_bytes(name) && stat.st_mtime < cutoff
+        false
     }
 }
 

@@ -393,7 +393,7 @@ fn sweep_partials(server: Arc<Server>, keep: Duration) -> Result<()> {
         move |removed| {
             report::line(&format!(
                 "xfer: removed {} (partials older than {} h that no client came back for, \
-                 or temporaries a stopped server left)",
+                 or temporaries and unnamed complete files a stopped server left)",
                 report::plural(removed, "partial file"),
                 keep.as_secs() / 3600
             ))

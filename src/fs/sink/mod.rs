@@ -27,7 +27,7 @@ pub(crate) use self::basis::{Basis, BasisReader};
 pub(crate) use self::lent::give_back_all;
 pub(crate) use self::meta::set_numeric_ids;
 pub(crate) use self::node::{Node, node_footprint};
-pub(crate) use self::part::{PartFile, Resume};
+pub(crate) use self::part::{PartFile, Resume, is_unmarked_partial};
 pub(crate) use self::prune::{Prune, Spare};
 pub(crate) use self::resolver::{Placement, Resolver};
 pub(crate) use self::sweep::{cutoff, in_background as sweep_in_background};

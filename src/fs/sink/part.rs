@@ -72,6 +72,17 @@ pub(super) fn is_ours(fd: &OwnedFd, stat: &rustix::fs::Stat, marked: bool) -> bo
             .contains(&(stat.st_dev, stat.st_ino))
 }
 
+/// Whether the file `name` in `dir`, under a partial's name, looks like a server's
+/// partial that is no longer marked (see [`is_ours`]): a regular file with one link,
+/// owned by us, without the mark. A server unmarks a complete file when it seals
+/// it, just before it names it; one it did not live to name is left so, and
+/// nothing resumes it. (A file of another's, or a link, is none of these.)
+pub(crate) fn is_unmarked_partial(dir: &OwnedFd, name: &std::ffi::CStr) -> bool {
+    beneath::open_file(dir, name).is_ok_and(|fd| {
+        rustix::fs::fstat(&fd).is_ok_and(|stat| plain(&stat) && !is_ours(&fd, &stat, true))
+    })
+}
+
 /// Marks the partial `fd` (just created) as made by us.
 fn mark(fd: &OwnedFd, identity: (u64, u64)) {
     if rustix::fs::fsetxattr(fd, MARKER, b"1", rustix::fs::XattrFlags::empty()).is_err() {
