@@ -1271,7 +1271,8 @@ mod tests {
     /// at work (a server whose root lies in this home, a `recv` without
     /// `O_TMPFILE`), which this server's books know nothing of: it stays, of any
     /// mtime (a sender's time may be set on it). One unchanged since goes, as a
-    /// server killed before this one left it; a partial only once stale.
+    /// server killed before this one left it; a partial only once stale, unless no
+    /// longer marked as resumable (a complete file a killed server never named).
     #[test]
     fn a_sweep_leaves_a_temporary_changed_since_the_server_started() {
         let (dir, home) = home();
@@ -1284,7 +1285,14 @@ mod tests {
             .unwrap()
             .set_modified(old)
             .unwrap();
-        std::fs::write(dir.path().join(".xfer-00.partial"), b"resumable").unwrap();
+        // A resumable partial is marked as the server's; a complete file a killed
+        // server sealed and never named is not.
+        let resumable = dir.path().join(".xfer-00.partial");
+        std::fs::write(&resumable, b"resumable").unwrap();
+        let flags = rustix::fs::XattrFlags::empty();
+        rustix::fs::setxattr(&resumable, "user.xfer.partial", b"1", flags).unwrap();
+        let sealed = dir.path().join(".xfer-01.partial");
+        std::fs::write(&sealed, b"complete").unwrap();
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap();
@@ -1294,10 +1302,11 @@ mod tests {
         assert_eq!(removed, Footprint::default());
         assert!(temp.exists());
         let in_a_second = nanos + 1_000_000_000;
+        assert!(sealed.exists());
         let removed = home.sweep((secs - 3600, in_a_second), &mut |_| true);
-        assert_eq!(removed.files, 1);
-        assert!(!temp.exists());
-        assert!(dir.path().join(".xfer-00.partial").exists());
+        assert_eq!(removed.files, 2);
+        assert!(!temp.exists() && !sealed.exists());
+        assert!(resumable.exists());
     }
 
     #[test]

@@ -41,13 +41,30 @@ static CUT: AtomicBool = AtomicBool::new(false);
 /// the connection's end (which reads as the peer leaving). A session that failed
 /// for a reason of its own (a frame of the peer's, a timeout, a check) says that.
 pub(crate) fn cut_by_us(err: anyhow::Error) -> anyhow::Error {
-    match CUT.load(Ordering::SeqCst) && crate::error::connection_lost(&err) {
-        true => fail(
-            Kind::Network,
-            "cut: this side was stopped (SIGINT or SIGTERM) and the session outlasted its grace",
-        ),
+    match was_cut(&err) {
+        true => cut(),
         false => err,
     }
+}
+
+/// [`cut_by_us`] for the log line of a session whose error the caller keeps (to
+/// return it): the same words, the error's own otherwise.
+pub(crate) fn said_of(err: &anyhow::Error) -> anyhow::Error {
+    match was_cut(err) {
+        true => cut(),
+        false => anyhow::anyhow!("{err:#}"),
+    }
+}
+
+fn was_cut(err: &anyhow::Error) -> bool {
+    CUT.load(Ordering::SeqCst) && crate::error::connection_lost(err)
+}
+
+fn cut() -> anyhow::Error {
+    fail(
+        Kind::Network,
+        "cut: this side was stopped (SIGINT or SIGTERM) and the session outlasted its grace",
+    )
 }
 
 /// An unauthenticated connection this old may be cut to make room for a newcomer.
@@ -55,7 +72,8 @@ pub(crate) const SHED_AFTER: Duration = Duration::from_secs(1);
 /// How long running sessions may go on after SIGINT or SIGTERM.
 const GRACE: Duration = Duration::from_secs(5);
 /// How long sessions cut after the grace may take to end and say what they kept
-/// (a receiver commits what arrived whole first).
+/// (a receiver commits what arrived whole first, and answers it), after their
+/// reading is cut, and again after their writing is.
 const CUT_WAIT: Duration = Duration::from_secs(2);
 /// How often the accept loop looks up from `poll` to see whether it should stop.
 const STOP_CHECK: Duration = Duration::from_millis(200);
@@ -121,12 +139,13 @@ impl Listening {
             .expect("no panics while holding the lock")
     }
 
-    /// Cuts every running session's connection: each then ends as one whose peer
-    /// went, saying what it kept, and says that we cut it ([`cut_by_us`]).
-    fn cut_running(&self) {
+    /// Cuts every running session's connection (`how`: its reading, or both ways):
+    /// each then ends as one whose peer went, saying what it kept, and says that we
+    /// cut it ([`cut_by_us`]).
+    fn cut_running(&self, how: Shutdown) {
         CUT.store(true, Ordering::SeqCst);
         for stream in self.running().values() {
-            let _ = stream.shutdown(Shutdown::Both);
+            let _ = stream.shutdown(how);
         }
     }
 
@@ -381,10 +400,15 @@ fn stop_gracefully(
     if cut > 0 {
         // Cut, each session ends as one whose peer went: it commits what arrived
         // whole and says what it kept, in its summary, before the process exits.
-        shared.cut_running();
-        let until = Instant::now() + CUT_WAIT;
-        while shared.sessions.load(Ordering::SeqCst) > 0 && Instant::now() < until {
-            std::thread::sleep(Duration::from_millis(20));
+        // Their reading first, so that a receiver still answers what it commits
+        // (its sender then counts those files delivered); then, for a session
+        // blocked writing to a peer that takes nothing, the writing too.
+        for how in [Shutdown::Read, Shutdown::Both] {
+            shared.cut_running(how);
+            let until = Instant::now() + CUT_WAIT;
+            while shared.sessions.load(Ordering::SeqCst) > 0 && Instant::now() < until {
+                std::thread::sleep(Duration::from_millis(20));
+            }
         }
         // What they lent themselves goes back (sessions still running included).
         crate::fs::sink::give_back_all();

@@ -277,8 +277,9 @@ pub(crate) struct Summary {
     pub(crate) compression: Option<Squeezed>,
     /// Bytes of a cut file kept as partial data, for a rerun to resume from.
     pub(crate) kept: u64,
-    /// Files of a cut session whose data all went out (their `done` too) and which
-    /// the receiver never answered: a rerun finds those that arrived.
+    /// Files of a session that ended early (a cut, a timeout, a peer that ended
+    /// it) whose data all went out (their `done` too) and which the receiver never
+    /// answered: a rerun finds those that arrived.
     pub(crate) unacknowledged: usize,
     /// Files the plan asked for that the receiver had not answered when the
     /// session ended (a cut, a receiver or server that ended it): sent whole,
@@ -995,7 +996,7 @@ fn extras(summary: &Summary) -> String {
     }
     if summary.unfinished > 0 {
         parts.push(format!(
-            "{} unfinished: the session ended first",
+            "{} unfinished (the session ended first)",
             plural(summary.unfinished, "file")
         ));
     }
@@ -1021,6 +1022,8 @@ fn verdict(summary: &Summary, ok: bool) -> String {
     };
     let not_sent = summary.not_sent_total();
     match summary.failed {
+        // Not completed: a session that ended early (see `Summary::unfinished`).
+        0 if !ok && not_sent > 0 => format!("not completed, {not_sent} not sent"),
         0 if not_sent > 0 && summary.verified == 0 => format!("{not_sent} not sent{sealed}"),
         0 if not_sent > 0 => format!(
             "all that was sent verified ({} + MAC{sealed}), {not_sent} not sent",
@@ -1030,6 +1033,7 @@ fn verdict(summary: &Summary, ok: bool) -> String {
         0 if ok => format!("all verified ({} + MAC{sealed})", summary.hash),
         0 => "not completed".to_string(),
         // Directories and links fail too: entries, not files.
+        n if not_sent > 0 => format!("{} failed, {not_sent} not sent", entries(n)),
         n => format!("{} failed", entries(n)),
     }
 }
@@ -1123,5 +1127,44 @@ pub(crate) fn plural(n: usize, noun: &str) -> String {
         format!("1 {noun}")
     } else {
         format!("{n} {noun}s")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn summary(verified: usize, failed: usize, not_sent: usize) -> Summary {
+        Summary {
+            verified,
+            failed,
+            not_sent: match not_sent {
+                0 => Vec::new(),
+                n => vec![("socket".to_string(), n)],
+            },
+            ..Summary::default()
+        }
+    }
+
+    /// Entries not sent are said whatever else the verdict says: beside failures,
+    /// and beside a session that ended early (testers helper-78 and helper-79: "20
+    /// entries failed" of a cut tree with 2 not sent; "all that was sent verified"
+    /// of a cut one).
+    #[test]
+    fn a_verdict_says_what_was_not_sent_beside_failures_and_an_early_end() {
+        assert_eq!(
+            verdict(&summary(3, 2, 1), false),
+            "2 entries failed, 1 not sent"
+        );
+        assert_eq!(verdict(&summary(3, 2, 0), false), "2 entries failed");
+        assert_eq!(
+            verdict(&summary(3, 0, 1), false),
+            "not completed, 1 not sent"
+        );
+        assert_eq!(verdict(&summary(3, 0, 0), false), "not completed");
+        assert!(
+            verdict(&summary(3, 0, 1), true)
+                .ends_with("verified (MD5 + MAC, not encrypted), 1 not sent")
+        );
     }
 }

@@ -779,6 +779,48 @@ fn a_session_a_stopped_listener_cuts_says_what_it_kept() {
     assert!(error.starts_with("cut: this side was stopped"), "{summary}");
 }
 
+/// The same of an upload to `xfer serve`: the server's log line says it cut the
+/// session (it said `failed: the peer closed the connection in the middle of a
+/// file`: tester helper-78), and the same of a `get` it serves.
+#[test]
+fn a_server_stopped_by_a_signal_logs_the_sessions_it_cut_as_cut() {
+    let site = Site::new();
+    site.users(&[("alice", "")]);
+    let local = site.local("up.bin", &pattern(40 << 20, 7));
+    std::fs::create_dir_all(site.home("alice")).unwrap();
+    std::fs::write(site.home("alice").join("down.bin"), pattern(40 << 20, 8)).unwrap();
+    let mut server = site.serve(&[]);
+    let get_to = site.download_dir("down");
+    let (to, from) = (server.addr(), server.at("down.bin"));
+    let up = ["send", "--limit-rate", "4M", local.to_str().unwrap(), &to];
+    let down = ["get", "--limit-rate", "4M", &from, get_to.to_str().unwrap()];
+    let transfers = [&up[..], &down[..]];
+    let mut clients: Vec<_> = transfers
+        .iter()
+        .map(|args| {
+            as_user(&site, "alice", args)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(1500));
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(server.0.child.id() as i32).unwrap(),
+        rustix::process::Signal::TERM,
+    )
+    .unwrap();
+    let _ = server.0.exit_code();
+    for client in &mut clients {
+        let _ = wait_for(client, TIMEOUT);
+    }
+    let log = server.log();
+    let cut = log.matches("cut: this side was stopped").count();
+    assert_eq!(cut, 2, "{log}");
+    assert!(!log.contains("the peer closed the connection"), "{log}");
+}
+
 /// A resumed file cut again: the sender's advice counts the prefix an earlier run
 /// left as well as what went out in this one, and says so, instead of calling it
 /// all "sent" (it said "10.00 MiB sent" when this run moved 5).

@@ -653,7 +653,7 @@ fn a_reload_that_moves_a_home_stops_the_client_of_an_upload_at_once() {
         before.rsplit(' ').next().unwrap_or("").parse().unwrap_or(0)
     };
     let (sent, failed) = (figure(" file"), figure(" entr"));
-    let unfinished = figure(" unfinished: the session ended first");
+    let unfinished = figure(" unfinished (the session ended first)");
     assert_eq!(sent + failed + unfinished, 60, "{said}");
     assert!(unfinished > 0, "{said}");
 }

@@ -854,6 +854,78 @@ fn a_cut_session_accounts_for_every_file_in_its_summary() {
     );
 }
 
+/// A listener stopped by a signal whose session outlasts the grace answers the
+/// files it commits before it lets go, and its sender counts each of them: the cut
+/// took both ways of the connection at once, so 403 files went to disk and the
+/// sender said 0 (tester helper-78), and small files arriving at a steady, slow
+/// rate were named only at the end, however long it took.
+#[test]
+fn a_receiver_stopped_by_a_signal_answers_what_it_commits_before_it_lets_go() {
+    let src = tempfile::tempdir().unwrap();
+    let tree = src.path().join("t");
+    std::fs::create_dir(&tree).unwrap();
+    for i in 0..600 {
+        std::fs::write(tree.join(format!("f{i:03}")), pattern(20_000, i)).unwrap();
+    }
+    let out = tempfile::tempdir().unwrap();
+    let mut receiver = Receiver::start(out.path(), Some(KEY), &[]);
+    // 12 MB at 1 MB/s: the grace (5 s) ends with half of it sent.
+    let mut sender = xfer()
+        .args(["send", "--json", "--limit-rate", "1M"])
+        .arg(&tree)
+        .arg(format!("127.0.0.1:{}", receiver.port))
+        .env("XFER_KEY", KEY)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    let pid = rustix::process::Pid::from_raw(receiver.child.id() as i32).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+    assert_eq!(receiver.exit_code(), 3, "{}", receiver.stderr());
+    assert!(
+        receiver.stderr().contains("1 running session cut"),
+        "{}",
+        receiver.stderr()
+    );
+    let _ = wait_for(&mut sender, TIMEOUT);
+    let mut said = String::new();
+    std::io::Read::read_to_string(sender.stdout.as_mut().unwrap(), &mut said).unwrap();
+    let events = events_in(&said);
+    let summary = events.last().unwrap();
+    let on_disk = files_under(out.path()).len() as u64;
+    assert!(on_disk > 0, "{summary}");
+    assert_eq!(summary["files"].as_u64(), Some(on_disk), "{summary}");
+    assert_eq!(
+        on_disk + summary["unfinished"].as_u64().unwrap_or(0),
+        600,
+        "{summary}"
+    );
+}
+
+/// A receiver writing to standard output whose output fails ends the session; its
+/// sender does not say that partial data was kept for a rerun to resume (it said
+/// "8.00 MiB kept as partial data": tester helper-78), since nothing is kept there.
+#[test]
+fn a_sender_to_a_failed_standard_output_claims_nothing_kept() {
+    let src = tempfile::tempdir().unwrap();
+    let file = write_in(src.path(), "big.bin", &pattern(32 << 20, 9));
+    let mut command = std::process::Command::new("bash");
+    command
+        .args([
+            "-c",
+            "\"$XFER\" recv --listen 127.0.0.1:0 --stdout | head -c 10 >/dev/null",
+        ])
+        .env("XFER", env!("CARGO_BIN_EXE_xfer"))
+        .env("XFER_KEY", KEY);
+    let receiver = Receiver::spawn(command);
+    let sent = send(&[&file], receiver.port, KEY, &[]);
+    let said = stderr_of(&sent);
+    assert_eq!(sent.status.code(), Some(7), "{said}");
+    assert!(!said.contains("kept"), "{said}");
+    assert!(!said.contains("resume"), "{said}");
+}
+
 /// A sender that gave up waiting for the answers of a receiver that stopped (its
 /// idle timeout, all data out) says that a rerun finishes the job, and how many
 /// files went out unanswered: it said only "timed out" (tester helper-73). The

@@ -72,7 +72,7 @@ pub(crate) fn run(
     // result) ends the connection.
     let verdict = match &result {
         Ok(()) => tally.verdict(),
-        Err(err) => Err(crate::net::listen::cut_by_us(anyhow::anyhow!("{err:#}"))),
+        Err(err) => Err(crate::net::listen::said_of(err)),
     };
     tally.finish("received", &verdict);
     result

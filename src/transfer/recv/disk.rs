@@ -19,7 +19,7 @@ use std::io::Write;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use rustix::io::Errno;
@@ -54,6 +54,12 @@ const GROUP_FILES: usize = 1024;
 const GROUP_BYTES: u64 = 32 << 20;
 /// A group waiting this long without new work is committed anyway.
 const GROUP_WAIT: Duration = Duration::from_millis(100);
+/// A group whose first file has waited this long is committed, however busy the
+/// connection: a slow, steady stream of small files (or one large file streaming
+/// behind them) would otherwise leave them unnamed and unanswered for minutes,
+/// and a cut would lose them all (a small file is never resumed). A group fills
+/// far sooner at full speed (1 024 files of 4 KiB in about 20 ms here).
+const GROUP_AGE: Duration = Duration::from_secs(1);
 /// Groups the flushing threads hold at most: one being named while the next
 /// one's data is flushed, and one more so that a slow flush does not stop the
 /// disk thread at once. Measured with 200 000 files of 1-2 KiB (medians of 3, a
@@ -192,6 +198,13 @@ fn work<W: Write>(
             desk.take_helped(answers, writer, giver)?;
         }
         desk.apply(job, answers, writer, giver)?;
+        if desk
+            .group
+            .since
+            .is_some_and(|since| since.elapsed() >= GROUP_AGE)
+        {
+            answers.commit(&mut desk.group, writer, false)?;
+        }
         let ending = answers.ending.borrow_mut().take();
         if let Some(refusal) = ending {
             return desk.end_for_good(refusal, answers, writer, giver);
@@ -475,6 +488,8 @@ fn send_sums<W: Write>(
 #[derive(Default)]
 struct Group {
     files: Vec<Waiting>,
+    /// When the first of `files` joined.
+    since: Option<Instant>,
     bytes: u64,
     descriptors: usize,
     /// Groups asked to be committed and not yet answered, oldest first.
@@ -660,6 +675,7 @@ impl Answers<'_, '_, '_> {
         writer: &mut FrameWriter<W>,
     ) -> Result<()> {
         group.descriptors += usize::from(part.holds_descriptor());
+        group.since.get_or_insert_with(Instant::now);
         group.files.push(Waiting {
             index,
             part,
@@ -700,6 +716,7 @@ impl Answers<'_, '_, '_> {
                 .map(|waiting| ((waiting.index, waiting.arrived), waiting.part))
                 .unzip();
             group.bytes = 0;
+            group.since = None;
             group.descriptors = 0;
             if !flusher.ask(Flush::Group(parts)) {
                 return Err(flusher_gone());

@@ -35,10 +35,9 @@ pub(crate) fn read<R: Read>(
         let Some(outstanding) = outstanding(pending, index, &answer)? else {
             continue; // counted when it failed here; the refusal was expected
         };
-        let sending = outstanding.facts.is_none() && !outstanding.made && !outstanding.delta;
+        let sending = outstanding.facts.is_none() && !outstanding.made;
         if matches!(answer, Answer::Refused(..)) && sending {
-            // Refused while its data goes out: the rest of it stays here (a delta's
-            // instructions go on: the receiver parses them even to drop them).
+            // Refused while its data goes out: the rest of it stays here.
             pending.refused.fetch_max(index + 1, Ordering::SeqCst);
         }
         let entry = &entries[index as usize];
@@ -59,6 +58,8 @@ pub(crate) fn read<R: Read>(
                 }
             }
             (Answer::Ok(..), None) => {
+                // Still unanswered, as far as this side can tell: counted so.
+                pending.lock().insert(index, outstanding);
                 return Err(fail(
                     Kind::Protocol,
                     format!("ok for entry {index} before its done"),

@@ -20,7 +20,7 @@ use std::io::{self, Read};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 
-use super::piece::{BUFFER, CHUNK, Head, Piece, Wanted};
+use super::piece::{BUFFER, CHUNK, Halt, Head, Piece, Wanted};
 use super::sums::Streams;
 use crate::fs::input::Input;
 use crate::pool::Pool;
@@ -42,8 +42,10 @@ const FRAME_COVERS: u64 = 16 << 20;
 
 /// Sends a file as instructions against `wanted`, never reading past `expected`
 /// bytes, starting from its head when one was cut before the plan came (and the
-/// file has not changed since). Returns how far it read and the read error that
-/// cut it short, if one did; `None` when the session is over.
+/// file has not changed since); stops at a frame's end once the receiver refused it
+/// (`halt`: every frame holds whole instructions, so what went is a valid start).
+/// Returns how far it read and the read error that cut it short, if one did;
+/// `None` when the session is over.
 /// The whole-file hash runs on a thread of its own, fed a batch at a time: it
 /// costs about what cutting and looking up do, and the two overlap.
 pub(super) fn send(
@@ -52,7 +54,7 @@ pub(super) fn send(
     hasher: &mut Hasher,
     pool: &mut Pool,
     pieces: &mpsc::Sender<Piece>,
-    stop: &AtomicBool,
+    halt: Halt<'_>,
 ) -> Option<(u64, Option<io::Error>)> {
     // A file changed since its head was cut is cut again, as without a head.
     let head = (against.0.head.as_ref()).filter(|head| input.identity() == Some(head.identity));
@@ -84,7 +86,7 @@ pub(super) fn send(
                 let _ = batches.send(std::mem::take(&mut batch));
             }
         };
-        let result = encode(input, (against, head), &mut feed, pool, pieces, stop);
+        let result = encode(input, (against, head), &mut feed, pool, pieces, halt);
         if let Some((streams, index)) = &against.0.stream {
             streams.done_with(*index);
         }
@@ -98,7 +100,7 @@ pub(super) fn send(
         return Some((sent, error));
     }
     let left = against.1.map_or(u64::MAX, |size| size.saturating_sub(sent));
-    send_literals(input, (sent, left), hasher, pool, pieces, stop)
+    send_literals(input, (sent, left), hasher, pool, pieces, halt)
 }
 
 /// The rest of a file whose basis was given up (at most `left` bytes after the
@@ -110,13 +112,16 @@ fn send_literals(
     hasher: &mut Hasher,
     pool: &mut Pool,
     pieces: &mpsc::Sender<Piece>,
-    stop: &AtomicBool,
+    halt: Halt<'_>,
 ) -> Option<(u64, Option<io::Error>)> {
     let mut input = Read::take(input, left);
     loop {
+        if halt.refused() {
+            return Some((sent, None));
+        }
         let mut buffer = pool.take()?;
         let room = &mut buffer[DATA_HEADROOM + LITERAL_HEADER..DATA_HEADROOM + CHUNK];
-        let n = match read_full(&mut input, room, stop) {
+        let n = match read_full(&mut input, room, halt.stop) {
             Some(Ok(0)) => {
                 pool.put_back(buffer);
                 return Some((sent, None));
@@ -175,8 +180,9 @@ fn encode(
     feed: &mut dyn FnMut(&[u8], bool),
     pool: &mut Pool,
     pieces: &mpsc::Sender<Piece>,
-    stop: &AtomicBool,
+    halt: Halt<'_>,
 ) -> Option<(u64, Option<io::Error>, bool)> {
+    let stop = halt.stop;
     let mut lookup = Lookup::of(wanted);
     let mut out = Instructions::new(pool, pieces);
     let mut state = Matching::default();
@@ -190,7 +196,7 @@ fn encode(
     }
     let left = expected.map_or(u64::MAX, |size| size.saturating_sub(state.sent));
     let mut chunker = Chunker::new(Read::take(input, left), wanted.chunking);
-    loop {
+    while !halt.refused() {
         if stop.load(Ordering::SeqCst) {
             return None;
         }
@@ -649,7 +655,14 @@ mod tests {
                 }
             });
             let against = (&wanted, Some(new.len() as u64));
-            let sent = send(&mut input, against, &mut hasher, &mut pool, &pieces, &stop);
+            let sent = send(
+                &mut input,
+                against,
+                &mut hasher,
+                &mut pool,
+                &pieces,
+                Halt::only(&stop),
+            );
             let (sent, error) = sent.unwrap();
             if error.is_none() {
                 assert_eq!(sent, new.len() as u64);
@@ -781,7 +794,14 @@ mod tests {
         let mut hasher = HashKind::Blake3.hasher();
         let stop = AtomicBool::new(false);
         let against = (&wanted, Some(data.len() as u64));
-        let sent = send(&mut input, against, &mut hasher, &mut pool, &pieces, &stop);
+        let sent = send(
+            &mut input,
+            against,
+            &mut hasher,
+            &mut pool,
+            &pieces,
+            Halt::only(&stop),
+        );
         let error = sent.unwrap().1.map(|err| err.to_string());
         assert_eq!(error.as_deref(), Some("it changed while it was read"));
     }

@@ -37,7 +37,7 @@ pub(crate) use self::walking::{Offering, Walking};
 use super::Tally;
 use super::consumed::consumed;
 use super::offer::{Head, read_plan, write_offer};
-use crate::error::{Kind, fail};
+use crate::error::{Kind, fail, kind_of};
 use crate::escape::{Named, escape_said};
 use crate::fs::input::Outbox;
 use crate::fs::input::UNREADABLE;
@@ -108,8 +108,7 @@ struct Pending {
     /// The session is over (an error on either side): the other threads stop.
     stop: AtomicBool,
     /// One more than the index of the last file the receiver refused while its
-    /// data was going out (0: none; never a delta): the rest of it is neither
-    /// read nor written.
+    /// data was going out (0: none): the rest of it is neither read nor written.
     refused: AtomicU64,
     /// Files to send whose data header (or the error giving one up) went out.
     started: AtomicUsize,
@@ -518,15 +517,29 @@ fn data_and_answers<R: Read + Send, W: Write, C: Hangup + Sync>(
             .unwrap_or_else(|_| Err(fail(Kind::Protocol, "the answer thread panicked")));
         first_failure(written, waited, answered, report.streams.stalled())
     });
-    if result.is_err() {
-        let (kept, whole, in_flight) = cut_short(&pending, outbox);
-        let unstarted = to_send
-            .len()
-            .saturating_sub(pending.started.load(Ordering::SeqCst));
-        tally.kept(kept);
-        tally.left_over(whole, in_flight + unstarted);
+    if let Err(err) = &result {
+        ended_early(err, &pending, (outbox, to_send.len()), tally);
     }
     result
+}
+
+/// Counts what a data phase that ended with `err` left: the files unanswered, of
+/// the `planned` many, and what went out of them.
+fn ended_early(
+    err: &anyhow::Error,
+    pending: &Pending,
+    (outbox, planned): (&dyn Outbox, usize),
+    tally: &Tally,
+) {
+    let (kept, whole, in_flight) = cut_short(pending, outbox);
+    let unstarted = planned.saturating_sub(pending.started.load(Ordering::SeqCst));
+    // Only a connection that went leaves partial data to resume: a receiver that
+    // ended the session itself said why (one writing to its standard output, whose
+    // output failed, keeps nothing).
+    if kind_of(err) == Some(Kind::Network) {
+        tally.kept(kept);
+    }
+    tally.left_over(whole, in_flight + unstarted);
 }
 
 /// Which failure of the data phase the session reports: of what was `written`, the
@@ -599,8 +612,9 @@ fn sums_came(streams: &Streams, idle: Option<Duration>) -> Result<()> {
 /// What the files not answered when the session ended left at the receiver: the
 /// bytes of theirs that went out, whether their `done` went too or not, which the
 /// receiver keeps for a rerun to resume (a cut after every byte was written, while
-/// waiting for the answers, leaves as much to resume as one in the middle); and
-/// how many went out whole, `done` and all, which a rerun may find there.
+/// waiting for the answers, leaves as much to resume as one in the middle); how
+/// many went out whole, `done` and all, which a rerun may find there; and how many
+/// there are (whole, partly sent, or with only their header out).
 fn cut_short(pending: &Pending, outbox: &dyn Outbox) -> (u64, usize, usize) {
     let pending = pending.lock();
     let unanswered = pending
@@ -890,7 +904,7 @@ fn write_data<'scope, 'env, W: Write>(
         pending,
         tally,
         giver,
-        current: std::cell::Cell::new((0, false)),
+        current: std::cell::Cell::new(0),
     };
     let mut in_file = false;
     loop {
@@ -958,10 +972,8 @@ struct Frames<'a> {
     pending: &'a Pending,
     tally: &'a Tally,
     giver: Giver,
-    /// The entry whose data is going out, and whether its data frames are dropped
-    /// once the receiver refused it (not a delta's, whose instructions the
-    /// receiver parses even to drop them).
-    current: std::cell::Cell<(u64, bool)>,
+    /// The entry whose data is going out.
+    current: std::cell::Cell<u64>,
 }
 
 impl Frames<'_> {
@@ -977,7 +989,7 @@ impl Frames<'_> {
         let resumed_at = resumed.then_some(offset);
         let path = &*self.entries[index as usize].shown_path();
         self.tally.reporter().current_file(path, resumed_at);
-        self.current.set((index, !delta));
+        self.current.set(index);
         self.pending.started.fetch_add(1, Ordering::SeqCst);
         let outstanding = Outstanding {
             replaces,
@@ -1071,10 +1083,10 @@ impl Frames<'_> {
         len: usize,
         covered: u64,
     ) -> Result<()> {
-        let (index, droppable) = self.current.get();
-        if droppable && self.pending.refused.load(Ordering::SeqCst) == index + 1 {
+        let index = self.current.get();
+        if self.pending.refused.load(Ordering::SeqCst) == index + 1 {
             // Refused already: the reading thread stops, and what it read ahead
-            // stays here.
+            // stays here (whole frames: a delta's hold whole instructions).
             self.giver.give(buffer);
             return Ok(());
         }
@@ -1114,7 +1126,7 @@ impl Frames<'_> {
         let resumed_at = (offset > 0).then_some(offset);
         let path = &*self.entries[index as usize].shown_path();
         self.tally.reporter().current_file(path, resumed_at);
-        self.current.set((index, false));
+        self.current.set(index);
         self.pending.started.fetch_add(1, Ordering::SeqCst);
         let sent = Sent { size, digest };
         let read = local_failure.is_none();

@@ -4,6 +4,7 @@
 //! data, shared by `stream.rs`, `delta.rs` and the socket thread.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use super::sums::Streams;
 use crate::error::wire_code;
@@ -129,4 +130,30 @@ pub(crate) struct Packed {
 /// Bytes a packed file of `len` bytes takes: headroom, its bytes, room for a tag.
 pub(crate) fn slot(len: usize) -> usize {
     DATA_HEADROOM + len + TAG_LEN
+}
+
+/// When a file's reading stops before its end: the session is over (`stop`), or
+/// the receiver refused the file already (`refused` holds its index plus one), as
+/// it may mid-file (a full disk, a file size limit, a quota a stream outgrew).
+/// Then the rest is neither read nor sent: a file of any size, or a stream that
+/// never ends, is not read through for nothing.
+#[derive(Clone, Copy)]
+pub(super) struct Halt<'a> {
+    pub(super) stop: &'a AtomicBool,
+    pub(super) refused: Option<(&'a AtomicU64, u64)>,
+}
+
+impl<'a> Halt<'a> {
+    /// Only when the session is over: for what is read whole or not at all.
+    pub(super) fn only(stop: &'a AtomicBool) -> Halt<'a> {
+        Halt {
+            stop,
+            refused: None,
+        }
+    }
+
+    pub(super) fn refused(&self) -> bool {
+        self.refused
+            .is_some_and(|(refused, index)| refused.load(Ordering::SeqCst) == index + 1)
+    }
 }

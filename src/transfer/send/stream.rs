@@ -10,7 +10,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use super::delta;
-use super::piece::{BUFFER, CHUNK, Packed, Piece, ToSend, Wanted, slot};
+use super::piece::{BUFFER, CHUNK, Halt, Packed, Piece, ToSend, Wanted, slot};
 use crate::fs::input::{Input, Outbox};
 use crate::pool::Pool;
 use crate::proto::hash::{HashKind, Hasher};
@@ -59,32 +59,6 @@ struct Out<'a> {
     packer: &'a mut Packer,
 }
 
-/// When a file's reading stops before its end: the session is over (`stop`), or
-/// the receiver refused the file already (`refused` holds its index plus one), as
-/// it may mid-file (a full disk, a file size limit, a quota a stream outgrew).
-/// Then the rest is neither read nor sent: a file of any size, or a stream that
-/// never ends, is not read through for nothing.
-#[derive(Clone, Copy)]
-struct Halt<'a> {
-    stop: &'a AtomicBool,
-    refused: Option<(&'a AtomicU64, u64)>,
-}
-
-impl<'a> Halt<'a> {
-    /// Only when the session is over: for what is read whole or not at all.
-    fn only(stop: &'a AtomicBool) -> Halt<'a> {
-        Halt {
-            stop,
-            refused: None,
-        }
-    }
-
-    fn refused(&self) -> bool {
-        self.refused
-            .is_some_and(|(refused, index)| refused.load(Ordering::SeqCst) == index + 1)
-    }
-}
-
 impl<'a> Out<'a> {
     /// Hands on the packed files, if any, before anything else goes.
     fn flush(&mut self) -> Option<()> {
@@ -122,7 +96,7 @@ impl<'a> Out<'a> {
         let read = match delta {
             Some(wanted) => {
                 let against = (wanted, expected);
-                delta::send(input, against, &mut hasher, pool, pieces, stop)?
+                delta::send(input, against, &mut hasher, pool, pieces, halt)?
             }
             None => send_chunks(input, expected, start, &mut hasher, pool, pieces, halt)?,
         };
