@@ -1293,6 +1293,12 @@ mod tests {
         rustix::fs::setxattr(&resumable, "user.xfer.partial", b"1", flags).unwrap();
         let sealed = dir.path().join(".xfer-01.partial");
         std::fs::write(&sealed, b"complete").unwrap();
+        // A plain receiver's partial (never marked), being written: mode 0600
+        // (reviewer helper-80: it was taken for a sealed file and removed).
+        let receivers = dir.path().join(".xfer-02.partial");
+        std::fs::write(&receivers, b"half").unwrap();
+        let owner_only = std::os::unix::fs::PermissionsExt::from_mode(0o600);
+        std::fs::set_permissions(&receivers, owner_only).unwrap();
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap();
@@ -1306,7 +1312,7 @@ mod tests {
         let removed = home.sweep((secs - 3600, in_a_second), &mut |_| true);
         assert_eq!(removed.files, 2);
         assert!(!temp.exists() && !sealed.exists());
-        assert!(resumable.exists());
+        assert!(resumable.exists() && receivers.exists());
     }
 
     #[test]

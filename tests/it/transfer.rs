@@ -903,6 +903,55 @@ fn a_receiver_stopped_by_a_signal_answers_what_it_commits_before_it_lets_go() {
     );
 }
 
+/// Small files that arrived are answered within about a second, also while a
+/// large file streams after them: they were named, but answered only when the
+/// large file ended (reviewer helper-80: 50 named, none answered, for seconds).
+#[test]
+fn small_files_are_answered_while_a_large_file_streams_after_them() {
+    let src = tempfile::tempdir().unwrap();
+    let tree = src.path().join("t");
+    std::fs::create_dir(&tree).unwrap();
+    for i in 0..50 {
+        std::fs::write(tree.join(format!("a{i:02}")), pattern(3_000, i)).unwrap();
+    }
+    // Sent last (names in order): about 4 s at 32 MB/s, a chunk every 30 ms (the
+    // receiver is never idle long enough to commit on that account).
+    std::fs::write(tree.join("z-big.bin"), pattern(128 << 20, 99)).unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let mut receiver = Receiver::start(out.path(), Some(KEY), &[]);
+    let mut sender = xfer()
+        .args(["send", "--json", "--limit-rate", "32M"])
+        .arg(&tree)
+        .arg(format!("127.0.0.1:{}", receiver.port))
+        .env("XFER_KEY", KEY)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let began = Instant::now();
+    let lines = std::io::BufRead::lines(std::io::BufReader::new(sender.stdout.take().unwrap()));
+    let mut answered = 0;
+    let mut all_small_at = None;
+    for line in lines.map_while(Result::ok) {
+        let event: Value = serde_json::from_str(&line).unwrap_or(Value::Null);
+        if event["event"] == "file" && event["status"] == "ok" && event["size"] == 3_000 {
+            answered += 1;
+            if answered == 50 {
+                all_small_at = Some(began.elapsed());
+            }
+        }
+    }
+    let ended = began.elapsed();
+    assert!(wait_for(&mut sender, TIMEOUT).success());
+    assert_eq!(receiver.exit_code(), 0);
+    let all_small_at = all_small_at.expect("every small file answered");
+    // Answered a second or so after arriving; the large file took seconds more.
+    assert!(
+        all_small_at + Duration::from_secs(2) < ended,
+        "small files answered at {all_small_at:?}, the send ended at {ended:?}"
+    );
+}
+
 /// A receiver writing to standard output whose output fails ends the session; its
 /// sender does not say that partial data was kept for a rerun to resume (it said
 /// "8.00 MiB kept as partial data": tester helper-78), since nothing is kept there.

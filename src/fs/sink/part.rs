@@ -72,14 +72,21 @@ pub(super) fn is_ours(fd: &OwnedFd, stat: &rustix::fs::Stat, marked: bool) -> bo
             .contains(&(stat.st_dev, stat.st_ino))
 }
 
-/// Whether the file `name` in `dir`, under a partial's name, looks like a server's
-/// partial that is no longer marked (see [`is_ours`]): a regular file with one link,
-/// owned by us, without the mark. A server unmarks a complete file when it seals
-/// it, just before it names it; one it did not live to name is left so, and
-/// nothing resumes it. (A file of another's, or a link, is none of these.)
+/// Whether the file `name` in `dir`, under a partial's name, looks like a complete
+/// file a server sealed and did not live to name: a regular file with one link,
+/// owned by us, without the mark (see [`is_ours`]), and no longer of a
+/// temporary's mode (0600: a sealed file has its offered mode). A server unmarks a
+/// complete file when it seals it, just before it names it, and nothing resumes it
+/// then. A partial being written is 0600, whoever writes it: one of a plain
+/// receiver's (never marked) inside a home is not taken for one; nor is a file of
+/// another's, or a link. A file offered with mode 0600 exactly is left to the
+/// partials' rule.
 pub(crate) fn is_unmarked_partial(dir: &OwnedFd, name: &std::ffi::CStr) -> bool {
     beneath::open_file(dir, name).is_ok_and(|fd| {
-        rustix::fs::fstat(&fd).is_ok_and(|stat| plain(&stat) && !is_ours(&fd, &stat, true))
+        rustix::fs::fstat(&fd).is_ok_and(|stat| {
+            let sealed = stat.st_mode & 0o7777 != TEMPORARY_MODE;
+            plain(&stat) && sealed && !is_ours(&fd, &stat, true)
+        })
     })
 }
 

@@ -54,11 +54,12 @@ const GROUP_FILES: usize = 1024;
 const GROUP_BYTES: u64 = 32 << 20;
 /// A group waiting this long without new work is committed anyway.
 const GROUP_WAIT: Duration = Duration::from_millis(100);
-/// A group whose first file has waited this long is committed, however busy the
-/// connection: a slow, steady stream of small files (or one large file streaming
-/// behind them) would otherwise leave them unnamed and unanswered for minutes,
-/// and a cut would lose them all (a small file is never resumed). A group fills
-/// far sooner at full speed (1 024 files of 4 KiB in about 20 ms here).
+/// Files unanswered this long are made durable, named and answered, however busy
+/// the connection: a slow, steady stream of small files (or one large file
+/// streaming behind them) would otherwise leave them unnamed and unanswered for
+/// minutes, and a cut would lose them all (a small file is never resumed). At full
+/// speed a group fills far sooner (1 024 files of 4 KiB in about 20 ms here), and
+/// this costs one wait for the flushes a second.
 const GROUP_AGE: Duration = Duration::from_secs(1);
 /// Groups the flushing threads hold at most: one being named while the next
 /// one's data is flushed, and one more so that a slow flush does not stop the
@@ -203,7 +204,8 @@ fn work<W: Write>(
             .since
             .is_some_and(|since| since.elapsed() >= GROUP_AGE)
         {
-            answers.commit(&mut desk.group, writer, false)?;
+            // Everything made durable, named and answered, at most once a second.
+            answers.commit(&mut desk.group, writer, true)?;
         }
         let ending = answers.ending.borrow_mut().take();
         if let Some(refusal) = ending {
@@ -488,7 +490,8 @@ fn send_sums<W: Write>(
 #[derive(Default)]
 struct Group {
     files: Vec<Waiting>,
-    /// When the first of `files` joined.
+    /// When the oldest file not yet answered joined (in `files`, in flight or
+    /// named and waiting for the flush of its name).
     since: Option<Instant>,
     bytes: u64,
     descriptors: usize,
@@ -716,7 +719,6 @@ impl Answers<'_, '_, '_> {
                 .map(|waiting| ((waiting.index, waiting.arrived), waiting.part))
                 .unzip();
             group.bytes = 0;
-            group.since = None;
             group.descriptors = 0;
             if !flusher.ask(Flush::Group(parts)) {
                 return Err(flusher_gone());
@@ -734,6 +736,7 @@ impl Answers<'_, '_, '_> {
                 };
                 self.answer_named(group, flushed.before, flushed.named_before, writer)?;
             }
+            group.since = None; // every file so far answered
         }
         self.write(writer, FrameWriter::flush);
         Ok(())
