@@ -829,12 +829,7 @@ fn a_one_shot_listener_stopped_by_a_signal_exits_as_the_readme_says() {
 /// partly, or not begun), where it said nothing of the ones it never began.
 #[test]
 fn a_cut_session_accounts_for_every_file_in_its_summary() {
-    let src = tempfile::tempdir().unwrap();
-    let tree = src.path().join("t");
-    std::fs::create_dir(&tree).unwrap();
-    for i in 0..300 {
-        std::fs::write(tree.join(format!("f{i:03}")), pattern(100_000, i)).unwrap();
-    }
+    let (_src, tree) = tree_of(300, 100_000);
     let out = tempfile::tempdir().unwrap();
     let receiver = Receiver::start(out.path(), Some(KEY), &[]);
     let relay = Relay::start(receiver.port, Faults::cut_after(10 << 20));
@@ -854,6 +849,32 @@ fn a_cut_session_accounts_for_every_file_in_its_summary() {
     );
 }
 
+/// A directory `t` of `count` files of `size` bytes (`f000`, `f001`, ...), in a
+/// temporary directory kept while the first is.
+fn tree_of(count: u64, size: usize) -> (tempfile::TempDir, PathBuf) {
+    let src = tempfile::tempdir().unwrap();
+    let tree = src.path().join("t");
+    std::fs::create_dir(&tree).unwrap();
+    for i in 0..count {
+        std::fs::write(tree.join(format!("f{i:03}")), pattern(size, i)).unwrap();
+    }
+    (src, tree)
+}
+
+/// `xfer send --json --limit-rate RATE TREE` to the receiver on `port`, its
+/// standard output piped.
+fn send_json_paced(tree: &Path, port: u16, rate: &str) -> std::process::Child {
+    xfer()
+        .args(["send", "--json", "--limit-rate", rate])
+        .arg(tree)
+        .arg(format!("127.0.0.1:{port}"))
+        .env("XFER_KEY", KEY)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
 /// A listener stopped by a signal whose session outlasts the grace answers the
 /// files it commits before it lets go, and its sender counts each of them: the cut
 /// took both ways of the connection at once, so 403 files went to disk and the
@@ -861,24 +882,11 @@ fn a_cut_session_accounts_for_every_file_in_its_summary() {
 /// rate were named only at the end, however long it took.
 #[test]
 fn a_receiver_stopped_by_a_signal_answers_what_it_commits_before_it_lets_go() {
-    let src = tempfile::tempdir().unwrap();
-    let tree = src.path().join("t");
-    std::fs::create_dir(&tree).unwrap();
-    for i in 0..600 {
-        std::fs::write(tree.join(format!("f{i:03}")), pattern(20_000, i)).unwrap();
-    }
+    let (_src, tree) = tree_of(600, 20_000);
     let out = tempfile::tempdir().unwrap();
     let mut receiver = Receiver::start(out.path(), Some(KEY), &[]);
     // 12 MB at 1 MB/s: the grace (5 s) ends with half of it sent.
-    let mut sender = xfer()
-        .args(["send", "--json", "--limit-rate", "1M"])
-        .arg(&tree)
-        .arg(format!("127.0.0.1:{}", receiver.port))
-        .env("XFER_KEY", KEY)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut sender = send_json_paced(&tree, receiver.port, "1M");
     std::thread::sleep(Duration::from_millis(1500));
     let pid = rustix::process::Pid::from_raw(receiver.child.id() as i32).unwrap();
     rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
@@ -908,26 +916,13 @@ fn a_receiver_stopped_by_a_signal_answers_what_it_commits_before_it_lets_go() {
 /// large file ended (reviewer helper-80: 50 named, none answered, for seconds).
 #[test]
 fn small_files_are_answered_while_a_large_file_streams_after_them() {
-    let src = tempfile::tempdir().unwrap();
-    let tree = src.path().join("t");
-    std::fs::create_dir(&tree).unwrap();
-    for i in 0..50 {
-        std::fs::write(tree.join(format!("a{i:02}")), pattern(3_000, i)).unwrap();
-    }
+    let (_src, tree) = tree_of(50, 3_000);
     // Sent last (names in order): about 4 s at 32 MB/s, a chunk every 30 ms (the
     // receiver is never idle long enough to commit on that account).
     std::fs::write(tree.join("z-big.bin"), pattern(128 << 20, 99)).unwrap();
     let out = tempfile::tempdir().unwrap();
     let mut receiver = Receiver::start(out.path(), Some(KEY), &[]);
-    let mut sender = xfer()
-        .args(["send", "--json", "--limit-rate", "32M"])
-        .arg(&tree)
-        .arg(format!("127.0.0.1:{}", receiver.port))
-        .env("XFER_KEY", KEY)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut sender = send_json_paced(&tree, receiver.port, "32M");
     let began = Instant::now();
     let lines = std::io::BufRead::lines(std::io::BufReader::new(sender.stdout.take().unwrap()));
     let mut answered = 0;
@@ -981,12 +976,7 @@ fn a_sender_to_a_failed_standard_output_claims_nothing_kept() {
 /// rerun then finds every file there.
 #[test]
 fn a_sender_that_times_out_waiting_for_answers_says_a_rerun_finishes() {
-    let src = tempfile::tempdir().unwrap();
-    let tree = src.path().join("t");
-    std::fs::create_dir(&tree).unwrap();
-    for i in 0..300 {
-        std::fs::write(tree.join(format!("f{i:03}")), pattern(4096, i)).unwrap();
-    }
+    let (_src, tree) = tree_of(300, 4096);
     let out = tempfile::tempdir().unwrap();
     let mut receiver = Receiver::start(out.path(), Some(KEY), &[]);
     let pid = rustix::process::Pid::from_raw(receiver.child.id() as i32).unwrap();
