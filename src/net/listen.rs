@@ -56,6 +56,14 @@ pub(crate) fn said_of(err: &anyhow::Error) -> anyhow::Error {
     }
 }
 
+/// Whether a stopped listener of this process is cutting its sessions: a receiver
+/// then reads no further entry (its reading is cut too, but Linux still hands it
+/// what its peer goes on sending), so that it commits and answers what arrived
+/// before its writing is cut as well.
+pub(crate) fn cutting() -> bool {
+    CUT.load(Ordering::SeqCst)
+}
+
 fn was_cut(err: &anyhow::Error) -> bool {
     CUT.load(Ordering::SeqCst) && crate::error::connection_lost(err)
 }

@@ -51,6 +51,16 @@ pub(crate) fn read_entries<R: Read>(
     read.and(flushed)
 }
 
+/// Whether reading stops before the next entry: the disk thread could not answer
+/// (it says why: `Ok`), or a stopped listener cut the session (what arrived is
+/// committed and answered; nothing more is read).
+fn read_no_more(unanswered: &AtomicBool) -> Option<Result<()>> {
+    if unanswered.load(Ordering::SeqCst) {
+        return Some(Ok(()));
+    }
+    crate::net::listen::cutting().then(|| Err(fail(Kind::Network, "the session was cut")))
+}
+
 /// [`read_entries`] but for the last batch.
 fn read_all<R: Read>(
     reader: &mut FrameReader<R>,
@@ -62,9 +72,8 @@ fn read_all<R: Read>(
 ) -> Result<()> {
     let mut expected = (0..planned.len()).filter(|&i| planned[i].expects_data);
     loop {
-        if unanswered.load(Ordering::SeqCst) {
-            // The disk thread could not answer (it says why): read no more.
-            return Ok(());
+        if let Some(end) = read_no_more(unanswered) {
+            return end;
         }
         if reader.buffered() == 0 {
             // The next frame waits on the sender: the disk thread need not.
