@@ -306,6 +306,12 @@ impl Tally {
                  unacknowledged (a rerun finds those that arrived already there)",
                 crate::ui::report::plural(files, "file")
             ),
+            // A timeout (ours, or the peer's frame) is said as it is: no connection
+            // was lost.
+            (kept, _) if !crate::error::connection_lost(&err) => format!(
+                "{err:#}; rerun the same command to resume: {} {moved}",
+                HumanBytes(kept)
+            ),
             (kept, _) => format!(
                 "connection lost ({err:#}); rerun the same command to resume: {} {moved}",
                 HumanBytes(kept)

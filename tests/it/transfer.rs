@@ -752,6 +752,8 @@ fn a_sender_whose_writes_time_out_says_so() {
     assert_eq!(status.code(), Some(3), "{said}");
     assert!(said.contains("timed out"), "{said}");
     assert!(!said.contains("the peer closed the connection"), "{said}");
+    // Nor that a connection was lost: it said "connection lost (timed out ...)".
+    assert!(!said.contains("connection lost"), "{said}");
 }
 
 /// A stream cannot be read again: one cut by its receiver's idle timeout (the
