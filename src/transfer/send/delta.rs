@@ -655,14 +655,8 @@ mod tests {
                 }
             });
             let against = (&wanted, Some(new.len() as u64));
-            let sent = send(
-                &mut input,
-                against,
-                &mut hasher,
-                &mut pool,
-                &pieces,
-                Halt::only(&stop),
-            );
+            let halt = Halt::only(&stop);
+            let sent = send(&mut input, against, &mut hasher, &mut pool, &pieces, halt);
             let (sent, error) = sent.unwrap();
             if error.is_none() {
                 assert_eq!(sent, new.len() as u64);
@@ -794,14 +788,8 @@ mod tests {
         let mut hasher = HashKind::Blake3.hasher();
         let stop = AtomicBool::new(false);
         let against = (&wanted, Some(data.len() as u64));
-        let sent = send(
-            &mut input,
-            against,
-            &mut hasher,
-            &mut pool,
-            &pieces,
-            Halt::only(&stop),
-        );
+        let halt = Halt::only(&stop);
+        let sent = send(&mut input, against, &mut hasher, &mut pool, &pieces, halt);
         let error = sent.unwrap().1.map(|err| err.to_string());
         assert_eq!(error.as_deref(), Some("it changed while it was read"));
     }

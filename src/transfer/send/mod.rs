@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 use indicatif::HumanBytes;
 
-use self::piece::{BUFFER, Packed, Piece, ToSend, Wanted, slot};
+use self::piece::{BUFFER, Halt, Packed, Piece, ToSend, Wanted, slot};
 use self::precut::Precut;
 use self::sums::Streams;
 pub(crate) use self::unplanned::all_new;
@@ -1084,7 +1084,7 @@ impl Frames<'_> {
         covered: u64,
     ) -> Result<()> {
         let index = self.current.get();
-        if self.pending.refused.load(Ordering::SeqCst) == index + 1 {
+        if Halt::of(&self.pending.stop, &self.pending.refused, index).refused() {
             // Refused already: the reading thread stops, and what it read ahead
             // stays here (whole frames: a delta's hold whole instructions).
             self.giver.give(buffer);

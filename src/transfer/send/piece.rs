@@ -152,6 +152,14 @@ impl<'a> Halt<'a> {
         }
     }
 
+    /// For entry `index`, refused once `refused` names it.
+    pub(super) fn of(stop: &'a AtomicBool, refused: &'a AtomicU64, index: u64) -> Halt<'a> {
+        Halt {
+            stop,
+            refused: Some((refused, index)),
+        }
+    }
+
     pub(super) fn refused(&self) -> bool {
         self.refused
             .is_some_and(|(refused, index)| refused.load(Ordering::SeqCst) == index + 1)

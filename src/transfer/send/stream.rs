@@ -74,10 +74,7 @@ impl<'a> Out<'a> {
 
     /// When reading entry `index` stops early.
     fn halt(&self, index: u64) -> Halt<'a> {
-        Halt {
-            stop: self.stop,
-            refused: Some((self.refused, index)),
-        }
+        Halt::of(self.stop, self.refused, index)
     }
 
     /// Reads entry `index`'s data after its [`Piece::Start`] (from `start`, or as
