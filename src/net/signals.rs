@@ -5,20 +5,37 @@
 //! for a server (or a closed terminal) does not cut a transfer.
 
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{Context, Result};
 
-/// A flag that SIGINT and SIGTERM set; a second one exits at once (130 is the
-/// shell's code for an interrupt).
+/// A flag that SIGINT and SIGTERM set. A second one exits at once (130 is the
+/// shell's code for an interrupt), after giving the directories sessions had
+/// loosened their modes back (`fs::sink::give_back_all`, as the graceful stop
+/// does); a third exits from the handler itself, should that hang on a stuck
+/// filesystem.
 pub(crate) fn stop_on_signals() -> Result<Arc<AtomicBool>> {
     use signal_hook::consts::{SIGINT, SIGTERM};
     let stop = Arc::new(AtomicBool::new(false));
+    let leaving = Arc::new(AtomicBool::new(false));
     for signal in [SIGINT, SIGTERM] {
-        // Registered first, so it sees the flag as the previous signal left it.
-        signal_hook::flag::register_conditional_shutdown(signal, 130, stop.clone())?;
-        signal_hook::flag::register(signal, stop.clone())?;
+        signal_hook::flag::register_conditional_shutdown(signal, 130, leaving.clone())?;
     }
+    let mut signals =
+        signal_hook::iterator::Signals::new([SIGINT, SIGTERM]).context("cannot handle signals")?;
+    let flag = stop.clone();
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            for _ in signals.forever() {
+                if flag.swap(true, Ordering::SeqCst) {
+                    leaving.store(true, Ordering::SeqCst);
+                    crate::fs::sink::give_back_all();
+                    std::process::exit(130);
+                }
+            }
+        })
+        .context("cannot start a thread")?;
     Ok(stop)
 }
 

@@ -413,6 +413,39 @@ fn an_interrupted_receiver_gives_read_only_directories_their_modes_back() {
     wait_for(&mut sender, TIMEOUT);
 }
 
+/// A listening receiver signalled twice in a row (an impatient Ctrl-C, Ctrl-C)
+/// exits at once, but gives the read-only directory it writes in its mode back
+/// first, as the graceful stop the first signal asked for would have.
+#[test]
+fn a_receiver_signalled_twice_still_gives_read_only_directories_their_modes_back() {
+    let site = site();
+    if first_copy(site.path()).is_none() {
+        return;
+    }
+    let source = site.path().join("tree/locked");
+    let big: Vec<u8> = (0..(8u32 << 20)).map(|i| (i % 251) as u8).collect();
+    inside(&source, |dir| fs::write(dir.join("big"), &big).unwrap());
+    let mut receiver = nobody_listening(site.path(), &["--overwrite"]);
+    let mut sender = slow_send(&[&site.path().join("tree")], receiver.port, &[]);
+    let dst = site.path().join("dst/tree/locked");
+    wait_for_partial(&dst);
+    assert_eq!(
+        mode(&dst) & 0o700,
+        0o700,
+        "given its owner's bits meanwhile"
+    );
+    let pid = rustix::process::Pid::from_raw(receiver.child.id() as i32).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::INT).unwrap();
+    // The second once the first was heard (two at once are one signal).
+    receiver.wait_for_stderr("interrupt again to exit at once");
+    rustix::process::kill_process(pid, rustix::process::Signal::INT).unwrap();
+    let status = wait_for(&mut receiver.child, TIMEOUT);
+    assert_eq!(status.code(), Some(130), "{}", receiver.stderr());
+    assert_eq!(mode(&dst), 0o555, "{}", receiver.stderr());
+    let _ = sender.kill();
+    wait_for(&mut sender, TIMEOUT);
+}
+
 /// A read-only setgid directory whose group its owner is not in: a change of mode
 /// would lose the setgid bit for good, so it is not loosened, and what would go
 /// in it fails as before.
