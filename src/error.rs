@@ -302,6 +302,16 @@ pub(crate) fn peer_code(err: &anyhow::Error) -> Option<ErrorCode> {
     None
 }
 
+/// A copy of `err` for a second report of it (an error is not `Clone`): its
+/// whole text and its kind, so its exit code is the same.
+pub(crate) fn retold(err: &anyhow::Error) -> anyhow::Error {
+    let text = anyhow::anyhow!("{err:#}");
+    match kind_of(err) {
+        Some(kind) => tag(kind, text),
+        None => text,
+    }
+}
+
 /// The exit code for an error: its kind's code, or 1 for anything untagged.
 pub(crate) fn exit_code(err: &anyhow::Error) -> u8 {
     kind_of(err).map_or(1, Kind::exit_code)

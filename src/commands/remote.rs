@@ -134,8 +134,8 @@ pub(crate) fn change(client: &ClientOptions, change: &Change, style: Style) -> R
 
 /// Logs in; a failure to is reported like a session's (a JSON summary with `--json`).
 fn connect(options: &ClientOptions, style: Style, verb: &str) -> Result<Client> {
-    Client::connect(options, style).inspect_err(|_| {
-        let failed = Err(anyhow::anyhow!("cannot log in"));
+    Client::connect(options, style).inspect_err(|err| {
+        let failed = Err(crate::error::retold(err));
         if style.json != Json::Off {
             Reporter::new(style).finish(verb, &Summary::default(), &failed);
         }

@@ -321,3 +321,47 @@ fn xfer_password_without_the_flag_says_add_password() {
     let (code, said) = refusal(&server, &["--user", "bob", "--password"], &password);
     assert_eq!(code, Some(0), "{said}");
 }
+
+/// Every client command's `--json` summary gives the exit code the process exits
+/// with when it cannot log in: 4 for a refused key, 3 for nobody listening (it
+/// said 1 for all of them, while `send --json` was right).
+#[test]
+fn a_client_that_cannot_log_in_says_its_real_exit_code_in_json() {
+    let (site, server) = alice_and_bob();
+    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let nobody = format!("127.0.0.1:{}", free.local_addr().unwrap().port());
+    drop(free);
+    let into = site.download_dir("d");
+    let into = into.to_str().unwrap();
+    for (address, wrong_key, expected) in [(server.addr(), true, 4), (nobody, false, 3)] {
+        let commands: [Vec<String>; 7] = [
+            vec!["get".into(), format!("{address}:x"), into.into()],
+            vec!["ls".into(), address.clone()],
+            vec!["ls".into(), "--usage".into(), address.clone()],
+            vec!["mkdir".into(), format!("{address}:d")],
+            vec!["rm".into(), format!("{address}:d")],
+            vec!["mv".into(), format!("{address}:a"), format!("{address}:b")],
+            vec![
+                "send".into(),
+                "/etc/hostname".into(),
+                format!("{address}:x"),
+            ],
+        ];
+        for args in commands {
+            let mut command = xfer();
+            util::server::clean_env(&mut command);
+            command.args(&args).args(["--json", "--user", "alice"]);
+            command.env("XFER_KEY", if wrong_key { "0123456789abcdef" } else { "k" });
+            let out = run(&mut command);
+            let summary = summary_event(&out);
+            assert_eq!(
+                out.status.code(),
+                Some(expected),
+                "{args:?}: {}",
+                stderr_of(&out)
+            );
+            assert_eq!(summary["exit_code"], expected, "{args:?}: {summary}");
+            assert_eq!(summary["ok"], false, "{args:?}: {summary}");
+        }
+    }
+}
