@@ -13,7 +13,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crate::util::peer::{Acceptor, Decision};
-use crate::util::server::{Server, Site, client, code};
+use crate::util::server::{Server, Site, client, code, stdout_of};
 use crate::util::site::check_home;
 use crate::util::{
     KEY, LISTENER_FEATURES, Receiver, files_under, peer_listening, receiver_without_meta, send,
@@ -590,6 +590,109 @@ fn a_mirror_run_right_after_another_removes_what_the_first_one_wrote() {
     let listed = String::from_utf8_lossy(&second.stdout);
     assert!(listed.contains("deleted  tree/a"), "{listed}");
     assert_eq!(names(&root.path().join("dst")), ["beside", "tree/sub/b"]);
+}
+
+/// A hard-linked pair `a`, `b` of which the source keeps only `a`, changed: the
+/// run that replaces `a` also removes `b`, although replacing `a` changed `b`'s
+/// inode after the session began (its link count). It used to keep `b`, "changed
+/// since the session began", until a second run; its dry run said `deleted`.
+#[test]
+fn a_stale_name_of_a_file_the_same_run_replaced_goes_in_that_run() {
+    let root = tempfile::tempdir().unwrap();
+    let tree = root.path().join("src/tree");
+    fs::create_dir_all(&tree).unwrap();
+    fs::write(tree.join("a"), b"one\n").unwrap();
+    fs::hard_link(tree.join("a"), tree.join("b")).unwrap();
+    let receiver = Receiver::start(
+        &root.path().join("dst"),
+        Some(KEY),
+        &["--overwrite", "--serve"],
+    );
+    let first = send(&[&tree], receiver.port, KEY, &["--delete"]);
+    assert_eq!(code(&first), 0, "{}", stderr_of(&first));
+    settle();
+    fs::remove_file(tree.join("b")).unwrap();
+    fs::write(tree.join("a"), b"two, longer\n").unwrap();
+    let dry = send(&[&tree], receiver.port, KEY, &["--delete", "-n"]);
+    let real = send(&[&tree], receiver.port, KEY, &["--delete", "-i"]);
+    assert_eq!(code(&real), 0, "{}", stderr_of(&real));
+    let (dry, real) = (stdout_of(&dry), stdout_of(&real));
+    assert!(dry.contains("deleted  tree/b"), "{dry}");
+    assert!(
+        real.contains("deleted  tree/b") && !real.contains("kept"),
+        "{real}"
+    );
+    assert_eq!(names(&root.path().join("dst")), ["tree/a"]);
+    assert_eq!(
+        fs::read(root.path().join("dst/tree/a")).unwrap(),
+        b"two, longer\n"
+    );
+}
+
+/// The same through a server, both ways: a `put --delete` and a `get --delete`
+/// each remove the stale name in the run that replaced its twin, and the
+/// server's books match its disk.
+#[test]
+fn a_server_mirror_removes_the_stale_twin_of_a_file_it_replaced_both_ways() {
+    let site = Site::new();
+    site.users(&[("alice", "quota = 1000000")]);
+    let home = site.home("alice");
+    fs::create_dir_all(home.join("tree")).unwrap();
+    fs::write(home.join("tree/a"), b"old\n").unwrap();
+    fs::hard_link(home.join("tree/a"), home.join("tree/b")).unwrap();
+    let local = site.path().join("tree");
+    fs::create_dir_all(&local).unwrap();
+    fs::write(local.join("a"), b"new a\n").unwrap();
+    let server = site.serve(&[]);
+    settle();
+    let tree = local.to_str().unwrap();
+    let put = client(&site, "alice", &["send", tree, &server.at("/"), "--delete"]);
+    assert_eq!(code(&put), 0, "{}", stderr_of(&put));
+    assert_eq!(names(&home), ["tree/a"]);
+    check_home(&site, &server, "alice", 1_000_000);
+    // The other way: a local copy with twins, the server's `tree` as the source.
+    let copy = site.download_dir("copy");
+    fs::create_dir_all(copy.join("tree")).unwrap();
+    fs::write(copy.join("tree/a"), b"older\n").unwrap();
+    fs::hard_link(copy.join("tree/a"), copy.join("tree/b")).unwrap();
+    settle();
+    let from = server.at("tree");
+    let into = copy.to_str().unwrap();
+    let get = client(&site, "alice", &["get", &from, into, "--delete", "-f"]);
+    assert_eq!(code(&get), 0, "{}", stderr_of(&get));
+    assert_eq!(names(&copy), ["tree/a"]);
+    assert_eq!(fs::read(copy.join("tree/a")).unwrap(), b"new a\n");
+}
+
+/// A file written just before a mirror starts (`echo > junk; xfer send
+/// --delete`) goes in that run: the session begins after the clock's tick in
+/// which it was written, so it is never taken for a change made during the run
+/// (it was, one run in five).
+#[test]
+fn a_file_written_just_before_a_mirror_goes_in_that_run() {
+    let root = tempfile::tempdir().unwrap();
+    let tree = root.path().join("src/tree");
+    fs::create_dir_all(tree.join("d")).unwrap();
+    fs::write(tree.join("d/a"), b"a\n").unwrap();
+    let receiver = Receiver::start(
+        &root.path().join("dst"),
+        Some(KEY),
+        &["--overwrite", "--serve"],
+    );
+    let first = send(&[&tree], receiver.port, KEY, &[]);
+    assert_eq!(code(&first), 0, "{}", stderr_of(&first));
+    for round in 0..12 {
+        let junk = root.path().join(format!("dst/tree/d/junk{round}"));
+        fs::write(&junk, b"j\n").unwrap();
+        let run = send(&[&tree], receiver.port, KEY, &["--delete", "-i"]);
+        assert_eq!(code(&run), 0, "{}", stderr_of(&run));
+        let said = stdout_of(&run);
+        assert!(
+            said.contains(&format!("deleted  tree/d/junk{round}")),
+            "round {round}: {said}"
+        );
+        assert!(!junk.exists(), "round {round}: {said}");
+    }
 }
 
 /// A receiver (the independent peer, listing `mirror`) that forges the report of

@@ -9,6 +9,7 @@
 //! [`StdoutSink`].
 
 mod basis;
+mod displaced;
 mod lent;
 mod loosen;
 mod meta;

@@ -177,6 +177,10 @@ impl Resolver<'_> {
             let _ = rustix::fs::unlinkat(&*dir, temp.as_str(), AtFlags::empty());
             return Err(refusal);
         }
+        if let Some((file_dir, file_name, _)) = &file {
+            // The file gained a name: its change time is this session's doing.
+            self.target.displaced().note_at(file_dir, file_name);
+        }
         let replaced = placed.unwrap_or(None);
         if let (Some(books), Some(account)) = (books.as_deref_mut(), meter.as_ref()) {
             books.grew(&account.home_path(node.path), charge.bytes, charge.files);
@@ -235,7 +239,8 @@ impl Resolver<'_> {
         let renamed = if overwrite {
             // rename(2) of a non-directory onto a directory fails: only one the plan
             // let go, emptied, is exchanged for the node.
-            match rustix::fs::renameat(dir, temp, dir, name) {
+            let rename = || rustix::fs::renameat(dir, temp, dir, name);
+            match self.target.displaced().taking(dir, name, rename) {
                 Err(Errno::ISDIR) if node.over_dir => {
                     match beneath::rename_over_dir(dir, temp, name) {
                         // The node holds the name; the directory stays under `temp`.

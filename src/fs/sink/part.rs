@@ -34,6 +34,7 @@ use rustix::fs::{Advice, AtFlags, FileType, FlockOperation, Mode, OFlags, Rename
 use rustix::io::Errno;
 use sha2::{Digest as _, Sha256};
 
+use super::displaced::Displaced;
 use super::meta::{self, Unapplied};
 use crate::escape::escape;
 use crate::fs::Refusal;
@@ -436,7 +437,7 @@ impl PartFile {
         if !self.unnamed {
             self.file = None;
         }
-        self.rename_into_place(overwrite)?;
+        self.rename_into_place(overwrite, &Displaced::default())?;
         rustix::fs::fsync(&*self.dir)
             .map_err(|err| Refusal::io(&self.path, "cannot flush its directory", err))
     }
@@ -483,9 +484,14 @@ impl PartFile {
 
     /// Renames the temporary to the final name, if the temporary is still the file
     /// this session wrote. On success the file is kept; on failure it is removed.
-    pub(super) fn rename_into_place(&mut self, overwrite: bool) -> Result<(), Refusal> {
+    /// What it replaces, if it has other names, goes in `displaced`.
+    pub(super) fn rename_into_place(
+        &mut self,
+        overwrite: bool,
+        displaced: &Displaced,
+    ) -> Result<(), Refusal> {
         if self.unnamed {
-            return self.link_into_place(overwrite);
+            return self.link_into_place(overwrite, displaced);
         }
         let meter = self.meter.as_ref().map(|(account, _)| account.clone());
         let mut books = meter.as_ref().map(Account::books);
@@ -510,7 +516,7 @@ impl PartFile {
                 books.unclaimed_but(key, Some(key))?;
             }
         }
-        self.rename_checked(overwrite)?;
+        self.rename_checked(overwrite, displaced)?;
         if let (Some(books), Some(stat)) = (books.as_deref_mut(), replaced) {
             books.gone(&stat);
         }
@@ -518,12 +524,13 @@ impl PartFile {
     }
 
     /// [`PartFile::rename_into_place`] without the counting.
-    fn rename_checked(&mut self, overwrite: bool) -> Result<(), Refusal> {
+    fn rename_checked(&mut self, overwrite: bool, displaced: &Displaced) -> Result<(), Refusal> {
         self.still_ours()?;
         let (temp, name) = (&*self.temp, &self.name[..]);
         let result = if overwrite {
             // rename(2) replaces the target atomically; a symlink there is replaced, not followed.
-            match rustix::fs::renameat(&*self.dir, temp, &*self.dir, name) {
+            let rename = || rustix::fs::renameat(&*self.dir, temp, &*self.dir, name);
+            match displaced.taking(&self.dir, name, rename) {
                 Err(Errno::ISDIR) if self.over_dir => {
                     let exchanged = exchange_with_dir(&self.dir, temp, name, &self.path);
                     // A directory stranded: the file holds the name now, and stays.
@@ -593,7 +600,7 @@ impl PartFile {
     /// which without `overwrite` is the answer; with it, the file is linked under a
     /// fresh temporary name and renamed over the old one. On success the file is
     /// kept (and closed); on failure, closing it frees it.
-    fn link_into_place(&mut self, overwrite: bool) -> Result<(), Refusal> {
+    fn link_into_place(&mut self, overwrite: bool, displaced: &Displaced) -> Result<(), Refusal> {
         let file = self
             .file
             .take()
@@ -626,15 +633,15 @@ impl PartFile {
                 Err(err) => return Err(Refusal::io(&self.path, "cannot link into place", err)),
             }
         };
-        let renamed =
-            match rustix::fs::renameat(&*self.dir, temp.as_str(), &*self.dir, &self.name[..]) {
-                Err(Errno::ISDIR) if self.over_dir => {
-                    let exchanged = exchange_with_dir(&self.dir, &temp, &self.name, &self.path);
-                    self.keep |= exchanged.is_err();
-                    exchanged?
-                }
-                other => other,
-            };
+        let rename = || rustix::fs::renameat(&*self.dir, temp.as_str(), &*self.dir, &self.name[..]);
+        let renamed = match displaced.taking(&self.dir, &self.name, rename) {
+            Err(Errno::ISDIR) if self.over_dir => {
+                let exchanged = exchange_with_dir(&self.dir, &temp, &self.name, &self.path);
+                self.keep |= exchanged.is_err();
+                exchanged?
+            }
+            other => other,
+        };
         match renamed {
             Ok(()) => {
                 self.keep = true;

@@ -661,9 +661,12 @@ impl<'a, 'b> Walk<'a, 'b> {
 
 impl Walk<'_, '_> {
     /// Whether `stat`'s inode changed since the session began, other than by this
-    /// walk's removal of another of its names.
+    /// walk's removal of another of its names or the session's naming (it
+    /// replaced another of its names, or gave it one: `displaced.rs`).
     fn changed_since(&self, stat: &rustix::fs::Stat) -> bool {
-        beneath::changed_at(stat) >= self.rules.since && !self.unlinked.contains(&identity(stat))
+        beneath::changed_at(stat) >= self.rules.since
+            && !self.unlinked.contains(&identity(stat))
+            && !self.target.displaced().left_as(stat)
     }
 
     /// Whether `now`, what a name holds, is not what the listing of its directory

@@ -197,7 +197,8 @@ impl<'a> Resolver<'a> {
             // The directory must fit once this is gone: else nothing changes.
             books.check(Footprint::DIR.beyond(Footprint::of(&stat)), path)?;
         }
-        rustix::fs::unlinkat(&*parent, name, rustix::fs::AtFlags::empty())
+        let unlink = || rustix::fs::unlinkat(&*parent, name, rustix::fs::AtFlags::empty());
+        (self.target.displaced().taking(&parent, name, unlink))
             .map_err(|err| Refusal::io(path, "cannot remove what is in the way", err))?;
         if let Some(books) = books.as_deref_mut() {
             books.gone(&stat);

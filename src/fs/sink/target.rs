@@ -16,6 +16,7 @@ use std::time::Duration;
 use rustix::fs::{Access, AtFlags, FlockOperation, Mode, OFlags};
 use rustix::io::Errno;
 
+use super::displaced::Displaced;
 use super::meta::Unapplied;
 use super::part::PartFile;
 use super::sweep;
@@ -45,6 +46,9 @@ pub(crate) struct TargetDir {
     /// The directories the session writing here uses with their owner's bits
     /// (`loosen.rs`).
     taken: Arc<Mutex<Taken>>,
+    /// The inodes the session writing here took a name from or gave one
+    /// (`displaced.rs`), which `--delete` knows changed by its hand.
+    displaced: Arc<Displaced>,
 }
 
 /// What a session took of the directories lent to it (`loosen.rs`): the target's
@@ -280,6 +284,7 @@ impl TargetDir {
             user_xattrs: false,
             user_strays: AtomicBool::new(false),
             taken: Arc::default(),
+            displaced: Arc::default(),
         }
     }
 
@@ -455,7 +460,7 @@ impl TargetDir {
         parts
             .into_iter()
             .map(|mut part| {
-                part.rename_into_place(overwrite)?;
+                part.rename_into_place(overwrite, &self.displaced)?;
                 named.0.push(part.dir.clone());
                 Ok(())
             })
@@ -472,6 +477,7 @@ impl TargetDir {
             user_xattrs: self.user_xattrs,
             user_strays: AtomicBool::new(self.removes_user_xattrs_only()),
             taken: self.taken.clone(),
+            displaced: self.displaced.clone(),
         })
     }
 
@@ -482,6 +488,7 @@ impl TargetDir {
         Ok(TargetDir {
             dropped: Arc::default(),
             taken: Arc::default(),
+            displaced: Arc::default(),
             ..self.try_clone()?
         })
     }
@@ -489,6 +496,11 @@ impl TargetDir {
     /// What the session writing here could not apply so far.
     pub(crate) fn unapplied(&self) -> &Arc<Unapplied> {
         &self.dropped
+    }
+
+    /// The inodes the session writing here changed by naming (`displaced.rs`).
+    pub(super) fn displaced(&self) -> &Displaced {
+        &self.displaced
     }
 
     /// The directories the session writing here uses lent (`loosen.rs`).

@@ -67,8 +67,8 @@ impl Mirroring {
         shared: &Shared<'_>,
         tally: &Tally,
     ) -> Result<Mirroring> {
-        let since = session_start();
         let offered = mirror.map_or((false, false), |mirror| (mirror.delete, mirror.dry_run));
+        let since = session_start(offered.0);
         if shared.settings.asked.is_some_and(|asked| asked != offered) {
             // A server may not delete here unasked, nor ignore a dry run.
             return Err(fail(
@@ -129,8 +129,24 @@ impl Mirroring {
 /// on the clock the kernel stamps changes with (`beneath::change_clock`). A
 /// precise clock with a margin for the lag (50 ms, as before) spared a file a
 /// previous mirror had just written, and a quick "sync, change, sync" left it
-/// behind without a word.
-fn session_start() -> i128 {
+/// behind without a word. A change stamped in the very tick the session began
+/// in may have come before it or after: with `delete` the session begins at the
+/// clock's next tick (a wait of at most one, 4 ms here), else a file written just
+/// before the run (`echo > junk; xfer send --delete`) was kept, as changed during
+/// it, one run in five.
+fn session_start(delete: bool) -> i128 {
+    let now = crate::fs::beneath::change_clock();
+    if !delete {
+        return now;
+    }
+    // Bounded, should the clock be stepped back meanwhile.
+    for _ in 0..100 {
+        std::thread::sleep(std::time::Duration::from_micros(500));
+        let later = crate::fs::beneath::change_clock();
+        if later > now {
+            return later;
+        }
+    }
     crate::fs::beneath::change_clock()
 }
 
@@ -224,4 +240,23 @@ fn offered_paths<'p>(planned: &'p [Planned]) -> (HashSet<&'p str>, HashSet<Vec<u
         }
     }
     (offered, offered_raw)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::session_start;
+
+    /// A file written right before a mirror's session begins is older than it,
+    /// never of the same tick (the kernel stamps changes with a 4 ms clock here).
+    #[test]
+    fn a_mirror_begins_after_the_tick_of_a_change_made_just_before() {
+        let tmp = tempfile::tempdir().unwrap();
+        let file = tmp.path().join("junk");
+        for _ in 0..20 {
+            std::fs::write(&file, b"j").unwrap();
+            let stat = rustix::fs::lstat(&file).unwrap();
+            let since = session_start(true);
+            assert!(crate::fs::beneath::changed_at(&stat) < since);
+        }
+    }
 }
