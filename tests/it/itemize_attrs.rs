@@ -9,7 +9,8 @@
 //! fixed; a user who mirrors expects the copy to carry the source's modes. Only
 //! where the receiver lets its sender replace files (`--overwrite`, `put -f`,
 //! `get -f`, `--delete`): one that keeps what it holds keeps its modes too. A file
-//! with more than one link is left as it is (every link would change).
+//! with more than one link is left as it is (every link would change), unless
+//! every name of it is sent, as hard links of it.
 
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -318,6 +319,67 @@ fn a_same_file_with_another_link_is_left_as_it_is() {
         stderr_of(&sent)
     );
     assert_eq!(fs::read(&secret).unwrap(), b"a\n");
+}
+
+/// A file whose every name the offer sends, as hard links of it, gets the new
+/// mode (`chmod 600` on a secret with a twin in the tree reaches the copy, as with
+/// `rsync -aH`), in the dry run as in the real run; a third name outside the
+/// offer still keeps it as it is.
+#[test]
+fn a_hard_linked_file_whose_every_name_is_sent_gets_its_new_mode() {
+    let root = tempfile::tempdir().unwrap();
+    let root = root.path();
+    fs::create_dir_all(root.join("src/tree/sub")).unwrap();
+    fs::create_dir_all(root.join("dst")).unwrap();
+    fs::write(root.join("src/tree/a"), b"secret\n").unwrap();
+    set_mode(&root.join("src/tree/a"), 0o644);
+    fs::hard_link(root.join("src/tree/a"), root.join("src/tree/sub/twin")).unwrap();
+    let (sent, recv_code, recv_err) = mirror(root, &[], &[]);
+    assert_eq!(
+        (code(&sent), recv_code),
+        (0, 0),
+        "{}{recv_err}",
+        stderr_of(&sent)
+    );
+    let copy = root.join("dst/tree/a");
+    assert_eq!(fs::metadata(&copy).unwrap().nlink(), 2);
+    set_mode(&root.join("src/tree/a"), 0o600);
+    let (dry, _, _) = mirror(root, OVERWRITE, &["-n", "--delete"]);
+    assert_eq!(
+        stdout_lines(&dry),
+        ["attrs    tree/a", "same     tree/sub/twin"]
+    );
+    assert_eq!(mode(&copy), 0o644, "a dry run changes nothing");
+    let (sent, recv_code, recv_err) = mirror(root, OVERWRITE, MIRROR_I);
+    assert_eq!(
+        (code(&sent), recv_code),
+        (0, 0),
+        "{}{recv_err}",
+        stderr_of(&sent)
+    );
+    assert_eq!(stdout_lines(&sent), ["attrs    tree/a"]);
+    assert!(
+        !stderr_of(&sent).contains("could not set"),
+        "{}",
+        stderr_of(&sent)
+    );
+    assert_eq!(mode(&copy), 0o600);
+    assert_eq!(mode(&root.join("dst/tree/sub/twin")), 0o600);
+    // A third name, outside what is sent: left as it is, and said.
+    fs::hard_link(&copy, root.join("dst/elsewhere")).unwrap();
+    set_mode(&root.join("src/tree/a"), 0o640);
+    let (sent, recv_code, recv_err) = mirror(root, OVERWRITE, MIRROR_I);
+    assert_eq!(
+        (code(&sent), recv_code),
+        (0, 0),
+        "{}{recv_err}",
+        stderr_of(&sent)
+    );
+    assert_eq!(mode(&root.join("dst/elsewhere")), 0o600);
+    assert!(
+        recv_err.contains("it has 3 names (hard links)"),
+        "{recv_err}"
+    );
 }
 
 #[test]

@@ -7,8 +7,14 @@
 //! left as it is, and so is one with more than one link: changing it in place would
 //! change every link, maybe one outside the target (a hard link to another tree, a
 //! `cp -al` snapshot); one of those whose metadata differs is said, not skipped in
-//! silence. Whether to refresh at all is the caller's choice: only where
+//! silence. The exception is a file every name of which the offer sends as hard
+//! links of it: changing it changes nothing the offer does not name (as `rsync
+//! -aH` changes them all). Whether to refresh at all is the caller's choice: only where
 //! the receiver lets its sender replace files.
+
+use std::collections::HashSet;
+
+use rustix::fs::Stat;
 
 use super::meta;
 use super::resolver::{Resolver, split_last};
@@ -20,10 +26,12 @@ impl Resolver<'_> {
     /// and time), holds other metadata (mode, owner, extended attributes); unless
     /// `dry_run`, gives it the offered ones. Its size and time matched already;
     /// they are checked again on the file opened, which may have been swapped since.
+    /// `twins`: the other names the offer gives it (its hard links, checked paths
+    /// beneath the target).
     pub(crate) fn refresh_same_file(
         &mut self,
         path: &str,
-        components: &[&[u8]],
+        (components, twins): (&[&[u8]], &[Vec<&[u8]>]),
         entry: &Entry,
         dry_run: bool,
     ) -> Result<bool, Refusal> {
@@ -41,7 +49,7 @@ impl Resolver<'_> {
         if !meta::differs(&file, &stat, entry, policy, false) {
             return Ok(false);
         }
-        if stat.st_nlink != 1 {
+        if stat.st_nlink != 1 && !self.only_names(&stat, components, twins) {
             return Err(other_names(path, stat.st_nlink));
         }
         if !dry_run {
@@ -88,6 +96,23 @@ impl Resolver<'_> {
                 .map_err(|err| Refusal::io(path, "cannot set its metadata", err))?;
         }
         Ok(true)
+    }
+
+    /// Whether the file found as `stat` at `components` has no names but that and
+    /// `twins`, each of which holds it (reached without following a link).
+    fn only_names(&mut self, stat: &Stat, components: &[&[u8]], twins: &[Vec<&[u8]>]) -> bool {
+        let mut names: HashSet<&[&[u8]]> = HashSet::from([components]);
+        names.extend(twins.iter().map(Vec::as_slice));
+        names.len() as u64 == stat.st_nlink
+            && twins.iter().all(|twin| {
+                let (parents, name) = split_last(twin);
+                let found = match self.walk(parents, false) {
+                    Ok(Some(dir)) => beneath::stat(&*dir, name).ok().flatten(),
+                    _ => None,
+                };
+                found
+                    .is_some_and(|found| (found.st_dev, found.st_ino) == (stat.st_dev, stat.st_ino))
+            })
     }
 
     /// Whether the existing directory at `components` holds other metadata than

@@ -4,6 +4,7 @@
 //! resumable data found, and (feature `delta`) the file an entry replaces chunked
 //! as its basis. Each decision goes out in the plan as soon as it is made.
 
+use std::collections::HashMap;
 use std::hash::BuildHasher;
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -128,6 +129,7 @@ pub(crate) fn plan<'c, W: Write>(
             let dry_run = mirror.is_some_and(|mirror| mirror.dry_run);
             let mut decider =
                 Decider::new((target, tally.reporter()), shared, entries.len(), dry_run);
+            decider.twins = twins_of(&entries);
             for entry in consumed(entries) {
                 let (mut item, decision) = decider.decide(entry, &planned, tally);
                 if decider.dry_run {
@@ -147,6 +149,23 @@ pub(crate) fn plan<'c, W: Write>(
     }
     decisions.finish_plan()?;
     Ok(planned)
+}
+
+/// By the index of each file the offer gives hard links, their paths.
+fn twins_of(entries: &[Entry]) -> HashMap<u64, Vec<Vec<u8>>> {
+    let mut twins: HashMap<u64, Vec<Vec<u8>>> = HashMap::new();
+    for entry in entries
+        .iter()
+        .filter(|entry| entry.kind == EntryKind::Hardlink)
+    {
+        if let Some(of) = entry.extra().of {
+            twins
+                .entry(of)
+                .or_default()
+                .push(entry.path_bytes().into_owned());
+        }
+    }
+    twins
 }
 
 /// The claims and reservations the disk thread releases, each as soon as its file
@@ -275,6 +294,8 @@ struct Decider<'s, 'c> {
     quick_check: bool,
     /// Decide only: touch nothing (section 17.4).
     dry_run: bool,
+    /// By the index of a file the offer gives hard links, their paths.
+    twins: HashMap<u64, Vec<Vec<u8>>>,
 }
 
 impl<'s, 'c> Decider<'s, 'c> {
@@ -302,6 +323,7 @@ impl<'s, 'c> Decider<'s, 'c> {
             // the quick check off for both.
             quick_check: shared.mirror && !shared.mirroring.is_some_and(|asked| asked.ignore_times),
             dry_run,
+            twins: HashMap::new(),
         }
     }
 
@@ -478,7 +500,7 @@ impl<'s, 'c> Decider<'s, 'c> {
         let over_dir = look.as_ref().map(|look| look.seen);
         let freed = look.as_ref().map(|look| look.freed);
         let Some((replaces, other)) = replaced(placement) else {
-            let attrs = self.refresh(entry, &components, &shown);
+            let attrs = self.refresh(entry, (&components, before.len()), &shown);
             return Ok(Decided::Same { attrs });
         };
         if self.dry_run {
@@ -764,14 +786,28 @@ impl<'s, 'c> Decider<'s, 'c> {
     /// `--delete`): a receiver that keeps what it holds keeps its modes and owners
     /// too. What cannot be applied (a file of another owner, for a receiver that is
     /// not root) is said and leaves the entry `same`: it is delivered either way.
-    fn refresh(&mut self, entry: &Entry, components: &[&[u8]], shown: &str) -> bool {
+    /// `index`: the entry's in the offer.
+    fn refresh(
+        &mut self,
+        entry: &Entry,
+        (components, index): (&[&[u8]], usize),
+        shown: &str,
+    ) -> bool {
         if !self.shared.settings.overwrite {
             return false;
         }
         let refreshed = match entry.kind {
             EntryKind::File => {
+                let twins = self
+                    .twins
+                    .get(&(index as u64))
+                    .map_or(&[][..], Vec::as_slice);
+                let names = self.shared.settings.names;
+                let twins: Vec<Vec<&[u8]>> = (twins.iter())
+                    .filter_map(|twin| check_path_bytes(twin, names).ok())
+                    .collect();
                 self.resolver
-                    .refresh_same_file(shown, components, entry, self.dry_run)
+                    .refresh_same_file(shown, (components, &twins), entry, self.dry_run)
             }
             _ => self
                 .resolver
@@ -947,7 +983,7 @@ impl<'s, 'c> Decider<'s, 'c> {
         let look = self.dir_in_the_way(entry, components, placement)?;
         let over_dir = look.as_ref().map(|look| look.seen);
         let Some((replaces, other)) = replaced(placement) else {
-            let attrs = self.refresh(entry, components, shown);
+            let attrs = self.refresh(entry, (components, before.len()), shown);
             return Ok(Decided::Same { attrs });
         };
         if self.dry_run {
