@@ -88,6 +88,32 @@ pub(crate) fn may_remove_names(dir: impl AsFd) -> Result<(), Errno> {
     }
 }
 
+/// For a dry run, what the real run's removal of `name` of `parent` (found as
+/// `stat`) would meet of its own flags: an immutable or append-only file or
+/// directory (`chattr +i`, `+a`) is not removed, not even by root (EPERM). A link
+/// or special file is not looked at (its flags cannot be read without opening
+/// what it is), nor one this process cannot open.
+pub(crate) fn may_remove_entry(
+    parent: impl AsFd,
+    name: impl rustix::path::Arg,
+    stat: &Stat,
+) -> Result<(), Errno> {
+    let open_as = match kind(stat) {
+        FileType::RegularFile => OFlags::RDONLY,
+        FileType::Directory => OFlags::RDONLY | OFlags::DIRECTORY,
+        _ => return Ok(()),
+    };
+    let flags = open_as | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC;
+    let Ok(fd) = rustix::fs::openat(parent, name, flags, Mode::empty()) else {
+        return Ok(());
+    };
+    let pinned = rustix::fs::IFlags::IMMUTABLE | rustix::fs::IFlags::APPEND;
+    match rustix::fs::ioctl_getflags(&fd) {
+        Ok(flags) if flags.intersects(pinned) => Err(Errno::PERM),
+        _ => Ok(()),
+    }
+}
+
 /// When `stat`'s inode last changed, in nanoseconds since the epoch.
 pub(crate) fn changed_at(stat: &Stat) -> i128 {
     i128::from(stat.st_ctime) * 1_000_000_000 + i128::from(stat.st_ctime_nsec)

@@ -12,7 +12,7 @@
 
 use std::fs;
 use std::os::unix::fs::{PermissionsExt, symlink};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::util::server::{Site, as_user, client, code};
@@ -880,36 +880,74 @@ fn a_dry_run_refuses_what_the_disk_has_no_room_for_as_the_real_run() {
 /// with the real run's error, and exits 7 as it does.
 #[test]
 fn a_dry_run_sees_that_an_append_only_directory_lets_nothing_go() {
+    pinned_stays(
+        |dst| {
+            let append_only = dst.join("tree/ao");
+            fs::create_dir_all(&append_only).unwrap();
+            fs::write(append_only.join("gone"), b"gone\n").unwrap();
+            vec![("a", append_only)]
+        },
+        &["kept     tree/ao/gone  (Operation not permitted (os error 1))"],
+    );
+}
+
+/// An immutable file or directory (`chattr +i`) cannot be removed, not even by
+/// root: the dry run says so as the real run does, where it used to list them
+/// `deleted` and exit 0 before a real run that kept them and exited 7.
+#[test]
+fn a_dry_run_sees_that_an_immutable_file_or_directory_stays() {
+    pinned_stays(
+        |dst| {
+            let (file, dir) = (dst.join("tree/imm"), dst.join("tree/immdir"));
+            fs::create_dir_all(&dir).unwrap();
+            fs::write(&file, b"imm\n").unwrap();
+            vec![("i", file), ("i", dir)]
+        },
+        &[
+            "kept     tree/imm  (Operation not permitted (os error 1))",
+            "kept     tree/immdir  (Operation not permitted (os error 1))",
+        ],
+    );
+}
+
+/// A mirror of `src/tree` (just `a`) into `dst`, whose `tree` holds what
+/// `make_pinned` makes and pins (`chattr +FLAG` on each path it returns), with
+/// `--delete`: first a dry run (which changes nothing), then the real run; both
+/// exit 7 and say `kept` for exactly the lines `kept` (sorted), and the pinned
+/// entries stay.
+fn pinned_stays(make_pinned: impl FnOnce(&Path) -> Vec<(&'static str, PathBuf)>, kept: &[&str]) {
     let root = tempfile::tempdir().unwrap();
     let tree = root.path().join("src/tree");
     fs::create_dir_all(&tree).unwrap();
     fs::write(tree.join("a"), b"a\n").unwrap();
     let dst = root.path().join("dst");
-    let append_only = dst.join("tree/ao");
-    fs::create_dir_all(&append_only).unwrap();
-    fs::write(append_only.join("gone"), b"gone\n").unwrap();
-    let chattr = |flag: &str, dir: &Path| {
+    let pinned = make_pinned(&dst);
+    let chattr = |flag: String, path: &Path| {
         std::process::Command::new("chattr")
             .arg(flag)
-            .arg(dir)
+            .arg(path)
             .status()
             .is_ok_and(|status| status.success())
     };
-    if !chattr("+a", &append_only) {
-        eprintln!("SKIPPED: needs chattr, root and a filesystem with append-only directories");
-        return;
-    }
     // Lifted again whatever happens, or the temporary directory could not go.
-    struct Lift<'a>(&'a Path);
-    impl Drop for Lift<'_> {
+    struct Lift(Vec<(&'static str, PathBuf)>);
+    impl Drop for Lift {
         fn drop(&mut self) {
-            let _ = std::process::Command::new("chattr")
-                .arg("-a")
-                .arg(self.0)
-                .status();
+            for (flag, path) in &self.0 {
+                let _ = std::process::Command::new("chattr")
+                    .arg(format!("-{flag}"))
+                    .arg(path)
+                    .status();
+            }
         }
     }
-    let _lift = Lift(&append_only);
+    let _lift = Lift(pinned.clone());
+    for (flag, path) in &pinned {
+        if !chattr(format!("+{flag}"), path) {
+            eprintln!("SKIPPED: needs chattr, root and a filesystem with chattr +{flag}");
+            return;
+        }
+    }
     // Made well before the session (a mirror spares what changed since it began).
     std::thread::sleep(Duration::from_millis(100));
     let before = snapshot(&dst);
@@ -919,23 +957,25 @@ fn a_dry_run_sees_that_an_append_only_directory_lets_nothing_go() {
         let sent = send(&[&tree], receiver.port, KEY, flags);
         assert_eq!(receiver.exit_code(), 7, "{}", receiver.stderr());
         let text = String::from_utf8_lossy(&sent.stdout).into_owned();
-        let kept: Vec<String> = (text.lines())
+        let mut said: Vec<String> = (text.lines())
             .filter(|line| line.starts_with("kept"))
             .map(str::to_string)
             .collect();
-        outcomes.push((code(&sent), kept));
+        said.sort();
+        outcomes.push((code(&sent), said));
         if flags[0] == "-n" {
             assert_eq!(snapshot(&dst), before, "a dry run changes nothing");
         }
     }
-    let expected =
-        vec!["kept     tree/ao/gone  (Operation not permitted (os error 1))".to_string()];
+    let expected: Vec<String> = kept.iter().map(|line| line.to_string()).collect();
     assert_eq!(outcomes[1], (7, expected), "the real run");
     assert_eq!(
         outcomes[0], outcomes[1],
         "the dry run says what the real run does"
     );
-    assert!(append_only.join("gone").exists());
+    for (_, path) in &pinned {
+        assert!(path.exists(), "{}", path.display());
+    }
 }
 
 /// What `--delete` could not remove in the real run (a directory of the tree its

@@ -481,8 +481,10 @@ impl<'a, 'b> Walk<'a, 'b> {
                 Err(Errno::ACCESS) if self.target.would_loosen(parent, !parent_path.is_empty()) => {
                     Ok(())
                 }
-                other => other.map_err(Unlink::Os),
-            },
+                other => other,
+            }
+            .and_then(|()| beneath::may_remove_entry(parent, name, stat))
+            .map_err(Unlink::Os),
             false => {
                 self.target.enter_dir(parent, parent_path.as_bytes());
                 self.unlink(parent, (name, stat), path, kind)
