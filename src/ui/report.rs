@@ -166,6 +166,14 @@ pub(crate) enum Change {
 }
 
 impl Change {
+    /// Whether the change is a directory's (shown with a trailing slash).
+    fn of_a_dir(self) -> bool {
+        matches!(
+            self,
+            Change::NewDir | Change::DirAttrs | Change::ReplacedDir | Change::DeletedDir
+        )
+    }
+
     /// What removing an item of `kind` was.
     pub(crate) fn deleted(kind: ItemKind) -> Change {
         match kind {
@@ -541,6 +549,10 @@ impl Reporter {
                     "event": "change", "change": change.word(), "dry_run": dry_run,
                 });
                 name_members(&mut event, path);
+                if change.of_a_dir() {
+                    // What the text's trailing slash says (`deleted  old/`).
+                    event["dir"] = json!(true);
+                }
                 if let Some(note) = note {
                     event["message"] = json!(note);
                 }
@@ -560,10 +572,7 @@ impl Reporter {
         if self.style.quiet || (self.style.serving && !self.style.itemize) {
             return;
         }
-        let slash = match change {
-            Change::NewDir | Change::DirAttrs | Change::ReplacedDir | Change::DeletedDir => "/",
-            _ => "",
-        };
+        let slash = if change.of_a_dir() { "/" } else { "" };
         // A serving process's lines of many sessions interleave, with no summary
         // under them: each line of a dry run says it was one.
         let note = match (note, dry_run && self.style.serving) {
@@ -752,6 +761,10 @@ impl Reporter {
         event["peer"] = json!("?");
         self.identify(&mut event);
         event["verb"] = json!(verb);
+        if event.get("action").is_none() {
+            // A serving receiver's session answers no request: what it did.
+            event["action"] = json!(verb);
+        }
         event["ok"] = json!(result.is_ok());
         if let Err(err) = result {
             event["error"] = json!(format!("{err:#}"));

@@ -554,6 +554,8 @@ fn a_serving_receiver_reports_each_session_as_one_json_event() {
         session["peer"].as_str().unwrap().starts_with("127.0.0.1:"),
         "{session}"
     );
+    // README's table: every session event has `action`.
+    assert_eq!(session["action"], "received", "{session}");
 }
 
 #[test]

@@ -146,18 +146,19 @@ fn json_carries_each_change_and_the_count() {
     let (sent, _, _) = mirror(root.path(), &["--overwrite"], &["--delete", "--json"]);
     assert_eq!(code(&sent), 0, "{}", stderr_of(&sent));
     let events = stdout_events(&sent);
-    let deleted: Vec<&str> = events
+    // A directory's say so (`dir`), as the text's trailing slash does.
+    let deleted: Vec<(&str, bool)> = events
         .iter()
         .filter(|e| e["event"] == "change" && e["change"] == "deleted")
-        .map(|e| e["path"].as_str().unwrap())
+        .map(|e| (e["path"].as_str().unwrap(), e["dir"] == true))
         .collect();
     assert_eq!(
         deleted,
         [
-            "tree/old/deeper/o",
-            "tree/old/deeper",
-            "tree/old",
-            "tree/stale"
+            ("tree/old/deeper/o", false),
+            ("tree/old/deeper", true),
+            ("tree/old", true),
+            ("tree/stale", false)
         ]
     );
     let summary = events.iter().find(|e| e["event"] == "summary").unwrap();
