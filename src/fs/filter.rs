@@ -93,6 +93,41 @@ fn shadowed_includes(rules: &[String], include: &[String]) -> Vec<String> {
     said
 }
 
+/// What to say of each rule whose first component names a directory sent (its
+/// name and path in `dirs`): `--exclude /src/cache/` while sending `src`. Rules
+/// match below each directory sent, so that one names `src/src/cache`, which is
+/// not what an rsync user means (rsync's top, for `src` without a slash, is the
+/// directory holding it), and `--delete` then removes the `src/cache/` it was
+/// meant to protect. Only an anchored rule (a `/` before its last character) whose
+/// first component is literal, and only where that path is not there.
+pub(crate) fn rules_naming_a_directory_sent(
+    rules: &[String],
+    dirs: &[(String, PathBuf)],
+) -> Vec<String> {
+    let mut said = Vec::new();
+    for rule in rules.iter().filter(|rule| !rule.starts_with('#')) {
+        let pattern = rule.strip_prefix('!').unwrap_or(rule);
+        let below = pattern.trim_start_matches('/');
+        let anchored = pattern.starts_with('/') || below.trim_end_matches('/').contains('/');
+        let Some((first, rest)) = below.split_once('/') else {
+            continue;
+        };
+        let named = dirs.iter().find(|(name, _)| name == first);
+        if let (true, Some((name, path))) = (anchored, named)
+            && !rest.is_empty()
+            && std::fs::symlink_metadata(path.join(first)).is_err()
+        {
+            said.push(format!(
+                "the rule \"{}\" is matched below each directory sent, so it names \
+                 {name}/{below}, which is not there; for {below} write \"/{rest}\" (the \
+                 name of the directory sent is not part of the paths rules see)",
+                as_typed(rule),
+            ));
+        }
+    }
+    said
+}
+
 /// Why the gitignore line `pattern`, given where a pattern is expected, is no
 /// rule: the filter cannot compile it (the reason `globset` gives: an unclosed
 /// `[` class, which `ignore` would take as a literal `[` where git's own matcher
@@ -416,6 +451,32 @@ mod tests {
         // Valid ones pass, unchanged, includes after a `!`.
         let fine = rules(&["*.o", "\\#lit", "a/"], &["keep.o"]).unwrap();
         assert_eq!(fine, ["*.o", "\\#lit", "a/", "!keep.o"]);
+    }
+
+    #[test]
+    fn a_rule_that_names_the_directory_sent_is_said_to_match_below_it() {
+        let tmp = tempfile::tempdir().unwrap();
+        let src = tmp.path().join("src");
+        std::fs::create_dir_all(src.join("cache")).unwrap();
+        let dirs = [("src".to_string(), src.clone())];
+        let rules: Vec<String> = [
+            "/src/cache/",
+            "src/cache",
+            "!/src/keep",
+            "/cache/",
+            "src",
+            "*.o",
+        ]
+        .map(String::from)
+        .to_vec();
+        let said = rules_naming_a_directory_sent(&rules, &dirs);
+        assert_eq!(said.len(), 3, "{said:#?}");
+        assert!(said[0].contains("names src/src/cache/") && said[0].contains("write \"/cache/\""));
+        assert!(said[1].contains("\"src/cache\"") && said[1].contains("write \"/cache\""));
+        assert!(said[2].contains("\"!/src/keep\"") && said[2].contains("write \"/keep\""));
+        // Where src/src is there, the rule may mean it: nothing said.
+        std::fs::create_dir_all(src.join("src")).unwrap();
+        assert!(rules_naming_a_directory_sent(&rules, &dirs).is_empty());
     }
 
     #[test]

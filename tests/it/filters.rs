@@ -303,3 +303,46 @@ fn a_name_that_is_not_utf8_is_matched_as_its_bytes() {
         ]
     );
 }
+
+/// An rsync habit, `--exclude /t/cache/` while sending `t`: rules match below the
+/// directory sent, so it names `t/t/cache/` and protects nothing from `--delete`.
+/// A warning says so, and what to write; the run goes on as told.
+#[test]
+fn a_rule_naming_the_directory_sent_gets_a_warning_saying_what_to_write() {
+    let root = tempfile::tempdir().unwrap();
+    tree(root.path(), &["t/a", "t/cache/p"]);
+    let dst = root.path().join("dst");
+    let mut receiver = Receiver::start(&dst, Some(KEY), &[]);
+    let sent = send(
+        &[&root.path().join("t")],
+        receiver.port,
+        KEY,
+        &["--exclude", "/t/cache/"],
+    );
+    assert_eq!(code(&sent), 0, "{}", stderr_of(&sent));
+    assert_eq!(receiver.exit_code(), 0, "{}", receiver.stderr());
+    assert_eq!(names(&dst), ["t/a", "t/cache/p"]);
+    let said = stderr_of(&sent);
+    assert!(
+        said.contains("warning: the rule \"/t/cache/\" is matched below each directory sent")
+            && said.contains("for t/cache/ write \"/cache/\""),
+        "{said}"
+    );
+    // Written as it says, it leaves the directory out.
+    let dst = root.path().join("dst2");
+    let mut receiver = Receiver::start(&dst, Some(KEY), &[]);
+    let sent = send(
+        &[&root.path().join("t")],
+        receiver.port,
+        KEY,
+        &["--exclude", "/cache/"],
+    );
+    assert_eq!(code(&sent), 0, "{}", stderr_of(&sent));
+    assert_eq!(receiver.exit_code(), 0, "{}", receiver.stderr());
+    assert_eq!(names(&dst), ["t/a"]);
+    assert!(
+        !stderr_of(&sent).contains("warning"),
+        "{}",
+        stderr_of(&sent)
+    );
+}
