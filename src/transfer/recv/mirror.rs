@@ -129,25 +129,30 @@ impl Mirroring {
 /// on the clock the kernel stamps changes with (`beneath::change_clock`). A
 /// precise clock with a margin for the lag (50 ms, as before) spared a file a
 /// previous mirror had just written, and a quick "sync, change, sync" left it
-/// behind without a word. A change stamped in the very tick the session began
-/// in may have come before it or after: with `delete` the session begins at the
-/// clock's next tick (a wait of at most one, 4 ms here), else a file written just
-/// before the run (`echo > junk; xfer send --delete`) was kept, as changed during
-/// it, one run in five.
+/// behind without a word. But a change made just before the session may carry a
+/// stamp at or after that clock's reading (of the same tick, or a precise stamp:
+/// the kernel stamps a change precisely where the file's times were just looked
+/// at, and the coarse clock can lag by more than a tick on a busy machine): with
+/// `delete` the session begins once that clock has passed the precise time it
+/// began at (a wait of about one tick, 4 ms here), so that such a file is not
+/// taken for one changed during the run (it was kept, one run in five).
 fn session_start(delete: bool) -> i128 {
     let now = crate::fs::beneath::change_clock();
     if !delete {
         return now;
     }
-    // Bounded, should the clock be stepped back meanwhile.
+    let precise = rustix::time::clock_gettime(rustix::time::ClockId::Realtime);
+    let began = i128::from(precise.tv_sec) * 1_000_000_000 + i128::from(precise.tv_nsec);
+    // Bounded, should the clock be stepped back meanwhile: then a file changed
+    // just before is kept, the safe way to be wrong.
     for _ in 0..100 {
-        std::thread::sleep(std::time::Duration::from_micros(500));
         let later = crate::fs::beneath::change_clock();
-        if later > now {
+        if later > began {
             return later;
         }
+        std::thread::sleep(std::time::Duration::from_micros(500));
     }
-    crate::fs::beneath::change_clock()
+    now
 }
 
 /// Removes what the accepted directories of `planned` hold and the offer does not
