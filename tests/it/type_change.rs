@@ -172,6 +172,43 @@ fn an_excluded_entry_keeps_its_directory_and_the_file_is_refused_saying_why() {
     assert_eq!(fs::read(root.path().join("dst/tree/d/f")).unwrap(), b"f\n");
 }
 
+/// The source made a file of a directory the filters exclude (`--exclude x/`):
+/// the directory stays with all it holds and the file is refused saying why, in
+/// the dry run as in the real run (rsync would let it go); `--delete-excluded`
+/// lets it go.
+#[test]
+fn an_excluded_directory_is_not_replaced_by_a_file_of_its_name() {
+    let root = tempfile::tempdir().unwrap();
+    source(root.path());
+    other_types(root.path(), &["inside"]);
+    let x = root.path().join("dst/tree/x");
+    let before = snapshot(&root.path().join("dst"));
+    let excluded = ["--delete", "--exclude", "x/"];
+    let dry: Vec<&str> = excluded.iter().copied().chain(["-n"]).collect();
+    for flags in [&dry[..], &excluded[..]] {
+        let (sent, recv_code, _) = mirror(root.path(), &["--overwrite"], flags);
+        assert_eq!((code(&sent), recv_code), (6, 6), "{}", stderr_of(&sent));
+        let err = stderr_of(&sent);
+        assert!(
+            err.contains("tree/x: the directory of that name is one the filters exclude"),
+            "{err}"
+        );
+        assert_eq!(fs::read(x.join("inside")).unwrap(), b"old\n");
+    }
+    assert_eq!(
+        before_of(&snapshot(&root.path().join("dst")), "tree/x"),
+        before_of(&before, "tree/x")
+    );
+    let with: Vec<&str> = excluded
+        .iter()
+        .copied()
+        .chain(["--delete-excluded"])
+        .collect();
+    let (sent, recv_code, _) = mirror(root.path(), &["--overwrite"], &with);
+    assert_eq!((code(&sent), recv_code), (0, 0), "{}", stderr_of(&sent));
+    assert_eq!(fs::read(&x).unwrap(), b"x is a file now\n");
+}
+
 #[test]
 fn a_link_planted_in_the_directory_is_removed_itself_and_the_outside_is_untouched() {
     let root = tempfile::tempdir().unwrap();

@@ -12,11 +12,12 @@ use std::os::fd::OwnedFd;
 use std::sync::PoisonError;
 
 use super::shared::Shared;
+use crate::escape::escape;
 use crate::fs::Refusal;
 use crate::fs::filter::Filter;
 use crate::fs::ledger::Footprint;
 use crate::fs::sink::{PartFile, Prune, Spare, TargetDir};
-use crate::proto::message::{KeptWhy, Removed};
+use crate::proto::message::{ErrorCode, KeptWhy, Removed};
 
 /// Why `--delete` keeps `path` (a directory: `is_dir`) although the offer lacks
 /// it: `filter` excludes it, or another session of this process is receiving it
@@ -129,6 +130,18 @@ fn walk(
     let default = Default::default();
     let mirroring = shared.mirroring.unwrap_or(&default);
     let within = target.identity();
+    if mirroring.filter.excluded(at.1.as_bytes(), true) && target.dir_identity(at.0) != (0, 0) {
+        // The user's word on that directory stands, whatever took its name at the
+        // source (rsync lets it go with all it holds).
+        return Err(Refusal::new(
+            ErrorCode::Exists,
+            format!(
+                "{}: the directory of that name is one the filters exclude, which is \
+                 never removed (--delete-excluded lets it go); not replaced",
+                escape(at.1)
+            ),
+        ));
+    }
     let keep = |child: &str, is_dir: bool| kept(&mirroring.filter, shared, within, child, is_dir);
     let rules = Prune {
         offered: &|_| false,
