@@ -209,11 +209,13 @@ impl Tally {
                 .expect("no panics while holding the lock");
             match change {
                 Change::Deleted | Change::DeletedDir => summary.deleted += 1,
-                Change::NotDeleted => summary.not_deleted += 1,
-                Change::Kept(why) => match summary.kept_for.iter_mut().find(|(w, _)| *w == why) {
-                    Some((_, n)) => *n += 1,
-                    None => summary.kept_for.push((why, 1)),
-                },
+                Change::NotDeleted { .. } => summary.not_deleted += 1,
+                Change::Kept { why, .. } => {
+                    match summary.kept_for.iter_mut().find(|(w, _)| *w == why) {
+                        Some((_, n)) => *n += 1,
+                        None => summary.kept_for.push((why, 1)),
+                    }
+                }
                 _ => {}
             }
             if let Some(dry) = summary.dry_run.as_mut() {
@@ -238,9 +240,9 @@ impl Tally {
         let style = self.reporter.style();
         let listed = match change {
             Change::Same | Change::Skipped | Change::Changed => dry_run,
-            Change::NotDeleted => true,
+            Change::NotDeleted { .. } => true,
             // Said in the summary; listed as a deletion is.
-            Change::Kept(_) => dry_run || style.itemize || style.json != Json::Off,
+            Change::Kept { .. } => dry_run || style.itemize || style.json != Json::Off,
             // No other event tells a JSON reader what went.
             Change::Deleted | Change::DeletedDir if style.json != Json::Off => true,
             _ => dry_run || style.itemize,

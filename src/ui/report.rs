@@ -17,7 +17,7 @@ use super::progress;
 use crate::escape::{Named, escape};
 use crate::proto::compress::Squeezed;
 use crate::proto::hash::{Digest, HashKind};
-use crate::proto::message::{Dropped, EntryKind, ErrorCode, ItemKind, KeptWhy};
+use crate::proto::message::{Dropped, EntryKind, ErrorCode, ItemKind, KeptWhy, Removed};
 
 pub(crate) use crate::stderr::{line, set_quiet, warn};
 
@@ -152,11 +152,11 @@ pub(crate) enum Change {
     Deleted,
     /// A directory removed so (shown with a `/`, as `new dir` is).
     DeletedDir,
-    /// `--delete` could not remove it.
-    NotDeleted,
+    /// `--delete` could not remove it (a directory: `dir`).
+    NotDeleted { dir: bool },
     /// `--delete` kept it for safety, never trying (xfer's partial file, a name
     /// that is not UTF-8, a change since the session began, another session's).
-    Kept(KeptWhy),
+    Kept { why: KeptWhy, dir: bool },
     /// An entry without data (a link, a hard link, a special file) that was not on
     /// the receiver.
     NewNode(EntryKind),
@@ -170,8 +170,23 @@ impl Change {
     fn of_a_dir(self) -> bool {
         matches!(
             self,
-            Change::NewDir | Change::DirAttrs | Change::ReplacedDir | Change::DeletedDir
+            Change::NewDir
+                | Change::DirAttrs
+                | Change::ReplacedDir
+                | Change::DeletedDir
+                | Change::NotDeleted { dir: true }
+                | Change::Kept { dir: true, .. }
         )
+    }
+
+    /// What `--delete` did with `removed` (as its report says it).
+    pub(crate) fn of_removal(removed: &Removed) -> Change {
+        let dir = removed.kind == ItemKind::Dir;
+        match (&removed.error, removed.kept) {
+            (_, Some(why)) => Change::Kept { why, dir },
+            (None, None) => Change::deleted(removed.kind),
+            (Some(_), None) => Change::NotDeleted { dir },
+        }
     }
 
     /// What removing an item of `kind` was.
@@ -201,7 +216,7 @@ impl Change {
             Change::Attrs | Change::DirAttrs => "attrs",
             Change::Skipped => "skipped",
             Change::Deleted | Change::DeletedDir => "deleted",
-            Change::NotDeleted | Change::Kept(_) => "kept",
+            Change::NotDeleted { .. } | Change::Kept { .. } => "kept",
             Change::NewNode(kind) => match kind {
                 EntryKind::Symlink => "new link",
                 EntryKind::Hardlink => "new hard link",
@@ -540,7 +555,7 @@ impl Reporter {
         dry_run: bool,
     ) {
         let note = match change {
-            Change::Kept(why) => Some(why.words()),
+            Change::Kept { why, .. } => Some(why.words()),
             _ => note,
         };
         if self.style.json != Json::Off {
@@ -559,7 +574,7 @@ impl Reporter {
                 if let Some(bytes) = bytes {
                     event["bytes"] = json!(bytes);
                 }
-                if let Change::Kept(why) = change {
+                if let Change::Kept { why, .. } = change {
                     event["reason"] = json!(why.code());
                 }
                 if self.style.serving {

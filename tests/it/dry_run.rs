@@ -905,7 +905,7 @@ fn a_dry_run_sees_that_an_immutable_file_or_directory_stays() {
         },
         &[
             "kept     tree/imm  (Operation not permitted (os error 1))",
-            "kept     tree/immdir  (Operation not permitted (os error 1))",
+            "kept     tree/immdir/  (Operation not permitted (os error 1))",
         ],
     );
 }

@@ -195,11 +195,8 @@ fn prune_and_report<W: Write>(
             text: removed.path.clone(),
             bytes: removed.bytes.clone(),
         };
-        match (&removed.error, removed.kept) {
-            (_, Some(why)) => tally.change(Change::Kept(why), &path, 0, None),
-            (None, None) => tally.change(Change::deleted(removed.kind), &path, 0, None),
-            (Some(why), None) => tally.change(Change::NotDeleted, &path, 0, Some(why)),
-        }
+        let why = removed.error.as_deref().filter(|_| removed.kept.is_none());
+        tally.change(Change::of_removal(&removed), &path, 0, why);
         if removed.kept.is_some() && !mirroring.report_kept {
             return;
         }

@@ -150,13 +150,9 @@ fn made_ones(report: &Report<'_>, pending: &Pending) {
 fn tally_removed(tally: &Tally, removed: &[Removed]) {
     for item in removed {
         let path = Named::from(item.path.as_str());
-        match (&item.error, item.kept) {
-            (_, Some(why)) => tally.change(Change::Kept(why), &path, 0, None),
-            (None, None) => tally.change(Change::deleted(item.kind), &path, 0, None),
-            (Some(why), None) => {
-                tally.change(Change::NotDeleted, &path, 0, Some(&escape_said(why)))
-            }
-        }
+        let why = item.error.as_deref().filter(|_| item.kept.is_none());
+        let why = why.map(escape_said);
+        tally.change(Change::of_removal(item), &path, 0, why.as_deref());
     }
 }
 
