@@ -637,6 +637,8 @@ impl Walk<'_> {
             let says_none = matches!(kind, EntryKind::File | EntryKind::Dir);
             entry.extra_mut().xattrs =
                 super::xattr::read(path).filter(|xattrs| !xattrs.is_empty() || says_none);
+        } else if self.options.xattrs {
+            super::xattr::say_not_carried(path);
         }
         entry
     }

@@ -87,6 +87,25 @@ pub(crate) fn read(path: &Path) -> Option<Xattrs> {
     Some(carried.xattrs)
 }
 
+/// Warns, naming `path` (a fifo, a socket or a device, not followed if a link),
+/// of the attributes it holds that would be carried if it were a file: an offer
+/// carries none for such an entry (section 16.1), and they must not be lost in
+/// silence (SELinux labels every device).
+pub(crate) fn say_not_carried(path: &Path) {
+    let Ok(listed) = Holder::Path(path).listed() else {
+        return;
+    };
+    let all = all_namespaces();
+    let held = settable_names(&listed, all).count() + unnamable(&listed, all);
+    if held > 0 {
+        crate::stderr::warn(&format!(
+            "{}: {held} extended attributes not sent: an offer carries none for a fifo, \
+             a socket or a device",
+            escape_path(path)
+        ));
+    }
+}
+
 /// The `user.*` attributes of `fd` but xfer's own, whatever namespaces this process
 /// may read (see [`carried`]): what `xfer serve` offers a `get` that asks for them,
 /// `{}` when there are none, `None` when they cannot be listed; and how many were
@@ -342,20 +361,33 @@ fn stray(name: &str, kept: &[(&str, Vec<u8>)]) -> bool {
     removable(name) && kept.binary_search_by(|(k, _)| (*k).cmp(name)).is_err()
 }
 
-/// Whether an attribute the source lacks may go: never a security label or an ACL
-/// (`security.*`, `system.*`), which the receiving system gave the file and may
-/// rely on (a file without its SELinux label may be denied to everyone), and which
-/// a source on another filesystem may simply not have.
+/// Whether an attribute the source lacks may go: never a security label
+/// (`security.*`), which the receiving system gave the file and may rely on (a file
+/// without its SELinux label may be denied to everyone), nor another `system.*`
+/// one; a POSIX ACL does, as `rsync -A` removes it: access revoked at the source
+/// must not stay granted on the copy. (Only where every namespace is removed, as
+/// root from a sender that read them all: `system.*` is not settable otherwise.)
 fn removable(name: &str) -> bool {
-    !name.starts_with("security.") && !name.starts_with("system.")
+    !name.starts_with("security.") && (!name.starts_with("system.") || POSIX_ACLS.contains(&name))
+}
+
+/// The attributes that hold a file's or directory's POSIX ACLs.
+const POSIX_ACLS: [&str; 2] = ["system.posix_acl_access", "system.posix_acl_default"];
+
+/// Removes from the file or directory `fd`, just made, the ACL it inherited from
+/// its directory's default ACL where `xattrs` (the source's, every namespace) has
+/// none: the copy is to have the source's access, no more.
+pub(crate) fn drop_inherited_acl(fd: impl AsFd, xattrs: &Xattrs) {
+    let access = POSIX_ACLS[0];
+    if !xattrs.contains_key(access) {
+        let _ = rustix::fs::fremovexattr(&fd, access);
+    }
 }
 
 /// Sets attributes on the link `name` in directory `dir` itself (never what it
 /// points at), through `/proc/self/fd`; returns how many were not set.
 pub(crate) fn apply_to_link(dir: impl AsFd, name: &[u8], xattrs: &Xattrs, all: bool) -> usize {
-    use std::os::fd::AsRawFd;
-    let mut path = format!("/proc/self/fd/{}/", dir.as_fd().as_raw_fd()).into_bytes();
-    path.extend_from_slice(name);
+    let path = through_proc(dir, name);
     let mut dropped = 0;
     for (attr, value) in xattrs {
         let value = unhex_vec(value).unwrap_or_default();
@@ -370,6 +402,28 @@ pub(crate) fn apply_to_link(dir: impl AsFd, name: &[u8], xattrs: &Xattrs, all: b
         dropped += usize::from(!set);
     }
     dropped
+}
+
+/// Whether the link (or special file) `name` in `dir` itself holds each of
+/// `xattrs` that [`apply_to_link`] would set with `all`, with the same value.
+pub(crate) fn link_holds(dir: impl AsFd, name: &[u8], xattrs: &Xattrs, all: bool) -> bool {
+    let path = through_proc(dir, name);
+    let wanted = xattrs.iter().filter(|(attr, _)| settable(attr, all));
+    wanted.into_iter().all(|(attr, value)| {
+        let value = unhex_vec(value).unwrap_or_default();
+        let mut here = vec![0u8; value.len() + 1];
+        rustix::fs::lgetxattr(path.as_slice(), attr.as_str(), &mut here[..])
+            .is_ok_and(|len| here[..len] == value[..])
+    })
+}
+
+/// `name` in `dir` as a path through `/proc/self/fd`, for the calls that take a
+/// path only (`l*xattr`, which do not follow its last component).
+fn through_proc(dir: impl AsFd, name: &[u8]) -> Vec<u8> {
+    use std::os::fd::AsRawFd;
+    let mut path = format!("/proc/self/fd/{}/", dir.as_fd().as_raw_fd()).into_bytes();
+    path.extend_from_slice(name);
+    path
 }
 
 #[cfg(test)]
@@ -422,9 +476,10 @@ mod tests {
     }
 
     #[test]
-    fn labels_and_acls_the_source_lacks_stay() {
+    fn labels_the_source_lacks_stay_and_acls_go() {
         assert!(removable("user.comment") && removable("trusted.x"));
-        assert!(!removable("security.selinux") && !removable("system.posix_acl_access"));
+        assert!(!removable("security.selinux") && !removable("system.nfs4_acl"));
+        assert!(removable("system.posix_acl_access") && removable("system.posix_acl_default"));
         let dir = tempfile::tempdir().unwrap();
         let file = std::fs::File::create(dir.path().join("f")).unwrap();
         let set = |name: &str| {

@@ -1130,7 +1130,8 @@ fn dropped_words(kind: &str, here: bool) -> (&'static str, &'static str) {
         ),
         _ => (
             "the receiver could not set the metadata",
-            "held there already: not its own, or with other names (hard links)",
+            "held there already and not changeable there (another owner's, other \
+             names that are not sent, or not permitted): the receiver names each",
         ),
     }
 }

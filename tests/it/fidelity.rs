@@ -115,8 +115,9 @@ fn a_tree_arrives_as_it_left_and_a_rerun_sends_nothing() {
 
 /// A fifo carries no attributes in an offer (section 16.1 refuses the member on
 /// one, and the offer with it): one that has some (as root, `trusted.*`, or the
-/// label SELinux gives every file) is still sent with `-a -X`, without them. It
-/// used to make the receiver refuse the whole offer.
+/// label SELinux gives every file) is still sent with `-a -X`, without them, and
+/// the sender says so, naming it. It used to make the receiver refuse the whole
+/// offer, then to drop them in silence.
 #[test]
 fn a_fifo_with_attributes_is_sent_without_them() {
     let src = tempfile::tempdir().unwrap();
@@ -135,7 +136,159 @@ fn a_fifo_with_attributes_is_sent_without_them() {
     assert_eq!(receiver.exit_code(), 0, "{}", receiver.stderr());
     let pipe = fs::symlink_metadata(out.path().join("t/pipe")).unwrap();
     assert!(std::os::unix::fs::FileTypeExt::is_fifo(&pipe.file_type()));
+    let said = stderr_of(&sent);
+    assert!(
+        said.contains("t/pipe: 1 extended attributes not sent: an offer carries none"),
+        "{said}"
+    );
     assert_eq!(fs::read(out.path().join("t/f")).unwrap(), b"file");
+}
+
+/// A file with capabilities (`setcap cap_net_raw+ep`, a `ping`) and a foreign
+/// owner keeps both with `-a`: the owner is given first, since a change of owner
+/// clears `security.capability` (given after it, it lost them, in silence, on
+/// every run), also when a rerun brings a copy that lost them up to date.
+#[test]
+fn capabilities_survive_a_change_of_owner() {
+    if !is_root() {
+        eprintln!("skipped: needs root to give owners and capabilities");
+        return;
+    }
+    // VFS_CAP_REVISION_2 with the effective bit; permitted: cap_net_raw (13).
+    let cap: Vec<u8> = [0x0200_0001u32, 1 << 13, 0, 0, 0]
+        .iter()
+        .flat_map(|word| word.to_le_bytes())
+        .collect();
+    let src = tempfile::tempdir().unwrap();
+    let tree = src.path().join("t");
+    fs::create_dir(&tree).unwrap();
+    let ping = tree.join("ping");
+    fs::write(&ping, b"not really ping").unwrap();
+    std::os::unix::fs::chown(&ping, Some(1234), Some(1234)).unwrap();
+    if set_xattr(&ping, "security.capability", &cap).is_err() {
+        eprintln!("skipped: this filesystem holds no capabilities");
+        return;
+    }
+    let out = tempfile::tempdir().unwrap();
+    let copy = out.path().join("t/ping");
+    for round in 0..2 {
+        let mut receiver = Receiver::start(out.path(), Some(KEY), &["--overwrite"]);
+        let sent = send(&[&tree], receiver.port, KEY, &["-a"]);
+        assert!(sent.status.success(), "{}", stderr_of(&sent));
+        assert_eq!(receiver.exit_code(), 0, "{}", receiver.stderr());
+        let held = xattrs_of(&copy);
+        assert_eq!(
+            held.get(b"security.capability".as_slice()),
+            Some(&cap),
+            "round {round}"
+        );
+        assert_eq!(
+            std::os::unix::fs::MetadataExt::uid(&fs::metadata(&copy).unwrap()),
+            1234
+        );
+        // The second round finds a copy that lost them, the same otherwise.
+        let c_path = std::ffi::CString::new(copy.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: a NUL-terminated path and name.
+        unsafe { libc::lremovexattr(c_path.as_ptr(), c"security.capability".as_ptr()) };
+    }
+}
+
+/// A link's attributes (as root, `trusted.*`) that changed at the source reach
+/// the copy on the next run, said `attrs`; the run after finds nothing to do.
+/// They were set only when the link was made.
+#[test]
+fn a_links_changed_attributes_reach_its_copy() {
+    let src = tempfile::tempdir().unwrap();
+    let tree = src.path().join("t");
+    fs::create_dir(&tree).unwrap();
+    std::os::unix::fs::symlink("target", tree.join("l")).unwrap();
+    if set_xattr(&tree.join("l"), "trusted.a", b"1").is_err() {
+        eprintln!("skipped: needs root to set trusted.* attributes");
+        return;
+    }
+    let out = tempfile::tempdir().unwrap();
+    let run = || {
+        let mut receiver = Receiver::start(out.path(), Some(KEY), &["--overwrite"]);
+        let sent = send(&[&tree], receiver.port, KEY, &["-a", "-i"]);
+        assert!(sent.status.success(), "{}", stderr_of(&sent));
+        assert_eq!(receiver.exit_code(), 0, "{}", receiver.stderr());
+        String::from_utf8_lossy(&sent.stdout).into_owned()
+    };
+    run();
+    set_xattr(&tree.join("l"), "trusted.a", b"2").unwrap();
+    set_xattr(&tree.join("l"), "trusted.b", b"new").unwrap();
+    assert!(run().contains("attrs    t/l"));
+    assert_eq!(
+        xattrs_of(&out.path().join("t/l")),
+        xattrs_of(&tree.join("l"))
+    );
+    assert!(!run().contains("attrs"));
+}
+
+/// A POSIX ACL with an entry for user 1234 (`rwx`), as the kernel stores one.
+fn acl_granting_1234() -> Vec<u8> {
+    let mut acl = 2u32.to_le_bytes().to_vec();
+    for (tag, perm, id) in [
+        (1u16, 6u16, u32::MAX),
+        (2, 7, 1234),
+        (4, 4, u32::MAX),
+        (0x10, 7, u32::MAX),
+        (0x20, 4, u32::MAX),
+    ] {
+        acl.extend(tag.to_le_bytes());
+        acl.extend(perm.to_le_bytes());
+        acl.extend(id.to_le_bytes());
+    }
+    acl
+}
+
+/// With `-a` as root, ACLs follow the source as `rsync -aA` makes them: one the
+/// source revoked goes from the copy kept in place, and a new file does not keep
+/// the ACL it inherited from its directory's default ACL where the source's file
+/// has none (access revoked at the source stayed granted on the copy). A label
+/// (`security.*`) the receiving system gave still stays.
+#[test]
+fn acls_the_source_does_not_have_go_from_the_copy() {
+    let src = tempfile::tempdir().unwrap();
+    let tree = src.path().join("t");
+    fs::create_dir_all(tree.join("d")).unwrap();
+    fs::write(tree.join("f"), b"f").unwrap();
+    if !is_root()
+        || set_xattr(
+            &tree.join("f"),
+            "system.posix_acl_access",
+            &acl_granting_1234(),
+        )
+        .is_err()
+    {
+        eprintln!("skipped: needs root and a filesystem with POSIX ACLs");
+        return;
+    }
+    let out = tempfile::tempdir().unwrap();
+    let run = || {
+        let mut receiver = Receiver::start(out.path(), Some(KEY), &["--overwrite"]);
+        let sent = send(&[&tree], receiver.port, KEY, &["-a"]);
+        assert!(sent.status.success(), "{}", stderr_of(&sent));
+        assert_eq!(receiver.exit_code(), 0, "{}", receiver.stderr());
+    };
+    run();
+    let access = b"system.posix_acl_access".as_slice();
+    assert!(xattrs_of(&out.path().join("t/f")).contains_key(access));
+    // Revoked at the source; the copy's directory hands new files an ACL.
+    let c_path = std::ffi::CString::new(tree.join("f").as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: a NUL-terminated path and name.
+    unsafe { libc::lremovexattr(c_path.as_ptr(), c"system.posix_acl_access".as_ptr()) };
+    let copy_dir = out.path().join("t/d");
+    set_xattr(&copy_dir, "system.posix_acl_default", &acl_granting_1234()).unwrap();
+    let labelled = set_xattr(&out.path().join("t/f"), "security.xfer_test", b"label").is_ok();
+    fs::write(tree.join("d/new"), b"new").unwrap();
+    run();
+    let f = xattrs_of(&out.path().join("t/f"));
+    assert!(!f.contains_key(access), "{f:?}");
+    assert!(!xattrs_of(&copy_dir.join("new")).contains_key(access));
+    if labelled {
+        assert!(f.contains_key(b"security.xfer_test".as_slice()), "{f:?}");
+    }
 }
 
 /// An attribute whose name is not UTF-8 cannot travel (an offer names attributes

@@ -226,6 +226,7 @@ fn a_directory_the_receiver_may_not_change_is_told_to_the_sender() {
     let heard = stderr_of(&sent);
     let note = "note: the receiver could not set the metadata on 1 entry";
     assert_eq!(heard.matches(note).count(), 1, "{heard}");
+    assert!(heard.contains("the receiver names each"), "{heard}");
     assert_eq!(not_kept(&sent)[0]["metadata"], 1, "{heard}");
     let mode = std::fs::metadata(&theirs).unwrap().permissions().mode() & 0o7777;
     assert_eq!(mode, 0o777, "left as it was");

@@ -119,14 +119,21 @@ fn xattr_cap(policy: Policy) -> Option<usize> {
 
 /// Applies everything `entry` says to the open file or directory `fd`.
 pub(crate) fn apply(fd: impl AsFd, entry: &Entry, policy: Policy) -> Result<(), Errno> {
+    // The owner first: a change of owner clears a file's capabilities
+    // (`security.capability`), as it clears setuid and setgid.
+    if let Some((uid, gid)) = owner_of(entry, policy, || owner_at_fd(&fd)) {
+        rustix::fs::fchown(&fd, Some(uid), Some(gid))?;
+    }
     if let Some(xattrs) = &entry.extra().xattrs {
+        if policy.removes_all_namespaces() {
+            // A new entry inherits its directory's default ACL; the source's is
+            // set next, if it has one.
+            xattr::drop_inherited_acl(&fd, xattrs);
+        }
         let dropped = xattr::apply(&fd, xattrs, policy.all_namespaces(), xattr_cap(policy));
         if dropped > 0 {
             Unapplied::count(&policy.dropped.xattrs);
         }
-    }
-    if let Some((uid, gid)) = owner_of(entry, policy, || owner_at_fd(&fd)) {
-        rustix::fs::fchown(&fd, Some(uid), Some(gid))?;
     }
     if let Some(mode) = mode_of(entry, policy) {
         rustix::fs::fchmod(&fd, Mode::from_raw_mode(mode))?;
@@ -227,18 +234,19 @@ pub(crate) fn apply_at(
     entry: &Entry,
     policy: Policy,
 ) -> Result<(), Errno> {
+    let holds = || {
+        let stat = rustix::fs::statat(&dir, name, AtFlags::SYMLINK_NOFOLLOW).ok()?;
+        Some((stat.st_uid, stat.st_gid))
+    };
+    // The owner first, as for a file (`apply`).
+    if let Some((uid, gid)) = owner_of(entry, policy, holds) {
+        rustix::fs::chownat(&dir, name, Some(uid), Some(gid), AtFlags::SYMLINK_NOFOLLOW)?;
+    }
     if let Some(xattrs) = &entry.extra().xattrs {
         let dropped = xattr::apply_to_link(&dir, name, xattrs, policy.all_namespaces());
         if dropped > 0 {
             Unapplied::count(&policy.dropped.xattrs);
         }
-    }
-    let holds = || {
-        let stat = rustix::fs::statat(&dir, name, AtFlags::SYMLINK_NOFOLLOW).ok()?;
-        Some((stat.st_uid, stat.st_gid))
-    };
-    if let Some((uid, gid)) = owner_of(entry, policy, holds) {
-        rustix::fs::chownat(&dir, name, Some(uid), Some(gid), AtFlags::SYMLINK_NOFOLLOW)?;
     }
     // A link has no mode of its own; chmod would follow it.
     if let (false, Some(mode)) = (is_link(entry), mode_of(entry, policy)) {
@@ -403,12 +411,25 @@ pub(crate) fn dir_holds_already(
 /// Whether the link or special file `stat` describes differs from what
 /// [`apply_at`] would give it under `policy`: its modification time, its owner
 /// (only where it would be applied) and, but for a link, which has none, its
-/// mode. Extended attributes are not compared: Linux keeps no `user.*` ones on
-/// links and special files.
+/// mode. Extended attributes are [`node_xattrs_differ`]'s.
 pub(crate) fn node_differs(stat: &rustix::fs::Stat, entry: &Entry, policy: Policy) -> bool {
     let mode =
         !is_link(entry) && mode_of(entry, policy).is_some_and(|mode| stat.st_mode & 0o7777 != mode);
     mode || owner_differs(stat, entry, policy) || time_differs(stat, entry)
+}
+
+/// Whether the link or special file `name` in `dir` lacks an attribute `entry`
+/// offers, or holds another value of one (as root: `trusted.*` and `security.*`
+/// on a link; Linux keeps no `user.*` ones there): [`apply_at`] sets them.
+pub(crate) fn node_xattrs_differ(
+    dir: impl AsFd,
+    name: &[u8],
+    entry: &Entry,
+    policy: Policy,
+) -> bool {
+    let all = policy.all_namespaces();
+    (entry.extra().xattrs.as_ref())
+        .is_some_and(|xattrs| !xattr::link_holds(&dir, name, xattrs, all))
 }
 
 /// Whether an owner would be applied (as root, not on a server) and differs.

@@ -149,6 +149,9 @@ pub(crate) struct PartFile {
     dropped: Arc<Unapplied>,
     /// A `get`'s file: only `user.*` attributes are set or removed on it.
     user_xattrs: bool,
+    /// The session's offer named no attributes but `user.*` (or it is a `get`'s):
+    /// only those are the sender's to remove (`meta::Policy::user_strays`).
+    user_strays: bool,
     /// Unnamed (`O_TMPFILE`): `temp` is empty, the file stays open until it is
     /// linked in (closing it would free it), and it has no identity to check.
     unnamed: bool,
@@ -171,16 +174,16 @@ impl PartFile {
         path: &str,
         name: &[u8],
         resume: Option<Resume>,
-        (meter, dropped, user_xattrs): (Option<&Account>, Arc<Unapplied>, bool),
+        (meter, dropped, scope): (Option<&Account>, Arc<Unapplied>, (bool, bool)),
     ) -> Result<PartFile, Refusal> {
         if resume.is_none()
             && meter.is_none()
             && let Some(file) = create_unnamed(&dir, path)?
         {
-            return Ok(PartFile::unnamed(dir, path, name, file).counting(dropped, user_xattrs));
+            return Ok(PartFile::unnamed(dir, path, name, file).counting(dropped, scope));
         }
         let part = PartFile::create_named(dir, path, name, resume, meter)?;
-        Ok(part.counting(dropped, user_xattrs))
+        Ok(part.counting(dropped, scope))
     }
 
     /// [`PartFile::create`] of a named temporary: a partial, or a `.part`.
@@ -238,6 +241,7 @@ impl PartFile {
             meter,
             dropped: Arc::default(),
             user_xattrs: false,
+            user_strays: true,
             unnamed: false,
             over_dir: false,
         })
@@ -260,6 +264,7 @@ impl PartFile {
             meter: None,
             dropped: Arc::default(),
             user_xattrs: false,
+            user_strays: true,
             unnamed: true,
             over_dir: false,
         }
@@ -267,9 +272,11 @@ impl PartFile {
 
     /// This file, what it could not be given counted in `dropped`, and whether only
     /// its `user.*` attributes are the sender's (a `get`'s: see `TargetDir::for_a_get`).
-    fn counting(mut self, dropped: Arc<Unapplied>, user_xattrs: bool) -> PartFile {
+    /// `scope`: whether only `user.*` attributes are set here (a `get`'s), and
+    /// whether only those are the sender's to remove.
+    fn counting(mut self, dropped: Arc<Unapplied>, scope: (bool, bool)) -> PartFile {
         self.dropped = dropped;
-        self.user_xattrs = user_xattrs;
+        (self.user_xattrs, self.user_strays) = scope;
         self
     }
 
@@ -474,9 +481,9 @@ impl PartFile {
             keep: if self.meter.is_some() { 0o600 } else { 0 },
             dropped: &self.dropped,
             user_xattrs: self.user_xattrs,
-            // A new file holds only what is set (a server's aside, which keeps
-            // to `user.*`): nothing is removed, and were it, `user.*` only.
-            user_strays: true,
+            // A new file holds only what is set, but the ACL it inherited from its
+            // directory, which goes where the offer named every namespace.
+            user_strays: self.user_strays,
         };
         meta::apply(file, entry, policy)
             .map_err(|err| Refusal::io(&self.path, "cannot set its mode or time", err))

@@ -85,7 +85,9 @@ impl Resolver<'_> {
             return Ok(false);
         };
         let policy = self.policy(0);
-        if !meta::node_differs(&stat, entry, policy) {
+        if !meta::node_differs(&stat, entry, policy)
+            && !meta::node_xattrs_differ(&*dir, name, entry, policy)
+        {
             return Ok(false);
         }
         if stat.st_nlink != 1 {

@@ -401,7 +401,10 @@ impl<'a> Resolver<'a> {
         let session = (
             self.target.meter(),
             self.target.unapplied().clone(),
-            self.target.user_xattrs_only(),
+            (
+                self.target.user_xattrs_only(),
+                self.target.removes_user_xattrs_only(),
+            ),
         );
         PartFile::create(dir, path, name, resume, session)
     }
