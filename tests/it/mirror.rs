@@ -630,6 +630,141 @@ fn a_stale_name_of_a_file_the_same_run_replaced_goes_in_that_run() {
     );
 }
 
+/// A receiver's tree `dst/tree` made by `make` (in the receiver's directory) and
+/// a source tree `src/tree` made by `source`, a moment apart; then one
+/// `send --delete -i` (with `extra`) into `recv --overwrite`: its stdout, once
+/// both succeeded.
+fn one_mirror_run(
+    root: &Path,
+    (make, source): (impl FnOnce(&Path), impl FnOnce(&Path)),
+    extra: &[&str],
+) -> String {
+    let (dst, tree) = (root.join("dst/tree"), root.join("src/tree"));
+    fs::create_dir_all(&dst).unwrap();
+    fs::create_dir_all(&tree).unwrap();
+    make(&dst);
+    source(&tree);
+    settle();
+    let mut receiver = Receiver::start(&root.join("dst"), Some(KEY), &["--overwrite"]);
+    let flags: Vec<&str> = ["--delete", "-i"]
+        .into_iter()
+        .chain(extra.iter().copied())
+        .collect();
+    let sent = send(&[&tree], receiver.port, KEY, &flags);
+    assert_eq!(code(&sent), 0, "{}", stderr_of(&sent));
+    assert_eq!(receiver.exit_code(), 0, "{}", receiver.stderr());
+    stdout_of(&sent)
+}
+
+/// Every way the receiver takes a name from a hard-linked file, or gives it one,
+/// changes its other names' ctime; each is the session's own doing, and a stale
+/// other name goes in the same run: a file of 32 MiB or more (committed alone), a
+/// file in the way of a directory, a directory a file replaces emptied of a
+/// twin, a hard link made to a file already there.
+#[test]
+fn every_change_the_run_makes_to_a_twin_lets_its_stale_names_go() {
+    let big = vec![3u8; 33 << 20];
+    type Make<'a> = Box<dyn Fn(&Path) + 'a>;
+    let cases: Vec<(&str, Make, Make)> = vec![
+        (
+            "a file committed alone",
+            Box::new(|dst: &Path| {
+                fs::write(dst.join("a"), b"old").unwrap();
+                fs::hard_link(dst.join("a"), dst.join("stale")).unwrap();
+            }),
+            Box::new(|tree: &Path| fs::write(tree.join("a"), &big).unwrap()),
+        ),
+        (
+            "a file in the way of a directory",
+            Box::new(|dst: &Path| {
+                fs::write(dst.join("a"), b"old").unwrap();
+                fs::hard_link(dst.join("a"), dst.join("stale")).unwrap();
+            }),
+            Box::new(|tree: &Path| {
+                fs::create_dir(tree.join("a")).unwrap();
+                fs::write(tree.join("a/in"), b"in").unwrap();
+            }),
+        ),
+        (
+            "a directory a file replaces",
+            Box::new(|dst: &Path| {
+                fs::create_dir(dst.join("a")).unwrap();
+                fs::write(dst.join("a/f"), b"old").unwrap();
+                fs::hard_link(dst.join("a/f"), dst.join("stale")).unwrap();
+            }),
+            Box::new(|tree: &Path| fs::write(tree.join("a"), b"a file now").unwrap()),
+        ),
+        (
+            "a hard link made",
+            Box::new(|dst: &Path| {
+                fs::write(dst.join("a"), b"same").unwrap();
+                fs::hard_link(dst.join("a"), dst.join("stale")).unwrap();
+            }),
+            Box::new(|tree: &Path| {
+                fs::write(tree.join("a"), b"same").unwrap();
+                fs::hard_link(tree.join("a"), tree.join("b")).unwrap();
+            }),
+        ),
+    ];
+    for (case, make, source) in cases {
+        let root = tempfile::tempdir().unwrap();
+        let same_time = |tree: &Path| {
+            source(tree);
+            // `a` is the same on both sides in the last case: size and time.
+            if case == "a hard link made" {
+                let stamp = fs::metadata(root.path().join("dst/tree/a"))
+                    .unwrap()
+                    .modified();
+                let file = fs::File::options()
+                    .write(true)
+                    .open(tree.join("a"))
+                    .unwrap();
+                file.set_modified(stamp.unwrap()).unwrap();
+            }
+        };
+        let said = one_mirror_run(root.path(), (&*make, same_time), &[]);
+        assert!(
+            said.contains("deleted  tree/stale") && !said.contains("kept"),
+            "{case}: {said}"
+        );
+        assert!(!root.path().join("dst/tree/stale").exists(), "{case}");
+    }
+}
+
+/// Another writer appends to the stale twin while the run that replaces its
+/// other name is under way: that change is not the session's, and the twin
+/// stays, said kept, with what was appended.
+#[test]
+fn a_twin_another_writer_changed_during_the_run_stays() {
+    let root = tempfile::tempdir().unwrap();
+    let stale = root.path().join("dst/tree/b");
+    let appender = {
+        let stale = stale.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(1200));
+            let mut b = fs::OpenOptions::new().append(true).open(&stale).unwrap();
+            std::io::Write::write_all(&mut b, b"appended").unwrap();
+        })
+    };
+    let said = one_mirror_run(
+        root.path(),
+        (
+            |dst: &Path| {
+                fs::write(dst.join("a"), vec![1u8; 1 << 20]).unwrap();
+                fs::hard_link(dst.join("a"), dst.join("b")).unwrap();
+            },
+            |tree: &Path| fs::write(tree.join("a"), vec![2u8; 3 << 20]).unwrap(),
+        ),
+        &["--limit-rate", "1M"],
+    );
+    appender.join().unwrap();
+    assert!(
+        said.contains("kept     tree/b  (changed since the session began)"),
+        "{said}"
+    );
+    assert!(fs::read(&stale).unwrap().ends_with(b"appended"));
+}
+
 /// The same through a server, both ways: a `put --delete` and a `get --delete`
 /// each remove the stale name in the run that replaced its twin, and the
 /// server's books match its disk.

@@ -209,6 +209,28 @@ fn an_excluded_directory_is_not_replaced_by_a_file_of_its_name() {
     assert_eq!(fs::read(&x).unwrap(), b"x is a file now\n");
 }
 
+/// The other way: a file the filters exclude (`--exclude data --include data/`:
+/// the file `data`, not the directory) is not removed to make the directory the
+/// source has of that name; the directory is refused saying why.
+#[test]
+fn an_excluded_file_is_not_replaced_by_a_directory_of_its_name() {
+    let root = tempfile::tempdir().unwrap();
+    fs::create_dir_all(root.path().join("src/tree/data")).unwrap();
+    fs::write(root.path().join("src/tree/data/f"), b"f\n").unwrap();
+    fs::create_dir_all(root.path().join("dst/tree")).unwrap();
+    let data = root.path().join("dst/tree/data");
+    fs::write(&data, b"keep-me\n").unwrap();
+    let flags = ["--delete", "-i", "--exclude", "data", "--include", "data/"];
+    let (sent, recv_code, _) = mirror(root.path(), &["--overwrite"], &flags);
+    assert_eq!((code(&sent), recv_code), (6, 6), "{}", stderr_of(&sent));
+    let err = stderr_of(&sent);
+    assert!(
+        err.contains("tree/data: what holds that name is one the filters exclude"),
+        "{err}"
+    );
+    assert_eq!(fs::read(&data).unwrap(), b"keep-me\n");
+}
+
 #[test]
 fn a_link_planted_in_the_directory_is_removed_itself_and_the_outside_is_untouched() {
     let root = tempfile::tempdir().unwrap();

@@ -1,11 +1,18 @@
 //! The inodes a session changed by taking a name from them (a file or link it
-//! renamed over, or removed from the way of a directory) or by giving them one (a
-//! hard link it made), each with the change time (`ctime`) the session left it
-//! with. `--delete` spares whatever changed since the session began, lest it
-//! remove another writer's file (`prune.rs`); but a hard-linked file whose other
-//! name this session replaced changed by this session's hand alone, and its
-//! stale names go in the same run, as rsync removes them. Only inodes with other
-//! names are recorded: no other name of the rest is left to prune.
+//! renamed over, or removed: from the way of a directory, or by `--delete`) or by
+//! giving them one (a hard link it made), each with the change times (`ctime`)
+//! before and after. `--delete` spares whatever changed since the session began,
+//! lest it remove another writer's file (`prune.rs`); but a hard-linked file whose
+//! other name this session replaced changed by this session's hand alone, and its
+//! stale names go in the same run, as rsync removes them. Alone means: unchanged
+//! since before the session began until this session changed it (its ctime then
+//! older than the session), and unchanged since (its ctime still the one the
+//! session left it with); a change by another writer before or after the
+//! session's own keeps it. A change within the same tick of the kernel's coarse
+//! clock right after the session's cannot be told from it where the kernel stamps
+//! changes coarsely (since 6.13 it stamps one precisely once its times were looked
+//! at, as here). Only inodes with other names are recorded: no other name of the
+//! rest is left to prune.
 
 use std::collections::HashMap;
 use std::os::fd::OwnedFd;
@@ -15,16 +22,16 @@ use rustix::fs::{FileType, Mode, OFlags, Stat};
 
 use crate::fs::beneath;
 
-/// See the module documentation: by device and inode, the change time the session
-/// left each with.
+/// See the module documentation: by device and inode, the change time before the
+/// session's first change of it and after its last.
 #[derive(Default)]
-pub(crate) struct Displaced(Mutex<HashMap<(u64, u64), i128>>);
+pub(crate) struct Displaced(Mutex<HashMap<(u64, u64), (i128, i128)>>);
 
 impl Displaced {
     /// Runs `change`, which takes `name` of `dir` from whatever holds it (a rename
     /// over it, an unlink); if that has other names and `change` succeeds, records
-    /// it as the change left it.
-    pub(super) fn taking<T, E>(
+    /// it as it was before and as the change left it.
+    pub(crate) fn taking<T, E>(
         &self,
         dir: &OwnedFd,
         name: &[u8],
@@ -32,46 +39,65 @@ impl Displaced {
     ) -> Result<T, E> {
         let held = with_other_names(dir, name);
         let changed = change();
-        if let (Ok(_), Some(fd)) = (&changed, held) {
-            self.note(&fd);
+        if let (Ok(_), Some((fd, before))) = (&changed, held) {
+            self.note(&fd, before);
         }
         changed
     }
 
-    /// Records what `name` of `dir` holds as it is now (a file this session just
-    /// gave another name), if it has other names.
-    pub(super) fn note_at(&self, dir: &OwnedFd, name: &[u8]) {
-        if let Some(fd) = with_other_names(dir, name) {
-            self.note(&fd);
+    /// The change time of what `name` of `dir` holds (a file about to get another
+    /// name: [`Displaced::gave_name`] after).
+    pub(crate) fn before(dir: &OwnedFd, name: &[u8]) -> Option<i128> {
+        Some(beneath::changed_at(&beneath::stat(dir, name).ok()??))
+    }
+
+    /// Records what `name` of `dir` holds, found changed `before` the session gave it
+    /// another name (a hard link).
+    pub(crate) fn gave_name(&self, dir: &OwnedFd, name: &[u8], before: i128) {
+        if let Some((fd, _)) = with_other_names(dir, name) {
+            self.note(&fd, before);
         }
     }
 
-    /// Whether `stat`'s inode last changed by this session's hand: its change
-    /// time is the one the session left it with.
-    pub(super) fn left_as(&self, stat: &Stat) -> bool {
+    /// Whether `stat`'s inode last changed by this session's hand alone since the
+    /// session began (`since`, see the module documentation).
+    pub(crate) fn only_by_this_session(&self, stat: &Stat, since: i128) -> bool {
         let key = (stat.st_dev, stat.st_ino);
-        self.books().get(&key) == Some(&beneath::changed_at(stat))
+        self.books()
+            .get(&key)
+            .is_some_and(|&(before, after)| before < since && after == beneath::changed_at(stat))
     }
 
-    fn note(&self, fd: &OwnedFd) {
-        if let Ok(stat) = rustix::fs::fstat(fd) {
-            let key = (stat.st_dev, stat.st_ino);
-            self.books().insert(key, beneath::changed_at(&stat));
-        }
+    /// Records `fd`'s inode, changed at `before` and now as the session left it; a
+    /// second change of the session's keeps the first's `before`.
+    fn note(&self, fd: &OwnedFd, before: i128) {
+        let Ok(stat) = rustix::fs::fstat(fd) else {
+            return;
+        };
+        let mut books = self.books();
+        let first = match books.get(&(stat.st_dev, stat.st_ino)) {
+            Some(&(first, after)) if after == before => first,
+            _ => before,
+        };
+        books.insert(
+            (stat.st_dev, stat.st_ino),
+            (first, beneath::changed_at(&stat)),
+        );
     }
 
-    fn books(&self) -> MutexGuard<'_, HashMap<(u64, u64), i128>> {
+    fn books(&self) -> MutexGuard<'_, HashMap<(u64, u64), (i128, i128)>> {
         self.0.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
 /// `name` of `dir` held open (`O_PATH`; a link itself, never followed) where it
-/// is not a directory and has other names.
-fn with_other_names(dir: &OwnedFd, name: &[u8]) -> Option<OwnedFd> {
+/// is not a directory and has other names, with its change time.
+fn with_other_names(dir: &OwnedFd, name: &[u8]) -> Option<(OwnedFd, i128)> {
     let flags = OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC;
     let fd = rustix::fs::openat(dir, name, flags, Mode::empty()).ok()?;
     let stat = rustix::fs::fstat(&fd).ok()?;
-    (beneath::kind(&stat) != FileType::Directory && stat.st_nlink > 1).then_some(fd)
+    let other_names = beneath::kind(&stat) != FileType::Directory && stat.st_nlink > 1;
+    other_names.then(|| (fd, beneath::changed_at(&stat)))
 }
 
 #[cfg(test)]
@@ -83,27 +109,70 @@ mod tests {
         rustix::fs::open(path, flags, Mode::empty()).unwrap()
     }
 
-    #[test]
-    fn a_hard_linked_file_renamed_over_is_known_as_left_until_changed_again() {
+    /// `a` and its hard link `b`, made a tick ago, and `new` to rename over `a`.
+    fn twins() -> (tempfile::TempDir, OwnedFd) {
         let tmp = tempfile::tempdir().unwrap();
         std::fs::write(tmp.path().join("a"), b"old").unwrap();
         std::fs::hard_link(tmp.path().join("a"), tmp.path().join("b")).unwrap();
         std::fs::write(tmp.path().join("new"), b"new").unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(20));
         let dir = open_dir(tmp.path());
+        (tmp, dir)
+    }
+
+    fn lstat(path: std::path::PathBuf) -> Stat {
+        rustix::fs::lstat(path).unwrap()
+    }
+
+    #[test]
+    fn a_twin_renamed_over_is_this_sessions_change_until_another_writer_changes_it() {
+        let (tmp, dir) = twins();
+        let since = beneath::change_clock();
         let displaced = Displaced::default();
-        let renamed = displaced.taking(&dir, b"a", || rustix::fs::renameat(&dir, "new", &dir, "a"));
-        renamed.unwrap();
-        let stale = rustix::fs::lstat(tmp.path().join("b")).unwrap();
+        let rename = || rustix::fs::renameat(&dir, "new", &dir, "a");
+        displaced.taking(&dir, b"a", rename).unwrap();
+        let stale = lstat(tmp.path().join("b"));
         assert_eq!(stale.st_nlink, 1);
-        assert!(displaced.left_as(&stale));
-        // Another writer's change after that is not the session's.
+        assert!(displaced.only_by_this_session(&stale, since));
         std::thread::sleep(std::time::Duration::from_millis(20));
         std::fs::set_permissions(
             tmp.path().join("b"),
             std::os::unix::fs::PermissionsExt::from_mode(0o600),
         )
         .unwrap();
-        assert!(!displaced.left_as(&rustix::fs::lstat(tmp.path().join("b")).unwrap()));
+        assert!(!displaced.only_by_this_session(&lstat(tmp.path().join("b")), since));
+    }
+
+    #[test]
+    fn a_twin_another_writer_changed_before_the_sessions_rename_is_not_its_alone() {
+        let (tmp, dir) = twins();
+        let since = beneath::change_clock();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        // Another writer appends to `b` during the session, before the rename.
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(tmp.path().join("b"))
+            .and_then(|mut b| std::io::Write::write_all(&mut b, b"more"))
+            .unwrap();
+        let displaced = Displaced::default();
+        let rename = || rustix::fs::renameat(&dir, "new", &dir, "a");
+        displaced.taking(&dir, b"a", rename).unwrap();
+        assert!(!displaced.only_by_this_session(&lstat(tmp.path().join("b")), since));
+    }
+
+    #[test]
+    fn two_changes_of_the_session_in_a_row_keep_the_first_before() {
+        let (tmp, dir) = twins();
+        std::fs::hard_link(tmp.path().join("a"), tmp.path().join("c")).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let since = beneath::change_clock();
+        let displaced = Displaced::default();
+        let rename = || rustix::fs::renameat(&dir, "new", &dir, "a");
+        displaced.taking(&dir, b"a", rename).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let unlink = || rustix::fs::unlinkat(&dir, "c", rustix::fs::AtFlags::empty());
+        displaced.taking(&dir, b"c", unlink).unwrap();
+        assert!(displaced.only_by_this_session(&lstat(tmp.path().join("b")), since));
     }
 
     #[test]
@@ -113,13 +182,12 @@ mod tests {
         std::fs::write(tmp.path().join("new"), b"new").unwrap();
         let dir = open_dir(tmp.path());
         let displaced = Displaced::default();
-        let stat = rustix::fs::lstat(tmp.path().join("a")).unwrap();
+        let stat = lstat(tmp.path().join("a"));
         let failed: Result<(), ()> = displaced.taking(&dir, b"a", || Err(()));
         assert!(failed.is_err());
-        displaced
-            .taking(&dir, b"a", || rustix::fs::renameat(&dir, "new", &dir, "a"))
-            .unwrap();
+        let rename = || rustix::fs::renameat(&dir, "new", &dir, "a");
+        displaced.taking(&dir, b"a", rename).unwrap();
         assert!(displaced.books().is_empty());
-        assert!(!displaced.left_as(&stat));
+        assert!(!displaced.only_by_this_session(&stat, i128::MAX));
     }
 }

@@ -17,6 +17,7 @@ use std::os::fd::OwnedFd;
 use rustix::fs::{AtFlags, FileType, Mode, RenameFlags};
 use rustix::io::Errno;
 
+use super::displaced::Displaced;
 use super::meta;
 use super::resolver::{Placement, Resolver, split_last};
 use crate::escape::escape;
@@ -171,15 +172,18 @@ impl Resolver<'_> {
                 books.unclaimed_but(&key, Some(&key))?;
             }
         }
+        let before = (file.as_ref()).and_then(|(dir, name, _)| Displaced::before(dir, name));
         let temp = create_temporary(&dir, node, file.as_ref())?;
         let placed = self.finish_node(&dir, &temp, name, node, overwrite);
         if let Err(refusal) = placed {
             let _ = rustix::fs::unlinkat(&*dir, temp.as_str(), AtFlags::empty());
             return Err(refusal);
         }
-        if let Some((file_dir, file_name, _)) = &file {
-            // The file gained a name: its change time is this session's doing.
-            self.target.displaced().note_at(file_dir, file_name);
+        if let (Some((file_dir, file_name, _)), Some(before)) = (&file, before) {
+            // The file gained a name: that change of its ctime is this session's.
+            self.target
+                .displaced()
+                .gave_name(file_dir, file_name, before);
         }
         let replaced = placed.unwrap_or(None);
         if let (Some(books), Some(account)) = (books.as_deref_mut(), meter.as_ref()) {

@@ -126,7 +126,7 @@ pub(crate) struct PartFile {
     pub(super) dir: Arc<OwnedFd>,
     temp: Box<str>,
     name: Box<[u8]>,
-    pub(super) path: String,
+    pub(super) path: Box<str>,
     /// Open until sealed (see [`PartFile::seal`]).
     file: Option<File>,
     /// (device, inode) of what this session wrote: the only thing it renames.
@@ -147,6 +147,8 @@ pub(crate) struct PartFile {
     meter: Option<(Account, String)>,
     /// Where the session counts what it could not apply to this file.
     dropped: Arc<Unapplied>,
+    /// Where the session records the inodes it takes a name from (`displaced.rs`).
+    displaced: Arc<Displaced>,
     /// A `get`'s file: only `user.*` attributes are set or removed on it.
     user_xattrs: bool,
     /// The session's offer named no attributes but `user.*` (or it is a `get`'s):
@@ -160,30 +162,42 @@ pub(crate) struct PartFile {
     over_dir: bool,
 }
 
+/// What a part file keeps of its session's (see [`PartFile::create`]).
+pub(crate) struct OfSession<'a> {
+    /// A server's: the user's ledger.
+    pub(crate) meter: Option<&'a Account>,
+    /// Where the session counts what it could not apply.
+    pub(crate) dropped: Arc<Unapplied>,
+    /// Where it records the inodes it takes a name from (`displaced.rs`).
+    pub(crate) displaced: Arc<Displaced>,
+    /// Whether only `user.*` attributes are set here (a `get`'s: see
+    /// `TargetDir::for_a_get`), and whether only those are the sender's to remove.
+    pub(crate) scope: (bool, bool),
+}
+
 impl PartFile {
     /// Opens the file `path`'s data goes to until it is verified, in `dir`, next to
     /// its final `name`. With `resume`, that is its partial file: opened (or
     /// created), locked against any other writer, and cut to the offset the data
     /// starts at; it survives this session unless discarded. If that name holds
     /// something that is not a regular file, or without `resume`, it is a fresh
-    /// temporary file, removed unless committed. The session's: a server's ledger,
-    /// where it counts what it could not apply, and whether only `user.*`
-    /// attributes are the sender's (see [`PartFile::counting`]).
+    /// temporary file, removed unless committed. `session`: what it keeps of its
+    /// session's (see [`OfSession`]).
     pub(crate) fn create(
         dir: Arc<OwnedFd>,
         path: &str,
         name: &[u8],
         resume: Option<Resume>,
-        (meter, dropped, scope): (Option<&Account>, Arc<Unapplied>, (bool, bool)),
+        session: OfSession<'_>,
     ) -> Result<PartFile, Refusal> {
         if resume.is_none()
-            && meter.is_none()
+            && session.meter.is_none()
             && let Some(file) = create_unnamed(&dir, path)?
         {
-            return Ok(PartFile::unnamed(dir, path, name, file).counting(dropped, scope));
+            return Ok(PartFile::unnamed(dir, path, name, file).counting(session));
         }
-        let part = PartFile::create_named(dir, path, name, resume, meter)?;
-        Ok(part.counting(dropped, scope))
+        let part = PartFile::create_named(dir, path, name, resume, session.meter)?;
+        Ok(part.counting(session))
     }
 
     /// [`PartFile::create`] of a named temporary: a partial, or a `.part`.
@@ -230,7 +244,7 @@ impl PartFile {
             dir,
             temp: temp.into(),
             name: name.into(),
-            path: path.to_string(),
+            path: path.into(),
             file: Some(file),
             identity,
             keep: resumable,
@@ -240,6 +254,7 @@ impl PartFile {
             writeback: true,
             meter,
             dropped: Arc::default(),
+            displaced: Arc::default(),
             user_xattrs: false,
             user_strays: true,
             unnamed: false,
@@ -253,7 +268,7 @@ impl PartFile {
             dir,
             temp: Box::default(),
             name: name.into(),
-            path: path.to_string(),
+            path: path.into(),
             file: Some(file),
             identity: (0, 0),
             keep: false,
@@ -263,6 +278,7 @@ impl PartFile {
             writeback: true,
             meter: None,
             dropped: Arc::default(),
+            displaced: Arc::default(),
             user_xattrs: false,
             user_strays: true,
             unnamed: true,
@@ -270,13 +286,11 @@ impl PartFile {
         }
     }
 
-    /// This file, what it could not be given counted in `dropped`, and whether only
-    /// its `user.*` attributes are the sender's (a `get`'s: see `TargetDir::for_a_get`).
-    /// `scope`: whether only `user.*` attributes are set here (a `get`'s), and
-    /// whether only those are the sender's to remove.
-    fn counting(mut self, dropped: Arc<Unapplied>, scope: (bool, bool)) -> PartFile {
-        self.dropped = dropped;
-        (self.user_xattrs, self.user_strays) = scope;
+    /// This file, keeping what it needs of its `session`'s.
+    fn counting(mut self, session: OfSession<'_>) -> PartFile {
+        self.dropped = session.dropped;
+        self.displaced = session.displaced;
+        (self.user_xattrs, self.user_strays) = session.scope;
         self
     }
 
@@ -444,7 +458,7 @@ impl PartFile {
         if !self.unnamed {
             self.file = None;
         }
-        self.rename_into_place(overwrite, &Displaced::default())?;
+        self.rename_into_place(overwrite)?;
         rustix::fs::fsync(&*self.dir)
             .map_err(|err| Refusal::io(&self.path, "cannot flush its directory", err))
     }
@@ -491,14 +505,9 @@ impl PartFile {
 
     /// Renames the temporary to the final name, if the temporary is still the file
     /// this session wrote. On success the file is kept; on failure it is removed.
-    /// What it replaces, if it has other names, goes in `displaced`.
-    pub(super) fn rename_into_place(
-        &mut self,
-        overwrite: bool,
-        displaced: &Displaced,
-    ) -> Result<(), Refusal> {
+    pub(super) fn rename_into_place(&mut self, overwrite: bool) -> Result<(), Refusal> {
         if self.unnamed {
-            return self.link_into_place(overwrite, displaced);
+            return self.link_into_place(overwrite);
         }
         let meter = self.meter.as_ref().map(|(account, _)| account.clone());
         let mut books = meter.as_ref().map(Account::books);
@@ -523,7 +532,7 @@ impl PartFile {
                 books.unclaimed_but(key, Some(key))?;
             }
         }
-        self.rename_checked(overwrite, displaced)?;
+        self.rename_checked(overwrite)?;
         if let (Some(books), Some(stat)) = (books.as_deref_mut(), replaced) {
             books.gone(&stat);
         }
@@ -531,13 +540,13 @@ impl PartFile {
     }
 
     /// [`PartFile::rename_into_place`] without the counting.
-    fn rename_checked(&mut self, overwrite: bool, displaced: &Displaced) -> Result<(), Refusal> {
+    fn rename_checked(&mut self, overwrite: bool) -> Result<(), Refusal> {
         self.still_ours()?;
         let (temp, name) = (&*self.temp, &self.name[..]);
         let result = if overwrite {
             // rename(2) replaces the target atomically; a symlink there is replaced, not followed.
             let rename = || rustix::fs::renameat(&*self.dir, temp, &*self.dir, name);
-            match displaced.taking(&self.dir, name, rename) {
+            match self.displaced.taking(&self.dir, name, rename) {
                 Err(Errno::ISDIR) if self.over_dir => {
                     let exchanged = exchange_with_dir(&self.dir, temp, name, &self.path);
                     // A directory stranded: the file holds the name now, and stays.
@@ -607,7 +616,7 @@ impl PartFile {
     /// which without `overwrite` is the answer; with it, the file is linked under a
     /// fresh temporary name and renamed over the old one. On success the file is
     /// kept (and closed); on failure, closing it frees it.
-    fn link_into_place(&mut self, overwrite: bool, displaced: &Displaced) -> Result<(), Refusal> {
+    fn link_into_place(&mut self, overwrite: bool) -> Result<(), Refusal> {
         let file = self
             .file
             .take()
@@ -641,7 +650,7 @@ impl PartFile {
             }
         };
         let rename = || rustix::fs::renameat(&*self.dir, temp.as_str(), &*self.dir, &self.name[..]);
-        let renamed = match displaced.taking(&self.dir, &self.name, rename) {
+        let renamed = match self.displaced.taking(&self.dir, &self.name, rename) {
             Err(Errno::ISDIR) if self.over_dir => {
                 let exchanged = exchange_with_dir(&self.dir, &temp, &self.name, &self.path);
                 self.keep |= exchanged.is_err();

@@ -18,7 +18,6 @@
 //! ([`TargetDir::clear`], a change of type as `rsync -a --delete` mirrors it), and
 //! `beneath::rename_over_dir` then puts the file in the emptied directory's place.
 
-use std::collections::HashSet;
 use std::os::fd::OwnedFd;
 
 use rustix::fs::{AtFlags, FileType};
@@ -320,9 +319,6 @@ struct Walk<'a, 'b> {
     kept: Option<(String, &'static str)>,
     /// What went (in a dry run: would), as the ledger charged it.
     freed: Footprint,
-    /// Files (device, inode) with more names, one of which this walk removed: the
-    /// change of their `ctime` is its own doing, not another session's.
-    unlinked: HashSet<(u64, u64)>,
     /// Why the walk stopped, removing nothing more: the home stopped being its
     /// user's (a reload; `Account::current`).
     stopped: Option<Refusal>,
@@ -342,7 +338,6 @@ impl<'a, 'b> Walk<'a, 'b> {
             own,
             kept: None,
             freed: Footprint::default(),
-            unlinked: HashSet::new(),
             stopped: None,
         }
     }
@@ -586,9 +581,6 @@ impl<'a, 'b> Walk<'a, 'b> {
 
     /// Notes that `path` (found as `stat`) went (in a dry run: would), and says so.
     fn went(&mut self, path: &str, kind: ItemKind, stat: &rustix::fs::Stat) {
-        if kind != ItemKind::Dir && stat.st_nlink > 1 && !self.rules.dry_run {
-            self.unlinked.insert(identity(stat));
-        }
         if kind == ItemKind::Dir && !self.rules.dry_run {
             self.target.forget_dir(stat);
         }
@@ -621,9 +613,13 @@ impl<'a, 'b> Walk<'a, 'b> {
             ItemKind::Dir => AtFlags::REMOVEDIR,
             _ => AtFlags::empty(),
         };
+        // A file with more names that goes changes the others' ctime: its own
+        // doing, which the walk and the rest of the session know (`displaced.rs`).
+        let unlink = || rustix::fs::unlinkat(parent, name, flags);
+        let displaced = self.target.displaced();
         let Some(account) = self.target.meter() else {
             self.as_listed(parent, name, listed, kind)?;
-            return Ok(rustix::fs::unlinkat(parent, name, flags)?);
+            return Ok(displaced.taking(parent, name.as_bytes(), unlink)?);
         };
         let mut books = account.books_to_change().map_err(Unlink::Stopped)?;
         let own = self.own.map(|own| account.home_path(own));
@@ -634,7 +630,7 @@ impl<'a, 'b> Walk<'a, 'b> {
             return Err(Unlink::Claimed);
         }
         let stat = self.as_listed(parent, name, listed, kind)?;
-        rustix::fs::unlinkat(parent, name, flags)?;
+        displaced.taking(parent, name.as_bytes(), unlink)?;
         books.gone(&stat);
         Ok(())
     }
@@ -662,13 +658,12 @@ impl<'a, 'b> Walk<'a, 'b> {
 }
 
 impl Walk<'_, '_> {
-    /// Whether `stat`'s inode changed since the session began, other than by this
-    /// walk's removal of another of its names or the session's naming (it
-    /// replaced another of its names, or gave it one: `displaced.rs`).
+    /// Whether `stat`'s inode changed since the session began, other than by the
+    /// session alone (it replaced or removed another of its names, or gave it one:
+    /// `displaced.rs`).
     fn changed_since(&self, stat: &rustix::fs::Stat) -> bool {
         beneath::changed_at(stat) >= self.rules.since
-            && !self.unlinked.contains(&identity(stat))
-            && !self.target.displaced().left_as(stat)
+            && !(self.target.displaced()).only_by_this_session(stat, self.rules.since)
     }
 
     /// Whether `now`, what a name holds, is not what the listing of its directory

@@ -142,3 +142,37 @@ fn other_names(path: &str, names: u64) -> Refusal {
         ),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::fs::sink::TargetDir;
+
+    /// A hostile offer cannot make a file with a name outside the target look as if
+    /// every name of it were sent: a twin named twice, or as the file itself, counts
+    /// once.
+    #[test]
+    fn only_names_counts_each_name_once_and_finds_each_holding_the_file() {
+        let tmp = tempfile::tempdir().unwrap();
+        let target = tmp.path().join("target");
+        std::fs::create_dir(&target).unwrap();
+        std::fs::write(target.join("a"), b"secret").unwrap();
+        std::fs::hard_link(target.join("a"), target.join("b")).unwrap();
+        std::fs::hard_link(target.join("a"), tmp.path().join("outside")).unwrap();
+        let dir = TargetDir::open(&target).unwrap();
+        let mut resolver = dir.resolver();
+        let stat = rustix::fs::lstat(target.join("a")).unwrap();
+        let (a, b): (&[&[u8]], &[&[u8]]) = (&[b"a"], &[b"b"]);
+        let twice = [b.to_vec(), b.to_vec()];
+        assert!(!resolver.only_names(&stat, a, &twice));
+        assert!(!resolver.only_names(&stat, a, &[a.to_vec(), b.to_vec()]));
+        assert!(!resolver.only_names(&stat, a, &[b.to_vec(), vec![b"c".as_slice()]]));
+        std::fs::remove_file(tmp.path().join("outside")).unwrap();
+        let stat = rustix::fs::lstat(target.join("a")).unwrap();
+        assert!(resolver.only_names(&stat, a, &[b.to_vec()]));
+        // A name that holds another file is no name of this one.
+        std::fs::write(target.join("c"), b"other").unwrap();
+        std::fs::hard_link(target.join("a"), tmp.path().join("outside")).unwrap();
+        let stat = rustix::fs::lstat(target.join("a")).unwrap();
+        assert!(!resolver.only_names(&stat, a, &[b.to_vec(), vec![b"c".as_slice()]]));
+    }
+}

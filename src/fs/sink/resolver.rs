@@ -13,7 +13,7 @@ use rustix::fs::FileType;
 use rustix::io::Errno;
 
 use super::meta;
-use super::part::{PartFile, Resume, is_ours, partial_name, remove_partial};
+use super::part::{OfSession, PartFile, Resume, is_ours, partial_name, remove_partial};
 use super::target::TargetDir;
 use crate::escape::escape;
 use crate::fs::ledger::Footprint;
@@ -398,14 +398,15 @@ impl<'a> Resolver<'a> {
         let dir = self
             .walk(parents, true)?
             .expect("walk with create returns a directory");
-        let session = (
-            self.target.meter(),
-            self.target.unapplied().clone(),
-            (
+        let session = OfSession {
+            meter: self.target.meter(),
+            dropped: self.target.unapplied().clone(),
+            displaced: self.target.displaced().clone(),
+            scope: (
                 self.target.user_xattrs_only(),
                 self.target.removes_user_xattrs_only(),
             ),
-        );
+        };
         PartFile::create(dir, path, name, resume, session)
     }
 

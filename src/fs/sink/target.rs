@@ -460,7 +460,7 @@ impl TargetDir {
         parts
             .into_iter()
             .map(|mut part| {
-                part.rename_into_place(overwrite, &self.displaced)?;
+                part.rename_into_place(overwrite)?;
                 named.0.push(part.dir.clone());
                 Ok(())
             })
@@ -499,7 +499,7 @@ impl TargetDir {
     }
 
     /// The inodes the session writing here changed by naming (`displaced.rs`).
-    pub(super) fn displaced(&self) -> &Displaced {
+    pub(super) fn displaced(&self) -> &Arc<Displaced> {
         &self.displaced
     }
 

@@ -933,6 +933,19 @@ impl<'s, 'c> Decider<'s, 'c> {
         components: &[&[u8]],
     ) -> Result<(), Refusal> {
         let _claim = self.claim(entry, shown)?;
+        let excluded = (self.shared.mirroring)
+            .is_some_and(|mirroring| mirroring.filter.excluded(&entry.path_bytes(), false));
+        if excluded {
+            // The filters' word on what is there stands, as for a directory a file
+            // would replace (`in_the_way.rs`).
+            return Err(Refusal::new(
+                ErrorCode::Exists,
+                format!(
+                    "{shown}: what holds that name is one the filters exclude, which is \
+                     never removed (--delete-excluded lets it go); not replaced"
+                ),
+            ));
+        }
         if self.dry_run {
             // Removing it takes what adding a name takes: the real run's words.
             let removing = "cannot remove what is in the way";
