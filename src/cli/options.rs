@@ -123,7 +123,7 @@ fn send(args: SendArgs) -> Result<SendOptions, String> {
     send_checks(&args, &files, remote_dir.is_some())?;
     let mirror = &args.mirror;
     let rules = filter_rules(mirror)?;
-    warn_of_rules_naming_a_directory_sent(&rules, &files);
+    filter::warn_of_rules_naming_a_directory_sent(&rules, &files);
     let peering = mirroring(
         peering(
             &args.link,
@@ -221,18 +221,6 @@ fn mirroring(mut peering: Peering, mirror: &MirrorArgs) -> Peering {
 /// What a `get` asks the server to filter and echo, if anything (17.5).
 fn get_mirror(mirror: &MirrorArgs) -> Result<Option<Mirror>, String> {
     filter::get_request(&filter_rules(mirror)?, mirror.delete, mirror.dry_run)
-}
-
-/// Warns of each rule that names one of the directories among `files` as its
-/// first component (`filter::rules_naming_a_directory_sent`).
-fn warn_of_rules_naming_a_directory_sent(rules: &[String], files: &[PathBuf]) {
-    let dirs: Vec<(String, PathBuf)> = (files.iter())
-        .filter(|file| file.is_dir())
-        .filter_map(|file| Some((file.file_name()?.to_str()?.to_string(), file.clone())))
-        .collect();
-    for warning in filter::rules_naming_a_directory_sent(rules, &dirs) {
-        crate::stderr::warn(&warning);
-    }
 }
 
 /// The filter rules of `--exclude`, `--exclude-from` and `--include`.

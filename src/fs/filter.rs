@@ -128,6 +128,18 @@ pub(crate) fn rules_naming_a_directory_sent(
     said
 }
 
+/// Warns of each rule that names one of the directories among `files` (what is
+/// sent) as its first component ([`rules_naming_a_directory_sent`]).
+pub(crate) fn warn_of_rules_naming_a_directory_sent(rules: &[String], files: &[PathBuf]) {
+    let dirs: Vec<(String, PathBuf)> = (files.iter())
+        .filter(|file| file.is_dir())
+        .filter_map(|file| Some((file.file_name()?.to_str()?.to_string(), file.clone())))
+        .collect();
+    for warning in rules_naming_a_directory_sent(rules, &dirs) {
+        crate::stderr::warn(&warning);
+    }
+}
+
 /// Why the gitignore line `pattern`, given where a pattern is expected, is no
 /// rule: the filter cannot compile it (the reason `globset` gives: an unclosed
 /// `[` class, which `ignore` would take as a literal `[` where git's own matcher

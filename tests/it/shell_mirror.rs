@@ -91,6 +91,21 @@ fn at_a_terminal_put_itemizes_and_reads_exclude_files_and_gitignore() {
     shell.type_in("exit");
 }
 
+/// The shell's `put` warns of a rule naming the directory sent, as `xfer send`
+/// does (`--exclude /tree/x.tmp` matches below `tree/`), and sends as told.
+#[test]
+fn at_a_terminal_put_warns_of_a_rule_naming_the_directory_sent() {
+    let mut shell = AtThePrompt::start();
+    shell.term.type_in("put --exclude /tree/x.tmp tree\r");
+    let screen = shell.term.wait_for("sent 4 files");
+    assert!(
+        screen.contains("the rule \"/tree/x.tmp\" is matched below each directory sent"),
+        "{screen:?}"
+    );
+    assert!(shell.site.home("alice").join("tree/x.tmp").exists());
+    shell.type_in("exit");
+}
+
 #[test]
 fn at_a_terminal_get_leaves_out_what_the_exclude_file_says() {
     let mut shell = AtThePrompt::start();

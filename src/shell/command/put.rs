@@ -93,8 +93,10 @@ impl Put {
             all => (all, session.cwd.clone()),
         };
         let files: Vec<PathBuf> = local.iter().map(|f| expand_home(f)).collect();
+        let rules = self.mirror.rules()?;
+        crate::fs::filter::warn_of_rules_naming_a_directory_sent(&rules, &files);
         let walk = WalkOptions {
-            rules: self.mirror.rules()?,
+            rules,
             gitignore: self.gitignore,
             ..WalkOptions::default()
         };
