@@ -491,6 +491,60 @@ fn a_mirror_spares_what_another_session_is_writing() {
     assert_eq!(fs::read(home.join("tree/a")).unwrap(), b"a\n");
 }
 
+/// A session writing into a directory (its plan took it; its files there have
+/// not come yet) keeps it from another session's `--delete`, which found it
+/// stale: kept, said busy, and the first session's files arrive. It was removed,
+/// and every file still to come there failed.
+#[test]
+fn a_mirror_keeps_a_directory_another_session_is_still_to_write_into() {
+    let root = tempfile::tempdir().unwrap();
+    let (slow, other) = (
+        root.path().join("slow/site"),
+        root.path().join("other/site"),
+    );
+    fs::create_dir_all(slow.join("sub")).unwrap();
+    fs::write(slow.join("a"), vec![5u8; 3 << 20]).unwrap();
+    fs::write(slow.join("sub/x"), b"x\n").unwrap();
+    fs::create_dir_all(&other).unwrap();
+    fs::write(other.join("other"), b"o\n").unwrap();
+    let dst = root.path().join("dst");
+    fs::create_dir_all(dst.join("site/sub")).unwrap();
+    fs::write(dst.join("site/sub/old"), b"stale\n").unwrap();
+    settle();
+    let receiver = Receiver::start(&dst, Some(KEY), &["--overwrite", "--serve"]);
+    let mut writer = crate::util::xfer()
+        .arg("send")
+        .arg(&slow)
+        .arg(format!("127.0.0.1:{}", receiver.port))
+        .args(["--limit-rate", "1M", "-q"])
+        .env("XFER_KEY", KEY)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Its plan is made once its first file is on its way.
+    let started = std::time::Instant::now();
+    while !fs::read_dir(dst.join("site")).unwrap().any(|entry| {
+        entry
+            .unwrap()
+            .file_name()
+            .to_string_lossy()
+            .starts_with(".xfer-")
+    }) && started.elapsed() < crate::util::TIMEOUT
+    {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mirror = send(&[&other], receiver.port, KEY, &["--delete", "-i"]);
+    assert_eq!(code(&mirror), 0, "{}", stderr_of(&mirror));
+    let said = stdout_of(&mirror);
+    assert!(
+        said.contains("kept     site/sub/  (another session is receiving or writing it)"),
+        "{said}"
+    );
+    let status = crate::util::wait_for(&mut writer, crate::util::TIMEOUT);
+    assert!(status.success(), "{}", receiver.stderr());
+    assert_eq!(fs::read(dst.join("site/sub/x")).unwrap(), b"x\n");
+}
+
 /// Alice's `send --delete` of a one-file `tree` (just `a`) into her home on a
 /// server of `site`, run in a thread, returned once it is removing the 20 000
 /// stale files it found in `stale` (made here: enough that removing them outlasts

@@ -1,9 +1,11 @@
 //! Paths being received right now, across all the sessions of this process
-//! ([`Claims`]), and one such path held ([`Claim`]). A leaf of the receiver: it
-//! knows path strings and directory identities, nothing of offers, plans or files.
+//! ([`Claims`]), and one such path held ([`Claim`]); directories sessions write
+//! into, each held by as many as write there ([`DirHold`]). A leaf of the
+//! receiver: it knows path strings and directory identities, nothing of offers,
+//! plans or files.
 
-use std::collections::HashSet;
 use std::collections::hash_map::RandomState;
+use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
 use std::sync::{LazyLock, Mutex};
 
@@ -13,7 +15,19 @@ use std::sync::{LazyLock, Mutex};
 /// keyed hashes, not strings: a tree of 200 000 files is claimed without a second
 /// copy of every name (two paths sharing a hash would only be told `busy`).
 #[derive(Default)]
-pub(crate) struct Claims(Mutex<KeyedSet>);
+pub(crate) struct Claims {
+    files: Mutex<KeyedSet>,
+    /// The directories sessions accepted in their plans, with how many hold each:
+    /// `--delete` of another session never removes one (it would pull it from
+    /// under the files still to come there).
+    dirs: Mutex<HashMap<u64, usize, BuildHasherDefault<AsIs>>>,
+}
+
+/// A directory a session writes into, held until it ends (see [`Claims::hold_dir`]).
+pub(crate) struct DirHold<'a> {
+    claims: &'a Claims,
+    key: u64,
+}
 
 /// A claimed path, released when dropped.
 pub(crate) struct Claim<'a> {
@@ -55,17 +69,45 @@ impl Claims {
     /// Claims `path` beneath the directory `within` (its device and inode).
     pub(crate) fn claim(&self, within: (u64, u64), path: &[u8]) -> Option<Claim<'_>> {
         let key = CLAIM_KEYS.hash_one((within, path));
-        let mut held = self.0.lock().expect("no panics while holding the lock");
+        let mut held = self.files.lock().expect("no panics while holding the lock");
         held.insert(key).then(|| Claim { claims: self, key })
+    }
+
+    /// Holds the directory `path` beneath `within` for a session that writes into
+    /// it; several sessions may hold one.
+    pub(crate) fn hold_dir(&self, within: (u64, u64), path: &[u8]) -> DirHold<'_> {
+        let key = CLAIM_KEYS.hash_one((within, path));
+        let mut dirs = self.dirs.lock().expect("no panics while holding the lock");
+        *dirs.entry(key).or_default() += 1;
+        DirHold { claims: self, key }
+    }
+
+    /// Whether a session holds the directory `path` beneath `within`.
+    pub(crate) fn dir_held(&self, within: (u64, u64), path: &[u8]) -> bool {
+        let key = CLAIM_KEYS.hash_one((within, path));
+        let dirs = self.dirs.lock().expect("no panics while holding the lock");
+        dirs.contains_key(&key)
     }
 }
 
 impl Drop for Claim<'_> {
     fn drop(&mut self) {
         self.claims
-            .0
+            .files
             .lock()
             .expect("no panics while holding the lock")
             .remove(&self.key);
+    }
+}
+
+impl Drop for DirHold<'_> {
+    fn drop(&mut self) {
+        let mut dirs = (self.claims.dirs.lock()).expect("no panics while holding the lock");
+        if let Some(count) = dirs.get_mut(&self.key) {
+            *count -= 1;
+            if *count == 0 {
+                dirs.remove(&self.key);
+            }
+        }
     }
 }

@@ -32,6 +32,10 @@ pub(crate) fn kept(
     if filter.excluded(path.as_bytes(), is_dir) {
         return Some(Spare::Excluded);
     }
+    if is_dir && shared.claims.dir_held(within, path.as_bytes()) {
+        // Another session writes into it (its files may not be there yet).
+        return Some(Spare::Kept(KeptWhy::Busy));
+    }
     match shared.claims.claim(within, path.as_bytes()) {
         None => Some(Spare::Kept(KeptWhy::Busy)),
         Some(_) => None,

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use anyhow::Result;
 use indicatif::HumanBytes;
 
-use super::claims::{CLAIM_KEYS, Claim, KeyedSet};
+use super::claims::{CLAIM_KEYS, Claim, DirHold, KeyedSet};
 use super::in_the_way;
 use super::shared::{Destination, Shared};
 use crate::error::refused;
@@ -42,6 +42,9 @@ pub(crate) struct Planned<'c> {
     pub(crate) resume_from: Option<Box<(u64, Hasher)>>,
     /// Keeps other sessions of this process off the same path until we are done.
     pub(crate) claim: Option<Claim<'c>>,
+    /// An accepted directory (not in a dry run): held against another session's
+    /// `--delete` until this session ends.
+    pub(crate) _dir_hold: Option<DirHold<'c>>,
     /// Room held in the user's quota until the entry settles (a server's `put`);
     /// boxed, so that an entry without one costs a pointer.
     pub(crate) reservation: Option<Box<Reservation>>,
@@ -81,6 +84,7 @@ impl Planned<'_> {
             accepted_dir: false,
             resume_from: None,
             claim: None,
+            _dir_hold: None,
             reservation: None,
             replaces: Footprint::default(),
             replaces_other: false,
@@ -415,8 +419,13 @@ impl<'s, 'c> Decider<'s, 'c> {
             replaces: existed,
             attrs: attrs && self.shared.mirror,
         };
+        let dir_hold = match self.dry_run {
+            true => None,
+            false => Some((self.shared.claims).hold_dir(self.within, &entry.path_bytes())),
+        };
         let planned = Planned {
             type_change: replaced,
+            _dir_hold: dir_hold,
             ..Planned::dir(entry)
         };
         (planned, decision)
