@@ -32,6 +32,13 @@ use crate::proto::message::ErrorCode;
 /// sent as runs (`sparse`): fewer blocks than bytes, so it has holes (or is
 /// compressed, and then reads as one run). The walk of `send` and a server's `get`
 /// both judge by this.
+/// Whether this process runs as root (its effective user; asked once: xfer never
+/// changes it, and a receiver asks for every file).
+pub(crate) fn running_as_root() -> bool {
+    static ROOT: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ROOT.get_or_init(|| rustix::process::geteuid().is_root())
+}
+
 pub(crate) fn has_holes(blocks: u64, size: u64) -> bool {
     blocks.saturating_mul(512) < size
 }

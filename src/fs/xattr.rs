@@ -21,7 +21,7 @@ const USER_PREFIX: &str = "user.";
 
 /// Whether this process may read and set every namespace (as root), or `user.*` only.
 pub(crate) fn all_namespaces() -> bool {
-    rustix::process::geteuid().is_root()
+    crate::fs::running_as_root()
 }
 
 /// Whether this process reads the attributes of every namespace, so that what it
@@ -368,8 +368,13 @@ fn stray(name: &str, kept: &[(&str, Vec<u8>)]) -> bool {
 /// must not stay granted on the copy. (Only where every namespace is removed, as
 /// root from a sender that read them all: `system.*` is not settable otherwise.)
 fn removable(name: &str) -> bool {
-    !name.starts_with("security.") && (!name.starts_with("system.") || POSIX_ACLS.contains(&name))
+    let label = name.starts_with("security.") && name != CAPABILITIES;
+    !label && (!name.starts_with("system.") || POSIX_ACLS.contains(&name))
 }
+
+/// A file's capabilities: a privilege, not a label the receiving system gave it,
+/// and one the source dropped (`setcap -r`) must go from the copy too.
+const CAPABILITIES: &str = "security.capability";
 
 /// The attributes that hold a file's or directory's POSIX ACLs.
 const POSIX_ACLS: [&str; 2] = ["system.posix_acl_access", "system.posix_acl_default"];
@@ -379,8 +384,23 @@ const POSIX_ACLS: [&str; 2] = ["system.posix_acl_access", "system.posix_acl_defa
 /// none: the copy is to have the source's access, no more.
 pub(crate) fn drop_inherited_acl(fd: impl AsFd, xattrs: &Xattrs) {
     let access = POSIX_ACLS[0];
-    if !xattrs.contains_key(access) {
+    // Looked for first: a removal costs a filesystem transaction even where
+    // there is nothing to remove, a read does not (a new file in a tree of small
+    // files has none, but under a default ACL).
+    if !xattrs.contains_key(access) && rustix::fs::fgetxattr(&fd, access, &mut [0u8; 0][..]).is_ok()
+    {
         let _ = rustix::fs::fremovexattr(&fd, access);
+    }
+}
+
+/// [`drop_inherited_acl`] for the fifo, socket or device `name` in `dir` (never
+/// followed), which carries no attributes in an offer: the source's has none the
+/// copy could be given, and the copy must not grant more than the source's mode.
+pub(crate) fn drop_inherited_acl_at(dir: impl AsFd, name: &[u8]) {
+    let path = through_proc(dir, name);
+    let access = POSIX_ACLS[0];
+    if rustix::fs::lgetxattr(path.as_slice(), access, &mut [0u8; 0][..]).is_ok() {
+        let _ = rustix::fs::lremovexattr(path.as_slice(), access);
     }
 }
 
@@ -479,6 +499,7 @@ mod tests {
     fn labels_the_source_lacks_stay_and_acls_go() {
         assert!(removable("user.comment") && removable("trusted.x"));
         assert!(!removable("security.selinux") && !removable("system.nfs4_acl"));
+        assert!(removable("security.capability"));
         assert!(removable("system.posix_acl_access") && removable("system.posix_acl_default"));
         let dir = tempfile::tempdir().unwrap();
         let file = std::fs::File::create(dir.path().join("f")).unwrap();

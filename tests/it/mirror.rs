@@ -793,9 +793,25 @@ fn a_twin_another_writer_changed_during_the_run_stays() {
     let root = tempfile::tempdir().unwrap();
     let stale = root.path().join("dst/tree/b");
     let appender = {
-        let stale = stale.clone();
+        let (stale, dir) = (stale.clone(), root.path().join("dst/tree"));
         std::thread::spawn(move || {
-            std::thread::sleep(Duration::from_millis(1200));
+            // Once the run is writing `a`'s data, long before it can be named.
+            let started = std::time::Instant::now();
+            while !dir.exists()
+                || !fs::read_dir(&dir).unwrap().any(|entry| {
+                    entry
+                        .unwrap()
+                        .file_name()
+                        .to_string_lossy()
+                        .starts_with(".xfer-")
+                })
+            {
+                assert!(
+                    started.elapsed() < crate::util::TIMEOUT,
+                    "the run never began"
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
             let mut b = fs::OpenOptions::new().append(true).open(&stale).unwrap();
             std::io::Write::write_all(&mut b, b"appended").unwrap();
         })

@@ -229,6 +229,14 @@ fn an_excluded_file_is_not_replaced_by_a_directory_of_its_name() {
         "{err}"
     );
     assert_eq!(fs::read(&data).unwrap(), b"keep-me\n");
+    // Without --delete the rules protect nothing there (they travel with a dry
+    // run and -I too): the directory replaces the file, as predicted.
+    let flags = ["-n", "--exclude", "data", "--include", "data/"];
+    let (dry, recv_code, _) = mirror(root.path(), &["--overwrite"], &flags);
+    assert_eq!((code(&dry), recv_code), (0, 0), "{}", stderr_of(&dry));
+    let (real, recv_code, _) = mirror(root.path(), &["--overwrite"], &flags[1..]);
+    assert_eq!((code(&real), recv_code), (0, 0), "{}", stderr_of(&real));
+    assert_eq!(fs::read(data.join("f")).unwrap(), b"f\n");
 }
 
 #[test]

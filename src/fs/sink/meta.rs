@@ -108,7 +108,7 @@ pub(crate) fn set_numeric_ids() {
 }
 
 fn is_root() -> bool {
-    rustix::process::geteuid().is_root()
+    crate::fs::running_as_root()
 }
 
 /// The most bytes of extended attributes an entry keeps: a server's cap, so that
@@ -247,6 +247,9 @@ pub(crate) fn apply_at(
         if dropped > 0 {
             Unapplied::count(&policy.dropped.xattrs);
         }
+    } else if !is_link(entry) && policy.removes_all_namespaces() {
+        // A fifo or device made under a default ACL inherits it (a link has none).
+        xattr::drop_inherited_acl_at(&dir, name);
     }
     // A link has no mode of its own; chmod would follow it.
     if let (false, Some(mode)) = (is_link(entry), mode_of(entry, policy)) {

@@ -134,7 +134,8 @@ fn walk(
     let default = Default::default();
     let mirroring = shared.mirroring.unwrap_or(&default);
     let within = target.identity();
-    if mirroring.filter.excluded(at.1.as_bytes(), true) && target.dir_identity(at.0) != (0, 0) {
+    let excluded = mirroring.delete && mirroring.filter.excluded(at.1.as_bytes(), true);
+    if excluded && target.dir_identity(at.0) != (0, 0) {
         // The user's word on that directory stands, whatever took its name at the
         // source (rsync lets it go with all it holds).
         return Err(Refusal::new(

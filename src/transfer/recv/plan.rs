@@ -942,8 +942,11 @@ impl<'s, 'c> Decider<'s, 'c> {
         components: &[&[u8]],
     ) -> Result<(), Refusal> {
         let _claim = self.claim(entry, shown)?;
-        let excluded = (self.shared.mirroring)
-            .is_some_and(|mirroring| mirroring.filter.excluded(&entry.path_bytes(), false));
+        // The rules travel with `--dry-run` and `-I` too: they protect only
+        // where `--delete` removes.
+        let excluded = (self.shared.mirroring).is_some_and(|mirroring| {
+            mirroring.delete && mirroring.filter.excluded(&entry.path_bytes(), false)
+        });
         if excluded {
             // The filters' word on what is there stands, as for a directory a file
             // would replace (`in_the_way.rs`).
