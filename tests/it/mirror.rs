@@ -785,6 +785,44 @@ fn every_change_the_run_makes_to_a_twin_lets_its_stale_names_go() {
     }
 }
 
+/// A directory of four names of one file moved at the source (`mv old new`): the
+/// run makes the four new names side by side and removes the old ones, all in
+/// that run. Two of the session's threads linking the one file at once used to
+/// leave some old names kept, "changed since the session began".
+#[test]
+fn a_moved_directory_of_hard_links_leaves_no_stale_name() {
+    let root = tempfile::tempdir().unwrap();
+    let tree = root.path().join("src/tree");
+    fs::create_dir_all(tree.join("old")).unwrap();
+    fs::write(tree.join("m"), b"m\n").unwrap();
+    for name in ["a", "b", "c", "d"] {
+        fs::hard_link(tree.join("m"), tree.join("old").join(name)).unwrap();
+    }
+    let receiver = Receiver::start(
+        &root.path().join("dst"),
+        Some(KEY),
+        &["--overwrite", "--serve"],
+    );
+    let first = send(&[&tree], receiver.port, KEY, &["--delete"]);
+    assert_eq!(code(&first), 0, "{}", stderr_of(&first));
+    fs::rename(tree.join("old"), tree.join("new")).unwrap();
+    settle();
+    let moved = send(&[&tree], receiver.port, KEY, &["--delete", "-i"]);
+    assert_eq!(code(&moved), 0, "{}", stderr_of(&moved));
+    let said = stdout_of(&moved);
+    assert!(!said.contains("kept"), "{said}");
+    assert_eq!(
+        names(&root.path().join("dst")),
+        [
+            "tree/m",
+            "tree/new/a",
+            "tree/new/b",
+            "tree/new/c",
+            "tree/new/d"
+        ]
+    );
+}
+
 /// Another writer appends to the stale twin while the run that replaces its
 /// other name is under way: that change is not the session's, and the twin
 /// stays, said kept, with what was appended.

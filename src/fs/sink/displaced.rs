@@ -22,10 +22,17 @@ use rustix::fs::{FileType, Mode, OFlags, Stat};
 
 use crate::fs::beneath;
 
-/// See the module documentation: by device and inode, the change time before the
-/// session's first change of it and after its last.
+/// See the module documentation: by device and inode, the change times before and
+/// after each of the session's changes of it. Its threads may change one inode at
+/// once (two hard links made to it side by side), so a change's `before` may be
+/// another's `after` that no thread saw: each pair is kept, and a chain of them
+/// from the inode's ctime back to one older than the session is what makes the
+/// change the session's alone.
 #[derive(Default)]
-pub(crate) struct Displaced(Mutex<HashMap<(u64, u64), (i128, i128)>>);
+pub(crate) struct Displaced(Mutex<Books>);
+
+/// By device and inode, each change's change times before and after.
+type Books = HashMap<(u64, u64), Vec<(i128, i128)>>;
 
 impl Displaced {
     /// Runs `change`, which takes `name` of `dir` from whatever holds it (a rename
@@ -62,30 +69,41 @@ impl Displaced {
     /// Whether `stat`'s inode last changed by this session's hand alone since the
     /// session began (`since`, see the module documentation).
     pub(crate) fn only_by_this_session(&self, stat: &Stat, since: i128) -> bool {
-        let key = (stat.st_dev, stat.st_ino);
-        self.books()
-            .get(&key)
-            .is_some_and(|&(before, after)| before < since && after == beneath::changed_at(stat))
+        let books = self.books();
+        let Some(pairs) = books.get(&(stat.st_dev, stat.st_ino)) else {
+            return false;
+        };
+        // Back from its ctime now, change by change, to a time before the session.
+        let mut at = beneath::changed_at(stat);
+        for _ in 0..=pairs.len() {
+            let earliest = (pairs.iter())
+                .filter(|(_, after)| *after == at)
+                .map(|(before, _)| *before)
+                .min();
+            match earliest {
+                Some(before) if before < since => return true,
+                Some(before) => at = before,
+                None => return false,
+            }
+        }
+        false
     }
 
-    /// Records `fd`'s inode, changed at `before` and now as the session left it; a
-    /// second change of the session's keeps the first's `before`.
+    /// Records that the session changed `fd`'s inode, found changed at `before`,
+    /// and left it as it is now.
     fn note(&self, fd: &OwnedFd, before: i128) {
         let Ok(stat) = rustix::fs::fstat(fd) else {
             return;
         };
+        let pair = (before, beneath::changed_at(&stat));
         let mut books = self.books();
-        let first = match books.get(&(stat.st_dev, stat.st_ino)) {
-            Some(&(first, after)) if after == before => first,
-            _ => before,
-        };
-        books.insert(
-            (stat.st_dev, stat.st_ino),
-            (first, beneath::changed_at(&stat)),
-        );
+        let pairs = books.entry((stat.st_dev, stat.st_ino)).or_default();
+        if !pairs.contains(&pair) {
+            pairs.push(pair);
+        }
     }
 
-    fn books(&self) -> MutexGuard<'_, HashMap<(u64, u64), (i128, i128)>> {
+    fn books(&self) -> MutexGuard<'_, Books> {
         self.0.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
@@ -173,6 +191,26 @@ mod tests {
         let unlink = || rustix::fs::unlinkat(&dir, "c", rustix::fs::AtFlags::empty());
         displaced.taking(&dir, b"c", unlink).unwrap();
         assert!(displaced.only_by_this_session(&lstat(tmp.path().join("b")), since));
+    }
+
+    #[test]
+    fn changes_noted_out_of_order_still_chain_back_to_before_the_session() {
+        let (tmp, _dir) = twins();
+        let file = open_dir(tmp.path());
+        let fd = rustix::fs::openat(&file, "b", OFlags::PATH | OFlags::NOFOLLOW, Mode::empty());
+        let fd = fd.unwrap();
+        let now = beneath::changed_at(&lstat(tmp.path().join("b")));
+        let since = now - 10;
+        let displaced = Displaced::default();
+        // Two threads linked it at once: the second saw the first's change (at
+        // `now - 5`, never seen by the first), both see `now` after.
+        displaced.note(&fd, now - 5);
+        displaced.note(&fd, now - 20);
+        assert!(displaced.only_by_this_session(&lstat(tmp.path().join("b")), since));
+        // Without the older one, nothing reaches back before the session.
+        let alone = Displaced::default();
+        alone.note(&fd, now - 5);
+        assert!(!alone.only_by_this_session(&lstat(tmp.path().join("b")), since));
     }
 
     #[test]
