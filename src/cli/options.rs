@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use super::args::{
     AuthArgs, Cli, ClientArgs, Command, GetArgs, HashChoice, LinkArgs, LsArgs, MirrorArgs,
-    OutputArgs, RecvArgs, SecurityArgs, SendArgs, ServeArgs, TransferArgs,
+    OutputArgs, RecvArgs, SecurityArgs, SendArgs, ServeArgs, ShellArgs, TransferArgs,
 };
 use crate::client::ClientOptions;
 use crate::client::options::{
@@ -84,25 +84,7 @@ pub(crate) fn invocation(cli: Cli) -> Result<Invocation, String> {
                 realm: args.realm,
             }
         }
-        Command::Shell(args) => {
-            let (host, dir) = remote(&args.target, false)?;
-            let quiet = args.client.output.quiet;
-            let (mut client, _) = client(args.client, host)?;
-            transferring(&mut client, &args.transfer);
-            Invocation::Shell(ShellOptions {
-                client,
-                dir,
-                script: args.batch.map(|path| {
-                    if path.as_os_str() == "-" {
-                        Script::Stdin
-                    } else {
-                        Script::File(path)
-                    }
-                }),
-                progress: args.progress,
-                quiet,
-            })
-        }
+        Command::Shell(args) => Invocation::Shell(shell(args)?),
         Command::Keygen(args) => Invocation::Keygen(args.path),
         Command::Completions(args) => Invocation::Completions(args.shell),
         Command::Man(args) => Invocation::Man {
@@ -439,6 +421,35 @@ fn one_server(operands: &[String], what: &str) -> Result<(Host, Vec<String>), St
     }
     let host = host.ok_or_else(|| format!("give HOST:PORT:PATH to {what}"))?;
     Ok((host, paths))
+}
+
+/// `xfer shell`: its address, starting directory and script.
+fn shell(args: ShellArgs) -> Result<ShellOptions, String> {
+    if args.client.output.json {
+        // Said, not ignored: the shell prints for people.
+        return Err(
+            "the shell has no --json output; for scripts use the client \
+                    commands (xfer send, get, ls, mkdir, rm, mv) with --json"
+                .into(),
+        );
+    }
+    let (host, dir) = remote(&args.target, false)?;
+    let quiet = args.client.output.quiet;
+    let (mut client, _) = client(args.client, host)?;
+    transferring(&mut client, &args.transfer);
+    Ok(ShellOptions {
+        client,
+        dir,
+        script: args.batch.map(|path| {
+            if path.as_os_str() == "-" {
+                Script::Stdin
+            } else {
+                Script::File(path)
+            }
+        }),
+        progress: args.progress,
+        quiet,
+    })
 }
 
 fn change(args: ClientArgs, to: Host, change: Change) -> Result<Invocation, String> {

@@ -417,3 +417,12 @@ fn hash_is_blake3_when_the_peer_has_it_unless_a_hash_is_named() {
     }
     assert!(parse(&["send", "--hash", "sha1", "a", "h:1"]).is_err());
 }
+
+#[test]
+fn the_shell_refuses_json_rather_than_ignore_it() {
+    let err = parse(&["shell", "--json", "h:1"]).unwrap_err();
+    assert!(
+        err.to_string().contains("the shell has no --json output"),
+        "{err}"
+    );
+}

@@ -550,9 +550,9 @@ fn login_refused(initiator: &Initiator<'_>, hello: &Hello) -> String {
              there); if {user} logs in with a password, add --password"
         ),
         (true, None, _) => format!(
-            "the server refused {origin} with no user name (no --user given): each user \
-             of a server has a key of their own; add --user NAME (and --password if NAME \
-             logs in with a password)"
+            "the server refused {origin} with no user name (no --user given): a wrong key, \
+             or a server with users, each of whom has a key of their own: then add --user \
+             NAME (and --password if NAME logs in with a password)"
         ),
         (false, _, true) => format!(
             "the listener refused the password, for its {realm} (wrong password on one side?)"

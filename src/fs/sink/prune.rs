@@ -614,12 +614,20 @@ impl<'a, 'b> Walk<'a, 'b> {
             _ => AtFlags::empty(),
         };
         // A file with more names that goes changes the others' ctime: its own
-        // doing, which the walk and the rest of the session know (`displaced.rs`).
+        // doing, which the walk and the rest of the session know (`displaced.rs`;
+        // it costs an open and a stat, spared where the listing found one name:
+        // the check just before removing makes sure it is still that inode).
         let unlink = || rustix::fs::unlinkat(parent, name, flags);
-        let displaced = self.target.displaced();
+        let unlink_noted = || match listed.st_nlink > 1 && kind != ItemKind::Dir {
+            true => self
+                .target
+                .displaced()
+                .taking(parent, name.as_bytes(), unlink),
+            false => unlink(),
+        };
         let Some(account) = self.target.meter() else {
             self.as_listed(parent, name, listed, kind)?;
-            return Ok(displaced.taking(parent, name.as_bytes(), unlink)?);
+            return Ok(unlink_noted()?);
         };
         let mut books = account.books_to_change().map_err(Unlink::Stopped)?;
         let own = self.own.map(|own| account.home_path(own));
@@ -630,7 +638,7 @@ impl<'a, 'b> Walk<'a, 'b> {
             return Err(Unlink::Claimed);
         }
         let stat = self.as_listed(parent, name, listed, kind)?;
-        displaced.taking(parent, name.as_bytes(), unlink)?;
+        unlink_noted()?;
         books.gone(&stat);
         Ok(())
     }
