@@ -630,13 +630,11 @@ impl Walk<'_> {
         // device an offer is refused whole).
         let carries = matches!(kind, EntryKind::File | EntryKind::Dir | EntryKind::Symlink);
         if self.options.xattrs && carries {
-            // A file or directory says it has none (`{}`): a receiver that keeps
-            // its old copy (found the same, or a delta's result) or directory then
-            // drops what the source does not have. One whose attributes cannot be
-            // listed says nothing (and is warned of).
-            let says_none = matches!(kind, EntryKind::File | EntryKind::Dir);
-            entry.extra_mut().xattrs =
-                super::xattr::read(path).filter(|xattrs| !xattrs.is_empty() || says_none);
+            // An entry says it has none (`{}`): a receiver that keeps its old copy
+            // (a file found the same, or a delta's result; a directory; a link)
+            // then drops what the source does not have. One whose attributes
+            // cannot be listed says nothing (and is warned of).
+            entry.extra_mut().xattrs = super::xattr::read(path);
         } else if self.options.xattrs {
             super::xattr::say_not_carried(path);
         }

@@ -437,6 +437,37 @@ pub(crate) fn link_holds(dir: impl AsFd, name: &[u8], xattrs: &Xattrs, all: bool
     })
 }
 
+/// The attributes `all` allows that the link (or special file) `name` in `dir`
+/// holds and `xattrs` does not name: what goes from a link kept in place of a new
+/// one (see [`remove_others`]); none where they cannot be listed.
+fn link_strays(dir: impl AsFd, name: &[u8], xattrs: &Xattrs, all: bool) -> Vec<String> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = through_proc(dir, name);
+    let Ok(listed) = Holder::Path(Path::new(std::ffi::OsStr::from_bytes(&path))).listed() else {
+        return Vec::new();
+    };
+    let kept = kept(xattrs, all, None);
+    let strays = settable_names(&listed, all).filter(|name| stray(name, &kept));
+    strays.map(str::to_string).collect()
+}
+
+/// Whether the link `name` in `dir` holds an attribute `all` allows that `xattrs`
+/// does not name.
+pub(crate) fn link_has_others(dir: impl AsFd, name: &[u8], xattrs: &Xattrs, all: bool) -> bool {
+    !link_strays(dir, name, xattrs, all).is_empty()
+}
+
+/// Removes from the link `name` in `dir` itself the attributes `all` allows that
+/// `xattrs` does not name; how many went.
+pub(crate) fn remove_others_at(dir: impl AsFd, name: &[u8], xattrs: &Xattrs, all: bool) -> usize {
+    let strays = link_strays(&dir, name, xattrs, all);
+    let path = through_proc(&dir, name);
+    let removed = strays
+        .iter()
+        .filter(|attr| rustix::fs::lremovexattr(path.as_slice(), attr.as_str()).is_ok());
+    removed.count()
+}
+
 /// `name` in `dir` as a path through `/proc/self/fd`, for the calls that take a
 /// path only (`l*xattr`, which do not follow its last component).
 fn through_proc(dir: impl AsFd, name: &[u8]) -> Vec<u8> {

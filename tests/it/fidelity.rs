@@ -209,9 +209,9 @@ fn capabilities_survive_a_change_of_owner() {
     );
 }
 
-/// A link's attributes (as root, `trusted.*`) that changed at the source reach
-/// the copy on the next run, said `attrs`; the run after finds nothing to do.
-/// They were set only when the link was made.
+/// A link's attributes (as root, `trusted.*`) that changed, appeared or went at
+/// the source do so on the copy on the next run, said `attrs`; the run after
+/// finds nothing to do. They were set only when the link was made.
 #[test]
 fn a_links_changed_attributes_reach_its_copy() {
     let src = tempfile::tempdir().unwrap();
@@ -239,6 +239,19 @@ fn a_links_changed_attributes_reach_its_copy() {
         xattrs_of(&tree.join("l"))
     );
     assert!(!run().contains("attrs"));
+    // Removed at the source, one and then the last: removed from the copy.
+    for gone in ["trusted.b", "trusted.a"] {
+        let c_path = std::ffi::CString::new(tree.join("l").as_os_str().as_encoded_bytes());
+        let c_name = std::ffi::CString::new(gone).unwrap();
+        // SAFETY: NUL-terminated path and name.
+        unsafe { libc::lremovexattr(c_path.unwrap().as_ptr(), c_name.as_ptr()) };
+        assert!(run().contains("attrs    t/l"), "{gone}");
+        let (copy, source) = (
+            xattrs_of(&out.path().join("t/l")),
+            xattrs_of(&tree.join("l")),
+        );
+        assert_eq!(copy, source, "{gone}");
+    }
 }
 
 /// A POSIX ACL with an entry for user 1234 (`rwx`), as the kernel stores one.

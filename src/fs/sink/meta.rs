@@ -243,6 +243,8 @@ pub(crate) fn apply_at(
         rustix::fs::chownat(&dir, name, Some(uid), Some(gid), AtFlags::SYMLINK_NOFOLLOW)?;
     }
     if let Some(xattrs) = &entry.extra().xattrs {
+        // Those the source's link no longer has go first (a new link has none).
+        xattr::remove_others_at(&dir, name, xattrs, policy.removes_all_namespaces());
         let dropped = xattr::apply_to_link(&dir, name, xattrs, policy.all_namespaces());
         if dropped > 0 {
             Unapplied::count(&policy.dropped.xattrs);
@@ -422,17 +424,20 @@ pub(crate) fn node_differs(stat: &rustix::fs::Stat, entry: &Entry, policy: Polic
 }
 
 /// Whether the link or special file `name` in `dir` lacks an attribute `entry`
-/// offers, or holds another value of one (as root: `trusted.*` and `security.*`
-/// on a link; Linux keeps no `user.*` ones there): [`apply_at`] sets them.
+/// offers, holds another value of one, or holds one it does not offer (as root:
+/// `trusted.*` and `security.*` on a link; Linux keeps no `user.*` ones there):
+/// [`apply_at`] makes them the offer's.
 pub(crate) fn node_xattrs_differ(
     dir: impl AsFd,
     name: &[u8],
     entry: &Entry,
     policy: Policy,
 ) -> bool {
-    let all = policy.all_namespaces();
-    (entry.extra().xattrs.as_ref())
-        .is_some_and(|xattrs| !xattr::link_holds(&dir, name, xattrs, all))
+    let (all, remove) = (policy.all_namespaces(), policy.removes_all_namespaces());
+    (entry.extra().xattrs.as_ref()).is_some_and(|xattrs| {
+        !xattr::link_holds(&dir, name, xattrs, all)
+            || xattr::link_has_others(&dir, name, xattrs, remove)
+    })
 }
 
 /// Whether an owner would be applied (as root, not on a server) and differs.
