@@ -22,7 +22,6 @@ use crate::fs::source::{STDIN_OPERAND, WalkOptions};
 use crate::net::{Admission, Link, Timeouts};
 use crate::net::{Endpoint as Host, Remote};
 use crate::proto::handshake::valid_user;
-use crate::proto::message::Mirror;
 use crate::serve::ServerOptions;
 use crate::shell::{Script, ShellOptions};
 use crate::transfer::recv::Settings;
@@ -198,11 +197,6 @@ fn mirroring(mut peering: Peering, mirror: &MirrorArgs) -> Peering {
     peering.style.itemize = mirror.itemize;
     peering.security.mirror = mirror.delete || mirror.dry_run;
     peering
-}
-
-/// What a `get` asks the server to filter and echo, if anything (17.5).
-fn get_mirror(mirror: &MirrorArgs) -> Result<Option<Mirror>, String> {
-    filter::get_request(&filter_rules(mirror)?, mirror.delete, mirror.dry_run)
 }
 
 /// The filter rules of `--exclude`, `--exclude-from` and `--include`.
@@ -493,7 +487,9 @@ fn get(args: GetArgs) -> Result<GetOptions, String> {
     output.itemize = mirror.itemize;
     let (mut client, _) = client(args.client, host)?;
     transferring(&mut client, &args.transfer);
-    client.mirror = get_mirror(mirror)?;
+    let rules = filter_rules(mirror)?;
+    filter::warn_of_rules_naming_a_path_fetched(&rules, &paths);
+    client.mirror = filter::get_request(&rules, mirror.delete, mirror.dry_run)?;
     Ok(GetOptions {
         client,
         paths,

@@ -102,7 +102,7 @@ fn shadowed_includes(rules: &[String], include: &[String]) -> Vec<String> {
 /// first component is literal, and only where that path is not there.
 pub(crate) fn rules_naming_a_directory_sent(
     rules: &[String],
-    dirs: &[(String, PathBuf)],
+    dirs: &[(String, Option<PathBuf>)],
 ) -> Vec<String> {
     let mut said = Vec::new();
     for rule in rules.iter().filter(|rule| !rule.starts_with('#')) {
@@ -112,15 +112,23 @@ pub(crate) fn rules_naming_a_directory_sent(
         let Some((first, rest)) = below.split_once('/') else {
             continue;
         };
-        let named = dirs.iter().find(|(name, _)| name == first);
-        if let (true, Some((name, path))) = (anchored, named)
-            && !rest.is_empty()
-            && std::fs::symlink_metadata(path.join(first)).is_err()
-        {
+        let Some((name, path)) = dirs.iter().find(|(name, _)| name == first) else {
+            continue;
+        };
+        // A local directory is looked in: one that holds `first` may be meant.
+        let there = path
+            .as_ref()
+            .map(|path| std::fs::symlink_metadata(path.join(first)).is_ok());
+        let (verb, missing) = match there {
+            Some(true) => continue,
+            Some(false) => ("sent", ", which is not there"),
+            None => ("fetched", ""),
+        };
+        if anchored && !rest.is_empty() {
             said.push(format!(
-                "the rule \"{}\" is matched below each directory sent, so it names \
-                 {name}/{below}, which is not there; for {below} write \"/{rest}\" (the \
-                 name of the directory sent is not part of the paths rules see)",
+                "the rule \"{}\" is matched below each directory {verb}, so it names \
+                 {name}/{below}{missing}; for {below} write \"/{rest}\" (the name of the \
+                 directory {verb} is not part of the paths rules see)",
                 as_typed(rule),
             ));
         }
@@ -131,9 +139,22 @@ pub(crate) fn rules_naming_a_directory_sent(
 /// Warns of each rule that names one of the directories among `files` (what is
 /// sent) as its first component ([`rules_naming_a_directory_sent`]).
 pub(crate) fn warn_of_rules_naming_a_directory_sent(rules: &[String], files: &[PathBuf]) {
-    let dirs: Vec<(String, PathBuf)> = (files.iter())
+    let dirs: Vec<(String, Option<PathBuf>)> = (files.iter())
         .filter(|file| file.is_dir())
-        .filter_map(|file| Some((file.file_name()?.to_str()?.to_string(), file.clone())))
+        .filter_map(|file| Some((file.file_name()?.to_str()?.to_string(), Some(file.clone()))))
+        .collect();
+    for warning in rules_naming_a_directory_sent(rules, &dirs) {
+        crate::stderr::warn(&warning);
+    }
+}
+
+/// The same for a `get` of the server's `paths` (relative to the home), whose
+/// tree cannot be looked in here.
+pub(crate) fn warn_of_rules_naming_a_path_fetched(rules: &[String], paths: &[String]) {
+    let dirs: Vec<(String, Option<PathBuf>)> = (paths.iter())
+        .filter_map(|path| path.trim_end_matches('/').rsplit('/').next())
+        .filter(|name| !name.is_empty() && *name != "." && *name != "..")
+        .map(|name| (name.to_string(), None))
         .collect();
     for warning in rules_naming_a_directory_sent(rules, &dirs) {
         crate::stderr::warn(&warning);
@@ -470,7 +491,7 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let src = tmp.path().join("src");
         std::fs::create_dir_all(src.join("cache")).unwrap();
-        let dirs = [("src".to_string(), src.clone())];
+        let dirs = [("src".to_string(), Some(src.clone()))];
         let rules: Vec<String> = [
             "/src/cache/",
             "src/cache",
@@ -486,6 +507,11 @@ mod tests {
         assert!(said[0].contains("names src/src/cache/") && said[0].contains("write \"/cache/\""));
         assert!(said[1].contains("\"src/cache\"") && said[1].contains("write \"/cache\""));
         assert!(said[2].contains("\"!/src/keep\"") && said[2].contains("write \"/keep\""));
+        // A server's path is not looked in: said, without "not there".
+        let fetched = [("src".to_string(), None)];
+        let said = rules_naming_a_directory_sent(&rules[..1], &fetched);
+        assert_eq!(said.len(), 1, "{said:#?}");
+        assert!(said[0].contains("below each directory fetched, so it names src/src/cache/;"));
         // Where src/src is there, the rule may mean it: nothing said.
         std::fs::create_dir_all(src.join("src")).unwrap();
         assert!(rules_naming_a_directory_sent(&rules, &dirs).is_empty());

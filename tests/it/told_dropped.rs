@@ -231,7 +231,9 @@ fn a_directory_the_receiver_may_not_change_is_told_to_the_sender() {
     let mode = std::fs::metadata(&theirs).unwrap().permissions().mode() & 0o7777;
     assert_eq!(mode, 0o777, "left as it was");
     // A listener serves sessions at once: its warning says whose it is.
-    assert_names_the_peer(&receiver.stderr(), "cannot set its metadata");
+    // Once its stderr reader has caught the line (the sender may end first).
+    let log = receiver.wait_for_stderr("cannot set its metadata");
+    assert_names_the_peer(&log, "cannot set its metadata");
     receiver.child.kill().unwrap();
 }
 
