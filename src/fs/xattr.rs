@@ -157,6 +157,32 @@ impl Holder<'_> {
         }
     }
 
+    /// Whether it holds `name`, with the value `wanted`.
+    fn holds_value(self, name: &str, wanted: &[u8]) -> bool {
+        let mut here = vec![0u8; wanted.len() + 1];
+        let read = match self {
+            Holder::Path(path) => rustix::fs::lgetxattr(path, name, &mut here[..]),
+            Holder::Fd(fd) => rustix::fs::fgetxattr(fd, name, &mut here[..]),
+        };
+        read.is_ok_and(|len| here[..len] == *wanted)
+    }
+
+    /// Whether it holds `name` at all (its size asked, nothing read).
+    fn has(self, name: &str) -> bool {
+        match self {
+            Holder::Path(path) => rustix::fs::lgetxattr_query(path, name).is_ok(),
+            Holder::Fd(fd) => rustix::fs::fgetxattr_query(fd, name).is_ok(),
+        }
+    }
+
+    /// Removes `name`; whether it went.
+    fn remove(self, name: &str) -> bool {
+        match self {
+            Holder::Path(path) => rustix::fs::lremovexattr(path, name).is_ok(),
+            Holder::Fd(fd) => rustix::fs::fremovexattr(fd, name).is_ok(),
+        }
+    }
+
     /// The value of `name`: `Err` with its size if that is over [`MAX_XATTR_VALUE`]
     /// (which no value offered may be), `None` if it cannot be read (gone, or grown
     /// since it was measured).
@@ -324,10 +350,15 @@ fn listed(fd: impl AsFd) -> Result<Vec<u8>, Errno> {
 /// file kept in place of a new one must lose to match it. Returns how many went, or
 /// the error when they cannot be listed (the copy may keep some it should lose).
 pub(crate) fn remove_others(fd: impl AsFd, xattrs: &Xattrs, all: bool) -> Result<usize, Errno> {
-    let (listed, kept) = (listed(&fd)?, kept(xattrs, all, None));
+    remove_strays(Holder::Fd(fd.as_fd()), xattrs, all)
+}
+
+/// [`remove_others`] of any holder.
+fn remove_strays(holder: Holder<'_>, xattrs: &Xattrs, all: bool) -> Result<usize, Errno> {
+    let (listed, kept) = (holder.listed()?, kept(xattrs, all, None));
     let removed = settable_names(&listed, all)
         .filter(|name| stray(name, &kept))
-        .filter(|name| rustix::fs::fremovexattr(&fd, *name).is_ok())
+        .filter(|name| holder.remove(name))
         .count();
     Ok(removed)
 }
@@ -335,10 +366,14 @@ pub(crate) fn remove_others(fd: impl AsFd, xattrs: &Xattrs, all: bool) -> Result
 /// Whether `fd` holds each of `xattrs` that [`apply`] would set with `all` and
 /// `cap`, with the same value.
 pub(crate) fn holds(fd: impl AsFd, xattrs: &Xattrs, all: bool, cap: Option<usize>) -> bool {
-    kept(xattrs, all, cap).iter().all(|(name, wanted)| {
-        let mut here = vec![0u8; wanted.len() + 1];
-        rustix::fs::fgetxattr(&fd, *name, &mut here[..]).is_ok_and(|len| here[..len] == wanted[..])
-    })
+    holds_each(Holder::Fd(fd.as_fd()), xattrs, all, cap)
+}
+
+/// [`holds`] of any holder.
+fn holds_each(holder: Holder<'_>, xattrs: &Xattrs, all: bool, cap: Option<usize>) -> bool {
+    let kept = kept(xattrs, all, cap);
+    kept.iter()
+        .all(|(name, wanted)| holder.holds_value(name, wanted))
 }
 
 /// Whether `fd` holds an attribute `all` allows that [`apply`] with `cap` would not
@@ -348,11 +383,19 @@ pub(crate) fn holds(fd: impl AsFd, xattrs: &Xattrs, all: bool, cap: Option<usize
 pub(crate) fn has_others(fd: impl AsFd, xattrs: &Xattrs, all: bool, cap: Option<usize>) -> bool {
     // One that cannot be listed may: it is refreshed (and what cannot be removed
     // counted) rather than found the same.
-    let Ok(listed) = listed(&fd) else {
-        return true;
-    };
-    let kept = kept(xattrs, all, cap);
-    settable_names(&listed, all).any(|name| stray(name, &kept))
+    any_stray(Holder::Fd(fd.as_fd()), xattrs, all, cap).unwrap_or(true)
+}
+
+/// Whether `holder` holds an attribute `all` allows that `xattrs` (with `cap`)
+/// does not keep; the error when its attributes cannot be listed.
+fn any_stray(
+    holder: Holder<'_>,
+    xattrs: &Xattrs,
+    all: bool,
+    cap: Option<usize>,
+) -> Result<bool, Errno> {
+    let (listed, kept) = (holder.listed()?, kept(xattrs, all, cap));
+    Ok(settable_names(&listed, all).any(|name| stray(name, &kept)))
 }
 
 /// Whether the attribute `name` an entry holds goes, being none of `kept` (in name
@@ -383,13 +426,8 @@ const POSIX_ACLS: [&str; 2] = ["system.posix_acl_access", "system.posix_acl_defa
 /// its directory's default ACL where `xattrs` (the source's, every namespace) has
 /// none: the copy is to have the source's access, no more.
 pub(crate) fn drop_inherited_acl(fd: impl AsFd, xattrs: &Xattrs) {
-    let access = POSIX_ACLS[0];
-    // Looked for first: a removal costs a filesystem transaction even where
-    // there is nothing to remove, a read does not (a new file in a tree of small
-    // files has none, but under a default ACL).
-    if !xattrs.contains_key(access) && rustix::fs::fgetxattr(&fd, access, &mut [0u8; 0][..]).is_ok()
-    {
-        let _ = rustix::fs::fremovexattr(&fd, access);
+    if !xattrs.contains_key(POSIX_ACLS[0]) {
+        drop_access_acl(Holder::Fd(fd.as_fd()));
     }
 }
 
@@ -397,10 +435,15 @@ pub(crate) fn drop_inherited_acl(fd: impl AsFd, xattrs: &Xattrs) {
 /// followed), which carries no attributes in an offer: the source's has none the
 /// copy could be given, and the copy must not grant more than the source's mode.
 pub(crate) fn drop_inherited_acl_at(dir: impl AsFd, name: &[u8]) {
-    let path = through_proc(dir, name);
-    let access = POSIX_ACLS[0];
-    if rustix::fs::lgetxattr(path.as_slice(), access, &mut [0u8; 0][..]).is_ok() {
-        let _ = rustix::fs::lremovexattr(path.as_slice(), access);
+    drop_access_acl(Holder::Path(&through_proc(dir, name)));
+}
+
+/// Removes the access ACL `holder` holds, if any. Looked for first: a removal
+/// costs a filesystem transaction even where there is nothing to remove, a read
+/// does not (a new file in a tree of small files has none, but under a default ACL).
+fn drop_access_acl(holder: Holder<'_>) {
+    if holder.has(POSIX_ACLS[0]) {
+        holder.remove(POSIX_ACLS[0]);
     }
 }
 
@@ -413,7 +456,7 @@ pub(crate) fn apply_to_link(dir: impl AsFd, name: &[u8], xattrs: &Xattrs, all: b
         let value = unhex_vec(value).unwrap_or_default();
         let set = settable(attr, all)
             && rustix::fs::lsetxattr(
-                path.as_slice(),
+                &path,
                 attr.as_str(),
                 &value,
                 rustix::fs::XattrFlags::empty(),
@@ -427,54 +470,30 @@ pub(crate) fn apply_to_link(dir: impl AsFd, name: &[u8], xattrs: &Xattrs, all: b
 /// Whether the link (or special file) `name` in `dir` itself holds each of
 /// `xattrs` that [`apply_to_link`] would set with `all`, with the same value.
 pub(crate) fn link_holds(dir: impl AsFd, name: &[u8], xattrs: &Xattrs, all: bool) -> bool {
-    let path = through_proc(dir, name);
-    let wanted = xattrs.iter().filter(|(attr, _)| settable(attr, all));
-    wanted.into_iter().all(|(attr, value)| {
-        let value = unhex_vec(value).unwrap_or_default();
-        let mut here = vec![0u8; value.len() + 1];
-        rustix::fs::lgetxattr(path.as_slice(), attr.as_str(), &mut here[..])
-            .is_ok_and(|len| here[..len] == value[..])
-    })
-}
-
-/// The attributes `all` allows that the link (or special file) `name` in `dir`
-/// holds and `xattrs` does not name: what goes from a link kept in place of a new
-/// one (see [`remove_others`]); none where they cannot be listed.
-fn link_strays(dir: impl AsFd, name: &[u8], xattrs: &Xattrs, all: bool) -> Vec<String> {
-    use std::os::unix::ffi::OsStrExt;
-    let path = through_proc(dir, name);
-    let Ok(listed) = Holder::Path(Path::new(std::ffi::OsStr::from_bytes(&path))).listed() else {
-        return Vec::new();
-    };
-    let kept = kept(xattrs, all, None);
-    let strays = settable_names(&listed, all).filter(|name| stray(name, &kept));
-    strays.map(str::to_string).collect()
+    holds_each(Holder::Path(&through_proc(dir, name)), xattrs, all, None)
 }
 
 /// Whether the link `name` in `dir` holds an attribute `all` allows that `xattrs`
-/// does not name.
+/// does not name (none where they cannot be listed).
 pub(crate) fn link_has_others(dir: impl AsFd, name: &[u8], xattrs: &Xattrs, all: bool) -> bool {
-    !link_strays(dir, name, xattrs, all).is_empty()
+    any_stray(Holder::Path(&through_proc(dir, name)), xattrs, all, None).unwrap_or(false)
 }
 
 /// Removes from the link `name` in `dir` itself the attributes `all` allows that
-/// `xattrs` does not name; how many went.
+/// `xattrs` does not name: what goes from a link kept in place of a new one (see
+/// [`remove_others`]); how many went, none where they cannot be listed.
 pub(crate) fn remove_others_at(dir: impl AsFd, name: &[u8], xattrs: &Xattrs, all: bool) -> usize {
-    let strays = link_strays(&dir, name, xattrs, all);
-    let path = through_proc(&dir, name);
-    let removed = strays
-        .iter()
-        .filter(|attr| rustix::fs::lremovexattr(path.as_slice(), attr.as_str()).is_ok());
-    removed.count()
+    remove_strays(Holder::Path(&through_proc(dir, name)), xattrs, all).unwrap_or(0)
 }
 
 /// `name` in `dir` as a path through `/proc/self/fd`, for the calls that take a
 /// path only (`l*xattr`, which do not follow its last component).
-fn through_proc(dir: impl AsFd, name: &[u8]) -> Vec<u8> {
+fn through_proc(dir: impl AsFd, name: &[u8]) -> std::path::PathBuf {
     use std::os::fd::AsRawFd;
+    use std::os::unix::ffi::OsStringExt;
     let mut path = format!("/proc/self/fd/{}/", dir.as_fd().as_raw_fd()).into_bytes();
     path.extend_from_slice(name);
-    path
+    std::ffi::OsString::from_vec(path).into()
 }
 
 #[cfg(test)]

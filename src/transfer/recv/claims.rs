@@ -68,7 +68,7 @@ impl Hasher for AsIs {
 impl Claims {
     /// Claims `path` beneath the directory `within` (its device and inode).
     pub(crate) fn claim(&self, within: (u64, u64), path: &[u8]) -> Option<Claim<'_>> {
-        let key = CLAIM_KEYS.hash_one((within, path));
+        let key = key_of(within, path);
         let mut held = self.files.lock().expect("no panics while holding the lock");
         held.insert(key).then(|| Claim { claims: self, key })
     }
@@ -76,7 +76,7 @@ impl Claims {
     /// Holds the directory `path` beneath `within` for a session that writes into
     /// it; several sessions may hold one.
     pub(crate) fn hold_dir(&self, within: (u64, u64), path: &[u8]) -> DirHold<'_> {
-        let key = CLAIM_KEYS.hash_one((within, path));
+        let key = key_of(within, path);
         let mut dirs = self.dirs.lock().expect("no panics while holding the lock");
         *dirs.entry(key).or_default() += 1;
         DirHold { claims: self, key }
@@ -84,10 +84,15 @@ impl Claims {
 
     /// Whether a session holds the directory `path` beneath `within`.
     pub(crate) fn dir_held(&self, within: (u64, u64), path: &[u8]) -> bool {
-        let key = CLAIM_KEYS.hash_one((within, path));
+        let key = key_of(within, path);
         let dirs = self.dirs.lock().expect("no panics while holding the lock");
         dirs.contains_key(&key)
     }
+}
+
+/// The key of `path` beneath the directory `within` in [`Claims`].
+fn key_of(within: (u64, u64), path: &[u8]) -> u64 {
+    CLAIM_KEYS.hash_one((within, path))
 }
 
 impl Drop for Claim<'_> {
