@@ -53,6 +53,15 @@ pub(super) fn mirror(
     (sent, code, receiver.stderr())
 }
 
+/// A serving receiver into `root/dst` that lets its senders replace files, with
+/// `tree` mirrored to it once (which must succeed).
+fn serving_a_first_copy(root: &Path, tree: &Path) -> Receiver {
+    let receiver = Receiver::start(&root.join("dst"), Some(KEY), &["--overwrite", "--serve"]);
+    let first = send(&[tree], receiver.port, KEY, &["--delete"]);
+    assert_eq!(code(&first), 0, "{}", stderr_of(&first));
+    receiver
+}
+
 pub(super) fn names(dir: &Path) -> Vec<String> {
     files_under(dir)
         .iter()
@@ -630,14 +639,8 @@ fn a_mirror_run_right_after_another_removes_what_the_first_one_wrote() {
     let root = tempfile::tempdir().unwrap();
     trees(root.path());
     settle();
-    let receiver = Receiver::start(
-        &root.path().join("dst"),
-        Some(KEY),
-        &["--overwrite", "--serve"],
-    );
     let tree = root.path().join("src/tree");
-    let first = send(&[&tree], receiver.port, KEY, &["--delete"]);
-    assert_eq!(code(&first), 0, "{}", stderr_of(&first));
+    let receiver = serving_a_first_copy(root.path(), &tree);
     assert!(root.path().join("dst/tree/a").exists());
     fs::remove_file(tree.join("a")).unwrap();
     let second = send(&[&tree], receiver.port, KEY, &["--delete", "-i"]);
@@ -658,13 +661,7 @@ fn a_stale_name_of_a_file_the_same_run_replaced_goes_in_that_run() {
     fs::create_dir_all(&tree).unwrap();
     fs::write(tree.join("a"), b"one\n").unwrap();
     fs::hard_link(tree.join("a"), tree.join("b")).unwrap();
-    let receiver = Receiver::start(
-        &root.path().join("dst"),
-        Some(KEY),
-        &["--overwrite", "--serve"],
-    );
-    let first = send(&[&tree], receiver.port, KEY, &["--delete"]);
-    assert_eq!(code(&first), 0, "{}", stderr_of(&first));
+    let receiver = serving_a_first_copy(root.path(), &tree);
     settle();
     fs::remove_file(tree.join("b")).unwrap();
     fs::write(tree.join("a"), b"two, longer\n").unwrap();
@@ -798,13 +795,7 @@ fn a_moved_directory_of_hard_links_leaves_no_stale_name() {
     for name in ["a", "b", "c", "d"] {
         fs::hard_link(tree.join("m"), tree.join("old").join(name)).unwrap();
     }
-    let receiver = Receiver::start(
-        &root.path().join("dst"),
-        Some(KEY),
-        &["--overwrite", "--serve"],
-    );
-    let first = send(&[&tree], receiver.port, KEY, &["--delete"]);
-    assert_eq!(code(&first), 0, "{}", stderr_of(&first));
+    let receiver = serving_a_first_copy(root.path(), &tree);
     fs::rename(tree.join("old"), tree.join("new")).unwrap();
     settle();
     let moved = send(&[&tree], receiver.port, KEY, &["--delete", "-i"]);
@@ -918,13 +909,7 @@ fn a_file_written_just_before_a_mirror_goes_in_that_run() {
     let tree = root.path().join("src/tree");
     fs::create_dir_all(tree.join("d")).unwrap();
     fs::write(tree.join("d/a"), b"a\n").unwrap();
-    let receiver = Receiver::start(
-        &root.path().join("dst"),
-        Some(KEY),
-        &["--overwrite", "--serve"],
-    );
-    let first = send(&[&tree], receiver.port, KEY, &[]);
-    assert_eq!(code(&first), 0, "{}", stderr_of(&first));
+    let receiver = serving_a_first_copy(root.path(), &tree);
     for round in 0..12 {
         let junk = root.path().join(format!("dst/tree/d/junk{round}"));
         fs::write(&junk, b"j\n").unwrap();
