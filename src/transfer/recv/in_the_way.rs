@@ -42,6 +42,34 @@ pub(crate) fn kept(
     }
 }
 
+/// The refusal of an entry whose name holds something (a directory: `is_dir`)
+/// the filters exclude, under `--delete`: the user's word on it stands, whatever
+/// took its name at the source (rsync lets it go). The rules travel with
+/// `--dry-run` and `-I` too: they protect only where `--delete` removes.
+/// `path`: its bytes, and as shown.
+pub(crate) fn excluded_in_the_way(
+    shared: &Shared<'_>,
+    (path, shown): (&[u8], &str),
+    is_dir: bool,
+) -> Option<Refusal> {
+    let mirroring = shared.mirroring?;
+    if !(mirroring.delete && mirroring.filter.excluded(path, is_dir)) {
+        return None;
+    }
+    let what = if is_dir {
+        "the directory of that name"
+    } else {
+        "what holds that name"
+    };
+    Some(Refusal::new(
+        ErrorCode::Exists,
+        format!(
+            "{shown}: {what} is one the filters exclude, which is never removed \
+             (--delete-excluded lets it go); not replaced"
+        ),
+    ))
+}
+
 /// What the plan's look at a directory in the way found: it may go.
 pub(crate) struct Look {
     /// What its regular files free.
@@ -134,18 +162,10 @@ fn walk(
     let default = Default::default();
     let mirroring = shared.mirroring.unwrap_or(&default);
     let within = target.identity();
-    let excluded = mirroring.delete && mirroring.filter.excluded(at.1.as_bytes(), true);
-    if excluded && target.dir_identity(at.0) != (0, 0) {
-        // The user's word on that directory stands, whatever took its name at the
-        // source (rsync lets it go with all it holds).
-        return Err(Refusal::new(
-            ErrorCode::Exists,
-            format!(
-                "{}: the directory of that name is one the filters exclude, which is \
-                 never removed (--delete-excluded lets it go); not replaced",
-                escape(at.1)
-            ),
-        ));
+    if let Some(refusal) = excluded_in_the_way(shared, (at.1.as_bytes(), &escape(at.1)), true)
+        && target.dir_identity(at.0) != (0, 0)
+    {
+        return Err(refusal);
     }
     let keep = |child: &str, is_dir: bool| kept(&mirroring.filter, shared, within, child, is_dir);
     let rules = Prune {

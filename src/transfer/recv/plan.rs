@@ -942,21 +942,10 @@ impl<'s, 'c> Decider<'s, 'c> {
         components: &[&[u8]],
     ) -> Result<(), Refusal> {
         let _claim = self.claim(entry, shown)?;
-        // The rules travel with `--dry-run` and `-I` too: they protect only
-        // where `--delete` removes.
-        let excluded = (self.shared.mirroring).is_some_and(|mirroring| {
-            mirroring.delete && mirroring.filter.excluded(&entry.path_bytes(), false)
-        });
-        if excluded {
-            // The filters' word on what is there stands, as for a directory a file
-            // would replace (`in_the_way.rs`).
-            return Err(Refusal::new(
-                ErrorCode::Exists,
-                format!(
-                    "{shown}: what holds that name is one the filters exclude, which is \
-                     never removed (--delete-excluded lets it go); not replaced"
-                ),
-            ));
+        if let Some(refusal) =
+            in_the_way::excluded_in_the_way(self.shared, (&entry.path_bytes(), shown), false)
+        {
+            return Err(refusal);
         }
         if self.dry_run {
             // Removing it takes what adding a name takes: the real run's words.
